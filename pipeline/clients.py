@@ -1,0 +1,95 @@
+"""Every client of Kafka and Elasticsearch is built here, from settings, and passed in elsewhere.
+
+The ``*_config`` functions are pure (settings in, librdkafka config out) so they can be tested
+without a broker; the ``build_*`` functions make the client objects, which open no connection
+until first used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from elasticsearch import Elasticsearch
+
+from pipeline.settings import ElasticsearchSettings, KafkaSettings
+
+
+def kafka_common_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """The librdkafka settings shared by every Kafka client: address and security."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": kafka.client_id,
+        "security.protocol": kafka.security_protocol.lower(),
+    }
+    if kafka.sasl_mechanism is not None:
+        config["sasl.mechanism"] = kafka.sasl_mechanism
+    if kafka.sasl_username is not None:
+        config["sasl.username"] = kafka.sasl_username
+    if kafka.sasl_password is not None:
+        config["sasl.password"] = kafka.sasl_password.get_secret_value()
+    optional_paths = {
+        "ssl.ca.location": kafka.ssl_ca_location,
+        "ssl.certificate.location": kafka.ssl_certificate_location,
+        "ssl.key.location": kafka.ssl_key_location,
+    }
+    config.update({key: str(path) for key, path in optional_paths.items() if path is not None})
+    if kafka.ssl_key_password is not None:
+        config["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
+    return config
+
+
+def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """A safe producer: idempotent, acknowledged by all in-sync replicas."""
+    return {
+        **kafka_common_config(kafka),
+        "enable.idempotence": True,
+        "acks": "all",
+        # Kafka's default partitioner (murmur2), so keys land where the Java client puts them.
+        "partitioner": "murmur2_random",
+        **overrides,
+    }
+
+
+def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A consumer that commits only what the caller says is done."""
+    return {
+        **kafka_common_config(kafka),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        **overrides,
+    }
+
+
+def build_admin(kafka: KafkaSettings) -> AdminClient:
+    return AdminClient(kafka_common_config(kafka))
+
+
+def build_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
+    return Producer(producer_config(kafka, **overrides))
+
+
+def build_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(kafka, group_id, **overrides))
+
+
+def elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
+    """Keyword arguments for :class:`elasticsearch.Elasticsearch`."""
+    options: dict[str, Any] = {"hosts": [es.url], "request_timeout": es.request_timeout_s}
+    if es.api_key is not None and es.username is not None:
+        raise ValueError("set either an Elasticsearch API key or a username/password, not both")
+    if es.api_key is not None:
+        options["api_key"] = es.api_key.get_secret_value()
+    elif es.username is not None:
+        password = es.password.get_secret_value() if es.password is not None else ""
+        options["basic_auth"] = (es.username, password)
+    if es.ca_certs is not None:
+        options["ca_certs"] = str(es.ca_certs)
+    return options
+
+
+def build_elasticsearch(es: ElasticsearchSettings) -> Elasticsearch:
+    return Elasticsearch(**elasticsearch_options(es))

@@ -1,0 +1,115 @@
+"""The one settings object of the project.
+
+Read once at each entry point with ``PipelineSettings()`` (environment variables with the prefix
+``PIPELINE_``, nested with ``__``, e.g. ``PIPELINE_KAFKA__BOOTSTRAP_SERVERS``) and passed down.
+The nested sections are frozen value objects that never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_VERSION = "3.9.1"
+KAFKA_SCALA_VERSION = "2.13"
+ELASTICSEARCH_VERSION = "8.19.3"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    """How clients reach Kafka."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "pipeline"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+
+class ElasticsearchSettings(_Frozen):
+    """How clients reach Elasticsearch: an API key or basic auth, never both."""
+
+    url: str = "http://127.0.0.1:9200"
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class DatabaseSettings(_Frozen):
+    """The service database. The password is kept apart from the URL so it is never logged."""
+
+    url: str = "sqlite:///pipeline.db"
+    password: SecretStr | None = None
+
+
+def _default_stack_home() -> Path:
+    # Elasticsearch runs as a dedicated user when we are root, and that user cannot enter
+    # /root, so root's stack lives in a world-traversable place.
+    if os.geteuid() == 0:
+        return Path("/var/lib/pipeline")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "pipeline"
+
+
+class StackSettings(_Frozen):
+    """The local Kafka + Elasticsearch stack started by ``pipeline stack up``."""
+
+    home: Path = Field(default_factory=_default_stack_home)
+    kafka_version: str = KAFKA_VERSION
+    kafka_scala_version: str = KAFKA_SCALA_VERSION
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_heap: str = "512m"
+    elasticsearch_version: str = ELASTICSEARCH_VERSION
+    elasticsearch_transport_port: int = Field(default=9300, ge=1, le=65535)
+    elasticsearch_heap: str = "1g"
+    elasticsearch_user: str = "pipeline-es"
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    compose_file: Path = Path("docker-compose.yml")
+
+
+class PipelineSettings(BaseSettings):
+    """Everything configurable, read from the environment (prefix ``PIPELINE_``) or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    service_name: str = "pipeline"
+    kafka: KafkaSettings = KafkaSettings()
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    stack: StackSettings = StackSettings()
