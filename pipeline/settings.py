@@ -98,7 +98,7 @@ class StackSettings(_Frozen):
 
 
 class PipelineSettings(BaseSettings):
-    """Everything configurable, read from the environment (prefix ``PIPELINE_``) or a ``.env`` file."""
+    """Everything configurable: environment (prefix ``PIPELINE_``, nested ``__``) or ``.env``."""
 
     model_config = SettingsConfigDict(
         env_prefix="PIPELINE_",

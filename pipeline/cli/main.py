@@ -1,0 +1,58 @@
+"""The ``pipeline`` command: one Typer application with a sub-command per concern.
+
+Settings are read once here and handed to the sub-commands through the Typer context.
+Every expected failure is a :class:`pipeline.errors.PipelineError`, printed as one line with a
+non-zero exit code; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from pipeline.cli import stack as stack_cli
+from pipeline.cli import topics as topics_cli
+from pipeline.errors import PipelineError
+from pipeline.settings import PipelineSettings
+
+app = typer.Typer(
+    name="pipeline",
+    help="Event-streaming pipeline on Apache Kafka and Elasticsearch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack_cli.app, name="stack")
+app.add_typer(topics_cli.app, name="topics")
+
+_stderr = Console(stderr=True)
+
+
+@app.callback()
+def _load_settings(ctx: typer.Context) -> None:
+    """Event-streaming pipeline on Apache Kafka and Elasticsearch.
+
+    Configuration comes from PIPELINE_* environment variables (nested with __), e.g.
+    PIPELINE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092.
+    """
+    ctx.obj = PipelineSettings()
+
+
+def run() -> None:
+    """Console entry point: expected errors become one line on stderr and exit code 2.
+
+    Typer's standalone mode already answers usage errors that way and exits by itself.
+    """
+    try:
+        app()
+    except PipelineError as error:
+        _stderr.print(f"[red]error:[/red] {error}", highlight=False)
+        sys.exit(2)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        _stderr.print(f"[red]error:[/red] invalid setting {where}: {first['msg']}", highlight=False)
+        sys.exit(2)

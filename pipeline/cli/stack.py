@@ -1,0 +1,128 @@
+"""``pipeline stack``: a local Kafka (KRaft) and Elasticsearch, without Docker."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from enum import StrEnum
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.settings import PipelineSettings
+from pipeline.stack import compose
+from pipeline.stack.manager import StackManager, StackStatus, tail
+
+app = typer.Typer(
+    help="Run a local Apache Kafka (KRaft) and Elasticsearch fetched from Maven Central, "
+    "or the docker compose stack with --docker.",
+    no_args_is_help=True,
+)
+
+_out = Console()
+_err = Console(stderr=True)
+
+DockerOption = typer.Option(
+    False,
+    "--docker",
+    help="Delegate to docker compose (docker-compose.yml) instead of local processes.",
+)
+
+
+class LogComponent(StrEnum):
+    kafka = "kafka"
+    elasticsearch = "elasticsearch"
+
+
+def _settings(ctx: typer.Context) -> PipelineSettings:
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    return settings
+
+
+def _print_status(status: StackStatus) -> None:
+    table = Table(title="pipeline stack")
+    for column in ("component", "address", "state", "version", "started by us", "detail"):
+        table.add_column(column)
+    for health in (status.kafka, status.elasticsearch):
+        record = status.records.get(health.name)
+        table.add_row(
+            health.name,
+            health.address,
+            "[green]up[/green]" if health.ok else "[red]down[/red]",
+            health.version or ("unknown" if health.ok else "-"),
+            f"pid {record.pid}" if record else "no",
+            health.detail,
+        )
+    _out.print(table)
+
+
+@app.command()
+def up(ctx: typer.Context, docker: bool = DockerOption) -> None:
+    """Start Kafka and Elasticsearch unless they already answer; reuse what answers.
+
+    The first run fetches both from Maven Central (a few minutes); later runs start in seconds.
+    """
+    settings = _settings(ctx)
+    if docker:
+        raise typer.Exit(compose.run_compose(settings.stack.compose_file, "up", "-d", "--wait"))
+    manager = StackManager(settings, console=_err)
+    began = time.monotonic()
+    started = manager.up()
+    elapsed = time.monotonic() - began
+    what = ", ".join(sorted(started)) if started else "nothing (both already answer)"
+    _err.print(f"started {what} in {elapsed:.1f} s")
+    _print_status(manager.status())
+
+
+@app.command()
+def status(ctx: typer.Context, docker: bool = DockerOption) -> None:
+    """Show whether Kafka and Elasticsearch answer; exit 0 only when both do."""
+    settings = _settings(ctx)
+    if docker:
+        raise typer.Exit(compose.run_compose(settings.stack.compose_file, "ps"))
+    current = StackManager(settings).status()
+    _print_status(current)
+    if not current.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def down(
+    ctx: typer.Context,
+    docker: bool = DockerOption,
+    purge: bool = typer.Option(False, "--purge", help="Also delete the data (topics, indices)."),
+) -> None:
+    """Stop the processes `pipeline stack up` started (by their recorded ids), nothing else."""
+    settings = _settings(ctx)
+    if docker:
+        args = ["down", "--volumes"] if purge else ["down"]
+        raise typer.Exit(compose.run_compose(settings.stack.compose_file, *args))
+    stopped = StackManager(settings).down(purge=purge)
+    _err.print(f"stopped {', '.join(stopped)}" if stopped else "nothing of ours was running")
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    component: LogComponent = typer.Argument(..., help="kafka or elasticsearch"),
+    lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many last lines to show."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    docker: bool = DockerOption,
+) -> None:
+    """Show the last lines of a component's log."""
+    settings = _settings(ctx)
+    if docker:
+        args = ["logs", "--tail", str(lines), *(["--follow"] if follow else []), component.value]
+        raise typer.Exit(compose.run_compose(settings.stack.compose_file, *args))
+    path = StackManager(settings).log_path(component.value)
+    if not path.exists():
+        _err.print(f"no log yet at {path}")
+        raise typer.Exit(1)
+    if follow:
+        raise typer.Exit(
+            subprocess.run(["tail", "-n", str(lines), "-F", str(path)], check=False).returncode
+        )
+    for line in tail(path, lines):
+        _out.print(line, markup=False, highlight=False)

@@ -1,0 +1,91 @@
+"""Is Kafka / Elasticsearch answering at the configured address, and what is it?"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaException
+from elasticsearch import ApiError, TransportError
+
+from pipeline.clients import build_elasticsearch, kafka_common_config
+from pipeline.settings import ElasticsearchSettings, KafkaSettings
+from pipeline.stack.preflight import port_answers, split_host_port
+
+_quiet = logging.getLogger("pipeline.stack.librdkafka")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+@dataclass(frozen=True)
+class Health:
+    name: str
+    address: str
+    ok: bool
+    detail: str
+    version: str | None = None
+    port_open: bool = False
+
+
+def kafka_health(kafka: KafkaSettings, timeout_s: float = 5.0) -> Health:
+    """Ask the cluster for its metadata; ``ok`` when at least one broker answers."""
+    from confluent_kafka.admin import AdminClient
+
+    address = kafka.bootstrap_servers
+    host, port = split_host_port(address.split(",")[0])
+    if not port_answers(host, port):
+        return Health("kafka", address, ok=False, detail="nothing listens there")
+    # librdkafka reports connection failures on stderr by default; they belong to this check.
+    config: dict[str, Any] = {**kafka_common_config(kafka), "logger": _quiet}
+    admin = AdminClient(config)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as error:
+        return Health(
+            "kafka",
+            address,
+            ok=False,
+            port_open=True,
+            detail=f"the port is open but Kafka does not answer: {error.args[0]}",
+        )
+    brokers = ", ".join(str(b) for b in metadata.brokers.values())
+    return Health(
+        "kafka",
+        address,
+        ok=True,
+        port_open=True,
+        detail=f"cluster {metadata.cluster_id}, brokers {brokers}, {len(metadata.topics)} topics",
+    )
+
+
+def elasticsearch_health(es: ElasticsearchSettings, timeout_s: float = 5.0) -> Health:
+    """Cluster health (green or yellow is ok) and the local node's version."""
+    address = es.url
+    host, port = split_host_port(address)
+    if not port_answers(host, port):
+        return Health("elasticsearch", address, ok=False, detail="nothing listens there")
+    client = build_elasticsearch(es).options(request_timeout=timeout_s, max_retries=0)
+    try:
+        health = client.cluster.health()
+        nodes = client.nodes.info(node_id="_local", metric="_none")
+    except (ApiError, TransportError) as error:
+        return Health(
+            "elasticsearch",
+            address,
+            ok=False,
+            port_open=True,
+            detail=f"the port is open but Elasticsearch does not answer: {error}",
+        )
+    finally:
+        client.close()
+    status = str(health["status"])
+    versions = {str(node["version"]) for node in nodes["nodes"].values()}
+    return Health(
+        "elasticsearch",
+        address,
+        ok=status in ("green", "yellow"),
+        port_open=True,
+        version=", ".join(sorted(versions)),
+        detail=f"cluster {health['cluster_name']} is {status}, {health['number_of_nodes']} node(s)",
+    )

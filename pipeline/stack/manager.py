@@ -1,0 +1,333 @@
+"""``pipeline stack up | status | down | logs``: the local Kafka + Elasticsearch.
+
+``up`` works in this order:
+
+1. reuse whatever already answers at the configured addresses (started by us or anyone);
+2. check Java 17+, mvn and the ports each missing component needs;
+3. fetch the missing distributions from Maven Central (once, into ``<home>/dist``);
+4. write the configuration into ``<home>/state`` and start the processes in the background;
+5. wait until each answers its health check, or stop it and report the tail of its log.
+
+Every start is recorded (pid + start time) in ``<home>/state/processes.json``; ``down`` stops
+only those records' processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rich.console import Console
+
+from pipeline.settings import PipelineSettings
+from pipeline.stack import elasticsearch_node, kafka_node, processes
+from pipeline.stack.distribution import fetch_elasticsearch, fetch_kafka
+from pipeline.stack.health import Health, elasticsearch_health, kafka_health
+from pipeline.stack.preflight import (
+    StackError,
+    ensure_port_free,
+    find_java,
+    find_mvn,
+    is_local_host,
+    split_host_port,
+)
+
+Component = Literal["kafka", "elasticsearch"]
+COMPONENTS: tuple[Component, ...] = ("kafka", "elasticsearch")
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    kafka: Health
+    elasticsearch: Health
+    records: dict[str, processes.ProcessRecord]
+
+    @property
+    def healthy(self) -> bool:
+        return self.kafka.ok and self.elasticsearch.ok
+
+    @property
+    def problem(self) -> str | None:
+        failing = [h for h in (self.kafka, self.elasticsearch) if not h.ok]
+        return "; ".join(f"{h.name} at {h.address}: {h.detail}" for h in failing) or None
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    if not path.exists():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 64 * 1024))
+        text = handle.read().decode("utf-8", errors="replace")
+    return text.splitlines()[-lines:]
+
+
+class StackManager:
+    """Owns the local stack's folders and processes; clients come from the settings."""
+
+    def __init__(self, settings: PipelineSettings, console: Console | None = None) -> None:
+        self._settings = settings
+        self._stack = settings.stack
+        self._console = console or Console(stderr=True, quiet=True)
+        self.dist_dir = self._stack.home / "dist"
+        self.state_dir = self._stack.home / "state"
+        self._records_file = self.state_dir / "processes.json"
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def status(self) -> StackStatus:
+        records = {
+            name: record
+            for name, record in processes.load_records(self._records_file).items()
+            if processes.find(record) is not None
+        }
+        return StackStatus(
+            kafka=self._with_version(kafka_health(self._settings.kafka), records.get("kafka")),
+            elasticsearch=elasticsearch_health(self._settings.elasticsearch),
+            records=records,
+        )
+
+    @staticmethod
+    def _with_version(health: Health, record: processes.ProcessRecord | None) -> Health:
+        # Kafka's protocol does not report the broker's release; we know it for what we started.
+        if record is None or not health.ok:
+            return health
+        return Health(health.name, health.address, health.ok, health.detail, record.version, True)
+
+    def log_path(self, component: Component) -> Path:
+        record = processes.load_records(self._records_file).get(component)
+        if record is not None:
+            return Path(record.log)
+        return self.state_dir / component / f"{component}.log"
+
+    # ---- up ------------------------------------------------------------------------------
+
+    def up(self) -> set[Component]:
+        """Make both components answer; returns the ones this call started."""
+        with self._lock():
+            started: set[Component] = set()
+            try:
+                if not kafka_health(self._settings.kafka).ok:
+                    self._start_kafka()
+                    started.add("kafka")
+                if not elasticsearch_health(self._settings.elasticsearch).ok:
+                    self._start_elasticsearch()
+                    started.add("elasticsearch")
+            except BaseException:
+                self._stop(started)
+                raise
+            return started
+
+    def _start_kafka(self) -> None:
+        host, port = split_host_port(self._settings.kafka.bootstrap_servers.split(",")[0])
+        self._require_local("Kafka", host)
+        health = kafka_health(self._settings.kafka)
+        if health.port_open:
+            raise StackError(
+                f"port {port} is taken by something that is not a healthy Kafka ({health.detail})"
+            )
+        ensure_port_free(host, self._stack.kafka_controller_port, "the Kafka controller")
+        java = find_java()
+        with self._progress(f"Fetching Kafka {self._stack.kafka_version} from Maven Central"):
+            distribution = fetch_kafka(
+                find_mvn(),
+                self.dist_dir,
+                self._stack.kafka_version,
+                self._stack.kafka_scala_version,
+            )
+        folder = self.state_dir / "kafka"
+        data = folder / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        properties = folder / "server.properties"
+        properties.write_text(
+            kafka_node.server_properties(host, port, self._stack.kafka_controller_port, data)
+        )
+        log4j = folder / "log4j.properties"
+        log4j.write_text(kafka_node.LOG4J_PROPERTIES)
+        log = folder / "kafka.log"
+        if not (data / "meta.properties").exists():
+            cluster_id = kafka_node.new_cluster_id()
+            command = kafka_node.format_command(java, distribution, properties, log4j, cluster_id)
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=120, check=False
+            )
+            if result.returncode != 0:
+                raise StackError(
+                    "formatting Kafka's storage failed: "
+                    f"{result.stdout[-300:]}{result.stderr[-300:]}"
+                )
+        command = kafka_node.server_command(
+            java, distribution, properties, log4j, self._stack.kafka_heap
+        )
+        record = processes.spawn("kafka", command, log, distribution.version, f"{host}:{port}")
+        self._remember(record)
+        self._await(record, lambda: kafka_health(self._settings.kafka), "Kafka")
+
+    def _start_elasticsearch(self) -> None:
+        host, port = split_host_port(self._settings.elasticsearch.url)
+        self._require_local("Elasticsearch", host)
+        health = elasticsearch_health(self._settings.elasticsearch)
+        if health.port_open:
+            raise StackError(
+                f"port {port} is taken by something that is not a healthy Elasticsearch "
+                f"({health.detail})"
+            )
+        ensure_port_free(
+            host, self._stack.elasticsearch_transport_port, "Elasticsearch's transport"
+        )
+        java = find_java()
+        version = self._stack.elasticsearch_version
+        with self._progress(f"Fetching Elasticsearch {version} from Maven Central"):
+            distribution = fetch_elasticsearch(find_mvn(), self.dist_dir, version)
+        user = elasticsearch_node.run_as_user(self._stack.elasticsearch_user)
+        if user is not None:
+            _ensure_system_user(user)
+        folder = self.state_dir / "elasticsearch"
+        conf, data, logs = folder / "config", folder / "data", folder / "logs"
+        for path in (conf, data, logs):
+            path.mkdir(parents=True, exist_ok=True)
+        for name in ("jvm.options", "log4j2.properties"):
+            shutil.copy2(distribution.home / "config" / name, conf / name)
+        (conf / "jvm.options.d").mkdir(exist_ok=True)
+        (conf / "elasticsearch.yml").write_text(
+            elasticsearch_node.elasticsearch_yml(
+                host, port, self._stack.elasticsearch_transport_port, data, logs
+            )
+        )
+        if user is not None:
+            _hand_over(self._stack.home, folder, user)
+        pid_file = folder / "elasticsearch.pid"
+        command = elasticsearch_node.server_command(
+            java, distribution, conf, pid_file, self._stack.elasticsearch_heap, user
+        )
+        record = processes.spawn(
+            "elasticsearch",
+            command,
+            folder / "elasticsearch.log",
+            distribution.version,
+            f"{host}:{port}",
+        )
+        self._remember(record)
+        self._await(
+            record, lambda: elasticsearch_health(self._settings.elasticsearch), "Elasticsearch"
+        )
+
+    def _await(
+        self, record: processes.ProcessRecord, check: Callable[[], Health], what: str
+    ) -> None:
+        deadline = time.monotonic() + self._stack.start_timeout_s
+        with self._progress(f"Waiting for {what} at {record.address}"):
+            while time.monotonic() < deadline:
+                if check().ok:
+                    return
+                if processes.find(record) is None:
+                    code = processes.exit_code(record)
+                    raise StackError(
+                        f"{what} exited during start (exit code {code}); "
+                        f"last lines of {record.log}: {self._tail_line(Path(record.log))}"
+                    )
+                time.sleep(0.5)
+        processes.stop(record)
+        raise StackError(
+            f"{what} did not answer within {self._stack.start_timeout_s:.0f} s; "
+            f"last lines of {record.log}: {self._tail_line(Path(record.log))}"
+        )
+
+    @staticmethod
+    def _tail_line(path: Path) -> str:
+        return " | ".join(line.strip() for line in tail(path, 5)) or "(empty)"
+
+    @staticmethod
+    def _require_local(what: str, host: str) -> None:
+        if not is_local_host(host):
+            raise StackError(
+                f"{what} at {host} does not answer, and only a local address (127.0.0.1) can be "
+                "started by `pipeline stack up`"
+            )
+
+    # ---- down ----------------------------------------------------------------------------
+
+    def down(self, only: set[Component] | None = None, purge: bool = False) -> list[str]:
+        """Stop the processes we started (all, or ``only`` those); returns what was stopped."""
+        with self._lock():
+            stopped = self._stop(set(COMPONENTS) if only is None else only)
+            if purge:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+            return stopped
+
+    def _stop(self, components: set[Component]) -> list[str]:
+        records = processes.load_records(self._records_file)
+        stopped: list[str] = []
+        # Reverse start order: Elasticsearch first, Kafka last.
+        for name in reversed(COMPONENTS):
+            record = records.get(name)
+            if name not in components or record is None:
+                continue
+            if processes.stop(record):
+                stopped.append(name)
+            del records[name]
+        processes.save_records(self._records_file, records)
+        return stopped
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _remember(self, record: processes.ProcessRecord) -> None:
+        records = processes.load_records(self._records_file)
+        records[record.name] = record
+        processes.save_records(self._records_file, records)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One ``up``/``down`` at a time per stack home (parallel test runs share one stack)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._stack.home.chmod(0o755)
+        with (self.state_dir / "stack.lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _progress(self, message: str) -> Iterator[None]:
+        with self._console.status(message):
+            yield
+
+
+def _ensure_system_user(user: str) -> None:
+    try:
+        pwd.getpwnam(user)
+        return
+    except KeyError:
+        pass
+    result = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"cannot create the user {user} to run Elasticsearch: {result.stderr.strip()}"
+        )
+
+
+def _hand_over(home: Path, folder: Path, user: str) -> None:
+    """Give the Elasticsearch user its state folder, and a way through to it."""
+    entry = pwd.getpwnam(user)
+    for parent in (home, home / "state"):
+        parent.chmod(0o755)
+    for root, dirs, files in os.walk(folder):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)

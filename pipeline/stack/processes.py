@@ -1,0 +1,115 @@
+"""Background processes we start, recorded by id so we stop only our own."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from pipeline.stack.preflight import StackError
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A started process: its pid plus its start time, so a reused pid is never mistaken for it."""
+
+    name: str
+    pid: int
+    create_time: float
+    version: str
+    address: str
+    log: str
+
+
+def spawn(name: str, command: list[str], log: Path, version: str, address: str) -> ProcessRecord:
+    """Start ``command`` in its own session, output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as output:
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise StackError(f"cannot start {name}: {error}") from error
+    return ProcessRecord(
+        name=name,
+        pid=process.pid,
+        create_time=psutil.Process(process.pid).create_time(),
+        version=version,
+        address=address,
+        log=str(log),
+    )
+
+
+def find(record: ProcessRecord) -> psutil.Process | None:
+    """The running process of a record, or None if it ended (or its pid now belongs to another)."""
+    try:
+        process = psutil.Process(record.pid)
+        if abs(process.create_time() - record.create_time) > 1.0:
+            return None
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process
+    except psutil.NoSuchProcess:
+        return None
+
+
+def exit_code(record: ProcessRecord) -> int | None:
+    """Reap a child that ended; its exit code when it was ours and it ended, else None."""
+    try:
+        process = psutil.Process(record.pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return process.wait(timeout=0)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+        return None
+    return None
+
+
+def stop(record: ProcessRecord, timeout_s: float = 30.0) -> bool:
+    """Stop the process and its children: SIGTERM, then SIGKILL after ``timeout_s``.
+
+    Returns whether anything was running.
+    """
+    process = find(record)
+    if process is None:
+        return False
+    try:
+        family = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, alive = psutil.wait_procs(family, timeout=timeout_s)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(alive, timeout=10)
+    return True
+
+
+def load_records(path: Path) -> dict[str, ProcessRecord]:
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {name: ProcessRecord(**fields) for name, fields in raw.items()}
+    except (ValueError, TypeError) as error:
+        raise StackError(
+            f"{path} is damaged ({error}); remove it after stopping the stack by hand"
+        ) from error
+
+
+def save_records(path: Path, records: dict[str, ProcessRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({name: asdict(r) for name, r in records.items()}, indent=2))
+    temporary.replace(path)

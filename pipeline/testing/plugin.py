@@ -1,0 +1,159 @@
+"""The project's pytest plugin (registered through the ``pytest11`` entry point).
+
+Markers: ``unit`` (no network: sockets are disabled), ``integration`` (the real stack),
+``chaos`` (slow faults: kill -9, outages), ``e2e`` (the whole demo). Tests under
+``tests/<kind>/`` get their marker from the folder.
+
+Fixtures for tests against the real stack:
+
+- ``pipeline_settings``: the settings, read once per session.
+- ``pipeline_stack``: makes sure Kafka and Elasticsearch answer, starting the local stack if they
+  do not (``--pipeline-stack=external`` only checks), and stops at the end what it started.
+- ``kafka_admin``, ``elasticsearch_client``: clients of that stack.
+- ``unique_name``: a factory of names no other test or run uses.
+- ``new_topic``: a factory of uniquely named topics, deleted after the test.
+- ``consumer_group``: a unique consumer group id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pipeline.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+    from elasticsearch import Elasticsearch
+
+    from pipeline.stack.manager import StackStatus
+
+_KINDS = ("unit", "integration", "chaos", "e2e")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pipeline")
+    group.addoption(
+        "--pipeline-stack",
+        choices=("local", "external"),
+        default=os.environ.get("PIPELINE_TEST_STACK", "local"),
+        help="local: start the local Kafka + Elasticsearch when they do not answer (default); "
+        "external: use the configured addresses and never start anything.",
+    )
+    group.addoption(
+        "--pipeline-keep-stack",
+        action="store_true",
+        default=False,
+        help="leave a stack the tests started running afterwards (faster reruns).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unit: needs no network (sockets are disabled)")
+    config.addinivalue_line("markers", "integration: runs against the real Kafka/Elasticsearch")
+    config.addinivalue_line("markers", "chaos: slow faults such as kill -9 and outages")
+    config.addinivalue_line("markers", "e2e: the whole demo, end to end")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.path)).parts
+        for kind in _KINDS:
+            if kind in parts and "tests" in parts:
+                item.add_marker(getattr(pytest.mark, kind))
+        if item.get_closest_marker("unit") is not None:
+            item.add_marker(pytest.mark.disable_socket)
+
+
+@pytest.fixture(scope="session")
+def pipeline_settings() -> PipelineSettings:
+    return PipelineSettings()
+
+
+@pytest.fixture(scope="session")
+def pipeline_stack(
+    request: pytest.FixtureRequest, pipeline_settings: PipelineSettings
+) -> Iterator[StackStatus]:
+    from pipeline.stack.manager import StackManager
+
+    manager = StackManager(pipeline_settings)
+    if request.config.getoption("--pipeline-stack") == "external":
+        status = manager.status()
+        if not status.healthy:
+            pytest.fail(f"the external stack does not answer: {status.problem}", pytrace=False)
+        yield status
+        return
+    started = manager.up()
+    try:
+        yield manager.status()
+    finally:
+        keep = request.config.getoption("--pipeline-keep-stack")
+        if started and not keep:
+            manager.down(only=started)
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(pipeline_stack: StackStatus, pipeline_settings: PipelineSettings) -> AdminClient:
+    from pipeline.clients import build_admin
+
+    return build_admin(pipeline_settings.kafka)
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_client(
+    pipeline_stack: StackStatus, pipeline_settings: PipelineSettings
+) -> Iterator[Elasticsearch]:
+    from pipeline.clients import build_elasticsearch
+
+    with build_elasticsearch(pipeline_settings.elasticsearch) as client:
+        yield client
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``unique_name("orders")`` -> ``test.orders-test_x-1a2b3c4d``: unique per call and run."""
+    test = re.sub(r"[^a-zA-Z0-9_-]", "_", request.node.name)[:60]
+
+    def make(prefix: str = "t") -> str:
+        return f"test.{prefix}-{test}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+def consumer_group(unique_name: Callable[[str], str]) -> str:
+    return unique_name("group")
+
+
+@pytest.fixture
+def new_topic(
+    kafka_admin: AdminClient, unique_name: Callable[[str], str]
+) -> Iterator[Callable[..., str]]:
+    """``new_topic(partitions=3, **{"retention.ms": "60000"})`` creates a topic, deleted after."""
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+    created: list[str] = []
+
+    def make(partitions: int = 3, prefix: str = "topic", **configs: Any) -> str:
+        name = unique_name(prefix)
+        futures = kafka_admin.create_topics(
+            [NewTopic(name, partitions, 1, config={k: str(v) for k, v in configs.items()})],
+            operation_timeout=30,
+        )
+        futures[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for future in kafka_admin.delete_topics(created, operation_timeout=30).values():
+            # A topic left behind must not fail the test that made it.
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
