@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from pipeline.cli import stack as stack_cli
+from pipeline.cli.demo import demo
 from pipeline.cli import topics as topics_cli
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_cli.app, name="stack")
 app.add_typer(topics_cli.app, name="topics")
+app.command()(demo)
 
 _stderr = Console(stderr=True)
 

@@ -1,0 +1,82 @@
+"""Reading back what was just produced: from given offsets, until the expected events arrived."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from collections import Counter
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from pipeline.envelope import EnvelopeError, Event, decode_message
+
+
+_NOT_READY = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+
+
+@dataclass
+class ReadbackReport:
+    events: list[Event] = field(default_factory=list)
+    undecodable: list[str] = field(default_factory=list)
+    per_partition: Counter[int] = field(default_factory=Counter)
+    timed_out: bool = False
+
+
+def end_offsets(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> list[TopicPartition]:
+    """The current end (high watermark) of every partition of ``topic``.
+
+    A topic created a moment ago may not have its leaders elected yet; retriable errors are
+    retried until ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    metadata = consumer.list_topics(topic, timeout=timeout_s)
+    positions = []
+    for partition in sorted(metadata.topics[topic].partitions):
+        while True:
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout_s
+                )
+                break
+            except KafkaException as error:
+                if error.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        positions.append(TopicPartition(topic, partition, high))
+    return positions
+
+
+def read_from(
+    consumer: Consumer,
+    start: list[TopicPartition],
+    expected: int,
+    timeout_s: float = 60.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReadbackReport:
+    """Read from ``start`` until ``expected`` messages arrived or ``timeout_s`` passed."""
+    report = ReadbackReport()
+    consumer.assign(start)
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while seen < expected:
+        if time.monotonic() > deadline:
+            report.timed_out = True
+            break
+        for message in consumer.consume(num_messages=500, timeout=0.5):
+            if message.error() is not None:
+                continue
+            seen += 1
+            report.per_partition[message.partition() or 0] += 1
+            try:
+                report.events.append(decode_message(message))
+            except EnvelopeError as error:
+                report.undecodable.append(f"{message.partition()}@{message.offset()}: {error}")
+            if on_progress is not None:
+                on_progress(1)
+    return report
