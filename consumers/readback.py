@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.envelope import EnvelopeError, Event, decode_message
-
 
 _NOT_READY = {
     KafkaError.NOT_LEADER_FOR_PARTITION,

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from pipeline.cli import stack as stack_cli
-from pipeline.cli.demo import demo
 from pipeline.cli import topics as topics_cli
+from pipeline.cli.demo import demo
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
