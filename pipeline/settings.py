@@ -85,6 +85,8 @@ class StackSettings(_Frozen):
     """The local Kafka + Elasticsearch stack started by ``pipeline stack up``."""
 
     home: Path = Field(default_factory=_default_stack_home)
+    #: Where fetched distributions are kept; default ``<home>/dist``. Stacks may share it.
+    dist_dir: Path | None = None
     kafka_version: str = KAFKA_VERSION
     kafka_scala_version: str = KAFKA_SCALA_VERSION
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)

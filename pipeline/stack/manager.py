@@ -79,7 +79,7 @@ class StackManager:
         self._settings = settings
         self._stack = settings.stack
         self._console = console or Console(stderr=True, quiet=True)
-        self.dist_dir = self._stack.home / "dist"
+        self.dist_dir = self._stack.dist_dir or self._stack.home / "dist"
         self.state_dir = self._stack.home / "state"
         self._records_file = self.state_dir / "processes.json"
 

@@ -1,0 +1,53 @@
+# The README's commands. Each does its own set-up on a fresh machine: a .venv with the
+# packages, Debian tools the tests use, and (through `pipeline stack up` or the test fixtures)
+# Kafka and Elasticsearch fetched from Maven Central.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test test-unit lint stack-up stack-down stack-status clean
+
+help:
+	@echo "make demo        start the stack, apply topics, send events and read them back"
+	@echo "make test        the whole test suite (unit, integration, chaos) on the real stack"
+	@echo "make test-unit   only the unit tests (no network)"
+	@echo "make lint        ruff and mypy"
+	@echo "make stack-up | stack-status | stack-down"
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(INSTALLED)
+
+venv: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/pipeline demo
+
+test: $(INSTALLED)
+	scripts/ensure-debian-packages.sh kcat=kcat
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(INSTALLED)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+stack-up: $(INSTALLED)
+	$(BIN)/pipeline stack up
+
+stack-status: $(INSTALLED)
+	$(BIN)/pipeline stack status
+
+stack-down: $(INSTALLED)
+	$(BIN)/pipeline stack down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+import socket
+
+import pytest
+
+from pipeline.stack.preflight import (
+    StackError,
+    find_java,
+    is_local_host,
+    parse_java_major,
+    split_host_port,
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15\nOpenJDK Runtime Environment', 17),
+        ('openjdk version "21" 2023-09-19', 21),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "11.0.22" 2024-01-16', 11),
+    ],
+)
+def test_parse_java_major_reads_modern_and_legacy_version_strings(output, major):
+    assert parse_java_major(output) == major
+
+
+def test_parse_java_major_rejects_unreadable_output():
+    with pytest.raises(StackError, match="cannot read the Java version"):
+        parse_java_major("bash: java: command not found")
+
+
+def test_find_java_names_the_version_needed_when_there_is_no_java(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(StackError, match="^Java 17 not found"):
+        find_java()
+
+
+def test_find_java_refuses_an_old_java(monkeypatch, tmp_path):
+    fake = tmp_path / "jdk" / "bin" / "java"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    with pytest.raises(StackError, match="is Java 11"):
+        find_java()
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:9092", ("127.0.0.1", 9092)),
+        ("http://127.0.0.1:9200", ("127.0.0.1", 9200)),
+        ("https://es.example:443/", ("es.example", 443)),
+        ("[::1]:9092", ("::1", 9092)),
+    ],
+)
+def test_split_host_port(address, expected):
+    assert split_host_port(address) == expected
+
+
+def test_split_host_port_rejects_an_address_without_port():
+    with pytest.raises(StackError, match="expected host:port"):
+        split_host_port("localhost")
+
+
+def test_only_loopback_addresses_are_local():
+    assert is_local_host("127.0.0.1") and is_local_host("localhost") and is_local_host("127.1.2.3")
+    assert not is_local_host("10.0.0.5")
+    assert not is_local_host("kafka")
+
+
+def test_unit_tests_have_no_network():
+    # The plugin disables sockets for tests under tests/unit.
+    with pytest.raises(Exception, match="[Ss]ocket"), pytest.warns(UserWarning):
+        socket.create_connection(("127.0.0.1", 9), timeout=0.1)

@@ -1,0 +1,58 @@
+import sys
+import time
+
+import psutil
+import pytest
+
+from pipeline.stack import processes
+from pipeline.stack.preflight import StackError
+
+
+def _sleeper(tmp_path, name="sleeper"):
+    # A parent with a child, like runuser -> java launcher -> java server.
+    script = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    return processes.spawn(
+        name, [sys.executable, "-c", script], tmp_path / f"{name}.log", "1.0", "127.0.0.1:1"
+    )
+
+
+def test_stop_ends_the_process_and_its_children(tmp_path):
+    record = _sleeper(tmp_path)
+    process = processes.find(record)
+    assert process is not None
+    deadline = time.monotonic() + 10
+    while not process.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = process.children(recursive=True)
+    assert children, "the child did not start"
+    assert processes.stop(record, timeout_s=5) is True
+    assert processes.find(record) is None
+    assert not any(
+        child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children
+    )
+
+
+def test_a_record_whose_pid_was_reused_is_not_ours(tmp_path):
+    record = _sleeper(tmp_path)
+    try:
+        impostor = processes.ProcessRecord(**{**record.__dict__, "create_time": 1.0})
+        assert processes.find(impostor) is None
+        assert processes.stop(impostor) is False
+        assert processes.find(record) is not None
+    finally:
+        processes.stop(record, timeout_s=5)
+
+
+def test_records_round_trip_through_their_file(tmp_path):
+    record = processes.ProcessRecord("kafka", 42, 1700000000.5, "3.9.1", "127.0.0.1:9092", "/l")
+    path = tmp_path / "state" / "processes.json"
+    processes.save_records(path, {"kafka": record})
+    assert processes.load_records(path) == {"kafka": record}
+    assert processes.load_records(tmp_path / "missing.json") == {}
+
+
+def test_a_damaged_records_file_is_reported(tmp_path):
+    path = tmp_path / "processes.json"
+    path.write_text("{not json")
+    with pytest.raises(StackError, match="is damaged"):
+        processes.load_records(path)

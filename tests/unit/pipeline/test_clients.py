@@ -1,0 +1,69 @@
+import pytest
+from pydantic import SecretStr
+
+from pipeline.clients import (
+    build_admin,
+    build_consumer,
+    build_producer,
+    consumer_config,
+    elasticsearch_options,
+    kafka_common_config,
+    producer_config,
+)
+from pipeline.settings import ElasticsearchSettings, KafkaSettings
+
+
+def test_plain_kafka_config_has_only_address_identity_and_protocol():
+    assert kafka_common_config(KafkaSettings()) == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "client.id": "pipeline",
+        "security.protocol": "plaintext",
+    }
+
+
+def test_sasl_ssl_settings_map_to_librdkafka_names():
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password=SecretStr("pw"),
+        ssl_ca_location="/etc/ca.pem",
+    )
+    config = kafka_common_config(kafka)
+    assert config["security.protocol"] == "sasl_ssl"
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl.username"] == "svc"
+    assert config["sasl.password"] == "pw"
+    assert config["ssl.ca.location"] == "/etc/ca.pem"
+
+
+def test_producers_are_idempotent_with_acks_all_and_java_compatible_partitioning():
+    config = producer_config(KafkaSettings(), **{"linger.ms": 5})
+    assert config["enable.idempotence"] is True
+    assert config["acks"] == "all"
+    assert config["partitioner"] == "murmur2_random"
+    assert config["linger.ms"] == 5
+
+
+def test_consumers_never_auto_commit():
+    config = consumer_config(KafkaSettings(), "group-a")
+    assert config["group.id"] == "group-a"
+    assert config["enable.auto.commit"] is False
+
+
+def test_building_clients_needs_no_reachable_broker():
+    # Nothing answers at 127.0.0.1:1; construction must still succeed at once (librdkafka
+    # connects in its own threads later; the Elasticsearch client on its first request).
+    build_admin(KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    build_producer(KafkaSettings(bootstrap_servers="127.0.0.1:1")).flush(0)
+    build_consumer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "g").close()
+
+
+def test_elasticsearch_auth_is_api_key_or_basic_never_both():
+    assert elasticsearch_options(ElasticsearchSettings(api_key=SecretStr("k")))["api_key"] == "k"
+    basic = elasticsearch_options(ElasticsearchSettings(username="u", password=SecretStr("p")))
+    assert basic["basic_auth"] == ("u", "p")
+    with pytest.raises(ValueError, match="not both"):
+        elasticsearch_options(
+            ElasticsearchSettings(api_key=SecretStr("k"), username="u", password=SecretStr("p"))
+        )

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.settings import ELASTICSEARCH_VERSION, KAFKA_VERSION, PipelineSettings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch, tmp_path):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+
+
+def test_defaults_point_at_the_local_stack():
+    settings = PipelineSettings()
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.elasticsearch.url == "http://127.0.0.1:9200"
+    assert settings.database.url.startswith("sqlite:///")
+    assert settings.stack.kafka_version == KAFKA_VERSION == "3.9.1"
+    assert settings.stack.elasticsearch_version == ELASTICSEARCH_VERSION
+
+
+def test_nested_settings_come_from_prefixed_environment_variables(monkeypatch):
+    monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "10.0.0.1:9092,10.0.0.2:9092")
+    monkeypatch.setenv("PIPELINE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("PIPELINE_ELASTICSEARCH__API_KEY", "c2VjcmV0")
+    monkeypatch.setenv("PIPELINE_STACK__HOME", "/srv/stack")
+    settings = PipelineSettings()
+    assert settings.kafka.bootstrap_servers == "10.0.0.1:9092,10.0.0.2:9092"
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == "hunter2"
+    assert settings.stack.home == Path("/srv/stack")
+
+
+def test_secrets_never_appear_in_the_settings_text(monkeypatch):
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("PIPELINE_ELASTICSEARCH__PASSWORD", "s3cr3t")
+    monkeypatch.setenv("PIPELINE_DATABASE__PASSWORD", "pg-pass")
+    settings = PipelineSettings()
+    text = repr(settings) + str(settings) + settings.model_dump_json()
+    for secret in ("hunter2", "s3cr3t", "pg-pass"):
+        assert secret not in text
+
+
+def test_the_settings_and_their_sections_are_frozen():
+    settings = PipelineSettings()
+    with pytest.raises(ValidationError):
+        settings.kafka.bootstrap_servers = "elsewhere:9092"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "localhost", "expected host:port"),
+        ("PIPELINE_ELASTICSEARCH__URL", "127.0.0.1:9200", "http:// or https://"),
+        ("PIPELINE_KAFKA__SECURITY_PROTOCOL", "TLS", "PLAINTEXT"),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=message):
+        PipelineSettings()
