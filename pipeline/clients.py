@@ -7,6 +7,7 @@ until first used.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -64,8 +65,16 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> di
     }
 
 
+# Admin calls report their own failures as one clear error; librdkafka's connection chatter
+# on stderr would only bury it.
+_admin_log = logging.getLogger("pipeline.kafka.admin")
+_admin_log.addHandler(logging.NullHandler())
+_admin_log.propagate = False
+
+
 def build_admin(kafka: KafkaSettings) -> AdminClient:
-    return AdminClient(kafka_common_config(kafka))
+    config: dict[str, Any] = {**kafka_common_config(kafka), "logger": _admin_log}
+    return AdminClient(config)
 
 
 def build_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:

@@ -74,7 +74,7 @@ def produce_events(
                     topic,
                     value=message.value,
                     key=message.key,
-                    headers=message.headers,
+                    headers=[*message.headers],
                     on_delivery=delivered,
                 )
                 break

@@ -30,7 +30,7 @@ app.add_typer(stack_cli.app, name="stack")
 app.add_typer(topics_cli.app, name="topics")
 app.command()(demo)
 
-_stderr = Console(stderr=True)
+_stderr = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()

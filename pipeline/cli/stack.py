@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 _out = Console()
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)
 
 DockerOption = typer.Option(
     False,

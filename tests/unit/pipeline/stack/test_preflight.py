@@ -32,7 +32,7 @@ def test_parse_java_major_rejects_unreadable_output():
 def test_find_java_names_the_version_needed_when_there_is_no_java(monkeypatch, tmp_path):
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(StackError, match="^Java 17 not found"):
+    with pytest.raises(StackError, match=r"^Java 17 not found"):
         find_java()
 
 
@@ -72,5 +72,5 @@ def test_only_loopback_addresses_are_local():
 
 def test_unit_tests_have_no_network():
     # The plugin disables sockets for tests under tests/unit.
-    with pytest.raises(Exception, match="[Ss]ocket"), pytest.warns(UserWarning):
+    with pytest.raises(Exception, match=r"[Ss]ocket"), pytest.warns(UserWarning):
         socket.create_connection(("127.0.0.1", 9), timeout=0.1)

@@ -1,0 +1,223 @@
+"""``pipeline topics``: apply the topic catalogue, list what exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.clients import build_admin
+from pipeline.settings import PipelineSettings
+from pipeline.topics.admin import (
+    apply_plan,
+    describe_cluster_topics,
+    list_cluster_topics,
+)
+from pipeline.topics.catalogue import default_catalogue, load_catalogue_file
+from pipeline.topics.plan import ActualTopic, Plan, build_plan
+from pipeline.topics.spec import DAY_MS, Catalogue
+
+app = typer.Typer(help="Create and update Kafka topics from the catalogue.", no_args_is_help=True)
+
+CatalogueOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalogue",
+        help="A TOML file of \\[\\[topic]] tables to use instead of the built-in catalogue "
+        "(fields: name, partitions, replication_factor, retention_ms, cleanup_policy, "
+        "configs, description).",
+        dir_okay=False,
+    ),
+]
+ReplicationOption = Annotated[
+    int | None,
+    typer.Option(
+        "--replication-factor",
+        min=1,
+        help="Replication factor of the built-in catalogue's topics (default 1, for a single "
+        "broker). Not used with --catalogue, whose file says it per topic.",
+    ),
+]
+
+
+def _settings(ctx: typer.Context) -> PipelineSettings:
+    settings = ctx.obj
+    if not isinstance(settings, PipelineSettings):  # run outside `pipeline`, e.g. in a test
+        settings = PipelineSettings()
+    return settings
+
+
+def _catalogue(path: Path | None, replication_factor: int | None) -> Catalogue:
+    if path is None:
+        return default_catalogue(replication_factor or 1)
+    if replication_factor is not None:
+        raise typer.BadParameter(
+            "the catalogue file sets replication_factor per topic",
+            param_hint="--replication-factor",
+        )
+    return load_catalogue_file(path)
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _retention(retention_ms: str | None) -> str:
+    if retention_ms is None or not retention_ms.lstrip("-").isdigit():
+        return retention_ms or "?"
+    value = int(retention_ms)
+    if value < 0:
+        return "forever"
+    if value % DAY_MS == 0:
+        return f"{value // DAY_MS}d"
+    if value % 3_600_000 == 0:
+        return f"{value // 3_600_000}h"
+    return f"{value}ms"
+
+
+def _add_name_column(table: Table, names: list[str]) -> None:
+    # Topic names are never folded (they are copied into other commands); other columns give way.
+    width = max((len(name) for name in names), default=5)
+    table.add_column("topic", no_wrap=True, min_width=width)
+
+
+def _plan_table(plan: Plan) -> Table:
+    table = Table(title="Topic changes", title_justify="left")
+    _add_name_column(table, [change.topic for change in plan.changes])
+    table.add_column("change", overflow="fold")
+    for change in plan.changes:
+        table.add_row(change.topic, change.describe())
+    return table
+
+
+def _print_warnings(console: Console, plan: Plan) -> None:
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/yellow] topic {warning.topic} {warning.problem}")
+
+
+_APPLY_HELP = (
+    "Make the broker's topics match the catalogue: create missing topics, add partitions, "
+    "set retention, cleanup policy and other configs.\n\n"
+    "Differences that cannot be applied safely (fewer partitions, another replication factor) "
+    "are shown as warnings and left alone."
+)
+_LIST_HELP = (
+    "Show topics with partitions, replication, retention and cleanup policy.\n\n"
+    "By default the catalogue's topics, marking those missing from the broker and those that "
+    "differ from the catalogue (`pipeline topics apply --dry-run` shows how)."
+)
+
+
+@app.command("apply", help=_APPLY_HELP)
+def apply_command(
+    ctx: typer.Context,
+    catalogue_file: CatalogueOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Only show what would change; change nothing on the broker."
+        ),
+    ] = False,
+    replication_factor: ReplicationOption = None,
+) -> None:
+    """Plan the catalogue against the broker, print the plan, then apply it."""
+    settings = _settings(ctx)
+    catalogue = _catalogue(catalogue_file, replication_factor)
+    bootstrap = settings.kafka.bootstrap_servers
+    admin = build_admin(settings.kafka)
+    actual = describe_cluster_topics(admin, catalogue.names, bootstrap=bootstrap)
+    plan = build_plan(catalogue, actual)
+    console = _console()
+    if plan.is_empty:
+        console.print(f"no changes: {len(catalogue)} topics match the catalogue")
+        return
+    if not plan.has_changes:
+        console.print("no changes to apply")
+        _print_warnings(console, plan)
+        return
+    console.print(_plan_table(plan))
+    _print_warnings(console, plan)
+    if dry_run:
+        console.print(f"dry run: {len(plan.changes)} changes not applied")
+        return
+    apply_plan(admin, plan, bootstrap=bootstrap)
+    console.print(f"applied {len(plan.changes)} changes")
+
+
+def _topics_table(bootstrap: str, names: list[str]) -> Table:
+    table = Table(title=f"Topics on {bootstrap}", title_justify="left")
+    _add_name_column(table, names)
+    table.add_column("partitions", justify="right")
+    table.add_column("replicas", justify="right")
+    table.add_column("retention", justify="right")
+    table.add_column("cleanup")
+    table.add_column("state", no_wrap=True)
+    return table
+
+
+def _topic_row(name: str, actual: ActualTopic | None, state: str) -> tuple[str, ...]:
+    if actual is None:
+        return (name, "-", "-", "-", "-", state)
+    return (
+        name,
+        str(actual.partitions),
+        str(actual.replication_factor),
+        _retention(actual.configs.get("retention.ms")),
+        actual.configs.get("cleanup.policy", "?"),
+        state,
+    )
+
+
+@app.command("list", help=_LIST_HELP)
+def list_command(
+    ctx: typer.Context,
+    all_topics: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="List every topic on the broker (except Kafka's internal __* topics) "
+            "instead of the catalogue's topics.",
+        ),
+    ] = False,
+    catalogue_file: CatalogueOption = None,
+    replication_factor: ReplicationOption = None,
+) -> None:
+    """Print a table of the catalogue's topics (or all of the broker's) as they exist."""
+    settings = _settings(ctx)
+    bootstrap = settings.kafka.bootstrap_servers
+    admin = build_admin(settings.kafka)
+    if all_topics:
+        if catalogue_file is not None or replication_factor is not None:
+            raise typer.BadParameter("--all lists the broker's topics, not a catalogue's")
+        topics = list_cluster_topics(admin, bootstrap=bootstrap)
+        table = _topics_table(bootstrap, list(topics))
+        for name, topic in topics.items():
+            table.add_row(*_topic_row(name, topic, "exists"))
+        console = _console()
+        console.print(table)
+        if not topics:
+            console.print(f"no topics on {bootstrap} (besides Kafka's internal ones)")
+        return
+    catalogue = _catalogue(catalogue_file, replication_factor)
+    existing = describe_cluster_topics(admin, catalogue.names, bootstrap=bootstrap)
+    table = _topics_table(bootstrap, list(catalogue.names))
+    plan = build_plan(catalogue, existing)
+    drifted = {change.topic for change in plan.changes} | {w.topic for w in plan.warnings}
+    missing = 0
+    for spec in catalogue:
+        actual = existing.get(spec.name)
+        if actual is None:
+            missing += 1
+            state = "[red]missing[/red]"
+        elif spec.name in drifted:
+            state = "[yellow]differs[/yellow]"
+        else:
+            state = "ok"
+        table.add_row(*_topic_row(spec.name, actual, state))
+    console = _console()
+    console.print(table)
+    if missing:
+        console.print(f"{missing} of {len(catalogue)} topics missing: run `pipeline topics apply`")

@@ -1,0 +1,376 @@
+"""The I/O edge of the topic catalogue: read topics from Kafka, apply a :class:`Plan` to it.
+
+The admin client is built by :func:`pipeline.clients.build_admin` and passed in (anything shaped
+like :class:`KafkaAdmin`). Every call has a timeout, so an unreachable broker becomes a
+:class:`PipelineError` ("Kafka at ... does not answer") rather than a hang, and every Kafka error is
+turned into a one-line :class:`PipelineError` naming the topic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException
+
+# confluent-kafka's admin module re-exports these without an __all__, which strict mypy flags.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
+
+from pipeline.errors import PipelineError
+from pipeline.topics.plan import (
+    ActualTopic,
+    CreateTopic,
+    IncreasePartitions,
+    Plan,
+    SetConfig,
+    unapplied,
+)
+
+DEFAULT_TIMEOUT_S = 15.0
+
+_UNREACHABLE_CODES = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError.REQUEST_TIMED_OUT,
+    }
+)
+
+
+class KafkaAdmin(Protocol):
+    """The part of :class:`confluent_kafka.admin.AdminClient` this module uses."""
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
+
+    def describe_configs(self, resources: list[Any], **kwargs: Any) -> dict[Any, Future[Any]]: ...
+
+    def create_topics(self, new_topics: list[Any], **kwargs: Any) -> dict[str, Future[Any]]: ...
+
+    def create_partitions(
+        self, new_partitions: list[Any], **kwargs: Any
+    ) -> dict[str, Future[Any]]: ...
+
+    def incremental_alter_configs(
+        self, resources: list[Any], **kwargs: Any
+    ) -> dict[Any, Future[Any]]: ...
+
+
+def is_internal_topic(name: str) -> bool:
+    """Kafka's own topics (``__consumer_offsets``, ``__transaction_state``...)."""
+    return name.startswith("__")
+
+
+def _kafka_at(bootstrap: str | None) -> str:
+    return f"Kafka at {bootstrap}" if bootstrap else "Kafka"
+
+
+class KafkaUnavailableError(PipelineError):
+    """Kafka did not answer in time (down, unreachable, or the wrong address)."""
+
+
+def _unreachable(bootstrap: str | None, detail: str) -> KafkaUnavailableError:
+    return KafkaUnavailableError(
+        f"{_kafka_at(bootstrap)} does not answer ({detail}); is the broker running and "
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS right?"
+    )
+
+
+def _error_of(exception: BaseException) -> KafkaError | None:
+    if isinstance(exception, KafkaException) and exception.args:
+        first = exception.args[0]
+        if isinstance(first, KafkaError):
+            return first
+    return None
+
+
+def _wait(future: Future[Any], timeout_s: float, bootstrap: str | None, doing: str) -> Any:
+    try:
+        return future.result(timeout=timeout_s)
+    except TimeoutError:
+        raise _unreachable(bootstrap, f"no reply within {timeout_s:g}s while {doing}") from None
+
+
+def _metadata(admin: KafkaAdmin, bootstrap: str | None, timeout_s: float) -> Any:
+    try:
+        return admin.list_topics(timeout=timeout_s)
+    except KafkaException as exception:
+        error = _error_of(exception)
+        detail = error.str() if error is not None else str(exception)
+        if error is None or error.code() in _UNREACHABLE_CODES:
+            raise _unreachable(bootstrap, detail) from None
+        raise PipelineError(f"cannot list the topics of {_kafka_at(bootstrap)}: {detail}") from None
+
+
+def _cluster_topics(
+    admin: KafkaAdmin, bootstrap: str | None, timeout_s: float
+) -> dict[str, tuple[int, int]]:
+    """``{name: (partitions, replication factor)}`` of every topic, from the cluster metadata."""
+    metadata = _metadata(admin, bootstrap, timeout_s)
+    topics: dict[str, tuple[int, int]] = {}
+    for name, topic in metadata.topics.items():
+        partitions = list(topic.partitions.values())
+        if not partitions:
+            continue  # being created or deleted right now: not a topic yet (or any more)
+        replication = max(len(partition.replicas) for partition in partitions)
+        topics[name] = (len(partitions), replication)
+    return topics
+
+
+def _topic_configs(
+    admin: KafkaAdmin, names: list[str], bootstrap: str | None, timeout_s: float
+) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    futures = admin.describe_configs(resources, request_timeout=timeout_s)
+    configs: dict[str, dict[str, str]] = {}
+    for resource, future in futures.items():
+        name = resource.name
+        try:
+            entries = _wait(future, timeout_s, bootstrap, f"reading the configs of {name}")
+        except KafkaException as exception:
+            error = _error_of(exception)
+            if error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue  # deleted meanwhile, or not yet known to this broker: does not exist
+            raise _failure(
+                exception, bootstrap, f"cannot read the configs of topic {name}"
+            ) from None
+        configs[name] = {
+            key: entry.value for key, entry in entries.items() if entry.value is not None
+        }
+    return configs
+
+
+def _describe(
+    admin: KafkaAdmin,
+    names: list[str],
+    shapes: Mapping[str, tuple[int, int]],
+    bootstrap: str | None,
+    timeout_s: float,
+) -> dict[str, ActualTopic]:
+    configs = _topic_configs(admin, names, bootstrap, timeout_s)
+    return {
+        name: ActualTopic(name, shapes[name][0], shapes[name][1], configs[name])
+        for name in names
+        if name in configs
+    }
+
+
+def describe_cluster_topics(
+    admin: KafkaAdmin,
+    names: Iterable[str],
+    *,
+    bootstrap: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, ActualTopic]:
+    """The topics among ``names`` that exist on the cluster, with all their configs.
+
+    A name missing from the result does not exist (or not yet, for the broker that answered).
+    ``bootstrap`` only names the cluster in errors.
+    """
+    shapes = _cluster_topics(admin, bootstrap, timeout_s)
+    existing = [name for name in dict.fromkeys(names) if name in shapes]
+    return _describe(admin, existing, shapes, bootstrap, timeout_s)
+
+
+def list_cluster_topics(
+    admin: KafkaAdmin,
+    *,
+    include_internal: bool = False,
+    bootstrap: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, ActualTopic]:
+    """Every topic on the cluster, sorted by name, without Kafka's internal ones unless asked."""
+    shapes = _cluster_topics(admin, bootstrap, timeout_s)
+    names = sorted(name for name in shapes if include_internal or not is_internal_topic(name))
+    return _describe(admin, names, shapes, bootstrap, timeout_s)
+
+
+def _failure(exception: KafkaException, bootstrap: str | None, doing: str) -> PipelineError:
+    error = _error_of(exception)
+    if error is None:
+        return PipelineError(f"{doing}: {exception}")
+    if error.code() in _UNREACHABLE_CODES:
+        return _unreachable(bootstrap, f"{error.str()} while {doing.removeprefix('cannot ')}")
+    return PipelineError(f"{doing}: {error.str()}")
+
+
+def _check_replication(
+    admin: KafkaAdmin, changes: tuple[CreateTopic, ...], bootstrap: str | None, timeout_s: float
+) -> None:
+    if not changes:
+        return
+    brokers = len(_metadata(admin, bootstrap, timeout_s).brokers)
+    for change in changes:
+        if change.spec.replication_factor > brokers:
+            raise PipelineError(
+                f"cannot create topic {change.topic}: replication factor "
+                f"{change.spec.replication_factor} is more than the {brokers} broker(s) available "
+                "(nothing was changed)"
+            )
+
+
+def _creation_failure(
+    change: CreateTopic, exception: KafkaException, bootstrap: str | None
+) -> PipelineError:
+    error = _error_of(exception)
+    spec = change.spec
+    if error is not None and error.code() == KafkaError.INVALID_REPLICATION_FACTOR:
+        return PipelineError(
+            f"cannot create topic {spec.name}: replication factor {spec.replication_factor} is "
+            f"more than the brokers available ({error.str()})"
+        )
+    if error is not None and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+        return PipelineError(
+            f"cannot create topic {spec.name}: it was created meanwhile; plan and apply again"
+        )
+    return _failure(exception, bootstrap, f"cannot create topic {spec.name}")
+
+
+def _create(
+    admin: KafkaAdmin, changes: tuple[CreateTopic, ...], bootstrap: str | None, timeout_s: float
+) -> list[PipelineError]:
+    if not changes:
+        return []
+    new_topics = [
+        NewTopic(
+            change.spec.name,
+            num_partitions=change.spec.partitions,
+            replication_factor=change.spec.replication_factor,
+            config=change.spec.desired_configs(),
+        )
+        for change in changes
+    ]
+    futures = admin.create_topics(
+        new_topics, operation_timeout=timeout_s, request_timeout=timeout_s
+    )
+    failures: list[PipelineError] = []
+    for change in changes:
+        try:
+            _wait(futures[change.topic], timeout_s, bootstrap, f"creating topic {change.topic}")
+        except KafkaException as exception:
+            failures.append(_creation_failure(change, exception, bootstrap))
+    return failures
+
+
+def _add_partitions(
+    admin: KafkaAdmin,
+    changes: tuple[IncreasePartitions, ...],
+    bootstrap: str | None,
+    timeout_s: float,
+) -> list[PipelineError]:
+    if not changes:
+        return []
+    futures = admin.create_partitions(
+        [NewPartitions(change.topic, change.new) for change in changes],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    failures: list[PipelineError] = []
+    for change in changes:
+        doing = f"cannot raise the partitions of topic {change.topic} to {change.new}"
+        try:
+            _wait(futures[change.topic], timeout_s, bootstrap, doing.removeprefix("cannot "))
+        except KafkaException as exception:
+            failures.append(_failure(exception, bootstrap, doing))
+    return failures
+
+
+def _set_configs(
+    admin: KafkaAdmin, changes: tuple[SetConfig, ...], bootstrap: str | None, timeout_s: float
+) -> list[PipelineError]:
+    by_topic: dict[str, list[SetConfig]] = {}
+    for change in changes:
+        by_topic.setdefault(change.topic, []).append(change)
+    if not by_topic:
+        return []
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(change.key, change.new, incremental_operation=AlterConfigOpType.SET)
+                for change in topic_changes
+            ],
+        )
+        for topic, topic_changes in by_topic.items()
+    ]
+    futures = admin.incremental_alter_configs(resources, request_timeout=timeout_s)
+    failures: list[PipelineError] = []
+    for resource, future in futures.items():
+        keys = ", ".join(change.key for change in by_topic[resource.name])
+        doing = f"cannot set {keys} of topic {resource.name}"
+        try:
+            _wait(future, timeout_s, bootstrap, doing.removeprefix("cannot "))
+        except KafkaException as exception:
+            failures.append(_failure(exception, bootstrap, doing))
+    return failures
+
+
+def _wait_until_visible(
+    admin: KafkaAdmin, plan: Plan, bootstrap: str | None, timeout_s: float
+) -> None:
+    names = list(dict.fromkeys(change.topic for change in plan.changes))
+    deadline = time.monotonic() + timeout_s
+    pause_s = 0.02
+    while True:
+        actual = describe_cluster_topics(admin, names, bootstrap=bootstrap, timeout_s=timeout_s)
+        pending = unapplied(plan, actual)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            first = pending[0]
+            raise PipelineError(
+                f"{_kafka_at(bootstrap)} accepted the changes but after {timeout_s:g}s still does "
+                f"not show them all, e.g. topic {first.topic}: {first.describe()}"
+            )
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, 0.5)
+
+
+def apply_plan(
+    admin: KafkaAdmin,
+    plan: Plan,
+    *,
+    bootstrap: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Apply the plan's changes; its warnings are for a person and are not acted on.
+
+    1. create the missing topics (with all their configs);
+    2. add partitions;
+    3. set configs (incrementally: configs the catalogue does not manage are left alone);
+    4. wait until the cluster shows every change: Kafka acknowledges a change a moment before
+       its brokers' metadata shows it, and whoever runs next (a producer, another plan) must see it.
+
+    A topic whose replication factor exceeds the brokers available stops the plan before any
+    change. Steps 1-3 run even if an earlier one failed for some topic (they touch different
+    topics); all failures are then raised together as one :class:`PipelineError`.
+    """
+    if not plan.has_changes:
+        return
+    _check_replication(admin, plan.creations, bootstrap, timeout_s)
+    failures = [
+        *_create(admin, plan.creations, bootstrap, timeout_s),
+        *_add_partitions(admin, plan.partition_increases, bootstrap, timeout_s),
+        *_set_configs(admin, plan.config_changes, bootstrap, timeout_s),
+    ]
+    if not failures:
+        _wait_until_visible(admin, plan, bootstrap, timeout_s)
+        return
+    for failure in failures:
+        if isinstance(failure, KafkaUnavailableError):
+            raise failure
+    summary = "; ".join(str(failure) for failure in failures)
+    raise PipelineError(f"applied only part of the plan: {summary}")

@@ -1,0 +1,85 @@
+"""kill -9 of the broker and of Elasticsearch: status notices, up restarts, nothing is lost."""
+
+import os
+import signal
+
+import psutil
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+from pipeline.clients import build_admin, build_consumer, build_elasticsearch, build_producer
+from pipeline.settings import PipelineSettings
+from pipeline.stack.manager import StackManager
+from tests.support.stack_cli import run_pipeline
+
+EVENTS = 200
+
+
+def _server_processes(record_pid: int) -> list[psutil.Process]:
+    """The JVMs under a recorded process (runuser -> launcher -> server for Elasticsearch)."""
+    root = psutil.Process(record_pid)
+    return [p for p in [root, *root.children(recursive=True)] if "java" in p.name()]
+
+
+def _count_messages(settings: PipelineSettings, topic: str) -> int:
+    consumer = build_consumer(settings.kafka, group_id=f"chaos-count-{os.getpid()}")
+    try:
+        consumer.subscribe([topic])
+        seen = 0
+        idle = 0
+        while idle < 10:
+            batch = consumer.consume(num_messages=500, timeout=1.0)
+            real = [m for m in batch if m.error() is None]
+            seen += len(real)
+            idle = 0 if real else idle + 1
+        return seen
+    finally:
+        consumer.close()
+
+
+def test_kill_9_of_both_servers_is_seen_by_status_and_healed_by_up(
+    pipeline_stack, isolated_stack_env, monkeypatch
+):
+    for name, value in isolated_stack_env.items():
+        monkeypatch.setenv(name, value)
+    settings = PipelineSettings()
+    manager = StackManager(settings)
+    assert manager.up() == {"kafka", "elasticsearch"}
+
+    topic = "chaos.survivors"
+    admin = build_admin(settings.kafka)
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(30)
+    producer = build_producer(settings.kafka)
+    for n in range(EVENTS):
+        producer.produce(topic, key=str(n % 7).encode(), value=str(n).encode())
+    assert producer.flush(30) == 0
+    with build_elasticsearch(settings.elasticsearch) as es:
+        es.index(index="chaos-survivors", id="1", document={"kept": True}, refresh=True)
+
+    before = manager.status()
+    killed = []
+    for name in ("kafka", "elasticsearch"):
+        for process in _server_processes(before.records[name].pid):
+            process.send_signal(signal.SIGKILL)
+            killed.append(process)
+    psutil.wait_procs(killed, timeout=30)
+
+    status = run_pipeline("stack", "status", env=isolated_stack_env)
+    assert status.returncode == 1
+    assert "down" in status.stdout
+
+    restarted = run_pipeline("stack", "up", env=isolated_stack_env)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "started elasticsearch, kafka" in restarted.stderr
+
+    assert _count_messages(settings, topic) == EVENTS
+    with build_elasticsearch(settings.elasticsearch) as es:
+        assert es.get(index="chaos-survivors", id="1")["_source"] == {"kept": True}
+
+    down = run_pipeline("stack", "down", env=isolated_stack_env)
+    assert down.returncode == 0
+    home = isolated_stack_env["PIPELINE_STACK__HOME"]
+    leftovers = [
+        p.pid for p in psutil.process_iter(["cmdline"]) if home in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
+    assert run_pipeline("stack", "status", env=isolated_stack_env).returncode == 1

@@ -1,0 +1,51 @@
+"""Helpers for tests that drive the `pipeline` command and second, isolated stacks."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.settings import PipelineSettings
+
+PIPELINE = str(Path(sys.executable).parent / "pipeline")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_pipeline(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    environment = {**os.environ, "COLUMNS": "250", **(env or {})}
+    return subprocess.run(
+        [PIPELINE, *args], capture_output=True, text=True, env=environment, timeout=timeout
+    )
+
+
+@contextmanager
+def isolated_stack_env(settings: PipelineSettings) -> Iterator[dict[str, str]]:
+    """Environment for a second stack on free ports, sharing the fetched distributions.
+
+    Its home is a sibling of the main stack's (pytest's tmp folders are private to root, and
+    Elasticsearch runs as its own user); whatever it started is stopped and removed after.
+    """
+    stack = settings.stack
+    home = stack.home.parent / f"{stack.home.name}-test-{os.getpid()}-{free_port()}"
+    env = {
+        "PIPELINE_STACK__HOME": str(home),
+        "PIPELINE_STACK__DIST_DIR": str(stack.dist_dir or stack.home / "dist"),
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "PIPELINE_STACK__KAFKA_CONTROLLER_PORT": str(free_port()),
+        "PIPELINE_ELASTICSEARCH__URL": f"http://127.0.0.1:{free_port()}",
+        "PIPELINE_STACK__ELASTICSEARCH_TRANSPORT_PORT": str(free_port()),
+    }
+    try:
+        yield env
+    finally:
+        run_pipeline("stack", "down", "--purge", env=env)
+        shutil.rmtree(home, ignore_errors=True)
