@@ -13,11 +13,11 @@ import time
 from collections import Counter
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from consumers.readback import end_offsets, read_from
+from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.clients import build_admin, build_consumer, build_producer
 from pipeline.ids import new_event_id
 from pipeline.settings import PipelineSettings
@@ -27,8 +27,8 @@ from pipeline.topics.catalogue import default_catalogue, requests_topic
 from pipeline.topics.plan import build_plan
 from producers.demo_traffic import demo_events, produce_events
 
-_out = Console()
-_err = Console(stderr=True)
+_out = stdout_console()
+_err = stderr_console()
 
 
 def _progress() -> Progress:

@@ -11,10 +11,10 @@ import sys
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from pipeline.cli import stack as stack_cli
 from pipeline.cli import topics as topics_cli
+from pipeline.cli.console import stderr_console
 from pipeline.cli.demo import demo
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -30,7 +30,7 @@ app.add_typer(stack_cli.app, name="stack")
 app.add_typer(topics_cli.app, name="topics")
 app.command()(demo)
 
-_stderr = Console(stderr=True, soft_wrap=True)
+_stderr = stderr_console()
 
 
 @app.callback()

@@ -7,9 +7,9 @@ import time
 from enum import StrEnum
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.settings import PipelineSettings
 from pipeline.stack import compose
 from pipeline.stack.manager import StackManager, StackStatus, tail
@@ -20,8 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_out = Console()
-_err = Console(stderr=True, soft_wrap=True)
+_out = stdout_console()
+_err = stderr_console()
 
 DockerOption = typer.Option(
     False,

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli.console import stdout_console
 from pipeline.clients import build_admin
 from pipeline.settings import PipelineSettings
 from pipeline.topics.admin import (
@@ -62,7 +63,7 @@ def _catalogue(path: Path | None, replication_factor: int | None) -> Catalogue:
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    return stdout_console()
 
 
 def _retention(retention_ms: str | None) -> str:
