@@ -18,6 +18,7 @@
 #   compose=$(scripts/install-compose.sh) && "$compose" -f docker-compose.yml config --quiet
 set -euo pipefail
 
+# A v2.x release of the github.com/docker/compose/v2 module (v2.40.3 is its last).
 version="${PIPELINE_COMPOSE_VERSION:-v2.40.3}"
 module="github.com/docker/compose/v2"
 tools_dir="${PIPELINE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pipeline/tools}"

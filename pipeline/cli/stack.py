@@ -66,7 +66,7 @@ def up(ctx: typer.Context, docker: bool = DockerOption) -> None:
     """
     settings = _settings(ctx)
     if docker:
-        raise typer.Exit(compose.run_compose(settings.stack.compose_file, "up", "-d", "--wait"))
+        raise typer.Exit(compose.up(settings.stack.compose_file))
     manager = StackManager(settings, console=_err)
     began = time.monotonic()
     started = manager.up()
@@ -125,4 +125,4 @@ def logs(
             subprocess.run(["tail", "-n", str(lines), "-F", str(path)], check=False).returncode
         )
     for line in tail(path, lines):
-        _out.print(line, markup=False, highlight=False)
+        typer.echo(line)

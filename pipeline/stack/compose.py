@@ -25,3 +25,15 @@ def compose_command(compose_file: Path) -> list[str]:
 def run_compose(compose_file: Path, *args: str) -> int:
     """Run a compose sub-command in the foreground, its output shown as it comes."""
     return subprocess.run([*compose_command(compose_file), *args], check=False).returncode
+
+
+#: The long-running services; one-shot jobs (``topics``) are run after them.
+SERVICES = ("kafka", "elasticsearch", "kibana", "postgres")
+
+
+def up(compose_file: Path) -> int:
+    """Start the services, wait for their health checks, then apply the topics."""
+    code = run_compose(compose_file, "up", "--detach", "--wait", *SERVICES)
+    if code != 0:
+        return code
+    return run_compose(compose_file, "run", "--rm", "topics")
