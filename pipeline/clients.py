@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
-from pipeline.settings import ElasticsearchSettings, KafkaSettings
+from pipeline.settings import ElasticsearchSettings, KafkaSettings, ProducerSettings
 
 
 def kafka_common_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -79,6 +79,16 @@ def build_admin(kafka: KafkaSettings) -> AdminClient:
 
 def build_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     return Producer(producer_config(kafka, **overrides))
+
+
+def event_producer_config(producer: ProducerSettings) -> dict[str, Any]:
+    """The tunable part of a producer's config, from settings (pass to :func:`build_producer`)."""
+    return {
+        "compression.type": producer.compression,
+        "linger.ms": producer.linger_ms,
+        "delivery.timeout.ms": producer.delivery_timeout_ms,
+        "statistics.interval.ms": producer.statistics_interval_ms,
+    }
 
 
 def build_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:

@@ -47,6 +47,33 @@ class KafkaSettings(_Frozen):
         return value
 
 
+class ProducerSettings(_Frozen):
+    """How events are produced (always idempotent, acks=all; see pipeline/clients.py)."""
+
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: float = Field(default=5.0, ge=0)
+    #: How long librdkafka keeps retrying one event before reporting it failed.
+    delivery_timeout_ms: int = Field(default=120_000, gt=0)
+    #: How long a send waits for room when the local queue is full before giving up.
+    queue_full_timeout_s: float = Field(default=30.0, gt=0)
+    statistics_interval_ms: int = Field(default=1_000, ge=0)
+
+
+class GatewaySettings(_Frozen):
+    """The HTTP request gateway (``pipeline gateway``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    #: Token bucket per client (the X-Client-Id header, else the peer address).
+    rate_per_s: float = Field(default=200.0, gt=0)
+    burst: int = Field(default=400, gt=0)
+    #: How long a response is replayed for a repeated Idempotency-Key, and how many are kept.
+    idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    idempotency_max_keys: int = Field(default=100_000, gt=0)
+    produce_timeout_s: float = Field(default=30.0, gt=0)
+
+
 class ElasticsearchSettings(_Frozen):
     """How clients reach Elasticsearch: an API key or basic auth, never both."""
 
@@ -112,6 +139,8 @@ class PipelineSettings(BaseSettings):
 
     service_name: str = "pipeline"
     kafka: KafkaSettings = KafkaSettings()
+    producer: ProducerSettings = ProducerSettings()
+    gateway: GatewaySettings = GatewaySettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     database: DatabaseSettings = DatabaseSettings()
     stack: StackSettings = StackSettings()

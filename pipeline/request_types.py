@@ -1,0 +1,112 @@
+"""The request types: one pydantic model each, shared by the gateway, the CLI and the processors.
+
+A request type knows its name in URLs (``place_order``), its CloudEvents type, the topic it
+travels on and the field that keys it. Requests about one entity share a topic and a key, so
+they stay in order: PlaceOrder and CancelOrder both go to ``requests.orders`` keyed by order id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import PipelineError
+from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS
+
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class OrderLine(_Request):
+    sku: Identifier
+    quantity: int = Field(gt=0, le=10_000)
+    unit_price: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
+
+
+class PlaceOrder(_Request):
+    """A customer orders items; starts the order saga."""
+
+    order_id: Identifier
+    customer_id: Identifier
+    lines: list[OrderLine] = Field(min_length=1, max_length=100)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+
+class CancelOrder(_Request):
+    """The customer withdraws an order that has not shipped."""
+
+    order_id: Identifier
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RegisterCustomer(_Request):
+    """A new customer account (the request type that is not about orders)."""
+
+    customer_id: Identifier
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
+    name: str = Field(min_length=1, max_length=200)
+
+
+@dataclass(frozen=True)
+class RequestType:
+    name: str
+    model: type[BaseModel]
+    topic: str
+    key_field: str
+    event_type: str
+
+    def validate(self, data: Any) -> BaseModel:
+        """The request as its model; :class:`RequestValidationError` when it does not fit."""
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as error:
+            raise RequestValidationError(self.name, error) from None
+
+    def key_of(self, request: BaseModel) -> str:
+        return str(getattr(request, self.key_field))
+
+
+class UnknownRequestType(PipelineError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown request type {name!r}; known: {', '.join(REQUEST_TYPES)}")
+
+
+class RequestValidationError(PipelineError):
+    """A request that does not fit its model; ``errors`` are pydantic's, ``str()`` one line."""
+
+    def __init__(self, name: str, error: ValidationError) -> None:
+        self.errors = [
+            {"field": ".".join(str(p) for p in item["loc"]), "message": item["msg"]}
+            for item in error.errors(include_url=False)
+        ]
+        summary = "; ".join(f"{e['field'] or '(body)'}: {e['message']}" for e in self.errors[:3])
+        super().__init__(f"not a valid {name}: {summary}")
+
+
+def _type(name: str, model: type[BaseModel], topic: str, key_field: str) -> RequestType:
+    return RequestType(name, model, topic, key_field, f"com.example.requests.{name}")
+
+
+REQUEST_TYPES: dict[str, RequestType] = {
+    request.name: request
+    for request in (
+        _type("place_order", PlaceOrder, REQUESTS_ORDERS, "order_id"),
+        _type("cancel_order", CancelOrder, REQUESTS_ORDERS, "order_id"),
+        _type("register_customer", RegisterCustomer, REQUESTS_CUSTOMERS, "customer_id"),
+    )
+}
+_BY_EVENT_TYPE = {request.event_type: request for request in REQUEST_TYPES.values()}
+
+
+def request_type(name: str) -> RequestType:
+    """The request type by its name (``place_order``) or CloudEvents type."""
+    found = REQUEST_TYPES.get(name) or _BY_EVENT_TYPE.get(name)
+    if found is None:
+        raise UnknownRequestType(name)
+    return found
