@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
@@ -49,8 +50,7 @@ class ProducerClient(Protocol):
     ) -> None: ...
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """What became of one event: where it landed, or why it did not."""
 
     event_id: str
@@ -64,6 +64,20 @@ class Delivery:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _event_id(headers: Sequence[tuple[str, bytes]]) -> str:
+    for name, value in headers:
+        if name == "ce_id":
+            return value.decode("utf-8", errors="replace")
+    return "?"
+
+
+def _delivery(event_id: str, error: KafkaError | None, produced: Message) -> Delivery:
+    topic, key = produced.topic() or "", produced.key()
+    if error is None:
+        return Delivery(event_id, topic, key, produced.partition(), produced.offset())
+    return Delivery(event_id, topic, key, None, None, error.str(), error.retriable())
 
 
 class DeliveryError(PipelineError):
@@ -133,37 +147,44 @@ class EventProducer:
         topic: str,
         event: Event | KafkaMessage,
         on_delivery: Callable[[Delivery], None] | None = None,
-        *,
-        event_id: str | None = None,
     ) -> None:
         """Queue one event; ``on_delivery`` is called (from :meth:`poll`/:meth:`flush`) once.
 
         Without ``on_delivery`` a failure is kept and raised by the next :meth:`flush`.
         """
-        message = encode(event) if isinstance(event, Event) else event
-        identity = event.id if isinstance(event, Event) else (event_id or _header_id(message))
+        if isinstance(event, Event):
+            message, event_id = encode(event), event.id
+        else:
+            message, event_id = event, _event_id(event.headers)
+        if on_delivery is None:
+            # The bulk path: no per-event objects unless the event fails (librdkafka does not
+            # hand a failed message's headers back, so its id travels with the callback).
+            self._produce(topic, message, partial(self._bulk_delivered, event_id))
+            return
 
         def delivered(error: KafkaError | None, produced: Message) -> None:
-            result = Delivery(
-                event_id=identity,
-                topic=topic,
-                key=message.key,
-                partition=produced.partition() if error is None else None,
-                offset=produced.offset() if error is None else None,
-                error=None if error is None else error.str(),
-                retriable=False if error is None else error.retriable(),
-            )
-            with self._lock:
-                if result.ok:
-                    self.counters.sent += 1
-                else:
-                    self.counters.failed += 1
-                    if on_delivery is None:
-                        self._unobserved_failures.append(result)
-            if on_delivery is not None:
-                on_delivery(result)
+            result = _delivery(event_id, error, produced)
+            self._count(result)
+            on_delivery(result)
 
         self._produce(topic, message, delivered)
+
+    def _bulk_delivered(self, event_id: str, error: KafkaError | None, produced: Message) -> None:
+        if error is None:
+            with self._lock:
+                self.counters.sent += 1
+            return
+        failure = _delivery(event_id, error, produced)
+        self._count(failure)
+        with self._lock:
+            self._unobserved_failures.append(failure)
+
+    def _count(self, result: Delivery) -> None:
+        with self._lock:
+            if result.error is None:
+                self.counters.sent += 1
+            else:
+                self.counters.failed += 1
 
     def send_future(self, topic: str, event: Event | KafkaMessage) -> Future[Delivery]:
         """Queue one event; the future completes with its :class:`Delivery` (ok or not).
@@ -308,13 +329,6 @@ class EventProducer:
             self._client.flush(self._flush_timeout_s)
 
 
-def _header_id(message: KafkaMessage) -> str:
-    for name, value in message.headers:
-        if name == "ce_id":
-            return value.decode("utf-8", errors="replace")
-    return "?"
-
-
 def build_event_producer(
     kafka: KafkaSettings,
     producer: ProducerSettings,
@@ -327,5 +341,7 @@ def build_event_producer(
     config: dict[str, Any] = {**event_producer_config(producer), "stats_cb": stats.record}
     if transactional_id is not None:
         config["transactional.id"] = transactional_id
-    client = build_producer(kafka, **config, **overrides)
+        # librdkafka requires delivery.timeout.ms <= transaction.timeout.ms.
+        config["transaction.timeout.ms"] = max(60_000, producer.delivery_timeout_ms)
+    client = build_producer(kafka, **{**config, **overrides})
     return EventProducer(client, stats=stats, queue_full_timeout_s=producer.queue_full_timeout_s)

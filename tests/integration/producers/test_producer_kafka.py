@@ -1,0 +1,100 @@
+"""EventProducer against the real broker."""
+
+from collections import defaultdict
+
+import pytest
+from confluent_kafka import TopicPartition, murmur2
+
+from pipeline.clients import build_consumer
+from pipeline.envelope import Event, decode_message
+from producers.producer import DeliveryError, build_event_producer
+
+
+def _events(count, keys):
+    return [
+        Event(source="/test", type="com.example.test", partitionkey=f"key-{n % keys}", data={"n": n})
+        for n in range(count)
+    ]
+
+
+def _read_all(settings, topic, group, isolation="read_committed", expected=None):
+    consumer = build_consumer(settings.kafka, group, **{"isolation.level": isolation})
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = sorted(metadata.topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    messages, idle = [], 0
+    while idle < 6 and (expected is None or len(messages) < expected):
+        batch = [m for m in consumer.consume(500, timeout=0.5) if m.error() is None]
+        messages.extend(batch)
+        idle = 0 if batch else idle + 1
+    consumer.close()
+    return messages
+
+
+def test_keyed_events_land_on_kafkas_murmur2_partition_in_order(
+    pipeline_settings, new_topic, consumer_group
+):
+    topic = new_topic(partitions=6)
+    events = _events(3_000, keys=97)
+    with build_event_producer(pipeline_settings.kafka, pipeline_settings.producer) as producer:
+        for event in events:
+            producer.send(topic, event)
+    assert producer.counters.sent == 3_000 and producer.counters.failed == 0
+
+    messages = _read_all(pipeline_settings, topic, consumer_group, expected=3_000)
+    assert len(messages) == 3_000
+    order_per_key = defaultdict(list)
+    for message in messages:
+        event = decode_message(message)
+        assert message.partition() == murmur2(message.key(), 6)
+        order_per_key[event.partitionkey].append(event.data["n"])
+    assert sorted(event.id for event in map(decode_message, messages)) == sorted(e.id for e in events)
+    for sequence in order_per_key.values():
+        assert sequence == sorted(sequence)
+
+
+def test_send_and_wait_answers_with_the_acknowledged_offset(pipeline_settings, new_topic):
+    topic = new_topic(partitions=1)
+    producer = build_event_producer(pipeline_settings.kafka, pipeline_settings.producer)
+    first = producer.send_and_wait(topic, _events(1, 1)[0])
+    second = producer.send_and_wait(topic, _events(1, 1)[0])
+    assert (first.partition, first.offset, second.offset) == (0, 0, 1)
+
+
+def test_a_failed_delivery_is_raised_not_swallowed(pipeline_settings, unique_name):
+    missing_topic = unique_name("never-created")  # the broker does not auto-create topics
+    producer = build_event_producer(
+        pipeline_settings.kafka, pipeline_settings.producer, **{"delivery.timeout.ms": 2_000}
+    )
+    event = _events(1, 1)[0]
+    producer.send(missing_topic, event)
+    with pytest.raises(DeliveryError) as raised:
+        producer.flush(30)
+    assert [failure.event_id for failure in raised.value.failures] == [event.id]
+    assert producer.counters.failed == 1
+
+
+def test_committed_transactions_are_read_and_aborted_ones_are_not(
+    pipeline_settings, new_topic, unique_name, consumer_group
+):
+    topic = new_topic(partitions=3)
+    producer = build_event_producer(
+        pipeline_settings.kafka,
+        pipeline_settings.producer,
+        transactional_id=unique_name("tx"),
+    )
+    producer.init_transactions()
+    kept, dropped = _events(10, 3), _events(10, 3)
+    with producer.transaction():
+        for event in kept:
+            producer.send(topic, event)
+    with pytest.raises(RuntimeError), producer.transaction():
+        for event in dropped:
+            producer.send(topic, event)
+        producer.flush()
+        raise RuntimeError("the processing step failed after sending")
+
+    committed = _read_all(pipeline_settings, topic, consumer_group)
+    assert sorted(decode_message(m).id for m in committed) == sorted(e.id for e in kept)
+    everything = _read_all(pipeline_settings, topic, consumer_group + "-u", "read_uncommitted")
+    assert len(everything) == 20  # the aborted ones were written, and are invisible above

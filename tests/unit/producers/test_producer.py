@@ -1,0 +1,217 @@
+"""EventProducer against a scripted stand-in for confluent-kafka's Producer (no broker)."""
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+import pytest
+from confluent_kafka import KafkaError
+
+from pipeline.envelope import Event, encode
+from pipeline.errors import PipelineError
+from producers.producer import Delivery, DeliveryError, EventProducer, ProducerStats, stats_retries
+
+
+@dataclass
+class FakeMessage:
+    _topic: str
+    _key: bytes | None
+    _headers: list
+    _partition: int
+    _offset: int
+
+    def topic(self):
+        return self._topic
+
+    def key(self):
+        return self._key
+
+    def headers(self):
+        return self._headers
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+
+@dataclass
+class ScriptedProducer:
+    """Queues produce calls; poll/flush deliver them, failing those whose key is in ``fail``."""
+
+    capacity: int = 1_000_000
+    fail: dict = field(default_factory=dict)
+    queued: list = field(default_factory=list)
+    produced: list = field(default_factory=list)
+    polls: int = 0
+    transactions: list = field(default_factory=list)
+
+    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+        if len(self.queued) >= self.capacity:
+            raise BufferError("Local: Queue full")
+        self.queued.append((topic, value, key, headers, on_delivery))
+
+    def poll(self, timeout=0):
+        self.polls += 1
+        served = 0
+        while self.queued:
+            topic, value, key, headers, callback = self.queued.pop(0)
+            offset = len(self.produced)
+            self.produced.append((topic, value, key, headers))
+            error = self.fail.get(key)
+            callback(error, FakeMessage(topic, key, headers, 0, offset))
+            served += 1
+        return served
+
+    def flush(self, timeout=0):
+        self.poll()
+        return 0
+
+    def init_transactions(self, timeout=0):
+        self.transactions.append("init")
+
+    def begin_transaction(self):
+        self.transactions.append("begin")
+
+    def commit_transaction(self, timeout=0):
+        self.poll()
+        self.transactions.append("commit")
+
+    def abort_transaction(self, timeout=0):
+        self.queued.clear()
+        self.transactions.append("abort")
+
+    def send_offsets_to_transaction(self, positions, metadata, timeout=0):
+        self.transactions.append(("offsets", positions, metadata))
+
+
+def _event(key="order-1", **data):
+    return Event(source="/test", type="com.example.test", partitionkey=key, data=data or {"a": 1})
+
+
+def test_send_produces_the_encoded_envelope_with_its_key_and_headers():
+    client = ScriptedProducer()
+    event = _event()
+    with EventProducer(client) as producer:
+        producer.send("orders", event)
+    [(topic, value, key, headers)] = client.produced
+    expected = encode(event)
+    assert (topic, value, key, headers) == ("orders", expected.value, b"order-1", expected.headers)
+    assert producer.counters.sent == 1
+
+
+def test_the_callback_gets_the_delivery_of_its_event():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+    deliveries: list[Delivery] = []
+    event = _event()
+    producer.send("orders", event, deliveries.append)
+    producer.flush()
+    [delivery] = deliveries
+    assert delivery.ok
+    assert (delivery.event_id, delivery.topic, delivery.key, delivery.offset) == (
+        event.id,
+        "orders",
+        b"order-1",
+        0,
+    )
+
+
+def test_a_failure_nobody_listened_for_is_raised_by_flush():
+    client = ScriptedProducer(fail={b"bad": KafkaError(KafkaError._MSG_TIMED_OUT)})
+    producer = EventProducer(client)
+    good, bad = _event("good"), _event("bad")
+    producer.send("orders", good)
+    producer.send("orders", bad)
+    with pytest.raises(DeliveryError) as raised:
+        producer.flush()
+    [failure] = raised.value.failures
+    assert failure.event_id == bad.id
+    assert failure.error is not None and "timed out" in failure.error.lower()
+    assert producer.counters.sent == 1 and producer.counters.failed == 1
+    producer.flush()  # reported once, then gone
+
+
+def test_the_context_manager_raises_unobserved_failures_on_exit():
+    client = ScriptedProducer(fail={b"bad": KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)})
+    with pytest.raises(DeliveryError, match="failed"), EventProducer(client) as producer:
+        producer.send("orders", _event("bad"))
+
+
+def test_a_failure_given_to_a_callback_is_not_raised_again():
+    client = ScriptedProducer(fail={b"bad": KafkaError(KafkaError._MSG_TIMED_OUT)})
+    producer = EventProducer(client)
+    seen: list[Delivery] = []
+    producer.send("orders", _event("bad"), seen.append)
+    producer.flush()
+    assert [d.ok for d in seen] == [False]
+    assert producer.counters.failed == 1
+
+
+def test_send_and_wait_returns_the_acknowledged_position_or_raises():
+    client = ScriptedProducer(fail={b"bad": KafkaError(KafkaError._MSG_TIMED_OUT)})
+    producer = EventProducer(client)
+    delivery = producer.send_and_wait("orders", _event("good"))
+    assert delivery.ok and delivery.offset == 0
+    with pytest.raises(DeliveryError):
+        producer.send_and_wait("orders", _event("bad"))
+
+
+def test_send_future_is_awaitable_from_asyncio():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+
+    async def main():
+        with producer.polling(interval_s=0.01):
+            return await asyncio.wrap_future(producer.send_future("orders", _event()))
+
+    delivery = asyncio.run(main())
+    assert delivery.ok and delivery.topic == "orders"
+
+
+def test_a_full_local_queue_is_served_and_retried_not_raised():
+    client = ScriptedProducer(capacity=2)
+    with EventProducer(client) as producer:
+        for n in range(10):
+            producer.send("orders", _event(f"k{n}"))
+    assert len(client.produced) == 10
+    assert producer.counters.sent == 10
+
+
+def test_a_queue_that_stays_full_fails_with_a_clear_error():
+    class Stuck(ScriptedProducer):
+        def poll(self, timeout=0):
+            return 0
+
+    producer = EventProducer(Stuck(capacity=0), queue_full_timeout_s=0.05)
+    with pytest.raises(PipelineError, match="local queue stayed full"):
+        producer.send("orders", _event())
+
+
+def test_a_transaction_commits_what_the_block_sent():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+    producer.init_transactions()
+    with producer.transaction():
+        producer.send("orders", _event())
+        producer.send_offsets(["tp"], "group-metadata")
+    assert client.transactions == ["init", "begin", ("offsets", ["tp"], "group-metadata"), "commit"]
+    assert len(client.produced) == 1
+
+
+def test_a_transaction_aborts_when_the_block_raises():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+    with pytest.raises(RuntimeError), producer.transaction():
+        producer.send("orders", _event())
+        raise RuntimeError("handler failed")
+    assert client.transactions == ["begin", "abort"]  # never "commit"
+
+
+def test_retries_are_read_from_librdkafka_statistics():
+    report = {"brokers": {"b1": {"txretries": 3}, "b2": {"txretries": 4}, "b3": {}}}
+    assert stats_retries(json.dumps(report)) == 7
+    stats = ProducerStats()
+    stats.record(json.dumps(report))
+    assert (stats.retries, stats.reports) == (7, 1)
