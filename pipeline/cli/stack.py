@@ -30,7 +30,7 @@ DockerOption = typer.Option(
 )
 
 
-class LogComponent(StrEnum):
+class ComponentName(StrEnum):
     kafka = "kafka"
     elasticsearch = "elasticsearch"
 
@@ -59,7 +59,13 @@ def _print_status(status: StackStatus) -> None:
 
 
 @app.command()
-def up(ctx: typer.Context, docker: bool = DockerOption) -> None:
+def up(
+    ctx: typer.Context,
+    docker: bool = DockerOption,
+    only: ComponentName | None = typer.Option(
+        None, "--only", help="Start just this component (kafka or elasticsearch)."
+    ),
+) -> None:
     """Start Kafka and Elasticsearch unless they already answer; reuse what answers.
 
     The first run fetches both from Maven Central (a few minutes); later runs start in seconds.
@@ -69,9 +75,9 @@ def up(ctx: typer.Context, docker: bool = DockerOption) -> None:
         raise typer.Exit(compose.up(settings.stack.compose_file))
     manager = StackManager(settings, console=_err)
     began = time.monotonic()
-    started = manager.up()
+    started = manager.up(only={only.value} if only else None)
     elapsed = time.monotonic() - began
-    what = ", ".join(sorted(started)) if started else "nothing (both already answer)"
+    what = ", ".join(sorted(started)) if started else "nothing (already answering)"
     _err.print(f"started {what} in {elapsed:.1f} s")
     _print_status(manager.status())
 
@@ -106,7 +112,7 @@ def down(
 @app.command()
 def logs(
     ctx: typer.Context,
-    component: LogComponent = typer.Argument(..., help="kafka or elasticsearch"),
+    component: ComponentName = typer.Argument(..., help="kafka or elasticsearch"),
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many last lines to show."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     docker: bool = DockerOption,

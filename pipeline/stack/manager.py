@@ -112,15 +112,17 @@ class StackManager:
 
     # ---- up ------------------------------------------------------------------------------
 
-    def up(self) -> set[Component]:
-        """Make both components answer; returns the ones this call started."""
+    def up(self, only: set[Component] | None = None) -> set[Component]:
+        """Make the components (both, or ``only`` those) answer; returns the ones started."""
+        wanted = set(COMPONENTS) if only is None else only
         with self._lock():
             started: set[Component] = set()
             try:
-                if not kafka_health(self._settings.kafka).ok:
+                if "kafka" in wanted and not kafka_health(self._settings.kafka).ok:
                     self._start_kafka()
                     started.add("kafka")
-                if not elasticsearch_health(self._settings.elasticsearch).ok:
+                es_health = elasticsearch_health
+                if "elasticsearch" in wanted and not es_health(self._settings.elasticsearch).ok:
                     self._start_elasticsearch()
                     started.add("elasticsearch")
             except BaseException:

@@ -27,7 +27,7 @@ def test_status_exits_zero_and_shows_both_addresses_and_elasticsearch_version(
 def test_up_again_reuses_what_answers(pipeline_stack):
     result = run_pipeline("stack", "up")
     assert result.returncode == 0, result.stderr
-    assert "started nothing (both already answer)" in result.stderr
+    assert "started nothing (already answering)" in result.stderr
 
 
 def test_kcat_lists_the_brokers_metadata(pipeline_stack, pipeline_settings, new_topic):
