@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-unit lint stack-up stack-down stack-status clean
+.PHONY: help venv demo test test-unit lint bench stack-up stack-down stack-status clean
 
 help:
 	@echo "make demo        start the stack, apply topics, send events and read them back"
 	@echo "make test        the whole test suite (unit, integration, chaos) on the real stack"
 	@echo "make test-unit   only the unit tests (no network)"
 	@echo "make lint        ruff and mypy"
+	@echo "make bench       the benchmarks, each against its baseline (results in bench/results)"
 	@echo "make stack-up | stack-status | stack-down"
 
 $(INSTALLED): pyproject.toml
@@ -39,6 +40,9 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: $(INSTALLED)
+	$(BIN)/python bench/producer_throughput.py
 
 stack-up: $(INSTALLED)
 	$(BIN)/pipeline stack up
