@@ -1,0 +1,401 @@
+"""``pipeline consume TOPIC``: a topic's events as NDJSON on stdout, for people and for scripts.
+
+One JSON object per message, keys in this order: ``topic``, ``partition``, ``offset``,
+``timestamp`` (Kafka's, in ms since 1970, or null), ``key`` (text; null plus ``key_base64`` when
+it is not UTF-8), then the CloudEvents attributes ``id``, ``source``, ``type``, ``time``,
+``subject``, ``partitionkey``, ``correlationid``, ``causationid``, ``traceparent``,
+``extensions``, ``headers`` (any other Kafka headers, as ``[name, value]`` pairs),
+``datacontenttype`` and ``data``: JSON data as JSON, text data (``text/*``) as a
+string, any other data as ``data_base64`` (CloudEvents' own name for it) with ``data`` null.
+A message that is not a valid event is printed too, with ``error`` (why), its ``headers`` and
+its ``value_base64``: nothing is skipped and nothing crashes.
+
+Where it reads:
+
+1. without ``--group``: every partition, from the end (or ``--from-beginning``), until the
+   end offsets seen at start (or for ever with ``--follow``); nothing is committed;
+2. with ``--group``: subscribes as that group, from the group's committed offsets (a new
+   group starts at the end, or at the beginning with ``--from-beginning``), until the end
+   offsets seen at start of the partitions it is given; after each batch is written and
+   flushed, the offsets of what was printed are committed. Printed, then committed: a crash in
+   between prints those messages again next time, never skips them.
+
+Only committed messages are printed (``read_committed``): at the end of a partition where a
+transaction is still open, it waits for that transaction's outcome before stopping.
+
+stdout carries only NDJSON; status lines go to stderr. Ctrl-C stops quietly (exit 130), a
+closed pipe (``| head``) stops quietly (exit 0).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Annotated, Any, BinaryIO, Protocol
+
+import typer
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from pipeline.cli.console import stderr_console
+from pipeline.cli.produce import require_topic
+from pipeline.clients import build_consumer
+from pipeline.envelope import ConsumedMessage, EnvelopeError, Event, decode_message
+from pipeline.errors import PipelineError
+from pipeline.ids import new_event_id
+from pipeline.settings import PipelineSettings
+
+EXIT_INTERRUPTED = 130
+
+_BATCH = 500
+_POLL_S = 0.5
+_WATERMARK_TIMEOUT_S = 15.0
+
+_err = stderr_console()
+
+
+class KafkaRecord(ConsumedMessage, Protocol):
+    """The part of a consumed ``confluent_kafka.Message`` that is printed."""
+
+    def topic(self) -> str | None: ...
+
+    def partition(self) -> int | None: ...
+
+    def offset(self) -> int | None: ...
+
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+# --- one message as JSON (pure) ---------------------------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _text_or_none(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _position(message: KafkaRecord) -> dict[str, Any]:
+    kind, stamp = message.timestamp()
+    fields: dict[str, Any] = {
+        "topic": message.topic(),
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "timestamp": None if kind == TIMESTAMP_NOT_AVAILABLE else stamp,
+    }
+    key = message.key()
+    text = None if key is None else _text_or_none(key)
+    fields["key"] = text
+    if key is not None and text is None:
+        fields["key_base64"] = _b64(key)
+    return fields
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _data(event: Event) -> dict[str, Any]:
+    if event.data is None or _is_json(event.datacontenttype):
+        return {"data": event.data}
+    raw: bytes = event.data
+    if event.datacontenttype.lower().startswith("text/"):
+        text = _text_or_none(raw)
+        if text is not None:
+            return {"data": text}
+    return {"data": None, "data_base64": _b64(raw)}
+
+
+def _headers(message: KafkaRecord, *, envelope: bool) -> list[list[str | None]]:
+    """The headers as ``[name, text]`` pairs; without the envelope's unless ``envelope``."""
+    pairs: list[list[str | None]] = []
+    headers = message.headers() or []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if not envelope and (name.lower().startswith("ce_") or name.lower() == "content-type"):
+            continue
+        if value is None or isinstance(value, str):
+            pairs.append([name, value])
+        else:
+            pairs.append([name, value.decode("utf-8", errors="backslashreplace")])
+    return pairs
+
+
+def message_json(message: KafkaRecord) -> dict[str, Any]:
+    """One consumed message as the JSON object ``pipeline consume`` prints."""
+    fields = _position(message)
+    try:
+        event = decode_message(message)
+    except EnvelopeError as error:
+        value = message.value()
+        return {
+            **fields,
+            "error": str(error),
+            "headers": _headers(message, envelope=True),
+            "value_base64": None if value is None else _b64(value),
+        }
+    time = event.time.astimezone(UTC).isoformat(timespec="microseconds")
+    return {
+        **fields,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "time": time.replace("+00:00", "Z"),
+        "subject": event.subject,
+        "partitionkey": event.partitionkey,
+        "correlationid": event.correlationid,
+        "causationid": event.causationid,
+        "traceparent": event.traceparent,
+        "extensions": event.extensions,
+        "headers": _headers(message, envelope=False),
+        "datacontenttype": event.datacontenttype,
+        **_data(event),
+    }
+
+
+def ndjson_line(fields: dict[str, Any]) -> bytes:
+    """One object as a compact UTF-8 NDJSON line."""
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Reading:
+    """Where to stop, and what is done; ``assigned`` is None until the group assigns."""
+
+    topic: str
+    stops: dict[int, int]
+    follow: bool
+    assigned: set[int] | None = None
+    done: set[int] = field(default_factory=set)
+    printed: int = 0
+    undecodable: int = 0
+    warned: set[int] = field(default_factory=set)
+
+    def finished(self) -> bool:
+        if self.follow or self.assigned is None:
+            return False
+        return self.assigned <= self.done
+
+    def past_stop(self, partition: int, offset: int) -> bool:
+        """Whether ``offset`` is at or beyond the end seen at start (marks the partition done)."""
+        if self.follow:
+            return False
+        if offset >= self.stops.get(partition, 0):
+            self.done.add(partition)
+            return True
+        return False
+
+
+def _watermarks(consumer: Consumer, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
+    marks: dict[int, tuple[int, int]] = {}
+    for partition in range(partitions):
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=_WATERMARK_TIMEOUT_S
+            )
+        except KafkaException as error:
+            raise PipelineError(
+                f"cannot read the offsets of {topic} partition {partition}: {error.args[0].str()}"
+            ) from None
+        marks[partition] = (int(low), int(high))
+    return marks
+
+
+def _batches(consumer: Consumer, reading: _Reading) -> Iterator[list[Any]]:
+    while not reading.finished():
+        yield consumer.consume(num_messages=_BATCH, timeout=_POLL_S)
+
+
+def _handle_error(message: Any, reading: _Reading) -> None:
+    error: KafkaError = message.error()
+    if error.code() == KafkaError._PARTITION_EOF:
+        reading.past_stop(message.partition(), message.offset())
+        return
+    if error.fatal():
+        raise PipelineError(f"reading {reading.topic} failed: {error.str()}")
+    if error.code() not in reading.warned:
+        reading.warned.add(error.code())
+        _err.print(f"[yellow]warning:[/yellow] {error.str()}")
+
+
+def _read(
+    consumer: Consumer,
+    reading: _Reading,
+    out: BinaryIO,
+    limit: int | None,
+    commit: bool,
+) -> None:
+    """Print messages until done, the limit, or for ever; commit what was printed if asked."""
+    for batch in _batches(consumer, reading):
+        lines: list[bytes] = []
+        positions: dict[int, int] = {}
+        for message in batch:
+            if message.error() is not None:
+                _handle_error(message, reading)
+                continue
+            partition, offset = message.partition(), message.offset()
+            if reading.past_stop(partition, offset):
+                continue
+            if limit is not None and reading.printed >= limit:
+                break
+            if not reading.follow and offset + 1 >= reading.stops.get(partition, 0):
+                reading.done.add(partition)
+            fields = message_json(message)
+            if "error" in fields:
+                reading.undecodable += 1
+            lines.append(ndjson_line(fields))
+            positions[partition] = offset + 1
+            reading.printed += 1
+        if lines:
+            out.write(b"".join(lines))
+            out.flush()
+            if commit:
+                _commit(consumer, reading.topic, positions)
+        if limit is not None and reading.printed >= limit:
+            return
+
+
+def _commit(consumer: Consumer, topic: str, positions: dict[int, int]) -> None:
+    offsets = [TopicPartition(topic, partition, offset) for partition, offset in positions.items()]
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as error:
+        # Printed but not committed: the next run with this group prints these again.
+        _err.print(f"[yellow]warning:[/yellow] commit failed: {error.args[0].str()}")
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the exit flush cannot fail too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def consume(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="The topic to read; it must exist.")],
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            "--from-beginning",
+            help="Start at the oldest message (without --group), or where a new group starts.",
+        ),
+    ] = False,
+    max_messages: Annotated[
+        int | None,
+        typer.Option("--max", "-n", min=1, help="Stop after printing this many messages."),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="Read as this consumer group and commit what was printed; the next run with "
+            "the same group goes on from there.",
+        ),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep printing new messages until Ctrl-C."),
+    ] = False,
+) -> None:
+    """Print TOPIC's events on stdout as NDJSON, one JSON object per message.
+
+    Without --follow it stops at the end offsets seen when it started.
+    Status lines go to stderr: stdout is pure NDJSON for scripts (| jq).
+    A message that is not a CloudEvent is printed with "error"
+    and its raw value in base64.
+
+    Exit codes:
+    0 done (also when the reader of stdout went away);
+    2 usage or setup error (missing topic, Kafka unreachable);
+    130 interrupted.
+    """
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    partitions = require_topic(settings, topic)
+    consumer = build_consumer(
+        settings.kafka,
+        group or f"pipeline-consume-{new_event_id()}",
+        **{
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+        },
+    )
+    try:
+        reading = _start(consumer, topic, partitions, from_beginning, group, follow)
+        _read(consumer, reading, sys.stdout.buffer, max_messages, commit=group is not None)
+    except BrokenPipeError:
+        _silence_stdout()
+        return
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        consumer.close()
+    what = f"printed {reading.printed:,} message(s)"
+    if reading.undecodable:
+        what += f", {reading.undecodable:,} of them not valid events"
+    _err.print(what + (f"; committed for group {group}" if group and reading.printed else ""))
+
+
+def _start(
+    consumer: Consumer,
+    topic: str,
+    partitions: int,
+    from_beginning: bool,
+    group: str | None,
+    follow: bool,
+) -> _Reading:
+    marks = _watermarks(consumer, topic, partitions)
+    reading = _Reading(topic, {p: high for p, (_, high) in marks.items()}, follow)
+    if group is not None:
+
+        def assigned(_consumer: Consumer, given: list[TopicPartition]) -> None:
+            reading.assigned = (reading.assigned or set()) | {tp.partition for tp in given}
+
+        def revoked(_consumer: Consumer, taken: list[TopicPartition]) -> None:
+            # Nothing left means a rebalance is under way: wait for the next assignment.
+            left = (reading.assigned or set()) - {tp.partition for tp in taken}
+            reading.assigned = left or None
+
+        consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+        _err.print(f"reading {topic} as group {group}" + (", following" if follow else ""))
+        return reading
+    starts = {p: low if from_beginning else high for p, (low, high) in marks.items()}
+    reading.assigned = set(starts)
+    if not follow:
+        reading.done = {p for p, start in starts.items() if start >= reading.stops[p]}
+    consumer.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
+    if follow:
+        _err.print(f"following {topic} from the {'beginning' if from_beginning else 'end'}")
+    else:
+        available = sum(reading.stops[p] - start for p, start in starts.items())
+        _err.print(f"reading {topic}: up to {available:,} message(s)")
+        if not from_beginning:
+            _err.print(
+                "(started at the end; use --from-beginning for what is there, --follow to wait)"
+            )
+    return reading

@@ -1,0 +1,437 @@
+"""``pipeline produce TOPIC [FILE|-]``: NDJSON lines to a topic as events, every line accounted for.
+
+1. check the options (:func:`producers.ndjson.line_rules`) and that the topic exists;
+2. with ``--strict``, read the whole input once and stop if any line is rejected (nothing sent);
+3. read line by line: a rejected line goes to the rejects file and is never produced; a ready
+   event is sent with a delivery callback that counts it (sent per partition, or failed);
+4. flush, so every event sent is acknowledged or failed before the summary;
+5. print the summary on stderr and exit with a code that says what happened.
+
+Every status message, the progress bar and the summary go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.cli.console import stderr_console
+from pipeline.clients import build_admin
+from pipeline.errors import PipelineError
+from pipeline.ids import new_event_id
+from pipeline.settings import PipelineSettings
+from pipeline.topics.admin import describe_cluster_topics
+from producers.ndjson import (
+    DEFAULT_SOURCE,
+    LineRules,
+    Rejection,
+    line_rules,
+    parse_line,
+    rejections_in,
+)
+from producers.producer import Delivery, EventProducer, build_event_producer
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+EXIT_DELIVERY_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+#: How many rejections and delivery failures are printed one by one (all are counted).
+_SHOWN = 10
+#: The progress bar moves every this many lines, so that drawing it costs nothing.
+_PROGRESS_STEP = 500
+#: How long the final flush waits beyond librdkafka's own delivery timeout.
+_FLUSH_MARGIN_S = 30.0
+
+_err = stderr_console()
+
+
+def require_topic(settings: PipelineSettings, topic: str) -> int:
+    """The partition count of ``topic``; a :class:`PipelineError` if it does not exist.
+
+    Reads the cluster metadata through the admin client, which never creates a topic.
+    """
+    bootstrap = settings.kafka.bootstrap_servers
+    found = describe_cluster_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
+    if topic not in found:
+        raise PipelineError(
+            f"topic {topic} does not exist on Kafka at {bootstrap} (create it first, e.g. with "
+            "`pipeline topics apply`)"
+        )
+    return found[topic].partitions
+
+
+# --- input ------------------------------------------------------------------------------------
+
+
+class _Input:
+    """A file, or stdin (``-``). A pipe (stdin, ``<(...)``) is kept in memory to be read twice."""
+
+    def __init__(self, file: str) -> None:
+        self.path = None if file == "-" else Path(file)
+        if self.path is not None and not self.path.exists():
+            raise PipelineError(f"input {self.path} does not exist")
+        if self.path is not None and self.path.is_dir():
+            raise PipelineError(f"input {self.path} is a directory")
+        #: A regular file can be read more than once (counted, checked, then sent).
+        self.regular = self.path is not None and self.path.is_file()
+        self._kept: list[bytes] | None = None
+
+    def keep(self) -> None:
+        """Read a pipe into memory now, so that :meth:`lines` can be read more than once."""
+        if not self.regular and self._kept is None:
+            with self.lines() as lines:
+                self._kept = list(lines)
+
+    @contextmanager
+    def lines(self) -> Iterator[Iterable[bytes]]:
+        if self._kept is not None:
+            yield self._kept
+        elif self.path is None:
+            yield sys.stdin.buffer
+        else:
+            try:
+                opened = self.path.open("rb")
+            except OSError as error:
+                raise PipelineError(f"cannot read {self.path}: {error.strerror}") from None
+            with opened:
+                yield opened
+
+    def count_lines(self) -> int | None:
+        """How many lines there are, when that can be known without consuming the input."""
+        if self._kept is not None:
+            return len(self._kept)
+        if not self.regular:
+            return None
+        with self.lines() as lines:
+            return sum(1 for _ in lines)
+
+
+def _default_rejects(source: _Input) -> Path:
+    if source.path is None or not source.regular:
+        return Path("produce-rejects.ndjson")
+    return source.path.with_name(source.path.name + ".rejects.ndjson")
+
+
+class _RejectsFile:
+    """The rejects file, created (or overwritten) at the first rejection only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._file: IO[str] | None = None
+
+    def write(self, rejection: Rejection) -> None:
+        if self._file is None:
+            try:
+                self._file = self.path.open("w", encoding="utf-8")
+            except OSError as error:
+                raise PipelineError(
+                    f"cannot write the rejects file {self.path}: {error.strerror}"
+                ) from None
+        self._file.write(json.dumps(rejection.as_json(), ensure_ascii=False) + "\n")
+        self.count += 1
+        if self.count <= _SHOWN:
+            _err.print(f"[yellow]rejected[/yellow] line {rejection.line}: {rejection.reason}")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+# --- accounting -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    lines: int = 0
+    queued: int = 0
+    sent: int = 0
+    failed: int = 0
+    per_partition: Counter[int] = field(default_factory=Counter)
+
+    def delivered(self, line: int, delivery: Delivery) -> None:
+        if delivery.ok:
+            self.sent += 1
+            self.per_partition[delivery.partition or 0] += 1
+            return
+        self.failed += 1
+        if self.failed <= _SHOWN:
+            _err.print(f"[red]failed[/red] line {line}: {delivery.error}")
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} lines/s" if speed else "", style="progress.data.speed")
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("producing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=_err,
+        transient=True,
+        disable=not enabled,
+    )
+
+
+# --- sending ----------------------------------------------------------------------------------
+
+
+def _send_lines(
+    producer: EventProducer,
+    rules: LineRules,
+    lines: Iterable[bytes],
+    tally: _Tally,
+    rejects: _RejectsFile,
+    progress: Progress,
+    total: int | None,
+) -> None:
+    """Send every ready line, reject the others; a rejected line is never produced."""
+    task = progress.add_task("producing", total=total)
+    unshown = 0
+    for number, raw in enumerate(lines, start=1):
+        tally.lines = number
+        parsed = parse_line(rules, number, raw)
+        if isinstance(parsed, Rejection):
+            rejects.write(parsed)
+        elif parsed is not None:
+            producer.send(
+                rules.topic,
+                parsed.message,
+                _on_delivery(tally, number),
+            )
+            tally.queued += 1
+        unshown += 1
+        if unshown == _PROGRESS_STEP:
+            progress.advance(task, unshown)
+            unshown = 0
+    progress.advance(task, unshown)
+
+
+def _on_delivery(tally: _Tally, line: int) -> Callable[[Delivery], None]:
+    def delivered(delivery: Delivery) -> None:
+        tally.delivered(line, delivery)
+
+    return delivered
+
+
+def _summary(
+    rules: LineRules,
+    run_id: str,
+    partitions: int,
+    tally: _Tally,
+    rejected: int,
+    retried: int,
+    elapsed_s: float,
+) -> None:
+    table = Table(title=f"produced to {rules.topic}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("run (ce_correlationid)", run_id)
+    table.add_row("type", rules.event_type)
+    table.add_row("lines read", f"{tally.lines:,}")
+    table.add_row("sent (acknowledged)", f"{tally.sent:,}")
+    table.add_row("failed", f"{tally.failed:,}")
+    table.add_row("rejected", f"{rejected:,}")
+    table.add_row("retried (produce requests re-sent)", f"{retried:,}")
+    table.add_row("elapsed", f"{elapsed_s:.2f} s")
+    table.add_row("rate", f"{tally.sent / elapsed_s:,.0f} events/s" if elapsed_s > 0 else "-")
+    _err.print(table)
+    per_partition = Table(title="sent per partition")
+    per_partition.add_column("partition", justify="right")
+    per_partition.add_column("events", justify="right")
+    for partition in sorted({*range(partitions), *tally.per_partition}):
+        per_partition.add_row(str(partition), f"{tally.per_partition[partition]:,}")
+    _err.print(per_partition)
+
+
+def _exit_code(tally: _Tally, rejected: int) -> int:
+    if tally.failed or tally.sent < tally.queued:
+        return EXIT_DELIVERY_FAILED
+    if rejected:
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def produce(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="The topic to produce to; it must exist.")],
+    file: Annotated[
+        str, typer.Argument(help="The NDJSON file, one event's data per line; - for stdin.")
+    ] = "-",
+    key: Annotated[
+        str | None,
+        typer.Option("--key", "-k", help="The top-level field whose value is the key."),
+    ] = None,
+    key_from: Annotated[
+        str | None,
+        typer.Option(
+            "--key-from",
+            help="A path to the key inside the data: $.order.id, order.id, lines[0].sku, $['a.b'].",
+        ),
+    ] = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            "-t",
+            help="A request type (place_order, cancel_order, register_customer, or its "
+            "CloudEvents type): each line is validated against it and keyed by its key field. "
+            "Anything else is the CloudEvents type as is. Default: com.example.event.",
+        ),
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="The CloudEvents source (a URI-reference).")
+    ] = DEFAULT_SOURCE,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            "-H",
+            help="An extra Kafka header name=value (repeatable); not ce_* or content-type.",
+        ),
+    ] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects",
+            dir_okay=False,
+            help="Where rejected lines go, one JSON object each: {line, reason, raw}. "
+            "Default: FILE.rejects.ndjson, or ./produce-rejects.ndjson for stdin. Written only "
+            "when a line is rejected.",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Check the whole input first; send nothing if any line is rejected."
+        ),
+    ] = False,
+    any_topic: Annotated[
+        bool,
+        typer.Option(
+            "--any-topic",
+            help="Allow a request type to go to a topic other than its own (e.g. a test topic).",
+        ),
+    ] = False,
+) -> None:
+    """Produce NDJSON lines to TOPIC as CloudEvents, one event per line.
+
+    A line that is not a JSON object, lacks its key or fails its request type
+    is never sent: it is reported with its line number and reason,
+    and written to the rejects file.
+    All events of a run share one ce_correlationid, shown in the summary.
+    Progress and the summary go to stderr.
+
+    Exit codes:
+    0 every line sent;
+    1 some lines rejected, every event sent was acknowledged;
+    2 usage or setup error (option, topic, file, Kafka unreachable);
+    3 some events failed to be delivered;
+    130 interrupted.
+    """
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    run_id = new_event_id()
+    rules = line_rules(
+        topic=topic,
+        correlation_id=run_id,
+        event_type=event_type,
+        source=source,
+        key_field=key,
+        key_from=key_from,
+        headers=header or (),
+        allow_other_topic=any_topic,
+    )
+    data = _Input(file)
+    rejects_file = _RejectsFile(rejects or _default_rejects(data))
+    if (
+        data.regular
+        and data.path is not None
+        and rejects_file.path.resolve() == data.path.resolve()
+    ):
+        raise PipelineError(f"the rejects file {rejects_file.path} is the input itself")
+    partitions = require_topic(settings, topic)
+    try:
+        raise typer.Exit(_produce(settings, rules, run_id, data, rejects_file, partitions, strict))
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        rejects_file.close()
+
+
+def _produce(
+    settings: PipelineSettings,
+    rules: LineRules,
+    run_id: str,
+    data: _Input,
+    rejects: _RejectsFile,
+    partitions: int,
+    strict: bool,
+) -> int:
+    tally = _Tally()
+    if data.path is None and sys.stdin.isatty():
+        _err.print("reading NDJSON from the terminal; end with Ctrl-D")
+    if strict:
+        data.keep()
+        with data.lines() as lines:
+            found = rejections_in(rules, lines)
+        if found:
+            for rejection in found:
+                rejects.write(rejection)
+            _summary(rules, run_id, partitions, tally, rejects.count, 0, 0.0)
+            _err.print(
+                f"--strict: nothing sent; {len(found):,} line(s) rejected, see {rejects.path}"
+            )
+            return EXIT_REJECTED
+    show_progress = _err.is_terminal and not (data.path is None and sys.stdin.isatty())
+    total = data.count_lines() if show_progress else None
+    producer = build_event_producer(settings.kafka, settings.producer)
+    began = time.monotonic()
+    interrupted = False
+    try:
+        with _progress(show_progress) as progress, data.lines() as lines:
+            _send_lines(producer, rules, lines, tally, rejects, progress, total)
+    except KeyboardInterrupt:
+        interrupted = True
+        _err.print(f"interrupted after line {tally.lines:,}; waiting for what was sent")
+    producer.flush(settings.producer.delivery_timeout_ms / 1000 + _FLUSH_MARGIN_S)
+    elapsed = time.monotonic() - began
+    _summary(rules, run_id, partitions, tally, rejects.count, producer.stats.retries, elapsed)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if rejects.count:
+        _err.print(f"{rejects.count:,} line(s) rejected, see {rejects.path}")
+    if tally.failed:
+        _err.print(f"[red]{tally.failed:,} event(s) failed to be delivered[/red]")
+    return _exit_code(tally, rejects.count)
