@@ -99,21 +99,31 @@ class ProducerCounters:
     queue_full_waits: int = 0
 
 
-def stats_retries(stats_json: str) -> int:
-    """The total of produce requests librdkafka re-sent, from one statistics report."""
-    stats = json.loads(stats_json)
-    return sum(int(broker.get("txretries", 0)) for broker in stats.get("brokers", {}).values())
-
-
 class ProducerStats:
-    """librdkafka's statistics (``stats_cb``): what the client itself retried and queued."""
+    """librdkafka's statistics (``stats_cb``): what the client did under the hood.
+
+    ``transmitted`` counts every time a message went to a broker, so after a flush
+    ``transmitted - acknowledged`` is how many were sent again (after a broker outage, say);
+    ``retries`` counts re-sent produce requests and ``disconnects`` lost broker connections.
+    """
 
     def __init__(self) -> None:
         self.retries = 0
+        self.transmitted = 0
+        self.disconnects = 0
         self.reports = 0
 
     def record(self, stats_json: str) -> None:
-        self.retries = stats_retries(stats_json)
+        stats = json.loads(stats_json)
+        brokers = stats.get("brokers", {}).values()
+        self.retries = sum(int(broker.get("txretries", 0)) for broker in brokers)
+        self.disconnects = sum(int(broker.get("disconnects", 0)) for broker in brokers)
+        self.transmitted = sum(
+            int(partition.get("txmsgs", 0))
+            for topic in stats.get("topics", {}).values()
+            for number, partition in topic.get("partitions", {}).items()
+            if number != "-1"  # the "unassigned" pseudo-partition
+        )
         self.reports += 1
 
 
@@ -273,6 +283,19 @@ class EventProducer:
             failures, self._unobserved_failures = self._unobserved_failures, []
         if failures:
             raise DeliveryError(failures)
+
+    @property
+    def resent(self) -> int:
+        """Messages transmitted more than once (as of the last statistics report)."""
+        done = self.counters.sent + self.counters.failed
+        return max(0, self.stats.transmitted - done)
+
+    def refresh_stats(self, timeout_s: float = 3.0) -> None:
+        """Wait for one more statistics report, so the figures include the last deliveries."""
+        seen = self.stats.reports
+        deadline = time.monotonic() + timeout_s
+        while self.stats.reports == seen and time.monotonic() < deadline:
+            self._client.poll(0.1)
 
     # ---- transactions ------------------------------------------------------------------------
 

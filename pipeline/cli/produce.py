@@ -247,7 +247,7 @@ def _summary(
     partitions: int,
     tally: _Tally,
     rejected: int,
-    retried: int,
+    producer: EventProducer | None,
     elapsed_s: float,
 ) -> None:
     table = Table(title=f"produced to {rules.topic}", show_header=False)
@@ -259,7 +259,10 @@ def _summary(
     table.add_row("sent (acknowledged)", f"{tally.sent:,}")
     table.add_row("failed", f"{tally.failed:,}")
     table.add_row("rejected", f"{rejected:,}")
-    table.add_row("retried (produce requests re-sent)", f"{retried:,}")
+    if producer is not None:
+        table.add_row("retried (events sent again)", f"{producer.resent:,}")
+        table.add_row("broker disconnects", f"{producer.stats.disconnects:,}")
+        table.add_row("produce requests retried", f"{producer.stats.retries:,}")
     table.add_row("elapsed", f"{elapsed_s:.2f} s")
     table.add_row("rate", f"{tally.sent / elapsed_s:,.0f} events/s" if elapsed_s > 0 else "-")
     _err.print(table)
@@ -409,7 +412,7 @@ def _produce(
         if found:
             for rejection in found:
                 rejects.write(rejection)
-            _summary(rules, run_id, partitions, tally, rejects.count, 0, 0.0)
+            _summary(rules, run_id, partitions, tally, rejects.count, None, 0.0)
             _err.print(
                 f"--strict: nothing sent; {len(found):,} line(s) rejected, see {rejects.path}"
             )
@@ -427,7 +430,8 @@ def _produce(
         _err.print(f"interrupted after line {tally.lines:,}; waiting for what was sent")
     producer.flush(settings.producer.delivery_timeout_ms / 1000 + _FLUSH_MARGIN_S)
     elapsed = time.monotonic() - began
-    _summary(rules, run_id, partitions, tally, rejects.count, producer.stats.retries, elapsed)
+    producer.refresh_stats()
+    _summary(rules, run_id, partitions, tally, rejects.count, producer, elapsed)
     if interrupted:
         return EXIT_INTERRUPTED
     if rejects.count:

@@ -72,8 +72,8 @@ def format_command(
         "kafka.tools.StorageTool",
         "format",
         "--ignore-formatted",
-        "-t",
-        cluster_id,
+        # One token: a base64 id may start with "-", which would read as an option.
+        f"--cluster-id={cluster_id}",
         "-c",
         str(properties),
     ]

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError
 
 from pipeline.envelope import Event, encode
 from pipeline.errors import PipelineError
-from producers.producer import Delivery, DeliveryError, EventProducer, ProducerStats, stats_retries
+from producers.producer import Delivery, DeliveryError, EventProducer, ProducerStats
 
 
 @dataclass
@@ -209,9 +209,18 @@ def test_a_transaction_aborts_when_the_block_raises():
     assert client.transactions == ["begin", "abort"]  # never "commit"
 
 
-def test_retries_are_read_from_librdkafka_statistics():
-    report = {"brokers": {"b1": {"txretries": 3}, "b2": {"txretries": 4}, "b3": {}}}
-    assert stats_retries(json.dumps(report)) == 7
+def test_retries_and_resends_are_read_from_librdkafka_statistics():
+    report = {
+        "brokers": {"b1": {"txretries": 3, "disconnects": 1}, "b2": {"txretries": 4}, "b3": {}},
+        "topics": {
+            "orders": {"partitions": {"0": {"txmsgs": 6}, "1": {"txmsgs": 5}, "-1": {"txmsgs": 9}}}
+        },
+    }
     stats = ProducerStats()
     stats.record(json.dumps(report))
-    assert (stats.retries, stats.reports) == (7, 1)
+    assert (stats.retries, stats.disconnects, stats.transmitted, stats.reports) == (7, 1, 11, 1)
+    producer = EventProducer(ScriptedProducer(), stats=stats)
+    for n in range(10):
+        producer.send("orders", _event(f"k{n}"))
+    producer.flush()
+    assert producer.resent == 1  # 11 transmissions for 10 acknowledged events

@@ -37,13 +37,12 @@ def test_kafka_commands_run_the_server_and_storage_tool_from_the_libs_classpath(
     assert server[server.index("-cp") + 1] == "/dist/kafka/libs/*"
     assert server[-2:] == ["kafka.Kafka", "/s.properties"]
     assert "-Xmx512m" in server
-    storage = kafka_node.format_command(JAVA, dist, Path("/s.properties"), Path("/l4j"), "abc")
-    assert storage[-7:] == [
+    storage = kafka_node.format_command(JAVA, dist, Path("/s.properties"), Path("/l4j"), "-bc")
+    assert storage[-6:] == [
         "kafka.tools.StorageTool",
         "format",
         "--ignore-formatted",
-        "-t",
-        "abc",
+        "--cluster-id=-bc",  # an id starting with "-" must not read as an option
         "-c",
         "/s.properties",
     ]
