@@ -15,7 +15,10 @@ from pydantic import ValidationError
 from pipeline.cli import stack as stack_cli
 from pipeline.cli import topics as topics_cli
 from pipeline.cli.console import stderr_console
+from pipeline.cli.consume import consume
 from pipeline.cli.demo import demo
+from pipeline.cli.gateway import gateway
+from pipeline.cli.produce import produce
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
@@ -29,6 +32,9 @@ app = typer.Typer(
 app.add_typer(stack_cli.app, name="stack")
 app.add_typer(topics_cli.app, name="topics")
 app.command()(demo)
+app.command()(gateway)
+app.command()(produce)
+app.command()(consume)
 
 _stderr = stderr_console()
 
