@@ -12,7 +12,9 @@ from producers.producer import DeliveryError, build_event_producer
 
 def _events(count, keys):
     return [
-        Event(source="/test", type="com.example.test", partitionkey=f"key-{n % keys}", data={"n": n})
+        Event(
+            source="/test", type="com.example.test", partitionkey=f"key-{n % keys}", data={"n": n}
+        )
         for n in range(count)
     ]
 
@@ -48,7 +50,9 @@ def test_keyed_events_land_on_kafkas_murmur2_partition_in_order(
         event = decode_message(message)
         assert message.partition() == murmur2(message.key(), 6)
         order_per_key[event.partitionkey].append(event.data["n"])
-    assert sorted(event.id for event in map(decode_message, messages)) == sorted(e.id for e in events)
+    assert sorted(event.id for event in map(decode_message, messages)) == sorted(
+        e.id for e in events
+    )
     for sequence in order_per_key.values():
         assert sequence == sorted(sequence)
 

@@ -1,0 +1,55 @@
+"""``pipeline gateway``: the HTTP request gateway (``POST /v1/requests/{type}`` -> Kafka).
+
+1. read the gateway settings (``PIPELINE_GATEWAY__*``), with ``--host``/``--port`` on top;
+2. build one idempotent producer from the Kafka and producer settings;
+3. serve until Ctrl-C or SIGTERM: stop accepting, let requests in flight get their
+   acknowledgement, stop serving delivery reports;
+4. flush the producer (a failure there is an error with exit code 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+
+from pipeline.settings import GatewaySettings, PipelineSettings
+from producers.gateway import create_app, serve
+from producers.producer import build_event_producer
+
+
+def _configure_logging() -> None:
+    # Leave a logging set-up made by the embedding program (or a future project-wide one) alone.
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+def gateway(
+    ctx: typer.Context,
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        help="Address to listen on (default: PIPELINE_GATEWAY__HOST, else 127.0.0.1).",
+    ),
+    port: int | None = typer.Option(
+        None,
+        "--port",
+        min=1,
+        max=65535,
+        help="Port to listen on (default: PIPELINE_GATEWAY__PORT, else 8080).",
+    ),
+) -> None:
+    """Serve the HTTP request gateway: POST /v1/requests/{type} produces to requests.<type>."""
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    overrides = {
+        name: value for name, value in (("host", host), ("port", port)) if value is not None
+    }
+    config = GatewaySettings.model_validate({**settings.gateway.model_dump(), **overrides})
+    _configure_logging()
+    with build_event_producer(settings.kafka, settings.producer) as producer:
+        asyncio.run(serve(create_app(config, producer), config.host, config.port))

@@ -1,0 +1,23 @@
+"""The request gateway: ``POST /v1/requests/{type}`` -> a validated, acknowledged Kafka event.
+
+Build it with :func:`create_app` (an aiohttp application over a producer you own) and run it with
+:func:`serve`, or ``pipeline gateway``. The rate limiter and the idempotency store are pure and
+usable on their own.
+"""
+
+from producers.gateway.app import GatewayProducer, create_app, serve
+from producers.gateway.idempotency import IdempotencyKeyReused, IdempotencyStore, StoredAnswer
+from producers.gateway.metrics import GatewayMetrics
+from producers.gateway.rate_limit import RateDecision, TokenBucketLimiter
+
+__all__ = [
+    "GatewayMetrics",
+    "GatewayProducer",
+    "IdempotencyKeyReused",
+    "IdempotencyStore",
+    "RateDecision",
+    "StoredAnswer",
+    "TokenBucketLimiter",
+    "create_app",
+    "serve",
+]

@@ -1,0 +1,624 @@
+"""The request gateway: HTTP in, one acknowledged Kafka event out.
+
+``POST /v1/requests/{type}`` goes through these steps, cheapest first, and the first that fails
+answers with a JSON error ``{"error": {"code", "message", "details"}}`` and produces nothing:
+
+1. client identity (the ``X-Client-Id`` header, else the peer address) and its token bucket:
+   429 ``rate_limited`` with ``Retry-After``;
+2. the request type: 404 ``unknown_request_type`` (the answer lists the known ones);
+3. ``Content-Type`` must be JSON in UTF-8: 415 ``unsupported_media_type``;
+4. the ``Idempotency-Key`` / ``X-Correlation-Id`` / ``X-Client-Id`` headers: 400
+   ``invalid_header``;
+5. the body: at most ``max_body_bytes`` (413 ``body_too_large``), UTF-8 JSON (400
+   ``invalid_json``), an object (400 ``not_an_object``), valid for the type's model (422
+   ``schema_violation``, one detail per field);
+6. the Idempotency-Key, if any (see :mod:`producers.gateway.idempotency`): a replay of the first
+   answer, a wait for a first request still in flight, or 422 ``idempotency_key_reused``;
+7. the event goes to ``requests.<type>`` keyed by the entity id, and the answer waits for the
+   broker: 202 ``{"event_id", "topic", "partition", "offset"}``, or 503 ``not_acknowledged``
+   when delivery failed or took longer than ``produce_timeout_s`` (librdkafka may still deliver
+   it later), or 503 ``overloaded`` past ``max_in_flight`` unacknowledged events.
+
+A 5xx answer is never remembered for its Idempotency-Key, so the client can retry. Every request
+is logged at INFO and counted in :class:`~producers.gateway.metrics.GatewayMetrics`; ``GET
+/healthz`` and ``GET /metrics`` (Prometheus text) complete the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+from confluent_kafka import KafkaException
+from pydantic import BaseModel, ValidationError
+
+from pipeline.envelope import Event, KafkaMessage
+from pipeline.errors import PipelineError
+from pipeline.ids import new_event_id
+from pipeline.request_types import REQUEST_TYPES, RequestType, RequestValidationError
+from pipeline.settings import GatewaySettings
+from producers.gateway.idempotency import (
+    Claim,
+    IdempotencyKeyReused,
+    IdempotencyStore,
+    InFlight,
+    Replay,
+    StoredAnswer,
+    fingerprint,
+    key_problem,
+)
+from producers.gateway.metrics import UNKNOWN_TYPE, GatewayMetrics
+from producers.gateway.rate_limit import Clock, TokenBucketLimiter
+from producers.producer import Delivery
+
+__all__ = ["EVENT_SOURCE", "GatewayProducer", "create_app", "serve"]
+
+log = logging.getLogger("producers.gateway")
+
+EVENT_SOURCE = "/pipeline/gateway"
+REQUESTS_ROUTE = "/v1/requests/{type}"
+#: Unacknowledged events at most; beyond, 503. Far below librdkafka's local queue (100,000
+#: messages), so a send never finds the queue full and never blocks the event loop.
+DEFAULT_MAX_IN_FLIGHT = 10_000
+_MAX_HEADER_ID_LENGTH = 128
+_JSON = "application/json"
+
+
+class GatewayProducer(Protocol):
+    """What the gateway uses of :class:`producers.producer.EventProducer`."""
+
+    def send_future(self, topic: str, event: Event | KafkaMessage) -> Future[Delivery]: ...
+
+    def polling(self, interval_s: float = ...) -> AbstractContextManager[None]: ...
+
+
+# ---- pure parts: errors, body, headers, the event ------------------------------------------
+
+
+class Rejection(Exception):
+    """An error answer: status, a stable code, one readable line and optional details."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Sequence[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = dict(headers or {})
+
+    def body(self) -> bytes:
+        return _dumps(
+            {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        )
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def check_content_type(content_type: str | None, charset: str | None) -> None:
+    """JSON media types only (``application/json``, ``application/*+json``), in UTF-8."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    is_json = media == _JSON or (media.startswith("application/") and media.endswith("+json"))
+    if not is_json:
+        got = repr(content_type) if content_type else "none"
+        raise Rejection(
+            415, "unsupported_media_type", f"Content-Type must be application/json, got {got}"
+        )
+    if charset is not None and charset.strip().lower() not in ("utf-8", "utf8"):
+        raise Rejection(
+            415, "unsupported_media_type", f"the body must be UTF-8 JSON, got charset {charset!r}"
+        )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 :class:`Rejection` saying what is wrong with it."""
+    if not body.strip():
+        raise Rejection(400, "invalid_json", "the body is empty: send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Rejection(
+            400,
+            "invalid_json",
+            f"the body is not UTF-8 (byte {body[error.start]:#04x} at offset {error.start})",
+        ) from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise Rejection(
+            400,
+            "invalid_json",
+            f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
+        ) from None
+    except (ValueError, RecursionError) as error:  # NaN/Infinity, huge ints, deep nesting
+        reason = "it nests too deep" if isinstance(error, RecursionError) else str(error)
+        raise Rejection(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
+    if not isinstance(data, dict):
+        kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
+        raise Rejection(400, "not_an_object", f"the body must be a JSON object, got {kind}")
+    return data
+
+
+def header_id(name: str, value: str | None) -> str | None:
+    """A client-given id header (1-128 printable ASCII characters), or ``None`` when absent."""
+    if value is None:
+        return None
+    if not value or len(value) > _MAX_HEADER_ID_LENGTH or not all(" " < c <= "~" for c in value):
+        raise Rejection(
+            400,
+            "invalid_header",
+            f"{name} must be 1 to {_MAX_HEADER_ID_LENGTH} printable ASCII characters "
+            "without spaces",
+            [{"field": name, "message": "invalid"}],
+        )
+    return value
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header, checked, or ``None`` when absent."""
+    if value is None:
+        return None
+    problem = key_problem(value)
+    if problem is not None:
+        raise Rejection(
+            400,
+            "invalid_header",
+            f"Idempotency-Key {problem}",
+            [{"field": "Idempotency-Key", "message": problem}],
+        )
+    return value
+
+
+def build_event(
+    request_type: RequestType,
+    request: BaseModel,
+    *,
+    correlation_id: str | None,
+    traceparent: str | None,
+) -> Event:
+    """The event for one valid request, keyed (and subject) by the request's entity id.
+
+    The correlation id is the caller's, else the event's own id. A traceparent that is not valid
+    W3C is ignored, as the W3C spec says, rather than refusing the request.
+    """
+    key = request_type.key_of(request)
+    event_id = new_event_id()
+    fields: dict[str, Any] = {
+        "id": event_id,
+        "source": EVENT_SOURCE,
+        "type": request_type.event_type,
+        "subject": key,
+        "partitionkey": key,
+        "correlationid": correlation_id or event_id,
+        "data": request.model_dump(mode="json"),
+    }
+    if traceparent is not None:
+        try:
+            return Event(**fields, traceparent=traceparent)
+        except ValidationError:
+            pass
+    return Event(**fields)
+
+
+def accepted_answer(delivery: Delivery) -> StoredAnswer:
+    return StoredAnswer(
+        202,
+        _dumps(
+            {
+                "event_id": delivery.event_id,
+                "topic": delivery.topic,
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+            }
+        ),
+    )
+
+
+def _not_acknowledged(reason: str) -> StoredAnswer:
+    rejection = Rejection(
+        503,
+        "not_acknowledged",
+        f"Kafka did not acknowledge the request ({reason}); it is not known to be recorded: "
+        "retry, with the same Idempotency-Key",
+    )
+    return StoredAnswer(rejection.status, rejection.body())
+
+
+# ---- the application ------------------------------------------------------------------------
+
+
+@dataclass
+class _Exchange:
+    """What one request's handling found out, for its log line and metrics."""
+
+    type_label: str | None = None
+    client: str | None = None
+    code: str | None = None
+    event_id: str | None = None
+    replayed: bool = False
+
+
+# Each request is handled in a task of its own, so this is per request.
+_exchange: ContextVar[_Exchange] = ContextVar("gateway_exchange")
+
+
+class _Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        producer: GatewayProducer,
+        *,
+        clock: Clock,
+        topic_for: Callable[[RequestType], str],
+        request_types: Mapping[str, RequestType],
+        metrics: GatewayMetrics,
+        max_in_flight: int,
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.topic_for = topic_for
+        self.request_types = dict(request_types)
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst, clock=clock)
+        self.store = IdempotencyStore(
+            ttl_s=settings.idempotency_ttl_s, max_keys=settings.idempotency_max_keys, clock=clock
+        )
+
+    # ---- middleware: JSON errors, one log line and the counters for every request ----------
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        exchange = _Exchange()
+        _exchange.set(exchange)
+        response: web.StreamResponse
+        try:
+            response = await handler(request)
+        except Rejection as rejection:
+            response = self._reject(rejection, exchange)
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            response = self._reject(self._http_error(request, error), exchange)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            internal = Rejection(500, "internal_error", "the gateway failed; see its log")
+            response = self._reject(internal, exchange)
+        self._account(request, response, exchange, time.perf_counter() - started)
+        return response
+
+    def _reject(self, rejection: Rejection, exchange: _Exchange) -> web.Response:
+        exchange.code = rejection.code
+        return web.Response(
+            status=rejection.status,
+            body=rejection.body(),
+            content_type=_JSON,
+            headers=rejection.headers,
+        )
+
+    def _account(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        exchange: _Exchange,
+        elapsed_s: float,
+    ) -> None:
+        status = response.status
+        if exchange.type_label is not None:
+            self.metrics.requests.labels(exchange.type_label, str(status)).inc()
+        if exchange.code is not None:
+            self.metrics.rejections.labels(exchange.code).inc()
+        if exchange.replayed:
+            self.metrics.replays.inc()
+        outcome = exchange.code or ("replayed" if exchange.replayed else "ok")
+        log.info(
+            "%s %s -> %d %s (client %s%s, %.1f ms)",
+            request.method,
+            request.path,
+            status,
+            outcome,
+            exchange.client or request.remote,
+            f", event {exchange.event_id}" if exchange.event_id else "",
+            elapsed_s * 1000,
+            extra={
+                "http_method": request.method,
+                "url_path": request.path,
+                "http_status": status,
+                "error_code": exchange.code,
+                "client_id": exchange.client,
+                "event_id": exchange.event_id,
+                "duration_ms": round(elapsed_s * 1000, 3),
+            },
+        )
+
+    def _http_error(self, request: web.Request, error: web.HTTPException) -> Rejection:
+        """aiohttp's own error answers (no route, wrong method, ...) as our JSON errors."""
+        where = f"{request.method} {request.path}"
+        if error.status == 404:
+            return Rejection(
+                404, "not_found", f"no endpoint for {where}; try POST {REQUESTS_ROUTE}"
+            )
+        if error.status == 405:
+            allowed = error.headers.get("Allow", "")
+            return Rejection(
+                405,
+                "method_not_allowed",
+                f"{where} is not allowed; allowed: {allowed}",
+                headers={"Allow": allowed},
+            )
+        if error.status == 413:
+            return Rejection(413, "body_too_large", self._too_large_message())
+        return Rejection(error.status, "http_error", error.reason)
+
+    def _too_large_message(self) -> str:
+        return f"the body is larger than {self.settings.max_body_bytes} bytes"
+
+    # ---- POST /v1/requests/{type} -------------------------------------------------------
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        exchange = _exchange.get()
+        name = request.match_info["type"]
+        request_type = self.request_types.get(name)
+        exchange.type_label = name if request_type is not None else UNKNOWN_TYPE
+
+        client = header_id("X-Client-Id", request.headers.get("X-Client-Id"))
+        client = client or request.remote or "unknown"
+        exchange.client = client
+        decision = self.limiter.acquire(client)
+        if not decision.allowed:
+            retry_after = decision.retry_after_header
+            raise Rejection(
+                429,
+                "rate_limited",
+                f"too many requests from client {client!r} (at most {self.settings.rate_per_s:g}"
+                f"/s, bursts of {self.settings.burst}); retry after {retry_after} s",
+                headers={"Retry-After": retry_after},
+            )
+        if request_type is None:
+            known = sorted(self.request_types)
+            raise Rejection(
+                404,
+                "unknown_request_type",
+                f"unknown request type {name!r}; known: {', '.join(known)}",
+                [{"field": "type", "message": "unknown request type", "known": known}],
+            )
+        check_content_type(request.headers.get("Content-Type"), request.charset)
+        key = idempotency_key(request.headers.get("Idempotency-Key"))
+        correlation_id = header_id("X-Correlation-Id", request.headers.get("X-Correlation-Id"))
+
+        data = parse_body(await self._read_body(request))
+        try:
+            valid = request_type.validate(data)
+        except RequestValidationError as error:
+            raise Rejection(422, "schema_violation", str(error), error.errors) from None
+
+        def make_event() -> Event:
+            return build_event(
+                request_type,
+                valid,
+                correlation_id=correlation_id,
+                traceparent=request.headers.get("traceparent"),
+            )
+
+        topic = self.topic_for(request_type)
+        if key is None:
+            return self._answer(await self._produce(topic, make_event()))
+        return await self._submit_once(client, key, fingerprint(name, data), topic, make_event)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise Rejection(413, "body_too_large", self._too_large_message())
+        try:
+            return await request.read()  # stops past client_max_size (= max_body_bytes)
+        except web.HTTPRequestEntityTooLarge:
+            raise Rejection(413, "body_too_large", self._too_large_message()) from None
+
+    async def _submit_once(
+        self,
+        client: str,
+        key: str,
+        body_fingerprint: str,
+        topic: str,
+        make_event: Callable[[], Event],
+    ) -> web.Response:
+        """Produce once per (client, key): replay, wait for the first, or claim and produce."""
+        exchange = _exchange.get()
+        while True:
+            try:
+                begun = self.store.begin(client, key, body_fingerprint)
+            except IdempotencyKeyReused as error:
+                raise Rejection(
+                    422,
+                    "idempotency_key_reused",
+                    str(error),
+                    [{"field": "Idempotency-Key", "message": "already used with another body"}],
+                ) from None
+            if isinstance(begun, Replay):
+                exchange.replayed = True
+                return self._answer(begun.answer, replayed=True)
+            if isinstance(begun, InFlight):
+                # Shielded: this request giving up must not cancel the first one's future.
+                first = await asyncio.shield(asyncio.wrap_future(begun.future))
+                if first is None:  # the first was abandoned: try to claim the key ourselves
+                    continue
+                exchange.replayed = True
+                return self._answer(first, replayed=True)
+            return await self._produce_claimed(begun, topic, make_event)
+
+    async def _produce_claimed(
+        self, claim: Claim, topic: str, make_event: Callable[[], Event]
+    ) -> web.Response:
+        try:
+            answer = await self._produce(topic, make_event())
+            self.store.complete(claim, answer)
+        finally:
+            self.store.abandon(claim)  # a no-op once completed
+        return self._answer(answer)
+
+    async def _produce(self, topic: str, event: Event) -> StoredAnswer:
+        """Hand ``event`` to the producer and wait for the broker's acknowledgement."""
+        if self.in_flight >= self.max_in_flight:
+            raise Rejection(
+                503,
+                "overloaded",
+                f"{self.in_flight} requests are waiting for Kafka; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        _exchange.get().event_id = event.id
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            try:
+                future = self.producer.send_future(topic, event)
+            except (KafkaException, PipelineError) as error:
+                return _not_acknowledged(f"the producer refused it: {error}")
+            # asyncio.wait, unlike wait_for, never cancels the delivery future on timeout.
+            waiting = asyncio.wrap_future(future)
+            done, _ = await asyncio.wait({waiting}, timeout=self.settings.produce_timeout_s)
+            if not done:
+                return _not_acknowledged(f"no answer in {self.settings.produce_timeout_s:g} s")
+            delivery = waiting.result()
+            if not delivery.ok:
+                return _not_acknowledged(f"delivery failed: {delivery.error}")
+            return accepted_answer(delivery)
+        finally:
+            self.in_flight -= 1
+            self.metrics.produce_latency.labels(topic).observe(time.perf_counter() - started)
+
+    def _answer(self, answer: StoredAnswer, *, replayed: bool = False) -> web.Response:
+        exchange = _exchange.get()
+        headers: dict[str, str] = {}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        if answer.status >= 500:
+            headers["Retry-After"] = "1"
+            exchange.code = "not_acknowledged"
+        return web.Response(
+            status=answer.status, body=answer.body, content_type=_JSON, headers=headers
+        )
+
+    # ---- GET /healthz, GET /metrics -----------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(body=_dumps({"status": "ok"}), content_type=_JSON)
+
+    async def prometheus(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.exposition(), headers={"Content-Type": self.metrics.content_type}
+        )
+
+
+def create_app(
+    settings: GatewaySettings,
+    producer: GatewayProducer,
+    *,
+    clock: Clock = time.monotonic,
+    topic_for: Callable[[RequestType], str] | None = None,
+    request_types: Mapping[str, RequestType] = REQUEST_TYPES,
+    metrics: GatewayMetrics | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+) -> web.Application:
+    """The gateway as an aiohttp application; nothing connects until it starts.
+
+    ``producer`` is owned by the caller, who flushes it after the app has stopped; the app serves
+    its delivery reports (``producer.polling()``) while it runs. ``clock`` drives the rate limiter
+    and the idempotency TTL; ``topic_for`` picks the topic of a request type (default: its
+    catalogue topic, ``requests.<type>``); ``metrics`` defaults to a fresh registry.
+    """
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
+    gateway = _Gateway(
+        settings,
+        producer,
+        clock=clock,
+        topic_for=topic_for or (lambda request_type: request_type.topic),
+        request_types=request_types,
+        metrics=metrics or GatewayMetrics(),
+        max_in_flight=max_in_flight,
+    )
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[gateway.middleware])
+
+    async def serve_delivery_reports(_app: web.Application) -> AsyncIterator[None]:
+        with producer.polling():
+            yield
+
+    app.cleanup_ctx.append(serve_delivery_reports)
+    app.router.add_post(REQUESTS_ROUTE, gateway.submit)
+    app.router.add_get("/healthz", gateway.healthz)
+    app.router.add_get("/metrics", gateway.prometheus)
+    return app
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout_s: float = 30.0,
+    on_ready: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly.
+
+    1. stop accepting connections; 2. let requests in flight finish (up to
+    ``shutdown_timeout_s``), so each still gets its acknowledgement; 3. run the app's cleanup
+    (delivery reports stop being served). The caller then flushes its producer.
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as error:
+            raise PipelineError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        addresses = [f"http://{_host_port(address)}" for address in runner.addresses]
+        log.info("gateway listening on %s", ", ".join(addresses))
+        if on_ready is not None:
+            on_ready(addresses)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+        log.info("gateway stopping")
+    finally:
+        await runner.cleanup()
+
+
+def _host_port(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)

@@ -1,0 +1,208 @@
+"""Idempotency keys: a repeated request gets the first answer instead of a second effect.
+
+Keys are scoped per client (the same key from two clients is two keys). For each key the store
+remembers the fingerprint of the first body and, once there is one, the first answer:
+
+1. :meth:`IdempotencyStore.begin` with a new key *claims* it: the caller does the work, then
+   settles the claim with :meth:`~IdempotencyStore.complete` (an answer) or
+   :meth:`~IdempotencyStore.abandon` (no answer: it crashed or was cancelled);
+2. the same key while the first is still in flight gets a future of the first's answer instead of
+   doing the work again; ``None`` there means the first was abandoned, and the caller begins anew;
+3. the same key after the first completed gets the stored answer (a *replay*);
+4. the same key with a different body (another fingerprint) is :class:`IdempotencyKeyReused`;
+5. answers with a 5xx status are handed to the waiters of (2) but never remembered, so the
+   client's retry does the work again; 2xx/4xx answers are kept ``ttl_s`` seconds after they
+   were made, at most ``max_keys`` of them (the oldest go first).
+
+This store lives in one process's memory. Several gateway instances behind a load balancer each
+have their own, so a retry that lands on another instance produces again: a multi-instance
+deployment needs a shared store (e.g. Redis or a database table with the same claim / complete /
+replay states and a unique key), or sticky routing by client.
+
+Pure apart from the futures of (2), which are :class:`concurrent.futures.Future` so that nothing
+here needs an event loop (``asyncio.wrap_future`` awaits them). Not thread-safe: the gateway
+calls it from its event loop only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+Clock = Callable[[], float]
+
+MAX_KEY_LENGTH = 255
+
+
+def fingerprint(request_type: str, body: Any) -> str:
+    """A digest of what was asked: the request type and the JSON body, canonically written.
+
+    Key order and whitespace do not change it, so a client that re-serializes its retry is
+    still recognized; any change of a value does.
+    """
+    canonical = json.dumps(
+        [request_type, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an Idempotency-Key, or ``None`` when it can."""
+    if not key:
+        return "must not be empty"
+    if len(key) > MAX_KEY_LENGTH:
+        return f"must be at most {MAX_KEY_LENGTH} characters, got {len(key)}"
+    if not all(" " < char <= "~" for char in key):
+        return "must be printable ASCII without spaces"
+    return None
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """An HTTP answer as it is replayed: the status and the exact body bytes."""
+
+    status: int
+    body: bytes
+
+
+class IdempotencyKeyReused(PipelineError):
+    """The key was first used for a different request."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request body; "
+            "use a new key for a new request"
+        )
+
+
+@dataclass(eq=False)
+class _Pending:
+    fingerprint: str
+    future: Future[StoredAnswer | None] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class _Done:
+    fingerprint: str
+    answer: StoredAnswer
+    expires_at: float
+
+
+_Scope = tuple[str, str]  # (client, key)
+
+
+@dataclass(frozen=True, eq=False)
+class Claim:
+    """The right and duty to do the work for a key, then settle it."""
+
+    scope: _Scope
+    _pending: _Pending
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The key's first answer, to send again as it was."""
+
+    answer: StoredAnswer
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """The key's first request is still working: await its answer (``None``: begin anew)."""
+
+    future: Future[StoredAnswer | None]
+
+
+Begin = Claim | Replay | InFlight
+
+
+class IdempotencyStore:
+    """Idempotency-Key -> first answer, per client, with a time to live and a maximum size."""
+
+    def __init__(self, *, ttl_s: float, max_keys: int, clock: Clock = time.monotonic) -> None:
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys!r}")
+        self._ttl_s = ttl_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._pending: dict[_Scope, _Pending] = {}
+        # In order of completion, hence of expiry (one TTL for all).
+        self._done: OrderedDict[_Scope, _Done] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many answers are remembered (not counting requests in flight)."""
+        self._expire(self._clock())
+        return len(self._done)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def begin(self, client: str, key: str, fingerprint: str) -> Begin:
+        """What to do with a request carrying ``key``; raises :class:`IdempotencyKeyReused`."""
+        scope = (client, key)
+        self._expire(self._clock())
+        done = self._done.get(scope)
+        if done is not None:
+            if done.fingerprint != fingerprint:
+                raise IdempotencyKeyReused(key)
+            return Replay(done.answer)
+        pending = self._pending.get(scope)
+        if pending is not None:
+            if pending.fingerprint != fingerprint:
+                raise IdempotencyKeyReused(key)
+            return InFlight(pending.future)
+        pending = _Pending(fingerprint)
+        self._pending[scope] = pending
+        return Claim(scope, pending)
+
+    def complete(self, claim: Claim, answer: StoredAnswer) -> None:
+        """Settle ``claim`` with its answer: waiters get it; it is remembered unless a 5xx."""
+        if not self._release(claim):
+            return
+        now = self._clock()
+        if answer.status < 500:
+            self._done[claim.scope] = _Done(
+                claim._pending.fingerprint, answer, expires_at=now + self._ttl_s
+            )
+            self._done.move_to_end(claim.scope)
+            while len(self._done) > self._max_keys:
+                self._done.popitem(last=False)
+        self._expire(now)
+        _settle(claim._pending.future, answer)
+
+    def abandon(self, claim: Claim) -> None:
+        """Settle ``claim`` without an answer: nothing is remembered; waiters begin anew."""
+        if self._release(claim):
+            _settle(claim._pending.future, None)
+
+    def _release(self, claim: Claim) -> bool:
+        # Settling twice is a no-op (complete, then abandon in a ``finally``).
+        if self._pending.get(claim.scope) is not claim._pending:
+            return False
+        del self._pending[claim.scope]
+        return True
+
+    def _expire(self, now: float) -> None:
+        while self._done:
+            oldest = next(iter(self._done.values()))
+            if oldest.expires_at > now:
+                return
+            self._done.popitem(last=False)
+
+
+def _settle(future: Future[StoredAnswer | None], answer: StoredAnswer | None) -> None:
+    # A waiter may have cancelled the shared future; the answer is still kept (or not) above.
+    if future.set_running_or_notify_cancel():
+        future.set_result(answer)

@@ -1,0 +1,71 @@
+"""The gateway's Prometheus metrics, on a registry of their own (never the global one).
+
+- ``gateway_requests_total{type, status}``: every answer of ``POST /v1/requests/{type}``; an
+  unknown type is counted as ``type="unknown"`` so URLs cannot grow the label set;
+- ``gateway_produce_latency_seconds{topic}``: from handing the event to the producer to the
+  broker's acknowledgement (or the failure), the part of a request's latency that is Kafka's;
+- ``gateway_rejections_total{reason}``: every error answer, by its error code;
+- ``gateway_idempotent_replays_total``: answers replayed for a repeated Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+
+UNKNOWN_TYPE = "unknown"
+
+# Acknowledgements take a few ms on a healthy cluster; the top buckets catch retries and outages.
+_PRODUCE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class GatewayMetrics:
+    """The gateway's counters and histograms; :meth:`exposition` renders them for ``/metrics``."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gateway_requests",
+            "Answers to POST /v1/requests/{type}, by request type and HTTP status.",
+            ["type", "status"],
+            registry=self.registry,
+        )
+        self.produce_latency = Histogram(
+            "gateway_produce_latency_seconds",
+            "From handing an event to the producer to the broker's acknowledgement or failure.",
+            ["topic"],
+            buckets=_PRODUCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "gateway_rejections",
+            "Error answers, by error code.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.replays = Counter(
+            "gateway_idempotent_replays",
+            "Answers replayed for a repeated Idempotency-Key (nothing produced).",
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        return generate_latest(self.registry)
