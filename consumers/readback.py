@@ -23,7 +23,7 @@ _NOT_READY = {
 class ReadbackReport:
     events: list[Event] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)
-    per_partition: Counter[int] = field(default_factory=Counter)
+    per_partition: Counter[tuple[str, int]] = field(default_factory=Counter)
     timed_out: bool = False
 
 
@@ -71,7 +71,7 @@ def read_from(
             if message.error() is not None:
                 continue
             seen += 1
-            report.per_partition[message.partition() or 0] += 1
+            report.per_partition[(message.topic() or "", message.partition() or 0)] += 1
             try:
                 report.events.append(decode_message(message))
             except EnvelopeError as error:

@@ -1,87 +1,134 @@
-"""The demo's traffic: order requests for a handful of customers, produced through the envelope."""
+"""The demo's traffic: requests to the gateway, as a client service would send them.
+
+Orders are placed, some cancelled, customers registered; a small share of the requests is
+deliberately bad (schema violations, malformed JSON) and some are retried with the same
+Idempotency-Key, so the demo shows what the gateway refuses and what it deduplicates.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
+from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
-
-from pipeline.envelope import Event, encode
-from pipeline.errors import PipelineError
-
-SOURCE = "/pipeline/demo"
-EVENT_TYPE = "com.example.orders.place_order.requested"
+import aiohttp
 
 
-def demo_events(count: int, correlation_id: str, seed: int = 7) -> Iterator[Event]:
-    """``count`` PlaceOrder requests over ``max(1, count // 10)`` orders, keyed by order id."""
+@dataclass(frozen=True)
+class DemoRequest:
+    request_type: str
+    body: bytes
+    idempotency_key: str
+    #: Sent a second time with the same key: the gateway must answer the same, producing nothing.
+    replay: bool = False
+
+
+def demo_requests(
+    count: int, run: str, seed: int = 7, bad_share: float = 0.02
+) -> Iterator[DemoRequest]:
+    """``count`` requests: mostly PlaceOrder, some CancelOrder and RegisterCustomer, a few bad."""
     rng = random.Random(seed)
-    orders = [f"order-{n:05d}" for n in range(max(1, count // 10))]
-    for sequence in range(count):
-        order_id = rng.choice(orders)
-        yield Event(
-            source=SOURCE,
-            type=EVENT_TYPE,
-            subject=order_id,
-            partitionkey=order_id,
-            correlationid=correlation_id,
-            data={
+    placed: list[str] = []
+    for n in range(count):
+        key = f"{run}-{n}"
+        roll = rng.random()
+        if roll < bad_share / 2:
+            yield DemoRequest("place_order", b'{"order_id": "broken', key)
+            continue
+        if roll < bad_share:
+            body: dict[str, Any] = {"order_id": f"{run}-o{n}", "customer_id": "", "lines": []}
+            yield DemoRequest("place_order", json.dumps(body).encode(), key)
+            continue
+        if roll < 0.10 and placed:
+            body = {"order_id": rng.choice(placed), "reason": "changed my mind"}
+            yield DemoRequest("cancel_order", json.dumps(body).encode(), key)
+        elif roll < 0.15:
+            body = {
+                "customer_id": f"{run}-c{n}",
+                "email": f"customer{n}@example.com",
+                "name": f"Customer {n}",
+            }
+            yield DemoRequest("register_customer", json.dumps(body).encode(), key)
+        else:
+            order_id = f"{run}-o{n}"
+            placed.append(order_id)
+            body = {
                 "order_id": order_id,
-                "sequence": sequence,
-                "customer_id": f"customer-{rng.randrange(50):03d}",
-                "amount": str(Decimal(rng.randrange(100, 100_000)) / 100),
-            },
-        )
+                "customer_id": f"c{rng.randrange(200):03d}",
+                "lines": [
+                    {
+                        "sku": f"sku-{rng.randrange(50)}",
+                        "quantity": rng.randrange(1, 5),
+                        "unit_price": f"{rng.randrange(100, 10_000) / 100:.2f}",
+                    }
+                ],
+            }
+            yield DemoRequest("place_order", json.dumps(body).encode(), key, replay=n % 50 == 0)
 
 
 @dataclass
-class ProduceReport:
-    sent: int = 0
-    failed: int = 0
-    per_partition: Counter[int] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
+class TrafficReport:
+    accepted: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> 202 answer
+    statuses: Counter[str] = field(default_factory=Counter)
+    rejections: Counter[str] = field(default_factory=Counter)
+    replays_matching: int = 0
+    replays_differing: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
 
 
-def produce_events(
-    producer: Producer,
-    topic: str,
-    events: Iterator[Event],
+async def send_requests(
+    base_url: str,
+    requests: list[DemoRequest],
+    concurrency: int = 32,
     on_progress: Callable[[int], None] | None = None,
-) -> ProduceReport:
-    """Produce every event and wait until the broker acknowledged (or refused) each one."""
-    report = ProduceReport()
+) -> TrafficReport:
+    """Send every request through the gateway, ``concurrency`` at a time; tally the answers."""
+    report = TrafficReport()
+    queue: asyncio.Queue[DemoRequest] = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
 
-    def delivered(error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            report.failed += 1
-            if len(report.errors) < 5:
-                report.errors.append(str(error))
-            return
-        report.sent += 1
-        report.per_partition[message.partition() or 0] += 1
-        if on_progress is not None:
-            on_progress(1)
+    async def post(session: aiohttp.ClientSession, request: DemoRequest) -> tuple[int, Any]:
+        began = time.perf_counter()
+        async with session.post(
+            f"{base_url}/v1/requests/{request.request_type}",
+            data=request.body,
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": request.idempotency_key,
+                "X-Client-Id": "demo",
+            },
+        ) as response:
+            answer = await response.json()
+        report.latencies_s.append(time.perf_counter() - began)
+        report.statuses[str(response.status)] += 1
+        return response.status, answer
 
-    for event in events:
-        message = encode(event)
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value=message.value,
-                    key=message.key,
-                    headers=[*message.headers],
-                    on_delivery=delivered,
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)  # local queue full: serve deliveries, then try again
-        producer.poll(0)
-    remaining = producer.flush(60)
-    if remaining:
-        raise PipelineError(f"{remaining} events were still unacknowledged after 60 s")
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            request = queue.get_nowait()
+            status, answer = await post(session, request)
+            if status == 202:
+                report.accepted[answer["event_id"]] = answer
+                if request.replay:
+                    again_status, again = await post(session, request)
+                    if again_status == 202 and again == answer:
+                        report.replays_matching += 1
+                    else:
+                        report.replays_differing += 1
+            else:
+                report.rejections[answer.get("error", {}).get("code", str(status))] += 1
+            if on_progress is not None:
+                on_progress(1)
+
+    began = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    report.elapsed_s = time.perf_counter() - began
     return report

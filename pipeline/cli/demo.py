@@ -2,30 +2,37 @@
 
 1. start (or reuse) Kafka and Elasticsearch;
 2. apply the topic catalogue;
-3. produce a batch of order requests through the CloudEvents envelope;
-4. read them back from the offsets where the batch began, decode and check every one;
-5. print what was produced, consumed and matched, per partition.
+3. start the request gateway (in this process, on a free local port);
+4. send the demo's traffic through it over HTTP, some of it deliberately bad or retried;
+5. read the accepted requests back from Kafka, from the offsets where the run began, and check
+   that each arrived exactly once;
+6. print the gateway's answers, the produce rate, latency and per-partition counts.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import statistics
 from collections import Counter
+from collections.abc import Callable
 
 import typer
+from aiohttp import web
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from consumers.readback import end_offsets, read_from
 from pipeline.cli.console import stderr_console, stdout_console
-from pipeline.clients import build_admin, build_consumer, build_producer
+from pipeline.clients import build_admin, build_consumer
 from pipeline.ids import new_event_id
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.topics.admin import apply_plan, describe_cluster_topics
-from pipeline.topics.catalogue import default_catalogue, requests_topic
+from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS, default_catalogue
 from pipeline.topics.plan import build_plan
-from producers.demo_traffic import demo_events, produce_events
+from producers.demo_traffic import DemoRequest, TrafficReport, demo_requests, send_requests
+from producers.gateway import create_app
+from producers.producer import EventProducer, build_event_producer
 
 _out = stdout_console()
 _err = stderr_console()
@@ -42,11 +49,32 @@ def _progress() -> Progress:
     )
 
 
+async def _through_gateway(
+    settings: PipelineSettings,
+    producer: EventProducer,
+    requests: list[DemoRequest],
+    on_progress: Callable[[int], None],
+) -> TrafficReport:
+    # The demo is one client sending as fast as it can: lift its rate limit, keep the rest.
+    gateway_settings = settings.gateway.model_copy(update={"rate_per_s": 1e9, "burst": 10**9})
+    runner = web.AppRunner(create_app(gateway_settings, producer))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        return await send_requests(f"http://127.0.0.1:{port}", requests, on_progress=on_progress)
+    finally:
+        await runner.cleanup()
+
+
 def demo(
     ctx: typer.Context,
-    events: int = typer.Option(10_000, "--events", "-n", min=1, help="How many events to send."),
+    requests: int = typer.Option(
+        5_000, "--requests", "-n", min=1, help="How many requests to send through the gateway."
+    ),
 ) -> None:
-    """Start the stack, apply the topics, send events through Kafka and read them back."""
+    """Start the stack, apply the topics, send requests through the gateway, read them back."""
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     started = StackManager(settings, console=_err).up()
@@ -60,61 +88,74 @@ def demo(
         f"topics: {len(plan.changes)} change(s) applied, {len(catalogue.names)} in catalogue"
     )
 
-    topic = requests_topic("orders")
     run_id = new_event_id()
+    traffic = list(demo_requests(requests, run=run_id[-12:]))
     consumer = build_consumer(settings.kafka, group_id=f"pipeline-demo-{run_id}")
     try:
-        start = end_offsets(consumer, topic)
-        producer = build_producer(settings.kafka, **{"linger.ms": 5, "compression.type": "lz4"})
-        with _progress() as progress:
-            task = progress.add_task("producing", total=events)
-            began = time.monotonic()
-            produced = produce_events(
-                producer,
-                topic,
-                demo_events(events, correlation_id=run_id),
-                on_progress=lambda n: progress.advance(task, n),
+        start = [
+            *end_offsets(consumer, REQUESTS_ORDERS),
+            *end_offsets(consumer, REQUESTS_CUSTOMERS),
+        ]
+        with (
+            build_event_producer(settings.kafka, settings.producer) as producer,
+            _progress() as bar,
+        ):
+            task = bar.add_task("requests through the gateway", total=len(traffic))
+            report = asyncio.run(
+                _through_gateway(settings, producer, traffic, lambda n: bar.advance(task, n))
             )
-            produce_seconds = time.monotonic() - began
-        with _progress() as progress:
-            task = progress.add_task("consuming", total=produced.sent)
-            began = time.monotonic()
+        with _progress() as bar:
+            task = bar.add_task("reading back from Kafka", total=len(report.accepted))
             readback = read_from(
-                consumer, start, produced.sent, on_progress=lambda n: progress.advance(task, n)
+                consumer,
+                start,
+                len(report.accepted),
+                on_progress=lambda n: bar.advance(task, n),
             )
-            consume_seconds = time.monotonic() - began
     finally:
         consumer.close()
 
-    ours = [event for event in readback.events if event.correlationid == run_id]
-    sequences = Counter(int(event.data["sequence"]) for event in ours)
-    intact = len(sequences) == events and all(count == 1 for count in sequences.values())
+    arrived = Counter(event.id for event in readback.events if event.id in report.accepted)
+    intact = set(arrived) == set(report.accepted) and all(n == 1 for n in arrived.values())
+    _print_summary(report, readback.per_partition, len(traffic), intact, len(readback.undecodable))
+    if not intact or readback.timed_out or report.replays_differing:
+        raise typer.Exit(1)
 
-    table = Table(title=f"demo run {run_id}")
-    table.add_column("partition", justify="right")
-    table.add_column("produced", justify="right")
-    table.add_column("consumed back", justify="right")
-    for partition in sorted(produced.per_partition):
-        table.add_row(
-            str(partition),
-            str(produced.per_partition[partition]),
-            str(readback.per_partition[partition]),
-        )
-    _out.print(table)
 
-    summary = Table(title="summary", show_header=False)
+def _print_summary(
+    report: TrafficReport,
+    per_partition: Counter[tuple[str, int]],
+    sent: int,
+    intact: bool,
+    undecodable: int,
+) -> None:
+    partitions = Table(title="accepted requests per partition (read back from Kafka)")
+    partitions.add_column("topic")
+    partitions.add_column("partition", justify="right")
+    partitions.add_column("events", justify="right")
+    for (topic, partition), count in sorted(per_partition.items()):
+        partitions.add_row(topic, str(partition), f"{count:,}")
+    _out.print(partitions)
+
+    latencies = sorted(report.latencies_s)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0
+    summary = Table(title="demo summary", show_header=False)
     summary.add_column("what")
     summary.add_column("value", justify="right")
-    summary.add_row("topic", topic)
-    summary.add_row("events produced (acknowledged)", str(produced.sent))
-    summary.add_row("produce failures", str(produced.failed))
-    summary.add_row("produce rate", f"{produced.sent / max(produce_seconds, 1e-9):,.0f} events/s")
-    summary.add_row("events consumed back", str(len(ours)))
-    summary.add_row("consume rate", f"{len(ours) / max(consume_seconds, 1e-9):,.0f} events/s")
-    summary.add_row("undecodable", str(len(readback.undecodable)))
-    summary.add_row("every event back exactly once", "yes" if intact else "NO")
+    summary.add_row("requests sent to the gateway", f"{sent:,}")
+    summary.add_row("accepted (202, acknowledged by Kafka)", f"{len(report.accepted):,}")
+    for code, count in sorted(report.rejections.items()):
+        summary.add_row(f"rejected: {code}", f"{count:,}")
+    summary.add_row("idempotent retries answered the same", f"{report.replays_matching:,}")
+    summary.add_row(
+        "produce rate through the gateway",
+        f"{len(report.accepted) / max(report.elapsed_s, 1e-9):,.0f} requests/s",
+    )
+    if latencies:
+        summary.add_row(
+            "latency p50 / p99",
+            f"{statistics.median(latencies) * 1000:.1f} / {p99 * 1000:.1f} ms",
+        )
+    summary.add_row("undecodable messages", f"{undecodable:,}")
+    summary.add_row("every accepted request in Kafka exactly once", "yes" if intact else "NO")
     _out.print(summary)
-    if not intact or produced.failed or readback.timed_out:
-        for problem in produced.errors + readback.undecodable[:5]:
-            _err.print(f"  {problem}")
-        raise typer.Exit(1)

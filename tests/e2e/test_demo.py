@@ -1,0 +1,13 @@
+from tests.support.stack_cli import run_pipeline
+
+
+def test_make_demo_sends_requests_through_the_gateway_and_finds_each_in_kafka_once(
+    pipeline_stack,
+):
+    result = run_pipeline("demo", "--requests", "400")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    verdict = [line for line in lines if "every accepted request in Kafka exactly once" in line]
+    assert len(verdict) == 1 and "yes" in verdict[0]
+    assert any("rejected: schema_violation" in line for line in lines)
+    assert any("requests.orders" in line for line in lines)  # per-partition counts
