@@ -34,11 +34,15 @@ from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.errors import PipelineError
 from pipeline.settings import KafkaSettings, ProducerSettings
 
+#: Sends between two servings of delivery reports on the bulk path.
+_POLL_EVERY = 64
+
 
 class ProducerClient(Protocol):
     """What we use of ``confluent_kafka.Producer``."""
 
     def produce(self, topic: str, *args: Any, **kwargs: Any) -> None: ...
+    def __len__(self) -> int: ...
     def poll(self, timeout: float = ...) -> int: ...
     def flush(self, timeout: float = ...) -> int: ...
     def init_transactions(self, timeout: float = ...) -> None: ...
@@ -147,8 +151,14 @@ class EventProducer:
         self._flush_timeout_s = flush_timeout_s
         self._unobserved_failures: list[Delivery] = []
         self._lock = threading.Lock()
-        self.counters = ProducerCounters()
+        # Successes are not counted one by one (that would cost every event a locked callback):
+        # sent = queued - still in the client - failed. send() is for one thread at a time;
+        # delivery reports may be served by another (polling()).
+        self._queued = 0
+        self._failed = 0
+        self._queue_full_waits = 0
         self.stats = stats or ProducerStats()
+        self._unpolled = 0
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -162,39 +172,62 @@ class EventProducer:
 
         Without ``on_delivery`` a failure is kept and raised by the next :meth:`flush`.
         """
-        if isinstance(event, Event):
-            message, event_id = encode(event), event.id
-        else:
-            message, event_id = event, _event_id(event.headers)
+        # ``type() is`` first: pydantic's isinstance check costs more than the rest of a send.
+        message = event if type(event) is KafkaMessage else encode(event)  # type: ignore[arg-type]
         if on_delivery is None:
-            # The bulk path: no per-event objects unless the event fails (librdkafka does not
-            # hand a failed message's headers back, so its id travels with the callback).
-            self._produce(topic, message, partial(self._bulk_delivered, event_id))
+            # The bulk path, kept short: its one per-event object is the callback carrying the
+            # headers (librdkafka does not hand a failed message's headers back; they hold its
+            # id), and nothing runs in Python for a success but that callback's first line.
+            callback = partial(self._bulk_delivered, message.headers)
+            try:
+                self._client.produce(
+                    topic,
+                    value=message.value,
+                    key=message.key,
+                    headers=message.headers,
+                    on_delivery=callback,
+                )
+            except BufferError:
+                self._produce_when_there_is_room(topic, message, callback)
+            self._queued += 1
+            self._unpolled += 1
+            if self._unpolled >= _POLL_EVERY:
+                self._unpolled = 0
+                self._client.poll(0)
             return
 
         def delivered(error: KafkaError | None, produced: Message) -> None:
-            result = _delivery(event_id, error, produced)
+            result = _delivery(_event_id(message.headers), error, produced)
             self._count(result)
             on_delivery(result)
 
         self._produce(topic, message, delivered)
 
-    def _bulk_delivered(self, event_id: str, error: KafkaError | None, produced: Message) -> None:
+    def _bulk_delivered(
+        self, headers: Sequence[tuple[str, bytes]], error: KafkaError | None, produced: Message
+    ) -> None:
         if error is None:
-            with self._lock:
-                self.counters.sent += 1
             return
-        failure = _delivery(event_id, error, produced)
+        failure = _delivery(_event_id(headers), error, produced)
         self._count(failure)
         with self._lock:
             self._unobserved_failures.append(failure)
 
     def _count(self, result: Delivery) -> None:
-        with self._lock:
-            if result.error is None:
-                self.counters.sent += 1
-            else:
-                self.counters.failed += 1
+        if result.error is not None:
+            with self._lock:
+                self._failed += 1
+
+    @property
+    def counters(self) -> ProducerCounters:
+        """Acknowledged and failed events so far (exact once flushed), and queue-full waits."""
+        failed = self._failed
+        in_client = len(self._client)
+        return ProducerCounters(
+            sent=max(0, self._queued - in_client - failed),
+            failed=failed,
+            queue_full_waits=self._queue_full_waits,
+        )
 
     def send_future(self, topic: str, event: Event | KafkaMessage) -> Future[Delivery]:
         """Queue one event; the future completes with its :class:`Delivery` (ok or not).
@@ -224,29 +257,48 @@ class EventProducer:
     def _produce(
         self, topic: str, message: KafkaMessage, delivered: Callable[[Any, Any], None]
     ) -> None:
-        deadline: float | None = None
+        try:
+            self._client.produce(
+                topic,
+                value=message.value,
+                key=message.key,
+                headers=message.headers,  # librdkafka copies them; no list copy needed
+                on_delivery=delivered,
+            )
+        except BufferError:
+            self._produce_when_there_is_room(topic, message, delivered)
+        self._queued += 1
+        # Serve delivery reports every so many sends rather than after each: the same reports,
+        # a tenth of the calls (a full queue and flush() serve them at once anyway).
+        self._unpolled += 1
+        if self._unpolled >= _POLL_EVERY:
+            self._unpolled = 0
+            self._client.poll(0)
+
+    def _produce_when_there_is_room(
+        self, topic: str, message: KafkaMessage, delivered: Callable[[Any, Any], None]
+    ) -> None:
+        """The local queue is full: serve delivery reports to make room, then retry."""
+        deadline = time.monotonic() + self._queue_full_timeout_s
         while True:
+            self._queue_full_waits += 1
+            if time.monotonic() > deadline:
+                raise PipelineError(
+                    "the producer's local queue stayed full for "
+                    f"{self._queue_full_timeout_s:.0f} s (is Kafka reachable?)"
+                )
+            self._client.poll(0.05)
             try:
                 self._client.produce(
                     topic,
                     value=message.value,
                     key=message.key,
-                    headers=[*message.headers],
+                    headers=message.headers,
                     on_delivery=delivered,
                 )
-                break
+                return
             except BufferError:
-                # The local queue is full: serve delivery reports to make room, then retry.
-                self.counters.queue_full_waits += 1
-                now = time.monotonic()
-                deadline = deadline or now + self._queue_full_timeout_s
-                if now > deadline:
-                    raise PipelineError(
-                        "the producer's local queue stayed full for "
-                        f"{self._queue_full_timeout_s:.0f} s (is Kafka reachable?)"
-                    ) from None
-                self._client.poll(0.05)
-        self._client.poll(0)
+                continue
 
     # ---- delivery reports -----------------------------------------------------------------
 
@@ -287,7 +339,7 @@ class EventProducer:
     @property
     def resent(self) -> int:
         """Messages transmitted more than once (as of the last statistics report)."""
-        done = self.counters.sent + self.counters.failed
+        done = self._queued - len(self._client)
         return max(0, self.stats.transmitted - done)
 
     def refresh_stats(self, timeout_s: float = 3.0) -> None:

@@ -47,6 +47,9 @@ class ScriptedProducer:
     polls: int = 0
     transactions: list = field(default_factory=list)
 
+    def __len__(self):
+        return len(self.queued)
+
     def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
         if len(self.queued) >= self.capacity:
             raise BufferError("Local: Queue full")
