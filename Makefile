@@ -43,6 +43,7 @@ lint: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/producer_throughput.py
+	$(BIN)/python bench/gateway_load.py
 
 stack-up: $(INSTALLED)
 	$(BIN)/pipeline stack up
