@@ -1,0 +1,251 @@
+"""Key-ordered dispatch: which submitted work may run now.
+
+Work of one key runs strictly one after another, in offset order; work of different keys runs
+concurrently, at most ``max_in_flight`` at once. :class:`KeyLanes` only decides; it runs nothing
+and has no clock, so the runtime (threads, asyncio, the broker-free driver) stays in charge.
+
+A *lane* is ``(topic, partition, key)``: offsets order events within one partition only, and a
+key always lands on the same partition of a topic. Work with no key (``None``) is, by default,
+ordered per partition in a lane of its own (``unkeyed="per_partition"``): the producer stated no
+order, but nothing is reordered unless asked; ``unkeyed="unordered"`` lets it run freely.
+
+Order of operations (the runtime, with a :class:`~pipeline.offsets.PartitionOffsets`):
+
+1. for each polled record, in offset order: ``offsets.started(...)``, then ``submit(work)``;
+   start every work returned.
+2. once a work's effect is durable: ``offsets.done(...)``, then ``complete(work)``; start every
+   work returned.
+3. once a work is dead-lettered (its retries spent): ``offsets.done(...)``, then
+   ``fail(work, policy)``; start every work returned.
+4. on revocation or shutdown: ``drain(partitions)`` (nothing of those starts any more) returns
+   what is still running; wait for it, bounded by a timeout; commit what finished; then
+   ``forget(partitions)`` and start every work returned (the room it freed).
+
+Waiting work holds its partition's commit position back (it is started but not done), so a
+crash repeats it rather than skipping it. Backpressure is the runtime's: pause fetching when
+:attr:`KeyLanes.pending` grows too large.
+
+Failure policy (:meth:`KeyLanes.fail`): ``"stall_key"`` (the default, as in Confluent's
+Parallel Consumer) keeps the later work of that lane waiting until :meth:`KeyLanes.release`, so
+a key's events are never applied past a gap; ``"skip_key_continue"`` lets them run. The stall
+is held in memory only: after a restart or rebalance the waiting events are delivered again
+(they were never committed) and run.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, Literal, NamedTuple, TypeVar, get_args
+
+__all__ = ["FailurePolicy", "KeyLanes", "Lane", "Unkeyed", "Work"]
+
+FailurePolicy = Literal["stall_key", "skip_key_continue"]
+Unkeyed = Literal["per_partition", "unordered"]
+Key = str | bytes | None
+
+P = TypeVar("P")
+
+
+class Lane(NamedTuple):
+    """Where order holds: the work of one key in one topic-partition."""
+
+    topic: str
+    partition: int
+    key: Key
+
+
+@dataclass(frozen=True)
+class Work(Generic[P]):
+    """One event to handle. Identified by topic, partition, offset and key (not the payload)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Key
+    payload: P = field(compare=False, repr=False)
+
+    @property
+    def lane(self) -> Lane:
+        return Lane(self.topic, self.partition, self.key)
+
+
+def _sorted(works: Iterable[Work[P]]) -> list[Work[P]]:
+    return sorted(works, key=lambda work: (work.topic, work.partition, work.offset))
+
+
+class KeyLanes(Generic[P]):
+    """Decides what runs: one at a time per lane, up to ``max_in_flight`` over all lanes.
+
+    Every method that can free or add capacity returns the work that became runnable, oldest
+    first; the caller starts exactly those. Misuse (a work not running, offsets going back,
+    submitting to a draining partition) raises at once instead of being absorbed.
+    """
+
+    def __init__(self, max_in_flight: int, *, unkeyed: Unkeyed = "per_partition") -> None:
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise TypeError(f"max_in_flight must be an int, got {type(max_in_flight).__name__}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if unkeyed not in get_args(Unkeyed):
+            raise ValueError(f"unkeyed must be one of {get_args(Unkeyed)}, got {unkeyed!r}")
+        self._max_in_flight = max_in_flight
+        self._unkeyed = unkeyed
+        self._lanes: dict[Lane, deque[Work[P]]] = {}  # submitted, unfinished; head first
+        self._ready: deque[Work[P]] = deque()  # may start once there is room; oldest first
+        self._running: set[Work[P]] = set()
+        self._stalled: set[Lane] = set()
+        self._last_offset: dict[tuple[str, int], int] = {}
+        self._draining: set[tuple[str, int]] = set()
+        self._closed = False  # drained entirely: nothing starts any more
+        self._unfinished = 0
+
+    @property
+    def in_flight(self) -> int:
+        """How many works are running (started, neither completed nor failed)."""
+        return len(self._running)
+
+    @property
+    def pending(self) -> int:
+        """How many submitted works wait: behind their lane, for room, or behind a stall."""
+        return self._unfinished - len(self._running)
+
+    @property
+    def stalled(self) -> frozenset[Lane]:
+        """Lanes held by a failure with ``"stall_key"``, until :meth:`release`."""
+        return frozenset(self._stalled)
+
+    def submit(self, work: Work[P]) -> list[Work[P]]:
+        """Accept the next work of a partition; return what may start now.
+
+        1. refuse it if its partition is draining, or its offset is not above the last one;
+        2. queue it in its lane (unordered keyless work goes straight to the ready queue);
+           the head of a lane that is not stalled becomes ready;
+        3. start ready work, oldest first, while there is room.
+        """
+        partition = (work.topic, work.partition)
+        if self._closed or partition in self._draining:
+            raise RuntimeError(f"{work.topic}[{work.partition}] is draining: nothing new starts")
+        last = self._last_offset.get(partition)
+        if last is not None and work.offset <= last:
+            raise ValueError(
+                f"offset {work.offset} of {work.topic}[{work.partition}] submitted after offset "
+                f"{last}: work of a partition must be submitted in increasing offset order"
+            )
+        self._last_offset[partition] = work.offset
+        self._unfinished += 1
+        if not self._ordered(work):
+            self._ready.append(work)
+        else:
+            queue = self._lanes.setdefault(work.lane, deque())
+            queue.append(work)
+            if len(queue) == 1 and work.lane not in self._stalled:
+                self._ready.append(work)
+        return self._fill()
+
+    def complete(self, work: Work[P]) -> list[Work[P]]:
+        """Finish a running work; return what may start now (its lane's next, or others)."""
+        self._finish(work)
+        return self._fill()
+
+    def fail(self, work: Work[P], policy: FailurePolicy = "stall_key") -> list[Work[P]]:
+        """Finish a running work that failed for good (dead-lettered); return what may start.
+
+        ``"stall_key"``: the rest of its lane waits until :meth:`release`. ``"skip_key_continue"``:
+        the rest of its lane runs as if it had completed. Unordered keyless work has no lane, so
+        the policy makes no difference to it.
+        """
+        if policy not in get_args(FailurePolicy):
+            raise ValueError(f"policy must be one of {get_args(FailurePolicy)}, got {policy!r}")
+        if work not in self._running:
+            raise ValueError(f"{work} is not running")
+        if policy == "stall_key" and self._ordered(work):
+            self._stalled.add(work.lane)
+        self._finish(work)
+        return self._fill()
+
+    def release(self, lane: Lane) -> list[Work[P]]:
+        """Let a stalled lane go on; return what may start now."""
+        if lane not in self._stalled:
+            raise ValueError(f"{lane} is not stalled")
+        self._stalled.remove(lane)
+        queue = self._lanes.get(lane)
+        if queue:
+            self._ready.append(queue[0])
+        return self._fill()
+
+    def drain(self, partitions: Collection[tuple[str, int]] | None = None) -> list[Work[P]]:
+        """Start nothing more on ``partitions`` (all of them when ``None``, for shutdown).
+
+        Returns the work of those partitions still running: let it finish (bounded by a
+        timeout) before committing. Their waiting work stays queued until :meth:`forget`.
+        """
+        if partitions is None:
+            self._closed = True
+            return _sorted(self._running)
+        self._draining.update(partitions)
+        wanted = set(partitions)
+        return _sorted(w for w in self._running if (w.topic, w.partition) in wanted)
+
+    def forget(self, partitions: Collection[tuple[str, int]]) -> list[Work[P]]:
+        """Drop all work of revoked ``partitions`` and their stalls; return what may start now.
+
+        Running work of those partitions is dropped too (its time ran out), which frees its
+        room for the other partitions; completing it later raises :class:`ValueError`. The
+        partitions may then be submitted to again, from any offset.
+        """
+        wanted = set(partitions)
+
+        def keep(work: Work[P]) -> bool:
+            return (work.topic, work.partition) not in wanted
+
+        dropped = {w for w in self._running if not keep(w)}
+        dropped.update(w for w in self._ready if not keep(w))
+        for lane in [lane for lane in self._lanes if (lane.topic, lane.partition) in wanted]:
+            dropped.update(self._lanes.pop(lane))
+        self._running = {w for w in self._running if keep(w)}
+        self._ready = deque(w for w in self._ready if keep(w))
+        self._stalled = {
+            lane for lane in self._stalled if (lane.topic, lane.partition) not in wanted
+        }
+        for partition in wanted:
+            self._last_offset.pop(partition, None)
+            self._draining.discard(partition)
+        self._unfinished -= len(dropped)
+        return self._fill()
+
+    def _ordered(self, work: Work[P]) -> bool:
+        return work.key is not None or self._unkeyed == "per_partition"
+
+    def _finish(self, work: Work[P]) -> None:
+        """Take a running work out; the next of its lane becomes ready unless the lane stalled."""
+        if work not in self._running:
+            raise ValueError(f"{work} is not running")
+        self._running.remove(work)
+        self._unfinished -= 1
+        if not self._ordered(work):
+            return
+        queue = self._lanes[work.lane]
+        queue.popleft()  # only a lane's head ever runs
+        if not queue:
+            del self._lanes[work.lane]
+        elif work.lane not in self._stalled:
+            self._ready.append(queue[0])
+
+    def _fill(self) -> list[Work[P]]:
+        """Start ready work, oldest first, while there is room; skip draining partitions."""
+        started: list[Work[P]] = []
+        if self._closed:
+            return started
+        skipped: deque[Work[P]] = deque()
+        while self._ready and len(self._running) < self._max_in_flight:
+            work = self._ready.popleft()
+            if (work.topic, work.partition) in self._draining:
+                skipped.append(work)
+                continue
+            self._running.add(work)
+            started.append(work)
+        skipped.extend(self._ready)
+        self._ready = skipped
+        return started
