@@ -54,8 +54,9 @@ class ProducerSettings(_Frozen):
     linger_ms: float = Field(default=5.0, ge=0)
     #: How long librdkafka keeps retrying one event before reporting it failed.
     delivery_timeout_ms: int = Field(default=120_000, gt=0)
-    #: How long a send waits for room when the local queue is full before giving up.
-    queue_full_timeout_s: float = Field(default=30.0, gt=0)
+    #: How long a send waits for room when the local queue is full before giving up
+    #: (default: the delivery timeout plus 10 s, as the queue drains within that).
+    queue_full_timeout_s: float | None = Field(default=None, gt=0)
     statistics_interval_ms: int = Field(default=1_000, ge=0)
 
 

@@ -17,6 +17,7 @@ Over confluent-kafka's ``Producer`` (passed in, built by :mod:`pipeline.clients`
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,11 @@ from pipeline.clients import build_producer, event_producer_config
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.errors import PipelineError
 from pipeline.settings import KafkaSettings, ProducerSettings
+
+_log = logging.getLogger(__name__)
+
+#: Commit attempts when librdkafka says a failed commit may be retried.
+_COMMIT_ATTEMPTS = 5
 
 #: Sends between two servings of delivery reports on the bulk path.
 _POLL_EVERY = 64
@@ -82,6 +88,19 @@ def _delivery(event_id: str, error: KafkaError | None, produced: Message) -> Del
     if error is None:
         return Delivery(event_id, topic, key, produced.partition(), produced.offset())
     return Delivery(event_id, topic, key, None, None, error.str(), error.retriable())
+
+
+class ProduceRefused(PipelineError):
+    """librdkafka refused an event at once (too large, unknown partition...): nothing was queued."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"the event for {topic} was refused: {reason}")
+
+
+class TransactionAborted(PipelineError):
+    """The commit failed in a way that required an abort: nothing of the transaction is visible."""
 
 
 class DeliveryError(PipelineError):
@@ -189,6 +208,8 @@ class EventProducer:
                 )
             except BufferError:
                 self._produce_when_there_is_room(topic, message, callback)
+            except KafkaException as error:
+                raise ProduceRefused(topic, error.args[0].str()) from None
             self._queued += 1
             self._unpolled += 1
             if self._unpolled >= _POLL_EVERY:
@@ -236,7 +257,13 @@ class EventProducer:
         code, ``await asyncio.wrap_future(producer.send_future(...))``.
         """
         future: Future[Delivery] = Future()
-        self.send(topic, event, future.set_result)
+
+        def resolve(delivery: Delivery) -> None:
+            # A cancelled future (a caller that gave up waiting) must not break the poll loop.
+            if future.set_running_or_notify_cancel():
+                future.set_result(delivery)
+
+        self.send(topic, event, resolve)
         return future
 
     def send_and_wait(
@@ -267,6 +294,8 @@ class EventProducer:
             )
         except BufferError:
             self._produce_when_there_is_room(topic, message, delivered)
+        except KafkaException as error:
+            raise ProduceRefused(topic, error.args[0].str()) from None
         self._queued += 1
         # Serve delivery reports every so many sends rather than after each: the same reports,
         # a tenth of the calls (a full queue and flush() serve them at once anyway).
@@ -313,7 +342,10 @@ class EventProducer:
 
         def serve() -> None:
             while not stop.is_set():
-                self._client.poll(interval_s)
+                try:
+                    self._client.poll(interval_s)
+                except Exception:  # a failing callback must not stop every later report
+                    _log.exception("a delivery callback failed")
 
         thread = threading.Thread(target=serve, name="event-producer-poll", daemon=True)
         thread.start()
@@ -368,7 +400,31 @@ class EventProducer:
         except BaseException:
             self._transactional_call(self._client.abort_transaction, timeout_s)
             raise
-        self._transactional_call(self._client.commit_transaction, timeout_s)
+        self._commit(timeout_s)
+
+    def _commit(self, timeout_s: float) -> None:
+        """Commit; retry what librdkafka says is retriable, abort what must be aborted.
+
+        After an abort (or a fatal error) the transaction's events are not visible to
+        read_committed consumers; the caller reprocesses from its last committed offsets.
+        """
+        while True:
+            try:
+                self._client.commit_transaction(timeout_s)
+                return
+            except KafkaException as exception:
+                error = exception.args[0]
+                if error.retriable():
+                    continue
+                if error.txn_requires_abort():
+                    self._transactional_call(self._client.abort_transaction, timeout_s)
+                    raise TransactionAborted(
+                        f"the transaction was aborted: {error.str()}"
+                    ) from None
+                raise PipelineError(
+                    f"committing the transaction failed{' (fatal)' if error.fatal() else ''}: "
+                    f"{error.str()}"
+                ) from None
 
     def send_offsets(
         self, positions: list[TopicPartition], group_metadata: Any, timeout_s: float = 30.0
@@ -419,4 +475,7 @@ def build_event_producer(
         # librdkafka requires delivery.timeout.ms <= transaction.timeout.ms.
         config["transaction.timeout.ms"] = max(60_000, producer.delivery_timeout_ms)
     client = build_producer(kafka, **{**config, **overrides})
-    return EventProducer(client, stats=stats, queue_full_timeout_s=producer.queue_full_timeout_s)
+    # A full queue drains as librdkafka delivers or gives up on what it holds: wait at least
+    # as long as it may keep trying one event.
+    room_timeout_s = producer.queue_full_timeout_s or producer.delivery_timeout_ms / 1000 + 10
+    return EventProducer(client, stats=stats, queue_full_timeout_s=room_timeout_s)
