@@ -54,28 +54,35 @@ def end_offsets(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> list
 def read_from(
     consumer: Consumer,
     start: list[TopicPartition],
-    expected: int,
+    wanted: set[str],
     timeout_s: float = 60.0,
     on_progress: Callable[[int], None] | None = None,
 ) -> ReadbackReport:
-    """Read from ``start`` until ``expected`` messages arrived or ``timeout_s`` passed."""
+    """Read from ``start`` until every event id in ``wanted`` arrived or ``timeout_s`` passed.
+
+    Other producers may write to the same topics meanwhile; their messages are read and skipped.
+    """
     report = ReadbackReport()
     consumer.assign(start)
     deadline = time.monotonic() + timeout_s
-    seen = 0
-    while seen < expected:
+    missing = set(wanted)
+    while missing:
         if time.monotonic() > deadline:
             report.timed_out = True
             break
         for message in consumer.consume(num_messages=500, timeout=0.5):
             if message.error() is not None:
                 continue
-            seen += 1
-            report.per_partition[(message.topic() or "", message.partition() or 0)] += 1
             try:
-                report.events.append(decode_message(message))
+                event = decode_message(message)
             except EnvelopeError as error:
                 report.undecodable.append(f"{message.partition()}@{message.offset()}: {error}")
+                continue
+            if event.id not in wanted:
+                continue  # someone else's traffic on the same topic
+            report.events.append(event)
+            report.per_partition[(message.topic() or "", message.partition() or 0)] += 1
+            missing.discard(event.id)
             if on_progress is not None:
                 on_progress(1)
     return report

@@ -98,8 +98,6 @@ def build_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Con
 def elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
     """Keyword arguments for :class:`elasticsearch.Elasticsearch`."""
     options: dict[str, Any] = {"hosts": [es.url], "request_timeout": es.request_timeout_s}
-    if es.api_key is not None and es.username is not None:
-        raise ValueError("set either an Elasticsearch API key or a username/password, not both")
     if es.api_key is not None:
         options["api_key"] = es.api_key.get_secret_value()
     elif es.username is not None:

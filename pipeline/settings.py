@@ -7,11 +7,12 @@ The nested sections are frozen value objects that never read the environment the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_VERSION = "3.9.1"
@@ -66,13 +67,34 @@ class GatewaySettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
-    #: Token bucket per client (the X-Client-Id header, else the peer address).
+    #: Token bucket per client identity: the peer address, or the ``X-Client-Id`` header when
+    #: the peer is one of ``trusted_proxies``.
     rate_per_s: float = Field(default=200.0, gt=0)
     burst: int = Field(default=400, gt=0)
+    #: Peers (IP addresses or CIDR networks, e.g. ``["10.0.0.0/8"]``) whose ``X-Client-Id``
+    #: header names the client; they must set it themselves, overwriting the client's own.
+    #: From any other peer the header is ignored: the client is its address. Default: none.
+    trusted_proxies: list[str] = Field(default_factory=list)
     #: How long a response is replayed for a repeated Idempotency-Key, and how many are kept.
     idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     idempotency_max_keys: int = Field(default=100_000, gt=0)
+    #: How long a request waits for Kafka's acknowledgement before answering 503 (and how long
+    #: a retry with the same Idempotency-Key waits for the first before answering 409). The
+    #: event is not given up then: librdkafka keeps trying for ``producer.delivery_timeout_ms``
+    #: and its Idempotency-Key stays claimed until it reports. At most that delivery timeout
+    #: (checked by :class:`PipelineSettings`); the defaults are 30 s against 120 s.
     produce_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _ip_networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"expected IP addresses or CIDR networks, got {entry!r}") from None
+        return networks
 
 
 class ElasticsearchSettings(_Frozen):
@@ -91,6 +113,14 @@ class ElasticsearchSettings(_Frozen):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> ElasticsearchSettings:
+        if self.api_key is not None and self.username is not None:
+            raise ValueError("set either an API key or a username and password, not both")
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
 
 
 class DatabaseSettings(_Frozen):
@@ -144,4 +174,20 @@ class PipelineSettings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     database: DatabaseSettings = DatabaseSettings()
-    stack: StackSettings = StackSettings()
+    # Built per PipelineSettings() (at the entry point), not at import: its home depends on
+    # who runs the program.
+    stack: StackSettings = Field(default_factory=StackSettings)
+
+    @model_validator(mode="after")
+    def _gateway_waits_less_than_librdkafka_tries(self) -> PipelineSettings:
+        # The gateway's 503 means "not acknowledged yet, librdkafka is still trying"; waiting
+        # longer than librdkafka ever tries makes that timeout dead code, and usually means a
+        # unit mix-up (milliseconds given to a field in seconds).
+        delivery_timeout_s = self.producer.delivery_timeout_ms / 1000
+        if self.gateway.produce_timeout_s > delivery_timeout_s:
+            raise ValueError(
+                f"gateway.produce_timeout_s ({self.gateway.produce_timeout_s:g} s) must not "
+                f"exceed producer.delivery_timeout_ms ({delivery_timeout_s:g} s): librdkafka "
+                "settles every event within its delivery timeout"
+            )
+        return self

@@ -46,7 +46,12 @@ def _load_settings(ctx: typer.Context) -> None:
     Configuration comes from PIPELINE_* environment variables (nested with __), e.g.
     PIPELINE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092.
     """
-    ctx.obj = PipelineSettings()
+    try:
+        ctx.obj = PipelineSettings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise PipelineError(f"invalid setting {where}: {first['msg']}") from None
 
 
 def run() -> None:
@@ -58,9 +63,4 @@ def run() -> None:
         app()
     except PipelineError as error:
         _stderr.print(f"[red]error:[/red] {error}", highlight=False)
-        sys.exit(2)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        _stderr.print(f"[red]error:[/red] invalid setting {where}: {first['msg']}", highlight=False)
         sys.exit(2)

@@ -87,7 +87,10 @@ def status(ctx: typer.Context, docker: bool = DockerOption) -> None:
     """Show whether Kafka and Elasticsearch answer; exit 0 only when both do."""
     settings = _settings(ctx)
     if docker:
-        raise typer.Exit(compose.run_compose(settings.stack.compose_file, "ps"))
+        code = compose.run_compose(settings.stack.compose_file, "ps")
+        if code != 0:
+            raise typer.Exit(code)
+    # Also with --docker: the published ports answer, or not.
     current = StackManager(settings).status()
     _print_status(current)
     if not current.healthy:

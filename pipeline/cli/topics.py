@@ -46,8 +46,7 @@ ReplicationOption = Annotated[
 
 def _settings(ctx: typer.Context) -> PipelineSettings:
     settings = ctx.obj
-    if not isinstance(settings, PipelineSettings):  # run outside `pipeline`, e.g. in a test
-        settings = PipelineSettings()
+    assert isinstance(settings, PipelineSettings), "read once by the `pipeline` entry point"
     return settings
 
 

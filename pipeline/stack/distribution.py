@@ -146,4 +146,7 @@ def unpack_zip(archive: Path, destination: Path) -> None:
             if info.is_dir():
                 os.chmod(path, 0o755)
             else:
-                os.chmod(path, (mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH) or 0o644)
+                mode = mode or 0o644
+                if mode & stat.S_IXUSR:  # executable for its owner: executable for all
+                    mode |= stat.S_IXGRP | stat.S_IXOTH
+                os.chmod(path, mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

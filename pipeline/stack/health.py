@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import KafkaException
 from elasticsearch import ApiError, TransportError
 
-from pipeline.clients import build_elasticsearch, kafka_common_config
+from pipeline.clients import build_admin, build_elasticsearch
 from pipeline.settings import ElasticsearchSettings, KafkaSettings
 from pipeline.stack.preflight import port_answers, split_host_port
-
-_quiet = logging.getLogger("pipeline.stack.librdkafka")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
 
 
 @dataclass(frozen=True)
@@ -30,15 +24,12 @@ class Health:
 
 def kafka_health(kafka: KafkaSettings, timeout_s: float = 5.0) -> Health:
     """Ask the cluster for its metadata; ``ok`` when at least one broker answers."""
-    from confluent_kafka.admin import AdminClient
-
     address = kafka.bootstrap_servers
     host, port = split_host_port(address.split(",")[0])
     if not port_answers(host, port):
         return Health("kafka", address, ok=False, detail="nothing listens there")
     # librdkafka reports connection failures on stderr by default; they belong to this check.
-    config: dict[str, Any] = {**kafka_common_config(kafka), "logger": _quiet}
-    admin = AdminClient(config)
+    admin = build_admin(kafka)  # quiet: connection failures belong to this check
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as error:

@@ -118,13 +118,14 @@ class StackManager:
         with self._lock():
             started: set[Component] = set()
             try:
+                # Counted as started before the wait, so an interrupted start is stopped too.
                 if "kafka" in wanted and not kafka_health(self._settings.kafka).ok:
-                    self._start_kafka()
                     started.add("kafka")
+                    self._start_kafka()
                 es_health = elasticsearch_health
                 if "elasticsearch" in wanted and not es_health(self._settings.elasticsearch).ok:
-                    self._start_elasticsearch()
                     started.add("elasticsearch")
+                    self._start_elasticsearch()
             except BaseException:
                 self._stop(started)
                 raise
@@ -291,9 +292,12 @@ class StackManager:
     @contextmanager
     def _lock(self) -> Iterator[None]:
         """One ``up``/``down`` at a time per stack home (parallel test runs share one stack)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._stack.home.chmod(0o755)
-        with (self.state_dir / "stack.lock").open("w") as handle:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            handle = (self.state_dir / "stack.lock").open("w")
+        except OSError as error:
+            raise StackError(f"cannot use the stack folder {self._stack.home}: {error}") from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import pytest
 
 from pipeline.settings import PipelineSettings
@@ -91,11 +92,21 @@ def pipeline_stack(
         yield status
         return
     started = manager.up()
+    # Test sessions sharing the stack sign in; the one that started it stops it only when no
+    # other session is still using it.
+    sessions = manager.state_dir / "test-sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    me = sessions / str(os.getpid())
+    me.touch()
     try:
         yield manager.status()
     finally:
+        me.unlink(missing_ok=True)
+        others = [
+            p for p in sessions.iterdir() if p.name.isdigit() and psutil.pid_exists(int(p.name))
+        ]
         keep = request.config.getoption("--pipeline-keep-stack")
-        if started and not keep:
+        if started and not keep and not others:
             manager.down(only=started)
 
 

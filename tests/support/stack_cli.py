@@ -15,9 +15,19 @@ PIPELINE = str(Path(sys.executable).parent / "pipeline")
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: every probe stays bound until all are chosen."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def run_pipeline(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
@@ -35,14 +45,15 @@ def isolated_stack_env(settings: PipelineSettings) -> Iterator[dict[str, str]]:
     Elasticsearch runs as its own user); whatever it started is stopped and removed after.
     """
     stack = settings.stack
-    home = stack.home.parent / f"{stack.home.name}-test-{os.getpid()}-{free_port()}"
+    tag, kafka, controller, http, transport = free_ports(5)
+    home = stack.home.parent / f"{stack.home.name}-test-{os.getpid()}-{tag}"
     env = {
         "PIPELINE_STACK__HOME": str(home),
         "PIPELINE_STACK__DIST_DIR": str(stack.dist_dir or stack.home / "dist"),
-        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "PIPELINE_STACK__KAFKA_CONTROLLER_PORT": str(free_port()),
-        "PIPELINE_ELASTICSEARCH__URL": f"http://127.0.0.1:{free_port()}",
-        "PIPELINE_STACK__ELASTICSEARCH_TRANSPORT_PORT": str(free_port()),
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
+        "PIPELINE_STACK__KAFKA_CONTROLLER_PORT": str(controller),
+        "PIPELINE_ELASTICSEARCH__URL": f"http://127.0.0.1:{http}",
+        "PIPELINE_STACK__ELASTICSEARCH_TRANSPORT_PORT": str(transport),
     }
     try:
         yield env

@@ -64,6 +64,4 @@ def test_elasticsearch_auth_is_api_key_or_basic_never_both():
     basic = elasticsearch_options(ElasticsearchSettings(username="u", password=SecretStr("p")))
     assert basic["basic_auth"] == ("u", "p")
     with pytest.raises(ValueError, match="not both"):
-        elasticsearch_options(
-            ElasticsearchSettings(api_key=SecretStr("k"), username="u", password=SecretStr("p"))
-        )
+        ElasticsearchSettings(api_key=SecretStr("k"), username="u", password=SecretStr("p"))

@@ -41,6 +41,7 @@ def test_nested_settings_come_from_prefixed_environment_variables(monkeypatch):
 
 def test_secrets_never_appear_in_the_settings_text(monkeypatch):
     monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("PIPELINE_ELASTICSEARCH__USERNAME", "elastic")
     monkeypatch.setenv("PIPELINE_ELASTICSEARCH__PASSWORD", "s3cr3t")
     monkeypatch.setenv("PIPELINE_DATABASE__PASSWORD", "pg-pass")
     settings = PipelineSettings()
@@ -61,6 +62,7 @@ def test_the_settings_and_their_sections_are_frozen():
         ("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "localhost", "expected host:port"),
         ("PIPELINE_ELASTICSEARCH__URL", "127.0.0.1:9200", "http:// or https://"),
         ("PIPELINE_KAFKA__SECURITY_PROTOCOL", "TLS", "PLAINTEXT"),
+        ("PIPELINE_ELASTICSEARCH__PASSWORD", "p", "a password needs a username"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, value, message):
