@@ -1,6 +1,7 @@
 """``pipeline gateway``: the HTTP request gateway (``POST /v1/requests/{type}`` -> Kafka).
 
-1. read the gateway settings (``PIPELINE_GATEWAY__*``), with ``--host``/``--port`` on top;
+1. read the gateway settings (``PIPELINE_GATEWAY__*``, e.g. ``TRUSTED_PROXIES``: the only
+   peers whose ``X-Client-Id`` names the client), with ``--host``/``--port`` on top;
 2. build one idempotent producer from the Kafka and producer settings;
 3. serve until Ctrl-C or SIGTERM: stop accepting, let requests in flight get their
    acknowledgement, stop serving delivery reports;
@@ -43,7 +44,12 @@ def gateway(
         help="Port to listen on (default: PIPELINE_GATEWAY__PORT, else 8080).",
     ),
 ) -> None:
-    """Serve the HTTP request gateway: POST /v1/requests/{type} produces to requests.<type>."""
+    """Serve the HTTP request gateway: POST /v1/requests/{type} produces to requests.<type>.
+
+    Each client is rate-limited by its address; X-Client-Id is ignored,
+    except from the reverse proxies listed in PIPELINE_GATEWAY__TRUSTED_PROXIES
+    (a JSON list of addresses or CIDR networks, e.g. '["10.0.0.0/8"]').
+    """
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     overrides = {

@@ -3,12 +3,14 @@
 ``POST /v1/requests/{type}`` goes through these steps, cheapest first, and the first that fails
 answers with a JSON error ``{"error": {"code", "message", "details"}}`` and produces nothing:
 
-1. client identity (the ``X-Client-Id`` header, else the peer address) and its token bucket:
-   429 ``rate_limited`` with ``Retry-After``;
+1. client identity and its token bucket: 429 ``rate_limited`` with ``Retry-After``. The client
+   is the peer address; only a peer in ``trusted_proxies`` may name it with ``X-Client-Id``
+   (see :mod:`producers.gateway.identity`), so a client cannot get a fresh bucket, or another
+   client's idempotency scope, by changing a header;
 2. the request type: 404 ``unknown_request_type`` (the answer lists the known ones);
 3. ``Content-Type`` must be JSON in UTF-8: 415 ``unsupported_media_type``;
-4. the ``Idempotency-Key`` / ``X-Correlation-Id`` / ``X-Client-Id`` headers: 400
-   ``invalid_header``;
+4. the ``Idempotency-Key`` / ``X-Correlation-Id`` headers (and ``X-Client-Id`` from a trusted
+   proxy): 400 ``invalid_header``;
 5. the body: at most ``max_body_bytes`` (413 ``body_too_large``), UTF-8 JSON (400
    ``invalid_json``), an object (400 ``not_an_object``), valid for the type's model (422
    ``schema_violation``, one detail per field);
@@ -16,11 +18,25 @@ answers with a JSON error ``{"error": {"code", "message", "details"}}`` and prod
    answer, a wait for a first request still in flight, or 422 ``idempotency_key_reused``;
 7. the event goes to ``requests.<type>`` keyed by the entity id, and the answer waits for the
    broker: 202 ``{"event_id", "topic", "partition", "offset"}``, or 503 ``not_acknowledged``
-   when delivery failed or took longer than ``produce_timeout_s`` (librdkafka may still deliver
-   it later), or 503 ``overloaded`` past ``max_in_flight`` unacknowledged events.
+   when delivery failed or took longer than ``produce_timeout_s``, or 503 ``overloaded`` past
+   ``max_in_flight`` unacknowledged events.
 
-A 5xx answer is never remembered for its Idempotency-Key, so the client can retry. Every request
-is logged at INFO and counted in :class:`~producers.gateway.metrics.GatewayMetrics`; ``GET
+A timeout is not a failure: librdkafka keeps trying to deliver the event for
+``producer.delivery_timeout_ms``. So once an event is handed to the producer, its
+Idempotency-Key is settled by the delivery report, not by the request (a timeout, or the client
+hanging up, leaves it claimed):
+
+- delivered, even after the 503: the key completes with the 202 it would have had, and a retry
+  with the key gets that 202 (``Idempotent-Replayed: true``) and the first event's id; nothing
+  is produced twice;
+- failed: the key is released (the 503 is never remembered), and a retry produces anew;
+- not yet known: a retry waits for the report at most ``produce_timeout_s`` like the first
+  request, then gets 409 ``request_in_flight`` with ``Retry-After`` (409, as the IETF
+  Idempotency-Key draft asks for a request still being processed); nothing is produced.
+
+Only ``max_in_flight`` events may await their report, late ones included. Without an
+Idempotency-Key a retry after a 503 may produce a second event: send one. Every request is
+logged at INFO and counted in :class:`~producers.gateway.metrics.GatewayMetrics`; ``GET
 /healthz`` and ``GET /metrics`` (Prometheus text) complete the API.
 """
 
@@ -57,6 +73,7 @@ from producers.gateway.idempotency import (
     fingerprint,
     key_problem,
 )
+from producers.gateway.identity import TrustedProxies
 from producers.gateway.metrics import UNKNOWN_TYPE, GatewayMetrics
 from producers.gateway.rate_limit import Clock, TokenBucketLimiter
 from producers.producer import Delivery
@@ -67,10 +84,13 @@ log = logging.getLogger("producers.gateway")
 
 EVENT_SOURCE = "/pipeline/gateway"
 REQUESTS_ROUTE = "/v1/requests/{type}"
-#: Unacknowledged events at most; beyond, 503. Far below librdkafka's local queue (100,000
-#: messages), so a send never finds the queue full and never blocks the event loop.
+#: Unacknowledged events at most (counted until their delivery report, even after a 503 for a
+#: timeout); beyond, 503. Far below librdkafka's local queue (100,000 messages), so a send
+#: never finds the queue full and never blocks the event loop.
 DEFAULT_MAX_IN_FLIGHT = 10_000
 _MAX_HEADER_ID_LENGTH = 128
+#: A retry meeting a first request still in flight has already waited ``produce_timeout_s``.
+_IN_FLIGHT_RETRY_AFTER = "1"
 _JSON = "application/json"
 
 
@@ -246,6 +266,19 @@ def _not_acknowledged(reason: str) -> StoredAnswer:
     return StoredAnswer(rejection.status, rejection.body())
 
 
+def delivery_answer(delivered: asyncio.Future[Delivery]) -> StoredAnswer:
+    """The answer for a settled delivery future: 202 where Kafka put it, else 503."""
+    if delivered.cancelled():
+        return _not_acknowledged("its delivery report was cancelled")
+    error = delivered.exception()
+    if error is not None:
+        return _not_acknowledged(f"its delivery report failed: {error}")
+    delivery = delivered.result()
+    if not delivery.ok:
+        return _not_acknowledged(f"delivery failed: {delivery.error}")
+    return accepted_answer(delivery)
+
+
 # ---- the application ------------------------------------------------------------------------
 
 
@@ -283,6 +316,7 @@ class _Gateway:
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
         self.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst, clock=clock)
         self.store = IdempotencyStore(
             ttl_s=settings.idempotency_ttl_s, max_keys=settings.idempotency_max_keys, clock=clock
@@ -387,8 +421,11 @@ class _Gateway:
         request_type = self.request_types.get(name)
         exchange.type_label = name if request_type is not None else UNKNOWN_TYPE
 
-        client = header_id("X-Client-Id", request.headers.get("X-Client-Id"))
-        client = client or request.remote or "unknown"
+        peer = request.remote
+        claimed = None
+        if peer in self.trusted_proxies:  # anyone else's X-Client-Id is ignored, not checked
+            claimed = header_id("X-Client-Id", request.headers.get("X-Client-Id"))
+        client = self.trusted_proxies.client(peer, claimed)
         exchange.client = client
         decision = self.limiter.acquire(client)
         if not decision.allowed:
@@ -428,7 +465,10 @@ class _Gateway:
 
         topic = self.topic_for(request_type)
         if key is None:
-            return self._answer(await self._produce(topic, make_event()))
+            sent = self._send(topic, make_event())
+            if isinstance(sent, StoredAnswer):
+                return self._answer(sent)
+            return self._answer(await self._acknowledgement(sent))
         return await self._submit_once(client, key, fingerprint(name, data), topic, make_event)
 
     async def _read_body(self, request: web.Request) -> bytes:
@@ -464,26 +504,54 @@ class _Gateway:
                 exchange.replayed = True
                 return self._answer(begun.answer, replayed=True)
             if isinstance(begun, InFlight):
-                # Shielded: this request giving up must not cancel the first one's future.
-                first = await asyncio.shield(asyncio.wrap_future(begun.future))
+                # asyncio.wait, unlike wait_for, never cancels the shared future on timeout.
+                first_answer = asyncio.wrap_future(begun.future)
+                done, _ = await asyncio.wait({first_answer}, timeout=self._timeout_s)
+                if not done or first_answer.cancelled():
+                    raise self._still_in_flight()
+                first = first_answer.result()
                 if first is None:  # the first was abandoned: try to claim the key ourselves
                     continue
                 exchange.replayed = True
                 return self._answer(first, replayed=True)
             return await self._produce_claimed(begun, topic, make_event)
 
+    def _still_in_flight(self) -> Rejection:
+        return Rejection(
+            409,
+            "request_in_flight",
+            "a request with this Idempotency-Key is still waiting for Kafka's acknowledgement "
+            f"(none in {self._timeout_s:g} s; librdkafka is still trying): retry later, with "
+            "the same Idempotency-Key, to get its answer",
+            [{"field": "Idempotency-Key", "message": "still in flight"}],
+            headers={"Retry-After": _IN_FLIGHT_RETRY_AFTER},
+        )
+
     async def _produce_claimed(
         self, claim: Claim, topic: str, make_event: Callable[[], Event]
     ) -> web.Response:
+        """Produce for ``claim``; from the send on, the delivery report settles the claim."""
         try:
-            answer = await self._produce(topic, make_event())
-            self.store.complete(claim, answer)
-        finally:
-            self.store.abandon(claim)  # a no-op once completed
-        return self._answer(answer)
+            sent = self._send(topic, make_event())
+        except BaseException:
+            self.store.abandon(claim)  # nothing was sent: waiters may claim the key
+            raise
+        if isinstance(sent, StoredAnswer):  # the producer refused it: nothing was sent
+            self.store.complete(claim, sent)
+            return self._answer(sent)
+        # Settled from the loop when the report comes, whether or not this request still waits
+        # (a timeout, a client hanging up): a late 202 is remembered, a late failure released.
+        sent.add_done_callback(
+            lambda delivered: self.store.complete(claim, delivery_answer(delivered))
+        )
+        return self._answer(await self._acknowledgement(sent))
 
-    async def _produce(self, topic: str, event: Event) -> StoredAnswer:
-        """Hand ``event`` to the producer and wait for the broker's acknowledgement."""
+    @property
+    def _timeout_s(self) -> float:
+        return self.settings.produce_timeout_s
+
+    def _send(self, topic: str, event: Event) -> asyncio.Future[Delivery] | StoredAnswer:
+        """Hand ``event`` to the producer: its delivery report to come, or 503 if refused."""
         if self.in_flight >= self.max_in_flight:
             raise Rejection(
                 503,
@@ -493,24 +561,31 @@ class _Gateway:
             )
         _exchange.get().event_id = event.id
         started = time.perf_counter()
-        self.in_flight += 1
         try:
-            try:
-                future = self.producer.send_future(topic, event)
-            except (KafkaException, PipelineError) as error:
-                return _not_acknowledged(f"the producer refused it: {error}")
-            # asyncio.wait, unlike wait_for, never cancels the delivery future on timeout.
-            waiting = asyncio.wrap_future(future)
-            done, _ = await asyncio.wait({waiting}, timeout=self.settings.produce_timeout_s)
-            if not done:
-                return _not_acknowledged(f"no answer in {self.settings.produce_timeout_s:g} s")
-            delivery = waiting.result()
-            if not delivery.ok:
-                return _not_acknowledged(f"delivery failed: {delivery.error}")
-            return accepted_answer(delivery)
-        finally:
+            future = self.producer.send_future(topic, event)
+        except (KafkaException, PipelineError) as error:
+            return _not_acknowledged(f"the producer refused it: {error}")
+        self.in_flight += 1
+
+        def reported(_delivered: asyncio.Future[Delivery]) -> None:
             self.in_flight -= 1
             self.metrics.produce_latency.labels(topic).observe(time.perf_counter() - started)
+
+        # The report comes on the producer's polling thread; wrap_future brings it to the loop,
+        # where every callback below runs (the store and the counters are the loop's only).
+        delivered = asyncio.wrap_future(future)
+        delivered.add_done_callback(reported)
+        return delivered
+
+    async def _acknowledgement(self, delivered: asyncio.Future[Delivery]) -> StoredAnswer:
+        """The answer once Kafka reports, or 503 after ``produce_timeout_s`` (still trying)."""
+        # asyncio.wait, unlike wait_for, never cancels the delivery future on timeout.
+        done, _ = await asyncio.wait({delivered}, timeout=self._timeout_s)
+        if not done:
+            return _not_acknowledged(
+                f"no answer in {self._timeout_s:g} s; librdkafka is still trying to deliver it"
+            )
+        return delivery_answer(delivered)
 
     def _answer(self, answer: StoredAnswer, *, replayed: bool = False) -> web.Response:
         exchange = _exchange.get()

@@ -5,9 +5,12 @@ remembers the fingerprint of the first body and, once there is one, the first an
 
 1. :meth:`IdempotencyStore.begin` with a new key *claims* it: the caller does the work, then
    settles the claim with :meth:`~IdempotencyStore.complete` (an answer) or
-   :meth:`~IdempotencyStore.abandon` (no answer: it crashed or was cancelled);
+   :meth:`~IdempotencyStore.abandon` (no answer: nothing was done). Settle when the outcome is
+   known, not when the caller stops waiting: the gateway completes a claim from the event's
+   delivery report, which may come after its own 503 for a timeout;
 2. the same key while the first is still in flight gets a future of the first's answer instead of
-   doing the work again; ``None`` there means the first was abandoned, and the caller begins anew;
+   doing the work again (the gateway waits for it a bounded time, then answers 409); ``None``
+   there means the first was abandoned, and the caller begins anew;
 3. the same key after the first completed gets the stored answer (a *replay*);
 4. the same key with a different body (another fingerprint) is :class:`IdempotencyKeyReused`;
 5. answers with a 5xx status are handed to the waiters of (2) but never remembered, so the

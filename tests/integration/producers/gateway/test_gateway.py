@@ -1,14 +1,17 @@
 """The gateway app over HTTP against the real Kafka, each test on a topic of its own.
 
-Every rejection answers a JSON error and leaves the topic empty (all high watermarks 0).
-A few tests use a fake producer where the broker would have to misbehave (failed or missing
-acknowledgements); they still need loopback sockets, so they live here too.
+Every rejection answers a JSON error and leaves the topic empty (all high watermarks 0, read
+after flushing the producer, so an event the gateway sent by mistake is counted). A few tests use
+a fake producer where the broker would have to misbehave (failed, missing or late
+acknowledgements); they still need loopback sockets, so they live here too. The test client's
+peer is 127.0.0.1, trusted as a proxy only where a test says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.clients import build_consumer
 from pipeline.envelope import Event, decode
@@ -34,6 +37,8 @@ Scenario = Callable[[TestClient[web.Request, web.Application]], Awaitable[T]]
 PARTITIONS = 3
 # Generous limits, so that only the tests about limits meet them.
 SETTINGS = GatewaySettings(rate_per_s=10_000, burst=10_000, max_body_bytes=4096)
+# The test client connects from loopback: here it is a proxy whose X-Client-Id is believed.
+TRUSTING_LOOPBACK = SETTINGS.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
 JSON_HEADERS = {"Content-Type": "application/json"}
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -74,14 +79,34 @@ def run_gateway(
     return asyncio.run(main())
 
 
-def messages_in(settings: PipelineSettings, group: str, topic: str) -> int:
-    """How many messages the topic holds: the sum of its partitions' high watermarks."""
+# A topic just created may not have its leaders known to every broker connection yet.
+_NOT_READY = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def messages_in(settings: PipelineSettings, group: str, topic: str, producer: EventProducer) -> int:
+    """How many messages the topic holds: the sum of its partitions' high watermarks.
+
+    Flushes ``producer`` first: an event it still holds (lingering, in flight) is not in the
+    watermarks yet, and "produces nothing" must not pass just because it was not sent yet.
+    """
+    producer.flush(timeout_s=30)
     consumer = build_consumer(settings.kafka, group)
     try:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
-            for partition in range(PARTITIONS)
-        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return sum(
+                    consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+                    for partition in range(PARTITIONS)
+                )
+            except KafkaException as error:
+                if error.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 
@@ -211,7 +236,7 @@ def test_a_replayed_idempotency_key_returns_the_first_answer_and_produces_nothin
     for status, answer, response_headers in replays:
         assert (status, answer) == (202, first[1])
         assert response_headers["Idempotent-Replayed"] == "true"
-    assert messages_in(pipeline_settings, consumer_group, topic) == 1
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 1
 
 
 def test_concurrent_requests_with_one_idempotency_key_produce_once(
@@ -228,7 +253,7 @@ def test_concurrent_requests_with_one_idempotency_key_produce_once(
 
     assert {status for status, _, _ in answers} == {202}
     assert len({json.dumps(answer, sort_keys=True) for _, answer, _ in answers}) == 1
-    assert messages_in(pipeline_settings, consumer_group, topic) == 1
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 1
 
 
 def test_an_idempotency_key_reused_with_another_body_is_422_and_produces_nothing_more(
@@ -246,7 +271,7 @@ def test_an_idempotency_key_reused_with_another_body_is_422_and_produces_nothing
     assert first_status == 202
     assert status == 422
     assert_error(answer, "idempotency_key_reused")
-    assert messages_in(pipeline_settings, consumer_group, topic) == 1
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 1
 
 
 def test_idempotency_keys_are_per_client(producer, topic, pipeline_settings, consumer_group):
@@ -256,11 +281,11 @@ def test_idempotency_keys_are_per_client(producer, topic, pipeline_settings, con
             for c in ("client-a", "client-b")
         ]
 
-    answers = run_gateway(producer, topic, scenario)
+    answers = run_gateway(producer, topic, scenario, TRUSTING_LOOPBACK)
 
     assert [status for status, _, _ in answers] == [202, 202]
     assert answers[0][1]["event_id"] != answers[1][1]["event_id"]
-    assert messages_in(pipeline_settings, consumer_group, topic) == 2
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 2
 
 
 # ---- rejections: each answers a JSON error and produces nothing ---------------------------------
@@ -325,7 +350,7 @@ def test_a_bad_request_is_rejected_with_a_json_error_and_produces_nothing(
     assert answered_status == status
     assert response_headers["Content-Type"].startswith("application/json")
     assert_error(answer, code)
-    assert messages_in(pipeline_settings, consumer_group, topic) == 0
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 0
 
 
 def test_a_schema_violation_names_every_bad_field(
@@ -341,7 +366,7 @@ def test_a_schema_violation_names_every_bad_field(
         {"field": "lines.0.quantity", "message": "Input should be greater than 0"},
         {"field": "lines.0.unit_price", "message": "Field required"},
     ]
-    assert messages_in(pipeline_settings, consumer_group, topic) == 0
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 0
 
 
 def test_an_unknown_type_answer_lists_the_known_types(producer, topic):
@@ -374,7 +399,7 @@ def test_an_oversize_body_is_413_json_and_produces_nothing(
     assert status == 413
     assert_error(answer, "body_too_large")
     assert str(SETTINGS.max_body_bytes) in answer["error"]["message"]
-    assert messages_in(pipeline_settings, consumer_group, topic) == 0
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 0
 
 
 def test_a_client_over_its_rate_gets_429_with_retry_after_and_nothing_is_produced(
@@ -395,11 +420,27 @@ def test_a_client_over_its_rate_gets_429_with_retry_after_and_nothing_is_produce
     assert status == 429
     assert_error(answer, "rate_limited")
     assert headers["Retry-After"] == "2"
-    assert messages_in(pipeline_settings, consumer_group, topic) == 0
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 0
 
 
-def test_rate_limits_are_per_client_id(producer, topic):
-    settings = SETTINGS.model_copy(update={"rate_per_s": 0.5, "burst": 1})
+def test_an_untrusted_peer_cannot_share_another_clients_idempotency_key_scope(
+    producer, topic, pipeline_settings, consumer_group
+):
+    async def scenario(client):
+        return [
+            await post(client, place_order(), headers={"Idempotency-Key": "k", "X-Client-Id": c})
+            for c in ("client-a", "client-b")
+        ]
+
+    (_, first, _), (status, second, headers) = run_gateway(producer, topic, scenario)
+
+    assert (status, second) == (202, first)
+    assert headers["Idempotent-Replayed"] == "true"
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 1
+
+
+def test_rate_limits_are_per_client_id_from_a_trusted_proxy(producer, topic):
+    settings = TRUSTING_LOOPBACK.model_copy(update={"rate_per_s": 0.5, "burst": 1})
 
     async def scenario(client):
         return [
@@ -410,6 +451,38 @@ def test_rate_limits_are_per_client_id(producer, topic):
     statuses = run_gateway(producer, topic, scenario, settings, clock=lambda: 100.0)
 
     assert statuses == [202, 429, 202]
+
+
+def test_an_untrusted_peer_changing_x_client_id_gets_no_fresh_bucket(
+    producer, topic, pipeline_settings, consumer_group
+):
+    settings = SETTINGS.model_copy(update={"rate_per_s": 0.5, "burst": 1})
+
+    async def scenario(client):
+        return [
+            await post(client, place_order(f"order-{c}"), headers={"X-Client-Id": c})
+            for c in ("a", "b", "c")
+        ]
+
+    answers = run_gateway(producer, topic, scenario, settings, clock=lambda: 100.0)
+
+    assert [status for status, _, _ in answers] == [202, 429, 429]
+    assert "'127.0.0.1'" in answers[1][1]["error"]["message"]  # the client is its address
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 1
+
+
+def test_x_client_id_is_checked_from_a_trusted_proxy_and_ignored_from_anyone_else(producer, topic):
+    bad = {"X-Client-Id": "has spaces"}
+
+    async def scenario(client):
+        return (await post(client, place_order(), headers=bad))[:2]
+
+    trusted_status, trusted_answer = run_gateway(producer, topic, scenario, TRUSTING_LOOPBACK)
+    untrusted_status, _ = run_gateway(producer, topic, scenario)
+
+    assert trusted_status == 400
+    assert_error(trusted_answer, "invalid_header")
+    assert untrusted_status == 202
 
 
 def test_unknown_routes_and_methods_answer_json_errors(producer, topic):
@@ -436,11 +509,16 @@ def test_unknown_routes_and_methods_answer_json_errors(producer, topic):
 
 
 class FakeProducer:
-    """Answers each send with the next of ``outcomes``: a Delivery error text, "ok" or "never"."""
+    """Answers each send with the next of ``outcomes``: a Delivery error text, "ok" or "never".
+
+    "never" leaves the future pending, in :attr:`pending`, for the test to :meth:`deliver` or
+    :meth:`fail` late, as librdkafka does after the gateway's timeout.
+    """
 
     def __init__(self, *outcomes: str) -> None:
         self.outcomes = list(outcomes)
         self.sent: list[tuple[str, Event]] = []
+        self.pending: list[tuple[Future[Delivery], str, Event]] = []
 
     def send_future(self, topic: str, event: Event) -> Future[Delivery]:
         self.sent.append((topic, event))
@@ -448,9 +526,26 @@ class FakeProducer:
         outcome = self.outcomes.pop(0)
         if outcome == "ok":
             future.set_result(Delivery(event.id, topic, b"k", partition=0, offset=len(self.sent)))
-        elif outcome != "never":
+        elif outcome == "never":
+            self.pending.append((future, topic, event))
+        else:
             future.set_result(Delivery(event.id, topic, b"k", None, None, error=outcome))
         return future
+
+    def deliver(self, offset: int = 41) -> None:
+        """The oldest pending send is acknowledged now, from another thread (the poller's)."""
+        future, topic, event = self.pending.pop(0)
+        self._resolve(future, Delivery(event.id, topic, b"k", partition=0, offset=offset))
+
+    def fail(self, error: str = "Local: Message timed out") -> None:
+        future, topic, event = self.pending.pop(0)
+        self._resolve(future, Delivery(event.id, topic, b"k", None, None, error=error))
+
+    @staticmethod
+    def _resolve(future: Future[Delivery], delivery: Delivery) -> None:
+        poller = threading.Thread(target=future.set_result, args=(delivery,))
+        poller.start()
+        poller.join()
 
     @contextmanager
     def polling(self, interval_s: float = 0.05) -> Iterator[None]:
@@ -488,6 +583,104 @@ def test_no_acknowledgement_within_produce_timeout_is_503():
     assert status == 503
     assert_error(answer, "not_acknowledged")
     assert "no answer in 0.05 s" in answer["error"]["message"]
+
+
+LATE = SETTINGS.model_copy(update={"produce_timeout_s": 0.05})
+
+
+async def settled(client: Any, deliver: Callable[[], None]) -> None:
+    """Settle the late send, then let the gateway's loop see it (a request is a full round)."""
+    deliver()
+    await client.get("/healthz")
+
+
+def test_a_retry_after_a_timeout_503_gets_the_late_202_and_produces_nothing_twice():
+    producer = FakeProducer("never", "ok")
+    headers = {"Idempotency-Key": "key-late"}
+
+    async def scenario(client):
+        first = await post(client, place_order(), headers=headers)
+        await settled(client, producer.deliver)
+        return first, await post(client, place_order(), headers=headers)
+
+    (status, answer, _), (retry_status, retried, retry_headers) = run_gateway(
+        producer, "t", scenario, LATE
+    )
+
+    assert status == 503
+    assert_error(answer, "not_acknowledged")
+    assert "still trying" in answer["error"]["message"]
+    assert retry_status == 202
+    assert retried == {
+        "event_id": producer.sent[0][1].id,
+        "topic": "t",
+        "partition": 0,
+        "offset": 41,
+    }
+    assert retry_headers["Idempotent-Replayed"] == "true"
+    assert len(producer.sent) == 1
+
+
+def test_a_retry_while_the_first_is_still_unacknowledged_is_409_and_not_sent():
+    producer = FakeProducer("never", "ok")
+    headers = {"Idempotency-Key": "key-pending"}
+
+    async def scenario(client):
+        first = await post(client, place_order(), headers=headers)
+        retry = await post(client, place_order(), headers=headers)  # waits 0.05 s, then 409
+        await settled(client, producer.deliver)
+        return first, retry, await post(client, place_order(), headers=headers)
+
+    (first_status, _, _), (status, answer, headers_409), (late_status, late, _) = run_gateway(
+        producer, "t", scenario, LATE
+    )
+
+    assert first_status == 503
+    assert status == 409
+    assert_error(answer, "request_in_flight")
+    assert headers_409["Retry-After"] == "1"
+    assert late_status == 202
+    assert late["event_id"] == producer.sent[0][1].id
+    assert len(producer.sent) == 1
+
+
+def test_a_delivery_failing_after_the_timeout_releases_the_key_so_a_retry_produces():
+    producer = FakeProducer("never", "ok")
+    headers = {"Idempotency-Key": "key-late-failure"}
+
+    async def scenario(client):
+        first = await post(client, place_order(), headers=headers)
+        await settled(client, producer.fail)
+        return first, await post(client, place_order(), headers=headers)
+
+    (status, _, _), (retry_status, retried, retry_headers) = run_gateway(
+        producer, "t", scenario, LATE
+    )
+
+    assert (status, retry_status) == (503, 202)
+    assert "Idempotent-Replayed" not in retry_headers
+    assert retried["event_id"] == producer.sent[1][1].id != producer.sent[0][1].id
+    assert len(producer.sent) == 2
+
+
+def test_an_event_unacknowledged_after_its_503_still_holds_its_in_flight_slot():
+    producer = FakeProducer("never", "ok")
+
+    async def scenario(client):
+        first = await post(client, place_order("order-1"))
+        while_pending = await post(client, place_order("order-2"))
+        await settled(client, producer.deliver)
+        return first, while_pending, await post(client, place_order("order-3"))
+
+    (first, _, _), (status, answer, _), (after, _, _) = run_gateway(
+        producer, "t", scenario, LATE, max_in_flight=1
+    )
+
+    assert first == 503
+    assert status == 503
+    assert_error(answer, "overloaded")
+    assert after == 202
+    assert len(producer.sent) == 2
 
 
 def test_past_max_in_flight_a_request_is_503_overloaded_and_not_sent():
