@@ -16,6 +16,11 @@ Each line of the input is the data of one event. :func:`parse_line` turns one li
    encoded, with the ``--header k=v`` pairs appended after the envelope's headers.
 
 Nothing here sends anything, so a line is either wholly ready or rejected: never half-sent.
+A ready event can still be refused by the Kafka client when it is sent (above all one larger
+than ``message.max.bytes``, :data:`MAX_MESSAGE_BYTES`): :func:`refused` makes that a rejection
+of its line too, and :func:`rejections_in` (the first pass of ``--strict``) checks the size in
+advance with librdkafka's own formula (:func:`message_size`), so that ``--strict`` sends nothing
+rather than everything up to a line that is too large.
 Options are checked eagerly by :func:`line_rules`, which raises :class:`ProduceOptionError`
 (a :class:`PipelineError`) for anything wrong with them rather than rejecting every line.
 
@@ -36,7 +41,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -54,6 +59,7 @@ from pipeline.request_types import (
 __all__ = [
     "DEFAULT_EVENT_TYPE",
     "DEFAULT_SOURCE",
+    "MAX_MESSAGE_BYTES",
     "KeyPath",
     "LineRules",
     "ParsedLine",
@@ -61,15 +67,25 @@ __all__ = [
     "ReadyEvent",
     "Rejection",
     "line_rules",
+    "message_size",
     "parse_headers",
     "parse_key_path",
     "parse_line",
     "parse_lines",
+    "refused",
     "rejections_in",
+    "too_large",
 ]
 
 DEFAULT_EVENT_TYPE = "com.example.event"
 DEFAULT_SOURCE = "/pipeline/cli"
+
+#: The largest message the producer accepts: librdkafka's default ``message.max.bytes``, which
+#: our producers keep (pipeline/clients.py sets no other). A larger one is refused at once.
+MAX_MESSAGE_BYTES = 1_000_000
+#: librdkafka's RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD: a v2 record's length, attributes,
+#: timestamp and offset deltas, key and value lengths and header count, each at its widest.
+_RECORD_OVERHEAD = 5 + 1 + 10 + 5 + 5 + 5 + 5
 
 _REQUEST_TYPE_PREFIX = "com.example.requests."
 _BARE_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -97,11 +113,16 @@ class Rejection:
 
 @dataclass(frozen=True)
 class ReadyEvent:
-    """A line made into an event, and the Kafka message (with extra headers) that carries it."""
+    """A line made into an event, and the Kafka message (with extra headers) that carries it.
+
+    ``raw`` is the line's text, kept so that a refusal at send time can be recorded like any
+    other rejection (:func:`refused`).
+    """
 
     line: int
     event: Event
     message: KafkaMessage
+    raw: str = field(default="", repr=False)
 
 
 ParsedLine = ReadyEvent | Rejection
@@ -401,7 +422,7 @@ def _ready(rules: LineRules, number: int, text: str) -> ReadyEvent:
     message = encode(event)
     if rules.headers:
         message = KafkaMessage(message.key, message.value, [*message.headers, *rules.headers])
-    return ReadyEvent(number, event, message)
+    return ReadyEvent(number, event, message, text)
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -453,10 +474,71 @@ def parse_lines(rules: LineRules, lines: Iterable[bytes | str]) -> Iterator[Pars
             yield parsed
 
 
-def rejections_in(rules: LineRules, lines: Iterable[bytes | str]) -> list[Rejection]:
+def rejections_in(
+    rules: LineRules, lines: Iterable[bytes | str], *, max_bytes: int = MAX_MESSAGE_BYTES
+) -> list[Rejection]:
     """Every rejection in the input: the first pass of ``--strict``, which sends nothing.
 
-    Parsing is deterministic apart from event ids and times, so a second pass over the same
-    lines rejects exactly these lines again.
+    Besides the lines :func:`parse_line` rejects, an event larger than ``max_bytes`` is one: the
+    producer would refuse it. Parsing is deterministic apart from event ids and times (whose
+    lengths are fixed), so a second pass over the same lines rejects exactly these lines again.
     """
-    return [parsed for parsed in parse_lines(rules, lines) if isinstance(parsed, Rejection)]
+    found: list[Rejection] = []
+    for parsed in parse_lines(rules, lines):
+        rejection = parsed if isinstance(parsed, Rejection) else too_large(parsed, max_bytes)
+        if rejection is not None:
+            found.append(rejection)
+    return found
+
+
+# --- size -------------------------------------------------------------------------------------
+
+
+def message_size(message: KafkaMessage) -> int:
+    """The size librdkafka checks against ``message.max.bytes`` when the message is produced.
+
+    Its ``rd_kafka_msg_max_wire_size``: key, value and headers (each header's name and value
+    with their varint lengths), plus the widest record overhead.
+    """
+    headers = sum(
+        _varint_size(len(name.encode("utf-8")))
+        + len(name.encode("utf-8"))
+        + _varint_size(len(value))
+        + len(value)
+        for name, value in message.headers
+    )
+    key = len(message.key) if message.key is not None else 0
+    value = len(message.value) if message.value is not None else 0
+    return _RECORD_OVERHEAD + key + value + headers
+
+
+def _varint_size(number: int) -> int:
+    """Bytes of ``number`` as a zigzag varint (Kafka's record format)."""
+    zigzag = number << 1  # never negative here
+    size = 1
+    while zigzag >= 0x80:
+        zigzag >>= 7
+        size += 1
+    return size
+
+
+def _size_text(ready: ReadyEvent, max_bytes: int) -> str:
+    return (
+        f"{message_size(ready.message):,} bytes with its key, headers and record overhead; "
+        f"the producer's limit (message.max.bytes) is {max_bytes:,}"
+    )
+
+
+def too_large(ready: ReadyEvent, max_bytes: int = MAX_MESSAGE_BYTES) -> Rejection | None:
+    """The rejection of an event the producer would refuse as too large; None if it fits."""
+    if message_size(ready.message) <= max_bytes:
+        return None
+    return Rejection(ready.line, f"event too large: {_size_text(ready, max_bytes)}", ready.raw)
+
+
+def refused(ready: ReadyEvent, reason: str, max_bytes: int = MAX_MESSAGE_BYTES) -> Rejection:
+    """The rejection of an event the Kafka client refused at once (nothing of it was sent)."""
+    why = f"refused by the Kafka client: {reason}"
+    if message_size(ready.message) > max_bytes:
+        why += f" ({_size_text(ready, max_bytes)})"
+    return Rejection(ready.line, why, ready.raw)

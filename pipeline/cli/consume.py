@@ -23,6 +23,18 @@ Where it reads:
 Only committed messages are printed (``read_committed``): at the end of a partition where a
 transaction is still open, it waits for that transaction's outcome before stopping.
 
+Errors while reading (a one-line ``error:`` and exit 2 when they end the run):
+
+- a fatal error (librdkafka's ``fatal()``) always ends the run;
+- an error that says the topic or a partition cannot be read (unknown topic or partition,
+  topic or group authorization failed, no offset to reset to) ends the run without
+  ``--follow``, since the end offsets seen at start can no longer be reached; with ``--follow``
+  it is a warning (once per kind) and the read goes on, should the topic come back;
+- a deleted topic often raises no error at all (librdkafka just stops fetching it), so after
+  a few idle seconds the topic's metadata is checked, with the same outcome as above;
+- anything else (a lost connection, a coordinator moving, a timeout) is one that librdkafka
+  recovers from by itself: a warning, once per kind, and the read goes on.
+
 stdout carries only NDJSON; status lines go to stderr. Ctrl-C stops quietly (exit 130), a
 closed pipe (``| head``) stops quietly (exit 0).
 """
@@ -33,6 +45,7 @@ import base64
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -60,6 +73,24 @@ EXIT_INTERRUPTED = 130
 _BATCH = 500
 _POLL_S = 0.5
 _WATERMARK_TIMEOUT_S = 15.0
+#: After this long without a message, check that the topic is still there (a deleted topic's
+#: partitions just stop being fetched); while following, the check is rarer.
+_IDLE_CHECK_S = 3.0
+_FOLLOW_IDLE_CHECK_S = 30.0
+
+#: Errors that say the topic or a partition cannot be read (gone, or not allowed): without
+#: --follow they end the run, as the end offsets seen at start can no longer be reached.
+_UNREADABLE = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.UNKNOWN_TOPIC_ID,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError._AUTO_OFFSET_RESET,
+    }
+)
 
 _err = stderr_console()
 
@@ -195,6 +226,11 @@ class _Reading:
             return False
         return self.assigned <= self.done
 
+    def waiting(self) -> list[int]:
+        """The partitions not yet read to their end (all of the topic's before an assignment)."""
+        assigned = set(self.stops) if self.assigned is None else self.assigned
+        return sorted(assigned - self.done)
+
     def past_stop(self, partition: int, offset: int) -> bool:
         """Whether ``offset`` is at or beyond the end seen at start (marks the partition done)."""
         if self.follow:
@@ -221,20 +257,72 @@ def _watermarks(consumer: Consumer, topic: str, partitions: int) -> dict[int, tu
 
 
 def _batches(consumer: Consumer, reading: _Reading) -> Iterator[list[Any]]:
+    """Batches until done; after a while without any message, check the topic is still there."""
+    every_s = _FOLLOW_IDLE_CHECK_S if reading.follow else _IDLE_CHECK_S
+    idle_since = checked = time.monotonic()
     while not reading.finished():
-        yield consumer.consume(num_messages=_BATCH, timeout=_POLL_S)
+        batch = consumer.consume(num_messages=_BATCH, timeout=_POLL_S)
+        now = time.monotonic()
+        if batch:
+            idle_since = now
+        elif now - idle_since >= every_s and now - checked >= every_s:
+            checked = now
+            _check_topic(consumer, reading)
+        yield batch
+
+
+def _check_topic(consumer: Consumer, reading: _Reading) -> None:
+    """End the read (or warn, following) if the topic or a waited-for partition is gone."""
+    try:
+        metadata = consumer.list_topics(reading.topic, timeout=_WATERMARK_TIMEOUT_S)
+    except KafkaException:
+        return  # Kafka does not answer: librdkafka reconnects by itself, the read goes on
+    found = metadata.topics.get(reading.topic)
+    if found is None:
+        _unreadable(reading, reading.waiting(), KafkaError.UNKNOWN_TOPIC_OR_PART, "no such topic")
+        return
+    if found.error is not None:
+        if found.error.code() in _UNREADABLE:
+            _unreadable(reading, reading.waiting(), found.error.code(), found.error.str())
+        return  # e.g. no leader yet: librdkafka waits for one
+    missing = [partition for partition in reading.waiting() if partition not in found.partitions]
+    if missing:
+        _unreadable(reading, missing, KafkaError._UNKNOWN_PARTITION, "no such partition")
 
 
 def _handle_error(message: Any, reading: _Reading) -> None:
+    """Apply the error policy of the module docstring to one error from ``consume()``."""
     error: KafkaError = message.error()
-    if error.code() == KafkaError._PARTITION_EOF:
+    code = error.code()
+    if code == KafkaError._PARTITION_EOF:
         reading.past_stop(message.partition(), message.offset())
         return
     if error.fatal():
         raise PipelineError(f"reading {reading.topic} failed: {error.str()}")
-    if error.code() not in reading.warned:
-        reading.warned.add(error.code())
+    if code in _UNREADABLE:
+        partition = message.partition()
+        known = partition is not None and partition >= 0
+        _unreadable(reading, [partition] if known else reading.waiting(), code, error.str())
+        return
+    if code not in reading.warned:
+        reading.warned.add(code)
         _err.print(f"[yellow]warning:[/yellow] {error.str()}")
+
+
+def _unreadable(reading: _Reading, partitions: list[int], code: int, why: str) -> None:
+    """Without --follow a PipelineError (the run cannot finish); following, a warning once."""
+    where = reading.topic
+    if partitions:
+        numbers = ", ".join(str(partition) for partition in partitions)
+        where += f" partition{'s' if len(partitions) > 1 else ''} {numbers}"
+    if not reading.follow:
+        raise PipelineError(
+            f"cannot read {where} to the end: {why} "
+            f"(stopped after printing {reading.printed:,} message(s))"
+        )
+    if code not in reading.warned:
+        reading.warned.add(code)
+        _err.print(f"[yellow]warning:[/yellow] {where}: {why}; still following (Ctrl-C to stop)")
 
 
 def _read(
@@ -328,9 +416,14 @@ def consume(
     A message that is not a CloudEvent is printed with "error"
     and its raw value in base64.
 
+    Without --follow, a topic or partition that can no longer be read
+    (deleted, not authorized) ends the run with a one-line error;
+    following, it is a warning.
+
     Exit codes:
     0 done (also when the reader of stdout went away);
-    2 usage or setup error (missing topic, Kafka unreachable);
+    2 usage or setup error (missing topic, Kafka unreachable),
+    or the topic could not be read to the end;
     130 interrupted.
     """
     settings = ctx.obj

@@ -3,9 +3,13 @@
 1. check the options (:func:`producers.ndjson.line_rules`) and that the topic exists;
 2. with ``--strict``, read the whole input once and stop if any line is rejected (nothing sent);
 3. read line by line: a rejected line goes to the rejects file and is never produced; a ready
-   event is sent with a delivery callback that counts it (sent per partition, or failed);
-4. flush, so every event sent is acknowledged or failed before the summary;
-5. print the summary on stderr and exit with a code that says what happened.
+   event is sent with a delivery callback that counts it (sent per partition, or failed); an
+   event the Kafka client refuses at once (larger than ``message.max.bytes``, say) is a
+   rejected line too, never half-sent;
+4. flush, so every event sent is acknowledged or failed before the summary: always, also when
+   step 3 stops on an error (a queue that stayed full, an unwritable rejects file, Kafka);
+5. print the summary on stderr and exit with a code that says what happened; after an error in
+   step 3 the error is the last line.
 
 Every status message, the progress bar and the summary go to stderr.
 """
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import IO, Annotated
 
 import typer
+from confluent_kafka import KafkaException
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -47,9 +53,10 @@ from producers.ndjson import (
     Rejection,
     line_rules,
     parse_line,
+    refused,
     rejections_in,
 )
-from producers.producer import Delivery, EventProducer, build_event_producer
+from producers.producer import Delivery, EventProducer, ProduceRefused, build_event_producer
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -221,12 +228,12 @@ def _send_lines(
         if isinstance(parsed, Rejection):
             rejects.write(parsed)
         elif parsed is not None:
-            producer.send(
-                rules.topic,
-                parsed.message,
-                _on_delivery(tally, number),
-            )
-            tally.queued += 1
+            try:
+                producer.send(rules.topic, parsed.message, _on_delivery(tally, number))
+            except ProduceRefused as refusal:  # nothing of it was queued
+                rejects.write(refused(parsed, refusal.reason))
+            else:
+                tally.queued += 1
         unshown += 1
         if unshown == _PROGRESS_STEP:
             progress.advance(task, unshown)
@@ -258,6 +265,9 @@ def _summary(
     table.add_row("lines read", f"{tally.lines:,}")
     table.add_row("sent (acknowledged)", f"{tally.sent:,}")
     table.add_row("failed", f"{tally.failed:,}")
+    unacknowledged = tally.queued - tally.sent - tally.failed
+    if producer is not None and unacknowledged > 0:
+        table.add_row("not acknowledged", f"{unacknowledged:,}")
     table.add_row("rejected", f"{rejected:,}")
     if producer is not None:
         table.add_row("retried (events sent again)", f"{producer.resent:,}")
@@ -275,7 +285,7 @@ def _summary(
 
 
 def _exit_code(tally: _Tally, rejected: int) -> int:
-    if tally.failed or tally.sent < tally.queued:
+    if _undelivered(tally):
         return EXIT_DELIVERY_FAILED
     if rejected:
         return EXIT_REJECTED
@@ -355,11 +365,18 @@ def produce(
     All events of a run share one ce_correlationid, shown in the summary.
     Progress and the summary go to stderr.
 
+    A line whose event Kafka's client refuses (larger than message.max.bytes)
+    is rejected the same way.
+    If sending stops on an error (Kafka unreachable, the rejects file
+    cannot be written), what was already sent is still waited for
+    and the summary printed; the error is the last line.
+
     Exit codes:
     0 every line sent;
     1 some lines rejected, every event sent was acknowledged;
-    2 usage or setup error (option, topic, file, Kafka unreachable);
-    3 some events failed to be delivered;
+    2 usage or setup error (option, topic, file, Kafka unreachable),
+    also when it stopped sending part way and every event sent was acknowledged;
+    3 some events failed to be delivered (or were not acknowledged in time);
     130 interrupted.
     """
     settings = ctx.obj
@@ -422,20 +439,52 @@ def _produce(
     producer = build_event_producer(settings.kafka, settings.producer)
     began = time.monotonic()
     interrupted = False
+    stopped: str | None = None  # why sending stopped before the end of the input
     try:
         with _progress(show_progress) as progress, data.lines() as lines:
             _send_lines(producer, rules, lines, tally, rejects, progress, total)
     except KeyboardInterrupt:
         interrupted = True
         _err.print(f"interrupted after line {tally.lines:,}; waiting for what was sent")
-    producer.flush(settings.producer.delivery_timeout_ms / 1000 + _FLUSH_MARGIN_S)
-    elapsed = time.monotonic() - began
-    producer.refresh_stats()
-    _summary(rules, run_id, partitions, tally, rejects.count, producer, elapsed)
+    except PipelineError as error:
+        stopped = _stopped(tally, str(error))
+    except KafkaException as error:
+        stopped = _stopped(tally, f"Kafka: {error.args[0].str()}")
+    except OSError as error:  # reading the input failed part way
+        stopped = _stopped(tally, f"cannot read {data.path or 'stdin'}: {error.strerror or error}")
+    finally:
+        # Whatever ended the sending (even an error that is a bug), what was queued is
+        # delivered or failed, and the summary says so, before this function ends.
+        unacknowledged = _flush(producer, settings)
+        elapsed = time.monotonic() - began
+        producer.refresh_stats()
+        _summary(rules, run_id, partitions, tally, rejects.count, producer, elapsed)
     if interrupted:
         return EXIT_INTERRUPTED
     if rejects.count:
         _err.print(f"{rejects.count:,} line(s) rejected, see {rejects.path}")
     if tally.failed:
         _err.print(f"[red]{tally.failed:,} event(s) failed to be delivered[/red]")
+    if unacknowledged:
+        _err.print(f"[red]{escape(unacknowledged)}[/red]")
+    if stopped is not None:
+        _err.print(f"[red]error:[/red] {escape(stopped)}")
+        return EXIT_DELIVERY_FAILED if _undelivered(tally) else EXIT_USAGE
     return _exit_code(tally, rejects.count)
+
+
+def _stopped(tally: _Tally, why: str) -> str:
+    return f"stopped at line {tally.lines:,}: {why}" if tally.lines else why
+
+
+def _flush(producer: EventProducer, settings: PipelineSettings) -> str | None:
+    """Wait for every queued event; what is still unacknowledged after that, if anything."""
+    try:
+        producer.flush(settings.producer.delivery_timeout_ms / 1000 + _FLUSH_MARGIN_S)
+    except PipelineError as error:  # events left unacknowledged (callbacks count the rest)
+        return str(error)
+    return None
+
+
+def _undelivered(tally: _Tally) -> bool:
+    return bool(tally.failed) or tally.sent < tally.queued

@@ -8,21 +8,25 @@ from typing import Any
 
 import pytest
 
-from pipeline.envelope import decode
+from pipeline.envelope import KafkaMessage, decode
 from producers.ndjson import (
     DEFAULT_EVENT_TYPE,
     DEFAULT_SOURCE,
+    MAX_MESSAGE_BYTES,
     KeyPath,
     LineRules,
     ProduceOptionError,
     ReadyEvent,
     Rejection,
     line_rules,
+    message_size,
     parse_headers,
     parse_key_path,
     parse_line,
     parse_lines,
+    refused,
     rejections_in,
+    too_large,
 )
 
 RUN = "run-1"
@@ -342,3 +346,57 @@ def test_strict_first_pass_finds_every_rejection_and_builds_no_event_for_later()
 
 def test_strict_first_pass_of_a_clean_input_is_empty() -> None:
     assert rejections_in(rules(key_field="id"), ['{"id": "a"}', '{"id": "b"}']) == []
+
+
+def test_strict_first_pass_rejects_an_event_too_large_for_the_producer() -> None:
+    big = json.dumps({"id": "big", "pad": "x" * 1_100_000})
+    lines = ['{"id": "a"}', big, '{"id": "b"}']
+
+    found = rejections_in(rules(key_field="id"), lines)
+
+    assert [(r.line, r.raw) for r in found] == [(2, big)]
+    assert re.fullmatch(
+        r"event too large: 1,1\d\d,\d{3} bytes with its key, headers and record overhead; "
+        r"the producer's limit \(message\.max\.bytes\) is 1,000,000",
+        found[0].reason,
+    ), found[0].reason
+
+
+def test_strict_first_pass_accepts_an_event_of_exactly_the_limit() -> None:
+    parsed = ready('{"pad": ""}')
+    padding = MAX_MESSAGE_BYTES - message_size(parsed.message)
+    line = json.dumps({"pad": "x" * padding}, separators=(",", ":"))
+
+    assert message_size(ready(line).message) == MAX_MESSAGE_BYTES
+    assert rejections_in(rules(), [line]) == []
+    assert rejections_in(rules(), [line], max_bytes=MAX_MESSAGE_BYTES - 1)[0].line == 1
+
+
+def test_message_size_is_librdkafkas_max_wire_size() -> None:
+    # 36 bytes of widest record overhead, the key, the value, and each header's name and value
+    # with their zigzag varint lengths (1 byte up to 63, 2 bytes from 64).
+    message = KafkaMessage(b"key", b"v" * 10, [("ce_id", b"i" * 64), ("h", b"")])
+
+    assert message_size(message) == 36 + 3 + 10 + (1 + 5 + 2 + 64) + (1 + 1 + 1 + 0)
+    assert message_size(KafkaMessage(None, None, [])) == 36
+
+
+def test_an_event_that_fits_is_not_too_large() -> None:
+    assert too_large(ready('{"id": "a"}')) is None
+
+
+def test_a_refusal_at_send_time_is_a_rejection_of_the_line_with_its_raw_text() -> None:
+    small = parse_line(rules(), 3, b'{"id": "a"}\r\n')
+    big_line = json.dumps({"pad": "x" * 1_000_000})
+    big = parse_line(rules(), 4, big_line + "\n")
+    assert isinstance(small, ReadyEvent) and isinstance(big, ReadyEvent)
+
+    assert refused(small, "Local: Unknown partition") == Rejection(
+        3, "refused by the Kafka client: Local: Unknown partition", '{"id": "a"}'
+    )
+    rejection = refused(big, "Broker: Message size too large")
+    assert (rejection.line, rejection.raw) == (4, big_line)
+    assert rejection.reason.startswith(
+        "refused by the Kafka client: Broker: Message size too large (1,000,"
+    )
+    assert rejection.reason.endswith("the producer's limit (message.max.bytes) is 1,000,000)")

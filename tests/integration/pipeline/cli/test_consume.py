@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from datetime import UTC, datetime
 
@@ -244,3 +245,47 @@ def test_an_unknown_topic_is_a_one_line_error_with_exit_code_2(unique_name):
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"error: topic {missing} does not exist")
+
+
+def test_without_follow_a_topic_deleted_while_it_is_read_ends_the_run_with_an_error(
+    pipeline_settings, new_topic, kafka_admin
+):
+    """librdkafka just stops fetching a deleted topic, with no error: the read must not hang.
+
+    While nobody reads its stdout, ``pipeline consume`` prefetches about 100,000 messages
+    (librdkafka's queued.min.messages) and no more, so the rest is never fetched once the topic
+    is deleted, and the end offset seen at start can no longer be reached.
+    """
+    topic = new_topic(partitions=1)
+    count = 130_000
+    producer = build_producer(
+        pipeline_settings.kafka, **{"queue.buffering.max.messages": count, "linger.ms": 50}
+    )
+    for _ in range(count):
+        producer.produce(topic, value=b"x" * 100)
+    assert producer.flush(60) == 0
+    process = subprocess.Popen(
+        [PIPELINE, "consume", topic, "--from-beginning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert process.stderr.readline() == f"reading {topic}: up to {count:,} message(s)\n"
+        kafka_admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+
+    assert process.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    offsets = [json.loads(line)["offset"] for line in stdout.splitlines()]
+    assert 0 < len(offsets) < count
+    assert offsets == list(range(len(offsets)))
+    assert re.fullmatch(
+        rf"error: cannot read {re.escape(topic)} partition 0 to the end: "
+        rf".*unknown (topic|partition).* \(stopped after printing {len(offsets):,} message\(s\)\)",
+        stderr.strip().splitlines()[-1],
+        flags=re.IGNORECASE,
+    ), stderr

@@ -11,13 +11,17 @@ import random
 import re
 import shutil
 import subprocess
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from confluent_kafka import TopicPartition, murmur2
+import pytest
+from confluent_kafka import KafkaError, TopicPartition, murmur2
 
-from pipeline.clients import build_consumer
-from pipeline.envelope import decode_message
+from pipeline.clients import build_consumer, build_producer
+from pipeline.envelope import Event, KafkaMessage, decode_message, encode
+from producers.ndjson import MAX_MESSAGE_BYTES, message_size
+from producers.producer import ProduceRefused, build_event_producer
 from tests.support.stack_cli import PIPELINE, run_pipeline
 
 ORDER = {
@@ -27,22 +31,50 @@ ORDER = {
 }
 
 
-def read_topic(settings, topic, group):
-    """Every message in ``topic``, up to the end offsets seen now, in per-partition order."""
-    consumer = build_consumer(settings.kafka, group)
+def read_topic(settings, topic, group, *, expected=None, timeout_s=30.0):
+    """Every message in ``topic``, up to the end offsets seen now, in per-partition order.
+
+    Reads until every partition reports its end (offsets also count transaction markers and
+    aborted messages, which are never read); fails saying what it read if that takes more than
+    ``timeout_s``, and if ``expected`` is given, unless exactly that many messages were read.
+    """
+    consumer = build_consumer(settings.kafka, group, **{"enable.partition.eof": True})
     try:
         partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {}
-        for partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            ends[partition] = high - low
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        ends = {
+            partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            for partition in partitions
+        }
+        pending = {partition for partition, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])
         messages = []
-        while len(messages) < sum(ends.values()):
-            messages.extend(m for m in consumer.consume(500, timeout=0.5) if m.error() is None)
-        return messages
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() >= deadline:
+                pytest.fail(
+                    f"read {len(messages)} message(s) of {topic} in {timeout_s:g} s; partitions "
+                    f"{sorted(pending)} did not reach their end offsets "
+                    f"{ {p: ends[p][1] for p in sorted(pending)} }"
+                )
+            for message in consumer.consume(500, timeout=0.5):
+                error, partition = message.error(), message.partition()
+                end = ends[partition][1]
+                if error is None and message.offset() < end:
+                    messages.append(message)
+                    if message.offset() + 1 >= end:
+                        pending.discard(partition)
+                elif error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    if message.offset() >= end:
+                        pending.discard(partition)
+                elif error is not None:
+                    pytest.fail(f"reading {topic} failed: {error.str()}")
     finally:
         consumer.close()
+    if expected is not None:
+        assert len(messages) == expected, (
+            f"expected {expected} message(s) in {topic}, read {len(messages)}"
+        )
+    return messages
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -94,7 +126,7 @@ def test_good_lines_are_sent_and_bad_lines_rejected_with_their_line_numbers(
     assert summary_value(result.stderr, "sent (acknowledged)") == "3"
     assert summary_value(result.stderr, "rejected") == "3"
     assert summary_value(result.stderr, "failed") == "0"
-    messages = read_topic(pipeline_settings, topic, consumer_group)
+    messages = read_topic(pipeline_settings, topic, consumer_group, expected=3)
     events = sorted((decode_message(m) for m in messages), key=lambda e: e.data["n"])
     assert [e.data for e in events] == [
         {"id": "a", "n": 1},
@@ -125,7 +157,7 @@ def test_strict_sends_nothing_when_any_line_is_rejected(
     assert result.returncode == 1, result.stderr
     assert "--strict: nothing sent" in result.stderr
     assert [json.loads(line)["line"] for line in rejects.read_text().splitlines()] == [38]
-    assert read_topic(pipeline_settings, topic, consumer_group) == []
+    read_topic(pipeline_settings, topic, consumer_group, expected=0)
 
 
 def test_strict_with_a_clean_input_sends_everything_and_exits_0(
@@ -137,7 +169,7 @@ def test_strict_with_a_clean_input_sends_everything_and_exits_0(
     result = run_pipeline("produce", topic, str(source), "--key", "id", "--strict")
 
     assert result.returncode == 0, result.stderr
-    assert len(read_topic(pipeline_settings, topic, consumer_group)) == 20
+    read_topic(pipeline_settings, topic, consumer_group, expected=20)
     assert not (tmp_path / "in.ndjson.rejects.ndjson").exists()
 
 
@@ -187,7 +219,8 @@ def test_stdin_is_read_and_its_rejects_go_to_the_working_directory(
         "reason": "expected a JSON object (the event's data), got a number",
         "raw": "42",
     }
-    assert [m.key() for m in read_topic(pipeline_settings, topic, consumer_group)] == [b"a", b"b"]
+    messages = read_topic(pipeline_settings, topic, consumer_group, expected=2)
+    assert [m.key() for m in messages] == [b"a", b"b"]
 
 
 def test_request_type_lines_are_validated_and_keyed_by_the_types_key_field(
@@ -210,7 +243,8 @@ def test_request_type_lines_are_validated_and_keyed_by_the_types_key_field(
             "List should have at least 1 item after validation, not 0",
         )
     ]
-    events = [decode_message(m) for m in read_topic(pipeline_settings, topic, consumer_group)]
+    messages = read_topic(pipeline_settings, topic, consumer_group, expected=2)
+    events = [decode_message(m) for m in messages]
     assert [(e.type, e.partitionkey) for e in events] == [
         ("com.example.requests.place_order", "order-1")
     ] * 2
@@ -304,3 +338,164 @@ def test_100k_keyed_events_all_come_back_on_kafkas_partition_for_their_key_in_or
     assert len(kcat) == 5_000
     assert ours == kcat
     assert ours == {key: murmur2(key.encode(), 6) for key in keys}
+
+
+def test_a_line_too_large_for_kafka_is_rejected_with_its_line_number_and_the_rest_is_sent(
+    pipeline_settings, new_topic, consumer_group, tmp_path
+):
+    topic = new_topic(partitions=2)
+    big = json.dumps({"id": "big", "pad": "x" * 1_100_000})  # ~1.1 MB: over message.max.bytes
+    source = write_lines(tmp_path / "in.ndjson", ['{"id": "a"}', big, '{"id": "b"}'])
+
+    result = run_pipeline("produce", topic, str(source), "--key", "id")
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    rejects = [json.loads(line) for line in (tmp_path / "in.ndjson.rejects.ndjson").open()]
+    assert [(r["line"], r["raw"]) for r in rejects] == [(2, big)]
+    assert rejects[0]["reason"].startswith(
+        "refused by the Kafka client: Unable to produce message: Broker: Message size too large ("
+    )
+    assert "rejected line 2: refused by the Kafka client" in result.stderr
+    assert summary_value(result.stderr, "sent (acknowledged)") == "2"
+    assert summary_value(result.stderr, "rejected") == "1"
+    assert summary_value(result.stderr, "failed") == "0"
+    messages = read_topic(pipeline_settings, topic, consumer_group, expected=2)
+    assert sorted(m.key() for m in messages) == [b"a", b"b"]
+
+
+def test_strict_rejects_a_line_too_large_for_kafka_before_sending_anything(
+    pipeline_settings, new_topic, consumer_group, tmp_path
+):
+    topic = new_topic(partitions=1)
+    big = json.dumps({"id": "big", "pad": "x" * 1_100_000})
+    source = write_lines(tmp_path / "in.ndjson", ['{"id": "a"}', big, '{"id": "b"}'])
+
+    result = run_pipeline("produce", topic, str(source), "--key", "id", "--strict")
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "--strict: nothing sent" in result.stderr
+    rejects = [json.loads(line) for line in (tmp_path / "in.ndjson.rejects.ndjson").open()]
+    assert [r["line"] for r in rejects] == [2]
+    assert rejects[0]["reason"].startswith("event too large: 1,1")
+    read_topic(pipeline_settings, topic, consumer_group, expected=0)
+
+
+def test_the_size_limit_of_the_strict_check_is_exactly_the_producers(
+    pipeline_settings, new_topic, consumer_group
+):
+    topic = new_topic(partitions=1)
+    empty = encode(Event(source="/test", type="com.example.test", data={"pad": ""}))
+    padding = MAX_MESSAGE_BYTES - message_size(empty)
+
+    def padded(extra: int) -> KafkaMessage:
+        value = json.dumps({"pad": "x" * (padding + extra)}, separators=(",", ":")).encode()
+        return KafkaMessage(empty.key, value, empty.headers)
+
+    producer = build_event_producer(pipeline_settings.kafka, pipeline_settings.producer)
+    assert message_size(padded(0)) == MAX_MESSAGE_BYTES
+    producer.send_and_wait(topic, padded(0))
+    with pytest.raises(ProduceRefused, match="Message size too large"):
+        producer.send(topic, padded(1))
+    producer.flush()
+    read_topic(pipeline_settings, topic, consumer_group, expected=1)
+
+
+def test_an_error_part_way_still_flushes_what_was_sent_prints_the_summary_and_exits_2(
+    pipeline_settings, new_topic, consumer_group, tmp_path
+):
+    topic = new_topic(partitions=1)
+    source = write_lines(
+        tmp_path / "in.ndjson", ['{"id": "a"}', '{"id": "b"}', "{not json", '{"id": "c"}']
+    )
+    unwritable = tmp_path / "no-such-folder" / "rejects.ndjson"
+
+    result = run_pipeline(
+        "produce", topic, str(source), "--key", "id", "--rejects", str(unwritable)
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert summary_value(result.stderr, "lines read") == "3"
+    assert summary_value(result.stderr, "sent (acknowledged)") == "2"
+    assert summary_value(result.stderr, "failed") == "0"
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: stopped at line 3: cannot write the rejects file {unwritable}: "
+        "No such file or directory"
+    )
+    messages = read_topic(pipeline_settings, topic, consumer_group, expected=2)
+    assert [m.key() for m in messages] == [b"a", b"b"]
+
+
+def test_delivery_failures_before_an_error_part_way_are_counted_and_exit_3(new_topic, tmp_path):
+    # The broker refuses every event of this topic (its limit is below any event's size), so
+    # each event queued fails; the unwritable rejects file then stops the run at line 3.
+    topic = new_topic(partitions=1, **{"max.message.bytes": "100"})
+    source = write_lines(
+        tmp_path / "in.ndjson", ['{"id": "a"}', '{"id": "b"}', "{not json", '{"id": "c"}']
+    )
+    unwritable = tmp_path / "no-such-folder" / "rejects.ndjson"
+
+    result = run_pipeline(
+        "produce", topic, str(source), "--key", "id", "--rejects", str(unwritable)
+    )
+
+    assert result.returncode == 3, result.stderr
+    assert summary_value(result.stderr, "sent (acknowledged)") == "0"
+    assert summary_value(result.stderr, "failed") == "2"
+    assert "failed line 1: Broker: Message size too large" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-2:] == [
+        "2 event(s) failed to be delivered",
+        f"error: stopped at line 3: cannot write the rejects file {unwritable}: "
+        "No such file or directory",
+    ]
+
+
+# --- the read_topic helper ----------------------------------------------------------------------
+
+
+def test_read_topic_skips_transaction_markers_and_aborted_messages(
+    pipeline_settings, new_topic, consumer_group, unique_name
+):
+    """Offsets count markers and aborted messages too: reading to a count of offsets never ends."""
+    topic = new_topic(partitions=1)
+    producer = build_producer(pipeline_settings.kafka, **{"transactional.id": unique_name("tx")})
+    producer.init_transactions(30)
+    for value, commit in [(b"kept", True), (b"aborted", False), (b"also kept", True)]:
+        producer.begin_transaction()
+        producer.produce(topic, value=value)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+
+    messages = read_topic(pipeline_settings, topic, consumer_group, expected=2, timeout_s=60)
+
+    assert [m.value() for m in messages] == [b"kept", b"also kept"]
+
+
+def test_read_topic_fails_with_what_it_read_when_its_deadline_passes(
+    pipeline_settings, new_topic, consumer_group
+):
+    topic = new_topic(partitions=1)
+    producer = build_producer(pipeline_settings.kafka)
+    producer.produce(topic, value=b"one")
+    assert producer.flush(30) == 0
+
+    with pytest.raises(pytest.fail.Exception) as failure:
+        read_topic(pipeline_settings, topic, consumer_group, timeout_s=0)
+
+    assert str(failure.value) == (
+        f"read 0 message(s) of {topic} in 0 s; partitions [0] did not reach their end offsets "
+        "{0: 1}"
+    )
+
+
+def test_read_topic_says_how_many_it_read_when_the_count_is_not_the_expected_one(
+    pipeline_settings, new_topic, consumer_group
+):
+    topic = new_topic(partitions=1)
+
+    with pytest.raises(AssertionError, match=rf"expected 1 message\(s\) in {topic}, read 0"):
+        read_topic(pipeline_settings, topic, consumer_group, expected=1)
