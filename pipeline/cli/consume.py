@@ -220,6 +220,7 @@ class _Reading:
     printed: int = 0
     undecodable: int = 0
     warned: set[int] = field(default_factory=set)
+    commit_failures: int = 0
 
     def finished(self) -> bool:
         if self.follow or self.assigned is None:
@@ -356,19 +357,22 @@ def _read(
         if lines:
             out.write(b"".join(lines))
             out.flush()
-            if commit:
-                _commit(consumer, reading.topic, positions)
+            if commit and not _commit(consumer, reading.topic, positions):
+                reading.commit_failures += 1
         if limit is not None and reading.printed >= limit:
             return
 
 
-def _commit(consumer: Consumer, topic: str, positions: dict[int, int]) -> None:
+def _commit(consumer: Consumer, topic: str, positions: dict[int, int]) -> bool:
+    """Commit what was printed; whether it worked."""
     offsets = [TopicPartition(topic, partition, offset) for partition, offset in positions.items()]
     try:
         consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as error:
         # Printed but not committed: the next run with this group prints these again.
         _err.print(f"[yellow]warning:[/yellow] commit failed: {error.args[0].str()}")
+        return False
+    return True
 
 
 def _silence_stdout() -> None:
@@ -451,7 +455,15 @@ def consume(
     what = f"printed {reading.printed:,} message(s)"
     if reading.undecodable:
         what += f", {reading.undecodable:,} of them not valid events"
-    _err.print(what + (f"; committed for group {group}" if group and reading.printed else ""))
+    if group and reading.printed:
+        if reading.commit_failures:
+            what += (
+                f"; {reading.commit_failures} commit(s) for group {group} failed, "
+                "so the next run with this group prints some of them again"
+            )
+        else:
+            what += f"; committed for group {group}"
+    _err.print(what)
 
 
 def _start(
