@@ -194,27 +194,10 @@ class EventProducer:
         # ``type() is`` first: pydantic's isinstance check costs more than the rest of a send.
         message = event if type(event) is KafkaMessage else encode(event)  # type: ignore[arg-type]
         if on_delivery is None:
-            # The bulk path, kept short: its one per-event object is the callback carrying the
-            # headers (librdkafka does not hand a failed message's headers back; they hold its
-            # id), and nothing runs in Python for a success but that callback's first line.
-            callback = partial(self._bulk_delivered, message.headers)
-            try:
-                self._client.produce(
-                    topic,
-                    value=message.value,
-                    key=message.key,
-                    headers=message.headers,
-                    on_delivery=callback,
-                )
-            except BufferError:
-                self._produce_when_there_is_room(topic, message, callback)
-            except KafkaException as error:
-                raise ProduceRefused(topic, error.args[0].str()) from None
-            self._queued += 1
-            self._unpolled += 1
-            if self._unpolled >= _POLL_EVERY:
-                self._unpolled = 0
-                self._client.poll(0)
+            # The bulk path: its one per-event object is the callback carrying the headers
+            # (librdkafka does not hand a failed message's headers back; they hold its id), and
+            # nothing runs in Python for a success but that callback's first line.
+            self._produce(topic, message, partial(self._bulk_delivered, message.headers))
             return
 
         def delivered(error: KafkaError | None, produced: Message) -> None:

@@ -5,15 +5,7 @@ from pydantic import ValidationError
 
 from pipeline.settings import ELASTICSEARCH_VERSION, KAFKA_VERSION, PipelineSettings
 
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch, tmp_path):
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env file
+pytestmark = pytest.mark.usefixtures("clean_pipeline_environment")
 
 
 def test_defaults_point_at_the_local_stack():

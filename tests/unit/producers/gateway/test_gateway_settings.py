@@ -7,15 +7,7 @@ from pydantic import ValidationError
 
 from pipeline.settings import GatewaySettings, PipelineSettings, ProducerSettings
 
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch, tmp_path):
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env file
+pytestmark = pytest.mark.usefixtures("clean_pipeline_environment")
 
 
 def test_by_default_no_proxy_is_trusted():
