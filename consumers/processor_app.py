@@ -1,0 +1,248 @@
+"""A processor as a Faust worker: Faust consumes, the processing engine decides what runs.
+
+Faust (faust-streaming) owns the group membership, fetching, rebalancing and the offset commit
+loop; one agent reads all of the processor's topics and hands each message to the
+:class:`~pipeline.processing.engine.ProcessingEngine`. The agent's stream does not acknowledge
+on its own (``noack``): a Faust event is acknowledged only once the engine's commit position has
+passed it, so Faust's acknowledged offsets are always contiguous from the last commit and Faust
+never commits a record that is not done, whatever order records of different keys finish in.
+
+On revocation (and on shutdown) the engine drains the revoked partitions before Faust commits:
+records in flight get ``processing.drain_timeout_s`` to finish, what finished is acknowledged
+and committed, and the rest is left for the next owner.
+
+Dead letters are written with our :class:`~producers.producer.EventProducer` (idempotent,
+``acks=all``) and awaited before the offset moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import defaultdict, deque
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+from prometheus_client import start_http_server
+from sqlalchemy.engine import Engine
+
+from pipeline.clients import build_admin
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import KafkaMessage
+from pipeline.errors import PipelineError
+from pipeline.offsets import CommitPosition
+from pipeline.processing.engine import ProcessingEngine
+from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics, summary_line
+from pipeline.processing.processor import Processor
+from pipeline.processing.records import Record
+from pipeline.settings import PipelineSettings
+from pipeline.topics.spec import dlq_name
+from producers.producer import EventProducer, build_event_producer
+
+__all__ = ["ProducerDeadLetterSink", "build_processor_app", "check_topics", "run_processor"]
+
+logger = logging.getLogger("pipeline.processing")
+
+
+class ProducerDeadLetterSink:
+    """Dead letters through an :class:`EventProducer`; ``send`` waits for the acknowledgement."""
+
+    def __init__(self, producer: EventProducer) -> None:
+        self._producer = producer
+
+    async def send(self, topic: str, message: KafkaMessage) -> None:
+        delivery = await asyncio.wrap_future(self._producer.send_future(topic, message))
+        if not delivery.ok:
+            raise PipelineError(f"dead letter to {topic} failed: {delivery.error}")
+
+
+def check_topics(settings: PipelineSettings, processor: Processor) -> None:
+    """Fail with one line when a topic the processor reads or dead-letters to is missing."""
+    admin = build_admin(settings.kafka)
+    try:
+        metadata = admin.list_topics(timeout=10)
+    except Exception as error:
+        raise PipelineError(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {error}"
+        ) from None
+    wanted = [*processor.topics, *(dlq_name(topic) for topic in processor.topics)]
+    missing = [topic for topic in wanted if topic not in metadata.topics]
+    if missing:
+        raise PipelineError(
+            f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"do{'' if len(missing) > 1 else 'es'} not exist: run `pipeline topics apply` "
+            "(or create them)"
+        )
+
+
+def _record(message: Any) -> Record:
+    headers = message.headers or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    timestamp = message.timestamp
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=[(name, value if value is not None else b"") for name, value in headers],
+        timestamp_ms=int(timestamp * 1000) if timestamp else None,
+    )
+
+
+class _ProcessorApp(faust.App):
+    """Faust's App, draining the engine before Faust stops its consumer."""
+
+    engine: ProcessingEngine | None = None
+
+    async def on_stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.close()
+            try:
+                await self.consumer.commit()
+            except Exception as error:  # the group may already be gone; nothing is lost
+                logger.warning("final commit failed: %s", error)
+        await super().on_stop()
+
+
+def build_processor_app(
+    processor: Processor,
+    settings: PipelineSettings,
+    *,
+    database: Engine | None = None,
+    metrics: ProcessorMetrics | None = None,
+) -> faust.App:
+    """The Faust app of ``processor`` (nothing connects until the worker starts it)."""
+    processing = settings.processing
+    kafka = settings.kafka
+    if kafka.security_protocol != "PLAINTEXT":
+        raise PipelineError(
+            "the Faust processor runtime supports kafka.security_protocol PLAINTEXT only for now"
+        )
+    app = _ProcessorApp(
+        processor.name,
+        broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
+        autodiscover=False,
+        web_enabled=False,
+        store="memory://",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        # Waiting is ours (the engine's drain, bounded); Faust's own wait has no bound and
+        # would wait forever on a record held back by its key.
+        stream_wait_empty=False,
+        broker_commit_interval=processing.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(processing.max_buffered, 100),
+        broker_client_id=f"{kafka.client_id}-{processor.name}",
+    )
+    database = database or build_engine(settings.database, pool_size=processing.max_in_flight)
+    metrics = metrics or ProcessorMetrics(processor.name)
+    producer = build_event_producer(kafka, settings.producer)
+    held: dict[tuple[str, int], deque[tuple[int, EventT[Any]]]] = defaultdict(deque)
+    consumed: dict[tuple[str, int], int] = {}
+
+    def acknowledge(plan: list[CommitPosition]) -> None:
+        for topic, partition, position in plan:
+            waiting = held.get((topic, partition))
+            while waiting and waiting[0][0] < position:
+                waiting.popleft()[1].ack()
+
+    channel = app.topic(
+        *processor.topics, key_serializer="raw", value_serializer="raw", allow_empty=True
+    )
+
+    def engine_of_app() -> ProcessingEngine:
+        if app.engine is None:
+            app.engine = ProcessingEngine(
+                processor,
+                database=database,
+                dead_letters=ProducerDeadLetterSink(producer),
+                on_commit=acknowledge,
+                settings=processing,
+                metrics=metrics,
+            )
+        return app.engine
+
+    @app.agent(channel, name=f"{processor.name}-records")
+    async def records(stream: faust.StreamT[Any]) -> None:
+        engine = engine_of_app()
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            record = _record(event.message)
+            held[record.topic_partition].append((record.offset, event))
+            consumed[record.topic_partition] = record.offset
+            await engine.submit(record)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        engine = app.engine
+        partitions = [(tp.topic, tp.partition) for tp in revoked]
+        if engine is not None and partitions:
+            await engine.drain(partitions)
+            try:
+                await app.consumer.commit()
+            except Exception as error:
+                logger.warning("commit on revocation failed: %s", error)
+        for tp in partitions:
+            held.pop(tp, None)
+            consumed.pop(tp, None)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        engine_of_app().assigned([(tp.topic, tp.partition) for tp in assigned])
+
+    last: list[MetricsSnapshot] = []
+
+    @app.timer(processing.metrics_log_interval_s)  # type: ignore[untyped-decorator]
+    async def report() -> None:
+        for tp in list(consumed):
+            highwater = app.consumer.highwater(TP(*tp))
+            if highwater is not None and highwater >= 0:
+                metrics.set_lag(tp[0], tp[1], max(0, highwater - consumed[tp] - 1))
+        now = metrics.snapshot()
+        logger.info(summary_line(processor.name, now, last[-1] if last else None))
+        last[:] = [now]
+
+    app.pipeline_producer = producer  # type: ignore[attr-defined]
+    app.pipeline_database = database  # type: ignore[attr-defined]
+    app.pipeline_metrics = metrics  # type: ignore[attr-defined]
+    return app
+
+
+def run_processor(
+    processor: Processor, settings: PipelineSettings, *, loglevel: str = "warn"
+) -> None:
+    """Run ``processor`` until SIGINT/SIGTERM: migrate, check topics, start the Faust worker."""
+    processing = settings.processing
+    database = build_engine(settings.database, pool_size=processing.max_in_flight)
+    migrate(database)
+    check_topics(settings, processor)
+    metrics = ProcessorMetrics(processor.name)
+    if processing.metrics_port is not None:
+        try:
+            start_http_server(processing.metrics_port, registry=metrics.registry)
+        except OSError as error:
+            raise PipelineError(
+                f"cannot serve metrics on port {processing.metrics_port}: {error.strerror}"
+            ) from None
+    app = build_processor_app(processor, settings, database=database, metrics=metrics)
+    producer: EventProducer = app.pipeline_producer  # type: ignore[attr-defined]
+    logger.info(
+        "%s on %s: topics %s, %d in flight, host %s",
+        processor.name,
+        settings.kafka.bootstrap_servers,
+        ", ".join(processor.topics),
+        processing.max_in_flight,
+        socket.gethostname(),
+    )
+    with producer.polling():
+        worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit:
+            pass
+        finally:
+            producer.flush(10)
+            database.dispose()

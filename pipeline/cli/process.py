@@ -1,0 +1,70 @@
+"""``pipeline process MODULE:PROCESSOR``: run a processor's handlers as a Faust worker."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.errors import PipelineError
+from pipeline.logs import configure_logging
+from pipeline.processing.processor import Processor
+from pipeline.settings import PipelineSettings
+
+
+def load_processor(spec: str) -> Processor:
+    """The :class:`Processor` named by ``module.path:attribute`` (the current folder first)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise PipelineError(
+            f"expected MODULE:PROCESSOR (e.g. consumers.orders:processor), got {spec!r}"
+        )
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise PipelineError(f"cannot import {module_name}: {error}") from None
+    found = getattr(module, attribute, None)
+    if not isinstance(found, Processor):
+        kind = "nothing" if found is None else type(found).__name__
+        raise PipelineError(f"{spec} is {kind}, not a pipeline.processing.Processor")
+    return found
+
+
+def process(
+    ctx: typer.Context,
+    spec: str = typer.Argument(
+        ...,
+        metavar="MODULE:PROCESSOR",
+        help="Where the Processor is, e.g. consumers.orders:processor.",
+    ),
+    max_in_flight: int | None = typer.Option(
+        None, "--max-in-flight", min=1, help="Events handled at once across keys (one per key)."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on this port."
+    ),
+) -> None:
+    """Run a processor until Ctrl-C or SIGTERM: its handlers in order per key, concurrently
+    across keys, exactly once in effect (inbox), with retries and dead letters.
+
+    The database (PIPELINE_DATABASE__URL) is migrated first; the topics and their .dlq must
+    exist (`pipeline topics apply`).
+    """
+    from consumers.processor_app import run_processor
+
+    settings: PipelineSettings = ctx.obj
+    updates: dict[str, object] = {}
+    if max_in_flight is not None:
+        updates["max_in_flight"] = max_in_flight
+    if metrics_port is not None:
+        updates["metrics_port"] = metrics_port
+    if updates:
+        processing = settings.processing.model_copy(update=updates)
+        settings = settings.model_copy(update={"processing": processing})
+    processor = load_processor(spec)
+    configure_logging(settings, processor.name)
+    run_processor(processor, settings)

@@ -1,0 +1,141 @@
+"""The service database: one SQLAlchemy engine per process, and the schema migrations.
+
+SQLite is the embedded default (``sqlite:///pipeline.db``); PostgreSQL is the production choice
+(``postgresql+psycopg://user@host/db``, the password kept apart in ``database.password``).
+Every table of the project (inbox, parked keys, outbox) is declared on :data:`metadata` and
+created by Alembic migrations in ``pipeline/migrations``, applied with :func:`migrate` when a
+program starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import MetaData, create_engine, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from pipeline.errors import PipelineError
+from pipeline.settings import DatabaseSettings
+
+__all__ = [
+    "DatabaseError",
+    "build_engine",
+    "current_revision",
+    "head_revision",
+    "is_postgres",
+    "metadata",
+    "migrate",
+]
+
+#: Constraint names follow one convention, so migrations can name what they drop.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+#: Any constant: the advisory lock that serialises concurrent migrations on PostgreSQL.
+_MIGRATION_LOCK_ID = 0x706970656C696E65  # "pipeline"
+
+
+class DatabaseError(PipelineError):
+    """The database cannot be reached, or its URL is not usable."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # WAL lets readers (status, cleanup) run beside the one writer; the busy timeout makes a
+    # second writer wait instead of failing at once with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def build_engine(settings: DatabaseSettings, *, pool_size: int = 10) -> Engine:
+    """The engine for ``settings.url`` (no connection is made until first use)."""
+    try:
+        url = make_url(settings.url)
+    except ArgumentError:
+        raise DatabaseError(f"database.url is not a database URL: {settings.url!r}") from None
+    if settings.password is not None:
+        url = url.set(password=settings.password.get_secret_value())
+    try:
+        if url.get_backend_name() == "sqlite":
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as error:  # unknown dialect, or its driver not installed
+        where = url.render_as_string(hide_password=True)
+        reason = " ".join(str(error).split())
+        raise DatabaseError(f"database.url {where} cannot be used: {reason}") from None
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+@contextmanager
+def _connect(engine: Engine) -> Iterator[Connection]:
+    try:
+        with engine.connect() as connection:
+            yield connection
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        where = engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(f"cannot use the database {where}: {reason}") from None
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; safe when several programs start at once."""
+    with _connect(engine) as connection:
+        if is_postgres(engine):
+            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            connection.commit()
+        try:
+            command.upgrade(_alembic_config(connection), "head")
+            connection.commit()
+        finally:
+            if is_postgres(engine):
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                )
+                connection.commit()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``None`` before the first migration)."""
+    with _connect(engine) as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head

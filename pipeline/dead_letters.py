@@ -1,0 +1,297 @@
+"""Dead letters: what goes to ``<topic>.dlq``, and how it is read back and redriven.
+
+A dead letter is the original message, byte for byte (key, value and every original header, so
+the ``ce_*`` attributes survive), plus ``dlq.*`` headers saying why:
+
+========================  ==============================================================
+``dlq.reason``            one of :data:`Reason` (why the event could not be handled)
+``dlq.error.type``        the exception's qualified class name
+``dlq.error.message``     its message (one line, at most 1,000 characters)
+``dlq.error.stacktrace``  the traceback (at most 8,000 characters)
+``dlq.attempts``          how many attempts were made
+``dlq.original.*``        ``topic``, ``partition``, ``offset``, ``timestamp`` (ms)
+``dlq.consumer.group``    the consumer group that gave up
+``dlq.dead_lettered_at``  when (RFC 3339, UTC)
+``dlq.parked_by``         for ``key_parked``: the event id that parked the key
+========================  ==============================================================
+
+Redriving appends, in one Kafka transaction, the message to its original topic (with the
+``pipeline.redrive.*`` headers below) and a *marker* to the dead-letter topic: an empty message
+whose ``dlq.redriven`` header names the dead letter's ``partition:offset``. Readers of the
+dead-letter topic pair them up, so a dead letter is redriven at most once.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, get_args
+
+from pipeline.envelope import KafkaMessage
+
+__all__ = [
+    "REDRIVE_ID",
+    "REDRIVE_LAST",
+    "REDRIVE_OF",
+    "DeadLetter",
+    "Failure",
+    "Reason",
+    "dead_letter_message",
+    "pending_dead_letters",
+    "read_dead_letter",
+    "redrive_message",
+    "redriven_marker",
+]
+
+Reason = Literal[
+    "undecodable",  # the value or headers are not an event at all
+    "schema_invalid",  # an event, but its data does not fit the handler's model
+    "unhandled_type",  # no handler for this event type on this topic
+    "rejected",  # the handler refused it for good (raised Reject)
+    "retries_exhausted",  # the handler kept failing
+    "key_parked",  # an earlier event of the same key is dead-lettered: order is kept
+]
+REASONS: tuple[str, ...] = get_args(Reason)
+
+PREFIX = "dlq."
+REASON = "dlq.reason"
+ERROR_TYPE = "dlq.error.type"
+ERROR_MESSAGE = "dlq.error.message"
+ERROR_STACKTRACE = "dlq.error.stacktrace"
+ATTEMPTS = "dlq.attempts"
+ORIGINAL_TOPIC = "dlq.original.topic"
+ORIGINAL_PARTITION = "dlq.original.partition"
+ORIGINAL_OFFSET = "dlq.original.offset"
+ORIGINAL_TIMESTAMP = "dlq.original.timestamp"
+CONSUMER_GROUP = "dlq.consumer.group"
+DEAD_LETTERED_AT = "dlq.dead_lettered_at"
+PARKED_BY = "dlq.parked_by"
+REDRIVEN = "dlq.redriven"
+
+#: Headers of a redriven message: the redrive run, whether it is the last of its key in that
+#: run (the processor lets the key go once it succeeded), and which dead letter it came from.
+REDRIVE_ID = "pipeline.redrive.id"
+REDRIVE_LAST = "pipeline.redrive.last"
+REDRIVE_OF = "pipeline.redrive.of"
+_REDRIVE_HEADERS = (REDRIVE_ID, REDRIVE_LAST, REDRIVE_OF)
+
+_MAX_MESSAGE = 1_000
+_MAX_STACKTRACE = 8_000
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an event is dead-lettered."""
+
+    reason: Reason
+    error_type: str
+    message: str
+    stacktrace: str = ""
+    attempts: int = 1
+    parked_by: str | None = None
+
+    @classmethod
+    def from_exception(cls, reason: Reason, error: BaseException, attempts: int = 1) -> Failure:
+        kind = type(error)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else (f"{kind.__module__}.{kind.__qualname__}")
+        )
+        return cls(
+            reason=reason,
+            error_type=name,
+            message=" ".join(str(error).split()) or kind.__name__,
+            stacktrace="".join(traceback.format_exception(error)),
+            attempts=attempts,
+        )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def dead_letter_message(
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int | None,
+    consumer_group: str,
+    failure: Failure,
+    now: datetime | None = None,
+) -> KafkaMessage:
+    """The dead letter of one consumed message (pure).
+
+    Earlier ``dlq.*`` and redrive headers are replaced, so a message dead-lettered again after a
+    redrive carries only the newest failure.
+    """
+    kept = [
+        (name, data)
+        for name, data in headers
+        if not name.startswith(PREFIX) and name not in _REDRIVE_HEADERS
+    ]
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    added: list[tuple[str, str]] = [
+        (REASON, failure.reason),
+        (ERROR_TYPE, failure.error_type),
+        (ERROR_MESSAGE, _clip(failure.message, _MAX_MESSAGE)),
+        (ERROR_STACKTRACE, _clip(failure.stacktrace, _MAX_STACKTRACE)),
+        (ATTEMPTS, str(failure.attempts)),
+        (ORIGINAL_TOPIC, topic),
+        (ORIGINAL_PARTITION, str(partition)),
+        (ORIGINAL_OFFSET, str(offset)),
+        (ORIGINAL_TIMESTAMP, "" if timestamp_ms is None else str(timestamp_ms)),
+        (CONSUMER_GROUP, consumer_group),
+        (DEAD_LETTERED_AT, when.isoformat(timespec="milliseconds").replace("+00:00", "Z")),
+    ]
+    if failure.parked_by is not None:
+        added.append((PARKED_BY, failure.parked_by))
+    return KafkaMessage(
+        key=key,
+        value=value,
+        headers=kept + [(name, text.encode("utf-8")) for name, text in added],
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead letter as read back from ``<topic>.dlq``."""
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    key: bytes | None
+    value: bytes | None
+    #: The original message's headers (without ``dlq.*``).
+    headers: list[tuple[str, bytes]]
+    reason: str
+    error_type: str
+    error_message: str
+    stacktrace: str
+    attempts: int
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_timestamp_ms: int | None
+    consumer_group: str
+    dead_lettered_at: str
+    parked_by: str | None = None
+    event_id: str | None = field(default=None)
+    event_type: str | None = field(default=None)
+
+    @property
+    def position(self) -> str:
+        """``partition:offset`` in the dead-letter topic, as redrive markers name it."""
+        return f"{self.dlq_partition}:{self.dlq_offset}"
+
+    @property
+    def key_text(self) -> str:
+        if self.key is None:
+            return ""
+        return self.key.decode("utf-8", errors="backslashreplace")
+
+
+def _texts(headers: Iterable[tuple[str, bytes | str | None]]) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for name, data in headers:
+        if data is None:
+            texts[name] = ""
+        elif isinstance(data, bytes):
+            texts[name] = data.decode("utf-8", errors="replace")
+        else:
+            texts[name] = data
+    return texts
+
+
+def _int(text: str | None, default: int = -1) -> int:
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
+
+
+def read_dead_letter(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | str | None]] | None,
+) -> DeadLetter | str | None:
+    """What one message of a dead-letter topic is (pure).
+
+    A :class:`DeadLetter`; or, for a redrive marker, the ``partition:offset`` it names; or
+    ``None`` for a message that is neither (written there by someone else).
+    """
+    all_headers = list(headers or [])
+    texts = _texts(all_headers)
+    if REDRIVEN in texts:
+        return texts[REDRIVEN]
+    if REASON not in texts:
+        return None
+    original = [
+        (name, data if isinstance(data, bytes) else (data or "").encode("utf-8"))
+        for name, data in all_headers
+        if not name.startswith(PREFIX)
+    ]
+    timestamp = _int(texts.get(ORIGINAL_TIMESTAMP))
+    return DeadLetter(
+        dlq_topic=topic,
+        dlq_partition=partition,
+        dlq_offset=offset,
+        key=key,
+        value=value,
+        headers=original,
+        reason=texts[REASON],
+        error_type=texts.get(ERROR_TYPE, ""),
+        error_message=texts.get(ERROR_MESSAGE, ""),
+        stacktrace=texts.get(ERROR_STACKTRACE, ""),
+        attempts=_int(texts.get(ATTEMPTS), 0),
+        original_topic=texts.get(ORIGINAL_TOPIC, ""),
+        original_partition=_int(texts.get(ORIGINAL_PARTITION)),
+        original_offset=_int(texts.get(ORIGINAL_OFFSET)),
+        original_timestamp_ms=None if timestamp < 0 else timestamp,
+        consumer_group=texts.get(CONSUMER_GROUP, ""),
+        dead_lettered_at=texts.get(DEAD_LETTERED_AT, ""),
+        parked_by=texts.get(PARKED_BY),
+        event_id=texts.get("ce_id"),
+        event_type=texts.get("ce_type"),
+    )
+
+
+def pending_dead_letters(read: Iterable[DeadLetter | str | None]) -> list[DeadLetter]:
+    """The dead letters not redriven yet, in the order read (markers remove theirs)."""
+    letters: list[DeadLetter] = []
+    redriven: set[str] = set()
+    for item in read:
+        if isinstance(item, DeadLetter):
+            letters.append(item)
+        elif isinstance(item, str):
+            redriven.add(item)
+    return [letter for letter in letters if letter.position not in redriven]
+
+
+def redrive_message(letter: DeadLetter, *, redrive_id: str, last_of_key: bool) -> KafkaMessage:
+    """The message that sends ``letter`` back to its original topic (pure)."""
+    headers = [(name, data) for name, data in letter.headers if name not in _REDRIVE_HEADERS]
+    headers += [
+        (REDRIVE_ID, redrive_id.encode()),
+        (REDRIVE_LAST, b"true" if last_of_key else b"false"),
+        (REDRIVE_OF, f"{letter.dlq_topic}:{letter.position}".encode()),
+    ]
+    return KafkaMessage(key=letter.key, value=letter.value, headers=headers)
+
+
+def redriven_marker(letter: DeadLetter) -> KafkaMessage:
+    """The marker appended to the dead-letter topic once ``letter`` is redriven (pure)."""
+    return KafkaMessage(key=letter.key, value=None, headers=[(REDRIVEN, letter.position.encode())])
+
+
+def is_reason(text: str) -> bool:
+    return text in REASONS

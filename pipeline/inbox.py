@@ -1,0 +1,267 @@
+"""The inbox: which events a consumer group has handled, and which keys are parked.
+
+A processor records ``(consumer group, event id)`` in the same database transaction as the
+handler's effects; a redelivered event finds its row and is skipped (a duplicate). The insert
+comes first in the transaction, so on PostgreSQL a second instance handling the same event at
+the same moment (during a rebalance) waits on the row and then sees the duplicate.
+
+A *parked* key is a key whose event was dead-lettered: its later events are dead-lettered too
+(reason ``key_parked``), so nothing of that key is applied past the gap, until a redrive of the
+key succeeds. The park is a row, so it survives restarts and rebalances.
+
+The tables are created by the migration ``0001_inbox``; their rows are removed after the
+configured retention by :func:`purge_inbox`, in small batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from pipeline.database import metadata
+
+__all__ = [
+    "Claim",
+    "Outcome",
+    "ParkedKey",
+    "claim",
+    "inbox_table",
+    "park_key",
+    "parked_key",
+    "parked_keys_table",
+    "purge_inbox",
+    "unpark_key",
+]
+
+Outcome = Literal["processed", "dead_lettered"]
+
+inbox_table = Table(
+    "pipeline_inbox",
+    metadata,
+    Column("consumer_group", String(255), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+parked_keys_table = Table(
+    "pipeline_parked_keys",
+    metadata,
+    Column("consumer_group", String(255), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("key", LargeBinary, primary_key=True),
+    Column("event_id", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("redrive_id", String(64), nullable=True),
+    Column("parked_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _utc(moment: datetime | None) -> datetime:
+    """``moment`` (default: now) in UTC: SQLite keeps a time's wall clock without its offset,
+    so every stored or compared time is UTC, or their order would depend on the caller's zone."""
+    if moment is None:
+        return datetime.now(UTC)
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of recording an event: new, or seen before with the outcome it had then."""
+
+    new: bool
+    previous: Outcome | None = None
+
+
+def _insert_ignoring_conflicts(connection: Connection, values: dict[str, object]) -> bool:
+    dialect = connection.dialect.name
+    # RETURNING, not rowcount: psycopg reports no row count for ON CONFLICT DO NOTHING.
+    if dialect == "postgresql":
+        statement = postgresql.insert(inbox_table).values(values).on_conflict_do_nothing()
+        returned = statement.returning(inbox_table.c.event_id)
+    elif dialect == "sqlite":
+        lite = sqlite.insert(inbox_table).values(values).on_conflict_do_nothing()
+        returned = lite.returning(inbox_table.c.event_id)
+    else:  # pragma: no cover - the project supports SQLite and PostgreSQL
+        raise NotImplementedError(f"the inbox does not support {dialect}")
+    return connection.execute(returned).first() is not None
+
+
+def claim(
+    connection: Connection,
+    *,
+    consumer_group: str,
+    event_id: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    outcome: Outcome = "processed",
+    now: datetime | None = None,
+) -> Claim:
+    """Record the event in the caller's transaction (not committed here)."""
+    inserted = _insert_ignoring_conflicts(
+        connection,
+        {
+            "consumer_group": consumer_group,
+            "event_id": event_id,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "outcome": outcome,
+            "recorded_at": _utc(now),
+        },
+    )
+    if inserted:
+        return Claim(new=True)
+    previous = outcome_of(connection, consumer_group=consumer_group, event_id=event_id)
+    return Claim(new=False, previous=previous)
+
+
+def outcome_of(connection: Connection, *, consumer_group: str, event_id: str) -> Outcome | None:
+    """The recorded outcome of an event, or ``None`` when it was never recorded."""
+    found: Outcome | None = connection.execute(
+        select(inbox_table.c.outcome).where(
+            inbox_table.c.consumer_group == consumer_group, inbox_table.c.event_id == event_id
+        )
+    ).scalar_one_or_none()
+    return found
+
+
+def set_outcome(
+    connection: Connection,
+    *,
+    consumer_group: str,
+    event_id: str,
+    outcome: Outcome,
+    now: datetime | None = None,
+) -> None:
+    """Change a recorded event's outcome (a redriven dead letter that now succeeded)."""
+    connection.execute(
+        update(inbox_table)
+        .where(inbox_table.c.consumer_group == consumer_group, inbox_table.c.event_id == event_id)
+        .values(outcome=outcome, recorded_at=_utc(now))
+    )
+
+
+@dataclass(frozen=True)
+class ParkedKey:
+    event_id: str
+    reason: str
+    redrive_id: str | None
+    parked_at: datetime
+
+
+def _key_clause(consumer_group: str, topic: str, key: bytes) -> ColumnElement[bool]:
+    table = parked_keys_table
+    return and_(
+        table.c.consumer_group == consumer_group, table.c.topic == topic, table.c.key == key
+    )
+
+
+def parked_key(
+    connection: Connection, *, consumer_group: str, topic: str, key: bytes
+) -> ParkedKey | None:
+    row = connection.execute(
+        select(
+            parked_keys_table.c.event_id,
+            parked_keys_table.c.reason,
+            parked_keys_table.c.redrive_id,
+            parked_keys_table.c.parked_at,
+        ).where(_key_clause(consumer_group, topic, key))
+    ).one_or_none()
+    return None if row is None else ParkedKey(*row)
+
+
+def park_key(
+    connection: Connection,
+    *,
+    consumer_group: str,
+    topic: str,
+    key: bytes,
+    event_id: str,
+    reason: str,
+    redrive_id: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Park ``key`` (or re-park it, for a redrive that failed again)."""
+    connection.execute(delete(parked_keys_table).where(_key_clause(consumer_group, topic, key)))
+    connection.execute(
+        parked_keys_table.insert().values(
+            consumer_group=consumer_group,
+            topic=topic,
+            key=key,
+            event_id=event_id,
+            reason=reason,
+            redrive_id=redrive_id,
+            parked_at=_utc(now),
+        )
+    )
+
+
+def unpark_key(connection: Connection, *, consumer_group: str, topic: str, key: bytes) -> bool:
+    return (
+        connection.execute(
+            delete(parked_keys_table).where(_key_clause(consumer_group, topic, key))
+        ).rowcount
+        > 0
+    )
+
+
+def count_parked(connection: Connection, *, consumer_group: str) -> int:
+    return int(
+        connection.execute(
+            select(func.count()).where(parked_keys_table.c.consumer_group == consumer_group)
+        ).scalar_one()
+    )
+
+
+def purge_inbox(engine: Engine, *, older_than: datetime, batch_size: int = 1_000) -> int:
+    """Delete inbox rows recorded before ``older_than``, ``batch_size`` rows per transaction.
+
+    Small transactions keep the locks short, so processors writing to the inbox meanwhile are
+    never held up for long. Returns how many rows were deleted.
+    """
+    table = inbox_table
+    older_than = _utc(older_than)
+    deleted = 0
+    while True:
+        with engine.begin() as connection:
+            oldest = (
+                select(table.c.consumer_group, table.c.event_id)
+                .where(table.c.recorded_at < older_than)
+                .limit(batch_size)
+            )
+            rows = connection.execute(oldest).all()
+            if not rows:
+                return deleted
+            for group in {row.consumer_group for row in rows}:
+                ids = [row.event_id for row in rows if row.consumer_group == group]
+                connection.execute(
+                    delete(table).where(table.c.consumer_group == group, table.c.event_id.in_(ids))
+                )
+            deleted += len(rows)
+        if len(rows) < batch_size:
+            return deleted

@@ -1,0 +1,279 @@
+"""One attempt at one record: decode, check the inbox and the park, run the handler, commit.
+
+This is synchronous and blocking (a database transaction around a plain function); the engine
+runs it in a worker thread and decides about retries from the :class:`Outcome` it returns.
+
+In one transaction, in this order:
+
+1. record ``(consumer group, event id)`` in the inbox; a row already there means a duplicate
+   (unless this is a redrive of an event that was dead-lettered: then it is handled now);
+2. if the record's key is parked, stop: the record is dead-lettered as ``key_parked`` (a
+   redrive passes the park, unless this same redrive already failed for that key);
+3. call the handler inside a log context naming the event;
+4. a redrive's last record of its key lets the key go;
+5. commit: the effects, the inbox row and the emitted events together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import ValidationError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.orm import Session
+
+from pipeline import dead_letters, inbox
+from pipeline.dead_letters import Failure
+from pipeline.envelope import EnvelopeError, Event, decode
+from pipeline.logs.context import log_context
+from pipeline.processing.processor import Processor, Reject, UnitOfWork
+from pipeline.processing.records import Record
+
+__all__ = ["Outcome", "Redrive", "attempt", "inbox_id", "record_dead_letter"]
+
+
+@dataclass(frozen=True)
+class Redrive:
+    """The redrive headers of a record, when it was sent back from a dead-letter topic."""
+
+    redrive_id: str
+    last_of_key: bool
+
+    @classmethod
+    def of(cls, record: Record) -> Redrive | None:
+        redrive_id = record.header(dead_letters.REDRIVE_ID)
+        if not redrive_id:
+            return None
+        return cls(redrive_id, record.header(dead_letters.REDRIVE_LAST) == "true")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of an attempt.
+
+    - ``processed``: committed; ``duplicate``: seen before, nothing done;
+    - ``dead_letter``: dead-letter it now (``failure`` says why), no retry;
+    - ``failed``: the handler raised; retry while attempts remain, then dead-letter;
+    - ``unavailable``: the database could not be used; retry without limit (it is not the
+      event's fault, and dead-lettering every event during an outage would lose the order).
+    """
+
+    kind: Literal["processed", "duplicate", "dead_letter", "failed", "unavailable"]
+    event_id: str
+    failure: Failure | None = None
+    error: BaseException | None = None
+    event: Event | None = None
+
+
+def inbox_id(record: Record, event: Event | None) -> str:
+    """The inbox's id for a record: its event id, or its position when it is not an event."""
+    if event is not None:
+        return event.id
+    header_id = record.header("ce_id")
+    return header_id or f"kafka:{record.topic}:{record.partition}:{record.offset}"
+
+
+class _Parked(Exception):
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, DisconnectionError | OperationalError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def _dead_letter_unless_seen(
+    record: Record,
+    engine: Engine,
+    consumer_group: str,
+    event: Event | None,
+    failure: Failure,
+) -> Outcome:
+    """A record that cannot be handled: dead-letter it, unless it was dead-lettered before."""
+    event_id = inbox_id(record, event)
+    try:
+        with engine.connect() as connection:
+            seen = inbox.outcome_of(connection, consumer_group=consumer_group, event_id=event_id)
+    except Exception as error:
+        return Outcome("unavailable", event_id, error=error, event=event)
+    if seen is not None and Redrive.of(record) is None:
+        return Outcome("duplicate", event_id, event=event)
+    return Outcome("dead_letter", event_id, failure, event=event)
+
+
+def attempt(
+    record: Record,
+    *,
+    processor: Processor,
+    engine: Engine,
+    consumer_group: str,
+    park_keys: bool = True,
+    use_inbox: bool = True,
+) -> Outcome:
+    """Handle ``record`` once (see the module's docstring for the steps).
+
+    ``use_inbox=False`` skips steps 1, 2 and 4: no duplicate detection and no parked keys.
+    """
+    try:
+        event = decode(record.value, record.headers, record.key)
+    except EnvelopeError as error:
+        return _dead_letter_unless_seen(
+            record, engine, consumer_group, None, Failure.from_exception("undecodable", error)
+        )
+    route = processor.route(record.topic, event.type)
+    if route is None:
+        missing = LookupError(
+            f"{processor.name} has no handler for {event.type!r} on {record.topic}"
+        )
+        return _dead_letter_unless_seen(
+            record, engine, consumer_group, event, Failure.from_exception("unhandled_type", missing)
+        )
+    data = event.data
+    if route.model is not None:
+        try:
+            data = route.model.model_validate(event.data)
+        except ValidationError as error:
+            return _dead_letter_unless_seen(
+                record,
+                engine,
+                consumer_group,
+                event,
+                Failure.from_exception("schema_invalid", error),
+            )
+    redrive = Redrive.of(record)
+    try:
+        with Session(engine) as session, session.begin():
+            if not use_inbox:
+                route.handler(
+                    event,
+                    UnitOfWork(
+                        session=session,
+                        event=event,
+                        record=record,
+                        consumer_group=consumer_group,
+                        data=data,
+                    ),
+                )
+                return Outcome("processed", event.id, event=event)
+            connection = session.connection()
+            claimed = inbox.claim(
+                connection,
+                consumer_group=consumer_group,
+                event_id=event.id,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            if not claimed.new and not (redrive and claimed.previous == "dead_lettered"):
+                return Outcome("duplicate", event.id, event=event)
+            parked = None
+            if park_keys and record.key is not None:
+                parked = inbox.parked_key(
+                    connection, consumer_group=consumer_group, topic=record.topic, key=record.key
+                )
+                if parked is not None and (
+                    redrive is None or parked.redrive_id == redrive.redrive_id
+                ):
+                    raise _Parked(parked.event_id)
+            unit = UnitOfWork(
+                session=session,
+                event=event,
+                record=record,
+                consumer_group=consumer_group,
+                data=data,
+            )
+            with log_context(
+                event_id=event.id,
+                correlation_id=event.correlationid,
+                causation_id=event.causationid,
+                saga_id=event.extensions.get("sagaid"),
+                topic=record.topic,
+                event_type=event.type,
+                consumer_group=consumer_group,
+                partition=record.partition,
+                offset=record.offset,
+            ):
+                route.handler(event, unit)
+            if not claimed.new:
+                inbox.set_outcome(
+                    connection,
+                    consumer_group=consumer_group,
+                    event_id=event.id,
+                    outcome="processed",
+                )
+            if parked is not None and redrive is not None and redrive.last_of_key:
+                assert record.key is not None
+                inbox.unpark_key(
+                    connection, consumer_group=consumer_group, topic=record.topic, key=record.key
+                )
+    except _Parked as parked_by:
+        behind = LookupError(f"key parked behind dead-lettered event {parked_by.event_id}")
+        failure = Failure.from_exception("key_parked", behind)
+        return Outcome(
+            "dead_letter",
+            event.id,
+            Failure(
+                reason=failure.reason,
+                error_type=failure.error_type,
+                message=failure.message,
+                parked_by=parked_by.event_id,
+            ),
+            event=event,
+        )
+    except Reject as error:
+        return Outcome(
+            "dead_letter", event.id, Failure.from_exception("rejected", error), event=event
+        )
+    except Exception as error:
+        kind: Literal["failed", "unavailable"] = (
+            "unavailable" if _is_unavailable(error) else "failed"
+        )
+        return Outcome(kind, event.id, error=error, event=event)
+    return Outcome("processed", event.id, event=event)
+
+
+def record_dead_letter(
+    record: Record,
+    *,
+    engine: Engine,
+    consumer_group: str,
+    event_id: str,
+    failure: Failure,
+    park_keys: bool = True,
+) -> None:
+    """After the dead letter was acknowledged: note it in the inbox, and park its key.
+
+    A redelivery of the record then counts as a duplicate instead of a second dead letter.
+    """
+    redrive = Redrive.of(record)
+    with engine.begin() as connection:
+        claimed = inbox.claim(
+            connection,
+            consumer_group=consumer_group,
+            event_id=event_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            outcome="dead_lettered",
+        )
+        if not claimed.new and claimed.previous != "dead_lettered":
+            inbox.set_outcome(
+                connection,
+                consumer_group=consumer_group,
+                event_id=event_id,
+                outcome="dead_lettered",
+            )
+        if park_keys and record.key is not None and failure.reason != "key_parked":
+            inbox.park_key(
+                connection,
+                consumer_group=consumer_group,
+                topic=record.topic,
+                key=record.key,
+                event_id=event_id,
+                reason=f"{failure.reason}: {failure.message}"[:2000],
+                redrive_id=redrive.redrive_id if redrive else None,
+            )

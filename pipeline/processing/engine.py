@@ -1,0 +1,351 @@
+"""The processing engine: key-ordered, concurrent, idempotent handling of consumed records.
+
+It is broker-neutral: a binding (Faust in consumers/processor_app.py, or the broker-free test
+driver) feeds it records in offset order per partition, gives it a dead-letter sink, and
+receives commit positions. Everything here runs on one asyncio loop; only the attempts (a
+database transaction around the handler) run in worker threads.
+
+Per record:
+
+1. :meth:`ProcessingEngine.submit` waits while ``max_buffered`` records are unfinished
+   (backpressure), counts the offset as started, and queues it in its key's lane
+   (:class:`~pipeline.lanes.KeyLanes`): one at a time per key, ``max_in_flight`` over all keys;
+2. an attempt runs in a worker thread (:func:`~pipeline.processing.attempt.attempt`); a
+   handler failure is retried with the :class:`~pipeline.retry.RetryPolicy`'s backoff while the
+   key's later records wait; a database outage is retried without limit;
+3. a record that is not an event, fits no handler, was rejected, used up its retries or has a
+   parked key is dead-lettered: the dead letter is acknowledged by Kafka first, then noted in
+   the inbox (and its key parked);
+4. the offset is done; the partition's commit position moves to just below the oldest record
+   not done (:class:`~pipeline.offsets.PartitionOffsets`) and goes to ``on_commit``.
+
+A rebalance or shutdown calls :meth:`ProcessingEngine.drain`: nothing new starts on those
+partitions, records in flight get ``drain_timeout_s`` to finish, what finished is committed,
+and the rest is forgotten (it was never committed, so the next owner handles it again; the inbox
+makes that harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Protocol, TypeVar
+
+from sqlalchemy.engine import Engine
+
+from pipeline.dead_letters import Failure, dead_letter_message
+from pipeline.envelope import KafkaMessage
+from pipeline.lanes import KeyLanes, Work
+from pipeline.offsets import CommitPosition, PartitionOffsets
+from pipeline.processing.attempt import Outcome, attempt, record_dead_letter
+from pipeline.processing.metrics import ProcessorMetrics
+from pipeline.processing.processor import Processor
+from pipeline.processing.records import Record
+from pipeline.settings import ProcessingSettings
+from pipeline.topics.spec import dlq_name
+
+__all__ = ["CommitSink", "DeadLetterSink", "ProcessingEngine"]
+
+logger = logging.getLogger("pipeline.processing")
+
+T = TypeVar("T")
+TopicPartition = tuple[str, int]
+
+
+class DeadLetterSink(Protocol):
+    """Where dead letters go; ``send`` returns once Kafka acknowledged the message."""
+
+    async def send(self, topic: str, message: KafkaMessage) -> None: ...
+
+
+CommitSink = Callable[[list[CommitPosition]], None]
+
+
+class ProcessingEngine:
+    """Handles records for one processor (one consumer group member)."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        database: Engine,
+        dead_letters: DeadLetterSink,
+        on_commit: CommitSink,
+        settings: ProcessingSettings,
+        metrics: ProcessorMetrics | None = None,
+        consumer_group: str | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.processor = processor
+        self.consumer_group = consumer_group or processor.name
+        self.settings = settings
+        self.metrics = metrics or ProcessorMetrics(processor.name)
+        self._database = database
+        self._dead_letters = dead_letters
+        self._on_commit = on_commit
+        self._park = settings.on_dead_letter == "park_key"
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._lanes: KeyLanes[Record] = KeyLanes(
+            settings.max_in_flight,
+            unkeyed="unordered" if settings.ordering == "none" else "per_partition",
+        )
+        self._offsets = PartitionOffsets()
+        self._tasks: dict[Work[Record], asyncio.Task[None]] = {}
+        self._generation: dict[TopicPartition, int] = {}
+        self._room: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.max_in_flight, thread_name_prefix=f"{processor.name}-worker"
+        )
+        self._closed = False
+
+    # --- feeding ------------------------------------------------------------------------------
+
+    @property
+    def unfinished(self) -> int:
+        """Records submitted and not finished (running, or waiting behind their key)."""
+        return self._lanes.in_flight + self._lanes.pending
+
+    def assigned(self, partitions: Collection[TopicPartition]) -> None:
+        """Partitions this member now owns: their records may be submitted, from any offset."""
+        for tp in partitions:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
+            self._offsets.revoke(*tp)
+
+    async def submit(self, record: Record) -> None:
+        """Accept the next record of its partition; waits while too many are unfinished."""
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        room = self._events()[0]
+        while self.unfinished >= self.settings.max_buffered:
+            room.clear()
+            await room.wait()
+        self._generation.setdefault(record.topic_partition, 1)
+        self._offsets.started(record.topic, record.partition, record.offset)
+        lane_key = record.key if self.settings.ordering == "key" else None
+        work = Work(record.topic, record.partition, record.offset, lane_key, record)
+        self._start(self._lanes.submit(work))
+
+    async def wait_idle(self) -> None:
+        """Wait until every submitted record is finished (the test driver's "run to the end")."""
+        idle = self._events()[1]
+        while self.unfinished:
+            idle.clear()
+            await idle.wait()
+
+    # --- rebalance and shutdown ---------------------------------------------------------------
+
+    async def drain(
+        self, partitions: Collection[TopicPartition] | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Stop ``partitions`` (all when ``None``): finish what runs, commit, forget the rest."""
+        timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
+        wanted = set(self._generation) if partitions is None else set(partitions)
+        running = self._lanes.drain(wanted)
+        tasks = [self._tasks[work] for work in running if work in self._tasks]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            if late:
+                logger.warning(
+                    "%s: %d event(s) still running after %.1f s of draining; they are not "
+                    "committed and will be handled again by the partitions' next owner",
+                    self.processor.name,
+                    len(late),
+                    timeout,
+                )
+        self._commit(wanted)
+        for tp in wanted:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
+            self._offsets.revoke(*tp)
+            self.metrics.forget_lag(*tp)
+        for work in [work for work in self._tasks if work.lane[:2] in wanted]:
+            del self._tasks[work]
+        self._start(self._lanes.forget(wanted))
+        self._wake()
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Drain everything, then release the worker threads (they finish on their own)."""
+        if self._closed:
+            return
+        await self.drain(None, timeout_s)
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- running records ----------------------------------------------------------------------
+
+    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
+        if self._room is None or self._idle is None:
+            self._room, self._idle = asyncio.Event(), asyncio.Event()
+        return self._room, self._idle
+
+    def _wake(self) -> None:
+        room, idle = self._events()
+        if self.unfinished < self.settings.max_buffered:
+            room.set()
+        if not self.unfinished:
+            idle.set()
+
+    def _start(self, works: list[Work[Record]]) -> None:
+        for work in works:
+            generation = self._generation[(work.topic, work.partition)]
+            self._tasks[work] = asyncio.ensure_future(self._run(work, generation))
+        self.metrics.set_in_flight(self._lanes.in_flight)
+
+    async def _run(self, work: Work[Record], generation: int) -> None:
+        tp = (work.topic, work.partition)
+        try:
+            await self._handle(work.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not lose the record: it stays uncommitted
+            logger.exception("%s: internal error handling %s", self.processor.name, work)
+            return
+        if self._generation.get(tp) != generation:
+            return  # revoked meanwhile: the next owner handles it again
+        self._tasks.pop(work, None)
+        self._offsets.done(work.topic, work.partition, work.offset)
+        self._start(self._lanes.complete(work))
+        self._commit([tp])
+        self._wake()
+
+    def _commit(self, partitions: Collection[TopicPartition]) -> None:
+        plan = self._offsets.commit_plan(partitions)
+        if plan:
+            self._on_commit(plan)
+            self._offsets.mark_committed(plan)
+
+    async def _in_thread(self, function: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    async def _handle(self, record: Record) -> None:
+        """Attempt until processed, a duplicate, or dead-lettered."""
+        retry = self.settings.retry
+        run = partial(
+            attempt,
+            record,
+            processor=self.processor,
+            engine=self._database,
+            consumer_group=self.consumer_group,
+            park_keys=self._park,
+            use_inbox=self.settings.inbox,
+        )
+        failures = outages = 0
+        while True:
+            outcome: Outcome = await self._in_thread(run)
+            if outcome.kind == "processed":
+                self.metrics.processed(record.topic)
+                return
+            if outcome.kind == "duplicate":
+                self.metrics.duplicate(record.topic)
+                return
+            if outcome.kind == "dead_letter":
+                assert outcome.failure is not None
+                await self._dead_letter(record, outcome.event_id, outcome.failure)
+                return
+            assert outcome.error is not None
+            if outcome.kind == "unavailable":
+                outages += 1
+                delay = retry.delay(min(outages, 8), self._rng)
+                logger.warning(
+                    "%s: the database is unavailable (%s); retrying %s in %.1f s",
+                    self.processor.name,
+                    " ".join(str(outcome.error).split())[:200],
+                    outcome.event_id,
+                    delay,
+                )
+                await self._sleep(delay)
+                continue
+            failures += 1
+            if retry.exhausted(failures):
+                failure = Failure.from_exception("retries_exhausted", outcome.error, failures)
+                await self._dead_letter(record, outcome.event_id, failure)
+                return
+            self.metrics.retried(record.topic)
+            delay = retry.delay(failures, self._rng)
+            logger.info(
+                "%s: attempt %d of %s failed (%s: %s); retrying in %.2f s",
+                self.processor.name,
+                failures,
+                outcome.event_id,
+                type(outcome.error).__name__,
+                " ".join(str(outcome.error).split())[:200],
+                delay,
+                extra={"event.action": "retried"},
+            )
+            await self._sleep(delay)
+
+    async def _dead_letter(self, record: Record, event_id: str, failure: Failure) -> None:
+        """Send the dead letter (until Kafka takes it), then note it in the inbox."""
+        message = dead_letter_message(
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp_ms=record.timestamp_ms,
+            consumer_group=self.consumer_group,
+            failure=failure,
+        )
+        topic = dlq_name(record.topic)
+        tries = 0
+        while True:
+            try:
+                await self._dead_letters.send(topic, message)
+                break
+            except Exception as error:  # Kafka unreachable: nothing may be lost, so wait
+                tries += 1
+                delay = self.settings.retry.delay(min(tries, 8), self._rng)
+                logger.warning(
+                    "%s: cannot write to %s (%s); trying again in %.1f s",
+                    self.processor.name,
+                    topic,
+                    error,
+                    delay,
+                )
+                await self._sleep(delay)
+        note = partial(
+            record_dead_letter,
+            record,
+            engine=self._database,
+            consumer_group=self.consumer_group,
+            event_id=event_id,
+            failure=failure,
+            park_keys=self._park,
+        )
+        tries = 0
+        while True:
+            try:
+                await self._in_thread(note)
+                break
+            except Exception as error:
+                tries += 1
+                delay = self.settings.retry.delay(min(tries, 8), self._rng)
+                logger.warning(
+                    "%s: cannot note dead letter %s in the inbox (%s); retrying in %.1f s",
+                    self.processor.name,
+                    event_id,
+                    " ".join(str(error).split())[:200],
+                    delay,
+                )
+                await self._sleep(delay)
+        self.metrics.dead_lettered(record.topic, failure.reason)
+        logger.warning(
+            "%s: dead-lettered %s from %s[%d]@%d to %s: %s (%s: %s)",
+            self.processor.name,
+            event_id,
+            record.topic,
+            record.partition,
+            record.offset,
+            topic,
+            failure.reason,
+            failure.error_type,
+            failure.message[:300],
+            extra={"event.action": "dead_lettered"},
+        )

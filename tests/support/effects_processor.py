@@ -1,0 +1,58 @@
+"""A processor for the integration, chaos and rebalance tests: each event's effect is a row.
+
+Configured by environment variables, so a test can run it as `pipeline process
+tests.support.effects_processor:processor` in subprocesses:
+
+- ``EFFECTS_TOPIC`` (required) and ``EFFECTS_GROUP`` (default ``effects-<topic>``);
+- ``EFFECTS_SLEEP_MS``: how long each handler call waits (an I/O-bound handler);
+- ``EFFECTS_FAIL_MARKER``: events whose data has ``"poison": <marker>`` raise every time.
+
+The effect row records the key, the event's sequence number within its key and the event id;
+the table has no unique constraint, so a duplicate effect would show as a second row.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
+
+from pipeline.envelope import Event
+from pipeline.processing import Processor, UnitOfWork
+
+effects_metadata = MetaData()
+effects = Table(
+    "test_effects",
+    effects_metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("key", String(255), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("pid", Integer, nullable=False),
+)
+
+TOPIC = os.environ.get("EFFECTS_TOPIC", "effects.unset")
+processor = Processor(os.environ.get("EFFECTS_GROUP", f"effects-{TOPIC}"))
+_SLEEP_S = float(os.environ.get("EFFECTS_SLEEP_MS", "0")) / 1000
+_FAIL_MARKER = os.environ.get("EFFECTS_FAIL_MARKER")
+
+
+class PoisonError(RuntimeError):
+    pass
+
+
+@processor.handler(TOPIC)
+def apply_effect(event: Event, unit: UnitOfWork) -> None:
+    data = event.data
+    if _FAIL_MARKER is not None and data.get("poison") == _FAIL_MARKER:
+        raise PoisonError(f"poisoned event {event.id}")
+    if _SLEEP_S:
+        time.sleep(_SLEEP_S)
+    unit.session.execute(
+        insert(effects).values(
+            key=event.partitionkey or "", seq=int(data["seq"]), event_id=event.id, pid=os.getpid()
+        )
+    )
