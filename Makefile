@@ -1,12 +1,14 @@
 # The README's commands. Each does its own set-up on a fresh machine: a .venv with the
-# packages, Debian tools the tests use, and (through `pipeline stack up` or the test fixtures)
-# Kafka and Elasticsearch fetched from Maven Central.
+# packages, Debian tools the tests use (kcat, the PostgreSQL server), and (through
+# `pipeline stack up` or the test fixtures) Kafka and Elasticsearch fetched from Maven Central.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The PostgreSQL server of the stack: Debian keeps its programs off PATH.
+POSTGRES_SERVER := '/usr/lib/postgresql/*/bin/postgres=postgresql'
 
 .PHONY: help venv demo test test-unit lint bench stack-up stack-down stack-status clean
 
@@ -27,10 +29,11 @@ $(INSTALLED): pyproject.toml
 venv: $(INSTALLED)
 
 demo: $(INSTALLED)
+	scripts/ensure-debian-packages.sh $(POSTGRES_SERVER)
 	$(BIN)/pipeline demo
 
 test: $(INSTALLED)
-	scripts/ensure-debian-packages.sh kcat=kcat
+	scripts/ensure-debian-packages.sh kcat=kcat $(POSTGRES_SERVER)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED)
@@ -44,8 +47,10 @@ lint: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python bench/producer_throughput.py
 	$(BIN)/python bench/gateway_load.py
+	$(BIN)/python bench/log_shipping.py
 
 stack-up: $(INSTALLED)
+	scripts/ensure-debian-packages.sh $(POSTGRES_SERVER)
 	$(BIN)/pipeline stack up
 
 stack-status: $(INSTALLED)

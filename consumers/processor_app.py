@@ -218,6 +218,7 @@ def run_processor(
     processing = settings.processing
     database = build_engine(settings.database, pool_size=processing.max_in_flight)
     migrate(database)
+    processor.start(database)
     check_topics(settings, processor)
     metrics = ProcessorMetrics(processor.name)
     if processing.metrics_port is not None:
@@ -241,8 +242,13 @@ def run_processor(
         worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
         try:
             worker.execute_from_commandline()
-        except SystemExit:
-            pass
+        except SystemExit as exit_:
+            if exit_.code not in (None, 0):
+                raise
+        except Exception as error:  # Faust re-raises what crashed the worker
+            raise PipelineError(
+                f"{processor.name} stopped after a crash: {type(error).__name__}: {error}"
+            ) from None
         finally:
             producer.flush(10)
             database.dispose()

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.retry import RetryPolicy
+
 KAFKA_VERSION = "3.9.1"
 KAFKA_SCALA_VERSION = "2.13"
 ELASTICSEARCH_VERSION = "8.19.3"
@@ -130,6 +132,102 @@ class DatabaseSettings(_Frozen):
     password: SecretStr | None = None
 
 
+class LogSettings(_Frozen):
+    """Logging of every program (``configure_logging``) and the log shipper (``pipeline logs``)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: stderr format: ``json`` (ECS, one object a line), ``text`` (readable), or ``auto``
+    #: (text on a terminal, JSON otherwise).
+    console: Literal["auto", "json", "text"] = "auto"
+    topic: str = "logs"
+    dlq_topic: str = "logs.dlq"
+    #: The read alias of the daily log indices (``pipeline.logs.schema.INDEX_ALIAS``); tests
+    #: set their own so they never touch the real one.
+    index_alias: str = "pipeline-logs"
+    #: Records held for Kafka by the handler; beyond that they are dropped (counted) to stderr.
+    buffer_size: int = Field(default=10_000, gt=0)
+    #: How long the handler waits for Kafka when flushing at exit.
+    flush_timeout_s: float = Field(default=5.0, ge=0)
+    #: How long librdkafka keeps trying to deliver one record before it goes to stderr.
+    delivery_timeout_ms: int = Field(default=60_000, gt=0)
+    shipper_group: str = "pipeline-log-shipper"
+    shipper_batch_size: int = Field(default=2_000, gt=0)
+    #: How long the shipper waits to fill a batch.
+    shipper_batch_timeout_s: float = Field(default=0.5, gt=0)
+    #: Attempts for a document Elasticsearch answered 429 or 5xx, then it is dead-lettered.
+    retry_attempts: int = Field(default=5, ge=1)
+    retry_initial_backoff_s: float = Field(default=0.5, gt=0)
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+    #: Waits between probes while Elasticsearch is unreachable: doubling from the first to the
+    #: longest.
+    outage_initial_backoff_s: float = Field(default=1.0, gt=0)
+    outage_max_backoff_s: float = Field(default=15.0, gt=0)
+    metrics_interval_s: float = Field(default=30.0, gt=0)
+
+
+def _default_outbox_routes() -> dict[str, str]:
+    return {"order": "orders.events", "payment": "payments.events", "saga": "saga.events"}
+
+
+class OutboxSettings(_Frozen):
+    """The transactional outbox (pipeline/outbox.py) and its relay (``pipeline outbox relay``)."""
+
+    #: Rows claimed, published and marked together.
+    batch_size: int = Field(default=2_000, gt=0)
+    #: How long an idle relay waits for new rows (a NOTIFY wakes it earlier on PostgreSQL).
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    #: LISTEN for the NOTIFY sent at each commit of new rows (PostgreSQL only).
+    listen: bool = True
+    #: Published rows are deleted once they are this old.
+    retention_s: float = Field(default=24 * 3600.0, ge=0)
+    #: How often the relay deletes expired rows, and how many per statement.
+    cleanup_interval_s: float = Field(default=60.0, gt=0)
+    cleanup_batch_size: int = Field(default=10_000, gt=0)
+    #: SQLite (and any database without advisory locks): one relay holds a lease this long,
+    #: renewing it every batch; another relay takes over when it expires.
+    lease_s: float = Field(default=30.0, gt=0)
+    #: PostgreSQL: aggregates are hashed to this many advisory locks; two relays never hold
+    #: the same one, so one aggregate is only ever published by one relay at a time.
+    lock_buckets: int = Field(default=256, gt=0, le=1_000_000)
+    #: Topic of an event added without an explicit topic: by event type, else aggregate type.
+    routes: dict[str, str] = Field(default_factory=_default_outbox_routes)
+    #: A log line with the relay's counts every this many seconds (0: never).
+    log_interval_s: float = Field(default=30.0, ge=0)
+    #: Serve Prometheus metrics on this port (None: not served).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class ProcessingSettings(_Frozen):
+    """How stream processors consume (``pipeline process``; see pipeline/processing/)."""
+
+    #: Events handled at once across keys (one at a time per key); also the worker threads.
+    max_in_flight: int = Field(default=16, ge=1, le=1024)
+    #: Events taken from Kafka but not finished before fetching pauses (backpressure).
+    max_buffered: int = Field(default=1_000, ge=1)
+    retry: RetryPolicy = RetryPolicy()
+    #: Which events must be handled one after another: those of one ``key`` (the default),
+    #: all of one ``partition`` (like a plain Faust agent), or ``none`` (any order).
+    ordering: Literal["key", "partition", "none"] = "key"
+    #: Record each handled event in the inbox (in the handler's transaction) and skip
+    #: redeliveries. Off only for handlers that are idempotent by themselves.
+    inbox: bool = True
+    #: After a key's event is dead-lettered: ``park_key`` dead-letters its later events too
+    #: (reason ``key_parked``) until a redrive of the key succeeds, so a key's events are never
+    #: applied past a gap; ``continue`` handles them as if nothing happened.
+    on_dead_letter: Literal["park_key", "continue"] = "park_key"
+    #: How long a rebalance or shutdown waits for events in flight before giving up on them.
+    drain_timeout_s: float = Field(default=10.0, gt=0)
+    #: How often the commit position is sent to Kafka.
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    #: How long inbox rows are kept: a redelivery of an event older than this is no longer
+    #: recognised, so keep it above the longest lag (and redrive delay) you expect.
+    inbox_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    inbox_cleanup_interval_s: float = Field(default=300.0, gt=0)
+    #: A metrics line in the log every so often; a Prometheus endpoint when a port is given.
+    metrics_log_interval_s: float = Field(default=30.0, gt=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+
 def _default_stack_home() -> Path:
     # Elasticsearch runs as a dedicated user when we are root, and that user cannot enter
     # /root, so root's stack lives in a world-traversable place.
@@ -140,7 +238,7 @@ def _default_stack_home() -> Path:
 
 
 class StackSettings(_Frozen):
-    """The local Kafka + Elasticsearch stack started by ``pipeline stack up``."""
+    """The local Kafka + Elasticsearch + PostgreSQL stack started by ``pipeline stack up``."""
 
     home: Path = Field(default_factory=_default_stack_home)
     #: Where fetched distributions are kept; default ``<home>/dist``. Stacks may share it.
@@ -153,6 +251,17 @@ class StackSettings(_Frozen):
     elasticsearch_transport_port: int = Field(default=9300, ge=1, le=65535)
     elasticsearch_heap: str = "1g"
     elasticsearch_user: str = "pipeline-es"
+    #: PostgreSQL from Debian's packages, on 127.0.0.1 (see pipeline/stack/postgres_node.py).
+    postgres_port: int = Field(default=5432, ge=1, le=65535)
+    #: The system user that owns the cluster and runs the server when we are root.
+    postgres_user: str = "pipeline-pg"
+    #: The login role, its password and its database, created once after initdb.
+    postgres_role: str = "pipeline"
+    postgres_password: SecretStr = SecretStr("pipeline")
+    postgres_database: str = "pipeline"
+    #: Where ``postgres`` and ``initdb`` are; default ``pg_config --bindir``, else the newest
+    #: ``/usr/lib/postgresql/*/bin``.
+    postgres_bin_dir: Path | None = None
     start_timeout_s: float = Field(default=120.0, gt=0)
     compose_file: Path = Path("docker-compose.yml")
 
@@ -174,6 +283,9 @@ class PipelineSettings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     database: DatabaseSettings = DatabaseSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    logs: LogSettings = LogSettings()
+    processing: ProcessingSettings = ProcessingSettings()
     # Built per PipelineSettings() (at the entry point), not at import: its home depends on
     # who runs the program.
     stack: StackSettings = Field(default_factory=StackSettings)

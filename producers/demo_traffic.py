@@ -29,9 +29,14 @@ class DemoRequest:
 
 
 def demo_requests(
-    count: int, run: str, seed: int = 7, bad_share: float = 0.02
+    count: int, run: str, seed: int = 7, bad_share: float = 0.02, poison_share: float = 0.0
 ) -> Iterator[DemoRequest]:
-    """``count`` requests: mostly PlaceOrder, some CancelOrder and RegisterCustomer, a few bad."""
+    """``count`` requests: mostly PlaceOrder, some CancelOrder and RegisterCustomer, a few bad.
+
+    ``poison_share``: requests the gateway accepts but the orders service cannot handle: an
+    order of a ``RECALLED-`` SKU (its stock check always fails) or the cancellation of an order
+    that does not exist (refused).
+    """
     rng = random.Random(seed)
     placed: list[str] = []
     for n in range(count):
@@ -43,6 +48,15 @@ def demo_requests(
         if roll < bad_share:
             body: dict[str, Any] = {"order_id": f"{run}-o{n}", "customer_id": "", "lines": []}
             yield DemoRequest("place_order", json.dumps(body).encode(), key)
+            continue
+        if roll < bad_share + poison_share:
+            if n % 2:
+                line = {"sku": f"RECALLED-{n}", "quantity": 1, "unit_price": "9.99"}
+                body = {"order_id": f"{run}-o{n}", "customer_id": "c000", "lines": [line]}
+                yield DemoRequest("place_order", json.dumps(body).encode(), key)
+            else:
+                body = {"order_id": f"{run}-missing{n}", "reason": "no such order"}
+                yield DemoRequest("cancel_order", json.dumps(body).encode(), key)
             continue
         if roll < 0.10 and placed:
             body = {"order_id": rng.choice(placed), "reason": "changed my mind"}

@@ -6,12 +6,17 @@
 4. send the demo's traffic through it over HTTP, some of it deliberately bad or retried;
 5. read the accepted requests back from Kafka, from the offsets where the run began, and check
    that each arrived exactly once;
-6. print the gateway's answers, the produce rate, latency and per-partition counts.
+6. print the gateway's answers, the produce rate, latency and per-partition counts;
+7. run the orders service over those requests (some poisoned on purpose, some re-sent), with
+   the outbox relay and the log shipper (pipeline/cli/demo_services.py), and print what it
+   processed, skipped as duplicates and dead-lettered, the outbox backlog draining to zero,
+   and the commands to look at the dead letters and the error log lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 from collections import Counter
 from collections.abc import Callable
@@ -23,9 +28,17 @@ from rich.table import Table
 
 from consumers.readback import end_offsets, read_from
 from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.demo_services import (
+    DEAD_LETTER_QUERY,
+    PROCESSOR_NAME,
+    ProcessingReport,
+    run_services,
+)
 from pipeline.clients import build_admin, build_consumer
+from pipeline.envelope import Event
 from pipeline.ids import new_event_id
 from pipeline.settings import PipelineSettings
+from pipeline.stack import postgres_node
 from pipeline.stack.manager import StackManager
 from pipeline.topics.admin import apply_plan, describe_cluster_topics
 from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS, default_catalogue
@@ -89,7 +102,7 @@ def demo(
     )
 
     run_id = new_event_id()
-    traffic = list(demo_requests(requests, run=run_id[-12:]))
+    traffic = list(demo_requests(requests, run=run_id[-12:], poison_share=0.01))
     consumer = build_consumer(settings.kafka, group_id=f"pipeline-demo-{run_id}")
     try:
         start = [
@@ -120,6 +133,9 @@ def demo(
     _print_summary(report, readback.per_partition, len(traffic), intact, len(readback.undecodable))
     if not intact or readback.timed_out or report.replays_differing:
         raise typer.Exit(1)
+
+    services = _processing_stage(settings, readback.events)
+    _print_processing_summary(services)
 
 
 def _print_summary(
@@ -159,3 +175,68 @@ def _print_summary(
     summary.add_row("undecodable messages", f"{undecodable:,}")
     summary.add_row("every accepted request in Kafka exactly once", "yes" if intact else "NO")
     _out.print(summary)
+
+
+#: Accepted requests sent a second time with their event ids, as a producer retrying after a
+#: lost acknowledgement would: the orders service's inbox must skip every one.
+REDELIVERED = 50
+
+
+def _processing_stage(settings: PipelineSettings, accepted: list[Event]) -> ProcessingReport:
+    if "PIPELINE_DATABASE__URL" not in os.environ:
+        # The demo's service database is the stack's PostgreSQL, unless one is configured.
+        settings = settings.model_copy(
+            update={"database": postgres_node.database_settings(settings.stack)}
+        )
+    redeliver = [
+        (REQUESTS_CUSTOMERS if "register_customer" in event.type else REQUESTS_ORDERS, event)
+        for event in accepted[:: max(1, len(accepted) // REDELIVERED)][:REDELIVERED]
+    ]
+    log_dir = settings.stack.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        build_event_producer(settings.kafka, settings.producer) as producer,
+        _err.status("starting the orders service, the outbox relay and the log shipper") as status,
+    ):
+        return run_services(
+            settings,
+            producer,
+            redeliver,
+            str(log_dir),
+            lambda text: status.update(text),
+        )
+
+
+def _print_processing_summary(services: ProcessingReport) -> None:
+    summary = Table(title="orders service (pipeline process consumers.orders_service:processor)")
+    summary.add_column("what")
+    summary.add_column("value", justify="right")
+    summary.add_row(
+        "requests processed (effects + outbox events committed)", f"{services.processed:,}"
+    )
+    summary.add_row(
+        f"duplicates skipped by the inbox (of {REDELIVERED} re-sent)", f"{services.duplicates:,}"
+    )
+    for reason, count in sorted(services.dead_lettered.items()):
+        summary.add_row(f"dead-lettered: {reason}", f"{count:,}")
+    summary.add_row("retries", f"{services.retries:,}")
+    drained = " -> ".join(f"{n:,}" for n in _thin(services.backlog_seen))
+    summary.add_row("outbox backlog (relay draining)", drained or "0")
+    summary.add_row("dead-letter log lines in Elasticsearch", f"{services.dead_letter_log_lines:,}")
+    _out.print(summary)
+    _out.print("look at the dead letters:   pipeline dlq inspect requests.orders")
+    _out.print(
+        "find the error log lines:   pipeline logs search "
+        f"'{DEAD_LETTER_QUERY}' --service {PROCESSOR_NAME} --since 1h"
+    )
+    kibana = os.environ.get("PIPELINE_KIBANA_URL")
+    if kibana:
+        _out.print(f"Kibana (dashboard 'Pipeline logs'): {kibana}")
+
+
+def _thin(values: list[int], keep: int = 6) -> list[int]:
+    """A few points of a draining backlog: first, some in between, last (always 0)."""
+    if len(values) <= keep:
+        return values
+    step = (len(values) - 1) / (keep - 1)
+    return [values[round(i * step)] for i in range(keep)]

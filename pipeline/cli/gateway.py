@@ -11,22 +11,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import typer
 
+from pipeline.logs import configure_logging
 from pipeline.settings import GatewaySettings, PipelineSettings
 from producers.gateway import create_app, serve
 from producers.producer import build_event_producer
-
-
-def _configure_logging() -> None:
-    # Leave a logging set-up made by the embedding program (or a future project-wide one) alone.
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
 
 
 def gateway(
@@ -56,6 +47,6 @@ def gateway(
         name: value for name, value in (("host", host), ("port", port)) if value is not None
     }
     config = GatewaySettings.model_validate({**settings.gateway.model_dump(), **overrides})
-    _configure_logging()
+    configure_logging(settings, "gateway")
     with build_event_producer(settings.kafka, settings.producer) as producer:
         asyncio.run(serve(create_app(config, producer), config.host, config.port))

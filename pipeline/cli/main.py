@@ -12,12 +12,17 @@ import sys
 import typer
 from pydantic import ValidationError
 
+from pipeline.cli import dashboards as dashboards_cli
+from pipeline.cli import dlq as dlq_cli
+from pipeline.cli import logs as logs_cli
+from pipeline.cli import outbox as outbox_cli
 from pipeline.cli import stack as stack_cli
 from pipeline.cli import topics as topics_cli
 from pipeline.cli.console import stderr_console
 from pipeline.cli.consume import consume
 from pipeline.cli.demo import demo
 from pipeline.cli.gateway import gateway
+from pipeline.cli.process import process
 from pipeline.cli.produce import produce
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -31,10 +36,15 @@ app = typer.Typer(
 )
 app.add_typer(stack_cli.app, name="stack")
 app.add_typer(topics_cli.app, name="topics")
+app.add_typer(outbox_cli.app, name="outbox")
+app.add_typer(dashboards_cli.app, name="dashboards")
+app.add_typer(logs_cli.app, name="logs")
+app.add_typer(dlq_cli.app, name="dlq")
 app.command()(demo)
 app.command()(gateway)
 app.command()(produce)
 app.command()(consume)
+app.command()(process)
 
 _stderr = stderr_console()
 

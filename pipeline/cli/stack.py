@@ -1,4 +1,4 @@
-"""``pipeline stack``: a local Kafka (KRaft) and Elasticsearch, without Docker."""
+"""``pipeline stack``: a local Kafka (KRaft), Elasticsearch and PostgreSQL, without Docker."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pipeline.stack import compose
 from pipeline.stack.manager import StackManager, StackStatus, tail
 
 app = typer.Typer(
-    help="Run a local Apache Kafka (KRaft) and Elasticsearch fetched from Maven Central, "
-    "or the docker compose stack with --docker.",
+    help="Run a local Apache Kafka (KRaft) and Elasticsearch fetched from Maven Central and "
+    "PostgreSQL from Debian's packages, or the docker compose stack with --docker.",
     no_args_is_help=True,
 )
 
@@ -33,6 +33,7 @@ DockerOption = typer.Option(
 class ComponentName(StrEnum):
     kafka = "kafka"
     elasticsearch = "elasticsearch"
+    postgres = "postgres"
 
 
 def _settings(ctx: typer.Context) -> PipelineSettings:
@@ -45,7 +46,7 @@ def _print_status(status: StackStatus) -> None:
     table = Table(title="pipeline stack")
     for column in ("component", "address", "state", "version", "started by us", "detail"):
         table.add_column(column)
-    for health in (status.kafka, status.elasticsearch):
+    for health in status.components:
         record = status.records.get(health.name)
         table.add_row(
             health.name,
@@ -63,10 +64,10 @@ def up(
     ctx: typer.Context,
     docker: bool = DockerOption,
     only: ComponentName | None = typer.Option(
-        None, "--only", help="Start just this component (kafka or elasticsearch)."
+        None, "--only", help="Start just this component (kafka, elasticsearch or postgres)."
     ),
 ) -> None:
-    """Start Kafka and Elasticsearch unless they already answer; reuse what answers.
+    """Start Kafka, Elasticsearch and PostgreSQL unless they already answer; reuse what answers.
 
     The first run fetches both from Maven Central (a few minutes); later runs start in seconds.
     """
@@ -84,7 +85,7 @@ def up(
 
 @app.command()
 def status(ctx: typer.Context, docker: bool = DockerOption) -> None:
-    """Show whether Kafka and Elasticsearch answer; exit 0 only when both do."""
+    """Show whether Kafka, Elasticsearch and PostgreSQL answer; exit 0 only when all do."""
     settings = _settings(ctx)
     if docker:
         code = compose.run_compose(settings.stack.compose_file, "ps")
@@ -102,20 +103,23 @@ def down(
     ctx: typer.Context,
     docker: bool = DockerOption,
     purge: bool = typer.Option(False, "--purge", help="Also delete the data (topics, indices)."),
+    only: ComponentName | None = typer.Option(
+        None, "--only", help="Stop just this component (kafka, elasticsearch or postgres)."
+    ),
 ) -> None:
     """Stop the processes `pipeline stack up` started (by their recorded ids), nothing else."""
     settings = _settings(ctx)
     if docker:
         args = ["down", "--volumes"] if purge else ["down"]
         raise typer.Exit(compose.run_compose(settings.stack.compose_file, *args))
-    stopped = StackManager(settings).down(purge=purge)
+    stopped = StackManager(settings).down(only={only.value} if only else None, purge=purge)
     _err.print(f"stopped {', '.join(stopped)}" if stopped else "nothing of ours was running")
 
 
 @app.command()
 def logs(
     ctx: typer.Context,
-    component: ComponentName = typer.Argument(..., help="kafka or elasticsearch"),
+    component: ComponentName = typer.Argument(..., help="kafka, elasticsearch or postgres"),
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many last lines to show."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     docker: bool = DockerOption,

@@ -82,6 +82,7 @@ class ProcessorTestDriver:
             path = Path(self._tmp.name) / "driver.db"
             database = build_engine(DatabaseSettings(url=f"sqlite:///{path}"))
         migrate(database)
+        processor.start(database)
         self.database = database
         self.topics: dict[tuple[str, int], list[Record]] = defaultdict(list)
         self.committed: dict[tuple[str, int], int] = {}

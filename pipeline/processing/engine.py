@@ -40,6 +40,7 @@ from sqlalchemy.engine import Engine
 from pipeline.dead_letters import Failure, dead_letter_message
 from pipeline.envelope import KafkaMessage
 from pipeline.lanes import KeyLanes, Work
+from pipeline.logs.context import log_context
 from pipeline.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.attempt import Outcome, attempt, record_dead_letter
 from pipeline.processing.metrics import ProcessorMetrics
@@ -236,7 +237,11 @@ class ProcessingEngine:
             use_inbox=self.settings.inbox,
         )
         failures = outages = 0
+        tp = record.topic_partition
+        generation = self._generation.get(tp)
         while True:
+            if self._generation.get(tp) != generation:
+                return  # revoked (drained) meanwhile: the next owner handles it again
             outcome: Outcome = await self._in_thread(run)
             if outcome.kind == "processed":
                 self.metrics.processed(record.topic)
@@ -244,6 +249,8 @@ class ProcessingEngine:
             if outcome.kind == "duplicate":
                 self.metrics.duplicate(record.topic)
                 return
+            if self._generation.get(tp) != generation:
+                return  # revoked while attempting: neither retry nor dead-letter it here
             if outcome.kind == "dead_letter":
                 assert outcome.failure is not None
                 await self._dead_letter(record, outcome.event_id, outcome.failure)
@@ -276,7 +283,7 @@ class ProcessingEngine:
                 type(outcome.error).__name__,
                 " ".join(str(outcome.error).split())[:200],
                 delay,
-                extra={"event.action": "retried"},
+                extra={"event_action": "retried"},
             )
             await self._sleep(delay)
 
@@ -336,7 +343,20 @@ class ProcessingEngine:
                 )
                 await self._sleep(delay)
         self.metrics.dead_lettered(record.topic, failure.reason)
-        logger.warning(
+        with log_context(
+            event_id=event_id,
+            correlation_id=record.header("ce_correlationid"),
+            causation_id=record.header("ce_causationid"),
+            topic=record.topic,
+            event_type=record.header("ce_type"),
+            consumer_group=self.consumer_group,
+            partition=record.partition,
+            offset=record.offset,
+        ):
+            self._log_dead_letter(record, event_id, topic, failure)
+
+    def _log_dead_letter(self, record: Record, event_id: str, topic: str, failure: Failure) -> None:
+        logger.error(
             "%s: dead-lettered %s from %s[%d]@%d to %s: %s (%s: %s)",
             self.processor.name,
             event_id,
@@ -347,5 +367,5 @@ class ProcessingEngine:
             failure.reason,
             failure.error_type,
             failure.message[:300],
-            extra={"event.action": "dead_lettered"},
+            extra={"event_action": "dead_lettered", "event_outcome": "failure"},
         )

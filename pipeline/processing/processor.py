@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
@@ -105,6 +106,7 @@ class Processor:
             )
         self.name = name
         self._routes: dict[tuple[str, str | None], Route] = {}
+        self.startup_hooks: list[Callable[[Engine], None]] = []
 
     @property
     def topics(self) -> list[str]:
@@ -132,6 +134,16 @@ class Processor:
             return function
 
         return register
+
+    def on_start(self, hook: Callable[[Engine], None]) -> Callable[[Engine], None]:
+        """Register ``hook(database)`` to run once before consuming (e.g. create the service's
+        own tables); the runtime and the test driver call it after migrating the database."""
+        self.startup_hooks.append(hook)
+        return hook
+
+    def start(self, database: Engine) -> None:
+        for hook in self.startup_hooks:
+            hook(database)
 
     def route(self, topic: str, event_type: str) -> Route | None:
         """The handler for this event: its type's own, else the topic's catch-all."""

@@ -1,10 +1,11 @@
-"""``pipeline stack up | status | down | logs``: the local Kafka + Elasticsearch.
+"""``pipeline stack up | status | down | logs``: the local Kafka + Elasticsearch + PostgreSQL.
 
 ``up`` works in this order:
 
 1. reuse whatever already answers at the configured addresses (started by us or anyone);
-2. check Java 17+, mvn and the ports each missing component needs;
+2. check Java 17+, mvn, the PostgreSQL server and the ports each missing component needs;
 3. fetch the missing distributions from Maven Central (once, into ``<home>/dist``);
+   PostgreSQL comes from Debian's packages instead (``initdb`` once, see ``postgres_node``);
 4. write the configuration into ``<home>/state`` and start the processes in the background;
 5. wait until each answers its health check, or stop it and report the tail of its log.
 
@@ -15,6 +16,7 @@ only those records' processes.
 from __future__ import annotations
 
 import fcntl
+import grp
 import os
 import pwd
 import shutil
@@ -29,7 +31,7 @@ from typing import Literal
 from rich.console import Console
 
 from pipeline.settings import PipelineSettings
-from pipeline.stack import elasticsearch_node, kafka_node, processes
+from pipeline.stack import elasticsearch_node, kafka_node, postgres_node, processes
 from pipeline.stack.distribution import fetch_elasticsearch, fetch_kafka
 from pipeline.stack.health import Health, elasticsearch_health, kafka_health
 from pipeline.stack.preflight import (
@@ -41,8 +43,8 @@ from pipeline.stack.preflight import (
     split_host_port,
 )
 
-Component = Literal["kafka", "elasticsearch"]
-COMPONENTS: tuple[Component, ...] = ("kafka", "elasticsearch")
+Component = Literal["kafka", "elasticsearch", "postgres"]
+COMPONENTS: tuple[Component, ...] = ("kafka", "elasticsearch", "postgres")
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,25 @@ class StackStatus:
     kafka: Health
     elasticsearch: Health
     records: dict[str, processes.ProcessRecord]
+    postgres: Health
+
+    @property
+    def components(self) -> tuple[Health, ...]:
+        return (self.kafka, self.elasticsearch, self.postgres)
 
     @property
     def healthy(self) -> bool:
-        return self.kafka.ok and self.elasticsearch.ok
+        return all(h.ok for h in self.components)
+
+    def healthy_for(self, components: set[Component]) -> bool:
+        return all(h.ok for h in self.components if h.name in components)
 
     @property
     def problem(self) -> str | None:
-        failing = [h for h in (self.kafka, self.elasticsearch) if not h.ok]
+        return self.problem_for(set(COMPONENTS))
+
+    def problem_for(self, components: set[Component]) -> str | None:
+        failing = [h for h in self.components if not h.ok and h.name in components]
         return "; ".join(f"{h.name} at {h.address}: {h.detail}" for h in failing) or None
 
 
@@ -95,6 +108,7 @@ class StackManager:
             kafka=self._with_version(kafka_health(self._settings.kafka), records.get("kafka")),
             elasticsearch=elasticsearch_health(self._settings.elasticsearch),
             records=records,
+            postgres=postgres_node.postgres_health(self._stack),
         )
 
     @staticmethod
@@ -113,7 +127,7 @@ class StackManager:
     # ---- up ------------------------------------------------------------------------------
 
     def up(self, only: set[Component] | None = None) -> set[Component]:
-        """Make the components (both, or ``only`` those) answer; returns the ones started."""
+        """Make the components (all, or ``only`` those) answer; returns the ones started."""
         wanted = set(COMPONENTS) if only is None else only
         with self._lock():
             started: set[Component] = set()
@@ -126,6 +140,9 @@ class StackManager:
                 if "elasticsearch" in wanted and not es_health(self._settings.elasticsearch).ok:
                     started.add("elasticsearch")
                     self._start_elasticsearch()
+                if "postgres" in wanted and not postgres_node.postgres_health(self._stack).ok:
+                    started.add("postgres")
+                    self._start_postgres()
             except BaseException:
                 self._stop(started)
                 raise
@@ -225,6 +242,99 @@ class StackManager:
             record, lambda: elasticsearch_health(self._settings.elasticsearch), "Elasticsearch"
         )
 
+    def _start_postgres(self) -> None:
+        port = self._stack.postgres_port
+        health = postgres_node.postgres_health(self._stack)
+        if health.port_open:
+            raise StackError(
+                f"port {port} is taken by something that is not a healthy PostgreSQL "
+                f"({health.detail})"
+            )
+        bin_dir = postgres_node.find_bin_dir(
+            self._stack.postgres_bin_dir, postgres_node.pg_config_bindir()
+        )
+        version = postgres_node.server_version(bin_dir)
+        user = postgres_node.run_as_user(self._stack.postgres_user)
+        group = None
+        if user is not None:
+            _ensure_system_user(user, "PostgreSQL")
+            group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+        folder = self.state_dir / "postgres"
+        data, sockets = folder / "data", folder / "run"
+        sockets.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            _hand_over(self._stack.home, folder, user)
+        if not (data / "PG_VERSION").exists():
+            self._init_postgres(bin_dir, data, user, group)
+        made_by = (data / "PG_VERSION").read_text().strip()
+        if made_by != postgres_node.major(version):
+            raise StackError(
+                f"the cluster in {data} was made by PostgreSQL {made_by}, but the server found "
+                f"is {version} ({bin_dir}); point PIPELINE_STACK__POSTGRES_BIN_DIR at a "
+                f"{made_by} server or delete the cluster (pipeline stack down --purge)"
+            )
+        self._configure_postgres(data, sockets, port, user)
+        command = postgres_node.as_user(postgres_node.server_command(bin_dir, data), user, group)
+        record = processes.spawn(
+            "postgres", command, folder / "postgres.log", version, f"127.0.0.1:{port}"
+        )
+        self._remember(record)
+        self._await(record, lambda: postgres_node.postgres_health(self._stack), "PostgreSQL")
+
+    def _init_postgres(
+        self, bin_dir: Path, data: Path, user: str | None, group: str | None
+    ) -> None:
+        """initdb, then the role and its database in single-user mode; all or nothing."""
+        folder = data.parent
+        shutil.rmtree(data, ignore_errors=True)  # what a failed first start may have left
+        steps: list[tuple[str, list[str], str | None]] = [
+            ("initdb", postgres_node.initdb_command(bin_dir, data), None),
+            (
+                "creating the role and database",
+                postgres_node.single_user_command(bin_dir, data),
+                postgres_node.bootstrap_sql(
+                    self._stack.postgres_role,
+                    self._stack.postgres_password.get_secret_value(),
+                    self._stack.postgres_database,
+                ),
+            ),
+        ]
+        with self._progress(f"Creating the PostgreSQL cluster in {data}"):
+            for what, command, stdin in steps:
+                result = subprocess.run(
+                    postgres_node.as_user(command, user, group),
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    cwd=folder,
+                    check=False,
+                )
+                output = f"{result.stdout}{result.stderr}"
+                if result.returncode != 0 or "ERROR:" in output or "FATAL:" in output:
+                    shutil.rmtree(data, ignore_errors=True)
+                    last = " | ".join(line.strip() for line in output.strip().splitlines()[-5:])
+                    raise StackError(f"{what} of PostgreSQL failed: {last or '(no output)'}")
+
+    def _configure_postgres(self, data: Path, sockets: Path, port: int, user: str | None) -> None:
+        """Our settings and authentication, rewritten on every start (the port may change)."""
+        main_conf = data / "postgresql.conf"
+        main_conf.write_text(postgres_node.with_include(main_conf.read_text()))
+        files = {
+            data / "pipeline.conf": postgres_node.postgresql_conf(port, sockets),
+            data / "pg_hba.conf": postgres_node.pg_hba_conf(),
+            data / "pg_ident.conf": postgres_node.pg_ident_conf(
+                [user or elasticsearch_node.current_user(), "root"]
+            ),
+        }
+        for path, text in files.items():
+            path.write_text(text)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            for path in (main_conf, *files):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+                path.chmod(0o600)
+
     def _await(
         self, record: processes.ProcessRecord, check: Callable[[], Health], what: str
     ) -> None:
@@ -271,12 +381,13 @@ class StackManager:
     def _stop(self, components: set[Component]) -> list[str]:
         records = processes.load_records(self._records_file)
         stopped: list[str] = []
-        # Reverse start order: Elasticsearch first, Kafka last.
+        # Reverse start order: PostgreSQL first, then Elasticsearch, Kafka last.
         for name in reversed(COMPONENTS):
             record = records.get(name)
             if name not in components or record is None:
                 continue
-            if processes.stop(record):
+            stop = postgres_node.stop_fast if name == "postgres" else processes.stop
+            if stop(record):
                 stopped.append(name)
             del records[name]
         processes.save_records(self._records_file, records)
@@ -310,7 +421,7 @@ class StackManager:
             yield
 
 
-def _ensure_system_user(user: str) -> None:
+def _ensure_system_user(user: str, purpose: str = "Elasticsearch") -> None:
     try:
         pwd.getpwnam(user)
         return
@@ -323,13 +434,11 @@ def _ensure_system_user(user: str) -> None:
         check=False,
     )
     if result.returncode != 0:
-        raise StackError(
-            f"cannot create the user {user} to run Elasticsearch: {result.stderr.strip()}"
-        )
+        raise StackError(f"cannot create the user {user} to run {purpose}: {result.stderr.strip()}")
 
 
 def _hand_over(home: Path, folder: Path, user: str) -> None:
-    """Give the Elasticsearch user its state folder, and a way through to it."""
+    """Give the dedicated user its state folder, and a way through to it."""
     entry = pwd.getpwnam(user)
     for parent in (home, home / "state"):
         parent.chmod(0o755)

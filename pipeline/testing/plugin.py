@@ -10,6 +10,13 @@ Fixtures for tests against the real stack:
 - ``pipeline_stack``: makes sure Kafka and Elasticsearch answer, starting the local stack if they
   do not (``--pipeline-stack=external`` only checks), and stops at the end what it started.
 - ``kafka_admin``, ``elasticsearch_client``: clients of that stack.
+- ``postgres_stack``: makes sure the stack's PostgreSQL answers (``127.0.0.1:<postgres_port>``,
+  role/password/database ``pipeline``), starting it if it does not (``pipeline stack up
+  --only postgres``; ``--pipeline-stack=external`` only checks); stopped at the end by the last
+  test session out, only if a test session started it. Yields the ``StackStatus``.
+- ``postgres_url``: a fresh, uniquely named database owned by role ``pipeline`` for one test,
+  dropped after it (leftover connections terminated first); the value is its SQLAlchemy URL
+  ``postgresql+psycopg://pipeline:pipeline@127.0.0.1:<port>/<name>``.
 - ``unique_name``: a factory of names no other test or run uses.
 - ``new_topic``: a factory of uniquely named topics, deleted after the test.
 - ``consumer_group``: a unique consumer group id.
@@ -34,7 +41,7 @@ if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
     from elasticsearch import Elasticsearch
 
-    from pipeline.stack.manager import StackStatus
+    from pipeline.stack.manager import Component, StackManager, StackStatus
 
 _KINDS = ("unit", "integration", "chaos", "e2e")
 
@@ -45,7 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pipeline-stack",
         choices=("local", "external"),
         default=os.environ.get("PIPELINE_TEST_STACK", "local"),
-        help="local: start the local Kafka + Elasticsearch when they do not answer (default); "
+        help="local: start the local Kafka + Elasticsearch (+ PostgreSQL for postgres_stack) "
+        "when they do not answer (default); "
         "external: use the configured addresses and never start anything.",
     )
     group.addoption(
@@ -85,20 +93,34 @@ def pipeline_stack(
     from pipeline.stack.manager import StackManager
 
     manager = StackManager(pipeline_settings)
+    yield from _shared_stack(request, manager, {"kafka", "elasticsearch"}, "test-sessions")
+
+
+def _shared_stack(
+    request: pytest.FixtureRequest,
+    manager: StackManager,
+    components: set[Component],
+    sessions_folder: str,
+) -> Iterator[StackStatus]:
+    """Make ``components`` answer for this test session; stop at the end what it started.
+
+    Test sessions sharing the stack sign in (a file named by their pid in ``sessions_folder``);
+    the one that started a component stops it only when no other session is still using it.
+    """
     if request.config.getoption("--pipeline-stack") == "external":
         status = manager.status()
-        if not status.healthy:
-            pytest.fail(f"the external stack does not answer: {status.problem}", pytrace=False)
+        if not status.healthy_for(components):
+            problem = status.problem_for(components)
+            pytest.fail(f"the external stack does not answer: {problem}", pytrace=False)
         yield status
         return
-    started = manager.up()
-    # Test sessions sharing the stack sign in; the one that started it stops it only when no
-    # other session is still using it.
-    sessions = manager.state_dir / "test-sessions"
+    sessions = manager.state_dir / sessions_folder
     sessions.mkdir(parents=True, exist_ok=True)
     me = sessions / str(os.getpid())
-    me.touch()
+    me.touch()  # before `up`: a session that is leaving must not stop what we are about to use
+    started: set[Component] = set()
     try:
+        started = manager.up(only=components)
         yield manager.status()
     finally:
         me.unlink(missing_ok=True)
@@ -108,6 +130,62 @@ def pipeline_stack(
         keep = request.config.getoption("--pipeline-keep-stack")
         if started and not keep and not others:
             manager.down(only=started)
+
+
+@pytest.fixture(scope="session")
+def postgres_stack(
+    request: pytest.FixtureRequest, pipeline_settings: PipelineSettings
+) -> Iterator[StackStatus]:
+    """The stack's PostgreSQL answers (started when it does not; see the module docstring)."""
+    from pipeline.stack.manager import StackManager
+
+    manager = StackManager(pipeline_settings)
+    yield from _shared_stack(request, manager, {"postgres"}, "test-sessions-postgres")
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_stack: StackStatus, pipeline_settings: PipelineSettings, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A new database owned by the stack's role, dropped after the test; its SQLAlchemy URL."""
+    import psycopg
+    from psycopg import sql
+
+    from pipeline.stack.postgres_node import HOST, database_url
+
+    stack = pipeline_settings.stack
+    test = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    name = f"test_{test}_{uuid.uuid4().hex[:12]}"  # at most 63 bytes: PostgreSQL's limit
+
+    def admin() -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host=HOST,
+            port=stack.postgres_port,
+            user=stack.postgres_role,
+            password=stack.postgres_password.get_secret_value(),
+            dbname=stack.postgres_database,
+            autocommit=True,
+            connect_timeout=10,
+        )
+
+    with admin() as connection:
+        connection.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(stack.postgres_role)
+            )
+        )
+    try:
+        yield database_url(stack, name, with_password=True)
+    finally:
+        with admin() as connection:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from tests.support.stack_cli import run_pipeline
 
 def test_make_demo_sends_requests_through_the_gateway_and_finds_each_in_kafka_once(
     pipeline_stack,
+    postgres_stack,  # `pipeline demo` starts the whole stack; the session stops what it started
 ):
     result = run_pipeline("demo", "--requests", "400")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -45,7 +45,7 @@ def isolated_stack_env(settings: PipelineSettings) -> Iterator[dict[str, str]]:
     Elasticsearch runs as its own user); whatever it started is stopped and removed after.
     """
     stack = settings.stack
-    tag, kafka, controller, http, transport = free_ports(5)
+    tag, kafka, controller, http, transport, postgres = free_ports(6)
     home = stack.home.parent / f"{stack.home.name}-test-{os.getpid()}-{tag}"
     env = {
         "PIPELINE_STACK__HOME": str(home),
@@ -54,6 +54,7 @@ def isolated_stack_env(settings: PipelineSettings) -> Iterator[dict[str, str]]:
         "PIPELINE_STACK__KAFKA_CONTROLLER_PORT": str(controller),
         "PIPELINE_ELASTICSEARCH__URL": f"http://127.0.0.1:{http}",
         "PIPELINE_STACK__ELASTICSEARCH_TRANSPORT_PORT": str(transport),
+        "PIPELINE_STACK__POSTGRES_PORT": str(postgres),
     }
     try:
         yield env

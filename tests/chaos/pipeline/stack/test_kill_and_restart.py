@@ -1,14 +1,17 @@
-"""kill -9 of the broker and of Elasticsearch: status notices, up restarts, nothing is lost."""
+"""kill -9 of the broker, Elasticsearch and PostgreSQL: status notices, up restarts, nothing is
+lost."""
 
 import os
 import signal
 
 import psutil
+import psycopg
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from pipeline.clients import build_admin, build_consumer, build_elasticsearch, build_producer
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
+from pipeline.stack.postgres_node import database_url
 from tests.support.stack_cli import run_pipeline
 
 EVENTS = 200
@@ -18,6 +21,12 @@ def _server_processes(record_pid: int) -> list[psutil.Process]:
     """The JVMs under a recorded process (runuser -> launcher -> server for Elasticsearch)."""
     root = psutil.Process(record_pid)
     return [p for p in [root, *root.children(recursive=True)] if "java" in p.name()]
+
+
+def _postgres_family(record_pid: int) -> list[psutil.Process]:
+    """The postmaster and every backend and worker under it."""
+    root = psutil.Process(record_pid)
+    return [root, *root.children(recursive=True)]
 
 
 def _count_messages(settings: PipelineSettings, topic: str) -> int:
@@ -36,14 +45,14 @@ def _count_messages(settings: PipelineSettings, topic: str) -> int:
         consumer.close()
 
 
-def test_kill_9_of_both_servers_is_seen_by_status_and_healed_by_up(
+def test_kill_9_of_every_server_is_seen_by_status_and_healed_by_up(
     pipeline_stack, isolated_stack_env, monkeypatch
 ):
     for name, value in isolated_stack_env.items():
         monkeypatch.setenv(name, value)
     settings = PipelineSettings()
     manager = StackManager(settings)
-    assert manager.up() == {"kafka", "elasticsearch"}
+    assert manager.up() == {"kafka", "elasticsearch", "postgres"}
 
     topic = "chaos.survivors"
     admin = build_admin(settings.kafka)
@@ -54,6 +63,10 @@ def test_kill_9_of_both_servers_is_seen_by_status_and_healed_by_up(
     assert producer.flush(30) == 0
     with build_elasticsearch(settings.elasticsearch) as es:
         es.index(index="chaos-survivors", id="1", document={"kept": True}, refresh=True)
+    postgres = database_url(settings.stack, with_password=True).replace("+psycopg", "", 1)
+    with psycopg.connect(postgres) as connection:  # commits on leaving the block
+        connection.execute("create table survivors (n int primary key)")
+        connection.execute("insert into survivors select generate_series(1, %s)", (EVENTS,))
 
     before = manager.status()
     killed = []
@@ -61,6 +74,9 @@ def test_kill_9_of_both_servers_is_seen_by_status_and_healed_by_up(
         for process in _server_processes(before.records[name].pid):
             process.send_signal(signal.SIGKILL)
             killed.append(process)
+    for process in _postgres_family(before.records["postgres"].pid):
+        process.send_signal(signal.SIGKILL)
+        killed.append(process)
     psutil.wait_procs(killed, timeout=30)
 
     status = run_pipeline("stack", "status", env=isolated_stack_env)
@@ -69,11 +85,13 @@ def test_kill_9_of_both_servers_is_seen_by_status_and_healed_by_up(
 
     restarted = run_pipeline("stack", "up", env=isolated_stack_env)
     assert restarted.returncode == 0, restarted.stderr
-    assert "started elasticsearch, kafka" in restarted.stderr
+    assert "started elasticsearch, kafka, postgres" in restarted.stderr
 
     assert _count_messages(settings, topic) == EVENTS
     with build_elasticsearch(settings.elasticsearch) as es:
         assert es.get(index="chaos-survivors", id="1")["_source"] == {"kept": True}
+    with psycopg.connect(postgres) as connection:
+        assert connection.execute("select count(*) from survivors").fetchone() == (EVENTS,)
 
     down = run_pipeline("stack", "down", env=isolated_stack_env)
     assert down.returncode == 0

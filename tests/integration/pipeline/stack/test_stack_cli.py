@@ -11,20 +11,21 @@ import pytest
 from tests.support.stack_cli import free_ports, run_pipeline
 
 
-def test_status_exits_zero_and_shows_both_addresses_and_elasticsearch_version(
-    pipeline_stack, pipeline_settings
+def test_status_exits_zero_and_shows_every_address_and_elasticsearch_version(
+    pipeline_stack, postgres_stack, pipeline_settings
 ):
     result = run_pipeline("stack", "status")
     assert result.returncode == 0, result.stderr
     assert pipeline_settings.kafka.bootstrap_servers in result.stdout
     assert pipeline_settings.elasticsearch.url in result.stdout
+    assert f"127.0.0.1:{pipeline_settings.stack.postgres_port}" in result.stdout
     assert pipeline_stack.elasticsearch.version is not None
     assert pipeline_stack.elasticsearch.version in result.stdout
     if "kafka" in pipeline_stack.records:
         assert pipeline_settings.stack.kafka_version in result.stdout
 
 
-def test_up_again_reuses_what_answers(pipeline_stack):
+def test_up_again_reuses_what_answers(pipeline_stack, postgres_stack):
     result = run_pipeline("stack", "up")
     assert result.returncode == 0, result.stderr
     assert "started nothing (already answering)" in result.stderr

@@ -1,0 +1,351 @@
+"""Processing throughput: our processor runtime vs a plain Faust agent vs a plain poll loop.
+
+Every contender reads a pre-filled topic with ONE partition (N events keyed over 100 keys,
+each event's data carrying its sequence number within its key, produced up-front with
+``pipeline.envelope.encode``), with a fresh consumer group, in a subprocess of its own
+(bench/processing_worker.py). "events/s" runs from the first handler call to the end of the
+last one, so start-up and group join are not counted. Every contender decodes the envelope and
+hands the event to the same handler; the handler records ``(key, seq)``, and the order per key
+is checked (each key's events must arrive as seq 0, 1, 2, ...: a reorder, a gap or a repeat is
+a violation).
+
+A. I/O-bound: a handler that waits 2 ms.
+
+1. ``runtime``: ``consumers.processor_app.run_processor`` (what ``pipeline process`` runs) with
+   ``ordering=key`` and the inbox on, on SQLite (the embedded default) and on PostgreSQL, with
+   ``max_in_flight`` 32 and 64; the handler calls ``time.sleep`` (it runs in a worker thread);
+2. ``plain Faust agent``: ``async for event in stream``, one at a time, ``await asyncio.sleep``;
+3. ``plain poll loop``: confluent-kafka ``poll``, ``time.sleep`` per event, an asynchronous
+   commit every 100 events.
+
+B. Overhead, with a handler that does nothing: the runtime with ``ordering=key`` + inbox
+(SQLite) against the same runtime with ``ordering=none`` + inbox off, and the plain Faust agent
+for reference.
+
+Run: ``.venv/bin/python bench/processing.py [--repeat 3]``. Results go to
+bench/results/processing.{json,md}; each figure is the median of ``--repeat`` interleaved
+rounds (the order of the contenders rotates from round to round), ratios are of medians.
+Topics are produced uncompressed: Faust's client (aiokafka) cannot read lz4 without the
+``lz4`` package (see the notes in the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.clients import build_admin
+from pipeline.envelope import Event
+from pipeline.settings import PipelineSettings
+from pipeline.stack.manager import StackManager
+from pipeline.topics.catalogue import dlq_name
+from producers.producer import build_event_producer
+
+RESULTS = Path(__file__).parent / "results"
+WORKER = Path(__file__).with_name("processing_worker.py")
+KEYS = 100
+BENCH_DATABASE = "pipeline_bench_processing"
+
+
+@dataclass
+class Case:
+    """One contender of one scenario."""
+
+    scenario: str  # "A" (2 ms I/O-bound) or "B" (no-op)
+    name: str
+    kind: str  # processing_worker.py's KIND
+    count: int
+    env: dict[str, str] = field(default_factory=dict)
+    database: str | None = None  # "sqlite" (a fresh file per round) or "postgres"
+    rates: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    violations: list[int] = field(default_factory=list)
+    startup_s: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.scenario}. {self.name}"
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates) if self.rates else 0.0
+
+
+def _runtime_env(ordering: str, inbox: bool, max_in_flight: int) -> dict[str, str]:
+    return {
+        "PIPELINE_PROCESSING__ORDERING": ordering,
+        "PIPELINE_PROCESSING__INBOX": "true" if inbox else "false",
+        "PIPELINE_PROCESSING__MAX_IN_FLIGHT": str(max_in_flight),
+    }
+
+
+def cases(io_count: int, plain_count: int, noop_count: int) -> list[Case]:
+    key_inbox = _runtime_env("key", True, 32)
+    return [
+        Case("A", "runtime, key + inbox, SQLite, 32 in flight", "runtime", io_count,
+             key_inbox, "sqlite"),
+        Case("A", "runtime, key + inbox, SQLite, 64 in flight", "runtime", io_count,
+             _runtime_env("key", True, 64), "sqlite"),
+        Case("A", "runtime, key + inbox, PostgreSQL, 32 in flight", "runtime", io_count,
+             key_inbox, "postgres"),
+        Case("A", "runtime, key + inbox, PostgreSQL, 64 in flight", "runtime", io_count,
+             _runtime_env("key", True, 64), "postgres"),
+        Case("A", "plain Faust agent (one at a time)", "faust", plain_count),
+        Case("A", "plain confluent-kafka poll loop", "poll", plain_count),
+        Case("B", "runtime, key + inbox, SQLite, 32 in flight", "runtime", noop_count,
+             key_inbox, "sqlite"),
+        Case("B", "runtime, ordering none, no inbox, 32 in flight", "runtime", noop_count,
+             _runtime_env("none", False, 32), "sqlite"),
+        Case("B", "plain Faust agent (one at a time)", "faust", noop_count),
+    ]  # fmt: skip
+
+
+def _fill(settings: PipelineSettings, name: str, count: int) -> str:
+    """A fresh one-partition topic (and its .dlq) holding ``count`` events over KEYS keys."""
+    topic = f"bench.processing-{name}-{uuid.uuid4().hex[:8]}"
+    admin = build_admin(settings.kafka)
+    futures = admin.create_topics([NewTopic(topic, 1, 1), NewTopic(dlq_name(topic), 1, 1)])
+    for future in futures.values():
+        future.result(30)
+    # Uncompressed: aiokafka (under Faust) cannot read lz4 unless the lz4 package is installed.
+    producer_settings = settings.producer.model_copy(update={"compression": "none"})
+    producer = build_event_producer(settings.kafka, producer_settings)
+    with producer:
+        for n in range(count):
+            event = Event(
+                source="/bench/processing",
+                type="com.example.bench.Tick",
+                partitionkey=f"key-{n % KEYS}",
+                data={"seq": n // KEYS, "n": n},
+            )
+            producer.send(topic, event)
+    assert producer.counters.sent == count, f"{topic}: not every event was acknowledged"
+    return topic
+
+
+def _postgres(settings: PipelineSettings, drop_only: bool = False) -> tuple[str, str]:
+    """A fresh database of our own on the stack's PostgreSQL: (URL without password, password)."""
+    stack = settings.stack
+    password = stack.postgres_password.get_secret_value()
+    admin_dsn = (
+        f"host=127.0.0.1 port={stack.postgres_port} user={stack.postgres_role} "
+        f"password={password} dbname={stack.postgres_database}"
+    )
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+        if not drop_only:
+            connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+    url = (
+        f"postgresql+psycopg://{stack.postgres_role}@127.0.0.1:{stack.postgres_port}/"
+        f"{BENCH_DATABASE}"
+    )
+    return url, password
+
+
+def run_case(
+    case: Case, topic: str, sleep_ms: float, scratch: Path, postgres: tuple[str, str]
+) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    out = scratch / f"{run_id}.json"
+    env = {**os.environ, **case.env}
+    if case.database == "sqlite":
+        env["PIPELINE_DATABASE__URL"] = f"sqlite:///{scratch / f'{run_id}.db'}"
+    elif case.database == "postgres":
+        env["PIPELINE_DATABASE__URL"], env["PIPELINE_DATABASE__PASSWORD"] = postgres
+    command = [
+        sys.executable, str(WORKER), case.kind,
+        "--topic", topic,
+        "--group", f"bench-processing-{case.kind}-{run_id}",
+        "--count", str(case.count),
+        "--sleep-ms", str(sleep_ms),
+        "--out", str(out),
+    ]  # fmt: skip
+    log = scratch / f"{run_id}.log"
+    with log.open("w") as stderr:
+        try:
+            subprocess.run(
+                command, env=env, stdout=stderr, stderr=stderr, timeout=150, check=False
+            )
+        except subprocess.TimeoutExpired:
+            pass
+    if not out.exists():
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+        raise RuntimeError(f"{case.label}: no result ({tail[-300:]})")
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; median kept")
+    parser.add_argument("--io-events", type=int, default=2_000, help="A: events per runtime run")
+    parser.add_argument("--plain-events", type=int, default=1_000, help="A: per plain run")
+    parser.add_argument("--noop-events", type=int, default=3_000, help="B: events per run")
+    parser.add_argument("--sleep-ms", type=float, default=2.0, help="A: the handler's wait")
+    parser.add_argument("--only", default="", help="run only cases whose label has this text")
+    args = parser.parse_args()
+    settings = PipelineSettings()
+    StackManager(settings).up({"kafka", "postgres"})
+    console = Console()
+    began = time.monotonic()
+
+    all_cases = [c for c in cases(args.io_events, args.plain_events, args.noop_events)
+                 if args.only in c.label]  # fmt: skip
+    with console.status("creating and filling the topics"):
+        topics = {
+            "A": _fill(settings, "io", max(c.count for c in all_cases if c.scenario == "A")),
+            "B": _fill(settings, "noop", max(c.count for c in all_cases if c.scenario == "B")),
+        }
+        postgres = _postgres(settings)
+    sleep_of = {"A": args.sleep_ms, "B": 0.0}
+
+    with tempfile.TemporaryDirectory(prefix="bench-processing-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        # Interleaved rounds, rotated, so a noisy moment on a 2-core machine shared with other
+        # work hits every contender alike.
+        for round_number in range(args.repeat):
+            shift = round_number % len(all_cases)
+            for case in all_cases[shift:] + all_cases[:shift]:
+                with console.status(f"round {round_number + 1}/{args.repeat}: {case.label}"):
+                    try:
+                        result = run_case(
+                            case, topics[case.scenario], sleep_of[case.scenario], scratch, postgres
+                        )
+                    except RuntimeError as error:
+                        case.failures.append(str(error))
+                        console.print(f"[red]{error}[/red]")
+                        continue
+                case.rates.append(result["events_per_s"])
+                case.cpu_ms.append(result["cpu_ms_per_event"])
+                case.violations.append(result["order_violations"])
+                case.startup_s.append(result["startup_s"])
+    admin = build_admin(settings.kafka)
+    doomed = [*topics.values(), *(dlq_name(t) for t in topics.values())]
+    for future in admin.delete_topics(doomed, operation_timeout=30).values():
+        future.result(30)
+    _postgres(settings, drop_only=True)
+    duration = time.monotonic() - began
+    report(console, all_cases, args, duration)
+
+
+def report(console: Console, all_cases: list[Case], args: argparse.Namespace, duration: float):
+    def find(scenario: str, kind: str) -> Case | None:
+        return next((c for c in all_cases if c.scenario == scenario and c.kind == kind), None)
+
+    baselines = {
+        "A": (find("A", "faust"), find("A", "poll")),
+        "B": (find("B", "faust"), None),
+    }
+    # B's own ratio: the runtime with key ordering and the inbox against the same runtime
+    # with neither (its overhead), and against the plain agent.
+    b_bare = next((c for c in all_cases if c.scenario == "B" and "none" in c.name), None)
+
+    def ratio(case: Case, base: Case | None) -> float | None:
+        return case.rate / base.rate if base is not None and base.rate else None
+
+    def fmt(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}x"
+
+    rows = []
+    for case in all_cases:
+        agent, poll = baselines[case.scenario]
+        rows.append(
+            {
+                "case": case.label,
+                "scenario": case.scenario,
+                "events": case.count,
+                "events_per_s": case.rate,
+                "samples": case.rates,
+                "cpu_ms_per_event": statistics.median(case.cpu_ms) if case.cpu_ms else None,
+                "order_violations": case.violations,
+                "order_kept": bool(case.violations) and not any(case.violations),
+                "startup_s": case.startup_s,
+                "failures": case.failures,
+                "ratio_vs_plain_agent": ratio(case, agent),
+                "ratio_vs_poll_loop": ratio(case, poll),
+                "ratio_vs_runtime_bare": ratio(case, b_bare) if case.scenario == "B" else None,
+            }
+        )
+
+    columns = ("case", "events/s", "CPU ms/event", "order per key", "vs plain agent",
+               "vs poll loop", "vs runtime bare (B)")  # fmt: skip
+    table = Table(
+        title=f"processing throughput, 1 partition, {KEYS} keys, "
+        f"median of {args.repeat} rounds (A: {args.sleep_ms:g} ms handler, B: no-op)"
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "case" else "right")
+    lines = ["| " + " | ".join(columns) + " |", "|---" + "|---:" * (len(columns) - 1) + "|"]
+    for row in rows:
+        order = (
+            "kept"
+            if row["order_kept"]
+            else ("n/a" if not row["order_violations"] else f"{max(row['order_violations'])} off")
+        )
+        cells = [
+            row["case"],
+            f"{row['events_per_s']:,.0f}",
+            "" if row["cpu_ms_per_event"] is None else f"{row['cpu_ms_per_event']:.2f}",
+            order,
+            fmt(row["ratio_vs_plain_agent"]),
+            fmt(row["ratio_vs_poll_loop"]),
+            fmt(row["ratio_vs_runtime_bare"]),
+        ]
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end (shared machine), "
+        f"bench took {duration:.0f} s"
+    )
+    console.print(machine)
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "processing.json").write_text(
+        json.dumps(
+            {
+                "partitions": 1,
+                "keys": KEYS,
+                "sleep_ms": args.sleep_ms,
+                "repeat": args.repeat,
+                "machine": machine,
+                "what": __doc__,
+                "cases": rows,
+            },
+            indent=2,
+        )
+    )
+    notes = [
+        "",
+        f"Median of {args.repeat} interleaved rounds; one partition, {KEYS} keys; events/s from "
+        "the first handler call to the end of the last; CPU ms/event is the contender's "
+        "process CPU time over that window divided by the events. A: the handler waits "
+        f"{args.sleep_ms:g} ms (runtime: `time.sleep` in its worker thread; plain agent: "
+        "`await asyncio.sleep`; poll loop: `time.sleep`). B: the handler does nothing. "
+        "'order per key' checks every key's events came as seq 0, 1, 2, ... in every round.",
+        "",
+        f"Machine: {machine}.",
+        "",
+    ]
+    (RESULTS / "processing.md").write_text("\n".join(lines + notes))
+
+
+if __name__ == "__main__":
+    main()

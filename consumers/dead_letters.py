@@ -1,0 +1,524 @@
+"""Reading a dead-letter topic back, choosing what to redrive, and redriving it.
+
+The format (headers, markers, the messages to send) is :mod:`pipeline.dead_letters`; this module
+is its I/O edge plus one pure rule, the selection:
+
+1. :func:`read_dead_letters`: every partition of ``<topic>.dlq`` from its beginning up to the
+   end offsets taken at the start, ``read_committed`` (so a redrive transaction that was aborted
+   is invisible, and the end offsets are the last stable offsets), by ``assign``: no consumer
+   group, nothing committed;
+2. :func:`pipeline.dead_letters.pending_dead_letters`: the dead letters without a marker;
+3. :func:`select_for_redrive` (pure): the filtered dead letters plus, for per-key order, every
+   later pending dead letter of the same key and original topic;
+4. :func:`redrive`: in Kafka transactions of ``batch_size`` dead letters, each letter goes back
+   to its original topic (:func:`~pipeline.dead_letters.redrive_message`) together with its
+   marker on the dead-letter topic (:func:`~pipeline.dead_letters.redriven_marker`); both commit
+   or neither does.
+
+At most once: the transactional id is the dead-letter topic's (:func:`redrive_transactional_id`),
+and the caller initialises the producer's transactions *before* step 1. That fences any older
+redrive of the same dead-letter topic (its open transaction is aborted, it can commit nothing
+more), so every marker it did commit is read in step 1 and its letters are not sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from pipeline.clients import build_consumer
+from pipeline.dead_letters import (
+    DeadLetter,
+    read_dead_letter,
+    redrive_message,
+    redriven_marker,
+)
+from pipeline.errors import PipelineError
+from pipeline.ids import new_event_id
+from pipeline.settings import KafkaSettings, ProducerSettings
+from producers.producer import (
+    Delivery,
+    EventProducer,
+    TransactionAborted,
+    build_event_producer,
+)
+
+__all__ = [
+    "DeadLetterConsumer",
+    "RedriveResult",
+    "earlier_of_same_keys",
+    "matches",
+    "open_dead_letter_consumer",
+    "read_dead_letters",
+    "redrive",
+    "redrive_producer",
+    "redrive_transactional_id",
+    "select_for_redrive",
+    "with_last_of_key",
+]
+
+#: Dead letters per redrive transaction.
+BATCH_SIZE = 500
+#: Attempts of one batch whose transaction was aborted (nothing of it visible) before giving up.
+ATTEMPTS = 3
+
+_BATCH = 500
+_POLL_S = 0.5
+
+#: Errors that say the dead-letter topic or a partition of it cannot be read.
+_UNREADABLE = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    }
+)
+#: Errors of a partition whose leader is not known yet (a topic created a moment ago).
+_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
+_FENCED = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+    }
+)
+
+# librdkafka's own log lines (a fenced producer logs its fatal error) would bury the one-line
+# report the command prints.
+_client_log = logging.getLogger("pipeline.kafka.redrive")
+_client_log.addHandler(logging.NullHandler())
+_client_log.propagate = False
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+class DeadLetterConsumer(Protocol):
+    """What :func:`read_dead_letters` uses of ``confluent_kafka.Consumer``."""
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
+
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = ..., cached: bool = ...
+    ) -> tuple[int, int]: ...
+
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]: ...
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+
+
+@contextmanager
+def open_dead_letter_consumer(kafka: KafkaSettings) -> Iterator[DeadLetterConsumer]:
+    """A consumer for :func:`read_dead_letters`, closed after the block.
+
+    ``read_committed`` (from :func:`pipeline.clients.consumer_config`), partition-end events on,
+    and a group id of its own that is never joined or committed (partitions are assigned).
+    """
+    consumer = build_consumer(
+        kafka, f"pipeline-dlq-reader-{new_event_id()}", **{"enable.partition.eof": True}
+    )
+    try:
+        yield consumer
+    finally:
+        consumer.close()
+
+
+def _partitions(consumer: DeadLetterConsumer, topic: str, timeout_s: float) -> list[int]:
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as error:
+        raise PipelineError(f"cannot read the metadata of {topic}: {error.args[0].str()}") from None
+    found = metadata.topics.get(topic)
+    if found is None or (found.error is not None and found.error.code() in _UNREADABLE):
+        raise PipelineError(f"dead-letter topic {topic} does not exist")
+    return sorted(found.partitions)
+
+
+def _watermarks(
+    consumer: DeadLetterConsumer, topic: str, partition: int, deadline: float, timeout_s: float
+) -> tuple[int, int]:
+    while True:
+        try:
+            marks = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s
+            )
+        except KafkaException as error:
+            if error.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                raise PipelineError(
+                    f"cannot read the offsets of {topic} partition {partition}: "
+                    f"{error.args[0].str()}"
+                ) from None
+            time.sleep(0.2)
+            continue
+        return int(marks[0]), int(marks[1])
+
+
+def read_dead_letters(
+    consumer: DeadLetterConsumer, dlq_topic: str, *, timeout_s: float = 60.0
+) -> list[DeadLetter | str | None]:
+    """Every message of ``dlq_topic`` up to the end offsets seen at the start, read back.
+
+    Each item is what :func:`pipeline.dead_letters.read_dead_letter` makes of one message: a
+    :class:`DeadLetter`, a marker's ``partition:offset``, or ``None`` for anything else. Items
+    are in partition order, then offset order. The consumer must be ``read_committed`` with
+    ``enable.partition.eof`` (:func:`open_dead_letter_consumer`); it is assigned the partitions
+    and commits nothing. A partition that cannot be read to its end within ``timeout_s`` (an
+    open transaction that never ends, say) is a :class:`PipelineError`.
+    """
+    deadline = time.monotonic() + timeout_s
+    stops: dict[int, int] = {}
+    starts: list[TopicPartition] = []
+    for partition in _partitions(consumer, dlq_topic, timeout_s):
+        low, high = _watermarks(consumer, dlq_topic, partition, deadline, timeout_s)
+        stops[partition] = high
+        if low < high:
+            starts.append(TopicPartition(dlq_topic, partition, low))
+    waiting = {tp.partition for tp in starts}
+    read: dict[int, list[DeadLetter | str | None]] = {partition: [] for partition in stops}
+    if not waiting:
+        return []
+    consumer.assign(starts)
+    while waiting:
+        if time.monotonic() > deadline:
+            numbers = ", ".join(str(partition) for partition in sorted(waiting))
+            raise PipelineError(
+                f"{dlq_topic} partition(s) {numbers} were not read to their end within "
+                f"{timeout_s:.0f} s (a transaction still open?)"
+            )
+        for message in consumer.consume(num_messages=_BATCH, timeout=_POLL_S):
+            partition, offset = message.partition(), message.offset()
+            error = message.error()
+            if error is not None:
+                _reading_error(dlq_topic, error, partition, offset, stops, waiting)
+                continue
+            if partition not in waiting:
+                continue
+            if offset >= stops[partition]:
+                waiting.discard(partition)
+                continue
+            read[partition].append(
+                read_dead_letter(
+                    dlq_topic, partition, offset, message.key(), message.value(), message.headers()
+                )
+            )
+            if offset + 1 >= stops[partition]:
+                waiting.discard(partition)
+        # A transaction's commit marker may be the last offset: it is never delivered, but the
+        # position moves past it.
+        if waiting:
+            for position in consumer.position([TopicPartition(dlq_topic, p) for p in waiting]):
+                if position.offset >= stops[position.partition]:
+                    waiting.discard(position.partition)
+    return [item for partition in sorted(read) for item in read[partition]]
+
+
+def _reading_error(
+    topic: str,
+    error: KafkaError,
+    partition: int | None,
+    offset: int | None,
+    stops: dict[int, int],
+    waiting: set[int],
+) -> None:
+    code = error.code()
+    if code == KafkaError._PARTITION_EOF:
+        if partition is not None and offset is not None and offset >= stops.get(partition, 0):
+            waiting.discard(partition)
+        return
+    if error.fatal() or code in _UNREADABLE:
+        raise PipelineError(f"cannot read {topic} to the end: {error.str()}")
+    # Anything else (a lost connection, a leader moving) librdkafka recovers from by itself.
+
+
+# --- selection (pure) -------------------------------------------------------------------------
+
+
+def matches(
+    letter: DeadLetter,
+    *,
+    error_type: str | None = None,
+    reason: str | None = None,
+    key: str | None = None,
+    event_ids: Collection[str] | None = None,
+) -> bool:
+    """Whether ``letter`` passes every given filter (``None`` is no filter).
+
+    ``error_type`` matches the qualified class name or its last part(s): ``EnvelopeError`` and
+    ``envelope.EnvelopeError`` both match ``pipeline.envelope.EnvelopeError``. ``key`` is the
+    key as text; ``event_ids`` are ``ce_id`` values.
+    """
+    if reason is not None and letter.reason != reason:
+        return False
+    if error_type is not None and not (
+        letter.error_type == error_type or letter.error_type.endswith("." + error_type)
+    ):
+        return False
+    if key is not None and (letter.key is None or letter.key_text != key):
+        return False
+    return event_ids is None or letter.event_id in event_ids
+
+
+_Group = tuple[str, bytes | str]
+
+
+def _group(letter: DeadLetter) -> _Group:
+    """Letters whose order matters together: same original topic and key. A letter without a
+    key has no order to keep and is a group of its own."""
+    if letter.key is None:
+        return (letter.original_topic, f"no key at {letter.position}")
+    return (letter.original_topic, letter.key)
+
+
+def _original_order(letter: DeadLetter) -> tuple[int, int]:
+    # Kafka's partitioner puts one key in one partition, so this is the original offset order.
+    return (letter.original_partition, letter.original_offset)
+
+
+def _groups(pending: Iterable[DeadLetter]) -> dict[_Group, list[DeadLetter]]:
+    groups: dict[_Group, list[DeadLetter]] = {}
+    for letter in pending:
+        groups.setdefault(_group(letter), []).append(letter)
+    for letters in groups.values():
+        letters.sort(key=_original_order)
+    return groups
+
+
+def select_for_redrive(
+    pending: Sequence[DeadLetter],
+    *,
+    error_type: str | None = None,
+    reason: str | None = None,
+    key: str | None = None,
+    event_ids: Collection[str] | None = None,
+    limit: int | None = None,
+) -> list[DeadLetter]:
+    """The dead letters to redrive, in the order to send them (pure).
+
+    1. the dead letters of ``pending`` that pass the filters (:func:`matches`);
+    2. per-key order: with a selected dead letter of key K, every *later* pending dead letter
+       of K from the same original topic is selected too (the ``key_parked`` ones waiting
+       behind it, whatever the filters say); earlier ones that do not pass the filters are not
+       (see :func:`earlier_of_same_keys`);
+    3. within a key, original offset order; keys in the order their first selected dead letter
+       appears in ``pending``; a dead letter without a key has no order to keep and no
+       followers;
+    4. ``limit``: at most that many dead letters, whole keys only. Keys are taken in order
+       until the next one would not fit; so when the first key alone has more dead letters
+       than ``limit``, nothing is selected.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    wanted = {
+        letter.position
+        for letter in pending
+        if matches(letter, error_type=error_type, reason=reason, key=key, event_ids=event_ids)
+    }
+    groups = _groups(pending)
+    chosen: list[tuple[int, list[DeadLetter]]] = []
+    order = {letter.position: index for index, letter in enumerate(pending)}
+    for letters in groups.values():
+        first = next((i for i, letter in enumerate(letters) if letter.position in wanted), None)
+        if first is None:
+            continue
+        selected = letters[first:]
+        chosen.append((min(order[letter.position] for letter in selected), selected))
+    chosen.sort(key=lambda item: item[0])
+    result: list[DeadLetter] = []
+    for _, selected in chosen:
+        if limit is not None and len(result) + len(selected) > limit:
+            break
+        result.extend(selected)
+    return result
+
+
+def earlier_of_same_keys(
+    pending: Sequence[DeadLetter], selected: Sequence[DeadLetter]
+) -> list[DeadLetter]:
+    """Pending dead letters left out of ``selected`` although a later one of their key is in it.
+
+    Redriving ``selected`` sends those keys' later events before these earlier ones: worth a
+    warning (pure).
+    """
+    taken = {letter.position for letter in selected}
+    first_taken: dict[_Group, tuple[int, int]] = {}
+    for letter in selected:
+        group = _group(letter)
+        order = _original_order(letter)
+        if group not in first_taken or order < first_taken[group]:
+            first_taken[group] = order
+    return [
+        letter
+        for letter in pending
+        if letter.position not in taken
+        and _group(letter) in first_taken
+        and _original_order(letter) < first_taken[_group(letter)]
+    ]
+
+
+def with_last_of_key(letters: Sequence[DeadLetter]) -> list[tuple[DeadLetter, bool]]:
+    """Each letter with whether it is the last of its key (and original topic) in ``letters``.
+
+    The processor lets a parked key go once that last one succeeded. A letter without a key is
+    always the last of its own (pure).
+    """
+    last: dict[_Group, str] = {}
+    for letter in letters:
+        last[_group(letter)] = letter.position
+    return [(letter, last[_group(letter)] == letter.position) for letter in letters]
+
+
+# --- redriving --------------------------------------------------------------------------------
+
+
+def redrive_transactional_id(dlq_topic: str) -> str:
+    """The transactional id of every redrive of ``dlq_topic``: a newer redrive fences an older."""
+    return f"pipeline-redrive-{dlq_topic}"
+
+
+def redrive_producer(
+    kafka: KafkaSettings, producer: ProducerSettings, dlq_topic: str
+) -> EventProducer:
+    """The transactional producer for redriving ``dlq_topic`` (call ``init_transactions()``
+    before reading the dead letters: see the module docstring)."""
+    return build_event_producer(
+        kafka,
+        producer,
+        transactional_id=redrive_transactional_id(dlq_topic),
+        logger=_client_log,
+    )
+
+
+@dataclass
+class RedriveResult:
+    """What one redrive did. ``redriven`` are committed (sent and marked); the others not."""
+
+    redrive_id: str
+    redriven: list[DeadLetter] = field(default_factory=list)
+    not_redriven: list[DeadLetter] = field(default_factory=list)
+    transactions: int = 0
+    #: Transactions aborted (nothing of them visible) and tried again.
+    retried: int = 0
+    #: A newer redrive of the same dead-letter topic took over; this one could commit no more.
+    fenced: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_redriven and self.error is None
+
+
+def _is_fenced(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, KafkaException) and current.args:
+            kafka_error = current.args[0]
+            if isinstance(kafka_error, KafkaError) and kafka_error.code() in _FENCED:
+                return True
+        current = current.__cause__ or current.__context__
+    return "fenced" in str(error).lower()
+
+
+def redrive(
+    producer: EventProducer,
+    letters: Sequence[DeadLetter],
+    *,
+    redrive_id: str,
+    on_progress: Callable[[int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+    attempts: int = ATTEMPTS,
+    timeout_s: float = 60.0,
+) -> RedriveResult:
+    """Send ``letters`` back to their original topics, in order, each with its marker.
+
+    ``producer`` is transactional (:func:`redrive_producer`) with its transactions initialised.
+    Per batch of ``batch_size``: begin; per letter, the redrive message to
+    ``letter.original_topic`` (key, value and original headers, plus ``pipeline.redrive.id``,
+    ``.last`` and ``.of``) and its marker to ``letter.dlq_topic``; commit. An aborted
+    transaction (nothing of it visible) is tried again up to ``attempts`` times. Any other
+    failure, or being fenced by a newer redrive, stops the run: later batches are not sent, so
+    per-key order holds, and a re-run sends exactly what is still pending. ``on_progress`` gets
+    the number of letters of each committed batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    result = RedriveResult(redrive_id=redrive_id)
+    plan = with_last_of_key(letters)
+    for start in range(0, len(plan), batch_size):
+        batch = plan[start : start + batch_size]
+        error = _send_batch(producer, batch, redrive_id, attempts, timeout_s, result)
+        if error is not None:
+            result.error = error
+            result.not_redriven = [letter for letter, _ in plan[start:]]
+            return result
+        result.transactions += 1
+        result.redriven.extend(letter for letter, _ in batch)
+        if on_progress is not None:
+            on_progress(len(batch))
+    return result
+
+
+def _send_batch(
+    producer: EventProducer,
+    batch: Sequence[tuple[DeadLetter, bool]],
+    redrive_id: str,
+    attempts: int,
+    timeout_s: float,
+    result: RedriveResult,
+) -> str | None:
+    """Commit one batch; ``None`` when done, else why it could not be (fenced: flagged)."""
+    for attempt in range(1, attempts + 1):
+        failures: list[Delivery] = []
+        delivered = partial(_keep_failure, failures)
+        try:
+            with producer.transaction(timeout_s):
+                for letter, last in batch:
+                    message = redrive_message(letter, redrive_id=redrive_id, last_of_key=last)
+                    producer.send(letter.original_topic, message, delivered)
+                    producer.send(letter.dlq_topic, redriven_marker(letter), delivered)
+        except TransactionAborted as error:
+            why = _with_first_failure(str(error), failures)
+            if _is_fenced(error):
+                result.fenced = True
+                return why
+            if attempt < attempts:
+                result.retried += 1
+                continue
+            return f"{why} ({attempts} attempts)"
+        except (PipelineError, KafkaException) as error:
+            text = error.args[0].str() if isinstance(error, KafkaException) else str(error)
+            if _is_fenced(error):
+                result.fenced = True
+            return _with_first_failure(text, failures)
+        return None
+    return None  # pragma: no cover - the loop always returns
+
+
+def _keep_failure(failures: list[Delivery], delivery: Delivery) -> None:
+    if not delivery.ok:
+        failures.append(delivery)
+
+
+def _with_first_failure(why: str, failures: Sequence[Delivery]) -> str:
+    if not failures:
+        return why
+    first = failures[0]
+    return f"{why}; first failed delivery: {first.topic}: {first.error}"

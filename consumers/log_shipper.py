@@ -1,0 +1,660 @@
+"""The log shipper: the ``logs`` topic into Elasticsearch, nothing lost and nothing doubled.
+
+A batch consumer (confluent-kafka, built by :mod:`pipeline.clients`) and bulk indexing
+(``elasticsearch.helpers.streaming_bulk``). For each batch:
+
+1. :func:`plan_batch` (pure) turns the records into index actions: ``_id`` is the record's
+   ``event.id`` (so a redelivery overwrites, never duplicates; a record without one gets a hash
+   of topic/partition/offset), ``_index`` the daily index of its own ``@timestamp``
+   (:func:`pipeline.logs.schema.index_for`). A record that is not a JSON object with a valid
+   ``@timestamp`` is dead-lettered at once;
+2. the actions go to Elasticsearch in one bulk request; each item is classified by
+   :func:`classify`: 2xx done, 429 and 5xx retried with bounded exponential backoff (then
+   dead-lettered), any other 4xx (a mapping conflict) dead-lettered with Elasticsearch's reason;
+3. dead letters go to ``logs.dlq`` (the original key and value; headers ``dlq_reason``,
+   ``dlq_status``, ``dlq_original_topic``, ``dlq_original_partition``,
+   ``dlq_original_offset``, ``dlq_failed_at``, ``dlq_source``), and the producer is flushed;
+4. only then are the offsets committed, per partition up to the first record that is neither
+   acknowledged nor dead-lettered (:func:`commit_positions`).
+
+When Elasticsearch cannot be reached (connection refused, timeout) the shipper pauses its
+partitions, waits (1 s doubling up to ``outage_max_backoff_s``, while serving the group), probes
+``GET _nodes/_local`` and resumes with the same batch: no loss, no busy loop.
+
+SIGTERM/SIGINT (``stop`` set): the current batch finishes (or, in an outage, is abandoned),
+what is acknowledged is committed, and the consumer leaves its group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Literal, Protocol
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout, TransportError
+from elasticsearch import ApiError, Elasticsearch
+from elasticsearch.helpers import streaming_bulk
+
+from pipeline.dead_letters import Failure, Reason, dead_letter_message
+from pipeline.envelope import KafkaMessage
+from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template, index_for
+from pipeline.settings import LogSettings
+
+__all__ = [
+    "DeadLetter",
+    "IndexAction",
+    "LogShipper",
+    "ShipperCounters",
+    "SourceRecord",
+    "classify",
+    "commit_positions",
+    "dlq_message",
+    "item_error_type",
+    "item_reason",
+    "plan_batch",
+]
+
+_log = logging.getLogger(__name__)
+
+Outcome = Literal["ok", "retry", "reject"]
+Position = tuple[str, int]  # topic, partition
+
+#: Largest bulk request body (Elasticsearch refuses above http.max_content_length, 100 MB).
+_MAX_CHUNK_BYTES = 20 * 1024 * 1024
+_PROBE_TIMEOUT_S = 5.0
+_DLQ_FLUSH_TIMEOUT_S = 30.0
+#: The header of a dead letter that holds Elasticsearch's HTTP status for the document.
+ES_STATUS_HEADER = "dlq.elasticsearch.status"
+
+
+# --- the data (pure) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One consumed Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class IndexAction:
+    """One document to index, and the record it came from."""
+
+    record: SourceRecord
+    index: str
+    id: str
+    source: bytes  # the document as one line of JSON
+
+    def bulk_action(self) -> dict[str, Any]:
+        return {"_op_type": "index", "_index": self.index, "_id": self.id, "_source": self.source}
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that goes to the dead-letter topic, and why (see :mod:`pipeline.dead_letters`)."""
+
+    record: SourceRecord
+    reason: str  # the decoder's or Elasticsearch's reason, one line
+    status: int | None = None  # Elasticsearch's status; None when it never got there
+    kind: Reason = "undecodable"
+    error_type: str = "undecodable"
+    attempts: int = 1
+
+
+def fallback_id(record: SourceRecord) -> str:
+    """The document id of a record without ``event.id``: stable across redeliveries."""
+    where = f"{record.topic}/{record.partition}/{record.offset}".encode()
+    return hashlib.sha256(where).hexdigest()[:40]
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def plan_batch(
+    records: Iterable[SourceRecord], *, alias: str = INDEX_ALIAS
+) -> tuple[list[IndexAction], list[DeadLetter]]:
+    """Index actions for the records that are log documents; dead letters for the rest."""
+    actions: list[IndexAction] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        if not record.value:
+            dead.append(DeadLetter(record, "undecodable: the record has no value"))
+            continue
+        try:
+            document = json.loads(record.value)
+        except (UnicodeDecodeError, ValueError) as error:
+            dead.append(DeadLetter(record, f"undecodable: not JSON ({error})"))
+            continue
+        if not isinstance(document, dict):
+            kind = type(document).__name__
+            dead.append(DeadLetter(record, f"undecodable: a JSON {kind}, not an object"))
+            continue
+        moment = _parse_timestamp(document.get("@timestamp"))
+        if moment is None:
+            stamp = document.get("@timestamp")
+            dead.append(DeadLetter(record, f"undecodable: no valid @timestamp (got {stamp!r:.60})"))
+            continue
+        event = document.get("event")
+        event_id = event.get("id") if isinstance(event, dict) else None
+        if not isinstance(event_id, str) or not event_id or len(event_id) > 512:
+            event_id = fallback_id(record)
+        # A log line's JSON is sent as it came (one line), saving a second serialisation.
+        source = record.value if b"\n" not in record.value else json.dumps(document).encode()
+        actions.append(IndexAction(record, index_for(moment, alias=alias), event_id, source))
+    return actions, dead
+
+
+def classify(status: int | None) -> Outcome:
+    """2xx done; 429 and 5xx (and no status at all) retried; any other 4xx rejected."""
+    if status is None:
+        return "retry"
+    if 200 <= status < 300:
+        return "ok"
+    if status == 429 or status >= 500:
+        return "retry"
+    return "reject"
+
+
+def item_reason(item: Mapping[str, Any]) -> str:
+    """Elasticsearch's reason for one failed bulk item, on one line."""
+    error = item.get("error")
+    if isinstance(error, dict):
+        parts = [f"{error.get('type', 'error')}: {error.get('reason', '')}".strip()]
+        cause = error.get("caused_by")
+        while isinstance(cause, dict):
+            parts.append(f"{cause.get('type', '')}: {cause.get('reason', '')}")
+            cause = cause.get("caused_by")
+        text = " / ".join(parts)
+    elif error is not None:
+        text = str(error)
+    else:
+        text = f"status {item.get('status')}"
+    return " ".join(text.split())
+
+
+def commit_positions(
+    offsets: Mapping[Position, Sequence[int]], done: set[tuple[str, int, int]]
+) -> dict[Position, int]:
+    """Per partition, the position to commit: one past the highest offset below which (in
+    this batch) every record is done; partitions whose first record is not done are left out."""
+    positions: dict[Position, int] = {}
+    for (topic, partition), numbers in offsets.items():
+        position = None
+        for offset in sorted(numbers):
+            if (topic, partition, offset) not in done:
+                break
+            position = offset + 1
+        if position is not None:
+            positions[(topic, partition)] = position
+    return positions
+
+
+def item_error_type(item: Mapping[str, Any]) -> str:
+    """The Elasticsearch error type of a failed bulk item (``document_parsing_exception``)."""
+    error = item.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    return f"elasticsearch.{kind}" if kind else f"elasticsearch.status_{item.get('status')}"
+
+
+def dlq_message(
+    letter: DeadLetter, consumer_group: str, now: datetime | None = None
+) -> KafkaMessage:
+    """The dead letter of a record: the original bytes plus the ``dlq.*`` headers of
+    :func:`pipeline.dead_letters.dead_letter_message`, and Elasticsearch's status in
+    ``dlq.elasticsearch.status`` when it answered."""
+    record = letter.record
+    message = dead_letter_message(
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp_ms,
+        consumer_group=consumer_group,
+        failure=Failure(
+            reason=letter.kind,
+            error_type=letter.error_type,
+            message=letter.reason,
+            attempts=letter.attempts,
+        ),
+        now=now,
+    )
+    if letter.status is not None:
+        message.headers.append((ES_STATUS_HEADER, str(letter.status).encode()))
+    return message
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """Exponential backoff: ``initial_s * 2**(attempt - 1)``, at most ``max_s``."""
+    return float(min(max_s, initial_s * 2 ** max(0, attempt - 1)))
+
+
+# --- the loop (I/O) -----------------------------------------------------------------------------
+
+
+class ShipperConsumer(Protocol):
+    """What the shipper uses of ``confluent_kafka.Consumer``."""
+
+    def subscribe(
+        self,
+        topics: list[str],
+        on_assign: Callable[[Any, list[TopicPartition]], None] | None = ...,
+        on_revoke: Callable[[Any, list[TopicPartition]], None] | None = ...,
+        on_lost: Callable[[Any, list[TopicPartition]], None] | None = ...,
+    ) -> None: ...
+    def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Any]: ...
+    def commit(self, *args: Any, **kwargs: Any) -> Any: ...
+    def assignment(self) -> list[TopicPartition]: ...
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+    def seek(self, partition: TopicPartition) -> None: ...
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = ..., cached: bool = ...
+    ) -> tuple[int, int]: ...
+
+
+class DlqProducer(Protocol):
+    """What the shipper uses of ``confluent_kafka.Producer``."""
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None: ...
+    def poll(self, timeout: float = ...) -> int: ...
+    def flush(self, timeout: float = ...) -> int: ...
+
+
+@dataclass
+class ShipperCounters:
+    """Running totals of one shipper."""
+
+    consumed: int = 0
+    shipped: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    outages: int = 0
+    lag: int | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        lag = "?" if self.lag is None else f"{self.lag:,}"
+        return (
+            f"shipped={self.shipped:,} retried={self.retried:,} "
+            f"dead_lettered={self.dead_lettered:,} lag={lag} outages={self.outages} "
+            f"commit_failures={self.commit_failures}"
+        )
+
+
+class _Stopped(Exception):
+    """Stop was asked while waiting for Elasticsearch."""
+
+
+class LogShipper:
+    """Ships one topic into Elasticsearch; see the module docstring for the order of things."""
+
+    def __init__(
+        self,
+        consumer: ShipperConsumer,
+        es: Elasticsearch,
+        dlq_producer: DlqProducer,
+        settings: LogSettings,
+        *,
+        topic: str | None = None,
+        dlq_topic: str | None = None,
+        alias: str = INDEX_ALIAS,
+        consumer_group: str = "",
+        stop: threading.Event | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._es = es
+        self._dlq = dlq_producer
+        self._settings = settings
+        self.topic = topic or settings.topic
+        self.dlq_topic = dlq_topic or settings.dlq_topic
+        self.alias = alias
+        self.consumer_group = consumer_group or settings.shipper_group
+        self.stop = stop or threading.Event()
+        self._report = report or _log.info
+        self.counters = ShipperCounters()
+        self._assigned: set[Position] = set()
+        self._in_outage = False
+
+    # ---- running --------------------------------------------------------------------------
+
+    def run(self, *, until_idle_s: float | None = None) -> ShipperCounters:
+        """Ship until ``stop`` is set (or, with ``until_idle_s``, until nothing came for that
+        long); returns the counters. The caller closes the consumer afterwards."""
+        try:
+            self._wait_for_elasticsearch(self._put_template)
+        except _Stopped:
+            return self.counters
+        self._consumer.subscribe(
+            [self.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb,
+            on_lost=self._revoked_cb,
+        )  # fmt: skip
+        last_report = idle_since = time.monotonic()
+        while not self.stop.is_set():
+            messages = self._consumer.consume(
+                num_messages=self._settings.shipper_batch_size,
+                timeout=self._settings.shipper_batch_timeout_s,
+            )
+            records = self._records(messages)
+            now = time.monotonic()
+            if records:
+                idle_since = now
+                self.ship_batch(records)
+            elif until_idle_s is not None and now - idle_since >= until_idle_s:
+                break
+            if now - last_report >= self._settings.metrics_interval_s:
+                last_report = now
+                self.report_metrics()
+        self.report_metrics()
+        return self.counters
+
+    def _put_template(self) -> None:
+        ensure_index_template(self._es, alias=self.alias)
+
+    def _assigned_cb(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self._report(f"assigned {_describe(partitions)}")
+
+    def _revoked_cb(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        self._report(f"revoked {_describe(partitions)}")
+
+    def _records(self, messages: Sequence[Any]) -> list[SourceRecord]:
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                if error.code() != KafkaError._PARTITION_EOF:
+                    _log.warning("kafka: %s", error.str())
+                continue
+            records.append(
+                SourceRecord(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                    tuple(message.headers() or ()),
+                    _timestamp_ms(message),
+                )
+            )
+        self.counters.consumed += len(records)
+        return records
+
+    # ---- one batch ------------------------------------------------------------------------
+
+    def ship_batch(self, records: Sequence[SourceRecord]) -> dict[Position, int]:
+        """Index, dead-letter and commit one batch; returns the committed positions."""
+        offsets: dict[Position, list[int]] = {}
+        for record in records:
+            offsets.setdefault((record.topic, record.partition), []).append(record.offset)
+        actions, dead = plan_batch(records, alias=self.alias)
+        done: set[tuple[str, int, int]] = set()
+        # Stopping in an outage: commit what is acknowledged, the rest comes again.
+        with contextlib.suppress(_Stopped):
+            self._index(actions, dead, done)
+        done |= self._dead_letter(dead)
+        positions = commit_positions(offsets, done)
+        self._commit(positions)
+        return positions
+
+    def _index(
+        self,
+        actions: list[IndexAction],
+        dead: list[DeadLetter],
+        done: set[tuple[str, int, int]],
+    ) -> None:
+        pending = actions
+        attempt = 0
+        while pending:
+            results = self._wait_for_elasticsearch(partial(self._bulk, pending))
+            retry: list[tuple[IndexAction, Mapping[str, Any], int | None]] = []
+            for action, (_ok, item) in zip(pending, results, strict=True):
+                status = item.get("status")
+                status = status if isinstance(status, int) else None
+                outcome = classify(status)
+                where = (action.record.topic, action.record.partition, action.record.offset)
+                if outcome == "ok":
+                    done.add(where)
+                    self.counters.shipped += 1
+                elif outcome == "reject":
+                    dead.append(
+                        DeadLetter(
+                            action.record, item_reason(item), status, "rejected",
+                            item_error_type(item), attempt + 1,
+                        )
+                    )  # fmt: skip
+                else:
+                    retry.append((action, item, status))
+            if not retry:
+                return
+            attempt += 1
+            if attempt >= self._settings.retry_attempts:
+                for action, item, status in retry:
+                    why = f"gave up after {attempt} attempts: {item_reason(item)}"
+                    dead.append(
+                        DeadLetter(
+                            action.record, why, status, "retries_exhausted",
+                            item_error_type(item), attempt,
+                        )
+                    )  # fmt: skip
+                return
+            self.counters.retried += len(retry)
+            pause = backoff_s(
+                attempt,
+                self._settings.retry_initial_backoff_s,
+                self._settings.retry_max_backoff_s,
+            )
+            _log.warning(
+                "elasticsearch asked to retry %d document(s) (%s); again in %.1f s",
+                len(retry), item_reason(retry[0][1]), pause,
+            )  # fmt: skip
+            if self._serve_for(pause):
+                return  # stopping: those are not done, they come again
+            pending = [action for action, _item, _status in retry]
+
+    def _bulk(self, actions: list[IndexAction]) -> list[tuple[bool, dict[str, Any]]]:
+        # streaming_bulk: the chunking and per-item results of the official helper; its own
+        # retry covers only 429, so it is off (max_retries=0) and ours covers 429 and 5xx.
+        results = []
+        for ok, item in streaming_bulk(
+            self._es,
+            (action.bulk_action() for action in actions),
+            chunk_size=max(1, len(actions)),
+            max_chunk_bytes=_MAX_CHUNK_BYTES,
+            raise_on_error=False,
+            raise_on_exception=False,
+            max_retries=0,
+        ):
+            results.append((ok, next(iter(item.values()))))
+        return results
+
+    def _dead_letter(self, dead: list[DeadLetter]) -> set[tuple[str, int, int]]:
+        """Produce the dead letters and flush; the positions Kafka acknowledged."""
+        if not dead:
+            return set()
+        delivered: set[tuple[str, int, int]] = set()
+        failed: list[str] = []
+        now = datetime.now(UTC)
+
+        def report(letter: DeadLetter) -> Callable[[Any, Any], None]:
+            def on_delivery(error: Any, _message: Any) -> None:
+                where = (letter.record.topic, letter.record.partition, letter.record.offset)
+                if error is None:
+                    delivered.add(where)
+                else:
+                    failed.append(str(error))
+
+            return on_delivery
+
+        for letter in dead:
+            _log.warning(
+                "dead-lettered %s[%d]@%d: %s",
+                letter.record.topic, letter.record.partition, letter.record.offset, letter.reason,
+            )  # fmt: skip
+            message = dlq_message(letter, self.consumer_group, now)
+            while True:
+                try:
+                    self._dlq.produce(
+                        self.dlq_topic,
+                        key=message.key,
+                        value=message.value,
+                        headers=message.headers,
+                        on_delivery=report(letter),
+                    )
+                    break
+                except BufferError:
+                    self._dlq.poll(0.1)
+        self._dlq.flush(_DLQ_FLUSH_TIMEOUT_S)
+        if failed:
+            _log.error("%d dead letter(s) not written: %s", len(failed), failed[0])
+        self.counters.dead_lettered += len(delivered)
+        return delivered
+
+    def _commit(self, positions: dict[Position, int]) -> None:
+        wanted = [
+            TopicPartition(topic, partition, position)
+            for (topic, partition), position in sorted(positions.items())
+            if (topic, partition) in self._assigned
+        ]
+        if not wanted:
+            return
+        try:
+            self._consumer.commit(offsets=wanted, asynchronous=False)
+            self.counters.commits += 1
+        except KafkaException as error:
+            # Indexed but not committed: a redelivery overwrites the same documents.
+            self.counters.commit_failures += 1
+            _log.warning("commit failed: %s", error.args[0].str())
+
+    # ---- Elasticsearch away ---------------------------------------------------------------
+
+    def _wait_for_elasticsearch(self, call: Callable[[], Any]) -> Any:
+        """``call()``; while Elasticsearch cannot be reached: pause, back off, probe, retry."""
+        delay = self._settings.outage_initial_backoff_s
+        away = False
+        while True:
+            try:
+                result = call()
+            except (TransportConnectionError, ConnectionTimeout) as error:
+                if not away:
+                    away = True
+                    self.counters.outages += 1
+                    _log.error("elasticsearch unreachable (%s); consumption paused", error)
+            else:
+                if away:
+                    _log.warning("elasticsearch is back; consumption resumed")
+                return result
+            while True:  # back off (serving the group, partitions paused), then probe
+                if self._serve_for(delay):
+                    raise _Stopped
+                delay = min(delay * 2, self._settings.outage_max_backoff_s)
+                if self._probe():
+                    break
+
+    def _probe(self) -> bool:
+        """Whether Elasticsearch answers and its shards can take writes (status yellow+)."""
+        try:
+            health = self._es.options(
+                request_timeout=_PROBE_TIMEOUT_S + 2, max_retries=0
+            ).cluster.health(wait_for_status="yellow", timeout=f"{_PROBE_TIMEOUT_S:g}s")
+        except (TransportError, ApiError):
+            return False
+        return not health.get("timed_out", False) and health.get("status") in ("green", "yellow")
+
+    def _serve_for(self, seconds: float) -> bool:
+        """Wait ``seconds`` with every partition paused, serving the group (rebalances, the
+        poll interval); True if stop was asked.
+
+        A record that still comes (fetched before the pause, or from a partition assigned
+        meanwhile) is sought back to, so it is read again after the batch in hand.
+        """
+        deadline = time.monotonic() + seconds
+        try:
+            while not self.stop.is_set():
+                self._pause_all()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                messages = self._consumer.consume(num_messages=100, timeout=min(remaining, 0.5))
+                first: dict[Position, int] = {}
+                for message in messages:
+                    if message.error() is None:
+                        where = (message.topic(), message.partition())
+                        first[where] = min(first.get(where, message.offset()), message.offset())
+                for (topic, partition), offset in first.items():
+                    self._consumer.pause([TopicPartition(topic, partition)])
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
+            return True
+        finally:
+            assigned = list(self._consumer.assignment())
+            if assigned:
+                self._consumer.resume(assigned)
+
+    def _pause_all(self) -> None:
+        partitions = list(self._consumer.assignment())
+        if partitions:
+            self._consumer.pause(partitions)
+
+    # ---- metrics --------------------------------------------------------------------------
+
+    def report_metrics(self) -> None:
+        """Log the counters, with the lag (records not yet read) of the assigned partitions."""
+        self.counters.lag = self._lag()
+        self._report(self.counters.line())
+
+    def _lag(self) -> int | None:
+        try:
+            assigned = self._consumer.assignment()
+            if not assigned:
+                return None
+            lag = 0
+            for position in self._consumer.position(assigned):
+                _low, high = self._consumer.get_watermark_offsets(position, timeout=2.0)
+                offset = position.offset if position.offset >= 0 else _low
+                lag += max(0, high - offset)
+            return lag
+        except KafkaException:
+            return None
+
+
+def _timestamp_ms(message: Any) -> int | None:
+    kind, stamp = message.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else int(stamp)
+
+
+def _describe(partitions: list[TopicPartition]) -> str:
+    names = sorted({tp.topic for tp in partitions})
+    numbers = ",".join(str(tp.partition) for tp in sorted(partitions, key=lambda t: t.partition))
+    return f"{'/'.join(names) or '-'} [{numbers}]"

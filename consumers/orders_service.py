@@ -1,0 +1,150 @@
+"""The demo's request processor: orders and customers, with their events through the outbox.
+
+Run it with ``pipeline process consumers.orders_service:processor``. Each handler changes the
+service's own tables and emits a domain event in the same transaction (the inbox row commits
+with them); the outbox relay (``pipeline outbox relay``) publishes the events to
+``orders.events``.
+
+Two business rules make some requests fail on purpose, so the demo shows both kinds of dead
+letter: an order line whose SKU starts with ``RECALLED`` makes the stock check fail every time
+(retried, then ``retries_exhausted``), and cancelling an order that does not exist is refused at
+once (``rejected``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Column, DateTime, MetaData, Numeric, String, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from pipeline.envelope import Event
+from pipeline.processing import Processor, Reject, UnitOfWork
+from pipeline.request_types import CancelOrder, PlaceOrder, RegisterCustomer
+from pipeline.topics.catalogue import ORDERS_EVENTS, REQUESTS_CUSTOMERS, REQUESTS_ORDERS
+
+__all__ = ["RECALLED_PREFIX", "StockCheckFailed", "processor", "service_tables"]
+
+SOURCE = "/services/orders"
+RECALLED_PREFIX = "RECALLED"
+
+service_tables = MetaData()
+orders = Table(
+    "demo_orders",
+    service_tables,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("total", Numeric(14, 2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+customers = Table(
+    "demo_customers",
+    service_tables,
+    Column("customer_id", String(64), primary_key=True),
+    Column("email", String(254), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+)
+
+processor = Processor("orders-service")
+
+
+class StockCheckFailed(RuntimeError):
+    """The (simulated) stock service refuses a recalled SKU, every time."""
+
+
+@processor.on_start
+def create_service_tables(database: Engine) -> None:
+    # The service's own tables belong to the service, not to the pipeline's migrations.
+    service_tables.create_all(database)
+
+
+@processor.handler(REQUESTS_ORDERS, event_type="com.example.requests.place_order", model=PlaceOrder)
+def place_order(event: Event, unit: UnitOfWork) -> None:
+    request: PlaceOrder = unit.data
+    recalled = [line.sku for line in request.lines if line.sku.startswith(RECALLED_PREFIX)]
+    if recalled:
+        raise StockCheckFailed(f"stock service refused recalled SKU {', '.join(recalled)}")
+    total = sum((line.unit_price * line.quantity for line in request.lines), Decimal(0))
+    values = {
+        "order_id": request.order_id,
+        "customer_id": request.customer_id,
+        "status": "placed",
+        "total": total,
+        "currency": request.currency,
+        "updated_at": datetime.now(UTC),
+    }
+    dialect = postgresql if unit.session.get_bind().dialect.name == "postgresql" else sqlite
+    unit.session.execute(dialect.insert(orders).values(values).on_conflict_do_nothing())
+    unit.emit(
+        Event(
+            source=SOURCE,
+            type="com.example.orders.order_placed",
+            subject=request.order_id,
+            partitionkey=request.order_id,
+            data={
+                "order_id": request.order_id,
+                "customer_id": request.customer_id,
+                "total": str(total),
+                "currency": request.currency,
+            },
+        ),
+        aggregate_type="order",
+        aggregate_id=request.order_id,
+        topic=ORDERS_EVENTS,
+    )
+
+
+@processor.handler(
+    REQUESTS_ORDERS, event_type="com.example.requests.cancel_order", model=CancelOrder
+)
+def cancel_order(event: Event, unit: UnitOfWork) -> None:
+    request: CancelOrder = unit.data
+    status = unit.session.execute(
+        select(orders.c.status).where(orders.c.order_id == request.order_id)
+    ).scalar_one_or_none()
+    if status is None:
+        raise Reject(f"order {request.order_id} does not exist")
+    if status == "cancelled":
+        return  # cancelling twice is the same as once
+    unit.session.execute(
+        update(orders)
+        .where(orders.c.order_id == request.order_id)
+        .values(status="cancelled", updated_at=datetime.now(UTC))
+    )
+    unit.emit(
+        Event(
+            source=SOURCE,
+            type="com.example.orders.order_cancelled",
+            subject=request.order_id,
+            partitionkey=request.order_id,
+            data={"order_id": request.order_id, "reason": request.reason},
+        ),
+        aggregate_type="order",
+        aggregate_id=request.order_id,
+        topic=ORDERS_EVENTS,
+    )
+
+
+@processor.handler(
+    REQUESTS_CUSTOMERS,
+    event_type="com.example.requests.register_customer",
+    model=RegisterCustomer,
+)
+def register_customer(event: Event, unit: UnitOfWork) -> None:
+    request: RegisterCustomer = unit.data
+    dialect = postgresql if unit.session.get_bind().dialect.name == "postgresql" else sqlite
+    unit.session.execute(
+        dialect.insert(customers)
+        .values(
+            customer_id=request.customer_id,
+            email=request.email,
+            name=request.name,
+            registered_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing()
+    )

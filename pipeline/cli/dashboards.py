@@ -1,0 +1,131 @@
+"""``pipeline dashboards``: export the Kibana assets, import them into Kibana, put the template.
+
+Exit codes: 0 done; 1 Kibana read the file but refused some objects (listed in a table);
+2 usage or setup error (Kibana unreachable, the request refused, a file missing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from elasticsearch import ApiError
+from elasticsearch import ConnectionError as ESConnectionError
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.clients import build_elasticsearch
+from pipeline.dashboards import NDJSON_FILE, export_files, export_ndjson, import_to_kibana
+from pipeline.errors import PipelineError
+from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
+from pipeline.settings import PipelineSettings
+
+app = typer.Typer(
+    help="Kibana assets as code: the logs' data view, searches, visualisations and dashboard.",
+    no_args_is_help=True,
+)
+
+DEFAULT_KIBANA_URL = "http://127.0.0.1:5601"
+
+
+def _settings(ctx: typer.Context) -> PipelineSettings:
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings), "read once by the `pipeline` entry point"
+    return settings
+
+
+@app.command()
+def export(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder to write pipeline-logs.ndjson and index-template.json to.",
+            file_okay=False,
+        ),
+    ] = Path("dashboards"),
+) -> None:
+    """Write the saved objects (Kibana's import format) and the index template to files."""
+    try:
+        written = export_files(out)
+    except OSError as error:
+        raise PipelineError(f"cannot write to {out}: {error.strerror or error}") from None
+    console = stdout_console()
+    for path in written:
+        console.print(f"wrote {escape(str(path))}")
+
+
+@app.command("import")
+def import_(
+    kibana_url: Annotated[
+        str,
+        typer.Option("--kibana-url", help="Kibana's address.", show_default=True),
+    ] = DEFAULT_KIBANA_URL,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="An NDJSON export to import instead of the generated saved objects "
+            f"(which equal dashboards/{NDJSON_FILE}).",
+            dir_okay=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace objects that exist (they have stable ids)."),
+    ] = True,
+) -> None:
+    """Import the saved objects into Kibana (POST /api/saved_objects/_import)."""
+    if file is None:
+        ndjson = export_ndjson()
+    else:
+        try:
+            ndjson = file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise PipelineError(f"cannot read {file}: {error.strerror or error}") from None
+    result = import_to_kibana(kibana_url, ndjson, overwrite=overwrite)
+    if result.success:
+        stdout_console().print(f"imported {result.success_count} saved objects into {kibana_url}")
+        return
+    table = Table("type", "id", "title", "error", "message", title="objects Kibana refused")
+    for refused in result.errors:
+        table.add_row(
+            refused.type, refused.id, escape(refused.title), refused.error, escape(refused.message)
+        )
+    stdout_console().print(table)
+    stderr_console().print(
+        f"[red]error:[/red] Kibana refused {len(result.errors)} saved objects "
+        f"({result.success_count} imported)",
+        highlight=False,
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def template(
+    ctx: typer.Context,
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            "--alias",
+            help="Read alias, index prefix (<alias>-YYYY.MM.DD) and template name "
+            f"(default: PIPELINE_LOGS__INDEX_ALIAS, else {INDEX_ALIAS}).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Put the logs' index template on Elasticsearch (the shipper does it too, on start)."""
+    settings = _settings(ctx)
+    alias = alias or settings.logs.index_alias
+    try:
+        with build_elasticsearch(settings.elasticsearch) as es:
+            ensure_index_template(es, alias=alias)
+    except ESConnectionError:
+        raise PipelineError(f"cannot reach Elasticsearch at {settings.elasticsearch.url}") from None
+    except ApiError as error:
+        raise PipelineError(
+            f"Elasticsearch refused the index template ({error.meta.status}): {error.message}"
+        ) from None
+    stdout_console().print(f"index template {escape(alias)} is in place")

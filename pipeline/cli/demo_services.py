@@ -1,0 +1,228 @@
+"""The demo's second half: the orders service, the outbox relay and the log shipper at work.
+
+1. start ``pipeline logs ship`` and ``pipeline process consumers.orders_service:processor`` as
+   child processes (the processor serves Prometheus metrics on a free port), and the outbox
+   relay in a thread;
+2. re-send some accepted requests with their original event ids, as a producer retrying after
+   a lost acknowledgement would: the processor's inbox must skip them;
+3. wait until the processor has settled every request of this run (read from its metrics);
+4. wait until the outbox backlog drains to zero;
+5. wait until Elasticsearch holds the processor's dead-letter log lines;
+6. stop the children (SIGTERM: they finish and commit) and report.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumers.readback import end_offsets
+from pipeline.clients import build_consumer, build_elasticsearch
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import Event
+from pipeline.errors import PipelineError
+from pipeline.logs.schema import INDEX_ALIAS
+from pipeline.logs.search import build_query
+from pipeline.outbox import outbox_status
+from pipeline.settings import PipelineSettings
+from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS
+from producers.outbox_relay import running_relay
+from producers.producer import EventProducer
+
+PROCESSOR_SPEC = "consumers.orders_service:processor"
+PROCESSOR_NAME = "orders-service"
+DEAD_LETTER_QUERY = "event.action:dead_lettered"
+
+
+@dataclass
+class ProcessingReport:
+    processed: int = 0
+    duplicates: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    backlog_seen: list[int] = field(default_factory=list)
+    published: int = 0
+    dead_letter_log_lines: int = 0
+
+    @property
+    def settled(self) -> int:
+        return self.processed + self.duplicates + sum(self.dead_lettered.values())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pipeline_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from pipeline.cli.main import run; run()", *args]
+
+
+@contextmanager
+def _child(
+    args: list[str], env: dict[str, str], log_path: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def scrape(port: int) -> ProcessingReport:
+    """The processor's counters, from its Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    report = ProcessingReport()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            value = int(sample.value)
+            if family.name == "pipeline_events_processed":
+                report.processed += value
+            elif family.name == "pipeline_events_duplicate":
+                report.duplicates += value
+            elif family.name == "pipeline_events_dead_lettered":
+                reason = sample.labels["reason"]
+                report.dead_lettered[reason] = report.dead_lettered.get(reason, 0) + value
+            elif family.name == "pipeline_event_retries":
+                report.retries += value
+    return report
+
+
+def _wait(
+    what: str,
+    done: Callable[[], bool],
+    timeout_s: float,
+    child: subprocess.Popen[bytes] | None = None,
+    log: str = "",
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if child is not None and child.poll() is not None:
+            raise PipelineError(
+                f"{what}: the child process exited with {child.returncode} (see {log})"
+            )
+        if time.monotonic() > deadline:
+            raise PipelineError(
+                f"{what}: not done after {timeout_s:.0f} s (see {log or 'the log'})"
+            )
+        time.sleep(0.5)
+
+
+def run_services(
+    settings: PipelineSettings,
+    producer: EventProducer,
+    redeliver: list[tuple[str, Event]],
+    log_dir: str,
+    on_status: Callable[[str], None],
+) -> ProcessingReport:
+    """Steps 1-6 of the module docstring."""
+    consumer = build_consumer(settings.kafka, group_id=PROCESSOR_NAME)
+    try:
+        return _run_services(settings, producer, redeliver, log_dir, on_status, consumer)
+    finally:
+        consumer.close()
+
+
+def _run_services(
+    settings: PipelineSettings,
+    producer: EventProducer,
+    redeliver: list[tuple[str, Event]],
+    log_dir: str,
+    on_status: Callable[[str], None],
+    consumer: Consumer,
+) -> ProcessingReport:
+    database = build_engine(settings.database)
+    migrate(database)
+    port = _free_port()
+    env = {**os.environ, "PIPELINE_PROCESSING__METRICS_LOG_INTERVAL_S": "5"}
+    if settings.database.password is not None:
+        env["PIPELINE_DATABASE__PASSWORD"] = settings.database.password.get_secret_value()
+    env["PIPELINE_DATABASE__URL"] = settings.database.url
+    shipper_log = os.path.join(log_dir, "log-shipper.log")
+    processor_log = os.path.join(log_dir, "orders-service.log")
+    es = build_elasticsearch(settings.elasticsearch)
+    start = time.time()
+    with (
+        _child(_pipeline_command("logs", "ship"), env, shipper_log),
+        _child(
+            _pipeline_command("process", PROCESSOR_SPEC, "--metrics-port", str(port)),
+            env,
+            processor_log,
+        ) as processor,
+        running_relay(settings),
+    ):
+        on_status("waiting for the orders service to start")
+        _wait("orders service start", lambda: _answers(port), 120, processor, processor_log)
+        for topic, event in redeliver:
+            producer.send(topic, event)
+        producer.flush(30)
+        on_status("orders service handling the requests")
+        ends = [*end_offsets(consumer, REQUESTS_ORDERS), *end_offsets(consumer, REQUESTS_CUSTOMERS)]
+
+        def caught_up() -> bool:
+            committed = consumer.committed(ends, timeout=10)
+            return all(c.offset >= e.offset for c, e in zip(committed, ends, strict=True))
+
+        _wait("orders service", caught_up, 300, processor, processor_log)
+        report = scrape(port)
+        on_status("outbox relay publishing")
+
+        def drained() -> bool:
+            backlog = outbox_status(database).backlog
+            report.backlog_seen.append(backlog)
+            return backlog == 0
+
+        _wait("outbox backlog", drained, 120)
+        on_status("log shipper indexing")
+        query = build_query(DEAD_LETTER_QUERY, service=PROCESSOR_NAME)
+        since = {"range": {"@timestamp": {"gte": int(start * 1000), "format": "epoch_millis"}}}
+        query["bool"].setdefault("filter", []).append(since)
+        wanted = sum(report.dead_lettered.values())
+
+        def shipped() -> bool:
+            try:
+                es.indices.refresh(index=INDEX_ALIAS)
+                report.dead_letter_log_lines = int(
+                    es.count(index=INDEX_ALIAS, query=query)["count"]
+                )
+            except Exception:
+                return False
+            return report.dead_letter_log_lines >= wanted
+
+        _wait("log shipping", shipped, 120)
+    with database.connect() as connection:
+        status = outbox_status(connection)
+    report.published = status.published_last_minute
+    database.dispose()
+    return report
+
+
+def _answers(port: int) -> bool:
+    try:
+        scrape(port)
+    except OSError:
+        return False
+    return True

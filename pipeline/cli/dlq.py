@@ -1,0 +1,584 @@
+"""``pipeline dlq inspect|redrive TOPIC``: look at dead letters, send them back.
+
+TOPIC is the original topic (``requests.orders``) or its dead-letter topic
+(``requests.orders.dlq``). The dead-letter format is :mod:`pipeline.dead_letters`; reading,
+selecting and redriving are :mod:`consumers.dead_letters`.
+
+``redrive``:
+
+1. read the pending dead letters and select (filters, then the later dead letters of the same
+   keys, so that per-key order holds); show how many; ``--dry-run`` stops here and so does a
+   "no" (without ``--yes``);
+2. initialise the transactional producer of this dead-letter topic: an older redrive of the
+   same topic still running is fenced and its open transaction aborted;
+3. read and select again (what an older redrive committed is now seen), so each dead letter is
+   redriven at most once;
+4. redrive in transactions (message back + marker), with a progress bar; print the summary.
+
+Exit codes: 0 done (also: nothing to do); 1 some dead letters were not redriven (fenced by a
+newer redrive, a failed transaction) or the confirmation was declined; 2 usage or setup error
+(no such dead-letter topic, Kafka unreachable); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from consumers.dead_letters import (
+    RedriveResult,
+    earlier_of_same_keys,
+    matches,
+    open_dead_letter_consumer,
+    read_dead_letters,
+    redrive,
+    redrive_producer,
+    redrive_transactional_id,
+    select_for_redrive,
+)
+from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.consume import ndjson_line
+from pipeline.clients import build_admin
+from pipeline.dead_letters import REASONS, DeadLetter
+from pipeline.errors import PipelineError
+from pipeline.ids import new_event_id
+from pipeline.settings import PipelineSettings
+from pipeline.topics.admin import describe_cluster_topics
+from pipeline.topics.spec import dlq_base, dlq_name, is_dlq
+from producers.producer import EventProducer
+
+EXIT_OK = 0
+EXIT_NOT_ALL = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: How long reading a dead-letter topic to its end may take.
+_READ_TIMEOUT_S = 60.0
+_MESSAGE_WIDTH = 60
+_FLUSH_TIMEOUT_S = 10.0
+
+app = typer.Typer(
+    help="Inspect dead letters (<topic>.dlq) and redrive them to their original topic.",
+    no_args_is_help=True,
+)
+
+_out = stdout_console()
+_err = stderr_console()
+
+
+class Output(StrEnum):
+    table = "table"
+    ndjson = "ndjson"
+
+
+TopicArgument = typer.Argument(
+    ...,
+    help="The original topic (requests.orders) or its dead-letter topic (requests.orders.dlq).",
+)
+ErrorTypeOption = typer.Option(
+    None,
+    "--error-type",
+    "-e",
+    help="Only dead letters of this error type: the qualified class name or its last part "
+    "(EnvelopeError).",
+)
+ReasonOption = typer.Option(
+    None, "--reason", "-r", help=f"Only dead letters with this reason: {', '.join(REASONS)}."
+)
+KeyOption = typer.Option(None, "--key", "-k", help="Only dead letters with this key.")
+EventIdOption = typer.Option(
+    None, "--event-id", help="Only the dead letter of this event id (ce_id); repeatable."
+)
+
+
+def _settings(ctx: typer.Context) -> PipelineSettings:
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings), "read once by the `pipeline` entry point"
+    return settings
+
+
+# --- topics and filters -----------------------------------------------------------------------
+
+
+def resolve_topics(topic: str) -> tuple[str, str]:
+    """``(original topic, dead-letter topic)`` from either name."""
+    if is_dlq(topic):
+        return dlq_base(topic), topic
+    return topic, dlq_name(topic)
+
+
+def _require_topics(settings: PipelineSettings, dlq_topic: str, original: set[str]) -> None:
+    """A one-line :class:`PipelineError` when the dead-letter topic or a target is missing."""
+    bootstrap = settings.kafka.bootstrap_servers
+    names = [dlq_topic, *sorted(original)]
+    found = describe_cluster_topics(build_admin(settings.kafka), names, bootstrap=bootstrap)
+    if dlq_topic not in found:
+        raise PipelineError(
+            f"dead-letter topic {dlq_topic} does not exist on Kafka at {bootstrap} "
+            "(create it with `pipeline topics apply`)"
+        )
+    missing = [name for name in sorted(original) if name not in found]
+    if missing:
+        raise PipelineError(
+            f"cannot redrive to {', '.join(missing)}: no such topic on Kafka at {bootstrap}"
+        )
+
+
+@dataclass(frozen=True)
+class _Filters:
+    error_type: str | None
+    reason: str | None
+    key: str | None
+    event_ids: frozenset[str] | None
+
+    @classmethod
+    def of(
+        cls,
+        error_type: str | None,
+        reason: str | None,
+        key: str | None,
+        event_ids: list[str] | None,
+    ) -> _Filters:
+        if reason is not None and reason not in REASONS:
+            raise typer.BadParameter(
+                f"{reason!r} is not a reason; one of {', '.join(REASONS)}", param_hint="--reason"
+            )
+        return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None)
+
+    def match(self, letter: DeadLetter) -> bool:
+        return matches(
+            letter,
+            error_type=self.error_type,
+            reason=self.reason,
+            key=self.key,
+            event_ids=self.event_ids,
+        )
+
+    @property
+    def any(self) -> bool:
+        return any(
+            value is not None for value in (self.error_type, self.reason, self.key, self.event_ids)
+        )
+
+
+def _read(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | str | None]:
+    with open_dead_letter_consumer(settings.kafka) as consumer:
+        return read_dead_letters(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
+
+
+def _pending(read: Sequence[DeadLetter | str | None]) -> tuple[list[DeadLetter], set[str]]:
+    """All dead letters read, and the positions of those already redriven."""
+    letters = [item for item in read if isinstance(item, DeadLetter)]
+    redriven = {item for item in read if isinstance(item, str)}
+    return letters, redriven
+
+
+# --- inspect ----------------------------------------------------------------------------------
+
+
+def _text(raw: bytes | None) -> tuple[str | None, str | None]:
+    """Bytes as ``(text, None)`` when UTF-8, else ``(None, base64)``."""
+    if raw is None:
+        return None, None
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, base64.b64encode(raw).decode("ascii")
+
+
+def letter_json(letter: DeadLetter, *, redriven: bool) -> dict[str, Any]:
+    """One dead letter as the JSON object ``inspect --output ndjson`` prints."""
+    key, key_b64 = _text(letter.key)
+    value, value_b64 = _text(letter.value)
+    fields: dict[str, Any] = {
+        "dlq_topic": letter.dlq_topic,
+        "dlq_partition": letter.dlq_partition,
+        "dlq_offset": letter.dlq_offset,
+        "key": key,
+        "event_id": letter.event_id,
+        "event_type": letter.event_type,
+        "reason": letter.reason,
+        "error_type": letter.error_type,
+        "error_message": letter.error_message,
+        "stacktrace": letter.stacktrace,
+        "attempts": letter.attempts,
+        "original_topic": letter.original_topic,
+        "original_partition": letter.original_partition,
+        "original_offset": letter.original_offset,
+        "original_timestamp": letter.original_timestamp_ms,
+        "consumer_group": letter.consumer_group,
+        "dead_lettered_at": letter.dead_lettered_at,
+        "parked_by": letter.parked_by,
+        "redriven": redriven,
+        "headers": [
+            [name, data.decode("utf-8", errors="backslashreplace")] for name, data in letter.headers
+        ],
+        "value": value,
+    }
+    if key_b64 is not None:
+        fields["key_base64"] = key_b64
+    if value_b64 is not None:
+        fields["value_base64"] = value_b64
+    return fields
+
+
+def _short(text: str, width: int = _MESSAGE_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _original(letter: DeadLetter, base: str) -> str:
+    where = f"[{letter.original_partition}]@{letter.original_offset}"
+    return where if letter.original_topic == base else letter.original_topic + where
+
+
+def _when(dead_lettered_at: str) -> str:
+    """``2024-07-15T13:45:35.123Z`` as ``2024-07-15 13:45:35`` (UTC, as the header says)."""
+    return dead_lettered_at[:19].replace("T", " ")
+
+
+def _table(dlq_topic: str, letters: Sequence[DeadLetter], redriven: set[str] | None) -> Table:
+    """The dead letters as a table: the error type by its class name and the message shortened
+    (``--output ndjson`` has them in full); cells wrap or fold rather than being cut."""
+    base = dlq_base(dlq_topic)
+    table = Table(
+        title=escape(
+            f"dead letters in {dlq_topic}; original: {base}[partition]@offset; times in UTC"
+        )
+    )
+    # (header, whether it may wrap, minimum width): a minimum width can push the table past the
+    # console's width, where rich cuts it, so none is set for now.
+    columns: list[tuple[str, bool, int | None]] = [
+        ("dlq p:offset", True, None),
+        ("key", True, None),
+        ("event type", True, None),
+        ("reason", True, None),
+        ("error type", True, None),
+        ("error message", True, None),
+        ("attempts", True, None),
+        ("original", True, None),
+        ("dead-lettered at", True, None),
+    ]
+    if redriven is not None:
+        columns.append(("redriven", False, None))
+    for header, wraps, min_width in columns:
+        table.add_column(
+            Text(header),
+            justify="right" if header == "attempts" else "left",
+            overflow="fold",
+            no_wrap=not wraps,
+            min_width=min_width,
+        )
+    for letter in letters:
+        cells = [
+            letter.position,
+            letter.key_text,
+            letter.event_type or "",
+            letter.reason,
+            letter.error_type.rsplit(".", 1)[-1],
+            _short(letter.error_message),
+            str(letter.attempts),
+            _original(letter, base),
+            _when(letter.dead_lettered_at),
+        ]
+        if redriven is not None:
+            cells.append("yes" if letter.position in redriven else "no")
+        table.add_row(*(Text(cell) for cell in cells))  # Text: no markup in data
+    return table
+
+
+def _by_reason(letters: Sequence[DeadLetter]) -> str:
+    counts = Counter(letter.reason for letter in letters)
+    return ", ".join(f"{reason} {count:,}" for reason, count in counts.most_common())
+
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    topic: str = TopicArgument,
+    error_type: str | None = ErrorTypeOption,
+    reason: str | None = ReasonOption,
+    key: str | None = KeyOption,
+    event_id: list[str] | None = EventIdOption,
+    limit: int | None = typer.Option(
+        None, "--limit", "-n", min=1, help="Show at most this many dead letters."
+    ),
+    output: Output = typer.Option(
+        Output.table,
+        "--output",
+        "-o",
+        help="table, or ndjson: one JSON object per dead letter with every field (stacktrace, "
+        "headers, value).",
+    ),
+    show_redriven: bool = typer.Option(
+        False, "--show-redriven", help="Also show dead letters already redriven."
+    ),
+) -> None:
+    """Show the dead letters of TOPIC with why each was dead-lettered.
+
+    Pending dead letters only, unless --show-redriven; oldest first per partition.
+    With --output ndjson stdout is pure NDJSON and the summary goes to stderr.
+
+    Exit codes: 0 shown (also when there are none); 2 usage or setup error
+    (no such dead-letter topic, Kafka unreachable).
+    """
+    settings = _settings(ctx)
+    filters = _Filters.of(error_type, reason, key, event_id)
+    _, dlq_topic = resolve_topics(topic)
+    _require_topics(settings, dlq_topic, set())
+    letters, redriven = _pending(_read(settings, dlq_topic))
+    pending = [letter for letter in letters if letter.position not in redriven]
+    candidates = letters if show_redriven else pending
+    shown = [letter for letter in candidates if filters.match(letter)]
+    if limit is not None:
+        shown = shown[:limit]
+    if output is Output.ndjson:
+        for letter in shown:
+            sys.stdout.buffer.write(
+                ndjson_line(letter_json(letter, redriven=letter.position in redriven))
+            )
+        sys.stdout.buffer.flush()
+    elif shown:
+        _out.print(_table(dlq_topic, shown, redriven if show_redriven else None))
+    summary = f"{len(shown):,} dead letter(s) shown"
+    if filters.any or limit is not None or show_redriven:
+        summary += f" of {len(pending):,} pending"
+    else:
+        summary += " (pending)"
+    summary += f" in {dlq_topic}"
+    if shown:
+        summary += f"; by reason: {_by_reason(shown)}"
+    if redriven:
+        summary += f"; {len(letters) - len(pending):,} already redriven"
+    (_err if output is Output.ndjson else _out).print(escape(summary), soft_wrap=True)
+
+
+# --- redrive ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Selection:
+    pending: list[DeadLetter]
+    letters: list[DeadLetter]
+    matched: int
+    earlier_left: list[DeadLetter]
+
+
+def _select(
+    settings: PipelineSettings, dlq_topic: str, filters: _Filters, limit: int | None
+) -> _Selection:
+    letters, redriven = _pending(_read(settings, dlq_topic))
+    pending = [letter for letter in letters if letter.position not in redriven]
+    options: dict[str, Any] = {
+        "error_type": filters.error_type,
+        "reason": filters.reason,
+        "key": filters.key,
+        "event_ids": filters.event_ids,
+    }
+    selected = select_for_redrive(pending, **options, limit=limit)
+    if limit is not None and not selected:
+        everything = select_for_redrive(pending, **options)
+        if everything:
+            first = [letter for letter in everything if letter.key == everything[0].key]
+            raise PipelineError(
+                f"--limit {limit} is less than the {len(first):,} dead letters of the first "
+                f"key ({everything[0].key_text}), and keys are redriven whole: nothing selected"
+            )
+    matched = sum(1 for letter in selected if filters.match(letter))
+    return _Selection(pending, selected, matched, earlier_of_same_keys(pending, selected))
+
+
+def _describe(selection: _Selection, dlq_topic: str) -> None:
+    letters = selection.letters
+    if not letters:
+        _err.print(
+            f"nothing to redrive in {escape(dlq_topic)} ({len(selection.pending):,} pending)"
+        )
+        return
+    keys = len({(letter.original_topic, letter.key) for letter in letters})
+    followers = len(letters) - selection.matched
+    targets = ", ".join(sorted({letter.original_topic for letter in letters}))
+    _err.print(
+        escape(
+            f"{len(letters):,} dead letter(s) of {keys:,} key(s) to redrive from {dlq_topic} to "
+            f"{targets}: {selection.matched:,} matched, {followers:,} later one(s) of the same "
+            f"keys added to keep their order ({len(selection.pending):,} pending); by reason: "
+            f"{_by_reason(letters)}"
+        )
+    )
+    if selection.earlier_left:
+        _err.print(
+            f"[yellow]warning:[/yellow] {len(selection.earlier_left):,} earlier dead letter(s) "
+            "of the same keys do not match and stay in the dead-letter topic: their keys' later "
+            "events go back before them"
+        )
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("redriving"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err,
+        transient=True,
+        disable=not enabled,
+    )
+
+
+def _summary(dlq_topic: str, result: RedriveResult, selected: int, elapsed_s: float) -> None:
+    table = Table(title=f"redrive of {dlq_topic}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("redrive id (pipeline.redrive.id)", result.redrive_id)
+    table.add_row("selected", f"{selected:,}")
+    table.add_row("redriven", f"{len(result.redriven):,}")
+    table.add_row("not redriven", f"{len(result.not_redriven):,}")
+    table.add_row("transactions committed", f"{result.transactions:,}")
+    table.add_row("transactions aborted and retried", f"{result.retried:,}")
+    for target, count in sorted(
+        Counter(letter.original_topic for letter in result.redriven).items()
+    ):
+        table.add_row(Text(f"sent to {target}"), f"{count:,}")
+    table.add_row("elapsed", f"{elapsed_s:.2f} s")
+    _err.print(table)
+
+
+@app.command(name="redrive")
+def redrive_command(
+    ctx: typer.Context,
+    topic: str = TopicArgument,
+    error_type: str | None = ErrorTypeOption,
+    reason: str | None = ReasonOption,
+    key: str | None = KeyOption,
+    event_id: list[str] | None = EventIdOption,
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        "-n",
+        min=1,
+        help="At most this many dead letters, whole keys only (a key that would not fit ends "
+        "the selection).",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Only show what would be redriven; send nothing."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Send dead letters of TOPIC back to their original topic, each at most once.
+
+    All pending dead letters, or those that match the filters plus every later
+    dead letter of the same keys (per-key order is kept; within a key they go back
+    in original offset order). Each goes back with its original key, value and
+    headers plus pipeline.redrive.id, pipeline.redrive.last (the last of its key
+    in this run) and pipeline.redrive.of; a marker in the dead-letter topic,
+    committed in the same transaction, keeps it from being redriven again.
+
+    A newer redrive of the same dead-letter topic fences an older one still
+    running: the older stops and says so; a re-run sends what is still pending.
+
+    Exit codes: 0 done (also: nothing to redrive); 1 some were not redriven,
+    or the confirmation was declined; 2 usage or setup error; 130 interrupted.
+    """
+    settings = _settings(ctx)
+    filters = _Filters.of(error_type, reason, key, event_id)
+    _, dlq_topic = resolve_topics(topic)
+    _require_topics(settings, dlq_topic, set())
+    if not yes and not dry_run and not sys.stdin.isatty():
+        raise PipelineError("not a terminal: confirm with --yes (or look first with --dry-run)")
+    try:
+        raise typer.Exit(_redrive(settings, dlq_topic, filters, limit, dry_run, yes))
+    except KeyboardInterrupt:
+        _err.print("interrupted: the open transaction is aborted, nothing of it is visible")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _redrive(
+    settings: PipelineSettings,
+    dlq_topic: str,
+    filters: _Filters,
+    limit: int | None,
+    dry_run: bool,
+    yes: bool,
+) -> int:
+    asked: int | None = None  # how many the person confirmed
+    if dry_run or not yes:
+        first = _select(settings, dlq_topic, filters, limit)
+        _describe(first, dlq_topic)
+        if not first.letters:
+            return EXIT_OK
+        if dry_run:
+            _err.print("dry run: nothing sent")
+            return EXIT_OK
+        if not typer.confirm(f"redrive {len(first.letters):,} dead letter(s)?", err=True):
+            _err.print("nothing sent")
+            return EXIT_NOT_ALL
+        asked = len(first.letters)
+    producer = redrive_producer(settings.kafka, settings.producer, dlq_topic)
+    try:
+        return _redrive_with(producer, settings, dlq_topic, filters, limit, asked)
+    finally:
+        with contextlib.suppress(PipelineError):
+            producer.flush(_FLUSH_TIMEOUT_S)
+
+
+def _redrive_with(
+    producer: EventProducer,
+    settings: PipelineSettings,
+    dlq_topic: str,
+    filters: _Filters,
+    limit: int | None,
+    asked: int | None,
+) -> int:
+    # Fence any older redrive of this topic first, then read: what it committed is seen.
+    producer.init_transactions()
+    selection = _select(settings, dlq_topic, filters, limit)
+    if asked is None:
+        _describe(selection, dlq_topic)
+    elif len(selection.letters) != asked:
+        _err.print(
+            f"[yellow]note:[/yellow] {len(selection.letters):,} dead letter(s) to redrive now "
+            "(another redrive sent some meanwhile)"
+        )
+    if not selection.letters:
+        return EXIT_OK
+    _require_topics(settings, dlq_topic, {letter.original_topic for letter in selection.letters})
+    redrive_id = new_event_id()
+    began = time.monotonic()
+    with _progress(_err.is_terminal) as progress:
+        task = progress.add_task("redriving", total=len(selection.letters))
+        result = redrive(
+            producer,
+            selection.letters,
+            redrive_id=redrive_id,
+            on_progress=lambda count: progress.advance(task, count),
+        )
+    _summary(dlq_topic, result, len(selection.letters), time.monotonic() - began)
+    if result.fenced:
+        _err.print(
+            f"[red]fenced:[/red] a newer redrive of {escape(dlq_topic)} (transactional id "
+            f"{escape(redrive_transactional_id(dlq_topic))}) took over; "
+            f"{len(result.redriven):,} redriven here, {len(result.not_redriven):,} not "
+            f"({escape(result.error or '')})"
+        )
+        return EXIT_NOT_ALL
+    if result.error is not None:
+        _err.print(
+            f"[red]error:[/red] {len(result.not_redriven):,} dead letter(s) not redriven "
+            f"(a re-run sends them): {escape(result.error)}"
+        )
+        return EXIT_NOT_ALL
+    _err.print(f"redriven {len(result.redriven):,} dead letter(s); redrive id {redrive_id}")
+    return EXIT_OK

@@ -1,0 +1,286 @@
+"""``pipeline logs``: ship the ``logs`` topic into Elasticsearch, and search what was shipped.
+
+``pipeline logs ship`` runs the log shipper (:mod:`consumers.log_shipper`) until SIGTERM or
+Ctrl-C, then commits what Elasticsearch acknowledged and leaves the group.
+
+``pipeline logs search QUERY`` queries the ``pipeline-logs`` alias with Lucene syntax (the same
+as Kibana's search bar) plus filters; newest first as a table (stdout), or ``--output ndjson``
+(one ``_source`` a line, oldest first, for ``jq``). ``--follow`` keeps printing new lines,
+oldest first. A query Elasticsearch cannot parse is one line with its reason and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import typer
+from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import ConnectionError as EsConnectionError
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.clients import build_consumer, build_elasticsearch, build_producer
+from pipeline.errors import PipelineError
+from pipeline.logs.search import build_query, normalize_levels, parse_since, search_body
+from pipeline.logs.setup import configure_logging
+from pipeline.settings import PipelineSettings
+
+app = typer.Typer(help="Ship logs to Elasticsearch and search them.", no_args_is_help=True)
+
+_err = stderr_console()
+#: While following, lines up to this much older than the newest seen are asked for again
+#: (a line shipped late is still printed); ids already printed are skipped.
+_FOLLOW_OVERLAP = timedelta(seconds=30)
+_FOLLOW_POLL_S = 1.0
+
+
+@app.command()
+def ship(
+    ctx: typer.Context,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Consumer group (default: PIPELINE_LOGS__SHIPPER_GROUP)."),
+    ] = None,
+    start: Annotated[
+        Literal["earliest", "latest"],
+        typer.Option(help="Where a new group starts reading."),
+    ] = "earliest",
+    until_idle: Annotated[
+        float | None,
+        typer.Option(help="Stop once nothing came for this many seconds (for jobs and tests)."),
+    ] = None,
+) -> None:
+    """Ship the logs topic into Elasticsearch until SIGTERM or Ctrl-C.
+
+    Documents go to daily indices behind the alias pipeline-logs, with the
+    record's event.id as document id (a redelivery overwrites). Offsets are
+    committed only after Elasticsearch acknowledged everything below them;
+    rejected records go to logs.dlq with the reason in their headers.
+    """
+    from consumers.log_shipper import LogShipper
+
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    configure_logging(settings, "log-shipper")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    group_id = group or settings.logs.shipper_group
+    consumer = build_consumer(
+        settings.kafka,
+        group_id,
+        **{"auto.offset.reset": start, "client.id": f"{settings.kafka.client_id}-log-shipper"},
+    )
+    dlq = build_producer(settings.kafka, **{"linger.ms": 5})
+    try:
+        with build_elasticsearch(settings.elasticsearch) as es:
+            shipper = LogShipper(
+                consumer,
+                es,
+                dlq,
+                settings.logs,
+                alias=settings.logs.index_alias,
+                consumer_group=group_id,
+                stop=stop,
+            )
+            counters = shipper.run(until_idle_s=until_idle)
+    finally:
+        consumer.close()
+        dlq.flush(10)
+    _err.print(f"stopped: {counters.line()}")
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def _one_line_reason(error: ApiError) -> str:
+    """Elasticsearch's reason for a failed search, on one line: what failed, and why."""
+    body = error.body if isinstance(error.body, Mapping) else {}
+    detail = body.get("error")
+    chain: list[str] = []
+    if isinstance(detail, Mapping):
+        shards = detail.get("failed_shards") or []
+        node: Any = shards[0].get("reason") if shards and isinstance(shards[0], Mapping) else None
+        if not isinstance(node, Mapping):
+            node = detail
+        while isinstance(node, Mapping):
+            if node.get("reason"):
+                chain.append(str(node["reason"]))
+            node = node.get("caused_by")
+    if not chain:
+        return " ".join(str(error.message).split())
+    text = chain[0] if len(chain) == 1 else f"{chain[0]}: {chain[-1]}"
+    return " ".join(text.split())
+
+
+def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        response = es.search(
+            index=alias,
+            ignore_unavailable=True,
+            allow_no_indices=True,
+            **body,
+        )
+    except ApiError as error:
+        # escape: the CLI prints errors through rich, which would eat "[query]" as markup.
+        raise PipelineError(f"bad query: {escape(_one_line_reason(error))}") from None
+    except EsConnectionError as error:
+        raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
+    hits: list[dict[str, Any]] = response["hits"]["hits"]
+    return hits
+
+
+def _get(document: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = document
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _table(hits: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("level", no_wrap=True)
+    table.add_column("service", no_wrap=True)
+    table.add_column("logger")
+    table.add_column("message", overflow="fold")
+    table.add_column("correlation id", no_wrap=True)
+    colours = {"error": "red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
+    for hit in hits:
+        source = hit["_source"]
+        level = str(_get(source, "log.level") or "")
+        message = str(source.get("message", ""))
+        error_type = _get(source, "error.type")
+        if error_type:
+            message += f" [{error_type}]"
+        stamp = str(source.get("@timestamp", "")).replace("T", " ").removesuffix("Z")
+        table.add_row(
+            stamp,
+            f"[{colours[level]}]{level}[/]" if level in colours else level,
+            str(_get(source, "service.name") or ""),
+            str(_get(source, "log.logger") or ""),
+            message,
+            str(_get(source, "pipeline.correlation_id") or ""),
+        )
+    return table
+
+
+def _print(hits: list[dict[str, Any]], output: str) -> None:
+    if output == "ndjson":
+        lines = [json.dumps(hit["_source"], ensure_ascii=False) for hit in hits]
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+    elif hits:
+        stdout_console().print(_table(hits))
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: Annotated[
+        str,
+        typer.Argument(help="Lucene query, as in Kibana: 'message:timeout AND NOT log.level:info'"),
+    ] = "*",
+    since: Annotated[
+        str,
+        typer.Option(help="How far back: 90s, 15m, 2h, 7d, 1h30m, or an ISO 8601 time."),
+    ] = "15m",
+    service: Annotated[str | None, typer.Option(help="Only this service.name.")] = None,
+    level: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these levels (repeat, or comma-separated: error,critical)."),
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option(help="Only lines of this request or saga.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    output: Annotated[
+        Literal["table", "ndjson"], typer.Option("--output", "-o", help="table or ndjson.")
+    ] = "table",
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many lines.")] = 100,
+) -> None:
+    """Search the shipped logs (alias pipeline-logs, PIPELINE_LOGS__INDEX_ALIAS).
+
+    The table shows the newest lines first; NDJSON (one document a line) and
+    --follow print oldest first. A query Elasticsearch cannot parse is one
+    error line with its reason (exit code 2).
+    """
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    try:
+        start = parse_since(since)
+        levels = normalize_levels(level or [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    filters = {"service": service, "levels": levels, "correlation_id": correlation_id}
+    with build_elasticsearch(settings.elasticsearch) as es:
+        body = search_body(build_query(query, since=start, **filters), size=limit)  # type: ignore[arg-type]
+        hits = _search(es, settings.logs.index_alias, body)
+        newest_first = output == "table" and not follow
+        _print(hits if newest_first else list(reversed(hits)), output)
+        if not hits and not follow:
+            _err.print(f"no log lines since {start:%Y-%m-%d %H:%M:%S} UTC match")
+        if follow:
+            try:
+                _follow(es, settings.logs.index_alias, query, filters, hits, start, output, limit)
+            except KeyboardInterrupt:
+                return
+
+
+def _follow(
+    es: Elasticsearch,
+    alias: str,
+    query: str,
+    filters: dict[str, Any],
+    hits: list[dict[str, Any]],
+    start: datetime,
+    output: str,
+    limit: int,
+) -> None:
+    seen: dict[str, datetime] = {}
+    newest = start
+    for hit in hits:
+        moment = _moment(hit, start)
+        seen[hit["_id"]] = moment
+        newest = max(newest, moment)
+    while True:
+        time.sleep(_FOLLOW_POLL_S)
+        since = newest - _FOLLOW_OVERLAP
+        body = search_body(
+            build_query(query, since=max(since, start), **filters),
+            size=limit,
+            oldest_first=True,
+        )
+        fresh = [hit for hit in _search(es, alias, body) if hit["_id"] not in seen]
+        for hit in fresh:
+            moment = _moment(hit, start)
+            seen[hit["_id"]] = moment
+            newest = max(newest, moment)
+        _print(fresh, output)
+        horizon = newest - _FOLLOW_OVERLAP * 2
+        for key in [key for key, moment in seen.items() if moment < horizon]:
+            del seen[key]
+
+
+def _moment(hit: dict[str, Any], default: datetime) -> datetime:
+    try:
+        return datetime.fromisoformat(str(hit["_source"]["@timestamp"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return default.astimezone(UTC)

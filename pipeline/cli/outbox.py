@@ -1,0 +1,149 @@
+"""``pipeline outbox relay`` and ``pipeline outbox status``: the transactional outbox.
+
+Both bring the database schema up to date first (``pipeline.database.migrate``), so they work
+on a fresh database.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.database import build_engine, migrate
+from pipeline.logs import configure_logging
+from pipeline.outbox import OutboxStatus, outbox_status
+from pipeline.settings import PipelineSettings
+from producers.outbox_relay import RelayTotals, run_relay
+
+EXIT_OK = 0
+EXIT_UNPUBLISHED = 3
+
+app = typer.Typer(help="The transactional outbox: relay it to Kafka, show its status.")
+
+_err = stderr_console()
+
+
+def _settings(ctx: typer.Context) -> PipelineSettings:
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings), "read once by the `pipeline` entry point"
+    return settings
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def status_table(status: OutboxStatus) -> Table:
+    """The status as a rich table: one row per topic and a total."""
+    table = Table(title="outbox")
+    table.add_column("topic")
+    table.add_column("backlog", justify="right")
+    table.add_column("oldest unpublished", justify="right")
+    table.add_column("published last minute", justify="right")
+    table.add_column("rate", justify="right")
+    for topic in status.topics:
+        table.add_row(
+            topic.topic,
+            f"{topic.backlog:,}",
+            _age(topic.oldest_unpublished_age_s),
+            f"{topic.published_last_minute:,}",
+            f"{topic.published_last_minute / 60:,.1f}/s",
+        )
+    table.add_row(
+        "[bold]total[/bold]",
+        f"[bold]{status.backlog:,}[/bold]",
+        _age(status.oldest_unpublished_age_s),
+        f"{status.published_last_minute:,}",
+        f"{status.publish_rate_per_s:,.1f}/s",
+        end_section=True,
+    )
+    return table
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Backlog, oldest unpublished age and publish rate of the outbox, per topic."""
+    settings = _settings(ctx)
+    engine = build_engine(settings.database, pool_size=1)
+    try:
+        migrate(engine)
+        stdout_console().print(status_table(outbox_status(engine)))
+    finally:
+        engine.dispose()
+
+
+def _summary(totals: RelayTotals) -> None:
+    table = Table(title="outbox relay", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("published (acknowledged and marked)", f"{totals.published:,}")
+    table.add_row("not acknowledged (left for later)", f"{totals.failed:,}")
+    table.add_row("batches", f"{totals.batches:,}")
+    table.add_row("expired rows deleted", f"{totals.deleted:,}")
+    _err.print(table)
+    if totals.lease_holder is not None:
+        _err.print(f"[yellow]the outbox lease is held by {totals.lease_holder}[/yellow]")
+
+
+@app.command()
+def relay(
+    ctx: typer.Context,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Rows per batch.")
+    ] = None,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--poll-interval", min=0.001, help="Seconds an idle relay waits before looking again."
+        ),
+    ] = None,
+    no_listen: Annotated[
+        bool,
+        typer.Option("--no-listen", help="Do not LISTEN for new rows (PostgreSQL): poll only."),
+    ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics here."),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Publish what can be claimed now, then exit."),
+    ] = False,
+) -> None:
+    """Publish committed outbox rows to Kafka until SIGTERM (or with --once, until done).
+
+    Rows are marked published only after Kafka acknowledged them; per aggregate they are
+    published in commit order. On PostgreSQL several relays may run at once; on SQLite one
+    holds a lease and the others wait.
+
+    Exit codes: 0 done; 2 usage or setup error; 3 (--once) some events were not
+    acknowledged and stay unpublished.
+    """
+    settings = _settings(ctx)
+    overrides: dict[str, object] = {}
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    if poll_interval is not None:
+        overrides["poll_interval_s"] = poll_interval
+    if no_listen:
+        overrides["listen"] = False
+    if metrics_port is not None:
+        overrides["metrics_port"] = metrics_port
+    if overrides:
+        outbox = settings.outbox.model_copy(update=overrides)
+        settings = settings.model_copy(update={"outbox": outbox})
+    configure_logging(settings, "outbox-relay")
+    totals = run_relay(settings, once=once, handle_signals=True)
+    _summary(totals)
+    if once and totals.failed:
+        sys.exit(EXIT_UNPUBLISHED)

@@ -1,0 +1,269 @@
+"""``KafkaLogHandler``: a logging handler that ships ECS JSON records to the ``logs`` topic.
+
+It never blocks or crashes the program that logs:
+
+1. ``emit()`` (in the logging thread) builds the record's ECS document, with the
+   :func:`~pipeline.logs.context.log_context` of that thread, and puts its bytes in a bounded
+   buffer without waiting; a full buffer (Kafka unreachable for a while) counts the record as
+   dropped and writes its JSON line to the fallback stream (stderr) instead;
+2. a background thread moves records from the buffer into the Kafka producer (key: the service
+   name, value: the JSON) and serves delivery reports; a record Kafka did not take in time is
+   counted as failed and also written to the fallback stream;
+3. :meth:`KafkaLogHandler.flush` waits (bounded) for what is buffered; :meth:`close` flushes,
+   stops the thread and closes.
+
+Records of its own making cannot loop back: librdkafka's log goes to a silent logger, records
+made in the sender thread or by ``pipeline.logs`` itself go only to the fallback stream.
+
+The producer is a raw confluent-kafka ``Producer`` (built by :mod:`pipeline.clients`, so
+idempotent, acks=all): ``EventProducer`` adds CloudEvents envelopes and raises unobserved
+failures on flush, neither of which a log line wants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+from pipeline.ids import new_event_id
+from pipeline.logs.context import current_context
+from pipeline.logs.record import ecs_document, ecs_json
+
+__all__ = ["HandlerCounters", "KafkaLogHandler", "LogProducer", "record_document"]
+
+#: Records from these loggers are never sent to Kafka (they would feed back into the handler).
+_SELF_LOGGERS = ("pipeline.logs", "pipeline.kafka")
+_POLL_S = 0.1
+_STOP = object()
+# The cached document of a record, so stderr and Kafka carry the same event id and context.
+_DOCUMENT_ATTRIBUTE = "_pipeline_ecs"
+
+
+class LogProducer(Protocol):
+    """What the handler uses of ``confluent_kafka.Producer``."""
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None: ...
+    def poll(self, timeout: float = ...) -> int: ...
+    def flush(self, timeout: float = ...) -> int: ...
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class HandlerCounters:
+    """What became of the records given to one handler."""
+
+    emitted: int = 0
+    delivered: int = 0
+    dropped: int = 0  # the buffer was full: written to the fallback stream only
+    failed: int = 0  # Kafka did not acknowledge: written to the fallback stream
+    skipped: int = 0  # the handler's own or librdkafka's records
+
+
+def record_document(
+    record: logging.LogRecord, *, service: str, hostname: str | None = None
+) -> dict[str, Any]:
+    """The ECS document of a record, made once per record (with the current log context)."""
+    cached = getattr(record, _DOCUMENT_ATTRIBUTE, None)
+    if isinstance(cached, dict):
+        return cached
+    document = ecs_document(
+        record,
+        service=service,
+        hostname=hostname or socket.gethostname(),
+        event_id=new_event_id(),
+        context=current_context(),
+    )
+    setattr(record, _DOCUMENT_ATTRIBUTE, document)
+    return document
+
+
+class KafkaLogHandler(logging.Handler):
+    """Sends each record as ECS JSON to ``topic``, keyed by ``service``; see the module doc."""
+
+    def __init__(
+        self,
+        producer_factory: Callable[[], LogProducer],
+        *,
+        service: str,
+        topic: str = "logs",
+        buffer_size: int = 10_000,
+        flush_timeout_s: float = 5.0,
+        fallback: TextIO | None = None,
+        hostname: str | None = None,
+        level: int = logging.NOTSET,
+    ) -> None:
+        """``producer_factory`` makes the producer when the first record arrives (no I/O here)."""
+        if buffer_size <= 0:
+            raise ValueError(f"buffer_size must be > 0, got {buffer_size}")
+        super().__init__(level)
+        self.service = service
+        self.topic = topic
+        self.flush_timeout_s = flush_timeout_s
+        self.counters = HandlerCounters()
+        self._factory = producer_factory
+        self._buffer: queue.Queue[bytes | object] = queue.Queue(buffer_size)
+        self._fallback = fallback
+        self._hostname = hostname or socket.gethostname()
+        self._key = service.encode("utf-8")
+        self._producer: LogProducer | None = None
+        self._sender: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._start_lock = threading.Lock()
+        self._fallback_lock = threading.Lock()
+        self._closed = False
+
+    # ---- the logging thread ---------------------------------------------------------------
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self._closed or record.name.startswith(_SELF_LOGGERS) or self._in_sender():
+                self.counters.skipped += 1
+                return
+            value = ecs_json(record_document(record, service=self.service, hostname=self._hostname))
+            self.counters.emitted += 1
+            self._ensure_sender()
+            try:
+                self._buffer.put_nowait(value)
+            except queue.Full:
+                self.counters.dropped += 1
+                self._write_fallback(value)
+        except Exception:
+            self.handleError(record)  # logging's policy: report on stderr, never raise
+
+    def _in_sender(self) -> bool:
+        return self._sender is not None and threading.current_thread() is self._sender
+
+    def _ensure_sender(self) -> None:
+        if self._sender is not None and self._pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._pid != os.getpid():  # forked: the parent's thread and producer are not ours
+                self._pid = os.getpid()
+                self._sender = None
+                self._producer = None
+                self._buffer = queue.Queue(self._buffer.maxsize)
+            if self._sender is None:
+                self._sender = threading.Thread(
+                    target=self._send_loop, name="kafka-log-handler", daemon=True
+                )
+                self._sender.start()
+
+    def _write_fallback(self, value: bytes) -> None:
+        stream = self._fallback or sys.stderr
+        try:
+            with self._fallback_lock:
+                stream.write(value.decode("utf-8") + "\n")
+                stream.flush()
+        except Exception:  # a closed stderr must not break the program either
+            pass
+
+    # ---- the sender thread ----------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        try:
+            self._producer = self._factory()
+        except Exception as error:
+            self._write_fallback(f"kafka log handler: no producer ({error})".encode())
+            self._producer = None
+        while True:
+            try:
+                item = self._buffer.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._producer is not None:
+                    self._producer.poll(0)
+                continue
+            if item is _STOP:
+                return
+            assert isinstance(item, bytes)
+            self._send(item)
+
+    def _send(self, value: bytes) -> None:
+        producer = self._producer
+        if producer is None:
+            self.counters.failed += 1
+            self._write_fallback(value)
+            return
+        while True:
+            try:
+                producer.produce(
+                    self.topic, value=value, key=self._key, on_delivery=self._delivered
+                )
+                producer.poll(0)
+                return
+            except BufferError:
+                # librdkafka's own queue is full: serve reports until there is room; meanwhile
+                # the bounded buffer fills up and emit() drops (it never waits for us).
+                producer.poll(_POLL_S)
+                if self._closed:
+                    self.counters.failed += 1
+                    self._write_fallback(value)
+                    return
+            except Exception:
+                self.counters.failed += 1
+                self._write_fallback(value)
+                return
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is None:
+            self.counters.delivered += 1
+            return
+        self.counters.failed += 1
+        value = message.value() if message is not None else None
+        if isinstance(value, bytes):
+            self._write_fallback(value)
+
+    # ---- shutdown -------------------------------------------------------------------------
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until what was buffered reached Kafka (or ``timeout_s``, default the handler's)."""
+        deadline = time.monotonic() + (self.flush_timeout_s if timeout_s is None else timeout_s)
+        sender = self._sender
+        if sender is None or not sender.is_alive():
+            return
+        while not self._buffer.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        producer = self._producer
+        if producer is not None:
+            producer.flush(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        """Flush (bounded), stop the sender; what Kafka still holds goes to the fallback stream."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        sender = self._sender
+        if sender is not None and sender.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._buffer.put(_STOP, timeout=1.0)
+            sender.join(timeout=2.0)
+        while True:  # what the sender did not get to (Kafka was away): to the fallback stream
+            try:
+                item = self._buffer.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, bytes):
+                self.counters.failed += 1
+                self._write_fallback(item)
+        producer = self._producer
+        if producer is not None:
+            producer.flush(0)  # serve the last reports: failures go to the fallback stream
+            remaining = len(producer)
+            if remaining:
+                self._write_fallback(
+                    f"kafka log handler: {remaining} record(s) not acknowledged at exit".encode()
+                )
+        super().close()
+
+    def describe(self) -> Mapping[str, int]:
+        """The counters as a plain mapping (for metrics and tests)."""
+        return dict(vars(self.counters))

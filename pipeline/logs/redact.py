@@ -1,0 +1,104 @@
+"""Secrets and card numbers are masked before a log record leaves the process.
+
+Pure functions over text. What is masked (the value is replaced by ``[REDACTED]``):
+
+1. ``Authorization``/``Proxy-Authorization`` header values (``Bearer ...``, ``Basic ...``);
+2. the value after a secret-looking name, in ``name=value``, ``name: value`` and JSON
+   ``"name": "value"`` forms: password, passwd, pwd, secret, token, api key, access key,
+   private key, client secret, credentials, session id... (any name that *contains* one of them,
+   so ``db_password`` and ``X-Api-Key`` count too);
+3. the password in a URL's user info (``postgres://user:secret@host``);
+4. card-like numbers: 13 to 19 digits, optionally grouped by spaces or dashes, that pass the
+   Luhn check (order numbers and timestamps mostly do not, so they stay readable).
+
+Hand-written regular expressions: the logging libraries we know (ecs-logging, structlog) leave
+redaction to the application, and scrubbers such as Sentry's work on their own event shape.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+__all__ = ["MASK", "is_secret_name", "luhn_valid", "redact", "redact_labels"]
+
+MASK = "[REDACTED]"
+
+_SECRET_WORDS = (
+    r"passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
+    r"private[_-]?key|credentials?|session[_-]?id|cookie"
+)
+_SECRET_NAME = re.compile(rf"(?:{_SECRET_WORDS})", re.IGNORECASE)
+
+# "Authorization: Bearer abc", "authorization=Basic abc" (the whole credential, scheme kept).
+_AUTH_HEADER = re.compile(
+    r"(?P<name>(?:proxy-)?authorization)(?P<sep>\"?\s*[:=]\s*\"?)"
+    r"(?P<scheme>(?:bearer|basic|digest|token|apikey|negotiate)\s+)?"
+    r"(?P<value>[^\s\",;]+)",
+    re.IGNORECASE,
+)
+# name=value / name: value / "name": "value" for secret-looking names.
+_NAME_VALUE = re.compile(
+    rf"(?P<name>[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
+    r"(?P<sep>\"?'?\s*[:=]\s*)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+)",
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<value>[^\s@/]+)(?=@)")
+# 13-19 digits, in groups separated by single spaces or dashes; not part of a longer number.
+_CARD = re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d])")
+
+
+def luhn_valid(digits: str) -> bool:
+    """Whether a string of digits passes the Luhn check (as every payment card number does)."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a field name looks like it holds a secret (``password``, ``api_key``...)."""
+    return _SECRET_NAME.search(name) is not None
+
+
+def _mask_quoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[0] + MASK + value[0]
+    return MASK
+
+
+def _card(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    return MASK if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
+
+
+def _name_value(match: re.Match[str]) -> str:
+    value = match.group("value")
+    if MASK in value:  # already masked (an Authorization header, a nested name)
+        return match.group(0)
+    return match.group("name") + match.group("sep") + _mask_quoted(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with secrets and card numbers replaced by :data:`MASK`."""
+    if not text:
+        return text
+    text = _AUTH_HEADER.sub(
+        lambda m: m.group("name") + m.group("sep") + (m.group("scheme") or "") + MASK, text
+    )
+    text = _NAME_VALUE.sub(_name_value, text)
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _CARD.sub(_card, text)
+
+
+def redact_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Labels with the values of secret-looking names masked and the rest :func:`redact`-ed."""
+    return {name: MASK if is_secret_name(name) else redact(value) for name, value in labels.items()}

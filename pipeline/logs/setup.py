@@ -1,0 +1,140 @@
+"""``configure_logging``: one call at a program's entry point sets up its logging.
+
+1. the root logger's level (``settings.logs.level`` unless given);
+2. a stderr handler: ECS JSON (one object a line) or a readable line with the context ids
+   (``settings.logs.console``: ``auto`` picks text on a terminal, JSON otherwise);
+3. unless ``to_kafka=False``, a :class:`~pipeline.logs.handler.KafkaLogHandler` to
+   ``settings.logs.topic``, closed (flushed, bounded) at exit.
+
+Idempotent: a second call replaces what the first installed (handlers made by others, such as
+pytest's, are left alone). Both handlers share each record's document, so a line on stderr and
+its copy in Elasticsearch have the same ``event.id``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import socket
+import sys
+from datetime import UTC, datetime
+from typing import Literal, TextIO
+
+from pipeline.clients import build_producer
+from pipeline.logs.context import CONTEXT_FIELDS
+from pipeline.logs.handler import KafkaLogHandler, LogProducer, record_document
+from pipeline.logs.record import ecs_json
+from pipeline.settings import PipelineSettings
+
+__all__ = ["EcsJsonFormatter", "TextFormatter", "configure_logging"]
+
+_MARK = "_pipeline_configured"
+#: Libraries that log every request at INFO: kept at WARNING (the log shipper's own bulk
+#: requests would otherwise be logged, shipped, and logged again).
+_CHATTY_LOGGERS = ("elastic_transport", "urllib3")
+# librdkafka's own log lines: kept out of the handlers (they would feed the Kafka handler).
+_librdkafka_log = logging.getLogger("pipeline.kafka.logs")
+_librdkafka_log.addHandler(logging.NullHandler())
+_librdkafka_log.propagate = False
+
+
+class EcsJsonFormatter(logging.Formatter):
+    """Formats a record as its ECS JSON document (the same one the Kafka handler sends)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+        self._hostname = socket.gethostname()
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = record_document(record, service=self.service, hostname=self._hostname)
+        return ecs_json(document).decode("utf-8")
+
+
+class TextFormatter(logging.Formatter):
+    """``12:00:00.123 INFO  orders.handler: message  correlation_id=... event_id=...``."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+        self._hostname = socket.gethostname()
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = record_document(record, service=self.service, hostname=self._hostname)
+        moment = datetime.fromtimestamp(record.created, UTC).astimezone()
+        line = (
+            f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d} {record.levelname:<7} "
+            f"{record.name}: {document['message']}"
+        )
+        context = document.get("pipeline", {})
+        ids = [f"{name}={context[name]}" for name in CONTEXT_FIELDS if name in context]
+        if ids:
+            line += "  " + " ".join(ids)
+        stack = document.get("error", {}).get("stack_trace")
+        if stack:
+            line += "\n" + stack
+        return line
+
+
+def _kafka_producer_factory(settings: PipelineSettings) -> LogProducer:
+    return build_producer(
+        settings.kafka,
+        **{
+            "client.id": f"{settings.kafka.client_id}-logs",
+            "linger.ms": 50,
+            "compression.type": settings.producer.compression,
+            "delivery.timeout.ms": settings.logs.delivery_timeout_ms,
+            "queue.buffering.max.messages": settings.logs.buffer_size,
+            "logger": _librdkafka_log,
+        },
+    )
+
+
+def configure_logging(
+    settings: PipelineSettings,
+    service: str,
+    *,
+    level: int | str | None = None,
+    to_kafka: bool = True,
+    console: Literal["auto", "json", "text"] | None = None,
+    stream: TextIO | None = None,
+) -> KafkaLogHandler | None:
+    """Set up the root logger for a program named ``service``; returns the Kafka handler.
+
+    See the module docstring. ``stream`` is where console lines go (default stderr).
+    """
+    if not isinstance(service, str) or not service:
+        raise TypeError(f"service must be a non-empty str, got {service!r}")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _MARK, False)]:
+        root.removeHandler(old)
+        old.close()
+    root.setLevel(level if level is not None else settings.logs.level)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    out = stream or sys.stderr
+    mode = console or settings.logs.console
+    if mode == "auto":
+        mode = "text" if out.isatty() else "json"
+    console_handler = logging.StreamHandler(out)
+    console_handler.setFormatter(
+        TextFormatter(service) if mode == "text" else EcsJsonFormatter(service)
+    )
+    setattr(console_handler, _MARK, True)
+    root.addHandler(console_handler)
+
+    if not to_kafka:
+        return None
+    kafka_handler = KafkaLogHandler(
+        lambda: _kafka_producer_factory(settings),
+        service=service,
+        topic=settings.logs.topic,
+        buffer_size=settings.logs.buffer_size,
+        flush_timeout_s=settings.logs.flush_timeout_s,
+        fallback=out,
+    )
+    setattr(kafka_handler, _MARK, True)
+    root.addHandler(kafka_handler)
+    atexit.register(kafka_handler.close)
+    return kafka_handler

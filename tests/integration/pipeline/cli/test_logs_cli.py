@@ -1,0 +1,93 @@
+"""`pipeline logs search` against documents in a test alias of the real Elasticsearch."""
+
+import json
+
+import pytest
+
+from consumers.log_shipper import SourceRecord, plan_batch
+from pipeline.logs.schema import ensure_index_template
+from tests.support.logs import log_alias, log_document
+from tests.support.stack_cli import run_pipeline
+
+
+@pytest.fixture
+def indexed(elasticsearch_client):
+    """Five documents of two services, levels and correlation ids, in an alias of their own."""
+    documents = [
+        log_document(0, service="orders", message="payment timeout for order o-1"),
+        log_document(1, service="orders", log={"level": "error", "logger": "orders.pay"},
+                     pipeline={"correlation_id": "req-7"}),
+        log_document(2, service="billing", log={"level": "warning", "logger": "billing"},
+                     pipeline={"correlation_id": "req-7"}),
+        log_document(3, service="billing"),
+        log_document(4, service="orders", log={"level": "debug", "logger": "orders"}),
+    ]  # fmt: skip
+    with log_alias(elasticsearch_client) as alias:
+        ensure_index_template(elasticsearch_client, alias=alias)
+        records = [
+            SourceRecord("logs", 0, n, None, json.dumps(d).encode())
+            for n, d in enumerate(documents)
+        ]
+        actions, _ = plan_batch(records, alias=alias)
+        for action in actions:
+            elasticsearch_client.index(index=action.index, id=action.id, document=action.source)
+        elasticsearch_client.indices.refresh(index=alias)
+        yield alias, documents
+
+
+def _search(alias, *args):
+    return run_pipeline("logs", "search", *args, env={"PIPELINE_LOGS__INDEX_ALIAS": alias})
+
+
+def test_ndjson_prints_each_matching_document_oldest_first(indexed):
+    alias, documents = indexed
+    result = _search(alias, "*", "--output", "ndjson")
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert printed == documents
+
+
+def test_a_lucene_query_and_filters_narrow_the_result(indexed):
+    alias, _ = indexed
+    by_text = _search(alias, "message:timeout", "-o", "ndjson")
+    assert [json.loads(x)["message"] for x in by_text.stdout.splitlines()] == [
+        "payment timeout for order o-1"
+    ]
+    by_correlation = _search(alias, "--correlation-id", "req-7", "-o", "ndjson")
+    assert [json.loads(x)["labels"]["n"] for x in by_correlation.stdout.splitlines()] == ["1", "2"]
+    by_service_level = _search(
+        alias, "--service", "orders", "--level", "error,debug", "-o", "ndjson"
+    )
+    assert [json.loads(x)["labels"]["n"] for x in by_service_level.stdout.splitlines()] == [
+        "1", "4",
+    ]  # fmt: skip
+    none_since = _search(alias, "--since", "2000-01-01T00:00:00Z", "--level", "critical")
+    assert none_since.returncode == 0 and none_since.stdout == ""
+    assert "match" in none_since.stderr
+
+
+def test_the_table_shows_newest_first_with_level_service_and_correlation_id(indexed):
+    alias, _ = indexed
+    result = _search(alias, "--correlation-id", "req-7")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "req-7" in line]
+    assert len(rows) == 2
+    assert "billing" in rows[0] and "warning" in rows[0]  # newest first
+    assert "orders" in rows[1] and "error" in rows[1]
+
+
+def test_a_bad_query_prints_elasticsearchs_reason_in_one_line(indexed):
+    alias, _ = indexed
+    result = _search(alias, "message:(timeout")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: bad query: Failed to parse query [message:(timeout]")
+    assert "Encountered" in lines[0]
+
+
+def test_a_bad_since_is_a_usage_error(indexed):
+    alias, _ = indexed
+    result = _search(alias, "--since", "yesterday")
+    assert result.returncode == 2
+    assert "expected a duration such as 15m" in result.stderr

@@ -1,0 +1,476 @@
+"""Selecting, reading and redriving dead letters (consumers.dead_letters), without a broker."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from consumers.dead_letters import (
+    RedriveResult,
+    earlier_of_same_keys,
+    matches,
+    read_dead_letters,
+    redrive,
+    redrive_transactional_id,
+    select_for_redrive,
+    with_last_of_key,
+)
+from pipeline.dead_letters import (
+    REDRIVE_ID,
+    REDRIVE_LAST,
+    REDRIVE_OF,
+    REDRIVEN,
+    DeadLetter,
+    Failure,
+    dead_letter_message,
+)
+from pipeline.errors import PipelineError
+from producers.producer import EventProducer
+
+DLQ = "requests.orders.dlq"
+
+
+def letter(
+    dlq_offset: int,
+    key: str | None,
+    original_offset: int,
+    *,
+    reason: str = "retries_exhausted",
+    error_type: str = "app.errors.PaymentDeclined",
+    original_topic: str = "requests.orders",
+    event_id: str | None = None,
+    dlq_partition: int = 0,
+) -> DeadLetter:
+    return DeadLetter(
+        dlq_topic=DLQ,
+        dlq_partition=dlq_partition,
+        dlq_offset=dlq_offset,
+        key=None if key is None else key.encode(),
+        value=b'{"n": %d}' % original_offset,
+        headers=[("ce_id", (event_id or f"e{original_offset}").encode())],
+        reason=reason,
+        error_type=error_type,
+        error_message="boom",
+        stacktrace="",
+        attempts=3,
+        original_topic=original_topic,
+        original_partition=1,
+        original_offset=original_offset,
+        original_timestamp_ms=None,
+        consumer_group="g",
+        dead_lettered_at="2024-01-01T00:00:00.000Z",
+        event_id=event_id or f"e{original_offset}",
+    )
+
+
+def positions(letters: list[DeadLetter]) -> list[int]:
+    return [item.dlq_offset for item in letters]
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+def test_error_type_matches_the_qualified_name_or_its_last_parts_only():
+    dead = letter(0, "a", 1, error_type="pipeline.envelope.EnvelopeError")
+    assert matches(dead, error_type="pipeline.envelope.EnvelopeError")
+    assert matches(dead, error_type="EnvelopeError")
+    assert matches(dead, error_type="envelope.EnvelopeError")
+    assert not matches(dead, error_type="Error")  # not a suffix of a dotted part
+    assert not matches(dead, error_type="ValueError")
+
+
+def test_filters_on_reason_key_and_event_id_all_apply():
+    dead = letter(0, "a", 1, reason="rejected", event_id="id-1")
+    assert matches(dead)
+    assert matches(dead, reason="rejected", key="a", event_ids={"id-1", "id-2"})
+    assert not matches(dead, reason="schema_invalid")
+    assert not matches(dead, key="b")
+    assert not matches(dead, event_ids={"id-2"})
+    assert not matches(letter(1, None, 2), key="")  # no key is not the empty key
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def test_no_filter_selects_every_pending_letter_each_key_in_original_offset_order():
+    # Read back from two dlq partitions: key a's letters are not in original order as read.
+    pending = [
+        letter(0, "a", 30),
+        letter(1, "b", 5),
+        letter(2, "a", 10),
+        letter(3, "a", 20),
+    ]
+
+    selected = select_for_redrive(pending)
+
+    assert [(d.key_text, d.original_offset) for d in selected] == [
+        ("a", 10),
+        ("a", 20),
+        ("a", 30),
+        ("b", 5),
+    ]
+
+
+def test_a_selected_letter_brings_every_later_letter_of_its_key_whatever_the_filter():
+    head = letter(0, "a", 10, reason="retries_exhausted")
+    followers = [letter(1, "a", 11, reason="key_parked"), letter(2, "a", 12, reason="key_parked")]
+    other_key = letter(3, "b", 13, reason="key_parked")
+
+    selected = select_for_redrive([head, *followers, other_key], reason="retries_exhausted")
+
+    assert selected == [head, *followers]
+
+
+def test_earlier_letters_of_the_key_that_do_not_match_are_not_added():
+    early = letter(0, "a", 10, reason="rejected")
+    matched = letter(1, "a", 11, reason="retries_exhausted")
+    later = letter(2, "a", 12, reason="key_parked")
+    pending = [early, matched, later]
+
+    selected = select_for_redrive(pending, reason="retries_exhausted")
+
+    assert selected == [matched, later]
+    assert earlier_of_same_keys(pending, selected) == [early]
+
+
+def test_followers_come_from_the_same_original_topic_only():
+    head = letter(0, "a", 10, reason="rejected")
+    same_key_other_topic = letter(1, "a", 11, reason="key_parked", original_topic="requests.x")
+
+    assert select_for_redrive([head, same_key_other_topic], reason="rejected") == [head]
+
+
+def test_letters_without_a_key_are_selected_alone():
+    loose = [letter(0, None, 1, reason="undecodable"), letter(1, None, 2, reason="key_parked")]
+
+    assert select_for_redrive(loose, reason="undecodable") == [loose[0]]
+
+
+def test_keys_go_in_the_order_their_first_selected_letter_was_read():
+    pending = [letter(0, "b", 50), letter(1, "a", 10), letter(2, "b", 51), letter(3, "a", 11)]
+
+    assert positions(select_for_redrive(pending)) == [0, 2, 1, 3]
+
+
+def test_key_and_event_id_filters_select_from_the_match_onwards():
+    pending = [letter(0, "a", 1), letter(1, "a", 2, event_id="x"), letter(2, "a", 3)]
+
+    assert positions(select_for_redrive(pending, event_ids={"x"})) == [1, 2]
+    assert positions(select_for_redrive(pending, key="a")) == [0, 1, 2]
+    assert select_for_redrive(pending, key="zz") == []
+
+
+def test_limit_takes_whole_keys_and_stops_at_the_first_key_that_does_not_fit():
+    pending = [
+        letter(0, "a", 1),
+        letter(1, "a", 2),
+        letter(2, "b", 3),
+        letter(3, "b", 4),
+        letter(4, "b", 5),
+        letter(5, "c", 6),
+    ]
+
+    assert positions(select_for_redrive(pending, limit=2)) == [0, 1]
+    assert positions(select_for_redrive(pending, limit=4)) == [0, 1]  # b would not fit: stop
+    assert positions(select_for_redrive(pending, limit=5)) == [0, 1, 2, 3, 4]
+    assert select_for_redrive(pending, limit=1) == []  # the first key alone has 2
+    with pytest.raises(ValueError, match="limit"):
+        select_for_redrive(pending, limit=-1)
+
+
+def test_last_of_key_is_the_last_selected_letter_of_each_key():
+    pending = [letter(0, "a", 1), letter(1, "b", 2), letter(2, "a", 3), letter(3, None, 4)]
+    selected = select_for_redrive(pending)
+
+    flags = {(d.key_text, d.original_offset): last for d, last in with_last_of_key(selected)}
+
+    assert flags == {("a", 1): False, ("a", 3): True, ("b", 2): True, ("", 4): True}
+
+
+# --- reading (a fake consumer) ----------------------------------------------------------------
+
+
+class FakeMessage:
+    def __init__(self, partition: int, offset: int, message: Any = None, error: Any = None):
+        self._partition, self._offset, self._message, self._error = (
+            partition,
+            offset,
+            message,
+            error,
+        )
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> Any:
+        return self._error
+
+    def key(self) -> bytes | None:
+        return self._message.key
+
+    def value(self) -> bytes | None:
+        return self._message.value
+
+    def headers(self) -> Any:
+        return self._message.headers
+
+
+class FakeConsumer:
+    """Partitions of messages; ``ends`` beyond the last message stand for commit markers."""
+
+    def __init__(self, partitions: dict[int, list[Any]], ends: dict[int, int]):
+        self.partitions = partitions
+        self.ends = ends
+        self.assigned: list[TopicPartition] = []
+        self.positions: dict[int, int] = {}
+        self.delivered = False
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        class Topic:
+            partitions = {p: None for p in self.partitions}
+            error = None
+
+        class Metadata:
+            topics = {DLQ: Topic()}
+
+        return Metadata()
+
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = -1, cached: bool = False
+    ):
+        return 0, self.ends[partition.partition]
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = partitions
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        if self.delivered:
+            return []
+        self.delivered = True
+        batch = []
+        for tp in self.assigned:
+            for offset, message in enumerate(self.partitions[tp.partition]):
+                batch.append(FakeMessage(tp.partition, offset, message))
+            self.positions[tp.partition] = self.ends[tp.partition]  # past any control record
+        return batch
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(DLQ, tp.partition, self.positions.get(tp.partition, -1001))
+            for tp in partitions
+        ]
+
+
+def a_dead_letter_message(offset: int) -> Any:
+    return dead_letter_message(
+        key=b"k",
+        value=b"{}",
+        headers=[("ce_id", f"e{offset}".encode())],
+        topic="requests.orders",
+        partition=0,
+        offset=offset,
+        timestamp_ms=None,
+        consumer_group="g",
+        failure=Failure("rejected", "E", "no"),
+    )
+
+
+def test_reads_every_partition_to_its_end_even_when_a_commit_marker_is_the_last_offset():
+    marker = dead_letter_message(
+        key=b"k",
+        value=None,
+        headers=[],
+        topic="t",
+        partition=0,
+        offset=0,
+        timestamp_ms=None,
+        consumer_group="g",
+        failure=Failure("rejected", "E", "no"),
+    )
+    marker = replace(marker, headers=[(REDRIVEN, b"0:0")])
+    consumer = FakeConsumer(
+        {0: [a_dead_letter_message(1), marker], 1: [a_dead_letter_message(2)], 2: []},
+        ends={0: 3, 1: 1, 2: 0},  # partition 0: offset 2 is a transaction's commit marker
+    )
+
+    read = read_dead_letters(consumer, DLQ, timeout_s=5)
+
+    assert [tp.partition for tp in consumer.assigned] == [0, 1]  # nothing to read in 2
+    assert len(read) == 3
+    first, marker_read, second = read
+    assert isinstance(first, DeadLetter) and first.position == "0:0"
+    assert marker_read == "0:0"
+    assert isinstance(second, DeadLetter) and second.position == "1:0"
+
+
+def test_an_empty_dead_letter_topic_reads_as_nothing_without_assigning():
+    consumer = FakeConsumer({0: [], 1: []}, ends={0: 0, 1: 0})
+
+    assert read_dead_letters(consumer, DLQ, timeout_s=5) == []
+    assert consumer.assigned == []
+
+
+# --- redriving (a fake transactional client under the real EventProducer) --------------------
+
+
+class FakeDelivered:
+    def __init__(self, topic: str, key: bytes | None):
+        self._topic, self._key = topic, key
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+
+class FakeTransactionalClient:
+    """Keeps what each transaction produced; commits fail as scripted."""
+
+    def __init__(self, commit_errors: list[KafkaError | None] | None = None):
+        self.commit_errors = list(commit_errors or [])
+        self.open: list[tuple[str, Any, Any, Any]] = []
+        self.callbacks: list[Any] = []
+        self.committed: list[list[tuple[str, Any, Any, Any]]] = []
+        self.aborted = 0
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        self.open.append((topic, kwargs["key"], kwargs["value"], kwargs["headers"]))
+        self.callbacks.append((kwargs["on_delivery"], topic, kwargs["key"]))
+
+    def __len__(self) -> int:
+        return 0
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+    def init_transactions(self, timeout: float = 0) -> None: ...
+
+    def begin_transaction(self) -> None:
+        self.open, self.callbacks = [], []
+
+    def commit_transaction(self, timeout: float = 0) -> None:
+        error = self.commit_errors.pop(0) if self.commit_errors else None
+        if error is not None:
+            raise KafkaException(error)
+        for callback, topic, key in self.callbacks:
+            callback(None, FakeDelivered(topic, key))
+        self.committed.append(self.open)
+
+    def abort_transaction(self, timeout: float = 0) -> None:
+        self.aborted += 1
+
+    def send_offsets_to_transaction(self, *args: Any) -> None: ...
+
+
+def to_redrive() -> list[DeadLetter]:
+    return select_for_redrive(
+        [
+            letter(0, "a", 1),
+            letter(1, "b", 2),
+            letter(2, "a", 3),
+            letter(3, "b", 4),
+            letter(4, "c", 5),
+        ]
+    )
+
+
+def header(headers: list[tuple[str, bytes]], name: str) -> bytes:
+    return dict(headers)[name]
+
+
+def test_each_letter_goes_back_with_its_marker_in_the_same_transaction():
+    client = FakeTransactionalClient()
+    letters = to_redrive()
+    progress: list[int] = []
+
+    result = redrive(
+        EventProducer(client),
+        letters,
+        redrive_id="run-1",
+        batch_size=2,
+        on_progress=progress.append,
+    )
+
+    assert result.ok and result.redriven == letters and result.transactions == 3
+    assert progress == [2, 2, 1]
+    assert [len(batch) for batch in client.committed] == [4, 4, 2]  # message + marker each
+    sent = [m for batch in client.committed for m in batch if m[0] == "requests.orders"]
+    markers = [m for batch in client.committed for m in batch if m[0] == DLQ]
+    assert [(key, value) for _, key, value, _ in sent] == [(d.key, d.value) for d in letters]
+    assert [header(h, REDRIVEN) for *_, h in markers] == [d.position.encode() for d in letters]
+    assert {header(h, REDRIVE_ID) for *_, h in sent} == {b"run-1"}
+    assert [header(h, REDRIVE_OF) for *_, h in sent] == [
+        f"{DLQ}:{d.position}".encode() for d in letters
+    ]
+    last = [(key, header(h, REDRIVE_LAST)) for _, key, _, h in sent]
+    assert last == [
+        (b"a", b"false"),
+        (b"a", b"true"),
+        (b"b", b"false"),
+        (b"b", b"true"),
+        (b"c", b"true"),
+    ]
+    assert header(sent[0][3], "ce_id") == b"e1"  # original headers kept
+
+
+def test_an_aborted_transaction_is_tried_again_and_counted():
+    aborted = KafkaError(KafkaError._TIMED_OUT, "commit timed out", txn_requires_abort=True)
+    client = FakeTransactionalClient(commit_errors=[aborted])
+
+    result = redrive(EventProducer(client), to_redrive(), redrive_id="r", batch_size=10)
+
+    assert result.ok and result.retried == 1 and client.aborted == 1
+    assert len(client.committed) == 1 and len(client.committed[0]) == 10
+
+
+def test_a_batch_that_keeps_aborting_stops_the_run_and_later_batches_are_not_sent():
+    aborted = KafkaError(KafkaError._TIMED_OUT, "commit timed out", txn_requires_abort=True)
+    client = FakeTransactionalClient(commit_errors=[None, aborted, aborted, aborted])
+    letters = to_redrive()
+
+    result = redrive(EventProducer(client), letters, redrive_id="r", batch_size=2, attempts=3)
+
+    assert not result.ok and not result.fenced
+    assert result.redriven == letters[:2] and result.not_redriven == letters[2:]
+    assert "aborted" in (result.error or "") and result.retried == 2
+    assert len(client.committed) == 1
+
+
+def test_a_fenced_producer_stops_at_once_and_says_so():
+    fenced = KafkaError(KafkaError._FENCED, "fenced by newer instance", fatal=True)
+    client = FakeTransactionalClient(commit_errors=[fenced])
+    letters = to_redrive()
+
+    result = redrive(EventProducer(client), letters, redrive_id="r", batch_size=2)
+
+    assert isinstance(result, RedriveResult)
+    assert result.fenced and result.redriven == [] and result.not_redriven == letters
+    assert result.retried == 0 and client.committed == []
+
+
+def test_transactional_id_is_derived_from_the_dead_letter_topic():
+    assert redrive_transactional_id(DLQ) == "pipeline-redrive-requests.orders.dlq"
+    with pytest.raises(ValueError):
+        redrive(EventProducer(FakeTransactionalClient()), [], redrive_id="r", batch_size=0)
+
+
+def test_pipeline_error_in_reading_is_raised_for_an_unknown_topic():
+    consumer = FakeConsumer({0: []}, ends={0: 0})
+    with pytest.raises(PipelineError, match="does not exist"):
+        read_dead_letters(consumer, "other.dlq", timeout_s=5)

@@ -1,0 +1,186 @@
+"""KafkaLogHandler against stand-in producers: it never blocks, counts drops, never loops."""
+
+import io
+import json
+import logging
+import threading
+
+import pytest
+
+from pipeline.logs import KafkaLogHandler, configure_logging, log_context
+from pipeline.logs import setup as logging_setup
+from pipeline.settings import PipelineSettings
+
+
+class FakeMessage:
+    def __init__(self, value):
+        self._value = value
+
+    def value(self):
+        return self._value
+
+
+class FakeProducer:
+    """Acknowledges (or fails) each record on the next poll; can be held to act as a dead Kafka."""
+
+    def __init__(self, fail=False):
+        self.sent = []
+        self.pending = []
+        self.fail = fail
+        self.release = threading.Event()
+        self.release.set()
+        self.lock = threading.Lock()
+
+    def produce(self, topic, value=None, key=None, on_delivery=None):
+        self.release.wait()
+        with self.lock:
+            self.sent.append((topic, key, value))
+            self.pending.append((on_delivery, value))
+
+    def poll(self, timeout=0):
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for callback, value in pending:
+            callback("broker down" if self.fail else None, FakeMessage(value))
+        return len(pending)
+
+    def flush(self, timeout=0):
+        self.poll()
+        return 0
+
+    def __len__(self):
+        return len(self.pending)
+
+
+def _logger(handler, name="app"):
+    logger = logging.getLogger(f"test.{name}.{id(handler)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    return logger
+
+
+def test_records_go_to_the_topic_keyed_by_service_with_the_callers_context():
+    producer = FakeProducer()
+    handler = KafkaLogHandler(lambda: producer, service="orders", topic="logs", hostname="h")
+    logger = _logger(handler)
+    with log_context(correlation_id="req-9"):
+        logger.info("placed %s", "o-1")
+    handler.close()
+    assert len(producer.sent) == 1
+    topic, key, value = producer.sent[0]
+    assert (topic, key) == ("logs", b"orders")
+    document = json.loads(value)
+    assert document["message"] == "placed o-1"
+    assert document["pipeline"] == {"correlation_id": "req-9"}
+    assert document["service"] == {"name": "orders"}
+    assert handler.counters.delivered == 1 and handler.counters.dropped == 0
+
+
+def test_emit_never_waits_for_a_stuck_kafka_and_counts_what_it_drops():
+    producer = FakeProducer()
+    producer.release.clear()  # produce() hangs, like a client that cannot reach Kafka
+    fallback = io.StringIO()
+    handler = KafkaLogHandler(
+        lambda: producer, service="s", buffer_size=3, fallback=fallback, flush_timeout_s=0
+    )
+    logger = _logger(handler)
+    for n in range(50):
+        logger.warning("line %d", n)  # would hang here if emit waited for the sender
+    counters = handler.counters
+    assert counters.emitted == 50
+    # the sender holds at most one record, the buffer three: the rest were dropped to stderr
+    assert 46 <= counters.dropped <= 47
+    dropped_lines = fallback.getvalue().splitlines()
+    assert len(dropped_lines) == counters.dropped
+    assert json.loads(dropped_lines[-1])["message"] == "line 49"
+    producer.release.set()
+    handler.close()
+
+
+def test_records_kafka_did_not_take_are_counted_and_written_to_the_fallback():
+    producer = FakeProducer(fail=True)
+    fallback = io.StringIO()
+    handler = KafkaLogHandler(lambda: producer, service="s", fallback=fallback)
+    _logger(handler).error("lost?")
+    handler.close()
+    assert handler.counters.failed == 1
+    assert json.loads(fallback.getvalue().splitlines()[0])["message"] == "lost?"
+
+
+def test_a_failing_producer_factory_sends_everything_to_the_fallback():
+    def no_producer():
+        raise RuntimeError("no brokers configured")
+
+    fallback = io.StringIO()
+    handler = KafkaLogHandler(no_producer, service="s", fallback=fallback)
+    _logger(handler).info("still here")
+    handler.close()
+    lines = fallback.getvalue().splitlines()
+    assert any("no producer (no brokers configured)" in line for line in lines)
+    assert any('"message":"still here"' in line for line in lines)
+    assert handler.counters.failed == 1
+
+
+def test_its_own_and_librdkafkas_records_are_not_sent():
+    producer = FakeProducer()
+    handler = KafkaLogHandler(lambda: producer, service="s")
+    for name in ("pipeline.logs.handler", "pipeline.kafka.logs"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        try:
+            logger.warning("about myself")
+        finally:
+            logger.removeHandler(handler)
+    handler.close()
+    assert producer.sent == []
+    assert handler.counters.skipped == 2
+
+
+def test_a_record_made_inside_the_sender_thread_does_not_loop_back():
+    handler = KafkaLogHandler(lambda: producer, service="s")
+    logger = _logger(handler)
+
+    class LoggingProducer(FakeProducer):
+        def produce(self, topic, value=None, key=None, on_delivery=None):
+            logger.warning("the producer logs while sending")  # from the sender thread
+            super().produce(topic, value=value, key=key, on_delivery=on_delivery)
+
+    producer = LoggingProducer()
+    logger.info("one")
+    handler.close()
+    assert len(producer.sent) == 1
+    assert handler.counters.skipped == 1
+
+
+def test_configure_logging_is_idempotent_and_writes_ecs_json(monkeypatch):
+    producer = FakeProducer()
+    monkeypatch.setattr(logging_setup, "_kafka_producer_factory", lambda settings: producer)
+    root = logging.getLogger()
+    before = list(root.handlers)
+    stream = io.StringIO()
+    try:
+        settings = PipelineSettings()
+        configure_logging(settings, "svc", console="json", stream=stream)
+        handler = configure_logging(settings, "svc", console="json", stream=stream)
+        assert isinstance(handler, KafkaLogHandler)
+        added = [h for h in root.handlers if h not in before]
+        assert len(added) == 2
+        with log_context(event_id="ev-1"):
+            logging.getLogger("svc.work").warning("hello")
+        handler.flush()
+        line = json.loads(stream.getvalue().splitlines()[-1])
+        sent = json.loads(producer.sent[-1][2])
+        assert line["message"] == "hello" and line["pipeline"] == {"event_id": "ev-1"}
+        assert sent["event"]["id"] == line["event"]["id"]  # one document, two destinations
+        assert configure_logging(settings, "svc", to_kafka=False, stream=stream) is None
+        assert len([h for h in root.handlers if h not in before]) == 1
+    finally:
+        for extra in [h for h in root.handlers if h not in before]:
+            root.removeHandler(extra)
+            extra.close()
+
+
+def test_configure_logging_refuses_a_missing_service_name():
+    with pytest.raises(TypeError, match="service"):
+        configure_logging(PipelineSettings(), "")

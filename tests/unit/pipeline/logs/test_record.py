@@ -1,0 +1,109 @@
+"""A LogRecord becomes exactly the ECS document of the shared log schema."""
+
+import json
+import logging
+import sys
+
+from pipeline.logs.record import ecs_document, ecs_json
+
+
+def _record(msg="order %s placed", args=("o-1",), exc_info=None, **extra):
+    record = logging.LogRecord(
+        "orders.handler",
+        logging.WARNING,
+        "/srv/orders/handler.py",
+        42,
+        msg,
+        args,
+        exc_info,
+        func="handle",
+    )
+    record.created = 1721044800.123456  # 2024-07-15T12:00:00.123Z
+    record.process = 4321
+    record.processName = "MainProcess"
+    record.threadName = "worker-1"
+    for name, value in extra.items():
+        setattr(record, name, value)
+    return record
+
+
+def test_a_record_with_context_and_extras_is_the_exact_ecs_json():
+    record = _record(attempt=3, event_action="retried", event_outcome="failure")
+    context = {"correlation_id": "req-1", "event_id": "ev-1", "partition": 2, "offset": 17}
+    document = ecs_document(
+        record,
+        service="orders",
+        hostname="host-a",
+        event_id="01900000-0000-7000-8000-000000000001",
+        context=context,
+    )
+    assert ecs_json(document) == (
+        b'{"@timestamp":"2024-07-15T12:00:00.123Z",'
+        b'"log":{"level":"warning","logger":"orders.handler",'
+        b'"origin":{"file":{"name":"handler.py","line":42},"function":"handle"}},'
+        b'"message":"order o-1 placed",'
+        b'"ecs":{"version":"8.11.0"},'
+        b'"event":{"id":"01900000-0000-7000-8000-000000000001","action":"retried",'
+        b'"outcome":"failure"},'
+        b'"service":{"name":"orders"},'
+        b'"host":{"hostname":"host-a"},'
+        b'"process":{"pid":4321,"name":"MainProcess","thread":{"name":"worker-1"}},'
+        b'"pipeline":{"event_id":"ev-1","correlation_id":"req-1","partition":2,"offset":17},'
+        b'"labels":{"attempt":"3"}}'
+    )
+
+
+def test_an_exception_fills_error_type_message_and_stack_trace_redacted():
+    try:
+        raise ValueError("bad token=abc123")
+    except ValueError:
+        record = _record("failed", (), exc_info=sys.exc_info())
+    document = ecs_document(record, service="s", hostname="h", event_id="e")
+    error = document["error"]
+    assert error["type"] == "ValueError"
+    assert error["message"] == "bad token=[REDACTED]"
+    assert error["stack_trace"].startswith("Traceback (most recent call last):")
+    assert error["stack_trace"].endswith("ValueError: bad token=[REDACTED]")
+    assert "abc123" not in json.dumps(document)
+
+
+def test_an_exception_of_a_module_is_named_with_its_module():
+    try:
+        json.loads("{")
+    except json.JSONDecodeError:
+        record = _record("failed", (), exc_info=sys.exc_info())
+    document = ecs_document(record, service="s", hostname="h", event_id="e")
+    assert document["error"]["type"] == "json.decoder.JSONDecodeError"
+
+
+def test_without_context_extras_or_exception_those_parts_are_absent():
+    document = ecs_document(_record(), service="s", hostname="h", event_id="e")
+    assert set(document) == {
+        "@timestamp",
+        "log",
+        "message",
+        "ecs",
+        "event",
+        "service",
+        "host",
+        "process",
+    }
+
+
+def test_levels_are_lower_case_names():
+    record = _record()
+    for level, name in [
+        (logging.DEBUG, "debug"),
+        (logging.INFO, "info"),
+        (logging.ERROR, "error"),
+        (logging.CRITICAL, "critical"),
+    ]:
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        assert ecs_document(record, service="s", hostname="h", event_id="e")["log"]["level"] == name
+
+
+def test_secret_labels_and_messages_are_redacted():
+    record = _record("card %s", ("4111-1111-1111-1111",), api_key="k-123", note="pwd=x")
+    document = ecs_document(record, service="s", hostname="h", event_id="e")
+    assert document["message"] == "card [REDACTED]"
+    assert document["labels"] == {"api_key": "[REDACTED]", "note": "pwd=[REDACTED]"}

@@ -1,0 +1,59 @@
+"""Secrets and Luhn-valid card numbers are masked; ordinary numbers and words are kept."""
+
+import pytest
+
+from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labels
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("login password=hunter2 ok", "login password=[REDACTED] ok"),
+        ("db_password: s3cret", "db_password: [REDACTED]"),
+        ('{"token": "abc.def", "user": "bob"}', '{"token": "[REDACTED]", "user": "bob"}'),
+        ("api_key=AKIA123&x=1", "api_key=[REDACTED]&x=1"),
+        ("X-Api-Key: 0123abcd", "X-Api-Key: [REDACTED]"),
+        ("Authorization: Bearer eyJhbGciOi.xyz", "Authorization: Bearer [REDACTED]"),
+        ("authorization=Basic dXNlcjpwYXNz", "authorization=Basic [REDACTED]"),
+        ("client_secret='q w'", "client_secret='[REDACTED]'"),
+        ("postgres://app:pa55@db:5432/x", "postgres://app:[REDACTED]@db:5432/x"),
+    ],
+)
+def test_secrets_are_masked(text, expected):
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "card", ["4111111111111111", "4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005"]
+)
+def test_luhn_valid_card_numbers_are_masked(card):
+    assert redact(f"paid with {card} today") == "paid with [REDACTED] today"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order 4111111111111112 placed",  # fails Luhn
+        "took 1234 ms",
+        "epoch 1721044800123",  # 13 digits, fails Luhn
+        "author=ann bypass_cache=true tokens",
+        "version 1.2.3",
+    ],
+)
+def test_ordinary_text_is_kept(text):
+    assert redact(text) == text
+
+
+def test_luhn_check():
+    assert luhn_valid("79927398713")
+    assert not luhn_valid("79927398710")
+    assert not luhn_valid("12ab")
+
+
+def test_labels_with_secret_names_are_masked_whole():
+    assert is_secret_name("refresh_token") and not is_secret_name("order_id")
+    assert redact_labels({"password": "x", "order_id": "o-1", "note": "token=t"}) == {
+        "password": "[REDACTED]",
+        "order_id": "o-1",
+        "note": "token=[REDACTED]",
+    }

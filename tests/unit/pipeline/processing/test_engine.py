@@ -1,0 +1,259 @@
+"""The processing engine under finer control: backpressure, draining, database outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import Event, KafkaMessage, encode
+from pipeline.offsets import CommitPosition
+from pipeline.processing import Processor, Record, UnitOfWork
+from pipeline.processing.engine import ProcessingEngine
+from pipeline.retry import RetryPolicy
+from pipeline.settings import DatabaseSettings, ProcessingSettings
+
+TOPIC = "requests.orders"
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Engine]:
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'engine.db'}"))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, KafkaMessage]] = []
+
+    async def send(self, topic: str, message: KafkaMessage) -> None:
+        self.sent.append((topic, message))
+
+
+class Harness:
+    """An engine with a list as its dead-letter topic, recorded commits and recorded waits."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        database: Engine,
+        sleep: Callable[[Harness, float], Awaitable[None]] | None = None,
+        **options: Any,
+    ) -> None:
+        self.sink = Sink()
+        self.commits: list[list[CommitPosition]] = []
+        self.waits: list[float] = []
+        values: dict[str, Any] = {"max_in_flight": 4, "retry": RetryPolicy(jitter=0)}
+        values.update(options)
+        self.engine = ProcessingEngine(
+            processor,
+            database=database,
+            dead_letters=self.sink,
+            on_commit=self.commits.append,
+            settings=ProcessingSettings(**values),
+            sleep=self._sleep,
+        )
+        self._then = sleep
+
+    async def _sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self._then is not None:
+            await self._then(self, seconds)
+
+    @property
+    def positions(self) -> list[int]:
+        return [position for plan in self.commits for _, _, position in plan]
+
+
+def record(offset: int, key: str) -> Record:
+    message = encode(Event(source="/tests", type="Step", partitionkey=key, data={"n": offset}))
+    return Record(TOPIC, 0, offset, message.key, message.value, message.headers)
+
+
+async def settle() -> None:
+    """Wait for every other task of the loop, the engine's late ones included."""
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    await asyncio.gather(*others)
+
+
+def blocking_processor(release: threading.Event, fail: bool = False) -> tuple[Processor, list[int]]:
+    """Key ``slow`` waits for ``release`` (then raises when ``fail``); other keys just pass."""
+    calls: list[int] = []
+    processor = Processor("orders")
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        calls.append(unit.record.offset)
+        if event.partitionkey == "slow":
+            assert release.wait(30), "the test never released the handler"
+            if fail:
+                raise RuntimeError("failed after the drain")
+
+    return processor, calls
+
+
+# --- backpressure -------------------------------------------------------------------------------
+
+
+def test_submit_waits_while_max_buffered_records_are_unfinished(database: Engine) -> None:
+    release = threading.Event()
+    processor, calls = blocking_processor(release)
+    harness = Harness(processor, database, max_buffered=2)
+
+    async def scenario() -> None:
+        engine = harness.engine
+        await engine.submit(record(0, "slow"))
+        await engine.submit(record(1, "slow"))  # waits behind offset 0 in its key's lane
+        third = asyncio.ensure_future(engine.submit(record(2, "other")))
+        done, _ = await asyncio.wait({third}, timeout=0.2)
+        still_blocked = not done and engine.unfinished == 2
+
+        release.set()
+        await asyncio.wait_for(third, timeout=30)
+        await engine.wait_idle()
+        await engine.close()
+        assert still_blocked
+
+    asyncio.run(scenario())
+
+    assert sorted(calls) == [0, 1, 2]
+    assert harness.positions[-1] == 3
+
+
+# --- draining -----------------------------------------------------------------------------------
+
+
+def test_drain_commits_finished_work_and_forgets_what_did_not_finish_in_time(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+    processor, calls = blocking_processor(release)
+    harness = Harness(processor, database)
+    caplog.set_level(logging.WARNING, logger="pipeline.processing")
+
+    async def scenario() -> None:
+        engine = harness.engine
+        await engine.submit(record(0, "fast"))
+        await engine.wait_idle()
+        await engine.submit(record(1, "slow"))
+        await engine.submit(record(2, "fast"))  # queued behind nothing, but the partition drains
+
+        await engine.drain([(TOPIC, 0)], timeout_s=0.05)
+        commits_after_drain = list(harness.positions)
+
+        release.set()  # the forgotten attempt completes late
+        await settle()
+        await engine.close()
+        assert commits_after_drain == [1]
+
+    asyncio.run(scenario())
+
+    assert harness.positions == [1]  # the late completion was not committed
+    assert 1 in calls
+    assert "still running after" in caplog.text
+    assert "internal error" not in caplog.text
+
+
+def test_an_attempt_failing_after_its_partition_was_drained_is_neither_retried_nor_dead_lettered(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+    processor, calls = blocking_processor(release, fail=True)
+    harness = Harness(processor, database, retry=RetryPolicy(max_attempts=2, jitter=0))
+    caplog.set_level(logging.WARNING, logger="pipeline.processing")
+
+    async def scenario() -> None:
+        engine = harness.engine
+        await engine.submit(record(0, "slow"))
+        await engine.drain([(TOPIC, 0)], timeout_s=0.05)
+
+        release.set()
+        await settle()
+        await engine.close()
+
+    asyncio.run(scenario())
+
+    assert calls == [0]  # the next owner of the partition handles it again, not this member
+    assert harness.sink.sent == []
+    assert harness.commits == []
+    assert "internal error" not in caplog.text
+
+
+# --- database outages ---------------------------------------------------------------------------
+
+
+def test_an_unavailable_database_is_retried_without_limit_and_never_dead_lettered(
+    database: Engine,
+) -> None:
+    calls = 0
+    processor = Processor("orders")
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 5:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    # one attempt in all: a failure of the handler itself would be dead-lettered at once
+    harness = Harness(processor, database, retry=RetryPolicy(max_attempts=1, jitter=0))
+
+    async def scenario() -> None:
+        await harness.engine.submit(record(0, "k1"))
+        await harness.engine.wait_idle()
+        await harness.engine.close()
+
+    asyncio.run(scenario())
+
+    snapshot = harness.engine.metrics.snapshot()
+    assert calls == 6
+    assert (snapshot.processed, snapshot.dead_lettered_total, snapshot.retries) == (1, 0, 0)
+    assert harness.sink.sent == []
+    assert len(harness.waits) == 5
+    assert harness.positions == [1]
+
+
+def test_an_outage_of_the_database_file_is_retried_until_it_is_back(
+    database: Engine, tmp_path: Path
+) -> None:
+    processor = Processor("orders")
+    handled: list[int] = []
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        handled.append(unit.record.offset)
+
+    gone = tmp_path / "gone"  # the database's directory does not exist yet: it cannot open
+    broken = build_engine(DatabaseSettings(url=f"sqlite:///{gone / 'engine.db'}"))
+
+    async def repair_after_three_waits(harness: Harness, seconds: float) -> None:
+        if len(harness.waits) == 3:  # the outage ends
+            gone.mkdir()
+            migrate(broken)
+
+    harness = Harness(
+        processor, broken, repair_after_three_waits, retry=RetryPolicy(max_attempts=1, jitter=0)
+    )
+
+    async def scenario() -> None:
+        await harness.engine.submit(record(0, "k1"))
+        await harness.engine.wait_idle()
+        await harness.engine.close()
+
+    asyncio.run(scenario())
+    broken.dispose()
+
+    assert handled == [0]
+    assert len(harness.waits) == 3
+    assert harness.sink.sent == []
+    assert harness.positions == [1]

@@ -1,0 +1,127 @@
+"""The service database: engines built from settings, one-line errors, idempotent migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
+
+from pipeline.database import (
+    DatabaseError,
+    build_engine,
+    current_revision,
+    head_revision,
+    is_postgres,
+    migrate,
+)
+from pipeline.settings import DatabaseSettings
+
+
+def sqlite_engine(tmp_path: Path) -> Engine:
+    return build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'service.db'}"))
+
+
+def test_sqlite_connections_use_wal_a_busy_timeout_and_normal_sync(tmp_path: Path) -> None:
+    engine = sqlite_engine(tmp_path)
+
+    with engine.connect() as connection:
+        journal = connection.execute(text("PRAGMA journal_mode")).scalar_one()
+        busy = connection.execute(text("PRAGMA busy_timeout")).scalar_one()
+        synchronous = connection.execute(text("PRAGMA synchronous")).scalar_one()
+
+    assert (journal, busy, synchronous) == ("wal", 30000, 1)  # 1 is NORMAL
+    assert not is_postgres(engine)
+    engine.dispose()
+
+
+def test_password_is_set_on_a_postgres_url_without_connecting() -> None:
+    settings = DatabaseSettings(
+        url="postgresql+psycopg://pipeline@db.invalid:5432/orders", password=SecretStr("s3cret")
+    )
+
+    engine = build_engine(settings)
+
+    assert engine.url.password == "s3cret"
+    assert engine.url.username == "pipeline"
+    assert "s3cret" not in repr(engine.url)
+    assert is_postgres(engine)
+
+
+def test_url_without_a_password_setting_keeps_its_own() -> None:
+    engine = build_engine(DatabaseSettings(url="postgresql+psycopg://u:inline@db.invalid/x"))
+
+    assert engine.url.password == "inline"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "",
+        "nosuchdb://host/db",  # no such dialect
+        "postgresql+nosuchdriver://u@db.invalid/db",  # no such driver
+    ],
+)
+def test_unusable_url_is_a_one_line_database_error(url: str) -> None:
+    with pytest.raises(DatabaseError) as raised:
+        build_engine(DatabaseSettings(url=url))
+
+    assert "\n" not in str(raised.value)
+    assert "database.url" in str(raised.value)
+
+
+def test_unusable_url_error_hides_the_password() -> None:
+    settings = DatabaseSettings(url="nosuchdb://u@host/db", password=SecretStr("s3cret"))
+
+    with pytest.raises(DatabaseError) as raised:
+        build_engine(settings)
+
+    assert "s3cret" not in str(raised.value)
+
+
+def test_unreachable_database_is_a_one_line_database_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "service.db"
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{missing}"))
+
+    with pytest.raises(DatabaseError, match="cannot use the database") as raised:
+        migrate(engine)
+
+    assert "\n" not in str(raised.value)
+
+
+def test_fresh_database_has_no_revision(tmp_path: Path) -> None:
+    assert current_revision(sqlite_engine(tmp_path)) is None
+
+
+def test_migrate_brings_the_database_to_the_head_revision(tmp_path: Path) -> None:
+    engine = sqlite_engine(tmp_path)
+
+    migrate(engine)
+
+    assert current_revision(engine) == head_revision()
+    tables = set(inspect(engine).get_table_names())
+    assert {"pipeline_inbox", "pipeline_parked_keys", "pipeline_outbox"} <= tables
+    engine.dispose()
+
+
+def test_migrate_twice_changes_nothing(tmp_path: Path) -> None:
+    engine = sqlite_engine(tmp_path)
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO pipeline_inbox VALUES "
+                "('g', 'e1', 't', 0, 0, 'processed', '2024-01-01 00:00:00')"
+            )
+        )
+
+    migrate(engine)
+
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT event_id FROM pipeline_inbox")).scalars().all()
+    assert rows == ["e1"]
+    engine.dispose()

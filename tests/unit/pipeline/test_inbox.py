@@ -1,0 +1,287 @@
+"""The inbox and the parked keys: claims, outcomes, parking, counting and the batched purge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline import inbox
+from pipeline.database import build_engine, migrate
+from pipeline.settings import DatabaseSettings
+
+GROUP = "orders"
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'inbox.db'}"))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def claim(connection: Connection, event_id: str, **options: Any) -> inbox.Claim:
+    values: dict[str, Any] = {
+        "consumer_group": GROUP,
+        "event_id": event_id,
+        "topic": "requests.orders",
+        "partition": 0,
+        "offset": 0,
+    }
+    values.update(options)
+    return inbox.claim(connection, **values)
+
+
+def inbox_ids(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        query = select(inbox.inbox_table.c.event_id).order_by(inbox.inbox_table.c.event_id)
+        return list(connection.execute(query).scalars())
+
+
+# --- claims -------------------------------------------------------------------------------------
+
+
+def test_first_claim_of_an_event_is_new(engine: Engine) -> None:
+    with engine.begin() as connection:
+        assert claim(connection, "e1") == inbox.Claim(new=True)
+
+
+def test_second_claim_is_a_duplicate_with_the_previous_outcome(engine: Engine) -> None:
+    with engine.begin() as connection:
+        claim(connection, "e1")
+    with engine.begin() as connection:
+        assert claim(connection, "e1") == inbox.Claim(new=False, previous="processed")
+
+
+def test_duplicate_claim_reports_dead_lettered_and_keeps_it(engine: Engine) -> None:
+    with engine.begin() as connection:
+        claim(connection, "e1", outcome="dead_lettered")
+    with engine.begin() as connection:
+        assert claim(connection, "e1") == inbox.Claim(new=False, previous="dead_lettered")
+        assert inbox.outcome_of(connection, consumer_group=GROUP, event_id="e1") == (
+            "dead_lettered"
+        )
+
+
+def test_claims_are_per_consumer_group(engine: Engine) -> None:
+    with engine.begin() as connection:
+        claim(connection, "e1")
+        assert claim(connection, "e1", consumer_group="billing").new
+
+
+def test_a_rolled_back_claim_leaves_no_row(engine: Engine) -> None:
+    with engine.connect() as connection, connection.begin() as transaction:
+        claim(connection, "e1")
+        transaction.rollback()
+
+    with engine.begin() as connection:
+        assert claim(connection, "e1").new
+
+
+def test_outcome_of_an_unknown_event_is_none(engine: Engine) -> None:
+    with engine.connect() as connection:
+        assert inbox.outcome_of(connection, consumer_group=GROUP, event_id="nope") is None
+
+
+def test_set_outcome_changes_the_recorded_outcome_and_time(engine: Engine) -> None:
+    with engine.begin() as connection:
+        claim(connection, "e1", outcome="dead_lettered", now=T0)
+    later = T0 + timedelta(hours=1)
+
+    with engine.begin() as connection:
+        inbox.set_outcome(
+            connection, consumer_group=GROUP, event_id="e1", outcome="processed", now=later
+        )
+
+    with engine.connect() as connection:
+        assert inbox.outcome_of(connection, consumer_group=GROUP, event_id="e1") == "processed"
+        recorded = connection.execute(select(inbox.inbox_table.c.recorded_at)).scalar_one()
+    assert recorded.replace(tzinfo=UTC) == later
+
+
+# --- parked keys --------------------------------------------------------------------------------
+
+
+def park(connection: Connection, key: bytes = b"k1", **options: Any) -> None:
+    values: dict[str, Any] = {
+        "consumer_group": GROUP,
+        "topic": "requests.orders",
+        "key": key,
+        "event_id": "e1",
+        "reason": "retries_exhausted: boom",
+    }
+    values.update(options)
+    inbox.park_key(connection, **values)
+
+
+def parked(connection: Connection, key: bytes = b"k1") -> inbox.ParkedKey | None:
+    return inbox.parked_key(connection, consumer_group=GROUP, topic="requests.orders", key=key)
+
+
+def test_a_key_never_parked_is_not_parked(engine: Engine) -> None:
+    with engine.connect() as connection:
+        assert parked(connection) is None
+
+
+def test_park_key_records_the_event_reason_and_time(engine: Engine) -> None:
+    with engine.begin() as connection:
+        park(connection, now=T0)
+
+    with engine.connect() as connection:
+        found = parked(connection)
+    assert found is not None
+    assert (found.event_id, found.reason, found.redrive_id) == (
+        "e1",
+        "retries_exhausted: boom",
+        None,
+    )
+    assert found.parked_at.replace(tzinfo=UTC) == T0
+
+
+def test_park_is_per_group_topic_and_key(engine: Engine) -> None:
+    with engine.begin() as connection:
+        park(connection)
+
+    with engine.connect() as connection:
+        assert parked(connection, b"k2") is None
+        assert (
+            inbox.parked_key(
+                connection, consumer_group="billing", topic="requests.orders", key=b"k1"
+            )
+            is None
+        )
+        assert inbox.parked_key(connection, consumer_group=GROUP, topic="other", key=b"k1") is None
+
+
+def test_re_park_replaces_the_park_with_the_redrive_that_failed(engine: Engine) -> None:
+    with engine.begin() as connection:
+        park(connection)
+    with engine.begin() as connection:
+        park(connection, event_id="e1", reason="rejected: still bad", redrive_id="r-1")
+
+    with engine.connect() as connection:
+        found = parked(connection)
+        assert inbox.count_parked(connection, consumer_group=GROUP) == 1
+    assert found is not None
+    assert (found.reason, found.redrive_id) == ("rejected: still bad", "r-1")
+
+
+def test_unpark_key_lets_the_key_go_and_says_whether_it_was_parked(engine: Engine) -> None:
+    with engine.begin() as connection:
+        park(connection)
+
+    with engine.begin() as connection:
+        assert inbox.unpark_key(
+            connection, consumer_group=GROUP, topic="requests.orders", key=b"k1"
+        )
+        assert not inbox.unpark_key(
+            connection, consumer_group=GROUP, topic="requests.orders", key=b"k1"
+        )
+        assert parked(connection) is None
+
+
+def test_count_parked_counts_the_keys_of_one_group(engine: Engine) -> None:
+    with engine.begin() as connection:
+        park(connection, b"k1")
+        park(connection, b"k2")
+        park(connection, b"k3", topic="other")
+        park(connection, b"k1", consumer_group="billing")
+
+    with engine.connect() as connection:
+        assert inbox.count_parked(connection, consumer_group=GROUP) == 3
+        assert inbox.count_parked(connection, consumer_group="billing") == 1
+        assert inbox.count_parked(connection, consumer_group="nobody") == 0
+
+
+# --- purge --------------------------------------------------------------------------------------
+
+
+def fill(engine: Engine, count: int, at: datetime, prefix: str, group: str = GROUP) -> None:
+    with engine.begin() as connection:
+        for index in range(count):
+            claim(connection, f"{prefix}{index:02d}", consumer_group=group, offset=index, now=at)
+
+
+def test_purge_deletes_only_rows_older_than_the_cut(engine: Engine) -> None:
+    fill(engine, 4, T0 - timedelta(days=8), "old")
+    fill(engine, 3, T0 - timedelta(days=1), "new")
+
+    deleted = inbox.purge_inbox(engine, older_than=T0 - timedelta(days=7))
+
+    assert deleted == 4
+    assert inbox_ids(engine) == ["new00", "new01", "new02"]
+
+
+def test_purge_deletes_in_batches_of_batch_size(engine: Engine) -> None:
+    fill(engine, 6, T0 - timedelta(days=8), "a", group=GROUP)
+    fill(engine, 4, T0 - timedelta(days=8), "b", group="billing")
+    fill(engine, 2, T0, "keep")
+    deleted_per_statement: list[int] = []
+    commits: list[int] = []
+
+    def after_execute(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            deleted_per_statement.append(cursor.rowcount)
+
+    event.listen(engine, "after_cursor_execute", after_execute)
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+
+    deleted = inbox.purge_inbox(engine, older_than=T0 - timedelta(days=7), batch_size=3)
+
+    assert deleted == 10
+    assert inbox_ids(engine) == ["keep00", "keep01"]
+    assert sum(deleted_per_statement) == 10
+    # 3 + 3 + 3 + 1 rows: four transactions, none deleting more than a batch
+    assert len(commits) == 4
+    assert all(0 < rows <= 3 for rows in deleted_per_statement)
+
+
+def test_purge_of_an_exact_multiple_of_the_batch_size_deletes_everything(engine: Engine) -> None:
+    fill(engine, 9, T0 - timedelta(days=8), "old")
+
+    assert inbox.purge_inbox(engine, older_than=T0, batch_size=3) == 9
+    assert inbox_ids(engine) == []
+
+
+def test_purge_of_nothing_old_deletes_nothing(engine: Engine) -> None:
+    fill(engine, 2, T0, "new")
+
+    assert inbox.purge_inbox(engine, older_than=T0 - timedelta(seconds=1)) == 0
+    assert len(inbox_ids(engine)) == 2
+
+
+def test_purge_compares_instants_whatever_the_time_zone_of_the_cut(engine: Engine) -> None:
+    fill(engine, 1, T0, "at-noon-utc")
+    plus_two = timezone_plus_two()
+
+    # 13:00 at +02:00 is 11:00 UTC: before the row, which must stay
+    inbox.purge_inbox(engine, older_than=datetime(2024, 5, 1, 13, 0, tzinfo=plus_two))
+
+    assert inbox_ids(engine) == ["at-noon-utc00"]
+
+
+def timezone_plus_two() -> Any:
+    from datetime import timezone
+
+    return timezone(timedelta(hours=2))
+
+
+def test_purge_keeps_the_parked_keys(engine: Engine) -> None:
+    fill(engine, 1, T0 - timedelta(days=8), "old")
+    with engine.begin() as connection:
+        park(connection)
+
+    inbox.purge_inbox(engine, older_than=T0)
+
+    with engine.connect() as connection:
+        count = connection.execute(
+            select(func.count()).select_from(inbox.parked_keys_table)
+        ).scalar_one()
+    assert count == 1
