@@ -6,7 +6,8 @@ runs it in a worker thread and decides about retries from the :class:`Outcome` i
 In one transaction, in this order:
 
 1. record ``(consumer group, event id)`` in the inbox; a row already there means a duplicate
-   (unless this is a redrive of an event that was dead-lettered: then it is handled now);
+   (unless this is a redrive of an event that was dead-lettered: then it is handled now). On
+   SQLite the row is only looked up here and inserted after step 3 (see :func:`attempt`);
 2. if the record's key is parked, stop: the record is dead-lettered as ``key_parked`` (a
    redrive passes the park, unless this same redrive already failed for that key);
 3. call the handler inside a log context naming the event;
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import ValidationError
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -28,7 +29,7 @@ from pipeline import dead_letters, inbox
 from pipeline.dead_letters import Failure
 from pipeline.envelope import EnvelopeError, Event, decode
 from pipeline.logs.context import log_context
-from pipeline.processing.processor import Processor, Reject, UnitOfWork
+from pipeline.processing.processor import Handler, Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
 
 __all__ = ["Outcome", "Redrive", "attempt", "inbox_id", "record_dead_letter"]
@@ -78,6 +79,40 @@ def inbox_id(record: Record, event: Event | None) -> str:
 class _Parked(Exception):
     def __init__(self, event_id: str) -> None:
         self.event_id = event_id
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _claim(
+    connection: Connection, record: Record, event: Event, consumer_group: str
+) -> inbox.Claim:
+    return inbox.claim(
+        connection,
+        consumer_group=consumer_group,
+        event_id=event.id,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )
+
+
+def _call(handler: Handler, unit: UnitOfWork) -> None:
+    """The handler, inside a log context naming the event it handles."""
+    event, record = unit.event, unit.record
+    with log_context(
+        event_id=event.id,
+        correlation_id=event.correlationid,
+        causation_id=event.causationid,
+        saga_id=event.extensions.get("sagaid"),
+        topic=record.topic,
+        event_type=event.type,
+        consumer_group=unit.consumer_group,
+        partition=record.partition,
+        offset=record.offset,
+    ):
+        handler(event, unit)
 
 
 def _is_unavailable(error: BaseException) -> bool:
@@ -147,27 +182,29 @@ def attempt(
     redrive = Redrive.of(record)
     try:
         with Session(engine) as session, session.begin():
+            unit = UnitOfWork(
+                session=session,
+                event=event,
+                record=record,
+                consumer_group=consumer_group,
+                data=data,
+            )
             if not use_inbox:
-                route.handler(
-                    event,
-                    UnitOfWork(
-                        session=session,
-                        event=event,
-                        record=record,
-                        consumer_group=consumer_group,
-                        data=data,
-                    ),
-                )
+                _call(route.handler, unit)
                 return Outcome("processed", event.id, event=event)
             connection = session.connection()
-            claimed = inbox.claim(
-                connection,
-                consumer_group=consumer_group,
-                event_id=event.id,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
+            # PostgreSQL: claim first, so a second instance handling the same event waits on
+            # the row, then sees the duplicate. SQLite has one writer for the whole database:
+            # claiming first would hold its lock through the handler and serialise every key,
+            # so there the claim comes last (a conflict then rolls everything back).
+            claim_last = connection.dialect.name == "sqlite"
+            if claim_last:
+                previous = inbox.outcome_of(
+                    connection, consumer_group=consumer_group, event_id=event.id
+                )
+                claimed = inbox.Claim(new=previous is None, previous=previous)
+            else:
+                claimed = _claim(connection, record, event, consumer_group)
             if not claimed.new and not (redrive and claimed.previous == "dead_lettered"):
                 return Outcome("duplicate", event.id, event=event)
             parked = None
@@ -179,25 +216,13 @@ def attempt(
                     redrive is None or parked.redrive_id == redrive.redrive_id
                 ):
                     raise _Parked(parked.event_id)
-            unit = UnitOfWork(
-                session=session,
-                event=event,
-                record=record,
-                consumer_group=consumer_group,
-                data=data,
-            )
-            with log_context(
-                event_id=event.id,
-                correlation_id=event.correlationid,
-                causation_id=event.causationid,
-                saga_id=event.extensions.get("sagaid"),
-                topic=record.topic,
-                event_type=event.type,
-                consumer_group=consumer_group,
-                partition=record.partition,
-                offset=record.offset,
+            _call(route.handler, unit)
+            if (
+                claimed.new
+                and claim_last
+                and not _claim(connection, record, event, consumer_group).new
             ):
-                route.handler(event, unit)
+                raise _Duplicate()
             if not claimed.new:
                 inbox.set_outcome(
                     connection,
@@ -210,6 +235,8 @@ def attempt(
                 inbox.unpark_key(
                     connection, consumer_group=consumer_group, topic=record.topic, key=record.key
                 )
+    except _Duplicate:
+        return Outcome("duplicate", event.id, event=event)
     except _Parked as parked_by:
         behind = LookupError(f"key parked behind dead-lettered event {parked_by.event_id}")
         failure = Failure.from_exception("key_parked", behind)

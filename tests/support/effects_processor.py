@@ -7,6 +7,9 @@ tests.support.effects_processor:processor` in subprocesses:
 - ``EFFECTS_SLEEP_MS``: how long each handler call waits (an I/O-bound handler);
 - ``EFFECTS_FAIL_MARKER``: events whose data has ``"poison": <marker>`` raise every time.
 
+Events of type ``EffectV2`` have a model (:class:`EffectV2`, an int ``seq`` required): one whose
+data does not fit is dead-lettered as ``schema_invalid``; every other type has no model.
+
 The effect row records the key, the event's sequence number within its key and the event id;
 the table has no unique constraint, so a duplicate effect would show as a second row.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 
+from pydantic import BaseModel
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
 
 from pipeline.envelope import Event
@@ -44,15 +48,27 @@ class PoisonError(RuntimeError):
     pass
 
 
-@processor.handler(TOPIC)
-def apply_effect(event: Event, unit: UnitOfWork) -> None:
-    data = event.data
-    if _FAIL_MARKER is not None and data.get("poison") == _FAIL_MARKER:
+class EffectV2(BaseModel):
+    seq: int
+
+
+def _apply(event: Event, unit: UnitOfWork, seq: int) -> None:
+    if _FAIL_MARKER is not None and event.data.get("poison") == _FAIL_MARKER:
         raise PoisonError(f"poisoned event {event.id}")
     if _SLEEP_S:
         time.sleep(_SLEEP_S)
     unit.session.execute(
         insert(effects).values(
-            key=event.partitionkey or "", seq=int(data["seq"]), event_id=event.id, pid=os.getpid()
+            key=event.partitionkey or "", seq=seq, event_id=event.id, pid=os.getpid()
         )
     )
+
+
+@processor.handler(TOPIC)
+def apply_effect(event: Event, unit: UnitOfWork) -> None:
+    _apply(event, unit, int(event.data["seq"]))
+
+
+@processor.handler(TOPIC, event_type="EffectV2", model=EffectV2)
+def apply_effect_v2(event: Event, unit: UnitOfWork) -> None:
+    _apply(event, unit, unit.data.seq)

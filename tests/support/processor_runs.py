@@ -285,3 +285,34 @@ def exactly_once_in_order_problems(
     if disordered:
         problems.append(f"{len(disordered):,} key(s) not applied exactly in their order")
     return problems
+
+
+def wait_for_effects(
+    engine: Engine,
+    target: int,
+    processes: Iterable[ProcessorProcess],
+    *,
+    stall_s: float = 90,
+    every_s: float = 1,
+) -> int:
+    """Wait until ``target`` effects exist; fail when the count stops growing for ``stall_s``.
+
+    A deadline that moves with progress: a loaded machine makes the processors slow, not
+    stuck. Every process in ``processes`` must stay alive meanwhile.
+    """
+    watched = list(processes)
+    best, since = -1, time.monotonic()
+    while True:
+        for process in watched:
+            process.assert_alive()
+        count = effects_count(engine)
+        if count >= target:
+            return count
+        if count > best:
+            best, since = count, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            tails = "\n\n".join(f"{p.pid}:\n{p.tail(15)}" for p in watched)
+            raise AssertionError(
+                f"{count:,} of {target:,} effects, and no new one for {stall_s:.0f} s:\n{tails}"
+            )
+        time.sleep(every_s)

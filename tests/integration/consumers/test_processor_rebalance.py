@@ -1,0 +1,142 @@
+"""Processors join and leave one consumer group while events keep arriving.
+
+Three `pipeline process` instances of the effects processor share a group on a topic of 6
+partitions: two start, a third joins mid-stream, then one leaves (SIGTERM). Every rebalance
+drains the revoked partitions; what the old owner did not commit the new owner reads again
+and the inbox skips. Afterwards every event has exactly one effect, in its key's order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+from pipeline.topics.catalogue import dlq_name
+from tests.support.processor_runs import (
+    ProcessorProcess,
+    effect_rows,
+    effects_database,
+    effects_env,
+    exactly_once_in_order_problems,
+    inbox_count,
+    keyed_events,
+    produce,
+    wait_for_effects,
+    wait_until,
+)
+
+KEYS = 60
+PER_KEY = 100
+EVENTS = KEYS * PER_KEY
+PARTITIONS = 6
+#: Produced in chunks this big, this far apart: about 24 s of arrivals.
+CHUNK = 100
+CHUNK_EVERY_S = 0.4
+
+
+def _pids_with_effects(database) -> Counter[int]:
+    return Counter(row[4] for row in effect_rows(database))
+
+
+def test_processors_joining_and_leaving_mid_stream_apply_every_event_once_in_key_order(
+    pipeline_settings, new_topic, kafka_admin, postgres_url, consumer_group, tmp_path
+):
+    topic = new_topic(partitions=PARTITIONS, prefix="effects")
+    dlq = dlq_name(topic)
+    kafka_admin.create_topics([NewTopic(dlq, PARTITIONS, 1)])[dlq].result(timeout=30)
+    database = effects_database(postgres_url)
+    events = keyed_events(KEYS, PER_KEY)
+    env = effects_env(
+        topic=topic,
+        group=consumer_group,
+        database_url=postgres_url,
+        EFFECTS_SLEEP_MS=2,
+        PIPELINE_PROCESSING__DRAIN_TIMEOUT_S=5,
+    )
+
+    produced_all = threading.Event()
+    failures: list[BaseException] = []
+
+    def keep_producing() -> None:
+        try:
+            for start in range(0, EVENTS, CHUNK):
+                produce(pipeline_settings, topic, events[start : start + CHUNK])
+                time.sleep(CHUNK_EVERY_S)
+            produced_all.set()
+        except BaseException as error:  # reported by the test thread
+            failures.append(error)
+
+    producer = threading.Thread(target=keep_producing, name="producer", daemon=True)
+    figures: dict[str, float] = {}
+    processes: list[ProcessorProcess] = []
+    try:
+        producer.start()
+        a = ProcessorProcess(env, tmp_path / "a.log")
+        b = ProcessorProcess(env, tmp_path / "b.log")
+        processes += [a, b]
+
+        def both_working():
+            a.assert_alive()
+            b.assert_alive()
+            return {a.pid, b.pid} <= set(_pids_with_effects(database))
+
+        wait_until(both_working, timeout_s=90, what="both first instances to apply effects")
+        assert not produced_all.is_set(), "all events arrived before the third instance joined"
+
+        c = ProcessorProcess(env, tmp_path / "c.log")
+        processes.append(c)
+
+        def c_working():
+            for process in processes:
+                process.assert_alive()
+            return _pids_with_effects(database)[c.pid] > 0
+
+        wait_until(c_working, timeout_s=90, what="the third instance to get partitions")
+        figures["join: start of the third to its first effect (s)"] = (
+            time.monotonic() - c.started_at
+        )
+
+        left_at = time.monotonic()
+        assert a.terminate() == 0, a.tail()
+        figures["leave: SIGTERM to exit of the first (s)"] = time.monotonic() - left_at
+        before = _pids_with_effects(database)
+
+        def others_took_over():
+            b.assert_alive()
+            c.assert_alive()
+            now = _pids_with_effects(database)
+            return now[b.pid] > before[b.pid] and now[c.pid] > before[c.pid]
+
+        wait_until(others_took_over, timeout_s=90, what="the two left to go on applying effects")
+        figures["leave: SIGTERM of the first until both others applied more (s)"] = (
+            time.monotonic() - left_at
+        )
+
+        producer.join(timeout=120)
+        assert not failures, f"producing failed: {failures[0]!r}"
+        assert produced_all.is_set(), "the producer did not finish"
+        wait_for_effects(database, EVENTS, [b, c])
+        for process in (b, c):
+            assert process.terminate() == 0, process.tail()
+    finally:
+        for process in processes:
+            process.stop_quietly()
+        for future in kafka_admin.delete_topics([dlq], operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
+
+    rows = effect_rows(database)
+    problems = exactly_once_in_order_problems(rows, events)
+    assert not problems, "\n".join(problems)
+    assert inbox_count(database, consumer_group) == EVENTS
+    by_pid = Counter(row[4] for row in rows)
+    assert all(by_pid[process.pid] > 0 for process in processes), by_pid
+    duplicates = sum(s[-1].duplicates for p in processes if (s := p.summaries()))
+    print(
+        f"effects per instance: {dict(by_pid)}; duplicates skipped (last metrics lines): "
+        f"{duplicates}; " + "; ".join(f"{what}: {seconds:.1f}" for what, seconds in figures.items())
+    )
