@@ -48,6 +48,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/producer_throughput.py
 	$(BIN)/python bench/gateway_load.py
 	$(BIN)/python bench/log_shipping.py
+	$(BIN)/python bench/processing.py
 
 stack-up: $(INSTALLED)
 	scripts/ensure-debian-packages.sh $(POSTGRES_SERVER)

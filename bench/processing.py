@@ -32,6 +32,7 @@ Topics are produced uncompressed: Faust's client (aiokafka) cannot read lz4 with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -178,13 +179,8 @@ def run_case(
         "--out", str(out),
     ]  # fmt: skip
     log = scratch / f"{run_id}.log"
-    with log.open("w") as stderr:
-        try:
-            subprocess.run(
-                command, env=env, stdout=stderr, stderr=stderr, timeout=150, check=False
-            )
-        except subprocess.TimeoutExpired:
-            pass
+    with log.open("w") as stderr, contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(command, env=env, stdout=stderr, stderr=stderr, timeout=150, check=False)
     if not out.exists():
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
         raise RuntimeError(f"{case.label}: no result ({tail[-300:]})")
@@ -202,7 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = PipelineSettings()
     StackManager(settings).up({"kafka", "postgres"})
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     began = time.monotonic()
 
     all_cases = [c for c in cases(args.io_events, args.plain_events, args.noop_events)
@@ -244,7 +240,9 @@ def main() -> None:
     report(console, all_cases, args, duration)
 
 
-def report(console: Console, all_cases: list[Case], args: argparse.Namespace, duration: float):
+def report(
+    console: Console, all_cases: list[Case], args: argparse.Namespace, duration: float
+) -> None:
     def find(scenario: str, kind: str) -> Case | None:
         return next((c for c in all_cases if c.scenario == scenario and c.kind == kind), None)
 

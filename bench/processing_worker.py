@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -161,10 +162,8 @@ def run_faust(args: argparse.Namespace, recorder: Recorder) -> None:
 
     _stop_when_done(recorder)
     worker = faust.Worker(app, loglevel="warn", quiet=True, override_logging=False)
-    try:
+    with contextlib.suppress(SystemExit):
         worker.execute_from_commandline()
-    except SystemExit:
-        pass
 
 
 def run_poll(args: argparse.Namespace, recorder: Recorder) -> None:

@@ -366,8 +366,9 @@ class LogShipper:
             )
             records = self._records(messages)
             now = time.monotonic()
-            if records:
+            if records or not self._assigned:  # idle only counts once partitions are ours
                 idle_since = now
+            if records:
                 self.ship_batch(records)
             elif until_idle_s is not None and now - idle_since >= until_idle_s:
                 break

@@ -21,6 +21,8 @@ import asyncio
 import logging
 import socket
 from collections import defaultdict, deque
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import faust
@@ -32,6 +34,7 @@ from pipeline.clients import build_admin
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import KafkaMessage
 from pipeline.errors import PipelineError
+from pipeline.inbox import purge_inbox
 from pipeline.offsets import CommitPosition
 from pipeline.processing.engine import ProcessingEngine
 from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics, summary_line
@@ -192,6 +195,20 @@ def build_processor_app(
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
         engine_of_app().assigned([(tp.topic, tp.partition) for tp in assigned])
+
+    @app.timer(processing.inbox_cleanup_interval_s)  # type: ignore[untyped-decorator]
+    async def clean_inbox() -> None:
+        # Small batches in a worker thread: processing goes on meanwhile.
+        cutoff = datetime.now(UTC) - timedelta(seconds=processing.inbox_retention_s)
+        try:
+            deleted = await asyncio.get_running_loop().run_in_executor(
+                None, partial(purge_inbox, database, older_than=cutoff)
+            )
+        except Exception as error:  # the next round tries again
+            logger.warning("inbox cleanup failed: %s", error)
+            return
+        if deleted:
+            logger.info("inbox cleanup: %d row(s) older than %s deleted", deleted, cutoff)
 
     last: list[MetricsSnapshot] = []
 

@@ -151,6 +151,8 @@ class LogSettings(_Frozen):
     #: How long librdkafka keeps trying to deliver one record before it goes to stderr.
     delivery_timeout_ms: int = Field(default=60_000, gt=0)
     shipper_group: str = "pipeline-log-shipper"
+    #: How soon the group notices a shipper that died (librdkafka's default is 45 s).
+    shipper_session_timeout_ms: int = Field(default=10_000, ge=6_000)
     shipper_batch_size: int = Field(default=2_000, gt=0)
     #: How long the shipper waits to fill a batch.
     shipper_batch_timeout_s: float = Field(default=0.5, gt=0)

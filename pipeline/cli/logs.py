@@ -81,7 +81,11 @@ def ship(
     consumer = build_consumer(
         settings.kafka,
         group_id,
-        **{"auto.offset.reset": start, "client.id": f"{settings.kafka.client_id}-log-shipper"},
+        **{
+            "auto.offset.reset": start,
+            "client.id": f"{settings.kafka.client_id}-log-shipper",
+            "session.timeout.ms": settings.logs.shipper_session_timeout_ms,
+        },
     )
     dlq = build_producer(settings.kafka, **{"linger.ms": 5})
     try:

@@ -225,13 +225,19 @@ def consumer_group(unique_name: Callable[[str], str]) -> str:
 def new_topic(
     kafka_admin: AdminClient, unique_name: Callable[[str], str]
 ) -> Iterator[Callable[..., str]]:
-    """``new_topic(partitions=3, **{"retention.ms": "60000"})`` creates a topic, deleted after."""
+    """``new_topic(partitions=3, **{"retention.ms": "60000"})`` creates a topic, deleted after.
+
+    ``new_topic(name=f"{topic}.dlq", partitions=1)`` names it (e.g. the dead-letter topic of a
+    unique topic) instead of drawing a unique name.
+    """
     from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
     created: list[str] = []
 
-    def make(partitions: int = 3, prefix: str = "topic", **configs: Any) -> str:
-        name = unique_name(prefix)
+    def make(
+        partitions: int = 3, prefix: str = "topic", name: str | None = None, **configs: Any
+    ) -> str:
+        name = name or unique_name(prefix)
         futures = kafka_admin.create_topics(
             [NewTopic(name, partitions, 1, config={k: str(v) for k, v in configs.items()})],
             operation_timeout=30,

@@ -115,14 +115,17 @@ def test_elasticsearch_stopped_for_a_minute_under_load_loses_and_doubles_nothing
     log = tmp_path / "shipper.log"
     shipper = _start_shipper(env, consumer_group, log)
     es = build_elasticsearch(settings.elasticsearch)
-    lines = 3_000
-    # The load: a program logging ~40 lines/s for over a minute, through the outage.
+    warm_up, lines = 50, 4_000
+    subprocess.run([sys.executable, PROGRAM, "chaos-load", "corr-chaos", str(warm_up)],
+                   env=env, check=True, timeout=60, capture_output=True)  # fmt: skip
+    # The load: a program logging ~40 lines/s for well over a minute, through the outage.
     program = subprocess.Popen(
-        [sys.executable, PROGRAM, "chaos-load", "corr-chaos", str(lines), "--sleep", "0.025"],
+        [sys.executable, PROGRAM, "chaos-load", "corr-chaos", str(lines), "--sleep", "0.02"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
+    lines += warm_up
     try:
-        _wait_for(lambda: count_documents(es, alias) > 100, 120, "the first documents")
+        _wait_for(lambda: count_documents(es, alias) > warm_up, 120, "the load being shipped")
         stopped = [p for p in _server_processes(manager.status().records["elasticsearch"].pid)]
         for process in stopped:
             process.send_signal(signal.SIGKILL)

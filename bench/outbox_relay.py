@@ -1,0 +1,428 @@
+"""Outbox relay on PostgreSQL: throughput (one and two relays) and commit-to-Kafka latency.
+
+1. Throughput, events/s from committed rows to acknowledged Kafka messages: ``--rows`` rows are
+   committed in one transaction while the relays (``pipeline outbox relay`` subprocesses,
+   started and listening beforehand) wait; the time runs from that commit to the last row's
+   ``published_at`` (stamped after the broker acknowledged it). Baseline, in the same run:
+   ``EventProducer.send`` of the very same encoded messages (value, key, headers) read back
+   from the table, then ``flush`` (the relay's ceiling: no database). Interleaved rounds,
+   medians, ratios against the baseline.
+2. Latency, commit to Kafka: events committed at a steady ``--rate`` (10 per transaction) for
+   ``--seconds``; a topic with ``message.timestamp.type=LogAppendTime`` gives the moment the
+   broker appended each one; p50/p99 of (append time - commit time), with LISTEN/NOTIFY on and
+   off (off: the relay polls every ``outbox.poll_interval_s``, 1 s by default).
+
+Run: ``.venv/bin/python bench/outbox_relay.py [--rows 100000] [--repeat 3]``. Needs the stack's
+PostgreSQL and Kafka (started when they do not answer). Results go to
+bench/results/outbox_relay.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+from consumers.readback import end_offsets
+from pipeline.clients import build_admin, build_consumer
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import Event, KafkaMessage
+from pipeline.outbox import RECORD_COLUMNS, Outbox, outbox_table, record_of
+from pipeline.settings import DatabaseSettings, PipelineSettings
+from pipeline.stack.manager import StackManager
+from pipeline.stack.postgres_node import HOST, database_url
+from producers.outbox_relay import relay_subprocess
+from producers.producer import build_event_producer
+
+RESULTS = Path(__file__).parent / "results"
+PARTITIONS = 6
+AGGREGATES = 1_000
+PER_TRANSACTION = 10
+
+
+# --- the database -------------------------------------------------------------------------
+
+
+@contextmanager
+def bench_database(settings: PipelineSettings) -> Iterator[str]:
+    """A fresh database on the stack's PostgreSQL, dropped at the end; its URL."""
+    stack = settings.stack
+    name = f"bench_outbox_{uuid.uuid4().hex[:8]}"
+
+    def admin() -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host=HOST,
+            port=stack.postgres_port,
+            user=stack.postgres_role,
+            password=stack.postgres_password.get_secret_value(),
+            dbname=stack.postgres_database,
+            autocommit=True,
+        )
+
+    with admin() as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield database_url(stack, name, with_password=True)
+    finally:
+        with admin() as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _rows(count: int, topic: str, size: int) -> list[dict[str, Any]]:
+    outbox = Outbox()
+    filler = "x" * max(0, size - 40)
+    rows = []
+    for n in range(count):
+        aggregate = f"order-{n % AGGREGATES}"
+        event = Event(
+            source="/bench",
+            type="com.example.bench",
+            partitionkey=aggregate,
+            data={"n": n, "pad": filler},
+        )
+        rows.append(outbox.row(event, aggregate_type="order", aggregate_id=aggregate, topic=topic))
+    return rows
+
+
+def _reset(engine: sa.Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(sa.text("TRUNCATE pipeline_outbox"))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text("VACUUM ANALYZE pipeline_outbox"))
+
+
+def _topic(settings: PipelineSettings, prefix: str, **configs: str) -> str:
+    topic = f"bench.{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = build_admin(settings.kafka)
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1, config=configs)])[topic].result(30)
+    return topic
+
+
+def _delete_topics(settings: PipelineSettings, topics: list[str]) -> None:
+    admin = build_admin(settings.kafka)
+    for future in admin.delete_topics(topics, operation_timeout=30).values():
+        future.result(30)
+
+
+# --- relays as subprocesses ---------------------------------------------------------------
+
+
+@contextmanager
+def relays(url: str, count: int, *, listen: bool, log: Path) -> Iterator[None]:
+    """``count`` relay processes, returned once each one LISTENs (or has run its first batch
+    when not listening); stopped with SIGTERM at the end."""
+    args = [] if listen else ["--no-listen"]
+    env = {"PIPELINE_DATABASE__URL": url, "PIPELINE_OUTBOX__LOG_INTERVAL_S": "0"}
+    with log.open("ab") as out:
+        started = [
+            relay_subprocess(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+            for _ in range(count)
+        ]
+    try:
+        _wait_ready(url, started, listen=listen)
+        yield
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            process.wait(60)
+
+
+def _wait_ready(url: str, started: list[subprocess.Popen[bytes]], *, listen: bool) -> None:
+    engine = build_engine(DatabaseSettings(url=url), pool_size=1)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in started):
+                raise RuntimeError("a relay exited while starting (see the relay log)")
+            with engine.connect() as connection:
+                if listen:
+                    ready = connection.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND query = 'LISTEN pipeline_outbox'"
+                        )
+                    ).scalar_one()
+                else:  # polling relays have a connection each in their pools
+                    ready = connection.execute(
+                        sa.text(
+                            "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND pid <> pg_backend_pid()"
+                        )
+                    ).scalar_one()
+            if ready >= len(started):
+                time.sleep(0.5)
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the relays did not start in time")
+    finally:
+        engine.dispose()
+
+
+# --- throughput ---------------------------------------------------------------------------
+
+
+def relay_throughput(
+    settings: PipelineSettings, url: str, rows: list[dict[str, Any]], count: int, log: Path
+) -> float:
+    engine = build_engine(DatabaseSettings(url=url), pool_size=1)
+    try:
+        _reset(engine)
+        with relays(url, count, listen=True, log=log):
+            with engine.begin() as connection:
+                connection.execute(sa.insert(outbox_table), rows)
+            committed = datetime.now(UTC)
+            deadline = time.monotonic() + 600
+            while True:
+                with engine.connect() as connection:
+                    left = connection.execute(
+                        sa.select(sa.func.count()).where(outbox_table.c.published_at.is_(None))
+                    ).scalar_one()
+                    if not left:
+                        last = connection.execute(
+                            sa.select(sa.func.max(outbox_table.c.published_at))
+                        ).scalar_one()
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{left} rows still unpublished")
+                time.sleep(0.1)
+        return len(rows) / (last - committed).total_seconds()
+    finally:
+        engine.dispose()
+
+
+def stored_messages(url: str) -> list[tuple[str, KafkaMessage]]:
+    engine = build_engine(DatabaseSettings(url=url), pool_size=1)
+    try:
+        with engine.connect() as connection:
+            records = connection.execute(
+                sa.select(*RECORD_COLUMNS).order_by(outbox_table.c.position)
+            ).all()
+        return [(r.topic, r.message()) for r in map(record_of, records)]
+    finally:
+        engine.dispose()
+
+
+def producer_throughput(
+    settings: PipelineSettings, topic: str, messages: list[tuple[str, KafkaMessage]]
+) -> float:
+    producer = build_event_producer(settings.kafka, settings.producer)
+    began = time.perf_counter()
+    with producer:
+        for _, message in messages:
+            producer.send(topic, message)
+    elapsed = time.perf_counter() - began
+    assert producer.counters.sent == len(messages), "not every event was acknowledged"
+    return len(messages) / elapsed
+
+
+# --- latency ------------------------------------------------------------------------------
+
+
+def commit_to_kafka_latency(
+    settings: PipelineSettings, url: str, *, listen: bool, rate: int, seconds: float, log: Path
+) -> dict[str, float]:
+    topic = _topic(settings, "latency", **{"message.timestamp.type": "LogAppendTime"})
+    engine = build_engine(DatabaseSettings(url=url), pool_size=2)
+    committed: dict[str, float] = {}
+    try:
+        _reset(engine)
+        outbox = Outbox()
+        total = int(rate * seconds)
+        with relays(url, 1, listen=listen, log=log):
+            began = time.monotonic()
+            for start in range(0, total, PER_TRANSACTION):
+                batch = []
+                with engine.begin() as connection:
+                    for n in range(start, min(start + PER_TRANSACTION, total)):
+                        aggregate = f"order-{n % AGGREGATES}"
+                        event = Event(
+                            source="/bench",
+                            type="com.example.bench",
+                            partitionkey=aggregate,
+                            data={"n": n},
+                        )
+                        outbox.add(
+                            connection,
+                            event,
+                            aggregate_type="order",
+                            aggregate_id=aggregate,
+                            topic=topic,
+                        )
+                        batch.append(event.id)
+                at = time.time()
+                committed.update((event_id, at) for event_id in batch)
+                ahead = (start + PER_TRANSACTION) / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+            writing_s = time.monotonic() - began
+            _drain(engine)
+        appended = _append_times(settings, topic, set(committed))
+    finally:
+        engine.dispose()
+        _delete_topics(settings, [topic])
+    latencies = sorted((appended[i] - committed[i]) * 1000 for i in committed)
+    return {
+        "events": len(latencies),
+        "achieved_rate_per_s": total / writing_s,
+        "p50_ms": statistics.quantiles(latencies, n=100)[49],
+        "p99_ms": statistics.quantiles(latencies, n=100)[98],
+        "max_ms": latencies[-1],
+    }
+
+
+def _drain(engine: sa.Engine) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            left = connection.execute(
+                sa.select(sa.func.count()).where(outbox_table.c.published_at.is_(None))
+            ).scalar_one()
+        if not left:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the relay did not drain the outbox")
+
+
+def _append_times(settings: PipelineSettings, topic: str, wanted: set[str]) -> dict[str, float]:
+    consumer = build_consumer(settings.kafka, f"bench-{uuid.uuid4().hex[:8]}")
+    try:
+        from confluent_kafka import TopicPartition
+
+        ends = end_offsets(consumer, topic)
+        consumer.assign([TopicPartition(topic, p.partition, 0) for p in ends])
+        found: dict[str, float] = {}
+        deadline = time.monotonic() + 120
+        while len(found) < len(wanted) and time.monotonic() < deadline:
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                event_id = dict(message.headers() or [])["ce_id"].decode()
+                _kind, millis = message.timestamp()
+                found.setdefault(event_id, millis / 1000)
+        return found
+    finally:
+        consumer.close()
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--record-size", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; median kept")
+    parser.add_argument("--rate", type=int, default=1_000, help="latency: events/s committed")
+    parser.add_argument("--seconds", type=float, default=15.0, help="latency: how long")
+    args = parser.parse_args()
+    settings = PipelineSettings()
+    StackManager(settings).up(only={"kafka", "postgres"})
+    console = Console()
+    RESULTS.mkdir(exist_ok=True)
+    log = RESULTS / "outbox_relay.log"
+    log.write_bytes(b"")
+
+    with bench_database(settings) as url:
+        engine = build_engine(DatabaseSettings(url=url), pool_size=1)
+        migrate(engine)
+        engine.dispose()
+        samples: dict[str, list[float]] = {"EventProducer": [], "1 relay": [], "2 relays": []}
+        topics: list[str] = []
+        for round_number in range(1, args.repeat + 1):
+            for name in samples:
+                topic = _topic(settings, "throughput")
+                topics.append(topic)
+                with console.status(f"round {round_number}/{args.repeat}: {name}"):
+                    rows = _rows(args.rows, topic, args.record_size)
+                    if name == "EventProducer":
+                        engine = build_engine(DatabaseSettings(url=url), pool_size=1)
+                        _reset(engine)
+                        with engine.begin() as connection:
+                            connection.execute(sa.insert(outbox_table), rows)
+                        engine.dispose()
+                        rate = producer_throughput(settings, topic, stored_messages(url))
+                    else:
+                        relays_count = int(name.split()[0])
+                        rate = relay_throughput(settings, url, rows, relays_count, log)
+                samples[name].append(rate)
+                console.print(f"round {round_number}: {name}: {rate:,.0f} events/s")
+        _delete_topics(settings, topics)
+        throughput = {name: statistics.median(rates) for name, rates in samples.items()}
+
+        latency: dict[str, dict[str, float]] = {}
+        for listen in (True, False):
+            name = "LISTEN/NOTIFY" if listen else "poll only (1 s)"
+            with console.status(f"latency, {name}"):
+                latency[name] = commit_to_kafka_latency(
+                    settings, url, listen=listen, rate=args.rate, seconds=args.seconds, log=log
+                )
+
+    baseline = throughput["EventProducer"]
+    table = Table(title=f"outbox relay throughput, {args.rows:,} rows committed at once")
+    for column in ("publisher", "events/s", "ratio vs EventProducer"):
+        table.add_column(column, justify="left" if column == "publisher" else "right")
+    for name, rate in throughput.items():
+        table.add_row(name, f"{rate:,.0f}", f"{rate / baseline:.2f}x")
+    console.print(table)
+    lat_table = Table(title=f"commit to Kafka at {args.rate:,} events/s")
+    for column in ("relay wake-up", "p50 ms", "p99 ms", "max ms", "achieved rate"):
+        lat_table.add_column(column, justify="left" if column == "relay wake-up" else "right")
+    for name, figures in latency.items():
+        lat_table.add_row(
+            name,
+            f"{figures['p50_ms']:.1f}",
+            f"{figures['p99_ms']:.1f}",
+            f"{figures['max_ms']:.1f}",
+            f"{figures['achieved_rate_per_s']:,.0f}/s",
+        )
+    console.print(lat_table)
+
+    report = {
+        "rows": args.rows,
+        "events_per_s": throughput,
+        "samples": samples,
+        "ratio_vs_event_producer": {n: r / baseline for n, r in throughput.items()},
+        "latency_rate_per_s": args.rate,
+        "latency": latency,
+    }
+    (RESULTS / "outbox_relay.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"Throughput: {args.rows:,} rows committed at once, to acknowledged Kafka messages "
+        f"(median of {args.repeat} interleaved rounds).",
+        "",
+        "| publisher | events/s | ratio vs EventProducer |",
+        "|---|---:|---:|",
+        *(f"| {n} | {r:,.0f} | {r / baseline:.2f}x |" for n, r in throughput.items()),
+        "",
+        f"Latency from commit to Kafka (broker append time) at {args.rate:,} events/s:",
+        "",
+        "| relay wake-up | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {n} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {f['max_ms']:.1f} |"
+            for n, f in latency.items()
+        ),
+    ]
+    (RESULTS / "outbox_relay.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
