@@ -47,6 +47,7 @@ lint: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python bench/producer_throughput.py
 	$(BIN)/python bench/gateway_load.py
+	$(BIN)/python bench/outbox_relay.py
 	$(BIN)/python bench/log_shipping.py
 	$(BIN)/python bench/processing.py
 

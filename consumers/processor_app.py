@@ -147,11 +147,16 @@ def build_processor_app(
     held: dict[tuple[str, int], deque[tuple[int, EventT[Any]]]] = defaultdict(deque)
     consumed: dict[tuple[str, int], int] = {}
 
+    # Each partition's position acknowledged so far: Faust forgets its acknowledgements of
+    # revoked partitions before it calls `revoked`, so there we commit these ourselves.
+    acked_to: dict[tuple[str, int], int] = {}
+
     def acknowledge(plan: list[CommitPosition]) -> None:
         for topic, partition, position in plan:
             waiting = held.get((topic, partition))
             while waiting and waiting[0][0] < position:
                 waiting.popleft()[1].ack()
+            acked_to[(topic, partition)] = position
 
     channel = app.topic(
         *processor.topics, key_serializer="raw", value_serializer="raw", allow_empty=True
@@ -184,13 +189,17 @@ def build_processor_app(
         partitions = [(tp.topic, tp.partition) for tp in revoked]
         if engine is not None and partitions:
             await engine.drain(partitions)
+            positions = {TP(*tp): acked_to[tp] for tp in partitions if tp in acked_to}
             try:
+                if positions:  # Faust's own commit, with offsets it no longer knows
+                    await app.consumer._commit_offsets(positions)  # type: ignore[attr-defined]
                 await app.consumer.commit()
             except Exception as error:
                 logger.warning("commit on revocation failed: %s", error)
         for tp in partitions:
             held.pop(tp, None)
             consumed.pop(tp, None)
+            acked_to.pop(tp, None)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:

@@ -59,7 +59,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
@@ -84,7 +84,13 @@ from pipeline.outbox import (
     utc_now,
 )
 from pipeline.settings import OutboxSettings, PipelineSettings
-from producers.producer import Delivery, EventProducer, ProduceRefused, build_event_producer
+from producers.producer import (
+    Delivery,
+    DeliveryError,
+    EventProducer,
+    ProduceRefused,
+    build_event_producer,
+)
 
 __all__ = [
     "BatchResult",
@@ -105,7 +111,7 @@ LOCK_NAMESPACE = 0x6F627800
 #: hold some of the buckets at its head.
 _LOCK_ROUNDS = 3
 #: How soon a relay looks again when every bucket at the head of the backlog was held.
-_CONTENDED_WAIT_S = 0.05
+_CONTENDED_WAIT_S = 0.2
 #: How often backlog, age and rate are refreshed from the database (metrics, log line).
 _STATUS_INTERVAL_S = 5.0
 #: Longest uninterrupted sleep, so a stop is noticed promptly.
@@ -305,26 +311,6 @@ class _Listener:
                 self._connection = None
 
 
-class _Outcomes:
-    """Which rows of a batch the broker acknowledged (filled from delivery callbacks)."""
-
-    def __init__(self, size: int) -> None:
-        self.acknowledged = [False] * size
-        self.settled = 0
-        self.expected = 0
-        self.failures: list[Delivery] = []
-
-    def callback(self, index: int) -> Callable[[Delivery], None]:
-        def delivered(delivery: Delivery) -> None:
-            self.settled += 1
-            if delivery.ok:
-                self.acknowledged[index] = True
-            else:
-                self.failures.append(delivery)
-
-        return delivered
-
-
 # --- the relay --------------------------------------------------------------------------------
 
 
@@ -386,13 +372,13 @@ class OutboxRelay:
                     listener.drain()
                 try:
                     result = self.publish_batch()
+                    self._housekeeping()
                 except (SQLAlchemyError, PipelineError) as error:
                     if once:
                         raise
                     _log.error("outbox relay %s: batch failed, retrying: %s", self.name, error)
                     self._pause(self._settings.poll_interval_s)
                     continue
-                self._housekeeping()
                 if result.claimed >= self._settings.batch_size:
                     continue
                 if once:
@@ -470,7 +456,7 @@ class OutboxRelay:
             ).all()
             if window:
                 after = window[-1][0]
-                plan.add_window(window)
+                plan.add_window(cast(Sequence[tuple[int, str, str]], window))
             chosen = plan.to_try()
             if chosen:
                 granted = connection.execute(
@@ -534,14 +520,19 @@ class OutboxRelay:
     def _send(
         self, records: Sequence[OutboxRecord], keepalive: Callable[[], bool] | None = None
     ) -> list[int]:
-        """Send every record and wait for the broker; the positions that may be marked."""
-        outcomes = _Outcomes(len(records))
+        """Send every record and wait for the broker; the positions that may be marked.
+
+        The producer's bulk path (no callback per event: a success costs no Python call) and
+        then ``flush``, which names the failed events by id (:class:`DeliveryError`); flushed
+        in slices so the SQLite lease is renewed while Kafka is slow.
+        """
+        sent = [False] * len(records)
         refused: set[tuple[str, str]] = set()
         for index, record in enumerate(records):
             if record.aggregate in refused:
                 continue  # never send an aggregate's later rows past one that cannot go
             try:
-                self._producer.send(record.topic, record.message(), outcomes.callback(index))
+                self._producer.send(record.topic, record.message())
             except ProduceRefused as refusal:
                 refused.add(record.aggregate)
                 _log.error(
@@ -551,30 +542,52 @@ class OutboxRelay:
                     refusal.reason,
                 )
                 continue
-            outcomes.expected += 1
-        deadline = time.monotonic() + self._delivery_timeout_s
-        next_keepalive = time.monotonic() + self._settings.lease_s / 3
-        while outcomes.settled < outcomes.expected and time.monotonic() < deadline:
-            self._producer.poll(0.1)
-            if keepalive is not None and time.monotonic() >= next_keepalive:
-                keepalive()
-                next_keepalive = time.monotonic() + self._settings.lease_s / 3
-        failed = len(records) - sum(outcomes.acknowledged)
-        if outcomes.failures:
-            first = outcomes.failures[0]
+            sent[index] = True
+        failures = self._wait_for_deliveries(keepalive)
+        failed_ids = {failure.event_id for failure in failures or ()}
+        if failures is None:  # not all settled in time: nothing can be counted as delivered
+            acknowledged = [False] * len(records)
+        else:
+            acknowledged = [
+                ok and record.event_id not in failed_ids
+                for ok, record in zip(sent, records, strict=True)
+            ]
+        if failures:
+            first = failures[0]
             _log.error(
                 "outbox relay %s: %d events not acknowledged (first: %s to %s: %s); they stay "
                 "unpublished and are sent again",
                 self.name,
-                len(outcomes.failures),
+                len(failures),
                 first.event_id,
                 first.topic,
                 first.error,
             )
+        failed = len(records) - sum(acknowledged)
         if failed:
             self.totals.failed += failed
             self.metrics.failed.inc(failed)
-        return publishable_positions(records, outcomes.acknowledged)
+        return publishable_positions(records, acknowledged)
+
+    def _wait_for_deliveries(self, keepalive: Callable[[], bool] | None) -> list[Delivery] | None:
+        """Every failure of the batch once all settled; ``None`` if some did not in time."""
+        failures: list[Delivery] = []
+        slice_s = self._settings.lease_s / 3 if keepalive is not None else None
+        deadline = time.monotonic() + self._delivery_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                self._producer.flush(remaining if slice_s is None else min(slice_s, remaining))
+                return failures
+            except DeliveryError as error:
+                failures.extend(error.failures)
+                return failures
+            except PipelineError:  # some still unacknowledged after this slice
+                if time.monotonic() >= deadline:
+                    _log.error("outbox relay %s: Kafka did not answer in time", self.name)
+                    return None
+                if keepalive is not None:
+                    keepalive()
 
     def _count(self, records: Sequence[OutboxRecord], positions: Sequence[int]) -> None:
         if not positions:

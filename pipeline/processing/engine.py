@@ -99,6 +99,7 @@ class ProcessingEngine:
         self._offsets = PartitionOffsets()
         self._tasks: dict[Work[Record], asyncio.Task[None]] = {}
         self._generation: dict[TopicPartition, int] = {}
+        self._revoking: set[TopicPartition] = set()
         self._room: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(
@@ -124,9 +125,15 @@ class ProcessingEngine:
         if self._closed:
             raise RuntimeError("the engine is closed")
         room = self._events()[0]
+        generation = self._generation.get(record.topic_partition)
         while self.unfinished >= self.settings.max_buffered:
             room.clear()
             await room.wait()
+        if (
+            record.topic_partition in self._revoking
+            or self._generation.get(record.topic_partition) != generation
+        ):
+            return  # revoked while waiting for room: never started, the next owner handles it
         self._generation.setdefault(record.topic_partition, 1)
         self._offsets.started(record.topic, record.partition, record.offset)
         lane_key = record.key if self.settings.ordering == "key" else None
@@ -148,6 +155,7 @@ class ProcessingEngine:
         """Stop ``partitions`` (all when ``None``): finish what runs, commit, forget the rest."""
         timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         wanted = set(self._generation) if partitions is None else set(partitions)
+        self._revoking.update(wanted)
         running = self._lanes.drain(wanted)
         tasks = [self._tasks[work] for work in running if work in self._tasks]
         if tasks:
@@ -168,6 +176,7 @@ class ProcessingEngine:
         for work in [work for work in self._tasks if work.lane[:2] in wanted]:
             del self._tasks[work]
         self._start(self._lanes.forget(wanted))
+        self._revoking.difference_update(wanted)
         self._wake()
 
     async def close(self, timeout_s: float | None = None) -> None:

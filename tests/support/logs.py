@@ -50,16 +50,20 @@ def log_alias(es) -> Iterator[str]:
         es.options(ignore_status=404).indices.delete_index_template(name=alias)
 
 
-def count_documents(es, alias: str) -> int:
+def count_documents(es, alias: str, service: str | None = None) -> int:
+    """How many documents ``alias`` holds (of one service.name, if given)."""
     es.options(ignore_status=404).indices.refresh(index=alias)
-    response = es.options(ignore_status=404).count(index=alias)
+    query = {"term": {"service.name": service}} if service else {"match_all": {}}
+    response = es.options(ignore_status=404).count(index=alias, query=query)
     return int(response.get("count", 0))
 
 
-def document_ids(es, alias: str) -> list[str]:
+def document_ids(es, alias: str, service: str | None = None) -> list[str]:
+    """The ids of the documents in ``alias`` (of one service.name, if given)."""
     es.options(ignore_status=404).indices.refresh(index=alias)
     ids = []
-    response = es.search(index=alias, size=1000, scroll="1m", source=False)
+    query = {"term": {"service.name": service}} if service else {"match_all": {}}
+    response = es.search(index=alias, size=1000, scroll="1m", source=False, query=query)
     while response["hits"]["hits"]:
         ids += [hit["_id"] for hit in response["hits"]["hits"]]
         response = es.scroll(scroll_id=response["_scroll_id"], scroll="1m")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
@@ -60,10 +60,13 @@ def keyed_events(keys: int, per_key: int, prefix: str = "k") -> list[Event]:
 
 
 def produce(
-    settings: PipelineSettings, topic: str, messages: Iterable[KafkaMessage | Event]
+    settings: PipelineSettings,
+    topic: str,
+    messages: Iterable[KafkaMessage | Event],
+    producer: Producer | None = None,
 ) -> None:
     """Write ``messages`` (events are encoded) to ``topic``; every one acknowledged."""
-    producer = build_producer(settings.kafka)
+    producer = producer or build_producer(settings.kafka)
     for n, item in enumerate(messages):
         message = encode(item) if isinstance(item, Event) else item
         while True:

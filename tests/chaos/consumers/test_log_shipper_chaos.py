@@ -79,7 +79,8 @@ def test_a_shipper_killed_mid_batch_again_and_again_loses_and_doubles_nothing(
         final = _start_shipper(env, consumer_group, log, "--until-idle", "5")
         assert final.wait(300) == 0, log.read_text()[-2000:]
 
-        ids = document_ids(elasticsearch_client, alias)
+        # (the shipper's own log lines are shipped too, as service log-shipper)
+        ids = document_ids(elasticsearch_client, alias, service="test-svc")
         assert len(ids) == RECORDS
         assert set(ids) == {d["event"]["id"] for d in documents}
 
@@ -137,7 +138,11 @@ def test_elasticsearch_stopped_for_a_minute_under_load_loses_and_doubles_nothing
         assert manager.up(only={"elasticsearch"}) == {"elasticsearch"}
         assert time.monotonic() - stopped_at >= OUTAGE_S
         assert program.wait(300) == 0
-        _wait_for(lambda: count_documents(es, alias) >= lines, 180, "every line in Elasticsearch")
+        _wait_for(
+            lambda: count_documents(es, alias, "chaos-load") >= lines,
+            180,
+            "every line in Elasticsearch",
+        )
     finally:
         shipper.send_signal(signal.SIGTERM)
         shipper.wait(60)
@@ -145,7 +150,7 @@ def test_elasticsearch_stopped_for_a_minute_under_load_loses_and_doubles_nothing
     assert shipper.returncode == 0, log.read_text()[-2000:]
     report = log.read_text()
     assert "elasticsearch unreachable" in report and "consumption resumed" in report
-    ids = document_ids(es, alias)
+    ids = document_ids(es, alias, service="chaos-load")  # not the shipper's own lines
     assert len(ids) == lines == len(set(ids))
     assert (
         es.count(index=alias, query={"term": {"pipeline.correlation_id": "corr-chaos"}})["count"]

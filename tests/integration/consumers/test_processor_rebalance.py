@@ -15,6 +15,7 @@ from collections import Counter
 
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
+from pipeline.clients import build_producer
 from pipeline.topics.catalogue import dlq_name
 from tests.support.processor_runs import (
     ProcessorProcess,
@@ -63,8 +64,9 @@ def test_processors_joining_and_leaving_mid_stream_apply_every_event_once_in_key
 
     def keep_producing() -> None:
         try:
+            kafka = build_producer(pipeline_settings.kafka)
             for start in range(0, EVENTS, CHUNK):
-                produce(pipeline_settings, topic, events[start : start + CHUNK])
+                produce(pipeline_settings, topic, events[start : start + CHUNK], kafka)
                 time.sleep(CHUNK_EVERY_S)
             produced_all.set()
         except BaseException as error:  # reported by the test thread

@@ -312,3 +312,42 @@ def test_relay_command_once_publishes_the_backlog_and_exits(
     ids = [_header(m, "ce_id") for m in _messages(pipeline_settings, topic, consumer_group)]
     assert sorted(ids) == sorted(e.id for e in events)
     assert outbox_status(engine).backlog == 0
+
+
+def test_the_relay_exposes_its_counts_backlog_and_rate_as_prometheus_metrics(
+    tmp_path, relays, new_topic
+):
+    import socket
+    import urllib.request
+
+    from producers.outbox_relay import serve_metrics
+
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'metrics.db'}"))
+    migrate(engine)
+    topic = new_topic(partitions=1)
+    with engine.begin() as connection:
+        for n in range(3):
+            Outbox().add(
+                connection,
+                _event("o-1", n),
+                aggregate_type="order",
+                aggregate_id="o-1",
+                topic=topic,
+            )
+    relay = relays(engine)
+    relay.run(once=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stop = serve_metrics(relay.metrics, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        stop()
+    engine.dispose()
+    assert f'pipeline_outbox_published_total{{topic="{topic}"}} 3.0' in text
+    assert "pipeline_outbox_backlog 0.0" in text
+    assert "pipeline_outbox_publish_rate 0.05" in text  # 3 in the last minute
+    assert "pipeline_outbox_oldest_unpublished_age_seconds 0.0" in text
+    assert "pipeline_outbox_lease_held 1.0" in text
