@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -62,6 +63,31 @@ RESULTS = Path(__file__).parent / "results"
 WORKER = Path(__file__).with_name("processing_worker.py")
 KEYS = 100
 BENCH_DATABASE = "pipeline_bench_processing"
+ROOT = Path(__file__).resolve().parent.parent
+#: The runtime's sources: the tree changes under the bench, so results name what they measured.
+RUNTIME_SOURCES = [
+    "pipeline/processing/engine.py",
+    "pipeline/processing/attempt.py",
+    "pipeline/processing/processor.py",
+    "pipeline/lanes.py",
+    "pipeline/offsets.py",
+    "pipeline/inbox.py",
+    "pipeline/database.py",
+    "consumers/processor_app.py",
+]
+
+
+def _fingerprint() -> dict[str, str]:
+    """The git commit (read only) and a short hash of each runtime source as it is on disk."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    sources = {
+        name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest()[:12]
+        for name in RUNTIME_SOURCES
+        if (ROOT / name).exists()
+    }
+    return {"commit": found.stdout.strip() or "unknown", **sources}
 
 
 @dataclass
@@ -197,6 +223,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only cases whose label has this text")
     args = parser.parse_args()
     settings = PipelineSettings()
+    fingerprint = _fingerprint()
     StackManager(settings).up({"kafka", "postgres"})
     console = Console(width=max(Console().width, 150))
     began = time.monotonic()
@@ -237,11 +264,18 @@ def main() -> None:
         future.result(30)
     _postgres(settings, drop_only=True)
     duration = time.monotonic() - began
-    report(console, all_cases, args, duration)
+    if _fingerprint() != fingerprint:
+        console.print("[yellow]the runtime's sources changed during the bench[/yellow]")
+        fingerprint["changed_during_run"] = "yes"
+    report(console, all_cases, args, duration, fingerprint)
 
 
 def report(
-    console: Console, all_cases: list[Case], args: argparse.Namespace, duration: float
+    console: Console,
+    all_cases: list[Case],
+    args: argparse.Namespace,
+    duration: float,
+    fingerprint: dict[str, str],
 ) -> None:
     def find(scenario: str, kind: str) -> Case | None:
         return next((c for c in all_cases if c.scenario == scenario and c.kind == kind), None)
@@ -324,6 +358,7 @@ def report(
                 "sleep_ms": args.sleep_ms,
                 "repeat": args.repeat,
                 "machine": machine,
+                "runtime_sources": fingerprint,
                 "what": __doc__,
                 "cases": rows,
             },
@@ -340,6 +375,10 @@ def report(
         "'order per key' checks every key's events came as seq 0, 1, 2, ... in every round.",
         "",
         f"Machine: {machine}.",
+        "",
+        "Runtime measured (commit, sha256 prefix of each source as on disk): "
+        + ", ".join(f"{name} {value}" for name, value in fingerprint.items())
+        + ".",
         "",
     ]
     (RESULTS / "processing.md").write_text("\n".join(lines + notes))

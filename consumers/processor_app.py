@@ -137,6 +137,8 @@ def build_processor_app(
         # would wait forever on a record held back by its key.
         stream_wait_empty=False,
         broker_commit_interval=processing.commit_interval_s,
+        broker_session_timeout=processing.session_timeout_s,
+        broker_heartbeat_interval=processing.session_timeout_s / 5,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(processing.max_buffered, 100),
         broker_client_id=f"{kafka.client_id}-{processor.name}",
@@ -243,9 +245,9 @@ def run_processor(
     """Run ``processor`` until SIGINT/SIGTERM: migrate, check topics, start the Faust worker."""
     processing = settings.processing
     database = build_engine(settings.database, pool_size=processing.max_in_flight)
+    check_topics(settings, processor)
     migrate(database)
     processor.start(database)
-    check_topics(settings, processor)
     metrics = ProcessorMetrics(processor.name)
     if processing.metrics_port is not None:
         try:

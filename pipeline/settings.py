@@ -219,6 +219,9 @@ class ProcessingSettings(_Frozen):
     on_dead_letter: Literal["park_key", "continue"] = "park_key"
     #: How long a rebalance or shutdown waits for events in flight before giving up on them.
     drain_timeout_s: float = Field(default=10.0, gt=0)
+    #: How long the group waits for a silent member before giving its partitions to others
+    #: (a crashed processor's events wait this long).
+    session_timeout_s: float = Field(default=10.0, ge=6, le=300)
     #: How often the commit position is sent to Kafka.
     commit_interval_s: float = Field(default=1.0, gt=0)
     #: How long inbox rows are kept: a redelivery of an event older than this is no longer

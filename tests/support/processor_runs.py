@@ -103,8 +103,8 @@ def effects_env(
 ) -> dict[str, str]:
     """The environment of ``pipeline process tests.support.effects_processor:processor``.
 
-    Faust's group session timeout is lowered from 60 s to 10 s (Faust reads
-    ``BROKER_SESSION_TIMEOUT``), so a killed member leaves the group in seconds.
+    The group session timeout is ``processing.session_timeout_s`` (10 s by default), so a
+    killed member leaves the group in seconds.
     """
     python_path = os.pathsep.join(
         part for part in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if part
@@ -116,7 +116,6 @@ def effects_env(
         "PIPELINE_DATABASE__URL": database_url,
         "PIPELINE_LOGS__CONSOLE": "text",
         "PIPELINE_PROCESSING__METRICS_LOG_INTERVAL_S": "1",
-        "BROKER_SESSION_TIMEOUT": "10",
         "PYTHONPATH": python_path,
     }
     for name in ("EFFECTS_FAIL_MARKER", "EFFECTS_SLEEP_MS"):
