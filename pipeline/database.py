@@ -75,10 +75,21 @@ def build_engine(settings: DatabaseSettings, *, pool_size: int = 10) -> Engine:
         url = url.set(password=settings.password.get_secret_value())
     try:
         if url.get_backend_name() == "sqlite":
-            engine = create_engine(url, connect_args={"timeout": 30})
+            if url.database in (None, "", ":memory:"):
+                engine = create_engine(url, connect_args={"timeout": 30})
+            else:
+                engine = create_engine(
+                    url,
+                    connect_args={"timeout": 30},
+                    pool_size=pool_size,
+                    max_overflow=pool_size,
+                )
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # No pre-ping: it is one more round trip for every transaction. A connection that died
+        # fails its statement instead; SQLAlchemy then drops the pool's stale connections, and
+        # the processor retries the event (a database outage is retried without limit).
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
     except (ArgumentError, ImportError) as error:  # unknown dialect, or its driver not installed
         where = url.render_as_string(hide_password=True)
         reason = " ".join(str(error).split())
