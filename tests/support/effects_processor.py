@@ -16,6 +16,7 @@ the table has no unique constraint, so a duplicate effect would show as a second
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -42,6 +43,7 @@ TOPIC = os.environ.get("EFFECTS_TOPIC", "effects.unset")
 processor = Processor(os.environ.get("EFFECTS_GROUP", f"effects-{TOPIC}"))
 _SLEEP_S = float(os.environ.get("EFFECTS_SLEEP_MS", "0")) / 1000
 _FAIL_MARKER = os.environ.get("EFFECTS_FAIL_MARKER")
+logger = logging.getLogger("tests.effects")
 
 
 class PoisonError(RuntimeError):
@@ -62,6 +64,7 @@ def _apply(event: Event, unit: UnitOfWork, seq: int) -> None:
             key=event.partitionkey or "", seq=seq, event_id=event.id, pid=os.getpid()
         )
     )
+    logger.info("effect %d of %s applied", seq, event.partitionkey)
 
 
 @processor.handler(TOPIC)
