@@ -9,13 +9,11 @@ in the key's order.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import time
 
 import pytest
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from pipeline.topics.catalogue import dlq_name
 from tests.support.processor_runs import (
@@ -43,12 +41,12 @@ SEED = int(os.environ.get("PIPELINE_CHAOS_SEED", "20240611"))
 
 @pytest.mark.timeout(600)
 def test_a_processor_killed_repeatedly_applies_every_event_once_in_key_order(
-    pipeline_settings, new_topic, kafka_admin, postgres_url, consumer_group, tmp_path
+    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
 ):
     rng = random.Random(SEED)
     topic = new_topic(partitions=PARTITIONS, prefix="effects")
     dlq = dlq_name(topic)
-    kafka_admin.create_topics([NewTopic(dlq, PARTITIONS, 1)])[dlq].result(timeout=30)
+    new_topic(partitions=PARTITIONS, name=dlq)  # deleted after the test, like the topic
     database = effects_database(postgres_url)
     events = keyed_events(KEYS, PER_KEY)
     produce(pipeline_settings, topic, events)
@@ -97,9 +95,6 @@ def test_a_processor_killed_repeatedly_applies_every_event_once_in_key_order(
     finally:
         for run in runs:
             run.stop_quietly()
-        for future in kafka_admin.delete_topics([dlq], operation_timeout=30).values():
-            with contextlib.suppress(Exception):
-                future.result(timeout=30)
 
     rows = effect_rows(database)
     problems = exactly_once_in_order_problems(rows, events)

@@ -10,12 +10,10 @@ sends key C back: its events are applied once each, in order, and the key is fre
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from pipeline.clients import build_consumer
 from pipeline.envelope import Event, KafkaMessage
@@ -57,11 +55,11 @@ def end_offsets(settings, topic: str) -> int:
 
 
 def test_poison_messages_are_dead_lettered_and_a_fixed_key_is_redriven_in_order(
-    pipeline_settings, new_topic, kafka_admin, postgres_url, consumer_group, tmp_path
+    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
 ):
     topic = new_topic(partitions=PARTITIONS, prefix="effects")
     dlq = dlq_name(topic)
-    kafka_admin.create_topics([NewTopic(dlq, PARTITIONS, 1)])[dlq].result(timeout=30)
+    new_topic(partitions=PARTITIONS, name=dlq)  # deleted after the test, like the topic
     database = effects_database(postgres_url)
     marker = f"poison-{uuid.uuid4().hex[:8]}"
 
@@ -168,6 +166,3 @@ def test_poison_messages_are_dead_lettered_and_a_fixed_key_is_redriven_in_order(
     finally:
         for process in processes:
             process.stop_quietly()
-        for future in kafka_admin.delete_topics([dlq], operation_timeout=30).values():
-            with contextlib.suppress(Exception):
-                future.result(timeout=30)

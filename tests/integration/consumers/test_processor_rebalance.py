@@ -8,12 +8,9 @@ and the inbox skips. Afterwards every event has exactly one effect, in its key's
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import Counter
-
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from pipeline.clients import build_producer
 from pipeline.topics.catalogue import dlq_name
@@ -44,11 +41,11 @@ def _pids_with_effects(database) -> Counter[int]:
 
 
 def test_processors_joining_and_leaving_mid_stream_apply_every_event_once_in_key_order(
-    pipeline_settings, new_topic, kafka_admin, postgres_url, consumer_group, tmp_path
+    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
 ):
     topic = new_topic(partitions=PARTITIONS, prefix="effects")
     dlq = dlq_name(topic)
-    kafka_admin.create_topics([NewTopic(dlq, PARTITIONS, 1)])[dlq].result(timeout=30)
+    new_topic(partitions=PARTITIONS, name=dlq)  # deleted after the test, like the topic
     database = effects_database(postgres_url)
     events = keyed_events(KEYS, PER_KEY)
     env = effects_env(
@@ -127,9 +124,6 @@ def test_processors_joining_and_leaving_mid_stream_apply_every_event_once_in_key
     finally:
         for process in processes:
             process.stop_quietly()
-        for future in kafka_admin.delete_topics([dlq], operation_timeout=30).values():
-            with contextlib.suppress(Exception):
-                future.result(timeout=30)
 
     rows = effect_rows(database)
     problems = exactly_once_in_order_problems(rows, events)
