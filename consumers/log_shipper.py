@@ -45,7 +45,7 @@ from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
-from pipeline.dead_letters import Failure, Reason, dead_letter_message
+from pipeline.dead_letters import Failure, Reason, dead_letter_of
 from pipeline.envelope import KafkaMessage
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template, index_for
 from pipeline.settings import LogSettings
@@ -227,14 +227,8 @@ def dlq_message(
     :func:`pipeline.dead_letters.dead_letter_message`, and Elasticsearch's status in
     ``dlq.elasticsearch.status`` when it answered."""
     record = letter.record
-    message = dead_letter_message(
-        key=record.key,
-        value=record.value,
-        headers=record.headers,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        timestamp_ms=record.timestamp_ms,
+    message = dead_letter_of(
+        record,
         consumer_group=consumer_group,
         failure=Failure(
             reason=letter.kind,

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from pipeline.envelope import KafkaMessage
 
@@ -39,6 +39,7 @@ __all__ = [
     "Failure",
     "Reason",
     "dead_letter_message",
+    "dead_letter_of",
     "pending_dead_letters",
     "read_dead_letter",
     "redrive_message",
@@ -156,6 +157,48 @@ def dead_letter_message(
         key=key,
         value=value,
         headers=kept + [(name, text.encode("utf-8")) for name, text in added],
+    )
+
+
+class ConsumedRecord(Protocol):
+    """What :func:`dead_letter_of` reads of a consumed record (the processors' and the log
+    shipper's records both have it)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    @property
+    def timestamp_ms(self) -> int | None: ...
+
+
+def dead_letter_of(
+    record: ConsumedRecord,
+    *,
+    consumer_group: str,
+    failure: Failure,
+    now: datetime | None = None,
+) -> KafkaMessage:
+    """:func:`dead_letter_message` of a consumed record (pure)."""
+    return dead_letter_message(
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp_ms,
+        consumer_group=consumer_group,
+        failure=failure,
+        now=now,
     )
 
 

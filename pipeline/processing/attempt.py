@@ -238,19 +238,13 @@ def attempt(
     except _Duplicate:
         return Outcome("duplicate", event.id, event=event)
     except _Parked as parked_by:
-        behind = LookupError(f"key parked behind dead-lettered event {parked_by.event_id}")
-        failure = Failure.from_exception("key_parked", behind)
-        return Outcome(
-            "dead_letter",
-            event.id,
-            Failure(
-                reason=failure.reason,
-                error_type=failure.error_type,
-                message=failure.message,
-                parked_by=parked_by.event_id,
-            ),
-            event=event,
+        failure = Failure(
+            reason="key_parked",
+            error_type="LookupError",
+            message=f"key parked behind dead-lettered event {parked_by.event_id}",
+            parked_by=parked_by.event_id,
         )
+        return Outcome("dead_letter", event.id, failure, event=event)
     except Reject as error:
         return Outcome(
             "dead_letter", event.id, Failure.from_exception("rejected", error), event=event

@@ -37,7 +37,7 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from pipeline.dead_letters import Failure, dead_letter_message
+from pipeline.dead_letters import Failure, dead_letter_of
 from pipeline.envelope import KafkaMessage
 from pipeline.lanes import KeyLanes, Work
 from pipeline.logs.context import log_context
@@ -230,6 +230,26 @@ class ProcessingEngine:
             self._on_commit(plan)
             self._offsets.mark_committed(plan)
 
+    async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` until it succeeds: Kafka or the database being away is not the event's
+        fault, and giving up would lose it (backoff as the retry policy's, capped)."""
+        tries = 0
+        while True:
+            try:
+                await step()
+                return
+            except Exception as error:
+                tries += 1
+                delay = self.settings.retry.delay(min(tries, 8), self._rng)
+                logger.warning(
+                    "%s: cannot %s (%s); trying again in %.1f s",
+                    self.processor.name,
+                    what,
+                    " ".join(str(error).split())[:200],
+                    delay,
+                )
+                await self._sleep(delay)
+
     async def _in_thread(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
@@ -298,34 +318,12 @@ class ProcessingEngine:
 
     async def _dead_letter(self, record: Record, event_id: str, failure: Failure) -> None:
         """Send the dead letter (until Kafka takes it), then note it in the inbox."""
-        message = dead_letter_message(
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp_ms=record.timestamp_ms,
-            consumer_group=self.consumer_group,
-            failure=failure,
-        )
+        message = dead_letter_of(record, consumer_group=self.consumer_group, failure=failure)
         topic = dlq_name(record.topic)
-        tries = 0
-        while True:
-            try:
-                await self._dead_letters.send(topic, message)
-                break
-            except Exception as error:  # Kafka unreachable: nothing may be lost, so wait
-                tries += 1
-                delay = self.settings.retry.delay(min(tries, 8), self._rng)
-                logger.warning(
-                    "%s: cannot write to %s (%s); trying again in %.1f s",
-                    self.processor.name,
-                    topic,
-                    error,
-                    delay,
-                )
-                await self._sleep(delay)
+        await self._until_done(
+            f"write dead letter {event_id} to {topic}",
+            lambda: self._dead_letters.send(topic, message),
+        )
         note = partial(
             record_dead_letter,
             record,
@@ -335,22 +333,9 @@ class ProcessingEngine:
             failure=failure,
             park_keys=self._park,
         )
-        tries = 0
-        while True:
-            try:
-                await self._in_thread(note)
-                break
-            except Exception as error:
-                tries += 1
-                delay = self.settings.retry.delay(min(tries, 8), self._rng)
-                logger.warning(
-                    "%s: cannot note dead letter %s in the inbox (%s); retrying in %.1f s",
-                    self.processor.name,
-                    event_id,
-                    " ".join(str(error).split())[:200],
-                    delay,
-                )
-                await self._sleep(delay)
+        await self._until_done(
+            f"note dead letter {event_id} in the inbox", lambda: self._in_thread(note)
+        )
         self.metrics.dead_lettered(record.topic, failure.reason)
         with log_context(
             event_id=event_id,
