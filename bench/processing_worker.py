@@ -117,12 +117,23 @@ def run_runtime(args: argparse.Namespace, recorder: Recorder) -> None:
     processor = Processor(args.group)
     sleep_s = args.sleep_ms / 1000
 
-    @processor.handler(args.topic)
-    def handle(event: Event, unit: UnitOfWork) -> None:
-        recorder.started()
-        if sleep_s:
-            time.sleep(sleep_s)
-        recorder.finished(event)
+    if args.handler == "async":
+
+        @processor.handler(args.topic)
+        async def handle_async(event: Event, unit: UnitOfWork) -> None:
+            recorder.started()
+            if sleep_s:
+                await asyncio.sleep(sleep_s)
+            recorder.finished(event)
+
+    else:
+
+        @processor.handler(args.topic)
+        def handle(event: Event, unit: UnitOfWork) -> None:
+            recorder.started()
+            if sleep_s:
+                time.sleep(sleep_s)
+            recorder.finished(event)
 
     _stop_when_done(recorder)
     run_processor(processor, settings, loglevel="warn")
@@ -196,6 +207,9 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--sleep-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--handler", choices=["async", "sync"], default="sync", help="runtime: the handler's kind"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     recorder = Recorder(args.count, args.out)

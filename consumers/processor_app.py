@@ -1,11 +1,14 @@
 """A processor as a Faust worker: Faust consumes, the processing engine decides what runs.
 
 Faust (faust-streaming) owns the group membership, fetching, rebalancing and the offset commit
-loop; one agent reads all of the processor's topics and hands each message to the
-:class:`~pipeline.processing.engine.ProcessingEngine`. The agent's stream does not acknowledge
-on its own (``noack``): a Faust event is acknowledged only once the engine's commit position has
-passed it, so Faust's acknowledged offsets are always contiguous from the last commit and Faust
-never commits a record that is not done, whatever order records of different keys finish in.
+loop; one Faust topic channel reads all of the processor's topics, and Faust's conductor hands
+each message's event to the channel's queue, which gives it to the
+:class:`~pipeline.processing.engine.ProcessingEngine` (:class:`_EngineQueue`). There is no agent
+and no Faust stream: the engine is the stream (ordering, concurrency, acknowledgement), and
+Faust's per-event stream machinery cost more than all of our own work per event. A Faust event
+is acknowledged only once the engine's commit position has passed it, so Faust's acknowledged
+offsets are always contiguous from the last commit and Faust never commits a record that is not
+done, whatever order records of different keys finish in.
 
 On revocation (and on shutdown) the engine drains the revoked partitions before Faust commits:
 records in flight get ``processing.drain_timeout_s`` to finish, what finished is acknowledged
@@ -21,6 +24,7 @@ import asyncio
 import logging
 import socket
 from collections import defaultdict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -30,6 +34,7 @@ from faust.types import TP, EventT
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
+from consumers import faust_drain
 from pipeline.clients import build_admin
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import KafkaMessage
@@ -96,10 +101,46 @@ def _record(message: Any) -> Record:
     )
 
 
+class _EngineQueue:
+    """The queue of the processor's Faust channel: events go to the engine as they arrive.
+
+    Faust's conductor puts each event with ``put_nowait_enhanced`` while ``full()`` is false,
+    else awaits ``put`` (through the channel), which is where backpressure waits for room.
+    """
+
+    def __init__(
+        self,
+        accept: Callable[[EventT[Any]], Record],
+        engine: Callable[[], ProcessingEngine],
+    ) -> None:
+        self._accept = accept
+        self._engine = engine
+
+    def full(self) -> bool:
+        return not self._engine().has_room
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+    def put_nowait_enhanced(self, value: EventT[Any], **_: Any) -> bool:
+        self._engine().submit_nowait(self._accept(value))
+        return False  # no pressure: the engine's room is the limit
+
+    async def put(self, value: EventT[Any]) -> None:
+        await self._engine().submit(self._accept(value))
+
+
 class _ProcessorApp(faust.App):
     """Faust's App, draining the engine before Faust stops its consumer."""
 
     engine: ProcessingEngine | None = None
+
+    async def on_start(self) -> None:
+        faust_drain.install(self)
+        await super().on_start()
 
     async def on_stop(self) -> None:
         if self.engine is not None:
@@ -160,9 +201,11 @@ def build_processor_app(
                 waiting.popleft()[1].ack()
             acked_to[(topic, partition)] = position
 
-    channel = app.topic(
-        *processor.topics, key_serializer="raw", value_serializer="raw", allow_empty=True
-    )
+    def accept(event: EventT[Any]) -> Record:
+        record = _record(event.message)
+        held[record.topic_partition].append((record.offset, event))
+        consumed[record.topic_partition] = record.offset
+        return record
 
     def engine_of_app() -> ProcessingEngine:
         if app.engine is None:
@@ -176,14 +219,17 @@ def build_processor_app(
             )
         return app.engine
 
-    @app.agent(channel, name=f"{processor.name}-records")
-    async def records(stream: faust.StreamT[Any]) -> None:
-        engine = engine_of_app()
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
-            record = _record(event.message)
-            held[record.topic_partition].append((record.offset, event))
-            consumed[record.topic_partition] = record.offset
-            await engine.submit(record)
+    # Faust's own Topic, with our queue; `is_iterator` lets the conductor `put` to it.
+    channel = faust.Topic(
+        app,
+        topics=processor.topics,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+        queue=_EngineQueue(accept, engine_of_app),  # type: ignore[arg-type]
+        is_iterator=True,
+    )
+    app.topics.add(channel)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:

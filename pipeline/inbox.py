@@ -15,8 +15,10 @@ configured retention by :func:`purge_inbox`, in small batches.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal
 
 from sqlalchemy import (
@@ -37,17 +39,21 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from pipeline.database import metadata
 
 __all__ = [
     "Claim",
+    "InboxEntry",
     "Outcome",
     "ParkedKey",
     "claim",
+    "claim_many",
     "inbox_table",
+    "outcomes_of",
     "park_key",
+    "parked_among",
     "parked_key",
     "parked_keys_table",
     "purge_inbox",
@@ -123,8 +129,96 @@ _PARKED = select(
 )
 
 
+_OUTCOMES = select(inbox_table.c.event_id, inbox_table.c.outcome).where(
+    inbox_table.c.consumer_group == bindparam("group"),
+    inbox_table.c.event_id.in_(bindparam("events", expanding=True)),
+)
+_PARKED_AMONG = select(parked_keys_table.c.topic, parked_keys_table.c.key).where(
+    parked_keys_table.c.consumer_group == bindparam("group"),
+    parked_keys_table.c.key.in_(bindparam("keys", expanding=True)),
+)
+
+
 def _insert_ignoring_conflicts(connection: Connection, values: dict[str, object]) -> bool:
     return connection.execute(_INSERT, values).first() is not None
+
+
+@lru_cache(maxsize=64)
+def _insert_many(rows: int) -> TextClause:
+    """One INSERT of ``rows`` rows (a statement per size, each compiled once and cached)."""
+    values = ", ".join(
+        f"(:consumer_group, :event_id_{n}, :topic_{n}, :partition_{n}, :offset_{n}, :outcome, "
+        ":recorded_at)"
+        for n in range(rows)
+    )
+    return text(
+        'INSERT INTO pipeline_inbox (consumer_group, event_id, topic, "partition", "offset", '
+        f"outcome, recorded_at) VALUES {values} ON CONFLICT DO NOTHING RETURNING event_id"
+    ).bindparams(bindparam("recorded_at", type_=DateTime(timezone=True)))
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """One event to record: its id and where it was read."""
+
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+# Rows per INSERT of claim_many: SQLite allows 32,766 bound parameters per statement.
+_ROWS_PER_INSERT = 500
+
+
+def claim_many(
+    connection: Connection,
+    entries: Sequence[InboxEntry],
+    *,
+    consumer_group: str,
+    now: datetime | None = None,
+) -> set[str]:
+    """Record many processed events in the caller's transaction; returns the ids that were new
+    (the others were recorded before: duplicates)."""
+    new: set[str] = set()
+    recorded_at = _utc(now)
+    for start in range(0, len(entries), _ROWS_PER_INSERT):
+        chunk = entries[start : start + _ROWS_PER_INSERT]
+        values: dict[str, object] = {
+            "consumer_group": consumer_group,
+            "outcome": "processed",
+            "recorded_at": recorded_at,
+        }
+        for n, entry in enumerate(chunk):
+            values[f"event_id_{n}"] = entry.event_id
+            values[f"topic_{n}"] = entry.topic
+            values[f"partition_{n}"] = entry.partition
+            values[f"offset_{n}"] = entry.offset
+        new.update(connection.execute(_insert_many(len(chunk)), values).scalars())
+    return new
+
+
+def outcomes_of(
+    connection: Connection, *, consumer_group: str, event_ids: Collection[str]
+) -> dict[str, Outcome]:
+    """The recorded outcomes of those of ``event_ids`` that were recorded."""
+    if not event_ids:
+        return {}
+    rows = connection.execute(_OUTCOMES, {"group": consumer_group, "events": list(event_ids)})
+    return {event_id: outcome for event_id, outcome in rows}
+
+
+def parked_among(
+    connection: Connection, *, consumer_group: str, keys: Collection[tuple[str, bytes]]
+) -> set[tuple[str, bytes]]:
+    """Which of the ``(topic, key)`` pairs are parked."""
+    if not keys:
+        return set()
+    rows = connection.execute(
+        _PARKED_AMONG, {"group": consumer_group, "keys": list({key for _, key in keys})}
+    )
+    parked = {(topic, bytes(key)) for topic, key in rows}
+    return parked & set(keys)
 
 
 def claim(

@@ -17,8 +17,11 @@ In one transaction, in this order:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
@@ -28,11 +31,21 @@ from sqlalchemy.orm import Session
 from pipeline import dead_letters, inbox
 from pipeline.dead_letters import Failure
 from pipeline.envelope import EnvelopeError, Event, decode
+from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
-from pipeline.processing.processor import Handler, Processor, Reject, UnitOfWork
+from pipeline.processing.processor import Processor, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
 
-__all__ = ["Outcome", "Redrive", "attempt", "inbox_id", "record_dead_letter"]
+__all__ = [
+    "Outcome",
+    "Redrive",
+    "attempt",
+    "call_async",
+    "handler_log_context",
+    "inbox_id",
+    "is_unavailable",
+    "record_dead_letter",
+]
 
 
 @dataclass(frozen=True)
@@ -98,10 +111,10 @@ def _claim(
     )
 
 
-def _call(handler: Handler, unit: UnitOfWork) -> None:
-    """The handler, inside a log context naming the event it handles."""
+def handler_log_context(unit: UnitOfWork) -> AbstractContextManager[Mapping[str, str | int]]:
+    """The log context a handler runs in: it names the event it handles."""
     event, record = unit.event, unit.record
-    with log_context(
+    return log_context(
         event_id=event.id,
         correlation_id=event.correlationid,
         causation_id=event.causationid,
@@ -111,11 +124,31 @@ def _call(handler: Handler, unit: UnitOfWork) -> None:
         consumer_group=unit.consumer_group,
         partition=record.partition,
         offset=record.offset,
-    ):
-        handler(event, unit)
+    )
 
 
-def _is_unavailable(error: BaseException) -> bool:
+async def call_async(route: Route, unit: UnitOfWork) -> None:
+    """An ``async`` handler, on the event loop, inside its log context."""
+    with handler_log_context(unit):
+        await cast(Awaitable[None], route.handler(unit.event, unit))
+
+
+def _call(
+    route: Route, unit: UnitOfWork, session: Session, loop: asyncio.AbstractEventLoop | None
+) -> None:
+    """The handler, in this worker thread (an ``async`` one on ``loop``, waited for here; its
+    writes then run in ``session``)."""
+    if not route.is_async:
+        with handler_log_context(unit):
+            route.handler(unit.event, unit)
+        return
+    if loop is None:
+        raise PipelineError(f"{route.name} is async: attempt() needs the engine's event loop")
+    asyncio.run_coroutine_threadsafe(call_async(route, unit), loop).result()
+    unit.apply_writes(session)
+
+
+def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, DisconnectionError | OperationalError):
         return True
     return isinstance(error, DBAPIError) and error.connection_invalidated
@@ -148,10 +181,12 @@ def attempt(
     consumer_group: str,
     park_keys: bool = True,
     use_inbox: bool = True,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Outcome:
     """Handle ``record`` once (see the module's docstring for the steps).
 
     ``use_inbox=False`` skips steps 1, 2 and 4: no duplicate detection and no parked keys.
+    ``loop``: where an ``async`` handler runs (the engine's loop; this thread waits for it).
     """
     try:
         event = decode(record.value, record.headers, record.key)
@@ -183,14 +218,14 @@ def attempt(
     try:
         with Session(engine) as session, session.begin():
             unit = UnitOfWork(
-                session=session,
+                _session=None if route.is_async else session,
                 event=event,
                 record=record,
                 consumer_group=consumer_group,
                 data=data,
             )
             if not use_inbox:
-                _call(route.handler, unit)
+                _call(route, unit, session, loop)
                 return Outcome("processed", event.id, event=event)
             connection = session.connection()
             # PostgreSQL: claim first, so a second instance handling the same event waits on
@@ -216,7 +251,7 @@ def attempt(
                     redrive is None or parked.redrive_id == redrive.redrive_id
                 ):
                     raise _Parked(parked.event_id)
-            _call(route.handler, unit)
+            _call(route, unit, session, loop)
             if (
                 claimed.new
                 and claim_last
@@ -251,7 +286,7 @@ def attempt(
         )
     except Exception as error:
         kind: Literal["failed", "unavailable"] = (
-            "unavailable" if _is_unavailable(error) else "failed"
+            "unavailable" if is_unavailable(error) else "failed"
         )
         return Outcome(kind, event.id, error=error, event=event)
     return Outcome("processed", event.id, event=event)

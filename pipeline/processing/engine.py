@@ -19,6 +19,13 @@ Per record:
 4. the offset is done; the partition's commit position moves to just below the oldest record
    not done (:class:`~pipeline.offsets.PartitionOffsets`) and goes to ``on_commit``.
 
+An ``async`` handler's first attempt takes the group path instead of step 2's thread
+(:mod:`pipeline.processing.group_commit`): the inbox and the park are looked up for many events
+at once, the handler runs on this loop, and many events commit in one transaction. Whatever
+that path does not cover (a record that is not an event, has no handler or bad data, a redrive,
+a parked key, a failed attempt's retries) takes the per-record attempt in a thread, where an
+``async`` handler is run on this loop and waited for.
+
 A rebalance or shutdown calls :meth:`ProcessingEngine.drain`: nothing new starts on those
 partitions, records in flight get ``drain_timeout_s`` to finish, what finished is committed,
 and the rest is forgotten (it was never committed, so the next owner handles it again; the inbox
@@ -35,16 +42,24 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Protocol, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from pipeline.dead_letters import Failure, dead_letter_of
-from pipeline.envelope import KafkaMessage
+from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 from pipeline.lanes import KeyLanes, Work
 from pipeline.logs.context import log_context
 from pipeline.offsets import CommitPosition, PartitionOffsets
-from pipeline.processing.attempt import Outcome, attempt, record_dead_letter
+from pipeline.processing import group_commit
+from pipeline.processing.attempt import (
+    Outcome,
+    Redrive,
+    attempt,
+    call_async,
+    record_dead_letter,
+)
 from pipeline.processing.metrics import ProcessorMetrics
-from pipeline.processing.processor import Processor
+from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
 from pipeline.settings import ProcessingSettings
 from pipeline.topics.spec import dlq_name
@@ -106,6 +121,29 @@ class ProcessingEngine:
             max_workers=settings.max_in_flight, thread_name_prefix=f"{processor.name}-worker"
         )
         self._closed = False
+        self._to_commit: set[TopicPartition] = set()
+        self._commit_scheduled = False
+        self._grouped = processor.has_async_handlers
+        self._look_ups: group_commit.Grouper[tuple[str, str, bytes | None], group_commit.Seen] = (
+            group_commit.Grouper(
+                partial(
+                    group_commit.look_up,
+                    database,
+                    consumer_group=self.consumer_group,
+                    park_keys=self._park,
+                ),
+                self._in_thread,
+            )
+        )
+        self._commits: group_commit.Grouper[UnitOfWork, Outcome] = group_commit.Grouper(
+            partial(
+                group_commit.commit,
+                database,
+                consumer_group=self.consumer_group,
+                use_inbox=settings.inbox,
+            ),
+            self._in_thread,
+        )
 
     # --- feeding ------------------------------------------------------------------------------
 
@@ -120,13 +158,18 @@ class ProcessingEngine:
             self._generation[tp] = self._generation.get(tp, 0) + 1
             self._offsets.revoke(*tp)
 
+    @property
+    def has_room(self) -> bool:
+        """Whether :meth:`submit_nowait` may be called (fewer than ``max_buffered`` unfinished)."""
+        return self.unfinished < self.settings.max_buffered
+
     async def submit(self, record: Record) -> None:
         """Accept the next record of its partition; waits while too many are unfinished."""
         if self._closed:
             raise RuntimeError("the engine is closed")
         room = self._events()[0]
         generation = self._generation.get(record.topic_partition)
-        while self.unfinished >= self.settings.max_buffered:
+        while not self.has_room:
             room.clear()
             await room.wait()
         if (
@@ -134,6 +177,14 @@ class ProcessingEngine:
             or self._generation.get(record.topic_partition) != generation
         ):
             return  # revoked while waiting for room: never started, the next owner handles it
+        self.submit_nowait(record)
+
+    def submit_nowait(self, record: Record) -> None:
+        """:meth:`submit` without waiting: the caller checked :attr:`has_room`."""
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        if record.topic_partition in self._revoking:
+            return  # being revoked: the next owner handles it
         self._generation.setdefault(record.topic_partition, 1)
         self._offsets.started(record.topic, record.partition, record.offset)
         lane_key = record.key if self.settings.ordering == "key" else None
@@ -221,8 +272,21 @@ class ProcessingEngine:
         self._tasks.pop(work, None)
         self._offsets.done(work.topic, work.partition, work.offset)
         self._start(self._lanes.complete(work))
-        self._commit([tp])
+        self._commit_soon(tp)
         self._wake()
+
+    def _commit_soon(self, tp: TopicPartition) -> None:
+        """Commit ``tp`` once the records finishing in this turn of the loop are all done (a
+        group commit finishes many at once: one commit position for them, not one each)."""
+        self._to_commit.add(tp)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_pending)
+
+    def _commit_pending(self) -> None:
+        self._commit_scheduled = False
+        partitions, self._to_commit = self._to_commit, set()
+        self._commit(partitions)
 
     def _commit(self, partitions: Collection[TopicPartition]) -> None:
         plan = self._offsets.commit_plan(partitions)
@@ -256,22 +320,17 @@ class ProcessingEngine:
     async def _handle(self, record: Record) -> None:
         """Attempt until processed, a duplicate, or dead-lettered."""
         retry = self.settings.retry
-        run = partial(
-            attempt,
-            record,
-            processor=self.processor,
-            engine=self._database,
-            consumer_group=self.consumer_group,
-            park_keys=self._park,
-            use_inbox=self.settings.inbox,
-        )
         failures = outages = 0
         tp = record.topic_partition
         generation = self._generation.get(tp)
+        grouped = self._grouped
         while True:
             if self._generation.get(tp) != generation:
                 return  # revoked (drained) meanwhile: the next owner handles it again
-            outcome: Outcome = await self._in_thread(run)
+            outcome: Outcome | None = await self._grouped_attempt(record) if grouped else None
+            grouped = False  # retries take the per-record attempt
+            if outcome is None:
+                outcome = await self._in_thread(self._attempt_of(record))
             if outcome.kind == "processed":
                 self.metrics.processed(record.topic)
                 return
@@ -315,6 +374,57 @@ class ProcessingEngine:
                 extra={"event_action": "retried"},
             )
             await self._sleep(delay)
+
+    def _attempt_of(self, record: Record) -> Callable[[], Outcome]:
+        return partial(
+            attempt,
+            record,
+            processor=self.processor,
+            engine=self._database,
+            consumer_group=self.consumer_group,
+            park_keys=self._park,
+            use_inbox=self.settings.inbox,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def _grouped_attempt(self, record: Record) -> Outcome | None:
+        """The first attempt of an ``async`` handler's event, on the group path; ``None`` when
+        the record needs the per-record attempt (see the module's docstring)."""
+        try:
+            event = decode(record.value, record.headers, record.key)
+        except EnvelopeError:
+            return None
+        route = self.processor.route(record.topic, event.type)
+        if route is None or not route.is_async or Redrive.of(record) is not None:
+            return None
+        data = event.data
+        if route.model is not None:
+            try:
+                data = route.model.model_validate(event.data)
+            except ValidationError:
+                return None
+        if self.settings.inbox:
+            try:
+                seen = await self._look_ups.submit((event.id, record.topic, record.key))
+            except Exception:  # the database: the per-record attempt waits for it
+                return None
+            if seen.outcome is not None:
+                return Outcome("duplicate", event.id, event=event)
+            if seen.parked:
+                return None
+        unit = UnitOfWork(
+            _session=None, event=event, record=record, consumer_group=self.consumer_group, data=data
+        )
+        try:
+            await call_async(route, unit)
+        except Reject as error:
+            failure = Failure.from_exception("rejected", error)
+            return Outcome("dead_letter", event.id, failure, event=event)
+        except Exception as error:
+            return Outcome("failed", event.id, error=error, event=event)
+        if not self.settings.inbox and not unit.has_writes:
+            return Outcome("processed", event.id, event=event)
+        return await self._commits.submit(unit)
 
     async def _dead_letter(self, record: Record, event_id: str, failure: Failure) -> None:
         """Send the dead letter (until Kafka takes it), then note it in the inbox."""

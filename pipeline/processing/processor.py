@@ -13,12 +13,26 @@ A handler returns nothing or raises: :class:`Reject` dead-letters the event at o
 exception is retried with backoff, then dead-lettered. Its effects, the inbox row and the
 events it emits commit in one transaction, after it returns. Handlers stay plain functions:
 test them with :class:`pipeline.processing.driver.ProcessorTestDriver`, no broker needed.
+
+A handler may be ``async def``: it then runs on the processor's event loop, many at once, and
+the runtime commits the inbox rows and effects of many events in one transaction (group
+commit). It has no session while it runs (an open transaction across its awaits would hold
+locks for as long as it waits): it hands its database writes to :meth:`UnitOfWork.write`, which
+runs them in the event's transaction after it returns::
+
+    @orders.handler("requests.orders", event_type="PlaceOrder", model=PlaceOrder)
+    async def place_order(event: Event, unit: UnitOfWork) -> None:
+        price = await pricing.quote(unit.data.sku)               # awaited I/O
+        unit.write(lambda session: session.execute(insert(orders_table).values(...)))
+        unit.emit(order_placed_event, aggregate_type="order", aggregate_id=...)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -38,17 +52,54 @@ class Reject(Exception):
     """Raised by a handler: this event can never succeed; dead-letter it now, no retries."""
 
 
+Write = Callable[[Session], object]
+
+
 @dataclass
 class UnitOfWork:
-    """What a handler gets besides the event: its transaction and a way to publish."""
+    """What a handler gets besides the event: its transaction and a way to publish.
 
-    session: Session
+    ``_session`` is ``None`` while an ``async`` handler runs: its writes wait in ``_writes``
+    until :meth:`apply_writes` runs them in the event's transaction.
+    """
+
+    _session: Session | None
     event: Event
     record: Record
     consumer_group: str
     #: ``event.data`` validated by the handler's model, when it declared one.
     data: Any = None
     _emitted: list[Event] = field(default_factory=list)
+    _writes: list[Write] = field(default_factory=list)
+
+    @property
+    def session(self) -> Session:
+        """The event's transaction (a synchronous handler's; see :meth:`write` for async)."""
+        if self._session is None:
+            raise PipelineError(
+                "an async handler has no session while it runs: hand database writes to "
+                "unit.write(lambda session: ...), which runs them in the event's transaction"
+            )
+        return self._session
+
+    def write(self, write: Write) -> None:
+        """Run ``write(session)`` in the event's transaction: now for a synchronous handler,
+        after it returns for an ``async`` one (in the order the writes were given)."""
+        if self._session is not None:
+            write(self._session)
+        else:
+            self._writes.append(write)
+
+    @property
+    def has_writes(self) -> bool:
+        """Whether an ``async`` handler left writes for its transaction."""
+        return bool(self._writes)
+
+    def apply_writes(self, session: Session) -> None:
+        """Run the writes an ``async`` handler left, in ``session``'s transaction."""
+        writes, self._writes = self._writes, []
+        for write in writes:
+            write(session)
 
     def emit(
         self,
@@ -71,18 +122,20 @@ class UnitOfWork:
                 "causationid": event.causationid or self.event.id,
             }
         )
-        add_to_outbox(
-            self.session,
-            linked,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            topic=topic,
+        self.write(
+            partial(
+                add_to_outbox,
+                event=linked,
+                aggregate_type=aggregate_type,
+                aggregate_id=aggregate_id,
+                topic=topic,
+            )
         )
         self._emitted.append(linked)
         return linked
 
 
-Handler = Callable[[Event, UnitOfWork], None]
+Handler = Callable[[Event, UnitOfWork], Awaitable[None] | None]
 
 
 @dataclass(frozen=True)
@@ -93,6 +146,11 @@ class Route:
     @property
     def name(self) -> str:
         return getattr(self.handler, "__qualname__", repr(self.handler))
+
+    @cached_property
+    def is_async(self) -> bool:
+        """``async def`` handlers run on the event loop and commit in groups."""
+        return inspect.iscoroutinefunction(self.handler)
 
 
 class Processor:
@@ -144,6 +202,10 @@ class Processor:
     def start(self, database: Engine) -> None:
         for hook in self.startup_hooks:
             hook(database)
+
+    @property
+    def has_async_handlers(self) -> bool:
+        return any(route.is_async for route in self._routes.values())
 
     def route(self, topic: str, event_type: str) -> Route | None:
         """The handler for this event: its type's own, else the topic's catch-all."""
