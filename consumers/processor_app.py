@@ -49,7 +49,13 @@ from pipeline.settings import PipelineSettings
 from pipeline.topics.spec import dlq_name
 from producers.producer import EventProducer, build_event_producer
 
-__all__ = ["ProducerDeadLetterSink", "build_processor_app", "check_topics", "run_processor"]
+__all__ = [
+    "ProducerDeadLetterSink",
+    "build_processor_app",
+    "check_topics",
+    "run_processor",
+    "use_event_loop",
+]
 
 logger = logging.getLogger("pipeline.processing")
 
@@ -131,6 +137,14 @@ class _EngineQueue:
 
     async def put(self, value: EventT[Any]) -> None:
         await self._engine().submit(self._accept(value))
+
+
+class _RawTopic(faust.Topic):
+    """Faust's Topic, handing on the message as it is: the engine decodes the envelope itself,
+    so Faust's serializer registry (raw in, raw out) is skipped for every message."""
+
+    async def decode(self, message: Any, *, propagate: bool = False) -> EventT[Any]:
+        return self._create_event(message.key, message.value, message.headers, message=message)
 
 
 class _ProcessorApp(faust.App):
@@ -220,7 +234,7 @@ def build_processor_app(
         return app.engine
 
     # Faust's own Topic, with our queue; `is_iterator` lets the conductor `put` to it.
-    channel = faust.Topic(
+    channel = _RawTopic(
         app,
         topics=processor.topics,
         key_serializer="raw",
@@ -285,11 +299,27 @@ def build_processor_app(
     return app
 
 
+def use_event_loop(kind: str) -> str:
+    """Make new event loops of that kind (before the worker makes its own); returns the kind in
+    use (``uvloop`` falls back to asyncio where it is not installed)."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logger.warning("uvloop is not installed here: the processor runs on asyncio's loop")
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            return "uvloop"
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    return "asyncio"
+
+
 def run_processor(
     processor: Processor, settings: PipelineSettings, *, loglevel: str = "warn"
 ) -> None:
     """Run ``processor`` until SIGINT/SIGTERM: migrate, check topics, start the Faust worker."""
     processing = settings.processing
+    loop_kind = use_event_loop(processing.event_loop)
     database = build_engine(settings.database, pool_size=processing.max_in_flight)
     check_topics(settings, processor)
     migrate(database)
@@ -305,11 +335,12 @@ def run_processor(
     app = build_processor_app(processor, settings, database=database, metrics=metrics)
     producer: EventProducer = app.pipeline_producer  # type: ignore[attr-defined]
     logger.info(
-        "%s on %s: topics %s, %d in flight, host %s",
+        "%s on %s: topics %s, %d in flight, %s loop, host %s",
         processor.name,
         settings.kafka.bootstrap_servers,
         ", ".join(processor.topics),
         processing.max_in_flight,
+        loop_kind,
         socket.gethostname(),
     )
     with producer.polling():

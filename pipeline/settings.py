@@ -231,6 +231,9 @@ class ProcessingSettings(_Frozen):
     #: A metrics line in the log every so often; a Prometheus endpoint when a port is given.
     metrics_log_interval_s: float = Field(default=30.0, gt=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    #: The processor's event loop: ``uvloop`` (libuv; faster per event, where it is installed:
+    #: Linux and macOS) or Python's own ``asyncio``.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
 
 def _default_stack_home() -> Path:

@@ -77,6 +77,10 @@ class ProcessorMetrics:
             [*labels, "partition"],
             registry=self.registry,
         )
+        # The labelled children of the per-event counters, looked up once per topic (a
+        # ``labels()`` call per event was a measurable part of the cost of an event).
+        self._processed_of: dict[str, Counter] = {}
+        self._in_flight_gauge = self._in_flight.labels(self.processor)
         self._counts = {"processed": 0, "duplicates": 0, "retries": 0}
         self._dead: dict[str, int] = {}
         self._lags: dict[tuple[str, int], int] = {}
@@ -84,7 +88,10 @@ class ProcessorMetrics:
 
     def processed(self, topic: str) -> None:
         self._counts["processed"] += 1
-        self._processed.labels(self.processor, topic).inc()
+        child = self._processed_of.get(topic)
+        if child is None:
+            child = self._processed_of[topic] = self._processed.labels(self.processor, topic)
+        child.inc()
 
     def duplicate(self, topic: str) -> None:
         self._counts["duplicates"] += 1
@@ -100,7 +107,7 @@ class ProcessorMetrics:
 
     def set_in_flight(self, count: int) -> None:
         self._in_flight_now = count
-        self._in_flight.labels(self.processor).set(count)
+        self._in_flight_gauge.set(count)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._lags[(topic, partition)] = lag

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from pipeline import envelope
 from pipeline.envelope import (
     EnvelopeError,
     Event,
@@ -726,3 +727,145 @@ def test_the_cloudevents_sdk_2_core_binding_reads_what_we_encode():
     assert read.get_extension("traceparent") == TRACEPARENT
     assert read.get_extension("partitionkey") == "order-42"
     assert read.get_data() == event.data
+
+
+# --- decode: the fast paths give the same results and errors -----------------------------------
+
+
+def test_a_typical_event_round_trips_without_walking_its_json(monkeypatch):
+    event = _event(
+        partitionkey="key-1", subject="s-1", time=JAN_1, data={"seq": 5, "n": 105, "x": [1.5]}
+    )
+    message = encode(event)
+
+    def no_walk(data: Any) -> None:
+        raise AssertionError("decode walked JSON it had just parsed")
+
+    monkeypatch.setattr(envelope, "_check_json", no_walk)
+
+    assert decode(message.value, list(message.headers), message.key) == event
+
+
+def test_events_made_directly_are_still_walked_whatever_the_context():
+    fields = {"source": "/s", "type": "t", "data": ["ok", "\ud800"]}
+    message = "data[1] is not JSON-compatible: a string holds '\\ud800', not UTF-8"
+
+    for context in (None, {}, {envelope._CHECKED_JSON: ["ok", "\ud800"]}):
+        with pytest.raises(ValidationError) as caught:
+            Event.model_validate(fields, context=context)
+        assert caught.value.errors()[0]["msg"] == message
+
+
+FAST_PATH_ERRORS = {
+    "lone surrogate from an escape": (
+        b'["ok","\\ud800"]',
+        BASE,
+        "invalid value: data[1] is not JSON-compatible: a string holds '\\ud800', not UTF-8",
+    ),
+    "lone surrogate in a key": (
+        b'{"\\udc80":1}',
+        BASE,
+        "invalid value: data is not JSON-compatible: a string holds '\\udc80', not UTF-8",
+    ),
+    "lists nested 300 deep": (
+        b"[" * 300 + b"]" * 300,
+        BASE,
+        "invalid value: data nests more than 256 JSON lists/objects deep",
+    ),
+    "objects nested 257 deep": (
+        b'{"a":' * 257 + b"1" + b"}" * 257,
+        BASE,
+        "invalid value: data nests more than 256 JSON lists/objects deep",
+    ),
+    "float overflowing by its exponent": (
+        b'{"x":[1,-1E400]}',
+        BASE,
+        "invalid value: data['x'][1] is not JSON-compatible: -inf is not a JSON number",
+    ),
+    "float overflowing by its digits": (
+        b"[" + b"9" * 309 + b".5]",
+        BASE,
+        "invalid value: data[0] is not JSON-compatible: inf is not a JSON number",
+    ),
+    "byte order mark": (
+        b"\xef\xbb\xbf{}",
+        BASE,
+        "value is not valid JSON for content-type 'application/json': Unexpected UTF-8 BOM "
+        "(decode using utf-8-sig) at line 1 column 1",
+    ),
+    "extra data": (
+        b'{"a":1} x',
+        BASE,
+        "value is not valid JSON for content-type 'application/json': Extra data at line 1 "
+        "column 9",
+    ),
+    "duplicate lowercase header": (
+        b"{}",
+        [*BASE, ("ce_id", b"e-2")],
+        "duplicate ce_id header",
+    ),
+    "time at 24:00": (
+        b"{}",
+        _replacing("ce_time", b"2024-01-01T24:00:00.000000Z"),
+        "invalid ce_time header '2024-01-01T24:00:00.000000Z': hour must be in 0..23",
+    ),
+    "time with a leap second": (
+        b"{}",
+        _replacing("ce_time", b"2024-12-31T23:59:60.000000Z"),
+        "invalid ce_time header '2024-12-31T23:59:60.000000Z': second must be in 0..59",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "message"), FAST_PATH_ERRORS.values(), ids=FAST_PATH_ERRORS.keys()
+)
+def test_decode_refuses_what_its_fast_paths_must_not_let_through(value, headers, message):
+    with pytest.raises(EnvelopeError) as caught:
+        decode(value, headers)
+
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "data"),
+    [
+        (b' {"a": [1, 2]}\n', {"a": [1, 2]}),
+        (b'"\\u00e9\\ud83d\\ude00"', "é😀"),
+        (b"[1e300, 2.5E-400]", [1e300, 0.0]),
+        (b"[" * 256 + b"]" * 256, _nested_lists(256)),
+    ],
+)
+def test_json_the_fast_path_leaves_to_the_walk_is_still_accepted(value, data):
+    assert decode(value, BASE).data == data
+
+
+@pytest.mark.parametrize(
+    ("ce_time", "time"),
+    [
+        (b"2024-07-15T13:45:35.022000Z", datetime(2024, 7, 15, 13, 45, 35, 22_000, tzinfo=UTC)),
+        (b"2024-07-15t13:45:35.022000z", datetime(2024, 7, 15, 13, 45, 35, 22_000, tzinfo=UTC)),
+        (b"2024-02-29T00:00:00.000001Z", datetime(2024, 2, 29, 0, 0, 0, 1, tzinfo=UTC)),
+    ],
+)
+def test_time_in_the_encoded_form_and_near_it_is_read_as_utc(ce_time, time):
+    decoded = decode(b"{}", _replacing("ce_time", ce_time)).time
+
+    assert decoded == time
+    assert decoded.tzinfo is UTC
+
+
+def test_headers_other_than_attributes_or_as_str_are_read_as_before():
+    headers = [
+        *BASE,
+        ("x-trace", b"\xff"),
+        ("ce_tenant", b"acme"),
+        ("ce_subject", "text"),
+        ("Content-Type", bytearray(b"application/json")),
+    ]
+
+    event = decode(b"{}", headers)
+
+    assert event.extensions == {"tenant": "acme"}
+    assert event.subject == "text"
+    assert event.datacontenttype == "application/json"
