@@ -1,14 +1,17 @@
 """One contender of bench/processing.py, run in a subprocess of its own.
 
-``python bench/processing_worker.py KIND --topic T --group G --count N --sleep-ms S --out PATH``
+``python bench/processing_worker.py KIND --topic T --group G --count N --sleep-ms S --out PATH
+[--handler async|sync] [--loop uvloop|asyncio]``
 
 Kinds:
 
 - ``runtime``: our processor runtime exactly as ``pipeline process`` runs it
   (:func:`consumers.processor_app.run_processor`: migrate, check topics, Faust worker), with the
   settings from the environment (``PIPELINE_PROCESSING__*``, ``PIPELINE_DATABASE__*``) and one
-  handler that calls ``time.sleep`` (it runs in a worker thread);
-- ``faust``: a plain Faust agent, one event at a time, ``await asyncio.sleep`` per event;
+  handler: ``--handler async`` awaits ``asyncio.sleep`` (on the event loop), ``--handler sync``
+  calls ``time.sleep`` (in a worker thread);
+- ``faust``: a plain Faust agent, one event at a time, ``await asyncio.sleep`` per event, on
+  the ``--loop`` given;
 - ``poll``: a plain confluent-kafka poll loop, ``time.sleep`` per event, an asynchronous commit
   every 100 events.
 
@@ -142,7 +145,10 @@ def run_runtime(args: argparse.Namespace, recorder: Recorder) -> None:
 def run_faust(args: argparse.Namespace, recorder: Recorder) -> None:
     import faust
 
+    from consumers.processor_app import use_event_loop
     from pipeline.settings import PipelineSettings
+
+    use_event_loop(args.loop)
 
     kafka = PipelineSettings().kafka
     app = faust.App(
@@ -209,6 +215,9 @@ def main() -> None:
     parser.add_argument("--sleep-ms", type=float, default=0.0)
     parser.add_argument(
         "--handler", choices=["async", "sync"], default="sync", help="runtime: the handler's kind"
+    )
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="asyncio", help="faust: the event loop"
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
