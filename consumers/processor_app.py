@@ -132,11 +132,15 @@ class _EngineQueue:
         return 0
 
     def put_nowait_enhanced(self, value: EventT[Any], **_: Any) -> bool:
-        self._engine().submit_nowait(self._accept(value))
+        engine = self._engine()
+        if not engine.closed:  # closed: shutting down; never committed, so read again later
+            engine.submit_nowait(self._accept(value))
         return False  # no pressure: the engine's room is the limit
 
     async def put(self, value: EventT[Any]) -> None:
-        await self._engine().submit(self._accept(value))
+        engine = self._engine()
+        if not engine.closed:
+            await engine.submit(self._accept(value))
 
 
 class _RawTopic(faust.Topic):

@@ -157,7 +157,7 @@ def _insert_many(rows: int) -> TextClause:
     ).bindparams(bindparam("recorded_at", type_=DateTime(timezone=True)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class InboxEntry:
     """One event to record: its id and where it was read."""
 

@@ -159,6 +159,10 @@ class ProcessingEngine:
             self._offsets.revoke(*tp)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def has_room(self) -> bool:
         """Whether :meth:`submit_nowait` may be called (fewer than ``max_buffered`` unfinished)."""
         return self.unfinished < self.settings.max_buffered

@@ -112,10 +112,12 @@ def _commit_together(
 ) -> list[Outcome]:
     with database.begin() as connection:
         if use_inbox:
-            entries = [
+            # In event id order: two instances committing overlapping groups during a
+            # rebalance then take the rows' locks in the same order (no deadlock on PostgreSQL).
+            entries = sorted(
                 inbox.InboxEntry(u.event.id, u.record.topic, u.record.partition, u.record.offset)
                 for u in units
-            ]
+            )
             new = inbox.claim_many(connection, entries, consumer_group=consumer_group)
         else:
             new = {unit.event.id for unit in units}
