@@ -137,6 +137,24 @@ _PARKED_AMONG = select(parked_keys_table.c.topic, parked_keys_table.c.key).where
     parked_keys_table.c.consumer_group == bindparam("group"),
     parked_keys_table.c.key.in_(bindparam("keys", expanding=True)),
 )
+# On PostgreSQL the statements for many events take arrays, so their text is the same for any
+# number of events: psycopg parses and SQLAlchemy caches them once (a statement whose text
+# grows with the group was parsed anew for every group).
+_CLAIM_MANY_POSTGRES = text(
+    'INSERT INTO pipeline_inbox (consumer_group, event_id, topic, "partition", "offset", '
+    "outcome, recorded_at) SELECT :consumer_group, e, t, p, o, :outcome, :recorded_at "
+    "FROM unnest(CAST(:event_ids AS text[]), CAST(:topics AS text[]), "
+    "CAST(:partitions AS integer[]), CAST(:offsets AS bigint[])) AS u(e, t, p, o) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+).bindparams(bindparam("recorded_at", type_=DateTime(timezone=True)))
+_OUTCOMES_POSTGRES = text(
+    "SELECT event_id, outcome FROM pipeline_inbox WHERE consumer_group = :group "
+    "AND event_id = ANY(CAST(:events AS text[]))"
+)
+_PARKED_AMONG_POSTGRES = text(
+    "SELECT topic, key FROM pipeline_parked_keys WHERE consumer_group = :group "
+    "AND key = ANY(CAST(:keys AS bytea[]))"
+)
 
 
 def _insert_ignoring_conflicts(connection: Connection, values: dict[str, object]) -> bool:
@@ -182,6 +200,20 @@ def claim_many(
     (the others were recorded before: duplicates)."""
     new: set[str] = set()
     recorded_at = _utc(now)
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            _CLAIM_MANY_POSTGRES,
+            {
+                "consumer_group": consumer_group,
+                "outcome": "processed",
+                "recorded_at": recorded_at,
+                "event_ids": [entry.event_id for entry in entries],
+                "topics": [entry.topic for entry in entries],
+                "partitions": [entry.partition for entry in entries],
+                "offsets": [entry.offset for entry in entries],
+            },
+        )
+        return set(rows.scalars())
     for start in range(0, len(entries), _ROWS_PER_INSERT):
         chunk = entries[start : start + _ROWS_PER_INSERT]
         values: dict[str, object] = {
@@ -204,7 +236,8 @@ def outcomes_of(
     """The recorded outcomes of those of ``event_ids`` that were recorded."""
     if not event_ids:
         return {}
-    rows = connection.execute(_OUTCOMES, {"group": consumer_group, "events": list(event_ids)})
+    statement = _OUTCOMES_POSTGRES if connection.dialect.name == "postgresql" else _OUTCOMES
+    rows = connection.execute(statement, {"group": consumer_group, "events": list(event_ids)})
     return {event_id: outcome for event_id, outcome in rows}
 
 
@@ -214,8 +247,9 @@ def parked_among(
     """Which of the ``(topic, key)`` pairs are parked."""
     if not keys:
         return set()
+    statement = _PARKED_AMONG_POSTGRES if connection.dialect.name == "postgresql" else _PARKED_AMONG
     rows = connection.execute(
-        _PARKED_AMONG, {"group": consumer_group, "keys": list({key for _, key in keys})}
+        statement, {"group": consumer_group, "keys": list({key for _, key in keys})}
     )
     parked = {(topic, bytes(key)) for topic, key in rows}
     return parked & set(keys)

@@ -96,9 +96,9 @@ class UnitOfWork:
         return bool(self._writes)
 
     def apply_writes(self, session: Session) -> None:
-        """Run the writes an ``async`` handler left, in ``session``'s transaction."""
-        writes, self._writes = self._writes, []
-        for write in writes:
+        """Run the writes an ``async`` handler left, in ``session``'s transaction. They are
+        kept: a group transaction that rolls back runs them again in the event's own."""
+        for write in self._writes:
             write(session)
 
     def emit(

@@ -1,0 +1,157 @@
+"""Group commit on PostgreSQL: the array statements of the inbox, and overlapping groups."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.engine import Engine
+
+from pipeline import inbox
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import Event, encode
+from pipeline.processing import UnitOfWork
+from pipeline.processing.group_commit import commit, look_up
+from pipeline.processing.records import Record
+from pipeline.settings import DatabaseSettings
+
+GROUP = "orders-service"
+TOPIC = "requests.orders"
+
+effects_metadata = MetaData()
+effects = Table(
+    "test_group_effects",
+    effects_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+)
+
+
+@pytest.fixture
+def database(postgres_url: str) -> Iterator[Engine]:
+    engine = build_engine(DatabaseSettings(url=postgres_url), pool_size=4)
+    migrate(engine)
+    effects_metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def event_of(n: int) -> Event:
+    return Event(source="/tests", type="Placed", partitionkey=f"k{n}", data={"n": n})
+
+
+def unit_of(event: Event, offset: int) -> UnitOfWork:
+    message = encode(event)
+    record = Record(TOPIC, 0, offset, message.key, message.value, list(message.headers), None)
+    unit = UnitOfWork(_session=None, event=event, record=record, consumer_group=GROUP)
+    unit.write(lambda session: session.execute(insert(effects).values(event_id=event.id)))
+    return unit
+
+
+def effect_count(database: Engine) -> dict[str, int]:
+    with database.connect() as connection:
+        rows = connection.execute(
+            select(effects.c.event_id, func.count()).group_by(effects.c.event_id)
+        )
+        return {event_id: count for event_id, count in rows}
+
+
+def test_claim_many_returns_only_new_ids_and_outcomes_of_reads_them_back(database: Engine) -> None:
+    entries = [inbox.InboxEntry(f"e-{n}", TOPIC, 0, n) for n in range(5)]
+    with database.begin() as connection:
+        first = inbox.claim_many(connection, entries[:3], consumer_group=GROUP)
+    with database.begin() as connection:
+        second = inbox.claim_many(connection, entries, consumer_group=GROUP)
+        seen = inbox.outcomes_of(
+            connection, consumer_group=GROUP, event_ids=["e-0", "e-4", "missing"]
+        )
+
+    assert first == {"e-0", "e-1", "e-2"}
+    assert second == {"e-3", "e-4"}
+    assert seen == {"e-0": "processed", "e-4": "processed"}
+
+
+def test_parked_among_names_the_parked_keys_of_their_own_topic(database: Engine) -> None:
+    with database.begin() as connection:
+        inbox.park_key(
+            connection, consumer_group=GROUP, topic=TOPIC, key=b"a", event_id="e-1", reason="x"
+        )
+        inbox.park_key(
+            connection, consumer_group=GROUP, topic="other", key=b"b", event_id="e-2", reason="x"
+        )
+    with database.connect() as connection:
+        parked = inbox.parked_among(
+            connection, consumer_group=GROUP, keys={(TOPIC, b"a"), (TOPIC, b"b"), (TOPIC, b"c")}
+        )
+
+    assert parked == {(TOPIC, b"a")}
+
+
+def test_a_group_commits_new_events_once_and_drops_the_writes_of_duplicates(
+    database: Engine,
+) -> None:
+    events = [event_of(n) for n in range(4)]
+    first = commit(
+        database, [unit_of(e, n) for n, e in enumerate(events[:2])], consumer_group=GROUP,
+        use_inbox=True,
+    )  # fmt: skip
+    again = [unit_of(events[0], 0), unit_of(events[2], 2), unit_of(events[3], 3)]
+    second = commit(database, again, consumer_group=GROUP, use_inbox=True)
+    seen = look_up(
+        database, [(e.id, TOPIC, f"k{n}".encode()) for n, e in enumerate(events)],
+        consumer_group=GROUP, park_keys=True,
+    )  # fmt: skip
+
+    assert [o.kind for o in first] == ["processed", "processed"]
+    assert [o.kind for o in second] == ["duplicate", "processed", "processed"]
+    assert effect_count(database) == {e.id: 1 for e in events}
+    assert all(s.outcome == "processed" and not s.parked for s in seen)
+
+
+def test_a_write_that_fails_the_group_fails_only_its_own_event(database: Engine) -> None:
+    events = [event_of(n) for n in range(3)]
+    units = [unit_of(e, n) for n, e in enumerate(events)]
+    units[1].write(lambda session: session.execute(insert(effects).values(id=1, event_id="a")))
+    units[1].write(lambda session: session.execute(insert(effects).values(id=1, event_id="b")))
+
+    outcomes = commit(database, units, consumer_group=GROUP, use_inbox=True)
+    with database.connect() as connection:
+        recorded = inbox.outcomes_of(
+            connection, consumer_group=GROUP, event_ids=[e.id for e in events]
+        )
+
+    assert [o.kind for o in outcomes] == ["processed", "failed", "processed"]
+    assert effect_count(database) == {events[0].id: 1, events[2].id: 1}
+    assert set(recorded) == {events[0].id, events[2].id}
+
+
+def test_overlapping_groups_committed_at_once_apply_each_event_exactly_once(
+    database: Engine,
+) -> None:
+    # Two instances during a rebalance: the same events, in opposite orders, at the same time.
+    events = [event_of(n) for n in range(40)]
+    start = threading.Barrier(2)
+    kinds: list[list[str]] = []
+
+    def instance(group: list[UnitOfWork]) -> None:
+        start.wait()
+        outcomes = commit(database, group, consumer_group=GROUP, use_inbox=True)
+        kinds.append([o.kind for o in outcomes])
+
+    threads = [
+        threading.Thread(target=instance, args=([unit_of(e, n) for n, e in enumerate(events)],)),
+        threading.Thread(
+            target=instance, args=([unit_of(e, n) for n, e in reversed(list(enumerate(events)))],)
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert len(kinds) == 2
+    assert sum(k.count("processed") for k in kinds) == len(events)
+    assert sum(k.count("duplicate") for k in kinds) == len(events)
+    assert effect_count(database) == {e.id: 1 for e in events}
