@@ -285,3 +285,157 @@ def test_purge_keeps_the_parked_keys(engine: Engine) -> None:
             select(func.count()).select_from(inbox.parked_keys_table)
         ).scalar_one()
     assert count == 1
+
+
+# --- many at once (group commit) ----------------------------------------------------------------
+
+
+def entry(event_id: str, offset: int = 0, topic: str = "requests.orders") -> inbox.InboxEntry:
+    return inbox.InboxEntry(event_id=event_id, topic=topic, partition=3, offset=offset)
+
+
+def inbox_rows(engine: Engine) -> list[tuple[str, str, str, int, int, str]]:
+    table = inbox.inbox_table
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                table.c.consumer_group,
+                table.c.event_id,
+                table.c.topic,
+                table.c.partition,
+                table.c.offset,
+                table.c.outcome,
+            ).order_by(table.c.consumer_group, table.c.event_id)
+        )
+        return [
+            (group, event_id, topic, partition, offset, outcome)
+            for group, event_id, topic, partition, offset, outcome in rows
+        ]
+
+
+def test_claim_many_returns_the_new_ids_and_not_those_recorded_before(engine: Engine) -> None:
+    with engine.begin() as connection:
+        claim(connection, "e1", outcome="dead_lettered")
+
+    with engine.begin() as connection:
+        new = inbox.claim_many(
+            connection,
+            [entry("e1", 10), entry("e2", 11), entry("e3", 12, topic="requests.payments")],
+            consumer_group=GROUP,
+            now=T0,
+        )
+
+    assert new == {"e2", "e3"}
+    assert inbox_rows(engine) == [
+        (GROUP, "e1", "requests.orders", 0, 0, "dead_lettered"),  # left as it was
+        (GROUP, "e2", "requests.orders", 3, 11, "processed"),
+        (GROUP, "e3", "requests.payments", 3, 12, "processed"),
+    ]
+
+
+def test_claim_many_is_per_consumer_group(engine: Engine) -> None:
+    with engine.begin() as connection:
+        claim(connection, "e1")
+
+    with engine.begin() as connection:
+        new = inbox.claim_many(connection, [entry("e1")], consumer_group="billing")
+
+    assert new == {"e1"}
+
+
+def test_claim_many_of_nothing_claims_nothing(engine: Engine) -> None:
+    with engine.begin() as connection:
+        assert inbox.claim_many(connection, [], consumer_group=GROUP) == set()
+
+    assert inbox_rows(engine) == []
+
+
+def test_claim_many_splits_more_rows_than_one_insert_takes_into_several_inserts(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inbox, "_ROWS_PER_INSERT", 3)
+    with engine.begin() as connection:
+        claim(connection, "e01")  # in the first chunk
+        claim(connection, "e07")  # in the third
+    inserts: list[str] = []
+
+    def after_execute(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement)
+
+    event.listen(engine, "after_cursor_execute", after_execute)
+    ids = [f"e{n:02d}" for n in range(8)]
+
+    with engine.begin() as connection:
+        new = inbox.claim_many(
+            connection, [entry(event_id, n) for n, event_id in enumerate(ids)], consumer_group=GROUP
+        )
+
+    assert new == set(ids) - {"e01", "e07"}
+    assert len(inserts) == 3  # 3 + 3 + 2 rows
+    assert [row[1] for row in inbox_rows(engine)] == ids
+
+
+def test_a_rolled_back_claim_many_leaves_no_rows(engine: Engine) -> None:
+    with engine.connect() as connection, connection.begin() as transaction:
+        inbox.claim_many(connection, [entry("e1"), entry("e2")], consumer_group=GROUP)
+        transaction.rollback()
+
+    assert inbox_rows(engine) == []
+
+
+def test_outcomes_of_no_ids_is_empty_without_a_query(engine: Engine) -> None:
+    statements: list[str] = []
+    event.listen(engine, "after_cursor_execute", lambda *args: statements.append(args[2]))
+
+    with engine.connect() as connection:
+        assert inbox.outcomes_of(connection, consumer_group=GROUP, event_ids=[]) == {}
+
+    assert statements == []
+
+
+def test_outcomes_of_gives_the_recorded_outcome_of_each_recorded_id(engine: Engine) -> None:
+    with engine.begin() as connection:
+        claim(connection, "e1")
+        claim(connection, "e2", outcome="dead_lettered")
+        claim(connection, "e3", consumer_group="billing")
+
+    with engine.connect() as connection:
+        outcomes = inbox.outcomes_of(
+            connection, consumer_group=GROUP, event_ids={"e1", "e2", "e3", "never"}
+        )
+
+    assert outcomes == {"e1": "processed", "e2": "dead_lettered"}
+
+
+def test_parked_among_no_keys_is_empty(engine: Engine) -> None:
+    with engine.begin() as connection:
+        park(connection)
+
+    with engine.connect() as connection:
+        assert inbox.parked_among(connection, consumer_group=GROUP, keys=[]) == set()
+
+
+def test_parked_among_gives_the_parked_pairs_matching_topic_and_key_and_group(
+    engine: Engine,
+) -> None:
+    with engine.begin() as connection:
+        park(connection, b"k1")
+        park(connection, b"k2", topic="requests.payments")
+        park(connection, b"k3", consumer_group="billing")
+
+    with engine.connect() as connection:
+        found = inbox.parked_among(
+            connection,
+            consumer_group=GROUP,
+            keys={
+                ("requests.orders", b"k1"),
+                ("requests.payments", b"k1"),  # k1 is parked on the other topic only
+                ("requests.orders", b"k2"),  # k2 is parked on the other topic only
+                ("requests.payments", b"k2"),
+                ("requests.orders", b"k3"),  # parked for another group
+                ("requests.orders", b"k4"),  # never parked
+            },
+        )
+
+    assert found == {("requests.orders", b"k1"), ("requests.payments", b"k2")}

@@ -1,0 +1,375 @@
+"""Group commit for async handlers: forming groups, the look-up before and the commit after."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from pipeline import inbox
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import Event
+from pipeline.processing.group_commit import Grouper, Seen, commit, look_up
+from pipeline.processing.processor import UnitOfWork
+from pipeline.processing.records import Record
+from pipeline.settings import DatabaseSettings
+
+GROUP = "orders"
+TOPIC = "requests.orders"
+OTHER_TOPIC = "requests.payments"
+
+effects_metadata = MetaData()
+effects = Table(
+    "effects",
+    effects_metadata,
+    Column("row", Integer, primary_key=True),
+    Column("name", String(64), nullable=False),
+)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Engine]:
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'group.db'}"))
+    migrate(engine)
+    effects_metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+# --- Grouper ------------------------------------------------------------------------------------
+
+
+class HeldRunner:
+    """A runner that holds each group until :attr:`release` is set, noting which it ran."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, work: Callable[[], list[str]]) -> list[str]:
+        self.calls += 1
+        self.entered.set()
+        await self.release.wait()
+        return work()
+
+
+class Work:
+    """``work(items)``: notes each group; a group holding ``"bad"`` raises."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+
+    def __call__(self, items: list[str]) -> list[str]:
+        self.groups.append(list(items))
+        if "bad" in items:
+            raise ValueError("the group's transaction failed")
+        return [f"done:{item}" for item in items]
+
+
+def test_items_submitted_while_a_group_runs_form_the_next_group() -> None:
+    work = Work()
+
+    async def scenario() -> list[str]:
+        runner = HeldRunner()
+        grouper: Grouper[str, str] = Grouper(work, runner)
+        first = [asyncio.ensure_future(grouper.submit(item)) for item in ("a", "b", "c")]
+        await runner.entered.wait()  # the first group is in the runner, held
+        later = [asyncio.ensure_future(grouper.submit(item)) for item in ("d", "e")]
+        await asyncio.sleep(0)  # the later submitters are waiting
+        runner.release.set()
+        return list(await asyncio.gather(*first, *later))
+
+    results = asyncio.run(scenario())
+
+    assert work.groups == [["a", "b", "c"], ["d", "e"]]
+    assert results == ["done:a", "done:b", "done:c", "done:d", "done:e"]
+
+
+def test_each_submitter_gets_its_own_items_result() -> None:
+    def work(items: list[int]) -> list[int]:
+        return [item * 10 for item in items]
+
+    async def run(function: Callable[[], list[int]]) -> list[int]:
+        return function()
+
+    async def scenario() -> list[int]:
+        grouper: Grouper[int, int] = Grouper(work, run)
+        return list(await asyncio.gather(*(grouper.submit(item) for item in (3, 1, 2))))
+
+    assert asyncio.run(scenario()) == [30, 10, 20]
+
+
+def test_a_failing_group_gives_each_submitter_the_error_and_the_next_group_still_runs() -> None:
+    work = Work()
+
+    async def scenario() -> tuple[list[BaseException | str], str]:
+        runner = HeldRunner()
+        grouper: Grouper[str, str] = Grouper(work, runner)
+        failing = [asyncio.ensure_future(grouper.submit(item)) for item in ("bad", "x")]
+        await runner.entered.wait()
+        later = asyncio.ensure_future(grouper.submit("y"))
+        await asyncio.sleep(0)
+        runner.release.set()
+        failed = await asyncio.gather(*failing, return_exceptions=True)
+        return list(failed), await later
+
+    failed, later = asyncio.run(scenario())
+
+    assert work.groups == [["bad", "x"], ["y"]]
+    assert [type(error) for error in failed] == [ValueError, ValueError]
+    assert all(str(error) == "the group's transaction failed" for error in failed)
+    assert later == "done:y"
+
+
+def test_a_grouper_that_went_idle_starts_a_new_group_for_the_next_item() -> None:
+    work = Work()
+
+    async def run(function: Callable[[], list[str]]) -> list[str]:
+        return function()
+
+    async def scenario() -> list[str]:
+        grouper: Grouper[str, str] = Grouper(work, run)
+        first = await grouper.submit("a")
+        second = await grouper.submit("b")
+        return [first, second]
+
+    assert asyncio.run(scenario()) == ["done:a", "done:b"]
+    assert work.groups == [["a"], ["b"]]
+
+
+# --- look_up ------------------------------------------------------------------------------------
+
+
+def claim(database: Engine, event_id: str, outcome: inbox.Outcome, group: str = GROUP) -> None:
+    with database.begin() as connection:
+        inbox.claim(
+            connection,
+            consumer_group=group,
+            event_id=event_id,
+            topic=TOPIC,
+            partition=0,
+            offset=0,
+            outcome=outcome,
+        )
+
+
+def park(database: Engine, topic: str, key: bytes, group: str = GROUP) -> None:
+    with database.begin() as connection:
+        inbox.park_key(
+            connection,
+            consumer_group=group,
+            topic=topic,
+            key=key,
+            event_id="e-parker",
+            reason="rejected: no",
+        )
+
+
+def test_look_up_reports_the_recorded_outcome_of_each_event(database: Engine) -> None:
+    claim(database, "e-done", "processed")
+    claim(database, "e-dead", "dead_lettered")
+    claim(database, "e-other-group", "processed", group="billing")
+
+    seen = look_up(
+        database,
+        [
+            ("e-new", TOPIC, b"k1"),
+            ("e-done", TOPIC, b"k2"),
+            ("e-dead", TOPIC, None),
+            ("e-other-group", TOPIC, b"k3"),
+        ],
+        consumer_group=GROUP,
+        park_keys=True,
+    )
+
+    assert seen == [
+        Seen(None, False),
+        Seen("processed", False),
+        Seen("dead_lettered", False),
+        Seen(None, False),
+    ]
+
+
+def test_look_up_reports_parked_keys_without_confusing_topics_or_groups(database: Engine) -> None:
+    park(database, TOPIC, b"k1")
+    park(database, OTHER_TOPIC, b"k2")
+    park(database, TOPIC, b"k3", group="billing")
+
+    seen = look_up(
+        database,
+        [
+            ("e1", TOPIC, b"k1"),  # parked
+            ("e2", OTHER_TOPIC, b"k1"),  # same key, other topic: not parked
+            ("e3", TOPIC, b"k2"),  # parked only on the other topic
+            ("e4", OTHER_TOPIC, b"k2"),  # parked
+            ("e5", TOPIC, b"k3"),  # parked only for another group
+            ("e6", TOPIC, None),  # no key: never parked
+        ],
+        consumer_group=GROUP,
+        park_keys=True,
+    )
+
+    assert [item.parked for item in seen] == [True, False, False, True, False, False]
+    assert all(item.outcome is None for item in seen)
+
+
+def test_look_up_without_park_keys_reports_no_key_parked(database: Engine) -> None:
+    park(database, TOPIC, b"k1")
+
+    seen = look_up(database, [("e1", TOPIC, b"k1")], consumer_group=GROUP, park_keys=False)
+
+    assert seen == [Seen(None, False)]
+
+
+# --- commit -------------------------------------------------------------------------------------
+
+
+def unit_of(event: Event, offset: int, *names: str, row: int | None = None) -> UnitOfWork:
+    """An async handler's unit for ``event``, with one deferred insert per name (``row``: the
+    primary key of the first, to break a constraint on purpose)."""
+    unit = UnitOfWork(
+        _session=None,
+        event=event,
+        record=Record(TOPIC, 0, offset, b"k", b"{}"),
+        consumer_group=GROUP,
+    )
+    for index, name in enumerate(names):
+        values: dict[str, object] = {"name": name}
+        if row is not None and index == 0:
+            values["row"] = row
+
+        def write(session: Session, values: dict[str, object] = values) -> None:
+            session.execute(insert(effects).values(**values))
+
+        unit.write(write)
+    return unit
+
+
+def new_event() -> Event:
+    return Event(source="/tests", type="Step", data={})
+
+
+def effect_names(database: Engine) -> list[str]:
+    with database.connect() as connection:
+        return sorted(connection.execute(select(effects.c.name)).scalars())
+
+
+def inbox_rows(database: Engine) -> list[tuple[str, int, str]]:
+    table = inbox.inbox_table
+    with database.connect() as connection:
+        rows = connection.execute(
+            select(table.c.event_id, table.c.offset, table.c.outcome).order_by(table.c.offset)
+        )
+        return [(event_id, offset, outcome) for event_id, offset, outcome in rows]
+
+
+def test_commit_records_every_event_in_the_inbox_and_runs_their_writes(database: Engine) -> None:
+    events = [new_event() for _ in range(3)]
+    units = [unit_of(events[0], 0, "a"), unit_of(events[1], 1), unit_of(events[2], 2, "c1", "c2")]
+
+    outcomes = commit(database, units, consumer_group=GROUP, use_inbox=True)
+
+    assert [(o.kind, o.event_id) for o in outcomes] == [("processed", e.id) for e in events]
+    assert inbox_rows(database) == [(e.id, n, "processed") for n, e in enumerate(events)]
+    assert effect_names(database) == ["a", "c1", "c2"]
+
+
+def test_an_event_already_in_the_inbox_is_a_duplicate_and_its_writes_do_not_run(
+    database: Engine,
+) -> None:
+    seen_before, fresh = new_event(), new_event()
+    claim(database, seen_before.id, "processed")
+
+    outcomes = commit(
+        database,
+        [unit_of(seen_before, 0, "old"), unit_of(fresh, 1, "new")],
+        consumer_group=GROUP,
+        use_inbox=True,
+    )
+
+    assert [(o.kind, o.event_id) for o in outcomes] == [
+        ("duplicate", seen_before.id),
+        ("processed", fresh.id),
+    ]
+    assert effect_names(database) == ["new"]
+
+
+def test_the_same_event_twice_in_one_group_is_processed_once_and_a_duplicate_once(
+    database: Engine,
+) -> None:
+    twice = new_event()
+
+    outcomes = commit(
+        database,
+        [unit_of(twice, 0, "once"), unit_of(twice, 1, "once")],
+        consumer_group=GROUP,
+        use_inbox=True,
+    )
+
+    assert [o.kind for o in outcomes] == ["processed", "duplicate"]
+    assert effect_names(database) == ["once"]
+    assert inbox_rows(database) == [(twice.id, 0, "processed")]
+
+
+def test_a_failing_write_fails_only_its_own_event_and_the_others_commit_with_their_writes(
+    database: Engine,
+) -> None:
+    with database.begin() as connection:
+        connection.execute(insert(effects).values(row=99, name="taken"))
+    good_before, bad, good_after = new_event(), new_event(), new_event()
+    units = [
+        unit_of(good_before, 0, "before"),
+        unit_of(bad, 1, "clash", row=99),  # the primary key is taken: IntegrityError
+        unit_of(good_after, 2, "after"),
+    ]
+
+    outcomes = commit(database, units, consumer_group=GROUP, use_inbox=True)
+
+    assert [(o.kind, o.event_id) for o in outcomes] == [
+        ("processed", good_before.id),
+        ("failed", bad.id),
+        ("processed", good_after.id),
+    ]
+    assert "UNIQUE constraint failed" in str(outcomes[1].error)
+    assert effect_names(database) == ["after", "before", "taken"]
+    assert inbox_rows(database) == [
+        (good_before.id, 0, "processed"),
+        (good_after.id, 2, "processed"),
+    ]
+
+
+def test_a_single_event_whose_write_fails_is_failed_with_nothing_recorded(
+    database: Engine,
+) -> None:
+    with database.begin() as connection:
+        connection.execute(insert(effects).values(row=99, name="taken"))
+    bad = new_event()
+
+    [outcome] = commit(
+        database, [unit_of(bad, 0, "clash", row=99)], consumer_group=GROUP, use_inbox=True
+    )
+
+    assert (outcome.kind, outcome.event_id) == ("failed", bad.id)
+    assert inbox_rows(database) == []
+    assert effect_names(database) == ["taken"]
+
+
+def test_commit_without_the_inbox_runs_the_writes_and_records_nothing(database: Engine) -> None:
+    events = [new_event(), new_event()]
+
+    outcomes = commit(
+        database,
+        [unit_of(events[0], 0, "a"), unit_of(events[1], 1, "b")],
+        consumer_group=GROUP,
+        use_inbox=False,
+    )
+
+    assert [o.kind for o in outcomes] == ["processed", "processed"]
+    assert effect_names(database) == ["a", "b"]
+    assert inbox_rows(database) == []
