@@ -26,8 +26,8 @@ from pipeline.outbox import outbox_table
 from pipeline.processing import Processor, ProcessorTestDriver, Record, Reject, UnitOfWork
 from pipeline.processing import engine as engine_module
 from pipeline.processing.attempt import Outcome, attempt
-from pipeline.retry import RetryPolicy
-from pipeline.settings import ProcessingSettings
+from tests.support.driving import DriverFactory
+from tests.support.driving import step_event as event
 
 TOPIC = "requests.orders"
 OUT_TOPIC = "events.orders"
@@ -44,39 +44,11 @@ effects = Table(
 )
 
 
-def settings(**options: Any) -> ProcessingSettings:
-    values: dict[str, Any] = {
-        "max_in_flight": 8,
-        "retry": RetryPolicy(
-            max_attempts=3, initial_backoff_s=0.1, multiplier=2, max_backoff_s=10, jitter=0
-        ),
-    }
-    values.update(options)
-    return ProcessingSettings(**values)
-
-
-def event(key: str, seq: int, type: str = "Step", data: Any = None) -> Event:
-    return Event(
-        source="/tests",
-        type=type,
-        partitionkey=key,
-        data={"key": key, "seq": seq} if data is None else data,
-    )
-
-
 @pytest.fixture
-def make_driver() -> Iterator[Callable[..., ProcessorTestDriver]]:
-    drivers: list[ProcessorTestDriver] = []
-
-    def make(processor: Processor, **options: Any) -> ProcessorTestDriver:
-        driver = ProcessorTestDriver(processor, settings=settings(**options))
-        effects_metadata.create_all(driver.database)
-        drivers.append(driver)
-        return driver
-
-    yield make
-    for driver in drivers:
-        driver.close()
+def make_driver() -> Iterator[DriverFactory]:
+    factory = DriverFactory(effects_metadata)
+    yield factory
+    factory.close()
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ from pipeline import inbox
 from pipeline.envelope import Event, KafkaMessage
 from pipeline.processing import Processor, ProcessorTestDriver, Reject, UnitOfWork
 from pipeline.retry import RetryPolicy
-from pipeline.settings import ProcessingSettings
+from tests.support.driving import DriverFactory
+from tests.support.driving import driver_settings as settings
+from tests.support.driving import step_event as event
 
 TOPIC = "requests.orders"
 GROUP = "orders"
@@ -35,39 +37,11 @@ effects = Table(
 )
 
 
-def settings(**options: Any) -> ProcessingSettings:
-    values: dict[str, Any] = {
-        "max_in_flight": 8,
-        "retry": RetryPolicy(
-            max_attempts=3, initial_backoff_s=0.1, multiplier=2, max_backoff_s=10, jitter=0
-        ),
-    }
-    values.update(options)
-    return ProcessingSettings(**values)
-
-
-def event(key: str, seq: int, type: str = "Step", data: Any = None) -> Event:
-    return Event(
-        source="/tests",
-        type=type,
-        partitionkey=key,
-        data={"key": key, "seq": seq} if data is None else data,
-    )
-
-
 @pytest.fixture
-def make_driver() -> Iterator[Callable[..., ProcessorTestDriver]]:
-    drivers: list[ProcessorTestDriver] = []
-
-    def make(processor: Processor, **options: Any) -> ProcessorTestDriver:
-        driver = ProcessorTestDriver(processor, settings=settings(**options))
-        effects_metadata.create_all(driver.database)
-        drivers.append(driver)
-        return driver
-
-    yield make
-    for driver in drivers:
-        driver.close()
+def make_driver() -> Iterator[DriverFactory]:
+    factory = DriverFactory(effects_metadata)
+    yield factory
+    factory.close()
 
 
 def write_effect(event: Event, unit: UnitOfWork) -> None:
