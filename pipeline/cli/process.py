@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -34,6 +35,11 @@ def load_processor(spec: str) -> Processor:
     return found
 
 
+class EventLoop(StrEnum):
+    uvloop = "uvloop"
+    asyncio = "asyncio"
+
+
 def process(
     ctx: typer.Context,
     spec: str = typer.Argument(
@@ -47,12 +53,17 @@ def process(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on this port."
     ),
+    event_loop: EventLoop | None = typer.Option(
+        None, "--loop", help="The event loop: uvloop (the default, faster) or asyncio's own."
+    ),
 ) -> None:
     """Run a processor until Ctrl-C or SIGTERM: its handlers in order per key, concurrently
     across keys, exactly once in effect (inbox), with retries and dead letters.
 
-    The database (PIPELINE_DATABASE__URL) is migrated first; the topics and their .dlq must
-    exist (`pipeline topics apply`).
+    `async def` handlers run on the event loop and commit in groups (the fast path for I/O);
+    plain functions run in worker threads, a transaction each. The database
+    (PIPELINE_DATABASE__URL) is migrated first; the topics and their .dlq must exist
+    (`pipeline topics apply`).
     """
     from consumers.processor_app import run_processor
 
@@ -62,6 +73,8 @@ def process(
         updates["max_in_flight"] = max_in_flight
     if metrics_port is not None:
         updates["metrics_port"] = metrics_port
+    if event_loop is not None:
+        updates["event_loop"] = event_loop.value
     if updates:
         processing = settings.processing.model_copy(update=updates)
         settings = settings.model_copy(update={"processing": processing})
