@@ -5,6 +5,10 @@ kills land at random moments (seeded) after the restarted processor made progres
 leaves work done but not committed to Kafka; the restart reads those events again and the
 inbox skips them. Afterwards every event has exactly one effect, and every key's effects are
 in the key's order.
+
+The same with ``async def`` handlers (``async``), whose first attempts commit in groups: killed
+as often, at random moments, over the same 200 keys, with 6,000 events (see :data:`VARIANTS`)
+to keep CI's run short.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -32,26 +37,57 @@ from tests.support.processor_runs import (
 )
 
 KEYS = 200
-PER_KEY = 100
-EVENTS = KEYS * PER_KEY
 PARTITIONS = 3
 KILLS = 5
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a handler kind is run: events per key, the processor's environment while it is
+    killed, and what the final run (never killed) changes in it."""
+
+    per_key: int
+    env: dict[str, str | int | float]
+    final_env: dict[str, str] = field(default_factory=dict)
+
+
+#: ``sync``: 20,000 events; each handler call waits 1 ms. ``async``: 6,000 events; while it is
+#: killed each call waits 40 ms, so its 16 calls in flight (the default) apply at most 400
+#: events a second on any machine and the events outlast the five kills (with the default seed
+#: the waits before them add up to 8 s, so at most about 4,000 are applied by the last kill);
+#: the final run's calls wait only 1 ms, and the group forgets a killed member after 6 s instead
+#: of 10 s: both keep CI's run short.
+VARIANTS = {
+    "sync": Variant(100, {"EFFECTS_SLEEP_MS": 1}),
+    "async": Variant(
+        30,
+        {"EFFECTS_SLEEP_MS": 40, "PIPELINE_PROCESSING__SESSION_TIMEOUT_S": 6},
+        final_env={"EFFECTS_SLEEP_MS": "1"},
+    ),
+}
 SEED = int(os.environ.get("PIPELINE_CHAOS_SEED", "20240611"))
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("handler", ["sync", "async"])
 def test_a_processor_killed_repeatedly_applies_every_event_once_in_key_order(
-    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+    handler, pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
 ):
     rng = random.Random(SEED)
+    variant = VARIANTS[handler]
+    events_total = KEYS * variant.per_key
     topic = new_topic(partitions=PARTITIONS, prefix="effects")
     dlq = dlq_name(topic)
     new_topic(partitions=PARTITIONS, name=dlq)  # deleted after the test, like the topic
     database = effects_database(postgres_url)
-    events = keyed_events(KEYS, PER_KEY)
+    events = keyed_events(KEYS, variant.per_key)
     produce(pipeline_settings, topic, events)
     env = effects_env(
-        topic=topic, group=consumer_group, database_url=postgres_url, EFFECTS_SLEEP_MS=1
+        topic=topic,
+        group=consumer_group,
+        database_url=postgres_url,
+        EFFECTS_HANDLER=handler,
+        **variant.env,
     )
 
     runs: list[ProcessorProcess] = []
@@ -74,19 +110,19 @@ def test_a_processor_killed_repeatedly_applies_every_event_once_in_key_order(
             applied = effects_count(database)
             committed = committed_total(pipeline_settings, topic, consumer_group, PARTITIONS)
             kills.append((applied, committed, time.monotonic() - run.started_at))
-            assert applied < EVENTS, "the processor finished before every kill landed"
+            assert applied < events_total, "the processor finished before every kill landed"
 
-        final = ProcessorProcess(env, tmp_path / "final.log")
+        final = ProcessorProcess({**env, **variant.final_env}, tmp_path / "final.log")
         runs.append(final)
         start_applied, start_committed, _ = kills[-1]
 
-        wait_for_effects(database, EVENTS, [final])
+        wait_for_effects(database, events_total, [final])
 
         def settled():
             final.assert_alive()
             lines = final.summaries()
             last = lines[-1] if lines else None
-            if last and last.processed == EVENTS - start_applied and not last.in_flight:
+            if last and last.processed == events_total - start_applied and not last.in_flight:
                 return last if last.lag == 0 else None
             return None
 
@@ -99,8 +135,8 @@ def test_a_processor_killed_repeatedly_applies_every_event_once_in_key_order(
     rows = effect_rows(database)
     problems = exactly_once_in_order_problems(rows, events)
     assert not problems, "\n".join(problems)
-    assert len({row[3] for row in rows}) == EVENTS
-    assert inbox_count(database, consumer_group) == EVENTS
+    assert len({row[3] for row in rows}) == events_total
+    assert inbox_count(database, consumer_group) == events_total
     assert len({row[4] for row in rows}) >= 2, "the effects should come from several runs"
 
     # Work done but not committed to Kafka at a kill is read again after the restart; the
@@ -111,6 +147,7 @@ def test_a_processor_killed_repeatedly_applies_every_event_once_in_key_order(
     assert summary.duplicates >= start_applied - start_committed
     assert summary.dead_lettered == 0
     print(
-        f"seed {SEED}; kills at (effects, committed, seconds after start): {kills}; "
+        f"{handler} handler, seed {SEED}; "
+        f"kills at (effects, committed, seconds after start): {kills}; "
         f"events read again after each kill: {redone}; final run: {summary}"
     )

@@ -6,6 +6,9 @@ and later events of key C. The processor dead-letters the first three, parks key
 events are dead-lettered as ``key_parked``, in order) and handles every other key. Then the
 handler is fixed (the processor restarts without the failure), ``pipeline dlq redrive --key C``
 sends key C back: its events are applied once each, in order, and the key is free again.
+
+Run with synchronous handlers (``sync``) and with ``async def`` ones (``async``): these take the
+group path first, and the per-record path (on the event loop) for retries and the redrive.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
 from confluent_kafka import TopicPartition
 
 from pipeline.clients import build_consumer
@@ -54,8 +58,9 @@ def end_offsets(settings, topic: str) -> int:
         consumer.close()
 
 
+@pytest.mark.parametrize("handler", ["sync", "async"])
 def test_poison_messages_are_dead_lettered_and_a_fixed_key_is_redriven_in_order(
-    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+    handler, pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
 ):
     topic = new_topic(partitions=PARTITIONS, prefix="effects")
     dlq = dlq_name(topic)
@@ -78,6 +83,7 @@ def test_poison_messages_are_dead_lettered_and_a_fixed_key_is_redriven_in_order(
         topic=topic,
         group=consumer_group,
         database_url=postgres_url,
+        EFFECTS_HANDLER=handler,
         EFFECTS_FAIL_MARKER=marker,
         PIPELINE_PROCESSING__RETRY__MAX_ATTEMPTS=3,
         PIPELINE_PROCESSING__RETRY__INITIAL_BACKOFF_S=0.05,

@@ -4,6 +4,9 @@ Three `pipeline process` instances of the effects processor share a group on a t
 partitions: two start, a third joins mid-stream, then one leaves (SIGTERM). Every rebalance
 drains the revoked partitions; what the old owner did not commit the new owner reads again
 and the inbox skips. Afterwards every event has exactly one effect, in its key's order.
+
+Run with synchronous handlers (``sync``) and with ``async def`` ones (``async``), whose first
+attempts commit in groups: a drain then waits for groups being committed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+
+import pytest
 
 from pipeline.clients import build_producer
 from pipeline.topics.catalogue import dlq_name
@@ -40,8 +45,9 @@ def _pids_with_effects(database) -> Counter[int]:
     return Counter(row[4] for row in effect_rows(database))
 
 
+@pytest.mark.parametrize("handler", ["sync", "async"])
 def test_processors_joining_and_leaving_mid_stream_apply_every_event_once_in_key_order(
-    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+    handler, pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
 ):
     topic = new_topic(partitions=PARTITIONS, prefix="effects")
     dlq = dlq_name(topic)
@@ -52,6 +58,7 @@ def test_processors_joining_and_leaving_mid_stream_apply_every_event_once_in_key
         topic=topic,
         group=consumer_group,
         database_url=postgres_url,
+        EFFECTS_HANDLER=handler,
         EFFECTS_SLEEP_MS=2,
         PIPELINE_PROCESSING__DRAIN_TIMEOUT_S=5,
     )
@@ -133,6 +140,7 @@ def test_processors_joining_and_leaving_mid_stream_apply_every_event_once_in_key
     assert all(by_pid[process.pid] > 0 for process in processes), by_pid
     duplicates = sum(s[-1].duplicates for p in processes if (s := p.summaries()))
     print(
-        f"effects per instance: {dict(by_pid)}; duplicates skipped (last metrics lines): "
+        f"{handler} handler: effects per instance: {dict(by_pid)}; "
+        "duplicates skipped (last metrics lines): "
         f"{duplicates}; " + "; ".join(f"{what}: {seconds:.1f}" for what, seconds in figures.items())
     )
