@@ -71,6 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The runtime's sources: the tree changes under the bench, so results name what they measured.
 RUNTIME_SOURCES = [
     "pipeline/processing/engine.py",
+    "pipeline/processing/group_commit.py",
     "pipeline/processing/attempt.py",
     "pipeline/processing/processor.py",
     "pipeline/lanes.py",
@@ -78,6 +79,8 @@ RUNTIME_SOURCES = [
     "pipeline/inbox.py",
     "pipeline/database.py",
     "consumers/processor_app.py",
+    "consumers/faust_drain.py",
+    "pipeline/envelope.py",
 ]
 
 
