@@ -110,7 +110,7 @@ def look_up(
 def _commit_together(
     database: Engine, units: Sequence[UnitOfWork], consumer_group: str, use_inbox: bool
 ) -> list[Outcome]:
-    with database.begin() as connection:
+    with database.begin() as connection, Session(bind=connection) as session:
         if use_inbox:
             # In event id order: two instances committing overlapping groups during a
             # rebalance then take the rows' locks in the same order (no deadlock on PostgreSQL).
@@ -121,21 +121,16 @@ def _commit_together(
             new = inbox.claim_many(connection, entries, consumer_group=consumer_group)
         else:
             new = {unit.event.id for unit in units}
-        # A session (for the writes) only when a handler left some: most groups have none.
-        session = Session(bind=connection) if any(u.has_writes for u in units) else None
         outcomes = []
         for unit in units:
             event_id = unit.event.id
             if event_id in new:
                 new.discard(event_id)  # the same event twice in one group: the second is a copy
-                if session is not None:
-                    unit.apply_writes(session)
+                unit.apply_writes(session)
                 outcomes.append(Outcome("processed", event_id, event=unit.event))
             else:
                 outcomes.append(Outcome("duplicate", event_id, event=unit.event))
-        if session is not None:
-            session.flush()
-            session.close()
+        session.flush()  # the writes, in this transaction (the connection's, committed here)
         return outcomes
 
 
