@@ -18,7 +18,7 @@ import logging
 import socket
 import sys
 from datetime import UTC, datetime
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from pipeline.clients import build_producer
 from pipeline.logs.context import CONTEXT_FIELDS
@@ -38,29 +38,30 @@ _librdkafka_log.addHandler(logging.NullHandler())
 _librdkafka_log.propagate = False
 
 
-class EcsJsonFormatter(logging.Formatter):
-    """Formats a record as its ECS JSON document (the same one the Kafka handler sends)."""
+class _DocumentFormatter(logging.Formatter):
+    """A formatter working from a record's ECS document (the one the Kafka handler sends)."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
         self._hostname = socket.gethostname()
 
+    def document(self, record: logging.LogRecord) -> dict[str, Any]:
+        return record_document(record, service=self.service, hostname=self._hostname)
+
+
+class EcsJsonFormatter(_DocumentFormatter):
+    """Formats a record as its ECS JSON document."""
+
     def format(self, record: logging.LogRecord) -> str:
-        document = record_document(record, service=self.service, hostname=self._hostname)
-        return ecs_json(document).decode("utf-8")
+        return ecs_json(self.document(record)).decode("utf-8")
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_DocumentFormatter):
     """``12:00:00.123 INFO  orders.handler: message  correlation_id=... event_id=...``."""
 
-    def __init__(self, service: str) -> None:
-        super().__init__()
-        self.service = service
-        self._hostname = socket.gethostname()
-
     def format(self, record: logging.LogRecord) -> str:
-        document = record_document(record, service=self.service, hostname=self._hostname)
+        document = self.document(record)
         moment = datetime.fromtimestamp(record.created, UTC).astimezone()
         line = (
             f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d} {record.levelname:<7} "
