@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,19 +10,14 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline import inbox
-from pipeline.database import build_engine, migrate
-from pipeline.settings import DatabaseSettings
 
 GROUP = "orders"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'inbox.db'}"))
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def engine(database: Engine) -> Engine:
+    return database
 
 
 def claim(connection: Connection, event_id: str, **options: Any) -> inbox.Claim:

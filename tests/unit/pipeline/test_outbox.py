@@ -7,7 +7,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, decode, encode
 from pipeline.outbox import (
     ClaimPlan,
@@ -23,15 +22,11 @@ from pipeline.outbox import (
     publishable_positions,
     route_topic,
 )
-from pipeline.settings import DatabaseSettings
 
 
 @pytest.fixture
-def engine(tmp_path):
-    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'outbox.db'}"))
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def engine(database):
+    return database
 
 
 def _event(n=0, **fields):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,6 @@ from pipeline.retry import RetryPolicy
 from pipeline.settings import DatabaseSettings, ProcessingSettings
 
 TOPIC = "requests.orders"
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'engine.db'}"))
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 class Sink:

@@ -9,28 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 
-from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.offsets import CommitPosition
 from pipeline.processing import Processor, Record, UnitOfWork
 from pipeline.processing.engine import ProcessingEngine
-from pipeline.settings import DatabaseSettings, ProcessingSettings
+from pipeline.settings import ProcessingSettings
 
 TOPIC = "requests.orders"
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'engine.db'}"))
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 class Sink:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
@@ -12,12 +11,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline import inbox
-from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event
 from pipeline.processing.group_commit import Grouper, Seen, commit, look_up
 from pipeline.processing.processor import UnitOfWork
 from pipeline.processing.records import Record
-from pipeline.settings import DatabaseSettings
 
 GROUP = "orders"
 TOPIC = "requests.orders"
@@ -33,12 +30,10 @@ effects = Table(
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'group.db'}"))
-    migrate(engine)
-    effects_metadata.create_all(engine)
-    yield engine
-    engine.dispose()
+def database(database: Engine) -> Engine:
+    """The migrated database, with the test's effects table."""
+    effects_metadata.create_all(database)
+    return database
 
 
 # --- Grouper ------------------------------------------------------------------------------------
