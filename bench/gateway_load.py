@@ -60,9 +60,9 @@ def serve_gateway(port: int, topic: str) -> None:
     """The gateway as ``pipeline gateway`` runs it, but sending every request to ``topic``."""
     import logging
 
+    from pipeline.kafka.producer import build_event_producer
     from pipeline.settings import PipelineSettings
     from producers.gateway import create_app, serve
-    from producers.producer import build_event_producer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = PipelineSettings()
@@ -263,7 +263,7 @@ def _measure(
 def _accepted_in_kafka(topic: str) -> int:
     from confluent_kafka import TopicPartition
 
-    from pipeline.clients import build_consumer
+    from pipeline.kafka.clients import build_consumer
     from pipeline.settings import PipelineSettings
 
     consumer = build_consumer(PipelineSettings().kafka, f"bench-gateway-{os.getpid()}")
@@ -280,7 +280,7 @@ def _accepted_in_kafka(topic: str) -> int:
 def _bench_topic() -> Iterator[str]:
     from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-    from pipeline.clients import build_admin
+    from pipeline.kafka.clients import build_admin
     from pipeline.settings import PipelineSettings
 
     admin = build_admin(PipelineSettings().kafka)

@@ -35,8 +35,9 @@ from rich.console import Console
 from rich.table import Table
 
 from consumers.log_shipper import LogShipper
-from pipeline.clients import build_admin, build_consumer, build_elasticsearch, build_producer
 from pipeline.ids import new_event_id
+from pipeline.kafka.clients import build_admin, build_consumer, build_producer
+from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.logs.schema import ensure_index_template, index_for
 from pipeline.settings import LogSettings, PipelineSettings
 from pipeline.stack.manager import StackManager

@@ -38,16 +38,16 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from consumers.readback import end_offsets
-from pipeline.clients import build_admin, build_consumer
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, KafkaMessage
-from pipeline.outbox import RECORD_COLUMNS, Outbox, outbox_table, record_of
+from pipeline.kafka.clients import build_admin, build_consumer
+from pipeline.kafka.producer import build_event_producer
+from pipeline.kafka.readback import end_offsets
+from pipeline.outbox.table import RECORD_COLUMNS, Outbox, outbox_table, record_of
 from pipeline.settings import DatabaseSettings, PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.stack.postgres_node import HOST, database_url
 from producers.outbox_relay import relay_subprocess
-from producers.producer import build_event_producer
 
 RESULTS = Path(__file__).parent / "results"
 PARTITIONS = 6

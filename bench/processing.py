@@ -11,7 +11,7 @@ a violation).
 
 A. I/O-bound: a handler that waits 2 ms.
 
-1. ``runtime, async handler``: ``consumers.processor_app.run_processor`` (what ``pipeline
+1. ``runtime, async handler``: ``pipeline.processing.faust.app.run_processor`` (what ``pipeline
    process`` runs) with ``ordering=key`` and the inbox on, ``max_in_flight`` 64, an ``async``
    handler that awaits ``asyncio.sleep`` (the group path: inbox look-ups and commits for many
    events at once), on SQLite (the embedded default) and on PostgreSQL, on the runtime's
@@ -56,12 +56,12 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.clients import build_admin
 from pipeline.envelope import Event
+from pipeline.kafka.clients import build_admin
+from pipeline.kafka.producer import build_event_producer
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.topics.spec import dlq_name
-from producers.producer import build_event_producer
 
 RESULTS = Path(__file__).parent / "results"
 WORKER = Path(__file__).with_name("processing_worker.py")
@@ -74,12 +74,12 @@ RUNTIME_SOURCES = [
     "pipeline/processing/group_commit.py",
     "pipeline/processing/attempt.py",
     "pipeline/processing/processor.py",
-    "pipeline/lanes.py",
-    "pipeline/offsets.py",
-    "pipeline/inbox.py",
+    "pipeline/processing/lanes.py",
+    "pipeline/processing/offsets.py",
+    "pipeline/processing/inbox.py",
     "pipeline/database.py",
-    "consumers/processor_app.py",
-    "consumers/faust_drain.py",
+    "pipeline/processing/faust/app.py",
+    "pipeline/processing/faust/drain.py",
     "pipeline/envelope.py",
 ]
 

@@ -6,7 +6,8 @@
 Kinds:
 
 - ``runtime``: our processor runtime exactly as ``pipeline process`` runs it
-  (:func:`consumers.processor_app.run_processor`: migrate, check topics, Faust worker), with the
+  (:func:`pipeline.processing.faust.app.run_processor`: migrate, check topics, Faust worker), with
+  the
   settings from the environment (``PIPELINE_PROCESSING__*``, ``PIPELINE_DATABASE__*``) and one
   handler: ``--handler async`` awaits ``asyncio.sleep`` (on the event loop), ``--handler sync``
   calls ``time.sleep`` (in a worker thread);
@@ -112,8 +113,8 @@ def _stop_when_done(recorder: Recorder) -> None:
 
 
 def run_runtime(args: argparse.Namespace, recorder: Recorder) -> None:
-    from consumers.processor_app import run_processor
     from pipeline.processing import Processor, UnitOfWork
+    from pipeline.processing.faust.app import run_processor
     from pipeline.settings import PipelineSettings
 
     settings = PipelineSettings()
@@ -145,7 +146,7 @@ def run_runtime(args: argparse.Namespace, recorder: Recorder) -> None:
 def run_faust(args: argparse.Namespace, recorder: Recorder) -> None:
     import faust
 
-    from consumers.processor_app import use_event_loop
+    from pipeline.processing.faust.app import use_event_loop
     from pipeline.settings import PipelineSettings
 
     use_event_loop(args.loop)
@@ -184,7 +185,7 @@ def run_faust(args: argparse.Namespace, recorder: Recorder) -> None:
 
 
 def run_poll(args: argparse.Namespace, recorder: Recorder) -> None:
-    from pipeline.clients import build_consumer
+    from pipeline.kafka.clients import build_consumer
     from pipeline.settings import PipelineSettings
 
     consumer = build_consumer(PipelineSettings().kafka, args.group)

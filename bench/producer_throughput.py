@@ -32,12 +32,12 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.clients import build_admin, event_producer_config, producer_config
 from pipeline.envelope import Event, KafkaMessage, encode
+from pipeline.kafka.clients import build_admin, event_producer_config, producer_config
+from pipeline.kafka.producer import build_event_producer
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.stack.preflight import find_java
-from producers.producer import build_event_producer
 
 RESULTS = Path(__file__).parent / "results"
 PARTITIONS = 6

@@ -1,6 +1,6 @@
 """The log shipper: the ``logs`` topic into Elasticsearch, nothing lost and nothing doubled.
 
-A batch consumer (confluent-kafka, built by :mod:`pipeline.clients`) and bulk indexing
+A batch consumer (confluent-kafka, built by :mod:`pipeline.kafka.clients`) and bulk indexing
 (``elasticsearch.helpers.streaming_bulk``). For each batch:
 
 1. :func:`plan_batch` (pure) turns the records into index actions: ``_id`` is the record's
@@ -45,7 +45,7 @@ from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
-from pipeline.dead_letters import Failure, Reason, dead_letter_of
+from pipeline.dead_letters.letter import Failure, Reason, dead_letter_of
 from pipeline.envelope import KafkaMessage
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template, index_for
 from pipeline.settings import LogSettings
@@ -108,7 +108,8 @@ class IndexAction:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A record that goes to the dead-letter topic, and why (see :mod:`pipeline.dead_letters`)."""
+    """A record that goes to the dead-letter topic, and why (see
+    :mod:`pipeline.dead_letters.letter`)."""
 
     record: SourceRecord
     reason: str  # the decoder's or Elasticsearch's reason, one line
@@ -224,7 +225,7 @@ def dlq_message(
     letter: DeadLetter, consumer_group: str, now: datetime | None = None
 ) -> KafkaMessage:
     """The dead letter of a record: the original bytes plus the ``dlq.*`` headers of
-    :func:`pipeline.dead_letters.dead_letter_message`, and Elasticsearch's status in
+    :func:`pipeline.dead_letters.letter.dead_letter_message`, and Elasticsearch's status in
     ``dlq.elasticsearch.status`` when it answered."""
     record = letter.record
     message = dead_letter_of(

@@ -51,7 +51,7 @@ class KafkaSettings(_Frozen):
 
 
 class ProducerSettings(_Frozen):
-    """How events are produced (always idempotent, acks=all; see pipeline/clients.py)."""
+    """How events are produced (always idempotent, acks=all; see pipeline/kafka/clients.py)."""
 
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     linger_ms: float = Field(default=5.0, ge=0)
@@ -172,7 +172,8 @@ def _default_outbox_routes() -> dict[str, str]:
 
 
 class OutboxSettings(_Frozen):
-    """The transactional outbox (pipeline/outbox.py) and its relay (``pipeline outbox relay``)."""
+    """The transactional outbox (pipeline/outbox/table.py) and its relay (``pipeline outbox
+    relay``)."""
 
     #: Rows claimed, published and marked together.
     batch_size: int = Field(default=2_000, gt=0)

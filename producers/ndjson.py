@@ -81,7 +81,7 @@ DEFAULT_EVENT_TYPE = "com.example.event"
 DEFAULT_SOURCE = "/pipeline/cli"
 
 #: The largest message the producer accepts: librdkafka's default ``message.max.bytes``, which
-#: our producers keep (pipeline/clients.py sets no other). A larger one is refused at once.
+#: our producers keep (pipeline/kafka/clients.py sets no other). A larger one is refused at once.
 MAX_MESSAGE_BYTES = 1_000_000
 #: librdkafka's RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD: a v2 record's length, attributes,
 #: timestamp and offset deltas, key and value lengths and header count, each at its widest.

@@ -3,11 +3,11 @@
 One batch (:meth:`OutboxRelay.publish_batch`):
 
 1. claim unpublished rows, oldest position first (see *Claiming* below);
-2. send each row with the idempotent :class:`~producers.producer.EventProducer`: key = the
-   aggregate id, topic and CloudEvents headers as stored by :class:`pipeline.outbox.Outbox`;
+2. send each row with the idempotent :class:`~pipeline.kafka.producer.EventProducer`: key = the
+   aggregate id, topic and CloudEvents headers as stored by :class:`pipeline.outbox.table.Outbox`;
 3. wait until the broker acknowledged (or failed) every one of them;
 4. mark the acknowledged rows published in one UPDATE (a row whose aggregate had an earlier
-   failure in the batch stays unpublished too: :func:`pipeline.outbox.publishable_positions`);
+   failure in the batch stays unpublished too: :func:`pipeline.outbox.table.publishable_positions`);
 5. commit, which releases the claim.
 
 A relay killed between 3 and 4 publishes the same rows again when it (or another) restarts:
@@ -20,7 +20,7 @@ Claiming
 unpublished rows (one batch's worth, no row locks) and tries the locks of their buckets with
 ``pg_try_advisory_xact_lock`` (oldest first, only as many as fill a batch); when other relays
 hold some, it reads the next window and tries again (up to 3 rounds, see
-:class:`pipeline.outbox.ClaimPlan`). Then, in a new statement (so a new snapshot, taken after
+:class:`pipeline.outbox.table.ClaimPlan`). Then, in a new statement (so a new snapshot, taken after
 the locks), it reads the rows of the buckets it got that are still unpublished. A relay
 therefore only ever publishes aggregates no other relay holds, and holds them until its marks
 are committed: per aggregate, rows reach Kafka in
@@ -69,7 +69,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from pipeline.database import build_engine, is_postgres, migrate
 from pipeline.errors import PipelineError
-from pipeline.outbox import (
+from pipeline.kafka.producer import (
+    Delivery,
+    DeliveryError,
+    EventProducer,
+    ProduceRefused,
+    build_event_producer,
+)
+from pipeline.outbox.table import (
     NOTIFY_CHANNEL,
     RECORD_COLUMNS,
     ClaimPlan,
@@ -84,13 +91,6 @@ from pipeline.outbox import (
     utc_now,
 )
 from pipeline.settings import OutboxSettings, PipelineSettings
-from producers.producer import (
-    Delivery,
-    DeliveryError,
-    EventProducer,
-    ProduceRefused,
-    build_event_producer,
-)
 
 __all__ = [
     "BatchResult",

@@ -62,10 +62,10 @@ from confluent_kafka import (
 
 from pipeline.cli.console import stderr_console
 from pipeline.cli.produce import require_topic
-from pipeline.clients import build_consumer
 from pipeline.envelope import ConsumedMessage, EnvelopeError, Event, decode_message
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
+from pipeline.kafka.clients import build_consumer
 from pipeline.settings import PipelineSettings
 
 EXIT_INTERRUPTED = 130

@@ -16,9 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
-from pipeline.clients import build_elasticsearch
 from pipeline.dashboards import NDJSON_FILE, export_files, export_ndjson, import_to_kibana
 from pipeline.errors import PipelineError
+from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
 from pipeline.settings import PipelineSettings
 

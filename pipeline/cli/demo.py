@@ -26,7 +26,6 @@ from aiohttp import web
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from consumers.readback import end_offsets, read_from
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.cli.demo_services import (
     DEAD_LETTER_QUERY,
@@ -34,9 +33,11 @@ from pipeline.cli.demo_services import (
     ProcessingReport,
     run_services,
 )
-from pipeline.clients import build_admin, build_consumer
 from pipeline.envelope import Event
 from pipeline.ids import new_event_id
+from pipeline.kafka.clients import build_admin, build_consumer
+from pipeline.kafka.producer import EventProducer, build_event_producer
+from pipeline.kafka.readback import end_offsets, read_from
 from pipeline.settings import PipelineSettings
 from pipeline.stack import postgres_node
 from pipeline.stack.manager import StackManager
@@ -45,7 +46,6 @@ from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS, defau
 from pipeline.topics.plan import build_plan
 from producers.demo_traffic import DemoRequest, TrafficReport, demo_requests, send_requests
 from producers.gateway import create_app
-from producers.producer import EventProducer, build_event_producer
 
 _out = stdout_console()
 _err = stderr_console()

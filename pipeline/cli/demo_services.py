@@ -27,18 +27,19 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.readback import end_offsets
-from pipeline.clients import build_consumer, build_elasticsearch
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event
 from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.producer import EventProducer
+from pipeline.kafka.readback import end_offsets
+from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.logs.schema import INDEX_ALIAS
 from pipeline.logs.search import build_query
-from pipeline.outbox import outbox_status
+from pipeline.outbox.table import outbox_status
 from pipeline.settings import PipelineSettings
 from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS
 from producers.outbox_relay import running_relay
-from producers.producer import EventProducer
 
 PROCESSOR_SPEC = "consumers.orders_service:processor"
 PROCESSOR_NAME = "orders-service"

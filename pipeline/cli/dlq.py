@@ -1,8 +1,8 @@
 """``pipeline dlq inspect|redrive TOPIC``: look at dead letters, send them back.
 
 TOPIC is the original topic (``requests.orders``) or its dead-letter topic
-(``requests.orders.dlq``). The dead-letter format is :mod:`pipeline.dead_letters`; reading,
-selecting and redriving are :mod:`consumers.dead_letters`.
+(``requests.orders.dlq``). The dead-letter format is :mod:`pipeline.dead_letters.letter`; reading,
+selecting and redriving are :mod:`pipeline.dead_letters.redrive`.
 
 ``redrive``:
 
@@ -38,7 +38,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from consumers.dead_letters import (
+from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.consume import ndjson_line
+from pipeline.dead_letters.letter import REASONS, DeadLetter
+from pipeline.dead_letters.redrive import (
     RedriveResult,
     earlier_of_same_keys,
     matches,
@@ -49,16 +52,13 @@ from consumers.dead_letters import (
     redrive_transactional_id,
     select_for_redrive,
 )
-from pipeline.cli.console import stderr_console, stdout_console
-from pipeline.cli.consume import ndjson_line
-from pipeline.clients import build_admin
-from pipeline.dead_letters import REASONS, DeadLetter
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
+from pipeline.kafka.clients import build_admin
+from pipeline.kafka.producer import EventProducer
 from pipeline.settings import PipelineSettings
 from pipeline.topics.admin import describe_cluster_topics
 from pipeline.topics.spec import dlq_base, dlq_name, is_dlq
-from producers.producer import EventProducer
 
 EXIT_OK = 0
 EXIT_NOT_ALL = 1

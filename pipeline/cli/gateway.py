@@ -14,10 +14,10 @@ import asyncio
 
 import typer
 
+from pipeline.kafka.producer import build_event_producer
 from pipeline.logs import configure_logging
 from pipeline.settings import GatewaySettings, PipelineSettings
 from producers.gateway import create_app, serve
-from producers.producer import build_event_producer
 
 
 def gateway(

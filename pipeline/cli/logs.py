@@ -27,8 +27,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
-from pipeline.clients import build_consumer, build_elasticsearch, build_producer
 from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_consumer, build_producer
+from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.logs.search import build_query, normalize_levels, parse_since, search_body
 from pipeline.logs.setup import configure_logging
 from pipeline.settings import PipelineSettings

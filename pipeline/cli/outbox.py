@@ -15,7 +15,7 @@ from rich.table import Table
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.database import build_engine, migrate
 from pipeline.logs import configure_logging
-from pipeline.outbox import OutboxStatus, outbox_status
+from pipeline.outbox.table import OutboxStatus, outbox_status
 from pipeline.settings import PipelineSettings
 from producers.outbox_relay import RelayTotals, run_relay
 

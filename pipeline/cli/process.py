@@ -65,7 +65,7 @@ def process(
     (PIPELINE_DATABASE__URL) is migrated first; the topics and their .dlq must exist
     (`pipeline topics apply`).
     """
-    from consumers.processor_app import run_processor
+    from pipeline.processing.faust.app import run_processor
 
     settings: PipelineSettings = ctx.obj
     updates: dict[str, object] = {}

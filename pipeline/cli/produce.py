@@ -42,9 +42,10 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.console import stderr_console
-from pipeline.clients import build_admin
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
+from pipeline.kafka.clients import build_admin
+from pipeline.kafka.producer import Delivery, EventProducer, ProduceRefused, build_event_producer
 from pipeline.settings import PipelineSettings
 from pipeline.topics.admin import describe_cluster_topics
 from producers.ndjson import (
@@ -56,7 +57,6 @@ from producers.ndjson import (
     refused,
     rejections_in,
 )
-from producers.producer import Delivery, EventProducer, ProduceRefused, build_event_producer
 
 EXIT_OK = 0
 EXIT_REJECTED = 1

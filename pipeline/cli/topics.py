@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.console import stdout_console
-from pipeline.clients import build_admin
+from pipeline.kafka.clients import build_admin
 from pipeline.settings import PipelineSettings
 from pipeline.topics.admin import (
     apply_plan,

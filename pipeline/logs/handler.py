@@ -15,7 +15,7 @@ It never blocks or crashes the program that logs:
 Records of its own making cannot loop back: librdkafka's log goes to a silent logger, records
 made in the sender thread or by ``pipeline.logs`` itself go only to the fallback stream.
 
-The producer is a raw confluent-kafka ``Producer`` (built by :mod:`pipeline.clients`, so
+The producer is a raw confluent-kafka ``Producer`` (built by :mod:`pipeline.kafka.clients`, so
 idempotent, acks=all): ``EventProducer`` adds CloudEvents envelopes and raises unobserved
 failures on flush, neither of which a log line wants.
 """

@@ -20,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from pipeline.clients import build_producer
+from pipeline.kafka.clients import build_producer
 from pipeline.logs.context import CONTEXT_FIELDS
 from pipeline.logs.handler import KafkaLogHandler, LogProducer, record_document
 from pipeline.logs.record import ecs_json

@@ -1,7 +1,7 @@
 """Stream processing: key-ordered, concurrent, idempotent handlers with retries and dead letters.
 
 Declare handlers on a :class:`Processor`, test them with :class:`ProcessorTestDriver`, run them
-with ``pipeline process MODULE:PROCESSOR`` (Faust, see consumers/processor_app.py).
+with ``pipeline process MODULE:PROCESSOR`` (Faust, see pipeline/processing/faust/app.py).
 """
 
 from pipeline.processing.driver import ProcessorTestDriver

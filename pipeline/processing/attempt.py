@@ -28,11 +28,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
 
-from pipeline import dead_letters, inbox
-from pipeline.dead_letters import Failure
+from pipeline.dead_letters import letter as dead_letters
+from pipeline.dead_letters.letter import Failure
 from pipeline.envelope import EnvelopeError, Event, decode
 from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
+from pipeline.processing import inbox
 from pipeline.processing.processor import Processor, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
 

@@ -19,8 +19,10 @@ takes the pending dead letters of ``<topic>.dlq`` (all, or those of one key) and
 1. orders each key's letters by their original offset, keys in the order they were first
    dead-lettered; the last letter of each key is marked ``last_of_key`` (a keyless letter is
    always the last of its own);
-2. per letter, appends :func:`~pipeline.dead_letters.redrive_message` to its original topic and
-   partition, then :func:`~pipeline.dead_letters.redriven_marker` to the dead-letter topic, so
+2. per letter, appends :func:`~pipeline.dead_letters.letter.redrive_message` to its original topic
+   and
+   partition, then :func:`~pipeline.dead_letters.letter.redriven_marker` to the dead-letter topic,
+   so
    it is no longer pending (a second redrive does not send it again).
 
 The redriven records are handled by the next :meth:`ProcessorTestDriver.run`.
@@ -36,7 +38,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from pipeline.database import build_engine, migrate
-from pipeline.dead_letters import (
+from pipeline.dead_letters.letter import (
     DeadLetter,
     pending_dead_letters,
     read_dead_letter,
@@ -45,9 +47,9 @@ from pipeline.dead_letters import (
 )
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.ids import new_event_id
-from pipeline.offsets import CommitPosition
 from pipeline.processing.engine import ProcessingEngine
 from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics
+from pipeline.processing.offsets import CommitPosition
 from pipeline.processing.processor import Processor
 from pipeline.processing.records import Record
 from pipeline.settings import DatabaseSettings, ProcessingSettings

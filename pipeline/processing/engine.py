@@ -1,6 +1,6 @@
 """The processing engine: key-ordered, concurrent, idempotent handling of consumed records.
 
-It is broker-neutral: a binding (Faust in consumers/processor_app.py, or the broker-free test
+It is broker-neutral: a binding (Faust in pipeline/processing/faust/app.py, or the broker-free test
 driver) feeds it records in offset order per partition, gives it a dead-letter sink, and
 receives commit positions. Everything here runs on one asyncio loop; only the attempts (a
 database transaction around the handler) run in worker threads.
@@ -9,7 +9,8 @@ Per record:
 
 1. :meth:`ProcessingEngine.submit` waits while ``max_buffered`` records are unfinished
    (backpressure), counts the offset as started, and queues it in its key's lane
-   (:class:`~pipeline.lanes.KeyLanes`): one at a time per key, ``max_in_flight`` over all keys;
+   (:class:`~pipeline.processing.lanes.KeyLanes`): one at a time per key, ``max_in_flight`` over
+   all keys;
 2. an attempt runs in a worker thread (:func:`~pipeline.processing.attempt.attempt`); a
    handler failure is retried with the :class:`~pipeline.retry.RetryPolicy`'s backoff while the
    key's later records wait; a database outage is retried without limit;
@@ -17,7 +18,7 @@ Per record:
    parked key is dead-lettered: the dead letter is acknowledged by Kafka first, then noted in
    the inbox (and its key parked);
 4. the offset is done; the partition's commit position moves to just below the oldest record
-   not done (:class:`~pipeline.offsets.PartitionOffsets`) and goes to ``on_commit``.
+   not done (:class:`~pipeline.processing.offsets.PartitionOffsets`) and goes to ``on_commit``.
 
 An ``async`` handler's first attempt takes the group path instead of step 2's thread
 (:mod:`pipeline.processing.group_commit`): the inbox and the park are looked up for many events
@@ -45,11 +46,9 @@ from typing import Protocol, TypeVar
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
-from pipeline.dead_letters import Failure, dead_letter_of
+from pipeline.dead_letters.letter import Failure, dead_letter_of
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
-from pipeline.lanes import KeyLanes, Work
 from pipeline.logs.context import log_context
-from pipeline.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing import group_commit
 from pipeline.processing.attempt import (
     Outcome,
@@ -58,7 +57,9 @@ from pipeline.processing.attempt import (
     call_async,
     record_dead_letter,
 )
+from pipeline.processing.lanes import KeyLanes, Work
 from pipeline.processing.metrics import ProcessorMetrics
+from pipeline.processing.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
 from pipeline.settings import ProcessingSettings

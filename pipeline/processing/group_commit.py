@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from pipeline import inbox
+from pipeline.processing import inbox
 from pipeline.processing.attempt import Outcome, is_unavailable
 from pipeline.processing.processor import UnitOfWork
 

@@ -114,7 +114,7 @@ class UnitOfWork:
         The handled event's correlation id is carried over (or its id, when it had none), and
         it becomes the causation id, unless ``event`` sets them itself.
         """
-        from pipeline.outbox import add_to_outbox
+        from pipeline.outbox.table import add_to_outbox
 
         linked = event.model_copy(
             update={

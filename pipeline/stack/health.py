@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from elasticsearch import ApiError, TransportError
 
-from pipeline.clients import build_admin, build_elasticsearch
+from pipeline.kafka.clients import build_admin
+from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.settings import ElasticsearchSettings, KafkaSettings
 from pipeline.stack.preflight import port_answers, split_host_port
 

@@ -190,7 +190,7 @@ def postgres_url(
 
 @pytest.fixture(scope="session")
 def kafka_admin(pipeline_stack: StackStatus, pipeline_settings: PipelineSettings) -> AdminClient:
-    from pipeline.clients import build_admin
+    from pipeline.kafka.clients import build_admin
 
     return build_admin(pipeline_settings.kafka)
 
@@ -199,7 +199,7 @@ def kafka_admin(pipeline_stack: StackStatus, pipeline_settings: PipelineSettings
 def elasticsearch_client(
     pipeline_stack: StackStatus, pipeline_settings: PipelineSettings
 ) -> Iterator[Elasticsearch]:
-    from pipeline.clients import build_elasticsearch
+    from pipeline.logs.elasticsearch import build_elasticsearch
 
     with build_elasticsearch(pipeline_settings.elasticsearch) as client:
         yield client

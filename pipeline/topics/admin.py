@@ -1,6 +1,7 @@
 """The I/O edge of the topic catalogue: read topics from Kafka, apply a :class:`Plan` to it.
 
-The admin client is built by :func:`pipeline.clients.build_admin` and passed in (anything shaped
+The admin client is built by :func:`pipeline.kafka.clients.build_admin` and passed in (anything
+shaped
 like :class:`KafkaAdmin`). Every call has a timeout, so an unreachable broker becomes a
 :class:`PipelineError` ("Kafka at ... does not answer") rather than a hang, and every Kafka error is
 turned into a one-line :class:`PipelineError` naming the topic.

@@ -61,6 +61,7 @@ from pydantic import BaseModel, ValidationError
 from pipeline.envelope import Event, KafkaMessage
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
+from pipeline.kafka.producer import Delivery
 from pipeline.request_types import REQUEST_TYPES, RequestType, RequestValidationError
 from pipeline.settings import GatewaySettings
 from producers.gateway.idempotency import (
@@ -76,7 +77,6 @@ from producers.gateway.idempotency import (
 from producers.gateway.identity import TrustedProxies
 from producers.gateway.metrics import UNKNOWN_TYPE, GatewayMetrics
 from producers.gateway.rate_limit import Clock, TokenBucketLimiter
-from producers.producer import Delivery
 
 __all__ = ["EVENT_SOURCE", "GatewayProducer", "create_app", "serve"]
 
@@ -95,7 +95,7 @@ _JSON = "application/json"
 
 
 class GatewayProducer(Protocol):
-    """What the gateway uses of :class:`producers.producer.EventProducer`."""
+    """What the gateway uses of :class:`pipeline.kafka.producer.EventProducer`."""
 
     def send_future(self, topic: str, event: Event | KafkaMessage) -> Future[Delivery]: ...
 

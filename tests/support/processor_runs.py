@@ -22,9 +22,9 @@ from confluent_kafka import Producer, TopicPartition
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
-from pipeline.clients import build_consumer, build_producer
 from pipeline.envelope import Event, KafkaMessage, encode
-from pipeline.inbox import inbox_table
+from pipeline.kafka.clients import build_consumer, build_producer
+from pipeline.processing.inbox import inbox_table
 from pipeline.settings import PipelineSettings
 from tests.support.effects_processor import effects, effects_metadata
 from tests.support.stack_cli import PIPELINE

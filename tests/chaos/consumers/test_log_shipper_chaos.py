@@ -14,7 +14,8 @@ import uuid
 
 import psutil
 
-from pipeline.clients import build_elasticsearch, build_producer
+from pipeline.kafka.clients import build_producer
+from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from tests.support.logs import (

@@ -16,7 +16,7 @@ import psutil
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from pipeline.clients import build_admin, build_consumer
+from pipeline.kafka.clients import build_admin, build_consumer
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from tests.support.stack_cli import PIPELINE

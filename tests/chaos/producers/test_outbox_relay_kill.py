@@ -14,12 +14,12 @@ from collections import defaultdict
 import sqlalchemy as sa
 from confluent_kafka import TopicPartition
 
-from consumers.readback import end_offsets
-from pipeline.clients import build_consumer
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event
-from pipeline.inbox import claim
-from pipeline.outbox import Outbox, outbox_status, outbox_table
+from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.readback import end_offsets
+from pipeline.outbox.table import Outbox, outbox_status, outbox_table
+from pipeline.processing.inbox import claim
 from pipeline.settings import DatabaseSettings
 from producers.outbox_relay import relay_subprocess
 

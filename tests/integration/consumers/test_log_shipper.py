@@ -5,7 +5,7 @@ import json
 from confluent_kafka import TopicPartition
 
 from consumers.log_shipper import LogShipper
-from pipeline.clients import build_consumer, build_producer
+from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.settings import LogSettings
 from tests.support.logs import (
     count_documents,

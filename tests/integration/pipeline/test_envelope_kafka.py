@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
-from pipeline.clients import build_consumer, build_producer
 from pipeline.envelope import Event, decode, decode_message, encode
+from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.settings import PipelineSettings
 
 JSON_EVENT = Event(

@@ -14,14 +14,14 @@ import sqlalchemy as sa
 from confluent_kafka import TopicPartition
 from sqlalchemy.orm import Session
 
-from consumers.readback import end_offsets, read_from
-from pipeline.clients import build_consumer
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, encode
-from pipeline.outbox import Outbox, delete_published, outbox_status, outbox_table
+from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.producer import build_event_producer
+from pipeline.kafka.readback import end_offsets, read_from
+from pipeline.outbox.table import Outbox, delete_published, outbox_status, outbox_table
 from pipeline.settings import DatabaseSettings, OutboxSettings
 from producers.outbox_relay import OutboxRelay
-from producers.producer import build_event_producer
 from tests.support.stack_cli import PIPELINE
 
 

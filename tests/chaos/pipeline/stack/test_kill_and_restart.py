@@ -8,7 +8,8 @@ import psutil
 import psycopg
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from pipeline.clients import build_admin, build_consumer, build_elasticsearch, build_producer
+from pipeline.kafka.clients import build_admin, build_consumer, build_producer
+from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.stack.postgres_node import database_url

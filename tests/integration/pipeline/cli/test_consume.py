@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 from confluent_kafka import TopicPartition
 
-from pipeline.clients import build_consumer, build_producer
 from pipeline.envelope import Event
-from producers.producer import build_event_producer
+from pipeline.kafka.clients import build_consumer, build_producer
+from pipeline.kafka.producer import build_event_producer
 from tests.support.stack_cli import PIPELINE, run_pipeline
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

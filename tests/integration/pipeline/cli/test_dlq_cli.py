@@ -16,9 +16,7 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from consumers.dead_letters import redrive_transactional_id
-from pipeline.clients import build_consumer, build_producer
-from pipeline.dead_letters import (
+from pipeline.dead_letters.letter import (
     REDRIVE_ID,
     REDRIVE_LAST,
     REDRIVE_OF,
@@ -28,9 +26,11 @@ from pipeline.dead_letters import (
     redrive_message,
     redriven_marker,
 )
+from pipeline.dead_letters.redrive import redrive_transactional_id
 from pipeline.envelope import Event, decode, encode
+from pipeline.kafka.clients import build_consumer, build_producer
+from pipeline.kafka.producer import build_event_producer
 from pipeline.topics.spec import dlq_name
-from producers.producer import build_event_producer
 from tests.support.stack_cli import run_pipeline
 
 DECLINED = Failure(

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, TopicPartition, murmur2
 
-from pipeline.clients import build_consumer, build_producer
 from pipeline.envelope import Event, KafkaMessage, decode_message, encode
+from pipeline.kafka.clients import build_consumer, build_producer
+from pipeline.kafka.producer import ProduceRefused, build_event_producer
 from producers.ndjson import MAX_MESSAGE_BYTES, message_size
-from producers.producer import ProduceRefused, build_event_producer
 from tests.support.stack_cli import PIPELINE, run_pipeline
 
 ORDER = {

@@ -17,8 +17,8 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner, Result
 
 from pipeline.cli.main import app
-from pipeline.clients import build_admin
 from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_admin
 from pipeline.settings import KafkaSettings
 from pipeline.topics.admin import (
     KafkaUnavailableError,

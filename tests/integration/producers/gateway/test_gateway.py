@@ -24,12 +24,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from pipeline.clients import build_consumer
 from pipeline.envelope import Event, decode
+from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.producer import Delivery, EventProducer, build_event_producer
 from pipeline.request_types import REQUEST_TYPES
 from pipeline.settings import GatewaySettings, PipelineSettings
 from producers.gateway import create_app
-from producers.producer import Delivery, EventProducer, build_event_producer
 
 T = TypeVar("T")
 Scenario = Callable[[TestClient[web.Request, web.Application]], Awaitable[T]]

@@ -19,11 +19,10 @@ from pydantic import BaseModel
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.orm import Session
 
-from pipeline import inbox
 from pipeline.envelope import Event
 from pipeline.errors import PipelineError
-from pipeline.outbox import outbox_table
-from pipeline.processing import Processor, ProcessorTestDriver, Record, Reject, UnitOfWork
+from pipeline.outbox.table import outbox_table
+from pipeline.processing import Processor, ProcessorTestDriver, Record, Reject, UnitOfWork, inbox
 from pipeline.processing import engine as engine_module
 from pipeline.processing.attempt import Outcome, attempt
 from tests.support.driving import DriverFactory

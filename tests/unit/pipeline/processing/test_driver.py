@@ -16,9 +16,8 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 
-from pipeline import inbox
 from pipeline.envelope import Event, KafkaMessage
-from pipeline.processing import Processor, ProcessorTestDriver, Reject, UnitOfWork
+from pipeline.processing import Processor, ProcessorTestDriver, Reject, UnitOfWork, inbox
 from pipeline.retry import RetryPolicy
 from tests.support.driving import DriverFactory
 from tests.support.driving import driver_settings as settings

@@ -15,9 +15,9 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, KafkaMessage, encode
-from pipeline.offsets import CommitPosition
 from pipeline.processing import Processor, Record, UnitOfWork
 from pipeline.processing.engine import ProcessingEngine
+from pipeline.processing.offsets import CommitPosition
 from pipeline.retry import RetryPolicy
 from pipeline.settings import DatabaseSettings, ProcessingSettings
 

@@ -13,9 +13,9 @@ import threading
 from sqlalchemy.engine import Engine
 
 from pipeline.envelope import Event, KafkaMessage, encode
-from pipeline.offsets import CommitPosition
 from pipeline.processing import Processor, Record, UnitOfWork
 from pipeline.processing.engine import ProcessingEngine
+from pipeline.processing.offsets import CommitPosition
 from pipeline.settings import ProcessingSettings
 
 TOPIC = "requests.orders"

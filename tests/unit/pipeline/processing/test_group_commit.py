@@ -10,8 +10,8 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from pipeline import inbox
 from pipeline.envelope import Event
+from pipeline.processing import inbox
 from pipeline.processing.group_commit import Grouper, Seen, commit, look_up
 from pipeline.processing.processor import UnitOfWork
 from pipeline.processing.records import Record

@@ -1,4 +1,4 @@
-"""The dead-letter format (pipeline.dead_letters): pure functions, no broker."""
+"""The dead-letter format (pipeline.dead_letters.letter): pure functions, no broker."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline import dead_letters as dl
-from pipeline.dead_letters import (
+from pipeline.dead_letters import letter as dl
+from pipeline.dead_letters.letter import (
     DeadLetter,
     Failure,
     dead_letter_message,

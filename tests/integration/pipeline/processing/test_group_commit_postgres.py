@@ -9,10 +9,9 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.engine import Engine
 
-from pipeline import inbox
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, encode
-from pipeline.processing import UnitOfWork
+from pipeline.processing import UnitOfWork, inbox
 from pipeline.processing.group_commit import commit, look_up
 from pipeline.processing.records import Record
 from pipeline.settings import DatabaseSettings

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event, decode, encode
-from pipeline.outbox import (
+from pipeline.outbox.table import (
     ClaimPlan,
     Outbox,
     OutboxError,

@@ -5,9 +5,9 @@ from collections import defaultdict
 import pytest
 from confluent_kafka import TopicPartition, murmur2
 
-from pipeline.clients import build_consumer
 from pipeline.envelope import Event, decode_message
-from producers.producer import DeliveryError, build_event_producer
+from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.producer import DeliveryError, build_event_producer
 
 
 def _events(count, keys):

@@ -9,7 +9,7 @@ key always lands on the same partition of a topic. Work with no key (``None``) i
 ordered per partition in a lane of its own (``unkeyed="per_partition"``): the producer stated no
 order, but nothing is reordered unless asked; ``unkeyed="unordered"`` lets it run freely.
 
-Order of operations (the runtime, with a :class:`~pipeline.offsets.PartitionOffsets`):
+Order of operations (the runtime, with a :class:`~pipeline.processing.offsets.PartitionOffsets`):
 
 1. for each polled record, in offset order: ``offsets.started(...)``, then ``submit(work)``;
    start every work returned.

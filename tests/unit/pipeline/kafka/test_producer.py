@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError
 
 from pipeline.envelope import Event, encode
 from pipeline.errors import PipelineError
-from producers.producer import Delivery, DeliveryError, EventProducer, ProducerStats
+from pipeline.kafka.producer import Delivery, DeliveryError, EventProducer, ProducerStats
 
 
 @dataclass

@@ -19,8 +19,8 @@ import uuid
 import pytest
 from confluent_kafka import TopicPartition
 
-from pipeline.clients import build_consumer
 from pipeline.envelope import Event, KafkaMessage
+from pipeline.kafka.clients import build_consumer
 from pipeline.topics.catalogue import dlq_name
 from tests.support.processor_runs import (
     ProcessorProcess,

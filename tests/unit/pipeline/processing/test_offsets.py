@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline.offsets import CommitPosition, OffsetTracker, PartitionOffsets
+from pipeline.processing.offsets import CommitPosition, OffsetTracker, PartitionOffsets
 
 
 def tracker_with(*offsets: int, committed: int | None = None) -> OffsetTracker:

@@ -1,4 +1,5 @@
-"""Selecting, reading and redriving dead letters (consumers.dead_letters), without a broker."""
+"""Selecting, reading and redriving dead letters (pipeline.dead_letters.redrive), without a
+broker."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumers.dead_letters import (
+from pipeline.dead_letters.letter import (
+    REDRIVE_ID,
+    REDRIVE_LAST,
+    REDRIVE_OF,
+    REDRIVEN,
+    DeadLetter,
+    Failure,
+    dead_letter_message,
+)
+from pipeline.dead_letters.redrive import (
     RedriveResult,
     earlier_of_same_keys,
     matches,
@@ -18,17 +28,8 @@ from consumers.dead_letters import (
     select_for_redrive,
     with_last_of_key,
 )
-from pipeline.dead_letters import (
-    REDRIVE_ID,
-    REDRIVE_LAST,
-    REDRIVE_OF,
-    REDRIVEN,
-    DeadLetter,
-    Failure,
-    dead_letter_message,
-)
 from pipeline.errors import PipelineError
-from producers.producer import EventProducer
+from pipeline.kafka.producer import EventProducer
 
 DLQ = "requests.orders.dlq"
 

@@ -1,16 +1,14 @@
-import pytest
 from pydantic import SecretStr
 
-from pipeline.clients import (
+from pipeline.kafka.clients import (
     build_admin,
     build_consumer,
     build_producer,
     consumer_config,
-    elasticsearch_options,
     kafka_common_config,
     producer_config,
 )
-from pipeline.settings import ElasticsearchSettings, KafkaSettings
+from pipeline.settings import KafkaSettings
 
 
 def test_plain_kafka_config_has_only_address_identity_and_protocol():
@@ -57,11 +55,3 @@ def test_building_clients_needs_no_reachable_broker():
     build_admin(KafkaSettings(bootstrap_servers="127.0.0.1:1"))
     build_producer(KafkaSettings(bootstrap_servers="127.0.0.1:1")).flush(0)
     build_consumer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "g").close()
-
-
-def test_elasticsearch_auth_is_api_key_or_basic_never_both():
-    assert elasticsearch_options(ElasticsearchSettings(api_key=SecretStr("k")))["api_key"] == "k"
-    basic = elasticsearch_options(ElasticsearchSettings(username="u", password=SecretStr("p")))
-    assert basic["basic_auth"] == ("u", "p")
-    with pytest.raises(ValueError, match="not both"):
-        ElasticsearchSettings(api_key=SecretStr("k"), username="u", password=SecretStr("p"))

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.lanes import KeyLanes, Lane, Unkeyed, Work
-from pipeline.offsets import PartitionOffsets
+from pipeline.processing.lanes import KeyLanes, Lane, Unkeyed, Work
+from pipeline.processing.offsets import PartitionOffsets
 
 
 def work(offset: int, key: str | None = "a", partition: int = 0, topic: str = "t") -> Work[None]:

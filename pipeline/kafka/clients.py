@@ -1,4 +1,4 @@
-"""Every client of Kafka and Elasticsearch is built here, from settings, and passed in elsewhere.
+"""Every Kafka client is built here, from settings, and passed in elsewhere.
 
 The ``*_config`` functions are pure (settings in, librdkafka config out) so they can be tested
 without a broker; the ``build_*`` functions make the client objects, which open no connection
@@ -12,9 +12,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch
 
-from pipeline.settings import ElasticsearchSettings, KafkaSettings, ProducerSettings
+from pipeline.settings import KafkaSettings, ProducerSettings
 
 
 def kafka_common_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -93,20 +92,3 @@ def event_producer_config(producer: ProducerSettings) -> dict[str, Any]:
 
 def build_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(consumer_config(kafka, group_id, **overrides))
-
-
-def elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
-    """Keyword arguments for :class:`elasticsearch.Elasticsearch`."""
-    options: dict[str, Any] = {"hosts": [es.url], "request_timeout": es.request_timeout_s}
-    if es.api_key is not None:
-        options["api_key"] = es.api_key.get_secret_value()
-    elif es.username is not None:
-        password = es.password.get_secret_value() if es.password is not None else ""
-        options["basic_auth"] = (es.username, password)
-    if es.ca_certs is not None:
-        options["ca_certs"] = str(es.ca_certs)
-    return options
-
-
-def build_elasticsearch(es: ElasticsearchSettings) -> Elasticsearch:
-    return Elasticsearch(**elasticsearch_options(es))

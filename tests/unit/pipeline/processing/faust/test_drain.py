@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 import pytest
 
-from consumers import faust_drain
+from pipeline.processing.faust import drain as faust_drain
 
 
 def app() -> faust.App:

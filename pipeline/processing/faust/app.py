@@ -14,7 +14,7 @@ On revocation (and on shutdown) the engine drains the revoked partitions before 
 records in flight get ``processing.drain_timeout_s`` to finish, what finished is acknowledged
 and committed, and the rest is left for the next owner.
 
-Dead letters are written with our :class:`~producers.producer.EventProducer` (idempotent,
+Dead letters are written with our :class:`~pipeline.kafka.producer.EventProducer` (idempotent,
 ``acks=all``) and awaited before the offset moves.
 """
 
@@ -34,20 +34,20 @@ from faust.types import TP, EventT
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
-from consumers import faust_drain
-from pipeline.clients import build_admin
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import KafkaMessage
 from pipeline.errors import PipelineError
-from pipeline.inbox import purge_inbox
-from pipeline.offsets import CommitPosition
+from pipeline.kafka.clients import build_admin
+from pipeline.kafka.producer import EventProducer, build_event_producer
 from pipeline.processing.engine import ProcessingEngine
+from pipeline.processing.faust import drain as faust_drain
+from pipeline.processing.inbox import purge_inbox
 from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics, summary_line
+from pipeline.processing.offsets import CommitPosition
 from pipeline.processing.processor import Processor
 from pipeline.processing.records import Record
 from pipeline.settings import PipelineSettings
 from pipeline.topics.spec import dlq_name
-from producers.producer import EventProducer, build_event_producer
 
 __all__ = [
     "ProducerDeadLetterSink",

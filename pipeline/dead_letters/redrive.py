@@ -1,18 +1,20 @@
 """Reading a dead-letter topic back, choosing what to redrive, and redriving it.
 
-The format (headers, markers, the messages to send) is :mod:`pipeline.dead_letters`; this module
+The format (headers, markers, the messages to send) is :mod:`pipeline.dead_letters.letter`; this
+module
 is its I/O edge plus one pure rule, the selection:
 
 1. :func:`read_dead_letters`: every partition of ``<topic>.dlq`` from its beginning up to the
    end offsets taken at the start, ``read_committed`` (so a redrive transaction that was aborted
    is invisible, and the end offsets are the last stable offsets), by ``assign``: no consumer
    group, nothing committed;
-2. :func:`pipeline.dead_letters.pending_dead_letters`: the dead letters without a marker;
+2. :func:`pipeline.dead_letters.letter.pending_dead_letters`: the dead letters without a marker;
 3. :func:`select_for_redrive` (pure): the filtered dead letters plus, for per-key order, every
    later pending dead letter of the same key and original topic;
 4. :func:`redrive`: in Kafka transactions of ``batch_size`` dead letters, each letter goes back
-   to its original topic (:func:`~pipeline.dead_letters.redrive_message`) together with its
-   marker on the dead-letter topic (:func:`~pipeline.dead_letters.redriven_marker`); both commit
+   to its original topic (:func:`~pipeline.dead_letters.letter.redrive_message`) together with its
+   marker on the dead-letter topic (:func:`~pipeline.dead_letters.letter.redriven_marker`); both
+   commit
    or neither does.
 
 At most once: the transactional id is the dead-letter topic's (:func:`redrive_transactional_id`),
@@ -33,8 +35,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from pipeline.clients import build_consumer
-from pipeline.dead_letters import (
+from pipeline.dead_letters.letter import (
     DeadLetter,
     read_dead_letter,
     redrive_message,
@@ -42,13 +43,14 @@ from pipeline.dead_letters import (
 )
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
-from pipeline.settings import KafkaSettings, ProducerSettings
-from producers.producer import (
+from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.producer import (
     Delivery,
     EventProducer,
     TransactionAborted,
     build_event_producer,
 )
+from pipeline.settings import KafkaSettings, ProducerSettings
 
 __all__ = [
     "DeadLetterConsumer",
@@ -128,7 +130,8 @@ class DeadLetterConsumer(Protocol):
 def open_dead_letter_consumer(kafka: KafkaSettings) -> Iterator[DeadLetterConsumer]:
     """A consumer for :func:`read_dead_letters`, closed after the block.
 
-    ``read_committed`` (from :func:`pipeline.clients.consumer_config`), partition-end events on,
+    ``read_committed`` (from :func:`pipeline.kafka.clients.consumer_config`), partition-end events
+    on,
     and a group id of its own that is never joined or committed (partitions are assigned).
     """
     consumer = build_consumer(
@@ -175,7 +178,7 @@ def read_dead_letters(
 ) -> list[DeadLetter | str | None]:
     """Every message of ``dlq_topic`` up to the end offsets seen at the start, read back.
 
-    Each item is what :func:`pipeline.dead_letters.read_dead_letter` makes of one message: a
+    Each item is what :func:`pipeline.dead_letters.letter.read_dead_letter` makes of one message: a
     :class:`DeadLetter`, a marker's ``partition:offset``, or ``None`` for anything else. Items
     are in partition order, then offset order. The consumer must be ``read_committed`` with
     ``enable.partition.eof`` (:func:`open_dead_letter_consumer`); it is assigned the partitions

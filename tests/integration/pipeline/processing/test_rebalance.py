@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from pipeline.clients import build_producer
+from pipeline.kafka.clients import build_producer
 from pipeline.topics.catalogue import dlq_name
 from tests.support.processor_runs import (
     ProcessorProcess,

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from pipeline import inbox
+from pipeline.processing import inbox
 
 GROUP = "orders"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

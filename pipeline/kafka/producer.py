@@ -1,6 +1,6 @@
 """The event producer: envelope events to Kafka, safely, with every delivery accounted for.
 
-Over confluent-kafka's ``Producer`` (passed in, built by :mod:`pipeline.clients`):
+Over confluent-kafka's ``Producer`` (passed in, built by :mod:`pipeline.kafka.clients`):
 
 - idempotent with ``acks=all`` and Kafka's murmur2 partitioner (set by ``producer_config``);
 - each event's delivery comes back as a :class:`Delivery`, through a callback
@@ -30,9 +30,9 @@ from typing import Any, NamedTuple, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from pipeline.clients import build_producer, event_producer_config
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_producer, event_producer_config
 from pipeline.settings import KafkaSettings, ProducerSettings
 
 _log = logging.getLogger(__name__)
