@@ -63,7 +63,7 @@ from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -76,6 +76,7 @@ from pipeline.kafka.producer import (
     ProduceRefused,
     build_event_producer,
 )
+from pipeline.metrics_server import serve_metrics
 from pipeline.outbox.table import (
     NOTIFY_CHANNEL,
     RECORD_COLUMNS,
@@ -650,21 +651,6 @@ class OutboxRelay:
 # --- running it -------------------------------------------------------------------------------
 
 
-def serve_metrics(metrics: RelayMetrics, port: int) -> Callable[[], None]:
-    """Serve ``metrics`` over HTTP on ``port`` (all interfaces); returns the stop function."""
-    try:
-        server, thread = start_http_server(port, registry=metrics.registry)
-    except OSError as error:
-        raise PipelineError(f"cannot serve metrics on port {port}: {error.strerror}") from None
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-    return stop
-
-
 def run_relay(
     settings: PipelineSettings,
     *,
@@ -690,7 +676,7 @@ def run_relay(
             delivery_timeout_s=settings.producer.delivery_timeout_ms / 1000 + 10,
         )
         stop_serving = (
-            serve_metrics(relay.metrics, settings.outbox.metrics_port)
+            serve_metrics(relay.metrics.registry, settings.outbox.metrics_port)
             if settings.outbox.metrics_port is not None
             else None
         )

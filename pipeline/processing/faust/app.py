@@ -31,7 +31,6 @@ from typing import Any
 
 import faust
 from faust.types import TP, EventT
-from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
 from pipeline.database import build_engine, migrate
@@ -39,6 +38,7 @@ from pipeline.envelope import KafkaMessage
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_admin
 from pipeline.kafka.producer import EventProducer, build_event_producer
+from pipeline.metrics_server import serve_metrics
 from pipeline.processing.engine import ProcessingEngine
 from pipeline.processing.faust import drain as faust_drain
 from pipeline.processing.inbox import purge_inbox
@@ -330,12 +330,7 @@ def run_processor(
     processor.start(database)
     metrics = ProcessorMetrics(processor.name)
     if processing.metrics_port is not None:
-        try:
-            start_http_server(processing.metrics_port, registry=metrics.registry)
-        except OSError as error:
-            raise PipelineError(
-                f"cannot serve metrics on port {processing.metrics_port}: {error.strerror}"
-            ) from None
+        serve_metrics(metrics.registry, processing.metrics_port)
     app = build_processor_app(processor, settings, database=database, metrics=metrics)
     producer: EventProducer = app.pipeline_producer  # type: ignore[attr-defined]
     logger.info(

@@ -320,7 +320,7 @@ def test_the_relay_exposes_its_counts_backlog_and_rate_as_prometheus_metrics(
     import socket
     import urllib.request
 
-    from producers.outbox_relay import serve_metrics
+    from pipeline.metrics_server import serve_metrics
 
     engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'metrics.db'}"))
     migrate(engine)
@@ -339,7 +339,7 @@ def test_the_relay_exposes_its_counts_backlog_and_rate_as_prometheus_metrics(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    stop = serve_metrics(relay.metrics, port)
+    stop = serve_metrics(relay.metrics.registry, port)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
