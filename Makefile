@@ -16,7 +16,7 @@ help:
 	@echo "make demo        start the stack, apply topics, send events and read them back"
 	@echo "make test        the whole test suite (unit, integration, chaos) on the real stack"
 	@echo "make test-unit   only the unit tests (no network)"
-	@echo "make lint        ruff and mypy"
+	@echo "make lint        ruff (check, format), mypy strict and the import contracts of the layout"
 	@echo "make bench       the benchmarks, each against its baseline (results in bench/results)"
 	@echo "make stack-up | stack-status | stack-down"
 
@@ -43,6 +43,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/producer_throughput.py
