@@ -73,6 +73,7 @@ from pipeline.kafka.producer import (
     Delivery,
     DeliveryError,
     EventProducer,
+    FlushTimeout,
     ProduceRefused,
     build_event_producer,
 )
@@ -583,7 +584,7 @@ class OutboxRelay:
             except DeliveryError as error:
                 failures.extend(error.failures)
                 return failures
-            except PipelineError:  # some still unacknowledged after this slice
+            except FlushTimeout:  # some still unacknowledged after this slice
                 if time.monotonic() >= deadline:
                     _log.error("outbox relay %s: Kafka did not answer in time", self.name)
                     return None

@@ -45,7 +45,13 @@ from pipeline.cli.console import stderr_console
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_admin
-from pipeline.kafka.producer import Delivery, EventProducer, ProduceRefused, build_event_producer
+from pipeline.kafka.producer import (
+    Delivery,
+    EventProducer,
+    FlushTimeout,
+    ProduceRefused,
+    build_event_producer,
+)
 from pipeline.settings import PipelineSettings
 from pipeline.topics.admin import describe_cluster_topics
 from producers.ndjson import (
@@ -481,7 +487,7 @@ def _flush(producer: EventProducer, settings: PipelineSettings) -> str | None:
     """Wait for every queued event; what is still unacknowledged after that, if anything."""
     try:
         producer.flush(settings.producer.delivery_timeout_ms / 1000 + _FLUSH_MARGIN_S)
-    except PipelineError as error:  # events left unacknowledged (callbacks count the rest)
+    except FlushTimeout as error:  # events left unacknowledged (callbacks count the rest)
         return str(error)
     return None
 

@@ -103,6 +103,19 @@ class TransactionAborted(PipelineError):
     """The commit failed in a way that required an abort: nothing of the transaction is visible."""
 
 
+class FlushTimeout(PipelineError):
+    """A flush gave up waiting with ``remaining`` events still unacknowledged.
+
+    They are not lost yet: the client still holds them, and a later flush may see them
+    delivered or failed.
+    """
+
+    def __init__(self, remaining: int, timeout_s: float) -> None:
+        self.remaining = remaining
+        self.timeout_s = timeout_s
+        super().__init__(f"{remaining} events were still unacknowledged after {timeout_s:.0f} s")
+
+
 class DeliveryError(PipelineError):
     """One or more events were not acknowledged by the broker."""
 
@@ -339,13 +352,12 @@ class EventProducer:
             thread.join()
 
     def flush(self, timeout_s: float | None = None) -> None:
-        """Wait for every queued event; raise :class:`DeliveryError` for unobserved failures."""
+        """Wait for every queued event; raise :class:`DeliveryError` for unobserved failures,
+        :class:`FlushTimeout` if some are still unacknowledged after ``timeout_s``."""
         timeout = self._flush_timeout_s if timeout_s is None else timeout_s
         remaining = self._client.flush(timeout)
         if remaining:
-            raise PipelineError(
-                f"{remaining} events were still unacknowledged after {timeout:.0f} s"
-            )
+            raise FlushTimeout(remaining, timeout)
         with self._lock:
             failures, self._unobserved_failures = self._unobserved_failures, []
         if failures:
