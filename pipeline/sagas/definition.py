@@ -1,0 +1,263 @@
+"""A saga written as code: typed data, steps, their compensations, versions.
+
+::
+
+    class OrderData(BaseModel):
+        order_id: str
+        amount_cents: int
+        payment_id: str | None = None
+
+    create_order = SagaDefinition(
+        "CreateOrder",
+        version=1,
+        data_model=OrderData,
+        steps=[
+            tcc(
+                "reserve_stock",
+                participant="inventory",
+                try_=lambda d: Call("ReserveStock", {"order_id": d.order_id}),
+                confirm=lambda d: Call("ConfirmReservation", {"order_id": d.order_id}),
+                cancel=lambda d: Call("ReleaseStock", {"order_id": d.order_id}),
+            ),
+            Step(
+                "charge_card",
+                participant="payment",
+                action=lambda d: Call("ChargeCard", {"amount_cents": d.amount_cents}),
+                on_success=lambda d, reply: d.model_copy(update={"payment_id": reply["id"]}),
+                compensation=lambda d: Call("RefundCard", {"payment_id": d.payment_id}),
+                timeout_s=30,
+                retries=2,
+            ),
+        ],
+    )
+
+Three kinds of step:
+
+- :class:`Step`: an action on one participant and, optionally, its compensation (the action
+  undone). A step with no compensation is one whose effect needs no undoing (a read, a check).
+- :class:`Parallel`: steps sent at once, joined before the next element. When one branch fails,
+  the branches that completed (or whose outcome is unknown after a timeout) are compensated.
+- :func:`tcc`: try / confirm / cancel. The try reserves; the confirm makes it final once every
+  step of the saga succeeded (the last step is the saga's pivot); the cancel releases it
+  otherwise.
+
+Every step has a timeout per attempt and a number of retries before the saga compensates, and
+its compensation (or confirm) a number of attempts before the saga stops in
+``compensation_failed`` for an operator. A definition is identified by ``(name, version)``; a
+running instance keeps the version it started with (:class:`SagaRegistry` holds them all), so
+a new definition can be deployed while old instances finish on theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from pipeline.errors import PipelineError
+
+__all__ = [
+    "Call",
+    "Element",
+    "Parallel",
+    "SagaDefinition",
+    "SagaDefinitionError",
+    "SagaRegistry",
+    "Step",
+    "tcc",
+]
+
+D = TypeVar("D", bound=BaseModel)
+
+
+class SagaDefinitionError(PipelineError):
+    """A saga definition that cannot run as written (duplicate names, no steps, ...)."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One command for a participant: its event type and its data (JSON)."""
+
+    type: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _keep(data: Any, _reply: Mapping[str, Any]) -> Any:
+    return data
+
+
+@dataclass(frozen=True)
+class Step(Generic[D]):
+    """An action on ``participant``, and the compensation that undoes it.
+
+    ``on_success(data, reply_data)`` returns the saga data after the action succeeded (by
+    default unchanged). ``retries``: further attempts after a failure or a timeout before the
+    saga compensates; a reply that says ``retryable=False`` (a business refusal: out of stock,
+    card declined) compensates at once. ``compensation_attempts``: attempts of the compensation
+    before the saga stops in ``compensation_failed``.
+    """
+
+    name: str
+    participant: str
+    action: Callable[[D], Call]
+    compensation: Callable[[D], Call] | None = None
+    on_success: Callable[[D, Mapping[str, Any]], D] = _keep
+    timeout_s: float = 30.0
+    retries: int = 0
+    retry_backoff_s: float = 1.0
+    compensation_attempts: int = 5
+    compensation_backoff_s: float = 1.0
+    #: Only a try / confirm / cancel step (:func:`tcc`) has one.
+    confirm: Callable[[D], Call] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.participant:
+            raise SagaDefinitionError("a step needs a name and a participant")
+        if self.timeout_s <= 0 or self.retries < 0 or self.compensation_attempts < 1:
+            raise SagaDefinitionError(
+                f"step {self.name!r}: timeout_s must be > 0, retries >= 0, "
+                "compensation_attempts >= 1"
+            )
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+    @property
+    def is_tcc(self) -> bool:
+        return self.confirm is not None
+
+
+def tcc(
+    name: str,
+    *,
+    participant: str,
+    try_: Callable[[D], Call],
+    confirm: Callable[[D], Call],
+    cancel: Callable[[D], Call],
+    **options: Any,
+) -> Step[D]:
+    """A try / confirm / cancel step: ``try_`` is its action, ``cancel`` its compensation, and
+    ``confirm`` is sent once every step of the saga succeeded (``options`` as for :class:`Step`).
+    """
+    return Step(
+        name,
+        participant=participant,
+        action=try_,
+        compensation=cancel,
+        confirm=confirm,
+        **options,
+    )
+
+
+@dataclass(frozen=True)
+class Parallel(Generic[D]):
+    """Branches sent at once and joined before the next element."""
+
+    name: str
+    branches: Sequence[Step[D]]
+
+    def __post_init__(self) -> None:
+        if len(self.branches) < 2:
+            raise SagaDefinitionError(f"parallel {self.name!r} needs at least two branches")
+
+
+Element = Step[Any] | Parallel[Any]
+
+
+class SagaDefinition(Generic[D]):
+    """A named, versioned list of elements (steps or parallel groups) over ``data_model``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: int,
+        data_model: type[D],
+        steps: Sequence[Step[D] | Parallel[D]],
+        description: str = "",
+    ) -> None:
+        if not name or version < 1:
+            raise SagaDefinitionError("a saga needs a name and a version >= 1")
+        if not steps:
+            raise SagaDefinitionError(f"saga {name!r} has no steps")
+        self.name = name
+        self.version = version
+        self.data_model = data_model
+        self.elements: tuple[Step[D] | Parallel[D], ...] = tuple(steps)
+        self.description = description
+        self._steps: dict[str, tuple[int, Step[D]]] = {}
+        names: set[str] = set()
+        for position, element in enumerate(self.elements):
+            if element.name in names:
+                raise SagaDefinitionError(f"saga {name!r}: two elements named {element.name!r}")
+            names.add(element.name)
+            for step in self.leaves(position):
+                if step.name in self._steps or (step is not element and step.name in names):
+                    raise SagaDefinitionError(f"saga {name!r}: two steps named {step.name!r}")
+                self._steps[step.name] = (position, step)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.name, self.version)
+
+    def leaves(self, position: int) -> tuple[Step[D], ...]:
+        """The steps of the element at ``position`` (one, or a parallel group's branches)."""
+        element = self.elements[position]
+        return tuple(element.branches) if isinstance(element, Parallel) else (element,)
+
+    def step(self, name: str) -> Step[D]:
+        return self._steps[name][1]
+
+    def position_of(self, name: str) -> int:
+        return self._steps[name][0]
+
+    def steps(self) -> Iterator[Step[D]]:
+        """Every step, in definition order (parallel branches in their order)."""
+        for position in range(len(self.elements)):
+            yield from self.leaves(position)
+
+    @property
+    def participants(self) -> list[str]:
+        return sorted({step.participant for step in self.steps()})
+
+    def __repr__(self) -> str:
+        return f"SagaDefinition({self.name!r}, version={self.version})"
+
+
+class SagaRegistry:
+    """Every deployed version of every saga; an instance runs on the version it started with."""
+
+    def __init__(self, definitions: Sequence[SagaDefinition[Any]] = ()) -> None:
+        self._definitions: dict[tuple[str, int], SagaDefinition[Any]] = {}
+        for definition in definitions:
+            self.register(definition)
+
+    def register(self, definition: SagaDefinition[Any]) -> SagaDefinition[Any]:
+        if definition.key in self._definitions:
+            raise SagaDefinitionError(
+                f"saga {definition.name!r} version {definition.version} is registered already"
+            )
+        self._definitions[definition.key] = definition
+        return definition
+
+    def get(self, name: str, version: int) -> SagaDefinition[Any]:
+        try:
+            return self._definitions[(name, version)]
+        except KeyError:
+            raise SagaDefinitionError(
+                f"saga {name!r} version {version} is not deployed here "
+                f"(known: {', '.join(f'{n} v{v}' for n, v in sorted(self._definitions))})"
+            ) from None
+
+    def latest(self, name: str) -> SagaDefinition[Any]:
+        versions = [v for (n, v) in self._definitions if n == name]
+        if not versions:
+            raise SagaDefinitionError(f"no saga named {name!r} is deployed")
+        return self._definitions[(name, max(versions))]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted({name for name, _ in self._definitions})
