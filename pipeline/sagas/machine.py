@@ -299,7 +299,7 @@ class _Run:
         self.note(
             f"{kind}_{'timed_out' if timeout else 'failed'}", step.name, kind, attempts, reason
         )
-        if attempts < step.compensation_attempts:
+        if attempts < step.compensation_attempts * (record.operator_retries + 1):
             self.later(step, kind, after_timeout=timeout)
             return
         if kind == "compensation":
@@ -406,7 +406,8 @@ def on_due(definition: SagaDefinition[Any], state: SagaState, now: datetime) -> 
 
 
 def retry(definition: SagaDefinition[Any], state: SagaState, now: datetime) -> Decision:
-    """Operator: try the failed compensation (or confirms) again, with fresh attempts."""
+    """Operator: try the failed compensation (or confirms) again, with as many attempts as
+    the step allows (attempt numbers go on, so each command keeps an id of its own)."""
     if state.status not in STUCK:
         raise OperatorError(
             f"saga {state.saga_id} is {state.status}: only a saga in "
@@ -417,13 +418,14 @@ def retry(definition: SagaDefinition[Any], state: SagaState, now: datetime) -> D
     if state.status == "compensation_failed":
         run.state.status = "compensating"
         step = run.definition.step(run.state.to_compensate[0])
-        run.step_state(step.name).compensation_attempts = 0
+        run.step_state(step.name).operator_retries += 1
         run.compensate_next()
     else:
         run.state.status = "confirming"
         for name, record in run.state.steps.items():
             if record.status == "confirmation_failed":
-                record.status, record.confirm_attempts = "confirming", 0
+                record.status = "confirming"
+                record.operator_retries += 1
                 run.send(run.definition.step(name), "confirm")
     return run.decision()
 

@@ -70,6 +70,8 @@ class StepState(_Model):
     attempts: int = 0
     compensation_attempts: int = 0
     confirm_attempts: int = 0
+    #: Times an operator asked for more attempts of its compensation or confirm.
+    operator_retries: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     reason: str | None = None
