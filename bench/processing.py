@@ -80,7 +80,9 @@ RUNTIME_SOURCES = [
     "pipeline/database.py",
     "pipeline/processing/faust/app.py",
     "pipeline/processing/faust/drain.py",
-    "pipeline/envelope.py",
+    "pipeline/envelope/binary_mode.py",
+    "pipeline/envelope/event.py",
+    "pipeline/envelope/json_data.py",
 ]
 
 

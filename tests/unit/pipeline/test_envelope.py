@@ -6,7 +6,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline import envelope
 from pipeline.envelope import (
     EnvelopeError,
     Event,
@@ -15,6 +14,7 @@ from pipeline.envelope import (
     decode_message,
     encode,
 )
+from pipeline.envelope.json_data import CHECKED_JSON
 from pipeline.errors import PipelineError
 from pipeline.ids import event_id_time
 
@@ -741,7 +741,7 @@ def test_a_typical_event_round_trips_without_walking_its_json(monkeypatch):
     def no_walk(data: Any) -> None:
         raise AssertionError("decode walked JSON it had just parsed")
 
-    monkeypatch.setattr(envelope, "_check_json", no_walk)
+    monkeypatch.setattr("pipeline.envelope.event.check_json", no_walk)
 
     assert decode(message.value, list(message.headers), message.key) == event
 
@@ -750,7 +750,7 @@ def test_events_made_directly_are_still_walked_whatever_the_context():
     fields = {"source": "/s", "type": "t", "data": ["ok", "\ud800"]}
     message = "data[1] is not JSON-compatible: a string holds '\\ud800', not UTF-8"
 
-    for context in (None, {}, {envelope._CHECKED_JSON: ["ok", "\ud800"]}):
+    for context in (None, {}, {CHECKED_JSON: ["ok", "\ud800"]}):
         with pytest.raises(ValidationError) as caught:
             Event.model_validate(fields, context=context)
         assert caught.value.errors()[0]["msg"] == message

@@ -1,0 +1,313 @@
+"""Kafka binary mode: an :class:`~pipeline.envelope.event.Event` as one Kafka message, and back.
+
+:func:`encode` and :func:`decode` are pure and inverse; see :mod:`pipeline.envelope` for the
+format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from pipeline.envelope.event import Event, check_extension_names, check_media_type
+from pipeline.envelope.json_data import (
+    CHECKED_JSON,
+    MAX_JSON_DEPTH,
+    is_json_content_type,
+    json_may_fail_check,
+    parse_json,
+)
+from pipeline.errors import PipelineError
+
+__all__ = [
+    "ConsumedMessage",
+    "EnvelopeError",
+    "Headers",
+    "KafkaMessage",
+    "decode",
+    "decode_message",
+    "encode",
+]
+
+# The attributes the model names; any other ``ce_<name>`` header is kept in ``extensions``.
+_HEADER_OF_FIELD = {
+    "id": "ce_id",
+    "source": "ce_source",
+    "type": "ce_type",
+    "specversion": "ce_specversion",
+    "time": "ce_time",
+    "subject": "ce_subject",
+    "partitionkey": "ce_partitionkey",
+    "traceparent": "ce_traceparent",
+    "correlationid": "ce_correlationid",
+    "causationid": "ce_causationid",
+    "datacontenttype": "content-type",
+}
+_FIELD_OF_HEADER = {header: field for field, header in _HEADER_OF_FIELD.items()}
+_REQUIRED_HEADERS = ("ce_id", "ce_source", "ce_type", "ce_specversion", "ce_time")
+_REQUIRED_FIELDS = tuple((_FIELD_OF_HEADER[header], header) for header in _REQUIRED_HEADERS)
+_REQUIRED_FIELD_NAMES = frozenset(field for field, _ in _REQUIRED_FIELDS)
+_CONTENT_TYPE = "content-type"
+_CE_PREFIX = "ce_"
+
+
+class EnvelopeError(PipelineError, ValueError):
+    """A Kafka message that is not a valid event; the message says exactly why."""
+
+
+@dataclass(frozen=True)
+class KafkaMessage:
+    """What to hand to the producer: key, value and headers of one Kafka message."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+# Headers as confluent-kafka types them; a consumed message always has a list of (str, bytes).
+Headers = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None]
+
+
+class ConsumedMessage(Protocol):
+    """The part of a consumed ``confluent_kafka.Message`` that :func:`decode_message` reads."""
+
+    def value(self) -> bytes | None: ...
+
+    def headers(self) -> Headers | None: ...
+
+    def key(self) -> bytes | None: ...
+
+
+# --- encode -----------------------------------------------------------------------------------
+
+
+def _format_time(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def encode(event: Event) -> KafkaMessage:
+    """The Kafka message (binary mode) that carries ``event``."""
+    attributes: list[tuple[str, str | None]] = [
+        ("ce_id", event.id),
+        ("ce_source", event.source),
+        ("ce_type", event.type),
+        ("ce_specversion", event.specversion),
+        ("ce_time", _format_time(event.time)),
+        ("ce_subject", event.subject),
+        ("ce_partitionkey", event.partitionkey),
+        ("ce_traceparent", event.traceparent),
+        ("ce_correlationid", event.correlationid),
+        ("ce_causationid", event.causationid),
+        *((_CE_PREFIX + name, event.extensions[name]) for name in sorted(event.extensions)),
+        (_CONTENT_TYPE, event.datacontenttype),
+    ]
+    headers = [(name, text.encode("utf-8")) for name, text in attributes if text is not None]
+    value: bytes | None
+    if event.data is None:
+        value = None
+    elif is_json_content_type(event.datacontenttype):
+        text = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        value = text.encode("utf-8")
+    else:
+        value = event.data
+    key = event.partitionkey.encode("utf-8") if event.partitionkey is not None else None
+    return KafkaMessage(key=key, value=value, headers=headers)
+
+
+# --- decode -----------------------------------------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+# A strict subset of _RFC3339: what _format_time writes.
+_ENCODED_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+
+
+def _parse_time(text: str) -> datetime:
+    # The form encode writes, read by the C parser; 24:00 (read as the next day by newer
+    # Pythons) and any error take the general path below.
+    if _ENCODED_TIME.fullmatch(text) is not None and text[11:13] != "24":
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise EnvelopeError(
+            f"invalid ce_time header {text!r}: expected an RFC 3339 time such as "
+            "'2024-01-31T12:00:00.000000Z'"
+        )
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    try:
+        tz = UTC
+        if zulu is None:
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            tz = timezone(-offset if sign == "-" else offset)
+        micros = int((fraction or "0")[:6].ljust(6, "0"))
+        parsed = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tz
+        )
+    except ValueError as exc:
+        raise EnvelopeError(f"invalid ce_time header {text!r}: {exc}") from None
+    return parsed.astimezone(UTC)
+
+
+def _header_texts(headers: Headers | None) -> tuple[dict[str, Any], list[str]]:
+    """The ``ce_*`` and ``content-type`` headers as text, and the names of the other ``ce_*`` ones.
+
+    The model's attributes are keyed by field name, the other ``ce_*`` headers by lowercase header
+    name (which no field has), in header order. Other headers are ignored.
+    """
+    pairs: Iterable[tuple[str, str | bytes | None]]
+    if type(headers) is list:  # what a consumed message has: skips the slower Mapping check
+        # The usual message, only attribute headers by their own names with bytes: one C pass.
+        # Anything else (other or duplicate headers, str or None values, bad UTF-8) fails here
+        # and is read, and refused, by the loop below.
+        try:
+            texts = {_FIELD_OF_HEADER[name]: value.decode("utf-8") for name, value in headers}
+        except (KeyError, AttributeError, TypeError, ValueError):
+            pass
+        else:
+            if len(texts) == len(headers):
+                return texts, []
+        pairs = headers
+    elif isinstance(headers, Mapping):
+        pairs = headers.items()
+    else:
+        pairs = headers or ()
+    texts = {}
+    others: list[str] = []
+    for raw_name, raw_value in pairs:
+        slot = _FIELD_OF_HEADER.get(raw_name)  # saves lower() for names already lowercase
+        if slot is None:
+            name = raw_name.lower()
+            slot = _FIELD_OF_HEADER.get(name)
+            if slot is None:
+                if not name.startswith(_CE_PREFIX):
+                    continue
+                slot = name
+                others.append(name)
+        if slot in texts:
+            raise EnvelopeError(f"duplicate {raw_name.lower()} header")
+        if raw_value is None:
+            raise EnvelopeError(f"header {raw_name} has no value")
+        if isinstance(raw_value, str):
+            texts[slot] = raw_value
+            continue
+        try:
+            texts[slot] = raw_value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(
+                f"header {raw_name} is not valid UTF-8 (byte {raw_value[exc.start]:#04x} at "
+                f"offset {exc.start})"
+            ) from None
+    return texts, others
+
+
+def _decode_data(value: bytes | None, content_type: str) -> tuple[Any, bool]:
+    """The data of a message, and whether it is JSON that needs no data check."""
+    if not value:  # no value: no data; an empty value is no JSON data, or empty bytes
+        return (None if value is None or is_json_content_type(content_type) else b""), False
+    if not is_json_content_type(content_type):
+        return value, False
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError(
+            f"value is not valid UTF-8 JSON for content-type {content_type!r} (byte "
+            f"{value[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+    try:
+        return parse_json(text), not json_may_fail_check(text)
+    except json.JSONDecodeError as exc:
+        raise EnvelopeError(
+            f"value is not valid JSON for content-type {content_type!r}: {exc.msg} at line "
+            f"{exc.lineno} column {exc.colno}"
+        ) from None
+    except ValueError as exc:  # NaN/Infinity, or an int longer than Python converts
+        raise EnvelopeError(
+            f"value is not valid JSON for content-type {content_type!r}: {exc}"
+        ) from None
+    except RecursionError:
+        raise EnvelopeError(
+            f"value nests more than {MAX_JSON_DEPTH} JSON lists/objects deep"
+        ) from None
+
+
+def decode(value: bytes | None, headers: Headers | None, key: bytes | None = None) -> Event:
+    """The event carried by a Kafka message (binary mode); :class:`EnvelopeError` if none is.
+
+    ``content-type`` and ``ce_*`` header names are matched case-insensitively; other headers
+    are ignored. Without a ``content-type`` header the data is read as ``application/json``.
+    Without a ``ce_partitionkey`` header, a non-empty key becomes the partitionkey. Unknown
+    ``ce_<name>`` headers land in ``extensions``.
+    """
+    fields, others = _header_texts(headers)
+    if not fields.keys() >= _REQUIRED_FIELD_NAMES:
+        missing = [header for field, header in _REQUIRED_FIELDS if field not in fields]
+        raise EnvelopeError(f"missing {', '.join(missing)} header{'s' if len(missing) > 1 else ''}")
+    if fields["specversion"] != "1.0":
+        raise EnvelopeError(
+            f"unsupported ce_specversion {fields['specversion']!r}: only CloudEvents '1.0' is read"
+        )
+    extensions: dict[str, str] = {}
+    for name in others:
+        text = fields.pop(name)
+        if name == "ce_datacontenttype":
+            raise EnvelopeError("header ce_datacontenttype is not allowed: use content-type")
+        extension = name.removeprefix(_CE_PREFIX)
+        try:
+            check_extension_names({extension: text})
+        except PydanticCustomError as exc:
+            raise EnvelopeError(f"invalid header {name}: {exc.message()}") from None
+        extensions[extension] = text
+    fields["extensions"] = extensions
+    fields["time"] = _parse_time(fields["time"])  # replaces the text
+    content_type = fields.setdefault("datacontenttype", "application/json")
+    if "partitionkey" not in fields and key:
+        try:
+            fields["partitionkey"] = key.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(
+                f"the message key is not valid UTF-8 (byte {key[exc.start]:#04x} at offset "
+                f"{exc.start}) and there is no ce_partitionkey header"
+            ) from None
+    try:
+        check_media_type(content_type)
+    except PydanticCustomError as exc:
+        raise EnvelopeError(f"invalid content-type header: {exc.message()}") from None
+    data, checked = _decode_data(value, content_type)
+    fields["data"] = data
+    try:
+        # What Event.model_validate does, without its Python wrapper.
+        event: Event = Event.__pydantic_validator__.validate_python(
+            fields, context={CHECKED_JSON: data} if checked else None
+        )
+    except ValidationError as exc:
+        raise EnvelopeError("; ".join(_describe(error) for error in exc.errors())) from None
+    return event
+
+
+def _describe(error: ErrorDetails) -> str:
+    location = error["loc"]
+    field = str(location[0]) if location else ""
+    if field == "extensions":
+        where = f"header ce_{location[1]}" if len(location) > 1 else "extension header"
+    elif field == "data":
+        where = "value"
+    else:
+        where = f"{_HEADER_OF_FIELD.get(field, field)} header"
+    return f"invalid {where}: {error['msg']}"
+
+
+def decode_message(message: ConsumedMessage) -> Event:
+    """:func:`decode` for a consumed ``confluent_kafka.Message`` (or anything shaped like it)."""
+    return decode(message.value(), message.headers(), message.key())

@@ -1,0 +1,170 @@
+"""The :class:`Event` model: one CloudEvents 1.0 event, every attribute checked when it is made."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from pipeline.envelope.json_data import already_checked, check_json, is_json_content_type
+from pipeline.ids import new_event_id
+
+__all__ = ["Event", "check_extension_names", "check_media_type"]
+
+# Possessive runs: the same language as one character at a time, several times faster.
+_URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]++|%[0-9A-Fa-f]{2})*+")
+_URI_DELIMITERS = re.compile(r"[/?#]")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+\-]+/[A-Za-z0-9!#$&^_.+\-]+(?:\s*;.*)?", re.DOTALL)
+_EXTENSION_NAME = re.compile(r"[a-z0-9]+")
+
+
+# --- validation of single attributes ----------------------------------------------------------
+
+
+def _uri_reference(value: str) -> str:
+    if _URI_CHARS.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "uri_reference",
+            "must be a URI-reference (RFC 3986: ASCII, no spaces, %-escapes as %XX), got {value}",
+            {"value": repr(value)},
+        )
+    if ":" not in value:  # no ':' at all, so no scheme to check
+        return value
+    first = _URI_DELIMITERS.split(value, maxsplit=1)[0]
+    if ":" in first and _SCHEME.fullmatch(first.split(":", 1)[0]) is None:
+        raise PydanticCustomError(
+            "uri_reference",
+            "must be a URI-reference (RFC 3986), but {scheme} before ':' is not a valid scheme",
+            {"scheme": repr(first.split(":", 1)[0])},
+        )
+    return value
+
+
+def _traceparent(value: str) -> str:
+    match = _TRACEPARENT.fullmatch(value)
+    if match is None:
+        raise PydanticCustomError(
+            "traceparent",
+            "must be a W3C traceparent '00-<32 lowercase hex trace-id>-<16 lowercase hex "
+            "parent-id>-<2 lowercase hex flags>', got {value}",
+            {"value": repr(value)},
+        )
+    trace_id, parent_id = match.groups()
+    for name, part in (("trace-id", trace_id), ("parent-id", parent_id)):
+        if part.strip("0") == "":
+            raise PydanticCustomError(
+                "traceparent",
+                "must be a W3C traceparent whose {name} is not all zeros, got {value}",
+                {"name": name, "value": repr(value)},
+            )
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:  # already UTC: astimezone(UTC) would return it unchanged
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise PydanticCustomError(
+            "naive_time",
+            "must be timezone-aware (e.g. datetime.now(UTC)), got naive {value}",
+            {"value": value.isoformat()},
+        )
+    return value.astimezone(UTC)
+
+
+def check_media_type(value: str) -> str:
+    """``value`` if it is a media type (``type/subtype``, parameters allowed); else an error."""
+    if value != "application/json" and _MEDIA_TYPE.fullmatch(value) is None:  # the usual one
+        raise PydanticCustomError(
+            "media_type",
+            "must be a media type such as 'application/json', got {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+def check_extension_names(value: dict[str, str]) -> dict[str, str]:
+    """``value`` if every name is a valid extension name (a-z0-9, not an attribute's own)."""
+    for name in value:
+        if name in _RESERVED_NAMES:
+            raise PydanticCustomError(
+                "extension_name",
+                "{name} is a CloudEvents attribute of its own, not an extension",
+                {"name": repr(name)},
+            )
+        if _EXTENSION_NAME.fullmatch(name) is None:
+            raise PydanticCustomError(
+                "extension_name",
+                "extension name {name} must use only lowercase letters a-z and digits 0-9",
+                {"name": repr(name)},
+            )
+    return value
+
+
+# --- the model --------------------------------------------------------------------------------
+
+_Text = Annotated[str, Field(min_length=1)]
+
+
+class Event(BaseModel):
+    """One CloudEvents 1.0 event. Immutable; every attribute is checked when it is made.
+
+    ``data`` is kept as given (not copied): JSON values for JSON content types, bytes otherwise.
+    ``extensions`` holds any other CloudEvents attribute (lowercase a-z0-9 names), as text.
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    id: _Text = Field(default_factory=new_event_id)
+    source: Annotated[_Text, AfterValidator(_uri_reference)]
+    type: _Text
+    specversion: Literal["1.0"] = "1.0"
+    time: Annotated[datetime, AfterValidator(_utc)] = Field(
+        default_factory=lambda: datetime.now(UTC)
+    )
+    subject: _Text | None = None
+    datacontenttype: Annotated[_Text, AfterValidator(check_media_type)] = "application/json"
+    partitionkey: _Text | None = None
+    traceparent: Annotated[str, AfterValidator(_traceparent)] | None = None
+    correlationid: _Text | None = None
+    causationid: _Text | None = None
+    extensions: Annotated[dict[str, str], AfterValidator(check_extension_names)] = Field(
+        default_factory=dict
+    )
+    data: Any = None
+
+    @field_validator("data")
+    @classmethod
+    def _data_fits_content_type(cls, value: Any, info: ValidationInfo) -> Any:
+        content_type = info.data.get("datacontenttype")
+        if content_type is None or value is None:  # no data, or the content type itself failed
+            return value
+        if is_json_content_type(content_type):
+            if isinstance(value, bytes | bytearray | memoryview):
+                raise PydanticCustomError(
+                    "data_type",
+                    "is bytes but datacontenttype {content_type} is JSON: give the parsed value, "
+                    "or a non-JSON content type such as 'application/octet-stream'",
+                    {"content_type": repr(content_type)},
+                )
+            if not already_checked(value, info.context):
+                check_json(value)
+            return value
+        if not isinstance(value, bytes):
+            raise PydanticCustomError(
+                "data_type",
+                "must be bytes (or None) for the non-JSON datacontenttype {content_type}, "
+                "got {kind}",
+                {"content_type": repr(content_type), "kind": type(value).__name__},
+            )
+        return value
+
+
+# The names of the attributes the model has (every field but ``extensions``): no extension may
+# take one of them.
+_RESERVED_NAMES = frozenset(Event.model_fields) - {"extensions"}

@@ -1,0 +1,182 @@
+"""JSON in events: which content types are JSON, what data fits them, and strict parsing.
+
+The one place that decides whether a content type is JSON (:func:`is_json_content_type`), used
+by the envelope, ``pipeline consume`` and the gateway; the check that data is made of JSON types
+only (:func:`check_json`); and the strict parser (:func:`parse_json`) that refuses ``NaN`` and
+``Infinity``, which plain :func:`json.loads` accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "CHECKED_JSON",
+    "MAX_JSON_DEPTH",
+    "already_checked",
+    "check_json",
+    "is_json_content_type",
+    "json_may_fail_check",
+    "parse_json",
+]
+
+
+def is_json_content_type(content_type: str) -> bool:
+    """Whether ``content_type`` is JSON: ``application/json`` or any ``.../...+json`` type.
+
+    Parameters such as ``; charset=utf-8`` are ignored, and case does not matter.
+    """
+    if content_type == "application/json":  # the usual one, without the string work
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+# --- the data check ---------------------------------------------------------------------------
+
+#: Deeper JSON is refused, so that encoding it can never hit Python's recursion limit.
+MAX_JSON_DEPTH = 256
+
+# One value met while checking data: (value, its key or index, the node of its container, depth).
+_Node = tuple[Any, str | int | None, Any, int]
+
+
+def check_json(data: Any) -> None:
+    """Raise a clear error unless ``data`` is made of dict/list/str/int/float/bool/None only.
+
+    Iterative (no recursion), and the path of a bad value is only spelled out when one is found.
+    The error is a ``PydanticCustomError``, as :class:`~pipeline.envelope.Event` validation
+    reports it.
+    """
+    stack: list[_Node] = [(data, None, None, 0)]
+    while stack:
+        node = stack.pop()
+        value, _, _, depth = node
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            _check_int(value, node)
+            continue
+        if isinstance(value, str):
+            _check_utf8(value, node)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise _not_json(node, f"{value!r} is not a JSON number")
+        elif isinstance(value, list | dict):
+            if depth >= MAX_JSON_DEPTH:
+                raise PydanticCustomError(
+                    "not_json",
+                    "data nests more than {limit} JSON lists/objects deep",
+                    {"limit": MAX_JSON_DEPTH},
+                )
+            if isinstance(value, list):
+                stack.extend((item, index, node, depth + 1) for index, item in _backwards(value))
+                continue
+            for key in value:
+                if not isinstance(key, str):
+                    raise _not_json(node, f"key {key!r} is of type {type(key).__name__}, not str")
+                _check_utf8(key, node)
+            stack.extend((item, key, node, depth + 1) for key, item in reversed(value.items()))
+        else:
+            raise _not_json(node, f"type {type(value).__name__} is not a JSON type")
+
+
+def _backwards(items: list[Any]) -> Iterator[tuple[int, Any]]:
+    for index in range(len(items) - 1, -1, -1):
+        yield index, items[index]
+
+
+def _check_int(number: int, node: _Node) -> None:
+    if number.bit_length() > 10_000:  # only huge ints can pass Python's int-to-str digit limit
+        try:
+            str(number)
+        except ValueError as exc:
+            raise _not_json(node, str(exc)) from None
+
+
+def _check_utf8(text: str, node: _Node) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _not_json(node, f"a string holds {text[exc.start]!a}, not UTF-8") from None
+
+
+def _not_json(node: _Node, reason: str) -> PydanticCustomError:
+    keys: list[str | int | None] = []
+    while node[2] is not None:
+        keys.append(node[1])
+        node = node[2]
+    path = "data" + "".join(f"[{key!r}]" for key in reversed(keys))
+    return PydanticCustomError(
+        "not_json", "{path} is not JSON-compatible: {reason}", {"path": path, "reason": reason}
+    )
+
+
+#: The validation context key under which decode hands over data it parsed from JSON text that
+#: cannot fail :func:`check_json` (see :func:`json_may_fail_check`); only that very object skips
+#: the walk.
+CHECKED_JSON = "pipeline.envelope:checked-json"
+
+
+def already_checked(value: Any, context: Any) -> bool:
+    """Whether the validation ``context`` marks ``value`` itself as parsed and safe."""
+    return isinstance(context, dict) and CHECKED_JSON in context and context[CHECKED_JSON] is value
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# One decoder for every call: json.loads with parse_constant would build a new one each time.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads(text)``, except that ``NaN``, ``Infinity`` and ``-Infinity`` are refused.
+
+    Raises :class:`json.JSONDecodeError` for text that is not JSON (a leading byte order mark
+    included, as ``json.loads`` does), :class:`ValueError` for those constants or an int longer
+    than Python converts, and :class:`RecursionError` for nesting too deep to parse.
+    """
+    if text.startswith("\ufeff"):  # what json.loads checks before it decodes
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    # raw_decode skips decode's two whitespace regexes; the rare text it does not read to the
+    # end (surrounding whitespace, extra data, an error) goes through decode as json.loads does.
+    try:
+        data, end = _JSON_DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        end = -1
+    if end != len(text):
+        data = _JSON_DECODER.decode(text)
+    return data
+
+
+# A digit before an exponent, or 309 digits in a row: a number that may overflow to inf.
+_MAY_OVERFLOW = re.compile(r"\d(?:[eE]|\d{308})")
+
+
+def json_may_fail_check(text: str) -> bool:
+    """Whether data parsed from JSON ``text`` could still fail :func:`check_json`.
+
+    Parsed JSON has only JSON types and str keys, NaN/Infinity are refused while parsing, and
+    ``text`` is valid UTF-8. What is left: a lone surrogate (only from a ``\\u`` escape), a float
+    that overflows to inf (only with an exponent or 309+ digits), an int too long to print
+    (thousands of digits, so the same test), and nesting deeper than 256 (impossible with at most
+    256 ``[`` and ``{`` in all). Each test errs on the side of checking.
+    """
+    return (
+        "\\u" in text
+        or text.count("[") + text.count("{") > MAX_JSON_DEPTH
+        or _MAY_OVERFLOW.search(text) is not None
+    )
