@@ -62,10 +62,17 @@ from confluent_kafka import (
 
 from pipeline.cli.console import stderr_console
 from pipeline.cli.produce import require_topic
-from pipeline.envelope import ConsumedMessage, EnvelopeError, Event, decode_message
+from pipeline.envelope import (
+    ConsumedMessage,
+    EnvelopeError,
+    Event,
+    decode_message,
+    is_json_content_type,
+)
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.watermarks import read_watermarks
 from pipeline.settings import PipelineSettings
 
 EXIT_INTERRUPTED = 130
@@ -137,13 +144,8 @@ def _position(message: KafkaRecord) -> dict[str, Any]:
     return fields
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
 def _data(event: Event) -> dict[str, Any]:
-    if event.data is None or _is_json(event.datacontenttype):
+    if event.data is None or is_json_content_type(event.datacontenttype):
         return {"data": event.data}
     raw: bytes = event.data
     if event.datacontenttype.lower().startswith("text/"):
@@ -240,21 +242,6 @@ class _Reading:
             self.done.add(partition)
             return True
         return False
-
-
-def _watermarks(consumer: Consumer, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
-    marks: dict[int, tuple[int, int]] = {}
-    for partition in range(partitions):
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=_WATERMARK_TIMEOUT_S
-            )
-        except KafkaException as error:
-            raise PipelineError(
-                f"cannot read the offsets of {topic} partition {partition}: {error.args[0].str()}"
-            ) from None
-        marks[partition] = (int(low), int(high))
-    return marks
 
 
 def _batches(consumer: Consumer, reading: _Reading) -> Iterator[list[Any]]:
@@ -474,7 +461,10 @@ def _start(
     group: str | None,
     follow: bool,
 ) -> _Reading:
-    marks = _watermarks(consumer, topic, partitions)
+    marks = {
+        partition: read_watermarks(consumer, topic, partition, timeout_s=_WATERMARK_TIMEOUT_S)
+        for partition in range(partitions)
+    }
     reading = _Reading(topic, {p: high for p, (_, high) in marks.items()}, follow)
     if group is not None:
 

@@ -50,6 +50,7 @@ from pipeline.kafka.producer import (
     TransactionAborted,
     build_event_producer,
 )
+from pipeline.kafka.watermarks import WatermarkSource, read_watermarks
 from pipeline.settings import KafkaSettings, ProducerSettings
 
 __all__ = [
@@ -83,15 +84,6 @@ _UNREADABLE = frozenset(
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
     }
 )
-#: Errors of a partition whose leader is not known yet (a topic created a moment ago).
-_NOT_READY = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TIMED_OUT,
-    }
-)
 _FENCED = frozenset(
     {
         KafkaError._FENCED,
@@ -110,14 +102,10 @@ _client_log.propagate = False
 # --- reading ----------------------------------------------------------------------------------
 
 
-class DeadLetterConsumer(Protocol):
+class DeadLetterConsumer(WatermarkSource, Protocol):
     """What :func:`read_dead_letters` uses of ``confluent_kafka.Consumer``."""
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
-
-    def get_watermark_offsets(
-        self, partition: TopicPartition, timeout: float = ..., cached: bool = ...
-    ) -> tuple[int, int]: ...
 
     def assign(self, partitions: list[TopicPartition]) -> None: ...
 
@@ -154,25 +142,6 @@ def _partitions(consumer: DeadLetterConsumer, topic: str, timeout_s: float) -> l
     return sorted(found.partitions)
 
 
-def _watermarks(
-    consumer: DeadLetterConsumer, topic: str, partition: int, deadline: float, timeout_s: float
-) -> tuple[int, int]:
-    while True:
-        try:
-            marks = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_s
-            )
-        except KafkaException as error:
-            if error.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
-                raise PipelineError(
-                    f"cannot read the offsets of {topic} partition {partition}: "
-                    f"{error.args[0].str()}"
-                ) from None
-            time.sleep(0.2)
-            continue
-        return int(marks[0]), int(marks[1])
-
-
 def read_dead_letters(
     consumer: DeadLetterConsumer, dlq_topic: str, *, timeout_s: float = 60.0
 ) -> list[DeadLetter | str | None]:
@@ -189,7 +158,9 @@ def read_dead_letters(
     stops: dict[int, int] = {}
     starts: list[TopicPartition] = []
     for partition in _partitions(consumer, dlq_topic, timeout_s):
-        low, high = _watermarks(consumer, dlq_topic, partition, deadline, timeout_s)
+        low, high = read_watermarks(
+            consumer, dlq_topic, partition, timeout_s=timeout_s, deadline=deadline
+        )
         stops[partition] = high
         if low < high:
             starts.append(TopicPartition(dlq_topic, partition, low))

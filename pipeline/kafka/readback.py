@@ -7,16 +7,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.envelope import EnvelopeError, Event, decode_message
-
-_NOT_READY = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._TIMED_OUT,
-}
+from pipeline.kafka.watermarks import read_watermarks
 
 
 @dataclass
@@ -30,23 +24,17 @@ class ReadbackReport:
 def end_offsets(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> list[TopicPartition]:
     """The current end (high watermark) of every partition of ``topic``.
 
-    A topic created a moment ago may not have its leaders elected yet; retriable errors are
-    retried until ``timeout_s``.
+    A topic created a moment ago may not have its leaders elected yet; those errors are
+    retried until ``timeout_s`` (see :func:`pipeline.kafka.watermarks.read_watermarks`), then,
+    like any other, raise :class:`~pipeline.errors.PipelineError`.
     """
     deadline = time.monotonic() + timeout_s
     metadata = consumer.list_topics(topic, timeout=timeout_s)
     positions = []
     for partition in sorted(metadata.topics[topic].partitions):
-        while True:
-            try:
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout_s
-                )
-                break
-            except KafkaException as error:
-                if error.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        _, high = read_watermarks(
+            consumer, topic, partition, timeout_s=timeout_s, deadline=deadline
+        )
         positions.append(TopicPartition(topic, partition, high))
     return positions
 
