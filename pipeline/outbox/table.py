@@ -2,7 +2,7 @@
 
 A service that changes its state and emits events adds the events to the outbox table in the
 same transaction as the change (:meth:`Outbox.add`, which never commits). A rollback leaves no
-event; a commit leaves it for the relay (``producers/outbox_relay.py``), which publishes it to
+event; a commit leaves it for the relay (``producers/outbox_relay/``), which publishes it to
 Kafka and marks it published only after the broker acknowledged it.
 
 Ordering. Each row gets a ``position`` from an autoincrement BIGINT primary key, and the relay

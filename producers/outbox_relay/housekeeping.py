@@ -1,0 +1,89 @@
+"""What a relay does besides publishing, each on its own schedule: delete published rows past
+their retention, refresh the outbox status (metrics), and log its counts."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.outbox.table import OutboxStatus, delete_published, outbox_status
+from pipeline.settings import OutboxSettings
+from producers.outbox_relay.metrics import RelayMetrics
+
+__all__ = ["STATUS_INTERVAL_S", "Housekeeping"]
+
+_log = logging.getLogger(__name__)
+
+#: How often backlog, age and rate are refreshed from the database (metrics, log line).
+STATUS_INTERVAL_S = 5.0
+
+
+class Housekeeping:
+    """The relay's periodic chores (monotonic clock; called from the relay's loop)."""
+
+    def __init__(
+        self, engine: Engine, settings: OutboxSettings, metrics: RelayMetrics, name: str
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._metrics = metrics
+        self._name = name
+        now = time.monotonic()
+        self._next_cleanup = now + settings.cleanup_interval_s
+        self._next_status = 0.0
+        self._next_log = now + settings.log_interval_s
+        self._logged_published = 0
+        self._last_log = now
+        #: The outbox status as last read (``None`` before the first read).
+        self.last_status: OutboxStatus | None = None
+
+    def cleanup(self) -> int:
+        """Delete published rows older than the retention now; returns how many."""
+        deleted = delete_published(
+            self._engine,
+            retention_s=self._settings.retention_s,
+            batch_size=self._settings.cleanup_batch_size,
+        )
+        self._metrics.deleted.inc(deleted)
+        return deleted
+
+    def cleanup_if_due(self) -> int:
+        """:meth:`cleanup` once per ``cleanup_interval_s``; returns how many were deleted."""
+        if time.monotonic() < self._next_cleanup:
+            return 0
+        self._next_cleanup = time.monotonic() + self._settings.cleanup_interval_s
+        return self.cleanup()
+
+    def report(self, published: int, *, final: bool = False) -> None:
+        """Refresh the status when due; log ``published`` (the relay's running total) and the
+        rate since the last line when due, or at once when ``final``."""
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._next_status = now + STATUS_INTERVAL_S
+            try:
+                self.last_status = outbox_status(self._engine)
+                self._metrics.observe(self.last_status)
+            except SQLAlchemyError as error:
+                _log.warning("cannot read the outbox status: %s", error)
+        interval = self._settings.log_interval_s
+        if not final and (interval <= 0 or now < self._next_log):
+            return
+        self._next_log = now + interval
+        count = published - self._logged_published
+        elapsed = max(now - self._last_log, 1e-9)
+        self._logged_published, self._last_log = published, now
+        status = self.last_status
+        _log.info(
+            "outbox relay %s: published %d in %.0f s (%.0f/s); backlog %s, oldest unpublished %s",
+            self._name,
+            count,
+            elapsed,
+            count / elapsed,
+            "?" if status is None else status.backlog,
+            "-"
+            if status is None or status.oldest_unpublished_age_s is None
+            else f"{status.oldest_unpublished_age_s:.1f} s",
+        )

@@ -1,0 +1,57 @@
+"""The relay's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from pipeline.outbox.table import OutboxStatus
+
+__all__ = ["RelayMetrics"]
+
+
+class RelayMetrics:
+    """The relay's Prometheus metrics, in their own registry (several relays per process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.published = Counter(
+            "pipeline_outbox_published",
+            "Outbox events acknowledged by Kafka and marked published by this relay",
+            ["topic"],
+            registry=r,
+        )
+        self.failed = Counter(
+            "pipeline_outbox_publish_failures",
+            "Outbox events Kafka did not acknowledge (left unpublished, sent again later)",
+            registry=r,
+        )
+        self.batches = Counter(
+            "pipeline_outbox_batches", "Batches claimed and published", registry=r
+        )
+        self.deleted = Counter(
+            "pipeline_outbox_deleted", "Published rows deleted after their retention", registry=r
+        )
+        self.backlog = Gauge(
+            "pipeline_outbox_backlog", "Outbox rows not yet published (all relays)", registry=r
+        )
+        self.oldest_age = Gauge(
+            "pipeline_outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none)",
+            registry=r,
+        )
+        self.rate = Gauge(
+            "pipeline_outbox_publish_rate",
+            "Outbox events published per second over the last minute (all relays)",
+            registry=r,
+        )
+        self.lease_held = Gauge(
+            "pipeline_outbox_lease_held",
+            "1 while this relay holds the lease (SQLite), else 0",
+            registry=r,
+        )
+
+    def observe(self, status: OutboxStatus) -> None:
+        self.backlog.set(status.backlog)
+        self.oldest_age.set(status.oldest_unpublished_age_s or 0.0)
+        self.rate.set(status.publish_rate_per_s)

@@ -1,0 +1,254 @@
+"""The relay's loop: claim -> send -> wait for the broker -> mark, batch after batch.
+
+One batch (:meth:`OutboxRelay.publish_batch`):
+
+1. claim unpublished rows, oldest position first, with the database's
+   :class:`~producers.outbox_relay.claims.ClaimStrategy` (chosen once, when the relay is built);
+2. send them and wait until the broker acknowledged (or failed) every one
+   (:func:`~producers.outbox_relay.sending.send_batch`);
+3. mark the acknowledged rows published in one UPDATE (a row whose aggregate had an earlier
+   failure in the batch stays unpublished too);
+4. commit, which releases the claim.
+
+A relay killed between 2 and 3 publishes the same rows again when it (or another) restarts:
+the same event ids, which consumers' inboxes drop. Publishing is at least once, never lossy.
+
+Waking up: a full batch is followed at once by the next; otherwise the relay waits for the poll
+interval or, on PostgreSQL with ``outbox.listen``, until the insert trigger's NOTIFY arrives
+(:class:`~producers.outbox_relay.notify.NotifyListener`), whichever comes first. The stop
+signal (a :class:`threading.Event`, passed in or the relay's own; :meth:`OutboxRelay.stop`
+sets it) ends the loop after the current batch and cuts short any wait between batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter as Tally
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.database import is_postgres
+from pipeline.errors import PipelineError
+from pipeline.kafka.producer import EventProducer
+from pipeline.outbox.table import OutboxRecord, OutboxStatus
+from pipeline.settings import OutboxSettings
+from producers.outbox_relay.claims import ClaimStrategy, LeaseState
+from producers.outbox_relay.housekeeping import Housekeeping
+from producers.outbox_relay.metrics import RelayMetrics
+from producers.outbox_relay.notify import NotifyListener
+from producers.outbox_relay.postgres_claims import BucketClaims
+from producers.outbox_relay.sending import send_batch
+from producers.outbox_relay.sqlite_claims import LeaseClaims
+
+__all__ = ["BatchResult", "OutboxRelay", "RelayTotals", "claim_strategy"]
+
+_log = logging.getLogger(__name__)
+
+#: How soon a relay looks again when every bucket at the head of the backlog was held.
+_CONTENDED_WAIT_S = 0.2
+#: Longest wait between two status refreshes while idle; a LISTEN wait (which the stop signal
+#: cannot interrupt) is cut in slices this long too, so a stop is noticed promptly.
+_WAIT_SLICE_S = 0.5
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One batch: rows claimed, rows marked published, and why fewer than asked."""
+
+    claimed: int
+    published: int
+    #: Another relay held some of the aggregates at the head of the backlog.
+    contended: bool = False
+    #: Another relay holds the lease (SQLite); this one published nothing.
+    lease_busy: bool = False
+
+
+@dataclass
+class RelayTotals:
+    published: int = 0
+    failed: int = 0
+    batches: int = 0
+    deleted: int = 0
+    #: The other relay's owner name when the lease was busy at the last attempt.
+    lease_holder: str | None = None
+
+
+def claim_strategy(engine: Engine, settings: OutboxSettings, owner: str) -> ClaimStrategy:
+    """The strategy for ``engine``'s database: advisory-lock buckets on PostgreSQL (several
+    relays), else the lease held by ``owner`` (one relay at a time)."""
+    if is_postgres(engine):
+        return BucketClaims(engine, settings)
+    return LeaseClaims(engine, settings, owner)
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows; :meth:`run` until stopped (see the module docstring).
+
+    ``engine`` and ``producer`` are passed in (built by
+    :func:`~producers.outbox_relay.runner.run_relay` from settings); the schema must be migrated
+    already. ``stop`` is the stop signal (default: the relay's own, set by :meth:`stop`);
+    ``claims`` replaces the strategy chosen from the engine's database. Not thread-safe: one
+    thread runs it, any may stop it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        producer: EventProducer,
+        settings: OutboxSettings,
+        *,
+        name: str | None = None,
+        metrics: RelayMetrics | None = None,
+        delivery_timeout_s: float = 130.0,
+        stop: threading.Event | None = None,
+        claims: ClaimStrategy | None = None,
+    ) -> None:
+        self._engine = engine
+        self._producer = producer
+        self._settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.metrics = metrics or RelayMetrics()
+        self._delivery_timeout_s = delivery_timeout_s
+        self._stop = stop if stop is not None else threading.Event()
+        self._claims = claims if claims is not None else claim_strategy(engine, settings, self.name)
+        self._housekeeping = Housekeeping(engine, settings, self.metrics, self.name)
+        self.totals = RelayTotals()
+
+    # ---- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop after the current batch (sets the stop signal; safe from other threads)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def last_status(self) -> OutboxStatus | None:
+        """The outbox status as last read (refreshed every few seconds while running)."""
+        return self._housekeeping.last_status
+
+    def run(self, *, once: bool = False) -> RelayTotals:
+        """Publish batch after batch until stopped; with ``once``, until a batch comes back
+        short (what could be claimed now is published), raising errors instead of retrying
+        them."""
+        listening = self._claims.notifies and self._settings.listen and not once
+        listener = NotifyListener(self._engine) if listening else None
+        if listener is not None:
+            listener.open()  # before the first batch: nothing committed after it is missed
+        try:
+            while not self._stop.is_set():
+                if listener is not None:
+                    listener.drain()
+                try:
+                    result = self.publish_batch()
+                    self.totals.deleted += self._housekeeping.cleanup_if_due()
+                except (SQLAlchemyError, PipelineError) as error:
+                    if once:
+                        raise
+                    _log.error("outbox relay %s: batch failed, retrying: %s", self.name, error)
+                    self._stop.wait(self._settings.poll_interval_s)
+                    continue
+                if result.claimed >= self._settings.batch_size:
+                    continue
+                if once:
+                    break
+                if result.contended and not result.claimed:
+                    self._stop.wait(_CONTENDED_WAIT_S)
+                elif not result.contended:
+                    self._wait_for_rows(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+            try:
+                self._claims.close()
+            except SQLAlchemyError as error:
+                _log.warning("could not release the outbox lease: %s", error)
+            self._report(final=True)
+        return self.totals
+
+    def _wait_for_rows(self, listener: NotifyListener | None) -> None:
+        """Until the poll interval passed, a NOTIFY came or the stop signal was set."""
+        deadline = time.monotonic() + self._settings.poll_interval_s
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            wait_s = min(remaining, _WAIT_SLICE_S)
+            if listener is not None:
+                if listener.wait(wait_s, self._stop):
+                    return
+            elif self._stop.wait(wait_s):
+                return
+            self._report()
+
+    # ---- one batch ---------------------------------------------------------------------------
+
+    def publish_batch(self) -> BatchResult:
+        """Claim, publish and mark one batch (see the module docstring)."""
+        published: list[int] = []
+        with self._claims.claim(self._settings.batch_size) as claim:
+            self._note_lease(claim.lease)
+            records = claim.records
+            if records:
+                outcome = send_batch(
+                    self._producer,
+                    records,
+                    timeout_s=self._delivery_timeout_s,
+                    renew=self._claims.renew,
+                    renew_every_s=self._claims.renew_every_s,
+                    name=f"outbox relay {self.name}",
+                )
+                if outcome.failed:
+                    self.totals.failed += outcome.failed
+                    self.metrics.failed.inc(outcome.failed)
+                claim.mark(outcome.positions)
+                published = outcome.positions
+        # The block ended: the marks are committed.
+        self._count(records, published)
+        result = BatchResult(
+            len(records),
+            len(published),
+            contended=claim.contended,
+            lease_busy=claim.lease is not None and not claim.lease.held,
+        )
+        if result.claimed:
+            self.totals.batches += 1
+            self.metrics.batches.inc()
+        self._report()
+        return result
+
+    def _note_lease(self, lease: LeaseState | None) -> None:
+        if lease is None:
+            return
+        self.metrics.lease_held.set(1 if lease.held else 0)
+        self.totals.lease_holder = None if lease.held else lease.holder
+
+    def _count(self, records: Sequence[OutboxRecord], positions: Sequence[int]) -> None:
+        if not positions:
+            return
+        marked = set(positions)
+        per_topic = Tally(record.topic for record in records if record.position in marked)
+        for topic, count in per_topic.items():
+            self.metrics.published.labels(topic).inc(count)
+        self.totals.published += len(positions)
+
+    # ---- housekeeping and reporting ----------------------------------------------------------
+
+    def cleanup(self) -> int:
+        """Delete published rows older than the retention; returns how many."""
+        deleted = self._housekeeping.cleanup()
+        self.totals.deleted += deleted
+        return deleted
+
+    def _report(self, *, final: bool = False) -> None:
+        self._housekeeping.report(self.totals.published, final=final)

@@ -1,0 +1,126 @@
+"""One batch to Kafka: send every row, wait for the broker, and say which rows may be marked.
+
+1. send each row with the idempotent :class:`~pipeline.kafka.producer.EventProducer` (key = the
+   aggregate id, topic and CloudEvents headers as stored); a row the client refuses at once
+   (:class:`~pipeline.kafka.producer.ProduceRefused`) is not sent, nor are its aggregate's later
+   rows in the batch;
+2. flush until every row is acknowledged or failed (:class:`~pipeline.kafka.producer.DeliveryError`
+   names the failed ones by event id), in slices when the claim must be renewed meanwhile;
+   after ``timeout_s`` (:class:`~pipeline.kafka.producer.FlushTimeout` every time) none counts
+   as delivered;
+3. the positions that may be marked: acknowledged rows whose aggregate had no earlier failure in
+   the batch (:func:`pipeline.outbox.table.publishable_positions`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pipeline.kafka.producer import (
+    Delivery,
+    DeliveryError,
+    EventProducer,
+    FlushTimeout,
+    ProduceRefused,
+)
+from pipeline.outbox.table import OutboxRecord, publishable_positions
+
+__all__ = ["SendOutcome", "send_batch", "wait_for_deliveries"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    #: The rows that may be marked published, in position order.
+    positions: list[int]
+    #: Rows not acknowledged: refused, not sent after a refusal, failed, or not settled in time.
+    failed: int
+
+
+def send_batch(
+    producer: EventProducer,
+    records: Sequence[OutboxRecord],
+    *,
+    timeout_s: float,
+    renew: Callable[[], None] | None = None,
+    renew_every_s: float | None = None,
+    name: str = "outbox relay",
+) -> SendOutcome:
+    """Send ``records`` (position order) and wait for the broker; see the module docstring.
+
+    The producer's bulk path (no callback per event: a success costs no Python call), then
+    :meth:`EventProducer.flush`. ``renew`` is called every ``renew_every_s`` while waiting.
+    """
+    sent = [False] * len(records)
+    refused: set[tuple[str, str]] = set()
+    for index, record in enumerate(records):
+        if record.aggregate in refused:
+            continue  # never send an aggregate's later rows past one that cannot go
+        try:
+            producer.send(record.topic, record.message())
+        except ProduceRefused as refusal:
+            refused.add(record.aggregate)
+            _log.error(
+                "outbox row %d (event %s) cannot be published: %s",
+                record.position,
+                record.event_id,
+                refusal.reason,
+            )
+            continue
+        sent[index] = True
+    failures = wait_for_deliveries(
+        producer, timeout_s=timeout_s, renew=renew, renew_every_s=renew_every_s, name=name
+    )
+    if failures is None:  # not all settled in time: nothing can be counted as delivered
+        acknowledged = [False] * len(records)
+    else:
+        failed_ids = {failure.event_id for failure in failures}
+        acknowledged = [
+            ok and record.event_id not in failed_ids
+            for ok, record in zip(sent, records, strict=True)
+        ]
+    if failures:
+        first = failures[0]
+        _log.error(
+            "%s: %d events not acknowledged (first: %s to %s: %s); they stay unpublished and "
+            "are sent again",
+            name,
+            len(failures),
+            first.event_id,
+            first.topic,
+            first.error,
+        )
+    return SendOutcome(
+        positions=publishable_positions(records, acknowledged),
+        failed=len(records) - sum(acknowledged),
+    )
+
+
+def wait_for_deliveries(
+    producer: EventProducer,
+    *,
+    timeout_s: float,
+    renew: Callable[[], None] | None = None,
+    renew_every_s: float | None = None,
+    name: str = "outbox relay",
+) -> list[Delivery] | None:
+    """Every failure among what was sent once all settled; ``None`` if some did not in time."""
+    slice_s = renew_every_s if renew is not None else None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            producer.flush(remaining if slice_s is None else min(slice_s, remaining))
+            return []
+        except DeliveryError as error:
+            return list(error.failures)
+        except FlushTimeout:  # some still unacknowledged after this slice
+            if time.monotonic() >= deadline:
+                _log.error("%s: Kafka did not answer in time", name)
+                return None
+            if renew is not None:
+                renew()
