@@ -1,0 +1,230 @@
+"""The relay's loop on SQLite over a stand-in Kafka client: what it sends, in which order, and
+what it marks published (no broker, no network)."""
+
+import threading
+from collections import defaultdict
+
+import sqlalchemy as sa
+
+from pipeline.envelope import Event
+from pipeline.kafka.producer import EventProducer
+from pipeline.outbox.table import Outbox, outbox_table
+from pipeline.settings import OutboxSettings
+from producers.outbox_relay import LeaseClaims, OutboxRelay, claim_strategy
+from tests.unit.producers.outbox_relay.fake_kafka import FakeKafka
+
+TOPIC = "orders.events"
+
+
+def _write(engine, aggregates):
+    """One outbox row per entry of ``aggregates`` (an aggregate id), in that order; their ids."""
+    ids = []
+    outbox = Outbox()
+    with engine.begin() as connection:
+        for n, aggregate in enumerate(aggregates):
+            event = Event(
+                source="/orders",
+                type="com.example.order.changed",
+                partitionkey=aggregate,
+                data={"n": n},
+            )
+            outbox.add(
+                connection, event, aggregate_type="order", aggregate_id=aggregate, topic=TOPIC
+            )
+            ids.append(event.id)
+    return ids
+
+
+def _published_ids(engine):
+    table = outbox_table
+    with engine.connect() as connection:
+        return set(
+            connection.execute(
+                sa.select(table.c.event_id).where(table.c.published_at.is_not(None))
+            ).scalars()
+        )
+
+
+def _relay(engine, client, *, stop=None, delivery_timeout_s=130.0, **outbox):
+    settings = OutboxSettings(**{"log_interval_s": 0, **outbox})
+    return OutboxRelay(
+        engine,
+        EventProducer(client),
+        settings,
+        name="relay-under-test",
+        delivery_timeout_s=delivery_timeout_s,
+        stop=stop,
+    )
+
+
+def test_on_sqlite_the_relay_claims_with_the_lease(database):
+    assert isinstance(claim_strategy(database, OutboxSettings(), "me"), LeaseClaims)
+
+
+def test_each_aggregates_rows_are_sent_in_position_order_with_its_id_as_key(database):
+    aggregates = ["a", "b", "a", "c", "b", "a", "c", "c", "b", "a"]
+    ids = _write(database, aggregates)
+    client = FakeKafka()
+
+    totals = _relay(database, client, batch_size=4).run(once=True)
+
+    sent = defaultdict(list)
+    for produced in client.produced:
+        sent[produced.key].append(produced.event_id)
+    expected = defaultdict(list)
+    for aggregate, event_id in zip(aggregates, ids, strict=True):
+        expected[aggregate.encode()].append(event_id)
+    assert sent == expected
+    assert {produced.topic for produced in client.produced} == {TOPIC}
+    assert (totals.published, totals.failed, totals.batches) == (10, 0, 3)
+    assert _published_ids(database) == set(ids)
+
+
+def test_rows_are_marked_published_only_after_the_broker_acknowledged_them(database):
+    ids = _write(database, ["a", "b", "a"])
+    published_when_flushing = []
+    client = FakeKafka(on_flush=lambda: published_when_flushing.append(_published_ids(database)))
+
+    result = _relay(database, client).publish_batch()
+
+    assert published_when_flushing == [set()]  # sent, not yet acknowledged: nothing marked
+    assert [p.event_id for p in client.acknowledged] == ids
+    assert (result.claimed, result.published) == (3, 3)
+    assert _published_ids(database) == set(ids)
+
+
+def test_a_failed_delivery_leaves_its_row_and_its_aggregates_later_rows_unpublished(database):
+    a1, b1, a2, b2 = _write(database, ["a", "b", "a", "b"])
+    client = FakeKafka(fail={a1})
+    relay = _relay(database, client)
+
+    result = relay.publish_batch()
+
+    assert [p.event_id for p in client.acknowledged] == [b1, a2, b2]  # a2 got through...
+    assert _published_ids(database) == {b1, b2}  # ...but is not marked: it must follow a1
+    assert (result.claimed, result.published) == (4, 2)
+    assert (relay.totals.published, relay.totals.failed) == (2, 1)
+    assert relay.metrics.registry.get_sample_value("pipeline_outbox_publish_failures_total") == 1
+
+    client.fail.clear()  # the broker is back: the next batch sends a's rows again, in order
+    assert relay.publish_batch().published == 2
+    assert [p.event_id for p in client.produced[4:]] == [a1, a2]
+    assert _published_ids(database) == {a1, b1, a2, b2}
+
+
+def test_a_refused_row_is_not_sent_nor_are_its_aggregates_later_rows(database):
+    a1, b1, _a2 = _write(database, ["a", "b", "a"])
+    client = FakeKafka(refuse={a1})
+    relay = _relay(database, client)
+
+    result = relay.publish_batch()
+
+    assert [p.event_id for p in client.produced] == [b1]
+    assert _published_ids(database) == {b1}
+    assert (result.claimed, result.published) == (3, 1)
+    assert relay.totals.failed == 2  # the refused row and the one held back behind it
+
+
+def test_after_a_flush_timeout_no_row_of_the_batch_is_marked_and_all_are_sent_again(database):
+    ids = _write(database, ["a", "b", "a"])
+    client = FakeKafka(unanswered_flushes=1)
+    relay = _relay(database, client, delivery_timeout_s=0.0)
+
+    result = relay.publish_batch()
+
+    assert client.flushes == 1
+    assert [p.event_id for p in client.produced] == ids
+    assert (result.claimed, result.published) == (3, 0)
+    assert relay.totals.failed == 3
+    assert _published_ids(database) == set()
+
+    assert relay.publish_batch().published == 3  # the broker answers: the same ids again
+    assert [p.event_id for p in client.produced] == ids + ids
+    assert _published_ids(database) == set(ids)
+
+
+def test_the_lease_is_renewed_while_the_broker_has_not_answered(database):
+    class CountingLease(LeaseClaims):
+        renewals = 0
+
+        def renew(self):
+            self.renewals += 1
+            super().renew()
+
+    ids = _write(database, ["a"])
+    settings = OutboxSettings(log_interval_s=0, lease_s=30.0)
+    claims = CountingLease(database, settings, "relay-under-test")
+    client = FakeKafka(unanswered_flushes=3)
+    relay = OutboxRelay(
+        database, EventProducer(client), settings, name="relay-under-test", claims=claims
+    )
+
+    assert relay.publish_batch().published == 1
+    assert client.flushes == 4
+    assert claims.renewals == 3  # once after each unanswered slice
+    assert _published_ids(database) == set(ids)
+
+
+def test_while_another_relay_holds_the_lease_nothing_is_claimed_or_sent(database):
+    _write(database, ["a"])
+    holder = _relay(database, FakeKafka())
+    assert holder.publish_batch().published == 1
+    _write(database, ["a"])
+    client = FakeKafka()
+    waiter = OutboxRelay(database, EventProducer(client), OutboxSettings(), name="waiter")
+
+    result = waiter.publish_batch()
+
+    assert result.lease_busy and result.claimed == 0
+    assert client.produced == []
+    assert waiter.totals.lease_holder == "relay-under-test"
+
+
+def test_the_stop_signal_passed_in_ends_the_run_after_the_current_batch(database):
+    ids = _write(database, ["a", "b"])
+    stop = threading.Event()
+    client = FakeKafka(on_flush=stop.set)  # stopped while the batch waits for the broker
+    # An hour's poll interval: a run that waited it out instead of stopping would hang.
+    relay = _relay(database, client, stop=stop, poll_interval_s=3600.0)
+
+    totals = relay.run()
+
+    assert relay.stopping
+    assert totals.batches == 1
+    assert totals.published == 2  # the batch under way was finished and marked
+    assert _published_ids(database) == set(ids)
+
+
+def test_a_relay_whose_stop_signal_is_set_claims_nothing(database):
+    _write(database, ["a"])
+    stop = threading.Event()
+    stop.set()
+    client = FakeKafka()
+
+    totals = _relay(database, client, stop=stop).run()
+
+    assert (totals.batches, totals.published) == (0, 0)
+    assert client.produced == []
+    assert _published_ids(database) == set()
+
+
+def test_a_stop_while_idle_ends_the_wait_for_new_rows(database):
+    class Stop(threading.Event):
+        """Tells when the relay starts waiting on it."""
+
+        waiting = threading.Event()
+
+        def wait(self, timeout=None):
+            self.waiting.set()
+            return super().wait(timeout)
+
+    stop = Stop()
+    relay = _relay(database, FakeKafka(), stop=stop, poll_interval_s=3600.0)
+    done = []
+    runner = threading.Thread(target=lambda: done.append(relay.run()))
+    runner.start()
+    stop.waiting.wait()  # idle: nothing to publish, waiting for new rows
+    stop.set()
+    runner.join()  # an hour otherwise (the test's timeout fails it first)
+
+    assert done and done[0].batches == 0
