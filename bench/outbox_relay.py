@@ -31,10 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
@@ -46,7 +44,7 @@ from pipeline.kafka.readback import end_offsets
 from pipeline.outbox.table import RECORD_COLUMNS, Outbox, outbox_table, record_of
 from pipeline.settings import DatabaseSettings, PipelineSettings
 from pipeline.stack.manager import StackManager
-from pipeline.stack.postgres_node import HOST, database_url
+from pipeline.stack.postgres_node import create_database, database_url, drop_database
 from producers.outbox_relay import relay_subprocess
 
 RESULTS = Path(__file__).parent / "results"
@@ -64,25 +62,11 @@ def bench_database(settings: PipelineSettings) -> Iterator[str]:
     stack = settings.stack
     name = f"bench_outbox_{uuid.uuid4().hex[:8]}"
 
-    def admin() -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host=HOST,
-            port=stack.postgres_port,
-            user=stack.postgres_role,
-            password=stack.postgres_password.get_secret_value(),
-            dbname=stack.postgres_database,
-            autocommit=True,
-        )
-
-    with admin() as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    create_database(stack, name)
     try:
         yield database_url(stack, name, with_password=True)
     finally:
-        with admin() as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(stack, name)
 
 
 def _rows(count: int, topic: str, size: int) -> list[dict[str, Any]]:

@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from rich.console import Console
 from rich.table import Table
@@ -61,6 +60,7 @@ from pipeline.kafka.clients import build_admin
 from pipeline.kafka.producer import build_event_producer
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
+from pipeline.stack.postgres_node import create_database, database_url, drop_database
 from pipeline.topics.spec import dlq_name
 
 RESULTS = Path(__file__).parent / "results"
@@ -186,20 +186,10 @@ def _fill(settings: PipelineSettings, name: str, count: int) -> str:
 def _postgres(settings: PipelineSettings, drop_only: bool = False) -> tuple[str, str]:
     """A fresh database of our own on the stack's PostgreSQL: (URL without password, password)."""
     stack = settings.stack
-    password = stack.postgres_password.get_secret_value()
-    admin_dsn = (
-        f"host=127.0.0.1 port={stack.postgres_port} user={stack.postgres_role} "
-        f"password={password} dbname={stack.postgres_database}"
-    )
-    with psycopg.connect(admin_dsn, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        if not drop_only:
-            connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-    url = (
-        f"postgresql+psycopg://{stack.postgres_role}@127.0.0.1:{stack.postgres_port}/"
-        f"{BENCH_DATABASE}"
-    )
-    return url, password
+    drop_database(stack, BENCH_DATABASE)
+    if not drop_only:
+        create_database(stack, BENCH_DATABASE)
+    return database_url(stack, BENCH_DATABASE), stack.postgres_password.get_secret_value()
 
 
 def run_case(

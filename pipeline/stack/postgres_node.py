@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -28,6 +29,9 @@ from pipeline.settings import DatabaseSettings, StackSettings
 from pipeline.stack import processes
 from pipeline.stack.health import Health
 from pipeline.stack.preflight import StackError, port_answers
+
+if TYPE_CHECKING:
+    import psycopg
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -266,6 +270,56 @@ def database_settings(stack: StackSettings) -> DatabaseSettings:
     return DatabaseSettings(url=database_url(stack), password=stack.postgres_password)
 
 
+# ---- admin connections and scratch databases -------------------------------------------------
+
+
+def admin_connection(
+    stack: StackSettings,
+    *,
+    connect_timeout_s: int = 10,
+    application_name: str = "pipeline-admin",
+) -> psycopg.Connection[Any]:
+    """A psycopg connection to the stack's database as the stack's role; close it after use.
+
+    In autocommit mode, as ``CREATE DATABASE`` and ``DROP DATABASE`` cannot run inside a
+    transaction. Use it as ``with admin_connection(stack) as connection: ...``.
+    """
+    import psycopg
+
+    return psycopg.connect(
+        host=HOST,
+        port=stack.postgres_port,
+        user=stack.postgres_role,
+        password=stack.postgres_password.get_secret_value(),
+        dbname=stack.postgres_database,
+        autocommit=True,
+        connect_timeout=connect_timeout_s,
+        application_name=application_name,
+    )
+
+
+def create_database(stack: StackSettings, name: str) -> None:
+    """Create database ``name`` on the stack's server, owned by the stack's role."""
+    from psycopg import sql
+
+    with admin_connection(stack) as connection:
+        connection.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(stack.postgres_role)
+            )
+        )
+
+
+def drop_database(stack: StackSettings, name: str) -> None:
+    """Drop database ``name`` if it exists, ending any session still connected to it."""
+    from psycopg import sql
+
+    with admin_connection(stack) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
 # ---- health and stop -----------------------------------------------------------------------
 
 
@@ -277,13 +331,9 @@ def postgres_health(stack: StackSettings, timeout_s: float = 5.0) -> Health:
     if not port_answers(HOST, stack.postgres_port):
         return Health("postgres", address, ok=False, detail="nothing listens there")
     try:
-        with psycopg.connect(
-            host=HOST,
-            port=stack.postgres_port,
-            user=stack.postgres_role,
-            password=stack.postgres_password.get_secret_value(),
-            dbname=stack.postgres_database,
-            connect_timeout=max(2, int(timeout_s)),
+        with admin_connection(
+            stack,
+            connect_timeout_s=max(2, int(timeout_s)),
             application_name="pipeline-stack-health",
         ) as connection:
             row = connection.execute(

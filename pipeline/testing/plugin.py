@@ -148,44 +148,16 @@ def postgres_url(
     postgres_stack: StackStatus, pipeline_settings: PipelineSettings, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     """A new database owned by the stack's role, dropped after the test; its SQLAlchemy URL."""
-    import psycopg
-    from psycopg import sql
-
-    from pipeline.stack.postgres_node import HOST, database_url
+    from pipeline.stack.postgres_node import create_database, database_url, drop_database
 
     stack = pipeline_settings.stack
     test = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
     name = f"test_{test}_{uuid.uuid4().hex[:12]}"  # at most 63 bytes: PostgreSQL's limit
-
-    def admin() -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host=HOST,
-            port=stack.postgres_port,
-            user=stack.postgres_role,
-            password=stack.postgres_password.get_secret_value(),
-            dbname=stack.postgres_database,
-            autocommit=True,
-            connect_timeout=10,
-        )
-
-    with admin() as connection:
-        connection.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(stack.postgres_role)
-            )
-        )
+    create_database(stack, name)
     try:
         yield database_url(stack, name, with_password=True)
     finally:
-        with admin() as connection:
-            connection.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(stack, name)
 
 
 @pytest.fixture(scope="session")

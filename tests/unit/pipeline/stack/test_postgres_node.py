@@ -146,3 +146,71 @@ def test_stack_settings_default_to_the_documented_postgres(clean_pipeline_enviro
     assert stack.postgres_user == "pipeline-pg"
     assert (stack.postgres_role, stack.postgres_database) == ("pipeline", "pipeline")
     assert stack.postgres_password.get_secret_value() == "pipeline"
+
+
+class RecordingConnection:
+    """Stands in for a psycopg connection: records the statements it is given."""
+
+    def __init__(self, statements: list[str]) -> None:
+        self.statements = statements
+
+    def __enter__(self) -> "RecordingConnection":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.statements.append("<closed>")
+
+    def execute(self, statement, params=None):
+        self.statements.append(statement if isinstance(statement, str) else statement.as_string())
+
+
+@pytest.fixture
+def connects(monkeypatch):
+    """psycopg.connect replaced: each call's keyword arguments, and every statement run."""
+    import psycopg
+
+    calls: list[dict[str, object]] = []
+    statements: list[str] = []
+
+    def connect(**kwargs):
+        calls.append(kwargs)
+        return RecordingConnection(statements)
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    return calls, statements
+
+
+def test_the_admin_connection_is_the_stack_role_on_its_database_in_autocommit(connects):
+    calls, _ = connects
+    stack = StackSettings(postgres_port=15432, postgres_password=SecretStr("secret"))
+
+    postgres_node.admin_connection(stack, connect_timeout_s=3, application_name="tests")
+
+    assert calls == [
+        {
+            "host": "127.0.0.1",
+            "port": 15432,
+            "user": "pipeline",
+            "password": "secret",
+            "dbname": "pipeline",
+            "autocommit": True,
+            "connect_timeout": 3,
+            "application_name": "tests",
+        }
+    ]
+
+
+def test_scratch_databases_are_created_for_the_role_and_dropped_by_force(connects):
+    calls, statements = connects
+    stack = StackSettings(postgres_password=SecretStr("secret"))
+
+    postgres_node.create_database(stack, "test_one")
+    postgres_node.drop_database(stack, "test_one")
+
+    assert statements == [
+        'CREATE DATABASE "test_one" OWNER "pipeline"',
+        "<closed>",
+        'DROP DATABASE IF EXISTS "test_one" WITH (FORCE)',
+        "<closed>",
+    ]
+    assert all(call["autocommit"] is True for call in calls)
