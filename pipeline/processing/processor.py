@@ -45,7 +45,7 @@ from pipeline.errors import PipelineError
 if TYPE_CHECKING:
     from pipeline.processing.records import Record
 
-__all__ = ["Handler", "Processor", "Reject", "Route", "UnitOfWork"]
+__all__ = ["Handler", "PeriodicTask", "Processor", "Reject", "Route", "UnitOfWork"]
 
 
 class Reject(Exception):
@@ -139,6 +139,18 @@ Handler = Callable[[Event, UnitOfWork], Awaitable[None] | None]
 
 
 @dataclass(frozen=True)
+class PeriodicTask:
+    """A task of the processor, run every ``every_s`` seconds (see :meth:`Processor.every`)."""
+
+    every_s: float
+    run: Callable[[Engine], None]
+
+    @property
+    def name(self) -> str:
+        return getattr(self.run, "__qualname__", repr(self.run))
+
+
+@dataclass(frozen=True)
 class Route:
     handler: Handler
     model: type[BaseModel] | None = None
@@ -165,6 +177,7 @@ class Processor:
         self.name = name
         self._routes: dict[tuple[str, str | None], Route] = {}
         self.startup_hooks: list[Callable[[Engine], None]] = []
+        self.periodic_tasks: list[PeriodicTask] = []
 
     @property
     def topics(self) -> list[str]:
@@ -198,6 +211,21 @@ class Processor:
         own tables); the runtime and the test driver call it after migrating the database."""
         self.startup_hooks.append(hook)
         return hook
+
+    def every(
+        self, seconds: float
+    ) -> Callable[[Callable[[Engine], None]], Callable[[Engine], None]]:
+        """Register ``task(database)`` to run every ``seconds`` while the processor runs (in a
+        worker thread, one run at a time; an exception is logged and the task runs again next
+        time). The saga orchestrator fires its deadlines this way."""
+        if seconds <= 0:
+            raise ValueError(f"a periodic task needs seconds > 0, got {seconds}")
+
+        def register(task: Callable[[Engine], None]) -> Callable[[Engine], None]:
+            self.periodic_tasks.append(PeriodicTask(seconds, task))
+            return task
+
+        return register
 
     def start(self, database: Engine) -> None:
         for hook in self.startup_hooks:

@@ -1,0 +1,149 @@
+"""Saga commands, replies and transition events as CloudEvents (pure: no I/O).
+
+A command is an event of its call's type on ``saga.<participant>.commands``, keyed by the saga
+id, with the extensions ``sagaid``, ``sagastep``, ``sagakind`` (action, compensation, confirm)
+and ``sagacommandid``. A reply is a ``pipeline.saga.reply`` event on ``saga.replies``, keyed by
+the saga id, naming the command it answers; its data is ``{"ok", "data", "reason",
+"retryable"}``. Every transition of a saga is a ``pipeline.saga.<what>`` event on
+``saga.events``. The correlation id of all three is the saga id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from pipeline.envelope import Event
+from pipeline.sagas.machine import CommandToSend, Reply
+from pipeline.sagas.state import CommandKind, HistoryEntry, SagaState
+
+__all__ = [
+    "REPLY_TYPE",
+    "CommandInfo",
+    "MalformedSagaMessage",
+    "command_event",
+    "command_info",
+    "reply_event",
+    "reply_of",
+    "transition_event",
+]
+
+REPLY_TYPE = "pipeline.saga.reply"
+ORCHESTRATOR_SOURCE = "/pipeline/saga-orchestrator"
+_KINDS: frozenset[str] = frozenset({"action", "compensation", "confirm"})
+
+
+class MalformedSagaMessage(ValueError):
+    """An event on a saga topic that lacks what a saga command or reply must carry."""
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    """What a participant reads from a saga command besides its data."""
+
+    saga_id: str
+    step: str
+    kind: CommandKind
+    command_id: str
+
+
+def command_event(command: CommandToSend, source: str = ORCHESTRATOR_SOURCE) -> Event:
+    return Event(
+        source=source,
+        type=command.call.type,
+        subject=f"{command.saga_name}/{command.step}",
+        partitionkey=command.saga_id,
+        correlationid=command.saga_id,
+        extensions={
+            "sagaid": command.saga_id,
+            "sagastep": command.step,
+            "sagakind": command.kind,
+            "sagacommandid": command.command_id,
+        },
+        data=dict(command.call.data),
+    )
+
+
+def command_info(event: Event) -> CommandInfo:
+    """The saga attributes of a command; :class:`MalformedSagaMessage` when one is missing."""
+    ext = event.extensions
+    missing = [n for n in ("sagaid", "sagastep", "sagakind", "sagacommandid") if not ext.get(n)]
+    if missing:
+        raise MalformedSagaMessage(f"not a saga command: no {', '.join(missing)} extension")
+    if ext["sagakind"] not in _KINDS:
+        raise MalformedSagaMessage(f"unknown sagakind {ext['sagakind']!r}")
+    return CommandInfo(
+        saga_id=ext["sagaid"],
+        step=ext["sagastep"],
+        kind=cast(CommandKind, ext["sagakind"]),
+        command_id=ext["sagacommandid"],
+    )
+
+
+def reply_event(
+    command: CommandInfo,
+    *,
+    ok: bool,
+    source: str,
+    data: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+    retryable: bool = True,
+) -> Event:
+    return Event(
+        source=source,
+        type=REPLY_TYPE,
+        subject=command.step,
+        partitionkey=command.saga_id,
+        correlationid=command.saga_id,
+        extensions={"sagaid": command.saga_id, "sagacommandid": command.command_id},
+        data={"ok": ok, "data": dict(data or {}), "reason": reason, "retryable": retryable},
+    )
+
+
+def reply_of(event: Event) -> tuple[str, Reply]:
+    """The saga id and the :class:`Reply` in a reply event; :class:`MalformedSagaMessage`
+    when it is not one."""
+    saga_id = event.extensions.get("sagaid")
+    command_id = event.extensions.get("sagacommandid")
+    body = event.data
+    if event.type != REPLY_TYPE or not saga_id or not command_id:
+        raise MalformedSagaMessage(
+            f"not a saga reply: type {event.type!r}, sagaid {saga_id!r}, "
+            f"sagacommandid {command_id!r}"
+        )
+    if not isinstance(body, dict) or not isinstance(body.get("ok"), bool):
+        raise MalformedSagaMessage("a saga reply's data must be an object with a boolean 'ok'")
+    data = body.get("data") or {}
+    if not isinstance(data, dict):
+        raise MalformedSagaMessage("a saga reply's 'data' must be an object")
+    reason = body.get("reason")
+    return saga_id, Reply(
+        command_id=command_id,
+        ok=body["ok"],
+        data=data,
+        reason=None if reason is None else str(reason),
+        retryable=bool(body.get("retryable", True)),
+    )
+
+
+def transition_event(state: SagaState, entry: HistoryEntry) -> Event:
+    return Event(
+        source=ORCHESTRATOR_SOURCE,
+        type=f"pipeline.saga.{entry.what}",
+        subject=state.name,
+        time=entry.at,
+        partitionkey=state.saga_id,
+        correlationid=state.saga_id,
+        extensions={"sagaid": state.saga_id},
+        data={
+            "saga_id": state.saga_id,
+            "saga": state.name,
+            "version": state.version,
+            "status": state.status,
+            "step": entry.step,
+            "kind": entry.kind,
+            "attempt": entry.attempt,
+            "detail": entry.detail,
+        },
+    )

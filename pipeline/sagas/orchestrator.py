@@ -1,0 +1,276 @@
+"""The saga orchestrator's logic over SQL and the outbox (the program is consumers/).
+
+Each input is one database transaction that loads the saga, runs the pure state machine, saves
+the new state (checking the revision it loaded) and puts the commands and the transition events
+into the outbox, in this order, so a crash anywhere leaves either all of it or none:
+
+1. :meth:`SagaOrchestrator.start`, in the *caller's* transaction: the instance row and its
+   first commands commit with the caller's own change, or neither does.
+2. :meth:`SagaOrchestrator.handle_reply`: a participant's reply from ``saga.replies`` (consumed
+   by the processor runtime: inbox, ordered per saga id).
+3. :meth:`SagaOrchestrator.fire_due`: deadlines and backoffs stored in the rows, fired by the
+   orchestrator itself (no scheduler), so they survive restarts and rebalances.
+4. :meth:`SagaOrchestrator.retry` and :meth:`SagaOrchestrator.resolve`: the operator's.
+
+Every transition is also a ``pipeline.saga.*`` event on ``saga.events`` and a log line whose
+correlation id is the saga id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from pipeline.database import is_postgres
+from pipeline.envelope import Event
+from pipeline.errors import PipelineError
+from pipeline.logs.context import log_context
+from pipeline.outbox.table import Outbox
+from pipeline.processing.processor import Processor, Reject, UnitOfWork
+from pipeline.sagas import machine
+from pipeline.sagas.definition import SagaDefinition, SagaRegistry
+from pipeline.sagas.messages import (
+    REPLY_TYPE,
+    MalformedSagaMessage,
+    command_event,
+    reply_of,
+    transition_event,
+)
+from pipeline.sagas.metrics import SagaMetrics
+from pipeline.sagas.state import SagaState
+from pipeline.sagas.store import (
+    due_saga_ids,
+    insert_saga,
+    load_saga,
+    sagas_table,
+    save_saga,
+)
+from pipeline.topics.catalogue import SAGA_EVENTS, SAGA_REPLIES, saga_commands_topic
+
+__all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
+
+logger = logging.getLogger("pipeline.sagas")
+AGGREGATE_TYPE = "saga"
+
+
+class UnknownSaga(PipelineError):
+    """A reply or an operator action for a saga id that is not in the database."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SagaOrchestrator:
+    """Applies starts, replies, deadlines and operator actions to stored sagas."""
+
+    def __init__(
+        self,
+        registry: SagaRegistry,
+        *,
+        metrics: SagaMetrics | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics or SagaMetrics()
+        self.clock = clock
+        # Commands and saga events name their topics, so no route is needed.
+        self.outbox = outbox or Outbox(routes={})
+
+    # --- inputs --------------------------------------------------------------------------
+
+    def start(
+        self,
+        session: Session,
+        saga: str | SagaDefinition[Any],
+        saga_id: str,
+        data: BaseModel | Mapping[str, Any],
+    ) -> SagaState:
+        """Start a saga in ``session``'s transaction (the latest version of a name)."""
+        definition = self.registry.latest(saga) if isinstance(saga, str) else saga
+        decision = machine.start(definition, saga_id, data, self.clock())
+        insert_saga(session, decision.state)
+        self._publish(session, decision)
+        return decision.state
+
+    def handle_reply(self, session: Session, event: Event) -> machine.Outcome:
+        """Apply one reply event in ``session``'s transaction; a duplicate or late reply
+        changes nothing and is counted. :class:`~pipeline.sagas.messages.MalformedSagaMessage`
+        or :class:`UnknownSaga` for a reply that belongs to no saga here."""
+        saga_id, reply = reply_of(event)
+        stored = load_saga(session, saga_id)
+        if stored is None:
+            raise UnknownSaga(f"a reply for saga {saga_id}, which is not in this database")
+        state = stored.state
+        definition = self.registry.get(state.name, state.version)
+        decision = machine.on_reply(definition, state, reply, self.clock())
+        if decision.outcome != "applied":
+            self.metrics.ignored_replies.labels(state.name, decision.outcome).inc()
+            with log_context(correlation_id=saga_id, saga_id=saga_id):
+                logger.info(
+                    "%s reply to %s ignored: it changes nothing", decision.outcome, reply.command_id
+                )
+            return decision.outcome
+        awaited = state.awaiting[reply.command_id]
+        elapsed = (self.clock() - awaited.sent_at).total_seconds()
+        self.metrics.step_seconds.labels(state.name, awaited.step, awaited.kind).observe(
+            max(elapsed, 0.0)
+        )
+        save_saga(session, decision.state, stored.revision)
+        self._publish(session, decision)
+        return "applied"
+
+    def fire_due(self, database: Engine, limit: int = 200) -> int:
+        """Fire the deadlines and backoffs due now, one transaction per saga; returns how many
+        sagas changed. Sagas another orchestrator is handling are skipped on PostgreSQL; on
+        SQLite the revision check makes the second of two concurrent writers try again."""
+        now = self.clock()
+        with Session(database) as session:
+            due = due_saga_ids(session, now, limit) if not is_postgres(database) else None
+        if due is None:
+            with Session(database) as session, session.begin():
+                due = due_saga_ids(session, now, limit)
+        changed = 0
+        for saga_id in due:
+            with Session(database) as session, session.begin():
+                if is_postgres(database):
+                    locked = session.execute(
+                        sa.select(sagas_table.c.saga_id)
+                        .where(sagas_table.c.saga_id == saga_id)
+                        .with_for_update(skip_locked=True)
+                    ).first()
+                    if locked is None:
+                        continue
+                stored = load_saga(session, saga_id)
+                if stored is None or stored.state.is_terminal:
+                    continue
+                definition = self.registry.get(stored.state.name, stored.state.version)
+                decision = machine.on_due(definition, stored.state, self.clock())
+                if not decision.transitions and not decision.commands:
+                    continue
+                save_saga(session, decision.state, stored.revision)
+                self._publish(session, decision)
+                changed += 1
+        return changed
+
+    def retry(self, session: Session, saga_id: str) -> SagaState:
+        """Operator: try a stuck saga's failed compensation (or confirms) again."""
+        return self._operate(session, saga_id, machine.retry)
+
+    def resolve(self, session: Session, saga_id: str, note: str = "") -> SagaState:
+        """Operator: a stuck saga was handled by hand; it ends as ``resolved``."""
+        return self._operate(
+            session,
+            saga_id,
+            lambda definition, state, now: machine.resolve(definition, state, now, note),
+        )
+
+    def refresh_state_gauge(self, session: Session) -> dict[str, int]:
+        """Set the ``pipeline_sagas`` gauge from the database; returns the counts by state."""
+        counts: dict[str, int] = {}
+        for (name, status), count in _counts_by_name(session).items():
+            self.metrics.by_state.labels(name, status).set(count)
+            counts[status] = counts.get(status, 0) + count
+        return counts
+
+    # --- the edge ------------------------------------------------------------------------
+
+    def _operate(
+        self,
+        session: Session,
+        saga_id: str,
+        action: Callable[[SagaDefinition[Any], SagaState, datetime], machine.Decision],
+    ) -> SagaState:
+        stored = load_saga(session, saga_id)
+        if stored is None:
+            raise UnknownSaga(f"no saga {saga_id} in this database")
+        definition = self.registry.get(stored.state.name, stored.state.version)
+        decision = action(definition, stored.state, self.clock())
+        save_saga(session, decision.state, stored.revision)
+        self._publish(session, decision)
+        return decision.state
+
+    def _publish(self, session: Session, decision: machine.Decision) -> None:
+        state = decision.state
+        for command in decision.commands:
+            self.outbox.add(
+                session,
+                command_event(command),
+                aggregate_type=AGGREGATE_TYPE,
+                aggregate_id=state.saga_id,
+                topic=saga_commands_topic(command.participant),
+            )
+            if command.kind == "compensation":
+                self.metrics.compensations.labels(state.name, command.step).inc()
+        with log_context(correlation_id=state.saga_id, saga_id=state.saga_id):
+            for entry in decision.transitions:
+                self.outbox.add(
+                    session,
+                    transition_event(state, entry),
+                    aggregate_type=AGGREGATE_TYPE,
+                    aggregate_id=state.saga_id,
+                    topic=SAGA_EVENTS,
+                )
+                self.metrics.transitions.labels(state.name, entry.what).inc()
+                if entry.what.endswith("_timed_out") and entry.step and entry.kind:
+                    self.metrics.timeouts.labels(state.name, entry.step, entry.kind).inc()
+                where = f" {entry.step}" if entry.step else ""
+                detail = f": {entry.detail}" if entry.detail else ""
+                logger.info(
+                    "saga %s %s%s%s",
+                    state.name,
+                    entry.what.replace("_", " "),
+                    where,
+                    detail,
+                    extra={
+                        "event_action": entry.what,
+                        "saga_name": state.name,
+                        "saga_status": state.status,
+                    },
+                )
+
+
+def _counts_by_name(session: Session) -> dict[tuple[str, str], int]:
+    rows = session.execute(
+        sa.select(sagas_table.c.name, sagas_table.c.status, sa.func.count()).group_by(
+            sagas_table.c.name, sagas_table.c.status
+        )
+    ).all()
+    return {(name, status): int(count) for name, status, count in rows}
+
+
+def orchestrator_processor(
+    orchestrator: SagaOrchestrator,
+    *,
+    name: str = "saga-orchestrator",
+    deadline_every_s: float = 0.2,
+) -> Processor:
+    """The processor of ``saga.replies`` for ``orchestrator``: each reply in its own transaction
+    (inbox, ordered per saga id), the deadlines fired every ``deadline_every_s`` seconds.
+
+    Run it with ``pipeline process MODULE:NAME`` where the module builds it; several instances
+    share the replies by partition (one consumer group) and the deadlines by row lock.
+    """
+    processor = Processor(name)
+
+    @processor.handler(SAGA_REPLIES, event_type=REPLY_TYPE)
+    def on_reply(event: Event, unit: UnitOfWork) -> None:
+        try:
+            orchestrator.handle_reply(unit.session, event)
+        except (MalformedSagaMessage, UnknownSaga) as error:
+            raise Reject(str(error)) from None
+
+    @processor.every(deadline_every_s)
+    def fire_deadlines(database: Engine) -> None:
+        while orchestrator.fire_due(database) > 0:
+            pass
+
+    return processor

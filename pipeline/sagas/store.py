@@ -1,0 +1,281 @@
+"""Saga instances in SQL: insert, load, save with a revision check, find the due ones.
+
+The row holds the whole :class:`~pipeline.sagas.state.SagaState` as JSON; ``status`` and
+``next_deadline`` are copied into columns of their own so listing by state and finding due
+deadlines use an index. Every save checks the revision it loaded (optimistic concurrency): of
+a reply and a deadline of one saga handled at the same moment by two orchestrators, one commits
+and the other's transaction fails with :class:`ConcurrentSagaUpdate` and is tried again on the
+new state. The participants' log of handled commands (``pipeline_saga_steps``) is here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from pipeline.database import is_postgres, metadata
+from pipeline.errors import PipelineError
+from pipeline.sagas.state import TERMINAL, SagaState
+
+__all__ = [
+    "ConcurrentSagaUpdate",
+    "ParticipantOutcome",
+    "SagaExists",
+    "SagaRow",
+    "StoredSaga",
+    "count_by_status",
+    "due_saga_ids",
+    "insert_saga",
+    "list_sagas",
+    "load_saga",
+    "open_saga_count",
+    "participant_outcome",
+    "record_participant_outcome",
+    "saga_ids_by_status",
+    "saga_steps_table",
+    "sagas_table",
+    "save_saga",
+]
+
+sagas_table = sa.Table(
+    "pipeline_sagas",
+    metadata,
+    sa.Column("saga_id", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("next_deadline", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_pipeline_sagas_status", "status", "updated_at"),
+    sa.Index("ix_pipeline_sagas_next_deadline", "next_deadline"),
+)
+
+saga_steps_table = sa.Table(
+    "pipeline_saga_steps",
+    metadata,
+    sa.Column("service", sa.String(255), primary_key=True),
+    sa.Column("saga_id", sa.String(255), primary_key=True),
+    sa.Column("step", sa.String(255), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("reply", sa.JSON, nullable=False),
+    sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class ConcurrentSagaUpdate(PipelineError):
+    """The saga changed since it was loaded; the transaction is rolled back and tried again."""
+
+
+class SagaExists(PipelineError):
+    """A saga with this id was started already."""
+
+
+@dataclass(frozen=True)
+class StoredSaga:
+    state: SagaState
+    revision: int
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # SQLite hands times back without their zone; every stored time is UTC.
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _columns(state: SagaState) -> dict[str, Any]:
+    return {
+        "status": state.status,
+        "state": state.model_dump(mode="json"),
+        "next_deadline": None if state.is_terminal else state.next_deadline,
+        "updated_at": state.updated_at,
+    }
+
+
+def insert_saga(session: Session | Connection, state: SagaState) -> None:
+    """Insert a new saga in the caller's transaction; :class:`SagaExists` for a known id."""
+    exists = session.execute(
+        sa.select(sagas_table.c.saga_id).where(sagas_table.c.saga_id == state.saga_id)
+    ).first()
+    if exists is not None:
+        raise SagaExists(f"saga {state.saga_id} exists already")
+    session.execute(
+        sa.insert(sagas_table).values(
+            saga_id=state.saga_id,
+            name=state.name,
+            version=state.version,
+            revision=1,
+            created_at=state.started_at,
+            **_columns(state),
+        )
+    )
+
+
+def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:
+    row = session.execute(
+        sa.select(sagas_table.c.state, sagas_table.c.revision).where(
+            sagas_table.c.saga_id == saga_id
+        )
+    ).first()
+    if row is None:
+        return None
+    return StoredSaga(SagaState.model_validate(row.state), row.revision)
+
+
+def save_saga(session: Session | Connection, state: SagaState, revision: int) -> int:
+    """Store ``state`` over the row loaded at ``revision``; returns the new revision."""
+    result = session.execute(
+        sa.update(sagas_table)
+        .where(sagas_table.c.saga_id == state.saga_id, sagas_table.c.revision == revision)
+        .values(revision=revision + 1, **_columns(state))
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConcurrentSagaUpdate(
+            f"saga {state.saga_id} changed since revision {revision}; trying again"
+        )
+    return revision + 1
+
+
+def due_saga_ids(session: Session, now: datetime, limit: int) -> list[str]:
+    """Sagas with a deadline or a backoff due at ``now``, earliest first. On PostgreSQL rows
+    another orchestrator is handling are skipped (``FOR UPDATE SKIP LOCKED``)."""
+    query = (
+        sa.select(sagas_table.c.saga_id)
+        .where(sagas_table.c.next_deadline <= now)
+        .order_by(sagas_table.c.next_deadline)
+        .limit(limit)
+    )
+    bind = session.get_bind()
+    if is_postgres(bind.engine if isinstance(bind, Connection) else bind):
+        query = query.with_for_update(skip_locked=True)
+    return list(session.execute(query).scalars())
+
+
+@dataclass(frozen=True)
+class SagaRow:
+    saga_id: str
+    name: str
+    version: int
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    next_deadline: datetime | None
+
+
+def list_sagas(
+    connection: Connection | Session,
+    *,
+    status: str | None = None,
+    name: str | None = None,
+    limit: int = 50,
+) -> list[SagaRow]:
+    """The newest sagas first, optionally of one status or one definition name."""
+    query = sa.select(
+        sagas_table.c.saga_id,
+        sagas_table.c.name,
+        sagas_table.c.version,
+        sagas_table.c.status,
+        sagas_table.c.created_at,
+        sagas_table.c.updated_at,
+        sagas_table.c.next_deadline,
+    ).order_by(sagas_table.c.updated_at.desc(), sagas_table.c.saga_id)
+    if status is not None:
+        query = query.where(sagas_table.c.status == status)
+    if name is not None:
+        query = query.where(sagas_table.c.name == name)
+    rows = connection.execute(query.limit(limit)).all()
+    return [
+        SagaRow(
+            saga_id=row.saga_id,
+            name=row.name,
+            version=row.version,
+            status=row.status,
+            created_at=_utc(row.created_at) or row.created_at,
+            updated_at=_utc(row.updated_at) or row.updated_at,
+            next_deadline=_utc(row.next_deadline),
+        )
+        for row in rows
+    ]
+
+
+def count_by_status(connection: Connection | Session) -> dict[str, int]:
+    rows = connection.execute(
+        sa.select(sagas_table.c.status, sa.func.count()).group_by(sagas_table.c.status)
+    ).all()
+    return {status: int(count) for status, count in rows}
+
+
+def open_saga_count(connection: Connection | Session) -> int:
+    """Sagas not yet in a terminal state."""
+    return int(
+        connection.execute(
+            sa.select(sa.func.count())
+            .select_from(sagas_table)
+            .where(sagas_table.c.status.not_in(sorted(TERMINAL)))
+        ).scalar_one()
+    )
+
+
+# --- the participants' log -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParticipantOutcome:
+    ok: bool
+    reply: dict[str, Any]
+
+
+def participant_outcome(
+    session: Session | Connection, service: str, saga_id: str, step: str, kind: str
+) -> ParticipantOutcome | None:
+    row = session.execute(
+        sa.select(saga_steps_table.c.ok, saga_steps_table.c.reply).where(
+            saga_steps_table.c.service == service,
+            saga_steps_table.c.saga_id == saga_id,
+            saga_steps_table.c.step == step,
+            saga_steps_table.c.kind == kind,
+        )
+    ).first()
+    return None if row is None else ParticipantOutcome(bool(row.ok), dict(row.reply))
+
+
+def record_participant_outcome(
+    session: Session | Connection,
+    *,
+    service: str,
+    saga_id: str,
+    step: str,
+    kind: str,
+    ok: bool,
+    reply: dict[str, Any],
+    now: datetime,
+) -> None:
+    session.execute(
+        sa.insert(saga_steps_table).values(
+            service=service,
+            saga_id=saga_id,
+            step=step,
+            kind=kind,
+            ok=ok,
+            reply=reply,
+            handled_at=now,
+        )
+    )
+
+
+def saga_ids_by_status(connection: Connection | Session, statuses: Sequence[str]) -> list[str]:
+    return list(
+        connection.execute(
+            sa.select(sagas_table.c.saga_id).where(sagas_table.c.status.in_(list(statuses)))
+        ).scalars()
+    )
