@@ -1,0 +1,1 @@
+"""The README's quick start: a topic file, sample events and a processor of your own."""
