@@ -15,14 +15,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, Numeric, String, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from consumers.order_saga import OrderLineData, OrderSagaData, create_order, registry
 from pipeline.envelope import Event
 from pipeline.processing import Processor, Reject, UnitOfWork
 from pipeline.request_types import CancelOrder, PlaceOrder, RegisterCustomer
+from pipeline.sagas.orchestrator import SagaOrchestrator
+from pipeline.sagas.participant import Refuse, SagaCommand, SagaParticipant
 from pipeline.topics.catalogue import ORDERS_EVENTS, REQUESTS_CUSTOMERS, REQUESTS_ORDERS
 
 __all__ = ["RECALLED_PREFIX", "StockCheckFailed", "processor", "service_tables"]
@@ -51,6 +55,8 @@ customers = Table(
 )
 
 processor = Processor("orders-service")
+participant = SagaParticipant(processor, "orders")
+saga_starter = SagaOrchestrator(registry)
 
 
 class StockCheckFailed(RuntimeError):
@@ -79,7 +85,23 @@ def place_order(event: Event, unit: UnitOfWork) -> None:
         "updated_at": datetime.now(UTC),
     }
     dialect = postgresql if unit.session.get_bind().dialect.name == "postgresql" else sqlite
-    unit.session.execute(dialect.insert(orders).values(values).on_conflict_do_nothing())
+    inserted = unit.session.execute(
+        dialect.insert(orders).values(values).on_conflict_do_nothing().returning(orders.c.order_id)
+    ).first()
+    if inserted is not None:  # a new order: its CreateOrder saga starts in this transaction
+        saga_starter.start(
+            unit.session,
+            create_order,
+            saga_id=request.order_id,
+            data=OrderSagaData(
+                order_id=request.order_id,
+                customer_id=request.customer_id,
+                amount_cents=int(total * 100),
+                lines=[
+                    OrderLineData(sku=line.sku, quantity=line.quantity) for line in request.lines
+                ],
+            ),
+        )
     unit.emit(
         Event(
             source=SOURCE,
@@ -148,3 +170,53 @@ def register_customer(event: Event, unit: UnitOfWork) -> None:
         )
         .on_conflict_do_nothing()
     )
+
+
+# --- the order service's part in the CreateOrder saga ------------------------------------------
+
+
+def _set_status(unit: UnitOfWork, order_id: str, status: str, *, unless: str | None = None) -> str:
+    """Set the order's status; returns the status it had."""
+    current = unit.session.execute(
+        select(orders.c.status).where(orders.c.order_id == order_id)
+    ).scalar_one_or_none()
+    if current is None:
+        raise Refuse(f"order {order_id} does not exist")
+    if current != unless:
+        unit.session.execute(
+            update(orders)
+            .where(orders.c.order_id == order_id)
+            .values(status=status, updated_at=datetime.now(UTC))
+        )
+    return str(current)
+
+
+@participant.command("ValidateOrder")
+def validate_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+    order_id = command.data["order_id"]
+    current = unit.session.execute(
+        select(orders.c.status).where(orders.c.order_id == order_id)
+    ).scalar_one_or_none()
+    if current != "placed":
+        raise Refuse(f"order {order_id} is {current or 'unknown'}, not placed")
+    _set_status(unit, order_id, "approval_pending")
+    return {}
+
+
+@participant.command("RejectOrder")
+def reject_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+    previous = _set_status(unit, command.data["order_id"], "rejected", unless="cancelled")
+    return {"previous": previous}
+
+
+@participant.command("ApproveOrder")
+def approve_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+    # An order cancelled while its saga ran is not approved: the refusal compensates the saga.
+    order_id = command.data["order_id"]
+    current = unit.session.execute(
+        select(orders.c.status).where(orders.c.order_id == order_id)
+    ).scalar_one_or_none()
+    if current != "approval_pending":
+        raise Refuse(f"order {order_id} is {current or 'unknown'}, not awaiting approval")
+    _set_status(unit, order_id, "approved")
+    return {}

@@ -275,6 +275,21 @@ class StackSettings(_Frozen):
     compose_file: Path = Path("docker-compose.yml")
 
 
+class DemoSettings(_Frozen):
+    """The failures the demo's saga participants inject (consumers/*_service.py)."""
+
+    #: Units of each SKU the inventory starts with; orders beyond it are refused (out of stock).
+    stock_per_sku: int = Field(default=200, ge=0)
+    #: Payments above this many cents are declined.
+    decline_above_cents: int = Field(default=35_000, ge=0)
+    #: Share of orders whose shipment the shipping service answers only after the saga's
+    #: timeout (the saga compensates; the late reply is counted and changes nothing).
+    slow_shipping_share: float = Field(default=0.01, ge=0, le=1)
+    #: Share of refunds that fail ``refund_failures`` times before they succeed.
+    flaky_refund_share: float = Field(default=0.5, ge=0, le=1)
+    refund_failures: int = Field(default=2, ge=0)
+
+
 class PipelineSettings(BaseSettings):
     """Everything configurable: environment (prefix ``PIPELINE_``, nested ``__``) or ``.env``."""
 
@@ -295,6 +310,7 @@ class PipelineSettings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     logs: LogSettings = LogSettings()
     processing: ProcessingSettings = ProcessingSettings()
+    demo: DemoSettings = DemoSettings()
     # Built per PipelineSettings() (at the entry point), not at import: its home depends on
     # who runs the program.
     stack: StackSettings = Field(default_factory=StackSettings)

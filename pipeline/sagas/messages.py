@@ -1,10 +1,10 @@
 """Saga commands, replies and transition events as CloudEvents (pure: no I/O).
 
 A command is an event of its call's type on ``saga.<participant>.commands``, keyed by the saga
-id, with the extensions ``sagaid``, ``sagastep``, ``sagakind`` (action, compensation, confirm)
-and ``sagacommandid``. A reply is a ``pipeline.saga.reply`` event on ``saga.replies``, keyed by
-the saga id, naming the command it answers; its data is ``{"ok", "data", "reason",
-"retryable"}``. Every transition of a saga is a ``pipeline.saga.<what>`` event on
+id, with the extensions ``sagaid``, ``sagastep``, ``sagakind`` (action, compensation, confirm),
+``sagacommandid`` and ``sagaattempt``. A reply is a ``pipeline.saga.reply`` event on
+``saga.replies``, keyed by the saga id, naming the command it answers; its data is ``{"ok",
+"data", "reason", "retryable"}``. Every transition of a saga is a ``pipeline.saga.<what>`` event on
 ``saga.events``. The correlation id of all three is the saga id.
 """
 
@@ -46,6 +46,8 @@ class CommandInfo:
     step: str
     kind: CommandKind
     command_id: str
+    #: 1 for the first command of this step and kind, 2 for the next after a failure, ...
+    attempt: int
 
 
 def command_event(command: CommandToSend, source: str = ORCHESTRATOR_SOURCE) -> Event:
@@ -60,6 +62,7 @@ def command_event(command: CommandToSend, source: str = ORCHESTRATOR_SOURCE) -> 
             "sagastep": command.step,
             "sagakind": command.kind,
             "sagacommandid": command.command_id,
+            "sagaattempt": str(command.attempt),
         },
         data=dict(command.call.data),
     )
@@ -68,16 +71,20 @@ def command_event(command: CommandToSend, source: str = ORCHESTRATOR_SOURCE) -> 
 def command_info(event: Event) -> CommandInfo:
     """The saga attributes of a command; :class:`MalformedSagaMessage` when one is missing."""
     ext = event.extensions
-    missing = [n for n in ("sagaid", "sagastep", "sagakind", "sagacommandid") if not ext.get(n)]
+    names = ("sagaid", "sagastep", "sagakind", "sagacommandid", "sagaattempt")
+    missing = [name for name in names if not ext.get(name)]
     if missing:
         raise MalformedSagaMessage(f"not a saga command: no {', '.join(missing)} extension")
     if ext["sagakind"] not in _KINDS:
         raise MalformedSagaMessage(f"unknown sagakind {ext['sagakind']!r}")
+    if not ext["sagaattempt"].isdigit():
+        raise MalformedSagaMessage(f"sagaattempt must be a number, got {ext['sagaattempt']!r}")
     return CommandInfo(
         saga_id=ext["sagaid"],
         step=ext["sagastep"],
         kind=cast(CommandKind, ext["sagakind"]),
         command_id=ext["sagacommandid"],
+        attempt=int(ext["sagaattempt"]),
     )
 
 

@@ -74,6 +74,8 @@ class SagaCommand:
     step: str
     kind: str
     command_id: str
+    #: 1 for the first command of this step and kind, then 2, 3, ... after failures.
+    attempt: int
     event: Event
     data: Any
 
@@ -141,6 +143,7 @@ class SagaParticipant:
             step=info.step,
             kind=info.kind,
             command_id=info.command_id,
+            attempt=info.attempt,
             event=event,
             data=unit.data if unit.data is not None else event.data,
         )

@@ -34,7 +34,7 @@ SAGA_REPLIES = "saga.replies"
 SAGA_EVENTS = "saga.events"
 ORDERS_EVENTS = "orders.events"
 PAYMENTS_EVENTS = "payments.events"
-SAGA_PARTICIPANTS: tuple[str, ...] = ("payments", "inventory", "shipping")
+SAGA_PARTICIPANTS: tuple[str, ...] = ("orders", "payments", "inventory", "shipping")
 
 EVENT_RETENTION_MS = 7 * DAY_MS
 LOG_RETENTION_MS = 3 * DAY_MS
@@ -57,6 +57,7 @@ def saga_commands_topic(participant: str) -> str:
 SAGA_PAYMENTS_COMMANDS = saga_commands_topic("payments")
 SAGA_INVENTORY_COMMANDS = saga_commands_topic("inventory")
 SAGA_SHIPPING_COMMANDS = saga_commands_topic("shipping")
+SAGA_ORDERS_COMMANDS = saga_commands_topic("orders")
 
 
 def _durability_configs(replication_factor: int) -> dict[str, str]:

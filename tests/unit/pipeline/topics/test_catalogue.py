@@ -13,6 +13,7 @@ CONSUMED = [
     "requests.orders",
     "requests.customers",
     "logs",
+    "saga.orders.commands",
     "saga.payments.commands",
     "saga.inventory.commands",
     "saga.shipping.commands",
@@ -39,6 +40,7 @@ def test_every_consumed_topic_has_a_dead_letter_topic_and_no_other_does() -> Non
     [
         ("requests.orders", 6, 7),
         ("requests.customers", 6, 7),
+        ("saga.orders.commands", 6, 7),
         ("saga.payments.commands", 6, 7),
         ("saga.inventory.commands", 6, 7),
         ("saga.shipping.commands", 6, 7),

@@ -1,0 +1,123 @@
+"""The demo's inventory: reserves stock for the CreateOrder saga (try / confirm / cancel).
+
+Run it with ``pipeline process consumers.inventory_service:processor``. Each SKU starts with
+``demo.stock_per_sku`` units (``PIPELINE_DEMO__STOCK_PER_SKU``); an order that needs more than
+is available is refused ("out of stock") and its saga compensates. Stock never goes negative:
+a reservation moves units from ``available`` to ``reserved`` in one statement that checks
+``available >= quantity``, and the table has a check constraint besides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+from pipeline.processing import Processor, UnitOfWork
+from pipeline.sagas.participant import Refuse, SagaCommand, SagaParticipant
+from pipeline.settings import PipelineSettings
+
+__all__ = ["processor", "reservations", "stock", "tables"]
+
+tables = MetaData()
+stock = Table(
+    "demo_stock",
+    tables,
+    Column("sku", String(64), primary_key=True),
+    Column("available", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False),
+    Column("sold", Integer, nullable=False),
+    CheckConstraint("available >= 0 AND reserved >= 0 AND sold >= 0", name="stock_not_negative"),
+)
+reservations = Table(
+    "demo_reservations",
+    tables,
+    Column("order_id", String(64), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # reserved, confirmed, released
+)
+
+processor = Processor("inventory-service")
+participant = SagaParticipant(processor, "inventory")
+_stock_per_sku = {"units": 0}
+
+
+@processor.on_start
+def create_tables(database: Engine) -> None:
+    tables.create_all(database)
+    _stock_per_sku["units"] = PipelineSettings().demo.stock_per_sku
+
+
+def _ensure_sku(unit: UnitOfWork, sku: str) -> None:
+    # A SKU appears with its initial stock the first time an order names it.
+    if unit.session.execute(select(stock.c.sku).where(stock.c.sku == sku)).first() is None:
+        unit.session.execute(
+            insert(stock).values(sku=sku, available=_stock_per_sku["units"], reserved=0, sold=0)
+        )
+
+
+@participant.command("ReserveStock")
+def reserve_stock(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+    order_id = command.data["order_id"]
+    for line in command.data["lines"]:
+        sku, quantity = line["sku"], int(line["quantity"])
+        _ensure_sku(unit, sku)
+        moved = unit.session.execute(
+            update(stock)
+            .where(stock.c.sku == sku, stock.c.available >= quantity)
+            .values(available=stock.c.available - quantity, reserved=stock.c.reserved + quantity)
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            raise Refuse(f"out of stock: {sku} x{quantity}")
+        unit.session.execute(
+            insert(reservations).values(
+                order_id=order_id, sku=sku, quantity=quantity, status="reserved"
+            )
+        )
+    return {"reserved": len(command.data["lines"])}
+
+
+def _settle(unit: UnitOfWork, order_id: str, status: str) -> int:
+    rows = unit.session.execute(
+        select(reservations.c.sku, reservations.c.quantity).where(
+            reservations.c.order_id == order_id, reservations.c.status == "reserved"
+        )
+    ).all()
+    for sku, quantity in rows:
+        values = (
+            {"reserved": stock.c.reserved - quantity, "sold": stock.c.sold + quantity}
+            if status == "confirmed"
+            else {
+                "reserved": stock.c.reserved - quantity,
+                "available": stock.c.available + quantity,
+            }
+        )
+        unit.session.execute(update(stock).where(stock.c.sku == sku).values(**values))
+    unit.session.execute(
+        update(reservations)
+        .where(reservations.c.order_id == order_id, reservations.c.status == "reserved")
+        .values(status=status)
+    )
+    return len(rows)
+
+
+@participant.command("ConfirmReservation")
+def confirm_reservation(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+    return {"confirmed": _settle(unit, command.data["order_id"], "confirmed")}
+
+
+@participant.command("ReleaseStock")
+def release_stock(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+    return {"released": _settle(unit, command.data["order_id"], "released")}
