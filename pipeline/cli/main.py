@@ -16,6 +16,7 @@ from pipeline.cli import dashboards as dashboards_cli
 from pipeline.cli import dlq as dlq_cli
 from pipeline.cli import logs as logs_cli
 from pipeline.cli import outbox as outbox_cli
+from pipeline.cli import saga as saga_cli
 from pipeline.cli import stack as stack_cli
 from pipeline.cli import topics as topics_cli
 from pipeline.cli.console import stderr_console
@@ -40,6 +41,7 @@ app.add_typer(outbox_cli.app, name="outbox")
 app.add_typer(dashboards_cli.app, name="dashboards")
 app.add_typer(logs_cli.app, name="logs")
 app.add_typer(dlq_cli.app, name="dlq")
+app.add_typer(saga_cli.app, name="saga")
 app.command()(demo)
 app.command()(gateway)
 app.command()(produce)

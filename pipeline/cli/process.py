@@ -6,6 +6,7 @@ import importlib
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 
@@ -14,14 +15,15 @@ from pipeline.logs import configure_logging
 from pipeline.processing.processor import Processor
 from pipeline.settings import PipelineSettings
 
+T = TypeVar("T")
 
-def load_processor(spec: str) -> Processor:
-    """The :class:`Processor` named by ``module.path:attribute`` (the current folder first)."""
+
+def load_attribute(spec: str, expected: type[T], *, what: str, example: str) -> T:
+    """The object named by ``module.path:attribute`` (the current folder first), which must be
+    an ``expected``; a :class:`PipelineError` in one line otherwise."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise PipelineError(
-            f"expected MODULE:PROCESSOR (e.g. consumers.orders:processor), got {spec!r}"
-        )
+        raise PipelineError(f"expected MODULE:{what} (e.g. {example}), got {spec!r}")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
@@ -29,10 +31,19 @@ def load_processor(spec: str) -> Processor:
     except ModuleNotFoundError as error:
         raise PipelineError(f"cannot import {module_name}: {error}") from None
     found = getattr(module, attribute, None)
-    if not isinstance(found, Processor):
+    if not isinstance(found, expected):
         kind = "nothing" if found is None else type(found).__name__
-        raise PipelineError(f"{spec} is {kind}, not a pipeline.processing.Processor")
+        raise PipelineError(
+            f"{spec} is {kind}, not a {expected.__module__}.{expected.__qualname__}"
+        )
     return found
+
+
+def load_processor(spec: str) -> Processor:
+    """The :class:`Processor` named by ``module.path:attribute`` (the current folder first)."""
+    return load_attribute(
+        spec, Processor, what="PROCESSOR", example="consumers.orders_service:processor"
+    )
 
 
 class EventLoop(StrEnum):
@@ -45,7 +56,7 @@ def process(
     spec: str = typer.Argument(
         ...,
         metavar="MODULE:PROCESSOR",
-        help="Where the Processor is, e.g. consumers.orders:processor.",
+        help="Where the Processor is, e.g. consumers.orders_service:processor.",
     ),
     max_in_flight: int | None = typer.Option(
         None, "--max-in-flight", min=1, help="Events handled at once across keys (one per key)."

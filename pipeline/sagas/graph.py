@@ -66,7 +66,7 @@ def mermaid(definition: SagaDefinition[Any]) -> str:
         for step in undoable:
             word = "cancel" if step.confirm is not None else "compensate"
             lines.append(f'  undo_{_node(step.name)}(["{word} {step.name}"])')
-            lines.append(f"  {_node(step.name)} -. on failure .-> undo_{_node(step.name)}")
+            lines.append(f"  {_node(step.name)} -. undone by .-> undo_{_node(step.name)}")
         for later, earlier in itertools.pairwise(chain):
             lines.append(f"  {later} -.-> {earlier}")
         lines.append(f"  {chain[-1]} -.-> compensated")

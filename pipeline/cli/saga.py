@@ -1,0 +1,222 @@
+"""``pipeline saga list | show | retry | resolve | graph``: sagas for operators.
+
+``list`` and ``show`` only read the database (they never create or migrate it); ``retry`` and
+``resolve`` change one stuck saga through the orchestrator's logic, so their commands and
+events go out through the outbox like any other transition. The saga definitions come from
+``--registry MODULE:ATTRIBUTE`` (default: the demo's ``consumers.order_saga:registry``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from pipeline.cli.console import stdout_console
+from pipeline.cli.process import load_attribute
+from pipeline.database import build_engine
+from pipeline.errors import PipelineError
+from pipeline.sagas import SagaRegistry, mermaid
+from pipeline.sagas.orchestrator import SagaOrchestrator
+from pipeline.sagas.state import STUCK, TERMINAL, SagaState
+from pipeline.sagas.store import count_by_status, list_sagas, load_saga
+from pipeline.settings import PipelineSettings
+
+app = typer.Typer(help="Sagas: list them by state, show one's timeline, retry or resolve, graph.")
+
+DEMO_REGISTRY = "consumers.order_saga:registry"
+_STATES = sorted({"running", "compensating", "confirming", *TERMINAL, *STUCK})
+
+RegistryOption = Annotated[
+    str,
+    typer.Option(
+        "--registry",
+        metavar="MODULE:ATTRIBUTE",
+        help="Where the SagaRegistry of your definitions is.",
+    ),
+]
+
+
+def _settings(ctx: typer.Context) -> PipelineSettings:
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings), "read once by the `pipeline` entry point"
+    return settings
+
+
+@contextmanager
+def _database(ctx: typer.Context) -> Iterator[Engine]:
+    settings = _settings(ctx)
+    engine = build_engine(settings.database, pool_size=1)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        yield engine
+    except DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        if "pipeline_sagas" in reason or "no such table" in reason:
+            raise PipelineError(
+                f"no sagas in {where}: no program that runs sagas has used this database yet"
+            ) from None
+        raise PipelineError(f"cannot read sagas from {where}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+@app.command("list")
+def list_command(
+    ctx: typer.Context,
+    state: Annotated[
+        str | None,
+        typer.Option("--state", "-s", help=f"Only sagas in this state: {', '.join(_STATES)}."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Only this saga.")] = None,
+    max_rows: Annotated[
+        int, typer.Option("--max", "-n", min=1, help="At most this many, newest first.")
+    ] = 50,
+) -> None:
+    """Sagas newest first, and how many there are in each state."""
+    if state is not None and state not in _STATES:
+        raise PipelineError(f"unknown state {state!r}: one of {', '.join(_STATES)}")
+    with _database(ctx) as engine, engine.connect() as connection:
+        rows = list_sagas(connection, status=state, name=name, limit=max_rows)
+        counts = count_by_status(connection)
+    table = Table(title="sagas")
+    for column in ("saga id", "saga", "state", "started", "updated", "next deadline"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.saga_id,
+            f"{row.name} v{row.version}",
+            row.status,
+            _when(row.created_at),
+            _when(row.updated_at),
+            _when(row.next_deadline),
+        )
+    console = stdout_console()
+    console.print(table)
+    total = sum(counts.values())
+    by_state = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items()))
+    console.print(f"{total:,} saga{'s' if total != 1 else ''} in all: {by_state or 'none'}")
+
+
+def _steps_table(state: SagaState) -> Table:
+    table = Table(title="steps")
+    for column in ("step", "state", "attempts", "undo attempts", "took"):
+        table.add_column(column)
+    for name, step in state.steps.items():
+        took = (
+            _seconds((step.finished_at - step.started_at).total_seconds())
+            if step.started_at and step.finished_at
+            else "-"
+        )
+        table.add_row(
+            name,
+            step.status,
+            str(step.attempts),
+            str(step.compensation_attempts + step.confirm_attempts),
+            took,
+        )
+    return table
+
+
+def _timeline(state: SagaState) -> Table:
+    table = Table(title="timeline")
+    for column in ("at", "what", "step", "attempt", "detail"):
+        table.add_column(column)
+    for entry in state.history:
+        offset = (entry.at - state.started_at).total_seconds()
+        table.add_row(
+            f"+{_seconds(offset)}",
+            entry.what.replace("_", " "),
+            entry.step or "",
+            "" if entry.attempt is None else str(entry.attempt),
+            entry.detail or "",
+        )
+    return table
+
+
+@app.command()
+def show(
+    ctx: typer.Context, saga_id: Annotated[str, typer.Argument(help="The saga's id.")]
+) -> None:
+    """One saga: its state, its data, each step, and its timeline with every attempt."""
+    with _database(ctx) as engine, engine.connect() as connection:
+        stored = load_saga(connection, saga_id)
+    if stored is None:
+        raise PipelineError(f"no saga {saga_id}")
+    state = stored.state
+    console = stdout_console()
+    console.print(f"[bold]{state.name} v{state.version}[/bold] {state.saga_id}: {state.status}")
+    if state.reason:
+        console.print(f"reason: {state.reason}")
+    console.print(f"data: {state.data}")
+    console.print(_steps_table(state))
+    console.print(_timeline(state))
+    if state.status in STUCK:
+        console.print(
+            f"waiting for an operator: `pipeline saga retry {saga_id}` or "
+            f"`pipeline saga resolve {saga_id} --note ...`"
+        )
+
+
+def _operate(ctx: typer.Context, registry_spec: str, saga_id: str, note: str | None) -> SagaState:
+    registry = load_attribute(registry_spec, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)
+    orchestrator = SagaOrchestrator(registry)
+    with _database(ctx) as engine, Session(engine) as session, session.begin():
+        if note is None:
+            return orchestrator.retry(session, saga_id)
+        return orchestrator.resolve(session, saga_id, note)
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
+    registry: RegistryOption = DEMO_REGISTRY,
+) -> None:
+    """Try a stuck saga's failed compensation (or confirms) again (compensation_failed or
+    confirmation_failed only); the orchestrator carries on from there."""
+    state = _operate(ctx, registry, saga_id, None)
+    stdout_console().print(f"saga {saga_id} is {state.status} again")
+
+
+@app.command()
+def resolve(
+    ctx: typer.Context,
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
+    note: Annotated[
+        str, typer.Option("--note", help="What was done by hand (kept in the timeline).")
+    ] = "",
+    registry: RegistryOption = DEMO_REGISTRY,
+) -> None:
+    """Mark a stuck saga as handled by hand: it ends as resolved."""
+    state = _operate(ctx, registry, saga_id, note)
+    stdout_console().print(f"saga {saga_id} is {state.status}")
+
+
+@app.command()
+def graph(
+    name: Annotated[str, typer.Argument(help="The saga's name, e.g. CreateOrder.")],
+    version: Annotated[
+        int | None, typer.Option("--version", help="This version (default: the newest).")
+    ] = None,
+    registry: RegistryOption = DEMO_REGISTRY,
+) -> None:
+    """The saga as a Mermaid flowchart: steps forwards, compensations backwards."""
+    sagas = load_attribute(registry, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)
+    definition = sagas.latest(name) if version is None else sagas.get(name, version)
+    typer.echo(mermaid(definition), nl=False)

@@ -1,0 +1,146 @@
+"""``pipeline saga`` on a SQLite database the broker-free harness filled with sagas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from pipeline.cli.main import app
+from pipeline.database import build_engine
+from pipeline.processing import Processor
+from pipeline.processing.harness import PipelineHarness
+from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
+from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
+from pipeline.sagas.participant import Refuse, SagaParticipant
+from pipeline.settings import DatabaseSettings
+
+REGISTRY_SPEC = "tests.unit.pipeline.cli.test_saga_cli:registry"
+
+
+class Data(BaseModel):
+    n: int
+
+
+registry = SagaRegistry(
+    [
+        SagaDefinition(
+            "Demo",
+            version=1,
+            data_model=Data,
+            steps=[
+                Step(
+                    "first",
+                    participant="worker",
+                    action=lambda d: Call("Do", {"n": d.n}),
+                    compensation=lambda d: Call("Undo", {"n": d.n}),
+                    compensation_attempts=1,
+                ),
+                Step("second", participant="worker", action=lambda d: Call("Check", {"n": d.n})),
+            ],
+        )
+    ]
+)
+
+worker = Processor("worker-service")
+participant = SagaParticipant(worker, "worker")
+
+
+@participant.command("Do")
+def do(command, unit):
+    return {}
+
+
+@participant.command("Check")
+def check(command, unit):
+    if command.data["n"] % 2:
+        raise Refuse("odd")
+    return {}
+
+
+@participant.command("Undo")
+def undo(command, unit):
+    raise Refuse("the undo service is down", retryable=True)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'sagas.db'}"
+    engine = build_engine(DatabaseSettings(url=url))
+    orchestrator = SagaOrchestrator(registry)
+    harness = PipelineHarness([orchestrator_processor(orchestrator), worker], database=engine)
+    orchestrator.clock = harness.clock
+    with Session(engine) as session, session.begin():
+        orchestrator.start(session, "Demo", "saga-even", {"n": 2})
+        orchestrator.start(session, "Demo", "saga-odd", {"n": 3})
+    harness.run_until_idle()
+    harness.close()
+    return url
+
+
+def pipeline(database: str, *args: str):
+    return CliRunner().invoke(
+        app, list(args), env={"PIPELINE_DATABASE__URL": database, "COLUMNS": "200"}
+    )
+
+
+def test_list_shows_sagas_by_state(database):
+    result = pipeline(database, "saga", "list")
+    assert result.exit_code == 0, result.output
+    assert "saga-even" in result.output and "saga-odd" in result.output
+    assert "2 sagas in all: compensation_failed 1, completed 1" in result.output
+    only = pipeline(database, "saga", "list", "--state", "completed")
+    assert "saga-even" in only.output and "saga-odd" not in only.output
+
+
+def test_show_gives_the_steps_and_the_timeline(database):
+    result = pipeline(database, "saga", "show", "saga-odd")
+    assert result.exit_code == 0, result.output
+    assert "Demo v1 saga-odd: compensation_failed" in result.output
+    assert "reason: second: odd" in result.output
+    assert "the undo service is down" in result.output  # the failed compensation's attempt
+    assert "action failed" in result.output and "odd" in result.output
+    assert "pipeline saga retry saga-odd" in result.output
+
+
+def test_resolve_ends_a_stuck_saga_and_retry_refuses_a_finished_one(database):
+    result = pipeline(
+        database,
+        "saga",
+        "resolve",
+        "saga-odd",
+        "--note",
+        "undone by hand",
+        "--registry",
+        REGISTRY_SPEC,
+    )
+    assert result.exit_code == 0, result.output
+    assert "saga saga-odd is resolved" in result.output
+    again = pipeline(database, "saga", "retry", "saga-odd", "--registry", REGISTRY_SPEC)
+    assert again.exit_code != 0
+    assert "only a saga in compensation_failed or confirmation_failed can be retried" in str(
+        again.exception
+    )
+
+
+def test_retry_sends_the_failed_compensation_again(database):
+    result = pipeline(database, "saga", "retry", "saga-odd", "--registry", REGISTRY_SPEC)
+    assert result.exit_code == 0, result.output
+    assert "saga saga-odd is compensating again" in result.output
+
+
+def test_an_unknown_state_and_an_unknown_saga_are_one_line_errors(database):
+    bad = pipeline(database, "saga", "list", "--state", "happy")
+    assert bad.exit_code != 0 and "unknown state 'happy'" in str(bad.exception)
+    missing = pipeline(database, "saga", "show", "nope")
+    assert "no saga nope" in str(missing.exception)
+
+
+def test_graph_prints_mermaid():
+    result = CliRunner().invoke(app, ["saga", "graph", "Demo", "--registry", REGISTRY_SPEC])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("flowchart TD\n")
+    assert "  first --> second\n" in result.output
