@@ -1,7 +1,7 @@
 """One attempt at one record: decode, check the inbox and the park, run the handler, commit.
 
 This is synchronous and blocking (a database transaction around a plain function); the engine
-runs it in a worker thread and decides about retries from the :class:`Outcome` it returns.
+runs it in a worker thread and decides about retries from the :class:`AttemptResult` it returns.
 
 In one transaction, in this order:
 
@@ -38,7 +38,7 @@ from pipeline.processing.processor import Processor, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
 
 __all__ = [
-    "Outcome",
+    "AttemptResult",
     "Redrive",
     "attempt",
     "call_async",
@@ -65,7 +65,7 @@ class Redrive:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class AttemptResult:
     """What came of an attempt.
 
     - ``processed``: committed; ``duplicate``: seen before, nothing done;
@@ -161,17 +161,17 @@ def _dead_letter_unless_seen(
     consumer_group: str,
     event: Event | None,
     failure: Failure,
-) -> Outcome:
+) -> AttemptResult:
     """A record that cannot be handled: dead-letter it, unless it was dead-lettered before."""
     event_id = inbox_id(record, event)
     try:
         with engine.connect() as connection:
             seen = inbox.outcome_of(connection, consumer_group=consumer_group, event_id=event_id)
     except Exception as error:
-        return Outcome("unavailable", event_id, error=error, event=event)
+        return AttemptResult("unavailable", event_id, error=error, event=event)
     if seen is not None and Redrive.of(record) is None:
-        return Outcome("duplicate", event_id, event=event)
-    return Outcome("dead_letter", event_id, failure, event=event)
+        return AttemptResult("duplicate", event_id, event=event)
+    return AttemptResult("dead_letter", event_id, failure, event=event)
 
 
 def attempt(
@@ -183,7 +183,7 @@ def attempt(
     park_keys: bool = True,
     use_inbox: bool = True,
     loop: asyncio.AbstractEventLoop | None = None,
-) -> Outcome:
+) -> AttemptResult:
     """Handle ``record`` once (see the module's docstring for the steps).
 
     ``use_inbox=False`` skips steps 1, 2 and 4: no duplicate detection and no parked keys.
@@ -227,7 +227,7 @@ def attempt(
             )
             if not use_inbox:
                 _call(route, unit, session, loop)
-                return Outcome("processed", event.id, event=event)
+                return AttemptResult("processed", event.id, event=event)
             connection = session.connection()
             # PostgreSQL: claim first, so a second instance handling the same event waits on
             # the row, then sees the duplicate. SQLite has one writer for the whole database:
@@ -242,7 +242,7 @@ def attempt(
             else:
                 claimed = _claim(connection, record, event, consumer_group)
             if not claimed.new and not (redrive and claimed.previous == "dead_lettered"):
-                return Outcome("duplicate", event.id, event=event)
+                return AttemptResult("duplicate", event.id, event=event)
             parked = None
             if park_keys and record.key is not None:
                 parked = inbox.parked_key(
@@ -272,7 +272,7 @@ def attempt(
                     connection, consumer_group=consumer_group, topic=record.topic, key=record.key
                 )
     except _Duplicate:
-        return Outcome("duplicate", event.id, event=event)
+        return AttemptResult("duplicate", event.id, event=event)
     except _Parked as parked_by:
         failure = Failure(
             reason="key_parked",
@@ -280,17 +280,17 @@ def attempt(
             message=f"key parked behind dead-lettered event {parked_by.event_id}",
             parked_by=parked_by.event_id,
         )
-        return Outcome("dead_letter", event.id, failure, event=event)
+        return AttemptResult("dead_letter", event.id, failure, event=event)
     except Reject as error:
-        return Outcome(
+        return AttemptResult(
             "dead_letter", event.id, Failure.from_exception("rejected", error), event=event
         )
     except Exception as error:
         kind: Literal["failed", "unavailable"] = (
             "unavailable" if is_unavailable(error) else "failed"
         )
-        return Outcome(kind, event.id, error=error, event=event)
-    return Outcome("processed", event.id, event=event)
+        return AttemptResult(kind, event.id, error=error, event=event)
+    return AttemptResult("processed", event.id, event=event)
 
 
 def record_dead_letter(

@@ -51,7 +51,7 @@ from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 from pipeline.logs.context import log_context
 from pipeline.processing import group_commit
 from pipeline.processing.attempt import (
-    Outcome,
+    AttemptResult,
     Redrive,
     attempt,
     call_async,
@@ -136,7 +136,7 @@ class ProcessingEngine:
                 self._in_thread,
             )
         )
-        self._commits: group_commit.Grouper[UnitOfWork, Outcome] = group_commit.Grouper(
+        self._commits: group_commit.Grouper[UnitOfWork, AttemptResult] = group_commit.Grouper(
             partial(
                 group_commit.commit,
                 database,
@@ -332,7 +332,7 @@ class ProcessingEngine:
         while True:
             if self._generation.get(tp) != generation:
                 return  # revoked (drained) meanwhile: the next owner handles it again
-            outcome: Outcome | None = await self._grouped_attempt(record) if grouped else None
+            outcome: AttemptResult | None = await self._grouped_attempt(record) if grouped else None
             grouped = False  # retries take the per-record attempt
             if outcome is None:
                 outcome = await self._in_thread(self._attempt_of(record))
@@ -380,7 +380,7 @@ class ProcessingEngine:
             )
             await self._sleep(delay)
 
-    def _attempt_of(self, record: Record) -> Callable[[], Outcome]:
+    def _attempt_of(self, record: Record) -> Callable[[], AttemptResult]:
         return partial(
             attempt,
             record,
@@ -392,7 +392,7 @@ class ProcessingEngine:
             loop=asyncio.get_running_loop(),
         )
 
-    async def _grouped_attempt(self, record: Record) -> Outcome | None:
+    async def _grouped_attempt(self, record: Record) -> AttemptResult | None:
         """The first attempt of an ``async`` handler's event, on the group path; ``None`` when
         the record needs the per-record attempt (see the module's docstring)."""
         try:
@@ -414,7 +414,7 @@ class ProcessingEngine:
             except Exception:  # the database: the per-record attempt waits for it
                 return None
             if seen.outcome is not None:
-                return Outcome("duplicate", event.id, event=event)
+                return AttemptResult("duplicate", event.id, event=event)
             if seen.parked:
                 return None
         unit = UnitOfWork(
@@ -424,11 +424,11 @@ class ProcessingEngine:
             await call_async(route, unit)
         except Reject as error:
             failure = Failure.from_exception("rejected", error)
-            return Outcome("dead_letter", event.id, failure, event=event)
+            return AttemptResult("dead_letter", event.id, failure, event=event)
         except Exception as error:
-            return Outcome("failed", event.id, error=error, event=event)
+            return AttemptResult("failed", event.id, error=error, event=event)
         if not self.settings.inbox and not unit.has_writes:
-            return Outcome("processed", event.id, event=event)
+            return AttemptResult("processed", event.id, event=event)
         return await self._commits.submit(unit)
 
     async def _dead_letter(self, record: Record, event_id: str, failure: Failure) -> None:

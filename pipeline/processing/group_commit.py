@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.processing import inbox
-from pipeline.processing.attempt import Outcome, is_unavailable
+from pipeline.processing.attempt import AttemptResult, is_unavailable
 from pipeline.processing.processor import UnitOfWork
 
 __all__ = ["Grouper", "Seen", "commit", "look_up"]
@@ -109,7 +109,7 @@ def look_up(
 
 def _commit_together(
     database: Engine, units: Sequence[UnitOfWork], consumer_group: str, use_inbox: bool
-) -> list[Outcome]:
+) -> list[AttemptResult]:
     with database.begin() as connection, Session(bind=connection) as session:
         if use_inbox:
             # In event id order: two instances committing overlapping groups during a
@@ -127,16 +127,16 @@ def _commit_together(
             if event_id in new:
                 new.discard(event_id)  # the same event twice in one group: the second is a copy
                 unit.apply_writes(session)
-                outcomes.append(Outcome("processed", event_id, event=unit.event))
+                outcomes.append(AttemptResult("processed", event_id, event=unit.event))
             else:
-                outcomes.append(Outcome("duplicate", event_id, event=unit.event))
+                outcomes.append(AttemptResult("duplicate", event_id, event=unit.event))
         session.flush()  # the writes, in this transaction (the connection's, committed here)
         return outcomes
 
 
 def commit(
     database: Engine, units: Sequence[UnitOfWork], *, consumer_group: str, use_inbox: bool
-) -> list[Outcome]:
+) -> list[AttemptResult]:
     """Commit the handled events of ``units``: ``processed`` or ``duplicate`` each, or
     ``failed``/``unavailable`` for one whose own transaction failed too."""
     try:
@@ -145,8 +145,8 @@ def commit(
         if len(units) == 1:
             unit = units[0]
             if is_unavailable(error):
-                return [Outcome("unavailable", unit.event.id, error=error, event=unit.event)]
-            return [Outcome("failed", unit.event.id, error=error, event=unit.event)]
+                return [AttemptResult("unavailable", unit.event.id, error=error, event=unit.event)]
+            return [AttemptResult("failed", unit.event.id, error=error, event=unit.event)]
     # Each on its own: a write of one event must not fail the others.
     return [
         commit(database, [unit], consumer_group=consumer_group, use_inbox=use_inbox)[0]

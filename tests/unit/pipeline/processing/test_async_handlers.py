@@ -24,7 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.outbox.table import outbox_table
 from pipeline.processing import Processor, ProcessorTestDriver, Record, Reject, UnitOfWork, inbox
 from pipeline.processing import engine as engine_module
-from pipeline.processing.attempt import Outcome, attempt
+from pipeline.processing.attempt import AttemptResult, attempt
 from tests.support.driving import DriverFactory
 from tests.support.driving import step_event as event
 
@@ -55,7 +55,7 @@ def per_record_attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The offsets of the records that took the per-record attempt (in a worker thread)."""
     offsets: list[int] = []
 
-    def spy(record: Record, **options: Any) -> Outcome:
+    def spy(record: Record, **options: Any) -> AttemptResult:
         offsets.append(record.offset)
         return attempt(record, **options)
 
