@@ -1,21 +1,20 @@
 """The log shipper: the ``logs`` topic into Elasticsearch, nothing lost and nothing doubled.
 
 A batch consumer (confluent-kafka, built by :mod:`pipeline.kafka.clients`) and bulk indexing
-(``elasticsearch.helpers.streaming_bulk``). For each batch:
+(``elasticsearch.helpers.streaming_bulk``). For each batch (the pure parts are
+:mod:`consumers.log_batch`):
 
-1. :func:`plan_batch` (pure) turns the records into index actions: ``_id`` is the record's
-   ``event.id`` (so a redelivery overwrites, never duplicates; a record without one gets a hash
-   of topic/partition/offset), ``_index`` the daily index of its own ``@timestamp``
-   (:func:`pipeline.logs.schema.index_for`). A record that is not a JSON object with a valid
-   ``@timestamp`` is dead-lettered at once;
+1. :func:`~consumers.log_batch.plan_batch` turns the records into index actions; a record that
+   is not a log document is dead-lettered at once;
 2. the actions go to Elasticsearch in one bulk request; each item is classified by
-   :func:`classify`: 2xx done, 429 and 5xx retried with bounded exponential backoff (then
-   dead-lettered), any other 4xx (a mapping conflict) dead-lettered with Elasticsearch's reason;
-3. dead letters go to ``logs.dlq`` (the original key and value; headers ``dlq_reason``,
-   ``dlq_status``, ``dlq_original_topic``, ``dlq_original_partition``,
-   ``dlq_original_offset``, ``dlq_failed_at``, ``dlq_source``), and the producer is flushed;
+   :func:`~consumers.log_batch.classify`: 2xx done, 429 and 5xx retried with bounded exponential
+   backoff (:func:`retry_policy`, then dead-lettered), any other 4xx (a mapping conflict)
+   dead-lettered with Elasticsearch's reason;
+3. dead letters go to ``logs.dlq`` (the original key and value, the ``dlq.*`` headers of
+   :mod:`pipeline.dead_letters.letter` and Elasticsearch's status; see
+   :func:`~consumers.log_batch.dlq_message`), and the producer is flushed;
 4. only then are the offsets committed, per partition up to the first record that is neither
-   acknowledged nor dead-lettered (:func:`commit_positions`).
+   acknowledged nor dead-lettered (:func:`~consumers.log_batch.commit_positions`).
 
 When Elasticsearch cannot be reached (connection refused, timeout) the shipper pauses its
 partitions, waits (1 s doubling up to ``outage_max_backoff_s``, while serving the group), probes
@@ -28,16 +27,14 @@ what is acknowledged is committed, and the consumer leaves its group.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 from elastic_transport import ConnectionError as TransportConnectionError
@@ -45,211 +42,44 @@ from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
-from pipeline.dead_letters.letter import Failure, Reason, dead_letter_of
-from pipeline.envelope import KafkaMessage
-from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template, index_for
+from consumers.log_batch import (
+    IndexAction,
+    Position,
+    SourceRecord,
+    UnshippableRecord,
+    classify,
+    commit_positions,
+    dlq_message,
+    item_error_type,
+    item_reason,
+    plan_batch,
+)
+from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
+from pipeline.retry import RetryPolicy
 from pipeline.settings import LogSettings
 
-__all__ = [
-    "DeadLetter",
-    "IndexAction",
-    "LogShipper",
-    "ShipperCounters",
-    "SourceRecord",
-    "classify",
-    "commit_positions",
-    "dlq_message",
-    "item_error_type",
-    "item_reason",
-    "plan_batch",
-]
+__all__ = ["DlqProducer", "LogShipper", "ShipperConsumer", "ShipperCounters", "retry_policy"]
 
 _log = logging.getLogger(__name__)
-
-Outcome = Literal["ok", "retry", "reject"]
-Position = tuple[str, int]  # topic, partition
 
 #: Largest bulk request body (Elasticsearch refuses above http.max_content_length, 100 MB).
 _MAX_CHUNK_BYTES = 20 * 1024 * 1024
 _PROBE_TIMEOUT_S = 5.0
 _DLQ_FLUSH_TIMEOUT_S = 30.0
-#: The header of a dead letter that holds Elasticsearch's HTTP status for the document.
-ES_STATUS_HEADER = "dlq.elasticsearch.status"
 
 
-# --- the data (pure) ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceRecord:
-    """One consumed Kafka record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class IndexAction:
-    """One document to index, and the record it came from."""
-
-    record: SourceRecord
-    index: str
-    id: str
-    source: bytes  # the document as one line of JSON
-
-    def bulk_action(self) -> dict[str, Any]:
-        return {"_op_type": "index", "_index": self.index, "_id": self.id, "_source": self.source}
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A record that goes to the dead-letter topic, and why (see
-    :mod:`pipeline.dead_letters.letter`)."""
-
-    record: SourceRecord
-    reason: str  # the decoder's or Elasticsearch's reason, one line
-    status: int | None = None  # Elasticsearch's status; None when it never got there
-    kind: Reason = "undecodable"
-    error_type: str = "undecodable"
-    attempts: int = 1
-
-
-def fallback_id(record: SourceRecord) -> str:
-    """The document id of a record without ``event.id``: stable across redeliveries."""
-    where = f"{record.topic}/{record.partition}/{record.offset}".encode()
-    return hashlib.sha256(where).hexdigest()[:40]
-
-
-def _parse_timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def plan_batch(
-    records: Iterable[SourceRecord], *, alias: str = INDEX_ALIAS
-) -> tuple[list[IndexAction], list[DeadLetter]]:
-    """Index actions for the records that are log documents; dead letters for the rest."""
-    actions: list[IndexAction] = []
-    dead: list[DeadLetter] = []
-    for record in records:
-        if not record.value:
-            dead.append(DeadLetter(record, "undecodable: the record has no value"))
-            continue
-        try:
-            document = json.loads(record.value)
-        except (UnicodeDecodeError, ValueError) as error:
-            dead.append(DeadLetter(record, f"undecodable: not JSON ({error})"))
-            continue
-        if not isinstance(document, dict):
-            kind = type(document).__name__
-            dead.append(DeadLetter(record, f"undecodable: a JSON {kind}, not an object"))
-            continue
-        moment = _parse_timestamp(document.get("@timestamp"))
-        if moment is None:
-            stamp = document.get("@timestamp")
-            dead.append(DeadLetter(record, f"undecodable: no valid @timestamp (got {stamp!r:.60})"))
-            continue
-        event = document.get("event")
-        event_id = event.get("id") if isinstance(event, dict) else None
-        if not isinstance(event_id, str) or not event_id or len(event_id) > 512:
-            event_id = fallback_id(record)
-        # A log line's JSON is sent as it came (one line), saving a second serialisation.
-        source = record.value if b"\n" not in record.value else json.dumps(document).encode()
-        actions.append(IndexAction(record, index_for(moment, alias=alias), event_id, source))
-    return actions, dead
-
-
-def classify(status: int | None) -> Outcome:
-    """2xx done; 429 and 5xx (and no status at all) retried; any other 4xx rejected."""
-    if status is None:
-        return "retry"
-    if 200 <= status < 300:
-        return "ok"
-    if status == 429 or status >= 500:
-        return "retry"
-    return "reject"
-
-
-def item_reason(item: Mapping[str, Any]) -> str:
-    """Elasticsearch's reason for one failed bulk item, on one line."""
-    error = item.get("error")
-    if isinstance(error, dict):
-        parts = [f"{error.get('type', 'error')}: {error.get('reason', '')}".strip()]
-        cause = error.get("caused_by")
-        while isinstance(cause, dict):
-            parts.append(f"{cause.get('type', '')}: {cause.get('reason', '')}")
-            cause = cause.get("caused_by")
-        text = " / ".join(parts)
-    elif error is not None:
-        text = str(error)
-    else:
-        text = f"status {item.get('status')}"
-    return " ".join(text.split())
-
-
-def commit_positions(
-    offsets: Mapping[Position, Sequence[int]], done: set[tuple[str, int, int]]
-) -> dict[Position, int]:
-    """Per partition, the position to commit: one past the highest offset below which (in
-    this batch) every record is done; partitions whose first record is not done are left out."""
-    positions: dict[Position, int] = {}
-    for (topic, partition), numbers in offsets.items():
-        position = None
-        for offset in sorted(numbers):
-            if (topic, partition, offset) not in done:
-                break
-            position = offset + 1
-        if position is not None:
-            positions[(topic, partition)] = position
-    return positions
-
-
-def item_error_type(item: Mapping[str, Any]) -> str:
-    """The Elasticsearch error type of a failed bulk item (``document_parsing_exception``)."""
-    error = item.get("error")
-    kind = error.get("type") if isinstance(error, dict) else None
-    return f"elasticsearch.{kind}" if kind else f"elasticsearch.status_{item.get('status')}"
-
-
-def dlq_message(
-    letter: DeadLetter, consumer_group: str, now: datetime | None = None
-) -> KafkaMessage:
-    """The dead letter of a record: the original bytes plus the ``dlq.*`` headers of
-    :func:`pipeline.dead_letters.letter.dead_letter_message`, and Elasticsearch's status in
-    ``dlq.elasticsearch.status`` when it answered."""
-    record = letter.record
-    message = dead_letter_of(
-        record,
-        consumer_group=consumer_group,
-        failure=Failure(
-            reason=letter.kind,
-            error_type=letter.error_type,
-            message=letter.reason,
-            attempts=letter.attempts,
-        ),
-        now=now,
+def retry_policy(settings: LogSettings) -> RetryPolicy:
+    """The retries of a document Elasticsearch answered 429 or 5xx: ``retry_attempts`` in all,
+    waiting ``retry_initial_backoff_s`` doubled after each failure, at most
+    ``retry_max_backoff_s``, without jitter."""
+    return RetryPolicy(
+        max_attempts=settings.retry_attempts,
+        # A first wait above the cap is the cap, as min(cap, first * 2**n) always was.
+        initial_backoff_s=min(settings.retry_initial_backoff_s, settings.retry_max_backoff_s),
+        max_backoff_s=settings.retry_max_backoff_s,
+        multiplier=2.0,
+        jitter=0.0,
     )
-    if letter.status is not None:
-        message.headers.append((ES_STATUS_HEADER, str(letter.status).encode()))
-    return message
-
-
-def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
-    """Exponential backoff: ``initial_s * 2**(attempt - 1)``, at most ``max_s``."""
-    return float(min(max_s, initial_s * 2 ** max(0, attempt - 1)))
-
-
-# --- the loop (I/O) -----------------------------------------------------------------------------
 
 
 class ShipperConsumer(Protocol):
@@ -330,6 +160,7 @@ class LogShipper:
         self._es = es
         self._dlq = dlq_producer
         self._settings = settings
+        self._retry = retry_policy(settings)
         self.topic = topic or settings.topic
         self.dlq_topic = dlq_topic or settings.dlq_topic
         self.alias = alias
@@ -428,7 +259,7 @@ class LogShipper:
     def _index(
         self,
         actions: list[IndexAction],
-        dead: list[DeadLetter],
+        dead: list[UnshippableRecord],
         done: set[tuple[str, int, int]],
     ) -> None:
         pending = actions
@@ -439,14 +270,14 @@ class LogShipper:
             for action, (_ok, item) in zip(pending, results, strict=True):
                 status = item.get("status")
                 status = status if isinstance(status, int) else None
-                outcome = classify(status)
+                verdict = classify(status)
                 where = (action.record.topic, action.record.partition, action.record.offset)
-                if outcome == "ok":
+                if verdict == "ok":
                     done.add(where)
                     self.counters.shipped += 1
-                elif outcome == "reject":
+                elif verdict == "reject":
                     dead.append(
-                        DeadLetter(
+                        UnshippableRecord(
                             action.record, item_reason(item), status, "rejected",
                             item_error_type(item), attempt + 1,
                         )
@@ -456,22 +287,18 @@ class LogShipper:
             if not retry:
                 return
             attempt += 1
-            if attempt >= self._settings.retry_attempts:
+            if self._retry.exhausted(attempt):
                 for action, item, status in retry:
                     why = f"gave up after {attempt} attempts: {item_reason(item)}"
                     dead.append(
-                        DeadLetter(
+                        UnshippableRecord(
                             action.record, why, status, "retries_exhausted",
                             item_error_type(item), attempt,
                         )
                     )  # fmt: skip
                 return
             self.counters.retried += len(retry)
-            pause = backoff_s(
-                attempt,
-                self._settings.retry_initial_backoff_s,
-                self._settings.retry_max_backoff_s,
-            )
+            pause = self._retry.delay(attempt)
             _log.warning(
                 "elasticsearch asked to retry %d document(s) (%s); again in %.1f s",
                 len(retry), item_reason(retry[0][1]), pause,
@@ -496,7 +323,7 @@ class LogShipper:
             results.append((ok, next(iter(item.values()))))
         return results
 
-    def _dead_letter(self, dead: list[DeadLetter]) -> set[tuple[str, int, int]]:
+    def _dead_letter(self, dead: list[UnshippableRecord]) -> set[tuple[str, int, int]]:
         """Produce the dead letters and flush; the positions Kafka acknowledged."""
         if not dead:
             return set()
@@ -504,7 +331,7 @@ class LogShipper:
         failed: list[str] = []
         now = datetime.now(UTC)
 
-        def report(letter: DeadLetter) -> Callable[[Any, Any], None]:
+        def report(letter: UnshippableRecord) -> Callable[[Any, Any], None]:
             def on_delivery(error: Any, _message: Any) -> None:
                 where = (letter.record.topic, letter.record.partition, letter.record.offset)
                 if error is None:

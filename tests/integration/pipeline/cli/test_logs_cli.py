@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from consumers.log_shipper import SourceRecord, plan_batch
+from consumers.log_batch import SourceRecord, plan_batch
 from pipeline.logs.schema import ensure_index_template
 from tests.support.logs import log_alias, log_document
 from tests.support.stack_cli import run_pipeline
