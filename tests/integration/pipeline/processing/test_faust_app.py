@@ -22,7 +22,7 @@ from tests.support.stack_cli import PIPELINE, free_port
 
 EVENTS = 300
 KEYS = 30
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def _metrics(port: int) -> dict[str, float]:
