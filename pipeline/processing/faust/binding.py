@@ -1,0 +1,277 @@
+"""A processor bound to a Faust app: Faust consumes, the processing engine decides what runs.
+
+Faust (faust-streaming) owns the group membership, fetching, rebalancing and the offset commit
+loop; one Faust topic channel reads all of the processor's topics and hands each event to the
+:class:`FaustBinding`, which gives it to the
+:class:`~pipeline.processing.engine.ProcessingEngine`. There is no agent and no Faust stream:
+the engine is the stream (ordering, concurrency, acknowledgement), and Faust's per-event stream
+machinery cost more than all of our own work per event. A Faust event is acknowledged only once
+the engine's commit position has passed it, so Faust's acknowledged offsets are always
+contiguous from the last commit and Faust never commits a record that is not done, whatever
+order records of different keys finish in.
+
+On revocation (and on shutdown) the engine drains the revoked partitions before Faust commits:
+records in flight get ``processing.drain_timeout_s`` to finish, what finished is acknowledged
+and committed, and the rest is left for the next owner.
+
+Dead letters are written with our :class:`~pipeline.kafka.producer.EventProducer` (idempotent,
+``acks=all``) and awaited before the offset moves. What depends on Faust's internals is in
+:mod:`pipeline.processing.faust.internals`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+from sqlalchemy.engine import Engine
+
+from pipeline.database import build_engine
+from pipeline.envelope import KafkaMessage
+from pipeline.errors import PipelineError
+from pipeline.kafka.producer import EventProducer, build_event_producer
+from pipeline.processing.engine import ProcessingEngine, TopicPartition
+from pipeline.processing.faust.internals import FaustInternals
+from pipeline.processing.inbox import purge_inbox
+from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics, summary_line
+from pipeline.processing.offsets import CommitPosition
+from pipeline.processing.processor import Processor
+from pipeline.processing.records import Record
+from pipeline.settings import PipelineSettings
+
+__all__ = ["FaustBinding", "ProducerDeadLetterSink", "record_of"]
+
+logger = logging.getLogger("pipeline.processing")
+
+
+class ProducerDeadLetterSink:
+    """Dead letters through an :class:`EventProducer`; ``send`` waits for the acknowledgement."""
+
+    def __init__(self, producer: EventProducer) -> None:
+        self._producer = producer
+
+    async def send(self, topic: str, message: KafkaMessage) -> None:
+        delivery = await asyncio.wrap_future(self._producer.send_future(topic, message))
+        if not delivery.ok:
+            raise PipelineError(f"dead letter to {topic} failed: {delivery.error}")
+
+
+def record_of(message: Any) -> Record:
+    """The :class:`Record` of a Faust message."""
+    headers = message.headers or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    timestamp = message.timestamp
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=[(name, value if value is not None else b"") for name, value in headers],
+        timestamp_ms=int(timestamp * 1000) if timestamp else None,
+    )
+
+
+class _ProcessorApp(faust.App):
+    """Faust's App, draining the binding's engine before Faust stops its consumer."""
+
+    def __init__(self, binding: FaustBinding, name: str, **options: Any) -> None:
+        self.binding = binding
+        super().__init__(name, **options)
+
+    async def on_start(self) -> None:
+        self.binding.starting()
+        await super().on_start()
+
+    async def on_stop(self) -> None:
+        await self.binding.stopping()
+        await super().on_stop()
+
+
+class FaustBinding:
+    """One processor as a Faust app (nothing connects until a worker starts :attr:`app`).
+
+    Per partition it keeps the events not acknowledged yet, the last offset consumed (for the
+    lag) and the position acknowledged so far (committed on revocation).
+    """
+
+    def __init__(
+        self,
+        processor: Processor,
+        settings: PipelineSettings,
+        *,
+        database: Engine | None = None,
+        metrics: ProcessorMetrics | None = None,
+        producer: EventProducer | None = None,
+        internals: FaustInternals | None = None,
+    ) -> None:
+        processing = settings.processing
+        kafka = settings.kafka
+        if kafka.security_protocol != "PLAINTEXT":
+            raise PipelineError(
+                "the Faust processor runtime supports kafka.security_protocol PLAINTEXT "
+                "only for now"
+            )
+        self.processor = processor
+        self.settings = processing
+        self.database = database or build_engine(
+            settings.database, pool_size=processing.max_in_flight
+        )
+        self.metrics = metrics or ProcessorMetrics(processor.name)
+        self.producer = producer or build_event_producer(kafka, settings.producer)
+        self.internals = internals or FaustInternals()
+        self._engine: ProcessingEngine | None = None
+        self._held: dict[TopicPartition, deque[tuple[int, EventT[Any]]]] = defaultdict(deque)
+        self._consumed: dict[TopicPartition, int] = {}
+        # Faust forgets its acknowledgements of revoked partitions before it calls `revoked`,
+        # so there these positions are committed through the internals.
+        self._acked_to: dict[TopicPartition, int] = {}
+        self._last_snapshot: MetricsSnapshot | None = None
+        self.app = _ProcessorApp(
+            self,
+            processor.name,
+            broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
+            autodiscover=False,
+            web_enabled=False,
+            store="memory://",
+            topic_disable_leader=True,
+            topic_allow_declare=False,
+            # Waiting is ours (the engine's drain, bounded); Faust's own wait has no bound and
+            # would wait forever on a record held back by its key.
+            stream_wait_empty=False,
+            broker_commit_interval=processing.commit_interval_s,
+            broker_session_timeout=processing.session_timeout_s,
+            broker_heartbeat_interval=processing.session_timeout_s / 5,
+            consumer_auto_offset_reset="earliest",
+            stream_buffer_maxsize=max(processing.max_buffered, 100),
+            broker_client_id=f"{kafka.client_id}-{processor.name}",
+        )
+        self.internals.subscribe(self.app, processor.topics, self)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        self.app.timer(processing.inbox_cleanup_interval_s)(self.clean_inbox)
+        self.app.timer(processing.metrics_log_interval_s)(self.report)
+
+    @property
+    def engine(self) -> ProcessingEngine:
+        """The processing engine, made on first use (inside the worker's event loop)."""
+        if self._engine is None:
+            self._engine = ProcessingEngine(
+                self.processor,
+                database=self.database,
+                dead_letters=ProducerDeadLetterSink(self.producer),
+                on_commit=self.acknowledge,
+                settings=self.settings,
+                metrics=self.metrics,
+            )
+        return self._engine
+
+    # --- events in ----------------------------------------------------------------------------
+
+    @property
+    def has_room(self) -> bool:
+        return self.engine.has_room
+
+    def deliver_nowait(self, event: EventT[Any]) -> None:
+        """Hand ``event`` to the engine (the caller checked :attr:`has_room`)."""
+        engine = self.engine
+        if not engine.closed:  # closed: shutting down; never committed, so read again later
+            engine.submit_nowait(self.accept(event))
+
+    async def deliver(self, event: EventT[Any]) -> None:
+        """Hand ``event`` to the engine, waiting for room."""
+        engine = self.engine
+        if not engine.closed:
+            await engine.submit(self.accept(event))
+
+    def accept(self, event: EventT[Any]) -> Record:
+        """``event`` as a record, held until the engine's commit position passes it."""
+        record = record_of(event.message)
+        self._held[record.topic_partition].append((record.offset, event))
+        self._consumed[record.topic_partition] = record.offset
+        return record
+
+    def acknowledge(self, plan: list[CommitPosition]) -> None:
+        """Acknowledge to Faust every held event below each partition's new commit position."""
+        for topic, partition, position in plan:
+            waiting = self._held.get((topic, partition))
+            while waiting and waiting[0][0] < position:
+                waiting.popleft()[1].ack()
+            self._acked_to[(topic, partition)] = position
+
+    # --- rebalance and shutdown ---------------------------------------------------------------
+
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions this member now owns."""
+        self.engine.assigned(list(partitions))
+
+    async def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions taken away: drain them, commit what finished, forget them."""
+        revoked = list(partitions)
+        engine = self._engine
+        if engine is not None and revoked:
+            await engine.drain(revoked)
+            positions = {TP(*tp): self._acked_to[tp] for tp in revoked if tp in self._acked_to}
+            consumer = self.app.consumer
+            try:
+                await self.internals.commit_revoked(consumer, positions)
+                await consumer.commit()
+            except Exception as error:
+                logger.warning("commit on revocation failed: %s", error)
+        for tp in revoked:
+            self._held.pop(tp, None)
+            self._consumed.pop(tp, None)
+            self._acked_to.pop(tp, None)
+
+    def starting(self) -> None:
+        """The app is starting."""
+        self.internals.starting(self.app)
+
+    async def stopping(self) -> None:
+        """The app is stopping, its consumer still running: drain everything, commit."""
+        if self._engine is None:
+            return
+        await self._engine.close()
+        try:
+            await self.app.consumer.commit()
+        except Exception as error:  # the group may already be gone; nothing is lost
+            logger.warning("final commit failed: %s", error)
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        self.assigned((tp.topic, tp.partition) for tp in assigned)
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        await self.revoked((tp.topic, tp.partition) for tp in revoked)
+
+    # --- timers -------------------------------------------------------------------------------
+
+    async def clean_inbox(self) -> None:
+        """Delete inbox rows past their retention, in small batches in a worker thread."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.inbox_retention_s)
+        try:
+            deleted = await asyncio.get_running_loop().run_in_executor(
+                None, partial(purge_inbox, self.database, older_than=cutoff)
+            )
+        except Exception as error:  # the next round tries again
+            logger.warning("inbox cleanup failed: %s", error)
+            return
+        if deleted:
+            logger.info("inbox cleanup: %d row(s) older than %s deleted", deleted, cutoff)
+
+    async def report(self) -> None:
+        """Set each partition's lag and log the metrics summary line."""
+        for tp, consumed in list(self._consumed.items()):
+            highwater = self.app.consumer.highwater(TP(*tp))
+            if highwater is not None and highwater >= 0:
+                self.metrics.set_lag(tp[0], tp[1], max(0, highwater - consumed - 1))
+        now = self.metrics.snapshot()
+        logger.info(summary_line(self.processor.name, now, self._last_snapshot))
+        self._last_snapshot = now
