@@ -1,7 +1,7 @@
 """NDJSON lines into events, or into rejections that say why: pure, no I/O.
 
 Each line of the input is the data of one event. :func:`parse_line` turns one line into a
-:class:`ReadyEvent` (the event and the exact Kafka message to send) or a :class:`Rejection`
+:class:`ReadyEvent` (the event and the exact Kafka message to send) or a :class:`RejectedLine`
 (line number, reason, the raw line), in this order:
 
 1. a blank line is skipped (its number still counts);
@@ -65,7 +65,7 @@ __all__ = [
     "ParsedLine",
     "ProduceOptionError",
     "ReadyEvent",
-    "Rejection",
+    "RejectedLine",
     "line_rules",
     "message_size",
     "parse_headers",
@@ -99,7 +99,7 @@ class ProduceOptionError(PipelineError):
 
 
 @dataclass(frozen=True)
-class Rejection:
+class RejectedLine:
     """A line that was not sent, and why; ``raw`` is the line without its line break."""
 
     line: int
@@ -125,7 +125,7 @@ class ReadyEvent:
     raw: str = field(default="", repr=False)
 
 
-ParsedLine = ReadyEvent | Rejection
+ParsedLine = ReadyEvent | RejectedLine
 
 
 # --- key paths --------------------------------------------------------------------------------
@@ -369,13 +369,13 @@ def _request_type(name: str | None) -> RequestType | None:
 
 
 def parse_line(rules: LineRules, number: int, raw: bytes | str) -> ParsedLine | None:
-    """Line ``number`` (1-based) as a :class:`ReadyEvent` or :class:`Rejection`; None if blank."""
+    """Line ``number`` (from 1) as a :class:`ReadyEvent` or :class:`RejectedLine`; None if blank."""
     if isinstance(raw, bytes):
         raw = raw.removesuffix(b"\n").removesuffix(b"\r")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            return Rejection(
+            return RejectedLine(
                 number,
                 f"not valid UTF-8: byte {raw[error.start]:#04x} at offset {error.start}",
                 raw.decode("utf-8", errors="replace"),
@@ -389,7 +389,7 @@ def parse_line(rules: LineRules, number: int, raw: bytes | str) -> ParsedLine | 
     try:
         return _ready(rules, number, text)
     except _Rejected as rejected:
-        return Rejection(number, str(rejected), text)
+        return RejectedLine(number, str(rejected), text)
 
 
 class _Rejected(Exception):
@@ -467,7 +467,7 @@ def _key_at(path: KeyPath, data: Any) -> str:
 
 
 def parse_lines(rules: LineRules, lines: Iterable[bytes | str]) -> Iterator[ParsedLine]:
-    """Every non-blank line, numbered from 1, as a :class:`ReadyEvent` or :class:`Rejection`."""
+    """Every non-blank line, numbered from 1, as a :class:`ReadyEvent` or :class:`RejectedLine`."""
     for number, raw in enumerate(lines, start=1):
         parsed = parse_line(rules, number, raw)
         if parsed is not None:
@@ -476,16 +476,16 @@ def parse_lines(rules: LineRules, lines: Iterable[bytes | str]) -> Iterator[Pars
 
 def rejections_in(
     rules: LineRules, lines: Iterable[bytes | str], *, max_bytes: int = MAX_MESSAGE_BYTES
-) -> list[Rejection]:
+) -> list[RejectedLine]:
     """Every rejection in the input: the first pass of ``--strict``, which sends nothing.
 
     Besides the lines :func:`parse_line` rejects, an event larger than ``max_bytes`` is one: the
     producer would refuse it. Parsing is deterministic apart from event ids and times (whose
     lengths are fixed), so a second pass over the same lines rejects exactly these lines again.
     """
-    found: list[Rejection] = []
+    found: list[RejectedLine] = []
     for parsed in parse_lines(rules, lines):
-        rejection = parsed if isinstance(parsed, Rejection) else too_large(parsed, max_bytes)
+        rejection = parsed if isinstance(parsed, RejectedLine) else too_large(parsed, max_bytes)
         if rejection is not None:
             found.append(rejection)
     return found
@@ -529,16 +529,16 @@ def _size_text(ready: ReadyEvent, max_bytes: int) -> str:
     )
 
 
-def too_large(ready: ReadyEvent, max_bytes: int = MAX_MESSAGE_BYTES) -> Rejection | None:
+def too_large(ready: ReadyEvent, max_bytes: int = MAX_MESSAGE_BYTES) -> RejectedLine | None:
     """The rejection of an event the producer would refuse as too large; None if it fits."""
     if message_size(ready.message) <= max_bytes:
         return None
-    return Rejection(ready.line, f"event too large: {_size_text(ready, max_bytes)}", ready.raw)
+    return RejectedLine(ready.line, f"event too large: {_size_text(ready, max_bytes)}", ready.raw)
 
 
-def refused(ready: ReadyEvent, reason: str, max_bytes: int = MAX_MESSAGE_BYTES) -> Rejection:
+def refused(ready: ReadyEvent, reason: str, max_bytes: int = MAX_MESSAGE_BYTES) -> RejectedLine:
     """The rejection of an event the Kafka client refused at once (nothing of it was sent)."""
     why = f"refused by the Kafka client: {reason}"
     if message_size(ready.message) > max_bytes:
         why += f" ({_size_text(ready, max_bytes)})"
-    return Rejection(ready.line, why, ready.raw)
+    return RejectedLine(ready.line, why, ready.raw)

@@ -57,7 +57,7 @@ from pipeline.topics.admin import describe_cluster_topics
 from producers.ndjson import (
     DEFAULT_SOURCE,
     LineRules,
-    Rejection,
+    RejectedLine,
     line_rules,
     parse_line,
     refused,
@@ -155,7 +155,7 @@ class _RejectsFile:
         self.count = 0
         self._file: IO[str] | None = None
 
-    def write(self, rejection: Rejection) -> None:
+    def write(self, rejection: RejectedLine) -> None:
         if self._file is None:
             try:
                 self._file = self.path.open("w", encoding="utf-8")
@@ -231,7 +231,7 @@ def _send_lines(
     for number, raw in enumerate(lines, start=1):
         tally.lines = number
         parsed = parse_line(rules, number, raw)
-        if isinstance(parsed, Rejection):
+        if isinstance(parsed, RejectedLine):
             rejects.write(parsed)
         elif parsed is not None:
             try:

@@ -17,7 +17,7 @@ from producers.ndjson import (
     LineRules,
     ProduceOptionError,
     ReadyEvent,
-    Rejection,
+    RejectedLine,
     line_rules,
     message_size,
     parse_headers,
@@ -49,7 +49,7 @@ def ready(line: str | bytes, **options: Any) -> ReadyEvent:
 
 def reason(line: str | bytes, **options: Any) -> str:
     parsed = parse_line(rules(**options), 1, line)
-    assert isinstance(parsed, Rejection), parsed
+    assert isinstance(parsed, RejectedLine), parsed
     return parsed.reason
 
 
@@ -88,7 +88,7 @@ def test_bytes_lines_with_crlf_and_a_byte_order_mark_are_read() -> None:
 def test_invalid_json_is_rejected_with_jsons_message_and_column() -> None:
     parsed = parse_line(rules(), 7, '{"a": 1,, "b": 2}\n')
 
-    assert parsed == Rejection(
+    assert parsed == RejectedLine(
         7,
         "invalid JSON: Expecting property name enclosed in double quotes at column 9",
         '{"a": 1,, "b": 2}',
@@ -107,7 +107,7 @@ def test_nan_and_infinity_are_not_json_numbers() -> None:
 def test_a_line_that_is_not_utf8_is_rejected_with_the_bad_byte() -> None:
     parsed = parse_line(rules(), 3, b'{"a": "\xff"}\n')
 
-    assert parsed == Rejection(3, "not valid UTF-8: byte 0xff at offset 7", '{"a": "\ufffd"}')
+    assert parsed == RejectedLine(3, "not valid UTF-8: byte 0xff at offset 7", '{"a": "\ufffd"}')
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_data_that_is_json_but_not_a_valid_event_is_rejected() -> None:
 
 
 def test_the_rejection_record_is_line_reason_and_raw() -> None:
-    rejection = Rejection(4, "why", "raw line")
+    rejection = RejectedLine(4, "why", "raw line")
 
     assert rejection.as_json() == {"line": 4, "reason": "why", "raw": "raw line"}
 
@@ -273,7 +273,11 @@ def test_a_request_type_is_keyed_only_by_its_own_key_field() -> None:
         rules(event_type="place_order", topic="requests.orders", key_field="customer_id")
 
     same = rules(event_type="place_order", topic="requests.orders", key_from="$.order_id")
-    assert parse_line(same, 1, json.dumps(ORDER)) is not None
+    accepted = parse_line(same, 1, json.dumps(ORDER))
+    assert isinstance(accepted, ReadyEvent), accepted
+    assert accepted.event.partitionkey == "order-1"
+    assert accepted.message.key == b"order-1"
+    assert accepted.event.data == {**ORDER, "currency": "EUR"}  # validated as a place_order
 
 
 def test_an_unknown_bare_type_name_is_refused_as_a_likely_typo() -> None:
@@ -391,7 +395,7 @@ def test_a_refusal_at_send_time_is_a_rejection_of_the_line_with_its_raw_text() -
     big = parse_line(rules(), 4, big_line + "\n")
     assert isinstance(small, ReadyEvent) and isinstance(big, ReadyEvent)
 
-    assert refused(small, "Local: Unknown partition") == Rejection(
+    assert refused(small, "Local: Unknown partition") == RejectedLine(
         3, "refused by the Kafka client: Local: Unknown partition", '{"id": "a"}'
     )
     rejection = refused(big, "Broker: Message size too large")
