@@ -133,6 +133,8 @@ def cancel_order(event: Event, unit: UnitOfWork) -> None:
         raise Reject(f"order {request.order_id} does not exist")
     if status == "cancelled":
         return  # cancelling twice is the same as once
+    if status == "approved":
+        raise Reject(f"order {request.order_id} is approved and shipping: too late to cancel")
     unit.session.execute(
         update(orders)
         .where(orders.c.order_id == request.order_id)

@@ -10,10 +10,11 @@ import sqlalchemy as sa
 
 from consumers import inventory_service, orders_service, payment_service, shipping_service
 from consumers.order_saga import SHIPPING_TIMEOUT_S, registry
+from consumers.saga_invariants import check_invariants
 from pipeline.envelope import Event
 from pipeline.processing.harness import PipelineHarness
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
-from pipeline.sagas.store import load_saga
+from pipeline.sagas.store import count_by_status, load_saga
 from pipeline.topics.catalogue import REQUESTS_ORDERS
 
 
@@ -199,3 +200,35 @@ def test_a_redelivered_command_is_answered_from_the_log_not_done_twice(demo):
         ).scalar_one()
     assert charges == 1
     assert saga(harness, "o-1").status == "completed"
+
+
+def test_the_invariants_hold_over_a_mix_of_orders_failures_and_cancellations(demo, monkeypatch):
+    monkeypatch.setenv("PIPELINE_DEMO__DECLINE_ABOVE_CENTS", "3000")
+    monkeypatch.setenv("PIPELINE_DEMO__FLAKY_REFUND_SHARE", "1")
+    harness = demo()
+    for n in range(30):
+        # Prices 10..39 EUR: above 30 declined; 5 SKUs of 10 units: some run out.
+        harness.send(
+            REQUESTS_ORDERS,
+            place_order(f"o-{n}", sku=f"sku-{n % 5}", quantity=1 + n % 3, price=f"{10 + n}.00"),
+        )
+        if n % 7 == 0:
+            harness.send(REQUESTS_ORDERS, cancel_order(f"o-{n}"))
+    harness.run_until_idle()
+    for _ in range(20):
+        harness.advance(1.0)
+    with harness.database.connect() as connection:
+        checks = check_invariants(connection, stock_per_sku=10)
+        states = count_by_status(connection)
+    assert [c.name for c in checks if not c.held] == [], checks
+    assert set(states) == {"completed", "compensated"}, states
+    assert states["completed"] >= 5 and states["compensated"] >= 5
+
+
+def cancel_order(order_id: str) -> Event:
+    return Event(
+        source="/tests",
+        type="com.example.requests.cancel_order",
+        partitionkey=order_id,
+        data={"order_id": order_id, "reason": "changed my mind"},
+    )
