@@ -5,10 +5,11 @@ Build it with :func:`create_app` (an aiohttp application over a producer you own
 usable on their own.
 """
 
-from producers.gateway.app import GatewayProducer, create_app, serve
+from producers.gateway.app import GatewayProducer, create_app
 from producers.gateway.idempotency import IdempotencyKeyReused, IdempotencyStore, StoredAnswer
 from producers.gateway.metrics import GatewayMetrics
 from producers.gateway.rate_limit import RateDecision, TokenBucketLimiter
+from producers.gateway.server import serve
 
 __all__ = [
     "GatewayMetrics",

@@ -38,32 +38,39 @@ Only ``max_in_flight`` events may await their report, late ones included. Withou
 Idempotency-Key a retry after a 503 may produce a second event: send one. Every request is
 logged at INFO and counted in :class:`~producers.gateway.metrics.GatewayMetrics`; ``GET
 /healthz`` and ``GET /metrics`` (Prometheus text) complete the API.
+
+This module handles the requests; the checks of steps 3 to 5 and the event are
+:mod:`producers.gateway.intake`, the answers :mod:`producers.gateway.answers`, and serving the
+application until a signal :mod:`producers.gateway.server`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from confluent_kafka import KafkaException
-from pydantic import BaseModel, ValidationError
 
 from pipeline.envelope import Event, KafkaMessage
 from pipeline.errors import PipelineError
-from pipeline.ids import new_event_id
 from pipeline.kafka.producer import Delivery
 from pipeline.request_types import REQUEST_TYPES, RequestType, RequestValidationError
 from pipeline.settings import GatewaySettings
+from producers.gateway.answers import (
+    JSON_CONTENT_TYPE,
+    ErrorAnswer,
+    delivery_answer,
+    dumps,
+    not_acknowledged,
+)
 from producers.gateway.idempotency import (
     Claim,
     IdempotencyKeyReused,
@@ -72,26 +79,29 @@ from producers.gateway.idempotency import (
     Replay,
     StoredAnswer,
     fingerprint,
-    key_problem,
 )
 from producers.gateway.identity import TrustedProxies
+from producers.gateway.intake import (
+    build_event,
+    check_content_type,
+    header_id,
+    idempotency_key,
+    parse_body,
+)
 from producers.gateway.metrics import UNKNOWN_TYPE, GatewayMetrics
 from producers.gateway.rate_limit import Clock, TokenBucketLimiter
 
-__all__ = ["EVENT_SOURCE", "GatewayProducer", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "REQUESTS_ROUTE", "GatewayProducer", "create_app"]
 
 log = logging.getLogger("producers.gateway")
 
-EVENT_SOURCE = "/pipeline/gateway"
 REQUESTS_ROUTE = "/v1/requests/{type}"
 #: Unacknowledged events at most (counted until their delivery report, even after a 503 for a
 #: timeout); beyond, 503. Far below librdkafka's local queue (100,000 messages), so a send
 #: never finds the queue full and never blocks the event loop.
 DEFAULT_MAX_IN_FLIGHT = 10_000
-_MAX_HEADER_ID_LENGTH = 128
 #: A retry meeting a first request still in flight has already waited ``produce_timeout_s``.
 _IN_FLIGHT_RETRY_AFTER = "1"
-_JSON = "application/json"
 
 
 class GatewayProducer(Protocol):
@@ -100,183 +110,6 @@ class GatewayProducer(Protocol):
     def send_future(self, topic: str, event: Event | KafkaMessage) -> Future[Delivery]: ...
 
     def polling(self, interval_s: float = ...) -> AbstractContextManager[None]: ...
-
-
-# ---- pure parts: errors, body, headers, the event ------------------------------------------
-
-
-class Rejection(Exception):
-    """An error answer: status, a stable code, one readable line and optional details."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: Sequence[Mapping[str, Any]] = (),
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = list(details)
-        self.headers = dict(headers or {})
-
-    def body(self) -> bytes:
-        return _dumps(
-            {"error": {"code": self.code, "message": self.message, "details": self.details}}
-        )
-
-
-def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def check_content_type(content_type: str | None, charset: str | None) -> None:
-    """JSON media types only (``application/json``, ``application/*+json``), in UTF-8."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    is_json = media == _JSON or (media.startswith("application/") and media.endswith("+json"))
-    if not is_json:
-        got = repr(content_type) if content_type else "none"
-        raise Rejection(
-            415, "unsupported_media_type", f"Content-Type must be application/json, got {got}"
-        )
-    if charset is not None and charset.strip().lower() not in ("utf-8", "utf8"):
-        raise Rejection(
-            415, "unsupported_media_type", f"the body must be UTF-8 JSON, got charset {charset!r}"
-        )
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or a 400 :class:`Rejection` saying what is wrong with it."""
-    if not body.strip():
-        raise Rejection(400, "invalid_json", "the body is empty: send a JSON object")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Rejection(
-            400,
-            "invalid_json",
-            f"the body is not UTF-8 (byte {body[error.start]:#04x} at offset {error.start})",
-        ) from None
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as error:
-        raise Rejection(
-            400,
-            "invalid_json",
-            f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
-        ) from None
-    except (ValueError, RecursionError) as error:  # NaN/Infinity, huge ints, deep nesting
-        reason = "it nests too deep" if isinstance(error, RecursionError) else str(error)
-        raise Rejection(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
-    if not isinstance(data, dict):
-        kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
-        raise Rejection(400, "not_an_object", f"the body must be a JSON object, got {kind}")
-    return data
-
-
-def header_id(name: str, value: str | None) -> str | None:
-    """A client-given id header (1-128 printable ASCII characters), or ``None`` when absent."""
-    if value is None:
-        return None
-    if not value or len(value) > _MAX_HEADER_ID_LENGTH or not all(" " < c <= "~" for c in value):
-        raise Rejection(
-            400,
-            "invalid_header",
-            f"{name} must be 1 to {_MAX_HEADER_ID_LENGTH} printable ASCII characters "
-            "without spaces",
-            [{"field": name, "message": "invalid"}],
-        )
-    return value
-
-
-def idempotency_key(value: str | None) -> str | None:
-    """The ``Idempotency-Key`` header, checked, or ``None`` when absent."""
-    if value is None:
-        return None
-    problem = key_problem(value)
-    if problem is not None:
-        raise Rejection(
-            400,
-            "invalid_header",
-            f"Idempotency-Key {problem}",
-            [{"field": "Idempotency-Key", "message": problem}],
-        )
-    return value
-
-
-def build_event(
-    request_type: RequestType,
-    request: BaseModel,
-    *,
-    correlation_id: str | None,
-    traceparent: str | None,
-) -> Event:
-    """The event for one valid request, keyed (and subject) by the request's entity id.
-
-    The correlation id is the caller's, else the event's own id. A traceparent that is not valid
-    W3C is ignored, as the W3C spec says, rather than refusing the request.
-    """
-    key = request_type.key_of(request)
-    event_id = new_event_id()
-    fields: dict[str, Any] = {
-        "id": event_id,
-        "source": EVENT_SOURCE,
-        "type": request_type.event_type,
-        "subject": key,
-        "partitionkey": key,
-        "correlationid": correlation_id or event_id,
-        "data": request.model_dump(mode="json"),
-    }
-    if traceparent is not None:
-        try:
-            return Event(**fields, traceparent=traceparent)
-        except ValidationError:
-            pass
-    return Event(**fields)
-
-
-def accepted_answer(delivery: Delivery) -> StoredAnswer:
-    return StoredAnswer(
-        202,
-        _dumps(
-            {
-                "event_id": delivery.event_id,
-                "topic": delivery.topic,
-                "partition": delivery.partition,
-                "offset": delivery.offset,
-            }
-        ),
-    )
-
-
-def _not_acknowledged(reason: str) -> StoredAnswer:
-    rejection = Rejection(
-        503,
-        "not_acknowledged",
-        f"Kafka did not acknowledge the request ({reason}); it is not known to be recorded: "
-        "retry, with the same Idempotency-Key",
-    )
-    return StoredAnswer(rejection.status, rejection.body())
-
-
-def delivery_answer(delivered: asyncio.Future[Delivery]) -> StoredAnswer:
-    """The answer for a settled delivery future: 202 where Kafka put it, else 503."""
-    if delivered.cancelled():
-        return _not_acknowledged("its delivery report was cancelled")
-    error = delivered.exception()
-    if error is not None:
-        return _not_acknowledged(f"its delivery report failed: {error}")
-    delivery = delivered.result()
-    if not delivery.ok:
-        return _not_acknowledged(f"delivery failed: {delivery.error}")
-    return accepted_answer(delivery)
 
 
 # ---- the application ------------------------------------------------------------------------
@@ -334,7 +167,7 @@ class _Gateway:
         response: web.StreamResponse
         try:
             response = await handler(request)
-        except Rejection as rejection:
+        except ErrorAnswer as rejection:
             response = self._reject(rejection, exchange)
         except web.HTTPException as error:
             if error.status < 400:
@@ -342,17 +175,17 @@ class _Gateway:
             response = self._reject(self._http_error(request, error), exchange)
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
-            internal = Rejection(500, "internal_error", "the gateway failed; see its log")
+            internal = ErrorAnswer(500, "internal_error", "the gateway failed; see its log")
             response = self._reject(internal, exchange)
         self._account(request, response, exchange, time.perf_counter() - started)
         return response
 
-    def _reject(self, rejection: Rejection, exchange: _Exchange) -> web.Response:
+    def _reject(self, rejection: ErrorAnswer, exchange: _Exchange) -> web.Response:
         exchange.code = rejection.code
         return web.Response(
             status=rejection.status,
             body=rejection.body(),
-            content_type=_JSON,
+            content_type=JSON_CONTENT_TYPE,
             headers=rejection.headers,
         )
 
@@ -391,24 +224,24 @@ class _Gateway:
             },
         )
 
-    def _http_error(self, request: web.Request, error: web.HTTPException) -> Rejection:
+    def _http_error(self, request: web.Request, error: web.HTTPException) -> ErrorAnswer:
         """aiohttp's own error answers (no route, wrong method, ...) as our JSON errors."""
         where = f"{request.method} {request.path}"
         if error.status == 404:
-            return Rejection(
+            return ErrorAnswer(
                 404, "not_found", f"no endpoint for {where}; try POST {REQUESTS_ROUTE}"
             )
         if error.status == 405:
             allowed = error.headers.get("Allow", "")
-            return Rejection(
+            return ErrorAnswer(
                 405,
                 "method_not_allowed",
                 f"{where} is not allowed; allowed: {allowed}",
                 headers={"Allow": allowed},
             )
         if error.status == 413:
-            return Rejection(413, "body_too_large", self._too_large_message())
-        return Rejection(error.status, "http_error", error.reason)
+            return ErrorAnswer(413, "body_too_large", self._too_large_message())
+        return ErrorAnswer(error.status, "http_error", error.reason)
 
     def _too_large_message(self) -> str:
         return f"the body is larger than {self.settings.max_body_bytes} bytes"
@@ -430,7 +263,7 @@ class _Gateway:
         decision = self.limiter.acquire(client)
         if not decision.allowed:
             retry_after = decision.retry_after_header
-            raise Rejection(
+            raise ErrorAnswer(
                 429,
                 "rate_limited",
                 f"too many requests from client {client!r} (at most {self.settings.rate_per_s:g}"
@@ -439,7 +272,7 @@ class _Gateway:
             )
         if request_type is None:
             known = sorted(self.request_types)
-            raise Rejection(
+            raise ErrorAnswer(
                 404,
                 "unknown_request_type",
                 f"unknown request type {name!r}; known: {', '.join(known)}",
@@ -453,7 +286,7 @@ class _Gateway:
         try:
             valid = request_type.validate(data)
         except RequestValidationError as error:
-            raise Rejection(422, "schema_violation", str(error), error.errors) from None
+            raise ErrorAnswer(422, "schema_violation", str(error), error.errors) from None
 
         def make_event() -> Event:
             return build_event(
@@ -474,11 +307,11 @@ class _Gateway:
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise Rejection(413, "body_too_large", self._too_large_message())
+            raise ErrorAnswer(413, "body_too_large", self._too_large_message())
         try:
             return await request.read()  # stops past client_max_size (= max_body_bytes)
         except web.HTTPRequestEntityTooLarge:
-            raise Rejection(413, "body_too_large", self._too_large_message()) from None
+            raise ErrorAnswer(413, "body_too_large", self._too_large_message()) from None
 
     async def _submit_once(
         self,
@@ -494,7 +327,7 @@ class _Gateway:
             try:
                 begun = self.store.begin(client, key, body_fingerprint)
             except IdempotencyKeyReused as error:
-                raise Rejection(
+                raise ErrorAnswer(
                     422,
                     "idempotency_key_reused",
                     str(error),
@@ -516,8 +349,8 @@ class _Gateway:
                 return self._answer(first, replayed=True)
             return await self._produce_claimed(begun, topic, make_event)
 
-    def _still_in_flight(self) -> Rejection:
-        return Rejection(
+    def _still_in_flight(self) -> ErrorAnswer:
+        return ErrorAnswer(
             409,
             "request_in_flight",
             "a request with this Idempotency-Key is still waiting for Kafka's acknowledgement "
@@ -553,7 +386,7 @@ class _Gateway:
     def _send(self, topic: str, event: Event) -> asyncio.Future[Delivery] | StoredAnswer:
         """Hand ``event`` to the producer: its delivery report to come, or 503 if refused."""
         if self.in_flight >= self.max_in_flight:
-            raise Rejection(
+            raise ErrorAnswer(
                 503,
                 "overloaded",
                 f"{self.in_flight} requests are waiting for Kafka; retry shortly",
@@ -564,7 +397,7 @@ class _Gateway:
         try:
             future = self.producer.send_future(topic, event)
         except (KafkaException, PipelineError) as error:
-            return _not_acknowledged(f"the producer refused it: {error}")
+            return not_acknowledged(f"the producer refused it: {error}")
         self.in_flight += 1
 
         def reported(_delivered: asyncio.Future[Delivery]) -> None:
@@ -582,7 +415,7 @@ class _Gateway:
         # asyncio.wait, unlike wait_for, never cancels the delivery future on timeout.
         done, _ = await asyncio.wait({delivered}, timeout=self._timeout_s)
         if not done:
-            return _not_acknowledged(
+            return not_acknowledged(
                 f"no answer in {self._timeout_s:g} s; librdkafka is still trying to deliver it"
             )
         return delivery_answer(delivered)
@@ -596,13 +429,13 @@ class _Gateway:
             headers["Retry-After"] = "1"
             exchange.code = "not_acknowledged"
         return web.Response(
-            status=answer.status, body=answer.body, content_type=_JSON, headers=headers
+            status=answer.status, body=answer.body, content_type=JSON_CONTENT_TYPE, headers=headers
         )
 
     # ---- GET /healthz, GET /metrics -----------------------------------------------------
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        return web.Response(body=_dumps({"status": "ok"}), content_type=_JSON)
+        return web.Response(body=dumps({"status": "ok"}), content_type=JSON_CONTENT_TYPE)
 
     async def prometheus(self, _request: web.Request) -> web.Response:
         return web.Response(
@@ -649,51 +482,3 @@ def create_app(
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/metrics", gateway.prometheus)
     return app
-
-
-async def serve(
-    app: web.Application,
-    host: str,
-    port: int,
-    *,
-    shutdown_timeout_s: float = 30.0,
-    on_ready: Callable[[list[str]], None] | None = None,
-) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly.
-
-    1. stop accepting connections; 2. let requests in flight finish (up to
-    ``shutdown_timeout_s``), so each still gets its acknowledgement; 3. run the app's cleanup
-    (delivery reports stop being served). The caller then flushes its producer.
-    """
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as error:
-            raise PipelineError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-        addresses = [f"http://{_host_port(address)}" for address in runner.addresses]
-        log.info("gateway listening on %s", ", ".join(addresses))
-        if on_ready is not None:
-            on_ready(addresses)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGINT, signal.SIGTERM)
-        for signum in signals:
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for signum in signals:
-                loop.remove_signal_handler(signum)
-        log.info("gateway stopping")
-    finally:
-        await runner.cleanup()
-
-
-def _host_port(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)

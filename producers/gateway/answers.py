@@ -1,0 +1,95 @@
+"""The gateway's answers: JSON errors, and the 202 or 503 once Kafka has (or has not) reported.
+
+Every error is an :class:`ErrorAnswer`, raised where it is found and turned into the JSON body
+``{"error": {"code", "message", "details"}}`` by the application's middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.kafka.producer import Delivery
+from producers.gateway.idempotency import StoredAnswer
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "ErrorAnswer",
+    "accepted_answer",
+    "delivery_answer",
+    "dumps",
+    "not_acknowledged",
+]
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+class ErrorAnswer(Exception):
+    """An error answer: status, a stable code, one readable line and optional details."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Sequence[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = dict(headers or {})
+
+    def body(self) -> bytes:
+        """The JSON body: ``{"error": {"code", "message", "details"}}``."""
+        return dumps(
+            {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        )
+
+
+def dumps(payload: Any) -> bytes:
+    """``payload`` as compact UTF-8 JSON."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def accepted_answer(delivery: Delivery) -> StoredAnswer:
+    """202 with where Kafka put the event."""
+    return StoredAnswer(
+        202,
+        dumps(
+            {
+                "event_id": delivery.event_id,
+                "topic": delivery.topic,
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+            }
+        ),
+    )
+
+
+def not_acknowledged(reason: str) -> StoredAnswer:
+    """503: the event is not known to be recorded, for ``reason``."""
+    answer = ErrorAnswer(
+        503,
+        "not_acknowledged",
+        f"Kafka did not acknowledge the request ({reason}); it is not known to be recorded: "
+        "retry, with the same Idempotency-Key",
+    )
+    return StoredAnswer(answer.status, answer.body())
+
+
+def delivery_answer(delivered: asyncio.Future[Delivery]) -> StoredAnswer:
+    """The answer for a settled delivery future: 202 where Kafka put it, else 503."""
+    if delivered.cancelled():
+        return not_acknowledged("its delivery report was cancelled")
+    error = delivered.exception()
+    if error is not None:
+        return not_acknowledged(f"its delivery report failed: {error}")
+    delivery = delivered.result()
+    if not delivery.ok:
+        return not_acknowledged(f"delivery failed: {delivery.error}")
+    return accepted_answer(delivery)

@@ -1,0 +1,132 @@
+"""What comes in: the checks of one request, cheapest first, and the event it becomes.
+
+Each check raises :class:`~producers.gateway.answers.ErrorAnswer` (400, 415) saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.envelope import Event, is_json_content_type, parse_json
+from pipeline.ids import new_event_id
+from pipeline.request_types import RequestType
+from producers.gateway.answers import ErrorAnswer
+from producers.gateway.idempotency import key_problem
+
+__all__ = [
+    "EVENT_SOURCE",
+    "build_event",
+    "check_content_type",
+    "header_id",
+    "idempotency_key",
+    "parse_body",
+]
+
+EVENT_SOURCE = "/pipeline/gateway"
+_MAX_HEADER_ID_LENGTH = 128
+
+
+def check_content_type(content_type: str | None, charset: str | None) -> None:
+    """JSON media types only (``application/json``, any ``.../...+json``), in UTF-8."""
+    if not content_type or not is_json_content_type(content_type):
+        got = repr(content_type) if content_type else "none"
+        raise ErrorAnswer(
+            415, "unsupported_media_type", f"Content-Type must be application/json, got {got}"
+        )
+    if charset is not None and charset.strip().lower() not in ("utf-8", "utf8"):
+        raise ErrorAnswer(
+            415, "unsupported_media_type", f"the body must be UTF-8 JSON, got charset {charset!r}"
+        )
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 :class:`ErrorAnswer` saying what is wrong with it."""
+    if not body.strip():
+        raise ErrorAnswer(400, "invalid_json", "the body is empty: send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ErrorAnswer(
+            400,
+            "invalid_json",
+            f"the body is not UTF-8 (byte {body[error.start]:#04x} at offset {error.start})",
+        ) from None
+    try:
+        data = parse_json(text)
+    except json.JSONDecodeError as error:
+        raise ErrorAnswer(
+            400,
+            "invalid_json",
+            f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
+        ) from None
+    except (ValueError, RecursionError) as error:  # NaN/Infinity, huge ints, deep nesting
+        reason = "it nests too deep" if isinstance(error, RecursionError) else str(error)
+        raise ErrorAnswer(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
+    if not isinstance(data, dict):
+        kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
+        raise ErrorAnswer(400, "not_an_object", f"the body must be a JSON object, got {kind}")
+    return data
+
+
+def header_id(name: str, value: str | None) -> str | None:
+    """A client-given id header (1-128 printable ASCII characters), or ``None`` when absent."""
+    if value is None:
+        return None
+    if not value or len(value) > _MAX_HEADER_ID_LENGTH or not all(" " < c <= "~" for c in value):
+        raise ErrorAnswer(
+            400,
+            "invalid_header",
+            f"{name} must be 1 to {_MAX_HEADER_ID_LENGTH} printable ASCII characters "
+            "without spaces",
+            [{"field": name, "message": "invalid"}],
+        )
+    return value
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header, checked, or ``None`` when absent."""
+    if value is None:
+        return None
+    problem = key_problem(value)
+    if problem is not None:
+        raise ErrorAnswer(
+            400,
+            "invalid_header",
+            f"Idempotency-Key {problem}",
+            [{"field": "Idempotency-Key", "message": problem}],
+        )
+    return value
+
+
+def build_event(
+    request_type: RequestType,
+    request: BaseModel,
+    *,
+    correlation_id: str | None,
+    traceparent: str | None,
+) -> Event:
+    """The event for one valid request, keyed (and subject) by the request's entity id.
+
+    The correlation id is the caller's, else the event's own id. A traceparent that is not valid
+    W3C is ignored, as the W3C spec says, rather than refusing the request.
+    """
+    key = request_type.key_of(request)
+    event_id = new_event_id()
+    fields: dict[str, Any] = {
+        "id": event_id,
+        "source": EVENT_SOURCE,
+        "type": request_type.event_type,
+        "subject": key,
+        "partitionkey": key,
+        "correlationid": correlation_id or event_id,
+        "data": request.model_dump(mode="json"),
+    }
+    if traceparent is not None:
+        try:
+            return Event(**fields, traceparent=traceparent)
+        except ValidationError:
+            pass
+    return Event(**fields)

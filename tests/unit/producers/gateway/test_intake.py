@@ -1,0 +1,83 @@
+"""The gateway's request checks: Content-Type, body and id headers, each with its error answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from producers.gateway.answers import ErrorAnswer
+from producers.gateway.intake import check_content_type, header_id, parse_body
+
+
+def refusal(check, *args) -> ErrorAnswer:
+    with pytest.raises(ErrorAnswer) as caught:
+        check(*args)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("content_type", "charset"),
+    [
+        ("application/json", None),
+        ("application/json; charset=utf-8", "utf-8"),
+        ("Application/JSON", "UTF8"),
+        ("application/vnd.orders+json", None),
+    ],
+)
+def test_json_content_types_in_utf8_are_accepted(content_type, charset):
+    assert check_content_type(content_type, charset) is None
+
+
+@pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/xml"])
+def test_other_content_types_are_415(content_type):
+    answer = refusal(check_content_type, content_type, None)
+    assert (answer.status, answer.code) == (415, "unsupported_media_type")
+    assert "Content-Type must be application/json" in answer.message
+
+
+def test_json_in_another_charset_is_415():
+    answer = refusal(check_content_type, "application/json; charset=latin-1", "latin-1")
+    assert (answer.status, answer.code) == (415, "unsupported_media_type")
+    assert answer.message == "the body must be UTF-8 JSON, got charset 'latin-1'"
+
+
+def test_a_json_object_body_is_parsed():
+    assert parse_body(b' {"order_id": "o-1", "n": 2} ') == {"order_id": "o-1", "n": 2}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"  ", "the body is empty: send a JSON object"),
+        (b'{"a": "\xff"}', "the body is not UTF-8 (byte 0xff at offset 7)"),
+        (b'{"a": 1', "the body is not valid JSON: Expecting ',' delimiter at line 1 column 8"),
+        (b'{"a": NaN}', "the body is not valid JSON: NaN is not a JSON number"),
+        (b'\xef\xbb\xbf{"a": 1}', "the body is not valid JSON: Unexpected UTF-8 BOM"),
+    ],
+)
+def test_a_body_that_is_not_json_is_400_invalid_json(body, message):
+    answer = refusal(parse_body, body)
+    assert (answer.status, answer.code) == (400, "invalid_json")
+    assert answer.message.startswith(message)
+
+
+@pytest.mark.parametrize(("body", "kind"), [(b"[1]", "an array"), (b'"x"', "a JSON str")])
+def test_json_that_is_not_an_object_is_400_not_an_object(body, kind):
+    answer = refusal(parse_body, body)
+    assert (answer.status, answer.code) == (400, "not_an_object")
+    assert answer.message == f"the body must be a JSON object, got {kind}"
+
+
+def test_id_headers_are_optional_but_must_be_printable_ascii_without_spaces():
+    assert header_id("X-Correlation-Id", None) is None
+    assert header_id("X-Correlation-Id", "req-7") == "req-7"
+    answer = refusal(header_id, "X-Correlation-Id", "has space")
+    assert (answer.status, answer.code) == (400, "invalid_header")
+    assert answer.details == [{"field": "X-Correlation-Id", "message": "invalid"}]
+
+
+def test_an_error_answer_body_is_the_documented_json():
+    answer = ErrorAnswer(409, "request_in_flight", "wait", [{"field": "Idempotency-Key"}])
+    assert answer.body() == (
+        b'{"error":{"code":"request_in_flight","message":"wait",'
+        b'"details":[{"field":"Idempotency-Key"}]}}'
+    )
