@@ -48,8 +48,8 @@ from pipeline.sagas.state import (
 __all__ = [
     "CommandToSend",
     "Decision",
+    "InputEffect",
     "OperatorError",
-    "Outcome",
     "Reply",
     "on_due",
     "on_reply",
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 #: What an input did: ``applied``, or nothing because it was a ``duplicate`` or ``late`` reply.
-Outcome = Literal["applied", "duplicate", "late"]
+InputEffect = Literal["applied", "duplicate", "late"]
 _MAX_BACKOFF_S = 60.0
 
 
@@ -97,7 +97,7 @@ class Decision:
     commands: tuple[CommandToSend, ...]
     #: The timeline entries this input added (each becomes a saga event and a log line).
     transitions: tuple[HistoryEntry, ...]
-    outcome: Outcome = "applied"
+    outcome: InputEffect = "applied"
 
 
 class _Run:
@@ -115,7 +115,7 @@ class _Run:
         self.commands: list[CommandToSend] = []
         self.transitions: list[HistoryEntry] = []
 
-    def decision(self, outcome: Outcome = "applied") -> Decision:
+    def decision(self, outcome: InputEffect = "applied") -> Decision:
         self.state.updated_at = self.now
         return Decision(self.state, tuple(self.commands), tuple(self.transitions), outcome)
 

@@ -101,7 +101,7 @@ class SagaOrchestrator:
         self._publish(session, decision)
         return decision.state
 
-    def handle_reply(self, session: Session, event: Event) -> machine.Outcome:
+    def handle_reply(self, session: Session, event: Event) -> machine.InputEffect:
         """Apply one reply event in ``session``'s transaction; a duplicate or late reply
         changes nothing and is counted. :class:`~pipeline.sagas.messages.MalformedSagaMessage`
         or :class:`UnknownSaga` for a reply that belongs to no saga here."""
