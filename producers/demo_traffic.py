@@ -76,7 +76,7 @@ def demo_requests(
                 "customer_id": f"c{rng.randrange(200):03d}",
                 "lines": [
                     {
-                        "sku": f"sku-{rng.randrange(50)}",
+                        "sku": f"{run}-sku-{rng.randrange(50)}",
                         "quantity": rng.randrange(1, 5),
                         "unit_price": f"{rng.randrange(100, 10_000) / 100:.2f}",
                     }

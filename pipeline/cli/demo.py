@@ -10,7 +10,12 @@
 7. run the orders service over those requests (some poisoned on purpose, some re-sent), with
    the outbox relay and the log shipper (pipeline/cli/demo_services.py), and print what it
    processed, skipped as duplicates and dead-lettered, the outbox backlog draining to zero,
-   and the commands to look at the dead letters and the error log lines.
+   and the commands to look at the dead letters and the error log lines;
+8. meanwhile the order service starts a CreateOrder saga for each new order, run by the saga
+   orchestrator with inventory, payments and shipping (pipeline/cli/demo_sagas.py), some
+   failing on purpose (out of stock, a declined card, a shipment answered too late, refunds
+   that fail before they succeed): live progress, then the sagas by outcome, the invariants
+   (each held or violated) and what to try next. A violated invariant exits 1.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.demo_sagas import SagaReport
 from pipeline.cli.demo_services import (
     DEAD_LETTER_QUERY,
     PROCESSOR_NAME,
@@ -136,6 +142,10 @@ def demo(
 
     services = _processing_stage(settings, readback.events)
     _print_processing_summary(services)
+    if services.sagas is not None:
+        _print_saga_summary(services.sagas)
+        if not services.sagas.held:
+            raise typer.Exit(1)
 
 
 def _print_summary(
@@ -194,16 +204,21 @@ def _processing_stage(settings: PipelineSettings, accepted: list[Event]) -> Proc
     ]
     log_dir = settings.stack.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        build_event_producer(settings.kafka, settings.producer) as producer,
-        _err.status("starting the orders service, the outbox relay and the log shipper") as status,
-    ):
+    orders = sum(
+        1
+        for event in accepted
+        if event.type.endswith(".place_order")
+        and not any(line["sku"].startswith("RECALLED") for line in event.data["lines"])
+    )
+    with build_event_producer(settings.kafka, settings.producer) as producer:
         return run_services(
             settings,
             producer,
             redeliver,
             str(log_dir),
-            lambda text: status.update(text),
+            lambda text: _err.print(f"[dim]{text}[/dim]"),
+            orders=orders,
+            console=_err,
         )
 
 
@@ -232,6 +247,38 @@ def _print_processing_summary(services: ProcessingReport) -> None:
     kibana = os.environ.get("PIPELINE_KIBANA_URL")
     if kibana:
         _out.print(f"Kibana (dashboard 'Pipeline logs'): {kibana}")
+
+
+def _print_saga_summary(sagas: SagaReport) -> None:
+    summary = Table(
+        title="CreateOrder sagas (pipeline process consumers.saga_orchestrator:processor)"
+    )
+    summary.add_column("what")
+    summary.add_column("value", justify="right")
+    summary.add_row("sagas started", f"{sagas.total:,}")
+    for state, count in sorted(sagas.by_state.items()):
+        summary.add_row(f"  {state}", f"{count:,}")
+    summary.add_row("sagas ended per second", f"{sagas.ended / max(sagas.elapsed_s, 1e-9):,.1f}")
+    _out.print(summary)
+    checks = Table(title="invariants")
+    checks.add_column("invariant")
+    checks.add_column("verdict")
+    checks.add_column("detail")
+    for check in sagas.invariants:
+        verdict = "[green]held[/green]" if check.held else "[red]VIOLATED[/red]"
+        checks.add_row(check.name, verdict, check.detail)
+    _out.print(checks)
+    _out.print("what to try next:")
+    _out.print("  pipeline saga list --state compensated")
+    for state in ("compensated", "completed"):
+        example = sagas.examples.get(state)
+        if example:
+            _out.print(f"  pipeline saga show {example}              # a {state} saga's timeline")
+            _out.print(f"  pipeline logs search --correlation-id {example} --since 1h")
+    _out.print("  pipeline saga graph CreateOrder             # the saga as a Mermaid diagram")
+    _out.print(
+        "  under docker compose: Kibana at http://127.0.0.1:5601, saved search 'Saga timeline'"
+    )
 
 
 def _thin(values: list[int], keep: int = 6) -> list[int]:

@@ -1,14 +1,16 @@
-"""The demo's second half: the orders service, the outbox relay and the log shipper at work.
+"""The demo's second half: the orders service, the sagas, the outbox relay and the log shipper.
 
-1. start ``pipeline logs ship`` and ``pipeline process consumers.orders_service:processor`` as
-   child processes (the processor serves Prometheus metrics on a free port), and the outbox
-   relay in a thread;
+1. start ``pipeline logs ship``, ``pipeline process consumers.orders_service:processor`` and
+   the saga services (orchestrator, inventory, payments, shipping: ``demo_sagas.SAGA_SERVICES``)
+   as child processes (each serves Prometheus metrics on a free port), and the outbox relay in
+   a thread;
 2. re-send some accepted requests with their original event ids, as a producer retrying after
    a lost acknowledgement would: the processor's inbox must skip them;
 3. wait until the processor has settled every request of this run (read from its metrics);
-4. wait until the outbox backlog drains to zero;
-5. wait until Elasticsearch holds the processor's dead-letter log lines;
-6. stop the children (SIGTERM: they finish and commit) and report.
+4. watch the CreateOrder sagas of this run until every one ended, with live progress;
+5. wait until the outbox backlog drains to zero;
+6. wait until Elasticsearch holds the processor's dead-letter log lines;
+7. stop the children (SIGTERM: they finish and commit), check the saga invariants and report.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
 
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
+from pipeline.cli.demo_sagas import SAGA_SERVICES, SagaReport, saga_report, watch_sagas
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event
 from pipeline.errors import PipelineError
@@ -55,6 +61,7 @@ class ProcessingReport:
     backlog_seen: list[int] = field(default_factory=list)
     published: int = 0
     dead_letter_log_lines: int = 0
+    sagas: SagaReport | None = None
 
     @property
     def settled(self) -> int:
@@ -138,11 +145,16 @@ def run_services(
     redeliver: list[tuple[str, Event]],
     log_dir: str,
     on_status: Callable[[str], None],
+    *,
+    orders: int,
+    console: Console,
 ) -> ProcessingReport:
-    """Steps 1-6 of the module docstring."""
+    """Steps 1-7 of the module docstring; ``orders``: the new orders (sagas) expected."""
     consumer = build_consumer(settings.kafka, group_id=PROCESSOR_NAME)
     try:
-        return _run_services(settings, producer, redeliver, log_dir, on_status, consumer)
+        return _run_services(
+            settings, producer, redeliver, log_dir, on_status, consumer, orders, console
+        )
     finally:
         consumer.close()
 
@@ -154,6 +166,8 @@ def _run_services(
     log_dir: str,
     on_status: Callable[[str], None],
     consumer: Consumer,
+    orders: int,
+    console: Console,
 ) -> ProcessingReport:
     database = build_engine(settings.database)
     migrate(database)
@@ -166,6 +180,7 @@ def _run_services(
     processor_log = os.path.join(log_dir, "orders-service.log")
     es = build_elasticsearch(settings.elasticsearch)
     start = time.time()
+    since = datetime.now(UTC)
     with (
         _child(_pipeline_command("logs", "ship"), env, shipper_log),
         _child(
@@ -173,8 +188,16 @@ def _run_services(
             env,
             processor_log,
         ) as processor,
+        ExitStack() as saga_services,
         running_relay(settings),
     ):
+        for name, spec in SAGA_SERVICES:
+            service_port = _free_port()
+            log = os.path.join(log_dir, f"{name}.log")
+            command = _pipeline_command("process", spec, "--metrics-port", str(service_port))
+            child = saga_services.enter_context(_child(command, env, log))
+            on_status(f"waiting for {name} to start")
+            _wait(f"{name} start", partial(_answers, service_port), 120, child, log)
         on_status("waiting for the orders service to start")
         _wait("orders service start", lambda: _answers(port), 120, processor, processor_log)
         for topic, event in redeliver:
@@ -189,6 +212,11 @@ def _run_services(
 
         _wait("orders service", caught_up, 300, processor, processor_log)
         report = scrape(port)
+        on_status("sagas running")
+        sagas = watch_sagas(database, since=since, expected=orders, console=console)
+        report.sagas = saga_report(
+            database, sagas, since=since, stock_per_sku=settings.demo.stock_per_sku
+        )
         on_status("outbox relay publishing")
 
         def drained() -> bool:
@@ -199,8 +227,8 @@ def _run_services(
         _wait("outbox backlog", drained, 120)
         on_status("log shipper indexing")
         query = build_query(DEAD_LETTER_QUERY, service=PROCESSOR_NAME)
-        since = {"range": {"@timestamp": {"gte": int(start * 1000), "format": "epoch_millis"}}}
-        query["bool"].setdefault("filter", []).append(since)
+        recent = {"range": {"@timestamp": {"gte": int(start * 1000), "format": "epoch_millis"}}}
+        query["bool"].setdefault("filter", []).append(recent)
         wanted = sum(report.dead_lettered.values())
 
         def shipped() -> bool:

@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.envelope import Event
+from pipeline.logs.context import log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.sagas.messages import (
     CommandInfo,
@@ -105,7 +106,8 @@ class SagaParticipant:
                 )
 
             def handle(event: Event, unit: UnitOfWork) -> None:
-                self._handle(function, event, unit)
+                with log_context(saga_id=event.extensions.get("sagaid")):
+                    self._handle(function, event, unit)
 
             handle.__qualname__ = function.__qualname__
             self.processor.handler(self.topic, event_type=event_type, model=model)(handle)

@@ -117,3 +117,15 @@ def test_every_published_port_binds_loopback_only(rendered: dict[str, Any]) -> N
 
     assert published, "the stack publishes no port"
     assert [(name, port) for name, port in published if port.get("host_ip") != "127.0.0.1"] == []
+
+
+def test_compose_runs_every_service_the_demo_runs(rendered: dict[str, Any]) -> None:
+    from pipeline.cli.demo_sagas import SAGA_SERVICES
+    from pipeline.cli.demo_services import PROCESSOR_SPEC
+
+    commands = [service.get("command") or [] for service in rendered["services"].values()]
+    processed = {command[1] for command in commands if command[:1] == ["process"]}
+    assert processed == {PROCESSOR_SPEC, *(spec for _, spec in SAGA_SERVICES)}
+    assert ["outbox", "relay", "--metrics-port", "9100"] in commands
+    assert ["logs", "ship"] in commands
+    assert any(command[:1] == ["gateway"] for command in commands)

@@ -1,0 +1,147 @@
+"""The demo's saga stage: the CreateOrder sagas of this run, watched until every one ended.
+
+The order service starts one saga per new order; the orchestrator, inventory, payments and
+shipping run as their own processes (``SAGA_SERVICES``). :func:`watch_sagas` shows live
+progress from the saga rows (started, completed, compensated, stuck; throughput; the outbox
+backlog) until no saga of the run is open, then :func:`saga_report` checks the invariants of
+``consumers/saga_invariants.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy.engine import Engine
+
+from consumers.saga_invariants import Invariant, check_invariants
+from pipeline.errors import PipelineError
+from pipeline.outbox.table import outbox_status
+from pipeline.sagas.state import STUCK, TERMINAL
+from pipeline.sagas.store import sagas_table
+
+__all__ = ["SAGA_SERVICES", "SagaReport", "saga_report", "watch_sagas"]
+
+#: (process name, ``pipeline process`` spec) of every saga service the demo runs.
+SAGA_SERVICES = (
+    ("saga-orchestrator", "consumers.saga_orchestrator:processor"),
+    ("inventory-service", "consumers.inventory_service:processor"),
+    ("payment-service", "consumers.payment_service:processor"),
+    ("shipping-service", "consumers.shipping_service:processor"),
+)
+
+
+@dataclass
+class SagaReport:
+    by_state: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    invariants: list[Invariant] = field(default_factory=list)
+    #: One saga of each outcome, for the "what to try next" commands.
+    examples: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> int:
+        return sum(n for state, n in self.by_state.items() if state in TERMINAL)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+    @property
+    def held(self) -> bool:
+        return all(check.held for check in self.invariants)
+
+
+def _counts(database: Engine, since: datetime) -> dict[str, int]:
+    with database.connect() as connection:
+        rows = connection.execute(
+            sa.select(sagas_table.c.status, sa.func.count())
+            .where(sagas_table.c.created_at >= since)
+            .group_by(sagas_table.c.status)
+        ).all()
+    return {status: int(count) for status, count in rows}
+
+
+def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int) -> Table:
+    table = Table(title="CreateOrder sagas of this run (live)", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    ended = sum(n for state, n in counts.items() if state in TERMINAL)
+    open_ = sum(n for state, n in counts.items() if state not in TERMINAL)
+    table.add_row("started", f"{sum(counts.values()):,}")
+    for state in ("completed", "compensated", "resolved"):
+        table.add_row(state, f"{counts.get(state, 0):,}")
+    table.add_row("stuck (operator needed)", f"{sum(counts.get(s, 0) for s in STUCK):,}")
+    table.add_row("still running", f"{open_ - sum(counts.get(s, 0) for s in STUCK):,}")
+    table.add_row("sagas ended per second", f"{ended / max(elapsed_s, 1e-9):,.1f}")
+    table.add_row("outbox backlog (commands and replies not yet in Kafka)", f"{backlog:,}")
+    return table
+
+
+def watch_sagas(
+    database: Engine,
+    *,
+    since: datetime,
+    expected: int,
+    console: Console,
+    timeout_s: float = 900.0,
+    settle_s: float = 10.0,
+) -> SagaReport:
+    """Show progress until ``expected`` sagas started since ``since`` and none is still
+    running (stuck ones count as settled: they wait for an operator)."""
+    started = time.monotonic()
+    report = SagaReport()
+    quiet_since: float | None = None
+    with Live(console=console, transient=False, refresh_per_second=2) as live:
+        while True:
+            elapsed = time.monotonic() - started
+            counts = _counts(database, since)
+            backlog = outbox_status(database).backlog
+            live.update(_progress_table(counts, elapsed, backlog))
+            running = sum(n for s, n in counts.items() if s not in TERMINAL and s not in STUCK)
+            if sum(counts.values()) >= expected and running == 0:
+                break
+            # Fewer sagas than expected and nothing moving (orders refused before their saga):
+            # done once the numbers stayed the same for a while.
+            if running == 0 and backlog == 0:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > settle_s:
+                    break
+            else:
+                quiet_since = None
+            if elapsed > timeout_s:
+                raise PipelineError(
+                    f"sagas: {running:,} still running after {timeout_s:.0f} s "
+                    "(see the service logs under <stack home>/logs)"
+                )
+            time.sleep(0.5)
+    report.by_state = counts
+    report.elapsed_s = time.monotonic() - started
+    return report
+
+
+def saga_report(
+    database: Engine, report: SagaReport, *, since: datetime, stock_per_sku: int
+) -> SagaReport:
+    """Add the invariant checks and one example saga id per final state."""
+    with database.connect() as connection:
+        report.invariants = check_invariants(connection, stock_per_sku=stock_per_sku)
+        for state in report.by_state:
+            example = connection.execute(
+                sa.select(sagas_table.c.saga_id)
+                .where(sagas_table.c.status == state, sagas_table.c.created_at >= since)
+                .order_by(sagas_table.c.updated_at.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if example is not None:
+                report.examples[state] = example
+    return report
+
+
+def run_started() -> datetime:
+    return datetime.now(UTC)
