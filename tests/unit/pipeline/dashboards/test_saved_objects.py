@@ -197,13 +197,31 @@ def test_ids_are_unique_and_stable_across_runs():
 
 
 def test_json_valued_attributes_are_valid_json():
+    checked = set()
     for obj in objects():
         attributes = obj["attributes"]
         for key, value in attributes.items():
             if key.endswith("JSON") or key in {"visState", "fieldAttrs", "fields", "typeMeta"}:
-                json.loads(value)
+                assert isinstance(value, str), (obj["id"], key)  # Kibana keeps them as JSON text
+                assert isinstance(json.loads(value), dict | list), (obj["id"], key)
+                checked.add((obj["type"], key))
         if "kibanaSavedObjectMeta" in attributes:
-            search_source(obj)
+            assert isinstance(search_source(obj), dict), obj["id"]
+            checked.add((obj["type"], "searchSourceJSON"))
+
+    # Every kind of JSON-valued attribute the export has was read back.
+    assert checked == {
+        ("dashboard", "optionsJSON"),
+        ("dashboard", "panelsJSON"),
+        ("dashboard", "searchSourceJSON"),
+        ("index-pattern", "fieldAttrs"),
+        ("index-pattern", "fields"),
+        ("index-pattern", "typeMeta"),
+        ("search", "searchSourceJSON"),
+        ("visualization", "searchSourceJSON"),
+        ("visualization", "uiStateJSON"),
+        ("visualization", "visState"),
+    }
 
 
 def test_dashboard_and_search_attributes_are_ones_kibana_accepts():
