@@ -1,0 +1,192 @@
+"""The Faust binding's state and named methods, without a broker: events in, acknowledgements
+out, partitions assigned and revoked, the stop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from faust.types import TP, Message
+from sqlalchemy.engine import Engine
+
+from pipeline.envelope import Event, encode
+from pipeline.kafka.producer import EventProducer
+from pipeline.processing import Processor, UnitOfWork
+from pipeline.processing.faust.binding import FaustBinding, record_of
+from pipeline.processing.faust.internals import FaustInternals
+from pipeline.processing.offsets import CommitPosition
+from pipeline.settings import PipelineSettings
+
+TOPIC = "orders.requests"
+TP0 = (TOPIC, 0)
+
+
+class NoKafka:
+    """A producer client for tests that send nothing (no dead letters here)."""
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing is produced in these tests")
+
+    def __len__(self) -> int:
+        return 0
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+
+class HeldEvent:
+    """A Faust event as the binding uses it: its message, and ``ack()``."""
+
+    def __init__(self, offset: int, key: str = "k", partition: int = 0) -> None:
+        encoded = encode(Event(source="/tests", type="Step", partitionkey=key, data={"n": offset}))
+        self.message = Message(
+            TOPIC, partition, offset, 1.5, 0, encoded.headers, encoded.key, encoded.value, None
+        )
+        self.acked = False
+
+    def ack(self) -> bool:
+        self.acked = True
+        return True
+
+
+class RecordingInternals(FaustInternals):
+    """The checked internals, recording the commits of revoked partitions."""
+
+    def __init__(self) -> None:
+        super().__init__("0.15.3")
+        self.revoked_commits: list[dict[TP, int]] = []
+
+    async def commit_revoked(self, consumer: Any, positions: Any) -> None:
+        self.revoked_commits.append(dict(positions))
+
+
+class Bound:
+    """A binding of a processor recording what it handles, with Faust's commits recorded."""
+
+    def __init__(self, database: Engine) -> None:
+        self.handled: list[int] = []
+        processor = Processor("binding-test")
+
+        @processor.handler(TOPIC)
+        def handle(event: Event, unit: UnitOfWork) -> None:
+            self.handled.append(event.data["n"])
+
+        self.internals = RecordingInternals()
+        self.binding = FaustBinding(
+            processor,
+            PipelineSettings(),
+            database=database,
+            producer=EventProducer(NoKafka()),  # type: ignore[arg-type]
+            internals=self.internals,
+        )
+        self.commits = 0
+
+        async def commit(*_: Any, **__: Any) -> bool:
+            self.commits += 1
+            return True
+
+        self.binding.app.consumer.commit = commit  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def bound(database: Engine) -> Bound:
+    return Bound(database)
+
+
+def test_a_faust_message_becomes_a_record_with_its_headers_and_timestamp() -> None:
+    event = HeldEvent(7)
+
+    record = record_of(event.message)
+
+    assert (record.topic, record.partition, record.offset) == (TOPIC, 0, 7)
+    assert record.key == event.message.key
+    assert record.headers == list(event.message.headers)
+    assert record.timestamp_ms == 1500
+
+
+def test_acknowledge_acks_the_held_events_below_the_commit_position_only(bound: Bound) -> None:
+    events = [HeldEvent(offset) for offset in range(3)]
+    for event in events:
+        bound.binding.accept(event)  # type: ignore[arg-type]
+
+    bound.binding.acknowledge([CommitPosition(TOPIC, 0, 2)])
+
+    assert [event.acked for event in events] == [True, True, False]
+
+
+def test_events_delivered_are_handled_acknowledged_and_committed_on_revocation(
+    bound: Bound,
+) -> None:
+    events = [HeldEvent(offset, key=f"k{offset % 2}") for offset in range(4)]
+
+    async def main() -> None:
+        bound.binding.assigned([TP0])
+        bound.binding.deliver_nowait(events[0])  # type: ignore[arg-type]
+        for event in events[1:]:
+            await bound.binding.deliver(event)  # type: ignore[arg-type]
+        await bound.binding.engine.wait_idle()
+        await bound.binding.revoked([TP0])
+
+    asyncio.run(main())
+
+    assert sorted(bound.handled) == [0, 1, 2, 3]
+    assert all(event.acked for event in events)
+    assert bound.internals.revoked_commits == [{TP(TOPIC, 0): 4}]
+    assert bound.commits == 1
+
+
+def test_a_revoked_partition_is_forgotten(bound: Bound) -> None:
+    async def main() -> None:
+        bound.binding.assigned([TP0])
+        await bound.binding.deliver(HeldEvent(0))  # type: ignore[arg-type]
+        await bound.binding.engine.wait_idle()
+        await bound.binding.revoked([TP0])
+        await bound.binding.revoked([TP0])  # again: nothing acknowledged is left to commit
+
+    asyncio.run(main())
+
+    assert bound.internals.revoked_commits == [{TP(TOPIC, 0): 1}, {}]
+
+
+def test_stopping_closes_the_engine_and_commits_what_was_acknowledged(bound: Bound) -> None:
+    events = [HeldEvent(offset) for offset in range(3)]
+
+    async def main() -> bool:
+        bound.binding.assigned([TP0])
+        for event in events:
+            await bound.binding.deliver(event)  # type: ignore[arg-type]
+        await bound.binding.engine.wait_idle()
+        await bound.binding.stopping()
+        return bound.binding.engine.closed
+
+    closed = asyncio.run(main())
+
+    assert closed
+    assert bound.handled == [0, 1, 2]
+    assert all(event.acked for event in events)
+    assert bound.commits == 1
+
+
+def test_events_arriving_after_the_stop_are_not_handed_to_the_engine(bound: Bound) -> None:
+    late = [HeldEvent(0), HeldEvent(1)]
+
+    async def main() -> None:
+        bound.binding.assigned([TP0])
+        await bound.binding.stopping()
+        bound.binding.deliver_nowait(late[0])  # type: ignore[arg-type]
+        await bound.binding.deliver(late[1])  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+    assert bound.handled == []
+    assert not any(event.acked for event in late)
+
+
+def test_stopping_before_any_event_commits_nothing(bound: Bound) -> None:
+    asyncio.run(bound.binding.stopping())
+
+    assert bound.commits == 0
