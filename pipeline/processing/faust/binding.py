@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -42,7 +42,7 @@ from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.inbox import purge_inbox
 from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics, summary_line
 from pipeline.processing.offsets import CommitPosition
-from pipeline.processing.processor import Processor
+from pipeline.processing.processor import PeriodicTask, Processor
 from pipeline.processing.records import Record
 from pipeline.settings import PipelineSettings
 
@@ -159,6 +159,8 @@ class FaustBinding:
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.timer(processing.inbox_cleanup_interval_s)(self.clean_inbox)
         self.app.timer(processing.metrics_log_interval_s)(self.report)
+        for task in processor.periodic_tasks:
+            self.app.timer(task.every_s)(self.periodic(task))
 
     @property
     def engine(self) -> ProcessingEngine:
@@ -265,6 +267,20 @@ class FaustBinding:
             return
         if deleted:
             logger.info("inbox cleanup: %d row(s) older than %s deleted", deleted, cutoff)
+
+    def periodic(self, task: PeriodicTask) -> Callable[[], Awaitable[None]]:
+        """The Faust timer of one of the processor's own periodic tasks (a worker thread; a
+        failure is logged and the next round tries again)."""
+
+        async def run() -> None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, task.run, self.database)
+            except Exception as error:
+                logger.warning("periodic task %s failed: %s", task.name, error)
+
+        # Faust names its timers after the function.
+        run.__name__ = run.__qualname__ = f"periodic_{task.name.replace('.', '_')}"
+        return run
 
     async def report(self) -> None:
         """Set each partition's lag and log the metrics summary line."""
