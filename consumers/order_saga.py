@@ -28,8 +28,11 @@ __all__ = [
     "registry",
 ]
 
-#: The shipping step's timeout; the demo's slow shipments answer after it.
-SHIPPING_TIMEOUT_S = 5.0
+#: The shipping step's timeout; the demo's slow shipments answer after it. The other steps
+#: allow a minute: a timeout must stay above the queueing a burst of orders causes, or the
+#: saga gives up on replies that are merely waiting in line.
+SHIPPING_TIMEOUT_S = 30.0
+STEP_TIMEOUT_S = 60.0
 
 
 def chosen(order_id: str, share: float, salt: str) -> bool:
@@ -71,7 +74,7 @@ create_order: SagaDefinition[OrderSagaData] = SagaDefinition(
             participant="orders",
             action=lambda d: Call("ValidateOrder", _order(d)),
             compensation=lambda d: Call("RejectOrder", _order(d)),
-            timeout_s=10.0,
+            timeout_s=STEP_TIMEOUT_S,
             compensation_attempts=20,
         ),
         tcc(
@@ -80,7 +83,7 @@ create_order: SagaDefinition[OrderSagaData] = SagaDefinition(
             try_=lambda d: Call("ReserveStock", _lines(d)),
             confirm=lambda d: Call("ConfirmReservation", _order(d)),
             cancel=lambda d: Call("ReleaseStock", _order(d)),
-            timeout_s=10.0,
+            timeout_s=STEP_TIMEOUT_S,
             retries=2,
             compensation_attempts=20,
         ),
@@ -99,7 +102,7 @@ create_order: SagaDefinition[OrderSagaData] = SagaDefinition(
             compensation=lambda d: Call(
                 "RefundPayment", {"order_id": d.order_id, "payment_id": d.payment_id}
             ),
-            timeout_s=10.0,
+            timeout_s=STEP_TIMEOUT_S,
             compensation_attempts=20,
             compensation_backoff_s=0.5,
         ),
@@ -116,7 +119,7 @@ create_order: SagaDefinition[OrderSagaData] = SagaDefinition(
             "approve_order",
             participant="orders",
             action=lambda d: Call("ApproveOrder", _order(d)),
-            timeout_s=10.0,
+            timeout_s=STEP_TIMEOUT_S,
             retries=5,
         ),
     ],

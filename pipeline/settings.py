@@ -279,7 +279,7 @@ class DemoSettings(_Frozen):
     """The failures the demo's saga participants inject (consumers/*_service.py)."""
 
     #: Units of each SKU the inventory starts with; orders beyond it are refused (out of stock).
-    stock_per_sku: int = Field(default=200, ge=0)
+    stock_per_sku: int = Field(default=40, ge=0)
     #: Payments above this many cents are declined.
     decline_above_cents: int = Field(default=35_000, ge=0)
     #: Share of orders whose shipment the shipping service answers only after the saga's

@@ -90,7 +90,11 @@ async def _through_gateway(
 def demo(
     ctx: typer.Context,
     requests: int = typer.Option(
-        5_000, "--requests", "-n", min=1, help="How many requests to send through the gateway."
+        1_000,
+        "--requests",
+        "-n",
+        min=1,
+        help="How many requests to send through the gateway (most of them orders, each a saga).",
     ),
 ) -> None:
     """Start the stack, apply the topics, send requests through the gateway, read them back."""

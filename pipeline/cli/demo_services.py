@@ -191,12 +191,15 @@ def _run_services(
         ExitStack() as saga_services,
         running_relay(settings),
     ):
+        started = []
         for name, spec in SAGA_SERVICES:
             service_port = _free_port()
             log = os.path.join(log_dir, f"{name}.log")
             command = _pipeline_command("process", spec, "--metrics-port", str(service_port))
             child = saga_services.enter_context(_child(command, env, log))
-            on_status(f"waiting for {name} to start")
+            started.append((name, service_port, child, log))
+        on_status("waiting for the saga services to start")
+        for name, service_port, child, log in started:
             _wait(f"{name} start", partial(_answers, service_port), 120, child, log)
         on_status("waiting for the orders service to start")
         _wait("orders service start", lambda: _answers(port), 120, processor, processor_log)

@@ -32,7 +32,7 @@ from pipeline.database import is_postgres
 from pipeline.envelope import Event
 from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
-from pipeline.outbox.table import Outbox
+from pipeline.outbox.table import Outbox, PendingEvent
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.sagas import machine
 from pipeline.sagas.definition import SagaDefinition, SagaRegistry
@@ -199,26 +199,28 @@ class SagaOrchestrator:
         return decision.state
 
     def _publish(self, session: Session, decision: machine.Decision) -> None:
+        """The decision's commands, then its transition events, into the outbox in one
+        statement; a log line and the metrics for each transition."""
         state = decision.state
-        for command in decision.commands:
-            self.outbox.add(
-                session,
+        pending = [
+            PendingEvent(
                 command_event(command),
-                aggregate_type=AGGREGATE_TYPE,
-                aggregate_id=state.saga_id,
-                topic=saga_commands_topic(command.participant),
+                AGGREGATE_TYPE,
+                state.saga_id,
+                saga_commands_topic(command.participant),
             )
+            for command in decision.commands
+        ]
+        pending.extend(
+            PendingEvent(transition_event(state, entry), AGGREGATE_TYPE, state.saga_id, SAGA_EVENTS)
+            for entry in decision.transitions
+        )
+        self.outbox.add_all(session, pending)
+        for command in decision.commands:
             if command.kind == "compensation":
                 self.metrics.compensations.labels(state.name, command.step).inc()
         with log_context(correlation_id=state.saga_id, saga_id=state.saga_id):
             for entry in decision.transitions:
-                self.outbox.add(
-                    session,
-                    transition_event(state, entry),
-                    aggregate_type=AGGREGATE_TYPE,
-                    aggregate_id=state.saga_id,
-                    topic=SAGA_EVENTS,
-                )
                 self.metrics.transitions.labels(state.name, entry.what).inc()
                 if entry.what.endswith("_timed_out") and entry.step and entry.kind:
                     self.metrics.timeouts.labels(state.name, entry.step, entry.kind).inc()
