@@ -140,3 +140,34 @@ def test_processor_handles_each_event_once_serves_metrics_and_cleans_its_inbox(
     for key, seq in rows:
         per_key.setdefault(key, []).append(seq)
     assert all(seqs == list(range(EVENTS // KEYS)) for seqs in per_key.values())
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_processor_stopped_mid_stream_exits_0(
+    processor_run: tuple[str, int, str, subprocess.Popen[bytes]],
+    pipeline_settings: object,
+    stop: signal.Signals,
+) -> None:
+    topic, port, _, child = processor_run
+    producer = Producer({"bootstrap.servers": "127.0.0.1:9092", "enable.idempotence": True})
+    for n in range(EVENTS):
+        message = encode(
+            Event(
+                source="/test", type="Effect", partitionkey=f"k{n % KEYS}", data={"seq": n // KEYS}
+            )
+        )
+        producer.produce(topic, key=message.key, value=message.value, headers=message.headers)
+    assert producer.flush(30) == 0
+
+    def processing() -> bool:
+        if child.poll() is not None:
+            pytest.fail(f"the processor exited with {child.returncode}")
+        try:
+            return _metrics(port).get("pipeline_events_processed_total", 0.0) > 0
+        except OSError:
+            return False
+
+    _wait_for("the first events processed", processing)
+    child.send_signal(stop)
+
+    assert child.wait(60) == 0
