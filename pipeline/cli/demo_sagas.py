@@ -10,6 +10,7 @@ backlog) until no saga of the run is open, then :func:`saga_report` checks the i
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -83,6 +84,15 @@ def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int) -> T
     return table
 
 
+def _progress_line(counts: dict[str, int], elapsed_s: float, backlog: int) -> str:
+    ended = sum(n for state, n in counts.items() if state in TERMINAL)
+    parts = ", ".join(f"{state} {n:,}" for state, n in sorted(counts.items()))
+    return (
+        f"sagas after {elapsed_s:.0f} s: {sum(counts.values()):,} started ({parts}); "
+        f"{ended / max(elapsed_s, 1e-9):,.1f} ended/s; outbox backlog {backlog:,}"
+    )
+
+
 def watch_sagas(
     database: Engine,
     *,
@@ -97,12 +107,19 @@ def watch_sagas(
     started = time.monotonic()
     report = SagaReport()
     quiet_since: float | None = None
-    with Live(console=console, transient=False, refresh_per_second=2) as live:
+    last_line = 0.0
+    # A terminal gets a live table; a pipe or a CI log a line every few seconds.
+    live = Live(console=console, refresh_per_second=2) if console.is_terminal else nullcontext()
+    with live as display:
         while True:
             elapsed = time.monotonic() - started
             counts = _counts(database, since)
             backlog = outbox_status(database).backlog
-            live.update(_progress_table(counts, elapsed, backlog))
+            if isinstance(display, Live):
+                display.update(_progress_table(counts, elapsed, backlog))
+            elif time.monotonic() - last_line >= 5:
+                last_line = time.monotonic()
+                console.print(_progress_line(counts, elapsed, backlog))
             running = sum(n for s, n in counts.items() if s not in TERMINAL and s not in STUCK)
             if sum(counts.values()) >= expected and running == 0:
                 break

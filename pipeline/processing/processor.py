@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -178,6 +179,8 @@ class Processor:
         self._routes: dict[tuple[str, str | None], Route] = {}
         self.startup_hooks: list[Callable[[Engine], None]] = []
         self.periodic_tasks: list[PeriodicTask] = []
+        #: Prometheus registries of the processor's own, served beside the runtime's metrics.
+        self.metric_registries: list[CollectorRegistry] = []
 
     @property
     def topics(self) -> list[str]:

@@ -254,9 +254,12 @@ def orchestrator_processor(
     *,
     name: str = "saga-orchestrator",
     deadline_every_s: float = 0.2,
+    state_gauge_every_s: float = 5.0,
 ) -> Processor:
     """The processor of ``saga.replies`` for ``orchestrator``: each reply in its own transaction
-    (inbox, ordered per saga id), the deadlines fired every ``deadline_every_s`` seconds.
+    (inbox, ordered per saga id), the deadlines fired every ``deadline_every_s`` seconds, the
+    sagas-by-state gauge counted every ``state_gauge_every_s``; the orchestrator's metrics are
+    served with the processor's (``--metrics-port``).
 
     Run it with ``pipeline process MODULE:NAME`` where the module builds it; several instances
     share the replies by partition (one consumer group) and the deadlines by row lock.
@@ -275,4 +278,10 @@ def orchestrator_processor(
         while orchestrator.fire_due(database) > 0:
             pass
 
+    @processor.every(state_gauge_every_s)
+    def count_sagas(database: Engine) -> None:
+        with Session(database) as session:
+            orchestrator.refresh_state_gauge(session)
+
+    processor.metric_registries.append(orchestrator.metrics.registry)
     return processor

@@ -73,6 +73,8 @@ def run_processor(
     migrate(database)
     processor.start(database)
     metrics = ProcessorMetrics(processor.name)
+    for extra in processor.metric_registries:  # e.g. the saga orchestrator's own metrics
+        metrics.registry.register(extra)  # a registry collects like any collector
     if processing.metrics_port is not None:
         serve_metrics(metrics.registry, processing.metrics_port)
     binding = FaustBinding(processor, settings, database=database, metrics=metrics)

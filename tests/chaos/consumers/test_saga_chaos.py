@@ -108,7 +108,7 @@ def test_saga_orders_survive_repeated_sigkill_of_orchestrator_and_participants(
         "PIPELINE_PROCESSING__METRICS_LOG_INTERVAL_S": "5",
         "PIPELINE_DEMO__STOCK_PER_SKU": str(STOCK_PER_SKU),
         "PIPELINE_DEMO__DECLINE_ABOVE_CENTS": "25000",
-        "PIPELINE_DEMO__SLOW_SHIPPING_SHARE": "0.03",
+        "PIPELINE_DEMO__SLOW_SHIPPING_SHARE": "0.01",
         "PIPELINE_DEMO__FLAKY_REFUND_SHARE": "0.5",
         "PIPELINE_DEMO__REFUND_FAILURES": "2",
         "PIPELINE_LOGS__CONSOLE": "text",
