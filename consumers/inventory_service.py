@@ -38,6 +38,8 @@ stock = Table(
     Column("available", Integer, nullable=False),
     Column("reserved", Integer, nullable=False),
     Column("sold", Integer, nullable=False),
+    #: The units the SKU started with: available + reserved + sold stays equal to it.
+    Column("initial", Integer, nullable=False),
     CheckConstraint("available >= 0 AND reserved >= 0 AND sold >= 0", name="stock_not_negative"),
 )
 reservations = Table(
@@ -64,7 +66,13 @@ def _ensure_sku(unit: UnitOfWork, sku: str) -> None:
     # A SKU appears with its initial stock the first time an order names it.
     if unit.session.execute(select(stock.c.sku).where(stock.c.sku == sku)).first() is None:
         unit.session.execute(
-            insert(stock).values(sku=sku, available=_stock_per_sku["units"], reserved=0, sold=0)
+            insert(stock).values(
+                sku=sku,
+                available=_stock_per_sku["units"],
+                reserved=0,
+                sold=0,
+                initial=_stock_per_sku["units"],
+            )
         )
 
 

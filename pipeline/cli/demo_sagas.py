@@ -142,12 +142,10 @@ def watch_sagas(
     return report
 
 
-def saga_report(
-    database: Engine, report: SagaReport, *, since: datetime, stock_per_sku: int
-) -> SagaReport:
+def saga_report(database: Engine, report: SagaReport, *, since: datetime) -> SagaReport:
     """Add the invariant checks and one example saga id per final state."""
     with database.connect() as connection:
-        report.invariants = check_invariants(connection, stock_per_sku=stock_per_sku)
+        report.invariants = check_invariants(connection)
         for state in report.by_state:
             example = connection.execute(
                 sa.select(sagas_table.c.saga_id)

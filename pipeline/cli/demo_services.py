@@ -217,9 +217,7 @@ def _run_services(
         report = scrape(port)
         on_status("sagas running")
         sagas = watch_sagas(database, since=since, expected=orders, console=console)
-        report.sagas = saga_report(
-            database, sagas, since=since, stock_per_sku=settings.demo.stock_per_sku
-        )
+        report.sagas = saga_report(database, sagas, since=since)
         on_status("outbox relay publishing")
 
         def drained() -> bool:

@@ -161,7 +161,7 @@ def test_saga_orders_survive_repeated_sigkill_of_orchestrator_and_participants(
 
         wait_until(all_ended, timeout_s=480, what=f"{ORDERS} sagas ending", every_s=1.0)
         with engine.connect() as connection:
-            checks = check_invariants(connection, stock_per_sku=STOCK_PER_SKU)
+            checks = check_invariants(connection)
             counts = count_by_status(connection)
         for process in processes.values():
             process.assert_alive()

@@ -218,7 +218,7 @@ def test_the_invariants_hold_over_a_mix_of_orders_failures_and_cancellations(dem
     for _ in range(20):
         harness.advance(1.0)
     with harness.database.connect() as connection:
-        checks = check_invariants(connection, stock_per_sku=10)
+        checks = check_invariants(connection)
         states = count_by_status(connection)
     assert [c.name for c in checks if not c.held] == [], checks
     assert set(states) == {"completed", "compensated"}, states
