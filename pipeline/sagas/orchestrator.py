@@ -46,6 +46,7 @@ from pipeline.sagas.messages import (
 from pipeline.sagas.metrics import SagaMetrics
 from pipeline.sagas.state import SagaState
 from pipeline.sagas.store import (
+    ConcurrentSagaUpdate,
     due_saga_ids,
     insert_saga,
     load_saga,
@@ -134,32 +135,36 @@ class SagaOrchestrator:
         SQLite the revision check makes the second of two concurrent writers try again."""
         now = self.clock()
         with Session(database) as session:
-            due = due_saga_ids(session, now, limit) if not is_postgres(database) else None
-        if due is None:
-            with Session(database) as session, session.begin():
-                due = due_saga_ids(session, now, limit)
+            due = due_saga_ids(session, now, limit)
         changed = 0
         for saga_id in due:
-            with Session(database) as session, session.begin():
-                if is_postgres(database):
-                    locked = session.execute(
-                        sa.select(sagas_table.c.saga_id)
-                        .where(sagas_table.c.saga_id == saga_id)
-                        .with_for_update(skip_locked=True)
-                    ).first()
-                    if locked is None:
-                        continue
-                stored = load_saga(session, saga_id)
-                if stored is None or stored.state.is_terminal:
-                    continue
-                definition = self.registry.get(stored.state.name, stored.state.version)
-                decision = machine.on_due(definition, stored.state, self.clock())
-                if not decision.transitions and not decision.commands:
-                    continue
-                save_saga(session, decision.state, stored.revision)
-                self._publish(session, decision)
-                changed += 1
+            try:
+                changed += self._fire(database, saga_id)
+            except ConcurrentSagaUpdate:
+                continue  # a reply changed it meanwhile: the next round looks again
         return changed
+
+    def _fire(self, database: Engine, saga_id: str) -> int:
+        """Fire what is due of one saga in its own transaction; 1 when it changed."""
+        with Session(database) as session, session.begin():
+            if is_postgres(database):
+                locked = session.execute(
+                    sa.select(sagas_table.c.saga_id)
+                    .where(sagas_table.c.saga_id == saga_id)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if locked is None:
+                    return 0  # another orchestrator is handling it
+            stored = load_saga(session, saga_id)
+            if stored is None or stored.state.is_terminal:
+                return 0
+            definition = self.registry.get(stored.state.name, stored.state.version)
+            decision = machine.on_due(definition, stored.state, self.clock())
+            if not decision.transitions and not decision.commands:
+                return 0
+            save_saga(session, decision.state, stored.revision)
+            self._publish(session, decision)
+            return 1
 
     def retry(self, session: Session, saga_id: str) -> SagaState:
         """Operator: try a stuck saga's failed compensation (or confirms) again."""

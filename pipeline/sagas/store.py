@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from pipeline.database import is_postgres, metadata
+from pipeline.database import metadata
 from pipeline.errors import PipelineError
 from pipeline.sagas.state import TERMINAL, SagaState
 
@@ -146,18 +146,15 @@ def save_saga(session: Session | Connection, state: SagaState, revision: int) ->
     return revision + 1
 
 
-def due_saga_ids(session: Session, now: datetime, limit: int) -> list[str]:
-    """Sagas with a deadline or a backoff due at ``now``, earliest first. On PostgreSQL rows
-    another orchestrator is handling are skipped (``FOR UPDATE SKIP LOCKED``)."""
+def due_saga_ids(session: Session | Connection, now: datetime, limit: int) -> list[str]:
+    """Sagas with a deadline or a backoff due at ``now``, earliest first (the caller locks
+    each one as it handles it)."""
     query = (
         sa.select(sagas_table.c.saga_id)
         .where(sagas_table.c.next_deadline <= now)
         .order_by(sagas_table.c.next_deadline)
         .limit(limit)
     )
-    bind = session.get_bind()
-    if is_postgres(bind.engine if isinstance(bind, Connection) else bind):
-        query = query.with_for_update(skip_locked=True)
     return list(session.execute(query).scalars())
 
 

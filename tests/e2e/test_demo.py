@@ -1,11 +1,14 @@
+import pytest
+
 from tests.support.stack_cli import run_pipeline
 
 
-def test_make_demo_sends_requests_through_the_gateway_and_finds_each_in_kafka_once(
+@pytest.mark.timeout(660)
+def test_make_demo_sends_requests_through_the_gateway_and_ends_every_order_saga_with_its_invariants(
     pipeline_stack,
     postgres_stack,  # `pipeline demo` starts the whole stack; the session stops what it started
 ):
-    result = run_pipeline("demo", "--requests", "400")
+    result = run_pipeline("demo", "--requests", "400", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     verdict = [line for line in lines if "every accepted request in Kafka exactly once" in line]
@@ -21,3 +24,16 @@ def test_make_demo_sends_requests_through_the_gateway_and_finds_each_in_kafka_on
     assert len(backlog) == 1 and backlog[0].split("│")[-2].strip().endswith("0")
     assert any("pipeline dlq inspect requests.orders" in line for line in lines)
     assert any("pipeline logs search 'event.action:dead_lettered'" in line for line in lines)
+    # The sagas' part: every order's CreateOrder saga ended, some compensated on purpose, and
+    # each invariant is printed as held.
+    for invariant in (
+        "every saga ended",
+        "stock never negative and conserved",
+        "money conserved",
+        "approved orders charged, shipped and sold",
+    ):
+        verdicts = [line for line in lines if invariant in line]
+        assert len(verdicts) == 1 and "held" in verdicts[0], verdicts
+    assert any(line.strip().startswith("│   completed") for line in lines)
+    assert any(line.strip().startswith("│   compensated") for line in lines)
+    assert any("pipeline saga show" in line for line in lines)

@@ -1,0 +1,115 @@
+"""The orchestrator's SQL on a real PostgreSQL: deadlines fired once by concurrent
+orchestrators, a stale save refused, a start that rolls back with its caller."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from pipeline.database import build_engine, migrate
+from pipeline.outbox.table import outbox_table
+from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
+from pipeline.sagas.orchestrator import SagaOrchestrator
+from pipeline.sagas.store import ConcurrentSagaUpdate, load_saga, save_saga
+from pipeline.settings import DatabaseSettings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Data(BaseModel):
+    n: int
+
+
+REGISTRY = SagaRegistry(
+    [
+        SagaDefinition(
+            "Timed",
+            version=1,
+            data_model=Data,
+            steps=[
+                Step(
+                    "only",
+                    participant="worker",
+                    action=lambda d: Call("Do", {"n": d.n}),
+                    compensation=lambda d: Call("Undo", {"n": d.n}),
+                    timeout_s=5,
+                )
+            ],
+        )
+    ]
+)
+
+
+@pytest.fixture
+def database(postgres_stack, postgres_url):
+    engine = build_engine(DatabaseSettings(url=postgres_url))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def _start(engine, saga_id: str, clock) -> None:
+    with Session(engine) as session, session.begin():
+        SagaOrchestrator(REGISTRY, clock=clock).start(session, "Timed", saga_id, {"n": 1})
+
+
+def _commands(engine, saga_id: str) -> list[str]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(outbox_table.c.event_type)
+                .where(
+                    outbox_table.c.aggregate_id == saga_id,
+                    outbox_table.c.topic == "saga.worker.commands",
+                )
+                .order_by(outbox_table.c.position)
+            ).scalars()
+        )
+
+
+def test_two_orchestrators_firing_the_same_deadline_time_it_out_once(database):
+    for n in range(20):
+        _start(database, f"s-{n}", lambda: T0)
+    later = T0 + timedelta(seconds=6)
+    barrier = threading.Barrier(2)
+    fired: list[int] = []
+
+    def fire() -> None:
+        orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: later)
+        barrier.wait()
+        fired.append(orchestrator.fire_due(database))
+
+    threads = [threading.Thread(target=fire) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sum(fired) == 20  # each saga fired by exactly one of the two
+    for n in range(20):
+        assert _commands(database, f"s-{n}") == ["Do", "Undo"]  # one timeout, one compensation
+        with Session(database) as session:
+            state = load_saga(session, f"s-{n}").state
+        assert [h.what for h in state.history].count("action_timed_out") == 1
+
+
+def test_a_save_over_a_newer_revision_is_refused(database):
+    _start(database, "s-stale", lambda: T0)
+    with Session(database) as session, session.begin():
+        stored = load_saga(session, "s-stale")
+        save_saga(session, stored.state, stored.revision)
+    with Session(database) as session, session.begin(), pytest.raises(ConcurrentSagaUpdate):
+        save_saga(session, stored.state, stored.revision)
+
+
+def test_a_start_rolls_back_with_its_callers_transaction(database):
+    with pytest.raises(RuntimeError), Session(database) as session, session.begin():
+        SagaOrchestrator(REGISTRY).start(session, "Timed", "s-rolled-back", {"n": 1})
+        raise RuntimeError("the caller's own change failed")
+    with Session(database) as session:
+        assert load_saga(session, "s-rolled-back") is None
+    assert _commands(database, "s-rolled-back") == []
