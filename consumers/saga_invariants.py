@@ -14,6 +14,7 @@ tables and the saga rows); used by ``pipeline demo`` and the saga chaos test:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -23,7 +24,7 @@ from consumers.orders_service import orders
 from consumers.payment_service import payments
 from consumers.shipping_service import shipments
 from pipeline.sagas.state import TERMINAL
-from pipeline.sagas.store import count_by_status
+from pipeline.sagas.store import sagas_table
 
 __all__ = ["Invariant", "check_invariants"]
 
@@ -42,10 +43,23 @@ def _scalar(connection: Connection, query: sa.Select[tuple[int]]) -> int:
 def check_invariants(
     connection: Connection, *, order_ids: list[str] | None = None
 ) -> list[Invariant]:
-    """The four checks of the module docstring, over all orders (or ``order_ids``' only for
-    the per-order checks, when several demo runs share the database)."""
+    """The four checks of the module docstring, over every order in the database, or over the
+    sagas, payments and orders of ``order_ids`` only (one demo run's, when several runs share
+    the database; the saga id is the order id). Stock is checked over every SKU."""
     checks: list[Invariant] = []
-    counts = count_by_status(connection)
+
+    def only(query: Any, column: Any) -> Any:
+        return query if order_ids is None else query.where(column.in_(order_ids))
+
+    counts = {
+        status: int(n)
+        for status, n in connection.execute(
+            only(
+                sa.select(sagas_table.c.status, sa.func.count()).group_by(sagas_table.c.status),
+                sagas_table.c.saga_id,
+            )
+        ).all()
+    }
     open_sagas = {state: n for state, n in counts.items() if state not in TERMINAL}
     checks.append(
         Invariant(
@@ -78,19 +92,18 @@ def check_invariants(
         )
     )
 
-    charged = _scalar(
-        connection, sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_cents), 0))
-    )
+    paid = sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_cents), 0))
+    charged = _scalar(connection, only(paid, payments.c.order_id))
     refunded = _scalar(
-        connection,
-        sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_cents), 0)).where(
-            payments.c.status == "refunded"
-        ),
+        connection, only(paid.where(payments.c.status == "refunded"), payments.c.order_id)
     )
     approved_total = _scalar(
         connection,
-        sa.select(sa.func.coalesce(sa.func.sum(orders.c.total * 100), 0)).where(
-            orders.c.status == "approved"
+        only(
+            sa.select(sa.func.coalesce(sa.func.sum(orders.c.total * 100), 0)).where(
+                orders.c.status == "approved"
+            ),
+            orders.c.order_id,
         ),
     )
     checks.append(
@@ -102,13 +115,13 @@ def check_invariants(
         )
     )
 
-    approved = sa.select(orders.c.order_id).where(orders.c.status == "approved")
-    not_approved = sa.select(orders.c.order_id).where(
-        orders.c.status.in_(["rejected", "cancelled"])
+    approved = only(
+        sa.select(orders.c.order_id).where(orders.c.status == "approved"), orders.c.order_id
     )
-    if order_ids is not None:
-        approved = approved.where(orders.c.order_id.in_(order_ids))
-        not_approved = not_approved.where(orders.c.order_id.in_(order_ids))
+    not_approved = only(
+        sa.select(orders.c.order_id).where(orders.c.status.in_(["rejected", "cancelled"])),
+        orders.c.order_id,
+    )
     checks.append(_order_effects(connection, approved, not_approved))
     return checks
 

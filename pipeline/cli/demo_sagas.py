@@ -79,7 +79,7 @@ def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int) -> T
         table.add_row(state, f"{counts.get(state, 0):,}")
     table.add_row("stuck (operator needed)", f"{sum(counts.get(s, 0) for s in STUCK):,}")
     table.add_row("still running", f"{open_ - sum(counts.get(s, 0) for s in STUCK):,}")
-    table.add_row("sagas ended per second", f"{ended / max(elapsed_s, 1e-9):,.1f}")
+    table.add_row("sagas ended per second", f"{ended / max(elapsed_s, 1.0):,.1f}")
     table.add_row("outbox backlog (commands and replies not yet in Kafka)", f"{backlog:,}")
     return table
 
@@ -89,7 +89,7 @@ def _progress_line(counts: dict[str, int], elapsed_s: float, backlog: int) -> st
     parts = ", ".join(f"{state} {n:,}" for state, n in sorted(counts.items()))
     return (
         f"sagas after {elapsed_s:.0f} s: {sum(counts.values()):,} started ({parts}); "
-        f"{ended / max(elapsed_s, 1e-9):,.1f} ended/s; outbox backlog {backlog:,}"
+        f"{ended / max(elapsed_s, 1.0):,.1f} ended/s; outbox backlog {backlog:,}"
     )
 
 
@@ -145,7 +145,12 @@ def watch_sagas(
 def saga_report(database: Engine, report: SagaReport, *, since: datetime) -> SagaReport:
     """Add the invariant checks and one example saga id per final state."""
     with database.connect() as connection:
-        report.invariants = check_invariants(connection)
+        run_ids = list(
+            connection.execute(
+                sa.select(sagas_table.c.saga_id).where(sagas_table.c.created_at >= since)
+            ).scalars()
+        )
+        report.invariants = check_invariants(connection, order_ids=run_ids)
         for state in report.by_state:
             example = connection.execute(
                 sa.select(sagas_table.c.saga_id)
