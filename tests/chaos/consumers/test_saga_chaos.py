@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from confluent_kafka import TopicPartition
 
 from consumers.saga_invariants import check_invariants
 from pipeline.cli.demo_sagas import SAGA_SERVICES
 from pipeline.cli.demo_services import PROCESSOR_NAME, PROCESSOR_SPEC
 from pipeline.envelope import Event
-from pipeline.kafka.clients import build_admin, build_consumer
+from pipeline.kafka.clients import build_admin
+from pipeline.kafka.groups import commit_group_at_end
 from pipeline.sagas.state import TERMINAL
 from pipeline.sagas.store import count_by_status
 from pipeline.topics.admin import apply_plan, describe_cluster_topics
@@ -45,22 +46,6 @@ GROUP_TOPICS = {
     "payment-service": [saga_commands_topic("payments")],
     "shipping-service": [saga_commands_topic("shipping")],
 }
-
-
-def _skip_history(settings, group: str, topics: list[str]) -> None:
-    """Commit ``group``'s offsets at the end of its topics: earlier runs' messages are not
-    this test's (the topics are the catalogue's, shared with the demo)."""
-    consumer = build_consumer(settings.kafka, group)
-    try:
-        ends = []
-        for topic in topics:
-            metadata = consumer.list_topics(topic, timeout=30).topics[topic]
-            for partition in metadata.partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)
-                ends.append(TopicPartition(topic, partition, high))
-        consumer.commit(offsets=ends, asynchronous=False)
-    finally:
-        consumer.close()
 
 
 def _orders(rng: random.Random) -> list[Event]:
@@ -98,8 +83,9 @@ def test_saga_orders_survive_repeated_sigkill_of_orchestrator_and_participants(
     admin = build_admin(settings.kafka)
     catalogue = default_catalogue()
     apply_plan(admin, build_plan(catalogue, describe_cluster_topics(admin, catalogue.names)))
+    # The topics are the catalogue's, shared with the demo: earlier runs' messages are not ours.
     for group, topics in GROUP_TOPICS.items():
-        _skip_history(settings, group, topics)
+        commit_group_at_end(settings.kafka, group, topics)
 
     env = {
         **os.environ,
@@ -124,8 +110,6 @@ def test_saga_orders_survive_repeated_sigkill_of_orchestrator_and_participants(
         )
 
     relay_log = (tmp_path / "relay.log").open("w")
-    import subprocess
-
     relay = subprocess.Popen(
         [PIPELINE, "outbox", "relay"], env=env, stdout=relay_log, stderr=relay_log
     )

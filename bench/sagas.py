@@ -1,0 +1,349 @@
+"""Sagas end to end: completed sagas/s and saga latency at increasing offered load, and the CPU
+time per saga of every process, against a plain confluent-kafka request/reply chain.
+
+The saga: the demo's CreateOrder (consumers/order_saga.py), five steps (validate, reserve as a
+try, charge, ship, approve) plus the reservation's confirm, with no injected failure. Every
+process runs on this machine: the order service, the saga orchestrator, inventory, payments and
+shipping (``pipeline process`` each), one ``pipeline outbox relay``, PostgreSQL (a fresh
+database), Kafka and Elasticsearch (the log shipper is not run; the log lines still go to the
+``logs`` topic).
+
+For each offered load (sagas started per second, for ``--seconds``), PlaceOrder requests are
+produced at that rate to ``requests.orders``; a saga's latency runs from its row's creation
+(inside the order service's transaction) to its last transition; completed/s is the level's
+sagas over the time from the first start to the last end. CPU: user + system time of each
+process (and of all PostgreSQL backends, and the Kafka broker) during the level, per saga.
+
+Baseline, in the same run: the same six sequential round trips per saga made with raw
+confluent-kafka between two threads over two topics (no database, no outbox, no inbox): what
+Kafka alone costs for the saga's message exchange on this machine. Ratios are saga/baseline.
+
+Run: ``.venv/bin/python bench/sagas.py [--rates 5,10,20,40] [--seconds 20]``; ``--quick``
+runs two short levels. Results: bench/results/sagas.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import sqlalchemy as sa
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+from pipeline.cli.demo_sagas import SAGA_SERVICES
+from pipeline.cli.demo_services import PROCESSOR_NAME, PROCESSOR_SPEC
+from pipeline.envelope import Event
+from pipeline.kafka.clients import build_admin, consumer_config, producer_config
+from pipeline.kafka.groups import commit_group_at_end
+from pipeline.kafka.producer import build_event_producer
+from pipeline.sagas.state import TERMINAL
+from pipeline.sagas.store import sagas_table
+from pipeline.settings import PipelineSettings
+from pipeline.stack.manager import StackManager
+from pipeline.stack.postgres_node import create_database, database_url, drop_database
+from pipeline.topics.admin import apply_plan, describe_cluster_topics
+from pipeline.topics.catalogue import REQUESTS_ORDERS, default_catalogue, saga_commands_topic
+from pipeline.topics.plan import build_plan
+
+RESULTS = Path(__file__).parent / "results"
+PIPELINE = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "pipeline")
+#: Round trips of one CreateOrder saga without failures: five steps and the confirm.
+ROUND_TRIPS = 6
+GROUP_TOPICS = {
+    PROCESSOR_NAME: [REQUESTS_ORDERS, saga_commands_topic("orders")],
+    "saga-orchestrator": ["saga.replies"],
+    "inventory-service": [saga_commands_topic("inventory")],
+    "payment-service": [saga_commands_topic("payments")],
+    "shipping-service": [saga_commands_topic("shipping")],
+}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+# --- the saga services ------------------------------------------------------------------------
+
+
+@contextmanager
+def services(settings: PipelineSettings, url: str, log_dir: Path) -> Iterator[dict[str, int]]:
+    """Every saga process started (and stopped after); their pids by name."""
+    for group, topics in GROUP_TOPICS.items():
+        commit_group_at_end(settings.kafka, group, topics)
+    env = {
+        **os.environ,
+        "PIPELINE_DATABASE__URL": url,
+        "PIPELINE_DEMO__STOCK_PER_SKU": "100000000",
+        "PIPELINE_DEMO__DECLINE_ABOVE_CENTS": "100000000",
+        "PIPELINE_DEMO__SLOW_SHIPPING_SHARE": "0",
+        "PIPELINE_DEMO__FLAKY_REFUND_SHARE": "0",
+    }
+    commands = {
+        PROCESSOR_NAME: ["process", PROCESSOR_SPEC],
+        **{name: ["process", spec] for name, spec in SAGA_SERVICES},
+        "outbox-relay": ["outbox", "relay"],
+    }
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, args in commands.items():
+            with (log_dir / f"sagas-{name}.log").open("wb") as log:
+                children[name] = subprocess.Popen(
+                    [PIPELINE, *args], env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+        yield {name: child.pid for name, child in children.items()}
+    finally:
+        for child in children.values():
+            child.terminate()
+        for child in children.values():
+            try:
+                child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each process, of PostgreSQL's and of Kafka's."""
+    found: dict[str, float] = {}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        found[name] = times.user + times.system
+    found["postgresql"] = 0.0
+    found["kafka"] = 0.0
+    for process in psutil.process_iter(["name", "cmdline"]):
+        try:
+            command = " ".join(process.info["cmdline"] or [])
+            times = process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if (process.info["name"] or "").startswith("postgres"):
+            found["postgresql"] += times.user + times.system
+        elif "kafka.Kafka" in command:
+            found["kafka"] += times.user + times.system
+    return found
+
+
+def _place_order(order_id: str) -> Event:
+    return Event(
+        source="/bench/sagas",
+        type="com.example.requests.place_order",
+        partitionkey=order_id,
+        data={
+            "order_id": order_id,
+            "customer_id": "bench",
+            "lines": [
+                {"sku": f"bench-sku-{hash(order_id) % 50}", "quantity": 1, "unit_price": "1.00"}
+            ],
+        },
+    )
+
+
+def saga_level(
+    settings: PipelineSettings, engine: sa.Engine, pids: dict[str, int], rate: float, seconds: float
+) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    count = max(1, int(rate * seconds))
+    ids = [f"bench-{run}-{n}" for n in range(count)]
+    before = _cpu_seconds(pids)
+    with build_event_producer(settings.kafka, settings.producer) as producer:
+        started = time.monotonic()
+        for n, order_id in enumerate(ids):
+            pause = started + n / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            producer.send(REQUESTS_ORDERS, _place_order(order_id))
+        producer.flush(60)
+    deadline = time.monotonic() + max(300.0, seconds * 10)
+    while True:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(
+                    sagas_table.c.status, sagas_table.c.created_at, sagas_table.c.updated_at
+                ).where(sagas_table.c.saga_id.in_(ids))
+            ).all()
+        if len(rows) == count and all(row.status in TERMINAL for row in rows):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"rate {rate}: {len(rows)} of {count} sagas started, not all ended")
+        time.sleep(0.5)
+    after = _cpu_seconds(pids)
+    latencies = [(row.updated_at - row.created_at).total_seconds() for row in rows]
+    first: datetime = min(row.created_at for row in rows)
+    last: datetime = max(row.updated_at for row in rows)
+    span = max((last - first).total_seconds(), 1e-9)
+    return {
+        "offered_per_s": rate,
+        "sagas": count,
+        "completed": sum(1 for row in rows if row.status == "completed"),
+        "completed_per_s": count / span,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p99_s": _percentile(latencies, 0.99),
+        "cpu_ms_per_saga": {
+            name: (after[name] - before.get(name, 0.0)) * 1000 / count for name in after
+        },
+    }
+
+
+# --- the baseline: the same round trips with raw confluent-kafka ------------------------------
+
+
+def baseline_level(settings: PipelineSettings, rate: float, seconds: float) -> dict[str, Any]:
+    """Sagas of ROUND_TRIPS sequential request/reply exchanges between two threads."""
+    admin = build_admin(settings.kafka)
+    run = uuid.uuid4().hex[:8]
+    requests, replies = f"bench.saga-requests.{run}", f"bench.saga-replies.{run}"
+    futures = admin.create_topics([NewTopic(t, 6, 1) for t in (requests, replies)])
+    for future in futures.values():
+        future.result(30)
+    count = max(1, int(rate * seconds))
+    started_at: dict[str, float] = {}
+    latencies: list[float] = []
+    done = threading.Event()
+    producer = Producer(producer_config(settings.kafka, **{"linger.ms": 1}))
+
+    def consumer(topic: str, group: str) -> Consumer:
+        client = Consumer(
+            consumer_config(settings.kafka, group, **{"auto.offset.reset": "earliest"})
+        )
+        client.subscribe([topic])
+        return client
+
+    def responder() -> None:
+        client = consumer(requests, f"bench-responder-{run}")
+        while not done.is_set():
+            for message in client.consume(500, 0.1):
+                if message.error() is None:
+                    producer.produce(replies, key=message.key(), value=message.value())
+            producer.poll(0)
+        client.close()
+
+    def driver() -> None:
+        client = consumer(replies, f"bench-driver-{run}")
+        finished = 0
+        while finished < count:
+            for message in client.consume(500, 0.1):
+                if message.error() is not None:
+                    continue
+                key = (message.key() or b"").decode()
+                step = int(message.value() or b"0") + 1
+                if step < ROUND_TRIPS:
+                    producer.produce(requests, key=message.key(), value=str(step).encode())
+                else:
+                    latencies.append(time.monotonic() - started_at[key])
+                    finished += 1
+            producer.poll(0)
+        client.close()
+
+    threads = [threading.Thread(target=responder), threading.Thread(target=driver)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)  # both consumers joined their groups
+    began = time.monotonic()
+    for n in range(count):
+        pause = began + n / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        key = f"s{n}"
+        started_at[key] = time.monotonic()
+        producer.produce(requests, key=key.encode(), value=b"0")
+        producer.poll(0)
+    threads[1].join(600)
+    elapsed = time.monotonic() - began
+    done.set()
+    threads[0].join(30)
+    producer.flush(30)
+    for future in admin.delete_topics([requests, replies]).values():
+        future.result(30)
+    return {
+        "offered_per_s": rate,
+        "sagas": count,
+        "completed_per_s": count / elapsed,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p99_s": _percentile(latencies, 0.99),
+    }
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [
+        "# Sagas: completed/s and latency at offered load",
+        "",
+        f"CreateOrder, {ROUND_TRIPS} round trips per saga, every process on this machine "
+        f"({os.cpu_count()} cores). Baseline: the same round trips with raw confluent-kafka.",
+        "",
+        "| offered sagas/s | completed sagas/s | p50 | p99 | baseline sagas/s | baseline p50 | "
+        "baseline p99 | throughput vs baseline |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for saga, base in zip(results["sagas"], results["baseline"], strict=True):
+        lines.append(
+            f"| {saga['offered_per_s']:g} | {saga['completed_per_s']:.1f} | "
+            f"{saga['latency_p50_s'] * 1000:.0f} ms | {saga['latency_p99_s'] * 1000:.0f} ms | "
+            f"{base['completed_per_s']:.1f} | {base['latency_p50_s'] * 1000:.0f} ms | "
+            f"{base['latency_p99_s'] * 1000:.0f} ms | "
+            f"{saga['completed_per_s'] / base['completed_per_s']:.2f}x |"
+        )
+    lines += ["", "CPU ms per saga, by process:", ""]
+    names = list(results["sagas"][0]["cpu_ms_per_saga"])
+    lines.append("| offered sagas/s | " + " | ".join(names) + " | total |")
+    lines.append("|---:|" + "---:|" * (len(names) + 1))
+    for saga in results["sagas"]:
+        cpu = saga["cpu_ms_per_saga"]
+        cells = " | ".join(f"{cpu[name]:.1f}" for name in names)
+        lines.append(f"| {saga['offered_per_s']:g} | {cells} | {sum(cpu.values()):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rates", default="5,10,20,40", help="offered sagas/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long each level lasts")
+    parser.add_argument("--quick", action="store_true", help="two short levels")
+    args = parser.parse_args()
+    rates = [5.0, 10.0] if args.quick else [float(r) for r in args.rates.split(",")]
+    seconds = 8.0 if args.quick else args.seconds
+    settings = PipelineSettings()
+    StackManager(settings).up()
+    admin = build_admin(settings.kafka)
+    catalogue = default_catalogue()
+    apply_plan(admin, build_plan(catalogue, describe_cluster_topics(admin, catalogue.names)))
+    RESULTS.mkdir(exist_ok=True)
+    name = f"bench_sagas_{uuid.uuid4().hex[:8]}"
+    create_database(settings.stack, name)
+    url = database_url(settings.stack, name, with_password=True)
+    engine = sa.create_engine(url)
+    results: dict[str, Any] = {"rates": rates, "seconds": seconds, "sagas": [], "baseline": []}
+    try:
+        with services(settings, url, RESULTS) as pids:
+            time.sleep(20)  # every service joined its group and migrated
+            for rate in rates:
+                results["sagas"].append(saga_level(settings, engine, pids, rate, seconds))
+                results["baseline"].append(baseline_level(settings, rate, seconds))
+                print(
+                    json.dumps({"sagas": results["sagas"][-1], "baseline": results["baseline"][-1]})
+                )
+    finally:
+        engine.dispose()
+        drop_database(settings.stack, name)
+    (RESULTS / "sagas.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "sagas.md").write_text(report(results))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
