@@ -15,6 +15,7 @@ from pipeline.envelope import Event
 from pipeline.processing.harness import PipelineHarness
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.store import count_by_status, load_saga
+from pipeline.settings import ProcessingSettings
 from pipeline.topics.catalogue import REQUESTS_ORDERS
 
 
@@ -34,7 +35,9 @@ def demo(monkeypatch):
                 inventory_service.processor,
                 payment_service.processor,
                 shipping_service.processor,
-            ]
+            ],
+            # One event at a time: SQLite has one writer, so more only wait on its lock.
+            settings=ProcessingSettings(max_in_flight=1),
         )
         orchestrator.clock = harness.clock
         monkeypatch.setattr(orders_service.saga_starter, "clock", harness.clock)

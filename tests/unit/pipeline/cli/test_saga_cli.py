@@ -16,7 +16,7 @@ from pipeline.processing.harness import PipelineHarness
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.participant import Refuse, SagaParticipant
-from pipeline.settings import DatabaseSettings
+from pipeline.settings import DatabaseSettings, ProcessingSettings
 
 REGISTRY_SPEC = "tests.unit.pipeline.cli.test_saga_cli:registry"
 
@@ -71,7 +71,11 @@ def database(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'sagas.db'}"
     engine = build_engine(DatabaseSettings(url=url))
     orchestrator = SagaOrchestrator(registry)
-    harness = PipelineHarness([orchestrator_processor(orchestrator), worker], database=engine)
+    harness = PipelineHarness(
+        [orchestrator_processor(orchestrator), worker],
+        database=engine,
+        settings=ProcessingSettings(max_in_flight=1),
+    )
     orchestrator.clock = harness.clock
     with Session(engine) as session, session.begin():
         orchestrator.start(session, "Demo", "saga-even", {"n": 2})
