@@ -9,9 +9,18 @@ letters, commit positions) with the real database code; only Kafka is replaced b
     assert driver.metrics.processed == 1
     assert driver.dead_letters("requests.orders") == []
 
+Topics have one partition unless told (``partitions=6``, or ``{"requests.orders": 6}``); a keyed
+message goes to the partition Kafka's default partitioner (murmur2,
+:func:`pipeline.kafka.partitioner.partition_for`) gives its key, a keyless one round robin, and
+``send(..., partition=n)`` puts it where told. A recording (``pipeline record``'s lines, or
+``kcat -J``'s) goes in with :meth:`ProcessorTestDriver.send_recording`.
+
 Each :meth:`ProcessorTestDriver.run` starts from the committed positions, as a restarted
 processor would; :meth:`ProcessorTestDriver.redeliver` rewinds them to replay records.
-Retries do not sleep: the backoff is recorded in :attr:`ProcessorTestDriver.waits` instead.
+Retries do not sleep in real time: their backoffs wait on the driver's
+:class:`~pipeline.processing.clock.VirtualClock`, which jumps ahead once every record in flight
+is waiting (see pipeline/processing/clock.py), and each backoff is recorded in
+:attr:`ProcessorTestDriver.waits`.
 
 :meth:`ProcessorTestDriver.redrive` does what ``pipeline dlq redrive`` does, on the lists: it
 takes the pending dead letters of ``<topic>.dlq`` (all, or those of one key) and
@@ -31,8 +40,10 @@ The redriven records are handled by the next :meth:`ProcessorTestDriver.run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -47,15 +58,25 @@ from pipeline.dead_letters.letter import (
 )
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.ids import new_event_id
+from pipeline.kafka.partitioner import partition_for
+from pipeline.processing.clock import ClockTimers, VirtualClock
 from pipeline.processing.engine import ProcessingEngine
 from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics
 from pipeline.processing.offsets import CommitPosition
 from pipeline.processing.processor import Processor
 from pipeline.processing.records import Record
+from pipeline.replay.recording import RecordedMessage
 from pipeline.settings import DatabaseSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
-__all__ = ["ProcessorTestDriver"]
+__all__ = ["ProcessorTestDriver", "recorded_message"]
+
+
+def recorded_message(recorded: RecordedMessage) -> KafkaMessage:
+    """The message a processor gets for a recorded one: its key, value and headers (a header
+    recorded as null becomes empty bytes, as the processor runtime hands it over)."""
+    headers = [(name, value if value is not None else b"") for name, value in recorded.headers]
+    return KafkaMessage(key=recorded.key, value=recorded.value, headers=headers)
 
 
 class _ListSink:
@@ -67,7 +88,12 @@ class _ListSink:
 
 
 class ProcessorTestDriver:
-    """In-memory topics (one partition each unless told) and a processor reading them."""
+    """In-memory topics (one partition each unless told) and a processor reading them.
+
+    ``partitions``: how many partitions every topic has (an int), or per topic (a mapping;
+    topics not named have one). ``clock``: the virtual clock the retries wait on (a harness
+    shares one among its drivers); a new one unless given.
+    """
 
     def __init__(
         self,
@@ -75,9 +101,13 @@ class ProcessorTestDriver:
         *,
         database: Engine | None = None,
         settings: ProcessingSettings | None = None,
+        clock: VirtualClock | None = None,
+        partitions: int | Mapping[str, int] = 1,
     ) -> None:
         self.processor = processor
         self.settings = settings or ProcessingSettings()
+        self.clock = clock or VirtualClock()
+        self._partitions = partitions
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if database is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="pipeline-driver-")
@@ -90,49 +120,104 @@ class ProcessorTestDriver:
         self.committed: dict[tuple[str, int], int] = {}
         self.waits: list[float] = []
         self._metrics = ProcessorMetrics(processor.name)
+        self._round_robin: dict[str, int] = defaultdict(int)
 
     @property
     def metrics(self) -> MetricsSnapshot:
         return self._metrics.snapshot()
+
+    def partitions_of(self, topic: str) -> int:
+        """How many partitions ``topic`` has (as configured; ``send`` may use others)."""
+        if isinstance(self._partitions, int):
+            return self._partitions
+        return self._partitions.get(topic, 1)
+
+    def partition_for(self, topic: str, key: bytes | None) -> int:
+        """Where a message with ``key`` goes: murmur2 of the key, or round robin without one."""
+        count = self.partitions_of(topic)
+        if key is not None:
+            return partition_for(key, count)
+        partition = self._round_robin[topic] % count
+        self._round_robin[topic] += 1
+        return partition
 
     def send(
         self,
         topic: str,
         message: Event | KafkaMessage,
         *,
-        partition: int = 0,
+        partition: int | None = None,
         key: bytes | None = None,
+        timestamp_ms: int | None = None,
     ) -> Record:
-        """Append a message (an event is encoded first) to a topic; returns the record."""
+        """Append a message (an event is encoded first) to a topic; returns the record.
+
+        ``key`` replaces the message's key; ``partition`` (else the key's partition) and
+        ``timestamp_ms`` (else the clock's time) are where and when it lands.
+        """
         encoded = encode(message) if isinstance(message, Event) else message
+        key = key if key is not None else encoded.key
+        if partition is None:
+            partition = self.partition_for(topic, key)
         log = self.topics[(topic, partition)]
         record = Record(
             topic=topic,
             partition=partition,
             offset=len(log),
-            key=key if key is not None else encoded.key,
+            key=key,
             value=encoded.value,
             headers=list(encoded.headers),
-            timestamp_ms=None,
+            timestamp_ms=self.clock.epoch_ms if timestamp_ms is None else timestamp_ms,
         )
         log.append(record)
         return record
+
+    def send_recording(
+        self,
+        messages: Iterable[RecordedMessage],
+        *,
+        topic: str | None = None,
+        preserve_partitions: bool = False,
+    ) -> list[Record]:
+        """Append recorded messages in their order: to their own topics or ``topic``, on the
+        key's partition or (``preserve_partitions``) the recorded one, with the recorded key,
+        value, headers and timestamp. A header recorded as null arrives as empty bytes, as the
+        processor runtime hands it over."""
+        return [
+            self.send(
+                topic or recorded.topic,
+                recorded_message(recorded),
+                partition=recorded.partition if preserve_partitions else None,
+                timestamp_ms=recorded.timestamp_ms,
+            )
+            for recorded in messages
+        ]
 
     def run(self) -> MetricsSnapshot:
         """Handle every record of the processor's topics above the committed positions."""
         asyncio.run(self._run())
         return self.metrics
 
-    def redeliver(self, topic: str, partition: int = 0, from_offset: int = 0) -> None:
-        """Rewind a partition's committed position, as after a crash before the commit."""
-        self.committed[(topic, partition)] = from_offset
+    def redeliver(self, topic: str, partition: int | None = None, from_offset: int = 0) -> None:
+        """Rewind a partition's committed position (every partition's when ``partition`` is
+        ``None``), as after a crash before the commit."""
+        numbers = sorted(n for name, n in self.topics if name == topic)
+        for number in numbers if partition is None else [partition]:
+            self.committed[(topic, number)] = from_offset
 
-    def dead_letters(self, topic: str, partition: int = 0) -> list[DeadLetter]:
-        """The dead letters of ``topic`` not redriven yet."""
-        log = self.topics.get((dlq_name(topic), partition), [])
-        return pending_dead_letters(
-            read_dead_letter(r.topic, r.partition, r.offset, r.key, r.value, r.headers) for r in log
-        )
+    def dead_letters(self, topic: str, partition: int | None = None) -> list[DeadLetter]:
+        """The dead letters of ``topic`` not redriven yet: of one partition of its dead-letter
+        topic, or of all of them in partition order when ``partition`` is ``None``."""
+        dlq = dlq_name(topic)
+        numbers = sorted(n for name, n in self.topics if name == dlq)
+        letters: list[DeadLetter] = []
+        for number in numbers if partition is None else [partition]:
+            log = self.topics.get((dlq, number), [])
+            letters += pending_dead_letters(
+                read_dead_letter(r.topic, r.partition, r.offset, r.key, r.value, r.headers)
+                for r in log
+            )
+        return letters
 
     def redrive(
         self, topic: str, *, key: bytes | None = None, redrive_id: str | None = None
@@ -170,14 +255,17 @@ class ProcessorTestDriver:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    async def _no_sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
     def _commit(self, plan: list[CommitPosition]) -> None:
         for topic, partition, position in plan:
             self.committed[(topic, partition)] = position
 
     async def _run(self) -> None:
+        timers = ClockTimers(self.clock)
+
+        async def sleep(seconds: float) -> None:
+            self.waits.append(seconds)
+            await timers.sleep(seconds)
+
         engine = ProcessingEngine(
             self.processor,
             database=self.database,
@@ -185,15 +273,32 @@ class ProcessorTestDriver:
             on_commit=self._commit,
             settings=self.settings,
             metrics=self._metrics,
-            sleep=self._no_sleep,
+            sleep=sleep,
         )
         wanted = set(self.processor.topics)
-        partitions = [tp for tp in list(self.topics) if tp[0] in wanted]
+        partitions = sorted(tp for tp in self.topics if tp[0] in wanted)
         engine.assigned(partitions)
+        pump = asyncio.ensure_future(self._pump_clock(timers))
         try:
             for tp in partitions:
                 for record in self.topics[tp][self.committed.get(tp, 0) :]:
                     await engine.submit(record)
             await engine.wait_idle()
         finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
             await engine.close()
+
+    async def _pump_clock(self, timers: ClockTimers) -> None:
+        """Wake the backoffs whose time came; jump the clock once all in flight wait on it."""
+        while True:
+            timers.release_due()
+            if not timers.sleeping:
+                timers.added.clear()
+                await timers.added.wait()
+            elif timers.sleeping >= self._metrics.snapshot().in_flight:
+                timers.jump()
+                await asyncio.sleep(0)
+            else:  # some record is being handled in a worker thread: look again soon
+                await asyncio.sleep(0.001)

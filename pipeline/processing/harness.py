@@ -2,55 +2,79 @@
 
 ::
 
-    harness = PipelineHarness([orders, orchestrator_processor(orchestrator), inventory])
+    orchestrator = SagaOrchestrator(registry)
+    harness = PipelineHarness(
+        [orders, orchestrator_processor(orchestrator), inventory],
+        clocked=[orchestrator],           # components that read the virtual clock
+        partitions={"requests.orders": 6},
+    )
     harness.send("requests.orders", place_order)
     harness.run_until_idle()          # handle, relay the outbox, handle what it sent, ...
-    harness.clock.advance(30)         # virtual time: retries, timeouts and deadlines
-    harness.run_until_idle()
+    harness.advance(1800)             # 30 virtual minutes: timeouts and deadlines fire
     assert harness.published("saga.events")[-1].type == "pipeline.saga.saga_completed"
+    assert harness.sagas()["o-1"].status == "completed"
 
 One database (a temporary SQLite file unless given) is shared by every processor, as services
 sharing the demo's database do. Each processor reads its topics through a
 :class:`~pipeline.processing.driver.ProcessorTestDriver` of its own (its own committed
-positions, like a consumer group). :meth:`PipelineHarness.relay` publishes the outbox in its
-order, to every processor that reads the topic and to :meth:`PipelineHarness.published`. The
-processors' periodic tasks (:meth:`Processor.every`) run once per round, on the harness's
-:class:`VirtualClock` when they were given it.
+positions, like a consumer group), all on the harness's partitions and
+:class:`~pipeline.processing.clock.VirtualClock`. :meth:`PipelineHarness.relay` publishes the
+outbox in its order, to every processor that reads the topic and to
+:meth:`PipelineHarness.published`. The processors' periodic tasks (:meth:`Processor.every`) run
+once per round; ``clocked`` components (a saga orchestrator, a service's saga starter) read the
+harness's clock while it is open, and get their own clock back on :meth:`PipelineHarness.close`.
+
+Inspection: :meth:`~PipelineHarness.published` (what the relay sent, per topic),
+:meth:`~PipelineHarness.dead_letters`, :meth:`~PipelineHarness.inbox`,
+:meth:`~PipelineHarness.outbox` and :meth:`~PipelineHarness.sagas`.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.database import build_engine, migrate
+from pipeline.dead_letters.letter import DeadLetter
 from pipeline.envelope import Event, KafkaMessage, decode
-from pipeline.outbox.table import RECORD_COLUMNS, outbox_table, record_of
-from pipeline.processing.driver import ProcessorTestDriver
+from pipeline.outbox.table import RECORD_COLUMNS, OutboxRecord, outbox_table, record_of
+from pipeline.processing.clock import VirtualClock
+from pipeline.processing.driver import ProcessorTestDriver, recorded_message
+from pipeline.processing.inbox import inbox_table
 from pipeline.processing.processor import Processor
+from pipeline.replay.recording import RecordedMessage
+from pipeline.sagas.state import SagaState
+from pipeline.sagas.store import sagas_table
 from pipeline.settings import DatabaseSettings, ProcessingSettings
 
-__all__ = ["PipelineHarness", "VirtualClock"]
+__all__ = ["Clocked", "InboxEntry", "PipelineHarness", "VirtualClock"]
 
 
-class VirtualClock:
-    """A clock that moves only when told: pass ``clock`` where a component takes one."""
+class Clocked(Protocol):
+    """A component that reads the time through a ``clock`` attribute (a saga orchestrator)."""
 
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+    clock: Callable[[], datetime]
 
-    def __call__(self) -> datetime:
-        return self.now
 
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
+@dataclass(frozen=True)
+class InboxEntry:
+    """One inbox row: an input a consumer group took, and what came of it."""
+
+    consumer_group: str
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+    #: ``processed`` or ``dead_lettered``.
+    outcome: str
 
 
 class PipelineHarness:
@@ -61,8 +85,13 @@ class PipelineHarness:
         database: Engine | None = None,
         clock: VirtualClock | None = None,
         settings: ProcessingSettings | None = None,
+        partitions: int | Mapping[str, int] = 1,
+        clocked: Sequence[Clocked] = (),
     ) -> None:
         self.clock = clock or VirtualClock()
+        self._clocked = [(component, component.clock) for component in clocked]
+        for component in clocked:
+            component.clock = self.clock
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if database is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="pipeline-harness-")
@@ -71,16 +100,61 @@ class PipelineHarness:
         migrate(database)
         self.database = database
         self.drivers = [
-            ProcessorTestDriver(processor, database=database, settings=settings)
+            ProcessorTestDriver(
+                processor,
+                database=database,
+                settings=settings,
+                clock=self.clock,
+                partitions=partitions,
+            )
             for processor in processors
         ]
         self._published: dict[str, list[KafkaMessage]] = defaultdict(list)
 
-    def send(self, topic: str, message: Event | KafkaMessage) -> None:
-        """Append ``message`` to ``topic`` for every processor that reads it."""
+    # --- input -------------------------------------------------------------------------------
+
+    def send(
+        self, topic: str, message: Event | KafkaMessage, *, timestamp_ms: int | None = None
+    ) -> None:
+        """Append ``message`` to ``topic`` for every processor that reads it (on its key's
+        partition)."""
         for driver in self.drivers:
             if topic in driver.processor.topics:
-                driver.send(topic, message)
+                driver.send(topic, message, timestamp_ms=timestamp_ms)
+
+    def send_all(self, topic: str, messages: Iterable[Event | KafkaMessage]) -> int:
+        """:meth:`send` each of ``messages`` in order; returns how many."""
+        count = 0
+        for message in messages:
+            self.send(topic, message)
+            count += 1
+        return count
+
+    def send_recording(
+        self,
+        messages: Iterable[RecordedMessage],
+        *,
+        topic: str | None = None,
+        preserve_partitions: bool = False,
+    ) -> int:
+        """Append recorded messages in their order, to their own topics or ``topic``, for
+        every processor that reads it (see :meth:`ProcessorTestDriver.send_recording`);
+        returns how many."""
+        count = 0
+        for recorded in messages:
+            name = topic or recorded.topic
+            for driver in self.drivers:
+                if name in driver.processor.topics:
+                    driver.send(
+                        name,
+                        recorded_message(recorded),
+                        partition=recorded.partition if preserve_partitions else None,
+                        timestamp_ms=recorded.timestamp_ms,
+                    )
+            count += 1
+        return count
+
+    # --- running -----------------------------------------------------------------------------
 
     def relay(self) -> int:
         """Publish every unpublished outbox row, in position order; returns how many."""
@@ -95,7 +169,7 @@ class PipelineHarness:
             connection.execute(
                 sa.update(outbox_table)
                 .where(outbox_table.c.position.in_([row[0] for row in rows]))
-                .values(published_at=datetime.now(UTC))
+                .values(published_at=self.clock())
             )
         for row in rows:
             record = record_of(row)
@@ -119,14 +193,76 @@ class PipelineHarness:
                 return rounds
         raise RuntimeError(f"still busy after {max_rounds} rounds: a loop between processors?")
 
-    def advance(self, seconds: float) -> None:
-        """Move the clock, then run until idle (deadlines that fell due fire)."""
-        self.clock.advance(seconds)
-        self.run_until_idle()
+    def advance(self, seconds: float, *, step: float | None = None) -> None:
+        """Move the clock ``seconds`` ahead and run until idle (deadlines that fell due fire).
+
+        With ``step``, move in steps of that many seconds and run until idle after each, so
+        what one deadline starts (a backoff, the next step's timeout) falls due in turn.
+        """
+        if step is None or step >= seconds:
+            self.clock.advance(seconds)
+            self.run_until_idle()
+            return
+        if step <= 0:
+            raise ValueError(f"step must be above 0 s, got {step}")
+        moved = 0.0
+        while moved < seconds:
+            stride = min(step, seconds - moved)
+            self.clock.advance(stride)
+            self.run_until_idle()
+            moved += stride
+
+    # --- inspection --------------------------------------------------------------------------
 
     def published(self, topic: str) -> list[Event]:
         """The events relayed to ``topic`` so far, in order."""
         return [decode(m.value, m.headers, m.key) for m in self._published[topic]]
+
+    def published_messages(self, topic: str) -> list[KafkaMessage]:
+        """The messages relayed to ``topic`` so far, in order, as they went out."""
+        return list(self._published[topic])
+
+    def dead_letters(self, topic: str) -> list[DeadLetter]:
+        """The pending dead letters of ``topic``, from every processor that reads it."""
+        return [
+            letter
+            for driver in self.drivers
+            if topic in driver.processor.topics
+            for letter in driver.dead_letters(topic)
+        ]
+
+    def inbox(self, consumer_group: str | None = None) -> list[InboxEntry]:
+        """The inbox rows (of one consumer group when given), in the order they were taken."""
+        query = sa.select(
+            inbox_table.c.consumer_group,
+            inbox_table.c.event_id,
+            inbox_table.c.topic,
+            inbox_table.c.partition,
+            inbox_table.c.offset,
+            inbox_table.c.outcome,
+        ).order_by(inbox_table.c.recorded_at, inbox_table.c.consumer_group, inbox_table.c.event_id)
+        if consumer_group is not None:
+            query = query.where(inbox_table.c.consumer_group == consumer_group)
+        with self.database.connect() as connection:
+            return [InboxEntry(*row) for row in connection.execute(query)]
+
+    def outbox(self, *, unpublished_only: bool = False) -> list[OutboxRecord]:
+        """The outbox rows in position order (only those not relayed yet, when asked)."""
+        query = sa.select(*RECORD_COLUMNS).order_by(outbox_table.c.position)
+        if unpublished_only:
+            query = query.where(outbox_table.c.published_at.is_(None))
+        with self.database.connect() as connection:
+            return [record_of(row) for row in connection.execute(query)]
+
+    def sagas(self) -> dict[str, SagaState]:
+        """Every saga's state, by saga id (in id order)."""
+        with self.database.connect() as connection:
+            rows = connection.execute(
+                sa.select(sagas_table.c.saga_id, sagas_table.c.state).order_by(
+                    sagas_table.c.saga_id
+                )
+            ).all()
+        return {saga_id: SagaState.model_validate(state) for saga_id, state in rows}
 
     def driver(self, processor_name: str) -> ProcessorTestDriver:
         for driver in self.drivers:
@@ -134,7 +270,12 @@ class PipelineHarness:
                 return driver
         raise KeyError(processor_name)
 
+    # --- the end -----------------------------------------------------------------------------
+
     def close(self) -> None:
+        for component, own_clock in self._clocked:
+            component.clock = own_clock
+        self._clocked = []
         for driver in self.drivers:
             driver.close()
         self.database.dispose()
@@ -144,5 +285,5 @@ class PipelineHarness:
     def __enter__(self) -> PipelineHarness:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, *_exc: Any) -> None:
         self.close()
