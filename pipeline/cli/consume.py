@@ -183,13 +183,15 @@ def message_json(message: KafkaRecord) -> dict[str, Any]:
             "headers": _headers(message, envelope=True),
             "value_base64": None if value is None else _b64(value),
         }
-    time = event.time.astimezone(UTC).isoformat(timespec="microseconds")
+    time = None
+    if event.time is not None:
+        time = event.time.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     return {
         **fields,
         "id": event.id,
         "source": event.source,
         "type": event.type,
-        "time": time.replace("+00:00", "Z"),
+        "time": time,
         "subject": event.subject,
         "partitionkey": event.partitionkey,
         "correlationid": event.correlationid,

@@ -1,21 +1,21 @@
 """Kafka binary mode: an :class:`~pipeline.envelope.event.Event` as one Kafka message, and back.
 
 :func:`encode` and :func:`decode` are pure and inverse; see :mod:`pipeline.envelope` for the
-format.
+format. :func:`decode` also reads structured mode (:mod:`pipeline.envelope.structured_mode`),
+so every reader takes whichever mode a producer chose.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from pipeline.envelope.errors import EnvelopeError
 from pipeline.envelope.event import Event, check_extension_names, check_media_type
 from pipeline.envelope.json_data import (
     CHECKED_JSON,
@@ -24,7 +24,8 @@ from pipeline.envelope.json_data import (
     json_may_fail_check,
     parse_json,
 )
-from pipeline.errors import PipelineError
+from pipeline.envelope.structured_mode import decode_structured, is_structured, looks_structured
+from pipeline.envelope.times import format_time, parse_time
 
 __all__ = [
     "ConsumedMessage",
@@ -51,15 +52,11 @@ _HEADER_OF_FIELD = {
     "datacontenttype": "content-type",
 }
 _FIELD_OF_HEADER = {header: field for field, header in _HEADER_OF_FIELD.items()}
-_REQUIRED_HEADERS = ("ce_id", "ce_source", "ce_type", "ce_specversion", "ce_time")
+_REQUIRED_HEADERS = ("ce_id", "ce_source", "ce_type", "ce_specversion")
 _REQUIRED_FIELDS = tuple((_FIELD_OF_HEADER[header], header) for header in _REQUIRED_HEADERS)
 _REQUIRED_FIELD_NAMES = frozenset(field for field, _ in _REQUIRED_FIELDS)
 _CONTENT_TYPE = "content-type"
 _CE_PREFIX = "ce_"
-
-
-class EnvelopeError(PipelineError, ValueError):
-    """A Kafka message that is not a valid event; the message says exactly why."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +85,6 @@ class ConsumedMessage(Protocol):
 # --- encode -----------------------------------------------------------------------------------
 
 
-def _format_time(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
 def encode(event: Event) -> KafkaMessage:
     """The Kafka message (binary mode) that carries ``event``."""
     attributes: list[tuple[str, str | None]] = [
@@ -99,7 +92,7 @@ def encode(event: Event) -> KafkaMessage:
         ("ce_source", event.source),
         ("ce_type", event.type),
         ("ce_specversion", event.specversion),
-        ("ce_time", _format_time(event.time)),
+        ("ce_time", None if event.time is None else format_time(event.time)),
         ("ce_subject", event.subject),
         ("ce_partitionkey", event.partitionkey),
         ("ce_traceparent", event.traceparent),
@@ -122,42 +115,6 @@ def encode(event: Event) -> KafkaMessage:
 
 
 # --- decode -----------------------------------------------------------------------------------
-
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
-)
-
-# A strict subset of _RFC3339: what _format_time writes.
-_ENCODED_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
-
-
-def _parse_time(text: str) -> datetime:
-    # The form encode writes, read by the C parser; 24:00 (read as the next day by newer
-    # Pythons) and any error take the general path below.
-    if _ENCODED_TIME.fullmatch(text) is not None and text[11:13] != "24":
-        try:
-            return datetime.fromisoformat(text)
-        except ValueError:
-            pass
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise EnvelopeError(
-            f"invalid ce_time header {text!r}: expected an RFC 3339 time such as "
-            "'2024-01-31T12:00:00.000000Z'"
-        )
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
-    try:
-        tz = UTC
-        if zulu is None:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
-            tz = timezone(-offset if sign == "-" else offset)
-        micros = int((fraction or "0")[:6].ljust(6, "0"))
-        parsed = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tz
-        )
-    except ValueError as exc:
-        raise EnvelopeError(f"invalid ce_time header {text!r}: {exc}") from None
-    return parsed.astimezone(UTC)
 
 
 def _header_texts(headers: Headers | None) -> tuple[dict[str, Any], list[str]]:
@@ -243,15 +200,29 @@ def _decode_data(value: bytes | None, content_type: str) -> tuple[Any, bool]:
 
 
 def decode(value: bytes | None, headers: Headers | None, key: bytes | None = None) -> Event:
-    """The event carried by a Kafka message (binary mode); :class:`EnvelopeError` if none is.
+    """The event carried by a Kafka message; :class:`EnvelopeError` if none is.
 
-    ``content-type`` and ``ce_*`` header names are matched case-insensitively; other headers
-    are ignored. Without a ``content-type`` header the data is read as ``application/json``.
-    Without a ``ce_partitionkey`` header, a non-empty key becomes the partitionkey. Unknown
-    ``ce_<name>`` headers land in ``extensions``.
+    Binary mode: ``content-type`` and ``ce_*`` header names are matched case-insensitively;
+    other headers are ignored. ``ce_id``, ``ce_source``, ``ce_type`` and ``ce_specversion`` are
+    required; without ``ce_time`` the event's ``time`` is ``None``. Without a ``content-type``
+    header the data is read as ``application/json``; data of any other content type is kept as
+    bytes. Without a ``ce_partitionkey`` header, a non-empty key becomes the partitionkey.
+    Unknown ``ce_<name>`` headers land in ``extensions``.
+
+    Structured mode (no ``ce_specversion`` header, and a ``content-type:
+    application/cloudevents...`` header, or no ``ce_*`` header at all and a JSON object value
+    with ``specversion``) is read by
+    :func:`~pipeline.envelope.structured_mode.decode_structured`.
     """
     fields, others = _header_texts(headers)
     if not fields.keys() >= _REQUIRED_FIELD_NAMES:
+        # Without ce_specversion, structured mode: by its content type, or as the classic SDK
+        # writes it (no ce_* header at all). A binary-mode message always has ce_specversion.
+        content_type = fields.get("datacontenttype")
+        if "specversion" not in fields and content_type is not None and is_structured(content_type):
+            return decode_structured(value, key, event_format=content_type)
+        if not others and fields.keys() <= {"datacontenttype"} and looks_structured(value):
+            return decode_structured(value, key, event_format=None, data_type=content_type)
         missing = [header for field, header in _REQUIRED_FIELDS if field not in fields]
         raise EnvelopeError(f"missing {', '.join(missing)} header{'s' if len(missing) > 1 else ''}")
     if fields["specversion"] != "1.0":
@@ -270,7 +241,8 @@ def decode(value: bytes | None, headers: Headers | None, key: bytes | None = Non
             raise EnvelopeError(f"invalid header {name}: {exc.message()}") from None
         extensions[extension] = text
     fields["extensions"] = extensions
-    fields["time"] = _parse_time(fields["time"])  # replaces the text
+    time = fields.get("time")
+    fields["time"] = None if time is None else parse_time(time)  # None: no ce_time, no default
     content_type = fields.setdefault("datacontenttype", "application/json")
     if "partitionkey" not in fields and key:
         try:

@@ -116,6 +116,8 @@ class Event(BaseModel):
 
     ``data`` is kept as given (not copied): JSON values for JSON content types, bytes otherwise.
     ``extensions`` holds any other CloudEvents attribute (lowercase a-z0-9 names), as text.
+    ``time`` is the current time unless given; it is ``None`` only for an event read from a
+    producer that did not set it (the attribute is optional in CloudEvents).
     """
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
@@ -124,7 +126,7 @@ class Event(BaseModel):
     source: Annotated[_Text, AfterValidator(_uri_reference)]
     type: _Text
     specversion: Literal["1.0"] = "1.0"
-    time: Annotated[datetime, AfterValidator(_utc)] = Field(
+    time: Annotated[datetime, AfterValidator(_utc)] | None = Field(
         default_factory=lambda: datetime.now(UTC)
     )
     subject: _Text | None = None

@@ -294,10 +294,9 @@ DECODE_ERRORS = {
         b"{}",
         None,
         None,
-        "missing ce_id, ce_source, ce_type, ce_specversion, ce_time headers",
+        "missing ce_id, ce_source, ce_type, ce_specversion headers",
     ),
     "missing ce_id": (b"{}", _without("ce_id"), None, "missing ce_id header"),
-    "missing ce_time": (b"{}", _without("ce_time"), None, "missing ce_time header"),
     "wrong specversion": (
         b"{}",
         _replacing("ce_specversion", b"0.3"),

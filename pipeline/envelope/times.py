@@ -1,0 +1,56 @@
+"""The ``time`` attribute as text: RFC 3339, written in UTC with ``Z``, read in any offset."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+from pipeline.envelope.errors import EnvelopeError
+
+__all__ = ["format_time", "parse_time"]
+
+
+def format_time(value: datetime) -> str:
+    """``value`` as RFC 3339 in UTC, with microseconds and ``Z``."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+# A strict subset of _RFC3339: what format_time writes.
+_ENCODED_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+
+
+def parse_time(text: str, where: str = "ce_time header") -> datetime:
+    """The UTC time an RFC 3339 ``text`` names; :class:`EnvelopeError` naming ``where`` if none.
+
+    Fractions beyond microseconds are cut, offsets converted to UTC.
+    """
+    # The form format_time writes, read by the C parser; 24:00 (read as the next day by newer
+    # Pythons) and any error take the general path below.
+    if _ENCODED_TIME.fullmatch(text) is not None and text[11:13] != "24":
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise EnvelopeError(
+            f"invalid {where} {text!r}: expected an RFC 3339 time such as "
+            "'2024-01-31T12:00:00.000000Z'"
+        )
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    try:
+        tz = UTC
+        if zulu is None:
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            tz = timezone(-offset if sign == "-" else offset)
+        micros = int((fraction or "0")[:6].ljust(6, "0"))
+        parsed = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tz
+        )
+    except ValueError as exc:
+        raise EnvelopeError(f"invalid {where} {text!r}: {exc}") from None
+    return parsed.astimezone(UTC)
