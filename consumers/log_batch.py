@@ -2,7 +2,10 @@
 
 What :class:`consumers.log_shipper.LogShipper` does with a batch, without any I/O:
 
-1. :func:`plan_batch` turns the records into index actions: ``_id`` is the record's
+1. :func:`plan_batch` turns the records into index actions. A record's document is its value,
+   as the Kafka log handler writes it; a record that is a CloudEvent whose data is a JSON object
+   (any mode, read by :func:`pipeline.envelope.decode` as processors read it) is that data.
+   ``_id`` is the document's
    ``event.id`` (so a redelivery overwrites, never duplicates; a record without one gets a hash
    of topic/partition/offset), ``_index`` the daily index of its own ``@timestamp``
    (:func:`pipeline.logs.schema.index_for`). A record that is not a JSON object with a valid
@@ -24,7 +27,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pipeline.dead_letters.letter import Failure, Reason, dead_letter_of
-from pipeline.envelope import KafkaMessage
+from pipeline.envelope import EnvelopeError, KafkaMessage, decode
+from pipeline.envelope.structured_mode import looks_structured
 from pipeline.logs.schema import INDEX_ALIAS, index_for
 
 __all__ = [
@@ -106,6 +110,27 @@ def _parse_timestamp(value: Any) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _is_event_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.startswith("ce_") or lowered == "content-type"
+
+
+def _document_of(record: SourceRecord) -> bytes | None:
+    """The log document's JSON: the value, or the data of a CloudEvent that carries one."""
+    value = record.value
+    if not any(_is_event_header(name) for name, _ in record.headers) and not looks_structured(
+        value
+    ):
+        return value  # what the Kafka log handler writes: the document, no event headers
+    try:
+        event = decode(value, record.headers, record.key)
+    except EnvelopeError:
+        return value  # not an event: the value is read as a document, or dead-lettered
+    if not isinstance(event.data, dict):
+        return value
+    return json.dumps(event.data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def plan_batch(
     records: Iterable[SourceRecord], *, alias: str = INDEX_ALIAS
 ) -> tuple[list[IndexAction], list[UnshippableRecord]]:
@@ -113,11 +138,12 @@ def plan_batch(
     actions: list[IndexAction] = []
     dead: list[UnshippableRecord] = []
     for record in records:
-        if not record.value:
+        value = _document_of(record)
+        if not value:
             dead.append(UnshippableRecord(record, "undecodable: the record has no value"))
             continue
         try:
-            document = json.loads(record.value)
+            document = json.loads(value)
         except (UnicodeDecodeError, ValueError) as error:
             dead.append(UnshippableRecord(record, f"undecodable: not JSON ({error})"))
             continue
@@ -137,7 +163,7 @@ def plan_batch(
         if not isinstance(event_id, str) or not event_id or len(event_id) > 512:
             event_id = fallback_id(record)
         # A log line's JSON is sent as it came (one line), saving a second serialisation.
-        source = record.value if b"\n" not in record.value else json.dumps(document).encode()
+        source = value if b"\n" not in value else json.dumps(document).encode()
         actions.append(IndexAction(record, index_for(moment, alias=alias), event_id, source))
     return actions, dead
 

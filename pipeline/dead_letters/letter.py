@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol, get_args
 
-from pipeline.envelope import KafkaMessage
+from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 
 __all__ = [
     "REDRIVE_ID",
@@ -284,6 +284,7 @@ def read_dead_letter(
         if not name.startswith(PREFIX)
     ]
     timestamp = _int(texts.get(ORIGINAL_TIMESTAMP))
+    event_id, event_type = _identity(key, value, original, texts)
     return DeadLetter(
         dlq_topic=topic,
         dlq_partition=partition,
@@ -303,9 +304,25 @@ def read_dead_letter(
         consumer_group=texts.get(CONSUMER_GROUP, ""),
         dead_lettered_at=texts.get(DEAD_LETTERED_AT, ""),
         parked_by=texts.get(PARKED_BY),
-        event_id=texts.get("ce_id"),
-        event_type=texts.get("ce_type"),
+        event_id=event_id,
+        event_type=event_type,
     )
+
+
+def _identity(
+    key: bytes | None,
+    value: bytes | None,
+    original: list[tuple[str, bytes]],
+    texts: dict[str, str],
+) -> tuple[str | None, str | None]:
+    """The event id and type of the original message, read as processors read it (binary or
+    structured mode); for a message that is no valid event, its ``ce_id`` and ``ce_type``
+    headers, if any."""
+    try:
+        event = decode(value, original, key)
+    except EnvelopeError:
+        return texts.get("ce_id"), texts.get("ce_type")
+    return event.id, event.type
 
 
 def pending_dead_letters(read: Iterable[DeadLetter | str | None]) -> list[DeadLetter]:
