@@ -115,25 +115,39 @@ def services(settings: PipelineSettings, url: str, log_dir: Path) -> Iterator[di
                 child.kill()
 
 
-def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User + system CPU seconds of each process, of PostgreSQL's and of Kafka's."""
-    found: dict[str, float] = {}
-    for name, pid in pids.items():
-        times = psutil.Process(pid).cpu_times()
-        found[name] = times.user + times.system
-    found["postgresql"] = 0.0
-    found["kafka"] = 0.0
+def _cpu_by_pid(pids: dict[str, int]) -> dict[int, tuple[str, float]]:
+    """User + system CPU seconds by pid: each saga process, PostgreSQL's, Kafka's."""
+    found: dict[int, tuple[str, float]] = {}
+    names = {pid: name for name, pid in pids.items()}
     for process in psutil.process_iter(["name", "cmdline"]):
         try:
             command = " ".join(process.info["cmdline"] or [])
             times = process.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if (process.info["name"] or "").startswith("postgres"):
-            found["postgresql"] += times.user + times.system
+        if process.pid in names:
+            name = names[process.pid]
+        elif (process.info["name"] or "").startswith("postgres"):
+            name = "postgresql"
         elif "kafka.Kafka" in command:
-            found["kafka"] += times.user + times.system
+            name = "kafka"
+        else:
+            continue
+        found[process.pid] = (name, times.user + times.system)
     return found
+
+
+def _cpu_spent(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds spent between two readings, by name. A process that started in between
+    counts whole; one that ended in between is lost (PostgreSQL backends come and go, so its
+    figure is a lower bound)."""
+    spent: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        start = before.get(pid, (name, 0.0))[1]
+        spent[name] = spent.get(name, 0.0) + max(0.0, seconds - start)
+    return spent
 
 
 def _place_order(order_id: str) -> Event:
@@ -157,7 +171,7 @@ def saga_level(
     run = uuid.uuid4().hex[:8]
     count = max(1, int(rate * seconds))
     ids = [f"bench-{run}-{n}" for n in range(count)]
-    before = _cpu_seconds(pids)
+    before = _cpu_by_pid(pids)
     with build_event_producer(settings.kafka, settings.producer) as producer:
         started = time.monotonic()
         for n, order_id in enumerate(ids):
@@ -179,7 +193,7 @@ def saga_level(
         if time.monotonic() > deadline:
             raise SystemExit(f"rate {rate}: {len(rows)} of {count} sagas started, not all ended")
         time.sleep(0.5)
-    after = _cpu_seconds(pids)
+    spent = _cpu_spent(before, _cpu_by_pid(pids))
     latencies = [(row.updated_at - row.created_at).total_seconds() for row in rows]
     first: datetime = min(row.created_at for row in rows)
     last: datetime = max(row.updated_at for row in rows)
@@ -191,9 +205,7 @@ def saga_level(
         "completed_per_s": count / span,
         "latency_p50_s": statistics.median(latencies),
         "latency_p99_s": _percentile(latencies, 0.99),
-        "cpu_ms_per_saga": {
-            name: (after[name] - before.get(name, 0.0)) * 1000 / count for name in after
-        },
+        "cpu_ms_per_saga": {name: seconds * 1000 / count for name, seconds in spent.items()},
     }
 
 
@@ -299,12 +311,12 @@ def report(results: dict[str, Any]) -> str:
             f"{saga['completed_per_s'] / base['completed_per_s']:.2f}x |"
         )
     lines += ["", "CPU ms per saga, by process:", ""]
-    names = list(results["sagas"][0]["cpu_ms_per_saga"])
+    names = sorted({name for saga in results["sagas"] for name in saga["cpu_ms_per_saga"]})
     lines.append("| offered sagas/s | " + " | ".join(names) + " | total |")
     lines.append("|---:|" + "---:|" * (len(names) + 1))
     for saga in results["sagas"]:
         cpu = saga["cpu_ms_per_saga"]
-        cells = " | ".join(f"{cpu[name]:.1f}" for name in names)
+        cells = " | ".join(f"{cpu.get(name, 0.0):.1f}" for name in names)
         lines.append(f"| {saga['offered_per_s']:g} | {cells} | {sum(cpu.values()):.1f} |")
     return "\n".join(lines) + "\n"
 
