@@ -1,0 +1,148 @@
+"""One test body, two backends: the broker-free harness or the real stack.
+
+A test names its processors as ``pipeline process`` does (``module:attribute``) and talks to a
+:class:`PipelineBackend`::
+
+    def test_orders(pipeline_backend):          # --pipeline-backend driver|kafka
+        backend = pipeline_backend(["shop.orders:processor", "shop.billing:processor"])
+        backend.replay(read_recording(Path("tests/data/orders.ndjson")))
+        backend.wait_until(lambda: all_invoiced(backend.database), timeout_s=60, what="invoices")
+        with backend.database.connect() as connection:
+            ...                                  # the same queries on either backend
+
+- ``driver`` (:class:`DriverBackend`): a :class:`~pipeline.processing.harness.PipelineHarness`
+  in this process on a temporary SQLite database, with a virtual clock; ``timeout_s`` is virtual
+  time, moved a second at a time while the condition does not hold.
+- ``kafka`` (:class:`~pipeline.testing.kafka_backend.KafkaBackend`): each processor as a
+  ``pipeline process`` program and ``pipeline outbox relay``, on the real Kafka and a fresh
+  PostgreSQL database; ``timeout_s`` is real time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import Literal, Protocol, TypeVar
+
+from sqlalchemy.engine import Engine
+
+from pipeline.cli.process import load_processor
+from pipeline.envelope import Event, KafkaMessage
+from pipeline.processing.harness import Clocked, PipelineHarness
+from pipeline.replay.recording import RecordedMessage
+from pipeline.sagas.orchestrator import SagaOrchestrator
+from pipeline.settings import ProcessingSettings
+from pipeline.topics.catalogue import default_catalogue
+
+__all__ = ["BackendKind", "DriverBackend", "PipelineBackend", "catalogue_partitions"]
+
+BackendKind = Literal["driver", "kafka"]
+BACKENDS: tuple[BackendKind, ...] = ("driver", "kafka")
+T = TypeVar("T")
+
+
+class PipelineBackend(Protocol):
+    """What a test does with its processors, whichever backend runs them."""
+
+    kind: BackendKind
+
+    @property
+    def database(self) -> Engine:
+        """The services' database (the processors' effects, inbox, outbox and sagas)."""
+
+    def send(self, topic: str, messages: Iterable[Event | KafkaMessage]) -> int:
+        """Produce ``messages`` to ``topic`` (partitioned by key); returns how many."""
+
+    def replay(self, messages: Iterable[RecordedMessage], *, topic: str | None = None) -> int:
+        """Replay recorded messages into their topics (or ``topic``); returns how many."""
+
+    def settle(self, *, timeout_s: float = 120.0) -> None:
+        """Wait until the processors are idle: every input handled, the outbox relayed."""
+
+    def wait_until(self, condition: Callable[[], T], *, timeout_s: float, what: str) -> T:
+        """Run until ``condition()`` is true (returned); :class:`AssertionError` naming
+        ``what`` once ``timeout_s`` passed."""
+
+    def close(self) -> None: ...
+
+
+def catalogue_partitions() -> dict[str, int]:
+    """The partitions of the project's catalogue topics, by name (the harness's default)."""
+    return {spec.name: spec.partitions for spec in default_catalogue()}
+
+
+def _module_clocked(modules: Iterable[ModuleType]) -> list[Clocked]:
+    """The saga orchestrators the processors' modules hold (a service's saga starter too)."""
+    found: dict[int, Clocked] = {}
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, SagaOrchestrator):
+                found[id(value)] = value
+    return list(found.values())
+
+
+class DriverBackend:
+    """The processors named by ``processors`` in a :class:`PipelineHarness`.
+
+    Topics have the catalogue's partitions unless ``partitions`` says otherwise; events are
+    handled one at a time (``settings``' default: deterministic, and SQLite has one writer).
+    Every :class:`~pipeline.sagas.orchestrator.SagaOrchestrator` held by a processor's module
+    reads the harness's virtual clock while the backend is open.
+    """
+
+    kind: BackendKind = "driver"
+
+    def __init__(
+        self,
+        processors: Sequence[str],
+        *,
+        settings: ProcessingSettings | None = None,
+        partitions: int | Mapping[str, int] | None = None,
+    ) -> None:
+        loaded = [load_processor(spec) for spec in processors]
+        modules = [sys.modules[spec.partition(":")[0]] for spec in processors]
+        self.harness = PipelineHarness(
+            loaded,
+            settings=settings or ProcessingSettings(max_in_flight=1),
+            partitions=catalogue_partitions() if partitions is None else partitions,
+            clocked=_module_clocked(modules),
+        )
+
+    @property
+    def database(self) -> Engine:
+        return self.harness.database
+
+    def send(self, topic: str, messages: Iterable[Event | KafkaMessage]) -> int:
+        return self.harness.send_all(topic, messages)
+
+    def replay(self, messages: Iterable[RecordedMessage], *, topic: str | None = None) -> int:
+        return self.harness.send_recording(messages, topic=topic)
+
+    def settle(self, *, timeout_s: float = 120.0) -> None:
+        self.harness.run_until_idle()
+
+    def wait_until(
+        self, condition: Callable[[], T], *, timeout_s: float, what: str, step_s: float = 1.0
+    ) -> T:
+        """Run until idle, then move the virtual clock ``step_s`` at a time (deadlines and
+        backoffs fall due) until ``condition()`` holds or ``timeout_s`` virtual seconds passed."""
+        started = time.monotonic()
+        waited = 0.0
+        self.harness.run_until_idle()
+        while True:
+            found = condition()
+            if found:
+                return found
+            if waited >= timeout_s:
+                real = time.monotonic() - started
+                raise AssertionError(
+                    f"{what}: not after {timeout_s:g} virtual seconds ({real:.1f} s real) "
+                    "on the driver"
+                )
+            self.harness.advance(step_s)
+            waited += step_s
+
+    def close(self) -> None:
+        self.harness.close()

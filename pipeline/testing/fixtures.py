@@ -1,0 +1,440 @@
+"""The pytest plugin's fixtures and options, once a project turned it on.
+
+Installing the package turns nothing on (see pipeline/testing/plugin.py); a project enables this
+module with ``pipeline_plugin = true`` in its pytest configuration (``[tool.pytest.ini_options]``
+of pyproject.toml, or pytest.ini), or with ``-p pipeline.testing.fixtures``.
+
+Options: ``--pipeline-stack local|external``, ``--pipeline-keep-stack``, ``--pipeline-backend
+driver|kafka`` and ``--update-golden``.
+
+The real stack:
+
+- ``pipeline_settings``: the settings, read once per session.
+- ``pipeline_stack``: makes sure Kafka and Elasticsearch answer, starting the local stack if they
+  do not (``--pipeline-stack=external`` only checks), and stops at the end what it started.
+- ``kafka_admin``, ``elasticsearch_client``: clients of that stack.
+- ``postgres_stack``: makes sure the stack's PostgreSQL answers (``127.0.0.1:<postgres_port>``,
+  role/password/database ``pipeline``), starting it if it does not (``pipeline stack up
+  --only postgres``; ``--pipeline-stack=external`` only checks); stopped at the end by the last
+  test session out, only if a test session started it. Yields the ``StackStatus``.
+- ``postgres_url``: a fresh, uniquely named database owned by role ``pipeline`` for one test,
+  dropped after it (leftover connections terminated first); the value is its SQLAlchemy URL
+  ``postgresql+psycopg://pipeline:pipeline@127.0.0.1:<port>/<name>``.
+- ``unique_name``: a factory of names no other test or run uses.
+- ``new_topic``: a factory of uniquely named topics, deleted after the test; ``unique_topic``:
+  one such topic (3 partitions).
+- ``consumer_group``: a unique consumer group id.
+
+Replay and golden files:
+
+- ``replay_into_topic(recording, topic=None, ...)``: a recording (a file or messages) produced to
+  ``topic``, or to a new unique topic with as many partitions as the recording uses.
+- ``replay_into_driver(target, recording, ...)``: the same into a ``ProcessorTestDriver`` or a
+  ``PipelineHarness``.
+- ``golden``: :class:`~pipeline.testing.golden.Golden`, comparing outputs with files (ids and
+  timestamps masked; ``--update-golden`` writes them).
+- ``pipeline_backend(processors, env=...)``: the processors on the broker-free harness or on the
+  real stack (pipeline/testing/backends.py). A test using it runs on ``--pipeline-backend``, or,
+  without that option, on the backends of its ``@pytest.mark.pipeline_backends("driver",
+  "kafka")`` marker (``driver`` when it has none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import pytest
+
+from pipeline.replay.recording import RecordedMessage, read_recording
+from pipeline.settings import PipelineSettings, ProcessingSettings
+from pipeline.testing.backends import BACKENDS, BackendKind, DriverBackend, PipelineBackend
+from pipeline.testing.golden import Golden
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+    from elasticsearch import Elasticsearch
+
+    from pipeline.processing.driver import ProcessorTestDriver
+    from pipeline.processing.harness import PipelineHarness
+    from pipeline.replay.replayer import Pacing, ReplaySummary
+    from pipeline.stack.manager import Component, StackManager, StackStatus
+
+#: Where the golden files this session wrote are listed for the summary.
+_WRITTEN = pytest.StashKey[list[Path]]()
+Recording = Path | str | Iterable[RecordedMessage]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pipeline")
+    group.addoption(
+        "--pipeline-stack",
+        choices=("local", "external"),
+        default=os.environ.get("PIPELINE_TEST_STACK", "local"),
+        help="local: start the local Kafka + Elasticsearch (+ PostgreSQL for postgres_stack) "
+        "when they do not answer (default); "
+        "external: use the configured addresses and never start anything.",
+    )
+    group.addoption(
+        "--pipeline-keep-stack",
+        action="store_true",
+        default=False,
+        help="leave a stack the tests started running afterwards (faster reruns).",
+    )
+    group.addoption(
+        "--pipeline-backend",
+        choices=BACKENDS,
+        default=None,
+        help="run tests that use the pipeline_backend fixture on the broker-free driver or on "
+        "the real stack (default: the backends of their pipeline_backends marker, else driver).",
+    )
+    group.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="write the golden files the golden fixture compares with, instead of comparing.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pipeline_backends(*kinds): the backends (driver, kafka) a test using the "
+        "pipeline_backend fixture runs on when --pipeline-backend is not given",
+    )
+    config.stash[_WRITTEN] = []
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pipeline_backend" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("--pipeline-backend")
+    marker = metafunc.definition.get_closest_marker("pipeline_backends")
+    kinds = [chosen] if chosen else list(marker.args) if marker else ["driver"]
+    unknown = [kind for kind in kinds if kind not in BACKENDS]
+    if unknown or not kinds:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: pipeline_backends takes some of "
+            f"{', '.join(BACKENDS)}, got {', '.join(map(str, unknown)) or 'nothing'}"
+        )
+    metafunc.parametrize("pipeline_backend", kinds, indirect=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    written = config.stash.get(_WRITTEN, [])
+    if written:
+        terminalreporter.write_sep("-", f"{len(written)} golden file(s) written")
+        for path in written:
+            terminalreporter.write_line(f"  {path}")
+
+
+@pytest.fixture(scope="session")
+def pipeline_settings() -> PipelineSettings:
+    return PipelineSettings()
+
+
+@pytest.fixture(scope="session")
+def pipeline_stack(
+    request: pytest.FixtureRequest, pipeline_settings: PipelineSettings
+) -> Iterator[StackStatus]:
+    from pipeline.stack.manager import StackManager
+
+    manager = StackManager(pipeline_settings)
+    yield from _shared_stack(request, manager, {"kafka", "elasticsearch"}, "test-sessions")
+
+
+def _shared_stack(
+    request: pytest.FixtureRequest,
+    manager: StackManager,
+    components: set[Component],
+    sessions_folder: str,
+) -> Iterator[StackStatus]:
+    """Make ``components`` answer for this test session; stop at the end what it started.
+
+    Test sessions sharing the stack sign in (a file named by their pid in ``sessions_folder``);
+    the one that started a component stops it only when no other session is still using it.
+    """
+    if request.config.getoption("--pipeline-stack") == "external":
+        status = manager.status()
+        if not status.healthy_for(components):
+            problem = status.problem_for(components)
+            pytest.fail(f"the external stack does not answer: {problem}", pytrace=False)
+        yield status
+        return
+    sessions = manager.state_dir / sessions_folder
+    sessions.mkdir(parents=True, exist_ok=True)
+    me = sessions / str(os.getpid())
+    me.touch()  # before `up`: a session that is leaving must not stop what we are about to use
+    started: set[Component] = set()
+    try:
+        started = manager.up(only=components)
+        yield manager.status()
+    finally:
+        me.unlink(missing_ok=True)
+        others = [
+            p for p in sessions.iterdir() if p.name.isdigit() and psutil.pid_exists(int(p.name))
+        ]
+        keep = request.config.getoption("--pipeline-keep-stack")
+        if started and not keep and not others:
+            manager.down(only=started)
+
+
+@pytest.fixture(scope="session")
+def postgres_stack(
+    request: pytest.FixtureRequest, pipeline_settings: PipelineSettings
+) -> Iterator[StackStatus]:
+    """The stack's PostgreSQL answers (started when it does not; see the module docstring)."""
+    from pipeline.stack.manager import StackManager
+
+    manager = StackManager(pipeline_settings)
+    yield from _shared_stack(request, manager, {"postgres"}, "test-sessions-postgres")
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_stack: StackStatus, pipeline_settings: PipelineSettings, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A new database owned by the stack's role, dropped after the test; its SQLAlchemy URL."""
+    from pipeline.stack.postgres_node import create_database, database_url, drop_database
+
+    stack = pipeline_settings.stack
+    test = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    name = f"test_{test}_{uuid.uuid4().hex[:12]}"  # at most 63 bytes: PostgreSQL's limit
+    create_database(stack, name)
+    try:
+        yield database_url(stack, name, with_password=True)
+    finally:
+        drop_database(stack, name)
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(pipeline_stack: StackStatus, pipeline_settings: PipelineSettings) -> AdminClient:
+    from pipeline.kafka.clients import build_admin
+
+    return build_admin(pipeline_settings.kafka)
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_client(
+    pipeline_stack: StackStatus, pipeline_settings: PipelineSettings
+) -> Iterator[Elasticsearch]:
+    from pipeline.logs.elasticsearch import build_elasticsearch
+
+    with build_elasticsearch(pipeline_settings.elasticsearch) as client:
+        yield client
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``unique_name("orders")`` -> ``test.orders-test_x-1a2b3c4d``: unique per call and run."""
+    test = re.sub(r"[^a-zA-Z0-9_-]", "_", request.node.name)[:60]
+
+    def make(prefix: str = "t") -> str:
+        return f"test.{prefix}-{test}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+def consumer_group(unique_name: Callable[[str], str]) -> str:
+    return unique_name("group")
+
+
+@pytest.fixture
+def new_topic(
+    kafka_admin: AdminClient, unique_name: Callable[[str], str]
+) -> Iterator[Callable[..., str]]:
+    """``new_topic(partitions=3, **{"retention.ms": "60000"})`` creates a topic, deleted after.
+
+    ``new_topic(name=f"{topic}.dlq", partitions=1)`` names it (e.g. the dead-letter topic of a
+    unique topic) instead of drawing a unique name.
+    """
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+    created: list[str] = []
+
+    def make(
+        partitions: int = 3, prefix: str = "topic", name: str | None = None, **configs: Any
+    ) -> str:
+        name = name or unique_name(prefix)
+        futures = kafka_admin.create_topics(
+            [NewTopic(name, partitions, 1, config={k: str(v) for k, v in configs.items()})],
+            operation_timeout=30,
+        )
+        futures[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for future in kafka_admin.delete_topics(created, operation_timeout=30).values():
+            # A topic left behind must not fail the test that made it.
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
+
+
+@pytest.fixture
+def unique_topic(new_topic: Callable[..., str]) -> str:
+    """A new topic of 3 partitions, deleted after the test."""
+    return new_topic()
+
+
+def _messages(recording: Recording, root: Path) -> Iterable[RecordedMessage]:
+    """The messages of a recording given as messages, or as a file (relative to the rootdir)."""
+    if isinstance(recording, str | Path):
+        path = Path(recording)
+        return read_recording(path if path.is_absolute() else root / path)
+    return recording
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """Where ``replay_into_topic`` sent a recording, and its replay summary."""
+
+    topic: str
+    summary: ReplaySummary
+
+
+@pytest.fixture
+def replay_into_topic(
+    request: pytest.FixtureRequest, pipeline_settings: PipelineSettings
+) -> Callable[..., Replayed]:
+    """``replay_into_topic(recording, topic=None, *, partitions=None, preserve_partitions=False,
+    rewrite_ids=False, pacing=None)``: produce a recording (a file, relative to the rootdir, or
+    messages) to ``topic``, or to a new unique topic (``partitions``, else as many as the
+    recording uses; deleted after the test). Returns :class:`Replayed`."""
+    from pipeline.replay.replayer import replay_into_kafka
+
+    def replay(
+        recording: Recording,
+        topic: str | None = None,
+        *,
+        partitions: int | None = None,
+        preserve_partitions: bool = False,
+        rewrite_ids: bool = False,
+        pacing: Pacing | None = None,
+    ) -> Replayed:
+        messages = list(_messages(recording, request.config.rootpath))
+        if topic is None:
+            used = max((m.partition for m in messages), default=0) + 1
+            topic = request.getfixturevalue("new_topic")(partitions=partitions or used)
+        summary = replay_into_kafka(
+            pipeline_settings.kafka,
+            messages,
+            topic=topic,
+            preserve_partitions=preserve_partitions,
+            rewrite_ids=rewrite_ids,
+            pacing=pacing,
+        )
+        return Replayed(topic, summary)
+
+    return replay
+
+
+@pytest.fixture
+def replay_into_driver(request: pytest.FixtureRequest) -> Callable[..., int]:
+    """``replay_into_driver(target, recording, *, topic=None, preserve_partitions=False)``:
+    append a recording (a file, relative to the rootdir, or messages) to a
+    ``ProcessorTestDriver`` or ``PipelineHarness``; returns how many messages went in. Run the
+    target afterwards (``run()``, ``run_until_idle()``)."""
+
+    def replay(
+        target: ProcessorTestDriver | PipelineHarness,
+        recording: Recording,
+        *,
+        topic: str | None = None,
+        preserve_partitions: bool = False,
+    ) -> int:
+        messages = _messages(recording, request.config.rootpath)
+        sent = target.send_recording(messages, topic=topic, preserve_partitions=preserve_partitions)
+        return sent if isinstance(sent, int) else len(sent)
+
+    return replay
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Golden:
+    """Compares outputs with golden files: ``golden.check(data, name=None)`` (see
+    pipeline/testing/golden.py). Files go to ``golden/<test module>/`` beside the test."""
+    test_file = Path(str(request.node.path))
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
+    checker = Golden(
+        test_file.parent / "golden" / test_file.stem,
+        name,
+        base=test_file.parent,
+        update=request.config.getoption("--update-golden"),
+    )
+    written = request.config.stash[_WRITTEN]
+    request.addfinalizer(lambda: written.extend(checker.written))
+    return checker
+
+
+class BackendFactory:
+    """What the ``pipeline_backend`` fixture gives: ``kind``, and a call that starts the
+    processors on that backend (closed after the test)."""
+
+    def __init__(self, request: pytest.FixtureRequest, kind: BackendKind) -> None:
+        self.kind = kind
+        self._request = request
+        self._started: list[PipelineBackend] = []
+        if kind == "kafka":  # set up before this fixture, so torn down after its programs stop
+            self._settings: PipelineSettings = request.getfixturevalue("pipeline_settings")
+            request.getfixturevalue("pipeline_stack")
+            self._database_url: str = request.getfixturevalue("postgres_url")
+            self._workdir: Path = request.getfixturevalue("tmp_path")
+
+    def __call__(
+        self,
+        processors: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        settings: ProcessingSettings | None = None,
+        partitions: int | Mapping[str, int] | None = None,
+    ) -> PipelineBackend:
+        """Start ``processors`` (``module:attribute`` specs). ``env``: settings for them
+        (``PIPELINE_*`` variables; set in this process for the driver, given to the programs
+        on the real stack). ``settings`` and ``partitions`` are the driver's only."""
+        backend: PipelineBackend
+        if self.kind == "driver":
+            monkeypatch: pytest.MonkeyPatch = self._request.getfixturevalue("monkeypatch")
+            for name, value in (env or {}).items():
+                monkeypatch.setenv(name, value)
+            backend = DriverBackend(processors, settings=settings, partitions=partitions)
+        else:
+            from pipeline.testing.kafka_backend import KafkaBackend
+
+            kafka = KafkaBackend(
+                processors,
+                settings=self._settings,
+                database_url=self._database_url,
+                workdir=self._workdir,
+                env=env,
+                cwd=self._request.config.rootpath,
+            )
+            self._started.append(kafka)
+            return kafka.start()
+        self._started.append(backend)
+        return backend
+
+    def close(self) -> None:
+        for backend in reversed(self._started):
+            backend.close()
+        self._started.clear()
+
+
+@pytest.fixture
+def pipeline_backend(request: pytest.FixtureRequest) -> Iterator[BackendFactory]:
+    """Starts processors on the backend this test runs on (see the module's docstring)."""
+    kind: BackendKind = getattr(request, "param", None) or "driver"
+    factory = BackendFactory(request, kind)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -1,0 +1,281 @@
+"""The real-stack backend: processors as ``pipeline process`` programs, with the outbox relay.
+
+:meth:`KafkaBackend.start`, in this order:
+
+1. import the processors (their names are the consumer groups, their topics what they read),
+   migrate the database and run their startup hooks, so their tables exist before the test
+   looks;
+2. create the topics that are missing: the catalogue's (the project's by default), then any
+   topic a processor reads that the catalogue does not name (3 partitions, and its ``.dlq``);
+3. commit every group's offsets at the end of its topics, so messages already there (other
+   runs', the demo's: topic names may be shared) are not this test's;
+4. start one ``pipeline process MODULE:ATTRIBUTE`` per processor and one ``pipeline outbox
+   relay``, on the given database, each logging (as text) to a file in ``workdir``.
+
+:meth:`KafkaBackend.settle` waits until the outbox is empty and no group has lag, three checks
+in a row; :meth:`KafkaBackend.close` stops the programs (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TypeVar
+
+from confluent_kafka import Consumer, TopicPartition
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from pipeline.cli.process import load_processor
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import Event, KafkaMessage, encode
+from pipeline.kafka.clients import build_admin, build_consumer, build_producer
+from pipeline.outbox.table import outbox_status
+from pipeline.replay.recording import RecordedMessage
+from pipeline.settings import DatabaseSettings, PipelineSettings
+from pipeline.testing.backends import BackendKind
+from pipeline.topics.admin import apply_plan, describe_cluster_topics
+from pipeline.topics.catalogue import DEFAULT_PARTITIONS, default_catalogue
+from pipeline.topics.plan import build_plan
+from pipeline.topics.spec import Catalogue, TopicSpec, dlq_name
+
+__all__ = ["KafkaBackend", "pipeline_command"]
+
+T = TypeVar("T")
+_IDLE_CHECKS = 3
+
+
+def pipeline_command() -> list[str]:
+    """How to run this package's ``pipeline`` command (the one next to this Python first)."""
+    beside = Path(sys.executable).parent / "pipeline"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("pipeline")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from pipeline.cli.main import run; run()"]
+
+
+class _Program:
+    """One subprocess of the backend; its stdout and stderr go to ``log_path``."""
+
+    def __init__(
+        self, name: str, args: list[str], env: Mapping[str, str], cwd: Path, log_path: Path
+    ) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log: IO[str] = log_path.open("w")
+        self.popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 25) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.alive():
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=30)
+        self._log.close()
+
+
+class KafkaBackend:
+    """The processors named by ``processors`` as programs on the real stack (see the module's
+    docstring). ``env`` is added to every program's environment; ``cwd`` is where they run
+    (and what goes first on their ``PYTHONPATH``, so the processors' modules import)."""
+
+    kind: BackendKind = "kafka"
+
+    def __init__(
+        self,
+        processors: Sequence[str],
+        *,
+        settings: PipelineSettings,
+        database_url: str,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        catalogue: Catalogue | None = None,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.processors = list(processors)
+        self.settings = settings
+        self.database_url = database_url
+        self.workdir = workdir
+        self.env = dict(env or {})
+        self.cwd = cwd or Path.cwd()
+        self.catalogue = catalogue if catalogue is not None else default_catalogue()
+        self.poll_s = poll_s
+        self.programs: list[_Program] = []
+        self._groups: dict[str, list[TopicPartition]] = {}
+        self._consumers: dict[str, Consumer] = {}
+        self._database: Engine | None = None
+
+    @property
+    def database(self) -> Engine:
+        if self._database is None:
+            self._database = build_engine(DatabaseSettings(url=self.database_url))
+        return self._database
+
+    # --- starting ----------------------------------------------------------------------------
+
+    def start(self) -> KafkaBackend:
+        """Steps 1-4 of the module's docstring; returns the backend."""
+        loaded = [load_processor(spec) for spec in self.processors]
+        migrate(self.database)
+        for processor in loaded:
+            processor.start(self.database)
+        topics = {processor.name: processor.topics for processor in loaded}
+        self._create_topics(sorted({t for names in topics.values() for t in names}))
+        for group, names in topics.items():
+            consumer = build_consumer(self.settings.kafka, group)
+            self._consumers[group] = consumer
+            self._groups[group] = self._ends(consumer, names)
+            consumer.commit(offsets=self._groups[group], asynchronous=False)
+        env = self._program_env()
+        command = pipeline_command()
+        for spec, processor in zip(self.processors, loaded, strict=True):
+            self._launch(processor.name, [*command, "process", spec], env)
+        self._launch("outbox-relay", [*command, "outbox", "relay"], env)
+        return self
+
+    def _create_topics(self, read: list[str]) -> None:
+        admin = build_admin(self.settings.kafka)
+        named = set(self.catalogue.names)
+        extra = [
+            TopicSpec(name=name, partitions=DEFAULT_PARTITIONS, replication_factor=1)
+            for topic in read
+            if topic not in named
+            for name in (topic, dlq_name(topic))
+            if name not in named
+        ]
+        wanted = Catalogue([*self.catalogue, *extra])
+        actual = describe_cluster_topics(admin, wanted.names)
+        apply_plan(admin, build_plan(wanted, actual))
+
+    @staticmethod
+    def _ends(consumer: Consumer, topics: Iterable[str]) -> list[TopicPartition]:
+        ends = []
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=30).topics[topic]
+            for partition in sorted(metadata.partitions):
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)
+                ends.append(TopicPartition(topic, partition, high))
+        return ends
+
+    def _program_env(self) -> dict[str, str]:
+        python_path = os.pathsep.join(
+            part for part in (str(self.cwd), os.environ.get("PYTHONPATH")) if part
+        )
+        return {
+            **os.environ,
+            "PIPELINE_DATABASE__URL": self.database_url,
+            "PIPELINE_LOGS__CONSOLE": "text",
+            "PYTHONPATH": python_path,
+            **self.env,
+        }
+
+    def _launch(self, name: str, args: list[str], env: Mapping[str, str]) -> None:
+        log_path = self.workdir / f"{name}.log"
+        self.programs.append(_Program(name, args, env, self.cwd, log_path))
+
+    # --- input -------------------------------------------------------------------------------
+
+    def send(self, topic: str, messages: Iterable[Event | KafkaMessage]) -> int:
+        producer = build_producer(self.settings.kafka)
+        count = 0
+        for item in messages:
+            message = encode(item) if isinstance(item, Event) else item
+            headers: list[tuple[str, str | bytes | None]] = list(message.headers)
+            producer.produce(topic, key=message.key, value=message.value, headers=headers)
+            count += 1
+            if count % 1000 == 0:
+                producer.poll(0)
+        left = producer.flush(60)
+        if left:
+            raise AssertionError(f"{left} message(s) to {topic} not acknowledged by Kafka")
+        return count
+
+    def replay(self, messages: Iterable[RecordedMessage], *, topic: str | None = None) -> int:
+        from pipeline.replay.replayer import replay_into_kafka
+
+        return replay_into_kafka(self.settings.kafka, messages, topic=topic).sent
+
+    # --- waiting -----------------------------------------------------------------------------
+
+    def lag(self) -> int:
+        """Records not yet handled (and committed), over every processor's topics."""
+        total = 0
+        for group, ends in self._groups.items():
+            consumer = self._consumers[group]
+            wanted = [TopicPartition(tp.topic, tp.partition) for tp in ends]
+            for committed in consumer.committed(wanted, timeout=30):
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(committed.topic, committed.partition), 30
+                )
+                total += max(high - max(committed.offset, 0), 0)
+        return total
+
+    def backlog(self) -> int:
+        """Outbox rows not relayed yet."""
+        return outbox_status(self.database).backlog
+
+    def settle(self, *, timeout_s: float = 120.0) -> None:
+        checks = {"idle": 0}
+
+        def idle() -> bool:
+            quiet = self.backlog() == 0 and self.lag() == 0
+            checks["idle"] = checks["idle"] + 1 if quiet else 0
+            return checks["idle"] >= _IDLE_CHECKS
+
+        self.wait_until(idle, timeout_s=timeout_s, what="the processors idle")
+
+    def wait_until(self, condition: Callable[[], T], *, timeout_s: float, what: str) -> T:
+        """Poll ``condition`` every ``poll_s`` seconds (a database error counts as "not yet");
+        every program must stay alive meanwhile."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for program in self.programs:
+                if not program.alive():
+                    raise AssertionError(
+                        f"{program.name} exited (code {program.popen.returncode}) while waiting "
+                        f"for {what}:\n{program.tail()}"
+                    )
+            with contextlib.suppress(DBAPIError):
+                found = condition()
+                if found:
+                    return found
+            if time.monotonic() > deadline:
+                tails = "\n\n".join(f"--- {p.name}:\n{p.tail(10)}" for p in self.programs)
+                raise AssertionError(f"{what}: not within {timeout_s:g} s\n{tails}")
+            time.sleep(self.poll_s)
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for program in self.programs:
+            program.stop()
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
+        if self._database is not None:
+            self._database.dispose()

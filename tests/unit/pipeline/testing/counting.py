@@ -1,0 +1,43 @@
+"""A processor for the backend tests: counts each key's events, and announces every tenth."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.engine import Engine
+
+from pipeline.envelope import Event
+from pipeline.processing import Processor, UnitOfWork
+
+TOPIC = "test.counting.input"
+OUTPUT = "test.counting.tens"
+
+tables = MetaData()
+counts = Table(
+    "test_counts",
+    tables,
+    Column("key", String(64), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+processor = Processor("test-counting")
+
+
+@processor.on_start
+def create_tables(database: Engine) -> None:
+    tables.create_all(database)
+
+
+@processor.handler(TOPIC)
+def count(event: Event, unit: UnitOfWork) -> None:
+    key = event.partitionkey or "none"
+    unit.session.execute(insert(counts).values(key=key, count=0).on_conflict_do_nothing())
+    unit.session.execute(update(counts).where(counts.c.key == key).values(count=counts.c.count + 1))
+    now = unit.session.execute(select(counts.c.count).where(counts.c.key == key)).scalar_one()
+    if now % 10 == 0:
+        unit.emit(
+            Event(source="/counting", type="Tenth", data={"key": key, "count": now}),
+            aggregate_type="counter",
+            aggregate_id=key,
+            topic=OUTPUT,
+        )

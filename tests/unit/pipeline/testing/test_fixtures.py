@@ -1,0 +1,92 @@
+"""The plugin's fixtures in this project: recordings into the driver, and the driver backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline.envelope import Event, encode
+from pipeline.processing import ProcessorTestDriver
+from pipeline.replay.recording import RecordedMessage, RecordingWriter, read_recording
+from pipeline.testing.backends import DriverBackend
+from tests.unit.pipeline.testing import counting
+
+SPEC = "tests.unit.pipeline.testing.counting:processor"
+
+
+def counting_event(key: str, n: int) -> Event:
+    return Event(source="/tests", type="Count", partitionkey=key, data={"n": n})
+
+
+def write_recording(path: Path, events: list[Event]) -> Path:
+    with path.open("w") as stream:
+        writer = RecordingWriter(stream)
+        for offset, event in enumerate(events):
+            message = encode(event)
+            writer.write(
+                RecordedMessage(
+                    topic=counting.TOPIC,
+                    partition=0,
+                    offset=offset,
+                    key=message.key,
+                    value=message.value,
+                    headers=tuple(message.headers),
+                    timestamp_ms=1_767_225_600_000 + offset,
+                )
+            )
+    return path
+
+
+def counts_of(database) -> dict[str, int]:
+    with database.connect() as connection:
+        rows = connection.execute(sa.select(counting.counts.c.key, counting.counts.c.count))
+        return dict(rows.all())
+
+
+def test_replay_into_driver_feeds_a_recording_file(replay_into_driver, tmp_path):
+    events = [counting_event(f"k{n % 3}", n) for n in range(12)]
+    recording = write_recording(tmp_path / "counting.ndjson", events)
+    driver = ProcessorTestDriver(counting.processor, partitions=3)
+    try:
+        assert replay_into_driver(driver, recording) == 12
+        assert driver.run().processed == 12
+        assert counts_of(driver.database) == {"k0": 4, "k1": 4, "k2": 4}
+        assert {r.partition for log in driver.topics.values() for r in log} <= {0, 1, 2}
+    finally:
+        driver.close()
+
+
+def test_replay_into_driver_takes_messages_and_another_topic(replay_into_driver, tmp_path):
+    recording = write_recording(tmp_path / "r.ndjson", [counting_event("k", 0)])
+    driver = ProcessorTestDriver(counting.processor)
+    try:
+        sent = replay_into_driver(driver, list(read_recording(recording)), topic="elsewhere")
+        assert sent == 1 and list(driver.topics) == [("elsewhere", 0)]
+    finally:
+        driver.close()
+
+
+def test_the_driver_backend_runs_the_named_processors_and_relays_their_outbox(pipeline_backend):
+    backend = pipeline_backend([SPEC])
+
+    assert backend.kind == "driver" and isinstance(backend, DriverBackend)
+    assert backend.send(counting.TOPIC, [counting_event("k", n) for n in range(25)]) == 25
+    backend.settle()
+    assert counts_of(backend.database) == {"k": 25}
+    tenths = backend.harness.published(counting.OUTPUT)
+    assert [event.data["count"] for event in tenths] == [10, 20]
+
+
+def test_wait_until_on_the_driver_moves_virtual_time_and_fails_naming_what(pipeline_backend):
+    backend = pipeline_backend([SPEC])
+    clock = backend.harness.clock
+    start = clock.now
+
+    found = backend.wait_until(
+        lambda: (clock.now - start).total_seconds() >= 5, timeout_s=60, what="5 s"
+    )
+    assert found is True
+    with pytest.raises(AssertionError, match="never: not after 3 virtual seconds"):
+        backend.wait_until(lambda: False, timeout_s=3, what="never")

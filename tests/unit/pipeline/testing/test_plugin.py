@@ -1,0 +1,150 @@
+"""The pytest plugin is inert until a project turns it on, and then gives its options, fixtures
+and golden files.
+
+Each project runs in a pytest subprocess (``runpytest_subprocess``): pytest loads the
+``pytest11`` entry points of the installed package there as in any project, and the sockets
+this unit-test folder disables stay usable for the project's own tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+NETWORK_TEST = """
+import socket
+
+
+def test_opens_a_socket():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        assert probe.getsockname()[1] > 0
+"""
+
+OWN_OPTION_CONFTEST = """
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true")  # the project's own option
+
+
+@pytest.fixture
+def golden(request):
+    return "the project's own golden fixture"
+"""
+
+FIXTURES_TEST = """
+import pytest
+
+
+def test_fixtures(request):
+    with pytest.raises(pytest.FixtureLookupError):
+        request.getfixturevalue("pipeline_backend")
+    assert request.getfixturevalue("golden") == "the project's own golden fixture"
+    assert request.config.getoption("--update-golden") is True
+"""
+
+
+def test_the_entry_point_is_installed():
+    from importlib.metadata import entry_points
+
+    plugins = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert plugins.get("pipeline") == "pipeline.testing.plugin"
+
+
+def test_a_project_that_does_not_turn_the_plugin_on_runs_its_tests_unchanged(pytester):
+    # Its tests/unit/ folder keeps its sockets, its own --update-golden option and golden
+    # fixture are its own, and none of the plugin's fixtures appear.
+    pytester.mkdir("tests")
+    pytester.mkdir("tests/unit")
+    pytester.makeconftest(OWN_OPTION_CONFTEST)
+    (pytester.path / "tests" / "unit" / "test_network.py").write_text(NETWORK_TEST)
+    (pytester.path / "tests" / "unit" / "test_fixtures.py").write_text(FIXTURES_TEST)
+
+    result = pytester.runpytest_subprocess("--update-golden", "-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=2)
+    assert "--pipeline-backend" not in pytester.runpytest_subprocess("--help").stdout.str()
+
+
+BACKEND_TEST = """
+import pytest
+
+
+def test_golden_and_driver_backend(golden, pipeline_backend):
+    assert pipeline_backend.kind == "driver"
+    golden.check({"n": 1})
+
+
+@pytest.mark.pipeline_backends("driver", "kafka")
+def test_on_both(pipeline_backend):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("ini", "args"),
+    [
+        ("[pytest]\npipeline_plugin = true\n", ()),
+        ("[pytest]\n", ("-p", "pipeline.testing.fixtures")),
+    ],
+    ids=["ini-option", "dash-p"],
+)
+def test_a_project_turns_the_plugin_on_by_its_ini_option_or_dash_p(pytester, ini, args):
+    pytester.makeini(ini)
+    pytester.makepyfile(test_backend=BACKEND_TEST)
+
+    written = pytester.runpytest_subprocess(
+        *args, "--update-golden", "-k", "golden", "-p", "no:cacheprovider"
+    )
+    collected = pytester.runpytest_subprocess(*args, "--co", "-q", "-p", "no:cacheprovider")
+    chosen = pytester.runpytest_subprocess(
+        *args, "--co", "-q", "--pipeline-backend", "kafka", "-p", "no:cacheprovider"
+    )
+
+    written.assert_outcomes(passed=1)
+    written.stdout.fnmatch_lines(["*1 golden file(s) written*"])
+    golden = (
+        pytester.path / "golden" / "test_backend" / "test_golden_and_driver_backend_driver_.json"
+    )
+    assert golden.read_text() == '{\n  "n": 1\n}\n'
+    collected.stdout.fnmatch_lines(
+        [
+            "test_backend.py::test_golden_and_driver_backend[[]driver[]]",
+            "test_backend.py::test_on_both[[]driver[]]",
+            "test_backend.py::test_on_both[[]kafka[]]",
+        ]
+    )
+    chosen.stdout.fnmatch_lines(
+        [
+            "test_backend.py::test_golden_and_driver_backend[[]kafka[]]",
+            "test_backend.py::test_on_both[[]kafka[]]",
+        ]
+    )
+    assert "[driver]" not in chosen.stdout.str()
+
+
+def test_a_golden_difference_fails_the_test_with_its_diff(pytester, monkeypatch):
+    pytester.makeini("[pytest]\npipeline_plugin = true\n")
+    pytester.makepyfile(
+        test_outputs="""
+import os
+
+
+def test_outputs(golden):
+    golden.check({"status": os.environ.get("STATUS", "completed")})
+"""
+    )
+    assert pytester.runpytest_subprocess("--update-golden").ret == 0
+
+    same = pytester.runpytest_subprocess()
+    monkeypatch.setenv("STATUS", "compensated")
+    changed = pytester.runpytest_subprocess()
+
+    same.assert_outcomes(passed=1)
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(
+        ['*-  "status": "completed"', '*+  "status": "compensated"', "*--update-golden*"]
+    )
