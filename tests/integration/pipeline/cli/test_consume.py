@@ -130,7 +130,7 @@ def test_a_message_that_is_not_an_event_is_printed_with_its_error_and_raw_value(
         "timestamp": first["timestamp"],
         "key": None,
         "key_base64": "/w==",
-        "error": "missing ce_id, ce_source, ce_type, ce_specversion, ce_time headers",
+        "error": "missing ce_id, ce_source, ce_type, ce_specversion headers",
         "headers": [["x-app", "legacy"]],
         "value_base64": base64.b64encode(b"\x00not json").decode(),
     }
