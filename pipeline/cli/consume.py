@@ -14,11 +14,13 @@ Where it reads:
 
 1. without ``--group``: every partition, from the end (or ``--from-beginning``), until the
    end offsets seen at start (or for ever with ``--follow``); nothing is committed;
-2. with ``--group``: subscribes as that group, from the group's committed offsets (a new
-   group starts at the end, or at the beginning with ``--from-beginning``), until the end
-   offsets seen at start of the partitions it is given; after each batch is written and
-   flushed, the offsets of what was printed are committed. Printed, then committed: a crash in
-   between prints those messages again next time, never skips them.
+2. with ``--group``: subscribes as that group, from the group's committed offsets, until the
+   end offsets seen at start of the partitions it is given. A partition the group has no
+   offset for starts at the end (or at the beginning with ``--from-beginning``), and that
+   start is committed at once, so the next run with the group goes on from there on every
+   partition, not only on those it printed from. After each batch is written and flushed, the
+   offsets of what was printed are committed. Printed, then committed: a crash in between
+   prints those messages again next time, never skips them.
 
 Only committed messages are printed (``read_committed``): at the end of a partition where a
 transaction is still open, it waits for that transaction's outcome before stopping.
@@ -225,6 +227,10 @@ class _Reading:
     undecodable: int = 0
     warned: set[int] = field(default_factory=set)
     commit_failures: int = 0
+    #: With a group: where a partition without a committed offset starts, and such starts
+    #: not committed yet.
+    first_offsets: dict[int, int] = field(default_factory=dict)
+    unsaved_starts: dict[int, int] = field(default_factory=dict)
 
     def finished(self) -> bool:
         if self.follow or self.assigned is None:
@@ -325,7 +331,9 @@ def _read(
     """Print messages until done, the limit, or for ever; commit what was printed if asked."""
     for batch in _batches(consumer, reading):
         lines: list[bytes] = []
-        positions: dict[int, int] = {}
+        # The starts of partitions new to the group go with this batch's commit.
+        positions: dict[int, int] = reading.unsaved_starts if commit else {}
+        reading.unsaved_starts = {}
         for message in batch:
             if message.error() is not None:
                 _handle_error(message, reading)
@@ -346,8 +354,8 @@ def _read(
         if lines:
             out.write(b"".join(lines))
             out.flush()
-            if commit and not _commit(consumer, reading.topic, positions):
-                reading.commit_failures += 1
+        if commit and positions and not _commit(consumer, reading.topic, positions):
+            reading.commit_failures += 1
         if limit is not None and reading.printed >= limit:
             return
 
@@ -455,6 +463,25 @@ def consume(
     _err.print(what)
 
 
+def _start_new_partitions(
+    consumer: Consumer, given: list[TopicPartition], reading: _Reading
+) -> None:
+    """Assign ``given`` at the group's offsets; a partition without one at its first offset,
+    noted to be committed with the next batch."""
+    try:
+        positions = consumer.committed(given, timeout=_WATERMARK_TIMEOUT_S)
+    except KafkaException as error:
+        # Left to auto.offset.reset (the same start), just not remembered for the next run.
+        _err.print(f"[yellow]warning:[/yellow] reading the group's offsets failed: {error}")
+        return
+    for position in positions:
+        first = reading.first_offsets.get(position.partition)
+        if position.offset < 0 and first is not None:
+            position.offset = first
+            reading.unsaved_starts[position.partition] = first
+    consumer.assign(positions)
+
+
 def _start(
     consumer: Consumer,
     topic: str,
@@ -469,9 +496,13 @@ def _start(
     }
     reading = _Reading(topic, {p: high for p, (_, high) in marks.items()}, follow)
     if group is not None:
+        reading.first_offsets = {
+            p: low if from_beginning else high for p, (low, high) in marks.items()
+        }
 
-        def assigned(_consumer: Consumer, given: list[TopicPartition]) -> None:
+        def assigned(consumer: Consumer, given: list[TopicPartition]) -> None:
             reading.assigned = (reading.assigned or set()) | {tp.partition for tp in given}
+            _start_new_partitions(consumer, given, reading)
 
         def revoked(_consumer: Consumer, taken: list[TopicPartition]) -> None:
             # Nothing left means a rebalance is under way: wait for the next assignment.
