@@ -1,10 +1,20 @@
 """The recording format: kcat's field names, binary-safe, headers as ordered pairs."""
 
+import base64
+import io
 import json
 
 import pytest
 
-from pipeline.replay.recording import RecordedMessage, RecordingError, format_line, parse_line
+from pipeline.replay.recording import (
+    RecordedMessage,
+    RecordingError,
+    RecordingWriter,
+    format_line,
+    parse_line,
+    parse_lines,
+    read_recording,
+)
 
 
 def test_a_message_survives_a_round_trip_with_binary_bytes_duplicate_headers_and_nulls():
@@ -73,3 +83,98 @@ def test_a_line_that_is_not_a_message_says_where_and_why(line, says):
     with pytest.raises(RecordingError, match=says) as error:
         parse_line(line, where="capture.ndjson:3")
     assert str(error.value).startswith("capture.ndjson:3: ")
+
+
+def _dumps_reference(message: RecordedMessage) -> str:
+    """The line as ``json.dumps`` of the documented fields writes it."""
+
+    def field(value):
+        if value is None:
+            return None
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(value).decode("ascii")}
+
+    document = {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "tstype": message.timestamp_type,
+        "ts": message.timestamp_ms,
+        "key": field(message.key),
+        "payload": field(message.value),
+        "headers": [[name, field(value)] for name, value in message.headers],
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        RecordedMessage("t", 0, 0, None, None),
+        RecordedMessage("t.é", 5, 2**40, b"k", b'{"q": "\\"quoted\\"", "tab": "\t"}'),
+        RecordedMessage(
+            "t", 1, 7, "ключ".encode(), "\x00\x1f\u2028 😀".encode(), timestamp_ms=None
+        ),
+        RecordedMessage(
+            "t", 2, 3, b"\xff", b"\x80", (("a", None), ("a", b"\\"), ("\n", b"\xfe")), 12, "none"
+        ),
+    ],
+)
+def test_a_line_is_exactly_what_json_dumps_writes(message):
+    assert format_line(message) == _dumps_reference(message)
+    assert parse_line(format_line(message)) == message
+
+
+def test_bytes_kcat_wrote_raw_into_its_json_are_read_back_exactly(tmp_path):
+    # kcat -J copies a key, payload or header value that is not UTF-8 into its JSON string
+    # byte for byte, so its output is not UTF-8 text.
+    capture = tmp_path / "capture.json"
+    capture.write_bytes(
+        b'{"topic":"t","partition":0,"offset":0,"tstype":"create","ts":1,"broker":1,'
+        b'"headers":["bin","\xfe\\u0001","empty",null],"key":"\xff\\u0000k","payload":"\x80\x81bin"}\n'
+        b"\n"
+        b'{"topic":"t","partition":1,"offset":0,"tstype":"create","ts":2,"broker":1,'
+        b'"key":null,"payload":"caf\xc3\xa9"}\n'
+    )
+    first, second = read_recording(capture)
+    assert first.key == b"\xff\x00k"
+    assert first.value == b"\x80\x81bin"
+    assert first.headers == (("bin", b"\xfe\x01"), ("empty", None))
+    assert second.key is None and second.value == "café".encode()
+
+
+def test_a_lone_surrogate_that_is_not_a_byte_is_refused():
+    with pytest.raises(RecordingError, match="lone surrogate"):
+        parse_line('{"topic": "t", "payload": "\\ud800"}')
+
+
+def test_a_bad_line_in_a_file_is_named_by_its_number(tmp_path):
+    recording = tmp_path / "r.ndjson"
+    recording.write_text(format_line(RecordedMessage("t", 0, 0, b"k", b"v")) + "\n{oops\n")
+    messages = read_recording(recording)
+    assert next(messages).key == b"k"
+    with pytest.raises(RecordingError, match=r"r\.ndjson:2: not a recorded message"):
+        next(messages)
+
+
+def test_a_missing_file_is_a_recording_error(tmp_path):
+    with pytest.raises(RecordingError, match="no recording at"):
+        list(read_recording(tmp_path / "absent.ndjson"))
+
+
+def test_parse_lines_reads_raw_lines_and_names_the_source():
+    lines = [format_line(RecordedMessage("t", 0, n, None, b"v")).encode() + b"\n" for n in range(2)]
+    assert [m.offset for m in parse_lines([*lines, b"  \n"], source="stdin")] == [0, 1]
+    with pytest.raises(RecordingError, match=r"^stdin:2: "):
+        list(parse_lines([lines[0], b"[1]\n"], source="stdin"))
+
+
+def test_the_writer_writes_one_line_per_message_and_counts_them():
+    stream = io.StringIO()
+    writer = RecordingWriter(stream)
+    messages = [RecordedMessage("t", 0, n, b"k", b"\n") for n in range(3)]
+    writer.write_all(messages)
+    assert writer.count == 3
+    assert [parse_line(line) for line in stream.getvalue().splitlines()] == messages
