@@ -1,0 +1,111 @@
+"""Where each replayed message goes: its topic and partition (pure).
+
+- the topic: the recorded one, or the one given (``--topic``) for every message;
+- the partition: the recorded one (``--preserve-partitions``; the target must have that
+  partition), or none, so that the producer's partitioner places it by its key with murmur2,
+  Kafka's default: a key lands where any other Kafka client would put it, and the messages of
+  one key keep their order. (Messages without a key are spread at random.)
+
+:func:`survey` reads a recording once to say what a replay needs (topics, partitions) before
+anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pipeline.errors import PipelineError
+from pipeline.replay.recording import RecordedMessage
+
+__all__ = [
+    "BY_KEY",
+    "RecordingSurvey",
+    "ReplayError",
+    "partition_for",
+    "problems",
+    "survey",
+    "target_topic",
+]
+
+#: No partition given to the producer: its partitioner (murmur2 of the key) chooses.
+BY_KEY = -1
+
+
+class ReplayError(PipelineError):
+    """A replay that cannot be done as asked (a missing topic, a missing partition)."""
+
+
+def target_topic(message: RecordedMessage, topic: str | None) -> str:
+    """The topic ``message`` is replayed into: ``topic`` when given, else its own."""
+    return topic if topic is not None else message.topic
+
+
+def partition_for(message: RecordedMessage, *, preserve: bool, partitions: int) -> int:
+    """The partition to produce ``message`` to, or :data:`BY_KEY`.
+
+    ``partitions`` is the target topic's partition count; with ``preserve`` a recorded
+    partition beyond it is a :class:`ReplayError`.
+    """
+    if not preserve:
+        return BY_KEY
+    if not 0 <= message.partition < partitions:
+        raise ReplayError(
+            f"--preserve-partitions: the recording has partition {message.partition} of "
+            f"{message.topic}, and the target topic has {partitions} partition(s)"
+        )
+    return message.partition
+
+
+@dataclass
+class RecordingSurvey:
+    """What a recording holds, as far as a replay needs to know."""
+
+    messages: int = 0
+    #: Per target topic: how many partitions it needs to keep the recorded ones.
+    partitions_needed: dict[str, int] = field(default_factory=dict)
+    first_ms: int | None = None
+    last_ms: int | None = None
+
+    @property
+    def span_s(self) -> float:
+        """From the earliest to the latest recorded timestamp, in seconds."""
+        if self.first_ms is None or self.last_ms is None:
+            return 0.0
+        return (self.last_ms - self.first_ms) / 1000
+
+
+def survey(messages: Iterable[RecordedMessage], *, topic: str | None = None) -> RecordingSurvey:
+    """Count the messages, and find the target topics and partitions they need."""
+    found = RecordingSurvey()
+    needed = found.partitions_needed
+    for message in messages:
+        found.messages += 1
+        target = topic if topic is not None else message.topic
+        if needed.get(target, 0) <= message.partition:
+            needed[target] = message.partition + 1
+        ts = message.timestamp_ms
+        if ts is not None:
+            if found.first_ms is None or ts < found.first_ms:
+                found.first_ms = ts
+            if found.last_ms is None or ts > found.last_ms:
+                found.last_ms = ts
+    return found
+
+
+def problems(
+    found: RecordingSurvey, partition_counts: Mapping[str, int], *, preserve: bool
+) -> list[str]:
+    """Why the replay cannot go ahead: target topics that do not exist and, with ``preserve``,
+    those with fewer partitions than recorded. Empty when it can."""
+    reasons = []
+    for target, needed in sorted(found.partitions_needed.items()):
+        count = partition_counts.get(target)
+        if count is None:
+            reasons.append(f"topic {target} does not exist")
+        elif preserve and count < needed:
+            reasons.append(
+                f"topic {target} has {count} partition(s) and the recording needs {needed} "
+                "(--preserve-partitions)"
+            )
+    return reasons

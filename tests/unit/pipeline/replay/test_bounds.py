@@ -1,0 +1,140 @@
+"""Where a recording starts and stops, and which messages it keeps."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.replay.bounds import (
+    FromGroup,
+    FromTime,
+    RecordingBounds,
+    Stop,
+    parse_time,
+    start_of,
+)
+
+A0, A1 = ("a", 0), ("a", 1)
+
+
+def test_at_end_keeps_up_to_the_end_offsets_and_then_is_finished():
+    bounds = RecordingBounds({A0: 3, A1: 0}, Stop(at_end=True), ends={A0: 5, A1: 1})
+    assert bounds.keep(A0, 3, None)
+    assert not bounds.finished
+    assert bounds.keep(A1, 0, None)
+    assert bounds.keep(A0, 4, None)
+    assert bounds.finished
+    assert bounds.kept == 3
+
+
+def test_a_message_past_the_end_is_not_kept_and_closes_its_partition():
+    bounds = RecordingBounds({A0: 0, A1: 0}, Stop(at_end=True), ends={A0: 2, A1: 9})
+    assert not bounds.keep(A0, 2, None)  # e.g. the end was a transaction marker
+    assert A0 in bounds.done
+    assert not bounds.keep(A0, 3, None)
+
+
+def test_partitions_already_at_their_end_are_done_from_the_start():
+    bounds = RecordingBounds({A0: 4, A1: 0}, Stop(at_end=True), ends={A0: 4, A1: 0})
+    assert bounds.finished
+
+
+def test_the_end_of_a_partition_reported_by_the_reader_closes_it():
+    bounds = RecordingBounds({A0: 0}, Stop(at_end=True), ends={A0: 3})
+    assert bounds.keep(A0, 1, None)  # offset 2 is a transaction marker, never delivered
+    bounds.reached_end(A0, 2)
+    assert not bounds.finished
+    bounds.reached_end(A0, 3)
+    assert bounds.finished
+
+
+def test_until_ms_closes_a_partition_at_its_first_message_stamped_at_or_after_it():
+    bounds = RecordingBounds({A0: 0, A1: 0}, Stop(until_ms=1_000))
+    assert bounds.keep(A0, 0, 999)
+    assert not bounds.keep(A0, 1, 1_000)
+    assert not bounds.keep(A0, 2, 5)  # closed: later messages are not kept, even older-stamped
+    assert bounds.keep(A1, 0, None)  # without a timestamp, it is kept
+    assert not bounds.finished
+
+
+def test_once_the_clock_passes_until_ms_the_end_offsets_of_that_moment_close_the_rest():
+    bounds = RecordingBounds({A0: 0, A1: 4}, Stop(until_ms=1_000))
+    assert not bounds.clock_passed_until(999)
+    assert bounds.keep(A0, 0, 10)
+    assert bounds.clock_passed_until(1_000)
+    bounds.close_at({A0: 3, A1: 4})
+    assert A1 in bounds.done and A0 not in bounds.done
+    assert not bounds.clock_passed_until(2_000)  # asked once
+    assert bounds.keep(A0, 2, 20)
+    assert bounds.finished
+
+
+def test_max_messages_stops_across_partitions():
+    bounds = RecordingBounds({A0: 0, A1: 0}, Stop(max_messages=2))
+    assert bounds.keep(A0, 0, None)
+    assert bounds.keep(A1, 0, None)
+    assert bounds.finished
+    assert not bounds.keep(A0, 1, None)
+    assert bounds.kept == 2
+
+
+def test_without_a_stop_it_never_finishes():
+    stop = Stop()
+    assert stop.unbounded
+    bounds = RecordingBounds({A0: 0}, stop)
+    for offset in range(1_000):
+        assert bounds.keep(A0, offset, offset)
+    bounds.reached_end(A0, 1_000)
+    assert not bounds.finished
+
+
+def test_max_below_one_is_refused():
+    with pytest.raises(PipelineError, match="--max must be at least 1"):
+        Stop(max_messages=0)
+
+
+NOW = datetime(2025, 12, 2, 14, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1764685800000", 1764685800000),
+        ("2025-12-02T14:30:00Z", 1764685800000),
+        ("2025-12-02 15:30+01:00", 1764685800000),
+        ("2025-12-02T14:30:00.250", 1764685800250),  # no zone: now's
+        ("2025-12-02", 1764633600000),
+        ("-15m", 1764685800000 - 15 * 60_000),
+        ("-30s", 1764685800000 - 30_000),
+        ("-2h", 1764685800000 - 2 * 3_600_000),
+        ("-1d", 1764685800000 - 86_400_000),
+        ("-1.5s", 1764685800000 - 1_500),
+    ],
+)
+def test_times_are_read_in_every_documented_form(text, expected):
+    assert parse_time(text, now=NOW) == expected
+
+
+def test_a_time_without_a_zone_is_in_nows_zone():
+    paris = datetime(2025, 12, 2, 15, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert parse_time("2025-12-02T15:30", now=paris) == 1764685800000
+
+
+@pytest.mark.parametrize("text", ["yesterday", "15m", "-15 minutes", "", "2025-13-01"])
+def test_anything_else_is_refused_with_the_forms(text):
+    with pytest.raises(PipelineError, match=r"not a time.*-15m"):
+        parse_time(text, now=NOW)
+
+
+def test_start_of_gives_the_one_start_asked_for():
+    assert start_of() == "end"
+    assert start_of(beginning=True) == "beginning"
+    assert start_of(time_ms=5) == FromTime(5)
+    assert start_of(group="billing") == FromGroup("billing")
+
+
+def test_two_starts_are_refused_naming_them():
+    with pytest.raises(PipelineError, match="--from-beginning or --from-group"):
+        start_of(beginning=True, group="g")
+    with pytest.raises(PipelineError, match="needs a group name"):
+        start_of(group=" ")

@@ -1,0 +1,59 @@
+"""Where replayed messages go, and what a recording needs of its targets."""
+
+import pytest
+
+from pipeline.replay.recording import RecordedMessage
+from pipeline.replay.routing import (
+    BY_KEY,
+    ReplayError,
+    partition_for,
+    problems,
+    survey,
+    target_topic,
+)
+
+
+def message(topic="orders", partition=0, ts=None):
+    return RecordedMessage(topic, partition, 0, b"k", b"v", timestamp_ms=ts)
+
+
+def test_the_target_is_the_recorded_topic_unless_one_is_given():
+    assert target_topic(message("orders"), None) == "orders"
+    assert target_topic(message("orders"), "copy") == "copy"
+
+
+def test_by_default_the_partitioner_places_the_message_by_its_key():
+    assert partition_for(message(partition=7), preserve=False, partitions=3) == BY_KEY
+
+
+def test_preserving_partitions_keeps_the_recorded_one():
+    assert partition_for(message(partition=2), preserve=True, partitions=3) == 2
+
+
+def test_preserving_a_partition_the_target_lacks_is_an_error():
+    with pytest.raises(ReplayError, match=r"partition 3 of orders.*has 3 partition"):
+        partition_for(message(partition=3), preserve=True, partitions=3)
+
+
+def test_survey_counts_and_finds_what_each_target_needs():
+    found = survey([message("a", 2, 5_000), message("b", 0, 1_000), message("a", 0, None)])
+    assert found.messages == 3
+    assert found.partitions_needed == {"a": 3, "b": 1}
+    assert (found.first_ms, found.last_ms, found.span_s) == (1_000, 5_000, 4.0)
+
+
+def test_survey_with_one_target_merges_the_recorded_topics():
+    found = survey([message("a", 2), message("b", 4)], topic="copy")
+    assert found.partitions_needed == {"copy": 5}
+    assert found.span_s == 0.0
+
+
+def test_problems_name_missing_topics_and_too_few_partitions_only_when_preserving():
+    found = survey([message("a", 3), message("b", 0), message("c", 1)])
+    counts = {"a": 2, "c": 2}
+    assert problems(found, counts, preserve=False) == ["topic b does not exist"]
+    assert problems(found, counts, preserve=True) == [
+        "topic a has 2 partition(s) and the recording needs 4 (--preserve-partitions)",
+        "topic b does not exist",
+    ]
+    assert problems(found, {"a": 4, "b": 1, "c": 2}, preserve=True) == []
