@@ -1,0 +1,238 @@
+"""Replaying recorded messages into Kafka: keys, values, headers and per-partition order kept.
+
+:func:`replay_into_kafka`, for each message in order:
+
+1. its target topic (the recorded one, or ``topic``) is checked once, before its first message
+   is sent: it must exist and, with ``preserve_partitions``, have the recorded partition;
+2. with ``rewrite_ids`` its ``ce_id`` header gets a fresh event id (rewrite.py);
+3. it waits until the message is due (``pacing``, pacing.py);
+4. it is produced with its recorded key, value and headers (null values and duplicate names
+   included), to its recorded partition or to the one murmur2 gives its key (routing.py).
+
+The producer is idempotent with ``acks=all`` (``pipeline.kafka.clients.producer_config``): a
+retry after a lost acknowledgement neither duplicates nor reorders a partition's messages.
+Then everything is flushed: the summary counts acknowledged messages. Messages get new
+timestamps (their producing time); the recorded ones only pace the replay.
+
+Failures: :class:`ReplayError` when a target cannot take the messages (nothing of that topic
+was sent); :class:`ReplayFailed` when some messages were not acknowledged;
+:class:`ReplayInterrupted` (a ``KeyboardInterrupt``) after Ctrl-C, once what was sent is
+flushed. The last two carry the :class:`ReplaySummary` of what was acknowledged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_admin, build_producer
+from pipeline.replay.pacing import Pacing, Schedule
+from pipeline.replay.recording import RecordedMessage
+from pipeline.replay.rewrite import rewrite_event_id
+from pipeline.replay.routing import BY_KEY, ReplayError, partition_for, target_topic
+from pipeline.settings import KafkaSettings
+from pipeline.topics.admin import describe_cluster_topics
+
+__all__ = [
+    "Pacing",
+    "ReplayError",
+    "ReplayFailed",
+    "ReplayInterrupted",
+    "ReplaySummary",
+    "replay_into_kafka",
+]
+
+#: Messages between two servings of delivery reports, and between two progress calls.
+_STEP = 500
+#: How long the final flush waits, beyond librdkafka's own delivery timeout.
+_FLUSH_MARGIN_S = 30.0
+#: The producer's settings for a replay: bigger batches than an event producer's.
+_DELIVERY_TIMEOUT_MS = 120_000
+_PRODUCER_OVERRIDES: dict[str, Any] = {
+    "linger.ms": 20,
+    "delivery.timeout.ms": _DELIVERY_TIMEOUT_MS,
+    "compression.type": "lz4",
+    # Only failures come back as delivery reports; successes are counted by subtraction.
+    "delivery.report.only.error": True,
+}
+#: How long to wait at most per call while a paced message is not due yet.
+_WAIT_SLICE_S = 0.1
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """What a replay sent: acknowledged messages, in all and per target topic."""
+
+    sent: int
+    per_topic: dict[str, int]
+    elapsed_s: float
+
+
+class ReplayFailed(PipelineError):
+    """Some messages were not acknowledged; ``summary`` counts those that were."""
+
+    def __init__(self, summary: ReplaySummary, failed: int, first_error: str) -> None:
+        self.summary = summary
+        self.failed = failed
+        super().__init__(
+            f"{failed:,} message(s) were not delivered (first: {first_error}); "
+            f"{summary.sent:,} were"
+        )
+
+
+class ReplayInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a replay, raised once what was sent is flushed; ``summary`` says what was
+    acknowledged."""
+
+    def __init__(self, summary: ReplaySummary) -> None:
+        self.summary = summary
+        super().__init__(f"interrupted after {summary.sent:,} message(s)")
+
+
+class _Deliveries:
+    """Counts what was queued per topic, and the failures librdkafka reports."""
+
+    def __init__(self) -> None:
+        self.queued: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.first_error: str | None = None
+
+    def report(self, error: KafkaError | None, message: Any) -> None:
+        if error is None:
+            return
+        self.failed[message.topic() or "?"] += 1
+        if self.first_error is None:
+            self.first_error = error.str()
+
+    def summary(self, began: float) -> ReplaySummary:
+        per_topic = {topic: count - self.failed[topic] for topic, count in self.queued.items()}
+        return ReplaySummary(
+            sent=sum(per_topic.values()), per_topic=per_topic, elapsed_s=time.monotonic() - began
+        )
+
+
+def replay_into_kafka(
+    kafka: KafkaSettings,
+    messages: Iterable[RecordedMessage],
+    *,
+    topic: str | None = None,
+    preserve_partitions: bool = False,
+    rewrite_ids: bool = False,
+    pacing: Pacing | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Produce ``messages`` (in order) to their recorded topics, or all to ``topic``.
+
+    ``on_progress(n)`` is called with the number of messages queued since its last call.
+    See the module docstring for the steps and the errors.
+    """
+    deliveries = _Deliveries()
+    producer = build_producer(kafka, on_delivery=deliveries.report, **_PRODUCER_OVERRIDES)
+    targets = _Targets(kafka)
+    schedule = Schedule(pacing)
+    step = 1 if schedule.paced else _STEP
+    unreported = 0
+    began = time.monotonic()
+    try:
+        for message in messages:
+            target = target_topic(message, topic)
+            partition = partition_for(
+                message, preserve=preserve_partitions, partitions=targets.partitions(target)
+            )
+            headers = message.headers
+            if rewrite_ids:
+                headers, _ = rewrite_event_id(headers)
+            if schedule.paced:
+                _wait_until(producer, began + schedule.due_s(message.timestamp_ms))
+            _produce(producer, target, message, partition, list(headers))
+            deliveries.queued[target] += 1
+            unreported += 1
+            if unreported >= step:
+                producer.poll(0)
+                if on_progress is not None:
+                    on_progress(unreported)
+                unreported = 0
+    except KeyboardInterrupt:
+        _flush(producer)
+        raise ReplayInterrupted(deliveries.summary(began)) from None
+    except BaseException:
+        _flush(producer)  # what was queued is delivered or failed before the error ends
+        raise
+    if unreported and on_progress is not None:
+        on_progress(unreported)
+    _flush(producer)
+    summary = deliveries.summary(began)
+    failed = sum(deliveries.failed.values())
+    if failed:
+        raise ReplayFailed(summary, failed, deliveries.first_error or "unknown")
+    return summary
+
+
+class _Targets:
+    """The partition count of each target topic, looked up once, before its first message."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+        self._counts: dict[str, int] = {}
+
+    def partitions(self, topic: str) -> int:
+        count = self._counts.get(topic)
+        if count is None:
+            bootstrap = self._kafka.bootstrap_servers
+            found = describe_cluster_topics(build_admin(self._kafka), [topic], bootstrap=bootstrap)
+            if topic not in found:
+                raise ReplayError(f"topic {topic} does not exist on Kafka at {bootstrap}")
+            count = self._counts[topic] = found[topic].partitions
+        return count
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    message: RecordedMessage,
+    partition: int,
+    headers: list[tuple[str, str | bytes | None]],
+) -> None:
+    """Queue one message; while the local queue is full, serve delivery reports and retry."""
+    while True:
+        try:
+            if partition == BY_KEY:
+                producer.produce(topic, message.value, message.key, headers=headers)
+            else:
+                producer.produce(
+                    topic, message.value, message.key, partition=partition, headers=headers
+                )
+            return
+        except BufferError:
+            producer.poll(0.05)
+        except KafkaException as error:
+            raise ReplayError(
+                f"the message at {message.topic} partition {message.partition} offset "
+                f"{message.offset} was refused: {error.args[0].str()}"
+            ) from None
+
+
+def _wait_until(producer: Producer, moment: float) -> None:
+    """Serve delivery reports until the monotonic clock reaches ``moment``."""
+    while True:
+        left = moment - time.monotonic()
+        if left <= 0:
+            return
+        producer.poll(min(left, _WAIT_SLICE_S))
+
+
+def _flush(producer: Producer) -> None:
+    """Wait for every queued message to be acknowledged or failed.
+
+    What is still unacknowledged after librdkafka's delivery timeout (and a margin) is purged,
+    which reports it as failed: every message queued is then counted one way or the other.
+    """
+    if producer.flush(_DELIVERY_TIMEOUT_MS / 1000 + _FLUSH_MARGIN_S):
+        producer.purge()
+        producer.flush(_FLUSH_MARGIN_S)

@@ -1,0 +1,219 @@
+"""replay_into_kafka over a fake producer: what is produced, in what order, and the accounting."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.kafka.clients import producer_config
+from pipeline.replay import replayer
+from pipeline.replay.pacing import Pacing
+from pipeline.replay.recording import RecordedMessage
+from pipeline.replay.replayer import (
+    ReplayError,
+    ReplayFailed,
+    ReplayInterrupted,
+    replay_into_kafka,
+)
+from pipeline.settings import KafkaSettings
+
+
+class FakeError:
+    def str(self):
+        return "Broker: Message size too large"
+
+
+class FakeProducer:
+    """Keeps what is produced; fails the offsets listed in ``failing`` at flush."""
+
+    def __init__(self, config):
+        self.config = config
+        self.produced = []
+        self.queue_full_once = False
+        self.interrupt_at = None
+        self.failing = set()
+        self.polls = 0
+        self.flushed = 0
+
+    def produce(self, topic, value=None, key=None, partition=-1, headers=None):
+        if self.interrupt_at == len(self.produced):
+            raise KeyboardInterrupt
+        if self.queue_full_once:
+            self.queue_full_once = False
+            raise BufferError("queue full")
+        self.produced.append(
+            SimpleNamespace(topic=topic, value=value, key=key, partition=partition, headers=headers)
+        )
+
+    def poll(self, timeout=0):
+        self.polls += 1
+        return 0
+
+    def flush(self, timeout=None):
+        self.flushed += 1
+        for n, sent in enumerate(self.produced):
+            if n in self.failing:
+                report = SimpleNamespace(topic=lambda topic=sent.topic: topic)
+                self.config["on_delivery"](FakeError(), report)
+        self.failing = set()
+        return 0
+
+    def purge(self):
+        raise AssertionError("nothing is left to purge when flush returns 0")
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    made = []
+
+    def build_producer(kafka, **overrides):
+        made.append(FakeProducer(producer_config(kafka, **overrides)))
+        return made[-1]
+
+    monkeypatch.setattr(replayer, "build_producer", build_producer)
+    monkeypatch.setattr(replayer, "build_admin", lambda kafka: None)
+    counts = {"orders": 3, "payments": 1, "copy": 2}
+    monkeypatch.setattr(
+        replayer,
+        "describe_cluster_topics",
+        lambda admin, names, bootstrap=None: {
+            name: SimpleNamespace(partitions=counts[name]) for name in names if name in counts
+        },
+    )
+    return made
+
+
+KAFKA = KafkaSettings()
+
+
+def recorded(topic="orders", partition=0, offset=0, key=b"k", value=b"v", headers=(), ts=None):
+    return RecordedMessage(topic, partition, offset, key, value, headers, ts)
+
+
+def test_keys_values_and_headers_are_produced_as_recorded_in_order(fake):
+    messages = [
+        recorded(partition=2, offset=0, key=None, value=None),
+        recorded(partition=1, offset=5, key=b"\xff", value=b"\x00", headers=(("a", None),)),
+        recorded(
+            topic="payments", offset=9, headers=(("dup", b"1"), ("dup", b"2"), ("ce_id", b"e"))
+        ),
+    ]
+    summary = replay_into_kafka(KAFKA, messages)
+    producer = fake[0]
+    assert [(p.topic, p.key, p.value, p.headers) for p in producer.produced] == [
+        ("orders", None, None, []),
+        ("orders", b"\xff", b"\x00", [("a", None)]),
+        ("payments", b"k", b"v", [("dup", b"1"), ("dup", b"2"), ("ce_id", b"e")]),
+    ]
+    assert all(p.partition == -1 for p in producer.produced)  # by key (murmur2)
+    assert summary.sent == 3 and summary.per_topic == {"orders": 2, "payments": 1}
+    # The replay's own settings keep the safe producer: idempotent, acks=all, murmur2.
+    assert producer.config["enable.idempotence"] is True
+    assert producer.config["acks"] == "all"
+    assert producer.config["partitioner"] == "murmur2_random"
+
+
+def test_preserve_partitions_sends_each_to_its_recorded_partition(fake):
+    messages = [recorded(partition=2), recorded(partition=0), recorded(partition=1)]
+    replay_into_kafka(KAFKA, messages, preserve_partitions=True)
+    assert [p.partition for p in fake[0].produced] == [2, 0, 1]
+
+
+def test_one_topic_given_takes_every_message(fake):
+    messages = [recorded(topic="orders", partition=1), recorded(topic="payments")]
+    summary = replay_into_kafka(KAFKA, messages, topic="copy", preserve_partitions=True)
+    assert [(p.topic, p.partition) for p in fake[0].produced] == [("copy", 1), ("copy", 0)]
+    assert summary.per_topic == {"copy": 2}
+
+
+def test_a_missing_topic_stops_before_its_first_message_after_flushing_the_rest(fake):
+    messages = [recorded(topic="orders"), recorded(topic="absent"), recorded(topic="orders")]
+    with pytest.raises(ReplayError, match="topic absent does not exist"):
+        replay_into_kafka(KAFKA, messages)
+    assert [p.topic for p in fake[0].produced] == ["orders"]
+    assert fake[0].flushed == 1
+
+
+def test_a_recorded_partition_the_target_lacks_is_an_error(fake):
+    with pytest.raises(ReplayError, match="partition 1 of payments"):
+        replay_into_kafka(
+            KAFKA, [recorded(topic="payments", partition=1)], preserve_partitions=True
+        )
+
+
+def test_rewrite_ids_gives_fresh_ce_ids_and_keeps_the_rest(fake):
+    headers = (("ce_id", b"old"), ("ce_type", b"t"))
+    replay_into_kafka(
+        KAFKA, [recorded(headers=headers), recorded(headers=headers)], rewrite_ids=True
+    )
+    first, second = (p.headers for p in fake[0].produced)
+    assert first[1] == second[1] == ("ce_type", b"t")
+    assert len({first[0][1], second[0][1], b"old"}) == 3
+
+
+def test_a_full_local_queue_is_waited_out_and_nothing_is_lost(fake, monkeypatch):
+    original = FakeProducer.__init__
+
+    def full_once(self, config):
+        original(self, config)
+        self.queue_full_once = True
+
+    monkeypatch.setattr(FakeProducer, "__init__", full_once)
+    summary = replay_into_kafka(KAFKA, [recorded(offset=n) for n in range(3)])
+    assert len(fake[0].produced) == 3 and summary.sent == 3
+    assert fake[0].polls >= 1
+
+
+def test_failed_deliveries_raise_with_the_summary_of_what_was_sent(fake, monkeypatch):
+    original = FakeProducer.flush
+
+    def failing_flush(self, timeout=None):
+        self.failing = {1}
+        return original(self, timeout)
+
+    monkeypatch.setattr(FakeProducer, "flush", failing_flush)
+    messages = [recorded(), recorded(topic="payments"), recorded()]
+    with pytest.raises(ReplayFailed, match=r"1 message.*not delivered.*too large") as failed:
+        replay_into_kafka(KAFKA, messages)
+    assert failed.value.failed == 1
+    assert failed.value.summary.sent == 2
+    assert failed.value.summary.per_topic == {"orders": 2, "payments": 0}
+
+
+def test_ctrl_c_flushes_what_was_sent_and_says_how_much(fake, monkeypatch):
+    original = FakeProducer.__init__
+
+    def interrupted_at_two(self, config):
+        original(self, config)
+        self.interrupt_at = 2
+
+    monkeypatch.setattr(FakeProducer, "__init__", interrupted_at_two)
+    with pytest.raises(ReplayInterrupted) as interrupted:
+        replay_into_kafka(KAFKA, [recorded(offset=n) for n in range(5)])
+    assert isinstance(interrupted.value, KeyboardInterrupt)
+    assert interrupted.value.summary.sent == 2
+    assert fake[0].flushed == 1
+
+
+def test_progress_counts_every_message_handed_to_the_producer(fake):
+    seen = []
+    replay_into_kafka(KAFKA, [recorded(offset=n) for n in range(1_234)], on_progress=seen.append)
+    assert sum(seen) == 1_234
+
+
+def test_paced_messages_wait_for_their_due_time(fake, monkeypatch):
+    now = [100.0]
+    waits = []
+
+    def poll(self, timeout=0):
+        waits.append(timeout)
+        now[0] += timeout
+        return 0
+
+    monkeypatch.setattr(FakeProducer, "poll", poll)
+    monkeypatch.setattr(replayer.time, "monotonic", lambda: now[0])
+    messages = [recorded(ts=1_000), recorded(ts=1_100), recorded(ts=1_300)]
+    replay_into_kafka(KAFKA, messages, pacing=Pacing(speed=0.5))
+    # Due at 0, 0.2 and 0.6 s: the waits add up to the last message's due time.
+    assert sum(waits) == pytest.approx(0.6)
