@@ -25,6 +25,8 @@ from pipeline.cli.demo import demo
 from pipeline.cli.gateway import gateway
 from pipeline.cli.process import process
 from pipeline.cli.produce import produce
+from pipeline.cli.record import record
+from pipeline.cli.replay import replay
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
@@ -47,6 +49,8 @@ app.command()(gateway)
 app.command()(produce)
 app.command()(consume)
 app.command()(process)
+app.command()(record)
+app.command()(replay)
 
 _stderr = stderr_console()
 

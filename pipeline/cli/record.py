@@ -1,0 +1,331 @@
+"""``pipeline record TOPIC... --out FILE``: topics to a recording, one message a line.
+
+The format is pipeline/replay/recording.py's (kcat's field names, binary-safe, headers as
+ordered pairs); what is read, from where to where, is pipeline/replay/recorder.py's.
+
+1. check the options (one start; the times) and open the output;
+2. read and write line by line, with a progress line (count and rate) on stderr;
+3. on a stop condition, Ctrl-C or SIGTERM: close the file (every line in it is complete), then
+   print the summary (messages per partition, with their first and last offsets).
+
+Status lines, progress and the summary go to stderr, so ``--out -`` writes the recording
+itself to stdout.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO, Annotated, Any
+
+import typer
+from rich.progress import Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.cli.console import stderr_console
+from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_admin
+from pipeline.replay.bounds import FromGroup, FromTime, Start, Stop, parse_time, start_of
+from pipeline.replay.recorder import record_topics
+from pipeline.replay.recording import RecordedMessage, RecordingWriter
+from pipeline.settings import PipelineSettings
+from pipeline.topics.admin import describe_cluster_topics
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+
+#: Without a terminal, a progress line this often.
+_LINE_EVERY_S = 10.0
+
+_err = stderr_console()
+
+
+# --- progress (shared with `pipeline replay`) -------------------------------------------------
+
+
+class _CountColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        done = f"{task.completed:,.0f}"
+        total = "" if task.total is None else f"/{task.total:,.0f}"
+        return Text(f"{done}{total} messages", style="progress.download")
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
+
+
+class CountProgress:
+    """A count of messages and their rate on stderr: a live line on a terminal, otherwise a
+    plain line every 10 s. ``advance(n)`` is cheap enough to call for every batch."""
+
+    def __init__(self, verb: str, total: int | None = None) -> None:
+        self._verb = verb
+        self.count = 0
+        self._began = time.monotonic()
+        self._printed = self._began
+        self._live: Progress | None = None
+        self._task: Any = None
+        if _err.is_terminal:
+            self._live = Progress(
+                TextColumn(verb),
+                _CountColumn(),
+                _RateColumn(),
+                TimeElapsedColumn(),
+                console=_err,
+                transient=True,
+            )
+            self._task = self._live.add_task(verb, total=total)
+
+    def __enter__(self) -> CountProgress:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def advance(self, count: int) -> None:
+        self.count += count
+        if self._live is not None:
+            self._live.advance(self._task, count)
+            return
+        now = time.monotonic()
+        if now - self._printed >= _LINE_EVERY_S:
+            self._printed = now
+            rate = self.count / (now - self._began)
+            _err.print(f"{self._verb}: {self.count:,} messages, {rate:,.0f}/s")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the block the way Ctrl-C does (a ``KeyboardInterrupt``)."""
+
+    def interrupt(_signal: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- the tally --------------------------------------------------------------------------------
+
+
+@dataclass
+class _PartitionTally:
+    messages: int = 0
+    first_offset: int = -1
+    last_offset: int = -1
+
+
+@dataclass
+class _Tally:
+    partitions: dict[tuple[str, int], _PartitionTally] = field(default_factory=dict)
+
+    def add(self, message: RecordedMessage) -> None:
+        key = (message.topic, message.partition)
+        tally = self.partitions.get(key)
+        if tally is None:
+            tally = self.partitions[key] = _PartitionTally(first_offset=message.offset)
+        tally.messages += 1
+        tally.last_offset = message.offset
+
+
+def _summary(out: str, tally: _Tally, count: int, elapsed_s: float) -> None:
+    table = Table(title=f"recorded to {out}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("messages", f"{count:,}")
+    table.add_row("elapsed", f"{elapsed_s:.2f} s")
+    table.add_row("rate", f"{count / elapsed_s:,.0f} messages/s" if elapsed_s > 0 else "-")
+    _err.print(table)
+    if tally.partitions:
+        per_partition = Table(title="per partition")
+        for column in ("topic", "partition", "messages", "first offset", "last offset"):
+            per_partition.add_column(column, justify="left" if column == "topic" else "right")
+        for (topic, partition), found in sorted(tally.partitions.items()):
+            per_partition.add_row(
+                topic,
+                str(partition),
+                f"{found.messages:,}",
+                str(found.first_offset),
+                str(found.last_offset),
+            )
+        _err.print(per_partition)
+
+
+def _describe(topics: list[str], start: Start, stop: Stop) -> str:
+    """One line saying what is recorded, from where, until when."""
+    if start == "beginning":
+        where = "from the beginning"
+    elif start == "end":
+        where = "from now on"
+    elif isinstance(start, FromTime):
+        where = f"from {_time_text(start.timestamp_ms)}"
+    else:
+        assert isinstance(start, FromGroup)
+        where = f"from group {start.group}'s committed offsets"
+    until = []
+    if stop.at_end:
+        until.append("the end offsets of now")
+    if stop.until_ms is not None:
+        until.append(_time_text(stop.until_ms))
+    if stop.max_messages is not None:
+        until.append(f"{stop.max_messages:,} messages")
+    end = "until " + " or ".join(until) if until else "until Ctrl-C"
+    return f"recording {', '.join(topics)} {where}, {end}"
+
+
+def _time_text(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
+
+
+def _require_topics(settings: PipelineSettings, topics: list[str]) -> None:
+    """A :class:`PipelineError` naming the topics that do not exist (the admin client never
+    creates one)."""
+    bootstrap = settings.kafka.bootstrap_servers
+    found = describe_cluster_topics(build_admin(settings.kafka), topics, bootstrap=bootstrap)
+    missing = [topic for topic in topics if topic not in found]
+    if missing:
+        raise PipelineError(
+            f"no topic {', '.join(missing)} on Kafka at {bootstrap}: nothing recorded"
+        )
+
+
+@contextmanager
+def _output(out: str) -> Iterator[IO[str]]:
+    if out == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise PipelineError(f"--out {path} is a directory")
+    try:
+        opened = path.open("w", encoding="utf-8", newline="\n")
+    except OSError as error:
+        raise PipelineError(f"cannot write {path}: {error.strerror}") from None
+    with opened:
+        yield opened
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def record(
+    ctx: typer.Context,
+    topics: Annotated[list[str], typer.Argument(help="The topics to record; they must exist.")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The recording file (overwritten), or - for stdout.",
+            show_default=False,
+        ),
+    ],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the oldest message kept.")
+    ] = False,
+    from_time: Annotated[
+        str | None,
+        typer.Option(
+            "--from-time",
+            help="Start at the first message stamped at or after this time: "
+            "2025-12-02T14:30:00Z (local time without a zone), -15m (that long ago), "
+            "or ms since the epoch.",
+        ),
+    ] = None,
+    from_group: Annotated[
+        str | None,
+        typer.Option(
+            "--from-group",
+            help="Start where this consumer group committed (the beginning where it has not); "
+            "the group is only read, never joined or committed.",
+        ),
+    ] = None,
+    until_end: Annotated[
+        bool, typer.Option("--until-end", help="Stop at the end offsets seen at start.")
+    ] = False,
+    until_time: Annotated[
+        str | None,
+        typer.Option(
+            "--until-time",
+            help="Stop at the first message stamped at or after this time, and once the time "
+            "has passed, at the end offsets of that moment (same forms as --from-time).",
+        ),
+    ] = None,
+    max_messages: Annotated[
+        int | None, typer.Option("--max", "-n", min=1, help="Stop after this many messages.")
+    ] = None,
+) -> None:
+    """Record TOPIC(s) to a file: one message a line, as JSON in kcat's field names.
+
+    Keys, values and headers are kept exactly: text as text, other bytes
+    as {"base64": ...}; headers as name-value pairs in order, duplicates
+    and nulls included. `pipeline replay` sends a recording back.
+
+    Without a start option it records what arrives from now on; without a
+    stop option, until Ctrl-C (or SIGTERM). With several stop options, the
+    first reached ends it. Progress and the summary go to stderr.
+
+    Exit codes:
+    0 done: a stop option was reached, or Ctrl-C ended a recording without one;
+    2 usage or setup error (option, topic, file, Kafka unreachable),
+    or a partition could not be read to the end;
+    130 interrupted before a stop option was reached (what was recorded is in the file).
+    """
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    now = datetime.now().astimezone()
+    start = start_of(
+        beginning=from_beginning,
+        time_ms=None if from_time is None else parse_time(from_time, now=now),
+        group=from_group,
+    )
+    stop = Stop(
+        at_end=until_end,
+        until_ms=None if until_time is None else parse_time(until_time, now=now),
+        max_messages=max_messages,
+    )
+    topics = list(dict.fromkeys(topics))
+    _require_topics(settings, topics)
+    _err.print(_describe(topics, start, stop))
+    tally = _Tally()
+    interrupted = False
+    began = time.monotonic()
+    with _output(out) as stream, sigterm_as_interrupt():
+        writer = RecordingWriter(stream)
+        progress = CountProgress("recording")
+        messages = record_topics(
+            settings.kafka, topics, start=start, stop=stop, on_progress=progress.advance
+        )
+        try:
+            with progress:
+                for message in messages:
+                    writer.write(message)
+                    tally.add(message)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            messages.close()
+    _summary("stdout" if out == "-" else out, tally, writer.count, time.monotonic() - began)
+    if interrupted:
+        if stop.unbounded:
+            _err.print("stopped")
+            return
+        _err.print("interrupted before the end asked for")
+        raise typer.Exit(EXIT_INTERRUPTED)

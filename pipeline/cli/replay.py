@@ -1,0 +1,201 @@
+"""``pipeline replay FILE``: a recording (ours or ``kcat -C -J``'s) back into Kafka.
+
+1. check the options (pacing) and read the whole file once: every line must be a message (a
+   bad line stops the replay before anything is sent), and the target topics must exist with
+   the partitions needed (``--preserve-partitions``). Reading stdin (``-``), this is done as
+   the messages come instead;
+2. send, with a progress line (count and rate) on stderr (pipeline/replay/replayer.py);
+3. flush, so every message sent is acknowledged or failed, then print the summary: always,
+   also after Ctrl-C (or SIGTERM) or a failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.cli.console import stderr_console
+from pipeline.cli.record import CountProgress, sigterm_as_interrupt
+from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_admin
+from pipeline.replay.pacing import Pacing, parse_rate, parse_speed
+from pipeline.replay.recording import RecordedMessage, parse_lines, read_recording
+from pipeline.replay.replayer import (
+    ReplayFailed,
+    ReplayInterrupted,
+    ReplaySummary,
+    replay_into_kafka,
+)
+from pipeline.replay.routing import RecordingSurvey, problems, survey
+from pipeline.settings import PipelineSettings
+from pipeline.topics.admin import describe_cluster_topics
+
+EXIT_OK = 0
+EXIT_DELIVERY_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+_err = stderr_console()
+
+
+def _check(
+    settings: PipelineSettings,
+    path: Path,
+    topic: str | None,
+    preserve_partitions: bool,
+) -> RecordingSurvey:
+    """Read the whole recording once; a :class:`PipelineError` if it cannot be replayed."""
+    found = survey(read_recording(path), topic=topic)
+    if found.messages:
+        bootstrap = settings.kafka.bootstrap_servers
+        existing = describe_cluster_topics(
+            build_admin(settings.kafka), found.partitions_needed, bootstrap=bootstrap
+        )
+        counts = {name: shape.partitions for name, shape in existing.items()}
+        reasons = problems(found, counts, preserve=preserve_partitions)
+        if reasons:
+            raise PipelineError(
+                f"cannot replay {path} (Kafka at {bootstrap}): {'; '.join(reasons)}"
+            )
+    return found
+
+
+def _plan(found: RecordingSurvey | None, source: str, pacing: Pacing, topic: str | None) -> str:
+    """One line saying what is sent where, and how fast."""
+    what = "messages" if found is None else f"{found.messages:,} message(s)"
+    if topic is not None:
+        into = f"into {topic}"
+    elif found is not None:
+        into = "into " + ", ".join(sorted(found.partitions_needed))
+    else:
+        into = "into their recorded topics"
+    if pacing.rate_per_s is not None:
+        pace = f"at {pacing.rate_per_s:g}/s"
+    elif pacing.speed is not None:
+        pace = f"at {pacing.speed:g}x the recorded pace"
+        if found is not None and found.span_s:
+            took = found.span_s / pacing.speed
+            pace += f" (recorded over {found.span_s:,.1f} s: about {took:,.1f} s)"
+    else:
+        pace = "as fast as possible"
+    return f"replaying {what} from {source} {into}, {pace}"
+
+
+def _summary(summary: ReplaySummary) -> None:
+    table = Table(title="replayed", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("sent (acknowledged)", f"{summary.sent:,}")
+    table.add_row("elapsed", f"{summary.elapsed_s:.2f} s")
+    rate = summary.sent / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+    table.add_row("rate", f"{rate:,.0f} messages/s" if rate else "-")
+    _err.print(table)
+    if summary.per_topic:
+        per_topic = Table(title="sent per topic")
+        per_topic.add_column("topic")
+        per_topic.add_column("messages", justify="right")
+        for name, count in sorted(summary.per_topic.items()):
+            per_topic.add_row(name, f"{count:,}")
+        _err.print(per_topic)
+
+
+def replay(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="The recording (from `pipeline record`, or `kcat -C -J`); - for stdin."
+        ),
+    ],
+    topic: Annotated[
+        str | None,
+        typer.Option("--topic", "-t", help="Send every message to this topic instead."),
+    ] = None,
+    preserve_partitions: Annotated[
+        bool,
+        typer.Option(
+            "--preserve-partitions",
+            help="Send each message to its recorded partition (the target needs as many). "
+            "Default: by key, with murmur2 like every Kafka client.",
+        ),
+    ] = False,
+    rate: Annotated[
+        str | None,
+        typer.Option("--rate", help="Send this many messages per second, e.g. 500/s."),
+    ] = None,
+    speed: Annotated[
+        str | None,
+        typer.Option(
+            "--speed",
+            help="Send at the recorded pace (by the timestamps) times this, e.g. 10x or 0.5x.",
+        ),
+    ] = None,
+    rewrite_ids: Annotated[
+        bool,
+        typer.Option(
+            "--rewrite-ids",
+            help="Give every event a fresh id (its ce_id header); everything else is kept.",
+        ),
+    ] = False,
+) -> None:
+    """Send a recording back to Kafka: keys, values and headers as recorded,
+    in the recorded order per partition.
+
+    Messages go to their recorded topics (or --topic), placed by key
+    (or --preserve-partitions), as fast as possible (or --rate, --speed),
+    with an idempotent producer. The whole file is checked before
+    anything is sent. Progress and the summary go to stderr.
+
+    Exit codes:
+    0 every message sent and acknowledged;
+    2 usage or setup error (option, file, a line that is not a message,
+    a topic missing or with too few partitions, Kafka unreachable);
+    3 some messages were not delivered;
+    130 interrupted (what was sent is acknowledged or failed, and counted).
+    """
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    pacing = Pacing(
+        rate_per_s=None if rate is None else parse_rate(rate),
+        speed=None if speed is None else parse_speed(speed),
+    )
+    messages: Iterable[RecordedMessage]
+    if file == "-":
+        found = None
+        messages = parse_lines(sys.stdin.buffer, source="stdin")
+        source = "stdin"
+    else:
+        path = Path(file)
+        found = _check(settings, path, topic, preserve_partitions)
+        if not found.messages:
+            _err.print(f"{path} holds no message: nothing to replay")
+            return
+        messages = read_recording(path)
+        source = str(path)
+    _err.print(_plan(found, source, pacing, topic))
+    progress = CountProgress("replaying", None if found is None else found.messages)
+    try:
+        with progress, sigterm_as_interrupt():
+            summary = replay_into_kafka(
+                settings.kafka,
+                messages,
+                topic=topic,
+                preserve_partitions=preserve_partitions,
+                rewrite_ids=rewrite_ids,
+                pacing=pacing,
+                on_progress=progress.advance,
+            )
+    except ReplayInterrupted as interrupted:
+        _summary(interrupted.summary)
+        _err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except ReplayFailed as failed:
+        _summary(failed.summary)
+        _err.print(f"[red]error:[/red] {escape(str(failed))}", highlight=False)
+        raise typer.Exit(EXIT_DELIVERY_FAILED) from None
+    _summary(summary)
