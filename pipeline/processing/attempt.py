@@ -18,6 +18,7 @@ In one transaction, in this order:
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -149,10 +150,41 @@ def _call(
     unit.apply_writes(session)
 
 
+# SQLite's primary result codes that say the database cannot be used just now (busy, locked,
+# read-only, I/O, full, cannot open...). Its plain SQLITE_ERROR, which it also raises as an
+# OperationalError, is a mistake in the statement or the schema: "no such table", "no such
+# column", a syntax error. PostgreSQL raises those as ProgrammingError, the handler's error.
+_SQLITE_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+
+
 def is_unavailable(error: BaseException) -> bool:
-    if isinstance(error, DisconnectionError | OperationalError):
+    """Whether ``error`` says the database cannot be used (retried without limit), rather
+    than that the handler's statement is wrong (a missing table or column, on every database:
+    retried as the handler's error, then dead-lettered)."""
+    if isinstance(error, DisconnectionError):
         return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    if isinstance(error.orig, sqlite3.Error) and isinstance(code, int):
+        return code & 0xFF in _SQLITE_UNAVAILABLE  # the extended code's primary part
+    return True
 
 
 def _dead_letter_unless_seen(
