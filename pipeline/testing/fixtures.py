@@ -395,12 +395,15 @@ class BackendFactory:
         processors: Sequence[str],
         *,
         env: Mapping[str, str] | None = None,
+        topics: Sequence[str] = (),
         settings: ProcessingSettings | None = None,
         partitions: int | Mapping[str, int] | None = None,
     ) -> PipelineBackend:
         """Start ``processors`` (``module:attribute`` specs). ``env``: settings for them
         (``PIPELINE_*`` variables; set in this process for the driver, given to the programs
-        on the real stack). ``settings`` and ``partitions`` are the driver's only."""
+        on the real stack). ``topics``: the topics their outbox writes to, created on the real
+        stack when missing (those they read are created anyway). ``settings`` and
+        ``partitions`` are the driver's only."""
         backend: PipelineBackend
         if self.kind == "driver":
             monkeypatch: pytest.MonkeyPatch = self._request.getfixturevalue("monkeypatch")
@@ -417,6 +420,7 @@ class BackendFactory:
                 workdir=self._workdir,
                 env=env,
                 cwd=self._request.config.rootpath,
+                topics=topics,
             )
             self._started.append(kafka)
             return kafka.start()

@@ -5,15 +5,16 @@
 1. import the processors (their names are the consumer groups, their topics what they read),
    migrate the database and run their startup hooks, so their tables exist before the test
    looks;
-2. create the topics that are missing: the catalogue's (the project's by default), then any
-   topic a processor reads that the catalogue does not name (3 partitions, and its ``.dlq``);
+2. create the topics that are missing (existing ones are left as they are): those the
+   processors read, their ``.dlq`` topics, and ``topics`` (where the processors' outbox writes),
+   as the catalogue declares them (the project's by default), else with 3 partitions;
 3. commit every group's offsets at the end of its topics, so messages already there (other
    runs', the demo's: topic names may be shared) are not this test's;
 4. start one ``pipeline process MODULE:ATTRIBUTE`` per processor and one ``pipeline outbox
    relay``, on the given database, each logging (as text) to a file in ``workdir``.
 
 :meth:`KafkaBackend.settle` waits until the outbox is empty and no group has lag, three checks
-in a row; :meth:`KafkaBackend.close` stops the programs (SIGTERM, then SIGKILL).
+in a row; :meth:`KafkaBackend.close` stops the programs (SIGTERM, then SIGKILL after 30 s).
 """
 
 from __future__ import annotations
@@ -36,13 +37,15 @@ from pipeline.cli.process import load_processor
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.kafka.clients import build_admin, build_consumer, build_producer
+from pipeline.kafka.readback import end_offsets
+from pipeline.kafka.watermarks import read_watermarks
 from pipeline.outbox.table import outbox_status
 from pipeline.replay.recording import RecordedMessage
 from pipeline.settings import DatabaseSettings, PipelineSettings
 from pipeline.testing.backends import BackendKind
 from pipeline.topics.admin import apply_plan, describe_cluster_topics
 from pipeline.topics.catalogue import DEFAULT_PARTITIONS, default_catalogue
-from pipeline.topics.plan import build_plan
+from pipeline.topics.plan import CreateTopic, Plan
 from pipeline.topics.spec import Catalogue, TopicSpec, dlq_name
 
 __all__ = ["KafkaBackend", "pipeline_command"]
@@ -87,14 +90,18 @@ class _Program:
         text = self.log_path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM): it finishes what it handles and commits."""
         if self.alive():
             self.popen.terminate()
-            try:
-                self.popen.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=30)
+
+    def wait(self, timeout_s: float = 30.0) -> None:
+        """Wait until it stopped; SIGKILL once ``timeout_s`` passed."""
+        try:
+            self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=30)
         self._log.close()
 
 
@@ -114,6 +121,7 @@ class KafkaBackend:
         workdir: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        topics: Sequence[str] = (),
         catalogue: Catalogue | None = None,
         poll_s: float = 0.5,
     ) -> None:
@@ -123,6 +131,7 @@ class KafkaBackend:
         self.workdir = workdir
         self.env = dict(env or {})
         self.cwd = cwd or Path.cwd()
+        self.topics = list(topics)
         self.catalogue = catalogue if catalogue is not None else default_catalogue()
         self.poll_s = poll_s
         self.programs: list[_Program] = []
@@ -145,7 +154,8 @@ class KafkaBackend:
         for processor in loaded:
             processor.start(self.database)
         topics = {processor.name: processor.topics for processor in loaded}
-        self._create_topics(sorted({t for names in topics.values() for t in names}))
+        read = {topic for names in topics.values() for topic in names}
+        self._create_missing(sorted({*read, *map(dlq_name, read), *self.topics}))
         for group, names in topics.items():
             consumer = build_consumer(self.settings.kafka, group)
             self._consumers[group] = consumer
@@ -158,29 +168,24 @@ class KafkaBackend:
         self._launch("outbox-relay", [*command, "outbox", "relay"], env)
         return self
 
-    def _create_topics(self, read: list[str]) -> None:
+    def _create_missing(self, names: list[str]) -> None:
         admin = build_admin(self.settings.kafka)
-        named = set(self.catalogue.names)
-        extra = [
-            TopicSpec(name=name, partitions=DEFAULT_PARTITIONS, replication_factor=1)
-            for topic in read
-            if topic not in named
-            for name in (topic, dlq_name(topic))
-            if name not in named
+        existing = describe_cluster_topics(admin, names)
+        missing = [name for name in names if name not in existing]
+        if not missing:
+            return
+        declared = {spec.name: spec for spec in self.catalogue}
+        specs = [
+            declared.get(name)
+            or TopicSpec(name=name, partitions=DEFAULT_PARTITIONS, replication_factor=1)
+            for name in missing
         ]
-        wanted = Catalogue([*self.catalogue, *extra])
-        actual = describe_cluster_topics(admin, wanted.names)
-        apply_plan(admin, build_plan(wanted, actual))
+        apply_plan(admin, Plan(changes=tuple(CreateTopic(spec) for spec in specs)))
 
     @staticmethod
     def _ends(consumer: Consumer, topics: Iterable[str]) -> list[TopicPartition]:
-        ends = []
-        for topic in topics:
-            metadata = consumer.list_topics(topic, timeout=30).topics[topic]
-            for partition in sorted(metadata.partitions):
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)
-                ends.append(TopicPartition(topic, partition, high))
-        return ends
+        # end_offsets waits out a topic created a moment ago (no leader elected yet).
+        return [position for topic in topics for position in end_offsets(consumer, topic)]
 
     def _program_env(self) -> dict[str, str]:
         python_path = os.pathsep.join(
@@ -229,8 +234,8 @@ class KafkaBackend:
             consumer = self._consumers[group]
             wanted = [TopicPartition(tp.topic, tp.partition) for tp in ends]
             for committed in consumer.committed(wanted, timeout=30):
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(committed.topic, committed.partition), 30
+                _, high = read_watermarks(
+                    consumer, committed.topic, committed.partition, timeout_s=30
                 )
                 total += max(high - max(committed.offset, 0), 0)
         return total
@@ -272,8 +277,10 @@ class KafkaBackend:
     # --- the end -----------------------------------------------------------------------------
 
     def close(self) -> None:
+        for program in self.programs:  # all at once: each takes seconds to stop
+            program.terminate()
         for program in self.programs:
-            program.stop()
+            program.wait()
         for consumer in self._consumers.values():
             consumer.close()
         self._consumers.clear()
