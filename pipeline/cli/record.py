@@ -310,8 +310,13 @@ def record(
     with _output(out) as stream, sigterm_as_interrupt():
         writer = RecordingWriter(stream)
         progress = CountProgress("recording")
+
+        def batch_done(count: int) -> None:
+            stream.flush()  # a live recording can be followed (tail -f) batch by batch
+            progress.advance(count)
+
         messages = record_topics(
-            settings.kafka, topics, start=start, stop=stop, on_progress=progress.advance
+            settings.kafka, topics, start=start, stop=stop, on_progress=batch_done
         )
         try:
             with progress:

@@ -1,0 +1,245 @@
+"""``pipeline record`` and ``pipeline replay`` as subprocesses against the real broker.
+
+What a topic holds is read back with a plain confluent-kafka consumer, partition by partition,
+so the comparison does not depend on the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+
+from pipeline.kafka.clients import build_consumer, build_producer
+from tests.support.stack_cli import PIPELINE, run_pipeline
+
+# Binary bytes, duplicate header names, null header values, null keys and values, text.
+AWKWARD = [
+    (b"\xff\x00key", b"\x80\x81\xfe binary", [("dup", b"1"), ("nul", None), ("dup", b"\xfe")]),
+    (None, b'{"order_id": "o-1", "note": "caf\xc3\xa9\\n"}', [("ce_id", b"e-1")]),
+    (b"o-2", None, []),
+    (None, None, [("only", None)]),
+    (b"o-3", b"", [("empty", b""), ("ce_id", b"e-3"), ("ce_type", b"com.example.t")]),
+]
+
+
+def produce(settings, topic, messages):
+    """Send ``(partition or None, key, value, headers)`` tuples in order, and wait for them."""
+    failures = []
+    producer = build_producer(
+        settings.kafka, on_delivery=lambda error, _m: error and failures.append(error)
+    )
+    for partition, key, value, headers in messages:
+        extra = {} if partition is None else {"partition": partition}
+        producer.produce(topic, value, key, headers=headers, **extra)
+    assert producer.flush(60) == 0 and not failures, failures
+
+
+def partitions_of(settings, topic):
+    """Every partition's ``(key, value, headers)`` in offset order."""
+    consumer = build_consumer(settings.kafka, "unused", **{"enable.partition.eof": True})
+    try:
+        count = len(consumer.list_topics(topic, timeout=15).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(count)])
+        held = {p: [] for p in range(count)}
+        ended: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(ended) < count and time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=0.5):
+                if message.error() is not None:
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        ended.add(message.partition())
+                    continue
+                headers = [tuple(header) for header in message.headers() or []]
+                held[message.partition()].append((message.key(), message.value(), headers))
+        assert len(ended) == count, "the topic was not read to its end"
+        return held
+    finally:
+        consumer.close()
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def refused(result, says):
+    """One ``error:`` line, exit code 2, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0], result.stderr
+
+
+def awkward_traffic(partitions):
+    """AWKWARD spread over ``partitions`` explicitly (null keys cannot be placed by key)."""
+    return [
+        (n % partitions, key, value, headers) for n, (key, value, headers) in enumerate(AWKWARD * 4)
+    ]
+
+
+def test_record_then_replay_with_preserved_partitions_keeps_every_partition_exactly(
+    pipeline_settings, new_topic, tmp_path
+):
+    source, target = new_topic(partitions=3), new_topic(partitions=3)
+    produce(pipeline_settings, source, awkward_traffic(3))
+    recording = tmp_path / "recording.ndjson"
+
+    recorded = ok(
+        run_pipeline("record", source, "--from-beginning", "--until-end", "--out", str(recording))
+    )
+    replayed = ok(
+        run_pipeline("replay", str(recording), "--topic", target, "--preserve-partitions")
+    )
+
+    original = partitions_of(pipeline_settings, source)
+    assert sum(map(len, original.values())) == 20
+    assert partitions_of(pipeline_settings, target) == original
+    lines = [json.loads(line) for line in recording.read_text().splitlines()]
+    assert len(lines) == 20
+    assert all(list(line)[:3] == ["topic", "partition", "offset"] for line in lines)
+    assert "recorded to" in recorded.stderr and "20" in recorded.stderr
+    assert "sent (acknowledged)" in replayed.stderr and "20" in replayed.stderr
+
+
+def test_replayed_by_key_every_message_lands_where_murmur2_put_it_in_the_same_order(
+    pipeline_settings, new_topic, tmp_path
+):
+    source, target = new_topic(partitions=4), new_topic(partitions=4)
+    # Placed by the producer's partitioner (murmur2 of the key), as any Kafka client does.
+    produce(
+        pipeline_settings,
+        source,
+        [
+            (None, f"k{n % 13}".encode(), f"{n}".encode(), [("n", str(n).encode())])
+            for n in range(200)
+        ],
+    )
+    recording = tmp_path / "by-key.ndjson"
+    ok(run_pipeline("record", source, "--from-beginning", "--until-end", "-o", str(recording)))
+
+    ok(run_pipeline("replay", str(recording), "--topic", target))
+
+    original = partitions_of(pipeline_settings, source)
+    assert sum(1 for held in original.values() if held) > 1  # the keys are really spread
+    assert partitions_of(pipeline_settings, target) == original
+
+
+def test_a_kcat_json_capture_replays_with_its_binary_bytes_and_flat_headers(
+    pipeline_settings, new_topic, tmp_path
+):
+    kcat = shutil.which("kcat")
+    assert kcat is not None, "kcat is needed (make test installs it: apt-get install kcat)"
+    source, target = new_topic(partitions=2), new_topic(partitions=2)
+    produce(pipeline_settings, source, awkward_traffic(2))
+    capture = tmp_path / "capture.json"
+    with capture.open("wb") as out:
+        brokers = pipeline_settings.kafka.bootstrap_servers
+        subprocess.run(
+            [kcat, "-b", brokers, "-C", "-t", source, "-J", "-e", "-q", "-o", "beginning"],
+            stdout=out,
+            check=True,
+            timeout=120,
+        )
+    assert b'"broker":' in capture.read_bytes()  # really kcat's format
+
+    ok(run_pipeline("replay", str(capture), "--topic", target, "--preserve-partitions"))
+
+    assert partitions_of(pipeline_settings, target) == partitions_of(pipeline_settings, source)
+
+
+def test_replay_into_the_recorded_topics_with_fresh_ids_keeps_everything_else(
+    pipeline_settings, new_topic, tmp_path
+):
+    source = new_topic(partitions=1)
+    produce(pipeline_settings, source, awkward_traffic(1))
+    recording = tmp_path / "ids.ndjson"
+    ok(run_pipeline("record", source, "--from-beginning", "--until-end", "-o", str(recording)))
+
+    ok(run_pipeline("replay", str(recording), "--rewrite-ids"))  # back into source itself
+
+    held = partitions_of(pipeline_settings, source)[0]
+    first, again = held[:20], held[20:]
+    assert len(again) == 20
+
+    def without_id(headers):
+        return [(name, value) for name, value in headers if name != "ce_id"]
+
+    assert [(k, v, without_id(h)) for k, v, h in again] == [
+        (k, v, without_id(h)) for k, v, h in first
+    ]
+    old_ids = {value for _, _, h in first for name, value in h if name == "ce_id"}
+    new_ids = [value for _, _, h in again for name, value in h if name == "ce_id"]
+    assert len(new_ids) == 8 and len(set(new_ids)) == 8 and not old_ids & set(new_ids)
+
+
+def test_replay_checks_the_whole_recording_before_sending_anything(
+    pipeline_settings, new_topic, tmp_path
+):
+    source, small = new_topic(partitions=3), new_topic(partitions=2)
+    produce(pipeline_settings, source, awkward_traffic(3))
+    recording = tmp_path / "r.ndjson"
+    ok(run_pipeline("record", source, "--from-beginning", "--until-end", "-o", str(recording)))
+    broken = tmp_path / "broken.ndjson"
+    broken.write_text(recording.read_text() + '{"topic": "x", "payload": {"base64": "%"}}\n')
+
+    refused(
+        run_pipeline("replay", str(recording), "--topic", small, "--preserve-partitions"),
+        f"topic {small} has 2 partition(s) and the recording needs 3",
+    )
+    refused(run_pipeline("replay", str(broken), "--topic", small), "broken.ndjson:21:")
+    refused(
+        run_pipeline("replay", str(recording), "--rate", "1/s", "--speed", "2x"),
+        "--rate or --speed, not both",
+    )
+
+    assert partitions_of(pipeline_settings, small) == {0: [], 1: []}
+
+
+def test_record_refuses_a_missing_topic_without_writing_a_file(unique_name, tmp_path):
+    out = tmp_path / "never.ndjson"
+    absent = unique_name("absent")
+    refused(run_pipeline("record", absent, "--until-end", "-o", str(out)), f"no topic {absent}")
+    assert not out.exists()
+
+
+def test_ctrl_c_ends_a_recording_without_a_stop_with_complete_lines_and_a_summary(
+    pipeline_settings, new_topic, tmp_path
+):
+    topic = new_topic(partitions=2)
+    produce(pipeline_settings, topic, awkward_traffic(2))
+    out = tmp_path / "live.ndjson"
+    process = subprocess.Popen(
+        [PIPELINE, "record", topic, "--from-beginning", "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_lines(out, 20, process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "recorded to" in stderr
+    assert len([json.loads(line) for line in out.read_text().splitlines()]) == 20
+
+
+def _wait_for_lines(path: Path, count: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"record ended early: {process.stderr.read() if process.stderr else ''}")
+        if path.exists() and path.read_text().count("\n") >= count:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{path} did not get {count} lines")
