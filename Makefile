@@ -51,6 +51,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/outbox_relay.py
 	$(BIN)/python bench/log_shipping.py
 	$(BIN)/python bench/processing.py
+	$(BIN)/python bench/sagas.py
 
 stack-up: $(INSTALLED)
 	scripts/ensure-debian-packages.sh $(POSTGRES_SERVER)
