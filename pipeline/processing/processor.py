@@ -231,8 +231,19 @@ class Processor:
         return register
 
     def start(self, database: Engine) -> None:
+        """Run the start hooks in order; one that fails is a :class:`PipelineError` naming it
+        (the error it raised is its cause), which ``pipeline process`` prints as one line."""
         for hook in self.startup_hooks:
-            hook(database)
+            try:
+                hook(database)
+            except PipelineError:
+                raise
+            except Exception as error:
+                name = getattr(hook, "__qualname__", repr(hook))
+                message = " ".join(str(error).split())[:500]
+                raise PipelineError(
+                    f"{self.name}: start hook {name} failed: {type(error).__name__}: {message}"
+                ) from error
 
     @property
     def has_async_handlers(self) -> bool:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, encode
+from pipeline.errors import PipelineError
 from pipeline.processing import Processor, ProcessorTestDriver, UnitOfWork
 from pipeline.processing.attempt import attempt, is_unavailable
 from pipeline.processing.records import Record
@@ -98,3 +99,22 @@ def test_a_handler_writing_to_a_missing_table_is_dead_lettered_after_its_retries
     assert (letter.reason, letter.attempts) == ("retries_exhausted", 3)
     assert "no such table" in letter.error_message
     assert snapshot.dead_lettered == {"retries_exhausted": 1}
+
+
+def test_a_failing_start_hook_is_a_pipeline_error_naming_the_hook(sqlite_engine):
+    processor = Processor("orders")
+
+    @processor.on_start
+    def create_views(database: Engine) -> None:
+        with database.connect() as connection:
+            connection.execute(text("SELECT total FROM no_such_table"))
+
+    with pytest.raises(PipelineError) as caught:
+        processor.start(sqlite_engine)
+
+    assert str(caught.value).startswith(
+        "orders: start hook test_a_failing_start_hook_is_a_pipeline_error_naming_the_hook."
+        "<locals>.create_views failed: OperationalError: "
+    )
+    assert "no such table: no_such_table" in str(caught.value)
+    assert isinstance(caught.value.__cause__, OperationalError)
