@@ -43,7 +43,7 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from pipeline.cli.demo_sagas import SAGA_SERVICES
+from pipeline.cli.demo_sagas import SAGA_GROUP_TOPICS, SAGA_SERVICES
 from pipeline.cli.demo_services import PROCESSOR_NAME, PROCESSOR_SPEC
 from pipeline.envelope import Event
 from pipeline.kafka.clients import build_admin, consumer_config, producer_config
@@ -64,10 +64,7 @@ PIPELINE = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "pipeline
 ROUND_TRIPS = 6
 GROUP_TOPICS = {
     PROCESSOR_NAME: [REQUESTS_ORDERS, saga_commands_topic("orders")],
-    "saga-orchestrator": ["saga.replies"],
-    "inventory-service": [saga_commands_topic("inventory")],
-    "payment-service": [saga_commands_topic("payments")],
-    "shipping-service": [saga_commands_topic("shipping")],
+    **SAGA_GROUP_TOPICS,
 }
 
 

@@ -10,11 +10,12 @@ backlog) until no saga of the run is open, then :func:`saga_report` checks the i
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -22,11 +23,23 @@ from sqlalchemy.engine import Engine
 
 from consumers.saga_invariants import Invariant, check_invariants
 from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.watermarks import read_watermarks
 from pipeline.outbox.table import outbox_status
 from pipeline.sagas.state import STUCK, TERMINAL
 from pipeline.sagas.store import sagas_table
+from pipeline.settings import KafkaSettings
+from pipeline.topics.catalogue import SAGA_REPLIES, saga_commands_topic
 
 __all__ = ["SAGA_SERVICES", "SagaReport", "saga_report", "watch_sagas"]
+
+#: The topics each saga service's consumer group reads (its lag is shown).
+SAGA_GROUP_TOPICS = {
+    "saga-orchestrator": [SAGA_REPLIES],
+    "inventory-service": [saga_commands_topic("inventory")],
+    "payment-service": [saga_commands_topic("payments")],
+    "shipping-service": [saga_commands_topic("shipping")],
+}
 
 #: (process name, ``pipeline process`` spec) of every saga service the demo runs.
 SAGA_SERVICES = (
@@ -58,6 +71,31 @@ class SagaReport:
         return all(check.held for check in self.invariants)
 
 
+class GroupLag:
+    """The consumer lag of the saga services' groups (messages not yet consumed), read from
+    their committed offsets without joining the groups."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._consumers = {group: build_consumer(kafka, group) for group in SAGA_GROUP_TOPICS}
+
+    def total(self) -> int:
+        lag = 0
+        for group, consumer in self._consumers.items():
+            for topic in SAGA_GROUP_TOPICS[group]:
+                partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                committed = consumer.committed(
+                    [TopicPartition(topic, p) for p in sorted(partitions)], timeout=10
+                )
+                for position in committed:
+                    _, high = read_watermarks(consumer, topic, position.partition, timeout_s=10)
+                    lag += max(0, high - max(position.offset, 0))
+        return lag
+
+    def close(self) -> None:
+        for consumer in self._consumers.values():
+            consumer.close()
+
+
 def _counts(database: Engine, since: datetime) -> dict[str, int]:
     with database.connect() as connection:
         rows = connection.execute(
@@ -68,7 +106,7 @@ def _counts(database: Engine, since: datetime) -> dict[str, int]:
     return {status: int(count) for status, count in rows}
 
 
-def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int) -> Table:
+def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int, lag: int) -> Table:
     table = Table(title="CreateOrder sagas of this run (live)", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -81,20 +119,22 @@ def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int) -> T
     table.add_row("still running", f"{open_ - sum(counts.get(s, 0) for s in STUCK):,}")
     table.add_row("sagas ended per second", f"{ended / max(elapsed_s, 1.0):,.1f}")
     table.add_row("outbox backlog (commands and replies not yet in Kafka)", f"{backlog:,}")
+    table.add_row("consumer lag of the saga services (not yet read)", f"{lag:,}")
     return table
 
 
-def _progress_line(counts: dict[str, int], elapsed_s: float, backlog: int) -> str:
+def _progress_line(counts: dict[str, int], elapsed_s: float, backlog: int, lag: int) -> str:
     ended = sum(n for state, n in counts.items() if state in TERMINAL)
     parts = ", ".join(f"{state} {n:,}" for state, n in sorted(counts.items()))
     return (
         f"sagas after {elapsed_s:.0f} s: {sum(counts.values()):,} started ({parts}); "
-        f"{ended / max(elapsed_s, 1.0):,.1f} ended/s; outbox backlog {backlog:,}"
+        f"{ended / max(elapsed_s, 1.0):,.1f} ended/s; outbox backlog {backlog:,}; lag {lag:,}"
     )
 
 
 def watch_sagas(
     database: Engine,
+    kafka: KafkaSettings,
     *,
     since: datetime,
     expected: int,
@@ -110,16 +150,20 @@ def watch_sagas(
     last_line = 0.0
     # A terminal gets a live table; a pipe or a CI log a line every few seconds.
     live = Live(console=console, refresh_per_second=2) if console.is_terminal else nullcontext()
-    with live as display:
+    group_lag = GroupLag(kafka)
+    lag, lag_read = 0, 0.0
+    with live as display, closing(group_lag):
         while True:
             elapsed = time.monotonic() - started
             counts = _counts(database, since)
             backlog = outbox_status(database).backlog
+            if time.monotonic() - lag_read >= 2:  # a few Kafka requests: not every turn
+                lag, lag_read = group_lag.total(), time.monotonic()
             if isinstance(display, Live):
-                display.update(_progress_table(counts, elapsed, backlog))
+                display.update(_progress_table(counts, elapsed, backlog, lag))
             elif time.monotonic() - last_line >= 5:
                 last_line = time.monotonic()
-                console.print(_progress_line(counts, elapsed, backlog))
+                console.print(_progress_line(counts, elapsed, backlog, lag))
             running = sum(n for s, n in counts.items() if s not in TERMINAL and s not in STUCK)
             if sum(counts.values()) >= expected and running == 0:
                 break

@@ -216,7 +216,7 @@ def _run_services(
         _wait("orders service", caught_up, 300, processor, processor_log)
         report = scrape(port)
         on_status("sagas running")
-        sagas = watch_sagas(database, since=since, expected=orders, console=console)
+        sagas = watch_sagas(database, settings.kafka, since=since, expected=orders, console=console)
         report.sagas = saga_report(database, sagas, since=since)
         on_status("outbox relay publishing")
 

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from consumers.saga_invariants import check_invariants
-from pipeline.cli.demo_sagas import SAGA_SERVICES
+from pipeline.cli.demo_sagas import SAGA_GROUP_TOPICS, SAGA_SERVICES
 from pipeline.cli.demo_services import PROCESSOR_NAME, PROCESSOR_SPEC
 from pipeline.envelope import Event
 from pipeline.kafka.clients import build_admin
@@ -41,10 +41,7 @@ SEED = int(os.environ.get("PIPELINE_CHAOS_SEED", "20261202"))
 #: Which topics each demo service's group reads, to start it at the end of what is there.
 GROUP_TOPICS = {
     PROCESSOR_NAME: [REQUESTS_ORDERS, saga_commands_topic("orders")],
-    "saga-orchestrator": ["saga.replies"],
-    "inventory-service": [saga_commands_topic("inventory")],
-    "payment-service": [saga_commands_topic("payments")],
-    "shipping-service": [saga_commands_topic("shipping")],
+    **SAGA_GROUP_TOPICS,
 }
 
 
