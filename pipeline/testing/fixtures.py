@@ -36,7 +36,8 @@ Replay and golden files:
 - ``pipeline_backend(processors, env=...)``: the processors on the broker-free harness or on the
   real stack (pipeline/testing/backends.py). A test using it runs on ``--pipeline-backend``, or,
   without that option, on the backends of its ``@pytest.mark.pipeline_backends("driver",
-  "kafka")`` marker (``driver`` when it has none).
+  "kafka")`` marker (``driver`` when it has none); a test whose marker leaves out the chosen
+  backend is skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ import pytest
 
 from pipeline.replay.recording import RecordedMessage, read_recording
 from pipeline.settings import PipelineSettings, ProcessingSettings
-from pipeline.testing.backends import BACKENDS, BackendKind, DriverBackend, PipelineBackend
 from pipeline.testing.golden import Golden
 
 if TYPE_CHECKING:
@@ -66,10 +66,14 @@ if TYPE_CHECKING:
     from pipeline.processing.harness import PipelineHarness
     from pipeline.replay.replayer import Pacing, ReplaySummary
     from pipeline.stack.manager import Component, StackManager, StackStatus
+    from pipeline.testing.backends import BackendKind, PipelineBackend
 
 #: Where the golden files this session wrote are listed for the summary.
 _WRITTEN = pytest.StashKey[list[Path]]()
 Recording = Path | str | Iterable[RecordedMessage]
+#: The kinds of pipeline/testing/backends.py, which is imported only when a test starts a
+#: backend (it brings the processing engine and the CLI: seconds at every pytest start).
+BACKENDS = ("driver", "kafka")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -107,24 +111,34 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "pipeline_backends(*kinds): the backends (driver, kafka) a test using the "
-        "pipeline_backend fixture runs on when --pipeline-backend is not given",
+        "pipeline_backend fixture runs on (--pipeline-backend picks one of them)",
     )
     config.stash[_WRITTEN] = []
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a test using ``pipeline_backend`` on ``--pipeline-backend``, else on its marker's
+    backends (``driver`` without one); a test whose marker leaves out the chosen backend is
+    skipped."""
     if "pipeline_backend" not in metafunc.fixturenames:
         return
     chosen = metafunc.config.getoption("--pipeline-backend")
     marker = metafunc.definition.get_closest_marker("pipeline_backends")
-    kinds = [chosen] if chosen else list(marker.args) if marker else ["driver"]
-    unknown = [kind for kind in kinds if kind not in BACKENDS]
-    if unknown or not kinds:
+    supported = list(marker.args) if marker else None
+    unknown = [kind for kind in supported or [] if kind not in BACKENDS]
+    if unknown or supported == []:
         raise pytest.UsageError(
             f"{metafunc.definition.nodeid}: pipeline_backends takes some of "
             f"{', '.join(BACKENDS)}, got {', '.join(map(str, unknown)) or 'nothing'}"
         )
-    metafunc.parametrize("pipeline_backend", kinds, indirect=True)
+    if not chosen:
+        params: list[Any] = supported or ["driver"]
+    elif supported is None or chosen in supported:
+        params = [chosen]
+    else:
+        reason = f"runs on {', '.join(supported)} only, not on --pipeline-backend {chosen}"
+        params = [pytest.param(chosen, marks=pytest.mark.skip(reason=reason))]
+    metafunc.parametrize("pipeline_backend", params, indirect=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -409,6 +423,8 @@ class BackendFactory:
             monkeypatch: pytest.MonkeyPatch = self._request.getfixturevalue("monkeypatch")
             for name, value in (env or {}).items():
                 monkeypatch.setenv(name, value)
+            from pipeline.testing.backends import DriverBackend
+
             backend = DriverBackend(processors, settings=settings, partitions=partitions)
         else:
             from pipeline.testing.kafka_backend import KafkaBackend

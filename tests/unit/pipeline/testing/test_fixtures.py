@@ -68,6 +68,8 @@ def test_replay_into_driver_takes_messages_and_another_topic(replay_into_driver,
         driver.close()
 
 
+# A unit test uses no network: the driver only, even with --pipeline-backend kafka.
+@pytest.mark.pipeline_backends("driver")
 def test_the_driver_backend_runs_the_named_processors_and_relays_their_outbox(pipeline_backend):
     backend = pipeline_backend([SPEC])
 
@@ -79,6 +81,7 @@ def test_the_driver_backend_runs_the_named_processors_and_relays_their_outbox(pi
     assert [event.data["count"] for event in tenths] == [10, 20]
 
 
+@pytest.mark.pipeline_backends("driver")
 def test_wait_until_on_the_driver_moves_virtual_time_and_fails_naming_what(pipeline_backend):
     backend = pipeline_backend([SPEC])
     clock = backend.harness.clock
@@ -90,3 +93,9 @@ def test_wait_until_on_the_driver_moves_virtual_time_and_fails_naming_what(pipel
     assert found is True
     with pytest.raises(AssertionError, match="never: not after 3 virtual seconds"):
         backend.wait_until(lambda: False, timeout_s=3, what="never")
+
+
+def test_the_plugin_offers_the_backends_there_are():
+    from pipeline.testing import backends, fixtures
+
+    assert fixtures.BACKENDS == backends.BACKENDS

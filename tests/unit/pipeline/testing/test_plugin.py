@@ -8,8 +8,6 @@ this unit-test folder disables stay usable for the project's own tests.
 
 from __future__ import annotations
 
-import pytest
-
 pytest_plugins = ["pytester"]
 
 NETWORK_TEST = """
@@ -81,27 +79,32 @@ def test_golden_and_driver_backend(golden, pipeline_backend):
 @pytest.mark.pipeline_backends("driver", "kafka")
 def test_on_both(pipeline_backend):
     pass
+
+
+@pytest.mark.pipeline_backends("driver")
+def test_driver_only(pipeline_backend):
+    pass
 """
 
 
-@pytest.mark.parametrize(
-    ("ini", "args"),
-    [
-        ("[pytest]\npipeline_plugin = true\n", ()),
-        ("[pytest]\n", ("-p", "pipeline.testing.fixtures")),
-    ],
-    ids=["ini-option", "dash-p"],
-)
-def test_a_project_turns_the_plugin_on_by_its_ini_option_or_dash_p(pytester, ini, args):
-    pytester.makeini(ini)
+EXPECTED_ITEMS = [
+    "test_backend.py::test_golden_and_driver_backend[[]driver[]]",
+    "test_backend.py::test_on_both[[]driver[]]",
+    "test_backend.py::test_on_both[[]kafka[]]",
+    "test_backend.py::test_driver_only[[]driver[]]",
+]
+
+
+def test_the_ini_option_turns_the_plugin_on(pytester):
+    pytester.makeini("[pytest]\npipeline_plugin = true\n")
     pytester.makepyfile(test_backend=BACKEND_TEST)
 
     written = pytester.runpytest_subprocess(
-        *args, "--update-golden", "-k", "golden", "-p", "no:cacheprovider"
+        "--update-golden", "-k", "golden", "-p", "no:cacheprovider"
     )
-    collected = pytester.runpytest_subprocess(*args, "--co", "-q", "-p", "no:cacheprovider")
-    chosen = pytester.runpytest_subprocess(
-        *args, "--co", "-q", "--pipeline-backend", "kafka", "-p", "no:cacheprovider"
+    collected = pytester.runpytest_subprocess("--co", "-q", "-p", "no:cacheprovider")
+    on_kafka = pytester.runpytest_subprocess(
+        "-rs", "-k", "driver_only", "--pipeline-backend", "kafka", "-p", "no:cacheprovider"
     )
 
     written.assert_outcomes(passed=1)
@@ -110,17 +113,25 @@ def test_a_project_turns_the_plugin_on_by_its_ini_option_or_dash_p(pytester, ini
         pytester.path / "golden" / "test_backend" / "test_golden_and_driver_backend_driver_.json"
     )
     assert golden.read_text() == '{\n  "n": 1\n}\n'
-    collected.stdout.fnmatch_lines(
-        [
-            "test_backend.py::test_golden_and_driver_backend[[]driver[]]",
-            "test_backend.py::test_on_both[[]driver[]]",
-            "test_backend.py::test_on_both[[]kafka[]]",
-        ]
-    )
+    collected.stdout.fnmatch_lines(EXPECTED_ITEMS)
+    # A test that declared the driver only is skipped, not run, on the chosen kafka backend.
+    on_kafka.assert_outcomes(skipped=1)
+    on_kafka.stdout.fnmatch_lines(["*runs on driver only, not on --pipeline-backend kafka*"])
+
+
+def test_dash_p_turns_the_plugin_on_and_the_backend_option_picks_the_backend(pytester):
+    pytester.makepyfile(test_backend=BACKEND_TEST)
+    args = ("-p", "pipeline.testing.fixtures", "-p", "no:cacheprovider", "--co", "-q")
+
+    collected = pytester.runpytest_subprocess(*args)
+    chosen = pytester.runpytest_subprocess(*args, "--pipeline-backend", "kafka")
+
+    collected.stdout.fnmatch_lines(EXPECTED_ITEMS)
     chosen.stdout.fnmatch_lines(
         [
             "test_backend.py::test_golden_and_driver_backend[[]kafka[]]",
             "test_backend.py::test_on_both[[]kafka[]]",
+            "test_backend.py::test_driver_only[[]kafka[]]",
         ]
     )
     assert "[driver]" not in chosen.stdout.str()
