@@ -1,10 +1,13 @@
 """The service database: one SQLAlchemy engine per process, and the schema migrations.
 
-SQLite is the embedded default (``sqlite:///pipeline.db``); PostgreSQL is the production choice
-(``postgresql+psycopg://user@host/db``, the password kept apart in ``database.password``).
-Every table of the project (inbox, parked keys, outbox) is declared on :data:`metadata` and
-created by Alembic migrations in ``pipeline/migrations``, applied with :func:`migrate` when a
-program starts.
+SQLite is the embedded default: the ``pipeline`` command uses the file ``pipeline.db`` in the
+stack's home (:func:`default_database_url`; ``~/.local/share/pipeline``, or
+``/var/lib/pipeline`` for root) whatever the current folder, unless ``database.url`` is set.
+PostgreSQL is the production choice (``postgresql+psycopg://user@host/db``, the password kept
+apart in ``database.password``). Every table of the project (inbox, parked keys, outbox) is
+declared on :data:`metadata` and created by Alembic migrations in ``pipeline/migrations``,
+applied with :func:`migrate` when a program that writes starts. A program that only reads
+builds its engine with ``must_exist=True``, so it never creates a SQLite file.
 """
 
 from __future__ import annotations
@@ -26,14 +29,21 @@ from pipeline.errors import PipelineError
 from pipeline.settings import DatabaseSettings
 
 __all__ = [
+    "DEFAULT_DATABASE_FILE",
     "DatabaseError",
     "build_engine",
+    "create_sqlite_folder",
     "current_revision",
+    "database_label",
+    "default_database_url",
     "head_revision",
     "is_postgres",
     "metadata",
     "migrate",
 ]
+
+#: The default database's file name, in the stack's home.
+DEFAULT_DATABASE_FILE = "pipeline.db"
 
 #: Constraint names follow one convention, so migrations can name what they drop.
 metadata = MetaData(
@@ -65,14 +75,63 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def build_engine(settings: DatabaseSettings, *, pool_size: int = 10) -> Engine:
-    """The engine for ``settings.url`` (no connection is made until first use)."""
+def default_database_url(home: Path) -> str:
+    """The default database: the SQLite file :data:`DEFAULT_DATABASE_FILE` in ``home`` (the
+    stack's home), one known place whatever the current folder."""
+    return f"sqlite:///{home.expanduser().absolute() / DEFAULT_DATABASE_FILE}"
+
+
+def _sqlite_file(settings: DatabaseSettings) -> Path | None:
+    """The file of a SQLite URL; ``None`` for other databases, in-memory ones, or a bad URL."""
+    try:
+        url = make_url(settings.url)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def database_label(settings: DatabaseSettings) -> str:
+    """The database as a program names it when it starts: the URL without any password (a
+    SQLite file's path made absolute)."""
+    path = _sqlite_file(settings)
+    if path is not None:
+        return f"sqlite:///{path.absolute()}"
+    try:
+        return make_url(settings.url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(settings.url)
+
+
+def create_sqlite_folder(settings: DatabaseSettings) -> None:
+    """Create the folder of a SQLite file, for a program about to write to it (the default
+    database's folder may not exist yet); nothing for other databases."""
+    path = _sqlite_file(settings)
+    if path is not None:
+        path.absolute().parent.mkdir(parents=True, exist_ok=True)
+
+
+def build_engine(
+    settings: DatabaseSettings, *, pool_size: int = 10, must_exist: bool = False
+) -> Engine:
+    """The engine for ``settings.url`` (no connection is made until first use).
+
+    ``must_exist``: for a program that only reads; a SQLite file that is not there is a
+    :class:`DatabaseError` (opening it would create an empty database).
+    """
     try:
         url = make_url(settings.url)
     except ArgumentError:
         raise DatabaseError(f"database.url is not a database URL: {settings.url!r}") from None
     if settings.password is not None:
         url = url.set(password=settings.password.get_secret_value())
+    path = _sqlite_file(settings)
+    if must_exist and path is not None and not path.exists():
+        raise DatabaseError(
+            f"no database at {path.absolute()}: no program has written to it yet (set "
+            "PIPELINE_DATABASE__URL to the database your programs use)"
+        )
     try:
         if url.get_backend_name() == "sqlite":
             if url.database in (None, "", ":memory:"):

@@ -27,6 +27,7 @@ from pipeline.cli.process import process
 from pipeline.cli.produce import produce
 from pipeline.cli.record import record
 from pipeline.cli.replay import replay
+from pipeline.database import default_database_url
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
@@ -60,14 +61,28 @@ def _load_settings(ctx: typer.Context) -> None:
     """Event-streaming pipeline on Apache Kafka and Elasticsearch.
 
     Configuration comes from PIPELINE_* environment variables (nested with __), e.g.
-    PIPELINE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092.
+    PIPELINE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092. The database is
+    PIPELINE_DATABASE__URL, by default the SQLite file pipeline.db in the
+    stack's home (PIPELINE_STACK__HOME); programs that use it say which.
     """
     try:
-        ctx.obj = PipelineSettings()
+        settings = PipelineSettings()
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise PipelineError(f"invalid setting {where}: {first['msg']}") from None
+    ctx.obj = with_default_database(settings)
+
+
+def with_default_database(settings: PipelineSettings) -> PipelineSettings:
+    """``settings`` whose database, unless one is configured, is the default one: the SQLite
+    file in the stack's home, the same whatever the current folder."""
+    if "url" in settings.database.model_fields_set:
+        return settings
+    database = settings.database.model_copy(
+        update={"url": default_database_url(settings.stack.home)}
+    )
+    return settings.model_copy(update={"database": database})
 
 
 def run() -> None:

@@ -1,7 +1,8 @@
 """``pipeline outbox relay`` and ``pipeline outbox status``: the transactional outbox.
 
-Both bring the database schema up to date first (``pipeline.database.migrate``), so they work
-on a fresh database.
+Both first say which database they use. ``relay`` brings its schema up to date
+(``pipeline.database.migrate``), so it works on a fresh database; ``status`` only reads: it
+never creates or migrates a database, and says so in one line when there is no outbox there.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.cli.console import stderr_console, stdout_console
-from pipeline.database import build_engine, migrate
+from pipeline.cli.process import announce_database
+from pipeline.database import build_engine, create_sqlite_folder
+from pipeline.errors import PipelineError
 from pipeline.logs import configure_logging
 from pipeline.outbox.table import OutboxStatus, outbox_status
 from pipeline.settings import PipelineSettings
@@ -72,14 +76,27 @@ def status_table(status: OutboxStatus) -> Table:
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """Backlog, oldest unpublished age and publish rate of the outbox, per topic."""
+    """Backlog, oldest unpublished age and publish rate of the outbox, per topic.
+
+    Only reads the database: one that does not exist, or has no outbox yet, is a one-line
+    error (exit code 2).
+    """
     settings = _settings(ctx)
-    engine = build_engine(settings.database, pool_size=1)
+    announce_database(settings)
+    engine = build_engine(settings.database, pool_size=1, must_exist=True)
+    where = engine.url.render_as_string(hide_password=True)
     try:
-        migrate(engine)
-        stdout_console().print(status_table(outbox_status(engine)))
+        status = outbox_status(engine)
+    except DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        if "pipeline_outbox" in reason or "no such table" in reason:
+            raise PipelineError(
+                f"no outbox in {where}: no program has written to this database yet"
+            ) from None
+        raise PipelineError(f"cannot read the outbox from {where}: {reason}") from None
     finally:
         engine.dispose()
+    stdout_console().print(status_table(status))
 
 
 def _summary(totals: RelayTotals) -> None:
@@ -143,6 +160,8 @@ def relay(
         outbox = settings.outbox.model_copy(update=overrides)
         settings = settings.model_copy(update={"outbox": outbox})
     configure_logging(settings, "outbox-relay")
+    announce_database(settings)
+    create_sqlite_folder(settings.database)
     totals = run_relay(settings, once=once, handle_signals=True)
     _summary(totals)
     if once and totals.failed:

@@ -10,6 +10,8 @@ from typing import TypeVar
 
 import typer
 
+from pipeline.cli.console import stderr_console
+from pipeline.database import create_sqlite_folder, database_label
 from pipeline.errors import PipelineError
 from pipeline.logs import configure_logging
 from pipeline.processing.processor import Processor
@@ -73,7 +75,8 @@ def process(
 
     `async def` handlers run on the event loop and commit in groups (the fast path for I/O);
     plain functions run in worker threads, a transaction each. The database
-    (PIPELINE_DATABASE__URL) is migrated first; the topics and their .dlq must exist
+    (PIPELINE_DATABASE__URL; by default pipeline.db in the stack's home) is named
+    on stderr and migrated first; the topics and their .dlq must exist
     (`pipeline topics apply`).
     """
     from pipeline.processing.faust.app import run_processor
@@ -91,4 +94,11 @@ def process(
         settings = settings.model_copy(update={"processing": processing})
     processor = load_processor(spec)
     configure_logging(settings, processor.name)
+    announce_database(settings)
+    create_sqlite_folder(settings.database)
     run_processor(processor, settings)
+
+
+def announce_database(settings: PipelineSettings) -> None:
+    """Say on stderr which database this program uses, before it uses it."""
+    stderr_console().print(f"database: {database_label(settings.database)}", highlight=False)

@@ -6,7 +6,8 @@ copied here, so the README cannot drift from what is tested. They run, in order,
 ``.dlq``) and the processor's name (``invoice-recorder``, its consumer group), so that the test
 shares no topic and no group with anyone else using the stack. Everything else is the README's:
 the topic file, the NDJSON events, the processor module, every command and its arguments, and
-the default database (``sqlite:///pipeline.db`` in the current folder, here the copy's).
+the default database (``pipeline.db`` in the stack's home, here ``PIPELINE_STACK__HOME`` is the
+copy's folder, which the quick start's commands use for nothing else).
 
 The environment keeps the logs apart too: the processor logs to a topic of the test's own
 (``PIPELINE_LOGS__TOPIC``), and ``logs ship`` / ``logs search`` use an index alias and a group of
@@ -235,7 +236,8 @@ def test_the_readme_quick_start_runs_as_written_on_the_examples(
             "PIPELINE_LOGS__INDEX_ALIAS": alias,
             "PIPELINE_LOGS__SHIPPER_GROUP": unique_name("shipper"),
         }
-        env.pop("PIPELINE_DATABASE__URL", None)  # the default: sqlite:///pipeline.db, here
+        env.pop("PIPELINE_DATABASE__URL", None)  # the default: pipeline.db in the stack home,
+        env["PIPELINE_STACK__HOME"] = str(tmp_path)  # here the copy's folder
         try:
             for line in commands[1:]:
                 argv = shlex.split(_rename(line, quickstart_names), comments=True)
