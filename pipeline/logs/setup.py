@@ -1,6 +1,8 @@
 """``configure_logging``: one call at a program's entry point sets up its logging.
 
-1. the root logger's level (``settings.logs.level`` unless given);
+1. the root logger's level (``settings.logs.level`` unless given); the libraries that narrate
+   their own work (Faust and mode, aiokafka, Alembic, the HTTP clients) only say warnings and
+   errors, unless the level is ``DEBUG``;
 2. a stderr handler: ECS JSON (one object a line) or a readable line with the context ids
    (``settings.logs.console``: ``auto`` picks text on a terminal, JSON otherwise);
 3. unless ``to_kafka=False``, a :class:`~pipeline.logs.handler.KafkaLogHandler` to
@@ -32,6 +34,10 @@ _MARK = "_pipeline_configured"
 #: Libraries that log every request at INFO: kept at WARNING (the log shipper's own bulk
 #: requests would otherwise be logged, shipped, and logged again).
 _CHATTY_LOGGERS = ("elastic_transport", "urllib3")
+#: Libraries whose INFO lines narrate their internals (a processor's start was 50 lines of
+#: Faust services starting, aiokafka's group protocol and Alembic's migrations): kept at
+#: WARNING unless the program logs at DEBUG.
+_INTERNAL_LOGGERS = ("faust", "mode", "aiokafka", "alembic")
 # librdkafka's own log lines: kept out of the handlers (they would feed the Kafka handler).
 _librdkafka_log = logging.getLogger("pipeline.kafka.logs")
 _librdkafka_log.addHandler(logging.NullHandler())
@@ -113,6 +119,9 @@ def configure_logging(
     root.setLevel(level if level is not None else settings.logs.level)
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    debugging = root.getEffectiveLevel() <= logging.DEBUG
+    for name in _INTERNAL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
 
     out = stream or sys.stderr
     mode = console or settings.logs.console

@@ -1,0 +1,58 @@
+"""Quiet by default: the libraries' own narration stays out of a program's output."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.logs import configure_logging
+from pipeline.settings import PipelineSettings
+
+INTERNALS = (
+    "faust.worker",
+    "mode.services",
+    "aiokafka.consumer.group_coordinator",
+    "alembic.runtime.migration",
+)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {
+        name: logging.getLogger(name).level for name in ("faust", "mode", "aiokafka", "alembic")
+    }
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    for name, old in levels.items():
+        logging.getLogger(name).setLevel(old)
+
+
+@pytest.mark.parametrize("name", INTERNALS)
+def test_library_info_lines_are_not_printed_but_their_warnings_are(name, restore_logging):
+    out = io.StringIO()
+    configure_logging(PipelineSettings(), "svc", to_kafka=False, console="text", stream=out)
+
+    logging.getLogger(name).info("[^Worker]: Starting...")
+    logging.getLogger(name).warning("something to act on")
+    logging.getLogger("svc.handler").info("our own line")
+
+    lines = out.getvalue().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["something to act on", "our own line"]
+
+
+def test_at_debug_the_libraries_say_everything(restore_logging):
+    out = io.StringIO()
+    configure_logging(
+        PipelineSettings(), "svc", level="DEBUG", to_kafka=False, console="text", stream=out
+    )
+
+    logging.getLogger("faust.worker").info("[^Worker]: Starting...")
+
+    assert "[^Worker]: Starting..." in out.getvalue()
