@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from pipeline.kafka.librdkafka_logs import librdkafka_logger
 from pipeline.settings import KafkaSettings, ProducerSettings
 
 
@@ -77,7 +78,9 @@ def build_admin(kafka: KafkaSettings) -> AdminClient:
 
 
 def build_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
-    return Producer(producer_config(kafka, **overrides))
+    """A producer whose librdkafka log lines go through logging, summarised (see
+    :mod:`pipeline.kafka.librdkafka_logs`; a ``logger`` override replaces that)."""
+    return Producer({"logger": librdkafka_logger(), **producer_config(kafka, **overrides)})
 
 
 def event_producer_config(producer: ProducerSettings) -> dict[str, Any]:
@@ -91,4 +94,7 @@ def event_producer_config(producer: ProducerSettings) -> dict[str, Any]:
 
 
 def build_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
-    return Consumer(consumer_config(kafka, group_id, **overrides))
+    """A consumer whose librdkafka log lines go through logging, summarised."""
+    return Consumer(
+        {"logger": librdkafka_logger(), **consumer_config(kafka, group_id, **overrides)}
+    )
