@@ -12,11 +12,14 @@ no slow shipments, no flaky refunds), 60 orders:
 - most complete: one line of 1 or 2 units, or two lines;
 - ``n % 10 == 3``: 31 units of one SKU, more than it ever has: out of stock;
 - ``n % 10 == 7``: 600.00 a unit: the card is declined;
-- ``n % 10 == 5``: a CancelOrder right behind the PlaceOrder: cancelled before validation;
-- two CancelOrders for orders that do not exist: dead-lettered (rejected).
+- ten minutes after the orders, CancelOrders: for three approved orders (too late: refused and
+  dead-lettered), for three rejected ones (they become cancelled), and for two orders that do
+  not exist (dead-lettered).
 
 Every order's outcome depends on that order alone: the SKUs' stock covers everything the other
-orders could reserve at once, so the result does not depend on which saga runs first.
+orders could reserve at once, so the result does not depend on which saga runs first. The
+cancellations are replayed once every saga ended (tests/e2e/test_demo_replay.py): a cancel that
+races its order's saga has no single right outcome.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ ORDERS = 60
 SKUS = 5
 STOCK_PER_SKU = 30
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+CANCELS_AFTER = timedelta(minutes=10)
 #: The demo settings the recording's outcomes are pinned for (both backends use them).
 DEMO_ENV = {
     "PIPELINE_DEMO__STOCK_PER_SKU": str(STOCK_PER_SKU),
@@ -77,11 +81,10 @@ def requests() -> list[tuple[str, dict[str, Any]]]:
             lines = [_line(sku, 2 if kind == 1 else 1, price)]
         place = {"order_id": order_id, "customer_id": f"replay-c{n % 7}", "lines": lines}
         sent.append(("com.example.requests.place_order", place))
-        if kind == 5:
-            cancel = {"order_id": order_id, "reason": "changed my mind"}
-            sent.append(("com.example.requests.cancel_order", cancel))
-    for ghost in ("replay-ghost-1", "replay-ghost-2"):
-        sent.append(("com.example.requests.cancel_order", {"order_id": ghost, "reason": "typo"}))
+    cancelled = [f"replay-o{n:02d}" for n in (5, 25, 45, 13, 33, 53)]
+    for order_id in [*cancelled, "replay-ghost-1", "replay-ghost-2"]:
+        cancel = {"order_id": order_id, "reason": "changed my mind"}
+        sent.append(("com.example.requests.cancel_order", cancel))
     return sent
 
 
@@ -102,7 +105,8 @@ def recording() -> list[RecordedMessage]:
     offsets: dict[int, int] = defaultdict(int)
     messages = []
     for n, (event_type, data) in enumerate(sent):
-        moment = START + timedelta(milliseconds=250 * n)
+        later = CANCELS_AFTER if event_type.endswith("cancel_order") else timedelta(0)
+        moment = START + later + timedelta(milliseconds=250 * n)
         event = Event(
             id=_id(n, moment),
             source="/demo/gateway",
