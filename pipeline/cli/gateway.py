@@ -35,7 +35,9 @@ def gateway(
         help="Port to listen on (default: PIPELINE_GATEWAY__PORT, else 8080).",
     ),
 ) -> None:
-    """Serve the HTTP request gateway: POST /v1/requests/{type} produces to requests.<type>.
+    """Serve the HTTP request gateway: POST /v1/requests/{type} produces each request to its
+    topic: place_order to requests.orders, cancel_order to requests.orders,
+    register_customer to requests.customers.
 
     Each client is rate-limited by its address; X-Client-Id is ignored,
     except from the reverse proxies listed in PIPELINE_GATEWAY__TRUSTED_PROXIES

@@ -8,6 +8,8 @@ non-zero exit code; a traceback means a bug.
 from __future__ import annotations
 
 import sys
+from importlib import metadata
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -37,6 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # -h as well as --help, on every command (sub-commands inherit it).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(stack_cli.app, name="stack")
 app.add_typer(topics_cli.app, name="topics")
@@ -56,8 +60,29 @@ app.command()(replay)
 _stderr = stderr_console()
 
 
+#: The distribution this command belongs to (pyproject.toml's project name).
+DISTRIBUTION = "event-pipeline"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pipeline {metadata.version(DISTRIBUTION)}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _load_settings(ctx: typer.Context) -> None:
+def _load_settings(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Event-streaming pipeline on Apache Kafka and Elasticsearch.
 
     Configuration comes from PIPELINE_* environment variables (nested with __), e.g.
