@@ -127,26 +127,25 @@ def format_line(message: RecordedMessage) -> str:
 def _headers(raw: Any) -> tuple[tuple[str, bytes | None], ...]:
     if raw is None:
         return ()
-    if not isinstance(raw, list):
+    if type(raw) is not list:
         raise ValueError("headers must be a list")
-    if all(type(item) is list for item in raw):  # ours: [[name, value], ...]
-        pairs = raw
-    else:  # kcat -J: [name, value, name, value, ...]
+    if raw and type(raw[0]) is not list:  # kcat -J: [name, value, name, value, ...]
         if len(raw) % 2:
             raise ValueError("kcat headers must alternate names and values")
-        pairs = [raw[i : i + 2] for i in range(0, len(raw), 2)]
+        raw = [raw[i : i + 2] for i in range(0, len(raw), 2)]
     headers: list[tuple[str, bytes | None]] = []
-    for n, pair in enumerate(pairs):
-        if len(pair) != 2 or type(pair[0]) is not str:
-            raise ValueError(f"header {n} must be [name, value] with a text name")
+    append = headers.append
+    for pair in raw:  # ours: [[name, value], ...]
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+            raise ValueError(f"header {len(headers)} must be [name, value] with a text name")
         name, value = pair
         if type(value) is str:  # the common case, without a call
             try:
-                headers.append((name, value.encode("utf-8", "surrogateescape")))
+                append((name, value.encode("utf-8", "surrogateescape")))
                 continue
             except UnicodeEncodeError:
                 pass  # _bytes says why
-        headers.append((name, _bytes(value, f"header {name!r}")))
+        append((name, _bytes(value, f"header {name!r}")))
     return tuple(headers)
 
 
