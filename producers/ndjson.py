@@ -9,7 +9,7 @@ Each line of the input is the data of one event. :func:`parse_line` turns one li
 3. with a registered request type (``--type place_order`` or its CloudEvents type
    ``com.example.requests.place_order``) the data must fit the type's model, and what is sent
    is the model's JSON form (defaults filled in, text stripped, decimals as strings);
-4. the key: the request type's key field, else ``--key FIELD`` (a top-level field) or
+4. the key: the request type's key field, else ``--key-field FIELD`` (a top-level field) or
    ``--key-from PATH`` (``$.order.id``, ``order.id``, ``lines[0].sku``, ``$['a.b']``); a missing,
    null, empty or non-scalar key rejects the line; without any of these the event has no key;
 5. the event is built (``ce_correlationid`` is the run id, the same for every line of a run) and
@@ -32,7 +32,7 @@ Decisions:
   :data:`DEFAULT_EVENT_TYPE`.
 - A request type travels on its own topic: sending it to another topic is refused unless
   ``allow_other_topic`` (``--any-topic``), so that a typo cannot pour orders into the customers
-  topic. Its key is always the type's key field; ``--key``/``--key-from`` may only name it.
+  topic. Its key is always the type's key field; ``--key-field``/``--key-from`` may only name it.
 - Keys are JSON strings, or integers (their decimal text); anything else rejects the line.
 """
 
@@ -310,9 +310,9 @@ def line_rules(
 ) -> LineRules:
     """The :class:`LineRules` for these options; :class:`ProduceOptionError` if they cannot work."""
     if key_field is not None and key_from is not None:
-        raise ProduceOptionError("give --key or --key-from, not both")
+        raise ProduceOptionError("give --key-field or --key-from, not both")
     if key_field is not None and not key_field:
-        raise ProduceOptionError("--key needs a field name")
+        raise ProduceOptionError("--key-field needs a field name")
     key_path: KeyPath | None = None
     if key_field is not None:
         key_path = KeyPath((key_field,))

@@ -307,9 +307,14 @@ def produce(
     file: Annotated[
         str, typer.Argument(help="The NDJSON file, one event's data per line; - for stdin.")
     ] = "-",
-    key: Annotated[
+    key_field: Annotated[
         str | None,
-        typer.Option("--key", "-k", help="The top-level field whose value is the key."),
+        typer.Option("--key-field", help="The top-level field whose value is the key."),
+    ] = None,
+    old_key_field: Annotated[
+        str | None,
+        # The earlier name of --key-field; --key/-k elsewhere is a key value (dlq --key).
+        typer.Option("--key", hidden=True),
     ] = None,
     key_from: Annotated[
         str | None,
@@ -387,13 +392,17 @@ def produce(
     """
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
+    if old_key_field is not None:
+        if key_field is not None:
+            raise typer.BadParameter("give --key-field only (--key is its earlier name)")
+        key_field = old_key_field
     run_id = new_event_id()
     rules = line_rules(
         topic=topic,
         correlation_id=run_id,
         event_type=event_type,
         source=source,
-        key_field=key,
+        key_field=key_field,
         key_from=key_from,
         headers=header or (),
         allow_other_topic=any_topic,

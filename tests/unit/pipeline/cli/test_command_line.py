@@ -46,3 +46,32 @@ def test_gateway_help_names_each_request_type_and_its_topic():
 
     for request in REQUEST_TYPES.values():
         assert f"{request.name} to {request.topic}" in text, text
+
+
+def _options_of(*command: str) -> str:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_dash_k_is_a_key_value_wherever_it_is_used_and_produce_names_its_key_field():
+    produce = _options_of("produce")
+
+    assert "--key-field" in produce
+    assert " -k " not in produce
+    assert "--key " not in produce  # its earlier name still works, unlisted
+    for command in (("dlq", "inspect"), ("dlq", "redrive")):
+        help_text = _options_of(*command)
+        assert "--key" in help_text and "-k" in help_text
+
+
+def test_produce_refuses_its_key_field_under_both_names(tmp_path):
+    source = tmp_path / "in.ndjson"
+    source.write_text('{"id": "1"}\n')
+
+    result = CliRunner().invoke(
+        app, ["produce", "t", str(source), "--key-field", "id", "--key", "id"]
+    )
+
+    assert result.exit_code == 2
+    assert "give --key-field only" in result.output
