@@ -52,7 +52,7 @@ __all__ = [
 _STEP = 500
 #: How long the final flush waits, beyond librdkafka's own delivery timeout.
 _FLUSH_MARGIN_S = 30.0
-#: The producer's settings for a replay: bigger batches than an event producer's.
+#: The replay's producer settings, on top of ``producer_config``'s (idempotent, acks=all, murmur2).
 _DELIVERY_TIMEOUT_MS = 120_000
 _PRODUCER_OVERRIDES: dict[str, Any] = {
     "linger.ms": 20,
