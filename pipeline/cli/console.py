@@ -23,3 +23,9 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr.isatty()))
+
+
+def announce_kafka(bootstrap_servers: str) -> None:
+    """Say at once, on stderr, where the command connects to Kafka: when Kafka is away, the
+    one-line error comes only after the connection timeout."""
+    stderr_console().print(f"connecting to Kafka at {bootstrap_servers}")

@@ -10,12 +10,15 @@ from typing import TypeVar
 
 import typer
 
-from pipeline.cli.console import stderr_console
+from pipeline.cli.console import announce_kafka, stderr_console
 from pipeline.database import create_sqlite_folder, database_label
 from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_admin
 from pipeline.logs import configure_logging
 from pipeline.processing.processor import Processor
 from pipeline.settings import PipelineSettings
+from pipeline.topics.admin import describe_cluster_topics
+from pipeline.topics.spec import dlq_name
 
 T = TypeVar("T")
 
@@ -96,6 +99,12 @@ def process(
     configure_logging(settings, processor.name)
     announce_database(settings)
     create_sqlite_folder(settings.database)
+    bootstrap = settings.kafka.bootstrap_servers
+    announce_kafka(bootstrap)
+    # Kafka away is the same one line as for every other command (missing topics are named
+    # by the processor's own check, next).
+    topics = [*processor.topics, *(dlq_name(topic) for topic in processor.topics)]
+    describe_cluster_topics(build_admin(settings.kafka), topics, bootstrap=bootstrap)
     run_processor(processor, settings)
 
 

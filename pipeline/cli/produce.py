@@ -41,7 +41,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.console import stderr_console
+from pipeline.cli.console import announce_kafka, stderr_console
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_admin
@@ -86,6 +86,7 @@ def require_topic(settings: PipelineSettings, topic: str) -> int:
     Reads the cluster metadata through the admin client, which never creates a topic.
     """
     bootstrap = settings.kafka.bootstrap_servers
+    announce_kafka(bootstrap)
     found = describe_cluster_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
     if topic not in found:
         raise PipelineError(
