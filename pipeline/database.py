@@ -15,11 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -27,6 +24,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from pipeline.errors import PipelineError
 from pipeline.settings import DatabaseSettings
+
+if TYPE_CHECKING:  # Alembic is imported by the functions that migrate: a command that only
+    # reads, or `pipeline --help`, need not load it.
+    from alembic.config import Config
 
 __all__ = [
     "DEFAULT_DATABASE_FILE",
@@ -160,6 +161,8 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -184,6 +187,8 @@ def migrate(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
             connection.commit()
         try:
+            from alembic import command
+
             command.upgrade(_alembic_config(connection), "head")
             connection.commit()
         finally:
@@ -197,11 +202,14 @@ def migrate(engine: Engine) -> None:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (``None`` before the first migration)."""
     with _connect(engine) as connection:
+        from alembic.runtime.migration import MigrationContext
+
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str:
     """The newest revision this code knows."""
+    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()

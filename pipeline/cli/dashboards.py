@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from elasticsearch import ApiError
-from elasticsearch import ConnectionError as ESConnectionError
 from rich.markup import escape
 from rich.table import Table
 
@@ -117,6 +115,9 @@ def template(
     ] = None,
 ) -> None:
     """Put the logs' index template on Elasticsearch (the shipper does it too, on start)."""
+    from elasticsearch import ApiError
+    from elasticsearch import ConnectionError as ESConnectionError
+
     settings = _settings(ctx)
     alias = alias or settings.logs.index_alias
     try:

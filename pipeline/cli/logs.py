@@ -18,11 +18,9 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from elasticsearch import ApiError, Elasticsearch
-from elasticsearch import ConnectionError as EsConnectionError
 from rich.markup import escape
 from rich.table import Table
 
@@ -33,6 +31,9 @@ from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.logs.search import build_query, normalize_levels, parse_since, search_body
 from pipeline.logs.setup import configure_logging
 from pipeline.settings import PipelineSettings
+
+if TYPE_CHECKING:  # imported by the commands that use it: `pipeline --help` need not load it
+    from elasticsearch import ApiError, Elasticsearch
 
 app = typer.Typer(help="Ship logs to Elasticsearch and search them.", no_args_is_help=True)
 
@@ -131,6 +132,9 @@ def _one_line_reason(error: ApiError) -> str:
 
 
 def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    from elasticsearch import ApiError
+    from elasticsearch import ConnectionError as EsConnectionError
+
     try:
         response = es.search(
             index=alias,

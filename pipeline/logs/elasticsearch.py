@@ -6,11 +6,12 @@ opens no connection until first used.
 
 from __future__ import annotations
 
-from typing import Any
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any
 
 from pipeline.settings import ElasticsearchSettings
+
+if TYPE_CHECKING:  # imported when a client is built: `pipeline --help` need not load it
+    from elasticsearch import Elasticsearch
 
 
 def elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
@@ -27,4 +28,6 @@ def elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
 
 
 def build_elasticsearch(es: ElasticsearchSettings) -> Elasticsearch:
+    from elasticsearch import Elasticsearch
+
     return Elasticsearch(**elasticsearch_options(es))

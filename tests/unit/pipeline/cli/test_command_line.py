@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib import metadata
 
 import pytest
@@ -75,3 +77,13 @@ def test_produce_refuses_its_key_field_under_both_names(tmp_path):
 
     assert result.exit_code == 2
     assert "give --key-field only" in result.output
+
+
+def test_loading_the_command_line_does_not_load_alembic():
+    # Alembic is loaded by the commands that migrate, not by `pipeline --help` or a read.
+    code = "import sys, pipeline.cli.main; print(sorted(m for m in sys.modules if m == 'alembic'))"
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+
+    assert found.stdout.strip() == "[]"
