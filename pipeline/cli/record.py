@@ -14,6 +14,7 @@ itself to stdout.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -205,6 +206,13 @@ def _require_topics(settings: PipelineSettings, topics: list[str]) -> None:
         )
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the exit flush cannot fail too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 @contextmanager
 def _output(out: str) -> Iterator[IO[str]]:
     if out == "-":
@@ -325,6 +333,9 @@ def record(
                     tally.add(message)
         except KeyboardInterrupt:
             interrupted = True
+        except BrokenPipeError:  # --out - and the reader went away (| head): stop quietly
+            _silence_stdout()
+            return
         finally:
             messages.close()
     _summary("stdout" if out == "-" else out, tally, writer.count, time.monotonic() - began)
