@@ -126,9 +126,7 @@ def place_order(event: Event, unit: UnitOfWork) -> None:
 )
 def cancel_order(event: Event, unit: UnitOfWork) -> None:
     request: CancelOrder = unit.data
-    status = unit.session.execute(
-        select(orders.c.status).where(orders.c.order_id == request.order_id)
-    ).scalar_one_or_none()
+    status = _locked_status(unit, request.order_id)
     if status is None:
         raise Reject(f"order {request.order_id} does not exist")
     if status == "cancelled":
@@ -177,11 +175,18 @@ def register_customer(event: Event, unit: UnitOfWork) -> None:
 # --- the order service's part in the CreateOrder saga ------------------------------------------
 
 
+def _locked_status(unit: UnitOfWork, order_id: str) -> str | None:
+    """The order's status, its row locked until the transaction ends (PostgreSQL), so a
+    cancellation and the saga's steps of one order never both act on what they read."""
+    status = unit.session.execute(
+        select(orders.c.status).where(orders.c.order_id == order_id).with_for_update()
+    ).scalar_one_or_none()
+    return None if status is None else str(status)
+
+
 def _set_status(unit: UnitOfWork, order_id: str, status: str, *, unless: str | None = None) -> str:
     """Set the order's status; returns the status it had."""
-    current = unit.session.execute(
-        select(orders.c.status).where(orders.c.order_id == order_id)
-    ).scalar_one_or_none()
+    current = _locked_status(unit, order_id)
     if current is None:
         raise Refuse(f"order {order_id} does not exist")
     if current != unless:
@@ -196,9 +201,7 @@ def _set_status(unit: UnitOfWork, order_id: str, status: str, *, unless: str | N
 @participant.command("ValidateOrder")
 def validate_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
     order_id = command.data["order_id"]
-    current = unit.session.execute(
-        select(orders.c.status).where(orders.c.order_id == order_id)
-    ).scalar_one_or_none()
+    current = _locked_status(unit, order_id)
     if current != "placed":
         raise Refuse(f"order {order_id} is {current or 'unknown'}, not placed")
     _set_status(unit, order_id, "approval_pending")
@@ -215,9 +218,7 @@ def reject_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
 def approve_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
     # An order cancelled while its saga ran is not approved: the refusal compensates the saga.
     order_id = command.data["order_id"]
-    current = unit.session.execute(
-        select(orders.c.status).where(orders.c.order_id == order_id)
-    ).scalar_one_or_none()
+    current = _locked_status(unit, order_id)
     if current != "approval_pending":
         raise Refuse(f"order {order_id} is {current or 'unknown'}, not awaiting approval")
     _set_status(unit, order_id, "approved")
