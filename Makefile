@@ -46,12 +46,14 @@ lint: $(INSTALLED)
 	$(BIN)/lint-imports --no-cache
 
 bench: $(INSTALLED)
+	scripts/ensure-debian-packages.sh kcat=kcat $(POSTGRES_SERVER)
 	$(BIN)/python bench/producer_throughput.py
 	$(BIN)/python bench/gateway_load.py
 	$(BIN)/python bench/outbox_relay.py
 	$(BIN)/python bench/log_shipping.py
 	$(BIN)/python bench/processing.py
 	$(BIN)/python bench/sagas.py
+	$(BIN)/python bench/replay.py
 
 stack-up: $(INSTALLED)
 	scripts/ensure-debian-packages.sh $(POSTGRES_SERVER)
