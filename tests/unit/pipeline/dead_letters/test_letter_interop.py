@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipeline.dead_letters.letter import DeadLetter, Failure, dead_letter_message, read_dead_letter
+from pipeline.envelope import EnvelopeError, decode
 
 FAILURE = Failure(reason="unhandled_type", error_type="LookupError", message="no handler")
 
@@ -45,3 +48,12 @@ def test_a_message_that_is_no_event_still_shows_its_ce_id_and_ce_type_headers():
     letter = _read_back(None, b"{}", headers)
 
     assert (letter.event_id, letter.event_type) == ("e-1", "t")
+
+
+def test_an_undecodable_message_s_error_type_is_the_public_envelope_error():
+    with pytest.raises(EnvelopeError) as caught:
+        decode(b"{not json", [])
+
+    failure = Failure.from_exception("undecodable", caught.value)
+
+    assert failure.error_type == "pipeline.envelope.EnvelopeError"
