@@ -7,6 +7,9 @@ table cells; there we print at least 160 columns wide so nothing is lost.
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 
@@ -25,7 +28,21 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr.isatty()))
 
 
-def announce_kafka(bootstrap_servers: str) -> None:
-    """Say at once, on stderr, where the command connects to Kafka: when Kafka is away, the
-    one-line error comes only after the connection timeout."""
-    stderr_console().print(f"connecting to Kafka at {bootstrap_servers}")
+#: How long a command waits for Kafka's first answer before it says where it is connecting.
+SLOW_CONNECT_S = 1.0
+
+
+@contextmanager
+def announcing_kafka(bootstrap_servers: str, after_s: float = SLOW_CONNECT_S) -> Iterator[None]:
+    """Around a command's first Kafka call: when Kafka has not answered within ``after_s``,
+    say on stderr where the command is connecting, so a Kafka that is away is not silence
+    until the connection timeout's one-line error. A quick answer prints nothing."""
+    timer = threading.Timer(
+        after_s, lambda: stderr_console().print(f"connecting to Kafka at {bootstrap_servers} ...")
+    )
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

@@ -38,7 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.console import announce_kafka, stderr_console, stdout_console
+from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.consume import ndjson_line
 from pipeline.dead_letters.letter import REASONS, DeadLetter
 from pipeline.dead_letters.redrive import (
@@ -337,8 +337,8 @@ def inspect(
     settings = _settings(ctx)
     filters = _Filters.of(error_type, reason, key, event_id)
     _, dlq_topic = resolve_topics(topic)
-    announce_kafka(settings.kafka.bootstrap_servers)
-    _require_topics(settings, dlq_topic, set())
+    with announcing_kafka(settings.kafka.bootstrap_servers):
+        _require_topics(settings, dlq_topic, set())
     letters, redriven = _pending(_read(settings, dlq_topic))
     pending = [letter for letter in letters if letter.position not in redriven]
     candidates = letters if show_redriven else pending
@@ -496,8 +496,8 @@ def redrive_command(
     settings = _settings(ctx)
     filters = _Filters.of(error_type, reason, key, event_id)
     _, dlq_topic = resolve_topics(topic)
-    announce_kafka(settings.kafka.bootstrap_servers)
-    _require_topics(settings, dlq_topic, set())
+    with announcing_kafka(settings.kafka.bootstrap_servers):
+        _require_topics(settings, dlq_topic, set())
     if not yes and not dry_run and not sys.stdin.isatty():
         raise PipelineError("not a terminal: confirm with --yes (or look first with --dry-run)")
     try:

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import typer
 
-from pipeline.cli.console import announce_kafka, stderr_console
+from pipeline.cli.console import announcing_kafka, stderr_console
 from pipeline.database import create_sqlite_folder, database_label
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_admin
@@ -100,11 +100,11 @@ def process(
     announce_database(settings)
     create_sqlite_folder(settings.database)
     bootstrap = settings.kafka.bootstrap_servers
-    announce_kafka(bootstrap)
     # Kafka away is the same one line as for every other command (missing topics are named
     # by the processor's own check, next).
     topics = [*processor.topics, *(dlq_name(topic) for topic in processor.topics)]
-    describe_cluster_topics(build_admin(settings.kafka), topics, bootstrap=bootstrap)
+    with announcing_kafka(bootstrap):
+        describe_cluster_topics(build_admin(settings.kafka), topics, bootstrap=bootstrap)
     run_processor(processor, settings)
 
 

@@ -41,7 +41,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.console import announce_kafka, stderr_console
+from pipeline.cli.console import announcing_kafka, stderr_console
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_admin
@@ -86,8 +86,8 @@ def require_topic(settings: PipelineSettings, topic: str) -> int:
     Reads the cluster metadata through the admin client, which never creates a topic.
     """
     bootstrap = settings.kafka.bootstrap_servers
-    announce_kafka(bootstrap)
-    found = describe_cluster_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
+    with announcing_kafka(bootstrap):
+        found = describe_cluster_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
     if topic not in found:
         raise PipelineError(
             f"topic {topic} does not exist on Kafka at {bootstrap} (create it first, e.g. with "

@@ -1,4 +1,4 @@
-"""Kafka away: every command says at once where it connects, and ends with the same one line.
+"""Kafka away: every command soon says where it connects, and ends with the same one line.
 
 Nothing listens on 127.0.0.1:1, so no broker is needed; each command waits for its connection
 timeout first, so they run side by side.
@@ -22,6 +22,8 @@ COMMANDS = {
 
 
 def test_every_command_says_where_it_connects_then_one_line_with_the_same_words(tmp_path):
+    # Each waits for its connection timeout (seconds), far beyond the 1 s after which the
+    # commands say where they connect.
     env = {
         **os.environ,
         "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": AWAY,
@@ -47,7 +49,7 @@ def test_every_command_says_where_it_connects_then_one_line_with_the_same_words(
     for name, (code, stderr) in results.items():
         lines = [line for line in stderr.splitlines() if not line.startswith("database: ")]
         assert code == 2, (name, stderr)
-        assert lines[0] == f"connecting to Kafka at {AWAY}", (name, stderr)
+        assert lines[0] == f"connecting to Kafka at {AWAY} ...", (name, stderr)
         assert lines[-1].startswith(f"error: Kafka at {AWAY} does not answer ("), (name, stderr)
         assert lines[-1].endswith(
             "is the broker running and PIPELINE_KAFKA__BOOTSTRAP_SERVERS right?"

@@ -1,0 +1,40 @@
+"""A command says where it connects to Kafka when Kafka is slow to answer, and only then."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pipeline.cli import console
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.printed = threading.Event()
+
+    def print(self, text: str) -> None:
+        self.lines.append(text)
+        self.printed.set()
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    made = Recorder()
+    monkeypatch.setattr(console, "stderr_console", lambda: made)
+    return made
+
+
+def test_a_quick_answer_prints_nothing(recorder):
+    with console.announcing_kafka("broker:9092", after_s=60):
+        pass
+
+    assert recorder.lines == []
+
+
+def test_a_slow_answer_says_where_it_connects(recorder):
+    with console.announcing_kafka("broker:9092", after_s=0):
+        assert recorder.printed.wait(10), "nothing printed"
+
+    assert recorder.lines == ["connecting to Kafka at broker:9092 ..."]
