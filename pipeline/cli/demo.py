@@ -272,7 +272,10 @@ def _print_saga_summary(sagas: SagaReport) -> None:
         verdict = "[green]held[/green]" if check.held else "[red]VIOLATED[/red]"
         checks.add_row(check.name, verdict, check.detail)
     _out.print(checks)
-    _out.print("what to try next:")
+    _out.print(
+        "what to try next (the demo's data is in the stack's PostgreSQL: export "
+        "PIPELINE_DATABASE__URL=postgresql+psycopg://pipeline:pipeline@127.0.0.1:5432/pipeline):"
+    )
     _out.print("  pipeline saga list --state compensated")
     for state in ("compensated", "completed"):
         example = sagas.examples.get(state)

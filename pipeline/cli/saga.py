@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from pipeline.cli.console import stdout_console
-from pipeline.cli.process import load_attribute
+from pipeline.cli.process import announce_database, load_attribute
 from pipeline.database import build_engine
 from pipeline.errors import PipelineError
 from pipeline.sagas import SagaRegistry, mermaid
@@ -53,7 +53,8 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
 @contextmanager
 def _database(ctx: typer.Context) -> Iterator[Engine]:
     settings = _settings(ctx)
-    engine = build_engine(settings.database, pool_size=1)
+    announce_database(settings)
+    engine = build_engine(settings.database, pool_size=1, must_exist=True)
     where = engine.url.render_as_string(hide_password=True)
     try:
         yield engine
