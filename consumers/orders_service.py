@@ -198,13 +198,18 @@ def _set_status(unit: UnitOfWork, order_id: str, status: str, *, unless: str | N
     return str(current)
 
 
+def _move(unit: UnitOfWork, order_id: str, expected: str, status: str, waiting: str) -> None:
+    """Move the order from ``expected`` to ``status``; refuse (the saga compensates) when it
+    is in any other state, e.g. cancelled while its saga ran."""
+    current = _locked_status(unit, order_id)
+    if current != expected:
+        raise Refuse(f"order {order_id} is {current or 'unknown'}, not {waiting}")
+    _set_status(unit, order_id, status)
+
+
 @participant.command("ValidateOrder")
 def validate_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
-    order_id = command.data["order_id"]
-    current = _locked_status(unit, order_id)
-    if current != "placed":
-        raise Refuse(f"order {order_id} is {current or 'unknown'}, not placed")
-    _set_status(unit, order_id, "approval_pending")
+    _move(unit, command.data["order_id"], "placed", "approval_pending", "placed")
     return {}
 
 
@@ -216,10 +221,5 @@ def reject_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
 
 @participant.command("ApproveOrder")
 def approve_order(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
-    # An order cancelled while its saga ran is not approved: the refusal compensates the saga.
-    order_id = command.data["order_id"]
-    current = _locked_status(unit, order_id)
-    if current != "approval_pending":
-        raise Refuse(f"order {order_id} is {current or 'unknown'}, not awaiting approval")
-    _set_status(unit, order_id, "approved")
+    _move(unit, command.data["order_id"], "approval_pending", "approved", "awaiting approval")
     return {}

@@ -74,7 +74,7 @@ from pipeline.envelope import (
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_consumer
-from pipeline.kafka.watermarks import read_watermarks
+from pipeline.kafka.watermarks import UNREADABLE, read_watermarks
 from pipeline.settings import PipelineSettings
 
 EXIT_INTERRUPTED = 130
@@ -87,19 +87,6 @@ _WATERMARK_TIMEOUT_S = 15.0
 _IDLE_CHECK_S = 3.0
 _FOLLOW_IDLE_CHECK_S = 30.0
 
-#: Errors that say the topic or a partition cannot be read (gone, or not allowed): without
-#: --follow they end the run, as the end offsets seen at start can no longer be reached.
-_UNREADABLE = frozenset(
-    {
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError.UNKNOWN_TOPIC_ID,
-        KafkaError._UNKNOWN_TOPIC,
-        KafkaError._UNKNOWN_PARTITION,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-        KafkaError._AUTO_OFFSET_RESET,
-    }
-)
 
 _err = stderr_console()
 
@@ -278,7 +265,7 @@ def _check_topic(consumer: Consumer, reading: _Reading) -> None:
         _unreadable(reading, reading.waiting(), KafkaError.UNKNOWN_TOPIC_OR_PART, "no such topic")
         return
     if found.error is not None:
-        if found.error.code() in _UNREADABLE:
+        if found.error.code() in UNREADABLE:
             _unreadable(reading, reading.waiting(), found.error.code(), found.error.str())
         return  # e.g. no leader yet: librdkafka waits for one
     missing = [partition for partition in reading.waiting() if partition not in found.partitions]
@@ -295,7 +282,7 @@ def _handle_error(message: Any, reading: _Reading) -> None:
         return
     if error.fatal():
         raise PipelineError(f"reading {reading.topic} failed: {error.str()}")
-    if code in _UNREADABLE:
+    if code in UNREADABLE:
         partition = message.partition()
         known = partition is not None and partition >= 0
         _unreadable(reading, [partition] if known else reading.waiting(), code, error.str())

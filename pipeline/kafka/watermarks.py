@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.errors import PipelineError
 
-__all__ = ["NOT_READY", "WatermarkSource", "read_watermarks"]
+__all__ = ["NOT_READY", "UNREADABLE", "WatermarkSource", "read_watermarks"]
 
 #: Errors of a topic created a moment ago (no leader elected yet) or of a broker that is slow to
 #: answer: they go away by themselves, so the read is tried again.
@@ -19,6 +19,19 @@ NOT_READY = frozenset(
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError._TIMED_OUT,
+    }
+)
+#: Errors that say a partition cannot be read (gone, or not allowed): a reader that must reach
+#: the end offsets it saw at its start (a recording, ``pipeline consume``) ends on them.
+UNREADABLE = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.UNKNOWN_TOPIC_ID,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError._AUTO_OFFSET_RESET,
     }
 )
 _RETRY_EVERY_S = 0.2

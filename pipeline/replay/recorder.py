@@ -33,7 +33,7 @@ from confluent_kafka import (
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_consumer
-from pipeline.kafka.watermarks import read_watermarks
+from pipeline.kafka.watermarks import UNREADABLE, read_watermarks
 from pipeline.replay.bounds import FromGroup, FromTime, Partition, RecordingBounds, Start, Stop
 from pipeline.replay.recording import RecordedMessage, RecordingError, tstype_of
 from pipeline.settings import KafkaSettings
@@ -48,19 +48,6 @@ _TIMEOUT_S = 15.0
 #: How often the wall clock is compared with ``Stop.until_ms``.
 _CLOCK_CHECK_S = 0.5
 
-#: Errors that say a partition cannot be read (gone, or not allowed): the recording cannot
-#: be completed, so they end it.
-_UNREADABLE = frozenset(
-    {
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError.UNKNOWN_TOPIC_ID,
-        KafkaError._UNKNOWN_TOPIC,
-        KafkaError._UNKNOWN_PARTITION,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-        KafkaError._AUTO_OFFSET_RESET,
-    }
-)
 
 Marks = dict[Partition, tuple[int, int]]
 
@@ -224,7 +211,7 @@ def _on_error(message: Any, bounds: RecordingBounds, warned: set[int]) -> None:
     if code == KafkaError._PARTITION_EOF:
         bounds.reached_end((topic, partition), message.offset())
         return
-    if error.fatal() or code in _UNREADABLE:
+    if error.fatal() or code in UNREADABLE:
         where = topic or "the topics"
         if partition is not None and partition >= 0:
             where += f" partition {partition}"
