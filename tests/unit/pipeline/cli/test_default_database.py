@@ -86,6 +86,14 @@ def test_outbox_status_on_a_database_without_an_outbox_says_so_and_migrates_noth
 def test_process_says_which_database_it_uses_and_creates_its_folder(places, monkeypatch):
     home, _ = places
     used: list[PipelineSettings] = []
+    checked: list[list[str]] = []
+    # A unit test: no broker. The topic check and the runtime are replaced; what is under test
+    # is which database the command announces, hands on and makes a folder for.
+    monkeypatch.setattr("pipeline.cli.process.build_admin", lambda kafka: object())
+    monkeypatch.setattr(
+        "pipeline.cli.process.describe_cluster_topics",
+        lambda admin, topics, bootstrap: checked.append(list(topics)),
+    )
     monkeypatch.setattr(
         "pipeline.processing.faust.app.run_processor",
         lambda processor, settings: used.append(settings),
@@ -97,3 +105,4 @@ def test_process_says_which_database_it_uses_and_creates_its_folder(places, monk
     assert f"database: sqlite:///{home / 'pipeline.db'}" in result.stderr
     assert [settings.database.url for settings in used] == [f"sqlite:///{home / 'pipeline.db'}"]
     assert home.is_dir()
+    assert len(checked) == 1
