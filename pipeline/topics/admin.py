@@ -80,6 +80,19 @@ class KafkaUnavailableError(PipelineError):
     """Kafka did not answer in time (down, unreachable, or the wrong address)."""
 
 
+class MissingTopicsError(PipelineError):
+    """Topics a command needs do not exist; every command words this the same way."""
+
+    def __init__(self, names: Iterable[str], bootstrap: str | None) -> None:
+        self.names = tuple(names)
+        several = len(self.names) > 1
+        super().__init__(
+            f"topic{'s' if several else ''} {', '.join(self.names)} "
+            f"do{'' if several else 'es'} not exist on {_kafka_at(bootstrap)} "
+            f"(create {'them' if several else 'it'} first, e.g. with `pipeline topics apply`)"
+        )
+
+
 def _unreachable(bootstrap: str | None, detail: str) -> KafkaUnavailableError:
     return KafkaUnavailableError(
         f"{_kafka_at(bootstrap)} does not answer ({detail}); is the broker running and "

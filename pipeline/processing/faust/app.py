@@ -21,6 +21,7 @@ from pipeline.processing.faust.binding import FaustBinding
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.processor import Processor
 from pipeline.settings import PipelineSettings
+from pipeline.topics.admin import MissingTopicsError, describe_cluster_topics
 from pipeline.topics.spec import dlq_name
 
 __all__ = ["check_topics", "run_processor", "use_event_loop"]
@@ -29,22 +30,17 @@ logger = logging.getLogger("pipeline.processing")
 
 
 def check_topics(settings: PipelineSettings, processor: Processor) -> None:
-    """Fail with one line when a topic the processor reads or dead-letters to is missing."""
-    admin = build_admin(settings.kafka)
-    try:
-        metadata = admin.list_topics(timeout=10)
-    except Exception as error:
-        raise PipelineError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {error}"
-        ) from None
+    """Fail with one line when a topic the processor reads or dead-letters to is missing.
+
+    Worded like every other command: Kafka not answering and missing topics are the errors of
+    :mod:`pipeline.topics.admin`.
+    """
+    bootstrap = settings.kafka.bootstrap_servers
     wanted = [*processor.topics, *(dlq_name(topic) for topic in processor.topics)]
-    missing = [topic for topic in wanted if topic not in metadata.topics]
+    found = describe_cluster_topics(build_admin(settings.kafka), wanted, bootstrap=bootstrap)
+    missing = [topic for topic in wanted if topic not in found]
     if missing:
-        raise PipelineError(
-            f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"do{'' if len(missing) > 1 else 'es'} not exist: run `pipeline topics apply` "
-            "(or create them)"
-        )
+        raise MissingTopicsError(missing, bootstrap)
 
 
 def use_event_loop(kind: str) -> str:

@@ -29,14 +29,20 @@ def test_a_missing_topic_is_one_line_that_says_to_apply_the_topics(
     topic = unique_name("absent")
     env = effects_env(topic=topic, group=consumer_group, database_url=postgres_url)
     line = refused(run_pipeline("process", SPEC, env=env, timeout=120))
-    assert f"{topic}, {dlq_name(topic)} do not exist: run `pipeline topics apply`" in line
+    assert line == (
+        f"error: topics {topic}, {dlq_name(topic)} do not exist on Kafka at 127.0.0.1:9092 "
+        "(create them first, e.g. with `pipeline topics apply`)"
+    )
 
 
 def test_a_missing_dead_letter_topic_is_named_alone(new_topic, consumer_group, postgres_url):
     topic = new_topic(partitions=1, prefix="nodlq")
     env = effects_env(topic=topic, group=consumer_group, database_url=postgres_url)
     line = refused(run_pipeline("process", SPEC, env=env, timeout=120))
-    assert f"topic {dlq_name(topic)} does not exist: run `pipeline topics apply`" in line
+    assert line == (
+        f"error: topic {dlq_name(topic)} does not exist on Kafka at 127.0.0.1:9092 "
+        "(create it first, e.g. with `pipeline topics apply`)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,97 @@
+"""``pipeline process`` checks its topics with the same words as every other command."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from pipeline.envelope import Event
+from pipeline.errors import PipelineError
+from pipeline.processing import Processor, UnitOfWork
+from pipeline.processing.faust import app as faust_app
+from pipeline.settings import PipelineSettings
+from pipeline.topics.admin import MissingTopicsError
+
+BOOTSTRAP = "127.0.0.1:9092"
+
+
+def _metadata_topic() -> Any:
+    return SimpleNamespace(partitions={0: SimpleNamespace(replicas=[1])})
+
+
+class FakeAdmin:
+    """An admin client over a cluster holding ``topics`` (or not answering at all)."""
+
+    def __init__(self, topics: list[str], *, answers: bool = True) -> None:
+        self.topics = topics
+        self.answers = answers
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        if not self.answers:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+        return SimpleNamespace(topics={name: _metadata_topic() for name in self.topics})
+
+    def describe_configs(self, resources: list[Any], **kwargs: Any) -> dict[Any, Future[Any]]:
+        futures: dict[Any, Future[Any]] = {}
+        for resource in resources:
+            future: Future[Any] = Future()
+            future.set_result({})
+            futures[resource] = future
+        return futures
+
+
+def _processor(*topics: str) -> Processor:
+    processor = Processor("check-topics-test")
+    for topic in topics:
+
+        @processor.handler(topic)
+        def handle(event: Event, unit: UnitOfWork) -> None:
+            pass
+
+    return processor
+
+
+def _check(monkeypatch: pytest.MonkeyPatch, admin: FakeAdmin, processor: Processor) -> None:
+    monkeypatch.setattr(faust_app, "build_admin", lambda kafka: admin)
+    settings = PipelineSettings.model_validate({"kafka": {"bootstrap_servers": BOOTSTRAP}})
+    faust_app.check_topics(settings, processor)
+
+
+def test_missing_topics_are_worded_like_the_other_commands(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(MissingTopicsError) as raised:
+        _check(monkeypatch, FakeAdmin([]), _processor("orders.requests"))
+
+    assert str(raised.value) == (
+        f"topics orders.requests, orders.requests.dlq do not exist on Kafka at {BOOTSTRAP} "
+        "(create them first, e.g. with `pipeline topics apply`)"
+    )
+
+
+def test_one_missing_topic_is_named_alone_in_the_produce_commands_words(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    with pytest.raises(MissingTopicsError) as raised:
+        _check(monkeypatch, FakeAdmin(["orders.requests"]), _processor("orders.requests"))
+
+    # Word for word what `pipeline produce` says of a missing topic.
+    assert str(raised.value) == (
+        f"topic orders.requests.dlq does not exist on Kafka at {BOOTSTRAP} "
+        "(create it first, e.g. with `pipeline topics apply`)"
+    )
+
+
+def test_all_topics_present_passes(monkeypatch: pytest.MonkeyPatch):
+    topics = ["orders.requests", "orders.requests.dlq"]
+
+    _check(monkeypatch, FakeAdmin(topics), _processor("orders.requests"))
+
+
+def test_kafka_not_answering_is_worded_like_the_other_commands(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(PipelineError) as raised:
+        _check(monkeypatch, FakeAdmin([], answers=False), _processor("orders.requests"))
+
+    assert str(raised.value).startswith(f"Kafka at {BOOTSTRAP} does not answer (")
