@@ -25,6 +25,7 @@ from pipeline.cli.console import stderr_console
 from pipeline.cli.consume import consume
 from pipeline.cli.demo import demo
 from pipeline.cli.gateway import gateway
+from pipeline.cli.help import plain_help
 from pipeline.cli.process import process
 from pipeline.cli.produce import produce
 from pipeline.cli.record import record
@@ -56,6 +57,7 @@ app.command()(consume)
 app.command()(process)
 app.command()(record)
 app.command()(replay)
+plain_help(app)
 
 _stderr = stderr_console()
 

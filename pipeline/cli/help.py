@@ -1,0 +1,79 @@
+"""Help pages without type labels: ``--follow`` rather than ``--follow <bool>``.
+
+Typer (0.2x) prints each parameter's Python type in angle brackets (``<bool>``, ``<str>``,
+``<int range>``). Here a flag shows no label, an option or argument shows its metavar when it
+has one (``TOPIC``, ``N``), else its choices or its name in capitals, as Click does.
+:func:`plain_help` applies this to every command and sub-command of an application, in one place.
+
+Typer 0.2x vendors its own Click (``typer._click``); its context and parameter types are private,
+so they appear here as ``Any``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+
+def _label(param: TyperOption) -> str:
+    return param.metavar or (param.name or "").upper()
+
+
+class PlainOption(TyperOption):
+    """An option whose help shows its metavar (or name), its choices (``table|ndjson``), or
+    nothing for a flag."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        if self.metavar is None and self.type_descriptor.is_choice:
+            return (super().display_type_rich(ctx) or "").strip("<>")
+        return _label(self)
+
+
+class PlainArgument(TyperArgument):
+    """An argument whose help shows no type label next to its name."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _plain(params: list[Any]) -> list[Any]:
+    for param in params:
+        # Only the help rendering differs, so re-classing the parameter Typer built is safe.
+        if isinstance(param, TyperOption) and not isinstance(param, PlainOption):
+            param.__class__ = PlainOption
+        elif isinstance(param, TyperArgument) and not isinstance(param, PlainArgument):
+            param.__class__ = PlainArgument
+    return params
+
+
+class PlainCommand(TyperCommand):
+    """A command whose help shows no type labels."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain(super().get_params(ctx))
+
+
+class PlainGroup(TyperGroup):
+    """A group whose help shows no type labels."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain(super().get_params(ctx))
+
+
+def plain_help(app: typer.Typer) -> None:
+    """Give every command and group of ``app`` (recursively) help without type labels.
+
+    Call it once every command is registered; a class of the application's own is left alone.
+    """
+    if app.info.cls in (None, TyperGroup) or not isinstance(app.info.cls, type):
+        app.info.cls = PlainGroup
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand):
+            command.cls = PlainCommand
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            plain_help(group.typer_instance)
