@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["MetricsSnapshot", "ProcessorMetrics"]
+__all__ = ["MetricsSnapshot", "ProcessorMetrics", "consumer_lag"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,22 @@ class ProcessorMetrics:
             in_flight=self._in_flight_now,
             lag=dict(self._lags),
         )
+
+
+def consumer_lag(highwater: int | None, position: int | None) -> int | None:
+    """Messages behind the end of a partition, counted as Kafka's own tools count it.
+
+    ``highwater`` is the partition's end offset (the offset the next message written gets);
+    ``position`` is the consumer's fetch position, the offset it reads next. The lag is the
+    difference, never below 0; ``None`` when either is unknown.
+
+    Not "end offset - (last offset seen + 1)": a transaction's commit marker takes an offset of
+    its own that no consumer ever receives as a message, so after a transactional write (a
+    redrive, say) that count would stay at 1 for good. The fetch position moves past markers.
+    """
+    if highwater is None or highwater < 0 or position is None or position < 0:
+        return None
+    return max(0, highwater - position)
 
 
 def summary_line(name: str, now: MetricsSnapshot, before: MetricsSnapshot | None) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import tempfile
+from pathlib import Path
 
 import faust
 
@@ -73,7 +75,14 @@ def run_processor(
         metrics.registry.register(extra)  # a registry collects like any collector
     if processing.metrics_port is not None:
         serve_metrics(metrics.registry, processing.metrics_port)
-    binding = FaustBinding(processor, settings, database=database, metrics=metrics)
+    # Faust makes a data directory when its worker starts, `<name>-data` in the current
+    # directory unless told otherwise. The app keeps nothing there (its tables are in memory),
+    # so it gets a temporary one, removed when the worker stops: nothing is left behind
+    # wherever `pipeline process` was run, and no state outlives the process to go stale.
+    datadir = tempfile.TemporaryDirectory(prefix=f"pipeline-{processor.name}-")
+    binding = FaustBinding(
+        processor, settings, database=database, metrics=metrics, datadir=Path(datadir.name)
+    )
     logger.info(
         "%s on %s: topics %s, %d in flight, %s loop, host %s",
         processor.name,
@@ -97,3 +106,4 @@ def run_processor(
         finally:
             binding.producer.flush(10)
             database.dispose()
+            datadir.cleanup()

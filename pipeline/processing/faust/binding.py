@@ -27,6 +27,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -40,7 +41,12 @@ from pipeline.kafka.producer import EventProducer, build_event_producer
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
 from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.inbox import purge_inbox
-from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics, summary_line
+from pipeline.processing.metrics import (
+    MetricsSnapshot,
+    ProcessorMetrics,
+    consumer_lag,
+    summary_line,
+)
 from pipeline.processing.offsets import CommitPosition
 from pipeline.processing.processor import PeriodicTask, Processor
 from pipeline.processing.records import Record
@@ -49,6 +55,9 @@ from pipeline.settings import PipelineSettings
 __all__ = ["FaustBinding", "ProducerDeadLetterSink", "record_of"]
 
 logger = logging.getLogger("pipeline.processing")
+
+#: How long a metrics report waits for the consumer's fetch position of one partition.
+_POSITION_WAIT_S = 1.0
 
 
 class ProducerDeadLetterSink:
@@ -101,6 +110,10 @@ class FaustBinding:
 
     Per partition it keeps the events not acknowledged yet, the last offset consumed (for the
     lag) and the position acknowledged so far (committed on revocation).
+
+    ``datadir`` is the directory Faust creates when its worker starts (its default is
+    ``<name>-data`` in the current directory); ``pipeline process`` gives it a temporary one.
+    Nothing is kept there: the app's tables are in memory.
     """
 
     def __init__(
@@ -112,6 +125,7 @@ class FaustBinding:
         metrics: ProcessorMetrics | None = None,
         producer: EventProducer | None = None,
         internals: FaustInternals | None = None,
+        datadir: Path | None = None,
     ) -> None:
         processing = settings.processing
         kafka = settings.kafka
@@ -153,6 +167,7 @@ class FaustBinding:
             consumer_auto_offset_reset="earliest",
             stream_buffer_maxsize=max(processing.max_buffered, 100),
             broker_client_id=f"{kafka.client_id}-{processor.name}",
+            **({"datadir": datadir} if datadir is not None else {}),
         )
         self.internals.subscribe(self.app, processor.topics, self)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -284,10 +299,25 @@ class FaustBinding:
 
     async def report(self) -> None:
         """Set each partition's lag and log the metrics summary line."""
+        consumer = self.app.consumer
         for tp, consumed in list(self._consumed.items()):
-            highwater = self.app.consumer.highwater(TP(*tp))
-            if highwater is not None and highwater >= 0:
-                self.metrics.set_lag(tp[0], tp[1], max(0, highwater - consumed - 1))
+            faust_tp = TP(*tp)
+            position = await self._position(faust_tp)
+            # The fetch position is at least one past the last record seen; it is further on
+            # past a transaction marker, which is never a record (see consumer_lag).
+            seen_to = consumed + 1 if position is None else max(position, consumed + 1)
+            lag = consumer_lag(consumer.highwater(faust_tp), seen_to)
+            if lag is not None:
+                self.metrics.set_lag(tp[0], tp[1], lag)
         now = self.metrics.snapshot()
         logger.info(summary_line(self.processor.name, now, self._last_snapshot))
         self._last_snapshot = now
+
+    async def _position(self, tp: TP) -> int | None:
+        """The consumer's fetch position on ``tp``; ``None`` if it is not known right now (the
+        partition is being revoked, say): the lag then counts from the last record seen."""
+        try:
+            position = await asyncio.wait_for(self.app.consumer.position(tp), _POSITION_WAIT_S)
+        except Exception:
+            return None
+        return position if isinstance(position, int) else None

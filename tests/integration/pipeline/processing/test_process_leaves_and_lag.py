@@ -1,0 +1,143 @@
+"""`pipeline process` leaves no Faust data folder behind, and its lag counts like Kafka's tools.
+
+Each test runs the effects processor (tests/support/effects_processor.py) in a subprocess whose
+current directory is a fresh temporary one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine
+
+from pipeline.envelope import encode
+from pipeline.kafka.clients import build_producer
+from pipeline.settings import PipelineSettings
+from tests.support.effects_processor import effects_metadata
+from tests.support.processor_runs import (
+    SPEC,
+    effect_event,
+    effects_count,
+    effects_env,
+    produce,
+    wait_until,
+)
+from tests.support.stack_cli import PIPELINE, free_port
+
+EVENTS = 5
+
+
+class Run:
+    """One `pipeline process` subprocess, run from ``cwd``, serving metrics on ``port``."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path, port: int) -> None:
+        self.port = port
+        self.log = log
+        with log.open("wb") as out:
+            self.popen = subprocess.Popen(
+                [PIPELINE, "process", SPEC, "--metrics-port", str(port)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+            )
+
+    def samples(self, name: str) -> list[float]:
+        """Every sample of the metric ``name`` (none before the server answers)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return []
+        return [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        ]
+
+    def stop(self) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+        try:
+            return self.popen.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=30)
+            raise AssertionError(f"the processor did not stop:\n{self.log.read_text()}") from None
+
+
+@pytest.fixture
+def start_run(
+    new_topic: Callable[..., str],
+    consumer_group: str,
+    tmp_path: Path,
+) -> Iterator[Callable[[], tuple[Run, str, str]]]:
+    """Start a processor on a new topic from an empty directory: (run, topic, database url)."""
+    runs: list[Run] = []
+
+    def start() -> tuple[Run, str, str]:
+        topic = new_topic(partitions=1)
+        new_topic(name=f"{topic}.dlq", partitions=1)
+        database = f"sqlite:///{tmp_path / 'service.db'}"
+        effects_metadata.create_all(create_engine(database))
+        cwd = tmp_path / "cwd"
+        cwd.mkdir()
+        env = effects_env(topic=topic, group=consumer_group, database_url=database)
+        run = Run(env, cwd, tmp_path / "processor.log", free_port())
+        runs.append(run)
+        return run, topic, database
+
+    yield start
+    for run in runs:
+        if run.popen.poll() is None:
+            run.popen.kill()
+            run.popen.wait(timeout=30)
+
+
+def test_no_faust_data_folder_is_left_in_the_current_directory(
+    start_run: Callable[[], tuple[Run, str, str]],
+    pipeline_settings: PipelineSettings,
+    tmp_path: Path,
+):
+    run, topic, database = start_run()
+    produce(pipeline_settings, topic, [effect_event("k", 0)])
+    engine = create_engine(database)
+    # One event handled: the worker has started (Faust makes its data folder on start).
+    wait_until(lambda: effects_count(engine) == 1, timeout_s=120, what="the event's effect")
+    assert run.stop() == 0, run.log.read_text()
+
+    assert sorted(path.name for path in (tmp_path / "cwd").iterdir()) == []
+
+
+def test_the_lag_gauge_reaches_zero_after_a_transactional_write(
+    start_run: Callable[[], tuple[Run, str, str]],
+    pipeline_settings: PipelineSettings,
+    unique_name: Callable[[str], str],
+):
+    run, topic, database = start_run()
+    # As `pipeline dlq redrive` writes: in a transaction, whose commit marker takes an offset
+    # of its own after the last event.
+    producer = build_producer(pipeline_settings.kafka, **{"transactional.id": unique_name("tx")})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for seq in range(EVENTS):
+        message = encode(effect_event("k", seq))
+        producer.produce(topic, key=message.key, value=message.value, headers=message.headers)
+    producer.commit_transaction(30)
+    engine = create_engine(database)
+    wait_until(lambda: effects_count(engine) == EVENTS, timeout_s=120, what="every effect")
+
+    # The events are all handled; only the marker is past them: the lag is 0, not 1.
+    wait_until(
+        lambda: run.samples("pipeline_consumer_lag") == [0.0],
+        timeout_s=60,
+        what="the one partition's pipeline_consumer_lag to be 0",
+    )
+    assert run.stop() == 0, run.log.read_text()
