@@ -63,6 +63,7 @@ from confluent_kafka import (
 )
 
 from pipeline.cli.console import stderr_console
+from pipeline.cli.plurals import counted
 from pipeline.cli.produce import require_topic
 from pipeline.envelope import (
     ConsumedMessage,
@@ -301,7 +302,7 @@ def _unreadable(reading: _Reading, partitions: list[int], code: int, why: str) -
     if not reading.follow:
         raise PipelineError(
             f"cannot read {where} to the end: {why} "
-            f"(stopped after printing {reading.printed:,} message(s))"
+            f"(stopped after printing {counted(reading.printed, 'message')})"
         )
     if code not in reading.warned:
         reading.warned.add(code)
@@ -436,13 +437,13 @@ def consume(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         consumer.close()
-    what = f"printed {reading.printed:,} message(s)"
+    what = f"printed {counted(reading.printed, 'message')}"
     if reading.undecodable:
         what += f", {reading.undecodable:,} of them not valid events"
     if group and reading.printed:
         if reading.commit_failures:
             what += (
-                f"; {reading.commit_failures} commit(s) for group {group} failed, "
+                f"; {counted(reading.commit_failures, 'commit')} for group {group} failed, "
                 "so the next run with this group prints some of them again"
             )
         else:
@@ -508,7 +509,7 @@ def _start(
         _err.print(f"following {topic} from the {'beginning' if from_beginning else 'end'}")
     else:
         available = sum(reading.stops[p] - start for p, start in starts.items())
-        _err.print(f"reading {topic}: up to {available:,} message(s)")
+        _err.print(f"reading {topic}: up to {counted(available, 'message')}")
         if not from_beginning:
             _err.print(
                 "(started at the end; use --from-beginning for what is there, --follow to wait)"

@@ -39,6 +39,7 @@ from pipeline.cli.demo_services import (
     ProcessingReport,
     run_services,
 )
+from pipeline.cli.plurals import counted
 from pipeline.envelope import Event
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_admin, build_consumer
@@ -108,7 +109,8 @@ def demo(
     plan = build_plan(catalogue, describe_cluster_topics(admin, catalogue.names))
     apply_plan(admin, plan, bootstrap=settings.kafka.bootstrap_servers)
     _err.print(
-        f"topics: {len(plan.changes)} change(s) applied, {len(catalogue.names)} in catalogue"
+        f"topics: {counted(len(plan.changes), 'change')} applied, "
+        f"{len(catalogue.names)} in catalogue"
     )
 
     run_id = new_event_id()

@@ -40,6 +40,7 @@ from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.consume import ndjson_line
+from pipeline.cli.plurals import counted
 from pipeline.dead_letters.letter import REASONS, DeadLetter
 from pipeline.dead_letters.redrive import (
     RedriveResult,
@@ -353,7 +354,7 @@ def inspect(
         sys.stdout.buffer.flush()
     elif shown:
         _out.print(_table(dlq_topic, shown, redriven if show_redriven else None))
-    summary = f"{len(shown):,} dead letter(s) shown"
+    summary = f"{counted(len(shown), 'dead letter')} shown"
     if filters.any or limit is not None or show_redriven:
         summary += f" of {len(pending):,} pending"
     else:
@@ -394,8 +395,9 @@ def _select(
         if everything:
             first = [letter for letter in everything if letter.key == everything[0].key]
             raise PipelineError(
-                f"--limit {limit} is less than the {len(first):,} dead letters of the first "
-                f"key ({everything[0].key_text}), and keys are redriven whole: nothing selected"
+                f"--limit {limit} is less than the {counted(len(first), 'dead letter')} of the "
+                f"first key ({everything[0].key_text}), and keys are redriven whole: "
+                "nothing selected"
             )
     matched = sum(1 for letter in selected if filters.match(letter))
     return _Selection(pending, selected, matched, earlier_of_same_keys(pending, selected))
@@ -413,16 +415,18 @@ def _describe(selection: _Selection, dlq_topic: str) -> None:
     targets = ", ".join(sorted({letter.original_topic for letter in letters}))
     _err.print(
         escape(
-            f"{len(letters):,} dead letter(s) of {keys:,} key(s) to redrive from {dlq_topic} to "
-            f"{targets}: {selection.matched:,} matched, {followers:,} later one(s) of the same "
+            f"{counted(len(letters), 'dead letter')} of {counted(keys, 'key')} to redrive from "
+            f"{dlq_topic} to {targets}: {selection.matched:,} matched, "
+            f"{counted(followers, 'later one', 'later ones')} of the same "
             f"keys added to keep their order ({len(selection.pending):,} pending); by reason: "
             f"{_by_reason(letters)}"
         )
     )
     if selection.earlier_left:
         _err.print(
-            f"[yellow]warning:[/yellow] {len(selection.earlier_left):,} earlier dead letter(s) "
-            "of the same keys do not match and stay in the dead-letter topic: their keys' later "
+            f"[yellow]warning:[/yellow] "
+            f"{counted(len(selection.earlier_left), 'earlier dead letter')}"
+            " of the same keys do not match and stay in the dead-letter topic: their keys' later "
             "events go back before them"
         )
 
@@ -524,7 +528,7 @@ def _redrive(
         if dry_run:
             _err.print("dry run: nothing sent")
             return EXIT_OK
-        if not typer.confirm(f"redrive {len(first.letters):,} dead letter(s)?", err=True):
+        if not typer.confirm(f"redrive {counted(len(first.letters), 'dead letter')}?", err=True):
             _err.print("nothing sent")
             return EXIT_NOT_ALL
         asked = len(first.letters)
@@ -551,8 +555,8 @@ def _redrive_with(
         _describe(selection, dlq_topic)
     elif len(selection.letters) != asked:
         _err.print(
-            f"[yellow]note:[/yellow] {len(selection.letters):,} dead letter(s) to redrive now "
-            "(another redrive sent some meanwhile)"
+            f"[yellow]note:[/yellow] {counted(len(selection.letters), 'dead letter')} to "
+            "redrive now (another redrive sent some meanwhile)"
         )
     if not selection.letters:
         return EXIT_OK
@@ -578,9 +582,9 @@ def _redrive_with(
         return EXIT_NOT_ALL
     if result.error is not None:
         _err.print(
-            f"[red]error:[/red] {len(result.not_redriven):,} dead letter(s) not redriven "
+            f"[red]error:[/red] {counted(len(result.not_redriven), 'dead letter')} not redriven "
             f"(a re-run sends them): {escape(result.error)}"
         )
         return EXIT_NOT_ALL
-    _err.print(f"redriven {len(result.redriven):,} dead letter(s); redrive id {redrive_id}")
+    _err.print(f"redriven {counted(len(result.redriven), 'dead letter')}; redrive id {redrive_id}")
     return EXIT_OK

@@ -42,6 +42,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console
+from pipeline.cli.plurals import counted
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_admin
@@ -447,7 +448,8 @@ def _produce(
                 rejects.write(rejection)
             _summary(rules, run_id, partitions, tally, rejects.count, None, 0.0)
             _err.print(
-                f"--strict: nothing sent; {len(found):,} line(s) rejected, see {rejects.path}"
+                f"--strict: nothing sent; {counted(len(found), 'line')} rejected, "
+                f"see {rejects.path}"
             )
             return EXIT_REJECTED
     show_progress = _err.is_terminal and not (data.path is None and sys.stdin.isatty())
@@ -478,9 +480,9 @@ def _produce(
     if interrupted:
         return EXIT_INTERRUPTED
     if rejects.count:
-        _err.print(f"{rejects.count:,} line(s) rejected, see {rejects.path}")
+        _err.print(f"{counted(rejects.count, 'line')} rejected, see {rejects.path}")
     if tally.failed:
-        _err.print(f"[red]{tally.failed:,} event(s) failed to be delivered[/red]")
+        _err.print(f"[red]{counted(tally.failed, 'event')} failed to be delivered[/red]")
     if unacknowledged:
         _err.print(f"[red]{escape(unacknowledged)}[/red]")
     if stopped is not None:

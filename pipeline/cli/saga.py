@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from pipeline.cli.console import stdout_console
+from pipeline.cli.plurals import counted
 from pipeline.cli.process import announce_database, load_attribute
 from pipeline.database import build_engine
 from pipeline.errors import PipelineError
@@ -111,7 +112,7 @@ def list_command(
     console.print(table)
     total = sum(counts.values())
     by_state = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items()))
-    console.print(f"{total:,} saga{'s' if total != 1 else ''} in all: {by_state or 'none'}")
+    console.print(f"{counted(total, 'saga')} in all: {by_state or 'none'}")
 
 
 def _steps_table(state: SagaState) -> Table:

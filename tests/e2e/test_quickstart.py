@@ -287,7 +287,7 @@ def test_the_readme_quick_start_runs_as_written_on_the_examples(
     inspect = outputs.get("dlq inspect")
     assert inspect is not None, list(outputs)
     shown = inspect.stdout + inspect.stderr
-    assert "1 dead letter(s) shown (pending)" in shown and "by reason: rejected 1" in shown, shown
+    assert "1 dead letter shown (pending)" in shown and "by reason: rejected 1" in shown, shown
     letters = [row for row in inspect.stdout.splitlines() if REJECTED in row and "rejected" in row]
     assert len(letters) == 1, inspect.stdout  # the row of its key, with the reason
 

@@ -108,8 +108,8 @@ def test_prints_exactly_the_events_in_the_topic_with_their_partitions_and_offset
     assert printed[binary.id]["data"] is None
     assert base64.b64decode(printed[binary.id]["data_base64"]) == b"\x00\x01\xfe\xff"
     assert printed[text.id]["data"] == "hi"
-    assert f"reading {topic}: up to {len(events)} message(s)" in result.stderr
-    assert f"printed {len(events)} message(s)" in result.stderr
+    assert f"reading {topic}: up to {len(events)} messages" in result.stderr
+    assert f"printed {len(events)} messages" in result.stderr
 
 
 def test_a_message_that_is_not_an_event_is_printed_with_its_error_and_raw_value(
@@ -272,7 +272,7 @@ def test_without_follow_a_topic_deleted_while_it_is_read_ends_the_run_with_an_er
     )
     try:
         assert process.stderr is not None
-        assert process.stderr.readline() == f"reading {topic}: up to {count:,} message(s)\n"
+        assert process.stderr.readline() == f"reading {topic}: up to {count:,} messages\n"
         kafka_admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
         stdout, stderr = process.communicate(timeout=120)
     finally:

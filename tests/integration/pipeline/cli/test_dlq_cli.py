@@ -178,7 +178,7 @@ def test_inspect_table_shows_every_pending_dead_letter_with_its_reason_and_count
     assert "card declined" in out
     assert "[1]@100" in out and "[1]@104" in out
     assert (
-        f"5 dead letter(s) shown (pending) in {dlq}; by reason: retries_exhausted 2, "
+        f"5 dead letters shown (pending) in {dlq}; by reason: retries_exhausted 2, "
         "key_parked 2, schema_invalid 1"
     ) in out
 
@@ -234,8 +234,8 @@ def test_redrive_sends_the_selected_and_their_followers_back_in_key_order_once(
     result = run_pipeline("dlq", "redrive", topic, "--reason", "retries_exhausted", "--yes")
 
     assert result.returncode == 0, result.stderr
-    assert "4 dead letter(s) of 2 key(s)" in result.stderr
-    assert "2 matched, 2 later one(s) of the same keys added" in result.stderr
+    assert "4 dead letters of 2 keys" in result.stderr
+    assert "2 matched, 2 later ones of the same keys added" in result.stderr
     sent = read_topic(pipeline_settings, topic, consumer_group)
     assert len(sent) == 4
     by_key = defaultdict(list)
@@ -278,7 +278,7 @@ def test_redrive_dry_run_shows_the_count_and_sends_nothing(
 
     assert result.returncode == 0, result.stderr
     assert (
-        "3 dead letter(s) of 1 key(s)" in result.stderr and "dry run: nothing sent" in result.stderr
+        "3 dead letters of 1 key" in result.stderr and "dry run: nothing sent" in result.stderr
     )
     assert read_topic(pipeline_settings, topic, consumer_group) == []
     assert len(ndjson(run_pipeline("dlq", "inspect", topic, "-o", "ndjson"))) == 5

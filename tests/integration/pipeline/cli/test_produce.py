@@ -446,7 +446,7 @@ def test_delivery_failures_before_an_error_part_way_are_counted_and_exit_3(new_t
     assert "failed line 1: Broker: Message size too large" in result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-2:] == [
-        "2 event(s) failed to be delivered",
+        "2 events failed to be delivered",
         f"error: stopped at line 3: cannot write the rejects file {unwritable}: "
         "No such file or directory",
     ]

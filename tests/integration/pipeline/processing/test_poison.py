@@ -141,7 +141,7 @@ def test_poison_messages_are_dead_lettered_and_a_fixed_key_is_redriven_in_order(
         processes.append(second)
         sent = run_pipeline("dlq", "redrive", topic, "--key", "C", "--yes", timeout=120)
         assert sent.returncode == 0, sent.stderr
-        assert "redriven 3 dead letter(s)" in sent.stderr, sent.stderr
+        assert "redriven 3 dead letters" in sent.stderr, sent.stderr
         c_events = [c_before, c_poison, *c_later]
         wait_for_effects(database, len(good) + len(c_events), [second])
         rows = effect_rows(database)

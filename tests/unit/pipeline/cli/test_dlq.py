@@ -1,0 +1,53 @@
+"""``pipeline dlq``'s wording: counts agree with their noun."""
+
+from __future__ import annotations
+
+from pipeline.cli import dlq
+from pipeline.dead_letters.letter import DeadLetter
+
+
+def dead_letter(number: int, *, key: str | None = None) -> DeadLetter:
+    return DeadLetter(
+        dlq_topic="requests.orders.dlq",
+        dlq_partition=number % 3,
+        dlq_offset=1000 + number,
+        key=(key or f"order-{number:06d}").encode(),
+        value=b"{}",
+        headers=[],
+        reason="retries_exhausted",
+        error_type="pipeline.processing.errors.TransientHandlerError",
+        error_message="the database is unavailable (connection refused); retried 5 times",
+        stacktrace="",
+        attempts=5,
+        original_topic="requests.orders",
+        original_partition=number % 6,
+        original_offset=20000 + number,
+        original_timestamp_ms=None,
+        consumer_group="orders",
+        dead_lettered_at="2026-12-02T20:31:05.123Z",
+        event_id=f"01JABCDEF{number:010d}",
+        event_type="place_order",
+    )
+
+
+def _described(capsys, letters, matched, earlier=()):
+    selection = dlq._Selection(list(letters), list(letters), matched, list(earlier))
+    dlq._describe(selection, "requests.orders.dlq")
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_one_dead_letter_of_one_key_is_worded_in_the_singular(capsys):
+    text = _described(capsys, [dead_letter(1)], matched=0, earlier=[dead_letter(0)])
+
+    assert "1 dead letter of 1 key to redrive" in text
+    assert "0 matched, 1 later one of the same keys" in text
+    assert "1 earlier dead letter of the same keys" in text
+
+
+def test_several_dead_letters_are_worded_in_the_plural(capsys):
+    letters = [dead_letter(1, key="a"), dead_letter(2, key="a"), dead_letter(3, key="b")]
+
+    text = _described(capsys, letters, matched=1)
+
+    assert "3 dead letters of 2 keys to redrive" in text
+    assert "1 matched, 2 later ones of the same keys" in text
