@@ -40,6 +40,7 @@ from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.consume import ndjson_line
+from pipeline.cli.dlq_table import dead_letter_table
 from pipeline.cli.plurals import counted
 from pipeline.dead_letters.letter import REASONS, DeadLetter
 from pipeline.dead_letters.redrive import (
@@ -68,7 +69,6 @@ EXIT_INTERRUPTED = 130
 
 #: How long reading a dead-letter topic to its end may take.
 _READ_TIMEOUT_S = 60.0
-_MESSAGE_WIDTH = 60
 _FLUSH_TIMEOUT_S = 10.0
 
 app = typer.Typer(
@@ -236,70 +236,6 @@ def letter_json(letter: DeadLetter, *, redriven: bool) -> dict[str, Any]:
     return fields
 
 
-def _short(text: str, width: int = _MESSAGE_WIDTH) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _original(letter: DeadLetter, base: str) -> str:
-    where = f"[{letter.original_partition}]@{letter.original_offset}"
-    return where if letter.original_topic == base else letter.original_topic + where
-
-
-def _when(dead_lettered_at: str) -> str:
-    """``2024-07-15T13:45:35.123Z`` as ``2024-07-15 13:45:35`` (UTC, as the header says)."""
-    return dead_lettered_at[:19].replace("T", " ")
-
-
-def _table(dlq_topic: str, letters: Sequence[DeadLetter], redriven: set[str] | None) -> Table:
-    """The dead letters as a table: the error type by its class name and the message shortened
-    (``--output ndjson`` has them in full); cells wrap or fold rather than being cut."""
-    base = dlq_base(dlq_topic)
-    table = Table(
-        title=escape(
-            f"dead letters in {dlq_topic}; original: {base}[partition]@offset; times in UTC"
-        )
-    )
-    # (header, whether it may wrap, minimum width): a minimum width can push the table past the
-    # console's width, where rich cuts it, so none is set for now.
-    columns: list[tuple[str, bool, int | None]] = [
-        ("dlq p:offset", True, None),
-        ("key", True, None),
-        ("event type", True, None),
-        ("reason", True, None),
-        ("error type", True, None),
-        ("error message", True, None),
-        ("attempts", True, None),
-        ("original", True, None),
-        ("dead-lettered at", True, None),
-    ]
-    if redriven is not None:
-        columns.append(("redriven", False, None))
-    for header, wraps, min_width in columns:
-        table.add_column(
-            Text(header),
-            justify="right" if header == "attempts" else "left",
-            overflow="fold",
-            no_wrap=not wraps,
-            min_width=min_width,
-        )
-    for letter in letters:
-        cells = [
-            letter.position,
-            letter.key_text,
-            letter.event_type or "",
-            letter.reason,
-            letter.error_type.rsplit(".", 1)[-1],
-            _short(letter.error_message),
-            str(letter.attempts),
-            _original(letter, base),
-            _when(letter.dead_lettered_at),
-        ]
-        if redriven is not None:
-            cells.append("yes" if letter.position in redriven else "no")
-        table.add_row(*(Text(cell) for cell in cells))  # Text: no markup in data
-    return table
-
-
 def _by_reason(letters: Sequence[DeadLetter]) -> str:
     counts = Counter(letter.reason for letter in letters)
     return ", ".join(f"{reason} {count:,}" for reason, count in counts.most_common())
@@ -330,7 +266,8 @@ def inspect(
     """Show the dead letters of TOPIC with why each was dead-lettered.
 
     Pending dead letters only, unless --show-redriven; oldest first per partition.
-    With --output ndjson stdout is pure NDJSON and the summary goes to stderr.
+    A narrow terminal's table leaves out the least needed columns and names them under it.
+    With --output ndjson stdout is pure NDJSON with every field; the summary goes to stderr.
 
     Exit codes: 0 shown (also when there are none); 2 usage or setup error
     (no such dead-letter topic, Kafka unreachable).
@@ -353,7 +290,11 @@ def inspect(
             )
         sys.stdout.buffer.flush()
     elif shown:
-        _out.print(_table(dlq_topic, shown, redriven if show_redriven else None))
+        _out.print(
+            dead_letter_table(
+                dlq_topic, shown, redriven if show_redriven else None, width=_out.width
+            )
+        )
     summary = f"{counted(len(shown), 'dead letter')} shown"
     if filters.any or limit is not None or show_redriven:
         summary += f" of {len(pending):,} pending"

@@ -1,0 +1,55 @@
+"""``pipeline dlq inspect``'s table stays readable at 100 columns."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from rich.console import Console
+
+from pipeline.cli.dlq_table import dead_letter_table
+from tests.unit.pipeline.cli.test_dlq import dead_letter
+
+LETTERS = [dead_letter(number) for number in range(3)]
+
+
+def _render(width: int, redriven: set[str] | None = None) -> list[str]:
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(dead_letter_table("requests.orders.dlq", LETTERS, redriven, width=width))
+    return console.export_text().splitlines()
+
+
+def _column_widths(lines: list[str]) -> list[int]:
+    top = next(line for line in lines if line.startswith("┏"))
+    return [len(segment) for segment in re.split("[┏┳┓]", top)[1:-1]]
+
+
+@pytest.mark.parametrize("redriven", [None, {"1:1001"}], ids=["pending", "show-redriven"])
+def test_at_100_columns_no_column_is_squeezed_and_values_stay_whole(redriven):
+    lines = _render(100, redriven)
+
+    assert max(len(line) for line in lines) <= 100
+    assert min(_column_widths(lines)) >= 8, "\n".join(lines)
+    rows = "\n".join(lines)
+    for value in ("1:1001", "order-000001", "retries_exhausted", "the database is"):
+        assert value in rows, rows
+    # Each dead letter takes a few lines, not one line per word.
+    assert len([line for line in lines if line.startswith("│")]) <= 4 * len(LETTERS), rows
+
+
+def test_at_100_columns_the_caption_names_the_columns_left_out():
+    text = " ".join(" ".join(_render(100)).split())
+
+    assert "not shown at this width: event type, attempts" in text
+    assert "(see --output ndjson)" in text
+    assert "event type" not in _render(100)[2]
+
+
+def test_a_wide_console_shows_every_column_and_no_caption():
+    lines = _render(200)
+    header = next(line for line in lines if "dlq p:offset" in line)
+
+    for column in ("event type", "error type", "attempts", "original", "dead-lettered at"):
+        assert column in header
+    assert not any("not shown" in line for line in lines)
