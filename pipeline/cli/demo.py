@@ -66,6 +66,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=_err,
         transient=True,
+        disable=not _err.is_terminal,  # no bar, cursor codes or blank line in a pipe or file
     )
 
 

@@ -94,6 +94,8 @@ def run_processor(
     )
     with binding.producer.polling():
         worker = faust.Worker(binding.app, loglevel=loglevel, quiet=True, override_logging=False)
+        if not worker.stdout.isatty():
+            worker.spinner = None  # its cursor-show escape is noise in a pipe or a file
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:
