@@ -3,25 +3,30 @@
 Both first say which database they use. ``relay`` brings its schema up to date
 (``pipeline.database.migrate``), so it works on a fresh database; ``status`` only reads: it
 never creates or migrates a database, and says so in one line when there is no outbox there.
+
+Tables go to stdout, messages and log lines to stderr. ``relay --once`` logs only warnings and
+errors to stderr unless ``PIPELINE_LOGS__LEVEL`` is set (every line still goes to the ``logs``
+topic), so its summary table is not lost among them. SQLAlchemy and the relay are imported by
+the commands themselves: ``pipeline --help`` needs only the signatures.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.exc import DBAPIError
 
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.cli.process import announce_database
-from pipeline.database import build_engine, create_sqlite_folder
 from pipeline.errors import PipelineError
-from pipeline.logs import configure_logging
-from pipeline.outbox.table import OutboxStatus, outbox_status
 from pipeline.settings import PipelineSettings
-from producers.outbox_relay import RelayTotals, run_relay
+
+if TYPE_CHECKING:
+    from pipeline.outbox.table import OutboxStatus
+    from producers.outbox_relay import RelayTotals
 
 EXIT_OK = 0
 EXIT_UNPUBLISHED = 3
@@ -81,6 +86,11 @@ def status(ctx: typer.Context) -> None:
     Only reads the database: one that does not exist, or has no outbox yet, is a one-line
     error (exit code 2).
     """
+    from sqlalchemy.exc import DBAPIError
+
+    from pipeline.database import build_engine
+    from pipeline.outbox.table import outbox_status
+
     settings = _settings(ctx)
     announce_database(settings)
     engine = build_engine(settings.database, pool_size=1, must_exist=True)
@@ -99,7 +109,8 @@ def status(ctx: typer.Context) -> None:
     stdout_console().print(status_table(status))
 
 
-def _summary(totals: RelayTotals) -> None:
+def summary_table(totals: RelayTotals) -> Table:
+    """What a relay run did, as a rich table."""
     table = Table(title="outbox relay", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -107,9 +118,15 @@ def _summary(totals: RelayTotals) -> None:
     table.add_row("not acknowledged (left for later)", f"{totals.failed:,}")
     table.add_row("batches", f"{totals.batches:,}")
     table.add_row("expired rows deleted", f"{totals.deleted:,}")
-    _err.print(table)
-    if totals.lease_holder is not None:
-        _err.print(f"[yellow]the outbox lease is held by {totals.lease_holder}[/yellow]")
+    return table
+
+
+def _console_logs_from(level: int) -> None:
+    """Let only records of ``level`` and above through to the console (stderr); the Kafka
+    handler (not a stream handler) keeps the configured level."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(level)
 
 
 @app.command()
@@ -143,9 +160,16 @@ def relay(
     published in commit order. On PostgreSQL several relays may run at once; on SQLite one
     holds a lease and the others wait.
 
+    The summary table goes to stdout. With --once, only warnings and errors are logged to
+    stderr (unless PIPELINE_LOGS__LEVEL is set); every log line still goes to the logs topic.
+
     Exit codes: 0 done; 2 usage or setup error; 3 (--once) some events were not
     acknowledged and stay unpublished.
     """
+    from pipeline.database import create_sqlite_folder
+    from pipeline.logs import configure_logging
+    from producers.outbox_relay import run_relay
+
     settings = _settings(ctx)
     overrides: dict[str, object] = {}
     if batch_size is not None:
@@ -160,9 +184,13 @@ def relay(
         outbox = settings.outbox.model_copy(update=overrides)
         settings = settings.model_copy(update={"outbox": outbox})
     configure_logging(settings, "outbox-relay")
+    if once and "level" not in settings.logs.model_fields_set:
+        _console_logs_from(logging.WARNING)
     announce_database(settings)
     create_sqlite_folder(settings.database)
     totals = run_relay(settings, once=once, handle_signals=True)
-    _summary(totals)
+    stdout_console().print(summary_table(totals))
+    if totals.lease_holder is not None:
+        _err.print(f"[yellow]the outbox lease is held by {totals.lease_holder}[/yellow]")
     if once and totals.failed:
         sys.exit(EXIT_UNPUBLISHED)

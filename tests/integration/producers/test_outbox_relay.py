@@ -308,7 +308,7 @@ def test_relay_command_once_publishes_the_backlog_and_exits(
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "20" in next(line for line in result.stderr.splitlines() if "published" in line)
+    assert "20" in next(line for line in result.stdout.splitlines() if "published" in line)
     ids = [_header(m, "ce_id") for m in _messages(pipeline_settings, topic, consumer_group)]
     assert sorted(ids) == sorted(e.id for e in events)
     assert outbox_status(engine).backlog == 0

@@ -1,0 +1,60 @@
+"""``pipeline outbox relay --once``: its summary table alone on stdout, no log lines in it."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from sqlalchemy.orm import Session
+
+from pipeline.cli.outbox import summary_table
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import Event
+from pipeline.outbox.table import add_to_outbox
+from pipeline.settings import DatabaseSettings
+from producers.outbox_relay import RelayTotals
+from tests.support.stack_cli import run_pipeline
+
+ROWS = 3
+
+
+def _rendered(totals: RelayTotals) -> str:
+    """The table as the command prints it to a pipe (160 columns, no colour)."""
+    out = io.StringIO()
+    Console(file=out, width=160, highlight=False).print(summary_table(totals))
+    return out.getvalue()
+
+
+def test_stdout_is_exactly_the_summary_table(
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    pipeline_stack: object,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    topic = new_topic(partitions=1)
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    engine = build_engine(DatabaseSettings(url=url))
+    migrate(engine)
+    with Session(engine) as session, session.begin():
+        for n in range(ROWS):
+            add_to_outbox(
+                session,
+                Event(source="/tests", type="Noted", data={"n": n}),
+                aggregate_type="note",
+                aggregate_id=f"n{n}",
+                topic=topic,
+            )
+    engine.dispose()
+    monkeypatch.delenv("PIPELINE_LOGS__LEVEL", raising=False)  # the default level is tested
+
+    result = run_pipeline(
+        "outbox", "relay", "--once", env={"PIPELINE_DATABASE__URL": url}, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == _rendered(RelayTotals(published=ROWS, batches=1)), result.stdout
+    # Quiet by default: nothing went wrong, so no log line on stderr either.
+    assert not any(line.startswith("{") for line in result.stderr.splitlines()), result.stderr
