@@ -53,7 +53,7 @@ from pipeline.envelope import Event, encode
 from pipeline.kafka.clients import build_admin, build_consumer, build_producer
 from pipeline.replay.bounds import Stop
 from pipeline.replay.recorder import record_topics
-from pipeline.replay.recording import RecordingWriter, read_recording
+from pipeline.replay.recording import RecordingWriter, read_recording, read_recording_for_replay
 from pipeline.replay.replayer import replay_into_kafka
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
@@ -143,7 +143,7 @@ def record_kcat(settings: PipelineSettings, source: str, out: Path) -> float:
 
 def record_library(settings: PipelineSettings, source: str, out: Path) -> float:
     began = time.perf_counter()
-    with out.open("w", encoding="utf-8", newline="\n") as file:
+    with out.open("wb") as file:
         writer = RecordingWriter(file)
         for message in record_topics(
             settings.kafka, [source], start="beginning", stop=Stop(at_end=True)
@@ -195,7 +195,7 @@ def replay_kcat(settings: PipelineSettings, tsv: Path, target: str, headers: lis
 
 def replay_library(settings: PipelineSettings, recording: Path, target: str) -> float:
     began = time.perf_counter()
-    replay_into_kafka(settings.kafka, read_recording(recording), topic=target)
+    replay_into_kafka(settings.kafka, read_recording_for_replay(recording), topic=target)
     return time.perf_counter() - began
 
 

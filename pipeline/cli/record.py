@@ -214,16 +214,17 @@ def _silence_stdout() -> None:
 
 
 @contextmanager
-def _output(out: str) -> Iterator[IO[str]]:
+def _output(out: str) -> Iterator[IO[bytes]]:
     if out == "-":
-        yield sys.stdout
         sys.stdout.flush()
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
         return
     path = Path(out)
     if path.is_dir():
         raise PipelineError(f"--out {path} is a directory")
     try:
-        opened = path.open("w", encoding="utf-8", newline="\n")
+        opened = path.open("wb")
     except OSError as error:
         raise PipelineError(f"cannot write {path}: {error.strerror}") from None
     with opened:

@@ -25,7 +25,11 @@ from pipeline.cli.record import CountProgress, sigterm_as_interrupt
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_admin
 from pipeline.replay.pacing import Pacing, parse_rate, parse_speed
-from pipeline.replay.recording import RecordedMessage, parse_lines, read_recording
+from pipeline.replay.recording import (
+    ProducibleMessage,
+    parse_lines_for_replay,
+    read_recording_for_replay,
+)
 from pipeline.replay.replayer import (
     ReplayFailed,
     ReplayInterrupted,
@@ -50,7 +54,7 @@ def _check(
     preserve_partitions: bool,
 ) -> RecordingSurvey:
     """Read the whole recording once; a :class:`PipelineError` if it cannot be replayed."""
-    found = survey(read_recording(path), topic=topic)
+    found = survey(read_recording_for_replay(path), topic=topic)
     if found.messages:
         bootstrap = settings.kafka.bootstrap_servers
         existing = describe_cluster_topics(
@@ -164,10 +168,10 @@ def replay(
         rate_per_s=None if rate is None else parse_rate(rate),
         speed=None if speed is None else parse_speed(speed),
     )
-    messages: Iterable[RecordedMessage]
+    messages: Iterable[ProducibleMessage]
     if file == "-":
         found = None
-        messages = parse_lines(sys.stdin.buffer, source="stdin")
+        messages = parse_lines_for_replay(sys.stdin.buffer, source="stdin")
         source = "stdin"
     else:
         path = Path(file)
@@ -175,7 +179,7 @@ def replay(
         if not found.messages:
             _err.print(f"{path} holds no message: nothing to replay")
             return
-        messages = read_recording(path)
+        messages = read_recording_for_replay(path)
         source = str(path)
     _err.print(_plan(found, source, pacing, topic))
     progress = CountProgress("replaying", None if found is None else found.messages)

@@ -8,7 +8,7 @@ correlation ids included), their order, the key and the value stay as recorded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pipeline.ids import new_event_id
 
@@ -16,7 +16,8 @@ __all__ = ["EVENT_ID_HEADER", "Headers", "rewrite_event_id"]
 
 EVENT_ID_HEADER = "ce_id"
 
-Headers = tuple[tuple[str, bytes | None], ...]
+#: Header values as recorded: bytes, or text as a replay reads it from a line; or null.
+Headers = Sequence[tuple[str, str | bytes | None]]
 
 
 def rewrite_event_id(

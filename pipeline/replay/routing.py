@@ -16,15 +16,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
-from pipeline.replay.recording import RecordedMessage
+from pipeline.replay.recording import ProducibleMessage
 
 __all__ = [
     "BY_KEY",
     "RecordingSurvey",
     "ReplayError",
-    "partition_for",
     "problems",
     "survey",
+    "target_partition",
     "target_topic",
 ]
 
@@ -36,12 +36,12 @@ class ReplayError(PipelineError):
     """A replay that cannot be done as asked (a missing topic, a missing partition)."""
 
 
-def target_topic(message: RecordedMessage, topic: str | None) -> str:
+def target_topic(message: ProducibleMessage, topic: str | None) -> str:
     """The topic ``message`` is replayed into: ``topic`` when given, else its own."""
     return topic if topic is not None else message.topic
 
 
-def partition_for(message: RecordedMessage, *, preserve: bool, partitions: int) -> int:
+def target_partition(message: ProducibleMessage, *, preserve: bool, partitions: int) -> int:
     """The partition to produce ``message`` to, or :data:`BY_KEY`.
 
     ``partitions`` is the target topic's partition count; with ``preserve`` a recorded
@@ -75,7 +75,7 @@ class RecordingSurvey:
         return (self.last_ms - self.first_ms) / 1000
 
 
-def survey(messages: Iterable[RecordedMessage], *, topic: str | None = None) -> RecordingSurvey:
+def survey(messages: Iterable[ProducibleMessage], *, topic: str | None = None) -> RecordingSurvey:
     """Count the messages, and find the target topics and partitions they need."""
     found = RecordingSurvey()
     needed = found.partitions_needed

@@ -10,9 +10,11 @@ from pipeline.replay.recording import (
     RecordedMessage,
     RecordingError,
     RecordingWriter,
+    encode_line,
     format_line,
     parse_line,
     parse_lines,
+    parse_lines_for_replay,
     read_recording,
 )
 
@@ -127,6 +129,71 @@ def test_a_line_is_exactly_what_json_dumps_writes(message):
     assert parse_line(format_line(message)) == message
 
 
+LINES = [
+    '{"topic":"t","partition":1,"offset":2,"tstype":"create","ts":5,"key":"k","payload":"v",'
+    '"headers":[["a","1"],["a",null],["b",{"base64":"/w=="}]]}',
+    '{"topic":"t","offset":1,"key":"k","payload":"v","headers":[["a","1"],["b",null]]}',
+    '{"topic":"t","payload":"\\ud83d\\ude00"}',  # a surrogate pair: one character
+    '{"topic":"t","ts":5}',  # no tstype: create, as a timestamp is there
+    '{"topic":"t","headers":null,"key":{"base64":"AAE="}}',  # no tstype, no ts: none
+    '{"topic":"t","payload":"\\udc80\\u00e9"}',  # a surrogate escape: the byte 0x80
+    '{"topic":"t","topic":"u","broker":3}',  # the last of a duplicate name; unknown ignored
+    '{"topic":"t","headers":["flat","kcat"]}',  # kcat's flat headers
+]
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_reading_a_file_gives_what_parse_line_gives_for_each_line(line):
+    # parse_lines (files, stdin) decodes most lines on a fast path; parse_line is the reference.
+    assert list(parse_lines([line.encode()], source="x")) == [parse_line(line)]
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_a_replay_reads_the_same_messages_with_text_left_as_text(line):
+    reference = parse_line(line)
+    (read,) = parse_lines_for_replay([line.encode()], source="x")
+
+    def as_bytes(value):
+        return value.encode() if isinstance(value, str) else value
+
+    assert (read.topic, read.partition, read.offset, read.timestamp_ms) == (
+        reference.topic,
+        reference.partition,
+        reference.offset,
+        reference.timestamp_ms,
+    )
+    assert (as_bytes(read.key), as_bytes(read.value)) == (reference.key, reference.value)
+    assert [(name, as_bytes(value)) for name, value in read.headers or ()] == list(
+        reference.headers
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"topic":""}',
+        '{"topic":"t","tstype":"later"}',
+        '{"topic":"t","key":{"base64":"***"}}',
+        '{"topic":"t","key":{"base64":"AA==","extra":1}}',
+        '{"topic":"t","partition":1.5}',
+        '{"topic":"t","headers":[["a","b","c"]]}',
+        '{"topic":"t","payload":"\\ud800"}',
+    ],
+)
+def test_reading_a_file_refuses_what_parse_line_refuses_in_the_same_words(line):
+    with pytest.raises(RecordingError) as reference:
+        parse_line(line, where="x:1")
+    for parse in (parse_lines, parse_lines_for_replay):
+        with pytest.raises(RecordingError) as read:
+            list(parse([line.encode()], source="x"))
+        assert str(read.value) == str(reference.value)
+
+
+def test_encode_line_is_format_line_in_utf8():
+    message = RecordedMessage("t", 0, 0, "ключ".encode(), b"\xff", (("h", None),))
+    assert encode_line(message) == format_line(message).encode("utf-8")
+
+
 def test_bytes_kcat_wrote_raw_into_its_json_are_read_back_exactly(tmp_path):
     # kcat -J copies a key, payload or header value that is not UTF-8 into its JSON string
     # byte for byte, so its output is not UTF-8 text.
@@ -172,9 +239,9 @@ def test_parse_lines_reads_raw_lines_and_names_the_source():
 
 
 def test_the_writer_writes_one_line_per_message_and_counts_them():
-    stream = io.StringIO()
+    stream = io.BytesIO()
     writer = RecordingWriter(stream)
     messages = [RecordedMessage("t", 0, n, b"k", b"\n") for n in range(3)]
     writer.write_all(messages)
     assert writer.count == 3
-    assert [parse_line(line) for line in stream.getvalue().splitlines()] == messages
+    assert [parse_line(line) for line in stream.getvalue().decode().splitlines()] == messages

@@ -6,9 +6,9 @@ from pipeline.replay.recording import RecordedMessage
 from pipeline.replay.routing import (
     BY_KEY,
     ReplayError,
-    partition_for,
     problems,
     survey,
+    target_partition,
     target_topic,
 )
 
@@ -23,16 +23,16 @@ def test_the_target_is_the_recorded_topic_unless_one_is_given():
 
 
 def test_by_default_the_partitioner_places_the_message_by_its_key():
-    assert partition_for(message(partition=7), preserve=False, partitions=3) == BY_KEY
+    assert target_partition(message(partition=7), preserve=False, partitions=3) == BY_KEY
 
 
 def test_preserving_partitions_keeps_the_recorded_one():
-    assert partition_for(message(partition=2), preserve=True, partitions=3) == 2
+    assert target_partition(message(partition=2), preserve=True, partitions=3) == 2
 
 
 def test_preserving_a_partition_the_target_lacks_is_an_error():
     with pytest.raises(ReplayError, match=r"partition 3 of orders.*has 3 partition"):
-        partition_for(message(partition=3), preserve=True, partitions=3)
+        target_partition(message(partition=3), preserve=True, partitions=3)
 
 
 def test_survey_counts_and_finds_what_each_target_needs():

@@ -21,7 +21,7 @@ def counting_event(key: str, n: int) -> Event:
 
 
 def write_recording(path: Path, events: list[Event]) -> Path:
-    with path.open("w") as stream:
+    with path.open("wb") as stream:
         writer = RecordingWriter(stream)
         for offset, event in enumerate(events):
             message = encode(event)
