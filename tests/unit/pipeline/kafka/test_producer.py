@@ -227,3 +227,31 @@ def test_retries_and_resends_are_read_from_librdkafka_statistics():
         producer.send("orders", _event(f"k{n}"))
     producer.flush()
     assert producer.resent == 1  # 11 transmissions for 10 acknowledged events
+
+
+def test_refresh_stats_after_a_clean_run_does_not_wait_for_a_statistics_report():
+    client = ScriptedProducer()
+    producer = EventProducer(client, stats=ProducerStats())
+    producer.send("orders", _event())
+    producer.flush()
+    polls = client.polls
+
+    producer.refresh_stats(timeout_s=60)
+
+    assert not producer.troubled
+    assert client.polls - polls == 1  # the reports already made are served; nothing waited for
+
+
+def test_refresh_stats_after_trouble_waits_for_fresh_reports():
+    stats = ProducerStats()
+    stats.record(json.dumps({"brokers": {"b1": {"txretries": 2}}, "topics": {}}))
+    client = ScriptedProducer()
+    producer = EventProducer(client, stats=stats)
+    producer.send("orders", _event())
+    producer.flush()
+    polls = client.polls
+
+    producer.refresh_stats(timeout_s=0.3)  # no report comes from the scripted client
+
+    assert producer.troubled
+    assert client.polls - polls > 1
