@@ -36,8 +36,13 @@ hanging up, leaves it claimed):
 
 Only ``max_in_flight`` events may await their report, late ones included. Without an
 Idempotency-Key a retry after a 503 may produce a second event: send one. Every request is
-logged at INFO and counted in :class:`~producers.gateway.metrics.GatewayMetrics`; ``GET
-/healthz`` and ``GET /metrics`` (Prometheus text) complete the API.
+counted in :class:`~producers.gateway.metrics.GatewayMetrics` and logged: at INFO when
+answered 2xx, at DEBUG when rejected with a 4xx (a client's mistake: a burst of bad requests
+must not flood the log, nor the ``logs`` topic it is shipped to; the rejections counter has
+them), at WARNING for a 5xx; probes (``/healthz``, ``/metrics``) at DEBUG. ``GET /metrics``
+(Prometheus text) and ``GET /healthz`` complete the API: 200 ``{"status": "ok"}``, or 503
+``{"status": "unavailable", "reason": ...}`` while Kafka does not answer (see
+:mod:`producers.gateway.health`).
 
 This module handles the requests; the checks of steps 3 to 5 and the event are
 :mod:`producers.gateway.intake`, the answers :mod:`producers.gateway.answers`, and serving the
@@ -54,6 +59,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from aiohttp import web
@@ -71,6 +77,7 @@ from producers.gateway.answers import (
     dumps,
     not_acknowledged,
 )
+from producers.gateway.health import KafkaHealthCheck
 from producers.gateway.idempotency import (
     Claim,
     IdempotencyKeyReused,
@@ -141,8 +148,10 @@ class _Gateway:
         request_types: Mapping[str, RequestType],
         metrics: GatewayMetrics,
         max_in_flight: int,
+        kafka_health: KafkaHealthCheck | None,
     ) -> None:
         self.settings = settings
+        self.kafka_health = kafka_health
         self.producer = producer
         self.topic_for = topic_for
         self.request_types = dict(request_types)
@@ -204,7 +213,8 @@ class _Gateway:
         if exchange.replayed:
             self.metrics.replays.inc()
         outcome = exchange.code or ("replayed" if exchange.replayed else "ok")
-        log.info(
+        log.log(
+            _log_level(request.path, status),
             "%s %s -> %d %s (client %s%s, %.1f ms)",
             request.method,
             request.path,
@@ -435,12 +445,34 @@ class _Gateway:
     # ---- GET /healthz, GET /metrics -----------------------------------------------------
 
     async def healthz(self, _request: web.Request) -> web.Response:
+        problem = None if self.kafka_health is None else await self.kafka_health.problem()
+        if problem is not None:
+            return web.Response(
+                status=503,
+                body=dumps({"status": "unavailable", "reason": problem}),
+                content_type=JSON_CONTENT_TYPE,
+            )
         return web.Response(body=dumps({"status": "ok"}), content_type=JSON_CONTENT_TYPE)
 
     async def prometheus(self, _request: web.Request) -> web.Response:
         return web.Response(
             body=self.metrics.exposition(), headers={"Content-Type": self.metrics.content_type}
         )
+
+
+#: Polled by load balancers and Prometheus: their answers are logged at DEBUG, like 4xx.
+_PROBES = frozenset({"/healthz", "/metrics"})
+
+
+def _log_level(path: str, status: int) -> int:
+    """A request's log level: probes and 4xx DEBUG, 5xx WARNING, else INFO."""
+    if path in _PROBES:
+        return logging.DEBUG
+    if status >= 500:
+        return logging.WARNING
+    if status >= 400:
+        return logging.DEBUG
+    return logging.INFO
 
 
 def create_app(
@@ -452,6 +484,7 @@ def create_app(
     request_types: Mapping[str, RequestType] = REQUEST_TYPES,
     metrics: GatewayMetrics | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    kafka_health: KafkaHealthCheck | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application; nothing connects until it starts.
 
@@ -459,6 +492,8 @@ def create_app(
     its delivery reports (``producer.polling()``) while it runs. ``clock`` drives the rate limiter
     and the idempotency TTL; ``topic_for`` picks the topic of a request type (default: its
     catalogue topic, ``requests.<type>``); ``metrics`` defaults to a fresh registry.
+    ``kafka_health`` is asked by ``GET /healthz`` (and once at start, a warning if Kafka does
+    not answer); without it ``/healthz`` says only that the gateway serves.
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
@@ -470,6 +505,7 @@ def create_app(
         request_types=request_types,
         metrics=metrics or GatewayMetrics(),
         max_in_flight=max_in_flight,
+        kafka_health=kafka_health,
     )
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[gateway.middleware])
 
@@ -478,7 +514,25 @@ def create_app(
             yield
 
     app.cleanup_ctx.append(serve_delivery_reports)
+    if kafka_health is not None:
+        app.cleanup_ctx.append(partial(_warn_without_kafka, kafka_health))
     app.router.add_post(REQUESTS_ROUTE, gateway.submit)
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/metrics", gateway.prometheus)
     return app
+
+
+async def _warn_without_kafka(
+    kafka_health: KafkaHealthCheck, _app: web.Application
+) -> AsyncIterator[None]:
+    """At start, in the background: a warning if Kafka does not answer (the gateway serves
+    anyway; ``/healthz`` says 503 until Kafka answers)."""
+
+    async def check() -> None:
+        problem = await kafka_health.problem()
+        if problem is not None:
+            log.warning("%s; GET /healthz answers 503 until it does", problem)
+
+    task = asyncio.create_task(check())
+    yield
+    task.cancel()

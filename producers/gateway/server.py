@@ -1,4 +1,4 @@
-"""Serving the gateway: listen, and on SIGINT or SIGTERM stop in order."""
+"""Serving the gateway: listen, and on SIGINT or SIGTERM stop in order, saying what it waits for."""
 
 from __future__ import annotations
 
@@ -6,15 +6,57 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from pipeline.errors import PipelineError
+from pipeline.kafka.producer import FlushTimeout
 
-__all__ = ["serve"]
+__all__ = ["DeliveriesLeft", "Flushable", "StoppedAtOnce", "serve"]
 
 log = logging.getLogger("producers.gateway")
+
+#: The longest single wait for deliveries while stopping, so a second signal is served at once.
+_FLUSH_STEP_S = 0.2
+
+
+class Flushable(Protocol):
+    """What stopping uses of :class:`pipeline.kafka.producer.EventProducer`."""
+
+    def flush(self, timeout_s: float | None = ...) -> None: ...
+
+
+class StoppedAtOnce(Exception):
+    """A second SIGINT or SIGTERM while stopping: ``undelivered`` messages were given up."""
+
+    def __init__(self, undelivered: int) -> None:
+        self.undelivered = undelivered
+        super().__init__(f"stopped at once: {messages(undelivered)} not delivered to Kafka")
+
+
+class DeliveriesLeft(PipelineError):
+    """Stopping waited its whole time and some messages were still not delivered."""
+
+    def __init__(self, undelivered: int, waited_s: float) -> None:
+        self.undelivered = undelivered
+        super().__init__(
+            f"stopped after waiting {waited_s:g} s: {messages(undelivered)} not delivered to Kafka"
+        )
+
+
+def messages(count: int) -> str:
+    """``1 message was`` / ``3 messages were``."""
+    return f"{count:,} message was" if count == 1 else f"{count:,} messages were"
+
+
+def undelivered(producer: Flushable, timeout_s: float = 0.0) -> int:
+    """Messages the producer still holds after waiting up to ``timeout_s`` for them."""
+    try:
+        producer.flush(timeout_s)
+    except FlushTimeout as still:
+        return still.remaining
+    return 0
 
 
 async def serve(
@@ -24,15 +66,35 @@ async def serve(
     *,
     shutdown_timeout_s: float = 30.0,
     on_ready: Callable[[list[str]], None] | None = None,
+    producer: Flushable | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly.
 
-    1. stop accepting connections; 2. let requests in flight finish (up to
-    ``shutdown_timeout_s``), so each still gets its acknowledgement; 3. run the app's cleanup
-    (delivery reports stop being served). The caller then flushes its producer.
+    1. say what stopping waits for (through ``say``, default: the log): the messages
+       ``producer`` has not had acknowledged yet, and for how long at most;
+    2. stop accepting connections and let requests in flight finish, so each still gets its
+       acknowledgement; 3. run the app's cleanup (delivery reports stop being served);
+    4. wait for ``producer``'s remaining deliveries. Steps 2 to 4 share ``shutdown_timeout_s``;
+       messages still undelivered then are :class:`DeliveriesLeft`.
+
+    A second SIGINT or SIGTERM while stopping stops at once: :class:`StoppedAtOnce`, with the
+    count of messages given up.
     """
+    say = say or log.info
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    stopping: asyncio.Task[None] | None = None
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal() -> None:
+        if stopping is not None:
+            stopping.cancel()
+        stop.set()
+
+    cleaned_up = False
     try:
         site = web.TCPSite(runner, host, port)
         try:
@@ -43,19 +105,47 @@ async def serve(
         log.info("gateway listening on %s", ", ".join(addresses))
         if on_ready is not None:
             on_ready(addresses)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGINT, signal.SIGTERM)
         for signum in signals:
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal)
+        await stop.wait()
+        left = 0 if producer is None else undelivered(producer)
+        say(
+            f"stopping: waiting up to {shutdown_timeout_s:g} s for requests in flight and "
+            f"{left:,} message{'' if left == 1 else 's'} to be delivered to Kafka "
+            "(Ctrl-C again to stop at once)"
+        )
+        stopping = asyncio.create_task(_wind_down(runner, producer, shutdown_timeout_s))
         try:
-            await stop.wait()
-        finally:
-            for signum in signals:
-                loop.remove_signal_handler(signum)
-        log.info("gateway stopping")
+            await stopping
+        except asyncio.CancelledError:
+            if not stopping.cancelled():
+                raise  # serve itself was cancelled
+            cleaned_up = True  # abandoned: nothing more is waited for
+            raise StoppedAtOnce(0 if producer is None else undelivered(producer)) from None
+        cleaned_up = True
     finally:
-        await runner.cleanup()
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        if not cleaned_up:
+            await runner.cleanup()
+
+
+async def _wind_down(runner: web.AppRunner, producer: Flushable | None, timeout_s: float) -> None:
+    """Steps 2 to 4 of :func:`serve`, within ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    await runner.cleanup()
+    if producer is None:
+        return
+    while True:
+        # Short waits in a thread: the loop stays free to serve a second signal.
+        wait_s = min(_FLUSH_STEP_S, max(0.0, deadline - loop.time()))
+        left = await asyncio.to_thread(undelivered, producer, wait_s)
+        if not left:
+            log.info("gateway stopped: every message was delivered to Kafka")
+            return
+        if loop.time() >= deadline:
+            raise DeliveriesLeft(left, timeout_s)
 
 
 def _host_port(address: Any) -> str:

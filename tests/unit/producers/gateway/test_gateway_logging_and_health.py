@@ -1,0 +1,203 @@
+"""The gateway's log levels by answer, and ``GET /healthz`` following Kafka, without a broker.
+
+Each request is a mocked aiohttp request (no socket: unit tests have none) handed to the app's
+router and middleware, over a stub producer that acknowledges (or refuses) every event at once;
+``/healthz`` asks a stub health check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any
+from unittest import mock
+
+import pytest
+from aiohttp import StreamReader, web
+from aiohttp.test_utils import make_mocked_request
+
+from pipeline.envelope import Event, KafkaMessage
+from pipeline.errors import PipelineError
+from pipeline.kafka.producer import Delivery
+from pipeline.settings import GatewaySettings
+from producers.gateway import create_app
+
+SETTINGS = GatewaySettings(rate_per_s=10_000, burst=10_000)
+JSON_HEADERS = {"Content-Type": "application/json"}
+ORDER = {
+    "order_id": "order-1",
+    "customer_id": "customer-9",
+    "lines": [{"sku": "sku-1", "quantity": 2, "unit_price": "12.50"}],
+}
+
+
+class StubProducer:
+    """Acknowledges every event at once, at increasing offsets; or refuses every one."""
+
+    def __init__(self, *, refuses: bool = False) -> None:
+        self.refuses = refuses
+        self.sent = 0
+
+    def send_future(self, topic: str, event: Event | KafkaMessage) -> Future[Delivery]:
+        if self.refuses:
+            raise PipelineError("the local queue is full")
+        future: Future[Delivery] = Future()
+        future.set_result(Delivery(event.id, topic, b"k", 0, self.sent))
+        self.sent += 1
+        return future
+
+    @contextmanager
+    def polling(self, interval_s: float = 0.05) -> Iterator[None]:
+        yield
+
+
+class StubHealth:
+    """A Kafka health check answering ``problem`` (``None``: healthy)."""
+
+    def __init__(self, problem: str | None) -> None:
+        self.answer = problem
+
+    async def problem(self) -> str | None:
+        return self.answer
+
+
+def _payload(body: bytes) -> StreamReader:
+    """A request body as aiohttp's request reads it."""
+    payload = StreamReader(mock.Mock(), 2**16, loop=asyncio.get_running_loop())
+    payload.feed_data(body)
+    payload.feed_eof()
+    return payload
+
+
+class Client:
+    """Requests to ``app`` through its router and middleware, from 127.0.0.1."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> web.Response:
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda key, default=None: (
+            ("127.0.0.1", 50000) if key == "peername" else default
+        )
+        all_headers = {**(headers or {}), "Content-Length": str(len(body))}
+        probe = make_mocked_request(method, path, all_headers, app=self.app)
+        match = await self.app.router.resolve(probe)
+        request = make_mocked_request(
+            method,
+            path,
+            all_headers,
+            app=self.app,
+            match_info=dict(match),
+            transport=transport,
+            payload=_payload(body),
+            client_max_size=SETTINGS.max_body_bytes,
+        )
+        [middleware] = self.app.middlewares
+        response = await middleware(request, match.handler)
+        assert isinstance(response, web.Response)
+        return response
+
+    async def post(self, path: str, body: Any) -> web.Response:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await self.request("POST", path, data, JSON_HEADERS)
+
+    async def get(self, path: str) -> web.Response:
+        return await self.request("GET", path)
+
+
+def client(producer: StubProducer | None = None, **options: Any) -> Client:
+    return Client(create_app(SETTINGS, producer or StubProducer(), **options))
+
+
+def gateway_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "producers.gateway" and r.levelno == level]
+
+
+# ---- log levels ------------------------------------------------------------------------------
+
+
+def test_a_burst_of_bad_requests_logs_nothing_at_info(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG, logger="producers.gateway")
+
+    gateway = client()
+
+    async def scenario() -> list[int]:
+        statuses = []
+        for _ in range(600):
+            response = await gateway.post("/v1/requests/place_order", b"{not json")
+            statuses.append(response.status)
+        unknown = await gateway.post("/v1/requests/nothing", ORDER)
+        return [*statuses, unknown.status]
+
+    statuses = asyncio.run(scenario())
+
+    assert set(statuses) == {400, 404}
+    assert gateway_records(caplog, logging.INFO) == []
+    assert len(gateway_records(caplog, logging.DEBUG)) == 601
+
+
+def test_an_accepted_request_is_logged_at_info(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG, logger="producers.gateway")
+
+    async def scenario() -> int:
+        return (await client().post("/v1/requests/place_order", ORDER)).status
+
+    assert asyncio.run(scenario()) == 202
+    [line] = gateway_records(caplog, logging.INFO)
+    assert "-> 202" in line.getMessage()
+
+
+def test_a_5xx_answer_is_logged_at_warning(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG, logger="producers.gateway")
+
+    async def scenario() -> int:
+        return (
+            await client(StubProducer(refuses=True)).post("/v1/requests/place_order", ORDER)
+        ).status
+
+    assert asyncio.run(scenario()) == 503
+    [line] = gateway_records(caplog, logging.WARNING)
+    assert "-> 503" in line.getMessage()
+    assert gateway_records(caplog, logging.INFO) == []
+
+
+# ---- /healthz --------------------------------------------------------------------------------
+
+
+def _healthz(gateway: Client) -> tuple[int, dict[str, Any]]:
+    async def scenario() -> tuple[int, Any]:
+        response = await gateway.get("/healthz")
+        assert isinstance(response.body, bytes)
+        return response.status, json.loads(response.body)
+
+    return asyncio.run(scenario())
+
+
+def test_healthz_is_503_with_the_reason_while_kafka_does_not_answer():
+    reason = "Kafka at 127.0.0.1:1 does not answer (Failed to get metadata)"
+
+    status, body = _healthz(client(kafka_health=StubHealth(reason)))
+
+    assert (status, body) == (503, {"status": "unavailable", "reason": reason})
+
+
+def test_healthz_is_ok_while_kafka_answers():
+    assert _healthz(client(kafka_health=StubHealth(None))) == (200, {"status": "ok"})
+
+
+def test_healthz_follows_kafka_coming_back():
+    health = StubHealth("Kafka at 127.0.0.1:1 does not answer (down)")
+    gateway = client(kafka_health=health)
+
+    before = _healthz(gateway)[0]
+    health.answer = None
+    after = _healthz(gateway)[0]
+
+    assert (before, after) == (503, 200)
