@@ -55,6 +55,7 @@ from pipeline.request_types import (
     UnknownRequestType,
     request_type,
 )
+from producers.ndjson_defaults import DEFAULT_EVENT_TYPE, DEFAULT_SOURCE
 
 __all__ = [
     "DEFAULT_EVENT_TYPE",
@@ -76,9 +77,6 @@ __all__ = [
     "rejections_in",
     "too_large",
 ]
-
-DEFAULT_EVENT_TYPE = "com.example.event"
-DEFAULT_SOURCE = "/pipeline/cli"
 
 #: The largest message the producer accepts: librdkafka's default ``message.max.bytes``, which
 #: our producers keep (pipeline/kafka/clients.py sets no other). A larger one is refused at once.

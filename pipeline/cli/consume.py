@@ -51,32 +51,20 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Annotated, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Protocol
 
 import typer
-from confluent_kafka import (
-    TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
 
 from pipeline.cli.console import stderr_console
 from pipeline.cli.plurals import counted
 from pipeline.cli.produce import require_topic
-from pipeline.envelope import (
-    ConsumedMessage,
-    EnvelopeError,
-    Event,
-    decode_message,
-    is_json_content_type,
-)
 from pipeline.errors import PipelineError
-from pipeline.ids import new_event_id
-from pipeline.kafka.clients import build_consumer
-from pipeline.kafka.watermarks import UNREADABLE, read_watermarks
 from pipeline.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from pipeline.envelope import ConsumedMessage, Event
 
 EXIT_INTERRUPTED = 130
 
@@ -92,16 +80,18 @@ _FOLLOW_IDLE_CHECK_S = 30.0
 _err = stderr_console()
 
 
-class KafkaRecord(ConsumedMessage, Protocol):
-    """The part of a consumed ``confluent_kafka.Message`` that is printed."""
+if TYPE_CHECKING:
 
-    def topic(self) -> str | None: ...
+    class KafkaRecord(ConsumedMessage, Protocol):
+        """The part of a consumed ``confluent_kafka.Message`` that is printed."""
 
-    def partition(self) -> int | None: ...
+        def topic(self) -> str | None: ...
 
-    def offset(self) -> int | None: ...
+        def partition(self) -> int | None: ...
 
-    def timestamp(self) -> tuple[int, int]: ...
+        def offset(self) -> int | None: ...
+
+        def timestamp(self) -> tuple[int, int]: ...
 
 
 # --- one message as JSON (pure) ---------------------------------------------------------------
@@ -119,6 +109,8 @@ def _text_or_none(raw: bytes) -> str | None:
 
 
 def _position(message: KafkaRecord) -> dict[str, Any]:
+    from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
     kind, stamp = message.timestamp()
     fields: dict[str, Any] = {
         "topic": message.topic(),
@@ -135,6 +127,8 @@ def _position(message: KafkaRecord) -> dict[str, Any]:
 
 
 def _data(event: Event) -> dict[str, Any]:
+    from pipeline.envelope import is_json_content_type
+
     if event.data is None or is_json_content_type(event.datacontenttype):
         return {"data": event.data}
     raw: bytes = event.data
@@ -162,6 +156,8 @@ def _headers(message: KafkaRecord, *, envelope: bool) -> list[list[str | None]]:
 
 def message_json(message: KafkaRecord) -> dict[str, Any]:
     """One consumed message as the JSON object ``pipeline consume`` prints."""
+    from pipeline.envelope import EnvelopeError, decode_message
+
     fields = _position(message)
     try:
         event = decode_message(message)
@@ -257,6 +253,10 @@ def _batches(consumer: Consumer, reading: _Reading) -> Iterator[list[Any]]:
 
 def _check_topic(consumer: Consumer, reading: _Reading) -> None:
     """End the read (or warn, following) if the topic or a waited-for partition is gone."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from pipeline.kafka.watermarks import UNREADABLE
+
     try:
         metadata = consumer.list_topics(reading.topic, timeout=_WATERMARK_TIMEOUT_S)
     except KafkaException:
@@ -276,6 +276,10 @@ def _check_topic(consumer: Consumer, reading: _Reading) -> None:
 
 def _handle_error(message: Any, reading: _Reading) -> None:
     """Apply the error policy of the module docstring to one error from ``consume()``."""
+    from confluent_kafka import KafkaError
+
+    from pipeline.kafka.watermarks import UNREADABLE
+
     error: KafkaError = message.error()
     code = error.code()
     if code == KafkaError._PARTITION_EOF:
@@ -350,6 +354,8 @@ def _read(
 
 def _commit(consumer: Consumer, topic: str, positions: dict[int, int]) -> bool:
     """Commit what was printed; whether it worked."""
+    from confluent_kafka import KafkaException, TopicPartition
+
     offsets = [TopicPartition(topic, partition, offset) for partition, offset in positions.items()]
     try:
         consumer.commit(offsets=offsets, asynchronous=False)
@@ -415,6 +421,9 @@ def consume(
     or the topic could not be read to the end;
     130 interrupted.
     """
+    from pipeline.ids import new_event_id
+    from pipeline.kafka.clients import build_consumer
+
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     partitions = require_topic(settings, topic)
@@ -456,6 +465,8 @@ def _start_new_partitions(
 ) -> None:
     """Assign ``given`` at the group's offsets; a partition without one at its first offset,
     noted to be committed with the next batch."""
+    from confluent_kafka import KafkaException
+
     try:
         positions = consumer.committed(given, timeout=_WATERMARK_TIMEOUT_S)
     except KafkaException as error:
@@ -478,6 +489,10 @@ def _start(
     group: str | None,
     follow: bool,
 ) -> _Reading:
+    from confluent_kafka import TopicPartition
+
+    from pipeline.kafka.watermarks import read_watermarks
+
     marks = {
         partition: read_watermarks(consumer, topic, partition, timeout_s=_WATERMARK_TIMEOUT_S)
         for partition in range(partitions)

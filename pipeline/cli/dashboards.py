@@ -14,11 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
-from pipeline.dashboards import NDJSON_FILE, export_files, export_ndjson, import_to_kibana
 from pipeline.errors import PipelineError
-from pipeline.logs.elasticsearch import build_elasticsearch
-from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
-from pipeline.settings import PipelineSettings
+from pipeline.settings import LogSettings, PipelineSettings
 
 app = typer.Typer(
     help="Kibana assets as code: the logs' data view, searches, visualisations and dashboard.",
@@ -26,6 +23,8 @@ app = typer.Typer(
 )
 
 DEFAULT_KIBANA_URL = "http://127.0.0.1:5601"
+#: The logs' read alias when PIPELINE_LOGS__INDEX_ALIAS is not set (pipeline.logs.schema's).
+_DEFAULT_INDEX_ALIAS: str = LogSettings.model_fields["index_alias"].default
 
 
 def _settings(ctx: typer.Context) -> PipelineSettings:
@@ -46,6 +45,8 @@ def export(
     ] = Path("dashboards"),
 ) -> None:
     """Write the saved objects (Kibana's import format) and the index template to files."""
+    from pipeline.dashboards import export_files
+
     try:
         written = export_files(out)
     except OSError as error:
@@ -66,7 +67,7 @@ def import_(
         typer.Option(
             "--file",
             help="An NDJSON export to import instead of the generated saved objects "
-            f"(which equal dashboards/{NDJSON_FILE}).",
+            "(the same as the NDJSON file in dashboards/).",
             dir_okay=False,
         ),
     ] = None,
@@ -76,6 +77,8 @@ def import_(
     ] = True,
 ) -> None:
     """Import the saved objects into Kibana (POST /api/saved_objects/_import)."""
+    from pipeline.dashboards import export_ndjson, import_to_kibana
+
     if file is None:
         ndjson = export_ndjson()
     else:
@@ -109,7 +112,7 @@ def template(
         typer.Option(
             "--alias",
             help="Read alias, index prefix (<alias>-YYYY.MM.DD) and template name "
-            f"(default: PIPELINE_LOGS__INDEX_ALIAS, else {INDEX_ALIAS}).",
+            f"(default: PIPELINE_LOGS__INDEX_ALIAS, else {_DEFAULT_INDEX_ALIAS}).",
             show_default=False,
         ),
     ] = None,
@@ -117,6 +120,9 @@ def template(
     """Put the logs' index template on Elasticsearch (the shipper does it too, on start)."""
     from elasticsearch import ApiError
     from elasticsearch import ConnectionError as ESConnectionError
+
+    from pipeline.logs.elasticsearch import build_elasticsearch
+    from pipeline.logs.schema import ensure_index_template
 
     settings = _settings(ctx)
     alias = alias or settings.logs.index_alias

@@ -25,34 +25,22 @@ import os
 import statistics
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
-from aiohttp import web
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
-from pipeline.cli.demo_sagas import SagaReport
-from pipeline.cli.demo_services import (
-    DEAD_LETTER_QUERY,
-    PROCESSOR_NAME,
-    ProcessingReport,
-    run_services,
-)
 from pipeline.cli.plurals import counted
-from pipeline.envelope import Event
-from pipeline.ids import new_event_id
-from pipeline.kafka.clients import build_admin, build_consumer
-from pipeline.kafka.producer import EventProducer, build_event_producer
-from pipeline.kafka.readback import end_offsets, read_from
 from pipeline.settings import PipelineSettings
-from pipeline.stack import postgres_node
-from pipeline.stack.manager import StackManager
-from pipeline.topics.admin import apply_plan, describe_cluster_topics
-from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS, default_catalogue
-from pipeline.topics.plan import build_plan
-from producers.demo_traffic import DemoRequest, TrafficReport, demo_requests, send_requests
-from producers.gateway import create_app
+
+if TYPE_CHECKING:
+    from pipeline.cli.demo_sagas import SagaReport
+    from pipeline.cli.demo_services import ProcessingReport
+    from pipeline.envelope import Event
+    from pipeline.kafka.producer import EventProducer
+    from producers.demo_traffic import DemoRequest, TrafficReport
 
 _out = stdout_console()
 _err = stderr_console()
@@ -77,6 +65,11 @@ async def _through_gateway(
     on_progress: Callable[[int], None],
 ) -> TrafficReport:
     # The demo is one client sending as fast as it can: lift its rate limit, keep the rest.
+    from aiohttp import web
+
+    from producers.demo_traffic import send_requests
+    from producers.gateway import create_app
+
     gateway_settings = settings.gateway.model_copy(update={"rate_per_s": 1e9, "burst": 10**9})
     runner = web.AppRunner(create_app(gateway_settings, producer))
     await runner.setup()
@@ -100,6 +93,16 @@ def demo(
     ),
 ) -> None:
     """Start the stack, apply the topics, send requests through the gateway, read them back."""
+    from pipeline.ids import new_event_id
+    from pipeline.kafka.clients import build_admin, build_consumer
+    from pipeline.kafka.producer import build_event_producer
+    from pipeline.kafka.readback import end_offsets, read_from
+    from pipeline.stack.manager import StackManager
+    from pipeline.topics.admin import apply_plan, describe_cluster_topics
+    from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS, default_catalogue
+    from pipeline.topics.plan import build_plan
+    from producers.demo_traffic import demo_requests
+
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     started = StackManager(settings, console=_err).up()
@@ -200,6 +203,11 @@ REDELIVERED = 50
 
 
 def _processing_stage(settings: PipelineSettings, accepted: list[Event]) -> ProcessingReport:
+    from pipeline.cli.demo_services import run_services
+    from pipeline.kafka.producer import build_event_producer
+    from pipeline.stack import postgres_node
+    from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS
+
     if "PIPELINE_DATABASE__URL" not in os.environ:
         # The demo's service database is the stack's PostgreSQL, unless one is configured.
         settings = settings.model_copy(
@@ -230,6 +238,8 @@ def _processing_stage(settings: PipelineSettings, accepted: list[Event]) -> Proc
 
 
 def _print_processing_summary(services: ProcessingReport) -> None:
+    from pipeline.cli.demo_services import DEAD_LETTER_QUERY, PROCESSOR_NAME
+
     summary = Table(title="orders service (pipeline process consumers.orders_service:processor)")
     summary.add_column("what")
     summary.add_column("value", justify="right")

@@ -13,23 +13,20 @@ import time
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy.engine import Engine
 
-from consumers.saga_invariants import Invariant, check_invariants
 from pipeline.errors import PipelineError
-from pipeline.kafka.clients import build_consumer
-from pipeline.kafka.watermarks import read_watermarks
-from pipeline.outbox.table import outbox_status
-from pipeline.sagas.state import STUCK, TERMINAL
-from pipeline.sagas.store import sagas_table
 from pipeline.settings import KafkaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES, saga_commands_topic
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from consumers.saga_invariants import Invariant
 
 __all__ = ["SAGA_SERVICES", "SagaReport", "saga_report", "watch_sagas"]
 
@@ -60,6 +57,8 @@ class SagaReport:
 
     @property
     def ended(self) -> int:
+        from pipeline.sagas.state import TERMINAL
+
         return sum(n for state, n in self.by_state.items() if state in TERMINAL)
 
     @property
@@ -76,9 +75,15 @@ class GroupLag:
     their committed offsets without joining the groups."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
+        from pipeline.kafka.clients import build_consumer
+
         self._consumers = {group: build_consumer(kafka, group) for group in SAGA_GROUP_TOPICS}
 
     def total(self) -> int:
+        from confluent_kafka import TopicPartition
+
+        from pipeline.kafka.watermarks import read_watermarks
+
         lag = 0
         for group, consumer in self._consumers.items():
             for topic in SAGA_GROUP_TOPICS[group]:
@@ -97,6 +102,10 @@ class GroupLag:
 
 
 def _counts(database: Engine, since: datetime) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    from pipeline.sagas.store import sagas_table
+
     with database.connect() as connection:
         rows = connection.execute(
             sa.select(sagas_table.c.status, sa.func.count())
@@ -107,6 +116,8 @@ def _counts(database: Engine, since: datetime) -> dict[str, int]:
 
 
 def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int, lag: int) -> Table:
+    from pipeline.sagas.state import STUCK, TERMINAL
+
     table = Table(title="CreateOrder sagas of this run (live)", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -124,6 +135,8 @@ def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int, lag:
 
 
 def _progress_line(counts: dict[str, int], elapsed_s: float, backlog: int, lag: int) -> str:
+    from pipeline.sagas.state import TERMINAL
+
     ended = sum(n for state, n in counts.items() if state in TERMINAL)
     parts = ", ".join(f"{state} {n:,}" for state, n in sorted(counts.items()))
     return (
@@ -144,6 +157,9 @@ def watch_sagas(
 ) -> SagaReport:
     """Show progress until ``expected`` sagas started since ``since`` and none is still
     running (stuck ones count as settled: they wait for an operator)."""
+    from pipeline.outbox.table import outbox_status
+    from pipeline.sagas.state import STUCK, TERMINAL
+
     started = time.monotonic()
     report = SagaReport()
     quiet_since: float | None = None
@@ -188,6 +204,11 @@ def watch_sagas(
 
 def saga_report(database: Engine, report: SagaReport, *, since: datetime) -> SagaReport:
     """Add the invariant checks and one example saga id per final state."""
+    import sqlalchemy as sa
+
+    from consumers.saga_invariants import check_invariants
+    from pipeline.sagas.store import sagas_table
+
     with database.connect() as connection:
         run_ids = list(
             connection.execute(

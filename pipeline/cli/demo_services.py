@@ -27,25 +27,19 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from pipeline.cli.demo_sagas import SAGA_SERVICES, SagaReport, saga_report, watch_sagas
-from pipeline.database import build_engine, migrate
-from pipeline.envelope import Event
 from pipeline.errors import PipelineError
-from pipeline.kafka.clients import build_consumer
-from pipeline.kafka.producer import EventProducer
-from pipeline.kafka.readback import end_offsets
-from pipeline.logs.elasticsearch import build_elasticsearch
-from pipeline.logs.schema import INDEX_ALIAS
-from pipeline.logs.search import build_query
-from pipeline.outbox.table import outbox_status
 from pipeline.settings import PipelineSettings
-from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS
-from producers.outbox_relay import running_relay
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+    from pipeline.envelope import Event
+    from pipeline.kafka.producer import EventProducer
 
 PROCESSOR_SPEC = "consumers.orders_service:processor"
 PROCESSOR_NAME = "orders-service"
@@ -99,6 +93,8 @@ def _child(
 
 def scrape(port: int) -> ProcessingReport:
     """The processor's counters, from its Prometheus endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     report = ProcessingReport()
@@ -150,6 +146,8 @@ def run_services(
     console: Console,
 ) -> ProcessingReport:
     """Steps 1-7 of the module docstring; ``orders``: the new orders (sagas) expected."""
+    from pipeline.kafka.clients import build_consumer
+
     consumer = build_consumer(settings.kafka, group_id=PROCESSOR_NAME)
     try:
         return _run_services(
@@ -169,6 +167,15 @@ def _run_services(
     orders: int,
     console: Console,
 ) -> ProcessingReport:
+    from pipeline.database import build_engine, migrate
+    from pipeline.kafka.readback import end_offsets
+    from pipeline.logs.elasticsearch import build_elasticsearch
+    from pipeline.logs.schema import INDEX_ALIAS
+    from pipeline.logs.search import build_query
+    from pipeline.outbox.table import outbox_status
+    from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS
+    from producers.outbox_relay import running_relay
+
     database = build_engine(settings.database)
     migrate(database)
     port = _free_port()

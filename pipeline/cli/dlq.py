@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -42,25 +42,14 @@ from pipeline.cli.console import announcing_kafka, stderr_console, stdout_consol
 from pipeline.cli.consume import ndjson_line
 from pipeline.cli.dlq_table import dead_letter_table
 from pipeline.cli.plurals import counted
-from pipeline.dead_letters.letter import REASONS, DeadLetter
-from pipeline.dead_letters.redrive import (
-    RedriveResult,
-    earlier_of_same_keys,
-    matches,
-    open_dead_letter_consumer,
-    read_dead_letters,
-    redrive,
-    redrive_producer,
-    redrive_transactional_id,
-    select_for_redrive,
-)
+from pipeline.dead_letters.letter import REASONS
 from pipeline.errors import PipelineError
-from pipeline.ids import new_event_id
-from pipeline.kafka.clients import build_admin
-from pipeline.kafka.producer import EventProducer
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import describe_cluster_topics
-from pipeline.topics.spec import dlq_base, dlq_name, is_dlq
+
+if TYPE_CHECKING:
+    from pipeline.dead_letters.letter import DeadLetter
+    from pipeline.dead_letters.redrive import RedriveResult
+    from pipeline.kafka.producer import EventProducer
 
 EXIT_OK = 0
 EXIT_NOT_ALL = 1
@@ -116,6 +105,8 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
 
 def resolve_topics(topic: str) -> tuple[str, str]:
     """``(original topic, dead-letter topic)`` from either name."""
+    from pipeline.topics.spec import dlq_base, dlq_name, is_dlq
+
     if is_dlq(topic):
         return dlq_base(topic), topic
     return topic, dlq_name(topic)
@@ -123,6 +114,9 @@ def resolve_topics(topic: str) -> tuple[str, str]:
 
 def _require_topics(settings: PipelineSettings, dlq_topic: str, original: set[str]) -> None:
     """A one-line :class:`PipelineError` when the dead-letter topic or a target is missing."""
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import describe_cluster_topics
+
     bootstrap = settings.kafka.bootstrap_servers
     names = [dlq_topic, *sorted(original)]
     found = describe_cluster_topics(build_admin(settings.kafka), names, bootstrap=bootstrap)
@@ -160,6 +154,8 @@ class _Filters:
         return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None)
 
     def match(self, letter: DeadLetter) -> bool:
+        from pipeline.dead_letters.redrive import matches
+
         return matches(
             letter,
             error_type=self.error_type,
@@ -176,12 +172,16 @@ class _Filters:
 
 
 def _read(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | str | None]:
+    from pipeline.dead_letters.redrive import open_dead_letter_consumer, read_dead_letters
+
     with open_dead_letter_consumer(settings.kafka) as consumer:
         return read_dead_letters(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
 
 
 def _pending(read: Sequence[DeadLetter | str | None]) -> tuple[list[DeadLetter], set[str]]:
     """All dead letters read, and the positions of those already redriven."""
+    from pipeline.dead_letters.letter import DeadLetter
+
     letters = [item for item in read if isinstance(item, DeadLetter)]
     redriven = {item for item in read if isinstance(item, str)}
     return letters, redriven
@@ -322,6 +322,8 @@ class _Selection:
 def _select(
     settings: PipelineSettings, dlq_topic: str, filters: _Filters, limit: int | None
 ) -> _Selection:
+    from pipeline.dead_letters.redrive import earlier_of_same_keys, select_for_redrive
+
     letters, redriven = _pending(_read(settings, dlq_topic))
     pending = [letter for letter in letters if letter.position not in redriven]
     options: dict[str, Any] = {
@@ -460,6 +462,8 @@ def _redrive(
     dry_run: bool,
     yes: bool,
 ) -> int:
+    from pipeline.dead_letters.redrive import redrive_producer
+
     asked: int | None = None  # how many the person confirmed
     if dry_run or not yes:
         first = _select(settings, dlq_topic, filters, limit)
@@ -490,6 +494,9 @@ def _redrive_with(
     asked: int | None,
 ) -> int:
     # Fence any older redrive of this topic first, then read: what it committed is seen.
+    from pipeline.dead_letters.redrive import redrive, redrive_transactional_id
+    from pipeline.ids import new_event_id
+
     producer.init_transactions()
     selection = _select(settings, dlq_topic, filters, limit)
     if asked is None:

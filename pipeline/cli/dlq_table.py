@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.dead_letters.letter import DeadLetter
-from pipeline.topics.spec import dlq_base
+if TYPE_CHECKING:
+    from pipeline.dead_letters.letter import DeadLetter
 
 #: The error message is shortened to this many characters (``--output ndjson`` has it whole).
 MESSAGE_WIDTH = 60
@@ -107,6 +107,8 @@ def dead_letter_table(
 
     ``redriven`` (with ``--show-redriven``) adds a column saying which were redriven.
     """
+    from pipeline.topics.spec import dlq_base  # the Kafka client: not for `pipeline --help`
+
     base = dlq_base(dlq_topic)
     columns = _columns(base, redriven)
     cells = {column.header: [column.cell(letter) for letter in letters] for column in columns}

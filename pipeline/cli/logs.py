@@ -26,10 +26,6 @@ from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.errors import PipelineError
-from pipeline.kafka.clients import build_consumer, build_producer
-from pipeline.logs.elasticsearch import build_elasticsearch
-from pipeline.logs.search import build_query, normalize_levels, parse_since, search_body
-from pipeline.logs.setup import configure_logging
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:  # imported by the commands that use it: `pipeline --help` need not load it
@@ -68,6 +64,9 @@ def ship(
     rejected records go to logs.dlq with the reason in their headers.
     """
     from consumers.log_shipper import LogShipper
+    from pipeline.kafka.clients import build_consumer, build_producer
+    from pipeline.logs.elasticsearch import build_elasticsearch
+    from pipeline.logs.setup import configure_logging
 
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
@@ -231,6 +230,9 @@ def search(
     --follow print oldest first. A query Elasticsearch cannot parse is one
     error line with its reason (exit code 2).
     """
+    from pipeline.logs.elasticsearch import build_elasticsearch
+    from pipeline.logs.search import build_query, normalize_levels, parse_since, search_body
+
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     try:
@@ -263,6 +265,8 @@ def _follow(
     output: str,
     limit: int,
 ) -> None:
+    from pipeline.logs.search import build_query, search_body
+
     seen: dict[str, datetime] = {}
     newest = start
     for hit in hits:

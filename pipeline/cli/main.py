@@ -3,6 +3,10 @@
 Settings are read once here and handed to the sub-commands through the Typer context.
 Every expected failure is a :class:`pipeline.errors.PipelineError`, printed as one line with a
 non-zero exit code; a traceback means a bug.
+
+The command modules import what their commands use (Kafka, SQLAlchemy, Elasticsearch, aiohttp,
+Faust) inside the commands: Typer needs only their signatures, so ``pipeline --help`` loads none
+of it (tests/unit/pipeline/cli/test_main.py holds them to that).
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from pipeline.cli.process import process
 from pipeline.cli.produce import produce
 from pipeline.cli.record import record
 from pipeline.cli.replay import replay
-from pipeline.database import default_database_url
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
@@ -106,6 +109,8 @@ def with_default_database(settings: PipelineSettings) -> PipelineSettings:
     file in the stack's home, the same whatever the current folder."""
     if "url" in settings.database.model_fields_set:
         return settings
+    from pipeline.database import default_database_url  # SQLAlchemy: not for `pipeline --help`
+
     database = settings.database.model_copy(
         update={"url": default_database_url(settings.stack.home)}
     )

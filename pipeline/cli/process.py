@@ -6,19 +6,16 @@ import importlib
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from pipeline.cli.console import announcing_kafka, stderr_console
-from pipeline.database import create_sqlite_folder, database_label
 from pipeline.errors import PipelineError
-from pipeline.kafka.clients import build_admin
-from pipeline.logs import configure_logging
-from pipeline.processing.processor import Processor
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import describe_cluster_topics
-from pipeline.topics.spec import dlq_name
+
+if TYPE_CHECKING:
+    from pipeline.processing.processor import Processor
 
 T = TypeVar("T")
 
@@ -46,6 +43,8 @@ def load_attribute(spec: str, expected: type[T], *, what: str, example: str) -> 
 
 def load_processor(spec: str) -> Processor:
     """The :class:`Processor` named by ``module.path:attribute`` (the current folder first)."""
+    from pipeline.processing.processor import Processor
+
     return load_attribute(
         spec, Processor, what="PROCESSOR", example="consumers.orders_service:processor"
     )
@@ -82,7 +81,12 @@ def process(
     on stderr and migrated first; the topics and their .dlq must exist
     (`pipeline topics apply`).
     """
+    from pipeline.database import create_sqlite_folder
+    from pipeline.kafka.clients import build_admin
+    from pipeline.logs import configure_logging
     from pipeline.processing.faust.app import run_processor
+    from pipeline.topics.admin import describe_cluster_topics
+    from pipeline.topics.spec import dlq_name
 
     settings: PipelineSettings = ctx.obj
     updates: dict[str, object] = {}
@@ -110,4 +114,6 @@ def process(
 
 def announce_database(settings: PipelineSettings) -> None:
     """Say on stderr which database this program uses, before it uses it."""
+    from pipeline.database import database_label
+
     stderr_console().print(f"database: {database_label(settings.database)}", highlight=False)

@@ -24,10 +24,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
-from confluent_kafka import KafkaException
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -44,26 +43,12 @@ from rich.text import Text
 from pipeline.cli.console import announcing_kafka, stderr_console
 from pipeline.cli.plurals import counted
 from pipeline.errors import PipelineError
-from pipeline.ids import new_event_id
-from pipeline.kafka.clients import build_admin
-from pipeline.kafka.producer import (
-    Delivery,
-    EventProducer,
-    FlushTimeout,
-    ProduceRefused,
-    build_event_producer,
-)
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import describe_cluster_topics
-from producers.ndjson import (
-    DEFAULT_SOURCE,
-    LineRules,
-    RejectedLine,
-    line_rules,
-    parse_line,
-    refused,
-    rejections_in,
-)
+from producers.ndjson_defaults import DEFAULT_SOURCE
+
+if TYPE_CHECKING:
+    from pipeline.kafka.producer import Delivery, EventProducer
+    from producers.ndjson import LineRules, RejectedLine
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -86,6 +71,9 @@ def require_topic(settings: PipelineSettings, topic: str) -> int:
 
     Reads the cluster metadata through the admin client, which never creates a topic.
     """
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import describe_cluster_topics
+
     bootstrap = settings.kafka.bootstrap_servers
     with announcing_kafka(bootstrap):
         found = describe_cluster_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
@@ -228,6 +216,9 @@ def _send_lines(
     total: int | None,
 ) -> None:
     """Send every ready line, reject the others; a rejected line is never produced."""
+    from pipeline.kafka.producer import ProduceRefused
+    from producers.ndjson import RejectedLine, parse_line, refused
+
     task = progress.add_task("producing", total=total)
     unshown = 0
     for number, raw in enumerate(lines, start=1):
@@ -392,6 +383,9 @@ def produce(
     3 some events failed to be delivered (or were not acknowledged in time);
     130 interrupted.
     """
+    from pipeline.ids import new_event_id
+    from producers.ndjson import line_rules
+
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     if old_key_field is not None:
@@ -436,6 +430,11 @@ def _produce(
     partitions: int,
     strict: bool,
 ) -> int:
+    from confluent_kafka import KafkaException
+
+    from pipeline.kafka.producer import build_event_producer
+    from producers.ndjson import rejections_in
+
     tally = _Tally()
     if data.path is None and sys.stdin.isatty():
         _err.print("reading NDJSON from the terminal; end with Ctrl-D")
@@ -497,6 +496,8 @@ def _stopped(tally: _Tally, why: str) -> str:
 
 def _flush(producer: EventProducer, settings: PipelineSettings) -> str | None:
     """Wait for every queued event; what is still unacknowledged after that, if anything."""
+    from pipeline.kafka.producer import FlushTimeout
+
     try:
         producer.flush(settings.producer.delivery_timeout_ms / 1000 + _FLUSH_MARGIN_S)
     except FlushTimeout as error:  # events left unacknowledged (callbacks count the rest)

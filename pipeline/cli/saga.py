@@ -11,24 +11,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from pipeline.cli.console import stdout_console
 from pipeline.cli.plurals import counted
 from pipeline.cli.process import announce_database, load_attribute
-from pipeline.database import build_engine
 from pipeline.errors import PipelineError
-from pipeline.sagas import SagaRegistry, mermaid
-from pipeline.sagas.orchestrator import SagaOrchestrator
-from pipeline.sagas.state import STUCK, TERMINAL, SagaState
-from pipeline.sagas.store import count_by_status, list_sagas, load_saga
+from pipeline.sagas.state import STUCK, TERMINAL
 from pipeline.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from pipeline.sagas.state import SagaState
 
 app = typer.Typer(help="Sagas: list them by state, show one's timeline, retry or resolve, graph.")
 
@@ -53,6 +51,10 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
 
 @contextmanager
 def _database(ctx: typer.Context) -> Iterator[Engine]:
+    from sqlalchemy.exc import DBAPIError
+
+    from pipeline.database import build_engine
+
     settings = _settings(ctx)
     announce_database(settings)
     engine = build_engine(settings.database, pool_size=1, must_exist=True)
@@ -91,6 +93,8 @@ def list_command(
     ] = 50,
 ) -> None:
     """Sagas newest first, and how many there are in each state."""
+    from pipeline.sagas.store import count_by_status, list_sagas
+
     if state is not None and state not in _STATES:
         raise PipelineError(f"unknown state {state!r}: one of {', '.join(_STATES)}")
     with _database(ctx) as engine, engine.connect() as connection:
@@ -156,6 +160,8 @@ def show(
     ctx: typer.Context, saga_id: Annotated[str, typer.Argument(help="The saga's id.")]
 ) -> None:
     """One saga: its state, its data, each step, and its timeline with every attempt."""
+    from pipeline.sagas.store import load_saga
+
     with _database(ctx) as engine, engine.connect() as connection:
         stored = load_saga(connection, saga_id)
     if stored is None:
@@ -176,6 +182,11 @@ def show(
 
 
 def _operate(ctx: typer.Context, registry_spec: str, saga_id: str, note: str | None) -> SagaState:
+    from sqlalchemy.orm import Session
+
+    from pipeline.sagas import SagaRegistry
+    from pipeline.sagas.orchestrator import SagaOrchestrator
+
     registry = load_attribute(registry_spec, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)
     orchestrator = SagaOrchestrator(registry)
     with _database(ctx) as engine, Session(engine) as session, session.begin():
@@ -219,6 +230,8 @@ def graph(
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
     """The saga as a Mermaid flowchart: steps forwards, compensations backwards."""
+    from pipeline.sagas import SagaRegistry, mermaid
+
     sagas = load_attribute(registry, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)
     definition = sagas.latest(name) if version is None else sagas.get(name, version)
     typer.echo(mermaid(definition), nl=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -12,7 +13,9 @@ from rich.table import Table
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.settings import PipelineSettings
 from pipeline.stack import compose
-from pipeline.stack.manager import StackManager, StackStatus, tail
+
+if TYPE_CHECKING:
+    from pipeline.stack.manager import StackStatus
 
 app = typer.Typer(
     help="Run a local Apache Kafka (KRaft) and Elasticsearch fetched from Maven Central and "
@@ -71,6 +74,8 @@ def up(
 
     The first run fetches both from Maven Central (a few minutes); later runs start in seconds.
     """
+    from pipeline.stack.manager import StackManager
+
     settings = _settings(ctx)
     if docker:
         raise typer.Exit(compose.up(settings.stack.compose_file))
@@ -86,6 +91,8 @@ def up(
 @app.command()
 def status(ctx: typer.Context, docker: bool = DockerOption) -> None:
     """Show whether Kafka, Elasticsearch and PostgreSQL answer; exit 0 only when all do."""
+    from pipeline.stack.manager import StackManager
+
     settings = _settings(ctx)
     if docker:
         code = compose.run_compose(settings.stack.compose_file, "ps")
@@ -108,6 +115,8 @@ def down(
     ),
 ) -> None:
     """Stop the processes `pipeline stack up` started (by their recorded ids), nothing else."""
+    from pipeline.stack.manager import StackManager
+
     settings = _settings(ctx)
     if docker:
         args = ["down", "--volumes"] if purge else ["down"]
@@ -125,6 +134,8 @@ def logs(
     docker: bool = DockerOption,
 ) -> None:
     """Show the last lines of a component's log."""
+    from pipeline.stack.manager import StackManager, tail
+
     settings = _settings(ctx)
     if docker:
         args = ["logs", "--tail", str(lines), *(["--follow"] if follow else []), component.value]

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.console import stdout_console
-from pipeline.kafka.clients import build_admin
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import (
-    apply_plan,
-    describe_cluster_topics,
-    list_cluster_topics,
-)
-from pipeline.topics.catalogue import default_catalogue, load_catalogue_file
-from pipeline.topics.plan import ActualTopic, Plan, build_plan
-from pipeline.topics.spec import DAY_MS, Catalogue
+
+if TYPE_CHECKING:
+    from pipeline.topics.plan import ActualTopic, Plan
+    from pipeline.topics.spec import Catalogue
 
 app = typer.Typer(help="Create and update Kafka topics from the catalogue.", no_args_is_help=True)
 
@@ -51,6 +46,8 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
 
 
 def _catalogue(path: Path | None, replication_factor: int | None) -> Catalogue:
+    from pipeline.topics.catalogue import default_catalogue, load_catalogue_file
+
     if path is None:
         return default_catalogue(replication_factor or 1)
     if replication_factor is not None:
@@ -66,6 +63,8 @@ def _console() -> Console:
 
 
 def _retention(retention_ms: str | None) -> str:
+    from pipeline.topics.spec import DAY_MS
+
     if retention_ms is None or not retention_ms.lstrip("-").isdigit():
         return retention_ms or "?"
     value = int(retention_ms)
@@ -124,6 +123,10 @@ def apply_command(
     replication_factor: ReplicationOption = None,
 ) -> None:
     """Plan the catalogue against the broker, print the plan, then apply it."""
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import apply_plan, describe_cluster_topics
+    from pipeline.topics.plan import build_plan
+
     settings = _settings(ctx)
     catalogue = _catalogue(catalogue_file, replication_factor)
     bootstrap = settings.kafka.bootstrap_servers
@@ -186,6 +189,10 @@ def list_command(
     replication_factor: ReplicationOption = None,
 ) -> None:
     """Print a table of the catalogue's topics (or all of the broker's) as they exist."""
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import describe_cluster_topics, list_cluster_topics
+    from pipeline.topics.plan import build_plan
+
     settings = _settings(ctx)
     bootstrap = settings.kafka.bootstrap_servers
     admin = build_admin(settings.kafka)

@@ -277,9 +277,7 @@ def test_redrive_dry_run_shows_the_count_and_sends_nothing(
     result = run_pipeline("dlq", "redrive", dlq, "--key", "a", "--dry-run")
 
     assert result.returncode == 0, result.stderr
-    assert (
-        "3 dead letters of 1 key" in result.stderr and "dry run: nothing sent" in result.stderr
-    )
+    assert "3 dead letters of 1 key" in result.stderr and "dry run: nothing sent" in result.stderr
     assert read_topic(pipeline_settings, topic, consumer_group) == []
     assert len(ndjson(run_pipeline("dlq", "inspect", topic, "-o", "ndjson"))) == 5
 

@@ -89,9 +89,9 @@ def test_process_says_which_database_it_uses_and_creates_its_folder(places, monk
     checked: list[list[str]] = []
     # A unit test: no broker. The topic check and the runtime are replaced; what is under test
     # is which database the command announces, hands on and makes a folder for.
-    monkeypatch.setattr("pipeline.cli.process.build_admin", lambda kafka: object())
+    monkeypatch.setattr("pipeline.kafka.clients.build_admin", lambda kafka: object())
     monkeypatch.setattr(
-        "pipeline.cli.process.describe_cluster_topics",
+        "pipeline.topics.admin.describe_cluster_topics",
         lambda admin, topics, bootstrap: checked.append(list(topics)),
     )
     monkeypatch.setattr(
