@@ -1,6 +1,6 @@
 """Every use of Faust's internals, behind one version gate.
 
-The Faust binding (:mod:`pipeline.processing.faust.binding`) needs four things Faust has no
+The Faust binding (:mod:`pipeline.processing.faust.binding`) needs five things Faust has no
 public setting for. Each one depends on how Faust works inside, so all of them are here, and
 they are used only on the faust-streaming versions they were checked against
 (:data:`CHECKED_VERSIONS`):
@@ -23,11 +23,19 @@ they are used only on the faust-streaming versions they were checked against
 4. **Commits on revocation.** Faust forgets its acknowledgements of revoked partitions before
    it calls ``on_partitions_revoked``; :meth:`FaustInternals.commit_revoked` commits the
    positions the binding acknowledged with Faust's own ``Consumer._commit_offsets``.
+5. **Committed messages only.** Faust's consumer reads ``read_uncommitted`` unless the app runs
+   Faust's exactly-once mode (which also makes its producers transactional: not what a
+   processor wants). Events a transaction wrote and then aborted (a failed redrive, say) must
+   never reach a handler. :meth:`FaustInternals.starting` wraps the consumer thread's
+   ``_create_worker_consumer`` so the aiokafka consumer it makes is ``read_committed``, like
+   every confluent-kafka consumer of this project (set before the consumer starts, which is
+   when aiokafka hands the level to its fetcher).
 
 On any other version :class:`FaustInternals` logs one line and keeps Faust's own behaviour:
 Faust's topic, queue and fetch loop (a task hands each event from the channel to the binding),
 and no commit of revoked partitions (their next owner reads those records again; the inbox
-skips what was done).
+skips what was done). Reading committed messages only (5) is not optional: on a version not
+checked, a processor refuses to start if it cannot be set (:class:`ReadCommittedUnavailable`).
 
 ``tests/unit/pipeline/processing/faust/test_faust_sources.py`` pins the source of every Faust
 method this module replaces or relies on: upgrading Faust fails that test until the new sources
@@ -51,8 +59,10 @@ __all__ = [
     "EventSink",
     "FaustInternals",
     "RawTopic",
+    "ReadCommittedUnavailable",
     "drain_messages",
     "feed",
+    "read_committed",
 ]
 
 logger = logging.getLogger("pipeline.processing")
@@ -220,9 +230,11 @@ class FaustInternals:
         return channel
 
     def starting(self, app: faust.App) -> None:
-        """Before ``app`` starts: our fetch loop for its consumer (on a checked version)."""
+        """Before ``app`` starts: a ``read_committed`` consumer (always), and our fetch loop for
+        it (on a checked version)."""
+        consumer = app.consumer
+        read_committed(consumer)
         if self.checked:
-            consumer = app.consumer
             consumer._drain_messages = types.MethodType(drain_messages, consumer)  # type: ignore[attr-defined]
 
     async def commit_revoked(self, consumer: Any, positions: Mapping[TP, int]) -> None:
@@ -230,3 +242,25 @@ class FaustInternals:
         on an unchecked version: their next owner reads those records again)."""
         if self.checked and positions:
             await consumer._commit_offsets(positions)
+
+
+class ReadCommittedUnavailable(RuntimeError):
+    """This Faust cannot be made to read committed messages only (see the module docstring)."""
+
+
+def read_committed(consumer: Any) -> None:
+    """Make the aiokafka consumer Faust's ``consumer`` creates read committed messages only."""
+    thread: Any = getattr(consumer, "_thread", None)
+    create = getattr(thread, "_create_worker_consumer", None)
+    if create is None:
+        raise ReadCommittedUnavailable(
+            f"faust-streaming {faust.__version__}: cannot set the consumer's isolation level to "
+            "read_committed (no AIOKafkaConsumerThread._create_worker_consumer)"
+        )
+
+    def create_read_committed(transport: Any) -> Any:
+        client = create(transport)
+        client._isolation_level = "read_committed"  # aiokafka passes it to its fetcher on start
+        return client
+
+    thread._create_worker_consumer = create_read_committed

@@ -1,4 +1,5 @@
-"""`pipeline process` leaves no Faust data folder behind, and its lag counts like Kafka's tools.
+"""`pipeline process` leaves no Faust data folder behind, its lag counts like Kafka's tools, and
+it reads committed messages only (an aborted transaction's events never reach a handler).
 
 Each test runs the effects processor (tests/support/effects_processor.py) in a subprocess whose
 current directory is a fresh temporary one.
@@ -22,6 +23,7 @@ from tests.support.effects_processor import effects_metadata
 from tests.support.processor_runs import (
     SPEC,
     effect_event,
+    effect_rows,
     effects_count,
     effects_env,
     produce,
@@ -141,3 +143,36 @@ def test_the_lag_gauge_reaches_zero_after_a_transactional_write(
         what="the one partition's pipeline_consumer_lag to be 0",
     )
     assert run.stop() == 0, run.log.read_text()
+
+
+def test_events_of_an_aborted_transaction_never_reach_a_handler(
+    start_run: Callable[[], tuple[Run, str, str]],
+    pipeline_settings: PipelineSettings,
+    unique_name: Callable[[str], str],
+):
+    run, topic, database = start_run()
+    producer = build_producer(pipeline_settings.kafka, **{"transactional.id": unique_name("tx")})
+    producer.init_transactions(30)
+    for key, end in (
+        ("aborted", producer.abort_transaction),
+        ("kept", producer.commit_transaction),
+    ):
+        producer.begin_transaction()
+        for seq in range(EVENTS):
+            message = encode(effect_event(key, seq))
+            producer.produce(topic, key=message.key, value=message.value, headers=message.headers)
+        producer.flush(30)  # the aborted events are in the log, before the kept ones
+        end(30)
+    engine = create_engine(database)
+    wait_until(lambda: effects_count(engine) >= EVENTS, timeout_s=120, what="the kept effects")
+    # Read to the end of the partition, then stopped (SIGTERM finishes what is in flight).
+    wait_until(
+        lambda: run.samples("pipeline_consumer_lag") == [0.0],
+        timeout_s=60,
+        what="the processor to read to the end of the partition",
+    )
+    assert run.stop() == 0, run.log.read_text()
+
+    assert [(row[1], row[2]) for row in effect_rows(engine)] == [
+        ("kept", seq) for seq in range(EVENTS)
+    ]

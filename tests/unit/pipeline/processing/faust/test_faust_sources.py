@@ -34,6 +34,24 @@ class Pinned(NamedTuple):
 
 PINNED = [
     Pinned(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread._create_worker_consumer",
+        "c2701bfc3e6f6cad95c2be36d6a255a86e2c57d18d36cc1082b5fb5c482d99d7",
+        "read_committed wraps it: it must still return the aiokafka consumer, not started",
+    ),
+    Pinned(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread._create_consumer",
+        "a4dc6ba0681a298c05d60994890984fe35edee17dea101f8071da9456700c238",
+        "read_committed relies on a worker's consumer coming from self._create_worker_consumer",
+    ),
+    Pinned(
+        "aiokafka.consumer.consumer",
+        "AIOKafkaConsumer.start",
+        "2f1ba70443327538800d348e61042cdedd5a5e6306f40ebe1a06dddba7494c45",
+        "read_committed sets _isolation_level before start, which hands it to the Fetcher",
+    ),
+    Pinned(
         "faust.transport.consumer",
         "Consumer._drain_messages",
         "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
@@ -150,7 +168,9 @@ def test_the_faust_source_is_the_one_checked(pinned: Pinned) -> None:
 def test_every_private_faust_method_internals_calls_or_overrides_is_pinned() -> None:
     """Private attributes internals.py reads off Faust objects are either pinned methods above
     or the state Faust's constructors set up (listed here)."""
-    state = {"_stopped", "_read_offset", "_commit_every", "_n_acked"}
+    state = {"_stopped", "_read_offset", "_commit_every", "_n_acked", "_thread"}
+    # aiokafka's AIOKafkaConsumer keeps its isolation level there until start (pinned below).
+    state |= {"_isolation_level"}
     pinned = {pinned.name.split(".")[-1] for pinned in PINNED}
     used = private_faust_names(ast.parse(INTERNALS.read_text()))
 
