@@ -17,9 +17,11 @@ Replaying the recording into a fresh 6-partition topic, to acknowledged messages
    sends the first message's 7 headers (``-H``) with every message: the same amount of header
    bytes (the baseline);
 2. ``kcat -P -K`` without headers, for information: what headers cost kcat;
-3. ``replay_into_kafka(read_recording(...))``: what ``pipeline replay`` runs, in this process,
-   parsing included;
-4. ``pipeline replay --topic``: the command, start-up and its check of the whole file included.
+3. a bare confluent-kafka ``produce`` loop over messages decoded before the clock starts, with
+   the replay's producer settings: the floor of any replay written in Python, for information;
+4. ``replay_into_kafka(read_recording_for_replay(...))``: what ``pipeline replay`` runs, in
+   this process, parsing included;
+5. ``pipeline replay --topic``: the command, start-up and its check of the whole file included.
 
 Every run is verified: the file holds every message, the target topic's partitions add up to
 the count. Each figure is the median of ``--repeat`` interleaved rounds; the ratios are against
@@ -43,6 +45,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
@@ -54,6 +57,7 @@ from pipeline.kafka.clients import build_admin, build_consumer, build_producer
 from pipeline.replay.bounds import Stop
 from pipeline.replay.recorder import record_topics
 from pipeline.replay.recording import RecordingWriter, read_recording, read_recording_for_replay
+from pipeline.replay.replayer import PRODUCER_SETTINGS as REPLAY_PRODUCER
 from pipeline.replay.replayer import replay_into_kafka
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
@@ -199,6 +203,36 @@ def replay_library(settings: PipelineSettings, recording: Path, target: str) -> 
     return time.perf_counter() - began
 
 
+def replay_floor(
+    settings: PipelineSettings, messages: list[tuple[str, str, list[Any]]], target: str
+) -> float:
+    """The least any Python replay can do: confluent-kafka's ``produce`` for messages already
+    decoded (before the clock starts), with the replay's producer settings, then a flush."""
+    producer = build_producer(settings.kafka, **REPLAY_PRODUCER)
+    produce, poll = producer.produce, producer.poll
+    began = time.perf_counter()
+    for n, (key, value, headers) in enumerate(messages):
+        while True:
+            try:
+                produce(target, value, key, headers=headers)
+                break
+            except BufferError:
+                poll(0.05)
+        if not n % 500:
+            poll(0)
+    assert producer.flush(120) == 0
+    return time.perf_counter() - began
+
+
+def decoded(recording: Path) -> list[tuple[str, str, list[Any]]]:
+    """The recording's keys, values and headers as text, for :func:`replay_floor`."""
+    out = []
+    for message in read_recording_for_replay(recording):
+        assert isinstance(message.key, str) and isinstance(message.value, str)
+        out.append((message.key, message.value, list(message.headers or ())))
+    return out
+
+
 def replay_cli(settings: PipelineSettings, recording: Path, target: str) -> float:
     began = time.perf_counter()
     subprocess.run(
@@ -255,6 +289,7 @@ def main() -> None:
         record_library(settings, source, recording)
         tsv = work / "kcat-input.tsv"
         headers = kcat_input(recording, tsv)
+        in_memory = decoded(recording)
 
         recorders: dict[str, Callable[[Path], float]] = {
             "kcat -C -J": lambda out: record_kcat(settings, source, out),
@@ -264,6 +299,9 @@ def main() -> None:
         replayers: dict[str, Callable[[str], float]] = {
             "kcat -P": lambda target: replay_kcat(settings, tsv, target, headers),
             "kcat -P, no headers": lambda target: replay_kcat(settings, tsv, target, []),
+            "produce() loop, pre-decoded (Python's floor)": lambda target: replay_floor(
+                settings, in_memory, target
+            ),
             "replay_into_kafka (library)": lambda target: replay_library(
                 settings, recording, target
             ),

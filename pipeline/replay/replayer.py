@@ -40,6 +40,7 @@ from pipeline.settings import KafkaSettings
 from pipeline.topics.admin import describe_cluster_topics
 
 __all__ = [
+    "PRODUCER_SETTINGS",
     "Pacing",
     "ReplayError",
     "ReplayFailed",
@@ -52,9 +53,9 @@ __all__ = [
 _STEP = 500
 #: How long the final flush waits, beyond librdkafka's own delivery timeout.
 _FLUSH_MARGIN_S = 30.0
-#: The replay's producer settings, on top of ``producer_config``'s (idempotent, acks=all, murmur2).
 _DELIVERY_TIMEOUT_MS = 120_000
-_PRODUCER_OVERRIDES: dict[str, Any] = {
+#: The replay's producer settings, on top of ``producer_config``'s (idempotent, acks=all, murmur2).
+PRODUCER_SETTINGS: dict[str, Any] = {
     "linger.ms": 20,
     "delivery.timeout.ms": _DELIVERY_TIMEOUT_MS,
     "compression.type": "lz4",
@@ -137,7 +138,7 @@ def replay_into_kafka(
     since its last call. See the module docstring for the steps and the errors.
     """
     deliveries = _Deliveries()
-    producer = build_producer(kafka, on_delivery=deliveries.report, **_PRODUCER_OVERRIDES)
+    producer = build_producer(kafka, on_delivery=deliveries.report, **PRODUCER_SETTINGS)
     targets = _Targets(kafka)
     schedule = Schedule(pacing)
     paced = schedule.paced
