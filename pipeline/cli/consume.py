@@ -37,8 +37,8 @@ Errors while reading (a one-line ``error:`` and exit 2 when they end the run):
 - anything else (a lost connection, a coordinator moving, a timeout) is one that librdkafka
   recovers from by itself: a warning, once per kind, and the read goes on.
 
-stdout carries only NDJSON; status lines go to stderr. Ctrl-C stops quietly (exit 130), a
-closed pipe (``| head``) stops quietly (exit 0).
+stdout carries only NDJSON; status lines go to stderr. Ctrl-C or SIGTERM stops after the
+summary line (exit 130 or 143); a closed pipe (``| head``) stops quietly (exit 0).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Protocol
 import typer
 
 from pipeline.cli.console import stderr_console
+from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
 from pipeline.cli.produce import require_topic
 from pipeline.errors import PipelineError
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 
     from pipeline.envelope import ConsumedMessage, Event
 
-EXIT_INTERRUPTED = 130
 
 _BATCH = 500
 _POLL_S = 0.5
@@ -333,7 +333,7 @@ def _read(
             partition, offset = message.partition(), message.offset()
             if reading.past_stop(partition, offset):
                 continue
-            if limit is not None and reading.printed >= limit:
+            if limit is not None and reading.printed + len(lines) >= limit:
                 break
             if not reading.follow and offset + 1 >= reading.stops.get(partition, 0):
                 reading.done.add(partition)
@@ -342,10 +342,11 @@ def _read(
                 reading.undecodable += 1
             lines.append(ndjson_line(fields))
             positions[partition] = offset + 1
-            reading.printed += 1
         if lines:
             out.write(b"".join(lines))
             out.flush()
+            # Counted once written: an interrupted batch is neither printed nor committed.
+            reading.printed += len(lines)
         if commit and positions and not _commit(consumer, reading.topic, positions):
             reading.commit_failures += 1
         if limit is not None and reading.printed >= limit:
@@ -419,7 +420,7 @@ def consume(
     0 done (also when the reader of stdout went away);
     2 usage or setup error (missing topic, Kafka unreachable),
     or the topic could not be read to the end;
-    130 interrupted.
+    130 Ctrl-C, 143 SIGTERM (after the summary).
     """
     from pipeline.ids import new_event_id
     from pipeline.kafka.clients import build_consumer
@@ -435,17 +436,27 @@ def consume(
             "auto.offset.reset": "earliest" if from_beginning else "latest",
         },
     )
+    reading: _Reading | None = None
+    interrupted: KeyboardInterrupt | None = None
     try:
-        reading = _start(consumer, topic, partitions, from_beginning, group, follow)
-        _read(consumer, reading, sys.stdout.buffer, max_messages, commit=group is not None)
+        with signals_interrupt():
+            reading = _start(consumer, topic, partitions, from_beginning, group, follow)
+            _read(consumer, reading, sys.stdout.buffer, max_messages, commit=group is not None)
     except BrokenPipeError:
         _silence_stdout()
         return
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        interrupted = interrupt
         _err.print("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         consumer.close()
+    # Interrupted while starting, nothing was printed yet.
+    _err.print(_summary(reading, group) if reading is not None else "printed 0 messages")
+    if interrupted is not None:
+        raise typer.Exit(exit_code(interrupted)) from None
+
+
+def _summary(reading: _Reading, group: str | None) -> str:
     what = f"printed {counted(reading.printed, 'message')}"
     if reading.undecodable:
         what += f", {reading.undecodable:,} of them not valid events"
@@ -457,7 +468,7 @@ def consume(
             )
         else:
             what += f"; committed for group {group}"
-    _err.print(what)
+    return what
 
 
 def _start_new_partitions(

@@ -17,7 +17,7 @@ selecting and redriving are :mod:`pipeline.dead_letters.redrive`.
 
 Exit codes: 0 done (also: nothing to do); 1 some dead letters were not redriven (fenced by a
 newer redrive, a failed transaction) or the confirmation was declined; 2 usage or setup error
-(no such dead-letter topic, Kafka unreachable); 130 interrupted.
+(no such dead-letter topic, Kafka unreachable); 130 Ctrl-C, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from rich.text import Text
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.consume import ndjson_line
 from pipeline.cli.dlq_table import dead_letter_table
+from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
 from pipeline.dead_letters.letter import REASONS
 from pipeline.errors import PipelineError
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_NOT_ALL = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 #: How long reading a dead-letter topic to its end may take.
 _READ_TIMEOUT_S = 60.0
@@ -438,7 +438,8 @@ def redrive_command(
     running: the older stops and says so; a re-run sends what is still pending.
 
     Exit codes: 0 done (also: nothing to redrive); 1 some were not redriven,
-    or the confirmation was declined; 2 usage or setup error; 130 interrupted.
+    or the confirmation was declined; 2 usage or setup error; 130 Ctrl-C,
+    143 SIGTERM.
     """
     settings = _settings(ctx)
     filters = _Filters.of(error_type, reason, key, event_id)
@@ -448,10 +449,12 @@ def redrive_command(
     if not yes and not dry_run and not sys.stdin.isatty():
         raise PipelineError("not a terminal: confirm with --yes (or look first with --dry-run)")
     try:
-        raise typer.Exit(_redrive(settings, dlq_topic, filters, limit, dry_run, yes))
-    except KeyboardInterrupt:
+        with signals_interrupt():
+            code = _redrive(settings, dlq_topic, filters, limit, dry_run, yes)
+        raise typer.Exit(code)
+    except KeyboardInterrupt as interrupt:
         _err.print("interrupted: the open transaction is aborted, nothing of it is visible")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exit_code(interrupt)) from None
 
 
 def _redrive(

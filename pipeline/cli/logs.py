@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
@@ -228,7 +229,8 @@ def search(
 
     The table shows the newest lines first; NDJSON (one document a line) and
     --follow print oldest first. A query Elasticsearch cannot parse is one
-    error line with its reason (exit code 2).
+    error line with its reason (exit code 2). --follow stops on Ctrl-C
+    (exit code 130) or SIGTERM (143).
     """
     from pipeline.logs.elasticsearch import build_elasticsearch
     from pipeline.logs.search import build_query, normalize_levels, parse_since, search_body
@@ -250,9 +252,12 @@ def search(
             _err.print(f"no log lines since {start:%Y-%m-%d %H:%M:%S} UTC match")
         if follow:
             try:
-                _follow(es, settings.logs.index_alias, query, filters, hits, start, output, limit)
-            except KeyboardInterrupt:
-                return
+                with signals_interrupt():
+                    _follow(
+                        es, settings.logs.index_alias, query, filters, hits, start, output, limit
+                    )
+            except KeyboardInterrupt as interrupt:
+                raise typer.Exit(exit_code(interrupt)) from None
 
 
 def _follow(

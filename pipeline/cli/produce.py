@@ -41,6 +41,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console
+from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -54,7 +55,6 @@ EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
 EXIT_DELIVERY_FAILED = 3
-EXIT_INTERRUPTED = 130
 
 #: How many rejections and delivery failures are printed one by one (all are counted).
 _SHOWN = 10
@@ -381,7 +381,7 @@ def produce(
     2 usage or setup error (option, topic, file, Kafka unreachable),
     also when it stopped sending part way and every event sent was acknowledged;
     3 some events failed to be delivered (or were not acknowledged in time);
-    130 interrupted.
+    130 Ctrl-C, 143 SIGTERM (after waiting for what was sent, and the summary).
     """
     from pipeline.ids import new_event_id
     from producers.ndjson import line_rules
@@ -413,10 +413,12 @@ def produce(
         raise PipelineError(f"the rejects file {rejects_file.path} is the input itself")
     partitions = require_topic(settings, topic)
     try:
-        raise typer.Exit(_produce(settings, rules, run_id, data, rejects_file, partitions, strict))
-    except KeyboardInterrupt:
+        with signals_interrupt():
+            code = _produce(settings, rules, run_id, data, rejects_file, partitions, strict)
+        raise typer.Exit(code)
+    except KeyboardInterrupt as interrupt:  # a second one, while waiting for what was sent
         _err.print("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exit_code(interrupt)) from None
     finally:
         rejects_file.close()
 
@@ -455,13 +457,13 @@ def _produce(
     total = data.count_lines() if show_progress else None
     producer = build_event_producer(settings.kafka, settings.producer)
     began = time.monotonic()
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     stopped: str | None = None  # why sending stopped before the end of the input
     try:
         with _progress(show_progress) as progress, data.lines() as lines:
             _send_lines(producer, rules, lines, tally, rejects, progress, total)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as interrupt:
+        interrupted = interrupt
         _err.print(f"interrupted after line {tally.lines:,}; waiting for what was sent")
     except PipelineError as error:
         stopped = _stopped(tally, str(error))
@@ -476,8 +478,8 @@ def _produce(
         elapsed = time.monotonic() - began
         producer.refresh_stats()
         _summary(rules, run_id, partitions, tally, rejects.count, producer, elapsed)
-    if interrupted:
-        return EXIT_INTERRUPTED
+    if interrupted is not None:
+        return exit_code(interrupted)
     if rejects.count:
         _err.print(f"{counted(rejects.count, 'line')} rejected, see {rejects.path}")
     if tally.failed:

@@ -1,0 +1,79 @@
+"""Ctrl-C exits 130 and SIGTERM 143, after the summary: pipeline consume and produce."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.support.stack_cli import PIPELINE
+
+SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
+
+
+def _stop(process: subprocess.Popen[str], signum: int) -> tuple[int, str]:
+    process.send_signal(signum)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return process.returncode, stderr
+
+
+def _end_offset(settings, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "x"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=["ctrl-c", "sigterm"])
+def test_consume_follow_prints_its_summary_then_exits_with_the_signal_code(new_topic, signum, code):
+    topic = new_topic(partitions=1, prefix="interrupt")
+    process = subprocess.Popen(
+        [PIPELINE, "consume", topic, "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    first = process.stderr.readline()  # said once it is reading
+    assert first.startswith(f"following {topic}"), first
+
+    returncode, stderr = _stop(process, signum)
+
+    assert returncode == code, stderr
+    assert stderr.splitlines()[-2:] == ["interrupted", "printed 0 messages"], stderr
+
+
+@pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=["ctrl-c", "sigterm"])
+def test_produce_from_stdin_prints_its_summary_then_exits_with_the_signal_code(
+    new_topic, pipeline_settings, signum, code
+):
+    topic = new_topic(partitions=1, prefix="interrupt")
+    process = subprocess.Popen(
+        [PIPELINE, "produce", topic, "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None
+    process.stdin.write('{"n": 1}\n')
+    process.stdin.flush()  # stdin stays open: produce waits for more
+    deadline = time.monotonic() + 60
+    while _end_offset(pipeline_settings, topic) < 1:  # the line was sent: it is reading
+        assert time.monotonic() < deadline and process.poll() is None, "the line was not sent"
+        time.sleep(0.2)
+
+    returncode, stderr = _stop(process, signum)
+
+    assert returncode == code, stderr
+    assert "interrupted after line 1; waiting for what was sent" in stderr
+    assert "sent (acknowledged)" in stderr  # the summary
+    summary = " ".join(stderr.split())
+    assert "sent (acknowledged) │ 1 │" in summary, stderr
