@@ -285,7 +285,8 @@ def test_without_follow_a_topic_deleted_while_it_is_read_ends_the_run_with_an_er
     assert offsets == list(range(len(offsets)))
     assert re.fullmatch(
         rf"error: cannot read {re.escape(topic)} partition 0 to the end: "
-        rf".*unknown (topic|partition).* \(stopped after printing {len(offsets):,} message\(s\)\)",
+        rf".*unknown (topic|partition).* \(stopped after printing {len(offsets):,} "
+        rf"{'message' if len(offsets) == 1 else 'messages'}\)",
         stderr.strip().splitlines()[-1],
         flags=re.IGNORECASE,
     ), stderr
