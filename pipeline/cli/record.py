@@ -15,7 +15,6 @@ itself to stdout.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -23,8 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
@@ -32,16 +30,15 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.console import stderr_console
+from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
-from pipeline.kafka.clients import build_admin
 from pipeline.replay.bounds import FromGroup, FromTime, Start, Stop, parse_time, start_of
-from pipeline.replay.recorder import record_topics
-from pipeline.replay.recording import RecordedMessage, RecordingWriter
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import describe_cluster_topics
+
+if TYPE_CHECKING:
+    from pipeline.replay.recording import RecordedMessage
 
 EXIT_OK = 0
-EXIT_INTERRUPTED = 130
 
 #: Without a terminal, a progress line this often.
 _LINE_EVERY_S = 10.0
@@ -106,20 +103,6 @@ class CountProgress:
             self._printed = now
             rate = self.count / (now - self._began)
             _err.print(f"{self._verb}: {self.count:,} messages, {rate:,.0f}/s")
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the block the way Ctrl-C does (a ``KeyboardInterrupt``)."""
-
-    def interrupt(_signal: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --- the tally --------------------------------------------------------------------------------
@@ -198,6 +181,10 @@ def _require_topics(settings: PipelineSettings, topics: list[str]) -> None:
     """A :class:`PipelineError` naming the topics that do not exist (the admin client never
     creates one)."""
     bootstrap = settings.kafka.bootstrap_servers
+    # Imported here, as the recorder and the recording below: `pipeline --help` stays light.
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import describe_cluster_topics
+
     found = describe_cluster_topics(build_admin(settings.kafka), topics, bootstrap=bootstrap)
     missing = [topic for topic in topics if topic not in found]
     if missing:
@@ -292,11 +279,15 @@ def record(
     first reached ends it. Progress and the summary go to stderr.
 
     Exit codes:
-    0 done: a stop option was reached, or Ctrl-C ended a recording without one;
+    0 done: a stop option was reached;
     2 usage or setup error (option, topic, file, Kafka unreachable),
     or a partition could not be read to the end;
-    130 interrupted before a stop option was reached (what was recorded is in the file).
+    130 Ctrl-C, 143 SIGTERM (what was recorded is in the file, every line
+    complete, and the summary is printed first).
     """
+    from pipeline.replay.recorder import record_topics
+    from pipeline.replay.recording import RecordingWriter
+
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     now = datetime.now().astimezone()
@@ -314,9 +305,9 @@ def record(
     _require_topics(settings, topics)
     _err.print(_describe(topics, start, stop))
     tally = _Tally()
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     began = time.monotonic()
-    with _output(out) as stream, sigterm_as_interrupt():
+    with _output(out) as stream, signals_interrupt():
         writer = RecordingWriter(stream)
         progress = CountProgress("recording")
 
@@ -332,17 +323,14 @@ def record(
                 for message in messages:
                     writer.write(message)
                     tally.add(message)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
+            interrupted = interrupt
         except BrokenPipeError:  # --out - and the reader went away (| head): stop quietly
             _silence_stdout()
             return
         finally:
             messages.close()
     _summary("stdout" if out == "-" else out, tally, writer.count, time.monotonic() - began)
-    if interrupted:
-        if stop.unbounded:
-            _err.print("stopped")
-            return
-        _err.print("interrupted before the end asked for")
-        raise typer.Exit(EXIT_INTERRUPTED)
+    if interrupted is not None:
+        _err.print("stopped" if stop.unbounded else "interrupted before the end asked for")
+        raise typer.Exit(exit_code(interrupted))

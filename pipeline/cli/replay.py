@@ -14,35 +14,27 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console
-from pipeline.cli.record import CountProgress, sigterm_as_interrupt
+from pipeline.cli.interrupts import exit_code, signals_interrupt
+from pipeline.cli.plurals import counted
+from pipeline.cli.record import CountProgress
 from pipeline.errors import PipelineError
-from pipeline.kafka.clients import build_admin
 from pipeline.replay.pacing import Pacing, parse_rate, parse_speed
-from pipeline.replay.recording import (
-    ProducibleMessage,
-    parse_lines_for_replay,
-    read_recording_for_replay,
-)
-from pipeline.replay.replayer import (
-    ReplayFailed,
-    ReplayInterrupted,
-    ReplaySummary,
-    replay_into_kafka,
-)
-from pipeline.replay.routing import RecordingSurvey, problems, survey
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import describe_cluster_topics
+
+if TYPE_CHECKING:  # the rest is imported in the command: `pipeline --help` stays light
+    from pipeline.replay.recording import ProducibleMessage
+    from pipeline.replay.replayer import ReplaySummary
+    from pipeline.replay.routing import RecordingSurvey
 
 EXIT_OK = 0
 EXIT_DELIVERY_FAILED = 3
-EXIT_INTERRUPTED = 130
 
 _err = stderr_console()
 
@@ -54,6 +46,11 @@ def _check(
     preserve_partitions: bool,
 ) -> RecordingSurvey:
     """Read the whole recording once; a :class:`PipelineError` if it cannot be replayed."""
+    from pipeline.kafka.clients import build_admin
+    from pipeline.replay.recording import read_recording_for_replay
+    from pipeline.replay.routing import problems, survey
+    from pipeline.topics.admin import describe_cluster_topics
+
     found = survey(read_recording_for_replay(path), topic=topic)
     if found.messages:
         bootstrap = settings.kafka.bootstrap_servers
@@ -71,7 +68,7 @@ def _check(
 
 def _plan(found: RecordingSurvey | None, source: str, pacing: Pacing, topic: str | None) -> str:
     """One line saying what is sent where, and how fast."""
-    what = "messages" if found is None else f"{found.messages:,} message(s)"
+    what = "messages" if found is None else counted(found.messages, "message")
     if topic is not None:
         into = f"into {topic}"
     elif found is not None:
@@ -160,8 +157,12 @@ def replay(
     2 usage or setup error (option, file, a line that is not a message,
     a topic missing or with too few partitions, Kafka unreachable);
     3 some messages were not delivered;
-    130 interrupted (what was sent is acknowledged or failed, and counted).
+    130 Ctrl-C, 143 SIGTERM (what was sent is acknowledged or failed, and
+    counted in the summary).
     """
+    from pipeline.replay.recording import parse_lines_for_replay, read_recording_for_replay
+    from pipeline.replay.replayer import ReplayFailed, ReplayInterrupted, replay_into_kafka
+
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     pacing = Pacing(
@@ -184,7 +185,7 @@ def replay(
     _err.print(_plan(found, source, pacing, topic))
     progress = CountProgress("replaying", None if found is None else found.messages)
     try:
-        with progress, sigterm_as_interrupt():
+        with progress, signals_interrupt():
             summary = replay_into_kafka(
                 settings.kafka,
                 messages,
@@ -197,7 +198,7 @@ def replay(
     except ReplayInterrupted as interrupted:
         _summary(interrupted.summary)
         _err.print("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exit_code(interrupted.interrupt)) from None
     except ReplayFailed as failed:
         _summary(failed.summary)
         _err.print(f"[red]error:[/red] {escape(str(failed))}", highlight=False)

@@ -216,8 +216,7 @@ def _on_error(message: Any, bounds: RecordingBounds, warned: set[int]) -> None:
         if partition is not None and partition >= 0:
             where += f" partition {partition}"
         raise PipelineError(
-            f"cannot read {where}: {error.str()} "
-            f"(stopped after recording {bounds.kept:,} message(s))"
+            f"cannot read {where}: {error.str()} (messages recorded before it: {bounds.kept:,})"
         )
     if code not in warned:  # librdkafka recovers from these by itself
         warned.add(code)

@@ -84,18 +84,19 @@ class ReplayFailed(PipelineError):
         self.summary = summary
         self.failed = failed
         super().__init__(
-            f"{failed:,} message(s) were not delivered (first: {first_error}); "
-            f"{summary.sent:,} were"
+            f"messages not delivered: {failed:,} (the first: {first_error}); "
+            f"delivered: {summary.sent:,}"
         )
 
 
 class ReplayInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a replay, raised once what was sent is flushed; ``summary`` says what was
-    acknowledged."""
+    """Ctrl-C (or another ``KeyboardInterrupt``: ``interrupt``) during a replay, raised once what
+    was sent is flushed; ``summary`` says what was acknowledged."""
 
-    def __init__(self, summary: ReplaySummary) -> None:
+    def __init__(self, summary: ReplaySummary, interrupt: KeyboardInterrupt) -> None:
         self.summary = summary
-        super().__init__(f"interrupted after {summary.sent:,} message(s)")
+        self.interrupt = interrupt
+        super().__init__(f"interrupted; messages delivered: {summary.sent:,}")
 
 
 class _Deliveries:
@@ -184,9 +185,9 @@ def replay_into_kafka(
                 if on_progress is not None:
                     on_progress(unreported)
                 unreported = 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         _flush(producer)
-        raise ReplayInterrupted(deliveries.summary(began)) from None
+        raise ReplayInterrupted(deliveries.summary(began), interrupt) from None
     except BaseException:
         _flush(producer)  # what was queued is delivered or failed before the error ends
         raise

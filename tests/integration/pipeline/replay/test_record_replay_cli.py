@@ -210,8 +210,9 @@ def test_record_refuses_a_missing_topic_without_writing_a_file(unique_name, tmp_
     assert not out.exists()
 
 
-def test_ctrl_c_ends_a_recording_without_a_stop_with_complete_lines_and_a_summary(
-    pipeline_settings, new_topic, tmp_path
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_ends_a_recording_with_complete_lines_a_summary_and_its_exit_code(
+    pipeline_settings, new_topic, tmp_path, signum, code
 ):
     topic = new_topic(partitions=2)
     produce(pipeline_settings, topic, awkward_traffic(2))
@@ -224,12 +225,12 @@ def test_ctrl_c_ends_a_recording_without_a_stop_with_complete_lines_and_a_summar
     )
     try:
         _wait_for_lines(out, 20, process)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, stderr
+    assert process.returncode == code, stderr
     assert "Traceback" not in stderr and "recorded to" in stderr
     assert len([json.loads(line) for line in out.read_text().splitlines()]) == 20
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from pipeline.cli.interrupts import Terminated
 from pipeline.kafka.clients import producer_config
 from pipeline.replay import replayer
 from pipeline.replay.pacing import Pacing
@@ -32,13 +33,14 @@ class FakeProducer:
         self.produced = []
         self.queue_full_once = False
         self.interrupt_at = None
+        self.interrupt = KeyboardInterrupt
         self.failing = set()
         self.polls = 0
         self.flushed = 0
 
     def produce(self, topic, value=None, key=None, partition=-1, headers=None):
         if self.interrupt_at == len(self.produced):
-            raise KeyboardInterrupt
+            raise self.interrupt
         if self.queue_full_once:
             self.queue_full_once = False
             raise BufferError("queue full")
@@ -174,25 +176,34 @@ def test_failed_deliveries_raise_with_the_summary_of_what_was_sent(fake, monkeyp
 
     monkeypatch.setattr(FakeProducer, "flush", failing_flush)
     messages = [recorded(), recorded(topic="payments"), recorded()]
-    with pytest.raises(ReplayFailed, match=r"1 message.*not delivered.*too large") as failed:
+    with pytest.raises(
+        ReplayFailed,
+        match=r"^messages not delivered: 1 \(the first: Broker: .* too large\); delivered: 2$",
+    ) as failed:
         replay_into_kafka(KAFKA, messages)
     assert failed.value.failed == 1
     assert failed.value.summary.sent == 2
     assert failed.value.summary.per_topic == {"orders": 2, "payments": 0}
 
 
-def test_ctrl_c_flushes_what_was_sent_and_says_how_much(fake, monkeypatch):
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Terminated])
+def test_ctrl_c_or_sigterm_flushes_what_was_sent_and_says_how_much_and_which(
+    fake, monkeypatch, interrupt
+):
     original = FakeProducer.__init__
 
     def interrupted_at_two(self, config):
         original(self, config)
         self.interrupt_at = 2
+        self.interrupt = interrupt
 
     monkeypatch.setattr(FakeProducer, "__init__", interrupted_at_two)
     with pytest.raises(ReplayInterrupted) as interrupted:
         replay_into_kafka(KAFKA, [recorded(offset=n) for n in range(5)])
     assert isinstance(interrupted.value, KeyboardInterrupt)
+    assert type(interrupted.value.interrupt) is interrupt  # 130 or 143, for the command
     assert interrupted.value.summary.sent == 2
+    assert str(interrupted.value) == "interrupted; messages delivered: 2"
     assert fake[0].flushed == 1
 
 
