@@ -313,13 +313,18 @@ def parse_lines(lines: Iterable[bytes], *, source: str) -> Iterator[RecordedMess
     name ``source`` and the line number.
     """
     for number, raw in enumerate(lines, start=1):
-        message = _decode_fast(raw)
+        message = _message_of(raw, source, number)
         if message is not None:
             yield message
-            continue
-        line = raw.decode("utf-8", "surrogateescape")
-        if line.strip():
-            yield parse_line(line, where=f"{source}:{number}")
+
+
+def _message_of(raw: bytes, source: str, number: int) -> RecordedMessage | None:
+    """The message of one raw line (the fast path, else :func:`parse_line`); None if blank."""
+    message = _decode_fast(raw)
+    if message is not None:
+        return message
+    line = raw.decode("utf-8", "surrogateescape")
+    return parse_line(line, where=f"{source}:{number}") if line.strip() else None
 
 
 def _line_for_replay(raw: bytes) -> _TextLine | None:
@@ -343,13 +348,9 @@ def parse_lines_for_replay(lines: Iterable[bytes], *, source: str) -> Iterator[P
         if line is not None:
             yield line
             continue
-        message = _decode_fast(raw)
+        message = _message_of(raw, source, number)
         if message is not None:
             yield message
-            continue
-        text = raw.decode("utf-8", "surrogateescape")
-        if text.strip():
-            yield parse_line(text, where=f"{source}:{number}")
 
 
 def read_recording(path: Path) -> Iterator[RecordedMessage]:

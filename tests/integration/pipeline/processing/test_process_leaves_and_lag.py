@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
@@ -75,6 +76,23 @@ class Run:
             raise AssertionError(f"the processor did not stop:\n{self.log.read_text()}") from None
 
 
+def transactional_producer(settings: PipelineSettings, transactional_id: str) -> Producer:
+    producer = build_producer(settings.kafka, **{"transactional.id": transactional_id})
+    producer.init_transactions(30)
+    return producer
+
+
+def in_transaction(producer: Producer, topic: str, key: str, end: Callable[[float], None]) -> None:
+    """EVENTS effect events of ``key`` in one transaction, flushed, then ended by ``end``
+    (the producer's commit_transaction or abort_transaction)."""
+    producer.begin_transaction()
+    for seq in range(EVENTS):
+        message = encode(effect_event(key, seq))
+        producer.produce(topic, key=message.key, value=message.value, headers=message.headers)
+    producer.flush(30)
+    end(30)
+
+
 @pytest.fixture
 def start_run(
     new_topic: Callable[..., str],
@@ -126,13 +144,8 @@ def test_the_lag_gauge_reaches_zero_after_a_transactional_write(
     run, topic, database = start_run()
     # As `pipeline dlq redrive` writes: in a transaction, whose commit marker takes an offset
     # of its own after the last event.
-    producer = build_producer(pipeline_settings.kafka, **{"transactional.id": unique_name("tx")})
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    for seq in range(EVENTS):
-        message = encode(effect_event("k", seq))
-        producer.produce(topic, key=message.key, value=message.value, headers=message.headers)
-    producer.commit_transaction(30)
+    producer = transactional_producer(pipeline_settings, unique_name("tx"))
+    in_transaction(producer, topic, "k", producer.commit_transaction)
     engine = create_engine(database)
     wait_until(lambda: effects_count(engine) == EVENTS, timeout_s=120, what="every effect")
 
@@ -151,18 +164,10 @@ def test_events_of_an_aborted_transaction_never_reach_a_handler(
     unique_name: Callable[[str], str],
 ):
     run, topic, database = start_run()
-    producer = build_producer(pipeline_settings.kafka, **{"transactional.id": unique_name("tx")})
-    producer.init_transactions(30)
-    for key, end in (
-        ("aborted", producer.abort_transaction),
-        ("kept", producer.commit_transaction),
-    ):
-        producer.begin_transaction()
-        for seq in range(EVENTS):
-            message = encode(effect_event(key, seq))
-            producer.produce(topic, key=message.key, value=message.value, headers=message.headers)
-        producer.flush(30)  # the aborted events are in the log, before the kept ones
-        end(30)
+    producer = transactional_producer(pipeline_settings, unique_name("tx"))
+    # The aborted events are in the log (flushed before the abort), before the kept ones.
+    in_transaction(producer, topic, "aborted", producer.abort_transaction)
+    in_transaction(producer, topic, "kept", producer.commit_transaction)
     engine = create_engine(database)
     wait_until(lambda: effects_count(engine) >= EVENTS, timeout_s=120, what="the kept effects")
     # Read to the end of the partition, then stopped (SIGTERM finishes what is in flight).
