@@ -1,8 +1,8 @@
 """The service database: one SQLAlchemy engine per process, and the schema migrations.
 
 SQLite is the embedded default: the ``pipeline`` command uses the file ``pipeline.db`` in the
-stack's home (:func:`default_database_url`; ``~/.local/share/pipeline``, or
-``/var/lib/pipeline`` for root) whatever the current folder, unless ``database.url`` is set.
+stack's home (``~/.local/share/pipeline``, or ``/var/lib/pipeline`` for root) whatever the
+current folder, unless ``database.url`` is set (:mod:`pipeline.default_database`).
 PostgreSQL is the production choice (``postgresql+psycopg://user@host/db``, the password kept
 apart in ``database.password``). Every table of the project (inbox, parked keys, outbox) is
 declared on :data:`metadata` and created by Alembic migrations in ``pipeline/migrations``,
@@ -30,21 +30,16 @@ if TYPE_CHECKING:  # Alembic is imported by the functions that migrate: a comman
     from alembic.config import Config
 
 __all__ = [
-    "DEFAULT_DATABASE_FILE",
     "DatabaseError",
     "build_engine",
     "create_sqlite_folder",
     "current_revision",
     "database_label",
-    "default_database_url",
     "head_revision",
     "is_postgres",
     "metadata",
     "migrate",
 ]
-
-#: The default database's file name, in the stack's home.
-DEFAULT_DATABASE_FILE = "pipeline.db"
 
 #: Constraint names follow one convention, so migrations can name what they drop.
 metadata = MetaData(
@@ -74,12 +69,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def default_database_url(home: Path) -> str:
-    """The default database: the SQLite file :data:`DEFAULT_DATABASE_FILE` in ``home`` (the
-    stack's home), one known place whatever the current folder."""
-    return f"sqlite:///{home.expanduser().absolute() / DEFAULT_DATABASE_FILE}"
 
 
 def _sqlite_file(settings: DatabaseSettings) -> Path | None:

@@ -34,6 +34,7 @@ from pipeline.cli.process import process
 from pipeline.cli.produce import produce
 from pipeline.cli.record import record
 from pipeline.cli.replay import replay
+from pipeline.default_database import default_database_url
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
@@ -109,8 +110,6 @@ def with_default_database(settings: PipelineSettings) -> PipelineSettings:
     file in the stack's home, the same whatever the current folder."""
     if "url" in settings.database.model_fields_set:
         return settings
-    from pipeline.database import default_database_url  # SQLAlchemy: not for `pipeline --help`
-
     database = settings.database.model_copy(
         update={"url": default_database_url(settings.stack.home)}
     )
