@@ -43,7 +43,7 @@ from pipeline.cli.consume import ndjson_line
 from pipeline.cli.dlq_table import dead_letter_table
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
-from pipeline.dead_letters.letter import REASONS
+from pipeline.dead_letters.reasons import REASONS
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 

@@ -27,11 +27,13 @@ import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 
+from pipeline.dead_letters.reasons import REASONS, Reason
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 
 __all__ = [
+    "REASONS",
     "REDRIVE_ID",
     "REDRIVE_LAST",
     "REDRIVE_OF",
@@ -46,15 +48,6 @@ __all__ = [
     "redriven_marker",
 ]
 
-Reason = Literal[
-    "undecodable",  # the value or headers are not an event at all
-    "schema_invalid",  # an event, but its data does not fit the handler's model
-    "unhandled_type",  # no handler for this event type on this topic
-    "rejected",  # the handler refused it for good (raised Reject)
-    "retries_exhausted",  # the handler kept failing
-    "key_parked",  # an earlier event of the same key is dead-lettered: order is kept
-]
-REASONS: tuple[str, ...] = get_args(Reason)
 
 PREFIX = "dlq."
 REASON = "dlq.reason"

@@ -82,3 +82,10 @@ def test_a_command_help_imports_no_heavy_library_nor_sqlalchemy(command):
     # The `pipeline` callback runs before a command's help too: it works out the default
     # database without SQLAlchemy (pipeline.default_database).
     assert _heavy(_imported(*command, "--help"), (*HEAVY, "sqlalchemy")) == []
+
+
+def test_dlq_help_lists_the_reasons_without_loading_the_event_envelope():
+    modules = _imported("dlq", "inspect", "--help")
+
+    assert "pipeline.dead_letters.reasons" in modules
+    assert sorted(name for name in modules if name.startswith("pipeline.envelope")) == []
