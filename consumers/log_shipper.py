@@ -55,6 +55,7 @@ from consumers.log_batch import (
     plan_batch,
 )
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
+from pipeline.plurals import counted
 from pipeline.retry import RetryPolicy
 from pipeline.settings import LogSettings
 
@@ -300,8 +301,8 @@ class LogShipper:
             self.counters.retried += len(retry)
             pause = self._retry.delay(attempt)
             _log.warning(
-                "elasticsearch asked to retry %d document(s) (%s); again in %.1f s",
-                len(retry), item_reason(retry[0][1]), pause,
+                "elasticsearch asked to retry %s (%s); again in %.1f s",
+                counted(len(retry), "document"), item_reason(retry[0][1]), pause,
             )  # fmt: skip
             if self._serve_for(pause):
                 return  # stopping: those are not done, they come again
@@ -361,7 +362,7 @@ class LogShipper:
                     self._dlq.poll(0.1)
         self._dlq.flush(_DLQ_FLUSH_TIMEOUT_S)
         if failed:
-            _log.error("%d dead letter(s) not written: %s", len(failed), failed[0])
+            _log.error("%s not written: %s", counted(len(failed), "dead letter"), failed[0])
         self.counters.dead_lettered += len(delivered)
         return delivered
 

@@ -1,12 +1,8 @@
-"""Counts in words: "1 event", "2 events", never "event(s)"."""
+"""The command line's counts in words: :func:`pipeline.plurals.counted`, kept here for the
+command modules that import it from the CLI."""
 
 from __future__ import annotations
 
+from pipeline.plurals import counted
 
-def counted(count: int, singular: str, plural: str | None = None) -> str:
-    """``count`` and the noun that agrees with it, with thousands separators.
-
-    The plural is ``singular + "s"`` unless given: ``counted(2, "entry", "entries")``.
-    """
-    noun = singular if count == 1 else (plural or f"{singular}s")
-    return f"{count:,} {noun}"
+__all__ = ["counted"]

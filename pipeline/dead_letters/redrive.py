@@ -172,8 +172,11 @@ def read_dead_letters(
     while waiting:
         if time.monotonic() > deadline:
             numbers = ", ".join(str(partition) for partition in sorted(waiting))
+            which = (
+                f"partition {numbers} was" if len(waiting) == 1 else f"partitions {numbers} were"
+            )
             raise PipelineError(
-                f"{dlq_topic} partition(s) {numbers} were not read to their end within "
+                f"{dlq_topic} {which} not read to the end within "
                 f"{timeout_s:.0f} s (a transaction still open?)"
             )
         for message in consumer.consume(num_messages=_BATCH, timeout=_POLL_S):
@@ -234,7 +237,7 @@ def matches(
 ) -> bool:
     """Whether ``letter`` passes every given filter (``None`` is no filter).
 
-    ``error_type`` matches the qualified class name or its last part(s): ``EnvelopeError`` and
+    ``error_type`` matches the qualified class name or its last parts: ``EnvelopeError`` and
     ``envelope.EnvelopeError`` both match ``pipeline.envelope.EnvelopeError``. ``key`` is the
     key as text; ``event_ids`` are ``ce_id`` values.
     """

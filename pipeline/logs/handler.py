@@ -37,6 +37,7 @@ from typing import Any, Protocol, TextIO
 from pipeline.ids import new_event_id
 from pipeline.logs.context import current_context
 from pipeline.logs.record import ecs_document, ecs_json
+from pipeline.plurals import counted
 
 __all__ = ["HandlerCounters", "KafkaLogHandler", "LogProducer", "record_document"]
 
@@ -259,9 +260,8 @@ class KafkaLogHandler(logging.Handler):
             producer.flush(0)  # serve the last reports: failures go to the fallback stream
             remaining = len(producer)
             if remaining:
-                self._write_fallback(
-                    f"kafka log handler: {remaining} record(s) not acknowledged at exit".encode()
-                )
+                left = counted(remaining, "record")
+                self._write_fallback(f"kafka log handler: {left} not acknowledged at exit".encode())
         super().close()
 
     def describe(self) -> Mapping[str, int]:

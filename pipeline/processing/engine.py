@@ -49,6 +49,7 @@ from sqlalchemy.engine import Engine
 from pipeline.dead_letters.letter import Failure, dead_letter_of
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 from pipeline.logs.context import log_context
+from pipeline.plurals import counted
 from pipeline.processing import group_commit
 from pipeline.processing.attempt import (
     AttemptResult,
@@ -218,10 +219,10 @@ class ProcessingEngine:
             _, late = await asyncio.wait(tasks, timeout=timeout)
             if late:
                 logger.warning(
-                    "%s: %d event(s) still running after %.1f s of draining; they are not "
+                    "%s: %s still running after %.1f s of draining; they are not "
                     "committed and will be handled again by the partitions' next owner",
                     self.processor.name,
-                    len(late),
+                    counted(len(late), "event"),
                     timeout,
                 )
         self._commit(wanted)

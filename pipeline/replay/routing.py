@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
+from pipeline.plurals import counted
 from pipeline.replay.recording import ProducibleMessage
 
 __all__ = [
@@ -52,7 +53,7 @@ def target_partition(message: ProducibleMessage, *, preserve: bool, partitions: 
     if not 0 <= message.partition < partitions:
         raise ReplayError(
             f"--preserve-partitions: the recording has partition {message.partition} of "
-            f"{message.topic}, and the target topic has {partitions} partition(s)"
+            f"{message.topic}, and the target topic has {counted(partitions, 'partition')}"
         )
     return message.partition
 
@@ -105,7 +106,8 @@ def problems(
             reasons.append(f"topic {target} does not exist")
         elif preserve and count < needed:
             reasons.append(
-                f"topic {target} has {count} partition(s) and the recording needs {needed} "
+                f"topic {target} has {counted(count, 'partition')} and the recording needs "
+                f"{needed} "
                 "(--preserve-partitions)"
             )
     return reasons

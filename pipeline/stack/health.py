@@ -9,6 +9,7 @@ from elasticsearch import ApiError, TransportError
 
 from pipeline.kafka.clients import build_admin
 from pipeline.logs.elasticsearch import build_elasticsearch
+from pipeline.plurals import counted
 from pipeline.settings import ElasticsearchSettings, KafkaSettings
 from pipeline.stack.preflight import port_answers, split_host_port
 
@@ -41,14 +42,25 @@ def kafka_health(kafka: KafkaSettings, timeout_s: float = 5.0) -> Health:
             port_open=True,
             detail=f"the port is open but Kafka does not answer: {error.args[0]}",
         )
-    brokers = ", ".join(str(b) for b in metadata.brokers.values())
+    brokers = [str(b) for b in metadata.brokers.values()]
     return Health(
         "kafka",
         address,
         ok=True,
         port_open=True,
-        detail=f"cluster {metadata.cluster_id}, brokers {brokers}, {len(metadata.topics)} topics",
+        detail=kafka_detail(metadata.cluster_id, brokers, len(metadata.topics)),
     )
+
+
+def kafka_detail(cluster_id: str | None, brokers: list[str], topics: int) -> str:
+    """The status line's detail for a Kafka that answers."""
+    label = "broker" if len(brokers) == 1 else "brokers"
+    return f"cluster {cluster_id}, {label} {', '.join(brokers)}, {counted(topics, 'topic')}"
+
+
+def elasticsearch_detail(cluster: str, status: str, nodes: int) -> str:
+    """The status line's detail for an Elasticsearch that answers."""
+    return f"cluster {cluster} is {status}, {counted(nodes, 'node')}"
 
 
 def elasticsearch_health(es: ElasticsearchSettings, timeout_s: float = 5.0) -> Health:
@@ -79,5 +91,7 @@ def elasticsearch_health(es: ElasticsearchSettings, timeout_s: float = 5.0) -> H
         ok=status in ("green", "yellow"),
         port_open=True,
         version=", ".join(sorted(versions)),
-        detail=f"cluster {health['cluster_name']} is {status}, {health['number_of_nodes']} node(s)",
+        detail=elasticsearch_detail(
+            str(health["cluster_name"]), status, int(health["number_of_nodes"])
+        ),
     )

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
+from pipeline.plurals import counted
 from pipeline.replay.recording import RecordedMessage, read_recording
 from pipeline.settings import PipelineSettings, ProcessingSettings
 from pipeline.testing.golden import Golden
@@ -144,7 +145,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     written = config.stash.get(_WRITTEN, [])
     if written:
-        terminalreporter.write_sep("-", f"{len(written)} golden file(s) written")
+        terminalreporter.write_sep("-", f"{counted(len(written), 'golden file')} written")
         for path in written:
             terminalreporter.write_line(f"  {path}")
 

@@ -40,6 +40,7 @@ from pipeline.kafka.clients import build_admin, build_consumer, build_producer
 from pipeline.kafka.readback import end_offsets
 from pipeline.kafka.watermarks import read_watermarks
 from pipeline.outbox.table import outbox_status
+from pipeline.plurals import counted
 from pipeline.replay.recording import RecordedMessage
 from pipeline.settings import DatabaseSettings, PipelineSettings
 from pipeline.testing.backends import BackendKind
@@ -217,7 +218,7 @@ class KafkaBackend:
                 producer.poll(0)
         left = producer.flush(60)
         if left:
-            raise AssertionError(f"{left} message(s) to {topic} not acknowledged by Kafka")
+            raise AssertionError(f"{counted(left, 'message')} to {topic} not acknowledged by Kafka")
         return count
 
     def replay(self, messages: Iterable[RecordedMessage], *, topic: str | None = None) -> int:

@@ -27,6 +27,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from pipeline.errors import PipelineError
+from pipeline.plurals import counted
 from pipeline.topics.plan import (
     ActualTopic,
     CreateTopic,
@@ -230,7 +231,8 @@ def _check_replication(
         if change.spec.replication_factor > brokers:
             raise PipelineError(
                 f"cannot create topic {change.topic}: replication factor "
-                f"{change.spec.replication_factor} is more than the {brokers} broker(s) available "
+                f"{change.spec.replication_factor} is more than the "
+                f"{counted(brokers, 'broker')} available "
                 "(nothing was changed)"
             )
 

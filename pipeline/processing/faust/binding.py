@@ -38,6 +38,7 @@ from pipeline.database import build_engine
 from pipeline.envelope import KafkaMessage
 from pipeline.errors import PipelineError
 from pipeline.kafka.producer import EventProducer, build_event_producer
+from pipeline.plurals import counted
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
 from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.inbox import purge_inbox
@@ -281,7 +282,7 @@ class FaustBinding:
             logger.warning("inbox cleanup failed: %s", error)
             return
         if deleted:
-            logger.info("inbox cleanup: %d row(s) older than %s deleted", deleted, cutoff)
+            logger.info("inbox cleanup: %s older than %s deleted", counted(deleted, "row"), cutoff)
 
     def periodic(self, task: PeriodicTask) -> Callable[[], Awaitable[None]]:
         """The Faust timer of one of the processor's own periodic tasks (a worker thread; a

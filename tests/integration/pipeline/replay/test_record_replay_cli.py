@@ -192,7 +192,7 @@ def test_replay_checks_the_whole_recording_before_sending_anything(
 
     refused(
         run_pipeline("replay", str(recording), "--topic", small, "--preserve-partitions"),
-        f"topic {small} has 2 partition(s) and the recording needs 3",
+        f"topic {small} has 2 partitions and the recording needs 3",
     )
     refused(run_pipeline("replay", str(broken), "--topic", small), "broken.ndjson:21:")
     refused(

@@ -266,7 +266,7 @@ def test_a_replication_factor_above_the_brokers_is_refused_before_any_change(
     assert result.exit_code != 0
     assert isinstance(result.exception, PipelineError)
     assert str(result.exception) == (
-        f"cannot create topic {base_topic}: replication factor 3 is more than the 1 broker(s) "
+        f"cannot create topic {base_topic}: replication factor 3 is more than the 1 broker "
         "available (nothing was changed)"
     )
     assert describe(kafka_admin, base_topic, f"{base_topic}.dlq") == {}

@@ -35,6 +35,11 @@ def test_preserving_a_partition_the_target_lacks_is_an_error():
         target_partition(message(partition=3), preserve=True, partitions=3)
 
 
+def test_a_target_topic_of_one_partition_is_named_in_the_singular():
+    with pytest.raises(ReplayError, match=r"the target topic has 1 partition$"):
+        target_partition(message(partition=1), preserve=True, partitions=1)
+
+
 def test_survey_counts_and_finds_what_each_target_needs():
     found = survey([message("a", 2, 5_000), message("b", 0, 1_000), message("a", 0, None)])
     assert found.messages == 3
@@ -53,7 +58,7 @@ def test_problems_name_missing_topics_and_too_few_partitions_only_when_preservin
     counts = {"a": 2, "c": 2}
     assert problems(found, counts, preserve=False) == ["topic b does not exist"]
     assert problems(found, counts, preserve=True) == [
-        "topic a has 2 partition(s) and the recording needs 4 (--preserve-partitions)",
+        "topic a has 2 partitions and the recording needs 4 (--preserve-partitions)",
         "topic b does not exist",
     ]
     assert problems(found, {"a": 4, "b": 1, "c": 2}, preserve=True) == []

@@ -108,7 +108,7 @@ def test_the_ini_option_turns_the_plugin_on(pytester):
     )
 
     written.assert_outcomes(passed=1)
-    written.stdout.fnmatch_lines(["*1 golden file(s) written*"])
+    written.stdout.fnmatch_lines(["*1 golden file written*"])
     golden = (
         pytester.path / "golden" / "test_backend" / "test_golden_and_driver_backend_driver_.json"
     )

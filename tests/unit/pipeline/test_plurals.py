@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli.plurals import counted
+from pipeline.plurals import counted
 
 
 @pytest.mark.parametrize(
