@@ -439,7 +439,8 @@ def redrive_command(
 
     Exit codes: 0 done (also: nothing to redrive); 1 some were not redriven,
     or the confirmation was declined; 2 usage or setup error; 130 Ctrl-C,
-    143 SIGTERM.
+    143 SIGTERM, once it said how many were redriven so far (the open
+    transaction is aborted; a re-run sends the rest).
     """
     settings = _settings(ctx)
     filters = _Filters.of(error_type, reason, key, event_id)
@@ -448,13 +449,31 @@ def redrive_command(
         _require_topics(settings, dlq_topic, set())
     if not yes and not dry_run and not sys.stdin.isatty():
         raise PipelineError("not a terminal: confirm with --yes (or look first with --dry-run)")
+    so_far = _SoFar()
     try:
         with signals_interrupt():
-            code = _redrive(settings, dlq_topic, filters, limit, dry_run, yes)
+            code = _redrive(settings, dlq_topic, filters, limit, dry_run, yes, so_far)
         raise typer.Exit(code)
     except KeyboardInterrupt as interrupt:
-        _err.print("interrupted: the open transaction is aborted, nothing of it is visible")
+        _err.print(so_far.interrupted(), highlight=False, soft_wrap=True)
         raise typer.Exit(exit_code(interrupt)) from None
+
+
+@dataclass
+class _SoFar:
+    """What an interrupted redrive had done: the letters of its committed transactions."""
+
+    redrive_id: str | None = None
+    redriven: int = 0
+
+    def interrupted(self) -> str:
+        done = f"{counted(self.redriven, 'dead letter')} redriven"
+        if self.redrive_id is not None:
+            done += f" (redrive id {self.redrive_id})"
+        return (
+            f"interrupted: {done}; the open transaction is aborted, nothing of it is "
+            "visible; a re-run sends what is still pending"
+        )
 
 
 def _redrive(
@@ -464,6 +483,7 @@ def _redrive(
     limit: int | None,
     dry_run: bool,
     yes: bool,
+    so_far: _SoFar,
 ) -> int:
     from pipeline.dead_letters.redrive import redrive_producer
 
@@ -482,7 +502,7 @@ def _redrive(
         asked = len(first.letters)
     producer = redrive_producer(settings.kafka, settings.producer, dlq_topic)
     try:
-        return _redrive_with(producer, settings, dlq_topic, filters, limit, asked)
+        return _redrive_with(producer, settings, dlq_topic, filters, limit, asked, so_far)
     finally:
         with contextlib.suppress(PipelineError):
             producer.flush(_FLUSH_TIMEOUT_S)
@@ -495,6 +515,7 @@ def _redrive_with(
     filters: _Filters,
     limit: int | None,
     asked: int | None,
+    so_far: _SoFar,
 ) -> int:
     # Fence any older redrive of this topic first, then read: what it committed is seen.
     from pipeline.dead_letters.redrive import redrive, redrive_transactional_id
@@ -513,15 +534,16 @@ def _redrive_with(
         return EXIT_OK
     _require_topics(settings, dlq_topic, {letter.original_topic for letter in selection.letters})
     redrive_id = new_event_id()
+    so_far.redrive_id = redrive_id
     began = time.monotonic()
+
+    def committed(count: int) -> None:
+        so_far.redriven += count
+        progress.advance(task, count)
+
     with _progress(_err.is_terminal) as progress:
         task = progress.add_task("redriving", total=len(selection.letters))
-        result = redrive(
-            producer,
-            selection.letters,
-            redrive_id=redrive_id,
-            on_progress=lambda count: progress.advance(task, count),
-        )
+        result = redrive(producer, selection.letters, redrive_id=redrive_id, on_progress=committed)
     _summary(dlq_topic, result, len(selection.letters), time.monotonic() - began)
     if result.fenced:
         _err.print(

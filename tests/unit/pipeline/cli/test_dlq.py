@@ -1,8 +1,14 @@
-"""``pipeline dlq``'s wording: counts agree with their noun."""
+"""``pipeline dlq``'s wording: counts agree with their noun; an interrupted redrive says what
+it redrove."""
 
 from __future__ import annotations
 
+import pytest
+from typer.testing import CliRunner
+
 from pipeline.cli import dlq
+from pipeline.cli.interrupts import Terminated
+from pipeline.cli.main import app
 from pipeline.dead_letters.letter import DeadLetter
 
 
@@ -51,3 +57,46 @@ def test_several_dead_letters_are_worded_in_the_plural(capsys):
 
     assert "3 dead letters of 2 keys to redrive" in text
     assert "1 matched, 2 later ones of the same keys" in text
+
+
+class _Producer:
+    """Stands in for the transactional producer: no Kafka."""
+
+    def init_transactions(self) -> None:
+        pass
+
+    def flush(self, _timeout_s: float) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("interrupt", "code"),
+    [(KeyboardInterrupt(), 130), (Terminated(), 143)],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_an_interrupted_redrive_says_how_many_it_redrove_then_exits_with_the_signal_code(
+    monkeypatch, interrupt, code
+):
+    import pipeline.dead_letters.redrive as redrive_module
+
+    letters = [dead_letter(number) for number in range(5)]
+    selection = dlq._Selection(letters, letters, len(letters), [])
+    monkeypatch.setattr(dlq, "_require_topics", lambda *_args: None)
+    monkeypatch.setattr(dlq, "_select", lambda *_args: selection)
+    monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: _Producer())
+
+    def redrive(_producer, _letters, *, redrive_id, on_progress):
+        on_progress(2)  # the first transaction committed two dead letters
+        raise interrupt  # while the second is open
+
+    monkeypatch.setattr(redrive_module, "redrive", redrive)
+
+    result = CliRunner().invoke(app, ["dlq", "redrive", "requests.orders", "--yes"])
+
+    assert result.exit_code == code, result.output
+    last = " ".join(result.stderr.strip().splitlines()[-1:]).split(" (redrive id ")
+    assert last[0] == "interrupted: 2 dead letters redriven"
+    assert last[1].endswith(
+        "); the open transaction is aborted, nothing of it is visible; "
+        "a re-run sends what is still pending"
+    )
