@@ -46,7 +46,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.envelope import Event, KafkaMessage, encode
+from pipeline.envelope import Event, KafkaMessage, parse_json
+from pipeline.envelope.template import EventTemplate
 from pipeline.errors import PipelineError
 from pipeline.request_types import (
     REQUEST_TYPES,
@@ -142,20 +143,25 @@ class KeyPath:
         """The value at this path; a :class:`LookupError` saying where the path ends otherwise."""
         value = data
         for depth, step in enumerate(self.steps):
-            here = _display(self.steps[:depth])
             if isinstance(step, int):
                 if not isinstance(value, list):
-                    raise _MissingKey(f"{here} is {_kind(value)}, not a list")
+                    raise _MissingKey(f"{self._at(depth)} is {_kind(value)}, not a list")
                 if step >= len(value):
-                    raise _MissingKey(f"{here} has no index {step} (length {len(value)})")
+                    raise _MissingKey(
+                        f"{self._at(depth)} has no index {step} (length {len(value)})"
+                    )
                 value = value[step]
             else:
                 if not isinstance(value, dict):
-                    raise _MissingKey(f"{here} is {_kind(value)}, not an object")
+                    raise _MissingKey(f"{self._at(depth)} is {_kind(value)}, not an object")
                 if step not in value:
-                    raise _MissingKey(f"no field {step!r} in {here}")
+                    raise _MissingKey(f"no field {step!r} in {self._at(depth)}")
                 value = value[step]
         return value
+
+    def _at(self, depth: int) -> str:
+        """The path to the value the step at ``depth`` looks into (written only for an error)."""
+        return _display(self.steps[:depth])
 
 
 class _MissingKey(LookupError):
@@ -293,6 +299,17 @@ class LineRules:
     request: RequestType | None = None
     key_path: KeyPath | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    #: The checked source, type and correlation id that every event shares (made from them
+    #: when not given).
+    template: EventTemplate | None = field(default=None, compare=False, repr=False)
+
+    def event_template(self) -> EventTemplate:
+        """The template of this run's events (its fixed attributes checked once)."""
+        if self.template is not None:
+            return self.template
+        return EventTemplate(
+            source=self.source, type=self.event_type, correlationid=self.correlation_id
+        )
 
 
 def line_rules(
@@ -331,7 +348,7 @@ def line_rules(
         key_path = None  # the validated request's key field is the key
     resolved_type = request.event_type if request is not None else event_type or DEFAULT_EVENT_TYPE
     try:
-        Event(source=source, type=resolved_type, correlationid=correlation_id)
+        template = EventTemplate(source=source, type=resolved_type, correlationid=correlation_id)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
@@ -345,6 +362,7 @@ def line_rules(
         request=request,
         key_path=key_path,
         headers=parse_headers(headers),
+        template=template,
     )
 
 
@@ -385,7 +403,9 @@ def parse_line(rules: LineRules, number: int, raw: bytes | str) -> ParsedLine | 
     if not text.strip():
         return None
     try:
-        return _ready(rules, number, text)
+        # Text decoded from UTF-8 bytes holds no lone surrogate, which the check of the data
+        # (see EventTemplate) may then take for granted; a str line may hold one.
+        return _ready(rules, number, text, decoded=isinstance(raw, bytes))
     except _Rejected as rejected:
         return RejectedLine(number, str(rejected), text)
 
@@ -394,8 +414,10 @@ class _Rejected(Exception):
     pass
 
 
-def _ready(rules: LineRules, number: int, text: str) -> ReadyEvent:
+def _ready(rules: LineRules, number: int, text: str, *, decoded: bool) -> ReadyEvent:
     data = _json_object(text)
+    # What the data was parsed from, while it still is, when that text was valid UTF-8.
+    json_text = text if decoded else None
     key: str | None = None
     if rules.request is not None:
         try:
@@ -403,21 +425,17 @@ def _ready(rules: LineRules, number: int, text: str) -> ReadyEvent:
         except RequestValidationError as error:
             raise _Rejected(str(error)) from None
         data = request.model_dump(mode="json")
+        json_text = None
         key = _key_of(rules.request, request)
     elif rules.key_path is not None:
         key = _key_at(rules.key_path, data)
     try:
-        event = Event(
-            source=rules.source,
-            type=rules.event_type,
-            partitionkey=key,
-            correlationid=rules.correlation_id,
-            data=data,
-        )
+        # The run's fixed attributes were checked once (line_rules); the key and the data are
+        # checked here as Event(...) checks them, with the same errors.
+        event, message = rules.event_template().event_and_message(data, key, json_text=json_text)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         raise _Rejected(f"not a valid event: {first['msg']}") from None
-    message = encode(event)
     if rules.headers:
         message = KafkaMessage(message.key, message.value, [*message.headers, *rules.headers])
     return ReadyEvent(number, event, message, text)
@@ -425,7 +443,9 @@ def _ready(rules: LineRules, number: int, text: str) -> ReadyEvent:
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
-        data = json.loads(text, parse_constant=_no_constant)
+        # json.loads(text) refusing NaN and Infinity, with json.loads's errors (parse_json builds
+        # no decoder per call, and reads the usual line with one C call).
+        data = parse_json(text)
     except json.JSONDecodeError as error:
         raise _Rejected(f"invalid JSON: {error.msg} at column {error.colno}") from None
     except ValueError as error:  # NaN/Infinity, or an integer longer than Python converts
@@ -435,10 +455,6 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _Rejected(f"expected a JSON object (the event's data), got {_kind(data)}")
     return data
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _key_of(request: RequestType, model: BaseModel) -> str:

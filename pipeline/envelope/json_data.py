@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from pydantic_core import PydanticCustomError
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "already_checked",
     "check_json",
+    "dump_json",
     "is_json_content_type",
     "json_may_fail_check",
     "parse_json",
@@ -129,6 +131,43 @@ CHECKED_JSON = "pipeline.envelope:checked-json"
 def already_checked(value: Any, context: Any) -> bool:
     """Whether the validation ``context`` marks ``value`` itself as parsed and safe."""
     return isinstance(context, dict) and CHECKED_JSON in context and context[CHECKED_JSON] is value
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+# What json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False) runs, made
+# once: json.dumps builds a JSONEncoder and then its C encoder for every call, which costs more
+# than encoding a small event. The same C function with the same arguments writes the same text
+# (``markers=None`` only skips the cycle check, and check_json refuses any cycle by its depth
+# limit). Other encoders (msgspec, orjson, pydantic-core) are faster still but write some floats
+# differently (1e-05 as 0.00001, 1e+16 as 1e16), so the bytes on the wire would change.
+_DUMP_ARGUMENTS = (",", ":")
+_REFERENCE_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=_DUMP_ARGUMENTS, allow_nan=False
+)
+_C_ENCODER: Any = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(
+        None,  # markers: no cycle check
+        _REFERENCE_ENCODER.default,
+        encode_basestring,
+        None,  # indent
+        ":",  # key separator
+        ",",  # item separator
+        False,  # sort_keys
+        False,  # skipkeys
+        False,  # allow_nan
+    )
+)
+
+
+def dump_json(data: Any) -> bytes:
+    """``data`` as compact UTF-8 JSON: the bytes of ``json.dumps(data, ensure_ascii=False,
+    separators=(",", ":"), allow_nan=False).encode("utf-8")``, and the same errors."""
+    if _C_ENCODER is None:  # a Python without the json C accelerator
+        return _REFERENCE_ENCODER.encode(data).encode("utf-8")
+    return "".join(_C_ENCODER(data, 0)).encode("utf-8")
 
 
 # --- parsing ----------------------------------------------------------------------------------

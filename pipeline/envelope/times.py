@@ -10,8 +10,22 @@ from pipeline.envelope.errors import EnvelopeError
 __all__ = ["format_time", "parse_time"]
 
 
+_UTC_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
+
+
 def format_time(value: datetime) -> str:
     """``value`` as RFC 3339 in UTC, with microseconds and ``Z``."""
+    if value.tzinfo is UTC:  # every event's time (the model converts it): no conversion to make
+        # The text isoformat writes, at half its cost (no keyword to parse, no offset to ask).
+        return _UTC_TEXT % (
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+        )
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import random
 import re
 import time
 import uuid
@@ -8,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.ids import event_id_time, new_event_id
+from pipeline.ids import event_id_time, format_uuid, new_event_id
 
 UUID7_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -138,3 +139,34 @@ def test_event_id_time_rejects_what_is_not_a_uuid7(event_id, message):
         event_id_time(event_id)
 
     assert str(caught.value) == message
+
+
+def _random_bits(event_id: str) -> int:
+    return uuid.UUID(event_id).int & ((1 << 62) - 1)
+
+
+def test_forked_processes_never_reuse_the_random_bits_their_parent_read_ahead():
+    new_event_id()  # the parent now holds random bits read ahead for later ids
+    context = multiprocessing.get_context("fork")
+    with context.Pool(2) as pool:
+        children = pool.map(_make_ids, [100, 100])
+    in_parent = [new_event_id() for _ in range(100)]
+
+    bits = [{_random_bits(event_id) for event_id in ids} for ids in (*children, in_parent)]
+    assert all(len(found) == 100 for found in bits)
+    assert len(set().union(*bits)) == 300
+
+
+def test_random_bits_differ_between_ids_of_one_process_over_many_batches():
+    ids = [new_event_id() for _ in range(5_000)]
+
+    assert len({_random_bits(event_id) for event_id in ids}) == 5_000
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_format_uuid_writes_what_str_of_uuid_writes(seed):
+    generator = random.Random(seed)
+    values = [0, (1 << 128) - 1, *(generator.getrandbits(128) for _ in range(2_000))]
+
+    for value in values:
+        assert format_uuid(value) == str(uuid.UUID(int=value))
