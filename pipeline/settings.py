@@ -86,6 +86,14 @@ class GatewaySettings(_Frozen):
     #: and its Idempotency-Key stays claimed until it reports. At most that delivery timeout
     #: (checked by :class:`PipelineSettings`); the defaults are 30 s against 120 s.
     produce_timeout_s: float = Field(default=30.0, gt=0)
+    # -- authentication and replicas (``pipeline gateway keys``, ``--workers``) --
+    #: How often a running gateway reads the API keys again, so an added or revoked key takes
+    #: effect within this time without a restart.
+    key_refresh_s: float = Field(default=5.0, gt=0)
+    #: Where Idempotency-Keys are kept: ``auto`` (in PostgreSQL, shared by every gateway
+    #: process, when ``database.url`` is PostgreSQL; else this process's memory), ``memory``
+    #: or ``postgres``.
+    idempotency_store: Literal["auto", "memory", "postgres"] = "auto"
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -1,31 +1,51 @@
 """``pipeline gateway``: the HTTP request gateway (``POST /v1/requests/{type}`` -> Kafka).
 
+``pipeline gateway [OPTIONS]`` serves (a group whose callback runs when no sub-command is
+named); ``pipeline gateway keys ...`` manages its API keys (:mod:`pipeline.cli.gateway_keys`).
+
 1. read the gateway settings (``PIPELINE_GATEWAY__*``, e.g. ``TRUSTED_PROXIES``: the only
    peers whose ``X-Client-Id`` names the client), with ``--host``/``--port`` on top;
-2. build one idempotent producer from the Kafka and producer settings, and a Kafka health
+2. migrate the database, which keeps the API keys (read now and every ``key_refresh_s``) and,
+   on PostgreSQL, the Idempotency-Keys shared by every gateway process;
+3. build one idempotent producer from the Kafka and producer settings, and a Kafka health
    check for ``GET /healthz`` (an admin client's metadata request with the same settings);
-3. serve until Ctrl-C or SIGTERM, then say what stopping waits for, and wait at most
+4. serve until Ctrl-C or SIGTERM, then say what stopping waits for, and wait at most
    ``produce_timeout_s``: stop accepting, let requests in flight get their acknowledgement,
    wait for the producer's remaining deliveries. Messages still undelivered then are an error
    (exit code 2); a second Ctrl-C or SIGTERM stops at once (exit code 130), saying how many
    messages were given up.
 
-aiohttp, the producer and the gateway are imported by the command itself: ``pipeline --help``
-needs only its signature.
+With ``--workers N`` the command supervises N such processes on one port instead
+(:mod:`producers.gateway.workers`). aiohttp, SQLAlchemy, the producer and the gateway are
+imported by the command itself: ``pipeline --help`` needs only its signature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from typing import TYPE_CHECKING
 
 import typer
 
+from pipeline.cli import gateway_keys
 from pipeline.cli.console import stderr_console
+from pipeline.cli.process import announce_database
+from pipeline.errors import PipelineError
 from pipeline.settings import GatewaySettings, PipelineSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from producers.gateway.shared_idempotency import PostgresIdempotency
 
 EXIT_INTERRUPTED = 130
 
+app = typer.Typer()
+app.add_typer(gateway_keys.app, name="keys")
 
+
+@app.callback(invoke_without_command=True)
 def gateway(
     ctx: typer.Context,
     host: str | None = typer.Option(
@@ -40,14 +60,28 @@ def gateway(
         max=65535,
         help="Port to listen on (default: PIPELINE_GATEWAY__PORT, else 8080).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Gateway processes sharing the port (SO_REUSEPORT); more than 1 needs "
+        "PostgreSQL (PIPELINE_DATABASE__URL) for the shared Idempotency-Keys.",
+    ),
+    worker: bool = typer.Option(False, "--worker", hidden=True),
 ) -> None:
     """Serve the HTTP request gateway: POST /v1/requests/{type} produces each request to its
     topic: place_order to requests.orders, cancel_order to requests.orders,
     register_customer to requests.customers.
 
-    Each client is rate-limited by its address; X-Client-Id is ignored,
+    Once an API key exists (pipeline gateway keys add), every request needs one
+    (Authorization: Bearer <key>): 401 without a valid key, 403 for a request type the key
+    may not send; keys added or revoked take effect within PIPELINE_GATEWAY__KEY_REFRESH_S
+    (5 s). Without any key the gateway is open, and says so when it starts.
+
+    Each client is rate-limited by its key, else by its address; X-Client-Id is ignored,
     except from the reverse proxies listed in PIPELINE_GATEWAY__TRUSTED_PROXIES
-    (a JSON list of addresses or CIDR networks, e.g. '["10.0.0.0/8"]').
+    (a JSON list of addresses or CIDR networks, e.g. '["10.0.0.0/8"]') of an open gateway.
 
     GET /healthz answers 503, with the reason, while Kafka does not answer.
 
@@ -55,25 +89,112 @@ def gateway(
     to PIPELINE_GATEWAY__PRODUCE_TIMEOUT_S (30 s) for them to be delivered to Kafka (exit code
     2 if some were not); a second Ctrl-C stops at once (exit code 130).
     """
-    from pipeline.kafka.clients import build_admin
-    from pipeline.kafka.producer import build_event_producer
-    from pipeline.logs import configure_logging
-    from producers.gateway import KafkaHealth, StoppedAtOnce, create_app, serve
-
+    if ctx.invoked_subcommand is not None:
+        return
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     overrides = {
         name: value for name, value in (("host", host), ("port", port)) if value is not None
     }
     config = GatewaySettings.model_validate({**settings.gateway.model_dump(), **overrides})
+    if workers > 1:
+        _supervise(settings, config, workers)
+    else:
+        _serve(settings, config, reuse_port=worker)
+
+
+def _migrated_engine(settings: PipelineSettings) -> Engine:
+    from pipeline.database import build_engine, create_sqlite_folder, migrate
+
+    announce_database(settings)
+    create_sqlite_folder(settings.database)
+    engine = build_engine(settings.database)
+    migrate(engine)
+    return engine
+
+
+def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int) -> None:
+    from pipeline.database import is_postgres
+    from producers.gateway.workers import run_workers
+
+    engine = _migrated_engine(settings)  # once, before the workers start
+    shared = is_postgres(engine)
+    engine.dispose()
+    if not shared or config.idempotency_store == "memory":
+        raise PipelineError(
+            f"--workers {workers} needs the Idempotency-Key store shared in PostgreSQL: set "
+            "PIPELINE_DATABASE__URL to a postgresql+psycopg:// URL (and "
+            "PIPELINE_GATEWAY__IDEMPOTENCY_STORE to auto or postgres)"
+        )
+    err = stderr_console()
+    argv = [
+        sys.executable,
+        "-c",
+        "from pipeline.cli.main import run; run()",
+        "gateway",
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        "--worker",
+    ]
+    code = run_workers(argv, workers, say=lambda line: err.print(line, highlight=False))
+    if code:
+        raise typer.Exit(code)
+
+
+def _shared_store(
+    settings: PipelineSettings, config: GatewaySettings, engine: Engine
+) -> PostgresIdempotency | None:
+    from pipeline.database import is_postgres
+    from producers.gateway.shared_idempotency import PostgresIdempotency
+
+    if config.idempotency_store == "memory":
+        return None
+    if not is_postgres(engine):
+        if config.idempotency_store == "postgres":
+            raise PipelineError(
+                "gateway.idempotency_store is postgres but database.url is not PostgreSQL"
+            )
+        return None
+    return PostgresIdempotency(
+        engine,
+        ttl_s=config.idempotency_ttl_s,
+        # A claim is settled by the delivery report, at the latest after librdkafka's delivery
+        # timeout; a gateway that died holding one frees it a little after that.
+        claim_lease_s=settings.producer.delivery_timeout_ms / 1000 + config.produce_timeout_s,
+        wait_s=config.produce_timeout_s,
+    )
+
+
+def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: bool) -> None:
+    from functools import partial
+
+    from pipeline.kafka.clients import build_admin
+    from pipeline.kafka.producer import build_event_producer
+    from pipeline.logs import configure_logging
+    from producers.gateway import KafkaHealth, StoppedAtOnce, create_app, serve
+    from producers.gateway.key_table import load_keys
+
     log_handler = configure_logging(settings, "gateway")
     err = stderr_console()
+    engine = _migrated_engine(settings)
+    store = _shared_store(settings, config, engine)
     bootstrap = settings.kafka.bootstrap_servers
     health = KafkaHealth(build_admin(settings.kafka).list_topics, bootstrap=bootstrap)
     # Not a `with` block: its exit would wait for every delivery once more, with no bound a
     # second Ctrl-C could cut; serve() waits for them, bounded, and says so.
     producer = build_event_producer(settings.kafka, settings.producer)
-    app = create_app(config, producer, kafka_health=health)
+    app = create_app(
+        config,
+        producer,
+        kafka_health=health,
+        keys=partial(load_keys, engine),
+        key_refresh_s=config.key_refresh_s,
+        idempotency=store,
+    )
+    if store is not None:
+        app.cleanup_ctx.append(store.lifetime)
     try:
         asyncio.run(
             serve(
@@ -83,6 +204,7 @@ def gateway(
                 shutdown_timeout_s=config.produce_timeout_s,
                 producer=producer,
                 say=lambda line: err.print(line, highlight=False),
+                reuse_port=reuse_port,
             )
         )
     except StoppedAtOnce as stopped:
@@ -90,3 +212,5 @@ def gateway(
         if log_handler is not None:  # at once: log lines Kafka has not taken are not waited for
             log_handler.flush_timeout_s = 0.0
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        engine.dispose()

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from pipeline.cli import dashboards as dashboards_cli
 from pipeline.cli import dlq as dlq_cli
+from pipeline.cli import gateway as gateway_cli
 from pipeline.cli import logs as logs_cli
 from pipeline.cli import outbox as outbox_cli
 from pipeline.cli import saga as saga_cli
@@ -28,7 +29,6 @@ from pipeline.cli import topics as topics_cli
 from pipeline.cli.console import stderr_console
 from pipeline.cli.consume import consume
 from pipeline.cli.demo import demo
-from pipeline.cli.gateway import gateway
 from pipeline.cli.help import plain_help
 from pipeline.cli.process import process
 from pipeline.cli.produce import produce
@@ -54,8 +54,8 @@ app.add_typer(dashboards_cli.app, name="dashboards")
 app.add_typer(logs_cli.app, name="logs")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(saga_cli.app, name="saga")
+app.add_typer(gateway_cli.app, name="gateway")
 app.command()(demo)
-app.command()(gateway)
 app.command()(produce)
 app.command()(consume)
 app.command()(process)

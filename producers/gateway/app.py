@@ -3,11 +3,14 @@
 ``POST /v1/requests/{type}`` goes through these steps, cheapest first, and the first that fails
 answers with a JSON error ``{"error": {"code", "message", "details"}}`` and produces nothing:
 
-1. client identity and its token bucket: 429 ``rate_limited`` with ``Retry-After``. The client
-   is the peer address; only a peer in ``trusted_proxies`` may name it with ``X-Client-Id``
-   (see :mod:`producers.gateway.identity`), so a client cannot get a fresh bucket, or another
-   client's idempotency scope, by changing a header;
-2. the request type: 404 ``unknown_request_type`` (the answer lists the known ones);
+1. the API key, once keys exist (see :mod:`producers.gateway.auth`): 401 ``unauthorized``;
+   client identity and its token bucket: 429 ``rate_limited`` with ``Retry-After``. The client
+   is the key's name; in an open gateway (no keys) the peer address, and only a peer in
+   ``trusted_proxies`` may name it with ``X-Client-Id`` (see :mod:`producers.gateway.identity`),
+   so a client cannot get a fresh bucket, or another client's idempotency scope, by changing a
+   header;
+2. the request type: 404 ``unknown_request_type`` (the answer lists the known ones); 403
+   ``forbidden`` when the key may not send it;
 3. ``Content-Type`` must be JSON in UTF-8: 415 ``unsupported_media_type``;
 4. the ``Idempotency-Key`` / ``X-Correlation-Id`` headers (and ``X-Client-Id`` from a trusted
    proxy): 400 ``invalid_header``;
@@ -77,13 +80,17 @@ from producers.gateway.answers import (
     dumps,
     not_acknowledged,
 )
+from producers.gateway.auth import DEFAULT_REFRESH_S, Authorizer, KeyLoader, KeyRefresher
 from producers.gateway.health import KafkaHealthCheck
 from producers.gateway.idempotency import (
-    Claim,
     IdempotencyKeyReused,
+    IdempotencyKeys,
     IdempotencyStore,
+    IdempotencyUnavailable,
     InFlight,
+    LocalIdempotency,
     Replay,
+    Settle,
     StoredAnswer,
     fingerprint,
 )
@@ -149,6 +156,7 @@ class _Gateway:
         metrics: GatewayMetrics,
         max_in_flight: int,
         kafka_health: KafkaHealthCheck | None,
+        idempotency: IdempotencyKeys | None,
     ) -> None:
         self.settings = settings
         self.kafka_health = kafka_health
@@ -160,8 +168,13 @@ class _Gateway:
         self.in_flight = 0
         self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
         self.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst, clock=clock)
-        self.store = IdempotencyStore(
-            ttl_s=settings.idempotency_ttl_s, max_keys=settings.idempotency_max_keys, clock=clock
+        self.authorizer = Authorizer()  # open until keys are loaded (create_app's ``keys``)
+        self.store = idempotency or LocalIdempotency(
+            IdempotencyStore(
+                ttl_s=settings.idempotency_ttl_s,
+                max_keys=settings.idempotency_max_keys,
+                clock=clock,
+            )
         )
 
     # ---- middleware: JSON errors, one log line and the counters for every request ----------
@@ -264,11 +277,12 @@ class _Gateway:
         request_type = self.request_types.get(name)
         exchange.type_label = name if request_type is not None else UNKNOWN_TYPE
 
+        api_key = self.authorizer.authenticate(request.headers.get("Authorization"))  # or 401
         peer = request.remote
         claimed = None
-        if peer in self.trusted_proxies:  # anyone else's X-Client-Id is ignored, not checked
+        if api_key is None and peer in self.trusted_proxies:  # else X-Client-Id is ignored
             claimed = header_id("X-Client-Id", request.headers.get("X-Client-Id"))
-        client = self.trusted_proxies.client(peer, claimed)
+        client = api_key.name if api_key is not None else self.trusted_proxies.client(peer, claimed)
         exchange.client = client
         decision = self.limiter.acquire(client)
         if not decision.allowed:
@@ -288,6 +302,7 @@ class _Gateway:
                 f"unknown request type {name!r}; known: {', '.join(known)}",
                 [{"field": "type", "message": "unknown request type", "known": known}],
             )
+        self.authorizer.authorise(api_key, name)  # or 403
         check_content_type(request.headers.get("Content-Type"), request.charset)
         key = idempotency_key(request.headers.get("Idempotency-Key"))
         correlation_id = header_id("X-Correlation-Id", request.headers.get("X-Correlation-Id"))
@@ -335,7 +350,9 @@ class _Gateway:
         exchange = _exchange.get()
         while True:
             try:
-                begun = self.store.begin(client, key, body_fingerprint)
+                begun = await self.store.begin(client, key, body_fingerprint)
+            except IdempotencyUnavailable as error:
+                raise ErrorAnswer(503, "idempotency_unavailable", str(error)) from None
             except IdempotencyKeyReused as error:
                 raise ErrorAnswer(
                     422,
@@ -371,22 +388,20 @@ class _Gateway:
         )
 
     async def _produce_claimed(
-        self, claim: Claim, topic: str, make_event: Callable[[], Event]
+        self, claim: Settle, topic: str, make_event: Callable[[], Event]
     ) -> web.Response:
         """Produce for ``claim``; from the send on, the delivery report settles the claim."""
         try:
             sent = self._send(topic, make_event())
         except BaseException:
-            self.store.abandon(claim)  # nothing was sent: waiters may claim the key
+            claim.abandon()  # nothing was sent: waiters may claim the key
             raise
         if isinstance(sent, StoredAnswer):  # the producer refused it: nothing was sent
-            self.store.complete(claim, sent)
+            claim.complete(sent)
             return self._answer(sent)
         # Settled from the loop when the report comes, whether or not this request still waits
         # (a timeout, a client hanging up): a late 202 is remembered, a late failure released.
-        sent.add_done_callback(
-            lambda delivered: self.store.complete(claim, delivery_answer(delivered))
-        )
+        sent.add_done_callback(lambda delivered: claim.complete(delivery_answer(delivered)))
         return self._answer(await self._acknowledgement(sent))
 
     @property
@@ -485,6 +500,9 @@ def create_app(
     metrics: GatewayMetrics | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     kafka_health: KafkaHealthCheck | None = None,
+    keys: KeyLoader | None = None,
+    key_refresh_s: float = DEFAULT_REFRESH_S,
+    idempotency: IdempotencyKeys | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application; nothing connects until it starts.
 
@@ -494,6 +512,10 @@ def create_app(
     catalogue topic, ``requests.<type>``); ``metrics`` defaults to a fresh registry.
     ``kafka_health`` is asked by ``GET /healthz`` (and once at start, a warning if Kafka does
     not answer); without it ``/healthz`` says only that the gateway serves.
+    ``keys`` reads the API keys (at start, then every ``key_refresh_s``; see
+    :mod:`producers.gateway.auth`); without it the gateway is open. ``idempotency`` is the
+    Idempotency-Key store (default: this process's memory; a
+    :class:`~producers.gateway.shared_idempotency.PostgresIdempotency` shares it).
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
@@ -506,6 +528,7 @@ def create_app(
         metrics=metrics or GatewayMetrics(),
         max_in_flight=max_in_flight,
         kafka_health=kafka_health,
+        idempotency=idempotency,
     )
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[gateway.middleware])
 
@@ -514,6 +537,9 @@ def create_app(
             yield
 
     app.cleanup_ctx.append(serve_delivery_reports)
+    if keys is not None:
+        refresher = KeyRefresher(gateway.authorizer, keys, refresh_s=key_refresh_s)
+        app.cleanup_ctx.append(refresher.lifetime)
     if kafka_health is not None:
         app.cleanup_ctx.append(partial(_warn_without_kafka, kafka_health))
     app.router.add_post(REQUESTS_ROUTE, gateway.submit)

@@ -17,10 +17,11 @@ remembers the fingerprint of the first body and, once there is one, the first an
    client's retry does the work again; 2xx/4xx answers are kept ``ttl_s`` seconds after they
    were made, at most ``max_keys`` of them (the oldest go first).
 
-This store lives in one process's memory. Several gateway instances behind a load balancer each
-have their own, so a retry that lands on another instance produces again: a multi-instance
-deployment needs a shared store (e.g. Redis or a database table with the same claim / complete /
-replay states and a unique key), or sticky routing by client.
+This store lives in one process's memory. Several gateway processes each have their own, so a
+retry that lands on another one would produce again: they share
+:class:`producers.gateway.shared_idempotency.PostgresIdempotency` instead, a table with the
+same claim / complete / replay states. The gateway asks either through :class:`IdempotencyKeys`
+(:class:`LocalIdempotency` adapts this one).
 
 Pure apart from the futures of (2), which are :class:`concurrent.futures.Future` so that nothing
 here needs an event loop (``asyncio.wrap_future`` awaits them). Not thread-safe: the gateway
@@ -36,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.errors import PipelineError
 
@@ -209,3 +210,52 @@ def _settle(future: Future[StoredAnswer | None], answer: StoredAnswer | None) ->
     # A waiter may have cancelled the shared future; the answer is still kept (or not) above.
     if future.set_running_or_notify_cancel():
         future.set_result(answer)
+
+
+# ---- the store as the gateway uses it: this process's, or one shared by every process -------
+
+
+class Settle(Protocol):
+    """A claimed key, settled once its outcome is known (see steps 1 and 5 above)."""
+
+    def complete(self, answer: StoredAnswer) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+class IdempotencyKeys(Protocol):
+    """What the gateway asks of an Idempotency-Key store; :class:`IdempotencyKeyReused` or
+    :class:`IdempotencyUnavailable` from :meth:`begin`."""
+
+    async def begin(
+        self, client: str, key: str, fingerprint: str
+    ) -> Replay | InFlight | Settle: ...
+
+
+class IdempotencyUnavailable(PipelineError):
+    """A shared store could not be asked (its database is away): nothing was produced."""
+
+
+@dataclass(frozen=True)
+class _LocalSettle:
+    store: IdempotencyStore
+    claim: Claim
+
+    def complete(self, answer: StoredAnswer) -> None:
+        self.store.complete(self.claim, answer)
+
+    def abandon(self) -> None:
+        self.store.abandon(self.claim)
+
+
+class LocalIdempotency:
+    """:class:`IdempotencyStore` (this process's memory) as :class:`IdempotencyKeys`."""
+
+    def __init__(self, store: IdempotencyStore) -> None:
+        self.store = store
+
+    async def begin(self, client: str, key: str, fingerprint: str) -> Replay | InFlight | Settle:
+        begun = self.store.begin(client, key, fingerprint)
+        if isinstance(begun, Claim):
+            return _LocalSettle(self.store, begun)
+        return begun

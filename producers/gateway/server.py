@@ -68,6 +68,7 @@ async def serve(
     on_ready: Callable[[list[str]], None] | None = None,
     producer: Flushable | None = None,
     say: Callable[[str], None] | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly.
 
@@ -79,7 +80,8 @@ async def serve(
        messages still undelivered then are :class:`DeliveriesLeft`.
 
     A second SIGINT or SIGTERM while stopping stops at once: :class:`StoppedAtOnce`, with the
-    count of messages given up.
+    count of messages given up. ``reuse_port``: listen with ``SO_REUSEPORT``, beside other
+    gateway processes on the same port (``pipeline gateway --workers``).
     """
     say = say or log.info
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
@@ -96,7 +98,7 @@ async def serve(
 
     cleaned_up = False
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as error:
