@@ -16,6 +16,10 @@
    failing on purpose (out of stock, a declined card, a shipment answered too late, refunds
    that fail before they succeed): live progress, then the sagas by outcome, the invariants
    (each held or violated) and what to try next. A violated invariant exits 1.
+
+Ctrl-C (exit code 130) or SIGTERM (143) stops the demo at any step: the gateway, the clients
+and the child processes it started are stopped (the stack, once up, keeps running), then one
+line says where it was.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.interrupts import exit_on_interrupt
 from pipeline.cli.plurals import counted
 from pipeline.settings import PipelineSettings
 
@@ -82,6 +87,21 @@ async def _through_gateway(
         await runner.cleanup()
 
 
+class _Step:
+    """What the demo is doing now, for the line an interrupt prints."""
+
+    def __init__(self) -> None:
+        self.now = "starting the stack"
+
+    def interrupted(self) -> str:
+        if self.now == "starting the stack":
+            return "interrupted while starting the stack: what this run had started is stopped"
+        return (
+            f"interrupted while {self.now}: the demo's processes are stopped, "
+            "the stack keeps running"
+        )
+
+
 def demo(
     ctx: typer.Context,
     requests: int = typer.Option(
@@ -92,7 +112,19 @@ def demo(
         help="How many requests to send through the gateway (most of them orders, each a saga).",
     ),
 ) -> None:
-    """Start the stack, apply the topics, send requests through the gateway, read them back."""
+    """Start the stack, apply the topics, send requests through the gateway, read them back.
+
+    Then run the orders service and the sagas over them and report. Ctrl-C (exit code 130) or
+    SIGTERM (143) stops the demo and every process it started; the stack keeps running.
+    """
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings)
+    step = _Step()
+    with exit_on_interrupt(step.interrupted):
+        _demo(settings, requests, step)
+
+
+def _demo(settings: PipelineSettings, requests: int, step: _Step) -> None:
     from pipeline.ids import new_event_id
     from pipeline.kafka.clients import build_admin, build_consumer
     from pipeline.kafka.producer import build_event_producer
@@ -103,10 +135,9 @@ def demo(
     from pipeline.topics.plan import build_plan
     from producers.demo_traffic import demo_requests
 
-    settings = ctx.obj
-    assert isinstance(settings, PipelineSettings)
     started = StackManager(settings, console=_err).up()
     _err.print(f"stack: started {', '.join(sorted(started)) or 'nothing (already up)'}")
+    step.now = "applying the topics"
 
     admin = build_admin(settings.kafka)
     catalogue = default_catalogue()
@@ -117,6 +148,7 @@ def demo(
         f"{len(catalogue.names)} in catalogue"
     )
 
+    step.now = "sending requests through the gateway"
     run_id = new_event_id()
     traffic = list(demo_requests(requests, run=run_id[-12:], poison_share=0.01))
     consumer = build_consumer(settings.kafka, group_id=f"pipeline-demo-{run_id}")
@@ -133,6 +165,7 @@ def demo(
             report = asyncio.run(
                 _through_gateway(settings, producer, traffic, lambda n: bar.advance(task, n))
             )
+        step.now = "reading the requests back from Kafka"
         with _progress() as bar:
             task = bar.add_task("reading back from Kafka", total=len(report.accepted))
             readback = read_from(
@@ -150,6 +183,7 @@ def demo(
     if not intact or readback.timed_out or report.replays_differing:
         raise typer.Exit(1)
 
+    step.now = "running the orders service and the sagas"
     services = _processing_stage(settings, readback.events)
     _print_processing_summary(services)
     if services.sagas is not None:

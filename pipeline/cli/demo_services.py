@@ -11,6 +11,10 @@
 5. wait until the outbox backlog drains to zero;
 6. wait until Elasticsearch holds the processor's dead-letter log lines;
 7. stop the children (SIGTERM: they finish and commit), check the saga invariants and report.
+
+The children are stopped also when the demo is interrupted (Ctrl-C, SIGTERM): each is sent
+SIGTERM and waited for; one that does not stop within 30 s, or while a second interrupt
+arrives, is killed. None is left running.
 """
 
 from __future__ import annotations
@@ -82,13 +86,24 @@ def _child(
     try:
         yield child
     finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        _stop_child(child)
+
+
+def _stop_child(child: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout_s`` or a second interrupt
+    comes meanwhile (which then goes on, once the child is gone)."""
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    except KeyboardInterrupt:
+        child.kill()
+        child.wait()
+        raise
 
 
 def scrape(port: int) -> ProcessingReport:

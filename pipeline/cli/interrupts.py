@@ -3,14 +3,18 @@
 
 Inside :func:`signals_interrupt`, SIGTERM raises :class:`Terminated`, a ``KeyboardInterrupt``,
 so the code that handles Ctrl-C handles both; :func:`exit_code` tells them apart.
+:func:`exit_on_interrupt` does all of it for a command with nothing to add but one line: the
+``with`` blocks and ``finally`` clauses inside it clean up as the interrupt passes through them.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+import typer
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -38,3 +42,16 @@ def signals_interrupt() -> Iterator[None]:
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """143 for SIGTERM, 130 for Ctrl-C."""
     return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+
+
+@contextmanager
+def exit_on_interrupt(message: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM within the block ends the command: once the block has cleaned up,
+    ``message()`` (one line) goes to stderr and the command exits 130 or 143 (not Click's
+    "Aborted!" and 1)."""
+    try:
+        with signals_interrupt():
+            yield
+    except KeyboardInterrupt as interrupt:
+        typer.echo(message(), err=True)
+        raise typer.Exit(exit_code(interrupt)) from None

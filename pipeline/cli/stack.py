@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.interrupts import exit_on_interrupt
 from pipeline.settings import PipelineSettings
 from pipeline.stack import compose
 
@@ -62,6 +63,12 @@ def _print_status(status: StackStatus) -> None:
     _out.print(table)
 
 
+#: What ``stack up`` says when Ctrl-C or SIGTERM stops it.
+STACK_UP_INTERRUPTED = (
+    "interrupted: what this run had started is stopped; what was already running keeps running"
+)
+
+
 @app.command()
 def up(
     ctx: typer.Context,
@@ -73,15 +80,19 @@ def up(
     """Start Kafka, Elasticsearch and PostgreSQL unless they already answer; reuse what answers.
 
     The first run fetches both from Maven Central (a few minutes); later runs start in seconds.
+    Ctrl-C (exit code 130) or SIGTERM (143) stops what this run had started.
     """
     from pipeline.stack.manager import StackManager
 
     settings = _settings(ctx)
     if docker:
-        raise typer.Exit(compose.up(settings.stack.compose_file))
+        with exit_on_interrupt(lambda: "interrupted: docker compose stopped"):
+            code = compose.up(settings.stack.compose_file)
+        raise typer.Exit(code)
     manager = StackManager(settings, console=_err)
     began = time.monotonic()
-    started = manager.up(only={only.value} if only else None)
+    with exit_on_interrupt(lambda: STACK_UP_INTERRUPTED):
+        started = manager.up(only={only.value} if only else None)
     elapsed = time.monotonic() - began
     what = ", ".join(sorted(started)) if started else "nothing (already answering)"
     _err.print(f"started {what} in {elapsed:.1f} s")
@@ -133,20 +144,24 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     docker: bool = DockerOption,
 ) -> None:
-    """Show the last lines of a component's log."""
+    """Show the last lines of a component's log; with --follow, until Ctrl-C (exit code 130)
+    or SIGTERM (143)."""
     from pipeline.stack.manager import StackManager, tail
 
     settings = _settings(ctx)
     if docker:
         args = ["logs", "--tail", str(lines), *(["--follow"] if follow else []), component.value]
-        raise typer.Exit(compose.run_compose(settings.stack.compose_file, *args))
+        with exit_on_interrupt(lambda: f"stopped following the {component.value} log"):
+            code = compose.run_compose(settings.stack.compose_file, *args)
+        raise typer.Exit(code)
     path = StackManager(settings).log_path(component.value)
     if not path.exists():
         _err.print(f"no log yet at {path}")
         raise typer.Exit(1)
     if follow:
-        raise typer.Exit(
-            subprocess.run(["tail", "-n", str(lines), "-F", str(path)], check=False).returncode
-        )
+        # An interrupt ends tail too: subprocess.run kills its child when interrupted.
+        with exit_on_interrupt(lambda: f"stopped following {path}"):
+            tailed = subprocess.run(["tail", "-n", str(lines), "-F", str(path)], check=False)
+        raise typer.Exit(tailed.returncode)
     for line in tail(path, lines):
         typer.echo(line)
