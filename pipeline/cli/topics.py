@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.console import stdout_console
+from pipeline.plurals import counted
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def apply_command(
     plan = build_plan(catalogue, actual)
     console = _console()
     if plan.is_empty:
-        console.print(f"no changes: {len(catalogue)} topics match the catalogue")
+        console.print(f"no changes: {counted(len(catalogue), 'topic')} match the catalogue")
         return
     if not plan.has_changes:
         console.print("no changes to apply")
@@ -144,10 +145,10 @@ def apply_command(
     console.print(_plan_table(plan))
     _print_warnings(console, plan)
     if dry_run:
-        console.print(f"dry run: {len(plan.changes)} changes not applied")
+        console.print(f"dry run: {counted(len(plan.changes), 'change')} not applied")
         return
     apply_plan(admin, plan, bootstrap=bootstrap)
-    console.print(f"applied {len(plan.changes)} changes")
+    console.print(f"applied {counted(len(plan.changes), 'change')}")
 
 
 def _topics_table(bootstrap: str, names: list[str]) -> Table:
@@ -227,4 +228,6 @@ def list_command(
     console = _console()
     console.print(table)
     if missing:
-        console.print(f"{missing} of {len(catalogue)} topics missing: run `pipeline topics apply`")
+        console.print(
+            f"{missing} of {counted(len(catalogue), 'topic')} missing: run `pipeline topics apply`"
+        )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pipeline.plurals import counted
 from pipeline.topics.spec import Catalogue, TopicSpec
 
 
@@ -42,7 +43,8 @@ class CreateTopic:
     def describe(self) -> str:
         spec = self.spec
         return (
-            f"create: {spec.partitions} partitions, replication {spec.replication_factor}, "
+            f"create: {counted(spec.partitions, 'partition')}, "
+            f"replication {spec.replication_factor}, "
             f"retention.ms={spec.retention_ms}, cleanup.policy={spec.cleanup_policy}"
         )
 

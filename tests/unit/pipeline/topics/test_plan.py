@@ -145,6 +145,7 @@ def test_changes_describe_themselves_for_people() -> None:
         "create: 6 partitions, replication 1, retention.ms=1000, cleanup.policy=compact,delete"
     )
     assert CreateTopic(topic).topic == "orders.events"
+    assert CreateTopic(spec(partitions=1)).describe().startswith("create: 1 partition, ")
     assert IncreasePartitions("t.x", 3, 6).describe() == (
         "partitions: 3 -> 6 (keys map to other partitions from now on)"
     )
