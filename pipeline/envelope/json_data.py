@@ -201,8 +201,13 @@ def parse_json(text: str) -> Any:
     return data
 
 
-# A digit before an exponent, or 309 digits in a row: a number that may overflow to inf.
-_MAY_OVERFLOW = re.compile(r"\d(?:[eE]|\d{308})")
+# A digit before an exponent, or 309 digits in a row: a number that may overflow to inf. ASCII
+# digits only (the only ones a JSON number has), and two patterns rather than one alternation:
+# the exponent test alone runs at twice the speed, and only a text of 309+ characters can
+# hold the run.
+_EXPONENT = re.compile(r"[0-9][eE]")
+_LONG_RUN = 309
+_DIGIT_RUN = re.compile(rf"[0-9]{{{_LONG_RUN}}}")
 
 
 def json_may_fail_check(text: str) -> bool:
@@ -212,10 +217,12 @@ def json_may_fail_check(text: str) -> bool:
     ``text`` is valid UTF-8. What is left: a lone surrogate (only from a ``\\u`` escape), a float
     that overflows to inf (only with an exponent or 309+ digits), an int too long to print
     (thousands of digits, so the same test), and nesting deeper than 256 (impossible with at most
-    256 ``[`` and ``{`` in all). Each test errs on the side of checking.
+    256 ``[`` and ``{`` in all, so in a text of at most 256 characters). Each test errs on the
+    side of checking.
     """
     return (
         "\\u" in text
-        or text.count("[") + text.count("{") > MAX_JSON_DEPTH
-        or _MAY_OVERFLOW.search(text) is not None
+        or (len(text) > MAX_JSON_DEPTH and text.count("[") + text.count("{") > MAX_JSON_DEPTH)
+        or _EXPONENT.search(text) is not None
+        or (len(text) >= _LONG_RUN and _DIGIT_RUN.search(text) is not None)
     )

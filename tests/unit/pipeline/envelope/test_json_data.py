@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from enum import IntEnum, StrEnum
 from typing import Any
 
 import pytest
 
-from pipeline.envelope.json_data import dump_json
+from pipeline.envelope.json_data import MAX_JSON_DEPTH, dump_json, json_may_fail_check
 
 
 class _Level(IntEnum):
@@ -65,3 +67,26 @@ def test_dump_json_raises_the_errors_of_json_dumps(data):
 
     assert type(ours.value) is type(reference.value)
     assert str(ours.value) == str(reference.value)
+
+
+# The earlier definition of json_may_fail_check: one pattern over the whole text.
+_EARLIER_OVERFLOW = re.compile(r"\d(?:[eE]|\d{308})")
+
+
+def _earlier_may_fail_check(text: str) -> bool:
+    return (
+        "\\u" in text
+        or text.count("[") + text.count("{") > MAX_JSON_DEPTH
+        or _EARLIER_OVERFLOW.search(text) is not None
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_json_may_fail_check_answers_as_its_earlier_definition_for_json_text(seed):
+    generator = random.Random(seed)
+    pieces = ['{"a":', "[", "]", "{", "}", "1", "9" * 150, "e", "E", "5", '"note"', "\\u00e9"]
+    pieces += [" ", ",", "-", ".", "x", "1e308", "2E-400", "[" * 100, "{" * 60]
+    for _ in range(3_000):
+        text = "".join(generator.choices(pieces, k=generator.randrange(1, 40)))
+
+        assert json_may_fail_check(text) == _earlier_may_fail_check(text), text
