@@ -124,7 +124,7 @@ def encode(event: Event) -> KafkaMessage:
         value = dump_json(event.data)
     else:
         value = event.data
-    return KafkaMessage(key=key, value=value, headers=headers)
+    return KafkaMessage(key, value, headers)
 
 
 # --- decode -----------------------------------------------------------------------------------

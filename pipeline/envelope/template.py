@@ -129,7 +129,7 @@ class EventTemplate:
             value = dump_json(data)
         else:
             value = data
-        return event, KafkaMessage(key=key, value=value, headers=headers)
+        return event, KafkaMessage(key, value, headers)
 
     def _fast(self, data: Any, partitionkey: str | None, json_text: str | None) -> bool:
         """Whether the varying parts are known valid without the model's validation."""
