@@ -63,6 +63,53 @@ class ProducerSettings(_Frozen):
     statistics_interval_ms: int = Field(default=1_000, ge=0)
 
 
+#: Signature algorithms a JWT may use: HMAC with a shared secret, or RSA / ECDSA with a public key.
+#: ``none`` is not one of them.
+JwtAlgorithm = Literal[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "ES512",
+]  # fmt: skip
+
+
+class JwtSettings(_Frozen):
+    """JWT bearer tokens accepted by the gateway (``PIPELINE_GATEWAY__JWT__*``), for clients of
+    an identity provider; see :mod:`producers.gateway.tokens`."""
+
+    #: The ``iss`` a token must carry, and its ``aud`` must include ``audience``.
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    #: The algorithms a token may be signed with; set explicitly (``HS*`` with ``secret``,
+    #: the others with ``public_key_file`` or ``jwks_file``).
+    algorithms: list[JwtAlgorithm] = Field(min_length=1)
+    #: The key: exactly one of a shared secret (HS*, at least 32 bytes), a PEM public key file,
+    #: or a JWKS file (``{"keys": [...]}``; a token's ``kid`` picks its key).
+    secret: SecretStr | None = None
+    public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    #: Clock skew allowed when checking ``exp``, ``nbf`` and ``iat``.
+    leeway_s: float = Field(default=30.0, ge=0, le=300)
+    #: The claim listing what a token may send (a space-separated string, as OAuth's ``scope``,
+    #: or a list); its entries starting with ``scope_prefix`` name request types
+    #: (``requests:place_order``), the others are ignored.
+    types_claim: str = Field(default="scope", min_length=1)
+    scope_prefix: str = "requests:"
+
+    @model_validator(mode="after")
+    def _one_key_that_fits_the_algorithms(self) -> JwtSettings:
+        sources = [self.secret, self.public_key_file, self.jwks_file]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("set exactly one of secret, public_key_file or jwks_file")
+        hmac = [name for name in self.algorithms if name.startswith("HS")]
+        if self.secret is not None:
+            if len(hmac) != len(self.algorithms):
+                raise ValueError("a secret signs HS256/HS384/HS512 tokens only")
+            if len(self.secret.get_secret_value().encode()) < 32:
+                raise ValueError("the secret must be at least 32 bytes (256 bits)")
+        elif hmac:
+            raise ValueError(f"{', '.join(hmac)} needs a secret, not a public key")
+        return self
+
+
 class GatewaySettings(_Frozen):
     """The HTTP request gateway (``pipeline gateway``)."""
 
@@ -94,6 +141,8 @@ class GatewaySettings(_Frozen):
     #: process, when ``database.url`` is PostgreSQL; else this process's memory), ``memory``
     #: or ``postgres``.
     idempotency_store: Literal["auto", "memory", "postgres"] = "auto"
+    #: JWT bearer tokens accepted besides the API keys; none by default.
+    jwt: JwtSettings | None = None
 
     @field_validator("trusted_proxies")
     @classmethod

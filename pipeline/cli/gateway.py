@@ -5,7 +5,8 @@ named); ``pipeline gateway keys ...`` manages its API keys (:mod:`pipeline.cli.g
 
 1. read the gateway settings (``PIPELINE_GATEWAY__*``, e.g. ``TRUSTED_PROXIES``: the only
    peers whose ``X-Client-Id`` names the client), with ``--host``/``--port`` on top;
-2. migrate the database, which keeps the API keys (read now and every ``key_refresh_s``) and,
+2. read the JWT verification key, if JWT is configured (a file that cannot be read stops here);
+   migrate the database, which keeps the API keys (read now and every ``key_refresh_s``) and,
    on PostgreSQL, the Idempotency-Keys shared by every gateway process;
 3. build one idempotent producer from the Kafka and producer settings, and a Kafka health
    check for ``GET /healthz`` (an admin client's metadata request with the same settings);
@@ -79,6 +80,11 @@ def gateway(
     may not send; keys added or revoked take effect within PIPELINE_GATEWAY__KEY_REFRESH_S
     (5 s). Without any key the gateway is open, and says so when it starts.
 
+    With PIPELINE_GATEWAY__JWT__* set (issuer, audience, algorithms, and a secret, a PEM
+    public key file or a JWKS file), JWT bearer tokens are accepted too: their signature,
+    exp/nbf/iat, iss and aud are checked (401), and their scope claim names the request types
+    they may send as requests:<type> (403).
+
     Each client is rate-limited by its key, else by its address; X-Client-Id is ignored,
     except from the reverse proxies listed in PIPELINE_GATEWAY__TRUSTED_PROXIES
     (a JSON list of addresses or CIDR networks, e.g. '["10.0.0.0/8"]') of an open gateway.
@@ -115,8 +121,11 @@ def _migrated_engine(settings: PipelineSettings) -> Engine:
 
 def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int) -> None:
     from pipeline.database import is_postgres
+    from producers.gateway.tokens import load_token_verifier
     from producers.gateway.workers import run_workers
 
+    if config.jwt is not None:  # a key file that cannot be read: one line, before any worker
+        load_token_verifier(config.jwt)
     engine = _migrated_engine(settings)  # once, before the workers start
     shared = is_postgres(engine)
     engine.dispose()
@@ -175,9 +184,11 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     from pipeline.logs import configure_logging
     from producers.gateway import KafkaHealth, StoppedAtOnce, create_app, serve
     from producers.gateway.key_table import load_keys
+    from producers.gateway.tokens import load_token_verifier
 
     log_handler = configure_logging(settings, "gateway")
     err = stderr_console()
+    tokens = None if config.jwt is None else load_token_verifier(config.jwt)
     engine = _migrated_engine(settings)
     store = _shared_store(settings, config, engine)
     bootstrap = settings.kafka.bootstrap_servers
@@ -192,6 +203,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
         keys=partial(load_keys, engine),
         key_refresh_s=config.key_refresh_s,
         idempotency=store,
+        tokens=tokens,
     )
     if store is not None:
         app.cleanup_ctx.append(store.lifetime)

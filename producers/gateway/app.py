@@ -3,14 +3,14 @@
 ``POST /v1/requests/{type}`` goes through these steps, cheapest first, and the first that fails
 answers with a JSON error ``{"error": {"code", "message", "details"}}`` and produces nothing:
 
-1. the API key, once keys exist (see :mod:`producers.gateway.auth`): 401 ``unauthorized``;
-   client identity and its token bucket: 429 ``rate_limited`` with ``Retry-After``. The client
-   is the key's name; in an open gateway (no keys) the peer address, and only a peer in
-   ``trusted_proxies`` may name it with ``X-Client-Id`` (see :mod:`producers.gateway.identity`),
-   so a client cannot get a fresh bucket, or another client's idempotency scope, by changing a
-   header;
+1. the API key or JWT, once keys exist or JWT is configured (see :mod:`producers.gateway.auth`):
+   401 ``unauthorized``; client identity and its token bucket: 429 ``rate_limited`` with
+   ``Retry-After``. The client is the key's name (a token's: ``jwt:<sub>``); in an open
+   gateway (no keys) the peer address, and only a peer in ``trusted_proxies`` may name it with
+   ``X-Client-Id`` (see :mod:`producers.gateway.identity`), so a client cannot get a fresh
+   bucket, or another client's idempotency scope, by changing a header;
 2. the request type: 404 ``unknown_request_type`` (the answer lists the known ones); 403
-   ``forbidden`` when the key may not send it;
+   ``forbidden`` when the key or token may not send it;
 3. ``Content-Type`` must be JSON in UTF-8: 415 ``unsupported_media_type``;
 4. the ``Idempotency-Key`` / ``X-Correlation-Id`` headers (and ``X-Client-Id`` from a trusted
    proxy): 400 ``invalid_header``;
@@ -104,6 +104,7 @@ from producers.gateway.intake import (
 )
 from producers.gateway.metrics import UNKNOWN_TYPE, GatewayMetrics
 from producers.gateway.rate_limit import Clock, TokenBucketLimiter
+from producers.gateway.tokens import TokenVerifier
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "REQUESTS_ROUTE", "GatewayProducer", "create_app"]
 
@@ -157,6 +158,7 @@ class _Gateway:
         max_in_flight: int,
         kafka_health: KafkaHealthCheck | None,
         idempotency: IdempotencyKeys | None,
+        tokens: TokenVerifier | None,
     ) -> None:
         self.settings = settings
         self.kafka_health = kafka_health
@@ -168,7 +170,8 @@ class _Gateway:
         self.in_flight = 0
         self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
         self.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst, clock=clock)
-        self.authorizer = Authorizer()  # open until keys are loaded (create_app's ``keys``)
+        # Open until keys are loaded (create_app's ``keys``), unless JWTs are accepted.
+        self.authorizer = Authorizer(tokens=tokens)
         self.store = idempotency or LocalIdempotency(
             IdempotencyStore(
                 ttl_s=settings.idempotency_ttl_s,
@@ -277,12 +280,17 @@ class _Gateway:
         request_type = self.request_types.get(name)
         exchange.type_label = name if request_type is not None else UNKNOWN_TYPE
 
-        api_key = self.authorizer.authenticate(request.headers.get("Authorization"))  # or 401
+        # The API key or token (None: an open gateway), or 401.
+        authenticated = self.authorizer.authenticate(request.headers.get("Authorization"))
         peer = request.remote
         claimed = None
-        if api_key is None and peer in self.trusted_proxies:  # else X-Client-Id is ignored
+        if authenticated is None and peer in self.trusted_proxies:  # else X-Client-Id ignored
             claimed = header_id("X-Client-Id", request.headers.get("X-Client-Id"))
-        client = api_key.name if api_key is not None else self.trusted_proxies.client(peer, claimed)
+        client = (
+            authenticated.name
+            if authenticated is not None
+            else self.trusted_proxies.client(peer, claimed)
+        )
         exchange.client = client
         decision = self.limiter.acquire(client)
         if not decision.allowed:
@@ -302,7 +310,7 @@ class _Gateway:
                 f"unknown request type {name!r}; known: {', '.join(known)}",
                 [{"field": "type", "message": "unknown request type", "known": known}],
             )
-        self.authorizer.authorise(api_key, name)  # or 403
+        self.authorizer.authorise(authenticated, name)  # or 403
         check_content_type(request.headers.get("Content-Type"), request.charset)
         key = idempotency_key(request.headers.get("Idempotency-Key"))
         correlation_id = header_id("X-Correlation-Id", request.headers.get("X-Correlation-Id"))
@@ -503,6 +511,7 @@ def create_app(
     keys: KeyLoader | None = None,
     key_refresh_s: float = DEFAULT_REFRESH_S,
     idempotency: IdempotencyKeys | None = None,
+    tokens: TokenVerifier | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application; nothing connects until it starts.
 
@@ -515,7 +524,8 @@ def create_app(
     ``keys`` reads the API keys (at start, then every ``key_refresh_s``; see
     :mod:`producers.gateway.auth`); without it the gateway is open. ``idempotency`` is the
     Idempotency-Key store (default: this process's memory; a
-    :class:`~producers.gateway.shared_idempotency.PostgresIdempotency` shares it).
+    :class:`~producers.gateway.shared_idempotency.PostgresIdempotency` shares it). ``tokens``
+    verifies JWT bearer tokens (none by default: API keys only).
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
@@ -529,6 +539,7 @@ def create_app(
         max_in_flight=max_in_flight,
         kafka_health=kafka_health,
         idempotency=idempotency,
+        tokens=tokens,
     )
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[gateway.middleware])
 

@@ -1,15 +1,19 @@
-"""Who may send what: the API key of a request, checked against the keys the gateway knows.
+"""Who may send what: the API key or JWT of a request, checked against what the gateway knows.
 
-1. with no key in the database the gateway is *open*: every request passes, as the peer it
-   comes from (the gateway says so once at start, and again if it becomes open);
-2. otherwise a request must carry ``Authorization: Bearer <key>`` with a valid, unrevoked key:
-   else 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``;
-3. and the key must be allowed the request type: else 403 ``forbidden``.
+1. with no key in the database and no JWT configured the gateway is *open*: every request
+   passes, as the peer it comes from (the gateway says so once at start, and again if it
+   becomes open);
+2. otherwise a request must carry ``Authorization: Bearer <credential>``: a valid, unrevoked
+   API key (``pgk_...``), or, when JWT is configured, any other token is checked as a JWT (see
+   :mod:`producers.gateway.tokens`); else 401 ``unauthorized`` with ``WWW-Authenticate:
+   Bearer``;
+3. and the key or token must be allowed the request type: else 403 ``forbidden``.
 
 The client of an authenticated request (its rate limit and Idempotency-Key scope) is the key's
-name. The keys are read from the database at start and then every ``refresh_s`` seconds by
-:class:`KeyRefresher`, so a key added or revoked takes effect on every running gateway within
-that time, without a restart. No error message, log line or ``repr`` here carries a key.
+name, or ``jwt:<sub>`` for a token. The keys are read from the database at start and then
+every ``refresh_s`` seconds by :class:`KeyRefresher`, so a key added or revoked takes effect on
+every running gateway within that time, without a restart. No error message, log line or
+``repr`` here carries a key or a token.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
 
 from pipeline.errors import PipelineError
 from producers.gateway.answers import ErrorAnswer
-from producers.gateway.keys import ApiKey, KeyRing, bearer_token
+from producers.gateway.keys import KEY_PREFIX, ApiKey, KeyRing, bearer_token
+from producers.gateway.tokens import TokenRejected, TokenVerifier
 
-__all__ = ["DEFAULT_REFRESH_S", "Authorizer", "KeyLoader", "KeyRefresher"]
+__all__ = ["DEFAULT_REFRESH_S", "Authorizer", "Client", "KeyLoader", "KeyRefresher"]
 
 log = logging.getLogger("producers.gateway")
 
@@ -35,44 +41,71 @@ KeyLoader = Callable[[], Sequence[ApiKey]]
 _CHALLENGE = 'Bearer realm="pipeline-gateway"'
 
 
-class Authorizer:
-    """The decisions of steps 1 to 3 over the current :class:`KeyRing`."""
+class Client(Protocol):
+    """An authenticated client: an :class:`ApiKey` or a
+    :class:`~producers.gateway.tokens.TokenClient`."""
 
-    def __init__(self, ring: KeyRing | None = None) -> None:
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def request_types(self) -> frozenset[str]: ...
+
+    def may_send(self, request_type: str) -> bool: ...
+
+
+class Authorizer:
+    """The decisions of steps 1 to 3 over the current :class:`KeyRing` and the JWT verifier."""
+
+    def __init__(self, ring: KeyRing | None = None, tokens: TokenVerifier | None = None) -> None:
         self.ring = ring or KeyRing()
+        self.tokens = tokens
 
     @property
     def open(self) -> bool:
-        return self.ring.open
+        return self.ring.open and self.tokens is None
 
-    def authenticate(self, authorization: str | None) -> ApiKey | None:
-        """The key of a request (``None`` when the gateway is open), or 401."""
-        if self.ring.open:
+    def authenticate(self, authorization: str | None) -> Client | None:
+        """The client of a request (``None`` when the gateway is open), or 401."""
+        if self.open:
             return None
         token = bearer_token(authorization)
         if token is None:
-            raise _unauthorized(
-                "send an API key: Authorization: Bearer <key>"
-                if authorization is None
-                else "the Authorization header must be 'Bearer <key>'"
+            what, which = (
+                ("<key>", "an API key")
+                if self.tokens is None
+                else ("<key or JWT>", "an API key or a JWT")
             )
+            raise _unauthorized(
+                f"send {which}: Authorization: Bearer {what}"
+                if authorization is None
+                else f"the Authorization header must be 'Bearer {what}'"
+            )
+        if self.tokens is not None and not token.startswith(KEY_PREFIX):
+            try:
+                return self.tokens.verify(token)
+            except TokenRejected as rejected:
+                raise _unauthorized(str(rejected)) from None
         key = self.ring.authenticate(token)
         if key is None:
             raise _unauthorized("the API key is not valid (unknown, mistyped or revoked)")
         return key
 
     @staticmethod
-    def authorise(key: ApiKey | None, request_type: str) -> None:
-        """403 unless ``key`` (``None``: the gateway is open) may send ``request_type``."""
-        if key is None or key.may_send(request_type):
+    def authorise(client: Client | None, request_type: str) -> None:
+        """403 unless ``client`` (``None``: the gateway is open) may send ``request_type``."""
+        if client is None or client.may_send(request_type):
             return
-        allowed = ", ".join(sorted(key.request_types)) or "none"
+        allowed = ", ".join(sorted(client.request_types)) or "none"
+        kind = "key" if isinstance(client, ApiKey) else "token"
         raise ErrorAnswer(
             403,
             "forbidden",
-            f"the API key {key.name!r} may not send {request_type!r} requests; it may send: "
-            f"{allowed}",
-            [{"field": "type", "message": "not allowed for this key"}],
+            f"{client.label} may not send {request_type!r} requests; it may send: {allowed}",
+            [{"field": "type", "message": f"not allowed for this {kind}"}],
         )
 
 
@@ -94,12 +127,11 @@ class KeyRefresher:
 
     def refresh(self, keys: Sequence[ApiKey]) -> None:
         """Use ``keys`` from now on; a warning whenever the gateway becomes open."""
-        was_open = self.authorizer.ring.open
-        ring = KeyRing(keys)
-        self.authorizer.ring = ring
-        if ring.open and not was_open:
+        was_open = self.authorizer.open
+        self.authorizer.ring = KeyRing(keys)
+        if self.authorizer.open and not was_open:
             log.warning(_OPEN_WARNING)
-        elif was_open and not ring.open:
+        elif was_open and not self.authorizer.open:
             log.info("API keys exist now: every request needs one (Authorization: Bearer <key>)")
 
     async def first(self) -> None:
@@ -110,12 +142,21 @@ class KeyRefresher:
         except Exception as error:
             raise PipelineError(f"cannot read the API keys: {_first_line(error)}") from None
         self.authorizer.ring = KeyRing(keys)
+        ring, tokens = self.authorizer.ring, self.authorizer.tokens
         if self.authorizer.open:
             log.warning(_OPEN_WARNING)
-        else:
-            ring = self.authorizer.ring
+        elif tokens is None:
             log.info(
                 "%d API keys loaded (%d revoked); every request needs one", len(ring), ring.revoked
+            )
+        else:
+            log.info(
+                "%d API keys loaded (%d revoked), and JWTs of %s for %s accepted; every request "
+                "needs a key or a token",
+                len(ring),
+                ring.revoked,
+                tokens.settings.issuer,
+                tokens.settings.audience,
             )
 
     async def run(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 __all__ = [
+    "KEY_PREFIX",
     "ApiKey",
     "KeyRing",
     "NewKey",
@@ -30,7 +31,8 @@ __all__ = [
     "secret_digest",
 ]
 
-_PREFIX = "pgk_"
+#: What every API key starts with (and no JWT can: a JWT starts with its base64url header).
+KEY_PREFIX = "pgk_"
 _KEY_ID_HEX = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -63,14 +65,14 @@ def new_key() -> NewKey:
     """A new random key (:func:`secrets.token_urlsafe`, 256 bits) and its digest."""
     key_id = secrets.token_hex(_KEY_ID_HEX // 2)
     secret = secrets.token_urlsafe(32)
-    return NewKey(key_id, secret_digest(secret), f"{_PREFIX}{key_id}_{secret}")
+    return NewKey(key_id, secret_digest(secret), f"{KEY_PREFIX}{key_id}_{secret}")
 
 
 def _split(key: str) -> tuple[str, str] | None:
     """``(key id, secret)`` of a key in our format, else ``None``."""
-    if not key.startswith(_PREFIX):
+    if not key.startswith(KEY_PREFIX):
         return None
-    rest = key[len(_PREFIX) :]
+    rest = key[len(KEY_PREFIX) :]
     key_id, separator, secret = rest[:_KEY_ID_HEX], rest[_KEY_ID_HEX : _KEY_ID_HEX + 1], rest[17:]
     if separator != "_" or not secret or not all(c in "0123456789abcdef" for c in key_id):
         return None
@@ -102,6 +104,10 @@ class ApiKey:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def label(self) -> str:
+        return f"the API key {self.name!r}"
 
     def may_send(self, request_type: str) -> bool:
         return request_type in self.request_types

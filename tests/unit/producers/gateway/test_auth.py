@@ -1,18 +1,23 @@
-"""The authorisation decision: open without keys, 401 without a valid key, 403 for a type the
-key may not send; the key refresher's open-mode warning and its refresh."""
+"""The authorisation decision: open without keys (and without JWT), 401 without a valid key or
+token, 403 for a type the key or token may not send; the key refresher's open-mode warning and
+its refresh."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
+import jwt
 import pytest
 
 from pipeline.errors import PipelineError
+from pipeline.settings import JwtSettings
 from producers.gateway.answers import ErrorAnswer
 from producers.gateway.auth import Authorizer, KeyRefresher
 from producers.gateway.keys import ApiKey, KeyRing, new_key
+from producers.gateway.tokens import TokenVerifier
 
 MADE = new_key()
 SHOP = ApiKey(
@@ -90,3 +95,81 @@ def test_a_refresh_replaces_the_keys_and_warns_when_the_gateway_becomes_open(cap
     refresher.refresh([])
     assert authorizer.open
     assert ["open" in r.getMessage() for r in caplog.records] == [True]
+
+
+JWT_SECRET = "a-shared-secret-of-at-least-32-bytes"
+JWT = JwtSettings(
+    issuer="https://id.example.com/",
+    audience="pipeline-gateway",
+    algorithms=["HS256"],
+    secret=JWT_SECRET,
+)
+
+
+def token(**changes: object) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": JWT.issuer,
+        "aud": JWT.audience,
+        "sub": "billing",
+        "exp": now + 60,
+        "scope": "requests:place_order",
+        **changes,
+    }
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+def test_with_jwt_configured_and_no_key_the_gateway_is_not_open():
+    authorizer = Authorizer(KeyRing(), tokens=TokenVerifier(JWT, JWT_SECRET))
+
+    assert not authorizer.open
+    with pytest.raises(ErrorAnswer) as refused:
+        authorizer.authenticate(None)
+    assert refused.value.status == 401
+    assert "Bearer <key or JWT>" in refused.value.message
+
+
+def test_a_valid_jwt_is_its_client_and_api_keys_still_work_beside_it():
+    authorizer = Authorizer(KeyRing([SHOP]), tokens=TokenVerifier(JWT, JWT_SECRET))
+
+    client = authorizer.authenticate(f"Bearer {token()}")
+
+    assert client is not None and client.name == "jwt:billing"
+    Authorizer.authorise(client, "place_order")
+    assert authorizer.authenticate(f"Bearer {MADE.key}") == SHOP
+
+
+def test_a_rejected_jwt_is_401_saying_why_without_the_token():
+    authorizer = Authorizer(KeyRing(), tokens=TokenVerifier(JWT, JWT_SECRET))
+    expired = token(exp=int(time.time()) - 3600)
+
+    with pytest.raises(ErrorAnswer) as refused:
+        authorizer.authenticate(f"Bearer {expired}")
+
+    assert refused.value.status == 401
+    assert refused.value.headers["WWW-Authenticate"].startswith("Bearer")
+    assert refused.value.message == "the token has expired"
+    assert expired not in refused.value.body().decode()
+
+
+def test_a_valid_jwt_for_another_type_is_403_naming_its_subject_and_what_it_may_send():
+    client = TokenVerifier(JWT, JWT_SECRET).verify(token())
+
+    with pytest.raises(ErrorAnswer) as refused:
+        Authorizer.authorise(client, "cancel_order")
+
+    assert refused.value.status == 403
+    assert refused.value.message == (
+        "the token of 'billing' may not send 'cancel_order' requests; it may send: place_order"
+    )
+
+
+def test_with_jwt_configured_no_key_is_no_open_warning(caplog):
+    caplog.set_level(logging.INFO, logger="producers.gateway")
+    authorizer = Authorizer(tokens=TokenVerifier(JWT, JWT_SECRET))
+
+    asyncio.run(KeyRefresher(authorizer, lambda: []).first())
+    KeyRefresher(authorizer, lambda: []).refresh([])
+
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "JWTs of https://id.example.com/" in caplog.records[0].getMessage()

@@ -1,11 +1,11 @@
-"""GatewaySettings: trusted proxies, and a produce timeout coherent with the producer's."""
+"""GatewaySettings: trusted proxies, a produce timeout coherent with the producer's, JWT."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from pipeline.settings import GatewaySettings, PipelineSettings, ProducerSettings
+from pipeline.settings import GatewaySettings, JwtSettings, PipelineSettings, ProducerSettings
 
 pytestmark = pytest.mark.usefixtures("clean_pipeline_environment")
 
@@ -48,3 +48,48 @@ def test_a_produce_timeout_equal_to_the_delivery_timeout_is_accepted():
     )
 
     assert settings.gateway.produce_timeout_s == 10
+
+
+JWT = {"issuer": "https://id.example.com/", "audience": "pipeline-gateway"}
+
+
+def test_no_jwt_is_accepted_unless_configured():
+    assert GatewaySettings().jwt is None
+
+
+def test_jwt_settings_come_from_the_environment_and_the_secret_is_never_shown(monkeypatch):
+    secret = "a-shared-secret-of-at-least-32-bytes"
+    monkeypatch.setenv("PIPELINE_GATEWAY__JWT__ISSUER", JWT["issuer"])
+    monkeypatch.setenv("PIPELINE_GATEWAY__JWT__AUDIENCE", JWT["audience"])
+    monkeypatch.setenv("PIPELINE_GATEWAY__JWT__ALGORITHMS", '["HS256"]')
+    monkeypatch.setenv("PIPELINE_GATEWAY__JWT__SECRET", secret)
+
+    settings = PipelineSettings()
+
+    jwt = settings.gateway.jwt
+    assert jwt is not None and jwt.algorithms == ["HS256"] and jwt.leeway_s == 30
+    assert jwt.secret is not None and jwt.secret.get_secret_value() == secret
+    assert secret not in repr(settings) and secret not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithms", "problem"),
+    [
+        ({}, ["RS256"], "exactly one of secret, public_key_file or jwks_file"),
+        (
+            {"secret": "x" * 32, "jwks_file": "jwks.json"},
+            ["HS256"],
+            "exactly one of secret, public_key_file or jwks_file",
+        ),
+        ({"secret": "x" * 31}, ["HS256"], "at least 32 bytes"),
+        ({"secret": "x" * 32}, ["HS256", "RS256"], "a secret signs HS256/HS384/HS512 tokens only"),
+        ({"jwks_file": "jwks.json"}, ["ES256", "HS256"], "HS256 needs a secret"),
+        ({"public_key_file": "key.pem"}, ["none"], "algorithms.0"),
+        ({"public_key_file": "key.pem"}, [], "at least 1 item"),
+    ],
+)
+def test_jwt_settings_need_one_key_that_fits_explicit_algorithms(key, algorithms, problem):
+    with pytest.raises(ValidationError, match=problem) as refused:
+        JwtSettings(**JWT, algorithms=algorithms, **key)
+
+    assert "x" * 31 not in str(refused.value)

@@ -1,0 +1,186 @@
+"""JWT bearer tokens from an identity provider, checked against the gateway's JWT settings.
+
+A token (``Authorization: Bearer <JWT>``) is accepted when, in this order:
+
+1. its header's ``alg`` is one of ``algorithms`` (set explicitly; ``none`` can never be one),
+   and with a JWKS its ``kid`` names one of the set's keys (a set of one key needs no ``kid``);
+   the key's own algorithm must be the token's (no RS256/HS256 confusion);
+2. its signature verifies with that key;
+3. ``exp`` is required and not past, ``nbf`` and ``iat`` (when present) not in the future, each
+   with ``leeway_s`` of clock skew; ``iss`` is the issuer; ``aud`` includes the audience;
+   ``sub`` is required: it names the client;
+4. then the request types it may send are the entries of ``types_claim`` (a space-separated
+   string such as OAuth's ``scope``, or a list) that start with ``scope_prefix``:
+   ``"openid requests:place_order"`` may send ``place_order``. A valid token that may not send
+   the request's type gets 403, like an API key.
+
+The client of a token (its rate limit and Idempotency-Key scope) is ``jwt:<sub>``: no API key
+name can be that (a key name has no ':'). A rejected token gets 401 with a message of our own
+that says what was wrong, never PyJWT's (which may quote the token's bytes), never the token
+or the key. PyJWT does the cryptography and the claim checks; this module only chooses the key
+and the options, and maps its verdicts.
+
+Pure apart from :func:`load_token_verifier`, which reads the key files once, at start.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from pipeline.errors import PipelineError
+from pipeline.settings import JwtSettings
+
+__all__ = ["TokenClient", "TokenRejected", "TokenVerifier", "load_token_verifier"]
+
+CLIENT_PREFIX = "jwt:"
+_REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
+_PRIVATE_KEYS = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
+
+
+class TokenRejected(Exception):
+    """The token is not accepted; the message says why, without quoting the token."""
+
+
+@dataclass(frozen=True)
+class TokenClient:
+    """Who a valid token names, and what it may send."""
+
+    subject: str
+    request_types: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return f"{CLIENT_PREFIX}{self.subject}"
+
+    @property
+    def label(self) -> str:
+        return f"the token of {self.subject!r}"
+
+    def may_send(self, request_type: str) -> bool:
+        return request_type in self.request_types
+
+
+_Key = Any  # a secret (str), a cryptography public key, or a jwt.PyJWKSet
+
+
+class TokenVerifier:
+    """Steps 1 to 4 for one configuration and its key (a secret, a public key or a JWKS)."""
+
+    def __init__(self, settings: JwtSettings, key: _Key) -> None:
+        self.settings = settings
+        self._key = key
+        self._algorithms: list[str] = list(settings.algorithms)
+        self._decoder = jwt.PyJWT({"require": _REQUIRED_CLAIMS, "enforce_minimum_key_length": True})
+
+    def __repr__(self) -> str:
+        return f"TokenVerifier(issuer={self.settings.issuer!r}, algorithms={self._algorithms})"
+
+    def verify(self, token: str) -> TokenClient:
+        """The client of a valid ``token``, else :class:`TokenRejected`."""
+        settings = self.settings
+        try:
+            claims = self._decoder.decode(
+                token,
+                self._key_for(token),
+                algorithms=self._algorithms,
+                audience=settings.audience,
+                issuer=settings.issuer,
+                leeway=settings.leeway_s,
+            )
+        except jwt.PyJWTError as error:
+            raise TokenRejected(_reason(error, self._algorithms)) from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject:
+            raise TokenRejected("the token's 'sub' claim must name its holder")
+        return TokenClient(subject, self._request_types(claims.get(settings.types_claim)))
+
+    def _key_for(self, token: str) -> _Key:
+        if not isinstance(self._key, jwt.PyJWKSet):
+            return self._key
+        kid = jwt.get_unverified_header(token).get("kid")  # DecodeError when malformed
+        if kid is None:
+            if len(self._key.keys) == 1:
+                return self._key.keys[0]
+            raise TokenRejected("the token has no 'kid' to pick its key from the JWKS")
+        try:
+            return self._key[str(kid)]
+        except KeyError:
+            raise TokenRejected("the token's 'kid' is not one of the JWKS's keys") from None
+
+    def _request_types(self, claim: object) -> frozenset[str]:
+        entries: Iterable[object]
+        if isinstance(claim, str):
+            entries = claim.split()
+        elif isinstance(claim, list):
+            entries = claim
+        else:
+            return frozenset()
+        prefix = self.settings.scope_prefix
+        return frozenset(
+            entry[len(prefix) :]
+            for entry in entries
+            if isinstance(entry, str) and entry.startswith(prefix) and len(entry) > len(prefix)
+        )
+
+
+def _reason(error: jwt.PyJWTError, algorithms: list[str]) -> str:
+    """Our message for PyJWT's verdict: what is wrong, in words that quote nothing of it."""
+    if isinstance(error, jwt.ExpiredSignatureError):
+        return "the token has expired"
+    if isinstance(error, jwt.ImmatureSignatureError):
+        return "the token is not valid yet (its nbf or iat is in the future)"
+    if isinstance(error, jwt.InvalidAudienceError):
+        return "the token is not meant for this gateway (aud)"
+    if isinstance(error, jwt.InvalidIssuerError):
+        return "the token's issuer is not trusted (iss)"
+    if isinstance(error, jwt.exceptions.InvalidSubjectError):
+        return "the token's 'sub' claim must name its holder"
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return f"the token lacks the {error.claim!r} claim"
+    if isinstance(error, jwt.InvalidSignatureError):
+        return "the token's signature is not valid"
+    if isinstance(error, jwt.InvalidAlgorithmError | jwt.InvalidKeyError):
+        return f"the token's algorithm is not accepted (accepted: {', '.join(algorithms)})"
+    return "the token is not a well-formed JWT"
+
+
+def load_token_verifier(settings: JwtSettings) -> TokenVerifier:
+    """The verifier of ``settings``, its key read from its file now; :class:`PipelineError`
+    (one line, naming the file) when it cannot be read."""
+    if settings.secret is not None:
+        return TokenVerifier(settings, settings.secret.get_secret_value())
+    if settings.public_key_file is not None:
+        path = settings.public_key_file
+        try:
+            return TokenVerifier(settings, load_pem_public_key(_read(path)))
+        except (ValueError, TypeError) as error:
+            raise PipelineError(f"{path} is not a PEM public key: {error}") from None
+    assert settings.jwks_file is not None  # JwtSettings has exactly one key source
+    path = settings.jwks_file
+    try:
+        keys = jwt.PyJWKSet.from_dict(json.loads(_read(path)))
+    except (ValueError, AttributeError, jwt.PyJWTError) as error:
+        raise PipelineError(f'{path} is not a JWKS file ({{"keys": [...]}}): {error}') from None
+    if any(isinstance(key.key, _PRIVATE_KEYS) for key in keys.keys):
+        raise PipelineError(f"{path} holds private keys: give the gateway the public keys only")
+    return TokenVerifier(settings, keys)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise PipelineError(f"cannot read {path}: {error.strerror or error}") from None
