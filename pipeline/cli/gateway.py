@@ -152,9 +152,11 @@ def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int
         raise typer.Exit(code)
 
 
-def _shared_store(
+def shared_idempotency_store(
     settings: PipelineSettings, config: GatewaySettings, engine: Engine
 ) -> PostgresIdempotency | None:
+    """The Idempotency-Key store shared in PostgreSQL, as every gateway process builds it
+    (``None``: this process's memory); also used by bench/gateway_load.py."""
     from pipeline.database import is_postgres
     from producers.gateway.shared_idempotency import PostgresIdempotency
 
@@ -190,7 +192,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     err = stderr_console()
     tokens = None if config.jwt is None else load_token_verifier(config.jwt)
     engine = _migrated_engine(settings)
-    store = _shared_store(settings, config, engine)
+    store = shared_idempotency_store(settings, config, engine)
     bootstrap = settings.kafka.bootstrap_servers
     health = KafkaHealth(build_admin(settings.kafka).list_topics, bootstrap=bootstrap)
     # Not a `with` block: its exit would wait for every delivery once more, with no bound a

@@ -18,8 +18,11 @@ The same states as :class:`~producers.gateway.idempotency.IdempotencyStore`, in 
    retry produces anew;
 4. expired rows are deleted every ``purge_interval_s`` by each gateway (any may do it).
 
-Expiry uses the database's clock (``now()``), one clock for every replica. Statements run in
-threads (``asyncio.to_thread``) so the event loop never waits on the database. Unlike the
+Expiry uses the database's clock (``now()``), one clock for every replica. Every step is one
+statement, run in autocommit mode (a statement is its own transaction in PostgreSQL, so no
+``BEGIN``/``COMMIT`` round trips; the claim's read of another's row follows on the same
+connection), in threads of the store's own (``threads``, so the event loop never waits on the
+database and the store's statements never queue behind other blocking work). Unlike the
 in-process store there is no ``max_keys``: rows live ``ttl_s``. PostgreSQL only.
 """
 
@@ -29,25 +32,27 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
     Column,
     DateTime,
+    Float,
     Integer,
     LargeBinary,
     String,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     select,
+    text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.database import metadata
@@ -102,8 +107,48 @@ def decide(row: Row | None, key: str, fingerprint: str) -> Replay | Literal["pen
     return Replay(StoredAnswer(row.status, row.body or b""))
 
 
-def _seconds(value: float) -> Any:
-    return func.make_interval(0, 0, 0, 0, 0, 0, value)
+def _seconds_from_now(seconds: str) -> Any:
+    return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam(seconds, type_=Float))
+
+
+# Built once, with bound parameters (named p_*: a column's own name is reserved): executed
+# again with new values, each reuses its compiled form. Building and compiling them anew for
+# every request cost more CPU than all the rest of the request.
+_MINE = and_(
+    _t.c.client == bindparam("p_client"),
+    _t.c.idempotency_key == bindparam("p_key"),
+    _t.c.claim_token == bindparam("p_token"),
+)
+# Written out: SQLAlchemy cannot cache the compiled form of an ON CONFLICT DO UPDATE.
+_CLAIM = text(
+    f"""
+    INSERT INTO {_t.name} AS t (client, idempotency_key, fingerprint, claim_token, status, body,
+                               expires_at)
+    VALUES (:p_client, :p_key, :p_fingerprint, :p_token, NULL, NULL,
+            now() + make_interval(secs => :lease_s))
+    ON CONFLICT (client, idempotency_key) DO UPDATE
+    SET fingerprint = excluded.fingerprint, claim_token = excluded.claim_token, status = NULL,
+        body = NULL, expires_at = excluded.expires_at
+    WHERE t.expires_at <= now()
+    RETURNING t.claim_token
+    """
+).bindparams(bindparam("lease_s", type_=Float))
+_READ = select(_t.c.fingerprint, _t.c.claim_token, _t.c.status, _t.c.body).where(
+    _t.c.client == bindparam("p_client"),
+    _t.c.idempotency_key == bindparam("p_key"),
+    _t.c.expires_at > func.now(),
+)
+_ANSWER = (
+    update(_t)
+    .where(_MINE)
+    .values(
+        status=bindparam("p_status"),
+        body=bindparam("p_body"),
+        expires_at=_seconds_from_now("ttl_s"),
+    )
+)
+_RELEASE = delete(_t).where(_MINE)
+_PURGE = delete(_t).where(_t.c.expires_at <= func.now())
 
 
 class PostgresIdempotency:
@@ -118,10 +163,12 @@ class PostgresIdempotency:
         wait_s: float,
         poll_s: float = 0.02,
         purge_interval_s: float = 60.0,
+        threads: int = 8,
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"a PostgreSQL engine is needed, got {engine.dialect.name}")
-        self._engine = engine
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="idempotency")
         self._ttl_s = ttl_s
         self._lease_s = claim_lease_s
         self._wait_s = wait_s
@@ -154,41 +201,25 @@ class PostgresIdempotency:
     def _claim(
         self, client: str, key: str, fingerprint: str, token: str
     ) -> tuple[bool, Row | None]:
-        claim = (
-            insert(_t)
-            .values(
-                client=client,
-                idempotency_key=key,
-                fingerprint=fingerprint,
-                claim_token=token,
-                status=None,
-                body=None,
-                expires_at=func.now() + _seconds(self._lease_s),
-            )
-            .on_conflict_do_update(
-                index_elements=[_t.c.client, _t.c.idempotency_key],
-                set_={
-                    "fingerprint": fingerprint,
-                    "claim_token": token,
-                    "status": None,
-                    "body": None,
-                    "expires_at": func.now() + _seconds(self._lease_s),
-                },
-                where=_t.c.expires_at <= func.now(),
-            )
-            .returning(_t.c.claim_token)
-        )
-        with self._engine.begin() as connection:
-            if connection.execute(claim).first() is not None:
-                return True, None
-        return False, self._read(client, key)
-
-    def _read(self, client: str, key: str) -> Row | None:
-        query = select(_t.c.fingerprint, _t.c.claim_token, _t.c.status, _t.c.body).where(
-            _t.c.client == client, _t.c.idempotency_key == key, _t.c.expires_at > func.now()
-        )
+        values = {
+            "p_client": client,
+            "p_key": key,
+            "p_fingerprint": fingerprint,
+            "p_token": token,
+            "lease_s": self._lease_s,
+        }
         with self._engine.connect() as connection:
-            found = connection.execute(query).first()
+            if connection.execute(_CLAIM, values).first() is not None:
+                return True, None
+            return False, self._read(client, key, connection)
+
+    def _read(self, client: str, key: str, connection: Connection | None = None) -> Row | None:
+        values = {"p_client": client, "p_key": key}
+        if connection is None:
+            with self._engine.connect() as connection:
+                found = connection.execute(_READ, values).first()
+        else:
+            found = connection.execute(_READ, values).first()
         if found is None:
             return None
         return Row(found.fingerprint, found.claim_token, found.status, found.body)
@@ -219,20 +250,13 @@ class PostgresIdempotency:
     # ---- step 3 -----------------------------------------------------------------------------
 
     def _store(self, client: str, key: str, token: str, answer: StoredAnswer | None) -> None:
-        mine = and_(_t.c.client == client, _t.c.idempotency_key == key, _t.c.claim_token == token)
-        with self._engine.begin() as connection:
+        mine = {"p_client": client, "p_key": key, "p_token": token}
+        with self._engine.connect() as connection:
             if answer is None or answer.status >= 500:
-                connection.execute(delete(_t).where(mine))
+                connection.execute(_RELEASE, mine)
             else:
-                connection.execute(
-                    update(_t)
-                    .where(mine)
-                    .values(
-                        status=answer.status,
-                        body=answer.body,
-                        expires_at=func.now() + _seconds(self._ttl_s),
-                    )
-                )
+                values = {"p_status": answer.status, "p_body": answer.body, "ttl_s": self._ttl_s}
+                connection.execute(_ANSWER, {**mine, **values})
 
     def settle(self, client: str, key: str, token: str, answer: StoredAnswer | None) -> None:
         """Store (or release) a claim in the background; at once when no loop runs."""
@@ -260,8 +284,8 @@ class PostgresIdempotency:
 
     def purge(self) -> int:
         """Delete the expired rows; how many there were."""
-        with self._engine.begin() as connection:
-            return connection.execute(delete(_t).where(_t.c.expires_at <= func.now())).rowcount
+        with self._engine.connect() as connection:
+            return connection.execute(_PURGE).rowcount
 
     async def lifetime(self, _app: object) -> AsyncIterator[None]:
         """An aiohttp cleanup context: purge periodically; at the end, wait for the answers
@@ -279,6 +303,7 @@ class PostgresIdempotency:
         yield
         purger.cancel()
         await self.drain()
+        self._threads.shutdown(wait=False)
 
     async def drain(self) -> None:
         """Wait for the answers still being stored; stop the waiters' polling."""
@@ -295,7 +320,7 @@ class PostgresIdempotency:
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         try:
-            return await asyncio.to_thread(function, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
         except DBAPIError as error:
             reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
             raise IdempotencyUnavailable(
