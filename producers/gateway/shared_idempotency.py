@@ -18,12 +18,14 @@ The same states as :class:`~producers.gateway.idempotency.IdempotencyStore`, in 
    retry produces anew;
 4. expired rows are deleted every ``purge_interval_s`` by each gateway (any may do it).
 
-Expiry uses the database's clock (``now()``), one clock for every replica. Every step is one
-statement, run in autocommit mode (a statement is its own transaction in PostgreSQL, so no
-``BEGIN``/``COMMIT`` round trips; the claim's read of another's row follows on the same
-connection), in threads of the store's own (``threads``, so the event loop never waits on the
-database and the store's statements never queue behind other blocking work). Unlike the
-in-process store there is no ``max_keys``: rows live ``ttl_s``. PostgreSQL only.
+Expiry uses the database's clock (``now()``), one clock for every replica. The claims of the
+requests that arrive together go in one statement, and so do their answers (group commit, see
+:mod:`producers.gateway.batches`): a quiet gateway writes each at once, a busy one writes
+many per round trip. Each statement runs alone in autocommit mode (a statement is its own
+transaction in PostgreSQL: no ``BEGIN``/``COMMIT`` round trips; the read of the rows others
+claimed follows on the same connection), in threads of the store's own (``threads``), so the
+event loop never waits on the database. Unlike the in-process store there is no ``max_keys``:
+rows live ``ttl_s``. PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
@@ -44,18 +47,16 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
-    and_,
     bindparam,
     delete,
     func,
-    select,
     text,
-    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.database import metadata
+from producers.gateway.batches import GroupCommit
 from producers.gateway.idempotency import (
     IdempotencyKeyReused,
     IdempotencyUnavailable,
@@ -107,48 +108,87 @@ def decide(row: Row | None, key: str, fingerprint: str) -> Replay | Literal["pen
     return Replay(StoredAnswer(row.status, row.body or b""))
 
 
-def _seconds_from_now(seconds: str) -> Any:
-    return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam(seconds, type_=Float))
-
-
-# Built once, with bound parameters (named p_*: a column's own name is reserved): executed
-# again with new values, each reuses its compiled form. Building and compiling them anew for
+# Each statement takes a whole batch (arrays, unnested), so a batch of claims or answers is one
+# statement and one round trip (see producers.gateway.batches). Rows are locked in (client,
+# key) order by every statement, so two gateways' statements never wait for each other in a
+# cycle; a deadlock all the same is retried (_DEADLOCK_RETRIES). Written out in SQL: SQLAlchemy
+# cannot cache the compiled form of an ON CONFLICT DO UPDATE, and building statements anew for
 # every request cost more CPU than all the rest of the request.
-_MINE = and_(
-    _t.c.client == bindparam("p_client"),
-    _t.c.idempotency_key == bindparam("p_key"),
-    _t.c.claim_token == bindparam("p_token"),
-)
-# Written out: SQLAlchemy cannot cache the compiled form of an ON CONFLICT DO UPDATE.
+_T = _t.name
 _CLAIM = text(
     f"""
-    INSERT INTO {_t.name} AS t (client, idempotency_key, fingerprint, claim_token, status, body,
-                               expires_at)
-    VALUES (:p_client, :p_key, :p_fingerprint, :p_token, NULL, NULL,
-            now() + make_interval(secs => :lease_s))
+    INSERT INTO {_T} AS t (client, idempotency_key, fingerprint, claim_token, status, body,
+                           expires_at)
+    SELECT u.client, u.idempotency_key, u.fingerprint, u.claim_token, NULL, NULL,
+           now() + make_interval(secs => :lease_s)
+    FROM unnest(CAST(:clients AS text[]), CAST(:keys AS text[]), CAST(:fingerprints AS text[]),
+                CAST(:tokens AS text[])) AS u(client, idempotency_key, fingerprint, claim_token)
+    ORDER BY u.client, u.idempotency_key
     ON CONFLICT (client, idempotency_key) DO UPDATE
     SET fingerprint = excluded.fingerprint, claim_token = excluded.claim_token, status = NULL,
         body = NULL, expires_at = excluded.expires_at
     WHERE t.expires_at <= now()
-    RETURNING t.claim_token
+    RETURNING t.client, t.idempotency_key, t.claim_token
     """
 ).bindparams(bindparam("lease_s", type_=Float))
-_READ = select(_t.c.fingerprint, _t.c.claim_token, _t.c.status, _t.c.body).where(
-    _t.c.client == bindparam("p_client"),
-    _t.c.idempotency_key == bindparam("p_key"),
-    _t.c.expires_at > func.now(),
+_READ = text(
+    f"""
+    SELECT t.client, t.idempotency_key, t.fingerprint, t.claim_token, t.status, t.body
+    FROM {_T} AS t
+    JOIN unnest(CAST(:clients AS text[]), CAST(:keys AS text[])) AS u(client, idempotency_key)
+      ON t.client = u.client AND t.idempotency_key = u.idempotency_key
+    WHERE t.expires_at > now()
+    """
 )
-_ANSWER = (
-    update(_t)
-    .where(_MINE)
-    .values(
-        status=bindparam("p_status"),
-        body=bindparam("p_body"),
-        expires_at=_seconds_from_now("ttl_s"),
+_MINE = f"""
+    WITH u AS MATERIALIZED (
+        SELECT * FROM unnest(CAST(:clients AS text[]), CAST(:keys AS text[]),
+                             CAST(:tokens AS text[]), CAST(:statuses AS integer[]),
+                             CAST(:bodies AS bytea[]))
+                      AS u(client, idempotency_key, claim_token, status, body)
+    ), mine AS MATERIALIZED (
+        SELECT t.client, t.idempotency_key, u.status, u.body
+        FROM {_T} AS t
+        JOIN u ON t.client = u.client AND t.idempotency_key = u.idempotency_key
+              AND t.claim_token = u.claim_token
+        ORDER BY t.client, t.idempotency_key
+        FOR UPDATE OF t
     )
+"""
+_ANSWER = text(
+    f"""{_MINE}
+    UPDATE {_T} AS t
+    SET status = mine.status, body = mine.body, expires_at = now() + make_interval(secs => :ttl_s)
+    FROM mine
+    WHERE t.client = mine.client AND t.idempotency_key = mine.idempotency_key
+    """
+).bindparams(bindparam("ttl_s", type_=Float))
+_RELEASE = text(
+    f"""{_MINE}
+    DELETE FROM {_T} AS t USING mine
+    WHERE t.client = mine.client AND t.idempotency_key = mine.idempotency_key
+    """
 )
-_RELEASE = delete(_t).where(_MINE)
 _PURGE = delete(_t).where(_t.c.expires_at <= func.now())
+#: Attempts of a statement that PostgreSQL ended to break a deadlock (SQLSTATE 40P01).
+_DEADLOCK_RETRIES = 3
+_DEADLOCK_DETECTED = "40P01"
+
+
+@dataclass(frozen=True)
+class _Claim:
+    client: str
+    key: str
+    fingerprint: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Settle:
+    client: str
+    key: str
+    token: str = field(repr=False)
+    answer: StoredAnswer | None
 
 
 class PostgresIdempotency:
@@ -176,6 +216,10 @@ class PostgresIdempotency:
         self._purge_interval_s = purge_interval_s
         self._settling: set[asyncio.Task[Any]] = set()
         self._watchers: set[asyncio.Task[Any]] = set()
+        self._claims = GroupCommit(
+            partial(self._run, self._claim_batch), unique=lambda c: (c.client, c.key)
+        )
+        self._answers = GroupCommit(partial(self._run, self._settle_batch))
 
     def __repr__(self) -> str:
         return f"PostgresIdempotency(ttl_s={self._ttl_s:g})"
@@ -185,7 +229,7 @@ class PostgresIdempotency:
     async def begin(self, client: str, key: str, fingerprint: str) -> Replay | InFlight | Settle:
         while True:
             token = secrets.token_hex(16)
-            claimed, row = await self._run(self._claim, client, key, fingerprint, token)
+            claimed, row = await self._claims.submit(_Claim(client, key, fingerprint, token))
             if claimed:
                 return _SharedClaim(self, client, key, token)
             decision = decide(row, key, fingerprint)
@@ -198,31 +242,46 @@ class PostgresIdempotency:
             self._background(self._watch(client, key, row.claim_token, future), self._watchers)
             return InFlight(future)
 
-    def _claim(
-        self, client: str, key: str, fingerprint: str, token: str
-    ) -> tuple[bool, Row | None]:
+    def _claim_batch(self, claims: list[_Claim]) -> list[tuple[bool, Row | None]]:
+        """Claim each key; for those claimed by someone else, their row (step 1 and 2)."""
         values = {
-            "p_client": client,
-            "p_key": key,
-            "p_fingerprint": fingerprint,
-            "p_token": token,
+            "clients": [claim.client for claim in claims],
+            "keys": [claim.key for claim in claims],
+            "fingerprints": [claim.fingerprint for claim in claims],
+            "tokens": [claim.token for claim in claims],
             "lease_s": self._lease_s,
         }
         with self._engine.connect() as connection:
-            if connection.execute(_CLAIM, values).first() is not None:
-                return True, None
-            return False, self._read(client, key, connection)
+            won = {
+                (r.client, r.idempotency_key, r.claim_token)
+                for r in connection.execute(_CLAIM, values)
+            }
+            lost = [claim for claim in claims if (claim.client, claim.key, claim.token) not in won]
+            rows = self._read_rows(connection, [(claim.client, claim.key) for claim in lost])
+        return [
+            (True, None)
+            if (claim.client, claim.key, claim.token) in won
+            else (False, rows.get((claim.client, claim.key)))
+            for claim in claims
+        ]
 
-    def _read(self, client: str, key: str, connection: Connection | None = None) -> Row | None:
-        values = {"p_client": client, "p_key": key}
-        if connection is None:
-            with self._engine.connect() as connection:
-                found = connection.execute(_READ, values).first()
-        else:
-            found = connection.execute(_READ, values).first()
-        if found is None:
-            return None
-        return Row(found.fingerprint, found.claim_token, found.status, found.body)
+    def _read(self, client: str, key: str) -> Row | None:
+        with self._engine.connect() as connection:
+            return self._read_rows(connection, [(client, key)]).get((client, key))
+
+    @staticmethod
+    def _read_rows(
+        connection: Connection, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], Row]:
+        if not keys:
+            return {}
+        values = {"clients": [client for client, _ in keys], "keys": [key for _, key in keys]}
+        return {
+            (found.client, found.idempotency_key): Row(
+                found.fingerprint, found.claim_token, found.status, found.body
+            )
+            for found in connection.execute(_READ, values)
+        }
 
     async def _watch(
         self, client: str, key: str, token: str, future: Future[StoredAnswer | None]
@@ -249,21 +308,22 @@ class PostgresIdempotency:
 
     # ---- step 3 -----------------------------------------------------------------------------
 
-    def _store(self, client: str, key: str, token: str, answer: StoredAnswer | None) -> None:
-        mine = {"p_client": client, "p_key": key, "p_token": token}
+    def _settle_batch(self, settles: list[_Settle]) -> list[None]:
+        """Store the answers (2xx/4xx) and release the other claims (step 3)."""
+        answers = [item for item in settles if item.answer is not None and item.answer.status < 500]
+        releases = [item for item in settles if item not in answers]
         with self._engine.connect() as connection:
-            if answer is None or answer.status >= 500:
-                connection.execute(_RELEASE, mine)
-            else:
-                values = {"p_status": answer.status, "p_body": answer.body, "ttl_s": self._ttl_s}
-                connection.execute(_ANSWER, {**mine, **values})
+            for statement, items in ((_ANSWER, answers), (_RELEASE, releases)):
+                if items:
+                    connection.execute(statement, {**_settle_values(items), "ttl_s": self._ttl_s})
+        return [None] * len(settles)
 
     def settle(self, client: str, key: str, token: str, answer: StoredAnswer | None) -> None:
         """Store (or release) a claim in the background; at once when no loop runs."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            self._store(client, key, token, answer)
+            self._settle_batch([_Settle(client, key, token, answer)])
             return
         self._background(self._settle_logged(client, key, token, answer), self._settling)
 
@@ -271,7 +331,7 @@ class PostgresIdempotency:
         self, client: str, key: str, token: str, answer: StoredAnswer | None
     ) -> None:
         try:
-            await self._run(self._store, client, key, token, answer)
+            await self._answers.submit(_Settle(client, key, token, answer))
         except IdempotencyUnavailable as error:
             log.warning(
                 "an Idempotency-Key's answer could not be stored (%s): a retry with it gets "
@@ -311,6 +371,7 @@ class PostgresIdempotency:
             watcher.cancel()
         while self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+        await self._answers.wait_idle()
 
     @staticmethod
     def _background(work: Any, tasks: set[asyncio.Task[Any]]) -> None:
@@ -319,13 +380,31 @@ class PostgresIdempotency:
         task.add_done_callback(tasks.discard)
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+            for _ in range(_DEADLOCK_RETRIES - 1):
+                try:
+                    return await loop.run_in_executor(self._threads, function, *args)
+                except DBAPIError as error:
+                    if getattr(error.orig, "sqlstate", None) != _DEADLOCK_DETECTED:
+                        raise
+            return await loop.run_in_executor(self._threads, function, *args)
         except DBAPIError as error:
             reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
             raise IdempotencyUnavailable(
                 f"the Idempotency-Key store cannot be used: {reason}"
             ) from None
+
+
+def _settle_values(items: list[_Settle]) -> dict[str, list[Any]]:
+    ordered = sorted(items, key=lambda item: (item.client, item.key))
+    return {
+        "clients": [item.client for item in ordered],
+        "keys": [item.key for item in ordered],
+        "tokens": [item.token for item in ordered],
+        "statuses": [item.answer.status if item.answer else None for item in ordered],
+        "bodies": [item.answer.body if item.answer else None for item in ordered],
+    }
 
 
 @dataclass(eq=False)

@@ -1,0 +1,103 @@
+"""The shared Idempotency-Key store writing claims and answers in batches, on the real
+PostgreSQL: requests that arrive together are claimed together, each keeps its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from pipeline.database import build_engine, migrate
+from pipeline.settings import DatabaseSettings
+from producers.gateway.idempotency import (
+    IdempotencyKeyReused,
+    InFlight,
+    Replay,
+    StoredAnswer,
+)
+from producers.gateway.shared_idempotency import PostgresIdempotency
+
+ACCEPTED = StoredAnswer(202, b'{"event_id":"e"}')
+
+
+@pytest.fixture
+def engine(postgres_url: str) -> Iterator[Engine]:
+    engine = build_engine(DatabaseSettings(url=postgres_url))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def claimed(begun: object) -> bool:
+    """A claim to settle (Settle is a protocol): neither a replay nor a wait."""
+    return not isinstance(begun, Replay | InFlight)
+
+
+def store_of(engine: Engine) -> PostgresIdempotency:
+    return PostgresIdempotency(engine, ttl_s=3600, claim_lease_s=60, wait_s=10, poll_s=0.01)
+
+
+def test_keys_claimed_together_are_each_claimed_and_each_answer_is_replayed(engine: Engine):
+    async def scenario() -> tuple[list[object], list[object]]:
+        store = store_of(engine)
+        begun = await asyncio.gather(
+            *(store.begin(f"client-{n % 3}", f"key-{n}", f"fp-{n}") for n in range(300))
+        )
+        for n, claim in enumerate(begun):
+            assert not isinstance(claim, Replay | InFlight)
+            claim.complete(StoredAnswer(202, f'{{"n":{n}}}'.encode()))
+        await store.drain()
+        again = await asyncio.gather(
+            *(store.begin(f"client-{n % 3}", f"key-{n}", f"fp-{n}") for n in range(300))
+        )
+        return begun, again
+
+    begun, again = asyncio.run(scenario())
+
+    assert all(claimed(claim) for claim in begun)
+    assert again == [Replay(StoredAnswer(202, f'{{"n":{n}}}'.encode())) for n in range(300)]
+
+
+def test_one_key_sent_twice_at_once_is_claimed_once_and_the_other_gets_its_answer(
+    engine: Engine,
+):
+    async def scenario() -> tuple[list[str], StoredAnswer | None]:
+        store = store_of(engine)
+        begun = await asyncio.gather(*(store.begin("shop", "same", "fp") for _ in range(2)))
+        waiting = [claim for claim in begun if isinstance(claim, InFlight)]
+        for claim in begun:
+            if not isinstance(claim, Replay | InFlight):
+                claim.complete(ACCEPTED)
+        answer = await asyncio.wrap_future(waiting[0].future)
+        await store.drain()
+        return sorted(type(claim).__name__ for claim in begun), answer
+
+    kinds, answer = asyncio.run(scenario())
+
+    assert kinds == ["InFlight", "_SharedClaim"]
+    assert answer == ACCEPTED
+
+
+def test_a_5xx_releases_the_claim_and_another_body_is_a_reused_key(engine: Engine):
+    async def scenario() -> tuple[object, object]:
+        store = store_of(engine)
+        failed, answered = await asyncio.gather(
+            store.begin("shop", "failed", "fp"), store.begin("shop", "answered", "fp")
+        )
+        assert not isinstance(failed, Replay | InFlight)
+        assert not isinstance(answered, Replay | InFlight)
+        failed.complete(StoredAnswer(503, b"{}"))
+        answered.complete(ACCEPTED)
+        await store.drain()
+        retried = await store.begin("shop", "failed", "fp")
+        with pytest.raises(IdempotencyKeyReused):
+            await store.begin("shop", "answered", "another body")
+        replayed = await store.begin("shop", "answered", "fp")
+        return retried, replayed
+
+    retried, replayed = asyncio.run(scenario())
+
+    assert claimed(retried)  # released: claimed anew, to produce again
+    assert replayed == Replay(ACCEPTED)
