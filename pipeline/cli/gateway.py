@@ -23,7 +23,6 @@ imported by the command itself: ``pipeline --help`` needs only its signature.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
@@ -186,6 +185,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     from pipeline.logs import configure_logging
     from producers.gateway import KafkaHealth, StoppedAtOnce, create_app, serve
     from producers.gateway.key_table import load_keys
+    from producers.gateway.server import run_event_loop
     from producers.gateway.tokens import load_token_verifier
 
     log_handler = configure_logging(settings, "gateway")
@@ -210,7 +210,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     if store is not None:
         app.cleanup_ctx.append(store.lifetime)
     try:
-        asyncio.run(
+        run_event_loop(
             serve(
                 app,
                 config.host,
