@@ -22,10 +22,12 @@ Expiry uses the database's clock (``now()``), one clock for every replica. The c
 requests that arrive together go in one statement, and so do their answers (group commit, see
 :mod:`producers.gateway.batches`): a quiet gateway writes each at once, a busy one writes
 many per round trip. Each statement runs alone in autocommit mode (a statement is its own
-transaction in PostgreSQL: no ``BEGIN``/``COMMIT`` round trips; the read of the rows others
-claimed follows on the same connection), in threads of the store's own (``threads``), so the
-event loop never waits on the database. Unlike the in-process store there is no ``max_keys``:
-rows live ``ttl_s``. PostgreSQL only.
+transaction in PostgreSQL: no ``BEGIN``/``COMMIT`` round trips), on psycopg's asyncio
+connections: three per gateway process (claims, answers, and the waiters' reads with the
+purge), opened on first use and again after a failure, from the engine's URL. On the event
+loop itself, not in threads: a thread hop each way cost more than the statement, in CPU and,
+on a busy machine, in waiting to be scheduled. Unlike the in-process store there is no
+``max_keys``: rows live ``ttl_s``. PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -33,27 +35,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Float,
-    Integer,
-    LargeBinary,
-    String,
-    Table,
-    bindparam,
-    delete,
-    func,
-    text,
-)
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Column, DateTime, Integer, LargeBinary, String, Table
+from sqlalchemy.engine import Engine
 
 from pipeline.database import metadata
 from producers.gateway.batches import GroupCommit
@@ -83,7 +74,6 @@ idempotency_table = Table(
     Column("body", LargeBinary, nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
-_t = idempotency_table
 
 
 @dataclass(frozen=True)
@@ -111,40 +101,34 @@ def decide(row: Row | None, key: str, fingerprint: str) -> Replay | Literal["pen
 # Each statement takes a whole batch (arrays, unnested), so a batch of claims or answers is one
 # statement and one round trip (see producers.gateway.batches). Rows are locked in (client,
 # key) order by every statement, so two gateways' statements never wait for each other in a
-# cycle; a deadlock all the same is retried (_DEADLOCK_RETRIES). Written out in SQL: SQLAlchemy
-# cannot cache the compiled form of an ON CONFLICT DO UPDATE, and building statements anew for
-# every request cost more CPU than all the rest of the request.
-_T = _t.name
-_CLAIM = text(
-    f"""
+# cycle; a deadlock all the same is retried (_DEADLOCK_RETRIES). psycopg's parameter style;
+# psycopg prepares a statement on the server once it has run a few times.
+_T = idempotency_table.name
+_CLAIM = f"""
     INSERT INTO {_T} AS t (client, idempotency_key, fingerprint, claim_token, status, body,
                            expires_at)
     SELECT u.client, u.idempotency_key, u.fingerprint, u.claim_token, NULL, NULL,
-           now() + make_interval(secs => :lease_s)
-    FROM unnest(CAST(:clients AS text[]), CAST(:keys AS text[]), CAST(:fingerprints AS text[]),
-                CAST(:tokens AS text[])) AS u(client, idempotency_key, fingerprint, claim_token)
+           now() + make_interval(secs => %(lease_s)s::float8)
+    FROM unnest(%(clients)s::text[], %(keys)s::text[], %(fingerprints)s::text[],
+                %(tokens)s::text[]) AS u(client, idempotency_key, fingerprint, claim_token)
     ORDER BY u.client, u.idempotency_key
     ON CONFLICT (client, idempotency_key) DO UPDATE
     SET fingerprint = excluded.fingerprint, claim_token = excluded.claim_token, status = NULL,
         body = NULL, expires_at = excluded.expires_at
     WHERE t.expires_at <= now()
     RETURNING t.client, t.idempotency_key, t.claim_token
-    """
-).bindparams(bindparam("lease_s", type_=Float))
-_READ = text(
-    f"""
+"""
+_READ = f"""
     SELECT t.client, t.idempotency_key, t.fingerprint, t.claim_token, t.status, t.body
     FROM {_T} AS t
-    JOIN unnest(CAST(:clients AS text[]), CAST(:keys AS text[])) AS u(client, idempotency_key)
+    JOIN unnest(%(clients)s::text[], %(keys)s::text[]) AS u(client, idempotency_key)
       ON t.client = u.client AND t.idempotency_key = u.idempotency_key
     WHERE t.expires_at > now()
-    """
-)
+"""
 _MINE = f"""
     WITH u AS MATERIALIZED (
-        SELECT * FROM unnest(CAST(:clients AS text[]), CAST(:keys AS text[]),
-                             CAST(:tokens AS text[]), CAST(:statuses AS integer[]),
-                             CAST(:bodies AS bytea[]))
+        SELECT * FROM unnest(%(clients)s::text[], %(keys)s::text[], %(tokens)s::text[],
+                             %(statuses)s::integer[], %(bodies)s::bytea[])
                       AS u(client, idempotency_key, claim_token, status, body)
     ), mine AS MATERIALIZED (
         SELECT t.client, t.idempotency_key, u.status, u.body
@@ -155,24 +139,20 @@ _MINE = f"""
         FOR UPDATE OF t
     )
 """
-_ANSWER = text(
-    f"""{_MINE}
+_ANSWER = f"""{_MINE}
     UPDATE {_T} AS t
-    SET status = mine.status, body = mine.body, expires_at = now() + make_interval(secs => :ttl_s)
+    SET status = mine.status, body = mine.body,
+        expires_at = now() + make_interval(secs => %(ttl_s)s::float8)
     FROM mine
     WHERE t.client = mine.client AND t.idempotency_key = mine.idempotency_key
-    """
-).bindparams(bindparam("ttl_s", type_=Float))
-_RELEASE = text(
-    f"""{_MINE}
+"""
+_RELEASE = f"""{_MINE}
     DELETE FROM {_T} AS t USING mine
     WHERE t.client = mine.client AND t.idempotency_key = mine.idempotency_key
-    """
-)
-_PURGE = delete(_t).where(_t.c.expires_at <= func.now())
-#: Attempts of a statement that PostgreSQL ended to break a deadlock (SQLSTATE 40P01).
+"""
+_PURGE = f"DELETE FROM {_T} WHERE expires_at <= now()"
+#: Attempts of a statement that PostgreSQL ended to break a deadlock.
 _DEADLOCK_RETRIES = 3
-_DEADLOCK_DETECTED = "40P01"
 
 
 @dataclass(frozen=True)
@@ -191,6 +171,33 @@ class _Settle:
     answer: StoredAnswer | None
 
 
+class _Connection:
+    """One autocommit psycopg connection on the event loop: opened on first use, and again
+    after it failed (a database restarted, a network cut)."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+
+    async def execute(self, statement: str, values: dict[str, Any]) -> list[Any]:
+        """The rows of ``statement`` (none for one that returns none)."""
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, row_factory=namedtuple_row
+            )
+        try:
+            cursor = await self._connection.execute(statement, values)
+            return await cursor.fetchall() if cursor.description is not None else []
+        except psycopg.OperationalError:
+            await self.close()  # broken, or in an unknown state: the next use reconnects
+            raise
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
 class PostgresIdempotency:
     """The shared store: :class:`~producers.gateway.idempotency.IdempotencyKeys` over a table."""
 
@@ -203,12 +210,15 @@ class PostgresIdempotency:
         wait_s: float,
         poll_s: float = 0.02,
         purge_interval_s: float = 60.0,
-        threads: int = 8,
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"a PostgreSQL engine is needed, got {engine.dialect.name}")
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="idempotency")
+        self._engine = engine
+        # The engine's URL for libpq, with its password (build_engine put it there).
+        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._claims_db = _Connection(conninfo)
+        self._answers_db = _Connection(conninfo)
+        self._reads_db = _Connection(conninfo)
         self._ttl_s = ttl_s
         self._lease_s = claim_lease_s
         self._wait_s = wait_s
@@ -242,7 +252,7 @@ class PostgresIdempotency:
             self._background(self._watch(client, key, row.claim_token, future), self._watchers)
             return InFlight(future)
 
-    def _claim_batch(self, claims: list[_Claim]) -> list[tuple[bool, Row | None]]:
+    async def _claim_batch(self, claims: list[_Claim]) -> list[tuple[bool, Row | None]]:
         """Claim each key; for those claimed by someone else, their row (step 1 and 2)."""
         values = {
             "clients": [claim.client for claim in claims],
@@ -251,13 +261,10 @@ class PostgresIdempotency:
             "tokens": [claim.token for claim in claims],
             "lease_s": self._lease_s,
         }
-        with self._engine.connect() as connection:
-            won = {
-                (r.client, r.idempotency_key, r.claim_token)
-                for r in connection.execute(_CLAIM, values)
-            }
-            lost = [claim for claim in claims if (claim.client, claim.key, claim.token) not in won]
-            rows = self._read_rows(connection, [(claim.client, claim.key) for claim in lost])
+        claimed = await self._claims_db.execute(_CLAIM, values)
+        won = {(row.client, row.idempotency_key, row.claim_token) for row in claimed}
+        lost = [(c.client, c.key) for c in claims if (c.client, c.key, c.token) not in won]
+        rows = await self._read_rows(self._claims_db, lost)
         return [
             (True, None)
             if (claim.client, claim.key, claim.token) in won
@@ -265,13 +272,12 @@ class PostgresIdempotency:
             for claim in claims
         ]
 
-    def _read(self, client: str, key: str) -> Row | None:
-        with self._engine.connect() as connection:
-            return self._read_rows(connection, [(client, key)]).get((client, key))
+    async def _read(self, client: str, key: str) -> Row | None:
+        return (await self._read_rows(self._reads_db, [(client, key)])).get((client, key))
 
     @staticmethod
-    def _read_rows(
-        connection: Connection, keys: list[tuple[str, str]]
+    async def _read_rows(
+        connection: _Connection, keys: list[tuple[str, str]]
     ) -> dict[tuple[str, str], Row]:
         if not keys:
             return {}
@@ -280,7 +286,7 @@ class PostgresIdempotency:
             (found.client, found.idempotency_key): Row(
                 found.fingerprint, found.claim_token, found.status, found.body
             )
-            for found in connection.execute(_READ, values)
+            for found in await connection.execute(_READ, values)
         }
 
     async def _watch(
@@ -308,14 +314,14 @@ class PostgresIdempotency:
 
     # ---- step 3 -----------------------------------------------------------------------------
 
-    def _settle_batch(self, settles: list[_Settle]) -> list[None]:
+    async def _settle_batch(self, settles: list[_Settle]) -> list[None]:
         """Store the answers (2xx/4xx) and release the other claims (step 3)."""
-        answers = [item for item in settles if item.answer is not None and item.answer.status < 500]
-        releases = [item for item in settles if item not in answers]
-        with self._engine.connect() as connection:
-            for statement, items in ((_ANSWER, answers), (_RELEASE, releases)):
-                if items:
-                    connection.execute(statement, {**_settle_values(items), "ttl_s": self._ttl_s})
+        answers = [item for item in settles if _kept(item)]
+        releases = [item for item in settles if not _kept(item)]
+        for statement, items in ((_ANSWER, answers), (_RELEASE, releases)):
+            if items:
+                values = {**_settle_values(items), "ttl_s": self._ttl_s}
+                await self._answers_db.execute(statement, values)
         return [None] * len(settles)
 
     def settle(self, client: str, key: str, token: str, answer: StoredAnswer | None) -> None:
@@ -323,7 +329,12 @@ class PostgresIdempotency:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            self._settle_batch([_Settle(client, key, token, answer)])
+            item = _Settle(client, key, token, answer)
+            with self._engine.connect() as connection:  # SQLAlchemy passes psycopg's style on
+                statement = _ANSWER if _kept(item) else _RELEASE
+                values = {**_settle_values([item]), "ttl_s": self._ttl_s}
+                connection.exec_driver_sql(statement, values)
+                connection.commit()
             return
         self._background(self._settle_logged(client, key, token, answer), self._settling)
 
@@ -342,28 +353,27 @@ class PostgresIdempotency:
 
     # ---- step 4 and the lifetime --------------------------------------------------------------
 
-    def purge(self) -> int:
+    async def purge(self) -> int:
         """Delete the expired rows; how many there were."""
-        with self._engine.connect() as connection:
-            return connection.execute(_PURGE).rowcount
+        deleted = await self._run(self._reads_db.execute, _PURGE + " RETURNING 1", {})
+        return len(deleted)
 
     async def lifetime(self, _app: object) -> AsyncIterator[None]:
         """An aiohttp cleanup context: purge periodically; at the end, wait for the answers
-        still being stored."""
+        still being stored, and close the connections."""
 
         async def purging() -> None:
             while True:
                 await asyncio.sleep(self._purge_interval_s)
                 try:
-                    await self._run(self.purge)
+                    await self.purge()
                 except IdempotencyUnavailable as error:
                     log.warning("cannot delete expired Idempotency-Keys: %s", error)
 
         purger = asyncio.create_task(purging())
         yield
         purger.cancel()
-        await self.drain()
-        self._threads.shutdown(wait=False)
+        await self.close()
 
     async def drain(self) -> None:
         """Wait for the answers still being stored; stop the waiters' polling."""
@@ -373,27 +383,40 @@ class PostgresIdempotency:
             await asyncio.gather(*self._settling, return_exceptions=True)
         await self._answers.wait_idle()
 
+    async def close(self) -> None:
+        """:meth:`drain`, then close the connections."""
+        await self.drain()
+        await self._claims.wait_idle()
+        for connection in (self._claims_db, self._answers_db, self._reads_db):
+            await connection.close()
+
     @staticmethod
     def _background(work: Any, tasks: set[asyncio.Task[Any]]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
+    @staticmethod
+    async def _run(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``function(*args)``, again after a deadlock; a database error is
+        :class:`IdempotencyUnavailable` (its first line: never a statement or a password)."""
         try:
             for _ in range(_DEADLOCK_RETRIES - 1):
                 try:
-                    return await loop.run_in_executor(self._threads, function, *args)
-                except DBAPIError as error:
-                    if getattr(error.orig, "sqlstate", None) != _DEADLOCK_DETECTED:
-                        raise
-            return await loop.run_in_executor(self._threads, function, *args)
-        except DBAPIError as error:
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+                    return await function(*args)
+                except psycopg.errors.DeadlockDetected:
+                    continue
+            return await function(*args)
+        except psycopg.Error as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise IdempotencyUnavailable(
                 f"the Idempotency-Key store cannot be used: {reason}"
             ) from None
+
+
+def _kept(item: _Settle) -> bool:
+    """A 2xx/4xx answer is kept; a 5xx, or none, releases the claim."""
+    return item.answer is not None and item.answer.status < 500
 
 
 def _settle_values(items: list[_Settle]) -> dict[str, list[Any]]:

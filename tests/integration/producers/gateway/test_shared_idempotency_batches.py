@@ -52,6 +52,7 @@ def test_keys_claimed_together_are_each_claimed_and_each_answer_is_replayed(engi
         again = await asyncio.gather(
             *(store.begin(f"client-{n % 3}", f"key-{n}", f"fp-{n}") for n in range(300))
         )
+        await store.close()
         return begun, again
 
     begun, again = asyncio.run(scenario())
@@ -71,7 +72,7 @@ def test_one_key_sent_twice_at_once_is_claimed_once_and_the_other_gets_its_answe
             if not isinstance(claim, Replay | InFlight):
                 claim.complete(ACCEPTED)
         answer = await asyncio.wrap_future(waiting[0].future)
-        await store.drain()
+        await store.close()
         return sorted(type(claim).__name__ for claim in begun), answer
 
     kinds, answer = asyncio.run(scenario())
@@ -95,6 +96,7 @@ def test_a_5xx_releases_the_claim_and_another_body_is_a_reused_key(engine: Engin
         with pytest.raises(IdempotencyKeyReused):
             await store.begin("shop", "answered", "another body")
         replayed = await store.begin("shop", "answered", "fp")
+        await store.close()
         return retried, replayed
 
     retried, replayed = asyncio.run(scenario())
