@@ -141,7 +141,7 @@ def _wait_ready(url: str, started: list[subprocess.Popen[bytes]], *, listen: boo
                     ready = connection.execute(
                         sa.text(
                             "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                            "current_database() AND query = 'LISTEN pipeline_outbox'"
+                            "current_database() AND query LIKE 'LISTEN %pipeline_outbox%'"
                         )
                     ).scalar_one()
                 else:  # polling relays have a connection each in their pools
