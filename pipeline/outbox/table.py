@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
@@ -40,6 +41,7 @@ from pipeline.settings import OutboxSettings
 
 __all__ = [
     "NOTIFY_CHANNEL",
+    "RELAY_COLUMNS",
     "ClaimPlan",
     "Outbox",
     "OutboxError",
@@ -55,6 +57,7 @@ __all__ = [
     "outbox_status",
     "outbox_table",
     "publishable_positions",
+    "records_of",
     "route_topic",
 ]
 
@@ -289,10 +292,11 @@ class OutboxRecord:
         return (self.aggregate_type, self.aggregate_id)
 
     def message(self) -> KafkaMessage:
-        return KafkaMessage(
-            key=self.aggregate_id.encode("utf-8"),
-            value=None if self.payload is None else bytes(self.payload),
-            headers=[(name, value.encode("utf-8")) for name, value in self.headers],
+        payload = self.payload
+        return KafkaMessage(  # positional, and str.encode's default UTF-8: cheaper per row
+            self.aggregate_id.encode(),
+            payload if type(payload) is bytes or payload is None else bytes(payload),
+            [(name, value.encode()) for name, value in self.headers],
         )
 
 
@@ -309,6 +313,38 @@ RECORD_COLUMNS = (
 
 def record_of(row: Sequence[Any]) -> OutboxRecord:
     return OutboxRecord(*row)
+
+
+#: What the relay reads of a row: :data:`RECORD_COLUMNS`, but the headers as their stored JSON
+#: text, for :func:`records_of` to decode a whole batch in one call. (Through the JSON column
+#: type each row's headers went through ``json.loads`` on their own: the relay's largest cost
+#: per row.)
+RELAY_COLUMNS = (*RECORD_COLUMNS[:-1], sa.cast(outbox_table.c.headers, sa.Text).label("headers"))
+
+# msgspec decodes and checks the type in C; json.loads plus checks in Python cost several times
+# as much for these small arrays.
+_HEADER_LISTS = msgspec.json.Decoder(list[list[tuple[str, str]]])
+
+
+def records_of(rows: Sequence[Sequence[Any]]) -> list[OutboxRecord]:
+    """The records of rows read with :data:`RELAY_COLUMNS` (in that order), every row's
+    headers decoded in one call; :class:`OutboxError` when some are not ``[[name, value],
+    ...]`` of strings (as :func:`outbox_row` writes them)."""
+    if not rows:
+        return []
+    try:
+        headers = _HEADER_LISTS.decode("[" + ",".join(row[6] for row in rows) + "]")
+    except msgspec.MsgspecError as error:
+        first, last = rows[0][0], rows[-1][0]
+        raise OutboxError(
+            f"outbox rows {first}..{last}: headers are not [[name, value], ...] of strings: {error}"
+        ) from None
+    return [
+        OutboxRecord(position, event_id, aggregate_type, aggregate_id, topic, payload, pairs)
+        for (position, event_id, aggregate_type, aggregate_id, topic, payload, _), pairs in zip(
+            rows, headers, strict=True
+        )
+    ]
 
 
 # --- the ordering rules (pure) ----------------------------------------------------------------
@@ -331,22 +367,27 @@ class ClaimPlan:
     rows owned are every row *seen so far* in a granted bucket: a bucket granted in a later
     round brings its rows from earlier windows too, so an aggregate is always published from
     its oldest unpublished row on.
+
+    ``held`` are the buckets of this relay's previous claim, still open while its marks
+    commit: they are left out, as if tried and refused, without counting as contention.
     """
 
-    def __init__(self, buckets: int, batch_size: int) -> None:
+    def __init__(self, buckets: int, batch_size: int, *, held: Iterable[int] = ()) -> None:
         self.buckets = buckets
         self.batch_size = batch_size
         self._rows: list[tuple[int, int]] = []  # (position, bucket)
         self._counts: dict[int, int] = {}  # rows seen per bucket, in first-seen order
-        self.tried: set[int] = set()
+        #: ``held``: buckets this relay's earlier claim still holds, never tried (not contention).
+        self.tried: set[int] = set(held)
         self.owned: set[int] = set()
         self.contended = False
 
     def add_window(self, window: Iterable[tuple[int, str, str]]) -> None:
+        rows, counts, buckets = self._rows, self._counts, self.buckets
         for position, aggregate_type, aggregate_id in window:
-            bucket = lock_bucket(aggregate_type, aggregate_id, self.buckets)
-            self._rows.append((position, bucket))
-            self._counts[bucket] = self._counts.get(bucket, 0) + 1
+            bucket = lock_bucket(aggregate_type, aggregate_id, buckets)
+            rows.append((position, bucket))
+            counts[bucket] = counts.get(bucket, 0) + 1
 
     @property
     def owned_rows(self) -> int:
@@ -355,6 +396,17 @@ class ClaimPlan:
     @property
     def full(self) -> bool:
         return self.owned_rows >= self.batch_size
+
+    @property
+    def can_fill(self) -> bool:
+        """The owned buckets and those not tried yet hold a batch among the rows seen so far
+        (no need to read another window first)."""
+        rows = sum(
+            count
+            for bucket, count in self._counts.items()
+            if bucket in self.owned or bucket not in self.tried
+        )
+        return rows >= self.batch_size
 
     def to_try(self) -> list[int]:
         have = self.owned_rows
@@ -390,6 +442,10 @@ def publishable_positions(
     in the batch was acknowledged: after a failure the aggregate's later rows stay unpublished
     too, so the relay sends them again after the failed one (duplicates by id, never a gap).
     """
+    if len(records) != len(acknowledged):
+        raise ValueError(f"{len(records)} records but {len(acknowledged)} acknowledgements")
+    if all(acknowledged):  # the usual batch: every row, without a look at aggregates
+        return [record.position for record in records]
     broken: set[tuple[str, str]] = set()
     positions = []
     for record, ok in zip(records, acknowledged, strict=True):

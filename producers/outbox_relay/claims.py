@@ -61,6 +61,12 @@ class ClaimStrategy(Protocol):
         """The database announces new rows (PostgreSQL's NOTIFY): an idle relay may LISTEN."""
 
     @property
+    def concurrent_claims(self) -> bool:
+        """A claim may be made while an earlier one is still open, and never holds an aggregate
+        the open one holds (PostgreSQL's locks): the relay claims and sends the next batch
+        while the previous one's marks commit."""
+
+    @property
     def renew_every_s(self) -> float | None:
         """How often :meth:`renew` must be called while a claim waits for Kafka (``None``:
         never, the claim lasts as long as its block)."""

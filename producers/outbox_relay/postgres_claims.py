@@ -1,14 +1,16 @@
 """Claiming on PostgreSQL, where several relays may run: advisory locks on aggregate buckets.
 
 An aggregate is hashed to one of ``outbox.lock_buckets`` advisory locks (CRC-32 of type and id,
-:func:`pipeline.outbox.table.lock_bucket`). A relay reads the oldest unpublished rows (one
-batch's worth, no row locks) and tries the locks of their buckets with
-``pg_try_advisory_xact_lock`` (oldest first, only as many as fill a batch); when other relays
-hold some, it reads the next window and tries again (up to 3 rounds, see
-:class:`pipeline.outbox.table.ClaimPlan`). Then, in a new statement (so a new snapshot, taken
-after the locks), it reads the rows of the buckets it got that are still unpublished. A relay
-therefore only ever publishes aggregates no other relay holds, and holds them until its marks
-are committed: per aggregate, rows reach Kafka in position order whichever relay sends them.
+:func:`pipeline.outbox.table.lock_bucket`). A relay reads the oldest unpublished rows (two
+batches' worth, no row locks) and tries the locks of their buckets with
+``pg_try_advisory_xact_lock`` (oldest first, only as many as fill a batch, so about half the
+buckets at the head of the backlog are left for another relay); when other relays hold some, it
+tries the buckets it has not tried yet, reading the next window when those cannot fill a batch
+(up to 3 rounds, see :class:`pipeline.outbox.table.ClaimPlan`). Then, in a new statement (so a
+new snapshot, taken after the locks), it reads the rows of the buckets it got that are still
+unpublished. A relay therefore only ever publishes aggregates no other relay (and no other open
+claim of its own) holds, and holds them until its marks are committed: per aggregate, rows reach
+Kafka in position order whichever relay sends them.
 
 Row locks (``FOR UPDATE SKIP LOCKED``) alone would not do: relay B would skip A's locked rows
 of aggregate X and publish X's *next* row, ahead of them. Locking per aggregate row by row
@@ -19,6 +21,7 @@ collisions only make two aggregates share a lock.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
@@ -27,17 +30,24 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.outbox.table import (
-    RECORD_COLUMNS,
+    RELAY_COLUMNS,
     ClaimPlan,
     OutboxRecord,
     outbox_table,
-    record_of,
+    records_of,
     utc_now,
 )
 from pipeline.settings import OutboxSettings
 from producers.outbox_relay.claims import Claim
 
-__all__ = ["LOCK_NAMESPACE", "BucketClaims", "claim_rows", "mark_published", "try_locks"]
+__all__ = [
+    "LOCK_NAMESPACE",
+    "BucketClaims",
+    "claim_rows",
+    "claim_settings",
+    "mark_published",
+    "try_locks",
+]
 
 #: The first argument of the two-key advisory locks (int4): "obx\0". The one-key (bigint)
 #: locks, such as the migration lock, live in a separate key space.
@@ -45,6 +55,11 @@ LOCK_NAMESPACE = 0x6F627800
 #: Windows of the backlog read (and rounds of lock attempts) per batch while other relays
 #: hold some of the buckets at its head.
 LOCK_ROUNDS = 3
+#: A window is this many batches: a relay takes the buckets of the oldest rows until they fill
+#: one batch, so about half the buckets of the window are left for a second relay. (With a
+#: window of one batch a relay took every bucket at the head of the backlog, and a second relay
+#: found them all held: two relays were slower than one.)
+WINDOW_BATCHES = 2
 
 _table = outbox_table
 
@@ -56,6 +71,25 @@ def _window(after: int, limit: int) -> sa.Select[tuple[int, str, str]]:
         .where(_table.c.published_at.is_(None), _table.c.position > after)
         .order_by(_table.c.position)
         .limit(limit)
+    )
+
+
+def claim_settings() -> sa.Select[tuple[str, str, str]]:
+    """Settings for the rest of the claim's transaction (``set_config(..., is_local)``):
+
+    - ``synchronous_commit`` off: the transaction writes nothing but the marks, and a mark lost
+      to a database crash only means the row is published again, with the same id (at least
+      once holds; WAL order keeps a later relay's marks from surviving an earlier one's). So the
+      commit need not wait for the WAL to reach the disk.
+    - bitmap and sequential scans off: the head of the backlog is read from the unpublished
+      index in position order, whatever the statistics say. After a large commit they still
+      described a small table, and each batch sorted every unpublished row instead.
+    """
+    return sa.select(
+        *(
+            sa.func.set_config(name, "off", sa.true())
+            for name in ("synchronous_commit", "enable_bitmapscan", "enable_seqscan")
+        )
     )
 
 
@@ -73,7 +107,7 @@ def claim_rows(positions: Sequence[int], limit: int) -> sa.Select[tuple[object, 
     """The rows at ``positions`` that are still unpublished, in position order."""
     mine = sa.bindparam("mine", list(positions), sa.ARRAY(sa.BigInteger))
     return (
-        sa.select(*RECORD_COLUMNS)
+        sa.select(*RELAY_COLUMNS)
         .where(_table.c.position == sa.any_(mine), _table.c.published_at.is_(None))
         .order_by(_table.c.position)
         .limit(limit)
@@ -89,48 +123,76 @@ def mark_published(positions: Sequence[int]) -> sa.Update:
 
 
 class BucketClaims:
-    """Claims by advisory-lock buckets, held by the claim's transaction (see the module doc)."""
+    """Claims by advisory-lock buckets, held by the claim's transaction (see the module doc).
+
+    Two claims may be open at once (the relay claims and sends the next batch while the
+    previous one's marks commit, from another thread): each has its own connection and
+    transaction, so the locks keep their aggregates apart, and the buckets of the open claim
+    are not even tried by the next.
+    """
 
     notifies = True
     renew_every_s: float | None = None
+    concurrent_claims = True
 
     def __init__(self, engine: Engine, settings: OutboxSettings) -> None:
         self._engine = engine
         self._buckets = settings.lock_buckets
+        self._held: set[int] = set()  # the buckets of the open claims
+        self._lock = threading.Lock()
 
     @contextmanager
     def claim(self, limit: int) -> Iterator[Claim]:
         """One transaction: lock buckets, read their rows, yield them, commit the marks (which
         releases the locks); an error in the block rolls back and releases them too."""
-        with self._engine.connect() as connection, connection.begin():
-            records, contended = self._claim(connection, limit)
+        owned: set[int] = set()
+        try:
+            with self._engine.connect() as connection, connection.begin():
+                plan = self._lock_buckets(connection, limit)
+                owned = plan.owned
+                with self._lock:
+                    self._held |= owned
+                records = self._read_rows(connection, plan, limit)
 
-            def mark(positions: Sequence[int]) -> None:
-                if positions:
-                    connection.execute(mark_published(positions))
+                def mark(positions: Sequence[int]) -> None:
+                    if positions:
+                        connection.execute(mark_published(positions))
 
-            yield Claim(records, mark, contended=contended)
+                yield Claim(records, mark, contended=plan.contended)
+        finally:
+            with self._lock:
+                self._held -= owned
 
-    def _claim(self, connection: Connection, limit: int) -> tuple[list[OutboxRecord], bool]:
-        plan = ClaimPlan(self._buckets, limit)
+    def _lock_buckets(self, connection: Connection, limit: int) -> ClaimPlan:
+        connection.execute(claim_settings())
+        with self._lock:
+            held = set(self._held)
+        plan = ClaimPlan(self._buckets, limit, held=held)
+        window_rows = limit * WINDOW_BATCHES
         after = 0
+        more = True  # rows past the last window
         for _ in range(LOCK_ROUNDS):
-            window = connection.execute(_window(after, limit)).all()
-            if window:
-                after = window[-1][0]
-                plan.add_window(cast(Sequence[tuple[int, str, str]], window))
+            if more and not plan.can_fill:
+                window = connection.execute(_window(after, window_rows)).all()
+                more = len(window) == window_rows
+                if window:
+                    after = window[-1][0]
+                    plan.add_window(cast(Sequence[tuple[int, str, str]], window))
             chosen = plan.to_try()
             if chosen:
                 plan.granted(chosen, connection.execute(try_locks(chosen)).scalars())
-            if plan.full or len(window) < limit:
-                break  # a batch, or the end of the backlog
+            if plan.full or not (more or plan.to_try()):
+                break  # a batch, or nothing left to try
+        return plan
+
+    @staticmethod
+    def _read_rows(connection: Connection, plan: ClaimPlan, limit: int) -> list[OutboxRecord]:
         mine = plan.positions
         if not mine:
-            return [], plan.contended
+            return []
         # A new statement, so a snapshot taken after the locks: rows another relay published
         # while it held a bucket are seen as published now.
-        rows = connection.execute(claim_rows(mine, limit)).all()
-        return [record_of(row) for row in rows], plan.contended
+        return records_of(connection.execute(claim_rows(mine, limit)).all())
 
     def renew(self) -> None:
         """Nothing to renew: the locks last as long as the claim's transaction."""

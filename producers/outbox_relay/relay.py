@@ -13,6 +13,13 @@ One batch (:meth:`OutboxRelay.publish_batch`):
 A relay killed between 2 and 3 publishes the same rows again when it (or another) restarts:
 the same event ids, which consumers' inboxes drop. Publishing is at least once, never lossy.
 
+Overlap (:meth:`OutboxRelay.run`, where the strategy allows
+:attr:`~producers.outbox_relay.claims.ClaimStrategy.concurrent_claims`: PostgreSQL): steps 3
+and 4 of a batch run on a background thread while the main thread claims, sends and waits for
+the next batch, whose locks keep it off the aggregates of the batch still committing. The
+relay waits for those marks before it marks the next batch, and before it idles or stops; a
+batch is counted published once its marks are committed.
+
 Waking up: a full batch is followed at once by the next; otherwise the relay waits for the poll
 interval or, on PostgreSQL with ``outbox.listen``, until the insert trigger's NOTIFY arrives
 (:class:`~producers.outbox_relay.notify.NotifyListener`), whichever comes first. The stop
@@ -30,6 +37,8 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -40,7 +49,7 @@ from pipeline.errors import PipelineError
 from pipeline.kafka.producer import EventProducer
 from pipeline.outbox.table import OutboxRecord, OutboxStatus
 from pipeline.settings import OutboxSettings
-from producers.outbox_relay.claims import ClaimStrategy, LeaseState
+from producers.outbox_relay.claims import Claim, ClaimStrategy, LeaseState
 from producers.outbox_relay.housekeeping import Housekeeping
 from producers.outbox_relay.metrics import RelayMetrics
 from producers.outbox_relay.notify import NotifyListener
@@ -69,6 +78,30 @@ class BatchResult:
     contended: bool = False
     #: Another relay holds the lease (SQLite); this one published nothing.
     lease_busy: bool = False
+
+
+@dataclass(frozen=True)
+class _SentBatch:
+    """A claimed batch Kafka has settled; its claim stays open until :meth:`commit`."""
+
+    claim: Claim
+    #: The claim's block, still open: closing it commits the marks and releases the claim.
+    block: ExitStack
+    #: The acknowledged rows that may be marked published.
+    positions: list[int]
+
+    def commit(self) -> None:
+        """Mark the rows and end the claim's block (commit; roll back if the marking fails)."""
+        with self.block:
+            self.claim.mark(self.positions)
+
+
+@dataclass(frozen=True)
+class _Marking:
+    """A batch whose marks commit on the background thread."""
+
+    sent: _SentBatch
+    done: Future[None]
 
 
 @dataclass
@@ -145,28 +178,54 @@ class OutboxRelay:
         listener = NotifyListener(self._engine) if listening else None
         if listener is not None:
             listener.open()  # before the first batch: nothing committed after it is missed
+        marking = (
+            ThreadPoolExecutor(1, thread_name_prefix="outbox-marks")
+            if self._claims.concurrent_claims
+            else None
+        )
+        pending: _Marking | None = None
         try:
             while not self._stop.is_set():
                 if listener is not None:
                     listener.drain()
+                overlapped = pending is not None
                 try:
-                    result = self.publish_batch()
+                    sent = self._claim_and_send()
+                    if marking is not None and sent.claim.records:
+                        # Queued behind the previous batch's marks, if they are still going.
+                        previous, pending = pending, _Marking(sent, marking.submit(sent.commit))
+                        self._settle(previous)
+                    else:
+                        sent.commit()
+                        self._settled(sent)
                     self.totals.deleted += self._housekeeping.cleanup_if_due()
+                    claimed = len(sent.claim.records)
+                    if claimed >= self._settings.batch_size:
+                        continue
+                    # A short batch: its marks are committed before the relay idles or stops.
+                    previous, pending = pending, None
+                    self._settle(previous)
                 except (SQLAlchemyError, PipelineError) as error:
                     if once:
                         raise
                     _log.error("outbox relay %s: batch failed, retrying: %s", self.name, error)
                     self._stop.wait(self._settings.poll_interval_s)
                     continue
-                if result.claimed >= self._settings.batch_size:
-                    continue
+                if overlapped:
+                    continue  # claimed while the previous batch held its buckets: look again
                 if once:
                     break
-                if result.contended and not result.claimed:
+                if sent.claim.contended and not claimed:
                     self._stop.wait(_CONTENDED_WAIT_S)
-                elif not result.contended:
+                elif not sent.claim.contended:
                     self._wait_for_rows(listener)
         finally:
+            try:
+                self._settle(pending)
+            except (SQLAlchemyError, PipelineError) as error:
+                _log.error("outbox relay %s: marking the last batch failed: %s", self.name, error)
+            if marking is not None:
+                marking.shutdown()
             if listener is not None:
                 listener.close()
             try:
@@ -194,15 +253,22 @@ class OutboxRelay:
     # ---- one batch ---------------------------------------------------------------------------
 
     def publish_batch(self) -> BatchResult:
-        """Claim, publish and mark one batch (see the module docstring)."""
-        published: list[int] = []
-        with self._claims.claim(self._settings.batch_size) as claim:
+        """Claim, publish and mark one batch (see the module docstring); returns once the
+        marks are committed."""
+        sent = self._claim_and_send()
+        sent.commit()
+        return self._settled(sent)
+
+    def _claim_and_send(self) -> _SentBatch:
+        """Steps 1 and 2: the claim's block stays open (an error closes it: rolled back)."""
+        with ExitStack() as block:
+            claim = block.enter_context(self._claims.claim(self._settings.batch_size))
             self._note_lease(claim.lease)
-            records = claim.records
-            if records:
+            positions: list[int] = []
+            if claim.records:
                 outcome = send_batch(
                     self._producer,
-                    records,
+                    claim.records,
                     timeout_s=self._delivery_timeout_s,
                     renew=self._claims.renew,
                     renew_every_s=self._claims.renew_every_s,
@@ -211,13 +277,24 @@ class OutboxRelay:
                 if outcome.failed:
                     self.totals.failed += outcome.failed
                     self.metrics.failed.inc(outcome.failed)
-                claim.mark(outcome.positions)
-                published = outcome.positions
-        # The block ended: the marks are committed.
-        self._count(records, published)
+                positions = outcome.positions
+            return _SentBatch(claim, block.pop_all(), positions)
+        raise AssertionError("unreachable: the block returns or raises")  # for mypy
+
+    def _settle(self, marking: _Marking | None) -> None:
+        """Wait for a batch's marks to commit on the background thread (raising their error),
+        then count them."""
+        if marking is not None:
+            marking.done.result()
+            self._settled(marking.sent)
+
+    def _settled(self, sent: _SentBatch) -> BatchResult:
+        """Count a batch whose marks are committed."""
+        claim = sent.claim
+        self._count(claim.records, sent.positions)
         result = BatchResult(
-            len(records),
-            len(published),
+            len(claim.records),
+            len(sent.positions),
             contended=claim.contended,
             lease_busy=claim.lease is not None and not claim.lease.held,
         )
@@ -236,8 +313,11 @@ class OutboxRelay:
     def _count(self, records: Sequence[OutboxRecord], positions: Sequence[int]) -> None:
         if not positions:
             return
-        marked = set(positions)
-        per_topic = Tally(record.topic for record in records if record.position in marked)
+        if len(positions) == len(records):  # the usual batch: every row was marked
+            per_topic = Tally(record.topic for record in records)
+        else:
+            marked = set(positions)
+            per_topic = Tally(record.topic for record in records if record.position in marked)
         for topic, count in per_topic.items():
             self.metrics.published.labels(topic).inc(count)
         self.totals.published += len(positions)

