@@ -36,6 +36,7 @@ __all__ = [
     "load_saga",
     "open_saga_count",
     "participant_outcome",
+    "participant_outcomes",
     "record_participant_outcome",
     "saga_ids_by_status",
     "saga_steps_table",
@@ -102,31 +103,49 @@ def _columns(state: SagaState) -> dict[str, Any]:
     }
 
 
+# The statements of every reply and command, built once: building a statement and its cache
+# key costs SQLAlchemy several times what running it does (reused, the key is memoised). The
+# parameter names differ from the columns' (an UPDATE reserves those for its SET clause).
+_EXISTS = sa.select(sagas_table.c.saga_id).where(sagas_table.c.saga_id == sa.bindparam("p_saga_id"))
+_INSERT = sa.insert(sagas_table).values(
+    {column: sa.bindparam(f"p_{column.name}", type_=column.type) for column in sagas_table.c}
+)
+_LOAD = sa.select(sagas_table.c.state, sagas_table.c.revision).where(
+    sagas_table.c.saga_id == sa.bindparam("p_saga_id")
+)
+_SAVE = (
+    sa.update(sagas_table)
+    .where(
+        sagas_table.c.saga_id == sa.bindparam("p_saga_id"),
+        sagas_table.c.revision == sa.bindparam("p_revision"),
+    )
+    .values(
+        {
+            sagas_table.c[name]: sa.bindparam(f"p_new_{name}", type_=sagas_table.c[name].type)
+            for name in ("revision", "status", "state", "next_deadline", "updated_at")
+        }
+    )
+)
+
+
 def insert_saga(session: Session | Connection, state: SagaState) -> None:
     """Insert a new saga in the caller's transaction; :class:`SagaExists` for a known id."""
-    exists = session.execute(
-        sa.select(sagas_table.c.saga_id).where(sagas_table.c.saga_id == state.saga_id)
-    ).first()
+    exists = session.execute(_EXISTS, {"p_saga_id": state.saga_id}).first()
     if exists is not None:
         raise SagaExists(f"saga {state.saga_id} exists already")
-    session.execute(
-        sa.insert(sagas_table).values(
-            saga_id=state.saga_id,
-            name=state.name,
-            version=state.version,
-            revision=1,
-            created_at=state.started_at,
-            **_columns(state),
-        )
-    )
+    values = {
+        "saga_id": state.saga_id,
+        "name": state.name,
+        "version": state.version,
+        "revision": 1,
+        "created_at": state.started_at,
+        **_columns(state),
+    }
+    session.execute(_INSERT, {f"p_{name}": value for name, value in values.items()})
 
 
 def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:
-    row = session.execute(
-        sa.select(sagas_table.c.state, sagas_table.c.revision).where(
-            sagas_table.c.saga_id == saga_id
-        )
-    ).first()
+    row = session.execute(_LOAD, {"p_saga_id": saga_id}).first()
     if row is None:
         return None
     return StoredSaga(SagaState.model_validate(row.state), row.revision)
@@ -134,10 +153,14 @@ def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:
 
 def save_saga(session: Session | Connection, state: SagaState, revision: int) -> int:
     """Store ``state`` over the row loaded at ``revision``; returns the new revision."""
+    values = {"revision": revision + 1, **_columns(state)}
     result = session.execute(
-        sa.update(sagas_table)
-        .where(sagas_table.c.saga_id == state.saga_id, sagas_table.c.revision == revision)
-        .values(revision=revision + 1, **_columns(state))
+        _SAVE,
+        {
+            "p_saga_id": state.saga_id,
+            "p_revision": revision,
+            **{f"p_new_{name}": value for name, value in values.items()},
+        },
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ConcurrentSagaUpdate(
@@ -232,18 +255,32 @@ class ParticipantOutcome:
     reply: dict[str, Any]
 
 
+_OUTCOMES = sa.select(
+    saga_steps_table.c.kind, saga_steps_table.c.ok, saga_steps_table.c.reply
+).where(
+    saga_steps_table.c.service == sa.bindparam("p_service"),
+    saga_steps_table.c.saga_id == sa.bindparam("p_saga_id"),
+    saga_steps_table.c.step == sa.bindparam("p_step"),
+)
+_RECORD = sa.insert(saga_steps_table).values(
+    {column: sa.bindparam(f"p_{column.name}", type_=column.type) for column in saga_steps_table.c}
+)
+
+
+def participant_outcomes(
+    session: Session | Connection, service: str, saga_id: str, step: str
+) -> dict[str, ParticipantOutcome]:
+    """The outcomes ``service`` recorded for one step of a saga, by kind (one query)."""
+    rows = session.execute(
+        _OUTCOMES, {"p_service": service, "p_saga_id": saga_id, "p_step": step}
+    ).all()
+    return {row.kind: ParticipantOutcome(bool(row.ok), dict(row.reply)) for row in rows}
+
+
 def participant_outcome(
     session: Session | Connection, service: str, saga_id: str, step: str, kind: str
 ) -> ParticipantOutcome | None:
-    row = session.execute(
-        sa.select(saga_steps_table.c.ok, saga_steps_table.c.reply).where(
-            saga_steps_table.c.service == service,
-            saga_steps_table.c.saga_id == saga_id,
-            saga_steps_table.c.step == step,
-            saga_steps_table.c.kind == kind,
-        )
-    ).first()
-    return None if row is None else ParticipantOutcome(bool(row.ok), dict(row.reply))
+    return participant_outcomes(session, service, saga_id, step).get(kind)
 
 
 def record_participant_outcome(
@@ -258,15 +295,16 @@ def record_participant_outcome(
     now: datetime,
 ) -> None:
     session.execute(
-        sa.insert(saga_steps_table).values(
-            service=service,
-            saga_id=saga_id,
-            step=step,
-            kind=kind,
-            ok=ok,
-            reply=reply,
-            handled_at=now,
-        )
+        _RECORD,
+        {
+            "p_service": service,
+            "p_saga_id": saga_id,
+            "p_step": step,
+            "p_kind": kind,
+            "p_ok": ok,
+            "p_reply": reply,
+            "p_handled_at": now,
+        },
     )
 
 
