@@ -52,7 +52,8 @@ reservations = Table(
 )
 
 processor = Processor("inventory-service")
-participant = SagaParticipant(processor, "inventory")
+# Its handlers only touch the database: the commands of many sagas commit in one transaction.
+participant = SagaParticipant(processor, "inventory", group_commit=True)
 _stock_per_sku = {"units": 0}
 
 

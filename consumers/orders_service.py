@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, Numeric, String, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from consumers.order_saga import OrderLineData, OrderSagaData, create_order, registry
 from pipeline.envelope import Event
@@ -55,7 +57,8 @@ customers = Table(
 )
 
 processor = Processor("orders-service")
-participant = SagaParticipant(processor, "orders")
+# Its handlers only touch the database: the commands of many sagas commit in one transaction.
+participant = SagaParticipant(processor, "orders", group_commit=True)
 saga_starter = SagaOrchestrator(registry)
 
 
@@ -70,38 +73,15 @@ def create_service_tables(database: Engine) -> None:
 
 
 @processor.handler(REQUESTS_ORDERS, event_type="com.example.requests.place_order", model=PlaceOrder)
-def place_order(event: Event, unit: UnitOfWork) -> None:
+async def place_order(event: Event, unit: UnitOfWork) -> None:
+    # Async, so orders take the runtime's group commit: the orders (and sagas) of many requests
+    # commit in one transaction. Its database work is plain code, run in that transaction.
     request: PlaceOrder = unit.data
     recalled = [line.sku for line in request.lines if line.sku.startswith(RECALLED_PREFIX)]
     if recalled:
         raise StockCheckFailed(f"stock service refused recalled SKU {', '.join(recalled)}")
     total = sum((line.unit_price * line.quantity for line in request.lines), Decimal(0))
-    values = {
-        "order_id": request.order_id,
-        "customer_id": request.customer_id,
-        "status": "placed",
-        "total": total,
-        "currency": request.currency,
-        "updated_at": datetime.now(UTC),
-    }
-    dialect = postgresql if unit.session.get_bind().dialect.name == "postgresql" else sqlite
-    inserted = unit.session.execute(
-        dialect.insert(orders).values(values).on_conflict_do_nothing().returning(orders.c.order_id)
-    ).first()
-    if inserted is not None:  # a new order: its CreateOrder saga starts in this transaction
-        saga_starter.start(
-            unit.session,
-            create_order,
-            saga_id=request.order_id,
-            data=OrderSagaData(
-                order_id=request.order_id,
-                customer_id=request.customer_id,
-                amount_cents=int(total * 100),
-                lines=[
-                    OrderLineData(sku=line.sku, quantity=line.quantity) for line in request.lines
-                ],
-            ),
-        )
+    unit.write(partial(_store_order, request, total))
     unit.emit(
         Event(
             source=SOURCE,
@@ -119,6 +99,37 @@ def place_order(event: Event, unit: UnitOfWork) -> None:
         aggregate_id=request.order_id,
         topic=ORDERS_EVENTS,
     )
+
+
+def _store_order(request: PlaceOrder, total: Decimal, session: Session) -> None:
+    """The new order and, in the same transaction, its CreateOrder saga (an order seen before
+    changes nothing)."""
+    values = {
+        "order_id": request.order_id,
+        "customer_id": request.customer_id,
+        "status": "placed",
+        "total": total,
+        "currency": request.currency,
+        "updated_at": datetime.now(UTC),
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = session.execute(
+        dialect.insert(orders).values(values).on_conflict_do_nothing().returning(orders.c.order_id)
+    ).first()
+    if inserted is not None:  # a new order: its CreateOrder saga starts in this transaction
+        saga_starter.start(
+            session,
+            create_order,
+            saga_id=request.order_id,
+            data=OrderSagaData(
+                order_id=request.order_id,
+                customer_id=request.customer_id,
+                amount_cents=int(total * 100),
+                lines=[
+                    OrderLineData(sku=line.sku, quantity=line.quantity) for line in request.lines
+                ],
+            ),
+        )
 
 
 @processor.handler(
@@ -201,10 +212,16 @@ def _set_status(unit: UnitOfWork, order_id: str, status: str, *, unless: str | N
 def _move(unit: UnitOfWork, order_id: str, expected: str, status: str, waiting: str) -> None:
     """Move the order from ``expected`` to ``status``; refuse (the saga compensates) when it
     is in any other state, e.g. cancelled while its saga ran."""
-    current = _locked_status(unit, order_id)
-    if current != expected:
+    # One statement in the usual case: the update checks the status and locks the row.
+    moved = unit.session.execute(
+        update(orders)
+        .where(orders.c.order_id == order_id, orders.c.status == expected)
+        .values(status=status, updated_at=datetime.now(UTC))
+        .returning(orders.c.order_id)
+    ).first()
+    if moved is None:
+        current = _locked_status(unit, order_id)
         raise Refuse(f"order {order_id} is {current or 'unknown'}, not {waiting}")
-    _set_status(unit, order_id, status)
 
 
 @participant.command("ValidateOrder")

@@ -35,7 +35,8 @@ payments = Table(
 )
 
 processor = Processor("payment-service")
-participant = SagaParticipant(processor, "payments")
+# Its handlers only touch the database: the commands of many sagas commit in one transaction.
+participant = SagaParticipant(processor, "payments", group_commit=True)
 _settings: dict[str, DemoSettings] = {}
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +34,7 @@ from pipeline.envelope import Event
 from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
 from pipeline.outbox.table import Outbox, PendingEvent
+from pipeline.processing.attempt import handler_log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.sagas import machine
 from pipeline.sagas.definition import SagaDefinition, SagaRegistry
@@ -254,6 +256,15 @@ def _counts_by_name(session: Session) -> dict[tuple[str, str], int]:
     return {(name, status): int(count) for name, status, count in rows}
 
 
+def _apply_reply(orchestrator: SagaOrchestrator, unit: UnitOfWork, session: Session) -> None:
+    """One reply in the (group's) transaction, logged in the context of the reply's event."""
+    with handler_log_context(unit):
+        try:
+            orchestrator.handle_reply(session, unit.event)
+        except (MalformedSagaMessage, UnknownSaga) as error:
+            raise Reject(str(error)) from None
+
+
 def orchestrator_processor(
     orchestrator: SagaOrchestrator,
     *,
@@ -261,22 +272,28 @@ def orchestrator_processor(
     deadline_every_s: float = 0.2,
     state_gauge_every_s: float = 5.0,
 ) -> Processor:
-    """The processor of ``saga.replies`` for ``orchestrator``: each reply in its own transaction
-    (inbox, ordered per saga id), the deadlines fired every ``deadline_every_s`` seconds, the
-    sagas-by-state gauge counted every ``state_gauge_every_s``; the orchestrator's metrics are
-    served with the processor's (``--metrics-port``).
+    """The processor of ``saga.replies`` for ``orchestrator``: replies applied through the
+    runtime's group commit (inbox, ordered per saga id; the replies of many sagas, each applied
+    on its own, commit in one transaction), the deadlines fired every ``deadline_every_s``
+    seconds, the sagas-by-state gauge counted every ``state_gauge_every_s``; the orchestrator's
+    metrics are served with the processor's (``--metrics-port``).
 
     Run it with ``pipeline process MODULE:NAME`` where the module builds it; several instances
     share the replies by partition (one consumer group) and the deadlines by row lock.
     """
     processor = Processor(name)
 
+    # An async handler, so replies take the group-commit path: one transaction (inbox rows,
+    # saga rows, outbox rows) for all the replies that arrive while the previous group commits,
+    # instead of a transaction and a worker thread each. A reply's own work is synchronous and
+    # runs in that transaction (unit.write); a group that fails is redone reply by reply.
     @processor.handler(SAGA_REPLIES, event_type=REPLY_TYPE)
-    def on_reply(event: Event, unit: UnitOfWork) -> None:
+    async def on_reply(event: Event, unit: UnitOfWork) -> None:
         try:
-            orchestrator.handle_reply(unit.session, event)
-        except (MalformedSagaMessage, UnknownSaga) as error:
+            reply_of(event)  # a malformed reply is dead-lettered now, without the database
+        except MalformedSagaMessage as error:
             raise Reject(str(error)) from None
+        unit.write(partial(_apply_reply, orchestrator, unit))
 
     @processor.every(deadline_every_s)
     def fire_deadlines(database: Engine) -> None:
