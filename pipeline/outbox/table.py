@@ -275,9 +275,12 @@ def add_to_outbox(
 # --- what the relay reads ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRecord:
-    """One unpublished row, as the relay publishes it."""
+class OutboxRecord(NamedTuple):
+    """One unpublished row, as the relay publishes it.
+
+    A named tuple rather than a frozen dataclass: the relay makes one per row, and a frozen
+    dataclass's ``__init__`` (a guarded ``__setattr__`` per field) costs several times as much.
+    """
 
     position: int
     event_id: str
