@@ -295,6 +295,10 @@ def report(results: dict[str, Any]) -> str:
         f"CreateOrder, {ROUND_TRIPS} round trips per saga, every process on this machine "
         f"({os.cpu_count()} cores). Baseline: the same round trips with raw confluent-kafka.",
         "",
+        f"Load average (1 min) of the machine before and after the run: "
+        f"{results.get('load_average_before', float('nan')):.1f} and "
+        f"{results.get('load_average_after', float('nan')):.1f} (other work shares these cores).",
+        "",
         "| offered sagas/s | completed sagas/s | p50 | p99 | baseline sagas/s | baseline p50 | "
         "baseline p99 | throughput vs baseline |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -336,7 +340,13 @@ def main() -> None:
     create_database(settings.stack, name)
     url = database_url(settings.stack, name, with_password=True)
     engine = sa.create_engine(url)
-    results: dict[str, Any] = {"rates": rates, "seconds": seconds, "sagas": [], "baseline": []}
+    results: dict[str, Any] = {
+        "rates": rates,
+        "seconds": seconds,
+        "load_average_before": os.getloadavg()[0],
+        "sagas": [],
+        "baseline": [],
+    }
     try:
         with services(settings, url, RESULTS) as pids:
             time.sleep(20)  # every service joined its group and migrated
@@ -346,12 +356,16 @@ def main() -> None:
                 print(
                     json.dumps({"sagas": results["sagas"][-1], "baseline": results["baseline"][-1]})
                 )
+        results["load_average_after"] = os.getloadavg()[0]
+        (RESULTS / "sagas.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / "sagas.md").write_text(report(results))
+        print(report(results))
     finally:
         engine.dispose()
-        drop_database(settings.stack, name)
-    (RESULTS / "sagas.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "sagas.md").write_text(report(results))
-    print(report(results))
+        try:
+            drop_database(settings.stack, name)
+        except Exception as error:  # the results are written; a leftover database is not fatal
+            print(f"could not drop database {name}: {' '.join(str(error).split())[:200]}")
 
 
 if __name__ == "__main__":
