@@ -329,6 +329,9 @@ class StackSettings(_Frozen):
     #: ``/usr/lib/postgresql/*/bin``.
     postgres_bin_dir: Path | None = None
     start_timeout_s: float = Field(default=120.0, gt=0)
+    #: The secure stack (``pipeline stack up --secure``, home ``<home>/secure``) listens on
+    #: each of these ports plus this offset, so both stacks can run at once.
+    secure_port_offset: int = Field(default=10, ge=1, le=10_000)
     compose_file: Path = Path("docker-compose.yml")
 
 

@@ -16,7 +16,7 @@ from pipeline.settings import PipelineSettings
 from pipeline.stack import compose
 
 if TYPE_CHECKING:
-    from pipeline.stack.manager import StackStatus
+    from pipeline.stack.manager import StackManager, StackStatus
 
 app = typer.Typer(
     help="Run a local Apache Kafka (KRaft) and Elasticsearch fetched from Maven Central and "
@@ -32,6 +32,12 @@ DockerOption = typer.Option(
     "--docker",
     help="Delegate to docker compose (docker-compose.yml) instead of local processes.",
 )
+SecureOption = typer.Option(
+    False,
+    "--secure",
+    help="The secure stack instead (Kafka SASL_SSL, Elasticsearch HTTPS with a password, "
+    "PostgreSQL TLS), in <home>/secure on its own ports.",
+)
 
 
 class ComponentName(StrEnum):
@@ -46,8 +52,8 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
     return settings
 
 
-def _print_status(status: StackStatus) -> None:
-    table = Table(title="pipeline stack")
+def _print_status(status: StackStatus, secure: bool = False) -> None:
+    table = Table(title="pipeline stack (secure)" if secure else "pipeline stack")
     for column in ("component", "address", "state", "version", "started by us", "detail"):
         table.add_column(column)
     for health in status.components:
@@ -76,6 +82,7 @@ def up(
     only: ComponentName | None = typer.Option(
         None, "--only", help="Start just this component (kafka, elasticsearch or postgres)."
     ),
+    secure: bool = SecureOption,
 ) -> None:
     """Start Kafka, Elasticsearch and PostgreSQL unless they already answer; reuse what answers.
 
@@ -86,21 +93,40 @@ def up(
 
     settings = _settings(ctx)
     if docker:
+        if secure:
+            _err.print("error: --secure starts local processes; it does not combine with --docker")
+            raise typer.Exit(2)
         with exit_on_interrupt(lambda: "interrupted: docker compose stopped"):
             code = compose.up(settings.stack.compose_file)
         raise typer.Exit(code)
-    manager = StackManager(settings, console=_err)
+    manager = StackManager(settings, console=_err, secure=secure)
     began = time.monotonic()
     with exit_on_interrupt(lambda: STACK_UP_INTERRUPTED):
         started = manager.up(only={only.value} if only else None)
     elapsed = time.monotonic() - began
     what = ", ".join(sorted(started)) if started else "nothing (already answering)"
     _err.print(f"started {what} in {elapsed:.1f} s")
-    _print_status(manager.status())
+    _print_status(manager.status(), secure)
+    if manager.secure is not None:
+        _print_client_settings(manager)
+
+
+def _print_client_settings(manager: StackManager) -> None:
+    """The settings a client of the secure stack exports; passwords only in the 0600 file."""
+    from pipeline.stack.secure import env_file_text
+
+    assert manager.secure is not None
+    env_file = manager.secure.env_file
+    _err.print(
+        f"Clients of the secure stack: `set -a; . {env_file}; set +a` "
+        f"(mode 0600, passwords included), or these settings with the passwords from that file; "
+        f"kcat: -F {manager.secure.librdkafka_file}"
+    )
+    typer.echo(env_file_text(manager.settings, with_secrets=False), nl=False)
 
 
 @app.command()
-def status(ctx: typer.Context, docker: bool = DockerOption) -> None:
+def status(ctx: typer.Context, docker: bool = DockerOption, secure: bool = SecureOption) -> None:
     """Show whether Kafka, Elasticsearch and PostgreSQL answer; exit 0 only when all do."""
     from pipeline.stack.manager import StackManager
 
@@ -110,8 +136,8 @@ def status(ctx: typer.Context, docker: bool = DockerOption) -> None:
         if code != 0:
             raise typer.Exit(code)
     # Also with --docker: the published ports answer, or not.
-    current = StackManager(settings).status()
-    _print_status(current)
+    current = StackManager(settings, secure=secure).status()
+    _print_status(current, secure)
     if not current.healthy:
         raise typer.Exit(1)
 
@@ -124,6 +150,7 @@ def down(
     only: ComponentName | None = typer.Option(
         None, "--only", help="Stop just this component (kafka, elasticsearch or postgres)."
     ),
+    secure: bool = SecureOption,
 ) -> None:
     """Stop the processes `pipeline stack up` started (by their recorded ids), nothing else."""
     from pipeline.stack.manager import StackManager
@@ -132,7 +159,8 @@ def down(
     if docker:
         args = ["down", "--volumes"] if purge else ["down"]
         raise typer.Exit(compose.run_compose(settings.stack.compose_file, *args))
-    stopped = StackManager(settings).down(only={only.value} if only else None, purge=purge)
+    manager = StackManager(settings, secure=secure)
+    stopped = manager.down(only={only.value} if only else None, purge=purge)
     _err.print(f"stopped {', '.join(stopped)}" if stopped else "nothing of ours was running")
 
 
@@ -143,6 +171,7 @@ def logs(
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many last lines to show."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     docker: bool = DockerOption,
+    secure: bool = SecureOption,
 ) -> None:
     """Show the last lines of a component's log; with --follow, until Ctrl-C (exit code 130)
     or SIGTERM (143)."""
@@ -154,7 +183,7 @@ def logs(
         with exit_on_interrupt(lambda: f"stopped following the {component.value} log"):
             code = compose.run_compose(settings.stack.compose_file, *args)
         raise typer.Exit(code)
-    path = StackManager(settings).log_path(component.value)
+    path = StackManager(settings, secure=secure).log_path(component.value)
     if not path.exists():
         _err.print(f"no log yet at {path}")
         raise typer.Exit(1)

@@ -8,6 +8,7 @@ until first used.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -71,10 +72,62 @@ _admin_log = logging.getLogger("pipeline.kafka.admin")
 _admin_log.addHandler(logging.NullHandler())
 _admin_log.propagate = False
 
+#: What librdkafka logs when the broker refuses our credentials or a TLS handshake fails; it
+#: reports neither to the caller (a metadata request just times out as a transport failure).
+_SECURITY_FAILURES = (
+    "SASL authentication error",
+    "SASL authentication failed",
+    "SSL handshake failed",
+)
+_AFTER = re.compile(r" \(after \d+ms in state [A-Z_]+\)$")
+#: OpenSSL's own error text, which librdkafka sometimes logs without "SSL handshake failed".
+_OPENSSL_ERROR = re.compile(r"error:[0-9A-F]+:SSL routines:.*")
 
-def build_admin(kafka: KafkaSettings) -> AdminClient:
-    config: dict[str, Any] = {**kafka_common_config(kafka), "logger": _admin_log}
-    return AdminClient(config)
+
+def security_failure_of(log_line: str) -> str | None:
+    """The authentication or TLS failure in one of librdkafka's log lines, else ``None``
+    (librdkafka never puts a password in them)."""
+    for marker in _SECURITY_FAILURES:
+        start = log_line.find(marker)
+        if start >= 0:
+            return _AFTER.sub("", log_line[start:].strip())
+    openssl = _OPENSSL_ERROR.search(log_line)
+    if openssl is not None:
+        return f"SSL handshake failed: {_AFTER.sub('', openssl.group(0).strip())}"
+    return None
+
+
+class _AdminLog:
+    """The admin client's librdkafka logger: quiet, but remembers the last security failure."""
+
+    def __init__(self) -> None:
+        self.security_failure: str | None = None
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        text = message % args if args else message
+        self.security_failure = security_failure_of(text) or self.security_failure
+        _admin_log.log(level, "%s", text)
+
+
+class PipelineAdmin(AdminClient):
+    """:class:`AdminClient` that can say why it could not connect (:attr:`security_failure`)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._log = _AdminLog()
+        # confluent-kafka's stubs type the config as plain values; a logger is any object with
+        # a log(level, message, *args) method.
+        with_logger: dict[str, Any] = {**config, "logger": self._log}
+        super().__init__(with_logger)
+
+    @property
+    def security_failure(self) -> str | None:
+        """The last authentication or TLS failure librdkafka logged, if any."""
+        self.poll(0)  # librdkafka hands its queued log lines to the logger when polled
+        return self._log.security_failure
+
+
+def build_admin(kafka: KafkaSettings) -> PipelineAdmin:
+    return PipelineAdmin(kafka_common_config(kafka))
 
 
 def build_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:

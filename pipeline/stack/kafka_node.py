@@ -39,6 +39,59 @@ def server_properties(host: str, port: int, controller_port: int, data_dir: Path
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
+def secure_server_properties(
+    host: str,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    *,
+    username: str,
+    password: str,
+    server_certificate_pem: str,
+    server_key_pem: str,
+    ca_certificate: Path,
+) -> str:
+    """``server.properties`` for the secure stack: one SASL_SSL listener (SCRAM-SHA-512) for
+    clients and the broker itself; the controller's listener stays PLAINTEXT on ``host`` (in
+    this one process, only the node itself talks to it).
+
+    The key and certificate go in inline (PEM), so the unencrypted key needs no key password.
+    The text holds the key and a password: write it readable by its owner only.
+    """
+    base = server_properties(host, port, controller_port, data_dir)
+    plain = {
+        "listeners": f"SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"SASL_SSL://{host}:{port}",
+        "inter.broker.listener.name": "SASL_SSL",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{username}" password="{password}";'
+        ),
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.certificate.chain": _one_line(server_certificate_pem),
+        "ssl.keystore.key": _one_line(server_key_pem),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(ca_certificate),
+        "ssl.client.auth": "none",
+    }
+    replaced = {line.split("=", 1)[0] for line in base.splitlines()} & plain.keys()
+    kept = [line for line in base.splitlines() if line.split("=", 1)[0] not in replaced]
+    return "\n".join(kept) + "\n" + "".join(f"{key}={value}\n" for key, value in plain.items())
+
+
+def _one_line(pem: str) -> str:
+    """A PEM block as one properties value (Java's Properties reads ``\\n`` as a newline)."""
+    return pem.strip().replace("\n", "\\n")
+
+
+def scram_arguments(mechanism: str, username: str, password: str) -> list[str]:
+    """``kafka-storage format`` arguments that create a SCRAM user in the new cluster."""
+    return ["--add-scram", f"{mechanism}=[name={username},password={password}]"]
+
+
 LOG4J_PROPERTIES = """\
 log4j.rootLogger=INFO, stdout
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
@@ -64,9 +117,15 @@ def _java_command(java: Java, distribution: KafkaDistribution, heap: str, log4j:
 
 
 def format_command(
-    java: Java, distribution: KafkaDistribution, properties: Path, log4j: Path, cluster_id: str
+    java: Java,
+    distribution: KafkaDistribution,
+    properties: Path,
+    log4j: Path,
+    cluster_id: str,
+    extra: list[str] | None = None,
 ) -> list[str]:
-    """``kafka-storage format``: prepares an empty data folder for KRaft (once)."""
+    """``kafka-storage format``: prepares an empty data folder for KRaft (once); ``extra``
+    arguments such as :func:`scram_arguments`."""
     return [
         *_java_command(java, distribution, "256m", log4j),
         "kafka.tools.StorageTool",
@@ -76,6 +135,7 @@ def format_command(
         f"--cluster-id={cluster_id}",
         "-c",
         str(properties),
+        *(extra or []),
     ]
 
 

@@ -11,6 +11,10 @@
 
 Every start is recorded (pid + start time) in ``<home>/state/processes.json``; ``down`` stops
 only those records' processes.
+
+With ``secure=True`` it manages the secure stack instead (:mod:`pipeline.stack.secure`): its own
+home, ports and credentials, Kafka on SASL_SSL, Elasticsearch on HTTPS with a password and
+PostgreSQL with TLS; certificates and credentials are made before the first start.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from rich.console import Console
 
 from pipeline.settings import PipelineSettings
 from pipeline.stack import elasticsearch_node, kafka_node, postgres_node, processes
+from pipeline.stack.certificates import write_private
 from pipeline.stack.distribution import fetch_elasticsearch, fetch_kafka
 from pipeline.stack.health import Health, elasticsearch_health, kafka_health
 from pipeline.stack.preflight import (
@@ -42,6 +47,7 @@ from pipeline.stack.preflight import (
     is_local_host,
     split_host_port,
 )
+from pipeline.stack.secure import KAFKA_MECHANISM, USERNAME, Credentials, SecureStack, redact
 
 Component = Literal["kafka", "elasticsearch", "postgres"]
 COMPONENTS: tuple[Component, ...] = ("kafka", "elasticsearch", "postgres")
@@ -88,13 +94,25 @@ def tail(path: Path, lines: int) -> list[str]:
 class StackManager:
     """Owns the local stack's folders and processes; clients come from the settings."""
 
-    def __init__(self, settings: PipelineSettings, console: Console | None = None) -> None:
+    def __init__(
+        self, settings: PipelineSettings, console: Console | None = None, *, secure: bool = False
+    ) -> None:
+        self.secure = SecureStack(settings) if secure else None
+        self._credentials: Credentials | None = None
+        if self.secure is not None:
+            self._credentials = self.secure.load_credentials()
+            settings = self.secure.settings(self._credentials)
         self._settings = settings
         self._stack = settings.stack
         self._console = console or Console(stderr=True, quiet=True)
         self.dist_dir = self._stack.dist_dir or self._stack.home / "dist"
         self.state_dir = self._stack.home / "state"
         self._records_file = self.state_dir / "processes.json"
+
+    @property
+    def settings(self) -> PipelineSettings:
+        """The settings of this stack's clients (the secure stack's, with ``secure=True``)."""
+        return self._settings
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -130,6 +148,10 @@ class StackManager:
         """Make the components (all, or ``only`` those) answer; returns the ones started."""
         wanted = set(COMPONENTS) if only is None else only
         with self._lock():
+            if self.secure is not None:
+                self._credentials = self.secure.prepare()
+                self._settings = self.secure.settings(self._credentials)
+                self._stack = self._settings.stack
             started: set[Component] = set()
             try:
                 # Counted as started before the wait, so an interrupted start is stopped too.
@@ -169,22 +191,44 @@ class StackManager:
         data = folder / "data"
         data.mkdir(parents=True, exist_ok=True)
         properties = folder / "server.properties"
-        properties.write_text(
-            kafka_node.server_properties(host, port, self._stack.kafka_controller_port, data)
-        )
+        format_extra: list[str] = []
+        if self.secure is not None and self._credentials is not None:
+            password = self._credentials.kafka.get_secret_value()
+            certificates = self.secure.certificates
+            write_private(
+                properties,
+                kafka_node.secure_server_properties(
+                    host,
+                    port,
+                    self._stack.kafka_controller_port,
+                    data,
+                    username=USERNAME,
+                    password=password,
+                    server_certificate_pem=certificates.server_certificate.read_text(),
+                    server_key_pem=certificates.server_key.read_text(),
+                    ca_certificate=certificates.ca_certificate,
+                ).encode(),
+            )
+            format_extra = kafka_node.scram_arguments(KAFKA_MECHANISM, USERNAME, password)
+        else:
+            properties.write_text(
+                kafka_node.server_properties(host, port, self._stack.kafka_controller_port, data)
+            )
         log4j = folder / "log4j.properties"
         log4j.write_text(kafka_node.LOG4J_PROPERTIES)
         log = folder / "kafka.log"
         if not (data / "meta.properties").exists():
             cluster_id = kafka_node.new_cluster_id()
-            command = kafka_node.format_command(java, distribution, properties, log4j, cluster_id)
+            command = kafka_node.format_command(
+                java, distribution, properties, log4j, cluster_id, format_extra
+            )
             result = subprocess.run(
                 command, capture_output=True, text=True, timeout=120, check=False
             )
             if result.returncode != 0:
+                output = f"{result.stdout[-300:]}{result.stderr[-300:]}"
                 raise StackError(
-                    "formatting Kafka's storage failed: "
-                    f"{result.stdout[-300:]}{result.stderr[-300:]}"
+                    f"formatting Kafka's storage failed: {redact(output, self._credentials)}"
                 )
         command = kafka_node.server_command(
             java, distribution, properties, log4j, self._stack.kafka_heap
@@ -219,11 +263,16 @@ class StackManager:
         for name in ("jvm.options", "log4j2.properties"):
             shutil.copy2(distribution.home / "config" / name, conf / name)
         (conf / "jvm.options.d").mkdir(exist_ok=True)
-        (conf / "elasticsearch.yml").write_text(
-            elasticsearch_node.elasticsearch_yml(
-                host, port, self._stack.elasticsearch_transport_port, data, logs
+        transport_port = self._stack.elasticsearch_transport_port
+        if self.secure is not None and self._credentials is not None:
+            (conf / "elasticsearch.yml").write_text(
+                elasticsearch_node.secure_elasticsearch_yml(host, port, transport_port, data, logs)
             )
-        )
+            self._write_elasticsearch_security(conf, self.secure, self._credentials)
+        else:
+            (conf / "elasticsearch.yml").write_text(
+                elasticsearch_node.elasticsearch_yml(host, port, transport_port, data, logs)
+            )
         if user is not None:
             _hand_over(self._stack.home, folder, user)
         pid_file = folder / "elasticsearch.pid"
@@ -241,6 +290,23 @@ class StackManager:
         self._await(
             record, lambda: elasticsearch_health(self._settings.elasticsearch), "Elasticsearch"
         )
+
+    @staticmethod
+    def _write_elasticsearch_security(
+        conf: Path, secure: SecureStack, credentials: Credentials
+    ) -> None:
+        """The certificate files and the file realm's user, in the node's config folder."""
+        certs = conf / elasticsearch_node.CERTS_FOLDER
+        certs.mkdir(exist_ok=True)
+        files = secure.certificates
+        write_private(certs / "server.key", files.server_key.read_bytes())
+        for source in (files.server_certificate, files.ca_certificate):
+            shutil.copyfile(source, certs / source.name)
+        users, roles = elasticsearch_node.file_realm_users(
+            USERNAME, credentials.elasticsearch.get_secret_value(), os.urandom(32)
+        )
+        write_private(conf / "users", users.encode())
+        write_private(conf / "users_roles", roles.encode())
 
     def _start_postgres(self) -> None:
         port = self._stack.postgres_port
@@ -320,9 +386,19 @@ class StackManager:
         """Our settings and authentication, rewritten on every start (the port may change)."""
         main_conf = data / "postgresql.conf"
         main_conf.write_text(postgres_node.with_include(main_conf.read_text()))
+        conf, hba = postgres_node.postgresql_conf(port, sockets), postgres_node.pg_hba_conf()
+        private: list[Path] = []
+        if self.secure is not None:
+            # The server's own copies: it wants its key owned by its user, mode 0600.
+            certificate, key = data / "server.crt", data / "server.key"
+            shutil.copyfile(self.secure.certificates.server_certificate, certificate)
+            write_private(key, self.secure.certificates.server_key.read_bytes())
+            private = [certificate, key]
+            conf = postgres_node.secure_postgresql_conf(port, sockets, certificate, key)
+            hba = postgres_node.secure_pg_hba_conf()
         files = {
-            data / "pipeline.conf": postgres_node.postgresql_conf(port, sockets),
-            data / "pg_hba.conf": postgres_node.pg_hba_conf(),
+            data / "pipeline.conf": conf,
+            data / "pg_hba.conf": hba,
             data / "pg_ident.conf": postgres_node.pg_ident_conf(
                 [user or elasticsearch_node.current_user(), "root"]
             ),
@@ -331,7 +407,7 @@ class StackManager:
             path.write_text(text)
         if user is not None:
             entry = pwd.getpwnam(user)
-            for path in (main_conf, *files):
+            for path in (main_conf, *files, *private):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
                 path.chmod(0o600)
 
@@ -347,14 +423,17 @@ class StackManager:
                     code = processes.exit_code(record)
                     raise StackError(
                         f"{what} exited during start (exit code {code}); "
-                        f"last lines of {record.log}: {self._tail_line(Path(record.log))}"
+                        f"last lines of {record.log}: {self._tail_of(record)}"
                     )
                 time.sleep(0.5)
         processes.stop(record)
         raise StackError(
             f"{what} did not answer within {self._stack.start_timeout_s:.0f} s; "
-            f"last lines of {record.log}: {self._tail_line(Path(record.log))}"
+            f"last lines of {record.log}: {self._tail_of(record)}"
         )
+
+    def _tail_of(self, record: processes.ProcessRecord) -> str:
+        return redact(self._tail_line(Path(record.log)), self._credentials)
 
     @staticmethod
     def _tail_line(path: Path) -> str:

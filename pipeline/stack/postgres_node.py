@@ -191,6 +191,31 @@ def pg_hba_conf() -> str:
     )
 
 
+def secure_postgresql_conf(port: int, socket_dir: Path, certificate: Path, key: Path) -> str:
+    """:func:`postgresql_conf` with TLS on (the secure stack): the server's certificate and key
+    (owned by the server's user, 0600), TLS 1.2 at least."""
+    settings = {
+        "ssl": "on",
+        "ssl_cert_file": f"'{certificate}'",
+        "ssl_key_file": f"'{key}'",
+        "ssl_min_protocol_version": "'TLSv1.2'",
+    }
+    lines = [f"{key_} = {value}" for key_, value in settings.items()]
+    return postgresql_conf(port, socket_dir) + "\n".join(lines) + "\n"
+
+
+def secure_pg_hba_conf() -> str:
+    """:func:`pg_hba_conf` for the secure stack: over TCP only with TLS (``hostssl``) and a
+    SCRAM password; a client without TLS finds no entry and is refused."""
+    return (
+        "# Written by `pipeline stack up --secure` on every start; edits are overwritten.\n"
+        "# TYPE  DATABASE  USER      ADDRESS       METHOD\n"
+        f"local   all       {SUPERUSER:<9} peer map=pipeline\n"
+        "local   all       all                     scram-sha-256\n"
+        "hostssl all       all       127.0.0.1/32  scram-sha-256\n"
+    )
+
+
 def pg_ident_conf(os_users: list[str]) -> str:
     """Which system users may sign in as the superuser over the socket."""
     lines = ["# MAPNAME  SYSTEM-USERNAME  PG-USERNAME"]

@@ -17,6 +17,8 @@ The real stack:
   role/password/database ``pipeline``), starting it if it does not (``pipeline stack up
   --only postgres``; ``--pipeline-stack=external`` only checks); stopped at the end by the last
   test session out, only if a test session started it. Yields the ``StackStatus``.
+- ``secure_pipeline_settings``: the secure stack (``pipeline stack up --secure``) answers,
+  started and stopped like ``pipeline_stack``; the settings of its clients.
 - ``postgres_url``: a fresh, uniquely named database owned by role ``pipeline`` for one test,
   dropped after it (leftover connections terminated first); the value is its SQLAlchemy URL
   ``postgresql+psycopg://pipeline:pipeline@127.0.0.1:<port>/<name>``.
@@ -210,6 +212,21 @@ def postgres_stack(
 
     manager = StackManager(pipeline_settings)
     yield from _shared_stack(request, manager, {"postgres"}, "test-sessions-postgres")
+
+
+@pytest.fixture(scope="session")
+def secure_pipeline_settings(
+    request: pytest.FixtureRequest, pipeline_settings: PipelineSettings
+) -> Iterator[PipelineSettings]:
+    """The secure stack (``pipeline stack up --secure``: Kafka SASL_SSL, Elasticsearch HTTPS
+    with a password, PostgreSQL TLS) answers, started like the plain one; the settings of its
+    clients (passwords included, as ``SecretStr``)."""
+    from pipeline.stack.manager import StackManager
+
+    manager = StackManager(pipeline_settings, secure=True)
+    components: set[Component] = {"kafka", "elasticsearch", "postgres"}
+    for _status in _shared_stack(request, manager, components, "test-sessions"):
+        yield manager.settings
 
 
 @pytest.fixture

@@ -123,6 +123,12 @@ def _metadata(admin: KafkaAdmin, bootstrap: str | None, timeout_s: float) -> Any
         error = _error_of(exception)
         detail = error.str() if error is not None else str(exception)
         if error is None or error.code() in _UNREACHABLE_CODES:
+            refusal = getattr(admin, "security_failure", None)
+            if isinstance(refusal, str):
+                raise KafkaUnavailableError(
+                    f"{_kafka_at(bootstrap)} refused the connection ({refusal}); check the "
+                    "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
+                ) from None
             raise _unreachable(bootstrap, detail) from None
         raise PipelineError(f"cannot list the topics of {_kafka_at(bootstrap)}: {detail}") from None
 

@@ -40,6 +40,7 @@ from pipeline.errors import PipelineError
 from pipeline.kafka.producer import EventProducer, build_event_producer
 from pipeline.plurals import counted
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
+from pipeline.processing.faust.credentials import faust_credentials
 from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.inbox import purge_inbox
 from pipeline.processing.metrics import (
@@ -130,11 +131,6 @@ class FaustBinding:
     ) -> None:
         processing = settings.processing
         kafka = settings.kafka
-        if kafka.security_protocol != "PLAINTEXT":
-            raise PipelineError(
-                "the Faust processor runtime supports kafka.security_protocol PLAINTEXT "
-                "only for now"
-            )
         self.processor = processor
         self.settings = processing
         self.database = database or build_engine(
@@ -168,6 +164,7 @@ class FaustBinding:
             consumer_auto_offset_reset="earliest",
             stream_buffer_maxsize=max(processing.max_buffered, 100),
             broker_client_id=f"{kafka.client_id}-{processor.name}",
+            broker_credentials=faust_credentials(kafka),
             **({"datadir": datadir} if datadir is not None else {}),
         )
         self.internals.subscribe(self.app, processor.topics, self)

@@ -1,0 +1,264 @@
+"""The pipeline against the secure stack (``pipeline stack up --secure``): Kafka on SASL_SSL
+(SCRAM-SHA-512), Elasticsearch on HTTPS with a password, PostgreSQL with TLS.
+
+One path end to end: EventProducer -> ``pipeline process`` (the Faust runtime, over aiokafka's
+TLS and SASL) -> its outbox in PostgreSQL -> ``pipeline outbox relay`` -> a topic; and the
+processor's log lines -> the logs topic -> ``pipeline logs ship`` -> Elasticsearch. No password
+appears in anything these programs print. A wrong password or a missing CA is refused with one
+line that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+from pipeline.envelope import Event, decode_message
+from pipeline.kafka.clients import build_admin, build_consumer
+from pipeline.kafka.producer import build_event_producer
+from pipeline.logs.elasticsearch import build_elasticsearch
+from pipeline.settings import PipelineSettings
+from pipeline.stack.postgres_node import create_database, drop_database
+from pipeline.stack.secure import client_environment, secure_database_url
+from pipeline.topics.catalogue import dlq_name
+from tests.support.processor_runs import REPO_ROOT, committed_total, wait_until
+from tests.support.stack_cli import PIPELINE, run_pipeline
+
+pytestmark = pytest.mark.secure
+
+EVENTS = 20
+SPEC = "tests.support.relay_processor:processor"
+
+
+def _secrets(settings: PipelineSettings) -> list[str]:
+    found = [settings.kafka.sasl_password, settings.elasticsearch.password]
+    found.append(settings.database.password)
+    return [secret.get_secret_value() for secret in found if secret is not None]
+
+
+def _committed(settings: PipelineSettings, topic: str, group: str) -> int:
+    """The group's committed total; -1 while the broker's group coordinator is not ready (a
+    fresh cluster's first group)."""
+    try:
+        return committed_total(settings, topic, group, 3)
+    except KafkaException:
+        return -1
+
+
+def _environment(settings: PipelineSettings, **extra: str) -> dict[str, str]:
+    """The environment of a program pointed at the secure stack (no plain-stack settings)."""
+    own = ("PIPELINE_KAFKA__", "PIPELINE_ELASTICSEARCH__", "PIPELINE_DATABASE__")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(own)}
+    for name, value in client_environment(settings).items():
+        env[name] = value if isinstance(value, str) else value.get_secret_value()
+    python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**env, "PYTHONPATH": python_path, "PIPELINE_LOGS__LEVEL": "INFO", **extra}
+
+
+@pytest.fixture
+def secure_topics(secure_pipeline_settings: PipelineSettings) -> Iterator[dict[str, str]]:
+    """Uniquely named topics on the secure Kafka, deleted after the test."""
+    suffix = uuid.uuid4().hex[:10]
+    names = {kind: f"secure-{kind}-{suffix}" for kind in ("in", "out", "logs", "logsdlq")}
+    names["dlq"] = dlq_name(names["in"])
+    admin = build_admin(secure_pipeline_settings.kafka)
+    partitions = {"in": 3}
+    created = admin.create_topics(
+        [NewTopic(name, partitions.get(kind, 1), 1) for kind, name in names.items()]
+    )
+    for future in created.values():
+        future.result(timeout=30)
+    try:
+        yield names
+    finally:
+        for future in admin.delete_topics(list(names.values())).values():
+            future.exception(timeout=30)
+
+
+@pytest.fixture
+def secure_database(secure_pipeline_settings: PipelineSettings) -> Iterator[str]:
+    """A new database on the secure PostgreSQL; its URL (TLS, the CA checked; no password)."""
+    stack = secure_pipeline_settings.stack
+    name = f"test_secure_{uuid.uuid4().hex[:12]}"
+    create_database(stack, name)
+    try:
+        ca = secure_pipeline_settings.kafka.ssl_ca_location
+        assert ca is not None
+        yield secure_database_url(stack, ca, name)
+    finally:
+        drop_database(stack, name)
+
+
+def test_produce_process_relay_and_ship_logs_over_tls_with_passwords(
+    secure_pipeline_settings, secure_topics, secure_database, tmp_path
+):
+    settings = secure_pipeline_settings
+    topics = secure_topics
+    group = f"secure-relay-{uuid.uuid4().hex[:8]}"
+    alias = f"test-logs-{uuid.uuid4().hex[:10]}"
+    env = _environment(
+        settings,
+        PIPELINE_DATABASE__URL=secure_database,
+        PIPELINE_LOGS__TOPIC=topics["logs"],
+        PIPELINE_LOGS__DLQ_TOPIC=topics["logsdlq"],
+        PIPELINE_LOGS__INDEX_ALIAS=alias,
+        PIPELINE_LOGS__CONSOLE="json",
+        RELAY_TOPIC=topics["in"],
+        RELAY_OUT_TOPIC=topics["out"],
+        RELAY_GROUP=group,
+    )
+    outputs: list[str] = []
+
+    # 1. produce, over SASL_SSL
+    events = [
+        Event(source="/tests/secure", type="Noted", partitionkey=f"k{n % 5}") for n in range(EVENTS)
+    ]
+    with build_event_producer(settings.kafka, settings.producer) as producer:
+        for event in events:
+            producer.send(topics["in"], event)
+    produced = {event.id for event in events}
+
+    # 2. process: the Faust runtime reads over TLS + SCRAM, the outbox is in PostgreSQL (TLS)
+    stderr = tmp_path / "process.stderr"
+    with stderr.open("w") as sink:
+        process = subprocess.Popen(
+            [PIPELINE, "process", SPEC], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(
+            lambda: (
+                _committed(settings, topics["in"], group) == EVENTS or process.poll() is not None
+            ),
+            timeout_s=120,
+            what="the processor to commit every event",
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    outputs.append(stderr.read_text())
+    assert _committed(settings, topics["in"], group) == EVENTS, outputs[-1][-2000:]
+
+    # 3. the outbox relay publishes what the processor wrote
+    relay = run_pipeline("outbox", "relay", "--once", env=env, timeout=120)
+    outputs += [relay.stdout, relay.stderr]
+    assert relay.returncode == 0, relay.stderr
+    consumer = build_consumer(settings.kafka, f"{group}-check")
+    relayed: set[str] = set()
+    try:
+        consumer.subscribe([topics["out"]])
+
+        def read_relayed() -> bool:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                relayed.add(str(decode_message(message).data["of"]))
+            return relayed == produced
+
+        wait_until(read_relayed, timeout_s=60, what="every relayed event", every_s=0)
+    finally:
+        consumer.close()
+    assert relayed == produced
+
+    # 4. the processor's log lines, shipped to the secured Elasticsearch
+    ship = run_pipeline("logs", "ship", "--until-idle", "3", env=env, timeout=180)
+    outputs += [ship.stdout, ship.stderr]
+    assert ship.returncode == 0, ship.stderr
+    with build_elasticsearch(settings.elasticsearch) as es:
+        try:
+            es.indices.refresh(index=alias)
+            found = es.search(
+                index=alias, size=1000, query={"match_phrase": {"message": "passed on"}}
+            )
+            messages = {hit["_source"]["message"] for hit in found["hits"]["hits"]}
+        finally:
+            es.options(ignore_status=404).indices.delete(index=f"{alias}-*")
+            es.options(ignore_status=404).indices.delete_index_template(name=alias)
+    assert messages == {f"passed on {event_id}" for event_id in produced}
+
+    # 5. no password in anything printed
+    for secret in _secrets(settings):
+        assert not any(secret in text for text in outputs)
+
+
+def _refusal_lines(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PIPELINE, "topics", "list"],
+        env={**env, "COLUMNS": "250"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_wrong_password_or_an_untrusted_certificate_is_one_line_without_the_password(
+    secure_pipeline_settings,
+):
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    bad_password = _environment(secure_pipeline_settings, PIPELINE_KAFKA__SASL_PASSWORD=wrong)
+    no_ca = _environment(secure_pipeline_settings)
+    del no_ca["PIPELINE_KAFKA__SSL_CA_LOCATION"]
+    # Both at once: each waits for the metadata timeout before it reports.
+    runs = [_refusal_lines(bad_password), _refusal_lines(no_ca)]
+    (password_out, password_err), (ca_out, ca_err) = (run.communicate(timeout=120) for run in runs)
+    assert [run.returncode for run in runs] == [2, 2], (password_err, ca_err)
+
+    address = secure_pipeline_settings.kafka.bootstrap_servers
+    assert password_err.strip().splitlines() == [
+        f"error: Kafka at {address} refused the connection (SASL authentication error: "
+        "Authentication failed during authentication due to invalid credentials with SASL "
+        "mechanism SCRAM-SHA-512); check the PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* "
+        "settings"
+    ]
+    assert wrong not in password_out + password_err
+    line = ca_err.strip()
+    assert re.fullmatch(
+        rf"error: Kafka at {re.escape(address)} refused the connection \(SSL handshake failed: "
+        r".*certificate verify failed.*\); check the PIPELINE_KAFKA__SASL_\* and "
+        r"PIPELINE_KAFKA__SSL_\* settings",
+        line,
+    ), line
+    for secret in _secrets(secure_pipeline_settings):
+        assert secret not in password_out + password_err + ca_out + ca_err
+
+
+def test_plain_clients_are_refused_by_kafka_elasticsearch_and_postgres(secure_pipeline_settings):
+    import psycopg
+    from elasticsearch import Elasticsearch
+
+    settings = secure_pipeline_settings
+    plain = settings.kafka.model_copy(
+        update={
+            "security_protocol": "PLAINTEXT",
+            "sasl_mechanism": None,
+            "sasl_username": None,
+            "sasl_password": None,
+        }
+    )
+    with pytest.raises(Exception):  # noqa: B017 - any refusal will do; a metadata answer fails
+        build_admin(plain).list_topics(timeout=5)
+    # Elasticsearch: HTTPS without a password is 401
+    with Elasticsearch(
+        settings.elasticsearch.url, ca_certs=str(settings.elasticsearch.ca_certs)
+    ) as es:
+        status = es.options(ignore_status=401).perform_request("GET", "/").meta.status
+    assert status == 401
+    # PostgreSQL: the right password without TLS finds no pg_hba entry
+    password = settings.stack.postgres_password.get_secret_value()
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(
+            host="127.0.0.1",
+            port=settings.stack.postgres_port,
+            user=settings.stack.postgres_role,
+            password=password,
+            dbname=settings.stack.postgres_database,
+            sslmode="disable",
+            connect_timeout=10,
+        ).close()
+    assert "no encryption" in str(refused.value)
+    assert password not in str(refused.value)
