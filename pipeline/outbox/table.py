@@ -385,12 +385,15 @@ class ClaimPlan:
         self.owned: set[int] = set()
         self.contended = False
 
-    def add_window(self, window: Iterable[tuple[int, str, str]]) -> None:
+    def add_window(self, window: Iterable[tuple[int, str, str]]) -> int:
+        """Add the next window; returns how many buckets it showed for the first time."""
         rows, counts, buckets = self._rows, self._counts, self.buckets
+        seen = len(counts)
         for position, aggregate_type, aggregate_id in window:
             bucket = lock_bucket(aggregate_type, aggregate_id, buckets)
             rows.append((position, bucket))
             counts[bucket] = counts.get(bucket, 0) + 1
+        return len(counts) - seen
 
     @property
     def owned_rows(self) -> int:

@@ -6,11 +6,12 @@ batches' worth, no row locks) and tries the locks of their buckets with
 ``pg_try_advisory_xact_lock`` (oldest first, only as many as fill a batch, so about half the
 buckets at the head of the backlog are left for another relay); when other relays hold some, it
 tries the buckets it has not tried yet, reading the next window when those cannot fill a batch
-(up to 3 rounds, see :class:`pipeline.outbox.table.ClaimPlan`). Then, in a new statement (so a
-new snapshot, taken after the locks), it reads the rows of the buckets it got that are still
-unpublished. A relay therefore only ever publishes aggregates no other relay (and no other open
-claim of its own) holds, and holds them until its marks are committed: per aggregate, rows reach
-Kafka in position order whichever relay sends them.
+and the last window showed new buckets (up to 3 rounds, see
+:class:`pipeline.outbox.table.ClaimPlan`). Then, in a new statement (so a new snapshot, taken
+after the locks), it reads the rows of the buckets it got that are still unpublished. A relay
+therefore only ever publishes aggregates no other relay (and no other open claim of its own)
+holds, and holds them until its marks are committed: per aggregate, rows reach Kafka in
+position order whichever relay sends them.
 
 Row locks (``FOR UPDATE SKIP LOCKED``) alone would not do: relay B would skip A's locked rows
 of aggregate X and publish X's *next* row, ahead of them. Locking per aggregate row by row
@@ -177,7 +178,10 @@ class BucketClaims:
                 more = len(window) == window_rows
                 if window:
                     after = window[-1][0]
-                    plan.add_window(cast(Sequence[tuple[int, str, str]], window))
+                    if not plan.add_window(cast(Sequence[tuple[int, str, str]], window)):
+                        # No bucket it had not seen: a window further on would most likely
+                        # show none either (every bucket at the head is held elsewhere).
+                        more = False
             chosen = plan.to_try()
             if chosen:
                 plan.granted(chosen, connection.execute(try_locks(chosen)).scalars())

@@ -188,8 +188,12 @@ class OutboxRelay:
             while not self._stop.is_set():
                 if listener is not None:
                     listener.drain()
-                overlapped = pending is not None
                 try:
+                    if pending is not None and pending.done.done():
+                        # Its buckets are free again: claim them too rather than skip them.
+                        finished, pending = pending, None
+                        self._settle(finished)
+                    overlapped = pending is not None
                     sent = self._claim_and_send()
                     if marking is not None and sent.claim.records:
                         # Queued behind the previous batch's marks, if they are still going.
