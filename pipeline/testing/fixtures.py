@@ -223,7 +223,15 @@ def secure_pipeline_settings(
     clients (passwords included, as ``SecretStr``)."""
     from pipeline.stack.manager import StackManager
 
-    manager = StackManager(pipeline_settings, secure=True)
+    # A first start makes certificates, formats Kafka, runs initdb and starts Elasticsearch with
+    # security on: on a busy two-core machine its Elasticsearch alone took 105 s of the 120 s a
+    # component gets by default, so a session that starts it waits longer.
+    stack = pipeline_settings.stack
+    timeout_s = max(stack.start_timeout_s, 300.0)
+    settings = pipeline_settings.model_copy(
+        update={"stack": stack.model_copy(update={"start_timeout_s": timeout_s})}
+    )
+    manager = StackManager(settings, secure=True)
     components: set[Component] = {"kafka", "elasticsearch", "postgres"}
     for _status in _shared_stack(request, manager, components, "test-sessions"):
         yield manager.settings

@@ -31,7 +31,9 @@ from pipeline.topics.catalogue import dlq_name
 from tests.support.processor_runs import REPO_ROOT, committed_total, wait_until
 from tests.support.stack_cli import PIPELINE, run_pipeline
 
-pytestmark = pytest.mark.secure
+# The first test of a session also waits for the secure stack to start (minutes on a busy
+# machine): its budget covers that.
+pytestmark = [pytest.mark.secure, pytest.mark.timeout(900)]
 
 EVENTS = 20
 SPEC = "tests.support.relay_processor:processor"
