@@ -15,6 +15,7 @@ from producers.gateway.idempotency import (
     IdempotencyKeyReused,
     InFlight,
     Replay,
+    Settle,
     StoredAnswer,
 )
 from producers.gateway.shared_idempotency import PostgresIdempotency
@@ -103,3 +104,23 @@ def test_a_5xx_releases_the_claim_and_another_body_is_a_reused_key(engine: Engin
 
     assert claimed(retried)  # released: claimed anew, to produce again
     assert replayed == Replay(ACCEPTED)
+
+
+def test_a_claim_settled_with_no_event_loop_running_is_stored_at_once(engine: Engine):
+    store = store_of(engine)
+
+    async def claim() -> Replay | InFlight | Settle:
+        begun = await store.begin("shop", "late", "fp")
+        await store.close()
+        return begun
+
+    begun = asyncio.run(claim())
+    assert not isinstance(begun, Replay | InFlight)
+    begun.complete(ACCEPTED)  # e.g. a delivery report after the loop stopped
+
+    async def again() -> object:
+        replay = await store.begin("shop", "late", "fp")
+        await store.close()
+        return replay
+
+    assert asyncio.run(again()) == Replay(ACCEPTED)
