@@ -54,6 +54,8 @@ from consumers.log_batch import (
     item_reason,
     plan_batch,
 )
+from pipeline.errors import PipelineError
+from pipeline.logs.elasticsearch import refusal_of
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
 from pipeline.plurals import counted
 from pipeline.retry import RetryPolicy
@@ -391,7 +393,13 @@ class LogShipper:
         while True:
             try:
                 result = call()
-            except (TransportConnectionError, ConnectionTimeout) as error:
+            except (TransportConnectionError, ConnectionTimeout, ApiError) as error:
+                # Refused credentials or an untrusted certificate do not pass with time.
+                refusal = refusal_of(error)
+                if refusal is not None:
+                    raise PipelineError(refusal) from None
+                if isinstance(error, ApiError):
+                    raise
                 if not away:
                     away = True
                     self.counters.outages += 1

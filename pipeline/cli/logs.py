@@ -101,7 +101,11 @@ def ship(
                 consumer_group=group_id,
                 stop=stop,
             )
-            counters = shipper.run(until_idle_s=until_idle)
+            try:
+                counters = shipper.run(until_idle_s=until_idle)
+            except PipelineError as error:
+                # escape: the CLI prints errors through rich, which would eat "[user]" as markup.
+                raise PipelineError(escape(str(error))) from None
     finally:
         consumer.close()
         dlq.flush(10)
@@ -135,6 +139,8 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[st
     from elasticsearch import ApiError
     from elasticsearch import ConnectionError as EsConnectionError
 
+    from pipeline.logs.elasticsearch import refusal_of
+
     try:
         response = es.search(
             index=alias,
@@ -142,10 +148,14 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[st
             allow_no_indices=True,
             **body,
         )
-    except ApiError as error:
+    except (ApiError, EsConnectionError) as error:
+        refusal = refusal_of(error)
+        if refusal is not None:
+            raise PipelineError(escape(refusal)) from None
+        if isinstance(error, EsConnectionError):
+            raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
         # escape: the CLI prints errors through rich, which would eat "[query]" as markup.
         raise PipelineError(f"bad query: {escape(_one_line_reason(error))}") from None
-    except EsConnectionError as error:
         raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
     hits: list[dict[str, Any]] = response["hits"]["hits"]
     return hits

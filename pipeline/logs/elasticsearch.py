@@ -31,3 +31,31 @@ def build_elasticsearch(es: ElasticsearchSettings) -> Elasticsearch:
     from elasticsearch import Elasticsearch
 
     return Elasticsearch(**elasticsearch_options(es))
+
+
+def refusal_of(error: BaseException) -> str | None:
+    """One line for Elasticsearch refusing our credentials (401), a privilege (403), or a
+    failed TLS handshake; ``None`` for any other error. Never holds a password: Elasticsearch
+    names the user only, and the TLS error names the certificate problem."""
+    from elasticsearch import AuthenticationException, AuthorizationException, SSLError
+
+    if isinstance(error, AuthenticationException):
+        return (
+            f"Elasticsearch refused the credentials ({_reason(error)}); check "
+            "PIPELINE_ELASTICSEARCH__USERNAME and __PASSWORD (or __API_KEY)"
+        )
+    if isinstance(error, AuthorizationException):
+        return f"Elasticsearch denied the request ({_reason(error)}): the user lacks a privilege"
+    if isinstance(error, SSLError):
+        return (
+            f"the TLS handshake with Elasticsearch failed ({' '.join(str(error).split())}); "
+            "check PIPELINE_ELASTICSEARCH__URL and __CA_CERTS"
+        )
+    return None
+
+
+def _reason(error: Any) -> str:
+    body = getattr(error, "body", None)
+    detail = body.get("error") if isinstance(body, dict) else None
+    reason = detail.get("reason") if isinstance(detail, dict) else None
+    return f"{getattr(error, 'status_code', '?')}: {reason or getattr(error, 'message', error)}"

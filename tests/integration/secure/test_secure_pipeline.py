@@ -188,9 +188,9 @@ def test_produce_process_relay_and_ship_logs_over_tls_with_passwords(
         assert not any(secret in text for text in outputs)
 
 
-def _refusal_lines(env: dict[str, str]) -> subprocess.Popen[str]:
+def _started(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [PIPELINE, "topics", "list"],
+        [PIPELINE, *args],
         env={**env, "COLUMNS": "250"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -201,32 +201,54 @@ def _refusal_lines(env: dict[str, str]) -> subprocess.Popen[str]:
 def test_a_wrong_password_or_an_untrusted_certificate_is_one_line_without_the_password(
     secure_pipeline_settings,
 ):
+    settings = secure_pipeline_settings
     wrong = f"wrong-{uuid.uuid4().hex}"
-    bad_password = _environment(secure_pipeline_settings, PIPELINE_KAFKA__SASL_PASSWORD=wrong)
-    no_ca = _environment(secure_pipeline_settings)
-    del no_ca["PIPELINE_KAFKA__SSL_CA_LOCATION"]
-    # Both at once: each waits for the metadata timeout before it reports.
-    runs = [_refusal_lines(bad_password), _refusal_lines(no_ca)]
-    (password_out, password_err), (ca_out, ca_err) = (run.communicate(timeout=120) for run in runs)
-    assert [run.returncode for run in runs] == [2, 2], (password_err, ca_err)
+    kafka_password = _environment(settings, PIPELINE_KAFKA__SASL_PASSWORD=wrong)
+    kafka_no_ca = _environment(settings)
+    del kafka_no_ca["PIPELINE_KAFKA__SSL_CA_LOCATION"]
+    es_password = _environment(settings, PIPELINE_ELASTICSEARCH__PASSWORD=wrong)
+    es_no_ca = _environment(settings)
+    del es_no_ca["PIPELINE_ELASTICSEARCH__CA_CERTS"]
+    # All at once: the Kafka ones wait for the metadata timeout before they report.
+    runs = {
+        "kafka password": _started(kafka_password, "topics", "list"),
+        "kafka ca": _started(kafka_no_ca, "topics", "list"),
+        "es password (search)": _started(es_password, "logs", "search", "--since", "1m"),
+        "es password (ship)": _started(es_password, "logs", "ship", "--until-idle", "1"),
+        "es ca": _started(es_no_ca, "logs", "search", "--since", "1m"),
+    }
+    printed = {what: run.communicate(timeout=120) for what, run in runs.items()}
+    for what, run in runs.items():
+        assert run.returncode == 2, (what, printed[what])
+        out, err = printed[what]
+        assert wrong not in out + err, what
+        for secret in _secrets(settings):
+            assert secret not in out + err, what
+    error_line = {what: err.strip().splitlines()[-1] for what, (_out, err) in printed.items()}
 
-    address = secure_pipeline_settings.kafka.bootstrap_servers
-    assert password_err.strip().splitlines() == [
-        f"error: Kafka at {address} refused the connection (SASL authentication error: "
-        "Authentication failed during authentication due to invalid credentials with SASL "
-        "mechanism SCRAM-SHA-512); check the PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* "
-        "settings"
+    kafka_at = f"error: Kafka at {settings.kafka.bootstrap_servers} refused the connection"
+    kafka_hint = "check the PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
+    assert printed["kafka password"][1].strip().splitlines() == [
+        f"{kafka_at} (SASL authentication error: Authentication failed during authentication "
+        f"due to invalid credentials with SASL mechanism SCRAM-SHA-512); {kafka_hint}"
     ]
-    assert wrong not in password_out + password_err
-    line = ca_err.strip()
     assert re.fullmatch(
-        rf"error: Kafka at {re.escape(address)} refused the connection \(SSL handshake failed: "
-        r".*certificate verify failed.*\); check the PIPELINE_KAFKA__SASL_\* and "
-        r"PIPELINE_KAFKA__SSL_\* settings",
-        line,
-    ), line
-    for secret in _secrets(secure_pipeline_settings):
-        assert secret not in password_out + password_err + ca_out + ca_err
+        rf"{re.escape(kafka_at)} \(SSL handshake failed: .*certificate verify failed.*\); "
+        + re.escape(kafka_hint),
+        error_line["kafka ca"],
+    ), error_line["kafka ca"]
+    refused = (
+        "error: Elasticsearch refused the credentials (401: unable to authenticate user "
+        "[pipeline] for REST request "
+    )
+    es_hint = "check PIPELINE_ELASTICSEARCH__USERNAME and __PASSWORD (or __API_KEY)"
+    for what in ("es password (search)", "es password (ship)"):
+        assert error_line[what].startswith(refused), error_line[what]
+        assert error_line[what].endswith(es_hint), error_line[what]
+    assert error_line["es ca"].startswith("error: the TLS handshake with Elasticsearch failed ("), (
+        error_line["es ca"]
+    )
+    assert "CERTIFICATE_VERIFY_FAILED" in error_line["es ca"], error_line["es ca"]
 
 
 def test_plain_clients_are_refused_by_kafka_elasticsearch_and_postgres(secure_pipeline_settings):
