@@ -112,6 +112,29 @@ def services(settings: PipelineSettings, url: str, log_dir: Path) -> Iterator[di
                 child.kill()
 
 
+def wait_until_ready(
+    settings: PipelineSettings, engine: sa.Engine, pids: dict[str, int], timeout_s: float = 300.0
+) -> None:
+    """Until the services migrated the database and every consumer group is stable with a
+    member (a loaded machine takes far longer than a fixed pause to start them)."""
+    from confluent_kafka import ConsumerGroupState
+
+    admin = build_admin(settings.kafka)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for name, pid in pids.items():
+            if not psutil.pid_exists(pid):
+                raise SystemExit(f"{name} exited while starting: see {RESULTS}/sagas-{name}.log")
+        if sa.inspect(engine).has_table(sagas_table.name):
+            futures = admin.describe_consumer_groups(list(GROUP_TOPICS))
+            groups = [future.result(30) for future in futures.values()]
+            if all(g.state == ConsumerGroupState.STABLE and g.members for g in groups):
+                time.sleep(2)  # the members' first fetches
+                return
+        time.sleep(1)
+    raise SystemExit(f"the saga services were not ready after {timeout_s:.0f} s")
+
+
 def _cpu_by_pid(pids: dict[str, int]) -> dict[int, tuple[str, float]]:
     """User + system CPU seconds by pid: each saga process, PostgreSQL's, Kafka's."""
     found: dict[int, tuple[str, float]] = {}
@@ -349,7 +372,7 @@ def main() -> None:
     }
     try:
         with services(settings, url, RESULTS) as pids:
-            time.sleep(20)  # every service joined its group and migrated
+            wait_until_ready(settings, engine, pids)
             for rate in rates:
                 results["sagas"].append(saga_level(settings, engine, pids, rate, seconds))
                 results["baseline"].append(baseline_level(settings, rate, seconds))
