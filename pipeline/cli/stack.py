@@ -129,6 +129,7 @@ def _print_client_settings(manager: StackManager) -> None:
 def status(ctx: typer.Context, docker: bool = DockerOption, secure: bool = SecureOption) -> None:
     """Show whether Kafka, Elasticsearch and PostgreSQL answer; exit 0 only when all do."""
     from pipeline.stack.manager import StackManager
+    from pipeline.stack.preflight import StackError
 
     settings = _settings(ctx)
     if docker:
@@ -138,6 +139,15 @@ def status(ctx: typer.Context, docker: bool = DockerOption, secure: bool = Secur
     # Also with --docker: the published ports answer, or not.
     current = StackManager(settings, secure=secure).status()
     _print_status(current, secure)
+    try:
+        other = StackManager(settings, secure=not secure).running()
+    except StackError:  # the other stack's files are unreadable: not this command's concern
+        other = {}
+    if other:
+        mode, option = ("plain", "") if secure else ("secure", " --secure")
+        _err.print(
+            f"the {mode} stack runs too ({', '.join(sorted(other))}): pipeline stack status{option}"
+        )
     if not current.healthy:
         raise typer.Exit(1)
 

@@ -116,12 +116,16 @@ class StackManager:
 
     # ---- queries -------------------------------------------------------------------------
 
-    def status(self) -> StackStatus:
-        records = {
+    def running(self) -> dict[str, processes.ProcessRecord]:
+        """The processes this stack started that are still running, by component."""
+        return {
             name: record
             for name, record in processes.load_records(self._records_file).items()
             if processes.find(record) is not None
         }
+
+    def status(self) -> StackStatus:
+        records = self.running()
         return StackStatus(
             kafka=self._with_version(kafka_health(self._settings.kafka), records.get("kafka")),
             elasticsearch=elasticsearch_health(self._settings.elasticsearch),

@@ -286,3 +286,18 @@ def test_plain_clients_are_refused_by_kafka_elasticsearch_and_postgres(secure_pi
         ).close()
     assert "no encryption" in str(refused.value)
     assert password not in str(refused.value)
+
+
+def test_status_secure_shows_the_secure_stack_up_at_its_own_addresses(secure_pipeline_settings):
+    settings = secure_pipeline_settings
+    result = run_pipeline("stack", "status", "--secure", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pipeline stack (secure)" in result.stdout
+    for address in (
+        settings.kafka.bootstrap_servers,
+        settings.elasticsearch.url,
+        f"127.0.0.1:{settings.stack.postgres_port}",
+    ):
+        assert address in result.stdout, address
+    for secret in _secrets(settings):
+        assert secret not in result.stdout + result.stderr
