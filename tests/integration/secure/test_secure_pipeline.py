@@ -10,6 +10,7 @@ line that says so.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -178,12 +179,15 @@ def test_produce_process_relay_and_ship_logs_over_tls_with_passwords(
                 index=alias, size=1000, query={"match_phrase": {"message": "passed on"}}
             )
             messages = {hit["_source"]["message"] for hit in found["hits"]["hits"]}
+            shipped = es.search(index=alias, size=1000, query={"match_all": {}})
+            outputs.append(json.dumps(shipped["hits"]["hits"]))  # every line shipped
         finally:
             es.options(ignore_status=404).indices.delete(index=f"{alias}-*")
             es.options(ignore_status=404).indices.delete_index_template(name=alias)
     assert messages == {f"passed on {event_id}" for event_id in produced}
 
-    # 5. no password in anything printed
+    # 5. no password in anything printed or shipped
+    assert len(outputs[-1]) > 1000  # the shipped lines are there to be searched
     for secret in _secrets(settings):
         assert not any(secret in text for text in outputs)
 
@@ -301,3 +305,20 @@ def test_status_secure_shows_the_secure_stack_up_at_its_own_addresses(secure_pip
         assert address in result.stdout, address
     for secret in _secrets(settings):
         assert secret not in result.stdout + result.stderr
+
+
+def test_kcat_reaches_the_secure_kafka_with_the_written_librdkafka_properties(
+    secure_pipeline_settings,
+):
+    settings = secure_pipeline_settings
+    properties = settings.stack.home / "librdkafka.properties"
+    assert properties.stat().st_mode & 0o777 == 0o600
+    result = subprocess.run(
+        ["kcat", "-F", str(properties), "-L", "-m", "30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"sasl_ssl://{settings.kafka.bootstrap_servers}/1" in result.stdout
