@@ -23,6 +23,7 @@ from consumers.inventory_service import reservations, stock
 from consumers.orders_service import orders
 from consumers.payment_service import payments
 from consumers.shipping_service import shipments
+from pipeline.plurals import counted
 from pipeline.sagas.state import TERMINAL
 from pipeline.sagas.store import sagas_table
 
@@ -44,12 +45,21 @@ def check_invariants(
     connection: Connection, *, order_ids: list[str] | None = None
 ) -> list[Invariant]:
     """The four checks of the module docstring, over every order in the database, or over the
-    sagas, payments and orders of ``order_ids`` only (one demo run's, when several runs share
-    the database; the saga id is the order id). Stock is checked over every SKU."""
+    sagas, payments, orders and stock of ``order_ids`` only (one demo run's, when several runs
+    share the database; the saga id is the order id): then stock is checked over the SKUs those
+    orders reserved, so units an earlier, interrupted run left reserved do not count."""
     checks: list[Invariant] = []
 
     def only(query: Any, column: Any) -> Any:
         return query if order_ids is None else query.where(column.in_(order_ids))
+
+    def only_skus(query: Any) -> Any:
+        if order_ids is None:
+            return query
+        reserved_by_them = sa.select(reservations.c.sku).where(
+            reservations.c.order_id.in_(order_ids)
+        )
+        return query.where(stock.c.sku.in_(reserved_by_them))
 
     counts = {
         status: int(n)
@@ -71,24 +81,30 @@ def check_invariants(
 
     negative = _scalar(
         connection,
-        sa.select(sa.func.count())
-        .select_from(stock)
-        .where(sa.or_(stock.c.available < 0, stock.c.reserved < 0, stock.c.sold < 0)),
+        only_skus(
+            sa.select(sa.func.count())
+            .select_from(stock)
+            .where(sa.or_(stock.c.available < 0, stock.c.reserved < 0, stock.c.sold < 0))
+        ),
     )
     unbalanced = _scalar(
         connection,
-        sa.select(sa.func.count())
-        .select_from(stock)
-        .where(stock.c.available + stock.c.reserved + stock.c.sold != stock.c.initial),
+        only_skus(
+            sa.select(sa.func.count())
+            .select_from(stock)
+            .where(stock.c.available + stock.c.reserved + stock.c.sold != stock.c.initial)
+        ),
     )
-    reserved = _scalar(connection, sa.select(sa.func.coalesce(sa.func.sum(stock.c.reserved), 0)))
-    skus = _scalar(connection, sa.select(sa.func.count()).select_from(stock))
+    reserved = _scalar(
+        connection, only_skus(sa.select(sa.func.coalesce(sa.func.sum(stock.c.reserved), 0)))
+    )
+    skus = _scalar(connection, only_skus(sa.select(sa.func.count()).select_from(stock)))
     checks.append(
         Invariant(
             "stock never negative and conserved",
             negative == 0 and unbalanced == 0 and (reserved == 0 or bool(open_sagas)),
-            f"{skus:,} SKUs, {negative} negative, {unbalanced} unbalanced, "
-            f"{reserved:,} units still reserved",
+            f"{counted(skus, 'SKU')}, {negative} negative, {unbalanced} unbalanced, "
+            f"{counted(reserved, 'unit')} still reserved",
         )
     )
 

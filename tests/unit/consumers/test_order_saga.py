@@ -228,6 +228,32 @@ def test_the_invariants_hold_over_a_mix_of_orders_failures_and_cancellations(dem
     assert states["completed"] >= 5 and states["compensated"] >= 5
 
 
+def test_a_run_s_invariants_leave_out_the_stock_an_earlier_interrupted_run_left_reserved(demo):
+    harness = demo()
+    harness.send(REQUESTS_ORDERS, place_order("run2-o-1", sku="run2-sku-1", quantity=1))
+    harness.run_until_idle()
+    with harness.database.begin() as connection:  # what an interrupted earlier run left
+        connection.execute(
+            sa.insert(inventory_service.stock).values(
+                sku="run1-sku-1", available=8, reserved=2, sold=0, initial=10
+            )
+        )
+        connection.execute(
+            sa.insert(inventory_service.reservations).values(
+                order_id="run1-o-1", sku="run1-sku-1", quantity=2, status="reserved"
+            )
+        )
+    stock_check = "stock never negative and conserved"
+    with harness.database.connect() as connection:
+        everything = {c.name: c for c in check_invariants(connection)}
+        this_run = {c.name: c for c in check_invariants(connection, order_ids=["run2-o-1"])}
+    assert saga(harness, "run2-o-1").status == "completed"
+    assert not everything[stock_check].held
+    assert "2 units still reserved" in everything[stock_check].detail
+    assert this_run[stock_check].held, this_run[stock_check]
+    assert this_run[stock_check].detail.startswith("1 SKU,"), this_run[stock_check]
+
+
 def cancel_order(order_id: str) -> Event:
     return Event(
         source="/tests",
