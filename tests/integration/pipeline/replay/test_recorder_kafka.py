@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import TopicPartition
 
 from pipeline.kafka.clients import build_consumer, build_producer
+from pipeline.kafka.watermarks import read_watermarks
 from pipeline.replay.bounds import FromGroup, FromTime, Stop
 from pipeline.replay.recorder import record_topics
 
@@ -107,6 +110,10 @@ def test_until_end_finishes_past_a_committed_transactions_marker(
     # never receives: the end is known from the end-of-partition event instead.
     topic = new_topic(partitions=2)
     produce_stamped(pipeline_settings, topic, 2, 3, transactional_id=unique_name("tx"))
+    # The commit returns before the brokers wrote the markers: until then the end a
+    # read-committed client sees (the last stable offset) is still 0, which a recording
+    # "until the end of now" rightly stops at (seen once in CI). Wait for 3 messages + marker.
+    _wait_for_committed_end(pipeline_settings, topic, partitions=2, end=4)
 
     recorded = list(
         record_topics(pipeline_settings.kafka, [topic], start="beginning", stop=Stop(at_end=True))
@@ -143,3 +150,20 @@ def test_several_topics_are_recorded_together(pipeline_settings, new_topic):
             (second, 1, 1),
         ]
     )
+
+
+def _wait_for_committed_end(settings, topic: str, *, partitions: int, end: int) -> None:
+    consumer = build_consumer(settings.kafka, "test-committed-end")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            ends = [
+                read_watermarks(consumer, topic, partition, timeout_s=10)[1]
+                for partition in range(partitions)
+            ]
+            if all(found >= end for found in ends):
+                return
+            assert time.monotonic() < deadline, f"committed ends {ends}, not {end}, after 30 s"
+            time.sleep(0.1)
+    finally:
+        consumer.close()
