@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from rich.console import Console
 
 from pipeline.cli.demo_sagas import SAGA_SERVICES, SagaReport, saga_report, watch_sagas
 from pipeline.errors import PipelineError
+from pipeline.ports import free_port
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:
@@ -64,13 +64,6 @@ class ProcessingReport:
     @property
     def settled(self) -> int:
         return self.processed + self.duplicates + sum(self.dead_lettered.values())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _pipeline_command(*args: str) -> list[str]:
@@ -193,7 +186,7 @@ def _run_services(
 
     database = build_engine(settings.database)
     migrate(database)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PIPELINE_PROCESSING__METRICS_LOG_INTERVAL_S": "5"}
     if settings.database.password is not None:
         env["PIPELINE_DATABASE__PASSWORD"] = settings.database.password.get_secret_value()
@@ -215,7 +208,7 @@ def _run_services(
     ):
         started = []
         for name, spec in SAGA_SERVICES:
-            service_port = _free_port()
+            service_port = free_port()
             log = os.path.join(log_dir, f"{name}.log")
             command = _pipeline_command("process", spec, "--metrics-port", str(service_port))
             child = saga_services.enter_context(_child(command, env, log))

@@ -1,66 +1,17 @@
 """Helpers for tests that drive the `pipeline` command and second, isolated stacks."""
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.ports import free_ports
 from pipeline.settings import PipelineSettings
 
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-#: Linux's range of ports for outgoing connections.
-_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-
-
-def _listening_ports() -> range:
-    """Ports below the ephemeral range, where no outgoing connection takes one.
-
-    A port the kernel hands out for ``bind(0)`` comes from the ephemeral range, so between the
-    probe and the server's own bind, any client connection on a busy machine may take it (seen:
-    a test's Kafka failing with "Address already in use"). Empty off Linux.
-    """
-    try:
-        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return range(0)
-    return range(max(1024, low - 12_000), low)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports, below the ephemeral range where there is one: every probe
-    stays bound until all are chosen."""
-    candidates = _listening_ports()
-    probes: list[socket.socket] = []
-    try:
-        for _ in range(20 * count):
-            if len(probes) == count or not candidates:
-                break
-            probe = socket.socket()
-            try:
-                probe.bind(("127.0.0.1", random.choice(candidates)))
-            except OSError:  # taken: another
-                probe.close()
-                continue
-            probes.append(probe)
-        while len(probes) < count:  # no range, or too many taken: whatever the kernel gives
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            probes.append(probe)
-        return [int(probe.getsockname()[1]) for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def run_pipeline(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
