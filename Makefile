@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 # The PostgreSQL server of the stack: Debian keeps its programs off PATH.
 POSTGRES_SERVER := '/usr/lib/postgresql/*/bin/postgres=postgresql'
@@ -17,7 +18,8 @@ help:
 	@echo "make test        the whole test suite (unit, integration, chaos) on the real stack"
 	@echo "make test-unit   only the unit tests (no network)"
 	@echo "make lint        ruff (check, format), mypy strict and the import contracts of the layout"
-	@echo "make bench       the benchmarks, each against its baseline (results in bench/results)"
+	@echo "make bench       the benchmarks, each against its baseline (bench/results/latest.md);"
+	@echo "                 QUICK=1: the quick profile (under 5 minutes)"
 	@echo "make stack-up | stack-status | stack-down"
 
 $(INSTALLED): pyproject.toml
@@ -45,15 +47,16 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-bench: $(INSTALLED)
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_INSTALLED)
+
+# Every benchmark of bench/ (bench/suite): bench/results/latest.{json,md}, the charts and the
+# results section of docs/benchmarks.md. QUICK=1: the quick profile, under 5 minutes.
+bench: $(BENCH_INSTALLED)
 	scripts/ensure-debian-packages.sh kcat=kcat $(POSTGRES_SERVER)
-	$(BIN)/python bench/producer_throughput.py
-	$(BIN)/python bench/gateway_load.py
-	$(BIN)/python bench/outbox_relay.py
-	$(BIN)/python bench/log_shipping.py
-	$(BIN)/python bench/processing.py
-	$(BIN)/python bench/sagas.py
-	$(BIN)/python bench/replay.py
+	$(BIN)/pipeline stack up
+	$(BIN)/python -m bench.suite $(if $(filter 1 yes true,$(QUICK)),--quick)
 
 stack-up: $(INSTALLED)
 	scripts/ensure-debian-packages.sh $(POSTGRES_SERVER)

@@ -1,0 +1,77 @@
+"""Which benchmarks the suite runs, in which order, and with which arguments in the full and
+the quick profile.
+
+The quick profile (``make bench QUICK=1``, under 5 minutes for everything) keeps 3 rounds of
+every benchmark and takes the smallest sizes that still give a meaningful figure: enough events
+that a round lasts well beyond its start-up, and every baseline kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+RESULTS_DIR = BENCH_DIR / "results"
+ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark of bench/: its file stem, and its arguments per profile."""
+
+    name: str
+    full: tuple[str, ...]
+    quick: tuple[str, ...]
+    #: Seconds after which the suite stops it and records it failed.
+    timeout_full_s: float = 3_600.0
+    timeout_quick_s: float = 180.0
+
+    @property
+    def script(self) -> Path:
+        return BENCH_DIR / f"{self.name}.py"
+
+    @property
+    def result_json(self) -> Path:
+        return RESULTS_DIR / f"{self.name}.json"
+
+    def arguments(self, quick: bool) -> tuple[str, ...]:
+        return self.quick if quick else self.full
+
+    def timeout_s(self, quick: bool) -> float:
+        return self.timeout_quick_s if quick else self.timeout_full_s
+
+
+_REPEAT = ("--repeat", str(ROUNDS))
+#: processing.py's quick selection: the uvloop cases (``--only`` matches a label's text).
+_PROCESSING_QUICK = ("--only", "uvloop", "--io-events", "2000", "--plain-events", "200")
+
+BENCHMARKS: tuple[Benchmark, ...] = (
+    # Quick: 10,000 records, so that a round outlasts each producer's start-up.
+    Benchmark("producer_throughput", full=_REPEAT, quick=("--records", "10000", *_REPEAT)),
+    # Quick: 1 s attacks after a 0.25 s warm-up (1 and 2 processes, gateway and baseline).
+    Benchmark(
+        "gateway_load", full=_REPEAT, quick=("--duration", "1", "--warmup", "0.25", *_REPEAT)
+    ),
+    # Quick: 10,000 rows (fewer, and EventProducer's start-up dominates its figure); the
+    # latency at 200 events/s for 2 s with LISTEN/NOTIFY and without.
+    Benchmark(
+        "outbox_relay",
+        full=_REPEAT,
+        quick=("--rows", "10000", "--rate", "200", "--seconds", "2", *_REPEAT),
+    ),
+    Benchmark("log_shipping", full=_REPEAT, quick=("--records", "5000", *_REPEAT)),
+    # Quick: the uvloop cases, the runtime (async handler, SQLite and PostgreSQL) against the
+    # plain Faust agent, the issue's baseline; the other cases only in the full profile.
+    Benchmark(
+        "processing",
+        full=_REPEAT,
+        quick=(*_PROCESSING_QUICK, "--noop-events", "2000", *_REPEAT),
+    ),
+    # sagas.py has no rounds: each offered level is measured once (the full profile: its 4
+    # levels of 20 s; the quick one: one level of 5 s at 10 sagas/s).
+    Benchmark("sagas", full=(), quick=("--rates", "10", "--seconds", "5")),
+    Benchmark("replay", full=_REPEAT, quick=("--records", "20000", *_REPEAT)),
+    Benchmark("e2e_latency", full=(), quick=("--quick",)),
+    Benchmark("scale_out", full=(), quick=("--quick",)),
+)

@@ -1,0 +1,132 @@
+"""One measurement of the suite, a ROW of bench/results/latest.json, and the figures derived
+from its rounds (median, spread, ratio to its baseline, whether the goal is met).
+
+The format is shared with the benchmarks that write rows themselves (bench/e2e_latency.py,
+bench/scale_out.py); see docs/benchmarks.md. ``goal`` (a readable goal that is not a ratio, such
+as the gateway's "3,000 req/s, p99 < 50 ms") is this suite's addition and may be missing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any, Literal, NotRequired, TypedDict
+
+Kind = Literal["throughput", "latency"]
+
+
+class Latency(TypedDict):
+    """Latency percentiles in milliseconds, and how many observations they come from."""
+
+    p50: float | None
+    p99: float | None
+    p999: float | None
+    samples: int | None
+
+
+class Row(TypedDict):
+    """One measurement: a case of a benchmark, its rounds, and how it compares."""
+
+    benchmark: str
+    case: str
+    stage: str
+    kind: Kind
+    unit: str
+    value: float
+    rounds: list[float]
+    spread_pct: float | None
+    baseline: str | None
+    ratio: float | None
+    goal_ratio: float | None
+    goal_met: bool | None
+    cpu_ms_per_event: float | None
+    latency_ms: Latency | None
+    load_pct: float | None
+    processes: int | None
+    goal: NotRequired[str | None]
+
+
+REQUIRED_FIELDS = tuple(name for name in Row.__annotations__ if name != "goal")
+
+
+def spread_pct(rounds: Sequence[float]) -> float | None:
+    """(max - min) / median * 100 of the rounds; None with fewer than two rounds (no spread
+    can be told from one) or a zero median."""
+    if len(rounds) < 2:
+        return None
+    middle = statistics.median(rounds)
+    if middle == 0:
+        return None
+    return (max(rounds) - min(rounds)) / middle * 100
+
+
+def measurement(
+    benchmark: str,
+    case: str,
+    stage: str,
+    unit: str,
+    value: float,
+    rounds: Sequence[float],
+    *,
+    kind: Kind = "throughput",
+    cpu_ms_per_event: float | None = None,
+    latency_ms: Latency | None = None,
+    load_pct: float | None = None,
+    processes: int | None = None,
+) -> Row:
+    """A row without its comparison (baseline, ratio, goal): :func:`compared` adds those."""
+    return {
+        "benchmark": benchmark,
+        "case": case,
+        "stage": stage,
+        "kind": kind,
+        "unit": unit,
+        "value": float(value),
+        "rounds": [float(r) for r in rounds],
+        "spread_pct": spread_pct(rounds),
+        "baseline": None,
+        "ratio": None,
+        "goal_ratio": None,
+        "goal_met": None,
+        "cpu_ms_per_event": cpu_ms_per_event,
+        "latency_ms": latency_ms,
+        "load_pct": load_pct,
+        "processes": processes,
+    }
+
+
+def compared(
+    row: Row,
+    baseline: Row | None,
+    goal_ratio: float | None = None,
+) -> Row:
+    """The row with its baseline's case, the ratio of their values and, when a goal ratio is
+    given, whether it is met. A baseline row (``baseline`` None or the row itself) keeps
+    baseline and ratio None."""
+    if baseline is None or baseline["case"] == row["case"] or baseline["value"] == 0:
+        return {**row, "goal_ratio": goal_ratio, "goal_met": None}
+    ratio = row["value"] / baseline["value"]
+    return {
+        **row,
+        "baseline": baseline["case"],
+        "ratio": ratio,
+        "goal_ratio": goal_ratio,
+        "goal_met": None if goal_ratio is None else ratio >= goal_ratio,
+    }
+
+
+def with_goal(row: Row, goal: str, met: bool | None) -> Row:
+    """The row with a goal that is not a ratio (a readable text) and whether it is met."""
+    return {**row, "goal": goal, "goal_met": met}
+
+
+def latency(
+    p50: float | None, p99: float | None, p999: float | None = None, samples: int | None = None
+) -> Latency:
+    """Percentiles in milliseconds (None where the benchmark did not measure one)."""
+    return {"p50": p50, "p99": p99, "p999": p999, "samples": samples}
+
+
+def missing_fields(row: dict[str, Any]) -> list[str]:
+    """The fields of the common format a row written by a benchmark lacks."""
+    return [name for name in REQUIRED_FIELDS if name not in row]
