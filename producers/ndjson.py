@@ -57,17 +57,20 @@ from pipeline.request_types import (
     request_type,
 )
 from producers.ndjson_defaults import DEFAULT_EVENT_TYPE, DEFAULT_SOURCE
+from producers.ndjson_fast import EncodedLine, line_encoder
 
 __all__ = [
     "DEFAULT_EVENT_TYPE",
     "DEFAULT_SOURCE",
     "MAX_MESSAGE_BYTES",
+    "EncodedLine",
     "KeyPath",
     "LineRules",
     "ParsedLine",
     "ProduceOptionError",
     "ReadyEvent",
     "RejectedLine",
+    "line_encoder",
     "line_rules",
     "message_size",
     "parse_headers",
@@ -498,7 +501,15 @@ def rejections_in(
     lengths are fixed), so a second pass over the same lines rejects exactly these lines again.
     """
     found: list[RejectedLine] = []
-    for parsed in parse_lines(rules, lines):
+    encode = line_encoder(rules)
+    for number, raw in enumerate(lines, start=1):
+        if encode is not None and isinstance(raw, bytes):
+            parts = encode(raw)
+            if parts is not None and _wire_size(*parts) <= max_bytes:
+                continue  # ready, and fits
+        parsed = parse_line(rules, number, raw)
+        if parsed is None:
+            continue
         rejection = parsed if isinstance(parsed, RejectedLine) else too_large(parsed, max_bytes)
         if rejection is not None:
             found.append(rejection)
@@ -514,16 +525,20 @@ def message_size(message: KafkaMessage) -> int:
     Its ``rd_kafka_msg_max_wire_size``: key, value and headers (each header's name and value
     with their varint lengths), plus the widest record overhead.
     """
-    headers = sum(
+    return _wire_size(message.key, message.value, message.headers)
+
+
+def _wire_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    header_bytes = sum(
         _varint_size(len(name.encode("utf-8")))
         + len(name.encode("utf-8"))
-        + _varint_size(len(value))
-        + len(value)
-        for name, value in message.headers
+        + _varint_size(len(header))
+        + len(header)
+        for name, header in headers
     )
-    key = len(message.key) if message.key is not None else 0
-    value = len(message.value) if message.value is not None else 0
-    return _RECORD_OVERHEAD + key + value + headers
+    key_bytes = len(key) if key is not None else 0
+    value_bytes = len(value) if value is not None else 0
+    return _RECORD_OVERHEAD + key_bytes + value_bytes + header_bytes
 
 
 def _varint_size(number: int) -> int:

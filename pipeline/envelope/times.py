@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 from pipeline.envelope.errors import EnvelopeError
 
-__all__ = ["format_time", "parse_time"]
+__all__ = ["format_time", "now_text", "parse_time"]
 
 
 _UTC_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
@@ -27,6 +28,23 @@ def format_time(value: datetime) -> str:
             value.microsecond,
         )
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# The second now_text wrote last and its text up to the fraction, as one tuple (replaced whole,
+# so that a thread never reads one second's number with another's text).
+_last_second: tuple[int, bytes] = (-1, b"")
+
+
+def now_text() -> bytes:
+    """``format_time(datetime.now(UTC))`` as UTF-8, at a fraction of the cost: the text up to the
+    second is written once a second, and only the microseconds for every call."""
+    global _last_second
+    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    last = _last_second
+    if second != last[0]:
+        last = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)).encode())
+        _last_second = last
+    return b"%s%06dZ" % (last[1], nanoseconds // 1000)
 
 
 _RFC3339 = re.compile(

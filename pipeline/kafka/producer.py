@@ -220,6 +220,34 @@ class EventProducer:
 
         self._produce(topic, message, delivered)
 
+    def send_encoded(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        on_report: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        """Queue one encoded message (:func:`~pipeline.envelope.encode`'s parts) for a hot loop.
+
+        ``on_report`` gets librdkafka's delivery report as it is, ``(error, message)`` (``error``
+        None when delivered), from :meth:`poll`/:meth:`flush`: no :class:`Delivery` is made and
+        nothing is counted here, so the caller counts failures (:attr:`counters` and
+        :attr:`troubled` do not see them; see :meth:`refresh_stats`). Refusals, a full queue and
+        polling are handled as by :meth:`send`.
+        """
+        try:
+            self._client.produce(topic, value, key, on_delivery=on_report, headers=headers)
+        except BufferError:
+            self._produce_when_there_is_room(topic, KafkaMessage(key, value, headers), on_report)
+        except KafkaException as error:
+            raise ProduceRefused(topic, error.args[0].str()) from None
+        self._queued += 1
+        self._unpolled += 1
+        if self._unpolled >= _POLL_EVERY:
+            self._unpolled = 0
+            self._client.poll(0)
+
     def _bulk_delivered(
         self, headers: Sequence[tuple[str, bytes]], error: KafkaError | None, produced: Message
     ) -> None:
@@ -375,7 +403,7 @@ class EventProducer:
         reports so far a lost connection, a retried request or a message sent again."""
         return bool(self._failed or self.stats.disconnects or self.stats.retries or self.resent)
 
-    def refresh_stats(self, timeout_s: float = 3.0) -> None:
+    def refresh_stats(self, timeout_s: float = 3.0, *, failures: int = 0) -> None:
         """After a flush, bring the statistics up to date when they show trouble.
 
         A report comes every ``statistics.interval.ms`` (1 s by default), so waiting for one
@@ -383,10 +411,11 @@ class EventProducer:
         its figures are those of the last report. With trouble, it waits for two reports made
         after this call (the first served may have been made before the last deliveries and
         waited in the queue), so every retry is counted. Deliveries are not affected: the
-        flush has already waited for each one.
+        flush has already waited for each one. ``failures``: failed deliveries the caller
+        counted itself (those of :meth:`send_encoded`), which are trouble too.
         """
         self._client.poll(0)  # serve the reports already made
-        if not self.troubled:
+        if not (self.troubled or failures):
             return
         seen = self.stats.reports
         deadline = time.monotonic() + timeout_s

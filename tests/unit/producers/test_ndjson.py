@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from typing import Any
 
@@ -18,6 +19,7 @@ from producers.ndjson import (
     ProduceOptionError,
     ReadyEvent,
     RejectedLine,
+    line_encoder,
     line_rules,
     message_size,
     parse_headers,
@@ -404,3 +406,85 @@ def test_a_refusal_at_send_time_is_a_rejection_of_the_line_with_its_raw_text() -
         "refused by the Kafka client: Broker: Message size too large (1,000,"
     )
     assert rejection.reason.endswith("the producer's limit (message.max.bytes) is 1,000,000)")
+
+
+# --- the fast path ------------------------------------------------------------------------------
+
+RULES_OF_THE_FAST_PATH = {
+    "no key": {},
+    "key field": {"key_field": "id"},
+    "key path": {"key_from": "$.order.id"},
+    "extra headers": {"key_field": "id", "headers": ["tenant=acme", "empty="]},
+}
+
+KEYED_LINES = [
+    b'{"id": "k-1", "order": {"id": "o-1"}, "n": 1.5, "note": "caf\xc3\xa9"}',
+    b'{"id": 12, "order": {"id": 7}}',
+    b'{"id": "", "order": {"id": null}}',
+    b'{"id": true, "order": []}',
+    b'{"id": "\\ud800", "order": {"id": "\\u00e9"}}',
+    b'{"id": "k", "order": {"id": "o"}, "x": 1e-7}',
+]
+
+
+def _same_as_parse_line(rules: LineRules, number: int, line: bytes) -> bool:
+    """Whether the fast path took the line; fails if parse_line makes another message of it."""
+    encoder = line_encoder(rules)
+    assert encoder is not None
+    parts = encoder(line)
+    if parts is None:
+        return False
+    parsed = parse_line(rules, number, line)
+    assert isinstance(parsed, ReadyEvent), (line, parsed)
+    key, value, headers = parts
+    expected = parsed.message
+    assert (key, value) == (expected.key, expected.value), line
+    assert [name for name, _ in headers] == [name for name, _ in expected.headers]
+    varying = {"ce_id", "ce_time"}
+    assert [h for h in headers if h[0] not in varying] == [
+        h for h in expected.headers if h[0] not in varying
+    ]
+    event = decode(value, headers, key)  # a valid event, with its own id and time
+    assert event.id != parsed.event.id and event.time is not None
+    return True
+
+
+@pytest.mark.parametrize("options", RULES_OF_THE_FAST_PATH.values(), ids=RULES_OF_THE_FAST_PATH)
+def test_the_fast_path_makes_the_message_parse_line_makes_or_leaves_the_line_to_it(options):
+    from tests.unit.pipeline.envelope.test_json_data import EDGE_LINES, _mutated
+    from tests.unit.pipeline.test_envelope import FAST_PATH_ERRORS
+
+    run = rules(**options)
+    lines = [*KEYED_LINES, *EDGE_LINES, *(value for value, _, _ in FAST_PATH_ERRORS.values())]
+    generator = random.Random(16)
+    lines += [_mutated(generator, generator.choice(KEYED_LINES)) for _ in range(3_000)]
+
+    taken = [line for number, line in enumerate(lines, 1) if _same_as_parse_line(run, number, line)]
+
+    assert KEYED_LINES[0] in taken
+    assert (KEYED_LINES[1] in taken) is ("key_field" not in options and "key_from" not in options)
+    assert len(taken) > 50  # the fuzzing reaches lines the fast path takes
+
+
+def test_a_request_type_has_no_fast_path() -> None:
+    assert line_encoder(rules(event_type="place_order", topic="requests.orders")) is None
+
+
+def test_strict_first_pass_finds_the_same_rejections_in_lines_read_as_bytes() -> None:
+    big = json.dumps({"id": "big", "pad": "x" * 1_100_000})
+    lines = ['{"id": "a"}', "oops", "", '{"x": 1}', big, '{"id": "b"}', '{"id": "c", "x": 1e-7}']
+    as_bytes = [line.encode() + b"\n" for line in lines]
+
+    found = rejections_in(rules(key_field="id"), as_bytes)
+
+    assert found == rejections_in(rules(key_field="id"), lines)
+    assert [r.line for r in found] == [2, 4, 5]
+
+
+def test_strict_first_pass_of_bytes_accepts_an_event_of_exactly_the_limit() -> None:
+    parsed = ready('{"pad": ""}')
+    padding = MAX_MESSAGE_BYTES - message_size(parsed.message)
+    line = json.dumps({"pad": "x" * padding}, separators=(",", ":")).encode()
+
+    assert rejections_in(rules(), [line]) == []
+    assert rejections_in(rules(), [line], max_bytes=MAX_MESSAGE_BYTES - 1)[0].line == 1

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.envelope import Event, encode
+from pipeline.envelope import Event, KafkaMessage, decode, encode
+from pipeline.envelope.json_data import dump_json
 from pipeline.envelope.template import EventTemplate
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -140,3 +141,30 @@ def test_bad_fixed_attributes_raise_the_errors_of_event_at_once():
 def test_only_the_attributes_events_share_can_be_fixed():
     with pytest.raises(TypeError, match="fixes only"):
         EventTemplate(source="/s", type="t", partitionkey="k")
+
+
+@pytest.mark.parametrize("fixed", TEMPLATES.values(), ids=TEMPLATES.keys())
+@pytest.mark.parametrize("key", ["order-42", None, "клиент-1"])
+def test_a_checked_message_is_the_encoded_event_with_a_fresh_id_and_time(fixed, key):
+    template = EventTemplate(**fixed)
+    data = DATA["object"]
+    extra = (("tenant", b"acme"), ("trace", b""))
+    before = datetime.now(UTC)
+
+    first = template.checked_message(dump_json(data), key, extra)
+    second = template.checked_message(dump_json(data), key)
+
+    for message, after_envelope in ((first, list(extra)), (second, [])):
+        event = decode(message.value, message.headers, message.key)
+        assert event.time is not None and before <= event.time <= datetime.now(UTC)
+        expected = encode(_reference(fixed, event, key, data))
+        assert message == KafkaMessage(
+            expected.key, expected.value, [*expected.headers, *after_envelope]
+        )
+    assert second.headers[0][1] > first.headers[0][1]  # a fresh id, later than the first
+
+
+@pytest.mark.parametrize("key", ["", 5, b"k"])
+def test_a_checked_message_refuses_a_key_the_model_refuses(key):
+    with pytest.raises(ValueError, match="partitionkey must be a non-empty str"):
+        EventTemplate(source="/s", type="t").checked_message(b"{}", key)

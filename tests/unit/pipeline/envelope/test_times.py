@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.envelope.times import format_time
+from pipeline.envelope.times import format_time, now_text
 
 
 def _reference(value: datetime) -> str:
@@ -36,3 +37,16 @@ def test_format_time_writes_the_isoformat_text_for_utc_and_other_offsets(seed):
 )
 def test_format_time_edges(value, text):
     assert format_time(value) == text
+
+
+def test_now_text_is_format_time_of_the_current_time(monkeypatch):
+    before = datetime.now(UTC)
+    text = now_text()
+    after = datetime.now(UTC)
+
+    assert format_time(before).encode() <= text <= format_time(after).encode()
+    for ns in (1_721_051_135_022_000_999, 1_721_051_135_999_999_000, 1_721_051_136_000_000_000):
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        expected = datetime.fromtimestamp(ns // 1000 / 1e6, UTC)
+
+        assert now_text() == format_time(expected).encode()  # the second changes too

@@ -255,3 +255,38 @@ def test_refresh_stats_after_trouble_waits_for_fresh_reports():
 
     assert producer.troubled
     assert client.polls - polls > 1
+
+
+def test_send_encoded_produces_the_parts_and_hands_librdkafkas_report_to_the_callback():
+    client = ScriptedProducer(capacity=2, fail={b"bad": KafkaError(KafkaError._MSG_TIMED_OUT)})
+    producer = EventProducer(client)
+    reports: list = []
+    messages = [encode(_event(key)) for key in ("k1", "bad", "k3")]
+
+    for message in messages:
+        producer.send_encoded(
+            "orders",
+            message.key,
+            message.value,
+            message.headers,
+            lambda error, produced: reports.append((error, produced.key())),
+        )
+    producer.flush()  # a failure given to a callback is not raised here
+
+    assert client.produced == [("orders", m.value, m.key, m.headers) for m in messages]
+    assert [(error is None, key) for error, key in reports] == [
+        (True, b"k1"),
+        (False, b"bad"),
+        (True, b"k3"),
+    ]
+
+
+def test_refresh_stats_waits_for_fresh_reports_after_failures_the_caller_counted():
+    client = ScriptedProducer()
+    producer = EventProducer(client, stats=ProducerStats())
+    producer.flush()
+    polls = client.polls
+
+    producer.refresh_stats(timeout_s=0.3, failures=1)
+
+    assert client.polls - polls > 1

@@ -1,0 +1,40 @@
+"""pipeline produce's input read in large chunks: the same lines as iterating over the file."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+
+from pipeline.cli import produce
+
+
+def _iterated(data: bytes) -> list[bytes]:
+    """The lines of iterating over a binary file, without their line break."""
+    return [line.removesuffix(b"\n") for line in io.BytesIO(data)]
+
+
+def _batched(data: bytes) -> list[bytes]:
+    stream = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+    return [line for batch in produce._line_batches(stream.read1) for line in batch]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\n", b"a", b"a\n", b"a\nb", b"a\r\nb\r\n", b"\n\n\nx\n\n", b"\xff\x00\n\r"],
+)
+def test_short_inputs_split_into_the_lines_of_the_file(data):
+    assert _batched(data) == _iterated(data)
+
+
+def test_lines_across_chunk_boundaries_are_whole(monkeypatch):
+    monkeypatch.setattr(produce, "_CHUNK_BYTES", 7)
+    generator = random.Random(5)
+    lines = [b"x" * generator.randrange(0, 20) for _ in range(500)]
+    data = b"\n".join(lines) + b"\n"
+
+    batches = list(produce._line_batches(io.BufferedReader(io.BytesIO(data)).read1))
+
+    assert len(batches) > 100
+    assert [line for batch in batches for line in batch] == _iterated(data) == lines
