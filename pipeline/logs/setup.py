@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from pipeline.kafka.clients import build_producer
+from pipeline.kafka.librdkafka_logs import RepeatSummary
 from pipeline.logs.context import CONTEXT_FIELDS
 from pipeline.logs.handler import KafkaLogHandler, LogProducer, record_document
 from pipeline.logs.record import ecs_json
@@ -38,6 +39,18 @@ _CHATTY_LOGGERS = ("elastic_transport", "urllib3")
 #: Faust services starting, aiokafka's group protocol and Alembic's migrations): kept at
 #: WARNING unless the program logs at DEBUG.
 _INTERNAL_LOGGERS = ("faust", "mode", "aiokafka", "alembic")
+#: aiokafka's loggers that repeat an ERROR line every retry while Kafka is away (a processor
+#: wrote 728 lines in 35 s of an outage): summarised like librdkafka's (RepeatSummary). A
+#: logger's filter sees only what is logged to that logger, so each one gets its own.
+_RETRYING_CLIENT_LOGGERS = (
+    "aiokafka",
+    "aiokafka.conn",
+    "aiokafka.cluster",
+    "aiokafka.consumer.consumer",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+    "aiokafka.producer.sender",
+)
 # librdkafka's own log lines: kept out of the handlers (they would feed the Kafka handler).
 _librdkafka_log = logging.getLogger("pipeline.kafka.logs")
 _librdkafka_log.addHandler(logging.NullHandler())
@@ -122,6 +135,10 @@ def configure_logging(
     debugging = root.getEffectiveLevel() <= logging.DEBUG
     for name in _INTERNAL_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
+    for name in _RETRYING_CLIENT_LOGGERS:
+        client_logger = logging.getLogger(name)
+        if not any(isinstance(known, RepeatSummary) for known in client_logger.filters):
+            client_logger.addFilter(RepeatSummary())
 
     out = stream or sys.stderr
     mode = console or settings.logs.console

@@ -30,6 +30,13 @@ they are used only on the faust-streaming versions they were checked against
    ``_create_worker_consumer`` so the aiokafka consumer it makes is ``read_committed``, like
    every confluent-kafka consumer of this project (set before the consumer starts, which is
    when aiokafka hands the level to its fetcher).
+6. **A stop that finishes while Kafka is away.** aiokafka 0.14's ``Fetcher.close`` cancels each
+   pending fetch task and awaits it; a fetch that was waiting out its retry back-off (as every
+   fetch does while the broker is unreachable) re-raises the cancellation there, so the
+   consumer's ``stop`` ends half way and Faust's consumer thread dies: a processor sent SIGTERM
+   while Kafka was down never exited (seen: still running after 60 s).
+   :func:`stop_past_cancelled_fetches` lets that close finish cancelling and awaiting the rest,
+   and the consumer's ``stop`` then closes its client as usual.
 
 On any other version :class:`FaustInternals` logs one line and keeps Faust's own behaviour:
 Faust's topic, queue and fetch loop (a task hands each event from the channel to the binding),
@@ -63,6 +70,7 @@ __all__ = [
     "drain_messages",
     "feed",
     "read_committed",
+    "stop_past_cancelled_fetches",
 ]
 
 logger = logging.getLogger("pipeline.processing")
@@ -192,6 +200,38 @@ async def feed(channel: faust.Topic, sink: EventSink) -> None:
         await sink.deliver(await channel.get())
 
 
+def stop_past_cancelled_fetches(client: Any) -> None:
+    """Make the aiokafka consumer ``client``'s ``stop`` finish although a fetch it cancels
+    re-raises the cancellation (see the module docstring, 6)."""
+    stop = client.stop
+
+    async def stop_finishing_the_fetchers_close() -> None:
+        fetcher: Any = getattr(client, "_fetcher", None)
+        if fetcher is not None:
+            fetcher.close = _close_past_cancelled_fetches(fetcher, fetcher.close)
+        await stop()
+
+    client.stop = stop_finishing_the_fetchers_close
+
+
+def _close_past_cancelled_fetches(fetcher: Any, close: Any) -> Any:
+    async def close_past_cancelled_fetches() -> None:
+        try:
+            await close()
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the stop itself is being cancelled: not ours to swallow
+            # A cancelled fetch's own CancelledError: the close stopped at it. Cancel and await
+            # the rest, as it would have.
+            rest = [task for task in fetcher._pending_tasks if not task.done()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+    return close_past_cancelled_fetches
+
+
 class FaustInternals:
     """What the binding does through Faust's internals: ours on a checked Faust version, Faust's
     own behaviour on any other (one log line says so)."""
@@ -261,6 +301,7 @@ def read_committed(consumer: Any) -> None:
     def create_read_committed(transport: Any) -> Any:
         client = create(transport)
         client._isolation_level = "read_committed"  # aiokafka passes it to its fetcher on start
+        stop_past_cancelled_fetches(client)
         return client
 
     thread._create_worker_consumer = create_read_committed

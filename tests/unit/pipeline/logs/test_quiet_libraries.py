@@ -56,3 +56,24 @@ def test_at_debug_the_libraries_say_everything(restore_logging):
     logging.getLogger("faust.worker").info("[^Worker]: Starting...")
 
     assert "[^Worker]: Starting..." in out.getvalue()
+
+
+def test_aiokafkas_retry_errors_while_kafka_is_away_are_summarised(restore_logging):
+    out = io.StringIO()
+    configure_logging(PipelineSettings(), "svc", to_kafka=False, console="text", stream=out)
+
+    for _ in range(50):
+        logging.getLogger("aiokafka").error(
+            "Unable connect to node with id 1: [Errno 111] Connection refused (test %d)", 7
+        )
+        logging.getLogger("aiokafka.consumer.fetcher").error(
+            "Failed fetch messages from 1: NodeNotReadyError (test)"
+        )
+    logging.getLogger("aiokafka").error("a different error (test)")
+
+    lines = [line.split(": ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "Unable connect to node with id 1: [Errno 111] Connection refused (test 7)",
+        "Failed fetch messages from 1: NodeNotReadyError (test)",
+        "a different error (test)",
+    ]
