@@ -7,6 +7,8 @@ a test can render it again and compare it with the page.
 
 from __future__ import annotations
 
+import shlex
+
 from bench.suite.charts import CAPTIONS, chart_names
 from bench.suite.latest import Latest, all_rows, failures
 from bench.suite.table import markdown_table, run_lines, run_summary
@@ -56,7 +58,7 @@ def results_section(latest: Latest) -> str:
         "charts and this section. Each benchmark, as this run started it:",
         "",
         "```sh",
-        *(" ".join(run["command"]) for run in latest["benchmarks"]),
+        *(shlex.join(run["command"]) for run in latest["benchmarks"]),
         "```",
         END,
     ]

@@ -48,19 +48,22 @@ def last_line(log: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def shown_command(benchmark: Benchmark, quick: bool) -> list[str]:
+def shown_command(benchmark: Benchmark, arguments: tuple[str, ...]) -> list[str]:
     """The command as a reader runs it from the repository's root."""
-    return [".venv/bin/python", f"bench/{benchmark.name}.py", *benchmark.arguments(quick)]
+    return [".venv/bin/python", f"bench/{benchmark.name}.py", *arguments]
 
 
 def run_benchmark(
     benchmark: Benchmark, quick: bool, logs: Path, progress: Progress, console: Console
 ) -> BenchmarkRun:
     """Run one benchmark and read its rows; never raises for the benchmark's own failure."""
-    command = shown_command(benchmark, quick)
     began = time.monotonic()
-    if not benchmark.script.exists():
+    try:
+        arguments = benchmark.arguments(quick, benchmark.script.read_text())
+    except OSError:
+        command = shown_command(benchmark, benchmark.arguments(quick))
         return failed(benchmark.name, command, 0.0, f"bench/{benchmark.name}.py does not exist")
+    command = shown_command(benchmark, arguments)
     started_wall = time.time()
     log = logs / f"{benchmark.name}.log"
     task = progress.add_task(benchmark.name, total=None)
@@ -68,7 +71,7 @@ def run_benchmark(
     error: str | None = None
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, str(benchmark.script), *benchmark.arguments(quick)],
+            [sys.executable, str(benchmark.script), *arguments],
             cwd=ROOT,
             stdout=output,
             stderr=subprocess.STDOUT,

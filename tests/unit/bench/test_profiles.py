@@ -1,0 +1,50 @@
+"""The suite's profiles: every benchmark of bench/ is in them, and every benchmark that has
+rounds runs 3 of them in both profiles; a newer script gets its quick variant."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bench.suite.profiles import BENCHMARKS, Benchmark, QuickVariant
+
+BENCH = Path(__file__).resolve().parents[3] / "bench"
+#: Scripts that are not benchmarks of their own: helpers the benchmarks start or import.
+HELPERS = {"bare_ndjson_loop", "processing_worker"}
+
+
+def test_the_suite_runs_every_benchmark_with_a_results_json():
+    names = {b.name for b in BENCHMARKS}
+    writers = {
+        path.stem
+        for path in BENCH.glob("*.py")
+        if f'"{path.stem}.json"' in path.read_text() or "RESULTS /" in path.read_text()
+    }
+    assert writers - HELPERS <= names
+
+
+def test_benchmarks_with_rounds_run_three_in_both_profiles():
+    """Given as ``--repeat 3``, or the script's own default of 3."""
+    for benchmark in BENCHMARKS:
+        if not (BENCH / f"{benchmark.name}.py").exists():
+            continue
+        source = (BENCH / f"{benchmark.name}.py").read_text()
+        if '"--repeat"' not in source:
+            continue
+        default = re.search(r'"--repeat",\s*type=int,\s*default=(\d+)', source)
+        for quick in (False, True):
+            arguments = benchmark.arguments(quick, source)
+            if "--repeat" in arguments:
+                rounds = arguments[arguments.index("--repeat") + 1]
+            else:
+                rounds = default[1] if default else "?"
+            assert rounds == "3", (benchmark.name, quick, rounds)
+
+
+def test_the_quick_variant_is_taken_only_for_a_script_that_has_its_marker():
+    benchmark = Benchmark(
+        "x", full=("--repeat", "3"), quick=("--old",), quick_variant=QuickVariant("NEW", ("--new",))
+    )
+    assert benchmark.arguments(True, "... NEW ...") == ("--new",)
+    assert benchmark.arguments(True, "... old ...") == ("--old",)
+    assert benchmark.arguments(False, "... NEW ...") == ("--repeat", "3")
