@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks": runs,
     }
     if args.only:
-        console.print("\n".join(table.markdown_table(latest.all_rows(document))))
+        print("\n".join(table.markdown_table(latest.all_rows(document))))
     else:
         write_outputs(document, console)
     failed = latest.failures(document)

@@ -36,14 +36,16 @@ class Benchmark:
     #: Seconds after which the suite stops it and records it failed.
     timeout_full_s: float = 3_600.0
     timeout_quick_s: float = 180.0
+    #: Where the script is; it writes its JSON to ``results/`` there.
+    directory: Path = BENCH_DIR
 
     @property
     def script(self) -> Path:
-        return BENCH_DIR / f"{self.name}.py"
+        return self.directory / f"{self.name}.py"
 
     @property
     def result_json(self) -> Path:
-        return RESULTS_DIR / f"{self.name}.json"
+        return self.directory / "results" / f"{self.name}.json"
 
     def arguments(self, quick: bool, source: str = "") -> tuple[str, ...]:
         """The arguments of the profile, for the script whose text is ``source``."""

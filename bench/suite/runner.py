@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bench.suite.adapters import AdapterError, rows_of
@@ -62,7 +63,7 @@ def run_benchmark(
         arguments = benchmark.arguments(quick, benchmark.script.read_text())
     except OSError:
         command = shown_command(benchmark, benchmark.arguments(quick))
-        return failed(benchmark.name, command, 0.0, f"bench/{benchmark.name}.py does not exist")
+        return failed(benchmark.name, command, 0.0, f"{_shown(benchmark.script)} does not exist")
     command = shown_command(benchmark, arguments)
     started_wall = time.time()
     log = logs / f"{benchmark.name}.log"
@@ -83,9 +84,9 @@ def run_benchmark(
                 if time.monotonic() - began > timeout:
                     process.kill()
                     process.wait()
-                    error = f"stopped after its timeout of {timeout:.0f} s"
+                    error = f"stopped after its timeout of {timeout:g} s"
                     break
-                latest = one_line(last_line(log))[:80]
+                latest = escape(one_line(last_line(log))[:80])
                 progress.update(task, description=f"{benchmark.name}  [dim]{latest}[/dim]")
                 time.sleep(0.5)
         except KeyboardInterrupt:
@@ -99,7 +100,9 @@ def run_benchmark(
     if error is None:
         error, rows = _rows(benchmark, started_wall)
     if error is not None:
-        console.print(f"[red]✗ {benchmark.name}[/red] failed after {seconds:.0f} s: {error}")
+        console.print(
+            f"[red]✗ {benchmark.name}[/red] failed after {seconds:.0f} s: {escape(error)}"
+        )
         return failed(benchmark.name, command, seconds, one_line(error))
     console.print(f"[green]✓ {benchmark.name}[/green] {seconds:.0f} s, {len(rows)} rows")
     return ok(benchmark.name, command, seconds, rows)
@@ -109,14 +112,21 @@ def _rows(benchmark: Benchmark, started_wall: float) -> tuple[str | None, list[R
     path = benchmark.result_json
     try:
         if path.stat().st_mtime < started_wall:
-            return f"it wrote no fresh {path.relative_to(ROOT)}", []
+            return f"it wrote no fresh {_shown(path)}", []
         data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return f"it wrote no {_shown(path)}", []
     except (OSError, ValueError) as error:
-        return f"could not read {path.relative_to(ROOT)}: {error}", []
+        return f"could not read {_shown(path)}: {error}", []
     try:
         return None, rows_of(benchmark.name, data)
     except AdapterError as error:
-        return f"{path.relative_to(ROOT)}: {error}", []
+        return f"{_shown(path)}: {error}", []
+
+
+def _shown(path: Path) -> str:
+    """A path as from the repository's root when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def run_all(
