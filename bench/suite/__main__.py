@@ -92,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     before = machine.machine_before()
     profile = "quick" if args.quick else "full"
     console.print(f"{len(selected)} benchmarks, {profile} profile, commit {commit}")
-    runs = run_all(selected, args.quick, LOGS_DIR, console)
+    try:
+        runs = run_all(selected, args.quick, LOGS_DIR, console)
+    except KeyboardInterrupt:
+        console.print("interrupted: no results written")
+        return 130
     document: latest.Latest = {
         "schema": latest.SCHEMA,
         "started": started,
