@@ -93,6 +93,11 @@ class CountProgress:
         if self._live is not None:
             self._live.stop()
 
+    def set_total(self, total: int) -> None:
+        """The number of messages expected, once known."""
+        if self._live is not None:
+            self._live.update(self._task, total=total)
+
     def advance(self, count: int) -> None:
         self.count += count
         if self._live is not None:

@@ -1,10 +1,12 @@
 """``pipeline replay FILE``: a recording (ours or ``kcat -C -J``'s) back into Kafka.
 
-1. check the options (pacing) and read the whole file once: every line must be a message (a
-   bad line stops the replay before anything is sent), and the target topics must exist with
-   the partitions needed (``--preserve-partitions``). Reading stdin (``-``), this is done as
-   the messages come instead;
-2. send, with a progress line (count and rate) on stderr (pipeline/replay/replayer.py);
+1. check the options (pacing, processes) and read the whole file once: every line must be a
+   message (a bad line stops the replay before anything is sent), and the target topics must
+   exist with the partitions needed (``--preserve-partitions``). Reading stdin (``-``), this
+   is done as the messages come instead, in one process;
+2. send, with a progress line (count and rate) on stderr: a file with several processes, each
+   owning whole partitions (pipeline/replay/processes.py), stdin with one
+   (pipeline/replay/replayer.py);
 3. flush, so every message sent is acknowledged or failed, then print the summary: always,
    also after Ctrl-C (or SIGTERM) or a failure.
 """
@@ -12,7 +14,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,7 +30,6 @@ from pipeline.replay.pacing import Pacing, parse_rate, parse_speed
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:  # the rest is imported in the command: `pipeline --help` stays light
-    from pipeline.replay.recording import ProducibleMessage
     from pipeline.replay.replayer import ReplaySummary
     from pipeline.replay.routing import RecordingSurvey
 
@@ -39,35 +39,14 @@ EXIT_DELIVERY_FAILED = 3
 _err = stderr_console()
 
 
-def _check(
-    settings: PipelineSettings,
-    path: Path,
+def _plan(
+    found: RecordingSurvey | None,
+    source: str,
+    pacing: Pacing,
     topic: str | None,
-    preserve_partitions: bool,
-) -> RecordingSurvey:
-    """Read the whole recording once; a :class:`PipelineError` if it cannot be replayed."""
-    from pipeline.kafka.clients import build_admin
-    from pipeline.replay.recording import read_recording_for_replay
-    from pipeline.replay.routing import problems, survey
-    from pipeline.topics.admin import describe_cluster_topics
-
-    found = survey(read_recording_for_replay(path), topic=topic)
-    if found.messages:
-        bootstrap = settings.kafka.bootstrap_servers
-        existing = describe_cluster_topics(
-            build_admin(settings.kafka), found.partitions_needed, bootstrap=bootstrap
-        )
-        counts = {name: shape.partitions for name, shape in existing.items()}
-        reasons = problems(found, counts, preserve=preserve_partitions)
-        if reasons:
-            raise PipelineError(
-                f"cannot replay {path} (Kafka at {bootstrap}): {'; '.join(reasons)}"
-            )
-    return found
-
-
-def _plan(found: RecordingSurvey | None, source: str, pacing: Pacing, topic: str | None) -> str:
-    """One line saying what is sent where, and how fast."""
+    processes: int = 1,
+) -> str:
+    """One line saying what is sent where, how fast, and by how many processes."""
     what = "messages" if found is None else counted(found.messages, "message")
     if topic is not None:
         into = f"into {topic}"
@@ -84,7 +63,8 @@ def _plan(found: RecordingSurvey | None, source: str, pacing: Pacing, topic: str
             pace += f" (recorded over {found.span_s:,.1f} s: about {took:,.1f} s)"
     else:
         pace = "as fast as possible"
-    return f"replaying {what} from {source} {into}, {pace}"
+    by = f", {counted(processes, 'process', 'processes')}" if processes > 1 else ""
+    return f"replaying {what} from {source} {into}, {pace}{by}"
 
 
 def _summary(summary: ReplaySummary) -> None:
@@ -143,14 +123,27 @@ def replay(
             help="Give every event a fresh id (its ce_id header); everything else is kept.",
         ),
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            "-j",
+            min=1,
+            help="Send with this many processes, each owning whole partitions. Default: "
+            "as many as cores, at most the target's partitions; one for stdin, --rate "
+            "and --speed.",
+        ),
+    ] = None,
 ) -> None:
     """Send a recording back to Kafka: keys, values and headers as recorded,
     in the recorded order per partition.
 
     Messages go to their recorded topics (or --topic), placed by key
     (or --preserve-partitions), as fast as possible (or --rate, --speed),
-    with an idempotent producer. The whole file is checked before
-    anything is sent. Progress and the summary go to stderr.
+    with an idempotent producer; a file by several processes at once
+    (--processes), each sending whole partitions in order. The whole
+    file is checked before anything is sent. Progress and the summary
+    go to stderr.
 
     Exit codes:
     0 every message sent and acknowledged;
@@ -160,7 +153,8 @@ def replay(
     130 Ctrl-C, 143 SIGTERM (what was sent is acknowledged or failed, and
     counted in the summary).
     """
-    from pipeline.replay.recording import parse_lines_for_replay, read_recording_for_replay
+    from pipeline.replay.processes import replay_recording
+    from pipeline.replay.recording import parse_lines_for_replay
     from pipeline.replay.replayer import ReplayFailed, ReplayInterrupted, replay_into_kafka
 
     settings = ctx.obj
@@ -169,32 +163,48 @@ def replay(
         rate_per_s=None if rate is None else parse_rate(rate),
         speed=None if speed is None else parse_speed(speed),
     )
-    messages: Iterable[ProducibleMessage]
-    if file == "-":
-        found = None
-        messages = parse_lines_for_replay(sys.stdin.buffer, source="stdin")
-        source = "stdin"
-    else:
-        path = Path(file)
-        found = _check(settings, path, topic, preserve_partitions)
-        if not found.messages:
-            _err.print(f"{path} holds no message: nothing to replay")
-            return
-        messages = read_recording_for_replay(path)
-        source = str(path)
-    _err.print(_plan(found, source, pacing, topic))
-    progress = CountProgress("replaying", None if found is None else found.messages)
+    paced = pacing.rate_per_s is not None or pacing.speed is not None
+    if processes is not None and processes > 1 and (file == "-" or paced):
+        why = "stdin" if file == "-" else "--rate and --speed"
+        raise PipelineError(f"--processes: {why} are replayed by one process")
+    progress = CountProgress("replaying")
+    checked: list[RecordingSurvey] = []
+
+    def on_checked(found: RecordingSurvey, count: int) -> None:
+        checked.append(found)
+        if found.messages:
+            _err.print(_plan(found, file, pacing, topic, count))
+            progress.set_total(found.messages)
+        else:
+            _err.print(f"{file} holds no message: nothing to replay")
+
     try:
         with progress, signals_interrupt():
-            summary = replay_into_kafka(
-                settings.kafka,
-                messages,
-                topic=topic,
-                preserve_partitions=preserve_partitions,
-                rewrite_ids=rewrite_ids,
-                pacing=pacing,
-                on_progress=progress.advance,
-            )
+            if file == "-":
+                _err.print(_plan(None, "stdin", pacing, topic))
+                summary = replay_into_kafka(
+                    settings.kafka,
+                    parse_lines_for_replay(sys.stdin.buffer, source="stdin"),
+                    topic=topic,
+                    preserve_partitions=preserve_partitions,
+                    rewrite_ids=rewrite_ids,
+                    pacing=pacing,
+                    on_progress=progress.advance,
+                )
+            else:
+                summary = replay_recording(
+                    settings.kafka,
+                    Path(file),
+                    processes=processes,
+                    topic=topic,
+                    preserve_partitions=preserve_partitions,
+                    rewrite_ids=rewrite_ids,
+                    pacing=pacing,
+                    on_checked=on_checked,
+                    on_progress=progress.advance,
+                )
+                if not checked[0].messages:
+                    return
     except ReplayInterrupted as interrupted:
         _summary(interrupted.summary)
         _err.print("interrupted")

@@ -36,6 +36,7 @@ import msgspec
 from pipeline.errors import PipelineError
 
 __all__ = [
+    "LineHead",
     "ProducibleMessage",
     "RecordedMessage",
     "RecordingError",
@@ -43,9 +44,12 @@ __all__ = [
     "TimestampType",
     "encode_line",
     "format_line",
+    "message_for_replay",
+    "open_recording",
     "parse_line",
     "parse_lines",
     "parse_lines_for_replay",
+    "read_head",
     "read_recording",
     "read_recording_for_replay",
     "tstype_of",
@@ -340,6 +344,16 @@ def _line_for_replay(raw: bytes) -> _TextLine | None:
     return line
 
 
+def message_for_replay(raw: bytes, source: str, number: int) -> ProducibleMessage | None:
+    """The message of raw line ``number`` of ``source`` as a replay sends it (see
+    :func:`parse_lines_for_replay`); None for a blank line; :class:`RecordingError` when the
+    line is not a message."""
+    line = _line_for_replay(raw)
+    if line is not None:
+        return line
+    return _message_of(raw, source, number)
+
+
 def parse_lines_for_replay(lines: Iterable[bytes], *, source: str) -> Iterator[ProducibleMessage]:
     """The messages of raw recording lines as a replay sends them: what :func:`parse_lines`
     reads, with text left as text where it is (the same lines are refused, the same way)."""
@@ -353,21 +367,48 @@ def parse_lines_for_replay(lines: Iterable[bytes], *, source: str) -> Iterator[P
             yield message
 
 
+class LineHead(msgspec.Struct, gc=False):
+    """Where a line's message was and its key, without its value and headers: what a replay
+    with several processes reads of every line to know which process sends it (a third of
+    the cost of reading the whole line). The same fields and defaults as :class:`_TextLine`."""
+
+    topic: str
+    partition: int = 0
+    timestamp_ms: int | None = msgspec.field(default=None, name="ts")
+    key: str | None = None
+
+
+_HEAD_DECODER = msgspec.json.Decoder(LineHead)
+
+
+def read_head(raw: bytes) -> LineHead | None:
+    """The head of a usual line (JSON with a topic and a text or null key); None for any
+    other line, which is then read whole (:func:`message_for_replay`). A head does not mean
+    the line is valid: only reading it whole says so."""
+    try:
+        head = _HEAD_DECODER.decode(raw)
+    except msgspec.DecodeError:  # msgspec.ValidationError is one too
+        return None
+    return head if head.topic else None
+
+
 def read_recording(path: Path) -> Iterator[RecordedMessage]:
     """The messages of a recording file, in file order (see :func:`parse_lines`)."""
-    with _open_recording(path) as lines:
+    with open_recording(path) as lines:
         yield from parse_lines(lines, source=str(path))
 
 
 def read_recording_for_replay(path: Path) -> Iterator[ProducibleMessage]:
     """The messages of a recording file as a replay sends them (see
     :func:`parse_lines_for_replay`)."""
-    with _open_recording(path) as lines:
+    with open_recording(path) as lines:
         yield from parse_lines_for_replay(lines, source=str(path))
 
 
 @contextmanager
-def _open_recording(path: Path) -> Iterator[IO[bytes]]:
+def open_recording(path: Path) -> Iterator[IO[bytes]]:
+    """The recording file at ``path``, opened to read bytes; :class:`RecordingError` when
+    there is none."""
     try:
         lines = path.open("rb")
     except FileNotFoundError:

@@ -83,6 +83,7 @@ class ReplayFailed(PipelineError):
     def __init__(self, summary: ReplaySummary, failed: int, first_error: str) -> None:
         self.summary = summary
         self.failed = failed
+        self.first_error = first_error
         super().__init__(
             f"messages not delivered: {failed:,} (the first: {first_error}); "
             f"delivered: {summary.sent:,}"

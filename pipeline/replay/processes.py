@@ -1,0 +1,500 @@
+"""Replaying a recording file: checked whole first, then sent by several processes at once.
+
+One Python process sends at most ~200,000 messages a second with 7 headers each (its main
+thread is busy in confluent-kafka's ``produce``), a third of what ``kcat -P`` does; so
+:func:`replay_recording` splits the work over ``processes`` processes (forked), each owning
+whole partitions (shares.py), so each partition's messages still go out in file order through
+one idempotent producer.
+
+1. **check**: every process reads the whole file; of every line it reads only the head
+   (topic, partition, key: :func:`~pipeline.replay.recording.read_head`) to know whose it is,
+   and reads its own lines whole, which checks them, and keeps them (up to
+   :data:`KEEP_BYTES` of lines). The first line that is not a message, over all the
+   processes, stops the replay (:class:`RecordingError`) before anything is sent; so does a
+   target topic that is missing or lacks a recorded partition (:class:`ReplayError`).
+2. ``on_checked(survey, processes)`` is called, then every process sends its messages
+   (:func:`~pipeline.replay.replayer.replay_into_kafka`: the same producer, settings and
+   accounting as one process), those it kept first, then those past them, read again.
+3. the parent adds up what each acknowledged: one :class:`ReplaySummary`, or one
+   :class:`ReplayFailed`, :class:`ReplayInterrupted` or :class:`ReplayError` naming the first
+   process that failed and why.
+
+Ctrl-C or SIGTERM reaches every process (the parent passes it on): each flushes what it sent,
+and the summary counts it. With ``processes=1``, or with pacing (``--rate``, ``--speed``:
+one clock for the whole recording), it all runs in this process, the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from pipeline.kafka.clients import build_admin
+from pipeline.replay.pacing import Pacing
+from pipeline.replay.recording import RecordingError, open_recording, read_recording_for_replay
+from pipeline.replay.replayer import (
+    ReplayFailed,
+    ReplayInterrupted,
+    ReplaySummary,
+    replay_into_kafka,
+)
+from pipeline.replay.routing import RecordingSurvey, ReplayError, problems, survey
+from pipeline.replay.shares import LineRouter, ProcessShares, default_processes
+from pipeline.replay.worker import ReplayJob, batch, run_replay_process
+from pipeline.settings import KafkaSettings
+from pipeline.topics.admin import describe_cluster_topics
+
+__all__ = ["KEEP_BYTES", "check_recording", "replay_recording"]
+
+#: How many bytes of its own lines a process keeps, read, between the check and the sending
+#: (about three times as much memory); past that it reads the rest of the file again.
+KEEP_BYTES = 128 * 1024 * 1024
+#: How often the parent adds up the processes' progress.
+_PROGRESS_EVERY_S = 0.1
+
+
+def check_recording(
+    kafka: KafkaSettings, path: Path, found: RecordingSurvey, *, preserve_partitions: bool
+) -> None:
+    """:class:`ReplayError` when the target topics of a recording (``found``) are missing or,
+    with ``preserve_partitions``, lack a recorded partition."""
+    if not found.messages:
+        return
+    bootstrap = kafka.bootstrap_servers
+    existing = describe_cluster_topics(
+        build_admin(kafka), found.partitions_needed, bootstrap=bootstrap
+    )
+    counts = {name: shape.partitions for name, shape in existing.items()}
+    reasons = problems(found, counts, preserve=preserve_partitions)
+    if reasons:
+        raise ReplayError(f"cannot replay {path} (Kafka at {bootstrap}): {'; '.join(reasons)}")
+
+
+def replay_recording(
+    kafka: KafkaSettings,
+    path: Path,
+    *,
+    processes: int | None = None,
+    topic: str | None = None,
+    preserve_partitions: bool = False,
+    rewrite_ids: bool = False,
+    pacing: Pacing | None = None,
+    on_checked: Callable[[RecordingSurvey, int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Check the recording at ``path`` whole, then send it with ``processes`` processes
+    (default: as many as cores, at most one per target partition); see the module docstring.
+
+    ``topic``, ``preserve_partitions``, ``rewrite_ids``, ``pacing`` and ``on_progress`` are
+    :func:`~pipeline.replay.replayer.replay_into_kafka`'s. A recording without messages sends
+    nothing (``on_checked`` still says so).
+    """
+    paced = pacing is not None and (pacing.rate_per_s is not None or pacing.speed is not None)
+    if processes is None:
+        processes = 1 if paced else _default_processes(kafka, path, topic, preserve_partitions)
+    if processes < 1:
+        raise ReplayError(f"a replay needs at least one process, got {processes}")
+    if paced and processes > 1:
+        raise ReplayError("a paced replay (--rate, --speed) runs in one process: one clock")
+    if processes == 1:
+        return _replay_here(
+            kafka, path, topic, preserve_partitions, rewrite_ids, pacing, on_checked, on_progress
+        )
+    options = {
+        "topic": topic,
+        "preserve_partitions": preserve_partitions,
+        "rewrite_ids": rewrite_ids,
+    }
+    with _Team(kafka, path, processes, options) as team:
+        found = team.check()
+        check_recording(kafka, path, found, preserve_partitions=preserve_partitions)
+        if on_checked is not None:
+            on_checked(found, processes)
+        if not found.messages:
+            return ReplaySummary(sent=0, per_topic={}, elapsed_s=0.0)
+        return team.send(on_progress)
+
+
+def _replay_here(
+    kafka: KafkaSettings,
+    path: Path,
+    topic: str | None,
+    preserve_partitions: bool,
+    rewrite_ids: bool,
+    pacing: Pacing | None,
+    on_checked: Callable[[RecordingSurvey, int], None] | None,
+    on_progress: Callable[[int], None] | None,
+) -> ReplaySummary:
+    """Everything in this process: read the file once to check it, then again to send it."""
+    found = survey(read_recording_for_replay(path), topic=topic)
+    check_recording(kafka, path, found, preserve_partitions=preserve_partitions)
+    if on_checked is not None:
+        on_checked(found, 1)
+    if not found.messages:
+        return ReplaySummary(sent=0, per_topic={}, elapsed_s=0.0)
+    return replay_into_kafka(
+        kafka,
+        read_recording_for_replay(path),
+        topic=topic,
+        preserve_partitions=preserve_partitions,
+        rewrite_ids=rewrite_ids,
+        pacing=pacing,
+        on_progress=on_progress,
+    )
+
+
+def _default_processes(
+    kafka: KafkaSettings, path: Path, topic: str | None, preserve_partitions: bool
+) -> int:
+    """As many as cores, at most the partitions of the target of the file's first message."""
+    first = next(iter(read_recording_for_replay(path)), None)
+    if first is None:
+        return 1
+    target = topic if topic is not None else first.topic
+    found = describe_cluster_topics(build_admin(kafka), [target], bootstrap=kafka.bootstrap_servers)
+    return default_processes(found[target].partitions if target in found else 1)
+
+
+# --- the processes ------------------------------------------------------------------------
+
+
+class _Pipes:
+    """The parent's ends of one process's two pipes: words to it, answers from it."""
+
+    def __init__(self, to_child: Connection, from_child: Connection) -> None:
+        self.to_child = to_child
+        self.from_child = from_child
+        self.numbers: list[int] = []
+        self.lines: list[bytes] = []
+        self.size = 0
+        #: Bytes of lines it was asked to keep, and the first line it was not (None: all kept).
+        self.kept_bytes = 0
+        self.first_not_kept: int | None = None
+        self.gone = False
+
+    def add(self, number: int, raw: bytes, word: str, keep: bool) -> None:
+        self.numbers.append(number)
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        self.lines.append(line)
+        self.size += len(line)
+        if self.size >= _BATCH_BYTES:
+            self.flush(word, keep)
+
+    def flush(self, word: str, keep: bool) -> None:
+        if self.numbers:
+            numbers, lines = batch(self.numbers, self.lines)
+            self.numbers, self.lines, self.size = [], [], 0
+            self.tell(word, numbers, lines, keep)
+
+    def tell(self, *word: Any) -> None:
+        if self.gone:
+            return
+        try:
+            self.to_child.send(word)
+        except OSError:  # it ended; its answer (or its absence) says why
+            self.gone = True
+
+
+#: Lines go to a process in batches of about this many bytes; its pipe holds several.
+_BATCH_BYTES = 128 * 1024
+_PIPE_BYTES = 1024 * 1024
+
+
+def _widen(conn: Connection) -> None:
+    """A larger pipe (Linux), so the parent seldom waits for a busy process."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        # Where the system's limit is lower, the default size works, a little slower.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(conn.fileno(), set_size, _PIPE_BYTES)
+
+
+class _Team:
+    """The parent's side: it forks the processes, routes them their lines, gives the word to
+    send, and adds up their answers."""
+
+    def __init__(
+        self, kafka: KafkaSettings, path: Path, processes: int, options: dict[str, Any]
+    ) -> None:
+        self._kafka = kafka
+        self._path = path
+        self._job = ReplayJob(kafka, str(path), **options)
+        shares = ProcessShares(processes, preserve_partitions=options["preserve_partitions"])
+        self._router = LineRouter(
+            shares,
+            topic=options["topic"],
+            preserve_partitions=options["preserve_partitions"],
+            partitions_of=self._partitions_of,
+            source=str(path),
+        )
+        self._processes_count = processes
+        methods = multiprocessing.get_all_start_methods()
+        # fork: the processes start at once, with everything imported; spawn elsewhere.
+        self._context: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._progress: Any = self._context.RawArray("q", processes)
+        self._pipes: list[_Pipes] = []
+        self._processes: list[Any] = []
+        self._saved_handlers: dict[int, Any] = {}
+        #: Where the lines some process did not keep begin: (line number, byte offset).
+        self._resume: tuple[int, int] | None = None
+
+    def _partitions_of(self, topic: str) -> int | None:
+        found = describe_cluster_topics(
+            build_admin(self._kafka), [topic], bootstrap=self._kafka.bootstrap_servers
+        )
+        return found[topic].partitions if topic in found else None
+
+    def __enter__(self) -> _Team:
+        for index in range(self._processes_count):
+            child_reads, parent_writes = self._context.Pipe(duplex=False)
+            parent_reads, child_writes = self._context.Pipe(duplex=False)
+            _widen(parent_writes)
+            process = self._context.Process(
+                target=run_replay_process,
+                args=(self._job, index, _Duplex(child_reads, child_writes), self._progress),
+                name=f"pipeline-replay-{index}",
+                daemon=True,
+            )
+            process.start()
+            child_reads.close()
+            child_writes.close()
+            self._pipes.append(_Pipes(parent_writes, parent_reads))
+            self._processes.append(process)
+        return self
+
+    def __exit__(self, error_type: object, *_: object) -> None:
+        try:
+            if error_type is not None:
+                self._stop_all()
+            for pipes in self._pipes:
+                pipes.tell("stop")  # a process still waiting for a word ends
+            for process in self._processes:
+                process.join(timeout=60)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            for pipes in self._pipes:
+                pipes.to_child.close()
+                pipes.from_child.close()
+        finally:
+            for signum, handler in self._saved_handlers.items():
+                signal.signal(signum, handler)
+
+    def _stop_all(self) -> None:
+        """Interrupt every process still running (each flushes what it sent, then answers)."""
+        for process in self._processes:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+    def _collect(self, waiting: dict[int, Connection]) -> list[tuple[int, tuple[Any, ...]]]:
+        """The answers that came within a short while, ``(index, answer)``, taken out of
+        ``waiting``; a process that ended without one answers ``("error", why)``."""
+        answers = []
+        for ready in wait(list(waiting.values()), timeout=_PROGRESS_EVERY_S):
+            index = next(i for i, waited in waiting.items() if waited is ready)
+            conn = waiting[index]
+            del waiting[index]
+            try:
+                answer = conn.recv()
+            except EOFError:
+                process = self._processes[index]
+                process.join(timeout=5)
+                answer = ("error", f"ended without a word (exit code {process.exitcode})")
+            answers.append((index, answer))
+        return answers
+
+    def _waiting(self) -> dict[int, Connection]:
+        return {index: pipes.from_child for index, pipes in enumerate(self._pipes)}
+
+    def check(self) -> RecordingSurvey:
+        """Route every line to its process, which reads it whole (a check) and keeps it while
+        it has room; the whole recording's survey, or the first line that is not a message."""
+        owner_of = self._router.owner
+        pipes = self._pipes
+        bad: tuple[int, str] | None = None
+        offset = 0
+        with open_recording(self._path) as lines:
+            for number, raw in enumerate(lines, start=1):
+                try:
+                    owner = owner_of(raw, number)
+                except RecordingError as error:
+                    bad = (number, str(error))
+                    break
+                if owner is not None:
+                    mine = pipes[owner]
+                    if mine.first_not_kept is None:
+                        mine.kept_bytes += len(raw)
+                        if mine.kept_bytes > KEEP_BYTES:
+                            mine.flush("lines", True)
+                            mine.first_not_kept = number
+                            if self._resume is None:
+                                self._resume = (number, offset)
+                    mine.add(number, raw, "lines", mine.first_not_kept is None)
+                offset += len(raw)
+        for mine in pipes:
+            mine.flush("lines", mine.first_not_kept is None)
+            mine.tell("checked")
+        errors: list[str] = []
+        waiting = self._waiting()
+        while waiting:
+            for index, answer in self._collect(waiting):
+                if answer[0] == "bad":
+                    if bad is None or answer[1] < bad[0]:
+                        bad = (answer[1], answer[2])
+                elif answer[0] == "interrupted":
+                    raise KeyboardInterrupt
+                elif answer[0] != "checked":
+                    errors.append(f"replay process {index}: {answer[-1]}")
+        if bad is not None:
+            raise RecordingError(bad[1])
+        if errors:
+            raise ReplayError(errors[0])
+        return self._router.survey
+
+    def send(self, on_progress: Callable[[int], None] | None) -> ReplaySummary:
+        """Tell every process to send; route again the lines some did not keep; add up their
+        progress, then their summaries.
+
+        Ctrl-C or SIGTERM here is passed on to them; this process then ignores both until
+        they have flushed and answered (restored on exit), and raises the first it got.
+        """
+        began = time.monotonic()
+        progress = _Progress(self._progress, on_progress)
+        interrupt: KeyboardInterrupt | None = None
+        for pipes in self._pipes:
+            pipes.tell("send")
+        try:
+            self._send_the_rest(progress)
+        except KeyboardInterrupt as stop:
+            interrupt = stop
+            self._ignore_signals()
+            self._stop_all()
+        for pipes in self._pipes:
+            pipes.tell("end")
+        tally = _Tally()
+        waiting = self._waiting()
+        while waiting:
+            try:
+                answers = self._collect(waiting)
+            except KeyboardInterrupt as stop:
+                interrupt = interrupt or stop
+                self._ignore_signals()
+                self._stop_all()
+                continue
+            for index, answer in answers:
+                tally.add(index, answer)
+                if answer[0] == "error":
+                    self._stop_all()  # one failed: the others stop too
+            progress.report()
+        summary = tally.summary(began)
+        if interrupt is not None:
+            raise ReplayInterrupted(summary, interrupt)
+        if tally.errors:
+            raise ReplayError(tally.errors[0])
+        if tally.interrupted:
+            raise ReplayInterrupted(summary, KeyboardInterrupt())
+        if tally.failed:
+            raise ReplayFailed(summary, tally.failed, tally.first_failure or "unknown")
+        return summary
+
+    def _send_the_rest(self, progress: _Progress) -> None:
+        """The lines past what each process kept, read again and routed to it."""
+        if self._resume is None:
+            return
+        first, offset = self._resume
+        owner_of = self._router.owner
+        pipes = self._pipes
+        with open_recording(self._path) as lines:
+            lines.seek(offset)
+            for number, raw in enumerate(lines, start=first):
+                owner = owner_of(raw, number, surveying=False)
+                if owner is None:
+                    continue
+                mine = pipes[owner]
+                if mine.first_not_kept is not None and number >= mine.first_not_kept:
+                    mine.add(number, raw, "more", False)
+                    if not mine.numbers:  # a batch went out
+                        progress.report()
+        for mine in pipes:
+            mine.flush("more", False)
+
+    def _ignore_signals(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signum not in self._saved_handlers:
+                self._saved_handlers[signum] = signal.getsignal(signum)
+                signal.signal(signum, signal.SIG_IGN)
+
+
+class _Duplex:
+    """A process's two pipe ends as one connection: ``recv`` from one, ``send`` to the other."""
+
+    def __init__(self, reading: Connection, writing: Connection) -> None:
+        self._reading = reading
+        self._writing = writing
+
+    def recv(self) -> Any:
+        return self._reading.recv()
+
+    def send(self, answer: Any) -> None:
+        self._writing.send(answer)
+
+    def close(self) -> None:
+        self._reading.close()
+        self._writing.close()
+
+
+class _Progress:
+    """Adds up the processes' counts and hands ``on_progress`` what is new."""
+
+    def __init__(self, counts: Any, on_progress: Callable[[int], None] | None) -> None:
+        self._counts = counts
+        self._on_progress = on_progress
+        self._reported = 0
+
+    def report(self) -> None:
+        if self._on_progress is not None:
+            done = sum(self._counts)
+            if done > self._reported:
+                self._on_progress(done - self._reported)
+                self._reported = done
+
+
+class _Tally:
+    """What the processes answered after sending, added up."""
+
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter()
+        self.failed = 0
+        self.first_failure: str | None = None
+        self.errors: list[str] = []
+        self.interrupted = False
+
+    def add(self, index: int, answer: tuple[Any, ...]) -> None:
+        kind = answer[0]
+        if kind in ("sent", "interrupted", "failed"):
+            summary: ReplaySummary = answer[1]
+            for name, count in summary.per_topic.items():
+                self.sent[name] += count
+        if kind == "interrupted":
+            self.interrupted = True
+        elif kind == "failed":
+            self.failed += answer[2]
+            self.first_failure = self.first_failure or answer[3]
+        elif kind == "error":
+            self.errors.append(f"replay process {index}: {answer[-1]}")
+
+    def summary(self, began: float) -> ReplaySummary:
+        per_topic = dict(self.sent)
+        return ReplaySummary(
+            sent=sum(per_topic.values()), per_topic=per_topic, elapsed_s=time.monotonic() - began
+        )

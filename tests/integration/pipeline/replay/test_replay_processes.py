@@ -1,0 +1,124 @@
+"""replay_recording with several processes, against the real broker: every partition as
+recorded, a bad line or a failing process stopping it in one line.
+
+What a topic holds is read back with a plain consumer (partitions_of), not the code under test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.replay import worker
+from pipeline.replay.processes import replay_recording
+from pipeline.replay.recording import RecordingError, RecordingWriter, parse_lines
+from pipeline.replay.routing import ReplayError
+from tests.integration.pipeline.replay.test_record_replay_cli import (
+    awkward_traffic,
+    partitions_of,
+    produce,
+)
+from tests.support.stack_cli import run_pipeline
+
+
+def record(settings, topic, path):
+    from pipeline.replay.bounds import Stop
+    from pipeline.replay.recorder import record_topics
+
+    with path.open("wb") as out:
+        writer = RecordingWriter(out)
+        for message in record_topics(settings.kafka, [topic], start="beginning", stop=Stop(True)):
+            writer.write(message)
+    return path
+
+
+def test_three_processes_keep_every_partition_exactly_binary_headers_and_nulls_included(
+    pipeline_settings, new_topic, tmp_path
+):
+    source, target = new_topic(partitions=4), new_topic(partitions=4)
+    produce(pipeline_settings, source, awkward_traffic(4) * 5)  # 100 messages
+    recording = record(pipeline_settings, source, tmp_path / "r.ndjson")
+    checked = []
+
+    summary = replay_recording(
+        pipeline_settings.kafka,
+        recording,
+        processes=3,
+        topic=target,
+        preserve_partitions=True,
+        on_checked=lambda found, processes: checked.append((found.messages, processes)),
+    )
+
+    assert summary.sent == 100 and summary.per_topic == {target: 100}
+    assert checked == [(100, 3)]
+    assert partitions_of(pipeline_settings, target) == partitions_of(pipeline_settings, source)
+
+
+def test_by_key_two_processes_put_every_message_where_murmur2_put_it_in_the_same_order(
+    pipeline_settings, new_topic, tmp_path
+):
+    source, target = new_topic(partitions=5), new_topic(partitions=5)
+    produce(
+        pipeline_settings,
+        source,
+        [
+            (None, f"k{n % 17}".encode(), f"{n}".encode(), [("n", str(n).encode())])
+            for n in range(400)
+        ],
+    )
+    recording = record(pipeline_settings, source, tmp_path / "by-key.ndjson")
+
+    summary = replay_recording(pipeline_settings.kafka, recording, processes=2, topic=target)
+
+    assert summary.sent == 400
+    original = partitions_of(pipeline_settings, source)
+    assert sum(1 for held in original.values() if held) > 2
+    assert partitions_of(pipeline_settings, target) == original
+
+
+def test_a_bad_line_any_process_owns_stops_the_replay_before_anything_is_sent(
+    pipeline_settings, new_topic, tmp_path
+):
+    source, target = new_topic(partitions=3), new_topic(partitions=3)
+    produce(pipeline_settings, source, awkward_traffic(3))
+    recording = record(pipeline_settings, source, tmp_path / "r.ndjson")
+    lines = recording.read_bytes().splitlines(keepends=True)
+    # Line 12's head reads (topic, no key) but its payload is not base64: only its owner sees.
+    lines.insert(11, b'{"topic": "x", "payload": {"base64": "%"}}\n')
+    lines.append(b"not json\n")
+    broken = tmp_path / "broken.ndjson"
+    broken.write_bytes(b"".join(lines))
+
+    with pytest.raises(RecordingError, match=r"broken\.ndjson:12: not a recorded message"):
+        replay_recording(pipeline_settings.kafka, broken, processes=2, topic=target)
+
+    assert partitions_of(pipeline_settings, target) == {0: [], 1: [], 2: []}
+    assert len(list(parse_lines(lines[:11], source="ok"))) == 11  # the rest was fine
+
+
+def test_a_process_that_fails_stops_the_replay_with_one_line_saying_which_and_why(
+    pipeline_settings, new_topic, tmp_path, monkeypatch
+):
+    source, target = new_topic(partitions=2), new_topic(partitions=2)
+    produce(pipeline_settings, source, awkward_traffic(2))
+    recording = record(pipeline_settings, source, tmp_path / "r.ndjson")
+
+    def broken(kafka, messages, **options):
+        raise RuntimeError("no more memory")
+
+    monkeypatch.setattr(worker, "replay_into_kafka", broken)  # the forked processes inherit it
+
+    with pytest.raises(ReplayError, match=r"^replay process [01]: RuntimeError: no more memory$"):
+        replay_recording(pipeline_settings.kafka, recording, processes=2, topic=target)
+
+
+def test_the_command_refuses_several_processes_for_stdin_or_a_paced_replay(tmp_path):
+    recording = tmp_path / "r.ndjson"
+    recording.write_text("")
+    for args, says in (
+        (["-", "--processes", "2"], "stdin"),
+        ([str(recording), "--processes", "2", "--rate", "10/s"], "--rate and --speed"),
+    ):
+        result = run_pipeline("replay", *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and says in errors[0], result.stderr

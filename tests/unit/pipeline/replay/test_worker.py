@@ -1,0 +1,129 @@
+"""One process of a replay with several: what it checks, keeps, sends and answers."""
+
+from __future__ import annotations
+
+import gc
+import signal
+
+import pytest
+
+from pipeline.replay import worker
+from pipeline.replay.recording import RecordedMessage, format_line
+from pipeline.replay.replayer import ReplayFailed, ReplaySummary
+from pipeline.replay.worker import ReplayJob, batch, run_replay_process
+from pipeline.settings import KafkaSettings
+
+
+class FakeConn:
+    """Hands out the parent's words in order; keeps the answers."""
+
+    def __init__(self, words):
+        self.words = list(words)
+        self.answers = []
+        self.closed = False
+
+    def recv(self):
+        return self.words.pop(0)
+
+    def send(self, answer):
+        self.answers.append(answer)
+
+    def close(self):
+        self.closed = True
+
+
+def line(n, key=b"k"):
+    return format_line(RecordedMessage("orders", 0, n, key, f"v{n}".encode(), (("n", None),)))
+
+
+def lines_word(numbers, keep=True, word="lines"):
+    encoded = batch(numbers, [line(n).encode() for n in numbers])
+    return (word, *encoded) + ((keep,) if word == "lines" else ())
+
+
+@pytest.fixture(autouse=True)
+def as_before():
+    """run_replay_process sets up its process (signal handlers, no cyclic collector): this
+    test process gets its own back after each test."""
+    sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGINT, sigint)
+    signal.signal(signal.SIGTERM, sigterm)
+    gc.enable()
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """What the process hands to the producer, message by message."""
+    seen = []
+
+    def replay_into_kafka(kafka, messages, **options):
+        seen.extend((m.offset, m.value, options["topic"]) for m in messages)
+        return ReplaySummary(sent=len(seen), per_topic={"copy": len(seen)}, elapsed_s=0.1)
+
+    monkeypatch.setattr(worker, "replay_into_kafka", replay_into_kafka)
+    return seen
+
+
+JOB = ReplayJob(
+    KafkaSettings(), "r.ndjson", topic="copy", preserve_partitions=False, rewrite_ids=False
+)
+
+
+def test_it_sends_what_it_kept_then_the_lines_it_is_sent_again_in_file_order(sent):
+    conn = FakeConn(
+        [
+            lines_word([1, 4]),
+            lines_word([6], keep=False),  # past its room: checked, not kept
+            ("checked",),
+            ("send",),
+            lines_word([6, 9], word="more"),
+            ("end",),
+        ]
+    )
+    progress = [0]
+    run_replay_process(JOB, 0, conn, progress)
+    assert sent == [(1, "v1", "copy"), (4, "v4", "copy"), (6, "v6", "copy"), (9, "v9", "copy")]
+    assert conn.answers[0] == ("checked",)
+    assert conn.answers[1][0] == "sent" and conn.answers[1][1].sent == 4
+    assert conn.closed
+
+
+def test_its_first_bad_line_is_answered_with_its_number_and_nothing_is_sent(sent):
+    bad = batch([3, 5, 8], [line(3).encode(), b'{"topic": "x", "ts": "noon"}', b"{"])
+    conn = FakeConn([("lines", *bad, True), ("checked",)])
+    run_replay_process(JOB, 1, conn, [0, 0])
+    assert sent == []
+    assert len(conn.answers) == 1
+    kind, number, why = conn.answers[0]
+    assert (kind, number) == ("bad", 5)
+    assert why.startswith("r.ndjson:5: not a recorded message")
+
+
+def test_stop_before_the_word_to_send_ends_it_without_sending(sent):
+    conn = FakeConn([lines_word([1]), ("checked",), ("stop",)])
+    run_replay_process(JOB, 0, conn, [0])
+    assert sent == [] and conn.answers == [("checked",)]
+
+
+def test_failed_deliveries_are_answered_with_the_summary_and_the_first_error(monkeypatch):
+    summary = ReplaySummary(sent=1, per_topic={"copy": 1}, elapsed_s=0.1)
+
+    def failing(kafka, messages, **options):
+        list(messages)
+        raise ReplayFailed(summary, 2, "Broker: Message size too large")
+
+    monkeypatch.setattr(worker, "replay_into_kafka", failing)
+    conn = FakeConn([lines_word([1, 2, 3]), ("checked",), ("send",), ("end",)])
+    run_replay_process(JOB, 0, conn, [0])
+    assert conn.answers[-1] == ("failed", summary, 2, "Broker: Message size too large")
+
+
+def test_an_unexpected_failure_is_one_line_naming_its_kind(monkeypatch):
+    def broken(kafka, messages, **options):
+        raise RuntimeError("no more memory")
+
+    monkeypatch.setattr(worker, "replay_into_kafka", broken)
+    conn = FakeConn([lines_word([1]), ("checked",), ("send",), ("end",)])
+    run_replay_process(JOB, 0, conn, [0])
+    assert conn.answers[-1] == ("error", "RuntimeError: no more memory")
