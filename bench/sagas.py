@@ -18,6 +18,10 @@ Baseline, in the same run: the same six sequential round trips per saga made wit
 confluent-kafka between two threads over two topics (no database, no outbox, no inbox): what
 Kafka alone costs for the saga's message exchange on this machine. Ratios are saga/baseline.
 
+Every process runs on topics and consumer groups of the run's own (``bench-sagas-<run>.`` before
+each catalogue name and group, bench/topic_namespace.py), made at the start and deleted at the
+end: a bench run and the demo (or CI's e2e test of it) on the same stack share no partition.
+
 Run: ``.venv/bin/python bench/sagas.py [--rates 5,10,20,40] [--seconds 20]``; ``--quick``
 runs two short levels. Results: bench/results/sagas.{json,md}.
 """
@@ -29,6 +33,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -42,12 +47,12 @@ import psutil
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+from topic_namespace import group, namespaced_catalogue, service_environment, topic
 
 from pipeline.cli.demo_sagas import SAGA_GROUP_TOPICS, SAGA_SERVICES
 from pipeline.cli.demo_services import PROCESSOR_NAME, PROCESSOR_SPEC
 from pipeline.envelope import Event
 from pipeline.kafka.clients import build_admin, consumer_config, producer_config
-from pipeline.kafka.groups import commit_group_at_end
 from pipeline.kafka.producer import build_event_producer
 from pipeline.sagas.state import TERMINAL
 from pipeline.sagas.store import sagas_table
@@ -55,17 +60,47 @@ from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.stack.postgres_node import create_database, database_url, drop_database
 from pipeline.topics.admin import apply_plan, describe_cluster_topics
-from pipeline.topics.catalogue import REQUESTS_ORDERS, default_catalogue, saga_commands_topic
+from pipeline.topics.catalogue import REQUESTS_ORDERS, saga_commands_topic
 from pipeline.topics.plan import build_plan
 
 RESULTS = Path(__file__).parent / "results"
 PIPELINE = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "pipeline")
+LAUNCHER = str(Path(__file__).with_name("topic_namespace.py"))
 #: Round trips of one CreateOrder saga without failures: five steps and the confirm.
 ROUND_TRIPS = 6
 GROUP_TOPICS = {
     PROCESSOR_NAME: [REQUESTS_ORDERS, saga_commands_topic("orders")],
     **SAGA_GROUP_TOPICS,
 }
+
+
+def new_namespace(kind: str = "sagas") -> str:
+    """A fresh prefix for one run's topics and groups: ``bench-sagas-1a2b3c4d.``."""
+    return f"bench-{kind}-{uuid.uuid4().hex[:8]}."
+
+
+def group_topics(prefix: str) -> dict[str, list[str]]:
+    """The consumer groups of the saga services under ``prefix``, with the topics each reads."""
+    return {
+        group(prefix, name): [topic(prefix, name) for name in topics]
+        for name, topics in GROUP_TOPICS.items()
+    }
+
+
+@contextmanager
+def namespace_topics(settings: PipelineSettings, prefix: str) -> Iterator[list[str]]:
+    """The catalogue's topics under ``prefix``, made now and deleted after."""
+    admin = build_admin(settings.kafka)
+    catalogue = namespaced_catalogue(prefix)
+    apply_plan(admin, build_plan(catalogue, describe_cluster_topics(admin, catalogue.names)))
+    try:
+        yield sorted(catalogue.names)
+    finally:
+        for future in admin.delete_topics(sorted(catalogue.names)).values():
+            try:
+                future.result(30)
+            except Exception as error:  # a leftover topic is not fatal to the results
+                print(f"could not delete a bench topic: {' '.join(str(error).split())[:200]}")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -77,12 +112,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 @contextmanager
-def services(settings: PipelineSettings, url: str, log_dir: Path) -> Iterator[dict[str, int]]:
-    """Every saga process started (and stopped after); their pids by name."""
-    for group, topics in GROUP_TOPICS.items():
-        commit_group_at_end(settings.kafka, group, topics)
+def services(url: str, log_dir: Path, prefix: str) -> Iterator[dict[str, int]]:
+    """Every saga process started on the topics and groups of ``prefix`` (and stopped after);
+    their pids by name."""
     env = {
         **os.environ,
+        **service_environment(prefix),
         "PIPELINE_DATABASE__URL": url,
         "PIPELINE_DEMO__STOCK_PER_SKU": "100000000",
         "PIPELINE_DEMO__DECLINE_ABOVE_CENTS": "100000000",
@@ -90,16 +125,16 @@ def services(settings: PipelineSettings, url: str, log_dir: Path) -> Iterator[di
         "PIPELINE_DEMO__FLAKY_REFUND_SHARE": "0",
     }
     commands = {
-        PROCESSOR_NAME: ["process", PROCESSOR_SPEC],
-        **{name: ["process", spec] for name, spec in SAGA_SERVICES},
-        "outbox-relay": ["outbox", "relay"],
+        PROCESSOR_NAME: [sys.executable, LAUNCHER, prefix, PROCESSOR_SPEC],
+        **{name: [sys.executable, LAUNCHER, prefix, spec] for name, spec in SAGA_SERVICES},
+        "outbox-relay": [PIPELINE, "outbox", "relay"],
     }
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, args in commands.items():
             with (log_dir / f"sagas-{name}.log").open("wb") as log:
                 children[name] = subprocess.Popen(
-                    [PIPELINE, *args], env=env, stdout=log, stderr=subprocess.STDOUT
+                    args, env=env, stdout=log, stderr=subprocess.STDOUT
                 )
         yield {name: child.pid for name, child in children.items()}
     finally:
@@ -113,10 +148,16 @@ def services(settings: PipelineSettings, url: str, log_dir: Path) -> Iterator[di
 
 
 def wait_until_ready(
-    settings: PipelineSettings, engine: sa.Engine, pids: dict[str, int], timeout_s: float = 300.0
+    settings: PipelineSettings,
+    engine: sa.Engine,
+    pids: dict[str, int],
+    prefix: str,
+    timeout_s: float = 300.0,
+    orchestrators: int = 1,
 ) -> None:
     """Until the services migrated the database and every consumer group is stable with a
-    member (a loaded machine takes far longer than a fixed pause to start them)."""
+    member, the orchestrators' with ``orchestrators`` (a loaded machine takes far longer than
+    a fixed pause to start them)."""
     from confluent_kafka import ConsumerGroupState
 
     admin = build_admin(settings.kafka)
@@ -126,9 +167,13 @@ def wait_until_ready(
             if not psutil.pid_exists(pid):
                 raise SystemExit(f"{name} exited while starting: see {RESULTS}/sagas-{name}.log")
         if sa.inspect(engine).has_table(sagas_table.name):
-            futures = admin.describe_consumer_groups(list(GROUP_TOPICS))
+            futures = admin.describe_consumer_groups(list(group_topics(prefix)))
             groups = [future.result(30) for future in futures.values()]
-            if all(g.state == ConsumerGroupState.STABLE and g.members for g in groups):
+            members = {g.group_id: len(g.members) for g in groups}
+            wanted = {name: 1 for name in group_topics(prefix)}
+            wanted[group(prefix, "saga-orchestrator")] = orchestrators
+            stable = all(g.state == ConsumerGroupState.STABLE for g in groups)
+            if stable and all(members.get(name, 0) >= n for name, n in wanted.items()):
                 time.sleep(2)  # the members' first fetches
                 return
         time.sleep(1)
@@ -186,7 +231,12 @@ def _place_order(order_id: str) -> Event:
 
 
 def saga_level(
-    settings: PipelineSettings, engine: sa.Engine, pids: dict[str, int], rate: float, seconds: float
+    settings: PipelineSettings,
+    engine: sa.Engine,
+    pids: dict[str, int],
+    rate: float,
+    seconds: float,
+    prefix: str,
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     count = max(1, int(rate * seconds))
@@ -198,7 +248,7 @@ def saga_level(
             pause = started + n / rate - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            producer.send(REQUESTS_ORDERS, _place_order(order_id))
+            producer.send(topic(prefix, REQUESTS_ORDERS), _place_order(order_id))
         producer.flush(60)
     deadline = time.monotonic() + max(300.0, seconds * 10)
     while True:
@@ -355,9 +405,7 @@ def main() -> None:
     seconds = 8.0 if args.quick else args.seconds
     settings = PipelineSettings()
     StackManager(settings).up()
-    admin = build_admin(settings.kafka)
-    catalogue = default_catalogue()
-    apply_plan(admin, build_plan(catalogue, describe_cluster_topics(admin, catalogue.names)))
+    prefix = new_namespace()
     RESULTS.mkdir(exist_ok=True)
     name = f"bench_sagas_{uuid.uuid4().hex[:8]}"
     create_database(settings.stack, name)
@@ -371,10 +419,10 @@ def main() -> None:
         "baseline": [],
     }
     try:
-        with services(settings, url, RESULTS) as pids:
-            wait_until_ready(settings, engine, pids)
+        with namespace_topics(settings, prefix), services(url, RESULTS, prefix) as pids:
+            wait_until_ready(settings, engine, pids, prefix)
             for rate in rates:
-                results["sagas"].append(saga_level(settings, engine, pids, rate, seconds))
+                results["sagas"].append(saga_level(settings, engine, pids, rate, seconds, prefix))
                 results["baseline"].append(baseline_level(settings, rate, seconds))
                 print(
                     json.dumps({"sagas": results["sagas"][-1], "baseline": results["baseline"][-1]})
