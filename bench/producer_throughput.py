@@ -18,16 +18,24 @@ the ``bare loop``:
 6. ``pipeline produce`` (``--key-field id``): every check, the rejects file, the summary;
 7. ``kcat``: the same lines, keyed, with static CloudEvents headers.
 
+Besides events/s, each contender's CPU time per event: the process's CPU time (every thread,
+librdkafka's included) for the in-process ones, the child process's for the whole processes
+(their start included). On a machine shared with other work, CPU per event is the steadier
+figure; the rates are compared only within one run.
+
 Run: ``.venv/bin/python bench/producer_throughput.py [--records 200000]``. Results go to
 bench/results/producer_throughput.{json,md}; each figure is the median of ``--repeat``
-interleaved rounds.
+interleaved rounds. The goals of issue 16 are marked: ``pipeline produce`` 0.8x of the bare
+loop, ``EventProducer + envelope`` 0.6x of raw.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -65,6 +73,26 @@ PYTHON_EVENTS = (
     "kafka-producer-perf-test",
 )
 NDJSON_FILE = (BARE, "pipeline produce", "kcat")
+#: Issue 16's goals: the least ratio to the baseline of its group.
+GOALS = {"EventProducer + envelope": 0.6, "pipeline produce": 0.8}
+
+
+class _Cpu:
+    """CPU seconds used while the block runs: this process's, and its finished children's."""
+
+    def __enter__(self) -> _Cpu:
+        self._own = time.process_time()
+        self._children = self._children_now()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.own_s = time.process_time() - self._own
+        self.children_s = self._children_now() - self._children
+
+    @staticmethod
+    def _children_now() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
 
 
 def _events(count: int, record_size: int) -> list[Event]:
@@ -110,7 +138,11 @@ def _delete(settings: PipelineSettings, topics: list[str]) -> None:
         future.result(30)
 
 
-def run_raw(settings: PipelineSettings, topic: str, messages: list[KafkaMessage]) -> float:
+#: What one contender's run measured: events/s, and CPU seconds per event.
+Measured = tuple[float, float]
+
+
+def run_raw(settings: PipelineSettings, topic: str, messages: list[KafkaMessage]) -> Measured:
     config = producer_config(settings.kafka, **event_producer_config(settings.producer))
     config.pop("statistics.interval.ms")
     producer = Producer(config)
@@ -121,38 +153,40 @@ def run_raw(settings: PipelineSettings, topic: str, messages: list[KafkaMessage]
         if error is None:
             delivered += 1
 
-    began = time.perf_counter()
-    for message in messages:
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value=message.value,
-                    key=message.key,
-                    headers=[*message.headers],
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    producer.flush(120)
-    elapsed = time.perf_counter() - began
+    with _Cpu() as cpu:
+        began = time.perf_counter()
+        for message in messages:
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        value=message.value,
+                        key=message.key,
+                        headers=[*message.headers],
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        producer.flush(120)
+        elapsed = time.perf_counter() - began
     assert delivered == len(messages), f"raw: {delivered} of {len(messages)} delivered"
-    return len(messages) / elapsed
+    return len(messages) / elapsed, cpu.own_s / len(messages)
 
 
 def run_wrapper(
     settings: PipelineSettings, topic: str, items: list[KafkaMessage] | list[Event]
-) -> float:
+) -> Measured:
     producer = build_event_producer(settings.kafka, settings.producer)
-    began = time.perf_counter()
-    with producer:
-        for item in items:
-            producer.send(topic, item)
-    elapsed = time.perf_counter() - began
+    with _Cpu() as cpu:
+        began = time.perf_counter()
+        with producer:
+            for item in items:
+                producer.send(topic, item)
+        elapsed = time.perf_counter() - began
     assert producer.counters.sent == len(items), "wrapper: not every event was acknowledged"
-    return len(items) / elapsed
+    return len(items) / elapsed, cpu.own_s / len(items)
 
 
 def _config_for_processes(settings: PipelineSettings) -> dict[str, Any]:
@@ -161,36 +195,40 @@ def _config_for_processes(settings: PipelineSettings) -> dict[str, Any]:
     return {name: value for name, value in config.items() if not callable(value)}
 
 
-def run_bare_loop(settings: PipelineSettings, topic: str, path: Path, records: int) -> float:
+def run_bare_loop(settings: PipelineSettings, topic: str, path: Path, records: int) -> Measured:
     config = json.dumps(_config_for_processes(settings))
-    began = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, str(BARE_LOOP), config, topic, str(path), "id"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    elapsed = time.perf_counter() - began
+    with _Cpu() as cpu:
+        began = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, str(BARE_LOOP), config, topic, str(path), "id"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        elapsed = time.perf_counter() - began
     assert int(done.stdout) == records, f"bare loop: {done.stdout.strip()} of {records}"
-    return records / elapsed
+    return records / elapsed, cpu.children_s / records
 
 
-def run_pipeline_produce(settings: PipelineSettings, topic: str, path: Path, records: int) -> float:
+def run_pipeline_produce(
+    settings: PipelineSettings, topic: str, path: Path, records: int
+) -> Measured:
     rejects = path.with_name(f"{topic}.rejects.ndjson")
     command = [str(PIPELINE), "produce", topic, str(path), "--key-field", "id"]
-    began = time.perf_counter()
-    done = subprocess.run(
-        [*command, "--rejects", str(rejects)], capture_output=True, text=True, timeout=600
-    )
-    elapsed = time.perf_counter() - began
+    with _Cpu() as cpu:
+        began = time.perf_counter()
+        done = subprocess.run(
+            [*command, "--rejects", str(rejects)], capture_output=True, text=True, timeout=600
+        )
+        elapsed = time.perf_counter() - began
     sent = re.search(r"sent \(acknowledged\)\D*([\d,]+)", done.stderr)
     if done.returncode != 0 or sent is None or int(sent[1].replace(",", "")) != records:
         raise RuntimeError(f"pipeline produce failed ({done.returncode}): {done.stderr[-800:]}")
-    return records / elapsed
+    return records / elapsed, cpu.children_s / records
 
 
-def run_kcat(settings: PipelineSettings, topic: str, keyed: Path, records: int) -> float:
+def run_kcat(settings: PipelineSettings, topic: str, keyed: Path, records: int) -> Measured:
     options = {
         "enable.idempotence": "true",
         "acks": "all",
@@ -210,12 +248,14 @@ def run_kcat(settings: PipelineSettings, topic: str, keyed: Path, records: int) 
         command += ["-X", f"{name}={value}"]
     for name, value in headers.items():
         command += ["-H", f"{name}={value}"]
-    began = time.perf_counter()
-    subprocess.run([*command, "-l", str(keyed)], check=True, capture_output=True, timeout=600)
-    return records / (time.perf_counter() - began)
+    with _Cpu() as cpu:
+        began = time.perf_counter()
+        subprocess.run([*command, "-l", str(keyed)], check=True, capture_output=True, timeout=600)
+        elapsed = time.perf_counter() - began
+    return records / elapsed, cpu.children_s / records
 
 
-def run_perf_tool(settings: PipelineSettings, topic: str, records: int, size: int) -> float:
+def run_perf_tool(settings: PipelineSettings, topic: str, records: int, size: int) -> Measured:
     libs = StackManager(settings).dist_dir / f"kafka-{settings.stack.kafka_version}" / "libs"
     command = [
         str(find_java().executable),
@@ -234,11 +274,12 @@ def run_perf_tool(settings: PipelineSettings, topic: str, records: int, size: in
         f"compression.type={settings.producer.compression}",
         f"linger.ms={int(settings.producer.linger_ms)}",
     ]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    with _Cpu() as cpu:
+        output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     final = re.findall(r"(\d+) records sent, ([\d.]+) records/sec", output.stdout)
     if not final:
         raise RuntimeError(f"unexpected perf tool output: {output.stdout[-500:]}")
-    return float(final[-1][1])
+    return float(final[-1][1]), cpu.children_s / records  # the JVM's start included
 
 
 def main() -> None:
@@ -272,7 +313,7 @@ def main() -> None:
     )
     line_size = sum(map(len, lines)) / len(lines)
 
-    runs: dict[str, Callable[[str], float]] = {
+    runs: dict[str, Callable[[str], Measured]] = {
         RAW: lambda t: run_raw(settings, t, messages),
         "EventProducer (encoded)": lambda t: run_wrapper(settings, t, messages),
         "EventProducer + envelope": lambda t: run_wrapper(
@@ -288,6 +329,8 @@ def main() -> None:
     for name in args.skip:
         del runs[name]
     samples: dict[str, list[float]] = {name: [] for name in runs}
+    cpu_samples: dict[str, list[float]] = {name: [] for name in runs}
+    load_before = os.getloadavg()[0]
     topics = []
     # Interleaved rounds, so a noisy moment on a 2-core machine hits every contender alike.
     for round_number in range(1, args.repeat + 1):
@@ -295,10 +338,14 @@ def main() -> None:
             topic = _topic(settings, re.sub(r"[^a-z]+", "-", name.lower()).strip("-"))
             topics.append(topic)
             with console.status(f"round {round_number}/{args.repeat}, {name}"):
-                samples[name].append(run(topic))
+                rate, cpu_s = run(topic)
+            samples[name].append(rate)
+            cpu_samples[name].append(cpu_s)
+    load_after = os.getloadavg()[0]
     _delete(settings, topics)
     shutil.rmtree(workdir)
     results = {name: statistics.median(rates) for name, rates in samples.items()}
+    cpu_us = {name: statistics.median(cpu) * 1e6 for name, cpu in cpu_samples.items()}
 
     groups = {
         f"events in Python, {args.records:,} records of ~{value_size:.0f} B": (PYTHON_EVENTS, RAW),
@@ -308,21 +355,50 @@ def main() -> None:
         ),
     }
     ratios: dict[str, float] = {}
+    round_ratios: dict[str, list[float]] = {}
+    goals: dict[str, dict[str, Any]] = {}
     markdown: list[str] = []
+    columns = ("producer", "events/s", "vs {}", "median round ratio", "CPU us/event", "goal")
     for title, (names, baseline_name) in groups.items():
         baseline = results[baseline_name]
         table = Table(title=title)
-        for column in ("producer", "events/s", f"vs {baseline_name}"):
-            table.add_column(column, justify="right" if column != "producer" else "left")
-        markdown += [f"**{title}**", "", f"| producer | events/s | vs {baseline_name} |"]
-        markdown.append("|---|---:|---:|")
+        headers = [column.format(baseline_name) for column in columns]
+        for column in headers:
+            table.add_column(column, justify="left" if column == "producer" else "right")
+        markdown += [f"**{title}**", "", f"| {' | '.join(headers)} |"]
+        markdown.append("|---|" + "---:|" * (len(headers) - 1))
         for name in names:
-            if name in results:
-                ratios[name] = results[name] / baseline
-                table.add_row(name, f"{results[name]:,.0f}", f"{ratios[name]:.2f}x")
-                markdown.append(f"| {name} | {results[name]:,.0f} | {ratios[name]:.2f}x |")
+            if name not in results:
+                continue
+            ratios[name] = results[name] / baseline
+            # Each round's ratio to the baseline's rate in the same round, which ran beside it.
+            pairs = zip(samples[name], samples[baseline_name], strict=True)
+            round_ratios[name] = [rate / base for rate, base in pairs]
+            goal = ""
+            if name in GOALS:
+                met = ratios[name] >= GOALS[name]
+                goals[name] = {"ratio": GOALS[name], "met": met}
+                goal = f">= {GOALS[name]:.1f}x: {'met' if met else 'not met'}"
+            row = [
+                name,
+                f"{results[name]:,.0f}",
+                f"{ratios[name]:.2f}x",
+                f"{statistics.median(round_ratios[name]):.2f}x",
+                f"{cpu_us[name]:.1f}",
+                goal,
+            ]
+            table.add_row(*row)
+            markdown.append(f"| {' | '.join(row)} |")
         markdown.append("")
         console.print(table)
+    conditions = (
+        f"{args.repeat} interleaved rounds (medians); load average {load_before:.1f} before, "
+        f"{load_after:.1f} after, on {os.cpu_count()} cores; niceness {os.nice(0)}. CPU per event: "
+        "process CPU time (all threads) over events; for whole processes, the child's, start "
+        "included."
+    )
+    console.print(conditions)
+    markdown.append(conditions)
 
     RESULTS.mkdir(exist_ok=True)
     report = {
@@ -332,10 +408,16 @@ def main() -> None:
         "events_per_s": results,
         "samples": samples,
         "ratio_vs_baseline": ratios,
+        "round_ratios_vs_baseline": round_ratios,
+        "cpu_us_per_event": cpu_us,
+        "cpu_s_per_event_samples": cpu_samples,
+        "goals": goals,
+        "load_average": {"before": load_before, "after": load_after},
+        "niceness": os.nice(0),
         "baselines": {name: baseline for _, (names, baseline) in groups.items() for name in names},
     }
     (RESULTS / "producer_throughput.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "producer_throughput.md").write_text("\n".join(markdown))
+    (RESULTS / "producer_throughput.md").write_text("\n".join(markdown) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from uuid import RFC_4122
 
 from uuid6 import UUID
 
-__all__ = ["event_id_time", "format_uuid", "new_event_id"]
+__all__ = ["event_id_time", "format_uuid", "new_event_id", "new_event_id_bytes"]
 
 _FRACTION_STEPS = 1 << 12
 _NS_PER_MS = 1_000_000
@@ -40,42 +40,60 @@ _CANONICAL = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 
-# The version (7) and variant (RFC 9562, 0b10) bits, set in every id.
-_VERSION_AND_VARIANT = 7 << 76 | 0b10 << 62
-
 _lock = threading.Lock()
 _last_stamp = 0  # (unix_ts_ms << 12) | fraction of the last id made by this process
 
 _RANDOM_BATCH = 512
 _UNPACK_BATCH = struct.Struct(f"<{_RANDOM_BATCH}Q").unpack
-_random_bits: list[
-    int
-] = []  # 62-bit values read from os.urandom, not yet used (taken from the end)
+_VARIANT = 0b10 << 62
+_LOW_48_BITS = (1 << 48) - 1
+# The last 64 bits of ids not made yet, as their text ("vxxx-xxxxxxxxxxxx": the variant and 62
+# random bits read from os.urandom), taken from the end; written 512 at a time, which costs less
+# than writing each id's whole value.
+_random_tails: list[bytes] = []
+# The millisecond of the last id made and its text up to the version digit ("tttttttt-tttt-7"),
+# as one tuple (replaced whole), which serves the ids of the same millisecond.
+_last_ms: tuple[int, bytes] = (-1, b"")
 
 
 def _reset_lock_after_fork() -> None:
     global _lock
     _lock = threading.Lock()
-    _random_bits.clear()  # the parent's: the child must never use the same ones
+    _random_tails.clear()  # the parent's: the child must never use the same ones
 
 
 os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 
+def _random_tails_batch() -> list[bytes]:
+    values = (n >> 2 | _VARIANT for n in _UNPACK_BATCH(os.urandom(8 * _RANDOM_BATCH)))
+    return [b"%04x-%012x" % (value >> 48, value & _LOW_48_BITS) for value in values]
+
+
 def new_event_id() -> str:
     """A new UUIDv7 string (lowercase, hyphenated), later than any this process made before."""
-    global _last_stamp
+    return new_event_id_bytes().decode()
+
+
+def new_event_id_bytes() -> bytes:
+    """:func:`new_event_id` as ASCII bytes (as a ``ce_id`` header carries it), made directly."""
+    global _last_stamp, _last_ms
     ms, ns_in_ms = divmod(time.time_ns(), _NS_PER_MS)
     stamp = (ms << 12) | (ns_in_ms * _FRACTION_STEPS // _NS_PER_MS)
     with _lock:
         if stamp <= _last_stamp:
             stamp = _last_stamp + 1
         _last_stamp = stamp
-        if not _random_bits:
-            _random_bits.extend(n >> 2 for n in _UNPACK_BATCH(os.urandom(8 * _RANDOM_BATCH)))
-        random_bits = _random_bits.pop()
-    value = (stamp >> 12) << 80 | (stamp & 0xFFF) << 64 | random_bits
-    return format_uuid(value | _VERSION_AND_VARIANT)
+        if not _random_tails:
+            _random_tails.extend(_random_tails_batch())
+        tail = _random_tails.pop()
+    ms = stamp >> 12
+    last = _last_ms
+    if last[0] != ms:
+        last = (ms, b"%08x-%04x-7" % (ms >> 16, ms & 0xFFFF))
+        _last_ms = last
+    # The layout of format_uuid(ms << 80 | 7 << 76 | fraction << 64 | variant and random bits).
+    return b"%s%03x-%s" % (last[1], stamp & 0xFFF, tail)
 
 
 def format_uuid(value: int) -> str:

@@ -35,7 +35,7 @@ from pipeline.envelope.json_data import (
     json_may_fail_check,
 )
 from pipeline.envelope.times import format_time, now_text
-from pipeline.ids import new_event_id
+from pipeline.ids import new_event_id, new_event_id_bytes
 
 __all__ = ["EventTemplate"]
 
@@ -156,19 +156,27 @@ class EventTemplate:
     ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
         """The key, value and headers of :meth:`checked_message`, without the object around them
         (which costs as much as the rest, in a loop that sends each at once)."""
-        headers = [
-            ("ce_id", new_event_id().encode()),
-            *self._before_time,
-            ("ce_time", now_text()),
-            *self._before_key,
-        ]
-        key = None
-        if partitionkey is not None:
+        if partitionkey is None:
+            key = None
+            headers = [
+                ("ce_id", new_event_id_bytes()),
+                *self._before_time,
+                ("ce_time", now_text()),
+                *self._before_key,
+                *self._after_key,
+            ]
+        else:
             if type(partitionkey) is not str or not partitionkey:
                 raise ValueError(f"partitionkey must be a non-empty str, not {partitionkey!r}")
             key = partitionkey.encode()
-            headers.append(("ce_partitionkey", key))
-        headers += self._after_key
+            headers = [
+                ("ce_id", new_event_id_bytes()),
+                *self._before_time,
+                ("ce_time", now_text()),
+                *self._before_key,
+                ("ce_partitionkey", key),
+                *self._after_key,
+            ]
         if extra_headers:
             headers += extra_headers
         return key, value, headers

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.ids import event_id_time, format_uuid, new_event_id
+from pipeline.ids import event_id_time, format_uuid, new_event_id, new_event_id_bytes
 
 UUID7_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -170,3 +170,13 @@ def test_format_uuid_writes_what_str_of_uuid_writes(seed):
 
     for value in values:
         assert format_uuid(value) == str(uuid.UUID(int=value))
+
+
+def test_ids_as_bytes_are_the_same_uuid7s_in_the_same_strictly_increasing_order():
+    made = [new_event_id_bytes() if n % 3 else new_event_id().encode() for n in range(30_000)]
+
+    texts = [event_id.decode("ascii") for event_id in made]
+    assert all(UUID7_TEXT.fullmatch(text) for text in texts)
+    assert all(format_uuid(uuid.UUID(text).int) == text for text in texts)
+    assert texts == sorted(texts) and len(set(texts)) == len(texts)
+    assert event_id_time(texts[-1]) <= _wall_clock_ms()
