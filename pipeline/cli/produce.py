@@ -2,10 +2,12 @@
 
 1. check the options (:func:`producers.ndjson.line_rules`) and that the topic exists;
 2. with ``--strict``, read the whole input once and stop if any line is rejected (nothing sent);
-3. read line by line: a rejected line goes to the rejects file and is never produced; a ready
-   event is sent with a delivery callback that counts it (sent per partition, or failed); an
-   event the Kafka client refuses at once (larger than ``message.max.bytes``, say) is a
-   rejected line too, never half-sent;
+3. read the lines (in chunks of 1 MiB), each through the fast path
+   (:func:`producers.ndjson_fast.line_encoder`) or, where that declines it, the general one
+   (:func:`producers.ndjson.parse_line`): a rejected line goes to the rejects file and is never
+   produced; a ready event is sent with a delivery callback that counts it (sent per partition,
+   or failed); an event the Kafka client refuses at once (larger than ``message.max.bytes``,
+   say) is a rejected line too, never half-sent;
 4. flush, so every event sent is acknowledged or failed before the summary: always, also when
    step 3 stops on an error (a queue that stayed full, an unwritable rejects file, Kafka);
 5. print the summary on stderr and exit with a code that says what happened; after an error in
