@@ -15,7 +15,7 @@ a baseline measured in the same run at the same offered rate.
     bench/sagas.py (orders, orchestrator, inventory, payments, shipping, the outbox relay,
     PostgreSQL), PlaceOrder requests produced to the order service at the offered rate.
     Baseline: bench/sagas.py's, six sequential request/reply round trips with raw
-    confluent-kafka between two threads.
+    confluent-kafka between two threads (each taking a message as soon as it is there).
 (c) ``logs``: from a log call (the project's Kafka log handler, as ``configure_logging`` sets
     it up) to the line being found by an Elasticsearch search (polled every 50 ms), through
     ``pipeline logs ship``. Baseline: the same lines bulk-indexed straight into Elasticsearch
@@ -26,10 +26,14 @@ Every path's processes start first, and all are ready before anything is measure
 after path: the capacity (a short saturation run: a burst of requests, sagas or lines sent as
 fast as they go; the rate of completions since the first start, taken after each third of them,
 the median of the three: conservative, as it includes filling the pipeline), then open-model
-levels at 25/50/90% of it for ``--seconds`` each, the baseline running at the same time at the
-same rate (the same conditions for both). A latency row's ``value`` is the achieved rate, its
-``rounds`` the completion rates of ``--repeat`` consecutive parts of the level, its percentiles
-pool the level's samples (nearest rank; with fewer than 1,000 samples p99.9 is the largest).
+levels at 25/50/90% of it for ``--seconds`` each (longer where that would give fewer than
+2 x ``--repeat`` samples), each with its baseline at the same rate: at the same time for (a)
+and (b), whose baselines are light beside them (the same conditions for both), and right
+after for (c), as both load the same Elasticsearch node. A latency row's ``value`` is the
+achieved rate, the median of its ``rounds``: the rates at which the samples entered the path
+(202s received, saga rows created, log calls made) in ``--repeat`` consecutive parts of the
+level; its percentiles pool the level's samples (nearest rank; with fewer than 1,000 samples
+p99.9 is the largest).
 A latency row's ``ratio`` is of achieved rates (about 1 when both kept up); its
 ``p99_vs_baseline`` is the ratio of p99 latencies. Every process uses topics, groups,
 databases and indices of this run's own.
@@ -402,17 +406,22 @@ def _levels(
     measure: Callable[[Sequence[float]], list[tuple[float, float]]],
     baseline: Callable[[Sequence[float]], list[tuple[float, float]]],
     min_samples: int,
+    together: bool,
 ) -> dict[str, tuple[list[tuple[float, float]], list[tuple[float, float]]]]:
     """Each load's (measured, baseline) spans; a level lasts ``seconds``, or longer where that
-    would give fewer than ``min_samples`` (a slow path's low loads)."""
+    would give fewer than ``min_samples`` (a slow path's low loads). ``together``: the baseline
+    runs at the same time (it is light beside the path); else right after it (it loads the
+    same server as the path: two at once would be twice the load)."""
     spans = {}
     for load in LOADS:
         rate = capacity * load / 100
         offsets = pacing_schedule(rate, max(seconds, min_samples / rate))
-        # The baseline runs at the same time, at the same rate: the same conditions.
-        with ThreadPoolExecutor(1) as pool:
-            base = pool.submit(baseline, offsets)
-            spans[str(load)] = (measure(offsets), base.result())
+        if together:
+            with ThreadPoolExecutor(1) as pool:
+                base = pool.submit(baseline, offsets)
+                spans[str(load)] = (measure(offsets), base.result())
+        else:
+            spans[str(load)] = (measure(offsets), baseline(offsets))
         print(f"  {load}%: {len(offsets)} at {capacity * load / 100:.1f}/s", flush=True)
     return spans
 
@@ -437,6 +446,7 @@ def path_rows(
     baseline: Callable[[Sequence[float]], list[tuple[float, float]]],
     seconds: float,
     repeat: int,
+    together: bool = True,
 ) -> tuple[float, list[dict[str, Any]]]:
     """One path's capacity (from its saturation burst: the median of the burst's part rates)
     and its rows: the capacity, then each load's baseline and measured rows."""
@@ -444,7 +454,7 @@ def path_rows(
     capacity = capacity_row(NAME, STAGE, case, burst, unit, repeat, path=name)
     _progress(f"({name}) burst done")
     print(f"({name}) capacity {capacity['value']:,.1f} {unit}", flush=True)
-    levels = _levels(capacity["value"], seconds, measure, baseline, 2 * repeat)
+    levels = _levels(capacity["value"], seconds, measure, baseline, 2 * repeat, together)
     _progress(f"({name}) levels done")
     return capacity["value"], [
         capacity,
@@ -531,6 +541,7 @@ def main() -> None:
                     lambda offsets: logs.run(offsets, direct=True),
                     seconds,
                     args.repeat,
+                    together=False,  # both would load the same Elasticsearch node
                 )
                 rows += found
             if "b" in paths:

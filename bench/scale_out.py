@@ -6,10 +6,12 @@ with consumer groups and where this machine's cores stop it.
 Processing stage: ``pipeline process bench.effect_rows:processor`` (the runtime as it ships:
 key ordering, inbox, group commit on PostgreSQL, 16 events in flight), an I/O-bound async
 handler that waits 2 ms (``--sleep-ms``; a call to another service) then writes the event's
-effect row. Processes are added one group member at a time (1, then 2, then 4), each count
-measured once the group is stable with that many members. A round produces ``--events``
-events (keyed over 1,000 keys) and times them from the first produce to the last effect
-written; CPU is the processors' user + system time over the round, per event.
+effect row; in the full run also a no-op handler (the effect row only, ``--noop``), where the
+cores, not the waits, set the pace. Processes are added one group member at a time (1, then 2,
+then 4), each count measured once the group is stable with that many members. A round
+produces ``--events`` events (keyed over 1,000 keys) and times them from the first produce to
+the last effect written; CPU is the processors' user + system time over the round, per event
+(PostgreSQL's and Kafka's are not counted).
 Baselines: the 1-process figure (ratio 1.0; 2 and 4 processes are ratios to it), and a plain
 confluent-kafka poll loop (bench/scale_poll_worker.py: decode, ``time.sleep`` 2 ms, one event
 at a time) with the same process counts, measured the same way (``vs_poll_loop`` on the
@@ -234,20 +236,21 @@ def processing_stage(
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
     try:
-        for kind in ("runtime", "poll"):
-            topic = f"bench.scale-{run}.{kind}"
+        sleeps = [args.sleep_ms, 0.0] if args.noop and args.sleep_ms else [args.sleep_ms]
+        for kind, sleep_ms in [(kind, ms) for ms in sleeps for kind in ("runtime", "poll")]:
+            topic = f"bench.scale-{run}.{kind}-{sleep_ms:g}ms"
             create_topics(settings, [topic], PARTITIONS)
             create_topics(settings, [f"{topic}.dlq"], 1)
             contender = Contender(
                 kind,
                 topic,
-                f"bench-scale-{run}-{kind}",
+                f"bench-scale-{run}-{kind}-{sleep_ms:g}ms",
                 {
                     "PIPELINE_DATABASE__URL": url,
                     "PIPELINE_LOGS__TOPIC": f"bench.scale-{run}.service-logs",
                     "BENCH_EFFECTS_TOPIC": topic,
-                    "BENCH_EFFECTS_GROUP": f"bench-scale-{run}-{kind}",
-                    "BENCH_EFFECTS_SLEEP_MS": str(args.sleep_ms),
+                    "BENCH_EFFECTS_GROUP": f"bench-scale-{run}-{kind}-{sleep_ms:g}ms",
+                    "BENCH_EFFECTS_SLEEP_MS": str(sleep_ms),
                 },
                 work,
             )
@@ -260,7 +263,7 @@ def processing_stage(
                         processing_round(settings, contender, engine, args.events)
                         for _ in range(args.repeat)
                     ]
-                    rows.append(_processing_row(kind, count, results, args.sleep_ms))
+                    rows.append(_processing_row(kind, count, results, sleep_ms))
                     _progress(began, f"  {rows[-1]['value']:,.0f} events/s")
             finally:
                 contender.close()
@@ -273,7 +276,8 @@ def processing_stage(
 def _case(kind: str, count: int, sleep_ms: float) -> str:
     what = "pipeline process (runtime)" if kind == "runtime" else "plain poll loop"
     noun = "process" if count == 1 else "processes"
-    return f"processing, {what}, {sleep_ms:g} ms I/O handler, {count} {noun}"
+    handler = f"{sleep_ms:g} ms I/O handler" if sleep_ms else "no-op handler"
+    return f"processing, {what}, {handler}, {count} {noun}"
 
 
 def _processing_row(
@@ -292,14 +296,22 @@ def _processing_row(
         processes=count,
         load_average=round(os.getloadavg()[0], 2),
         partitions=PARTITIONS,
+        handler_sleep_ms=sleep_ms,
     )
 
 
 def _vs_poll_loop(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    polls = {r["processes"]: r["value"] for r in rows if "poll loop" in r["case"]}
+    """``vs_poll_loop`` on each runtime row: its value / the poll loop's with as many
+    processes and the same handler."""
+    polls = {
+        (r["processes"], r["handler_sleep_ms"]): r["value"]
+        for r in rows
+        if "poll loop" in r["case"]
+    }
     for r in rows:
-        if "runtime" in r["case"] and polls.get(r["processes"]):
-            r["vs_poll_loop"] = round(r["value"] / polls[r["processes"]], 3)
+        poll = polls.get((r["processes"], r["handler_sleep_ms"]))
+        if "runtime" in r["case"] and poll:
+            r["vs_poll_loop"] = round(r["value"] / poll, 3)
     return rows
 
 
@@ -424,11 +436,19 @@ def main() -> None:
     parser.add_argument("--sagas", type=int, default=40, help="sagas per saga round")
     parser.add_argument("--sleep-ms", type=float, default=2.0, help="the handler's wait")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per figure (>= 3)")
+    parser.add_argument(
+        "--noop",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also a no-op handler (default: in the full run, not with --quick)",
+    )
     parser.add_argument("--stages", default="processing,sagas", help="which stages")
     parser.add_argument("--quick", action="store_true", help="small rounds, overlapped start")
     args = parser.parse_args()
     if args.quick:
         args.events, args.sagas = min(args.events, 400), min(args.sagas, 10)
+    if args.noop is None:
+        args.noop = not args.quick
     stages = set(args.stages.split(","))
     started = datetime.now(UTC)
     settings = PipelineSettings()
