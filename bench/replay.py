@@ -19,13 +19,19 @@ Replaying the recording into a fresh 6-partition topic, to acknowledged messages
 2. ``kcat -P -K`` without headers, for information: what headers cost kcat;
 3. a bare confluent-kafka ``produce`` loop over messages decoded before the clock starts, with
    the replay's producer settings: the floor of any replay written in Python, for information;
-4. ``replay_into_kafka(read_recording_for_replay(...))``: what ``pipeline replay`` runs, in
-   this process, parsing included;
-5. ``pipeline replay --topic``: the command, start-up and its check of the whole file included.
+4. ``replay_into_kafka(read_recording_for_replay(...))``: one process, parsing included, no
+   check of the whole file first (for information: what one Python process does);
+5. ``replay_recording(..., processes=N)``: what ``pipeline replay FILE`` runs, in this process
+   and its N forked ones: the whole file checked first, then sent by N processes each owning
+   whole partitions (N: the default, as many as cores and at most the partitions);
+6. ``pipeline replay --topic``: the command, start-up and its check of the whole file
+   included, with its default number of processes;
+7. ``pipeline replay --topic --processes 1``: the command in one process, for information.
 
 Every run is verified: the file holds every message, the target topic's partitions add up to
 the count. Each figure is the median of ``--repeat`` interleaved rounds; the ratios are against
-kcat (goal: 0.5x or better).
+kcat (goal: 0.5x or better). Beside each rate, the CPU time each contender spent per message
+(its processes and threads, kcat's included; the broker's not), median of the rounds.
 
 Run: ``.venv/bin/python bench/replay.py [--records 200000] [--repeat 3]``. Needs kcat
 (``apt-get install kcat``) and the stack's Kafka (started when it does not answer). Results go
@@ -36,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -55,10 +63,12 @@ from rich.table import Table
 from pipeline.envelope import Event, encode
 from pipeline.kafka.clients import build_admin, build_consumer, build_producer
 from pipeline.replay.bounds import Stop
+from pipeline.replay.processes import replay_recording
 from pipeline.replay.recorder import record_topics
 from pipeline.replay.recording import RecordingWriter, read_recording, read_recording_for_replay
 from pipeline.replay.replayer import PRODUCER_SETTINGS as REPLAY_PRODUCER
 from pipeline.replay.replayer import replay_into_kafka
+from pipeline.replay.shares import default_processes
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 
@@ -203,6 +213,15 @@ def replay_library(settings: PipelineSettings, recording: Path, target: str) -> 
     return time.perf_counter() - began
 
 
+def replay_processes(
+    settings: PipelineSettings, recording: Path, target: str, processes: int
+) -> float:
+    began = time.perf_counter()
+    summary = replay_recording(settings.kafka, recording, topic=target, processes=processes)
+    assert summary.sent == _lines(recording)
+    return time.perf_counter() - began
+
+
 def replay_floor(
     settings: PipelineSettings, messages: list[tuple[str, str, list[Any]]], target: str
 ) -> float:
@@ -233,35 +252,53 @@ def decoded(recording: Path) -> list[tuple[str, str, list[Any]]]:
     return out
 
 
-def replay_cli(settings: PipelineSettings, recording: Path, target: str) -> float:
+def replay_cli(settings: PipelineSettings, recording: Path, target: str, *options: str) -> float:
     began = time.perf_counter()
     subprocess.run(
-        [PIPELINE, "replay", str(recording), "--topic", target],
+        [PIPELINE, "replay", str(recording), "--topic", target, *options],
         check=True,
         stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - began
 
 
+def _cpu_s() -> float:
+    """CPU time of this process (all its threads) and of its children waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
-def _table(console: Console, title: str, rates: dict[str, float], baseline: str) -> None:
+def _table(
+    console: Console,
+    title: str,
+    rates: dict[str, float],
+    cpu_us: dict[str, float],
+    baseline: str,
+) -> None:
     table = Table(title=title)
-    for column in ("tool", "messages/s", f"ratio vs {baseline}"):
+    for column in ("tool", "messages/s", f"ratio vs {baseline}", "CPU µs/message"):
         table.add_column(column, justify="left" if column == "tool" else "right")
     for name, rate in rates.items():
-        table.add_row(name, f"{rate:,.0f}", f"{rate / rates[baseline]:.2f}x")
+        table.add_row(name, f"{rate:,.0f}", f"{rate / rates[baseline]:.2f}x", f"{cpu_us[name]:.1f}")
     console.print(table)
 
 
-def _markdown(title: str, rates: dict[str, float], baseline: str) -> list[str]:
+def _markdown(
+    title: str, rates: dict[str, float], cpu_us: dict[str, float], baseline: str
+) -> list[str]:
     return [
         title,
         "",
-        f"| tool | messages/s | ratio vs {baseline} |",
-        "|---|---:|---:|",
-        *(f"| {n} | {r:,.0f} | {r / rates[baseline]:.2f}x |" for n, r in rates.items()),
+        f"| tool | messages/s | ratio vs {baseline} | CPU µs/message |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {n} | {r:,.0f} | {r / rates[baseline]:.2f}x | {cpu_us[n]:.1f} |"
+            for n, r in rates.items()
+        ),
         "",
     ]
 
@@ -290,6 +327,7 @@ def main() -> None:
         tsv = work / "kcat-input.tsv"
         headers = kcat_input(recording, tsv)
         in_memory = decoded(recording)
+        processes = default_processes(PARTITIONS)  # what the command chooses by default
 
         recorders: dict[str, Callable[[Path], float]] = {
             "kcat -C -J": lambda out: record_kcat(settings, source, out),
@@ -302,19 +340,31 @@ def main() -> None:
             "produce() loop, pre-decoded (Python's floor)": lambda target: replay_floor(
                 settings, in_memory, target
             ),
-            "replay_into_kafka (library)": lambda target: replay_library(
+            "replay_into_kafka, one process, no check first (library)": (
+                lambda target: replay_library(settings, recording, target)
+            ),
+            f"replay_recording, {processes} processes (library)": lambda target: replay_processes(
+                settings, recording, target, processes
+            ),
+            f"pipeline replay, {processes} processes (command)": lambda target: replay_cli(
                 settings, recording, target
             ),
-            "pipeline replay (command)": lambda target: replay_cli(settings, recording, target),
+            "pipeline replay --processes 1 (command)": lambda target: replay_cli(
+                settings, recording, target, "--processes", "1"
+            ),
         }
         record_s: dict[str, list[float]] = {name: [] for name in recorders}
         replay_s: dict[str, list[float]] = {name: [] for name in replayers}
+        record_cpu: dict[str, list[float]] = {name: [] for name in recorders}
+        replay_cpu: dict[str, list[float]] = {name: [] for name in replayers}
         # Interleaved rounds, so a noisy moment on a shared machine hits every contender alike.
         for round_number in range(1, args.repeat + 1):
             for name, record in recorders.items():
                 out = work / "round.out"
                 with console.status(f"round {round_number}/{args.repeat}: record, {name}"):
+                    cpu = _cpu_s()
                     seconds = record(out)
+                    record_cpu[name].append((_cpu_s() - cpu) / records * 1e6)
                 assert _lines(out) == records, f"{name} wrote {_lines(out):,} lines"
                 record_s[name].append(seconds)
                 console.print(f"round {round_number}: record, {name}: {records / seconds:,.0f}/s")
@@ -322,7 +372,9 @@ def main() -> None:
                 target = _topic(settings, "target")
                 topics.append(target)
                 with console.status(f"round {round_number}/{args.repeat}: replay, {name}"):
+                    cpu = _cpu_s()
                     seconds = replay(target)
+                    replay_cpu[name].append((_cpu_s() - cpu) / records * 1e6)
                 assert _count(settings, target) == records, f"{name}: not every message arrived"
                 replay_s[name].append(seconds)
                 console.print(f"round {round_number}: replay, {name}: {records / seconds:,.0f}/s")
@@ -332,9 +384,19 @@ def main() -> None:
 
     recording_rates = {n: records / statistics.median(s) for n, s in record_s.items()}
     replay_rates = {n: records / statistics.median(s) for n, s in replay_s.items()}
+    record_us = {n: statistics.median(c) for n, c in record_cpu.items()}
+    replay_us = {n: statistics.median(c) for n, c in replay_cpu.items()}
     size = args.record_size
-    _table(console, f"recording {records:,} messages (~{size} B)", recording_rates, "kcat -C -J")
-    _table(console, f"replaying {records:,} messages (~{size} B)", replay_rates, "kcat -P")
+    _table(
+        console,
+        f"recording {records:,} messages (~{size} B)",
+        recording_rates,
+        record_us,
+        "kcat -C -J",
+    )
+    _table(
+        console, f"replaying {records:,} messages (~{size} B)", replay_rates, replay_us, "kcat -P"
+    )
 
     RESULTS.mkdir(exist_ok=True)
     report = {
@@ -347,20 +409,29 @@ def main() -> None:
             n: r / recording_rates["kcat -C -J"] for n, r in recording_rates.items()
         },
         "record_seconds": record_s,
+        "record_cpu_us_per_message": record_us,
         "replay_messages_per_s": replay_rates,
         "replay_ratio_vs_kcat": {n: r / replay_rates["kcat -P"] for n, r in replay_rates.items()},
         "replay_seconds": replay_s,
+        "replay_cpu_us_per_message": replay_us,
+        "replay_processes": processes,
+        "cores": os.cpu_count(),
+        "load_average_at_end": os.getloadavg()[0],
     }
     (RESULTS / "replay.json").write_text(json.dumps(report, indent=2))
     lines = [
         f"{records:,} CloudEvents of ~{size} B (7 headers each) on {PARTITIONS} partitions; "
-        f"median of {args.repeat} interleaved rounds, ratios against kcat in the same run.",
+        f"median of {args.repeat} interleaved rounds, ratios against kcat in the same run; "
+        f"{os.cpu_count()} cores shared with the broker, load average "
+        f"{os.getloadavg()[0]:.1f} at the end. CPU: the contender's processes and threads, "
+        "not the broker's.",
         "",
-        *_markdown("Recording (topic to file):", recording_rates, "kcat -C -J"),
+        *_markdown("Recording (topic to file):", recording_rates, record_us, "kcat -C -J"),
         *_markdown(
             "Replaying (file to acknowledged messages; kcat sends the first message's headers "
             "with every message, and once none):",
             replay_rates,
+            replay_us,
             "kcat -P",
         ),
     ]

@@ -1,27 +1,30 @@
 """Replaying a recording file: checked whole first, then sent by several processes at once.
 
-One Python process sends at most ~200,000 messages a second with 7 headers each (its main
-thread is busy in confluent-kafka's ``produce``), a third of what ``kcat -P`` does; so
-:func:`replay_recording` splits the work over ``processes`` processes (forked), each owning
-whole partitions (shares.py), so each partition's messages still go out in file order through
-one idempotent producer.
+One Python process spends most of its time in confluent-kafka's ``produce`` and in reading
+the lines (~7 µs of CPU a message with 7 headers, against ~2.5 µs for ``kcat -P``), so
+:func:`replay_recording` can split the sending over ``processes`` processes (forked), each
+owning whole partitions (shares.py): each partition's messages still go out in file order,
+through one idempotent producer.
 
-1. **check**: every process reads the whole file; of every line it reads only the head
-   (topic, partition, key: :func:`~pipeline.replay.recording.read_head`) to know whose it is,
-   and reads its own lines whole, which checks them, and keeps them (up to
-   :data:`KEEP_BYTES` of lines). The first line that is not a message, over all the
-   processes, stops the replay (:class:`RecordingError`) before anything is sent; so does a
-   target topic that is missing or lacks a recorded partition (:class:`ReplayError`).
+1. **check**: this process reads every line whole (the first that is not a message stops the
+   replay: :class:`RecordingError`), surveys the recording, and hands each line to the process
+   that owns it, which keeps it raw (up to :data:`KEEP_BYTES`; the rest is read again when
+   sending). Then the target topics are checked: missing, or lacking a recorded partition, is
+   a :class:`ReplayError`. Nothing is sent before.
 2. ``on_checked(survey, processes)`` is called, then every process sends its messages
    (:func:`~pipeline.replay.replayer.replay_into_kafka`: the same producer, settings and
-   accounting as one process), those it kept first, then those past them, read again.
-3. the parent adds up what each acknowledged: one :class:`ReplaySummary`, or one
+   accounting as one process), those it kept, then the rest, routed to it again.
+3. this process adds up what each acknowledged: one :class:`ReplaySummary`, or one
    :class:`ReplayFailed`, :class:`ReplayInterrupted` or :class:`ReplayError` naming the first
-   process that failed and why.
+   process that failed and why (the others are stopped, and flush what they sent).
 
-Ctrl-C or SIGTERM reaches every process (the parent passes it on): each flushes what it sent,
+Ctrl-C or SIGTERM reaches every process (this one passes it on): each flushes what it sent,
 and the summary counts it. With ``processes=1``, or with pacing (``--rate``, ``--speed``:
-one clock for the whole recording), it all runs in this process, the same way.
+one clock for the whole recording), it all runs in this process: the file is read once to
+check it, then again to send it.
+
+Several processes pay off when cores are idle: they spend more CPU in all (this process reads
+every line, then its owner reads it again) to send sooner. bench/replay.py measures both.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 
 from pipeline.kafka.clients import build_admin
 from pipeline.replay.pacing import Pacing
-from pipeline.replay.recording import RecordingError, open_recording, read_recording_for_replay
+from pipeline.replay.recording import open_recording, read_recording_for_replay
 from pipeline.replay.replayer import (
     ReplayFailed,
     ReplayInterrupted,
@@ -49,7 +52,16 @@ from pipeline.replay.replayer import (
 )
 from pipeline.replay.routing import RecordingSurvey, ReplayError, problems, survey
 from pipeline.replay.shares import LineRouter, ProcessShares, default_processes
-from pipeline.replay.worker import ReplayJob, batch, run_replay_process
+from pipeline.replay.worker import (
+    END,
+    LINES_KEPT,
+    MORE,
+    SEND,
+    STOP,
+    ReplayJob,
+    encode_batch,
+    run_replay_process,
+)
 from pipeline.settings import KafkaSettings
 from pipeline.topics.admin import describe_cluster_topics
 
@@ -168,7 +180,8 @@ def _default_processes(
 
 
 class _Pipes:
-    """The parent's ends of one process's two pipes: words to it, answers from it."""
+    """The parent's side of one process: its two pipe ends, the batch being filled for it,
+    and how much of what it was sent it keeps."""
 
     def __init__(self, to_child: Connection, from_child: Connection) -> None:
         self.to_child = to_child
@@ -176,30 +189,40 @@ class _Pipes:
         self.numbers: list[int] = []
         self.lines: list[bytes] = []
         self.size = 0
-        #: Bytes of lines it was asked to keep, and the first line it was not (None: all kept).
+        #: Where the batch being filled begins: line number and byte offset.
+        self.start = (0, 0)
         self.kept_bytes = 0
+        #: The first line it was sent but not told to keep (None: it keeps all).
         self.first_not_kept: int | None = None
         self.gone = False
 
-    def add(self, number: int, raw: bytes, word: str, keep: bool) -> None:
-        self.numbers.append(number)
-        line = raw[:-1] if raw.endswith(b"\n") else raw
-        self.lines.append(line)
-        self.size += len(line)
-        if self.size >= _BATCH_BYTES:
-            self.flush(word, keep)
-
-    def flush(self, word: str, keep: bool) -> None:
+    def flush(self, word: bytes) -> None:
         if self.numbers:
-            numbers, lines = batch(self.numbers, self.lines)
+            data = encode_batch(word, self.numbers, self.lines)
             self.numbers, self.lines, self.size = [], [], 0
-            self.tell(word, numbers, lines, keep)
+            self.tell(data)
 
-    def tell(self, *word: Any) -> None:
+    def flush_to_keep(self) -> tuple[int, int] | None:
+        """Send the batch to be kept while there is room; past it, drop the batch (it is read
+        again when sending) and say where it begins, the first time."""
+        if not self.numbers:
+            return None
+        if self.first_not_kept is None and self.kept_bytes + self.size <= KEEP_BYTES:
+            self.kept_bytes += self.size
+            self.flush(LINES_KEPT)
+            return None
+        start: tuple[int, int] | None = None
+        if self.first_not_kept is None:
+            self.first_not_kept = self.start[0]
+            start = self.start
+        self.numbers, self.lines, self.size = [], [], 0
+        return start
+
+    def tell(self, data: bytes) -> None:
         if self.gone:
             return
         try:
-            self.to_child.send(word)
+            self.to_child.send_bytes(data)
         except OSError:  # it ended; its answer (or its absence) says why
             self.gone = True
 
@@ -276,7 +299,7 @@ class _Team:
             if error_type is not None:
                 self._stop_all()
             for pipes in self._pipes:
-                pipes.tell("stop")  # a process still waiting for a word ends
+                pipes.tell(STOP)  # a process still waiting for a word ends
             for process in self._processes:
                 process.join(timeout=60)
                 if process.is_alive():
@@ -317,49 +340,33 @@ class _Team:
         return {index: pipes.from_child for index, pipes in enumerate(self._pipes)}
 
     def check(self) -> RecordingSurvey:
-        """Route every line to its process, which reads it whole (a check) and keeps it while
-        it has room; the whole recording's survey, or the first line that is not a message."""
+        """Read every line whole (a check: the first that is not a message stops everything,
+        :class:`RecordingError`) and hand it to its process, which keeps it while it has room;
+        the whole recording's survey."""
         owner_of = self._router.owner
         pipes = self._pipes
-        bad: tuple[int, str] | None = None
         offset = 0
         with open_recording(self._path) as lines:
+            # Once per line of the file: the batching is written out here, not called.
             for number, raw in enumerate(lines, start=1):
-                try:
-                    owner = owner_of(raw, number)
-                except RecordingError as error:
-                    bad = (number, str(error))
-                    break
+                owner = owner_of(raw, number)
                 if owner is not None:
                     mine = pipes[owner]
-                    if mine.first_not_kept is None:
-                        mine.kept_bytes += len(raw)
-                        if mine.kept_bytes > KEEP_BYTES:
-                            mine.flush("lines", True)
-                            mine.first_not_kept = number
-                            if self._resume is None:
-                                self._resume = (number, offset)
-                    mine.add(number, raw, "lines", mine.first_not_kept is None)
+                    if not mine.numbers:
+                        mine.start = (number, offset)
+                    mine.numbers.append(number)
+                    mine.lines.append(raw)
+                    mine.size += len(raw)
+                    if mine.size >= _BATCH_BYTES:
+                        self._note_resume(mine.flush_to_keep())
                 offset += len(raw)
         for mine in pipes:
-            mine.flush("lines", mine.first_not_kept is None)
-            mine.tell("checked")
-        errors: list[str] = []
-        waiting = self._waiting()
-        while waiting:
-            for index, answer in self._collect(waiting):
-                if answer[0] == "bad":
-                    if bad is None or answer[1] < bad[0]:
-                        bad = (answer[1], answer[2])
-                elif answer[0] == "interrupted":
-                    raise KeyboardInterrupt
-                elif answer[0] != "checked":
-                    errors.append(f"replay process {index}: {answer[-1]}")
-        if bad is not None:
-            raise RecordingError(bad[1])
-        if errors:
-            raise ReplayError(errors[0])
+            self._note_resume(mine.flush_to_keep())
         return self._router.survey
+
+    def _note_resume(self, start: tuple[int, int] | None) -> None:
+        if start is not None and (self._resume is None or start[0] < self._resume[0]):
+            self._resume = start
 
     def send(self, on_progress: Callable[[int], None] | None) -> ReplaySummary:
         """Tell every process to send; route again the lines some did not keep; add up their
@@ -372,7 +379,7 @@ class _Team:
         progress = _Progress(self._progress, on_progress)
         interrupt: KeyboardInterrupt | None = None
         for pipes in self._pipes:
-            pipes.tell("send")
+            pipes.tell(SEND)
         try:
             self._send_the_rest(progress)
         except KeyboardInterrupt as stop:
@@ -380,7 +387,7 @@ class _Team:
             self._ignore_signals()
             self._stop_all()
         for pipes in self._pipes:
-            pipes.tell("end")
+            pipes.tell(END)
         tally = _Tally()
         waiting = self._waiting()
         while waiting:
@@ -422,11 +429,14 @@ class _Team:
                     continue
                 mine = pipes[owner]
                 if mine.first_not_kept is not None and number >= mine.first_not_kept:
-                    mine.add(number, raw, "more", False)
-                    if not mine.numbers:  # a batch went out
+                    mine.numbers.append(number)
+                    mine.lines.append(raw)
+                    mine.size += len(raw)
+                    if mine.size >= _BATCH_BYTES:
+                        mine.flush(MORE)
                         progress.report()
         for mine in pipes:
-            mine.flush("more", False)
+            mine.flush(MORE)
 
     def _ignore_signals(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -442,8 +452,8 @@ class _Duplex:
         self._reading = reading
         self._writing = writing
 
-    def recv(self) -> Any:
-        return self._reading.recv()
+    def recv_bytes(self) -> bytes:
+        return self._reading.recv_bytes()
 
     def send(self, answer: Any) -> None:
         self._writing.send(answer)

@@ -36,7 +36,6 @@ import msgspec
 from pipeline.errors import PipelineError
 
 __all__ = [
-    "LineHead",
     "ProducibleMessage",
     "RecordedMessage",
     "RecordingError",
@@ -49,7 +48,6 @@ __all__ = [
     "parse_line",
     "parse_lines",
     "parse_lines_for_replay",
-    "read_head",
     "read_recording",
     "read_recording_for_replay",
     "tstype_of",
@@ -365,31 +363,6 @@ def parse_lines_for_replay(lines: Iterable[bytes], *, source: str) -> Iterator[P
         message = _message_of(raw, source, number)
         if message is not None:
             yield message
-
-
-class LineHead(msgspec.Struct, gc=False):
-    """Where a line's message was and its key, without its value and headers: what a replay
-    with several processes reads of every line to know which process sends it (a third of
-    the cost of reading the whole line). The same fields and defaults as :class:`_TextLine`."""
-
-    topic: str
-    partition: int = 0
-    timestamp_ms: int | None = msgspec.field(default=None, name="ts")
-    key: str | None = None
-
-
-_HEAD_DECODER = msgspec.json.Decoder(LineHead)
-
-
-def read_head(raw: bytes) -> LineHead | None:
-    """The head of a usual line (JSON with a topic and a text or null key); None for any
-    other line, which is then read whole (:func:`message_for_replay`). A head does not mean
-    the line is valid: only reading it whole says so."""
-    try:
-        head = _HEAD_DECODER.decode(raw)
-    except msgspec.DecodeError:  # msgspec.ValidationError is one too
-        return None
-    return head if head.topic else None
 
 
 def read_recording(path: Path) -> Iterator[RecordedMessage]:

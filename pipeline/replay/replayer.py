@@ -35,7 +35,7 @@ from pipeline.kafka.clients import build_admin, build_producer
 from pipeline.replay.pacing import Pacing, Schedule
 from pipeline.replay.recording import ProducibleMessage
 from pipeline.replay.rewrite import rewrite_event_id
-from pipeline.replay.routing import BY_KEY, ReplayError, target_partition, target_topic
+from pipeline.replay.routing import BY_KEY, ReplayError, target_partition
 from pipeline.settings import KafkaSettings
 from pipeline.topics.admin import describe_cluster_topics
 
@@ -151,10 +151,13 @@ def replay_into_kafka(
     began = time.monotonic()
     # The loop runs once per message at up to ~100,000 a second: calls are kept out of the
     # common case (no pacing, no new ids, partitions by key) and the usual produce is inline.
+    partitions_of: dict[str, int] = {}  # each target's, looked up before its first message
     try:
         for message in messages:
-            target = target_topic(message, topic)
-            partitions = targets.partitions(target)
+            target = message.topic if topic is None else topic
+            partitions = partitions_of.get(target)
+            if partitions is None:
+                partitions = partitions_of[target] = targets.partitions(target)
             partition = (
                 target_partition(message, preserve=True, partitions=partitions)
                 if preserve_partitions

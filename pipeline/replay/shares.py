@@ -14,8 +14,7 @@ its messages, in file order. :class:`ProcessShares` says which process a message
 Partition ``p`` of a topic belongs to process ``(crc32(topic) + p) % processes``: the same
 answer in every process, and a topic's partitions spread evenly over the processes.
 
-:class:`LineRouter` does it for raw recording lines, reading only their heads, and surveys the
-recording on the way.
+:class:`LineRouter` does it for raw recording lines, and surveys the recording on the way.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from collections.abc import Callable
 import confluent_kafka
 
 from pipeline.kafka.partitioner import partition_for
-from pipeline.replay.recording import message_for_replay, read_head
+from pipeline.replay.recording import message_for_replay
 from pipeline.replay.routing import RecordingSurvey
 
 __all__ = ["LineRouter", "ProcessShares", "default_processes", "usable_cores"]
@@ -103,9 +102,10 @@ class ProcessShares:
 
 
 class LineRouter:
-    """Which process sends each raw line of a recording, from the line's head (its topic,
-    partition and key; the rest is read by that process), and the recording's survey.
+    """Which process sends each raw line of a recording, and the recording's survey.
 
+    Every line is read whole here, once, which checks it (:class:`RecordingError` naming the
+    first that is not a message): the processes then only read their own lines to send them.
     ``partitions_of(topic)`` gives a target topic's partition count (None when it does not
     exist), needed to place messages by key; not asked with ``preserve_partitions``.
     """
@@ -128,25 +128,19 @@ class LineRouter:
         self.survey = RecordingSurvey()
 
     def owner(self, raw: bytes, number: int, *, surveying: bool = True) -> int | None:
-        """The process that sends line ``number``; None for a blank line. A line without a
-        usual head is read whole here: :class:`RecordingError` if it is not a message."""
-        head = read_head(raw)
-        key: str | bytes | None
-        if head is not None:
-            recorded, partition, key, ts = head.topic, head.partition, head.key, head.timestamp_ms
-        else:
-            message = message_for_replay(raw, self._source, number)
-            if message is None:
-                return None
-            recorded, partition, key = message.topic, message.partition, message.key
-            ts = message.timestamp_ms
-        target = self._topic if self._topic is not None else recorded
+        """The process that sends line ``number``; None for a blank line."""
+        message = message_for_replay(raw, self._source, number)
+        if message is None:
+            return None
+        partition = message.partition
+        target = self._topic if self._topic is not None else message.topic
         if surveying:
             found = self.survey
             found.messages += 1
             needed = found.partitions_needed
             if needed.get(target, 0) <= partition:
                 needed[target] = partition + 1
+            ts = message.timestamp_ms
             if ts is not None:
                 if found.first_ms is None or ts < found.first_ms:
                     found.first_ms = ts
@@ -159,4 +153,4 @@ class LineRouter:
                 count = counts[target]
             else:
                 count = counts[target] = self._partitions_of(target)
-        return self._shares.of_message(target, partition, key, number, count)
+        return self._shares.of_message(target, partition, message.key, number, count)

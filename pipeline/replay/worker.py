@@ -1,17 +1,15 @@
-"""One process of a replay with several (processes.py): it reads its lines, then sends them.
+"""One process of a replay with several (processes.py): it keeps its lines, then sends them.
 
-The parent reads the file and hands each process the lines it owns, as they come, in batches
-(:func:`batch`): ``("lines", numbers, lines, keep)``. The process reads each line whole, which
-checks it, and keeps the message when ``keep`` says so (the parent keeps the memory bounded).
-Then, in order, over its pipe:
+The parent reads the file, checking every line, and hands each process the lines it owns in
+batches (:func:`encode_batch`, one ``send_bytes`` each, no pickling: a copy less per line).
+The parent's words, in order:
 
-1. ``("checked",)``: it answers ``("checked",)``, or ``("bad", number, why)`` for its first
-   line that is not a message;
-2. ``("send",)``: it sends the messages it kept, then those of ``("more", numbers, lines)``
-   batches (the lines it did not keep, read again by the parent), until ``("end",)``; and
-   answers ``("sent", summary)``, ``("failed", summary, failed, first_error)`` or
+1. :data:`LINES_KEPT` batches, to keep (raw: the parent keeps the memory bounded);
+2. :data:`SEND`: it sends the messages it kept, then those of :data:`MORE` batches (the lines it
+   did not keep, read again by the parent), until :data:`END`; and answers
+   ``("sent", summary)``, ``("failed", summary, failed, first_error)`` or
    ``("interrupted", summary)``;
-3. ``("stop",)`` at any point ends it without sending more.
+3. :data:`STOP` at any point ends it without sending anything.
 
 Any other failure is answered ``("error", why)``. The first SIGINT or SIGTERM interrupts it
 (what it sent is flushed and counted); later ones are ignored, so that flush runs to its end.
@@ -37,7 +35,17 @@ from pipeline.replay.replayer import (
 from pipeline.replay.routing import ReplayError
 from pipeline.settings import KafkaSettings
 
-__all__ = ["ReplayJob", "batch", "run_replay_process"]
+__all__ = [
+    "END",
+    "LINES_KEPT",
+    "MORE",
+    "SEND",
+    "STOP",
+    "ReplayJob",
+    "decode_batch",
+    "encode_batch",
+    "run_replay_process",
+]
 
 
 class ReplayJob:
@@ -59,15 +67,31 @@ class ReplayJob:
         self.rewrite_ids = rewrite_ids
 
 
-def batch(numbers: list[int], lines: list[bytes]) -> tuple[bytes, bytes]:
-    """Line numbers and their raw lines, as two strings of bytes to send over a pipe."""
-    return array("q", numbers).tobytes(), b"\n".join(lines)
+#: The parent's words (the first byte of each).
+LINES_KEPT = b"L"
+MORE = b"M"
+SEND = b"S"
+END = b"E"
+STOP = b"X"
 
 
-def _unbatch(numbers: bytes, lines: bytes) -> tuple[array[int], list[bytes]]:
-    found = array("q")
-    found.frombytes(numbers)
-    return found, lines.split(b"\n")
+def encode_batch(word: bytes, numbers: list[int], lines: list[bytes]) -> bytes:
+    """A batch of raw lines (each ending with a newline, but perhaps the file's last) and their
+    numbers: the word, the count, the numbers, the lines."""
+    head = word + len(numbers).to_bytes(4, "little") + array("q", numbers).tobytes()
+    return b"".join([head, *lines])
+
+
+def decode_batch(data: bytes) -> tuple[bytes, array[int], list[bytes]]:
+    """The word, line numbers and lines (without their newlines) of an :func:`encode_batch`."""
+    count = int.from_bytes(data[1:5], "little")
+    end = 5 + 8 * count
+    numbers = array("q")
+    numbers.frombytes(data[5:end])
+    lines = data[end:].split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    return data[:1], numbers, lines
 
 
 class _StopOnce:
@@ -87,37 +111,22 @@ class _StopOnce:
 
 
 class _Lines:
-    """This process's lines: read whole as they come (checked), and kept raw when asked.
-
-    Raw, not read: keeping a hundred thousand messages as Python objects took twice as long
-    as reading them again when they are sent (fresh memory for every object, measured).
-    """
+    """This process's lines, kept raw as they come (the parent read them whole: they are
+    messages), until the word to send them."""
 
     def __init__(self, job: ReplayJob, conn: Connection) -> None:
         self._job = job
         self._conn = conn
-        self._kept: list[tuple[bytes, bytes]] = []
-        self.bad: tuple[int, str] | None = None
+        self._kept: list[bytes] = []
 
-    def check(self) -> str:
-        """Read batches until the parent says what next; the word that ended them."""
-        source = self._job.source
+    def take(self) -> bytes:
+        """Keep the batches to keep until the parent says what next; the word that did."""
         keep = self._kept.append
         while True:
-            word = self._conn.recv()
-            if word[0] != "lines":
-                return str(word[0])
-            if self.bad is not None:
-                continue  # past the first bad line: nothing more to check
-            numbers, lines = _unbatch(word[1], word[2])
-            for number, raw in zip(numbers, lines, strict=True):
-                try:
-                    message_for_replay(raw, source, number)
-                except RecordingError as error:
-                    self.bad = (number, str(error))
-                    break
-            if word[3]:
-                keep((word[1], word[2]))
+            data = self._conn.recv_bytes()
+            if data[:1] != LINES_KEPT:
+                return data[:1]
+            keep(data)
 
     def messages(self) -> Iterator[ProducibleMessage]:
         """The messages to send, in file order: those kept, then those of ``more`` batches."""
@@ -125,16 +134,16 @@ class _Lines:
         kept, self._kept = self._kept, []
         kept.reverse()
         while kept:  # each batch is let go once read
-            numbers, lines = _unbatch(*kept.pop())
+            _, numbers, lines = decode_batch(kept.pop())
             for number, raw in zip(numbers, lines, strict=True):
                 message = message_for_replay(raw, source, number)
                 if message is not None:
                     yield message
         while True:
-            word = self._conn.recv()
-            if word[0] != "more":
+            data = self._conn.recv_bytes()
+            if data[:1] != MORE:
                 return
-            numbers, lines = _unbatch(word[1], word[2])
+            _, numbers, lines = decode_batch(data)
             for number, raw in zip(numbers, lines, strict=True):
                 message = message_for_replay(raw, source, number)
                 if message is not None:
@@ -149,11 +158,7 @@ def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: A
     gc.disable()
     try:
         lines = _Lines(job, conn)
-        word = lines.check()
-        if word != "checked":
-            return
-        conn.send(("checked",) if lines.bad is None else ("bad", *lines.bad))
-        if lines.bad is not None or conn.recv()[0] != "send":
+        if lines.take() != SEND:
             return
 
         def advance(count: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.replay import worker
+from pipeline.replay import processes, worker
 from pipeline.replay.processes import replay_recording
 from pipeline.replay.recording import RecordingError, RecordingWriter, parse_lines
 from pipeline.replay.routing import ReplayError
@@ -53,9 +53,14 @@ def test_three_processes_keep_every_partition_exactly_binary_headers_and_nulls_i
     assert partitions_of(pipeline_settings, target) == partitions_of(pipeline_settings, source)
 
 
+@pytest.mark.parametrize("keep_bytes", [processes.KEEP_BYTES, 3_000], ids=["kept", "read-again"])
 def test_by_key_two_processes_put_every_message_where_murmur2_put_it_in_the_same_order(
-    pipeline_settings, new_topic, tmp_path
+    pipeline_settings, new_topic, tmp_path, monkeypatch, keep_bytes
 ):
+    # With little room, the processes keep a few batches and the parent sends them the rest
+    # again (small batches: some kept, some not).
+    monkeypatch.setattr(processes, "KEEP_BYTES", keep_bytes)
+    monkeypatch.setattr(processes, "_BATCH_BYTES", 1_000)
     source, target = new_topic(partitions=5), new_topic(partitions=5)
     produce(
         pipeline_settings,

@@ -10,7 +10,17 @@ import pytest
 from pipeline.replay import worker
 from pipeline.replay.recording import RecordedMessage, format_line
 from pipeline.replay.replayer import ReplayFailed, ReplaySummary
-from pipeline.replay.worker import ReplayJob, batch, run_replay_process
+from pipeline.replay.worker import (
+    END,
+    LINES_KEPT,
+    MORE,
+    SEND,
+    STOP,
+    ReplayJob,
+    decode_batch,
+    encode_batch,
+    run_replay_process,
+)
 from pipeline.settings import KafkaSettings
 
 
@@ -22,7 +32,7 @@ class FakeConn:
         self.answers = []
         self.closed = False
 
-    def recv(self):
+    def recv_bytes(self):
         return self.words.pop(0)
 
     def send(self, answer):
@@ -36,9 +46,14 @@ def line(n, key=b"k"):
     return format_line(RecordedMessage("orders", 0, n, key, f"v{n}".encode(), (("n", None),)))
 
 
-def lines_word(numbers, keep=True, word="lines"):
-    encoded = batch(numbers, [line(n).encode() for n in numbers])
-    return (word, *encoded) + ((keep,) if word == "lines" else ())
+def lines_word(numbers, word=LINES_KEPT):
+    return encode_batch(word, numbers, [line(n).encode() + b"\n" for n in numbers])
+
+
+def test_a_batch_comes_back_as_it_was_sent_the_last_line_of_a_file_without_its_newline():
+    data = encode_batch(MORE, [3, 7, 8], [b"a\n", b"\n", b"c"])
+    word, numbers, lines = decode_batch(data)
+    assert (word, list(numbers), lines) == (MORE, [3, 7, 8], [b"a", b"", b"c"])
 
 
 @pytest.fixture(autouse=True)
@@ -70,40 +85,36 @@ JOB = ReplayJob(
 )
 
 
-def test_it_sends_what_it_kept_then_the_lines_it_is_sent_again_in_file_order(sent):
+def test_it_sends_what_it_kept_then_the_lines_routed_to_it_again_in_file_order(sent):
     conn = FakeConn(
         [
             lines_word([1, 4]),
-            lines_word([6], keep=False),  # past its room: checked, not kept
-            ("checked",),
-            ("send",),
-            lines_word([6, 9], word="more"),
-            ("end",),
+            SEND,
+            lines_word([6, 9], MORE),  # past its room: routed to it again
+            END,
         ]
     )
     progress = [0]
     run_replay_process(JOB, 0, conn, progress)
     assert sent == [(1, "v1", "copy"), (4, "v4", "copy"), (6, "v6", "copy"), (9, "v9", "copy")]
-    assert conn.answers[0] == ("checked",)
-    assert conn.answers[1][0] == "sent" and conn.answers[1][1].sent == 4
+    assert len(conn.answers) == 1
+    assert conn.answers[0][0] == "sent" and conn.answers[0][1].sent == 4
     assert conn.closed
 
 
-def test_its_first_bad_line_is_answered_with_its_number_and_nothing_is_sent(sent):
-    bad = batch([3, 5, 8], [line(3).encode(), b'{"topic": "x", "ts": "noon"}', b"{"])
-    conn = FakeConn([("lines", *bad, True), ("checked",)])
+def test_a_line_that_is_no_longer_a_message_when_sent_is_answered_as_an_error(sent):
+    # The parent checked the file; it changed before this process read the line again.
+    bad = encode_batch(MORE, [5], [b'{"topic": "x", "ts": "noon"}\n'])
+    conn = FakeConn([lines_word([3]), SEND, bad, END])
     run_replay_process(JOB, 1, conn, [0, 0])
-    assert sent == []
-    assert len(conn.answers) == 1
-    kind, number, why = conn.answers[0]
-    assert (kind, number) == ("bad", 5)
-    assert why.startswith("r.ndjson:5: not a recorded message")
+    kind, why = conn.answers[-1]
+    assert kind == "error" and why.startswith("r.ndjson:5: not a recorded message")
 
 
 def test_stop_before_the_word_to_send_ends_it_without_sending(sent):
-    conn = FakeConn([lines_word([1]), ("checked",), ("stop",)])
+    conn = FakeConn([lines_word([1]), STOP])
     run_replay_process(JOB, 0, conn, [0])
-    assert sent == [] and conn.answers == [("checked",)]
+    assert sent == [] and conn.answers == []
 
 
 def test_failed_deliveries_are_answered_with_the_summary_and_the_first_error(monkeypatch):
@@ -114,7 +125,7 @@ def test_failed_deliveries_are_answered_with_the_summary_and_the_first_error(mon
         raise ReplayFailed(summary, 2, "Broker: Message size too large")
 
     monkeypatch.setattr(worker, "replay_into_kafka", failing)
-    conn = FakeConn([lines_word([1, 2, 3]), ("checked",), ("send",), ("end",)])
+    conn = FakeConn([lines_word([1, 2, 3]), SEND, END])
     run_replay_process(JOB, 0, conn, [0])
     assert conn.answers[-1] == ("failed", summary, 2, "Broker: Message size too large")
 
@@ -124,6 +135,6 @@ def test_an_unexpected_failure_is_one_line_naming_its_kind(monkeypatch):
         raise RuntimeError("no more memory")
 
     monkeypatch.setattr(worker, "replay_into_kafka", broken)
-    conn = FakeConn([lines_word([1]), ("checked",), ("send",), ("end",)])
+    conn = FakeConn([lines_word([1]), SEND, END])
     run_replay_process(JOB, 0, conn, [0])
     assert conn.answers[-1] == ("error", "RuntimeError: no more memory")
