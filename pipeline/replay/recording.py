@@ -48,6 +48,7 @@ __all__ = [
     "parse_line",
     "parse_lines",
     "parse_lines_for_replay",
+    "parse_numbered_lines_for_replay",
     "read_recording",
     "read_recording_for_replay",
     "tstype_of",
@@ -329,37 +330,45 @@ def _message_of(raw: bytes, source: str, number: int) -> RecordedMessage | None:
     return parse_line(line, where=f"{source}:{number}") if line.strip() else None
 
 
-def _line_for_replay(raw: bytes) -> _TextLine | None:
-    """A line that is a message to produce as it is: valid, all its values text or null; else
-    None, and the line is read the way :func:`parse_lines` reads it."""
-    try:
-        line = _TEXT_DECODER.decode(raw)
-    except msgspec.DecodeError:  # msgspec.ValidationError is one too
-        return None
-    tstype = line.timestamp_type
-    if not line.topic or (tstype is not msgspec.UNSET and tstype not in _TSTYPES):
-        return None
-    return line
-
-
 def message_for_replay(raw: bytes, source: str, number: int) -> ProducibleMessage | None:
     """The message of raw line ``number`` of ``source`` as a replay sends it (see
     :func:`parse_lines_for_replay`); None for a blank line; :class:`RecordingError` when the
     line is not a message."""
-    line = _line_for_replay(raw)
-    if line is not None:
-        return line
+    # A usual line is sent as it is decoded (_TextLine): valid, all its values text or null.
+    # Else it is read the way parse_lines reads it. Once per line of a replay: no call more.
+    try:
+        line = _TEXT_DECODER.decode(raw)
+    except msgspec.DecodeError:
+        pass
+    else:
+        tstype = line.timestamp_type
+        if line.topic and (tstype is msgspec.UNSET or tstype in _TSTYPES):
+            return line
     return _message_of(raw, source, number)
 
 
 def parse_lines_for_replay(lines: Iterable[bytes], *, source: str) -> Iterator[ProducibleMessage]:
     """The messages of raw recording lines as a replay sends them: what :func:`parse_lines`
     reads, with text left as text where it is (the same lines are refused, the same way)."""
-    for number, raw in enumerate(lines, start=1):
-        line = _line_for_replay(raw)
-        if line is not None:
-            yield line
-            continue
+    return parse_numbered_lines_for_replay(enumerate(lines, start=1), source=source)
+
+
+def parse_numbered_lines_for_replay(
+    numbered: Iterable[tuple[int, bytes]], *, source: str
+) -> Iterator[ProducibleMessage]:
+    """:func:`parse_lines_for_replay` of lines given with their numbers (``(number, raw)``)."""
+    # message_for_replay, written out: once per message of a replay.
+    decode = _TEXT_DECODER.decode
+    for number, raw in numbered:
+        try:
+            line = decode(raw)
+        except msgspec.DecodeError:
+            pass
+        else:
+            tstype = line.timestamp_type
+            if line.topic and (tstype is msgspec.UNSET or tstype in _TSTYPES):
+                yield line
+                continue
         message = _message_of(raw, source, number)
         if message is not None:
             yield message

@@ -25,7 +25,11 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
-from pipeline.replay.recording import ProducibleMessage, RecordingError, message_for_replay
+from pipeline.replay.recording import (
+    ProducibleMessage,
+    RecordingError,
+    parse_numbered_lines_for_replay,
+)
 from pipeline.replay.replayer import (
     ReplayFailed,
     ReplayInterrupted,
@@ -135,19 +139,17 @@ class _Lines:
         kept.reverse()
         while kept:  # each batch is let go once read
             _, numbers, lines = decode_batch(kept.pop())
-            for number, raw in zip(numbers, lines, strict=True):
-                message = message_for_replay(raw, source, number)
-                if message is not None:
-                    yield message
+            yield from parse_numbered_lines_for_replay(
+                zip(numbers, lines, strict=True), source=source
+            )
         while True:
             data = self._conn.recv_bytes()
             if data[:1] != MORE:
                 return
             _, numbers, lines = decode_batch(data)
-            for number, raw in zip(numbers, lines, strict=True):
-                message = message_for_replay(raw, source, number)
-                if message is not None:
-                    yield message
+            yield from parse_numbered_lines_for_replay(
+                zip(numbers, lines, strict=True), source=source
+            )
 
 
 def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: Any) -> None:
