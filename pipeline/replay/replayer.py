@@ -62,8 +62,10 @@ PRODUCER_SETTINGS: dict[str, Any] = {
     # Only failures come back as delivery reports; successes are counted by subtraction.
     "delivery.report.only.error": True,
 }
-#: How long to serve delivery reports before retrying a message the full local queue refused.
-_FULL_QUEUE_WAIT_S = 0.05
+#: How long to serve delivery reports before retrying a message the full local queue refused:
+#: short, as successes are not reported (a poll waits its whole timeout) and the queue drains
+#: by thousands a second (measured: at 50 ms, two waits were 6% of a 1.4 s replay).
+_FULL_QUEUE_WAIT_S = 0.005
 #: How long to wait at most per call while a paced message is not due yet.
 _WAIT_SLICE_S = 0.1
 
