@@ -38,3 +38,26 @@ def test_lines_across_chunk_boundaries_are_whole(monkeypatch):
 
     assert len(batches) > 100
     assert [line for batch in batches for line in batch] == _iterated(data) == lines
+
+
+class _Report:
+    """A delivered (or failed) message as librdkafka reports it: only its partition is read."""
+
+    def __init__(self, partition: int) -> None:
+        self._partition = partition
+
+    def partition(self) -> int:
+        return self._partition
+
+
+def test_the_tally_counts_deliveries_per_partition_and_failures_by_line(capsys):
+    from confluent_kafka import KafkaError
+
+    tally = produce._Tally(queued=5)
+    for line, partition in ((1, 0), (2, 3), (3, 3)):
+        tally.report(line, None, _Report(partition))  # type: ignore[arg-type]
+    tally.report(4, KafkaError(KafkaError._MSG_TIMED_OUT), _Report(-1))  # type: ignore[arg-type]
+
+    assert (tally.sent, tally.failed, dict(tally.per_partition)) == (3, 1, {0: 1, 3: 2})
+    assert "failed line 4: Local: Message timed out" in capsys.readouterr().err
+    assert produce._undelivered(tally)  # one failed, one not acknowledged
