@@ -77,6 +77,14 @@ def _short(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
+_COUNTED = re.compile(r"\b\d+ (process|processor|worker|orchestrator|consumer)(?:es|s)?\b")
+
+
+def series_label(row: Row) -> str:
+    """A scale-out line's legend: the case with its count of processes as N."""
+    return _COUNTED.sub(lambda m: f"N {m[1]}{'es' if m[1] == 'process' else 's'}", row["case"])
+
+
 def _label(row: Row) -> str:
     text = f"{row['stage']}: {row['case']}"
     if row["load_pct"] is not None and "%" not in row["case"]:
@@ -158,22 +166,27 @@ def draw_charts(latest: Latest, directory: Path) -> list[Path]:
 
     if SCALE_OUT in names:
         members = scale_out_rows(rows)
-        stages = sorted({r["stage"] for r in members})
-        figure, all_axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4.2),
-                                        squeeze=False)  # fmt: skip
-        for axes, stage in zip(all_axes[0], stages, strict=True):
+        panels = sorted({(r["stage"], r["unit"]) for r in members})
+        figure, all_axes = plt.subplots(
+            1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False
+        )
+        for axes, (stage, unit) in zip(all_axes[0], panels, strict=True):
+            inside = [r for r in members if (r["stage"], r["unit"]) == (stage, unit)]
             series: dict[str, list[Row]] = {}
-            for row in (r for r in members if r["stage"] == stage):
+            for row in inside:
                 series.setdefault(series_of(row), []).append(row)
-            for name, points in series.items():
+            for points in series.values():
                 points.sort(key=lambda r: r["processes"] or 0)
-                axes.plot([r["processes"] for r in points], [r["value"] for r in points],
-                          marker="o", label=name.split(": ", 1)[1][:50])  # fmt: skip
-            units = sorted({r["unit"] for r in members if r["stage"] == stage})
+                axes.plot(
+                    [r["processes"] for r in points],
+                    [r["value"] for r in points],
+                    marker="o",
+                    label=_short(series_label(points[0]), 60),
+                )
             axes.set_xlabel("processes")
-            axes.set_ylabel(", ".join(units))
-            axes.set_title(stage, fontsize=10)
-            axes.set_xticks(sorted({r["processes"] or 0 for r in members if r["stage"] == stage}))
+            axes.set_ylabel(unit)
+            axes.set_title(f"{stage} ({unit})", fontsize=10)
+            axes.set_xticks(sorted({r["processes"] or 0 for r in inside}))
             axes.set_ylim(bottom=0)
             axes.legend(fontsize=7)
         figure.suptitle(f"{CAPTIONS[SCALE_OUT]}\n{subtitle}", fontsize=10)
