@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console
@@ -49,6 +50,14 @@ def last_line(log: Path) -> str:
     return lines[-1] if lines else ""
 
 
+def benchmark_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """A benchmark's environment: output unbuffered (its progress shows as it comes), and this
+    checkout first on the import path, so the code measured is the checkout's own even where the
+    virtualenv's editable install points at another one."""
+    path = [str(ROOT), *(p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return {**environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(path)}
+
+
 def shown_command(benchmark: Benchmark, arguments: tuple[str, ...]) -> list[str]:
     """The command as a reader runs it from the repository's root."""
     return [".venv/bin/python", f"bench/{benchmark.name}.py", *arguments]
@@ -77,7 +86,7 @@ def run_benchmark(
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=benchmark_environment(os.environ),
         )
         try:
             while process.poll() is None:

@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench.suite.profiles import Benchmark
-from bench.suite.runner import last_line, one_line, run_all, run_benchmark
+from bench.suite.runner import (
+    ROOT,
+    benchmark_environment,
+    last_line,
+    one_line,
+    run_all,
+    run_benchmark,
+)
 
 ROW = {
     "benchmark": "fake", "case": "a case", "stage": "processing", "kind": "throughput",
@@ -107,3 +114,10 @@ def test_last_line_is_the_last_line_with_text(tmp_path):
     log.write_text("first\nTraceback\nValueError: bad\n\n  \n")
     assert last_line(log) == "ValueError: bad"
     assert last_line(tmp_path / "missing.log") == ""
+
+
+def test_a_benchmark_imports_this_checkout_first_and_prints_unbuffered():
+    env = benchmark_environment({"PYTHONPATH": "/elsewhere", "HOME": "/root"})
+    assert env["PYTHONPATH"] == os.pathsep.join([str(ROOT), "/elsewhere"])
+    assert env["PYTHONUNBUFFERED"] == "1" and env["HOME"] == "/root"
+    assert benchmark_environment({})["PYTHONPATH"] == str(ROOT)
