@@ -16,8 +16,10 @@ A. I/O-bound: a handler that waits 2 ms.
    handler that awaits ``asyncio.sleep`` (the group path: inbox look-ups and commits for many
    events at once), on SQLite (the embedded default) and on PostgreSQL, on the runtime's
    default uvloop and on asyncio's own loop;
-2. ``runtime, sync handler``: the same with a plain function calling ``time.sleep`` in a worker
-   thread, one transaction per event, ``max_in_flight`` 32;
+2. ``runtime, sync handler``: the same with a plain function calling ``time.sleep`` in worker
+   threads, ``max_in_flight`` 32, with the default group commit of synchronous handlers
+   (``processing.sync_group_wait_ms``: the events handled together run one after another in
+   one transaction);
 3. ``plain Faust agent``: ``async for event in stream``, one at a time, ``await asyncio.sleep``,
    on asyncio's loop and on uvloop; the ratios use the faster of the two as the baseline;
 4. ``plain poll loop``: confluent-kafka ``poll``, ``time.sleep`` per event, an asynchronous
@@ -194,11 +196,20 @@ def _postgres(settings: PipelineSettings, drop_only: bool = False) -> tuple[str,
 
 
 def run_case(
-    case: Case, topic: str, sleep_ms: float, scratch: Path, postgres: tuple[str, str]
+    case: Case,
+    topic: str,
+    sleep_ms: float,
+    scratch: Path,
+    postgres: tuple[str, str],
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     out = scratch / f"{run_id}.json"
     env = {**os.environ, **case.env}
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        slug = "".join(c if c.isalnum() else "-" for c in case.label).strip("-")
+        env["PROCESSING_BENCH_PROFILE"] = str(profile_dir / f"{slug}-{run_id}.pstat")
     if case.database == "sqlite":
         env["PIPELINE_DATABASE__URL"] = f"sqlite:///{scratch / f'{run_id}.db'}"
     elif case.database == "postgres":
@@ -234,7 +245,18 @@ def main() -> None:
     parser.add_argument("--plain-events", type=int, default=1_000, help="A: per plain run")
     parser.add_argument("--noop-events", type=int, default=20_000, help="B: events per run")
     parser.add_argument("--sleep-ms", type=float, default=2.0, help="A: the handler's wait")
-    parser.add_argument("--only", default="", help="run only cases whose label has this text")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only cases whose label has one of these texts (separated by '|')",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="save a yappi CPU profile (pstat) of each run's measured window in this folder "
+        "(needs yappi importable; the profiler slows every contender)",
+    )
     args = parser.parse_args()
     settings = PipelineSettings()
     fingerprint = _fingerprint()
@@ -245,12 +267,15 @@ def main() -> None:
     all_cases = [
         c
         for c in cases(args.io_events, args.thread_events, args.plain_events, args.noop_events)
-        if args.only in c.label
+        if any(text in c.label for text in args.only.split("|"))
     ]
     with console.status("creating and filling the topics"):
         topics = {
-            "A": _fill(settings, "io", max(c.count for c in all_cases if c.scenario == "A")),
-            "B": _fill(settings, "noop", max(c.count for c in all_cases if c.scenario == "B")),
+            scenario: _fill(
+                settings, name, max(c.count for c in all_cases if c.scenario == scenario)
+            )
+            for scenario, name in (("A", "io"), ("B", "noop"))
+            if any(c.scenario == scenario for c in all_cases)
         }
         postgres = _postgres(settings)
     sleep_of = {"A": args.sleep_ms, "B": 0.0}
@@ -265,7 +290,12 @@ def main() -> None:
                 with console.status(f"round {round_number + 1}/{args.repeat}: {case.label}"):
                     try:
                         result = run_case(
-                            case, topics[case.scenario], sleep_of[case.scenario], scratch, postgres
+                            case,
+                            topics[case.scenario],
+                            sleep_of[case.scenario],
+                            scratch,
+                            postgres,
+                            args.profile,
                         )
                     except RuntimeError as error:
                         case.failures.append(str(error))
@@ -368,6 +398,9 @@ def report(
         f"bench took {duration:.0f} s"
     )
     console.print(machine)
+    if args.only or args.profile is not None:
+        console.print("a partial or profiled run: bench/results/processing.* left as they were")
+        return
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "processing.json").write_text(
@@ -391,8 +424,9 @@ def report(
         "the first handler call to the end of the last; CPU ms/event is the contender's "
         "process CPU time over that window divided by the events. A: the handler waits "
         f"{args.sleep_ms:g} ms (runtime, async handler: `await asyncio.sleep`, on the event "
-        "loop, group commit; runtime, sync handler: `time.sleep` in its worker thread, a "
-        "transaction per event; plain agent: `await asyncio.sleep`; poll loop: `time.sleep`). "
+        "loop, group commit; runtime, sync handler: `time.sleep` in worker threads, group "
+        "commit of synchronous handlers (the default `sync_group_wait_ms`); plain agent: "
+        "`await asyncio.sleep`; poll loop: `time.sleep`). "
         "'vs plain agent' divides by the faster of the plain agent's two loops. B: the "
         "handler does nothing. 'order per key' checks every key's events came as seq 0, 1, "
         "2, ... in every round.",

@@ -63,6 +63,7 @@ class Recorder:
                 if self.first is None:
                     self.first = now
                     self.cpu_first = time.process_time()
+                    _start_profile()
         return now
 
     def finished(self, event: Event) -> None:
@@ -102,11 +103,32 @@ class Recorder:
         self.out.write_text(json.dumps(report))
 
 
+#: A profile of the measured window (every thread), when bench/processing.py --profile asks.
+_PROFILE = os.environ.get("PROCESSING_BENCH_PROFILE")
+
+
+def _start_profile() -> None:
+    if _PROFILE:
+        import yappi  # a profiling aid, not a dependency: only with --profile
+
+        yappi.set_clock_type("cpu")
+        yappi.start(builtins=True, profile_threads=True)
+
+
+def _save_profile() -> None:
+    if _PROFILE:
+        import yappi
+
+        yappi.stop()
+        yappi.get_func_stats().save(_PROFILE, type="pstat")
+
+
 def _stop_when_done(recorder: Recorder) -> None:
     # The figures are written; a graceful shutdown (drain, final commit, leaving the group)
     # would only add seconds to every round, and each round has a fresh group.
     def wait() -> None:
         recorder.done.wait()
+        _save_profile()
         os._exit(0)
 
     threading.Thread(target=wait, daemon=True, name="bench-stop").start()

@@ -265,6 +265,12 @@ class ProcessingSettings(_Frozen):
     #: Events taken from Kafka but not finished before fetching pauses (backpressure).
     max_buffered: int = Field(default=1_000, ge=1)
     retry: RetryPolicy = RetryPolicy()
+    #: Group commit for synchronous handlers: events handled together run one after another
+    #: in one transaction (one inbox look-up, one insert, one commit), as many as the handlers'
+    #: recent mean duration fits in this wait (the longest an event waits for the handlers
+    #: before it in its group). Quick handlers are grouped, slow ones keep a transaction and a
+    #: thread each. 0: always a transaction and a thread per event.
+    sync_group_wait_ms: float = Field(default=10.0, ge=0)
     #: Which events must be handled one after another: those of one ``key`` (the default),
     #: all of one ``partition`` (like a plain Faust agent), or ``none`` (any order).
     ordering: Literal["key", "partition", "none"] = "key"

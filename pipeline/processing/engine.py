@@ -27,6 +27,13 @@ that path does not cover (a record that is not an event, has no handler or bad d
 a parked key, a failed attempt's retries) takes the per-record attempt in a thread, where an
 ``async`` handler is run on this loop and waited for.
 
+A synchronous handler's first attempt takes a group path too (unless
+``processing.sync_group_wait_ms`` is 0): the events submitted together form groups, each
+group's handlers run one after another in one transaction in a worker thread
+(:func:`~pipeline.processing.group_commit.run_calls`), a group as large as the handlers' recent
+duration fits in that wait; a handler that raises is taken out of its group and retried alone
+on the per-record path.
+
 A rebalance or shutdown calls :meth:`ProcessingEngine.drain`: nothing new starts on those
 partitions, records in flight get ``drain_timeout_s`` to finish, what finished is committed,
 and the rest is forgotten (it was never committed, so the next owner handles it again; the inbox
@@ -125,7 +132,11 @@ class ProcessingEngine:
         self._closed = False
         self._to_commit: set[TopicPartition] = set()
         self._commit_scheduled = False
-        self._grouped = processor.has_async_handlers
+        self._grouped = processor.has_async_handlers or settings.sync_group_wait_ms > 0
+        # PostgreSQL looks up two groups at once (reads: the next group's round trip overlaps
+        # this one's); commits stay one group at a time, so two groups of one instance never
+        # wait on each other's row locks.
+        look_ups_at_once = 2 if database.dialect.name == "postgresql" else 1
         self._look_ups: group_commit.Grouper[tuple[str, str, bytes | None], group_commit.Seen] = (
             group_commit.Grouper(
                 partial(
@@ -135,6 +146,7 @@ class ProcessingEngine:
                     park_keys=self._park,
                 ),
                 self._in_thread,
+                concurrency=look_ups_at_once,
             )
         )
         self._commits: group_commit.Grouper[UnitOfWork, AttemptResult] = group_commit.Grouper(
@@ -145,6 +157,27 @@ class ProcessingEngine:
                 use_inbox=settings.inbox,
             ),
             self._in_thread,
+        )
+
+        # Synchronous handlers: groups of the events submitted together, each group's handlers
+        # in one transaction in a worker thread, as large as sync_group_wait_ms allows.
+        self._pace = group_commit.HandlerPace(
+            settings.sync_group_wait_ms / 1000, most=settings.max_in_flight
+        )
+        self._calls: group_commit.Grouper[group_commit.Call, AttemptResult | None] = (
+            group_commit.Grouper(
+                partial(
+                    group_commit.run_calls,
+                    database,
+                    consumer_group=self.consumer_group,
+                    use_inbox=settings.inbox,
+                    park_keys=self._park,
+                    pace=self._pace,
+                ),
+                self._in_thread,
+                concurrency=self._pace.groups,
+                max_size=self._pace.group_size,
+            )
         )
 
     # --- feeding ------------------------------------------------------------------------------
@@ -401,13 +434,21 @@ class ProcessingEngine:
         except EnvelopeError:
             return None
         route = self.processor.route(record.topic, event.type)
-        if route is None or not route.is_async or Redrive.of(record) is not None:
+        if route is None or Redrive.of(record) is not None:
+            return None
+        if not route.is_async and self.settings.sync_group_wait_ms == 0:
             return None
         data = event.data
         if route.model is not None:
             try:
                 data = route.model.model_validate(event.data)
             except ValidationError:
+                return None
+        if not route.is_async:
+            try:
+                return await self._calls.submit(group_commit.Call(record, event, route, data))
+            except Exception:  # a bug in the group path: the per-record attempt decides
+                logger.exception("%s: group of synchronous handlers failed", self.processor.name)
                 return None
         if self.settings.inbox:
             try:

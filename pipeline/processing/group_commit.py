@@ -1,4 +1,4 @@
-"""Group commit for ``async`` handlers: many events' database work in one transaction.
+"""Group commit: many events' database work in one transaction.
 
 An ``async`` handler runs on the event loop, so many run at once without a thread each; what
 they need from the database is gathered and done in groups, in a worker thread:
@@ -13,24 +13,36 @@ they need from the database is gathered and done in groups, in a worker thread:
 
 :class:`Grouper` forms the groups: items arriving while a group is in the database make up the
 next one, so a group is as large as the load makes it and an item waits at most one group.
+
+Synchronous handlers take a path of their own (:func:`run_calls`): a pool of worker threads,
+each running a group of events in one transaction on one connection: the inbox and the park
+looked up for the whole group, the handlers called one after another with the group's
+session, the inbox rows written and committed once. A handler that raises rolls the group
+back and the others run again without it, so its event is retried alone (on the per-record
+path) and theirs commit once. Events of one key are never in one group (a key has one event in
+flight), so the order per key is the lanes' as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from pipeline.dead_letters.letter import Failure
+from pipeline.envelope import Event
 from pipeline.processing import inbox
-from pipeline.processing.attempt import AttemptResult, is_unavailable
-from pipeline.processing.processor import UnitOfWork
+from pipeline.processing.attempt import AttemptResult, handler_log_context, is_unavailable
+from pipeline.processing.processor import Reject, Route, UnitOfWork
+from pipeline.processing.records import Record
 
-__all__ = ["Grouper", "Seen", "commit", "look_up"]
+__all__ = ["Call", "Grouper", "HandlerPace", "Seen", "commit", "look_up", "run_calls"]
 
 I = TypeVar("I")  # noqa: E741 (an item)
 R = TypeVar("R")  # its result
@@ -39,40 +51,75 @@ Runner = Callable[[Callable[[], list[R]]], Awaitable[list[R]]]
 
 
 class Grouper(Generic[I, R]):
-    """Runs ``work(items)`` for groups of items, one group at a time, through ``run`` (a
-    worker thread); each :meth:`submit` gets its own item's result or the group's error."""
+    """Runs ``work(items)`` for groups of items through ``run`` (a worker thread); each
+    :meth:`submit` gets its own item's result or the group's error.
 
-    def __init__(self, work: Callable[[list[I]], list[R]], run: Runner[R]) -> None:
+    At most ``concurrency`` groups run at once (one by default), each of at most ``max_size``
+    items (no limit by default; either may be a function, asked each time): the items submitted in
+    one turn of the event loop form a group, and items arriving while every slot is busy wait
+    until the first slot to come free takes them as its next group.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[list[I]], list[R]],
+        run: Runner[R],
+        *,
+        concurrency: int | Callable[[], int] = 1,
+        max_size: int | Callable[[], int] | None = None,
+    ) -> None:
+        if (isinstance(concurrency, int) and concurrency < 1) or (
+            isinstance(max_size, int) and max_size < 1
+        ):
+            raise ValueError(f"concurrency and max_size must be >= 1: {concurrency}, {max_size}")
         self._work = work
         self._run = run
+        self._concurrency = concurrency
+        self._max_size = max_size
         self._waiting: list[tuple[I, asyncio.Future[R]]] = []
-        self._busy = False
-        self._drainer: asyncio.Future[None] | None = None
+        self._running = 0
+        self._scheduled = False
+        self._groups: set[asyncio.Future[None]] = set()  # running (a reference keeps each)
 
     async def submit(self, item: I) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, future))
-        if not self._busy:
-            self._busy = True
-            self._drainer = asyncio.ensure_future(self._drain())
+        if not self._scheduled and self._running < self._slots():
+            # On the next turn of the loop: the items submitted in this turn form one group.
+            self._scheduled = True
+            loop.call_soon(self._start_groups)
         return await future
 
-    async def _drain(self) -> None:
+    def _slots(self) -> int:
+        slots = self._concurrency() if callable(self._concurrency) else self._concurrency
+        return max(1, slots)
+
+    def _start_groups(self) -> None:
+        self._scheduled = False
+        while self._waiting and self._running < self._slots():
+            most = self._max_size() if callable(self._max_size) else self._max_size
+            size = max(1, most) if most is not None else len(self._waiting)
+            group, self._waiting = self._waiting[:size], self._waiting[size:]
+            self._running += 1
+            task = asyncio.ensure_future(self._run_group(group))
+            self._groups.add(task)
+            task.add_done_callback(self._groups.discard)
+
+    async def _run_group(self, group: list[tuple[I, asyncio.Future[R]]]) -> None:
         try:
-            while self._waiting:
-                group, self._waiting = self._waiting, []
-                try:
-                    results = await self._run(partial(self._work, [item for item, _ in group]))
-                except Exception as error:
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for (_, future), result in zip(group, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+            results = await self._run(partial(self._work, [item for item, _ in group]))
+        except Exception as error:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(error)
+        else:
+            for (_, future), result in zip(group, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
         finally:
-            self._busy = False
+            self._running -= 1
+            self._start_groups()
 
 
 @dataclass(frozen=True)
@@ -91,15 +138,16 @@ def look_up(
     park_keys: bool,
 ) -> list[Seen]:
     """For each ``(event id, topic, key)``: whether it was recorded, and whether it is parked."""
+    keys = {(topic, key) for _, topic, key in items if key is not None} if park_keys else set()
     with database.connect() as connection:
-        outcomes = inbox.outcomes_of(
-            connection, consumer_group=consumer_group, event_ids={item[0] for item in items}
-        )
-        keys = {(topic, key) for _, topic, key in items if key is not None}
-        parked = (
-            inbox.parked_among(connection, consumer_group=consumer_group, keys=keys)
-            if park_keys
-            else set()
+        if connection.dialect.name == "postgresql":
+            # One statement that only reads needs no BEGIN and ROLLBACK round trips.
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        outcomes, parked = inbox.seen_and_parked(
+            connection,
+            consumer_group=consumer_group,
+            event_ids={item[0] for item in items},
+            keys=keys,
         )
     return [
         Seen(outcomes.get(event_id), key is not None and (topic, key) in parked)
@@ -107,17 +155,41 @@ def look_up(
     ]
 
 
+def _claim_alone(
+    database: Engine, entries: list[inbox.InboxEntry], consumer_group: str
+) -> set[str] | None:
+    """PostgreSQL, a group with no writes: the inbox rows in one statement that commits by
+    itself (autocommit: one round trip, where BEGIN, INSERT and COMMIT take three), as durable
+    as any commit. ``None`` on SQLite, where it saves nothing."""
+    if database.dialect.name != "postgresql":
+        return None
+    with database.connect() as connection:
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        return inbox.claim_many(connection, entries, consumer_group=consumer_group)
+
+
 def _commit_together(
     database: Engine, units: Sequence[UnitOfWork], consumer_group: str, use_inbox: bool
 ) -> list[AttemptResult]:
+    # In event id order: two instances committing overlapping groups during a rebalance then
+    # take the rows' locks in the same order (no deadlock on PostgreSQL).
+    entries = sorted(
+        inbox.InboxEntry(u.event.id, u.record.topic, u.record.partition, u.record.offset)
+        for u in units
+    )
+    if use_inbox and not any(unit.has_writes for unit in units):
+        new = _claim_alone(database, entries, consumer_group)
+        if new is not None:
+            outcomes = []
+            for unit in units:
+                kind: Literal["processed", "duplicate"] = (
+                    "processed" if unit.event.id in new else "duplicate"
+                )
+                new.discard(unit.event.id)  # the same event twice: the second is a copy
+                outcomes.append(AttemptResult(kind, unit.event.id, event=unit.event))
+            return outcomes
     with database.begin() as connection, Session(bind=connection) as session:
         if use_inbox:
-            # In event id order: two instances committing overlapping groups during a
-            # rebalance then take the rows' locks in the same order (no deadlock on PostgreSQL).
-            entries = sorted(
-                inbox.InboxEntry(u.event.id, u.record.topic, u.record.partition, u.record.offset)
-                for u in units
-            )
             new = inbox.claim_many(connection, entries, consumer_group=consumer_group)
         else:
             new = {unit.event.id for unit in units}
@@ -152,3 +224,231 @@ def commit(
         commit(database, [unit], consumer_group=consumer_group, use_inbox=use_inbox)[0]
         for unit in units
     ]
+
+
+# --- synchronous handlers ---------------------------------------------------------------------
+
+
+class HandlerPace:
+    """How many events a group of synchronous handlers may hold: an event waits for the
+    handlers before it in its group, so the group holds as many as the handlers' recent mean
+    duration (wall clock) fits in ``wait_s``, plus one, at most ``most`` (the events in
+    flight). Before the first handler has been timed, groups hold one event. Short handlers
+    (CPU or a quick query) are grouped; slow ones (a call to another service) keep a thread
+    and a transaction each."""
+
+    def __init__(self, wait_s: float, most: int) -> None:
+        self._wait_s = wait_s
+        self._most = most
+        self._mean: float | None = None
+
+    @property
+    def mean_s(self) -> float | None:
+        return self._mean
+
+    def observe(self, seconds: float) -> None:
+        """One handler call took ``seconds``. The estimate follows shorter calls quickly and
+        longer ones slowly: on a busy machine a call's wall time includes its wait for the
+        interpreter, which says nothing about the handler, and counting it in would shrink
+        the groups just when saving work matters most."""
+        if self._mean is None:
+            self._mean = seconds
+        else:
+            weight = 0.3 if seconds < self._mean else 0.02
+            self._mean += weight * (seconds - self._mean)
+
+    def group_size(self) -> int:
+        if self._mean is None:
+            return 1
+        fits = 1 + int(self._wait_s / max(self._mean, 1e-6))
+        return max(1, min(self._most, fits))
+
+    def groups(self) -> int:
+        """How many groups may run at once: enough for ``most`` events in groups of
+        :meth:`group_size` (so waiting events fill the next group instead of each taking a
+        thread of its own)."""
+        return -(-self._most // self.group_size())
+
+
+@dataclass(frozen=True)
+class Call:
+    """A synchronous handler's event, decoded and routed, ready to run in a group."""
+
+    record: Record
+    event: Event
+    route: Route
+    data: Any
+
+
+class _HandlerFailed(Exception):
+    """A handler of the group raised: its transaction is rolled back, the others run again."""
+
+    def __init__(self, index: int, result: AttemptResult) -> None:
+        self.index = index
+        self.result = result
+
+
+class _Claimed(Exception):
+    """SQLite: events another processor recorded while the group ran (duplicates)."""
+
+    def __init__(self, event_ids: set[str]) -> None:
+        self.event_ids = event_ids
+
+
+def _failure_of(call: Call, error: Exception) -> AttemptResult:
+    """What a handler's exception means (as :func:`~pipeline.processing.attempt.attempt`)."""
+    event = call.event
+    if isinstance(error, Reject):
+        return AttemptResult(
+            "dead_letter", event.id, Failure.from_exception("rejected", error), event=event
+        )
+    kind: Literal["failed", "unavailable"] = "unavailable" if is_unavailable(error) else "failed"
+    return AttemptResult(kind, event.id, error=error, event=event)
+
+
+def _entry(call: Call) -> inbox.InboxEntry:
+    record = call.record
+    return inbox.InboxEntry(call.event.id, record.topic, record.partition, record.offset)
+
+
+def _run_together(
+    database: Engine,
+    calls: Sequence[Call],
+    consumer_group: str,
+    use_inbox: bool,
+    park_keys: bool,
+    pace: HandlerPace | None,
+) -> list[AttemptResult | None]:
+    """One transaction for ``calls``: look up the inbox and the park, run the handlers in
+    order, record the events, commit. Raises :class:`_HandlerFailed` for the first handler that
+    raised, :class:`_Claimed` when another processor recorded some meanwhile (SQLite), or the
+    database's error (everything rolled back in each case)."""
+    results: list[AttemptResult | None] = [None] * len(calls)
+    runnable = list(range(len(calls)))
+    with Session(database) as session, session.begin():
+        connection = session.connection()
+        postgres = connection.dialect.name == "postgresql"
+        if use_inbox:
+            keys = (
+                {(c.record.topic, c.record.key) for c in calls if c.record.key is not None}
+                if park_keys
+                else set()
+            )
+            if postgres:
+                parked = inbox.parked_among(connection, consumer_group=consumer_group, keys=keys)
+            else:
+                seen, parked = inbox.seen_and_parked(
+                    connection,
+                    consumer_group=consumer_group,
+                    event_ids={c.event.id for c in calls},
+                    keys=keys,
+                )
+            # A parked key's event takes the per-record attempt (which dead-letters it).
+            runnable = [
+                i for i in runnable if (calls[i].record.topic, calls[i].record.key) not in parked
+            ]
+            if postgres:
+                # Claimed first, in event id order: a second instance handling the same events
+                # (a rebalance) waits on the rows, then sees the duplicates; sorted, so two
+                # overlapping groups take the rows' locks in one order (no deadlock).
+                entries = sorted({_entry(calls[i]) for i in runnable})
+                new = (
+                    inbox.claim_many(connection, entries, consumer_group=consumer_group)
+                    if entries
+                    else set()
+                )
+            else:
+                # SQLite has one writer: the rows are inserted after the handlers, so the write
+                # lock is not held while they run (as in the per-record attempt).
+                new = {calls[i].event.id for i in runnable} - seen.keys()
+        else:
+            new = {calls[i].event.id for i in runnable}
+        to_run = []
+        for i in runnable:
+            event = calls[i].event
+            if event.id in new:
+                new.discard(event.id)  # the same event twice in one group: the second is a copy
+                to_run.append(i)
+            else:
+                results[i] = AttemptResult("duplicate", event.id, event=event)
+        for i in to_run:
+            call = calls[i]
+            unit = UnitOfWork(
+                _session=session,
+                event=call.event,
+                record=call.record,
+                consumer_group=consumer_group,
+                data=call.data,
+            )
+            began = time.monotonic()
+            try:
+                with handler_log_context(unit):
+                    call.route.handler(call.event, unit)
+                session.flush()  # its ORM changes now, so an error in them is its own
+            except Exception as error:
+                raise _HandlerFailed(i, _failure_of(call, error)) from error
+            finally:
+                if pace is not None:
+                    pace.observe(time.monotonic() - began)
+            results[i] = AttemptResult("processed", call.event.id, event=call.event)
+        if use_inbox and not postgres and to_run:
+            entries = sorted(_entry(calls[i]) for i in to_run)
+            claimed = inbox.claim_many(connection, entries, consumer_group=consumer_group)
+            late = {calls[i].event.id for i in to_run} - claimed
+            if late:
+                raise _Claimed(late)
+    return results
+
+
+def run_calls(
+    database: Engine,
+    calls: Sequence[Call],
+    *,
+    consumer_group: str,
+    use_inbox: bool,
+    park_keys: bool,
+    pace: HandlerPace | None = None,
+) -> list[AttemptResult | None]:
+    """Run synchronous handlers of a group in one transaction; each call's result, or ``None``
+    for one that needs the per-record attempt (its key is parked).
+
+    A handler that raises rolls the group's transaction back, gets its own result (``failed``,
+    ``unavailable``, or ``dead_letter`` for :class:`Reject`) and the others run again without
+    it, in a new transaction: its effects are never committed, and theirs are committed once.
+    When the database fails outside the handlers (the look-up, the inbox rows, the commit),
+    each call runs alone, so one event's bad write fails only that event.
+    """
+    results: list[AttemptResult | None] = [None] * len(calls)
+    remaining = list(range(len(calls)))
+    while remaining:
+        group = [calls[i] for i in remaining]
+        try:
+            outcomes = _run_together(database, group, consumer_group, use_inbox, park_keys, pace)
+        except _HandlerFailed as failed:
+            results[remaining[failed.index]] = failed.result
+            del remaining[failed.index]
+            continue
+        except _Claimed as claimed:
+            for i in list(remaining):
+                if calls[i].event.id in claimed.event_ids:
+                    results[i] = AttemptResult("duplicate", calls[i].event.id, event=calls[i].event)
+                    remaining.remove(i)
+            continue
+        except Exception as error:
+            if len(group) == 1:
+                results[remaining[0]] = _failure_of(group[0], error)
+                return results
+            for i in remaining:
+                [results[i]] = run_calls(
+                    database,
+                    [calls[i]],
+                    consumer_group=consumer_group,
+                    use_inbox=use_inbox,
+                    park_keys=park_keys,
+                    pace=pace,
+                )
+            return results
+        for i, outcome in zip(remaining, outcomes, strict=True):
+            results[i] = outcome
+        return results
+    return results

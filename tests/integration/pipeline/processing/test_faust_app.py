@@ -16,9 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 
 from pipeline.envelope import Event, encode
+from pipeline.ports import free_port
 from pipeline.processing.inbox import inbox_table
 from tests.support.effects_processor import effects, effects_metadata
-from tests.support.stack_cli import PIPELINE, free_port
+from tests.support.stack_cli import PIPELINE
 
 EVENTS = 300
 KEYS = 30

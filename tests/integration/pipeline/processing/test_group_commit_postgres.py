@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
@@ -12,7 +13,8 @@ from sqlalchemy.engine import Engine
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, encode
 from pipeline.processing import UnitOfWork, inbox
-from pipeline.processing.group_commit import commit, look_up
+from pipeline.processing.group_commit import Call, commit, look_up, run_calls
+from pipeline.processing.processor import Route
 from pipeline.processing.records import Record
 from pipeline.settings import DatabaseSettings
 
@@ -154,3 +156,92 @@ def test_overlapping_groups_committed_at_once_apply_each_event_exactly_once(
     assert sum(k.count("processed") for k in kinds) == len(events)
     assert sum(k.count("duplicate") for k in kinds) == len(events)
     assert effect_count(database) == {e.id: 1 for e in events}
+
+
+def bare_unit_of(event: Event, offset: int) -> UnitOfWork:
+    """An async handler's unit that left no writes (its group commits in one statement)."""
+    message = encode(event)
+    record = Record(TOPIC, 0, offset, message.key, message.value, list(message.headers), None)
+    return UnitOfWork(_session=None, event=event, record=record, consumer_group=GROUP)
+
+
+def test_a_group_without_writes_is_recorded_once_and_seen_as_duplicates_after(
+    database: Engine,
+) -> None:
+    events = [event_of(n) for n in range(3)]
+
+    first = commit(
+        database, [bare_unit_of(e, n) for n, e in enumerate(events)], consumer_group=GROUP,
+        use_inbox=True,
+    )  # fmt: skip
+    again = commit(
+        database, [bare_unit_of(events[1], 1), bare_unit_of(event_of(9), 9)],
+        consumer_group=GROUP, use_inbox=True,
+    )  # fmt: skip
+    with database.connect() as connection:
+        recorded = inbox.outcomes_of(
+            connection, consumer_group=GROUP, event_ids=[e.id for e in events]
+        )
+
+    assert [o.kind for o in first] == ["processed"] * 3
+    assert [o.kind for o in again] == ["duplicate", "processed"]
+    assert recorded == {e.id: "processed" for e in events}
+
+
+def test_seen_and_parked_reads_outcomes_and_binary_keys_in_one_statement(
+    database: Engine,
+) -> None:
+    with database.begin() as connection:
+        inbox.claim_many(connection, [inbox.InboxEntry("e-1", TOPIC, 0, 1)], consumer_group=GROUP)
+        inbox.park_key(
+            connection, consumer_group=GROUP, topic=TOPIC, key=b"\x00\xff", event_id="e-0",
+            reason="x",
+        )  # fmt: skip
+
+    with database.connect() as connection:
+        outcomes, parked = inbox.seen_and_parked(
+            connection, consumer_group=GROUP, event_ids={"e-1", "e-2"},
+            keys={(TOPIC, b"\x00\xff"), (TOPIC, b"k")},
+        )  # fmt: skip
+
+    assert outcomes == {"e-1": "processed"}
+    assert parked == {(TOPIC, b"\x00\xff")}
+
+
+def call_of(event: Event, offset: int, handler: Any) -> Call:
+    message = encode(event)
+    record = Record(TOPIC, 0, offset, message.key, message.value, list(message.headers), None)
+    return Call(record, event, Route(handler), event.data)
+
+
+def test_synchronous_handlers_of_a_group_commit_once_and_a_failing_one_leaves_nothing(
+    database: Engine,
+) -> None:
+    calls: list[int] = []
+
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        calls.append(event.data["n"])
+        unit.session.execute(insert(effects).values(event_id=event.id))
+        if event.data["n"] == 1:
+            raise ConnectionResetError("the other service hung up")
+
+    events = [event_of(n) for n in range(3)]
+
+    results = run_calls(
+        database, [call_of(e, n, handler) for n, e in enumerate(events)],
+        consumer_group=GROUP, use_inbox=True, park_keys=True,
+    )  # fmt: skip
+    again = run_calls(
+        database, [call_of(events[0], 0, handler)], consumer_group=GROUP, use_inbox=True,
+        park_keys=True,
+    )  # fmt: skip
+    with database.connect() as connection:
+        recorded = inbox.outcomes_of(
+            connection, consumer_group=GROUP, event_ids=[e.id for e in events]
+        )
+
+    assert [r.kind for r in results if r] == ["processed", "failed", "processed"]
+    assert [r.kind for r in again if r] == ["duplicate"]
+    assert effect_count(database) == {events[0].id: 1, events[2].id: 1}
+    assert set(recorded) == {events[0].id, events[2].id}
+    assert calls == [0, 1, 0, 2]  # the group ran again without event 1; then nothing ran

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine
 
 from pipeline.envelope import encode
 from pipeline.kafka.clients import build_producer
+from pipeline.ports import free_port
 from pipeline.settings import PipelineSettings
 from tests.support.effects_processor import effects_metadata
 from tests.support.processor_runs import (
@@ -30,7 +31,7 @@ from tests.support.processor_runs import (
     produce,
     wait_until,
 )
-from tests.support.stack_cli import PIPELINE, free_port
+from tests.support.stack_cli import PIPELINE
 
 EVENTS = 5
 

@@ -138,6 +138,45 @@ def test_a_grouper_that_went_idle_starts_a_new_group_for_the_next_item() -> None
     assert work.groups == [["a"], ["b"]]
 
 
+def test_with_a_concurrency_of_two_two_groups_run_at_once_and_the_rest_wait() -> None:
+    work = Work()
+
+    async def scenario() -> tuple[int, list[str]]:
+        runner = HeldRunner()
+        grouper: Grouper[str, str] = Grouper(work, runner, concurrency=2, max_size=2)
+        first = [asyncio.ensure_future(grouper.submit(item)) for item in "abcde"]
+        while runner.calls < 2:
+            await asyncio.sleep(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        running = runner.calls  # two groups entered, the third waits for a slot
+        runner.release.set()
+        return running, list(await asyncio.gather(*first))
+
+    running, results = asyncio.run(scenario())
+
+    assert running == 2
+    assert work.groups == [["a", "b"], ["c", "d"], ["e"]]
+    assert results == [f"done:{item}" for item in "abcde"]
+
+
+def test_max_size_and_concurrency_may_be_functions_asked_for_each_group() -> None:
+    work = Work()
+    sizes = iter([1, 3, 3])
+
+    async def run(function: Callable[[], list[str]]) -> list[str]:
+        return function()
+
+    async def scenario() -> list[str]:
+        grouper: Grouper[str, str] = Grouper(
+            work, run, concurrency=lambda: 1, max_size=lambda: next(sizes)
+        )
+        return list(await asyncio.gather(*(grouper.submit(item) for item in "abcd")))
+
+    assert asyncio.run(scenario()) == [f"done:{item}" for item in "abcd"]
+    assert work.groups == [["a"], ["b", "c", "d"]]
+
+
 # --- look_up ------------------------------------------------------------------------------------
 
 

@@ -432,3 +432,54 @@ def test_parked_among_gives_the_parked_pairs_matching_topic_and_key_and_group(
         )
 
     assert found == {("requests.orders", b"k1"), ("requests.payments", b"k2")}
+
+
+def test_seen_and_parked_gives_both_look_ups_of_a_group_at_once(engine: Engine) -> None:
+    with engine.begin() as connection:
+        claim(connection, "e1")
+        claim(connection, "e2", outcome="dead_lettered")
+        claim(connection, "e3", consumer_group="billing")
+        park(connection, b"k1")
+        park(connection, b"\x00\xffk2", topic="requests.payments")  # a key that is not text
+        park(connection, b"k3", consumer_group="billing")
+
+    with engine.connect() as connection:
+        outcomes, parked_keys = inbox.seen_and_parked(
+            connection,
+            consumer_group=GROUP,
+            event_ids={"e1", "e2", "e3", "e4"},
+            keys={
+                ("requests.orders", b"k1"),
+                ("requests.orders", b"\x00\xffk2"),  # parked on the other topic only
+                ("requests.payments", b"\x00\xffk2"),
+                ("requests.orders", b"k3"),  # parked for another group
+            },
+        )
+
+    assert outcomes == {"e1": "processed", "e2": "dead_lettered"}
+    assert parked_keys == {("requests.orders", b"k1"), ("requests.payments", b"\x00\xffk2")}
+
+
+def test_seen_and_parked_of_nothing_is_empty(engine: Engine) -> None:
+    with engine.connect() as connection:
+        assert inbox.seen_and_parked(connection, consumer_group=GROUP, event_ids=[], keys=[]) == (
+            {},
+            set(),
+        )
+
+
+def test_claim_many_stores_the_time_as_a_single_claim_does(engine: Engine) -> None:
+    # Rows written by the group statements and by claim() must compare alike (the purge).
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    with engine.begin() as connection:
+        claim(connection, "single", now=moment)
+        inbox.claim_many(
+            connection, [inbox.InboxEntry("many", "t", 0, 1)], consumer_group=GROUP, now=moment
+        )
+
+    with engine.connect() as connection:
+        table = inbox.inbox_table
+        times = dict(connection.execute(select(table.c.event_id, table.c.recorded_at)).all())
+
+    assert times["single"] == times["many"]
+    assert inbox.purge_inbox(engine, older_than=moment + timedelta(microseconds=1)) == 2
