@@ -34,11 +34,13 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from pipeline.kafka.clients import build_admin
@@ -127,8 +129,12 @@ def replay_recording(
         "rewrite_ids": rewrite_ids,
     }
     with _Team(kafka, path, processes, options) as team:
-        found = team.check()
-        check_recording(kafka, path, found, preserve_partitions=preserve_partitions)
+        try:
+            found = team.check()
+            check_recording(kafka, path, found, preserve_partitions=preserve_partitions)
+        except KeyboardInterrupt as interrupt:  # nothing sent yet
+            raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), interrupt) from None
+        team.catch_signals()
         if on_checked is not None:
             on_checked(found, processes)
         if not found.messages:
@@ -147,8 +153,11 @@ def _replay_here(
     on_progress: Callable[[int], None] | None,
 ) -> ReplaySummary:
     """Everything in this process: read the file once to check it, then again to send it."""
-    found = survey(read_recording_for_replay(path), topic=topic)
-    check_recording(kafka, path, found, preserve_partitions=preserve_partitions)
+    try:
+        found = survey(read_recording_for_replay(path), topic=topic)
+        check_recording(kafka, path, found, preserve_partitions=preserve_partitions)
+    except KeyboardInterrupt as interrupt:  # nothing sent yet
+        raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), interrupt) from None
     if on_checked is not None:
         on_checked(found, 1)
     if not found.messages:
@@ -269,6 +278,8 @@ class _Team:
         self._saved_handlers: dict[int, Any] = {}
         #: Where the lines some process did not keep begin: (line number, byte offset).
         self._resume: tuple[int, int] | None = None
+        #: Ctrl-C or SIGTERM while sending (:meth:`catch_signals`).
+        self._interrupt: KeyboardInterrupt | None = None
 
     def _partitions_of(self, topic: str) -> int | None:
         found = describe_cluster_topics(
@@ -372,40 +383,30 @@ class _Team:
         """Tell every process to send; route again the lines some did not keep; add up their
         progress, then their summaries.
 
-        Ctrl-C or SIGTERM here is passed on to them; this process then ignores both until
-        they have flushed and answered (restored on exit), and raises the first it got.
+        Ctrl-C or SIGTERM since :meth:`catch_signals` is noted, not raised, and passed
+        on to the processes, which stop, flush and answer; then it is raised, as
+        :class:`ReplayInterrupted` with what they had acknowledged.
         """
+        if self._interrupt is not None:  # since the check: nothing sent
+            raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), self._interrupt)
         began = time.monotonic()
         progress = _Progress(self._progress, on_progress)
-        interrupt: KeyboardInterrupt | None = None
         for pipes in self._pipes:
             pipes.tell(SEND)
-        try:
-            self._send_the_rest(progress)
-        except KeyboardInterrupt as stop:
-            interrupt = stop
-            self._ignore_signals()
-            self._stop_all()
+        self._send_the_rest(progress)
         for pipes in self._pipes:
             pipes.tell(END)
         tally = _Tally()
         waiting = self._waiting()
         while waiting:
-            try:
-                answers = self._collect(waiting)
-            except KeyboardInterrupt as stop:
-                interrupt = interrupt or stop
-                self._ignore_signals()
-                self._stop_all()
-                continue
-            for index, answer in answers:
+            for index, answer in self._collect(waiting):
                 tally.add(index, answer)
                 if answer[0] == "error":
                     self._stop_all()  # one failed: the others stop too
             progress.report()
         summary = tally.summary(began)
-        if interrupt is not None:
-            raise ReplayInterrupted(summary, interrupt)
+        if self._interrupt is not None:
+            raise ReplayInterrupted(summary, self._interrupt)
         if tally.errors:
             raise ReplayError(tally.errors[0])
         if tally.interrupted:
@@ -413,6 +414,30 @@ class _Team:
         if tally.failed:
             raise ReplayFailed(summary, tally.failed, tally.first_failure or "unknown")
         return summary
+
+    def catch_signals(self) -> None:
+        """Until exit, SIGINT and SIGTERM are noted and passed on to the processes rather than
+        raised here: an exception at any point of the loops could lose a process's answer.
+        The exception noted is what the handler before would have raised (so ``pipeline
+        replay`` tells Ctrl-C from SIGTERM)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread has signal handlers
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._saved_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._note_signal)
+
+    def _note_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._interrupt is not None:
+            return
+        interrupt = KeyboardInterrupt()
+        before = self._saved_handlers.get(signum)
+        if callable(before):
+            try:
+                before(signum, frame)
+            except KeyboardInterrupt as raised:
+                interrupt = raised
+        self._interrupt = interrupt
+        self._stop_all()
 
     def _send_the_rest(self, progress: _Progress) -> None:
         """The lines past what each process kept, read again and routed to it."""
@@ -435,14 +460,10 @@ class _Team:
                     if mine.size >= _BATCH_BYTES:
                         mine.flush(MORE)
                         progress.report()
+                        if self._interrupt is not None:
+                            return
         for mine in pipes:
             mine.flush(MORE)
-
-    def _ignore_signals(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if signum not in self._saved_handlers:
-                self._saved_handlers[signum] = signal.getsignal(signum)
-                signal.signal(signum, signal.SIG_IGN)
 
 
 class _Duplex:

@@ -11,8 +11,8 @@ The parent's words, in order:
    ``("interrupted", summary)``;
 3. :data:`STOP` at any point ends it without sending anything.
 
-Any other failure is answered ``("error", why)``. The first SIGINT or SIGTERM interrupts it
-(what it sent is flushed and counted); later ones are ignored, so that flush runs to its end.
+Any other failure is answered ``("error", why)``. SIGINT or SIGTERM stops it (:class:`_Stop`):
+it sends no more batches, flushes what it sent, and answers ``("interrupted", summary)``.
 """
 
 from __future__ import annotations
@@ -98,29 +98,31 @@ def decode_batch(data: bytes) -> tuple[bytes, array[int], list[bytes]]:
     return data[:1], numbers, lines
 
 
-class _StopOnce:
-    """The first SIGINT or SIGTERM raises ``KeyboardInterrupt``; later ones are ignored."""
+class _Stop:
+    """SIGINT and SIGTERM only ask this process to stop: it stops taking lines at the next
+    batch (a millisecond of work or so), and ``replay_into_kafka`` flushes and returns as
+    usual. Raising at once, as Python does, could surface inside confluent-kafka's ``produce``
+    as another error (seen: a ``TypeError`` about a header key), and the count was lost."""
 
     def __init__(self) -> None:
-        self.stopping = False
+        self.requested = False
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, _signum: int, _frame: FrameType | None) -> None:
-        if not self.stopping:
-            self.stopping = True
-            raise KeyboardInterrupt
+        self.requested = True
 
 
 class _Lines:
     """This process's lines, kept raw as they come (the parent read them whole: they are
     messages), until the word to send them."""
 
-    def __init__(self, job: ReplayJob, conn: Connection) -> None:
+    def __init__(self, job: ReplayJob, conn: Connection, stop: _Stop) -> None:
         self._job = job
         self._conn = conn
+        self._stop = stop
         self._kept: list[bytes] = []
 
     def take(self) -> bytes:
@@ -133,16 +135,20 @@ class _Lines:
             keep(data)
 
     def messages(self) -> Iterator[ProducibleMessage]:
-        """The messages to send, in file order: those kept, then those of ``more`` batches."""
+        """The messages to send, in file order: those kept, then those of ``more`` batches;
+        none past the batch where a stop was asked."""
         source = self._job.source
+        stop = self._stop
         kept, self._kept = self._kept, []
         kept.reverse()
         while kept:  # each batch is let go once read
+            if stop.requested:
+                return
             _, numbers, lines = decode_batch(kept.pop())
             yield from parse_numbered_lines_for_replay(
                 zip(numbers, lines, strict=True), source=source
             )
-        while True:
+        while not stop.requested:
             data = self._conn.recv_bytes()
             if data[:1] != MORE:
                 return
@@ -154,13 +160,17 @@ class _Lines:
 
 def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: Any) -> None:
     """The body of replay process ``index``; ``progress[index]`` counts what it queued."""
-    _StopOnce().install()
+    stop = _Stop()
+    stop.install()
     # It makes no reference cycles and keeps many messages until they are sent: the cyclic
     # collector would only scan them again and again.
     gc.disable()
     try:
-        lines = _Lines(job, conn)
+        lines = _Lines(job, conn, stop)
         if lines.take() != SEND:
+            return
+        if stop.requested:  # asked to stop before sending anything
+            conn.send(("interrupted", ReplaySummary(0, {}, 0.0)))
             return
 
         def advance(count: int) -> None:
@@ -174,8 +184,8 @@ def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: A
             rewrite_ids=job.rewrite_ids,
             on_progress=advance,
         )
-        conn.send(("sent", summary))
-    except ReplayInterrupted as interrupted:
+        conn.send(("interrupted" if stop.requested else "sent", summary))
+    except ReplayInterrupted as interrupted:  # a KeyboardInterrupt raised by other code
         conn.send(("interrupted", interrupted.summary))
     except ReplayFailed as failed:
         conn.send(("failed", failed.summary, failed.failed, failed.first_error))

@@ -6,11 +6,15 @@ What a topic holds is read back with a plain consumer (partitions_of), not the c
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from pipeline.replay import processes, worker
 from pipeline.replay.processes import replay_recording
 from pipeline.replay.recording import RecordingError, RecordingWriter, parse_lines
+from pipeline.replay.replayer import ReplayInterrupted
 from pipeline.replay.routing import ReplayError
 from tests.integration.pipeline.replay.test_record_replay_cli import (
     awkward_traffic,
@@ -127,3 +131,31 @@ def test_the_command_refuses_several_processes_for_stdin_or_a_paced_replay(tmp_p
         assert result.returncode == 2 and "Traceback" not in result.stderr
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and says in errors[0], result.stderr
+
+
+def test_ctrl_c_while_sending_stops_every_process_and_the_summary_counts_what_arrived(
+    pipeline_settings, new_topic, tmp_path
+):
+    source, target = new_topic(partitions=4), new_topic(partitions=4)
+    produce(
+        pipeline_settings,
+        source,
+        [
+            (None, f"k{n % 50}".encode(), b"x" * 100, [("n", str(n).encode())])
+            for n in range(20_000)
+        ],
+    )
+    recording = record(pipeline_settings, source, tmp_path / "r.ndjson")
+
+    def ctrl_c(_count):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(ReplayInterrupted) as interrupted:
+        replay_recording(
+            pipeline_settings.kafka, recording, processes=2, topic=target, on_progress=ctrl_c
+        )
+
+    assert type(interrupted.value.interrupt) is KeyboardInterrupt
+    arrived = sum(map(len, partitions_of(pipeline_settings, target).values()))
+    assert interrupted.value.summary.sent == arrived
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
