@@ -350,7 +350,7 @@ def main() -> None:
             f"pipeline replay, {processes} processes (command)": lambda target: replay_cli(
                 settings, recording, target
             ),
-            "pipeline replay --processes 1 (command)": lambda target: replay_cli(
+            "pipeline replay --processes 1, for information": lambda target: replay_cli(
                 settings, recording, target, "--processes", "1"
             ),
         }
