@@ -34,7 +34,7 @@ effects = Table(
     tables,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("event_id", String(64), nullable=False, index=True),
-    Column("handled_at", Float, nullable=False),
+    Column("handled_at", Float, nullable=False, index=True),  # the benches read by time
     Column("pid", Integer, nullable=False),
 )
 
