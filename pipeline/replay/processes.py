@@ -45,7 +45,11 @@ from typing import Any
 
 from pipeline.kafka.clients import build_admin
 from pipeline.replay.pacing import Pacing
-from pipeline.replay.recording import open_recording, read_recording_for_replay
+from pipeline.replay.recording import (
+    open_recording,
+    parse_lines_for_replay,
+    read_recording_for_replay,
+)
 from pipeline.replay.replayer import (
     ReplayFailed,
     ReplayInterrupted,
@@ -69,8 +73,8 @@ from pipeline.topics.admin import describe_cluster_topics
 
 __all__ = ["KEEP_BYTES", "check_recording", "replay_recording"]
 
-#: How many bytes of its own lines a process keeps, read, between the check and the sending
-#: (about three times as much memory); past that it reads the rest of the file again.
+#: How many bytes of its own lines a process keeps (raw) between the check and the sending;
+#: past that, this process reads the rest of the file again when sending and hands it on.
 KEEP_BYTES = 128 * 1024 * 1024
 #: How often the parent adds up the processes' progress.
 _PROGRESS_EVERY_S = 0.1
@@ -114,7 +118,7 @@ def replay_recording(
     """
     paced = pacing is not None and (pacing.rate_per_s is not None or pacing.speed is not None)
     if processes is None:
-        processes = 1 if paced else _default_processes(kafka, path, topic, preserve_partitions)
+        processes = 1 if paced else _default_processes(kafka, path, topic)
     if processes < 1:
         raise ReplayError(f"a replay needs at least one process, got {processes}")
     if paced and processes > 1:
@@ -173,11 +177,10 @@ def _replay_here(
     )
 
 
-def _default_processes(
-    kafka: KafkaSettings, path: Path, topic: str | None, preserve_partitions: bool
-) -> int:
+def _default_processes(kafka: KafkaSettings, path: Path, topic: str | None) -> int:
     """As many as cores, at most the partitions of the target of the file's first message."""
-    first = next(iter(read_recording_for_replay(path)), None)
+    with open_recording(path) as lines:
+        first = next(iter(parse_lines_for_replay(lines, source=str(path))), None)
     if first is None:
         return 1
     target = topic if topic is not None else first.topic
