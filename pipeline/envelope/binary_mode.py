@@ -36,6 +36,7 @@ __all__ = [
     "decode",
     "decode_message",
     "encode",
+    "encoded_parts",
 ]
 
 # The attributes the model names; any other ``ce_<name>`` header is kept in ``extensions``.
@@ -88,6 +89,12 @@ class ConsumedMessage(Protocol):
 
 def encode(event: Event) -> KafkaMessage:
     """The Kafka message (binary mode) that carries ``event``."""
+    return KafkaMessage(*encoded_parts(event))
+
+
+def encoded_parts(event: Event) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key, value and headers of :func:`encode`, without the object around them (which
+    costs a sixth of the rest, for a producer that hands the parts on at once)."""
     # Built header by header rather than from a list of every attribute filtered afterwards:
     # the same headers in the same order, at half the cost (this runs once per event sent).
     headers = [
@@ -124,7 +131,7 @@ def encode(event: Event) -> KafkaMessage:
         value = dump_json(event.data)
     else:
         value = event.data
-    return KafkaMessage(key, value, headers)
+    return key, value, headers
 
 
 # --- decode -----------------------------------------------------------------------------------

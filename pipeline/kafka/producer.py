@@ -30,7 +30,8 @@ from typing import Any, NamedTuple, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from pipeline.envelope import Event, KafkaMessage, encode
+from pipeline.envelope import Event, KafkaMessage
+from pipeline.envelope.binary_mode import encoded_parts
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_producer, event_producer_config
 from pipeline.settings import KafkaSettings, ProducerSettings
@@ -205,20 +206,23 @@ class EventProducer:
         Without ``on_delivery`` a failure is kept and raised by the next :meth:`flush`.
         """
         # ``type() is`` first: pydantic's isinstance check costs more than the rest of a send.
-        message = event if type(event) is KafkaMessage else encode(event)  # type: ignore[arg-type]
+        if type(event) is KafkaMessage:
+            key, value, headers = event.key, event.value, event.headers
+        else:
+            key, value, headers = encoded_parts(event)  # type: ignore[arg-type]
         if on_delivery is None:
             # The bulk path: its one per-event object is the callback carrying the headers
             # (librdkafka does not hand a failed message's headers back; they hold its id), and
             # nothing runs in Python for a success but that callback's first line.
-            self._produce(topic, message, partial(self._bulk_delivered, message.headers))
+            self.send_encoded(topic, key, value, headers, partial(self._bulk_delivered, headers))
             return
 
         def delivered(error: KafkaError | None, produced: Message) -> None:
-            result = _delivery(_event_id(message.headers), error, produced)
+            result = _delivery(_event_id(headers), error, produced)
             self._count(result)
             on_delivery(result)
 
-        self._produce(topic, message, delivered)
+        self.send_encoded(topic, key, value, headers, delivered)
 
     def send_encoded(
         self,
@@ -233,16 +237,20 @@ class EventProducer:
         ``on_report`` gets librdkafka's delivery report as it is, ``(error, message)`` (``error``
         None when delivered), from :meth:`poll`/:meth:`flush`: no :class:`Delivery` is made and
         nothing is counted here, so the caller counts failures (:attr:`counters` and
-        :attr:`troubled` do not see them; see :meth:`refresh_stats`). Refusals, a full queue and
-        polling are handled as by :meth:`send`.
+        :attr:`troubled` do not see them; see :meth:`refresh_stats`). A refusal raises
+        :class:`ProduceRefused` (nothing was queued); a full queue is served and retried.
         """
         try:
-            self._client.produce(topic, value, key, on_delivery=on_report, headers=headers)
+            self._client.produce(
+                topic, value=value, key=key, headers=headers, on_delivery=on_report
+            )
         except BufferError:
-            self._produce_when_there_is_room(topic, KafkaMessage(key, value, headers), on_report)
+            self._produce_when_there_is_room(topic, key, value, headers, on_report)
         except KafkaException as error:
             raise ProduceRefused(topic, error.args[0].str()) from None
         self._queued += 1
+        # Serve delivery reports every so many sends rather than after each: the same reports,
+        # a tenth of the calls (a full queue and flush() serve them at once anyway).
         self._unpolled += 1
         if self._unpolled >= _POLL_EVERY:
             self._unpolled = 0
@@ -305,31 +313,13 @@ class EventProducer:
             raise DeliveryError([delivery])
         return delivery
 
-    def _produce(
-        self, topic: str, message: KafkaMessage, delivered: Callable[[Any, Any], None]
-    ) -> None:
-        try:
-            self._client.produce(
-                topic,
-                value=message.value,
-                key=message.key,
-                headers=message.headers,  # librdkafka copies them; no list copy needed
-                on_delivery=delivered,
-            )
-        except BufferError:
-            self._produce_when_there_is_room(topic, message, delivered)
-        except KafkaException as error:
-            raise ProduceRefused(topic, error.args[0].str()) from None
-        self._queued += 1
-        # Serve delivery reports every so many sends rather than after each: the same reports,
-        # a tenth of the calls (a full queue and flush() serve them at once anyway).
-        self._unpolled += 1
-        if self._unpolled >= _POLL_EVERY:
-            self._unpolled = 0
-            self._client.poll(0)
-
     def _produce_when_there_is_room(
-        self, topic: str, message: KafkaMessage, delivered: Callable[[Any, Any], None]
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        delivered: Callable[[Any, Any], None],
     ) -> None:
         """The local queue is full: serve delivery reports to make room, then retry."""
         deadline = time.monotonic() + self._queue_full_timeout_s
@@ -343,11 +333,7 @@ class EventProducer:
             self._client.poll(0.05)
             try:
                 self._client.produce(
-                    topic,
-                    value=message.value,
-                    key=message.key,
-                    headers=message.headers,
-                    on_delivery=delivered,
+                    topic, value=value, key=key, headers=headers, on_delivery=delivered
                 )
                 return
             except BufferError:
