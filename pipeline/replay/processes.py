@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import FrameType
@@ -82,19 +83,54 @@ _PROGRESS_EVERY_S = 0.1
 
 def check_recording(
     kafka: KafkaSettings, path: Path, found: RecordingSurvey, *, preserve_partitions: bool
-) -> None:
-    """:class:`ReplayError` when the target topics of a recording (``found``) are missing or,
-    with ``preserve_partitions``, lack a recorded partition."""
+) -> dict[str, int]:
+    """The partition counts of the target topics of a recording (``found``); a
+    :class:`ReplayError` when some are missing or, with ``preserve_partitions``, lack a
+    recorded partition."""
+    return _check_targets(_PartitionCounts(kafka), path, found, preserve_partitions)
+
+
+class _PartitionCounts:
+    """Topics' partition counts (None: no such topic), each looked up once, through one admin
+    client: a replay asks for them before, while and after reading the file."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
+        self._admin: Any = None
+        self._known: dict[str, int | None] = {}
+
+    def of(self, names: Iterable[str]) -> dict[str, int | None]:
+        names = list(names)
+        missing = [name for name in names if name not in self._known]
+        if missing:
+            if self._admin is None:
+                self._admin = build_admin(self.kafka)
+            found = describe_cluster_topics(
+                self._admin, missing, bootstrap=self.kafka.bootstrap_servers
+            )
+            for name in missing:
+                self._known[name] = found[name].partitions if name in found else None
+        return {name: self._known[name] for name in names}
+
+    def __call__(self, topic: str) -> int | None:
+        return self.of([topic])[topic]
+
+
+def _check_targets(
+    sizes: _PartitionCounts, path: Path, found: RecordingSurvey, preserve_partitions: bool
+) -> dict[str, int]:
     if not found.messages:
-        return
-    bootstrap = kafka.bootstrap_servers
-    existing = describe_cluster_topics(
-        build_admin(kafka), found.partitions_needed, bootstrap=bootstrap
-    )
-    counts = {name: shape.partitions for name, shape in existing.items()}
+        return {}
+    counts = {
+        name: count
+        for name, count in sizes.of(found.partitions_needed).items()
+        if count is not None
+    }
     reasons = problems(found, counts, preserve=preserve_partitions)
     if reasons:
+        bootstrap = sizes.kafka.bootstrap_servers
         raise ReplayError(f"cannot replay {path} (Kafka at {bootstrap}): {'; '.join(reasons)}")
+    return counts
 
 
 def replay_recording(
@@ -117,25 +153,26 @@ def replay_recording(
     nothing (``on_checked`` still says so).
     """
     paced = pacing is not None and (pacing.rate_per_s is not None or pacing.speed is not None)
+    sizes = _PartitionCounts(kafka)
     if processes is None:
-        processes = 1 if paced else _default_processes(kafka, path, topic)
+        processes = 1 if paced else _default_processes(sizes, path, topic)
     if processes < 1:
         raise ReplayError(f"a replay needs at least one process, got {processes}")
     if paced and processes > 1:
         raise ReplayError("a paced replay (--rate, --speed) runs in one process: one clock")
     if processes == 1:
         return _replay_here(
-            kafka, path, topic, preserve_partitions, rewrite_ids, pacing, on_checked, on_progress
+            sizes, path, topic, preserve_partitions, rewrite_ids, pacing, on_checked, on_progress
         )
     options = {
         "topic": topic,
         "preserve_partitions": preserve_partitions,
         "rewrite_ids": rewrite_ids,
     }
-    with _Team(kafka, path, processes, options) as team:
+    with _Team(sizes, path, processes, options) as team:
         try:
             found = team.check()
-            check_recording(kafka, path, found, preserve_partitions=preserve_partitions)
+            counts = _check_targets(sizes, path, found, preserve_partitions)
         except KeyboardInterrupt as interrupt:  # nothing sent yet
             raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), interrupt) from None
         team.catch_signals()
@@ -143,11 +180,11 @@ def replay_recording(
             on_checked(found, processes)
         if not found.messages:
             return ReplaySummary(sent=0, per_topic={}, elapsed_s=0.0)
-        return team.send(on_progress)
+        return team.send(on_progress, counts)
 
 
 def _replay_here(
-    kafka: KafkaSettings,
+    sizes: _PartitionCounts,
     path: Path,
     topic: str | None,
     preserve_partitions: bool,
@@ -159,7 +196,7 @@ def _replay_here(
     """Everything in this process: read the file once to check it, then again to send it."""
     try:
         found = survey(read_recording_for_replay(path), topic=topic)
-        check_recording(kafka, path, found, preserve_partitions=preserve_partitions)
+        counts = _check_targets(sizes, path, found, preserve_partitions)
     except KeyboardInterrupt as interrupt:  # nothing sent yet
         raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), interrupt) from None
     if on_checked is not None:
@@ -167,25 +204,24 @@ def _replay_here(
     if not found.messages:
         return ReplaySummary(sent=0, per_topic={}, elapsed_s=0.0)
     return replay_into_kafka(
-        kafka,
+        sizes.kafka,
         read_recording_for_replay(path),
         topic=topic,
         preserve_partitions=preserve_partitions,
         rewrite_ids=rewrite_ids,
         pacing=pacing,
         on_progress=on_progress,
+        partition_counts=counts,
     )
 
 
-def _default_processes(kafka: KafkaSettings, path: Path, topic: str | None) -> int:
+def _default_processes(sizes: _PartitionCounts, path: Path, topic: str | None) -> int:
     """As many as cores, at most the partitions of the target of the file's first message."""
     with open_recording(path) as lines:
         first = next(iter(parse_lines_for_replay(lines, source=str(path))), None)
     if first is None:
         return 1
-    target = topic if topic is not None else first.topic
-    found = describe_cluster_topics(build_admin(kafka), [target], bootstrap=kafka.bootstrap_servers)
-    return default_processes(found[target].partitions if target in found else 1)
+    return default_processes(sizes(topic if topic is not None else first.topic) or 1)
 
 
 # --- the processes ------------------------------------------------------------------------
@@ -258,17 +294,16 @@ class _Team:
     send, and adds up their answers."""
 
     def __init__(
-        self, kafka: KafkaSettings, path: Path, processes: int, options: dict[str, Any]
+        self, sizes: _PartitionCounts, path: Path, processes: int, options: dict[str, Any]
     ) -> None:
-        self._kafka = kafka
         self._path = path
-        self._job = ReplayJob(kafka, str(path), **options)
+        self._job = ReplayJob(sizes.kafka, str(path), **options)
         shares = ProcessShares(processes, preserve_partitions=options["preserve_partitions"])
         self._router = LineRouter(
             shares,
             topic=options["topic"],
             preserve_partitions=options["preserve_partitions"],
-            partitions_of=self._partitions_of,
+            partitions_of=sizes,
             source=str(path),
         )
         self._processes_count = processes
@@ -283,12 +318,6 @@ class _Team:
         self._resume: tuple[int, int] | None = None
         #: Ctrl-C or SIGTERM while sending (:meth:`catch_signals`).
         self._interrupt: KeyboardInterrupt | None = None
-
-    def _partitions_of(self, topic: str) -> int | None:
-        found = describe_cluster_topics(
-            build_admin(self._kafka), [topic], bootstrap=self._kafka.bootstrap_servers
-        )
-        return found[topic].partitions if topic in found else None
 
     def __enter__(self) -> _Team:
         for index in range(self._processes_count):
@@ -382,7 +411,9 @@ class _Team:
         if start is not None and (self._resume is None or start[0] < self._resume[0]):
             self._resume = start
 
-    def send(self, on_progress: Callable[[int], None] | None) -> ReplaySummary:
+    def send(
+        self, on_progress: Callable[[int], None] | None, partition_counts: dict[str, int]
+    ) -> ReplaySummary:
         """Tell every process to send; route again the lines some did not keep; add up their
         progress, then their summaries.
 
@@ -394,8 +425,9 @@ class _Team:
             raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), self._interrupt)
         began = time.monotonic()
         progress = _Progress(self._progress, on_progress)
+        word = SEND + json.dumps(partition_counts).encode()  # the targets, checked
         for pipes in self._pipes:
-            pipes.tell(SEND)
+            pipes.tell(word)
         self._send_the_rest(progress)
         for pipes in self._pipes:
             pipes.tell(END)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,13 +133,16 @@ def replay_into_kafka(
     rewrite_ids: bool = False,
     pacing: Pacing | None = None,
     on_progress: Callable[[int], None] | None = None,
+    partition_counts: Mapping[str, int] | None = None,
 ) -> ReplaySummary:
     """Produce ``messages`` (in order) to their recorded topics, or all to ``topic``.
 
     ``messages`` are :class:`RecordedMessage` objects, or the lines
     :func:`~pipeline.replay.recording.read_recording_for_replay` reads (faster: their text is
     not made bytes first). ``on_progress(n)`` is called with the number of messages queued
-    since its last call. See the module docstring for the steps and the errors.
+    since its last call. ``partition_counts`` are target topics already checked (name to
+    partition count): they are not looked up again. See the module docstring for the steps
+    and the errors.
     """
     deliveries = _Deliveries()
     producer = build_producer(kafka, on_delivery=deliveries.report, **PRODUCER_SETTINGS)
@@ -153,7 +156,8 @@ def replay_into_kafka(
     began = time.monotonic()
     # The loop runs once per message at up to ~100,000 a second: calls are kept out of the
     # common case (no pacing, no new ids, partitions by key) and the usual produce is inline.
-    partitions_of: dict[str, int] = {}  # each target's, looked up before its first message
+    # Each target's partitions, looked up before its first message (unless given).
+    partitions_of: dict[str, int] = dict(partition_counts or {})
     try:
         for message in messages:
             target = message.topic if topic is None else topic

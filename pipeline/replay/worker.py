@@ -5,7 +5,8 @@ batches (:func:`encode_batch`, one ``send_bytes`` each, no pickling: a copy less
 The parent's words, in order:
 
 1. :data:`LINES_KEPT` batches, to keep (raw: the parent keeps the memory bounded);
-2. :data:`SEND`: it sends the messages it kept, then those of :data:`MORE` batches (the lines it
+2. :data:`SEND` (with the target topics' partition counts, checked: JSON after the word): it
+   sends the messages it kept, then those of :data:`MORE` batches (the lines it
    did not keep, read again by the parent), until :data:`END`; and answers
    ``("sent", summary)``, ``("failed", summary, failed, first_error)`` or
    ``("interrupted", summary)``;
@@ -18,6 +19,7 @@ it sends no more batches, flushes what it sent, and answers ``("interrupted", su
 from __future__ import annotations
 
 import gc
+import json
 import signal
 from array import array
 from collections.abc import Iterator
@@ -131,7 +133,7 @@ class _Lines:
         while True:
             data = self._conn.recv_bytes()
             if data[:1] != LINES_KEPT:
-                return data[:1]
+                return data
             keep(data)
 
     def messages(self) -> Iterator[ProducibleMessage]:
@@ -167,8 +169,11 @@ def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: A
     gc.disable()
     try:
         lines = _Lines(job, conn, stop)
-        if lines.take() != SEND:
+        word = lines.take()
+        if word[:1] != SEND:
             return
+        # The target topics' partition counts, which the parent checked.
+        partition_counts: dict[str, int] = json.loads(word[1:] or b"{}")
         if stop.requested:  # asked to stop before sending anything
             conn.send(("interrupted", ReplaySummary(0, {}, 0.0)))
             return
@@ -183,6 +188,7 @@ def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: A
             preserve_partitions=job.preserve_partitions,
             rewrite_ids=job.rewrite_ids,
             on_progress=advance,
+            partition_counts=partition_counts,
         )
         conn.send(("interrupted" if stop.requested else "sent", summary))
     except ReplayInterrupted as interrupted:  # a KeyboardInterrupt raised by other code
