@@ -74,17 +74,32 @@ def _by_case(rows: list[Row]) -> dict[str, Row]:
 
 def producer_throughput(data: Json) -> list[Row]:
     """bench/producer_throughput.py: events/s per producer; each against the baseline of its
-    group ("baselines": raw confluent-kafka, or the bare NDJSON loop)."""
+    group ("baselines": raw confluent-kafka, or the bare NDJSON loop); CPU per event where the
+    bench measured it (its process and the children it waited for); the goals it marks."""
     rates: Mapping[str, float] = _field(data, "events_per_s")
     samples: Mapping[str, list[float]] = _field(data, "samples")
     baselines: Mapping[str, str] = _field(data, "baselines")
+    cpu_us: Mapping[str, float] = data.get("cpu_us_per_event") or {}
+    goals: Mapping[str, Mapping[str, Any]] = data.get("goals") or {}
     rows = [
-        measurement("producer_throughput", name, "producing", "events/s", rate, samples[name])
+        measurement(
+            "producer_throughput",
+            name,
+            "producing",
+            "events/s",
+            rate,
+            samples[name],
+            cpu_ms_per_event=cpu_us[name] / 1000 if name in cpu_us else None,
+        )
         for name, rate in rates.items()
     ]
     found = _by_case(rows)
     return [
-        compared(row, found.get(baselines.get(row["case"], "")), PRODUCER_GOALS.get(row["case"]))
+        compared(
+            row,
+            found.get(baselines.get(row["case"], "")),
+            goals.get(row["case"], {}).get("ratio", PRODUCER_GOALS.get(row["case"])),
+        )
         for row in rows
     ]
 
@@ -291,18 +306,23 @@ def _replay_goal(case: str) -> float | None:
 
 def replay(data: Json) -> list[Row]:
     """bench/replay.py: recording against ``kcat -C -J`` and replaying against ``kcat -P``,
-    messages/s; a round's figure is the records over that round's seconds."""
+    messages/s; a round's figure is the records over that round's seconds. CPU per message
+    where the bench measured it (its process and the children it waited for, such as kcat)."""
     records = _field(data, "records")
     rows: list[Row] = []
-    for stage, rates_key, seconds_key, baseline_name in (
-        ("record", "record_messages_per_s", "record_seconds", "kcat -C -J"),
-        ("replay", "replay_messages_per_s", "replay_seconds", "kcat -P"),
-    ):
-        rates: Mapping[str, float] = _field(data, rates_key)
-        seconds: Mapping[str, list[float]] = _field(data, seconds_key)
+    for stage, baseline_name in (("record", "kcat -C -J"), ("replay", "kcat -P")):
+        rates: Mapping[str, float] = _field(data, f"{stage}_messages_per_s")
+        seconds: Mapping[str, list[float]] = _field(data, f"{stage}_seconds")
+        cpu_us: Mapping[str, float] = data.get(f"{stage}_cpu_us_per_message") or {}
         group = [
             measurement(
-                "replay", name, stage, "messages/s", rate, [records / s for s in seconds[name]]
+                "replay",
+                name,
+                stage,
+                "messages/s",
+                rate,
+                [records / s for s in seconds[name]],
+                cpu_ms_per_event=cpu_us[name] / 1000 if name in cpu_us else None,
             )
             for name, rate in rates.items()
         ]

@@ -522,3 +522,45 @@ def test_json_of_an_unexpected_shape_is_an_adapter_error_not_a_crash():
         rows_of("log_shipping", {"records": 1})
     with pytest.raises(AdapterError):
         rows_of("scale_out", {"something": "else"})
+
+
+def test_replay_cpu_per_message_is_taken_where_the_bench_measured_it():
+    data = {
+        **REPLAY,
+        "record_cpu_us_per_message": {"kcat -C -J": 4.5, "record_topics (library)": 9.0},
+        "replay_cpu_us_per_message": {"kcat -P": 1.5},
+    }
+    rows = _by_case(rows_of("replay", data))
+    assert rows["record_topics (library)"]["cpu_ms_per_event"] == pytest.approx(0.009)
+    assert rows["kcat -P"]["cpu_ms_per_event"] == pytest.approx(0.0015)
+    assert rows["pipeline replay (command)"]["cpu_ms_per_event"] is None
+    assert _by_case(rows_of("replay", REPLAY))["kcat -P"]["cpu_ms_per_event"] is None
+
+
+def test_a_replay_row_for_information_has_no_goal():
+    data = {
+        **REPLAY,
+        "replay_messages_per_s": {
+            "kcat -P": 603052.0,
+            "pipeline replay --processes 1, for information": 90000.0,
+        },
+        "replay_seconds": {
+            "kcat -P": [0.25, 0.33, 0.41],
+            "pipeline replay --processes 1, for information": [2.2, 2.1, 2.3],
+        },
+    }
+    row = _by_case(rows_of("replay", data))["pipeline replay --processes 1, for information"]
+    assert (row["goal_ratio"], row["goal_met"]) == (None, None)
+
+
+def test_producer_cpu_per_event_and_goals_come_from_the_bench_where_it_writes_them():
+    data = {
+        **PRODUCER,
+        "cpu_us_per_event": {"raw confluent-kafka": 5.4, "pipeline produce": 16.8},
+        "goals": {"pipeline produce": {"ratio": 0.5, "met": True}},
+    }
+    rows = _by_case(rows_of("producer_throughput", data))
+    assert rows["raw confluent-kafka"]["cpu_ms_per_event"] == pytest.approx(0.0054)
+    assert rows["kcat"]["cpu_ms_per_event"] is None
+    produce = rows["pipeline produce"]
+    assert (produce["goal_ratio"], produce["goal_met"]) == (0.5, True)
