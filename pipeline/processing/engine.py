@@ -133,10 +133,11 @@ class ProcessingEngine:
         self._to_commit: set[TopicPartition] = set()
         self._commit_scheduled = False
         self._grouped = processor.has_async_handlers or settings.sync_group_wait_ms > 0
-        # PostgreSQL looks up two groups at once (reads: the next group's round trip overlaps
-        # this one's); commits stay one group at a time, so two groups of one instance never
-        # wait on each other's row locks.
-        look_ups_at_once = 2 if database.dialect.name == "postgresql" else 1
+        # PostgreSQL looks up, and records events that wrote nothing else, two groups at once
+        # (the next group's round trip overlaps this one's); groups with the handlers' writes
+        # commit one at a time, so two groups of one instance never wait on each other's locks
+        # of the service's rows. SQLite has one writer: one group at a time.
+        at_once = 2 if database.dialect.name == "postgresql" else 1
         self._look_ups: group_commit.Grouper[tuple[str, str, bytes | None], group_commit.Seen] = (
             group_commit.Grouper(
                 partial(
@@ -146,17 +147,20 @@ class ProcessingEngine:
                     park_keys=self._park,
                 ),
                 self._in_thread,
-                concurrency=look_ups_at_once,
+                concurrency=at_once,
             )
         )
+        commit = partial(
+            group_commit.commit,
+            database,
+            consumer_group=self.consumer_group,
+            use_inbox=settings.inbox,
+        )
         self._commits: group_commit.Grouper[UnitOfWork, AttemptResult] = group_commit.Grouper(
-            partial(
-                group_commit.commit,
-                database,
-                consumer_group=self.consumer_group,
-                use_inbox=settings.inbox,
-            ),
-            self._in_thread,
+            commit, self._in_thread
+        )
+        self._claims: group_commit.Grouper[UnitOfWork, AttemptResult] = group_commit.Grouper(
+            commit, self._in_thread, concurrency=at_once
         )
 
         # Synchronous handlers: groups of the events submitted together, each group's handlers
@@ -471,6 +475,8 @@ class ProcessingEngine:
             return AttemptResult("failed", event.id, error=error, event=event)
         if not self.settings.inbox and not unit.has_writes:
             return AttemptResult("processed", event.id, event=event)
+        if not unit.has_writes:  # only its inbox row: no locks on the service's own rows
+            return await self._claims.submit(unit)
         return await self._commits.submit(unit)
 
     async def _dead_letter(self, record: Record, event_id: str, failure: Failure) -> None:
