@@ -9,9 +9,10 @@ handler that waits 2 ms (``--sleep-ms``; a call to another service) then writes 
 effect row; in the full run also a no-op handler (the effect row only, ``--noop``), where the
 cores, not the waits, set the pace. Processes are added one group member at a time (1, then 2,
 then 4), each count measured once the group is stable with that many members. A round
-produces ``--events`` events (keyed over 1,000 keys) and times them from the first produce to
-the last effect written; CPU is the processors' user + system time over the round, per event
-(PostgreSQL's and Kafka's are not counted).
+produces ``--events`` events (keyed over 1,000 keys) at once and times them from the first
+event handled to the last (effect rows written; the poll loops note their own times), as
+bench/processing.py does, so the group's fetch start is not counted; CPU is the processors'
+user + system time over the round, per event (PostgreSQL's and Kafka's are not counted).
 Baselines: the 1-process figure (ratio 1.0; 2 and 4 processes are ratios to it), and a plain
 confluent-kafka poll loop (bench/scale_poll_worker.py: decode, ``time.sleep`` 2 ms, one event
 at a time) with the same process counts, measured the same way (``vs_poll_loop`` on the
@@ -169,15 +170,18 @@ class Contender:
                 )
         _wait_members(settings, self.group, count, self.children)
 
-    def poll_state(self) -> tuple[int, float]:
-        """The poll loops' events handled so far, and the latest handling time."""
-        handled, last = 0, 0.0
+    def poll_state(self, run: str) -> tuple[int, float, float]:
+        """The poll loops' events of round ``run`` handled so far, and the first and last
+        time one was handled."""
+        handled, first, last = 0, float("inf"), 0.0
         for n in range(len(self.children)):
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
                 report = json.loads((self.work / f"poll-{n}.json").read_text())
-                handled += report["handled"]
-                last = max(last, report["last"])
-        return handled, last
+                if run in report["rounds"]:
+                    begun, ended, count = report["rounds"][run]
+                    handled += count
+                    first, last = min(first, begun), max(last, ended)
+        return handled, first, last
 
     def close(self) -> None:
         _stop(self.children)
@@ -189,10 +193,10 @@ def processing_round(
     engine: sa.Engine,
     events: int,
 ) -> tuple[float, float]:
-    """One round: ``events`` produced at once; (events/s, CPU ms per event)."""
+    """One round: ``events`` produced at once; (events/s from the first event handled to the
+    last, CPU ms per event)."""
     run = uuid.uuid4().hex[:6]
     pids = [child.pid for child in contender.children]
-    handled_before = contender.poll_state()[0]
     cpu_before = _cpu_s(pids)
     with build_event_producer(settings.kafka, settings.producer) as producer:
         began = time.time()
@@ -212,21 +216,22 @@ def processing_round(
         time.sleep(0.1)
         if contender.kind == "runtime":
             with engine.connect() as connection:
-                done, last = connection.execute(
+                done, first, last = connection.execute(
                     sa.text(
-                        "SELECT count(*), max(handled_at) FROM bench_effects WHERE handled_at >= :t"
+                        "SELECT count(*), min(handled_at), max(handled_at) FROM bench_effects "
+                        "WHERE handled_at >= :t"
                     ),
                     {"t": began},
                 ).one()
         else:
-            done, last = contender.poll_state()
-            done -= handled_before
+            done, first, last = contender.poll_state(run)
         if done >= events:
             break
         if time.monotonic() > deadline:
             raise SystemExit(f"{contender.kind}: {done} of {events} handled after 300 s")
     cpu = _cpu_s(pids) - cpu_before
-    return events / (float(last) - began), cpu * 1000 / events
+    # events - 1 intervals between the first handled event and the last (processing.py's way)
+    return (events - 1) / (float(last) - float(first)), cpu * 1000 / events
 
 
 def processing_stage(

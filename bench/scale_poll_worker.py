@@ -4,7 +4,9 @@
 and for each message decodes the envelope (``pipeline.envelope.decode``, as the runtime does)
 and waits ``SLEEP_MS`` (``time.sleep``: the same I/O-bound handler, one event at a time);
 offsets are committed by librdkafka's auto-commit. Every 50 ms it writes ``{"handled",
-"last", "cpu_s"}`` to ``OUT`` (replaced atomically), which the bench reads; SIGTERM stops it.
+"rounds": {run: [first, last, count]}}`` to ``OUT`` (replaced atomically), which the bench
+reads: per round (the ``run`` in the events' data), when this loop handled its first and last
+event of it, and how many; SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -27,19 +29,21 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     consumer = build_consumer(PipelineSettings().kafka, group)
     consumer.subscribe([topic])
-    handled, last, written = 0, 0.0, 0.0
+    handled, written = 0, 0.0
+    rounds: dict[str, list[float]] = {}
     try:
         while not stopping:
             message = consumer.poll(0.05)
             if message is not None and message.error() is None:
-                decode(message.value(), message.headers(), message.key())
+                event = decode(message.value(), message.headers(), message.key())
                 time.sleep(sleep_ms / 1000)
                 handled += 1
-                last = time.time()
+                now = time.time()
+                seen = rounds.setdefault(str(event.data.get("run")), [now, now, 0])
+                seen[1], seen[2] = now, seen[2] + 1
             if time.monotonic() - written >= 0.05:
                 written = time.monotonic()
-                report = {"handled": handled, "last": last, "cpu_s": time.process_time()}
-                Path(f"{out}.tmp").write_text(json.dumps(report))
+                Path(f"{out}.tmp").write_text(json.dumps({"handled": handled, "rounds": rounds}))
                 os.replace(f"{out}.tmp", out)
     finally:
         consumer.close()
