@@ -54,6 +54,7 @@ from pipeline.replay.recording import (
 from pipeline.replay.replayer import (
     ReplayFailed,
     ReplayInterrupted,
+    ReplayProducer,
     ReplaySummary,
     replay_into_kafka,
 )
@@ -194,6 +195,7 @@ def _replay_here(
     on_progress: Callable[[int], None] | None,
 ) -> ReplaySummary:
     """Everything in this process: read the file once to check it, then again to send it."""
+    prepared = ReplayProducer(sizes.kafka)  # gets its producer id while the file is read
     try:
         found = survey(read_recording_for_replay(path), topic=topic)
         counts = _check_targets(sizes, path, found, preserve_partitions)
@@ -212,6 +214,7 @@ def _replay_here(
         pacing=pacing,
         on_progress=on_progress,
         partition_counts=counts,
+        prepared=prepared,
     )
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "ReplayError",
     "ReplayFailed",
     "ReplayInterrupted",
+    "ReplayProducer",
     "ReplaySummary",
     "replay_into_kafka",
 ]
@@ -124,6 +125,22 @@ class _Deliveries:
         )
 
 
+class ReplayProducer:
+    """The producer of one replay, made ahead (:func:`replay_into_kafka`'s ``prepared``).
+
+    An idempotent producer cannot send before it has its producer id, and librdkafka asks for
+    it again only 500 ms after a first try made before any broker connection is up (which is
+    the usual case for a new producer): made while the recording is being checked, it is ready
+    when the sending starts. Used by one replay only.
+    """
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.deliveries = _Deliveries()
+        self.producer = build_producer(
+            kafka, on_delivery=self.deliveries.report, **PRODUCER_SETTINGS
+        )
+
+
 def replay_into_kafka(
     kafka: KafkaSettings,
     messages: Iterable[ProducibleMessage],
@@ -134,6 +151,7 @@ def replay_into_kafka(
     pacing: Pacing | None = None,
     on_progress: Callable[[int], None] | None = None,
     partition_counts: Mapping[str, int] | None = None,
+    prepared: ReplayProducer | None = None,
 ) -> ReplaySummary:
     """Produce ``messages`` (in order) to their recorded topics, or all to ``topic``.
 
@@ -141,11 +159,13 @@ def replay_into_kafka(
     :func:`~pipeline.replay.recording.read_recording_for_replay` reads (faster: their text is
     not made bytes first). ``on_progress(n)`` is called with the number of messages queued
     since its last call. ``partition_counts`` are target topics already checked (name to
-    partition count): they are not looked up again. See the module docstring for the steps
+    partition count): they are not looked up again. ``prepared`` is a producer made ahead
+    (:class:`ReplayProducer`), else one is made here. See the module docstring for the steps
     and the errors.
     """
-    deliveries = _Deliveries()
-    producer = build_producer(kafka, on_delivery=deliveries.report, **PRODUCER_SETTINGS)
+    made = prepared if prepared is not None else ReplayProducer(kafka)
+    deliveries = made.deliveries
+    producer = made.producer
     targets = _Targets(kafka)
     schedule = Schedule(pacing)
     paced = schedule.paced

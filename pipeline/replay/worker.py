@@ -35,6 +35,7 @@ from pipeline.replay.recording import (
 from pipeline.replay.replayer import (
     ReplayFailed,
     ReplayInterrupted,
+    ReplayProducer,
     ReplaySummary,
     replay_into_kafka,
 )
@@ -168,6 +169,8 @@ def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: A
     # collector would only scan them again and again.
     gc.disable()
     try:
+        # Made first, it gets its producer id while the parent reads the file.
+        prepared = ReplayProducer(job.kafka)
         lines = _Lines(job, conn, stop)
         word = lines.take()
         if word[:1] != SEND:
@@ -189,6 +192,7 @@ def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: A
             rewrite_ids=job.rewrite_ids,
             on_progress=advance,
             partition_counts=partition_counts,
+            prepared=prepared,
         )
         conn.send(("interrupted" if stop.requested else "sent", summary))
     except ReplayInterrupted as interrupted:  # a KeyboardInterrupt raised by other code

@@ -57,9 +57,11 @@ def test_a_batch_comes_back_as_it_was_sent_the_last_line_of_a_file_without_its_n
 
 
 @pytest.fixture(autouse=True)
-def as_before():
+def as_before(monkeypatch):
     """run_replay_process sets up its process (signal handlers, no cyclic collector): this
-    test process gets its own back after each test."""
+    test process gets its own back after each test. Its producer is made by the
+    replay_into_kafka the tests put in: none is made ahead (no network in a unit test)."""
+    monkeypatch.setattr(worker, "ReplayProducer", lambda kafka: None)
     sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     yield
     signal.signal(signal.SIGINT, sigint)
