@@ -17,8 +17,9 @@ Replaying the recording into a fresh 6-partition topic, to acknowledged messages
    sends the first message's 7 headers (``-H``) with every message: the same amount of header
    bytes (the baseline);
 2. ``kcat -P -K`` without headers, for information: what headers cost kcat;
-3. a bare confluent-kafka ``produce`` loop over messages decoded before the clock starts, with
-   the replay's producer settings: the floor of any replay written in Python, for information;
+3. a bare confluent-kafka ``produce`` loop over messages decoded (and a producer connected)
+   before the clock starts, with the replay's producer settings: the floor of one Python
+   process, for information;
 4. ``replay_into_kafka(read_recording_for_replay(...))``: one process, parsing included, no
    check of the whole file first (for information: what one Python process does);
 5. ``replay_recording(..., processes=N)``: what ``pipeline replay FILE`` runs, in this process
