@@ -306,9 +306,11 @@ def baseline_level(settings: PipelineSettings, rate: float, seconds: float) -> d
     def responder() -> None:
         client = consumer(requests, f"bench-responder-{run}")
         while not done.is_set():
-            for message in client.consume(500, 0.1):
-                if message.error() is None:
-                    producer.produce(replies, key=message.key(), value=message.value())
+            # poll returns as soon as a message is there; consume(500, 0.1) waited out its
+            # timeout whenever fewer than 500 were waiting: up to 100 ms a hop
+            message = client.poll(0.1)
+            if message is not None and message.error() is None:
+                producer.produce(replies, key=message.key(), value=message.value())
             producer.poll(0)
         client.close()
 
@@ -316,9 +318,8 @@ def baseline_level(settings: PipelineSettings, rate: float, seconds: float) -> d
         client = consumer(replies, f"bench-driver-{run}")
         finished = 0
         while finished < count:
-            for message in client.consume(500, 0.1):
-                if message.error() is not None:
-                    continue
+            message = client.poll(0.1)
+            if message is not None and message.error() is None:
                 key = (message.key() or b"").decode()
                 step = int(message.value() or b"0") + 1
                 if step < ROUND_TRIPS:
