@@ -6,9 +6,9 @@ Elasticsearch watcher that both the log path and its baseline use.
   analogue of "202 (acknowledged) -> processed" without a gateway, processor or database;
 - :class:`RequestReplyChain`: the saga baseline of bench/sagas.py (six sequential round trips
   between two threads over two topics, raw confluent-kafka), with its threads kept for a whole
-  run so the levels do not pay the group joins again, and each thread taking a message as soon
-  as it is there (``poll``; ``consume(500, 0.1)`` as in bench/sagas.py waits out its timeout
-  whenever fewer than 500 messages are waiting, up to 100 ms a hop);
+  run so the levels do not pay the group joins again, each thread taking a message as soon as
+  it is there (``poll``: ``consume(500, 0.1)`` would wait out its timeout whenever fewer than
+  500 messages are waiting, up to 100 ms a hop);
 - :class:`DirectIndex`: each line indexed straight into Elasticsearch (a bulk request every
   20 ms of what came in, into an index made from the same template as the shipper's), timed
   by the same :class:`SearchWatcher` until a search finds it;
