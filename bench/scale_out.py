@@ -263,7 +263,8 @@ def processing_stage(
                 for count in PROCESS_COUNTS:
                     contender.grow(settings, count)
                     _progress(began, f"processing, {kind}: {count} processes ready")
-                    processing_round(settings, contender, engine, max(50, args.events // 10))
+                    if not args.quick:  # --quick: the median of 3 rounds copes with a slow first
+                        processing_round(settings, contender, engine, max(50, args.events // 10))
                     results = [
                         processing_round(settings, contender, engine, args.events)
                         for _ in range(args.repeat)
