@@ -26,8 +26,8 @@ saga's start); CPU is every saga process's time per saga. Baseline: 1 orchestrat
 With 2 cores (shared with Kafka, PostgreSQL, Elasticsearch and other jobs), a stage scales
 while its processes wait (the 2 ms handler) and stops where the cores are busy: the CPU ms per
 event and the load average in each row say which. Every process uses topics, groups and a
-database of this run's own. ``--quick`` (fewer events, the saga services started while the
-processing stage runs) for ``make bench QUICK=1``.
+database of this run's own. ``--quick`` (fewer events, no warm-up rounds, the saga services
+started while the processing stage runs) for ``make bench QUICK=1``.
 
 Run: ``.venv/bin/python bench/scale_out.py [--events 4000] [--sagas 40] [--repeat 3]``.
 Results: bench/results/scale_out.{json,md}.
