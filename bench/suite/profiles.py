@@ -17,22 +17,12 @@ ROUNDS = 3
 
 
 @dataclass(frozen=True)
-class QuickVariant:
-    """Quick arguments for a version of the script that has an option the older one lacks
-    (found by a text of its source): the benchmarks change under the suite."""
-
-    marker: str
-    quick: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Benchmark:
     """One benchmark of bench/: its file stem, and its arguments per profile."""
 
     name: str
     full: tuple[str, ...]
     quick: tuple[str, ...]
-    quick_variant: QuickVariant | None = None
     #: Seconds after which the suite stops it and records it failed.
     timeout_full_s: float = 3_600.0
     timeout_quick_s: float = 180.0
@@ -47,27 +37,17 @@ class Benchmark:
     def result_json(self) -> Path:
         return self.directory / "results" / f"{self.name}.json"
 
-    def arguments(self, quick: bool, source: str = "") -> tuple[str, ...]:
-        """The arguments of the profile, for the script whose text is ``source``."""
-        if not quick:
-            return self.full
-        variant = self.quick_variant
-        return variant.quick if variant is not None and variant.marker in source else self.quick
+    def arguments(self, quick: bool) -> tuple[str, ...]:
+        return self.quick if quick else self.full
 
     def timeout_s(self, quick: bool) -> float:
         return self.timeout_quick_s if quick else self.timeout_full_s
 
 
 _REPEAT = ("--repeat", str(ROUNDS))
-_PROCESSING_SIZES = ("--io-events", "2000", "--plain-events", "200")
-#: processing.py's quick selection where ``--only`` takes several texts separated by "|": the
-#: issue's case (the runtime, async handler, inbox on PostgreSQL) and its baseline (the plain
-#: Faust agent); with an older processing.py (one text), the uvloop cases.
-_PROCESSING_CASES = "|".join(
-    (
-        "A. runtime, async handler, key + inbox, PostgreSQL",
-        "A. plain Faust agent (one at a time), uvloop",
-    )
+_PROCESSING_QUICK = (
+    *("--io-events", "2000", "--thread-events", "400"),
+    *("--plain-events", "200", "--noop-events", "2000"),
 )
 
 BENCHMARKS: tuple[Benchmark, ...] = (
@@ -85,16 +65,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         quick=("--rows", "10000", "--rate", "200", "--seconds", "2", *_REPEAT),
     ),
     Benchmark("log_shipping", full=_REPEAT, quick=("--records", "5000", *_REPEAT)),
-    # Quick: the runtime (async handler, inbox on PostgreSQL) against the plain Faust agent,
-    # the issue's baseline (an older processing.py: the uvloop cases, SQLite too); the other
-    # cases only in the full profile.
+    # Quick: every case (processing.py writes its JSON only for a run of all of them), with
+    # 2,000 events per runtime run, 400 for the synchronous handler, 200 for the plain ones.
     Benchmark(
         "processing",
         full=_REPEAT,
-        quick=("--only", "uvloop", *_PROCESSING_SIZES, "--noop-events", "2000", *_REPEAT),
-        quick_variant=QuickVariant(
-            'split("|")', ("--only", _PROCESSING_CASES, *_PROCESSING_SIZES, *_REPEAT)
-        ),
+        quick=(*_PROCESSING_QUICK, *_REPEAT),
     ),
     # sagas.py has no rounds: each offered level is measured once (the full profile: its 4
     # levels of 20 s; the quick one: one level of 5 s at 10 sagas/s).

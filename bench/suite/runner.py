@@ -68,12 +68,10 @@ def run_benchmark(
 ) -> BenchmarkRun:
     """Run one benchmark and read its rows; never raises for the benchmark's own failure."""
     began = time.monotonic()
-    try:
-        arguments = benchmark.arguments(quick, benchmark.script.read_text())
-    except OSError:
-        command = shown_command(benchmark, benchmark.arguments(quick))
-        return failed(benchmark.name, command, 0.0, f"{_shown(benchmark.script)} does not exist")
+    arguments = benchmark.arguments(quick)
     command = shown_command(benchmark, arguments)
+    if not benchmark.script.is_file():
+        return failed(benchmark.name, command, 0.0, f"{_shown(benchmark.script)} does not exist")
     started_wall = time.time()
     log = logs / f"{benchmark.name}.log"
     task = progress.add_task(benchmark.name, total=None)

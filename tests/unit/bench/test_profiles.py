@@ -1,12 +1,12 @@
 """The suite's profiles: every benchmark of bench/ is in them, and every benchmark that has
-rounds runs 3 of them in both profiles; a newer script gets its quick variant."""
+rounds runs 3 of them in both profiles."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from bench.suite.profiles import BENCHMARKS, Benchmark, QuickVariant
+from bench.suite.profiles import BENCHMARKS
 
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 
@@ -29,18 +29,9 @@ def test_benchmarks_with_rounds_run_three_in_both_profiles():
             continue
         default = re.search(r'"--repeat",\s*type=int,\s*default=(\d+)', source)
         for quick in (False, True):
-            arguments = benchmark.arguments(quick, source)
+            arguments = benchmark.arguments(quick)
             if "--repeat" in arguments:
                 rounds = arguments[arguments.index("--repeat") + 1]
             else:
                 rounds = default[1] if default else "?"
             assert rounds == "3", (benchmark.name, quick, rounds)
-
-
-def test_the_quick_variant_is_taken_only_for_a_script_that_has_its_marker():
-    benchmark = Benchmark(
-        "x", full=("--repeat", "3"), quick=("--old",), quick_variant=QuickVariant("NEW", ("--new",))
-    )
-    assert benchmark.arguments(True, "... NEW ...") == ("--new",)
-    assert benchmark.arguments(True, "... old ...") == ("--old",)
-    assert benchmark.arguments(False, "... NEW ...") == ("--repeat", "3")
