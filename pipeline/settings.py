@@ -295,6 +295,10 @@ class ProcessingSettings(_Frozen):
     #: A metrics line in the log every so often; a Prometheus endpoint when a port is given.
     metrics_log_interval_s: float = Field(default=30.0, gt=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    #: How long one thread may keep Python's interpreter while another waits for it (the
+    #: processor sets ``sys.setswitchinterval``; Python's default is 5 ms). The worker threads
+    #: doing the database round trips wait this long for the busy event loop after each reply.
+    switch_interval_ms: float = Field(default=0.5, gt=0, le=100)
     #: The processor's event loop: ``uvloop`` (libuv; faster per event, where it is installed:
     #: Linux and macOS) or Python's own ``asyncio``.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from pipeline.settings import PipelineSettings
 from pipeline.topics.admin import MissingTopicsError, describe_cluster_topics
 from pipeline.topics.spec import dlq_name
 
-__all__ = ["check_topics", "run_processor", "use_event_loop"]
+__all__ = ["check_topics", "run_processor", "use_event_loop", "use_switch_interval"]
 
 logger = logging.getLogger("pipeline.processing")
 
@@ -60,12 +61,24 @@ def use_event_loop(kind: str) -> str:
     return "asyncio"
 
 
+def use_switch_interval(milliseconds: float) -> None:
+    """Let a thread keep the interpreter at most ``milliseconds`` while another waits for it.
+
+    The database round trips run in worker threads; each time a reply arrives, the thread
+    needs the interpreter back from the event loop, which keeps it while it has work: at
+    Python's default 5 ms a PostgreSQL round trip from a worker thread beside a busy thread
+    measured 5.8 ms (p50), at 0.5 ms 0.29 ms (its time on an idle machine: 0.2 ms).
+    """
+    sys.setswitchinterval(milliseconds / 1000)
+
+
 def run_processor(
     processor: Processor, settings: PipelineSettings, *, loglevel: str = "warn"
 ) -> None:
     """Run ``processor`` until SIGINT/SIGTERM: migrate, check topics, start the Faust worker."""
     processing = settings.processing
     loop_kind = use_event_loop(processing.event_loop)
+    use_switch_interval(processing.switch_interval_ms)
     database = build_engine(settings.database, pool_size=processing.max_in_flight)
     check_topics(settings, processor)
     migrate(database)

@@ -301,10 +301,16 @@ class FaustBinding:
         for tp, consumed in list(self._consumed.items()):
             faust_tp = TP(*tp)
             position = await self._position(faust_tp)
+            if tp not in self._consumed:
+                continue  # revoked while waiting for the position: not ours to report
+            try:
+                highwater = consumer.highwater(faust_tp)
+            except Exception:  # revoked by a rebalance meanwhile (aiokafka asserts it is ours)
+                continue
             # The fetch position is at least one past the last record seen; it is further on
             # past a transaction marker, which is never a record (see consumer_lag).
             seen_to = consumed + 1 if position is None else max(position, consumed + 1)
-            lag = consumer_lag(consumer.highwater(faust_tp), seen_to)
+            lag = consumer_lag(highwater, seen_to)
             if lag is not None:
                 self.metrics.set_lag(tp[0], tp[1], lag)
         now = self.metrics.snapshot()

@@ -190,3 +190,36 @@ def test_stopping_before_any_event_commits_nothing(bound: Bound) -> None:
     asyncio.run(bound.binding.stopping())
 
     assert bound.commits == 0
+
+
+def test_a_metrics_report_during_a_rebalance_skips_a_partition_no_longer_assigned(
+    bound: Bound,
+) -> None:
+    # aiokafka asserts a partition is assigned when asked its high watermark; one revoked
+    # while the report waited for its position must not crash the app (the timer's error
+    # stopped the processor once).
+    binding = bound.binding
+    binding._consumed[TP0] = 5
+    binding._consumed[(TOPIC, 1)] = 7
+    consumer = binding.app.consumer
+
+    async def position(tp: TP) -> int:
+        return 8  # past the records of both partitions
+
+    def highwater(tp: TP) -> int:
+        if tp.partition == 0:
+            raise AssertionError("Partition is not assigned")
+        return 10
+
+    consumer.position = position  # type: ignore[method-assign]
+    consumer.highwater = highwater  # type: ignore[method-assign]
+
+    asyncio.run(binding.report())
+
+    lags = {
+        sample.labels["partition"]: sample.value
+        for family in binding.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "pipeline_consumer_lag"
+    }
+    assert lags == {"1": 2.0}
