@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.suite", description="Run every benchmark of bench/ and report."
     )
-    parser.add_argument("--quick", action="store_true", help="the quick profile (< 5 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the quick profile (small sizes, 3 rounds)"
+    )
     parser.add_argument(
         "--only",
         action="append",
