@@ -26,7 +26,10 @@ def _section() -> str:
 
 
 def test_the_docs_results_section_is_rendered_from_latest_json():
-    assert _section() == results_section(read_latest(LATEST))
+    assert _section() == results_section(read_latest(LATEST)), (
+        "docs/benchmarks.md's results differ from bench/results/latest.json: "
+        "python -m bench.suite --render-only rewrites them from it"
+    )
 
 
 def _figures(value: object, numbers: set[float], texts: set[str]) -> None:
