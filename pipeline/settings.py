@@ -296,9 +296,11 @@ class ProcessingSettings(_Frozen):
     metrics_log_interval_s: float = Field(default=30.0, gt=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     #: How long one thread may keep Python's interpreter while another waits for it (the
-    #: processor sets ``sys.setswitchinterval``; Python's default is 5 ms). The worker threads
-    #: doing the database round trips wait this long for the busy event loop after each reply.
-    switch_interval_ms: float = Field(default=0.5, gt=0, le=100)
+    #: processor sets ``sys.setswitchinterval``; Python's own is 5 ms). A worker thread waits
+    #: this long for the busy event loop after each database reply. Unset: 0.5 ms on
+    #: PostgreSQL (a network round trip per group), Python's own on SQLite (where a shorter one
+    #: only costs the loop CPU).
+    switch_interval_ms: float | None = Field(default=None, gt=0, le=100)
     #: The processor's event loop: ``uvloop`` (libuv; faster per event, where it is installed:
     #: Linux and macOS) or Python's own ``asyncio``.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
