@@ -14,9 +14,10 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from pipeline.kafka.clients import build_consumer
+from pipeline.ports import free_port
 from pipeline.settings import PipelineSettings
 from tests.support.processor_runs import wait_until
-from tests.support.stack_cli import PIPELINE, free_port
+from tests.support.stack_cli import PIPELINE
 
 
 def order(order_id: str) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from pipeline.dashboards import (
     saved_objects,
 )
 from pipeline.logs.schema import index_template
-from tests.support.stack_cli import free_port, run_pipeline
+from pipeline.ports import free_port
+from tests.support.stack_cli import run_pipeline
 
 
 @dataclass

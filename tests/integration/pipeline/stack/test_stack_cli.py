@@ -8,7 +8,8 @@ import threading
 import psutil
 import pytest
 
-from tests.support.stack_cli import free_ports, run_pipeline
+from pipeline.ports import free_ports
+from tests.support.stack_cli import run_pipeline
 
 
 def test_status_exits_zero_and_shows_every_address_and_elasticsearch_version(

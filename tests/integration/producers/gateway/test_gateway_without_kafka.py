@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.ports import free_ports
 from tests.support.processor_runs import wait_until
-from tests.support.stack_cli import PIPELINE, free_ports
+from tests.support.stack_cli import PIPELINE
 
 ORDER = {
     "order_id": "order-1",
