@@ -29,9 +29,10 @@ B. Overhead, with a handler that does nothing (async): the runtime with ``orderi
 inbox (SQLite) against the same runtime with ``ordering=none`` + inbox off, and the plain Faust
 agent for reference.
 
-Run: ``.venv/bin/python bench/processing.py [--repeat 3]``. Results go to
-bench/results/processing.{json,md}; each figure is the median of ``--repeat`` interleaved
-rounds (the order of the contenders rotates from round to round), ratios are of medians.
+Run: ``.venv/bin/python bench/processing.py [--repeat 3] [--only 'A. runtime|B.' [--save]]``.
+Results go to bench/results/processing.{json,md} (for a run of every case, or with ``--save``);
+each figure is the median of ``--repeat`` interleaved rounds (the order of the contenders
+rotates from round to round), ratios are of medians.
 Topics are produced uncompressed, like the earlier runs of this bench.
 """
 
@@ -248,7 +249,14 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="run only cases whose label has one of these texts (separated by '|')",
+        help="run only cases whose name ('A. runtime, ...', as in the table) has one of these "
+        "texts (separated by '|'); the results are left alone unless --save",
+    )
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write bench/results/processing.* for a run with --only too (the suite's quick "
+        "profile: the cases of issue 16's goals and their baselines)",
     )
     parser.add_argument(
         "--profile",
@@ -267,7 +275,7 @@ def main() -> None:
     all_cases = [
         c
         for c in cases(args.io_events, args.thread_events, args.plain_events, args.noop_events)
-        if any(text in c.label for text in args.only.split("|"))
+        if any(text in f"{c.scenario}. {c.label}" for text in args.only.split("|"))
     ]
     with console.status("creating and filling the topics"):
         topics = {
@@ -398,7 +406,7 @@ def report(
         f"bench took {duration:.0f} s"
     )
     console.print(machine)
-    if args.only or args.profile is not None:
+    if (args.only and not args.save) or args.profile is not None:
         console.print("a partial or profiled run: bench/results/processing.* left as they were")
         return
 

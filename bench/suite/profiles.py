@@ -48,9 +48,21 @@ class Benchmark:
 
 
 _REPEAT = ("--repeat", str(ROUNDS))
+#: The quick profile's processing cases: those of issue 16's goals (async handlers on
+#: PostgreSQL and synchronous handlers against the plain agent; ordering + inbox against the bare
+#: runtime, B) and their baselines, with small sizes: half the cases, each started 3 times.
+_PROCESSING_QUICK_CASES = "|".join(
+    (
+        "A. runtime, async handler, key + inbox, PostgreSQL",
+        "A. runtime, sync handler",
+        "A. plain Faust agent (one at a time), uvloop",
+        "B. runtime",
+    )
+)
 _PROCESSING_QUICK = (
     *("--io-events", "2000", "--thread-events", "400"),
     *("--plain-events", "200", "--noop-events", "2000"),
+    *("--only", _PROCESSING_QUICK_CASES, "--save"),
 )
 
 BENCHMARKS: tuple[Benchmark, ...] = (
@@ -68,8 +80,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         quick=("--rows", "10000", "--rate", "200", "--seconds", "2", *_REPEAT),
     ),
     Benchmark("log_shipping", full=_REPEAT, quick=("--records", "5000", *_REPEAT)),
-    # Quick: every case (processing.py writes its JSON only for a run of all of them), with
-    # 2,000 events per runtime run, 400 for the synchronous handler, 200 for the plain ones.
+    # Quick: the goals' cases and their baselines (--only ... --save), with 2,000 events per
+    # runtime run, 400 for the synchronous handler, 200 for the plain ones.
     Benchmark(
         "processing",
         full=_REPEAT,
