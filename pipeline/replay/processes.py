@@ -66,6 +66,7 @@ from pipeline.replay.worker import (
     MORE,
     SEND,
     STOP,
+    STOP_SIGNALS,
     ReplayJob,
     encode_batch,
     run_replay_process,
@@ -333,7 +334,15 @@ class _Team:
                 name=f"pipeline-replay-{index}",
                 daemon=True,
             )
-            process.start()
+            # Started with SIGINT and SIGTERM blocked, so that one coming before the process
+            # installed its own handlers waits for them (the mask is inherited), instead of
+            # reaching the parent's handler copied into the child (seen: a traceback from
+            # multiprocessing's bootstrap when a refusal stopped a process just starting).
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             child_reads.close()
             child_writes.close()
             self._pipes.append(_Pipes(parent_writes, parent_reads))

@@ -101,6 +101,10 @@ def decode_batch(data: bytes) -> tuple[bytes, array[int], list[bytes]]:
     return data[:1], numbers, lines
 
 
+#: The signals that ask a replay process to stop.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
 class _Stop:
     """SIGINT and SIGTERM only ask this process to stop: it stops taking lines at the next
     batch (a millisecond of work or so), and ``replay_into_kafka`` flushes and returns as
@@ -113,6 +117,9 @@ class _Stop:
     def install(self) -> None:
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGTERM, self._handle)
+        # The parent starts this process with both blocked (see _Team.__enter__): a signal
+        # that came while it started is delivered now, to the handler above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def _handle(self, _signum: int, _frame: FrameType | None) -> None:
         self.requested = True
