@@ -23,7 +23,7 @@ help:
 	@echo "make test-unit   only the unit tests (no network)"
 	@echo "make lint        ruff (check, format), mypy strict and the import contracts of the layout"
 	@echo "make bench       the benchmarks, each against its baseline (bench/results/latest.md);"
-	@echo "                 QUICK=1: the quick profile (small sizes, 3 rounds; aim: 5 minutes)"
+	@echo "                 QUICK=1: the quick profile (small sizes, 3 rounds; about 6 minutes)"
 	@echo "make stack-up | stack-status | stack-down"
 
 $(INSTALLED): pyproject.toml
@@ -58,7 +58,7 @@ $(BENCH_INSTALLED): $(INSTALLED)
 	touch $(BENCH_INSTALLED)
 
 # Every benchmark of bench/ (bench/suite): bench/results/latest.{json,md}, the charts and the
-# results section of docs/benchmarks.md. QUICK=1: the quick profile (aim: 5 minutes).
+# results section of docs/benchmarks.md. QUICK=1: the quick profile (about 6 minutes).
 bench: $(BENCH_INSTALLED)
 	scripts/ensure-debian-packages.sh kcat=kcat $(POSTGRES_SERVER)
 	$(BIN)/pipeline stack up
