@@ -8,6 +8,10 @@ from datetime import UTC, datetime
 
 from pipeline.ids import new_event_id
 
+# A search on an index whose primary shards are still being allocated (just created, or its
+# Elasticsearch just restarted) answers 503 search_phase_execution_exception: not yet searchable.
+NOT_YET = (404, 503)
+
 
 def log_document(n: int, service: str = "test-svc", **fields) -> dict:
     moment = datetime.now(UTC)
@@ -52,15 +56,15 @@ def log_alias(es) -> Iterator[str]:
 
 def count_documents(es, alias: str, service: str | None = None) -> int:
     """How many documents ``alias`` holds (of one service.name, if given)."""
-    es.options(ignore_status=404).indices.refresh(index=alias)
+    es.options(ignore_status=NOT_YET, max_retries=0).indices.refresh(index=alias)
     query = {"term": {"service.name": service}} if service else {"match_all": {}}
-    response = es.options(ignore_status=404).count(index=alias, query=query)
+    response = es.options(ignore_status=NOT_YET, max_retries=0).count(index=alias, query=query)
     return int(response.get("count", 0))
 
 
 def document_ids(es, alias: str, service: str | None = None) -> list[str]:
     """The ids of the documents in ``alias`` (of one service.name, if given)."""
-    es.options(ignore_status=404).indices.refresh(index=alias)
+    es.options(ignore_status=NOT_YET, max_retries=0).indices.refresh(index=alias)
     ids = []
     query = {"term": {"service.name": service}} if service else {"match_all": {}}
     response = es.search(index=alias, size=1000, scroll="1m", source=False, query=query)
