@@ -32,7 +32,10 @@ agent for reference.
 Run: ``.venv/bin/python bench/processing.py [--repeat 3] [--only 'A. runtime|B.' [--save]]``.
 Results go to bench/results/processing.{json,md} (for a run of every case, or with ``--save``);
 each figure is the median of ``--repeat`` interleaved rounds (the order of the contenders
-rotates from round to round), ratios are of medians.
+rotates from round to round), ratios are of medians. ``--rounds-in-one-run`` (the suite's quick
+profile) starts each contender once with ``--repeat`` times its events and takes each
+consecutive part of that run as a round: one start and group join per case instead of
+``--repeat`` (they are most of a small round's time); its first round includes the warm-up.
 Topics are produced uncompressed, like the earlier runs of this bench.
 """
 
@@ -203,7 +206,11 @@ def run_case(
     scratch: Path,
     postgres: tuple[str, str],
     profile_dir: Path | None = None,
+    segments: int = 1,
 ) -> dict[str, Any]:
+    """One run of ``case`` in a worker process: its report (processing_worker.py's JSON). With
+    ``segments`` > 1 the worker handles that many times ``case.count`` events and times each
+    ``case.count`` on its own too."""
     run_id = uuid.uuid4().hex[:8]
     out = scratch / f"{run_id}.json"
     env = {**os.environ, **case.env}
@@ -219,7 +226,8 @@ def run_case(
         sys.executable, str(WORKER), case.kind,
         "--topic", topic,
         "--group", f"bench-processing-{case.kind}-{run_id}",
-        "--count", str(case.count),
+        "--count", str(case.count * segments),
+        "--segments", str(segments),
         "--sleep-ms", str(sleep_ms),
         "--handler", case.handler,
         "--loop", case.loop,
@@ -259,6 +267,12 @@ def main() -> None:
         "profile: the cases of issue 16's goals and their baselines)",
     )
     parser.add_argument(
+        "--rounds-in-one-run",
+        action="store_true",
+        help="one run per case, of --repeat times its events, each round a consecutive part "
+        "of it (the suite's quick profile: one worker start per case instead of --repeat)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -277,10 +291,14 @@ def main() -> None:
         for c in cases(args.io_events, args.thread_events, args.plain_events, args.noop_events)
         if any(text in f"{c.scenario}. {c.label}" for text in args.only.split("|"))
     ]
+    segments = args.repeat if args.rounds_in_one_run else 1
+    runs = 1 if args.rounds_in_one_run else args.repeat
     with console.status("creating and filling the topics"):
         topics = {
             scenario: _fill(
-                settings, name, max(c.count for c in all_cases if c.scenario == scenario)
+                settings,
+                name,
+                max(c.count for c in all_cases if c.scenario == scenario) * segments,
             )
             for scenario, name in (("A", "io"), ("B", "noop"))
             if any(c.scenario == scenario for c in all_cases)
@@ -292,10 +310,10 @@ def main() -> None:
         scratch = Path(scratch_dir)
         # Interleaved rounds, rotated, so a noisy moment on a 2-core machine shared with other
         # work hits every contender alike.
-        for round_number in range(args.repeat):
+        for round_number in range(runs):
             shift = round_number % len(all_cases)
             for case in all_cases[shift:] + all_cases[:shift]:
-                with console.status(f"round {round_number + 1}/{args.repeat}: {case.label}"):
+                with console.status(f"round {round_number + 1}/{runs}: {case.label}"):
                     try:
                         result = run_case(
                             case,
@@ -304,13 +322,15 @@ def main() -> None:
                             scratch,
                             postgres,
                             args.profile,
+                            segments,
                         )
                     except RuntimeError as error:
                         case.failures.append(str(error))
                         console.print(f"[red]{error}[/red]")
                         continue
-                case.rates.append(result["events_per_s"])
-                case.cpu_ms.append(result["cpu_ms_per_event"])
+                figures = result["segments"] if segments > 1 else [result]
+                case.rates += [figure["events_per_s"] for figure in figures]
+                case.cpu_ms += [figure["cpu_ms_per_event"] for figure in figures]
                 case.violations.append(result["order_violations"])
                 case.startup_s.append(result["startup_s"])
     admin = build_admin(settings.kafka)
@@ -418,6 +438,7 @@ def report(
                 "keys": KEYS,
                 "sleep_ms": args.sleep_ms,
                 "repeat": args.repeat,
+                "rounds_in_one_run": args.rounds_in_one_run,
                 "machine": machine,
                 "runtime_sources": fingerprint,
                 "what": __doc__,
@@ -428,7 +449,13 @@ def report(
     )
     notes = [
         "",
-        f"Median of {args.repeat} interleaved rounds; one partition, {KEYS} keys; events/s from "
+        (
+            f"Median of {args.repeat} rounds, each a consecutive part of one run per case "
+            "(--rounds-in-one-run: one start per case); "
+            if args.rounds_in_one_run
+            else f"Median of {args.repeat} interleaved rounds; "
+        )
+        + f"one partition, {KEYS} keys; events/s from "
         "the first handler call to the end of the last; CPU ms/event is the contender's "
         "process CPU time over that window divided by the events. A: the handler waits "
         f"{args.sleep_ms:g} ms (runtime, async handler: `await asyncio.sleep`, on the event "

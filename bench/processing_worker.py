@@ -21,7 +21,8 @@ Every contender decodes the envelope (:func:`pipeline.envelope.decode`) and hand
 it. The recorder notes the time of the first handler call and of the end of the last one
 (``time.monotonic``), the process CPU time over that window, and each event's ``(key, seq)``
 in the order the handler saw them; after ``count`` events it writes the JSON to ``--out`` and
-ends the process at once.
+ends the process at once. With ``--segments K`` the JSON also holds the same figures for each
+of K consecutive equal parts of the run (by events handled).
 """
 
 from __future__ import annotations
@@ -44,9 +45,14 @@ _BEGAN = time.monotonic()
 class Recorder:
     """Counts handled events; thread-safe (the runtime calls it from its worker threads)."""
 
-    def __init__(self, count: int, out: Path) -> None:
+    def __init__(self, count: int, out: Path, segments: int = 1) -> None:
         self.count = count
         self.out = out
+        #: ``--segments K``: the run is also cut into K equal parts by events handled, each
+        #: timed on its own (the quick profile's rounds: one start instead of K).
+        self.segment_size = count // segments
+        #: (monotonic time, process CPU time) at the end of each segment's last event.
+        self.segment_ends: list[tuple[float, float]] = []
         self.handled = 0
         self.first: float | None = None
         self.last = 0.0
@@ -75,6 +81,8 @@ class Recorder:
             self.seen.append((key, seq))
             self.handled += 1
             self.last = time.monotonic()
+            if self.handled % self.segment_size == 0:
+                self.segment_ends.append((self.last, time.process_time()))
             if self.handled == self.count:
                 self.cpu_last = time.process_time()
                 self._write()
@@ -99,8 +107,28 @@ class Recorder:
             "order_violations": violations,
             "keys": len(expected),
             "startup_s": self.first - _BEGAN,
+            "segments": self._segments(),
         }
         self.out.write_text(json.dumps(report))
+
+    def _segments(self) -> list[dict[str, float]]:
+        """Each segment's events/s and CPU ms per event; the first one's time runs from its
+        first handler call (as the whole run's does), the others' from the end of the segment
+        before."""
+        assert self.first is not None
+        size = self.segment_size
+        starts = [(self.first, self.cpu_first), *self.segment_ends[:-1]]
+        return [
+            {
+                "events_per_s": (size - (1 if n == 0 else 0)) / (end - start)
+                if end > start
+                else 0.0,
+                "cpu_ms_per_event": 1000 * (cpu_end - cpu_start) / size,
+            }
+            for n, ((start, cpu_start), (end, cpu_end)) in enumerate(
+                zip(starts, self.segment_ends, strict=True)
+            )
+        ]
 
 
 #: A profile of the measured window (every thread), when bench/processing.py --profile asks.
@@ -243,8 +271,13 @@ def main() -> None:
         "--loop", choices=["uvloop", "asyncio"], default="asyncio", help="faust: the event loop"
     )
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--segments", type=int, default=1, help="also time the run in this many equal parts"
+    )
     args = parser.parse_args()
-    recorder = Recorder(args.count, args.out)
+    if args.segments < 1 or args.count % args.segments:
+        parser.error("--segments must be at least 1 and divide --count")
+    recorder = Recorder(args.count, args.out, args.segments)
     {"runtime": run_runtime, "faust": run_faust, "poll": run_poll}[args.kind](args, recorder)
 
 

@@ -50,7 +50,8 @@ class Benchmark:
 _REPEAT = ("--repeat", str(ROUNDS))
 #: The quick profile's processing cases: those of issue 16's goals (async handlers on
 #: PostgreSQL and synchronous handlers against the plain agent; ordering + inbox against the bare
-#: runtime, B) and their baselines, with small sizes: half the cases, each started 3 times.
+#: runtime, B) and their baselines, with small sizes: half the cases, each started once, its
+#: 3 rounds the consecutive thirds of that run.
 _PROCESSING_QUICK_CASES = "|".join(
     (
         "A. runtime, async handler, key + inbox, PostgreSQL",
@@ -63,6 +64,7 @@ _PROCESSING_QUICK = (
     *("--io-events", "2000", "--thread-events", "400"),
     *("--plain-events", "200", "--noop-events", "2000"),
     *("--only", _PROCESSING_QUICK_CASES, "--save"),
+    "--rounds-in-one-run",
 )
 
 BENCHMARKS: tuple[Benchmark, ...] = (
