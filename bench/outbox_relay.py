@@ -5,7 +5,8 @@
    started and listening beforehand) wait; the time runs from that commit to the last row's
    ``published_at`` (stamped after the broker acknowledged it). Baseline, in the same run:
    ``EventProducer.send`` of the very same encoded messages (value, key, headers) read back
-   from the table, then ``flush`` (the relay's ceiling: no database). Interleaved rounds,
+   from the table, then ``flush`` (the relay's ceiling: no database). ``--repeat`` rounds per
+   contender (the baseline's, then one relay's, then two relays': each relay starts once),
    medians, ratios against the baseline.
 2. Latency, commit to Kafka: events committed at a steady ``--rate`` (10 per transaction) for
    ``--seconds``; a topic with ``message.timestamp.type=LogAppendTime`` gives the moment the
@@ -109,9 +110,10 @@ def _delete_topics(settings: PipelineSettings, topics: list[str]) -> None:
 
 
 @contextmanager
-def relays(url: str, count: int, *, listen: bool, log: Path) -> Iterator[None]:
-    """``count`` relay processes, returned once each one LISTENs (or has run its first batch
-    when not listening); stopped with SIGTERM at the end."""
+def relays(url: str, count: int, *, listen: bool, log: Path, running: int = 0) -> Iterator[None]:
+    """``count`` more relay processes (beside ``running`` ones already started), returned once
+    each one LISTENs (or has run its first batch when not listening); stopped with SIGTERM at
+    the end."""
     args = [] if listen else ["--no-listen"]
     env = {"PIPELINE_DATABASE__URL": url, "PIPELINE_OUTBOX__LOG_INTERVAL_S": "0"}
     with log.open("ab") as out:
@@ -120,7 +122,7 @@ def relays(url: str, count: int, *, listen: bool, log: Path) -> Iterator[None]:
             for _ in range(count)
         ]
     try:
-        _wait_ready(url, started, listen=listen)
+        _wait_ready(url, started, listen=listen, expected=running + count)
         yield
     finally:
         for process in started:
@@ -129,7 +131,9 @@ def relays(url: str, count: int, *, listen: bool, log: Path) -> Iterator[None]:
             process.wait(60)
 
 
-def _wait_ready(url: str, started: list[subprocess.Popen[bytes]], *, listen: bool) -> None:
+def _wait_ready(
+    url: str, started: list[subprocess.Popen[bytes]], *, listen: bool, expected: int
+) -> None:
     engine = build_engine(DatabaseSettings(url=url), pool_size=1)
     deadline = time.monotonic() + 120
     try:
@@ -151,7 +155,7 @@ def _wait_ready(url: str, started: list[subprocess.Popen[bytes]], *, listen: boo
                             "current_database() AND pid <> pg_backend_pid()"
                         )
                     ).scalar_one()
-            if ready >= len(started):
+            if ready >= expected:
                 time.sleep(0.5)
                 return
             time.sleep(0.1)
@@ -163,30 +167,29 @@ def _wait_ready(url: str, started: list[subprocess.Popen[bytes]], *, listen: boo
 # --- throughput ---------------------------------------------------------------------------
 
 
-def relay_throughput(
-    settings: PipelineSettings, url: str, rows: list[dict[str, Any]], count: int, log: Path
-) -> float:
+def relay_throughput(url: str, rows: list[dict[str, Any]]) -> float:
+    """One round with the relays running (idle, listening): ``rows`` committed at once, and
+    the rate from that commit to the last row published."""
     engine = build_engine(DatabaseSettings(url=url), pool_size=1)
     try:
         _reset(engine)
-        with relays(url, count, listen=True, log=log):
-            with engine.begin() as connection:
-                connection.execute(sa.insert(outbox_table), rows)
-            committed = datetime.now(UTC)
-            deadline = time.monotonic() + 600
-            while True:
-                with engine.connect() as connection:
-                    left = connection.execute(
-                        sa.select(sa.func.count()).where(outbox_table.c.published_at.is_(None))
+        with engine.begin() as connection:
+            connection.execute(sa.insert(outbox_table), rows)
+        committed = datetime.now(UTC)
+        deadline = time.monotonic() + 600
+        while True:
+            with engine.connect() as connection:
+                left = connection.execute(
+                    sa.select(sa.func.count()).where(outbox_table.c.published_at.is_(None))
+                ).scalar_one()
+                if not left:
+                    last = connection.execute(
+                        sa.select(sa.func.max(outbox_table.c.published_at))
                     ).scalar_one()
-                    if not left:
-                        last = connection.execute(
-                            sa.select(sa.func.max(outbox_table.c.published_at))
-                        ).scalar_one()
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{left} rows still unpublished")
-                time.sleep(0.1)
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{left} rows still unpublished")
+            time.sleep(0.1)
         return len(rows) / (last - committed).total_seconds()
     finally:
         engine.dispose()
@@ -221,8 +224,9 @@ def producer_throughput(
 
 
 def commit_to_kafka_latency(
-    settings: PipelineSettings, url: str, *, listen: bool, rate: int, seconds: float, log: Path
+    settings: PipelineSettings, url: str, *, rate: int, seconds: float
 ) -> dict[str, float]:
+    """Events committed at ``rate`` for ``seconds`` while a relay runs: (append - commit) times."""
     topic = _topic(settings, "latency", **{"message.timestamp.type": "LogAppendTime"})
     engine = build_engine(DatabaseSettings(url=url), pool_size=2)
     committed: dict[str, float] = {}
@@ -230,34 +234,33 @@ def commit_to_kafka_latency(
         _reset(engine)
         outbox = Outbox()
         total = int(rate * seconds)
-        with relays(url, 1, listen=listen, log=log):
-            began = time.monotonic()
-            for start in range(0, total, PER_TRANSACTION):
-                batch = []
-                with engine.begin() as connection:
-                    for n in range(start, min(start + PER_TRANSACTION, total)):
-                        aggregate = f"order-{n % AGGREGATES}"
-                        event = Event(
-                            source="/bench",
-                            type="com.example.bench",
-                            partitionkey=aggregate,
-                            data={"n": n},
-                        )
-                        outbox.add(
-                            connection,
-                            event,
-                            aggregate_type="order",
-                            aggregate_id=aggregate,
-                            topic=topic,
-                        )
-                        batch.append(event.id)
-                at = time.time()
-                committed.update((event_id, at) for event_id in batch)
-                ahead = (start + PER_TRANSACTION) / rate - (time.monotonic() - began)
-                if ahead > 0:
-                    time.sleep(ahead)
-            writing_s = time.monotonic() - began
-            _drain(engine)
+        began = time.monotonic()
+        for start in range(0, total, PER_TRANSACTION):
+            batch = []
+            with engine.begin() as connection:
+                for n in range(start, min(start + PER_TRANSACTION, total)):
+                    aggregate = f"order-{n % AGGREGATES}"
+                    event = Event(
+                        source="/bench",
+                        type="com.example.bench",
+                        partitionkey=aggregate,
+                        data={"n": n},
+                    )
+                    outbox.add(
+                        connection,
+                        event,
+                        aggregate_type="order",
+                        aggregate_id=aggregate,
+                        topic=topic,
+                    )
+                    batch.append(event.id)
+            at = time.time()
+            committed.update((event_id, at) for event_id in batch)
+            ahead = (start + PER_TRANSACTION) / rate - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+        writing_s = time.monotonic() - began
+        _drain(engine)
         appended = _append_times(settings, topic, set(committed))
     finally:
         engine.dispose()
@@ -313,7 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--record-size", type=int, default=200)
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; median kept")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per contender; median kept")
     parser.add_argument("--rate", type=int, default=1_000, help="latency: events/s committed")
     parser.add_argument("--seconds", type=float, default=15.0, help="latency: how long")
     args = parser.parse_args()
@@ -330,34 +333,48 @@ def main() -> None:
         engine.dispose()
         samples: dict[str, list[float]] = {"EventProducer": [], "1 relay": [], "2 relays": []}
         topics: list[str] = []
-        for round_number in range(1, args.repeat + 1):
-            for name in samples:
-                topic = _topic(settings, "throughput")
-                topics.append(topic)
-                with console.status(f"round {round_number}/{args.repeat}: {name}"):
-                    rows = _rows(args.rows, topic, args.record_size)
-                    if name == "EventProducer":
-                        engine = build_engine(DatabaseSettings(url=url), pool_size=1)
-                        _reset(engine)
-                        with engine.begin() as connection:
-                            connection.execute(sa.insert(outbox_table), rows)
-                        engine.dispose()
-                        rate = producer_throughput(settings, topic, stored_messages(url))
-                    else:
-                        relays_count = int(name.split()[0])
-                        rate = relay_throughput(settings, url, rows, relays_count, log)
-                samples[name].append(rate)
-                console.print(f"round {round_number}: {name}: {rate:,.0f} events/s")
+
+        def measure(name: str, round_number: int) -> None:
+            topic = _topic(settings, "throughput")
+            topics.append(topic)
+            with console.status(f"round {round_number}/{args.repeat}: {name}"):
+                rows = _rows(args.rows, topic, args.record_size)
+                if name == "EventProducer":
+                    engine = build_engine(DatabaseSettings(url=url), pool_size=1)
+                    _reset(engine)
+                    with engine.begin() as connection:
+                        connection.execute(sa.insert(outbox_table), rows)
+                    engine.dispose()
+                    rate = producer_throughput(settings, topic, stored_messages(url))
+                else:
+                    rate = relay_throughput(url, rows)
+            samples[name].append(rate)
+            console.print(f"round {round_number}: {name}: {rate:,.0f} events/s")
+
+        # The rounds go contender by contender, and each relay starts once (its start-up is
+        # not in the figures either way: the relays are idle and listening before each
+        # commit): the baseline's rounds first, with no relay running (it reads its rows
+        # from the table), then one relay's, then two relays'.
+        rounds = range(1, args.repeat + 1)
+        latency: dict[str, dict[str, float]] = {}
+        for round_number in rounds:
+            measure("EventProducer", round_number)
+        with relays(url, 1, listen=True, log=log):
+            for round_number in rounds:
+                measure("1 relay", round_number)
+            with relays(url, 1, listen=True, log=log, running=1):
+                for round_number in rounds:
+                    measure("2 relays", round_number)
+            with console.status("latency, LISTEN/NOTIFY"):
+                latency["LISTEN/NOTIFY"] = commit_to_kafka_latency(
+                    settings, url, rate=args.rate, seconds=args.seconds
+                )
         _delete_topics(settings, topics)
         throughput = {name: statistics.median(rates) for name, rates in samples.items()}
-
-        latency: dict[str, dict[str, float]] = {}
-        for listen in (True, False):
-            name = "LISTEN/NOTIFY" if listen else "poll only (1 s)"
-            with console.status(f"latency, {name}"):
-                latency[name] = commit_to_kafka_latency(
-                    settings, url, listen=listen, rate=args.rate, seconds=args.seconds, log=log
-                )
+        with relays(url, 1, listen=False, log=log), console.status("latency, poll only"):
+            latency["poll only (1 s)"] = commit_to_kafka_latency(
+                settings, url, rate=args.rate, seconds=args.seconds
+            )
 
     baseline = throughput["EventProducer"]
     table = Table(title=f"outbox relay throughput, {args.rows:,} rows committed at once")
@@ -390,7 +407,7 @@ def main() -> None:
     (RESULTS / "outbox_relay.json").write_text(json.dumps(report, indent=2))
     lines = [
         f"Throughput: {args.rows:,} rows committed at once, to acknowledged Kafka messages "
-        f"(median of {args.repeat} interleaved rounds).",
+        f"(median of {args.repeat} rounds).",
         "",
         "| publisher | events/s | ratio vs EventProducer |",
         "|---|---:|---:|",
