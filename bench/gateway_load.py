@@ -42,6 +42,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -124,7 +125,8 @@ def serve_baseline(port: int) -> None:
         host="127.0.0.1",
         port=port,
         access_log=None,
-        print=None,
+        # run_app prints once its sockets listen: the line the bench waits for.
+        print=lambda _message: print("baseline listening", flush=True),
         reuse_port=True,
         loop=uvloop.new_event_loop(),
     )
@@ -175,11 +177,9 @@ def _servers() -> list[Server]:
 
 
 @contextlib.contextmanager
-def _running(server: Server, topic: str, env: dict[str, str], work: Path) -> Iterator[None]:
-    """The server's processes, once each listens; SIGTERM to each after."""
-    args = [server.command, "--port", str(server.port)]
-    if server.command == "serve-gateway":
-        args += ["--topic", topic]
+def _running(servers: list[Server], topic: str, env: dict[str, str], work: Path) -> Iterator[None]:
+    """Every server's processes, all started at once, returned once each one listens; SIGTERM
+    to each after."""
     environment = {
         **os.environ,
         # The limiter still runs on every request, it just never refuses one.
@@ -187,23 +187,28 @@ def _running(server: Server, topic: str, env: dict[str, str], work: Path) -> Ite
         "PIPELINE_GATEWAY__BURST": "1000000000",
         **env,
     }
-    processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+    processes: list[tuple[Server, subprocess.Popen[bytes], Path]] = []
     try:
-        for number in range(server.processes):
-            log_path = work / f"{_slug(server.name)}-{number}.log"
-            with log_path.open("wb") as log:
-                process = subprocess.Popen(
-                    [sys.executable, __file__, *args], stdout=log, stderr=subprocess.STDOUT,
-                    env=environment,
-                )  # fmt: skip
-            processes.append((process, log_path))
-            server.pids.append(process.pid)
+        for server in servers:
+            args = [server.command, "--port", str(server.port)]
+            if server.command == "serve-gateway":
+                args += ["--topic", topic]
+            for number in range(server.processes):
+                log_path = work / f"{_slug(server.name)}-{number}.log"
+                with log_path.open("wb") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, __file__, *args], stdout=log, stderr=subprocess.STDOUT,
+                        env=environment,
+                    )  # fmt: skip
+                processes.append((server, process, log_path))
+                server.pids.append(process.pid)
+        for server, process, log_path in processes:
             _wait_listening(server, process, log_path)
         yield
     finally:
-        for process, _ in processes:
+        for _, process, _ in processes:
             process.send_signal(signal.SIGTERM)
-        for process, log_path in processes:
+        for server, process, log_path in processes:
             try:
                 code = process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -214,17 +219,13 @@ def _running(server: Server, topic: str, env: dict[str, str], work: Path) -> Ite
 
 
 def _wait_listening(server: Server, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until the process's log says it listens (each process of a server on its own: with
+    SO_REUSEPORT a connection would only show that one of them does)."""
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
             raise SystemExit(f"a {server.name} process exited early; see {log_path}")
-        if server.command == "serve-baseline":
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", server.port), timeout=1),
-            ):
-                return
-        elif "gateway listening" in log_path.read_text(errors="replace"):
+        if re.search(r"(gateway|baseline) listening", log_path.read_text(errors="replace")):
             return
         if time.monotonic() > deadline:
             raise SystemExit(f"a {server.name} process did not listen; see {log_path}")
@@ -559,9 +560,7 @@ def run(repeat: int, duration_s: float, warmup_s: float, concurrency: int) -> di
     rounds: dict[str, list[tuple[Attack, Attack]]] = {server.name: [] for server in servers}
     with _stack_topic_and_database() as (topic, url):
         env = {"PIPELINE_DATABASE__URL": url, "PIPELINE_GATEWAY__IDEMPOTENCY_STORE": "postgres"}
-        with contextlib.ExitStack() as running:
-            for server in servers:
-                running.enter_context(_running(server, topic, env, work))
+        with _running(servers, topic, env, work):
             for number in range(1, repeat + 1):
                 for baseline, gateway in zip(servers[::2], servers[1::2], strict=True):
                     for name, (saturation, half) in attacker.round(
