@@ -86,6 +86,9 @@ PARTITIONS = 12
 PROCESS_COUNTS = (1, 2, 4)
 ORCHESTRATOR_COUNTS = (1, 2)
 KEYS = 1_000
+#: Every group member's session timeout (processing.session_timeout_s's smallest allowed
+#: value; heartbeats every fifth of it).
+SESSION_TIMEOUT_S = 6
 
 
 def _progress(began: float, what: str) -> None:
@@ -457,6 +460,11 @@ def main() -> None:
         args.noop = not args.quick
     stages = set(args.stages.split(","))
     started = datetime.now(UTC)
+    # Every process of the run (processors, saga services: they inherit the environment)
+    # takes the smallest session timeout the settings allow, so members learn of a
+    # rebalance at the next heartbeat, within 1.2 s instead of 2 s: adding a member waits
+    # less; steady throughput does not change (the poll loops take the same, in their file).
+    os.environ["PIPELINE_PROCESSING__SESSION_TIMEOUT_S"] = str(SESSION_TIMEOUT_S)
     settings = PipelineSettings()
     StackManager(settings).up()
     run = uuid.uuid4().hex[:8]

@@ -27,7 +27,12 @@ def main() -> None:
     topic, group, sleep_ms, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), Path(sys.argv[4])
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    consumer = build_consumer(PipelineSettings().kafka, group)
+    # As the processors in bench/scale_out.py: a 6 s session, a heartbeat every 1.2 s.
+    consumer = build_consumer(
+        PipelineSettings().kafka,
+        group,
+        **{"session.timeout.ms": 6000, "heartbeat.interval.ms": 1200},
+    )
     consumer.subscribe([topic])
     handled, written = 0, 0.0
     rounds: dict[str, list[float]] = {}
