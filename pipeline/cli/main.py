@@ -4,9 +4,12 @@ Settings are read once here and handed to the sub-commands through the Typer con
 Every expected failure is a :class:`pipeline.errors.PipelineError`, printed as one line with a
 non-zero exit code; a traceback means a bug.
 
-The command modules import what their commands use (Kafka, SQLAlchemy, Elasticsearch, aiohttp,
-Faust) inside the commands: Typer needs only their signatures, so ``pipeline --help`` loads none
-of it (tests/unit/pipeline/cli/test_main.py holds them to that).
+Each sub-command's module is imported only when that command is asked for
+(:class:`pipeline.cli.lazy.LazyGroup`): ``pipeline process`` imports ``pipeline.cli.process`` and
+no other command's module; ``pipeline --help``, which lists every command's one-line help, imports
+them all. The command modules in turn import what their commands use (Kafka, SQLAlchemy,
+Elasticsearch, aiohttp, Faust) inside the commands: Typer needs only their signatures, so no help
+page loads any of it (tests/unit/pipeline/cli/test_main.py holds them to both).
 """
 
 from __future__ import annotations
@@ -18,50 +21,44 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from pipeline.cli import dashboards as dashboards_cli
-from pipeline.cli import dlq as dlq_cli
-from pipeline.cli import gateway as gateway_cli
-from pipeline.cli import logs as logs_cli
-from pipeline.cli import outbox as outbox_cli
-from pipeline.cli import saga as saga_cli
-from pipeline.cli import stack as stack_cli
-from pipeline.cli import topics as topics_cli
 from pipeline.cli.console import stderr_console
-from pipeline.cli.consume import consume
-from pipeline.cli.demo import demo
-from pipeline.cli.help import plain_help
-from pipeline.cli.process import process
-from pipeline.cli.produce import produce
-from pipeline.cli.record import record
-from pipeline.cli.replay import replay
+from pipeline.cli.lazy import LazyGroup
 from pipeline.default_database import default_database_url
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
+
+class PipelineCommands(LazyGroup):
+    """The sub-commands of ``pipeline``, each imported when it is asked for."""
+
+    lazy_commands = {
+        "demo": "pipeline.cli.demo:demo",
+        "produce": "pipeline.cli.produce:produce",
+        "consume": "pipeline.cli.consume:consume",
+        "process": "pipeline.cli.process:process",
+        "record": "pipeline.cli.record:record",
+        "replay": "pipeline.cli.replay:replay",
+        "stack": "pipeline.cli.stack:app",
+        "topics": "pipeline.cli.topics:app",
+        "outbox": "pipeline.cli.outbox:app",
+        "dashboards": "pipeline.cli.dashboards:app",
+        "logs": "pipeline.cli.logs:app",
+        "dlq": "pipeline.cli.dlq:app",
+        "saga": "pipeline.cli.saga:app",
+        "gateway": "pipeline.cli.gateway:app",
+    }
+
+
 app = typer.Typer(
     name="pipeline",
     help="Event-streaming pipeline on Apache Kafka and Elasticsearch.",
+    cls=PipelineCommands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     # -h as well as --help, on every command (sub-commands inherit it).
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(stack_cli.app, name="stack")
-app.add_typer(topics_cli.app, name="topics")
-app.add_typer(outbox_cli.app, name="outbox")
-app.add_typer(dashboards_cli.app, name="dashboards")
-app.add_typer(logs_cli.app, name="logs")
-app.add_typer(dlq_cli.app, name="dlq")
-app.add_typer(saga_cli.app, name="saga")
-app.add_typer(gateway_cli.app, name="gateway")
-app.command()(demo)
-app.command()(produce)
-app.command()(consume)
-app.command()(process)
-app.command()(record)
-app.command()(replay)
-plain_help(app)
 
 _stderr = stderr_console()
 

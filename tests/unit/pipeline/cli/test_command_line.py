@@ -7,9 +7,11 @@ import sys
 from importlib import metadata
 
 import pytest
+import typer
+import typer.main
 from typer.testing import CliRunner
 
-from pipeline.cli.main import DISTRIBUTION, app
+from pipeline.cli.main import DISTRIBUTION, PipelineCommands, app
 from pipeline.request_types import REQUEST_TYPES
 
 COMMANDS = [
@@ -40,6 +42,32 @@ def test_version_prints_the_installed_version():
 
     assert result.exit_code == 0, result.output
     assert result.output == f"pipeline {metadata.version(DISTRIBUTION)}\n"
+
+
+def test_help_lists_every_command_with_the_start_of_its_own_help():
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ")}
+    group = typer.main.get_command(app)
+    context = typer.Context(group)
+
+    assert result.exit_code == 0, result.output
+    for name in PipelineCommands.lazy_commands:
+        command = group.get_command(context, name)
+        first_words = " ".join((command.short_help or command.help).split()[:4])
+        assert first_words in rows[name], rows[name]
+
+
+@pytest.mark.parametrize(
+    ("command", "suggested"),
+    [(["proces"], "'process', 'produce'"), (["outbox", "relya"], "'relay'")],
+    ids=["proces", "outbox relya"],
+)
+def test_an_unknown_command_is_an_error_that_suggests_the_nearest(command, suggested):
+    result = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
+
+    assert result.exit_code == 2
+    assert f"No such command '{command[-1]}'. Did you mean {suggested}?" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_gateway_help_names_each_request_type_and_its_topic():

@@ -22,8 +22,10 @@ TYPE_LABEL = re.compile(
 def _command_paths(command, path=()):
     paths = [path]
     if isinstance(command, TyperGroup):
-        for name, sub in sorted(command.commands.items()):
-            paths.extend(_command_paths(sub, (*path, name)))
+        # Listed and got as Click does: `pipeline` imports each command when it is asked for.
+        context = typer.Context(command)
+        for name in sorted(command.list_commands(context)):
+            paths.extend(_command_paths(command.get_command(context, name), (*path, name)))
     return paths
 
 

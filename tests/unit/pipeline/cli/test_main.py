@@ -1,4 +1,5 @@
-"""``pipeline --help`` is fast: it imports none of the heavy libraries the commands use.
+"""``pipeline`` starts fast: help imports none of the heavy libraries the commands use, and a
+command imports no other command's module.
 
 Each command imports them itself when it runs; help needs only the signatures. A fresh
 interpreter shows what one help run imported (no timing).
@@ -54,15 +55,19 @@ def test_pipeline_help_imports_no_heavy_library_nor_sqlalchemy():
 
 def _every_command() -> list[list[str]]:
     """Every command and group of ``pipeline``, as the arguments that name it."""
+    import typer
     import typer.main
 
     from pipeline.cli.main import app
 
-    # Typer vendors its own Click: a group is a command with sub-commands.
+    # Typer vendors its own Click: a group is a command with sub-commands, which it lists and
+    # gets (``pipeline``'s own are imported when asked for).
     def walk(command: Any, path: list[str]) -> list[list[str]]:
         found = [path] if path else []
-        for name, sub in sorted(getattr(command, "commands", {}).items()):
-            found.extend(walk(sub, [*path, name]))
+        if hasattr(command, "list_commands"):
+            context = typer.Context(command)
+            for name in sorted(command.list_commands(context)):
+                found.extend(walk(command.get_command(context, name), [*path, name]))
         return found
 
     return walk(typer.main.get_command(app), [])
@@ -89,3 +94,28 @@ def test_dlq_help_lists_the_reasons_without_loading_the_event_envelope():
 
     assert "pipeline.dead_letters.reasons" in modules
     assert sorted(name for name in modules if name.startswith("pipeline.envelope")) == []
+
+
+def _command_modules() -> set[str]:
+    """The modules of ``pipeline``'s sub-commands, as pipeline.cli.main names them."""
+    from pipeline.cli.main import PipelineCommands
+
+    return {location.partition(":")[0] for location in PipelineCommands.lazy_commands.values()}
+
+
+@pytest.mark.parametrize(
+    ("command", "needed"),
+    [
+        (["process"], {"pipeline.cli.process"}),
+        # `pipeline outbox` says which database it uses as `pipeline process` does.
+        (["outbox", "relay"], {"pipeline.cli.outbox", "pipeline.cli.process"}),
+        (["stack", "up"], {"pipeline.cli.stack"}),
+    ],
+    ids=["process", "outbox relay", "stack up"],
+)
+def test_a_command_imports_no_other_command_module(command, needed):
+    modules = _imported(*command, "--help")
+
+    assert _command_modules() & modules == needed
+    assert "pipeline.cli.dashboards" not in modules
+    assert "pipeline.cli.gateway" not in modules
