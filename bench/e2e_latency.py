@@ -39,7 +39,7 @@ A latency row's ``ratio`` is of achieved rates (about 1 when both kept up); its
 databases and indices of this run's own.
 
 Run: ``.venv/bin/python bench/e2e_latency.py [--seconds 10] [--repeat 3] [--paths a,b,c]``;
-``--quick`` (1 s levels, 2 s for sagas, small bursts) for ``make bench QUICK=1``. Results:
+``--quick`` (0.5 s levels, 2 s for sagas, small bursts) for ``make bench QUICK=1``. Results:
 bench/results/e2e_latency.{json,md}.
 """
 
@@ -470,7 +470,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short levels, small bursts")
     args = parser.parse_args()
     paths = set(args.paths.split(","))
-    seconds = 1.0 if args.quick else args.seconds
+    seconds = 0.5 if args.quick else args.seconds
     bursts = {"a": 400, "b": 15, "c": 5000} if args.quick else {"a": 4000, "b": 80, "c": 40000}
     started = datetime.now(UTC)
     settings = PipelineSettings()
