@@ -7,8 +7,10 @@ Processing stage: ``pipeline process bench.effect_rows:processor`` (the runtime 
 key ordering, inbox, group commit on PostgreSQL, 16 events in flight), an I/O-bound async
 handler that waits 2 ms (``--sleep-ms``; a call to another service) then writes the event's
 effect row; in the full run also a no-op handler (the effect row only, ``--noop``), where the
-cores, not the waits, set the pace. Processes are added one group member at a time (1, then 2,
-then 4), each count measured once the group is stable with that many members. A round
+cores, not the waits, set the pace. Each count is a consumer group of its own on a topic of its
+own (1, 2 and 4 members, of the runtime and of the poll loop below: every process starts at
+once, and every group is stable before the first round); the groups not being measured sit
+idle, with no events on their topics. A round
 produces ``--events`` events (keyed over 1,000 keys) at once and times them from the first
 event handled to the last (effect rows written; the poll loops note their own times), as
 bench/processing.py does, so the group's fetch start is not counted; CPU is the processors'
@@ -141,15 +143,21 @@ def _stop(children: Sequence[subprocess.Popen[bytes]]) -> None:
 
 
 class Contender:
-    """Processes of one kind in one group on the stage's topic, added one at a time."""
+    """``count`` processes of one kind in one group of their own, on a topic of their own."""
 
-    def __init__(self, kind: str, topic: str, group: str, env: dict[str, str], work: Path):
-        self.kind, self.topic, self.group, self.env, self.work = kind, topic, group, env, work
+    def __init__(
+        self, kind: str, count: int, topic: str, group: str, env: dict[str, str], work: Path
+    ):
+        self.kind, self.count, self.topic, self.group = kind, count, topic, group
+        self.env, self.work = env, work
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def grow(self, settings: PipelineSettings, count: int) -> None:
-        while len(self.children) < count:
-            n = len(self.children)
+    def _report(self, n: int) -> Path:
+        return self.work / f"poll-{self.count}p-{n}.json"
+
+    def start(self) -> None:
+        """Start the processes (without waiting for them: see :meth:`wait_ready`)."""
+        for n in range(self.count):
             if self.kind == "runtime":
                 args = [PIPELINE, "process", "bench.effect_rows:processor"]
             else:
@@ -159,9 +167,9 @@ class Contender:
                     self.topic,
                     self.group,
                     self.env["BENCH_EFFECTS_SLEEP_MS"],
-                    str(self.work / f"poll-{n}.json"),
+                    str(self._report(n)),
                 ]
-            with (self.work / f"{self.kind}-{n}.log").open("wb") as log:
+            with (self.work / f"{self.kind}-{self.count}p-{n}.log").open("wb") as log:
                 self.children.append(
                     subprocess.Popen(
                         args,
@@ -171,7 +179,9 @@ class Contender:
                         cwd=ROOT,
                     )
                 )
-        _wait_members(settings, self.group, count, self.children)
+
+    def wait_ready(self, settings: PipelineSettings) -> None:
+        _wait_members(settings, self.group, self.count, self.children)
 
     def poll_state(self, run: str) -> tuple[int, float, float]:
         """The poll loops' events of round ``run`` handled so far, and the first and last
@@ -179,15 +189,12 @@ class Contender:
         handled, first, last = 0, float("inf"), 0.0
         for n in range(len(self.children)):
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                report = json.loads((self.work / f"poll-{n}.json").read_text())
+                report = json.loads(self._report(n).read_text())
                 if run in report["rounds"]:
                     begun, ended, count = report["rounds"][run]
                     handled += count
                     first, last = min(first, begun), max(last, ended)
         return handled, first, last
-
-    def close(self) -> None:
-        _stop(self.children)
 
 
 def processing_round(
@@ -245,38 +252,58 @@ def processing_stage(
     began = time.monotonic()
     try:
         sleeps = [args.sleep_ms, 0.0] if args.noop and args.sleep_ms else [args.sleep_ms]
-        for kind, sleep_ms in [(kind, ms) for ms in sleeps for kind in ("runtime", "poll")]:
-            topic = f"bench.scale-{run}.{kind}-{sleep_ms:g}ms"
-            create_topics(settings, [topic], PARTITIONS)
-            create_topics(settings, [f"{topic}.dlq"], 1)
-            contender = Contender(
-                kind,
-                topic,
-                f"bench-scale-{run}-{kind}-{sleep_ms:g}ms",
-                {
-                    "PIPELINE_DATABASE__URL": url,
-                    "PIPELINE_LOGS__TOPIC": f"bench.scale-{run}.service-logs",
-                    "BENCH_EFFECTS_TOPIC": topic,
-                    "BENCH_EFFECTS_GROUP": f"bench-scale-{run}-{kind}-{sleep_ms:g}ms",
-                    "BENCH_EFFECTS_SLEEP_MS": str(sleep_ms),
-                },
-                work,
+        # A group per kind and count, each on a topic of its own, all started together and
+        # all stable before the first round: one start-up and join for every process instead
+        # of a member added at a time. The groups not being measured sit idle (no events on
+        # their topics: a fetch request now and then).
+        contenders = []
+        for sleep_ms, kind, count in [
+            (ms, kind, count)
+            for ms in sleeps
+            for kind in ("runtime", "poll")
+            for count in PROCESS_COUNTS
+        ]:
+            name = f"{run}.{kind}-{sleep_ms:g}ms-{count}p"
+            topic = f"bench.scale-{name}"
+            group = f"bench-scale-{name}"
+            contenders.append(
+                Contender(
+                    kind,
+                    count,
+                    topic,
+                    group,
+                    {
+                        "PIPELINE_DATABASE__URL": url,
+                        "PIPELINE_LOGS__TOPIC": f"bench.scale-{run}.service-logs",
+                        "BENCH_EFFECTS_TOPIC": topic,
+                        "BENCH_EFFECTS_GROUP": group,
+                        "BENCH_EFFECTS_SLEEP_MS": str(sleep_ms),
+                    },
+                    work,
+                )
             )
-            try:
-                for count in PROCESS_COUNTS:
-                    contender.grow(settings, count)
-                    _progress(began, f"processing, {kind}: {count} processes ready")
-                    if not args.quick:  # --quick: the median of 3 rounds copes with a slow first
-                        processing_round(settings, contender, engine, max(50, args.events // 10))
-                    results = [
-                        processing_round(settings, contender, engine, args.events)
-                        for _ in range(args.repeat)
-                    ]
-                    rows.append(_processing_row(kind, count, results, sleep_ms))
-                    _progress(began, f"  {rows[-1]['value']:,.0f} events/s")
-            finally:
-                contender.close()
-                delete_topics(settings, [topic, f"{topic}.dlq"])
+        topics = [c.topic for c in contenders]
+        create_topics(settings, topics, PARTITIONS)
+        create_topics(settings, [f"{t}.dlq" for t in topics], 1)
+        try:
+            for contender in contenders:
+                contender.start()
+            for contender in contenders:
+                contender.wait_ready(settings)
+            _progress(began, f"processing: {len(contenders)} groups ready")
+            for contender in contenders:
+                sleep_ms = float(contender.env["BENCH_EFFECTS_SLEEP_MS"])
+                if not args.quick:  # --quick: the median of 3 rounds copes with a slow first
+                    processing_round(settings, contender, engine, max(50, args.events // 10))
+                results = [
+                    processing_round(settings, contender, engine, args.events)
+                    for _ in range(args.repeat)
+                ]
+                rows.append(_processing_row(contender.kind, contender.count, results, sleep_ms))
+                _progress(began, f"  {rows[-1]['case']}: {rows[-1]['value']:,.0f} events/s")
+        finally:
+            _stop([child for contender in contenders for child in contender.children])
+            delete_topics(settings, [*topics, *(f"{t}.dlq" for t in topics)])
     finally:
         engine.dispose()
     return _vs_poll_loop(rows)
