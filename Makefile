@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-BENCH_INSTALLED := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 # The project's bytecode, written ahead: tests, the demo and benchmarks start many `pipeline`
 # processes, and where PYTHONDONTWRITEBYTECODE is set each one compiled every module it imports
@@ -53,13 +52,9 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-$(BENCH_INSTALLED): $(INSTALLED)
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
-	touch $(BENCH_INSTALLED)
-
 # Every benchmark of bench/ (bench/suite): bench/results/latest.{json,md}, the charts and the
 # results section of docs/benchmarks.md. QUICK=1: the quick profile (about 6 minutes).
-bench: $(BENCH_INSTALLED)
+bench: $(INSTALLED)
 	scripts/ensure-debian-packages.sh kcat=kcat $(POSTGRES_SERVER)
 	$(BIN)/pipeline stack up
 	$(COMPILE)

@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        console.print(
-            "matplotlib is missing: .venv/bin/pip install -e '.[bench]' (make bench does)"
-        )
+        console.print("matplotlib is missing: .venv/bin/pip install -e '.[dev]' (make bench does)")
         return 2
     if args.render_only:
         try:
