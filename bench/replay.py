@@ -362,8 +362,15 @@ def main() -> None:
         replay_s: dict[str, list[float]] = {name: [] for name in replayers}
         record_cpu: dict[str, list[float]] = {name: [] for name in recorders}
         replay_cpu: dict[str, list[float]] = {name: [] for name in replayers}
+        # Every round's targets made, and given a moment, before any contender runs: none
+        # pays for a new partition's first moments (leader elected, log opened).
+        round_targets = [
+            {name: _topic(settings, "target") for name in replayers} for _ in range(args.repeat)
+        ]
+        topics += [target for targets in round_targets for target in targets.values()]
+        time.sleep(2)
         # Interleaved rounds, so a noisy moment on a shared machine hits every contender alike.
-        for round_number in range(1, args.repeat + 1):
+        for round_number, targets in enumerate(round_targets, start=1):
             for name, record in recorders.items():
                 out = work / "round.out"
                 with console.status(f"round {round_number}/{args.repeat}: record, {name}"):
@@ -373,11 +380,6 @@ def main() -> None:
                 assert _lines(out) == records, f"{name} wrote {_lines(out):,} lines"
                 record_s[name].append(seconds)
                 console.print(f"round {round_number}: record, {name}: {records / seconds:,.0f}/s")
-            # Every target of the round made, and given a moment, before any contender runs:
-            # none pays for a new partition's first moments (leader elected, log opened).
-            targets = {name: _topic(settings, "target") for name in replayers}
-            topics += targets.values()
-            time.sleep(2)
             for name, replay in replayers.items():
                 target = targets[name]
                 with console.status(f"round {round_number}/{args.repeat}: replay, {name}"):

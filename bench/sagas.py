@@ -296,11 +296,13 @@ def baseline_level(settings: PipelineSettings, rate: float, seconds: float) -> d
     done = threading.Event()
     producer = Producer(producer_config(settings.kafka, **{"linger.ms": 1}))
 
+    joined = threading.Semaphore(0)
+
     def consumer(topic: str, group: str) -> Consumer:
         client = Consumer(
             consumer_config(settings.kafka, group, **{"auto.offset.reset": "earliest"})
         )
-        client.subscribe([topic])
+        client.subscribe([topic], on_assign=lambda *_: joined.release())
         return client
 
     def responder() -> None:
@@ -333,7 +335,9 @@ def baseline_level(settings: PipelineSettings, rate: float, seconds: float) -> d
     threads = [threading.Thread(target=responder), threading.Thread(target=driver)]
     for thread in threads:
         thread.start()
-    time.sleep(3)  # both consumers joined their groups
+    for _ in threads:  # both consumers have their partitions (each polls to join)
+        if not joined.acquire(timeout=60):
+            raise SystemExit("the baseline's consumers did not join their groups in 60 s")
     began = time.monotonic()
     for n in range(count):
         pause = began + n / rate - time.monotonic()

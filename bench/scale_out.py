@@ -124,7 +124,6 @@ def _wait_members(
         if time.monotonic() > deadline:
             raise SystemExit(f"{group}: not {count} stable members after 300 s")
         time.sleep(0.3)
-    time.sleep(1)  # the members' first fetches
 
 
 def _stop(children: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -290,6 +289,7 @@ def processing_stage(
                 contender.start()
             for contender in contenders:
                 contender.wait_ready(settings)
+            time.sleep(1)  # the members' first fetches
             _progress(began, f"processing: {len(contenders)} groups ready")
             for contender in contenders:
                 sleep_ms = float(contender.env["BENCH_EFFECTS_SLEEP_MS"])
