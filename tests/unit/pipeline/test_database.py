@@ -10,6 +10,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from pipeline.database import (
+    HEAD_REVISION,
     DatabaseError,
     build_engine,
     current_revision,
@@ -104,6 +105,29 @@ def test_migrate_brings_the_database_to_the_head_revision(tmp_path: Path) -> Non
     assert current_revision(engine) == head_revision()
     tables = set(inspect(engine).get_table_names())
     assert {"pipeline_inbox", "pipeline_parked_keys", "pipeline_outbox"} <= tables
+    engine.dispose()
+
+
+def test_the_head_revision_the_code_names_is_alembics_head() -> None:
+    # migrate() skips Alembic when the database is at HEAD_REVISION: a migration added without
+    # moving the constant would never run on a database at the previous head.
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_database_at_an_older_revision_is_still_migrated(tmp_path: Path) -> None:
+    engine = sqlite_engine(tmp_path)
+    migrate(engine)
+    with engine.begin() as connection:
+        # What 0004_gateway's downgrade leaves: the database one revision behind the head.
+        connection.execute(text("UPDATE alembic_version SET version_num = '0003_sagas'"))
+        connection.execute(text("DROP TABLE pipeline_gateway_idempotency"))
+        connection.execute(text("DROP TABLE pipeline_gateway_keys"))
+
+    migrate(engine)
+
+    assert current_revision(engine) == HEAD_REVISION
+    tables = set(inspect(engine).get_table_names())
+    assert {"pipeline_gateway_idempotency", "pipeline_gateway_keys"} <= tables
     engine.dispose()
 
 
