@@ -1,12 +1,12 @@
 """Which benchmarks the suite runs, in which order, and with which arguments in the full and
 the quick profile.
 
-The quick profile (``make bench QUICK=1``; issue 17 wants it under 5 minutes, not met yet)
-keeps 3 rounds of every benchmark and takes the smallest sizes that still give a meaningful
-figure: enough events that a round lasts well beyond its start-up, and every baseline kept. What
-is left is mostly the benchmarks' own start-ups and group joins (relays, saga services, a
-processor per case and round): on 2 idle cores a quick run took 354-359 s (processing 45-49,
-scale_out 78-81, e2e_latency 51-53; bench/results/latest.json has each one's seconds).
+The quick profile (``make bench QUICK=1``; issue 17 wants it under 5 minutes) keeps 3 rounds
+of every benchmark and takes the smallest sizes that still give a meaningful figure: enough
+events that a round lasts well beyond its start-up, and every baseline kept. Most of what is
+left is the benchmarks' own process start-ups and group joins (relays, saga services, the
+processors of each case): on 2 cores a quick run took 266-270 s, and `make bench QUICK=1` 4:57
+when it had to start the stack first (24 s); bench/results/latest.json has each one's seconds.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ _PROCESSING_QUICK = (
 BENCHMARKS: tuple[Benchmark, ...] = (
     # Quick: 10,000 records, so that a round outlasts each producer's start-up.
     Benchmark("producer_throughput", full=_REPEAT, quick=("--records", "10000", *_REPEAT)),
-    # Quick: 0.6 s attacks after a 0.2 s warm-up (1 and 2 processes, gateway and baseline):
-    # some 600 requests per attack at the gateway's rate.
+    # Quick: 0.5 s attacks after a 0.1 s warm-up (1 and 2 processes, gateway and baseline):
+    # some 500 requests per saturation attack at the gateway's rate.
     Benchmark(
-        "gateway_load", full=_REPEAT, quick=("--duration", "0.6", "--warmup", "0.2", *_REPEAT)
+        "gateway_load", full=_REPEAT, quick=("--duration", "0.5", "--warmup", "0.1", *_REPEAT)
     ),
     # Quick: 10,000 rows (with 5,000, EventProducer's start-up and flush halve its figure and
     # the relays' ratios mean nothing); the latency at 200 events/s for 1 s with LISTEN/NOTIFY
