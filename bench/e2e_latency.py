@@ -82,15 +82,20 @@ from paced_load import (
     with_ratios,
     write_results,
 )
-from sagas import _place_order, namespace_topics, new_namespace, services, wait_until_ready
+from sagas import (
+    _place_order,
+    namespace_topics,
+    new_namespace,
+    services,
+    wait_until_ended,
+    wait_until_ready,
+)
 from topic_namespace import topic as namespaced
 
 from pipeline.kafka.clients import build_admin
 from pipeline.kafka.producer import build_event_producer
 from pipeline.logs import configure_logging
 from pipeline.logs.elasticsearch import build_elasticsearch
-from pipeline.sagas.state import TERMINAL
-from pipeline.sagas.store import sagas_table
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.stack.postgres_node import create_database, database_url, drop_database
@@ -377,19 +382,7 @@ class SagaPath:
                 ),
             )
             producer.flush(60)
-        deadline = time.monotonic() + 300
-        while True:
-            with self.engine.connect() as connection:
-                rows = connection.execute(
-                    sa.select(
-                        sagas_table.c.status, sagas_table.c.created_at, sagas_table.c.updated_at
-                    ).where(sagas_table.c.saga_id.in_(ids))
-                ).all()
-            if len(rows) == len(ids) and all(r.status in TERMINAL for r in rows):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"sagas: {len(rows)} of {len(ids)} started, not all ended")
-            time.sleep(0.2)
+        rows = wait_until_ended(self.engine, ids, 300, "sagas")
         return sorted((r.created_at.timestamp(), r.updated_at.timestamp()) for r in rows)
 
     def close(self) -> None:

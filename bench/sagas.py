@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -250,19 +250,7 @@ def saga_level(
                 time.sleep(pause)
             producer.send(topic(prefix, REQUESTS_ORDERS), _place_order(order_id))
         producer.flush(60)
-    deadline = time.monotonic() + max(300.0, seconds * 10)
-    while True:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(
-                    sagas_table.c.status, sagas_table.c.created_at, sagas_table.c.updated_at
-                ).where(sagas_table.c.saga_id.in_(ids))
-            ).all()
-        if len(rows) == count and all(row.status in TERMINAL for row in rows):
-            break
-        if time.monotonic() > deadline:
-            raise SystemExit(f"rate {rate}: {len(rows)} of {count} sagas started, not all ended")
-        time.sleep(0.5)
+    rows = wait_until_ended(engine, ids, max(300.0, seconds * 10), f"rate {rate}")
     spent = _cpu_spent(before, _cpu_by_pid(pids))
     latencies = [(row.updated_at - row.created_at).total_seconds() for row in rows]
     first: datetime = min(row.created_at for row in rows)
@@ -277,6 +265,29 @@ def saga_level(
         "latency_p99_s": _percentile(latencies, 0.99),
         "cpu_ms_per_saga": {name: seconds * 1000 / count for name, seconds in spent.items()},
     }
+
+
+def wait_until_ended(
+    engine: sa.Engine, ids: Sequence[str], timeout_s: float, what: str
+) -> Sequence[sa.Row[Any]]:
+    """Until every saga of ``ids`` has a row in a terminal state: their (status, created_at,
+    updated_at) rows; SystemExit after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(
+                    sagas_table.c.status, sagas_table.c.created_at, sagas_table.c.updated_at
+                ).where(sagas_table.c.saga_id.in_(ids))
+            ).all()
+        if len(rows) == len(ids) and all(row.status in TERMINAL for row in rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"{what}: {len(rows)} of {len(ids)} sagas started, not all ended "
+                f"in {timeout_s:.0f} s"
+            )
+        time.sleep(0.2)
 
 
 # --- the baseline: the same round trips with raw confluent-kafka ------------------------------

@@ -62,6 +62,7 @@ from sagas import (
     namespace_topics,
     new_namespace,
     services,
+    wait_until_ended,
     wait_until_ready,
 )
 from topic_namespace import service_environment
@@ -71,8 +72,6 @@ from pipeline.cli.demo_sagas import SAGA_SERVICES
 from pipeline.envelope import Event
 from pipeline.kafka.clients import build_admin
 from pipeline.kafka.producer import EventProducer, build_event_producer
-from pipeline.sagas.state import TERMINAL
-from pipeline.sagas.store import sagas_table
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.stack.postgres_node import create_database, database_url, drop_database
@@ -369,19 +368,7 @@ def saga_round(
     for order_id in ids:
         producer.send(namespaced(prefix, REQUESTS_ORDERS), _place_order(order_id))
     producer.flush(60)
-    deadline = time.monotonic() + 300
-    while True:
-        time.sleep(0.2)
-        with engine.connect() as connection:
-            found = connection.execute(
-                sa.select(
-                    sagas_table.c.status, sagas_table.c.created_at, sagas_table.c.updated_at
-                ).where(sagas_table.c.saga_id.in_(ids))
-            ).all()
-        if len(found) == sagas and all(r.status in TERMINAL for r in found):
-            break
-        if time.monotonic() > deadline:
-            raise SystemExit(f"sagas: {len(found)} of {sagas} started, not all ended in 300 s")
+    found = wait_until_ended(engine, ids, 300, "sagas")
     cpu = _cpu_s(pids) - cpu_before
     span = max(r.updated_at for r in found) - min(r.created_at for r in found)
     return sagas / span.total_seconds(), cpu * 1000 / sagas
