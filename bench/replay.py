@@ -313,6 +313,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--record-size", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; median kept")
+    parser.add_argument(
+        "--no-one-process-command",
+        action="store_true",
+        help="leave out 7. (the command in one process, for information; the suite's quick "
+        "profile)",
+    )
     args = parser.parse_args()
     if shutil.which("kcat") is None:
         raise SystemExit("kcat is needed for the baseline: apt-get install kcat")
@@ -358,6 +364,8 @@ def main() -> None:
                 settings, recording, target, "--processes", "1"
             ),
         }
+        if args.no_one_process_command:
+            del replayers["pipeline replay --processes 1, for information"]
         record_s: dict[str, list[float]] = {name: [] for name in recorders}
         replay_s: dict[str, list[float]] = {name: [] for name in replayers}
         record_cpu: dict[str, list[float]] = {name: [] for name in recorders}

@@ -77,11 +77,14 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ),
     # Quick: 10,000 rows (with 5,000, EventProducer's start-up and flush halve its figure and
     # the relays' ratios mean nothing); the latency at 200 events/s for 1 s with LISTEN/NOTIFY
-    # and without.
+    # (the full profile also polling only).
     Benchmark(
         "outbox_relay",
         full=_REPEAT,
-        quick=("--rows", "10000", "--rate", "200", "--seconds", "1", *_REPEAT),
+        quick=(
+            *("--rows", "10000", "--rate", "200", "--seconds", "1", "--no-poll-latency"),
+            *_REPEAT,
+        ),
     ),
     Benchmark("log_shipping", full=_REPEAT, quick=("--records", "5000", *_REPEAT)),
     # Quick: the goals' cases and their baselines (--only ... --save), with 2,000 events per
@@ -94,7 +97,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     # sagas.py has no rounds: each offered level is measured once (the full profile: its 4
     # levels of 20 s; the quick one: one level of 3 s at 10 sagas/s).
     Benchmark("sagas", full=(), quick=("--rates", "10", "--seconds", "3")),
-    Benchmark("replay", full=_REPEAT, quick=("--records", "20000", *_REPEAT)),
+    # Quick: 20,000 records, without the one-process command (for information only).
+    Benchmark(
+        "replay",
+        full=_REPEAT,
+        quick=("--records", "20000", "--no-one-process-command", *_REPEAT),
+    ),
     Benchmark("e2e_latency", full=(), quick=("--quick",)),
     Benchmark("scale_out", full=(), quick=("--quick",)),
 )
