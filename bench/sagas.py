@@ -174,7 +174,7 @@ def wait_until_ready(
             wanted[group(prefix, "saga-orchestrator")] = orchestrators
             stable = all(g.state == ConsumerGroupState.STABLE for g in groups)
             if stable and all(members.get(name, 0) >= n for name, n in wanted.items()):
-                time.sleep(2)  # the members' first fetches
+                time.sleep(1)  # the members' first fetches
                 return
         time.sleep(0.3)
     raise SystemExit(f"the saga services were not ready after {timeout_s:.0f} s")
