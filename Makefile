@@ -22,7 +22,7 @@ help:
 	@echo "make test-unit   only the unit tests (no network)"
 	@echo "make lint        ruff (check, format), mypy strict and the import contracts of the layout"
 	@echo "make bench       the benchmarks, each against its baseline (bench/results/latest.md);"
-	@echo "                 QUICK=1: the quick profile (small sizes, 3 rounds; under 5 minutes)"
+	@echo "                 QUICK=1: the quick profile (small sizes, 3 rounds; 4-5 minutes)"
 	@echo "make stack-up | stack-status | stack-down"
 
 $(INSTALLED): pyproject.toml
@@ -53,7 +53,7 @@ lint: $(INSTALLED)
 	$(BIN)/lint-imports --no-cache
 
 # Every benchmark of bench/ (bench/suite): bench/results/latest.{json,md}, the charts and the
-# results section of docs/benchmarks.md. QUICK=1: the quick profile (under 5 minutes).
+# results section of docs/benchmarks.md. QUICK=1: the quick profile (4-5 minutes).
 bench: $(INSTALLED)
 	scripts/ensure-debian-packages.sh kcat=kcat $(POSTGRES_SERVER)
 	$(BIN)/pipeline stack up

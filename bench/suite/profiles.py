@@ -5,8 +5,9 @@ The quick profile (``make bench QUICK=1``; issue 17 wants it under 5 minutes) ke
 of every benchmark and takes the smallest sizes that still give a meaningful figure: enough
 events that a round lasts well beyond its start-up, and every baseline kept. Most of what is
 left is the benchmarks' own process start-ups and group joins (relays, saga services, the
-processors of each case): on 2 cores a quick run took 266-270 s, and `make bench QUICK=1` 4:57
-when it had to start the stack first (24 s); bench/results/latest.json has each one's seconds.
+processors of each case). On 2 cores the suite took 241 s on a stack that had been running,
+and 266-275 s on one just started (JVMs still cold); `make bench QUICK=1` starting the stack
+itself (24-27 s) took 4:49-5:04 in five runs. bench/results/latest.json has each one's seconds.
 """
 
 from __future__ import annotations
