@@ -176,20 +176,11 @@ def relay_throughput(url: str, rows: list[dict[str, Any]]) -> float:
         with engine.begin() as connection:
             connection.execute(sa.insert(outbox_table), rows)
         committed = datetime.now(UTC)
-        deadline = time.monotonic() + 600
-        while True:
-            with engine.connect() as connection:
-                left = connection.execute(
-                    sa.select(sa.func.count()).where(outbox_table.c.published_at.is_(None))
-                ).scalar_one()
-                if not left:
-                    last = connection.execute(
-                        sa.select(sa.func.max(outbox_table.c.published_at))
-                    ).scalar_one()
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{left} rows still unpublished")
-            time.sleep(0.1)
+        _drain(engine, timeout_s=600)
+        with engine.connect() as connection:
+            last = connection.execute(
+                sa.select(sa.func.max(outbox_table.c.published_at))
+            ).scalar_one()
         return len(rows) / (last - committed).total_seconds()
     finally:
         engine.dispose()
@@ -275,8 +266,10 @@ def commit_to_kafka_latency(
     }
 
 
-def _drain(engine: sa.Engine) -> None:
-    deadline = time.monotonic() + 120
+def _drain(engine: sa.Engine, timeout_s: float = 120) -> None:
+    """Until the relays have published every row; RuntimeError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    left = 0
     while time.monotonic() < deadline:
         with engine.connect() as connection:
             left = connection.execute(
@@ -285,7 +278,7 @@ def _drain(engine: sa.Engine) -> None:
         if not left:
             return
         time.sleep(0.1)
-    raise RuntimeError("the relay did not drain the outbox")
+    raise RuntimeError(f"the relays did not drain the outbox: {left} rows still unpublished")
 
 
 def _append_times(settings: PipelineSettings, topic: str, wanted: set[str]) -> dict[str, float]:

@@ -147,10 +147,17 @@ class Contender:
     """``count`` processes of one kind in one group of their own, on a topic of their own."""
 
     def __init__(
-        self, kind: str, count: int, topic: str, group: str, env: dict[str, str], work: Path
+        self,
+        kind: str,
+        count: int,
+        sleep_ms: float,
+        topic: str,
+        group: str,
+        env: dict[str, str],
+        work: Path,
     ):
-        self.kind, self.count, self.topic, self.group = kind, count, topic, group
-        self.env, self.work = env, work
+        self.kind, self.count, self.sleep_ms = kind, count, sleep_ms
+        self.topic, self.group, self.env, self.work = topic, group, env, work
         self.children: list[subprocess.Popen[bytes]] = []
 
     def _report(self, n: int) -> Path:
@@ -167,7 +174,7 @@ class Contender:
                     str(BENCH / "scale_poll_worker.py"),
                     self.topic,
                     self.group,
-                    self.env["BENCH_EFFECTS_SLEEP_MS"],
+                    str(self.sleep_ms),
                     str(self._report(n)),
                 ]
             with (self.work / f"{self.kind}-{self.count}p-{n}.log").open("wb") as log:
@@ -271,6 +278,7 @@ def processing_stage(
                 Contender(
                     kind,
                     count,
+                    sleep_ms,
                     topic,
                     group,
                     {
@@ -295,14 +303,15 @@ def processing_stage(
             time.sleep(1)  # the members' first fetches
             _progress(began, f"processing: {len(contenders)} groups ready")
             for contender in contenders:
-                sleep_ms = float(contender.env["BENCH_EFFECTS_SLEEP_MS"])
                 if not args.quick:  # --quick: the median of 3 rounds copes with a slow first
                     processing_round(producer, contender, engine, max(50, args.events // 10))
                 results = [
                     processing_round(producer, contender, engine, args.events)
                     for _ in range(args.repeat)
                 ]
-                rows.append(_processing_row(contender.kind, contender.count, results, sleep_ms))
+                rows.append(
+                    _processing_row(contender.kind, contender.count, results, contender.sleep_ms)
+                )
                 _progress(began, f"  {rows[-1]['case']}: {rows[-1]['value']:,.0f} events/s")
         finally:
             producer.flush()
