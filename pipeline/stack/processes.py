@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -88,12 +89,35 @@ def stop(record: ProcessRecord, timeout_s: float = 30.0) -> bool:
     for member in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.terminate()
-    _, alive = psutil.wait_procs(family, timeout=timeout_s)
+    alive = _wait_until_ended(family, timeout_s)
     for member in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
-    psutil.wait_procs(alive, timeout=10)
+    _wait_until_ended(alive, 10)
     return True
+
+
+def _wait_until_ended(family: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """The members still running after at most ``timeout_s``; our own children are reaped.
+
+    A zombie has ended: it only waits for its parent to reap it. When that parent is another
+    process (the one that ran ``up``, still running), psutil.wait_procs would count it as
+    alive until the timeout, then kill it in vain, and wait again.
+    """
+    deadline = time.monotonic() + timeout_s
+    alive = family
+    while True:
+        _, alive = psutil.wait_procs(alive, timeout=0.1)
+        alive = [member for member in alive if not _ended(member)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+
+
+def _ended(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def load_records(path: Path) -> dict[str, ProcessRecord]:

@@ -1,3 +1,4 @@
+import subprocess
 import sys
 import time
 
@@ -56,3 +57,32 @@ def test_a_damaged_records_file_is_reported(tmp_path):
     path.write_text("{not json")
     with pytest.raises(StackError, match="is damaged"):
         processes.load_records(path)
+
+
+def test_a_process_that_ended_but_awaits_its_parents_reaping_counts_as_stopped(
+    tmp_path, monkeypatch
+):
+    # `stack down` in one process, the stack started by another that has not reaped it yet
+    # (a test's own `up`): the ended server is a zombie, and must not be waited for until the
+    # timeout and then killed in vain.
+    script = (
+        "import subprocess, sys, time; child = subprocess.Popen(['sleep', '300']); "
+        "print(child.pid, flush=True); sys.stdin.read()"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        record = processes.ProcessRecord(
+            "sleeper", pid, psutil.Process(pid).create_time(), "1.0", "127.0.0.1:1", "/l"
+        )
+        killed = []
+        monkeypatch.setattr(psutil.Process, "kill", lambda self: killed.append(self.pid))
+        assert processes.stop(record, timeout_s=5) is True
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert killed == [], "an ended process was still taken as running"
+    finally:
+        parent.kill()
+        parent.wait(10)
