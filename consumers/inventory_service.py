@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     insert,
     select,
     update,
@@ -63,7 +64,7 @@ def create_tables(database: Engine) -> None:
     _stock_per_sku["units"] = PipelineSettings().demo.stock_per_sku
 
 
-def _ensure_sku(unit: UnitOfWork, sku: str) -> None:
+def _add_sku(unit: UnitOfWork, sku: str) -> None:
     # A SKU appears with its initial stock the first time an order names it.
     if unit.session.execute(select(stock.c.sku).where(stock.c.sku == sku)).first() is None:
         unit.session.execute(
@@ -77,23 +78,45 @@ def _ensure_sku(unit: UnitOfWork, sku: str) -> None:
         )
 
 
+# The statements of every reservation, built once (SQLAlchemy builds a statement and its cache
+# key again on each call otherwise, which costs more than running it).
+_RESERVE = (
+    update(stock)
+    .where(stock.c.sku == bindparam("p_sku"), stock.c.available >= bindparam("p_quantity"))
+    .values(
+        available=stock.c.available - bindparam("p_quantity"),
+        reserved=stock.c.reserved + bindparam("p_quantity"),
+    )
+)
+_RESERVATION = insert(reservations).values(
+    order_id=bindparam("p_order_id"),
+    sku=bindparam("p_sku"),
+    quantity=bindparam("p_quantity"),
+    status="reserved",
+)
+
+
+def _reserve(unit: UnitOfWork, sku: str, quantity: int) -> bool:
+    """Move ``quantity`` units of ``sku`` from available to reserved; False when too few are
+    available. One statement for a SKU seen before; a new SKU is added first."""
+    values = {"p_sku": sku, "p_quantity": quantity}
+    moved = unit.session.execute(_RESERVE, values)
+    if moved.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    _add_sku(unit, sku)
+    moved = unit.session.execute(_RESERVE, values)
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
 @participant.command("ReserveStock")
 def reserve_stock(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
     order_id = command.data["order_id"]
     for line in command.data["lines"]:
         sku, quantity = line["sku"], int(line["quantity"])
-        _ensure_sku(unit, sku)
-        moved = unit.session.execute(
-            update(stock)
-            .where(stock.c.sku == sku, stock.c.available >= quantity)
-            .values(available=stock.c.available - quantity, reserved=stock.c.reserved + quantity)
-        )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]
+        if not _reserve(unit, sku, quantity):
             raise Refuse(f"out of stock: {sku} x{quantity}")
         unit.session.execute(
-            insert(reservations).values(
-                order_id=order_id, sku=sku, quantity=quantity, status="reserved"
-            )
+            _RESERVATION, {"p_order_id": order_id, "p_sku": sku, "p_quantity": quantity}
         )
     return {"reserved": len(command.data["lines"])}
 

@@ -18,7 +18,18 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, Numeric, String, Table, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -101,21 +112,36 @@ async def place_order(event: Event, unit: UnitOfWork) -> None:
     )
 
 
+# The statements of every order, built once. The insert is SQL text: SQLAlchemy has no cache
+# key for an INSERT ... ON CONFLICT and would compile it again for each order. PostgreSQL and
+# SQLite (3.35 or later) both understand it as written.
+_INSERT_ORDER = text(
+    "INSERT INTO demo_orders (order_id, customer_id, status, total, currency, updated_at) "
+    "VALUES (:order_id, :customer_id, 'placed', :total, :currency, :updated_at) "
+    "ON CONFLICT DO NOTHING RETURNING order_id"
+).bindparams(
+    bindparam("total", type_=orders.c.total.type),
+    bindparam("updated_at", type_=orders.c.updated_at.type),
+)
+_MOVE = (
+    update(orders)
+    .where(orders.c.order_id == bindparam("p_order_id"), orders.c.status == bindparam("p_expected"))
+    .values(status=bindparam("p_status"), updated_at=bindparam("p_updated_at"))
+    .returning(orders.c.order_id)
+)
+
+
 def _store_order(request: PlaceOrder, total: Decimal, session: Session) -> None:
     """The new order and, in the same transaction, its CreateOrder saga (an order seen before
     changes nothing)."""
     values = {
         "order_id": request.order_id,
         "customer_id": request.customer_id,
-        "status": "placed",
         "total": total,
         "currency": request.currency,
         "updated_at": datetime.now(UTC),
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    inserted = session.execute(
-        dialect.insert(orders).values(values).on_conflict_do_nothing().returning(orders.c.order_id)
-    ).first()
+    inserted = session.execute(_INSERT_ORDER, values).first()
     if inserted is not None:  # a new order: its CreateOrder saga starts in this transaction
         saga_starter.start(
             session,
@@ -214,10 +240,13 @@ def _move(unit: UnitOfWork, order_id: str, expected: str, status: str, waiting: 
     is in any other state, e.g. cancelled while its saga ran."""
     # One statement in the usual case: the update checks the status and locks the row.
     moved = unit.session.execute(
-        update(orders)
-        .where(orders.c.order_id == order_id, orders.c.status == expected)
-        .values(status=status, updated_at=datetime.now(UTC))
-        .returning(orders.c.order_id)
+        _MOVE,
+        {
+            "p_order_id": order_id,
+            "p_expected": expected,
+            "p_status": status,
+            "p_updated_at": datetime.now(UTC),
+        },
     ).first()
     if moved is None:
         current = _locked_status(unit, order_id)

@@ -106,10 +106,13 @@ def _columns(state: SagaState) -> dict[str, Any]:
 # The statements of every reply and command, built once: building a statement and its cache
 # key costs SQLAlchemy several times what running it does (reused, the key is memoised). The
 # parameter names differ from the columns' (an UPDATE reserves those for its SET clause).
-_EXISTS = sa.select(sagas_table.c.saga_id).where(sagas_table.c.saga_id == sa.bindparam("p_saga_id"))
-_INSERT = sa.insert(sagas_table).values(
-    {column: sa.bindparam(f"p_{column.name}", type_=column.type) for column in sagas_table.c}
-)
+# The insert is SQL text: SQLAlchemy has no cache key for an INSERT ... ON CONFLICT and would
+# compile it again for each saga. PostgreSQL and SQLite (3.24 or later) both understand it.
+_INSERT = sa.text(
+    f"INSERT INTO {sagas_table.name} ({', '.join(c.name for c in sagas_table.c)}) "
+    f"VALUES ({', '.join(f':p_{c.name}' for c in sagas_table.c)}) "
+    "ON CONFLICT (saga_id) DO NOTHING"
+).bindparams(*(sa.bindparam(f"p_{column.name}", type_=column.type) for column in sagas_table.c))
 _LOAD = sa.select(sagas_table.c.state, sagas_table.c.revision).where(
     sagas_table.c.saga_id == sa.bindparam("p_saga_id")
 )
@@ -129,10 +132,8 @@ _SAVE = (
 
 
 def insert_saga(session: Session | Connection, state: SagaState) -> None:
-    """Insert a new saga in the caller's transaction; :class:`SagaExists` for a known id."""
-    exists = session.execute(_EXISTS, {"p_saga_id": state.saga_id}).first()
-    if exists is not None:
-        raise SagaExists(f"saga {state.saga_id} exists already")
+    """Insert a new saga in the caller's transaction (one statement); :class:`SagaExists` for
+    a known id."""
     values = {
         "saga_id": state.saga_id,
         "name": state.name,
@@ -141,7 +142,9 @@ def insert_saga(session: Session | Connection, state: SagaState) -> None:
         "created_at": state.started_at,
         **_columns(state),
     }
-    session.execute(_INSERT, {f"p_{name}": value for name, value in values.items()})
+    inserted = session.execute(_INSERT, {f"p_{name}": value for name, value in values.items()})
+    if inserted.rowcount != 1:  # type: ignore[attr-defined]
+        raise SagaExists(f"saga {state.saga_id} exists already")
 
 
 def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:

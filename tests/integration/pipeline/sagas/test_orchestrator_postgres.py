@@ -1,5 +1,6 @@
 """The orchestrator's SQL on a real PostgreSQL: deadlines fired once by concurrent
-orchestrators, a stale save refused, a start that rolls back with its caller."""
+orchestrators, a stale save refused, a start that rolls back with its caller, a second start
+of one saga id refused."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pipeline.database import build_engine, migrate
 from pipeline.outbox.table import outbox_table
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.orchestrator import SagaOrchestrator
-from pipeline.sagas.store import ConcurrentSagaUpdate, load_saga, save_saga
+from pipeline.sagas.store import ConcurrentSagaUpdate, SagaExists, load_saga, save_saga
 from pipeline.settings import DatabaseSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -113,3 +114,16 @@ def test_a_start_rolls_back_with_its_callers_transaction(database):
     with Session(database) as session:
         assert load_saga(session, "s-rolled-back") is None
     assert _commands(database, "s-rolled-back") == []
+
+
+def test_a_second_start_of_one_saga_id_is_refused_and_changes_nothing(database):
+    _start(database, "s-twice", lambda: T0)
+    with Session(database) as session, session.begin():
+        first = load_saga(session, "s-twice")
+    later = T0 + timedelta(minutes=1)
+    with pytest.raises(SagaExists), Session(database) as session, session.begin():
+        SagaOrchestrator(REGISTRY, clock=lambda: later).start(session, "Timed", "s-twice", {"n": 2})
+    with Session(database) as session:
+        again = load_saga(session, "s-twice")
+    assert again == first
+    assert _commands(database, "s-twice") == ["Do"]
