@@ -208,6 +208,9 @@ def run_faust(args: argparse.Namespace, recorder: Recorder) -> None:
         autodiscover=False,
         web_enabled=False,
         store="memory://",
+        # Faust's default datadir is "<app id>-data" in the working directory: keep it
+        # beside the worker's output, in the run's scratch directory.
+        datadir=str(Path(args.out).parent / f"{args.group}-data"),
         topic_disable_leader=True,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
