@@ -3,12 +3,15 @@ lost."""
 
 import os
 import signal
+import time
 
 import psutil
 import psycopg
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from pipeline.kafka.clients import build_admin, build_consumer, build_producer
+from pipeline.kafka.readback import end_offsets
 from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.settings import PipelineSettings
 from pipeline.stack.manager import StackManager
@@ -31,16 +34,21 @@ def _postgres_family(record_pid: int) -> list[psutil.Process]:
 
 
 def _count_messages(settings: PipelineSettings, topic: str) -> int:
+    """The messages read from the start of every partition of ``topic`` up to its end.
+
+    The end (high watermark) counts every message the broker holds, duplicates included; one
+    it lost is neither counted there nor read.
+    """
     consumer = build_consumer(settings.kafka, group_id=f"chaos-count-{os.getpid()}")
     try:
-        consumer.subscribe([topic])
+        ends = end_offsets(consumer, topic)
+        held = sum(partition.offset for partition in ends)
+        consumer.assign([TopicPartition(topic, partition.partition, 0) for partition in ends])
         seen = 0
-        idle = 0
-        while idle < 10:
+        deadline = time.monotonic() + 60
+        while seen < held and time.monotonic() < deadline:
             batch = consumer.consume(num_messages=500, timeout=1.0)
-            real = [m for m in batch if m.error() is None]
-            seen += len(real)
-            idle = 0 if real else idle + 1
+            seen += sum(1 for message in batch if message.error() is None)
         return seen
     finally:
         consumer.close()
