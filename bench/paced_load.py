@@ -135,7 +135,9 @@ def row(
     if not rounds:
         raise ValueError(f"{case}: a row needs at least one round")
     value = _median(rounds)
-    spread = (max(rounds) - min(rounds)) / value * 100 if value else 0.0
+    # None for one round (no spread can be told from one), as bench.suite.rows.spread_pct
+    # gives every other benchmark's rows.
+    spread = (max(rounds) - min(rounds)) / value * 100 if value and len(rounds) > 1 else None
     return {
         "benchmark": benchmark,
         "case": case,
@@ -144,7 +146,7 @@ def row(
         "unit": unit,
         "value": round(value, 3),
         "rounds": [round(r, 3) for r in rounds],
-        "spread_pct": round(spread, 1),
+        "spread_pct": None if spread is None else round(spread, 1),
         "baseline": baseline,
         "ratio": None,
         "goal_ratio": goal_ratio,

@@ -113,6 +113,11 @@ def test_row_takes_the_median_of_its_rounds_and_their_spread():
     assert made["ratio"] is None and made["latency_ms"] is None and made["load_pct"] is None
 
 
+def test_a_row_of_one_round_has_no_spread_as_the_suites_rows():
+    made = row("b", "one", stage="s", kind="throughput", unit="events/s", rounds=[100.0])
+    assert made["spread_pct"] is None
+
+
 def test_with_ratios_divides_by_the_baseline_rows_value_and_marks_the_goal():
     base = row("b", "base", stage="s", kind="throughput", unit="events/s", rounds=[100.0])
     measured = row(
