@@ -72,6 +72,7 @@ from pipeline.topics.spec import dlq_name
 RESULTS = Path(__file__).parent / "results"
 WORKER = Path(__file__).with_name("processing_worker.py")
 KEYS = 100
+#: Each run's database is this with a suffix of its own, so two runs never share one.
 BENCH_DATABASE = "pipeline_bench_processing"
 ROOT = Path(__file__).resolve().parent.parent
 #: The runtime's sources: the tree changes under the bench, so results name what they measured.
@@ -190,13 +191,12 @@ def _fill(settings: PipelineSettings, name: str, count: int) -> str:
     return topic
 
 
-def _postgres(settings: PipelineSettings, drop_only: bool = False) -> tuple[str, str]:
-    """A fresh database of our own on the stack's PostgreSQL: (URL without password, password)."""
+def _postgres(settings: PipelineSettings, name: str) -> tuple[str, str]:
+    """A fresh database ``name`` of our own on the stack's PostgreSQL: (URL without password,
+    password)."""
     stack = settings.stack
-    drop_database(stack, BENCH_DATABASE)
-    if not drop_only:
-        create_database(stack, BENCH_DATABASE)
-    return database_url(stack, BENCH_DATABASE), stack.postgres_password.get_secret_value()
+    create_database(stack, name)
+    return database_url(stack, name), stack.postgres_password.get_secret_value()
 
 
 def run_case(
@@ -303,41 +303,43 @@ def main() -> None:
             for scenario, name in (("A", "io"), ("B", "noop"))
             if any(c.scenario == scenario for c in all_cases)
         }
-        postgres = _postgres(settings)
+        database = f"{BENCH_DATABASE}_{uuid.uuid4().hex[:8]}"
+        postgres = _postgres(settings, database)
     sleep_of = {"A": args.sleep_ms, "B": 0.0}
-
-    with tempfile.TemporaryDirectory(prefix="bench-processing-") as scratch_dir:
-        scratch = Path(scratch_dir)
-        # Interleaved rounds, rotated, so a noisy moment on a 2-core machine shared with other
-        # work hits every contender alike.
-        for round_number in range(runs):
-            shift = round_number % len(all_cases)
-            for case in all_cases[shift:] + all_cases[:shift]:
-                with console.status(f"round {round_number + 1}/{runs}: {case.label}"):
-                    try:
-                        result = run_case(
-                            case,
-                            topics[case.scenario],
-                            sleep_of[case.scenario],
-                            scratch,
-                            postgres,
-                            args.profile,
-                            segments,
-                        )
-                    except RuntimeError as error:
-                        case.failures.append(str(error))
-                        console.print(f"[red]{error}[/red]")
-                        continue
-                figures = result["segments"] if segments > 1 else [result]
-                case.rates += [figure["events_per_s"] for figure in figures]
-                case.cpu_ms += [figure["cpu_ms_per_event"] for figure in figures]
-                case.violations.append(result["order_violations"])
-                case.startup_s.append(result["startup_s"])
-    admin = build_admin(settings.kafka)
-    doomed = [*topics.values(), *(dlq_name(t) for t in topics.values())]
-    for future in admin.delete_topics(doomed, operation_timeout=30).values():
-        future.result(30)
-    _postgres(settings, drop_only=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-processing-") as scratch_dir:
+            scratch = Path(scratch_dir)
+            # Interleaved rounds, rotated, so a noisy moment on a 2-core machine shared with other
+            # work hits every contender alike.
+            for round_number in range(runs):
+                shift = round_number % len(all_cases)
+                for case in all_cases[shift:] + all_cases[:shift]:
+                    with console.status(f"round {round_number + 1}/{runs}: {case.label}"):
+                        try:
+                            result = run_case(
+                                case,
+                                topics[case.scenario],
+                                sleep_of[case.scenario],
+                                scratch,
+                                postgres,
+                                args.profile,
+                                segments,
+                            )
+                        except RuntimeError as error:
+                            case.failures.append(str(error))
+                            console.print(f"[red]{error}[/red]")
+                            continue
+                    figures = result["segments"] if segments > 1 else [result]
+                    case.rates += [figure["events_per_s"] for figure in figures]
+                    case.cpu_ms += [figure["cpu_ms_per_event"] for figure in figures]
+                    case.violations.append(result["order_violations"])
+                    case.startup_s.append(result["startup_s"])
+        admin = build_admin(settings.kafka)
+        doomed = [*topics.values(), *(dlq_name(t) for t in topics.values())]
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result(30)
+    finally:  # a failed run leaves no database behind either
+        drop_database(settings.stack, database)
     duration = time.monotonic() - began
     sources_after = {k: v for k, v in _fingerprint().items() if k != "commit"}
     if sources_after != {k: v for k, v in fingerprint.items() if k != "commit"}:
