@@ -259,6 +259,7 @@ def _send_lines(
     Each line goes through :func:`producers.ndjson.line_encoder`'s fast path, and when that
     declines it, through :func:`producers.ndjson.parse_line`, which accepts or rejects it.
     """
+    from pipeline.kafka.interrupts import InterruptWitness
     from pipeline.kafka.producer import ProduceRefused
     from producers.ndjson import ReadyEvent, RejectedLine, line_encoder, parse_line, refused
 
@@ -269,32 +270,36 @@ def _send_lines(
     topic = rules.topic
     number = tally.lines
     queued = 0
-    try:
-        for batch in batches:
-            for raw in batch:
-                number += 1
-                parts = None if encode is None else encode(raw)
-                if parts is None:
-                    parsed = parse_line(rules, number, raw)
-                    if parsed is None:  # blank
-                        continue
-                    if isinstance(parsed, RejectedLine):
-                        rejects.write(parsed)
-                        continue
-                    message = parsed.message
-                    parts = (message.key, message.value, message.headers)
-                try:
-                    send(topic, *parts, partial(report, number))
-                except ProduceRefused as refusal:  # nothing of it was queued
-                    again = parse_line(rules, number, raw)  # the same event, to say why
-                    if isinstance(again, ReadyEvent):
-                        rejects.write(refused(again, refusal.reason))
-                else:
-                    queued += 1
-            progress.advance(task, len(batch))
-    finally:
-        tally.lines = number
-        tally.queued += queued
+    with InterruptWitness() as witness:
+        try:
+            for batch in batches:
+                for raw in batch:
+                    number += 1
+                    parts = None if encode is None else encode(raw)
+                    if parts is None:
+                        parsed = parse_line(rules, number, raw)
+                        if parsed is None:  # blank
+                            continue
+                        if isinstance(parsed, RejectedLine):
+                            rejects.write(parsed)
+                            continue
+                        message = parsed.message
+                        parts = (message.key, message.value, message.headers)
+                    try:
+                        send(topic, *parts, partial(report, number))
+                    except ProduceRefused as refusal:  # nothing of it was queued
+                        again = parse_line(rules, number, raw)  # the same event, to say why
+                        if isinstance(again, ReadyEvent):
+                            rejects.write(refused(again, refusal.reason))
+                    except (TypeError, SystemError):  # what the client says of a Ctrl-C inside it
+                        witness.raise_if_interrupted()
+                        raise
+                    else:
+                        queued += 1
+                progress.advance(task, len(batch))
+        finally:
+            tally.lines = number
+            tally.queued += queued
 
 
 def _summary(
