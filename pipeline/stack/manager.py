@@ -159,25 +159,31 @@ class StackManager:
             started: set[Component] = set()
             try:
                 # Counted as started before the wait, so an interrupted start is stopped too.
-                if "kafka" in wanted and not kafka_health(self._settings.kafka).ok:
-                    started.add("kafka")
-                    self._start_kafka()
-                es_health = elasticsearch_health
-                if "elasticsearch" in wanted and not es_health(self._settings.elasticsearch).ok:
-                    started.add("elasticsearch")
-                    self._start_elasticsearch()
-                if "postgres" in wanted and not postgres_node.postgres_health(self._stack).ok:
-                    started.add("postgres")
-                    self._start_postgres()
+                # Each health check is made once: on a port that accepts and stays silent it
+                # waits out its timeout.
+                if "kafka" in wanted:
+                    health = kafka_health(self._settings.kafka)
+                    if not health.ok:
+                        started.add("kafka")
+                        self._start_kafka(health)
+                if "elasticsearch" in wanted:
+                    health = elasticsearch_health(self._settings.elasticsearch)
+                    if not health.ok:
+                        started.add("elasticsearch")
+                        self._start_elasticsearch(health)
+                if "postgres" in wanted:
+                    health = postgres_node.postgres_health(self._stack)
+                    if not health.ok:
+                        started.add("postgres")
+                        self._start_postgres(health)
             except BaseException:
                 self._stop(started)
                 raise
             return started
 
-    def _start_kafka(self) -> None:
+    def _start_kafka(self, health: Health) -> None:
         host, port = split_host_port(self._settings.kafka.bootstrap_servers.split(",")[0])
         self._require_local("Kafka", host)
-        health = kafka_health(self._settings.kafka)
         if health.port_open:
             raise StackError(
                 f"port {port} is taken by something that is not a healthy Kafka ({health.detail})"
@@ -241,10 +247,9 @@ class StackManager:
         self._remember(record)
         self._await(record, lambda: kafka_health(self._settings.kafka), "Kafka")
 
-    def _start_elasticsearch(self) -> None:
+    def _start_elasticsearch(self, health: Health) -> None:
         host, port = split_host_port(self._settings.elasticsearch.url)
         self._require_local("Elasticsearch", host)
-        health = elasticsearch_health(self._settings.elasticsearch)
         if health.port_open:
             raise StackError(
                 f"port {port} is taken by something that is not a healthy Elasticsearch "
@@ -312,9 +317,8 @@ class StackManager:
         write_private(conf / "users", users.encode())
         write_private(conf / "users_roles", roles.encode())
 
-    def _start_postgres(self) -> None:
+    def _start_postgres(self, health: Health) -> None:
         port = self._stack.postgres_port
-        health = postgres_node.postgres_health(self._stack)
         if health.port_open:
             raise StackError(
                 f"port {port} is taken by something that is not a healthy PostgreSQL "
