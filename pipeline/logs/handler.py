@@ -39,7 +39,7 @@ from pipeline.logs.context import current_context
 from pipeline.logs.record import ecs_document, ecs_json
 from pipeline.plurals import counted
 
-__all__ = ["HandlerCounters", "KafkaLogHandler", "LogProducer", "record_document"]
+__all__ = ["HandlerCounters", "KafkaLogHandler", "LogProducer", "record_document", "record_json"]
 
 #: Records from these loggers are never sent to Kafka (they would feed back into the handler).
 _SELF_LOGGERS = ("pipeline.logs", "pipeline.kafka")
@@ -47,6 +47,8 @@ _POLL_S = 0.1
 _STOP = object()
 # The cached document of a record, so stderr and Kafka carry the same event id and context.
 _DOCUMENT_ATTRIBUTE = "_pipeline_ecs"
+# Its JSON, written once for both (the encoding costs as much as building the document).
+_JSON_ATTRIBUTE = "_pipeline_ecs_json"
 
 
 class LogProducer(Protocol):
@@ -85,6 +87,16 @@ def record_document(
     )
     setattr(record, _DOCUMENT_ATTRIBUTE, document)
     return document
+
+
+def record_json(record: logging.LogRecord, *, service: str, hostname: str | None = None) -> bytes:
+    """:func:`record_document` as compact UTF-8 JSON, made once per record."""
+    cached = getattr(record, _JSON_ATTRIBUTE, None)
+    if isinstance(cached, bytes):
+        return cached
+    value = ecs_json(record_document(record, service=service, hostname=hostname))
+    setattr(record, _JSON_ATTRIBUTE, value)
+    return value
 
 
 class KafkaLogHandler(logging.Handler):
@@ -129,7 +141,7 @@ class KafkaLogHandler(logging.Handler):
             if self._closed or record.name.startswith(_SELF_LOGGERS) or self._in_sender():
                 self.counters.skipped += 1
                 return
-            value = ecs_json(record_document(record, service=self.service, hostname=self._hostname))
+            value = record_json(record, service=self.service, hostname=self._hostname)
             self.counters.emitted += 1
             self._ensure_sender()
             try:

@@ -25,8 +25,7 @@ from typing import Any, Literal, TextIO
 from pipeline.kafka.clients import build_producer
 from pipeline.kafka.librdkafka_logs import RepeatSummary
 from pipeline.logs.context import CONTEXT_FIELDS
-from pipeline.logs.handler import KafkaLogHandler, LogProducer, record_document
-from pipeline.logs.record import ecs_json
+from pipeline.logs.handler import KafkaLogHandler, LogProducer, record_document, record_json
 from pipeline.settings import PipelineSettings
 
 __all__ = ["EcsJsonFormatter", "TextFormatter", "configure_logging"]
@@ -73,7 +72,7 @@ class EcsJsonFormatter(_DocumentFormatter):
     """Formats a record as its ECS JSON document."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return ecs_json(self.document(record)).decode("utf-8")
+        return record_json(record, service=self.service, hostname=self._hostname).decode("utf-8")
 
 
 class TextFormatter(_DocumentFormatter):

@@ -17,6 +17,12 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
         ("authorization=Basic dXNlcjpwYXNz", "authorization=Basic [REDACTED]"),
         ("client_secret='q w'", "client_secret='[REDACTED]'"),
         ("postgres://app:pa55@db:5432/x", "postgres://app:[REDACTED]@db:5432/x"),
+        ("SESSION_ID=abc; path=/", "SESSION_ID=[REDACTED]; path=/"),
+        ("PROXY-AUTHORIZATION: Digest abc", "PROXY-AUTHORIZATION: Digest [REDACTED]"),
+        # Letters the case-insensitive patterns match but str.lower() keeps: the long s and the
+        # Kelvin sign (the quick look for a secret word is only made on ASCII text).
+        ("pa\u017fsword=hunter2", "pa\u017fsword=[REDACTED]"),
+        ("to\u212aen: abc123", "to\u212aen: [REDACTED]"),
     ],
 )
 def test_secrets_are_masked(text, expected):
