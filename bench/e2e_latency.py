@@ -66,6 +66,7 @@ from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
+from consumer_groups import stable_members
 from latency_baselines import (
     DirectIndex,
     RawHop,
@@ -152,11 +153,8 @@ def _terminate_all(children: Sequence[subprocess.Popen[bytes] | int]) -> None:
 
 
 def _group_stable(settings: PipelineSettings, group: str) -> bool:
-    from confluent_kafka import ConsumerGroupState
-
-    admin = build_admin(settings.kafka)  # kept until the future is done
-    found = admin.describe_consumer_groups([group])[group].result(30)
-    return bool(found.state == ConsumerGroupState.STABLE and found.members)
+    members = stable_members(build_admin(settings.kafka), [group])
+    return members is not None and members[group] > 0
 
 
 def _free_port() -> int:

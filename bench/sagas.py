@@ -47,6 +47,7 @@ import psutil
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+from consumer_groups import stable_members
 from topic_namespace import group, namespaced_catalogue, service_environment, topic
 
 from pipeline.cli.demo_sagas import SAGA_GROUP_TOPICS, SAGA_SERVICES
@@ -158,8 +159,6 @@ def wait_until_ready(
     """Until the services migrated the database and every consumer group is stable with a
     member, the orchestrators' with ``orchestrators`` (a loaded machine takes far longer than
     a fixed pause to start them)."""
-    from confluent_kafka import ConsumerGroupState
-
     admin = build_admin(settings.kafka)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -167,13 +166,10 @@ def wait_until_ready(
             if not psutil.pid_exists(pid):
                 raise SystemExit(f"{name} exited while starting: see {RESULTS}/sagas-{name}.log")
         if sa.inspect(engine).has_table(sagas_table.name):
-            futures = admin.describe_consumer_groups(list(group_topics(prefix)))
-            groups = [future.result(30) for future in futures.values()]
-            members = {g.group_id: len(g.members) for g in groups}
+            members = stable_members(admin, list(group_topics(prefix)))
             wanted = {name: 1 for name in group_topics(prefix)}
             wanted[group(prefix, "saga-orchestrator")] = orchestrators
-            stable = all(g.state == ConsumerGroupState.STABLE for g in groups)
-            if stable and all(members.get(name, 0) >= n for name, n in wanted.items()):
+            if members is not None and all(members[name] >= n for name, n in wanted.items()):
                 time.sleep(1)  # the members' first fetches
                 return
         time.sleep(0.3)

@@ -54,6 +54,7 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
+from consumer_groups import stable_members
 from latency_baselines import create_topics, delete_topics
 from paced_load import row, with_ratios, write_results
 from sagas import (
@@ -109,11 +110,8 @@ def _cpu_s(pids: Sequence[int]) -> float:
 
 
 def _members(settings: PipelineSettings, group: str) -> int:
-    from confluent_kafka import ConsumerGroupState
-
-    admin = build_admin(settings.kafka)  # kept until the future is done
-    found = admin.describe_consumer_groups([group])[group].result(30)
-    return len(found.members) if found.state == ConsumerGroupState.STABLE else 0
+    members = stable_members(build_admin(settings.kafka), [group])
+    return 0 if members is None else members[group]
 
 
 def _wait_members(
