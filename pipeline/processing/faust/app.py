@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.database import build_engine, is_postgres, migrate
 from pipeline.errors import PipelineError
+from pipeline.gc_tuning import few_collections
 from pipeline.kafka.clients import build_admin
 from pipeline.metrics_server import serve_metrics
 from pipeline.processing.faust.binding import FaustBinding
@@ -116,7 +117,8 @@ def run_processor(
         loop_kind,
         socket.gethostname(),
     )
-    with binding.producer.polling():
+    # The collector runs less often while the worker runs (see pipeline.gc_tuning).
+    with binding.producer.polling(), few_collections():
         worker = faust.Worker(binding.app, loglevel=loglevel, quiet=True, override_logging=False)
         if not worker.stdout.isatty():
             worker.spinner = None  # its cursor-show escape is noise in a pipe or a file
