@@ -41,7 +41,7 @@ def es256(key: ec.EllipticCurvePrivateKey, **changes: Any) -> str:
 
 
 def test_jwt_valid_expired_wrong_audience_wrong_signature_and_not_allowed(
-    tmp_path: Path, pipeline_settings: PipelineSettings, pipeline_stack
+    tmp_path: Path, pipeline_settings: PipelineSettings, catalogue_topics
 ):
     key = ec.generate_private_key(ec.SECP256R1())
     impostor = ec.generate_private_key(ec.SECP256R1())

@@ -25,7 +25,7 @@ KEYS = 100
 
 
 @pytest.fixture
-def database_env(postgres_url: str, pipeline_stack) -> dict[str, str]:
+def database_env(postgres_url: str, catalogue_topics) -> dict[str, str]:
     return {"PIPELINE_DATABASE__URL": postgres_url}
 
 
