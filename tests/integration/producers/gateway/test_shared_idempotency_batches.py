@@ -124,3 +124,23 @@ def test_a_claim_settled_with_no_event_loop_running_is_stored_at_once(engine: En
         return replay
 
     assert asyncio.run(again()) == Replay(ACCEPTED)
+
+
+def test_any_key_text_and_any_answer_bytes_come_back_exactly(engine: Engine):
+    """A batch travels as JSON with base64 bodies: quotes, backslashes, non-ASCII keys and
+    bytes that are not UTF-8 are stored and replayed as they were."""
+    keys = ['quote " and \\ backslash', "ключ-🔑", "tab\tnewline\n", "plain"]
+    bodies = [b"\x00\xff\xfe binary", "é".encode("latin-1"), b"", b'{"ok":true}']
+
+    async def scenario() -> list[object]:
+        store = store_of(engine)
+        begun = await asyncio.gather(*(store.begin("client-ü", key, "fp") for key in keys))
+        for claim, body in zip(begun, bodies, strict=True):
+            assert claimed(claim)
+            claim.complete(StoredAnswer(202, body))  # type: ignore[union-attr]
+        await store.drain()
+        again = await asyncio.gather(*(store.begin("client-ü", key, "fp") for key in keys))
+        await store.close()
+        return again
+
+    assert asyncio.run(scenario()) == [Replay(StoredAnswer(202, body)) for body in bodies]
