@@ -64,7 +64,7 @@ RESULTS = ROOT / "bench" / "results"
 PARTITIONS = 6
 #: Targets written per second of a saturation attack: more than any server here answers (a
 #: faster one would reuse Idempotency-Keys, and the Kafka check at the end would say so).
-CEILING_PER_S = 25_000
+CEILING_PER_S = 40_000
 WARMUP_RATE = 500
 GOAL_PER_S = 3_000
 GOAL_P99_MS = 50.0
