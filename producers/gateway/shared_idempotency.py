@@ -44,10 +44,10 @@ from functools import partial
 from typing import Any, Literal, TypeVar
 
 import psycopg
-from psycopg.rows import namedtuple_row
 from sqlalchemy import Column, DateTime, Integer, LargeBinary, String, Table
 from sqlalchemy.engine import Engine
 
+from pipeline.async_postgres import LoopConnection, libpq_conninfo
 from pipeline.database import metadata
 from producers.gateway.batches import GroupCommit
 from producers.gateway.idempotency import (
@@ -183,33 +183,6 @@ class _Settle:
     answer: StoredAnswer | None
 
 
-class _Connection:
-    """One autocommit psycopg connection on the event loop: opened on first use, and again
-    after it failed (a database restarted, a network cut)."""
-
-    def __init__(self, conninfo: str) -> None:
-        self._conninfo = conninfo
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-
-    async def execute(self, statement: str, values: dict[str, Any]) -> list[Any]:
-        """The rows of ``statement`` (none for one that returns none)."""
-        if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, row_factory=namedtuple_row
-            )
-        try:
-            cursor = await self._connection.execute(statement, values)
-            return await cursor.fetchall() if cursor.description is not None else []
-        except psycopg.OperationalError:
-            await self.close()  # broken, or in an unknown state: the next use reconnects
-            raise
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
-
-
 class PostgresIdempotency:
     """The shared store: :class:`~producers.gateway.idempotency.IdempotencyKeys` over a table."""
 
@@ -226,11 +199,10 @@ class PostgresIdempotency:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"a PostgreSQL engine is needed, got {engine.dialect.name}")
         self._engine = engine
-        # The engine's URL for libpq, with its password (build_engine put it there).
-        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._claims_db = _Connection(conninfo)
-        self._answers_db = _Connection(conninfo)
-        self._reads_db = _Connection(conninfo)
+        conninfo = libpq_conninfo(engine)
+        self._claims_db = LoopConnection(conninfo)
+        self._answers_db = LoopConnection(conninfo)
+        self._reads_db = LoopConnection(conninfo)
         self._ttl_s = ttl_s
         self._lease_s = claim_lease_s
         self._wait_s = wait_s
@@ -284,7 +256,7 @@ class PostgresIdempotency:
 
     @staticmethod
     async def _read_rows(
-        connection: _Connection, keys: list[tuple[str, str]]
+        connection: LoopConnection, keys: list[tuple[str, str]]
     ) -> dict[tuple[str, str], Row]:
         if not keys:
             return {}
