@@ -53,6 +53,7 @@ from typing import Protocol, TypeVar
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from pipeline.database import is_postgres
 from pipeline.dead_letters.letter import Failure, dead_letter_of
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 from pipeline.logs.context import log_context
@@ -66,6 +67,7 @@ from pipeline.processing.attempt import (
     record_dead_letter,
 )
 from pipeline.processing.lanes import KeyLanes, Work
+from pipeline.processing.loop_inbox import LoopInbox
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
@@ -138,18 +140,6 @@ class ProcessingEngine:
         # commit one at a time, so two groups of one instance never wait on each other's locks
         # of the service's rows. SQLite has one writer: one group at a time.
         at_once = 2 if database.dialect.name == "postgresql" else 1
-        self._look_ups: group_commit.Grouper[tuple[str, str, bytes | None], group_commit.Seen] = (
-            group_commit.Grouper(
-                partial(
-                    group_commit.look_up,
-                    database,
-                    consumer_group=self.consumer_group,
-                    park_keys=self._park,
-                ),
-                self._in_thread,
-                concurrency=at_once,
-            )
-        )
         commit = partial(
             group_commit.commit,
             database,
@@ -159,9 +149,37 @@ class ProcessingEngine:
         self._commits: group_commit.Grouper[UnitOfWork, AttemptResult] = group_commit.Grouper(
             commit, self._in_thread
         )
-        self._claims: group_commit.Grouper[UnitOfWork, AttemptResult] = group_commit.Grouper(
-            commit, self._in_thread, concurrency=at_once
-        )
+        self._look_ups: group_commit.Grouper[tuple[str, str, bytes | None], group_commit.Seen]
+        self._claims: group_commit.Grouper[UnitOfWork, AttemptResult]
+        self._loop_inbox: LoopInbox | None = None
+        if self._grouped and settings.inbox and is_postgres(database):
+            # The look-ups and the claims of groups that wrote nothing else on the loop's own
+            # connections: no worker thread waiting for the interpreter (loop_inbox).
+            self._loop_inbox = LoopInbox(
+                database,
+                consumer_group=self.consumer_group,
+                park_keys=self._park,
+                commit_in_thread=lambda units: self._in_thread(partial(commit, units)),
+                concurrency=at_once,
+            )
+            self._look_ups = group_commit.Grouper.awaiting(
+                self._loop_inbox.look_up, concurrency=at_once
+            )
+            self._claims = group_commit.Grouper.awaiting(
+                self._loop_inbox.claim, concurrency=at_once
+            )
+        else:
+            self._look_ups = group_commit.Grouper(
+                partial(
+                    group_commit.look_up,
+                    database,
+                    consumer_group=self.consumer_group,
+                    park_keys=self._park,
+                ),
+                self._in_thread,
+                concurrency=at_once,
+            )
+            self._claims = group_commit.Grouper(commit, self._in_thread, concurrency=at_once)
 
         # Synchronous handlers: groups of the events submitted together, each group's handlers
         # in one transaction in a worker thread, as large as sync_group_wait_ms allows.
@@ -280,6 +298,8 @@ class ProcessingEngine:
         await self.drain(None, timeout_s)
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._loop_inbox is not None:
+            await self._loop_inbox.close()
 
     # --- running records ----------------------------------------------------------------------
 

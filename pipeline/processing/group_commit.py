@@ -42,12 +42,28 @@ from pipeline.processing.attempt import AttemptResult, handler_log_context, is_u
 from pipeline.processing.processor import Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
 
-__all__ = ["Call", "Grouper", "HandlerPace", "Seen", "commit", "look_up", "run_calls"]
+__all__ = [
+    "Call",
+    "Grouper",
+    "HandlerPace",
+    "Seen",
+    "claimed_outcomes",
+    "commit",
+    "inbox_entries",
+    "look_up",
+    "look_up_keys",
+    "run_calls",
+    "seen_of",
+]
 
 I = TypeVar("I")  # noqa: E741 (an item)
 R = TypeVar("R")  # its result
 
 Runner = Callable[[Callable[[], list[R]]], Awaitable[list[R]]]
+
+
+async def _never_run(_work: Callable[[], list[Any]]) -> list[Any]:
+    raise AssertionError("a grouper made by Grouper.awaiting runs its work on the loop")
 
 
 class Grouper(Generic[I, R]):
@@ -72,14 +88,30 @@ class Grouper(Generic[I, R]):
             isinstance(max_size, int) and max_size < 1
         ):
             raise ValueError(f"concurrency and max_size must be >= 1: {concurrency}, {max_size}")
-        self._work = work
-        self._run = run
+        self._call: Callable[[list[I]], Awaitable[list[R]]] = lambda items: run(
+            partial(work, items)
+        )
         self._concurrency = concurrency
         self._max_size = max_size
         self._waiting: list[tuple[I, asyncio.Future[R]]] = []
         self._running = 0
         self._scheduled = False
         self._groups: set[asyncio.Future[None]] = set()  # running (a reference keeps each)
+
+    @classmethod
+    def awaiting(
+        cls,
+        work: Callable[[list[I]], Awaitable[list[R]]],
+        *,
+        concurrency: int | Callable[[], int] = 1,
+        max_size: int | Callable[[], int] | None = None,
+    ) -> Grouper[I, R]:
+        """A grouper whose ``work`` is a coroutine function, awaited on the loop itself."""
+        grouper: Grouper[I, R] = cls(
+            lambda items: [], _never_run, concurrency=concurrency, max_size=max_size
+        )
+        grouper._call = work
+        return grouper
 
     async def submit(self, item: I) -> R:
         loop = asyncio.get_running_loop()
@@ -108,7 +140,7 @@ class Grouper(Generic[I, R]):
 
     async def _run_group(self, group: list[tuple[I, asyncio.Future[R]]]) -> None:
         try:
-            results = await self._run(partial(self._work, [item for item, _ in group]))
+            results = await self._call([item for item, _ in group])
         except Exception as error:
             for _, future in group:
                 if not future.done():
@@ -138,7 +170,7 @@ def look_up(
     park_keys: bool,
 ) -> list[Seen]:
     """For each ``(event id, topic, key)``: whether it was recorded, and whether it is parked."""
-    keys = {(topic, key) for _, topic, key in items if key is not None} if park_keys else set()
+    keys = look_up_keys(items, park_keys)
     with database.connect() as connection:
         if connection.dialect.name == "postgresql":
             # One statement that only reads needs no BEGIN and ROLLBACK round trips.
@@ -149,6 +181,22 @@ def look_up(
             event_ids={item[0] for item in items},
             keys=keys,
         )
+    return seen_of(items, outcomes, parked)
+
+
+def look_up_keys(
+    items: Sequence[tuple[str, str, bytes | None]], park_keys: bool
+) -> set[tuple[str, bytes]]:
+    """The ``(topic, key)`` pairs whose park :func:`look_up` checks."""
+    return {(topic, key) for _, topic, key in items if key is not None} if park_keys else set()
+
+
+def seen_of(
+    items: Sequence[tuple[str, str, bytes | None]],
+    outcomes: dict[str, inbox.Outcome],
+    parked: set[tuple[str, bytes]],
+) -> list[Seen]:
+    """:func:`look_up`'s answer for each item, from the inbox's outcomes and parked keys."""
     return [
         Seen(outcomes.get(event_id), key is not None and (topic, key) in parked)
         for event_id, topic, key in items
@@ -168,26 +216,37 @@ def _claim_alone(
         return inbox.claim_many(connection, entries, consumer_group=consumer_group)
 
 
-def _commit_together(
-    database: Engine, units: Sequence[UnitOfWork], consumer_group: str, use_inbox: bool
-) -> list[AttemptResult]:
-    # In event id order: two instances committing overlapping groups during a rebalance then
-    # take the rows' locks in the same order (no deadlock on PostgreSQL).
-    entries = sorted(
+def inbox_entries(units: Sequence[UnitOfWork]) -> list[inbox.InboxEntry]:
+    """The inbox rows of ``units``, in event id order: two instances committing overlapping
+    groups during a rebalance then take the rows' locks in the same order (no deadlock on
+    PostgreSQL)."""
+    return sorted(
         inbox.InboxEntry(u.event.id, u.record.topic, u.record.partition, u.record.offset)
         for u in units
     )
+
+
+def claimed_outcomes(units: Sequence[UnitOfWork], new: set[str]) -> list[AttemptResult]:
+    """``processed`` for each unit whose event id the claim found ``new``, else ``duplicate``
+    (``new`` is used up)."""
+    outcomes = []
+    for unit in units:
+        kind: Literal["processed", "duplicate"] = (
+            "processed" if unit.event.id in new else "duplicate"
+        )
+        new.discard(unit.event.id)  # the same event twice: the second is a copy
+        outcomes.append(AttemptResult(kind, unit.event.id, event=unit.event))
+    return outcomes
+
+
+def _commit_together(
+    database: Engine, units: Sequence[UnitOfWork], consumer_group: str, use_inbox: bool
+) -> list[AttemptResult]:
+    entries = inbox_entries(units)
     if use_inbox and not any(unit.has_writes for unit in units):
         new = _claim_alone(database, entries, consumer_group)
         if new is not None:
-            outcomes = []
-            for unit in units:
-                kind: Literal["processed", "duplicate"] = (
-                    "processed" if unit.event.id in new else "duplicate"
-                )
-                new.discard(unit.event.id)  # the same event twice: the second is a copy
-                outcomes.append(AttemptResult(kind, unit.event.id, event=unit.event))
-            return outcomes
+            return claimed_outcomes(units, new)
     with database.begin() as connection, Session(bind=connection) as session:
         if use_inbox:
             new = inbox.claim_many(connection, entries, consumer_group=consumer_group)

@@ -16,10 +16,10 @@ configured retention by :func:`purge_inbox`, in small batches.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -50,6 +50,7 @@ __all__ = [
     "ParkedKey",
     "claim",
     "claim_many",
+    "claim_many_statements",
     "inbox_table",
     "outcomes_of",
     "park_key",
@@ -58,6 +59,8 @@ __all__ = [
     "parked_keys_table",
     "purge_inbox",
     "seen_and_parked",
+    "seen_and_parked_of",
+    "seen_and_parked_statement",
     "unpark_key",
 ]
 
@@ -216,13 +219,23 @@ def claim_many(
     (the others were recorded before: duplicates)."""
     new: set[str] = set()
     recorded_at = _recorded_at(connection, _utc(now))
-    statement = _CLAIM_MANY["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
+    for statement, values in claim_many_statements(
+        connection.dialect.name, entries, consumer_group=consumer_group, recorded_at=recorded_at
+    ):
+        new.update(connection.exec_driver_sql(statement, values).scalars())
+    return new
+
+
+def claim_many_statements(
+    dialect: str, entries: Sequence[InboxEntry], *, consumer_group: str, recorded_at: object
+) -> Iterator[tuple[str, tuple[object, ...]]]:
+    """The driver's SQL and values of :func:`claim_many` (``dialect``: ``postgresql`` or
+    ``sqlite``), a statement per chunk of rows; each returns the new events' ids."""
+    statement = _CLAIM_MANY["postgresql" if dialect == "postgresql" else "sqlite"]
     for start in range(0, len(entries), _ROWS_PER_INSERT):
         chunk = entries[start : start + _ROWS_PER_INSERT]
         rows = json.dumps([(e.event_id, e.topic, e.partition, e.offset) for e in chunk])
-        values = (consumer_group, "processed", recorded_at, rows)
-        new.update(connection.exec_driver_sql(statement, values).scalars())
-    return new
+        yield statement, (consumer_group, "processed", recorded_at, rows)
 
 
 def outcomes_of(
@@ -265,14 +278,33 @@ def seen_and_parked(
     """:func:`outcomes_of` and :func:`parked_among` in one statement (one round trip)."""
     if not event_ids and not keys:
         return {}, set()
-    statement = _SEEN_AND_PARKED[
-        "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
-    ]
+    statement, values = seen_and_parked_statement(
+        connection.dialect.name, consumer_group=consumer_group, event_ids=event_ids, keys=keys
+    )
+    return seen_and_parked_of(connection.exec_driver_sql(statement, values), keys)
+
+
+def seen_and_parked_statement(
+    dialect: str,
+    *,
+    consumer_group: str,
+    event_ids: Collection[str],
+    keys: Collection[tuple[str, bytes]],
+) -> tuple[str, tuple[object, ...]]:
+    """The driver's SQL and values of :func:`seen_and_parked` (``dialect``: ``postgresql`` or
+    ``sqlite``); its rows go to :func:`seen_and_parked_of`."""
+    statement = _SEEN_AND_PARKED["postgresql" if dialect == "postgresql" else "sqlite"]
     keys_hex = json.dumps(list({key.hex() for _, key in keys}))
-    values = (consumer_group, json.dumps(list(event_ids)), consumer_group, keys_hex)
+    return statement, (consumer_group, json.dumps(list(event_ids)), consumer_group, keys_hex)
+
+
+def seen_and_parked_of(
+    rows: Iterable[Sequence[Any]], keys: Collection[tuple[str, bytes]]
+) -> tuple[dict[str, Outcome], set[tuple[str, bytes]]]:
+    """The outcomes and the parked keys in the rows of :func:`seen_and_parked_statement`."""
     outcomes: dict[str, Outcome] = {}
     parked: set[tuple[str, bytes]] = set()
-    for kind, first, second in connection.exec_driver_sql(statement, values):
+    for kind, first, second in rows:
         if kind == "e":
             outcomes[first] = second
         else:

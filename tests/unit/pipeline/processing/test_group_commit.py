@@ -407,3 +407,30 @@ def test_commit_without_the_inbox_runs_the_writes_and_records_nothing(database: 
     assert [o.kind for o in outcomes] == ["processed", "processed"]
     assert effect_names(database) == ["a", "b"]
     assert inbox_rows(database) == []
+
+
+def test_an_awaiting_grouper_awaits_its_work_on_the_loop_in_groups() -> None:
+    groups: list[list[int]] = []
+
+    async def work(items: list[int]) -> list[int]:
+        groups.append(list(items))
+        await asyncio.sleep(0.01)  # the next items arrive meanwhile
+        if 99 in items:
+            raise ValueError("the group's statement failed")
+        return [item * 10 for item in items]
+
+    async def scenario() -> tuple[list[int], list[int], BaseException | None]:
+        grouper = Grouper.awaiting(work)
+        first = [asyncio.ensure_future(grouper.submit(item)) for item in (1, 2, 3)]
+        await asyncio.sleep(0.001)  # the first group is running
+        later = [asyncio.ensure_future(grouper.submit(item)) for item in (4, 5)]
+        results = list(await asyncio.gather(*first, *later))
+        failed = await asyncio.gather(grouper.submit(99), grouper.submit(6), return_exceptions=True)
+        error = failed[0] if isinstance(failed[0], BaseException) else None
+        return results, [r for r in failed if isinstance(r, int)], error
+
+    results, after_failure, error = asyncio.run(scenario())
+
+    assert groups == [[1, 2, 3], [4, 5], [99, 6]]
+    assert results == [10, 20, 30, 40, 50]
+    assert after_failure == [] and isinstance(error, ValueError)
