@@ -9,7 +9,9 @@ tests.support.effects_processor:processor` in subprocesses:
   handlers run on the event loop, wait with ``await asyncio.sleep`` and hand the same write to
   ``unit.write(...)``, so their first attempts commit in groups (group commit);
 - ``EFFECTS_SLEEP_MS``: how long each handler call waits (an I/O-bound handler);
-- ``EFFECTS_FAIL_MARKER``: events whose data has ``"poison": <marker>`` raise every time.
+- ``EFFECTS_FAIL_MARKER``: events whose data has ``"poison": <marker>`` raise every time;
+- ``EFFECTS_WRITE``: ``effects`` (the default) or ``nothing``: ``async def`` handlers that write
+  nothing, so only their inbox rows are committed (on PostgreSQL, from the event loop).
 
 Events of type ``EffectV2`` have a model (:class:`EffectV2`, an int ``seq`` required): one whose
 data does not fit is dead-lettered as ``schema_invalid``; every other type has no model. Both
@@ -56,6 +58,9 @@ if HANDLER not in HANDLER_KINDS:
 processor = Processor(os.environ.get("EFFECTS_GROUP", f"effects-{TOPIC}"))
 _SLEEP_S = float(os.environ.get("EFFECTS_SLEEP_MS", "0")) / 1000
 _FAIL_MARKER = os.environ.get("EFFECTS_FAIL_MARKER")
+_WRITES = os.environ.get("EFFECTS_WRITE", "effects")
+if _WRITES not in ("effects", "nothing"):
+    raise ValueError(f"EFFECTS_WRITE must be effects or nothing, not {_WRITES!r}")
 logger = logging.getLogger("tests.effects")
 
 
@@ -92,7 +97,8 @@ async def _apply_async(event: Event, unit: UnitOfWork, seq: int) -> None:
     _check_poison(event)
     if _SLEEP_S:
         await asyncio.sleep(_SLEEP_S)
-    unit.write(lambda session: _write_effect(session, event, seq))
+    if _WRITES == "effects":
+        unit.write(lambda session: _write_effect(session, event, seq))
     logger.info("effect %d of %s applied", seq, event.partitionkey)
 
 

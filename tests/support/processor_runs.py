@@ -118,7 +118,7 @@ def effects_env(
         "PIPELINE_PROCESSING__METRICS_LOG_INTERVAL_S": "1",
         "PYTHONPATH": python_path,
     }
-    for name in ("EFFECTS_FAIL_MARKER", "EFFECTS_HANDLER", "EFFECTS_SLEEP_MS"):
+    for name in ("EFFECTS_FAIL_MARKER", "EFFECTS_HANDLER", "EFFECTS_SLEEP_MS", "EFFECTS_WRITE"):
         env.pop(name, None)  # only what the test asks for
     env.update({name: str(value) for name, value in extra.items()})
     return env
