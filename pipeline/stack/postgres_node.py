@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -335,14 +336,34 @@ def create_database(stack: StackSettings, name: str) -> None:
         )
 
 
-def drop_database(stack: StackSettings, name: str) -> None:
-    """Drop database ``name`` if it exists, ending any session still connected to it."""
-    from psycopg import sql
+#: How long :func:`drop_database` waits, at most, for an autovacuum worker on the database.
+DROP_AUTOVACUUM_WAIT_S = 30.0
 
-    with admin_connection(stack) as connection:
-        connection.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+
+def drop_database(
+    stack: StackSettings, name: str, *, wait_s: float = DROP_AUTOVACUUM_WAIT_S
+) -> None:
+    """Drop database ``name`` if it exists, ending any session still connected to it.
+
+    ``WITH (FORCE)`` ends the sessions of the stack's role, but an autovacuum worker busy on
+    the database (after many writes) belongs to no role, and only a superuser may end it:
+    PostgreSQL refuses the drop with InsufficientPrivilege ("must be a member of the role whose
+    process is being terminated"). The worker is done in moments, so the drop is tried again
+    for up to ``wait_s``.
+    """
+    from psycopg import errors, sql
+
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with admin_connection(stack) as connection:
+                connection.execute(statement)
+            return
+        except errors.InsufficientPrivilege:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 # ---- health and stop -----------------------------------------------------------------------

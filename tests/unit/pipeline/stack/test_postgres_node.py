@@ -214,3 +214,52 @@ def test_scratch_databases_are_created_for_the_role_and_dropped_by_force(connect
         "<closed>",
     ]
     assert all(call["autocommit"] is True for call in calls)
+
+
+class _RefusingAdmin:
+    """An admin connection whose DROP DATABASE is refused ``refusals`` times, as PostgreSQL
+    refuses it while an autovacuum worker (no role) is busy on the database."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.drops = 0
+
+    def __call__(self, _stack: StackSettings):
+        import contextlib
+
+        from psycopg import errors
+
+        admin = self
+
+        class Connection:
+            def execute(self, _statement: object) -> None:
+                admin.drops += 1
+                if admin.refusals:
+                    admin.refusals -= 1
+                    raise errors.InsufficientPrivilege(
+                        "must be a member of the role whose process is being terminated or "
+                        "member of pg_signal_backend"
+                    )
+
+        return contextlib.nullcontext(Connection())
+
+
+def test_drop_database_tries_again_while_an_autovacuum_worker_holds_it(monkeypatch):
+    admin = _RefusingAdmin(refusals=2)
+    monkeypatch.setattr(postgres_node, "admin_connection", admin)
+    monkeypatch.setattr(postgres_node.time, "sleep", lambda _s: None)
+
+    postgres_node.drop_database(StackSettings(), "test_db", wait_s=30)
+
+    assert admin.drops == 3
+
+
+def test_drop_database_gives_up_after_its_wait(monkeypatch):
+    from psycopg import errors
+
+    admin = _RefusingAdmin(refusals=10**6)
+    monkeypatch.setattr(postgres_node, "admin_connection", admin)
+
+    with pytest.raises(errors.InsufficientPrivilege):
+        postgres_node.drop_database(StackSettings(), "test_db", wait_s=0.5)
+    assert admin.drops > 1
