@@ -11,10 +11,10 @@ meant to print its summary and exit 130 ends in a traceback (measured: 4 of 8 Ct
 
 :class:`InterruptWitness` puts a handler of its own before the one that was there: it counts
 the signal, then calls that handler as before (so Ctrl-C still raises at once, even in a
-blocking read). A loop that catches ``TypeError`` or ``SystemError`` from such a call asks
-:meth:`~InterruptWitness.raise_if_interrupted`: when a signal came, the previous handler is
-called again, now in Python code, and its exception (``KeyboardInterrupt``, or the command's
-own for SIGTERM) is raised as it would have been; otherwise the error is the call's own.
+blocking read). When a ``TypeError`` or ``SystemError`` leaves its block after a signal came,
+the previous handler is called again, now in Python code, and its exception
+(``KeyboardInterrupt``, or the command's own for SIGTERM) is raised in the error's place, as
+it would have been; without a signal the error is the call's own and goes on as it is.
 
 Written by hand: neither the standard library nor confluent-kafka offers it. Handlers can only
 be set in the main thread; elsewhere signals are left as they are.
@@ -33,8 +33,9 @@ _WATCHED = (signal.SIGINT, signal.SIGTERM)
 
 
 class InterruptWitness:
-    """``with InterruptWitness() as witness:``; in the loop, ``except (TypeError,
-    SystemError): witness.raise_if_interrupted(); raise``."""
+    """``with InterruptWitness():`` around a loop of calls into confluent-kafka: the error such
+    a call reports for a signal that landed inside it leaves the block as that signal's
+    exception."""
 
     def __init__(self) -> None:
         #: The signals seen while the block ran, in order.
@@ -56,11 +57,8 @@ class InterruptWitness:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
-
-    def raise_if_interrupted(self) -> None:
-        """Raise what the last signal seen raises without us; return when none came."""
-        if self.seen:
-            self._hand_over(self.seen[-1])
+        if kind is not None and issubclass(kind, (TypeError, SystemError)) and self.seen:
+            self._hand_over(self.seen[-1])  # raises what the signal raises without us
 
     def _witness(self, signum: int, _frame: FrameType | None) -> None:
         self.seen.append(signum)

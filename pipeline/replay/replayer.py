@@ -179,58 +179,51 @@ def replay_into_kafka(
     # common case (no pacing, no new ids, partitions by key) and the usual produce is inline.
     # Each target's partitions, looked up before its first message (unless given).
     partitions_of: dict[str, int] = dict(partition_counts or {})
-    with InterruptWitness() as witness:
-        try:
+    try:
+        # A Ctrl-C inside the client comes out as the interrupt, not the error it reports.
+        with InterruptWitness():
             for message in messages:
+                target = message.topic if topic is None else topic
+                partitions = partitions_of.get(target)
+                if partitions is None:
+                    partitions = partitions_of[target] = targets.partitions(target)
+                partition = (
+                    target_partition(message, preserve=True, partitions=partitions)
+                    if preserve_partitions
+                    else BY_KEY
+                )
+                headers = message.headers
+                if rewrite_ids:
+                    headers, _ = rewrite_event_id(headers or ())
+                if type(headers) is not list:
+                    headers = list(headers or ())
+                if paced:
+                    _wait_until(producer, began + schedule.due_s(message.timestamp_ms))
                 try:
-                    target = message.topic if topic is None else topic
-                    partitions = partitions_of.get(target)
-                    if partitions is None:
-                        partitions = partitions_of[target] = targets.partitions(target)
-                    partition = (
-                        target_partition(message, preserve=True, partitions=partitions)
-                        if preserve_partitions
-                        else BY_KEY
-                    )
-                    headers = message.headers
-                    if rewrite_ids:
-                        headers, _ = rewrite_event_id(headers or ())
-                    if type(headers) is not list:
-                        headers = list(headers or ())
-                    if paced:
-                        _wait_until(producer, began + schedule.due_s(message.timestamp_ms))
-                    try:
-                        if partition == BY_KEY:
-                            produce(target, message.value, message.key, headers=headers)
-                        else:
-                            produce(
-                                target,
-                                message.value,
-                                message.key,
-                                partition=partition,
-                                headers=headers,
-                            )
-                    except BufferError:  # the local queue is full: serve reports, then retry
-                        producer.poll(_FULL_QUEUE_WAIT_S)
-                        _produce(producer, target, message, partition, headers)
-                    except KafkaException as error:
-                        raise _refused(message, error) from None
-                    queued[target] += 1
-                    unreported += 1
-                    if unreported >= step:
-                        producer.poll(0)
-                        if on_progress is not None:
-                            on_progress(unreported)
-                        unreported = 0
-                except (TypeError, SystemError):  # what the client says of a Ctrl-C inside it
-                    witness.raise_if_interrupted()
-                    raise
-        except KeyboardInterrupt as interrupt:
-            _flush(producer)
-            raise ReplayInterrupted(deliveries.summary(began), interrupt) from None
-        except BaseException:
-            _flush(producer)  # what was queued is delivered or failed before the error ends
-            raise
+                    if partition == BY_KEY:
+                        produce(target, message.value, message.key, headers=headers)
+                    else:
+                        produce(
+                            target, message.value, message.key, partition=partition, headers=headers
+                        )
+                except BufferError:  # the local queue is full: serve reports, then retry
+                    producer.poll(_FULL_QUEUE_WAIT_S)
+                    _produce(producer, target, message, partition, headers)
+                except KafkaException as error:
+                    raise _refused(message, error) from None
+                queued[target] += 1
+                unreported += 1
+                if unreported >= step:
+                    producer.poll(0)
+                    if on_progress is not None:
+                        on_progress(unreported)
+                    unreported = 0
+    except KeyboardInterrupt as interrupt:
+        _flush(producer)
+        raise ReplayInterrupted(deliveries.summary(began), interrupt) from None
+    except BaseException:
+        _flush(producer)  # what was queued is delivered or failed before the error ends
+        raise
     if unreported and on_progress is not None:
         on_progress(unreported)
     _flush(producer)

@@ -41,16 +41,12 @@ def test_every_ctrl_c_during_produce_comes_out_as_keyboard_interrupt(pipeline_se
         try:
             for _ in range(TRIALS):
                 try:
-                    with InterruptWitness() as witness:
+                    with InterruptWitness():
                         fire.set()
                         for number in range(1_000_000):  # far longer than the 3 ms before it
-                            try:
-                                producer.send_encoded(
-                                    topic, b"k", b"v" * 100, HEADERS, partial(_report, number)
-                                )
-                            except (TypeError, SystemError):
-                                witness.raise_if_interrupted()
-                                raise
+                            producer.send_encoded(
+                                topic, b"k", b"v" * 100, HEADERS, partial(_report, number)
+                            )
                     outcome = "not interrupted"
                 except KeyboardInterrupt:
                     outcome = "KeyboardInterrupt"
