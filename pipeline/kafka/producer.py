@@ -4,8 +4,10 @@ Over confluent-kafka's ``Producer`` (passed in, built by :mod:`pipeline.kafka.cl
 
 - idempotent with ``acks=all`` and Kafka's murmur2 partitioner (set by ``producer_config``);
 - each event's delivery comes back as a :class:`Delivery`, through a callback
-  (:meth:`EventProducer.send`), a future (:meth:`EventProducer.send_future`, awaitable with
-  ``asyncio.wrap_future``) or a blocking call (:meth:`EventProducer.send_and_wait`);
+  (:meth:`EventProducer.send`), a future (:meth:`EventProducer.send_future`, served by a
+  thread: :meth:`EventProducer.polling`), an asyncio future served on the event loop itself
+  (:meth:`EventProducer.send_awaitable` with :meth:`EventProducer.serving_on_loop`, the
+  cheaper way in asyncio code) or a blocking call (:meth:`EventProducer.send_and_wait`);
 - a failure nobody asked to hear about is kept, and :meth:`EventProducer.flush` raises it: no
   failure is ever swallowed;
 - a full local queue is served (poll) and retried until ``queue_full_timeout_s``;
@@ -16,13 +18,14 @@ Over confluent-kafka's ``Producer`` (passed in, built by :mod:`pipeline.kafka.cl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -75,6 +78,12 @@ class Delivery(NamedTuple):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _settle(future: asyncio.Future[Delivery], delivery: Delivery) -> None:
+    """Complete ``future`` on its loop, unless its caller gave up (cancelled it)."""
+    if not future.done():
+        future.set_result(delivery)
 
 
 def _event_id(headers: Sequence[tuple[str, bytes]]) -> str:
@@ -186,12 +195,14 @@ class EventProducer:
         self._lock = threading.Lock()
         # Successes are not counted one by one (that would cost every event a locked callback):
         # sent = queued - still in the client - failed. send() is for one thread at a time;
-        # delivery reports may be served by another (polling()).
+        # delivery reports may be served by another (polling()), or by the same one
+        # (serving_on_loop()).
         self._queued = 0
         self._failed = 0
         self._queue_full_waits = 0
         self.stats = stats or ProducerStats()
         self._unpolled = 0
+        self._reports_due: asyncio.Event | None = None
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -298,6 +309,34 @@ class EventProducer:
         self.send(topic, event, resolve)
         return future
 
+    def send_awaitable(self, topic: str, event: Event | KafkaMessage) -> asyncio.Future[Delivery]:
+        """Queue one event from a coroutine; the asyncio future completes with its
+        :class:`Delivery` (ok or not) once its report is served: by :meth:`serving_on_loop`, on
+        the loop itself, with no thread and no hand-over between threads (what
+        ``asyncio.wrap_future(send_future(...))`` pays for every event).
+
+        A report served on another thread (a :meth:`flush` while stopping) is handed to the
+        loop; one served after the loop closed, or for a caller that gave up, is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        future: asyncio.Future[Delivery] = loop.create_future()
+
+        def resolve(delivery: Delivery) -> None:
+            if loop.is_closed():
+                return
+            if threading.get_ident() == loop_thread:
+                _settle(future, delivery)
+            else:
+                with suppress(RuntimeError):  # the loop closed in between
+                    loop.call_soon_threadsafe(_settle, future, delivery)
+
+        self.send(topic, event, resolve)
+        due = self._reports_due
+        if due is not None:
+            due.set()
+        return future
+
     def send_and_wait(
         self, topic: str, event: Event | KafkaMessage, timeout_s: float | None = None
     ) -> Delivery:
@@ -347,7 +386,8 @@ class EventProducer:
 
     @contextmanager
     def polling(self, interval_s: float = 0.05) -> Iterator[None]:
-        """Serve delivery reports from a background thread while the block runs (for asyncio)."""
+        """Serve delivery reports from a background thread while the block runs (for
+        :meth:`send_future`; in asyncio code :meth:`serving_on_loop` costs less)."""
         stop = threading.Event()
 
         def serve() -> None:
@@ -364,6 +404,35 @@ class EventProducer:
         finally:
             stop.set()
             thread.join()
+
+    @asynccontextmanager
+    async def serving_on_loop(self, interval_s: float = 0.001) -> AsyncIterator[None]:
+        """Serve delivery reports on the running event loop while the block runs (for
+        :meth:`send_awaitable`): every ``interval_s`` while some are due, asleep otherwise
+        (woken by the next send). Reports still due after the block are served by the next
+        :meth:`poll` or :meth:`flush`.
+        """
+        due = self._reports_due = asyncio.Event()
+        client = self._client
+        poll = client.poll
+
+        async def serve() -> None:
+            while True:
+                poll(0)
+                if len(client):
+                    await asyncio.sleep(interval_s)
+                else:
+                    due.clear()
+                    await due.wait()
+
+        server = asyncio.create_task(serve(), name="event-producer-reports")
+        try:
+            yield
+        finally:
+            self._reports_due = None
+            server.cancel()
+            with suppress(asyncio.CancelledError):
+                await server
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait for every queued event; raise :class:`DeliveryError` for unobserved failures,

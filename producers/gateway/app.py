@@ -58,8 +58,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from concurrent.futures import Future
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
@@ -122,9 +121,11 @@ _IN_FLIGHT_RETRY_AFTER = "1"
 class GatewayProducer(Protocol):
     """What the gateway uses of :class:`pipeline.kafka.producer.EventProducer`."""
 
-    def send_future(self, topic: str, event: Event | KafkaMessage) -> Future[Delivery]: ...
+    def send_awaitable(
+        self, topic: str, event: Event | KafkaMessage
+    ) -> asyncio.Future[Delivery]: ...
 
-    def polling(self, interval_s: float = ...) -> AbstractContextManager[None]: ...
+    def serving_on_loop(self) -> AbstractAsyncContextManager[None]: ...
 
 
 # ---- the application ------------------------------------------------------------------------
@@ -428,7 +429,7 @@ class _Gateway:
         _exchange.get().event_id = event.id
         started = time.perf_counter()
         try:
-            future = self.producer.send_future(topic, event)
+            delivered = self.producer.send_awaitable(topic, event)
         except (KafkaException, PipelineError) as error:
             return not_acknowledged(f"the producer refused it: {error}")
         self.in_flight += 1
@@ -437,9 +438,8 @@ class _Gateway:
             self.in_flight -= 1
             self.metrics.produce_latency.labels(topic).observe(time.perf_counter() - started)
 
-        # The report comes on the producer's polling thread; wrap_future brings it to the loop,
-        # where every callback below runs (the store and the counters are the loop's only).
-        delivered = asyncio.wrap_future(future)
+        # The report is served on this loop (serving_on_loop), where every callback below runs
+        # (the store and the counters are the loop's only).
         delivered.add_done_callback(reported)
         return delivered
 
@@ -516,9 +516,10 @@ def create_app(
     """The gateway as an aiohttp application; nothing connects until it starts.
 
     ``producer`` is owned by the caller, who flushes it after the app has stopped; the app serves
-    its delivery reports (``producer.polling()``) while it runs. ``clock`` drives the rate limiter
-    and the idempotency TTL; ``topic_for`` picks the topic of a request type (default: its
-    catalogue topic, ``requests.<type>``); ``metrics`` defaults to a fresh registry.
+    its delivery reports on its event loop (``producer.serving_on_loop()``) while it runs.
+    ``clock`` drives the rate limiter and the idempotency TTL; ``topic_for`` picks the topic of
+    a request type (default: its catalogue topic, ``requests.<type>``); ``metrics`` defaults to
+    a fresh registry.
     ``kafka_health`` is asked by ``GET /healthz`` (and once at start, a warning if Kafka does
     not answer); without it ``/healthz`` says only that the gateway serves.
     ``keys`` reads the API keys (at start, then every ``key_refresh_s``; see
@@ -544,7 +545,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[gateway.middleware])
 
     async def serve_delivery_reports(_app: web.Application) -> AsyncIterator[None]:
-        with producer.polling():
+        async with producer.serving_on_loop():
             yield
 
     app.cleanup_ctx.append(serve_delivery_reports)

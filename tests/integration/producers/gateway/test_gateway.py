@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -518,11 +516,11 @@ class FakeProducer:
     def __init__(self, *outcomes: str) -> None:
         self.outcomes = list(outcomes)
         self.sent: list[tuple[str, Event]] = []
-        self.pending: list[tuple[Future[Delivery], str, Event]] = []
+        self.pending: list[tuple[asyncio.Future[Delivery], str, Event]] = []
 
-    def send_future(self, topic: str, event: Event) -> Future[Delivery]:
+    def send_awaitable(self, topic: str, event: Event) -> asyncio.Future[Delivery]:
         self.sent.append((topic, event))
-        future: Future[Delivery] = Future()
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         outcome = self.outcomes.pop(0)
         if outcome == "ok":
             future.set_result(Delivery(event.id, topic, b"k", partition=0, offset=len(self.sent)))
@@ -533,22 +531,16 @@ class FakeProducer:
         return future
 
     def deliver(self, offset: int = 41) -> None:
-        """The oldest pending send is acknowledged now, from another thread (the poller's)."""
+        """The oldest pending send is acknowledged now (its report served on the loop)."""
         future, topic, event = self.pending.pop(0)
-        self._resolve(future, Delivery(event.id, topic, b"k", partition=0, offset=offset))
+        future.set_result(Delivery(event.id, topic, b"k", partition=0, offset=offset))
 
     def fail(self, error: str = "Local: Message timed out") -> None:
         future, topic, event = self.pending.pop(0)
-        self._resolve(future, Delivery(event.id, topic, b"k", None, None, error=error))
+        future.set_result(Delivery(event.id, topic, b"k", None, None, error=error))
 
-    @staticmethod
-    def _resolve(future: Future[Delivery], delivery: Delivery) -> None:
-        poller = threading.Thread(target=future.set_result, args=(delivery,))
-        poller.start()
-        poller.join()
-
-    @contextmanager
-    def polling(self, interval_s: float = 0.05) -> Iterator[None]:
+    @asynccontextmanager
+    async def serving_on_loop(self) -> AsyncIterator[None]:
         yield
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 from dataclasses import dataclass, field
 
 import pytest
@@ -171,6 +172,94 @@ def test_send_future_is_awaitable_from_asyncio():
 
     delivery = asyncio.run(main())
     assert delivery.ok and delivery.topic == "orders"
+
+
+def test_send_awaitable_is_served_on_the_event_loop_thread_without_a_poller_thread():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+    served_on: list[int] = []
+
+    async def main():
+        async with producer.serving_on_loop():
+            future = producer.send_awaitable("orders", _event())
+            future.add_done_callback(lambda _: served_on.append(threading.get_ident()))
+            delivery = await asyncio.wait_for(future, 5)
+            return delivery, threading.get_ident(), threading.active_count()
+
+    delivery, loop_thread, threads = asyncio.run(main())
+    assert delivery.ok and delivery.topic == "orders"
+    assert served_on == [loop_thread]
+    assert threads == threading.active_count()  # no thread was started for it
+
+
+def test_serving_on_loop_sleeps_while_nothing_is_due_and_wakes_for_the_next_send():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+
+    async def main():
+        async with producer.serving_on_loop(interval_s=0.001):
+            first = await asyncio.wait_for(producer.send_awaitable("orders", _event("a")), 5)
+            await asyncio.sleep(0.05)
+            polls_while_idle = client.polls
+            await asyncio.sleep(0.05)
+            idle_polls = client.polls - polls_while_idle
+            second = await asyncio.wait_for(producer.send_awaitable("orders", _event("b")), 5)
+            return first, second, idle_polls
+
+    first, second, idle_polls = asyncio.run(main())
+    assert first.ok and second.ok and second.offset == 1
+    assert idle_polls == 0  # nothing queued: asleep, not polling every millisecond
+
+
+def test_a_report_served_on_another_thread_is_handed_to_the_loop_and_wakes_it():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+    served_on: list[int] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        future = producer.send_awaitable("orders", _event())  # no serving_on_loop
+        future.add_done_callback(lambda _: served_on.append(threading.get_ident()))
+        flusher = threading.Timer(0.05, producer.flush)  # as the gateway's stopping does
+        flusher.start()
+        began = loop.time()
+        # Nothing else wakes this loop: a report not handed over (call_soon_threadsafe)
+        # would sit unseen until the 5 s timeout.
+        await asyncio.wait({future}, timeout=5)
+        waited = loop.time() - began
+        flusher.join()
+        return future.result(), waited, threading.get_ident()
+
+    delivery, waited, loop_thread = asyncio.run(main())
+    assert delivery.ok and served_on == [loop_thread]
+    assert waited < 2.5, f"the loop learnt of the report only after {waited:.1f} s"
+
+
+def test_a_report_for_a_caller_that_gave_up_is_dropped_and_the_serving_goes_on():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+
+    async def main():
+        async with producer.serving_on_loop():
+            producer.send_awaitable("orders", _event("a")).cancel()
+            return await asyncio.wait_for(producer.send_awaitable("orders", _event("b")), 5)
+
+    assert asyncio.run(main()).ok
+    assert len(client.produced) == 2
+
+
+def test_a_report_served_after_its_loop_closed_is_dropped_quietly():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+    seen: list[object] = []
+
+    async def main():
+        future = producer.send_awaitable("orders", _event())  # no serving_on_loop: still due
+        future.add_done_callback(seen.append)  # would be scheduled on the closed loop
+
+    asyncio.run(main())
+    producer.flush()  # serves the report now: no "Event loop is closed"
+    assert len(client.produced) == 1 and seen == []
 
 
 def test_a_full_local_queue_is_served_and_retried_not_raised():

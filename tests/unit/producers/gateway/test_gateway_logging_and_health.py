@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
-from concurrent.futures import Future
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from unittest import mock
 
@@ -42,16 +41,16 @@ class StubProducer:
         self.refuses = refuses
         self.sent = 0
 
-    def send_future(self, topic: str, event: Event | KafkaMessage) -> Future[Delivery]:
+    def send_awaitable(self, topic: str, event: Event | KafkaMessage) -> asyncio.Future[Delivery]:
         if self.refuses:
             raise PipelineError("the local queue is full")
-        future: Future[Delivery] = Future()
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         future.set_result(Delivery(event.id, topic, b"k", 0, self.sent))
         self.sent += 1
         return future
 
-    @contextmanager
-    def polling(self, interval_s: float = 0.05) -> Iterator[None]:
+    @asynccontextmanager
+    async def serving_on_loop(self) -> AsyncIterator[None]:
         yield
 
 
