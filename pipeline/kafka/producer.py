@@ -418,7 +418,10 @@ class EventProducer:
 
         async def serve() -> None:
             while True:
-                poll(0)
+                try:
+                    poll(0)
+                except Exception:  # a failing callback must not stop every later report
+                    _log.exception("a delivery callback failed")
                 if len(client):
                     await asyncio.sleep(interval_s)
                 else:

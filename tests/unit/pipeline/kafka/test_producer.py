@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -246,6 +247,25 @@ def test_a_report_for_a_caller_that_gave_up_is_dropped_and_the_serving_goes_on()
 
     assert asyncio.run(main()).ok
     assert len(client.produced) == 2
+
+
+def test_a_failing_callback_is_logged_and_the_later_reports_are_still_served(caplog):
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+
+    async def main():
+        async with producer.serving_on_loop():
+            producer.send_awaitable("orders", _event("a"))
+            client.queued[-1] = (*client.queued[-1][:4], _raising_callback)  # its report raises
+            return await asyncio.wait_for(producer.send_awaitable("orders", _event("b")), 5)
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.kafka.producer"):
+        assert asyncio.run(main()).ok
+    assert "a delivery callback failed" in caplog.text
+
+
+def _raising_callback(_error, _message):
+    raise RuntimeError("a bug in a delivery callback")
 
 
 def test_a_report_served_after_its_loop_closed_is_dropped_quietly():
