@@ -158,8 +158,18 @@ class Contender:
         self.topic, self.group, self.env, self.work = topic, group, env, work
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def _report(self, n: int) -> Path:
-        return self.work / f"poll-{self.count}p-{n}.json"
+    @property
+    def slug(self) -> str:
+        """What names this contender's files in ``work``: each contender's are its own (the
+        full profile runs every kind and count with two handler waits at once)."""
+        return f"{self.kind}-{self.sleep_ms:g}ms-{self.count}p"
+
+    def report_path(self, n: int) -> Path:
+        """Where process ``n`` of a poll-loop contender writes its report."""
+        return self.work / f"{self.slug}-{n}.json"
+
+    def log_path(self, n: int) -> Path:
+        return self.work / f"{self.slug}-{n}.log"
 
     def start(self) -> None:
         """Start the processes (without waiting for them: see :meth:`wait_ready`)."""
@@ -173,9 +183,9 @@ class Contender:
                     self.topic,
                     self.group,
                     str(self.sleep_ms),
-                    str(self._report(n)),
+                    str(self.report_path(n)),
                 ]
-            with (self.work / f"{self.kind}-{self.count}p-{n}.log").open("wb") as log:
+            with self.log_path(n).open("wb") as log:
                 self.children.append(
                     subprocess.Popen(
                         args,
@@ -195,7 +205,7 @@ class Contender:
         handled, first, last = 0, float("inf"), 0.0
         for n in range(len(self.children)):
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                report = json.loads(self._report(n).read_text())
+                report = json.loads(self.report_path(n).read_text())
                 if run in report["rounds"]:
                     begun, ended, count = report["rounds"][run]
                     handled += count
