@@ -259,6 +259,10 @@ class FaustBinding:
             await self.app.consumer.commit()
         except Exception as error:  # the group may already be gone; nothing is lost
             logger.warning("final commit failed: %s", error)
+        # The tally once everything is drained, however short the run (the periodic line may
+        # never have come); the lag as last measured, the broker is not asked again.
+        now = self.metrics.snapshot()
+        logger.info("%s (at stop)", summary_line(self.processor.name, now, self._last_snapshot))
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self.assigned((tp.topic, tp.partition) for tp in assigned)
