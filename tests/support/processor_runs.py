@@ -187,6 +187,23 @@ class ProcessorProcess:
     def summaries(self) -> list[Summary]:
         return summaries(self.log())
 
+    def settled_summary(self, processed: int, timeout_s: float = 60) -> Summary:
+        """Wait until its last metrics line shows ``processed`` events, none in flight and no
+        lag (it stays alive meanwhile); that line."""
+
+        def settled() -> Summary | None:
+            self.assert_alive()
+            lines = self.summaries()
+            last = lines[-1] if lines else None
+            if last and last.processed == processed and not last.in_flight and last.lag == 0:
+                return last
+            return None
+
+        summary: Summary = wait_until(
+            settled, timeout_s=timeout_s, what=f"the metrics to show {processed:,} processed"
+        )
+        return summary
+
     def kill(self) -> None:
         """SIGKILL, and wait until it is gone."""
         self.popen.send_signal(signal.SIGKILL)

@@ -79,15 +79,7 @@ def test_a_postgresql_outage_mid_stream_loses_and_doubles_no_event(
 
         wait_until(all_recorded, timeout_s=180, what="every event recorded after the outage")
 
-        def settled():
-            run.assert_alive()
-            lines = run.summaries()
-            last = lines[-1] if lines else None
-            if last and last.processed == events_total and not last.in_flight and last.lag == 0:
-                return last
-            return None
-
-        summary = wait_until(settled, timeout_s=60, what="the metrics to show every event")
+        summary = run.settled_summary(events_total)
         assert run.terminate() == 0, run.tail()
     finally:
         run.stop_quietly()

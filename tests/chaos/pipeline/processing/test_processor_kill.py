@@ -127,15 +127,7 @@ def test_a_processor_killed_repeatedly_applies_every_event_once_in_key_order(
 
         wait_for_effects(database, events_total, [final])
 
-        def settled():
-            final.assert_alive()
-            lines = final.summaries()
-            last = lines[-1] if lines else None
-            if last and last.processed == events_total - start_applied and not last.in_flight:
-                return last if last.lag == 0 else None
-            return None
-
-        summary = wait_until(settled, timeout_s=60, what="the final run's metrics to settle")
+        summary = final.settled_summary(events_total - start_applied)
         assert final.terminate() == 0, final.tail()
     finally:
         for run in runs:
