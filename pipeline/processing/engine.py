@@ -179,7 +179,10 @@ class ProcessingEngine:
                 self._in_thread,
                 concurrency=at_once,
             )
-            self._claims = group_commit.Grouper(commit, self._in_thread, concurrency=at_once)
+            claims = partial(
+                group_commit.commit_claims, database, consumer_group=self.consumer_group
+            )
+            self._claims = group_commit.Grouper(claims, self._in_thread, concurrency=at_once)
 
         # Synchronous handlers: groups of the events submitted together, each group's handlers
         # in one transaction in a worker thread, as large as sync_group_wait_ms allows.

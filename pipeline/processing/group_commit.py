@@ -49,6 +49,7 @@ __all__ = [
     "Seen",
     "claimed_outcomes",
     "commit",
+    "commit_claims",
     "inbox_entries",
     "look_up",
     "look_up_keys",
@@ -197,10 +198,15 @@ def seen_of(
     parked: set[tuple[str, bytes]],
 ) -> list[Seen]:
     """:func:`look_up`'s answer for each item, from the inbox's outcomes and parked keys."""
+    if not outcomes and not parked:  # the usual group: nothing seen before, nothing parked
+        return [_NOT_SEEN] * len(items)
     return [
         Seen(outcomes.get(event_id), key is not None and (topic, key) in parked)
         for event_id, topic, key in items
     ]
+
+
+_NOT_SEEN = Seen(None, False)
 
 
 def _claim_alone(
@@ -263,6 +269,23 @@ def _commit_together(
                 outcomes.append(AttemptResult("duplicate", event_id, event=unit.event))
         session.flush()  # the writes, in this transaction (the connection's, committed here)
         return outcomes
+
+
+def commit_claims(
+    database: Engine, units: Sequence[UnitOfWork], *, consumer_group: str
+) -> list[AttemptResult]:
+    """:func:`commit` with the inbox, for units whose handlers left no writes: only their inbox
+    rows, in one statement that commits by itself (PostgreSQL) or one short transaction, with
+    no session and no pass over the units' writes. When that fails, :func:`commit` decides."""
+    entries = inbox_entries(units)
+    try:
+        new = _claim_alone(database, entries, consumer_group)
+        if new is None:
+            with database.begin() as connection:
+                new = inbox.claim_many(connection, entries, consumer_group=consumer_group)
+    except Exception:
+        return commit(database, units, consumer_group=consumer_group, use_inbox=True)
+    return claimed_outcomes(units, new)
 
 
 def commit(
