@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
 from pipeline.processing import inbox
-from pipeline.processing.group_commit import Grouper, Seen, commit, look_up
+from pipeline.processing.group_commit import Grouper, Seen, commit, commit_claims, look_up
 from pipeline.processing.processor import UnitOfWork
 from pipeline.processing.records import Record
 
@@ -407,6 +407,48 @@ def test_commit_without_the_inbox_runs_the_writes_and_records_nothing(database: 
     assert [o.kind for o in outcomes] == ["processed", "processed"]
     assert effect_names(database) == ["a", "b"]
     assert inbox_rows(database) == []
+
+
+def test_commit_claims_records_events_without_writes_and_finds_duplicates(
+    database: Engine,
+) -> None:
+    seen_before, fresh, twice = new_event(), new_event(), new_event()
+    claim(database, seen_before.id, "processed")
+    units = [
+        unit_of(seen_before, 0),
+        unit_of(fresh, 1),
+        unit_of(twice, 2),
+        unit_of(twice, 3),
+    ]
+
+    outcomes = commit_claims(database, units, consumer_group=GROUP)
+
+    assert [(o.kind, o.event_id) for o in outcomes] == [
+        ("duplicate", seen_before.id),
+        ("processed", fresh.id),
+        ("processed", twice.id),
+        ("duplicate", twice.id),
+    ]
+    assert [row for row in inbox_rows(database) if row[0] != seen_before.id] == [
+        (fresh.id, 1, "processed"),
+        (twice.id, 2, "processed"),
+    ]
+
+
+def test_when_commit_claims_fails_each_event_fails_on_its_own_with_the_error(
+    database: Engine,
+) -> None:
+    with database.begin() as connection:
+        connection.execute(inbox.inbox_table.delete())
+        connection.exec_driver_sql("DROP TABLE pipeline_inbox")  # every claim now fails
+    events = [new_event(), new_event()]
+
+    outcomes = commit_claims(
+        database, [unit_of(events[0], 0), unit_of(events[1], 1)], consumer_group=GROUP
+    )
+
+    assert [(o.kind, o.event_id) for o in outcomes] == [("failed", e.id) for e in events]
+    assert all("no such table" in str(o.error) for o in outcomes)
 
 
 def test_an_awaiting_grouper_awaits_its_work_on_the_loop_in_groups() -> None:
