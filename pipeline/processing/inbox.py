@@ -158,20 +158,27 @@ _CLAIM_MANY = {
     "json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
     "?, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING event_id",
 }
-_OUTCOMES_POSTGRES = (
-    "SELECT event_id, outcome FROM pipeline_inbox WHERE consumer_group = %s "
-    "AND event_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(%s AS json))))"
+# The recorded events among those asked for, one index probe per id on (consumer_group,
+# event_id) whatever the statistics say: the LIMIT keeps the planner from flattening the
+# lateral subquery. ("event_id = ANY(...)" read every row of the consumer group, and so grew
+# with the inbox, wherever the table had not been analyzed yet (a new database, a young
+# service): 1,000 rows read for one id; at 1,000 rows it took 1.0 ms for 64 ids, this 0.18 ms.)
+_RECORDED_POSTGRES = (
+    "SELECT i.event_id, i.outcome FROM (SELECT CAST(%s AS text) AS name) AS g "
+    "CROSS JOIN json_array_elements_text(CAST(%s AS json)) AS asked(event_id) "
+    "CROSS JOIN LATERAL (SELECT event_id, outcome FROM pipeline_inbox "
+    "WHERE consumer_group = g.name AND event_id = asked.event_id LIMIT 1) AS i"
 )
+_OUTCOMES_POSTGRES = _RECORDED_POSTGRES
 _PARKED_AMONG_POSTGRES = (
     "SELECT topic, key FROM pipeline_parked_keys WHERE consumer_group = %s "
     "AND key = ANY(ARRAY(SELECT decode(json_array_elements_text(CAST(%s AS json)), 'hex')))"
 )
 # Both look-ups in one statement (one round trip): ('e', event id, outcome) for each recorded
-# event, ('k', topic, key in hex) for each parked key. On PostgreSQL "= ANY(ARRAY(SELECT ...))",
-# not "IN (SELECT ...)": the planner hash-joins the latter against a scan of the whole inbox.
+# event, ('k', topic, key in hex) for each parked key. (Not "IN (SELECT ...)" on PostgreSQL:
+# the planner hash-joins that against a scan of the whole inbox.)
 _SEEN_AND_PARKED = {
-    "postgresql": "SELECT 'e', event_id, outcome FROM pipeline_inbox WHERE consumer_group = %s "
-    "AND event_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(%s AS json)))) "
+    "postgresql": "SELECT 'e', r.* FROM (" + _RECORDED_POSTGRES + ") AS r "
     "UNION ALL SELECT 'k', topic, encode(key, 'hex') FROM pipeline_parked_keys "
     "WHERE consumer_group = %s "
     "AND key = ANY(ARRAY(SELECT decode(json_array_elements_text(CAST(%s AS json)), 'hex')))",

@@ -245,3 +245,44 @@ def test_synchronous_handlers_of_a_group_commit_once_and_a_failing_one_leaves_no
     assert effect_count(database) == {events[0].id: 1, events[2].id: 1}
     assert set(recorded) == {events[0].id, events[2].id}
     assert calls == [0, 1, 0, 2]  # the group ran again without event 1; then nothing ran
+
+
+def _inbox_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan] if plan.get("Relation Name") == "pipeline_inbox" else []
+    for child in plan.get("Plans", []):
+        found.extend(_inbox_scans(child))
+    return found
+
+
+def test_the_look_up_probes_the_inbox_for_each_id_asked_even_before_it_was_analyzed(
+    database: Engine,
+) -> None:
+    """A new database's inbox has no statistics until autovacuum analyzes it; the look-up must
+    not read the whole consumer group's rows meanwhile (it did: its cost grew with the inbox)."""
+    with database.begin() as connection:
+        connection.exec_driver_sql(
+            'INSERT INTO pipeline_inbox (consumer_group, event_id, topic, "partition", '
+            "\"offset\", outcome, recorded_at) SELECT %s, 'e-' || n, %s, 0, n, 'processed', "
+            "now() FROM generate_series(1, 2000) AS n",
+            (GROUP, TOPIC),
+        )
+    statement, values = inbox.seen_and_parked_statement(
+        "postgresql", consumer_group=GROUP, event_ids=["e-7", "e-1999", "missing"], keys=[]
+    )
+    with database.connect() as connection:
+        analyzed = connection.exec_driver_sql(
+            "SELECT last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL "
+            "FROM pg_stat_user_tables WHERE relname = 'pipeline_inbox'"
+        ).scalar_one()
+        [[explained]] = connection.exec_driver_sql(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, values
+        ).all()
+        outcomes, _ = inbox.seen_and_parked_of(connection.exec_driver_sql(statement, values), set())
+
+    assert not analyzed, "the test needs an inbox without statistics"
+    assert outcomes == {"e-7": "processed", "e-1999": "processed"}
+    [scan] = _inbox_scans(explained[0]["Plan"])
+    assert "event_id" in scan["Index Cond"]
+    assert scan.get("Rows Removed by Filter", 0) == 0
+    # At most one row read per id asked (a nested loop reports rows per loop, rounded).
+    assert scan["Actual Rows"] * scan["Actual Loops"] <= 3
