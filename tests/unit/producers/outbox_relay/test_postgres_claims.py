@@ -1,46 +1,55 @@
-"""The PostgreSQL claim's statements, as the psycopg dialect sends them (no database)."""
+"""The PostgreSQL claim's statements, as the driver gets them (no database)."""
 
-from sqlalchemy.dialects.postgresql import psycopg
+from datetime import UTC, datetime
 
 from producers.outbox_relay.postgres_claims import (
+    CLAIM_SETTINGS,
     LOCK_NAMESPACE,
     claim_rows,
     mark_published,
     try_locks,
+    window,
 )
 
-DIALECT = psycopg.dialect()
+
+def test_the_claim_turns_off_synchronous_commit_and_bitmap_and_sequential_scans_locally():
+    assert CLAIM_SETTINGS == (
+        "SELECT set_config('synchronous_commit', 'off', true), "
+        "set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
+    )
 
 
-def _sql(statement):
-    compiled = statement.compile(dialect=DIALECT)
-    return " ".join(str(compiled).split()), compiled.params
+def test_a_window_reads_the_next_unpublished_rows_in_position_order():
+    assert window(41, 4000) == (
+        "SELECT position, aggregate_type, aggregate_id FROM pipeline_outbox "
+        "WHERE published_at IS NULL AND position > %s ORDER BY position LIMIT %s",
+        (41, 4000),
+    )
 
 
 def test_the_bucket_locks_are_tried_in_one_statement_in_the_outbox_namespace():
-    sql, params = _sql(try_locks([3, 5]))
-    assert sql == (
-        "SELECT b FROM unnest(%(buckets)s::INTEGER[]) AS b "
-        "WHERE pg_try_advisory_xact_lock(%(namespace)s::INTEGER, b)"
+    assert try_locks((3, 5)) == (
+        "SELECT b FROM unnest(%s::integer[]) AS b WHERE pg_try_advisory_xact_lock(%s, b)",
+        ([3, 5], 0x6F627800),
     )
-    assert params == {"buckets": [3, 5], "namespace": 0x6F627800}
     assert LOCK_NAMESPACE == 0x6F627800  # "obx\0": apart from the one-key migration lock
 
 
-def test_the_claimed_rows_are_read_again_unpublished_in_position_order():
-    sql, params = _sql(claim_rows([7, 9], 100))
-    assert sql.endswith(
-        "FROM pipeline_outbox WHERE pipeline_outbox.position = ANY (%(mine)s::BIGINT[]) "
-        "AND pipeline_outbox.published_at IS NULL ORDER BY pipeline_outbox.position "
-        "LIMIT %(param_1)s::INTEGER"
+def test_the_claimed_rows_are_read_again_unpublished_in_position_order_headers_as_text():
+    assert claim_rows([7, 9], 100) == (
+        "SELECT position, event_id, aggregate_type, aggregate_id, topic, payload, headers::text "
+        "FROM pipeline_outbox WHERE position = ANY(%s::bigint[]) AND published_at IS NULL "
+        "ORDER BY position LIMIT %s",
+        ([7, 9], 100),
     )
-    assert (params["mine"], params["param_1"]) == ([7, 9], 100)
 
 
-def test_the_marks_are_one_update_over_an_array_of_positions():
-    sql, params = _sql(mark_published([1, 2, 4]))
+def test_the_marks_are_one_update_over_an_array_of_positions_at_the_time_of_marking():
+    before = datetime.now(UTC)
+    sql, (published_at, positions) = mark_published((1, 2, 4))
     assert sql == (
-        "UPDATE pipeline_outbox SET published_at=%(published_at)s::TIMESTAMP WITH TIME ZONE "
-        "WHERE pipeline_outbox.position = ANY (%(positions)s::BIGINT[])"
+        "UPDATE pipeline_outbox SET published_at = %s WHERE position = ANY(%s::bigint[])"
     )
-    assert params["positions"] == [1, 2, 4]
+    assert positions == [1, 2, 4]
+    assert isinstance(published_at, datetime)
+    assert before <= published_at <= datetime.now(UTC)
