@@ -47,6 +47,7 @@ from pipeline.sagas.messages import (
 )
 from pipeline.sagas.metrics import SagaMetrics
 from pipeline.sagas.state import SagaState
+from pipeline.sagas.state_counts import SagaStateCounts, by_state
 from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
     due_saga_ids,
@@ -87,6 +88,8 @@ class SagaOrchestrator:
         self.clock = clock
         # Commands and saga events name their topics, so no route is needed.
         self.outbox = outbox or Outbox(routes={})
+        self._state_counts = SagaStateCounts()
+        self._gauged: set[tuple[str, str]] = set()  # the gauge's labels set so far
 
     # --- inputs --------------------------------------------------------------------------
 
@@ -181,12 +184,16 @@ class SagaOrchestrator:
         )
 
     def refresh_state_gauge(self, session: Session) -> dict[str, int]:
-        """Set the ``pipeline_sagas`` gauge from the database; returns the counts by state."""
-        counts: dict[str, int] = {}
-        for (name, status), count in _counts_by_name(session).items():
+        """Set the ``pipeline_sagas`` gauge from the database (reading the open sagas and the
+        ones that ended lately, see :mod:`pipeline.sagas.state_counts`); a state no saga is in
+        any more goes to 0. Returns the counts by state."""
+        counts = self._state_counts.refresh(session, self.clock())
+        for name, status in self._gauged - counts.keys():
+            self.metrics.by_state.labels(name, status).set(0)
+        for (name, status), count in counts.items():
             self.metrics.by_state.labels(name, status).set(count)
-            counts[status] = counts.get(status, 0) + count
-        return counts
+        self._gauged |= counts.keys()
+        return by_state(counts)
 
     # --- the edge ------------------------------------------------------------------------
 
@@ -245,15 +252,6 @@ class SagaOrchestrator:
                         "saga_status": state.status,
                     },
                 )
-
-
-def _counts_by_name(session: Session) -> dict[tuple[str, str], int]:
-    rows = session.execute(
-        sa.select(sagas_table.c.name, sagas_table.c.status, sa.func.count()).group_by(
-            sagas_table.c.name, sagas_table.c.status
-        )
-    ).all()
-    return {(name, status): int(count) for name, status, count in rows}
 
 
 def _apply_reply(orchestrator: SagaOrchestrator, unit: UnitOfWork, session: Session) -> None:

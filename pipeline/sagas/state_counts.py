@@ -1,0 +1,101 @@
+"""Saga instances by definition and state, counted from the database without reading every row.
+
+The ``pipeline_sagas`` gauge is refreshed every few seconds. Counting the whole table each time
+(``GROUP BY name, status``) read every saga ever started, and the table only grows: at a
+million sagas that is a scan of gigabytes of saga state every five seconds. So
+:class:`SagaStateCounts` counts:
+
+1. sagas in a live state (running, compensating, confirming, or stuck waiting for an operator)
+   afresh at each refresh, through the ``(status, updated_at)`` index: as many rows as sagas
+   are open;
+2. sagas in a terminal state (completed, compensated, resolved: they never change again) once,
+   at the first refresh, up to a cutoff a minute (``overlap``) before it; afterwards only those
+   whose ``updated_at`` is at or after the previous cutoff, each saga id counted once (the ids
+   of the last ``overlap`` are remembered for that).
+
+The overlap covers the clocks of several orchestrators and transactions that commit a while
+after their decision: a terminal transition that commits more than ``overlap`` after its
+``updated_at`` is not counted until the process restarts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import get_args
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from pipeline.sagas.state import TERMINAL, SagaStatus
+from pipeline.sagas.store import sagas_table
+
+__all__ = ["LIVE", "SagaStateCounts", "by_state"]
+
+#: The states a saga may still leave: counted afresh at every refresh.
+LIVE: tuple[str, ...] = tuple(sorted(set(get_args(SagaStatus)) - TERMINAL))
+_TERMINAL = tuple(sorted(TERMINAL))
+
+_t = sagas_table.c
+_LIVE_COUNTS = (
+    sa.select(_t.name, _t.status, sa.func.count())
+    .where(_t.status.in_(LIVE))
+    .group_by(_t.name, _t.status)
+)
+_TERMINAL_BEFORE = (
+    sa.select(_t.name, _t.status, sa.func.count())
+    .where(_t.status.in_(_TERMINAL), _t.updated_at < sa.bindparam("cutoff"))
+    .group_by(_t.name, _t.status)
+)
+_TERMINAL_SINCE = sa.select(_t.saga_id, _t.name, _t.status, _t.updated_at).where(
+    _t.status.in_(_TERMINAL), _t.updated_at >= sa.bindparam("since")
+)
+
+Key = tuple[str, str]  # (saga name, state)
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands times back without their zone; every stored time is UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class SagaStateCounts:
+    """Running counts of sagas by ``(name, state)``; see the module docstring. One per
+    process (it remembers what it counted); not thread-safe."""
+
+    def __init__(self, overlap: timedelta = timedelta(minutes=1)) -> None:
+        self._overlap = overlap
+        self._terminal: Counter[Key] | None = None  # terminal sagas counted so far
+        self._since: datetime | None = None  # the next refresh reads terminal rows from here
+        self._recent: dict[str, datetime] = {}  # terminal ids counted at or after _since
+
+    def refresh(self, connection: Connection | Session, now: datetime) -> dict[Key, int]:
+        """The counts as of now (``now``: the orchestrator's clock, as ``updated_at``)."""
+        cutoff = now - self._overlap
+        if self._terminal is None or self._since is None:
+            rows = connection.execute(_TERMINAL_BEFORE, {"cutoff": cutoff})
+            self._terminal = Counter({(name, status): int(count) for name, status, count in rows})
+            self._since = cutoff
+        for saga_id, name, status, updated_at in connection.execute(
+            _TERMINAL_SINCE, {"since": self._since}
+        ):
+            if saga_id not in self._recent:
+                self._recent[saga_id] = _utc(updated_at)
+                self._terminal[(name, status)] += 1
+        if cutoff > self._since:
+            self._since = cutoff
+            self._recent = {id_: at for id_, at in self._recent.items() if at >= cutoff}
+        counts: dict[Key, int] = dict(self._terminal)
+        for name, status, count in connection.execute(_LIVE_COUNTS):
+            counts[(name, status)] = int(count)
+        return counts
+
+
+def by_state(counts: Mapping[Key, int]) -> dict[str, int]:
+    """The counts summed over saga names."""
+    totals: dict[str, int] = {}
+    for (_, status), count in counts.items():
+        totals[status] = totals.get(status, 0) + count
+    return totals

@@ -1,0 +1,126 @@
+"""The sagas-by-state counts (SQLite): the same as counting every row, without reading every
+row at each refresh."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from pipeline.database import build_engine, migrate
+from pipeline.sagas import SagaRegistry
+from pipeline.sagas.orchestrator import SagaOrchestrator
+from pipeline.sagas.state_counts import SagaStateCounts
+from pipeline.sagas.store import sagas_table
+from pipeline.settings import DatabaseSettings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Engine:
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'sagas.db'}"))
+    migrate(engine)
+    return engine
+
+
+def put(database: Engine, saga_id: str, status: str, at: datetime, name: str = "Order") -> None:
+    """Insert the saga, or move it to ``status`` at ``at``."""
+    values = {"name": name, "status": status, "updated_at": at}
+    with database.begin() as connection:
+        moved = connection.execute(
+            sa.update(sagas_table).where(sagas_table.c.saga_id == saga_id).values(**values)
+        ).rowcount
+        if not moved:
+            connection.execute(
+                sa.insert(sagas_table).values(
+                    saga_id=saga_id, version=1, state={}, revision=1, created_at=at, **values
+                )
+            )
+
+
+def every_row(database: Engine) -> dict[tuple[str, str], int]:
+    with database.connect() as connection:
+        rows = connection.execute(
+            sa.select(sagas_table.c.name, sagas_table.c.status, sa.func.count()).group_by(
+                sagas_table.c.name, sagas_table.c.status
+            )
+        )
+        return {(name, status): count for name, status, count in rows}
+
+
+def refresh(counts: SagaStateCounts, database: Engine, now: datetime) -> dict[tuple[str, str], int]:
+    with Session(database) as session:
+        return counts.refresh(session, now)
+
+
+def test_refreshes_give_what_counting_every_row_gives_as_sagas_start_end_and_end_late(
+    database: Engine,
+) -> None:
+    counts = SagaStateCounts(overlap=timedelta(minutes=1))
+    put(database, "old-done", "completed", T0 - timedelta(hours=1))
+    put(database, "old-undone", "compensated", T0 - timedelta(hours=1), name="Refund")
+    put(database, "open", "running", T0)
+    assert refresh(counts, database, T0) == every_row(database)
+
+    now = T0 + timedelta(seconds=5)
+    put(database, "open", "completed", now)  # ends
+    put(database, "new", "running", now)  # starts
+    assert refresh(counts, database, now) == every_row(database)
+
+    # Decided 30 s ago, committed only now: inside the overlap, so still counted (once).
+    now += timedelta(seconds=5)
+    put(database, "late", "completed", now - timedelta(seconds=30))
+    assert refresh(counts, database, now) == every_row(database)
+    assert refresh(counts, database, now + timedelta(seconds=5)) == every_row(database)
+
+    now += timedelta(minutes=10)
+    put(database, "new", "compensating", now)
+    put(database, "stuck", "compensation_failed", now)
+    put(database, "stuck", "resolved", now + timedelta(seconds=1))
+    assert refresh(counts, database, now + timedelta(seconds=2)) == every_row(database)
+    assert every_row(database)[("Order", "completed")] == 3
+
+
+def test_after_the_first_refresh_ended_sagas_are_read_only_from_the_overlap_on(
+    database: Engine,
+) -> None:
+    """A terminal row written with a time before the last cutoff (which no transaction does:
+    it would have committed more than the overlap after its decision) is not read again,
+    which shows the refresh does not count the whole table."""
+    counts = SagaStateCounts(overlap=timedelta(minutes=1))
+    put(database, "a", "completed", T0)
+    refresh(counts, database, T0 + timedelta(minutes=5))
+    put(database, "hidden", "completed", T0)  # before the cutoff of T0 + 4 min
+
+    assert refresh(counts, database, T0 + timedelta(minutes=6)) == {("Order", "completed"): 1}
+    assert every_row(database) == {("Order", "completed"): 2}
+
+
+def test_the_gauge_sets_each_state_and_drops_a_state_no_saga_is_in_any_more_to_zero(
+    database: Engine,
+) -> None:
+    now = T0
+    orchestrator = SagaOrchestrator(SagaRegistry([]), clock=lambda: now)
+    put(database, "s-1", "running", T0)
+    put(database, "s-2", "running", T0)
+
+    def gauge(state: str) -> float | None:
+        return orchestrator.metrics.registry.get_sample_value(
+            "pipeline_sagas", {"saga": "Order", "state": state}
+        )
+
+    with Session(database) as session:
+        assert orchestrator.refresh_state_gauge(session) == {"running": 2}
+    assert gauge("running") == 2
+
+    now = T0 + timedelta(seconds=5)
+    put(database, "s-1", "completed", now)
+    put(database, "s-2", "completed", now)
+    with Session(database) as session:
+        assert orchestrator.refresh_state_gauge(session) == {"completed": 2}
+    assert (gauge("running"), gauge("completed")) == (0, 2)
