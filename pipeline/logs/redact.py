@@ -8,8 +8,9 @@ Pure functions over text. What is masked (the value is replaced by ``[REDACTED]`
    private key, client secret, credentials, session id... (any name that *contains* one of them,
    so ``db_password`` and ``X-Api-Key`` count too);
 3. the password in a URL's user info (``postgres://user:secret@host``);
-4. card-like numbers: 13 to 19 digits, optionally grouped by spaces or dashes, that pass the
-   Luhn check (order numbers and timestamps mostly do not, so they stay readable).
+4. card-like numbers: 13 to 19 digits, optionally grouped by spaces or dashes, standing on their
+   own (not inside a word, an id or a UUID), that pass the Luhn check (order numbers and
+   timestamps mostly do not, so they stay readable).
 
 Hand-written regular expressions: the logging libraries we know (ecs-logging, structlog) leave
 redaction to the application, and scrubbers such as Sentry's work on their own event shape.
@@ -45,8 +46,10 @@ _NAME_VALUE = re.compile(
     re.IGNORECASE,
 )
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<value>[^\s@/]+)(?=@)")
-# 13-19 digits, in groups separated by single spaces or dashes; not part of a longer number.
-_CARD = re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d])")
+# 13-19 digits, in groups separated by single spaces or dashes; not part of a longer number or
+# of a word: not next to a letter, digit, underscore or dash. (A UUID's digits between two hex
+# letters, "...-76f9-8239-02327634674d...", passed the Luhn check now and then and were masked.)
+_CARD = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-])")
 
 
 def luhn_valid(digits: str) -> bool:
