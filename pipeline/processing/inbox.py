@@ -169,7 +169,6 @@ _RECORDED_POSTGRES = (
     "CROSS JOIN LATERAL (SELECT event_id, outcome FROM pipeline_inbox "
     "WHERE consumer_group = g.name AND event_id = asked.event_id LIMIT 1) AS i"
 )
-_OUTCOMES_POSTGRES = _RECORDED_POSTGRES
 _PARKED_AMONG_POSTGRES = (
     "SELECT topic, key FROM pipeline_parked_keys WHERE consumer_group = %s "
     "AND key = ANY(ARRAY(SELECT decode(json_array_elements_text(CAST(%s AS json)), 'hex')))"
@@ -253,7 +252,7 @@ def outcomes_of(
         return {}
     if connection.dialect.name == "postgresql":
         values = (consumer_group, json.dumps(list(event_ids)))
-        rows = connection.exec_driver_sql(_OUTCOMES_POSTGRES, values)
+        rows = connection.exec_driver_sql(_RECORDED_POSTGRES, values)
     else:
         rows = connection.execute(_OUTCOMES, {"group": consumer_group, "events": list(event_ids)})
     return {event_id: outcome for event_id, outcome in rows}

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from pipeline.outbox.table import as_utc
 from pipeline.sagas.state import TERMINAL, SagaStatus
 from pipeline.sagas.store import sagas_table
 
@@ -56,33 +57,29 @@ _TERMINAL_SINCE = sa.select(_t.saga_id, _t.name, _t.status, _t.updated_at).where
 Key = tuple[str, str]  # (saga name, state)
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands times back without their zone; every stored time is UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 class SagaStateCounts:
     """Running counts of sagas by ``(name, state)``; see the module docstring. One per
     process (it remembers what it counted); not thread-safe."""
 
     def __init__(self, overlap: timedelta = timedelta(minutes=1)) -> None:
         self._overlap = overlap
-        self._terminal: Counter[Key] | None = None  # terminal sagas counted so far
-        self._since: datetime | None = None  # the next refresh reads terminal rows from here
+        self._terminal: Counter[Key] = Counter()  # terminal sagas counted so far
+        # The next refresh reads terminal rows from here; None before the first (a full count).
+        self._since: datetime | None = None
         self._recent: dict[str, datetime] = {}  # terminal ids counted at or after _since
 
     def refresh(self, connection: Connection | Session, now: datetime) -> dict[Key, int]:
         """The counts as of now (``now``: the orchestrator's clock, as ``updated_at``)."""
         cutoff = now - self._overlap
-        if self._terminal is None or self._since is None:
-            rows = connection.execute(_TERMINAL_BEFORE, {"cutoff": cutoff})
-            self._terminal = Counter({(name, status): int(count) for name, status, count in rows})
+        if self._since is None:
+            for name, status, count in connection.execute(_TERMINAL_BEFORE, {"cutoff": cutoff}):
+                self._terminal[(name, status)] = int(count)
             self._since = cutoff
         for saga_id, name, status, updated_at in connection.execute(
             _TERMINAL_SINCE, {"since": self._since}
         ):
             if saga_id not in self._recent:
-                self._recent[saga_id] = _utc(updated_at)
+                self._recent[saga_id] = as_utc(updated_at)
                 self._terminal[(name, status)] += 1
         if cutoff > self._since:
             self._since = cutoff
