@@ -291,6 +291,8 @@ def main() -> None:
         for c in cases(args.io_events, args.thread_events, args.plain_events, args.noop_events)
         if any(text in f"{c.scenario}. {c.label}" for text in args.only.split("|"))
     ]
+    if not all_cases:
+        parser.error(f"--only {args.only!r} matches no case (names such as 'B. runtime')")
     segments = args.repeat if args.rounds_in_one_run else 1
     runs = 1 if args.rounds_in_one_run else args.repeat
     with console.status("creating and filling the topics"):

@@ -347,6 +347,20 @@ class StackSettings(_Frozen):
     compose_file: Path = Path("docker-compose.yml")
 
 
+class SagaSettings(_Frozen):
+    """Saga instances (pipeline/sagas/): how long the orchestrator keeps the ones that ended."""
+
+    #: Sagas that ended (completed, compensated, resolved) are deleted this long (at least a
+    #: minute) after they ended, plus a margin of 10 minutes; ``None`` (``null`` in the
+    #: environment) keeps them forever. Sagas still running, or waiting for an operator
+    #: (compensation_failed, confirmation_failed), are never deleted. A saga id can be started
+    #: again once its row is gone: keep this above the inbox retention, which is what stops a
+    #: redelivered start (7 days by default).
+    retention_s: float | None = Field(default=30 * 24 * 3600.0, ge=60)
+    #: Ended sagas deleted per transaction (each orchestrator looks every few minutes).
+    cleanup_batch_size: int = Field(default=1_000, gt=0)
+
+
 class DemoSettings(_Frozen):
     """The failures the demo's saga participants inject (consumers/*_service.py)."""
 
@@ -371,6 +385,8 @@ class PipelineSettings(BaseSettings):
         env_file=".env",
         extra="ignore",
         frozen=True,
+        # An optional setting is unset with the value null (e.g. PIPELINE_SAGAS__RETENTION_S).
+        env_parse_none_str="null",
     )
 
     service_name: str = "pipeline"
@@ -382,6 +398,7 @@ class PipelineSettings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     logs: LogSettings = LogSettings()
     processing: ProcessingSettings = ProcessingSettings()
+    sagas: SagaSettings = SagaSettings()
     demo: DemoSettings = DemoSettings()
     # Built per PipelineSettings() (at the entry point), not at import: its home depends on
     # who runs the program.

@@ -1,8 +1,9 @@
-"""``pipeline saga list | show | retry | resolve | graph``: sagas for operators.
+"""``pipeline saga list | show | retry | resolve | prune | graph``: sagas for operators.
 
 ``list`` and ``show`` only read the database (they never create or migrate it); ``retry`` and
 ``resolve`` change one stuck saga through the orchestrator's logic, so their commands and
-events go out through the outbox like any other transition. The saga definitions come from
+events go out through the outbox like any other transition; ``prune`` deletes ended sagas past
+their retention, as the orchestrator does by itself. The saga definitions come from
 ``--registry MODULE:ATTRIBUTE`` (default: the demo's ``consumers.order_saga:registry``).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 
     from pipeline.sagas.state import SagaState
 
-app = typer.Typer(help="Sagas: list them by state, show one's timeline, retry or resolve, graph.")
+app = typer.Typer(
+    help="Sagas: list them by state, show one's timeline, retry or resolve, prune, graph."
+)
 
 DEMO_REGISTRY = "consumers.order_saga:registry"
 _STATES = sorted({"running", "compensating", "confirming", *TERMINAL, *STUCK})
@@ -219,6 +222,53 @@ def resolve(
     """Mark a stuck saga as handled by hand: it ends as resolved."""
     state = _operate(ctx, registry, saga_id, note)
     stdout_console().print(f"saga {saga_id} is {state.status}")
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    older_than_days: Annotated[
+        float | None,
+        typer.Option(
+            "--older-than-days",
+            min=0,
+            help="Delete those that ended more than this many days ago (default: the "
+            "retention, sagas.retention_s, and 10 minutes, as the orchestrators do).",
+        ),
+    ] = None,
+) -> None:
+    """Delete the sagas that ended (completed, compensated, resolved) longer ago than their
+    retention, as every orchestrator does every few minutes. Sagas still running or waiting
+    for an operator are never deleted."""
+    from pipeline.sagas.state_counts import DELETE_MARGIN
+    from pipeline.sagas.store import delete_ended_sagas
+
+    settings = _settings(ctx)
+    if older_than_days is not None:
+        age = timedelta(days=older_than_days)
+    elif settings.sagas.retention_s is not None:
+        # What the orchestrators delete: the margin lets their gauges count the sagas out first.
+        age = timedelta(seconds=settings.sagas.retention_s) + DELETE_MARGIN
+    else:
+        raise PipelineError(
+            "sagas.retention_s is null (ended sagas are kept forever): give --older-than-days"
+        )
+    cutoff = datetime.now(UTC) - age
+    with _database(ctx) as engine:
+        deleted = delete_ended_sagas(
+            engine, ended_before=cutoff, batch_size=settings.sagas.cleanup_batch_size
+        )
+    console = stdout_console()
+    if deleted:
+        table = Table(title=f"sagas deleted (ended before {_when(cutoff)} UTC)")
+        for column in ("saga", "state", "deleted"):
+            table.add_column(column, justify="right" if column == "deleted" else "left")
+        for (name, status), count in sorted(deleted.items()):
+            table.add_row(name, status, f"{count:,}")
+        console.print(table)
+    console.print(
+        f"{counted(sum(deleted.values()), 'saga')} deleted that ended before {_when(cutoff)} UTC"
+    )
 
 
 @app.command()

@@ -49,3 +49,9 @@ class SagaMetrics:
             ["saga", "step"],
             registry=self.registry,
         )
+        self.deleted = Counter(
+            "pipeline_sagas_deleted",
+            "Ended sagas deleted after their retention (sagas.retention_s).",
+            ["saga", "state"],
+            registry=self.registry,
+        )

@@ -12,6 +12,9 @@ into the outbox, in this order, so a crash anywhere leaves either all of it or n
    orchestrator itself (no scheduler), so they survive restarts and rebalances.
 4. :meth:`SagaOrchestrator.retry` and :meth:`SagaOrchestrator.resolve`: the operator's.
 
+Sagas that ended are deleted after ``sagas.retention_s`` (:meth:`SagaOrchestrator.delete_ended`,
+which the orchestrator's processor runs every few minutes).
+
 Every transition is also a ``pipeline.saga.*`` event on ``saga.events`` and a log line whose
 correlation id is the saga id.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -34,6 +37,7 @@ from pipeline.envelope import Event
 from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
 from pipeline.outbox.table import Outbox, PendingEvent
+from pipeline.plurals import counted
 from pipeline.processing.attempt import handler_log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.sagas import machine
@@ -47,15 +51,17 @@ from pipeline.sagas.messages import (
 )
 from pipeline.sagas.metrics import SagaMetrics
 from pipeline.sagas.state import SagaState
-from pipeline.sagas.state_counts import SagaStateCounts, by_state
+from pipeline.sagas.state_counts import DELETE_MARGIN, SagaStateCounts, by_state
 from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
+    delete_ended_sagas,
     due_saga_ids,
     insert_saga,
     load_saga,
     sagas_table,
     save_saga,
 )
+from pipeline.settings import PipelineSettings, SagaSettings
 from pipeline.topics.catalogue import SAGA_EVENTS, SAGA_REPLIES, saga_commands_topic
 
 __all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
@@ -82,14 +88,24 @@ class SagaOrchestrator:
         metrics: SagaMetrics | None = None,
         clock: Callable[[], datetime] = _utc_now,
         outbox: Outbox | None = None,
+        settings: SagaSettings | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics or SagaMetrics()
         self.clock = clock
         # Commands and saga events name their topics, so no route is needed.
         self.outbox = outbox or Outbox(routes={})
-        self._state_counts = SagaStateCounts()
         self._gauged: set[tuple[str, str]] = set()  # the gauge's labels set so far
+        self.use_settings(settings or SagaSettings())
+
+    def use_settings(self, settings: SagaSettings) -> None:
+        """Keep ended sagas for ``settings.retention_s`` (the gauge counts those that ended
+        within it, from its next refresh on, which counts them in full again)."""
+        self.settings = settings
+        self.retention = (
+            None if settings.retention_s is None else timedelta(seconds=settings.retention_s)
+        )
+        self._state_counts = SagaStateCounts(retention=self.retention)
 
     # --- inputs --------------------------------------------------------------------------
 
@@ -114,7 +130,10 @@ class SagaOrchestrator:
         saga_id, reply = reply_of(event)
         stored = load_saga(session, saga_id)
         if stored is None:
-            raise UnknownSaga(f"a reply for saga {saga_id}, which is not in this database")
+            raise UnknownSaga(
+                f"a reply for saga {saga_id}, which is not in this database (an ended saga is "
+                "deleted after sagas.retention_s)"
+            )
         state = stored.state
         definition = self.registry.get(state.name, state.version)
         decision = machine.on_reply(definition, state, reply, self.clock())
@@ -182,6 +201,22 @@ class SagaOrchestrator:
             saga_id,
             lambda definition, state, now: machine.resolve(definition, state, now, note),
         )
+
+    def delete_ended(self, database: Engine) -> int:
+        """Delete the sagas that ended more than the retention (and
+        :data:`~pipeline.sagas.state_counts.DELETE_MARGIN`, so that every orchestrator's gauge
+        has let them go first) ago, by this orchestrator's clock, in batches; counted in
+        ``pipeline_sagas_deleted_total``. Returns how many; none without a retention."""
+        if self.retention is None:
+            return 0
+        deleted = delete_ended_sagas(
+            database,
+            ended_before=self.clock() - self.retention - DELETE_MARGIN,
+            batch_size=self.settings.cleanup_batch_size,
+        )
+        for (name, status), count in deleted.items():
+            self.metrics.deleted.labels(name, status).inc(count)
+        return sum(deleted.values())
 
     def refresh_state_gauge(self, session: Session) -> dict[str, int]:
         """Set the ``pipeline_sagas`` gauge from the database (reading the open sagas and the
@@ -269,12 +304,16 @@ def orchestrator_processor(
     name: str = "saga-orchestrator",
     deadline_every_s: float = 0.2,
     state_gauge_every_s: float = 5.0,
+    cleanup_every_s: float = 300.0,
+    settings: SagaSettings | None = None,
 ) -> Processor:
     """The processor of ``saga.replies`` for ``orchestrator``: replies applied through the
     runtime's group commit (inbox, ordered per saga id; the replies of many sagas, each applied
     on its own, commit in one transaction), the deadlines fired every ``deadline_every_s``
-    seconds, the sagas-by-state gauge counted every ``state_gauge_every_s``; the orchestrator's
-    metrics are served with the processor's (``--metrics-port``).
+    seconds, the sagas-by-state gauge counted every ``state_gauge_every_s``, the sagas that
+    ended more than ``settings.retention_s`` ago deleted every ``cleanup_every_s`` (``settings``:
+    ``PipelineSettings().sagas``, read when the processor starts, unless given here); the
+    orchestrator's metrics are served with the processor's (``--metrics-port``).
 
     Run it with ``pipeline process MODULE:NAME`` where the module builds it; several instances
     share the replies by partition (one consumer group) and the deadlines by row lock.
@@ -297,6 +336,24 @@ def orchestrator_processor(
     def fire_deadlines(database: Engine) -> None:
         while orchestrator.fire_due(database) > 0:
             pass
+
+    if settings is not None:
+        orchestrator.use_settings(settings)
+    else:
+
+        @processor.on_start
+        def read_saga_settings(database: Engine) -> None:
+            orchestrator.use_settings(PipelineSettings().sagas)
+
+    @processor.every(cleanup_every_s)
+    def delete_old_sagas(database: Engine) -> None:
+        deleted = orchestrator.delete_ended(database)
+        if deleted:
+            logger.info(
+                "deleted %s that ended more than %s ago",
+                counted(deleted, "saga"),
+                orchestrator.retention,
+            )
 
     @processor.every(state_gauge_every_s)
     def count_sagas(database: Engine) -> None:

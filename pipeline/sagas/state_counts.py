@@ -15,7 +15,14 @@ million sagas that is a scan of gigabytes of saga state every five seconds. So
 
 The overlap covers the clocks of several orchestrators and transactions that commit a while
 after their decision: a terminal transition that commits more than ``overlap`` after its
-``updated_at`` is not counted until the process restarts.
+``updated_at`` is not counted until the next full count.
+
+With a retention (``sagas.retention_s``: ended sagas are deleted that long after they ended),
+the terminal states count the sagas that ended within it: at each refresh the ones that have
+just aged out of it are read (a range of the index, as many rows as ended in the time since the
+previous refresh) and taken off. Ended sagas are deleted only a margin later
+(:data:`DELETE_MARGIN`), so every orchestrator has seen them leave before they go, whichever
+orchestrator deletes them.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from pipeline.outbox.table import as_utc
 from pipeline.sagas.state import TERMINAL, SagaStatus
 from pipeline.sagas.store import sagas_table
 
-__all__ = ["LIVE", "SagaStateCounts", "by_state"]
+__all__ = ["DELETE_MARGIN", "LIVE", "SagaStateCounts", "by_state"]
 
 #: The states a saga may still leave: counted afresh at every refresh.
 LIVE: tuple[str, ...] = tuple(sorted(set(get_args(SagaStatus)) - TERMINAL))
@@ -50,6 +57,18 @@ _TERMINAL_BEFORE = (
     .where(_t.status.in_(_TERMINAL), _t.updated_at < sa.bindparam("cutoff"))
     .group_by(_t.name, _t.status)
 )
+_TERMINAL_BETWEEN = (
+    sa.select(_t.name, _t.status, sa.func.count())
+    .where(
+        _t.status.in_(_TERMINAL),
+        _t.updated_at >= sa.bindparam("start"),
+        _t.updated_at < sa.bindparam("end"),
+    )
+    .group_by(_t.name, _t.status)
+)
+#: Ended sagas are deleted this long after they left the counts' retention window (longer
+#: than any refresh interval and the clock differences of several orchestrators).
+DELETE_MARGIN = timedelta(minutes=10)
 _TERMINAL_SINCE = sa.select(_t.saga_id, _t.name, _t.status, _t.updated_at).where(
     _t.status.in_(_TERMINAL), _t.updated_at >= sa.bindparam("since")
 )
@@ -61,20 +80,31 @@ class SagaStateCounts:
     """Running counts of sagas by ``(name, state)``; see the module docstring. One per
     process (it remembers what it counted); not thread-safe."""
 
-    def __init__(self, overlap: timedelta = timedelta(minutes=1)) -> None:
+    def __init__(
+        self, overlap: timedelta = timedelta(minutes=1), retention: timedelta | None = None
+    ) -> None:
         self._overlap = overlap
+        self._retention = retention
         self._terminal: Counter[Key] = Counter()  # terminal sagas counted so far
         # The next refresh reads terminal rows from here; None before the first (a full count).
         self._since: datetime | None = None
         self._recent: dict[str, datetime] = {}  # terminal ids counted at or after _since
+        self._window_start: datetime | None = None  # with a retention: older ones are off
 
     def refresh(self, connection: Connection | Session, now: datetime) -> dict[Key, int]:
         """The counts as of now (``now``: the orchestrator's clock, as ``updated_at``)."""
         cutoff = now - self._overlap
+        start = None if self._retention is None else now - self._retention
         if self._since is None:
-            for name, status, count in connection.execute(_TERMINAL_BEFORE, {"cutoff": cutoff}):
+            rows = (
+                connection.execute(_TERMINAL_BEFORE, {"cutoff": cutoff})
+                if start is None
+                else connection.execute(_TERMINAL_BETWEEN, {"start": start, "end": cutoff})
+            )
+            for name, status, count in rows:
                 self._terminal[(name, status)] = int(count)
             self._since = cutoff
+            self._window_start = start
         for saga_id, name, status, updated_at in connection.execute(
             _TERMINAL_SINCE, {"since": self._since}
         ):
@@ -84,7 +114,13 @@ class SagaStateCounts:
         if cutoff > self._since:
             self._since = cutoff
             self._recent = {id_: at for id_, at in self._recent.items() if at >= cutoff}
-        counts: dict[Key, int] = dict(self._terminal)
+        if start is not None and self._window_start is not None and start > self._window_start:
+            window = {"start": self._window_start, "end": start}
+            for name, status, count in connection.execute(_TERMINAL_BETWEEN, window):
+                key = (name, status)
+                self._terminal[key] = max(0, self._terminal[key] - int(count))
+            self._window_start = start
+        counts: dict[Key, int] = {key: n for key, n in self._terminal.items() if n}
         for name, status, count in connection.execute(_LIVE_COUNTS):
             counts[(name, status)] = int(count)
         return counts

@@ -10,13 +10,14 @@ new state. The participants' log of handled commands (``pipeline_saga_steps``) i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from pipeline.database import metadata
@@ -30,6 +31,7 @@ __all__ = [
     "SagaRow",
     "StoredSaga",
     "count_by_status",
+    "delete_ended_sagas",
     "due_saga_ids",
     "insert_saga",
     "list_sagas",
@@ -182,6 +184,40 @@ def due_saga_ids(session: Session | Connection, now: datetime, limit: int) -> li
         .limit(limit)
     )
     return list(session.execute(query).scalars())
+
+
+_ENDED = sorted(TERMINAL)
+_ENDED_BEFORE = (
+    sa.select(sagas_table.c.saga_id, sagas_table.c.name, sagas_table.c.status)
+    .where(sagas_table.c.status.in_(_ENDED), sagas_table.c.updated_at < sa.bindparam("p_before"))
+    .limit(sa.bindparam("p_limit"))
+)
+# The status again: only a saga that ended is ever deleted, whatever happened since the read.
+_DELETE_ENDED = sa.delete(sagas_table).where(
+    sagas_table.c.saga_id.in_(sa.bindparam("p_ids", expanding=True)),
+    sagas_table.c.status.in_(_ENDED),
+)
+
+
+def delete_ended_sagas(
+    engine: Engine, *, ended_before: datetime, batch_size: int = 1_000
+) -> Counter[tuple[str, str]]:
+    """Delete the sagas that ended (completed, compensated, resolved) before ``ended_before``,
+    ``batch_size`` per transaction (short locks: orchestrators writing meanwhile are never held
+    up for long); returns how many were deleted by ``(name, status)``. Open sagas and sagas
+    waiting for an operator are never deleted; an ended saga never changes again, so several
+    orchestrators deleting at once at worst read the same rows and delete them once."""
+    deleted: Counter[tuple[str, str]] = Counter()
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(
+                _ENDED_BEFORE, {"p_before": ended_before, "p_limit": batch_size}
+            ).all()
+            if rows:
+                connection.execute(_DELETE_ENDED, {"p_ids": [row.saga_id for row in rows]})
+                deleted.update((row.name, row.status) for row in rows)
+        if len(rows) < batch_size:
+            return deleted
 
 
 @dataclass(frozen=True)

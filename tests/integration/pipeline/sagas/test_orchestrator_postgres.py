@@ -1,10 +1,11 @@
 """The orchestrator's SQL on a real PostgreSQL: deadlines fired once by concurrent
 orchestrators, a stale save refused, a start that rolls back with its caller, a second start
-of one saga id refused."""
+of one saga id refused, ended sagas deleted after their retention."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,8 +17,14 @@ from pipeline.database import build_engine, migrate
 from pipeline.outbox.table import outbox_table
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.orchestrator import SagaOrchestrator
-from pipeline.sagas.store import ConcurrentSagaUpdate, SagaExists, load_saga, save_saga
-from pipeline.settings import DatabaseSettings
+from pipeline.sagas.store import (
+    ConcurrentSagaUpdate,
+    SagaExists,
+    load_saga,
+    sagas_table,
+    save_saga,
+)
+from pipeline.settings import DatabaseSettings, SagaSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -127,3 +134,28 @@ def test_a_second_start_of_one_saga_id_is_refused_and_changes_nothing(database):
         again = load_saga(session, "s-twice")
     assert again == first
     assert _commands(database, "s-twice") == ["Do"]
+
+
+def test_ended_sagas_past_the_retention_are_deleted_and_the_others_kept(database):
+    now = datetime.now(UTC)
+    clock = lambda: now  # noqa: E731
+    prefix = f"retention-{uuid.uuid4().hex[:8]}"
+    settings = SagaSettings(retention_s=30 * 24 * 3600, cleanup_batch_size=1)
+    orchestrator = SagaOrchestrator(REGISTRY, clock=clock, settings=settings)
+    for n in range(3):
+        _start(database, f"{prefix}-{n}", clock)
+    with database.begin() as connection:  # two ended long ago, one still running
+        connection.execute(
+            sa.update(sagas_table)
+            .where(sagas_table.c.saga_id.in_([f"{prefix}-0", f"{prefix}-1"]))
+            .values(status="completed", updated_at=now - timedelta(days=40))
+        )
+
+    assert orchestrator.delete_ended(database) >= 2
+    with database.connect() as connection:
+        left = connection.execute(
+            sa.select(sagas_table.c.saga_id, sagas_table.c.status).where(
+                sagas_table.c.saga_id.like(f"{prefix}-%")
+            )
+        ).all()
+    assert [tuple(row) for row in left] == [(f"{prefix}-2", "running")]

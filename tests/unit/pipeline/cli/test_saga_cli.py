@@ -143,6 +143,29 @@ def test_an_unknown_state_and_an_unknown_saga_are_one_line_errors(database):
     assert "no saga nope" in str(missing.exception)
 
 
+def test_prune_deletes_the_ended_sagas_and_keeps_a_stuck_one(database):
+    kept = pipeline(database, "saga", "prune", "--older-than-days", "36500")
+    assert kept.exit_code == 0, kept.output
+    assert "0 sagas deleted that ended before" in kept.output
+
+    result = pipeline(database, "saga", "prune", "--older-than-days", "0")
+    assert result.exit_code == 0, result.output
+    assert "1 saga deleted that ended before" in result.output
+    listed = pipeline(database, "saga", "list")
+    assert "saga-even" not in listed.output
+    assert "1 saga in all: compensation_failed 1" in listed.output
+
+
+def test_prune_without_a_retention_asks_for_an_age(database):
+    result = CliRunner().invoke(
+        app,
+        ["saga", "prune"],
+        env={"PIPELINE_DATABASE__URL": database, "PIPELINE_SAGAS__RETENTION_S": "null"},
+    )
+    assert result.exit_code != 0
+    assert "give --older-than-days" in str(result.exception)
+
+
 def test_graph_prints_mermaid():
     result = CliRunner().invoke(app, ["saga", "graph", "Demo", "--registry", REGISTRY_SPEC])
     assert result.exit_code == 0, result.output

@@ -1,5 +1,6 @@
 """The sagas-by-state counts (SQLite): the same as counting every row, without reading every
-row at each refresh."""
+row at each refresh; and the deletion of ended sagas past their retention, which the counts
+follow."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from pipeline.database import build_engine, migrate
 from pipeline.sagas import SagaRegistry
-from pipeline.sagas.orchestrator import SagaOrchestrator
+from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.state_counts import SagaStateCounts
-from pipeline.sagas.store import sagas_table
-from pipeline.settings import DatabaseSettings
+from pipeline.sagas.store import delete_ended_sagas, sagas_table
+from pipeline.settings import DatabaseSettings, SagaSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -124,3 +125,112 @@ def test_the_gauge_sets_each_state_and_drops_a_state_no_saga_is_in_any_more_to_z
     with Session(database) as session:
         assert orchestrator.refresh_state_gauge(session) == {"completed": 2}
     assert (gauge("running"), gauge("completed")) == (0, 2)
+
+
+def test_only_sagas_that_ended_before_the_cutoff_are_deleted_batch_by_batch(
+    database: Engine,
+) -> None:
+    old = T0 - timedelta(days=31)
+    for n in range(5):
+        put(database, f"done-{n}", "completed", old)
+    put(database, "undone", "compensated", old, name="Refund")
+    put(database, "by-hand", "resolved", old)
+    put(database, "still-running", "running", old)
+    put(database, "stuck", "compensation_failed", old)
+    put(database, "stuck-confirm", "confirmation_failed", old)
+    put(database, "recent", "completed", T0 - timedelta(days=29))
+
+    deleted = delete_ended_sagas(database, ended_before=T0 - timedelta(days=30), batch_size=2)
+
+    assert deleted == {
+        ("Order", "completed"): 5,
+        ("Refund", "compensated"): 1,
+        ("Order", "resolved"): 1,
+    }
+    assert every_row(database) == {
+        ("Order", "running"): 1,
+        ("Order", "compensation_failed"): 1,
+        ("Order", "confirmation_failed"): 1,
+        ("Order", "completed"): 1,
+    }
+    assert delete_ended_sagas(database, ended_before=T0 - timedelta(days=30)) == {}
+
+
+def ended_within(database: Engine, start: datetime) -> dict[tuple[str, str], int]:
+    """What the counts give with a retention: open sagas, and those that ended since ``start``."""
+    with database.connect() as connection:
+        rows = connection.execute(
+            sa.select(sagas_table.c.name, sagas_table.c.status, sa.func.count())
+            .where(
+                sa.or_(
+                    sagas_table.c.status.not_in(["completed", "compensated", "resolved"]),
+                    sagas_table.c.updated_at >= start,
+                )
+            )
+            .group_by(sagas_table.c.name, sagas_table.c.status)
+        )
+        return {(name, status): count for name, status, count in rows}
+
+
+def test_with_a_retention_ended_sagas_count_while_they_are_within_it(database: Engine) -> None:
+    day = timedelta(days=1)
+    counts = SagaStateCounts(overlap=timedelta(minutes=1), retention=day)
+    put(database, "long-ago", "completed", T0 - 2 * day)
+    put(database, "nearly-out", "completed", T0 - day + timedelta(minutes=5))
+    put(database, "lately", "compensated", T0 - timedelta(hours=1))
+    put(database, "open", "running", T0)
+    assert refresh(counts, database, T0) == ended_within(database, T0 - day)
+    assert refresh(counts, database, T0)[("Order", "completed")] == 1
+
+    now = T0 + timedelta(minutes=10)  # nearly-out leaves the window; open ends
+    put(database, "open", "completed", now)
+    assert refresh(counts, database, now) == ended_within(database, now - day)
+    assert refresh(counts, database, now)[("Order", "completed")] == 1
+
+    now += day + timedelta(seconds=1)  # every one of them is out now
+    assert refresh(counts, database, now) == {} == ended_within(database, now - day)
+
+
+def test_the_gauge_follows_deletions_made_by_another_orchestrator(database: Engine) -> None:
+    now = T0
+    settings = SagaSettings(retention_s=24 * 3600, cleanup_batch_size=1)
+    here = SagaOrchestrator(SagaRegistry([]), clock=lambda: now, settings=settings)
+    elsewhere = SagaOrchestrator(SagaRegistry([]), clock=lambda: now, settings=settings)
+    put(database, "a", "completed", T0 - timedelta(hours=23, minutes=55))
+    put(database, "b", "completed", T0 - timedelta(hours=1))
+    put(database, "c", "completed", T0 - timedelta(minutes=50))
+    with Session(database) as session:
+        assert here.refresh_state_gauge(session) == {"completed": 3}
+
+    now = T0 + timedelta(minutes=10)  # a is out of the retention, deleted after the margin
+    assert elsewhere.delete_ended(database) == 0
+    with Session(database) as session:
+        assert here.refresh_state_gauge(session) == {"completed": 2}
+
+    now = T0 + timedelta(minutes=16)
+    assert elsewhere.delete_ended(database) == 1
+    with Session(database) as session:
+        assert here.refresh_state_gauge(session) == {"completed": 2}
+    assert every_row(database) == {("Order", "completed"): 2}
+    deleted = elsewhere.metrics.registry.get_sample_value(
+        "pipeline_sagas_deleted_total", {"saga": "Order", "state": "completed"}
+    )
+    assert deleted == 1
+
+
+def test_the_orchestrators_cleanup_task_uses_the_retention_and_none_keeps_every_saga(
+    database: Engine,
+) -> None:
+    now = datetime.now(UTC)
+    put(database, "ended-long-ago", "completed", now - timedelta(hours=3))
+    put(database, "ended-lately", "compensated", now - timedelta(minutes=65))  # in the margin
+
+    def cleanup(settings: SagaSettings) -> None:
+        processor = orchestrator_processor(SagaOrchestrator(SagaRegistry([])), settings=settings)
+        (task,) = [t for t in processor.periodic_tasks if t.name.endswith("delete_old_sagas")]
+        task.run(database)
+
+    cleanup(SagaSettings(retention_s=None))
+    assert sum(every_row(database).values()) == 2
+    cleanup(SagaSettings(retention_s=3600))
+    assert every_row(database) == {("Order", "compensated"): 1}
