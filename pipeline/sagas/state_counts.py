@@ -15,7 +15,7 @@ million sagas that is a scan of gigabytes of saga state every five seconds. So
 
 The overlap covers the clocks of several orchestrators and transactions that commit a while
 after their decision: a terminal transition that commits more than ``overlap`` after its
-``updated_at`` is not counted until the next full count.
+``updated_at`` is not counted until the orchestrator restarts.
 
 With a retention (``sagas.retention_s``: ended sagas are deleted that long after they ended),
 the terminal states count the sagas that ended within it: at each refresh the ones that have
