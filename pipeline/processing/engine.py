@@ -72,6 +72,7 @@ from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
+from pipeline.processing.sqlite_loop_inbox import SqliteLoopInbox, sqlite_file_of
 from pipeline.settings import ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
@@ -151,8 +152,20 @@ class ProcessingEngine:
         )
         self._look_ups: group_commit.Grouper[tuple[str, str, bytes | None], group_commit.Seen]
         self._claims: group_commit.Grouper[UnitOfWork, AttemptResult]
-        self._loop_inbox: LoopInbox | None = None
-        if self._grouped and settings.inbox and is_postgres(database):
+        self._loop_inbox: LoopInbox | SqliteLoopInbox | None = None
+        sqlite_file = sqlite_file_of(database)
+        if self._grouped and settings.inbox and sqlite_file is not None:
+            # SQLite: the same on the loop's own connection, which never waits for a lock
+            # (a claim that would wait is committed from a thread): sqlite_loop_inbox.
+            self._loop_inbox = SqliteLoopInbox(
+                sqlite_file,
+                consumer_group=self.consumer_group,
+                park_keys=self._park,
+                commit_in_thread=lambda units: self._in_thread(partial(commit, units)),
+            )
+            self._look_ups = group_commit.Grouper.awaiting(self._loop_inbox.look_up)
+            self._claims = group_commit.Grouper.awaiting(self._loop_inbox.claim)
+        elif self._grouped and settings.inbox and is_postgres(database):
             # The look-ups and the claims of groups that wrote nothing else on the loop's own
             # connections: no worker thread waiting for the interpreter (loop_inbox).
             self._loop_inbox = LoopInbox(

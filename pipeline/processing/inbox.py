@@ -58,6 +58,7 @@ __all__ = [
     "parked_key",
     "parked_keys_table",
     "purge_inbox",
+    "recorded_at_value",
     "seen_and_parked",
     "seen_and_parked_of",
     "seen_and_parked_statement",
@@ -189,9 +190,13 @@ _SEEN_AND_PARKED = {
 
 
 def _recorded_at(connection: Connection, moment: datetime) -> object:
+    return recorded_at_value(connection.dialect.name, moment)
+
+
+def recorded_at_value(dialect: str, moment: datetime) -> object:
     """A time as the driver's own SQL takes it: SQLite's the text SQLAlchemy stores for a
     DateTime (UTC, no offset), so rows written either way compare alike."""
-    if connection.dialect.name == "sqlite":
+    if dialect == "sqlite":
         return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
     return moment
 
