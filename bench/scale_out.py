@@ -55,6 +55,7 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 from consumer_groups import stable_members
+from effect_rows import tables as effect_tables
 from latency_baselines import create_topics, delete_topics
 from paced_load import row, with_ratios, write_results
 from sagas import (
@@ -70,10 +71,11 @@ from topic_namespace import service_environment
 from topic_namespace import topic as namespaced
 
 from pipeline.cli.demo_sagas import SAGA_SERVICES
+from pipeline.database import build_engine
 from pipeline.envelope import Event
 from pipeline.kafka.clients import build_admin
 from pipeline.kafka.producer import EventProducer, build_event_producer
-from pipeline.settings import PipelineSettings
+from pipeline.settings import DatabaseSettings, PipelineSettings
 from pipeline.stack.manager import StackManager
 from pipeline.stack.postgres_node import create_database, database_url, drop_database
 from pipeline.topics.catalogue import REQUESTS_ORDERS
@@ -510,6 +512,11 @@ def main() -> None:
     for database in databases.values():
         create_database(settings.stack, database)
     urls = {s: database_url(settings.stack, d, with_password=True) for s, d in databases.items()}
+    # The effects table before the processes start: their start hooks creating it at once
+    # raced on PostgreSQL's catalogue (a duplicate pg_type row ended one of them).
+    effects_engine = build_engine(DatabaseSettings(url=urls["processing"]), pool_size=1)
+    effect_tables.create_all(effects_engine)
+    effects_engine.dispose()
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     load_before = os.getloadavg()[0]
     create_topics(settings, [f"bench.scale-{run}.service-logs"], 1)
