@@ -83,7 +83,11 @@ class SqliteLoopInbox:
         if self._connection is None:
             # timeout=0: a lock held elsewhere is an error at once, never a wait on the loop.
             # isolation_level=None: each statement commits by itself unless BEGIN says so.
-            connection = sqlite3.connect(self._path, timeout=0, isolation_level=None)
+            # check_same_thread=False: a test harness may run the engine's loop on another
+            # thread than the one that first used it (one statement at a time either way).
+            connection = sqlite3.connect(
+                self._path, timeout=0, isolation_level=None, check_same_thread=False
+            )
             connection.execute("PRAGMA synchronous=NORMAL")  # as the engine's connections
             self._connection = connection
         return self._connection
