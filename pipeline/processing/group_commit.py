@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -182,6 +182,39 @@ def look_up(
             event_ids={item[0] for item in items},
             keys=keys,
         )
+    return seen_of(items, outcomes, parked)
+
+
+class LookUp(NamedTuple):
+    """A group's look-up as the driver's SQL, for the loop inboxes that run it themselves
+    (:mod:`pipeline.processing.loop_inbox`, :mod:`pipeline.processing.sqlite_loop_inbox`)."""
+
+    statement: str
+    values: tuple[object, ...]
+    keys: set[tuple[str, bytes]]  # the (topic, key) pairs whose park it checks
+
+
+def look_up_statement(
+    dialect: str,
+    items: Sequence[tuple[str, str, bytes | None]],
+    *,
+    consumer_group: str,
+    park_keys: bool,
+) -> LookUp:
+    """:func:`look_up`'s statement for ``items`` (``dialect``: ``postgresql`` or ``sqlite``);
+    its rows go to :func:`seen_in_rows`."""
+    keys = look_up_keys(items, park_keys)
+    statement, values = inbox.seen_and_parked_statement(
+        dialect, consumer_group=consumer_group, event_ids={item[0] for item in items}, keys=keys
+    )
+    return LookUp(statement, values, keys)
+
+
+def seen_in_rows(
+    items: Sequence[tuple[str, str, bytes | None]], rows: Iterable[Sequence[Any]], look: LookUp
+) -> list[Seen]:
+    """:func:`look_up`'s answer for each item, from the rows of ``look``'s statement."""
+    outcomes, parked = inbox.seen_and_parked_of(rows, look.keys)
     return seen_of(items, outcomes, parked)
 
 

@@ -35,8 +35,8 @@ from pipeline.processing.group_commit import (
     Seen,
     claimed_outcomes,
     inbox_entries,
-    look_up_keys,
-    seen_of,
+    look_up_statement,
+    seen_in_rows,
 )
 from pipeline.processing.processor import UnitOfWork
 
@@ -94,16 +94,10 @@ class SqliteLoopInbox:
 
     async def look_up(self, items: list[tuple[str, str, bytes | None]]) -> list[Seen]:
         """As :func:`~pipeline.processing.group_commit.look_up`."""
-        keys = look_up_keys(items, self._park_keys)
-        statement, values = inbox.seen_and_parked_statement(
-            "sqlite",
-            consumer_group=self._consumer_group,
-            event_ids={item[0] for item in items},
-            keys=keys,
+        look = look_up_statement(
+            "sqlite", items, consumer_group=self._consumer_group, park_keys=self._park_keys
         )
-        rows = self._connect().execute(statement, values).fetchall()
-        outcomes, parked = inbox.seen_and_parked_of(rows, keys)
-        return seen_of(items, outcomes, parked)
+        return seen_in_rows(items, self._connect().execute(look.statement, look.values), look)
 
     async def claim(self, units: list[UnitOfWork]) -> list[AttemptResult]:
         """Record the events of ``units`` (none of which wrote anything else): ``processed``

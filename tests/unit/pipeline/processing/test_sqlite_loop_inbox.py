@@ -12,78 +12,35 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from pipeline.database import build_engine
-from pipeline.envelope import Event, encode
-from pipeline.processing import UnitOfWork, inbox
-from pipeline.processing.attempt import AttemptResult
-from pipeline.processing.group_commit import Seen, commit, look_up
-from pipeline.processing.records import Record
+from pipeline.processing import UnitOfWork
 from pipeline.processing.sqlite_loop_inbox import SqliteLoopInbox, sqlite_file_of
 from pipeline.settings import DatabaseSettings
-
-GROUP = "sqlite-loop-inbox-tests"
-TOPIC = "requests.orders"
-
-
-def unit_of(n: int, offset: int) -> UnitOfWork:
-    event = Event(source="/tests", type="Placed", partitionkey=f"k{n}", data={"n": n})
-    message = encode(event)
-    record = Record(TOPIC, 0, offset, message.key, message.value, list(message.headers), None)
-    return UnitOfWork(_session=None, event=event, record=record, consumer_group=GROUP)
+from tests.support.loop_inboxes import (
+    GROUP,
+    assert_claims_then_look_ups_answer_as_the_thread_path,
+    recorded,
+    thread_path,
+    unit_of,
+)
 
 
 def loop_inbox(database: Engine, fallbacks: list[list[UnitOfWork]]) -> SqliteLoopInbox:
     """A loop inbox on ``database``'s file whose thread path commits to ``database``, noting
     each group it gets in ``fallbacks``."""
-
-    async def commit_in_thread(units: list[UnitOfWork]) -> list[AttemptResult]:
-        fallbacks.append(units)
-        return await asyncio.to_thread(
-            commit, database, units, consumer_group=GROUP, use_inbox=True
-        )
-
     path = sqlite_file_of(database)
     assert path is not None
     return SqliteLoopInbox(
-        path, consumer_group=GROUP, park_keys=True, commit_in_thread=commit_in_thread
+        path,
+        consumer_group=GROUP,
+        park_keys=True,
+        commit_in_thread=thread_path(database, fallbacks),
     )
 
 
-def recorded(database: Engine, units: list[UnitOfWork]) -> dict[str, str]:
-    with database.connect() as connection:
-        return inbox.outcomes_of(
-            connection, consumer_group=GROUP, event_ids=[u.event.id for u in units]
-        )
-
-
 def test_claims_then_look_ups_answer_as_the_thread_path(database: Engine) -> None:
-    units = [unit_of(n, n) for n in range(4)]
-    with database.begin() as connection:
-        inbox.park_key(
-            connection, consumer_group=GROUP, topic=TOPIC, key=b"k3", event_id="x", reason="r"
-        )
-    items = [(u.event.id, TOPIC, u.record.key) for u in units] + [("unknown", TOPIC, b"k9")]
-    fallbacks: list[list[UnitOfWork]] = []
-
-    async def scenario() -> tuple[list[str], list[str], list[Seen]]:
-        store = loop_inbox(database, fallbacks)
-        try:
-            first = await store.claim(units[:2])
-            second = await store.claim([units[1], units[2], units[2]])
-            seen = await store.look_up(items)
-        finally:
-            await store.close()
-        return [r.kind for r in first], [r.kind for r in second], seen
-
-    first, second, seen = asyncio.run(scenario())
-
-    assert first == ["processed", "processed"]
-    # units[1] was claimed before; the second units[2] of one group is a copy of the first
-    assert second == ["duplicate", "processed", "duplicate"]
-    assert seen == look_up(database, items, consumer_group=GROUP, park_keys=True)
-    assert [s.outcome for s in seen] == ["processed", "processed", "processed", None, None]
-    assert [s.parked for s in seen] == [False, False, False, True, False]
-    assert fallbacks == []
-    assert recorded(database, units[:3]) == {u.event.id: "processed" for u in units[:3]}
+    assert_claims_then_look_ups_answer_as_the_thread_path(
+        database, lambda fallbacks: loop_inbox(database, fallbacks)
+    )
 
 
 def test_a_claim_that_would_wait_for_a_lock_goes_to_the_thread_path_at_once(
