@@ -11,22 +11,36 @@ from pipeline.envelope.errors import EnvelopeError
 __all__ = ["format_time", "now_text", "parse_time"]
 
 
-_UTC_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
+_UTC_SECOND_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d."
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The text up to the fraction of the last few seconds written, by seconds since the epoch
+# (events made together share their second). Cleared, not trimmed, when full: a miss only
+# writes the text again, so threads sharing it need no lock.
+_SECOND_TEXTS: dict[int, str] = {}
+_SECOND_TEXTS_KEPT = 16
 
 
 def format_time(value: datetime) -> str:
     """``value`` as RFC 3339 in UTC, with microseconds and ``Z``."""
     if value.tzinfo is UTC:  # every event's time (the model converts it): no conversion to make
-        # The text isoformat writes, at half its cost (no keyword to parse, no offset to ask).
-        return _UTC_TEXT % (
-            value.year,
-            value.month,
-            value.day,
-            value.hour,
-            value.minute,
-            value.second,
-            value.microsecond,
-        )
+        # The text isoformat writes, at half the cost of formatting all seven fields (about a
+        # fifth of encoding an event was this): a subtraction finds the second, whose text is
+        # most often written already, and only the microseconds are formatted.
+        since = value - _EPOCH
+        second = since.days * 86_400 + since.seconds
+        text = _SECOND_TEXTS.get(second)
+        if text is None:
+            if len(_SECOND_TEXTS) >= _SECOND_TEXTS_KEPT:
+                _SECOND_TEXTS.clear()
+            text = _SECOND_TEXTS[second] = _UTC_SECOND_TEXT % (
+                value.year,
+                value.month,
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+            )
+        return f"{text}{value.microsecond:06d}Z"
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 

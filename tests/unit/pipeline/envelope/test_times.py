@@ -39,6 +39,18 @@ def test_format_time_edges(value, text):
     assert format_time(value) == text
 
 
+def test_format_time_of_runs_of_times_in_many_seconds_as_isoformat_writes_them():
+    """Times close together (the seconds' texts are reused) over more seconds than are kept,
+    back and forth across second, day and year boundaries, and before the epoch."""
+    for start in (
+        datetime(2026, 12, 31, 23, 59, 50, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 55, tzinfo=UTC),
+    ):
+        values = [start + timedelta(microseconds=n * 333_331) for n in range(200)]
+        for value in values + values[::-1]:
+            assert format_time(value) == _reference(value)
+
+
 def test_now_text_is_format_time_of_the_current_time(monkeypatch):
     before = datetime.now(UTC)
     text = now_text()
