@@ -97,37 +97,38 @@ def encoded_parts(event: Event) -> tuple[bytes | None, bytes | None, list[tuple[
     costs a sixth of the rest, for a producer that hands the parts on at once)."""
     # Built header by header rather than from a list of every attribute filtered afterwards:
     # the same headers in the same order, at half the cost (this runs once per event sent).
+    # str.encode() without its argument is UTF-8, and skips parsing one.
     headers = [
-        ("ce_id", event.id.encode("utf-8")),
-        ("ce_source", event.source.encode("utf-8")),
-        ("ce_type", event.type.encode("utf-8")),
-        ("ce_specversion", event.specversion.encode("utf-8")),
+        ("ce_id", event.id.encode()),
+        ("ce_source", event.source.encode()),
+        ("ce_type", event.type.encode()),
+        ("ce_specversion", event.specversion.encode()),
     ]
     if event.time is not None:
-        headers.append(("ce_time", format_time(event.time).encode("utf-8")))
+        headers.append(("ce_time", format_time(event.time).encode()))
     if event.subject is not None:
-        headers.append(("ce_subject", event.subject.encode("utf-8")))
+        headers.append(("ce_subject", event.subject.encode()))
     key = None
     if event.partitionkey is not None:
-        key = event.partitionkey.encode("utf-8")
+        key = event.partitionkey.encode()
         headers.append(("ce_partitionkey", key))
     if event.traceparent is not None:
-        headers.append(("ce_traceparent", event.traceparent.encode("utf-8")))
+        headers.append(("ce_traceparent", event.traceparent.encode()))
     if event.correlationid is not None:
-        headers.append(("ce_correlationid", event.correlationid.encode("utf-8")))
+        headers.append(("ce_correlationid", event.correlationid.encode()))
     if event.causationid is not None:
-        headers.append(("ce_causationid", event.causationid.encode("utf-8")))
+        headers.append(("ce_causationid", event.causationid.encode()))
     if event.extensions:
         extensions = event.extensions
         headers.extend(
-            (_CE_PREFIX + name, extensions[name].encode("utf-8")) for name in sorted(extensions)
+            (_CE_PREFIX + name, extensions[name].encode()) for name in sorted(extensions)
         )
     content_type = event.datacontenttype
-    headers.append((_CONTENT_TYPE, content_type.encode("utf-8")))
+    headers.append((_CONTENT_TYPE, content_type.encode()))
     value: bytes | None
     if event.data is None:
         value = None
-    elif is_json_content_type(content_type):
+    elif content_type == "application/json" or is_json_content_type(content_type):
         value = dump_json(event.data)
     else:
         value = event.data
