@@ -183,6 +183,15 @@ def migrate(engine: Engine) -> None:
         if is_postgres(engine):
             connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
             connection.commit()
+        elif engine.dialect.name == "sqlite":
+            # No advisory lock in SQLite: the migration is one transaction holding the write
+            # lock. A program starting meanwhile waits for it (the busy timeout), then finds the
+            # schema migrated; without this, two programs on a new file both created the same
+            # tables and one of them failed to start.
+            connection.exec_driver_sql("BEGIN EXCLUSIVE")
+            if _revisions(connection) == [HEAD_REVISION]:
+                connection.commit()
+                return
         try:
             from alembic import command
 
@@ -199,13 +208,20 @@ def migrate(engine: Engine) -> None:
 def _at_head(connection: Connection) -> bool:
     """Whether the database is at :data:`HEAD_REVISION` (revisions only move forward, so no
     lock is needed to see that)."""
-    try:
-        found = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-    except DBAPIError:  # no such table yet: never migrated
-        connection.rollback()
-        return False
+    found = _revisions(connection)
     connection.rollback()  # leave no transaction open for the lock and Alembic
-    return [row[0] for row in found] == [HEAD_REVISION]
+    return found == [HEAD_REVISION]
+
+
+def _revisions(connection: Connection) -> list[str]:
+    """The revisions the database records (none before the first migration), read in the
+    connection's transaction."""
+    try:
+        return [
+            row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))
+        ]
+    except DBAPIError:  # no such table yet: never migrated
+        return []
 
 
 def current_revision(engine: Engine) -> str | None:

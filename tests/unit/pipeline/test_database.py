@@ -149,3 +149,31 @@ def test_migrate_twice_changes_nothing(tmp_path: Path) -> None:
         rows = connection.execute(text("SELECT event_id FROM pipeline_inbox")).scalars().all()
     assert rows == ["e1"]
     engine.dispose()
+
+
+def _migrate_file(path: str) -> str:
+    """In a process of its own: migrate the SQLite file at ``path``; ``ok`` or the error."""
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+    try:
+        migrate(engine)
+    except Exception as error:  # reported to the test, which shows it
+        return f"{type(error).__name__}: {error}"
+    finally:
+        engine.dispose()
+    return "ok"
+
+
+def test_programs_starting_at_once_on_a_new_sqlite_file_all_migrate_it(tmp_path: Path) -> None:
+    """Several processes (a processor's instances, a relay) migrate one new SQLite file at the
+    same moment: each starts, and the schema is migrated once."""
+    import multiprocessing
+
+    path = str(tmp_path / "shared.db")
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(6) as pool:
+        outcomes = pool.map(_migrate_file, [path] * 6)
+
+    assert outcomes == ["ok"] * 6
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+    assert current_revision(engine) == HEAD_REVISION
+    engine.dispose()
