@@ -102,10 +102,13 @@ class SagaOrchestrator:
         """Keep ended sagas for ``settings.retention_s`` (the gauge counts those that ended
         within it, from its next refresh on, which counts them in full again)."""
         self.settings = settings
-        self.retention = (
-            None if settings.retention_s is None else timedelta(seconds=settings.retention_s)
-        )
         self._state_counts = SagaStateCounts(retention=self.retention)
+
+    @property
+    def retention(self) -> timedelta | None:
+        """How long ended sagas are kept (``None``: forever)."""
+        seconds = self.settings.retention_s
+        return None if seconds is None else timedelta(seconds=seconds)
 
     # --- inputs --------------------------------------------------------------------------
 
@@ -207,11 +210,12 @@ class SagaOrchestrator:
         :data:`~pipeline.sagas.state_counts.DELETE_MARGIN`, so that every orchestrator's gauge
         has let them go first) ago, by this orchestrator's clock, in batches; counted in
         ``pipeline_sagas_deleted_total``. Returns how many; none without a retention."""
-        if self.retention is None:
+        retention = self.retention
+        if retention is None:
             return 0
         deleted = delete_ended_sagas(
             database,
-            ended_before=self.clock() - self.retention - DELETE_MARGIN,
+            ended_before=self.clock() - retention - DELETE_MARGIN,
             batch_size=self.settings.cleanup_batch_size,
         )
         for (name, status), count in deleted.items():

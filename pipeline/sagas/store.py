@@ -193,9 +193,15 @@ _ENDED_BEFORE = (
     .limit(sa.bindparam("p_limit"))
 )
 # The status again: only a saga that ended is ever deleted, whatever happened since the read.
-_DELETE_ENDED = sa.delete(sagas_table).where(
-    sagas_table.c.saga_id.in_(sa.bindparam("p_ids", expanding=True)),
-    sagas_table.c.status.in_(_ENDED),
+# RETURNING: what this statement deleted, not what was read (another orchestrator deleting
+# the same rows at the same moment counts them itself).
+_DELETE_ENDED = (
+    sa.delete(sagas_table)
+    .where(
+        sagas_table.c.saga_id.in_(sa.bindparam("p_ids", expanding=True)),
+        sagas_table.c.status.in_(_ENDED),
+    )
+    .returning(sagas_table.c.name, sagas_table.c.status)
 )
 
 
@@ -206,7 +212,8 @@ def delete_ended_sagas(
     ``batch_size`` per transaction (short locks: orchestrators writing meanwhile are never held
     up for long); returns how many were deleted by ``(name, status)``. Open sagas and sagas
     waiting for an operator are never deleted; an ended saga never changes again, so several
-    orchestrators deleting at once at worst read the same rows and delete them once."""
+    orchestrators deleting at once at worst read the same rows, and each row is deleted and
+    counted once."""
     deleted: Counter[tuple[str, str]] = Counter()
     while True:
         with engine.begin() as connection:
@@ -214,8 +221,8 @@ def delete_ended_sagas(
                 _ENDED_BEFORE, {"p_before": ended_before, "p_limit": batch_size}
             ).all()
             if rows:
-                connection.execute(_DELETE_ENDED, {"p_ids": [row.saga_id for row in rows]})
-                deleted.update((row.name, row.status) for row in rows)
+                gone = connection.execute(_DELETE_ENDED, {"p_ids": [row.saga_id for row in rows]})
+                deleted.update((name, status) for name, status in gone)
         if len(rows) < batch_size:
             return deleted
 
