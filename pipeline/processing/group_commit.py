@@ -6,10 +6,12 @@ they need from the database is gathered and done in groups, in a worker thread:
 - :func:`look_up` (before the handlers): which events the inbox has seen and which keys are
   parked, two queries for the whole group;
 - :func:`commit` (after the handlers): one transaction records every event in the inbox, runs
-  the writes of those that were new (their effects and outbox rows) and commits. An event the
-  inbox already had is a duplicate and its writes are dropped. When the group's transaction
-  fails (one event's write broke a constraint, or the database went away), each event is
-  committed on its own, so one bad write fails only its own event.
+  the writes of those that were new (their effects and outbox rows) and commits; the writes
+  given to :meth:`~pipeline.processing.processor.UnitOfWork.write_batched` run once for the
+  group (a saga orchestrator loads, saves and publishes the sagas of a whole group in three
+  statements). An event the inbox already had is a duplicate and its writes are dropped.
+  When the group's transaction fails (one event's write broke a constraint, or the database
+  went away), each event is committed on its own, so one bad write fails only its own event.
 
 :class:`Grouper` forms the groups: items arriving while a group is in the database make up the
 next one, so a group is as large as the load makes it and an item waits at most one group.
@@ -39,7 +41,7 @@ from pipeline.dead_letters.letter import Failure
 from pipeline.envelope import Event
 from pipeline.processing import inbox
 from pipeline.processing.attempt import AttemptResult, handler_log_context, is_unavailable
-from pipeline.processing.processor import Reject, Route, UnitOfWork
+from pipeline.processing.processor import BatchWrite, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
 
 __all__ = [
@@ -292,14 +294,17 @@ def _commit_together(
         else:
             new = {unit.event.id for unit in units}
         outcomes = []
+        batches: dict[BatchWrite, list[Any]] = {}
         for unit in units:
             event_id = unit.event.id
             if event_id in new:
                 new.discard(event_id)  # the same event twice in one group: the second is a copy
-                unit.apply_writes(session)
+                unit.apply_writes(session, batches)
                 outcomes.append(AttemptResult("processed", event_id, event=unit.event))
             else:
                 outcomes.append(AttemptResult("duplicate", event_id, event=unit.event))
+        for batch, items in batches.items():
+            batch(session, items)
         session.flush()  # the writes, in this transaction (the connection's, committed here)
         return outcomes
 

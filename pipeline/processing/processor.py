@@ -46,7 +46,7 @@ from pipeline.errors import PipelineError
 if TYPE_CHECKING:
     from pipeline.processing.records import Record
 
-__all__ = ["Handler", "PeriodicTask", "Processor", "Reject", "Route", "UnitOfWork"]
+__all__ = ["BatchWrite", "Handler", "PeriodicTask", "Processor", "Reject", "Route", "UnitOfWork"]
 
 
 class Reject(Exception):
@@ -54,6 +54,8 @@ class Reject(Exception):
 
 
 Write = Callable[[Session], object]
+#: A write that many events of a group make in one go: ``batch(session, items)``.
+BatchWrite = Callable[[Session, list[Any]], object]
 
 
 @dataclass
@@ -72,6 +74,7 @@ class UnitOfWork:
     data: Any = None
     _emitted: list[Event] = field(default_factory=list)
     _writes: list[Write] = field(default_factory=list)
+    _batched: tuple[BatchWrite, Any] | None = None
 
     @property
     def session(self) -> Session:
@@ -91,16 +94,40 @@ class UnitOfWork:
         else:
             self._writes.append(write)
 
+    def write_batched(self, batch: BatchWrite, item: object) -> None:
+        """Run ``batch(session, [item])`` in the event's transaction, after its other writes;
+        in a group commit, once for the items of all the units of the group that gave this
+        ``batch`` (the same object), in the units' order: a write that costs statements for
+        each event (a load, an update, an insert) then costs them once for the group. When the
+        group's transaction fails, each event is committed on its own, with ``[item]``. A unit
+        has at most one batched write."""
+        if self._session is not None:
+            batch(self._session, [item])
+        elif self._batched is not None:
+            raise PipelineError("a unit of work has at most one batched write")
+        else:
+            self._batched = (batch, item)
+
     @property
     def has_writes(self) -> bool:
         """Whether an ``async`` handler left writes for its transaction."""
-        return bool(self._writes)
+        return bool(self._writes) or self._batched is not None
 
-    def apply_writes(self, session: Session) -> None:
+    def apply_writes(
+        self, session: Session, batches: dict[BatchWrite, list[Any]] | None = None
+    ) -> None:
         """Run the writes an ``async`` handler left, in ``session``'s transaction. They are
-        kept: a group transaction that rolls back runs them again in the event's own."""
+        kept: a group transaction that rolls back runs them again in the event's own. Its
+        batched write runs now with its item alone, or, given ``batches`` (a group's), its item
+        joins those of its batch there, for the caller to run once for the group."""
         for write in self._writes:
             write(session)
+        if self._batched is not None:
+            batch, item = self._batched
+            if batches is None:
+                batch(session, [item])
+            else:
+                batches.setdefault(batch, []).append(item)
 
     def emit(
         self,

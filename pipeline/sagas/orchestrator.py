@@ -22,7 +22,8 @@ correlation id is the saga id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -58,8 +59,10 @@ from pipeline.sagas.store import (
     due_saga_ids,
     insert_saga,
     load_saga,
+    load_sagas,
     sagas_table,
     save_saga,
+    save_sagas,
 )
 from pipeline.settings import PipelineSettings, SagaSettings
 from pipeline.topics.catalogue import SAGA_EVENTS, SAGA_REPLIES, saga_commands_topic
@@ -130,31 +133,70 @@ class SagaOrchestrator:
         """Apply one reply event in ``session``'s transaction; a duplicate or late reply
         changes nothing and is counted. :class:`~pipeline.sagas.messages.MalformedSagaMessage`
         or :class:`UnknownSaga` for a reply that belongs to no saga here."""
-        saga_id, reply = reply_of(event)
-        stored = load_saga(session, saga_id)
-        if stored is None:
-            raise UnknownSaga(
-                f"a reply for saga {saga_id}, which is not in this database (an ended saga is "
-                "deleted after sagas.retention_s)"
-            )
-        state = stored.state
-        definition = self.registry.get(state.name, state.version)
-        decision = machine.on_reply(definition, state, reply, self.clock())
-        if decision.outcome != "applied":
-            self.metrics.ignored_replies.labels(state.name, decision.outcome).inc()
-            with log_context(correlation_id=saga_id, saga_id=saga_id):
-                logger.info(
-                    "%s reply to %s ignored: it changes nothing", decision.outcome, reply.command_id
+        return self.handle_replies(session, [event])[0]
+
+    def handle_replies(
+        self,
+        session: Session,
+        events: Sequence[Event],
+        log_context_of: Callable[[int], AbstractContextManager[object]] | None = None,
+    ) -> list[machine.InputEffect]:
+        """:meth:`handle_reply` for each of ``events`` in ``session``'s transaction, with one
+        statement each to load the sagas, save them and fill the outbox, whatever their number
+        (replies of one saga are applied one after the other). ``log_context_of(i)``: the log
+        context of the lines about the ``i``-th reply. An unknown saga fails them all."""
+        replies = [reply_of(event) for event in events]
+        saga_ids = [saga_id for saga_id, _ in replies]
+        if len(set(saga_ids)) < len(saga_ids):  # each on the state the one before it left
+            return [
+                self.handle_replies(
+                    session, [event], log_context_of and partial(log_context_of, i)
+                )[0]
+                for i, event in enumerate(events)
+            ]
+        stored = load_sagas(session, saga_ids)
+        for saga_id in saga_ids:
+            if saga_id not in stored:
+                raise UnknownSaga(
+                    f"a reply for saga {saga_id}, which is not in this database (an ended saga "
+                    "is deleted after sagas.retention_s)"
                 )
-            return decision.outcome
-        awaited = state.awaiting[reply.command_id]
-        elapsed = (self.clock() - awaited.sent_at).total_seconds()
-        self.metrics.step_seconds.labels(state.name, awaited.step, awaited.kind).observe(
-            max(elapsed, 0.0)
+        now = self.clock()
+        effects: list[machine.InputEffect] = []
+        decisions: list[tuple[int, machine.Decision]] = []
+        saves: list[tuple[SagaState, int]] = []
+        for i, (saga_id, reply) in enumerate(replies):
+            state = stored[saga_id].state
+            definition = self.registry.get(state.name, state.version)
+            decision = machine.on_reply(definition, state, reply, now)
+            effects.append(decision.outcome)
+            decisions.append((i, decision))
+            if decision.outcome == "applied":
+                saves.append((decision.state, stored[saga_id].revision))
+        save_sagas(session, saves)
+        self.outbox.add_all(
+            session, [pending for _, decision in decisions for pending in _outbox_events(decision)]
         )
-        save_saga(session, decision.state, stored.revision)
-        self._publish(session, decision)
-        return "applied"
+        for i, decision in decisions:
+            with log_context_of(i) if log_context_of is not None else nullcontext():
+                reply = replies[i][1]
+                state = stored[replies[i][0]].state
+                if decision.outcome != "applied":
+                    self._ignored(state, reply, decision.outcome)
+                    continue
+                awaited = state.awaiting[reply.command_id]
+                self.metrics.step_seconds.labels(state.name, awaited.step, awaited.kind).observe(
+                    max((now - awaited.sent_at).total_seconds(), 0.0)
+                )
+                self._announce(decision)
+        return effects
+
+    def _ignored(
+        self, state: SagaState, reply: machine.Reply, outcome: machine.InputEffect
+    ) -> None:
+        self.metrics.ignored_replies.labels(state.name, outcome).inc()
+        with log_context(correlation_id=state.saga_id, saga_id=state.saga_id):
+            logger.info("%s reply to %s ignored: it changes nothing", outcome, reply.command_id)
 
     def fire_due(self, database: Engine, limit: int = 200) -> int:
         """Fire the deadlines and backoffs due now, one transaction per saga; returns how many
@@ -254,21 +296,12 @@ class SagaOrchestrator:
     def _publish(self, session: Session, decision: machine.Decision) -> None:
         """The decision's commands, then its transition events, into the outbox in one
         statement; a log line and the metrics for each transition."""
+        self.outbox.add_all(session, _outbox_events(decision))
+        self._announce(decision)
+
+    def _announce(self, decision: machine.Decision) -> None:
+        """The metrics and the log line of each of the decision's commands and transitions."""
         state = decision.state
-        pending = [
-            PendingEvent(
-                command_event(command),
-                AGGREGATE_TYPE,
-                state.saga_id,
-                saga_commands_topic(command.participant),
-            )
-            for command in decision.commands
-        ]
-        pending.extend(
-            PendingEvent(transition_event(state, entry), AGGREGATE_TYPE, state.saga_id, SAGA_EVENTS)
-            for entry in decision.transitions
-        )
-        self.outbox.add_all(session, pending)
         for command in decision.commands:
             if command.kind == "compensation":
                 self.metrics.compensations.labels(state.name, command.step).inc()
@@ -293,13 +326,39 @@ class SagaOrchestrator:
                 )
 
 
-def _apply_reply(orchestrator: SagaOrchestrator, unit: UnitOfWork, session: Session) -> None:
-    """One reply in the (group's) transaction, logged in the context of the reply's event."""
-    with handler_log_context(unit):
-        try:
-            orchestrator.handle_reply(session, unit.event)
-        except (MalformedSagaMessage, UnknownSaga) as error:
-            raise Reject(str(error)) from None
+def _outbox_events(decision: machine.Decision) -> list[PendingEvent]:
+    """The decision's commands, then its transition events, as outbox rows."""
+    state = decision.state
+    pending = [
+        PendingEvent(
+            command_event(command),
+            AGGREGATE_TYPE,
+            state.saga_id,
+            saga_commands_topic(command.participant),
+        )
+        for command in decision.commands
+    ]
+    pending.extend(
+        PendingEvent(transition_event(state, entry), AGGREGATE_TYPE, state.saga_id, SAGA_EVENTS)
+        for entry in decision.transitions
+    )
+    return pending
+
+
+def _apply_replies(
+    orchestrator: SagaOrchestrator, session: Session, units: list[UnitOfWork]
+) -> None:
+    """The replies of a group (or one) in its transaction (a batched write), each logged in the
+    context of its event. A reply that belongs to no saga fails the group; alone, it is
+    dead-lettered."""
+    try:
+        orchestrator.handle_replies(
+            session,
+            [unit.event for unit in units],
+            lambda i: handler_log_context(units[i]),
+        )
+    except (MalformedSagaMessage, UnknownSaga) as error:
+        raise Reject(str(error)) from None
 
 
 def orchestrator_processor(
@@ -326,15 +385,18 @@ def orchestrator_processor(
 
     # An async handler, so replies take the group-commit path: one transaction (inbox rows,
     # saga rows, outbox rows) for all the replies that arrive while the previous group commits,
-    # instead of a transaction and a worker thread each. A reply's own work is synchronous and
-    # runs in that transaction (unit.write); a group that fails is redone reply by reply.
+    # instead of a transaction and a worker thread each. The replies of a group are applied
+    # together (unit.write_batched: one load, one save and one outbox insert for the group);
+    # a group that fails is redone reply by reply.
+    apply_replies = partial(_apply_replies, orchestrator)
+
     @processor.handler(SAGA_REPLIES, event_type=REPLY_TYPE)
     async def on_reply(event: Event, unit: UnitOfWork) -> None:
         try:
             reply_of(event)  # a malformed reply is dead-lettered now, without the database
         except MalformedSagaMessage as error:
             raise Reject(str(error)) from None
-        unit.write(partial(_apply_reply, orchestrator, unit))
+        unit.write_batched(apply_replies, unit)
 
     @processor.every(deadline_every_s)
     def fire_deadlines(database: Engine) -> None:

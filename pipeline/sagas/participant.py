@@ -145,7 +145,7 @@ class SagaParticipant:
     def _handle_in(self, function: CommandHandler, unit: UnitOfWork, session: Session) -> None:
         """A grouped command in ``session`` (its group's transaction, or its own when the
         group's failed), through a unit whose session that is, in the command's log context."""
-        own = replace(unit, _session=session, _emitted=[], _writes=[])
+        own = replace(unit, _session=session, _emitted=[], _writes=[], _batched=None)
         with handler_log_context(own), log_context(saga_id=unit.event.extensions.get("sagaid")):
             self._handle(function, unit.event, own)
 

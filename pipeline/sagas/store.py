@@ -36,6 +36,7 @@ __all__ = [
     "insert_saga",
     "list_sagas",
     "load_saga",
+    "load_sagas",
     "open_saga_count",
     "participant_outcome",
     "participant_outcomes",
@@ -44,6 +45,7 @@ __all__ = [
     "saga_steps_table",
     "sagas_table",
     "save_saga",
+    "save_sagas",
 ]
 
 sagas_table = sa.Table(
@@ -118,6 +120,9 @@ _INSERT = sa.text(
 _LOAD = sa.select(sagas_table.c.state, sagas_table.c.revision).where(
     sagas_table.c.saga_id == sa.bindparam("p_saga_id")
 )
+_LOAD_MANY = sa.select(sagas_table.c.saga_id, sagas_table.c.state, sagas_table.c.revision).where(
+    sagas_table.c.saga_id.in_(sa.bindparam("p_saga_ids", expanding=True))
+)
 _SAVE = (
     sa.update(sagas_table)
     .where(
@@ -156,22 +161,53 @@ def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:
     return StoredSaga(SagaState.model_validate(row.state), row.revision)
 
 
+def load_sagas(session: Session | Connection, saga_ids: Sequence[str]) -> dict[str, StoredSaga]:
+    """The sagas of ``saga_ids`` that exist, by id (one query)."""
+    if not saga_ids:
+        return {}
+    rows = session.execute(_LOAD_MANY, {"p_saga_ids": list(saga_ids)})
+    return {
+        row.saga_id: StoredSaga(SagaState.model_validate(row.state), row.revision) for row in rows
+    }
+
+
+def _save_parameters(state: SagaState, revision: int) -> dict[str, Any]:
+    values = {"revision": revision + 1, **_columns(state)}
+    return {
+        "p_saga_id": state.saga_id,
+        "p_revision": revision,
+        **{f"p_new_{name}": value for name, value in values.items()},
+    }
+
+
 def save_saga(session: Session | Connection, state: SagaState, revision: int) -> int:
     """Store ``state`` over the row loaded at ``revision``; returns the new revision."""
-    values = {"revision": revision + 1, **_columns(state)}
-    result = session.execute(
-        _SAVE,
-        {
-            "p_saga_id": state.saga_id,
-            "p_revision": revision,
-            **{f"p_new_{name}": value for name, value in values.items()},
-        },
-    )
+    result = session.execute(_SAVE, _save_parameters(state, revision))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ConcurrentSagaUpdate(
             f"saga {state.saga_id} changed since revision {revision}; trying again"
         )
     return revision + 1
+
+
+def save_sagas(session: Session | Connection, saves: Sequence[tuple[SagaState, int]]) -> None:
+    """:func:`save_saga` for many sagas (``(state, revision loaded)`` each) in one statement;
+    :class:`ConcurrentSagaUpdate` when any of them changed since it was loaded (the caller's
+    transaction is then rolled back: which one is not told)."""
+    if not saves:
+        return
+    if len(saves) == 1:
+        save_saga(session, *saves[0])
+        return
+    result = session.execute(
+        _SAVE, [_save_parameters(state, revision) for state, revision in saves]
+    )
+    # The total of the rows updated (psycopg and sqlite3 both sum an executemany's counts).
+    if result.rowcount != len(saves):  # type: ignore[attr-defined]
+        raise ConcurrentSagaUpdate(
+            f"{len(saves) - result.rowcount} of {len(saves)} sagas changed since they were "  # type: ignore[attr-defined]
+            "loaded; trying again"
+        )
 
 
 def due_saga_ids(session: Session | Connection, now: datetime, limit: int) -> list[str]:

@@ -1,5 +1,5 @@
 """The orchestrator's SQL on a real PostgreSQL: deadlines fired once by concurrent
-orchestrators, a stale save refused, a start that rolls back with its caller, a second start
+orchestrators, a stale save refused (alone, and in a batch of saves), a start that rolls back with its caller, a second start
 of one saga id refused, ended sagas deleted after their retention."""
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
     SagaExists,
     load_saga,
+    load_sagas,
     sagas_table,
     save_saga,
+    save_sagas,
 )
 from pipeline.settings import DatabaseSettings, SagaSettings
 
@@ -112,6 +114,28 @@ def test_a_save_over_a_newer_revision_is_refused(database):
         save_saga(session, stored.state, stored.revision)
     with Session(database) as session, session.begin(), pytest.raises(ConcurrentSagaUpdate):
         save_saga(session, stored.state, stored.revision)
+
+
+def test_a_batch_of_saves_with_one_stale_revision_is_refused_whole(database):
+    for n in range(3):
+        _start(database, f"s-batch-{n}", lambda: T0)
+    ids = [f"s-batch-{n}" for n in range(3)]
+    with Session(database) as session:
+        loaded = load_sagas(session, ids)
+    with Session(database) as session, session.begin():
+        save_sagas(session, [(s.state, s.revision) for s in loaded.values()])  # all at 2
+    with Session(database) as session:
+        assert {i: s.revision for i, s in load_sagas(session, ids).items()} == dict.fromkeys(ids, 2)
+        current = load_sagas(session, ids)
+    with Session(database) as session, session.begin():
+        save_saga(session, current["s-batch-2"].state, 2)  # s-batch-2 now at 3
+
+    with pytest.raises(ConcurrentSagaUpdate, match="1 of 3"):
+        with Session(database) as session, session.begin():
+            save_sagas(session, [(s.state, s.revision) for s in current.values()])
+    with Session(database) as session:
+        revisions = {i: s.revision for i, s in load_sagas(session, ids).items()}
+    assert revisions == {"s-batch-0": 2, "s-batch-1": 2, "s-batch-2": 3}
 
 
 def test_a_start_rolls_back_with_its_callers_transaction(database):

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
+from pipeline.errors import PipelineError
 from pipeline.processing import inbox
 from pipeline.processing.group_commit import Grouper, Seen, commit, commit_claims, look_up
 from pipeline.processing.processor import UnitOfWork
@@ -407,6 +408,90 @@ def test_commit_without_the_inbox_runs_the_writes_and_records_nothing(database: 
     assert [o.kind for o in outcomes] == ["processed", "processed"]
     assert effect_names(database) == ["a", "b"]
     assert inbox_rows(database) == []
+
+
+class BatchedInsert:
+    """A batched write: inserts the names of all its items, noting each call's items; an item
+    named ``"clash"`` takes the row 99."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, session: Session, items: list[str]) -> None:
+        self.calls.append(list(items))
+        for item in items:
+            session.execute(
+                insert(effects).values(name=item, **({"row": 99} if item == "clash" else {}))
+            )
+
+
+def batched_unit(event: Event, offset: int, batch: BatchedInsert, item: str) -> UnitOfWork:
+    unit = unit_of(event, offset, f"{item}-own")
+    unit.write_batched(batch, item)
+    return unit
+
+
+def test_the_batched_writes_of_a_group_run_once_with_every_units_item_after_their_own_writes(
+    database: Engine,
+) -> None:
+    batch, other = BatchedInsert(), BatchedInsert()
+    seen_before = new_event()
+    claim(database, seen_before.id, "processed")
+    events = [new_event() for _ in range(3)]
+    units = [
+        batched_unit(events[0], 0, batch, "a"),
+        batched_unit(seen_before, 1, batch, "old"),  # a duplicate: its item is left out
+        batched_unit(events[1], 2, other, "b"),
+        batched_unit(events[2], 3, batch, "c"),
+    ]
+
+    outcomes = commit(database, units, consumer_group=GROUP, use_inbox=True)
+
+    assert [o.kind for o in outcomes] == ["processed", "duplicate", "processed", "processed"]
+    assert batch.calls == [["a", "c"]]
+    assert other.calls == [["b"]]
+    assert effect_names(database) == ["a", "a-own", "b", "b-own", "c", "c-own"]
+
+
+def test_when_a_groups_batched_write_fails_each_unit_runs_it_alone_and_only_its_own_fails(
+    database: Engine,
+) -> None:
+    with database.begin() as connection:
+        connection.execute(insert(effects).values(row=99, name="taken"))
+    batch = BatchedInsert()
+    events = [new_event() for _ in range(3)]
+    units = [
+        batched_unit(events[0], 0, batch, "a"),
+        batched_unit(events[1], 1, batch, "clash"),
+        batched_unit(events[2], 2, batch, "c"),
+    ]
+
+    outcomes = commit(database, units, consumer_group=GROUP, use_inbox=True)
+
+    assert [o.kind for o in outcomes] == ["processed", "failed", "processed"]
+    assert batch.calls == [["a", "clash", "c"], ["a"], ["clash"], ["c"]]
+    assert effect_names(database) == ["a", "a-own", "c", "c-own", "taken"]
+    assert inbox_rows(database) == [(events[0].id, 0, "processed"), (events[2].id, 2, "processed")]
+
+
+def test_a_unit_takes_one_batched_write_and_a_synchronous_units_runs_at_once(
+    database: Engine,
+) -> None:
+    batch = BatchedInsert()
+    unit = unit_of(new_event(), 0)
+    unit.write_batched(batch, "first")
+    with pytest.raises(PipelineError, match="at most one batched write"):
+        unit.write_batched(batch, "second")
+    with Session(database) as session, session.begin():
+        synchronous = UnitOfWork(
+            _session=session,
+            event=new_event(),
+            record=Record(TOPIC, 0, 1, b"k", b"{}"),
+            consumer_group=GROUP,
+        )
+        synchronous.write_batched(batch, "now")
+        assert batch.calls == [["now"]]
+    assert effect_names(database) == ["now"]
 
 
 def test_commit_claims_records_events_without_writes_and_finds_duplicates(

@@ -1,18 +1,31 @@
-"""Saga rows on SQLite (the embedded default): a start is one insert, a known id refused."""
+"""Saga rows on SQLite (the embedded default): a start is one insert, a known id refused; the
+replies of several sagas applied together leave what each applied alone leaves, and a batch
+with one stale saga saves none."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.database import build_engine, migrate
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
+from pipeline.envelope import Event
+from pipeline.sagas.messages import CommandInfo, reply_event
 from pipeline.sagas.orchestrator import SagaOrchestrator
-from pipeline.sagas.store import SagaExists, load_saga
+from pipeline.sagas.state import SagaState
+from pipeline.sagas.store import (
+    ConcurrentSagaUpdate,
+    SagaExists,
+    load_saga,
+    load_sagas,
+    save_sagas,
+)
 from pipeline.settings import DatabaseSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -29,9 +42,38 @@ REGISTRY = SagaRegistry(
             version=1,
             data_model=Data,
             steps=[Step("only", participant="worker", action=lambda d: Call("Do", {"n": d.n}))],
-        )
+        ),
+        SagaDefinition(
+            "Two",
+            version=1,
+            data_model=Data,
+            steps=[
+                Step(
+                    "first",
+                    participant="worker",
+                    action=lambda d: Call("Do", {"n": d.n}),
+                    compensation=lambda d: Call("Undo", {"n": d.n}),
+                ),
+                Step("second", participant="worker", action=lambda d: Call("Do2", {"n": d.n})),
+            ],
+        ),
     ]
 )
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'sagas.db'}"))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def reply_to(state: SagaState, *, ok: bool) -> Event:
+    """A participant's reply to the one command ``state`` awaits."""
+    [(command_id, awaited)] = state.awaiting.items()
+    info = CommandInfo(state.saga_id, awaited.step, awaited.kind, command_id, awaited.attempt)
+    return reply_event(info, ok=ok, source="/worker", reason=None if ok else "no")
 
 
 def test_a_second_start_of_one_saga_id_is_refused_and_the_first_row_stays(tmp_path: Path) -> None:
@@ -49,3 +91,90 @@ def test_a_second_start_of_one_saga_id_is_refused_and_the_first_row_stays(tmp_pa
     assert stored.state.data == {"n": 1}
     assert stored.revision == 1
     engine.dispose()
+
+
+def test_replies_to_several_sagas_applied_together_leave_what_each_applied_alone_leaves(
+    engine: Engine,
+) -> None:
+    orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: T0)
+    oks = [True, False, True]  # the second fails and is compensated
+    with Session(engine) as session, session.begin():
+        for prefix in ("together", "alone"):
+            for n in range(3):
+                orchestrator.start(session, "Two", f"{prefix}-{n}", {"n": n})
+    with Session(engine) as session:
+        started = load_sagas(session, [f"{p}-{n}" for p in ("together", "alone") for n in range(3)])
+    with Session(engine) as session, session.begin():
+        effects = orchestrator.handle_replies(
+            session, [reply_to(started[f"together-{n}"].state, ok=ok) for n, ok in enumerate(oks)]
+        )
+    for n, ok in enumerate(oks):
+        with Session(engine) as session, session.begin():
+            orchestrator.handle_reply(session, reply_to(started[f"alone-{n}"].state, ok=ok))
+
+    assert effects == ["applied"] * 3
+    with Session(engine) as session:
+        after = load_sagas(session, [f"{p}-{n}" for p in ("together", "alone") for n in range(3)])
+    for n in range(3):
+        together, alone = after[f"together-{n}"], after[f"alone-{n}"]
+        assert together.revision == alone.revision == 2
+        assert _comparable(together.state) == _comparable(alone.state)
+    assert after["together-0"].state.status == "running"
+    assert after["together-1"].state.status == "compensated"  # nothing to undo: ends at once
+
+
+def _comparable(state: SagaState) -> dict[str, object]:
+    """A state without what differs between two sagas of the same inputs: ids."""
+    dumped = state.model_dump(exclude={"saga_id"})
+    dumped["awaiting"] = sorted(
+        (a["step"], a["kind"], a["attempt"]) for a in dumped["awaiting"].values()
+    )
+    dumped["closed"] = sorted(dumped["closed"].values())
+    return dumped
+
+
+def test_a_reply_that_changes_nothing_applied_with_others_is_counted_and_saves_nothing(
+    engine: Engine,
+) -> None:
+    orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: T0)
+    with Session(engine) as session, session.begin():
+        for n in range(2):
+            orchestrator.start(session, "Two", f"s-{n}", {"n": n})
+    with Session(engine) as session:
+        started = load_sagas(session, ["s-0", "s-1"])
+    first = reply_to(started["s-0"].state, ok=True)
+    with Session(engine) as session, session.begin():
+        orchestrator.handle_reply(session, first)
+    with Session(engine) as session, session.begin():
+        effects = orchestrator.handle_replies(
+            session, [first, reply_to(started["s-1"].state, ok=True)]
+        )
+
+    assert effects == ["duplicate", "applied"]
+    with Session(engine) as session:
+        after = load_sagas(session, ["s-0", "s-1"])
+    assert (after["s-0"].revision, after["s-1"].revision) == (2, 2)
+    duplicates = orchestrator.metrics.ignored_replies.labels("Two", "duplicate")
+    assert duplicates._value.get() == 1
+
+
+def test_a_batch_of_saves_with_one_stale_revision_is_refused_whole(engine: Engine) -> None:
+    orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: T0)
+    with Session(engine) as session, session.begin():
+        for n in range(3):
+            orchestrator.start(session, "One", f"s-{n}", {"n": n})
+    with Session(engine) as session:
+        loaded = load_sagas(session, ["s-0", "s-1", "s-2", "missing"])
+    assert sorted(loaded) == ["s-0", "s-1", "s-2"]
+    with Session(engine) as session, session.begin():
+        save_sagas(session, [(loaded["s-1"].state, loaded["s-1"].revision)])  # now revision 2
+
+    with pytest.raises(ConcurrentSagaUpdate, match="1 of 3 sagas changed"):
+        with Session(engine) as session, session.begin():
+            save_sagas(session, [(stored.state, stored.revision) for stored in loaded.values()])
+    with Session(engine) as session:
+        revisions = {
+            saga_id: stored.revision
+            for saga_id, stored in load_sagas(session, ["s-0", "s-1", "s-2"]).items()
+        }
+    assert revisions == {"s-0": 1, "s-1": 2, "s-2": 1}
