@@ -129,6 +129,17 @@ class UnitOfWork:
             else:
                 batches.setdefault(batch, []).append(item)
 
+    def linked(self, event: Event) -> Event:
+        """``event`` as :meth:`emit` publishes it: with the handled event's correlation id (or
+        its id, when it had none) and the handled event's id as causation id, unless ``event``
+        sets them itself."""
+        return event.model_copy(
+            update={
+                "correlationid": event.correlationid or self.event.correlationid or self.event.id,
+                "causationid": event.causationid or self.event.id,
+            }
+        )
+
     def emit(
         self,
         event: Event,
@@ -144,12 +155,7 @@ class UnitOfWork:
         """
         from pipeline.outbox.table import add_to_outbox
 
-        linked = event.model_copy(
-            update={
-                "correlationid": event.correlationid or self.event.correlationid or self.event.id,
-                "causationid": event.causationid or self.event.id,
-            }
-        )
+        linked = self.linked(event)
         self.write(
             partial(
                 add_to_outbox,

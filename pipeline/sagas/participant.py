@@ -38,7 +38,6 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
@@ -46,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
 from pipeline.logs.context import log_context
+from pipeline.outbox.table import Outbox, PendingEvent
 from pipeline.processing.attempt import handler_log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.sagas.messages import (
@@ -54,7 +54,13 @@ from pipeline.sagas.messages import (
     command_info,
     reply_event,
 )
-from pipeline.sagas.store import participant_outcomes, record_participant_outcome
+from pipeline.sagas.store import (
+    ParticipantOutcome,
+    StepOutcome,
+    participant_outcomes,
+    participant_outcomes_of,
+    record_participant_outcomes,
+)
 from pipeline.topics.catalogue import SAGA_REPLIES, saga_commands_topic
 
 __all__ = ["Refuse", "SagaCommand", "SagaParticipant"]
@@ -126,14 +132,14 @@ class SagaParticipant:
 
             def handle(event: Event, unit: UnitOfWork) -> None:
                 with log_context(saga_id=event.extensions.get("sagaid")):
-                    self._handle(function, event, unit)
+                    self._handle_alone(function, event, unit)
 
             async def handle_in_group(event: Event, unit: UnitOfWork) -> None:
                 try:
                     command_info(event)  # a malformed command is dead-lettered at once
                 except MalformedSagaMessage as error:
                     raise Reject(str(error)) from None
-                unit.write(partial(self._handle_in, function, unit))
+                unit.write_batched(self._handle_group, (function, unit))
 
             chosen = handle_in_group if self.group_commit else handle
             chosen.__qualname__ = function.__qualname__
@@ -142,76 +148,101 @@ class SagaParticipant:
 
         return register
 
-    def _handle_in(self, function: CommandHandler, unit: UnitOfWork, session: Session) -> None:
-        """A grouped command in ``session`` (its group's transaction, or its own when the
-        group's failed), through a unit whose session that is, in the command's log context."""
-        own = replace(unit, _session=session, _emitted=[], _writes=[], _batched=None)
-        with handler_log_context(own), log_context(saga_id=unit.event.extensions.get("sagaid")):
-            self._handle(function, unit.event, own)
+    def _handle_group(
+        self, session: Session, commands: list[tuple[CommandHandler, UnitOfWork]]
+    ) -> None:
+        """The commands of a group (or one) in ``session`` (its group's transaction, or its own
+        when the group's failed), each through a unit whose session that is, in its log
+        context: the participant's log read for them all in one query, the handlers called one
+        after another, then their log rows and their replies written in one statement each."""
+        infos = [command_info(unit.event) for _, unit in commands]
+        saga_ids = [info.saga_id for info in infos]
+        if len(set(saga_ids)) < len(saga_ids):  # one saga twice: each sees what the one before did
+            for function, unit in commands:
+                self._handle_group(session, [(function, unit)])
+            return
+        known = participant_outcomes_of(session, self.processor.name, saga_ids)
+        records: list[StepOutcome] = []
+        replies: list[PendingEvent] = []
+        for (function, unit), info in zip(commands, infos, strict=True):
+            own = replace(unit, _session=session, _emitted=[], _writes=[], _batched=None)
+            with handler_log_context(own), log_context(saga_id=info.saga_id):
+                record, reply = self._answer(
+                    function, own, info, known.get((info.saga_id, info.step), {})
+                )
+            if record is not None:
+                records.append(record)
+            replies.append(reply)
+        record_participant_outcomes(session, records)
+        _REPLIES.add_all(session, replies)
 
-    def _handle(self, function: CommandHandler, event: Event, unit: UnitOfWork) -> None:
+    def _handle_alone(self, function: CommandHandler, event: Event, unit: UnitOfWork) -> None:
+        """A command in its own transaction (``unit.session``)."""
         try:
             info = command_info(event)
         except MalformedSagaMessage as error:
             raise Reject(str(error)) from None
         session = unit.session
-        service = self.processor.name
+        outcomes = participant_outcomes(session, self.processor.name, info.saga_id, info.step)
+        record, reply = self._answer(function, unit, info, outcomes)
+        if record is not None:
+            record_participant_outcomes(session, [record])
+        _REPLIES.add_all(session, [reply])
+
+    def _answer(
+        self,
+        function: CommandHandler,
+        unit: UnitOfWork,
+        info: CommandInfo,
+        outcomes: Mapping[str, ParticipantOutcome],
+    ) -> tuple[StepOutcome | None, PendingEvent]:
+        """Handle one command given the outcomes already recorded for its step (this kind's,
+        and its opposite's); returns the row for the participant's log (``None``: nothing to
+        record) and the reply, for the caller to write after the handler's own writes."""
         now = datetime.now(UTC)
-        # Every kind's outcome of this step in one query: this command's, and its opposite's.
-        outcomes = participant_outcomes(session, service, info.saga_id, info.step)
         previous = outcomes.get(info.kind)
         if previous is not None:  # the same step sent again: the first outcome, not the effect
-            self._reply(unit, info, previous.ok, previous.reply, retryable=False)
-            return
+            return None, self._reply(unit, info, previous.ok, previous.reply, retryable=False)
         if info.kind == "compensation":
             action = outcomes.get("action")
             if action is None or not action.ok:
-                self._record(unit, info, True, {"undone": False}, now)
-                self._reply(unit, info, True, {"undone": False})
-                return
+                body: dict[str, Any] = {"undone": False}
+                return self._record(info, True, body, now), self._reply(unit, info, True, body)
         elif info.kind == "action":
             undo = outcomes.get("compensation")
             if undo is not None:
-                reply = {"reason": "compensated already"}
-                self._record(unit, info, False, reply, now)
-                self._reply(unit, info, False, reply, retryable=False)
-                return
+                body = {"reason": "compensated already"}
+                return (
+                    self._record(info, False, body, now),
+                    self._reply(unit, info, False, body, retryable=False),
+                )
         command = SagaCommand(
             saga_id=info.saga_id,
             step=info.step,
             kind=info.kind,
             command_id=info.command_id,
             attempt=info.attempt,
-            event=event,
-            data=unit.data if unit.data is not None else event.data,
+            event=unit.event,
+            data=unit.data if unit.data is not None else unit.event.data,
         )
         try:
-            with session.begin_nested():  # a refusal rolls back the handler's own writes
+            with unit.session.begin_nested():  # a refusal rolls back the handler's own writes
                 result = dict(function(command, unit) or {})
         except Refuse as refusal:
-            reply = {"reason": refusal.reason}
+            body = {"reason": refusal.reason}
             # A refused action is final (a retry is done again). A compensation or confirm is
             # never refused for good: it is tried again until it succeeds or an operator acts.
-            if not refusal.retryable and info.kind == "action":
-                self._record(unit, info, False, reply, now)
-            self._reply(unit, info, False, reply, retryable=refusal.retryable)
-            return
-        self._record(unit, info, True, result, now)
-        self._reply(unit, info, True, result)
+            final = not refusal.retryable and info.kind == "action"
+            return (
+                self._record(info, False, body, now) if final else None,
+                self._reply(unit, info, False, body, retryable=refusal.retryable),
+            )
+        return self._record(info, True, result, now), self._reply(unit, info, True, result)
 
     def _record(
-        self, unit: UnitOfWork, info: CommandInfo, ok: bool, reply: dict[str, Any], now: datetime
-    ) -> None:
-        record_participant_outcome(
-            unit.session,
-            service=self.processor.name,
-            saga_id=info.saga_id,
-            step=info.step,
-            kind=info.kind,
-            ok=ok,
-            reply=reply,
-            now=now,
-        )
+        self, info: CommandInfo, ok: bool, reply: dict[str, Any], now: datetime
+    ) -> StepOutcome:
+        return StepOutcome(self.processor.name, info.saga_id, info.step, info.kind, ok, reply, now)
 
     def _reply(
         self,
@@ -221,14 +252,14 @@ class SagaParticipant:
         body: Mapping[str, Any],
         *,
         retryable: bool = True,
-    ) -> None:
+    ) -> PendingEvent:
         reason = None if ok else str(body.get("reason") or "failed")
         data = body if ok else {}
-        unit.emit(
-            reply_event(
-                info, ok=ok, source=self.source, data=data, reason=reason, retryable=retryable
-            ),
-            aggregate_type="saga",
-            aggregate_id=info.saga_id,
-            topic=SAGA_REPLIES,
+        event = reply_event(
+            info, ok=ok, source=self.source, data=data, reason=reason, retryable=retryable
         )
+        return PendingEvent(unit.linked(event), "saga", info.saga_id, SAGA_REPLIES)
+
+
+#: Replies name their topic: no routes needed.
+_REPLIES = Outbox(routes={})

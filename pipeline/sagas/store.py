@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -29,6 +29,7 @@ __all__ = [
     "ParticipantOutcome",
     "SagaExists",
     "SagaRow",
+    "StepOutcome",
     "StoredSaga",
     "count_by_status",
     "delete_ended_sagas",
@@ -40,7 +41,9 @@ __all__ = [
     "open_saga_count",
     "participant_outcome",
     "participant_outcomes",
+    "participant_outcomes_of",
     "record_participant_outcome",
+    "record_participant_outcomes",
     "saga_ids_by_status",
     "saga_steps_table",
     "sagas_table",
@@ -359,10 +362,49 @@ def participant_outcomes(
     return {row.kind: ParticipantOutcome(bool(row.ok), dict(row.reply)) for row in rows}
 
 
+_OUTCOMES_OF_SAGAS = sa.select(
+    saga_steps_table.c.saga_id,
+    saga_steps_table.c.step,
+    saga_steps_table.c.kind,
+    saga_steps_table.c.ok,
+    saga_steps_table.c.reply,
+).where(
+    saga_steps_table.c.service == sa.bindparam("p_service"),
+    saga_steps_table.c.saga_id.in_(sa.bindparam("p_saga_ids", expanding=True)),
+)
+
+
+def participant_outcomes_of(
+    session: Session | Connection, service: str, saga_ids: Sequence[str]
+) -> dict[tuple[str, str], dict[str, ParticipantOutcome]]:
+    """The outcomes ``service`` recorded for the steps of ``saga_ids``, by ``(saga id, step)``
+    and kind (one query for them all)."""
+    if not saga_ids:
+        return {}
+    rows = session.execute(_OUTCOMES_OF_SAGAS, {"p_service": service, "p_saga_ids": list(saga_ids)})
+    outcomes: dict[tuple[str, str], dict[str, ParticipantOutcome]] = {}
+    for row in rows:
+        step = outcomes.setdefault((row.saga_id, row.step), {})
+        step[row.kind] = ParticipantOutcome(bool(row.ok), dict(row.reply))
+    return outcomes
+
+
 def participant_outcome(
     session: Session | Connection, service: str, saga_id: str, step: str, kind: str
 ) -> ParticipantOutcome | None:
     return participant_outcomes(session, service, saga_id, step).get(kind)
+
+
+class StepOutcome(NamedTuple):
+    """One row of the participants' log: what ``service`` answered to one command."""
+
+    service: str
+    saga_id: str
+    step: str
+    kind: str
+    ok: bool
+    reply: dict[str, Any]
+    handled_at: datetime
 
 
 def record_participant_outcome(
@@ -376,18 +418,26 @@ def record_participant_outcome(
     reply: dict[str, Any],
     now: datetime,
 ) -> None:
-    session.execute(
-        _RECORD,
-        {
-            "p_service": service,
-            "p_saga_id": saga_id,
-            "p_step": step,
-            "p_kind": kind,
-            "p_ok": ok,
-            "p_reply": reply,
-            "p_handled_at": now,
-        },
+    record_participant_outcomes(
+        session, [StepOutcome(service, saga_id, step, kind, ok, reply, now)]
     )
+
+
+def record_participant_outcomes(
+    session: Session | Connection, outcomes: Sequence[StepOutcome]
+) -> None:
+    """Record ``outcomes`` in one statement."""
+    if outcomes:
+        session.execute(
+            _RECORD,
+            [
+                {
+                    f"p_{name}": value
+                    for name, value in zip(StepOutcome._fields, outcome, strict=True)
+                }
+                for outcome in outcomes
+            ],
+        )
 
 
 def saga_ids_by_status(connection: Connection | Session, statuses: Sequence[str]) -> list[str]:

@@ -1,6 +1,7 @@
 """The orchestrator's SQL on a real PostgreSQL: deadlines fired once by concurrent
-orchestrators, a stale save refused (alone, and in a batch of saves), a start that rolls back with its caller, a second start
-of one saga id refused, ended sagas deleted after their retention."""
+orchestrators, a stale save refused (alone, and in a batch of saves), a start that rolls back
+with its caller, a second start of one saga id refused, ended sagas deleted after their
+retention."""
 
 from __future__ import annotations
 
@@ -130,9 +131,12 @@ def test_a_batch_of_saves_with_one_stale_revision_is_refused_whole(database):
     with Session(database) as session, session.begin():
         save_saga(session, current["s-batch-2"].state, 2)  # s-batch-2 now at 3
 
-    with pytest.raises(ConcurrentSagaUpdate, match="1 of 3"):
-        with Session(database) as session, session.begin():
-            save_sagas(session, [(s.state, s.revision) for s in current.values()])
+    with (
+        pytest.raises(ConcurrentSagaUpdate, match="1 of 3"),
+        Session(database) as session,
+        session.begin(),
+    ):
+        save_sagas(session, [(s.state, s.revision) for s in current.values()])
     with Session(database) as session:
         revisions = {i: s.revision for i, s in load_sagas(session, ids).items()}
     assert revisions == {"s-batch-0": 2, "s-batch-1": 2, "s-batch-2": 3}

@@ -4,8 +4,8 @@ with one stale saga saves none."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.database import build_engine, migrate
-from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.envelope import Event
+from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.messages import CommandInfo, reply_event
 from pipeline.sagas.orchestrator import SagaOrchestrator
 from pipeline.sagas.state import SagaState
@@ -169,9 +169,12 @@ def test_a_batch_of_saves_with_one_stale_revision_is_refused_whole(engine: Engin
     with Session(engine) as session, session.begin():
         save_sagas(session, [(loaded["s-1"].state, loaded["s-1"].revision)])  # now revision 2
 
-    with pytest.raises(ConcurrentSagaUpdate, match="1 of 3 sagas changed"):
-        with Session(engine) as session, session.begin():
-            save_sagas(session, [(stored.state, stored.revision) for stored in loaded.values()])
+    with (
+        pytest.raises(ConcurrentSagaUpdate, match="1 of 3 sagas changed"),
+        Session(engine) as session,
+        session.begin(),
+    ):
+        save_sagas(session, [(stored.state, stored.revision) for stored in loaded.values()])
     with Session(engine) as session:
         revisions = {
             saga_id: stored.revision

@@ -1,0 +1,161 @@
+"""A saga participant whose commands take the group-commit path: the commands of a group read
+the participant's log in one query and write their log rows and replies in one statement each,
+with the same answers as one by one: a refusal rolls back only its own handler's writes, a
+command sent again is answered from the log, a compensation of an action never done undoes
+nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipeline.envelope import Event
+from pipeline.outbox.table import outbox_table
+from pipeline.processing.group_commit import commit
+from pipeline.processing.processor import Processor, UnitOfWork
+from pipeline.processing.records import Record
+from pipeline.sagas import Call
+from pipeline.sagas.machine import CommandToSend
+from pipeline.sagas.messages import command_event
+from pipeline.sagas.participant import Refuse, SagaCommand, SagaParticipant
+from pipeline.sagas.store import saga_steps_table
+from pipeline.topics.catalogue import SAGA_REPLIES
+
+GROUP = "stock-service"
+TOPIC = "saga.stock.commands"
+
+effects_metadata = sa.MetaData()
+reservations = sa.Table(
+    "reservations",
+    effects_metadata,
+    sa.Column("saga_id", sa.String(64), primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+)
+
+
+@pytest.fixture
+def database(database: Engine) -> Engine:
+    effects_metadata.create_all(database)
+    return database
+
+
+@pytest.fixture
+def processor() -> Processor:
+    processor = Processor(GROUP)
+    participant = SagaParticipant(processor, "stock", group_commit=True)
+
+    @participant.command("Reserve")
+    def reserve(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+        unit.session.execute(
+            sa.insert(reservations).values(saga_id=command.saga_id, n=command.data["n"])
+        )
+        if command.data["n"] % 2:
+            raise Refuse(f"odd: {command.data['n']}")  # after its write: rolled back
+        return {"reserved": command.data["n"]}
+
+    @participant.command("Release")
+    def release(command: SagaCommand, unit: UnitOfWork) -> None:
+        unit.session.execute(
+            sa.delete(reservations).where(reservations.c.saga_id == command.saga_id)
+        )
+
+    return processor
+
+
+def command(saga_id: str, kind: str, n: int = 0) -> Event:
+    call = Call("Reserve" if kind == "action" else "Release", {"n": n})
+    return command_event(
+        CommandToSend(uuid.uuid4().hex, saga_id, "Stock", "reserve", kind, 1, "stock", call)  # type: ignore[arg-type]
+    )
+
+
+def units_for(processor: Processor, events: list[Event]) -> list[UnitOfWork]:
+    """Each event's unit after its (async) handler ran, as the engine hands them to commit."""
+    units = []
+    for offset, event in enumerate(events):
+        unit = UnitOfWork(
+            _session=None,
+            event=event,
+            record=Record(TOPIC, 0, offset, event.partitionkey.encode(), b"{}"),
+            consumer_group=GROUP,
+        )
+        route = processor.route(TOPIC, event.type)
+        assert route is not None and route.is_async
+        asyncio.run(route.handler(event, unit))  # type: ignore[arg-type]
+        units.append(unit)
+    return units
+
+
+def replies(database: Engine) -> list[tuple[str, bool, dict[str, Any]]]:
+    """``(saga id, ok, data or reason)`` of each reply in the outbox, in its order."""
+    with database.connect() as connection:
+        rows = connection.execute(
+            sa.select(outbox_table.c.aggregate_id, outbox_table.c.payload)
+            .where(outbox_table.c.topic == SAGA_REPLIES)
+            .order_by(outbox_table.c.position)
+        ).all()
+    found = []
+    for saga_id, payload in rows:
+        body = json.loads(payload)
+        found.append(
+            (saga_id, body["ok"], body["data"] if body["ok"] else {"reason": body["reason"]})
+        )
+    return found
+
+
+def test_a_group_of_commands_answers_each_as_alone_and_a_refusal_undoes_only_its_own(
+    database: Engine, processor: Processor
+) -> None:
+    events = [command("s-0", "action", 2), command("s-1", "action", 3), command("s-2", "action", 4)]
+
+    outcomes = commit(database, units_for(processor, events), consumer_group=GROUP, use_inbox=True)
+
+    assert [o.kind for o in outcomes] == ["processed"] * 3
+    with database.connect() as connection:
+        kept = connection.execute(sa.select(reservations.c.saga_id).order_by("saga_id")).all()
+        logged = connection.execute(
+            sa.select(saga_steps_table.c.saga_id, saga_steps_table.c.ok).order_by("saga_id")
+        ).all()
+    assert [row.saga_id for row in kept] == ["s-0", "s-2"]
+    assert [tuple(row) for row in logged] == [("s-0", True), ("s-1", False), ("s-2", True)]
+    assert [(saga_id, ok) for saga_id, ok, _ in replies(database)] == [
+        ("s-0", True),
+        ("s-1", False),
+        ("s-2", True),
+    ]
+
+
+def test_commands_sent_again_are_answered_from_the_log_and_undo_of_nothing_is_nothing(
+    database: Engine, processor: Processor
+) -> None:
+    commit(
+        database,
+        units_for(processor, [command("s-0", "action", 2), command("s-1", "action", 3)]),
+        consumer_group=GROUP,
+        use_inbox=True,
+    )
+    again = [
+        command("s-0", "action", 2),  # a new command id: the inbox does not know it
+        command("s-1", "action", 3),
+        command("s-2", "compensation"),  # its action never ran here
+        command("s-0", "compensation"),  # the same saga twice in one group: one after the other
+    ]
+
+    outcomes = commit(database, units_for(processor, again), consumer_group=GROUP, use_inbox=True)
+
+    assert [o.kind for o in outcomes] == ["processed"] * 4
+    assert replies(database)[2:] == [
+        ("s-0", True, {"reserved": 2}),  # the first outcome, not a second reservation
+        ("s-1", False, {"reason": "odd: 3"}),
+        ("s-2", True, {"undone": False}),
+        ("s-0", True, {}),
+    ]
+    with database.connect() as connection:
+        left = connection.execute(sa.select(sa.func.count()).select_from(reservations)).scalar()
+    assert left == 0  # s-0 released, s-1 never kept
