@@ -121,28 +121,43 @@ def reserve_stock(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
     return {"reserved": len(command.data["lines"])}
 
 
-def _settle(unit: UnitOfWork, order_id: str, status: str) -> int:
-    rows = unit.session.execute(
-        select(reservations.c.sku, reservations.c.quantity).where(
-            reservations.c.order_id == order_id, reservations.c.status == "reserved"
-        )
-    ).all()
-    for sku, quantity in rows:
-        values = (
-            {"reserved": stock.c.reserved - quantity, "sold": stock.c.sold + quantity}
-            if status == "confirmed"
-            else {
-                "reserved": stock.c.reserved - quantity,
-                "available": stock.c.available + quantity,
-            }
-        )
-        unit.session.execute(update(stock).where(stock.c.sku == sku).values(**values))
-    unit.session.execute(
-        update(reservations)
-        .where(reservations.c.order_id == order_id, reservations.c.status == "reserved")
-        .values(status=status)
+# Settling an order's reservations: they are marked in one statement that returns them, then
+# the stock of their SKUs moves in one more (sorted by SKU, so two orders settling the same
+# SKUs lock their rows in the same order). Built once, like the reservation's statements.
+_SETTLE = (
+    update(reservations)
+    .where(reservations.c.order_id == bindparam("p_order_id"), reservations.c.status == "reserved")
+    .values(status=bindparam("p_status"))
+    .returning(reservations.c.sku, reservations.c.quantity)
+)
+_SELL = (
+    update(stock)
+    .where(stock.c.sku == bindparam("p_sku"))
+    .values(
+        reserved=stock.c.reserved - bindparam("p_quantity"),
+        sold=stock.c.sold + bindparam("p_quantity"),
     )
-    return len(rows)
+)
+_RELEASE = (
+    update(stock)
+    .where(stock.c.sku == bindparam("p_sku"))
+    .values(
+        reserved=stock.c.reserved - bindparam("p_quantity"),
+        available=stock.c.available + bindparam("p_quantity"),
+    )
+)
+
+
+def _settle(unit: UnitOfWork, order_id: str, status: str) -> int:
+    """Mark the order's open reservations ``status`` (confirmed: sold; released: available
+    again) and move their units; returns how many there were."""
+    settled = unit.session.execute(_SETTLE, {"p_order_id": order_id, "p_status": status}).all()
+    if settled:
+        unit.session.execute(
+            _SELL if status == "confirmed" else _RELEASE,
+            [{"p_sku": sku, "p_quantity": quantity} for sku, quantity in sorted(settled)],
+        )
+    return len(settled)
 
 
 @participant.command("ConfirmReservation")
