@@ -18,7 +18,8 @@ A handler may be ``async def``: it then runs on the processor's event loop, many
 the runtime commits the inbox rows and effects of many events in one transaction (group
 commit). It has no session while it runs (an open transaction across its awaits would hold
 locks for as long as it waits): it hands its database writes to :meth:`UnitOfWork.write`, which
-runs them in the event's transaction after it returns::
+runs them in the event's transaction after it returns (the events it emits go into the outbox
+after those writes, with the events of the rest of its group in one statement)::
 
     @orders.handler("requests.orders", event_type="PlaceOrder", model=PlaceOrder)
     async def place_order(event: Event, unit: UnitOfWork) -> None:
@@ -32,7 +33,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -74,7 +75,7 @@ class UnitOfWork:
     data: Any = None
     _emitted: list[Event] = field(default_factory=list)
     _writes: list[Write] = field(default_factory=list)
-    _batched: tuple[BatchWrite, Any] | None = None
+    _batched: list[tuple[BatchWrite, Any]] = field(default_factory=list)
 
     @property
     def session(self) -> Session:
@@ -97,37 +98,35 @@ class UnitOfWork:
     def write_batched(self, batch: BatchWrite, item: object) -> None:
         """Run ``batch(session, [item])`` in the event's transaction, after its other writes;
         in a group commit, once for the items of all the units of the group that gave this
-        ``batch`` (the same object), in the units' order: a write that costs statements for
-        each event (a load, an update, an insert) then costs them once for the group. When the
-        group's transaction fails, each event is committed on its own, with ``[item]``. A unit
-        has at most one batched write."""
+        ``batch`` (the same object), in the units' order (a unit's own items in the order
+        given): a write that costs statements for each event (a load, an update, an insert)
+        then costs them once for the group. When the group's transaction fails, each event is
+        committed on its own, with its own items."""
         if self._session is not None:
             batch(self._session, [item])
-        elif self._batched is not None:
-            raise PipelineError("a unit of work has at most one batched write")
         else:
-            self._batched = (batch, item)
+            self._batched.append((batch, item))
 
     @property
     def has_writes(self) -> bool:
         """Whether an ``async`` handler left writes for its transaction."""
-        return bool(self._writes) or self._batched is not None
+        return bool(self._writes) or bool(self._batched)
 
     def apply_writes(
         self, session: Session, batches: dict[BatchWrite, list[Any]] | None = None
     ) -> None:
         """Run the writes an ``async`` handler left, in ``session``'s transaction. They are
         kept: a group transaction that rolls back runs them again in the event's own. Its
-        batched write runs now with its item alone, or, given ``batches`` (a group's), its item
-        joins those of its batch there, for the caller to run once for the group."""
+        batched writes run now with its own items, or, given ``batches`` (a group's), its items
+        join those of their batches there, for the caller to run once for the group."""
         for write in self._writes:
             write(session)
-        if self._batched is not None:
-            batch, item = self._batched
-            if batches is None:
-                batch(session, [item])
-            else:
-                batches.setdefault(batch, []).append(item)
+        own: dict[BatchWrite, list[Any]] = {} if batches is None else batches
+        for batch, item in self._batched:
+            own.setdefault(batch, []).append(item)
+        if batches is None:
+            for batch, items in own.items():
+                batch(session, items)
 
     def linked(self, event: Event) -> Event:
         """``event`` as :meth:`emit` publishes it: with the handled event's correlation id (or
@@ -153,20 +152,31 @@ class UnitOfWork:
         The handled event's correlation id is carried over (or its id, when it had none), and
         it becomes the causation id, unless ``event`` sets them itself.
         """
-        from pipeline.outbox.table import add_to_outbox
+        from pipeline.outbox.table import PendingEvent, add_to_outbox
 
         linked = self.linked(event)
-        self.write(
-            partial(
-                add_to_outbox,
-                event=linked,
+        if self._session is None:  # an async handler's: with those of its group, in one insert
+            self.write_batched(
+                _add_emitted, PendingEvent(linked, aggregate_type, aggregate_id, topic)
+            )
+        else:
+            add_to_outbox(
+                self._session,
+                linked,
                 aggregate_type=aggregate_type,
                 aggregate_id=aggregate_id,
                 topic=topic,
             )
-        )
         self._emitted.append(linked)
         return linked
+
+
+def _add_emitted(session: Session, pending: list[Any]) -> None:
+    """The events that the ``async`` handlers of a group emitted, into the outbox in one
+    statement (after the handlers' other writes, in the order emitted)."""
+    from pipeline.outbox.table import Outbox
+
+    Outbox().add_all(session, pending)
 
 
 Handler = Callable[[Event, UnitOfWork], Awaitable[None] | None]

@@ -165,7 +165,7 @@ class SagaParticipant:
         records: list[StepOutcome] = []
         replies: list[PendingEvent] = []
         for (function, unit), info in zip(commands, infos, strict=True):
-            own = replace(unit, _session=session, _emitted=[], _writes=[], _batched=None)
+            own = replace(unit, _session=session, _emitted=[], _writes=[], _batched=[])
             with handler_log_context(own), log_context(saga_id=info.saga_id):
                 record, reply = self._answer(
                     function, own, info, known.get((info.saga_id, info.step), {})

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
-from pipeline.errors import PipelineError
+from pipeline.outbox.table import outbox_table
 from pipeline.processing import inbox
 from pipeline.processing.group_commit import Grouper, Seen, commit, commit_claims, look_up
 from pipeline.processing.processor import UnitOfWork
@@ -474,24 +474,74 @@ def test_when_a_groups_batched_write_fails_each_unit_runs_it_alone_and_only_its_
     assert inbox_rows(database) == [(events[0].id, 0, "processed"), (events[2].id, 2, "processed")]
 
 
-def test_a_unit_takes_one_batched_write_and_a_synchronous_units_runs_at_once(
+def test_a_units_items_join_their_batch_in_order_and_a_synchronous_units_run_at_once(
     database: Engine,
 ) -> None:
     batch = BatchedInsert()
-    unit = unit_of(new_event(), 0)
-    unit.write_batched(batch, "first")
-    with pytest.raises(PipelineError, match="at most one batched write"):
-        unit.write_batched(batch, "second")
+    first, second = new_event(), new_event()
+    units = [unit_of(first, 0), unit_of(second, 1)]
+    units[0].write_batched(batch, "a1")
+    units[0].write_batched(batch, "a2")
+    units[1].write_batched(batch, "b1")
+
+    commit(database, units, consumer_group=GROUP, use_inbox=True)
     with Session(database) as session, session.begin():
         synchronous = UnitOfWork(
             _session=session,
             event=new_event(),
-            record=Record(TOPIC, 0, 1, b"k", b"{}"),
+            record=Record(TOPIC, 0, 2, b"k", b"{}"),
             consumer_group=GROUP,
         )
         synchronous.write_batched(batch, "now")
-        assert batch.calls == [["now"]]
-    assert effect_names(database) == ["now"]
+        assert batch.calls == [["a1", "a2", "b1"], ["now"]]
+
+    assert effect_names(database) == ["a1", "a2", "b1", "now"]
+
+
+def outbox_events(database: Engine) -> list[tuple[str, str]]:
+    """``(aggregate id, event type)`` of each outbox row, in the outbox's order."""
+    table = outbox_table
+    with database.connect() as connection:
+        rows = connection.execute(
+            select(table.c.aggregate_id, table.c.event_type).order_by(table.c.position)
+        )
+        return [(aggregate_id, event_type) for aggregate_id, event_type in rows]
+
+
+def emitting_unit(event: Event, offset: int, aggregate_id: str, *types: str) -> UnitOfWork:
+    unit = unit_of(event, offset, f"{aggregate_id}-write")
+    for event_type in types:
+        unit.emit(
+            Event(source="/tests", type=event_type, data={}),
+            aggregate_type="order",
+            aggregate_id=aggregate_id,
+            topic="orders.events",
+        )
+    return unit
+
+
+def test_the_events_an_async_group_emits_go_into_the_outbox_in_order_and_a_bad_one_alone_fails(
+    database: Engine,
+) -> None:
+    events = [new_event() for _ in range(3)]
+    units = [
+        emitting_unit(events[0], 0, "o-1", "Placed", "Paid"),
+        emitting_unit(events[1], 1, "o-2", "Placed"),
+        emitting_unit(events[2], 2, "o-3", "Placed"),
+    ]
+    units[2].emit(  # its partition key disagrees with its aggregate: OutboxError
+        Event(source="/tests", type="Odd", partitionkey="elsewhere", data={}),
+        aggregate_type="order",
+        aggregate_id="o-3",
+        topic="orders.events",
+    )
+
+    outcomes = commit(database, units, consumer_group=GROUP, use_inbox=True)
+
+    assert [o.kind for o in outcomes] == ["processed", "processed", "failed"]
+    assert "partitionkey" in str(outcomes[2].error)
+    assert outbox_events(database) == [("o-1", "Placed"), ("o-1", "Paid"), ("o-2", "Placed")]
+    assert effect_names(database) == ["o-1-write", "o-2-write"]
 
 
 def test_commit_claims_records_events_without_writes_and_finds_duplicates(
