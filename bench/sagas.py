@@ -22,7 +22,7 @@ Every process runs on topics and consumer groups of the run's own (``bench-sagas
 each catalogue name and group, bench/topic_namespace.py), made at the start and deleted at the
 end: a bench run and the demo (or CI's e2e test of it) on the same stack share no partition.
 
-Run: ``.venv/bin/python bench/sagas.py [--rates 5,10,20,40] [--seconds 20]``; ``--quick``
+Run: ``.venv/bin/python bench/sagas.py [--rates 5,10,20,40,60] [--seconds 20]``; ``--quick``
 runs two short levels. Results: bench/results/sagas.{json,md}.
 """
 
@@ -409,7 +409,7 @@ def report(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rates", default="5,10,20,40", help="offered sagas/s, comma-separated")
+    parser.add_argument("--rates", default="5,10,20,40,60", help="offered sagas/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each level lasts")
     parser.add_argument("--quick", action="store_true", help="two short levels")
     args = parser.parse_args()

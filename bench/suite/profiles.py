@@ -95,7 +95,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         full=_REPEAT,
         quick=(*_PROCESSING_QUICK, *_REPEAT),
     ),
-    # sagas.py has no rounds: each offered level is measured once (the full profile: its 4
+    # sagas.py has no rounds: each offered level is measured once (the full profile: its 5
     # levels of 20 s; the quick one: one level of 2 s at 10 sagas/s).
     Benchmark("sagas", full=(), quick=("--rates", "10", "--seconds", "2")),
     # Quick: 20,000 records, without the one-process command (for information only).
