@@ -348,7 +348,8 @@ class StackSettings(_Frozen):
 
 
 class SagaSettings(_Frozen):
-    """Saga instances (pipeline/sagas/): how long the orchestrator keeps the ones that ended."""
+    """Saga instances (pipeline/sagas/): how long the orchestrator keeps the ones that ended,
+    and the participants the rows of their log."""
 
     #: Sagas that ended (completed, compensated, resolved) are deleted this long (at least a
     #: minute) after they ended, plus a margin of 10 minutes; ``None`` (``null`` in the
@@ -359,6 +360,13 @@ class SagaSettings(_Frozen):
     retention_s: float | None = Field(default=30 * 24 * 3600.0, ge=60)
     #: Ended sagas deleted per transaction (each orchestrator looks every few minutes).
     cleanup_batch_size: int = Field(default=1_000, gt=0)
+    #: Each saga participant deletes the rows of its log of handled commands
+    #: (``pipeline_saga_steps``) this long after it handled them, every few minutes; ``None``
+    #: (the default) keeps them. Only safe above the longest a saga can stay open, including
+    #: the time a ``compensation_failed`` saga may wait for an operator's retry: a
+    #: compensation that arrives after its action's row is gone is answered "nothing to undo"
+    #: and undoes nothing, and an action sent again is done again.
+    step_log_retention_s: float | None = Field(default=None, ge=3600)
 
 
 class DemoSettings(_Frozen):

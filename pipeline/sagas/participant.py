@@ -35,17 +35,20 @@ timeout takes over.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
 from pipeline.logs.context import log_context
 from pipeline.outbox.table import Outbox, PendingEvent
+from pipeline.plurals import counted
 from pipeline.processing.attempt import handler_log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.sagas.messages import (
@@ -57,13 +60,21 @@ from pipeline.sagas.messages import (
 from pipeline.sagas.store import (
     ParticipantOutcome,
     StepOutcome,
+    delete_participant_outcomes,
     participant_outcomes,
     participant_outcomes_of,
     record_participant_outcomes,
 )
+from pipeline.settings import PipelineSettings, SagaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES, saga_commands_topic
 
 __all__ = ["Refuse", "SagaCommand", "SagaParticipant"]
+
+logger = logging.getLogger("pipeline.sagas")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Refuse(Exception):
@@ -111,12 +122,50 @@ class SagaParticipant:
         *,
         source: str | None = None,
         group_commit: bool = False,
+        settings: SagaSettings | None = None,
+        cleanup_every_s: float = 300.0,
+        clock: Callable[[], datetime] = _utc_now,
     ):
+        """``settings``: ``PipelineSettings().sagas``, read when the processor starts, unless
+        given here; its ``step_log_retention_s`` says how long the participant's log keeps a
+        handled command (looked at every ``cleanup_every_s``; by default forever)."""
         self.processor = processor
         self.participant = participant
         self.topic = saga_commands_topic(participant)
         self.source = source or f"/services/{processor.name}"
         self.group_commit = group_commit
+        self.clock = clock
+        self.settings = settings or SagaSettings()
+        if settings is None:
+            processor.on_start(self._read_settings)
+        processor.every(cleanup_every_s)(self._delete_old_steps)
+
+    def _read_settings(self, database: Engine) -> None:
+        self.settings = PipelineSettings().sagas
+
+    def _delete_old_steps(self, database: Engine) -> None:
+        self.delete_old_steps(database)
+
+    def delete_old_steps(self, database: Engine) -> int:
+        """Delete the rows of this participant's log handled more than
+        ``settings.step_log_retention_s`` ago (none without it); returns how many."""
+        retention = self.settings.step_log_retention_s
+        if retention is None:
+            return 0
+        deleted = delete_participant_outcomes(
+            database,
+            self.processor.name,
+            handled_before=self.clock() - timedelta(seconds=retention),
+            batch_size=self.settings.cleanup_batch_size,
+        )
+        if deleted:
+            logger.info(
+                "deleted %s of %s's saga step log, handled more than %s ago",
+                counted(deleted, "row"),
+                self.processor.name,
+                timedelta(seconds=retention),
+            )
+        return deleted
 
     def command(
         self, event_type: str, *, model: type[BaseModel] | None = None

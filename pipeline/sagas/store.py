@@ -33,6 +33,7 @@ __all__ = [
     "StoredSaga",
     "count_by_status",
     "delete_ended_sagas",
+    "delete_participant_outcomes",
     "due_saga_ids",
     "insert_saga",
     "list_sagas",
@@ -77,6 +78,7 @@ saga_steps_table = sa.Table(
     sa.Column("ok", sa.Boolean, nullable=False),
     sa.Column("reply", sa.JSON, nullable=False),
     sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_pipeline_saga_steps_handled_at", "service", "handled_at"),
 )
 
 
@@ -438,6 +440,48 @@ def record_participant_outcomes(
                 for outcome in outcomes
             ],
         )
+
+
+_OLD_STEPS = (
+    sa.select(saga_steps_table.c.saga_id, saga_steps_table.c.step, saga_steps_table.c.kind)
+    .where(
+        saga_steps_table.c.service == sa.bindparam("p_service"),
+        saga_steps_table.c.handled_at < sa.bindparam("p_before"),
+    )
+    .order_by(saga_steps_table.c.handled_at)
+    .limit(sa.bindparam("p_limit"))
+)
+_DELETE_STEP = sa.delete(saga_steps_table).where(
+    saga_steps_table.c.service == sa.bindparam("p_service"),
+    saga_steps_table.c.saga_id == sa.bindparam("p_saga_id"),
+    saga_steps_table.c.step == sa.bindparam("p_step"),
+    saga_steps_table.c.kind == sa.bindparam("p_kind"),
+)
+
+
+def delete_participant_outcomes(
+    engine: Engine, service: str, *, handled_before: datetime, batch_size: int = 1_000
+) -> int:
+    """Delete the rows of ``service``'s log handled before ``handled_before``, oldest first,
+    ``batch_size`` per transaction (short locks); returns how many were deleted."""
+    deleted = 0
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(
+                _OLD_STEPS,
+                {"p_service": service, "p_before": handled_before, "p_limit": batch_size},
+            ).all()
+            if rows:
+                connection.execute(
+                    _DELETE_STEP,
+                    [
+                        {"p_service": service, "p_saga_id": saga_id, "p_step": step, "p_kind": kind}
+                        for saga_id, step, kind in rows
+                    ],
+                )
+        deleted += len(rows)
+        if len(rows) < batch_size:
+            return deleted
 
 
 def saga_ids_by_status(connection: Connection | Session, statuses: Sequence[str]) -> list[str]:

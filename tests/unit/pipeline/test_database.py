@@ -118,8 +118,9 @@ def test_a_database_at_an_older_revision_is_still_migrated(tmp_path: Path) -> No
     engine = sqlite_engine(tmp_path)
     migrate(engine)
     with engine.begin() as connection:
-        # What 0004_gateway's downgrade leaves: the database one revision behind the head.
+        # What the downgrades of 0005 and 0004 leave: the database two revisions behind.
         connection.execute(text("UPDATE alembic_version SET version_num = '0003_sagas'"))
+        connection.execute(text("DROP INDEX ix_pipeline_saga_steps_handled_at"))
         connection.execute(text("DROP TABLE pipeline_gateway_idempotency"))
         connection.execute(text("DROP TABLE pipeline_gateway_keys"))
 
@@ -128,6 +129,8 @@ def test_a_database_at_an_older_revision_is_still_migrated(tmp_path: Path) -> No
     assert current_revision(engine) == HEAD_REVISION
     tables = set(inspect(engine).get_table_names())
     assert {"pipeline_gateway_idempotency", "pipeline_gateway_keys"} <= tables
+    indexes = {index["name"] for index in inspect(engine).get_indexes("pipeline_saga_steps")}
+    assert "ix_pipeline_saga_steps_handled_at" in indexes
     engine.dispose()
 
 

@@ -1,7 +1,7 @@
 """The orchestrator's SQL on a real PostgreSQL: deadlines fired once by concurrent
 orchestrators, a stale save refused (alone, and in a batch of saves), a start that rolls back
 with its caller, a second start of one saga id refused, ended sagas deleted after their
-retention."""
+retention, a participant's log rows deleted after theirs."""
 
 from __future__ import annotations
 
@@ -21,8 +21,12 @@ from pipeline.sagas.orchestrator import SagaOrchestrator
 from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
     SagaExists,
+    StepOutcome,
+    delete_participant_outcomes,
     load_saga,
     load_sagas,
+    record_participant_outcomes,
+    saga_steps_table,
     sagas_table,
     save_saga,
     save_sagas,
@@ -187,3 +191,32 @@ def test_ended_sagas_past_the_retention_are_deleted_and_the_others_kept(database
             )
         ).all()
     assert [tuple(row) for row in left] == [(f"{prefix}-2", "running")]
+
+
+def test_a_participants_log_rows_older_than_the_retention_are_deleted_in_batches(database):
+    with database.begin() as connection:
+        record_participant_outcomes(
+            connection,
+            [
+                StepOutcome(service, f"s-{n}", "only", "action", True, {}, T0 + timedelta(hours=n))
+                for n in range(5)
+                for service in ("stock", "payments")
+            ],
+        )
+
+    deleted = delete_participant_outcomes(
+        database, "stock", handled_before=T0 + timedelta(hours=3), batch_size=2
+    )
+
+    assert deleted == 3
+    with database.connect() as connection:
+        left = connection.execute(
+            sa.select(saga_steps_table.c.service, saga_steps_table.c.saga_id).order_by(
+                saga_steps_table.c.service, saga_steps_table.c.saga_id
+            )
+        ).all()
+    assert [tuple(row) for row in left] == [
+        *(("payments", f"s-{n}") for n in range(5)),
+        ("stock", "s-3"),
+        ("stock", "s-4"),
+    ]

@@ -2,17 +2,19 @@
 the participant's log in one query and write their log rows and replies in one statement each,
 with the same answers as one by one: a refusal rolls back only its own handler's writes, a
 command sent again is answered from the log, a compensation of an action never done undoes
-nothing."""
+nothing; and the log keeps its rows for the retention, when one is set."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from pipeline.envelope import Event
@@ -24,10 +26,12 @@ from pipeline.sagas import Call
 from pipeline.sagas.machine import CommandToSend
 from pipeline.sagas.messages import command_event
 from pipeline.sagas.participant import Refuse, SagaCommand, SagaParticipant
-from pipeline.sagas.store import saga_steps_table
+from pipeline.sagas.store import StepOutcome, record_participant_outcomes, saga_steps_table
+from pipeline.settings import SagaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES
 
 GROUP = "stock-service"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TOPIC = "saga.stock.commands"
 
 effects_metadata = sa.MetaData()
@@ -159,3 +163,66 @@ def test_commands_sent_again_are_answered_from_the_log_and_undo_of_nothing_is_no
     with database.connect() as connection:
         left = connection.execute(sa.select(sa.func.count()).select_from(reservations)).scalar()
     assert left == 0  # s-0 released, s-1 never kept
+
+
+def log_rows(database: Engine) -> list[tuple[str, str, str]]:
+    table = saga_steps_table
+    with database.connect() as connection:
+        rows = connection.execute(
+            sa.select(table.c.service, table.c.saga_id, table.c.kind).order_by(
+                table.c.service, table.c.saga_id, table.c.kind
+            )
+        )
+        return [tuple(row) for row in rows]
+
+
+def fill_log(database: Engine) -> None:
+    """Rows of this service handled 1, 3 and 5 hours before T0, and one of another service."""
+    with database.begin() as connection:
+        record_participant_outcomes(
+            connection,
+            [
+                StepOutcome(service, saga_id, "reserve", kind, True, {}, T0 - timedelta(hours=h))
+                for service, saga_id, kind, h in [
+                    (GROUP, "s-1h", "action", 1),
+                    (GROUP, "s-3h", "action", 3),
+                    (GROUP, "s-3h", "compensation", 3),
+                    (GROUP, "s-5h", "action", 5),
+                    ("other", "s-5h", "action", 5),
+                ]
+            ],
+        )
+
+
+def test_the_log_deletes_its_own_rows_older_than_the_retention_every_few_minutes(
+    database: Engine,
+) -> None:
+    fill_log(database)
+    processor = Processor(GROUP)
+    participant = SagaParticipant(
+        processor,
+        "stock",
+        settings=SagaSettings(step_log_retention_s=2 * 3600, cleanup_batch_size=2),
+        cleanup_every_s=120,
+        clock=lambda: T0,
+    )
+    [task] = [task for task in processor.periodic_tasks if "old_steps" in task.name]
+
+    task.run(database)
+
+    assert task.every_s == 120
+    assert log_rows(database) == [("other", "s-5h", "action"), (GROUP, "s-1h", "action")]
+    assert participant.delete_old_steps(database) == 0  # nothing left to delete
+
+
+def test_without_a_retention_the_log_keeps_every_row(database: Engine) -> None:
+    fill_log(database)
+    participant = SagaParticipant(Processor(GROUP), "stock", settings=SagaSettings())
+
+    assert participant.delete_old_steps(database) == 0
+    assert len(log_rows(database)) == 5
+
+
+def test_a_retention_under_an_hour_is_refused() -> None:
+    with pytest.raises(ValidationError, match="step_log_retention_s"):
+        SagaSettings(step_log_retention_s=60)
