@@ -43,7 +43,6 @@ __all__ = [
     "participant_outcome",
     "participant_outcomes",
     "participant_outcomes_of",
-    "record_participant_outcome",
     "record_participant_outcomes",
     "saga_ids_by_status",
     "saga_steps_table",
@@ -407,22 +406,6 @@ class StepOutcome(NamedTuple):
     ok: bool
     reply: dict[str, Any]
     handled_at: datetime
-
-
-def record_participant_outcome(
-    session: Session | Connection,
-    *,
-    service: str,
-    saga_id: str,
-    step: str,
-    kind: str,
-    ok: bool,
-    reply: dict[str, Any],
-    now: datetime,
-) -> None:
-    record_participant_outcomes(
-        session, [StepOutcome(service, saga_id, step, kind, ok, reply, now)]
-    )
 
 
 def record_participant_outcomes(
