@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.dml import Update
 
 from pipeline.processing import Processor, UnitOfWork
 from pipeline.sagas.participant import Refuse, SagaCommand, SagaParticipant
@@ -130,22 +131,24 @@ _SETTLE = (
     .values(status=bindparam("p_status"))
     .returning(reservations.c.sku, reservations.c.quantity)
 )
-_SELL = (
-    update(stock)
-    .where(stock.c.sku == bindparam("p_sku"))
-    .values(
-        reserved=stock.c.reserved - bindparam("p_quantity"),
-        sold=stock.c.sold + bindparam("p_quantity"),
+
+
+def _from_reserved(to: str) -> Update:
+    """The statement that moves ``p_quantity`` units of ``p_sku`` from reserved to ``to``."""
+    return (
+        update(stock)
+        .where(stock.c.sku == bindparam("p_sku"))
+        .values(
+            {
+                "reserved": stock.c.reserved - bindparam("p_quantity"),
+                to: stock.c[to] + bindparam("p_quantity"),
+            }
+        )
     )
-)
-_RELEASE = (
-    update(stock)
-    .where(stock.c.sku == bindparam("p_sku"))
-    .values(
-        reserved=stock.c.reserved - bindparam("p_quantity"),
-        available=stock.c.available + bindparam("p_quantity"),
-    )
-)
+
+
+_SELL = _from_reserved("sold")
+_RELEASE = _from_reserved("available")
 
 
 def _settle(unit: UnitOfWork, order_id: str, status: str) -> int:

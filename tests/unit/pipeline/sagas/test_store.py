@@ -4,16 +4,13 @@ with one stale saga saves none."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.messages import CommandInfo, reply_event
@@ -26,7 +23,6 @@ from pipeline.sagas.store import (
     load_sagas,
     save_sagas,
 )
-from pipeline.settings import DatabaseSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -61,14 +57,6 @@ REGISTRY = SagaRegistry(
 )
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'sagas.db'}"))
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 def reply_to(state: SagaState, *, ok: bool) -> Event:
     """A participant's reply to the one command ``state`` awaits."""
     [(command_id, awaited)] = state.awaiting.items()
@@ -76,44 +64,43 @@ def reply_to(state: SagaState, *, ok: bool) -> Event:
     return reply_event(info, ok=ok, source="/worker", reason=None if ok else "no")
 
 
-def test_a_second_start_of_one_saga_id_is_refused_and_the_first_row_stays(tmp_path: Path) -> None:
-    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'sagas.db'}"))
-    migrate(engine)
-    with Session(engine) as session, session.begin():
+def test_a_second_start_of_one_saga_id_is_refused_and_the_first_row_stays(
+    database: Engine,
+) -> None:
+    with Session(database) as session, session.begin():
         SagaOrchestrator(REGISTRY, clock=lambda: T0).start(session, "One", "s-1", {"n": 1})
     later = T0 + timedelta(minutes=1)
-    with pytest.raises(SagaExists), Session(engine) as session, session.begin():
+    with pytest.raises(SagaExists), Session(database) as session, session.begin():
         SagaOrchestrator(REGISTRY, clock=lambda: later).start(session, "One", "s-1", {"n": 2})
-    with Session(engine) as session:
+    with Session(database) as session:
         stored = load_saga(session, "s-1")
     assert stored is not None
     assert stored.state.started_at == T0
     assert stored.state.data == {"n": 1}
     assert stored.revision == 1
-    engine.dispose()
 
 
 def test_replies_to_several_sagas_applied_together_leave_what_each_applied_alone_leaves(
-    engine: Engine,
+    database: Engine,
 ) -> None:
     orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: T0)
     oks = [True, False, True]  # the second fails and is compensated
-    with Session(engine) as session, session.begin():
+    with Session(database) as session, session.begin():
         for prefix in ("together", "alone"):
             for n in range(3):
                 orchestrator.start(session, "Two", f"{prefix}-{n}", {"n": n})
-    with Session(engine) as session:
+    with Session(database) as session:
         started = load_sagas(session, [f"{p}-{n}" for p in ("together", "alone") for n in range(3)])
-    with Session(engine) as session, session.begin():
+    with Session(database) as session, session.begin():
         effects = orchestrator.handle_replies(
             session, [reply_to(started[f"together-{n}"].state, ok=ok) for n, ok in enumerate(oks)]
         )
     for n, ok in enumerate(oks):
-        with Session(engine) as session, session.begin():
+        with Session(database) as session, session.begin():
             orchestrator.handle_reply(session, reply_to(started[f"alone-{n}"].state, ok=ok))
 
     assert effects == ["applied"] * 3
-    with Session(engine) as session:
+    with Session(database) as session:
         after = load_sagas(session, [f"{p}-{n}" for p in ("together", "alone") for n in range(3)])
     for n in range(3):
         together, alone = after[f"together-{n}"], after[f"alone-{n}"]
@@ -134,48 +121,48 @@ def _comparable(state: SagaState) -> dict[str, object]:
 
 
 def test_a_reply_that_changes_nothing_applied_with_others_is_counted_and_saves_nothing(
-    engine: Engine,
+    database: Engine,
 ) -> None:
     orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: T0)
-    with Session(engine) as session, session.begin():
+    with Session(database) as session, session.begin():
         for n in range(2):
             orchestrator.start(session, "Two", f"s-{n}", {"n": n})
-    with Session(engine) as session:
+    with Session(database) as session:
         started = load_sagas(session, ["s-0", "s-1"])
     first = reply_to(started["s-0"].state, ok=True)
-    with Session(engine) as session, session.begin():
+    with Session(database) as session, session.begin():
         orchestrator.handle_reply(session, first)
-    with Session(engine) as session, session.begin():
+    with Session(database) as session, session.begin():
         effects = orchestrator.handle_replies(
             session, [first, reply_to(started["s-1"].state, ok=True)]
         )
 
     assert effects == ["duplicate", "applied"]
-    with Session(engine) as session:
+    with Session(database) as session:
         after = load_sagas(session, ["s-0", "s-1"])
     assert (after["s-0"].revision, after["s-1"].revision) == (2, 2)
     duplicates = orchestrator.metrics.ignored_replies.labels("Two", "duplicate")
     assert duplicates._value.get() == 1
 
 
-def test_a_batch_of_saves_with_one_stale_revision_is_refused_whole(engine: Engine) -> None:
+def test_a_batch_of_saves_with_one_stale_revision_is_refused_whole(database: Engine) -> None:
     orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: T0)
-    with Session(engine) as session, session.begin():
+    with Session(database) as session, session.begin():
         for n in range(3):
             orchestrator.start(session, "One", f"s-{n}", {"n": n})
-    with Session(engine) as session:
+    with Session(database) as session:
         loaded = load_sagas(session, ["s-0", "s-1", "s-2", "missing"])
     assert sorted(loaded) == ["s-0", "s-1", "s-2"]
-    with Session(engine) as session, session.begin():
+    with Session(database) as session, session.begin():
         save_sagas(session, [(loaded["s-1"].state, loaded["s-1"].revision)])  # now revision 2
 
     with (
         pytest.raises(ConcurrentSagaUpdate, match="1 of 3 sagas changed"),
-        Session(engine) as session,
+        Session(database) as session,
         session.begin(),
     ):
         save_sagas(session, [(stored.state, stored.revision) for stored in loaded.values()])
-    with Session(engine) as session:
+    with Session(database) as session:
         revisions = {
             saga_id: stored.revision
             for saga_id, stored in load_sagas(session, ["s-0", "s-1", "s-2"]).items()
