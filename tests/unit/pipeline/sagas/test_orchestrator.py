@@ -1,0 +1,94 @@
+"""The orchestrator's processor on the runtime's group commit: the replies of a group are applied
+together, and a reply for no known saga fails only itself (the group is redone reply by reply)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from pipeline.envelope import Event
+from pipeline.processing.group_commit import commit
+from pipeline.processing.processor import Reject, UnitOfWork
+from pipeline.processing.records import Record
+from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
+from pipeline.sagas.messages import CommandInfo, reply_event
+from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
+from pipeline.sagas.state import SagaState
+from pipeline.sagas.store import load_sagas
+from pipeline.settings import SagaSettings
+from pipeline.topics.catalogue import SAGA_REPLIES
+
+
+class Data(BaseModel):
+    n: int
+
+
+REGISTRY = SagaRegistry(
+    [
+        SagaDefinition(
+            "Pair",
+            version=1,
+            data_model=Data,
+            steps=[
+                Step("first", participant="worker", action=lambda d: Call("Do", {"n": d.n})),
+                Step("second", participant="worker", action=lambda d: Call("Do2", {"n": d.n})),
+            ],
+        )
+    ]
+)
+
+
+def reply_to(state: SagaState) -> Event:
+    [(command_id, awaited)] = state.awaiting.items()
+    info = CommandInfo(state.saga_id, awaited.step, awaited.kind, command_id, awaited.attempt)
+    return reply_event(info, ok=True, source="/worker")
+
+
+def units_for(orchestrator: SagaOrchestrator, events: list[Event]) -> list[UnitOfWork]:
+    """Each reply's unit after the orchestrator's (async) handler ran, as the engine has them."""
+    processor = orchestrator_processor(orchestrator, settings=SagaSettings())
+    units = []
+    for offset, event in enumerate(events):
+        unit = UnitOfWork(
+            _session=None,
+            event=event,
+            record=Record(SAGA_REPLIES, 0, offset, event.partitionkey.encode(), b"{}"),
+            consumer_group=processor.name,
+        )
+        route = processor.route(SAGA_REPLIES, event.type)
+        assert route is not None and route.is_async
+        asyncio.run(route.handler(event, unit))  # type: ignore[arg-type]
+        units.append(unit)
+    return units
+
+
+def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_applied(
+    database: Engine,
+) -> None:
+    orchestrator = SagaOrchestrator(REGISTRY)
+    with Session(database) as session, session.begin():
+        for n in range(2):
+            orchestrator.start(session, "Pair", f"s-{n}", {"n": n})
+        started = load_sagas(session, ["s-0", "s-1"])
+    stranger = reply_to(started["s-0"].state.model_copy(update={"saga_id": "s-unknown"}))
+    events = [reply_to(started["s-0"].state), stranger, reply_to(started["s-1"].state)]
+
+    outcomes = commit(
+        database,
+        units_for(orchestrator, events),
+        consumer_group="saga-orchestrator",
+        use_inbox=True,
+    )
+
+    assert [o.kind for o in outcomes] == ["processed", "failed", "processed"]
+    assert isinstance(outcomes[1].error, Reject)
+    assert "s-unknown" in str(outcomes[1].error)
+    with Session(database) as session:
+        after = load_sagas(session, ["s-0", "s-1"])
+    for saga_id in ("s-0", "s-1"):
+        [awaited] = after[saga_id].state.awaiting.values()
+        assert awaited.step == "second"  # the first step's reply applied once
+        assert after[saga_id].revision == 2
