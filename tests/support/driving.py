@@ -1,13 +1,17 @@
-"""What the broker-free processing tests share: quick retry settings, step events, drivers."""
+"""What the broker-free processing tests share: quick retry settings, step events, drivers, the
+units of work an async handler leaves for the group commit."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import MetaData
 
 from pipeline.envelope import Event
 from pipeline.processing import Processor, ProcessorTestDriver
+from pipeline.processing.processor import UnitOfWork
+from pipeline.processing.records import Record
 from pipeline.retry import RetryPolicy
 from pipeline.settings import ProcessingSettings
 
@@ -50,3 +54,22 @@ class DriverFactory:
     def close(self) -> None:
         for driver in self._drivers:
             driver.close()
+
+
+def handled_units(processor: Processor, topic: str, events: list[Event]) -> list[UnitOfWork]:
+    """Each event's unit of work after ``processor``'s async handler for it ran (offsets 0, 1,
+    ... of partition 0 of ``topic``), as the engine hands them to the group commit."""
+    units = []
+    for offset, event in enumerate(events):
+        key = event.partitionkey.encode() if event.partitionkey is not None else None
+        unit = UnitOfWork(
+            _session=None,
+            event=event,
+            record=Record(topic, 0, offset, key, b"{}"),
+            consumer_group=processor.name,
+        )
+        route = processor.route(topic, event.type)
+        assert route is not None and route.is_async, f"no async handler for {event.type}"
+        asyncio.run(route.handler(event, unit))  # type: ignore[arg-type]
+        units.append(unit)
+    return units

@@ -3,16 +3,13 @@ together, and a reply for no known saga fails only itself (the group is redone r
 
 from __future__ import annotations
 
-import asyncio
-
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
 from pipeline.processing.group_commit import commit
-from pipeline.processing.processor import Reject, UnitOfWork
-from pipeline.processing.records import Record
+from pipeline.processing.processor import Reject
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.messages import CommandInfo, reply_event
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
@@ -20,6 +17,7 @@ from pipeline.sagas.state import SagaState
 from pipeline.sagas.store import load_sagas
 from pipeline.settings import SagaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES
+from tests.support.driving import handled_units
 
 
 class Data(BaseModel):
@@ -47,24 +45,6 @@ def reply_to(state: SagaState) -> Event:
     return reply_event(info, ok=True, source="/worker")
 
 
-def units_for(orchestrator: SagaOrchestrator, events: list[Event]) -> list[UnitOfWork]:
-    """Each reply's unit after the orchestrator's (async) handler ran, as the engine has them."""
-    processor = orchestrator_processor(orchestrator, settings=SagaSettings())
-    units = []
-    for offset, event in enumerate(events):
-        unit = UnitOfWork(
-            _session=None,
-            event=event,
-            record=Record(SAGA_REPLIES, 0, offset, event.partitionkey.encode(), b"{}"),
-            consumer_group=processor.name,
-        )
-        route = processor.route(SAGA_REPLIES, event.type)
-        assert route is not None and route.is_async
-        asyncio.run(route.handler(event, unit))  # type: ignore[arg-type]
-        units.append(unit)
-    return units
-
-
 def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_applied(
     database: Engine,
 ) -> None:
@@ -78,7 +58,9 @@ def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_ap
 
     outcomes = commit(
         database,
-        units_for(orchestrator, events),
+        handled_units(
+            orchestrator_processor(orchestrator, settings=SagaSettings()), SAGA_REPLIES, events
+        ),
         consumer_group="saga-orchestrator",
         use_inbox=True,
     )

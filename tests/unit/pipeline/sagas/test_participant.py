@@ -6,7 +6,6 @@ nothing; and the log keeps its rows for the retention, when one is set."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,6 @@ from pipeline.envelope import Event
 from pipeline.outbox.table import outbox_table
 from pipeline.processing.group_commit import commit
 from pipeline.processing.processor import Processor, UnitOfWork
-from pipeline.processing.records import Record
 from pipeline.sagas import Call
 from pipeline.sagas.machine import CommandToSend
 from pipeline.sagas.messages import command_event
@@ -29,6 +27,7 @@ from pipeline.sagas.participant import Refuse, SagaCommand, SagaParticipant
 from pipeline.sagas.store import StepOutcome, record_participant_outcomes, saga_steps_table
 from pipeline.settings import SagaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES
+from tests.support.driving import handled_units
 
 GROUP = "stock-service"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -79,23 +78,6 @@ def command(saga_id: str, kind: str, n: int = 0) -> Event:
     )
 
 
-def units_for(processor: Processor, events: list[Event]) -> list[UnitOfWork]:
-    """Each event's unit after its (async) handler ran, as the engine hands them to commit."""
-    units = []
-    for offset, event in enumerate(events):
-        unit = UnitOfWork(
-            _session=None,
-            event=event,
-            record=Record(TOPIC, 0, offset, event.partitionkey.encode(), b"{}"),
-            consumer_group=GROUP,
-        )
-        route = processor.route(TOPIC, event.type)
-        assert route is not None and route.is_async
-        asyncio.run(route.handler(event, unit))  # type: ignore[arg-type]
-        units.append(unit)
-    return units
-
-
 def replies(database: Engine) -> list[tuple[str, bool, dict[str, Any]]]:
     """``(saga id, ok, data or reason)`` of each reply in the outbox, in its order."""
     with database.connect() as connection:
@@ -118,7 +100,9 @@ def test_a_group_of_commands_answers_each_as_alone_and_a_refusal_undoes_only_its
 ) -> None:
     events = [command("s-0", "action", 2), command("s-1", "action", 3), command("s-2", "action", 4)]
 
-    outcomes = commit(database, units_for(processor, events), consumer_group=GROUP, use_inbox=True)
+    outcomes = commit(
+        database, handled_units(processor, TOPIC, events), consumer_group=GROUP, use_inbox=True
+    )
 
     assert [o.kind for o in outcomes] == ["processed"] * 3
     with database.connect() as connection:
@@ -140,7 +124,7 @@ def test_commands_sent_again_are_answered_from_the_log_and_undo_of_nothing_is_no
 ) -> None:
     commit(
         database,
-        units_for(processor, [command("s-0", "action", 2), command("s-1", "action", 3)]),
+        handled_units(processor, TOPIC, [command("s-0", "action", 2), command("s-1", "action", 3)]),
         consumer_group=GROUP,
         use_inbox=True,
     )
@@ -151,7 +135,9 @@ def test_commands_sent_again_are_answered_from_the_log_and_undo_of_nothing_is_no
         command("s-0", "compensation"),  # the same saga twice in one group: one after the other
     ]
 
-    outcomes = commit(database, units_for(processor, again), consumer_group=GROUP, use_inbox=True)
+    outcomes = commit(
+        database, handled_units(processor, TOPIC, again), consumer_group=GROUP, use_inbox=True
+    )
 
     assert [o.kind for o in outcomes] == ["processed"] * 4
     assert replies(database)[2:] == [
