@@ -38,7 +38,7 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
 from pipeline.logs.context import log_context
-from pipeline.outbox.table import Outbox, PendingEvent
+from pipeline.outbox.table import Outbox, PendingEvent, utc_now
 from pipeline.plurals import counted
 from pipeline.processing.attempt import handler_log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
@@ -61,7 +61,6 @@ from pipeline.sagas.store import (
     ParticipantOutcome,
     StepOutcome,
     delete_participant_outcomes,
-    participant_outcomes,
     participant_outcomes_of,
     record_participant_outcomes,
 )
@@ -71,10 +70,6 @@ from pipeline.topics.catalogue import SAGA_REPLIES, saga_commands_topic
 __all__ = ["Refuse", "SagaCommand", "SagaParticipant"]
 
 logger = logging.getLogger("pipeline.sagas")
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Refuse(Exception):
@@ -124,7 +119,7 @@ class SagaParticipant:
         group_commit: bool = False,
         settings: SagaSettings | None = None,
         cleanup_every_s: float = 300.0,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ):
         """``settings``: ``PipelineSettings().sagas``, read when the processor starts, unless
         given here; its ``step_log_retention_s`` says how long the participant's log keeps a
@@ -226,17 +221,12 @@ class SagaParticipant:
         _REPLIES.add_all(session, replies)
 
     def _handle_alone(self, function: CommandHandler, event: Event, unit: UnitOfWork) -> None:
-        """A command in its own transaction (``unit.session``)."""
+        """A command in its own transaction (``unit.session``): a group of one."""
         try:
-            info = command_info(event)
+            command_info(event)
         except MalformedSagaMessage as error:
             raise Reject(str(error)) from None
-        session = unit.session
-        outcomes = participant_outcomes(session, self.processor.name, info.saga_id, info.step)
-        record, reply = self._answer(function, unit, info, outcomes)
-        if record is not None:
-            record_participant_outcomes(session, [record])
-        _REPLIES.add_all(session, [reply])
+        self._handle_group(unit.session, [(function, unit)])
 
     def _answer(
         self,
@@ -248,7 +238,7 @@ class SagaParticipant:
         """Handle one command given the outcomes already recorded for its step (this kind's,
         and its opposite's); returns the row for the participant's log (``None``: nothing to
         record) and the reply, for the caller to write after the handler's own writes."""
-        now = datetime.now(UTC)
+        now = self.clock()
         previous = outcomes.get(info.kind)
         if previous is not None:  # the same step sent again: the first outcome, not the effect
             return None, self._reply(unit, info, previous.ok, previous.reply, retryable=False)

@@ -40,8 +40,6 @@ __all__ = [
     "load_saga",
     "load_sagas",
     "open_saga_count",
-    "participant_outcome",
-    "participant_outcomes",
     "participant_outcomes_of",
     "record_participant_outcomes",
     "saga_ids_by_status",
@@ -341,26 +339,9 @@ class ParticipantOutcome:
     reply: dict[str, Any]
 
 
-_OUTCOMES = sa.select(
-    saga_steps_table.c.kind, saga_steps_table.c.ok, saga_steps_table.c.reply
-).where(
-    saga_steps_table.c.service == sa.bindparam("p_service"),
-    saga_steps_table.c.saga_id == sa.bindparam("p_saga_id"),
-    saga_steps_table.c.step == sa.bindparam("p_step"),
-)
 _RECORD = sa.insert(saga_steps_table).values(
     {column: sa.bindparam(f"p_{column.name}", type_=column.type) for column in saga_steps_table.c}
 )
-
-
-def participant_outcomes(
-    session: Session | Connection, service: str, saga_id: str, step: str
-) -> dict[str, ParticipantOutcome]:
-    """The outcomes ``service`` recorded for one step of a saga, by kind (one query)."""
-    rows = session.execute(
-        _OUTCOMES, {"p_service": service, "p_saga_id": saga_id, "p_step": step}
-    ).all()
-    return {row.kind: ParticipantOutcome(bool(row.ok), dict(row.reply)) for row in rows}
 
 
 _OUTCOMES_OF_SAGAS = sa.select(
@@ -388,12 +369,6 @@ def participant_outcomes_of(
         step = outcomes.setdefault((row.saga_id, row.step), {})
         step[row.kind] = ParticipantOutcome(bool(row.ok), dict(row.reply))
     return outcomes
-
-
-def participant_outcome(
-    session: Session | Connection, service: str, saga_id: str, step: str, kind: str
-) -> ParticipantOutcome | None:
-    return participant_outcomes(session, service, saga_id, step).get(kind)
 
 
 class StepOutcome(NamedTuple):
