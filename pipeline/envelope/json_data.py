@@ -24,6 +24,7 @@ __all__ = [
     "already_checked",
     "check_json",
     "compact_json_object",
+    "dump_checked_json",
     "dump_json",
     "is_json_content_type",
     "json_may_fail_check",
@@ -170,6 +171,48 @@ def dump_json(data: Any) -> bytes:
     if _C_ENCODER is None:  # a Python without the json C accelerator
         return _REFERENCE_ENCODER.encode(data).encode("utf-8")
     return "".join(_C_ENCODER(data, 0)).encode("utf-8")
+
+
+#: The types whose values msgspec writes as :func:`dump_json` does, floats aside (exact types:
+#: msgspec refuses subclasses of str, int and float, and writes some other types json refuses).
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+_C_WRITE = msgspec.json.Encoder().encode
+
+
+def _written_alike(data: Any) -> bool:
+    """Whether msgspec writes ``data`` (which passed :func:`check_json`) byte for byte as
+    :func:`dump_json` does: only dicts, lists, the plain scalars above and floats of magnitude
+    1e-4 to 1e16 (or zero), by exact type."""
+    # The usual event data, an object of scalars only, is judged in C (by the set of its
+    # values' types); anything else value by value (a stack that grows as it is read).
+    if type(data) is dict and set(map(type, data.values())) <= _PLAIN_SCALARS:
+        return True
+    stack = [data]
+    for value in stack:
+        kind = type(value)
+        if kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+        elif kind is float:
+            if value != 0.0 and not 1e-4 <= abs(value) < 1e16:
+                return False
+        elif kind not in _PLAIN_SCALARS:
+            return False
+    return True
+
+
+def dump_checked_json(data: Any) -> bytes:
+    """What :func:`dump_json` writes of ``data`` that passed :func:`check_json` (an event's data),
+    at a fraction of the cost: written by msgspec in C where that gives the same bytes (see
+    :func:`_written_alike`), else by :func:`dump_json`.
+
+    Only for checked data: msgspec writes some values json refuses (a set, a datetime), so data
+    changed after its check could be written instead of refused.
+    """
+    if _written_alike(data):
+        return _C_WRITE(data)
+    return dump_json(data)
 
 
 # --- parsing ----------------------------------------------------------------------------------

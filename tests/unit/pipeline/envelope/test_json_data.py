@@ -15,6 +15,7 @@ from pipeline.envelope.json_data import (
     MAX_JSON_DEPTH,
     check_json,
     compact_json_object,
+    dump_checked_json,
     dump_json,
     json_may_fail_check,
     parse_json,
@@ -55,6 +56,47 @@ SAME_BYTES: dict[str, Any] = {
 @pytest.mark.parametrize("data", SAME_BYTES.values(), ids=SAME_BYTES.keys())
 def test_dump_json_writes_the_bytes_of_json_dumps(data):
     assert dump_json(data) == _reference(data)
+
+
+@pytest.mark.parametrize("data", SAME_BYTES.values(), ids=SAME_BYTES.keys())
+def test_dump_checked_json_writes_the_bytes_of_json_dumps(data):
+    check_json(data)
+
+    assert dump_checked_json(data) == _reference(data)
+
+
+def _random_json(generator: random.Random, depth: int = 0) -> Any:
+    """Checked JSON data of every kind dump_checked_json tells apart: floats of every magnitude
+    (msgspec writes those outside 1e-4 to 1e16 otherwise), big ints, text with escapes and
+    characters beyond ASCII, int and str subclasses, nested objects and lists."""
+    kind = generator.randrange(10 if depth < 4 else 7)
+    if kind == 0:
+        return generator.uniform(-10, 10) * 10.0 ** generator.randint(-330, 307)
+    if kind == 1:
+        return generator.choice([0.0, -0.0, 1e-4, 1e16, 9999999999999998.0, 5e-324, 0.1, 2.5])
+    if kind == 2:
+        return generator.choice([0, -1, 2**63, -(2**63) - 1, 10**40, True, False, None])
+    if kind == 3:
+        return generator.choice(["", "x" * 50, '"\\/\n\r\t\b\f\x00\x1f\x7f', "\u2028é😀", "1e5"])
+    if kind == 4:
+        return generator.choice([_Level.HIGH, _Colour.RED])
+    if kind in (5, 6):
+        return generator.randrange(1_000_000)
+    if kind == 7:
+        return [_random_json(generator, depth + 1) for _ in range(generator.randrange(5))]
+    return {
+        f"k{index}": _random_json(generator, depth + 1) for index in range(generator.randrange(6))
+    }
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dump_checked_json_writes_the_bytes_of_json_dumps_for_random_data(seed):
+    generator = random.Random(seed)
+    for _ in range(3_000):
+        data = _random_json(generator)
+        check_json(data)
+
+        assert dump_checked_json(data) == _reference(data), data
 
 
 BAD_DATA: dict[str, Any] = {

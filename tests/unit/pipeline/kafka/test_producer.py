@@ -138,6 +138,17 @@ def test_a_failure_nobody_listened_for_is_raised_by_flush():
     producer.flush()  # reported once, then gone
 
 
+def test_a_failed_encoded_message_nobody_listened_for_is_named_by_its_event_id():
+    client = ScriptedProducer(fail={b"bad": KafkaError(KafkaError._MSG_TIMED_OUT)})
+    producer = EventProducer(client)
+    bad = _event("bad")
+    producer.send("orders", encode(bad))
+    with pytest.raises(DeliveryError) as raised:
+        producer.flush()
+    [failure] = raised.value.failures
+    assert failure.event_id == bad.id
+
+
 def test_the_context_manager_raises_unobserved_failures_on_exit():
     client = ScriptedProducer(fail={b"bad": KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)})
     with pytest.raises(DeliveryError, match="failed"), EventProducer(client) as producer:
