@@ -130,8 +130,8 @@ def replay(
             "-j",
             min=1,
             help="Send with this many processes, each owning whole partitions. Default: "
-            "as many as cores, at most the target's partitions; one for stdin, --rate "
-            "and --speed.",
+            "as many as cores, at most the target's partitions; one for stdin, a pipe, "
+            "--rate and --speed.",
         ),
     ] = None,
 ) -> None:

@@ -7,7 +7,9 @@ What a topic holds is read back with a plain consumer (partitions_of), not the c
 from __future__ import annotations
 
 import os
+import re
 import signal
+import threading
 
 import pytest
 
@@ -82,6 +84,49 @@ def test_by_key_two_processes_put_every_message_where_murmur2_put_it_in_the_same
     original = partitions_of(pipeline_settings, source)
     assert sum(1 for held in original.values() if held) > 2
     assert partitions_of(pipeline_settings, target) == original
+
+
+def _pipe_of(path, tmp_path):
+    """A named pipe that gives ``path``'s bytes once (from a thread), as a shell's ``<(...)``."""
+    pipe = tmp_path / "recording.pipe"
+    os.mkfifo(pipe)
+
+    def write():
+        with pipe.open("wb") as out:
+            out.write(path.read_bytes())
+
+    threading.Thread(target=write, daemon=True).start()
+    return pipe
+
+
+def test_a_pipe_is_read_once_and_replayed_whole_by_one_process(
+    pipeline_settings, new_topic, tmp_path
+):
+    source, target = new_topic(partitions=3), new_topic(partitions=3)
+    messages = awkward_traffic(3) * 4
+    produce(pipeline_settings, source, messages)
+    recording = record(pipeline_settings, source, tmp_path / "r.ndjson")
+    checked = []
+
+    summary = replay_recording(
+        pipeline_settings.kafka,
+        _pipe_of(recording, tmp_path),
+        topic=target,
+        preserve_partitions=True,
+        on_checked=lambda found, processes: checked.append((found.messages, processes)),
+    )
+
+    assert summary.sent == len(messages)
+    assert checked == [(len(messages), 1)]
+    assert partitions_of(pipeline_settings, target) == partitions_of(pipeline_settings, source)
+
+
+def test_several_processes_for_a_pipe_are_refused_in_one_line(pipeline_settings, tmp_path):
+    pipe = tmp_path / "recording.pipe"
+    os.mkfifo(pipe)
+
+    with pytest.raises(ReplayError, match=re.escape("not a regular file (a pipe?): it is")):
+        replay_recording(pipeline_settings.kafka, pipe, processes=2, topic="anything")
 
 
 def test_a_bad_line_any_process_owns_stops_the_replay_before_anything_is_sent(
