@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -117,6 +118,37 @@ def test_dump_json_raises_the_errors_of_json_dumps(data):
 
     assert type(ours.value) is type(reference.value)
     assert str(ours.value) == str(reference.value)
+
+
+def _nested_lists(depth: int) -> list[Any]:
+    data: list[Any] = []
+    for _ in range(depth):
+        data = [data]
+    return data
+
+
+NOT_CHECKED: dict[str, Any] = {
+    **BAD_DATA,
+    "keys json turns into text": {2: "int", 1e-05: "small float", True: "bool", None: "null"},
+    "a set inside": {"items": {1, 2}},
+    "a datetime inside": [{"at": datetime(2026, 1, 1, tzinfo=UTC)}],
+    "a tuple inside (json writes a list)": {"pair": (1, 2.5e-7)},
+    "nested past the recursion limit": _nested_lists(10_000),
+}
+
+
+@pytest.mark.parametrize("data", NOT_CHECKED.values(), ids=NOT_CHECKED.keys())
+def test_dump_checked_json_gives_the_bytes_or_the_error_of_dump_json_for_any_data(data):
+    try:
+        expected: Any = dump_json(data)
+    except Exception as error:
+        expected = (type(error), str(error))
+    try:
+        written: Any = dump_checked_json(data)
+    except Exception as error:
+        written = (type(error), str(error))
+
+    assert written == expected
 
 
 # The earlier definition of json_may_fail_check: one pattern over the whole text.
