@@ -20,7 +20,7 @@ from pipeline.envelope.event import Event, check_extension_names, check_media_ty
 from pipeline.envelope.json_data import (
     CHECKED_JSON,
     MAX_JSON_DEPTH,
-    dump_checked_json,
+    dump_json,
     is_json_content_type,
     json_may_fail_check,
     parse_json,
@@ -156,7 +156,7 @@ def encoded_parts(event: Event) -> tuple[bytes | None, bytes | None, list[tuple[
     if event.data is None:
         value = None
     elif content_type == "application/json" or is_json_content_type(content_type):
-        value = dump_checked_json(event.data)  # checked when the event was made
+        value = dump_json(event.data)
     else:
         value = event.data
     return key, value, headers

@@ -24,7 +24,6 @@ __all__ = [
     "already_checked",
     "check_json",
     "compact_json_object",
-    "dump_checked_json",
     "dump_json",
     "is_json_content_type",
     "json_may_fail_check",
@@ -143,7 +142,8 @@ def already_checked(value: Any, context: Any) -> bool:
 # than encoding a small event. The same C function with the same arguments writes the same text
 # (``markers=None`` only skips the cycle check, and check_json refuses any cycle by its depth
 # limit). Other encoders (msgspec, orjson, pydantic-core) are faster still but write some floats
-# differently (1e-05 as 0.00001, 1e+16 as 1e16), so the bytes on the wire would change.
+# differently (1e-05 as 0.00001, 1e+16 as 1e16), so dump_json hands msgspec only the data it
+# writes alike (_written_alike), and everything else to this one.
 _DUMP_ARGUMENTS = (",", ":")
 _REFERENCE_ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=_DUMP_ARGUMENTS, allow_nan=False
@@ -165,9 +165,7 @@ _C_ENCODER: Any = (
 )
 
 
-def dump_json(data: Any) -> bytes:
-    """``data`` as compact UTF-8 JSON: the bytes of ``json.dumps(data, ensure_ascii=False,
-    separators=(",", ":"), allow_nan=False).encode("utf-8")``, and the same errors."""
+def _dump_json_as_json_does(data: Any) -> bytes:
     if _C_ENCODER is None:  # a Python without the json C accelerator
         return _REFERENCE_ENCODER.encode(data).encode("utf-8")
     return "".join(_C_ENCODER(data, 0)).encode("utf-8")
@@ -180,10 +178,16 @@ _TEXT_ONLY = frozenset({str})
 _C_WRITE = msgspec.json.Encoder().encode
 
 
+#: Values an object or list may hold in all for msgspec to write them (the walk below stops
+#: there, and json writes the rest): far more than an event's data holds, and a bound for data
+#: that holds itself (a cycle, which json refuses).
+_WALK_LIMIT = 100_000
+
+
 def _written_alike(data: Any) -> bool:
-    """Whether msgspec writes ``data`` byte for byte as :func:`dump_json` does: only dicts
-    with text keys, lists, the plain scalars above and floats of magnitude 1e-4 to 1e16 (or
-    zero), by exact type."""
+    """Whether msgspec writes ``data`` byte for byte as json does: only dicts with text keys,
+    lists, the plain scalars above and floats of magnitude 1e-4 to 1e16 (or zero), by exact
+    type, at most :data:`_WALK_LIMIT` values."""
     # The usual event data, an object of scalars only, is judged in C (by the sets of its keys'
     # and values' types); anything else value by value (a stack that grows as it is read).
     if (
@@ -204,21 +208,29 @@ def _written_alike(data: Any) -> bool:
         elif kind is float:
             if value != 0.0 and not 1e-4 <= abs(value) < 1e16:
                 return False
-        elif kind not in _PLAIN_SCALARS:
+            continue
+        elif kind in _PLAIN_SCALARS:
+            continue
+        else:
+            return False
+        if len(stack) > _WALK_LIMIT:
             return False
     return True
 
 
-def dump_checked_json(data: Any) -> bytes:
-    """:func:`dump_json` (the same bytes, the same errors) at a fraction of the cost for the
-    data events hold: written by msgspec in C where that gives the same bytes (see
-    :func:`_written_alike`), else, and on any error, by :func:`dump_json` itself."""
+def dump_json(data: Any) -> bytes:
+    """``data`` as compact UTF-8 JSON: the bytes of ``json.dumps(data, ensure_ascii=False,
+    separators=(",", ":"), allow_nan=False).encode("utf-8")``, and the same errors.
+
+    Written by msgspec in C where that gives the same bytes (:func:`_written_alike`: an event's
+    usual data, at about half of json's cost), else, and on any error, by json's own encoder.
+    """
     if _written_alike(data):
         try:
             return _C_WRITE(data)
-        except Exception:  # a lone surrogate, nesting too deep: dump_json says it its own way
+        except Exception:  # a lone surrogate, nesting too deep: json says it its own way
             pass
-    return dump_json(data)
+    return _dump_json_as_json_does(data)
 
 
 # --- parsing ----------------------------------------------------------------------------------

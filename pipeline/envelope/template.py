@@ -30,7 +30,7 @@ from pipeline.envelope.binary_mode import KafkaMessage, encode
 from pipeline.envelope.event import Event
 from pipeline.envelope.json_data import (
     check_json,
-    dump_checked_json,
+    dump_json,
     is_json_content_type,
     json_may_fail_check,
 )
@@ -126,7 +126,7 @@ class EventTemplate:
         if data is None:
             value = None
         elif self._json:
-            value = dump_checked_json(data)  # checked by _fast
+            value = dump_json(data)
         else:
             value = data
         return event, KafkaMessage(key, value, headers)
