@@ -46,7 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pipeline.gc_tuning import few_collections
+from pipeline.gc_tuning import collector_paused
 from pipeline.kafka.clients import build_admin
 from pipeline.replay.pacing import Pacing
 from pipeline.replay.recording import (
@@ -213,7 +213,7 @@ def _replay_here(
         if _read_once(path):
             # No reference cycles among them: the collector would only scan them, again and
             # again while the list grows.
-            with few_collections():
+            with collector_paused():
                 kept = list(read_recording_for_replay(path))
             found = survey(kept, topic=topic)
         else:
