@@ -83,6 +83,26 @@ def test_encode_writes_the_exact_headers_key_and_compact_utf8_json_value():
     )
 
 
+def test_each_event_gets_its_own_source_type_and_content_type_headers_among_many():
+    # More distinct values than encode keeps made (256 of each): the kept ones are let go and
+    # made again, never handed to another event.
+    events = [
+        Event(
+            source=f"/s/{n % 300}",
+            type=f"t.{n % 301}",
+            datacontenttype=f"application/x-{n % 302}",
+            data=b"x",
+        )
+        for n in range(1_000)
+    ]
+
+    for event in events:
+        headers = dict(encode(event).headers)
+        assert headers["ce_source"] == event.source.encode()
+        assert headers["ce_type"] == event.type.encode()
+        assert headers["content-type"] == event.datacontenttype.encode()
+
+
 def test_a_minimal_event_has_the_required_headers_content_type_and_no_key():
     event = Event(id="e-1", source="/s", type="t", time=JAN_1, data={"a": 1})
 
