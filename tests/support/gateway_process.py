@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.watermarks import read_watermarks
 from pipeline.ports import free_port
 from pipeline.settings import PipelineSettings
 from tests.support.processor_runs import wait_until
@@ -99,10 +100,9 @@ def high_watermarks(settings: PipelineSettings, topic: str) -> dict[int, int]:
     consumer = build_consumer(settings.kafka, "gateway-test-watermarks")
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
-        }
+        # read_watermarks waits out a partition without a leader for a moment (seen in CI
+        # after the chaos tests restarted the broker: NOT_LEADER_FOR_PARTITION).
+        return {p: read_watermarks(consumer, topic, p, timeout_s=30)[1] for p in partitions}
     finally:
         consumer.close()
 
