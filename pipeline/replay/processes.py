@@ -162,7 +162,7 @@ def replay_recording(
     sizes = _PartitionCounts(kafka)
     if processes is None:
         # A pipe (or anything but a regular file) is read once, as it comes: by one process.
-        one = paced or not path.is_file()
+        one = paced or _read_once(path)
         processes = 1 if one else _default_processes(sizes, path, topic)
     if processes < 1:
         raise ReplayError(f"a replay needs at least one process, got {processes}")
