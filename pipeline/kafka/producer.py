@@ -243,12 +243,30 @@ class EventProducer:
 
         self.send_encoded(topic, key, value, headers, delivered)
 
+    def send_parts(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, str | bytes]],
+        *,
+        event_id: str,
+    ) -> None:
+        """Queue one encoded message on :meth:`send`'s bulk path, from parts kept elsewhere
+        (the outbox relay's rows): a failure is kept, named by ``event_id``, and raised by the
+        next :meth:`flush`; a refusal raises :class:`ProduceRefused` (nothing was queued).
+
+        ``key`` and header values may be text (sent as UTF-8, by librdkafka's client itself,
+        so no bytes are made here for them): a stored row's columns go as they are read.
+        """
+        self.send_encoded(topic, key, value, headers, partial(self._bulk_event_delivered, event_id))
+
     def send_encoded(
         self,
         topic: str,
-        key: bytes | None,
+        key: str | bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]],
+        headers: Sequence[tuple[str, str | bytes]],
         on_report: Callable[[KafkaError | None, Message], None],
     ) -> None:
         """Queue one encoded message (:func:`~pipeline.envelope.encode`'s parts) for a hot loop.
@@ -369,9 +387,9 @@ class EventProducer:
     def _produce_when_there_is_room(
         self,
         topic: str,
-        key: bytes | None,
+        key: str | bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]],
+        headers: Sequence[tuple[str, str | bytes]],
         delivered: Callable[[Any, Any], None],
     ) -> None:
         """The local queue is full: serve delivery reports to make room, then retry."""

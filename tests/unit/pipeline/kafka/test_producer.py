@@ -149,6 +149,20 @@ def test_a_failed_encoded_message_nobody_listened_for_is_named_by_its_event_id()
     assert failure.event_id == bad.id
 
 
+def test_send_parts_produces_them_as_given_and_names_a_failure_by_the_event_id_given():
+    client = ScriptedProducer(fail={"bad": KafkaError(KafkaError._MSG_TIMED_OUT)})
+    producer = EventProducer(client)
+    headers = [("ce_id", "id-1"), ("ce_type", "com.example.test")]
+    producer.send_parts("orders", "good", b"{}", headers, event_id="id-1")
+    producer.send_parts("orders", "bad", None, [("ce_id", "id-2")], event_id="not-the-header")
+    with pytest.raises(DeliveryError) as raised:
+        producer.flush()
+    [failure] = raised.value.failures
+    assert failure.event_id == "not-the-header"
+    assert client.produced[0] == ("orders", b"{}", "good", headers)
+    assert producer.counters.sent == 1 and producer.counters.failed == 1
+
+
 def test_the_context_manager_raises_unobserved_failures_on_exit():
     client = ScriptedProducer(fail={b"bad": KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)})
     with pytest.raises(DeliveryError, match="failed"), EventProducer(client) as producer:

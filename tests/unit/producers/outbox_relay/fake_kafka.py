@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException
 
 
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
 @dataclass(frozen=True)
 class Produced:
     topic: str
@@ -62,7 +66,14 @@ class FakeKafka:
     flushes: int = 0
 
     def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
-        produced = Produced(topic, key, value, list(headers or []), on_delivery)
+        # As confluent-kafka does: a text key or header value goes out as its UTF-8 bytes.
+        produced = Produced(
+            topic,
+            _as_bytes(key),
+            value,
+            [(name, _as_bytes(header)) for name, header in headers or []],
+            on_delivery,
+        )
         if produced.event_id in self.refuse:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         self.produced.append(produced)
