@@ -18,7 +18,12 @@ Overlap (:meth:`OutboxRelay.run`, where the strategy allows
 and 4 of a batch run on a background thread while the main thread claims, sends and waits for
 the next batch, whose locks keep it off the aggregates of the batch still committing. The
 relay waits for those marks before it marks the next batch, and before it idles or stops; a
-batch is counted published once its marks are committed.
+batch is counted published once its marks are committed. And after a full batch, step 1 of the
+next one runs on a second background thread while the main thread sends (steps 2 and 3 of the
+current one): that claim waits for the marks of the batch before, so it can take the buckets
+they held, and the locks keep it off those of the batch being sent. (Without it, the main
+thread waited for the database about 40% of the time: the reads of a claim are two fifths of a
+batch.)
 
 Waking up: a full batch is followed at once by the next; otherwise the relay waits for the poll
 interval or, on PostgreSQL with ``outbox.listen``, until the insert trigger's NOTIFY arrives
@@ -37,7 +42,7 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -81,6 +86,14 @@ class BatchResult:
 
 
 @dataclass(frozen=True)
+class _OpenClaim:
+    """A claim not sent yet; closing ``block`` ends it (nothing marked: its locks are let go)."""
+
+    claim: Claim
+    block: ExitStack
+
+
+@dataclass(frozen=True)
 class _SentBatch:
     """A claimed batch Kafka has settled; its claim stays open until :meth:`commit`."""
 
@@ -110,6 +123,8 @@ class RelayTotals:
     failed: int = 0
     batches: int = 0
     deleted: int = 0
+    #: Batches whose claim was made while the batch before was being sent (PostgreSQL).
+    claimed_ahead: int = 0
     #: The other relay's owner name when the lease was busy at the last attempt.
     lease_holder: str | None = None
 
@@ -178,12 +193,11 @@ class OutboxRelay:
         listener = NotifyListener(self._engine) if listening else None
         if listener is not None:
             listener.open()  # before the first batch: nothing committed after it is missed
-        marking = (
-            ThreadPoolExecutor(1, thread_name_prefix="outbox-marks")
-            if self._claims.concurrent_claims
-            else None
-        )
+        concurrent = self._claims.concurrent_claims
+        marking = ThreadPoolExecutor(1, thread_name_prefix="outbox-marks") if concurrent else None
+        claiming = ThreadPoolExecutor(1, thread_name_prefix="outbox-claims") if concurrent else None
         pending: _Marking | None = None
+        ahead: Future[_OpenClaim] | None = None  # the next batch's claim, made meanwhile
         try:
             while not self._stop.is_set():
                 if listener is not None:
@@ -193,8 +207,23 @@ class OutboxRelay:
                         # Its buckets are free again: claim them too rather than skip them.
                         finished, pending = pending, None
                         self._settle(finished)
-                    overlapped = pending is not None
-                    sent = self._claim_and_send()
+                    # Claimed while buckets were held (by the previous batch's marks, or, for
+                    # a claim made ahead, by the batch then being sent): if it comes back
+                    # short, look again at once rather than wait for new rows.
+                    made_ahead, ahead = ahead, None
+                    overlapped = pending is not None or made_ahead is not None
+                    if made_ahead is None:
+                        opened = self._open_claim()
+                    else:
+                        opened = made_ahead.result()
+                        self.totals.claimed_ahead += bool(opened.claim.records)
+                    if (
+                        claiming is not None
+                        and len(opened.claim.records) >= self._settings.batch_size
+                    ):
+                        # More is likely waiting: claim it while this batch goes to Kafka.
+                        ahead = claiming.submit(self._open_claim_after, pending)
+                    sent = self._send(opened)
                     if marking is not None and sent.claim.records:
                         # Queued behind the previous batch's marks, if they are still going.
                         previous, pending = pending, _Marking(sent, marking.submit(sent.commit))
@@ -213,6 +242,8 @@ class OutboxRelay:
                     if once:
                         raise
                     _log.error("outbox relay %s: batch failed, retrying: %s", self.name, error)
+                    self._let_go(ahead)  # not held through the wait
+                    ahead = None
                     self._stop.wait(self._settings.poll_interval_s)
                     continue
                 if overlapped:
@@ -224,6 +255,9 @@ class OutboxRelay:
                 elif not sent.claim.contended:
                     self._wait_for_rows(listener)
         finally:
+            self._let_go(ahead)
+            if claiming is not None:
+                claiming.shutdown()
             try:
                 self._settle(pending)
             except (SQLAlchemyError, PipelineError) as error:
@@ -265,8 +299,39 @@ class OutboxRelay:
 
     def _claim_and_send(self) -> _SentBatch:
         """Steps 1 and 2: the claim's block stays open (an error closes it: rolled back)."""
+        return self._send(self._open_claim())
+
+    def _open_claim(self) -> _OpenClaim:
+        """Step 1: the claim, its block left open."""
         with ExitStack() as block:
             claim = block.enter_context(self._claims.claim(self._settings.batch_size))
+            return _OpenClaim(claim, block.pop_all())
+        raise AssertionError("unreachable: the block returns or raises")  # for mypy
+
+    def _open_claim_after(self, marking: _Marking | None) -> _OpenClaim:
+        """Step 1 on the claiming thread, once ``marking``'s marks are done (committed or
+        failed: the main thread settles them), so the buckets they held can be claimed."""
+        if marking is not None:
+            wait([marking.done])
+        return self._open_claim()
+
+    def _let_go(self, ahead: Future[_OpenClaim] | None) -> None:
+        """End a claim made ahead and not sent (nothing marked), once it is made; a failure to
+        make it is only logged (its rows stay for the next claim)."""
+        if ahead is None:
+            return
+        try:
+            opened = ahead.result()
+        except (SQLAlchemyError, PipelineError) as error:
+            _log.warning("outbox relay %s: a claim made ahead failed: %s", self.name, error)
+            return
+        opened.block.close()
+
+    def _send(self, opened: _OpenClaim) -> _SentBatch:
+        """Step 2 for an open claim: its block stays open (an error closes it: rolled back)."""
+        with ExitStack() as block:
+            block.enter_context(opened.block)  # an error in sending reaches the claim's block
+            claim = opened.claim
             self._note_lease(claim.lease)
             positions: list[int] = []
             if claim.records:

@@ -191,6 +191,43 @@ def test_two_relays_on_postgres_keep_per_aggregate_order_and_publish_each_event_
         assert seen == list(range(per_aggregate)), f"{key!r} out of order: {seen[:20]}"
 
 
+def test_on_postgres_claims_made_while_the_batch_before_is_sent_keep_per_aggregate_order(
+    postgres_url, relays, new_topic, pipeline_settings, consumer_group
+):
+    aggregates, per_aggregate = 60, 50
+    engine = build_engine(DatabaseSettings(url=postgres_url))
+    migrate(engine)
+    topic = new_topic(partitions=6)
+    written: list[str] = []
+    outbox = Outbox()
+    with engine.begin() as connection:  # the backlog, interleaved: each batch holds many
+        for n in range(per_aggregate):
+            for a in range(aggregates):
+                event = _event(f"order-{a}", n)
+                outbox.add(
+                    connection,
+                    event,
+                    aggregate_type="order",
+                    aggregate_id=f"order-{a}",
+                    topic=topic,
+                )
+                written.append(event.id)
+    relay = relays(engine, batch_size=200)
+    totals = relay.run(once=True)
+    engine.dispose()
+
+    assert totals.published == len(written)
+    assert totals.claimed_ahead >= 2  # the path under test was taken
+    messages = _messages(pipeline_settings, topic, consumer_group)
+    assert sorted(_header(m, "ce_id") for m in messages) == sorted(written)  # each once
+    numbers = defaultdict(list)
+    for message in messages:
+        numbers[message.key()].append(json.loads(message.value())["n"])
+    assert len(numbers) == aggregates
+    for key, seen in numbers.items():
+        assert seen == list(range(per_aggregate)), f"{key!r} out of order: {seen[:20]}"
+
+
 def test_on_sqlite_a_second_relay_waits_for_the_lease_and_takes_over_when_it_expires(
     tmp_path, relays, new_topic, pipeline_settings, consumer_group
 ):
