@@ -39,7 +39,9 @@ def run_relay(
     ``on_start`` is given the relay once it exists (to read its metrics or totals).
     """
     stop = stop if stop is not None else threading.Event()
-    engine = build_engine(settings.database, pool_size=2)
+    # Three claims may be open at once on PostgreSQL (one committing its marks, one being
+    # sent, the next one made meanwhile), and the status is read beside them.
+    engine = build_engine(settings.database, pool_size=4)
     try:
         migrate(engine)
         producer = build_event_producer(settings.kafka, settings.producer)
