@@ -240,20 +240,20 @@ def prune(
     """Delete the sagas that ended (completed, compensated, resolved) longer ago than their
     retention, as every orchestrator does every few minutes. Sagas still running or waiting
     for an operator are never deleted."""
-    from pipeline.sagas.state_counts import DELETE_MARGIN
+    from pipeline.sagas.state_counts import deletable_before
     from pipeline.sagas.store import delete_ended_sagas
 
     settings = _settings(ctx)
+    now = datetime.now(UTC)
     if older_than_days is not None:
-        age = timedelta(days=older_than_days)
+        cutoff = now - timedelta(days=older_than_days)
     elif settings.sagas.retention_s is not None:
         # What the orchestrators delete: the margin lets their gauges count the sagas out first.
-        age = timedelta(seconds=settings.sagas.retention_s) + DELETE_MARGIN
+        cutoff = deletable_before(now, timedelta(seconds=settings.sagas.retention_s))
     else:
         raise PipelineError(
             "sagas.retention_s is null (ended sagas are kept forever): give --older-than-days"
         )
-    cutoff = datetime.now(UTC) - age
     with _database(ctx) as engine:
         deleted = delete_ended_sagas(
             engine, ended_before=cutoff, batch_size=settings.sagas.cleanup_batch_size

@@ -52,7 +52,7 @@ from pipeline.sagas.messages import (
 )
 from pipeline.sagas.metrics import SagaMetrics
 from pipeline.sagas.state import SagaState
-from pipeline.sagas.state_counts import DELETE_MARGIN, SagaStateCounts, by_state
+from pipeline.sagas.state_counts import SagaStateCounts, by_state, deletable_before
 from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
     delete_ended_sagas,
@@ -257,7 +257,7 @@ class SagaOrchestrator:
             return 0
         deleted = delete_ended_sagas(
             database,
-            ended_before=self.clock() - retention - DELETE_MARGIN,
+            ended_before=deletable_before(self.clock(), retention),
             batch_size=self.settings.cleanup_batch_size,
         )
         for (name, status), count in deleted.items():

@@ -40,7 +40,7 @@ from pipeline.outbox.table import as_utc
 from pipeline.sagas.state import TERMINAL, SagaStatus
 from pipeline.sagas.store import sagas_table
 
-__all__ = ["DELETE_MARGIN", "LIVE", "SagaStateCounts", "by_state"]
+__all__ = ["DELETE_MARGIN", "LIVE", "SagaStateCounts", "by_state", "deletable_before"]
 
 #: The states a saga may still leave: counted afresh at every refresh.
 LIVE: tuple[str, ...] = tuple(sorted(set(get_args(SagaStatus)) - TERMINAL))
@@ -69,6 +69,15 @@ _TERMINAL_BETWEEN = (
 #: Ended sagas are deleted this long after they left the counts' retention window (longer
 #: than any refresh interval and the clock differences of several orchestrators).
 DELETE_MARGIN = timedelta(minutes=10)
+
+
+def deletable_before(now: datetime, retention: timedelta) -> datetime:
+    """The end time before which an ended saga may be deleted: ``retention`` and
+    :data:`DELETE_MARGIN` before ``now`` (what the orchestrators and ``pipeline saga prune``
+    delete)."""
+    return now - retention - DELETE_MARGIN
+
+
 _TERMINAL_SINCE = sa.select(_t.saga_id, _t.name, _t.status, _t.updated_at).where(
     _t.status.in_(_TERMINAL), _t.updated_at >= sa.bindparam("since")
 )

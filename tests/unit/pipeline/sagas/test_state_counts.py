@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from pipeline.database import build_engine, migrate
 from pipeline.sagas import SagaRegistry
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
-from pipeline.sagas.state_counts import SagaStateCounts
+from pipeline.sagas.state_counts import DELETE_MARGIN, SagaStateCounts, deletable_before
 from pipeline.sagas.store import delete_ended_sagas, sagas_table
 from pipeline.settings import DatabaseSettings, SagaSettings
 
@@ -234,3 +234,10 @@ def test_the_orchestrators_cleanup_task_uses_the_retention_and_none_keeps_every_
     assert sum(every_row(database).values()) == 2
     cleanup(SagaSettings(retention_s=3600))
     assert every_row(database) == {("Order", "compensated"): 1}
+
+
+def test_an_ended_saga_may_be_deleted_once_its_retention_and_the_margin_have_passed():
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    cutoff = deletable_before(now, timedelta(days=1))
+    assert cutoff == datetime(2026, 12, 3, 12, 0, tzinfo=UTC) - DELETE_MARGIN
+    assert cutoff < now - timedelta(days=1)  # kept longer than the retention alone
