@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
 from pipeline.envelope import Event, decode
 from pipeline.kafka.clients import build_consumer
 from pipeline.kafka.producer import Delivery, EventProducer, build_event_producer
+from pipeline.kafka.watermarks import read_watermarks
 from pipeline.request_types import REQUEST_TYPES
 from pipeline.settings import GatewaySettings, PipelineSettings
 from producers.gateway import create_app
@@ -77,14 +78,6 @@ def run_gateway(
     return asyncio.run(main())
 
 
-# A topic just created may not have its leaders known to every broker connection yet.
-_NOT_READY = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-}
-
-
 def messages_in(settings: PipelineSettings, group: str, topic: str, producer: EventProducer) -> int:
     """How many messages the topic holds: the sum of its partitions' high watermarks.
 
@@ -94,17 +87,12 @@ def messages_in(settings: PipelineSettings, group: str, topic: str, producer: Ev
     producer.flush(timeout_s=30)
     consumer = build_consumer(settings.kafka, group)
     try:
+        # read_watermarks waits out a topic just created whose leaders are not known yet.
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                return sum(
-                    consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
-                    for partition in range(PARTITIONS)
-                )
-            except KafkaException as error:
-                if error.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        return sum(
+            read_watermarks(consumer, topic, partition, timeout_s=10, deadline=deadline)[1]
+            for partition in range(PARTITIONS)
+        )
     finally:
         consumer.close()
 
