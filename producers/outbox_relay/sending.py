@@ -52,8 +52,8 @@ def send_batch(
 ) -> SendOutcome:
     """Send ``records`` (position order) and wait for the broker; see the module docstring.
 
-    The producer's bulk path (:meth:`EventProducer.send_parts`: a success costs no Python call,
-    and the stored key and headers go as read, with no message object made per row), then
+    The producer's bulk path (:meth:`EventProducer.send_parts`: no delivery object is made for
+    a success, and the stored key and headers go as read, with no message made per row), then
     :meth:`EventProducer.flush`. ``renew`` is called every ``renew_every_s`` while waiting.
     """
     sent = [False] * len(records)
