@@ -87,6 +87,16 @@ def _header(message, name):
     return dict(message.headers())[name].decode()
 
 
+def _assert_each_aggregate_in_order(messages, aggregates, per_aggregate):
+    """Every aggregate's events (keyed by its id) arrived numbered 0, 1, 2, ... in order."""
+    numbers = defaultdict(list)
+    for message in messages:
+        numbers[message.key()].append(json.loads(message.value())["n"])
+    assert len(numbers) == aggregates
+    for key, seen in numbers.items():
+        assert seen == list(range(per_aggregate)), f"{key!r} out of order: {seen[:20]}"
+
+
 def test_a_committed_event_reaches_kafka_exactly_once_with_its_id_headers_and_key(
     engine, relays, new_topic, pipeline_settings, consumer_group
 ):
@@ -183,12 +193,7 @@ def test_two_relays_on_postgres_keep_per_aggregate_order_and_publish_each_event_
     assert sorted(ids) == sorted(written)  # every event, each exactly once
     assert first.totals.published > 0 and second.totals.published > 0  # both relays worked
     assert first.totals.published + second.totals.published == len(written)
-    numbers = defaultdict(list)
-    for message in messages:
-        numbers[message.key()].append(json.loads(message.value())["n"])
-    assert len(numbers) == aggregates
-    for key, seen in numbers.items():
-        assert seen == list(range(per_aggregate)), f"{key!r} out of order: {seen[:20]}"
+    _assert_each_aggregate_in_order(messages, aggregates, per_aggregate)
 
 
 def test_on_postgres_claims_made_while_the_batch_before_is_sent_keep_per_aggregate_order(
@@ -220,12 +225,7 @@ def test_on_postgres_claims_made_while_the_batch_before_is_sent_keep_per_aggrega
     assert totals.claimed_ahead >= 2  # the path under test was taken
     messages = _messages(pipeline_settings, topic, consumer_group)
     assert sorted(_header(m, "ce_id") for m in messages) == sorted(written)  # each once
-    numbers = defaultdict(list)
-    for message in messages:
-        numbers[message.key()].append(json.loads(message.value())["n"])
-    assert len(numbers) == aggregates
-    for key, seen in numbers.items():
-        assert seen == list(range(per_aggregate)), f"{key!r} out of order: {seen[:20]}"
+    _assert_each_aggregate_in_order(messages, aggregates, per_aggregate)
 
 
 def test_on_sqlite_a_second_relay_waits_for_the_lease_and_takes_over_when_it_expires(
