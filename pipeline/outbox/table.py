@@ -294,11 +294,16 @@ class OutboxRecord(NamedTuple):
     def aggregate(self) -> tuple[str, str]:
         return (self.aggregate_type, self.aggregate_id)
 
-    def message(self) -> KafkaMessage:
+    @property
+    def value(self) -> bytes | None:
+        """The Kafka message's value: the payload as bytes (a driver may hand back a buffer)."""
         payload = self.payload
+        return payload if type(payload) is bytes or payload is None else bytes(payload)
+
+    def message(self) -> KafkaMessage:
         return KafkaMessage(  # positional, and str.encode's default UTF-8: cheaper per row
             self.aggregate_id.encode(),
-            payload if type(payload) is bytes or payload is None else bytes(payload),
+            self.value,
             [(name, value.encode()) for name, value in self.headers],
         )
 

@@ -62,11 +62,10 @@ def send_batch(
         if refused and record.aggregate in refused:
             continue  # never send an aggregate's later rows past one that cannot go
         try:
-            payload = record.payload
             producer.send_parts(
                 record.topic,
                 record.aggregate_id,  # the key; text goes as UTF-8, as encode() would make it
-                payload if payload is None or type(payload) is bytes else bytes(payload),
+                record.value,
                 record.headers,  # as read: a list of (name, text) pairs
                 event_id=record.event_id,
             )

@@ -97,6 +97,16 @@ def test_the_stored_row_is_the_kafka_message_of_the_event_keyed_by_the_aggregate
     )
 
 
+def test_a_record_value_is_bytes_whether_the_driver_gave_bytes_a_buffer_or_nothing():
+    def record(payload):
+        return OutboxRecord(1, "id-1", "order", "o-1", "orders", payload, [("ce_id", "id-1")])
+
+    assert record(b"{}").value == b"{}"
+    assert type(record(memoryview(b"{}")).value) is bytes
+    assert record(memoryview(b"{}")).value == b"{}"
+    assert record(None).value is None
+
+
 def test_positions_follow_the_order_of_adding(engine):
     events = [_event(n) for n in range(5)]
     with engine.begin() as connection:
