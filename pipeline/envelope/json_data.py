@@ -190,10 +190,11 @@ def _written_alike(data: Any) -> bool:
     type, at most :data:`_WALK_LIMIT` values."""
     # The usual event data, an object of scalars only, is judged in C (by the sets of its keys'
     # and values' types); anything else value by value (a stack that grows as it is read).
+    # (issuperset over an iterator builds no set of its own.)
     if (
         type(data) is dict
-        and set(map(type, data)) <= _TEXT_ONLY
-        and set(map(type, data.values())) <= _PLAIN_SCALARS
+        and _TEXT_ONLY.issuperset(map(type, data))
+        and _PLAIN_SCALARS.issuperset(map(type, data.values()))
     ):
         return True
     stack = [data]

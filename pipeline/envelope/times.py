@@ -12,6 +12,8 @@ __all__ = ["format_time", "now_text", "parse_time"]
 
 
 _UTC_SECOND_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d."
+# %-formatting, not an f-string: no format spec to parse for every call.
+_WITH_MICROSECONDS = "%s%06dZ"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The text up to the fraction of the last few seconds written, by seconds since the epoch
 # (events made together share their second). Cleared, not trimmed, when full: a miss only
@@ -40,7 +42,7 @@ def format_time(value: datetime) -> str:
                 value.minute,
                 value.second,
             )
-        return f"{text}{value.microsecond:06d}Z"
+        return _WITH_MICROSECONDS % (text, value.microsecond)
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
