@@ -5,12 +5,18 @@ Typer (0.2x) prints each parameter's Python type in angle brackets (``<bool>``, 
 has one (``TOPIC``, ``N``), else its choices or its name in capitals, as Click does.
 :func:`plain_help` applies this to every command and sub-command of an application, in one place.
 
+The prose of a help text is reflowed (:func:`reflowed`): Typer keeps a docstring's line breaks,
+so its source's wrapping showed as lines broken mid-sentence in the terminal (and in the list of
+commands).
+
 Typer 0.2x vendors its own Click (``typer._click``); its context and parameter types are private,
 so they appear here as ``Any``.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any
 
 import typer
@@ -50,15 +56,52 @@ def _plain(params: list[Any]) -> list[Any]:
     return params
 
 
+#: A line that starts an item of its own: indented (an example) or a list item.
+_ITEM_LINE = re.compile(r"\s|[-*•] ")
+#: In a paragraph headed by a line that ends with ``:`` ("Exit codes:"), numbered items too.
+_LISTED_LINE = re.compile(r"\s|[-*•] |\d+\.? ")
+
+
+def reflowed(text: str | None) -> str | None:
+    """``text`` (a docstring) with each paragraph's lines joined, so that the terminal wraps
+    them: lines that start an item keep their break (:data:`_ITEM_LINE`, and
+    :data:`_LISTED_LINE` under a heading line), as does a line after one that ends with ``:``;
+    a paragraph that starts with Click's ``\\b`` is kept as written."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        if paragraph.startswith("\b"):
+            paragraphs.append(paragraph)
+            continue
+        lines: list[str] = []
+        for line in paragraph.split("\n"):
+            item = _LISTED_LINE if lines and lines[0].endswith(":") else _ITEM_LINE
+            if lines and not item.match(line) and not lines[-1].endswith(":"):
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
 class PlainCommand(TyperCommand):
-    """A command whose help shows no type labels."""
+    """A command whose help shows no type labels, its prose reflowed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["help"] = reflowed(kwargs.get("help"))
+        super().__init__(*args, **kwargs)
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _plain(super().get_params(ctx))
 
 
 class PlainGroup(TyperGroup):
-    """A group whose help shows no type labels."""
+    """A group whose help shows no type labels, its prose reflowed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["help"] = reflowed(kwargs.get("help"))
+        super().__init__(*args, **kwargs)
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _plain(super().get_params(ctx))

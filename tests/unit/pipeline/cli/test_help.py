@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
+from pipeline.cli.help import reflowed
 from pipeline.cli.main import app
 
 #: The labels Typer 0.2x prints after a parameter: <bool>, <str>, <int range>, <list[str]>,
@@ -53,3 +54,35 @@ def test_options_show_their_metavar_or_choices_and_flags_show_nothing():
     assert "table|ndjson" in lines["--output"]
     assert "KEY" in lines["--key"]
     assert lines["--show-redriven"].split()[2:4] == ["Also", "show"]
+
+
+def test_prose_is_reflowed_and_lists_keep_their_lines():
+    text = """First line of a sentence
+    that goes on here.
+
+    Exit codes:
+    0 done;
+    2 usage error (a missing topic,
+    Kafka unreachable).
+
+    A list:
+    - one
+    - two
+    """
+
+    assert reflowed(text) == (
+        "First line of a sentence that goes on here.\n\n"
+        "Exit codes:\n0 done;\n2 usage error (a missing topic, Kafka unreachable).\n\n"
+        "A list:\n- one\n- two"
+    )
+
+
+def test_a_number_in_running_prose_is_not_a_list_item():
+    assert reflowed("Ctrl-C (exit code\n130) stops it.") == "Ctrl-C (exit code 130) stops it."
+
+
+def test_command_help_shows_no_line_broken_mid_sentence():
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+
+    line = next(line for line in result.output.splitlines() if "│ process " in line)
+    assert "concurrently across keys" in line, result.output
