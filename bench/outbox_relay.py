@@ -7,8 +7,11 @@
    ``EventProducer.send`` of the very same encoded messages (value, key, headers) read back
    from the table, then ``flush``, by a producer connected (one message acknowledged) before
    the clock starts, as the relays are (the relay's ceiling: no database). ``--repeat``
-   interleaved rounds (each: the baseline, one relay, two relays; the relays start again each
-   round), medians, ratios against the baseline.
+   interleaved rounds (each: the baseline, one relay, two relays, then one relay that keeps
+   nothing: ``outbox.retention_s`` 0, each row deleted as it is published; the relays start
+   again each round), medians, ratios against the baseline. With nothing kept there is no
+   ``published_at`` to read: the time runs to the first moment the table is seen empty
+   (looked at every 20 ms, so up to that much later than the last delete).
 2. Latency, commit to Kafka: events committed at a steady ``--rate`` (10 per transaction) for
    ``--seconds``; a topic with ``message.timestamp.type=LogAppendTime`` gives the moment the
    broker appended each one; p50/p99 of (append time - commit time), with LISTEN/NOTIFY on and
@@ -53,6 +56,8 @@ RESULTS = Path(__file__).parent / "results"
 PARTITIONS = 6
 AGGREGATES = 1_000
 PER_TRANSACTION = 10
+#: One relay with ``outbox.retention_s`` 0: each row deleted as it is published.
+NOTHING_KEPT = "1 relay, nothing kept"
 
 
 # --- the database -------------------------------------------------------------------------
@@ -111,12 +116,16 @@ def _delete_topics(settings: PipelineSettings, topics: list[str]) -> None:
 
 
 @contextmanager
-def relays(url: str, count: int, *, listen: bool, log: Path, running: int = 0) -> Iterator[None]:
+def relays(
+    url: str, count: int, *, listen: bool, log: Path, running: int = 0, keep: bool = True
+) -> Iterator[None]:
     """``count`` more relay processes (beside ``running`` ones already started), returned once
     each one LISTENs (or has run its first batch when not listening); stopped with SIGTERM at
-    the end."""
+    the end. Without ``keep``, they delete each row as they publish it (retention 0)."""
     args = [] if listen else ["--no-listen"]
     env = {"PIPELINE_DATABASE__URL": url, "PIPELINE_OUTBOX__LOG_INTERVAL_S": "0"}
+    if not keep:
+        env["PIPELINE_OUTBOX__RETENTION_S"] = "0"
     with log.open("ab") as out:
         started = [
             relay_subprocess(args, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -168,15 +177,19 @@ def _wait_ready(
 # --- throughput ---------------------------------------------------------------------------
 
 
-def relay_throughput(url: str, rows: list[dict[str, Any]]) -> float:
+def relay_throughput(url: str, rows: list[dict[str, Any]], *, keep: bool = True) -> float:
     """One round with the relays running (idle, listening): ``rows`` committed at once, and
-    the rate from that commit to the last row published."""
+    the rate from that commit to the last row published (without ``keep``: to the table seen
+    empty)."""
     engine = build_engine(DatabaseSettings(url=url), pool_size=1)
     try:
         _reset(engine)
         with engine.begin() as connection:
             connection.execute(sa.insert(outbox_table), rows)
         committed = datetime.now(UTC)
+        if not keep:
+            _drain(engine, timeout_s=600, every_s=0.02)
+            return len(rows) / (datetime.now(UTC) - committed).total_seconds()
         _drain(engine, timeout_s=600)
         with engine.connect() as connection:
             last = connection.execute(
@@ -271,19 +284,19 @@ def commit_to_kafka_latency(
     }
 
 
-def _drain(engine: sa.Engine, timeout_s: float = 120) -> None:
-    """Until the relays have published every row; RuntimeError after ``timeout_s``."""
+def _drain(engine: sa.Engine, timeout_s: float = 120, every_s: float = 0.1) -> None:
+    """Until the relays have published every row (looked at every ``every_s``: whether one is
+    left, the head of the unpublished index); RuntimeError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    left = 0
+    left = True
+    unpublished = sa.exists().where(outbox_table.c.published_at.is_(None))
     while time.monotonic() < deadline:
         with engine.connect() as connection:
-            left = connection.execute(
-                sa.select(sa.func.count()).where(outbox_table.c.published_at.is_(None))
-            ).scalar_one()
+            left = connection.execute(sa.select(unpublished)).scalar_one()
         if not left:
             return
-        time.sleep(0.1)
-    raise RuntimeError(f"the relays did not drain the outbox: {left} rows still unpublished")
+        time.sleep(every_s)
+    raise RuntimeError("the relays did not drain the outbox: rows still unpublished")
 
 
 def _append_times(settings: PipelineSettings, topic: str, wanted: set[str]) -> dict[str, float]:
@@ -335,7 +348,12 @@ def main() -> None:
         engine = build_engine(DatabaseSettings(url=url), pool_size=1)
         migrate(engine)
         engine.dispose()
-        samples: dict[str, list[float]] = {"EventProducer": [], "1 relay": [], "2 relays": []}
+        samples: dict[str, list[float]] = {
+            "EventProducer": [],
+            "1 relay": [],
+            "2 relays": [],
+            NOTHING_KEPT: [],
+        }
         topics: list[str] = []
 
         def measure(name: str, round_number: int) -> None:
@@ -351,7 +369,7 @@ def main() -> None:
                     engine.dispose()
                     rate = producer_throughput(settings, topic, stored_messages(url))
                 else:
-                    rate = relay_throughput(url, rows)
+                    rate = relay_throughput(url, rows, keep=name != NOTHING_KEPT)
             samples[name].append(rate)
             console.print(f"round {round_number}: {name}: {rate:,.0f} events/s")
 
@@ -369,6 +387,8 @@ def main() -> None:
                 measure("1 relay", round_number)
                 with relays(url, 1, listen=True, log=log, running=1):
                     measure("2 relays", round_number)
+            with relays(url, 1, listen=True, log=log, keep=False):
+                measure(NOTHING_KEPT, round_number)
         with relays(url, 1, listen=True, log=log), console.status("latency, LISTEN/NOTIFY"):
             latency["LISTEN/NOTIFY"] = commit_to_kafka_latency(
                 settings, url, rate=args.rate, seconds=args.seconds

@@ -238,7 +238,10 @@ class OutboxSettings(_Frozen):
     poll_interval_s: float = Field(default=1.0, gt=0)
     #: LISTEN for the NOTIFY sent at each commit of new rows (PostgreSQL only).
     listen: bool = True
-    #: Published rows are deleted once they are this old.
+    #: Published rows are deleted once they are this old. 0: a row is deleted as it is
+    #: published, in the claim's transaction instead of being marked (nothing is kept to look
+    #: at afterwards; the database's cheapest way: a DELETE costs it about a third of the
+    #: UPDATE that marks, and spares the later delete).
     retention_s: float = Field(default=24 * 3600.0, ge=0)
     #: How often the relay deletes expired rows, and how many per statement.
     cleanup_interval_s: float = Field(default=60.0, gt=0)

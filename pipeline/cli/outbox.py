@@ -52,9 +52,16 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def status_table(status: OutboxStatus) -> Table:
-    """The status as a rich table: one row per topic and a total."""
-    table = Table(title="outbox")
+def status_table(status: OutboxStatus, *, published_kept: bool = True) -> Table:
+    """The status as a rich table: one row per topic and a total. Without ``published_kept``
+    (``outbox.retention_s`` 0) a caption says why nothing shows as published."""
+    caption = (
+        None
+        if published_kept
+        else "published rows are deleted as they are published (PIPELINE_OUTBOX__RETENTION_S=0),"
+        " so none count here: each relay counts its own (pipeline_outbox_published_total)"
+    )
+    table = Table(title="outbox", caption=caption)
     table.add_column("topic")
     table.add_column("backlog", justify="right")
     table.add_column("oldest unpublished", justify="right")
@@ -106,7 +113,7 @@ def status(ctx: typer.Context) -> None:
         raise PipelineError(f"cannot read the outbox from {where}: {reason}") from None
     finally:
         engine.dispose()
-    stdout_console().print(status_table(status))
+    stdout_console().print(status_table(status, published_kept=settings.outbox.retention_s > 0))
 
 
 def summary_table(totals: RelayTotals) -> Table:

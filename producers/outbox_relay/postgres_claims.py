@@ -45,6 +45,7 @@ __all__ = [
     "LOCK_NAMESPACE",
     "BucketClaims",
     "claim_rows",
+    "delete_published",
     "mark_published",
     "try_locks",
     "window",
@@ -92,6 +93,7 @@ _CLAIM_ROWS = (
     "AND published_at IS NULL ORDER BY position LIMIT %s"
 )
 _MARK = f"UPDATE {_T} SET published_at = %s WHERE position = ANY(%s::bigint[])"
+_DELETE = f"DELETE FROM {_T} WHERE position = ANY(%s::bigint[])"
 
 Statement = tuple[str, tuple[object, ...]]
 
@@ -116,6 +118,11 @@ def mark_published(positions: Sequence[int]) -> Statement:
     return _MARK, (utc_now(), list(positions))
 
 
+def delete_published(positions: Sequence[int]) -> Statement:
+    """Deletes the rows at ``positions``, published now (``outbox.retention_s`` 0)."""
+    return _DELETE, (list(positions),)
+
+
 class BucketClaims:
     """Claims by advisory-lock buckets, held by the claim's transaction (see the module doc).
 
@@ -132,6 +139,7 @@ class BucketClaims:
     def __init__(self, engine: Engine, settings: OutboxSettings) -> None:
         self._engine = engine
         self._buckets = settings.lock_buckets
+        self._marks = delete_published if settings.retention_s == 0 else mark_published
         self._held: set[int] = set()  # the buckets of the open claims
         self._lock = threading.Lock()
 
@@ -150,7 +158,7 @@ class BucketClaims:
 
                 def mark(positions: Sequence[int]) -> None:
                     if positions:
-                        connection.exec_driver_sql(*mark_published(positions))
+                        connection.exec_driver_sql(*self._marks(positions))
 
                 yield Claim(records, mark, contended=plan.contended)
         finally:

@@ -6,8 +6,9 @@ One batch (:meth:`OutboxRelay.publish_batch`):
    :class:`~producers.outbox_relay.claims.ClaimStrategy` (chosen once, when the relay is built);
 2. send them and wait until the broker acknowledged (or failed) every one
    (:func:`~producers.outbox_relay.sending.send_batch`);
-3. mark the acknowledged rows published in one UPDATE (a row whose aggregate had an earlier
-   failure in the batch stays unpublished too);
+3. mark the acknowledged rows published in one UPDATE, or delete them in one DELETE with
+   ``outbox.retention_s`` 0 (a row whose aggregate had an earlier failure in the batch stays
+   unpublished too);
 4. commit, which releases the claim.
 
 A relay killed between 2 and 3 publishes the same rows again when it (or another) restarts:

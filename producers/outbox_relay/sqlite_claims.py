@@ -99,6 +99,7 @@ class LeaseClaims:
     def __init__(self, engine: Engine, settings: OutboxSettings, owner: str) -> None:
         self._engine = engine
         self.lease = Lease(engine, owner, settings.lease_s)
+        self._delete_published = settings.retention_s == 0
         #: Renewed three times per lease period while Kafka is slow: never lost to one delay.
         self.renew_every_s: float | None = settings.lease_s / 3
 
@@ -126,12 +127,12 @@ class LeaseClaims:
         if not positions:
             return
         table = outbox_table
+        published = table.c.position.in_(positions)
         with self._engine.begin() as connection:
-            connection.execute(
-                sa.update(table)
-                .where(table.c.position.in_(positions))
-                .values(published_at=utc_now())
-            )
+            if self._delete_published:  # outbox.retention_s 0: nothing kept
+                connection.execute(sa.delete(table).where(published))
+            else:
+                connection.execute(sa.update(table).where(published).values(published_at=utc_now()))
 
     def renew(self) -> None:
         self.lease.hold()

@@ -228,6 +228,26 @@ def test_on_postgres_claims_made_while_the_batch_before_is_sent_keep_per_aggrega
     _assert_each_aggregate_in_order(messages, aggregates, per_aggregate)
 
 
+def test_with_retention_zero_each_row_is_deleted_as_it_is_published_in_per_aggregate_order(
+    engine, relays, new_topic, pipeline_settings, consumer_group
+):
+    aggregates, per_aggregate = 30, 40
+    topic = new_topic(partitions=6)
+    written: list[str] = []
+    _write(engine, topic, [f"order-{a}" for a in range(aggregates)], per_aggregate, 50, written)
+    relay = relays(engine, batch_size=200, retention_s=0)
+
+    totals = relay.run(once=True)
+
+    with engine.connect() as connection:
+        left = connection.execute(sa.select(sa.func.count()).select_from(outbox_table)).scalar()
+    engine.dispose()
+    assert (totals.published, left) == (len(written), 0)  # published, and nothing kept
+    messages = _messages(pipeline_settings, topic, consumer_group)
+    assert sorted(_header(m, "ce_id") for m in messages) == sorted(written)  # each once
+    _assert_each_aggregate_in_order(messages, aggregates, per_aggregate)
+
+
 def test_on_sqlite_a_second_relay_waits_for_the_lease_and_takes_over_when_it_expires(
     tmp_path, relays, new_topic, pipeline_settings, consumer_group
 ):

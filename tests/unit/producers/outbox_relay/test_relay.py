@@ -112,6 +112,27 @@ def test_a_failed_delivery_leaves_its_row_and_its_aggregates_later_rows_unpublis
     assert _published_ids(database) == {a1, b1, a2, b2}
 
 
+def _left_ids(engine):
+    with engine.connect() as connection:
+        return set(connection.execute(sa.select(outbox_table.c.event_id)).scalars())
+
+
+def test_with_retention_zero_published_rows_are_deleted_and_failed_ones_stay(database):
+    a1, b1, a2, b2 = _write(database, ["a", "b", "a", "b"])
+    client = FakeKafka(fail={a1})
+    relay = _relay(database, client, retention_s=0)
+
+    assert relay.publish_batch().published == 2
+    assert [p.event_id for p in client.acknowledged] == [b1, a2, b2]
+    assert _left_ids(database) == {a1, a2}  # a2 was acknowledged, but must follow a1
+    assert _published_ids(database) == set()  # nothing is kept marked
+
+    client.fail.clear()
+    assert relay.publish_batch().published == 2
+    assert [p.event_id for p in client.produced[4:]] == [a1, a2]
+    assert _left_ids(database) == set()
+
+
 def test_a_refused_row_is_not_sent_nor_are_its_aggregates_later_rows(database):
     a1, b1, _a2 = _write(database, ["a", "b", "a"])
     client = FakeKafka(refuse={a1})
