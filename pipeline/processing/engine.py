@@ -530,7 +530,7 @@ class ProcessingEngine:
             consumer_group=self.consumer_group,
             event_id=event_id,
             failure=failure,
-            park_keys=self._park,
+            park_keys=self._park and record.topic not in self.processor.keys_never_parked,
         )
         await self._until_done(
             f"note dead letter {event_id} in the inbox", lambda: self._in_thread(note)

@@ -224,6 +224,16 @@ class Processor:
         self.periodic_tasks: list[PeriodicTask] = []
         #: Prometheus registries of the processor's own, served beside the runtime's metrics.
         self.metric_registries: list[CollectorRegistry] = []
+        #: Topics whose keys are never parked (:meth:`never_park_keys`).
+        self.keys_never_parked: set[str] = set()
+
+    def never_park_keys(self, topic: str) -> None:
+        """After one of ``topic``'s events is dead-lettered, handle its key's later events as
+        usual, whatever ``processing.on_dead_letter`` says: for a topic whose later events must
+        not wait for a redrive. A saga participant's commands are such a topic: the command
+        that follows a failed action is its compensation, which must be answered (the
+        participant's own log keeps the steps' order)."""
+        self.keys_never_parked.add(topic)
 
     @property
     def topics(self) -> list[str]:

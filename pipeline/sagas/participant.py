@@ -29,7 +29,9 @@ saga steps it handled, per (saga, step, kind):
 :class:`Refuse` replies with a failure: not retried by default (a business refusal), or tried
 again by the saga with ``retryable=True``; the handler's writes are rolled back either way. Any
 other exception is retried by the processor runtime and then dead-lettered, and the saga's
-timeout takes over.
+timeout takes over. The saga's key (its id) is not parked on the commands topic after such a
+dead letter (:meth:`~pipeline.processing.processor.Processor.never_park_keys`), so the
+compensation that follows is answered.
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ class SagaParticipant:
         self.group_commit = group_commit
         self.clock = clock
         self.settings = settings or SagaSettings()
+        # A command dead-lettered (its handler kept failing) must not hold up the saga's next
+        # command for this participant, its compensation: the saga's timeout sends it, and the
+        # log answers it ("nothing to undo" for an action that never ran).
+        processor.never_park_keys(self.topic)
         if settings is None:
             processor.on_start(self._read_settings)
         processor.every(cleanup_every_s)(self._delete_old_steps)

@@ -372,6 +372,23 @@ def test_with_on_dead_letter_continue_a_keys_later_events_still_run(
     assert parked_count(driver) == 0
 
 
+def test_on_a_topic_whose_keys_are_never_parked_a_keys_later_events_still_run(
+    make_driver: Callable[..., ProcessorTestDriver],
+) -> None:
+    handler = Recorder(broken=lambda event: event.data == {"key": "k1", "seq": 0})
+    processor = processor_with(handler)
+    processor.never_park_keys(TOPIC)
+    driver = make_driver(processor)  # on_dead_letter is park_key, for every other topic
+    for seq in range(3):
+        driver.send(TOPIC, event("k1", seq))
+
+    driver.run()
+
+    assert [letter.reason for letter in driver.dead_letters(TOPIC)] == ["rejected"]
+    assert handler.handled == [("k1", 1), ("k1", 2)]
+    assert parked_count(driver) == 0
+
+
 def park_k1(driver: ProcessorTestDriver, handler: Recorder) -> None:
     """k1#0 fails, k1#1 and k1#2 are parked behind it; k2#0 is handled."""
     for seq in range(3):

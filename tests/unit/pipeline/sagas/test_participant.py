@@ -13,19 +13,22 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
 
 from pipeline.envelope import Event
 from pipeline.outbox.table import outbox_table
 from pipeline.processing.group_commit import commit
+from pipeline.processing.harness import PipelineHarness
 from pipeline.processing.processor import Processor, UnitOfWork
-from pipeline.sagas import Call
+from pipeline.retry import RetryPolicy
+from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.machine import CommandToSend
 from pipeline.sagas.messages import command_event
+from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.participant import Refuse, SagaCommand, SagaParticipant
 from pipeline.sagas.store import StepOutcome, record_participant_outcomes, saga_steps_table
-from pipeline.settings import SagaSettings
+from pipeline.settings import ProcessingSettings, SagaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES
 from tests.support.driving import handled_units
 
@@ -212,3 +215,86 @@ def test_without_a_retention_the_log_keeps_every_row(database: Engine) -> None:
 def test_a_retention_under_an_hour_is_refused() -> None:
     with pytest.raises(ValidationError, match="step_log_retention_s"):
         SagaSettings(step_log_retention_s=60)
+
+
+# --- a handler that keeps failing ---------------------------------------------------------------
+
+
+class Order(BaseModel):
+    order_id: str
+
+
+crashing_registry = SagaRegistry(
+    [
+        SagaDefinition(
+            "HoldThenCharge",
+            version=1,
+            data_model=Order,
+            steps=[
+                Step(
+                    "hold",
+                    participant="warehouse",
+                    action=lambda d: Call("Hold", {"order_id": d.order_id}),
+                    compensation=lambda d: Call("Release", {"order_id": d.order_id}),
+                    timeout_s=60,
+                ),
+                Step(
+                    "charge",
+                    participant="billing",
+                    action=lambda d: Call("Charge", {"order_id": d.order_id}),
+                    compensation=lambda d: Call("Refund", {"order_id": d.order_id}),
+                    timeout_s=60,
+                ),
+            ],
+        )
+    ]
+)
+
+
+def test_a_command_whose_handler_keeps_failing_does_not_hold_up_its_compensation() -> None:
+    orchestrator = SagaOrchestrator(crashing_registry)
+    orders = Processor("orders")
+
+    @orders.handler("orders.placed")
+    def place(event: Event, unit: UnitOfWork) -> None:
+        order_id = event.data["order_id"]
+        orchestrator.start(unit.session, "HoldThenCharge", order_id, {"order_id": order_id})
+
+    warehouse = Processor("warehouse")
+    stock = SagaParticipant(warehouse, "warehouse")
+    held: list[str] = []
+
+    @stock.command("Hold")
+    def hold(command: SagaCommand, unit: UnitOfWork) -> None:
+        held.append(command.saga_id)
+
+    @stock.command("Release")
+    def release(command: SagaCommand, unit: UnitOfWork) -> None:
+        held.remove(command.saga_id)
+
+    billing = Processor("billing")
+    payments = SagaParticipant(billing, "billing")
+    refunds: list[str] = []
+
+    @payments.command("Charge")
+    def charge(command: SagaCommand, unit: UnitOfWork) -> None:
+        raise RuntimeError("the card service is down")
+
+    @payments.command("Refund")
+    def refund(command: SagaCommand, unit: UnitOfWork) -> None:
+        refunds.append(command.saga_id)  # never: no charge to undo, the log answers
+
+    retries = ProcessingSettings(
+        retry=RetryPolicy(max_attempts=2, initial_backoff_s=1, max_backoff_s=1, jitter=0)
+    )
+    processors = [orders, orchestrator_processor(orchestrator), warehouse, billing]
+    with PipelineHarness(processors, clocked=[orchestrator], settings=retries) as harness:
+        harness.send("orders.placed", Event(source="/t", type="Placed", data={"order_id": "o-1"}))
+        harness.run_until_idle()
+        harness.advance(61, step=1)  # the charge's retries, its dead letter, its timeout
+
+        state = harness.sagas()["o-1"]
+        assert state.status == "compensated", state.reason
+        assert held == [] and refunds == []  # the hold released; nothing charged, none refunded
+        letters = harness.dead_letters("saga.billing.commands")
+        assert [letter.reason for letter in letters] == ["retries_exhausted"]  # none key_parked
