@@ -178,10 +178,23 @@ def show(
     console.print(_steps_table(state))
     console.print(_timeline(state))
     if state.status in STUCK:
+        registry = "" if _in_demo_registry(state.name) else " --registry MODULE:ATTRIBUTE"
         console.print(
-            f"waiting for an operator: `pipeline saga retry {saga_id}` or "
-            f"`pipeline saga resolve {saga_id} --note ...`"
+            f"waiting for an operator: `pipeline saga retry {saga_id}{registry}` or "
+            f"`pipeline saga resolve {saga_id}{registry} --note ...`"
+            + (f" (the registry that defines {state.name})" if registry else "")
         )
+
+
+def _in_demo_registry(name: str) -> bool:
+    """Whether the demo's registry, the default of ``--registry``, defines saga ``name``."""
+    from pipeline.sagas.definition import SagaRegistry
+
+    try:
+        demo = load_attribute(DEMO_REGISTRY, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)
+    except PipelineError:
+        return False
+    return name in demo.names
 
 
 def _operate(ctx: typer.Context, registry_spec: str, saga_id: str, note: str | None) -> SagaState:

@@ -107,7 +107,9 @@ def test_show_gives_the_steps_and_the_timeline(database):
     assert "reason: second: odd" in result.output
     assert "the undo service is down" in result.output  # the failed compensation's attempt
     assert "action failed" in result.output and "odd" in result.output
-    assert "pipeline saga retry saga-odd" in result.output
+    # "Demo" is not the demo's registry (the default of --registry): the hint says to name one.
+    assert "pipeline saga retry saga-odd --registry MODULE:ATTRIBUTE" in result.output
+    assert "(the registry that defines Demo)" in result.output
 
 
 def test_resolve_ends_a_stuck_saga_and_retry_refuses_a_finished_one(database):
