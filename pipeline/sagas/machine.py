@@ -9,7 +9,8 @@ The rules, in order of the saga's life:
 1. :func:`start` sends the first element's actions (a parallel group's all at once).
 2. A success reply applies the step's ``on_success`` to the data; when every step of the
    element succeeded the saga moves to the next element; after the last one it sends the
-   confirms of its try/confirm/cancel steps (``confirming``) or is ``completed``.
+   confirms of its try/confirm/cancel steps (``confirming``) or is ``completed``. An
+   ``on_success`` that raises makes the saga compensate, that step included (rule 3).
 3. A failure reply or a timeout is retried after the step's backoff while attempts remain
    (a reply with ``retryable=False`` is not retried); then the saga compensates: it waits for
    the other branches still in flight, then undoes every step that succeeded or timed out (its
@@ -234,7 +235,12 @@ class _Run:
     def action_succeeded(self, step: Step[Any], reply: Reply) -> None:
         record = self.step_state(step.name)
         record.status, record.finished_at, record.reason = "succeeded", self.now, None
-        self.state.data = step.on_success(self.data(), reply.data).model_dump(mode="json")
+        try:
+            data = step.on_success(self.data(), reply.data).model_dump(mode="json")
+        except Exception as error:  # the definition's code: a bug, or a reply it did not expect
+            self.reply_not_applied(step, error)
+            return
+        self.state.data = data
         self.note("action_succeeded", step.name, "action", record.attempts)
         if self.state.status == "compensating":
             self.begin_compensation_when_settled()
@@ -242,6 +248,19 @@ class _Run:
         leaves = self.definition.leaves(self.state.position)
         if all(self.step_state(leaf.name).status == "succeeded" for leaf in leaves):
             self.advance()
+
+    def reply_not_applied(self, step: Step[Any], error: Exception) -> None:
+        """The step's action succeeded, but its ``on_success`` failed on the reply: the saga
+        cannot go on with data it could not make, so it compensates, this step included (its
+        action took effect), saying why. (Applying the same reply again fails again.)"""
+        reason = f"its reply could not be applied: {type(error).__name__}: {error}"
+        record = self.step_state(step.name)
+        record.reason = reason
+        self.note("reply_not_applied", step.name, "action", record.attempts, reason)
+        if self.state.status == "running":
+            self.state.reason = f"{step.name}: {reason}"
+            self.set_status("compensating", self.state.reason)
+        self.begin_compensation_when_settled()
 
     def action_failed(self, step: Step[Any], reason: str, retryable: bool, timeout: bool) -> None:
         record = self.step_state(step.name)

@@ -167,6 +167,23 @@ def test_a_failure_in_the_last_step_compensates_the_others_in_reverse_order():
     assert run.state.steps["ship"].status == "failed"  # refused outright: nothing to undo
 
 
+def test_a_reply_its_on_success_cannot_apply_compensates_that_step_and_the_ones_before():
+    run = Run(order_saga())
+    run.reply("reserve")
+    decision = run.reply("charge", data={"id": "p-9"})  # on_success reads "payment_id": KeyError
+
+    assert run.state.status == "compensating"
+    assert run.state.reason == "charge: its reply could not be applied: KeyError: 'payment_id'"
+    whats = ["reply_not_applied", "saga_compensating", "compensation_sent"]
+    assert [t.what for t in decision.transitions] == whats
+    assert run.types()[-1] == "Refund"  # the charge took effect: it is undone first
+    assert run.state.data["payment_id"] is None  # the data is as before the reply
+    run.reply("charge")
+    run.reply("reserve")
+    assert run.state.status == "compensated"
+    assert run.types() == ["ReserveStock", "Charge", "Refund", "ReleaseStock"]
+
+
 @pytest.mark.parametrize(
     ("failing", "undone"),
     [
