@@ -257,7 +257,9 @@ class EventProducer:
         next :meth:`flush`; a refusal raises :class:`ProduceRefused` (nothing was queued).
 
         ``key`` and header values may be text (sent as UTF-8, by librdkafka's client itself,
-        so no bytes are made here for them): a stored row's columns go as they are read.
+        so no bytes are made here for them): a stored row's columns go as they are read. A
+        header value with a NUL character must be bytes: confluent-kafka hands a text header
+        value to librdkafka as a C string, which ends at the first NUL (keys do not).
         """
         self.send_encoded(topic, key, value, headers, partial(self._bulk_event_delivered, event_id))
 

@@ -288,7 +288,8 @@ class OutboxRecord(NamedTuple):
     aggregate_id: str
     topic: str
     payload: bytes | None
-    headers: Sequence[tuple[str, str]]
+    #: Text as stored; bytes for a value with a NUL in it (see :func:`records_of`).
+    headers: Sequence[tuple[str, str | bytes]]
 
     @property
     def aggregate(self) -> tuple[str, str]:
@@ -304,7 +305,10 @@ class OutboxRecord(NamedTuple):
         return KafkaMessage(  # positional, and str.encode's default UTF-8: cheaper per row
             self.aggregate_id.encode(),
             self.value,
-            [(name, value.encode()) for name, value in self.headers],
+            [
+                (name, value.encode() if isinstance(value, str) else value)
+                for name, value in self.headers
+            ],
         )
 
 
@@ -334,19 +338,33 @@ RELAY_COLUMNS = (*RECORD_COLUMNS[:-1], sa.cast(outbox_table.c.headers, sa.Text).
 _HEADER_LISTS = msgspec.json.Decoder(list[list[tuple[str, str]]])
 
 
+#: A NUL character as JSON writes it. A header value with one goes to the producer as bytes:
+#: confluent-kafka hands a text header value to librdkafka as a C string, cut at the first NUL.
+_NUL = "\\u0000"
+
+
+def _nul_safe(pairs: list[tuple[str, str]]) -> list[tuple[str, str | bytes]]:
+    return [(name, value.encode() if "\x00" in value else value) for name, value in pairs]
+
+
 def records_of(rows: Sequence[Sequence[Any]]) -> list[OutboxRecord]:
     """The records of rows read with :data:`RELAY_COLUMNS` (in that order), every row's
     headers decoded in one call; :class:`OutboxError` when some are not ``[[name, value],
     ...]`` of strings (as :func:`outbox_row` writes them)."""
     if not rows:
         return []
+    text = "[" + ",".join(row[6] for row in rows) + "]"
     try:
-        headers = _HEADER_LISTS.decode("[" + ",".join(row[6] for row in rows) + "]")
+        decoded = _HEADER_LISTS.decode(text)
     except msgspec.MsgspecError as error:
         first, last = rows[0][0], rows[-1][0]
         raise OutboxError(
             f"outbox rows {first}..{last}: headers are not [[name, value], ...] of strings: {error}"
         ) from None
+    # One look at the whole batch's text; a NUL is rare.
+    headers: Sequence[Sequence[tuple[str, str | bytes]]] = (
+        [_nul_safe(pairs) for pairs in decoded] if _NUL in text else decoded
+    )
     return [
         OutboxRecord(position, event_id, aggregate_type, aggregate_id, topic, payload, pairs)
         for (position, event_id, aggregate_type, aggregate_id, topic, payload, _), pairs in zip(

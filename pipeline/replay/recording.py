@@ -334,17 +334,37 @@ def message_for_replay(raw: bytes, source: str, number: int) -> ProducibleMessag
     """The message of raw line ``number`` of ``source`` as a replay sends it (see
     :func:`parse_lines_for_replay`); None for a blank line; :class:`RecordingError` when the
     line is not a message."""
-    # A usual line is sent as it is decoded (_TextLine): valid, all its values text or null.
-    # Else it is read the way parse_lines reads it. Once per line of a replay: no call more.
-    try:
-        line = _TEXT_DECODER.decode(raw)
-    except msgspec.DecodeError:
-        pass
-    else:
-        tstype = line.timestamp_type
-        if line.topic and (tstype is msgspec.UNSET or tstype in _TSTYPES):
-            return line
-    return _message_of(raw, source, number)
+    # A usual line is sent as it is decoded (_TextLine): valid, all its values text or null,
+    # and no NUL in it (_NUL). Else it is read the way parse_lines reads it. Once per line of a
+    # replay: no call more.
+    if _NUL not in raw:
+        try:
+            line = _TEXT_DECODER.decode(raw)
+        except msgspec.DecodeError:
+            pass
+        else:
+            tstype = line.timestamp_type
+            if line.topic and (tstype is msgspec.UNSET or tstype in _TSTYPES):
+                return line
+    return _sendable(_message_of(raw, source, number), source, number)
+
+
+#: A NUL character as JSON writes it. A line with one is read into bytes, never sent as text:
+#: confluent-kafka hands a text header value to librdkafka as a C string, which ends at the
+#: first NUL (keys and values keep their length).
+_NUL = b"\\u0000"
+
+
+def _sendable(message: RecordedMessage | None, source: str, number: int) -> RecordedMessage | None:
+    """``message``, unless a header name holds a NUL: librdkafka takes header names as C
+    strings, so such a name cannot be sent as it is (a :class:`RecordingError` says so, rather
+    than a header sent under a name cut short)."""
+    if message is not None and any("\x00" in name for name, _ in message.headers):
+        raise RecordingError(
+            f"{source}:{number}: a header name holds a NUL character, which Kafka's C client "
+            "(librdkafka) cannot send"
+        )
+    return message
 
 
 def parse_lines_for_replay(lines: Iterable[bytes], *, source: str) -> Iterator[ProducibleMessage]:
@@ -360,16 +380,17 @@ def parse_numbered_lines_for_replay(
     # message_for_replay, written out: once per message of a replay.
     decode = _TEXT_DECODER.decode
     for number, raw in numbered:
-        try:
-            line = decode(raw)
-        except msgspec.DecodeError:
-            pass
-        else:
-            tstype = line.timestamp_type
-            if line.topic and (tstype is msgspec.UNSET or tstype in _TSTYPES):
-                yield line
-                continue
-        message = _message_of(raw, source, number)
+        if _NUL not in raw:
+            try:
+                line = decode(raw)
+            except msgspec.DecodeError:
+                pass
+            else:
+                tstype = line.timestamp_type
+                if line.topic and (tstype is msgspec.UNSET or tstype in _TSTYPES):
+                    yield line
+                    continue
+        message = _sendable(_message_of(raw, source, number), source, number)
         if message is not None:
             yield message
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event, decode, encode
 from pipeline.outbox.table import (
+    RELAY_COLUMNS,
     ClaimPlan,
     Outbox,
     OutboxError,
@@ -20,6 +21,7 @@ from pipeline.outbox.table import (
     outbox_status,
     outbox_table,
     publishable_positions,
+    records_of,
     route_topic,
 )
 
@@ -105,6 +107,21 @@ def test_a_record_value_is_bytes_whether_the_driver_gave_bytes_a_buffer_or_nothi
     assert type(record(memoryview(b"{}")).value) is bytes
     assert record(memoryview(b"{}")).value == b"{}"
     assert record(None).value is None
+
+
+def test_a_header_value_with_a_nul_is_read_for_the_relay_as_bytes_the_others_as_text(engine):
+    # confluent-kafka hands a text header value to librdkafka as a C string: cut at the NUL.
+    with engine.begin() as connection:
+        add_to_outbox(
+            connection, _event(subject="a\x00b"), aggregate_type="order", aggregate_id="o"
+        )
+        add_to_outbox(connection, _event(subject="plain"), aggregate_type="order", aggregate_id="o")
+        rows = connection.execute(sa.select(*RELAY_COLUMNS).order_by("position")).all()
+
+    with_nul, plain = (dict(record.headers) for record in records_of(rows))
+
+    assert (with_nul["ce_subject"], with_nul["ce_type"]) == (b"a\x00b", "com.example.order.placed")
+    assert plain["ce_subject"] == "plain"
 
 
 def test_positions_follow_the_order_of_adding(engine):

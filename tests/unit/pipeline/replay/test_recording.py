@@ -168,6 +168,23 @@ def test_a_replay_reads_the_same_messages_with_text_left_as_text(line):
     )
 
 
+def test_a_replay_sends_a_header_value_with_a_nul_as_bytes_never_as_text():
+    # confluent-kafka hands a text header value to librdkafka as a C string: cut at the NUL.
+    line = b'{"topic":"t","headers":[["h","ab\\u0000cd"],["g","text"]]}'
+
+    (read,) = parse_lines_for_replay([line], source="x")
+
+    assert list(read.headers or ()) == [("h", b"ab\x00cd"), ("g", b"text")]
+
+
+def test_a_replay_refuses_a_header_name_with_a_nul_which_librdkafka_cannot_send():
+    line = b'{"topic":"t","headers":[["h\\u0000n","v"]]}'
+
+    with pytest.raises(RecordingError, match=r"x:1: a header name holds a NUL character"):
+        list(parse_lines_for_replay([line], source="x"))
+    assert parse_line(line.decode()).headers == (("h\x00n", b"v"),)  # read, for the driver
+
+
 @pytest.mark.parametrize(
     "line",
     [
