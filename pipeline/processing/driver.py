@@ -187,11 +187,27 @@ class ProcessorTestDriver:
             self.send(
                 topic or recorded.topic,
                 recorded_message(recorded),
-                partition=recorded.partition if preserve_partitions else None,
+                partition=(
+                    self.kept_partition(topic or recorded.topic, recorded.partition)
+                    if preserve_partitions
+                    else None
+                ),
                 timestamp_ms=recorded.timestamp_ms,
             )
             for recorded in messages
         ]
+
+    def kept_partition(self, topic: str, partition: int) -> int:
+        """``partition`` if ``topic`` has it; else a ``ValueError``, as ``pipeline replay
+        --preserve-partitions`` refuses a topic with too few partitions."""
+        count = self.partitions_of(topic)
+        if not 0 <= partition < count:
+            raise ValueError(
+                f"{topic} has {count} partition{'s' if count != 1 else ''} here and a recorded "
+                f"message is in partition {partition}: give the driver partitions={{...}} "
+                "(or do not preserve partitions)"
+            )
+        return partition
 
     def run(self) -> MetricsSnapshot:
         """Handle every record of the processor's topics above the committed positions."""

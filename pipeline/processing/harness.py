@@ -148,7 +148,11 @@ class PipelineHarness:
                     driver.send(
                         name,
                         recorded_message(recorded),
-                        partition=recorded.partition if preserve_partitions else None,
+                        partition=(
+                            driver.kept_partition(name, recorded.partition)
+                            if preserve_partitions
+                            else None
+                        ),
                         timestamp_ms=recorded.timestamp_ms,
                     )
             count += 1

@@ -48,6 +48,7 @@ import contextlib
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,7 +393,18 @@ def replay_into_driver(request: pytest.FixtureRequest) -> Callable[..., int]:
         topic: str | None = None,
         preserve_partitions: bool = False,
     ) -> int:
-        messages = _messages(recording, request.config.rootpath)
+        from pipeline.processing.harness import PipelineHarness
+
+        messages = list(_messages(recording, request.config.rootpath))
+        drivers = target.drivers if isinstance(target, PipelineHarness) else [target]
+        read = {name for driver in drivers for name in driver.processor.topics}
+        unread = sorted({topic or message.topic for message in messages} - read)
+        if unread:
+            warnings.warn(
+                f"replay_into_driver: no processor reads {', '.join(unread)}: those messages "
+                "are not handled (topic= sends a recording to another topic)",
+                stacklevel=2,
+            )
         sent = target.send_recording(messages, topic=topic, preserve_partitions=preserve_partitions)
         return sent if isinstance(sent, int) else len(sent)
 

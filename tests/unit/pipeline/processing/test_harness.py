@@ -370,7 +370,12 @@ def test_a_recording_goes_in_with_keys_headers_and_timestamps(drivers):
     assert [r.timestamp_ms for r in records] == [1_767_225_600_000 + n for n in range(20)]
     assert records[0].headers[-1] == ("trace", b"")  # a null header value as the runtime gives it
     assert len(seen) == 20
-    kept = driver.send_recording([parse_line(lines[0])], preserve_partitions=True, topic="other")
+    first = [parse_line(lines[0])]  # recorded in partition 5
+    with pytest.raises(ValueError, match="other has 4 partitions here .* in partition 5"):
+        driver.send_recording(first, preserve_partitions=True, topic="other")
+    wide = ProcessorTestDriver(processor, partitions={"other": 6})
+    drivers.append(wide)
+    kept = wide.send_recording(first, preserve_partitions=True, topic="other")
     assert (kept[0].topic, kept[0].partition) == ("other", 5)
 
 
