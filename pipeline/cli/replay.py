@@ -155,7 +155,12 @@ def replay(
     """
     from pipeline.replay.processes import replay_recording
     from pipeline.replay.recording import parse_lines_for_replay
-    from pipeline.replay.replayer import ReplayFailed, ReplayInterrupted, replay_into_kafka
+    from pipeline.replay.replayer import (
+        ReplayFailed,
+        ReplayInterrupted,
+        ReplayStopped,
+        replay_into_kafka,
+    )
 
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
@@ -209,6 +214,9 @@ def replay(
         _summary(interrupted.summary)
         _err.print("interrupted")
         raise typer.Exit(exit_code(interrupted.interrupt)) from None
+    except ReplayStopped as stopped:  # part way through stdin: say what went before the error
+        _summary(stopped.summary)
+        raise stopped.error from None
     except ReplayFailed as failed:
         _summary(failed.summary)
         _err.print(f"[red]error:[/red] {escape(str(failed))}", highlight=False)

@@ -47,6 +47,7 @@ __all__ = [
     "ReplayFailed",
     "ReplayInterrupted",
     "ReplayProducer",
+    "ReplayStopped",
     "ReplaySummary",
     "replay_into_kafka",
 ]
@@ -92,6 +93,17 @@ class ReplayFailed(PipelineError):
             f"messages not delivered: {failed:,} (the first: {first_error}); "
             f"delivered: {summary.sent:,}"
         )
+
+
+class ReplayStopped(ReplayError):
+    """An error (``error``: a line that is not a message, read as it is sent from a pipe; a
+    missing topic) ended a replay part way; ``summary`` counts what was acknowledged before
+    it. Its message is the error's."""
+
+    def __init__(self, summary: ReplaySummary, error: PipelineError) -> None:
+        self.summary = summary
+        self.error = error
+        super().__init__(str(error))
 
 
 class ReplayInterrupted(KeyboardInterrupt):
@@ -221,8 +233,13 @@ def replay_into_kafka(
     except KeyboardInterrupt as interrupt:
         _flush(producer)
         raise ReplayInterrupted(deliveries.summary(began), interrupt) from None
-    except BaseException:
+    except PipelineError as error:
         _flush(producer)  # what was queued is delivered or failed before the error ends
+        if not queued:
+            raise
+        raise ReplayStopped(deliveries.summary(began), error) from None
+    except BaseException:
+        _flush(producer)
         raise
     if unreported and on_progress is not None:
         on_progress(unreported)

@@ -7,6 +7,7 @@ so the comparison does not depend on the code under test.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -249,3 +250,22 @@ def _wait_for_lines(path: Path, count: int, process: subprocess.Popen) -> None:
             return
         time.sleep(0.2)
     pytest.fail(f"{path} did not get {count} lines")
+
+
+def test_a_bad_line_on_stdin_stops_the_replay_after_saying_what_was_sent_before_it(new_topic):
+    topic = new_topic(partitions=1)
+    lines = f'{{"topic":"{topic}","payload":"a"}}\n{{"topic":"{topic}","payload":"b"}}\nbad\n'
+
+    result = subprocess.run(
+        [PIPELINE, "replay", "-"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+    )
+
+    refused(result, "stdin:3: not a recorded message")
+    assert result.stderr.strip().splitlines()[-1].startswith("error:")  # the error comes last
+    sent = [line for line in result.stderr.splitlines() if "sent (acknowledged)" in line]
+    assert len(sent) == 1 and sent[0].split("│")[2].strip() == "2"

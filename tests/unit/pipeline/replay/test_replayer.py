@@ -10,11 +10,12 @@ from pipeline.cli.interrupts import Terminated
 from pipeline.kafka.clients import producer_config
 from pipeline.replay import replayer
 from pipeline.replay.pacing import Pacing
-from pipeline.replay.recording import RecordedMessage
+from pipeline.replay.recording import RecordedMessage, RecordingError
 from pipeline.replay.replayer import (
     ReplayError,
     ReplayFailed,
     ReplayInterrupted,
+    ReplayStopped,
     replay_into_kafka,
 )
 from pipeline.settings import KafkaSettings
@@ -131,10 +132,33 @@ def test_one_topic_given_takes_every_message(fake):
 
 def test_a_missing_topic_stops_before_its_first_message_after_flushing_the_rest(fake):
     messages = [recorded(topic="orders"), recorded(topic="absent"), recorded(topic="orders")]
-    with pytest.raises(ReplayError, match="topic absent does not exist"):
+    with pytest.raises(ReplayError, match="topic absent does not exist") as stopped:
         replay_into_kafka(KAFKA, messages)
     assert [p.topic for p in fake[0].produced] == ["orders"]
     assert fake[0].flushed == 1
+    assert isinstance(stopped.value, ReplayStopped)
+    assert stopped.value.summary.per_topic == {"orders": 1}  # what went before the error
+
+
+def test_a_bad_line_met_while_sending_stops_the_replay_saying_what_went_before(fake):
+    def lines():
+        yield recorded(offset=0)
+        yield recorded(offset=1)
+        raise RecordingError("stdin:3: not a recorded message (no topic)")
+
+    with pytest.raises(ReplayStopped, match="stdin:3: not a recorded message") as stopped:
+        replay_into_kafka(KAFKA, lines())
+    assert isinstance(stopped.value.error, RecordingError)
+    assert stopped.value.summary.sent == 2
+
+
+def test_an_error_before_anything_was_sent_is_raised_as_it_is(fake):
+    def lines():
+        raise RecordingError("stdin:1: not a recorded message (no topic)")
+        yield  # a generator
+
+    with pytest.raises(RecordingError):
+        replay_into_kafka(KAFKA, lines())
 
 
 def test_a_recorded_partition_the_target_lacks_is_an_error(fake):
