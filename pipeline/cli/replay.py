@@ -129,9 +129,10 @@ def replay(
             "--processes",
             "-j",
             min=1,
-            help="Send with this many processes, each owning whole partitions. Default: "
-            "as many as cores, at most the target's partitions; one for stdin, a pipe, "
-            "--rate and --speed.",
+            max=64,  # pipeline.replay.processes.MAX_PROCESSES (not imported for --help)
+            help="Send with this many processes (at most 64), each owning whole partitions. "
+            "Default: as many as cores, at most the target's partitions; one for stdin, a "
+            "pipe, --rate and --speed.",
         ),
     ] = None,
 ) -> None:
@@ -170,8 +171,8 @@ def replay(
     )
     paced = pacing.rate_per_s is not None or pacing.speed is not None
     if processes is not None and processes > 1 and (file == "-" or paced):
-        why = "stdin" if file == "-" else "--rate and --speed"
-        raise PipelineError(f"--processes: {why} are replayed by one process")
+        why = "stdin is" if file == "-" else "--rate and --speed are"
+        raise PipelineError(f"--processes: {why} replayed by one process")
     progress = CountProgress("replaying")
     checked: list[RecordingSurvey] = []
 

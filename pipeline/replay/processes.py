@@ -78,11 +78,14 @@ from pipeline.replay.worker import (
 from pipeline.settings import KafkaSettings
 from pipeline.topics.admin import describe_cluster_topics
 
-__all__ = ["KEEP_BYTES", "check_recording", "replay_recording"]
+__all__ = ["KEEP_BYTES", "MAX_PROCESSES", "check_recording", "replay_recording"]
 
 #: How many bytes of its own lines a process keeps (raw) between the check and the sending;
 #: past that, this process reads the rest of the file again when sending and hands it on.
 KEEP_BYTES = 128 * 1024 * 1024
+#: The most processes a replay runs: each owns whole partitions and a producer of its own, and
+#: more than a few per core only compete for it.
+MAX_PROCESSES = 64
 #: How often the parent adds up the processes' progress.
 _PROGRESS_EVERY_S = 0.1
 
@@ -166,6 +169,8 @@ def replay_recording(
         processes = 1 if one else _default_processes(sizes, path, topic)
     if processes < 1:
         raise ReplayError(f"a replay needs at least one process, got {processes}")
+    if processes > MAX_PROCESSES:
+        raise ReplayError(f"a replay runs at most {MAX_PROCESSES} processes, got {processes}")
     if paced and processes > 1:
         raise ReplayError("a paced replay (--rate, --speed) runs in one process: one clock")
     if processes > 1 and _read_once(path):
