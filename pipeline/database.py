@@ -12,13 +12,14 @@ builds its engine with ``must_exist=True``, so it never creates a SQLite file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -88,6 +89,17 @@ def _sqlite_file(settings: DatabaseSettings) -> Path | None:
     return Path(url.database)
 
 
+#: A query parameter of a database URL that holds a secret (libpq's ``password``,
+#: ``sslpassword``), and its value.
+_SECRET_PARAMETER = re.compile(r"([?&][^=&]*(?:password|secret|token)[^=&]*=)[^&]*", re.I)
+
+
+def url_label(url: URL) -> str:
+    """A database URL as it may be shown: no password, neither in the user info nor as a
+    query parameter (``?password=...``, which SQLAlchemy's own hiding leaves)."""
+    return _SECRET_PARAMETER.sub(r"\1***", url.render_as_string(hide_password=True))
+
+
 def database_label(settings: DatabaseSettings) -> str:
     """The database as a program names it when it starts: the URL without any password (a
     SQLite file's path made absolute)."""
@@ -95,9 +107,9 @@ def database_label(settings: DatabaseSettings) -> str:
     if path is not None:
         return f"sqlite:///{path.absolute()}"
     try:
-        return make_url(settings.url).render_as_string(hide_password=True)
+        return url_label(make_url(settings.url))
     except ArgumentError:
-        return repr(settings.url)
+        return "an unreadable URL"  # it may hold a password anywhere
 
 
 def create_sqlite_folder(settings: DatabaseSettings) -> None:
@@ -146,7 +158,7 @@ def build_engine(
         # the processor retries the event (a database outage is retried without limit).
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
     except (ArgumentError, ImportError) as error:  # unknown dialect, or its driver not installed
-        where = url.render_as_string(hide_password=True)
+        where = url_label(url)
         reason = " ".join(str(error).split())
         raise DatabaseError(f"database.url {where} cannot be used: {reason}") from None
 
@@ -171,7 +183,7 @@ def _connect(engine: Engine) -> Iterator[Connection]:
             yield connection
     except OperationalError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        where = engine.url.render_as_string(hide_password=True)
+        where = url_label(engine.url)
         raise DatabaseError(f"cannot use the database {where}: {reason}") from None
 
 

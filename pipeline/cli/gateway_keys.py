@@ -40,7 +40,7 @@ def _database(ctx: typer.Context) -> Iterator[Engine]:
     """The migrated database (the keys' table is created by the first command that needs it)."""
     from sqlalchemy.exc import DBAPIError
 
-    from pipeline.database import build_engine, create_sqlite_folder, migrate
+    from pipeline.database import build_engine, create_sqlite_folder, migrate, url_label
 
     settings = _settings(ctx)
     announce_database(settings)
@@ -51,7 +51,7 @@ def _database(ctx: typer.Context) -> Iterator[Engine]:
         yield engine
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        where = engine.url.render_as_string(hide_password=True)
+        where = url_label(engine.url)
         raise PipelineError(f"cannot use the API keys in {where}: {reason}") from None
     finally:
         engine.dispose()

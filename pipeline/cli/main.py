@@ -20,11 +20,13 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from pipeline.cli.console import stderr_console
 from pipeline.cli.lazy import LazyGroup
 from pipeline.default_database import default_database_url
 from pipeline.errors import PipelineError
+from pipeline.logs.redact import redact
 from pipeline.settings import PipelineSettings
 
 
@@ -121,5 +123,7 @@ def run() -> None:
     try:
         app()
     except PipelineError as error:
-        _stderr.print(f"[red]error:[/red] {error}", highlight=False)
+        # Escaped: the text is not markup ("[[topic]]" was swallowed). Redacted: whatever an
+        # error quotes (a URL given with its password, a password= parameter) is not shown.
+        _stderr.print(f"[red]error:[/red] {escape(redact(str(error)))}", highlight=False)
         sys.exit(2)

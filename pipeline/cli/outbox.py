@@ -95,13 +95,13 @@ def status(ctx: typer.Context) -> None:
     """
     from sqlalchemy.exc import DBAPIError
 
-    from pipeline.database import build_engine
+    from pipeline.database import build_engine, url_label
     from pipeline.outbox.table import outbox_status
 
     settings = _settings(ctx)
     announce_database(settings)
     engine = build_engine(settings.database, pool_size=1, must_exist=True)
-    where = engine.url.render_as_string(hide_password=True)
+    where = url_label(engine.url)
     try:
         status = outbox_status(engine)
     except DBAPIError as error:

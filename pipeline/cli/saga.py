@@ -56,12 +56,12 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
 def _database(ctx: typer.Context) -> Iterator[Engine]:
     from sqlalchemy.exc import DBAPIError
 
-    from pipeline.database import build_engine
+    from pipeline.database import build_engine, url_label
 
     settings = _settings(ctx)
     announce_database(settings)
     engine = build_engine(settings.database, pool_size=1, must_exist=True)
-    where = engine.url.render_as_string(hide_password=True)
+    where = url_label(engine.url)
     try:
         yield engine
     except DBAPIError as error:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from pipeline.database import (
     HEAD_REVISION,
@@ -17,6 +17,7 @@ from pipeline.database import (
     head_revision,
     is_postgres,
     migrate,
+    url_label,
 )
 from pipeline.settings import DatabaseSettings
 
@@ -180,3 +181,18 @@ def test_programs_starting_at_once_on_a_new_sqlite_file_all_migrate_it(tmp_path:
     engine = build_engine(DatabaseSettings(url=f"sqlite:///{path}"))
     assert current_revision(engine) == HEAD_REVISION
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://app:s3cret@db/shop", "postgresql+psycopg://app:***@db/shop"),
+        (
+            "postgresql+psycopg://db/shop?user=app&password=s3cret&sslpassword=k3y",
+            "postgresql+psycopg://db/shop?password=***&sslpassword=***&user=app",
+        ),
+        ("sqlite:///pipeline.db", "sqlite:///pipeline.db"),
+    ],
+)
+def test_a_database_url_is_shown_without_any_password(url, shown):
+    assert url_label(make_url(url)) == shown

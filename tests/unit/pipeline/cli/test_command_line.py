@@ -115,3 +115,20 @@ def test_loading_the_command_line_does_not_load_alembic():
     )
 
     assert found.stdout.strip() == "[]"
+
+
+def test_an_error_line_shows_no_password_and_its_brackets_as_written():
+    code = (
+        "import sys; from pipeline.cli import main; from pipeline.errors import PipelineError\n"
+        "def fail(): raise PipelineError('cannot reach http://elastic:s3cret@es:9200; "
+        "expected [[topic]] tables')\n"
+        "main.app = fail; main.run()"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+
+    assert found.returncode == 2
+    assert "s3cret" not in found.stderr
+    assert "http://elastic:[REDACTED]@es:9200" in found.stderr
+    assert "expected [[topic]] tables" in found.stderr
