@@ -157,7 +157,9 @@ def build_engine(
         # fails its statement instead; SQLAlchemy then drops the pool's stale connections, and
         # the processor retries the event (a database outage is retried without limit).
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
-    except (ArgumentError, ImportError) as error:  # unknown dialect, or its driver not installed
+    # An unknown dialect, its driver not installed, or a URL that does not read (a port that is
+    # no number).
+    except (ArgumentError, ImportError, ValueError) as error:
         where = url_label(url)
         reason = " ".join(str(error).split())
         raise DatabaseError(f"database.url {where} cannot be used: {reason}") from None

@@ -11,6 +11,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,15 @@ class KafkaSettings(_Frozen):
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _sasl_has_a_mechanism(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and self.sasl_mechanism is None:
+            raise ValueError(
+                f"kafka.security_protocol {self.security_protocol} needs kafka.sasl_mechanism "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        return self
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -171,6 +181,13 @@ class ElasticsearchSettings(_Frozen):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (reading it checks it)
+        except ValueError:
+            raise ValueError(f"expected http(s)://host[:port], got {value!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"expected http(s)://host[:port], got {value!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -187,6 +204,19 @@ class DatabaseSettings(_Frozen):
 
     url: str = "sqlite:///pipeline.db"
     password: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _port_is_a_number(cls, value: str) -> str:
+        # SQLAlchemy refuses such a URL with a bare ValueError (any other URL it cannot use is
+        # a one-line error of build_engine's). The URL is not quoted: it may hold a password.
+        scheme, sep, _ = value.partition("://")
+        if sep and not scheme.startswith("sqlite"):
+            try:
+                urlsplit(value).port  # noqa: B018 (reading it checks it)
+            except ValueError:
+                raise ValueError("the port in the URL is not a number from 0 to 65535") from None
+        return value
 
 
 class LogSettings(_Frozen):
@@ -233,7 +263,7 @@ class OutboxSettings(_Frozen):
     relay``)."""
 
     #: Rows claimed, published and marked together.
-    batch_size: int = Field(default=2_000, gt=0)
+    batch_size: int = Field(default=2_000, gt=0, le=1_000_000)
     #: How long an idle relay waits for new rows (a NOTIFY wakes it earlier on PostgreSQL).
     poll_interval_s: float = Field(default=1.0, gt=0)
     #: LISTEN for the NOTIFY sent at each commit of new rows (PostgreSQL only).

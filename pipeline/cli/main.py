@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import sys
 from importlib import metadata
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.markup import escape
 
 from pipeline.cli.console import stderr_console
@@ -96,12 +97,29 @@ def _load_settings(
     stack's home (PIPELINE_STACK__HOME); programs that use it say which.
     """
     try:
-        settings = PipelineSettings()
+        settings = read_settings()
+    except PipelineError:
+        # A command's help needs no settings: it is shown whatever they hold. (The command
+        # line as typed: Click hands this callback none of the sub-command's arguments.)
+        if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+            return
+        raise
+    ctx.obj = with_default_database(settings)
+
+
+def read_settings() -> PipelineSettings:
+    """The settings from the environment; a setting that does not read is a one-line
+    :class:`PipelineError` naming it."""
+    try:
+        return PipelineSettings()
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise PipelineError(f"invalid setting {where}: {first['msg']}") from None
-    ctx.obj = with_default_database(settings)
+        # "Value error, ..." is pydantic's label of a check's own message: not the user's.
+        problem = first["msg"].removeprefix("Value error, ")
+        raise PipelineError(f"invalid setting {where}: {problem}" if where else problem) from None
+    except SettingsError as error:  # a PIPELINE_* value that is not the JSON a list/map needs
+        raise PipelineError(f"invalid setting: {error}") from None
 
 
 def with_default_database(settings: PipelineSettings) -> PipelineSettings:
@@ -123,7 +141,17 @@ def run() -> None:
     try:
         app()
     except PipelineError as error:
-        # Escaped: the text is not markup ("[[topic]]" was swallowed). Redacted: whatever an
-        # error quotes (a URL given with its password, a password= parameter) is not shown.
-        _stderr.print(f"[red]error:[/red] {escape(redact(str(error)))}", highlight=False)
-        sys.exit(2)
+        _fail(str(error))
+    # Bad input no command checked first, still a line and not a traceback: a file the user may
+    # not read or write, a number too large for what it is given to.
+    except PermissionError as error:
+        _fail(f"{error.strerror}: {error.filename}" if error.filename else str(error))
+    except OverflowError as error:
+        _fail(f"a number is out of range: {error}")
+
+
+def _fail(message: str) -> NoReturn:
+    # Escaped: the text is not markup ("[[topic]]" was swallowed). Redacted: whatever an error
+    # quotes (a URL given with its password, a password= parameter) is not shown.
+    _stderr.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
+    sys.exit(2)

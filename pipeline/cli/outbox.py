@@ -140,7 +140,7 @@ def _console_logs_from(level: int) -> None:
 def relay(
     ctx: typer.Context,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Rows per batch.")
+        int | None, typer.Option("--batch-size", min=1, max=1_000_000, help="Rows per batch.")
     ] = None,
     poll_interval: Annotated[
         float | None,

@@ -63,7 +63,11 @@ def process(
         help="Where the Processor is, e.g. consumers.orders_service:processor.",
     ),
     max_in_flight: int | None = typer.Option(
-        None, "--max-in-flight", min=1, help="Events handled at once across keys (one per key)."
+        None,
+        "--max-in-flight",
+        min=1,
+        max=1024,  # processing.max_in_flight's bound
+        help="Events handled at once across keys (one per key).",
     ),
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on this port."

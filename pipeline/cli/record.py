@@ -306,6 +306,11 @@ def record(
         until_ms=None if until_time is None else parse_time(until_time, now=now),
         max_messages=max_messages,
     )
+    until = stop.until_ms
+    if isinstance(start, FromTime) and until is not None and until <= start.timestamp_ms:
+        raise PipelineError(
+            f"--until-time {until_time} is not after --from-time {from_time}: nothing to record"
+        )
     topics = list(dict.fromkeys(topics))
     _require_topics(settings, topics)
     _err.print(_describe(topics, start, stop))

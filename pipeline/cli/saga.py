@@ -92,7 +92,8 @@ def list_command(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only this saga.")] = None,
     max_rows: Annotated[
-        int, typer.Option("--max", "-n", min=1, help="At most this many, newest first.")
+        int,
+        typer.Option("--max", "-n", min=1, max=1_000_000, help="At most this many, newest first."),
     ] = 50,
 ) -> None:
     """Sagas newest first, and how many there are in each state."""
@@ -245,6 +246,7 @@ def prune(
         typer.Option(
             "--older-than-days",
             min=0,
+            max=36_500,
             help="Delete those that ended more than this many days ago (default: the "
             "retention, sagas.retention_s, and 10 minutes, as the orchestrators do).",
         ),

@@ -28,7 +28,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     value = text.strip().lower()
     if _DURATION.fullmatch(value):
         seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(value))
-        return (now or datetime.now(UTC)).astimezone(UTC) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(UTC)).astimezone(UTC) - timedelta(seconds=seconds)
+        except OverflowError:  # further back than the year 1
+            raise ValueError(f"--since {text!r}: further back than a date can be") from None
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pipeline.errors import PipelineError
@@ -192,8 +192,19 @@ def parse_time(text: str, *, now: datetime) -> int:
     Accepted: milliseconds since the epoch (``1764690000000``); an ISO 8601 date or date and
     time (``2025-12-02``, ``2025-12-02T14:30:00Z``, ``2025-12-02 14:30+01:00``), in ``now``'s
     time zone when it names none; or a time before ``now`` (``-30s``, ``-15m``, ``-2h``,
-    ``-1d``). Anything else is a :class:`PipelineError` that shows the forms.
+    ``-1d``). Anything else, or a time before 1970 or after 9999, is a :class:`PipelineError`
+    that says so.
     """
+    try:
+        ms = _parsed_ms(text, now)
+    except (OverflowError, OSError):  # past what datetime holds, or the platform's clock
+        ms = -1
+    if not 0 <= ms <= _LATEST_MS:
+        raise PipelineError(f"not a time: {text!r} is out of range (1970 to 9999)")
+    return ms
+
+
+def _parsed_ms(text: str, now: datetime) -> int:
     value = text.strip()
     if value.isdigit():
         return int(value)
@@ -214,3 +225,7 @@ def parse_time(text: str, *, now: datetime) -> int:
 
 def _ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
+
+
+#: The last millisecond a time may name (Python's datetime ends with the year 9999).
+_LATEST_MS = _ms(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC))

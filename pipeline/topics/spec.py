@@ -101,8 +101,9 @@ class TopicSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    partitions: int = Field(ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    # Kafka's own bounds: partition counts are int32, replication factors int16.
+    partitions: int = Field(ge=1, le=2**31 - 1)
+    replication_factor: int = Field(default=1, ge=1, le=2**15 - 1)
     retention_ms: int = Field(default=7 * DAY_MS, description="-1 keeps records forever")
     cleanup_policy: CleanupPolicy = "delete"
     configs: dict[str, str] = Field(default_factory=dict)

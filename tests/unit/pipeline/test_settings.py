@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.settings import ELASTICSEARCH_VERSION, KAFKA_VERSION, PipelineSettings
+from pipeline.settings import (
+    ELASTICSEARCH_VERSION,
+    KAFKA_VERSION,
+    DatabaseSettings,
+    ElasticsearchSettings,
+    KafkaSettings,
+    PipelineSettings,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_pipeline_environment")
 
@@ -20,6 +27,7 @@ def test_defaults_point_at_the_local_stack():
 def test_nested_settings_come_from_prefixed_environment_variables(monkeypatch):
     monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "10.0.0.1:9092,10.0.0.2:9092")
     monkeypatch.setenv("PIPELINE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("PIPELINE_ELASTICSEARCH__API_KEY", "c2VjcmV0")
     monkeypatch.setenv("PIPELINE_STACK__HOME", "/srv/stack")
@@ -61,3 +69,24 @@ def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, val
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=message):
         PipelineSettings()
+
+
+def test_a_sasl_protocol_without_a_mechanism_is_refused():
+    # librdkafka would take GSSAPI, which it was not built with: a failure at the first client.
+    with pytest.raises(ValidationError, match=r"SASL_SSL needs kafka\.sasl_mechanism"):
+        KafkaSettings(security_protocol="SASL_SSL", sasl_username="u")
+
+
+@pytest.mark.parametrize(
+    ("settings", "url"),
+    [
+        (ElasticsearchSettings, "http://127.0.0.1:notaport"),
+        (DatabaseSettings, "postgresql+psycopg://app:s3cret@db:notaport/shop"),
+    ],
+)
+def test_a_url_whose_port_is_no_number_is_refused_without_quoting_a_password(settings, url):
+    with pytest.raises(ValidationError) as refused:
+        settings(url=url)
+
+    message = refused.value.errors()[0]["msg"]  # what `pipeline` prints of it
+    assert "port" in message and "s3cret" not in message
