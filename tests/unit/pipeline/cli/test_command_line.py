@@ -132,3 +132,24 @@ def test_an_error_line_shows_no_password_and_its_brackets_as_written():
     assert "s3cret" not in found.stderr
     assert "http://elastic:[REDACTED]@es:9200" in found.stderr
     assert "expected [[topic]] tables" in found.stderr
+
+
+def test_an_unreadable_file_and_a_number_out_of_range_are_error_lines_not_tracebacks():
+    code = (
+        "import sys; from pipeline.cli import main\n"
+        "def fail(): raise {error}\n"
+        "main.app = fail; main.run()"
+    )
+    for error, says in [
+        ("PermissionError(13, 'Permission denied', '/root/x.ndjson')", "denied: /root/x.ndjson"),
+        ("OverflowError('int too large')", "a number is out of range: int too large"),
+    ]:
+        found = subprocess.run(
+            [sys.executable, "-c", code.format(error=error)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert found.returncode == 2
+        [line] = found.stderr.strip().splitlines()  # one line, no traceback
+        assert line.startswith("error: ") and line.endswith(says)

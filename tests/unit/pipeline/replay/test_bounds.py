@@ -138,3 +138,11 @@ def test_two_starts_are_refused_naming_them():
         start_of(beginning=True, group="g")
     with pytest.raises(PipelineError, match="needs a group name"):
         start_of(group=" ")
+
+
+@pytest.mark.parametrize(
+    "text", ["99999999999999999999", "9999999999999999", "-99999999999999999m", "-999999999d"]
+)
+def test_a_time_out_of_range_is_a_one_line_error(text):
+    with pytest.raises(PipelineError, match="is out of range"):
+        parse_time(text, now=NOW)
