@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Protocol
 
 import typer
 
+from pipeline.cli.checks import non_empty
 from pipeline.cli.console import stderr_console
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
@@ -396,6 +397,7 @@ def consume(
         typer.Option(
             "--group",
             "-g",
+            callback=non_empty,
             help="Read as this consumer group and commit what was printed; the next run with "
             "the same group goes on from there.",
         ),

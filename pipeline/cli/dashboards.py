@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cli.checks import non_empty
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.errors import PipelineError
 from pipeline.settings import LogSettings, PipelineSettings
@@ -111,6 +112,7 @@ def template(
         str | None,
         typer.Option(
             "--alias",
+            callback=non_empty,
             help="Read alias, index prefix (<alias>-YYYY.MM.DD) and template name "
             f"(default: PIPELINE_LOGS__INDEX_ALIAS, else {_DEFAULT_INDEX_ALIAS}).",
             show_default=False,

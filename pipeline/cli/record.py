@@ -32,6 +32,7 @@ from rich.text import Text
 from pipeline.cli.console import stderr_console
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
+from pipeline.plurals import counted
 from pipeline.replay.bounds import FromGroup, FromTime, Start, Stop, parse_time, start_of
 from pipeline.settings import PipelineSettings
 
@@ -173,7 +174,7 @@ def _describe(topics: list[str], start: Start, stop: Stop) -> str:
     if stop.until_ms is not None:
         until.append(_time_text(stop.until_ms))
     if stop.max_messages is not None:
-        until.append(f"{stop.max_messages:,} messages")
+        until.append(counted(stop.max_messages, "message"))
     end = "until " + " or ".join(until) if until else "until Ctrl-C"
     return f"recording {', '.join(topics)} {where}, {end}"
 

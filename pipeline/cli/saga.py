@@ -9,12 +9,14 @@ their retention, as the orchestrator does by itself. The saga definitions come f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import stdout_console
@@ -175,7 +177,7 @@ def show(
     console.print(f"[bold]{state.name} v{state.version}[/bold] {state.saga_id}: {state.status}")
     if state.reason:
         console.print(f"reason: {state.reason}")
-    console.print(f"data: {state.data}")
+    console.print(f"data: {escape(json.dumps(state.data, ensure_ascii=False))}", highlight=False)
     console.print(_steps_table(state))
     console.print(_timeline(state))
     if state.status in STUCK:

@@ -59,7 +59,9 @@ def normalize_levels(levels: Sequence[str]) -> list[str]:
             if not level:
                 continue
             if level not in LEVELS:
-                raise ValueError(f"unknown level {part.strip()!r}: expected one of {LEVELS}")
+                raise ValueError(
+                    f"unknown level {part.strip()!r}: expected one of {', '.join(LEVELS)}"
+                )
             if level not in result:
                 result.append(level)
     return result

@@ -153,3 +153,11 @@ def test_an_unreadable_file_and_a_number_out_of_range_are_error_lines_not_traceb
         assert found.returncode == 2
         [line] = found.stderr.strip().splitlines()  # one line, no traceback
         assert line.startswith("error: ") and line.endswith(says)
+
+
+def test_an_empty_group_or_alias_is_a_usage_error():
+    for args in (["consume", "t", "--group", ""], ["dashboards", "template", "--alias", " "]):
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+
+        assert result.exit_code == 2, args
+        assert "must not be empty" in result.output

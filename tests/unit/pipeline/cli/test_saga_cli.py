@@ -105,6 +105,7 @@ def test_show_gives_the_steps_and_the_timeline(database):
     assert result.exit_code == 0, result.output
     assert "Demo v1 saga-odd: compensation_failed" in result.output
     assert "reason: second: odd" in result.output
+    assert 'data: {"n": 3}' in result.output  # JSON, as the saga stores it
     assert "the undo service is down" in result.output  # the failed compensation's attempt
     assert "action failed" in result.output and "odd" in result.output
     # "Demo" is not the demo's registry (the default of --registry): the hint says to name one.

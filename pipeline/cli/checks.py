@@ -1,0 +1,12 @@
+"""Checks of option values that Typer's types do not make, as option callbacks."""
+
+from __future__ import annotations
+
+import typer
+
+
+def non_empty(value: str | None) -> str | None:
+    """An option that, when given, must hold some text (``--group ''`` named no group)."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return value
