@@ -173,12 +173,16 @@ class LogShipper:
         self.counters = ShipperCounters()
         self._assigned: set[Position] = set()
         self._in_outage = False
+        #: ``run(until_idle_s=...)``: how long an outage may last before the run gives up.
+        self._outage_limit_s: float | None = None
 
     # ---- running --------------------------------------------------------------------------
 
     def run(self, *, until_idle_s: float | None = None) -> ShipperCounters:
         """Ship until ``stop`` is set (or, with ``until_idle_s``, until nothing came for that
-        long); returns the counters. The caller closes the consumer afterwards."""
+        long, and a :class:`PipelineError` if Elasticsearch stays unreachable that long);
+        returns the counters. The caller closes the consumer afterwards."""
+        self._outage_limit_s = until_idle_s
         try:
             self._wait_for_elasticsearch(self._put_template)
         except _Stopped:
@@ -390,6 +394,7 @@ class LogShipper:
         """``call()``; while Elasticsearch cannot be reached: pause, back off, probe, retry."""
         delay = self._settings.outage_initial_backoff_s
         away = False
+        away_since = time.monotonic()
         while True:
             try:
                 result = call()
@@ -401,7 +406,7 @@ class LogShipper:
                 if isinstance(error, ApiError):
                     raise
                 if not away:
-                    away = True
+                    away, away_since = True, time.monotonic()
                     self.counters.outages += 1
                     _log.error("elasticsearch unreachable (%s); consumption paused", error)
             else:
@@ -409,6 +414,14 @@ class LogShipper:
                     _log.warning("elasticsearch is back; consumption resumed")
                 return result
             while True:  # back off (serving the group, partitions paused), then probe
+                limit = self._outage_limit_s
+                if limit is not None and time.monotonic() - away_since >= limit:
+                    # A job (--until-idle) ends rather than wait: nothing is committed past
+                    # what Elasticsearch acknowledged, so the next run ships the rest.
+                    raise PipelineError(
+                        f"elasticsearch unreachable for {limit:g} s (the --until-idle time): "
+                        "stopped; what was not shipped is shipped by the next run"
+                    )
                 if self._serve_for(delay):
                     raise _Stopped
                 delay = min(delay * 2, self._settings.outage_max_backoff_s)

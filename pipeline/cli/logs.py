@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
@@ -54,7 +53,10 @@ def ship(
     ] = "earliest",
     until_idle: Annotated[
         float | None,
-        typer.Option(help="Stop once nothing came for this many seconds (for jobs and tests)."),
+        typer.Option(
+            help="Stop once nothing came for this many seconds, or with an error once "
+            "Elasticsearch was unreachable that long (for jobs and tests)."
+        ),
     ] = None,
 ) -> None:
     """Ship the logs topic into Elasticsearch until SIGTERM or Ctrl-C.
@@ -101,11 +103,7 @@ def ship(
                 consumer_group=group_id,
                 stop=stop,
             )
-            try:
-                counters = shipper.run(until_idle_s=until_idle)
-            except PipelineError as error:
-                # escape: the CLI prints errors through rich, which would eat "[user]" as markup.
-                raise PipelineError(escape(str(error))) from None
+            counters = shipper.run(until_idle_s=until_idle)
     finally:
         consumer.close()
         dlq.flush(10)
@@ -151,11 +149,10 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[st
     except (ApiError, EsConnectionError) as error:
         refusal = refusal_of(error)
         if refusal is not None:
-            raise PipelineError(escape(refusal)) from None
+            raise PipelineError(refusal) from None
         if isinstance(error, EsConnectionError):
             raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
-        # escape: the CLI prints errors through rich, which would eat "[query]" as markup.
-        raise PipelineError(f"bad query: {escape(_one_line_reason(error))}") from None
+        raise PipelineError(f"bad query: {_one_line_reason(error)}") from None  # escaped by run()
         raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
     hits: list[dict[str, Any]] = response["hits"]["hits"]
     return hits

@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 from confluent_kafka import TopicPartition
 from elastic_transport import ConnectionError as TransportConnectionError
 
 from consumers import log_shipper
 from consumers.log_batch import SourceRecord
 from consumers.log_shipper import LogShipper, retry_policy
+from pipeline.errors import PipelineError
 from pipeline.settings import LogSettings
 
 EVENT_ID = "01900000-0000-7000-8000-000000000001"
@@ -176,6 +178,20 @@ def test_stopping_during_an_outage_commits_nothing_that_was_not_acknowledged(mon
     shipper.stop.set()
     assert shipper.ship_batch([_record(0, _doc())]) == {}
     assert consumer.commits == []
+
+
+def test_a_run_until_idle_gives_up_on_an_elasticsearch_that_stays_away(monkeypatch):
+    def unreachable(*_args, **_kwargs):
+        raise TransportConnectionError("refused")
+
+    monkeypatch.setattr(log_shipper, "ensure_index_template", unreachable)
+    monkeypatch.setattr(FakeEs.cluster, "health", staticmethod(unreachable))
+    consumer, producer = FakeConsumer(), FakeProducer()
+    shipper = _shipper(consumer, producer)
+
+    with pytest.raises(PipelineError, match=r"unreachable for 0\.05 s \(the --until-idle time\)"):
+        shipper.run(until_idle_s=0.05)
+    assert consumer.commits == [] and shipper.counters.outages == 1
 
 
 def test_undecodable_records_are_committed_once_dead_lettered(monkeypatch):
