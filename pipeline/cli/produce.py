@@ -19,6 +19,7 @@ Every status message, the progress bar and the summary go to stderr.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -101,6 +102,8 @@ class _Input:
             raise PipelineError(f"input {self.path} does not exist")
         if self.path is not None and self.path.is_dir():
             raise PipelineError(f"input {self.path} is a directory")
+        if self.path is not None and not os.access(self.path, os.R_OK):  # said before connecting
+            raise PipelineError(f"cannot read {self.path}: permission denied")
         #: A regular file can be read more than once (counted, checked, then sent).
         self.regular = self.path is not None and self.path.is_file()
         self._kept: list[bytes] | None = None

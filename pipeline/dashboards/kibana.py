@@ -110,6 +110,29 @@ async def _post(url: str, ndjson: str, overwrite: bool, timeout_s: float) -> Imp
         return parse_import_response(body)
 
 
+def check_saved_objects(ndjson: str) -> None:
+    """A :class:`KibanaImportError` naming the first line of ``ndjson`` that is not a saved
+    object (a JSON object with its ``type`` and ``id``), before anything is sent to Kibana.
+    (Kibana's own export ends with a summary line, ``exportedCount``: allowed.)"""
+    count = 0
+    for number, line in enumerate(ndjson.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            document = json.loads(line)
+        except ValueError as error:
+            raise KibanaImportError(f"line {number} is not JSON: {error}") from None
+        if not isinstance(document, dict):
+            raise KibanaImportError(f"line {number} is not a JSON object")
+        if "exportedCount" in document:
+            continue
+        if not isinstance(document.get("type"), str) or not isinstance(document.get("id"), str):
+            raise KibanaImportError(f"line {number} is not a saved object: no type and id")
+        count += 1
+    if count == 0:
+        raise KibanaImportError("no saved object to import")
+
+
 def import_to_kibana(
     kibana_url: str, ndjson: str, overwrite: bool = True, *, timeout_s: float = 60.0
 ) -> ImportResult:
@@ -120,6 +143,7 @@ def import_to_kibana(
     """
     if not kibana_url.startswith(("http://", "https://")):
         raise KibanaImportError(f"expected an http:// or https:// Kibana URL, got {kibana_url!r}")
+    check_saved_objects(ndjson)
     url = kibana_url.rstrip("/") + IMPORT_PATH
     try:
         return asyncio.run(_post(url, ndjson, overwrite, timeout_s))
