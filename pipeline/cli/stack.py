@@ -86,7 +86,8 @@ def up(
 ) -> None:
     """Start Kafka, Elasticsearch and PostgreSQL unless they already answer; reuse what answers.
 
-    The first run fetches both from Maven Central (a few minutes); later runs start in seconds.
+    The first run fetches Kafka and Elasticsearch from Maven Central (a few minutes); later runs
+    start in seconds. PostgreSQL is Debian's (apt-get install postgresql), run in the stack's home.
     Ctrl-C (exit code 130) or SIGTERM (143) stops what this run had started.
     """
     from pipeline.stack.manager import StackManager
