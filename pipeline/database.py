@@ -163,7 +163,9 @@ def build_engine(
         where = url_label(url)
         reason = " ".join(str(error).split())
         if isinstance(error, ImportError) and url.drivername == "postgresql":
-            reason += " (the driver installed with the pipeline is psycopg 3: postgresql+psycopg://)"
+            reason += (
+                " (the driver installed with the pipeline is psycopg 3: postgresql+psycopg://)"
+            )
         raise DatabaseError(f"database.url {where} cannot be used: {reason}") from None
 
 
