@@ -248,15 +248,20 @@ class SagaRegistry:
             return self._definitions[(name, version)]
         except KeyError:
             raise SagaDefinitionError(
-                f"saga {name!r} version {version} is not deployed here "
-                f"(known: {', '.join(f'{n} v{v}' for n, v in sorted(self._definitions))})"
+                f"saga {name!r} version {version} is not in this registry (it holds: "
+                f"{self._held()})"
             ) from None
 
     def latest(self, name: str) -> SagaDefinition[Any]:
         versions = [v for (n, v) in self._definitions if n == name]
         if not versions:
-            raise SagaDefinitionError(f"no saga named {name!r} is deployed")
+            raise SagaDefinitionError(
+                f"no saga named {name!r} in this registry (it holds: {self._held()})"
+            )
         return self._definitions[(name, max(versions))]
+
+    def _held(self) -> str:
+        return ", ".join(f"{n} v{v}" for n, v in sorted(self._definitions)) or "none"
 
     @property
     def names(self) -> list[str]:

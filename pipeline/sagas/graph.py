@@ -11,6 +11,7 @@ import itertools
 import re
 from typing import Any
 
+from pipeline.plurals import counted
 from pipeline.sagas.definition import Parallel, SagaDefinition, Step
 
 __all__ = ["mermaid"]
@@ -22,7 +23,7 @@ def _node(name: str) -> str:
 
 def _label(step: Step[Any]) -> str:
     kind = "TCC try" if step.confirm is not None else "step"
-    retries = f", {step.retries} retries" if step.retries else ""
+    retries = f", {counted(step.retries, 'retry', 'retries')}" if step.retries else ""
     return (
         f'{_node(step.name)}["{step.name}<br/>{kind} on {step.participant}<br/>'
         f'timeout {step.timeout_s:g} s{retries}"]'

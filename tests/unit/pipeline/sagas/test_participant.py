@@ -298,3 +298,9 @@ def test_a_command_whose_handler_keeps_failing_does_not_hold_up_its_compensation
         assert held == [] and refunds == []  # the hold released; nothing charged, none refunded
         letters = harness.dead_letters("saga.billing.commands")
         assert [letter.reason for letter in letters] == ["retries_exhausted"]  # none key_parked
+
+
+@pytest.mark.parametrize("name", ["bad name/x", "", "stock!"])
+def test_a_participant_name_that_cannot_name_a_topic_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="must use only letters, digits"):
+        SagaParticipant(Processor("p"), name)
