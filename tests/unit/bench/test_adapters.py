@@ -210,11 +210,17 @@ def test_gateway_latency_rows_hold_the_half_rate_percentiles_and_no_p999():
 
 OUTBOX = {
     "rows": 100000,
-    "events_per_s": {"EventProducer": 15770.0, "1 relay": 4623.0, "2 relays": 6509.0},
+    "events_per_s": {
+        "EventProducer": 15770.0,
+        "1 relay": 4623.0,
+        "2 relays": 6509.0,
+        "1 relay, nothing kept": 5310.0,
+    },
     "samples": {
         "EventProducer": [15770.0, 28649.0, 13042.0],
         "1 relay": [4623.0, 4280.0, 4789.0],
         "2 relays": [6509.0, 6070.0, 8997.0],
+        "1 relay, nothing kept": [5310.0, 5120.0, 5770.0],
     },
     "ratio_vs_event_producer": {"EventProducer": 1.0, "1 relay": 0.29, "2 relays": 0.41},
     "latency_rate_per_s": 1000,
@@ -245,6 +251,9 @@ def test_outbox_one_relay_against_event_producer_and_two_relays_against_one():
     assert one["ratio"] == pytest.approx(4623 / 15770)
     assert (two["baseline"], two["goal_ratio"], two["goal_met"]) == ("1 relay", 1.3, True)
     assert two["ratio"] == pytest.approx(6509 / 4623)
+    kept_none = rows["1 relay, nothing kept"]
+    assert (kept_none["baseline"], kept_none["goal_ratio"]) == ("EventProducer", 0.5)
+    assert kept_none["ratio"] == pytest.approx(5310 / 15770)
 
 
 def test_outbox_latency_is_one_measurement_without_spread_or_baseline():
