@@ -357,28 +357,17 @@ def test_a_dead_lettered_key_parks_its_later_events_while_other_keys_go_on(
     assert driver.committed == {(TOPIC, 0): 5}
 
 
-def test_with_on_dead_letter_continue_a_keys_later_events_still_run(
-    make_driver: Callable[..., ProcessorTestDriver],
-) -> None:
-    handler = Recorder(broken=lambda event: event.data == {"key": "k1", "seq": 0})
-    driver = make_driver(processor_with(handler), on_dead_letter="continue")
-    for seq in range(3):
-        driver.send(TOPIC, event("k1", seq))
-
-    driver.run()
-
-    assert [letter.reason for letter in driver.dead_letters(TOPIC)] == ["rejected"]
-    assert handler.handled == [("k1", 1), ("k1", 2)]
-    assert parked_count(driver) == 0
-
-
-def test_on_a_topic_whose_keys_are_never_parked_a_keys_later_events_still_run(
-    make_driver: Callable[..., ProcessorTestDriver],
+@pytest.mark.parametrize("unparked_by", ["on_dead_letter continue", "never_park_keys(topic)"])
+def test_where_keys_are_not_parked_a_keys_later_events_still_run(
+    make_driver: Callable[..., ProcessorTestDriver], unparked_by: str
 ) -> None:
     handler = Recorder(broken=lambda event: event.data == {"key": "k1", "seq": 0})
     processor = processor_with(handler)
-    processor.never_park_keys(TOPIC)
-    driver = make_driver(processor)  # on_dead_letter is park_key, for every other topic
+    if unparked_by == "never_park_keys(topic)":
+        processor.never_park_keys(TOPIC)  # on_dead_letter stays park_key, for other topics
+        driver = make_driver(processor)
+    else:
+        driver = make_driver(processor, on_dead_letter="continue")
     for seq in range(3):
         driver.send(TOPIC, event("k1", seq))
 
