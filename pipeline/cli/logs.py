@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import stderr_console, stdout_console
@@ -167,14 +168,24 @@ def _get(document: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def _table(hits: list[dict[str, Any]]) -> Table:
+#: Narrower than this, the table leaves out the logger, the column least needed to read it.
+_LOGGER_COLUMN_WIDTH = 120
+
+
+def _table(hits: list[dict[str, Any]], width: int = _LOGGER_COLUMN_WIDTH) -> Table:
+    """The hits as a table ``width`` columns wide: the message keeps room on a narrow terminal
+    (no logger column there), and the correlation id is a column only when a line has one."""
+    with_logger = width >= _LOGGER_COLUMN_WIDTH
+    correlated = any(_get(hit["_source"], "pipeline.correlation_id") for hit in hits)
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("time (UTC)", no_wrap=True)
     table.add_column("level", no_wrap=True)
     table.add_column("service", no_wrap=True)
-    table.add_column("logger")
-    table.add_column("message", overflow="fold")
-    table.add_column("correlation id", no_wrap=True)
+    if with_logger:
+        table.add_column("logger", overflow="fold", ratio=1)
+    table.add_column("message", overflow="fold", ratio=3)
+    if correlated:
+        table.add_column("correlation id", overflow="fold", ratio=1)
     colours = {"error": "red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
     for hit in hits:
         source = hit["_source"]
@@ -184,14 +195,17 @@ def _table(hits: list[dict[str, Any]]) -> Table:
         if error_type:
             message += f" [{error_type}]"
         stamp = str(source.get("@timestamp", "")).replace("T", " ").removesuffix("Z")
-        table.add_row(
+        cells = [
             stamp,
-            f"[{colours[level]}]{level}[/]" if level in colours else level,
-            str(_get(source, "service.name") or ""),
-            str(_get(source, "log.logger") or ""),
-            message,
-            str(_get(source, "pipeline.correlation_id") or ""),
-        )
+            f"[{colours[level]}]{level}[/]" if level in colours else escape(level),
+            escape(str(_get(source, "service.name") or "")),
+        ]
+        if with_logger:
+            cells.append(escape(str(_get(source, "log.logger") or "")))
+        cells.append(escape(message))  # text, not markup: "[KeyError]" is shown as it is
+        if correlated:
+            cells.append(escape(str(_get(source, "pipeline.correlation_id") or "")))
+        table.add_row(*cells)
     return table
 
 
@@ -202,7 +216,8 @@ def _print(hits: list[dict[str, Any]], output: str) -> None:
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
     elif hits:
-        stdout_console().print(_table(hits))
+        console = stdout_console()
+        console.print(_table(hits, console.width))
 
 
 @app.command()

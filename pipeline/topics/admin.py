@@ -395,4 +395,12 @@ def apply_plan(
         if isinstance(failure, KafkaUnavailableError):
             raise failure
     summary = "; ".join(str(failure) for failure in failures)
+    # One failure per topic and kind of change: as many as were tried means none was applied.
+    tried = (
+        len(plan.creations)
+        + len(plan.partition_increases)
+        + len({change.topic for change in plan.config_changes})
+    )
+    if len(failures) >= tried:
+        raise PipelineError(f"nothing of the plan was applied: {summary}")
     raise PipelineError(f"applied only part of the plan: {summary}")

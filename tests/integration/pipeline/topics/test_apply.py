@@ -272,6 +272,23 @@ def test_a_replication_factor_above_the_brokers_is_refused_before_any_change(
     assert describe(kafka_admin, base_topic, f"{base_topic}.dlq") == {}
 
 
+def test_a_plan_kafka_refuses_whole_says_nothing_was_applied(
+    tmp_path: Path, base_topic: str, kafka_admin: AdminClient
+) -> None:
+    bogus = {"partitions": 1, "retention_ms": DAY_MS, "configs": {"bogus.config": "1"}}
+    path = write_catalogue(
+        tmp_path / "topics.toml",
+        {"name": base_topic, **bogus},
+        {"name": f"{base_topic}.dlq", **bogus},
+    )
+
+    result = cli("topics", "apply", "--catalogue", str(path))
+
+    assert result.exit_code != 0
+    assert str(result.exception).startswith("nothing of the plan was applied: ")
+    assert describe(kafka_admin, base_topic, f"{base_topic}.dlq") == {}
+
+
 def test_an_invalid_catalogue_file_fails_before_touching_kafka(tmp_path: Path) -> None:
     path = write_catalogue(tmp_path / "bad.toml", {"name": "Bad", "partitions": 1})
 

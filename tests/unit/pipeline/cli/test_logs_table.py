@@ -1,0 +1,43 @@
+"""``pipeline logs search``'s table: what it shows on a narrow terminal, and text as text."""
+
+from rich.console import Console
+
+from pipeline.cli.logs import _table
+
+
+def hit(message, *, correlation_id=None, error_type=None):
+    source = {
+        "@timestamp": "2026-12-04T22:51:27.681Z",
+        "log": {"level": "error", "logger": "pipeline.processing.engine"},
+        "service": {"name": "orders-service"},
+        "message": message,
+    }
+    if correlation_id:
+        source["pipeline"] = {"correlation_id": correlation_id}
+    if error_type:
+        source["error"] = {"type": error_type}
+    return {"_source": source}
+
+
+def rendered(hits, width):
+    console = Console(width=width, record=True)
+    console.print(_table(hits, width))
+    return console.export_text()
+
+
+def test_a_narrow_terminal_leaves_the_logger_out_a_wide_one_shows_it():
+    hits = [hit("dead-lettered")]
+
+    assert "logger" not in rendered(hits, 80)
+    assert "pipeline.processing.engine" in rendered(hits, 160)
+
+
+def test_the_correlation_id_is_a_column_only_when_a_line_has_one():
+    assert "correlation id" not in rendered([hit("a")], 160)
+    assert "correlation id" in rendered([hit("a"), hit("b", correlation_id="o-1")], 160)
+
+
+def test_a_message_in_brackets_is_shown_as_it_is_not_read_as_markup():
+    text = rendered([hit("saw [bold]x[/bold]", error_type="KeyError")], 160)
+
+    assert "saw [bold]x[/bold] [KeyError]" in text
