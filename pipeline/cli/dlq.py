@@ -116,14 +116,16 @@ def _require_topics(settings: PipelineSettings, dlq_topic: str, original: set[st
     """A one-line :class:`PipelineError` when the dead-letter topic or a target is missing."""
     from pipeline.kafka.clients import build_admin
     from pipeline.topics.admin import describe_cluster_topics
+    from pipeline.topics.spec import dlq_base
 
     bootstrap = settings.kafka.bootstrap_servers
     names = [dlq_topic, *sorted(original)]
     found = describe_cluster_topics(build_admin(settings.kafka), names, bootstrap=bootstrap)
     if dlq_topic not in found:
         raise PipelineError(
-            f"dead-letter topic {dlq_topic} does not exist on Kafka at {bootstrap} "
-            "(create it with `pipeline topics apply`)"
+            f"dead-letter topic {dlq_topic} does not exist on Kafka at {bootstrap} (is "
+            f"{dlq_base(dlq_topic)} a topic of yours? `pipeline topics apply` creates the "
+            "catalogue's topics with their .dlq)"
         )
     missing = [name for name in sorted(original) if name not in found]
     if missing:

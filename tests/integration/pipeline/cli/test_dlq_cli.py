@@ -328,7 +328,8 @@ def test_an_unknown_topic_is_one_line_and_exit_2(unique_name, pipeline_stack):
         assert result.returncode == 2
         assert result.stderr.strip() == (
             f"error: dead-letter topic {missing}.dlq does not exist on Kafka at 127.0.0.1:9092 "
-            "(create it with `pipeline topics apply`)"
+            f"(is {missing} a topic of yours? `pipeline topics apply` creates the catalogue's "
+            "topics with their .dlq)"
         )
         assert "Traceback" not in result.stderr
 
