@@ -78,7 +78,11 @@ def require_topic(settings: PipelineSettings, topic: str) -> int:
     """
     from pipeline.kafka.clients import build_admin
     from pipeline.topics.admin import describe_cluster_topics
+    from pipeline.topics.spec import kafka_name_problem
 
+    problem = kafka_name_problem(topic)
+    if problem is not None:
+        raise PipelineError(problem)
     bootstrap = settings.kafka.bootstrap_servers
     with announcing_kafka(bootstrap):
         found = describe_cluster_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)

@@ -61,6 +61,20 @@ def dlq_base(name: str) -> str:
     return name[: -len(DLQ_SUFFIX)]
 
 
+#: What Kafka itself accepts in a topic name (the catalogue asks more: :func:`name_problem`).
+_KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def kafka_name_problem(name: str) -> str | None:
+    """Why Kafka would refuse ``name`` as a topic name, or ``None`` when it would not."""
+    if not _KAFKA_NAME.fullmatch(name) or name in (".", ".."):
+        return (
+            f"{name!r} is not a Kafka topic name (1 to {MAX_NAME_LENGTH} letters, digits, '.', "
+            "'_' and '-')"
+        )
+    return None
+
+
 def name_problem(name: str) -> str | None:
     """Why ``name`` is not a valid topic name, or ``None`` when it is."""
     if not name:
