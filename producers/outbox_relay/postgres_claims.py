@@ -104,7 +104,10 @@ def fetch_all(connection: Connection, statement: Statement) -> list[tuple[Any, .
     psycopg's own cursor in binary format. The two reads of a claim (a window of twice a batch,
     then the batch's rows) were most of the claiming thread's time, and SQLAlchemy's rows on
     top of psycopg's, and text-format numbers and bytea, much of that; nothing here needs a
-    SQLAlchemy row."""
+    SQLAlchemy row. (Another driver than psycopg 3, the one installed with the pipeline, is
+    read through SQLAlchemy.)"""
+    if connection.dialect.driver != "psycopg":
+        return [tuple(row) for row in connection.exec_driver_sql(*statement)]
     driver_connection: Any = connection.connection.driver_connection
     with driver_connection.cursor(binary=True) as cursor:
         cursor.execute(*statement)
