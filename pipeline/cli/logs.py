@@ -229,7 +229,7 @@ def search(
     ] = "*",
     since: Annotated[
         str,
-        typer.Option(help="How far back: 90s, 15m, 2h, 7d, 1h30m, or an ISO 8601 time."),
+        typer.Option(help="How far back: 90s, 15m (or -15m), 2h, 7d, 1h30m, or an ISO 8601 time."),
     ] = "15m",
     service: Annotated[str | None, typer.Option(help="Only this service.name.")] = None,
     level: Annotated[

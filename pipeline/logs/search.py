@@ -25,7 +25,8 @@ _PART = re.compile(r"(\d+)([smhdw])")
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """The UTC time ``--since TEXT`` means; :class:`ValueError` saying what is accepted."""
-    value = text.strip().lower()
+    # "-15m" too, as `pipeline record --from-time` writes a time back from now.
+    value = text.strip().lower().removeprefix("-")
     if _DURATION.fullmatch(value):
         seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(value))
         try:

@@ -13,6 +13,7 @@ NOW = datetime(2024, 7, 15, 12, 0, 0, tzinfo=UTC)
     ("text", "expected"),
     [
         ("15m", datetime(2024, 7, 15, 11, 45, tzinfo=UTC)),
+        ("-15m", datetime(2024, 7, 15, 11, 45, tzinfo=UTC)),  # as `pipeline record` takes it
         ("90s", datetime(2024, 7, 15, 11, 58, 30, tzinfo=UTC)),
         ("2h", datetime(2024, 7, 15, 10, 0, tzinfo=UTC)),
         ("1d", datetime(2024, 7, 14, 12, 0, tzinfo=UTC)),
