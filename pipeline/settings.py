@@ -23,6 +23,15 @@ KAFKA_SCALA_VERSION = "2.13"
 ELASTICSEARCH_VERSION = "8.19.3"
 
 
+def _port_reads(url: str) -> bool:
+    """Whether ``url``'s port, when it names one, is a number from 0 to 65535."""
+    try:
+        urlsplit(url).port  # noqa: B018 (reading it checks it)
+    except ValueError:
+        return False
+    return True
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -181,12 +190,7 @@ class ElasticsearchSettings(_Frozen):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 (reading it checks it)
-        except ValueError:
-            raise ValueError(f"expected http(s)://host[:port], got {value!r}") from None
-        if not parts.hostname:
+        if not _port_reads(value) or not urlsplit(value).hostname:
             raise ValueError(f"expected http(s)://host[:port], got {value!r}")
         return value.rstrip("/")
 
@@ -211,11 +215,8 @@ class DatabaseSettings(_Frozen):
         # SQLAlchemy refuses such a URL with a bare ValueError (any other URL it cannot use is
         # a one-line error of build_engine's). The URL is not quoted: it may hold a password.
         scheme, sep, _ = value.partition("://")
-        if sep and not scheme.startswith("sqlite"):
-            try:
-                urlsplit(value).port  # noqa: B018 (reading it checks it)
-            except ValueError:
-                raise ValueError("the port in the URL is not a number from 0 to 65535") from None
+        if sep and not scheme.startswith("sqlite") and not _port_reads(value):
+            raise ValueError("the port in the URL is not a number from 0 to 65535")
         return value
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -69,14 +68,11 @@ from pipeline.sagas.store import (
 )
 from pipeline.settings import PipelineSettings, SagaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES, saga_commands_topic
+from pipeline.topics.spec import kafka_name_problem
 
 __all__ = ["Refuse", "SagaCommand", "SagaParticipant"]
 
 logger = logging.getLogger("pipeline.sagas")
-
-
-#: What a Kafka topic name may hold (saga.<participant>.commands is one).
-_PARTICIPANT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class Refuse(Exception):
@@ -131,7 +127,7 @@ class SagaParticipant:
         """``settings``: ``PipelineSettings().sagas``, read when the processor starts, unless
         given here; its ``step_log_retention_s`` says how long the participant's log keeps a
         handled command (looked at every ``cleanup_every_s``; by default forever)."""
-        if not _PARTICIPANT_NAME.fullmatch(participant):
+        if not participant or kafka_name_problem(saga_commands_topic(participant)):
             raise ValueError(
                 f"saga participant name {participant!r} must use only letters, digits, '.', '_' "
                 "and '-' (it names the topic saga.<participant>.commands)"

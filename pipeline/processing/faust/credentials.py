@@ -45,9 +45,10 @@ def faust_credentials(kafka: KafkaSettings) -> CredentialsT | None:
     if protocol == "SSL":
         assert context is not None
         return SSLCredentials(context)
+    assert kafka.sasl_mechanism is not None  # KafkaSettings requires one with SASL
     return SASLCredentials(
         username=kafka.sasl_username,
         password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
         ssl_context=context,
-        mechanism=kafka.sasl_mechanism or "PLAIN",
+        mechanism=kafka.sasl_mechanism,
     )
