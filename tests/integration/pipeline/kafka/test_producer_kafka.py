@@ -78,6 +78,31 @@ def test_a_failed_delivery_is_raised_not_swallowed(pipeline_settings, unique_nam
     assert producer.counters.failed == 1
 
 
+def test_a_failures_only_producer_still_raises_each_failure_and_counts_the_successes(
+    pipeline_settings, new_topic, consumer_group
+):
+    # The broker refuses every event of the small topic (its limit is below any event's size);
+    # the other topic takes them. Only the refused ones come back as reports.
+    small = new_topic(partitions=1, **{"max.message.bytes": "100"})
+    good = new_topic(partitions=1)
+    producer = build_event_producer(
+        pipeline_settings.kafka, pipeline_settings.producer, failures_only=True
+    )
+    refused, taken = _events(2, 2), _events(5, 5)
+    for event in taken:
+        producer.send(good, event)
+    for event in refused:
+        producer.send(small, event)
+    with pytest.raises(DeliveryError) as raised:
+        producer.flush(30)
+    assert sorted(failure.event_id for failure in raised.value.failures) == sorted(
+        event.id for event in refused
+    )
+    assert "too large" in str(raised.value.failures[0].error)
+    assert (producer.counters.sent, producer.counters.failed) == (5, 2)
+    assert len(_read_all(pipeline_settings, good, consumer_group, expected=5)) == 5
+
+
 def test_committed_transactions_are_read_and_aborted_ones_are_not(
     pipeline_settings, new_topic, unique_name, consumer_group
 ):

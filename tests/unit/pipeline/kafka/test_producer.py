@@ -188,6 +188,22 @@ def test_send_and_wait_returns_the_acknowledged_position_or_raises():
         producer.send_and_wait("orders", _event("bad"))
 
 
+def test_a_failures_only_producer_refuses_every_send_that_waits_for_a_success():
+    client = ScriptedProducer()
+    producer = EventProducer(client, failures_only=True)
+    for send in (
+        lambda: producer.send("orders", _event(), lambda delivery: None),
+        lambda: producer.send_future("orders", _event()),
+        lambda: producer.send_and_wait("orders", _event()),
+    ):
+        with pytest.raises(PipelineError, match="failed deliveries only"):
+            send()
+    assert client.queued == []
+    producer.send("orders", _event())  # the bulk path
+    producer.flush()
+    assert len(client.produced) == 1
+
+
 def test_send_future_is_awaitable_from_asyncio():
     client = ScriptedProducer()
     producer = EventProducer(client)
