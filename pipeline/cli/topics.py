@@ -118,7 +118,9 @@ def apply_command(
     dry_run: Annotated[
         bool,
         typer.Option(
-            "--dry-run", help="Only show what would change; change nothing on the broker."
+            "--dry-run",
+            help="Only show what would change, and have Kafka check it (config names and "
+            "values, partition counts) without changing anything.",
         ),
     ] = False,
     replication_factor: ReplicationOption = None,
@@ -145,7 +147,10 @@ def apply_command(
     console.print(_plan_table(plan))
     _print_warnings(console, plan)
     if dry_run:
-        console.print(f"dry run: {counted(len(plan.changes), 'change')} not applied")
+        apply_plan(admin, plan, bootstrap=bootstrap, validate_only=True)
+        console.print(
+            f"dry run: {counted(len(plan.changes), 'change')} not applied (Kafka accepts them)"
+        )
         return
     apply_plan(admin, plan, bootstrap=bootstrap)
     console.print(f"applied {counted(len(plan.changes), 'change')}")

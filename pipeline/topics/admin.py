@@ -261,7 +261,11 @@ def _creation_failure(
 
 
 def _create(
-    admin: KafkaAdmin, changes: tuple[CreateTopic, ...], bootstrap: str | None, timeout_s: float
+    admin: KafkaAdmin,
+    changes: tuple[CreateTopic, ...],
+    bootstrap: str | None,
+    timeout_s: float,
+    validate_only: bool,
 ) -> list[PipelineError]:
     if not changes:
         return []
@@ -275,7 +279,10 @@ def _create(
         for change in changes
     ]
     futures = admin.create_topics(
-        new_topics, operation_timeout=timeout_s, request_timeout=timeout_s
+        new_topics,
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+        validate_only=validate_only,
     )
     failures: list[PipelineError] = []
     for change in changes:
@@ -291,6 +298,7 @@ def _add_partitions(
     changes: tuple[IncreasePartitions, ...],
     bootstrap: str | None,
     timeout_s: float,
+    validate_only: bool,
 ) -> list[PipelineError]:
     if not changes:
         return []
@@ -298,6 +306,7 @@ def _add_partitions(
         [NewPartitions(change.topic, change.new) for change in changes],
         operation_timeout=timeout_s,
         request_timeout=timeout_s,
+        validate_only=validate_only,
     )
     failures: list[PipelineError] = []
     for change in changes:
@@ -310,7 +319,11 @@ def _add_partitions(
 
 
 def _set_configs(
-    admin: KafkaAdmin, changes: tuple[SetConfig, ...], bootstrap: str | None, timeout_s: float
+    admin: KafkaAdmin,
+    changes: tuple[SetConfig, ...],
+    bootstrap: str | None,
+    timeout_s: float,
+    validate_only: bool,
 ) -> list[PipelineError]:
     by_topic: dict[str, list[SetConfig]] = {}
     for change in changes:
@@ -328,7 +341,9 @@ def _set_configs(
         )
         for topic, topic_changes in by_topic.items()
     ]
-    futures = admin.incremental_alter_configs(resources, request_timeout=timeout_s)
+    futures = admin.incremental_alter_configs(
+        resources, request_timeout=timeout_s, validate_only=validate_only
+    )
     failures: list[PipelineError] = []
     for resource, future in futures.items():
         keys = ", ".join(change.key for change in by_topic[resource.name])
@@ -367,6 +382,7 @@ def apply_plan(
     *,
     bootstrap: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    validate_only: bool = False,
 ) -> None:
     """Apply the plan's changes; its warnings are for a person and are not acted on.
 
@@ -379,28 +395,40 @@ def apply_plan(
     A topic whose replication factor exceeds the brokers available stops the plan before any
     change. Steps 1-3 run even if an earlier one failed for some topic (they touch different
     topics); all failures are then raised together as one :class:`PipelineError`.
+
+    With ``validate_only`` the broker checks steps 1-3 (config names and values, partition
+    counts, a topic that exists meanwhile) and changes nothing (Kafka's ``validateOnly``); what
+    it would refuse is raised the same way, as "Kafka would refuse ...".
     """
     if not plan.has_changes:
         return
     _check_replication(admin, plan.creations, bootstrap, timeout_s)
     failures = [
-        *_create(admin, plan.creations, bootstrap, timeout_s),
-        *_add_partitions(admin, plan.partition_increases, bootstrap, timeout_s),
-        *_set_configs(admin, plan.config_changes, bootstrap, timeout_s),
+        *_create(admin, plan.creations, bootstrap, timeout_s, validate_only),
+        *_add_partitions(admin, plan.partition_increases, bootstrap, timeout_s, validate_only),
+        *_set_configs(admin, plan.config_changes, bootstrap, timeout_s, validate_only),
     ]
     if not failures:
-        _wait_until_visible(admin, plan, bootstrap, timeout_s)
+        if not validate_only:
+            _wait_until_visible(admin, plan, bootstrap, timeout_s)
         return
     for failure in failures:
         if isinstance(failure, KafkaUnavailableError):
             raise failure
     summary = "; ".join(str(failure) for failure in failures)
-    # One failure per topic and kind of change: as many as were tried means none was applied.
+    if validate_only:
+        raise PipelineError(f"Kafka would refuse {_part_of(failures, plan)}the plan: {summary}")
+    if not _part_of(failures, plan):
+        raise PipelineError(f"nothing of the plan was applied: {summary}")
+    raise PipelineError(f"applied only part of the plan: {summary}")
+
+
+def _part_of(failures: list[PipelineError], plan: Plan) -> str:
+    """ "part of " when some of the plan's changes did not fail, else ""."""
+    # One failure per topic and kind of change: as many as were tried means all of them failed.
     tried = (
         len(plan.creations)
         + len(plan.partition_increases)
         + len({change.topic for change in plan.config_changes})
     )
-    if len(failures) >= tried:
-        raise PipelineError(f"nothing of the plan was applied: {summary}")
-    raise PipelineError(f"applied only part of the plan: {summary}")
+    return "" if len(failures) >= tried else "part of "

@@ -42,10 +42,16 @@ class CreateTopic:
 
     def describe(self) -> str:
         spec = self.spec
+        # Every config it is created with: retention and cleanup policy first, then the others.
+        configs = {
+            "retention.ms": str(spec.retention_ms),
+            "cleanup.policy": spec.cleanup_policy,
+            **spec.configs,
+        }
         return (
             f"create: {counted(spec.partitions, 'partition')}, "
             f"replication {spec.replication_factor}, "
-            f"retention.ms={spec.retention_ms}, cleanup.policy={spec.cleanup_policy}"
+            + ", ".join(f"{key}={value}" for key, value in configs.items())
         )
 
 

@@ -212,8 +212,46 @@ def test_dry_run_shows_the_plan_and_changes_nothing(
 
     assert result.exit_code == 0, result.output
     assert base_topic in result.output
-    assert "dry run: 2 changes not applied" in result.output
+    assert "dry run: 2 changes not applied (Kafka accepts them)" in result.output
     assert describe(kafka_admin, base_topic, f"{base_topic}.dlq") == {}
+
+
+def test_a_dry_run_has_kafka_check_the_plan_and_says_what_it_would_refuse(
+    tmp_path: Path, base_topic: str, kafka_admin: AdminClient
+) -> None:
+    path = catalogue_file(tmp_path, base_topic, configs={"no.such.config": "1"})
+
+    result = cli("topics", "apply", "--catalogue", str(path), "--dry-run")
+
+    assert isinstance(result.exception, PipelineError)
+    assert str(result.exception).startswith(
+        f"Kafka would refuse part of the plan: cannot create topic {base_topic}: "
+    )
+    assert "no.such.config" in str(result.exception)
+    assert describe(kafka_admin, base_topic, f"{base_topic}.dlq") == {}
+
+
+def test_a_dry_run_checks_a_config_change_to_an_existing_topic_and_changes_nothing(
+    tmp_path: Path, base_topic: str, kafka_admin: AdminClient
+) -> None:
+    path = catalogue_file(tmp_path, base_topic)
+    assert cli("topics", "apply", "--catalogue", str(path)).exit_code == 0
+
+    catalogue_file(tmp_path, base_topic, configs={"max.message.bytes": "lots"})
+    refused = cli("topics", "apply", "--catalogue", str(path), "--dry-run")
+    catalogue_file(tmp_path, base_topic, retention_ms=3 * DAY_MS)
+    accepted = cli("topics", "apply", "--catalogue", str(path), "--dry-run")
+
+    assert isinstance(refused.exception, PipelineError)
+    assert str(refused.exception) == (
+        f"Kafka would refuse the plan: cannot set max.message.bytes of topic {base_topic}: "
+        "Invalid value lots for configuration max.message.bytes: Not a number of type INT"
+    )
+    assert accepted.exit_code == 0, accepted.output
+    assert "dry run: 1 change not applied (Kafka accepts them)" in accepted.output
+    configs = describe(kafka_admin, base_topic)[base_topic].configs
+    assert configs["retention.ms"] == str(DAY_MS)
+    assert configs["max.message.bytes"] != "lots"
 
 
 def test_list_shows_the_catalogues_topics_and_which_are_missing(

@@ -146,6 +146,11 @@ def test_changes_describe_themselves_for_people() -> None:
     )
     assert CreateTopic(topic).topic == "orders.events"
     assert CreateTopic(spec(partitions=1)).describe().startswith("create: 1 partition, ")
+    assert (
+        CreateTopic(spec(configs={"max.message.bytes": "2000000"}))
+        .describe()
+        .endswith(", cleanup.policy=delete, max.message.bytes=2000000")
+    )
     assert IncreasePartitions("t.x", 3, 6).describe() == (
         "partitions: 3 -> 6 (keys map to other partitions from now on)"
     )
