@@ -84,9 +84,29 @@ _AFTER = re.compile(r" \(after \d+ms in state [A-Z_]+\)$")
 _OPENSSL_ERROR = re.compile(r"error:[0-9A-F]+:SSL routines:.*")
 
 
+#: librdkafka's words when the broker will not do the SASL mechanism asked for; it lists the
+#: ones it offers, none when the listener takes no SASL at all (PLAINTEXT or SSL).
+_HANDSHAKE = re.compile(
+    r"SASL (?P<mechanism>\S+) mechanism handshake failed: .*"
+    r"broker's supported mechanisms: *(?P<offered>[^(]*?)(?: \(after \d+ms in state [A-Z_]+\))?$"
+)
+
+
 def security_failure_of(log_line: str) -> str | None:
     """The authentication or TLS failure in one of librdkafka's log lines, else ``None``
     (librdkafka never puts a password in them)."""
+    handshake = _HANDSHAKE.search(log_line.strip())
+    if handshake is not None:
+        mechanism, offered = handshake["mechanism"], handshake["offered"].strip()
+        if not offered:
+            return (
+                f"SASL {mechanism} handshake failed: this listener takes no SASL; is "
+                "PIPELINE_KAFKA__SECURITY_PROTOCOL right?"
+            )
+        return (
+            f"SASL handshake failed: the broker offers {offered}, not {mechanism} "
+            "(PIPELINE_KAFKA__SASL_MECHANISM)"
+        )
     for marker in _SECURITY_FAILURES:
         start = log_line.find(marker)
         if start >= 0:

@@ -116,21 +116,33 @@ def _wait(future: Future[Any], timeout_s: float, bootstrap: str | None, doing: s
         raise _unreachable(bootstrap, f"no reply within {timeout_s:g}s while {doing}") from None
 
 
+#: The metadata request is waited for in slices this long, so that a refused login or TLS
+#: handshake (which librdkafka only logs, retrying for ever) is reported at once rather than
+#: after the whole timeout.
+_METADATA_SLICE_S = 1.0
+
+
 def _metadata(admin: KafkaAdmin, bootstrap: str | None, timeout_s: float) -> Any:
-    try:
-        return admin.list_topics(timeout=timeout_s)
-    except KafkaException as exception:
-        error = _error_of(exception)
-        detail = error.str() if error is not None else str(exception)
-        if error is None or error.code() in _UNREACHABLE_CODES:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return admin.list_topics(timeout=max(0.001, min(_METADATA_SLICE_S, remaining)))
+        except KafkaException as exception:
+            error = _error_of(exception)
+            detail = error.str() if error is not None else str(exception)
+            if error is not None and error.code() not in _UNREACHABLE_CODES:
+                raise PipelineError(
+                    f"cannot list the topics of {_kafka_at(bootstrap)}: {detail}"
+                ) from None
             refusal = getattr(admin, "security_failure", None)
             if isinstance(refusal, str):
                 raise KafkaUnavailableError(
                     f"{_kafka_at(bootstrap)} refused the connection ({refusal}); check the "
                     "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
                 ) from None
-            raise _unreachable(bootstrap, detail) from None
-        raise PipelineError(f"cannot list the topics of {_kafka_at(bootstrap)}: {detail}") from None
+            if time.monotonic() >= deadline:
+                raise _unreachable(bootstrap, detail) from None
 
 
 def _cluster_topics(

@@ -208,15 +208,17 @@ def test_a_wrong_password_or_an_untrusted_certificate_is_one_line_without_the_pa
     settings = secure_pipeline_settings
     wrong = f"wrong-{uuid.uuid4().hex}"
     kafka_password = _environment(settings, PIPELINE_KAFKA__SASL_PASSWORD=wrong)
+    kafka_mechanism = _environment(settings, PIPELINE_KAFKA__SASL_MECHANISM="PLAIN")
     kafka_no_ca = _environment(settings)
     del kafka_no_ca["PIPELINE_KAFKA__SSL_CA_LOCATION"]
     es_password = _environment(settings, PIPELINE_ELASTICSEARCH__PASSWORD=wrong)
     es_no_ca = _environment(settings)
     del es_no_ca["PIPELINE_ELASTICSEARCH__CA_CERTS"]
-    # All at once: the Kafka ones wait for the metadata timeout before they report.
+    # All at once (a refused Kafka login or handshake is reported within about a second).
     runs = {
         "kafka password": _started(kafka_password, "topics", "list"),
         "kafka ca": _started(kafka_no_ca, "topics", "list"),
+        "kafka mechanism": _started(kafka_mechanism, "topics", "list"),
         "es password (search)": _started(es_password, "logs", "search", "--since", "1m"),
         "es password (ship)": _started(es_password, "logs", "ship", "--until-idle", "1"),
         "es ca": _started(es_no_ca, "logs", "search", "--since", "1m"),
@@ -236,6 +238,10 @@ def test_a_wrong_password_or_an_untrusted_certificate_is_one_line_without_the_pa
         f"{kafka_at} (SASL authentication error: Authentication failed during authentication "
         f"due to invalid credentials with SASL mechanism SCRAM-SHA-512); {kafka_hint}"
     ]
+    assert error_line["kafka mechanism"] == (
+        f"{kafka_at} (SASL handshake failed: the broker offers SCRAM-SHA-512, not PLAIN "
+        f"(PIPELINE_KAFKA__SASL_MECHANISM)); {kafka_hint}"
+    )
     assert re.fullmatch(
         rf"{re.escape(kafka_at)} \(SSL handshake failed: .*certificate verify failed.*\); "
         + re.escape(kafka_hint),

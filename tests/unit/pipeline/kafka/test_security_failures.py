@@ -30,6 +30,20 @@ PREFIX = "FAIL [thrd:sasl_ssl://127.0.0.1:9102/bootstrap]: sasl_ssl://127.0.0.1:
             "SSL_HANDSHAKE)",
             "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed",
         ),
+        (
+            PREFIX + "SASL PLAIN mechanism handshake failed: Broker: Request not valid in "
+            "current SASL state: broker's supported mechanisms:  (after 0ms in state "
+            "AUTH_HANDSHAKE)",
+            "SASL PLAIN handshake failed: this listener takes no SASL; is "
+            "PIPELINE_KAFKA__SECURITY_PROTOCOL right?",
+        ),
+        (
+            PREFIX + "SASL PLAIN mechanism handshake failed: Broker: Unsupported SASL "
+            "mechanism: broker's supported mechanisms: SCRAM-SHA-512 (after 1ms in state "
+            "AUTH_HANDSHAKE)",
+            "SASL handshake failed: the broker offers SCRAM-SHA-512, not PLAIN "
+            "(PIPELINE_KAFKA__SASL_MECHANISM)",
+        ),
         (PREFIX + "Connect to ipv4#127.0.0.1:9102 failed: Connection refused", None),
     ],
 )
