@@ -15,13 +15,17 @@ page loads any of it (tests/unit/pipeline/cli/test_main.py holds them to both).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.markup import escape
+from typer import _click
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from pipeline.cli.console import stderr_console
 from pipeline.cli.lazy import LazyGroup
@@ -50,6 +54,38 @@ class PipelineCommands(LazyGroup):
         "saga": "pipeline.cli.saga:app",
         "gateway": "pipeline.cli.gateway:app",
     }
+
+    # Click shows a usage error as the usage, a hint and a boxed message; ours is one line (as
+    # every other error), naming the command's help. Parsing the top level happens in
+    # make_context, a sub-command's (and its callbacks' checks) within invoke.
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: _click.Context | None = None,
+        **extra: Any,
+    ) -> _click.Context:
+        with _one_line_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: _click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # a group given no sub-command: its help, as asked
+    except ClickException as error:
+        message = error.format_message()
+        context = error.ctx if isinstance(error, UsageError) else None
+        if context is not None:
+            message = f"{message.removesuffix('.')} (see {context.command_path} -h)"
+        _stderr.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
+        raise typer.Exit(error.exit_code) from None
 
 
 app = typer.Typer(

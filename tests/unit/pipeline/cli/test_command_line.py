@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import typer
@@ -13,6 +15,9 @@ from typer.testing import CliRunner
 
 from pipeline.cli.main import DISTRIBUTION, PipelineCommands, app
 from pipeline.request_types import REQUEST_TYPES
+
+#: The console script, as a user runs it (installed beside this interpreter).
+PIPELINE = str(Path(sys.executable).with_name("pipeline"))
 
 COMMANDS = [
     [],
@@ -161,3 +166,41 @@ def test_an_empty_group_or_alias_is_a_usage_error():
 
         assert result.exit_code == 2, args
         assert "must not be empty" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--bogus"], "error: No such option: --bogus (see pipeline -h)"),
+        (["produce"], "error: Missing argument 'topic' (see pipeline produce -h)"),
+        (
+            ["gateway", "--port", "abc"],
+            "error: Invalid value for '--port': Input should be a valid integer, unable to parse "
+            "string as an integer (see pipeline gateway -h)",
+        ),
+        (
+            ["outbox", "relya"],
+            "error: No such command 'relya'. Did you mean 'relay'? (see pipeline outbox -h)",
+        ),
+    ],
+    ids=["top-level option", "missing argument", "bad value", "unknown sub-command"],
+)
+def test_a_usage_error_is_one_line_naming_the_commands_help_and_exit_2(args, line):
+    found = subprocess.run(
+        [PIPELINE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [line]  # no usage, no box
+    assert found.stdout == ""
+
+
+def test_a_group_without_arguments_still_shows_its_help():
+    found = subprocess.run([PIPELINE], capture_output=True, text=True, timeout=120)
+
+    assert "Usage: pipeline" in found.stdout + found.stderr
+    assert "error:" not in found.stdout + found.stderr
