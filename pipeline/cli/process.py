@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -32,13 +33,27 @@ def load_attribute(spec: str, expected: type[T], *, what: str, example: str) -> 
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         raise PipelineError(f"cannot import {module_name}: {error}") from None
-    found = getattr(module, attribute, None)
+    except Exception as error:  # the module's own code failed: where, in one line
+        raise PipelineError(f"importing {module_name} failed: {_where(error)}") from None
+    if not hasattr(module, attribute):
+        raise PipelineError(f"{module_name} has no {attribute}")
+    found = getattr(module, attribute)
     if not isinstance(found, expected):
-        kind = "nothing" if found is None else type(found).__name__
         raise PipelineError(
-            f"{spec} is {kind}, not a {expected.__module__}.{expected.__qualname__}"
+            f"{spec} is of type {type(found).__name__}, not a {expected.__module__}."
+            f"{expected.__qualname__}"
         )
     return found
+
+
+def _where(error: Exception) -> str:
+    """``error`` and the line of the imported code it came from."""
+    if isinstance(error, SyntaxError):  # its text names the file and line already
+        return f"SyntaxError: {error}"
+    frames = traceback.extract_tb(error.__traceback__)
+    last = frames[-1] if frames else None
+    at = f" (at {last.filename}:{last.lineno})" if last is not None else ""
+    return f"{type(error).__name__}: {error}{at}"
 
 
 def load_processor(spec: str) -> Processor:
@@ -104,6 +119,11 @@ def process(
         processing = settings.processing.model_copy(update=updates)
         settings = settings.model_copy(update={"processing": processing})
     processor = load_processor(spec)
+    if not processor.topics:
+        raise PipelineError(
+            f"processor {processor.name} has no handlers: register one with "
+            "@processor.handler(TOPIC) before it is run"
+        )
     configure_logging(settings, processor.name)
     announce_database(settings)
     create_sqlite_folder(settings.database)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pipeline.topics.catalogue import dlq_name
@@ -51,8 +53,8 @@ def test_a_missing_dead_letter_topic_is_named_alone(new_topic, consumer_group, p
         ("tests.support.effects_processor", "expected MODULE:PROCESSOR"),
         (":processor", "expected MODULE:PROCESSOR"),
         ("tests.support.no_such_module:processor", "cannot import tests.support.no_such_module"),
-        ("tests.support.effects_processor:nothing_here", "is nothing, not a"),
-        ("tests.support.effects_processor:effects", "is Table, not a"),
+        ("tests.support.effects_processor:nothing_here", "effects_processor has no nothing_here"),
+        ("tests.support.effects_processor:effects", "is of type Table, not a"),
     ],
 )
 def test_a_bad_processor_spec_is_one_line(spec, says, unique_name, consumer_group):
@@ -64,3 +66,36 @@ def test_a_bad_processor_spec_is_one_line(spec, says, unique_name, consumer_grou
     )
     line = refused(run_pipeline("process", spec, env=env, timeout=120))
     assert says in line, line
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (
+            "import json\n\nraise RuntimeError('no config')\n",
+            "error: importing broken_module failed: RuntimeError: no config (at {path}:3)",
+        ),
+        ("def f(:\n", "error: importing broken_module failed: SyntaxError: invalid syntax"),
+        (
+            "from pipeline.processing.processor import Processor\n"
+            "processor = Processor('no-handlers')\n",
+            "error: processor no-handlers has no handlers: register one with "
+            "@processor.handler(TOPIC) before it is run",
+        ),
+    ],
+    ids=["raises on import", "syntax error", "no handlers"],
+)
+def test_a_processor_module_that_cannot_run_is_one_line(source, says, tmp_path, consumer_group):
+    module = tmp_path / "broken_module.py"
+    module.write_text(source)
+    env = effects_env(
+        topic="unused.topic",
+        group=consumer_group,
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+    )
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+
+    result = run_pipeline("process", "broken_module:processor", env=env, timeout=120)
+
+    assert result.returncode == 2, result.stderr
+    assert refused(result).startswith(says.format(path=module)), result.stderr
