@@ -213,6 +213,18 @@ def commit_positions(
     return positions
 
 
+def first_undone(
+    offsets: Mapping[Position, Sequence[int]], done: set[tuple[str, int, int]]
+) -> dict[Position, int]:
+    """Per partition, the lowest offset of this batch that is not done (where the consumer must
+    read again); partitions whose records are all done are left out."""
+    return {
+        (topic, partition): min(missing)
+        for (topic, partition), numbers in offsets.items()
+        if (missing := [n for n in numbers if (topic, partition, n) not in done])
+    }
+
+
 def item_error_type(item: Mapping[str, Any]) -> str:
     """The Elasticsearch error type of a failed bulk item (``document_parsing_exception``)."""
     error = item.get("error")

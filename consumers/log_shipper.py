@@ -14,7 +14,14 @@ A batch consumer (confluent-kafka, built by :mod:`pipeline.kafka.clients`) and b
    :mod:`pipeline.dead_letters.letter` and Elasticsearch's status; see
    :func:`~consumers.log_batch.dlq_message`), and the producer is flushed;
 4. only then are the offsets committed, per partition up to the first record that is neither
-   acknowledged nor dead-lettered (:func:`~consumers.log_batch.commit_positions`).
+   acknowledged nor dead-lettered (:func:`~consumers.log_batch.commit_positions`); the consumer
+   goes back to that record (a dead letter Kafka did not take: a DLQ topic missing, a record
+   over its size limit), and tries again after a pause, so no later commit passes it.
+
+The shipper's own log lines (keyed by its service, ``own_key``) travel the same way, but their
+dead-lettering is not logged line by line (each such line would be one more record to ship: with
+Elasticsearch refusing everything, an endless loop), and they do not count as activity for
+``until_idle_s`` (its periodic metrics line would keep it busy for ever).
 
 When Elasticsearch cannot be reached (connection refused, timeout) the shipper pauses its
 partitions, waits (1 s doubling up to ``outage_max_backoff_s``, while serving the group), probes
@@ -50,6 +57,7 @@ from consumers.log_batch import (
     classify,
     commit_positions,
     dlq_message,
+    first_undone,
     item_error_type,
     item_reason,
     plan_batch,
@@ -158,6 +166,7 @@ class LogShipper:
         consumer_group: str = "",
         stop: threading.Event | None = None,
         report: Callable[[str], None] | None = None,
+        own_key: bytes | None = None,
     ) -> None:
         self._consumer = consumer
         self._es = es
@@ -175,6 +184,9 @@ class LogShipper:
         self._in_outage = False
         #: ``run(until_idle_s=...)``: how long an outage may last before the run gives up.
         self._outage_limit_s: float | None = None
+        self._own_key = own_key
+        #: Since when dead letters keep failing to be written (``None``: they are not).
+        self._dlq_failing_since: float | None = None
 
     # ---- running --------------------------------------------------------------------------
 
@@ -199,11 +211,12 @@ class LogShipper:
             )
             records = self._records(messages)
             now = time.monotonic()
-            if records or not self._assigned:  # idle only counts once partitions are ours
+            theirs = any(record.key != self._own_key for record in records)
+            if theirs or not self._assigned:  # idle only counts once partitions are ours
                 idle_since = now
             if records:
                 self.ship_batch(records)
-            elif until_idle_s is not None and now - idle_since >= until_idle_s:
+            if until_idle_s is not None and now - idle_since >= until_idle_s:
                 break
             if now - last_report >= self._settings.metrics_interval_s:
                 last_report = now
@@ -261,7 +274,29 @@ class LogShipper:
         done |= self._dead_letter(dead)
         positions = commit_positions(offsets, done)
         self._commit(positions)
+        self._read_again(first_undone(offsets, done))
         return positions
+
+    def _read_again(self, undone: dict[Position, int]) -> None:
+        """Send the consumer back to each partition's first record not done, after a pause; an
+        error once that has lasted the ``until_idle_s`` of the run."""
+        if not undone:
+            self._dlq_failing_since = None
+            return
+        for (topic, partition), offset in sorted(undone.items()):
+            if (topic, partition) in self._assigned:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+        now = time.monotonic()
+        if self._dlq_failing_since is None:
+            self._dlq_failing_since = now
+        limit = self._outage_limit_s
+        if limit is not None and now - self._dlq_failing_since >= limit:
+            raise PipelineError(
+                f"for {limit:g} s {counted(len(undone), 'partition')} could not get past a record "
+                f"neither indexed nor dead-lettered to {self.dlq_topic} (see the errors above); "
+                "it is not committed: the next run tries it again"
+            )
+        self.stop.wait(self._retry.initial_backoff_s)
 
     def _index(
         self,
@@ -337,6 +372,8 @@ class LogShipper:
         delivered: set[tuple[str, int, int]] = set()
         failed: list[str] = []
         now = datetime.now(UTC)
+        # The shipper's own lines are not logged one by one: each log line is one more record.
+        logged = [letter for letter in dead if letter.record.key != self._own_key]
 
         def report(letter: UnshippableRecord) -> Callable[[Any, Any], None]:
             def on_delivery(error: Any, _message: Any) -> None:
@@ -349,10 +386,6 @@ class LogShipper:
             return on_delivery
 
         for letter in dead:
-            _log.warning(
-                "dead-lettered %s[%d]@%d: %s",
-                letter.record.topic, letter.record.partition, letter.record.offset, letter.reason,
-            )  # fmt: skip
             message = dlq_message(letter, self.consumer_group, now)
             while True:
                 try:
@@ -366,9 +399,25 @@ class LogShipper:
                     break
                 except BufferError:
                     self._dlq.poll(0.1)
+                except KafkaException as error:  # refused at once (too large, say): not sent
+                    failed.append(error.args[0].str() if error.args else str(error))
+                    break
         self._dlq.flush(_DLQ_FLUSH_TIMEOUT_S)
-        if failed:
-            _log.error("%s not written: %s", counted(len(failed), "dead letter"), failed[0])
+        for letter in logged:
+            record = letter.record
+            if (record.topic, record.partition, record.offset) in delivered:
+                _log.warning(
+                    "dead-lettered %s[%d]@%d: %s",
+                    record.topic, record.partition, record.offset, letter.reason,
+                )  # fmt: skip
+        unsettled = len(dead) - len(delivered) - len(failed)
+        if failed or unsettled:
+            _log.error(
+                "%s not written to %s (%s); the records stay uncommitted and are tried again",
+                counted(len(dead) - len(delivered), "dead letter"),
+                self.dlq_topic,
+                failed[0] if failed else f"no answer from Kafka in {_DLQ_FLUSH_TIMEOUT_S:g} s",
+            )
         self.counters.dead_lettered += len(delivered)
         return delivered
 

@@ -24,7 +24,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -35,6 +35,28 @@ if TYPE_CHECKING:  # imported by the commands that use it: `pipeline --help` nee
 app = typer.Typer(help="Ship logs to Elasticsearch and search them.", no_args_is_help=True)
 
 _err = stderr_console()
+
+#: The service name of the shipper's own log lines (and their Kafka key).
+_SHIPPER_SERVICE = "log-shipper"
+#: The dead-letter producer's own size limit (see ``ship``).
+_DLQ_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _require_topics(settings: PipelineSettings) -> None:
+    """The logs topic and its dead-letter topic exist: a one-line error (and Kafka away the
+    same) before shipping, rather than a shipper that waits for ever."""
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import MissingTopicsError, describe_cluster_topics
+
+    bootstrap = settings.kafka.bootstrap_servers
+    wanted = [settings.logs.topic, settings.logs.dlq_topic]
+    with announcing_kafka(bootstrap):
+        found = describe_cluster_topics(build_admin(settings.kafka), wanted, bootstrap=bootstrap)
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise MissingTopicsError(missing, bootstrap)
+
+
 #: While following, lines up to this much older than the newest seen are asked for again
 #: (a line shipped late is still printed); ids already printed are skipped.
 _FOLLOW_OVERLAP = timedelta(seconds=30)
@@ -74,7 +96,8 @@ def ship(
 
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
-    configure_logging(settings, "log-shipper")
+    _require_topics(settings)
+    configure_logging(settings, _SHIPPER_SERVICE)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -92,7 +115,10 @@ def ship(
             "session.timeout.ms": settings.logs.shipper_session_timeout_ms,
         },
     )
-    dlq = build_producer(settings.kafka, **{"linger.ms": 5})
+    # A dead letter is the record as read plus its headers: the client must not refuse one
+    # that fitted the logs topic (librdkafka's own limit is about 1 MB); the DLQ topic's
+    # max.message.bytes decides.
+    dlq = build_producer(settings.kafka, **{"linger.ms": 5, "message.max.bytes": _DLQ_MAX_BYTES})
     try:
         with build_elasticsearch(settings.elasticsearch) as es:
             shipper = LogShipper(
@@ -103,6 +129,7 @@ def ship(
                 alias=settings.logs.index_alias,
                 consumer_group=group_id,
                 stop=stop,
+                own_key=_SHIPPER_SERVICE.encode(),
             )
             counters = shipper.run(until_idle_s=until_idle)
     finally:

@@ -23,6 +23,7 @@ def test_a_programs_log_lines_are_found_by_correlation_id_within_seconds(
         env = {
             **os.environ,
             "PIPELINE_LOGS__TOPIC": topic,
+            "PIPELINE_LOGS__DLQ_TOPIC": new_topic(1),
             "PIPELINE_LOGS__INDEX_ALIAS": alias,
             "PIPELINE_LOGS__SHIPPER_BATCH_TIMEOUT_S": "0.2",
         }

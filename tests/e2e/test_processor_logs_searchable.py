@@ -71,6 +71,7 @@ def test_a_processors_log_lines_are_found_by_the_correlation_id_of_the_event_it_
             "EFFECTS_GROUP": group,
             "PIPELINE_DATABASE__URL": database,
             "PIPELINE_LOGS__TOPIC": logs_topic,
+            "PIPELINE_LOGS__DLQ_TOPIC": new_topic(partitions=1),
             "PIPELINE_LOGS__INDEX_ALIAS": alias,
             "PIPELINE_LOGS__SHIPPER_BATCH_TIMEOUT_S": "0.2",
         }

@@ -60,6 +60,7 @@ def test_a_shipper_killed_mid_batch_again_and_again_loses_and_doubles_nothing(
         env = {
             **os.environ,
             "PIPELINE_LOGS__TOPIC": topic,
+            "PIPELINE_LOGS__DLQ_TOPIC": new_topic(1),
             "PIPELINE_LOGS__INDEX_ALIAS": alias,
             "PIPELINE_LOGS__SHIPPER_BATCH_SIZE": "500",
             # The group forgets a killed shipper after 6 s (the least allowed) instead of 10 s:
@@ -114,6 +115,7 @@ def test_elasticsearch_stopped_for_a_minute_under_load_loses_and_doubles_nothing
         **os.environ,
         **env,
         "PIPELINE_LOGS__TOPIC": topic,
+        "PIPELINE_LOGS__DLQ_TOPIC": new_topic(1),
         "PIPELINE_LOGS__INDEX_ALIAS": alias,
         "PIPELINE_LOGS__OUTAGE_MAX_BACKOFF_S": "5",
     }

@@ -1,9 +1,11 @@
 """The shipper's loop: one batch through scripted Kafka and Elasticsearch stand-ins."""
 
+import itertools
 import json
+import time
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from elastic_transport import ConnectionError as TransportConnectionError
 
 from consumers import log_shipper
@@ -51,6 +53,7 @@ class FakeConsumer:
         self.commits = []
         self.paused = []
         self.resumed = []
+        self.seeks = []
 
     def assignment(self):
         return self.assigned
@@ -68,7 +71,7 @@ class FakeConsumer:
         self.resumed.append(list(partitions))
 
     def seek(self, partition):
-        pass
+        self.seeks.append((partition.topic, partition.partition, partition.offset))
 
 
 class FakeProducer:
@@ -103,9 +106,9 @@ def _item(status, error=None):
     return (200 <= status < 300, {"index": item})
 
 
-def _shipper(consumer, producer, **settings):
+def _shipper(consumer, producer, own_key=None, **settings):
     config = LogSettings(retry_initial_backoff_s=0.001, outage_initial_backoff_s=0.001, **settings)
-    shipper = LogShipper(consumer, FakeEs(), producer, config, consumer_group="g")
+    shipper = LogShipper(consumer, FakeEs(), producer, config, consumer_group="g", own_key=own_key)
     shipper._assigned = {(tp.topic, tp.partition) for tp in consumer.assigned}
     return shipper
 
@@ -210,3 +213,109 @@ def test_a_revoked_partition_is_not_committed(monkeypatch):
     shipper._revoked_cb(consumer, [TopicPartition("logs", 1)])
     shipper.ship_batch([_record(0, _doc(event_id="a")), _record(0, _doc(event_id="b"), 1)])
     assert consumer.commits == [{("logs", 0): 1}]
+
+
+class RefusingProducer(FakeProducer):
+    """Refuses, at once, the dead letter of every value in ``refused`` (as librdkafka refuses
+    a message over its size limit)."""
+
+    def __init__(self, refused):
+        super().__init__()
+        self.refused = refused
+
+    def produce(self, topic, key=None, value=None, headers=None, on_delivery=None):
+        if value in self.refused:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        super().produce(topic, key, value, headers, on_delivery)
+
+
+def test_a_dead_letter_kafka_refuses_stays_uncommitted_and_is_read_again(monkeypatch, caplog):
+    _script(monkeypatch, [_item(201)], [_item(201)])
+    consumer, producer = FakeConsumer(), RefusingProducer({b"huge garbage"})
+    shipper = _shipper(consumer, producer)
+    first = [_record(0, _doc(event_id="a")), _record(1, b"huge garbage"), _record(2, b"junk")]
+
+    assert shipper.ship_batch(first) == {("logs", 0): 1}
+    assert consumer.seeks == [("logs", 0, 1)]  # the next read starts at the refused record
+    assert [value for _t, _k, value, _h in producer.sent] == [b"junk"]
+    assert "1 dead letter not written to logs.dlq" in caplog.text
+    assert "dead-lettered logs[0]@1" not in caplog.text  # only what was written is said so
+    assert "dead-lettered logs[0]@2: undecodable" in caplog.text
+
+    producer.refused = set()  # the DLQ topic was fixed: read again from offset 1
+    again = [_record(1, b"huge garbage"), _record(2, b"junk"), _record(3, _doc(event_id="d"))]
+    assert shipper.ship_batch(again) == {("logs", 0): 4}
+    assert consumer.seeks == [("logs", 0, 1)]
+    assert consumer.commits == [{("logs", 0): 1}, {("logs", 0): 4}]
+
+
+def test_a_run_until_idle_ends_with_an_error_when_dead_letters_keep_failing(monkeypatch):
+    consumer, producer = FakeConsumer(), RefusingProducer({b"garbage"})
+    shipper = _shipper(consumer, producer)
+    monkeypatch.setattr(log_shipper, "ensure_index_template", lambda *a, **k: None)
+    monkeypatch.setattr(consumer, "subscribe", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(consumer, "consume", lambda **kwargs: [FakeMessage(0, b"garbage")])
+
+    with pytest.raises(PipelineError, match=r"could not get past a record"):
+        shipper.run(until_idle_s=0.05)
+    assert consumer.commits == []
+
+
+def test_the_shippers_own_lines_are_dead_lettered_without_a_log_line_each(monkeypatch, caplog):
+    _script(monkeypatch, [_item(503, "x")], [_item(503, "x")])
+    consumer, producer = FakeConsumer(), FakeProducer()
+    shipper = _shipper(consumer, producer, own_key=b"svc", retry_attempts=2)
+
+    shipper.ship_batch([_record(0, _doc())])  # keyed b"svc": the shipper's own line
+
+    assert len(producer.sent) == 1 and consumer.commits == [{("logs", 0): 1}]
+    assert "dead-lettered" not in caplog.text
+
+
+def test_the_shippers_own_lines_do_not_keep_a_run_until_idle_going(monkeypatch):
+    _script(monkeypatch, *[[_item(201)]] * 1000)
+    consumer, producer = FakeConsumer(), FakeProducer()
+    shipper = _shipper(consumer, producer, own_key=b"svc")
+    monkeypatch.setattr(log_shipper, "ensure_index_template", lambda *a, **k: None)
+    monkeypatch.setattr(consumer, "subscribe", lambda *a, **k: None, raising=False)
+    offsets = itertools.count()
+
+    def consume(**kwargs):
+        time.sleep(0.005)  # a line of its own in every batch, as its metrics lines come
+        return [FakeMessage(next(offsets), json.dumps(_doc()).encode())]
+
+    monkeypatch.setattr(consumer, "consume", consume)
+    monkeypatch.setattr(shipper, "report_metrics", lambda: None)
+
+    counters = shipper.run(until_idle_s=0.05)  # returns: its own metrics lines are not activity
+
+    assert counters.shipped >= 1
+
+
+class FakeMessage:
+    def __init__(self, offset, value, key=b"svc"):
+        self._offset, self._value, self._key = offset, value, key
+
+    def error(self):
+        return None
+
+    def topic(self):
+        return "logs"
+
+    def partition(self):
+        return 0
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return self._key
+
+    def value(self):
+        return self._value
+
+    def headers(self):
+        return []
+
+    def timestamp(self):
+        return (1, 1000)

@@ -3,8 +3,10 @@
 import json
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from consumers.log_batch import SourceRecord, plan_batch
+from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.logs.schema import ensure_index_template
 from tests.support.logs import log_alias, log_document
 from tests.support.stack_cli import run_pipeline
@@ -91,3 +93,56 @@ def test_a_bad_since_is_a_usage_error(indexed):
     result = _search(alias, "--since", "yesterday")
     assert result.returncode == 2
     assert "expected a duration such as 15m" in result.stderr
+
+
+# --- ship ---------------------------------------------------------------------------------------
+
+
+def test_ship_refuses_a_logs_or_dead_letter_topic_that_does_not_exist_in_one_line(
+    new_topic, unique_name
+):
+    logs_topic, missing = new_topic(1), unique_name("missing-dlq")
+
+    result = run_pipeline(
+        "logs", "ship", "--until-idle", "1",
+        env={"PIPELINE_LOGS__TOPIC": logs_topic, "PIPELINE_LOGS__DLQ_TOPIC": missing},
+        timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: topic {missing} does not exist on Kafka at 127.0.0.1:9092 (create it first, "
+        "e.g. with `pipeline topics apply`)"
+    )
+
+
+def test_a_record_of_nearly_a_megabyte_that_is_not_a_log_line_is_dead_lettered_whole(
+    pipeline_settings, elasticsearch_client, new_topic, consumer_group
+):
+    # It fits the logs topic (max.message.bytes 1048588); librdkafka's own limit for the
+    # dead-letter producer (about 1 MB) used to refuse it, and the shipper died on it.
+    logs_topic, dlq_topic = new_topic(1), new_topic(1)
+    value = b"not json " + b"x" * 1_040_000
+    producer = build_producer(pipeline_settings.kafka, **{"message.max.bytes": 2_000_000})
+    producer.produce(logs_topic, key=b"svc", value=value)
+    assert producer.flush(30) == 0
+
+    with log_alias(elasticsearch_client) as alias:
+        result = run_pipeline(
+            "logs", "ship", "--until-idle", "3", "--group", consumer_group,
+            env={"PIPELINE_LOGS__TOPIC": logs_topic, "PIPELINE_LOGS__DLQ_TOPIC": dlq_topic,
+                 "PIPELINE_LOGS__INDEX_ALIAS": alias},
+            timeout=180,
+        )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    consumer = build_consumer(pipeline_settings.kafka, consumer_group + "-dlq")
+    consumer.assign([TopicPartition(dlq_topic, 0, 0)])
+    try:
+        letters = [m for m in consumer.consume(10, timeout=10) if m.error() is None]
+    finally:
+        consumer.close()
+    [letter] = letters
+    assert letter.value() == value
+    assert dict(letter.headers())["dlq.reason"] == b"undecodable"
