@@ -2,7 +2,8 @@
 
 Pure functions over text. What is masked (the value is replaced by ``[REDACTED]``):
 
-1. ``Authorization``/``Proxy-Authorization`` header values (``Bearer ...``, ``Basic ...``);
+1. ``Authorization``/``Proxy-Authorization`` header values (``Bearer ...``, ``Basic ...``), also
+   as a dict prints them, and a ``Bearer`` credential anywhere;
 2. the value after a secret-looking name, in ``name=value``, ``name: value`` and JSON
    ``"name": "value"`` forms: password, passwd, pwd, secret, token, api key, access key,
    private key, client secret, credentials, session id... (any name that *contains* one of them,
@@ -31,13 +32,17 @@ _SECRET_WORDS = (
 )
 _SECRET_NAME = re.compile(rf"(?:{_SECRET_WORDS})", re.IGNORECASE)
 
-# "Authorization: Bearer abc", "authorization=Basic abc" (the whole credential, scheme kept).
+# "Authorization: Bearer abc", "authorization=Basic abc", and as a dict or JSON prints it,
+# "'Authorization': 'Bearer abc'" (the whole credential, scheme kept). A credential has none of
+# the quotes and brackets around it, nor a closing parenthesis after it.
 _AUTH_HEADER = re.compile(
-    r"(?P<name>(?:proxy-)?authorization)(?P<sep>\"?\s*[:=]\s*\"?)"
+    r"(?P<name>(?:proxy-)?authorization)(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
     r"(?P<scheme>(?:bearer|basic|digest|token|apikey|negotiate)\s+)?"
-    r"(?P<value>[^\s\",;]+)",
+    r"(?P<value>[^\s\"',;)\]}]+)",
     re.IGNORECASE,
 )
+# A bearer credential anywhere else ("sent Bearer abc"), the scheme kept.
+_BEARER = re.compile(r"(?P<scheme>\bbearer\s+)(?P<value>[\w\-.~+/]+=*)", re.IGNORECASE)
 # name=value / name: value / "name": "value" for secret-looking names.
 _NAME_VALUE = re.compile(
     rf"(?P<name>[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
@@ -68,8 +73,9 @@ def luhn_valid(digits: str) -> bool:
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether a field name looks like it holds a secret (``password``, ``api_key``...)."""
-    return _SECRET_NAME.search(name) is not None
+    """Whether a field name looks like it holds a secret (``password``, ``api_key``,
+    ``authorization``...)."""
+    return _SECRET_NAME.search(name) is not None or "authorization" in name.lower()
 
 
 def _mask_quoted(value: str) -> str:
@@ -81,6 +87,12 @@ def _mask_quoted(value: str) -> str:
 def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"[ -]", "", match.group(0))
     return MASK if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
+
+
+def _bearer(match: re.Match[str]) -> str:
+    if match.group("value").startswith("[REDACTED"):  # masked already (the header pattern)
+        return match.group(0)
+    return match.group("scheme") + MASK
 
 
 def _name_value(match: re.Match[str]) -> str:
@@ -115,6 +127,8 @@ def redact(text: str) -> str:
         text = _AUTH_HEADER.sub(
             lambda m: m.group("name") + m.group("sep") + (m.group("scheme") or "") + MASK, text
         )
+    if lowered is None or "bearer" in lowered:
+        text = _BEARER.sub(_bearer, text)
     if lowered is None or _may_name_a_secret(lowered):
         text = _NAME_VALUE.sub(_name_value, text)
     if "://" in text:

@@ -9,12 +9,20 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from pipeline.errors import PipelineError
 from pipeline.gc_tuning import few_collections
 from pipeline.kafka.producer import FlushTimeout
 
-__all__ = ["DeliveriesLeft", "Flushable", "StoppedAtOnce", "run_event_loop", "serve"]
+__all__ = [
+    "DeliveriesLeft",
+    "Flushable",
+    "StoppedAtOnce",
+    "quiet_malformed_requests",
+    "run_event_loop",
+    "serve",
+]
 
 log = logging.getLogger("producers.gateway")
 
@@ -22,6 +30,33 @@ log = logging.getLogger("producers.gateway")
 _FLUSH_STEP_S = 0.2
 
 T = TypeVar("T")
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header line over its limit, bad framing) as an
+    ERROR with a traceback and the start of the offending line, where a header's value (a token)
+    may be: the client's mistake, answered 400 by aiohttp. Such a record becomes one DEBUG line
+    naming the kind of error only, as the gateway's own rejections are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args = (
+                "rejected a malformed HTTP request (%s)",
+                (type(error).__name__,),
+            )
+            record.exc_info = record.exc_text = None
+            # Its level was checked as ERROR already: now as DEBUG.
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install :class:`_MalformedRequests` on aiohttp's server logger (once)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequests) for f in server_log.filters):
+        server_log.addFilter(_MalformedRequests())
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -101,6 +136,7 @@ async def serve(
     gateway processes on the same port (``pipeline gateway --workers``).
     """
     say = say or log.info
+    quiet_malformed_requests()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
     loop = asyncio.get_running_loop()

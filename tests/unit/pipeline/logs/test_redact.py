@@ -19,6 +19,19 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
         ("postgres://app:pa55@db:5432/x", "postgres://app:[REDACTED]@db:5432/x"),
         ("SESSION_ID=abc; path=/", "SESSION_ID=[REDACTED]; path=/"),
         ("PROXY-AUTHORIZATION: Digest abc", "PROXY-AUTHORIZATION: Digest [REDACTED]"),
+        # As a dict prints: single quotes around the name and the value.
+        (
+            "B {'Authorization': 'Bearer tokB', 'x': 1}",
+            "B {'Authorization': 'Bearer [REDACTED]', 'x': 1}",
+        ),
+        ('{"authorization": "Basic dXNlcjpw"}', '{"authorization": "Basic [REDACTED]"}'),
+        ("sent Bearer eyJ0eXAi.eyJzdWIi.sig== to it", "sent Bearer [REDACTED] to it"),
+        ("reading: b'Bearer pgk_TOPSECRETzzzz'", "reading: b'Bearer [REDACTED]'"),
+        # A placeholder in a sentence: its closing parenthesis stays.
+        (
+            "every request needs one (Authorization: Bearer <key>)",
+            "every request needs one (Authorization: Bearer [REDACTED])",
+        ),
         # Letters the case-insensitive patterns match but str.lower() keeps: the long s and the
         # Kelvin sign (the quick look for a secret word is only made on ASCII text).
         ("pa\u017fsword=hunter2", "pa\u017fsword=[REDACTED]"),
@@ -62,6 +75,7 @@ def test_luhn_check():
 
 def test_labels_with_secret_names_are_masked_whole():
     assert is_secret_name("refresh_token") and not is_secret_name("order_id")
+    assert is_secret_name("authorization") and is_secret_name("Proxy-Authorization")
     assert redact_labels({"password": "x", "order_id": "o-1", "note": "token=t"}) == {
         "password": "[REDACTED]",
         "order_id": "o-1",
