@@ -311,10 +311,18 @@ class FaustBinding:
                 highwater = consumer.highwater(faust_tp)
             except Exception:  # revoked by a rebalance meanwhile (aiokafka asserts it is ours)
                 continue
-            # The fetch position is at least one past the last record seen; it is further on
-            # past a transaction marker, which is never a record (see consumer_lag).
-            seen_to = consumed + 1 if position is None else max(position, consumed + 1)
-            lag = consumer_lag(highwater, seen_to)
+            waiting = self._held.get(tp)
+            if waiting:
+                # Records handed to the engine and not done yet count, as they do for Kafka's
+                # tools (the committed offset is below them); and so does what is fetched but
+                # not handed over: the lag runs from the oldest record not done.
+                lag = consumer_lag(highwater, waiting[0][0])
+            else:
+                # All seen is done. The fetch position is at least one past the last record
+                # seen; it is further on past a transaction marker, which is never a record
+                # (see consumer_lag).
+                seen_to = consumed + 1 if position is None else max(position, consumed + 1)
+                lag = consumer_lag(highwater, seen_to)
             if lag is not None:
                 self.metrics.set_lag(tp[0], tp[1], lag)
         now = self.metrics.snapshot()

@@ -223,3 +223,37 @@ def test_a_metrics_report_during_a_rebalance_skips_a_partition_no_longer_assigne
         if sample.name == "pipeline_consumer_lag"
     }
     assert lags == {"1": 2.0}
+
+
+def test_the_lag_counts_from_the_oldest_record_not_done_not_from_the_fetch_position(
+    bound: Bound,
+) -> None:
+    # The consumer fetched to the end (position 100) while records 40.. are still being handled:
+    # 60 are behind, as Kafka's tools count from the committed offset (the gauge said 0).
+    binding = bound.binding
+    binding.accept(HeldEvent(40))  # type: ignore[arg-type]
+    binding.accept(HeldEvent(41))  # type: ignore[arg-type]
+    consumer = binding.app.consumer
+
+    async def position(tp: TP) -> int:
+        return 100
+
+    consumer.position = position  # type: ignore[method-assign]
+    consumer.highwater = lambda tp: 100  # type: ignore[method-assign]
+
+    asyncio.run(binding.report())
+    behind = _lags(binding)
+    binding.acknowledge([(TOPIC, 0, 42)])  # both done: from the fetch position again
+    asyncio.run(binding.report())
+
+    assert behind == {"0": 60.0}
+    assert _lags(binding) == {"0": 0.0}
+
+
+def _lags(binding: Any) -> dict[str, float]:
+    return {
+        sample.labels["partition"]: sample.value
+        for family in binding.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "pipeline_consumer_lag"
+    }
