@@ -95,7 +95,8 @@ def process(
     across keys, exactly once in effect (inbox), with retries and dead letters.
 
     `async def` handlers run on the event loop and commit in groups (the fast path for I/O);
-    plain functions run in worker threads, a transaction each. The database
+    plain functions run in worker threads, quick ones several to a transaction (group commit,
+    see docs/processing.md). The database
     (PIPELINE_DATABASE__URL; by default pipeline.db in the stack's home) is named
     on stderr and migrated first; the topics and their .dlq must exist
     (`pipeline topics apply`).

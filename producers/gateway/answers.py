@@ -77,7 +77,7 @@ def not_acknowledged(reason: str) -> StoredAnswer:
         503,
         "not_acknowledged",
         f"Kafka did not acknowledge the request ({reason}); it is not known to be recorded: "
-        "retry, with the same Idempotency-Key",
+        "retry it (with an Idempotency-Key, a retry cannot make a second event)",
     )
     return StoredAnswer(answer.status, answer.body())
 

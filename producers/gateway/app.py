@@ -313,7 +313,7 @@ class _Gateway:
             )
         self.authorizer.authorise(authenticated, name)  # or 403
         check_content_type(request.headers.get("Content-Type"), request.charset)
-        key = idempotency_key(request.headers.get("Idempotency-Key"))
+        key = idempotency_key(request.headers.getall("Idempotency-Key", []))
         correlation_id = header_id("X-Correlation-Id", request.headers.get("X-Correlation-Id"))
 
         data = parse_body(await self._read_body(request))

@@ -29,8 +29,21 @@ EVENT_SOURCE = "/pipeline/gateway"
 _MAX_HEADER_ID_LENGTH = 128
 
 
+#: JSON's names for what a body held instead of an object.
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}  # fmt: skip
+
+
 def check_content_type(content_type: str | None, charset: str | None) -> None:
-    """JSON media types only (``application/json``, any ``.../...+json``), in UTF-8."""
+    """JSON media types only (``application/json``, any ``.../...+json``), in UTF-8; not a
+    CloudEvent (the gateway makes the event from the request's data)."""
+    if content_type and content_type.strip().lower().startswith("application/cloudevents"):
+        raise ErrorAnswer(
+            415,
+            "unsupported_media_type",
+            f"the body is the request's data as application/json, not a CloudEvent (got "
+            f"{content_type!r}): the gateway makes the event, its id and time",
+        )
     if not content_type or not is_json_content_type(content_type):
         got = repr(content_type) if content_type else "none"
         raise ErrorAnswer(
@@ -64,9 +77,11 @@ def parse_body(body: bytes) -> dict[str, Any]:
         ) from None
     except (ValueError, RecursionError) as error:  # NaN/Infinity, huge ints, deep nesting
         reason = "it nests too deep" if isinstance(error, RecursionError) else str(error)
+        if "int_max_str_digits" in reason:  # Python's own words for a number too long
+            reason = "a number has too many digits"
         raise ErrorAnswer(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
     if not isinstance(data, dict):
-        kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
+        kind = _JSON_KINDS.get(type(data), "not an object")
         raise ErrorAnswer(400, "not_an_object", f"the body must be a JSON object, got {kind}")
     return data
 
@@ -86,10 +101,19 @@ def header_id(name: str, value: str | None) -> str | None:
     return value
 
 
-def idempotency_key(value: str | None) -> str | None:
-    """The ``Idempotency-Key`` header, checked, or ``None`` when absent."""
-    if value is None:
+def idempotency_key(values: list[str]) -> str | None:
+    """The ``Idempotency-Key`` header (every value the request has), checked, or ``None`` when
+    absent; more than one is refused (which would be the request's key?)."""
+    if not values:
         return None
+    if len(values) > 1:
+        raise ErrorAnswer(
+            400,
+            "invalid_header",
+            f"Idempotency-Key given {len(values)} times: send it once",
+            [{"field": "Idempotency-Key", "message": "repeated"}],
+        )
+    value = values[0]
     problem = key_problem(value)
     if problem is not None:
         raise ErrorAnswer(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from producers.gateway.answers import ErrorAnswer
-from producers.gateway.intake import check_content_type, header_id, parse_body
+from producers.gateway.intake import check_content_type, header_id, idempotency_key, parse_body
 
 
 def refusal(check, *args) -> ErrorAnswer:
@@ -52,6 +52,10 @@ def test_a_json_object_body_is_parsed():
         (b'{"a": 1', "the body is not valid JSON: Expecting ',' delimiter at line 1 column 8"),
         (b'{"a": NaN}', "the body is not valid JSON: NaN is not a JSON number"),
         (b'\xef\xbb\xbf{"a": 1}', "the body is not valid JSON: Unexpected UTF-8 BOM"),
+        (
+            b'{"a": ' + b"9" * 5000 + b"}",
+            "the body is not valid JSON: a number has too many digits",
+        ),
     ],
 )
 def test_a_body_that_is_not_json_is_400_invalid_json(body, message):
@@ -60,7 +64,11 @@ def test_a_body_that_is_not_json_is_400_invalid_json(body, message):
     assert answer.message.startswith(message)
 
 
-@pytest.mark.parametrize(("body", "kind"), [(b"[1]", "an array"), (b'"x"', "a JSON str")])
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [(b"[1]", "an array"), (b'"x"', "a string"), (b"12", "a number"), (b"true", "a boolean"),
+     (b"null", "null")],
+)  # fmt: skip
 def test_json_that_is_not_an_object_is_400_not_an_object(body, kind):
     answer = refusal(parse_body, body)
     assert (answer.status, answer.code) == (400, "not_an_object")
@@ -81,3 +89,20 @@ def test_an_error_answer_body_is_the_documented_json():
         b'{"error":{"code":"request_in_flight","message":"wait",'
         b'"details":[{"field":"Idempotency-Key"}]}}'
     )
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/cloudevents+json", "application/cloudevents-batch+json"]
+)
+def test_a_cloudevent_body_is_415_saying_the_gateway_makes_the_event(content_type):
+    answer = refusal(check_content_type, content_type, None)
+    assert (answer.status, answer.code) == (415, "unsupported_media_type")
+    assert answer.message.startswith("the body is the request's data as application/json")
+
+
+def test_the_idempotency_key_is_optional_and_given_at_most_once():
+    assert idempotency_key([]) is None
+    assert idempotency_key(["order-1-attempt"]) == "order-1-attempt"
+    answer = refusal(idempotency_key, ["a", "b"])
+    assert (answer.status, answer.code) == (400, "invalid_header")
+    assert answer.message == "Idempotency-Key given 2 times: send it once"
