@@ -41,6 +41,12 @@ from pipeline.logs.context import current_context
 from pipeline.logs.record import ecs_document, ecs_json
 from pipeline.plurals import counted
 
+
+def _is_kafka(error: Exception) -> bool:
+    """A ``KafkaException`` carrying a ``KafkaError`` (whose ``str()`` is its reason)."""
+    return bool(error.args) and hasattr(error.args[0], "str")
+
+
 __all__ = ["HandlerCounters", "KafkaLogHandler", "LogProducer", "record_document", "record_json"]
 
 #: Records from these loggers are never sent to Kafka (they would feed back into the handler).
@@ -140,6 +146,8 @@ class KafkaLogHandler(logging.Handler):
         self._start_lock = threading.Lock()
         self._fallback_lock = threading.Lock()
         self._closed = False
+        #: Kafka's (or the client's) reason for the last record not delivered.
+        self._last_failure: str | None = None
 
     # ---- the logging thread ---------------------------------------------------------------
 
@@ -231,8 +239,9 @@ class KafkaLogHandler(logging.Handler):
                     self.counters.failed += 1
                     self._write_fallback(value)
                     return
-            except Exception:
+            except Exception as error:  # refused at once: a record over the size limit, say
                 self.counters.failed += 1
+                self._last_failure = error.args[0].str() if _is_kafka(error) else str(error)
                 self._write_fallback(value)
                 return
 
@@ -241,6 +250,7 @@ class KafkaLogHandler(logging.Handler):
             self.counters.delivered += 1
             return
         self.counters.failed += 1
+        self._last_failure = error.str() if hasattr(error, "str") else str(error)
         value = message.value() if message is not None else None
         if isinstance(value, bytes):
             self._write_fallback(value)
@@ -281,7 +291,27 @@ class KafkaLogHandler(logging.Handler):
             if remaining:
                 left = counted(remaining, "record")
                 self._write_fallback(f"kafka log handler: {left} not acknowledged at exit".encode())
+        self._report_losses()
         super().close()
+
+    def _report_losses(self) -> None:
+        """One line on the fallback stream for the records that never reached Kafka (each was
+        written there instead, as it came), so that a count is seen where they are."""
+        dropped, failed = self.counters.dropped, self.counters.failed
+        if not dropped and not failed:
+            return
+        parts = []
+        if dropped:
+            parts.append(
+                f"{counted(dropped, 'record')} dropped (the buffer of {self._buffer_size:,} was "
+                "full: records came faster than they were sent)"
+            )
+        if failed:
+            reason = f": {self._last_failure}" if self._last_failure else ""
+            parts.append(f"{counted(failed, 'record')} not delivered{reason}")
+        self._write_fallback(
+            f"kafka log handler: {'; '.join(parts)}; they are only in this stream".encode()
+        )
 
     def describe(self) -> Mapping[str, int]:
         """The counters as a plain mapping (for metrics and tests)."""

@@ -96,6 +96,11 @@ def test_emit_never_waits_for_a_stuck_kafka_and_counts_what_it_drops():
     assert json.loads(dropped_lines[-1])["message"] == "line 49"
     producer.release.set()
     handler.close()
+    # At exit, one line says how many never reached Kafka, where they are.
+    assert fallback.getvalue().splitlines()[-1] == (
+        f"kafka log handler: {counters.dropped} records dropped (the buffer of 3 was full: "
+        "records came faster than they were sent); they are only in this stream"
+    )
 
 
 def test_records_kafka_did_not_take_are_counted_and_written_to_the_fallback():
@@ -105,7 +110,11 @@ def test_records_kafka_did_not_take_are_counted_and_written_to_the_fallback():
     _logger(handler).error("lost?")
     handler.close()
     assert handler.counters.failed == 1
-    assert json.loads(fallback.getvalue().splitlines()[0])["message"] == "lost?"
+    lines = fallback.getvalue().splitlines()
+    assert json.loads(lines[0])["message"] == "lost?"
+    assert lines[-1] == (
+        "kafka log handler: 1 record not delivered: broker down; they are only in this stream"
+    )
 
 
 def test_a_failing_producer_factory_sends_everything_to_the_fallback():
