@@ -409,6 +409,7 @@ class LogShipper:
                 _log.warning(
                     "dead-lettered %s[%d]@%d: %s",
                     record.topic, record.partition, record.offset, letter.reason,
+                    extra={"event_action": "dead_lettered", "event_outcome": "failure"},
                 )  # fmt: skip
         unsettled = len(dead) - len(delivered) - len(failed)
         if failed or unsettled:

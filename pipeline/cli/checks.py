@@ -10,3 +10,10 @@ def non_empty(value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise typer.BadParameter("must not be empty")
     return value
+
+
+def positive(value: float | None) -> float | None:
+    """A number of seconds that, when given, is more than 0."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter("must be more than 0")
+    return value

@@ -123,7 +123,7 @@ def template(
     from elasticsearch import ApiError
     from elasticsearch import ConnectionError as ESConnectionError
 
-    from pipeline.logs.elasticsearch import build_elasticsearch
+    from pipeline.logs.elasticsearch import build_elasticsearch, one_line_reason
     from pipeline.logs.schema import ensure_index_template
 
     settings = _settings(ctx)
@@ -135,6 +135,7 @@ def template(
         raise PipelineError(f"cannot reach Elasticsearch at {settings.elasticsearch.url}") from None
     except ApiError as error:
         raise PipelineError(
-            f"Elasticsearch refused the index template ({error.meta.status}): {error.message}"
+            f"Elasticsearch refused the index template ({error.meta.status}): "
+            f"{one_line_reason(error)}"
         ) from None
     stdout_console().print(f"index template {escape(alias)} is in place")

@@ -24,13 +24,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cli.checks import non_empty, positive
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:  # imported by the commands that use it: `pipeline --help` need not load it
-    from elasticsearch import ApiError, Elasticsearch
+    from elasticsearch import Elasticsearch
 
 app = typer.Typer(help="Ship logs to Elasticsearch and search them.", no_args_is_help=True)
 
@@ -68,7 +69,9 @@ def ship(
     ctx: typer.Context,
     group: Annotated[
         str | None,
-        typer.Option(help="Consumer group (default: PIPELINE_LOGS__SHIPPER_GROUP)."),
+        typer.Option(
+            help="Consumer group (default: PIPELINE_LOGS__SHIPPER_GROUP).", callback=non_empty
+        ),
     ] = None,
     start: Annotated[
         Literal["earliest", "latest"],
@@ -78,7 +81,8 @@ def ship(
         float | None,
         typer.Option(
             help="Stop once nothing came for this many seconds, or with an error once "
-            "Elasticsearch was unreachable that long (for jobs and tests)."
+            "Elasticsearch was unreachable that long (for jobs and tests).",
+            callback=positive,
         ),
     ] = None,
 ) -> None:
@@ -141,31 +145,11 @@ def ship(
 # --- search -----------------------------------------------------------------------------------
 
 
-def _one_line_reason(error: ApiError) -> str:
-    """Elasticsearch's reason for a failed search, on one line: what failed, and why."""
-    body = error.body if isinstance(error.body, Mapping) else {}
-    detail = body.get("error")
-    chain: list[str] = []
-    if isinstance(detail, Mapping):
-        shards = detail.get("failed_shards") or []
-        node: Any = shards[0].get("reason") if shards and isinstance(shards[0], Mapping) else None
-        if not isinstance(node, Mapping):
-            node = detail
-        while isinstance(node, Mapping):
-            if node.get("reason"):
-                chain.append(str(node["reason"]))
-            node = node.get("caused_by")
-    if not chain:
-        return " ".join(str(error.message).split())
-    text = chain[0] if len(chain) == 1 else f"{chain[0]}: {chain[-1]}"
-    return " ".join(text.split())
-
-
 def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     from elasticsearch import ApiError
     from elasticsearch import ConnectionError as EsConnectionError
 
-    from pipeline.logs.elasticsearch import refusal_of
+    from pipeline.logs.elasticsearch import one_line_reason, refusal_of
 
     try:
         response = es.search(
@@ -180,8 +164,7 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[st
             raise PipelineError(refusal) from None
         if isinstance(error, EsConnectionError):
             raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
-        raise PipelineError(f"bad query: {_one_line_reason(error)}") from None  # escaped by run()
-        raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
+        raise PipelineError(f"bad query: {one_line_reason(error)}") from None  # escaped by run()
     hits: list[dict[str, Any]] = response["hits"]["hits"]
     return hits
 

@@ -85,7 +85,7 @@ def process(
         help="Events handled at once across keys (one per key).",
     ),
     metrics_port: int | None = typer.Option(
-        None, "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on this port."
+        None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port."
     ),
     event_loop: EventLoop | None = typer.Option(
         None, "--loop", help="The event loop: uvloop (the default, faster) or asyncio's own."

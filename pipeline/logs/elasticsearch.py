@@ -6,12 +6,13 @@ opens no connection until first used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline.settings import ElasticsearchSettings
 
 if TYPE_CHECKING:  # imported when a client is built: `pipeline --help` need not load it
-    from elasticsearch import Elasticsearch
+    from elasticsearch import ApiError, Elasticsearch
 
 
 def elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
@@ -59,3 +60,24 @@ def _reason(error: Any) -> str:
     detail = body.get("error") if isinstance(body, dict) else None
     reason = detail.get("reason") if isinstance(detail, dict) else None
     return f"{getattr(error, 'status_code', '?')}: {reason or getattr(error, 'message', error)}"
+
+
+def one_line_reason(error: ApiError) -> str:
+    """Elasticsearch's reason for a refused request, on one line: what failed, and why (the
+    first reason of its chain and the last, innermost one)."""
+    body = error.body if isinstance(error.body, Mapping) else {}
+    detail = body.get("error")
+    chain: list[str] = []
+    if isinstance(detail, Mapping):
+        shards = detail.get("failed_shards") or []
+        node: Any = shards[0].get("reason") if shards and isinstance(shards[0], Mapping) else None
+        if not isinstance(node, Mapping):
+            node = detail
+        while isinstance(node, Mapping):
+            if node.get("reason"):
+                chain.append(str(node["reason"]))
+            node = node.get("caused_by")
+    if not chain:
+        return " ".join(str(error.message).split())
+    text = chain[0] if len(chain) == 1 else f"{chain[0]}: {chain[-1]}"
+    return " ".join(text.split())

@@ -50,12 +50,14 @@ def _timestamp(created: float) -> str:
 
 
 def labels_of(record: logging.LogRecord) -> dict[str, str]:
-    """The ``extra=`` fields of a record, as strings (private ``_names`` are skipped)."""
+    """The ``extra=`` fields of a record, as strings (private ``_names`` are skipped); a dot in a
+    name becomes ``_`` (ECS label keys have none: Elasticsearch reads ``customer.tier`` as a
+    field inside ``customer``, and a line with both was refused as a mapping conflict)."""
     labels = {}
     for name, value in vars(record).items():
         if name in _STANDARD_ATTRIBUTES or name.startswith("_") or name in _EVENT_EXTRAS:
             continue
-        labels[name] = value if isinstance(value, str) else str(value)
+        labels[name.replace(".", "_")] = value if isinstance(value, str) else str(value)
     return labels
 
 

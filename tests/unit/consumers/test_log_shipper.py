@@ -241,6 +241,11 @@ def test_a_dead_letter_kafka_refuses_stays_uncommitted_and_is_read_again(monkeyp
     assert "1 dead letter not written to logs.dlq" in caplog.text
     assert "dead-lettered logs[0]@1" not in caplog.text  # only what was written is said so
     assert "dead-lettered logs[0]@2: undecodable" in caplog.text
+    [said] = [r for r in caplog.records if r.getMessage().startswith("dead-lettered")]
+    assert (said.event_action, said.event_outcome) == (
+        "dead_lettered",
+        "failure",
+    )  # Kibana's search
 
     producer.refused = set()  # the DLQ topic was fixed: read again from offset 1
     again = [_record(1, b"huge garbage"), _record(2, b"junk"), _record(3, _doc(event_id="d"))]

@@ -350,3 +350,22 @@ def test_template_defaults_to_the_configured_log_alias(elasticsearch_client, uni
         assert stored["index_template"]["index_patterns"] == [f"{alias}-*"]
     finally:
         elasticsearch_client.options(ignore_status=404).indices.delete_index_template(name=alias)
+
+
+def test_a_template_elasticsearch_refuses_is_one_line_with_its_reason(
+    elasticsearch_client, unique_name
+):
+    alias = unique_name("logs").lower()
+    inner = f"{alias}-inner"  # its indices' pattern falls inside the first one's
+    try:
+        assert run_pipeline("dashboards", "template", "--alias", alias).returncode == 0
+
+        result = run_pipeline("dashboards", "template", "--alias", inner)
+
+        assert result.returncode == 2
+        line = one_line(result.stderr)
+        assert line.startswith("error: Elasticsearch refused the index template (400): ")
+        assert "matching patterns from existing templates" in line, line
+    finally:
+        for name in (alias, inner):
+            elasticsearch_client.options(ignore_status=404).indices.delete_index_template(name=name)

@@ -107,3 +107,11 @@ def test_secret_labels_and_messages_are_redacted():
     document = ecs_document(record, service="s", hostname="h", event_id="e")
     assert document["message"] == "card [REDACTED]"
     assert document["labels"] == {"api_key": "[REDACTED]", "note": "pwd=[REDACTED]"}
+
+
+def test_a_dotted_extra_name_becomes_an_underscored_label():
+    # Elasticsearch reads "customer.tier" as a field inside "customer": a line with both was
+    # refused as a mapping conflict and dead-lettered.
+    record = _record("x", (), customer="c-1", **{"customer.tier": "gold"})
+    document = ecs_document(record, service="s", hostname="h", event_id="e")
+    assert document["labels"] == {"customer": "c-1", "customer_tier": "gold"}
