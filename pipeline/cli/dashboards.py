@@ -34,8 +34,22 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
     return settings
 
 
+AliasOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alias",
+        callback=non_empty,
+        help="Read alias, index prefix (<alias>-YYYY.MM.DD) and template name "
+        f"(default: PIPELINE_LOGS__INDEX_ALIAS, else {_DEFAULT_INDEX_ALIAS}).",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def export(
+    ctx: typer.Context,
+    alias: AliasOption = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -45,11 +59,12 @@ def export(
         ),
     ] = Path("dashboards"),
 ) -> None:
-    """Write the saved objects (Kibana's import format) and the index template to files."""
+    """Write the saved objects (Kibana's import format) and the index template to files: their
+    data view and template are on the logs' read alias."""
     from pipeline.dashboards import export_files
 
     try:
-        written = export_files(out)
+        written = export_files(out, alias or _settings(ctx).logs.index_alias)
     except OSError as error:
         raise PipelineError(f"cannot write to {out}: {error.strerror or error}") from None
     console = stdout_console()
@@ -59,6 +74,8 @@ def export(
 
 @app.command("import")
 def import_(
+    ctx: typer.Context,
+    alias: AliasOption = None,
     kibana_url: Annotated[
         str,
         typer.Option("--kibana-url", help="Kibana's address.", show_default=True),
@@ -77,11 +94,12 @@ def import_(
         typer.Option(help="Replace objects that exist (they have stable ids)."),
     ] = True,
 ) -> None:
-    """Import the saved objects into Kibana (POST /api/saved_objects/_import)."""
+    """Import the saved objects into Kibana (POST /api/saved_objects/_import), their data view
+    on the logs' read alias."""
     from pipeline.dashboards import export_ndjson, import_to_kibana
 
     if file is None:
-        ndjson = export_ndjson()
+        ndjson = export_ndjson(alias or _settings(ctx).logs.index_alias)
     else:
         try:
             ndjson = file.read_text(encoding="utf-8")
@@ -106,19 +124,7 @@ def import_(
 
 
 @app.command()
-def template(
-    ctx: typer.Context,
-    alias: Annotated[
-        str | None,
-        typer.Option(
-            "--alias",
-            callback=non_empty,
-            help="Read alias, index prefix (<alias>-YYYY.MM.DD) and template name "
-            f"(default: PIPELINE_LOGS__INDEX_ALIAS, else {_DEFAULT_INDEX_ALIAS}).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
+def template(ctx: typer.Context, alias: AliasOption = None) -> None:
     """Put the logs' index template on Elasticsearch (the shipper does it too, on start)."""
     from elasticsearch import ApiError
     from elasticsearch import ConnectionError as ESConnectionError

@@ -25,17 +25,20 @@ from pipeline.dashboards.saved_objects import (
     saved_objects,
     trace_query,
 )
+from pipeline.logs.schema import INDEX_ALIAS
 
 #: The files ``pipeline dashboards export`` writes, in ``dashboards/`` of the repository.
 NDJSON_FILE = "pipeline-logs.ndjson"
 TEMPLATE_FILE = "index-template.json"
 
 
-def export_files(out_dir: Path) -> list[Path]:
-    """Write the saved objects and the index template to ``out_dir``; the paths written."""
+def export_files(out_dir: Path, alias: str = INDEX_ALIAS) -> list[Path]:
+    """Write the saved objects and the index template of ``alias`` to ``out_dir``; the paths
+    written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in ((NDJSON_FILE, export_ndjson()), (TEMPLATE_FILE, index_template_json())):
+    files = ((NDJSON_FILE, export_ndjson(alias)), (TEMPLATE_FILE, index_template_json(alias)))
+    for name, text in files:
         path = out_dir / name
         path.write_text(text, encoding="utf-8")
         written.append(path)

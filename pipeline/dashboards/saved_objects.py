@@ -301,7 +301,13 @@ TOP_LOGGERS = Visualisation(
 )
 VISUALISATIONS = (VOLUME_BY_LEVEL, ERRORS_BY_SERVICE_CHART, TOP_LOGGERS)
 
-DATA_VIEW_ID = object_id("index-pattern", INDEX_ALIAS)
+
+def data_view_id(alias: str = INDEX_ALIAS) -> str:
+    """The id of the data view on ``alias`` (stable: the same alias, the same id)."""
+    return object_id("index-pattern", alias)
+
+
+DATA_VIEW_ID = data_view_id()
 DASHBOARD_ID = object_id("dashboard", "pipeline-logs")
 DASHBOARD_TITLE = "Pipeline logs"
 
@@ -332,8 +338,8 @@ def _saved_object(
     }
 
 
-def _data_view_reference() -> dict[str, str]:
-    return {"id": DATA_VIEW_ID, "name": INDEX_REF_NAME, "type": "index-pattern"}
+def _data_view_reference(alias: str) -> dict[str, str]:
+    return {"id": data_view_id(alias), "name": INDEX_REF_NAME, "type": "index-pattern"}
 
 
 def _search_source(query: str) -> str:
@@ -346,8 +352,8 @@ def _search_source(query: str) -> str:
     )
 
 
-def data_view() -> dict[str, Any]:
-    """The data view on the alias, with a description of every schema field.
+def data_view(alias: str = INDEX_ALIAS) -> dict[str, Any]:
+    """The data view on ``alias``, with a description of every schema field.
 
     ``fields`` is empty: Kibana reads the field list from the mapping. The descriptions are
     ``fieldAttrs.<field>.customDescription`` (shown by Kibana 8.13 and later; ``fieldAttrs`` is
@@ -356,24 +362,24 @@ def data_view() -> dict[str, Any]:
     field_attrs = {name: {"customDescription": field.description} for name, field in FIELDS.items()}
     return _saved_object(
         "index-pattern",
-        DATA_VIEW_ID,
+        data_view_id(alias),
         {
             "allowHidden": False,
             "fieldAttrs": _json(field_attrs),
             "fieldFormatMap": "{}",
             "fields": "[]",
-            "name": INDEX_ALIAS,
+            "name": alias,
             "runtimeFieldMap": "{}",
             "sourceFilters": "[]",
             "timeFieldName": "@timestamp",
-            "title": INDEX_ALIAS,
+            "title": alias,
             "typeMeta": "{}",
         },
         [],
     )
 
 
-def saved_search(search: SavedSearch) -> dict[str, Any]:
+def saved_search(search: SavedSearch, alias: str = INDEX_ALIAS) -> dict[str, Any]:
     return _saved_object(
         "search",
         search.id,
@@ -388,11 +394,11 @@ def saved_search(search: SavedSearch) -> dict[str, Any]:
             "timeRestore": False,
             "kibanaSavedObjectMeta": {"searchSourceJSON": _search_source(search.query)},
         },
-        [_data_view_reference()],
+        [_data_view_reference(alias)],
     )
 
 
-def visualisation(vis: Visualisation) -> dict[str, Any]:
+def visualisation(vis: Visualisation, alias: str = INDEX_ALIAS) -> dict[str, Any]:
     vis_state = {
         "title": vis.title,
         "type": vis.vis_type,
@@ -410,7 +416,7 @@ def visualisation(vis: Visualisation) -> dict[str, Any]:
             "version": 1,
             "kibanaSavedObjectMeta": {"searchSourceJSON": _search_source(vis.query)},
         },
-        [_data_view_reference()],
+        [_data_view_reference(alias)],
     )
 
 
@@ -466,19 +472,20 @@ def dashboard() -> dict[str, Any]:
     )
 
 
-def saved_objects() -> list[dict[str, Any]]:
-    """Every saved object, each after the objects it references (the order of an export)."""
+def saved_objects(alias: str = INDEX_ALIAS) -> list[dict[str, Any]]:
+    """Every saved object, each after the objects it references (the order of an export), on
+    the data view of ``alias`` (the logs' read alias, ``PIPELINE_LOGS__INDEX_ALIAS``)."""
     return [
-        data_view(),
-        *(saved_search(search) for search in SAVED_SEARCHES),
-        *(visualisation(vis) for vis in VISUALISATIONS),
+        data_view(alias),
+        *(saved_search(search, alias) for search in SAVED_SEARCHES),
+        *(visualisation(vis, alias) for vis in VISUALISATIONS),
         dashboard(),
     ]
 
 
-def export_ndjson() -> str:
+def export_ndjson(alias: str = INDEX_ALIAS) -> str:
     """The saved objects in Kibana's import format (NDJSON), as ``pipeline-logs.ndjson``."""
-    objects = saved_objects()
+    objects = saved_objects(alias)
     summary = {
         "excludedObjects": [],
         "excludedObjectsCount": 0,
@@ -489,6 +496,7 @@ def export_ndjson() -> str:
     return "".join(_json(line) + "\n" for line in [*objects, summary])
 
 
-def index_template_json() -> str:
+def index_template_json(alias: str = INDEX_ALIAS) -> str:
     """The index template as ``dashboards/index-template.json`` (``PUT _index_template/...``)."""
-    return json.dumps(index_template(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    template = index_template(alias=alias)
+    return json.dumps(template, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -170,6 +170,18 @@ def test_export_writes_the_saved_objects_and_the_index_template(tmp_path):
     assert str(out / NDJSON_FILE) in result.stdout
 
 
+def test_export_is_on_the_configured_log_alias(tmp_path):
+    out = tmp_path / "assets"
+
+    result = run_pipeline(
+        "dashboards", "export", "--out", str(out), env={"PIPELINE_LOGS__INDEX_ALIAS": "shop-logs"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert (out / NDJSON_FILE).read_text(encoding="utf-8") == export_ndjson("shop-logs")
+    assert (out / TEMPLATE_FILE).read_text(encoding="utf-8") == index_template_json("shop-logs")
+
+
 def test_export_to_a_path_that_is_a_file_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -31,7 +31,12 @@ from pipeline.dashboards.kibana import (
     import_to_kibana,
     parse_import_response,
 )
-from pipeline.dashboards.saved_objects import DASHBOARD_ID, DATA_VIEW_ID, KIBANA_VERSION
+from pipeline.dashboards.saved_objects import (
+    DASHBOARD_ID,
+    DATA_VIEW_ID,
+    KIBANA_VERSION,
+    data_view_id,
+)
 from pipeline.logs.schema import FIELDS, INDEX_ALIAS, index_template
 from pipeline.settings import ELASTICSEARCH_VERSION
 
@@ -462,3 +467,15 @@ def test_an_answer_that_is_not_an_import_result_is_an_error():
 def test_a_kibana_url_without_a_scheme_is_refused_before_any_request():
     with pytest.raises(KibanaImportError, match="http:// or https://"):
         import_to_kibana("kibana:5601", export_ndjson())
+
+
+def test_the_objects_of_another_alias_are_on_its_own_data_view():
+    objects = saved_objects("shop-logs")
+    [view] = [obj for obj in objects if obj["type"] == "index-pattern"]
+
+    assert view["attributes"]["title"] == view["attributes"]["name"] == "shop-logs"
+    assert view["id"] == data_view_id("shop-logs") != DATA_VIEW_ID
+    for obj in objects:
+        if obj["type"] in ("search", "visualization"):
+            assert [ref["id"] for ref in obj["references"]] == [view["id"]]
+    assert json.loads(index_template_json("shop-logs"))["index_patterns"] == ["shop-logs-*"]
