@@ -281,6 +281,13 @@ def search(
         newest_first = output == "table" and not follow
         _print(hits if newest_first else list(reversed(hits)), output)
         if not hits and not follow:
+            alias = settings.logs.index_alias
+            if not es.indices.exists(index=alias, allow_no_indices=False):
+                # Not "nothing matched": there is nothing to search (a typo in the alias?).
+                _err.print(
+                    f"no log index behind {escape(alias)} on Elasticsearch: is "
+                    "PIPELINE_LOGS__INDEX_ALIAS right, and has `pipeline logs ship` run?"
+                )
             _err.print(f"no log lines since {start:%Y-%m-%d %H:%M:%S} UTC match")
         if follow:
             try:

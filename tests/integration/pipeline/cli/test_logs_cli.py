@@ -146,3 +146,17 @@ def test_a_record_of_nearly_a_megabyte_that_is_not_a_log_line_is_dead_lettered_w
     [letter] = letters
     assert letter.value() == value
     assert dict(letter.headers())["dlq.reason"] == b"undecodable"
+
+
+def test_a_search_of_an_alias_with_no_index_says_so_not_only_that_nothing_matched(unique_name):
+    alias = unique_name("no-such-alias").lower()
+
+    result = _search(alias, "anything")
+
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
+        f"no log index behind {alias} on Elasticsearch: is PIPELINE_LOGS__INDEX_ALIAS right, "
+        "and has `pipeline logs ship` run?",
+        result.stderr.splitlines()[-1],
+    ]
+    assert result.stderr.splitlines()[-1].startswith("no log lines since ")
