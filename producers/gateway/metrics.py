@@ -6,12 +6,23 @@
   broker's acknowledgement (or the failure), the part of a request's latency that is Kafka's;
 - ``gateway_rejections_total{reason}``: every error answer, by its error code;
 - ``gateway_idempotent_replays_total``: answers replayed for a repeated Idempotency-Key.
+
+Under ``pipeline gateway --workers N`` each worker counts in files of its own in a folder the
+parent made (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), and
+``/metrics``, whichever worker answers it, sums every worker's figures: a scrape reached one
+worker at random and showed only its counts, which went down and up from one scrape to the next.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: Where the workers of one ``pipeline gateway --workers`` keep their figures (set by it).
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 UNKNOWN_TYPE = "unknown"
 
@@ -67,5 +78,10 @@ class GatewayMetrics:
         )
 
     def exposition(self) -> bytes:
-        """The metrics in Prometheus' text format."""
-        return generate_latest(self.registry)
+        """The metrics in Prometheus' text format: every worker's, summed, under ``--workers``."""
+        folder = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+        if not folder:
+            return generate_latest(self.registry)
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed, path=folder)  # type: ignore[no-untyped-call]
+        return generate_latest(summed)

@@ -13,16 +13,22 @@ The parent only supervises:
 2. it forwards every SIGINT or SIGTERM it gets to every worker as SIGTERM: the first stops them
    cleanly (each waits for its deliveries), a second stops them at once, as for one gateway;
 3. when a worker exits by itself (it could not listen, it failed), the parent stops the others;
-4. its exit code is the highest of the workers' (0 when all stopped cleanly).
+4. its exit code is the highest of the workers' (0 when all stopped cleanly);
+5. it gives them a folder of its own for their metrics (:mod:`producers.gateway.metrics`), so
+   that ``/metrics`` shows the sum of all of them, and removes it at the end.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+
+from producers.gateway.metrics import MULTIPROCESS_DIR_VARIABLE
 
 __all__ = ["run_workers"]
 
@@ -47,9 +53,11 @@ def run_workers(argv: Sequence[str], count: int, *, say: Callable[[str], None] =
         stop_all()
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    metrics = tempfile.TemporaryDirectory(prefix="pipeline-gateway-metrics-")
+    env = {**os.environ, MULTIPROCESS_DIR_VARIABLE: metrics.name}
     try:
         for _ in range(count):
-            workers.append(subprocess.Popen(list(argv), start_new_session=True))
+            workers.append(subprocess.Popen(list(argv), start_new_session=True, env=env))
         say(f"{count} gateway workers started (pids {', '.join(str(w.pid) for w in workers)})")
         while any(worker.poll() is None for worker in workers):
             if not stopping and any(worker.returncode is not None for worker in workers):
@@ -63,6 +71,7 @@ def run_workers(argv: Sequence[str], count: int, *, say: Callable[[str], None] =
             worker.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        metrics.cleanup()
     return max((_exit_code(worker.returncode) for worker in workers), default=0)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def test_workers_share_one_port_and_one_sigterm_stops_them_all(
         again, headers, second = gateway.post(
             "place_order", order("workers-1"), {"Idempotency-Key": "w1"}
         )
+        for number in range(2, 12):
+            gateway.post("place_order", order(f"workers-{number}"), {})
+        # Each scrape is a new connection, which the kernel gives to either worker: every one
+        # shows both workers' figures, summed.
+        scrapes = [_metric(gateway.url("/metrics"), _ACCEPTED) for _ in range(8)]
+        replays = _metric(gateway.url("/metrics"), "gateway_idempotent_replays_total")
     finally:
         code = gateway.stop()
 
@@ -97,6 +104,8 @@ def test_workers_share_one_port_and_one_sigterm_stops_them_all(
     assert second["event_id"] == first["event_id"]
     assert headers.get("Idempotent-Replayed") == "true"
     assert code == 0, gateway.output()
+    assert scrapes == [12.0] * 8  # 11 events and 1 replay, all answered 202
+    assert replays == 1.0
     assert "2 gateway workers started" in gateway.output()
     assert gateway.output().count("gateway stopped: every message was delivered") == 2
 
@@ -112,3 +121,23 @@ def test_more_than_one_worker_needs_postgresql(tmp_path: Path):
 
     assert result.returncode == 2
     assert "--workers 2 needs the Idempotency-Key store shared in PostgreSQL" in result.stderr
+
+
+_ACCEPTED = 'gateway_requests_total{type="place_order",status="202"}'
+
+
+def _metric(url: str, sample: str) -> float:
+    """The value of one sample of a Prometheus text exposition, its labels in any order (0 when
+    absent)."""
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if _sample_key(name) == _sample_key(sample):
+            return float(value)
+    return 0.0
+
+
+def _sample_key(sample: str) -> tuple[str, frozenset[str]]:
+    name, _, labels = sample.partition("{")
+    return name, frozenset(labels.rstrip("}").split(",")) if labels else frozenset()
