@@ -211,7 +211,7 @@ class LogShipper:
             )
             records = self._records(messages)
             now = time.monotonic()
-            theirs = any(record.key != self._own_key for record in records)
+            theirs = any(not self._is_own(record) for record in records)
             if theirs or not self._assigned:  # idle only counts once partitions are ours
                 idle_since = now
             if records:
@@ -276,6 +276,10 @@ class LogShipper:
         self._commit(positions)
         self._read_again(first_undone(offsets, done))
         return positions
+
+    def _is_own(self, record: SourceRecord) -> bool:
+        """One of the shipper's own log lines (keyed by its service)."""
+        return self._own_key is not None and record.key == self._own_key
 
     def _read_again(self, undone: dict[Position, int]) -> None:
         """Send the consumer back to each partition's first record not done, after a pause; an
@@ -373,7 +377,7 @@ class LogShipper:
         failed: list[str] = []
         now = datetime.now(UTC)
         # The shipper's own lines are not logged one by one: each log line is one more record.
-        logged = [letter for letter in dead if letter.record.key != self._own_key]
+        logged = [letter for letter in dead if not self._is_own(letter.record)]
 
         def report(letter: UnshippableRecord) -> Callable[[Any, Any], None]:
             def on_delivery(error: Any, _message: Any) -> None:

@@ -324,3 +324,14 @@ class FakeMessage:
 
     def timestamp(self):
         return (1, 1000)
+
+
+def test_a_record_without_a_key_is_someone_elses_whatever_the_shippers_own_key(monkeypatch, caplog):
+    _script(monkeypatch, [_item(400, "document_parsing_exception")])
+    consumer, producer = FakeConsumer(), FakeProducer()
+    shipper = _shipper(consumer, producer)  # no own key given
+    record = SourceRecord("logs", 0, 0, None, json.dumps(_doc()).encode(), (), 1000)
+
+    shipper.ship_batch([record])
+
+    assert "dead-lettered logs[0]@0" in caplog.text
