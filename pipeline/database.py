@@ -24,7 +24,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from pipeline.errors import PipelineError
-from pipeline.settings import DatabaseSettings
+from pipeline.settings import DatabaseSettings, shown_url
 
 if TYPE_CHECKING:  # Alembic is imported by the functions that migrate: a command that only
     # reads, or `pipeline --help`, need not load it.
@@ -131,7 +131,9 @@ def build_engine(
     try:
         url = make_url(settings.url)
     except ArgumentError:
-        raise DatabaseError(f"database.url is not a database URL: {settings.url!r}") from None
+        raise DatabaseError(
+            f"database.url is not a database URL: {shown_url(settings.url)}"
+        ) from None
     if settings.password is not None:
         url = url.set(password=settings.password.get_secret_value())
     path = _sqlite_file(settings)

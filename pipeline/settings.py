@@ -23,6 +23,16 @@ KAFKA_SCALA_VERSION = "2.13"
 ELASTICSEARCH_VERSION = "8.19.3"
 
 
+def shown_url(value: str) -> str:
+    """A URL setting as an error may quote it: whatever comes before an ``@`` (user and
+    password, with a scheme or without one) is masked."""
+    head, at, rest = value.rpartition("@")
+    if not at:
+        return repr(value)
+    scheme, sep, _ = head.partition("://")
+    return repr(f"{scheme}{sep}[REDACTED]@{rest}" if sep else f"[REDACTED]@{rest}")
+
+
 def _port_reads(url: str) -> bool:
     """Whether ``url``'s port, when it names one, is a number from 0 to 65535."""
     try:
@@ -189,9 +199,9 @@ class ElasticsearchSettings(_Frozen):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            raise ValueError(f"expected an http:// or https:// URL, got {shown_url(value)}")
         if not _port_reads(value) or not urlsplit(value).hostname:
-            raise ValueError(f"expected http(s)://host[:port], got {value!r}")
+            raise ValueError(f"expected http(s)://host[:port], got {shown_url(value)}")
         return value.rstrip("/")
 
     @model_validator(mode="after")

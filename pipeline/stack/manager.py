@@ -108,6 +108,8 @@ class StackManager:
         self.dist_dir = self._stack.dist_dir or self._stack.home / "dist"
         self.state_dir = self._stack.home / "state"
         self._records_file = self.state_dir / "processes.json"
+        #: What the current ``up`` has spawned (stopped again if it fails or is interrupted).
+        self._started_now: set[Component] = set()
 
     @property
     def settings(self) -> PipelineSettings:
@@ -156,30 +158,29 @@ class StackManager:
                 self._credentials = self.secure.prepare()
                 self._settings = self.secure.settings(self._credentials)
                 self._stack = self._settings.stack
-            started: set[Component] = set()
+            # A component counts as started by this run from the moment its process is spawned
+            # (so an interrupted start is stopped too), never before: a refusal before that (a
+            # port taken by something unhealthy, our own server of an earlier run included) must
+            # not stop what was running. Each health check is made once: on a port that accepts
+            # and stays silent it waits out its timeout.
+            self._started_now = set()
             try:
-                # Counted as started before the wait, so an interrupted start is stopped too.
-                # Each health check is made once: on a port that accepts and stays silent it
-                # waits out its timeout.
                 if "kafka" in wanted:
                     health = kafka_health(self._settings.kafka)
                     if not health.ok:
-                        started.add("kafka")
                         self._start_kafka(health)
                 if "elasticsearch" in wanted:
                     health = elasticsearch_health(self._settings.elasticsearch)
                     if not health.ok:
-                        started.add("elasticsearch")
                         self._start_elasticsearch(health)
                 if "postgres" in wanted:
                     health = postgres_node.postgres_health(self._stack)
                     if not health.ok:
-                        started.add("postgres")
                         self._start_postgres(health)
             except BaseException:
-                self._stop(started)
+                self._stop(self._started_now)
                 raise
-            return started
+            return set(self._started_now)
 
     def _start_kafka(self, health: Health) -> None:
         host, port = split_host_port(self._settings.kafka.bootstrap_servers.split(",")[0])
@@ -243,6 +244,7 @@ class StackManager:
         command = kafka_node.server_command(
             java, distribution, properties, log4j, self._stack.kafka_heap
         )
+        self._started_now.add("kafka")
         record = processes.spawn("kafka", command, log, distribution.version, f"{host}:{port}")
         self._remember(record)
         self._await(record, lambda: kafka_health(self._settings.kafka), "Kafka")
@@ -288,6 +290,7 @@ class StackManager:
         command = elasticsearch_node.server_command(
             java, distribution, conf, pid_file, self._stack.elasticsearch_heap, user
         )
+        self._started_now.add("elasticsearch")
         record = processes.spawn(
             "elasticsearch",
             command,
@@ -349,6 +352,7 @@ class StackManager:
             )
         self._configure_postgres(data, sockets, port, user)
         command = postgres_node.as_user(postgres_node.server_command(bin_dir, data), user, group)
+        self._started_now.add("postgres")
         record = processes.spawn(
             "postgres", command, folder / "postgres.log", version, f"127.0.0.1:{port}"
         )

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from pipeline.database import DatabaseError, build_engine
 from pipeline.settings import (
     ELASTICSEARCH_VERSION,
     KAFKA_VERSION,
@@ -90,3 +91,20 @@ def test_a_url_whose_port_is_no_number_is_refused_without_quoting_a_password(set
 
     message = refused.value.errors()[0]["msg"]  # what `pipeline` prints of it
     assert "port" in message and "s3cret" not in message
+
+
+@pytest.mark.parametrize("url", ["user:s3cret@es:9200", "ftp://user:s3cret@es:9200"])
+def test_an_elasticsearch_url_without_http_is_refused_without_quoting_its_password(url):
+    with pytest.raises(ValidationError) as refused:
+        ElasticsearchSettings(url=url)
+
+    message = refused.value.errors()[0]["msg"]
+    assert "expected an http:// or https:// URL" in message
+    assert "s3cret" not in message and "[REDACTED]@es:9200" in message
+
+
+def test_a_database_url_that_does_not_read_is_refused_without_quoting_its_password():
+    with pytest.raises(DatabaseError) as refused:
+        build_engine(DatabaseSettings(url="u:s3cret@host/db"))
+
+    assert str(refused.value) == "database.url is not a database URL: '[REDACTED]@host/db'"

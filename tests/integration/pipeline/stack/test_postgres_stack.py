@@ -59,6 +59,14 @@ def test_up_only_postgres_starts_just_it_status_shows_its_version_and_down_stops
     assert again.returncode == 0, again.stderr
     assert "started nothing (already answering)" in again.stderr
 
+    # Our own server, which this run cannot log in to: refused, and left running.
+    wrong = {**isolated_stack_env, "PIPELINE_STACK__POSTGRES_PASSWORD": "not-the-password"}
+    refused = run_pipeline("stack", "up", "--only", "postgres", env=wrong)
+    assert refused.returncode == 2
+    assert f"port {port} is taken by something that is not a healthy PostgreSQL" in refused.stderr
+    still = run_pipeline("stack", "up", "--only", "postgres", env=isolated_stack_env)
+    assert "started nothing (already answering)" in still.stderr, still.stderr
+
     down = run_pipeline("stack", "down", env=isolated_stack_env)
     assert down.returncode == 0, down.stderr
     assert "stopped postgres" in down.stderr
