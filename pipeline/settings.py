@@ -208,6 +208,9 @@ class ElasticsearchSettings(_Frozen):
     def _one_way_to_authenticate(self) -> ElasticsearchSettings:
         if self.api_key is not None and self.username is not None:
             raise ValueError("set either an API key or a username and password, not both")
+        if self.ca_certs is not None and not self.url.startswith("https://"):
+            # The client refuses TLS options for http:// (a ValueError when it is built).
+            raise ValueError("a CA certificate (ca_certs) needs an https:// URL")
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
         return self

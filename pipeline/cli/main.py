@@ -80,7 +80,7 @@ def _one_line_errors() -> Iterator[None]:
     except NoArgsIsHelpError:
         raise  # a group given no sub-command: its help, as asked
     except ClickException as error:
-        message = error.format_message()
+        message = " ".join(error.format_message().split())  # Click lists choices on lines
         context = error.ctx if isinstance(error, UsageError) else None
         if context is not None:
             message = f"{message.removesuffix('.')} (see {context.command_path} -h)"
@@ -155,7 +155,36 @@ def read_settings() -> PipelineSettings:
         problem = first["msg"].removeprefix("Value error, ")
         raise PipelineError(f"invalid setting {where}: {problem}" if where else problem) from None
     except SettingsError as error:  # a PIPELINE_* value that is not the JSON a list/map needs
-        raise PipelineError(f"invalid setting: {error}") from None
+        raise PipelineError(f"invalid setting: {_not_json(str(error)) or error}") from None
+
+
+def _not_json(message: str) -> str | None:
+    """Which ``PIPELINE_*`` variable is not the JSON its list or map needs (pydantic-settings
+    names only the section, ``field "gateway"``): one that looks like JSON and does not parse,
+    with the parser's reason, or else the section's variables."""
+    import json
+    import os
+    import re
+
+    variables = sorted(name for name in os.environ if name.startswith("PIPELINE_"))
+    for name in variables:
+        value = os.environ[name]
+        if value.lstrip().startswith(("[", "{")):
+            try:
+                json.loads(value)
+            except ValueError as error:
+                return f"{name} is not valid JSON ({error})"
+    section = re.search(r'field "(\w+)"', message)
+    if section is None:
+        return None
+    prefix = f"PIPELINE_{section.group(1).upper()}__"
+    named = [name for name in variables if name.startswith(prefix)]
+    if not named:
+        return None
+    return (
+        f"{' or '.join(named)}: a list or map setting takes JSON, e.g. "
+        '\'["10.0.0.0/8"]\' or \'{"name": "value"}\''
+    )
 
 
 def with_default_database(settings: PipelineSettings) -> PipelineSettings:

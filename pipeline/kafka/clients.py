@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from pipeline.errors import PipelineError
 from pipeline.kafka.librdkafka_logs import librdkafka_logger
 from pipeline.settings import KafkaSettings, ProducerSettings
 
@@ -146,14 +148,30 @@ class PipelineAdmin(AdminClient):
         return self._log.security_failure
 
 
+T = TypeVar("T")
+
+
+def _made(make: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
+    """``make(config)``; librdkafka's refusal of the config (a TLS file it cannot read, a value
+    it does not take) as one line naming it, instead of a ``KafkaException``."""
+    try:
+        return make(config)
+    except KafkaException as error:
+        reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
+        raise PipelineError(
+            f"cannot set up a Kafka client with these settings: {reason} (see the "
+            "PIPELINE_KAFKA__* settings)"
+        ) from None
+
+
 def build_admin(kafka: KafkaSettings) -> PipelineAdmin:
-    return PipelineAdmin(kafka_common_config(kafka))
+    return _made(PipelineAdmin, kafka_common_config(kafka))
 
 
 def build_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     """A producer whose librdkafka log lines go through logging, summarised (see
     :mod:`pipeline.kafka.librdkafka_logs`; a ``logger`` override replaces that)."""
-    return Producer({"logger": librdkafka_logger(), **producer_config(kafka, **overrides)})
+    return _made(Producer, {"logger": librdkafka_logger(), **producer_config(kafka, **overrides)})
 
 
 def event_producer_config(producer: ProducerSettings) -> dict[str, Any]:
@@ -168,6 +186,6 @@ def event_producer_config(producer: ProducerSettings) -> dict[str, Any]:
 
 def build_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer whose librdkafka log lines go through logging, summarised."""
-    return Consumer(
-        {"logger": librdkafka_logger(), **consumer_config(kafka, group_id, **overrides)}
+    return _made(
+        Consumer, {"logger": librdkafka_logger(), **consumer_config(kafka, group_id, **overrides)}
     )

@@ -108,3 +108,8 @@ def test_a_database_url_that_does_not_read_is_refused_without_quoting_its_passwo
         build_engine(DatabaseSettings(url="u:s3cret@host/db"))
 
     assert str(refused.value) == "database.url is not a database URL: '[REDACTED]@host/db'"
+
+
+def test_a_ca_certificate_for_an_http_elasticsearch_url_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match=r"ca_certs\) needs an https:// URL"):
+        ElasticsearchSettings(url="http://127.0.0.1:9200", ca_certs=tmp_path / "ca.crt")

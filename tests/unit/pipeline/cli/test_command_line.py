@@ -204,3 +204,34 @@ def test_a_group_without_arguments_still_shows_its_help():
 
     assert "Usage: pipeline" in found.stdout + found.stderr
     assert "error:" not in found.stdout + found.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        (
+            "PIPELINE_OUTBOX__ROUTES",
+            '{"invoice": "billing.events"',
+            "error: invalid setting: PIPELINE_OUTBOX__ROUTES is not valid JSON (Expecting ',' "
+            "delimiter: line 1 column 29 (char 28))",
+        ),
+        (
+            "PIPELINE_GATEWAY__TRUSTED_PROXIES",
+            "10.0.0.0/8",
+            "error: invalid setting: PIPELINE_GATEWAY__TRUSTED_PROXIES: a list or map setting "
+            """takes JSON, e.g. '["10.0.0.0/8"]' or '{"name": "value"}'""",
+        ),
+    ],
+    ids=["broken JSON", "not JSON"],
+)
+def test_a_list_or_map_setting_that_is_not_json_is_named(name, value, line):
+    found = subprocess.run(
+        [PIPELINE, "topics", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, name: value, "COLUMNS": "300"},
+    )
+
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [line]

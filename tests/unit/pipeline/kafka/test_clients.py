@@ -1,7 +1,9 @@
+import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
+from pipeline.errors import PipelineError
 from pipeline.kafka.clients import (
     build_admin,
     build_consumer,
@@ -72,3 +74,15 @@ def test_building_clients_needs_no_reachable_broker():
     assert isinstance(consumer, Consumer)
     assert consumer.assignment() == []
     consumer.close()
+
+
+def test_a_config_librdkafka_refuses_is_one_error_line_for_every_client(tmp_path):
+    kafka = KafkaSettings(security_protocol="SSL", ssl_ca_location=tmp_path / "no-such-ca.crt")
+    for build in (
+        lambda: build_admin(kafka),
+        lambda: build_producer(kafka),
+        lambda: build_consumer(kafka, "g"),
+    ):
+        with pytest.raises(PipelineError, match=r"ssl\.ca\.location failed") as refused:
+            build()
+        assert str(refused.value).startswith("cannot set up a Kafka client with these settings:")
