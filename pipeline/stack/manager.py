@@ -189,7 +189,12 @@ class StackManager:
             raise StackError(
                 f"port {port} is taken by something that is not a healthy Kafka ({health.detail})"
             )
-        ensure_port_free(host, self._stack.kafka_controller_port, "the Kafka controller")
+        ensure_port_free(
+            host,
+            self._stack.kafka_controller_port,
+            "the Kafka controller",
+            "PIPELINE_STACK__KAFKA_CONTROLLER_PORT",
+        )
         java = find_java()
         with self._progress(f"Fetching Kafka {self._stack.kafka_version} from Maven Central"):
             distribution = fetch_kafka(
@@ -258,7 +263,10 @@ class StackManager:
                 f"({health.detail})"
             )
         ensure_port_free(
-            host, self._stack.elasticsearch_transport_port, "Elasticsearch's transport"
+            host,
+            self._stack.elasticsearch_transport_port,
+            "Elasticsearch's transport",
+            "PIPELINE_STACK__ELASTICSEARCH_TRANSPORT_PORT",
         )
         java = find_java()
         version = self._stack.elasticsearch_version

@@ -90,9 +90,10 @@ def port_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def ensure_port_free(host: str, port: int, purpose: str) -> None:
+def ensure_port_free(host: str, port: int, purpose: str, setting: str) -> None:
+    """A :class:`StackError` naming ``setting`` (the variable that moves it) if ``port`` is
+    taken."""
     if port_answers(host, port):
         raise StackError(
-            f"port {port} is taken (needed for {purpose} on {host}); "
-            "free it or change the port setting"
+            f"port {port} is taken (needed for {purpose} on {host}); free it or set {setting}"
         )

@@ -2,8 +2,10 @@ import socket
 
 import pytest
 
+from pipeline.stack import preflight
 from pipeline.stack.preflight import (
     StackError,
+    ensure_port_free,
     find_java,
     is_local_host,
     parse_java_major,
@@ -74,3 +76,15 @@ def test_unit_tests_have_no_network():
     # The plugin disables sockets for tests under tests/unit.
     with pytest.raises(Exception, match=r"[Ss]ocket"), pytest.warns(UserWarning):
         socket.create_connection(("127.0.0.1", 9), timeout=0.1)
+
+
+def test_a_taken_port_names_the_setting_that_moves_it(monkeypatch):
+    monkeypatch.setattr(preflight, "port_answers", lambda host, port: True)
+
+    with pytest.raises(StackError) as taken:
+        ensure_port_free("127.0.0.1", 9093, "the Kafka controller", "PIPELINE_STACK__X_PORT")
+
+    assert str(taken.value) == (
+        "port 9093 is taken (needed for the Kafka controller on 127.0.0.1); free it or set "
+        "PIPELINE_STACK__X_PORT"
+    )
