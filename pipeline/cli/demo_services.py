@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -67,7 +68,26 @@ class ProcessingReport:
 
 
 def _pipeline_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from pipeline.cli.main import run; run()", *args]
+    """``pipeline ARGS`` as a child of the demo that dies with it."""
+    program = dying_with_this_process("from pipeline.cli.main import run; run()")
+    return [sys.executable, "-c", program, *args]
+
+
+def dying_with_this_process(program: str) -> str:
+    """Python ``program`` for a child of this process that ends with it: on Linux the child
+    asks the kernel for SIGTERM when its parent ends (``PR_SET_PDEATHSIG``: the demo killed
+    with SIGKILL, or by a test's timeout, left every service running), and exits at once if
+    the parent is already gone. Made from the main thread only (the "parent" the kernel
+    watches is the thread that started the child, and the main thread lives as long as the
+    process); elsewhere ``program`` as it is."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return program
+    return (
+        "import ctypes, os, signal, sys\n"
+        "ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+        f"if os.getppid() != {os.getpid()}:\n"
+        "    sys.exit(143)\n" + program
+    )
 
 
 @contextmanager

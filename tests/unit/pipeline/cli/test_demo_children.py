@@ -4,10 +4,12 @@ and killed when a second interrupt comes during that wait."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pipeline.cli.demo_services import _child
@@ -69,3 +71,41 @@ def test_a_second_interrupt_while_a_child_finishes_kills_it(tmp_path):
     assert waited[0] == 30
     assert not left_running
     assert child.returncode == -9  # killed: ignoring SIGTERM did not keep it running
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_ends_when_the_demo_is_killed_outright(tmp_path):
+    # The demo itself, killed with SIGKILL (as a test's timeout does): no chance to stop its
+    # children, which must end by themselves.
+    demo = subprocess.Popen(
+        [sys.executable, "-c", _DEMO],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    child_pid = int(demo.stdout.readline())  # type: ignore[union-attr]
+    demo.kill()
+    demo.wait()
+
+    deadline = time.monotonic() + 30
+    while _running(child_pid):
+        assert time.monotonic() < deadline, "the child outlived the demo"
+        time.sleep(0.05)
+
+
+#: A stand-in demo: one child made as the demo makes its services, then it waits.
+_DEMO = (
+    "import subprocess, sys, time\n"
+    "from pipeline.cli.demo_services import dying_with_this_process\n"
+    "child = subprocess.Popen([sys.executable, '-c', "
+    "dying_with_this_process('import time; time.sleep(600)')])\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
