@@ -35,7 +35,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -198,13 +198,22 @@ class PipelineHarness:
         raise RuntimeError(f"still busy after {max_rounds} rounds: a loop between processors?")
 
     def advance(self, seconds: float, *, step: float | None = None) -> None:
-        """Move the clock ``seconds`` ahead and run until idle (deadlines that fell due fire).
+        """Move the clock ``seconds`` ahead, running until idle at each saga deadline or backoff
+        that falls due on the way, in time order (so each fires at its own moment, and what it
+        starts, a retry and its timeout, the next compensation, falls due in turn), then at the
+        end.
 
-        With ``step``, move in steps of that many seconds and run until idle after each, so
-        what one deadline starts (a backoff, the next step's timeout) falls due in turn.
+        With ``step``, move in steps of that many seconds and run until idle after each (for
+        deadlines the harness cannot see: a component's own timers on the clock).
         """
         if step is None or step >= seconds:
-            self.clock.advance(seconds)
+            end = self.clock.now + timedelta(seconds=seconds)
+            while (due := self._next_saga_deadline()) is not None and due <= end:
+                if due <= self.clock.now:
+                    break  # due already and still there after running: nothing fires it
+                self.clock.advance_to(due)
+                self.run_until_idle()
+            self.clock.advance_to(end)
             self.run_until_idle()
             return
         if step <= 0:
@@ -215,6 +224,16 @@ class PipelineHarness:
             self.clock.advance(stride)
             self.run_until_idle()
             moved += stride
+
+    def _next_saga_deadline(self) -> datetime | None:
+        """The earliest deadline or backoff of a saga not ended, if any."""
+        query = sa.select(sa.func.min(sagas_table.c.next_deadline))
+        with self.database.connect() as connection:
+            moment: datetime | None = connection.execute(query).scalar()
+        if moment is None:
+            return None
+        # SQLite hands times back without their zone; every stored time is UTC.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
     # --- inspection --------------------------------------------------------------------------
 

@@ -398,3 +398,51 @@ def test_a_clocked_component_given_to_a_harness_reads_its_clock():
             state = orchestrator.start(session, "Reserve", "o-1", {"order_id": "o-1"})
         assert state.started_at == harness.clock.now
     assert orchestrator.clock is own
+
+
+def test_one_advance_fires_each_deadline_at_its_own_moment_and_what_it_starts_in_turn():
+    # A step of two attempts, 30 minutes each: one jump of 65 minutes sends the retry after the
+    # first timeout and compensates at the second (it used to fire the first timeout only,
+    # stamped at the end of the jump, and leave the saga running).
+    retried = SagaRegistry(
+        [
+            SagaDefinition(
+                "Reserve",
+                version=1,
+                data_model=Data,
+                steps=[
+                    Step(
+                        "hold",
+                        participant="warehouse",
+                        action=lambda d: Call("Hold", {"order_id": d.order_id}),
+                        timeout_s=30 * 60,
+                        retries=1,
+                    )
+                ],
+            )
+        ]
+    )
+    orchestrator = SagaOrchestrator(retried)
+    orders = Processor("orders")
+
+    @orders.handler(TOPIC)
+    def place(event: Event, unit: UnitOfWork) -> None:
+        order_id = event.data["key"]
+        orchestrator.start(unit.session, "Reserve", order_id, {"order_id": order_id})
+
+    harness = PipelineHarness(
+        [orders, orchestrator_processor(orchestrator)], clocked=[orchestrator]
+    )
+    with harness:
+        harness.send(TOPIC, step_event("o-1", 0))
+        harness.run_until_idle()
+        started = harness.clock.now
+
+        harness.advance(65 * 60)
+
+        state = harness.sagas()["o-1"]
+        assert state.status == "compensated"
+        timed_out = [entry.at - started for entry in state.history if "timed_out" in entry.what]
+        # the second attempt went out after the step's 1 s retry backoff
+        assert timed_out == [timedelta(minutes=30), timedelta(minutes=60, seconds=1)]
+        assert harness.clock.now - started == timedelta(minutes=65)
