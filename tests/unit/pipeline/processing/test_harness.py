@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -210,23 +211,19 @@ class Data(BaseModel):
     order_id: str
 
 
-registry = SagaRegistry(
-    [
-        SagaDefinition(
-            "Reserve",
-            version=1,
-            data_model=Data,
-            steps=[
-                Step(
-                    "hold",
-                    participant="warehouse",
-                    action=lambda d: Call("Hold", {"order_id": d.order_id}),
-                    timeout_s=30 * 60,
-                )
-            ],
-        )
-    ]
-)
+def reserve_registry(**step_options: Any) -> SagaRegistry:
+    """The Reserve saga: one step, "hold" at the warehouse, 30 minutes per attempt."""
+    hold = Step(
+        "hold",
+        participant="warehouse",
+        action=lambda d: Call("Hold", {"order_id": d.order_id}),
+        timeout_s=30 * 60,
+        **step_options,
+    )
+    return SagaRegistry([SagaDefinition("Reserve", version=1, data_model=Data, steps=[hold])])
+
+
+registry = reserve_registry()
 
 
 def saga_harness(
@@ -404,25 +401,7 @@ def test_one_advance_fires_each_deadline_at_its_own_moment_and_what_it_starts_in
     # A step of two attempts, 30 minutes each: one jump of 65 minutes sends the retry after the
     # first timeout and compensates at the second (it used to fire the first timeout only,
     # stamped at the end of the jump, and leave the saga running).
-    retried = SagaRegistry(
-        [
-            SagaDefinition(
-                "Reserve",
-                version=1,
-                data_model=Data,
-                steps=[
-                    Step(
-                        "hold",
-                        participant="warehouse",
-                        action=lambda d: Call("Hold", {"order_id": d.order_id}),
-                        timeout_s=30 * 60,
-                        retries=1,
-                    )
-                ],
-            )
-        ]
-    )
-    orchestrator = SagaOrchestrator(retried)
+    orchestrator = SagaOrchestrator(reserve_registry(retries=1))
     orders = Processor("orders")
 
     @orders.handler(TOPIC)
