@@ -203,7 +203,7 @@ def _started(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 
 
 def test_a_wrong_password_or_an_untrusted_certificate_is_one_line_without_the_password(
-    secure_pipeline_settings,
+    secure_pipeline_settings, secure_topics
 ):
     settings = secure_pipeline_settings
     wrong = f"wrong-{uuid.uuid4().hex}"
@@ -211,7 +211,13 @@ def test_a_wrong_password_or_an_untrusted_certificate_is_one_line_without_the_pa
     kafka_mechanism = _environment(settings, PIPELINE_KAFKA__SASL_MECHANISM="PLAIN")
     kafka_no_ca = _environment(settings)
     del kafka_no_ca["PIPELINE_KAFKA__SSL_CA_LOCATION"]
-    es_password = _environment(settings, PIPELINE_ELASTICSEARCH__PASSWORD=wrong)
+    es_password = _environment(
+        settings,
+        PIPELINE_ELASTICSEARCH__PASSWORD=wrong,
+        # the shipper checks its topics on Kafka (which takes the right password) first
+        PIPELINE_LOGS__TOPIC=secure_topics["logs"],
+        PIPELINE_LOGS__DLQ_TOPIC=secure_topics["logsdlq"],
+    )
     es_no_ca = _environment(settings)
     del es_no_ca["PIPELINE_ELASTICSEARCH__CA_CERTS"]
     # All at once (a refused Kafka login or handshake is reported within about a second).
