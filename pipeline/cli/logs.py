@@ -47,15 +47,12 @@ def _require_topics(settings: PipelineSettings) -> None:
     """The logs topic and its dead-letter topic exist: a one-line error (and Kafka away the
     same) before shipping, rather than a shipper that waits for ever."""
     from pipeline.kafka.clients import build_admin
-    from pipeline.topics.admin import MissingTopicsError, describe_cluster_topics
+    from pipeline.topics.admin import require_topics
 
     bootstrap = settings.kafka.bootstrap_servers
     wanted = [settings.logs.topic, settings.logs.dlq_topic]
     with announcing_kafka(bootstrap):
-        found = describe_cluster_topics(build_admin(settings.kafka), wanted, bootstrap=bootstrap)
-    missing = [name for name in wanted if name not in found]
-    if missing:
-        raise MissingTopicsError(missing, bootstrap)
+        require_topics(build_admin(settings.kafka), wanted, bootstrap=bootstrap)
 
 
 #: While following, lines up to this much older than the newest seen are asked for again

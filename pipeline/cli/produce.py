@@ -77,7 +77,7 @@ def require_topic(settings: PipelineSettings, topic: str) -> int:
     Reads the cluster metadata through the admin client, which never creates a topic.
     """
     from pipeline.kafka.clients import build_admin
-    from pipeline.topics.admin import describe_cluster_topics
+    from pipeline.topics.admin import require_topics
     from pipeline.topics.spec import kafka_name_problem
 
     problem = kafka_name_problem(topic)
@@ -85,12 +85,7 @@ def require_topic(settings: PipelineSettings, topic: str) -> int:
         raise PipelineError(problem)
     bootstrap = settings.kafka.bootstrap_servers
     with announcing_kafka(bootstrap):
-        found = describe_cluster_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
-    if topic not in found:
-        raise PipelineError(
-            f"topic {topic} does not exist on Kafka at {bootstrap} (create it first, e.g. with "
-            "`pipeline topics apply`)"
-        )
+        found = require_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
     return found[topic].partitions
 
 

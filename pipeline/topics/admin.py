@@ -10,7 +10,7 @@ turned into a one-line :class:`PipelineError` naming the topic.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -215,6 +215,18 @@ def describe_cluster_topics(
     shapes = _cluster_topics(admin, bootstrap, timeout_s)
     existing = [name for name in dict.fromkeys(names) if name in shapes]
     return _describe(admin, existing, shapes, bootstrap, timeout_s)
+
+
+def require_topics(
+    admin: KafkaAdmin, names: Sequence[str], *, bootstrap: str | None = None
+) -> dict[str, ActualTopic]:
+    """:func:`describe_cluster_topics` of topics a command needs: a :class:`MissingTopicsError`
+    naming every one that does not exist."""
+    found = describe_cluster_topics(admin, names, bootstrap=bootstrap)
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise MissingTopicsError(missing, bootstrap)
+    return found
 
 
 def list_cluster_topics(

@@ -26,7 +26,7 @@ from pipeline.processing.faust.binding import FaustBinding
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.processor import Processor
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import MissingTopicsError, describe_cluster_topics
+from pipeline.topics.admin import require_topics
 from pipeline.topics.spec import dlq_name
 
 __all__ = ["check_topics", "run_processor", "use_event_loop", "use_switch_interval"]
@@ -40,12 +40,8 @@ def check_topics(settings: PipelineSettings, processor: Processor) -> None:
     Worded like every other command: Kafka not answering and missing topics are the errors of
     :mod:`pipeline.topics.admin`.
     """
-    bootstrap = settings.kafka.bootstrap_servers
     wanted = [*processor.topics, *(dlq_name(topic) for topic in processor.topics)]
-    found = describe_cluster_topics(build_admin(settings.kafka), wanted, bootstrap=bootstrap)
-    missing = [topic for topic in wanted if topic not in found]
-    if missing:
-        raise MissingTopicsError(missing, bootstrap)
+    require_topics(build_admin(settings.kafka), wanted, bootstrap=settings.kafka.bootstrap_servers)
 
 
 def use_event_loop(kind: str) -> str:
