@@ -16,7 +16,15 @@ from pipeline.stack.preflight import StackError
 
 @dataclass(frozen=True)
 class ProcessRecord:
-    """A started process: its pid plus its start time, so a reused pid is never mistaken for it."""
+    """A started process: its pid plus its start, so a reused pid is never mistaken for it.
+
+    ``start_ticks`` is the kernel's own record of the start (clock ticks since boot, Linux's
+    ``/proc/PID/stat``), which never changes; ``create_time`` (seconds since the epoch) is
+    psutil's, computed from the boot time, which moves when the wall clock is stepped (seen on
+    virtual machines: a running server's record no longer matched, so ``stack down`` left it
+    running). The ticks decide where there are any; records written before them, and systems
+    without ``/proc``, compare ``create_time`` within a second.
+    """
 
     name: str
     pid: int
@@ -24,6 +32,7 @@ class ProcessRecord:
     version: str
     address: str
     log: str
+    start_ticks: int | None = None
 
 
 def spawn(name: str, command: list[str], log: Path, version: str, address: str) -> ProcessRecord:
@@ -47,20 +56,48 @@ def spawn(name: str, command: list[str], log: Path, version: str, address: str) 
         version=version,
         address=address,
         log=str(log),
+        start_ticks=start_ticks(process.pid),
     )
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of ``/proc/PID/stat``);
+    None without ``/proc`` or without such a process.
+
+    Read by hand: psutil turns these ticks into ``create_time`` and keeps the ticks private.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The name (field 2) is in parentheses and may hold spaces or parentheses: the fields after
+    # it start at the last ')'; the start time is the 20th of them.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
 
 
 def find(record: ProcessRecord) -> psutil.Process | None:
     """The running process of a record, or None if it ended (or its pid now belongs to another)."""
     try:
         process = psutil.Process(record.pid)
-        if abs(process.create_time() - record.create_time) > 1.0:
+        if not _same_start(record, process):
             return None
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
         return process
     except psutil.NoSuchProcess:
         return None
+
+
+def _same_start(record: ProcessRecord, process: psutil.Process) -> bool:
+    if record.start_ticks is not None:
+        ticks = start_ticks(record.pid)
+        if ticks is not None:
+            return ticks == record.start_ticks
+    return abs(process.create_time() - record.create_time) <= 1.0
 
 
 def exit_code(record: ProcessRecord) -> int | None:

@@ -1,3 +1,6 @@
+import dataclasses
+import json
+import os
 import subprocess
 import sys
 import time
@@ -36,19 +39,68 @@ def test_stop_ends_the_process_and_its_children(tmp_path):
 def test_a_record_whose_pid_was_reused_is_not_ours(tmp_path):
     record = _sleeper(tmp_path)
     try:
-        impostor = processes.ProcessRecord(**{**record.__dict__, "create_time": 1.0})
+        assert record.start_ticks is not None
+        impostor = dataclasses.replace(record, start_ticks=record.start_ticks - 1)
         assert processes.find(impostor) is None
         assert processes.stop(impostor) is False
+        before_ticks = dataclasses.replace(record, start_ticks=None, create_time=1.0)
+        assert processes.find(before_ticks) is None
         assert processes.find(record) is not None
     finally:
         processes.stop(record, timeout_s=5)
 
 
+def test_a_record_is_still_ours_after_the_wall_clock_was_stepped(tmp_path):
+    # psutil's create_time moves with the wall clock (boot time = now - uptime); the kernel's
+    # start ticks do not.
+    record = _sleeper(tmp_path)
+    try:
+        stepped = dataclasses.replace(record, create_time=record.create_time - 30)
+        assert processes.find(stepped) is not None
+        assert processes.stop(stepped, timeout_s=5) is True
+        assert processes.find(record) is None
+    finally:
+        processes.stop(record, timeout_s=5)
+
+
+def test_a_record_written_before_start_ticks_matches_by_create_time(tmp_path):
+    record = _sleeper(tmp_path)
+    try:
+        old = dataclasses.replace(record, start_ticks=None)
+        assert processes.find(old) is not None
+    finally:
+        processes.stop(record, timeout_s=5)
+
+
+def test_start_ticks_are_read_past_a_name_with_spaces_and_parentheses(tmp_path):
+    # The kernel shows the first 15 characters of the name in parentheses, as they are.
+    script = "import time; time.sleep(300)"
+    odd = tmp_path / "a) b (c"
+    odd.symlink_to(sys.executable)
+    child = subprocess.Popen([str(odd), "-c", script])
+    try:
+        assert psutil.Process(child.pid).name() == "a) b (c"
+        ticks = processes.start_ticks(child.pid)
+        expected = psutil.Process(child.pid).create_time() - psutil.boot_time()
+        assert ticks is not None
+        assert abs(ticks / os.sysconf("SC_CLK_TCK") - expected) < 1.0
+    finally:
+        child.kill()
+        child.wait(10)
+    assert processes.start_ticks(child.pid) is None
+
+
 def test_records_round_trip_through_their_file(tmp_path):
-    record = processes.ProcessRecord("kafka", 42, 1700000000.5, "3.9.1", "127.0.0.1:9092", "/l")
+    record = processes.ProcessRecord(
+        "kafka", 42, 1700000000.5, "3.9.1", "127.0.0.1:9092", "/l", start_ticks=123456
+    )
     path = tmp_path / "state" / "processes.json"
     processes.save_records(path, {"kafka": record})
     assert processes.load_records(path) == {"kafka": record}
+    # A file written before start ticks were recorded still loads.
+    old = {"kafka": {k: v for k, v in dataclasses.asdict(record).items() if k != "start_ticks"}}
+    path.write_text(json.dumps(old))
+    assert processes.load_records(path) == {"kafka": dataclasses.replace(record, start_ticks=None)}
     assert processes.load_records(tmp_path / "missing.json") == {}
 
 
