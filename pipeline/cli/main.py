@@ -15,7 +15,7 @@ page loads any of it (tests/unit/pipeline/cli/test_main.py holds them to both).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Annotated, Any, NoReturn
@@ -26,6 +26,7 @@ from pydantic_settings import SettingsError
 from rich.markup import escape
 from typer import _click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
 
 from pipeline.cli.console import stderr_console
 from pipeline.cli.lazy import LazyGroup
@@ -69,12 +70,35 @@ class PipelineCommands(LazyGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: _click.Context) -> Any:
-        with _one_line_errors():
+        # The sub-command's words, for an error that names no command (below).
+        words = [*ctx._protected_args, *ctx.args]
+        with _one_line_errors(lambda: _command_path(self, ctx, words)):
             return super().invoke(ctx)
 
 
+def _command_path(group: _click.Command, ctx: _click.Context, words: list[str]) -> str:
+    """The path of the command that ``words`` name below ``group`` (``pipeline saga list``):
+    the sub-command names up to the first option or argument."""
+    path = [ctx.command_path]
+    command: _click.Command = group
+    for word in words:
+        found = (
+            command.get_command(ctx, word)
+            if isinstance(command, TyperGroup) and not word.startswith("-")
+            else None
+        )
+        if found is None:
+            break
+        path.append(word)
+        command = found
+    return " ".join(path)
+
+
 @contextmanager
-def _one_line_errors() -> Iterator[None]:
+def _one_line_errors(command_path: Callable[[], str] | None = None) -> Iterator[None]:
+    """Click's usage errors as one line naming the command's help. Typer's own Click leaves
+    some without their command (a missing option value, found while parsing a sub-command's
+    words): ``command_path`` names it then."""
     try:
         yield
     except NoArgsIsHelpError:
@@ -82,8 +106,11 @@ def _one_line_errors() -> Iterator[None]:
     except ClickException as error:
         message = " ".join(error.format_message().split())  # Click lists choices on lines
         context = error.ctx if isinstance(error, UsageError) else None
-        if context is not None:
-            message = f"{message.removesuffix('.')} (see {context.command_path} -h)"
+        path = context.command_path if context is not None else None
+        if path is None and isinstance(error, UsageError) and command_path is not None:
+            path = command_path()
+        if path is not None:
+            message = f"{message.removesuffix('.')} (see {path} -h)"
         _stderr.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
         raise typer.Exit(error.exit_code) from None
 

@@ -182,8 +182,20 @@ def test_an_empty_group_or_alias_is_a_usage_error():
             ["outbox", "relya"],
             "error: No such command 'relya'. Did you mean 'relay'? (see pipeline outbox -h)",
         ),
+        (
+            ["saga", "list", "--state"],
+            "error: Option '--state' requires an argument (see pipeline saga list -h)",
+        ),
+        (["saga", "--x", "list"], "error: No such option: --x (see pipeline saga -h)"),
     ],
-    ids=["top-level option", "missing argument", "bad value", "unknown sub-command"],
+    ids=[
+        "top-level option",
+        "missing argument",
+        "bad value",
+        "unknown sub-command",
+        "missing option value",
+        "group option",
+    ],
 )
 def test_a_usage_error_is_one_line_naming_the_commands_help_and_exit_2(args, line):
     found = subprocess.run(
