@@ -76,6 +76,8 @@ class KafkaSettings(_Frozen):
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"port {port} of {server.strip()!r} is not between 1 and 65535")
         return value
 
 
