@@ -8,7 +8,8 @@ What :class:`consumers.log_shipper.LogShipper` does with a batch, without any I/
    ``_id`` is the document's
    ``event.id`` (so a redelivery overwrites, never duplicates; a record without one gets a hash
    of topic/partition/offset), ``_index`` the daily index of its own ``@timestamp``
-   (:func:`pipeline.logs.schema.index_for`). A record that is not a JSON object with a valid
+   (:func:`pipeline.logs.schema.index_for`), or of the day it reached Kafka when that
+   ``@timestamp`` is more than a day later (a wrong clock). A record that is not a JSON object with a valid
    ``@timestamp`` is an :class:`UnshippableRecord` at once;
 2. :func:`classify` says what to do with each bulk item from its status: 2xx ``ok``, 429 and
    5xx ``retry``, any other 4xx (a mapping conflict) ``reject``, with Elasticsearch's reason
@@ -23,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pipeline.dead_letters.letter import Failure, Reason, dead_letter_of
@@ -164,8 +165,23 @@ def plan_batch(
             event_id = fallback_id(record)
         # A log line's JSON is sent as it came (one line), saving a second serialisation.
         source = value if b"\n" not in value else json.dumps(document).encode()
-        actions.append(IndexAction(record, index_for(moment, alias=alias), event_id, source))
+        actions.append(IndexAction(record, _index_of(record, moment, alias), event_id, source))
     return actions, dead
+
+
+#: How far a record's ``@timestamp`` may lie after its Kafka timestamp and still choose the
+#: index: beyond, a host's wrong clock would make an index per day it claims (year 2099, ...).
+FUTURE_SLACK = timedelta(days=1)
+
+
+def _index_of(record: SourceRecord, moment: datetime, alias: str) -> str:
+    """The daily index of ``moment``; the day the record reached Kafka when ``moment`` is more
+    than :data:`FUTURE_SLACK` after it (the document keeps its ``@timestamp``)."""
+    if record.timestamp_ms is not None:
+        arrived = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+        if moment - arrived > FUTURE_SLACK:
+            return index_for(arrived, alias=alias)
+    return index_for(moment, alias=alias)
 
 
 def classify(status: int | None) -> ItemVerdict:

@@ -23,9 +23,15 @@ def _doc(event_id=EVENT_ID, stamp="2024-07-15T23:59:59.999Z", **more):
     return {"@timestamp": stamp, "message": "m", "event": {"id": event_id}, **more}
 
 
+#: When the test records reached Kafka: 2024-07-16T00:00:00Z (a second after _doc's stamp).
+ARRIVED_MS = 1_721_088_000_000
+
+
 def _record(offset, value, partition=0, topic="logs"):
     raw = value if isinstance(value, bytes | type(None)) else json.dumps(value).encode()
-    return SourceRecord(topic, partition, offset, b"svc", raw, (("origin", b"x"),), 1000 + offset)
+    return SourceRecord(
+        topic, partition, offset, b"svc", raw, (("origin", b"x"),), ARRIVED_MS + offset
+    )
 
 
 # --- batch -> actions -------------------------------------------------------------------------
@@ -48,6 +54,25 @@ def test_a_log_document_becomes_an_index_action_with_its_event_id_and_daily_inde
 def test_the_index_is_the_utc_day_of_the_records_own_timestamp():
     actions, _ = plan_batch([_record(0, _doc(stamp="2024-07-16T01:30:00+02:00"))])
     assert actions[0].index == "pipeline-logs-2024.07.15"
+
+
+def test_a_timestamp_more_than_a_day_after_the_record_reached_kafka_indexes_by_arrival():
+    # A host with a wrong clock would otherwise make an index per day it claims.
+    within = _record(0, _doc(stamp="2024-07-16T23:00:00Z"))
+    future = _record(1, _doc(stamp="2099-01-01T00:00:00Z"))
+    past = _record(2, _doc(stamp="2020-01-01T00:00:00Z"))
+    actions, dead = plan_batch([within, future, past])
+    assert dead == []
+    assert [a.index for a in actions] == [
+        "pipeline-logs-2024.07.16",
+        "pipeline-logs-2024.07.16",
+        "pipeline-logs-2020.01.01",
+    ]
+    assert json.loads(actions[1].source)["@timestamp"] == "2099-01-01T00:00:00Z"
+    # Without a Kafka timestamp there is nothing to compare with: the document's own day.
+    value = json.dumps(_doc(stamp="2099-01-01T00:00:00Z")).encode()
+    unknown = SourceRecord("logs", 0, 3, b"svc", value, (), None)
+    assert plan_batch([unknown])[0][0].index == "pipeline-logs-2099.01.01"
 
 
 def test_a_record_without_event_id_gets_a_stable_id_from_its_position():
