@@ -9,8 +9,8 @@ What :class:`consumers.log_shipper.LogShipper` does with a batch, without any I/
    ``event.id`` (so a redelivery overwrites, never duplicates; a record without one gets a hash
    of topic/partition/offset), ``_index`` the daily index of its own ``@timestamp``
    (:func:`pipeline.logs.schema.index_for`), or of the day it reached Kafka when that
-   ``@timestamp`` is more than a day later (a wrong clock). A record that is not a JSON object with a valid
-   ``@timestamp`` is an :class:`UnshippableRecord` at once;
+   ``@timestamp`` is more than a day later (a wrong clock). A record that is not a JSON object
+   with a valid ``@timestamp`` is an :class:`UnshippableRecord` at once;
 2. :func:`classify` says what to do with each bulk item from its status: 2xx ``ok``, 429 and
    5xx ``retry``, any other 4xx (a mapping conflict) ``reject``, with Elasticsearch's reason
    (:func:`item_reason`, :func:`item_error_type`);
