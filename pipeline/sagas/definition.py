@@ -260,6 +260,10 @@ class SagaRegistry:
             )
         return self._definitions[(name, max(versions))]
 
+    def held(self) -> list[tuple[str, int]]:
+        """The (name, version) of every definition here."""
+        return sorted(self._definitions)
+
     def _held(self) -> str:
         return ", ".join(f"{n} v{v}" for n, v in sorted(self._definitions)) or "none"
 

@@ -60,6 +60,7 @@ from pipeline.sagas.store import (
     insert_saga,
     load_saga,
     load_sagas,
+    open_saga_versions,
     sagas_table,
     save_saga,
     save_sagas,
@@ -204,7 +205,9 @@ class SagaOrchestrator:
         SQLite the revision check makes the second of two concurrent writers try again."""
         now = self.clock()
         with Session(database) as session:
-            due = due_saga_ids(session, now, limit)
+            # Only sagas a definition here can run: one of a version this registry lacks must
+            # not stop the others' deadlines (warn_unknown_versions says so at the start).
+            due = due_saga_ids(session, now, limit, self.registry.held())
         changed = 0
         for saga_id in due:
             try:
@@ -234,6 +237,25 @@ class SagaOrchestrator:
             save_saga(session, decision.state, stored.revision)
             self._publish(session, decision)
             return 1
+
+    def warn_unknown_versions(self, session: Session) -> dict[tuple[str, int], int]:
+        """Log a warning for each (name, version) of open sagas that this registry does not
+        hold: their deadlines do not fire and their replies fail until a registry holds it
+        again. Returns them with their counts."""
+        held = set(self.registry.held())
+        unknown = {key: n for key, n in open_saga_versions(session).items() if key not in held}
+        for (name, version), count in sorted(unknown.items()):
+            logger.warning(
+                "%s of %s version %s not ended, and this orchestrator's registry does not hold "
+                "that version (it holds: %s): their deadlines wait and their replies are "
+                "retried, then dead-lettered, until it does (keep old versions registered "
+                "until their sagas end; redrive saga.replies after)",
+                counted(count, "saga"),
+                name,
+                version,
+                ", ".join(f"{n} v{v}" for n, v in sorted(held)) or "none",
+            )
+        return unknown
 
     def retry(self, session: Session, saga_id: str) -> SagaState:
         """Operator: try a stuck saga's failed compensation (or confirms) again."""
@@ -390,6 +412,13 @@ def orchestrator_processor(
     # a group that fails is redone reply by reply.
     apply_replies = partial(_apply_replies, orchestrator)
 
+    # A reply that was dead-lettered (a version missing from the registry, a database
+    # refusal) must not park its saga's later replies: the saga would wait for a redrive for
+    # ever. The state machine needs no order between replies (each answers the command id it
+    # names; one not awaited is ignored), and the timeout of a step whose reply was lost
+    # takes over.
+    processor.never_park_keys(SAGA_REPLIES)
+
     @processor.handler(SAGA_REPLIES, event_type=REPLY_TYPE)
     async def on_reply(event: Event, unit: UnitOfWork) -> None:
         try:
@@ -397,6 +426,11 @@ def orchestrator_processor(
         except MalformedSagaMessage as error:
             raise Reject(str(error)) from None
         unit.write_batched(apply_replies, unit)
+
+    @processor.on_start
+    def check_versions(database: Engine) -> None:
+        with Session(database) as session:
+            orchestrator.warn_unknown_versions(session)
 
     @processor.every(deadline_every_s)
     def fire_deadlines(database: Engine) -> None:

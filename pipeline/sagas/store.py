@@ -11,7 +11,7 @@ new state. The participants' log of handled commands (``pipeline_saga_steps``) i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -212,16 +212,38 @@ def save_sagas(session: Session | Connection, saves: Sequence[tuple[SagaState, i
         )
 
 
-def due_saga_ids(session: Session | Connection, now: datetime, limit: int) -> list[str]:
+def due_saga_ids(
+    session: Session | Connection,
+    now: datetime,
+    limit: int,
+    definitions: Collection[tuple[str, int]] | None = None,
+) -> list[str]:
     """Sagas with a deadline or a backoff due at ``now``, earliest first (the caller locks
-    each one as it handles it)."""
-    query = (
-        sa.select(sagas_table.c.saga_id)
-        .where(sagas_table.c.next_deadline <= now)
-        .order_by(sagas_table.c.next_deadline)
-        .limit(limit)
-    )
+    each one as it handles it); only those of ``definitions`` (name, version) when given, so
+    that sagas no definition here can run never hold up the others."""
+    query = sa.select(sagas_table.c.saga_id).where(sagas_table.c.next_deadline <= now)
+    if definitions is not None:
+        query = query.where(
+            sa.or_(
+                sa.false(),
+                *(
+                    sa.and_(sagas_table.c.name == name, sagas_table.c.version == version)
+                    for name, version in sorted(definitions)
+                ),
+            )
+        )
+    query = query.order_by(sagas_table.c.next_deadline).limit(limit)
     return list(session.execute(query).scalars())
+
+
+def open_saga_versions(session: Session | Connection) -> dict[tuple[str, int], int]:
+    """How many sagas that have not ended there are of each (name, version)."""
+    query = (
+        sa.select(sagas_table.c.name, sagas_table.c.version, sa.func.count())
+        .where(sagas_table.c.status.not_in(sorted(TERMINAL)))
+        .group_by(sagas_table.c.name, sagas_table.c.version)
+    )
+    return {(name, version): count for name, version, count in session.execute(query)}
 
 
 _ENDED = sorted(TERMINAL)

@@ -3,6 +3,10 @@ together, and a reply for no known saga fails only itself (the group is redone r
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -74,3 +78,45 @@ def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_ap
         [awaited] = after[saga_id].state.awaiting.values()
         assert awaited.step == "second"  # the first step's reply applied once
         assert after[saga_id].revision == 2
+
+
+def _timed(version: int) -> SagaDefinition[Data]:
+    return SagaDefinition(
+        "Timed",
+        version=version,
+        data_model=Data,
+        steps=[
+            Step("only", participant="worker", action=lambda d: Call("Do", {"n": d.n}), timeout_s=1)
+        ],
+    )
+
+
+def test_a_saga_of_a_version_the_registry_lacks_holds_up_no_other_sagas_deadline(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A deploy that dropped version 1 while a saga of it still runs: the version 2 saga's
+    # timeout must still fire (the first due saga's error used to end every round).
+    started_at = datetime(2026, 1, 1, tzinfo=UTC)
+    old = SagaOrchestrator(SagaRegistry([_timed(1), _timed(2)]), clock=lambda: started_at)
+    with Session(database) as session, session.begin():
+        old.start(session, _timed(1), "old-1", {"n": 1})
+        old.start(session, _timed(2), "new-1", {"n": 2})
+    later = started_at + timedelta(seconds=5)
+    new = SagaOrchestrator(SagaRegistry([_timed(2)]), clock=lambda: later)
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.sagas"), Session(database) as session:
+        assert new.warn_unknown_versions(session) == {("Timed", 1): 1}
+    assert "1 saga of Timed version 1 not ended" in caplog.text
+    assert "it holds: Timed v2" in caplog.text
+
+    assert new.fire_due(database) == 1
+    with Session(database) as session:
+        after = load_sagas(session, ["old-1", "new-1"])
+    assert after["new-1"].state.status == "compensated"  # timed out, nothing to undo
+    assert after["old-1"].revision == 1  # left for a registry that holds its version
+
+
+def test_the_orchestrator_never_parks_a_sagas_replies_after_a_dead_letter() -> None:
+    # A parked saga would wait for a redrive for ever; its step's timeout covers a lost reply.
+    processor = orchestrator_processor(SagaOrchestrator(REGISTRY), settings=SagaSettings())
+    assert SAGA_REPLIES in processor.keys_never_parked
