@@ -10,9 +10,11 @@ so the code that handles Ctrl-C handles both; :func:`exit_code` tells them apart
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Any
 
 import typer
 
@@ -55,3 +57,68 @@ def exit_on_interrupt(message: Callable[[], str]) -> Iterator[None]:
     except KeyboardInterrupt as interrupt:
         typer.echo(message(), err=True)
         raise typer.Exit(exit_code(interrupt)) from None
+
+
+class HeldInterrupts:
+    """Ctrl-C and SIGTERM held back while a unit of work runs, so that it is done whole.
+
+    ``with HeldInterrupts() as held:`` around a loop, ``with held.holding():`` around each unit
+    (a batch of lines: parsed, queued, counted): a signal that comes during a unit is raised
+    as it would have been (``KeyboardInterrupt``, or :class:`Terminated` inside
+    :func:`signals_interrupt`) once the unit ends; between units (a blocking read, say) at
+    once; a second signal during the same unit (one stuck waiting for Kafka) at once too. A unit
+    cut in two by an interrupt left a line read but neither sent nor counted, or a delivery
+    report half counted. Written by hand: the standard library offers no deferral of
+    signals. Handlers can only be set in the main thread; elsewhere signals are left as they
+    are.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._holding = False
+        self._pending: int | None = None
+
+    def __enter__(self) -> HeldInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._arrived)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Run one unit; a signal that arrives meanwhile is raised when it ends."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self._raise(pending)
+
+    def _arrived(self, signum: int, _frame: FrameType | None) -> None:
+        if self._holding and self._pending is None:
+            self._pending = signum
+            return
+        # Between units, or a second signal during one (a unit stuck waiting for Kafka, say):
+        # at once, as without this class.
+        self._pending = None
+        self._raise(signum)
+
+    def _raise(self, signum: int) -> None:
+        handler = self._previous.get(signum, signal.getsignal(signum))
+        if callable(handler):
+            handler(signum, None)  # e.g. raises KeyboardInterrupt
+        elif handler == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)  # the default action: the process ends

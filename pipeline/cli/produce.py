@@ -45,7 +45,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console
-from pipeline.cli.interrupts import exit_code, signals_interrupt
+from pipeline.cli.interrupts import HeldInterrupts, exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
 from pipeline.errors import PipelineError
 from pipeline.gc_tuning import few_collections
@@ -272,31 +272,34 @@ def _send_lines(
     topic = rules.topic
     number = tally.lines
     queued = 0
-    # A Ctrl-C inside the client comes out as the interrupt, not the error the client reports.
-    with InterruptWitness():
+    # A Ctrl-C inside the client comes out as the interrupt, not the error the client reports;
+    # one during a batch waits until the batch is sent and counted (reading may block, so a
+    # signal between batches is raised at once): "interrupted after line N" is then exact.
+    with InterruptWitness(), HeldInterrupts() as held:
         try:
             for batch in batches:
-                for raw in batch:
-                    number += 1
-                    parts = None if encode is None else encode(raw)
-                    if parts is None:
-                        parsed = parse_line(rules, number, raw)
-                        if parsed is None:  # blank
-                            continue
-                        if isinstance(parsed, RejectedLine):
-                            rejects.write(parsed)
-                            continue
-                        message = parsed.message
-                        parts = (message.key, message.value, message.headers)
-                    try:
-                        send(topic, *parts, partial(report, number))
-                    except ProduceRefused as refusal:  # nothing of it was queued
-                        again = parse_line(rules, number, raw)  # the same event, to say why
-                        if isinstance(again, ReadyEvent):
-                            rejects.write(refused(again, refusal.reason))
-                    else:
-                        queued += 1
-                progress.advance(task, len(batch))
+                with held.holding():
+                    for raw in batch:
+                        number += 1
+                        parts = None if encode is None else encode(raw)
+                        if parts is None:
+                            parsed = parse_line(rules, number, raw)
+                            if parsed is None:  # blank
+                                continue
+                            if isinstance(parsed, RejectedLine):
+                                rejects.write(parsed)
+                                continue
+                            message = parsed.message
+                            parts = (message.key, message.value, message.headers)
+                        try:
+                            send(topic, *parts, partial(report, number))
+                        except ProduceRefused as refusal:  # nothing of it was queued
+                            again = parse_line(rules, number, raw)  # the same event, to say why
+                            if isinstance(again, ReadyEvent):
+                                rejects.write(refused(again, refusal.reason))
+                        else:
+                            queued += 1
+                    progress.advance(task, len(batch))
         finally:
             tally.lines = number
             tally.queued += queued

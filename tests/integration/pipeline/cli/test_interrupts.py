@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -77,3 +78,47 @@ def test_produce_from_stdin_prints_its_summary_then_exits_with_the_signal_code(
     assert "sent (acknowledged)" in stderr  # the summary
     summary = " ".join(stderr.split())
     assert "sent (acknowledged) │ 1 │" in summary, stderr
+
+
+def _all_end_offsets(settings, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "x"})
+    try:
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        )
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=["ctrl-c", "sigterm"])
+def test_produce_interrupted_mid_file_counts_exactly_the_lines_it_sent(
+    new_topic, pipeline_settings, tmp_path, signum, code
+):
+    # The interrupt used to land between reading a line and counting it: "lines read N",
+    # "sent N-1", and Kafka held N (a delivery report cut short) or N-1 (line N never sent,
+    # counted nowhere). Then nobody can say where to resume.
+    topic = new_topic(partitions=3, prefix="interrupt")
+    lines = tmp_path / "many.ndjson"
+    lines.write_text("".join(f'{{"id": "k{n % 97}", "n": {n}}}\n' for n in range(2_000_000)))
+    process = subprocess.Popen(
+        [PIPELINE, "produce", topic, str(lines), "--key-field", "id"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while _all_end_offsets(pipeline_settings, topic, 3) < 50_000:  # well into the file
+        assert time.monotonic() < deadline and process.poll() is None, "nothing was sent"
+        time.sleep(0.1)
+
+    returncode, stderr = _stop(process, signum)
+
+    assert returncode == code, stderr
+    summary = " ".join(stderr.split())
+    [read] = re.findall(r"lines read │ ([\d,]+) │", summary)
+    [sent] = re.findall(r"sent \(acknowledged\) │ ([\d,]+) │", summary)
+    assert f"interrupted after line {read};" in summary
+    assert read == sent, stderr
+    assert int(sent.replace(",", "")) < 2_000_000, "it ended before the signal"
+    assert _all_end_offsets(pipeline_settings, topic, 3) == int(sent.replace(",", ""))

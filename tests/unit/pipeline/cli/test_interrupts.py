@@ -10,6 +10,7 @@ import pytest
 from pipeline.cli.interrupts import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
+    HeldInterrupts,
     Terminated,
     exit_code,
     signals_interrupt,
@@ -39,3 +40,41 @@ def test_the_previous_sigterm_handler_is_back_after_the_block():
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_signal_during_a_held_unit_is_raised_when_the_unit_ends():
+    done = []
+    with pytest.raises(KeyboardInterrupt) as raised, signals_interrupt(), HeldInterrupts() as held:
+        with held.holding():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("after the signal")  # the unit runs to its end
+        done.append("after the unit")  # not reached
+
+    assert done == ["after the signal"]
+    assert isinstance(raised.value, Terminated)
+
+
+def test_a_signal_between_units_is_raised_at_once():
+    with pytest.raises(KeyboardInterrupt), HeldInterrupts() as held:
+        with held.holding():
+            pass
+        os.kill(os.getpid(), signal.SIGINT)
+        pytest.fail("not raised at once")
+
+
+def test_a_second_signal_during_a_held_unit_is_raised_at_once():
+    reached = []
+    with pytest.raises(KeyboardInterrupt), HeldInterrupts() as held, held.holding():
+        os.kill(os.getpid(), signal.SIGINT)
+        reached.append("held")
+        os.kill(os.getpid(), signal.SIGINT)
+        reached.append("not held")
+
+    assert reached == ["held"]
+
+
+def test_the_handlers_are_back_after_held_interrupts():
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with HeldInterrupts():
+        assert signal.getsignal(signal.SIGINT) is not before[0]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
