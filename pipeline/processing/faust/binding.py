@@ -60,6 +60,9 @@ logger = logging.getLogger("pipeline.processing")
 
 #: How long a metrics report waits for the consumer's fetch position of one partition.
 _POSITION_WAIT_S = 1.0
+#: How often the lag gauge is refreshed (the summary line, every metrics_log_interval_s, says
+#: the lag too): a scrape sees a lag at most this old.
+LAG_REFRESH_S = 1.0
 
 
 class ProducerDeadLetterSink:
@@ -172,6 +175,7 @@ class FaustBinding:
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.timer(processing.inbox_cleanup_interval_s)(self.clean_inbox)
         self.app.timer(processing.metrics_log_interval_s)(self.report)
+        self.app.timer(LAG_REFRESH_S)(self.refresh_lag)
         for task in processor.periodic_tasks:
             self.app.timer(task.every_s)(self.periodic(task))
 
@@ -301,6 +305,13 @@ class FaustBinding:
 
     async def report(self) -> None:
         """Set each partition's lag and log the metrics summary line."""
+        await self.refresh_lag()
+        now = self.metrics.snapshot()
+        logger.info(summary_line(self.processor.name, now, self._last_snapshot))
+        self._last_snapshot = now
+
+    async def refresh_lag(self) -> None:
+        """Set each partition's lag (``pipeline_consumer_lag``) from the oldest record not done."""
         consumer = self.app.consumer
         for tp, consumed in list(self._consumed.items()):
             faust_tp = TP(*tp)
@@ -325,9 +336,6 @@ class FaustBinding:
                 lag = consumer_lag(highwater, seen_to)
             if lag is not None:
                 self.metrics.set_lag(tp[0], tp[1], lag)
-        now = self.metrics.snapshot()
-        logger.info(summary_line(self.processor.name, now, self._last_snapshot))
-        self._last_snapshot = now
 
     async def _position(self, tp: TP) -> int | None:
         """The consumer's fetch position on ``tp``; ``None`` if it is not known right now (the

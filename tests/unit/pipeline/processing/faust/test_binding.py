@@ -4,8 +4,10 @@ out, partitions assigned and revoked, the stop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import faust
 import pytest
 from faust.types import TP, Message
 from sqlalchemy.engine import Engine
@@ -13,7 +15,7 @@ from sqlalchemy.engine import Engine
 from pipeline.envelope import Event, encode
 from pipeline.kafka.producer import EventProducer
 from pipeline.processing import Processor, UnitOfWork
-from pipeline.processing.faust.binding import FaustBinding, record_of
+from pipeline.processing.faust.binding import LAG_REFRESH_S, FaustBinding, record_of
 from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.offsets import CommitPosition
 from pipeline.settings import PipelineSettings
@@ -257,3 +259,38 @@ def _lags(binding: Any) -> dict[str, float]:
         for sample in family.samples
         if sample.name == "pipeline_consumer_lag"
     }
+
+
+def test_the_lag_gauge_is_refreshed_every_second_apart_from_the_summary_line(
+    database: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The gauge changed only with the summary line (every 30 s): a scrape saw 0 while a
+    # backlog waited, then a stale figure for half a minute after it was caught up.
+    timers: dict[str, float] = {}
+    timer = faust.App.timer
+
+    def recording_timer(app: faust.App, interval: float, **options: Any) -> Any:
+        def register(fun: Any) -> Any:
+            timers[fun.__name__] = interval
+            return timer(app, interval, **options)(fun)
+
+        return register
+
+    monkeypatch.setattr(faust.App, "timer", recording_timer)
+    binding = Bound(database).binding
+    binding.accept(HeldEvent(40))  # type: ignore[arg-type]
+    consumer = binding.app.consumer
+
+    async def position(tp: TP) -> int:
+        return 100
+
+    consumer.position = position  # type: ignore[method-assign]
+    consumer.highwater = lambda tp: 100  # type: ignore[method-assign]
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(binding.refresh_lag())
+
+    assert _lags(binding) == {"0": 60.0}
+    assert "processed" not in caplog.text  # no summary line
+    assert timers["refresh_lag"] == LAG_REFRESH_S == 1.0
+    assert timers["report"] == PipelineSettings().processing.metrics_log_interval_s
