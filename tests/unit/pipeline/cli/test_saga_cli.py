@@ -173,4 +173,4 @@ def test_graph_prints_mermaid():
     result = CliRunner().invoke(app, ["saga", "graph", "Demo", "--registry", REGISTRY_SPEC])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("flowchart TD\n")
-    assert "  first --> second\n" in result.output
+    assert "  s0 --> s1\n" in result.output
