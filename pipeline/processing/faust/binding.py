@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ from pipeline.plurals import counted
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
 from pipeline.processing.faust.credentials import faust_credentials
 from pipeline.processing.faust.internals import FaustInternals
+from pipeline.processing.faust.stall_checks import install_stall_check_warnings
 from pipeline.processing.inbox import purge_inbox
 from pipeline.processing.metrics import (
     MetricsSnapshot,
@@ -145,6 +147,8 @@ class FaustBinding:
         self._engine: ProcessingEngine | None = None
         self._held: dict[TopicPartition, deque[tuple[int, EventT[Any]]]] = defaultdict(deque)
         self._consumed: dict[TopicPartition, int] = {}
+        #: When each partition's last event was taken: Faust's monitor's, once the app starts.
+        self._inbound_times: dict[Any, float] = {}
         # Faust forgets its acknowledgements of revoked partitions before it calls `revoked`,
         # so there these positions are committed through the internals.
         self._acked_to: dict[TopicPartition, int] = {}
@@ -214,8 +218,12 @@ class FaustBinding:
     def accept(self, event: EventT[Any]) -> Record:
         """``event`` as a record, held until the engine's commit position passes it."""
         record = record_of(event.message)
-        self._held[record.topic_partition].append((record.offset, event))
-        self._consumed[record.topic_partition] = record.offset
+        tp = record.topic_partition
+        self._held[tp].append((record.offset, event))
+        self._consumed[tp] = record.offset
+        # What a Faust stream tells the monitor: Faust's stall check reads it (stall_checks.py).
+        # (A TP is a named tuple: the plain tuple is the same key.)
+        self._inbound_times[tp] = time.monotonic()
         return record
 
     def acknowledge(self, plan: list[CommitPosition]) -> None:
@@ -253,6 +261,8 @@ class FaustBinding:
     def starting(self) -> None:
         """The app is starting."""
         self.internals.starting(self.app)
+        self._inbound_times = self.app.monitor.stream_inbound_time
+        install_stall_check_warnings()
 
     async def stopping(self) -> None:
         """The app is stopping, its consumer still running: drain everything, commit."""

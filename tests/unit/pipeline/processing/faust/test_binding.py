@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
@@ -294,3 +295,17 @@ def test_the_lag_gauge_is_refreshed_every_second_apart_from_the_summary_line(
     assert "processed" not in caplog.text  # no summary line
     assert timers["refresh_lag"] == LAG_REFRESH_S == 1.0
     assert timers["report"] == PipelineSettings().processing.metrics_log_interval_s
+
+
+def test_an_accepted_event_is_what_fausts_stall_check_sees_as_the_streams_inbound_time(
+    bound: Bound,
+) -> None:
+    # A processor has no Faust stream to tell the monitor; Faust then said "Stream has not
+    # started processing" for partitions it was processing all along.
+    binding = bound.binding
+    binding.starting()
+    before = time.monotonic()
+    binding.accept(HeldEvent(3, partition=1))  # type: ignore[arg-type]
+
+    inbound = binding.app.monitor.stream_inbound_time.get(TP(TOPIC, 1))
+    assert inbound is not None and inbound >= before
