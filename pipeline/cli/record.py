@@ -287,7 +287,8 @@ def record(
     Exit codes:
     0 done: a stop option was reached;
     2 usage or setup error (option, topic, file, Kafka unreachable),
-    or a partition could not be read to the end;
+    or a partition could not be read to the end (also at a message whose
+    header name is not UTF-8, which confluent-kafka cannot read);
     130 Ctrl-C, 143 SIGTERM (what was recorded is in the file, every line
     complete, and the summary is printed first).
     """

@@ -21,8 +21,10 @@ through one idempotent producer.
 Ctrl-C or SIGTERM reaches every process (this one passes it on): each flushes what it sent,
 and the summary counts it. With ``processes=1``, or with pacing (``--rate``, ``--speed``:
 one clock for the whole recording), it all runs in this process: the file is read once to
-check it, then again to send it. A pipe (a shell's ``<(...)``), which cannot be read twice,
-is replayed by one process that keeps its messages from the check to the sending.
+check it, then again to send it. Either way, what is sent is what was checked: the file up to
+where the check read it (lines added to it since are not sent). A pipe (a shell's
+``<(...)``), which cannot be read twice, is replayed by one process that keeps its messages
+from the check to the sending.
 
 Several processes pay off when cores are idle: they spend more CPU in all (this process reads
 every line, then its owner reads it again) to send sooner. bench/replay.py measures both.
@@ -78,7 +80,7 @@ from pipeline.replay.worker import (
 from pipeline.settings import KafkaSettings
 from pipeline.topics.admin import describe_cluster_topics
 
-__all__ = ["KEEP_BYTES", "MAX_PROCESSES", "check_recording", "replay_recording"]
+__all__ = ["KEEP_BYTES", "MAX_PROCESSES", "check_recording", "replay_recording", "within"]
 
 #: How many bytes of its own lines a process keeps (raw) between the check and the sending;
 #: past that, this process reads the rest of the file again when sending and hands it on.
@@ -214,6 +216,7 @@ def _replay_here(
     550 B, 1.19-1.32 s read twice, 1.31-1.51 s read once.)"""
     prepared = ReplayProducer(sizes.kafka)  # gets its producer id while the file is read
     kept: list[ProducibleMessage] | None = None
+    checked_bytes = 0
     try:
         if _read_once(path):
             # No reference cycles among them: the collector would only scan them, again and
@@ -222,7 +225,9 @@ def _replay_here(
                 kept = list(read_recording_for_replay(path))
             found = survey(kept, topic=topic)
         else:
-            found = survey(read_recording_for_replay(path), topic=topic)
+            with open_recording(path) as lines:
+                found = survey(parse_lines_for_replay(lines, source=str(path)), topic=topic)
+                checked_bytes = lines.tell()  # what was checked: what is sent
         counts = _check_targets(sizes, path, found, preserve_partitions)
     except KeyboardInterrupt as interrupt:  # nothing sent yet
         raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), interrupt) from None
@@ -232,7 +237,7 @@ def _replay_here(
         return ReplaySummary(sent=0, per_topic={}, elapsed_s=0.0)
     return replay_into_kafka(
         sizes.kafka,
-        read_recording_for_replay(path) if kept is None else _let_go(kept),
+        _read_checked(path, checked_bytes) if kept is None else _let_go(kept),
         topic=topic,
         preserve_partitions=preserve_partitions,
         rewrite_ids=rewrite_ids,
@@ -241,6 +246,27 @@ def _replay_here(
         partition_counts=counts,
         prepared=prepared,
     )
+
+
+def _read_checked(path: Path, size: int) -> Iterator[ProducibleMessage]:
+    """The messages of the first ``size`` bytes of the recording at ``path``: those checked,
+    not lines added to the file since."""
+    with open_recording(path) as lines:
+        yield from parse_lines_for_replay(within(lines, size), source=str(path))
+
+
+def within(lines: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The lines of ``lines`` in its first ``size`` bytes; a line that goes past them is cut
+    there (it was read so far when it was checked: a line being written)."""
+    left = size
+    for raw in lines:
+        if left <= 0:
+            return
+        if len(raw) > left:
+            yield raw[:left]
+            return
+        left -= len(raw)
+        yield raw
 
 
 def _read_once(path: Path) -> bool:
@@ -361,6 +387,8 @@ class _Team:
         self._saved_handlers: dict[int, Any] = {}
         #: Where the lines some process did not keep begin: (line number, byte offset).
         self._resume: tuple[int, int] | None = None
+        #: The bytes of the file the check read: the rest is read again up to there only.
+        self._checked_bytes = 0
         #: Ctrl-C or SIGTERM while sending (:meth:`catch_signals`).
         self._interrupt: KeyboardInterrupt | None = None
 
@@ -456,6 +484,7 @@ class _Team:
                     if mine.size >= _BATCH_BYTES:
                         self._note_resume(mine.flush_to_keep())
                 offset += len(raw)
+        self._checked_bytes = offset
         for mine in pipes:
             self._note_resume(mine.flush_to_keep())
         return self._router.survey
@@ -536,7 +565,8 @@ class _Team:
         pipes = self._pipes
         with open_recording(self._path) as lines:
             lines.seek(offset)
-            for number, raw in enumerate(lines, start=first):
+            checked = within(lines, self._checked_bytes - offset)  # no line added since
+            for number, raw in enumerate(checked, start=first):
                 owner = owner_of(raw, number, surveying=False)
                 if owner is None:
                     continue

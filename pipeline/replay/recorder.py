@@ -178,7 +178,7 @@ def _read(
                 offset,
                 message.key(),
                 message.value(),
-                tuple(message.headers() or ()),
+                _headers(message, bounds),
                 timestamp_ms,
                 tstype_of(kind),
             )
@@ -193,6 +193,25 @@ def _read(
         if newly_done and not bounds.finished:
             consumer.pause([TopicPartition(t, p) for t, p in newly_done])
             paused |= newly_done
+
+
+def _headers(message: Any, bounds: RecordingBounds) -> tuple[tuple[str, bytes | None], ...]:
+    """The headers of a consumed message; a :class:`RecordingError` when a header name is not
+    UTF-8, which confluent-kafka cannot read.
+
+    confluent-kafka (2.16) decodes every header name as UTF-8 and has no way to give one as
+    bytes: on a name that is not, ``headers()`` raises a ``SystemError`` (set over the
+    ``UnicodeDecodeError``) and a second call gives a list holding a NULL. So the message cannot
+    be recorded as it is, and the recording stops at it rather than skip or change it.
+    """
+    try:
+        return tuple(message.headers() or ())
+    except (SystemError, UnicodeDecodeError):
+        raise RecordingError(
+            f"cannot record {message.topic()} partition {message.partition()} offset "
+            f"{message.offset()}: a header name is not UTF-8 text, which Kafka's Python client "
+            f"(confluent-kafka) cannot read (messages recorded before it: {bounds.kept - 1:,})"
+        ) from None
 
 
 def _ends(consumer: Consumer, bounds: RecordingBounds) -> dict[Partition, int]:

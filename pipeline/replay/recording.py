@@ -287,10 +287,12 @@ def parse_line(line: str, *, where: str = "line") -> RecordedMessage:
         if not isinstance(topic, str) or not topic:
             raise ValueError("no topic")
         partition, offset = document.get("partition", 0), document.get("offset", -1)
-        if not isinstance(partition, int) or not isinstance(offset, int):
+        # type(), not isinstance: JSON's true and false are Python ints too (msgspec, the fast
+        # path, refuses them as well).
+        if type(partition) is not int or type(offset) is not int:
             raise ValueError("partition and offset must be whole numbers")
         ts = document.get("ts")
-        if ts is not None and not isinstance(ts, int):
+        if ts is not None and type(ts) is not int:
             raise ValueError("ts must be milliseconds since the epoch")
         tstype = document.get("tstype", "create" if ts is not None else "none")
         if tstype not in _TSTYPES:
@@ -356,15 +358,46 @@ _NUL = b"\\u0000"
 
 
 def _sendable(message: RecordedMessage | None, source: str, number: int) -> RecordedMessage | None:
-    """``message``, unless a header name holds a NUL: librdkafka takes header names as C
-    strings, so such a name cannot be sent as it is (a :class:`RecordingError` says so, rather
-    than a header sent under a name cut short)."""
-    if message is not None and any("\x00" in name for name, _ in message.headers):
-        raise RecordingError(
-            f"{source}:{number}: a header name holds a NUL character, which Kafka's C client "
-            "(librdkafka) cannot send"
-        )
+    """``message``, unless a header name cannot be sent as it is; then a
+    :class:`RecordingError` says so (rather than a header sent under another name, or a crash):
+
+    - a name with a NUL: librdkafka takes header names as C strings, which end at a NUL;
+    - a name that is not UTF-8 (bytes kcat wrote as they were, or a lone surrogate escape):
+      confluent-kafka takes names as text and encodes them as UTF-8, and crashes the process
+      (a segmentation fault) on one that cannot be; given bytes, it sends their ``repr``.
+
+    Only the careful path needs this: the fast path (msgspec) refuses both kinds of name.
+    """
+    if message is not None:
+        for name, _ in message.headers:
+            if "\x00" in name:
+                raise RecordingError(
+                    f"{source}:{number}: a header name holds a NUL character, which Kafka's C "
+                    "client (librdkafka) cannot send"
+                )
+            if not name.isascii() and not _is_utf8(name):
+                raise RecordingError(
+                    f"{source}:{number}: the header name {_shown(name)} is not UTF-8 text, "
+                    "which Kafka's Python client (confluent-kafka) cannot send"
+                )
     return message
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether ``name`` can be encoded as UTF-8 (it holds no surrogate)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(name: str) -> str:
+    """A header name that is not UTF-8, as the bytes it stands for where it does."""
+    try:
+        return repr(name.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # a lone surrogate that is not a byte
+        return ascii(name)
 
 
 def parse_lines_for_replay(lines: Iterable[bytes], *, source: str) -> Iterator[ProducibleMessage]:

@@ -67,6 +67,8 @@ class RecordingSurvey:
     partitions_needed: dict[str, int] = field(default_factory=dict)
     first_ms: int | None = None
     last_ms: int | None = None
+    #: The first recorded ``(topic, partition)`` below 0, which no topic has.
+    below_zero: tuple[str, int] | None = None
 
     @property
     def span_s(self) -> float:
@@ -83,8 +85,13 @@ def survey(messages: Iterable[ProducibleMessage], *, topic: str | None = None) -
     for message in messages:
         found.messages += 1
         target = topic if topic is not None else message.topic
-        if needed.get(target, 0) <= message.partition:
-            needed[target] = message.partition + 1
+        partition = message.partition
+        if needed.get(target, 0) <= partition:
+            needed[target] = partition + 1
+        elif partition < 0:  # the target is still needed; a partition, only by key
+            needed.setdefault(target, 0)
+            if found.below_zero is None:
+                found.below_zero = (message.topic, partition)
         ts = message.timestamp_ms
         if ts is not None:
             if found.first_ms is None or ts < found.first_ms:
@@ -98,8 +105,15 @@ def problems(
     found: RecordingSurvey, partition_counts: Mapping[str, int], *, preserve: bool
 ) -> list[str]:
     """Why the replay cannot go ahead: target topics that do not exist and, with ``preserve``,
-    those with fewer partitions than recorded. Empty when it can."""
+    those with fewer partitions than recorded, and a recorded partition below 0. Empty when it
+    can."""
     reasons = []
+    if preserve and found.below_zero is not None:
+        topic, partition = found.below_zero
+        reasons.append(
+            f"the recording has partition {partition} of {topic}, and partitions are numbered "
+            "from 0 (--preserve-partitions)"
+        )
     for target, needed in sorted(found.partitions_needed.items()):
         count = partition_counts.get(target)
         if count is None:

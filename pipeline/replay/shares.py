@@ -140,6 +140,10 @@ class LineRouter:
             needed = found.partitions_needed
             if needed.get(target, 0) <= partition:
                 needed[target] = partition + 1
+            elif partition < 0:  # the target is still needed; a partition, only by key
+                needed.setdefault(target, 0)
+                if found.below_zero is None:
+                    found.below_zero = (message.topic, partition)
             ts = message.timestamp_ms
             if ts is not None:
                 if found.first_ms is None or ts < found.first_ms:

@@ -269,3 +269,87 @@ def test_a_bad_line_on_stdin_stops_the_replay_after_saying_what_was_sent_before_
     assert result.stderr.strip().splitlines()[-1].startswith("error:")  # the error comes last
     sent = [line for line in result.stderr.splitlines() if "sent (acknowledged)" in line]
     assert len(sent) == 1 and sent[0].split("│")[2].strip() == "2"
+
+
+def _kcat_produce(settings, topic, messages):
+    """Send ``(value, headers)`` with kcat, one at a time in order: kcat sends header names
+    byte for byte, where confluent-kafka only takes text (``headers`` are ``name=value`` bytes)."""
+    kcat = shutil.which("kcat")
+    assert kcat is not None, "kcat is needed (make test installs it: apt-get install kcat)"
+    brokers = settings.kafka.bootstrap_servers
+    for value, headers in messages:
+        args: list[str | bytes] = [kcat, "-P", "-b", brokers, "-t", topic]
+        for header in headers:
+            args += ["-H", header]
+        subprocess.run(args, input=value, check=True, timeout=60)
+
+
+def test_replay_refuses_a_kcat_captured_header_name_that_is_not_utf8_before_sending_anything(
+    pipeline_settings, new_topic, unique_name, tmp_path
+):
+    # confluent-kafka crashed the replay (SIGSEGV, exit 139) on such a name.
+    source = new_topic(partitions=1, name=f"fixr_{unique_name('src')}")
+    target = new_topic(partitions=2, name=f"fixr_{unique_name('dst')}")
+    _kcat_produce(
+        pipeline_settings,
+        source,
+        [(b"v1", [b"ok=1"]), (b"v2", [b"\xff\xfename=val"]), (b"v3", [])],
+    )
+    capture = tmp_path / "capture.json"
+    with capture.open("wb") as out:
+        brokers = pipeline_settings.kafka.bootstrap_servers
+        subprocess.run(
+            ["kcat", "-b", brokers, "-C", "-t", source, "-J", "-e", "-q", "-o", "beginning"],
+            stdout=out,
+            check=True,
+            timeout=120,
+        )
+    assert b"\xff\xfename" in capture.read_bytes()
+
+    says = "capture.json:2: the header name b'\\xff\\xfename' is not UTF-8 text"
+    for processes in ("1", "2"):
+        refused(run_pipeline("replay", str(capture), "-t", target, "-j", processes), says)
+    refused(run_pipeline("replay", str(capture), "-t", target, "--rate", "1000/s"), says)
+
+    assert partitions_of(pipeline_settings, target) == {0: [], 1: []}
+
+
+def test_record_stops_at_a_header_name_that_is_not_utf8_keeping_the_lines_before_it(
+    pipeline_settings, new_topic, unique_name, tmp_path
+):
+    # confluent-kafka cannot read such a name (Message.headers() raised a SystemError).
+    topic = new_topic(partitions=1, name=f"fixr_{unique_name('rec')}")
+    _kcat_produce(
+        pipeline_settings,
+        topic,
+        [(b"v0", [b"a=1"]), (b"v1", []), (b"v2", [b"b=2"]), (b"v3", [b"n\xe9=v"]), (b"v4", [])],
+    )
+    out = tmp_path / "r.ndjson"
+
+    refused(
+        run_pipeline("record", topic, "--from-beginning", "--until-end", "-o", str(out)),
+        f"cannot record {topic} partition 0 offset 3: a header name is not UTF-8 text",
+    )
+
+    lines = [json.loads(line) for line in out.read_bytes().decode().splitlines()]
+    assert [line["payload"] for line in lines] == ["v0", "v1", "v2"]
+    assert out.read_bytes().endswith(b"\n")
+
+
+def test_preserving_partitions_refuses_a_recorded_partition_below_zero_before_sending(
+    pipeline_settings, new_topic, unique_name, tmp_path
+):
+    target = new_topic(partitions=2, name=f"fixr_{unique_name('neg')}")
+    recording = tmp_path / "negative.ndjson"
+    recording.write_text(
+        f'{{"topic":"{target}","partition":0,"key":"good"}}\n'
+        f'{{"topic":"{target}","partition":-1,"key":"bad"}}\n'
+    )
+
+    for processes in ("1", "2"):
+        refused(
+            run_pipeline("replay", str(recording), "--preserve-partitions", "-j", processes),
+            f"the recording has partition -1 of {target}, and partitions are numbered from 0",
+        )
+
+    assert partitions_of(pipeline_settings, target) == {0: [], 1: []}

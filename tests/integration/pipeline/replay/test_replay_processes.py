@@ -204,3 +204,34 @@ def test_ctrl_c_while_sending_stops_every_process_and_the_summary_counts_what_ar
     arrived = sum(map(len, partitions_of(pipeline_settings, target).values()))
     assert interrupted.value.summary.sent == arrived
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+@pytest.mark.parametrize("processes_count", [1, 2], ids=["one-process", "two-read-again"])
+def test_lines_added_to_the_file_after_the_check_are_not_sent(
+    pipeline_settings, new_topic, unique_name, tmp_path, monkeypatch, processes_count
+):
+    # With two processes and little room, the parent reads the file again past what they kept.
+    monkeypatch.setattr(processes, "KEEP_BYTES", 1_000)
+    monkeypatch.setattr(processes, "_BATCH_BYTES", 500)
+    target = new_topic(partitions=2, name=f"fixr_{unique_name('grow')}")
+    recording = tmp_path / "growing.ndjson"
+    line = '{{"topic":"{0}","key":"k{1}","payload":"{1}"}}\n'
+    recording.write_text("".join(line.format(target, n) for n in range(200)))
+
+    def grow(found, _processes):  # after the check, before the sending
+        assert found.messages == 200
+        with recording.open("a") as more:
+            more.write("".join(line.format(target, n) for n in range(200, 250)) + "not json\n")
+
+    summary = replay_recording(
+        pipeline_settings.kafka,
+        recording,
+        processes=processes_count,
+        on_checked=grow,
+    )
+
+    assert summary.sent == 200
+    held = partitions_of(pipeline_settings, target)
+    assert sorted(int(value) for partition in held.values() for _, value, _ in partition) == list(
+        range(200)
+    )

@@ -12,9 +12,11 @@ from pipeline.replay.recording import (
     RecordingWriter,
     encode_line,
     format_line,
+    message_for_replay,
     parse_line,
     parse_lines,
     parse_lines_for_replay,
+    parse_numbered_lines_for_replay,
     read_recording,
 )
 
@@ -79,6 +81,9 @@ def test_a_kcat_json_line_with_flat_headers_is_read():
         ('{"topic": "t", "key": {"base64": "%%%"}}', "key is not valid base64"),
         ('{"topic": "t", "headers": ["a"]}', "alternate names and values"),
         ('{"topic": "t", "tstype": "later"}', "tstype must be one of"),
+        ('{"topic": "t", "partition": true}', "partition and offset must be whole numbers"),
+        ('{"topic": "t", "offset": false}', "partition and offset must be whole numbers"),
+        ('{"topic": "t", "ts": true}', "ts must be milliseconds since the epoch"),
     ],
 )
 def test_a_line_that_is_not_a_message_says_where_and_why(line, says):
@@ -185,6 +190,50 @@ def test_a_replay_refuses_a_header_name_with_a_nul_which_librdkafka_cannot_send(
     assert parse_line(line.decode()).headers == (("h\x00n", b"v"),)  # read, for the driver
 
 
+#: Lines whose header name is not UTF-8: bytes kcat wrote as they were (in our pairs and in
+#: its flat list), a lone surrogate escape, and an escape that stands for a byte.
+NAMES_NOT_UTF8 = [
+    (b'{"topic":"t","headers":[["ok","1"],["\xff\xfename","v"]]}', "b'\\xff\\xfename'"),
+    (b'{"topic":"t","broker":1,"headers":["\xff\xfename","v"],"key":"k"}', "b'\\xff\\xfename'"),
+    (b'{"topic":"t","headers":[["\xe9",{"base64":"AA=="}]]}', "b'\\xe9'"),
+    (b'{"topic":"t","headers":[["\\ud800x","v"]]}', "'\\ud800x'"),
+    (b'{"topic":"t","headers":[["\\udcffx","v"]]}', "b'\\xffx'"),
+]
+
+
+@pytest.mark.parametrize(("line", "shown"), NAMES_NOT_UTF8)
+def test_a_replay_refuses_a_header_name_that_is_not_utf8_which_confluent_kafka_cannot_send(
+    line, shown
+):
+    # confluent-kafka encodes a text name as UTF-8 and crashes the process (SIGSEGV) on one
+    # that cannot be; given bytes, it sends their repr ("b'...'") as the name.
+    says = f"x:3: the header name {shown} is not UTF-8 text, which Kafka's Python client"
+    # The router's check (message_for_replay) and the sending loop's inlined fast path.
+    with pytest.raises(RecordingError) as routed:
+        message_for_replay(line, "x", 3)
+    with pytest.raises(RecordingError) as read:
+        list(parse_numbered_lines_for_replay([(1, b"\n"), (3, line)], source="x"))
+    assert str(routed.value).startswith(says) and str(read.value) == str(routed.value)
+    with pytest.raises(RecordingError, match=r"^x:1: the header name"):
+        list(parse_lines_for_replay([line], source="x"))
+    assert len(list(parse_lines([line], source="x"))) == 1  # read, for the test driver
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"topic":"t","headers":[["café","v"]]}',  # the fast path
+        '{"topic":"t","headers":[["café",{"base64":"/w=="}]]}',  # the fast path, with base64
+        '{"topic":"t","headers":["café","v"]}',  # kcat's flat headers: the careful path
+        '{"topic":"t","headers":[["caf\\u00e9","\\udcff"]]}',  # escapes: the careful path
+    ],
+)
+def test_a_replay_sends_a_header_name_that_is_utf8_text_whatever_the_path(line):
+    (read,) = parse_lines_for_replay([line.encode()], source="x")
+    assert [name for name, _ in read.headers or ()] == ["café"]
+    assert message_for_replay(line.encode(), "x", 1) is not None
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -195,6 +244,10 @@ def test_a_replay_refuses_a_header_name_with_a_nul_which_librdkafka_cannot_send(
         '{"topic":"t","partition":1.5}',
         '{"topic":"t","headers":[["a","b","c"]]}',
         '{"topic":"t","payload":"\\ud800"}',
+        # JSON's true and false are not whole numbers here, though Python's bool is an int.
+        '{"topic":"t","partition":true}',
+        '{"topic":"t","offset":false}',
+        '{"topic":"t","ts":true,"key":{"base64":"AA=="}}',
     ],
 )
 def test_reading_a_file_refuses_what_parse_line_refuses_in_the_same_words(line):

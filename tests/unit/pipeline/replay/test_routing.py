@@ -62,3 +62,18 @@ def test_problems_name_missing_topics_and_too_few_partitions_only_when_preservin
         "topic b does not exist",
     ]
     assert problems(found, {"a": 4, "b": 1, "c": 2}, preserve=True) == []
+
+
+def test_preserving_partitions_refuses_a_recorded_partition_below_zero_before_sending():
+    found = survey([message("a", 1), message("a", -1), message("a", -2)])
+    assert problems(found, {"a": 3}, preserve=True) == [
+        "the recording has partition -1 of a, and partitions are numbered from 0 "
+        "(--preserve-partitions)"
+    ]
+    assert problems(found, {"a": 3}, preserve=False) == []  # by key, it is not used
+
+
+def test_a_target_whose_messages_all_have_a_partition_below_zero_must_still_exist():
+    found = survey([message("a", -1)], topic="copy")
+    assert found.partitions_needed == {"copy": 0}
+    assert problems(found, {}, preserve=False) == ["topic copy does not exist"]

@@ -120,3 +120,35 @@ def test_a_line_that_is_not_a_message_is_refused_naming_it():
     )
     with pytest.raises(RecordingError, match=r"^bad\.ndjson:7: not a recorded message"):
         router.owner(b'{"topic": "t", "partition": "two"}\n', 7)
+
+
+def test_the_router_surveys_a_partition_below_zero_as_survey_does():
+    lines = [
+        b'{"topic":"t","partition":1,"key":"a"}\n',
+        b'{"topic":"t","partition":-1,"key":"b"}\n',
+    ]
+    router = LineRouter(
+        ProcessShares(2, preserve_partitions=True),
+        topic=None,
+        preserve_partitions=True,
+        partitions_of=lambda topic: None,
+        source="r",
+    )
+    for n, raw in enumerate(lines, start=1):
+        router.owner(raw, n)
+    assert router.survey == survey(parse_lines(lines, source="r"))
+    assert router.survey.below_zero == ("t", -1)
+
+
+def test_a_header_name_that_is_not_utf8_is_refused_when_the_line_is_routed():
+    # The check of a replay with several processes: before anything is sent (a process that
+    # sent it would crash in confluent-kafka).
+    router = LineRouter(
+        ProcessShares(2, preserve_partitions=False),
+        topic=None,
+        preserve_partitions=False,
+        partitions_of=lambda topic: 2,
+        source="kcat.json",
+    )
+    with pytest.raises(RecordingError, match=r"^kcat\.json:4: the header name b'\\xff' is not"):
+        router.owner(b'{"topic":"t","headers":["\xff","v"],"key":"k"}\n', 4)
