@@ -45,8 +45,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -426,13 +427,14 @@ class ProcessingEngine:
             if outcome.kind == "unavailable":
                 outages += 1
                 delay = retry.delay(min(outages, 8), self._rng)
-                logger.warning(
-                    "%s: the database is unavailable (%s); retrying %s in %.1f s",
-                    self.processor.name,
-                    " ".join(str(outcome.error).split())[:200],
-                    outcome.event_id,
-                    delay,
-                )
+                with self._record_log_context(record, outcome.event_id):
+                    logger.warning(
+                        "%s: the database is unavailable (%s); retrying %s in %.1f s",
+                        self.processor.name,
+                        " ".join(str(outcome.error).split())[:200],
+                        outcome.event_id,
+                        delay,
+                    )
                 await self._sleep(delay)
                 continue
             failures += 1
@@ -442,16 +444,17 @@ class ProcessingEngine:
                 return
             self.metrics.retried(record.topic)
             delay = retry.delay(failures, self._rng)
-            logger.info(
-                "%s: attempt %d of %s failed (%s: %s); retrying in %.2f s",
-                self.processor.name,
-                failures,
-                outcome.event_id,
-                type(outcome.error).__name__,
-                " ".join(str(outcome.error).split())[:200],
-                delay,
-                extra={"event_action": "retried"},
-            )
+            with self._record_log_context(record, outcome.event_id):
+                logger.info(
+                    "%s: attempt %d of %s failed (%s: %s); retrying in %.2f s",
+                    self.processor.name,
+                    failures,
+                    outcome.event_id,
+                    type(outcome.error).__name__,
+                    " ".join(str(outcome.error).split())[:200],
+                    delay,
+                    extra={"event_action": "retried"},
+                )
             await self._sleep(delay)
 
     def _attempt_of(self, record: Record) -> Callable[[], AttemptResult]:
@@ -536,17 +539,25 @@ class ProcessingEngine:
             f"note dead letter {event_id} in the inbox", lambda: self._in_thread(note)
         )
         self.metrics.dead_lettered(record.topic, failure.reason)
-        with log_context(
+        with self._record_log_context(record, event_id):
+            self._log_dead_letter(record, event_id, topic, failure)
+
+    def _record_log_context(
+        self, record: Record, event_id: str
+    ) -> AbstractContextManager[Mapping[str, str | int]]:
+        """The log context of the runtime's lines about ``record`` (retries, outages, dead
+        letters): the event it holds, as a handler's lines name it, read from its headers."""
+        return log_context(
             event_id=event_id,
             correlation_id=record.header("ce_correlationid"),
             causation_id=record.header("ce_causationid"),
+            saga_id=record.header("ce_sagaid"),
             topic=record.topic,
             event_type=record.header("ce_type"),
             consumer_group=self.consumer_group,
             partition=record.partition,
             offset=record.offset,
-        ):
-            self._log_dead_letter(record, event_id, topic, failure)
+        )
 
     def _log_dead_letter(self, record: Record, event_id: str, topic: str, failure: Failure) -> None:
         logger.error(

@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, KafkaMessage, encode
+from pipeline.logs.context import current_context
 from pipeline.processing import Processor, Record, UnitOfWork
 from pipeline.processing.engine import ProcessingEngine
 from pipeline.processing.offsets import CommitPosition
@@ -249,3 +250,55 @@ def test_an_outage_of_the_database_file_is_retried_until_it_is_back(
     assert len(harness.waits) == 3
     assert harness.sink.sent == []
     assert harness.positions == [1]
+
+
+class ContextRecorder(logging.Handler):
+    """Each record's message with the log context it was made in."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[str, dict[str, str | int]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.getMessage(), dict(current_context())))
+
+
+def test_the_runtimes_retry_and_dead_letter_lines_name_the_event_they_are_about(
+    database: Engine,
+) -> None:
+    # A retry line without the event's ids was missed by a search by correlation id.
+    processor = Processor("orders")
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        raise RuntimeError("always")
+
+    harness = Harness(processor, database, retry=RetryPolicy(max_attempts=2, jitter=0))
+    event = Event(source="/tests", type="Step", partitionkey="k1", data={}, correlationid="corr-1")
+    message = encode(event)
+    recorder = ContextRecorder()
+    engine_logger = logging.getLogger("pipeline.processing")
+    engine_logger.addHandler(recorder)
+    previous_level = engine_logger.level
+    engine_logger.setLevel(logging.INFO)
+
+    async def scenario() -> None:
+        await harness.engine.submit(
+            Record(TOPIC, 0, 7, message.key, message.value, message.headers)
+        )
+        await harness.engine.wait_idle()
+        await harness.engine.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine_logger.removeHandler(recorder)
+        engine_logger.setLevel(previous_level)
+
+    about = [(line, context) for line, context in recorder.lines if event.id in line]
+    assert [line.split(":")[1].split()[0] for line, _ in about] == ["attempt", "dead-lettered"]
+    for line, context in about:
+        assert context["event_id"] == event.id, line
+        assert context["correlation_id"] == "corr-1", line
+        assert (context["topic"], context["partition"], context["offset"]) == (TOPIC, 0, 7)
+        assert context["event_type"] == "Step"
