@@ -330,7 +330,8 @@ def commit(
     database: Engine, units: Sequence[UnitOfWork], *, consumer_group: str, use_inbox: bool
 ) -> list[AttemptResult]:
     """Commit the handled events of ``units``: ``processed`` or ``duplicate`` each, or
-    ``failed``/``unavailable`` for one whose own transaction failed too."""
+    ``failed``/``unavailable`` for one whose own transaction failed too (``dead_letter`` when
+    its batched write raised :class:`Reject`)."""
     try:
         return _commit_together(database, units, consumer_group, use_inbox)
     except Exception as error:
@@ -338,6 +339,9 @@ def commit(
             unit = units[0]
             if is_unavailable(error):
                 return [AttemptResult("unavailable", unit.event.id, error=error, event=unit.event)]
+            if isinstance(error, Reject):  # from a batched write: dead-lettered at once
+                failure = Failure.from_exception("rejected", error)
+                return [AttemptResult("dead_letter", unit.event.id, failure, event=unit.event)]
             return [AttemptResult("failed", unit.event.id, error=error, event=unit.event)]
     # Each on its own: a write of one event must not fail the others.
     return [
