@@ -146,7 +146,12 @@ def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int
         str(config.port),
         "--worker",
     ]
-    code = run_workers(argv, workers, say=lambda line: err.print(line, highlight=False))
+    code = run_workers(
+        argv,
+        workers,
+        address=(config.host, config.port),
+        say=lambda line: err.print(line, highlight=False),
+    )
     if code:
         raise typer.Exit(code)
 

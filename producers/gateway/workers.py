@@ -8,13 +8,20 @@ through the database: the API keys and the Idempotency-Key store (PostgreSQL).
 
 The parent only supervises:
 
-1. it starts the workers in sessions of their own, so a Ctrl-C at the terminal reaches the
+1. before starting any worker, it binds the workers' address once as they will: a port taken
+   is one error line and exit code 2, not one line per worker;
+2. it starts the workers in sessions of their own, so a Ctrl-C at the terminal reaches the
    parent alone;
-2. it forwards every SIGINT or SIGTERM it gets to every worker as SIGTERM: the first stops them
+3. it forwards every SIGINT or SIGTERM it gets to every worker as SIGTERM: the first stops them
    cleanly (each waits for its deliveries), a second stops them at once, as for one gateway;
-3. when a worker exits by itself (it could not listen, it failed), the parent stops the others;
-4. its exit code is the highest of the workers' (0 when all stopped cleanly);
-5. it gives them a folder of its own for their metrics (:mod:`producers.gateway.metrics`), so
+4. when a worker stops by itself (it could not listen, it failed, it was killed), the parent
+   says which and how, in one line, and stops the others (once: cleanly); a supervisor
+   restarts the whole gateway;
+5. its exit code is that first worker's (a shell's: 128 + N when killed by signal N), else
+   the highest of the workers' (0 when all stopped cleanly); a worker killed by the parent's
+   own SIGTERM before it served (still starting: nothing to deliver) counts as 0, so the
+   parent's stopping never decides the code;
+6. it gives them a folder of its own for their metrics (:mod:`producers.gateway.metrics`), so
    that ``/metrics`` shows the sum of all of them, and removes it at the end.
 """
 
@@ -22,29 +29,50 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 
+from pipeline.errors import PipelineError
 from producers.gateway.metrics import MULTIPROCESS_DIR_VARIABLE
 
-__all__ = ["run_workers"]
+__all__ = [
+    "check_address",
+    "exit_code",
+    "how_it_stopped",
+    "run_workers",
+    "supervisor_exit_code",
+]
 
 _POLL_S = 0.2
 
 
-def run_workers(argv: Sequence[str], count: int, *, say: Callable[[str], None] = print) -> int:
-    """Run ``count`` processes of ``argv`` until they have all exited; their highest exit code."""
+def run_workers(
+    argv: Sequence[str],
+    count: int,
+    *,
+    address: tuple[str, int] | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Run ``count`` processes of ``argv`` until they have all exited; the exit code of the
+    first that stopped by itself, else their highest (see the module's docstring).
+    ``address``: the host and port the workers listen on, checked first."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count!r}")
+    if address is not None:
+        check_address(*address)
     workers: list[subprocess.Popen[bytes]] = []
+    signaled: set[int] = set()  # the workers the parent sent SIGTERM to (their indexes)
+    first: int | None = None  # the first worker that stopped by itself
     stopping = False
 
     def stop_all() -> None:
-        for worker in workers:
+        for number, worker in enumerate(workers):
             if worker.poll() is None:
+                signaled.add(number)
                 worker.send_signal(signal.SIGTERM)
 
     def forward(_signum: int, _frame: FrameType | None) -> None:
@@ -59,10 +87,25 @@ def run_workers(argv: Sequence[str], count: int, *, say: Callable[[str], None] =
         for _ in range(count):
             workers.append(subprocess.Popen(list(argv), start_new_session=True, env=env))
         say(f"{count} gateway workers started (pids {', '.join(str(w.pid) for w in workers)})")
-        while any(worker.poll() is None for worker in workers):
-            if not stopping and any(worker.returncode is not None for worker in workers):
-                stopping = True  # one stopped by itself: stop the others (once: cleanly)
-                stop_all()
+        while True:
+            # Every worker polled (no short cut): each one that exited is reaped and seen.
+            running = [worker.poll() is None for worker in workers]
+            if first is None:
+                first = _first_stopped_by_itself(workers, signaled)
+                if first is not None:
+                    worker = workers[first]
+                    others = "; stopping the others" if any(running) and not stopping else ""
+                    returncode = worker.returncode
+                    prefix = "error: " if returncode else ""
+                    say(
+                        f"{prefix}gateway worker {first + 1} (pid {worker.pid}) "
+                        f"{how_it_stopped(returncode)}{others}"
+                    )
+                    if not stopping:
+                        stopping = True
+                        stop_all()
+            if not any(running):
+                break
             time.sleep(_POLL_S)
     finally:
         if not stopping:
@@ -72,9 +115,66 @@ def run_workers(argv: Sequence[str], count: int, *, say: Callable[[str], None] =
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         metrics.cleanup()
-    return max((_exit_code(worker.returncode) for worker in workers), default=0)
+    return supervisor_exit_code([w.returncode for w in workers], first, signaled)
 
 
-def _exit_code(returncode: int) -> int:
+def _first_stopped_by_itself(
+    workers: Sequence[subprocess.Popen[bytes]], signaled: Collection[int]
+) -> int | None:
+    """The index of the first worker (in order) that has exited without the parent's SIGTERM."""
+    for number, worker in enumerate(workers):
+        if worker.returncode is not None and number not in signaled:
+            return number
+    return None
+
+
+def supervisor_exit_code(
+    returncodes: Sequence[int], first: int | None, signaled: Collection[int]
+) -> int:
+    """The parent's exit code from its workers' ``Popen.returncode`` values: the code of
+    ``first`` (the first worker that stopped by itself) unless it is 0, else the highest; a
+    worker killed by the SIGTERM the parent sent it (``signaled``) counts as 0."""
+
+    def caused_by_itself(number: int) -> int:
+        returncode = returncodes[number]
+        if number in signaled and returncode == -signal.SIGTERM:
+            return 0  # stopped by the parent before it could serve: nothing was lost
+        return exit_code(returncode)
+
+    if first is not None and caused_by_itself(first):
+        return caused_by_itself(first)
+    return max((caused_by_itself(number) for number in range(len(returncodes))), default=0)
+
+
+def exit_code(returncode: int) -> int:
     """A worker's exit code as a shell shows it: killed by signal N is 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def how_it_stopped(returncode: int) -> str:
+    """``was killed by SIGKILL`` / ``exited with code 2`` / ``stopped`` (code 0)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}" if returncode else "stopped"
+
+
+def check_address(host: str, port: int) -> None:
+    """Bind ``host:port`` as each worker will (``SO_REUSEADDR`` and ``SO_REUSEPORT``, every
+    address ``host`` names) and let go at once; :class:`PipelineError` when it cannot be."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if hasattr(socket, "SO_REUSEPORT"):
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as error:  # socket.gaierror included
+        reason = (error.strerror or str(error)).lower()
+        raise PipelineError(f"cannot listen on {host}:{port}: {reason}") from None

@@ -1,0 +1,73 @@
+"""``pipeline gateway --workers``: a port taken, and a worker that dies.
+
+Real ``pipeline gateway`` processes over the real Kafka and a PostgreSQL database of the test's
+own (``--workers`` needs PostgreSQL); each test listens on a free port of its own, or one it
+holds itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway_process import GatewayProcess
+from tests.support.stack_cli import run_pipeline
+
+
+@pytest.fixture
+def database_env(postgres_url: str, catalogue_topics: None) -> dict[str, str]:
+    return {"PIPELINE_DATABASE__URL": postgres_url, "PIPELINE_LOGS__CONSOLE": "text"}
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else listens on (without ``SO_REUSEPORT``)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+def test_workers_on_a_taken_port_exit_2_every_time_saying_it_once(
+    database_env: dict[str, str], taken_port: int
+):
+    results = [
+        run_pipeline(
+            "gateway", "--port", str(taken_port), "--workers", "2", env=database_env, timeout=120
+        )
+        for _ in range(5)
+    ]
+
+    assert [result.returncode for result in results] == [2] * 5, [r.stderr for r in results]
+    for result in results:
+        said = f"error: cannot listen on 127.0.0.1:{taken_port}: address already in use"
+        assert said in result.stderr.splitlines()
+        assert result.stderr.count("cannot listen on") == 1  # checked once, by the parent
+        assert "gateway workers started" not in result.stderr  # before any worker
+
+
+def test_a_worker_killed_stops_the_gateway_saying_which_and_how(
+    tmp_path: Path, database_env: dict[str, str]
+):
+    gateway = GatewayProcess(tmp_path / "gateway.log", database_env, "--workers", "2", listening=2)
+    try:
+        started = re.search(r"2 gateway workers started \(pids (\d+), (\d+)\)", gateway.output())
+        assert started is not None, gateway.output()
+        second = int(started.group(2))
+        os.kill(second, signal.SIGKILL)
+        code = gateway.popen.wait(timeout=90)
+    finally:
+        gateway.stop()
+    output = gateway.output()
+
+    assert code == 137, output  # 128 + 9: the worker's code, as a shell shows it
+    said = f"error: gateway worker 2 (pid {second}) was killed by SIGKILL; stopping the others"
+    assert output.splitlines().count(said) == 1, output
+    assert output.count("stopping: waiting up to") == 1, output  # worker 1, once
+    assert output.count("gateway stopped: every message was delivered") == 1, output
