@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -474,3 +475,39 @@ class PipelineSettings(BaseSettings):
                 "settles every event within its delivery timeout"
             )
         return self
+
+
+def setting_variables(
+    model: type[BaseModel] = PipelineSettings, prefix: str = "PIPELINE_"
+) -> set[str]:
+    """The environment variable of every setting (``PIPELINE_KAFKA__BOOTSTRAP_SERVERS``), and
+    of every section (``PIPELINE_KAFKA``, which takes JSON)."""
+    names: set[str] = set()
+    for field_name, field in model.model_fields.items():
+        variable = f"{prefix}{field_name.upper()}"
+        names.add(variable)
+        for kind in (field.annotation, *get_args(field.annotation)):  # JwtSettings | None
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                names |= setting_variables(kind, f"{variable}__")
+    return names
+
+
+def misspelled_settings(variables: Iterable[str]) -> dict[str, str]:
+    """Each of ``variables`` that is not a setting's but is one with its underscores or case
+    wrong (``PIPELINE_KAFKA_BOOTSTRAP_SERVERS``): pydantic-settings ignores such a name, so
+    the setting would silently keep its default. Maps it to the setting's variable."""
+    known = setting_variables()
+
+    def squeezed(name: str) -> str:
+        return name.upper().replace("_", "")
+
+    by_squeezed = {squeezed(name): name for name in known}
+    found = {}
+    for variable in variables:
+        # Names are read whatever their case (pydantic-settings' default).
+        if variable.upper() in known or not variable.upper().startswith("PIPELINE_"):
+            continue
+        meant = by_squeezed.get(squeezed(variable))
+        if meant is not None:
+            found[variable] = meant
+    return found

@@ -33,7 +33,7 @@ from pipeline.cli.lazy import LazyGroup
 from pipeline.default_database import default_database_url
 from pipeline.errors import PipelineError
 from pipeline.logs.redact import redact
-from pipeline.settings import PipelineSettings
+from pipeline.settings import PipelineSettings, misspelled_settings
 
 
 class PipelineCommands(LazyGroup):
@@ -173,6 +173,10 @@ def _load_settings(
 def read_settings() -> PipelineSettings:
     """The settings from the environment; a setting that does not read is a one-line
     :class:`PipelineError` naming it."""
+    misspelled = misspelled_settings(_variables_given())
+    if misspelled:
+        variable, meant = sorted(misspelled.items())[0]
+        raise PipelineError(f"{variable} is not a setting: did you mean {meant}?")
     try:
         return PipelineSettings()
     except ValidationError as error:
@@ -183,6 +187,21 @@ def read_settings() -> PipelineSettings:
         raise PipelineError(f"invalid setting {where}: {problem}" if where else problem) from None
     except SettingsError as error:  # a PIPELINE_* value that is not the JSON a list/map needs
         raise PipelineError(f"invalid setting: {_not_json(str(error)) or error}") from None
+
+
+def _variables_given() -> set[str]:
+    """The names of the environment's variables and of the ``.env`` file's (which
+    pydantic-settings reads too)."""
+    import os
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    names = set(os.environ)
+    env_file = Path(".env")
+    if env_file.is_file():
+        names |= set(dotenv_values(env_file))
+    return names
 
 
 def _not_json(message: str) -> str | None:

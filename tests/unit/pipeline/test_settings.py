@@ -11,6 +11,8 @@ from pipeline.settings import (
     ElasticsearchSettings,
     KafkaSettings,
     PipelineSettings,
+    misspelled_settings,
+    setting_variables,
 )
 
 pytestmark = pytest.mark.usefixtures("clean_pipeline_environment")
@@ -118,3 +120,34 @@ def test_a_database_url_that_does_not_read_is_refused_without_quoting_its_passwo
 def test_a_ca_certificate_for_an_http_elasticsearch_url_is_refused(tmp_path):
     with pytest.raises(ValidationError, match=r"ca_certs\) needs an https:// URL"):
         ElasticsearchSettings(url="http://127.0.0.1:9200", ca_certs=tmp_path / "ca.crt")
+
+
+def test_a_setting_with_its_underscores_or_case_wrong_is_named_with_the_one_meant():
+    # pydantic-settings ignores such a name: the setting silently kept its default (a typo
+    # sent events to the default broker).
+    found = misspelled_settings(
+        [
+            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS",
+            "PIPELINE_servicename",
+            "PIPELINE_SAGAS__RETENTIONS",
+            "PIPELINE_SAGAS__RETAIN",  # another word: pydantic's "extra input" says so
+            "PIPELINE_KAFKA__BOOTSTRAP_SERVERS",
+            "pipeline_kafka__bootstrap_servers",  # read whatever its case
+            "PIPELINE_TEST_STACK",  # not a setting, nor like one: left alone
+            "PATH",
+        ]
+    )
+
+    assert found == {
+        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "PIPELINE_KAFKA__BOOTSTRAP_SERVERS",
+        "PIPELINE_servicename": "PIPELINE_SERVICE_NAME",
+        "PIPELINE_SAGAS__RETENTIONS": "PIPELINE_SAGAS__RETENTION_S",
+    }
+
+
+def test_every_setting_has_its_variable():
+    variables = setting_variables()
+    assert "PIPELINE_KAFKA__BOOTSTRAP_SERVERS" in variables
+    assert {"PIPELINE_GATEWAY__JWT", "PIPELINE_GATEWAY__JWT__ISSUER"} <= variables
+    assert "PIPELINE_STACK__HOME" in variables
+    assert "PIPELINE_SERVICE_NAME" in variables

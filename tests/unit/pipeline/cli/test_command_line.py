@@ -247,3 +247,27 @@ def test_a_list_or_map_setting_that_is_not_json_is_named(name, value, line):
 
     assert found.returncode == 2
     assert found.stderr.strip().splitlines() == [line]
+
+
+def test_a_misspelled_setting_is_a_one_line_error_naming_the_one_meant(tmp_path):
+    # Ignored, it sent the events to the default broker instead of the one meant.
+    in_environment = subprocess.run(
+        [PIPELINE, "topics", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "elsewhere:9092"},
+    )
+    (tmp_path / ".env").write_text("PIPELINE_SERVICENAME=billing\n")
+    in_env_file = subprocess.run(
+        [PIPELINE, "topics", "list"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+
+    assert in_environment.returncode == in_env_file.returncode == 2
+    assert in_environment.stderr.strip().splitlines() == [
+        "error: PIPELINE_KAFKA_BOOTSTRAP_SERVERS is not a setting: did you mean "
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS?"
+    ]
+    assert in_env_file.stderr.strip().splitlines() == [
+        "error: PIPELINE_SERVICENAME is not a setting: did you mean PIPELINE_SERVICE_NAME?"
+    ]
