@@ -134,7 +134,9 @@ def build_engine(
         raise DatabaseError(
             f"database.url is not a database URL: {shown_url(settings.url)}"
         ) from None
-    if settings.password is not None:
+    # A password means nothing to SQLite (a file), whose driver refuses a URL with one: left
+    # out, so that a shared environment's PIPELINE_DATABASE__PASSWORD does not break a SQLite URL.
+    if settings.password is not None and url.get_backend_name() != "sqlite":
         url = url.set(password=settings.password.get_secret_value())
     path = _sqlite_file(settings)
     if must_exist and path is not None and not path.exists():

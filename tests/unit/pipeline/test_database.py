@@ -52,6 +52,19 @@ def test_password_is_set_on_a_postgres_url_without_connecting() -> None:
     assert is_postgres(engine)
 
 
+def test_a_password_setting_leaves_a_sqlite_url_as_it_is(tmp_path: Path) -> None:
+    # One environment for all (the secure stack's sets the PostgreSQL password) and a SQLite
+    # URL for one program: its driver refused the URL with the password in it.
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path}/x.db", password=SecretStr("s3cret"))
+
+    engine = build_engine(settings)
+
+    assert engine.url.password is None
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar_one() == 1
+    engine.dispose()
+
+
 def test_url_without_a_password_setting_keeps_its_own() -> None:
     engine = build_engine(DatabaseSettings(url="postgresql+psycopg://u:inline@db.invalid/x"))
 
