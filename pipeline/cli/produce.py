@@ -182,23 +182,52 @@ class _RejectsFile:
         self.path = path
         self.count = 0
         self._file: IO[str] | None = None
+        self._failed = False
+
+    def check(self) -> None:
+        """A :class:`PipelineError` now, before any line is sent, when the file could not be
+        written at the first rejection (its folder missing or not writable, itself not
+        writable): a rerun after the fix would send the lines before it twice."""
+        path = self.path
+        if path.is_dir():
+            problem = "it is a directory"
+        elif path.exists():
+            problem = "" if os.access(path, os.W_OK) else "permission denied"
+        elif not path.absolute().parent.is_dir():
+            problem = f"no folder {path.absolute().parent}"
+        else:
+            writable = os.access(path.absolute().parent, os.W_OK | os.X_OK)
+            problem = "" if writable else "permission denied"
+        if problem:
+            raise PipelineError(f"cannot write the rejects file {path}: {problem}")
 
     def write(self, rejection: RejectedLine) -> None:
-        if self._file is None:
-            try:
-                self._file = self.path.open("w", encoding="utf-8")
-            except OSError as error:
-                raise PipelineError(
-                    f"cannot write the rejects file {self.path}: {error.strerror}"
-                ) from None
-        self._file.write(json.dumps(rejection.as_json(), ensure_ascii=False) + "\n")
+        line = json.dumps(rejection.as_json(), ensure_ascii=False) + "\n"
+        try:
+            if self._file is None:
+                # Line-buffered: each rejection is in the file as it is made (and a full disk
+                # stops the run at that line, not at the end).
+                self._file = self.path.open("w", encoding="utf-8", buffering=1)
+            self._file.write(line)
+        except OSError as error:
+            self._failed = True
+            raise PipelineError(
+                f"cannot write the rejects file {self.path}: {error.strerror}"
+            ) from None
         self.count += 1
         if self.count <= _SHOWN:
             _err.print(f"[yellow]rejected[/yellow] line {rejection.line}: {rejection.reason}")
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._file is None:
+            return
+        try:
             self._file.close()
+        except OSError as error:  # what was left to write: said once, at the write that failed
+            if not self._failed:
+                raise PipelineError(
+                    f"cannot write the rejects file {self.path}: {error.strerror}"
+                ) from None
 
 
 # --- accounting -------------------------------------------------------------------------------
@@ -463,6 +492,7 @@ def produce(
     )
     data = _Input(file)
     rejects_file = _RejectsFile(rejects or _default_rejects(data))
+    rejects_file.check()
     if (
         data.regular
         and data.path is not None

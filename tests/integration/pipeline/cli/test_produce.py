@@ -408,7 +408,7 @@ def test_an_error_part_way_still_flushes_what_was_sent_prints_the_summary_and_ex
     source = write_lines(
         tmp_path / "in.ndjson", ['{"id": "a"}', '{"id": "b"}', "{not json", '{"id": "c"}']
     )
-    unwritable = tmp_path / "no-such-folder" / "rejects.ndjson"
+    unwritable = Path("/dev/full")  # opens, and every write fails (a full disk)
 
     result = run_pipeline(
         "produce", topic, str(source), "--key", "id", "--rejects", str(unwritable)
@@ -421,7 +421,7 @@ def test_an_error_part_way_still_flushes_what_was_sent_prints_the_summary_and_ex
     assert summary_value(result.stderr, "failed") == "0"
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: stopped at line 3: cannot write the rejects file {unwritable}: "
-        "No such file or directory"
+        "No space left on device"
     )
     messages = read_topic(pipeline_settings, topic, consumer_group, expected=2)
     assert [m.key() for m in messages] == [b"a", b"b"]
@@ -429,12 +429,12 @@ def test_an_error_part_way_still_flushes_what_was_sent_prints_the_summary_and_ex
 
 def test_delivery_failures_before_an_error_part_way_are_counted_and_exit_3(new_topic, tmp_path):
     # The broker refuses every event of this topic (its limit is below any event's size), so
-    # each event queued fails; the unwritable rejects file then stops the run at line 3.
+    # each event queued fails; the rejects file on a full disk then stops the run at line 3.
     topic = new_topic(partitions=1, **{"max.message.bytes": "100"})
     source = write_lines(
         tmp_path / "in.ndjson", ['{"id": "a"}', '{"id": "b"}', "{not json", '{"id": "c"}']
     )
-    unwritable = tmp_path / "no-such-folder" / "rejects.ndjson"
+    unwritable = Path("/dev/full")  # opens, and every write fails (a full disk)
 
     result = run_pipeline(
         "produce", topic, str(source), "--key", "id", "--rejects", str(unwritable)
@@ -448,7 +448,7 @@ def test_delivery_failures_before_an_error_part_way_are_counted_and_exit_3(new_t
     assert lines[-2:] == [
         "2 events failed to be delivered",
         f"error: stopped at line 3: cannot write the rejects file {unwritable}: "
-        "No such file or directory",
+        "No space left on device",
     ]
 
 

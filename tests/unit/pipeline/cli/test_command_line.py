@@ -271,3 +271,23 @@ def test_a_misspelled_setting_is_a_one_line_error_naming_the_one_meant(tmp_path)
     assert in_env_file.stderr.strip().splitlines() == [
         "error: PIPELINE_SERVICENAME is not a setting: did you mean PIPELINE_SERVICE_NAME?"
     ]
+
+
+def test_a_rejects_file_that_cannot_be_written_is_refused_before_anything_is_sent(tmp_path):
+    # It was found at the first rejected line, after the lines before it were sent: a rerun
+    # sent them twice. Refused before Kafka is even asked (no broker here).
+    lines = tmp_path / "in.ndjson"
+    lines.write_text('{"id": "a"}\nnot json\n')
+    found = subprocess.run(
+        [PIPELINE, "produce", "t", str(lines), "--rejects", str(tmp_path / "no" / "r.ndjson")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+    )
+
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [
+        f"error: cannot write the rejects file {tmp_path / 'no' / 'r.ndjson'}: no folder "
+        f"{tmp_path / 'no'}"
+    ]
