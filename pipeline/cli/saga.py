@@ -111,8 +111,8 @@ def list_command(
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row.saga_id,
-            f"{row.name} v{row.version}",
+            escape(row.saga_id),
+            escape(f"{row.name} v{row.version}"),
             row.status,
             _when(row.created_at),
             _when(row.updated_at),
@@ -136,7 +136,7 @@ def _steps_table(state: SagaState) -> Table:
             else "-"
         )
         table.add_row(
-            name,
+            escape(name),
             step.status,
             str(step.attempts),
             str(step.compensation_attempts + step.confirm_attempts),
@@ -154,9 +154,9 @@ def _timeline(state: SagaState) -> Table:
         table.add_row(
             f"+{_seconds(offset)}",
             entry.what.replace("_", " "),
-            entry.step or "",
+            escape(entry.step or ""),
             "" if entry.attempt is None else str(entry.attempt),
-            entry.detail or "",
+            escape(entry.detail or ""),
         )
     return table
 
@@ -166,25 +166,29 @@ def show(
     ctx: typer.Context, saga_id: Annotated[str, typer.Argument(help="The saga's id.")]
 ) -> None:
     """One saga: its state, its data, each step, and its timeline with every attempt."""
+    from pipeline.sagas.machine import shown_saga_id
     from pipeline.sagas.store import load_saga
 
     with _database(ctx) as engine, engine.connect() as connection:
         stored = load_saga(connection, saga_id)
     if stored is None:
-        raise PipelineError(f"no saga {saga_id}")
+        raise PipelineError(f"no saga {shown_saga_id(saga_id)}")
     state = stored.state
     console = stdout_console()
-    console.print(f"[bold]{state.name} v{state.version}[/bold] {state.saga_id}: {state.status}")
+    console.print(
+        f"[bold]{escape(state.name)} v{state.version}[/bold] {escape(state.saga_id)}: "
+        f"{state.status}"
+    )
     if state.reason:
-        console.print(f"reason: {state.reason}")
+        console.print(f"reason: {escape(state.reason)}")
     console.print(f"data: {escape(json.dumps(state.data, ensure_ascii=False))}", highlight=False)
     console.print(_steps_table(state))
     console.print(_timeline(state))
     if state.status in STUCK:
         registry = "" if _in_demo_registry(state.name) else " --registry MODULE:ATTRIBUTE"
         console.print(
-            f"waiting for an operator: `pipeline saga retry {saga_id}{registry}` or "
-            f"`pipeline saga resolve {saga_id}{registry} --note ...`"
+            f"waiting for an operator: `pipeline saga retry {escape(saga_id)}{registry}` or "
+            f"`pipeline saga resolve {escape(saga_id)}{registry} --note ...`"
             + (f" (the registry that defines {state.name})" if registry else "")
         )
 
@@ -223,7 +227,7 @@ def retry(
     """Try a stuck saga's failed compensation (or confirms) again (compensation_failed or
     confirmation_failed only); the orchestrator carries on from there."""
     state = _operate(ctx, registry, saga_id, None)
-    stdout_console().print(f"saga {saga_id} is {state.status} again")
+    stdout_console().print(f"saga {escape(saga_id)} is {state.status} again")
 
 
 @app.command()
@@ -237,7 +241,7 @@ def resolve(
 ) -> None:
     """Mark a stuck saga as handled by hand: it ends as resolved."""
     state = _operate(ctx, registry, saga_id, note)
-    stdout_console().print(f"saga {saga_id} is {state.status}")
+    stdout_console().print(f"saga {escape(saga_id)} is {state.status}")
 
 
 @app.command()

@@ -15,13 +15,14 @@ from pipeline.sagas.definition import (
     tcc,
 )
 from pipeline.sagas.graph import mermaid
-from pipeline.sagas.machine import Decision, OperatorError, Reply
+from pipeline.sagas.machine import Decision, InvalidSagaId, OperatorError, Reply
 from pipeline.sagas.state import TERMINAL, SagaState
 
 __all__ = [
     "TERMINAL",
     "Call",
     "Decision",
+    "InvalidSagaId",
     "OperatorError",
     "Parallel",
     "Reply",

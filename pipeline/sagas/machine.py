@@ -47,15 +47,19 @@ from pipeline.sagas.state import (
 )
 
 __all__ = [
+    "SAGA_ID_MAX",
     "CommandToSend",
     "Decision",
     "InputEffect",
+    "InvalidSagaId",
     "OperatorError",
     "Reply",
+    "check_saga_id",
     "on_due",
     "on_reply",
     "resolve",
     "retry",
+    "shown_saga_id",
     "start",
 ]
 
@@ -66,6 +70,39 @@ _MAX_BACKOFF_S = 60.0
 
 class OperatorError(PipelineError):
     """An operator action that does not fit the saga's state (retrying a completed saga)."""
+
+
+class InvalidSagaId(PipelineError):
+    """A saga id that cannot be one: empty, longer than :data:`SAGA_ID_MAX` characters (the
+    database column's), or holding a control character (a line break would split every log
+    line, table row and command that shows it)."""
+
+
+#: The longest saga id (the ``sagas.saga_id`` column is a VARCHAR(255)).
+SAGA_ID_MAX = 255
+
+
+def shown_saga_id(saga_id: str) -> str:
+    """A saga id as a message names it: as it is, unless it could be no saga's (too long, a
+    control character in it), then quoted and cut short, on one line."""
+    if len(saga_id) <= SAGA_ID_MAX and saga_id.isprintable():
+        return saga_id
+    shown = repr(saga_id)
+    return shown if len(shown) <= 80 else f"{shown[:80]}..."
+
+
+def check_saga_id(saga_id: str) -> str:
+    """``saga_id`` if it can be a saga's id, else :class:`InvalidSagaId` saying why."""
+    if not isinstance(saga_id, str) or not saga_id:
+        raise InvalidSagaId(f"a saga id must be a non-empty text, got {saga_id!r:.80}")
+    if len(saga_id) > SAGA_ID_MAX:
+        raise InvalidSagaId(
+            f"a saga id has at most {SAGA_ID_MAX} characters, got {len(saga_id):,} "
+            f"({saga_id[:40]!r}...)"
+        )
+    if not saga_id.isprintable():
+        raise InvalidSagaId(f"a saga id must not hold control characters, got {saga_id!r:.80}")
+    return saga_id
 
 
 @dataclass(frozen=True)
@@ -373,7 +410,9 @@ def start(
     data: BaseModel | Mapping[str, Any],
     now: datetime,
 ) -> Decision:
-    """A new instance of ``definition``: its first element's commands."""
+    """A new instance of ``definition``: its first element's commands
+    (:class:`InvalidSagaId` for an id that cannot be one)."""
+    check_saga_id(saga_id)
     model = definition.data_model.model_validate(
         data.model_dump(mode="json") if isinstance(data, BaseModel) else dict(data)
     )

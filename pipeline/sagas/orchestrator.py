@@ -308,7 +308,7 @@ class SagaOrchestrator:
     ) -> SagaState:
         stored = load_saga(session, saga_id)
         if stored is None:
-            raise UnknownSaga(f"no saga {saga_id} in this database")
+            raise UnknownSaga(f"no saga {machine.shown_saga_id(saga_id)} in this database")
         definition = self.registry.get(stored.state.name, stored.state.version)
         decision = action(definition, stored.state, self.clock())
         save_saga(session, decision.state, stored.revision)

@@ -174,3 +174,31 @@ def test_graph_prints_mermaid():
     assert result.exit_code == 0, result.output
     assert result.output.startswith("flowchart TD\n")
     assert "  s0 --> s1\n" in result.output
+
+
+def test_ids_and_names_are_shown_as_they_are_not_read_as_markup(tmp_path):
+    # "saga-[b]x[/b]" showed as "saga-x", which then named no saga.
+    url = f"sqlite:///{tmp_path / 'sagas.db'}"
+    engine = build_engine(DatabaseSettings(url=url))
+    orchestrator = SagaOrchestrator(registry)
+    harness = PipelineHarness([orchestrator_processor(orchestrator), worker], database=engine)
+    orchestrator.clock = harness.clock
+    with Session(engine) as session, session.begin():
+        orchestrator.start(session, "Demo", "saga-[b]x[/b]", {"n": 3})
+    harness.run_until_idle()
+    harness.close()
+
+    listed = pipeline(url, "saga", "list")
+    shown = pipeline(url, "saga", "show", "saga-[b]x[/b]")
+
+    assert "saga-[b]x[/b]" in listed.output
+    assert "Demo v1 saga-[b]x[/b]: compensation_failed" in shown.output
+    assert "pipeline saga retry saga-[b]x[/b]" in shown.output
+
+
+def test_an_id_that_can_be_no_sagas_is_named_on_one_line_and_cut_short(database):
+    result = pipeline(database, "saga", "show", "a\nb" + "x" * 5000)
+    message = str(result.exception)
+    assert result.exit_code != 0
+    assert message.startswith("no saga 'a\\nbxxx") and message.endswith("...")
+    assert "\n" not in message and len(message) < 100

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pipeline.sagas import Call, Parallel, Reply, SagaDefinition, SagaRegistry, Step, tcc
 from pipeline.sagas.machine import (
     Decision,
+    InvalidSagaId,
     OperatorError,
     on_due,
     on_reply,
@@ -363,3 +364,24 @@ def test_the_same_input_gives_the_same_commands():
 def test_saga_data_is_validated_by_its_model():
     with pytest.raises(ValueError, match="amount"):
         start(order_saga(), "saga-8", {"order_id": "o"}, T0)
+
+
+@pytest.mark.parametrize(
+    ("saga_id", "says"),
+    [
+        ("", "a saga id must be a non-empty text"),
+        ("x" * 256, "a saga id has at most 255 characters, got 256"),
+        ("order-1\nforged line", "a saga id must not hold control characters"),
+        ("tab\there", "a saga id must not hold control characters"),
+    ],
+)
+def test_a_saga_id_that_can_be_no_sagas_is_refused_at_the_start(saga_id, says):
+    # An empty id failed in pydantic, a long one in the database (retried, then
+    # dead-lettered), and a line break split every table row and log line showing it.
+    with pytest.raises(InvalidSagaId, match=says):
+        start(order_saga(), saga_id, {"order_id": "o-1", "amount": 5}, T0)
+
+
+def test_a_saga_id_of_255_printable_characters_is_one():
+    decision = start(order_saga(), "é" * 255, {"order_id": "o-1", "amount": 5}, T0)
+    assert decision.state.saga_id == "é" * 255
