@@ -479,7 +479,7 @@ class ProcessingEngine:
         route = self.processor.route(record.topic, event.type)
         if route is None or Redrive.of(record) is not None:
             return None
-        if not route.is_async and self.settings.sync_group_wait_ms == 0:
+        if not route.is_async and (self.settings.sync_group_wait_ms == 0 or not route.grouped):
             return None
         data = event.data
         if route.model is not None:

@@ -198,6 +198,8 @@ class PeriodicTask:
 class Route:
     handler: Handler
     model: type[BaseModel] | None = None
+    #: Whether a synchronous handler may share a group's transaction (see ``handler``).
+    grouped: bool = True
 
     @property
     def name(self) -> str:
@@ -245,11 +247,15 @@ class Processor:
         *,
         event_type: str | None = None,
         model: type[BaseModel] | None = None,
+        grouped: bool = True,
     ) -> Callable[[Handler], Handler]:
         """Register a handler for ``topic`` (only events of ``event_type`` when given).
 
         ``model``: a pydantic model ``event.data`` must fit; an event whose data does not is
-        dead-lettered as ``schema_invalid`` without calling the handler.
+        dead-lettered as ``schema_invalid`` without calling the handler. ``grouped=False``:
+        a synchronous handler whose duration may jump (a remote call that can hang) never
+        shares a group commit's transaction, where it would hold up the events after it
+        (``processing.sync_group_wait_ms`` sizes groups by the handlers' recent durations).
         """
 
         def register(function: Handler) -> Handler:
@@ -257,7 +263,7 @@ class Processor:
             if route_key in self._routes:
                 what = f"event type {event_type!r}" if event_type else "every event type"
                 raise PipelineError(f"{self.name}: {topic} already has a handler for {what}")
-            self._routes[route_key] = Route(function, model)
+            self._routes[route_key] = Route(function, model, grouped)
             return function
 
         return register

@@ -111,6 +111,9 @@ class SagaParticipant:
     in one worker thread, so far fewer transactions and thread hand-offs per command. Only for
     handlers that do nothing but database work: one that waits (a slow call, a sleep) holds up
     every command of its group. A group whose transaction fails is redone command by command.
+    Without it (the default) each command has a transaction of its own: not even the runtime's
+    group commit of synchronous handlers, whose groups are sized by the handlers' recent
+    durations, so a command that suddenly takes long holds up no other saga.
     """
 
     def __init__(
@@ -199,7 +202,11 @@ class SagaParticipant:
 
             chosen = handle_in_group if self.group_commit else handle
             chosen.__qualname__ = function.__qualname__
-            self.processor.handler(self.topic, event_type=event_type, model=model)(chosen)
+            # Without group commit, a command never waits in a group for the slow one before
+            # it (a participant's handler may call a remote service): its own transaction.
+            self.processor.handler(
+                self.topic, event_type=event_type, model=model, grouped=self.group_commit
+            )(chosen)
             return function
 
         return register

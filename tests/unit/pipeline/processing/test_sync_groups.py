@@ -436,3 +436,28 @@ def test_a_wait_of_zero_gives_every_event_a_transaction_and_a_thread_of_its_own(
 
     assert driver.run().processed == 2
     assert (sorted(per_record_attempts), group_sizes, len(threads)) == ([0, 1], [], 2)
+
+
+def test_a_handler_registered_ungrouped_gets_a_transaction_and_a_thread_of_its_own(
+    make_driver: Callable[..., ProcessorTestDriver],
+    per_record_attempts: list[int],
+    group_sizes: list[int],
+) -> None:
+    # A saga participant's handler may suddenly take seconds (a remote call): in a group sized
+    # for its usual quick runs, the commands of other sagas waited behind it and timed out.
+    threads: set[int] = set()
+    both_running = threading.Barrier(2, timeout=10)
+
+    def handler(handled: Event, unit: UnitOfWork) -> None:
+        threads.add(threading.get_ident())
+        both_running.wait()  # only returns if the two events run at the same time
+        write_effect(handled, unit)
+
+    processor = Processor(GROUP)
+    processor.handler(TOPIC, grouped=False)(handler)
+    driver = make_driver(processor, sync_group_wait_ms=50)
+    driver.send(TOPIC, event("a", 0))
+    driver.send(TOPIC, event("b", 0))
+
+    assert driver.run().processed == 2
+    assert (sorted(per_record_attempts), group_sizes, len(threads)) == ([0, 1], [], 2)

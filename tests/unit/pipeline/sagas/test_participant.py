@@ -304,3 +304,23 @@ def test_a_command_whose_handler_keeps_failing_does_not_hold_up_its_compensation
 def test_a_participant_name_that_cannot_name_a_topic_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="must use only letters, digits"):
         SagaParticipant(Processor("p"), name)
+
+
+def test_a_participant_without_group_commit_never_shares_a_transaction_with_other_commands():
+    # Its handler may be slow on a bad day; the runtime's synchronous groups are sized for
+    # its usual quick runs, and other sagas' commands waited behind a slow one and timed out.
+    alone = SagaParticipant(Processor("alone-service"), "alone")
+    grouped = SagaParticipant(Processor("grouped-service"), "grouped", group_commit=True)
+
+    @alone.command("Do")
+    def do_alone(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+        return {}
+
+    @grouped.command("Do")
+    def do_grouped(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+        return {}
+
+    [alone_route] = [route for _, route in alone.processor._routes.items()]
+    [grouped_route] = [route for _, route in grouped.processor._routes.items()]
+    assert not alone_route.is_async and alone_route.grouped is False
+    assert grouped_route.is_async  # the group-commit path of its own (write_batched)
