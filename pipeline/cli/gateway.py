@@ -199,7 +199,10 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     engine = _migrated_engine(settings)
     store = shared_idempotency_store(settings, config, engine)
     bootstrap = settings.kafka.bootstrap_servers
-    health = KafkaHealth(build_admin(settings.kafka).list_topics, bootstrap=bootstrap)
+    admin = build_admin(settings.kafka)
+    health = KafkaHealth(
+        admin.list_topics, bootstrap=bootstrap, refusal=lambda: admin.security_failure
+    )
     # Not a `with` block: its exit would wait for every delivery once more, with no bound a
     # second Ctrl-C could cut; serve() waits for them, bounded, and says so.
     producer = build_event_producer(settings.kafka, settings.producer)

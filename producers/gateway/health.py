@@ -35,7 +35,9 @@ class KafkaHealth:
     """Kafka's reachability through ``list_topics`` (an admin client's or a producer's).
 
     ``list_topics(timeout=...)`` raises when the cluster does not answer in time. The reason
-    names the bootstrap address and librdkafka's error, never a credential.
+    names the bootstrap address and librdkafka's error, never a credential; ``refusal()`` says
+    why the broker refused the client's login or TLS handshake, if it did (the admin client's
+    ``security_failure``, read from librdkafka's log: the request itself only times out).
     """
 
     def __init__(
@@ -46,8 +48,10 @@ class KafkaHealth:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         cache_s: float = DEFAULT_CACHE_S,
         clock: Callable[[], float] = time.monotonic,
+        refusal: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._list_topics = list_topics
+        self._refusal = refusal
         self._bootstrap = bootstrap
         self._timeout_s = timeout_s
         self._cache_s = cache_s
@@ -75,6 +79,12 @@ class KafkaHealth:
         try:
             self._list_topics(timeout=self._timeout_s)
         except KafkaException as exception:
+            refused = self._refusal()
+            if refused is not None:  # a login or TLS handshake the broker refused
+                return (
+                    f"Kafka at {self._bootstrap} refused the connection ({refused}); check the "
+                    "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
+                )
             error = exception.args[0] if exception.args else exception
             detail = error.str() if hasattr(error, "str") else str(error)
             return f"Kafka at {self._bootstrap} does not answer ({detail})"

@@ -86,3 +86,17 @@ def test_concurrent_checks_share_one_request():
 
     assert asyncio.run(main()) == [None] * 20
     assert cluster.requests == 1
+
+
+def test_a_refused_login_is_said_as_such_not_as_kafka_not_answering():
+    # A wrong SASL password: the metadata request only times out, and /healthz said "does not
+    # answer"; the admin client read the refusal from librdkafka's log.
+    refused = "SASL authentication error: Authentication failed due to invalid credentials"
+    health = KafkaHealth(
+        Cluster(up=False).list_topics, bootstrap=BOOTSTRAP, clock=Clock(), refusal=lambda: refused
+    )
+
+    assert asyncio.run(health.problem()) == (
+        f"Kafka at {BOOTSTRAP} refused the connection ({refused}); check the "
+        "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
+    )
