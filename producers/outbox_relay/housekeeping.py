@@ -17,7 +17,8 @@ __all__ = ["STATUS_INTERVAL_S", "Housekeeping"]
 
 _log = logging.getLogger(__name__)
 
-#: How often backlog, age and rate are refreshed from the database (metrics, log line).
+#: How often backlog, age and rate are refreshed from the database (metrics, log line): not
+#: more often, as the rate counts the rows published in the last minute (millions at full speed).
 STATUS_INTERVAL_S = 5.0
 
 
@@ -61,7 +62,7 @@ class Housekeeping:
         """Refresh the status when due; log ``published`` (the relay's running total) and the
         rate since the last line when due, or at once when ``final``."""
         now = time.monotonic()
-        if now >= self._next_status:
+        if now >= self._next_status or final:  # the last figures are the final ones
             self._next_status = now + STATUS_INTERVAL_S
             try:
                 self.last_status = outbox_status(self._engine)

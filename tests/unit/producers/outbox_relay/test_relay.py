@@ -249,3 +249,25 @@ def test_a_stop_while_idle_ends_the_wait_for_new_rows(database):
     runner.join()  # an hour otherwise (the test's timeout fails it first)
 
     assert done and done[0].batches == 0
+
+
+def test_the_backlog_gauge_is_read_again_as_the_relay_stops(database):
+    # It was read every 5 s only: a relay that published everything and stopped left its
+    # last figure (rows that were waiting) as the final one.
+    stop = threading.Event()
+    flushes = []
+
+    def flushed() -> None:  # a batch of one row each: stop after the third
+        flushes.append(1)
+        if len(flushes) == 3:
+            stop.set()
+
+    client = FakeKafka(on_flush=flushed)
+    relay = _relay(database, client, stop=stop, poll_interval_s=3600.0, batch_size=1)
+    _write(database, ["a", "b", "c"])
+
+    relay.run()
+
+    registry = relay.metrics.registry
+    assert registry.get_sample_value("pipeline_outbox_backlog") == 0
+    assert registry.get_sample_value("pipeline_outbox_oldest_unpublished_age_seconds") == 0
