@@ -495,7 +495,8 @@ def _redrive(
         _describe(first, dlq_topic)
         if not first.letters:
             return EXIT_OK
-        if dry_run:
+        if dry_run:  # what would go back, each of them, in the order they would go
+            _out.print(dead_letter_table(dlq_topic, first.letters, None, width=_out.width))
             _err.print("dry run: nothing sent")
             return EXIT_OK
         if not typer.confirm(f"redrive {counted(len(first.letters), 'dead letter')}?", err=True):

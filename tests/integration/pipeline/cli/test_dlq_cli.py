@@ -278,6 +278,12 @@ def test_redrive_dry_run_shows_the_count_and_sends_nothing(
 
     assert result.returncode == 0, result.stderr
     assert "3 dead letters of 1 key" in result.stderr and "dry run: nothing sent" in result.stderr
+    # Each dead letter that would go back, in its order (only counts were shown): key a's
+    # events were at offsets 100, 102 and 104 of the original topic.
+    originals = [f"[1]@{offset}" in result.stdout for offset in range(100, 105)]
+    assert originals == [True, False, True, False, True], result.stdout
+    rows = [result.stdout.index(f"[1]@{offset}") for offset in (100, 102, 104)]
+    assert rows == sorted(rows)
     assert read_topic(pipeline_settings, topic, consumer_group) == []
     assert len(ndjson(run_pipeline("dlq", "inspect", topic, "-o", "ndjson"))) == 5
 
