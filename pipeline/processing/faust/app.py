@@ -26,7 +26,7 @@ from pipeline.processing.faust.binding import FaustBinding
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.processor import Processor
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import require_topics
+from pipeline.topics.admin import describe_cluster_topics, require_topics
 from pipeline.topics.spec import dlq_name
 
 __all__ = ["check_topics", "run_processor", "use_event_loop", "use_switch_interval"]
@@ -35,13 +35,24 @@ logger = logging.getLogger("pipeline.processing")
 
 
 def check_topics(settings: PipelineSettings, processor: Processor) -> None:
-    """Fail with one line when a topic the processor reads or dead-letters to is missing.
+    """Fail with one line when a topic the processor reads or dead-letters to is missing; warn
+    when the logs topic is (its log lines would be lost, one by one, unseen).
 
     Worded like every other command: Kafka not answering and missing topics are the errors of
     :mod:`pipeline.topics.admin`.
     """
+    bootstrap = settings.kafka.bootstrap_servers
+    admin = build_admin(settings.kafka)
     wanted = [*processor.topics, *(dlq_name(topic) for topic in processor.topics)]
-    require_topics(build_admin(settings.kafka), wanted, bootstrap=settings.kafka.bootstrap_servers)
+    require_topics(admin, wanted, bootstrap=bootstrap)
+    logs = settings.logs.topic
+    if not describe_cluster_topics(admin, [logs], bootstrap=bootstrap):
+        logger.warning(
+            "the logs topic %s does not exist on Kafka at %s: this processor's log lines are "
+            "not shipped (create it, e.g. with `pipeline topics apply`)",
+            logs,
+            bootstrap,
+        )
 
 
 def use_event_loop(kind: str) -> str:

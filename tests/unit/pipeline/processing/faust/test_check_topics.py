@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future
 from types import SimpleNamespace
 from typing import Any
@@ -84,10 +85,30 @@ def test_one_missing_topic_is_named_alone_in_the_produce_commands_words(
     )
 
 
-def test_all_topics_present_passes(monkeypatch: pytest.MonkeyPatch):
+def test_all_topics_present_passes_quietly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    topics = ["orders.requests", "orders.requests.dlq", "logs"]
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.processing"):
+        _check(monkeypatch, FakeAdmin(topics), _processor("orders.requests"))
+
+    assert caplog.text == ""
+
+
+def test_a_missing_logs_topic_is_a_warning_at_the_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    # The processor ran, and its Kafka log lines were lost one by one, unseen.
     topics = ["orders.requests", "orders.requests.dlq"]
 
-    _check(monkeypatch, FakeAdmin(topics), _processor("orders.requests"))
+    with caplog.at_level(logging.WARNING, logger="pipeline.processing"):
+        _check(monkeypatch, FakeAdmin(topics), _processor("orders.requests"))
+
+    assert caplog.messages == [
+        f"the logs topic logs does not exist on Kafka at {BOOTSTRAP}: this processor's log "
+        "lines are not shipped (create it, e.g. with `pipeline topics apply`)"
+    ]
 
 
 def test_kafka_not_answering_is_worded_like_the_other_commands(monkeypatch: pytest.MonkeyPatch):
