@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -157,11 +158,31 @@ def _made(make: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
     try:
         return make(config)
     except KafkaException as error:
+        missing = _missing_file(config)
+        if missing is not None:  # librdkafka's word for it is OpenSSL's "BIO lib"
+            raise PipelineError(f"cannot set up a Kafka client: {missing}") from None
         reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
         raise PipelineError(
             f"cannot set up a Kafka client with these settings: {reason} (see the "
             "PIPELINE_KAFKA__* settings)"
         ) from None
+
+
+#: The TLS files of a client's config, and the setting that names each.
+_TLS_FILES = {
+    "ssl.ca.location": "PIPELINE_KAFKA__SSL_CA_LOCATION",
+    "ssl.certificate.location": "PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION",
+    "ssl.key.location": "PIPELINE_KAFKA__SSL_KEY_LOCATION",
+}
+
+
+def _missing_file(config: dict[str, Any]) -> str | None:
+    """``no file at PATH (SETTING)`` for the first TLS file of ``config`` that is not there."""
+    for key, setting in _TLS_FILES.items():
+        path = config.get(key)
+        if path is not None and not Path(path).is_file():
+            return f"no file at {path} ({setting})"
+    return None
 
 
 def build_admin(kafka: KafkaSettings) -> PipelineAdmin:

@@ -77,7 +77,9 @@ def test_building_clients_needs_no_reachable_broker():
 
 
 def test_a_config_librdkafka_refuses_is_one_error_line_for_every_client(tmp_path):
-    kafka = KafkaSettings(security_protocol="SSL", ssl_ca_location=tmp_path / "no-such-ca.crt")
+    not_a_certificate = tmp_path / "ca.crt"
+    not_a_certificate.write_text("not a certificate")
+    kafka = KafkaSettings(security_protocol="SSL", ssl_ca_location=not_a_certificate)
     for build in (
         lambda: build_admin(kafka),
         lambda: build_producer(kafka),
@@ -86,3 +88,19 @@ def test_a_config_librdkafka_refuses_is_one_error_line_for_every_client(tmp_path
         with pytest.raises(PipelineError, match=r"ssl\.ca\.location failed") as refused:
             build()
         assert str(refused.value).startswith("cannot set up a Kafka client with these settings:")
+
+
+def test_a_tls_file_that_is_not_there_is_named_with_its_setting(tmp_path):
+    # librdkafka says only "ssl.ca.location failed: ... BIO lib" (OpenSSL's word).
+    kafka = KafkaSettings(
+        security_protocol="SSL",
+        ssl_ca_location=tmp_path / "no-such-ca.crt",
+        ssl_certificate_location=tmp_path / "no-such.crt",
+    )
+    for build in (lambda: build_admin(kafka), lambda: build_producer(kafka)):
+        with pytest.raises(PipelineError) as refused:
+            build()
+        assert str(refused.value) == (
+            f"cannot set up a Kafka client: no file at {tmp_path / 'no-such-ca.crt'} "
+            "(PIPELINE_KAFKA__SSL_CA_LOCATION)"
+        )
