@@ -331,6 +331,10 @@ def line_rules(
         raise ProduceOptionError("give --key-field or --key-from, not both")
     if key_field is not None and not key_field:
         raise ProduceOptionError("--key-field needs a field name")
+    if event_type is not None and not event_type.strip():
+        raise ProduceOptionError("--type needs a type (it was empty)")
+    if not source.strip():
+        raise ProduceOptionError("--source needs a source (it was empty)")
     key_path: KeyPath | None = None
     if key_field is not None:
         key_path = KeyPath((key_field,))

@@ -488,3 +488,17 @@ def test_strict_first_pass_of_bytes_accepts_an_event_of_exactly_the_limit() -> N
 
     assert rejections_in(rules(), [line]) == []
     assert rejections_in(rules(), [line], max_bytes=MAX_MESSAGE_BYTES - 1)[0].line == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"event_type": ""}, "--type needs a type (it was empty)"),
+        ({"event_type": "  "}, "--type needs a type (it was empty)"),
+        ({"source": ""}, "--source needs a source (it was empty)"),
+    ],
+)
+def test_an_empty_type_or_source_is_a_usage_error(options: dict[str, str], message: str) -> None:
+    # An empty --type became the default type without a word.
+    with pytest.raises(ProduceOptionError, match=re.escape(message)):
+        line_rules(topic="t", correlation_id="c", **options)  # type: ignore[arg-type]
