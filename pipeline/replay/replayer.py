@@ -22,6 +22,7 @@ flushed. The last two carry the :class:`ReplaySummary` of what was acknowledged.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -176,10 +177,25 @@ def replay_into_kafka(
     (:class:`ReplayProducer`), else one is made here. See the module docstring for the steps
     and the errors.
     """
+    targets = _Targets(kafka)
+    partitions_of: dict[str, int] = dict(partition_counts or {})
+    if prepared is None:
+        # The first target is looked up before the producer is made: with Kafka away (or the
+        # topic missing) the replay fails with that one line, before the producer starts
+        # logging its own connection failures.
+        messages = iter(messages)
+        try:
+            first = next(messages, None)
+            if first is not None:
+                target = first.topic if topic is None else topic
+                if target not in partitions_of:
+                    partitions_of[target] = targets.partitions(target)
+        except KeyboardInterrupt as interrupt:  # nothing sent
+            raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), interrupt) from None
+        messages = iter(()) if first is None else itertools.chain((first,), messages)
     made = prepared if prepared is not None else ReplayProducer(kafka)
     deliveries = made.deliveries
     producer = made.producer
-    targets = _Targets(kafka)
     schedule = Schedule(pacing)
     paced = schedule.paced
     step = 1 if paced else _STEP
@@ -189,8 +205,7 @@ def replay_into_kafka(
     began = time.monotonic()
     # The loop runs once per message at up to ~100,000 a second: calls are kept out of the
     # common case (no pacing, no new ids, partitions by key) and the usual produce is inline.
-    # Each target's partitions, looked up before its first message (unless given).
-    partitions_of: dict[str, int] = dict(partition_counts or {})
+    # Each target's partitions (partitions_of) are looked up before its first message.
     try:
         # A Ctrl-C inside the client comes out as the interrupt, not the error it reports.
         with InterruptWitness():

@@ -252,3 +252,17 @@ def test_paced_messages_wait_for_their_due_time(fake, monkeypatch):
     replay_into_kafka(KAFKA, messages, pacing=Pacing(speed=0.5))
     # Due at 0, 0.2 and 0.6 s: the waits add up to the last message's due time.
     assert sum(waits) == pytest.approx(0.6)
+
+
+def test_a_missing_first_target_fails_before_any_producer_is_made(fake):
+    # With Kafka away, the producer made first logged its own connection failures (raw
+    # librdkafka lines) before the replay's one-line error.
+    with pytest.raises(ReplayError, match="topic nowhere does not exist"):
+        replay_into_kafka(KAFKA, iter([recorded("nowhere")]))
+
+    assert fake == []
+
+
+def test_an_empty_stream_makes_no_lookup_and_sends_nothing(fake):
+    summary = replay_into_kafka(KAFKA, iter([]))
+    assert summary.sent == 0
