@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from confluent_kafka import KafkaException
 
 from pipeline.envelope import Event, KafkaMessage
@@ -272,6 +272,29 @@ class _Gateway:
 
     def _too_large_message(self) -> str:
         return f"the body is larger than {self.settings.max_body_bytes} bytes"
+
+    async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: a body announced larger than ``max_body_bytes`` is
+        refused at once (413, before the client sends it: it was asked for with ``100
+        Continue``, uploaded whole, then refused); any other gets aiohttp's answer.
+
+        aiohttp's own handler (``100 Continue``, or 417 for another expectation) is private,
+        so its few lines are written here again.
+        """
+        length = request.content_length
+        if length is not None and length > self.settings.max_body_bytes:
+            exchange = _Exchange()
+            answer = ErrorAnswer(413, "body_too_large", self._too_large_message())
+            response = self._reject(answer, exchange)
+            self._account(request, response, exchange, 0.0)
+            return response
+        expect = request.headers.get("Expect", "")
+        if request.version == HttpVersion11:
+            if expect.lower() != "100-continue":
+                raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer's own bytes start after it
+        return None
 
     # ---- POST /v1/requests/{type} -------------------------------------------------------
 
@@ -554,7 +577,7 @@ def create_app(
         app.cleanup_ctx.append(refresher.lifetime)
     if kafka_health is not None:
         app.cleanup_ctx.append(partial(_warn_without_kafka, kafka_health))
-    app.router.add_post(REQUESTS_ROUTE, gateway.submit)
+    app.router.add_post(REQUESTS_ROUTE, gateway.submit, expect_handler=gateway.expect_continue)
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/metrics", gateway.prometheus)
     return app

@@ -388,6 +388,44 @@ def test_an_oversize_body_is_413_json_and_produces_nothing(
     assert messages_in(pipeline_settings, consumer_group, topic, producer) == 0
 
 
+def test_expect_100_continue_refuses_an_oversize_body_before_it_is_sent(
+    producer, topic, pipeline_settings, consumer_group
+):
+    # The gateway said "100 Continue", took the whole upload, then answered 413.
+    small = json.dumps(place_order()).encode()
+
+    async def exchange(client, length: int, body: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(
+            b"POST /v1/requests/place_order HTTP/1.1\r\nHost: gateway\r\n"
+            b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            + f"Content-Length: {length}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        if first.startswith(b"HTTP/1.1 100"):
+            writer.write(body)
+            await writer.drain()
+            first += await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        else:
+            first += await asyncio.wait_for(reader.read(65536), 10)
+        writer.close()
+        return first
+
+    async def scenario(client):
+        too_large = await exchange(client, SETTINGS.max_body_bytes + 1, b"")
+        fine = await exchange(client, len(small), small)
+        return too_large, fine
+
+    too_large, fine = run_gateway(producer, topic, scenario)
+
+    assert too_large.startswith(b"HTTP/1.1 413"), too_large[:200]
+    assert b"100 Continue" not in too_large
+    assert b'"body_too_large"' in too_large
+    assert fine.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202"), fine[:200]
+    assert messages_in(pipeline_settings, consumer_group, topic, producer) == 1
+
+
 def test_a_client_over_its_rate_gets_429_with_retry_after_and_nothing_is_produced(
     producer, topic, pipeline_settings, consumer_group
 ):
