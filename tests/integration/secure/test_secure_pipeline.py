@@ -14,6 +14,8 @@ import json
 import os
 import re
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -25,6 +27,7 @@ from pipeline.envelope import Event, decode_message
 from pipeline.kafka.clients import build_admin, build_consumer
 from pipeline.kafka.producer import build_event_producer
 from pipeline.logs.elasticsearch import build_elasticsearch
+from pipeline.ports import free_port
 from pipeline.settings import PipelineSettings
 from pipeline.stack.postgres_node import create_database, drop_database
 from pipeline.stack.secure import client_environment, secure_database_url
@@ -265,6 +268,49 @@ def test_a_wrong_password_or_an_untrusted_certificate_is_one_line_without_the_pa
         error_line["es ca"]
     )
     assert "CERTIFICATE_VERIFY_FAILED" in error_line["es ca"], error_line["es ca"]
+
+
+def test_the_gateway_says_kafka_refused_its_login_not_that_kafka_does_not_answer(
+    secure_pipeline_settings, secure_database
+):
+    # /healthz said "does not answer", as for a broker that is down.
+    settings = secure_pipeline_settings
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    port = free_port()
+    env = _environment(
+        settings,
+        PIPELINE_KAFKA__SASL_PASSWORD=wrong,
+        PIPELINE_DATABASE__URL=secure_database,
+        PIPELINE_LOGS__CONSOLE="text",
+    )
+    gateway = _started(env, "gateway", "--port", str(port))
+    try:
+        answer: dict[str, str] = {}
+
+        def refused() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                    return False
+            except urllib.error.HTTPError as error:
+                answer.update(json.loads(error.read()))
+                return error.code == 503 and "refused" in answer.get("reason", "")
+            except OSError:
+                return False  # not listening yet
+
+        wait_until(refused, timeout_s=60, what="the gateway's /healthz saying Kafka refused it")
+    finally:
+        gateway.terminate()
+        _out, err = gateway.communicate(timeout=60)
+
+    reason = answer["reason"]
+    assert reason.startswith(
+        f"Kafka at {settings.kafka.bootstrap_servers} refused the connection (SASL "
+        "authentication error"
+    ), reason
+    assert reason.endswith("check the PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings")
+    assert wrong not in reason + err
+    for secret in _secrets(settings):
+        assert secret not in reason + err
 
 
 def test_plain_clients_are_refused_by_kafka_elasticsearch_and_postgres(secure_pipeline_settings):
