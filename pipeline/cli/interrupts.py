@@ -10,13 +10,13 @@ so the code that handles Ctrl-C handles both; :func:`exit_code` tells them apart
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
-from typing import Any
 
 import typer
+
+from pipeline.kafka.interrupts import SignalsTaken
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -74,14 +74,12 @@ class HeldInterrupts:
     """
 
     def __init__(self) -> None:
-        self._previous: dict[int, Any] = {}
+        self._signals = SignalsTaken(self._arrived)
         self._holding = False
         self._pending: int | None = None
 
     def __enter__(self) -> HeldInterrupts:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._arrived)
+        self._signals.take()
         return self
 
     def __exit__(
@@ -90,9 +88,7 @@ class HeldInterrupts:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+        self._signals.give_back()
 
     @contextmanager
     def holding(self) -> Iterator[None]:
@@ -104,7 +100,7 @@ class HeldInterrupts:
             self._holding = False
             pending, self._pending = self._pending, None
             if pending is not None:
-                self._raise(pending)
+                self._signals.hand_over(pending)
 
     def _arrived(self, signum: int, _frame: FrameType | None) -> None:
         if self._holding and self._pending is None:
@@ -113,12 +109,4 @@ class HeldInterrupts:
         # Between units, or a second signal during one (a unit stuck waiting for Kafka, say):
         # at once, as without this class.
         self._pending = None
-        self._raise(signum)
-
-    def _raise(self, signum: int) -> None:
-        handler = self._previous.get(signum, signal.getsignal(signum))
-        if callable(handler):
-            handler(signum, None)  # e.g. raises KeyboardInterrupt
-        elif handler == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)  # the default action: the process ends
+        self._signals.hand_over(signum)

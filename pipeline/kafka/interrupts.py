@@ -24,12 +24,41 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["InterruptWitness"]
+__all__ = ["InterruptWitness", "SignalsTaken"]
 
 _WATCHED = (signal.SIGINT, signal.SIGTERM)
+
+
+class SignalsTaken:
+    """SIGINT and SIGTERM handled by ``handler`` between :meth:`take` and :meth:`give_back`
+    (in the main thread; elsewhere signals are left as they are); :meth:`hand_over` does what
+    the handler that was there before would have done."""
+
+    def __init__(self, handler: Callable[[int, FrameType | None], None]) -> None:
+        self._handler = handler
+        self._previous: dict[int, Any] = {}
+
+    def take(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _WATCHED:
+                self._previous[signum] = signal.signal(signum, self._handler)
+
+    def give_back(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def hand_over(self, signum: int) -> None:
+        handler = self._previous.get(signum, signal.getsignal(signum))
+        if callable(handler):
+            handler(signum, None)  # e.g. raises KeyboardInterrupt
+        elif handler == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)  # the default action: the process ends
 
 
 class InterruptWitness:
@@ -40,12 +69,10 @@ class InterruptWitness:
     def __init__(self) -> None:
         #: The signals seen while the block ran, in order.
         self.seen: list[int] = []
-        self._previous: dict[int, Any] = {}
+        self._signals = SignalsTaken(self._witness)
 
     def __enter__(self) -> InterruptWitness:
-        if threading.current_thread() is threading.main_thread():
-            for signum in _WATCHED:
-                self._previous[signum] = signal.signal(signum, self._witness)
+        self._signals.take()
         return self
 
     def __exit__(
@@ -54,20 +81,10 @@ class InterruptWitness:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+        self._signals.give_back()
         if kind is not None and issubclass(kind, (TypeError, SystemError)) and self.seen:
-            self._hand_over(self.seen[-1])  # raises what the signal raises without us
+            self._signals.hand_over(self.seen[-1])  # raises what the signal raises without us
 
     def _witness(self, signum: int, _frame: FrameType | None) -> None:
         self.seen.append(signum)
-        self._hand_over(signum)
-
-    def _hand_over(self, signum: int) -> None:
-        handler = self._previous.get(signum, signal.getsignal(signum))
-        if callable(handler):
-            handler(signum, None)  # e.g. raises KeyboardInterrupt
-        elif handler == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)  # the default action: the process ends
+        self._signals.hand_over(signum)

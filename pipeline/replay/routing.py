@@ -70,6 +70,24 @@ class RecordingSurvey:
     #: The first recorded ``(topic, partition)`` below 0, which no topic has.
     below_zero: tuple[str, int] | None = None
 
+    def add(self, message: ProducibleMessage, target: str) -> None:
+        """Count ``message``, sent to ``target``."""
+        self.messages += 1
+        needed = self.partitions_needed
+        partition = message.partition
+        if needed.get(target, 0) <= partition:
+            needed[target] = partition + 1
+        elif partition < 0:  # the target is still needed; a partition, only by key
+            needed.setdefault(target, 0)
+            if self.below_zero is None:
+                self.below_zero = (message.topic, partition)
+        ts = message.timestamp_ms
+        if ts is not None:
+            if self.first_ms is None or ts < self.first_ms:
+                self.first_ms = ts
+            if self.last_ms is None or ts > self.last_ms:
+                self.last_ms = ts
+
     @property
     def span_s(self) -> float:
         """From the earliest to the latest recorded timestamp, in seconds."""
@@ -81,23 +99,9 @@ class RecordingSurvey:
 def survey(messages: Iterable[ProducibleMessage], *, topic: str | None = None) -> RecordingSurvey:
     """Count the messages, and find the target topics and partitions they need."""
     found = RecordingSurvey()
-    needed = found.partitions_needed
+    add = found.add
     for message in messages:
-        found.messages += 1
-        target = topic if topic is not None else message.topic
-        partition = message.partition
-        if needed.get(target, 0) <= partition:
-            needed[target] = partition + 1
-        elif partition < 0:  # the target is still needed; a partition, only by key
-            needed.setdefault(target, 0)
-            if found.below_zero is None:
-                found.below_zero = (message.topic, partition)
-        ts = message.timestamp_ms
-        if ts is not None:
-            if found.first_ms is None or ts < found.first_ms:
-                found.first_ms = ts
-            if found.last_ms is None or ts > found.last_ms:
-                found.last_ms = ts
+        add(message, topic if topic is not None else message.topic)
     return found
 
 

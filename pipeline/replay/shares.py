@@ -135,21 +135,7 @@ class LineRouter:
         partition = message.partition
         target = self._topic if self._topic is not None else message.topic
         if surveying:
-            found = self.survey
-            found.messages += 1
-            needed = found.partitions_needed
-            if needed.get(target, 0) <= partition:
-                needed[target] = partition + 1
-            elif partition < 0:  # the target is still needed; a partition, only by key
-                needed.setdefault(target, 0)
-                if found.below_zero is None:
-                    found.below_zero = (message.topic, partition)
-            ts = message.timestamp_ms
-            if ts is not None:
-                if found.first_ms is None or ts < found.first_ms:
-                    found.first_ms = ts
-                if found.last_ms is None or ts > found.last_ms:
-                    found.last_ms = ts
+            self.survey.add(message, target)
         count = None
         if not self._preserve:
             counts = self._counts

@@ -24,10 +24,14 @@ def _stop(process: subprocess.Popen[str], signum: int) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-def _end_offset(settings, topic: str) -> int:
+def _end_offset(settings, topic: str, partitions: int = 1) -> int:
+    """The sum of the end offsets of the topic's ``partitions`` first partitions."""
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "x"})
     try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        )
     finally:
         consumer.close()
 
@@ -80,17 +84,6 @@ def test_produce_from_stdin_prints_its_summary_then_exits_with_the_signal_code(
     assert "sent (acknowledged) │ 1 │" in summary, stderr
 
 
-def _all_end_offsets(settings, topic: str, partitions: int) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "x"})
-    try:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        )
-    finally:
-        consumer.close()
-
-
 @pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=["ctrl-c", "sigterm"])
 def test_produce_interrupted_mid_file_counts_exactly_the_lines_it_sent(
     new_topic, pipeline_settings, tmp_path, signum, code
@@ -108,7 +101,7 @@ def test_produce_interrupted_mid_file_counts_exactly_the_lines_it_sent(
         text=True,
     )
     deadline = time.monotonic() + 60
-    while _all_end_offsets(pipeline_settings, topic, 3) < 50_000:  # well into the file
+    while _end_offset(pipeline_settings, topic, 3) < 50_000:  # well into the file
         assert time.monotonic() < deadline and process.poll() is None, "nothing was sent"
         time.sleep(0.1)
 
@@ -121,4 +114,4 @@ def test_produce_interrupted_mid_file_counts_exactly_the_lines_it_sent(
     assert f"interrupted after line {read};" in summary
     assert read == sent, stderr
     assert int(sent.replace(",", "")) < 2_000_000, "it ended before the signal"
-    assert _all_end_offsets(pipeline_settings, topic, 3) == int(sent.replace(",", ""))
+    assert _end_offset(pipeline_settings, topic, 3) == int(sent.replace(",", ""))

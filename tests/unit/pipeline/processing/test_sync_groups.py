@@ -417,34 +417,20 @@ def test_redelivered_events_are_duplicates_and_their_handlers_do_not_run_again(
     assert len(effect_rows(driver.database)) == 6
 
 
-def test_a_wait_of_zero_gives_every_event_a_transaction_and_a_thread_of_its_own(
+@pytest.mark.parametrize(
+    ("wait_ms", "grouped"),
+    [(0, True), (50, False)],
+    ids=["a wait of zero", "a handler registered ungrouped"],
+)
+def test_every_event_gets_a_transaction_and_a_thread_of_its_own(
     make_driver: Callable[..., ProcessorTestDriver],
     per_record_attempts: list[int],
     group_sizes: list[int],
+    wait_ms: int,
+    grouped: bool,
 ) -> None:
-    threads: set[int] = set()
-    both_running = threading.Barrier(2, timeout=10)
-
-    def handler(handled: Event, unit: UnitOfWork) -> None:
-        threads.add(threading.get_ident())
-        both_running.wait()  # only returns if the two events run at the same time
-        write_effect(handled, unit)
-
-    driver = make_driver(sync_processor(handler), sync_group_wait_ms=0)
-    driver.send(TOPIC, event("a", 0))
-    driver.send(TOPIC, event("b", 0))
-
-    assert driver.run().processed == 2
-    assert (sorted(per_record_attempts), group_sizes, len(threads)) == ([0, 1], [], 2)
-
-
-def test_a_handler_registered_ungrouped_gets_a_transaction_and_a_thread_of_its_own(
-    make_driver: Callable[..., ProcessorTestDriver],
-    per_record_attempts: list[int],
-    group_sizes: list[int],
-) -> None:
-    # A saga participant's handler may suddenly take seconds (a remote call): in a group sized
-    # for its usual quick runs, the commands of other sagas waited behind it and timed out.
+    # Ungrouped: a saga participant's handler may suddenly take seconds (a remote call); in a
+    # group sized for its usual quick runs, other sagas' commands waited behind it and timed out.
     threads: set[int] = set()
     both_running = threading.Barrier(2, timeout=10)
 
@@ -454,8 +440,8 @@ def test_a_handler_registered_ungrouped_gets_a_transaction_and_a_thread_of_its_o
         write_effect(handled, unit)
 
     processor = Processor(GROUP)
-    processor.handler(TOPIC, grouped=False)(handler)
-    driver = make_driver(processor, sync_group_wait_ms=50)
+    processor.handler(TOPIC, grouped=grouped)(handler)
+    driver = make_driver(processor, sync_group_wait_ms=wait_ms)
     driver.send(TOPIC, event("a", 0))
     driver.send(TOPIC, event("b", 0))
 
