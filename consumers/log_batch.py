@@ -8,9 +8,9 @@ What :class:`consumers.log_shipper.LogShipper` does with a batch, without any I/
    ``_id`` is the document's
    ``event.id`` (so a redelivery overwrites, never duplicates; a record without one gets a hash
    of topic/partition/offset), ``_index`` the daily index of its own ``@timestamp``
-   (:func:`pipeline.logs.schema.index_for`), or of the day it reached Kafka when that
-   ``@timestamp`` is more than a day later (a wrong clock). A record that is not a JSON object
-   with a valid ``@timestamp`` is an :class:`UnshippableRecord` at once;
+   (:func:`pipeline.logs.schema.index_for`), or of the shipper's day when that ``@timestamp``
+   is more than a day ahead of the shipper's clock (a wrong clock). A record that is not a
+   JSON object with a valid ``@timestamp`` is an :class:`UnshippableRecord` at once;
 2. :func:`classify` says what to do with each bulk item from its status: 2xx ``ok``, 429 and
    5xx ``retry``, any other 4xx (a mapping conflict) ``reject``, with Elasticsearch's reason
    (:func:`item_reason`, :func:`item_error_type`);
@@ -133,9 +133,11 @@ def _document_of(record: SourceRecord) -> bytes | None:
 
 
 def plan_batch(
-    records: Iterable[SourceRecord], *, alias: str = INDEX_ALIAS
+    records: Iterable[SourceRecord], *, alias: str = INDEX_ALIAS, now: datetime | None = None
 ) -> tuple[list[IndexAction], list[UnshippableRecord]]:
-    """Index actions for the records that are log documents; dead letters for the rest."""
+    """Index actions for the records that are log documents; dead letters for the rest.
+    ``now``: the shipper's clock, which a document's ``@timestamp`` may pass by at most
+    :data:`FUTURE_SLACK` and still choose its index."""
     actions: list[IndexAction] = []
     dead: list[UnshippableRecord] = []
     for record in records:
@@ -165,22 +167,21 @@ def plan_batch(
             event_id = fallback_id(record)
         # A log line's JSON is sent as it came (one line), saving a second serialisation.
         source = value if b"\n" not in value else json.dumps(document).encode()
-        actions.append(IndexAction(record, _index_of(record, moment, alias), event_id, source))
+        actions.append(IndexAction(record, _index_of(moment, now, alias), event_id, source))
     return actions, dead
 
 
-#: How far a record's ``@timestamp`` may lie after its Kafka timestamp and still choose the
+#: How far a record's ``@timestamp`` may lie after the shipper's clock and still choose the
 #: index: beyond, a host's wrong clock would make an index per day it claims (year 2099, ...).
+#: (The record's Kafka timestamp is no check: the same host's producer set it.)
 FUTURE_SLACK = timedelta(days=1)
 
 
-def _index_of(record: SourceRecord, moment: datetime, alias: str) -> str:
-    """The daily index of ``moment``; the day the record reached Kafka when ``moment`` is more
-    than :data:`FUTURE_SLACK` after it (the document keeps its ``@timestamp``)."""
-    if record.timestamp_ms is not None:
-        arrived = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
-        if moment - arrived > FUTURE_SLACK:
-            return index_for(arrived, alias=alias)
+def _index_of(moment: datetime, now: datetime | None, alias: str) -> str:
+    """The daily index of ``moment``; today's (``now``'s) when ``moment`` is more than
+    :data:`FUTURE_SLACK` after ``now`` (the document keeps its ``@timestamp``)."""
+    if now is not None and moment - now > FUTURE_SLACK:
+        return index_for(now, alias=alias)
     return index_for(moment, alias=alias)
 
 

@@ -266,7 +266,7 @@ class LogShipper:
         offsets: dict[Position, list[int]] = {}
         for record in records:
             offsets.setdefault((record.topic, record.partition), []).append(record.offset)
-        actions, dead = plan_batch(records, alias=self.alias)
+        actions, dead = plan_batch(records, alias=self.alias, now=datetime.now(UTC))
         done: set[tuple[str, int, int]] = set()
         # Stopping in an outage: commit what is acknowledged, the rest comes again.
         with contextlib.suppress(_Stopped):

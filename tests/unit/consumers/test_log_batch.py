@@ -56,23 +56,23 @@ def test_the_index_is_the_utc_day_of_the_records_own_timestamp():
     assert actions[0].index == "pipeline-logs-2024.07.15"
 
 
-def test_a_timestamp_more_than_a_day_after_the_record_reached_kafka_indexes_by_arrival():
-    # A host with a wrong clock would otherwise make an index per day it claims.
-    within = _record(0, _doc(stamp="2024-07-16T23:00:00Z"))
+def test_a_timestamp_more_than_a_day_ahead_of_the_shippers_clock_indexes_by_today():
+    # A host with a wrong clock would otherwise make an index per day it claims. Its records'
+    # Kafka timestamps are no check: its own producer set them with the same clock.
+    now = datetime(2024, 7, 16, 12, 0, tzinfo=UTC)
+    within = _record(0, _doc(stamp="2024-07-17T11:00:00Z"))
     future = _record(1, _doc(stamp="2099-01-01T00:00:00Z"))
     past = _record(2, _doc(stamp="2020-01-01T00:00:00Z"))
-    actions, dead = plan_batch([within, future, past])
+    actions, dead = plan_batch([within, future, past], now=now)
     assert dead == []
     assert [a.index for a in actions] == [
-        "pipeline-logs-2024.07.16",
+        "pipeline-logs-2024.07.17",
         "pipeline-logs-2024.07.16",
         "pipeline-logs-2020.01.01",
     ]
     assert json.loads(actions[1].source)["@timestamp"] == "2099-01-01T00:00:00Z"
-    # Without a Kafka timestamp there is nothing to compare with: the document's own day.
-    value = json.dumps(_doc(stamp="2099-01-01T00:00:00Z")).encode()
-    unknown = SourceRecord("logs", 0, 3, b"svc", value, (), None)
-    assert plan_batch([unknown])[0][0].index == "pipeline-logs-2099.01.01"
+    # Without a clock to compare with: the document's own day.
+    assert plan_batch([future])[0][0].index == "pipeline-logs-2099.01.01"
 
 
 def test_a_record_without_event_id_gets_a_stable_id_from_its_position():
