@@ -18,6 +18,9 @@ import typer
 
 from pipeline.kafka.interrupts import SignalsTaken
 
+#: How long a unit of work may hold back a signal (:class:`HeldInterrupts`).
+HOLD_AT_MOST_S = 2.0
+
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
@@ -66,20 +69,26 @@ class HeldInterrupts:
     (a batch of lines: parsed, queued, counted): a signal that comes during a unit is raised
     as it would have been (``KeyboardInterrupt``, or :class:`Terminated` inside
     :func:`signals_interrupt`) once the unit ends; between units (a blocking read, say) at
-    once; a second signal during the same unit (one stuck waiting for Kafka) at once too. A unit
-    cut in two by an interrupt left a line read but neither sent nor counted, or a delivery
-    report half counted. Written by hand: the standard library offers no deferral of
-    signals. Handlers can only be set in the main thread; elsewhere signals are left as they
-    are.
+    once. A unit cut in two by an interrupt left a line read but neither sent nor counted, or
+    a delivery report half counted. The hold is bounded: a second signal, or
+    :data:`HOLD_AT_MOST_S` (a unit stuck waiting for Kafka: a supervisor sends one SIGTERM,
+    then SIGKILL), raises it during the unit. A unit that fails by itself keeps its own error
+    (the held signal is dropped: the run stops either way).
+
+    Written by hand: the standard library offers no deferral of signals. Handlers (and the
+    timer, SIGALRM) can only be set in the main thread; elsewhere signals are left as they are.
     """
 
     def __init__(self) -> None:
         self._signals = SignalsTaken(self._arrived)
         self._holding = False
         self._pending: int | None = None
+        self._previous_alarm: object = None
 
     def __enter__(self) -> HeldInterrupts:
         self._signals.take()
+        if self._signals.taken:
+            self._previous_alarm = signal.signal(signal.SIGALRM, self._held_too_long)
         return self
 
     def __exit__(
@@ -88,25 +97,40 @@ class HeldInterrupts:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if self._signals.taken:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._previous_alarm)  # type: ignore[arg-type]
         self._signals.give_back()
 
     @contextmanager
     def holding(self) -> Iterator[None]:
         """Run one unit; a signal that arrives meanwhile is raised when it ends."""
         self._holding = True
+        failed = True
         try:
             yield
+            failed = False
         finally:
             self._holding = False
             pending, self._pending = self._pending, None
             if pending is not None:
-                self._signals.hand_over(pending)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                if not failed:
+                    self._signals.hand_over(pending)
 
     def _arrived(self, signum: int, _frame: FrameType | None) -> None:
         if self._holding and self._pending is None:
             self._pending = signum
+            signal.setitimer(signal.ITIMER_REAL, HOLD_AT_MOST_S)
             return
-        # Between units, or a second signal during one (a unit stuck waiting for Kafka, say):
-        # at once, as without this class.
+        # Between units, or a second signal during one: at once, as without this class.
+        self._raise_pending(signum)
+
+    def _held_too_long(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._pending is not None:
+            self._raise_pending(self._pending)
+
+    def _raise_pending(self, signum: int) -> None:
         self._pending = None
+        signal.setitimer(signal.ITIMER_REAL, 0)
         self._signals.hand_over(signum)

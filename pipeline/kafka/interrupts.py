@@ -42,6 +42,11 @@ class SignalsTaken:
         self._handler = handler
         self._previous: dict[int, Any] = {}
 
+    @property
+    def taken(self) -> bool:
+        """Whether the handler is in place (only the main thread can set one)."""
+        return bool(self._previous)
+
     def take(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for signum in _WATCHED:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
+from pipeline.cli import interrupts
 from pipeline.cli.interrupts import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -78,3 +80,25 @@ def test_the_handlers_are_back_after_held_interrupts():
     with HeldInterrupts():
         assert signal.getsignal(signal.SIGINT) is not before[0]
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_unit_stuck_longer_than_the_hold_gets_the_signal_during_it(monkeypatch):
+    # One SIGTERM from a supervisor, then SIGKILL: a unit waiting for Kafka must not sit on it.
+    monkeypatch.setattr(interrupts, "HOLD_AT_MOST_S", 0.1)
+    reached = []
+    with pytest.raises(KeyboardInterrupt), HeldInterrupts() as held, held.holding():
+        os.kill(os.getpid(), signal.SIGINT)
+        reached.append("held")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # stuck
+            time.sleep(0.01)
+        reached.append("never let go")
+
+    assert reached == ["held"]
+
+
+def test_a_unit_that_fails_by_itself_keeps_its_own_error():
+    with pytest.raises(ValueError, match="its own"), HeldInterrupts() as held, held.holding():
+        os.kill(os.getpid(), signal.SIGINT)
+        raise ValueError("its own")
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no alarm left behind
