@@ -492,7 +492,8 @@ def produce(
     )
     data = _Input(file)
     rejects_file = _RejectsFile(rejects or _default_rejects(data))
-    rejects_file.check()
+    if rejects is not None:  # the default place is not required of an input with no bad line
+        rejects_file.check()
     if (
         data.regular
         and data.path is not None

@@ -132,8 +132,10 @@ def supervisor_exit_code(
     returncodes: Sequence[int], first: int | None, signaled: Collection[int]
 ) -> int:
     """The parent's exit code from its workers' ``Popen.returncode`` values: the code of
-    ``first`` (the first worker that stopped by itself) unless it is 0, else the highest; a
-    worker killed by the SIGTERM the parent sent it (``signaled``) counts as 0."""
+    ``first`` (the first worker that stopped by itself) unless it is 0, else the highest of
+    all, and at least 1 when a worker stopped by itself (the gateway was not asked to stop: a
+    supervisor that restarts on failure must restart it); a worker killed by the SIGTERM the
+    parent sent it (``signaled``) counts as 0."""
 
     def caused_by_itself(number: int) -> int:
         returncode = returncodes[number]
@@ -143,7 +145,8 @@ def supervisor_exit_code(
 
     if first is not None and caused_by_itself(first):
         return caused_by_itself(first)
-    return max((caused_by_itself(number) for number in range(len(returncodes))), default=0)
+    highest = max((caused_by_itself(number) for number in range(len(returncodes))), default=0)
+    return max(highest, 1) if first is not None else highest
 
 
 def exit_code(returncode: int) -> int:
@@ -166,7 +169,10 @@ def check_address(host: str, port: int) -> None:
     """Bind ``host:port`` as each worker will (``SO_REUSEADDR`` and ``SO_REUSEPORT``, every
     address ``host`` names) and let go at once; :class:`PipelineError` when it cannot be."""
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # "" is every interface, as for the workers (getaddrinfo's None).
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
         for family, kind, proto, _, address in addresses:
             with socket.socket(family, kind, proto) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
