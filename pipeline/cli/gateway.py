@@ -201,7 +201,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     bootstrap = settings.kafka.bootstrap_servers
     admin = build_admin(settings.kafka)
     health = KafkaHealth(
-        admin.list_topics, bootstrap=bootstrap, refusal=lambda: admin.security_failure
+        admin.list_topics, bootstrap=bootstrap, refusal=admin.take_security_failure
     )
     # Not a `with` block: its exit would wait for every delivery once more, with no bound a
     # second Ctrl-C could cut; serve() waits for them, bounded, and says so.

@@ -148,6 +148,14 @@ class PipelineAdmin(AdminClient):
         self.poll(0)  # librdkafka hands its queued log lines to the logger when polled
         return self._log.security_failure
 
+    def take_security_failure(self) -> str | None:
+        """:attr:`security_failure`, forgotten once read: a long-running program's later
+        trouble is not blamed on a refusal long past (librdkafka logs a refusal again at each
+        try while it lasts)."""
+        failure = self.security_failure
+        self._log.security_failure = None
+        return failure
+
 
 T = TypeVar("T")
 

@@ -36,8 +36,9 @@ class KafkaHealth:
 
     ``list_topics(timeout=...)`` raises when the cluster does not answer in time. The reason
     names the bootstrap address and librdkafka's error, never a credential; ``refusal()`` says
-    why the broker refused the client's login or TLS handshake, if it did (the admin client's
-    ``security_failure``, read from librdkafka's log: the request itself only times out).
+    why the broker refused the client's login or TLS handshake since it was last asked, if it
+    did (the admin client's ``take_security_failure``, read from librdkafka's log: the request
+    itself only times out).
     """
 
     def __init__(
@@ -79,6 +80,8 @@ class KafkaHealth:
         try:
             self._list_topics(timeout=self._timeout_s)
         except KafkaException as exception:
+            # A refusal since the last probe (``refusal`` forgets what it told): not one long
+            # past, which would be blamed for every later outage of this long-running program.
             refused = self._refusal()
             if refused is not None:  # a login or TLS handshake the broker refused
                 return (
@@ -90,4 +93,5 @@ class KafkaHealth:
             return f"Kafka at {self._bootstrap} does not answer ({detail})"
         except Exception as error:  # anything else the client raises: still one line
             return f"Kafka at {self._bootstrap} does not answer ({type(error).__name__})"
+        self._refusal()  # answered: a refusal logged before it is past
         return None

@@ -100,3 +100,24 @@ def test_a_refused_login_is_said_as_such_not_as_kafka_not_answering():
         f"Kafka at {BOOTSTRAP} refused the connection ({refused}); check the "
         "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
     )
+
+
+def test_a_refusal_long_past_is_not_blamed_for_a_later_outage():
+    # The admin client remembered its last refusal for ever: after one, every outage of the
+    # long-running gateway read "refused".
+    refusals = ["SASL authentication error: bad password"]
+    cluster, clock = Cluster(up=False), Clock()
+    health = KafkaHealth(
+        cluster.list_topics,
+        bootstrap=BOOTSTRAP,
+        clock=clock,
+        cache_s=5.0,
+        refusal=lambda: refusals.pop() if refusals else None,  # read once, as the admin's take
+    )
+
+    first = asyncio.run(health.problem())
+    clock.now += 10
+    later = asyncio.run(health.problem())
+
+    assert first is not None and "refused the connection" in first
+    assert later == f"Kafka at {BOOTSTRAP} does not answer (Failed to get metadata: broker down)"
