@@ -188,7 +188,11 @@ def _missing_file(config: dict[str, Any]) -> str | None:
     """``no file at PATH (SETTING)`` for the first TLS file of ``config`` that is not there."""
     for key, setting in _TLS_FILES.items():
         path = config.get(key)
-        if path is not None and not Path(path).is_file():
+        if path is None or (key == "ssl.ca.location" and path == "probe"):
+            continue  # librdkafka's "probe": the system's usual CA locations
+        # A CA location may be a folder of certificates too.
+        found = Path(path).exists() if key == "ssl.ca.location" else Path(path).is_file()
+        if not found:
             return f"no file at {path} ({setting})"
     return None
 

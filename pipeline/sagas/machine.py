@@ -26,6 +26,7 @@ The rules, in order of the saga's life:
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,10 +83,16 @@ class InvalidSagaId(PipelineError):
 SAGA_ID_MAX = 255
 
 
+def _breaks_lines(text: str) -> bool:
+    """Whether ``text`` holds a control character (a line break, a tab, an escape) or a
+    Unicode line or paragraph separator."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
 def shown_saga_id(saga_id: str) -> str:
     """A saga id as a message names it: as it is, unless it could be no saga's (too long, a
     control character in it), then quoted and cut short, on one line."""
-    if len(saga_id) <= SAGA_ID_MAX and saga_id.isprintable():
+    if len(saga_id) <= SAGA_ID_MAX and not _breaks_lines(saga_id):
         return saga_id
     shown = repr(saga_id)
     return shown if len(shown) <= 80 else f"{shown[:80]}..."
@@ -100,7 +107,7 @@ def check_saga_id(saga_id: str) -> str:
             f"a saga id has at most {SAGA_ID_MAX} characters, got {len(saga_id):,} "
             f"({saga_id[:40]!r}...)"
         )
-    if not saga_id.isprintable():
+    if _breaks_lines(saga_id):
         raise InvalidSagaId(f"a saga id must not hold control characters, got {saga_id!r:.80}")
     return saga_id
 

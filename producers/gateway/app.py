@@ -284,8 +284,11 @@ class _Gateway:
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             exchange = _Exchange()
+            name = request.match_info.get("type", "")
+            exchange.type_label = name if name in self.request_types else UNKNOWN_TYPE
             answer = ErrorAnswer(413, "body_too_large", self._too_large_message())
             response = self._reject(answer, exchange)
+            response.force_close()  # the body announced is never read: no next request here
             self._account(request, response, exchange, 0.0)
             return response
         expect = request.headers.get("Expect", "")

@@ -4,6 +4,7 @@ from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from pipeline.errors import PipelineError
+from pipeline.kafka import clients
 from pipeline.kafka.clients import (
     build_admin,
     build_consumer,
@@ -104,3 +105,11 @@ def test_a_tls_file_that_is_not_there_is_named_with_its_setting(tmp_path):
             f"cannot set up a Kafka client: no file at {tmp_path / 'no-such-ca.crt'} "
             "(PIPELINE_KAFKA__SSL_CA_LOCATION)"
         )
+
+
+def test_a_ca_folder_or_probe_is_not_taken_for_a_missing_file(tmp_path):
+    assert clients._missing_file({"ssl.ca.location": "probe"}) is None
+    assert clients._missing_file({"ssl.ca.location": str(tmp_path)}) is None
+    assert clients._missing_file({"ssl.certificate.location": str(tmp_path)}) == (
+        f"no file at {tmp_path} (PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION)"
+    )

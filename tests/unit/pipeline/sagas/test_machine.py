@@ -385,3 +385,9 @@ def test_a_saga_id_that_can_be_no_sagas_is_refused_at_the_start(saga_id, says):
 def test_a_saga_id_of_255_printable_characters_is_one():
     decision = start(order_saga(), "é" * 255, {"order_id": "o-1", "amount": 5}, T0)
     assert decision.state.saga_id == "é" * 255
+
+
+def test_a_saga_id_may_hold_any_text_but_control_characters():
+    # Non-breaking spaces and zero-width joiners (emoji) are text, not control characters.
+    for saga_id in ("order\u00a01", "👩\u200d💻-42", "订单-7"):
+        assert start(order_saga(), saga_id, {"order_id": "o", "amount": 5}, T0).state.saga_id
