@@ -85,8 +85,14 @@ def run_workers(
     env = {**os.environ, MULTIPROCESS_DIR_VARIABLE: metrics.name}
     try:
         for _ in range(count):
+            if stopping:  # Ctrl-C while starting: the rest are not started (nothing stops them)
+                break
             workers.append(subprocess.Popen(list(argv), start_new_session=True, env=env))
-        say(f"{count} gateway workers started (pids {', '.join(str(w.pid) for w in workers)})")
+        if stopping:
+            stop_all()  # again: one started as the signal came was not there the first time
+        else:
+            pids = ", ".join(str(worker.pid) for worker in workers)
+            say(f"{count} gateway workers started (pids {pids})")
         while True:
             # Every worker polled (no short cut): each one that exited is reaped and seen.
             running = [worker.poll() is None for worker in workers]

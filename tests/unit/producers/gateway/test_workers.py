@@ -143,3 +143,27 @@ def test_exit_codes_and_how_a_worker_stopped_read_as_a_shell_shows_them():
     assert how_it_stopped(-signal.SIGSEGV) == "was killed by SIGSEGV"
     assert how_it_stopped(2) == "exited with code 2"
     assert how_it_stopped(0) == "stopped"
+
+
+def test_ctrl_c_while_the_workers_start_starts_no_more_and_stops_those_started(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # The workers started after the signal were never told to stop: the parent waited for a
+    # second Ctrl-C.
+    real_popen = subprocess.Popen
+    started: list[subprocess.Popen[bytes]] = []
+
+    def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(real_popen(args, **kwargs))
+        if len(started) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the first worker starts
+        return started[-1]
+
+    monkeypatch.setattr(workers.subprocess, "Popen", popen)
+    script = "import signal, sys, time; time.sleep(30)"  # SIGTERM's default action ends it
+
+    code = run_workers([sys.executable, "-c", script], 3, say=lambda line: None)
+
+    assert len(started) == 1
+    assert started[0].returncode == -signal.SIGTERM
+    assert code == 0  # stopped by the parent, as asked
