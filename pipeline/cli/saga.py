@@ -127,7 +127,7 @@ def list_command(
 
 def _steps_table(state: SagaState) -> Table:
     table = Table(title="steps")
-    for column in ("step", "state", "attempts", "undo attempts", "took"):
+    for column in ("step", "state", "attempts", "confirm attempts", "undo attempts", "took"):
         table.add_column(column)
     for name, step in state.steps.items():
         took = (
@@ -139,7 +139,8 @@ def _steps_table(state: SagaState) -> Table:
             escape(name),
             step.status,
             str(step.attempts),
-            str(step.compensation_attempts + step.confirm_attempts),
+            str(step.confirm_attempts),
+            str(step.compensation_attempts),
             took,
         )
     return table

@@ -202,3 +202,14 @@ def test_an_id_that_can_be_no_sagas_is_named_on_one_line_and_cut_short(database)
     assert result.exit_code != 0
     assert message.startswith("no saga 'a\\nbxxx") and message.endswith("...")
     assert "\n" not in message and len(message) < 100
+
+
+def test_show_counts_undo_attempts_apart_from_confirms(database):
+    # A try/confirm/cancel step's confirms were counted as "undo attempts".
+    result = pipeline(database, "saga", "show", "saga-odd")
+    header = next(line for line in result.output.splitlines() if "undo attempts" in line)
+    assert "confirm attempts" in header
+    row = next(line for line in result.output.splitlines() if line.strip("│ ").startswith("first"))
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    # first: its action once, no confirm, its compensation tried and refused (attempts: 1).
+    assert cells[:5] == ["first", "compensation_failed", "1", "0", "1"], cells
