@@ -199,7 +199,10 @@ class _RejectsFile:
             writable = os.access(path.absolute().parent, os.W_OK | os.X_OK)
             problem = "" if writable else "permission denied"
         if problem:
-            raise PipelineError(f"cannot write the rejects file {path}: {problem}")
+            raise self._cannot_write(problem)
+
+    def _cannot_write(self, reason: str) -> PipelineError:
+        return PipelineError(f"cannot write the rejects file {self.path}: {reason}")
 
     def write(self, rejection: RejectedLine) -> None:
         line = json.dumps(rejection.as_json(), ensure_ascii=False) + "\n"
@@ -211,9 +214,7 @@ class _RejectsFile:
             self._file.write(line)
         except OSError as error:
             self._failed = True
-            raise PipelineError(
-                f"cannot write the rejects file {self.path}: {error.strerror}"
-            ) from None
+            raise self._cannot_write(error.strerror or str(error)) from None
         self.count += 1
         if self.count <= _SHOWN:
             _err.print(f"[yellow]rejected[/yellow] line {rejection.line}: {rejection.reason}")
@@ -225,9 +226,7 @@ class _RejectsFile:
             self._file.close()
         except OSError as error:  # what was left to write: said once, at the write that failed
             if not self._failed:
-                raise PipelineError(
-                    f"cannot write the rejects file {self.path}: {error.strerror}"
-                ) from None
+                raise self._cannot_write(error.strerror or str(error)) from None
 
 
 # --- accounting -------------------------------------------------------------------------------

@@ -218,11 +218,16 @@ def describe_cluster_topics(
 
 
 def require_topics(
-    admin: KafkaAdmin, names: Sequence[str], *, bootstrap: str | None = None
+    admin: KafkaAdmin,
+    names: Sequence[str],
+    *,
+    bootstrap: str | None = None,
+    optional: Sequence[str] = (),
 ) -> dict[str, ActualTopic]:
     """:func:`describe_cluster_topics` of topics a command needs: a :class:`MissingTopicsError`
-    naming every one that does not exist."""
-    found = describe_cluster_topics(admin, names, bootstrap=bootstrap)
+    naming every one that does not exist. ``optional`` topics are described in the same
+    requests, and are in the answer only if they exist."""
+    found = describe_cluster_topics(admin, [*names, *optional], bootstrap=bootstrap)
     missing = [name for name in names if name not in found]
     if missing:
         raise MissingTopicsError(missing, bootstrap)

@@ -26,7 +26,7 @@ from pipeline.processing.faust.binding import FaustBinding
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.processor import Processor
 from pipeline.settings import PipelineSettings
-from pipeline.topics.admin import describe_cluster_topics, require_topics
+from pipeline.topics.admin import require_topics
 from pipeline.topics.spec import dlq_name
 
 __all__ = ["check_topics", "run_processor", "use_event_loop", "use_switch_interval"]
@@ -44,9 +44,9 @@ def check_topics(settings: PipelineSettings, processor: Processor) -> None:
     bootstrap = settings.kafka.bootstrap_servers
     admin = build_admin(settings.kafka)
     wanted = [*processor.topics, *(dlq_name(topic) for topic in processor.topics)]
-    require_topics(admin, wanted, bootstrap=bootstrap)
     logs = settings.logs.topic
-    if not describe_cluster_topics(admin, [logs], bootstrap=bootstrap):
+    found = require_topics(admin, wanted, bootstrap=bootstrap, optional=[logs])
+    if logs not in found:
         logger.warning(
             "the logs topic %s does not exist on Kafka at %s: this processor's log lines are "
             "not shipped (create it, e.g. with `pipeline topics apply`)",

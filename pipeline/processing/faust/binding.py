@@ -149,6 +149,8 @@ class FaustBinding:
         self._consumed: dict[TopicPartition, int] = {}
         #: When each partition's last event was taken: Faust's monitor's, once the app starts.
         self._inbound_times: dict[Any, float] = {}
+        #: The offset each partition had reached when its time there was last set.
+        self._inbound_offsets: dict[TopicPartition, int] = {}
         # Faust forgets its acknowledgements of revoked partitions before it calls `revoked`,
         # so there these positions are committed through the internals.
         self._acked_to: dict[TopicPartition, int] = {}
@@ -218,12 +220,8 @@ class FaustBinding:
     def accept(self, event: EventT[Any]) -> Record:
         """``event`` as a record, held until the engine's commit position passes it."""
         record = record_of(event.message)
-        tp = record.topic_partition
-        self._held[tp].append((record.offset, event))
-        self._consumed[tp] = record.offset
-        # What a Faust stream tells the monitor: Faust's stall check reads it (stall_checks.py).
-        # (A TP is a named tuple: the plain tuple is the same key.)
-        self._inbound_times[tp] = time.monotonic()
+        self._held[record.topic_partition].append((record.offset, event))
+        self._consumed[record.topic_partition] = record.offset
         return record
 
     def acknowledge(self, plan: list[CommitPosition]) -> None:
@@ -256,6 +254,7 @@ class FaustBinding:
         for tp in revoked:
             self._held.pop(tp, None)
             self._consumed.pop(tp, None)
+            self._inbound_offsets.pop(tp, None)
             self._acked_to.pop(tp, None)
 
     def starting(self) -> None:
@@ -321,7 +320,9 @@ class FaustBinding:
         self._last_snapshot = now
 
     async def refresh_lag(self) -> None:
-        """Set each partition's lag (``pipeline_consumer_lag``) from the oldest record not done."""
+        """Set each partition's lag (``pipeline_consumer_lag``) from the oldest record not done;
+        and tell Faust's monitor which partitions took events since the last time."""
+        self._note_inbound()
         consumer = self.app.consumer
         for tp, consumed in list(self._consumed.items()):
             faust_tp = TP(*tp)
@@ -346,6 +347,18 @@ class FaustBinding:
                 lag = consumer_lag(highwater, seen_to)
             if lag is not None:
                 self.metrics.set_lag(tp[0], tp[1], lag)
+
+    def _note_inbound(self) -> None:
+        """What a Faust stream tells the monitor as it takes each event: Faust's stall check
+        reads it (stall_checks.py). Set here, every second, for each partition that took events
+        since (the check waits minutes), rather than per event. (A TP is a named tuple: the
+        plain tuple is the same key.)"""
+        now = time.monotonic()
+        seen = self._inbound_offsets
+        for tp, consumed in self._consumed.items():
+            if seen.get(tp) != consumed:
+                seen[tp] = consumed
+                self._inbound_times[tp] = now
 
     async def _position(self, tp: TP) -> int | None:
         """The consumer's fetch position on ``tp``; ``None`` if it is not known right now (the

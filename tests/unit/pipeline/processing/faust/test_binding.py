@@ -302,10 +302,19 @@ def test_an_accepted_event_is_what_fausts_stall_check_sees_as_the_streams_inboun
 ) -> None:
     # A processor has no Faust stream to tell the monitor; Faust then said "Stream has not
     # started processing" for partitions it was processing all along.
+    # Told every second, with the lag (the check waits minutes), not per event.
     binding = bound.binding
     binding.starting()
+    consumer = binding.app.consumer
+
+    async def position(tp: TP) -> int:
+        return 4
+
+    consumer.position = position  # type: ignore[method-assign]
+    consumer.highwater = lambda tp: 4  # type: ignore[method-assign]
     before = time.monotonic()
     binding.accept(HeldEvent(3, partition=1))  # type: ignore[arg-type]
+    asyncio.run(binding.refresh_lag())
 
     inbound = binding.app.monitor.stream_inbound_time.get(TP(TOPIC, 1))
     assert inbound is not None and inbound >= before
