@@ -38,7 +38,7 @@ from rich.table import Table
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.cli.interrupts import exit_on_interrupt
 from pipeline.cli.plurals import counted
-from pipeline.settings import PipelineSettings
+from pipeline.settings import PipelineSettings, StackSettings
 
 if TYPE_CHECKING:
     from pipeline.cli.demo_sagas import SagaReport
@@ -187,7 +187,7 @@ def _demo(settings: PipelineSettings, requests: int, step: _Step) -> None:
     services = _processing_stage(settings, readback.events)
     _print_processing_summary(services)
     if services.sagas is not None:
-        _print_saga_summary(services.sagas)
+        _print_saga_summary(services.sagas, _database_hint(settings))
         if not services.sagas.held:
             raise typer.Exit(1)
 
@@ -300,7 +300,27 @@ def _print_processing_summary(services: ProcessingReport) -> None:
         _out.print(f"Kibana (dashboard 'Pipeline logs'): {kibana}")
 
 
-def _print_saga_summary(sagas: SagaReport) -> None:
+def _database_hint(settings: PipelineSettings) -> str:
+    """Where the demo's data is, as a line to paste: the stack's database as the settings
+    name it (port, role, database). Its password only when it is the documented default
+    (docs/stack.md); a password of the user's own is never printed."""
+    from pipeline.stack.postgres_node import database_url
+
+    if "PIPELINE_DATABASE__URL" in os.environ:
+        return "the demo's data is in the database PIPELINE_DATABASE__URL names, as set here"
+    stack = settings.stack
+    default = StackSettings.model_fields["postgres_password"].default
+    documented = stack.postgres_password.get_secret_value() == default.get_secret_value()
+    hint = (
+        "the demo's data is in the stack's PostgreSQL: "
+        f"export PIPELINE_DATABASE__URL={database_url(stack, with_password=documented)}"
+    )
+    if not documented:
+        hint += ", with PIPELINE_DATABASE__PASSWORD set to the stack's password"
+    return hint
+
+
+def _print_saga_summary(sagas: SagaReport, database_hint: str) -> None:
     summary = Table(
         title="CreateOrder sagas (pipeline process consumers.saga_orchestrator:processor)"
     )
@@ -319,10 +339,7 @@ def _print_saga_summary(sagas: SagaReport) -> None:
         verdict = "[green]held[/green]" if check.held else "[red]VIOLATED[/red]"
         checks.add_row(check.name, verdict, check.detail)
     _out.print(checks)
-    _out.print(
-        "what to try next (the demo's data is in the stack's PostgreSQL: export "
-        "PIPELINE_DATABASE__URL=postgresql+psycopg://pipeline:pipeline@127.0.0.1:5432/pipeline):"
-    )
+    _out.print(f"what to try next ({database_hint}):")
     _out.print("  pipeline saga list --state compensated")
     for state in ("compensated", "completed"):
         example = sagas.examples.get(state)
