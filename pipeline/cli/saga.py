@@ -105,7 +105,7 @@ def list_command(
         raise PipelineError(f"unknown state {state!r}: one of {', '.join(_STATES)}")
     with _database(ctx) as engine, engine.connect() as connection:
         rows = list_sagas(connection, status=state, name=name, limit=max_rows)
-        counts = count_by_status(connection)
+        counts = count_by_status(connection, name=name)
     table = Table(title="sagas")
     for column in ("saga id", "saga", "state", "started", "updated", "next deadline"):
         table.add_column(column)
@@ -122,7 +122,8 @@ def list_command(
     console.print(table)
     total = sum(counts.values())
     by_state = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items()))
-    console.print(f"{counted(total, 'saga')} in all: {by_state or 'none'}")
+    noun = "saga" if name is None else f"{escape(name)} saga"
+    console.print(f"{counted(total, noun)} in all: {by_state or 'none'}")
 
 
 def _steps_table(state: SagaState) -> Table:

@@ -334,10 +334,12 @@ def list_sagas(
     ]
 
 
-def count_by_status(connection: Connection | Session) -> dict[str, int]:
-    rows = connection.execute(
-        sa.select(sagas_table.c.status, sa.func.count()).group_by(sagas_table.c.status)
-    ).all()
+def count_by_status(connection: Connection | Session, *, name: str | None = None) -> dict[str, int]:
+    """How many sagas are in each state (only those of the saga ``name``, when given)."""
+    query = sa.select(sagas_table.c.status, sa.func.count()).group_by(sagas_table.c.status)
+    if name is not None:
+        query = query.where(sagas_table.c.name == name)
+    rows = connection.execute(query).all()
     return {status: int(count) for status, count in rows}
 
 

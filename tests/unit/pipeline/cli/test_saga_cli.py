@@ -100,6 +100,14 @@ def test_list_shows_sagas_by_state(database):
     assert "saga-even" in only.output and "saga-odd" not in only.output
 
 
+def test_list_by_name_counts_only_that_saga(database):
+    result = pipeline(database, "saga", "list", "--name", "Demo")
+    assert "2 Demo sagas in all: compensation_failed 1, completed 1" in result.output
+    other = pipeline(database, "saga", "list", "--name", "Other")
+    assert other.exit_code == 0, other.output
+    assert "0 Other sagas in all: none" in other.output
+
+
 def test_show_gives_the_steps_and_the_timeline(database):
     result = pipeline(database, "saga", "show", "saga-odd")
     assert result.exit_code == 0, result.output
