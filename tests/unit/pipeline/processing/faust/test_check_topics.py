@@ -24,15 +24,30 @@ def _metadata_topic() -> Any:
     return SimpleNamespace(partitions={0: SimpleNamespace(replicas=[1])})
 
 
-class FakeAdmin:
-    """An admin client over a cluster holding ``topics`` (or not answering at all)."""
+class VirtualClock:
+    """``time`` for the topic checks: only the waits of the admin client move it."""
 
-    def __init__(self, topics: list[str], *, answers: bool = True) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class FakeAdmin:
+    """An admin client over a cluster holding ``topics`` (or not answering at all: each
+    request then takes its whole timeout on ``clock``, as the real client's would)."""
+
+    def __init__(
+        self, topics: list[str], *, answers: bool = True, clock: VirtualClock | None = None
+    ) -> None:
         self.topics = topics
         self.answers = answers
+        self.clock = clock or VirtualClock()
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
         if not self.answers:
+            self.clock.now += timeout
             raise KafkaException(KafkaError(KafkaError._TRANSPORT))
         return SimpleNamespace(topics={name: _metadata_topic() for name in self.topics})
 
@@ -112,7 +127,11 @@ def test_a_missing_logs_topic_is_a_warning_at_the_start(
 
 
 def test_kafka_not_answering_is_worded_like_the_other_commands(monkeypatch: pytest.MonkeyPatch):
+    clock = VirtualClock()  # the check waits its whole timeout, virtually
+    monkeypatch.setattr("pipeline.topics.admin.time", clock)
     with pytest.raises(PipelineError) as raised:
-        _check(monkeypatch, FakeAdmin([], answers=False), _processor("orders.requests"))
+        _check(
+            monkeypatch, FakeAdmin([], answers=False, clock=clock), _processor("orders.requests")
+        )
 
     assert str(raised.value).startswith(f"Kafka at {BOOTSTRAP} does not answer (")
