@@ -24,7 +24,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
@@ -171,6 +170,18 @@ _SQLITE_UNAVAILABLE = frozenset(
 )
 
 
+# PostgreSQL's SQLSTATEs (classes by their first two characters) that say the database cannot
+# be used just now: a lost connection (08), too few resources (53: disk full, out of memory,
+# too many connections), a system error (58: I/O), a transaction rolled back for another's
+# sake (40: serialization failure, deadlock), the server shutting down or starting (57P01-03),
+# a lock not granted in time (55P03). psycopg raises every one as an OperationalError, and
+# also some that an event causes itself and that never go away: a program limit (54: "index
+# row size exceeds maximum", too many columns) and a statement cancelled by its timeout
+# (57014); those are the handler's errors, retried as its policy says, then dead-lettered.
+_POSTGRES_UNAVAILABLE_CLASSES = frozenset({"08", "53", "58", "40"})
+_POSTGRES_UNAVAILABLE = frozenset({"57P01", "57P02", "57P03", "55P03"})
+
+
 def is_unavailable(error: BaseException) -> bool:
     """Whether ``error`` says the database cannot be used (retried without limit), rather
     than that the handler's statement is wrong (a missing table or column, on every database:
@@ -184,7 +195,10 @@ def is_unavailable(error: BaseException) -> bool:
     code = getattr(error.orig, "sqlite_errorcode", None)
     if isinstance(error.orig, sqlite3.Error) and isinstance(code, int):
         return code & 0xFF in _SQLITE_UNAVAILABLE  # the extended code's primary part
-    return True
+    state = getattr(error.orig, "sqlstate", None)
+    if isinstance(state, str):  # psycopg: the server's code
+        return state[:2] in _POSTGRES_UNAVAILABLE_CLASSES or state in _POSTGRES_UNAVAILABLE
+    return True  # the driver's own (a connection it could not make or lost), or no code
 
 
 def _dead_letter_unless_seen(
@@ -239,7 +253,10 @@ def attempt(
     if route.model is not None:
         try:
             data = route.model.model_validate(event.data)
-        except ValidationError as error:
+        except Exception as error:
+            # Pydantic wraps only a validator's ValueError and AssertionError in its
+            # ValidationError: a TypeError or KeyError of a validator says as much that the
+            # event's data does not fit (and left to the engine, it held the key for ever).
             return _dead_letter_unless_seen(
                 record,
                 engine,
@@ -291,13 +308,17 @@ def attempt(
                 and not _claim(connection, record, event, consumer_group).new
             ):
                 raise _Duplicate()
-            if not claimed.new:
-                inbox.set_outcome(
-                    connection,
-                    consumer_group=consumer_group,
-                    event_id=event.id,
-                    outcome="processed",
-                )
+            if not claimed.new and not inbox.set_outcome(
+                connection,
+                consumer_group=consumer_group,
+                event_id=event.id,
+                outcome="processed",
+                was="dead_lettered",
+            ):
+                # Another attempt of the same redriven event (a second owner during a
+                # rebalance) committed first: its effects stand, these roll back. On PostgreSQL
+                # the update waited for that attempt's commit, then found the row changed.
+                raise _Duplicate()
             if parked is not None and redrive is not None and redrive.last_of_key:
                 assert record.key is not None
                 inbox.unpark_key(
@@ -349,13 +370,12 @@ def record_dead_letter(
             offset=record.offset,
             outcome="dead_lettered",
         )
-        if not claimed.new and claimed.previous != "dead_lettered":
-            inbox.set_outcome(
-                connection,
-                consumer_group=consumer_group,
-                event_id=event_id,
-                outcome="dead_lettered",
-            )
+        if not claimed.new and claimed.previous == "processed":
+            # Handled meanwhile by the partition's next owner (this attempt's owner lost the
+            # partition while its dead letter was being sent): the event's effects stand, and
+            # the stale dead letter is a duplicate if it is ever redriven. Neither the outcome
+            # nor the key's park may change.
+            return
         if park_keys and record.key is not None and failure.reason != "key_parked":
             inbox.park_key(
                 connection,

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -92,7 +93,8 @@ class ProcessorTestDriver:
 
     ``partitions``: how many partitions every topic has (an int), or per topic (a mapping;
     topics not named have one). ``clock``: the virtual clock the retries wait on (a harness
-    shares one among its drivers); a new one unless given.
+    shares one among its drivers); a new one unless given. ``seed``: of the retries' jitter, so
+    that a test's waits are the same in every run.
     """
 
     def __init__(
@@ -103,8 +105,12 @@ class ProcessorTestDriver:
         settings: ProcessingSettings | None = None,
         clock: VirtualClock | None = None,
         partitions: int | Mapping[str, int] = 1,
+        seed: int = 0,
     ) -> None:
         self.processor = processor
+        # The retries' jitter is drawn from this: the same waits, and the same virtual times,
+        # in every run of a test.
+        self._rng = random.Random(seed)
         self.settings = settings or ProcessingSettings()
         self.clock = clock or VirtualClock()
         self._partitions = partitions
@@ -290,6 +296,7 @@ class ProcessorTestDriver:
             settings=self.settings,
             metrics=self._metrics,
             sleep=sleep,
+            rng=self._rng,
         )
         wanted = set(self.processor.topics)
         partitions = sorted(tp for tp in self.topics if tp[0] in wanted)

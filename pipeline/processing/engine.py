@@ -51,7 +51,6 @@ from contextlib import AbstractContextManager
 from functools import partial
 from typing import Protocol, TypeVar
 
-from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from pipeline.database import is_postgres
@@ -340,13 +339,29 @@ class ProcessingEngine:
 
     async def _run(self, work: Work[Record], generation: int) -> None:
         tp = (work.topic, work.partition)
-        try:
-            await self._handle(work.payload)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug here must not lose the record: it stays uncommitted
-            logger.exception("%s: internal error handling %s", self.processor.name, work)
-            return
+        tries = 0
+        while True:
+            try:
+                await self._handle(work.payload)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug here must not lose the record, nor hold its key and its partition's
+                # commits without a word: it is handled again (its inbox row says if it was
+                # done), after a pause, with an ERROR each time, until it gets through or
+                # its partition is revoked.
+                tries += 1
+                delay = self.settings.retry.delay(min(tries, 8), self._rng)
+                logger.exception(
+                    "%s: internal error handling %s; trying again in %.1f s",
+                    self.processor.name,
+                    work,
+                    delay,
+                )
+                await self._sleep(delay)
+                if self._generation.get(tp) != generation:
+                    return  # revoked meanwhile: the next owner handles it again
         if self._generation.get(tp) != generation:
             return  # revoked meanwhile: the next owner handles it again
         self._tasks.pop(work, None)
@@ -485,8 +500,8 @@ class ProcessingEngine:
         if route.model is not None:
             try:
                 data = route.model.model_validate(event.data)
-            except ValidationError:
-                return None
+            except Exception:
+                return None  # the per-record attempt dead-letters it
         if not route.is_async:
             try:
                 return await self._calls.submit(group_commit.Call(record, event, route, data))

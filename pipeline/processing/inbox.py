@@ -367,14 +367,19 @@ def set_outcome(
     consumer_group: str,
     event_id: str,
     outcome: Outcome,
+    was: Outcome | None = None,
     now: datetime | None = None,
-) -> None:
-    """Change a recorded event's outcome (a redriven dead letter that now succeeded)."""
-    connection.execute(
-        update(inbox_table)
-        .where(inbox_table.c.consumer_group == consumer_group, inbox_table.c.event_id == event_id)
-        .values(outcome=outcome, recorded_at=_utc(now))
+) -> bool:
+    """Change a recorded event's outcome (a redriven dead letter that now succeeded); with
+    ``was``, only if that is its outcome now. Whether it changed: on PostgreSQL an update of a
+    row another transaction is changing waits for that one and then looks again."""
+    statement = update(inbox_table).where(
+        inbox_table.c.consumer_group == consumer_group, inbox_table.c.event_id == event_id
     )
+    if was is not None:
+        statement = statement.where(inbox_table.c.outcome == was)
+    result = connection.execute(statement.values(outcome=outcome, recorded_at=_utc(now)))
+    return bool(result.rowcount)
 
 
 @dataclass(frozen=True)

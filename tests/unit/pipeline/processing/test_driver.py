@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 
 from pipeline.envelope import Event, KafkaMessage
@@ -268,6 +268,40 @@ def test_data_that_does_not_fit_the_model_is_schema_invalid_and_the_handler_neve
     assert models == [PlaceOrder(order_id="o-2", quantity=2)]
 
 
+class StrictOrder(BaseModel):
+    order_id: str
+
+    @field_validator("order_id", mode="before")
+    @classmethod
+    def known_prefix(cls, value: Any) -> Any:
+        # A TypeError, which pydantic does not wrap in its ValidationError.
+        return {"o": value}[value[:1]]
+
+
+@pytest.mark.parametrize("group_wait_ms", [0, 10], ids=["per-record", "group commit"])
+def test_a_validator_raising_a_type_or_key_error_is_schema_invalid_too(
+    make_driver: Callable[..., ProcessorTestDriver], group_wait_ms: int
+) -> None:
+    # It escaped the attempt: the key and the partition's commits were held for ever.
+    handled: list[str] = []
+
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        handled.append(event.data["order_id"])
+
+    processor = processor_with(handler, event_type="PlaceOrder", model=StrictOrder)
+    driver = make_driver(processor, sync_group_wait_ms=group_wait_ms)
+    for order_id in ("o-1", "x-2", "o-3"):
+        driver.send(TOPIC, event("k", 0, type="PlaceOrder", data={"order_id": order_id}))
+
+    driver.run()
+
+    invalid, parked = driver.dead_letters(TOPIC)
+    assert (invalid.reason, invalid.error_type) == ("schema_invalid", "KeyError")
+    assert parked.reason == "key_parked"  # behind it, as behind any other dead letter
+    assert handled == ["o-1"]
+    assert driver.committed == {(TOPIC, 0): 3}
+
+
 def test_an_event_type_without_a_handler_is_dead_lettered_as_unhandled_type(
     make_driver: Callable[..., ProcessorTestDriver],
 ) -> None:
@@ -501,3 +535,23 @@ def test_the_commit_position_never_passes_a_record_that_is_not_done(
     assert violations == []
     assert (snapshot.processed, snapshot.retries, snapshot.dead_lettered_total) == (40, 4, 0)
     assert driver.committed == {(TOPIC, 0): 40}
+
+
+def test_the_retries_wait_the_same_in_every_run(
+    make_driver: Callable[..., ProcessorTestDriver],
+) -> None:
+    # The jitter was drawn from an unseeded generator: each run waited (and moved the virtual
+    # clock) differently, so a test near a deadline could pass or fail by chance.
+    def failing(event: Event, unit: UnitOfWork) -> None:
+        raise RuntimeError("down")
+
+    runs = []
+    for _ in range(2):
+        driver = make_driver(processor_with(failing), retry=RetryPolicy(max_attempts=5))
+        driver.send(TOPIC, event("k", 0))
+        driver.run()
+        runs.append((driver.waits, driver.clock.now))
+
+    assert len(runs[0][0]) == 4
+    assert len(set(runs[0][0])) == 4  # jittered, not all alike
+    assert runs[0] == runs[1]
