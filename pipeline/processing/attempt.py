@@ -18,6 +18,7 @@ In one transaction, in this order:
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Awaitable, Mapping
 from contextlib import AbstractContextManager
@@ -47,6 +48,8 @@ __all__ = [
     "is_unavailable",
     "record_dead_letter",
 ]
+
+_log = logging.getLogger("pipeline.processing")
 
 
 @dataclass(frozen=True)
@@ -321,9 +324,23 @@ def attempt(
                 raise _Duplicate()
             if parked is not None and redrive is not None and redrive.last_of_key:
                 assert record.key is not None
-                inbox.unpark_key(
-                    connection, consumer_group=consumer_group, topic=record.topic, key=record.key
-                )
+                if parked.let_go_by(event.id):
+                    inbox.unpark_key(
+                        connection,
+                        consumer_group=consumer_group,
+                        topic=record.topic,
+                        key=record.key,
+                    )
+                else:
+                    _log.warning(
+                        "%s: key %r of %s stays parked: dead letter %s came after redrive %s "
+                        "read the dead-letter topic; redrive the key again",
+                        consumer_group,
+                        record.key.decode("utf-8", "backslashreplace"),
+                        record.topic,
+                        parked.last_event_id,
+                        redrive.redrive_id,
+                    )
     except _Duplicate:
         return AttemptResult("duplicate", event.id, event=event)
     except _Parked as parked_by:
@@ -376,7 +393,15 @@ def record_dead_letter(
             # the stale dead letter is a duplicate if it is ever redriven. Neither the outcome
             # nor the key's park may change.
             return
-        if park_keys and record.key is not None and failure.reason != "key_parked":
+        if park_keys and record.key is not None and failure.reason == "key_parked":
+            inbox.note_parked_dead_letter(
+                connection,
+                consumer_group=consumer_group,
+                topic=record.topic,
+                key=record.key,
+                event_id=event_id,
+            )
+        elif park_keys and record.key is not None:
             inbox.park_key(
                 connection,
                 consumer_group=consumer_group,

@@ -52,6 +52,7 @@ __all__ = [
     "claim_many",
     "claim_many_statements",
     "inbox_table",
+    "note_parked_dead_letter",
     "outcomes_of",
     "park_key",
     "parked_among",
@@ -89,6 +90,9 @@ parked_keys_table = Table(
     Column("reason", Text, nullable=False),
     Column("redrive_id", String(64), nullable=True),
     Column("parked_at", DateTime(timezone=True), nullable=False),
+    # The key's latest dead letter (its key_parked ones too): a redrive lets the key go only
+    # when its last record is that one. NULL on rows parked before revision 0006.
+    Column("last_event_id", String(255), nullable=True),
 )
 
 
@@ -127,6 +131,7 @@ _PARKED = select(
     parked_keys_table.c.reason,
     parked_keys_table.c.redrive_id,
     parked_keys_table.c.parked_at,
+    parked_keys_table.c.last_event_id,
 ).where(
     parked_keys_table.c.consumer_group == bindparam("group"),
     parked_keys_table.c.topic == bindparam("topic"),
@@ -388,6 +393,14 @@ class ParkedKey:
     reason: str
     redrive_id: str | None
     parked_at: datetime
+    #: The key's latest dead letter (``None``: parked before this was kept).
+    last_event_id: str | None = None
+
+    def let_go_by(self, event_id: str) -> bool:
+        """Whether a redrive whose last record of the key is ``event_id`` may let it go: no
+        dead letter of the key came after that one (one that was still in the topic when the
+        redrive read the dead-letter topic would be left behind)."""
+        return self.last_event_id is None or self.last_event_id == event_id
 
 
 def _key_clause(consumer_group: str, topic: str, key: bytes) -> ColumnElement[bool]:
@@ -428,7 +441,20 @@ def park_key(
             reason=reason,
             redrive_id=redrive_id,
             parked_at=_utc(now),
+            last_event_id=event_id,
         )
+    )
+
+
+def note_parked_dead_letter(
+    connection: Connection, *, consumer_group: str, topic: str, key: bytes, event_id: str
+) -> None:
+    """Note ``event_id`` as the parked key's latest dead letter (one dead-lettered behind the
+    park, as ``key_parked``)."""
+    connection.execute(
+        update(parked_keys_table)
+        .where(_key_clause(consumer_group, topic, key))
+        .values(last_event_id=event_id)
     )
 
 

@@ -132,8 +132,9 @@ def test_a_database_at_an_older_revision_is_still_migrated(tmp_path: Path) -> No
     engine = sqlite_engine(tmp_path)
     migrate(engine)
     with engine.begin() as connection:
-        # What the downgrades of 0005 and 0004 leave: the database two revisions behind.
+        # What the downgrades of 0006, 0005 and 0004 leave: the database three revisions behind.
         connection.execute(text("UPDATE alembic_version SET version_num = '0003_sagas'"))
+        connection.execute(text("ALTER TABLE pipeline_parked_keys DROP COLUMN last_event_id"))
         connection.execute(text("DROP INDEX ix_pipeline_saga_steps_handled_at"))
         connection.execute(text("DROP TABLE pipeline_gateway_idempotency"))
         connection.execute(text("DROP TABLE pipeline_gateway_keys"))
@@ -145,6 +146,8 @@ def test_a_database_at_an_older_revision_is_still_migrated(tmp_path: Path) -> No
     assert {"pipeline_gateway_idempotency", "pipeline_gateway_keys"} <= tables
     indexes = {index["name"] for index in inspect(engine).get_indexes("pipeline_saga_steps")}
     assert "ix_pipeline_saga_steps_handled_at" in indexes
+    columns = {column["name"] for column in inspect(engine).get_columns("pipeline_parked_keys")}
+    assert "last_event_id" in columns
     engine.dispose()
 
 

@@ -555,3 +555,38 @@ def test_the_retries_wait_the_same_in_every_run(
     assert len(runs[0][0]) == 4
     assert len(set(runs[0][0])) == 4  # jittered, not all alike
     assert runs[0] == runs[1]
+
+
+def test_a_redrive_leaves_the_key_parked_behind_a_dead_letter_that_came_after_it_read(
+    make_driver: Callable[..., ProcessorTestDriver],
+) -> None:
+    # Event 3 was still in the topic when the redrive read the dead-letter topic; it was
+    # dead-lettered behind the park afterwards. The redrive's last record let the key go, and
+    # event 4 was applied while 3 waited in the dead-letter topic.
+    broken = {"now": True}
+    applied: list[int] = []
+
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        if event.data["seq"] == 1 and broken["now"]:
+            raise RuntimeError("downstream broken")
+        applied.append(event.data["seq"])
+
+    driver = make_driver(processor_with(handler), sync_group_wait_ms=0)
+    driver.send(TOPIC, event("k", 1))
+    driver.send(TOPIC, event("k", 2))
+    driver.run()
+    driver.send(TOPIC, event("k", 3))  # not read yet
+    broken["now"] = False
+    driver.redrive(TOPIC, key=b"k")  # sends 1 and 2 back
+    driver.run()
+    driver.send(TOPIC, event("k", 4))
+    driver.run()
+
+    assert applied == [1, 2]  # not 4: 3 waits in the dead-letter topic
+    assert [letter.reason for letter in driver.dead_letters(TOPIC)] == ["key_parked"] * 2
+    driver.redrive(TOPIC, key=b"k")  # 3 and 4 go back: the key is let go after them
+    driver.run()
+    driver.send(TOPIC, event("k", 5))
+    driver.run()
+    assert applied == [1, 2, 3, 4, 5]
+    assert driver.dead_letters(TOPIC) == []
