@@ -356,8 +356,8 @@ def commit(
 class HandlerPace:
     """How many events a group of synchronous handlers may hold: an event waits for the
     handlers before it in its group, so the group holds as many as the handlers' recent mean
-    duration (wall clock) fits in ``wait_s``, plus one, at most ``most`` (the events in
-    flight). Before the first handler has been timed, groups hold one event. Short handlers
+    duration (wall clock) fits in ``wait_s``, plus one, at most half of ``most`` (the events
+    in flight). Before the first handler has been timed, groups hold one event. Short handlers
     (CPU or a quick query) are grouped; slow ones (a call to another service) keep a thread
     and a transaction each."""
 
@@ -385,7 +385,10 @@ class HandlerPace:
         if self._mean is None:
             return 1
         fits = 1 + int(self._wait_s / max(self._mean, 1e-6))
-        return max(1, min(self._most, fits))
+        # At most half the events in flight, so that two groups at least may run: a handler
+        # that suddenly hangs holds up the events after it in its group, not every event of
+        # the processor waiting for the one group slot.
+        return max(1, min(self._most // 2, fits))
 
     def groups(self) -> int:
         """How many groups may run at once: enough for ``most`` events in groups of

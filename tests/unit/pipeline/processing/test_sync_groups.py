@@ -8,6 +8,7 @@ event (key order, one effect per event, retries, dead letters, parked keys, dupl
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import defaultdict
@@ -18,7 +19,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.engine import Engine
 
-from pipeline.envelope import Event, encode
+from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.processing import (
     Processor,
     ProcessorTestDriver,
@@ -30,8 +31,10 @@ from pipeline.processing import (
 )
 from pipeline.processing import engine as engine_module
 from pipeline.processing.attempt import AttemptResult, attempt
+from pipeline.processing.engine import ProcessingEngine
 from pipeline.processing.group_commit import Call, HandlerPace, run_calls
 from pipeline.processing.processor import Route
+from pipeline.settings import ProcessingSettings
 from tests.support.driving import DriverFactory
 from tests.support.driving import step_event as event
 
@@ -47,6 +50,11 @@ effects = Table(
     Column("key", String(64), nullable=False),
     Column("seq", Integer, nullable=False),
 )
+
+
+class _NoDeadLetters:
+    async def send(self, topic: str, message: KafkaMessage) -> None:
+        raise AssertionError(f"nothing should be dead-lettered, got one for {topic}")
 
 
 @pytest.fixture
@@ -267,11 +275,63 @@ def test_quick_handlers_are_grouped_as_many_as_fit_the_wait_and_slow_ones_alone(
     assert slow.groups() == 32
 
 
-def test_the_group_size_never_exceeds_the_events_in_flight() -> None:
+def test_a_group_holds_at_most_half_the_events_in_flight_so_two_groups_may_run() -> None:
     pace = HandlerPace(0.010, most=8)
     pace.observe(0.000_001)
 
-    assert pace.group_size() == 8
+    assert (pace.group_size(), pace.groups()) == (4, 2)
+    assert HandlerPace(0.010, most=1).group_size() == 1
+
+
+def test_a_handler_that_hangs_holds_up_its_group_not_every_other_key(database: Engine) -> None:
+    # Quick handlers had made groups of every event in flight: one group ran at a time, and
+    # one hanging call held up every key of the processor.
+    release = threading.Event()
+    finished: list[str] = []
+    processor = Processor(GROUP)
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        if event.partitionkey == "hangs":
+            assert release.wait(30), "the test never released the handler"
+        finished.append(event.partitionkey or "")
+
+    engine = ProcessingEngine(
+        processor,
+        database=database,
+        dead_letters=_NoDeadLetters(),
+        on_commit=lambda plan: None,
+        settings=ProcessingSettings(max_in_flight=16, sync_group_wait_ms=10),
+    )
+
+    def record(offset: int, key: str) -> Record:
+        message = encode(Event(source="/tests", type="Step", partitionkey=key, data={}))
+        return Record(TOPIC, 0, offset, message.key, message.value, message.headers)
+
+    others_done_while_hanging = False
+
+    async def scenario() -> None:
+        nonlocal others_done_while_hanging
+        engine.assigned([(TOPIC, 0)])
+        for offset in range(100):  # quick handlers: the groups grow
+            await engine.submit(record(offset, f"warm-{offset}"))
+        await engine.wait_idle()
+        await engine.submit(record(100, "hangs"))
+        await asyncio.sleep(0.05)
+        for offset in range(101, 106):
+            await engine.submit(record(offset, f"other-{offset}"))
+        for _ in range(500):
+            if sum(key.startswith("other-") for key in finished) == 5:
+                others_done_while_hanging = "hangs" not in finished
+                break
+            await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.wait_for(engine.wait_idle(), 30)
+        await engine.close()
+
+    asyncio.run(scenario())
+
+    assert others_done_while_hanging
 
 
 def test_one_slow_call_barely_moves_the_estimate_and_quick_ones_bring_it_down_fast() -> None:
