@@ -93,6 +93,10 @@ class DeadLetterSink(Protocol):
 CommitSink = Callable[[list[CommitPosition]], None]
 
 
+class _Closed(Exception):
+    """A step that must succeed failed after :meth:`ProcessingEngine.close`: given up."""
+
+
 class ProcessingEngine:
     """Handles records for one processor (one consumer group member)."""
 
@@ -346,6 +350,8 @@ class ProcessingEngine:
                 break
             except asyncio.CancelledError:
                 raise
+            except _Closed:
+                return  # left uncommitted: the next owner handles it again
             except Exception:
                 # A bug here must not lose the record, nor hold its key and its partition's
                 # commits without a word: it is handled again (its inbox row says if it was
@@ -360,7 +366,7 @@ class ProcessingEngine:
                     delay,
                 )
                 await self._sleep(delay)
-                if self._generation.get(tp) != generation:
+                if self._closed or self._generation.get(tp) != generation:
                     return  # revoked meanwhile: the next owner handles it again
         if self._generation.get(tp) != generation:
             return  # revoked meanwhile: the next owner handles it again
@@ -398,6 +404,10 @@ class ProcessingEngine:
                 await step()
                 return
             except Exception as error:
+                if self._closed:
+                    # Its worker threads are gone: trying again would fail for ever. The
+                    # record stays uncommitted, so the next owner handles it again.
+                    raise _Closed(what) from error
                 tries += 1
                 delay = self.settings.retry.delay(min(tries, 8), self._rng)
                 logger.warning(

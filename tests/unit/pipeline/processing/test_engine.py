@@ -346,3 +346,50 @@ def test_an_internal_error_is_logged_and_the_record_handled_again_not_held_for_e
     assert harness.positions[-1] == 2
     errors = [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()]
     assert len(errors) == 2 and "trying again in" in errors[0]
+
+
+def test_a_dead_letter_acknowledged_after_close_gives_up_instead_of_retrying_for_ever(
+    database: Engine,
+) -> None:
+    # Noting it in the inbox needs the worker threads close() let go: it failed, and was tried
+    # again for ever.
+    processor = Processor("orders")
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        raise RuntimeError("always")
+
+    class HeldSink:
+        acknowledge = asyncio.Event()
+
+        async def send(self, topic: str, message: KafkaMessage) -> None:
+            await self.acknowledge.wait()
+
+    sink = HeldSink()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    engine = ProcessingEngine(
+        processor,
+        database=database,
+        dead_letters=sink,
+        on_commit=lambda plan: None,
+        settings=ProcessingSettings(retry=RetryPolicy(max_attempts=1, jitter=0)),
+        sleep=sleep,
+    )
+
+    async def scenario() -> None:
+        engine.assigned([(TOPIC, 0)])
+        await engine.submit(record(0, "k"))
+        await asyncio.sleep(0.2)  # its dead letter waits for Kafka
+        await engine.close(0.01)
+        sink.acknowledge.set()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), 5)
+
+    asyncio.run(scenario())
+
+    assert len(waits) <= 1
