@@ -28,6 +28,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from pipeline.errors import PipelineError
 from pipeline.plurals import counted
+from pipeline.stack.preflight import port_answers, split_host_port
 from pipeline.topics.plan import (
     ActualTopic,
     CreateTopic,
@@ -101,6 +102,34 @@ def _unreachable(bootstrap: str | None, detail: str) -> KafkaUnavailableError:
     )
 
 
+def _listening_address(bootstrap: str | None) -> str | None:
+    """The first bootstrap address where something accepts a TCP connection, if any: Kafka
+    "not answering" there most likely means a listener of another kind (TLS, SASL) than the
+    client's settings, or a broker still starting."""
+    if not bootstrap:
+        return None
+    for address in bootstrap.split(","):
+        try:
+            host, port = split_host_port(address.strip())
+        except PipelineError:
+            continue
+        if port_answers(host, port, timeout_s=0.5):
+            return address.strip()
+    return None
+
+
+def _not_answering(bootstrap: str | None, detail: str) -> KafkaUnavailableError:
+    """:func:`_unreachable`, or, when something listens at a bootstrap address, what to check."""
+    listening = _listening_address(bootstrap)
+    if listening is None:
+        return _unreachable(bootstrap, detail)
+    return KafkaUnavailableError(
+        f"{_kafka_at(bootstrap)} does not answer ({detail}), though something listens at "
+        f"{listening}: if it is a TLS or SASL listener, set PIPELINE_KAFKA__SECURITY_PROTOCOL "
+        "(and the PIPELINE_KAFKA__SASL_* or SSL_* settings); or the broker is still starting"
+    )
+
+
 def _error_of(exception: BaseException) -> KafkaError | None:
     if isinstance(exception, KafkaException) and exception.args:
         first = exception.args[0]
@@ -142,7 +171,7 @@ def _metadata(admin: KafkaAdmin, bootstrap: str | None, timeout_s: float) -> Any
                     "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
                 ) from None
             if time.monotonic() >= deadline:
-                raise _unreachable(bootstrap, detail) from None
+                raise _not_answering(bootstrap, detail) from None
 
 
 def _cluster_topics(

@@ -7,6 +7,9 @@ them at the end.
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -350,3 +353,51 @@ def test_an_unreachable_broker_is_an_error_not_a_hang() -> None:
 
     with pytest.raises(KafkaUnavailableError, match=rf"^Kafka at {bootstrap} does not answer"):
         describe_cluster_topics(admin, ["a.b"], bootstrap=bootstrap, timeout_s=2)
+
+
+def test_a_listener_that_does_not_speak_plain_kafka_is_named_with_what_to_check(
+    tmp_path: Path,
+) -> None:
+    # A PLAINTEXT client at a TLS (or SASL_SSL) listener was told only "does not answer ...
+    # is the broker running?", though a broker runs there.
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:  # a TLS listener: the client's plain request fails its handshake
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with context.wrap_socket(connection, server_side=True) as tls:
+                    tls.recv(100)
+            except (OSError, ssl.SSLError):
+                connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    bootstrap = f"127.0.0.1:{port}"
+    admin = build_admin(KafkaSettings(bootstrap_servers=bootstrap))
+    try:
+        with pytest.raises(KafkaUnavailableError) as raised:
+            describe_cluster_topics(admin, ["a.b"], bootstrap=bootstrap, timeout_s=2)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+    message = str(raised.value)
+    assert message.startswith(f"Kafka at {bootstrap} does not answer (")
+    assert f"something listens at {bootstrap}" in message
+    assert "PIPELINE_KAFKA__SECURITY_PROTOCOL" in message
