@@ -129,6 +129,7 @@ def test_a_missing_logs_topic_is_a_warning_at_the_start(
 def test_kafka_not_answering_is_worded_like_the_other_commands(monkeypatch: pytest.MonkeyPatch):
     clock = VirtualClock()  # the check waits its whole timeout, virtually
     monkeypatch.setattr("pipeline.topics.admin.time", clock)
+    monkeypatch.setattr("pipeline.topics.admin.port_answers", lambda *args, **kwargs: False)
     with pytest.raises(PipelineError) as raised:
         _check(
             monkeypatch, FakeAdmin([], answers=False, clock=clock), _processor("orders.requests")
