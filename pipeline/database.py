@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,13 +69,16 @@ class DatabaseError(PipelineError):
     """The database cannot be reached, or its URL is not usable."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+def _sqlite_pragmas(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, *, synchronous: str = "NORMAL"
+) -> None:
     # WAL lets readers (status, cleanup) run beside the one writer; the busy timeout makes a
-    # second writer wait instead of failing at once with "database is locked".
+    # second writer wait instead of failing at once with "database is locked". synchronous:
+    # see DatabaseSettings.sqlite_synchronous.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.close()
 
 
@@ -155,7 +159,8 @@ def build_engine(
                     pool_size=pool_size,
                     max_overflow=pool_size,
                 )
-            event.listen(engine, "connect", _sqlite_pragmas)
+            pragmas = partial(_sqlite_pragmas, synchronous=settings.sqlite_synchronous)
+            event.listen(engine, "connect", pragmas)
             return engine
         # No pre-ping: it is one more round trip for every transaction. A connection that died
         # fails its statement instead; SQLAlchemy then drops the pool's stale connections, and

@@ -224,6 +224,11 @@ class DatabaseSettings(_Frozen):
 
     url: str = "sqlite:///pipeline.db"
     password: SecretStr | None = None
+    #: SQLite only. ``NORMAL`` (WAL): a commit survives the program being killed, not the
+    #: machine losing power or the OS crashing (the last commits may be gone while Kafka kept
+    #: their offsets: their events would be lost). ``FULL``: every commit waits for the disk
+    #: too (an fsync each; group commit shares one among many events).
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
     @field_validator("url")
     @classmethod

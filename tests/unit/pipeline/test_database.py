@@ -39,6 +39,17 @@ def test_sqlite_connections_use_wal_a_busy_timeout_and_normal_sync(tmp_path: Pat
     engine.dispose()
 
 
+def test_sqlite_can_wait_for_the_disk_at_each_commit(tmp_path: Path) -> None:
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'a.db'}", sqlite_synchronous="FULL")
+    engine = build_engine(settings)
+
+    with engine.connect() as connection:
+        synchronous = connection.execute(text("PRAGMA synchronous")).scalar_one()
+
+    assert synchronous == 2  # FULL
+    engine.dispose()
+
+
 def test_password_is_set_on_a_postgres_url_without_connecting() -> None:
     settings = DatabaseSettings(
         url="postgresql+psycopg://pipeline@db.invalid:5432/orders", password=SecretStr("s3cret")
