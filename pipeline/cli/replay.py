@@ -1,9 +1,10 @@
 """``pipeline replay FILE``: a recording (ours or ``kcat -C -J``'s) back into Kafka.
 
-1. check the options (pacing, processes) and read the whole file once: every line must be a
-   message (a bad line stops the replay before anything is sent), and the target topics must
-   exist with the partitions needed (``--preserve-partitions``). Reading stdin (``-``), this
-   is done as the messages come instead, in one process;
+1. check the options (pacing, processes, a topic Kafka takes) and read the whole file once:
+   every line but a blank one must be a message (a bad line stops the replay before anything
+   is sent), and the target topics must exist with the partitions needed
+   (``--preserve-partitions``). Reading stdin (``-``), this is done as the messages come
+   instead, in one process;
 2. send, with a progress line (count and rate) on stderr: a file with several processes, each
    owning whole partitions (pipeline/replay/processes.py), stdin with one
    (pipeline/replay/replayer.py);
@@ -58,9 +59,14 @@ def _plan(
         pace = f"at {pacing.rate_per_s:g}/s"
     elif pacing.speed is not None:
         pace = f"at {pacing.speed:g}x the recorded pace"
-        if found is not None and found.span_s:
-            took = found.span_s / pacing.speed
-            pace += f" (recorded over {found.span_s:,.1f} s: about {took:,.1f} s)"
+        if found is not None and found.paced_s:
+            # From the first message's timestamp to the latest, as the schedule paces it (a
+            # message stamped earlier than the ones sent goes at once): not the whole span.
+            took = found.paced_s / pacing.speed
+            pace += (
+                f" (about {took:,.1f} s: {found.paced_s:,.1f} s from the first message's "
+                "timestamp to the latest)"
+            )
     else:
         pace = "as fast as possible"
     by = f", {counted(processes, 'process', 'processes')}" if processes > 1 else ""
@@ -85,6 +91,21 @@ def _summary(summary: ReplaySummary) -> None:
         _err.print(per_topic)
 
 
+def _topic_name(value: str | None) -> str | None:
+    """``--topic``, when given, must be a name Kafka takes (``-t ''`` named no topic, and was
+    looked up as a topic "" that does not exist)."""
+    if value is None:
+        return None
+    from pipeline.topics.spec import kafka_name_problem
+
+    if not value.strip():
+        raise typer.BadParameter("must not be empty")
+    problem = kafka_name_problem(value)
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return value
+
+
 def replay(
     ctx: typer.Context,
     file: Annotated[
@@ -95,7 +116,12 @@ def replay(
     ],
     topic: Annotated[
         str | None,
-        typer.Option("--topic", "-t", help="Send every message to this topic instead."),
+        typer.Option(
+            "--topic",
+            "-t",
+            help="Send every message to this topic instead.",
+            callback=_topic_name,
+        ),
     ] = None,
     preserve_partitions: Annotated[
         bool,

@@ -284,8 +284,12 @@ def parse_line(line: str, *, where: str = "line") -> RecordedMessage:
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
         topic = document.get("topic")
-        if not isinstance(topic, str) or not topic:
+        if topic is None:
             raise ValueError("no topic")
+        if not isinstance(topic, str):
+            raise ValueError(f"topic must be text, got {json.dumps(topic)[:60]}")
+        if not topic:
+            raise ValueError("the topic is empty")
         partition, offset = document.get("partition", 0), document.get("offset", -1)
         # type(), not isinstance: JSON's true and false are Python ints too (msgspec, the fast
         # path, refuses them as well).

@@ -65,8 +65,12 @@ class RecordingSurvey:
     messages: int = 0
     #: Per target topic: how many partitions it needs to keep the recorded ones.
     partitions_needed: dict[str, int] = field(default_factory=dict)
+    #: The earliest and the latest recorded timestamps.
     first_ms: int | None = None
     last_ms: int | None = None
+    #: The timestamp of the first message (in file order) that has one: where ``--speed``'s
+    #: clock starts (pacing.Schedule).
+    start_ms: int | None = None
     #: The first recorded ``(topic, partition)`` below 0, which no topic has.
     below_zero: tuple[str, int] | None = None
 
@@ -83,6 +87,8 @@ class RecordingSurvey:
                 self.below_zero = (message.topic, partition)
         ts = message.timestamp_ms
         if ts is not None:
+            if self.start_ms is None:
+                self.start_ms = ts
             if self.first_ms is None or ts < self.first_ms:
                 self.first_ms = ts
             if self.last_ms is None or ts > self.last_ms:
@@ -94,6 +100,16 @@ class RecordingSurvey:
         if self.first_ms is None or self.last_ms is None:
             return 0.0
         return (self.last_ms - self.first_ms) / 1000
+
+    @property
+    def paced_s(self) -> float:
+        """How long ``--speed 1x`` takes to send it, in seconds: from the first message's
+        timestamp to the latest one. pacing.Schedule sends a message stamped before one already
+        sent at once, so timestamps earlier than the first message's add no time (5000, 7000,
+        1000 take 2 s, not the 6 s between the earliest and the latest)."""
+        if self.start_ms is None or self.last_ms is None:
+            return 0.0
+        return (self.last_ms - self.start_ms) / 1000
 
 
 def survey(messages: Iterable[ProducibleMessage], *, topic: str | None = None) -> RecordingSurvey:

@@ -36,7 +36,14 @@ from pipeline.sagas.orchestrator import SagaOrchestrator
 from pipeline.settings import ProcessingSettings
 from pipeline.topics.catalogue import default_catalogue
 
-__all__ = ["BackendKind", "DriverBackend", "PipelineBackend", "catalogue_partitions"]
+__all__ = [
+    "BackendKind",
+    "DriverBackend",
+    "PipelineBackend",
+    "catalogue_partitions",
+    "processor_specs",
+    "text_list",
+]
 
 BackendKind = Literal["driver", "kafka"]
 BACKENDS: tuple[BackendKind, ...] = ("driver", "kafka")
@@ -73,6 +80,32 @@ def catalogue_partitions() -> dict[str, int]:
     return {spec.name: spec.partitions for spec in default_catalogue()}
 
 
+def text_list(given: object, what: str, example: str) -> list[str]:
+    """``given``, a collection of text, as a list; a :class:`TypeError` naming ``what`` for one
+    text (which would be taken letter by letter) or anything else."""
+    if isinstance(given, str | bytes):
+        raise TypeError(
+            f"{what} takes a list, like {example}; got {given!r:.60} alone (one text would be "
+            "taken letter by letter): put it in a list"
+        )
+    if not isinstance(given, Iterable):
+        raise TypeError(f"{what} takes a list, like {example}; got {type(given).__name__}")
+    items = list(given)
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(
+                f"{what} takes a list of text, like {example}; it holds {item!r:.60} "
+                f"({type(item).__name__})"
+            )
+    return items
+
+
+def processor_specs(processors: object) -> list[str]:
+    """The ``module:attribute`` specs of ``pipeline_backend(processors)`` as a list; a
+    :class:`TypeError` for one spec given alone or anything but text in a list."""
+    return text_list(processors, "pipeline_backend: processors", '["shop.points:processor"]')
+
+
 def _module_clocked(modules: Iterable[ModuleType]) -> list[Clocked]:
     """The saga orchestrators the processors' modules hold (a service's saga starter too)."""
     found: dict[int, Clocked] = {}
@@ -101,6 +134,7 @@ class DriverBackend:
         settings: ProcessingSettings | None = None,
         partitions: int | Mapping[str, int] | None = None,
     ) -> None:
+        processors = processor_specs(processors)
         loaded = [load_processor(spec) for spec in processors]
         modules = [sys.modules[spec.partition(":")[0]] for spec in processors]
         self.harness = PipelineHarness(

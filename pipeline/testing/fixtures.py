@@ -34,7 +34,8 @@ Replay and golden files:
 - ``replay_into_driver(target, recording, ...)``: the same into a ``ProcessorTestDriver`` or a
   ``PipelineHarness``.
 - ``golden``: :class:`~pipeline.testing.golden.Golden`, comparing outputs with files (ids and
-  timestamps masked; ``--update-golden`` writes them).
+  timestamps masked; ``--update-golden`` writes them), named after the test and its parameters
+  but not its backend: a test run on both backends compares both with one file.
 - ``pipeline_backend(processors, env=...)``: the processors on the broker-free harness or on the
   real stack (pipeline/testing/backends.py). A test using it runs on ``--pipeline-backend``, or,
   without that option, on the backends of its ``@pytest.mark.pipeline_backends("driver",
@@ -74,6 +75,11 @@ if TYPE_CHECKING:
 
 #: Where the golden files this session wrote are listed for the summary.
 _WRITTEN = pytest.StashKey[list[Path]]()
+#: The golden files this session wrote (or found as they were) with --update-golden, each with
+#: the test that did: a second check of one file compares with it instead of overwriting it.
+_GOLDEN_SESSION = pytest.StashKey[dict[Path, str]]()
+#: The fixture (and parameter) that runs a test on a backend.
+_BACKEND_PARAM = "pipeline_backend"
 Recording = Path | str | Iterable[RecordedMessage]
 #: The kinds of pipeline/testing/backends.py, which is imported only when a test starts a
 #: backend (it brings the processing engine and the CLI: seconds at every pytest start).
@@ -118,8 +124,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "pipeline_backend fixture runs on (--pipeline-backend picks one of them)",
     )
     config.stash[_WRITTEN] = []
+    config.stash[_GOLDEN_SESSION] = {}
 
 
+# trylast: the backend is the test's last parameter (after @pytest.mark.parametrize's), so the
+# golden fixture finds its id at the end of the test's ids (see _golden_name).
+@pytest.hookimpl(trylast=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run a test using ``pipeline_backend`` on ``--pipeline-backend``, else on its marker's
     backends (``driver`` without one); a test whose marker leaves out the chosen backend is
@@ -327,12 +337,46 @@ def unique_topic(new_topic: Callable[..., str]) -> str:
     return new_topic()
 
 
-def _messages(recording: Recording, root: Path) -> Iterable[RecordedMessage]:
-    """The messages of a recording given as messages, or as a file (relative to the rootdir)."""
+def _messages(recording: Recording, root: Path, fixture: str) -> list[RecordedMessage]:
+    """The messages of a recording given as messages, or as a file (relative to the rootdir);
+    a :class:`TypeError` naming ``fixture`` for anything else."""
+    if isinstance(recording, str) and ("\n" in recording or recording.lstrip().startswith("{")):
+        # The file's text given for its path: it would be reported as "no recording at {...".
+        raise TypeError(
+            f"{fixture}: the recording looks like a recording's text, not a path: pass the "
+            "file's path (or read_recording(path))"
+        )
     if isinstance(recording, str | Path):
         path = Path(recording)
-        return read_recording(path if path.is_absolute() else root / path)
-    return recording
+        return list(read_recording(path if path.is_absolute() else root / path))
+    if isinstance(recording, bytes | bytearray) or not isinstance(recording, Iterable):
+        raise TypeError(
+            f"{fixture}: the recording is a path (text or a Path) or RecordedMessage objects; "
+            f"got {type(recording).__name__}"
+        )
+    messages = list(recording)
+    for number, message in enumerate(messages):
+        if not isinstance(message, RecordedMessage):
+            raise TypeError(
+                f"{fixture}: the recording's item {number} is a {type(message).__name__}, not "
+                "a RecordedMessage (read a file with read_recording(path))"
+            )
+    return messages
+
+
+def _topic(topic: object, fixture: str) -> None:
+    """A :class:`TypeError` naming ``fixture`` unless ``topic`` is a topic name or None."""
+    if topic is not None and (not isinstance(topic, str) or not topic.strip()):
+        raise TypeError(
+            f"{fixture}: topic= takes a topic name (text) or None; got {topic!r:.60} "
+            f"({type(topic).__name__})"
+        )
+
+
+def _flag(value: object, name: str, fixture: str) -> None:
+    """A :class:`TypeError` naming ``fixture`` unless ``value`` is True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{fixture}: {name}= takes True or False; got {value!r:.60}")
 
 
 @dataclass(frozen=True)
@@ -362,7 +406,14 @@ def replay_into_topic(
         rewrite_ids: bool = False,
         pacing: Pacing | None = None,
     ) -> Replayed:
-        messages = list(_messages(recording, request.config.rootpath))
+        messages = _messages(recording, request.config.rootpath, "replay_into_topic")
+        _topic(topic, "replay_into_topic")
+        _flag(preserve_partitions, "preserve_partitions", "replay_into_topic")
+        _flag(rewrite_ids, "rewrite_ids", "replay_into_topic")
+        if partitions is not None and (type(partitions) is not int or partitions < 1):
+            raise TypeError(
+                f"replay_into_topic: partitions= takes a whole number above 0; got {partitions!r}"
+            )
         if topic is None:
             used = max((m.partition for m in messages), default=0) + 1
             topic = request.getfixturevalue("new_topic")(partitions=partitions or used)
@@ -393,9 +444,17 @@ def replay_into_driver(request: pytest.FixtureRequest) -> Callable[..., int]:
         topic: str | None = None,
         preserve_partitions: bool = False,
     ) -> int:
+        from pipeline.processing.driver import ProcessorTestDriver
         from pipeline.processing.harness import PipelineHarness
 
-        messages = list(_messages(recording, request.config.rootpath))
+        if not isinstance(target, ProcessorTestDriver | PipelineHarness):
+            raise TypeError(
+                "replay_into_driver: the target is a ProcessorTestDriver or a PipelineHarness; "
+                f"got {type(target).__name__}"
+            )
+        messages = _messages(recording, request.config.rootpath, "replay_into_driver")
+        _topic(topic, "replay_into_driver")
+        _flag(preserve_partitions, "preserve_partitions", "replay_into_driver")
         drivers = target.drivers if isinstance(target, PipelineHarness) else [target]
         read = {name for driver in drivers for name in driver.processor.topics}
         unread = sorted({topic or message.topic for message in messages} - read)
@@ -414,18 +473,40 @@ def replay_into_driver(request: pytest.FixtureRequest) -> Callable[..., int]:
 @pytest.fixture
 def golden(request: pytest.FixtureRequest) -> Golden:
     """Compares outputs with golden files: ``golden.check(data, name=None)`` (see
-    pipeline/testing/golden.py). Files go to ``golden/<test module>/`` beside the test."""
+    pipeline/testing/golden.py). Files go to ``golden/<test module>/`` beside the test, named
+    after the test and its parameters but the backend (see :func:`_golden_name`)."""
     test_file = Path(str(request.node.path))
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
     checker = Golden(
         test_file.parent / "golden" / test_file.stem,
-        name,
+        _golden_name(request.node),
         base=test_file.parent,
         update=request.config.getoption("--update-golden"),
+        session=request.config.stash[_GOLDEN_SESSION],
+        test=request.node.nodeid,
     )
     written = request.config.stash[_WRITTEN]
     request.addfinalizer(lambda: written.extend(checker.written))
     return checker
+
+
+def _golden_name(node: pytest.Item) -> str:
+    """The default golden file name of a test: its name with its parameters' ids, but not the
+    backend's (``test_x[driver]`` and ``test_x[kafka]`` -> ``test_x``; ``test_x[2-kafka]`` ->
+    ``test_x_2_``): running one test body on both backends is to get one result, so both
+    compare with one file. Other parameters keep their files apart."""
+    name = node.name
+    callspec = getattr(node, "callspec", None)
+    if callspec is not None and _BACKEND_PARAM in callspec.params:
+        original = getattr(node, "originalname", name)
+        kind = str(callspec.params[_BACKEND_PARAM])
+        ids = callspec.id
+        # The backend's id is the last (pytest_generate_tests is trylast); pytest joins the
+        # ids of a test's parametrizations with "-".
+        if ids == kind:
+            name = original
+        elif ids.endswith(f"-{kind}"):
+            name = f"{original}[{ids[: -len(kind) - 1]}]"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 class BackendFactory:
@@ -456,6 +537,18 @@ class BackendFactory:
         on the real stack). ``topics``: the topics their outbox writes to, created on the real
         stack when missing (those they read are created anyway). ``settings`` and
         ``partitions`` are the driver's only."""
+        from pipeline.testing.backends import processor_specs, text_list
+
+        processors = processor_specs(processors)
+        topics = text_list(topics, "pipeline_backend: topics=", '["shop.points"]')
+        if env is not None and (
+            not isinstance(env, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+        ):
+            raise TypeError(
+                'pipeline_backend: env= takes a mapping of text to text, like {"PIPELINE_'
+                f'PROCESSING__MAX_IN_FLIGHT": "1"}}; got {env!r:.60}'
+            )
         backend: PipelineBackend
         if self.kind == "driver":
             monkeypatch: pytest.MonkeyPatch = self._request.getfixturevalue("monkeypatch")

@@ -1,10 +1,19 @@
-"""``pipeline replay``'s options: how many processes it may start."""
+"""``pipeline replay``'s options: how many processes it may start, the topic, the plan line."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.main import app
+from pipeline.cli.replay import _plan
+from pipeline.replay.pacing import Pacing
 from pipeline.replay.processes import MAX_PROCESSES, replay_recording
-from pipeline.replay.routing import ReplayError
+from pipeline.replay.recording import RecordedMessage
+from pipeline.replay.routing import ReplayError, survey
 from pipeline.settings import KafkaSettings
 
 
@@ -30,3 +39,49 @@ def test_the_library_refuses_them_too_before_starting_any(tmp_path):
         assert f"at most {MAX_PROCESSES} processes" in str(error)
     else:
         raise AssertionError("no error")
+
+
+#: The console script, as a user runs it (installed beside this interpreter).
+PIPELINE = str(Path(sys.executable).with_name("pipeline"))
+
+
+def test_an_empty_topic_is_a_usage_error_of_one_line_before_kafka_is_asked(tmp_path):
+    recording = tmp_path / "r.ndjson"
+    recording.write_text('{"topic":"t"}\n')
+
+    found = subprocess.run(
+        [PIPELINE, "replay", str(recording), "-t", ""],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [
+        "error: Invalid value for '--topic' / '-t': must not be empty (see pipeline replay -h)"
+    ]
+
+
+@pytest.mark.parametrize("topic", [" ", "a b", "t/x"])
+def test_a_topic_kafka_would_refuse_is_a_usage_error(tmp_path, topic):
+    recording = tmp_path / "r.ndjson"
+    recording.write_text('{"topic":"t"}\n')
+
+    result = CliRunner().invoke(app, ["replay", str(recording), "--topic", topic])
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--topic'" in result.output
+
+
+def test_the_speed_plan_estimates_the_time_the_pacing_takes():
+    stamps = [5_000, 7_000, 1_000]  # the last goes at once, after the second: 2 s in all
+    found = survey(
+        [RecordedMessage("t", 0, n, None, None, timestamp_ms=ts) for n, ts in enumerate(stamps)]
+    )
+
+    line = _plan(found, "rec.ndjson", Pacing(speed=1), None)
+    twice = _plan(found, "rec.ndjson", Pacing(speed=2), None)
+
+    assert "about 2.0 s" in line and "6.0" not in line
+    assert "about 1.0 s" in twice

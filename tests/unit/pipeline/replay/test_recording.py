@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +79,9 @@ def test_a_kcat_json_line_with_flat_headers_is_read():
         ("not json", "not a recorded message"),
         ("[]", "not a JSON object"),
         ('{"partition": 0}', "no topic"),
+        ('{"topic": 5}', r"topic must be text, got 5\)"),
+        ('{"topic": ["t"]}', r'topic must be text, got \["t"\]'),
+        ('{"topic": ""}', "the topic is empty"),
         ('{"topic": "t", "key": {"base64": "%%%"}}', "key is not valid base64"),
         ('{"topic": "t", "headers": ["a"]}', "alternate names and values"),
         ('{"topic": "t", "tstype": "later"}', "tstype must be one of"),
@@ -315,3 +319,22 @@ def test_the_writer_writes_one_line_per_message_and_counts_them():
     writer.write_all(messages)
     assert writer.count == 3
     assert [parse_line(line) for line in stream.getvalue().decode().splitlines()] == messages
+
+
+BLANK_LINES = [b"\n", b'{"topic":"a"}\n', b"  \t\n", b"\r\n", b'{"topic":"b"}\r\n', b"\n", b"x\n"]
+
+
+def test_blank_lines_are_skipped_by_every_reader_and_still_counted_in_line_numbers():
+    # docs/replay.md: a blank line (empty or only spaces) is no message and is skipped; the
+    # numbers in errors count it, as an editor does.
+    for read in (parse_lines, parse_lines_for_replay):
+        messages = read(BLANK_LINES, source="r.ndjson")
+        assert [next(messages).topic, next(messages).topic] == ["a", "b"]
+        with pytest.raises(RecordingError, match=r"^r\.ndjson:7: "):
+            next(messages)
+
+
+def test_the_format_page_says_what_a_blank_line_is():
+    page = (Path(__file__).resolve().parents[4] / "docs" / "replay.md").read_text()
+    assert "A blank line (empty, or only spaces) is skipped" in page
+    assert "every line must be a message" not in page  # blank lines are not

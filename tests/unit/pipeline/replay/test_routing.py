@@ -2,6 +2,7 @@
 
 import pytest
 
+from pipeline.replay.pacing import Pacing, Schedule
 from pipeline.replay.recording import RecordedMessage
 from pipeline.replay.routing import (
     BY_KEY,
@@ -45,6 +46,17 @@ def test_survey_counts_and_finds_what_each_target_needs():
     assert found.messages == 3
     assert found.partitions_needed == {"a": 3, "b": 1}
     assert (found.first_ms, found.last_ms, found.span_s) == (1_000, 5_000, 4.0)
+
+
+def test_the_paced_time_runs_from_the_first_messages_timestamp_to_the_latest():
+    # As the schedule paces them: 5000 at 0 s, 7000 at 2 s, 1000 at once after it (not the
+    # 6 s between the earliest and the latest timestamps).
+    stamps = [None, 5_000, 7_000, 1_000]
+    found = survey([message("a", 0, ts) for ts in stamps])
+    schedule = Schedule(Pacing(speed=1))
+    assert (found.span_s, found.paced_s) == (6.0, 2.0)
+    assert max(schedule.due_s(ts) for ts in stamps) == found.paced_s
+    assert survey([message("a", 0, 9_000), message("a", 0, 1_000)]).paced_s == 0.0
 
 
 def test_survey_with_one_target_merges_the_recorded_topics():

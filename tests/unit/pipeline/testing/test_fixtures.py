@@ -101,3 +101,32 @@ def test_the_plugin_offers_the_backends_there_are():
     from pipeline.testing import backends, fixtures
 
     assert fixtures.BACKENDS == backends.BACKENDS
+
+
+def test_replay_into_driver_names_an_argument_of_the_wrong_kind(replay_into_driver, tmp_path):
+    recording = write_recording(tmp_path / "r.ndjson", [counting_event("k", 0)])
+    driver = ProcessorTestDriver(counting.processor)
+    try:
+        with pytest.raises(TypeError, match=r"topic= takes a topic name \(text\).*got 5 \(int\)"):
+            replay_into_driver(driver, recording, topic=5)
+        with pytest.raises(TypeError, match=r"looks like a recording's text, not a path"):
+            replay_into_driver(driver, recording.read_text())
+        with pytest.raises(TypeError, match=r"item 0 is a str, not a RecordedMessage"):
+            replay_into_driver(driver, [recording.read_text()])
+        with pytest.raises(TypeError, match=r"preserve_partitions= takes True or False"):
+            replay_into_driver(driver, recording, preserve_partitions="yes")
+        with pytest.raises(TypeError, match=r"the target is a ProcessorTestDriver.*got str"):
+            replay_into_driver("driver", recording)
+        assert driver.topics == {}  # nothing went in
+    finally:
+        driver.close()
+
+
+@pytest.mark.pipeline_backends("driver")
+def test_pipeline_backend_wants_a_list_of_processors_and_says_so(pipeline_backend):
+    with pytest.raises(TypeError, match=r"processors takes a list.*got '[^']+' alone"):
+        pipeline_backend(SPEC)
+    with pytest.raises(TypeError, match=r"topics= takes a list.*got 'shop.points' alone"):
+        pipeline_backend([SPEC], topics="shop.points")
+    with pytest.raises(TypeError, match=r"processors takes a list of text.*holds 7 \(int\)"):
+        DriverBackend([7])

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import datetime
+import decimal
+import enum
+import json
+import uuid
 
+import pytest
+from pydantic import BaseModel
+
+from pipeline.envelope import Event
 from pipeline.ids import new_event_id
 from pipeline.testing.golden import Golden, GoldenMismatch, mask, render
 
@@ -102,3 +110,120 @@ def test_names_and_paths_of_golden_files(tmp_path):
     assert golden.path("summary") == tmp_path / "golden" / "test_x" / "summary.json"
     assert golden.path("data/outcomes.golden.json") == tmp_path / "data" / "outcomes.golden.json"
     assert golden.path(tmp_path / "abs.txt") == tmp_path / "abs.txt"
+
+
+# --- nothing is lost: keys that mask alike, objects, two checks of one file ----------------------
+
+
+def test_keys_that_mask_alike_are_numbered_in_their_order_so_no_value_is_lost(tmp_path):
+    per_day = {"2025-01-02T00:00:00Z": 20, "2025-01-01T00:00:00Z": 10}
+
+    assert mask(per_day) == {"<time-1>": 10, "<time-2>": 20}
+    taken = {"took 31 ms": "a", "took 5 ms": "b", "note": "c"}
+    assert mask(taken, mask_patterns=[r"\d+ ms"]) == {
+        "note": "c",
+        "took <masked-1>": "a",
+        "took <masked-2>": "b",
+    }
+    writer = golden_in(tmp_path, update=True)
+    writer.check(per_day, "perday")
+    assert json.loads(writer.path("perday").read_text()) == {"<time-1>": 10, "<time-2>": 20}
+
+
+def test_keys_that_are_the_same_text_in_json_are_an_error_not_one_value_dropped(tmp_path):
+    with pytest.raises(ValueError, match=r"keys 1 and '1', which are both '1' in JSON"):
+        mask({1: "a", "1": "b"})
+    with pytest.raises(ValueError, match=r"data\['outer'\] has the keys"):
+        golden_in(tmp_path, update=True).check({"outer": {True: 1, "true": 2}}, "x")
+    assert not (tmp_path / "golden").exists()
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Reading(BaseModel):
+    taken: datetime.datetime
+    sensor: uuid.UUID
+
+
+def test_objects_are_masked_in_their_json_form_as_their_text_would_be():
+    now = datetime.datetime.now(datetime.UTC)
+    sensor = uuid.uuid4()
+    data = {
+        "when": now,
+        "id": sensor,
+        "ids": (sensor, str(sensor)),
+        "amount": decimal.Decimal("12.50"),
+        "colour": Colour.RED,
+        "reading": Reading(taken=now, sensor=sensor),
+        "day": datetime.date(2025, 1, 1),  # a date alone is kept, as its text would be...
+        "opened_at": datetime.date(2025, 1, 1),  # ...and masked under a time key
+        "tags": {"b", "a", "c"},
+        now: "a key too",
+    }
+
+    assert mask(data) == {
+        "when": "<time>",
+        "id": "<id-1>",
+        "ids": ["<id-1>", "<id-1>"],
+        "amount": "12.50",
+        "colour": "red",
+        "reading": {"taken": "<time>", "sensor": "<id-1>"},
+        "day": "2025-01-01",
+        "opened_at": "<time>",
+        "tags": ["a", "b", "c"],
+        "<time>": "a key too",
+    }
+    event = Event(source="/s", type="t", data={"n": 1})
+    assert mask(event.model_dump()) == mask(event.model_dump(mode="json"))
+    assert mask(event.model_dump())["time"] == "<time>"
+
+
+def test_an_object_without_a_json_form_fails_at_once_naming_where_it_is(tmp_path):
+    with pytest.raises(TypeError, match=r"data\['x'\]\[1\] is a object, which has no JSON form"):
+        golden_in(tmp_path, update=True).check({"x": [1, object()]})
+    assert not (tmp_path / "golden").exists()
+    with pytest.raises(TypeError, match="no JSON form"):
+        render({"x": object()})
+    with pytest.raises(TypeError, match=r"the key \(1, 2\) \(tuple\)"):
+        mask({(1, 2): "pair"})
+
+
+def test_arguments_of_the_wrong_kind_are_one_clear_error_each(tmp_path):
+    golden = golden_in(tmp_path, update=True)
+    with pytest.raises(TypeError, match=r"mask_keys takes a list.*got 'pid' alone"):
+        golden.check({"pid": 1}, "mk", mask_keys="pid")
+    with pytest.raises(TypeError, match=r"mask_patterns takes a list.*got '\\\\d\+' alone"):
+        golden.check({"n": "1"}, "mk", mask_patterns=r"\d+")
+    with pytest.raises(TypeError, match=r"mask_keys takes a list of text.*holds 5 \(int\)"):
+        mask({}, mask_keys=[5])
+    with pytest.raises(TypeError, match=r"name takes the file's name or path.*got 5 \(int\)"):
+        golden.check({"n": 1}, 5)
+    assert golden.written == []
+
+
+def test_a_second_unnamed_check_in_one_test_fails_asking_for_a_name(tmp_path):
+    for update in (True, False):
+        golden = golden_in(tmp_path, update=update)
+        golden.check({"first": 1})
+        with pytest.raises(ValueError, match=r"already checked its default file .*test_y\.json"):
+            golden.check({"second": 2})
+        golden.check({"second": 2}, "second")  # named, it has its own file
+
+    assert json.loads((tmp_path / "golden" / "test_x" / "test_y.json").read_text()) == {"first": 1}
+
+
+def test_a_file_checked_twice_in_a_session_is_written_once_then_compared_with(tmp_path):
+    session: dict = {}
+    first = Golden(tmp_path, "t", base=tmp_path, update=True, session=session, test="t[driver]")
+    again = Golden(tmp_path, "t", base=tmp_path, update=True, session=session, test="t[kafka]")
+    first.check({"n": 1})
+    again.check({"n": 1})  # the same result: fine, and not written again
+    assert (first.written, again.written) == ([tmp_path / "t.json"], [])
+
+    with pytest.raises(GoldenMismatch, match=r"written earlier in this session by t\[driver\]"):
+        Golden(tmp_path, "t", base=tmp_path, update=True, session=session).check({"n": 2})
+    with pytest.raises(GoldenMismatch, match=r'\+  "n": 3'):
+        first.check({"n": 3}, "t")  # the same name twice in one test: one file, one result
+    assert json.loads((tmp_path / "t.json").read_text()) == {"n": 1}

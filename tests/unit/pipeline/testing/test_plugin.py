@@ -109,9 +109,8 @@ def test_the_ini_option_turns_the_plugin_on(pytester):
 
     written.assert_outcomes(passed=1)
     written.stdout.fnmatch_lines(["*1 golden file written*"])
-    golden = (
-        pytester.path / "golden" / "test_backend" / "test_golden_and_driver_backend_driver_.json"
-    )
+    # Named after the test, not its backend (one file for both: see below).
+    golden = pytester.path / "golden" / "test_backend" / "test_golden_and_driver_backend.json"
     assert golden.read_text() == '{\n  "n": 1\n}\n'
     collected.stdout.fnmatch_lines(EXPECTED_ITEMS)
     # A test that declared the driver only is skipped, not run, on the chosen kafka backend.
@@ -159,3 +158,67 @@ def test_outputs(golden):
     changed.stdout.fnmatch_lines(
         ['*-  "status": "completed"', '*+  "status": "compensated"', "*--update-golden*"]
     )
+
+
+#: Stands in for the plugin's fixture: the test's backend as it is parametrized, nothing
+#: started (the kafka one would need the stack).
+BACKEND_KIND_CONFTEST = """
+import pytest
+
+
+@pytest.fixture
+def pipeline_backend(request):
+    return request.param
+"""
+
+BOTH_BACKENDS_TEST = """
+import os
+
+import pytest
+
+
+@pytest.mark.pipeline_backends("driver", "kafka")
+def test_same(pipeline_backend, golden):
+    golden.check({"result": 1})
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.pipeline_backends("driver", "kafka")
+def test_each_n(pipeline_backend, golden, n):
+    golden.check({"n": n})
+
+
+@pytest.mark.pipeline_backends("driver", "kafka")
+def test_differs(pipeline_backend, golden):
+    golden.check({"on": pipeline_backend if os.environ.get("DIFFER") else "either"})
+"""
+
+
+def test_one_test_on_both_backends_compares_with_one_golden_file(pytester, monkeypatch):
+    pytester.makeini("[pytest]\npipeline_plugin = true\n")
+    pytester.makeconftest(BACKEND_KIND_CONFTEST)
+    pytester.makepyfile(test_both=BOTH_BACKENDS_TEST)
+
+    written = pytester.runpytest_subprocess("--update-golden", "-p", "no:cacheprovider")
+    compared = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    monkeypatch.setenv("DIFFER", "1")
+    differs = pytester.runpytest_subprocess(
+        "--update-golden", "-k", "differs", "-p", "no:cacheprovider"
+    )
+
+    written.assert_outcomes(passed=8)
+    folder = pytester.path / "golden" / "test_both"
+    # The backend is not in the name; other parameters are.
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "test_differs.json",
+        "test_each_n_1_.json",
+        "test_each_n_2_.json",
+        "test_same.json",
+    ]
+    compared.assert_outcomes(passed=8)
+    # Rewriting, the second backend's different result fails; it does not overwrite the first.
+    differs.assert_outcomes(passed=1, failed=1)
+    differs.stdout.fnmatch_lines(
+        ["*written earlier in this session by test_both.py::test_differs[[]driver[]]*"]
+    )
+    assert (folder / "test_differs.json").read_text() == '{\n  "on": "driver"\n}\n'
