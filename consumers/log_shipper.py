@@ -9,14 +9,18 @@ A batch consumer (confluent-kafka, built by :mod:`pipeline.kafka.clients`) and b
 2. the actions go to Elasticsearch in one bulk request; each item is classified by
    :func:`~consumers.log_batch.classify`: 2xx done, 429 and 5xx retried with bounded exponential
    backoff (:func:`retry_policy`, then dead-lettered), any other 4xx (a mapping conflict)
-   dead-lettered with Elasticsearch's reason;
+   dead-lettered with Elasticsearch's reason. A request Elasticsearch refuses whole with a 4xx
+   (one action it does not take fails them all) is sent again in halves until the refusal
+   falls on the documents that cause it: only those are dead-lettered;
 3. dead letters go to ``logs.dlq`` (the original key and value, the ``dlq.*`` headers of
    :mod:`pipeline.dead_letters.letter` and Elasticsearch's status; see
-   :func:`~consumers.log_batch.dlq_message`), and the producer is flushed;
+   :func:`~consumers.log_batch.dlq_message`), and the producer is flushed; one Kafka refuses
+   as too large is sent again cut down (its value's first 16 KiB, then only the headers);
 4. only then are the offsets committed, per partition up to the first record that is neither
    acknowledged nor dead-lettered (:func:`~consumers.log_batch.commit_positions`); the consumer
-   goes back to that record (a dead letter Kafka did not take: a DLQ topic missing, a record
-   over its size limit), and tries again after a pause, so no later commit passes it.
+   goes back to that record (a dead letter Kafka did not take: a DLQ topic missing, say), and
+   tries again after a pause, so no later commit passes it. The records after it that are
+   done are remembered, and skipped when read again: not indexed nor dead-lettered twice.
 
 The shipper's own log lines (keyed by its service, ``own_key``) travel the same way, but their
 dead-lettering is not logged line by line (each such line would be one more record to ship: with
@@ -56,12 +60,14 @@ from consumers.log_batch import (
     UnshippableRecord,
     classify,
     commit_positions,
-    dlq_message,
     first_undone,
     item_error_type,
     item_reason,
     plan_batch,
+    refused_runs,
 )
+from consumers.log_dead_letters import DeadLetterWriter, DlqProducer, Where, where_of
+from consumers.log_shipper_standing import assigned_lag, not_caught_up, partitions_not_owned
 from pipeline.errors import PipelineError
 from pipeline.logs.elasticsearch import refusal_of
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
@@ -76,7 +82,6 @@ _log = logging.getLogger(__name__)
 #: Largest bulk request body (Elasticsearch refuses above http.max_content_length, 100 MB).
 _MAX_CHUNK_BYTES = 20 * 1024 * 1024
 _PROBE_TIMEOUT_S = 5.0
-_DLQ_FLUSH_TIMEOUT_S = 30.0
 
 
 def retry_policy(settings: LogSettings) -> RetryPolicy:
@@ -105,6 +110,10 @@ class ShipperConsumer(Protocol):
     ) -> None: ...
     def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Any]: ...
     def commit(self, *args: Any, **kwargs: Any) -> Any: ...
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float = ...
+    ) -> list[TopicPartition]: ...
+    def list_topics(self, topic: str | None = ..., timeout: float = ...) -> Any: ...
     def assignment(self) -> list[TopicPartition]: ...
     def pause(self, partitions: list[TopicPartition]) -> None: ...
     def resume(self, partitions: list[TopicPartition]) -> None: ...
@@ -113,14 +122,6 @@ class ShipperConsumer(Protocol):
     def get_watermark_offsets(
         self, partition: TopicPartition, timeout: float = ..., cached: bool = ...
     ) -> tuple[int, int]: ...
-
-
-class DlqProducer(Protocol):
-    """What the shipper uses of ``confluent_kafka.Producer``."""
-
-    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None: ...
-    def poll(self, timeout: float = ...) -> int: ...
-    def flush(self, timeout: float = ...) -> int: ...
 
 
 @dataclass
@@ -170,7 +171,6 @@ class LogShipper:
     ) -> None:
         self._consumer = consumer
         self._es = es
-        self._dlq = dlq_producer
         self._settings = settings
         self._retry = retry_policy(settings)
         self.topic = topic or settings.topic
@@ -185,15 +185,28 @@ class LogShipper:
         #: ``run(until_idle_s=...)``: how long an outage may last before the run gives up.
         self._outage_limit_s: float | None = None
         self._own_key = own_key
+        self._letters = DeadLetterWriter(
+            dlq_producer,
+            self.dlq_topic,
+            self.consumer_group,
+            is_own=self._is_own,
+        )
         #: Since when dead letters keep failing to be written (``None``: they are not).
         self._dlq_failing_since: float | None = None
+        #: Records done (indexed or dead-lettered) after a record that is not, in a partition
+        #: the consumer was sent back in: read again, they are skipped, not sent twice.
+        self._settled: set[Where] = set()
+        #: When the assignment last changed (``run(until_idle_s=...)`` waits that long again).
+        self._assigned_at = 0.0
 
     # ---- running --------------------------------------------------------------------------
 
     def run(self, *, until_idle_s: float | None = None) -> ShipperCounters:
-        """Ship until ``stop`` is set (or, with ``until_idle_s``, until nothing came for that
-        long, and a :class:`PipelineError` if Elasticsearch stays unreachable that long);
-        returns the counters. The caller closes the consumer afterwards."""
+        """Ship until ``stop`` is set (or, with ``until_idle_s``, until caught up: every
+        partition of the topic assigned to this shipper and nothing new for that long; a
+        :class:`PipelineError` if Elasticsearch stays unreachable that long, or if other members
+        of the group keep partitions past :meth:`_ownership_wait_s`); returns the counters. The
+        caller closes the consumer afterwards."""
         self._outage_limit_s = until_idle_s
         try:
             self._wait_for_elasticsearch(self._put_template)
@@ -204,6 +217,7 @@ class LogShipper:
             on_lost=self._revoked_cb,
         )  # fmt: skip
         last_report = idle_since = time.monotonic()
+        partial_since: float | None = None  # idle, but some partitions not ours, since then
         while not self.stop.is_set():
             messages = self._consumer.consume(
                 num_messages=self._settings.shipper_batch_size,
@@ -216,8 +230,25 @@ class LogShipper:
                 idle_since = now
             if records:
                 self.ship_batch(records)
-            if until_idle_s is not None and now - idle_since >= until_idle_s:
-                break
+            # Idle counts on a stable assignment: partitions just assigned were not seen idle.
+            if (
+                until_idle_s is not None
+                and now - max(idle_since, self._assigned_at) >= until_idle_s
+            ):
+                missing = partitions_not_owned(self._consumer, self.topic, self._assigned)
+                if missing == []:
+                    self._report(
+                        f"caught up: every partition of {self.topic} read, nothing new for "
+                        f"{until_idle_s:g} s"
+                    )
+                    break
+                # A killed shipper keeps its partitions until its session times out: wait for
+                # the rebalance that hands them over, rather than call the rest caught up.
+                partial_since = now if partial_since is None else partial_since
+                if now - partial_since >= self._ownership_wait_s(until_idle_s):
+                    raise PipelineError(
+                        not_caught_up(self.topic, self.consumer_group, missing, now - partial_since)
+                    )
             if now - last_report >= self._settings.metrics_interval_s:
                 last_report = now
                 self.report_metrics()
@@ -227,12 +258,23 @@ class LogShipper:
     def _put_template(self) -> None:
         ensure_index_template(self._es, alias=self.alias)
 
+    def _ownership_wait_s(self, until_idle_s: float) -> float:
+        """How long an idle run waits for the partitions it does not own: a dead member's
+        session timeout (ours, as the shippers of a group share their settings), then the
+        idle time again on the new assignment."""
+        return self._settings.shipper_session_timeout_ms / 1000 + until_idle_s
+
     def _assigned_cb(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned_at = time.monotonic()
         self._report(f"assigned {_describe(partitions)}")
 
     def _revoked_cb(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= gone
+        self._assigned_at = time.monotonic()
+        # The next owner reads them from the committed offset; nothing to remember here.
+        self._settled = {w for w in self._settled if (w[0], w[1]) not in gone}
         self._report(f"revoked {_describe(partitions)}")
 
     def _records(self, messages: Sequence[Any]) -> list[SourceRecord]:
@@ -266,16 +308,37 @@ class LogShipper:
         offsets: dict[Position, list[int]] = {}
         for record in records:
             offsets.setdefault((record.topic, record.partition), []).append(record.offset)
-        actions, dead = plan_batch(records, alias=self.alias, now=datetime.now(UTC))
-        done: set[tuple[str, int, int]] = set()
+        # Read again after a record that was not done: what was done after it is not redone.
+        done: set[Where] = {where_of(record) for record in records} & self._settled
+        fresh = [record for record in records if where_of(record) not in done]
+        actions, dead = plan_batch(fresh, alias=self.alias, now=datetime.now(UTC))
         # Stopping in an outage: commit what is acknowledged, the rest comes again.
         with contextlib.suppress(_Stopped):
             self._index(actions, dead, done)
         done |= self._dead_letter(dead)
         positions = commit_positions(offsets, done)
         self._commit(positions)
-        self._read_again(first_undone(offsets, done))
+        undone = first_undone(offsets, done)
+        self._remember(offsets, done, undone)
+        self._read_again(undone)
         return positions
+
+    def _remember(
+        self,
+        offsets: Mapping[Position, Sequence[int]],
+        done: set[Where],
+        undone: Mapping[Position, int],
+    ) -> None:
+        """Keep the records done after each partition's first record not done (the consumer
+        goes back there), and what was remembered beyond this batch; forget the rest."""
+        last = {position: max(numbers) for position, numbers in offsets.items()}
+        kept = {where for where in self._settled if where[2] > last.get(where[:2], -1)}
+        kept |= {
+            where
+            for where in done
+            if (where[0], where[1]) in undone and where[2] > undone[(where[0], where[1])]
+        }
+        self._settled = kept
 
     def _is_own(self, record: SourceRecord) -> bool:
         """One of the shipper's own log lines (keyed by its service)."""
@@ -354,6 +417,21 @@ class LogShipper:
             pending = [action for action, _item, _status in retry]
 
     def _bulk(self, actions: list[IndexAction]) -> list[tuple[bool, dict[str, Any]]]:
+        """The bulk results of ``actions``. A request Elasticsearch refused whole with a 4xx
+        gives every one of its documents that status: those are sent again in halves, and
+        halves of those, until each refusal is of a request of one document, the culprit."""
+        results = self._bulk_request(actions)
+        runs = refused_runs([item for _ok, item in results])
+        while runs:
+            start, end = runs.pop()
+            middle = (start + end) // 2
+            for low, high in ((start, middle), (middle, end)):
+                part = self._bulk_request(actions[low:high])
+                results[low:high] = part
+                runs += [(low + a, low + b) for a, b in refused_runs([item for _ok, item in part])]
+        return results
+
+    def _bulk_request(self, actions: list[IndexAction]) -> list[tuple[bool, dict[str, Any]]]:
         # streaming_bulk: the chunking and per-item results of the official helper; its own
         # retry covers only 429, so it is off (max_retries=0) and ours covers 429 and 5xx.
         results = []
@@ -369,60 +447,10 @@ class LogShipper:
             results.append((ok, next(iter(item.values()))))
         return results
 
-    def _dead_letter(self, dead: list[UnshippableRecord]) -> set[tuple[str, int, int]]:
-        """Produce the dead letters and flush; the positions Kafka acknowledged."""
-        if not dead:
-            return set()
-        delivered: set[tuple[str, int, int]] = set()
-        failed: list[str] = []
-        now = datetime.now(UTC)
-        # The shipper's own lines are not logged one by one: each log line is one more record.
-        logged = [letter for letter in dead if not self._is_own(letter.record)]
-
-        def report(letter: UnshippableRecord) -> Callable[[Any, Any], None]:
-            def on_delivery(error: Any, _message: Any) -> None:
-                where = (letter.record.topic, letter.record.partition, letter.record.offset)
-                if error is None:
-                    delivered.add(where)
-                else:
-                    failed.append(str(error))
-
-            return on_delivery
-
-        for letter in dead:
-            message = dlq_message(letter, self.consumer_group, now)
-            while True:
-                try:
-                    self._dlq.produce(
-                        self.dlq_topic,
-                        key=message.key,
-                        value=message.value,
-                        headers=message.headers,
-                        on_delivery=report(letter),
-                    )
-                    break
-                except BufferError:
-                    self._dlq.poll(0.1)
-                except KafkaException as error:  # refused at once (too large, say): not sent
-                    failed.append(error.args[0].str() if error.args else str(error))
-                    break
-        self._dlq.flush(_DLQ_FLUSH_TIMEOUT_S)
-        for letter in logged:
-            record = letter.record
-            if (record.topic, record.partition, record.offset) in delivered:
-                _log.warning(
-                    "dead-lettered %s[%d]@%d: %s",
-                    record.topic, record.partition, record.offset, letter.reason,
-                    extra={"event_action": "dead_lettered", "event_outcome": "failure"},
-                )  # fmt: skip
-        unsettled = len(dead) - len(delivered) - len(failed)
-        if failed or unsettled:
-            _log.error(
-                "%s not written to %s (%s); the records stay uncommitted and are tried again",
-                counted(len(dead) - len(delivered), "dead letter"),
-                self.dlq_topic,
-                failed[0] if failed else f"no answer from Kafka in {_DLQ_FLUSH_TIMEOUT_S:g} s",
-            )
+    def _dead_letter(self, dead: list[UnshippableRecord]) -> set[Where]:
+        """Write the dead letters (:class:`~consumers.log_dead_letters.DeadLetterWriter`); the
+        positions Kafka acknowledged."""
+        delivered = self._letters.write(dead)
         self.counters.dead_lettered += len(delivered)
         return delivered
 
@@ -530,22 +558,8 @@ class LogShipper:
 
     def report_metrics(self) -> None:
         """Log the counters, with the lag (records not yet read) of the assigned partitions."""
-        self.counters.lag = self._lag()
+        self.counters.lag = assigned_lag(self._consumer)
         self._report(self.counters.line())
-
-    def _lag(self) -> int | None:
-        try:
-            assigned = self._consumer.assignment()
-            if not assigned:
-                return None
-            lag = 0
-            for position in self._consumer.position(assigned):
-                _low, high = self._consumer.get_watermark_offsets(position, timeout=2.0)
-                offset = position.offset if position.offset >= 0 else _low
-                lag += max(0, high - offset)
-            return lag
-        except KafkaException:
-            return None
 
 
 def _timestamp_ms(message: Any) -> int | None:

@@ -125,12 +125,14 @@ def index_for(timestamp: datetime, *, alias: str = INDEX_ALIAS) -> str:
     """The daily index of a record created at ``timestamp``: ``pipeline-logs-2024.07.15``.
 
     The day is the UTC day. A naive datetime is refused: its day would depend on the host.
+    The year has four digits whatever it is (``strftime("%Y")`` writes year 1 as ``1``).
     """
     if not isinstance(timestamp, datetime):
         raise TypeError(f"expected a datetime, got {type(timestamp).__name__}")
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
         raise ValueError(f"expected a timezone-aware datetime, got naive {timestamp.isoformat()}")
-    return f"{alias}-{timestamp.astimezone(UTC):%Y.%m.%d}"
+    day = timestamp.astimezone(UTC)
+    return f"{alias}-{day.year:04d}.{day.month:02d}.{day.day:02d}"
 
 
 def _leaf_mapping(field: LogField) -> dict[str, Any]:

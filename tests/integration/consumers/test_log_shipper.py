@@ -1,10 +1,13 @@
 """The log shipper against the real Kafka and Elasticsearch."""
 
 import json
+import threading
 
+import pytest
 from confluent_kafka import TopicPartition
 
 from consumers.log_shipper import LogShipper
+from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.settings import LogSettings
 from tests.support.logs import (
@@ -98,3 +101,139 @@ def test_a_mapping_conflict_goes_to_the_dead_letter_topic_with_the_reason(
     assert headers["dlq.original.topic"] == topic.encode()
     assert b"undecodable" in by_reason
     assert by_reason[b"undecodable"].value() == b"{oops"
+
+
+def _dead_letters(settings, dlq, group, count):
+    reader = build_consumer(settings.kafka, group + "-dlq")
+    reader.subscribe([dlq])
+    letters = []
+    while len(letters) < count:
+        message = reader.poll(10)
+        assert message is not None, f"only {len(letters)} dead letter(s) arrived"
+        if message.error() is None:
+            letters.append(message)
+    reader.close()
+    return letters
+
+
+def test_lines_elasticsearch_could_not_take_or_give_back_are_indexed_or_dead_lettered_alone(
+    pipeline_settings, elasticsearch_client, new_topic, consumer_group
+):
+    # The review's lines, in one batch with good ones: none may crash the shipper, fail the
+    # whole bulk request, or make a search of the alias fail.
+    topic, dlq = new_topic(1, prefix="fxl"), new_topic(1, prefix="fxl")
+    good = [log_document(n) for n in range(5)]
+    long_id = log_document(10, event={"id": "é" * 300})  # 600 bytes: over the _id limit
+    shouting = log_document(11, log={"level": "ERROR", "logger": "foreign"})
+    epoch = {**log_document(12), "@timestamp": "1970-01-01T00:00:00Z"}
+    deep = b'{"@timestamp": "2024-07-15T00:00:00Z", "x": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    bom = b"\xef\xbb\xbf" + json.dumps(log_document(13)).encode()
+    utf16 = json.dumps(log_document(14)).encode("utf-16")
+    surrogate = json.dumps(log_document(15, message="half \ud800 a pair")).encode()  # escaped
+    producer = build_producer(pipeline_settings.kafka)
+    produce_documents(producer, topic, [*good, long_id, shouting, epoch])
+    for value in (deep, bom, utf16, surrogate):
+        producer.produce(topic, value=value)
+    assert producer.flush(10) == 0
+
+    with log_alias(elasticsearch_client) as alias:
+        counters, committed = _ship(
+            pipeline_settings, elasticsearch_client, topic, dlq, consumer_group, alias
+        )
+        assert (counters.shipped, counters.dead_lettered) == (10, 2)
+        assert committed[0].offset == 12
+
+        # Every document can be read back: no raw UTF-16 or BOM bytes as _source.
+        count_documents(elasticsearch_client, alias)  # refreshes
+        hits = elasticsearch_client.search(index=alias, size=100)["hits"]["hits"]
+        by_line = {hit["_source"]["message"]: hit for hit in hits}
+        assert len(by_line) == 10
+        assert by_line["line 10"]["_source"]["event"]["id"] == "é" * 300
+        assert by_line["half \ufffd a pair"]["_source"]["labels"] == {"n": "15"}
+        assert by_line["line 12"]["_index"] != f"{alias}-1970.01.01"  # today's, not its own
+        assert by_line["line 12"]["_source"]["@timestamp"] == "1970-01-01T00:00:00Z"
+        errors = elasticsearch_client.search(index=alias, q="log.level:error")["hits"]["hits"]
+        assert [hit["_source"]["message"] for hit in errors] == ["line 11"]
+
+    reasons = {
+        bytes(dict(m.headers())["dlq.error.message"][:40])
+        for m in _dead_letters(pipeline_settings, dlq, consumer_group, 2)
+    }
+    assert any(r.startswith(b"undecodable: JSON nested too deeply") for r in reasons)
+    assert any(r.startswith(b"undecodable: not UTF-8 JSON") for r in reasons)
+
+
+def test_a_record_too_large_to_dead_letter_whole_goes_cut_and_the_partition_moves_on(
+    pipeline_settings, elasticsearch_client, new_topic, consumer_group
+):
+    # The logs topic takes the record; the dead-letter topic does not once the dlq.* headers
+    # are added. It used to stay uncommitted for ever, the letters after it sent again and again.
+    topic = new_topic(1, prefix="fxl")
+    dlq = new_topic(1, prefix="fxl", **{"max.message.bytes": 40_000})
+    big = b"not json " * 4_400  # 39,600 bytes
+    producer = build_producer(pipeline_settings.kafka)
+    for value in (b"junk-1", big, b"junk-2"):
+        producer.produce(topic, value=value)
+    assert producer.flush(10) == 0
+    produce_documents(producer, topic, [log_document(0)])
+
+    with log_alias(elasticsearch_client) as alias:
+        counters, committed = _ship(
+            pipeline_settings, elasticsearch_client, topic, dlq, consumer_group, alias
+        )
+    assert (counters.shipped, counters.dead_lettered) == (1, 3)
+    assert committed[0].offset == 4
+
+    letters = _dead_letters(pipeline_settings, dlq, consumer_group, 3)
+    by_offset = {dict(m.headers())["dlq.original.offset"]: m for m in letters}
+    assert sorted(by_offset) == [b"0", b"1", b"2"]  # each once
+    cut = by_offset[b"1"]
+    assert cut.value() == big[: 16 * 1024]
+    assert dict(cut.headers())["dlq.truncated"] == b"value"
+    assert dict(cut.headers())["dlq.original.value.size"] == str(len(big)).encode()
+    assert by_offset[b"0"].value() == b"junk-1" and by_offset[b"2"].value() == b"junk-2"
+
+
+def test_a_run_until_idle_does_not_call_itself_caught_up_while_another_member_holds_partitions(
+    pipeline_settings, elasticsearch_client, new_topic, consumer_group
+):
+    # The review: with a killed shipper still in the group (until its session ended),
+    # --until-idle said "caught up" and exited 0 with its partitions' records unshipped.
+    topic, dlq = new_topic(3, prefix="fxl"), new_topic(1, prefix="fxl")
+    produce_documents(
+        build_producer(pipeline_settings.kafka), topic, [log_document(n) for n in range(30)]
+    )
+    settings = SETTINGS.model_copy(update={"shipper_session_timeout_ms": 6_000})
+    other = build_consumer(pipeline_settings.kafka, consumer_group)  # never commits
+    other.subscribe([topic])
+    stop = threading.Event()
+
+    def hold() -> None:
+        while not stop.is_set():
+            other.poll(0.2)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        with log_alias(elasticsearch_client) as alias:
+            consumer = build_consumer(pipeline_settings.kafka, consumer_group)
+            shipper = LogShipper(
+                consumer, elasticsearch_client, build_producer(pipeline_settings.kafka),
+                settings, topic=topic, dlq_topic=dlq, alias=alias, consumer_group=consumer_group,
+            )  # fmt: skip
+            try:
+                with pytest.raises(PipelineError, match=r"stayed with another member"):
+                    shipper.run(until_idle_s=1)
+            finally:
+                consumer.close()
+            stop.set()
+            holder.join(10)
+            other.close()  # it leaves: the next run gets every partition
+
+            _counters, committed = _ship(
+                pipeline_settings, elasticsearch_client, topic, dlq, consumer_group, alias
+            )
+            assert sum(max(tp.offset, 0) for tp in committed) == 30
+            assert count_documents(elasticsearch_client, alias) == 30
+    finally:
+        stop.set()

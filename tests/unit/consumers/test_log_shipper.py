@@ -3,6 +3,7 @@
 import itertools
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -72,6 +73,10 @@ class FakeConsumer:
 
     def seek(self, partition):
         self.seeks.append((partition.topic, partition.partition, partition.offset))
+
+    def list_topics(self, topic=None, timeout=0):
+        partitions = {tp.partition: object() for tp in self.assigned}
+        return SimpleNamespace(topics={"logs": SimpleNamespace(partitions=partitions, error=None)})
 
 
 class FakeProducer:
@@ -217,15 +222,18 @@ def test_a_revoked_partition_is_not_committed(monkeypatch):
 
 class RefusingProducer(FakeProducer):
     """Refuses, at once, the dead letter of every value in ``refused`` (as librdkafka refuses
-    a message over its size limit)."""
+    a message to a topic it does not know)."""
 
-    def __init__(self, refused):
+    def __init__(self, refused, code=KafkaError.UNKNOWN_TOPIC_OR_PART):
         super().__init__()
         self.refused = refused
+        self.code = code
+        self.attempts = []
 
     def produce(self, topic, key=None, value=None, headers=None, on_delivery=None):
+        self.attempts.append(value)
         if value in self.refused:
-            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+            raise KafkaException(KafkaError(self.code))
         super().produce(topic, key, value, headers, on_delivery)
 
 
@@ -252,6 +260,27 @@ def test_a_dead_letter_kafka_refuses_stays_uncommitted_and_is_read_again(monkeyp
     assert shipper.ship_batch(again) == {("logs", 0): 4}
     assert consumer.seeks == [("logs", 0, 1)]
     assert consumer.commits == [{("logs", 0): 1}, {("logs", 0): 4}]
+    # What was done after the refused record is not done again: one dead letter of each.
+    assert [value for _t, _k, value, _h in producer.sent] == [b"junk", b"huge garbage"]
+    assert shipper.counters.dead_lettered == 2
+
+
+def test_dead_letters_written_after_a_refused_one_are_not_sent_again_while_it_is_retried(
+    monkeypatch,
+):
+    # The review: one record that cannot be dead-lettered made the shipper send the dead
+    # letters after it again on every retry (each non-JSON line 5 times in 6 s).
+    _script(monkeypatch, *[[_item(201)]] * 4)
+    consumer, producer = FakeConsumer(), RefusingProducer({b"stuck"})
+    shipper = _shipper(consumer, producer)
+    batch = [_record(0, b"stuck"), _record(1, b"junk-1"), _record(2, _doc()), _record(3, b"junk-2")]
+
+    for _ in range(4):  # the consumer is sent back to offset 0 each time
+        assert shipper.ship_batch(batch) == {}
+
+    assert [value for _t, _k, value, _h in producer.sent] == [b"junk-1", b"junk-2"]
+    assert producer.attempts.count(b"stuck") == 4
+    assert shipper.counters.shipped == 1 and shipper.counters.dead_lettered == 2
 
 
 def test_a_run_until_idle_ends_with_an_error_when_dead_letters_keep_failing(monkeypatch):
@@ -335,3 +364,189 @@ def test_a_record_without_a_key_is_someone_elses_whatever_the_shippers_own_key(m
     shipper.ship_batch([record])
 
     assert "dead-lettered logs[0]@0" in caplog.text
+
+
+# --- a bulk request refused whole -------------------------------------------------------------
+
+
+class _RequestRefused:
+    """What the bulk helper puts beside the items of a request Elasticsearch refused whole."""
+
+    status_code = 400
+    body = {
+        "error": {
+            "type": "action_request_validation_exception",
+            "reason": "Validation Failed: 1: id is too long;",
+        }
+    }
+
+
+def _elasticsearch_refusing_requests_with(bad_ids, monkeypatch):
+    """A bulk endpoint that refuses a whole request holding any of ``bad_ids`` (as it does an
+    _id over 512 bytes), and indexes every document of any other request."""
+    calls = []
+
+    def fake_bulk(es, actions, **kwargs):
+        sent = list(actions)
+        calls.append([a["_id"] for a in sent])
+        refused = any(a["_id"] in bad_ids for a in sent)
+        for _action in sent:
+            if refused:
+                item = {"status": 400, "error": "ApiError(400)", "exception": _RequestRefused()}
+                yield False, {"index": item}
+            else:
+                yield True, {"index": {"status": 201}}
+
+    monkeypatch.setattr(log_shipper, "streaming_bulk", fake_bulk)
+    return calls
+
+
+def test_a_request_refused_whole_dead_letters_only_the_documents_that_caused_it(monkeypatch):
+    # The review: one bad _id made Elasticsearch refuse the bulk request, and the shipper
+    # dead-lettered all the lines of the batch.
+    calls = _elasticsearch_refusing_requests_with({"e3", "e6"}, monkeypatch)
+    consumer, producer = FakeConsumer(), FakeProducer()
+    shipper = _shipper(consumer, producer)
+    records = [_record(n, _doc(event_id=f"e{n}")) for n in range(8)]
+
+    assert shipper.ship_batch(records) == {("logs", 0): 8}
+
+    assert [value for _t, _k, value, _h in producer.sent] == [records[3].value, records[6].value]
+    headers = producer.sent[0][3]
+    assert headers["dlq.reason"] == b"rejected"
+    assert headers["dlq.error.type"] == b"elasticsearch.action_request_validation_exception"
+    assert b"id is too long" in headers["dlq.error.message"]
+    assert shipper.counters.shipped == 6 and shipper.counters.dead_lettered == 2
+    assert len(calls) <= 1 + 2 * 2 * 3  # halves of halves, not one request per document
+
+
+# --- a dead letter too large for the dead-letter topic ----------------------------------------
+
+
+class SizeLimitedProducer(FakeProducer):
+    """A dead-letter topic taking values of at most ``limit`` bytes: larger ones refused at once
+    (``at_once``, librdkafka's own check) or in the delivery report (the broker's)."""
+
+    def __init__(self, limit, at_once=True):
+        super().__init__()
+        self.limit, self.at_once = limit, at_once
+
+    def produce(self, topic, key=None, value=None, headers=None, on_delivery=None):
+        if len(value or b"") <= self.limit:
+            super().produce(topic, key, value, headers, on_delivery)
+        elif self.at_once:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        else:
+            on_delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+
+
+@pytest.mark.parametrize("at_once", [True, False])
+def test_a_dead_letter_too_large_for_its_topic_is_sent_with_its_value_cut(monkeypatch, at_once):
+    _script(monkeypatch, [_item(201)])
+    consumer = FakeConsumer()
+    producer = SizeLimitedProducer(limit=64 * 1024, at_once=at_once)
+    shipper = _shipper(consumer, producer)
+    huge = b"not json " * 20_000  # 180 kB
+    records = [_record(0, b"junk"), _record(1, huge), _record(2, _doc())]
+
+    assert shipper.ship_batch(records) == {("logs", 0): 3}  # the partition moves on
+
+    [(_t, _k, junk, _h), (_t2, key, cut, headers)] = producer.sent
+    assert junk == b"junk"  # sent once: the others are not sent again
+    assert key == b"svc" and cut == huge[: 16 * 1024]
+    assert headers["dlq.truncated"] == b"value"
+    assert headers["dlq.original.value.size"] == str(len(huge)).encode()
+    assert headers["dlq.reason"] == b"undecodable"
+    assert consumer.seeks == [] and shipper.counters.dead_lettered == 2
+
+
+def test_a_dead_letter_too_large_even_cut_goes_with_its_headers_only(monkeypatch):
+    consumer, producer = FakeConsumer(), SizeLimitedProducer(limit=0)
+    shipper = _shipper(consumer, producer)
+    assert shipper.ship_batch([_record(0, b"junk")]) == {("logs", 0): 1}
+    [(_t, key, value, headers)] = producer.sent
+    assert (key, value) == (None, None)
+    assert headers["dlq.truncated"] == b"key,value,headers"
+    assert "origin" not in headers and headers["dlq.original.offset"] == b"0"
+
+
+# --- lag --------------------------------------------------------------------------------------
+
+
+class LagConsumer(FakeConsumer):
+    """Three partitions with 100 records each, all committed; partition 0 read since."""
+
+    def position(self, partitions):
+        offsets = {0: 100, 1: -1001, 2: -1001}  # OFFSET_INVALID: nothing read there yet
+        return [TopicPartition(tp.topic, tp.partition, offsets[tp.partition]) for tp in partitions]
+
+    def committed(self, partitions, timeout=0):
+        return [TopicPartition(tp.topic, tp.partition, 100) for tp in partitions]
+
+    def get_watermark_offsets(self, partition, timeout=0, cached=False):
+        return (0, 100)
+
+
+def test_a_caught_up_shipper_reports_no_lag():
+    # The review: partitions without new records since their commit were counted from 0.
+    consumer = LagConsumer(partitions=(0, 1, 2))
+    reported = []
+    shipper = _shipper(consumer, FakeProducer())
+    shipper._report = reported.append
+    shipper.report_metrics()
+    assert shipper.counters.lag == 0 and "lag=0 " in reported[-1]
+
+
+# --- --until-idle: caught up only when every partition is ours ---------------------------------
+
+
+def _idle_run(monkeypatch, consumer, shipper):
+    monkeypatch.setattr(log_shipper, "ensure_index_template", lambda *a, **k: None)
+    monkeypatch.setattr(consumer, "subscribe", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(shipper, "report_metrics", lambda: None)
+    # (raising=False: also on a shipper without it, which never waited)
+    monkeypatch.setattr(shipper, "_ownership_wait_s", lambda until_idle_s: 0.2, raising=False)
+
+
+class PartlyAssignedConsumer(FakeConsumer):
+    """Assigned partition 0 of a topic of three; another member of the group holds 1 and 2."""
+
+    def list_topics(self, topic=None, timeout=0):
+        partitions = {0: object(), 1: object(), 2: object()}
+        return SimpleNamespace(topics={"logs": SimpleNamespace(partitions=partitions, error=None)})
+
+
+def test_a_run_until_idle_does_not_say_caught_up_while_other_members_hold_partitions(
+    monkeypatch,
+):
+    # The review: a shipper killed with -9 still owned partitions until its session timed out;
+    # --until-idle exited 0, "caught up", with 4,530 records of those partitions unshipped.
+    consumer = PartlyAssignedConsumer()
+    shipper = _shipper(consumer, FakeProducer())
+    _idle_run(monkeypatch, consumer, shipper)
+
+    with pytest.raises(PipelineError, match=r"2 partitions of logs \(1, 2\) stayed with another"):
+        shipper.run(until_idle_s=0.05)
+
+
+def test_a_run_until_idle_waits_for_the_partitions_of_a_dead_member(monkeypatch):
+    consumer = PartlyAssignedConsumer()
+    shipper = _shipper(consumer, FakeProducer())
+    _idle_run(monkeypatch, consumer, shipper)
+    monkeypatch.setattr(shipper, "_ownership_wait_s", lambda until_idle_s: 5.0, raising=False)
+    reported = []
+    shipper._report = reported.append
+    started = time.monotonic()
+
+    def consume(**kwargs):
+        time.sleep(0.01)
+        if time.monotonic() - started > 0.1 and len(shipper._assigned) == 1:  # its session ended
+            shipper._assigned_cb(consumer, [TopicPartition("logs", 1), TopicPartition("logs", 2)])
+        return []
+
+    monkeypatch.setattr(consumer, "consume", consume)
+
+    shipper.run(until_idle_s=0.05)
+
+    assert len(shipper._assigned) == 3
+    assert reported[-1].startswith("caught up: every partition of logs read")

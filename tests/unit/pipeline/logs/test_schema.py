@@ -127,6 +127,8 @@ def test_fields_cannot_be_changed_at_run_time():
             datetime(2024, 12, 31, 0, 30, tzinfo=timezone(timedelta(hours=2))),
             "pipeline-logs-2024.12.30",
         ),
+        # Four digits whatever the year (strftime wrote year 1 as "1").
+        (datetime(1, 1, 1, tzinfo=UTC), "pipeline-logs-0001.01.01"),
     ],
 )
 def test_index_for_is_the_utc_day_of_the_record(timestamp, index):
