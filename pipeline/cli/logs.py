@@ -6,12 +6,15 @@ Ctrl-C, then commits what Elasticsearch acknowledged and leaves the group.
 ``pipeline logs search QUERY`` queries the ``pipeline-logs`` alias with Lucene syntax (the same
 as Kibana's search bar) plus filters; newest first as a table (stdout), or ``--output ndjson``
 (one ``_source`` a line, oldest first, for ``jq``). ``--follow`` keeps printing new lines,
-oldest first. A query Elasticsearch cannot parse is one line with its reason and exit code 2.
+oldest first. A query Elasticsearch cannot parse is one line with its reason and exit code 2,
+as are an alias with no index behind it and an answer the client cannot read. When more lines
+matched than ``--limit``, one stderr line says how many.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -77,8 +80,10 @@ def ship(
     until_idle: Annotated[
         float | None,
         typer.Option(
-            help="Stop once nothing came for this many seconds, or with an error once "
-            "Elasticsearch was unreachable that long (for jobs and tests).",
+            help="Stop once nothing came for this many seconds with every partition of the "
+            "topic assigned here (caught up); with an error once Elasticsearch was unreachable "
+            "that long, or when other members of the group kept partitions past their session "
+            "timeout (for jobs and tests).",
             callback=positive,
         ),
     ] = None,
@@ -142,11 +147,13 @@ def ship(
 # --- search -----------------------------------------------------------------------------------
 
 
-def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    from elasticsearch import ApiError
+def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The ``hits`` part of the answer: ``hits`` (the documents) and ``total``."""
+    from elasticsearch import ApiError, SerializationError
     from elasticsearch import ConnectionError as EsConnectionError
 
     from pipeline.logs.elasticsearch import one_line_reason, refusal_of
+    from pipeline.logs.search import unreadable_answer
 
     try:
         response = es.search(
@@ -155,6 +162,8 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[st
             allow_no_indices=True,
             **body,
         )
+    except SerializationError as error:  # its message holds the whole answer: not for a line
+        raise PipelineError(unreadable_answer(error)) from None
     except (ApiError, EsConnectionError) as error:
         refusal = refusal_of(error)
         if refusal is not None:
@@ -162,8 +171,8 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> list[dict[st
         if isinstance(error, EsConnectionError):
             raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
         raise PipelineError(f"bad query: {one_line_reason(error)}") from None  # escaped by run()
-    hits: list[dict[str, Any]] = response["hits"]["hits"]
-    return hits
+    found: dict[str, Any] = response["hits"]
+    return found
 
 
 def _get(document: Mapping[str, Any], dotted: str) -> Any:
@@ -175,15 +184,39 @@ def _get(document: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+#: The highest --limit (Elasticsearch's default index.max_result_window).
+_MOST_LINES = 10_000
+
 #: Narrower than this, the table leaves out the logger, the column least needed to read it.
 _LOGGER_COLUMN_WIDTH = 120
 
 
-def _table(hits: list[dict[str, Any]], width: int = _LOGGER_COLUMN_WIDTH) -> Table:
+def _source(hit: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A hit's document; empty when it has none (an index that does not keep ``_source``)."""
+    source = hit.get("_source")
+    return source if isinstance(source, Mapping) else {}
+
+
+def _printable(text: str, encoding: str) -> str:
+    """``text`` as ``encoding`` can write it: what it cannot (a lone surrogate, from a JSON
+    ``\\ud800`` escape in a document; any non-ASCII on an ASCII terminal) backslash-escaped,
+    as ``\\ud800``. Writing the text as it is raised UnicodeEncodeError for the whole table."""
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    return text
+
+
+def _table(
+    hits: list[dict[str, Any]], width: int = _LOGGER_COLUMN_WIDTH, encoding: str = "utf-8"
+) -> Table:
     """The hits as a table ``width`` columns wide: the message keeps room on a narrow terminal
-    (no logger column there), and the correlation id is a column only when a line has one."""
+    (no logger column there), and the correlation id is a column only when a line has one.
+    Every cell is text ``encoding`` can write (:func:`_printable`): one odd line does not cost
+    the others."""
     with_logger = width >= _LOGGER_COLUMN_WIDTH
-    correlated = any(_get(hit["_source"], "pipeline.correlation_id") for hit in hits)
+    correlated = any(_get(_source(hit), "pipeline.correlation_id") for hit in hits)
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("time (UTC)", no_wrap=True)
     table.add_column("level", no_wrap=True)
@@ -194,8 +227,12 @@ def _table(hits: list[dict[str, Any]], width: int = _LOGGER_COLUMN_WIDTH) -> Tab
     if correlated:
         table.add_column("correlation id", overflow="fold", ratio=1)
     colours = {"error": "red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
+
+    def cell(value: Any) -> str:  # text, not markup: "[KeyError]" is shown as it is
+        return escape(_printable(str(value or ""), encoding))
+
     for hit in hits:
-        source = hit["_source"]
+        source = _source(hit)
         level = str(_get(source, "log.level") or "")
         message = str(source.get("message", ""))
         error_type = _get(source, "error.type")
@@ -203,28 +240,61 @@ def _table(hits: list[dict[str, Any]], width: int = _LOGGER_COLUMN_WIDTH) -> Tab
             message += f" [{error_type}]"
         stamp = str(source.get("@timestamp", "")).replace("T", " ").removesuffix("Z")
         cells = [
-            stamp,
-            f"[{colours[level]}]{level}[/]" if level in colours else escape(level),
-            escape(str(_get(source, "service.name") or "")),
+            cell(stamp),
+            f"[{colours[level]}]{level}[/]" if level in colours else cell(level),
+            cell(_get(source, "service.name")),
         ]
         if with_logger:
-            cells.append(escape(str(_get(source, "log.logger") or "")))
-        cells.append(escape(message))  # text, not markup: "[KeyError]" is shown as it is
+            cells.append(cell(_get(source, "log.logger")))
+        cells.append(cell(message))
         if correlated:
-            cells.append(escape(str(_get(source, "pipeline.correlation_id") or "")))
+            cells.append(cell(_get(source, "pipeline.correlation_id")))
         table.add_row(*cells)
     return table
 
 
+def _ndjson_line(source: Mapping[str, Any], encoding: str) -> str:
+    """One document as a JSON line ``encoding`` can write: as it is when it can, else with
+    every non-ASCII character as a JSON escape (``\\ud800``), which is still the same document
+    for ``jq`` (a lone surrogate reads as U+FFFD there)."""
+    line = json.dumps(source, ensure_ascii=False)
+    try:
+        line.encode(encoding)
+    except UnicodeEncodeError:
+        return json.dumps(source, ensure_ascii=True)
+    return line
+
+
 def _print(hits: list[dict[str, Any]], output: str) -> None:
-    if output == "ndjson":
-        lines = [json.dumps(hit["_source"], ensure_ascii=False) for hit in hits]
-        if lines:
-            sys.stdout.write("\n".join(lines) + "\n")
-            sys.stdout.flush()
-    elif hits:
-        console = stdout_console()
-        console.print(_table(hits, console.width))
+    """The hits on stdout. A reader that went away (``| head``) ends the command quietly; any
+    other failure to print is one line (exit code 2), not a traceback."""
+    try:
+        if output == "ndjson":
+            encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+            lines = [_ndjson_line(_source(hit), encoding) for hit in hits]
+            if lines:
+                sys.stdout.write("\n".join(lines) + "\n")
+                sys.stdout.flush()
+        elif hits:
+            console = stdout_console()
+            console.print(_table(hits, console.width, console.encoding))
+    except BrokenPipeError:
+        _silence_stdout()
+        raise typer.Exit(0) from None
+    except Exception as error:
+        raise PipelineError(
+            f"cannot print the search's results: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the exit flush cannot fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind stdout (a test's stand-in)
+        pass
 
 
 @app.command()
@@ -252,7 +322,9 @@ def search(
     output: Annotated[
         Literal["table", "ndjson"], typer.Option("--output", "-o", help="table or ndjson.")
     ] = "table",
-    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many lines.")] = 100,
+    limit: Annotated[
+        int, typer.Option(min=1, max=_MOST_LINES, help="At most this many lines.")
+    ] = 100,
 ) -> None:
     """Search the shipped logs (alias pipeline-logs, PIPELINE_LOGS__INDEX_ALIAS).
 
@@ -262,7 +334,13 @@ def search(
     (exit code 130) or SIGTERM (143).
     """
     from pipeline.logs.elasticsearch import build_elasticsearch
-    from pipeline.logs.search import build_query, normalize_levels, parse_since, search_body
+    from pipeline.logs.search import (
+        build_query,
+        normalize_levels,
+        parse_since,
+        search_body,
+        shown_of_total,
+    )
 
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
@@ -274,17 +352,23 @@ def search(
     filters = {"service": service, "levels": levels, "correlation_id": correlation_id}
     with build_elasticsearch(settings.elasticsearch) as es:
         body = search_body(build_query(query, since=start, **filters), size=limit)  # type: ignore[arg-type]
-        hits = _search(es, settings.logs.index_alias, body)
+        alias = settings.logs.index_alias
+        found = _search(es, alias, body)
+        hits: list[dict[str, Any]] = found["hits"]
+        if not hits and not es.indices.exists(index=alias, allow_no_indices=False):
+            # Not "nothing matched": there is nothing to search (a typo in the alias, or no line
+            # shipped yet). A command whose source is missing fails, as `pipeline consume` and
+            # `dlq inspect` do for a missing topic: exit 0 would tell a script that all is well.
+            raise PipelineError(
+                f"no log index behind {alias} on Elasticsearch: is PIPELINE_LOGS__INDEX_ALIAS "
+                "right, and has `pipeline logs ship` run?"
+            )
         newest_first = output == "table" and not follow
         _print(hits if newest_first else list(reversed(hits)), output)
+        cut = shown_of_total(found.get("total"), len(hits), most=_MOST_LINES)
+        if cut is not None:
+            _err.print(cut)
         if not hits and not follow:
-            alias = settings.logs.index_alias
-            if not es.indices.exists(index=alias, allow_no_indices=False):
-                # Not "nothing matched": there is nothing to search (a typo in the alias?).
-                _err.print(
-                    f"no log index behind {escape(alias)} on Elasticsearch: is "
-                    "PIPELINE_LOGS__INDEX_ALIAS right, and has `pipeline logs ship` run?"
-                )
             _err.print(f"no log lines since {start:%Y-%m-%d %H:%M:%S} UTC match")
         if follow:
             try:
@@ -321,8 +405,9 @@ def _follow(
             build_query(query, since=max(since, start), **filters),
             size=limit,
             oldest_first=True,
+            count=False,  # only the lines matter here, not how many matched
         )
-        fresh = [hit for hit in _search(es, alias, body) if hit["_id"] not in seen]
+        fresh = [hit for hit in _search(es, alias, body)["hits"] if hit["_id"] not in seen]
         for hit in fresh:
             moment = _moment(hit, start)
             seen[hit["_id"]] = moment

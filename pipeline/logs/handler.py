@@ -5,7 +5,9 @@ It never blocks or crashes the program that logs:
 1. ``emit()`` (in the logging thread) builds the record's ECS document, with the
    :func:`~pipeline.logs.context.log_context` of that thread, and appends its bytes to a bounded
    buffer without waiting; a full buffer (Kafka unreachable for a while) counts the record as
-   dropped and writes its JSON line to the fallback stream (stderr) instead;
+   dropped and writes its JSON line to the fallback stream (stderr) instead, and so does a
+   record that cannot be encoded (what can be said of it, with the reason, see
+   :func:`record_document`): never logging's own "--- Logging error ---" traceback alone;
 2. a background thread moves the buffered records into the Kafka producer (key: the service
    name, value: the JSON) every 20 ms while they come, every 100 ms when idle, and serves
    delivery reports; a record Kafka did not take in time is counted as failed and also written
@@ -38,7 +40,7 @@ from typing import Any, Protocol, TextIO
 
 from pipeline.ids import new_event_id
 from pipeline.logs.context import current_context
-from pipeline.logs.record import ecs_document, ecs_json
+from pipeline.logs.record import ecs_document, ecs_json, unencodable_document
 from pipeline.plurals import counted
 
 
@@ -47,7 +49,14 @@ def _is_kafka(error: Exception) -> bool:
     return bool(error.args) and hasattr(error.args[0], "str")
 
 
-__all__ = ["HandlerCounters", "KafkaLogHandler", "LogProducer", "record_document", "record_json"]
+__all__ = [
+    "HandlerCounters",
+    "KafkaLogHandler",
+    "LogProducer",
+    "record_document",
+    "record_json",
+    "unencodable_reason",
+]
 
 #: Records from these loggers are never sent to Kafka (they would feed back into the handler).
 _SELF_LOGGERS = ("pipeline.logs", "pipeline.kafka")
@@ -59,6 +68,8 @@ SEND_EVERY_S = 0.02
 _DOCUMENT_ATTRIBUTE = "_pipeline_ecs"
 # Its JSON, written once for both (the encoding costs as much as building the document).
 _JSON_ATTRIBUTE = "_pipeline_ecs_json"
+# Why the record's own document could not be made or encoded (its stand-in is cached instead).
+_UNENCODABLE_ATTRIBUTE = "_pipeline_ecs_unencodable"
 
 
 class LogProducer(Protocol):
@@ -79,34 +90,70 @@ class HandlerCounters:
     dropped: int = 0  # the buffer was full: written to the fallback stream only
     failed: int = 0  # Kafka did not acknowledge: written to the fallback stream
     skipped: int = 0  # the handler's own or librdkafka's records
+    unencodable: int = 0  # no JSON could be made of it: a stand-in on the fallback stream only
 
 
 def record_document(
     record: logging.LogRecord, *, service: str, hostname: str | None = None
 ) -> dict[str, Any]:
-    """The ECS document of a record, made once per record (with the current log context)."""
+    """The ECS document of a record, made once per record (with the current log context).
+
+    Never raises: a record whose document cannot be made (its arguments do not fit its format,
+    an ``extra=`` whose ``str()`` raises) gets :func:`~pipeline.logs.record.unencodable_document`
+    instead, and :func:`unencodable_reason` says why."""
     cached = getattr(record, _DOCUMENT_ATTRIBUTE, None)
     if isinstance(cached, dict):
         return cached
-    document = ecs_document(
-        record,
-        service=service,
-        hostname=hostname or socket.gethostname(),
-        event_id=new_event_id(),
-        context=current_context(),
-    )
+    host = hostname or socket.gethostname()
+    event_id = new_event_id()
+    try:
+        document = ecs_document(
+            record, service=service, hostname=host, event_id=event_id, context=current_context()
+        )
+    except Exception as error:
+        document = _stand_in(record, error, service=service, hostname=host, event_id=event_id)
     setattr(record, _DOCUMENT_ATTRIBUTE, document)
     return document
 
 
 def record_json(record: logging.LogRecord, *, service: str, hostname: str | None = None) -> bytes:
-    """:func:`record_document` as compact UTF-8 JSON, made once per record."""
+    """:func:`record_document` as compact UTF-8 JSON, made once per record; never raises (a
+    document that does not encode is replaced by its stand-in, as in :func:`record_document`)."""
     cached = getattr(record, _JSON_ATTRIBUTE, None)
     if isinstance(cached, bytes):
         return cached
-    value = ecs_json(record_document(record, service=service, hostname=hostname))
+    document = record_document(record, service=service, hostname=hostname)
+    try:
+        value = ecs_json(document)
+    except Exception as error:  # a context value whose str() raises, a cycle: the stand-in
+        event_id = str(document.get("event", {}).get("id", "")) or new_event_id()
+        host = hostname or socket.gethostname()
+        stand_in = _stand_in(record, error, service=service, hostname=host, event_id=event_id)
+        setattr(record, _DOCUMENT_ATTRIBUTE, stand_in)
+        value = ecs_json(stand_in)
     setattr(record, _JSON_ATTRIBUTE, value)
     return value
+
+
+def unencodable_reason(record: logging.LogRecord) -> str | None:
+    """Why no document of its own could be made of ``record`` (``None`` once it was)."""
+    reason = getattr(record, _UNENCODABLE_ATTRIBUTE, None)
+    return reason if isinstance(reason, str) else None
+
+
+def _stand_in(
+    record: logging.LogRecord,
+    error: Exception,
+    *,
+    service: str,
+    hostname: str,
+    event_id: str,
+) -> dict[str, Any]:
+    document = unencodable_document(
+        record, error, service=service, hostname=hostname, event_id=event_id
+    )
+    setattr(record, _UNENCODABLE_ATTRIBUTE, document["labels"]["encoding_error"])
+    return document
 
 
 class KafkaLogHandler(logging.Handler):
@@ -148,6 +195,8 @@ class KafkaLogHandler(logging.Handler):
         self._closed = False
         #: Kafka's (or the client's) reason for the last record not delivered.
         self._last_failure: str | None = None
+        #: Why the last record that could not be encoded could not.
+        self._last_unencodable: str | None = None
 
     # ---- the logging thread ---------------------------------------------------------------
 
@@ -158,6 +207,14 @@ class KafkaLogHandler(logging.Handler):
                 return
             value = record_json(record, service=self.service, hostname=self._hostname)
             self.counters.emitted += 1
+            reason = unencodable_reason(record)
+            if reason is not None:
+                # Its stand-in is not the line that was logged: it stays out of Elasticsearch,
+                # goes where dropped lines go and is counted in the exit summary.
+                self.counters.unencodable += 1
+                self._last_unencodable = reason
+                self._write_fallback(value)
+                return
             self._ensure_sender()
             if len(self._buffer) < self._buffer_size:
                 self._buffer.append(value)
@@ -298,7 +355,8 @@ class KafkaLogHandler(logging.Handler):
         """One line on the fallback stream for the records that never reached Kafka (each was
         written there instead, as it came), so that a count is seen where they are."""
         dropped, failed = self.counters.dropped, self.counters.failed
-        if not dropped and not failed:
+        unencodable = self.counters.unencodable
+        if not dropped and not failed and not unencodable:
             return
         parts = []
         if dropped:
@@ -309,6 +367,11 @@ class KafkaLogHandler(logging.Handler):
         if failed:
             reason = f": {self._last_failure}" if self._last_failure else ""
             parts.append(f"{counted(failed, 'record')} not delivered{reason}")
+        if unencodable:
+            parts.append(
+                f"{counted(unencodable, 'record')} dropped (could not be encoded: "
+                f"{self._last_unencodable})"
+            )
         self._write_fallback(
             f"kafka log handler: {'; '.join(parts)}; they are only in this stream".encode()
         )

@@ -10,13 +10,17 @@ optional ``event.action``/``event.outcome``, ``service.name``, ``host.hostname``
 whatever the caller passed with ``extra=`` under ``labels`` as strings.
 
 Secrets and card numbers are redacted in the message, the exception text and the labels.
-Keys appear in that order; absent parts are left out (no nulls).
+Keys appear in that order; absent parts are left out (no nulls). The JSON is valid UTF-8 whatever
+the strings hold: lone surrogates are backslash-escaped (see :func:`encodable`). A record whose
+document cannot be made at all (its arguments do not fit its format, an ``extra=`` value whose
+``str()`` raises) still has one: :func:`unencodable_document`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,7 +30,14 @@ from pipeline.logs.context import CONTEXT_FIELDS
 from pipeline.logs.redact import redact, redact_labels
 from pipeline.logs.schema import ECS_VERSION as SCHEMA_ECS_VERSION
 
-__all__ = ["ECS_VERSION", "ecs_document", "ecs_json", "labels_of"]
+__all__ = [
+    "ECS_VERSION",
+    "ecs_document",
+    "ecs_json",
+    "encodable",
+    "labels_of",
+    "unencodable_document",
+]
 
 ECS_VERSION = SCHEMA_ECS_VERSION
 
@@ -42,6 +53,38 @@ _STANDARD_ATTRIBUTES = frozenset(
         "taskName",
     }
 )
+
+
+# UTF-8 encodes every code point but the surrogates, and a str can hold one alone: os.fsdecode
+# and the surrogateescape error handler turn an undecodable byte (a file name in Latin-1) into
+# U+DC80..U+DCFF, and a JSON "\ud800" escape decodes to one. Such a line once failed to encode
+# and was lost (only logging's own traceback said so). They are backslash-escaped rather than
+# replaced by U+FFFD, so the line keeps what it said: a byte smuggled in by surrogateescape is
+# written as that byte, ``report-\xff.csv``, any other surrogate as its code, ``\ud800``.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def encodable(text: str) -> str:
+    """``text`` as it can be encoded in UTF-8: any lone surrogate backslash-escaped
+    (``\\xff`` for a byte kept by ``surrogateescape``, ``\\ud800`` otherwise)."""
+    if text.isascii():  # nearly every line: no encoding attempt at all
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(_escaped_surrogate, text)
+    return text
+
+
+def _clean(text: str) -> str:
+    """Text fit to leave the process: redacted and encodable (the message and the exception
+    are also what the console's text format shows, so they are made encodable here already)."""
+    return encodable(redact(text))
 
 
 def _timestamp(created: float) -> str:
@@ -68,16 +111,16 @@ def _error(record: logging.LogRecord) -> dict[str, str] | None:
         module = kind.__module__
         error = {
             "type": name if module in ("builtins", "__main__") else f"{module}.{name}",
-            "message": redact(str(value)),
-            "stack_trace": redact("".join(traceback.format_exception(kind, value, tb)).rstrip()),
+            "message": _clean(str(value)),
+            "stack_trace": _clean("".join(traceback.format_exception(kind, value, tb)).rstrip()),
         }
         if record.stack_info:
-            error["stack_trace"] += "\n" + redact(record.stack_info)
+            error["stack_trace"] += "\n" + _clean(record.stack_info)
         return error
     if record.exc_text:  # formatted already, without the exception object
-        return {"stack_trace": redact(record.exc_text)}
+        return {"stack_trace": _clean(record.exc_text)}
     if record.stack_info:
-        return {"stack_trace": redact(record.stack_info)}
+        return {"stack_trace": _clean(record.stack_info)}
     return None
 
 
@@ -105,7 +148,7 @@ def ecs_document(
                 "function": record.funcName,
             },
         },
-        "message": redact(record.getMessage()),
+        "message": _clean(record.getMessage()),
         "ecs": {"version": ECS_VERSION},
         "event": event,
         "service": {"name": service},
@@ -123,10 +166,63 @@ def ecs_document(
         document["pipeline"] = {name: context[name] for name in CONTEXT_FIELDS if name in context}
     labels = labels_of(record)
     if labels:
-        document["labels"] = redact_labels(labels)
+        document["labels"] = redact_labels(labels)  # a surrogate there: ecs_json escapes it
     return document
 
 
 def ecs_json(document: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON of a document (anything not JSON-native becomes its ``str``)."""
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    """Compact UTF-8 JSON of a document (anything not JSON-native becomes its ``str``); valid
+    UTF-8 whatever its strings hold (lone surrogates escaped as by :func:`encodable`)."""
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A surrogate in a field ecs_document did not clean (the logger's or thread's name, a
+        # context value, an extra's str()): json.dumps leaves it raw, and only ever inside a
+        # string, so its escape is written there with the backslash itself escaped for JSON.
+        return _SURROGATE.sub(
+            lambda match: _escaped_surrogate(match).replace("\\", "\\\\"), text
+        ).encode()
+
+
+def _best_effort(make: Any) -> str:
+    """``make()``, or what can be said of it when that raises too."""
+    try:
+        return encodable(str(make()))
+    except Exception as error:
+        return f"<{type(error).__name__} while making it>"
+
+
+def unencodable_document(
+    record: logging.LogRecord,
+    error: BaseException,
+    *,
+    service: str,
+    hostname: str,
+    event_id: str,
+) -> dict[str, Any]:
+    """What can be said of a record whose :func:`ecs_document` or :func:`ecs_json` raised
+    ``error``: its time, level, logger, the message as far as it can be made (its format and
+    arguments when they do not fit) and ``labels.encoding_error``. Made of plain strings only,
+    so :func:`ecs_json` always encodes it."""
+
+    def message() -> str:
+        try:
+            return str(record.getMessage())
+        except Exception:
+            return f"{record.msg!r} % {record.args!r}"
+
+    reason = _best_effort(lambda: f"{type(error).__name__}: {error}")
+    return {
+        "@timestamp": _timestamp(record.created),
+        "log": {
+            "level": _best_effort(lambda: record.levelname.lower()),
+            "logger": _best_effort(lambda: record.name),
+        },
+        "message": _clean(_best_effort(message)),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"id": event_id},
+        "service": {"name": encodable(service)},
+        "host": {"hostname": encodable(hostname)},
+        "labels": {"encoding_error": _clean(reason)},
+    }

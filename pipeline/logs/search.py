@@ -5,17 +5,28 @@
 - :func:`build_query` combines a Lucene query (``query_string``, the syntax of Kibana's
   search bar: ``message:timeout AND NOT log.level:debug``) with exact filters for the time, the
   service, the levels and the correlation id;
-- :func:`search_body` adds the sort (newest first, or oldest first to follow) and the size.
+- :func:`search_body` adds the sort (newest first, or oldest first to follow), the size and how
+  far Elasticsearch counts the matches;
+- :func:`shown_of_total` says when more lines matched than ``--limit`` let through, and
+  :func:`unreadable_answer` what to tell of an answer whose JSON does not parse.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["LEVELS", "build_query", "parse_since", "search_body"]
+__all__ = [
+    "LEVELS",
+    "build_query",
+    "parse_since",
+    "search_body",
+    "shown_of_total",
+    "unreadable_answer",
+]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -102,11 +113,65 @@ def build_query(
     return {"bool": boolean}
 
 
-def search_body(query: dict[str, Any], *, size: int, oldest_first: bool = False) -> dict[str, Any]:
-    """The search request body: newest first (or oldest first), ties broken by ``event.id``."""
+#: Elasticsearch counts matches exactly up to this many by default, and reports a lower bound
+#: beyond (``"relation": "gte"``). Counting every match (``track_total_hits: true``) would
+#: visit every matching document of a day's index for a line that only needs to say "more".
+_COUNTED_MATCHES = 10_000
+
+
+def search_body(
+    query: dict[str, Any], *, size: int, oldest_first: bool = False, count: bool = True
+) -> dict[str, Any]:
+    """The search request body: newest first (or oldest first), ties broken by ``event.id``.
+
+    ``count``: the matches are counted exactly up to 10,000, and at least one beyond ``size``
+    (so a cut at ``--limit 10000`` is seen too); without, not at all (``--follow``'s polls).
+    """
     order = "asc" if oldest_first else "desc"
     return {
         "query": query,
         "size": size,
         "sort": [{"@timestamp": {"order": order}}, {"event.id": {"order": order}}],
+        "track_total_hits": max(_COUNTED_MATCHES, size + 1) if count else False,
     }
+
+
+def shown_of_total(total: Any, shown: int, *, most: int) -> str | None:
+    """One line when more lines matched than the ``shown`` ones (``total`` is the answer's
+    ``hits.total``), ``None`` when every match was shown or the total is unknown; ``most`` is
+    the highest ``--limit``."""
+    if not isinstance(total, Mapping) or not isinstance(total.get("value"), int):
+        return None
+    value: int = total["value"]
+    if value <= shown:  # every match shown (a lower bound this low does not happen: see above)
+        return None
+    matched = f"{value:,} or more" if total.get("relation") == "gte" else f"{value:,}"
+    advice = "raise --limit or narrow the query" if shown < most else "narrow the query"
+    return f"showing {shown:,} of {matched} matches; {advice}"
+
+
+_HIT_ID = re.compile(r'"_index"\s*:\s*"([^"]*)"\s*,\s*"_id"\s*:\s*"([^"]*)"')
+
+
+def unreadable_answer(error: BaseException) -> str:
+    """What to say when the search's answer is not JSON the client can read (elasticsearch-py's
+    ``SerializationError``, its parser's error in ``errors``): Elasticsearch returns each
+    document's source as it was indexed, so one indexed with bytes before its JSON (a UTF-8 byte
+    order mark) makes the whole answer unreadable. The document is named when it can be."""
+    # The parser's error is in ``errors`` as elastic-transport raises it; the client raises
+    # it again without them (elastic-transport 8.19), the parser's error then its context.
+    errors = getattr(error, "errors", ()) or ()
+    causes = [*(errors if isinstance(errors, tuple) else ()), error.__cause__, error.__context__]
+    cause = next((c for c in causes if isinstance(c, json.JSONDecodeError)), None)
+    name = "a matching document"
+    if cause is not None:
+        found = _HIT_ID.findall(cause.doc, 0, cause.pos)
+        if found:
+            index, doc_id = found[-1]
+            name = f"matching document {doc_id} in index {index}"
+        if cause.doc[cause.pos : cause.pos + 1] == "\ufeff":
+            name += " (its source starts with a UTF-8 byte order mark)"
+    return (
+        f"{name} cannot be read back from Elasticsearch (its source is not valid JSON), so "
+        "this search shows nothing; narrow the query or --since to leave it out"
+    )

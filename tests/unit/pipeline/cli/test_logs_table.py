@@ -41,3 +41,22 @@ def test_a_message_in_brackets_is_shown_as_it_is_not_read_as_markup():
     text = rendered([hit("saw [bold]x[/bold]", error_type="KeyError")], 160)
 
     assert "saw [bold]x[/bold] [KeyError]" in text
+
+
+def test_a_lone_surrogate_is_shown_escaped_and_the_other_lines_as_they_are():
+    # A document whose message was the JSON escape "\ud800": UTF-8 cannot encode it as it is.
+    table = _table([hit("\ud800 odd"), hit("normal é line")], 160)
+    console = Console(width=160, record=True)
+    console.print(table)
+    text = console.export_text()
+
+    assert "\\ud800 odd" in text
+    assert "normal é line" in text
+    text.encode("utf-8")  # nothing left that stdout could not write
+
+
+def test_on_a_terminal_that_is_not_utf_8_what_it_cannot_show_is_escaped():
+    console = Console(width=160, record=True)
+    console.print(_table([hit("café")], 160, encoding="ascii"))
+
+    assert "caf\\xe9" in console.export_text()

@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import os
 import threading
 
 import pytest
@@ -193,3 +194,61 @@ def test_configure_logging_is_idempotent_and_writes_ecs_json(monkeypatch):
 def test_configure_logging_refuses_a_missing_service_name():
     with pytest.raises(TypeError, match="service"):
         configure_logging(PipelineSettings(), "")
+
+
+def test_a_line_with_a_lone_surrogate_reaches_kafka(capsys):
+    producer = FakeProducer()
+    handler = KafkaLogHandler(lambda: producer, service="s", fallback=io.StringIO())
+    # An undecodable byte of a file name: UnicodeEncodeError once lost the line.
+    _logger(handler).warning("cannot open %s", os.fsdecode(b"report-\xff.csv"))
+    handler.close()
+
+    assert "Logging error" not in capsys.readouterr().err
+    assert len(producer.sent) == 1
+    assert json.loads(producer.sent[0][2])["message"] == "cannot open report-\\xff.csv"
+    assert handler.counters.delivered == 1
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("no str for you")
+
+
+def test_a_record_that_cannot_be_encoded_is_counted_and_written_to_the_fallback(capsys):
+    producer = FakeProducer()
+    fallback = io.StringIO()
+    handler = KafkaLogHandler(lambda: producer, service="s", fallback=fallback)
+    logger = _logger(handler)
+    logger.warning("order %d placed", "o-1")  # its arguments do not fit its format
+    logger.warning("customer", extra={"customer": Unprintable()})  # an extra without str()
+    logger.info("fine")
+    handler.close()
+
+    assert "Logging error" not in capsys.readouterr().err  # not logging's traceback alone
+    assert [json.loads(value)["message"] for _, _, value in producer.sent] == ["fine"]
+    assert handler.counters.unencodable == 2 and handler.counters.delivered == 1
+    lines = fallback.getvalue().splitlines()
+    first, second = json.loads(lines[0]), json.loads(lines[1])
+    assert first["message"] == "'order %d placed' % ('o-1',)"
+    assert first["labels"]["encoding_error"] == (
+        "TypeError: %d format: a real number is required, not str"
+    )
+    assert second["message"] == "customer"
+    assert second["labels"]["encoding_error"] == "RuntimeError: no str for you"
+    assert lines[-1] == (
+        "kafka log handler: 2 records dropped (could not be encoded: RuntimeError: no str for "
+        "you); they are only in this stream"
+    )
+
+
+def test_the_console_shows_a_record_that_cannot_be_encoded_without_a_traceback(capsys):
+    stream = io.StringIO()
+    for formatter in (logging_setup.EcsJsonFormatter("svc"), logging_setup.TextFormatter("svc")):
+        console = logging.StreamHandler(stream)
+        console.setFormatter(formatter)
+        _logger(console, name="console").warning("order %d placed", "o-1")
+
+    assert "Logging error" not in capsys.readouterr().err
+    json_line, text_line = stream.getvalue().splitlines()
+    assert json.loads(json_line)["message"] == "'order %d placed' % ('o-1',)"
+    assert text_line.endswith(": 'order %d placed' % ('o-1',)")

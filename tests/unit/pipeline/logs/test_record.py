@@ -2,9 +2,10 @@
 
 import json
 import logging
+import os
 import sys
 
-from pipeline.logs.record import ecs_document, ecs_json
+from pipeline.logs.record import ecs_document, ecs_json, encodable, unencodable_document
 
 
 def _record(msg="order %s placed", args=("o-1",), exc_info=None, **extra):
@@ -115,3 +116,47 @@ def test_a_dotted_extra_name_becomes_an_underscored_label():
     record = _record("x", (), customer="c-1", **{"customer.tier": "gold"})
     document = ecs_document(record, service="s", hostname="h", event_id="e")
     assert document["labels"] == {"customer": "c-1", "customer_tier": "gold"}
+
+
+def test_lone_surrogates_are_backslash_escaped_and_the_json_is_valid_utf8():
+    # os.fsdecode keeps an undecodable byte of a file name as a lone surrogate (U+DCFF): the
+    # line once failed to encode and was lost.
+    name = os.fsdecode(b"report-\xff.csv")
+    try:
+        raise OSError(f"cannot read {name}")
+    except OSError:
+        record = _record("cannot open %s", (name,), exc_info=sys.exc_info(), path="\ud800x")
+    document = ecs_document(record, service="s", hostname="h", event_id="e")
+
+    parsed = json.loads(ecs_json(document).decode("utf-8"))
+
+    assert parsed["message"] == "cannot open report-\\xff.csv"  # the byte, as it was
+    assert parsed["labels"] == {"path": "\\ud800x"}  # any other surrogate: its code
+    assert parsed["error"]["message"] == "cannot read report-\\xff.csv"
+    assert parsed["error"]["stack_trace"].endswith("OSError: cannot read report-\\xff.csv")
+
+
+def test_a_surrogate_anywhere_in_a_document_still_encodes():
+    # A field ecs_document does not clean (a thread's or logger's name, a context value).
+    assert ecs_json({"thread": "w\udcff", "ok": "é"}) == b'{"thread":"w\\\\xff","ok":"\xc3\xa9"}'
+    assert encodable("plain é") == "plain é"
+
+
+def test_a_record_whose_document_cannot_be_made_gets_a_stand_in_saying_why():
+    record = _record("order %d of %s", ("o-1",))  # the arguments do not fit the format
+    try:
+        ecs_document(record, service="s", hostname="h", event_id="e")
+    except TypeError as raised:
+        error = raised
+    document = unencodable_document(record, error, service="s", hostname="h", event_id="e")
+
+    assert json.loads(ecs_json(document)) == {
+        "@timestamp": "2024-07-15T12:00:00.123Z",
+        "log": {"level": "warning", "logger": "orders.handler"},
+        "message": "'order %d of %s' % ('o-1',)",
+        "ecs": {"version": "8.11.0"},
+        "event": {"id": "e"},
+        "service": {"name": "s"},
+        "host": {"hostname": "h"},
+        "labels": {"encoding_error": "TypeError: %d format: a real number is required, not str"},
+    }

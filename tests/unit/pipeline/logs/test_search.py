@@ -1,10 +1,19 @@
 """--since parsing and the query sent to Elasticsearch."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
+from elasticsearch import SerializationError
 
-from pipeline.logs.search import build_query, normalize_levels, parse_since, search_body
+from pipeline.logs.search import (
+    build_query,
+    normalize_levels,
+    parse_since,
+    search_body,
+    shown_of_total,
+    unreadable_answer,
+)
 
 NOW = datetime(2024, 7, 15, 12, 0, 0, tzinfo=UTC)
 
@@ -79,3 +88,69 @@ def test_the_body_sorts_newest_first_or_oldest_first_with_a_tie_breaker():
     assert search_body({"match_all": {}}, size=5, oldest_first=True)["sort"][0] == {
         "@timestamp": {"order": "asc"}
     }
+
+
+def test_the_body_counts_matches_beyond_what_it_shows_unless_told_not_to():
+    assert search_body({"match_all": {}}, size=100)["track_total_hits"] == 10_000
+    # at the highest --limit, one more than shown: a cut there is seen too
+    assert search_body({"match_all": {}}, size=10_000)["track_total_hits"] == 10_001
+    assert search_body({"match_all": {}}, size=100, count=False)["track_total_hits"] is False
+
+
+@pytest.mark.parametrize(
+    ("total", "shown", "line"),
+    [
+        ({"value": 40_000, "relation": "eq"}, 3, "showing 3 of 40,000 matches; "
+         "raise --limit or narrow the query"),
+        ({"value": 10_000, "relation": "gte"}, 100, "showing 100 of 10,000 or more matches; "
+         "raise --limit or narrow the query"),
+        ({"value": 10_001, "relation": "gte"}, 10_000, "showing 10,000 of 10,001 or more "
+         "matches; narrow the query"),
+        ({"value": 3, "relation": "eq"}, 3, None),
+        ({"value": 0, "relation": "eq"}, 0, None),
+        (None, 3, None),
+    ],
+)  # fmt: skip
+def test_a_cut_says_how_many_of_how_many_and_all_shown_says_nothing(total, shown, line):
+    assert shown_of_total(total, shown, most=10_000) == line
+
+
+_ANSWER = (
+    b'{"hits":{"hits":[{"_index":"pipeline-logs-2026.12.05","_id":"a","_source":{}},'
+    b'{"_index":"pipeline-logs-2026.12.05","_id":"c","_source":\xef\xbb\xbf{"message":"m"}}]}}'
+)
+
+
+def _decode_error(raw):
+    try:
+        json.loads(raw)
+    except json.JSONDecodeError as error:
+        return error
+    raise AssertionError("it parsed")
+
+
+def test_an_unreadable_answer_names_the_document_and_its_byte_order_mark():
+    error = SerializationError("Unable to deserialize as JSON", errors=(_decode_error(_ANSWER),))
+
+    assert unreadable_answer(error).startswith(
+        "matching document c in index pipeline-logs-2026.12.05 (its source starts with a UTF-8 "
+        "byte order mark) cannot be read back from Elasticsearch"
+    )
+
+
+def test_an_unreadable_answer_raised_again_without_its_errors_still_names_the_document():
+    # elasticsearch-py 8.19 raises it again with errors=(), the parser's error as its context.
+    try:
+        try:
+            json.loads(_ANSWER)
+        except json.JSONDecodeError:
+            raise SerializationError("Unable to deserialize as JSON")  # noqa: B904
+    except SerializationError as raised:
+        error = raised
+    assert "matching document c in index" in unreadable_answer(error)
+
+
+def test_an_unreadable_answer_without_a_parser_error_is_still_one_sentence():
+    assert unreadable_answer(SerializationError("Unable to deserialize")).startswith(
+        "a matching document cannot be read back from Elasticsearch"
+    )

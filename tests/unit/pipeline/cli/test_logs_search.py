@@ -1,0 +1,181 @@
+"""``pipeline logs search`` against a stand-in Elasticsearch: one odd document never blanks the
+output, an unreadable answer and a missing index are one-line errors, a cut is said."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from elasticsearch import SerializationError
+from typer.testing import CliRunner
+
+from pipeline.cli import logs
+from pipeline.cli.main import app
+from pipeline.errors import PipelineError
+from pipeline.logs import elasticsearch as logs_elasticsearch
+
+
+def hit(doc_id, message, level="info"):
+    return {
+        "_id": doc_id,
+        "_source": {
+            "@timestamp": "2026-12-05T07:48:08.000Z",
+            "log": {"level": level, "logger": "app"},
+            "service": {"name": "fxs-svc"},
+            "message": message,
+        },
+    }
+
+
+class FakeIndices:
+    def __init__(self, exists):
+        self._exists = exists
+
+    def exists(self, index, allow_no_indices=True):
+        return self._exists
+
+
+class FakeElasticsearch:
+    """Answers every search with ``answer`` (or raises it)."""
+
+    def __init__(self, answer, *, exists=True):
+        self.answer = answer
+        self.indices = FakeIndices(exists)
+        self.bodies = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+    def search(self, index, **body):
+        self.bodies.append(body)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def answer(hits, total=None):
+    counted = total if total is not None else {"value": len(hits), "relation": "eq"}
+    return {"hits": {"total": counted, "hits": hits}}
+
+
+def search(monkeypatch, es, *args, charset="utf-8"):
+    monkeypatch.setattr(logs_elasticsearch, "build_elasticsearch", lambda settings: es)
+    return CliRunner(charset=charset).invoke(app, ["logs", "search", *args])
+
+
+# A document whose message was "\ud800" (a JSON escape of a lone surrogate): the client reads
+# it as a str holding the surrogate, which UTF-8 cannot encode.
+ODD = hit("b", "\ud800 odd", level="warning")
+
+
+def test_a_hit_with_a_lone_surrogate_does_not_blank_the_table(monkeypatch):
+    result = search(monkeypatch, FakeElasticsearch(answer([ODD, hit("a", "normal é line")])))
+
+    assert result.exception is None, result.exception
+    assert "\\ud800 odd" in result.stdout
+    assert "normal é line" in result.stdout
+
+
+def test_a_hit_with_a_lone_surrogate_does_not_blank_the_ndjson(monkeypatch):
+    es = FakeElasticsearch(answer([ODD, hit("a", "normal é line")]))
+
+    result = search(monkeypatch, es, "-o", "ndjson")
+
+    assert result.exception is None, result.exception
+    lines = result.stdout.splitlines()
+    assert lines[0] == json.dumps(hit("a", "normal é line")["_source"], ensure_ascii=False)
+    # The odd line is JSON escapes where it cannot be text: the same document for a reader.
+    assert json.loads(lines[1]) == ODD["_source"]
+
+
+def test_ndjson_on_an_ascii_stdout_escapes_what_it_cannot_write(monkeypatch):
+    result = search(monkeypatch, FakeElasticsearch(answer([hit("a", "é")])), "-o", "ndjson")
+    ascii_result = search(
+        monkeypatch, FakeElasticsearch(answer([hit("a", "é")])), "-o", "ndjson", charset="ascii"
+    )
+
+    assert json.loads(result.stdout)["message"] == "é"
+    assert ascii_result.exception is None, ascii_result.exception
+    assert json.loads(ascii_result.stdout)["message"] == "é"
+
+
+def test_any_other_failure_to_print_is_one_line_not_a_traceback(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("the renderer broke")
+
+    monkeypatch.setattr(logs, "_table", broken)
+
+    result = search(monkeypatch, FakeElasticsearch(answer([hit("a", "x")])))
+
+    assert isinstance(result.exception, PipelineError)  # run() makes it "error: ..." and exit 2
+    assert str(result.exception) == (
+        "cannot print the search's results: RuntimeError: the renderer broke"
+    )
+
+
+def _unreadable_answer():
+    raw = (
+        b'{"took":2,"hits":{"total":{"value":1,"relation":"eq"},"hits":[{"_index":'
+        b'"pipeline-logs-2026.12.05","_id":"c","_source":\xef\xbb\xbf{"message":"bom"}}]}}'
+    )
+    try:
+        json.loads(raw)
+    except ValueError as error:
+        return SerializationError(f"Unable to deserialize as JSON: {raw!r}", errors=(error,))
+    raise AssertionError("the answer parsed")
+
+
+def test_an_answer_the_client_cannot_read_is_one_line_naming_the_document(monkeypatch):
+    result = search(monkeypatch, FakeElasticsearch(_unreadable_answer()))
+
+    assert isinstance(result.exception, PipelineError)
+    assert str(result.exception) == (
+        "matching document c in index pipeline-logs-2026.12.05 (its source starts with a UTF-8 "
+        "byte order mark) cannot be read back from Elasticsearch (its source is not valid "
+        "JSON), so this search shows nothing; narrow the query or --since to leave it out"
+    )
+
+
+def test_more_matches_than_shown_are_said_on_stderr(monkeypatch):
+    hits = [hit(str(n), f"line {n}") for n in range(3)]
+    es = FakeElasticsearch(answer(hits, total={"value": 40_000, "relation": "eq"}))
+
+    result = search(monkeypatch, es, "--limit", "3")
+
+    assert result.exception is None, result.exception
+    assert result.stderr.splitlines()[-1] == (
+        "showing 3 of 40,000 matches; raise --limit or narrow the query"
+    )
+    assert es.bodies[0]["track_total_hits"] == 10_000
+
+
+def test_a_lower_bound_is_said_as_such_and_all_shown_says_nothing(monkeypatch):
+    hits = [hit(str(n), f"line {n}") for n in range(3)]
+    many = FakeElasticsearch(answer(hits, total={"value": 10_000, "relation": "gte"}))
+
+    cut = search(monkeypatch, many, "--limit", "3")
+    whole = search(monkeypatch, FakeElasticsearch(answer(hits)), "--limit", "3")
+
+    assert "showing 3 of 10,000 or more matches" in cut.stderr
+    assert "showing" not in whole.stderr
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+def test_an_alias_with_no_index_behind_it_is_an_error_not_an_empty_result(monkeypatch, follow):
+    result = search(monkeypatch, FakeElasticsearch(answer([]), exists=False), *follow)
+
+    assert isinstance(result.exception, PipelineError)
+    assert str(result.exception) == (
+        "no log index behind pipeline-logs on Elasticsearch: is PIPELINE_LOGS__INDEX_ALIAS "
+        "right, and has `pipeline logs ship` run?"
+    )
+
+
+def test_an_existing_index_where_nothing_matched_is_an_empty_result(monkeypatch):
+    result = search(monkeypatch, FakeElasticsearch(answer([]), exists=True))
+
+    assert result.exit_code == 0, result.exception
+    assert "no log lines since" in result.stderr
