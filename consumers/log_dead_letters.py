@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from confluent_kafka import KafkaError, KafkaException
 
 from consumers.log_batch import DLQ_VALUE_PREFIX, SourceRecord, UnshippableRecord, dlq_message
+from pipeline.logs.context import log_context
 from pipeline.plurals import counted
 
 __all__ = ["DeadLetterWriter", "DlqProducer", "Where", "where_of"]
@@ -94,11 +95,20 @@ class DeadLetterWriter:
             record = letter.record
             if self._is_own(record) or where_of(record) not in delivered:
                 continue
-            _log.warning(
-                "dead-lettered %s[%d]@%d: %s",
-                record.topic, record.partition, record.offset, letter.reason,
-                extra={"event_action": "dead_lettered", "event_outcome": "failure"},
-            )  # fmt: skip
+            where = log_context(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            )
+            with where:  # the fields of the "Dead letters" search, as a processor's lines
+                _log.warning(
+                    "dead-lettered %s[%d]@%d: %s",
+                    record.topic, record.partition, record.offset, letter.reason,
+                    extra={
+                        "event_action": "dead_lettered",
+                        "event_outcome": "failure",
+                        "error_type": letter.error_type,
+                        "error_message": letter.reason,
+                    },
+                )  # fmt: skip
         for letter in cut:
             if not self._is_own(letter.record):
                 _log.warning(

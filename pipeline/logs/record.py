@@ -43,6 +43,10 @@ ECS_VERSION = SCHEMA_ECS_VERSION
 
 #: ``extra=`` keys that become ECS fields rather than labels.
 _EVENT_EXTRAS = {"event_action": "action", "event_outcome": "outcome"}
+#: ``extra=`` fields that name an error the line is about without raising it (a dead letter's
+#: failure): ``error.type`` and ``error.message``, as an exception's would be. An exception
+#: logged with the line (``exc_info``) wins.
+_ERROR_EXTRAS = {"error_type": "type", "error_message": "message"}
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRIBUTES = frozenset(
@@ -98,7 +102,12 @@ def labels_of(record: logging.LogRecord) -> dict[str, str]:
     field inside ``customer``, and a line with both was refused as a mapping conflict)."""
     labels = {}
     for name, value in vars(record).items():
-        if name in _STANDARD_ATTRIBUTES or name.startswith("_") or name in _EVENT_EXTRAS:
+        if (
+            name in _STANDARD_ATTRIBUTES
+            or name.startswith("_")
+            or name in _EVENT_EXTRAS
+            or name in _ERROR_EXTRAS
+        ):
             continue
         labels[name.replace(".", "_")] = value if isinstance(value, str) else str(value)
     return labels
@@ -117,11 +126,16 @@ def _error(record: logging.LogRecord) -> dict[str, str] | None:
         if record.stack_info:
             error["stack_trace"] += "\n" + _clean(record.stack_info)
         return error
+    named = {
+        field: _clean(str(given))
+        for extra, field in _ERROR_EXTRAS.items()
+        if (given := getattr(record, extra, None)) is not None
+    }
     if record.exc_text:  # formatted already, without the exception object
-        return {"stack_trace": _clean(record.exc_text)}
+        return {**named, "stack_trace": _clean(record.exc_text)}
     if record.stack_info:
-        return {"stack_trace": _clean(record.stack_info)}
-    return None
+        return {**named, "stack_trace": _clean(record.stack_info)}
+    return named or None
 
 
 def ecs_document(

@@ -596,5 +596,10 @@ class ProcessingEngine:
             failure.reason,
             failure.error_type,
             failure.message[:300],
-            extra={"event_action": "dead_lettered", "event_outcome": "failure"},
+            extra={
+                "event_action": "dead_lettered",
+                "event_outcome": "failure",
+                "error_type": failure.error_type,
+                "error_message": failure.message[:2000],
+            },
         )

@@ -160,3 +160,19 @@ def test_a_record_whose_document_cannot_be_made_gets_a_stand_in_saying_why():
         "host": {"hostname": "h"},
         "labels": {"encoding_error": "TypeError: %d format: a real number is required, not str"},
     }
+
+
+def test_an_error_named_without_an_exception_fills_error_type_and_message_not_labels():
+    # A dead letter's line: Kibana's "Dead letters" search shows error.type and error.message,
+    # which such lines left empty.
+    record = _record(
+        error_type="StockCheckFailed", error_message="no stock for sku-1 password=hunter2"
+    )
+
+    document = ecs_document(record, service="s", hostname="h", event_id="e")
+
+    assert document["error"] == {
+        "type": "StockCheckFailed",
+        "message": "no stock for sku-1 password=[REDACTED]",
+    }
+    assert "labels" not in document

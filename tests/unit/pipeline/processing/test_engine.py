@@ -258,9 +258,11 @@ class ContextRecorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[tuple[str, dict[str, str | int]]] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append((record.getMessage(), dict(current_context())))
+        self.records.append(record)
 
 
 def test_the_runtimes_retry_and_dead_letter_lines_name_the_event_they_are_about(
@@ -302,6 +304,8 @@ def test_the_runtimes_retry_and_dead_letter_lines_name_the_event_they_are_about(
         assert context["correlation_id"] == "corr-1", line
         assert (context["topic"], context["partition"], context["offset"]) == (TOPIC, 0, 7)
         assert context["event_type"] == "Step"
+    dead_lettered = next(record for record in recorder.records if "dead-lettered" in record.msg)
+    assert (dead_lettered.error_type, dead_lettered.error_message) == ("RuntimeError", "always")
 
 
 # --- an internal error ------------------------------------------------------------------------
