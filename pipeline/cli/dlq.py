@@ -88,7 +88,9 @@ ErrorTypeOption = typer.Option(
 ReasonOption = typer.Option(
     None, "--reason", "-r", help=f"Only dead letters with this reason: {', '.join(REASONS)}."
 )
-KeyOption = typer.Option(None, "--key", "-k", help="Only dead letters with this key.")
+KeyOption = typer.Option(
+    None, "--key", "-k", help="Only dead letters with this key (one key a run)."
+)
 EventIdOption = typer.Option(
     None, "--event-id", help="Only the dead letter of this event id (ce_id); repeatable."
 )
@@ -146,13 +148,19 @@ class _Filters:
         cls,
         error_type: str | None,
         reason: str | None,
-        key: str | None,
+        keys: list[str] | None,
         event_ids: list[str] | None,
     ) -> _Filters:
         if reason is not None and reason not in REASONS:
             raise typer.BadParameter(
                 f"{reason!r} is not a reason; one of {', '.join(REASONS)}", param_hint="--reason"
             )
+        if keys and len(set(keys)) > 1:
+            # Taken as the last one, silently, the others were left out of a redrive.
+            raise typer.BadParameter(
+                f"one key a run ({', '.join(map(repr, keys))} given)", param_hint="--key"
+            )
+        key = keys[0] if keys else None
         return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None)
 
     def match(self, letter: DeadLetter) -> bool:
@@ -249,7 +257,7 @@ def inspect(
     topic: str = TopicArgument,
     error_type: str | None = ErrorTypeOption,
     reason: str | None = ReasonOption,
-    key: str | None = KeyOption,
+    key: list[str] | None = KeyOption,
     event_id: list[str] | None = EventIdOption,
     limit: int | None = typer.Option(
         None, "--limit", "-n", min=1, help="Show at most this many dead letters."
@@ -348,6 +356,18 @@ def _select(
     return _Selection(pending, selected, matched, earlier_of_same_keys(pending, selected))
 
 
+def _refuse_gaps(selection: _Selection, out_of_order: bool) -> None:
+    """A :class:`PipelineError` when the selection leaves earlier dead letters of its keys
+    behind, unless ``out_of_order``: their keys' later events would be applied first, and the
+    key let go past them (the park's promise broken by a filter)."""
+    if selection.earlier_left and not out_of_order:
+        raise PipelineError(
+            f"{counted(len(selection.earlier_left), 'earlier dead letter')} of the selected "
+            "keys do not match and would stay behind, their keys' later events applied before "
+            "them: widen the filters to take them too (see --dry-run), or pass --out-of-order"
+        )
+
+
 def _describe(selection: _Selection, dlq_topic: str) -> None:
     letters = selection.letters
     if not letters:
@@ -371,8 +391,8 @@ def _describe(selection: _Selection, dlq_topic: str) -> None:
         _err.print(
             f"[yellow]warning:[/yellow] "
             f"{counted(len(selection.earlier_left), 'earlier dead letter')}"
-            " of the same keys do not match and stay in the dead-letter topic: their keys' later "
-            "events go back before them"
+            " of the same keys do not match and would stay in the dead-letter topic, their keys' "
+            "later events going back before them (a redrive is refused without --out-of-order)"
         )
 
 
@@ -412,7 +432,7 @@ def redrive_command(
     topic: str = TopicArgument,
     error_type: str | None = ErrorTypeOption,
     reason: str | None = ReasonOption,
-    key: str | None = KeyOption,
+    key: list[str] | None = KeyOption,
     event_id: list[str] | None = EventIdOption,
     limit: int | None = typer.Option(
         None,
@@ -426,6 +446,12 @@ def redrive_command(
         False, "--dry-run", help="Only show what would be redriven; send nothing."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    out_of_order: bool = typer.Option(
+        False,
+        "--out-of-order",
+        help="Redrive even when earlier dead letters of the same keys do not match and stay "
+        "behind (their keys' later events are then applied before them, and the keys let go).",
+    ),
 ) -> None:
     """Send dead letters of TOPIC back to their original topic, each at most once.
 
@@ -435,6 +461,10 @@ def redrive_command(
     headers plus pipeline.redrive.id, pipeline.redrive.last (the last of its key
     in this run) and pipeline.redrive.of; a marker in the dead-letter topic,
     committed in the same transaction, keeps it from being redriven again.
+
+    A selection that leaves earlier dead letters of its keys behind (filters
+    that match a key's later letters but not its first) is refused unless
+    --out-of-order is given: those keys' events would be applied out of order.
 
     A newer redrive of the same dead-letter topic fences an older one still
     running: the older stops and says so; a re-run sends what is still pending.
@@ -454,7 +484,7 @@ def redrive_command(
     so_far = _SoFar()
     try:
         with signals_interrupt():
-            code = _redrive(settings, dlq_topic, filters, limit, dry_run, yes, so_far)
+            code = _redrive(settings, dlq_topic, filters, limit, dry_run, yes, so_far, out_of_order)
         raise typer.Exit(code)
     except KeyboardInterrupt as interrupt:
         _err.print(so_far.interrupted(), highlight=False, soft_wrap=True)
@@ -486,6 +516,7 @@ def _redrive(
     dry_run: bool,
     yes: bool,
     so_far: _SoFar,
+    out_of_order: bool = False,
 ) -> int:
     from pipeline.dead_letters.redrive import redrive_producer
 
@@ -499,13 +530,16 @@ def _redrive(
             _out.print(dead_letter_table(dlq_topic, first.letters, None, width=_out.width))
             _err.print("dry run: nothing sent")
             return EXIT_OK
+        _refuse_gaps(first, out_of_order)
         if not typer.confirm(f"redrive {counted(len(first.letters), 'dead letter')}?", err=True):
             _err.print("nothing sent")
             return EXIT_NOT_ALL
         asked = len(first.letters)
     producer = redrive_producer(settings.kafka, settings.producer, dlq_topic)
     try:
-        return _redrive_with(producer, settings, dlq_topic, filters, limit, asked, so_far)
+        return _redrive_with(
+            producer, settings, dlq_topic, filters, limit, asked, so_far, out_of_order
+        )
     finally:
         with contextlib.suppress(PipelineError):
             producer.flush(_FLUSH_TIMEOUT_S)
@@ -519,6 +553,7 @@ def _redrive_with(
     limit: int | None,
     asked: int | None,
     so_far: _SoFar,
+    out_of_order: bool = False,
 ) -> int:
     # Fence any older redrive of this topic first, then read: what it committed is seen.
     from pipeline.dead_letters.redrive import redrive, redrive_transactional_id
@@ -533,6 +568,7 @@ def _redrive_with(
             f"[yellow]note:[/yellow] {counted(len(selection.letters), 'dead letter')} to "
             "redrive now (another redrive sent some meanwhile)"
         )
+    _refuse_gaps(selection, out_of_order)
     if not selection.letters:
         return EXIT_OK
     _require_topics(settings, dlq_topic, {letter.original_topic for letter in selection.letters})

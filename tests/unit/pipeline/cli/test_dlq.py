@@ -4,12 +4,14 @@ it redrove."""
 from __future__ import annotations
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from pipeline.cli import dlq
 from pipeline.cli.interrupts import Terminated
 from pipeline.cli.main import app
 from pipeline.dead_letters.letter import DeadLetter
+from pipeline.errors import PipelineError
 
 
 def dead_letter(number: int, *, key: str | None = None) -> DeadLetter:
@@ -100,3 +102,22 @@ def test_an_interrupted_redrive_says_how_many_it_redrove_then_exits_with_the_sig
         "); the open transaction is aborted, nothing of it is visible; "
         "a re-run sends what is still pending"
     )
+
+
+def test_a_redrive_leaving_earlier_letters_of_its_keys_behind_needs_out_of_order():
+    # Redriving a key's key_parked tail without its first letter applied its events past the
+    # gap and let the key go, with a warning only.
+    selection = dlq._Selection(
+        [dead_letter(0), dead_letter(1)], [dead_letter(1)], 1, [dead_letter(0)]
+    )
+
+    with pytest.raises(PipelineError, match=r"^1 earlier dead letter of the selected keys"):
+        dlq._refuse_gaps(selection, out_of_order=False)
+    dlq._refuse_gaps(selection, out_of_order=True)
+    dlq._refuse_gaps(dlq._Selection([], [dead_letter(1)], 1, []), out_of_order=False)
+
+
+def test_several_different_keys_are_refused_not_all_but_the_last_ignored():
+    with pytest.raises(typer.BadParameter, match="one key a run"):
+        dlq._Filters.of(None, None, ["flk-1", "flk-3"], None)
+    assert dlq._Filters.of(None, None, ["flk-1", "flk-1"], None).key == "flk-1"
