@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.console import stderr_console, stdout_console
+from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.process import announce_database
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -136,6 +136,18 @@ def _console_logs_from(level: int) -> None:
             handler.setLevel(level)
 
 
+def _check_kafka(settings: PipelineSettings) -> None:
+    """Kafka answering, or one line and exit code 2 at once, as every command that uses it: the
+    relay's producer alone would only log librdkafka's connection failures, and with --once
+    wait for the delivery timeout (two minutes) before saying anything."""
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import list_cluster_topics
+
+    bootstrap = settings.kafka.bootstrap_servers
+    with announcing_kafka(bootstrap):
+        list_cluster_topics(build_admin(settings.kafka), bootstrap=bootstrap)
+
+
 @app.command()
 def relay(
     ctx: typer.Context,
@@ -195,6 +207,7 @@ def relay(
         _console_logs_from(logging.WARNING)
     announce_database(settings)
     create_sqlite_folder(settings.database)
+    _check_kafka(settings)
     totals = run_relay(settings, once=once, handle_signals=True)
     stdout_console().print(summary_table(totals))
     if totals.lease_holder is not None:

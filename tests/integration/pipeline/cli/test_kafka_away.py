@@ -18,6 +18,9 @@ COMMANDS = {
     "produce": ["produce", "some.topic", "-"],
     "dlq inspect": ["dlq", "inspect", "some.topic"],
     "process": ["process", "tests.support.effects_processor:processor"],
+    # It ran on, logging librdkafka's connection failures (--once: two minutes, then exit 3).
+    "outbox relay": ["outbox", "relay"],
+    "outbox relay --once": ["outbox", "relay", "--once"],
 }
 
 
