@@ -60,7 +60,7 @@ from producers.outbox_relay.housekeeping import Housekeeping
 from producers.outbox_relay.metrics import RelayMetrics
 from producers.outbox_relay.notify import NotifyListener
 from producers.outbox_relay.postgres_claims import BucketClaims
-from producers.outbox_relay.sending import send_batch
+from producers.outbox_relay.sending import RefusalLog, send_batch
 from producers.outbox_relay.sqlite_claims import LeaseClaims
 
 __all__ = ["BatchResult", "OutboxRelay", "RelayTotals", "claim_strategy"]
@@ -169,6 +169,7 @@ class OutboxRelay:
         self._stop = stop if stop is not None else threading.Event()
         self._claims = claims if claims is not None else claim_strategy(engine, settings, self.name)
         self._housekeeping = Housekeeping(engine, settings, self.metrics, self.name)
+        self._refusals = RefusalLog(f"outbox relay {self.name}")
         self.totals = RelayTotals()
 
     # ---- control ---------------------------------------------------------------------------
@@ -347,6 +348,8 @@ class OutboxRelay:
                 if outcome.failed:
                     self.totals.failed += outcome.failed
                     self.metrics.failed.inc(outcome.failed)
+                if outcome.refused:
+                    self._refusals.note(outcome.refused)
                 positions = outcome.positions
             return _SentBatch(claim, block.pop_all(), positions)
         raise AssertionError("unreachable: the block returns or raises")  # for mypy

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.kafka.producer import (
     Delivery,
@@ -28,9 +28,19 @@ from pipeline.kafka.producer import (
 )
 from pipeline.outbox.table import OutboxRecord, publishable_positions
 
-__all__ = ["SendOutcome", "send_batch", "wait_for_deliveries"]
+__all__ = ["Refusal", "RefusalLog", "SendOutcome", "send_batch", "wait_for_deliveries"]
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row the client refused at once (a topic that does not exist, say): not sent."""
+
+    position: int
+    event_id: str
+    topic: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,46 @@ class SendOutcome:
     positions: list[int]
     #: Rows not acknowledged: refused, not sent after a refusal, failed, or not settled in time.
     failed: int
+    #: The rows refused at once, oldest first (logged by :class:`RefusalLog`).
+    refused: list[Refusal] = field(default_factory=list)
+
+
+class RefusalLog:
+    """Logs refused rows once per topic and reason every ``every_s`` seconds, with how many
+    there were since: a row for a topic that does not exist is claimed again by every batch,
+    and one ERROR line per row per batch flooded the log (46 lines in 10 s for 5 rows)."""
+
+    def __init__(self, name: str, every_s: float = 60.0) -> None:
+        self._name = name
+        self._every_s = every_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._since: dict[tuple[str, str], int] = {}
+
+    def note(self, refused: Sequence[Refusal], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        firsts: dict[tuple[str, str], Refusal] = {}
+        for refusal in refused:
+            what = (refusal.topic, refusal.reason)
+            firsts.setdefault(what, refusal)
+            self._since[what] = self._since.get(what, 0) + 1
+        for what, first in firsts.items():
+            last = self._last.get(what)
+            if last is not None and now - last < self._every_s:
+                continue
+            count = self._since.pop(what)
+            self._last[what] = now
+            _log.error(
+                "%s: %d outbox rows for %s cannot be published: %s (first: row %d, event %s); "
+                "they stay unpublished and are tried again with each batch (said at most once "
+                "every %g s)",
+                self._name,
+                count,
+                first.topic,
+                first.reason,
+                first.position,
+                first.event_id,
+                self._every_s,
+            )
 
 
 def send_batch(
@@ -58,6 +108,7 @@ def send_batch(
     """
     sent = [False] * len(records)
     refused: set[tuple[str, str]] = set()
+    refusals: list[Refusal] = []
     for index, record in enumerate(records):
         if refused and record.aggregate in refused:
             continue  # never send an aggregate's later rows past one that cannot go
@@ -71,12 +122,7 @@ def send_batch(
             )
         except ProduceRefused as refusal:
             refused.add(record.aggregate)
-            _log.error(
-                "outbox row %d (event %s) cannot be published: %s",
-                record.position,
-                record.event_id,
-                refusal.reason,
-            )
+            refusals.append(Refusal(record.position, record.event_id, record.topic, refusal.reason))
             continue
         sent[index] = True
     failures = wait_for_deliveries(
@@ -104,6 +150,7 @@ def send_batch(
     return SendOutcome(
         positions=publishable_positions(records, acknowledged),
         failed=len(records) - sum(acknowledged),
+        refused=refusals,
     )
 
 

@@ -1,6 +1,7 @@
 """The relay's loop on SQLite over a stand-in Kafka client: what it sends, in which order, and
 what it marks published (no broker, no network)."""
 
+import logging
 import threading
 from collections import defaultdict
 
@@ -11,6 +12,7 @@ from pipeline.kafka.producer import EventProducer
 from pipeline.outbox.table import Outbox, outbox_table
 from pipeline.settings import OutboxSettings
 from producers.outbox_relay import LeaseClaims, OutboxRelay, claim_strategy
+from producers.outbox_relay.sending import Refusal, RefusalLog
 from tests.unit.producers.outbox_relay.fake_kafka import FakeKafka
 
 TOPIC = "orders.events"
@@ -144,6 +146,41 @@ def test_a_refused_row_is_not_sent_nor_are_its_aggregates_later_rows(database):
     assert _published_ids(database) == {b1}
     assert (result.claimed, result.published) == (3, 1)
     assert relay.totals.failed == 2  # the refused row and the one held back behind it
+
+
+def test_refused_rows_are_logged_once_a_minute_per_topic_not_once_per_row_per_batch(
+    database, caplog
+):
+    # A topic that does not exist: every batch claimed its rows again, one ERROR each.
+    refused = set(_write(database, ["a", "b", "c"]))
+    client = FakeKafka(refuse=refused)
+    relay = _relay(database, client)
+
+    with caplog.at_level(logging.ERROR, logger="producers.outbox_relay"):
+        for _ in range(3):
+            relay.publish_batch()
+
+    lines = [r.getMessage() for r in caplog.records if "cannot be published" in r.getMessage()]
+    assert len(lines) == 1
+    assert ": 3 outbox rows for " in lines[0]
+
+
+def test_a_refusal_log_says_how_many_were_refused_since_it_last_spoke():
+    log = RefusalLog("relay", every_s=60)
+    refusal = Refusal(1, "e1", "gone", "Unknown topic")
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("producers.outbox_relay.sending")
+    logger.addHandler(handler)
+    try:
+        log.note([refusal, refusal], now=0.0)
+        log.note([refusal], now=30.0)  # within the minute: quiet, counted
+        log.note([refusal], now=61.0)
+    finally:
+        logger.removeHandler(handler)
+
+    assert [line.split(": ")[1].split(" outbox")[0] for line in said] == ["2", "2"]
 
 
 def test_after_a_flush_timeout_no_row_of_the_batch_is_marked_and_all_are_sent_again(database):
