@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 from elastic_transport import ConnectionError as TransportConnectionError
@@ -68,6 +68,7 @@ from consumers.log_batch import (
 )
 from consumers.log_dead_letters import DeadLetterWriter, DlqProducer, Where, where_of
 from consumers.log_shipper_standing import assigned_lag, not_caught_up, partitions_not_owned
+from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 from pipeline.errors import PipelineError
 from pipeline.logs.elasticsearch import refusal_of
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
@@ -287,16 +288,17 @@ class LogShipper:
                 if error.code() != KafkaError._PARTITION_EOF:
                     _log.warning("kafka: %s", error.str())
                 continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            key, value, timestamp_ms = message.key(), message.value(), _timestamp_ms(message)
+            try:  # a consumed message's headers: a list of (str, bytes)
+                headers = cast(tuple[tuple[str, bytes], ...], tuple(read_headers(message) or ()))
+            except HeaderNameError as error:
+                # confluent-kafka cannot read a header name that is not UTF-8 (nor may the
+                # message be touched again); a log line is its value: shipped without headers.
+                _log.warning("%s[%d]@%d: %s; shipped without them", topic, partition, offset, error)
+                headers = ()
             records.append(
-                SourceRecord(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    message.key(),
-                    message.value(),
-                    tuple(message.headers() or ()),
-                    _timestamp_ms(message),
-                )
+                SourceRecord(topic, partition, offset, key, value, headers, timestamp_ms)
             )
         self.counters.consumed += len(records)
         return records

@@ -8,7 +8,11 @@ it is not UTF-8), then the CloudEvents attributes ``id``, ``source``, ``type``, 
 ``datacontenttype`` and ``data``: JSON data as JSON, text data (``text/*``) as a
 string, any other data as ``data_base64`` (CloudEvents' own name for it) with ``data`` null.
 A message that is not a valid event is printed too, with ``error`` (why), its ``headers`` and
-its ``value_base64``: nothing is skipped and nothing crashes.
+its ``value_base64``: nothing is skipped and nothing crashes. That includes a message with a
+header name that is not UTF-8 text (kcat, for one, sends such names), which confluent-kafka
+cannot read: none of its headers can be had, so it is printed with ``error`` naming the header
+(escaped, e.g. ``x-bad\\xff``), ``headers`` null and its ``value_base64``, with one warning on
+stderr naming the first such message, and the read goes on.
 
 Where it reads:
 
@@ -66,7 +70,7 @@ from pipeline.settings import PipelineSettings
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    from pipeline.envelope import ConsumedMessage, Event
+    from pipeline.envelope import ConsumedMessage, Event, Headers
 
 
 _BATCH = 500
@@ -109,7 +113,7 @@ def _text_or_none(raw: bytes) -> str | None:
         return None
 
 
-def _position(message: KafkaRecord) -> dict[str, Any]:
+def _position(message: KafkaRecord, key: bytes | None) -> dict[str, Any]:
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
     kind, stamp = message.timestamp()
@@ -119,7 +123,6 @@ def _position(message: KafkaRecord) -> dict[str, Any]:
         "offset": message.offset(),
         "timestamp": None if kind == TIMESTAMP_NOT_AVAILABLE else stamp,
     }
-    key = message.key()
     text = None if key is None else _text_or_none(key)
     fields["key"] = text
     if key is not None and text is None:
@@ -140,11 +143,10 @@ def _data(event: Event) -> dict[str, Any]:
     return {"data": None, "data_base64": _b64(raw)}
 
 
-def _headers(message: KafkaRecord, *, envelope: bool) -> list[list[str | None]]:
+def _headers(headers: Headers | None, *, envelope: bool) -> list[list[str | None]]:
     """The headers as ``[name, text]`` pairs; without the envelope's unless ``envelope``."""
     pairs: list[list[str | None]] = []
-    headers = message.headers() or []
-    items = headers.items() if isinstance(headers, Mapping) else headers
+    items = headers.items() if isinstance(headers, Mapping) else headers or []
     for name, value in items:
         if not envelope and (name.lower().startswith("ce_") or name.lower() == "content-type"):
             continue
@@ -156,18 +158,30 @@ def _headers(message: KafkaRecord, *, envelope: bool) -> list[list[str | None]]:
 
 
 def message_json(message: KafkaRecord) -> dict[str, Any]:
-    """One consumed message as the JSON object ``pipeline consume`` prints."""
-    from pipeline.envelope import EnvelopeError, decode_message
+    """One consumed message as the JSON object ``pipeline consume`` prints; one whose headers
+    cannot be read (:class:`HeaderNameError`) with ``error`` and ``headers`` null."""
+    from pipeline.envelope import EnvelopeError, decode
+    from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 
-    fields = _position(message)
+    # Everything but the headers first: after a HeaderNameError the message is left alone.
+    key, value = message.key(), message.value()
+    fields = _position(message, key)
     try:
-        event = decode_message(message)
-    except EnvelopeError as error:
-        value = message.value()
+        headers = read_headers(message)
+    except HeaderNameError as error:
         return {
             **fields,
             "error": str(error),
-            "headers": _headers(message, envelope=True),
+            "headers": None,
+            "value_base64": None if value is None else _b64(value),
+        }
+    try:
+        event = decode(value, headers, key)
+    except EnvelopeError as error:
+        return {
+            **fields,
+            "error": str(error),
+            "headers": _headers(headers, envelope=True),
             "value_base64": None if value is None else _b64(value),
         }
     time = None
@@ -185,7 +199,7 @@ def message_json(message: KafkaRecord) -> dict[str, Any]:
         "causationid": event.causationid,
         "traceparent": event.traceparent,
         "extensions": event.extensions,
-        "headers": _headers(message, envelope=False),
+        "headers": _headers(headers, envelope=False),
         "datacontenttype": event.datacontenttype,
         **_data(event),
     }
@@ -210,6 +224,8 @@ class _Reading:
     done: set[int] = field(default_factory=set)
     printed: int = 0
     undecodable: int = 0
+    #: Of those, the ones whose headers could not be read (a header name not UTF-8).
+    unreadable_headers: int = 0
     warned: set[int] = field(default_factory=set)
     commit_failures: int = 0
     #: With a group: where a partition without a committed offset starts, and such starts
@@ -341,6 +357,8 @@ def _read(
             fields = message_json(message)
             if "error" in fields:
                 reading.undecodable += 1
+                if fields["headers"] is None:
+                    _note_unreadable_headers(fields, reading)
             lines.append(ndjson_line(fields))
             positions[partition] = offset + 1
         if lines:
@@ -352,6 +370,20 @@ def _read(
             reading.commit_failures += 1
         if limit is not None and reading.printed >= limit:
             return
+
+
+def _note_unreadable_headers(fields: dict[str, Any], reading: _Reading) -> None:
+    """Count a message printed without its headers; say so on stderr for the first one (stdout
+    is for scripts, and one line is enough to know where to look)."""
+    from rich.markup import escape
+
+    reading.unreadable_headers += 1
+    if reading.unreadable_headers == 1:
+        where = f"{fields['topic']}[{fields['partition']}]@{fields['offset']}"
+        _err.print(
+            f"[yellow]warning:[/yellow] {escape(where)}: {escape(fields['error'])}; printed with "
+            '"error", "headers" null and its value in base64 (any others are only counted)'
+        )
 
 
 def _commit(consumer: Consumer, topic: str, positions: dict[int, int]) -> bool:
@@ -412,7 +444,8 @@ def consume(
     Without --follow it stops at the end offsets seen when it started.
     Status lines go to stderr: stdout is pure NDJSON for scripts (| jq).
     A message that is not a CloudEvent is printed with "error"
-    and its raw value in base64.
+    and its raw value in base64; so is one with a header name that is
+    not UTF-8 (which confluent-kafka cannot read), with "headers" null.
 
     Without --follow, a topic or partition that can no longer be read
     (deleted, not authorized) ends the run with a one-line error;
@@ -462,6 +495,8 @@ def _summary(reading: _Reading, group: str | None) -> str:
     what = f"printed {counted(reading.printed, 'message')}"
     if reading.undecodable:
         what += f", {reading.undecodable:,} of them not valid events"
+        if reading.unreadable_headers:
+            what += f" ({reading.unreadable_headers:,} with headers that could not be read)"
     if group and reading.printed:
         if reading.commit_failures:
             what += (

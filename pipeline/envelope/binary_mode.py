@@ -329,5 +329,10 @@ def _describe(error: ErrorDetails) -> str:
 
 
 def decode_message(message: ConsumedMessage) -> Event:
-    """:func:`decode` for a consumed ``confluent_kafka.Message`` (or anything shaped like it)."""
-    return decode(message.value(), message.headers(), message.key())
+    """:func:`decode` for a consumed ``confluent_kafka.Message`` (or anything shaped like it);
+    a header name that is not UTF-8 is an :class:`EnvelopeError` too
+    (:class:`~pipeline.envelope.consumed_headers.HeaderNameError`), never a crash."""
+    from pipeline.envelope.consumed_headers import read_headers
+
+    value, key = message.value(), message.key()
+    return decode(value, read_headers(message), key)

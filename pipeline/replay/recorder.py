@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -30,6 +30,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_consumer
@@ -172,13 +173,14 @@ def _read(
                     break
                 continue
             kept += 1
+            key, value = message.key(), message.value()  # before the headers: see _headers
             yield RecordedMessage(
                 topic,
                 partition,
                 offset,
-                message.key(),
-                message.value(),
-                _headers(message, bounds),
+                key,
+                value,
+                _headers(message, (topic, partition, offset), bounds),
                 timestamp_ms,
                 tstype_of(kind),
             )
@@ -195,22 +197,21 @@ def _read(
             paused |= newly_done
 
 
-def _headers(message: Any, bounds: RecordingBounds) -> tuple[tuple[str, bytes | None], ...]:
+def _headers(
+    message: Any, where: tuple[str, int, int], bounds: RecordingBounds
+) -> tuple[tuple[str, bytes | None], ...]:
     """The headers of a consumed message; a :class:`RecordingError` when a header name is not
-    UTF-8, which confluent-kafka cannot read.
-
-    confluent-kafka (2.16) decodes every header name as UTF-8 and has no way to give one as
-    bytes: on a name that is not, ``headers()`` raises a ``SystemError`` (set over the
-    ``UnicodeDecodeError``) and a second call gives a list holding a NULL. So the message cannot
-    be recorded as it is, and the recording stops at it rather than skip or change it.
-    """
+    UTF-8, which confluent-kafka cannot read (:mod:`pipeline.envelope.consumed_headers`: the
+    message is not touched after that). So the message cannot be recorded as it is, and the
+    recording stops at it rather than skip or change it."""
+    topic, partition, offset = where
     try:
-        return tuple(message.headers() or ())
-    except (SystemError, UnicodeDecodeError):
+        headers = read_headers(message) or ()
+        return cast(tuple[tuple[str, bytes | None], ...], tuple(headers))  # a consumed list
+    except HeaderNameError as error:
         raise RecordingError(
-            f"cannot record {message.topic()} partition {message.partition()} offset "
-            f"{message.offset()}: a header name is not UTF-8 text, which Kafka's Python client "
-            f"(confluent-kafka) cannot read (messages recorded before it: {bounds.kept - 1:,})"
+            f"cannot record {topic} partition {partition} offset {offset}: {error} (messages "
+            f"recorded before it: {bounds.kept - 1:,})"
         ) from None
 
 
