@@ -7,6 +7,7 @@ The nested sections are frozen value objects that never read the environment the
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from collections.abc import Iterable
@@ -512,7 +513,22 @@ def misspelled_settings(variables: Iterable[str]) -> dict[str, str]:
         # Names are read whatever their case (pydantic-settings' default).
         if variable.upper() in known or not variable.upper().startswith("PIPELINE_"):
             continue
-        meant = by_squeezed.get(squeezed(variable))
+        meant = by_squeezed.get(squeezed(variable)) or _section_misspelled(variable, known)
         if meant is not None:
             found[variable] = meant
     return found
+
+
+def _section_misspelled(variable: str, known: set[str]) -> str | None:
+    """The variable meant by one whose section is misspelled (``PIPELINE_PROCESING__RETRY``):
+    pydantic-settings ignores a section it does not know, where a wrong field of a known one is
+    refused as an extra input. ``None`` when the section is known or like none."""
+    section, sep, rest = variable.upper().partition("__")
+    sections = {name for name in known if "__" not in name}
+    if not sep or section in sections:
+        return None
+    close = difflib.get_close_matches(section, sections, n=1, cutoff=0.85)
+    if not close:
+        return None
+    fixed = f"{close[0]}__{rest}"
+    return fixed if fixed in known else close[0]

@@ -135,6 +135,10 @@ def test_a_setting_with_its_underscores_or_case_wrong_is_named_with_the_one_mean
             "pipeline_kafka__bootstrap_servers",  # read whatever its case
             "PIPELINE_TEST_STACK",  # not a setting, nor like one: left alone
             "PATH",
+            # A section misspelled was ignored whole (pydantic-settings reads no such section).
+            "PIPELINE_PROCESING__MAX_IN_FLIGHT",
+            "PIPELINE_OUTBOXX__NO_SUCH_FIELD",
+            "PIPELINE_NOTHING_LIKE__IT",
         ]
     )
 
@@ -142,6 +146,8 @@ def test_a_setting_with_its_underscores_or_case_wrong_is_named_with_the_one_mean
         "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "PIPELINE_KAFKA__BOOTSTRAP_SERVERS",
         "PIPELINE_servicename": "PIPELINE_SERVICE_NAME",
         "PIPELINE_SAGAS__RETENTIONS": "PIPELINE_SAGAS__RETENTION_S",
+        "PIPELINE_PROCESING__MAX_IN_FLIGHT": "PIPELINE_PROCESSING__MAX_IN_FLIGHT",
+        "PIPELINE_OUTBOXX__NO_SUCH_FIELD": "PIPELINE_OUTBOX",
     }
 
 
