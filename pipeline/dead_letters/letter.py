@@ -13,7 +13,14 @@ the ``ce_*`` attributes survive), plus ``dlq.*`` headers saying why:
 ``dlq.consumer.group``    the consumer group that gave up
 ``dlq.dead_lettered_at``  when (RFC 3339, UTC)
 ``dlq.parked_by``         for ``key_parked``: the event id that parked the key
+``dlq.original.header``   for each original header whose name is not UTF-8: that name's
+                          bytes in base64 (see below)
 ========================  ==============================================================
+
+Kafka's Python clients send header names as text only, so an original header whose name is not
+UTF-8 (read as its bytes surrogate-escaped, see :func:`header_name_bytes`) goes under that name
+with the bytes that are not UTF-8 written as ``\\xNN`` (``x-bad\\xff``), and its true name in a
+``dlq.original.header`` header. A redrive sends it back under the escaped name.
 
 Redriving appends, in one Kafka transaction, the message to its original topic (with the
 ``pipeline.redrive.*`` headers below) and a *marker* to the dead-letter topic: an empty message
@@ -23,6 +30,7 @@ dead-letter topic pair them up, so a dead letter is redriven at most once.
 
 from __future__ import annotations
 
+import base64
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +39,7 @@ from typing import Protocol
 
 from pipeline.dead_letters.reasons import REASONS, Reason
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
+from pipeline.envelope.consumed_headers import header_name_bytes
 
 __all__ = [
     "REASONS",
@@ -62,6 +71,7 @@ ORIGINAL_TIMESTAMP = "dlq.original.timestamp"
 CONSUMER_GROUP = "dlq.consumer.group"
 DEAD_LETTERED_AT = "dlq.dead_lettered_at"
 PARKED_BY = "dlq.parked_by"
+ORIGINAL_HEADER = "dlq.original.header"
 REDRIVEN = "dlq.redriven"
 
 #: Headers of a redriven message: the redrive run, whether it is the last of its key in that
@@ -103,6 +113,24 @@ class Failure:
         )
 
 
+def _sendable(
+    headers: Sequence[tuple[str, bytes]],
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
+    """``headers`` without the ``dlq.*`` and redrive ones, each name Kafka's Python clients can
+    send (see the module docstring); and the ``dlq.original.header`` of those renamed."""
+    kept: list[tuple[str, bytes]] = []
+    renamed: list[tuple[str, str]] = []
+    for name, data in headers:
+        if name.startswith(PREFIX) or name in _REDRIVE_HEADERS:
+            continue
+        raw = header_name_bytes(name)
+        if raw is not None:
+            name = raw.decode("utf-8", "backslashreplace")
+            renamed.append((ORIGINAL_HEADER, base64.b64encode(raw).decode("ascii")))
+        kept.append((name, data))
+    return kept, renamed
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -123,13 +151,10 @@ def dead_letter_message(
     """The dead letter of one consumed message (pure).
 
     Earlier ``dlq.*`` and redrive headers are replaced, so a message dead-lettered again after a
-    redrive carries only the newest failure.
+    redrive carries only the newest failure. A header whose name is not UTF-8 is renamed (see
+    the module docstring): Kafka's Python clients could not send the dead letter otherwise.
     """
-    kept = [
-        (name, data)
-        for name, data in headers
-        if not name.startswith(PREFIX) and name not in _REDRIVE_HEADERS
-    ]
+    kept, renamed = _sendable(headers)
     when = (now or datetime.now(UTC)).astimezone(UTC)
     added: list[tuple[str, str]] = [
         (REASON, failure.reason),
@@ -146,6 +171,7 @@ def dead_letter_message(
     ]
     if failure.parked_by is not None:
         added.append((PARKED_BY, failure.parked_by))
+    added += renamed
     return KafkaMessage(
         key=key,
         value=value,

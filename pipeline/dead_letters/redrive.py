@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,6 +41,7 @@ from pipeline.dead_letters.letter import (
     redrive_message,
     redriven_marker,
 )
+from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
 from pipeline.kafka.clients import build_consumer
@@ -190,11 +191,7 @@ def read_dead_letters(
             if offset >= stops[partition]:
                 waiting.discard(partition)
                 continue
-            read[partition].append(
-                read_dead_letter(
-                    dlq_topic, partition, offset, message.key(), message.value(), message.headers()
-                )
-            )
+            read[partition].append(_read(dlq_topic, partition, offset, message))
             if offset + 1 >= stops[partition]:
                 waiting.discard(partition)
         # A transaction's commit marker may be the last offset: it is never delivered, but the
@@ -204,6 +201,22 @@ def read_dead_letters(
                 if position.offset >= stops[position.partition]:
                     waiting.discard(position.partition)
     return [item for partition in sorted(read) for item in read[partition]]
+
+
+def _read(dlq_topic: str, partition: int, offset: int, message: Any) -> DeadLetter | str | None:
+    """:func:`read_dead_letter` of one consumed message; ``None`` (written there by someone else)
+    for one with a header name that is not UTF-8, which confluent-kafka cannot read
+    (:mod:`pipeline.envelope.consumed_headers`): a dead letter never has one (see
+    :mod:`pipeline.dead_letters.letter`). Key and value are read first, as the message must not
+    be touched after that failure."""
+    key, value = message.key(), message.value()
+    try:
+        headers = read_headers(message)
+    except HeaderNameError:
+        return None
+    if isinstance(headers, Mapping):  # confluent-kafka gives a list; the envelope takes both
+        headers = list(headers.items())
+    return read_dead_letter(dlq_topic, partition, offset, key, value, headers)
 
 
 def _reading_error(

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from pipeline.envelope.consumed_headers import header_name_bytes
 from pipeline.envelope.errors import EnvelopeError
 from pipeline.envelope.event import Event, check_extension_names, check_media_type
 from pipeline.envelope.json_data import (
@@ -192,6 +193,10 @@ def _header_texts(headers: Headers | None) -> tuple[dict[str, Any], list[str]]:
     others: list[str] = []
     for raw_name, raw_value in pairs:
         slot = _FIELD_OF_HEADER.get(raw_name)  # saves lower() for names already lowercase
+        if slot is None and not raw_name.isascii():
+            raw = header_name_bytes(raw_name)
+            if raw is not None:  # Kafka's header names are text: not a valid message
+                raise EnvelopeError(f"header name is not UTF-8: {raw!r}")
         if slot is None:
             name = raw_name.lower()
             slot = _FIELD_OF_HEADER.get(name)

@@ -24,7 +24,7 @@ from pipeline.envelope.errors import EnvelopeError
 if TYPE_CHECKING:
     from pipeline.envelope.binary_mode import ConsumedMessage, Headers
 
-__all__ = ["UNKNOWN_HEADER_NAME", "HeaderNameError", "read_headers"]
+__all__ = ["UNKNOWN_HEADER_NAME", "HeaderNameError", "header_name_bytes", "read_headers"]
 
 #: ``headers()`` called from C, never from a call site of ours: see the module docstring.
 _HEADERS_OF = operator.methodcaller("headers")
@@ -60,3 +60,19 @@ def read_headers(message: ConsumedMessage) -> Headers | None:
         raw = cause.object if isinstance(cause, UnicodeDecodeError) else None
         raise HeaderNameError(raw if isinstance(raw, bytes) else None) from None
     return headers
+
+
+def header_name_bytes(name: str) -> bytes | None:
+    """The bytes of a header name that is not UTF-8, as the processors' Kafka client reads one
+    (each such byte a lone surrogate, Python's ``surrogateescape``: see
+    pipeline/processing/faust/tolerant_batches.py); ``None`` for a name that is text."""
+    if name.isascii():  # the usual name, and a flag check in CPython
+        return None
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate no decoder escaped: its own bytes
+            return name.encode("utf-8", "surrogatepass")
+    return None

@@ -17,6 +17,11 @@ and committed, and the rest is left for the next owner.
 Dead letters are written with our :class:`~pipeline.kafka.producer.EventProducer` (idempotent,
 ``acks=all``) and awaited before the offset moves. What depends on Faust's internals is in
 :mod:`pipeline.processing.faust.internals`.
+
+A record with a header name that is not UTF-8 (which aiokafka reads only through
+:mod:`pipeline.processing.faust.tolerant_batches`, the name surrogate-escaped) is dead-lettered
+as ``undecodable``: the envelope refuses such a name (Kafka says a header name is text), and
+the dead letter carries it escaped (it could not be sent on as it is).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pipeline.errors import PipelineError
 from pipeline.kafka.producer import EventProducer, build_event_producer
 from pipeline.plurals import counted
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
+from pipeline.processing.faust import tolerant_batches
 from pipeline.processing.faust.credentials import faust_credentials
 from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.faust.stall_checks import install_stall_check_warnings
@@ -260,6 +266,8 @@ class FaustBinding:
     def starting(self) -> None:
         """The app is starting."""
         self.internals.starting(self.app)
+        # Before the consumer fetches: a header name that is not UTF-8 no longer stops it.
+        tolerant_batches.install()
         self._inbound_times = self.app.monitor.stream_inbound_time
         install_stall_check_warnings()
 
