@@ -355,6 +355,29 @@ class FaustBinding:
                 lag = consumer_lag(highwater, seen_to)
             if lag is not None:
                 self.metrics.set_lag(tp[0], tp[1], lag)
+        await self._refresh_idle_lag()
+
+    async def _refresh_idle_lag(self) -> None:
+        """The lag of assigned partitions nothing was taken from yet (since the start, or the
+        last rebalance): from the fetch position, so that each partition has its series (an
+        alert on one could not see an idle partition, nor one stuck before its first record)."""
+        consumer = self.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # not started, or stopping
+            return
+        for faust_tp in assigned:
+            tp = (faust_tp.topic, faust_tp.partition)
+            if tp in self._consumed:
+                continue
+            position = await self._position(faust_tp)
+            try:
+                highwater = consumer.highwater(faust_tp)
+            except Exception:  # revoked meanwhile
+                continue
+            lag = consumer_lag(highwater, position)
+            if lag is not None and tp not in self._consumed:
+                self.metrics.set_lag(tp[0], tp[1], lag)
 
     def _note_inbound(self) -> None:
         """What a Faust stream tells the monitor as it takes each event: Faust's stall check

@@ -318,3 +318,22 @@ def test_an_accepted_event_is_what_fausts_stall_check_sees_as_the_streams_inboun
 
     inbound = binding.app.monitor.stream_inbound_time.get(TP(TOPIC, 1))
     assert inbound is not None and inbound >= before
+
+
+def test_every_assigned_partition_has_a_lag_before_its_first_record(bound: Bound) -> None:
+    # After a restart the gauge had no series for a partition until a record came from it: an
+    # alert could not see an idle partition, nor one stuck before its first record.
+    binding = bound.binding
+    binding.accept(HeldEvent(3, partition=1))  # type: ignore[arg-type]
+    consumer = binding.app.consumer
+
+    async def position(tp: TP) -> int:
+        return {0: 5, 1: 4, 2: 9}[tp.partition]
+
+    consumer.position = position  # type: ignore[method-assign]
+    consumer.highwater = lambda tp: 9  # type: ignore[method-assign]
+    consumer.assignment = lambda: {TP(TOPIC, 0), TP(TOPIC, 1), TP(TOPIC, 2)}  # type: ignore[method-assign]
+
+    asyncio.run(binding.refresh_lag())
+
+    assert _lags(binding) == {"0": 4.0, "1": 6.0, "2": 0.0}
