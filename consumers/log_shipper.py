@@ -199,6 +199,8 @@ class LogShipper:
         self._settled: set[Where] = set()
         #: When the assignment last changed (``run(until_idle_s=...)`` waits that long again).
         self._assigned_at = 0.0
+        #: When the last metrics line was logged, and how many were shipped then.
+        self._last_report: tuple[float, int] | None = None
 
     # ---- running --------------------------------------------------------------------------
 
@@ -559,9 +561,16 @@ class LogShipper:
     # ---- metrics --------------------------------------------------------------------------
 
     def report_metrics(self) -> None:
-        """Log the counters, with the lag (records not yet read) of the assigned partitions."""
+        """Log the counters, with the lag (records not yet read) of the assigned partitions and
+        the documents shipped per second since the last line."""
         self.counters.lag = assigned_lag(self._consumer)
-        self._report(self.counters.line())
+        now, shipped = time.monotonic(), self.counters.shipped
+        rate = ""
+        if self._last_report is not None and now > self._last_report[0]:
+            per_s = (shipped - self._last_report[1]) / (now - self._last_report[0])
+            rate = f" rate={per_s:,.1f}/s"
+        self._last_report = (now, shipped)
+        self._report(self.counters.line() + rate)
 
 
 def _timestamp_ms(message: Any) -> int | None:

@@ -275,6 +275,8 @@ class LogSettings(_Frozen):
     outage_initial_backoff_s: float = Field(default=1.0, gt=0)
     outage_max_backoff_s: float = Field(default=15.0, gt=0)
     metrics_interval_s: float = Field(default=30.0, gt=0)
+    #: ``pipeline logs ship`` serves Prometheus metrics here (``--metrics-port``); none unset.
+    shipper_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
 
 def _default_outbox_routes() -> dict[str, str]:

@@ -87,6 +87,15 @@ def ship(
             callback=positive,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics here: shipped, retried, dead-lettered, lag "
+            "(default: PIPELINE_LOGS__SHIPPER_METRICS_PORT; none).",
+        ),
+    ] = None,
 ) -> None:
     """Ship the logs topic into Elasticsearch until SIGTERM or Ctrl-C.
 
@@ -96,9 +105,11 @@ def ship(
     rejected records go to logs.dlq with the reason in their headers.
     """
     from consumers.log_shipper import LogShipper
+    from consumers.log_shipper_metrics import shipper_registry
     from pipeline.kafka.clients import build_consumer, build_producer
     from pipeline.logs.elasticsearch import build_elasticsearch
     from pipeline.logs.setup import configure_logging
+    from pipeline.metrics_server import serve_metrics
 
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
@@ -137,7 +148,15 @@ def ship(
                 stop=stop,
                 own_key=_SHIPPER_SERVICE.encode(),
             )
-            counters = shipper.run(until_idle_s=until_idle)
+            port = metrics_port or settings.logs.shipper_metrics_port
+            stop_serving = None
+            if port is not None:
+                stop_serving = serve_metrics(shipper_registry(lambda: shipper.counters), port)
+            try:
+                counters = shipper.run(until_idle_s=until_idle)
+            finally:
+                if stop_serving is not None:
+                    stop_serving()
     finally:
         consumer.close()
         dlq.flush(10)

@@ -127,5 +127,5 @@ def test_compose_runs_every_service_the_demo_runs(rendered: dict[str, Any]) -> N
     processed = {command[1] for command in commands if command[:1] == ["process"]}
     assert processed == {PROCESSOR_SPEC, *(spec for _, spec in SAGA_SERVICES)}
     assert ["outbox", "relay", "--metrics-port", "9100"] in commands
-    assert ["logs", "ship"] in commands
+    assert ["logs", "ship", "--metrics-port", "9100"] in commands
     assert any(command[:1] == ["gateway"] for command in commands)

@@ -1,6 +1,11 @@
 """`pipeline logs search` against documents in a test alias of the real Elasticsearch."""
 
 import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -8,8 +13,9 @@ from confluent_kafka import TopicPartition
 from consumers.log_batch import SourceRecord, plan_batch
 from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.logs.schema import ensure_index_template
+from pipeline.ports import free_port
 from tests.support.logs import log_alias, log_document
-from tests.support.stack_cli import run_pipeline
+from tests.support.stack_cli import PIPELINE, run_pipeline
 
 
 @pytest.fixture
@@ -158,3 +164,50 @@ def test_a_search_of_an_alias_with_no_index_says_so_not_only_that_nothing_matche
         f"error: no log index behind {alias} on Elasticsearch: is PIPELINE_LOGS__INDEX_ALIAS "
         "right, and has `pipeline logs ship` run?"
     ]
+
+
+def test_the_shipper_serves_its_counters_and_lag_as_prometheus_metrics(
+    pipeline_settings, elasticsearch_client, new_topic, consumer_group
+):
+    # Its lag and throughput were only in its log lines: nothing to scrape or alert on.
+    logs_topic, dlq_topic = new_topic(1), new_topic(1)
+    producer = build_producer(pipeline_settings.kafka)
+    for n in range(20):
+        producer.produce(logs_topic, value=json.dumps(log_document(n)).encode())
+    producer.produce(logs_topic, value=b"not json")
+    assert producer.flush(30) == 0
+    port = free_port()
+    with log_alias(elasticsearch_client) as alias:
+        shipping = subprocess.Popen(
+            [PIPELINE, "logs", "ship", "--group", consumer_group, "--metrics-port", str(port)],
+            env={**os.environ, "PIPELINE_LOGS__TOPIC": logs_topic,
+                 "PIPELINE_LOGS__DLQ_TOPIC": dlq_topic, "PIPELINE_LOGS__INDEX_ALIAS": alias,
+                 "PIPELINE_LOGS__METRICS_INTERVAL_S": "1"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            scraped = ""
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as answer:
+                        scraped = answer.read().decode()
+                except OSError:
+                    pass
+                if _scraped(scraped, "shipped_total") >= 20 and "_lag 0.0" in scraped:
+                    break
+                time.sleep(0.5)
+        finally:
+            shipping.terminate()
+            _, stderr = shipping.communicate(timeout=60)
+
+    # Its own log lines go to that topic too, and are shipped with the 20.
+    assert _scraped(scraped, "shipped_total") >= 20, stderr[-2000:]
+    assert _scraped(scraped, "dead_lettered_total") == 1
+    assert "pipeline_log_shipper_lag 0.0" in scraped
+    assert shipping.returncode == 0
+
+
+def _scraped(text: str, name: str) -> float:
+    found = re.search(rf"^pipeline_log_shipper_{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else -1.0

@@ -1,0 +1,61 @@
+"""The log shipper's Prometheus metrics, read from its counters at each scrape.
+
+A collector rather than counters of its own: :class:`~consumers.log_shipper.ShipperCounters`
+is what the shipper counts in one place (its summary line reads it too), so a scrape and the
+line always agree, and the shipping code counts each thing once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from consumers.log_shipper import ShipperCounters
+
+__all__ = ["ShipperCollector", "shipper_registry"]
+
+#: name, help, the counter's field.
+_COUNTERS = (
+    ("pipeline_log_shipper_consumed", "Records read from the logs topic", "consumed"),
+    ("pipeline_log_shipper_shipped", "Log documents Elasticsearch acknowledged", "shipped"),
+    ("pipeline_log_shipper_retried", "Documents sent again after a 429 or 5xx", "retried"),
+    (
+        "pipeline_log_shipper_dead_lettered",
+        "Records written to the dead-letter topic instead",
+        "dead_lettered",
+    ),
+    ("pipeline_log_shipper_commits", "Offset commits", "commits"),
+    ("pipeline_log_shipper_commit_failures", "Offset commits that failed", "commit_failures"),
+    ("pipeline_log_shipper_outages", "Times Elasticsearch could not be reached", "outages"),
+)
+
+
+class ShipperCollector(Collector):
+    """The counters of the shipper ``counters()`` gives, as Prometheus counters, and its lag."""
+
+    def __init__(self, counters: Callable[[], ShipperCounters]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._counters()
+        for name, help_text, field_name in _COUNTERS:
+            yield CounterMetricFamily(name, help_text, value=getattr(counters, field_name))
+        if counters.lag is not None:
+            yield GaugeMetricFamily(
+                "pipeline_log_shipper_lag",
+                "Records of the assigned partitions not read yet (as of the last metrics line)",
+                value=counters.lag,
+            )
+
+
+def shipper_registry(counters: Callable[[], ShipperCounters]) -> CollectorRegistry:
+    """A registry holding the shipper's metrics (its own: several shippers in one process, in
+    tests, do not mix)."""
+    registry = CollectorRegistry()
+    registry.register(ShipperCollector(counters))
+    return registry
