@@ -522,15 +522,17 @@ def misspelled_settings(variables: Iterable[str]) -> dict[str, str]:
 
 
 def _section_misspelled(variable: str, known: set[str]) -> str | None:
-    """The variable meant by one whose section is misspelled (``PIPELINE_PROCESING__RETRY``):
-    pydantic-settings ignores a section it does not know, where a wrong field of a known one is
-    refused as an extra input. ``None`` when the section is known or like none."""
-    section, sep, rest = variable.upper().partition("__")
-    sections = {name for name in known if "__" not in name}
+    """The setting's variable meant by one whose section is misspelled
+    (``PIPELINE_PROCESING__MAX_IN_FLIGHT``): pydantic-settings ignores a section it does not
+    know, where a wrong field of a known one is refused as an extra input. Only when the
+    section is like one (its own name compared, not the prefix all share) and the rest is one
+    of that section's settings: a script's own ``PIPELINE_STAGE__NAME`` is left alone."""
+    section, sep, rest = variable.upper().removeprefix("PIPELINE_").partition("__")
+    sections = {name.removeprefix("PIPELINE_") for name in known if "__" not in name}
     if not sep or section in sections:
         return None
-    close = difflib.get_close_matches(section, sections, n=1, cutoff=0.85)
-    if not close:
-        return None
-    fixed = f"{close[0]}__{rest}"
-    return fixed if fixed in known else close[0]
+    for close in difflib.get_close_matches(section, sections, n=3, cutoff=0.8):
+        fixed = f"PIPELINE_{close}__{rest}"
+        if fixed in known:
+            return fixed
+    return None

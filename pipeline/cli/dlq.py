@@ -27,7 +27,6 @@ import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,15 @@ from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.consume import ndjson_line
+from pipeline.cli.dlq_selection import (
+    Filters,
+    by_reason,
+    describe_selection,
+    pending_letters,
+    read_letters,
+    refuse_gaps,
+    select_letters,
+)
 from pipeline.cli.dlq_table import dead_letter_table
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
@@ -57,7 +65,6 @@ EXIT_NOT_ALL = 1
 EXIT_USAGE = 2
 
 #: How long reading a dead-letter topic to its end may take.
-_READ_TIMEOUT_S = 60.0
 _FLUSH_TIMEOUT_S = 10.0
 
 app = typer.Typer(
@@ -136,70 +143,6 @@ def _require_topics(settings: PipelineSettings, dlq_topic: str, original: set[st
         )
 
 
-@dataclass(frozen=True)
-class _Filters:
-    error_type: str | None
-    reason: str | None
-    key: str | None
-    event_ids: frozenset[str] | None
-
-    @classmethod
-    def of(
-        cls,
-        error_type: str | None,
-        reason: str | None,
-        keys: list[str] | None,
-        event_ids: list[str] | None,
-    ) -> _Filters:
-        if reason is not None and reason not in REASONS:
-            raise typer.BadParameter(
-                f"{reason!r} is not a reason; one of {', '.join(REASONS)}", param_hint="--reason"
-            )
-        if keys and len(set(keys)) > 1:
-            # Taken as the last one, silently, the others were left out of a redrive.
-            raise typer.BadParameter(
-                f"one key a run ({', '.join(map(repr, keys))} given)", param_hint="--key"
-            )
-        key = keys[0] if keys else None
-        return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None)
-
-    def match(self, letter: DeadLetter) -> bool:
-        from pipeline.dead_letters.redrive import matches
-
-        return matches(
-            letter,
-            error_type=self.error_type,
-            reason=self.reason,
-            key=self.key,
-            event_ids=self.event_ids,
-        )
-
-    @property
-    def any(self) -> bool:
-        return any(
-            value is not None for value in (self.error_type, self.reason, self.key, self.event_ids)
-        )
-
-
-def _read(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | str | None]:
-    from pipeline.dead_letters.redrive import open_dead_letter_consumer, read_dead_letters
-
-    with open_dead_letter_consumer(settings.kafka) as consumer:
-        return read_dead_letters(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
-
-
-def _pending(read: Sequence[DeadLetter | str | None]) -> tuple[list[DeadLetter], set[str]]:
-    """All dead letters read, and the positions of those already redriven."""
-    from pipeline.dead_letters.letter import DeadLetter
-
-    letters = [item for item in read if isinstance(item, DeadLetter)]
-    redriven = {item for item in read if isinstance(item, str)}
-    return letters, redriven
-
-
-# --- inspect ----------------------------------------------------------------------------------
-
-
 def _text(raw: bytes | None) -> tuple[str | None, str | None]:
     """Bytes as ``(text, None)`` when UTF-8, else ``(None, base64)``."""
     if raw is None:
@@ -246,11 +189,6 @@ def letter_json(letter: DeadLetter, *, redriven: bool) -> dict[str, Any]:
     return fields
 
 
-def _by_reason(letters: Sequence[DeadLetter]) -> str:
-    counts = Counter(letter.reason for letter in letters)
-    return ", ".join(f"{reason} {count:,}" for reason, count in counts.most_common())
-
-
 @app.command()
 def inspect(
     ctx: typer.Context,
@@ -283,11 +221,11 @@ def inspect(
     (no such dead-letter topic, Kafka unreachable).
     """
     settings = _settings(ctx)
-    filters = _Filters.of(error_type, reason, key, event_id)
+    filters = Filters.of(error_type, reason, key, event_id)
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
         _require_topics(settings, dlq_topic, set())
-    letters, redriven = _pending(_read(settings, dlq_topic))
+    letters, redriven = pending_letters(read_letters(settings, dlq_topic))
     pending = [letter for letter in letters if letter.position not in redriven]
     candidates = letters if show_redriven else pending
     shown = [letter for letter in candidates if filters.match(letter)]
@@ -312,88 +250,13 @@ def inspect(
         summary += " (pending)"
     summary += f" in {dlq_topic}"
     if shown:
-        summary += f"; by reason: {_by_reason(shown)}"
+        summary += f"; by reason: {by_reason(shown)}"
     if redriven:
         summary += f"; {len(letters) - len(pending):,} already redriven"
     (_err if output is Output.ndjson else _out).print(escape(summary), soft_wrap=True)
 
 
 # --- redrive ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Selection:
-    pending: list[DeadLetter]
-    letters: list[DeadLetter]
-    matched: int
-    earlier_left: list[DeadLetter]
-
-
-def _select(
-    settings: PipelineSettings, dlq_topic: str, filters: _Filters, limit: int | None
-) -> _Selection:
-    from pipeline.dead_letters.redrive import earlier_of_same_keys, select_for_redrive
-
-    letters, redriven = _pending(_read(settings, dlq_topic))
-    pending = [letter for letter in letters if letter.position not in redriven]
-    options: dict[str, Any] = {
-        "error_type": filters.error_type,
-        "reason": filters.reason,
-        "key": filters.key,
-        "event_ids": filters.event_ids,
-    }
-    selected = select_for_redrive(pending, **options, limit=limit)
-    if limit is not None and not selected:
-        everything = select_for_redrive(pending, **options)
-        if everything:
-            first = [letter for letter in everything if letter.key == everything[0].key]
-            raise PipelineError(
-                f"--limit {limit} is less than the {counted(len(first), 'dead letter')} of the "
-                f"first key ({everything[0].key_text}), and keys are redriven whole: "
-                "nothing selected"
-            )
-    matched = sum(1 for letter in selected if filters.match(letter))
-    return _Selection(pending, selected, matched, earlier_of_same_keys(pending, selected))
-
-
-def _refuse_gaps(selection: _Selection, out_of_order: bool) -> None:
-    """A :class:`PipelineError` when the selection leaves earlier dead letters of its keys
-    behind, unless ``out_of_order``: their keys' later events would be applied first, and the
-    key let go past them (the park's promise broken by a filter)."""
-    if selection.earlier_left and not out_of_order:
-        raise PipelineError(
-            f"{counted(len(selection.earlier_left), 'earlier dead letter')} of the selected "
-            "keys do not match and would stay behind, their keys' later events applied before "
-            "them: widen the filters to take them too (see --dry-run), or pass --out-of-order"
-        )
-
-
-def _describe(selection: _Selection, dlq_topic: str) -> None:
-    letters = selection.letters
-    if not letters:
-        _err.print(
-            f"nothing to redrive in {escape(dlq_topic)} ({len(selection.pending):,} pending)"
-        )
-        return
-    keys = len({(letter.original_topic, letter.key) for letter in letters})
-    followers = len(letters) - selection.matched
-    targets = ", ".join(sorted({letter.original_topic for letter in letters}))
-    _err.print(
-        escape(
-            f"{counted(len(letters), 'dead letter')} of {counted(keys, 'key')} to redrive from "
-            f"{dlq_topic} to {targets}: {selection.matched:,} matched, "
-            f"{counted(followers, 'later one', 'later ones')} of the same "
-            f"keys added to keep their order ({len(selection.pending):,} pending); by reason: "
-            f"{_by_reason(letters)}"
-        )
-    )
-    if selection.earlier_left:
-        _err.print(
-            f"[yellow]warning:[/yellow] "
-            f"{counted(len(selection.earlier_left), 'earlier dead letter')}"
-            " of the same keys do not match and would stay in the dead-letter topic, their keys' "
-            "later events going back before them (a redrive is refused without --out-of-order)"
-        )
 
 
 def _progress(enabled: bool) -> Progress:
@@ -475,7 +338,7 @@ def redrive_command(
     transaction is aborted; a re-run sends the rest).
     """
     settings = _settings(ctx)
-    filters = _Filters.of(error_type, reason, key, event_id)
+    filters = Filters.of(error_type, reason, key, event_id)
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
         _require_topics(settings, dlq_topic, set())
@@ -511,7 +374,7 @@ class _SoFar:
 def _redrive(
     settings: PipelineSettings,
     dlq_topic: str,
-    filters: _Filters,
+    filters: Filters,
     limit: int | None,
     dry_run: bool,
     yes: bool,
@@ -522,19 +385,23 @@ def _redrive(
 
     asked: int | None = None  # how many the person confirmed
     if dry_run or not yes:
-        first = _select(settings, dlq_topic, filters, limit)
-        _describe(first, dlq_topic)
+        first = select_letters(settings, dlq_topic, filters, limit)
+        describe_selection(first, dlq_topic)
         if not first.letters:
             return EXIT_OK
         if dry_run:  # what would go back, each of them, in the order they would go
             _out.print(dead_letter_table(dlq_topic, first.letters, None, width=_out.width))
             _err.print("dry run: nothing sent")
             return EXIT_OK
-        _refuse_gaps(first, out_of_order)
+        refuse_gaps(first, out_of_order)
         if not typer.confirm(f"redrive {counted(len(first.letters), 'dead letter')}?", err=True):
             _err.print("nothing sent")
             return EXIT_NOT_ALL
         asked = len(first.letters)
+    elif not out_of_order:
+        # Refused before the producer fences an older redrive still running (which a refused
+        # run must not stop); checked again after, on what is then selected.
+        refuse_gaps(select_letters(settings, dlq_topic, filters, limit), out_of_order)
     producer = redrive_producer(settings.kafka, settings.producer, dlq_topic)
     try:
         return _redrive_with(
@@ -549,7 +416,7 @@ def _redrive_with(
     producer: EventProducer,
     settings: PipelineSettings,
     dlq_topic: str,
-    filters: _Filters,
+    filters: Filters,
     limit: int | None,
     asked: int | None,
     so_far: _SoFar,
@@ -560,15 +427,15 @@ def _redrive_with(
     from pipeline.ids import new_event_id
 
     producer.init_transactions()
-    selection = _select(settings, dlq_topic, filters, limit)
+    selection = select_letters(settings, dlq_topic, filters, limit)
     if asked is None:
-        _describe(selection, dlq_topic)
+        describe_selection(selection, dlq_topic)
     elif len(selection.letters) != asked:
         _err.print(
             f"[yellow]note:[/yellow] {counted(len(selection.letters), 'dead letter')} to "
             "redrive now (another redrive sent some meanwhile)"
         )
-    _refuse_gaps(selection, out_of_order)
+    refuse_gaps(selection, out_of_order)
     if not selection.letters:
         return EXIT_OK
     _require_topics(settings, dlq_topic, {letter.original_topic for letter in selection.letters})

@@ -47,6 +47,7 @@ __all__ = [
     "inbox_id",
     "is_unavailable",
     "record_dead_letter",
+    "record_log_context",
 ]
 
 _log = logging.getLogger("pipeline.processing")
@@ -126,6 +127,24 @@ def handler_log_context(unit: UnitOfWork) -> AbstractContextManager[Mapping[str,
         topic=record.topic,
         event_type=event.type,
         consumer_group=unit.consumer_group,
+        partition=record.partition,
+        offset=record.offset,
+    )
+
+
+def record_log_context(
+    record: Record, event_id: str, consumer_group: str
+) -> AbstractContextManager[Mapping[str, str | int]]:
+    """The log context of the runtime's lines about ``record`` (retries, outages, dead
+    letters): the event it holds, as a handler's lines name it, read from its headers."""
+    return log_context(
+        event_id=event_id,
+        correlation_id=record.header("ce_correlationid"),
+        causation_id=record.header("ce_causationid"),
+        saga_id=record.header("ce_sagaid"),
+        topic=record.topic,
+        event_type=record.header("ce_type"),
+        consumer_group=consumer_group,
         partition=record.partition,
         offset=record.offset,
     )

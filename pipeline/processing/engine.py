@@ -45,9 +45,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -56,7 +55,6 @@ from sqlalchemy.engine import Engine
 from pipeline.database import is_postgres
 from pipeline.dead_letters.letter import Failure, dead_letter_of
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
-from pipeline.logs.context import log_context
 from pipeline.plurals import counted
 from pipeline.processing import group_commit
 from pipeline.processing.attempt import (
@@ -65,6 +63,7 @@ from pipeline.processing.attempt import (
     attempt,
     call_async,
     record_dead_letter,
+    record_log_context,
 )
 from pipeline.processing.lanes import KeyLanes, Work
 from pipeline.processing.loop_inbox import LoopInbox
@@ -452,7 +451,7 @@ class ProcessingEngine:
             if outcome.kind == "unavailable":
                 outages += 1
                 delay = retry.delay(min(outages, 8), self._rng)
-                with self._record_log_context(record, outcome.event_id):
+                with record_log_context(record, outcome.event_id, self.consumer_group):
                     logger.warning(
                         "%s: the database is unavailable (%s); retrying %s in %.1f s",
                         self.processor.name,
@@ -469,7 +468,7 @@ class ProcessingEngine:
                 return
             self.metrics.retried(record.topic)
             delay = retry.delay(failures, self._rng)
-            with self._record_log_context(record, outcome.event_id):
+            with record_log_context(record, outcome.event_id, self.consumer_group):
                 logger.info(
                     "%s: attempt %d of %s failed (%s: %s); retrying in %.2f s",
                     self.processor.name,
@@ -564,25 +563,8 @@ class ProcessingEngine:
             f"note dead letter {event_id} in the inbox", lambda: self._in_thread(note)
         )
         self.metrics.dead_lettered(record.topic, failure.reason)
-        with self._record_log_context(record, event_id):
+        with record_log_context(record, event_id, self.consumer_group):
             self._log_dead_letter(record, event_id, topic, failure)
-
-    def _record_log_context(
-        self, record: Record, event_id: str
-    ) -> AbstractContextManager[Mapping[str, str | int]]:
-        """The log context of the runtime's lines about ``record`` (retries, outages, dead
-        letters): the event it holds, as a handler's lines name it, read from its headers."""
-        return log_context(
-            event_id=event_id,
-            correlation_id=record.header("ce_correlationid"),
-            causation_id=record.header("ce_causationid"),
-            saga_id=record.header("ce_sagaid"),
-            topic=record.topic,
-            event_type=record.header("ce_type"),
-            consumer_group=self.consumer_group,
-            partition=record.partition,
-            offset=record.offset,
-        )
 
     def _log_dead_letter(self, record: Record, event_id: str, topic: str, failure: Failure) -> None:
         logger.error(

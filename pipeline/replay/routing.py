@@ -65,8 +65,7 @@ class RecordingSurvey:
     messages: int = 0
     #: Per target topic: how many partitions it needs to keep the recorded ones.
     partitions_needed: dict[str, int] = field(default_factory=dict)
-    #: The earliest and the latest recorded timestamps.
-    first_ms: int | None = None
+    #: The latest recorded timestamp.
     last_ms: int | None = None
     #: The timestamp of the first message (in file order) that has one: where ``--speed``'s
     #: clock starts (pacing.Schedule).
@@ -89,17 +88,8 @@ class RecordingSurvey:
         if ts is not None:
             if self.start_ms is None:
                 self.start_ms = ts
-            if self.first_ms is None or ts < self.first_ms:
-                self.first_ms = ts
             if self.last_ms is None or ts > self.last_ms:
                 self.last_ms = ts
-
-    @property
-    def span_s(self) -> float:
-        """From the earliest to the latest recorded timestamp, in seconds."""
-        if self.first_ms is None or self.last_ms is None:
-            return 0.0
-        return (self.last_ms - self.first_ms) / 1000
 
     @property
     def paced_s(self) -> float:

@@ -69,6 +69,10 @@ def _is_time_key(key: str) -> bool:
     return key in _TIME_KEYS or key.endswith("_at")
 
 
+class _SetItems(list[Any]):
+    """A set's items in a list (JSON has no sets): sorted again once masked."""
+
+
 def _where(path: tuple[object, ...] | None) -> str:
     """Where a value is in the data: ``data["events"][2]["when"]`` (None: not known)."""
     if path is None:
@@ -84,15 +88,16 @@ def _json_form(value: Any, path: tuple[object, ...] | None) -> Any:
     if value is None or isinstance(value, str | int | float | Mapping | list | tuple):
         return value
     if isinstance(value, set | frozenset):
-        # Sets have no order: sorted, the file is the same in every run (by their JSON text
-        # when they do not compare: numbers with text, mappings).
+        # Sets have no order: sorted (by their JSON text when they do not compare: numbers with
+        # text, mappings), so that new ids are numbered the same in every run; the masker sorts
+        # them again once masked (_SetItems), as ids seen earlier have numbers of their own.
         items = [
             _json_form(item, None if path is None else (*path, "<set item>")) for item in value
         ]
         try:
-            return sorted(items)
+            return _SetItems(sorted(items))
         except TypeError:
-            return sorted(items, key=render)
+            return _SetItems(sorted(items, key=render))
     try:
         return to_jsonable_python(value)
     except (PydanticSerializationError, ValueError):  # UnicodeDecodeError too (bytes)
@@ -159,7 +164,10 @@ class _Masker:
         if isinstance(value, Mapping):
             return self.mapping(value, path)
         if isinstance(value, list | tuple):
-            return [self.value(item, None, (*path, n)) for n, item in enumerate(value)]
+            masked = [self.value(item, None, (*path, n)) for n, item in enumerate(value)]
+            # A set's items in the order of their masked text: the same file in every run
+            # whatever the ids were (sorted by the ids themselves, they were not).
+            return sorted(masked, key=render) if isinstance(value, _SetItems) else masked
         return value
 
     def mapping(self, value: Mapping[Any, Any], path: tuple[object, ...]) -> dict[str, Any]:

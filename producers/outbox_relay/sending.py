@@ -55,14 +55,15 @@ class SendOutcome:
 
 class RefusalLog:
     """Logs refused rows once per topic and reason every ``every_s`` seconds, with how many
-    there were since: a row for a topic that does not exist is claimed again by every batch,
-    and one ERROR line per row per batch flooded the log (46 lines in 10 s for 5 rows)."""
+    rows were refused since: a row for a topic that does not exist is claimed again by every
+    batch, and one ERROR line per row per batch flooded the log (46 lines in 10 s for 5 rows).
+    A row refused again and again counts once."""
 
     def __init__(self, name: str, every_s: float = 60.0) -> None:
         self._name = name
         self._every_s = every_s
         self._last: dict[tuple[str, str], float] = {}
-        self._since: dict[tuple[str, str], int] = {}
+        self._since: dict[tuple[str, str], set[int]] = {}
 
     def note(self, refused: Sequence[Refusal], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -70,12 +71,12 @@ class RefusalLog:
         for refusal in refused:
             what = (refusal.topic, refusal.reason)
             firsts.setdefault(what, refusal)
-            self._since[what] = self._since.get(what, 0) + 1
+            self._since.setdefault(what, set()).add(refusal.position)
         for what, first in firsts.items():
             last = self._last.get(what)
             if last is not None and now - last < self._every_s:
                 continue
-            count = self._since.pop(what)
+            count = len(self._since.pop(what))
             self._last[what] = now
             _log.error(
                 "%s: %d outbox rows for %s cannot be published: %s (first: row %d, event %s); "

@@ -7,7 +7,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipeline.cli import dlq
+from pipeline.cli import dlq, dlq_selection
 from pipeline.cli.interrupts import Terminated
 from pipeline.cli.main import app
 from pipeline.dead_letters.letter import DeadLetter
@@ -39,8 +39,8 @@ def dead_letter(number: int, *, key: str | None = None) -> DeadLetter:
 
 
 def _described(capsys, letters, matched, earlier=()):
-    selection = dlq._Selection(list(letters), list(letters), matched, list(earlier))
-    dlq._describe(selection, "requests.orders.dlq")
+    selection = dlq_selection.Selection(list(letters), list(letters), matched, list(earlier))
+    dlq_selection.describe_selection(selection, "requests.orders.dlq")
     return " ".join(capsys.readouterr().err.split())
 
 
@@ -82,9 +82,9 @@ def test_an_interrupted_redrive_says_how_many_it_redrove_then_exits_with_the_sig
     import pipeline.dead_letters.redrive as redrive_module
 
     letters = [dead_letter(number) for number in range(5)]
-    selection = dlq._Selection(letters, letters, len(letters), [])
+    selection = dlq_selection.Selection(letters, letters, len(letters), [])
     monkeypatch.setattr(dlq, "_require_topics", lambda *_args: None)
-    monkeypatch.setattr(dlq, "_select", lambda *_args: selection)
+    monkeypatch.setattr(dlq, "select_letters", lambda *_args: selection)
     monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: _Producer())
 
     def redrive(_producer, _letters, *, redrive_id, on_progress):
@@ -107,17 +107,19 @@ def test_an_interrupted_redrive_says_how_many_it_redrove_then_exits_with_the_sig
 def test_a_redrive_leaving_earlier_letters_of_its_keys_behind_needs_out_of_order():
     # Redriving a key's key_parked tail without its first letter applied its events past the
     # gap and let the key go, with a warning only.
-    selection = dlq._Selection(
+    selection = dlq_selection.Selection(
         [dead_letter(0), dead_letter(1)], [dead_letter(1)], 1, [dead_letter(0)]
     )
 
     with pytest.raises(PipelineError, match=r"^1 earlier dead letter of the selected keys"):
-        dlq._refuse_gaps(selection, out_of_order=False)
-    dlq._refuse_gaps(selection, out_of_order=True)
-    dlq._refuse_gaps(dlq._Selection([], [dead_letter(1)], 1, []), out_of_order=False)
+        dlq_selection.refuse_gaps(selection, out_of_order=False)
+    dlq_selection.refuse_gaps(selection, out_of_order=True)
+    dlq_selection.refuse_gaps(
+        dlq_selection.Selection([], [dead_letter(1)], 1, []), out_of_order=False
+    )
 
 
 def test_several_different_keys_are_refused_not_all_but_the_last_ignored():
     with pytest.raises(typer.BadParameter, match="one key a run"):
-        dlq._Filters.of(None, None, ["flk-1", "flk-3"], None)
-    assert dlq._Filters.of(None, None, ["flk-1", "flk-1"], None).key == "flk-1"
+        dlq_selection.Filters.of(None, None, ["flk-1", "flk-3"], None)
+    assert dlq_selection.Filters.of(None, None, ["flk-1", "flk-1"], None).key == "flk-1"

@@ -168,19 +168,21 @@ def test_refused_rows_are_logged_once_a_minute_per_topic_not_once_per_row_per_ba
 def test_a_refusal_log_says_how_many_were_refused_since_it_last_spoke():
     log = RefusalLog("relay", every_s=60)
     refusal = Refusal(1, "e1", "gone", "Unknown topic")
+    other = Refusal(2, "e2", "gone", "Unknown topic")
     said: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
     logger = logging.getLogger("producers.outbox_relay.sending")
     logger.addHandler(handler)
     try:
-        log.note([refusal, refusal], now=0.0)
+        log.note([refusal, other], now=0.0)
         log.note([refusal], now=30.0)  # within the minute: quiet, counted
+        log.note([refusal], now=50.0)  # the same row again: counted once
         log.note([refusal], now=61.0)
     finally:
         logger.removeHandler(handler)
 
-    assert [line.split(": ")[1].split(" outbox")[0] for line in said] == ["2", "2"]
+    assert [line.split(": ")[1].split(" outbox")[0] for line in said] == ["2", "1"]
 
 
 def test_after_a_flush_timeout_no_row_of_the_batch_is_marked_and_all_are_sent_again(database):

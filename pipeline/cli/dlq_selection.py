@@ -1,0 +1,181 @@
+"""What ``pipeline dlq inspect|redrive`` select: the filters, the pending dead letters read from
+a dead-letter topic, a redrive's selection (the later dead letters of the same keys with it),
+and what is said about it before anything is sent (a selection that would leave earlier dead
+letters of its keys behind is refused unless ``--out-of-order``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.markup import escape
+
+from pipeline.cli.console import stderr_console
+from pipeline.cli.plurals import counted
+from pipeline.dead_letters.reasons import REASONS
+from pipeline.errors import PipelineError
+from pipeline.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from pipeline.dead_letters.letter import DeadLetter
+
+__all__ = [
+    "Filters",
+    "Selection",
+    "by_reason",
+    "describe_selection",
+    "pending_letters",
+    "read_letters",
+    "refuse_gaps",
+    "select_letters",
+]
+
+_READ_TIMEOUT_S = 60.0
+_err = stderr_console()
+
+
+@dataclass(frozen=True)
+class Filters:
+    error_type: str | None
+    reason: str | None
+    key: str | None
+    event_ids: frozenset[str] | None
+
+    @classmethod
+    def of(
+        cls,
+        error_type: str | None,
+        reason: str | None,
+        keys: list[str] | None,
+        event_ids: list[str] | None,
+    ) -> Filters:
+        if reason is not None and reason not in REASONS:
+            raise typer.BadParameter(
+                f"{reason!r} is not a reason; one of {', '.join(REASONS)}", param_hint="--reason"
+            )
+        if keys and len(set(keys)) > 1:
+            # Taken as the last one, silently, the others were left out of a redrive.
+            raise typer.BadParameter(
+                f"one key a run ({', '.join(map(repr, keys))} given)", param_hint="--key"
+            )
+        key = keys[0] if keys else None
+        return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None)
+
+    def match(self, letter: DeadLetter) -> bool:
+        from pipeline.dead_letters.redrive import matches
+
+        return matches(
+            letter,
+            error_type=self.error_type,
+            reason=self.reason,
+            key=self.key,
+            event_ids=self.event_ids,
+        )
+
+    @property
+    def any(self) -> bool:
+        return any(
+            value is not None for value in (self.error_type, self.reason, self.key, self.event_ids)
+        )
+
+
+def read_letters(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | str | None]:
+    from pipeline.dead_letters.redrive import open_dead_letter_consumer, read_dead_letters
+
+    with open_dead_letter_consumer(settings.kafka) as consumer:
+        return read_dead_letters(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
+
+
+def pending_letters(read: Sequence[DeadLetter | str | None]) -> tuple[list[DeadLetter], set[str]]:
+    """All dead letters read, and the positions of those already redriven."""
+    from pipeline.dead_letters.letter import DeadLetter
+
+    letters = [item for item in read if isinstance(item, DeadLetter)]
+    redriven = {item for item in read if isinstance(item, str)}
+    return letters, redriven
+
+
+# --- inspect ----------------------------------------------------------------------------------
+
+
+def by_reason(letters: Sequence[DeadLetter]) -> str:
+    counts = Counter(letter.reason for letter in letters)
+    return ", ".join(f"{reason} {count:,}" for reason, count in counts.most_common())
+
+
+@dataclass(frozen=True)
+class Selection:
+    pending: list[DeadLetter]
+    letters: list[DeadLetter]
+    matched: int
+    earlier_left: list[DeadLetter]
+
+
+def select_letters(
+    settings: PipelineSettings, dlq_topic: str, filters: Filters, limit: int | None
+) -> Selection:
+    from pipeline.dead_letters.redrive import earlier_of_same_keys, select_for_redrive
+
+    letters, redriven = pending_letters(read_letters(settings, dlq_topic))
+    pending = [letter for letter in letters if letter.position not in redriven]
+    options: dict[str, Any] = {
+        "error_type": filters.error_type,
+        "reason": filters.reason,
+        "key": filters.key,
+        "event_ids": filters.event_ids,
+    }
+    selected = select_for_redrive(pending, **options, limit=limit)
+    if limit is not None and not selected:
+        everything = select_for_redrive(pending, **options)
+        if everything:
+            first = [letter for letter in everything if letter.key == everything[0].key]
+            raise PipelineError(
+                f"--limit {limit} is less than the {counted(len(first), 'dead letter')} of the "
+                f"first key ({everything[0].key_text}), and keys are redriven whole: "
+                "nothing selected"
+            )
+    matched = sum(1 for letter in selected if filters.match(letter))
+    return Selection(pending, selected, matched, earlier_of_same_keys(pending, selected))
+
+
+def refuse_gaps(selection: Selection, out_of_order: bool) -> None:
+    """A :class:`PipelineError` when the selection leaves earlier dead letters of its keys
+    behind, unless ``out_of_order``: their keys' later events would be applied first, and the
+    key let go past them (the park's promise broken by a filter)."""
+    if selection.earlier_left and not out_of_order:
+        raise PipelineError(
+            f"{counted(len(selection.earlier_left), 'earlier dead letter')} of the selected "
+            "keys do not match and would stay behind, their keys' later events applied before "
+            "them: widen the filters to take them too (see --dry-run), or pass --out-of-order"
+        )
+
+
+def describe_selection(selection: Selection, dlq_topic: str) -> None:
+    letters = selection.letters
+    if not letters:
+        _err.print(
+            f"nothing to redrive in {escape(dlq_topic)} ({len(selection.pending):,} pending)"
+        )
+        return
+    keys = len({(letter.original_topic, letter.key) for letter in letters})
+    followers = len(letters) - selection.matched
+    targets = ", ".join(sorted({letter.original_topic for letter in letters}))
+    _err.print(
+        escape(
+            f"{counted(len(letters), 'dead letter')} of {counted(keys, 'key')} to redrive from "
+            f"{dlq_topic} to {targets}: {selection.matched:,} matched, "
+            f"{counted(followers, 'later one', 'later ones')} of the same "
+            f"keys added to keep their order ({len(selection.pending):,} pending); by reason: "
+            f"{by_reason(letters)}"
+        )
+    )
+    if selection.earlier_left:
+        _err.print(
+            f"[yellow]warning:[/yellow] "
+            f"{counted(len(selection.earlier_left), 'earlier dead letter')}"
+            " of the same keys do not match and would stay in the dead-letter topic, their keys' "
+            "later events going back before them (a redrive is refused without --out-of-order)"
+        )
