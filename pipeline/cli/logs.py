@@ -172,7 +172,7 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> dict[str, An
     from elasticsearch import ConnectionError as EsConnectionError
 
     from pipeline.logs.elasticsearch import one_line_reason, refusal_of
-    from pipeline.logs.search import unreadable_answer
+    from pipeline.logs.search import shard_failure, unreadable_answer
 
     try:
         response = es.search(
@@ -190,6 +190,16 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> dict[str, An
         if isinstance(error, EsConnectionError):
             raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
         raise PipelineError(f"bad query: {one_line_reason(error)}") from None  # escaped by run()
+    failed = shard_failure(response.body)
+    if failed is not None:
+        reason, bad_query = failed
+        if bad_query:
+            raise PipelineError(f"bad query: {reason}")
+        shards = response["_shards"]
+        _err.print(
+            f"warning: {shards['failed']} of {shards['total']} shards failed ({escape(reason)}): "
+            "the lines shown may be incomplete"
+        )
     found: dict[str, Any] = response["hits"]
     return found
 

@@ -24,6 +24,7 @@ __all__ = [
     "build_query",
     "parse_since",
     "search_body",
+    "shard_failure",
     "shown_of_total",
     "unreadable_answer",
 ]
@@ -175,3 +176,27 @@ def unreadable_answer(error: BaseException) -> str:
         f"{name} cannot be read back from Elasticsearch (its source is not valid JSON), so "
         "this search shows nothing; narrow the query or --since to leave it out"
     )
+
+
+#: Shard failures that say the query itself is wrong (it fails the same on every index).
+_QUERY_ERRORS = frozenset({"query_shard_exception", "parse_exception", "search_parse_exception"})
+
+
+def shard_failure(response: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """The first shard failure of a search answer, on one line, and whether it says the query
+    is wrong; ``None`` when every shard answered. Elasticsearch answers 200 with the shards
+    that failed listed when only some failed (a query that cannot be parsed against one
+    day's mapping fails on that day's index only): such an answer is not "no matches"."""
+    shards = response.get("_shards")
+    failures = shards.get("failures") if isinstance(shards, Mapping) else None
+    if not failures or not isinstance(failures[0], Mapping):
+        return None
+    node: Any = failures[0].get("reason")
+    kind = node.get("type") if isinstance(node, Mapping) else None
+    chain: list[str] = []
+    while isinstance(node, Mapping):
+        if node.get("reason"):
+            chain.append(str(node["reason"]))
+        node = node.get("caused_by")
+    text = "unknown" if not chain else chain[0] if len(chain) == 1 else f"{chain[0]}: {chain[-1]}"
+    return " ".join(text.split()), kind in _QUERY_ERRORS

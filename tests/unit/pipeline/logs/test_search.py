@@ -11,6 +11,7 @@ from pipeline.logs.search import (
     normalize_levels,
     parse_since,
     search_body,
+    shard_failure,
     shown_of_total,
     unreadable_answer,
 )
@@ -154,3 +155,35 @@ def test_an_unreadable_answer_without_a_parser_error_is_still_one_sentence():
     assert unreadable_answer(SerializationError("Unable to deserialize")).startswith(
         "a matching document cannot be read back from Elasticsearch"
     )
+
+
+def test_a_query_some_shards_could_not_parse_is_a_bad_query_not_no_matches():
+    # Elasticsearch answers 200 when only some shards failed (the query fails against one
+    # day's index): the search said "no log lines ... match" for a query with a typo.
+    answer = {
+        "_shards": {
+            "total": 3,
+            "successful": 2,
+            "failed": 1,
+            "failures": [
+                {
+                    "shard": 0,
+                    "index": "pipeline-logs-2026.12.05",
+                    "reason": {
+                        "type": "query_shard_exception",
+                        "reason": "Failed to parse query [message:(]",
+                        "caused_by": {"type": "parse_exception", "reason": "Encountered <EOF>"},
+                    },
+                }
+            ],
+        },
+        "hits": {"hits": [], "total": {"value": 0, "relation": "eq"}},
+    }
+
+    assert shard_failure(answer) == (
+        "Failed to parse query [message:(]: Encountered <EOF>",
+        True,
+    )
+    other = {"_shards": {"failures": [{"reason": {"type": "node_disconnected", "reason": "x"}}]}}
+    assert shard_failure(other) == ("x", False)
+    assert shard_failure({"_shards": {"total": 1, "failed": 0}}) is None
