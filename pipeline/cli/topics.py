@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli.console import stdout_console
+from pipeline.cli.console import announcing_kafka, stdout_console
 from pipeline.plurals import counted
 from pipeline.settings import PipelineSettings
 
@@ -134,7 +134,8 @@ def apply_command(
     catalogue = _catalogue(catalogue_file, replication_factor)
     bootstrap = settings.kafka.bootstrap_servers
     admin = build_admin(settings.kafka)
-    actual = describe_cluster_topics(admin, catalogue.names, bootstrap=bootstrap)
+    with announcing_kafka(bootstrap):
+        actual = describe_cluster_topics(admin, catalogue.names, bootstrap=bootstrap)
     plan = build_plan(catalogue, actual)
     console = _console()
     if plan.is_empty:
@@ -205,7 +206,8 @@ def list_command(
     if all_topics:
         if catalogue_file is not None or replication_factor is not None:
             raise typer.BadParameter("--all lists the broker's topics, not a catalogue's")
-        topics = list_cluster_topics(admin, bootstrap=bootstrap)
+        with announcing_kafka(bootstrap):
+            topics = list_cluster_topics(admin, bootstrap=bootstrap)
         table = _topics_table(bootstrap, list(topics))
         for name, topic in topics.items():
             table.add_row(*_topic_row(name, topic, "exists"))
@@ -215,7 +217,8 @@ def list_command(
             console.print(f"no topics on {bootstrap} (besides Kafka's internal ones)")
         return
     catalogue = _catalogue(catalogue_file, replication_factor)
-    existing = describe_cluster_topics(admin, catalogue.names, bootstrap=bootstrap)
+    with announcing_kafka(bootstrap):
+        existing = describe_cluster_topics(admin, catalogue.names, bootstrap=bootstrap)
     table = _topics_table(bootstrap, list(catalogue.names))
     plan = build_plan(catalogue, existing)
     drifted = {change.topic for change in plan.changes} | {w.topic for w in plan.warnings}

@@ -21,6 +21,9 @@ COMMANDS = {
     # It ran on, logging librdkafka's connection failures (--once: two minutes, then exit 3).
     "outbox relay": ["outbox", "relay"],
     "outbox relay --once": ["outbox", "relay", "--once"],
+    "topics apply": ["topics", "apply"],
+    "topics list": ["topics", "list"],
+    "topics list --all": ["topics", "list", "--all"],
 }
 
 
