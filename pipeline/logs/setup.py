@@ -34,6 +34,10 @@ _MARK = "_pipeline_configured"
 #: Libraries that log every request at INFO: kept at WARNING (the log shipper's own bulk
 #: requests would otherwise be logged, shipped, and logged again).
 _CHATTY_LOGGERS = ("elastic_transport", "urllib3")
+#: Of those, loggers that WARN at every failed request while Elasticsearch is away ("Node ...
+#: has failed", "Retrying request"): kept at ERROR. Whoever calls says it once (the shipper:
+#: "elasticsearch unreachable ..."); a search or a shipper's outage was 11 such lines first.
+_RETRYING_HTTP_LOGGERS = ("elastic_transport.node_pool", "elastic_transport.transport")
 #: Libraries whose INFO lines narrate their internals (a processor's start was 50 lines of
 #: Faust services starting, aiokafka's group protocol and Alembic's migrations): kept at
 #: WARNING unless the program logs at DEBUG.
@@ -131,6 +135,8 @@ def configure_logging(
     root.setLevel(level if level is not None else settings.logs.level)
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in _RETRYING_HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     debugging = root.getEffectiveLevel() <= logging.DEBUG
     for name in _INTERNAL_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)

@@ -77,3 +77,17 @@ def test_aiokafkas_retry_errors_while_kafka_is_away_are_summarised(restore_loggi
         "Failed fetch messages from 1: NodeNotReadyError (test)",
         "a different error (test)",
     ]
+
+
+def test_the_elasticsearch_clients_warning_per_failed_request_is_not_printed(restore_logging):
+    # "Node <...> has failed for 1 times in a row" and "Retrying request": 11 lines before the
+    # shipper's own one line while Elasticsearch was away.
+    out = io.StringIO()
+    configure_logging(PipelineSettings(), "svc", to_kafka=False, console="text", stream=out)
+    logging.getLogger("elastic_transport.node_pool").warning("Node has failed")
+    logging.getLogger("elastic_transport.transport").warning("Retrying request")
+    logging.getLogger("elastic_transport.transport").error("gave up")
+
+    assert "Node has failed" not in out.getvalue()
+    assert "Retrying request" not in out.getvalue()
+    assert "gave up" in out.getvalue()
