@@ -529,8 +529,16 @@ def _section_misspelled(variable: str, known: set[str]) -> str | None:
     of that section's settings: a script's own ``PIPELINE_STAGE__NAME`` is left alone."""
     section, sep, rest = variable.upper().removeprefix("PIPELINE_").partition("__")
     sections = {name.removeprefix("PIPELINE_") for name in known if "__" not in name}
-    if not sep or section in sections:
+    if not sep:
         return None
+    if section in sections:
+        # A known section, a field like one of its own (PIPELINE_KAFKA__BOOTSTRAP_SERVER):
+        # pydantic refuses it as an extra input, which does not say what was meant.
+        fields = {
+            name.split("__", 1)[1] for name in known if name.startswith(f"PIPELINE_{section}__")
+        }
+        field = difflib.get_close_matches(rest, fields, n=1, cutoff=0.85)
+        return f"PIPELINE_{section}__{field[0]}" if field else None
     for close in difflib.get_close_matches(section, sections, n=3, cutoff=0.8):
         fixed = f"PIPELINE_{close}__{rest}"
         if fixed in known:

@@ -139,6 +139,7 @@ def test_a_setting_with_its_underscores_or_case_wrong_is_named_with_the_one_mean
             "PIPELINE_PROCESING__MAX_IN_FLIGHT",
             "PIPELINE_OUTBOXX__NO_SUCH_FIELD",  # no such setting either: a name of one's own
             "PIPELINE_STAGE__NAME",  # like "STACK", but STACK has no NAME: left alone
+            "PIPELINE_KAFKA__BOOTSTRAP_SERVER",  # pydantic said only "extra inputs ..."
             "PIPELINE_NOTHING_LIKE__IT",
         ]
     )
@@ -148,6 +149,7 @@ def test_a_setting_with_its_underscores_or_case_wrong_is_named_with_the_one_mean
         "PIPELINE_servicename": "PIPELINE_SERVICE_NAME",
         "PIPELINE_SAGAS__RETENTIONS": "PIPELINE_SAGAS__RETENTION_S",
         "PIPELINE_PROCESING__MAX_IN_FLIGHT": "PIPELINE_PROCESSING__MAX_IN_FLIGHT",
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVER": "PIPELINE_KAFKA__BOOTSTRAP_SERVERS",
     }
 
 
