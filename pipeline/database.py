@@ -175,6 +175,9 @@ def build_engine(
             reason += (
                 " (the driver installed with the pipeline is psycopg 3: postgresql+psycopg://)"
             )
+        elif url.drivername.split("+")[0] in ("postgres", "pg", "psql"):
+            # libpq and Heroku-style URLs say postgres://, which SQLAlchemy does not take.
+            reason += " (PostgreSQL's URL here starts postgresql+psycopg://)"
         raise DatabaseError(f"database.url {where} cannot be used: {reason}") from None
 
 

@@ -223,3 +223,10 @@ def test_programs_starting_at_once_on_a_new_sqlite_file_all_migrate_it(tmp_path:
 )
 def test_a_database_url_is_shown_without_any_password(url, shown):
     assert url_label(make_url(url)) == shown
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_a_postgresql_url_sqlalchemy_cannot_use_says_which_scheme_it_takes(scheme):
+    # "Can't load plugin: sqlalchemy.dialects:postgres", and nothing about what would do.
+    with pytest.raises(DatabaseError, match=r"postgresql\+psycopg://\)$"):
+        build_engine(DatabaseSettings(url=f"{scheme}://me@db.example/shop"))
