@@ -126,6 +126,12 @@ def list_command(
     console.print(f"{counted(total, noun)} in all: {by_state or 'none'}")
 
 
+#: Step states whose ``finished_at`` is the success that settled the step: its action's (a
+#: confirm does not move it), or its compensation's. A step that failed or timed out, or whose
+#: compensation is still going or failed, has no time to show (docs/sagas.md).
+_SETTLED = frozenset({"succeeded", "confirming", "confirmed", "confirmation_failed", "compensated"})
+
+
 def _steps_table(state: SagaState) -> Table:
     table = Table(title="steps")
     for column in ("step", "state", "attempts", "confirm attempts", "undo attempts", "took"):
@@ -133,7 +139,7 @@ def _steps_table(state: SagaState) -> Table:
     for name, step in state.steps.items():
         took = (
             _seconds((step.finished_at - step.started_at).total_seconds())
-            if step.started_at and step.finished_at
+            if step.started_at and step.finished_at and step.status in _SETTLED
             else "-"
         )
         table.add_row(
@@ -237,11 +243,18 @@ def resolve(
     ctx: typer.Context,
     saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
     note: Annotated[
-        str, typer.Option("--note", help="What was done by hand (kept in the timeline).")
-    ] = "",
+        str,
+        typer.Option(
+            "--note",
+            help="What was done by hand (kept in the timeline and on saga.events); required.",
+        ),
+    ],
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
     """Mark a stuck saga as handled by hand: it ends as resolved."""
+    if not note.strip():
+        # A saga ended by hand with no word of what was done cannot be audited later.
+        raise typer.BadParameter("say what was done by hand", param_hint="--note")
     state = _operate(ctx, registry, saga_id, note)
     stdout_console().print(f"saga {escape(saga_id)} is {state.status}")
 

@@ -221,3 +221,33 @@ def test_show_counts_undo_attempts_apart_from_confirms(database):
     cells = [cell.strip() for cell in row.strip("│").split("│")]
     # first: its action once, no confirm, its compensation tried and refused (attempts: 1).
     assert cells[:5] == ["first", "compensation_failed", "1", "0", "1"], cells
+
+
+def test_a_step_that_never_succeeded_shows_no_time(database):
+    # saga-odd: "second" was refused, and the compensation of "first" keeps failing. Both
+    # showed the time to their failure, which the docs say counts only successes.
+    odd = _took(pipeline(database, "saga", "show", "saga-odd").output)
+    even = _took(pipeline(database, "saga", "show", "saga-even").output)
+
+    assert odd == {"first": "-", "second": "-"}
+    assert "-" not in even.values() and set(even) == {"first", "second"}
+
+
+def _took(output: str) -> dict[str, str]:
+    """Each step's "took" cell of the steps table."""
+    took = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if len(cells) == 6 and cells[0] in ("first", "second"):
+            took[cells[0]] = cells[-1]
+    return took
+
+
+@pytest.mark.parametrize("note", [None, "  "], ids=["no note", "a blank note"])
+def test_resolve_needs_a_note_of_what_was_done(database, note):
+    args = ["saga", "resolve", "saga-odd", "--registry", REGISTRY_SPEC]
+    result = pipeline(database, *args, *([] if note is None else ["--note", note]))
+
+    assert result.exit_code == 2
+    assert "--note" in result.output
+    assert "compensation_failed" in pipeline(database, "saga", "list").output  # unchanged
