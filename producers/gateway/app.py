@@ -80,7 +80,7 @@ from producers.gateway.answers import (
     not_acknowledged,
 )
 from producers.gateway.auth import DEFAULT_REFRESH_S, Authorizer, KeyLoader, KeyRefresher
-from producers.gateway.health import KafkaHealthCheck
+from producers.gateway.health import KafkaHealthCheck, warn_without_kafka
 from producers.gateway.idempotency import (
     IdempotencyKeyReused,
     IdempotencyKeys,
@@ -579,24 +579,8 @@ def create_app(
         refresher = KeyRefresher(gateway.authorizer, keys, refresh_s=key_refresh_s)
         app.cleanup_ctx.append(refresher.lifetime)
     if kafka_health is not None:
-        app.cleanup_ctx.append(partial(_warn_without_kafka, kafka_health))
+        app.cleanup_ctx.append(partial(warn_without_kafka, kafka_health))
     app.router.add_post(REQUESTS_ROUTE, gateway.submit, expect_handler=gateway.expect_continue)
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/metrics", gateway.prometheus)
     return app
-
-
-async def _warn_without_kafka(
-    kafka_health: KafkaHealthCheck, _app: web.Application
-) -> AsyncIterator[None]:
-    """At start, in the background: a warning if Kafka does not answer (the gateway serves
-    anyway; ``/healthz`` says 503 until Kafka answers)."""
-
-    async def check() -> None:
-        problem = await kafka_health.problem()
-        if problem is not None:
-            log.warning("%s; GET /healthz answers 503 until it does", problem)
-
-    task = asyncio.create_task(check())
-    yield
-    task.cancel()

@@ -11,13 +11,16 @@ request per ``cache_s`` however often ``/healthz`` is polled, and concurrent che
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaException
 
-__all__ = ["KafkaHealth", "KafkaHealthCheck"]
+__all__ = ["KafkaHealth", "KafkaHealthCheck", "warn_without_kafka"]
+
+log = logging.getLogger("producers.gateway")
 
 #: How long one metadata request may take before Kafka counts as unreachable.
 DEFAULT_TIMEOUT_S = 2.0
@@ -95,3 +98,17 @@ class KafkaHealth:
             return f"Kafka at {self._bootstrap} does not answer ({type(error).__name__})"
         self._refusal()  # answered: a refusal logged before it is past
         return None
+
+
+async def warn_without_kafka(kafka_health: KafkaHealthCheck, _app: object) -> AsyncIterator[None]:
+    """At start, in the background: a warning if Kafka does not answer (the gateway serves
+    anyway; ``/healthz`` says 503 until Kafka answers)."""
+
+    async def check() -> None:
+        problem = await kafka_health.problem()
+        if problem is not None:
+            log.warning("%s; GET /healthz answers 503 until it does", problem)
+
+    task = asyncio.create_task(check())
+    yield
+    task.cancel()
