@@ -190,7 +190,8 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> dict[str, An
         if isinstance(error, EsConnectionError):
             raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
         raise PipelineError(f"bad query: {one_line_reason(error)}") from None  # escaped by run()
-    failed = shard_failure(response.body)
+    answer: Any = response  # ObjectApiResponse, or a test's fake: a dict
+    failed = shard_failure(answer.body if hasattr(answer, "body") else answer)
     if failed is not None:
         reason, bad_query = failed
         if bad_query:

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
@@ -37,7 +37,29 @@ from pipeline.envelope import Event, KafkaMessage
 from pipeline.envelope.binary_mode import encoded_parts
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_producer, event_producer_config
+from pipeline.kafka.delivery import (
+    Delivery,
+    DeliveryError,
+    FlushTimeout,
+    ProduceRefused,
+    TransactionAborted,
+    delivery_of,
+    event_id_of,
+)
 from pipeline.settings import KafkaSettings, ProducerSettings
+
+__all__ = [
+    "Delivery",
+    "DeliveryError",
+    "EventProducer",
+    "FlushTimeout",
+    "ProduceRefused",
+    "ProducerClient",
+    "ProducerCounters",
+    "ProducerStats",
+    "TransactionAborted",
+    "build_event_producer",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -64,76 +86,10 @@ class ProducerClient(Protocol):
     ) -> None: ...
 
 
-class Delivery(NamedTuple):
-    """What became of one event: where it landed, or why it did not."""
-
-    event_id: str
-    topic: str
-    key: bytes | None
-    partition: int | None
-    offset: int | None
-    error: str | None = None
-    retriable: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
 def _settle(future: asyncio.Future[Delivery], delivery: Delivery) -> None:
     """Complete ``future`` on its loop, unless its caller gave up (cancelled it)."""
     if not future.done():
         future.set_result(delivery)
-
-
-def _event_id(headers: Sequence[tuple[str, bytes]]) -> str:
-    for name, value in headers:
-        if name == "ce_id":
-            return value.decode("utf-8", errors="replace")
-    return "?"
-
-
-def _delivery(event_id: str, error: KafkaError | None, produced: Message) -> Delivery:
-    topic, key = produced.topic() or "", produced.key()
-    if error is None:
-        return Delivery(event_id, topic, key, produced.partition(), produced.offset())
-    return Delivery(event_id, topic, key, None, None, error.str(), error.retriable())
-
-
-class ProduceRefused(PipelineError):
-    """librdkafka refused an event at once (too large, unknown partition...): nothing was queued."""
-
-    def __init__(self, topic: str, reason: str) -> None:
-        self.topic = topic
-        self.reason = reason
-        super().__init__(f"the event for {topic} was refused: {reason}")
-
-
-class TransactionAborted(PipelineError):
-    """The commit failed in a way that required an abort: nothing of the transaction is visible."""
-
-
-class FlushTimeout(PipelineError):
-    """A flush gave up waiting with ``remaining`` events still unacknowledged.
-
-    They are not lost yet: the client still holds them, and a later flush may see them
-    delivered or failed.
-    """
-
-    def __init__(self, remaining: int, timeout_s: float) -> None:
-        self.remaining = remaining
-        self.timeout_s = timeout_s
-        super().__init__(f"{remaining} events were still unacknowledged after {timeout_s:.0f} s")
-
-
-class DeliveryError(PipelineError):
-    """One or more events were not acknowledged by the broker."""
-
-    def __init__(self, failures: Sequence[Delivery]) -> None:
-        self.failures = tuple(failures)
-        first = self.failures[0]
-        more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
-        super().__init__(f"event {first.event_id} to {first.topic} failed: {first.error}{more}")
 
 
 @dataclass
@@ -246,7 +202,7 @@ class EventProducer:
             )
 
         def delivered(error: KafkaError | None, produced: Message) -> None:
-            result = _delivery(_event_id(headers), error, produced)
+            result = delivery_of(event_id_of(headers), error, produced)
             self._count(result)
             on_delivery(result)
 
@@ -308,14 +264,14 @@ class EventProducer:
         self, headers: Sequence[tuple[str, bytes]], error: KafkaError | None, produced: Message
     ) -> None:
         if error is not None:
-            self._bulk_event_delivered(_event_id(headers), error, produced)
+            self._bulk_event_delivered(event_id_of(headers), error, produced)
 
     def _bulk_event_delivered(
         self, event_id: str, error: KafkaError | None, produced: Message
     ) -> None:
         if error is None:
             return
-        failure = _delivery(event_id, error, produced)
+        failure = delivery_of(event_id, error, produced)
         self._count(failure)
         with self._lock:
             self._unobserved_failures.append(failure)
