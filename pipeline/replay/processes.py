@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import multiprocessing
 import os
@@ -42,12 +41,11 @@ import signal
 import stat
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 from pipeline.gc_tuning import collector_paused
 from pipeline.kafka.clients import build_admin
@@ -57,6 +55,7 @@ from pipeline.replay.recording import (
     open_recording,
     parse_lines_for_replay,
     read_recording_for_replay,
+    within,
 )
 from pipeline.replay.replayer import (
     ReplayFailed,
@@ -67,6 +66,7 @@ from pipeline.replay.replayer import (
 )
 from pipeline.replay.routing import RecordingSurvey, ReplayError, problems, survey
 from pipeline.replay.shares import LineRouter, ProcessShares, default_processes
+from pipeline.replay.tally import ReplayProgress, ReplayTally
 from pipeline.replay.worker import (
     END,
     LINES_KEPT,
@@ -74,6 +74,7 @@ from pipeline.replay.worker import (
     SEND,
     STOP,
     STOP_SIGNALS,
+    Duplex,
     ReplayJob,
     encode_batch,
     run_replay_process,
@@ -256,37 +257,6 @@ def _read_checked(path: Path, size: int) -> Iterator[ProducibleMessage]:
         yield from parse_lines_for_replay(within(lines, size), source=str(path))
 
 
-def within(stream: IO[bytes], size: int) -> IO[bytes]:
-    """The next ``size`` bytes of ``stream``, to iterate by lines; a line that goes past them is
-    cut there (it was read so far when it was checked: a line being written).
-
-    A buffered reader (1 MiB reads) over :class:`_Prefix`: the lines are split in C and the
-    limit counted per read, as fast as reading the file itself (measured); a generator that
-    counted per line cost ~45 ns a line more on the send path.
-    """
-    return io.BufferedReader(_Prefix(stream, size), buffer_size=1 << 20)
-
-
-class _Prefix(io.RawIOBase):
-    """At most ``size`` bytes of ``stream``, read from where it is."""
-
-    def __init__(self, stream: IO[bytes], size: int) -> None:
-        super().__init__()
-        self._stream = stream
-        self._left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._left <= 0:
-            return 0
-        with memoryview(buffer) as view:
-            count = self._stream.readinto(view[: self._left])  # type: ignore[attr-defined]
-        self._left -= count or 0
-        return count or 0
-
-
 def _read_once(path: Path) -> bool:
     """Whether ``path`` is something that cannot be read twice (a pipe, such as a shell's
     ``<(...)``): anything but a regular file that exists."""
@@ -417,7 +387,7 @@ class _Team:
             _widen(parent_writes)
             process = self._context.Process(
                 target=run_replay_process,
-                args=(self._job, index, _Duplex(child_reads, child_writes), self._progress),
+                args=(self._job, index, Duplex(child_reads, child_writes), self._progress),
                 name=f"pipeline-replay-{index}",
                 daemon=True,
             )
@@ -524,14 +494,14 @@ class _Team:
         if self._interrupt is not None:  # since the check: nothing sent
             raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), self._interrupt)
         began = time.monotonic()
-        progress = _Progress(self._progress, on_progress)
+        progress = ReplayProgress(self._progress, on_progress)
         word = SEND + json.dumps(partition_counts).encode()  # the targets, checked
         for pipes in self._pipes:
             pipes.tell(word)
         self._send_the_rest(progress)
         for pipes in self._pipes:
             pipes.tell(END)
-        tally = _Tally()
+        tally = ReplayTally()
         waiting = self._waiting()
         while waiting:
             for index, answer in self._collect(waiting):
@@ -574,7 +544,7 @@ class _Team:
         self._interrupt = interrupt
         self._stop_all()
 
-    def _send_the_rest(self, progress: _Progress) -> None:
+    def _send_the_rest(self, progress: ReplayProgress) -> None:
         """The lines past what each process kept, read again and routed to it."""
         if self._resume is None:
             return
@@ -600,68 +570,3 @@ class _Team:
                             return
         for mine in pipes:
             mine.flush(MORE)
-
-
-class _Duplex:
-    """A process's two pipe ends as one connection: ``recv`` from one, ``send`` to the other."""
-
-    def __init__(self, reading: Connection, writing: Connection) -> None:
-        self._reading = reading
-        self._writing = writing
-
-    def recv_bytes(self) -> bytes:
-        return self._reading.recv_bytes()
-
-    def send(self, answer: Any) -> None:
-        self._writing.send(answer)
-
-    def close(self) -> None:
-        self._reading.close()
-        self._writing.close()
-
-
-class _Progress:
-    """Adds up the processes' counts and hands ``on_progress`` what is new."""
-
-    def __init__(self, counts: Any, on_progress: Callable[[int], None] | None) -> None:
-        self._counts = counts
-        self._on_progress = on_progress
-        self._reported = 0
-
-    def report(self) -> None:
-        if self._on_progress is not None:
-            done = sum(self._counts)
-            if done > self._reported:
-                self._on_progress(done - self._reported)
-                self._reported = done
-
-
-class _Tally:
-    """What the processes answered after sending, added up."""
-
-    def __init__(self) -> None:
-        self.sent: Counter[str] = Counter()
-        self.failed = 0
-        self.first_failure: str | None = None
-        self.errors: list[str] = []
-        self.interrupted = False
-
-    def add(self, index: int, answer: tuple[Any, ...]) -> None:
-        kind = answer[0]
-        if kind in ("sent", "interrupted", "failed"):
-            summary: ReplaySummary = answer[1]
-            for name, count in summary.per_topic.items():
-                self.sent[name] += count
-        if kind == "interrupted":
-            self.interrupted = True
-        elif kind == "failed":
-            self.failed += answer[2]
-            self.first_failure = self.first_failure or answer[3]
-        elif kind == "error":
-            self.errors.append(f"replay process {index}: {answer[-1]}")
-
-    def summary(self, began: float) -> ReplaySummary:
-        per_topic = dict(self.sent)
-        return ReplaySummary(
-            sent=sum(per_topic.values()), per_topic=per_topic, elapsed_s=time.monotonic() - began
-        )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ __all__ = [
     "read_recording",
     "read_recording_for_replay",
     "tstype_of",
+    "within",
 ]
 
 TimestampType = Literal["create", "logappend", "none"]
@@ -474,3 +476,34 @@ class RecordingWriter:
     def write_all(self, messages: Sequence[RecordedMessage]) -> None:
         for message in messages:
             self.write(message)
+
+
+def within(stream: IO[bytes], size: int) -> IO[bytes]:
+    """The next ``size`` bytes of ``stream``, to iterate by lines; a line that goes past them is
+    cut there (it was read so far when it was checked: a line being written).
+
+    A buffered reader (1 MiB reads) over :class:`_Prefix`: the lines are split in C and the
+    limit counted per read, as fast as reading the file itself (measured); a generator that
+    counted per line cost ~45 ns a line more on the send path.
+    """
+    return io.BufferedReader(_Prefix(stream, size), buffer_size=1 << 20)
+
+
+class _Prefix(io.RawIOBase):
+    """At most ``size`` bytes of ``stream``, read from where it is."""
+
+    def __init__(self, stream: IO[bytes], size: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        with memoryview(buffer) as view:
+            count = self._stream.readinto(view[: self._left])  # type: ignore[attr-defined]
+        self._left -= count or 0
+        return count or 0

@@ -48,6 +48,7 @@ __all__ = [
     "MORE",
     "SEND",
     "STOP",
+    "Duplex",
     "ReplayJob",
     "decode_batch",
     "encode_batch",
@@ -215,3 +216,21 @@ def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: A
         conn.send(("error", str(error) if known else f"{type(error).__name__}: {error}"))
     finally:
         conn.close()
+
+
+class Duplex:
+    """A process's two pipe ends as one connection: ``recv`` from one, ``send`` to the other."""
+
+    def __init__(self, reading: Connection, writing: Connection) -> None:
+        self._reading = reading
+        self._writing = writing
+
+    def recv_bytes(self) -> bytes:
+        return self._reading.recv_bytes()
+
+    def send(self, answer: Any) -> None:
+        self._writing.send(answer)
+
+    def close(self) -> None:
+        self._reading.close()
+        self._writing.close()
