@@ -362,6 +362,10 @@ class ProcessingSettings(_Frozen):
     #: The processor's event loop: ``uvloop`` (libuv; faster per event, where it is installed:
     #: Linux and macOS) or Python's own ``asyncio``.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    #: Where a consumer group with no committed offsets starts reading: the oldest records
+    #: kept, or only those written from now on (a second saga orchestrator on shared topics,
+    #: say, which has no use for the replies before it). Committed offsets always win.
+    start: Literal["earliest", "latest"] = "earliest"
 
 
 def _default_stack_home() -> Path:

@@ -70,6 +70,11 @@ class EventLoop(StrEnum):
     asyncio = "asyncio"
 
 
+class Start(StrEnum):
+    earliest = "earliest"
+    latest = "latest"
+
+
 def process(
     ctx: typer.Context,
     spec: str = typer.Argument(
@@ -89,6 +94,12 @@ def process(
     ),
     event_loop: EventLoop | None = typer.Option(
         None, "--loop", help="The event loop: uvloop (the default, faster) or asyncio's own."
+    ),
+    start: Start | None = typer.Option(
+        None,
+        "--start",
+        help="Where a new consumer group starts reading: the oldest records kept (the "
+        "default) or only those written from now on. Committed offsets always win.",
     ),
 ) -> None:
     """Run a processor until Ctrl-C or SIGTERM: its handlers in order per key, concurrently
@@ -116,6 +127,8 @@ def process(
         updates["metrics_port"] = metrics_port
     if event_loop is not None:
         updates["event_loop"] = event_loop.value
+    if start is not None:
+        updates["start"] = start.value
     if updates:
         processing = settings.processing.model_copy(update=updates)
         settings = settings.model_copy(update={"processing": processing})

@@ -176,7 +176,7 @@ class FaustBinding:
             broker_commit_interval=processing.commit_interval_s,
             broker_session_timeout=processing.session_timeout_s,
             broker_heartbeat_interval=processing.session_timeout_s / 5,
-            consumer_auto_offset_reset="earliest",
+            consumer_auto_offset_reset=processing.start,
             stream_buffer_maxsize=max(processing.max_buffered, 100),
             broker_client_id=f"{kafka.client_id}-{processor.name}",
             broker_credentials=faust_credentials(kafka),

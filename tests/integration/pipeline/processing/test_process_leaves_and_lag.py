@@ -182,3 +182,39 @@ def test_events_of_an_aborted_transaction_never_reach_a_handler(
     assert [(row[1], row[2]) for row in effect_rows(engine)] == [
         ("kept", seq) for seq in range(EVENTS)
     ]
+
+
+def test_a_new_group_told_to_start_at_the_latest_skips_what_was_written_before(
+    new_topic: Callable[..., str],
+    consumer_group: str,
+    pipeline_settings: PipelineSettings,
+    tmp_path: Path,
+):
+    # A second saga orchestrator on the shared saga topics read every reply kept first (and
+    # dead-lettered 355,000 of other sagas): PIPELINE_PROCESSING__START=latest (--start).
+    topic = new_topic(partitions=1)
+    new_topic(name=f"{topic}.dlq", partitions=1)
+    database = f"sqlite:///{tmp_path / 'service.db'}"
+    engine = create_engine(database)
+    effects_metadata.create_all(engine)
+    produce(pipeline_settings, topic, [effect_event("old", 0), effect_event("old", 1)])
+    env = effects_env(
+        topic=topic,
+        group=consumer_group,
+        database_url=database,
+        PIPELINE_PROCESSING__START="latest",
+    )
+    run = Run(env, tmp_path, tmp_path / "processor.log", free_port())
+    try:
+        # Assigned, at the end of the partition (its lag series is there before any record).
+        wait_until(
+            lambda: run.samples("pipeline_consumer_lag") == [0.0],
+            timeout_s=120,
+            what="the processor to be assigned the partition, at its end",
+        )
+        produce(pipeline_settings, topic, [effect_event("new", 0)])
+        wait_until(lambda: effects_count(engine) >= 1, timeout_s=60, what="the new event's effect")
+    finally:
+        assert run.stop() == 0, run.log.read_text()
+
+    assert [row[1] for row in effect_rows(engine)] == ["new"]

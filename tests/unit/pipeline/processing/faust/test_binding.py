@@ -337,3 +337,24 @@ def test_every_assigned_partition_has_a_lag_before_its_first_record(bound: Bound
     asyncio.run(binding.refresh_lag())
 
     assert _lags(binding) == {"0": 4.0, "1": 6.0, "2": 0.0}
+
+
+@pytest.mark.parametrize("start", ["earliest", "latest"])
+def test_where_a_new_group_starts_reading_is_the_settings(database: Engine, start: str) -> None:
+    # A second saga orchestrator on the shared saga topics started at the oldest reply kept,
+    # and dead-lettered 355,000 replies of other sagas first.
+    processor = Processor("start-test")
+    processor.handler(TOPIC)(lambda event, unit: None)
+    settings = PipelineSettings().model_copy(
+        update={"processing": PipelineSettings().processing.model_copy(update={"start": start})}
+    )
+
+    binding = FaustBinding(
+        processor,
+        settings,
+        database=database,
+        producer=EventProducer(NoKafka()),  # type: ignore[arg-type]
+        internals=RecordingInternals(),
+    )
+
+    assert binding.app.conf.consumer_auto_offset_reset == start
