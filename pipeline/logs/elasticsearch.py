@@ -67,17 +67,24 @@ def one_line_reason(error: ApiError) -> str:
     first reason of its chain and the last, innermost one)."""
     body = error.body if isinstance(error.body, Mapping) else {}
     detail = body.get("error")
-    chain: list[str] = []
     if isinstance(detail, Mapping):
         shards = detail.get("failed_shards") or []
         node: Any = shards[0].get("reason") if shards and isinstance(shards[0], Mapping) else None
-        if not isinstance(node, Mapping):
-            node = detail
-        while isinstance(node, Mapping):
-            if node.get("reason"):
-                chain.append(str(node["reason"]))
-            node = node.get("caused_by")
+        reason = reason_of(node if isinstance(node, Mapping) else detail)
+        if reason is not None:
+            return reason
+    return " ".join(str(error.message).split())
+
+
+def reason_of(node: Any) -> str | None:
+    """An Elasticsearch error object's reason on one line: the first reason of its
+    ``caused_by`` chain and the last, innermost one; ``None`` when it gives none."""
+    chain: list[str] = []
+    while isinstance(node, Mapping):
+        if node.get("reason"):
+            chain.append(str(node["reason"]))
+        node = node.get("caused_by")
     if not chain:
-        return " ".join(str(error.message).split())
+        return None
     text = chain[0] if len(chain) == 1 else f"{chain[0]}: {chain[-1]}"
     return " ".join(text.split())

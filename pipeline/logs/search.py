@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pipeline.logs.elasticsearch import reason_of
+
 __all__ = [
     "LEVELS",
     "build_query",
@@ -193,10 +195,4 @@ def shard_failure(response: Mapping[str, Any]) -> tuple[str, bool] | None:
         return None
     node: Any = failures[0].get("reason")
     kind = node.get("type") if isinstance(node, Mapping) else None
-    chain: list[str] = []
-    while isinstance(node, Mapping):
-        if node.get("reason"):
-            chain.append(str(node["reason"]))
-        node = node.get("caused_by")
-    text = "unknown" if not chain else chain[0] if len(chain) == 1 else f"{chain[0]}: {chain[-1]}"
-    return " ".join(text.split()), kind in _QUERY_ERRORS
+    return reason_of(node) or "unknown", kind in _QUERY_ERRORS
