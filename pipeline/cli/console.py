@@ -46,3 +46,6 @@ def announcing_kafka(bootstrap_servers: str, after_s: float = SLOW_CONNECT_S) ->
         yield
     finally:
         timer.cancel()
+        # A note being printed right now finishes before the command says anything else, so it
+        # never lands after the command's own error line.
+        timer.join()

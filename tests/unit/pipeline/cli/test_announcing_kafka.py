@@ -38,3 +38,26 @@ def test_a_slow_answer_says_where_it_connects(recorder):
         assert recorder.printed.wait(10), "nothing printed"
 
     assert recorder.lines == ["connecting to Kafka at broker:9092 ..."]
+
+
+def test_a_note_being_printed_when_the_answer_comes_is_done_before_the_command_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    said: list[str] = []
+    note_started = threading.Event()
+
+    class SlowConsole:
+        def print(self, text: str) -> None:
+            note_started.set()
+            threading.Event().wait(0.3)  # rich writing the line while the answer comes
+            said.append(text)
+
+    monkeypatch.setattr(console, "stderr_console", SlowConsole)
+    with console.announcing_kafka("broker:9092", after_s=0):
+        assert note_started.wait(10), "the note never started"
+    said.append("error: Kafka at broker:9092 refused the connection")
+
+    assert said == [
+        "connecting to Kafka at broker:9092 ...",
+        "error: Kafka at broker:9092 refused the connection",
+    ]
