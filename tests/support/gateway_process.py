@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -122,9 +123,12 @@ def messages_since(
     )
     try:
         consumer.assign([TopicPartition(topic, p, start.get(p, 0)) for p in left])
+        deadline = time.monotonic() + 60  # a fresh consumer's first fetch can be slow
         while left:
-            message = consumer.poll(5)
-            assert message is not None, f"no more messages though {left} are not read yet"
+            message = consumer.poll(1)
+            if message is None:
+                assert time.monotonic() < deadline, f"no more messages though {left} are not read"
+                continue
             if message.error():
                 continue
             found.append((message.key(), message.value(), list(message.headers() or [])))

@@ -7,11 +7,28 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from pipeline.ports import free_ports
 from pipeline.settings import PipelineSettings
 
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
+#: The note every command prints on stderr when Kafka takes over a second to answer (a loaded
+#: machine's healthy Kafka can): tests of exact stderr lines leave it out.
+CONNECTING_NOTE = "connecting to Kafka at "
+
+
+def said(stderr: str) -> list[str]:
+    """``stderr``'s lines without the slow-Kafka note."""
+    return [line for line in stderr.strip().splitlines() if not line.startswith(CONNECTING_NOTE)]
+
+
+def first_said(stream: IO[str]) -> str:
+    """The first line read from ``stream`` that is not the slow-Kafka note."""
+    line = stream.readline()
+    while line.startswith(CONNECTING_NOTE):
+        line = stream.readline()
+    return line
 
 
 def run_pipeline(*args: str, env: dict[str, str] | None = None, timeout: float = 300):

@@ -83,12 +83,13 @@ def test_a_broker_killed_mid_produce_loses_and_duplicates_nothing(
 
     consumer = build_consumer(settings.kafka, "chaos-verify")
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    written = _end_offsets(consumer, topic)  # every message in the log, duplicates included
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     seen = defaultdict(list)
-    count, idle = 0, 0
-    while idle < 10:
+    count = 0
+    deadline = time.monotonic() + 120  # a consumer right after the restart may wait for leaders
+    while count < written and time.monotonic() < deadline:
         batch = [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
-        idle = 0 if batch else idle + 1
         for message in batch:
             data = json.loads(message.value())
             seen[data["key"]].append(data["n"])

@@ -17,7 +17,7 @@ from confluent_kafka import TopicPartition
 from pipeline.envelope import Event
 from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.kafka.producer import build_event_producer
-from tests.support.stack_cli import PIPELINE, run_pipeline
+from tests.support.stack_cli import PIPELINE, first_said, run_pipeline, said
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -207,7 +207,7 @@ def test_follow_prints_messages_that_arrive_after_it_started(pipeline_settings, 
     )
     try:
         assert process.stderr is not None
-        assert process.stderr.readline().startswith(f"following {topic} from the end")
+        assert first_said(process.stderr).startswith(f"following {topic} from the end")
         later = produce(pipeline_settings, topic, numbered(2, start=3))
         stdout, _ = process.communicate(timeout=120)
     finally:
@@ -243,8 +243,8 @@ def test_an_unknown_topic_is_a_one_line_error_with_exit_code_2(unique_name):
 
     assert result.returncode == 2
     assert result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith(f"error: topic {missing} does not exist")
+    assert len(said(result.stderr)) == 1
+    assert said(result.stderr)[0].startswith(f"error: topic {missing} does not exist")
 
 
 def test_without_follow_a_topic_deleted_while_it_is_read_ends_the_run_with_an_error(
@@ -272,7 +272,7 @@ def test_without_follow_a_topic_deleted_while_it_is_read_ends_the_run_with_an_er
     )
     try:
         assert process.stderr is not None
-        assert process.stderr.readline() == f"reading {topic}: up to {count:,} messages\n"
+        assert first_said(process.stderr) == f"reading {topic}: up to {count:,} messages\n"
         kafka_admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
         stdout, stderr = process.communicate(timeout=120)
     finally:

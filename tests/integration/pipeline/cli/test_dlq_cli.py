@@ -31,7 +31,7 @@ from pipeline.envelope import Event, decode, encode
 from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.kafka.producer import build_event_producer
 from pipeline.topics.spec import dlq_name
-from tests.support.stack_cli import run_pipeline
+from tests.support.stack_cli import run_pipeline, said
 
 DECLINED = Failure(
     reason="retries_exhausted",
@@ -332,11 +332,11 @@ def test_an_unknown_topic_is_one_line_and_exit_2(unique_name, pipeline_stack):
         )
 
         assert result.returncode == 2
-        assert result.stderr.strip() == (
+        assert said(result.stderr) == [
             f"error: dead-letter topic {missing}.dlq does not exist on Kafka at 127.0.0.1:9092 "
             f"(is {missing} a topic of yours? `pipeline topics apply` creates the catalogue's "
             "topics with their .dlq)"
-        )
+        ]
         assert "Traceback" not in result.stderr
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.support.stack_cli import PIPELINE
+from tests.support.stack_cli import PIPELINE, first_said
 
 SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
 
@@ -46,7 +46,7 @@ def test_consume_follow_prints_its_summary_then_exits_with_the_signal_code(new_t
         text=True,
     )
     assert process.stderr is not None
-    first = process.stderr.readline()  # said once it is reading
+    first = first_said(process.stderr)  # said once it is reading
     assert first.startswith(f"following {topic}"), first
 
     returncode, stderr = _stop(process, signum)

@@ -22,7 +22,7 @@ from pipeline.envelope import Event, KafkaMessage, decode_message, encode
 from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.kafka.producer import ProduceRefused, build_event_producer
 from producers.ndjson import MAX_MESSAGE_BYTES, message_size
-from tests.support.stack_cli import PIPELINE, run_pipeline
+from tests.support.stack_cli import PIPELINE, run_pipeline, said
 
 ORDER = {
     "order_id": "order-1",
@@ -182,7 +182,7 @@ def test_an_unknown_topic_is_a_one_line_error_with_exit_code_2(
     result = run_pipeline("produce", missing, str(source), "--key", "id")
 
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert said(result.stderr) == [
         f"error: topic {missing} does not exist on Kafka at "
         f"{pipeline_settings.kafka.bootstrap_servers} (create it first, "
         "e.g. with `pipeline topics apply`)"

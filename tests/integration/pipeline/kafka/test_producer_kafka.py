@@ -1,5 +1,6 @@
 """EventProducer against the real broker."""
 
+import time
 from collections import defaultdict
 
 import pytest
@@ -20,15 +21,20 @@ def _events(count, keys):
 
 
 def _read_all(settings, topic, group, isolation="read_committed", expected=None):
+    """Every message of ``topic`` up to its end offsets as of the call (or ``expected`` of
+    them): read until the consumer's position passes the end of each partition, however slow
+    the first fetch is."""
     consumer = build_consumer(settings.kafka, group, **{"isolation.level": isolation})
     metadata = consumer.list_topics(topic, timeout=10)
-    partitions = sorted(metadata.topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    messages, idle = [], 0
-    while idle < 6 and (expected is None or len(messages) < expected):
-        batch = [m for m in consumer.consume(500, timeout=0.5) if m.error() is None]
-        messages.extend(batch)
-        idle = 0 if batch else idle + 1
+    partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
+    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+    consumer.assign([TopicPartition(topic, tp.partition, 0) for tp in partitions])
+    messages = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (expected is None or len(messages) < expected):
+        messages.extend(m for m in consumer.consume(500, timeout=0.5) if m.error() is None)
+        if all(tp.offset >= ends[tp.partition] for tp in consumer.position(partitions)):
+            break
     consumer.close()
     return messages
 
