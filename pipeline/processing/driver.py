@@ -45,6 +45,7 @@ import random
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -127,6 +128,7 @@ class ProcessorTestDriver:
         self.waits: list[float] = []
         self._metrics = ProcessorMetrics(processor.name)
         self._round_robin: dict[str, int] = defaultdict(int)
+        processor.progress = self
 
     @property
     def metrics(self) -> MetricsSnapshot:
@@ -219,6 +221,22 @@ class ProcessorTestDriver:
         """Handle every record of the processor's topics above the committed positions."""
         asyncio.run(self._run())
         return self.metrics
+
+    def read_through(self, topic: str) -> datetime:
+        """The processor's :class:`~pipeline.processing.read_through.TopicProgress`: the clock's
+        time when every record of ``topic`` was handled; else just before the earliest
+        timestamp of a record not handled yet."""
+        waiting = [
+            record.timestamp_ms
+            for (name, partition), log in self.topics.items()
+            if name == topic
+            for record in log[self.committed.get((name, partition), 0) :]
+            if record.timestamp_ms is not None
+        ]
+        now = self.clock()
+        if not waiting:
+            return now
+        return min(now, datetime.fromtimestamp((min(waiting) - 1) / 1000, UTC))
 
     def redeliver(self, topic: str, partition: int | None = None, from_offset: int = 0) -> None:
         """Rewind a partition's committed position (every partition's when ``partition`` is

@@ -45,6 +45,7 @@ from pipeline.envelope import Event
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
+    from pipeline.processing.read_through import TopicProgress
     from pipeline.processing.records import Record
 
 __all__ = ["BatchWrite", "Handler", "PeriodicTask", "Processor", "Reject", "Route", "UnitOfWork"]
@@ -228,6 +229,10 @@ class Processor:
         self.metric_registries: list[CollectorRegistry] = []
         #: Topics whose keys are never parked (:meth:`never_park_keys`).
         self.keys_never_parked: set[str] = set()
+        #: How far the processor's consumer group has handled each of its topics, as a time
+        #: (:mod:`pipeline.processing.read_through`): set by what runs the processor
+        #: (``pipeline process``, the test driver) before it starts; ``None`` elsewhere.
+        self.progress: TopicProgress | None = None
 
     def never_park_keys(self, topic: str) -> None:
         """After one of ``topic``'s events is dead-lettered, handle its key's later events as

@@ -122,6 +122,9 @@ class Reply:
     reason: str | None = None
     #: False for a business refusal (out of stock): the step is not tried again.
     retryable: bool = True
+    #: When it reached the replies topic (its record's timestamp), if known: a reply that came
+    #: after its command's deadline is late, however soon it is read.
+    arrived_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -441,22 +444,41 @@ def start(
 def on_reply(
     definition: SagaDefinition[Any], state: SagaState, reply: Reply, now: datetime
 ) -> Decision:
-    """Apply a participant's reply; a reply to a command not awaited changes nothing."""
+    """Apply a participant's reply; a reply to a command not awaited changes nothing.
+
+    A reply that reached the replies topic after its command's deadline (its ``arrived_at``)
+    is ``late`` even when its timeout has not fired yet (the replies before it were still being
+    read): the command times out now, as it would have had the timeout fired first."""
     run = _Run(definition, state, now)
     awaited = run.state.awaiting.pop(reply.command_id, None)
     if awaited is None:
         seen = state.closed.get(reply.command_id)
         return Decision(state, (), (), "duplicate" if seen == "answered" else "late")
+    if reply.arrived_at is not None and reply.arrived_at > awaited.deadline:
+        run.time_out(reply.command_id, awaited)
+        return run.decision("late")
     run.state.closed[reply.command_id] = "answered"
     run.answer(awaited, reply)
     return run.decision()
 
 
-def on_due(definition: SagaDefinition[Any], state: SagaState, now: datetime) -> Decision:
-    """Fire every deadline and backoff of ``state`` that is due at ``now``, earliest first."""
+def on_due(
+    definition: SagaDefinition[Any],
+    state: SagaState,
+    now: datetime,
+    replies_read_through: datetime | None = None,
+) -> Decision:
+    """Fire every deadline and backoff of ``state`` that is due at ``now``, earliest first.
+
+    ``replies_read_through``: when given, the moment before which every reply appended to the
+    replies topic has been applied; a timeout whose deadline is after it waits (its reply may
+    be among those still to read: one that came before the deadline wins over it)."""
     run = _Run(definition, state, now)
+    timeouts_until = now if replies_read_through is None else min(now, replies_read_through)
     while True:
-        timeouts = [(a.deadline, i) for i, a in run.state.awaiting.items() if a.deadline <= now]
+        timeouts = [
+            (a.deadline, i) for i, a in run.state.awaiting.items() if a.deadline <= timeouts_until
+        ]
         resends = [r for r in run.state.resends if r.due <= now]
         if not timeouts and not resends:
             break

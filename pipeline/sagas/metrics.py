@@ -49,6 +49,13 @@ class SagaMetrics:
             ["saga", "step"],
             registry=self.registry,
         )
+        self.replies_behind = Gauge(
+            "pipeline_saga_replies_behind_seconds",
+            "How long ago the moment is before which every reply sent has been applied (the "
+            "consumer group's committed offsets); timeouts due since then wait. +Inf: not "
+            "known yet since the start.",
+            registry=self.registry,
+        )
         self.deleted = Counter(
             "pipeline_sagas_deleted",
             "Ended sagas deleted after their retention (sagas.retention_s).",

@@ -22,8 +22,10 @@ correlation id is the saga id.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -41,6 +43,7 @@ from pipeline.outbox.table import Outbox, PendingEvent
 from pipeline.plurals import counted
 from pipeline.processing.attempt import handler_log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
+from pipeline.processing.read_through import TopicProgress
 from pipeline.sagas import machine
 from pipeline.sagas.definition import SagaDefinition, SagaRegistry
 from pipeline.sagas.messages import (
@@ -72,6 +75,10 @@ __all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
 
 logger = logging.getLogger("pipeline.sagas")
 AGGREGATE_TYPE = "saga"
+#: How far behind the replies may be read before the orchestrator warns that timeouts wait.
+REPLIES_BEHIND_WARNING_S = 30.0
+#: The read-through time while the runtime does not know one yet: no timeout fires.
+_NOTHING_READ = datetime.min.replace(tzinfo=UTC)
 
 
 class UnknownSaga(PipelineError):
@@ -100,6 +107,8 @@ class SagaOrchestrator:
         # Commands and saga events name their topics, so no route is needed.
         self.outbox = outbox or Outbox(routes={})
         self._gauged: set[tuple[str, str]] = set()  # the gauge's labels set so far
+        self._behind_warned_at: datetime | None = None
+        self._first_asked_at: datetime | None = None
         self.use_settings(settings or SagaSettings())
 
     def use_settings(self, settings: SagaSettings) -> None:
@@ -130,28 +139,41 @@ class SagaOrchestrator:
         self._publish(session, decision)
         return decision.state
 
-    def handle_reply(self, session: Session, event: Event) -> machine.InputEffect:
+    def handle_reply(
+        self, session: Session, event: Event, arrived_at: datetime | None = None
+    ) -> machine.InputEffect:
         """Apply one reply event in ``session``'s transaction; a duplicate or late reply
-        changes nothing and is counted. :class:`~pipeline.sagas.messages.MalformedSagaMessage`
-        or :class:`UnknownSaga` for a reply that belongs to no saga here."""
-        return self.handle_replies(session, [event])[0]
+        changes nothing and is counted (one that ``arrived_at`` the replies topic after its
+        command's deadline times the command out). :class:`UnknownSaga`, or
+        :class:`~pipeline.sagas.messages.MalformedSagaMessage`, for a reply that belongs to no
+        saga here."""
+        return self.handle_replies(session, [event], arrived_at=[arrived_at])[0]
 
     def handle_replies(
         self,
         session: Session,
         events: Sequence[Event],
         log_context_of: Callable[[int], AbstractContextManager[object]] | None = None,
+        arrived_at: Sequence[datetime | None] | None = None,
     ) -> list[machine.InputEffect]:
-        """:meth:`handle_reply` for each of ``events`` in ``session``'s transaction, with one
-        statement each to load the sagas, save them and fill the outbox, whatever their number
-        (replies of one saga are applied one after the other). ``log_context_of(i)``: the log
-        context of the lines about the ``i``-th reply. An unknown saga fails them all."""
-        replies = [reply_of(event) for event in events]
+        """:meth:`handle_reply` for each of ``events`` (which ``arrived_at`` the replies topic
+        at these times, when given) in ``session``'s transaction, with one statement each to
+        load the sagas, save them and fill the outbox, whatever their number (replies of one
+        saga are applied one after the other). ``log_context_of(i)``: the log context of the
+        lines about the ``i``-th reply. An unknown saga fails them all."""
+        arrivals = list(arrived_at) if arrived_at is not None else [None] * len(events)
+        replies = [
+            (saga_id, replace(reply, arrived_at=arrival))
+            for (saga_id, reply), arrival in zip(map(reply_of, events), arrivals, strict=True)
+        ]
         saga_ids = [saga_id for saga_id, _ in replies]
         if len(set(saga_ids)) < len(saga_ids):  # each on the state the one before it left
             return [
                 self.handle_replies(
-                    session, [event], log_context_of and partial(log_context_of, i)
+                    session,
+                    [event],
+                    log_context_of and partial(log_context_of, i),
+                    [arrivals[i]],
                 )[0]
                 for i, event in enumerate(events)
             ]
@@ -172,7 +194,7 @@ class SagaOrchestrator:
             decision = machine.on_reply(definition, state, reply, now)
             effects.append(decision.outcome)
             decisions.append((i, decision))
-            if decision.outcome == "applied":
+            if decision.outcome == "applied" or decision.transitions:  # late: timed out now
                 saves.append((decision.state, stored[saga_id].revision))
         save_sagas(session, saves)
         self.outbox.add_all(
@@ -184,6 +206,7 @@ class SagaOrchestrator:
                 state = stored[replies[i][0]].state
                 if decision.outcome != "applied":
                     self._ignored(state, reply, decision.outcome)
+                    self._announce(decision)  # the timeout a reply that came too late fired
                     continue
                 awaited = state.awaiting[reply.command_id]
                 self.metrics.step_seconds.labels(state.name, awaited.step, awaited.kind).observe(
@@ -199,24 +222,70 @@ class SagaOrchestrator:
         with log_context(correlation_id=state.saga_id, saga_id=state.saga_id):
             logger.info("%s reply to %s ignored: it changes nothing", outcome, reply.command_id)
 
-    def fire_due(self, database: Engine, limit: int = 200) -> int:
+    def fire_due(
+        self,
+        database: Engine,
+        limit: int = 200,
+        *,
+        replies_read_through: datetime | None = None,
+    ) -> int:
         """Fire the deadlines and backoffs due now, one transaction per saga; returns how many
         sagas changed. Sagas another orchestrator is handling are skipped on PostgreSQL; on
-        SQLite the revision check makes the second of two concurrent writers try again."""
+        SQLite the revision check makes the second of two concurrent writers try again.
+
+        ``replies_read_through``: the moment before which every reply that reached the
+        replies topic has been applied (:meth:`replies_read_through`); a timeout due after it
+        waits, so that a reply that came in time wins over it however late it is read."""
         now = self.clock()
         with Session(database) as session:
             # Only sagas a definition here can run: one of a version this registry lacks must
             # not stop the others' deadlines (warn_unknown_versions says so at the start).
-            due = due_saga_ids(session, now, limit, self.registry.held())
+            due = due_saga_ids(session, now, limit, self.registry.held(), replies_read_through)
         changed = 0
         for saga_id in due:
             try:
-                changed += self._fire(database, saga_id)
+                changed += self._fire(database, saga_id, replies_read_through)
             except ConcurrentSagaUpdate:
                 continue  # a reply changed it meanwhile: the next round looks again
         return changed
 
-    def _fire(self, database: Engine, saga_id: str) -> int:
+    def replies_read_through(self, progress: TopicProgress | None) -> datetime | None:
+        """The moment before which every reply that reached the replies topic has been applied,
+        from the runtime's ``progress`` (``None`` without one: timeouts then fire at their
+        deadlines). Sets ``pipeline_saga_replies_behind_seconds``; while the replies are
+        applied more than :data:`REPLIES_BEHIND_WARNING_S` behind (or not known that long),
+        says every minute that timeouts wait."""
+        if progress is None:
+            return None
+        moment = progress.read_through(SAGA_REPLIES)
+        now = self.clock()
+        if self._first_asked_at is None:
+            self._first_asked_at = now
+        behind = now - (moment if moment is not None else self._first_asked_at)
+        self.metrics.replies_behind.set(
+            max(behind.total_seconds(), 0.0) if moment is not None else math.inf
+        )
+        if behind.total_seconds() <= REPLIES_BEHIND_WARNING_S:
+            self._behind_warned_at = None
+        elif self._behind_warned_at is None or now - self._behind_warned_at >= timedelta(minutes=1):
+            self._behind_warned_at = now
+            how_far = (
+                f"only up to {moment.isoformat(timespec='seconds')}"
+                if moment is not None
+                else "not yet (since this orchestrator started)"
+            )
+            logger.warning(
+                "timeouts wait: the replies that reached %s are applied %s, %.0f s behind; a "
+                "step's timeout fires once the replies that came before its deadline are",
+                SAGA_REPLIES,
+                how_far,
+                behind.total_seconds(),
+            )
+        return moment if moment is not None else _NOTHING_READ
+
+    def _fire(
+        self, database: Engine, saga_id: str, replies_read_through: datetime | None = None
+    ) -> int:
         """Fire what is due of one saga in its own transaction; 1 when it changed."""
         with Session(database) as session, session.begin():
             if is_postgres(database):
@@ -231,7 +300,7 @@ class SagaOrchestrator:
             if stored is None or stored.state.is_terminal:
                 return 0
             definition = self.registry.get(stored.state.name, stored.state.version)
-            decision = machine.on_due(definition, stored.state, self.clock())
+            decision = machine.on_due(definition, stored.state, self.clock(), replies_read_through)
             if not decision.transitions and not decision.commands:
                 return 0
             save_saga(session, decision.state, stored.revision)
@@ -378,9 +447,17 @@ def _apply_replies(
             session,
             [unit.event for unit in units],
             lambda i: handler_log_context(units[i]),
+            [_arrived_at(unit) for unit in units],
         )
     except (MalformedSagaMessage, UnknownSaga) as error:
         raise Reject(str(error)) from None
+
+
+def _arrived_at(unit: UnitOfWork) -> datetime | None:
+    """When the reply reached the replies topic: its record's timestamp (the relay's producer
+    sets it as it sends, or the broker as it appends, per the topic's timestamp type)."""
+    timestamp_ms = unit.record.timestamp_ms
+    return None if timestamp_ms is None else datetime.fromtimestamp(timestamp_ms / 1000, UTC)
 
 
 def orchestrator_processor(
@@ -434,7 +511,10 @@ def orchestrator_processor(
 
     @processor.every(deadline_every_s)
     def fire_deadlines(database: Engine) -> None:
-        while orchestrator.fire_due(database) > 0:
+        # A reply sent before its step's deadline wins over the timeout, however late it is
+        # read (the orchestrator was down, or behind): timeouts wait for the replies.
+        read_through = orchestrator.replies_read_through(processor.progress)
+        while orchestrator.fire_due(database, replies_read_through=read_through) > 0:
             pass
 
     if settings is not None:

@@ -137,3 +137,8 @@ class SagaState(_Model):
         """When the orchestrator must look at this saga again without a reply, if ever."""
         times = [a.deadline for a in self.awaiting.values()] + [r.due for r in self.resends]
         return min(times) if times else None
+
+    @property
+    def next_resend(self) -> datetime | None:
+        """When the earliest backoff ends (a command to send again), if any."""
+        return min((r.due for r in self.resends), default=None)

@@ -61,8 +61,10 @@ sagas_table = sa.Table(
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("next_resend", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_pipeline_sagas_status", "status", "updated_at"),
     sa.Index("ix_pipeline_sagas_next_deadline", "next_deadline"),
+    sa.Index("ix_pipeline_sagas_next_resend", "next_resend"),
 )
 
 saga_steps_table = sa.Table(
@@ -105,6 +107,7 @@ def _columns(state: SagaState) -> dict[str, Any]:
         "status": state.status,
         "state": state.model_dump(mode="json"),
         "next_deadline": None if state.is_terminal else state.next_deadline,
+        "next_resend": None if state.is_terminal else state.next_resend,
         "updated_at": state.updated_at,
     }
 
@@ -134,7 +137,14 @@ _SAVE = (
     .values(
         {
             sagas_table.c[name]: sa.bindparam(f"p_new_{name}", type_=sagas_table.c[name].type)
-            for name in ("revision", "status", "state", "next_deadline", "updated_at")
+            for name in (
+                "revision",
+                "status",
+                "state",
+                "next_deadline",
+                "next_resend",
+                "updated_at",
+            )
         }
     )
 )
@@ -217,11 +227,19 @@ def due_saga_ids(
     now: datetime,
     limit: int,
     definitions: Collection[tuple[str, int]] | None = None,
+    replies_read_through: datetime | None = None,
 ) -> list[str]:
     """Sagas with a deadline or a backoff due at ``now``, earliest first (the caller locks
     each one as it handles it); only those of ``definitions`` (name, version) when given, so
-    that sagas no definition here can run never hold up the others."""
-    query = sa.select(sagas_table.c.saga_id).where(sagas_table.c.next_deadline <= now)
+    that sagas no definition here can run never hold up the others. With
+    ``replies_read_through``, a timeout counts only when due by then too (a backoff at
+    ``now``): see :func:`pipeline.sagas.machine.on_due`."""
+    columns = sagas_table.c
+    if replies_read_through is None or replies_read_through >= now:
+        due = columns.next_deadline <= now
+    else:  # next_deadline is the earlier of the two: due by then, whatever it is
+        due = sa.or_(columns.next_deadline <= replies_read_through, columns.next_resend <= now)
+    query = sa.select(columns.saga_id).where(due)
     if definitions is not None:
         query = query.where(
             sa.or_(

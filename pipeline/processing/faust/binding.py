@@ -43,6 +43,7 @@ from sqlalchemy.engine import Engine
 from pipeline.database import build_engine
 from pipeline.envelope import KafkaMessage
 from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_consumer
 from pipeline.kafka.producer import EventProducer, build_event_producer
 from pipeline.plurals import counted
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
@@ -50,6 +51,7 @@ from pipeline.processing.faust import tolerant_batches
 from pipeline.processing.faust.credentials import faust_credentials
 from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.faust.stall_checks import install_stall_check_warnings
+from pipeline.processing.group_progress import GroupProgress
 from pipeline.processing.inbox import purge_inbox
 from pipeline.processing.metrics import (
     MetricsSnapshot,
@@ -182,6 +184,18 @@ class FaustBinding:
             broker_credentials=faust_credentials(kafka),
             **({"datadir": datadir} if datadir is not None else {}),
         )
+        #: How far the group has handled each topic (the saga orchestrator's timeouts wait for
+        #: it); a consumer of the group's id that never joins it asks Kafka, when asked.
+        self.progress = GroupProgress(
+            partial(
+                build_consumer,
+                kafka,
+                self.app.conf.id,
+                **{"isolation.level": "read_uncommitted"},
+            ),
+            start=processing.start,
+        )
+        processor.progress = self.progress
         self.internals.subscribe(self.app, processor.topics, self)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
@@ -273,6 +287,7 @@ class FaustBinding:
 
     async def stopping(self) -> None:
         """The app is stopping, its consumer still running: drain everything, commit."""
+        self.progress.close()
         if self._engine is None:
             return
         await self._engine.close()

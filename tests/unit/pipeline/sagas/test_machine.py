@@ -129,9 +129,9 @@ class Run:
             )
         )
 
-    def advance(self, seconds: float) -> Decision:
+    def advance(self, seconds: float, replies_read_through: datetime | None = None) -> Decision:
         self.now += timedelta(seconds=seconds)
-        return self._take(on_due(self.definition, self.state, self.now))
+        return self._take(on_due(self.definition, self.state, self.now, replies_read_through))
 
     def types(self) -> list[str]:
         return [c.call.type for c in self.sent]
@@ -249,6 +249,74 @@ def test_a_timed_out_step_is_compensated_because_its_effect_is_unknown():
     run.reply("reserve")
     assert run.state.status == "compensated"
     assert "no reply within 10 s" in run.state.reason
+
+
+def test_a_timeout_waits_while_the_replies_sent_before_its_deadline_may_not_be_read():
+    run = Run(order_saga())
+    run.reply("reserve")
+    deadline = run.state.next_deadline
+    assert deadline is not None
+
+    # 30 s past the deadline, but the replies are read only up to just before it.
+    run.advance(40, replies_read_through=deadline - timedelta(milliseconds=1))
+    assert run.state.status == "running" and run.pending("charge")
+    # The reply sent in time is read: it wins.
+    run.reply("charge", data={"payment_id": "p"})
+    assert run.pending("ship")
+    assert "action_timed_out" not in [h.what for h in run.state.history]
+
+
+def test_a_timeout_fires_once_the_replies_are_read_past_its_deadline():
+    run = Run(order_saga())
+    run.reply("reserve")
+    deadline = run.state.next_deadline
+    assert deadline is not None
+
+    run.advance(40, replies_read_through=deadline)
+
+    assert [h.what for h in run.state.history if h.step == "charge"][-1] == "compensation_sent"
+
+
+def test_a_reply_that_came_after_its_deadline_is_late_though_its_timeout_had_not_fired():
+    run = Run(order_saga())
+    run.reply("reserve")
+    deadline = run.state.next_deadline
+    assert deadline is not None
+    run.now = deadline + timedelta(seconds=5)  # read late, its timeout still waiting
+
+    decision = run.reply(
+        "charge", data={"payment_id": "p"}, arrived_at=deadline + timedelta(milliseconds=1)
+    )
+
+    assert decision.outcome == "late"
+    assert [h.what for h in run.state.history if h.step == "charge"][-2:] == [
+        "action_timed_out",
+        "compensation_sent",
+    ]
+    assert run.state.status == "compensating"
+
+
+def test_a_reply_that_came_by_its_deadline_is_applied_however_late_it_is_read():
+    run = Run(order_saga())
+    run.reply("reserve")
+    deadline = run.state.next_deadline
+    assert deadline is not None
+    run.now = deadline + timedelta(seconds=5)
+
+    decision = run.reply("charge", data={"payment_id": "p"}, arrived_at=deadline)
+
+    assert decision.outcome == "applied"
+    assert run.pending("ship")
+
+
+def test_a_backoff_ends_at_its_time_whatever_the_replies_read():
+    run = Run(order_saga(retries=1, retry_backoff_s=5.0))
+    run.reply("reserve")
+    run.reply("charge", ok=False, reason="gateway busy")
+
+    run.advance(5, replies_read_through=T0)
+
+    assert [c.attempt for c in run.pending("charge")] == [2]
 
 
 def test_a_step_is_retried_before_the_saga_compensates():

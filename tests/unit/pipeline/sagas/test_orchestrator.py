@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
 from pipeline.processing.group_commit import commit
+from pipeline.processing.harness import PipelineHarness
 from pipeline.processing.processor import Reject
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.messages import CommandInfo, reply_event
@@ -123,3 +124,173 @@ def test_the_orchestrator_never_parks_a_sagas_replies_after_a_dead_letter() -> N
     # A parked saga would wait for a redrive for ever; its step's timeout covers a lost reply.
     processor = orchestrator_processor(SagaOrchestrator(REGISTRY), settings=SagaSettings())
     assert SAGA_REPLIES in processor.keys_never_parked
+
+
+def _saga_after(database: Engine, saga_id: str) -> SagaState:
+    with Session(database) as session:
+        return load_sagas(session, [saga_id])[saga_id].state
+
+
+def test_a_reply_sent_before_the_deadline_wins_over_the_timeout_however_late_it_is_read() -> None:
+    # The orchestrator was down (or behind): its deadline task runs before the reply that came
+    # in time is read. The timeout waits for the replies; the reply is applied.
+    orchestrator = SagaOrchestrator(SagaRegistry([_timed(1)]))
+    harness = PipelineHarness([orchestrator_processor(orchestrator)], clocked=[orchestrator])
+    with harness:
+        with Session(harness.database) as session, session.begin():
+            state = orchestrator.start(session, "Timed", "late-read", {"n": 1})
+        harness.run_until_idle()
+        harness.send(SAGA_REPLIES, reply_to(state))  # sent in time, not read yet
+        harness.clock.advance(30)  # far past the step's 1 s timeout
+
+        harness.run_periodic_tasks()
+        assert _saga_after(harness.database, "late-read").status == "running"
+
+        harness.run_until_idle()
+        after = _saga_after(harness.database, "late-read")
+    assert after.status == "completed"
+    assert "action_timed_out" not in [entry.what for entry in after.history]
+
+
+def test_without_a_reply_the_timeout_fires_once_the_replies_are_read_past_it() -> None:
+    orchestrator = SagaOrchestrator(SagaRegistry([_timed(1)]))
+    harness = PipelineHarness([orchestrator_processor(orchestrator)], clocked=[orchestrator])
+    with harness:
+        with Session(harness.database) as session, session.begin():
+            orchestrator.start(session, "Timed", "silent", {"n": 1})
+        harness.run_until_idle()
+        harness.advance(2)
+        after = _saga_after(harness.database, "silent")
+    assert after.status == "compensated"
+    assert "action_timed_out" in [entry.what for entry in after.history]
+
+
+def test_fire_due_leaves_a_timeout_past_what_is_read_and_ends_a_backoff_at_its_time(
+    database: Engine,
+) -> None:
+    retried = SagaDefinition(
+        "Retried",
+        version=1,
+        data_model=Data,
+        steps=[
+            Step(
+                "only",
+                participant="worker",
+                action=lambda d: Call("Do", {"n": d.n}),
+                timeout_s=1,
+                retries=1,
+                retry_backoff_s=1,
+            )
+        ],
+    )
+    started_at = datetime(2026, 1, 1, tzinfo=UTC)
+    now = started_at
+    orchestrator = SagaOrchestrator(SagaRegistry([_timed(1), retried]), clock=lambda: now)
+    with Session(database) as session, session.begin():
+        orchestrator.start(session, "Timed", "waiting", {"n": 1})
+        backing_off = orchestrator.start(session, "Retried", "backing-off", {"n": 2})
+    failure = reply_event(
+        CommandInfo("backing-off", "only", "action", *_awaited(backing_off)),
+        ok=False,
+        reason="busy",
+        source="/worker",
+    )
+    with Session(database) as session, session.begin():
+        orchestrator.handle_reply(session, failure)
+    now = started_at + timedelta(seconds=5)
+
+    assert orchestrator.fire_due(database, replies_read_through=started_at) == 1
+
+    assert _saga_after(database, "waiting").status == "running"  # its timeout waits
+    resent = _saga_after(database, "backing-off")
+    assert [a.attempt for a in resent.awaiting.values()] == [2]  # the backoff ended
+    assert orchestrator.fire_due(database, replies_read_through=now) == 1
+    assert _saga_after(database, "waiting").status == "compensated"
+
+
+def _awaited(state: SagaState) -> tuple[str, int]:
+    [(command_id, awaited)] = state.awaiting.items()
+    return command_id, awaited.attempt
+
+
+class _Progress:
+    def __init__(self, moment: datetime | None) -> None:
+        self.moment = moment
+        self.asked: list[str] = []
+
+    def read_through(self, topic: str) -> datetime | None:
+        self.asked.append(topic)
+        return self.moment
+
+
+def test_the_replies_read_through_time_is_a_gauge_and_a_warning_when_far_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: now)
+    behind = orchestrator.metrics.registry
+
+    def gauge() -> float | None:
+        return behind.get_sample_value("pipeline_saga_replies_behind_seconds")
+
+    assert orchestrator.replies_read_through(None) is None  # no runtime that knows: not held
+    progress = _Progress(now - timedelta(seconds=2))
+    with caplog.at_level(logging.WARNING, logger="pipeline.sagas"):
+        assert orchestrator.replies_read_through(progress) == now - timedelta(seconds=2)
+        assert gauge() == 2.0 and progress.asked == [SAGA_REPLIES]
+        assert caplog.records == []
+
+        progress.moment = now - timedelta(seconds=90)
+        orchestrator.replies_read_through(progress)
+        orchestrator.replies_read_through(progress)  # said once a minute, not every round
+        assert gauge() == 90.0
+        [warning] = caplog.records
+        assert warning.getMessage().startswith(
+            "timeouts wait: the replies that reached saga.replies are applied only up to "
+            "2025-12-31T23:58:30+00:00, 90 s behind"
+        )
+
+
+def test_a_read_through_time_not_known_yet_fires_no_timeout_and_warns_only_after_a_while(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    orchestrator = SagaOrchestrator(REGISTRY, clock=lambda: now)
+    progress = _Progress(None)  # just started: nothing known yet
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.sagas"):
+        assert orchestrator.replies_read_through(progress) == datetime.min.replace(tzinfo=UTC)
+        assert caplog.records == []  # not at every start
+        now += timedelta(seconds=31)
+        orchestrator.replies_read_through(progress)
+
+    gauge = orchestrator.metrics.registry.get_sample_value("pipeline_saga_replies_behind_seconds")
+    assert gauge == float("inf")
+    [warning] = caplog.records
+    assert "applied not yet (since this orchestrator started), 31 s behind" in warning.getMessage()
+
+
+def test_a_reply_that_reached_the_topic_after_its_deadline_times_its_command_out(
+    database: Engine,
+) -> None:
+    started_at = datetime(2026, 1, 1, tzinfo=UTC)
+    now = started_at
+    orchestrator = SagaOrchestrator(SagaRegistry([_timed(1)]), clock=lambda: now)
+    with Session(database) as session, session.begin():
+        state = orchestrator.start(session, "Timed", "too-late", {"n": 1})
+    now = started_at + timedelta(seconds=5)  # its 1 s timeout has not fired yet
+
+    with Session(database) as session, session.begin():
+        outcome = orchestrator.handle_reply(
+            session, reply_to(state), arrived_at=started_at + timedelta(seconds=2)
+        )
+
+    assert outcome == "late"
+    after = _saga_after(database, "too-late")
+    assert after.status == "compensated"
+    assert "action_timed_out" in [entry.what for entry in after.history]
+    metrics = orchestrator.metrics.registry
+    labels = {"saga": "Timed", "step": "only", "kind": "action"}
+    assert metrics.get_sample_value("pipeline_saga_timeouts_total", labels) == 1
+    late = {"saga": "Timed", "outcome": "late"}
+    assert metrics.get_sample_value("pipeline_saga_replies_ignored_total", late) == 1
