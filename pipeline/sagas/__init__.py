@@ -17,6 +17,7 @@ from pipeline.sagas.definition import (
 from pipeline.sagas.graph import mermaid
 from pipeline.sagas.machine import Decision, InvalidSagaId, OperatorError, Reply
 from pipeline.sagas.state import TERMINAL, SagaState
+from pipeline.sagas.topics import SagaTopics
 
 __all__ = [
     "TERMINAL",
@@ -30,6 +31,7 @@ __all__ = [
     "SagaDefinitionError",
     "SagaRegistry",
     "SagaState",
+    "SagaTopics",
     "Step",
     "mermaid",
     "tcc",

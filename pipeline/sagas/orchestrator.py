@@ -68,8 +68,8 @@ from pipeline.sagas.store import (
     save_saga,
     save_sagas,
 )
+from pipeline.sagas.topics import SagaTopics
 from pipeline.settings import PipelineSettings, SagaSettings
-from pipeline.topics.catalogue import SAGA_EVENTS, SAGA_REPLIES, saga_commands_topic
 
 __all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
 
@@ -100,8 +100,11 @@ class SagaOrchestrator:
         clock: Callable[[], datetime] = _utc_now,
         outbox: Outbox | None = None,
         settings: SagaSettings | None = None,
+        topics: SagaTopics | None = None,
     ) -> None:
         self.registry = registry
+        #: Where commands go and replies come from (the ``saga`` namespace unless given).
+        self.topics = topics or SagaTopics()
         self.metrics = metrics or SagaMetrics()
         self.clock = clock
         # Commands and saga events name their topics, so no route is needed.
@@ -198,7 +201,12 @@ class SagaOrchestrator:
                 saves.append((decision.state, stored[saga_id].revision))
         save_sagas(session, saves)
         self.outbox.add_all(
-            session, [pending for _, decision in decisions for pending in _outbox_events(decision)]
+            session,
+            [
+                pending
+                for _, decision in decisions
+                for pending in _outbox_events(decision, self.topics)
+            ],
         )
         for i, decision in decisions:
             with log_context_of(i) if log_context_of is not None else nullcontext():
@@ -257,7 +265,7 @@ class SagaOrchestrator:
         says every minute that timeouts wait."""
         if progress is None:
             return None
-        moment = progress.read_through(SAGA_REPLIES)
+        moment = progress.read_through(self.topics.replies)
         now = self.clock()
         if self._first_asked_at is None:
             self._first_asked_at = now
@@ -277,7 +285,7 @@ class SagaOrchestrator:
             logger.warning(
                 "timeouts wait: the replies that reached %s are applied %s, %.0f s behind; a "
                 "step's timeout fires once the replies that came before its deadline are",
-                SAGA_REPLIES,
+                self.topics.replies,
                 how_far,
                 behind.total_seconds(),
             )
@@ -387,7 +395,7 @@ class SagaOrchestrator:
     def _publish(self, session: Session, decision: machine.Decision) -> None:
         """The decision's commands, then its transition events, into the outbox in one
         statement; a log line and the metrics for each transition."""
-        self.outbox.add_all(session, _outbox_events(decision))
+        self.outbox.add_all(session, _outbox_events(decision, self.topics))
         self._announce(decision)
 
     def _announce(self, decision: machine.Decision) -> None:
@@ -417,7 +425,7 @@ class SagaOrchestrator:
                 )
 
 
-def _outbox_events(decision: machine.Decision) -> list[PendingEvent]:
+def _outbox_events(decision: machine.Decision, topics: SagaTopics) -> list[PendingEvent]:
     """The decision's commands, then its transition events, as outbox rows."""
     state = decision.state
     pending = [
@@ -425,12 +433,12 @@ def _outbox_events(decision: machine.Decision) -> list[PendingEvent]:
             command_event(command),
             AGGREGATE_TYPE,
             state.saga_id,
-            saga_commands_topic(command.participant),
+            topics.commands(command.participant),
         )
         for command in decision.commands
     ]
     pending.extend(
-        PendingEvent(transition_event(state, entry), AGGREGATE_TYPE, state.saga_id, SAGA_EVENTS)
+        PendingEvent(transition_event(state, entry), AGGREGATE_TYPE, state.saga_id, topics.events)
         for entry in decision.transitions
     )
     return pending
@@ -494,9 +502,9 @@ def orchestrator_processor(
     # ever. The state machine needs no order between replies (each answers the command id it
     # names; one not awaited is ignored), and the timeout of a step whose reply was lost
     # takes over.
-    processor.never_park_keys(SAGA_REPLIES)
+    processor.never_park_keys(orchestrator.topics.replies)
 
-    @processor.handler(SAGA_REPLIES, event_type=REPLY_TYPE)
+    @processor.handler(orchestrator.topics.replies, event_type=REPLY_TYPE)
     async def on_reply(event: Event, unit: UnitOfWork) -> None:
         try:
             reply_of(event)  # a malformed reply is dead-lettered now, without the database

@@ -66,8 +66,8 @@ from pipeline.sagas.store import (
     participant_outcomes_of,
     record_participant_outcomes,
 )
+from pipeline.sagas.topics import SagaTopics
 from pipeline.settings import PipelineSettings, SagaSettings
-from pipeline.topics.catalogue import SAGA_REPLIES, saga_commands_topic
 from pipeline.topics.spec import kafka_name_problem
 
 __all__ = ["Refuse", "SagaCommand", "SagaParticipant"]
@@ -126,18 +126,22 @@ class SagaParticipant:
         settings: SagaSettings | None = None,
         cleanup_every_s: float = 300.0,
         clock: Callable[[], datetime] = utc_now,
+        topics: SagaTopics | None = None,
     ):
         """``settings``: ``PipelineSettings().sagas``, read when the processor starts, unless
         given here; its ``step_log_retention_s`` says how long the participant's log keeps a
-        handled command (looked at every ``cleanup_every_s``; by default forever)."""
-        if not participant or kafka_name_problem(saga_commands_topic(participant)):
+        handled command (looked at every ``cleanup_every_s``; by default forever). ``topics``:
+        the saga system's topics (those of the ``saga`` namespace unless given): commands come
+        from ``<namespace>.<participant>.commands``, replies go to ``<namespace>.replies``."""
+        self.topics = topics or SagaTopics()
+        if not participant or kafka_name_problem(self.topics.commands(participant)):
             raise ValueError(
                 f"saga participant name {participant!r} must use only letters, digits, '.', '_' "
-                "and '-' (it names the topic saga.<participant>.commands)"
+                f"and '-' (it names the topic {self.topics.namespace}.<participant>.commands)"
             )
         self.processor = processor
         self.participant = participant
-        self.topic = saga_commands_topic(participant)
+        self.topic = self.topics.commands(participant)
         self.source = source or f"/services/{processor.name}"
         self.group_commit = group_commit
         self.clock = clock
@@ -316,7 +320,7 @@ class SagaParticipant:
         event = reply_event(
             info, ok=ok, source=self.source, data=data, reason=reason, retryable=retryable
         )
-        return PendingEvent(unit.linked(event), "saga", info.saga_id, SAGA_REPLIES)
+        return PendingEvent(unit.linked(event), "saga", info.saga_id, self.topics.replies)
 
 
 #: Replies name their topic: no routes needed.

@@ -30,8 +30,11 @@ from pipeline.topics.spec import DAY_MS, Catalogue, CatalogueError, TopicSpec, d
 REQUESTS_ORDERS = "requests.orders"
 REQUESTS_CUSTOMERS = "requests.customers"
 LOGS = "logs"
-SAGA_REPLIES = "saga.replies"
-SAGA_EVENTS = "saga.events"
+#: The namespace of the saga topics (``saga.replies``, ``saga.<participant>.commands``, ...);
+#: a second saga system on the cluster takes its own (pipeline.sagas.SagaTopics).
+SAGA_NAMESPACE = "saga"
+SAGA_REPLIES = f"{SAGA_NAMESPACE}.replies"
+SAGA_EVENTS = f"{SAGA_NAMESPACE}.events"
 ORDERS_EVENTS = "orders.events"
 PAYMENTS_EVENTS = "payments.events"
 SAGA_PARTICIPANTS: tuple[str, ...] = ("orders", "payments", "inventory", "shipping")
@@ -49,9 +52,9 @@ def requests_topic(request_type: str) -> str:
     return f"requests.{request_type}"
 
 
-def saga_commands_topic(participant: str) -> str:
+def saga_commands_topic(participant: str, namespace: str = SAGA_NAMESPACE) -> str:
     """The command topic of a saga participant: ``saga.payments.commands``."""
-    return f"saga.{participant}.commands"
+    return f"{namespace}.{participant}.commands"
 
 
 SAGA_PAYMENTS_COMMANDS = saga_commands_topic("payments")

@@ -1,0 +1,43 @@
+"""The topics of one saga system: its participants' commands, their replies, its transitions.
+
+Every orchestrator and participant of a saga system names the same :class:`SagaTopics`. Two
+saga systems on one cluster (two teams, two products) each take a namespace of their own, so
+neither reads the other's replies (an orchestrator dead-letters a reply for a saga it does not
+know) nor shares its consumer groups' topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.topics.catalogue import SAGA_NAMESPACE, saga_commands_topic
+from pipeline.topics.spec import kafka_name_problem
+
+__all__ = ["SagaTopics"]
+
+
+@dataclass(frozen=True)
+class SagaTopics:
+    """``<namespace>.replies``, ``<namespace>.events`` and ``<namespace>.<participant>.commands``
+    (the default namespace, ``saga``, gives the topics of ``pipeline topics apply``)."""
+
+    namespace: str = SAGA_NAMESPACE
+
+    def __post_init__(self) -> None:
+        problem = kafka_name_problem(self.replies) if self.namespace else "it is empty"
+        if problem:
+            raise ValueError(f"saga topic namespace {self.namespace!r}: {problem}")
+
+    @property
+    def replies(self) -> str:
+        """Every participant's replies, read by the orchestrators."""
+        return f"{self.namespace}.replies"
+
+    @property
+    def events(self) -> str:
+        """Every saga transition, as a CloudEvent."""
+        return f"{self.namespace}.events"
+
+    def commands(self, participant: str) -> str:
+        """The commands of one participant."""
+        return saga_commands_topic(participant, self.namespace)

@@ -1,0 +1,73 @@
+"""Two saga systems on one cluster, each in a topic namespace of its own: neither reads the
+other's replies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from pipeline.processing import Processor, UnitOfWork
+from pipeline.processing.harness import PipelineHarness
+from pipeline.sagas import Call, SagaDefinition, SagaRegistry, SagaTopics, Step
+from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
+from pipeline.sagas.participant import SagaCommand, SagaParticipant
+
+
+class Job(BaseModel):
+    n: int
+
+
+def _system(namespace: str) -> tuple[SagaOrchestrator, list[Processor]]:
+    """A saga system: one saga of one step, its orchestrator and its participant."""
+    topics = SagaTopics(namespace)
+    saga = SagaDefinition(
+        f"Job-{namespace}",
+        version=1,
+        data_model=Job,
+        steps=[Step("do", participant="worker", action=lambda job: Call("Do", {"n": job.n}))],
+    )
+    orchestrator = SagaOrchestrator(SagaRegistry([saga]), topics=topics)
+    worker = Processor(f"worker-{namespace}")
+    participant = SagaParticipant(worker, "worker", topics=topics)
+
+    @participant.command("Do")
+    def do(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+        return {"done": command.data["n"]}
+
+    orchestrator_runs = orchestrator_processor(orchestrator, name=f"orchestrator-{namespace}")
+    return orchestrator, [orchestrator_runs, worker]
+
+
+def test_two_saga_systems_in_their_own_namespaces_each_complete_their_sagas_alone():
+    first, first_processors = _system("saga")
+    second, second_processors = _system("billing-saga")
+    with PipelineHarness(
+        [*first_processors, *second_processors], clocked=[first, second]
+    ) as harness:
+        with Session(harness.database) as session, session.begin():
+            first.start(session, "Job-saga", "a-1", {"n": 1})
+            second.start(session, "Job-billing-saga", "b-1", {"n": 2})
+        harness.run_until_idle()
+        sagas = harness.sagas()
+
+        assert {saga_id: state.status for saga_id, state in sagas.items()} == {
+            "a-1": "completed",
+            "b-1": "completed",
+        }
+        assert harness.dead_letters("saga.replies") == []
+        assert harness.dead_letters("billing-saga.replies") == []
+        assert [e.type for e in harness.published("billing-saga.worker.commands")] == ["Do"]
+        assert "saga_completed" in {
+            e.type.rsplit(".", 1)[-1] for e in harness.published("billing-saga.events")
+        }
+    assert sagas["b-1"].data == {"n": 2}
+
+
+def test_a_namespace_that_cannot_name_a_topic_is_refused():
+    with pytest.raises(ValueError, match="saga topic namespace 'billing saga'"):
+        SagaTopics("billing saga")
+    with pytest.raises(ValueError, match="it is empty"):
+        SagaTopics("")
