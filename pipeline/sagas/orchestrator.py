@@ -67,6 +67,7 @@ from pipeline.sagas.store import (
     sagas_table,
     save_saga,
     save_sagas,
+    set_due_columns,
 )
 from pipeline.sagas.topics import SagaTopics
 from pipeline.settings import PipelineSettings, SagaSettings
@@ -310,6 +311,9 @@ class SagaOrchestrator:
             definition = self.registry.get(stored.state.name, stored.state.version)
             decision = machine.on_due(definition, stored.state, self.clock(), replies_read_through)
             if not decision.transitions and not decision.commands:
+                # Found due with nothing due now (a timeout waiting for the replies aside):
+                # its columns were not set by this version; set them, or it is found every round.
+                set_due_columns(session, stored.state, stored.revision)
                 return 0
             save_saga(session, decision.state, stored.revision)
             self._publish(session, decision)

@@ -47,6 +47,7 @@ __all__ = [
     "sagas_table",
     "save_saga",
     "save_sagas",
+    "set_due_columns",
 ]
 
 sagas_table = sa.Table(
@@ -220,6 +221,18 @@ def save_sagas(session: Session | Connection, saves: Sequence[tuple[SagaState, i
             f"{len(saves) - result.rowcount} of {len(saves)} sagas changed since they were "  # type: ignore[attr-defined]
             "loaded; trying again"
         )
+
+
+def set_due_columns(session: Session | Connection, state: SagaState, revision: int) -> None:
+    """Set the row's ``next_deadline`` and ``next_resend`` from ``state`` (loaded at
+    ``revision``, not changed): a row the orchestrator found due with nothing due in it was
+    saved by an older version, or before migration 0007 gave it ``next_resend``."""
+    columns = _columns(state)
+    session.execute(
+        sa.update(sagas_table)
+        .where(sagas_table.c.saga_id == state.saga_id, sagas_table.c.revision == revision)
+        .values(next_deadline=columns["next_deadline"], next_resend=columns["next_resend"])
+    )
 
 
 def due_saga_ids(

@@ -73,14 +73,20 @@ def default_catalogue(replication_factor: int = 1) -> Catalogue:
     """The project's topics; ``replication_factor`` applies to all (1 for a single broker)."""
     extra = _durability_configs(replication_factor)
 
-    def topic(name: str, partitions: int, retention_ms: int, description: str) -> TopicSpec:
+    def topic(
+        name: str,
+        partitions: int,
+        retention_ms: int,
+        description: str,
+        configs: dict[str, str] | None = None,
+    ) -> TopicSpec:
         return TopicSpec(
             name=name,
             partitions=partitions,
             replication_factor=replication_factor,
             retention_ms=retention_ms,
             cleanup_policy="delete",
-            configs=extra,
+            configs={**extra, **(configs or {})},
             description=description,
         )
 
@@ -118,6 +124,9 @@ def default_catalogue(replication_factor: int = 1) -> Catalogue:
             DEFAULT_PARTITIONS,
             EVENT_RETENTION_MS,
             "Participants' replies to saga commands, keyed by saga id, read by the orchestrator",
+            # A reply's timestamp is when it reached the topic (the broker's clock): a step's
+            # timeout loses to a reply stamped by its deadline.
+            {"message.timestamp.type": "LogAppendTime"},
         ),
     ]
     produced_only = [

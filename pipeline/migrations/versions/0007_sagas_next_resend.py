@@ -4,8 +4,9 @@ A step's timeout fires only once the replies sent before its deadline have been 
 orchestrator's replies read-through time, see pipeline/processing/read_through.py); a backoff
 fires at its time whatever the replies. The orchestrator finds both by index:
 ``next_deadline <= read_through OR next_resend <= now``. Sagas saved before this revision get
-their ``next_deadline`` as ``next_resend`` (a saga that is due then is looked at, and what is not
-due yet waits; its next save sets the column right).
+their ``next_deadline`` as ``next_resend``: the orchestrator looks at such a saga when that time
+comes, fires what is due, and when nothing is (its timeout waits for the replies), sets both
+columns from its state, so that it is not looked at again before its time.
 
 Revision ID: 0007_sagas_next_resend
 Revises: 0006_parked_keys_last_event

@@ -51,6 +51,7 @@ from pipeline.processing.faust import tolerant_batches
 from pipeline.processing.faust.credentials import faust_credentials
 from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.faust.stall_checks import install_stall_check_warnings
+from pipeline.processing.group_progress import CONSUMER_CONFIG as GROUP_PROGRESS_CONFIG
 from pipeline.processing.group_progress import GroupProgress
 from pipeline.processing.inbox import purge_inbox
 from pipeline.processing.metrics import (
@@ -73,6 +74,8 @@ _POSITION_WAIT_S = 1.0
 #: How often the lag gauge is refreshed (the summary line, every metrics_log_interval_s, says
 #: the lag too): a scrape sees a lag at most this old.
 LAG_REFRESH_S = 1.0
+#: How often the group's progress (processor.progress) is asked of Kafka.
+PROGRESS_REFRESH_S = 1.0
 
 
 class ProducerDeadLetterSink:
@@ -185,14 +188,10 @@ class FaustBinding:
             **({"datadir": datadir} if datadir is not None else {}),
         )
         #: How far the group has handled each topic (the saga orchestrator's timeouts wait for
-        #: it); a consumer of the group's id that never joins it asks Kafka, when asked.
+        #: it): a consumer of the group's id that never joins it asks Kafka every second about
+        #: the topics asked about (none: no consumer, no question).
         self.progress = GroupProgress(
-            partial(
-                build_consumer,
-                kafka,
-                self.app.conf.id,
-                **{"isolation.level": "read_uncommitted"},
-            ),
+            partial(build_consumer, kafka, self.app.conf.id, **GROUP_PROGRESS_CONFIG),
             start=processing.start,
         )
         processor.progress = self.progress
@@ -202,6 +201,7 @@ class FaustBinding:
         self.app.timer(processing.inbox_cleanup_interval_s)(self.clean_inbox)
         self.app.timer(processing.metrics_log_interval_s)(self.report)
         self.app.timer(LAG_REFRESH_S)(self.refresh_lag)
+        self.app.timer(PROGRESS_REFRESH_S)(self.refresh_progress)
         for task in processor.periodic_tasks:
             self.app.timer(task.every_s)(self.periodic(task))
 
@@ -287,7 +287,8 @@ class FaustBinding:
 
     async def stopping(self) -> None:
         """The app is stopping, its consumer still running: drain everything, commit."""
-        self.progress.close()
+        # In a worker thread: it waits for a refresh under way (Kafka may be slow to answer).
+        await asyncio.get_running_loop().run_in_executor(None, self.progress.close)
         if self._engine is None:
             return
         await self._engine.close()
@@ -334,6 +335,10 @@ class FaustBinding:
         # Faust names its timers after the function.
         run.__name__ = run.__qualname__ = f"periodic_{task.name.replace('.', '_')}"
         return run
+
+    async def refresh_progress(self) -> None:
+        """Ask Kafka how far the group has handled the topics asked about (worker thread)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.progress.refresh)
 
     async def report(self) -> None:
         """Set each partition's lag and log the metrics summary line."""

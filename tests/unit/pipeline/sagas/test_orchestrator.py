@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.messages import CommandInfo, reply_event
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.state import SagaState
-from pipeline.sagas.store import load_sagas
+from pipeline.sagas.store import load_sagas, sagas_table
 from pipeline.settings import SagaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES
 from tests.support.driving import handled_units
@@ -165,10 +166,9 @@ def test_without_a_reply_the_timeout_fires_once_the_replies_are_read_past_it() -
     assert "action_timed_out" in [entry.what for entry in after.history]
 
 
-def test_fire_due_leaves_a_timeout_past_what_is_read_and_ends_a_backoff_at_its_time(
-    database: Engine,
-) -> None:
-    retried = SagaDefinition(
+def _retried() -> SagaDefinition[Data]:
+    """One step tried twice, a second apart."""
+    return SagaDefinition(
         "Retried",
         version=1,
         data_model=Data,
@@ -183,20 +183,25 @@ def test_fire_due_leaves_a_timeout_past_what_is_read_and_ends_a_backoff_at_its_t
             )
         ],
     )
+
+
+def _failure(state: SagaState) -> Event:
+    """A retryable failure in reply to the saga's only awaited command."""
+    [(command_id, awaited)] = state.awaiting.items()
+    info = CommandInfo(state.saga_id, awaited.step, awaited.kind, command_id, awaited.attempt)
+    return reply_event(info, ok=False, reason="busy", source="/worker")
+
+
+def test_fire_due_leaves_a_timeout_past_what_is_read_and_ends_a_backoff_at_its_time(
+    database: Engine,
+) -> None:
     started_at = datetime(2026, 1, 1, tzinfo=UTC)
     now = started_at
-    orchestrator = SagaOrchestrator(SagaRegistry([_timed(1), retried]), clock=lambda: now)
+    orchestrator = SagaOrchestrator(SagaRegistry([_timed(1), _retried()]), clock=lambda: now)
     with Session(database) as session, session.begin():
         orchestrator.start(session, "Timed", "waiting", {"n": 1})
         backing_off = orchestrator.start(session, "Retried", "backing-off", {"n": 2})
-    failure = reply_event(
-        CommandInfo("backing-off", "only", "action", *_awaited(backing_off)),
-        ok=False,
-        reason="busy",
-        source="/worker",
-    )
-    with Session(database) as session, session.begin():
-        orchestrator.handle_reply(session, failure)
+        orchestrator.handle_reply(session, _failure(backing_off))
     now = started_at + timedelta(seconds=5)
 
     assert orchestrator.fire_due(database, replies_read_through=started_at) == 1
@@ -206,11 +211,6 @@ def test_fire_due_leaves_a_timeout_past_what_is_read_and_ends_a_backoff_at_its_t
     assert [a.attempt for a in resent.awaiting.values()] == [2]  # the backoff ended
     assert orchestrator.fire_due(database, replies_read_through=now) == 1
     assert _saga_after(database, "waiting").status == "compensated"
-
-
-def _awaited(state: SagaState) -> tuple[str, int]:
-    [(command_id, awaited)] = state.awaiting.items()
-    return command_id, awaited.attempt
 
 
 class _Progress:
@@ -294,3 +294,33 @@ def test_a_reply_that_reached_the_topic_after_its_deadline_times_its_command_out
     assert metrics.get_sample_value("pipeline_saga_timeouts_total", labels) == 1
     late = {"saga": "Timed", "outcome": "late"}
     assert metrics.get_sample_value("pipeline_saga_replies_ignored_total", late) == 1
+
+
+def test_rows_saved_before_next_resend_existed_hold_up_no_backoff_while_their_timeouts_wait(
+    database: Engine,
+) -> None:
+    # Migration 0007 gave old rows their next_deadline (a timeout) as next_resend: while the
+    # replies are behind, such rows are found due with nothing due. They must not fill every
+    # round's batch (the limit) and keep a real backoff from firing.
+    started_at = datetime(2026, 1, 1, tzinfo=UTC)
+    now = started_at
+    orchestrator = SagaOrchestrator(SagaRegistry([_timed(1), _retried()]), clock=lambda: now)
+    with Session(database) as session, session.begin():
+        for n in range(3):
+            orchestrator.start(session, "Timed", f"old-{n}", {"n": n})
+        backing_off = orchestrator.start(session, "Retried", "backing-off", {"n": 9})
+        orchestrator.handle_reply(session, _failure(backing_off))
+    with database.begin() as connection:  # what the migration left on the old rows
+        connection.execute(
+            sa.update(sagas_table)
+            .where(sagas_table.c.saga_id.like("old-%"))
+            .values(next_resend=sagas_table.c.next_deadline)
+        )
+    now = started_at + timedelta(seconds=5)
+
+    fired = [orchestrator.fire_due(database, 2, replies_read_through=started_at) for _ in range(3)]
+
+    assert sum(fired) == 1
+    resent = _saga_after(database, "backing-off")
+    assert [a.attempt for a in resent.awaiting.values()] == [2]
+    assert {_saga_after(database, f"old-{n}").status for n in range(3)} == {"running"}

@@ -61,21 +61,25 @@ def test_default_partitions_and_retention(name: str, partitions: int, retention_
     assert topic.description
 
 
-def test_default_replication_factor_is_one_and_adds_no_other_configs() -> None:
+#: Configs of one topic beside the durability ones: saga.replies is stamped by the broker.
+OWN_CONFIGS = {"saga.replies": {"message.timestamp.type": "LogAppendTime"}}
+
+
+def test_default_replication_factor_is_one_and_adds_no_durability_configs() -> None:
     for topic in default_catalogue():
         assert topic.replication_factor == 1
-        assert topic.configs == {}
+        assert topic.configs == OWN_CONFIGS.get(topic.name, {})
 
 
 def test_replication_factor_applies_to_every_topic() -> None:
     catalogue = default_catalogue(replication_factor=2)
     assert {topic.replication_factor for topic in catalogue} == {2}
-    assert {len(topic.configs) for topic in catalogue} == {0}
+    assert {topic.name: topic.configs for topic in catalogue if topic.configs} == OWN_CONFIGS
 
 
 def test_three_replicas_require_two_in_sync() -> None:
     for topic in default_catalogue(replication_factor=3):
-        assert topic.configs == {"min.insync.replicas": "2"}
+        assert topic.configs == {"min.insync.replicas": "2", **OWN_CONFIGS.get(topic.name, {})}
 
 
 def test_request_topics_say_how_they_are_keyed() -> None:
