@@ -1,5 +1,6 @@
 """A saga orchestrator for tests of its timeouts: one saga, ``Timed``, of one step with a short
-timeout, its processor named by ``TIMED_ORCHESTRATOR_GROUP`` (each test its own consumer group).
+timeout, its processor named by ``TIMED_ORCHESTRATOR_GROUP`` (each test its own consumer group)
+and its topics in the namespace ``TIMED_SAGA_NAMESPACE`` (each test its own topics).
 
 Run it with ``pipeline process tests.support.timed_saga_orchestrator:processor``.
 """
@@ -10,7 +11,7 @@ import os
 
 from pydantic import BaseModel
 
-from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
+from pipeline.sagas import Call, SagaDefinition, SagaRegistry, SagaTopics, Step
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 
 #: The step's timeout, seconds.
@@ -34,7 +35,9 @@ timed = SagaDefinition(
         )
     ],
 )
-orchestrator = SagaOrchestrator(SagaRegistry([timed]))
+orchestrator = SagaOrchestrator(
+    SagaRegistry([timed]), topics=SagaTopics(os.environ.get("TIMED_SAGA_NAMESPACE", "saga"))
+)
 processor = orchestrator_processor(
     orchestrator, name=os.environ.get("TIMED_ORCHESTRATOR_GROUP", "timed-saga-orchestrator")
 )

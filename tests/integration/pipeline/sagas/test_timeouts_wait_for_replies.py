@@ -13,39 +13,46 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from pipeline.database import build_engine, migrate
-from pipeline.kafka.clients import build_admin
-from pipeline.kafka.groups import commit_group_at_end
+from pipeline.sagas import SagaRegistry, SagaTopics
 from pipeline.sagas.messages import CommandInfo, reply_event
+from pipeline.sagas.orchestrator import SagaOrchestrator
 from pipeline.sagas.store import load_saga
 from pipeline.settings import DatabaseSettings
-from pipeline.topics.admin import apply_plan, describe_cluster_topics
 from pipeline.topics.catalogue import SAGA_REPLIES, default_catalogue
-from pipeline.topics.plan import build_plan
 from tests.support.processor_runs import REPO_ROOT, ProcessorProcess, produce, wait_until
-from tests.support.timed_saga_orchestrator import TIMEOUT_S, orchestrator
+from tests.support.timed_saga_orchestrator import TIMEOUT_S, timed
 
 SPEC = "tests.support.timed_saga_orchestrator:processor"
 #: Replies ahead of the one that matters, on its partition.
 BACKLOG = 300
+#: The catalogue's saga.replies configs (the broker stamps the replies).
+REPLIES_CONFIGS = default_catalogue()[SAGA_REPLIES].configs
 
 
 def test_a_reply_that_came_while_the_orchestrator_was_down_wins_over_the_timeout_due_meanwhile(
-    pipeline_stack, pipeline_settings, postgres_url, consumer_group, tmp_path
+    pipeline_stack,
+    pipeline_settings,
+    postgres_url,
+    consumer_group,
+    new_topic,
+    unique_name,
+    tmp_path,
 ):
     settings = pipeline_settings
-    admin = build_admin(settings.kafka)
-    catalogue = default_catalogue()
-    apply_plan(admin, build_plan(catalogue, describe_cluster_topics(admin, catalogue.names)))
-    # saga.replies is shared with other tests: this group reads only what comes from now on.
-    commit_group_at_end(settings.kafka, consumer_group, [SAGA_REPLIES])
+    # A saga system of this test's own (its topics are deleted after).
+    topics = SagaTopics(unique_name("timed-saga"))
+    replies = new_topic(partitions=3, name=topics.replies, **REPLIES_CONFIGS)
+    new_topic(partitions=1, name=f"{replies}.dlq")
     database = build_engine(DatabaseSettings(url=postgres_url))
     migrate(database)
     saga_id = f"timed-{uuid.uuid4().hex}"
     with Session(database) as session, session.begin():
-        state = orchestrator.start(session, "Timed", saga_id, {"n": 1})
+        state = SagaOrchestrator(SagaRegistry([timed]), topics=topics).start(
+            session, "Timed", saga_id, {"n": 1}
+        )
     [(command_id, awaited)] = state.awaiting.items()
 
-    # The participant answers at once (its relay writes the reply to saga.replies), behind a
+    # The participant answers at once (its relay writes the reply to the replies), behind a
     # backlog on the same partition that takes the orchestrator a few seconds to go through
     # (replies for sagas it does not know, dead-lettered one by one) ...
     info = CommandInfo(saga_id, awaited.step, awaited.kind, command_id, awaited.attempt)
@@ -57,7 +64,7 @@ def test_a_reply_that_came_while_the_orchestrator_was_down_wins_over_the_timeout
         ).model_copy(update={"partitionkey": saga_id})
         for n in range(BACKLOG)
     ]
-    produce(settings, SAGA_REPLIES, [*backlog, reply_event(info, ok=True, source="/timed-worker")])
+    produce(settings, replies, [*backlog, reply_event(info, ok=True, source="/timed-worker")])
     assert datetime.now(UTC) < awaited.deadline, "the reply must come before the deadline"
     # ... while the orchestrator is down until well past the deadline.
     time.sleep(TIMEOUT_S + 2)
@@ -67,6 +74,7 @@ def test_a_reply_that_came_while_the_orchestrator_was_down_wins_over_the_timeout
         "PIPELINE_DATABASE__URL": postgres_url,
         "PIPELINE_LOGS__CONSOLE": "text",
         "TIMED_ORCHESTRATOR_GROUP": consumer_group,
+        "TIMED_SAGA_NAMESPACE": topics.namespace,
         "PYTHONPATH": os.pathsep.join(
             part for part in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if part
         ),
