@@ -214,7 +214,7 @@ class SagaOrchestrator:
                 reply = replies[i][1]
                 state = stored[replies[i][0]].state
                 if decision.outcome != "applied":
-                    self._ignored(state, reply, decision.outcome)
+                    self._ignored(state, reply, decision)
                     self._announce(decision)  # the timeout a reply that came too late fired
                     continue
                 awaited = state.awaiting[reply.command_id]
@@ -224,12 +224,19 @@ class SagaOrchestrator:
                 self._announce(decision)
         return effects
 
-    def _ignored(
-        self, state: SagaState, reply: machine.Reply, outcome: machine.InputEffect
-    ) -> None:
-        self.metrics.ignored_replies.labels(state.name, outcome).inc()
+    def _ignored(self, state: SagaState, reply: machine.Reply, decision: machine.Decision) -> None:
+        self.metrics.ignored_replies.labels(state.name, decision.outcome).inc()
         with log_context(correlation_id=state.saga_id, saga_id=state.saga_id):
-            logger.info("%s reply to %s ignored: it changes nothing", outcome, reply.command_id)
+            if decision.transitions:  # it came after its deadline, before the timeout fired
+                logger.info(
+                    "late reply to %s ignored: it reached the topic after its deadline, so the "
+                    "command times out now",
+                    reply.command_id,
+                )
+            else:
+                logger.info(
+                    "%s reply to %s ignored: it changes nothing", decision.outcome, reply.command_id
+                )
 
     def fire_due(
         self,
@@ -291,6 +298,12 @@ class SagaOrchestrator:
                 behind.total_seconds(),
             )
         return moment if moment is not None else _NOTHING_READ
+
+    def replies_not_known_yet(self) -> None:
+        """From now on (a start), how far the replies are read is not known: the gauge says
+        +Inf, and the warning counts the time from here."""
+        self._first_asked_at = self.clock()
+        self.metrics.replies_behind.set(math.inf)
 
     def _fire(
         self, database: Engine, saga_id: str, replies_read_through: datetime | None = None
@@ -520,6 +533,11 @@ def orchestrator_processor(
     def check_versions(database: Engine) -> None:
         with Session(database) as session:
             orchestrator.warn_unknown_versions(session)
+
+    @processor.on_start
+    def replies_not_read_yet(database: Engine) -> None:
+        # Until the group has joined and read, nothing is known: +Inf, not a reassuring 0.
+        orchestrator.replies_not_known_yet()
 
     @processor.every(deadline_every_s)
     def fire_deadlines(database: Engine) -> None:

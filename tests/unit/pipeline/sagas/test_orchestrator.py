@@ -324,3 +324,40 @@ def test_rows_saved_before_next_resend_existed_hold_up_no_backoff_while_their_ti
     resent = _saga_after(database, "backing-off")
     assert [a.attempt for a in resent.awaiting.values()] == [2]
     assert {_saga_after(database, f"old-{n}").status for n in range(3)} == {"running"}
+
+
+def test_at_its_start_the_orchestrator_says_the_replies_read_is_not_known_not_zero(
+    database: Engine,
+) -> None:
+    # Joining the group can take a minute (a killed member's session): no reassuring 0 meanwhile.
+    orchestrator = SagaOrchestrator(REGISTRY)
+    processor = orchestrator_processor(orchestrator, settings=SagaSettings())
+
+    processor.start(database)
+
+    gauge = orchestrator.metrics.registry.get_sample_value("pipeline_saga_replies_behind_seconds")
+    assert gauge == float("inf")
+
+
+def test_a_late_reply_that_times_its_command_out_says_so_in_its_log_line(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    started_at = datetime(2026, 1, 1, tzinfo=UTC)
+    now = started_at
+    orchestrator = SagaOrchestrator(SagaRegistry([_timed(1)]), clock=lambda: now)
+    with Session(database) as session, session.begin():
+        state = orchestrator.start(session, "Timed", "late-log", {"n": 1})
+    now = started_at + timedelta(seconds=5)
+
+    with (
+        caplog.at_level(logging.INFO, logger="pipeline.sagas"),
+        Session(database) as session,
+        session.begin(),
+    ):
+        orchestrator.handle_reply(
+            session, reply_to(state), arrived_at=started_at + timedelta(seconds=2)
+        )
+
+    [said] = [r.getMessage() for r in caplog.records if "reply to" in r.getMessage()]
+    assert "reached the topic after its deadline, so the command times out now" in said
+    assert "changes nothing" not in said
