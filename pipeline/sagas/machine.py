@@ -46,6 +46,7 @@ from pipeline.sagas.state import (
     StepState,
     command_id,
 )
+from pipeline.topics.catalogue import SAGA_NAMESPACE
 
 __all__ = [
     "SAGA_ID_MAX",
@@ -419,9 +420,10 @@ def start(
     saga_id: str,
     data: BaseModel | Mapping[str, Any],
     now: datetime,
+    namespace: str = SAGA_NAMESPACE,
 ) -> Decision:
-    """A new instance of ``definition``: its first element's commands
-    (:class:`InvalidSagaId` for an id that cannot be one)."""
+    """A new instance of ``definition`` in the topic ``namespace``: its first element's
+    commands (:class:`InvalidSagaId` for an id that cannot be one)."""
     check_saga_id(saga_id)
     model = definition.data_model.model_validate(
         data.model_dump(mode="json") if isinstance(data, BaseModel) else dict(data)
@@ -430,6 +432,7 @@ def start(
         saga_id=saga_id,
         name=definition.name,
         version=definition.version,
+        namespace=namespace,
         data=model.model_dump(mode="json"),
         steps={step.name: StepState() for step in definition.steps()},
         started_at=now,

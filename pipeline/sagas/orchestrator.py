@@ -21,6 +21,7 @@ correlation id is the saga id.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -138,7 +139,9 @@ class SagaOrchestrator:
     ) -> SagaState:
         """Start a saga in ``session``'s transaction (the latest version of a name)."""
         definition = self.registry.latest(saga) if isinstance(saga, str) else saga
-        decision = machine.start(definition, saga_id, data, self.clock())
+        decision = machine.start(
+            definition, saga_id, data, self.clock(), namespace=self.topics.namespace
+        )
         insert_saga(session, decision.state)
         self._publish(session, decision)
         return decision.state
@@ -188,6 +191,13 @@ class SagaOrchestrator:
                     f"a reply for saga {saga_id}, which is not in this database (an ended saga "
                     "is deleted after sagas.retention_s)"
                 )
+            namespace = stored[saga_id].state.namespace
+            if namespace != self.topics.namespace:
+                raise UnknownSaga(
+                    f"a reply for saga {saga_id}, which runs in the saga topic namespace "
+                    f"{namespace!r}, not in {self.topics.namespace!r} (give each saga system a "
+                    "database of its own)"
+                )
         now = self.clock()
         effects: list[machine.InputEffect] = []
         decisions: list[tuple[int, machine.Decision]] = []
@@ -203,11 +213,7 @@ class SagaOrchestrator:
         save_sagas(session, saves)
         self.outbox.add_all(
             session,
-            [
-                pending
-                for _, decision in decisions
-                for pending in _outbox_events(decision, self.topics)
-            ],
+            [pending for _, decision in decisions for pending in _outbox_events(decision)],
         )
         for i, decision in decisions:
             with log_context_of(i) if log_context_of is not None else nullcontext():
@@ -321,6 +327,8 @@ class SagaOrchestrator:
             stored = load_saga(session, saga_id)
             if stored is None or stored.state.is_terminal:
                 return 0
+            if stored.state.namespace != self.topics.namespace:
+                return 0  # another saga system's, in the same database: its orchestrators
             definition = self.registry.get(stored.state.name, stored.state.version)
             decision = machine.on_due(definition, stored.state, self.clock(), replies_read_through)
             if not decision.transitions and not decision.commands:
@@ -412,7 +420,7 @@ class SagaOrchestrator:
     def _publish(self, session: Session, decision: machine.Decision) -> None:
         """The decision's commands, then its transition events, into the outbox in one
         statement; a log line and the metrics for each transition."""
-        self.outbox.add_all(session, _outbox_events(decision, self.topics))
+        self.outbox.add_all(session, _outbox_events(decision))
         self._announce(decision)
 
     def _announce(self, decision: machine.Decision) -> None:
@@ -442,9 +450,11 @@ class SagaOrchestrator:
                 )
 
 
-def _outbox_events(decision: machine.Decision, topics: SagaTopics) -> list[PendingEvent]:
-    """The decision's commands, then its transition events, as outbox rows."""
+def _outbox_events(decision: machine.Decision) -> list[PendingEvent]:
+    """The decision's commands, then its transition events, as outbox rows, to the topics of
+    the saga's namespace."""
     state = decision.state
+    topics = _topics_of(state.namespace)
     pending = [
         PendingEvent(
             command_event(command),
@@ -459,6 +469,11 @@ def _outbox_events(decision: machine.Decision, topics: SagaTopics) -> list[Pendi
         for entry in decision.transitions
     )
     return pending
+
+
+@functools.cache
+def _topics_of(namespace: str) -> SagaTopics:
+    return SagaTopics(namespace)
 
 
 def _apply_replies(

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.topics.catalogue import SAGA_NAMESPACE
+
 __all__ = [
     "TERMINAL",
     "Awaited",
@@ -112,6 +114,9 @@ class SagaState(_Model):
     saga_id: str
     name: str
     version: int
+    #: The topic namespace the saga was started in (pipeline.sagas.SagaTopics): every command
+    #: and event of it goes to that namespace's topics, whoever handles it.
+    namespace: str = SAGA_NAMESPACE
     status: SagaStatus = "running"
     data: dict[str, Any]
     #: The element (step or parallel group) the saga is at, forwards.

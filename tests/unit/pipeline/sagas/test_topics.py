@@ -14,6 +14,7 @@ from pipeline.processing.harness import PipelineHarness
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, SagaTopics, Step
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.participant import SagaCommand, SagaParticipant
+from pipeline.sagas.store import save_saga
 
 
 class Job(BaseModel):
@@ -71,3 +72,39 @@ def test_a_namespace_that_cannot_name_a_topic_is_refused():
         SagaTopics("billing saga")
     with pytest.raises(ValueError, match="it is empty"):
         SagaTopics("")
+
+
+def test_an_operator_action_from_an_orchestrator_of_no_namespace_goes_to_the_sagas_own_topics():
+    # `pipeline saga retry` builds a SagaOrchestrator(registry): the saga's namespace decides.
+    billing, _ = _system("billing-saga")
+    with PipelineHarness([], clocked=[billing]) as harness:
+        with Session(harness.database) as session, session.begin():
+            started = billing.start(session, "Job-billing-saga", "b-2", {"n": 2})
+            stuck = started.model_copy(update={"status": "compensation_failed"})
+            save_saga(session, stuck, revision=1)
+        before = len(harness.outbox())
+        operator = SagaOrchestrator(billing.registry)  # no topics given
+        with Session(harness.database) as session, session.begin():
+            operator.resolve(session, "b-2", note="handled by hand")
+
+        sent = harness.outbox()[before:]
+    assert [(r.topic, dict(r.headers)["ce_type"]) for r in sent] == [
+        ("billing-saga.events", "pipeline.saga.saga_resolved")
+    ]
+
+
+def test_an_orchestrator_leaves_the_sagas_of_another_namespace_in_its_database_alone():
+    billing, _ = _system("billing-saga")
+    other, other_processors = _system("saga")
+    other.registry = billing.registry  # the same saga names, as two copies of one system
+    with PipelineHarness(other_processors, clocked=[billing, other]) as harness:
+        with Session(harness.database) as session, session.begin():
+            billing.start(session, "Job-billing-saga", "b-3", {"n": 3})
+        harness.run_until_idle()
+        harness.advance(60)  # past the step's timeout: not this orchestrator's to fire
+
+        state = harness.sagas()["b-3"]
+        published = [m.topic for m in harness.published_messages("saga.worker.commands")]
+    assert state.status == "running"
+    assert [h.what for h in state.history] == ["saga_started", "action_sent"]
+    assert published == []
