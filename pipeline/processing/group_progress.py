@@ -97,9 +97,9 @@ class GroupProgress:
         """Sample the end offsets of every topic asked about and advance by the committed
         offsets. Blocks while Kafka answers (up to a few seconds each when it does not)."""
         with self._lock:
-            if self._closed:
-                return
             for topic, tracker in list(self._topics.items()):
+                if self._closed:
+                    break
                 try:
                     self._ask(topic, tracker)
                 except (KafkaException, PipelineError) as error:
@@ -110,15 +110,23 @@ class GroupProgress:
                         logger.warning(
                             "cannot read how far the group has read %s: %s", topic, reason
                         )
+        if self._closed:  # close() came meanwhile and left the consumer to this refresh
+            self.close()
 
     def close(self) -> None:
-        """Close the consumer (after a refresh under way); from now on the last time found is
-        given. Blocks up to a refresh's length."""
-        with self._lock:
-            self._closed = True
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
+        """Close the consumer; from now on the last time found is given. A refresh under way
+        closes it when it ends (Kafka may be slow to answer it): this never waits for one."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_consumer()
+            finally:
+                self._lock.release()
+
+    def _close_consumer(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
     def _ask(self, topic: str, tracker: ReadThrough) -> None:
         if self._consumer is None:

@@ -287,8 +287,7 @@ class FaustBinding:
 
     async def stopping(self) -> None:
         """The app is stopping, its consumer still running: drain everything, commit."""
-        # In a worker thread: it waits for a refresh under way (Kafka may be slow to answer).
-        await asyncio.get_running_loop().run_in_executor(None, self.progress.close)
+        self.progress.close()  # a refresh under way closes its consumer when it ends
         if self._engine is None:
             return
         await self._engine.close()
