@@ -3,10 +3,11 @@ and the demo (or CI's e2e test of it) on the same stack never share a partition 
 
 The demo's services name their topics with the catalogue's constants
 (``pipeline.topics.catalogue``: ``requests.orders``, ``saga.<participant>.commands``,
-``saga.replies``, ...), bound at import by the library's saga participant and orchestrator
-and by ``consumers/``, and their consumer group is the processor's name. Neither is a setting
-(a topic namespace in the library would be the proper home for this; the benches are its only
-user so far). So this launcher, a bench tool, sets the names before anything imports them:
+``saga.replies``, ...), bound at import by the library's saga modules (the saga topic
+namespace's default, ``SAGA_NAMESPACE``) and by ``consumers/``, and their consumer group is the
+processor's name. Neither is a setting (the demo's services take no ``SagaTopics`` of their
+own, and the request and log topics have no namespace). So this launcher, a bench tool, sets
+the names before anything imports them:
 
 ``python bench/topic_namespace.py PREFIX MODULE:PROCESSOR [pipeline process options]``
 
@@ -61,7 +62,14 @@ _CONSTANTS = (
     "SAGA_ORDERS_COMMANDS",
 )
 #: Modules that bind the names at import: they must not be imported before the patch.
-_BINDERS = ("pipeline.request_types", "pipeline.sagas.participant", "pipeline.sagas.orchestrator")
+_BINDERS = (
+    "pipeline.request_types",
+    "pipeline.sagas.topics",
+    "pipeline.sagas.state",
+    "pipeline.sagas.machine",
+    "pipeline.sagas.participant",
+    "pipeline.sagas.orchestrator",
+)
 
 
 def topic(prefix: str, name: str) -> str:
@@ -81,15 +89,25 @@ def namespaced_names(prefix: str) -> dict[str, str]:
 
 @contextmanager
 def _patched(prefix: str) -> Iterator[None]:
-    saved: dict[str, Any] = {name: getattr(catalogue, name) for name in _CONSTANTS}
-    saved_functions: dict[str, Callable[[str], str]] = {
-        "saga_commands_topic": catalogue.saga_commands_topic,
-        "requests_topic": catalogue.requests_topic,
+    saved: dict[str, Any] = {
+        name: getattr(catalogue, name) for name in (*_CONSTANTS, "SAGA_NAMESPACE")
+    }
+    requests_topic = catalogue.requests_topic
+    saga_commands_topic = catalogue.saga_commands_topic
+    saved_functions: dict[str, Callable[..., str]] = {
+        "saga_commands_topic": saga_commands_topic,
+        "requests_topic": requests_topic,
     }
     for name, value in namespaced_names(prefix).items():
         setattr(catalogue, name, value)
-    for name, function in saved_functions.items():
-        setattr(catalogue, name, lambda value, _f=function: topic(prefix, _f(value)))
+    # The saga topics' namespace (SagaTopics' default): every saga topic under the prefix.
+    catalogue.SAGA_NAMESPACE = topic(prefix, saved["SAGA_NAMESPACE"])
+
+    def namespaced_commands(participant: str, namespace: str | None = None) -> str:
+        return saga_commands_topic(participant, namespace or catalogue.SAGA_NAMESPACE)
+
+    catalogue.saga_commands_topic = namespaced_commands
+    catalogue.requests_topic = lambda value: topic(prefix, requests_topic(value))
     try:
         yield
     finally:

@@ -46,7 +46,7 @@ from pipeline.processing.attempt import handler_log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.processing.read_through import TopicProgress
 from pipeline.sagas import machine
-from pipeline.sagas.definition import SagaDefinition, SagaRegistry
+from pipeline.sagas.definition import SagaDefinition, SagaDefinitionError, SagaRegistry
 from pipeline.sagas.messages import (
     REPLY_TYPE,
     MalformedSagaMessage,
@@ -107,6 +107,7 @@ class SagaOrchestrator:
         self.registry = registry
         #: Where commands go and replies come from (the ``saga`` namespace unless given).
         self.topics = topics or SagaTopics()
+        _check_participants(registry, self.topics)
         self.metrics = metrics or SagaMetrics()
         self.clock = clock
         # Commands and saga events name their topics, so no route is needed.
@@ -351,11 +352,12 @@ class SagaOrchestrator:
                 "%s of %s version %s not ended, and this orchestrator's registry does not hold "
                 "that version (it holds: %s): their deadlines wait and their replies are "
                 "retried, then dead-lettered, until it does (keep old versions registered "
-                "until their sagas end; redrive saga.replies after)",
+                "until their sagas end; redrive %s after)",
                 counted(count, "saga"),
                 name,
                 version,
                 ", ".join(f"{n} v{v}" for n, v in sorted(held)) or "none",
+                self.topics.replies,
             )
         return unknown
 
@@ -469,6 +471,20 @@ def _outbox_events(decision: machine.Decision) -> list[PendingEvent]:
         for entry in decision.transitions
     )
     return pending
+
+
+def _check_participants(registry: SagaRegistry, topics: SagaTopics) -> None:
+    """A :class:`SagaDefinitionError` for a step whose participant cannot name its topics in
+    this namespace (its commands would go nowhere)."""
+    for name, version in registry.held():
+        for step in registry.get(name, version).steps():
+            problem = topics.participant_problem(step.participant)
+            if problem:
+                raise SagaDefinitionError(
+                    f"saga {name!r} version {version}, step {step.name!r}: participant "
+                    f"{step.participant!r} names the topic {topics.commands(step.participant)} "
+                    f"and its .dlq, and {problem}"
+                )
 
 
 @functools.cache

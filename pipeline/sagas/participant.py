@@ -68,7 +68,6 @@ from pipeline.sagas.store import (
 )
 from pipeline.sagas.topics import SagaTopics
 from pipeline.settings import PipelineSettings, SagaSettings
-from pipeline.topics.spec import kafka_name_problem
 
 __all__ = ["Refuse", "SagaCommand", "SagaParticipant"]
 
@@ -134,10 +133,11 @@ class SagaParticipant:
         the saga system's topics (those of the ``saga`` namespace unless given): commands come
         from ``<namespace>.<participant>.commands``, replies go to ``<namespace>.replies``."""
         self.topics = topics or SagaTopics()
-        if not participant or kafka_name_problem(self.topics.commands(participant)):
+        problem = self.topics.participant_problem(participant)
+        if problem:
             raise ValueError(
-                f"saga participant name {participant!r} must use only letters, digits, '.', '_' "
-                f"and '-' (it names the topic {self.topics.namespace}.<participant>.commands)"
+                f"saga participant name {participant!r}: it names the topics "
+                f"{self.topics.namespace}.<participant>.commands and its .dlq, and {problem}"
             )
         self.processor = processor
         self.participant = participant

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from pipeline.database import metadata
 from pipeline.errors import PipelineError
 from pipeline.sagas.state import TERMINAL, SagaState
+from pipeline.topics.catalogue import SAGA_NAMESPACE
 
 __all__ = [
     "ConcurrentSagaUpdate",
@@ -103,10 +104,20 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _state_json(state: SagaState) -> dict[str, Any]:
+    """The state as stored: without the namespace when it is the default one, so that a row
+    reads as before namespaces existed (an orchestrator of the version before, in a rolling
+    deploy, refuses a field it does not know)."""
+    dumped = state.model_dump(mode="json")
+    if dumped["namespace"] == SAGA_NAMESPACE:
+        del dumped["namespace"]
+    return dumped
+
+
 def _columns(state: SagaState) -> dict[str, Any]:
     return {
         "status": state.status,
-        "state": state.model_dump(mode="json"),
+        "state": _state_json(state),
         "next_deadline": None if state.is_terminal else state.next_deadline,
         "next_resend": None if state.is_terminal else state.next_resend,
         "updated_at": state.updated_at,

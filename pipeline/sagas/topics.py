@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.topics.catalogue import SAGA_NAMESPACE, saga_commands_topic
-from pipeline.topics.spec import kafka_name_problem
+from pipeline.topics.spec import dlq_name, name_problem
 
 __all__ = ["SagaTopics"]
 
@@ -24,9 +24,17 @@ class SagaTopics:
     namespace: str = SAGA_NAMESPACE
 
     def __post_init__(self) -> None:
-        problem = kafka_name_problem(self.replies) if self.namespace else "it is empty"
+        # The longest of its own topics is the replies' dead-letter topic.
+        problem = name_problem(dlq_name(self.replies)) if self.namespace else "it is empty"
         if problem:
             raise ValueError(f"saga topic namespace {self.namespace!r}: {problem}")
+
+    def participant_problem(self, participant: str) -> str | None:
+        """Why ``participant`` cannot name a participant here (its commands topic, or that
+        topic's dead-letter topic, would not be a topic name), or ``None``."""
+        if not participant:
+            return "the name is empty"
+        return name_problem(dlq_name(self.commands(participant)))
 
     @property
     def replies(self) -> str:

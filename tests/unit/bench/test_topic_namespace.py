@@ -4,6 +4,9 @@ and the catalogue the rest of the process sees is left as it was."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from bench.topic_namespace import (
     group,
@@ -48,3 +51,30 @@ def test_service_environment_routes_logs_and_outbox_events_into_the_namespace():
         "payment": "bench-z.payments.events",
         "saga": "bench-z.saga.events",
     }
+
+
+def test_a_namespaced_service_reads_and_writes_only_the_namespaces_saga_topics():
+    # In a process of its own, as the launcher runs it: the patch comes before any import of
+    # the saga modules and the demo's services.
+    script = (
+        "from bench.topic_namespace import _patched\n"
+        "patch = _patched('bench-x.')\n"
+        "patch.__enter__()\n"
+        "from pipeline.sagas import SagaTopics\n"
+        "from consumers import payment_service, saga_orchestrator\n"
+        "print(SagaTopics().replies, SagaTopics().events, SagaTopics().commands('payments'))\n"
+        "print(*payment_service.processor.topics, *saga_orchestrator.processor.topics)\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [
+        "bench-x.saga.replies",
+        "bench-x.saga.events",
+        "bench-x.saga.payments.commands",
+        "bench-x.saga.payments.commands",
+        "bench-x.saga.replies",
+    ]

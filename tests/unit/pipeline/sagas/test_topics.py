@@ -6,15 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from pipeline.processing import Processor, UnitOfWork
 from pipeline.processing.harness import PipelineHarness
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, SagaTopics, Step
+from pipeline.sagas.definition import SagaDefinitionError
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.participant import SagaCommand, SagaParticipant
-from pipeline.sagas.store import save_saga
+from pipeline.sagas.store import sagas_table, save_saga
 
 
 class Job(BaseModel):
@@ -108,3 +110,54 @@ def test_an_orchestrator_leaves_the_sagas_of_another_namespace_in_its_database_a
     assert state.status == "running"
     assert [h.what for h in state.history] == ["saga_started", "action_sent"]
     assert published == []
+
+
+def test_a_namespace_whose_replies_dead_letter_topic_would_be_too_long_is_refused():
+    # 240 + ".replies" is a Kafka name; 240 + ".replies.dlq" (252 characters) is not.
+    with pytest.raises(ValueError, match="252 characters long"):
+        SagaTopics("n" * 240)
+
+
+def test_an_orchestrator_refuses_a_participant_that_cannot_name_its_topics_in_its_namespace():
+    saga = SagaDefinition(
+        "Long",
+        version=1,
+        data_model=Job,
+        steps=[Step("do", participant="p" * 225, action=lambda job: Call("Do", {}))],
+    )
+    SagaOrchestrator(SagaRegistry([saga]))  # saga.<225>.commands.dlq: 243 characters
+
+    with pytest.raises(SagaDefinitionError, match=r"participant 'ppp.*251 characters long"):
+        SagaOrchestrator(SagaRegistry([saga]), topics=SagaTopics("billing-saga"))
+
+
+def test_a_saga_of_the_default_namespace_is_stored_as_before_namespaces_existed():
+    # An orchestrator of the version before, in a rolling deploy, refuses a field it does not
+    # know: a default-namespace saga's stored state has none.
+    first, _ = _system("saga")
+    second, _ = _system("billing-saga")
+    with PipelineHarness([], clocked=[first, second]) as harness:
+        with Session(harness.database) as session, session.begin():
+            first.start(session, "Job-saga", "a-9", {"n": 1})
+            second.start(session, "Job-billing-saga", "b-9", {"n": 2})
+        with harness.database.connect() as connection:
+            stored = dict(
+                connection.execute(sa.select(sagas_table.c.saga_id, sagas_table.c.state)).all()
+            )
+        read_back = harness.sagas()
+
+    assert "namespace" not in stored["a-9"]
+    assert stored["b-9"]["namespace"] == "billing-saga"
+    assert (read_back["a-9"].namespace, read_back["b-9"].namespace) == ("saga", "billing-saga")
+
+
+def test_the_unknown_version_warning_names_the_namespaces_replies_topic(caplog):
+    billing, _ = _system("billing-saga")
+    with PipelineHarness([], clocked=[billing]) as harness:
+        with Session(harness.database) as session, session.begin():
+            billing.start(session, "Job-billing-saga", "b-10", {"n": 1})
+        newer = SagaOrchestrator(SagaRegistry([]), topics=SagaTopics("billing-saga"))
+        with caplog.at_level("WARNING", logger="pipeline.sagas"), Session(harness.database) as s:
+            newer.warn_unknown_versions(s)
+
+    assert "redrive billing-saga.replies after" in caplog.text
