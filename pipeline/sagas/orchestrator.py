@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
@@ -55,6 +54,7 @@ from pipeline.sagas.messages import (
     transition_event,
 )
 from pipeline.sagas.metrics import SagaMetrics
+from pipeline.sagas.replies_behind import RepliesBehind
 from pipeline.sagas.state import SagaState
 from pipeline.sagas.state_counts import SagaStateCounts, by_state, deletable_before
 from pipeline.sagas.store import (
@@ -77,10 +77,6 @@ __all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
 
 logger = logging.getLogger("pipeline.sagas")
 AGGREGATE_TYPE = "saga"
-#: How far behind the replies may be read before the orchestrator warns that timeouts wait.
-REPLIES_BEHIND_WARNING_S = 30.0
-#: The read-through time while the runtime does not know one yet: no timeout fires.
-_NOTHING_READ = datetime.min.replace(tzinfo=UTC)
 
 
 class UnknownSaga(PipelineError):
@@ -113,8 +109,9 @@ class SagaOrchestrator:
         # Commands and saga events name their topics, so no route is needed.
         self.outbox = outbox or Outbox(routes={})
         self._gauged: set[tuple[str, str]] = set()  # the gauge's labels set so far
-        self._behind_warned_at: datetime | None = None
-        self._first_asked_at: datetime | None = None
+        self._replies_behind = RepliesBehind(
+            self.topics.replies, self.metrics.replies_behind, lambda: self.clock()
+        )
         self.use_settings(settings or SagaSettings())
 
     def use_settings(self, settings: SagaSettings) -> None:
@@ -275,42 +272,14 @@ class SagaOrchestrator:
     def replies_read_through(self, progress: TopicProgress | None) -> datetime | None:
         """The moment before which every reply that reached the replies topic has been applied,
         from the runtime's ``progress`` (``None`` without one: timeouts then fire at their
-        deadlines). Sets ``pipeline_saga_replies_behind_seconds``; while the replies are
-        applied more than :data:`REPLIES_BEHIND_WARNING_S` behind (or not known that long),
-        says every minute that timeouts wait."""
-        if progress is None:
-            return None
-        moment = progress.read_through(self.topics.replies)
-        now = self.clock()
-        if self._first_asked_at is None:
-            self._first_asked_at = now
-        behind = now - (moment if moment is not None else self._first_asked_at)
-        self.metrics.replies_behind.set(
-            max(behind.total_seconds(), 0.0) if moment is not None else math.inf
-        )
-        if behind.total_seconds() <= REPLIES_BEHIND_WARNING_S:
-            self._behind_warned_at = None
-        elif self._behind_warned_at is None or now - self._behind_warned_at >= timedelta(minutes=1):
-            self._behind_warned_at = now
-            how_far = (
-                f"only up to {moment.isoformat(timespec='seconds')}"
-                if moment is not None
-                else "not yet (since this orchestrator started)"
-            )
-            logger.warning(
-                "timeouts wait: the replies that reached %s are applied %s, %.0f s behind; a "
-                "step's timeout fires once the replies that came before its deadline are",
-                self.topics.replies,
-                how_far,
-                behind.total_seconds(),
-            )
-        return moment if moment is not None else _NOTHING_READ
+        deadlines); sets ``pipeline_saga_replies_behind_seconds`` and warns when timeouts wait
+        long (:class:`~pipeline.sagas.replies_behind.RepliesBehind`)."""
+        return self._replies_behind.read_through(progress)
 
     def replies_not_known_yet(self) -> None:
         """From now on (a start), how far the replies are read is not known: the gauge says
         +Inf, and the warning counts the time from here."""
-        self._first_asked_at = self.clock()
-        self.metrics.replies_behind.set(math.inf)
+        self._replies_behind.not_known_yet()
 
     def _fire(
         self, database: Engine, saga_id: str, replies_read_through: datetime | None = None
