@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from pipeline.envelope import Event
@@ -108,9 +109,9 @@ def reply_event(
     )
 
 
-def reply_of(event: Event) -> tuple[str, Reply]:
-    """The saga id and the :class:`Reply` in a reply event; :class:`MalformedSagaMessage`
-    when it is not one."""
+def reply_of(event: Event, arrived_at: datetime | None = None) -> tuple[str, Reply]:
+    """The saga id and the :class:`Reply` in a reply event (which ``arrived_at`` the replies
+    topic then, when known); :class:`MalformedSagaMessage` when it is not one."""
     saga_id = event.extensions.get("sagaid")
     command_id = event.extensions.get("sagacommandid")
     body = event.data
@@ -131,6 +132,7 @@ def reply_of(event: Event) -> tuple[str, Reply]:
         data=data,
         reason=None if reason is None else str(reason),
         retryable=bool(body.get("retryable", True)),
+        arrived_at=arrived_at,
     )
 
 

@@ -25,7 +25,6 @@ import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -168,8 +167,7 @@ class SagaOrchestrator:
         lines about the ``i``-th reply. An unknown saga fails them all."""
         arrivals = list(arrived_at) if arrived_at is not None else [None] * len(events)
         replies = [
-            (saga_id, replace(reply, arrived_at=arrival))
-            for (saga_id, reply), arrival in zip(map(reply_of, events), arrivals, strict=True)
+            reply_of(event, arrival) for event, arrival in zip(events, arrivals, strict=True)
         ]
         saga_ids = [saga_id for saga_id, _ in replies]
         if len(set(saga_ids)) < len(saga_ids):  # each on the state the one before it left
