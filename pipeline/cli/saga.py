@@ -25,6 +25,7 @@ from pipeline.cli.process import announce_database, load_attribute
 from pipeline.errors import PipelineError
 from pipeline.sagas.state import STUCK, TERMINAL
 from pipeline.settings import PipelineSettings
+from pipeline.topics.catalogue import SAGA_NAMESPACE
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -187,6 +188,8 @@ def show(
         f"[bold]{escape(state.name)} v{state.version}[/bold] {escape(state.saga_id)}: "
         f"{state.status}"
     )
+    if state.namespace != SAGA_NAMESPACE:  # the demo's and most systems' own: not worth a line
+        console.print(f"topics: {escape(state.namespace)}.* (its own namespace)")
     if state.reason:
         console.print(f"reason: {escape(state.reason)}")
     console.print(f"data: {escape(json.dumps(state.data, ensure_ascii=False))}", highlight=False)

@@ -16,6 +16,7 @@ from pipeline.processing.harness import PipelineHarness
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.participant import Refuse, SagaParticipant
+from pipeline.sagas.topics import SagaTopics
 from pipeline.settings import DatabaseSettings, ProcessingSettings
 
 REGISTRY_SPEC = "tests.unit.pipeline.cli.test_saga_cli:registry"
@@ -115,10 +116,20 @@ def test_show_gives_the_steps_and_the_timeline(database):
     assert "reason: second: odd" in result.output
     assert 'data: {"n": 3}' in result.output  # JSON, as the saga stores it
     assert "the undo service is down" in result.output  # the failed compensation's attempt
+    assert "topics:" not in result.output  # the default namespace goes without saying
     assert "action failed" in result.output and "odd" in result.output
     # "Demo" is not the demo's registry (the default of --registry): the hint says to name one.
     assert "pipeline saga retry saga-odd --registry MODULE:ATTRIBUTE" in result.output
     assert "(the registry that defines Demo)" in result.output
+
+
+def test_show_names_a_saga_systems_own_topic_namespace(database):
+    orchestrator = SagaOrchestrator(registry, topics=SagaTopics("trips"))
+    with Session(build_engine(DatabaseSettings(url=database))) as session, session.begin():
+        orchestrator.start(session, "Demo", "saga-trip", {"n": 4})
+    result = pipeline(database, "saga", "show", "saga-trip")
+    assert result.exit_code == 0, result.output
+    assert "topics: trips.* (its own namespace)" in result.output
 
 
 def test_resolve_ends_a_stuck_saga_and_retry_refuses_a_finished_one(database):
