@@ -117,7 +117,9 @@ class SagaOrchestrator:
         """Keep ended sagas for ``settings.retention_s`` (the gauge counts those that ended
         within it, from its next refresh on, which counts them in full again)."""
         self.settings = settings
-        self._state_counts = SagaStateCounts(retention=self.retention)
+        self._state_counts = SagaStateCounts(
+            retention=self.retention, namespace=self.topics.namespace
+        )
 
     @property
     def retention(self) -> timedelta | None:
@@ -258,7 +260,14 @@ class SagaOrchestrator:
         with Session(database) as session:
             # Only sagas a definition here can run: one of a version this registry lacks must
             # not stop the others' deadlines (warn_unknown_versions says so at the start).
-            due = due_saga_ids(session, now, limit, self.registry.held(), replies_read_through)
+            due = due_saga_ids(
+                session,
+                now,
+                limit,
+                self.registry.held(),
+                replies_read_through,
+                namespace=self.topics.namespace,
+            )
         changed = 0
         for saga_id in due:
             try:
@@ -313,7 +322,11 @@ class SagaOrchestrator:
         hold: their deadlines do not fire and their replies fail until a registry holds it
         again. Returns them with their counts."""
         held = set(self.registry.held())
-        unknown = {key: n for key, n in open_saga_versions(session).items() if key not in held}
+        unknown = {
+            key: n
+            for key, n in open_saga_versions(session, self.topics.namespace).items()
+            if key not in held
+        }
         for (name, version), count in sorted(unknown.items()):
             logger.warning(
                 "%s of %s version %s not ended, and this orchestrator's registry does not hold "
@@ -341,10 +354,11 @@ class SagaOrchestrator:
         )
 
     def delete_ended(self, database: Engine) -> int:
-        """Delete the sagas that ended more than the retention (and
-        :data:`~pipeline.sagas.state_counts.DELETE_MARGIN`, so that every orchestrator's gauge
-        has let them go first) ago, by this orchestrator's clock, in batches; counted in
-        ``pipeline_sagas_deleted_total``. Returns how many; none without a retention."""
+        """Delete this saga system's sagas (those of its topic namespace) that ended more
+        than the retention (and :data:`~pipeline.sagas.state_counts.DELETE_MARGIN`, so that
+        every orchestrator's gauge has let them go first) ago, by this orchestrator's clock, in
+        batches; counted in ``pipeline_sagas_deleted_total``. Returns how many; none without a
+        retention."""
         retention = self.retention
         if retention is None:
             return 0
@@ -352,6 +366,7 @@ class SagaOrchestrator:
             database,
             ended_before=deletable_before(self.clock(), retention),
             batch_size=self.settings.cleanup_batch_size,
+            namespace=self.topics.namespace,
         )
         for (name, status), count in deleted.items():
             self.metrics.deleted.labels(name, status).inc(count)

@@ -28,9 +28,9 @@ orchestrator deletes them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import get_args
+from typing import Any, TypeVar, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -84,14 +84,33 @@ _TERMINAL_SINCE = sa.select(_t.saga_id, _t.name, _t.status, _t.updated_at).where
 
 Key = tuple[str, str]  # (saga name, state)
 
+_Select = TypeVar("_Select", bound=sa.Select[Any])
+
+
+def _of_namespace(namespace: str | None) -> Callable[[_Select], _Select]:
+    """What narrows a query to the sagas of ``namespace`` (nothing for ``None``)."""
+    if namespace is None:
+        return lambda query: query
+    return lambda query: query.where(_t.namespace == namespace)
+
 
 class SagaStateCounts:
     """Running counts of sagas by ``(name, state)``; see the module docstring. One per
     process (it remembers what it counted); not thread-safe."""
 
     def __init__(
-        self, overlap: timedelta = timedelta(minutes=1), retention: timedelta | None = None
+        self,
+        overlap: timedelta = timedelta(minutes=1),
+        retention: timedelta | None = None,
+        namespace: str | None = None,
     ) -> None:
+        """``namespace``: count only the sagas of that topic namespace (one saga system's, in
+        a database several share)."""
+        of_namespace = _of_namespace(namespace)
+        self._live_counts = of_namespace(_LIVE_COUNTS)
+        self._terminal_before = of_namespace(_TERMINAL_BEFORE)
+        self._terminal_between = of_namespace(_TERMINAL_BETWEEN)
+        self._terminal_since = of_namespace(_TERMINAL_SINCE)
         self._overlap = overlap
         self._retention = retention
         self._terminal: Counter[Key] = Counter()  # terminal sagas counted so far
@@ -106,16 +125,16 @@ class SagaStateCounts:
         start = None if self._retention is None else now - self._retention
         if self._since is None:
             rows = (
-                connection.execute(_TERMINAL_BEFORE, {"cutoff": cutoff})
+                connection.execute(self._terminal_before, {"cutoff": cutoff})
                 if start is None
-                else connection.execute(_TERMINAL_BETWEEN, {"start": start, "end": cutoff})
+                else connection.execute(self._terminal_between, {"start": start, "end": cutoff})
             )
             for name, status, count in rows:
                 self._terminal[(name, status)] = int(count)
             self._since = cutoff
             self._window_start = start
         for saga_id, name, status, updated_at in connection.execute(
-            _TERMINAL_SINCE, {"since": self._since}
+            self._terminal_since, {"since": self._since}
         ):
             if saga_id not in self._recent:
                 self._recent[saga_id] = as_utc(updated_at)
@@ -125,12 +144,12 @@ class SagaStateCounts:
             self._recent = {id_: at for id_, at in self._recent.items() if at >= cutoff}
         if start is not None and self._window_start is not None and start > self._window_start:
             window = {"start": self._window_start, "end": start}
-            for name, status, count in connection.execute(_TERMINAL_BETWEEN, window):
+            for name, status, count in connection.execute(self._terminal_between, window):
                 key = (name, status)
                 self._terminal[key] = max(0, self._terminal[key] - int(count))
             self._window_start = start
         counts: dict[Key, int] = {key: n for key, n in self._terminal.items() if n}
-        for name, status, count in connection.execute(_LIVE_COUNTS):
+        for name, status, count in connection.execute(self._live_counts):
             counts[(name, status)] = int(count)
         return counts
 

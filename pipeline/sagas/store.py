@@ -2,10 +2,12 @@
 
 The row holds the whole :class:`~pipeline.sagas.state.SagaState` as JSON; ``status`` and
 ``next_deadline`` are copied into columns of their own so listing by state and finding due
-deadlines use an index. Every save checks the revision it loaded (optimistic concurrency): of
-a reply and a deadline of one saga handled at the same moment by two orchestrators, one commits
-and the other's transaction fails with :class:`ConcurrentSagaUpdate` and is tried again on the
-new state. The participants' log of handled commands (``pipeline_saga_steps``) is here too.
+deadlines use an index, and its topic ``namespace`` into one of its own so that the
+orchestrators of several saga systems sharing a database each find only their own sagas. Every
+save checks the revision it loaded (optimistic concurrency): of a reply and a deadline of one
+saga handled at the same moment by two orchestrators, one commits and the other's transaction
+fails with :class:`ConcurrentSagaUpdate` and is tried again on the new state. The participants'
+log of handled commands (``pipeline_saga_steps``) is here too.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ sagas_table = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("next_resend", sa.DateTime(timezone=True), nullable=True),
+    # Set once, as the saga starts (a saga never changes namespace); migration 0008.
+    sa.Column("namespace", sa.String(255), nullable=False, server_default=SAGA_NAMESPACE),
     sa.Index("ix_pipeline_sagas_status", "status", "updated_at"),
     sa.Index("ix_pipeline_sagas_next_deadline", "next_deadline"),
     sa.Index("ix_pipeline_sagas_next_resend", "next_resend"),
@@ -171,6 +175,7 @@ def insert_saga(session: Session | Connection, state: SagaState) -> None:
         "version": state.version,
         "revision": 1,
         "created_at": state.started_at,
+        "namespace": state.namespace,
         **_columns(state),
     }
     inserted = session.execute(_INSERT, {f"p_{name}": value for name, value in values.items()})
@@ -252,10 +257,12 @@ def due_saga_ids(
     limit: int,
     definitions: Collection[tuple[str, int]] | None = None,
     replies_read_through: datetime | None = None,
+    namespace: str | None = None,
 ) -> list[str]:
     """Sagas with a deadline or a backoff due at ``now``, earliest first (the caller locks
     each one as it handles it); only those of ``definitions`` (name, version) when given, so
-    that sagas no definition here can run never hold up the others. With
+    that sagas no definition here can run never hold up the others, and only those of the
+    topic ``namespace`` when given (another saga system's, in the same database, neither). With
     ``replies_read_through``, a timeout counts only when due by then too (a backoff at
     ``now``): see :func:`pipeline.sagas.machine.on_due`."""
     columns = sagas_table.c
@@ -264,6 +271,8 @@ def due_saga_ids(
     else:  # next_deadline is the earlier of the two: due by then, whatever it is
         due = sa.or_(columns.next_deadline <= replies_read_through, columns.next_resend <= now)
     query = sa.select(columns.saga_id).where(due)
+    if namespace is not None:
+        query = query.where(columns.namespace == namespace)
     if definitions is not None:
         query = query.where(
             sa.or_(
@@ -278,13 +287,18 @@ def due_saga_ids(
     return list(session.execute(query).scalars())
 
 
-def open_saga_versions(session: Session | Connection) -> dict[tuple[str, int], int]:
-    """How many sagas that have not ended there are of each (name, version)."""
+def open_saga_versions(
+    session: Session | Connection, namespace: str | None = None
+) -> dict[tuple[str, int], int]:
+    """How many sagas that have not ended there are of each (name, version), of the topic
+    ``namespace`` only when given."""
     query = (
         sa.select(sagas_table.c.name, sagas_table.c.version, sa.func.count())
         .where(sagas_table.c.status.not_in(sorted(TERMINAL)))
         .group_by(sagas_table.c.name, sagas_table.c.version)
     )
+    if namespace is not None:
+        query = query.where(sagas_table.c.namespace == namespace)
     return {(name, version): count for name, version, count in session.execute(query)}
 
 
@@ -308,19 +322,28 @@ _DELETE_ENDED = (
 
 
 def delete_ended_sagas(
-    engine: Engine, *, ended_before: datetime, batch_size: int = 1_000
+    engine: Engine,
+    *,
+    ended_before: datetime,
+    batch_size: int = 1_000,
+    namespace: str | None = None,
 ) -> Counter[tuple[str, str]]:
-    """Delete the sagas that ended (completed, compensated, resolved) before ``ended_before``,
-    ``batch_size`` per transaction (short locks: orchestrators writing meanwhile are never held
-    up for long); returns how many were deleted by ``(name, status)``. Open sagas and sagas
-    waiting for an operator are never deleted; an ended saga never changes again, so several
-    orchestrators deleting at once at worst read the same rows, and each row is deleted and
-    counted once."""
+    """Delete the sagas that ended (completed, compensated, resolved) before ``ended_before``
+    (of the topic ``namespace`` only, when given), ``batch_size`` per transaction (short locks:
+    orchestrators writing meanwhile are never held up for long); returns how many were deleted
+    by ``(name, status)``. Open sagas and sagas waiting for an operator are never deleted; an
+    ended saga never changes again, so several orchestrators deleting at once at worst read the
+    same rows, and each row is deleted and counted once."""
     deleted: Counter[tuple[str, str]] = Counter()
+    ended_before_query = (
+        _ENDED_BEFORE
+        if namespace is None
+        else _ENDED_BEFORE.where(sagas_table.c.namespace == namespace)
+    )
     while True:
         with engine.begin() as connection:
             rows = connection.execute(
-                _ENDED_BEFORE, {"p_before": ended_before, "p_limit": batch_size}
+                ended_before_query, {"p_before": ended_before, "p_limit": batch_size}
             ).all()
             if rows:
                 gone = connection.execute(_DELETE_ENDED, {"p_ids": [row.saga_id for row in rows]})

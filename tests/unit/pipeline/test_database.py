@@ -143,8 +143,9 @@ def test_a_database_at_an_older_revision_is_still_migrated(tmp_path: Path) -> No
     engine = sqlite_engine(tmp_path)
     migrate(engine)
     with engine.begin() as connection:
-        # What the downgrades of 0007 to 0004 leave: the database four revisions behind.
+        # What the downgrades of 0008 to 0004 leave: the database five revisions behind.
         connection.execute(text("UPDATE alembic_version SET version_num = '0003_sagas'"))
+        connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN namespace"))
         connection.execute(text("DROP INDEX ix_pipeline_sagas_next_resend"))
         connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN next_resend"))
         connection.execute(text("ALTER TABLE pipeline_parked_keys DROP COLUMN last_event_id"))
@@ -163,6 +164,8 @@ def test_a_database_at_an_older_revision_is_still_migrated(tmp_path: Path) -> No
     assert "last_event_id" in columns
     indexes = {index["name"] for index in inspect(engine).get_indexes("pipeline_sagas")}
     assert "ix_pipeline_sagas_next_resend" in indexes
+    columns = {column["name"] for column in inspect(engine).get_columns("pipeline_sagas")}
+    assert "namespace" in columns
     engine.dispose()
 
 
@@ -175,6 +178,7 @@ def test_sagas_saved_before_0007_get_their_next_deadline_as_their_next_resend(
         connection.execute(
             text("UPDATE alembic_version SET version_num = '0006_parked_keys_last_event'")
         )
+        connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN namespace"))
         connection.execute(text("DROP INDEX ix_pipeline_sagas_next_resend"))
         connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN next_resend"))
         for saga_id, deadline in (("open", "'2026-01-01 00:00:00'"), ("ended", "NULL")):
@@ -194,6 +198,38 @@ def test_sagas_saved_before_0007_get_their_next_deadline_as_their_next_resend(
             connection.execute(text("SELECT saga_id, next_resend FROM pipeline_sagas")).all()
         )
     assert rows == {"open": "2026-01-01 00:00:00", "ended": None}
+    engine.dispose()
+
+
+def test_sagas_saved_before_0008_get_the_namespace_their_state_names(tmp_path: Path) -> None:
+    engine = sqlite_engine(tmp_path)
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE alembic_version SET version_num = '0007_sagas_next_resend'")
+        )
+        connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN namespace"))
+        states = {
+            "default": "{}",  # a saga of the default namespace names none
+            "billing": '{"namespace": "billing-saga", "data": {"namespace": "x"}}',
+            "data-only": '{"data": {"namespace": "x"}}',  # a field of its data is not it
+        }
+        for saga_id, state in states.items():
+            connection.execute(
+                text(
+                    "INSERT INTO pipeline_sagas (saga_id, name, version, status, state, "
+                    "revision, created_at, updated_at) VALUES "
+                    f"('{saga_id}', 's', 1, 'running', :state, 1, "
+                    "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                ),
+                {"state": state},
+            )
+
+    migrate(engine)
+
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text("SELECT saga_id, namespace FROM pipeline_sagas")).all())
+    assert rows == {"default": "saga", "billing": "billing-saga", "data-only": "saga"}
     engine.dispose()
 
 

@@ -3,11 +3,13 @@ other's replies."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.processing import Processor, UnitOfWork
@@ -17,6 +19,9 @@ from pipeline.sagas.definition import SagaDefinitionError
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.participant import SagaCommand, SagaParticipant
 from pipeline.sagas.store import sagas_table, save_saga
+from pipeline.settings import SagaSettings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Job(BaseModel):
@@ -110,6 +115,69 @@ def test_an_orchestrator_leaves_the_sagas_of_another_namespace_in_its_database_a
     assert state.status == "running"
     assert [h.what for h in state.history] == ["saga_started", "action_sent"]
     assert published == []
+
+
+def _shared_database_systems(
+    harness_database: Engine, *, ours: int, theirs: int
+) -> tuple[SagaOrchestrator, SagaOrchestrator]:
+    """Two copies of one saga system (the same saga names and versions) in their own
+    namespaces, sharing one database: ``theirs`` sagas started first, then ``ours``."""
+    mine, _ = _system("saga")
+    billing, _ = _system("billing-saga")
+    mine.registry = billing.registry
+    for orchestrator in (mine, billing):
+        orchestrator.clock = lambda: T0
+    with Session(harness_database) as session, session.begin():
+        for n in range(theirs):
+            billing.start(session, "Job-billing-saga", f"theirs-{n}", {"n": n})
+    mine.clock = billing.clock = lambda: T0 + timedelta(seconds=1)
+    with Session(harness_database) as session, session.begin():
+        for n in range(ours):
+            mine.start(session, "Job-billing-saga", f"ours-{n}", {"n": n})
+    return mine, billing
+
+
+def test_overdue_sagas_of_another_system_in_the_database_hold_up_none_of_an_orchestrators_own():
+    with PipelineHarness([]) as harness:
+        mine, _ = _shared_database_systems(harness.database, ours=1, theirs=3)
+        mine.clock = lambda: T0 + timedelta(minutes=5)  # every step timed out
+
+        # A round of one: theirs are due earlier, and would be found (and skipped) first.
+        fired = mine.fire_due(harness.database, limit=1)
+
+        sagas = harness.sagas()
+    assert fired == 1
+    assert "action_timed_out" in [h.what for h in sagas["ours-0"].history]
+    assert sagas["ours-0"].status == "compensated"  # one step, no retries: nothing to undo
+    assert {sagas[f"theirs-{n}"].status for n in range(3)} == {"running"}
+
+
+def test_the_state_gauge_and_the_unknown_version_warning_count_an_orchestrators_own_sagas(caplog):
+    with PipelineHarness([]) as harness:
+        mine, _ = _shared_database_systems(harness.database, ours=2, theirs=3)
+        with Session(harness.database) as session:
+            counts = mine.refresh_state_gauge(session)
+            newer = SagaOrchestrator(SagaRegistry([]))  # holds no version of the saga
+            with caplog.at_level("WARNING", logger="pipeline.sagas"):
+                newer.warn_unknown_versions(session)
+
+    assert counts == {"running": 2}
+    assert "2 sagas of Job-billing-saga version 1 not ended" in caplog.text
+
+
+def test_the_retention_deletes_an_orchestrators_own_ended_sagas_only():
+    with PipelineHarness([]) as harness:
+        mine, _ = _shared_database_systems(harness.database, ours=2, theirs=3)
+        with harness.database.begin() as connection:
+            connection.execute(sa.update(sagas_table).values(status="completed"))
+        mine.use_settings(SagaSettings(retention_s=3600))
+        mine.clock = lambda: T0 + timedelta(days=1)
+
+        deleted = mine.delete_ended(harness.database)
+
+        left = sorted(harness.sagas())
+    assert deleted == 2
+    assert left == ["theirs-0", "theirs-1", "theirs-2"]
 
 
 def test_a_namespace_whose_replies_dead_letter_topic_would_be_too_long_is_refused():
