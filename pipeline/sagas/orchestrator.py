@@ -67,7 +67,7 @@ from pipeline.sagas.store import (
     sagas_table,
     save_saga,
     save_sagas,
-    set_due_columns,
+    set_derived_columns,
 )
 from pipeline.sagas.topics import SagaTopics
 from pipeline.settings import PipelineSettings, SagaSettings
@@ -305,13 +305,17 @@ class SagaOrchestrator:
             if stored is None or stored.state.is_terminal:
                 return 0
             if stored.state.namespace != self.topics.namespace:
-                return 0  # another saga system's, in the same database: its orchestrators
+                # Found by a namespace column its state contradicts: inserted by a version
+                # before that column (its default). The state decides: the column is set from
+                # it, for that namespace's orchestrators to find.
+                set_derived_columns(session, stored.state, stored.revision)
+                return 0
             definition = self.registry.get(stored.state.name, stored.state.version)
             decision = machine.on_due(definition, stored.state, self.clock(), replies_read_through)
             if not decision.transitions and not decision.commands:
                 # Found due with nothing due now (a timeout waiting for the replies aside):
                 # its columns were not set by this version; set them, or it is found every round.
-                set_due_columns(session, stored.state, stored.revision)
+                set_derived_columns(session, stored.state, stored.revision)
                 return 0
             save_saga(session, decision.state, stored.revision)
             self._publish(session, decision)

@@ -50,7 +50,7 @@ __all__ = [
     "sagas_table",
     "save_saga",
     "save_sagas",
-    "set_due_columns",
+    "set_derived_columns",
 ]
 
 sagas_table = sa.Table(
@@ -239,15 +239,21 @@ def save_sagas(session: Session | Connection, saves: Sequence[tuple[SagaState, i
         )
 
 
-def set_due_columns(session: Session | Connection, state: SagaState, revision: int) -> None:
-    """Set the row's ``next_deadline`` and ``next_resend`` from ``state`` (loaded at
-    ``revision``, not changed): a row the orchestrator found due with nothing due in it was
-    saved by an older version, or before migration 0007 gave it ``next_resend``."""
+def set_derived_columns(session: Session | Connection, state: SagaState, revision: int) -> None:
+    """Set the row's columns copied from ``state`` (loaded at ``revision``, not changed):
+    ``next_deadline``, ``next_resend`` and ``namespace``. For a row an orchestrator found with
+    columns its state contradicts: saved by an older version, before migration 0007 gave it
+    ``next_resend`` (found due with nothing due), or inserted by a version before 0008's
+    ``namespace`` column (found in the default namespace, its column's default)."""
     columns = _columns(state)
     session.execute(
         sa.update(sagas_table)
         .where(sagas_table.c.saga_id == state.saga_id, sagas_table.c.revision == revision)
-        .values(next_deadline=columns["next_deadline"], next_resend=columns["next_resend"])
+        .values(
+            next_deadline=columns["next_deadline"],
+            next_resend=columns["next_resend"],
+            namespace=state.namespace,
+        )
     )
 
 

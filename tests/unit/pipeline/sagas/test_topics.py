@@ -180,6 +180,24 @@ def test_the_retention_deletes_an_orchestrators_own_ended_sagas_only():
     assert left == ["theirs-0", "theirs-1", "theirs-2"]
 
 
+def test_a_saga_an_older_version_inserted_without_its_namespace_column_reaches_its_own_system():
+    with PipelineHarness([]) as harness:
+        mine, billing = _shared_database_systems(harness.database, ours=0, theirs=1)
+        with harness.database.begin() as connection:  # the column's default, as such a row has
+            connection.execute(sa.update(sagas_table).values(namespace="saga"))
+        mine.clock = billing.clock = lambda: T0 + timedelta(minutes=5)
+
+        fired_by_mine = mine.fire_due(harness.database)
+        fired_by_billing = billing.fire_due(harness.database)
+
+        with harness.database.connect() as connection:
+            column = connection.execute(sa.select(sagas_table.c.namespace)).scalar_one()
+        state = harness.sagas()["theirs-0"]
+    assert (fired_by_mine, fired_by_billing) == (0, 1)
+    assert column == "billing-saga"
+    assert "action_timed_out" in [h.what for h in state.history]
+
+
 def test_a_namespace_whose_replies_dead_letter_topic_would_be_too_long_is_refused():
     # 240 + ".replies" is a Kafka name; 240 + ".replies.dlq" (252 characters) is not.
     with pytest.raises(ValueError, match="252 characters long"):
