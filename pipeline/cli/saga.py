@@ -94,6 +94,14 @@ def list_command(
         typer.Option("--state", "-s", help=f"Only sagas in this state: {', '.join(_STATES)}."),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only this saga.")] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            help="Only the sagas of this topic namespace (one saga system's, in a database "
+            "several share; the default one is saga).",
+        ),
+    ] = None,
     max_rows: Annotated[
         int,
         typer.Option("--max", "-n", min=1, max=1_000_000, help="At most this many, newest first."),
@@ -105,8 +113,8 @@ def list_command(
     if state is not None and state not in _STATES:
         raise PipelineError(f"unknown state {state!r}: one of {', '.join(_STATES)}")
     with _database(ctx) as engine, engine.connect() as connection:
-        rows = list_sagas(connection, status=state, name=name, limit=max_rows)
-        counts = count_by_status(connection, name=name)
+        rows = list_sagas(connection, status=state, name=name, namespace=namespace, limit=max_rows)
+        counts = count_by_status(connection, name=name, namespace=namespace)
     table = Table(title="sagas")
     for column in ("saga id", "saga", "state", "started", "updated", "next deadline"):
         table.add_column(column)
@@ -124,7 +132,8 @@ def list_command(
     total = sum(counts.values())
     by_state = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items()))
     noun = "saga" if name is None else f"{escape(name)} saga"
-    console.print(f"{counted(total, noun)} in all: {by_state or 'none'}")
+    where = "" if namespace is None else f" of namespace {escape(namespace)}"
+    console.print(f"{counted(total, noun)}{where} in all: {by_state or 'none'}")
 
 
 #: Step states whose ``finished_at`` is the success that settled the step: its action's (a

@@ -374,9 +374,11 @@ def list_sagas(
     *,
     status: str | None = None,
     name: str | None = None,
+    namespace: str | None = None,
     limit: int = 50,
 ) -> list[SagaRow]:
-    """The newest sagas first, optionally of one status or one definition name."""
+    """The newest sagas first, optionally of one status, one definition name or one topic
+    namespace."""
     query = sa.select(
         sagas_table.c.saga_id,
         sagas_table.c.name,
@@ -390,6 +392,8 @@ def list_sagas(
         query = query.where(sagas_table.c.status == status)
     if name is not None:
         query = query.where(sagas_table.c.name == name)
+    if namespace is not None:
+        query = query.where(sagas_table.c.namespace == namespace)
     rows = connection.execute(query.limit(limit)).all()
     return [
         SagaRow(
@@ -405,11 +409,16 @@ def list_sagas(
     ]
 
 
-def count_by_status(connection: Connection | Session, *, name: str | None = None) -> dict[str, int]:
-    """How many sagas are in each state (only those of the saga ``name``, when given)."""
+def count_by_status(
+    connection: Connection | Session, *, name: str | None = None, namespace: str | None = None
+) -> dict[str, int]:
+    """How many sagas are in each state (only those of the saga ``name``, or of the topic
+    ``namespace``, when given)."""
     query = sa.select(sagas_table.c.status, sa.func.count()).group_by(sagas_table.c.status)
     if name is not None:
         query = query.where(sagas_table.c.name == name)
+    if namespace is not None:
+        query = query.where(sagas_table.c.namespace == namespace)
     rows = connection.execute(query).all()
     return {status: int(count) for status, count in rows}
 

@@ -123,13 +123,18 @@ def test_show_gives_the_steps_and_the_timeline(database):
     assert "(the registry that defines Demo)" in result.output
 
 
-def test_show_names_a_saga_systems_own_topic_namespace(database):
+def test_show_and_list_name_a_saga_systems_own_topic_namespace(database):
     orchestrator = SagaOrchestrator(registry, topics=SagaTopics("trips"))
     with Session(build_engine(DatabaseSettings(url=database))) as session, session.begin():
         orchestrator.start(session, "Demo", "saga-trip", {"n": 4})
     result = pipeline(database, "saga", "show", "saga-trip")
     assert result.exit_code == 0, result.output
     assert "topics: trips.* (its own namespace)" in result.output
+    listed = pipeline(database, "saga", "list", "--namespace", "trips")
+    assert "saga-trip" in listed.output and "saga-odd" not in listed.output
+    assert "1 saga of namespace trips in all: running 1" in listed.output
+    default = pipeline(database, "saga", "list", "--namespace", "saga")
+    assert "saga-odd" in default.output and "saga-trip" not in default.output
 
 
 def test_resolve_ends_a_stuck_saga_and_retry_refuses_a_finished_one(database):
