@@ -305,9 +305,8 @@ class SagaOrchestrator:
             if stored is None or stored.state.is_terminal:
                 return 0
             if stored.state.namespace != self.topics.namespace:
-                # Found by a namespace column its state contradicts: inserted by a version
-                # before that column (its default). The state decides: the column is set from
-                # it, for that namespace's orchestrators to find.
+                # Found with no namespace column (inserted by a version before it): the state
+                # decides, the column is set from it, for that namespace's orchestrators.
                 set_derived_columns(session, stored.state, stored.revision)
                 return 0
             definition = self.registry.get(stored.state.name, stored.state.version)

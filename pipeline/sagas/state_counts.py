@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.outbox.table import as_utc
 from pipeline.sagas.state import TERMINAL, SagaStatus
-from pipeline.sagas.store import sagas_table
+from pipeline.sagas.store import in_namespace, sagas_table
 
 __all__ = ["DELETE_MARGIN", "LIVE", "SagaStateCounts", "by_state", "deletable_before"]
 
@@ -91,7 +91,7 @@ def _of_namespace(namespace: str | None) -> Callable[[_Select], _Select]:
     """What narrows a query to the sagas of ``namespace`` (nothing for ``None``)."""
     if namespace is None:
         return lambda query: query
-    return lambda query: query.where(_t.namespace == namespace)
+    return lambda query: query.where(in_namespace(namespace))
 
 
 class SagaStateCounts:

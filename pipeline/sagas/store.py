@@ -38,6 +38,7 @@ __all__ = [
     "delete_ended_sagas",
     "delete_participant_outcomes",
     "due_saga_ids",
+    "in_namespace",
     "insert_saga",
     "list_sagas",
     "load_saga",
@@ -66,8 +67,11 @@ sagas_table = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("next_resend", sa.DateTime(timezone=True), nullable=True),
-    # Set once, as the saga starts (a saga never changes namespace); migration 0008.
-    sa.Column("namespace", sa.String(255), nullable=False, server_default=SAGA_NAMESPACE),
+    # From the state, at every save (a saga never changes namespace); migration 0008. NULL: a
+    # row inserted by a version before this column: counted, listed and deleted as one of the
+    # default namespace, and looked at by every orchestrator when due (which sets it from the
+    # state, as any save of it does).
+    sa.Column("namespace", sa.String(255), nullable=True),
     sa.Index("ix_pipeline_sagas_status", "status", "updated_at"),
     sa.Index("ix_pipeline_sagas_next_deadline", "next_deadline"),
     sa.Index("ix_pipeline_sagas_next_resend", "next_resend"),
@@ -101,6 +105,15 @@ class StoredSaga:
     revision: int
 
 
+def in_namespace(namespace: str) -> sa.ColumnElement[bool]:
+    """The rows of the topic ``namespace``; those of no namespace yet (see ``sagas_table``)
+    count as the default one's."""
+    column = sagas_table.c.namespace
+    if namespace == SAGA_NAMESPACE:
+        return sa.or_(column == namespace, column.is_(None))
+    return column == namespace
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     # SQLite hands times back without their zone; every stored time is UTC.
     if moment is None:
@@ -125,6 +138,7 @@ def _columns(state: SagaState) -> dict[str, Any]:
         "next_deadline": None if state.is_terminal else state.next_deadline,
         "next_resend": None if state.is_terminal else state.next_resend,
         "updated_at": state.updated_at,
+        "namespace": state.namespace,
     }
 
 
@@ -160,6 +174,7 @@ _SAVE = (
                 "next_deadline",
                 "next_resend",
                 "updated_at",
+                "namespace",
             )
         }
     )
@@ -175,7 +190,6 @@ def insert_saga(session: Session | Connection, state: SagaState) -> None:
         "version": state.version,
         "revision": 1,
         "created_at": state.started_at,
-        "namespace": state.namespace,
         **_columns(state),
     }
     inserted = session.execute(_INSERT, {f"p_{name}": value for name, value in values.items()})
@@ -244,7 +258,7 @@ def set_derived_columns(session: Session | Connection, state: SagaState, revisio
     ``next_deadline``, ``next_resend`` and ``namespace``. For a row an orchestrator found with
     columns its state contradicts: saved by an older version, before migration 0007 gave it
     ``next_resend`` (found due with nothing due), or inserted by a version before 0008's
-    ``namespace`` column (found in the default namespace, its column's default)."""
+    ``namespace`` column (found with none, by every saga system's orchestrators)."""
     columns = _columns(state)
     session.execute(
         sa.update(sagas_table)
@@ -252,7 +266,7 @@ def set_derived_columns(session: Session | Connection, state: SagaState, revisio
         .values(
             next_deadline=columns["next_deadline"],
             next_resend=columns["next_resend"],
-            namespace=state.namespace,
+            namespace=columns["namespace"],
         )
     )
 
@@ -277,8 +291,8 @@ def due_saga_ids(
     else:  # next_deadline is the earlier of the two: due by then, whatever it is
         due = sa.or_(columns.next_deadline <= replies_read_through, columns.next_resend <= now)
     query = sa.select(columns.saga_id).where(due)
-    if namespace is not None:
-        query = query.where(columns.namespace == namespace)
+    if namespace is not None:  # and those of no namespace yet: see sagas_table
+        query = query.where(sa.or_(columns.namespace == namespace, columns.namespace.is_(None)))
     if definitions is not None:
         query = query.where(
             sa.or_(
@@ -304,7 +318,7 @@ def open_saga_versions(
         .group_by(sagas_table.c.name, sagas_table.c.version)
     )
     if namespace is not None:
-        query = query.where(sagas_table.c.namespace == namespace)
+        query = query.where(in_namespace(namespace))
     return {(name, version): count for name, version, count in session.execute(query)}
 
 
@@ -342,9 +356,7 @@ def delete_ended_sagas(
     same rows, and each row is deleted and counted once."""
     deleted: Counter[tuple[str, str]] = Counter()
     ended_before_query = (
-        _ENDED_BEFORE
-        if namespace is None
-        else _ENDED_BEFORE.where(sagas_table.c.namespace == namespace)
+        _ENDED_BEFORE if namespace is None else _ENDED_BEFORE.where(in_namespace(namespace))
     )
     while True:
         with engine.begin() as connection:
@@ -393,7 +405,7 @@ def list_sagas(
     if name is not None:
         query = query.where(sagas_table.c.name == name)
     if namespace is not None:
-        query = query.where(sagas_table.c.namespace == namespace)
+        query = query.where(in_namespace(namespace))
     rows = connection.execute(query.limit(limit)).all()
     return [
         SagaRow(
@@ -418,7 +430,7 @@ def count_by_status(
     if name is not None:
         query = query.where(sagas_table.c.name == name)
     if namespace is not None:
-        query = query.where(sagas_table.c.namespace == namespace)
+        query = query.where(in_namespace(namespace))
     rows = connection.execute(query).all()
     return {status: int(count) for status, count in rows}
 

@@ -3,7 +3,11 @@
 Several saga systems (each with its own topic namespace, pipeline.sagas.SagaTopics) may share a
 database: each orchestrator finds due, counts, warns about and deletes only the sagas of its own
 namespace, by this column. Sagas saved before it get theirs from their stored state, which names
-the namespace when it is not the default one (``saga``).
+the namespace when it is not the default one (``saga``). The column may be NULL: a saga that a
+process of the version before inserts during a rolling deploy has none until an orchestrator
+saves it or finds it due (every orchestrator looks at such a saga when it is due, and sets the
+column from its state). A default would have put it in the default namespace, out of its own
+system's sight.
 
 Revision ID: 0008_sagas_namespace
 Revises: 0007_sagas_next_resend
@@ -26,10 +30,7 @@ _DEFAULT_NAMESPACE = "saga"
 
 
 def upgrade() -> None:
-    op.add_column(
-        "pipeline_sagas",
-        sa.Column("namespace", sa.String(255), nullable=False, server_default=_DEFAULT_NAMESPACE),
-    )
+    op.add_column("pipeline_sagas", sa.Column("namespace", sa.String(255), nullable=True))
     sagas = sa.table(
         "pipeline_sagas",
         sa.column("saga_id", sa.String),
@@ -37,6 +38,7 @@ def upgrade() -> None:
         sa.column("namespace", sa.String),
     )
     connection = op.get_bind()
+    connection.execute(sa.update(sagas).values(namespace=_DEFAULT_NAMESPACE))
     # Only a saga of another namespace names one in its state: those few rows are read.
     named = connection.execute(
         sa.select(sagas.c.saga_id, sagas.c.state).where(
