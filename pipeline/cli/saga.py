@@ -190,7 +190,7 @@ def show(
     with _database(ctx) as engine, engine.connect() as connection:
         stored = load_saga(connection, saga_id)
     if stored is None:
-        raise PipelineError(f"no saga {shown_saga_id(saga_id)}")
+        raise PipelineError(f"no saga {shown_saga_id(saga_id)} in this database")
     state = stored.state
     console = stdout_console()
     console.print(

@@ -91,9 +91,9 @@ def _breaks_lines(text: str) -> bool:
 
 
 def shown_saga_id(saga_id: str) -> str:
-    """A saga id as a message names it: as it is, unless it could be no saga's (too long, a
-    control character in it), then quoted and cut short, on one line."""
-    if len(saga_id) <= SAGA_ID_MAX and not _breaks_lines(saga_id):
+    """A saga id as a message names it: as it is, unless it could be no saga's (empty, too
+    long, a control character in it), then quoted and cut short, on one line."""
+    if saga_id and len(saga_id) <= SAGA_ID_MAX and not _breaks_lines(saga_id):
         return saga_id
     shown = repr(saga_id)
     return shown if len(shown) <= 80 else f"{shown[:80]}..."

@@ -167,7 +167,9 @@ def test_an_unknown_state_and_an_unknown_saga_are_one_line_errors(database):
     bad = pipeline(database, "saga", "list", "--state", "happy")
     assert bad.exit_code != 0 and "unknown state 'happy'" in str(bad.exception)
     missing = pipeline(database, "saga", "show", "nope")
-    assert "no saga nope" in str(missing.exception)
+    assert str(missing.exception) == "no saga nope in this database"  # as retry and resolve say
+    empty = pipeline(database, "saga", "show", "")
+    assert str(empty.exception) == "no saga '' in this database"
 
 
 def test_prune_deletes_the_ended_sagas_and_keeps_a_stuck_one(database):
@@ -224,8 +226,8 @@ def test_an_id_that_can_be_no_sagas_is_named_on_one_line_and_cut_short(database)
     result = pipeline(database, "saga", "show", "a\nb" + "x" * 5000)
     message = str(result.exception)
     assert result.exit_code != 0
-    assert message.startswith("no saga 'a\\nbxxx") and message.endswith("...")
-    assert "\n" not in message and len(message) < 100
+    assert message.startswith("no saga 'a\\nbxxx") and message.endswith("... in this database")
+    assert "\n" not in message and len(message) < 120
 
 
 def test_show_counts_undo_attempts_apart_from_confirms(database):
