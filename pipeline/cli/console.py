@@ -6,10 +6,12 @@ table cells; there we print at least 160 columns wide so nothing is lost.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO, cast
 
 from rich.console import Console
 
@@ -25,7 +27,58 @@ def stdout_console() -> Console:
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr.isatty()))
+    return Console(
+        file=cast("IO[str]", _StderrOrNothing()),
+        highlight=False,
+        soft_wrap=True,
+        width=_width(sys.stderr.isatty()),
+    )
+
+
+class _StderrOrNothing:
+    """``sys.stderr`` (as it is at each call) for a console, until its reader goes away
+    (``pipeline replay ... 2>&1 | head -1``): from then on what a command says there is
+    dropped, and its work goes on and ends with its own exit code. Progress, notes and
+    summaries are for a reader; without this the first line after the pipe closed raised
+    ``BrokenPipeError`` and click ended the command half-way with exit code 1."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stderr.write(text)
+        except BrokenPipeError:
+            _drop_stderr()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except BrokenPipeError:
+            _drop_stderr()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+
+def _drop_stderr() -> None:
+    """Point file descriptor 2 at the null device: every later write to stderr (this
+    process's Python, logging, librdkafka's C code, the interpreter's last flush of what
+    ``sys.stderr`` still buffers) succeeds and goes nowhere."""
+    try:
+        descriptor = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a stand-in without a descriptor
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
 
 
 #: How long a command waits for Kafka's first answer before it says where it is connecting.

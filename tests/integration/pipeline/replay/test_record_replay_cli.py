@@ -115,6 +115,37 @@ def test_record_then_replay_with_preserved_partitions_keeps_every_partition_exac
     assert "sent (acknowledged)" in replayed.stderr and "20" in replayed.stderr
 
 
+def _with_stderr_gone(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``pipeline ARGS 2>&1 | head -1`` at its worst: the reader of stderr gone before the
+    command's first line."""
+    process = subprocess.Popen(
+        [PIPELINE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ
+    )
+    assert process.stderr is not None
+    process.stderr.close()
+    out, _ = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, b"")
+
+
+def test_record_and_replay_finish_their_work_when_the_reader_of_their_stderr_went_away(
+    pipeline_settings, new_topic, tmp_path
+):
+    # Progress and summaries are for a reader: the first line written with none raised a
+    # broken pipe, and the replay stopped half-way with exit code 1.
+    source, target = new_topic(partitions=3), new_topic(partitions=3)
+    produce(pipeline_settings, source, awkward_traffic(3))
+    recording = tmp_path / "recording.ndjson"
+
+    recorded = _with_stderr_gone(
+        "record", source, "--from-beginning", "--until-end", "--out", str(recording)
+    )
+    replayed = _with_stderr_gone("replay", str(recording), "--topic", target)
+
+    assert (recorded.returncode, replayed.returncode) == (0, 0)
+    assert len(recording.read_text().splitlines()) == 20
+    assert sum(map(len, partitions_of(pipeline_settings, target).values())) == 20
+
+
 def test_replayed_by_key_every_message_lands_where_murmur2_put_it_in_the_same_order(
     pipeline_settings, new_topic, tmp_path
 ):
