@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Literal, Protocol, TypeVar
 
@@ -34,7 +34,7 @@ from pipeline.processing.harness import Clocked, PipelineHarness
 from pipeline.replay.recording import RecordedMessage
 from pipeline.sagas.orchestrator import SagaOrchestrator
 from pipeline.settings import ProcessingSettings
-from pipeline.topics.catalogue import default_catalogue
+from pipeline.topics.catalogue import DEFAULT_PARTITIONS, default_catalogue
 
 __all__ = [
     "BackendKind",
@@ -80,6 +80,24 @@ def catalogue_partitions() -> dict[str, int]:
     return {spec.name: spec.partitions for spec in default_catalogue()}
 
 
+class _PartitionsAsTheStackMakesThem(Mapping[str, int]):
+    """Every topic's partitions as the ``kafka`` backend creates them: a catalogue topic's
+    own, any other's :data:`~pipeline.topics.catalogue.DEFAULT_PARTITIONS`, so that one test
+    body puts each key on the same partition on either backend."""
+
+    def __init__(self, declared: Mapping[str, int]) -> None:
+        self._declared = dict(declared)
+
+    def __getitem__(self, topic: str) -> int:
+        return self._declared.get(topic, DEFAULT_PARTITIONS)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._declared)
+
+    def __len__(self) -> int:
+        return len(self._declared)
+
+
 def text_list(given: object, what: str, example: str) -> list[str]:
     """``given``, a collection of text, as a list; a :class:`TypeError` naming ``what`` for one
     text (which would be taken letter by letter) or anything else."""
@@ -119,7 +137,9 @@ def _module_clocked(modules: Iterable[ModuleType]) -> list[Clocked]:
 class DriverBackend:
     """The processors named by ``processors`` in a :class:`PipelineHarness`.
 
-    Topics have the catalogue's partitions unless ``partitions`` says otherwise; events are
+    Topics have the partitions the ``kafka`` backend gives them (a catalogue topic its own,
+    any other :data:`~pipeline.topics.catalogue.DEFAULT_PARTITIONS`) unless ``partitions``
+    says otherwise; events are
     handled one at a time (``settings``' default: deterministic, and SQLite has one writer).
     Every :class:`~pipeline.sagas.orchestrator.SagaOrchestrator` held by a processor's module
     reads the harness's virtual clock while the backend is open.
@@ -140,7 +160,11 @@ class DriverBackend:
         self.harness = PipelineHarness(
             loaded,
             settings=settings or ProcessingSettings(max_in_flight=1),
-            partitions=catalogue_partitions() if partitions is None else partitions,
+            partitions=(
+                _PartitionsAsTheStackMakesThem(catalogue_partitions())
+                if partitions is None
+                else partitions
+            ),
             clocked=_module_clocked(modules),
         )
 

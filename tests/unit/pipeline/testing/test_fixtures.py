@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from pipeline.envelope import Event, encode
 from pipeline.processing import ProcessorTestDriver
 from pipeline.replay.recording import RecordedMessage, RecordingWriter, read_recording
-from pipeline.testing.backends import DriverBackend
+from pipeline.testing.backends import DriverBackend, catalogue_partitions
+from pipeline.topics.catalogue import DEFAULT_PARTITIONS
 from tests.unit.pipeline.testing import counting
 
 SPEC = "tests.unit.pipeline.testing.counting:processor"
@@ -130,3 +131,18 @@ def test_pipeline_backend_wants_a_list_of_processors_and_says_so(pipeline_backen
         pipeline_backend([SPEC], topics="shop.points")
     with pytest.raises(TypeError, match=r"processors takes a list of text.*holds 7 \(int\)"):
         DriverBackend([7])
+
+
+def test_the_driver_backend_gives_a_topic_the_partitions_the_kafka_backend_creates_it_with():
+    # A topic outside the catalogue: 3 partitions on the stack (DEFAULT_PARTITIONS), and so on
+    # the driver, so that a key lands on the same partition on either backend.
+    backend = DriverBackend([SPEC])
+    try:
+        [driver] = backend.harness.drivers
+        assert driver.partitions_of(counting.TOPIC) == DEFAULT_PARTITIONS == 3
+        assert driver.partitions_of("requests.orders") == catalogue_partitions()["requests.orders"]
+        backend.send(counting.TOPIC, [counting_event(f"k{n}", n) for n in range(12)])
+        used = {record.partition for log in driver.topics.values() for record in log}
+        assert used == {0, 1, 2}
+    finally:
+        backend.close()
