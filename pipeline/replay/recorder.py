@@ -139,6 +139,23 @@ def _starts(
         low, high = marks[(tp.topic, tp.partition)]
         # Nothing committed (or committed before what retention kept): from the beginning.
         starts[(tp.topic, tp.partition)] = min(max(tp.offset, low), high)
+    uncommitted = [tp for tp in found if tp.offset < 0]
+    # A mistyped group name would record whole topics without a word.
+    if uncommitted and len(uncommitted) == len(found):
+        _log.warning(
+            "group %s has committed no offset on %s: recording from the beginning (is that "
+            "the group's name?)",
+            start.group,
+            ", ".join(sorted({tp.topic for tp in found})),
+        )
+    elif uncommitted:
+        _log.warning(
+            "group %s has committed no offset on %d of the %d partitions: those are recorded "
+            "from the beginning",
+            start.group,
+            len(uncommitted),
+            len(found),
+        )
     return starts
 
 

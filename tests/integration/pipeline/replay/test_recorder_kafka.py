@@ -41,27 +41,55 @@ def values(messages):
 
 
 def test_from_group_starts_at_its_committed_offsets_and_leaves_them_as_they_were(
-    pipeline_settings, new_topic, consumer_group
+    pipeline_settings, new_topic, consumer_group, caplog
 ):
     topic = new_topic(partitions=2)
     produce_stamped(pipeline_settings, topic, 2, 5)
     group = build_consumer(pipeline_settings.kafka, consumer_group)
     group.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
 
-    recorded = list(
-        record_topics(
-            pipeline_settings.kafka,
-            [topic],
-            start=FromGroup(consumer_group),
-            stop=Stop(at_end=True),
+    with caplog.at_level("WARNING", logger="pipeline.replay"):
+        recorded = list(
+            record_topics(
+                pipeline_settings.kafka,
+                [topic],
+                start=FromGroup(consumer_group),
+                stop=Stop(at_end=True),
+            )
         )
-    )
 
+    assert (
+        f"group {consumer_group} has committed no offset on 1 of the 2 partitions: those are "
+        "recorded from the beginning"
+    ) in caplog.text
     by_partition = {p: [m.offset for m in recorded if m.partition == p] for p in (0, 1)}
     assert by_partition == {0: [3, 4], 1: [0, 1, 2, 3, 4]}  # nothing committed: the beginning
     committed = group.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=15)
     assert [tp.offset for tp in committed] == [3, -1001]  # only read, never committed
     group.close()
+
+
+def test_from_a_group_that_committed_nothing_records_everything_and_says_so(
+    pipeline_settings, new_topic, caplog
+):
+    topic = new_topic(partitions=2)
+    produce_stamped(pipeline_settings, topic, 2, 3)
+
+    with caplog.at_level("WARNING", logger="pipeline.replay"):
+        recorded = list(
+            record_topics(
+                pipeline_settings.kafka,
+                [topic],
+                start=FromGroup("a-mistyped-group"),
+                stop=Stop(at_end=True),
+            )
+        )
+
+    assert len(recorded) == 6
+    assert (
+        f"group a-mistyped-group has committed no offset on {topic}: recording from the "
+        "beginning (is that the group's name?)"
+    ) in caplog.text
 
 
 def test_from_time_until_time_keeps_the_messages_stamped_in_between(pipeline_settings, new_topic):
