@@ -183,6 +183,17 @@ def _time_text(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
 
 
+def _check_topic_names(topics: list[str]) -> None:
+    """A :class:`PipelineError` for a name that can be no topic's (``''`` was looked up, and
+    reported as "no topic  on Kafka")."""
+    from pipeline.topics.spec import kafka_name_problem
+
+    for topic in topics:
+        problem = kafka_name_problem(topic)
+        if problem is not None:
+            raise PipelineError(f"cannot record: {problem}")
+
+
 def _require_topics(settings: PipelineSettings, topics: list[str]) -> None:
     """A :class:`PipelineError` naming the topics that do not exist (the admin client never
     creates one)."""
@@ -314,6 +325,7 @@ def record(
             f"--until-time {until_time} is not after --from-time {from_time}: nothing to record"
         )
     topics = list(dict.fromkeys(topics))
+    _check_topic_names(topics)
     _require_topics(settings, topics)
     _err.print(_describe(topics, start, stop))
     tally = _Tally()

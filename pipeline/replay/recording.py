@@ -313,7 +313,12 @@ def parse_line(line: str, *, where: str = "line") -> RecordedMessage:
             timestamp_ms=ts,
             timestamp_type=tstype,
         )
-    except ValueError as error:  # json.JSONDecodeError is a ValueError too
+    except json.JSONDecodeError as error:
+        # The column in the line: json's own "line 2 column 1" counted the line's newline.
+        raise RecordingError(
+            f"{where}: not a recorded message (invalid JSON: {error.msg} at column {error.pos + 1})"
+        ) from None
+    except ValueError as error:
         raise RecordingError(f"{where}: not a recorded message ({error})") from None
 
 

@@ -85,3 +85,18 @@ def test_the_speed_plan_estimates_the_time_the_pacing_takes():
 
     assert "about 2.0 s" in line and "6.0" not in line
     assert "about 1.0 s" in twice
+
+
+@pytest.mark.parametrize("topic", ["", "a b"])
+def test_record_refuses_a_name_that_can_be_no_topics_before_kafka_is_asked(tmp_path, topic):
+    # '' was looked up on Kafka, and refused as "no topic  on Kafka at ...".
+    result = CliRunner().invoke(
+        app, ["record", topic, "--until-end", "--out", str(tmp_path / "r.ndjson")]
+    )
+
+    assert result.exit_code != 0
+    assert str(result.exception) == (
+        f"cannot record: {topic!r} is not a Kafka topic name (1 to 249 letters, digits, '.', "
+        "'_' and '-')"
+    )
+    assert not (tmp_path / "r.ndjson").exists()

@@ -338,3 +338,17 @@ def test_the_format_page_says_what_a_blank_line_is():
     page = (Path(__file__).resolve().parents[4] / "docs" / "replay.md").read_text()
     assert "A blank line (empty, or only spaces) is skipped" in page
     assert "every line must be a message" not in page  # blank lines are not
+
+
+def test_a_line_cut_short_is_invalid_json_at_a_column_of_that_line(tmp_path):
+    # json said "line 2 column 1" for the end of a one-line document (its newline counted).
+    recording = tmp_path / "r.ndjson"
+    recording.write_text(format_line(RecordedMessage("t", 0, 0, b"k", b"v")) + '\n{"topic":"t"\n')
+    messages = read_recording(recording)
+    next(messages)
+    with pytest.raises(RecordingError) as refused:
+        next(messages)
+    assert str(refused.value) == (
+        f"{recording}:2: not a recorded message (invalid JSON: Expecting ',' delimiter at "
+        "column 14)"
+    )
