@@ -180,39 +180,30 @@ def test_the_retention_deletes_an_orchestrators_own_ended_sagas_only():
     assert left == ["theirs-0", "theirs-1", "theirs-2"]
 
 
-def test_a_saga_inserted_by_a_version_before_the_namespace_column_times_out_in_its_own_system():
-    # A process of the version before, in a rolling deploy, inserts no namespace column.
+@pytest.mark.parametrize(
+    ("found_by", "fired", "status"),
+    [("billing-saga", 1, "compensated"), ("saga", 0, "running")],
+)
+def test_a_saga_inserted_by_a_version_before_the_namespace_column_gets_its_namespace_set(
+    found_by, fired, status
+):
+    # A process of the version before, in a rolling deploy, inserts no namespace column: the
+    # saga's own system fires its timeout (and the save sets the column); another system that
+    # finds it due sets the column and leaves it alone.
     with PipelineHarness([]) as harness:
         mine, billing = _shared_database_systems(harness.database, ours=0, theirs=1)
         with harness.database.begin() as connection:
             connection.execute(sa.update(sagas_table).values(namespace=None))
         mine.clock = billing.clock = lambda: T0 + timedelta(minutes=5)
+        finder = {"saga": mine, "billing-saga": billing}[found_by]
 
-        fired_by_billing = billing.fire_due(harness.database)
-
-        with harness.database.connect() as connection:
-            column = connection.execute(sa.select(sagas_table.c.namespace)).scalar_one()
-        state = harness.sagas()["theirs-0"]
-    assert fired_by_billing == 1
-    assert "action_timed_out" in [h.what for h in state.history]
-    assert column == "billing-saga"  # set by the save
-
-
-def test_a_saga_of_no_namespace_column_found_by_another_system_gets_its_own_namespace_set():
-    with PipelineHarness([]) as harness:
-        mine, billing = _shared_database_systems(harness.database, ours=0, theirs=1)
-        with harness.database.begin() as connection:
-            connection.execute(sa.update(sagas_table).values(namespace=None))
-        mine.clock = billing.clock = lambda: T0 + timedelta(minutes=5)
-
-        fired_by_mine = mine.fire_due(harness.database)
+        fired_now = finder.fire_due(harness.database)
 
         with harness.database.connect() as connection:
             column = connection.execute(sa.select(sagas_table.c.namespace)).scalar_one()
         state = harness.sagas()["theirs-0"]
-    assert fired_by_mine == 0
-    assert column == "billing-saga"
-    assert state.status == "running"
+    assert (fired_now, state.status, column) == (fired, status, "billing-saga")
+    assert ("action_timed_out" in [h.what for h in state.history]) == bool(fired)
 
 
 def test_a_namespace_whose_replies_dead_letter_topic_would_be_too_long_is_refused():
