@@ -23,13 +23,16 @@ def _width(stream_is_terminal: bool) -> int | None:
 
 
 def stdout_console() -> Console:
-    return Console(highlight=False, width=_width(sys.stdout.isatty()))
+    # emoji=False: rich would show a name between colons (``a:b:c``, a topic ``x:smile:``) as
+    # an emoji; what a command prints is the text as it is.
+    return Console(highlight=False, emoji=False, width=_width(sys.stdout.isatty()))
 
 
 def stderr_console() -> Console:
     return Console(
         file=cast("IO[str]", _StderrOrNothing()),
         highlight=False,
+        emoji=False,
         soft_wrap=True,
         width=_width(sys.stderr.isatty()),
     )

@@ -244,7 +244,9 @@ def inspect(
             )
         )
     summary = f"{counted(len(shown), 'dead letter')} shown"
-    if filters.any or limit is not None or show_redriven:
+    if show_redriven:  # redriven ones among them: of every dead letter, not of the pending
+        summary += f" of {len(letters):,} ({len(pending):,} pending)"
+    elif filters.any or limit is not None:
         summary += f" of {len(pending):,} pending"
     else:
         summary += " (pending)"

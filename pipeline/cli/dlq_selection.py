@@ -6,7 +6,7 @@ letters of its keys behind is refused unless ``--out-of-order``)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +141,10 @@ def select_letters(
     return Selection(pending, selected, matched, earlier_of_same_keys(pending, selected))
 
 
+def _do(letters: Sized) -> str:
+    return "does" if len(letters) == 1 else "do"
+
+
 def refuse_gaps(selection: Selection, out_of_order: bool) -> None:
     """A :class:`PipelineError` when the selection leaves earlier dead letters of its keys
     behind, unless ``out_of_order``: their keys' later events would be applied first, and the
@@ -148,7 +152,8 @@ def refuse_gaps(selection: Selection, out_of_order: bool) -> None:
     if selection.earlier_left and not out_of_order:
         raise PipelineError(
             f"{counted(len(selection.earlier_left), 'earlier dead letter')} of the selected "
-            "keys do not match and would stay behind, their keys' later events applied before "
+            f"keys {_do(selection.earlier_left)} not match and would stay behind, their keys' "
+            "later events applied before "
             "them: widen the filters to take them too (see --dry-run), or pass --out-of-order"
         )
 
@@ -176,6 +181,7 @@ def describe_selection(selection: Selection, dlq_topic: str) -> None:
         _err.print(
             f"[yellow]warning:[/yellow] "
             f"{counted(len(selection.earlier_left), 'earlier dead letter')}"
-            " of the same keys do not match and would stay in the dead-letter topic, their keys' "
+            f" of the same keys {_do(selection.earlier_left)} not match and would stay in the "
+            "dead-letter topic, their keys' "
             "later events going back before them (a redrive is refused without --out-of-order)"
         )

@@ -25,7 +25,7 @@ def load_attribute(spec: str, expected: type[T], *, what: str, example: str) -> 
     """The object named by ``module.path:attribute`` (the current folder first), which must be
     an ``expected``; a :class:`PipelineError` in one line otherwise."""
     module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
+    if not sep or not module_name or not attribute or ":" in attribute:
         raise PipelineError(f"expected MODULE:{what} (e.g. {example}), got {spec!r}")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))

@@ -165,7 +165,8 @@ class FaustBinding:
         # Faust forgets its acknowledgements of revoked partitions before it calls `revoked`,
         # so there these positions are committed through the internals.
         self._acked_to: dict[TopicPartition, int] = {}
-        self._last_snapshot: MetricsSnapshot | None = None
+        # The first summary line's rate counts from here (it had none).
+        self._last_snapshot: MetricsSnapshot = self.metrics.snapshot()
         self.app = _ProcessorApp(
             self,
             processor.name,

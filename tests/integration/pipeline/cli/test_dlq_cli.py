@@ -264,8 +264,11 @@ def test_redrive_sends_the_selected_and_their_followers_back_in_key_order_once(
     assert third.returncode == 0, third.stderr
     assert f"nothing to redrive in {dlq} (0 pending)" in third.stderr
     assert len(read_topic(pipeline_settings, topic, consumer_group + "-3")) == 5
-    listed = ndjson(run_pipeline("dlq", "inspect", topic, "-o", "ndjson", "--show-redriven"))
+    shown = run_pipeline("dlq", "inspect", topic, "-o", "ndjson", "--show-redriven")
+    listed = ndjson(shown)
     assert len(listed) == 5 and all(record["redriven"] for record in listed)
+    # Of every dead letter, not "5 shown of 0 pending".
+    assert f"5 dead letters shown of 5 (0 pending) in {dlq}" in shown.stderr
 
 
 def test_redrive_dry_run_shows_the_count_and_sends_nothing(

@@ -1,10 +1,12 @@
-"""The consoles' stderr once its reader went away: what a command says there is dropped, and
-the command goes on to its own end and exit code."""
+"""The consoles: their stderr once its reader went away (what a command says there is dropped,
+and the command goes on to its own end and exit code), and text printed as it is."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 SAYS_THEN_FINISHES = """
 from pipeline.cli.console import stderr_console
@@ -34,3 +36,19 @@ def test_stderr_that_is_read_gets_every_line():
 
     assert result.returncode == 0
     assert result.stderr.splitlines() == [f"progress {n}" for n in range(100)]
+
+
+def test_a_name_between_colons_is_printed_as_it_is_not_as_an_emoji():
+    # `pipeline process a:b:c` said "got 'a🅱c'": rich read ":b:" as an emoji's name.
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("pipeline")), "process", "a:b:c"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: expected MODULE:PROCESSOR (e.g. consumers.orders_service:processor), got 'a:b:c'"
+    )

@@ -358,3 +358,23 @@ def test_where_a_new_group_starts_reading_is_the_settings(database: Engine, star
     )
 
     assert binding.app.conf.consumer_auto_offset_reset == start
+
+
+def test_the_first_summary_line_gives_the_rate_since_the_start(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first line had no rate (there was no line before it to count from).
+    binding = Bound(database).binding
+    consumer = binding.app.consumer
+
+    async def position(tp: TP) -> int:
+        return 0
+
+    consumer.position = position  # type: ignore[method-assign]
+    consumer.highwater = lambda tp: 0  # type: ignore[method-assign]
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(binding.report())
+
+    [line] = [r.getMessage() for r in caplog.records if "processed" in r.getMessage()]
+    assert "0 processed (0.0/s), " in line
