@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from typing import IO, cast
 
 from rich.console import Console
+from rich.markup import escape
+
+from pipeline.logs.redact import redact
 
 _MIN_PIPED_WIDTH = 160
 
@@ -94,7 +97,10 @@ def announcing_kafka(bootstrap_servers: str, after_s: float = SLOW_CONNECT_S) ->
     say on stderr where the command is connecting, so a Kafka that is away is not silence
     until the connection timeout's one-line error. A quick answer prints nothing."""
     timer = threading.Timer(
-        after_s, lambda: stderr_console().print(f"connecting to Kafka at {bootstrap_servers} ...")
+        after_s,
+        lambda: stderr_console().print(
+            escape(f"connecting to Kafka at {redact(bootstrap_servers)} ...")
+        ),
     )
     timer.daemon = True
     timer.start()

@@ -40,6 +40,13 @@ def test_a_slow_answer_says_where_it_connects(recorder):
     assert recorder.lines == ["connecting to Kafka at broker:9092 ..."]
 
 
+def test_the_note_never_shows_a_password_given_in_the_bootstrap_servers(recorder):
+    with console.announcing_kafka("SASL_SSL://alice:Pw0rdZ@broker:9092", after_s=0):
+        assert recorder.printed.wait(10), "nothing printed"
+
+    assert recorder.lines == ["connecting to Kafka at SASL_SSL://alice:[REDACTED]@broker:9092 ..."]
+
+
 def test_a_note_being_printed_when_the_answer_comes_is_done_before_the_command_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ):
