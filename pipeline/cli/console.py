@@ -7,6 +7,7 @@ table cells; there we print at least 160 columns wide so nothing is lost.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -85,6 +86,18 @@ def _drop_stderr() -> None:
         os.dup2(null, descriptor)
     finally:
         os.close(null)
+
+
+# C0 controls but tab and newline, DEL and the C1 controls: what a terminal acts on.
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with the control characters a terminal would act on written out as
+    ``\x1b``: data shown in a table (a log message, a dead letter's error) cannot recolour,
+    move the cursor in or retitle the terminal of whoever reads it. Rich drops a few (bell,
+    carriage return) but passes the escape character through."""
+    return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 #: How long a command waits for Kafka's first answer before it says where it is connecting.

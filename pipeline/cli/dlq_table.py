@@ -16,6 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.cli.console import terminal_safe
+
 if TYPE_CHECKING:
     from pipeline.dead_letters.letter import DeadLetter
 
@@ -139,5 +141,5 @@ def dead_letter_table(
         )
     for number in range(len(letters)):
         # Text: no markup in data.
-        table.add_row(*(Text(cells[column.header][number]) for column in kept))
+        table.add_row(*(Text(terminal_safe(cells[column.header][number])) for column in kept))
     return table

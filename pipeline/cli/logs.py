@@ -28,7 +28,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.checks import non_empty, positive
-from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
+from pipeline.cli.console import (
+    announcing_kafka,
+    stderr_console,
+    stdout_console,
+    terminal_safe,
+)
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -259,7 +264,7 @@ def _table(
     colours = {"error": "red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
 
     def cell(value: Any) -> str:  # text, not markup: "[KeyError]" is shown as it is
-        return escape(_printable(str(value or ""), encoding))
+        return escape(_printable(terminal_safe(str(value or "")), encoding))
 
     for hit in hits:
         source = _source(hit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 
@@ -53,3 +54,13 @@ def test_a_wide_console_shows_every_column_and_no_caption():
     for column in ("event type", "error type", "attempts", "original", "dead-lettered at"):
         assert column in header
     assert not any("not shown" in line for line in lines)
+
+
+def test_a_terminal_escape_in_an_error_message_is_written_out_not_sent_to_the_terminal():
+    letter = dataclasses.replace(dead_letter(0), error_message="boom \x1b]0;owned\x07 after")
+    console = Console(width=240, record=True, file=io.StringIO())
+    console.print(dead_letter_table("requests.orders.dlq", [letter], None, width=240))
+    shown = console.export_text()
+
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "boom \\x1b]0;owned\\x07 after" in shown

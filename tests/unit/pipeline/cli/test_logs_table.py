@@ -60,3 +60,11 @@ def test_on_a_terminal_that_is_not_utf_8_what_it_cannot_show_is_escaped():
     console.print(_table([hit("café")], 160, encoding="ascii"))
 
     assert "caf\\xe9" in console.export_text()
+
+
+def test_a_terminal_escape_in_a_message_is_written_out_not_sent_to_the_terminal():
+    # A log line could recolour or rewrite the terminal of whoever searched the logs.
+    shown = rendered([hit("esc \x1b[31mRED\x1b[0m done \x9b2J")], 200)
+
+    assert "\x1b" not in shown and "\x9b" not in shown
+    assert "esc \\x1b[31mRED\\x1b[0m done \\x9b2J" in shown
