@@ -341,8 +341,17 @@ def _summary(
     rejected: int,
     producer: EventProducer | None,
     elapsed_s: float,
+    *,
+    checked_only: bool = False,
 ) -> None:
-    table = Table(title=f"produced to {rules.topic}", show_header=False)
+    """The run's table; ``checked_only``: a ``--strict`` check that sent nothing (no table of
+    what each partition got)."""
+    title = (
+        f"checked for {rules.topic} (--strict: nothing sent)"
+        if checked_only
+        else f"produced to {rules.topic}"
+    )
+    table = Table(title=title, show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("run (ce_correlationid)", run_id)
@@ -361,12 +370,27 @@ def _summary(
     table.add_row("elapsed", f"{elapsed_s:.2f} s")
     table.add_row("rate", f"{tally.sent / elapsed_s:,.0f} events/s" if elapsed_s > 0 else "-")
     _err.print(table)
+    if checked_only:
+        return
     per_partition = Table(title="sent per partition")
     per_partition.add_column("partition", justify="right")
     per_partition.add_column("events", justify="right")
     for partition in sorted({*range(partitions), *tally.per_partition}):
         per_partition.add_row(str(partition), f"{tally.per_partition[partition]:,}")
     _err.print(per_partition)
+
+
+class _CountedLines:
+    """The lines of an input, counting those read (the ``--strict`` check's "lines read")."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._lines:
+            self.count += 1
+            yield line
 
 
 def _exit_code(tally: _Tally, rejected: int) -> int:
@@ -531,11 +555,13 @@ def _produce(
     if strict:
         data.keep()
         with data.lines() as lines, few_collections():
-            found = rejections_in(rules, lines)
+            read = _CountedLines(lines)
+            found = rejections_in(rules, read)
         if found:
+            tally.lines = read.count
             for rejection in found:
                 rejects.write(rejection)
-            _summary(rules, run_id, partitions, tally, rejects.count, None, 0.0)
+            _summary(rules, run_id, partitions, tally, rejects.count, None, 0.0, checked_only=True)
             _err.print(
                 f"--strict: nothing sent; {counted(len(found), 'line')} rejected, "
                 f"see {rejects.path}"

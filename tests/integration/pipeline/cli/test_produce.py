@@ -157,6 +157,10 @@ def test_strict_sends_nothing_when_any_line_is_rejected(
     assert result.returncode == 1, result.stderr
     assert "--strict: nothing sent" in result.stderr
     assert [json.loads(line)["line"] for line in rejects.read_text().splitlines()] == [38]
+    # The check read every line (it said 0), and sent nothing to any partition.
+    assert summary_value(result.stderr, "lines read") == "50"
+    assert f"checked for {topic} (--strict: nothing sent)" in result.stderr
+    assert "sent per partition" not in result.stderr
     read_topic(pipeline_settings, topic, consumer_group, expected=0)
 
 
