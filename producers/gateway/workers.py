@@ -172,8 +172,12 @@ def how_it_stopped(returncode: int) -> str:
 
 
 def check_address(host: str, port: int) -> None:
-    """Bind ``host:port`` as each worker will (``SO_REUSEADDR`` and ``SO_REUSEPORT``, every
-    address ``host`` names) and let go at once; :class:`PipelineError` when it cannot be."""
+    """Bind ``host:port`` as each worker will (``SO_REUSEADDR``, every address ``host`` names)
+    and let go at once; :class:`PipelineError` when it cannot be.
+
+    Without ``SO_REUSEPORT``, which the workers set: with it the probe shared the port with
+    any listener that set it too, the workers of another gateway among them, and a second
+    ``pipeline gateway --workers 2`` on a port the first one served split its traffic."""
     try:
         # "" is every interface, as for the workers (getaddrinfo's None).
         addresses = socket.getaddrinfo(
@@ -182,8 +186,6 @@ def check_address(host: str, port: int) -> None:
         for family, kind, proto, _, address in addresses:
             with socket.socket(family, kind, proto) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if hasattr(socket, "SO_REUSEPORT"):
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind(address)

@@ -52,6 +52,25 @@ def test_workers_on_a_taken_port_exit_2_every_time_saying_it_once(
         assert "gateway workers started" not in result.stderr  # before any worker
 
 
+def test_workers_on_a_port_another_gateways_workers_serve_exit_2(database_env: dict[str, str]):
+    # Workers listen with SO_REUSEPORT: the check bound with it too, so it shared the port
+    # with them, and a second gateway split the first one's traffic without a word.
+    with socket.socket() as worker:
+        worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        worker.bind(("127.0.0.1", 0))
+        worker.listen()
+        port = int(worker.getsockname()[1])
+
+        result = run_pipeline(
+            "gateway", "--port", str(port), "--workers", "2", env=database_env, timeout=120
+        )
+
+    assert result.returncode == 2, result.stderr
+    said = f"error: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert said in result.stderr.splitlines()
+    assert "gateway workers started" not in result.stderr
+
+
 def test_a_worker_killed_stops_the_gateway_saying_which_and_how(
     tmp_path: Path, database_env: dict[str, str]
 ):
