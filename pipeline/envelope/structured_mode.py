@@ -104,7 +104,11 @@ def decode_structured(
     fields["extensions"] = extensions
     time = fields.get("time")
     fields["time"] = None if time is None else parse_time(time, "time attribute")
-    data_type = fields.setdefault("datacontenttype", data_type or "application/json")
+    # Without a type named, JSON for ``data`` (the event format's default) and bytes for
+    # ``data_base64`` (binary data of no type named, as the SDK reads it: it was refused when
+    # the bytes were not JSON).
+    unnamed = "application/octet-stream" if "data_base64" in document else "application/json"
+    data_type = fields.setdefault("datacontenttype", data_type or unnamed)
     try:
         check_media_type(data_type)
     except PydanticCustomError as exc:
