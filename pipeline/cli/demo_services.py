@@ -23,7 +23,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from pipeline.cli.child_processes import dying_with_this_process
 from pipeline.cli.demo_sagas import SAGA_SERVICES, SagaReport, saga_report, watch_sagas
 from pipeline.errors import PipelineError
 from pipeline.ports import free_port
@@ -71,23 +71,6 @@ def _pipeline_command(*args: str) -> list[str]:
     """``pipeline ARGS`` as a child of the demo that dies with it."""
     program = dying_with_this_process("from pipeline.cli.main import run; run()")
     return [sys.executable, "-c", program, *args]
-
-
-def dying_with_this_process(program: str) -> str:
-    """Python ``program`` for a child of this process that ends with it: on Linux the child
-    asks the kernel for SIGTERM when its parent ends (``PR_SET_PDEATHSIG``: the demo killed
-    with SIGKILL, or by a test's timeout, left every service running), and exits at once if
-    the parent is already gone. Made from the main thread only (the "parent" the kernel
-    watches is the thread that started the child, and the main thread lives as long as the
-    process); elsewhere ``program`` as it is."""
-    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
-        return program
-    return (
-        "import ctypes, os, signal, sys\n"
-        "ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
-        f"if os.getppid() != {os.getpid()}:\n"
-        "    sys.exit(143)\n" + program
-    )
 
 
 @contextmanager

@@ -119,6 +119,7 @@ def _migrated_engine(settings: PipelineSettings) -> Engine:
 
 
 def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int) -> None:
+    from pipeline.cli.child_processes import dying_with_this_process
     from pipeline.database import is_postgres
     from producers.gateway.tokens import load_token_verifier
     from producers.gateway.workers import run_workers
@@ -138,7 +139,8 @@ def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int
     argv = [
         sys.executable,
         "-c",
-        "from pipeline.cli.main import run; run()",
+        # A worker ends with the supervisor: killed with SIGKILL, it left its workers serving.
+        dying_with_this_process("from pipeline.cli.main import run; run()"),
         "gateway",
         "--host",
         config.host,

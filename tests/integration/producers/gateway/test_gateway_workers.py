@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +91,35 @@ def test_a_worker_killed_stops_the_gateway_saying_which_and_how(
     assert output.splitlines().count(said) == 1, output
     assert output.count("stopping: waiting up to") == 1, output  # worker 1, once
     assert output.count("gateway stopped: every message was delivered") == 1, output
+
+
+def test_workers_end_with_a_supervisor_killed_with_sigkill(
+    tmp_path: Path, database_env: dict[str, str]
+):
+    # Nothing of the supervisor runs after SIGKILL: its workers served on, holding the port.
+    gateway = GatewayProcess(tmp_path / "gateway.log", database_env, "--workers", "2", listening=2)
+    try:
+        started = re.search(r"2 gateway workers started \(pids (\d+), (\d+)\)", gateway.output())
+        assert started is not None, gateway.output()
+        workers = [int(pid) for pid in started.groups()]
+        gateway.popen.kill()
+        gateway.popen.wait(timeout=30)
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.2)
+        left = [pid for pid in workers if _alive(pid)]
+    finally:
+        gateway.stop()
+    assert left == [], gateway.output()
+    with socket.socket() as probe:  # the port is free again
+        probe.bind(("127.0.0.1", gateway.port))
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie no longer does: its parent, killed, reaps nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

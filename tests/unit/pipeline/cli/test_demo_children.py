@@ -96,7 +96,7 @@ def test_a_child_ends_when_the_demo_is_killed_outright(tmp_path):
 #: A stand-in demo: one child made as the demo makes its services, then it waits.
 _DEMO = (
     "import subprocess, sys, time\n"
-    "from pipeline.cli.demo_services import dying_with_this_process\n"
+    "from pipeline.cli.child_processes import dying_with_this_process\n"
     "child = subprocess.Popen([sys.executable, '-c', "
     "dying_with_this_process('import time; time.sleep(600)')])\n"
     "print(child.pid, flush=True)\n"
