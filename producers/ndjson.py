@@ -38,6 +38,7 @@ Decisions:
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -102,15 +103,21 @@ class ProduceOptionError(PipelineError):
 
 @dataclass(frozen=True)
 class RejectedLine:
-    """A line that was not sent, and why; ``raw`` is the line without its line break."""
+    """A line that was not sent, and why; ``raw`` is the line without its line break, and
+    ``raw_bytes`` its bytes when they are not UTF-8 (``raw`` then shows them as U+FFFD)."""
 
     line: int
     reason: str
     raw: str
+    raw_bytes: bytes | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The line of the rejects file: ``{"line": n, "reason": ..., "raw": ...}``."""
-        return {"line": self.line, "reason": self.reason, "raw": self.raw}
+        """The line of the rejects file: ``{"line": n, "reason": ..., "raw": ...}``, and
+        ``raw_base64`` for a line that is not UTF-8 (its exact bytes: nothing is lost)."""
+        document: dict[str, Any] = {"line": self.line, "reason": self.reason, "raw": self.raw}
+        if self.raw_bytes is not None:
+            document["raw_base64"] = base64.b64encode(self.raw_bytes).decode("ascii")
+        return document
 
 
 @dataclass(frozen=True)
@@ -402,6 +409,7 @@ def parse_line(rules: LineRules, number: int, raw: bytes | str) -> ParsedLine | 
                 number,
                 f"not valid UTF-8: byte {raw[error.start]:#04x} at offset {error.start}",
                 raw.decode("utf-8", errors="replace"),
+                raw,
             )
     else:
         text = raw.removesuffix("\n").removesuffix("\r")

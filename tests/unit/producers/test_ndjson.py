@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import re
@@ -106,10 +107,19 @@ def test_nan_and_infinity_are_not_json_numbers() -> None:
     assert reason('{"a": -Infinity}') == "invalid JSON: -Infinity is not a JSON number"
 
 
-def test_a_line_that_is_not_utf8_is_rejected_with_the_bad_byte() -> None:
+def test_a_line_that_is_not_utf8_is_rejected_with_the_bad_byte_and_kept_exactly() -> None:
     parsed = parse_line(rules(), 3, b'{"a": "\xff"}\n')
 
-    assert parsed == RejectedLine(3, "not valid UTF-8: byte 0xff at offset 7", '{"a": "\ufffd"}')
+    assert parsed == RejectedLine(
+        3, "not valid UTF-8: byte 0xff at offset 7", '{"a": "\ufffd"}', b'{"a": "\xff"}'
+    )
+    assert parsed.as_json() == {  # the rejects file's line: the bytes are not lost
+        "line": 3,
+        "reason": "not valid UTF-8: byte 0xff at offset 7",
+        "raw": '{"a": "\ufffd"}',
+        "raw_base64": base64.b64encode(b'{"a": "\xff"}').decode(),
+    }
+    assert "raw_base64" not in parse_line(rules(), 4, b"[1]\n").as_json()  # UTF-8: raw is it
 
 
 @pytest.mark.parametrize(
