@@ -170,8 +170,12 @@ class KafkaLogHandler(logging.Handler):
         fallback: TextIO | None = None,
         hostname: str | None = None,
         level: int = logging.NOTSET,
+        records_on_console: bool = False,
     ) -> None:
-        """``producer_factory`` makes the producer when the first record arrives (no I/O here)."""
+        """``producer_factory`` makes the producer when the first record arrives (no I/O here).
+        ``records_on_console``: every record this handler gets is written to ``fallback`` by
+        another handler too (:func:`~pipeline.logs.setup.configure_logging`'s console one), so
+        a record that does not reach Kafka is not written there again; the counts still are."""
         if buffer_size <= 0:
             raise ValueError(f"buffer_size must be > 0, got {buffer_size}")
         super().__init__(level)
@@ -185,6 +189,7 @@ class KafkaLogHandler(logging.Handler):
         self._wake = threading.Event()  # set by flush and close: send now
         self._stopping = False
         self._fallback = fallback
+        self._records_on_console = records_on_console
         self._hostname = hostname or socket.gethostname()
         self._key = service.encode("utf-8")
         self._producer: LogProducer | None = None
@@ -213,14 +218,14 @@ class KafkaLogHandler(logging.Handler):
                 # goes where dropped lines go and is counted in the exit summary.
                 self.counters.unencodable += 1
                 self._last_unencodable = reason
-                self._write_fallback(value)
+                self._write_lost(value)
                 return
             self._ensure_sender()
             if len(self._buffer) < self._buffer_size:
                 self._buffer.append(value)
             else:
                 self.counters.dropped += 1
-                self._write_fallback(value)
+                self._write_lost(value)
         except Exception:
             self.handleError(record)  # logging's policy: report on stderr, never raise
 
@@ -242,6 +247,12 @@ class KafkaLogHandler(logging.Handler):
                     target=self._send_loop, name="kafka-log-handler", daemon=True
                 )
                 self._sender.start()
+
+    def _write_lost(self, value: bytes) -> None:
+        """A record that will not reach Kafka, on the fallback stream, unless a console handler
+        wrote it there already (``records_on_console``: it was printed twice)."""
+        if not self._records_on_console:
+            self._write_fallback(value)
 
     def _write_fallback(self, value: bytes) -> None:
         stream = self._fallback or sys.stderr
@@ -279,7 +290,7 @@ class KafkaLogHandler(logging.Handler):
         producer = self._producer
         if producer is None:
             self.counters.failed += 1
-            self._write_fallback(value)
+            self._write_lost(value)
             return
         while True:
             try:
@@ -294,12 +305,12 @@ class KafkaLogHandler(logging.Handler):
                 producer.poll(_POLL_S)
                 if self._closed:
                     self.counters.failed += 1
-                    self._write_fallback(value)
+                    self._write_lost(value)
                     return
             except Exception as error:  # refused at once: a record over the size limit, say
                 self.counters.failed += 1
                 self._last_failure = error.args[0].str() if _is_kafka(error) else str(error)
-                self._write_fallback(value)
+                self._write_lost(value)
                 return
 
     def _delivered(self, error: Any, message: Any) -> None:
@@ -310,7 +321,7 @@ class KafkaLogHandler(logging.Handler):
         self._last_failure = error.str() if hasattr(error, "str") else str(error)
         value = message.value() if message is not None else None
         if isinstance(value, bytes):
-            self._write_fallback(value)
+            self._write_lost(value)
 
     # ---- shutdown -------------------------------------------------------------------------
 
@@ -340,7 +351,7 @@ class KafkaLogHandler(logging.Handler):
             sender.join(timeout=2.0)
         while self._buffer:  # what the sender did not get to (Kafka was away): fallback stream
             self.counters.failed += 1
-            self._write_fallback(self._buffer.popleft())
+            self._write_lost(self._buffer.popleft())
         producer = self._producer
         if producer is not None:
             producer.flush(0)  # serve the last reports: failures go to the fallback stream

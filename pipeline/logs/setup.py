@@ -165,6 +165,7 @@ def configure_logging(
         buffer_size=settings.logs.buffer_size,
         flush_timeout_s=settings.logs.flush_timeout_s,
         fallback=out,
+        records_on_console=True,  # the console handler above prints every record
     )
     setattr(kafka_handler, _MARK, True)
     root.addHandler(kafka_handler)

@@ -191,6 +191,37 @@ def test_configure_logging_is_idempotent_and_writes_ecs_json(monkeypatch):
             extra.close()
 
 
+def test_configure_logging_prints_a_record_kafka_does_not_get_once(monkeypatch):
+    # The console handler printed every record, and the Kafka handler printed the ones it
+    # could not send (here one that cannot be formatted) a second time on the same stream.
+    producer = FakeProducer(fail=True)
+    monkeypatch.setattr(logging_setup, "_kafka_producer_factory", lambda settings: producer)
+    root = logging.getLogger()
+    before = list(root.handlers)
+    stream = io.StringIO()
+    try:
+        handler = configure_logging(PipelineSettings(), "svc", console="json", stream=stream)
+        assert handler is not None
+        # Its handlers alone (pytest's own capture at the root cannot format the first line).
+        logger = logging.getLogger("svc.work.once")
+        logger.propagate = False
+        for added in [h for h in root.handlers if h not in before]:
+            logger.addHandler(added)
+        logger.warning("a %s %d", "x")  # one argument short
+        logger.warning("not acknowledged")  # Kafka fails it
+        handler.close()
+        logger.handlers.clear()
+    finally:
+        for extra in [h for h in root.handlers if h not in before]:
+            root.removeHandler(extra)
+            extra.close()
+    lines = stream.getvalue().splitlines()
+
+    assert sum("'a %s %d' % ('x',)" in line for line in lines) == 1, lines
+    assert sum('"message":"not acknowledged"' in line for line in lines) == 1, lines
+    assert "they are only in this stream" in lines[-1]
+
+
 def test_configure_logging_refuses_a_missing_service_name():
     with pytest.raises(TypeError, match="service"):
         configure_logging(PipelineSettings(), "")
