@@ -153,8 +153,8 @@ def refuse_gaps(selection: Selection, out_of_order: bool) -> None:
         raise PipelineError(
             f"{counted(len(selection.earlier_left), 'earlier dead letter')} of the selected "
             f"keys {_do(selection.earlier_left)} not match and would stay behind, their keys' "
-            "later events applied before "
-            "them: widen the filters to take them too (see --dry-run), or pass --out-of-order"
+            "later events applied before them: widen the filters to take them too (see "
+            "--dry-run), or pass --out-of-order"
         )
 
 
@@ -182,6 +182,6 @@ def describe_selection(selection: Selection, dlq_topic: str) -> None:
             f"[yellow]warning:[/yellow] "
             f"{counted(len(selection.earlier_left), 'earlier dead letter')}"
             f" of the same keys {_do(selection.earlier_left)} not match and would stay in the "
-            "dead-letter topic, their keys' "
-            "later events going back before them (a redrive is refused without --out-of-order)"
+            "dead-letter topic, their keys' later events going back before them (a redrive is "
+            "refused without --out-of-order)"
         )

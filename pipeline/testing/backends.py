@@ -139,8 +139,8 @@ class DriverBackend:
 
     Topics have the partitions the ``kafka`` backend gives them (a catalogue topic its own,
     any other :data:`~pipeline.topics.catalogue.DEFAULT_PARTITIONS`) unless ``partitions``
-    says otherwise; events are
-    handled one at a time (``settings``' default: deterministic, and SQLite has one writer).
+    says otherwise; events are handled one at a time (``settings``' default: deterministic,
+    and SQLite has one writer).
     Every :class:`~pipeline.sagas.orchestrator.SagaOrchestrator` held by a processor's module
     reads the harness's virtual clock while the backend is open.
     """
