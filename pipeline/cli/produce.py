@@ -18,17 +18,14 @@ Every status message, the progress bar and the summary go to stderr.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -47,6 +44,7 @@ from rich.text import Text
 from pipeline.cli.console import announcing_kafka, stderr_console
 from pipeline.cli.interrupts import HeldInterrupts, exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
+from pipeline.cli.produce_input import SHOWN, Input, RejectsFile, default_rejects
 from pipeline.errors import PipelineError
 from pipeline.gc_tuning import few_collections
 from pipeline.settings import PipelineSettings
@@ -56,15 +54,13 @@ if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
     from pipeline.kafka.producer import EventProducer
-    from producers.ndjson import LineRules, RejectedLine
+    from producers.ndjson import LineRules
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
 EXIT_DELIVERY_FAILED = 3
 
-#: How many rejections and delivery failures are printed one by one (all are counted).
-_SHOWN = 10
 #: How long the final flush waits beyond librdkafka's own delivery timeout.
 _FLUSH_MARGIN_S = 30.0
 
@@ -89,146 +85,6 @@ def require_topic(settings: PipelineSettings, topic: str) -> int:
     return found[topic].partitions
 
 
-# --- input ------------------------------------------------------------------------------------
-
-
-class _Input:
-    """A file, or stdin (``-``). A pipe (stdin, ``<(...)``) is kept in memory to be read twice."""
-
-    def __init__(self, file: str) -> None:
-        self.path = None if file == "-" else Path(file)
-        if self.path is not None and not self.path.exists():
-            raise PipelineError(f"input {self.path} does not exist")
-        if self.path is not None and self.path.is_dir():
-            raise PipelineError(f"input {self.path} is a directory")
-        if self.path is not None and not os.access(self.path, os.R_OK):  # said before connecting
-            raise PipelineError(f"cannot read {self.path}: permission denied")
-        #: A regular file can be read more than once (counted, checked, then sent).
-        self.regular = self.path is not None and self.path.is_file()
-        self._kept: list[bytes] | None = None
-
-    def keep(self) -> None:
-        """Read a pipe into memory now, so that :meth:`lines` can be read more than once."""
-        if not self.regular and self._kept is None:
-            with self.lines() as lines:
-                self._kept = list(lines)
-
-    @contextmanager
-    def lines(self) -> Iterator[Iterable[bytes]]:
-        if self._kept is not None:
-            yield self._kept
-        elif self.path is None:
-            yield sys.stdin.buffer
-        else:
-            try:
-                opened = self.path.open("rb")
-            except OSError as error:
-                raise PipelineError(f"cannot read {self.path}: {error.strerror}") from None
-            with opened:
-                yield opened
-
-    @contextmanager
-    def batches(self) -> Iterator[Iterable[list[bytes]]]:
-        """The lines (without their line break) in lists, read in large chunks: the same lines
-        as :meth:`lines` gives, at a fraction of the cost per line."""
-        if self._kept is not None:
-            yield [self._kept]
-            return
-        with self.lines() as lines:
-            stream: Any = lines
-            read = getattr(stream, "read1", None)
-            yield _line_batches(read) if read is not None else ([line] for line in lines)
-
-    def count_lines(self) -> int | None:
-        """How many lines there are, when that can be known without consuming the input."""
-        if self._kept is not None:
-            return len(self._kept)
-        if not self.regular:
-            return None
-        with self.lines() as lines:
-            return sum(1 for _ in lines)
-
-
-#: How much of the input is read at once; its lines make one batch.
-_CHUNK_BYTES = 1 << 20
-
-
-def _line_batches(read: Callable[[int], bytes]) -> Iterator[list[bytes]]:
-    """The lines of a binary stream split on b"\\n" as iterating over it splits them, in lists.
-
-    ``read1`` returns what one read gives (a pipe answers with what it has, so lines typed at a
-    terminal are sent as they come).
-    """
-    rest = b""
-    while chunk := read(_CHUNK_BYTES):
-        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
-        rest = lines.pop()
-        if lines:
-            yield lines
-    if rest:
-        yield [rest]
-
-
-def _default_rejects(source: _Input) -> Path:
-    if source.path is None or not source.regular:
-        return Path("produce-rejects.ndjson")
-    return source.path.with_name(source.path.name + ".rejects.ndjson")
-
-
-class _RejectsFile:
-    """The rejects file, created (or overwritten) at the first rejection only."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.count = 0
-        self._file: IO[str] | None = None
-        self._failed = False
-
-    def check(self) -> None:
-        """A :class:`PipelineError` now, before any line is sent, when the file could not be
-        written at the first rejection (its folder missing or not writable, itself not
-        writable): a rerun after the fix would send the lines before it twice."""
-        path = self.path
-        if path.is_dir():
-            problem = "it is a directory"
-        elif path.exists():
-            problem = "" if os.access(path, os.W_OK) else "permission denied"
-        elif not path.absolute().parent.is_dir():
-            problem = f"no folder {path.absolute().parent}"
-        else:
-            writable = os.access(path.absolute().parent, os.W_OK | os.X_OK)
-            problem = "" if writable else "permission denied"
-        if problem:
-            raise self._cannot_write(problem)
-
-    def _cannot_write(self, reason: str) -> PipelineError:
-        return PipelineError(f"cannot write the rejects file {self.path}: {reason}")
-
-    def write(self, rejection: RejectedLine) -> None:
-        line = json.dumps(rejection.as_json(), ensure_ascii=False) + "\n"
-        try:
-            if self._file is None:
-                # Line-buffered: each rejection is in the file as it is made (and a full disk
-                # stops the run at that line, not at the end).
-                self._file = self.path.open("w", encoding="utf-8", buffering=1)
-            self._file.write(line)
-        except OSError as error:
-            self._failed = True
-            raise self._cannot_write(error.strerror or str(error)) from None
-        self.count += 1
-        if self.count <= _SHOWN:
-            _err.print(f"[yellow]rejected[/yellow] line {rejection.line}: {rejection.reason}")
-
-    def close(self) -> None:
-        if self._file is None:
-            return
-        try:
-            self._file.close()
-        except OSError as error:  # what was left to write: said once, at the write that failed
-            if not self._failed:
-                raise self._cannot_write(error.strerror or str(error)) from None
-
-
 # --- accounting -------------------------------------------------------------------------------
 
 
@@ -249,7 +105,7 @@ class _Tally:
             self.per_partition[message.partition()] += 1  # type: ignore[index]
             return
         self.failed += 1
-        if self.failed <= _SHOWN:
+        if self.failed <= SHOWN:
             _err.print(f"[red]failed[/red] line {line}: {error.str()}")
 
 
@@ -280,7 +136,7 @@ def _send_lines(
     rules: LineRules,
     batches: Iterable[list[bytes]],
     tally: _Tally,
-    rejects: _RejectsFile,
+    rejects: RejectsFile,
     progress: Progress,
     total: int | None,
 ) -> None:
@@ -513,8 +369,8 @@ def produce(
         headers=header or (),
         allow_other_topic=any_topic,
     )
-    data = _Input(file)
-    rejects_file = _RejectsFile(rejects or _default_rejects(data))
+    data = Input(file)
+    rejects_file = RejectsFile(rejects or default_rejects(data))
     if rejects is not None:  # the default place is not required of an input with no bad line
         rejects_file.check()
     if (
@@ -539,8 +395,8 @@ def _produce(
     settings: PipelineSettings,
     rules: LineRules,
     run_id: str,
-    data: _Input,
-    rejects: _RejectsFile,
+    data: Input,
+    rejects: RejectsFile,
     partitions: int,
     strict: bool,
 ) -> int:

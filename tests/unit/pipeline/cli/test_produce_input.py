@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pipeline.cli import produce
+from pipeline.cli import produce, produce_input
 
 
 def _iterated(data: bytes) -> list[bytes]:
@@ -17,7 +17,7 @@ def _iterated(data: bytes) -> list[bytes]:
 
 def _batched(data: bytes) -> list[bytes]:
     stream = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
-    return [line for batch in produce._line_batches(stream.read1) for line in batch]
+    return [line for batch in produce_input.line_batches(stream.read1) for line in batch]
 
 
 @pytest.mark.parametrize(
@@ -29,12 +29,12 @@ def test_short_inputs_split_into_the_lines_of_the_file(data):
 
 
 def test_lines_across_chunk_boundaries_are_whole(monkeypatch):
-    monkeypatch.setattr(produce, "_CHUNK_BYTES", 7)
+    monkeypatch.setattr(produce_input, "CHUNK_BYTES", 7)
     generator = random.Random(5)
     lines = [b"x" * generator.randrange(0, 20) for _ in range(500)]
     data = b"\n".join(lines) + b"\n"
 
-    batches = list(produce._line_batches(io.BufferedReader(io.BytesIO(data)).read1))
+    batches = list(produce_input.line_batches(io.BufferedReader(io.BytesIO(data)).read1))
 
     assert len(batches) > 100
     assert [line for batch in batches for line in batch] == _iterated(data) == lines
