@@ -37,7 +37,6 @@ machine is shared with Kafka, PostgreSQL and vegeta itself (2 CPUs here): read t
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -60,12 +59,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
+from bench.gateway_attacks import Attack, Attacker, installed_vegeta, slug  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 PARTITIONS = 6
-#: Targets written per second of a saturation attack: more than any server here answers (a
-#: faster one would reuse Idempotency-Keys, and the Kafka check at the end would say so).
-CEILING_PER_S = 40_000
-WARMUP_RATE = 500
 GOAL_PER_S = 3_000
 GOAL_P99_MS = 50.0
 
@@ -156,10 +153,6 @@ class Server:
         return f"baseline, {self.processes} process{'' if self.processes == 1 else 'es'}"
 
 
-def _slug(name: str) -> str:
-    return "".join(char if char.isalnum() else "-" for char in name)
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -194,7 +187,7 @@ def _running(servers: list[Server], topic: str, env: dict[str, str], work: Path)
             if server.command == "serve-gateway":
                 args += ["--topic", topic]
             for number in range(server.processes):
-                log_path = work / f"{_slug(server.name)}-{number}.log"
+                log_path = work / f"{slug(server.name)}-{number}.log"
                 with log_path.open("wb") as log:
                     process = subprocess.Popen(
                         [sys.executable, __file__, *args], stdout=log, stderr=subprocess.STDOUT,
@@ -230,133 +223,6 @@ def _wait_listening(server: Server, process: subprocess.Popen[bytes], log_path: 
         if time.monotonic() > deadline:
             raise SystemExit(f"a {server.name} process did not listen; see {log_path}")
         time.sleep(0.2)
-
-
-# ---- attacking them ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Attack:
-    """One measured attack, from ``vegeta report -type=json``."""
-
-    server: str
-    kind: str  # "saturation" or "half rate"
-    rate: int  # requests/s asked for; 0: as fast as the connections allow
-    requests: int
-    accepted_per_s: float
-    #: CPU time the server's processes used per answer 202 during the attack: the figure the
-    #: machine's other load disturbs least.
-    cpu_ms_per_accepted: float
-    success: float
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    status_codes: dict[str, int]
-    errors: list[str]
-
-
-def _targets(path: Path, port: int, prefix: str, count: int) -> Path:
-    """``count`` distinct valid place_order requests, as vegeta JSON targets."""
-    url = f"http://127.0.0.1:{port}/v1/requests/place_order"
-    with path.open("w") as out:
-        for number in range(count):
-            order = f"{prefix}-{number}"
-            body = {
-                "order_id": order,
-                "customer_id": f"customer-{number % 97}",
-                "lines": [
-                    {"sku": "sku-1", "quantity": 2, "unit_price": "12.50"},
-                    {"sku": "sku-2", "quantity": 1, "unit_price": "3.99"},
-                ],
-            }
-            target = {
-                "method": "POST",
-                "url": url,
-                "header": {"Content-Type": ["application/json"], "Idempotency-Key": [order]},
-                "body": base64.b64encode(json.dumps(body).encode()).decode(),
-            }
-            out.write(json.dumps(target) + "\n")
-    return path
-
-
-class Attacker:
-    """vegeta against one port at a time; every 202 it got from a gateway is counted."""
-
-    def __init__(self, vegeta: str, work: Path, duration_s: float, concurrency: int) -> None:
-        self.vegeta = vegeta
-        self.work = work
-        self.duration_s = duration_s
-        self.concurrency = concurrency
-        self.gateway_202s = 0
-
-    def attack(self, server: Server, kind: str, rate: int, duration_s: float) -> Attack:
-        tag = f"{_slug(server.name)}-{_slug(kind)}-{uuid.uuid4().hex[:8]}"
-        count = int((rate or CEILING_PER_S) * duration_s) + 1
-        targets = _targets(self.work / f"{tag}.json", server.port, tag, count)
-        pace = [f"-rate={rate}/s"] if rate else ["-rate=0", f"-max-workers={self.concurrency}"]
-        results = self.work / f"{tag}.bin"
-        cpu_before = server.cpu_s()
-        with results.open("wb") as out:
-            subprocess.run(
-                [
-                    self.vegeta, "attack", "-format=json", f"-targets={targets}", *pace,
-                    f"-workers={self.concurrency}", f"-duration={duration_s}s", "-timeout=30s",
-                ],
-                stdout=out,
-                check=True,
-            )  # fmt: skip
-        cpu_s = server.cpu_s() - cpu_before
-        report: dict[str, Any] = json.loads(
-            subprocess.run(
-                [self.vegeta, "report", "-type=json", str(results)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        )
-        targets.unlink()
-        results.unlink()
-        codes = {str(k): int(v) for k, v in (report.get("status_codes") or {}).items()}
-        if server.command == "serve-gateway":
-            self.gateway_202s += codes.get("202", 0)
-        requests = int(report["requests"])
-        if requests > count:
-            raise SystemExit(f"{server.name} answered more than {CEILING_PER_S}/s: raise it")
-        elapsed_s = (report["duration"] + report["wait"]) / 1e9
-        latency = report["latencies"]
-        return Attack(
-            server=server.name,
-            kind=kind,
-            rate=rate,
-            requests=requests,
-            accepted_per_s=codes.get("202", 0) / elapsed_s if elapsed_s else 0.0,
-            cpu_ms_per_accepted=cpu_s * 1000 / max(1, codes.get("202", 0)),
-            success=float(report["success"]),
-            p50_ms=latency["50th"] / 1e6,
-            p99_ms=latency["99th"] / 1e6,
-            max_ms=latency["max"] / 1e6,
-            status_codes=codes,
-            errors=list(report.get("errors") or [])[:5],
-        )
-
-    def round(
-        self, baseline: Server, gateway: Server, warmup_s: float
-    ) -> dict[str, tuple[Attack, Attack]]:
-        """Each server's warm-up and saturation, then each at half the gateway's saturation
-        rate (the baseline too: latency compared at the same load)."""
-        saturation = {}
-        for server in (baseline, gateway):
-            if warmup_s > 0:
-                self.attack(server, "warm-up", WARMUP_RATE, warmup_s)
-            saturation[server.name] = self.attack(server, "saturation", 0, self.duration_s)
-        half = max(1, int(saturation[gateway.name].accepted_per_s / 2))
-        return {
-            server.name: (
-                saturation[server.name],
-                self.attack(server, "half rate", half, self.duration_s),
-            )
-            for server in (baseline, gateway)
-        }
 
 
 # ---- the stack, the topic and the database ---------------------------------------------------
@@ -540,17 +406,8 @@ def _print_table(result: dict[str, Any]) -> None:
     )
 
 
-def _vegeta() -> tuple[str, str]:
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "install-vegeta.sh")], check=True, capture_output=True, text=True
-    )
-    path = done.stdout.strip().splitlines()[-1]
-    version = subprocess.run([path, "-version"], capture_output=True, text=True, check=False)
-    return path, version.stdout.split("\n")[0].removeprefix("Version: ").strip() or "unknown"
-
-
 def run(repeat: int, duration_s: float, warmup_s: float, concurrency: int) -> dict[str, Any]:
-    vegeta, version = _vegeta()
+    vegeta, version = installed_vegeta()
     work = RESULTS / "gateway_load"
     work.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
