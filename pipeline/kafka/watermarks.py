@@ -11,13 +11,16 @@ from pipeline.errors import PipelineError
 
 __all__ = ["NOT_READY", "UNREADABLE", "WatermarkSource", "read_watermarks"]
 
-#: Errors of a topic created a moment ago (no leader elected yet) or of a broker that is slow to
-#: answer: they go away by themselves, so the read is tried again.
+#: Errors of a topic created a moment ago (no leader elected yet, or its partitions not yet in
+#: the client's metadata: "Local: Unknown partition", seen on a busy machine right after the
+#: topic was created) or of a broker that is slow to answer: they go away by themselves, so the
+#: read is tried again.
 NOT_READY = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
         KafkaError._TIMED_OUT,
     }
 )

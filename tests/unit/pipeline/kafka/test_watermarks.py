@@ -56,6 +56,14 @@ def test_a_partition_without_a_leader_yet_is_asked_again_until_it_answers(sleeps
     assert sleeps == [0.2, 0.2]
 
 
+def test_a_partition_not_yet_in_the_clients_metadata_is_asked_again(sleeps):
+    consumer = ScriptedConsumer(KafkaError(KafkaError._UNKNOWN_PARTITION), (0, 0))
+
+    assert read_watermarks(consumer, "just-created", 2, timeout_s=5.0) == (0, 0)
+    assert len(consumer.asked) == 2
+    assert sleeps == [0.2]
+
+
 def test_a_not_ready_error_past_the_deadline_is_a_pipeline_error_naming_the_partition(sleeps):
     consumer = ScriptedConsumer(KafkaError(KafkaError.LEADER_NOT_AVAILABLE))
 
