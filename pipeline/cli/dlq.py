@@ -1,4 +1,5 @@
-"""``pipeline dlq inspect|redrive TOPIC``: look at dead letters, send them back.
+"""``pipeline dlq inspect|redrive|discard TOPIC``: look at dead letters, send them back, or
+discard those that can never succeed (:mod:`pipeline.cli.dlq_discard`).
 
 TOPIC is the original topic (``requests.orders``) or its dead-letter topic
 (``requests.orders.dlq``). The dead-letter format is :mod:`pipeline.dead_letters.letter`; reading,
@@ -39,24 +40,32 @@ from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.consume import ndjson_line
+from pipeline.cli.dlq_discard import discard_command
 from pipeline.cli.dlq_selection import (
+    ErrorTypeOption,
+    EventIdOption,
     Filters,
+    KeyOption,
+    ReasonOption,
+    TopicArgument,
     by_reason,
     describe_selection,
     pending_letters,
     read_letters,
     refuse_gaps,
+    require_topics,
+    resolve_topics,
     select_letters,
+    settings_of,
 )
 from pipeline.cli.dlq_table import dead_letter_table
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
-from pipeline.dead_letters.reasons import REASONS
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:
-    from pipeline.dead_letters.letter import DeadLetter
+    from pipeline.dead_letters.letter import DeadLetter, Marker
     from pipeline.dead_letters.redrive import RedriveResult
     from pipeline.kafka.producer import EventProducer
 
@@ -68,7 +77,8 @@ EXIT_USAGE = 2
 _FLUSH_TIMEOUT_S = 10.0
 
 app = typer.Typer(
-    help="Inspect dead letters (<topic>.dlq) and redrive them to their original topic.",
+    help="Inspect dead letters (<topic>.dlq), redrive them to their original topic, or discard "
+    "those that can never succeed.",
     no_args_is_help=True,
 )
 
@@ -81,68 +91,6 @@ class Output(StrEnum):
     ndjson = "ndjson"
 
 
-TopicArgument = typer.Argument(
-    ...,
-    help="The original topic (requests.orders) or its dead-letter topic (requests.orders.dlq).",
-)
-ErrorTypeOption = typer.Option(
-    None,
-    "--error-type",
-    "-e",
-    help="Only dead letters of this error type: the qualified class name or its last part "
-    "(EnvelopeError).",
-)
-ReasonOption = typer.Option(
-    None, "--reason", "-r", help=f"Only dead letters with this reason: {', '.join(REASONS)}."
-)
-KeyOption = typer.Option(
-    None, "--key", "-k", help="Only dead letters with this key (one key a run)."
-)
-EventIdOption = typer.Option(
-    None, "--event-id", help="Only the dead letter of this event id (ce_id); repeatable."
-)
-
-
-def _settings(ctx: typer.Context) -> PipelineSettings:
-    settings = ctx.obj
-    assert isinstance(settings, PipelineSettings), "read once by the `pipeline` entry point"
-    return settings
-
-
-# --- topics and filters -----------------------------------------------------------------------
-
-
-def resolve_topics(topic: str) -> tuple[str, str]:
-    """``(original topic, dead-letter topic)`` from either name."""
-    from pipeline.topics.spec import dlq_base, dlq_name, is_dlq
-
-    if is_dlq(topic):
-        return dlq_base(topic), topic
-    return topic, dlq_name(topic)
-
-
-def _require_topics(settings: PipelineSettings, dlq_topic: str, original: set[str]) -> None:
-    """A one-line :class:`PipelineError` when the dead-letter topic or a target is missing."""
-    from pipeline.kafka.clients import build_admin
-    from pipeline.topics.admin import describe_cluster_topics
-    from pipeline.topics.spec import dlq_base
-
-    bootstrap = settings.kafka.bootstrap_servers
-    names = [dlq_topic, *sorted(original)]
-    found = describe_cluster_topics(build_admin(settings.kafka), names, bootstrap=bootstrap)
-    if dlq_topic not in found:
-        raise PipelineError(
-            f"dead-letter topic {dlq_topic} does not exist on Kafka at {bootstrap} (is "
-            f"{dlq_base(dlq_topic)} a topic of yours? `pipeline topics apply` creates the "
-            "catalogue's topics with their .dlq)"
-        )
-    missing = [name for name in sorted(original) if name not in found]
-    if missing:
-        raise PipelineError(
-            f"cannot redrive to {', '.join(missing)}: no such topic on Kafka at {bootstrap}"
-        )
-
-
 def _text(raw: bytes | None) -> tuple[str | None, str | None]:
     """Bytes as ``(text, None)`` when UTF-8, else ``(None, base64)``."""
     if raw is None:
@@ -153,8 +101,9 @@ def _text(raw: bytes | None) -> tuple[str | None, str | None]:
         return None, base64.b64encode(raw).decode("ascii")
 
 
-def letter_json(letter: DeadLetter, *, redriven: bool) -> dict[str, Any]:
-    """One dead letter as the JSON object ``inspect --output ndjson`` prints."""
+def letter_json(letter: DeadLetter, *, settled: Marker | None = None) -> dict[str, Any]:
+    """One dead letter as the JSON object ``inspect --output ndjson`` prints (``settled``: its
+    redrive or discard marker, if any)."""
     key, key_b64 = _text(letter.key)
     value, value_b64 = _text(letter.value)
     fields: dict[str, Any] = {
@@ -176,12 +125,15 @@ def letter_json(letter: DeadLetter, *, redriven: bool) -> dict[str, Any]:
         "consumer_group": letter.consumer_group,
         "dead_lettered_at": letter.dead_lettered_at,
         "parked_by": letter.parked_by,
-        "redriven": redriven,
+        "status": "pending" if settled is None else settled.kind,
+        "redriven": settled is not None and settled.kind == "redriven",
         "headers": [
             [name, data.decode("utf-8", errors="backslashreplace")] for name, data in letter.headers
         ],
         "value": value,
     }
+    if settled is not None and settled.kind == "discarded":
+        fields["discard_note"] = settled.note
     if key_b64 is not None:
         fields["key_base64"] = key_b64
     if value_b64 is not None:
@@ -208,25 +160,28 @@ def inspect(
         "headers, value).",
     ),
     show_redriven: bool = typer.Option(
-        False, "--show-redriven", help="Also show dead letters already redriven."
+        False,
+        "--show-redriven",
+        help="Also show dead letters already redriven or discarded, with a status column.",
     ),
 ) -> None:
     """Show the dead letters of TOPIC with why each was dead-lettered.
 
-    Pending dead letters only, unless --show-redriven; oldest first per partition.
+    Pending dead letters only (neither redriven nor discarded), unless --show-redriven;
+    oldest first per partition.
     A narrow terminal's table leaves out the least needed columns and names them under it.
     With --output ndjson stdout is pure NDJSON with every field; the summary goes to stderr.
 
     Exit codes: 0 shown (also when there are none); 2 usage or setup error
     (no such dead-letter topic, Kafka unreachable).
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     filters = Filters.of(error_type, reason, key, event_id)
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
-        _require_topics(settings, dlq_topic, set())
-    letters, redriven = pending_letters(read_letters(settings, dlq_topic))
-    pending = [letter for letter in letters if letter.position not in redriven]
+        require_topics(settings, dlq_topic, set())
+    letters, settled = pending_letters(read_letters(settings, dlq_topic))
+    pending = [letter for letter in letters if letter.position not in settled]
     candidates = letters if show_redriven else pending
     shown = [letter for letter in candidates if filters.match(letter)]
     if limit is not None:
@@ -234,13 +189,13 @@ def inspect(
     if output is Output.ndjson:
         for letter in shown:
             sys.stdout.buffer.write(
-                ndjson_line(letter_json(letter, redriven=letter.position in redriven))
+                ndjson_line(letter_json(letter, settled=settled.get(letter.position)))
             )
         sys.stdout.buffer.flush()
     elif shown:
         _out.print(
             dead_letter_table(
-                dlq_topic, shown, redriven if show_redriven else None, width=_out.width
+                dlq_topic, shown, settled if show_redriven else None, width=_out.width
             )
         )
     summary = f"{counted(len(shown), 'dead letter')} shown"
@@ -253,8 +208,13 @@ def inspect(
     summary += f" in {dlq_topic}"
     if shown:
         summary += f"; by reason: {by_reason(shown)}"
-    if redriven:
-        summary += f"; {len(letters) - len(pending):,} already redriven"
+    kinds = Counter(
+        settled[letter.position].kind for letter in letters if letter.position in settled
+    )
+    if kinds["redriven"]:
+        summary += f"; {kinds['redriven']:,} already redriven"
+    if kinds["discarded"]:
+        summary += f"; {kinds['discarded']:,} discarded"
     (_err if output is Output.ndjson else _out).print(escape(summary), soft_wrap=True)
 
 
@@ -339,11 +299,11 @@ def redrive_command(
     143 SIGTERM, once it said how many were redriven so far (the open
     transaction is aborted; a re-run sends the rest).
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     filters = Filters.of(error_type, reason, key, event_id)
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
-        _require_topics(settings, dlq_topic, set())
+        require_topics(settings, dlq_topic, set())
     if not yes and not dry_run and not sys.stdin.isatty():
         raise PipelineError("not a terminal: confirm with --yes (or look first with --dry-run)")
     so_far = _SoFar()
@@ -440,7 +400,7 @@ def _redrive_with(
     refuse_gaps(selection, out_of_order)
     if not selection.letters:
         return EXIT_OK
-    _require_topics(settings, dlq_topic, {letter.original_topic for letter in selection.letters})
+    require_topics(settings, dlq_topic, {letter.original_topic for letter in selection.letters})
     redrive_id = new_event_id()
     so_far.redrive_id = redrive_id
     began = time.monotonic()
@@ -469,3 +429,8 @@ def _redrive_with(
         return EXIT_NOT_ALL
     _err.print(f"redriven {counted(len(result.redriven), 'dead letter')}; redrive id {redrive_id}")
     return EXIT_OK
+
+
+# --- discard ----------------------------------------------------------------------------------
+
+app.command(name="discard")(discard_command)

@@ -1,7 +1,8 @@
-"""What ``pipeline dlq inspect|redrive`` select: the filters, the pending dead letters read from
-a dead-letter topic, a redrive's selection (the later dead letters of the same keys with it),
-and what is said about it before anything is sent (a selection that would leave earlier dead
-letters of its keys behind is refused unless ``--out-of-order``)."""
+"""What ``pipeline dlq inspect|redrive|discard`` select: their topic argument and filter options,
+the pending dead letters read from a dead-letter topic, a redrive's selection (the later dead
+letters of the same keys with it), and what is said about it before anything is sent (a
+selection that would leave earlier dead letters of its keys behind is refused unless
+``--out-of-order``)."""
 
 from __future__ import annotations
 
@@ -20,21 +21,94 @@ from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:
-    from pipeline.dead_letters.letter import DeadLetter
+    from pipeline.dead_letters.letter import DeadLetter, Marker
 
 __all__ = [
+    "ErrorTypeOption",
+    "EventIdOption",
     "Filters",
+    "KeyOption",
+    "ReasonOption",
     "Selection",
+    "TopicArgument",
     "by_reason",
     "describe_selection",
     "pending_letters",
     "read_letters",
     "refuse_gaps",
+    "require_topics",
+    "resolve_topics",
     "select_letters",
+    "settings_of",
 ]
 
 _READ_TIMEOUT_S = 60.0
 _err = stderr_console()
+
+
+# --- arguments, options, topics ---------------------------------------------------------------
+
+
+TopicArgument = typer.Argument(
+    ...,
+    help="The original topic (requests.orders) or its dead-letter topic (requests.orders.dlq).",
+)
+ErrorTypeOption = typer.Option(
+    None,
+    "--error-type",
+    "-e",
+    help="Only dead letters of this error type: the qualified class name or its last part "
+    "(EnvelopeError).",
+)
+ReasonOption = typer.Option(
+    None, "--reason", "-r", help=f"Only dead letters with this reason: {', '.join(REASONS)}."
+)
+KeyOption = typer.Option(
+    None, "--key", "-k", help="Only dead letters with this key (one key a run)."
+)
+EventIdOption = typer.Option(
+    None, "--event-id", help="Only the dead letter of this event id (ce_id); repeatable."
+)
+
+
+def settings_of(ctx: typer.Context) -> PipelineSettings:
+    settings = ctx.obj
+    assert isinstance(settings, PipelineSettings), "read once by the `pipeline` entry point"
+    return settings
+
+
+def resolve_topics(topic: str) -> tuple[str, str]:
+    """``(original topic, dead-letter topic)`` from either name."""
+    from pipeline.topics.spec import dlq_base, dlq_name, is_dlq
+
+    if is_dlq(topic):
+        return dlq_base(topic), topic
+    return topic, dlq_name(topic)
+
+
+def require_topics(settings: PipelineSettings, dlq_topic: str, original: set[str]) -> None:
+    """A one-line :class:`PipelineError` when the dead-letter topic or a target is missing."""
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import describe_cluster_topics
+    from pipeline.topics.spec import dlq_base
+
+    bootstrap = settings.kafka.bootstrap_servers
+    names = [dlq_topic, *sorted(original)]
+    found = describe_cluster_topics(build_admin(settings.kafka), names, bootstrap=bootstrap)
+    if dlq_topic not in found:
+        raise PipelineError(
+            f"dead-letter topic {dlq_topic} does not exist on Kafka at {bootstrap} (is "
+            f"{dlq_base(dlq_topic)} a topic of yours? `pipeline topics apply` creates the "
+            "catalogue's topics with their .dlq)"
+        )
+    missing = [name for name in sorted(original) if name not in found]
+    if missing:
+        raise PipelineError(
+            f"cannot redrive to {', '.join(missing)}: no such topic on Kafka at {bootstrap}"
+        )
+
+
+# --- filters and reading ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -82,20 +156,21 @@ class Filters:
         )
 
 
-def read_letters(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | str | None]:
+def read_letters(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | Marker | None]:
     from pipeline.dead_letters.redrive import open_dead_letter_consumer, read_dead_letters
 
     with open_dead_letter_consumer(settings.kafka) as consumer:
         return read_dead_letters(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
 
 
-def pending_letters(read: Sequence[DeadLetter | str | None]) -> tuple[list[DeadLetter], set[str]]:
-    """All dead letters read, and the positions of those already redriven."""
-    from pipeline.dead_letters.letter import DeadLetter
+def pending_letters(
+    read: Sequence[DeadLetter | Marker | None],
+) -> tuple[list[DeadLetter], dict[str, Marker]]:
+    """All dead letters read, and the marker of each one already redriven or discarded, by
+    position."""
+    from pipeline.dead_letters.letter import settled_dead_letters
 
-    letters = [item for item in read if isinstance(item, DeadLetter)]
-    redriven = {item for item in read if isinstance(item, str)}
-    return letters, redriven
+    return settled_dead_letters(read)
 
 
 # --- inspect ----------------------------------------------------------------------------------

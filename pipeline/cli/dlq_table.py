@@ -8,7 +8,7 @@ error type. The caption names what was left out; ``--output ndjson`` has every f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -19,7 +19,7 @@ from rich.text import Text
 from pipeline.cli.console import terminal_safe
 
 if TYPE_CHECKING:
-    from pipeline.dead_letters.letter import DeadLetter
+    from pipeline.dead_letters.letter import DeadLetter, Marker
 
 #: The error message is shortened to this many characters (``--output ndjson`` has it whole).
 MESSAGE_WIDTH = 60
@@ -56,7 +56,12 @@ def _when(dead_lettered_at: str) -> str:
     return dead_lettered_at[:19].replace("T", " ")
 
 
-def _columns(base: str, redriven: set[str] | None) -> list[_Column]:
+def _status(letter: DeadLetter, settled: Mapping[str, Marker]) -> str:
+    marker = settled.get(letter.position)
+    return "pending" if marker is None else marker.kind
+
+
+def _columns(base: str, settled: Mapping[str, Marker] | None) -> list[_Column]:
     columns = [
         _Column("dlq p:offset", lambda letter: letter.position),
         _Column("key", lambda letter: letter.key_text, max_width=KEY_MAX_WIDTH),
@@ -68,10 +73,8 @@ def _columns(base: str, redriven: set[str] | None) -> list[_Column]:
         _Column("original", lambda letter: _original(letter, base), drop_order=4),
         _Column("dead-lettered at", lambda letter: _when(letter.dead_lettered_at), drop_order=3),
     ]
-    if redriven is not None:
-        columns.append(
-            _Column("redriven", lambda letter: "yes" if letter.position in redriven else "no")
-        )
+    if settled is not None:
+        columns.append(_Column("status", lambda letter: _status(letter, settled)))
     return columns
 
 
@@ -102,17 +105,21 @@ def _fits(columns: list[_Column], widths: dict[str, int], width: int) -> bool:
 
 
 def dead_letter_table(
-    dlq_topic: str, letters: Sequence[DeadLetter], redriven: set[str] | None, width: int
+    dlq_topic: str,
+    letters: Sequence[DeadLetter],
+    settled: Mapping[str, Marker] | None,
+    width: int,
 ) -> Table:
     """The dead letters as a table at most ``width`` columns wide: the error type by its class
     name and the message shortened (``--output ndjson`` has them in full).
 
-    ``redriven`` (with ``--show-redriven``) adds a column saying which were redriven.
+    ``settled`` (with ``--show-redriven``: the markers by position) adds a status column:
+    pending, redriven or discarded.
     """
     from pipeline.topics.spec import dlq_base  # the Kafka client: not for `pipeline --help`
 
     base = dlq_base(dlq_topic)
-    columns = _columns(base, redriven)
+    columns = _columns(base, settled)
     cells = {column.header: [column.cell(letter) for letter in letters] for column in columns}
     widths = {column.header: _natural_width(column, cells[column.header]) for column in columns}
     kept = _fit(columns, widths, width)

@@ -26,6 +26,10 @@ Redriving appends, in one Kafka transaction, the message to its original topic (
 ``pipeline.redrive.*`` headers below) and a *marker* to the dead-letter topic: an empty message
 whose ``dlq.redriven`` header names the dead letter's ``partition:offset``. Readers of the
 dead-letter topic pair them up, so a dead letter is redriven at most once.
+
+Discarding a dead letter (one that can never succeed) appends only a marker, whose
+``dlq.discarded`` header names it, with ``dlq.discarded.note`` (the operator's why) and
+``dlq.discarded.at``: the letter is no longer pending, and is never redriven.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pipeline.dead_letters.reasons import REASONS, Reason
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
@@ -48,13 +52,16 @@ __all__ = [
     "REDRIVE_OF",
     "DeadLetter",
     "Failure",
+    "Marker",
     "Reason",
     "dead_letter_message",
     "dead_letter_of",
+    "discarded_marker",
     "pending_dead_letters",
     "read_dead_letter",
     "redrive_message",
     "redriven_marker",
+    "settled_dead_letters",
 ]
 
 
@@ -73,6 +80,9 @@ DEAD_LETTERED_AT = "dlq.dead_lettered_at"
 PARKED_BY = "dlq.parked_by"
 ORIGINAL_HEADER = "dlq.original.header"
 REDRIVEN = "dlq.redriven"
+DISCARDED = "dlq.discarded"
+DISCARD_NOTE = "dlq.discarded.note"
+DISCARDED_AT = "dlq.discarded.at"
 
 #: Headers of a redriven message: the redrive run, whether it is the last of its key in that
 #: run (the processor lets the key go once it succeeded), and which dead letter it came from.
@@ -259,6 +269,17 @@ class DeadLetter:
         return self.key.decode("utf-8", errors="backslashreplace")
 
 
+@dataclass(frozen=True)
+class Marker:
+    """A marker read back from ``<topic>.dlq``: the dead letter at ``position`` was redriven, or
+    discarded (with the operator's ``note``)."""
+
+    #: ``partition:offset`` of the dead letter it settles.
+    position: str
+    kind: Literal["redriven", "discarded"] = "redriven"
+    note: str = ""
+
+
 def _texts(headers: Iterable[tuple[str, bytes | str | None]]) -> dict[str, str]:
     texts: dict[str, str] = {}
     for name, data in headers:
@@ -285,16 +306,18 @@ def read_dead_letter(
     key: bytes | None,
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | str | None]] | None,
-) -> DeadLetter | str | None:
+) -> DeadLetter | Marker | None:
     """What one message of a dead-letter topic is (pure).
 
-    A :class:`DeadLetter`; or, for a redrive marker, the ``partition:offset`` it names; or
-    ``None`` for a message that is neither (written there by someone else).
+    A :class:`DeadLetter`; or, for a redrive or discard marker, a :class:`Marker`; or ``None``
+    for a message that is neither (written there by someone else).
     """
     all_headers = list(headers or [])
     texts = _texts(all_headers)
     if REDRIVEN in texts:
-        return texts[REDRIVEN]
+        return Marker(texts[REDRIVEN])
+    if DISCARDED in texts:
+        return Marker(texts[DISCARDED], "discarded", texts.get(DISCARD_NOTE, ""))
     if REASON not in texts:
         return None
     original = [
@@ -344,16 +367,26 @@ def _identity(
     return event.id, event.type
 
 
-def pending_dead_letters(read: Iterable[DeadLetter | str | None]) -> list[DeadLetter]:
-    """The dead letters not redriven yet, in the order read (markers remove theirs)."""
+def pending_dead_letters(read: Iterable[DeadLetter | Marker | None]) -> list[DeadLetter]:
+    """The dead letters neither redriven nor discarded yet, in the order read (markers remove
+    theirs)."""
+    letters, settled = settled_dead_letters(read)
+    return [letter for letter in letters if letter.position not in settled]
+
+
+def settled_dead_letters(
+    read: Iterable[DeadLetter | Marker | None],
+) -> tuple[list[DeadLetter], dict[str, Marker]]:
+    """Every dead letter read, in order, and the marker of each settled one by position (the
+    first marker, should a letter have two)."""
     letters: list[DeadLetter] = []
-    redriven: set[str] = set()
+    settled: dict[str, Marker] = {}
     for item in read:
         if isinstance(item, DeadLetter):
             letters.append(item)
-        elif isinstance(item, str):
-            redriven.add(item)
-    return [letter for letter in letters if letter.position not in redriven]
+        elif isinstance(item, Marker):
+            settled.setdefault(item.position, item)
+    return letters, settled
 
 
 def redrive_message(letter: DeadLetter, *, redrive_id: str, last_of_key: bool) -> KafkaMessage:
@@ -370,6 +403,20 @@ def redrive_message(letter: DeadLetter, *, redrive_id: str, last_of_key: bool) -
 def redriven_marker(letter: DeadLetter) -> KafkaMessage:
     """The marker appended to the dead-letter topic once ``letter`` is redriven (pure)."""
     return KafkaMessage(key=letter.key, value=None, headers=[(REDRIVEN, letter.position.encode())])
+
+
+def discarded_marker(letter: DeadLetter, note: str, now: datetime | None = None) -> KafkaMessage:
+    """The marker appended to the dead-letter topic to discard ``letter`` (pure)."""
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    return KafkaMessage(
+        key=letter.key,
+        value=None,
+        headers=[
+            (DISCARDED, letter.position.encode()),
+            (DISCARD_NOTE, _clip(note, _MAX_MESSAGE).encode("utf-8")),
+            (DISCARDED_AT, when.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()),
+        ],
+    )
 
 
 def is_reason(text: str) -> bool:

@@ -1,4 +1,4 @@
-"""Reading a dead-letter topic back, choosing what to redrive, and redriving it.
+"""Reading a dead-letter topic back, choosing what to redrive, and redriving (or discarding) it.
 
 The format (headers, markers, the messages to send) is :mod:`pipeline.dead_letters.letter`; this
 module
@@ -15,7 +15,9 @@ is its I/O edge plus one pure rule, the selection:
    to its original topic (:func:`~pipeline.dead_letters.letter.redrive_message`) together with its
    marker on the dead-letter topic (:func:`~pipeline.dead_letters.letter.redriven_marker`); both
    commit
-   or neither does.
+   or neither does;
+5. :func:`discard`: for a dead letter that can never succeed, only a marker that discards it,
+   in the same transactions.
 
 At most once: the transactional id is the dead-letter topic's (:func:`redrive_transactional_id`),
 and the caller initialises the producer's transactions *before* step 1. That fences any older
@@ -37,10 +39,13 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.dead_letters.letter import (
     DeadLetter,
+    Marker,
+    discarded_marker,
     read_dead_letter,
     redrive_message,
     redriven_marker,
 )
+from pipeline.envelope import KafkaMessage
 from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 from pipeline.errors import PipelineError
 from pipeline.ids import new_event_id
@@ -56,7 +61,9 @@ from pipeline.settings import KafkaSettings, ProducerSettings
 
 __all__ = [
     "DeadLetterConsumer",
+    "DiscardResult",
     "RedriveResult",
+    "discard",
     "earlier_of_same_keys",
     "matches",
     "open_dead_letter_consumer",
@@ -145,11 +152,11 @@ def _partitions(consumer: DeadLetterConsumer, topic: str, timeout_s: float) -> l
 
 def read_dead_letters(
     consumer: DeadLetterConsumer, dlq_topic: str, *, timeout_s: float = 60.0
-) -> list[DeadLetter | str | None]:
+) -> list[DeadLetter | Marker | None]:
     """Every message of ``dlq_topic`` up to the end offsets seen at the start, read back.
 
     Each item is what :func:`pipeline.dead_letters.letter.read_dead_letter` makes of one message: a
-    :class:`DeadLetter`, a marker's ``partition:offset``, or ``None`` for anything else. Items
+    :class:`DeadLetter`, a :class:`Marker`, or ``None`` for anything else. Items
     are in partition order, then offset order. The consumer must be ``read_committed`` with
     ``enable.partition.eof`` (:func:`open_dead_letter_consumer`); it is assigned the partitions
     and commits nothing. A partition that cannot be read to its end within ``timeout_s`` (an
@@ -166,7 +173,7 @@ def read_dead_letters(
         if low < high:
             starts.append(TopicPartition(dlq_topic, partition, low))
     waiting = {tp.partition for tp in starts}
-    read: dict[int, list[DeadLetter | str | None]] = {partition: [] for partition in stops}
+    read: dict[int, list[DeadLetter | Marker | None]] = {partition: [] for partition in stops}
     if not waiting:
         return []
     consumer.assign(starts)
@@ -203,7 +210,7 @@ def read_dead_letters(
     return [item for partition in sorted(read) for item in read[partition]]
 
 
-def _read(dlq_topic: str, partition: int, offset: int, message: Any) -> DeadLetter | str | None:
+def _read(dlq_topic: str, partition: int, offset: int, message: Any) -> DeadLetter | Marker | None:
     """:func:`read_dead_letter` of one consumed message; ``None`` (written there by someone else)
     for one with a header name that is not UTF-8, which confluent-kafka cannot read
     (:mod:`pipeline.envelope.consumed_headers`): a dead letter never has one (see
@@ -395,23 +402,42 @@ def redrive_producer(
     )
 
 
-@dataclass
-class RedriveResult:
+@dataclass(kw_only=True)
+class _TransactionalRun:
+    """What a run of transactions did, whatever they carried."""
+
+    transactions: int = 0
+    #: Transactions aborted (nothing of them visible) and tried again.
+    retried: int = 0
+    #: A newer redrive or discard of the same dead-letter topic took over; this one could
+    #: commit no more.
+    fenced: bool = False
+    error: str | None = None
+
+
+@dataclass(kw_only=True)
+class RedriveResult(_TransactionalRun):
     """What one redrive did. ``redriven`` are committed (sent and marked); the others not."""
 
     redrive_id: str
     redriven: list[DeadLetter] = field(default_factory=list)
     not_redriven: list[DeadLetter] = field(default_factory=list)
-    transactions: int = 0
-    #: Transactions aborted (nothing of them visible) and tried again.
-    retried: int = 0
-    #: A newer redrive of the same dead-letter topic took over; this one could commit no more.
-    fenced: bool = False
-    error: str | None = None
 
     @property
     def ok(self) -> bool:
         return not self.not_redriven and self.error is None
+
+
+@dataclass(kw_only=True)
+class DiscardResult(_TransactionalRun):
+    """What one discard did. ``discarded`` are committed (marked); the others not."""
+
+    discarded: list[DeadLetter] = field(default_factory=list)
+    not_discarded: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_discarded and self.error is None
 
 
 def _is_fenced(error: BaseException) -> bool:
@@ -454,7 +480,18 @@ def redrive(
     plan = with_last_of_key(letters)
     for start in range(0, len(plan), batch_size):
         batch = plan[start : start + batch_size]
-        error = _send_batch(producer, batch, redrive_id, attempts, timeout_s, result)
+        messages = [
+            message
+            for letter, last in batch
+            for message in (
+                (
+                    letter.original_topic,
+                    redrive_message(letter, redrive_id=redrive_id, last_of_key=last),
+                ),
+                (letter.dlq_topic, redriven_marker(letter)),
+            )
+        ]
+        error = _commit_batch(producer, messages, attempts, timeout_s, result)
         if error is not None:
             result.error = error
             result.not_redriven = [letter for letter, _ in plan[start:]]
@@ -466,24 +503,57 @@ def redrive(
     return result
 
 
-def _send_batch(
+def discard(
     producer: EventProducer,
-    batch: Sequence[tuple[DeadLetter, bool]],
-    redrive_id: str,
+    letters: Sequence[DeadLetter],
+    *,
+    note: str,
+    on_progress: Callable[[int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+    attempts: int = ATTEMPTS,
+    timeout_s: float = 60.0,
+) -> DiscardResult:
+    """Discard ``letters``: a marker for each on its dead-letter topic
+    (:func:`~pipeline.dead_letters.letter.discarded_marker`, with ``note``), nothing sent
+    anywhere else; the letters are no longer pending and are never redriven.
+
+    The same producer, transactions, retries and fencing as :func:`redrive` (one transactional
+    id per dead-letter topic: a discard and a redrive of one topic never run at once).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    result = DiscardResult()
+    for start in range(0, len(letters), batch_size):
+        batch = letters[start : start + batch_size]
+        messages = [(letter.dlq_topic, discarded_marker(letter, note)) for letter in batch]
+        error = _commit_batch(producer, messages, attempts, timeout_s, result)
+        if error is not None:
+            result.error = error
+            result.not_discarded = list(letters[start:])
+            return result
+        result.transactions += 1
+        result.discarded.extend(batch)
+        if on_progress is not None:
+            on_progress(len(batch))
+    return result
+
+
+def _commit_batch(
+    producer: EventProducer,
+    messages: Sequence[tuple[str, KafkaMessage]],
     attempts: int,
     timeout_s: float,
-    result: RedriveResult,
+    result: _TransactionalRun,
 ) -> str | None:
-    """Commit one batch; ``None`` when done, else why it could not be (fenced: flagged)."""
+    """Commit ``messages`` (topic, message) in one transaction; ``None`` when done, else why it
+    could not be (fenced: flagged)."""
     for attempt in range(1, attempts + 1):
         failures: list[Delivery] = []
         delivered = partial(_keep_failure, failures)
         try:
             with producer.transaction(timeout_s):
-                for letter, last in batch:
-                    message = redrive_message(letter, redrive_id=redrive_id, last_of_key=last)
-                    producer.send(letter.original_topic, message, delivered)
-                    producer.send(letter.dlq_topic, redriven_marker(letter), delivered)
+                for topic, message in messages:
+                    producer.send(topic, message, delivered)
         except TransactionAborted as error:
             why = _with_first_failure(str(error), failures)
             if _is_fenced(error):

@@ -34,6 +34,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    or_,
     select,
     text,
     update,
@@ -63,6 +64,7 @@ __all__ = [
     "seen_and_parked",
     "seen_and_parked_of",
     "seen_and_parked_statement",
+    "unpark_discarded",
     "unpark_key",
 ]
 
@@ -462,6 +464,41 @@ def unpark_key(connection: Connection, *, consumer_group: str, topic: str, key: 
     return (
         connection.execute(
             delete(parked_keys_table).where(_key_clause(consumer_group, topic, key))
+        ).rowcount
+        > 0
+    )
+
+
+def unpark_discarded(
+    connection: Connection,
+    *,
+    consumer_group: str,
+    topic: str,
+    key: bytes,
+    discarded: Collection[str],
+) -> bool:
+    """Let ``key`` go when the dead letter that parked it last is among ``discarded`` (event
+    ids an operator discarded, with nothing of the key left pending): nothing of the key was
+    dead-lettered after them. Whether it was let go."""
+    parked = parked_key(connection, consumer_group=consumer_group, topic=topic, key=key)
+    if parked is None:
+        return False
+    last = parked.last_event_id or parked.event_id
+    if last not in discarded:
+        return False
+    # Only while it is still that dead letter: one dead-lettered meanwhile keeps the key parked.
+    return (
+        connection.execute(
+            delete(parked_keys_table).where(
+                _key_clause(consumer_group, topic, key),
+                or_(
+                    parked_keys_table.c.last_event_id == last,
+                    and_(
+                        parked_keys_table.c.last_event_id.is_(None),
+                        parked_keys_table.c.event_id == last,
+                    ),
+                ),
+            )
         ).rowcount
         > 0
     )

@@ -83,7 +83,7 @@ def test_an_interrupted_redrive_says_how_many_it_redrove_then_exits_with_the_sig
 
     letters = [dead_letter(number) for number in range(5)]
     selection = dlq_selection.Selection(letters, letters, len(letters), [])
-    monkeypatch.setattr(dlq, "_require_topics", lambda *_args: None)
+    monkeypatch.setattr(dlq, "require_topics", lambda *_args: None)
     monkeypatch.setattr(dlq, "select_letters", lambda *_args: selection)
     monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: _Producer())
 
@@ -125,3 +125,20 @@ def test_several_different_keys_are_refused_not_all_but_the_last_ignored():
     with pytest.raises(typer.BadParameter, match="one key a run"):
         dlq_selection.Filters.of(None, None, ["flk-1", "flk-3"], None)
     assert dlq_selection.Filters.of(None, None, ["flk-1", "flk-1"], None).key == "flk-1"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["--note", "poison", "--yes"], "choose what to discard with --event-id"),
+        (["--key", "k1", "--note", "   ", "--yes"], "say why they are discarded"),
+        (["--key", "k1", "--yes"], "Missing option '--note'"),
+    ],
+    ids=["no-filter", "blank-note", "no-note"],
+)
+def test_discard_wants_a_filter_and_a_note_before_it_asks_kafka_anything(arguments, said):
+    result = CliRunner().invoke(app, ["dlq", "discard", "requests.orders", *arguments])
+
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr

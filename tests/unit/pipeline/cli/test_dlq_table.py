@@ -10,14 +10,15 @@ import pytest
 from rich.console import Console
 
 from pipeline.cli.dlq_table import dead_letter_table
+from pipeline.dead_letters.letter import Marker
 from tests.unit.pipeline.cli.test_dlq import dead_letter
 
 LETTERS = [dead_letter(number) for number in range(3)]
 
 
-def _render(width: int, redriven: set[str] | None = None) -> list[str]:
+def _render(width: int, settled: dict[str, Marker] | None = None) -> list[str]:
     console = Console(width=width, record=True, file=io.StringIO())
-    console.print(dead_letter_table("requests.orders.dlq", LETTERS, redriven, width=width))
+    console.print(dead_letter_table("requests.orders.dlq", LETTERS, settled, width=width))
     return console.export_text().splitlines()
 
 
@@ -26,9 +27,13 @@ def _column_widths(lines: list[str]) -> list[int]:
     return [len(segment) for segment in re.split("[┏┳┓]", top)[1:-1]]
 
 
-@pytest.mark.parametrize("redriven", [None, {"1:1001"}], ids=["pending", "show-redriven"])
-def test_at_100_columns_no_column_is_squeezed_and_values_stay_whole(redriven):
-    lines = _render(100, redriven)
+@pytest.mark.parametrize(
+    "settled",
+    [None, {"1:1001": Marker("1:1001"), "1:1002": Marker("1:1002", "discarded", "poison")}],
+    ids=["pending", "show-redriven"],
+)
+def test_at_100_columns_no_column_is_squeezed_and_values_stay_whole(settled):
+    lines = _render(100, settled)
 
     assert max(len(line) for line in lines) <= 100
     assert min(_column_widths(lines)) >= 8, "\n".join(lines)
@@ -64,3 +69,20 @@ def test_a_terminal_escape_in_an_error_message_is_written_out_not_sent_to_the_te
 
     assert "\x1b" not in shown and "\x07" not in shown
     assert "boom \\x1b]0;owned\\x07 after" in shown
+
+
+def test_with_show_redriven_each_letter_says_whether_it_is_pending_redriven_or_discarded():
+    settled = {
+        LETTERS[0].position: Marker(LETTERS[0].position),
+        LETTERS[2].position: Marker(LETTERS[2].position, "discarded", "poison"),
+    }
+    lines = _render(200, settled)
+    rows = {
+        letter.position: next(line for line in lines if letter.position in line)
+        for letter in LETTERS
+    }
+
+    assert "status" in next(line for line in lines if "dlq p:offset" in line)
+    assert rows[LETTERS[0].position].rstrip(" │").endswith("redriven")
+    assert rows[LETTERS[1].position].rstrip(" │").endswith("pending")
+    assert rows[LETTERS[2].position].rstrip(" │").endswith("discarded")

@@ -10,11 +10,14 @@ from pipeline.dead_letters import letter as dl
 from pipeline.dead_letters.letter import (
     DeadLetter,
     Failure,
+    Marker,
     dead_letter_message,
+    discarded_marker,
     pending_dead_letters,
     read_dead_letter,
     redrive_message,
     redriven_marker,
+    settled_dead_letters,
 )
 from pipeline.envelope import Event, encode
 
@@ -207,7 +210,22 @@ def test_marker_reads_back_as_the_position_it_names():
     marker = redriven_marker(letter)
 
     assert marker.value is None and marker.key == letter.key
-    assert read_dead_letter("requests.orders.dlq", 1, 30, marker.key, None, marker.headers) == "2:9"
+    assert read_dead_letter(
+        "requests.orders.dlq", 1, 30, marker.key, None, marker.headers
+    ) == Marker("2:9")
+
+
+def test_a_discard_marker_reads_back_with_its_position_and_note():
+    letter = dead_letter(FAILURE)
+    when = datetime(2026, 12, 6, 1, 2, 3, 456000, tzinfo=UTC)
+
+    marker = discarded_marker(letter, "a card number in the payload", now=when)
+
+    assert marker.value is None and marker.key == letter.key
+    assert dict(marker.headers)["dlq.discarded.at"] == b"2026-12-06T01:02:03.456Z"
+    assert read_dead_letter(
+        "requests.orders.dlq", 1, 31, marker.key, None, marker.headers
+    ) == Marker("2:9", "discarded", "a card number in the payload")
 
 
 def test_a_message_without_dlq_headers_is_neither_letter_nor_marker():
@@ -221,7 +239,21 @@ def test_pending_leaves_out_letters_with_a_marker_wherever_it_was_read(marker_fi
     one = dead_letter(FAILURE, dlq_offset=1)
     two = dead_letter(FAILURE, dlq_offset=2)
     three = dead_letter(FAILURE, dlq_offset=3)
-    read: list[DeadLetter | str | None] = [one, two, None, three]
-    read = ["2:2", *read] if marker_first else [*read, "2:2"]
+    read: list[DeadLetter | Marker | None] = [one, two, None, three]
+    read = [Marker("2:2"), *read] if marker_first else [*read, Marker("2:2")]
 
     assert pending_dead_letters(read) == [one, three]
+
+
+def test_a_discarded_letter_is_no_longer_pending_and_settled_says_how_each_went():
+    one = dead_letter(FAILURE, dlq_offset=1)
+    two = dead_letter(FAILURE, dlq_offset=2)
+    three = dead_letter(FAILURE, dlq_offset=3)
+    discarded = Marker("2:1", "discarded", "poison")
+    read = [one, two, three, discarded, Marker("2:3")]
+
+    assert pending_dead_letters(read) == [two]
+    assert settled_dead_letters(read) == (
+        [one, two, three],
+        {"2:1": discarded, "2:3": Marker("2:3")},
+    )

@@ -10,16 +10,21 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.dead_letters.letter import (
+    DISCARD_NOTE,
+    DISCARDED,
     REDRIVE_ID,
     REDRIVE_LAST,
     REDRIVE_OF,
     REDRIVEN,
     DeadLetter,
     Failure,
+    Marker,
     dead_letter_message,
 )
 from pipeline.dead_letters.redrive import (
+    DiscardResult,
     RedriveResult,
+    discard,
     earlier_of_same_keys,
     matches,
     read_dead_letters,
@@ -306,7 +311,7 @@ def test_reads_every_partition_to_its_end_even_when_a_commit_marker_is_the_last_
     assert len(read) == 3
     first, marker_read, second = read
     assert isinstance(first, DeadLetter) and first.position == "0:0"
-    assert marker_read == "0:0"
+    assert marker_read == Marker("0:0")
     assert isinstance(second, DeadLetter) and second.position == "1:0"
 
 
@@ -463,6 +468,37 @@ def test_a_fenced_producer_stops_at_once_and_says_so():
     assert isinstance(result, RedriveResult)
     assert result.fenced and result.redriven == [] and result.not_redriven == letters
     assert result.retried == 0 and client.committed == []
+
+
+def test_discard_writes_only_a_marker_per_letter_with_the_note_in_transactions():
+    client = FakeTransactionalClient()
+    letters = to_redrive()
+    progress: list[int] = []
+
+    result = discard(
+        EventProducer(client), letters, note="poison", batch_size=2, on_progress=progress.append
+    )
+
+    assert result.ok and result.discarded == letters and result.transactions == 3
+    assert progress == [2, 2, 1]
+    written = [m for batch in client.committed for m in batch]
+    assert {topic for topic, *_ in written} == {DLQ}  # nothing to the original topic
+    assert [(key, value) for _, key, value, _ in written] == [(d.key, None) for d in letters]
+    assert [header(h, DISCARDED) for *_, h in written] == [d.position.encode() for d in letters]
+    assert {header(h, DISCARD_NOTE) for *_, h in written} == {b"poison"}
+
+
+def test_a_fenced_discard_stops_at_once_and_later_batches_are_not_written():
+    fenced = KafkaError(KafkaError._FENCED, "fenced by newer instance", fatal=True)
+    client = FakeTransactionalClient(commit_errors=[None, fenced])
+    letters = to_redrive()
+
+    result = discard(EventProducer(client), letters, note="poison", batch_size=2)
+
+    assert isinstance(result, DiscardResult)
+    assert result.fenced and not result.ok
+    assert result.discarded == letters[:2] and result.not_discarded == letters[2:]
+    assert len(client.committed) == 1
 
 
 def test_transactional_id_is_derived_from_the_dead_letter_topic():

@@ -180,6 +180,43 @@ def test_unpark_key_lets_the_key_go_and_says_whether_it_was_parked(engine: Engin
         assert parked(connection) is None
 
 
+def unpark_discarded(connection: Connection, *discarded: str, key: bytes = b"k1") -> bool:
+    return inbox.unpark_discarded(
+        connection,
+        consumer_group=GROUP,
+        topic="requests.orders",
+        key=key,
+        discarded=set(discarded),
+    )
+
+
+def test_discarding_the_dead_letter_that_parked_a_key_last_lets_it_go(engine: Engine) -> None:
+    with engine.begin() as connection:
+        park(connection, b"k1", event_id="e1")
+        park(connection, b"k2", event_id="e5")
+
+    with engine.begin() as connection:
+        assert not unpark_discarded(connection, "e9")  # another event's letter: stays
+        assert parked(connection) is not None
+        assert unpark_discarded(connection, "e1", "e9")
+        assert parked(connection) is None
+        assert not unpark_discarded(connection, "e1")  # not parked any more
+        assert parked(connection, b"k2") is not None  # other keys untouched
+
+
+def test_a_key_with_a_dead_letter_behind_the_discarded_one_stays_parked(engine: Engine) -> None:
+    with engine.begin() as connection:
+        park(connection, event_id="e1")
+        inbox.note_parked_dead_letter(
+            connection, consumer_group=GROUP, topic="requests.orders", key=b"k1", event_id="e2"
+        )
+
+    with engine.begin() as connection:
+        assert not unpark_discarded(connection, "e1")
+        assert parked(connection) is not None
+        assert unpark_discarded(connection, "e1", "e2")  # both discarded: nothing behind them
+
+
 def test_count_parked_counts_the_keys_of_one_group(engine: Engine) -> None:
     with engine.begin() as connection:
         park(connection, b"k1")

@@ -1,0 +1,323 @@
+"""``pipeline dlq discard TOPIC``: settle dead letters that can never succeed, without sending them.
+
+1. read the pending dead letters and select those that match the filters (at least one filter:
+   discarding a whole topic at once is not offered), oldest first, ``--limit`` of them; show
+   them; ``--dry-run`` stops here and so does a "no" (without ``--yes``);
+2. unless ``--keep-keys-parked``, check that the parked keys of the processors' database
+   (``PIPELINE_DATABASE__URL``) can be read, before anything is written;
+3. initialise the transactional producer of the dead-letter topic (the redrive's: a discard and
+   a redrive of one topic fence each other), read and select again, and write one marker per
+   dead letter (``dlq.discarded``, with the ``--note``) in transactions: the letters are no
+   longer pending and are never redriven;
+4. for each key of a discarded letter: with later dead letters of the key still pending, say how
+   to redrive them (that lets the key go); with none, let the key go in the database if the
+   dead letter that parked it last is one of those discarded (nothing of the key was
+   dead-lettered after it), so the key's next events are handled again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
+from pipeline.cli.dlq_selection import (
+    ErrorTypeOption,
+    EventIdOption,
+    Filters,
+    KeyOption,
+    ReasonOption,
+    TopicArgument,
+    by_reason,
+    pending_letters,
+    read_letters,
+    require_topics,
+    resolve_topics,
+    settings_of,
+)
+from pipeline.cli.dlq_table import dead_letter_table
+from pipeline.cli.interrupts import exit_code, signals_interrupt
+from pipeline.cli.plurals import counted
+from pipeline.errors import PipelineError
+from pipeline.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from pipeline.dead_letters.letter import DeadLetter
+    from pipeline.dead_letters.redrive import DiscardResult
+    from pipeline.kafka.producer import EventProducer
+
+__all__ = ["discard_command"]
+
+EXIT_OK = 0
+EXIT_NOT_ALL = 1
+
+_FLUSH_TIMEOUT_S = 10.0
+
+_out = stdout_console()
+_err = stderr_console()
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    pending: list[DeadLetter]
+    letters: list[DeadLetter]
+
+
+def _choose(
+    settings: PipelineSettings, dlq_topic: str, filters: Filters, limit: int | None
+) -> _Chosen:
+    letters, settled = pending_letters(read_letters(settings, dlq_topic))
+    pending = [letter for letter in letters if letter.position not in settled]
+    chosen = [letter for letter in pending if filters.match(letter)]
+    return _Chosen(pending, chosen if limit is None else chosen[:limit])
+
+
+def discard_command(
+    ctx: typer.Context,
+    topic: str = TopicArgument,
+    error_type: str | None = ErrorTypeOption,
+    reason: str | None = ReasonOption,
+    key: list[str] | None = KeyOption,
+    event_id: list[str] | None = EventIdOption,
+    note: str = typer.Option(
+        ...,
+        "--note",
+        help="Why they are discarded, kept with each marker (inspect --show-redriven -o ndjson "
+        "shows it as discard_note).",
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", "-n", min=1, help="At most this many dead letters, oldest first."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Only show what would be discarded; write nothing."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    keep_keys_parked: bool = typer.Option(
+        False,
+        "--keep-keys-parked",
+        help="Do not let the keys of the discarded dead letters go in the processors' database.",
+    ),
+) -> None:
+    """Discard dead letters of TOPIC that can never succeed: they stop being pending and are
+    never redriven; nothing is sent to the original topic.
+
+    Only those that match the filters (at least one of --event-id, --key,
+    --reason, --error-type), not the later dead letters of their keys. Each gets
+    a marker in the dead-letter topic (dlq.discarded, with --note); inspect
+    --show-redriven shows them as discarded.
+
+    A processor keeps a dead-lettered key parked. When nothing of a discarded
+    letter's key is pending any more, the key is let go in the database of
+    PIPELINE_DATABASE__URL (the processors' own; --keep-keys-parked leaves it),
+    so its next events are handled. When later dead letters of the key are
+    still pending, it says how to redrive them, which lets the key go.
+
+    Exit codes: 0 done (also: nothing to discard); 1 some were not discarded
+    (fenced by a redrive, a failed transaction) or the confirmation was
+    declined; 2 usage or setup error; 130 Ctrl-C, 143 SIGTERM.
+    """
+    settings = settings_of(ctx)
+    filters = Filters.of(error_type, reason, key, event_id)
+    if not filters.any:
+        raise typer.BadParameter(
+            "choose what to discard with --event-id, --key, --reason or --error-type "
+            "(a whole dead-letter topic at once is not offered)"
+        )
+    why = " ".join(note.split())
+    if not why:
+        raise typer.BadParameter("say why they are discarded", param_hint="--note")
+    _, dlq_topic = resolve_topics(topic)
+    with announcing_kafka(settings.kafka.bootstrap_servers):
+        require_topics(settings, dlq_topic, set())
+    if not yes and not dry_run and not sys.stdin.isatty():
+        raise PipelineError("not a terminal: confirm with --yes (or look first with --dry-run)")
+    try:
+        with signals_interrupt():
+            code = _discard(
+                settings, dlq_topic, filters, limit, why, dry_run, yes, keep_keys_parked
+            )
+        raise typer.Exit(code)
+    except KeyboardInterrupt as interrupt:
+        _err.print(
+            "interrupted: the open transaction is aborted, nothing of it is visible; "
+            "a re-run discards what is still pending"
+        )
+        raise typer.Exit(exit_code(interrupt)) from None
+
+
+def _discard(
+    settings: PipelineSettings,
+    dlq_topic: str,
+    filters: Filters,
+    limit: int | None,
+    note: str,
+    dry_run: bool,
+    yes: bool,
+    keep_keys_parked: bool,
+) -> int:
+    from pipeline.dead_letters.redrive import redrive_producer
+
+    first = _choose(settings, dlq_topic, filters, limit)
+    if not first.letters:
+        _err.print(f"nothing to discard in {escape(dlq_topic)} ({len(first.pending):,} pending)")
+        return EXIT_OK
+    _out.print(dead_letter_table(dlq_topic, first.letters, None, width=_out.width))
+    _err.print(
+        escape(
+            f"{counted(len(first.letters), 'dead letter')} to discard from {dlq_topic} "
+            f"({len(first.pending):,} pending); by reason: {by_reason(first.letters)}"
+        )
+    )
+    if dry_run:
+        _err.print("dry run: nothing discarded")
+        return EXIT_OK
+    engine = None
+    if not keep_keys_parked and any(letter.key is not None for letter in first.letters):
+        engine = _parked_keys_database(settings)
+    try:
+        if not yes and not typer.confirm(
+            f"discard {counted(len(first.letters), 'dead letter')}?", err=True
+        ):
+            _err.print("nothing discarded")
+            return EXIT_NOT_ALL
+        producer = redrive_producer(settings.kafka, settings.producer, dlq_topic)
+        try:
+            return _discard_with(producer, settings, dlq_topic, filters, limit, note, engine)
+        finally:
+            with contextlib.suppress(PipelineError):
+                producer.flush(_FLUSH_TIMEOUT_S)
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _discard_with(
+    producer: EventProducer,
+    settings: PipelineSettings,
+    dlq_topic: str,
+    filters: Filters,
+    limit: int | None,
+    note: str,
+    engine: Engine | None,
+) -> int:
+    from pipeline.dead_letters.redrive import discard, redrive_transactional_id
+
+    # Fence a redrive of this topic still running first, then read: what it committed is seen.
+    producer.init_transactions()
+    chosen = _choose(settings, dlq_topic, filters, limit)
+    if not chosen.letters:
+        _err.print(f"nothing to discard in {escape(dlq_topic)} any more (redriven meanwhile?)")
+        return EXIT_OK
+    began = time.monotonic()
+    result = discard(producer, chosen.letters, note=note)
+    _summary(dlq_topic, result, len(chosen.letters), time.monotonic() - began)
+    if result.fenced:
+        _err.print(
+            f"[red]fenced:[/red] a newer redrive or discard of {escape(dlq_topic)} "
+            f"(transactional id {escape(redrive_transactional_id(dlq_topic))}) took over; "
+            f"{len(result.discarded):,} discarded here, {len(result.not_discarded):,} not"
+        )
+        return EXIT_NOT_ALL
+    if result.error is not None:
+        _err.print(
+            f"[red]error:[/red] {counted(len(result.not_discarded), 'dead letter')} not "
+            f"discarded (a re-run discards them): {escape(result.error)}"
+        )
+        return EXIT_NOT_ALL
+    _err.print(f"discarded {counted(len(result.discarded), 'dead letter')} of {escape(dlq_topic)}")
+    _settle_keys(result.discarded, chosen.pending, engine, dlq_topic)
+    return EXIT_OK
+
+
+def _summary(dlq_topic: str, result: DiscardResult, selected: int, elapsed_s: float) -> None:
+    table = Table(title=f"discard in {dlq_topic}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("selected", f"{selected:,}")
+    table.add_row("discarded", f"{len(result.discarded):,}")
+    table.add_row("not discarded", f"{len(result.not_discarded):,}")
+    table.add_row("transactions committed", f"{result.transactions:,}")
+    table.add_row("transactions aborted and retried", f"{result.retried:,}")
+    table.add_row("elapsed", f"{elapsed_s:.2f} s")
+    _err.print(table)
+
+
+# --- the keys ---------------------------------------------------------------------------------
+
+
+def _parked_keys_database(settings: PipelineSettings) -> Engine:
+    """The processors' database, checked readable now: before anything is discarded."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pipeline.cli.process import announce_database
+    from pipeline.database import build_engine, url_label
+    from pipeline.processing.inbox import parked_keys_table
+
+    announce_database(settings)
+    engine = build_engine(settings.database, pool_size=1, must_exist=True)
+    try:
+        with engine.connect() as connection:
+            connection.execute(select(parked_keys_table.c.key).limit(1)).all()
+    except SQLAlchemyError as error:
+        engine.dispose()
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise PipelineError(
+            f"cannot read the parked keys in {url_label(engine.url)}: {reason} (set "
+            "PIPELINE_DATABASE__URL to the processors' database, or pass --keep-keys-parked)"
+        ) from None
+    return engine
+
+
+def _settle_keys(
+    discarded: list[DeadLetter],
+    pending: list[DeadLetter],
+    engine: Engine | None,
+    dlq_topic: str,
+) -> None:
+    """Per key of the discarded letters: let it go, or say what holds it (see the module
+    docstring)."""
+    from pipeline.processing.inbox import unpark_discarded
+
+    gone = {letter.position for letter in discarded}
+    left: dict[tuple[str, bytes], list[DeadLetter]] = {}
+    for letter in pending:
+        if letter.key is not None and letter.position not in gone:
+            left.setdefault((letter.original_topic, letter.key), []).append(letter)
+    keys: dict[tuple[str, bytes, str], list[DeadLetter]] = {}
+    for letter in discarded:
+        if letter.key is not None:
+            keys.setdefault((letter.original_topic, letter.key, letter.consumer_group), []).append(
+                letter
+            )
+    for (topic, key, group), letters in keys.items():
+        text = letters[0].key_text
+        still = left.get((topic, key), [])
+        if still:
+            _err.print(
+                escape(
+                    f"key {text} of {topic}: {counted(len(still), 'later dead letter')} still "
+                    f"pending; `pipeline dlq redrive {dlq_topic} --key {text}` sends them back "
+                    "in order and lets the key go"
+                ),
+                soft_wrap=True,
+            )
+            continue
+        if engine is None:
+            continue
+        ids = {letter.event_id for letter in letters if letter.event_id is not None}
+        with engine.begin() as connection:
+            released = unpark_discarded(
+                connection, consumer_group=group, topic=topic, key=key, discarded=ids
+            )
+        said = "let go" if released else "not parked behind these dead letters"
+        _err.print(escape(f"key {text} of {topic}: {said} (group {group})"), soft_wrap=True)
