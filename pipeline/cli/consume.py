@@ -462,7 +462,7 @@ def consume(
 
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
-    partitions = require_topic(settings, topic)
+    partitions = require_topic(settings, topic).partitions
     consumer = build_consumer(
         settings.kafka,
         group or f"pipeline-consume-{new_event_id()}",

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
     from pipeline.kafka.producer import EventProducer
+    from pipeline.topics.plan import ActualTopic
     from producers.ndjson import LineRules
 
 EXIT_OK = 0
@@ -63,12 +64,14 @@ EXIT_DELIVERY_FAILED = 3
 
 #: How long the final flush waits beyond librdkafka's own delivery timeout.
 _FLUSH_MARGIN_S = 30.0
+#: librdkafka's code for a message or batch the broker found larger than max.message.bytes.
+_MSG_SIZE_TOO_LARGE = 10
 
 _err = stderr_console()
 
 
-def require_topic(settings: PipelineSettings, topic: str) -> int:
-    """The partition count of ``topic``; a :class:`PipelineError` if it does not exist.
+def require_topic(settings: PipelineSettings, topic: str) -> ActualTopic:
+    """``topic`` as it exists (partitions, configs); a :class:`PipelineError` if it does not.
 
     Reads the cluster metadata through the admin client, which never creates a topic.
     """
@@ -82,7 +85,31 @@ def require_topic(settings: PipelineSettings, topic: str) -> int:
     bootstrap = settings.kafka.bootstrap_servers
     with announcing_kafka(bootstrap):
         found = require_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
-    return found[topic].partitions
+    return found[topic]
+
+
+#: librdkafka's own batch.size: the most bytes of messages it sends to a partition at once.
+_LIBRDKAFKA_BATCH_BYTES = 1_000_000
+
+
+def message_limit(topic: ActualTopic) -> int | None:
+    """The topic's ``max.message.bytes`` when it is below what librdkafka batches by default.
+
+    The broker applies it to a whole batch, and refuses a batch over it whole: every event in
+    it fails, not just the one too large. Kafka's Java producer splits such a batch and tries
+    again; librdkafka does not.
+    """
+    text = topic.configs.get("max.message.bytes")
+    if text is None or not text.isdigit() or int(text) >= _LIBRDKAFKA_BATCH_BYTES:
+        return None
+    return int(text)
+
+
+def batch_bytes_within(limit: int) -> int:
+    """A producer ``batch.size`` whose batches the broker takes under ``limit``: a tenth left
+    for the batch's framing and a compression that makes bytes larger (lz4 on data that does
+    not compress)."""
+    return max(1, limit * 9 // 10)
 
 
 # --- accounting -------------------------------------------------------------------------------
@@ -94,6 +121,8 @@ class _Tally:
     queued: int = 0
     failed: int = 0
     per_partition: Counter[int] = field(default_factory=Counter)
+    #: Said after a failure for being too large: the topic's limit, when it has its own.
+    too_large: str = ""
 
     @property
     def sent(self) -> int:
@@ -106,7 +135,10 @@ class _Tally:
             return
         self.failed += 1
         if self.failed <= SHOWN:
-            _err.print(f"[red]failed[/red] line {line}: {error.str()}")
+            why = error.str()
+            if self.too_large and error.code() == _MSG_SIZE_TOO_LARGE:
+                why += self.too_large
+            _err.print(f"[red]failed[/red] line {line}: {escape(why)}")
 
 
 class _RateColumn(ProgressColumn):
@@ -379,10 +411,20 @@ def produce(
         and rejects_file.path.resolve() == data.path.resolve()
     ):
         raise PipelineError(f"the rejects file {rejects_file.path} is the input itself")
-    partitions = require_topic(settings, topic)
+    found = require_topic(settings, topic)
+    partitions = found.partitions
     try:
         with signals_interrupt():
-            code = _produce(settings, rules, run_id, data, rejects_file, partitions, strict)
+            code = _produce(
+                settings,
+                rules,
+                run_id,
+                data,
+                rejects_file,
+                partitions,
+                strict,
+                message_limit(found),
+            )
         raise typer.Exit(code)
     except KeyboardInterrupt as interrupt:  # a second one, while waiting for what was sent
         _err.print("interrupted")
@@ -399,6 +441,7 @@ def _produce(
     rejects: RejectsFile,
     partitions: int,
     strict: bool,
+    limit: int | None = None,
 ) -> int:
     from confluent_kafka import KafkaException
 
@@ -406,6 +449,14 @@ def _produce(
     from producers.ndjson import rejections_in
 
     tally = _Tally()
+    overrides: dict[str, Any] = {}
+    if limit is not None:
+        # Batches the broker takes: an event too large for the topic then fails alone, instead
+        # of failing every event that shared its batch.
+        overrides["batch.size"] = batch_bytes_within(limit)
+        tally.too_large = (
+            f" (topic {rules.topic} takes at most {limit:,} bytes: its max.message.bytes)"
+        )
     if data.path is None and sys.stdin.isatty():
         _err.print("reading NDJSON from the terminal; end with Ctrl-D")
     if strict:
@@ -425,7 +476,7 @@ def _produce(
             return EXIT_REJECTED
     show_progress = _err.is_terminal and not (data.path is None and sys.stdin.isatty())
     total = data.count_lines() if show_progress else None
-    producer = build_event_producer(settings.kafka, settings.producer)
+    producer = build_event_producer(settings.kafka, settings.producer, **overrides)
     began = time.monotonic()
     interrupted: KeyboardInterrupt | None = None
     stopped: str | None = None  # why sending stopped before the end of the input

@@ -368,6 +368,32 @@ def test_a_line_too_large_for_kafka_is_rejected_with_its_line_number_and_the_res
     assert sorted(m.key() for m in messages) == [b"a", b"b"]
 
 
+def test_an_event_over_the_topics_own_limit_fails_alone_and_its_neighbours_are_delivered(
+    pipeline_settings, new_topic, consumer_group, tmp_path
+):
+    # The broker checks max.message.bytes against a whole batch and refuses it whole; produce
+    # keeps its batches under the topic's limit, so only the event over it fails.
+    topic = new_topic(partitions=1, **{"max.message.bytes": "4000"})
+    noise = random.Random(7)
+    big = json.dumps({"id": "big", "pad": "".join(noise.choices("abcdefghij", k=6000))})
+    lines = [json.dumps({"id": f"k{n}", "pad": "x" * 200}) for n in range(30)]
+    source = write_lines(tmp_path / "in.ndjson", [*lines[:15], big, *lines[15:]])
+
+    result = run_pipeline("produce", topic, str(source), "--key-field", "id")
+
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    flat = " ".join(result.stderr.split())
+    assert (
+        f"failed line 16: Broker: Message size too large (topic {topic} takes at most 4,000 "
+        "bytes: its max.message.bytes)"
+    ) in flat, result.stderr
+    assert summary_value(result.stderr, "sent (acknowledged)") == "30"
+    assert summary_value(result.stderr, "failed") == "1"
+    messages = read_topic(pipeline_settings, topic, consumer_group, expected=30)
+    assert [m.key() for m in messages] == [f"k{n}".encode() for n in range(30)]
+
+
 def test_strict_rejects_a_line_too_large_for_kafka_before_sending_anything(
     pipeline_settings, new_topic, consumer_group, tmp_path
 ):
