@@ -43,6 +43,7 @@ __all__ = [
     "Redrive",
     "attempt",
     "call_async",
+    "decode_record",
     "handler_log_context",
     "inbox_id",
     "is_unavailable",
@@ -87,11 +88,25 @@ class AttemptResult:
 
 
 def inbox_id(record: Record, event: Event | None) -> str:
-    """The inbox's id for a record: its event id, or its position when it is not an event."""
+    """The inbox's id for a record: its event id, or its position when it is not an event (or
+    its ``ce_id`` header is no id the inbox can keep)."""
     if event is not None:
         return event.id
     header_id = record.header("ce_id")
-    return header_id or f"kafka:{record.topic}:{record.partition}:{record.offset}"
+    if header_id and inbox.id_problem(header_id) is None:
+        return header_id
+    return f"kafka:{record.topic}:{record.partition}:{record.offset}"
+
+
+def decode_record(record: Record) -> Event:
+    """The record's event; an :class:`EnvelopeError` when it is none, or when its id is one the
+    inbox cannot keep (:func:`pipeline.processing.inbox.id_problem`): the event could not be
+    deduplicated, and recording it would fail for ever."""
+    event = decode(record.value, record.headers, record.key)
+    problem = inbox.id_problem(event.id)
+    if problem is not None:
+        raise EnvelopeError(problem)
+    return event
 
 
 class _Parked(Exception):
@@ -258,7 +273,7 @@ def attempt(
     ``loop``: where an ``async`` handler runs (the engine's loop; this thread waits for it).
     """
     try:
-        event = decode(record.value, record.headers, record.key)
+        event = decode_record(record)
     except EnvelopeError as error:
         return _dead_letter_unless_seen(
             record, engine, consumer_group, None, Failure.from_exception("undecodable", error)

@@ -54,7 +54,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.database import is_postgres
 from pipeline.dead_letters.letter import Failure, dead_letter_of
-from pipeline.envelope import EnvelopeError, KafkaMessage, decode
+from pipeline.envelope import EnvelopeError, KafkaMessage
 from pipeline.plurals import counted
 from pipeline.processing import group_commit
 from pipeline.processing.attempt import (
@@ -62,6 +62,7 @@ from pipeline.processing.attempt import (
     Redrive,
     attempt,
     call_async,
+    decode_record,
     record_dead_letter,
     record_log_context,
 )
@@ -497,7 +498,7 @@ class ProcessingEngine:
         """The first attempt of an ``async`` handler's event, on the group path; ``None`` when
         the record needs the per-record attempt (see the module's docstring)."""
         try:
-            event = decode(record.value, record.headers, record.key)
+            event = decode_record(record)
         except EnvelopeError:
             return None
         route = self.processor.route(record.topic, event.type)

@@ -11,10 +11,16 @@ key succeeds. The park is a row, so it survives restarts and rebalances.
 
 The tables are created by the migration ``0001_inbox``; their rows are removed after the
 configured retention by :func:`purge_inbox`, in small batches.
+
+What the tables can hold: an event id of at most 255 characters, without a NUL
+(:func:`id_problem`: a processor dead-letters an event with another id as
+``undecodable``, since it could not be deduplicated); a key of any size, parked under its
+SHA-256 when longer than 1 KiB (:func:`parked_form`: a B-tree index entry has a size limit).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +51,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipeline.database import metadata
 
 __all__ = [
+    "MAX_EVENT_ID",
+    "MAX_PARKED_KEY",
     "Claim",
     "InboxEntry",
     "Outcome",
@@ -52,11 +60,13 @@ __all__ = [
     "claim",
     "claim_many",
     "claim_many_statements",
+    "id_problem",
     "inbox_table",
     "note_parked_dead_letter",
     "outcomes_of",
     "park_key",
     "parked_among",
+    "parked_form",
     "parked_key",
     "parked_keys_table",
     "purge_inbox",
@@ -69,6 +79,43 @@ __all__ = [
 ]
 
 Outcome = Literal["processed", "dead_lettered"]
+
+#: The longest event id the inbox keeps (its column's length).
+MAX_EVENT_ID = 255
+#: Keys longer than this are parked under their SHA-256 (PostgreSQL's B-tree index entries are
+#: at most about 2.7 KB, and the key is part of the parked keys' primary key with the group
+#: and the topic; an 8 KB key could not be parked, and its processor retried for ever).
+MAX_PARKED_KEY = 1024
+_LONG_KEY = b"\x00sha256:"
+
+
+def id_problem(event_id: str) -> str | None:
+    """Why the inbox cannot keep ``event_id`` (CloudEvents limits neither its length nor its
+    characters), or ``None``."""
+    if len(event_id) > MAX_EVENT_ID:
+        return (
+            f"the event id is {len(event_id):,} characters long; the inbox keeps ids of at most "
+            f"{MAX_EVENT_ID}, so this event could not be deduplicated"
+        )
+    if "\x00" in event_id:  # PostgreSQL's text cannot hold one
+        return "the event id holds a NUL character, which the inbox cannot keep"
+    return None
+
+
+def parked_form(key: bytes) -> bytes:
+    """``key`` as the parked keys table holds it: as it is, or its SHA-256 when longer than
+    :data:`MAX_PARKED_KEY` bytes (with a prefix no key of that size starts with)."""
+    if len(key) <= MAX_PARKED_KEY:
+        return key
+    return _LONG_KEY + hashlib.sha256(key).digest()
+
+
+def _parked_forms(
+    keys: Collection[tuple[str, bytes]],
+) -> dict[tuple[str, bytes], tuple[str, bytes]]:
+    """Each ``(topic, key)`` by ``(topic, parked form)``."""
+    return {(topic, parked_form(key)): (topic, key) for topic, key in keys}
+
 
 inbox_table = Table(
     "pipeline_inbox",
@@ -276,14 +323,16 @@ def parked_among(
     """Which of the ``(topic, key)`` pairs are parked."""
     if not keys:
         return set()
-    distinct = list({key for _, key in keys})
+    forms = _parked_forms(keys)
+    distinct = list({key for _, key in forms})
     if connection.dialect.name == "postgresql":
         values = (consumer_group, json.dumps([key.hex() for key in distinct]))
         rows = connection.exec_driver_sql(_PARKED_AMONG_POSTGRES, values)
     else:
         rows = connection.execute(_PARKED_AMONG, {"group": consumer_group, "keys": distinct})
-    parked = {(topic, bytes(key)) for topic, key in rows}
-    return parked & set(keys)
+    return {
+        forms[found] for found in ((topic, bytes(key)) for topic, key in rows) if found in forms
+    }
 
 
 def seen_and_parked(
@@ -312,7 +361,7 @@ def seen_and_parked_statement(
     """The driver's SQL and values of :func:`seen_and_parked` (``dialect``: ``postgresql`` or
     ``sqlite``); its rows go to :func:`seen_and_parked_of`."""
     statement = _SEEN_AND_PARKED["postgresql" if dialect == "postgresql" else "sqlite"]
-    keys_hex = json.dumps(list({key.hex() for _, key in keys}))
+    keys_hex = json.dumps(list({parked_form(key).hex() for _, key in keys}))
     return statement, (consumer_group, json.dumps(list(event_ids)), consumer_group, keys_hex)
 
 
@@ -327,7 +376,10 @@ def seen_and_parked_of(
             outcomes[first] = second
         else:
             parked.add((first, bytes.fromhex(second)))
-    return outcomes, parked & set(keys)
+    if not parked:
+        return outcomes, parked
+    forms = _parked_forms(keys)
+    return outcomes, {forms[found] for found in parked if found in forms}
 
 
 def claim(
@@ -408,7 +460,9 @@ class ParkedKey:
 def _key_clause(consumer_group: str, topic: str, key: bytes) -> ColumnElement[bool]:
     table = parked_keys_table
     return and_(
-        table.c.consumer_group == consumer_group, table.c.topic == topic, table.c.key == key
+        table.c.consumer_group == consumer_group,
+        table.c.topic == topic,
+        table.c.key == parked_form(key),
     )
 
 
@@ -416,7 +470,7 @@ def parked_key(
     connection: Connection, *, consumer_group: str, topic: str, key: bytes
 ) -> ParkedKey | None:
     row = connection.execute(
-        _PARKED, {"group": consumer_group, "topic": topic, "key": key}
+        _PARKED, {"group": consumer_group, "topic": topic, "key": parked_form(key)}
     ).one_or_none()
     return None if row is None else ParkedKey(*row)
 
@@ -438,7 +492,7 @@ def park_key(
         parked_keys_table.insert().values(
             consumer_group=consumer_group,
             topic=topic,
-            key=key,
+            key=parked_form(key),
             event_id=event_id,
             reason=reason,
             redrive_id=redrive_id,
