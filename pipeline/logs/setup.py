@@ -42,6 +42,11 @@ _RETRYING_HTTP_LOGGERS = ("elastic_transport.node_pool", "elastic_transport.tran
 #: Faust services starting, aiokafka's group protocol and Alembic's migrations): kept at
 #: WARNING unless the program logs at DEBUG.
 _INTERNAL_LOGGERS = ("faust", "mode", "aiokafka", "alembic")
+#: Loggers whose DEBUG lines carry credentials: aiokafka.conn logs every request it sends,
+#: SASL's too (PLAIN's password in clear; SCRAM's nonces, salt and signature, enough to test
+#: password guesses offline). Kept at INFO even when the program logs at DEBUG: secrets are
+#: never logged.
+_CREDENTIAL_LOGGERS = ("aiokafka.conn",)
 #: aiokafka's loggers that repeat an ERROR line every retry while Kafka is away (a processor
 #: wrote 728 lines in 35 s of an outage): summarised like librdkafka's (RepeatSummary). A
 #: logger's filter sees only what is logged to that logger, so each one gets its own.
@@ -140,6 +145,8 @@ def configure_logging(
     debugging = root.getEffectiveLevel() <= logging.DEBUG
     for name in _INTERNAL_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
+    for name in _CREDENTIAL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if debugging else logging.WARNING)
     for name in _RETRYING_CLIENT_LOGGERS:
         client_logger = logging.getLogger(name)
         if not any(isinstance(known, RepeatSummary) for known in client_logger.filters):

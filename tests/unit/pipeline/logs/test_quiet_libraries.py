@@ -24,7 +24,8 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     levels = {
-        name: logging.getLogger(name).level for name in ("faust", "mode", "aiokafka", "alembic")
+        name: logging.getLogger(name).level
+        for name in ("faust", "mode", "aiokafka", "alembic", "aiokafka.conn")
     }
     yield
     for handler in [h for h in root.handlers if h not in handlers]:
@@ -56,6 +57,27 @@ def test_at_debug_the_libraries_say_everything(restore_logging):
     logging.getLogger("faust.worker").info("[^Worker]: Starting...")
 
     assert "[^Worker]: Starting..." in out.getvalue()
+
+
+def test_at_debug_aiokafkas_requests_with_their_sasl_bytes_are_still_not_logged(restore_logging):
+    out = io.StringIO()
+    configure_logging(
+        PipelineSettings(), "svc", level="DEBUG", to_kafka=False, console="text", stream=out
+    )
+    conn = logging.getLogger("aiokafka.conn")
+
+    conn.debug(
+        "%s Request 3: SaslAuthenticateRequest_v1(sasl_auth_bytes=%r)",
+        "<AIOKafkaConnection host=127.0.0.1:9092>",
+        b"user\x00user\x00the-password",
+    )
+    conn.info("connection to 127.0.0.1:9092 closed")
+    logging.getLogger("aiokafka.consumer.fetcher").debug("fetching partitions")
+
+    said = out.getvalue()
+    assert "the-password" not in said and "SaslAuthenticate" not in said
+    assert "connection to 127.0.0.1:9092 closed" in said  # its INFO lines still are
+    assert "fetching partitions" in said  # aiokafka's other DEBUG lines too
 
 
 def test_aiokafkas_retry_errors_while_kafka_is_away_are_summarised(restore_logging):
