@@ -27,6 +27,7 @@ the dead letter carries it escaped (it could not be sent on as it is).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import defaultdict, deque
@@ -291,6 +292,9 @@ class FaustBinding:
         self.progress.close()  # a refresh under way closes its consumer when it ends
         if self._engine is None:
             return
+        # The lag as last measured: closing the engine revokes every partition, which forgets
+        # their lag (the line said "lag 0 (at stop)" with thousands of events unread).
+        lag = self.metrics.snapshot().lag
         await self._engine.close()
         try:
             await self.app.consumer.commit()
@@ -298,7 +302,7 @@ class FaustBinding:
             logger.warning("final commit failed: %s", error)
         # The tally once everything is drained, however short the run (the periodic line may
         # never have come); the lag as last measured, the broker is not asked again.
-        now = self.metrics.snapshot()
+        now = dataclasses.replace(self.metrics.snapshot(), lag=lag)
         logger.info("%s (at stop)", summary_line(self.processor.name, now, self._last_snapshot))
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:

@@ -174,6 +174,23 @@ def test_stopping_closes_the_engine_and_commits_what_was_acknowledged(bound: Bou
     assert bound.commits == 1
 
 
+def test_the_line_at_stop_says_the_lag_as_last_measured_not_zero(
+    bound: Bound, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        bound.binding.assigned([TP0])
+        await bound.binding.deliver(HeldEvent(0))  # type: ignore[arg-type]
+        await bound.binding.engine.wait_idle()
+        bound.binding.metrics.set_lag(TOPIC, 0, 4_400)  # the last report: 4,400 unread
+        with caplog.at_level(logging.INFO):
+            await bound.binding.stopping()
+
+    asyncio.run(main())
+
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().endswith("(at stop)")]
+    assert "1 processed" in line and "lag 4,400 (at stop)" in line, line
+
+
 def test_events_arriving_after_the_stop_are_not_handed_to_the_engine(bound: Bound) -> None:
     late = [HeldEvent(0), HeldEvent(1)]
 
