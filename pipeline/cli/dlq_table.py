@@ -3,7 +3,8 @@
 Every column but the error message keeps its full width, so positions, keys, reasons and class
 names stay whole. When they do not all fit next to a readable error message, the least needed
 columns are left out, in this order: event type, attempts, dead-lettered at, original position,
-error type. The caption names what was left out; ``--output ndjson`` has every field.
+error type. The caption names what was left out; ``--output ndjson`` has every field, and the
+whole of a key shortened here (past 120 characters) or of an error message.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ MESSAGE_WIDTH = 60
 MESSAGE_MIN_WIDTH = 24
 #: A key longer than this folds onto more lines rather than widening the table.
 KEY_MAX_WIDTH = 24
+#: A key longer than this is shortened (a 100 KB key printed 7,000 lines).
+KEY_SHOWN = 120
 #: What a rich table with the default box adds per column (padding and a border), and once.
 _PER_COLUMN = 3
 _ONCE = 1
@@ -64,7 +67,7 @@ def _status(letter: DeadLetter, settled: Mapping[str, Marker]) -> str:
 def _columns(base: str, settled: Mapping[str, Marker] | None) -> list[_Column]:
     columns = [
         _Column("dlq p:offset", lambda letter: letter.position),
-        _Column("key", lambda letter: letter.key_text, max_width=KEY_MAX_WIDTH),
+        _Column("key", lambda letter: _short(letter.key_text, KEY_SHOWN), max_width=KEY_MAX_WIDTH),
         _Column("event type", lambda letter: letter.event_type or "", drop_order=1),
         _Column("reason", lambda letter: letter.reason),
         _Column("error type", lambda letter: letter.error_type.rsplit(".", 1)[-1], drop_order=5),

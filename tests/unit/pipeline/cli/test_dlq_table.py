@@ -86,3 +86,14 @@ def test_with_show_redriven_each_letter_says_whether_it_is_pending_redriven_or_d
     assert rows[LETTERS[0].position].rstrip(" │").endswith("redriven")
     assert rows[LETTERS[1].position].rstrip(" │").endswith("pending")
     assert rows[LETTERS[2].position].rstrip(" │").endswith("discarded")
+
+
+def test_a_huge_key_is_shortened_not_printed_whole():
+    letter = dataclasses.replace(dead_letter(0), key=b"R" * 100_000)
+    console = Console(width=100, record=True, file=io.StringIO())
+
+    console.print(dead_letter_table("requests.orders.dlq", [letter], None, width=100))
+
+    text = console.export_text()
+    assert len(text) < 5_000 and text.count("R") == 119
+    assert "…" in text
