@@ -52,8 +52,12 @@ def secure_server_properties(
     ca_certificate: Path,
 ) -> str:
     """``server.properties`` for the secure stack: one SASL_SSL listener (SCRAM-SHA-512) for
-    clients and the broker itself; the controller's listener stays PLAINTEXT on ``host`` (in
-    this one process, only the node itself talks to it).
+    clients and the broker itself; the controller's listener on ``host`` is TLS with client
+    certificates required (mutual TLS): only a holder of a certificate of the stack's CA talks
+    to it, which is the node itself with its server certificate (its usage allows client
+    authentication too). A PLAINTEXT controller listener took any local process's config
+    changes without a password (``kafka-configs --bootstrap-controller``), around SASL;
+    SCRAM cannot secure it (KRaft keeps the SCRAM users in the metadata the controller serves).
 
     The key and certificate go in inline (PEM), so the unencrypted key needs no key password.
     The text holds the key and a password: write it readable by its owner only.
@@ -63,7 +67,7 @@ def secure_server_properties(
         "listeners": f"SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port}",
         "advertised.listeners": f"SASL_SSL://{host}:{port}",
         "inter.broker.listener.name": "SASL_SSL",
-        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
         "sasl.enabled.mechanisms": "SCRAM-SHA-512",
         "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
@@ -76,6 +80,7 @@ def secure_server_properties(
         "ssl.truststore.type": "PEM",
         "ssl.truststore.location": str(ca_certificate),
         "ssl.client.auth": "none",
+        "listener.name.controller.ssl.client.auth": "required",
     }
     replaced = {line.split("=", 1)[0] for line in base.splitlines()} & plain.keys()
     kept = [line for line in base.splitlines() if line.split("=", 1)[0] not in replaced]

@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import ssl
+import struct
 import subprocess
 import urllib.error
 import urllib.request
@@ -352,6 +355,39 @@ def test_plain_clients_are_refused_by_kafka_elasticsearch_and_postgres(secure_pi
         ).close()
     assert "no encryption" in str(refused.value)
     assert password not in str(refused.value)
+
+
+def _api_versions_request() -> bytes:
+    """Kafka's ApiVersions request (v0, correlation id 1): any Kafka listener answers it."""
+    body = struct.pack(">hhih", 18, 0, 1, 4) + b"test"
+    return struct.pack(">i", len(body)) + body
+
+
+def test_the_kafka_controller_listener_takes_only_the_stacks_own_certificate(
+    secure_pipeline_settings,
+):
+    # A PLAINTEXT controller listener answered anyone local, and took config changes (say a
+    # topic's retention.ms=1) without a password, around SASL.
+    settings = secure_pipeline_settings
+    address = ("127.0.0.1", settings.stack.kafka_controller_port)
+    with socket.create_connection(address, timeout=10) as plain:
+        plain.sendall(_api_versions_request())
+        try:
+            answer = plain.recv(4096)
+        except (ConnectionResetError, TimeoutError):
+            answer = b""
+    assert answer[4:8] != struct.pack(">i", 1), "the controller answered a plain client"
+    # TLS with the stack's CA but no client certificate: refused.
+    context = ssl.create_default_context(cafile=str(settings.kafka.ssl_ca_location))
+    refused = (ssl.SSLError, ConnectionResetError, BrokenPipeError, EOFError)
+    with (
+        pytest.raises(refused),
+        socket.create_connection(address, timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(_api_versions_request())
+        if not tls.recv(4096):  # TLS 1.3: the refusal comes with the first read
+            raise EOFError("closed without an answer")
 
 
 def test_status_secure_shows_the_secure_stack_up_at_its_own_addresses(secure_pipeline_settings):

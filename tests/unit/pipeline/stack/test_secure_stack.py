@@ -111,7 +111,9 @@ def test_the_secure_kafka_listens_on_sasl_ssl_with_its_pem_inline(tmp_path):
     assert props["listeners"] == "SASL_SSL://127.0.0.1:9102,CONTROLLER://127.0.0.1:9103"
     assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:9102"
     assert props["inter.broker.listener.name"] == "SASL_SSL"
-    assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+    assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SSL"
+    assert props["listener.name.controller.ssl.client.auth"] == "required"
+    assert props["ssl.client.auth"] == "none"  # clients of the SASL_SSL listener need none
     assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
     assert props["ssl.keystore.key"] == (
         "-----BEGIN PRIVATE KEY-----\\nBBB\\n-----END PRIVATE KEY-----"
