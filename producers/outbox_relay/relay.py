@@ -60,8 +60,9 @@ from producers.outbox_relay.housekeeping import Housekeeping
 from producers.outbox_relay.metrics import RelayMetrics
 from producers.outbox_relay.notify import NotifyListener
 from producers.outbox_relay.postgres_claims import BucketClaims
-from producers.outbox_relay.sending import RefusalLog, send_batch
+from producers.outbox_relay.sending import RefusalLog, UnacknowledgedLog, send_batch
 from producers.outbox_relay.sqlite_claims import LeaseClaims
+from producers.outbox_relay.topic_checks import TopicChecks
 
 __all__ = ["BatchResult", "OutboxRelay", "RelayTotals", "claim_strategy"]
 
@@ -144,8 +145,10 @@ class OutboxRelay:
     ``engine`` and ``producer`` are passed in (built by
     :func:`~producers.outbox_relay.runner.run_relay` from settings); the schema must be migrated
     already. ``stop`` is the stop signal (default: the relay's own, set by :meth:`stop`);
-    ``claims`` replaces the strategy chosen from the engine's database. Not thread-safe: one
-    thread runs it, any may stop it.
+    ``claims`` replaces the strategy chosen from the engine's database; ``topics`` checks that
+    a batch's topics exist before it is sent (rows for a missing one are refused, see
+    :mod:`~producers.outbox_relay.topic_checks`). Not thread-safe: one thread runs it, any may
+    stop it.
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class OutboxRelay:
         delivery_timeout_s: float = 130.0,
         stop: threading.Event | None = None,
         claims: ClaimStrategy | None = None,
+        topics: TopicChecks | None = None,
     ) -> None:
         self._engine = engine
         self._producer = producer
@@ -170,6 +174,8 @@ class OutboxRelay:
         self._claims = claims if claims is not None else claim_strategy(engine, settings, self.name)
         self._housekeeping = Housekeeping(engine, settings, self.metrics, self.name)
         self._refusals = RefusalLog(f"outbox relay {self.name}")
+        self._unacknowledged = UnacknowledgedLog(f"outbox relay {self.name}")
+        self._topics = topics
         self.totals = RelayTotals()
 
     # ---- control ---------------------------------------------------------------------------
@@ -236,6 +242,10 @@ class OutboxRelay:
                     self.totals.deleted += self._housekeeping.cleanup_if_due()
                     claimed = len(sent.claim.records)
                     if claimed >= self._settings.batch_size:
+                        if not sent.positions:
+                            # A full batch of which nothing could go (rows refused or failed,
+                            # their aggregates' later rows held): no spinning on it.
+                            self._stop.wait(self._settings.poll_interval_s)
                         continue
                     # A short batch: its marks are committed before the relay idles or stops.
                     previous, pending = pending, None
@@ -337,10 +347,12 @@ class OutboxRelay:
             self._note_lease(claim.lease)
             positions: list[int] = []
             if claim.records:
+                refuse = self._topics.missing(claim.records) if self._topics is not None else None
                 outcome = send_batch(
                     self._producer,
                     claim.records,
                     timeout_s=self._delivery_timeout_s,
+                    refuse=refuse,
                     renew=self._claims.renew,
                     renew_every_s=self._claims.renew_every_s,
                     name=f"outbox relay {self.name}",
@@ -350,6 +362,8 @@ class OutboxRelay:
                     self.metrics.failed.inc(outcome.failed)
                 if outcome.refused:
                     self._refusals.note(outcome.refused)
+                if outcome.unacknowledged:
+                    self._unacknowledged.note(outcome.unacknowledged)
                 positions = outcome.positions
             return _SentBatch(claim, block.pop_all(), positions)
         raise AssertionError("unreachable: the block returns or raises")  # for mypy

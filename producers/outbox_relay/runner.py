@@ -15,10 +15,12 @@ from typing import Any
 
 from pipeline.database import build_engine, migrate
 from pipeline.gc_tuning import few_collections
+from pipeline.kafka.clients import build_admin
 from pipeline.kafka.producer import build_event_producer
 from pipeline.metrics_server import serve_metrics
 from pipeline.settings import PipelineSettings
 from producers.outbox_relay.relay import OutboxRelay, RelayTotals
+from producers.outbox_relay.topic_checks import TopicChecks
 
 __all__ = ["relay_subprocess", "run_relay", "running_relay"]
 
@@ -53,6 +55,9 @@ def run_relay(
             settings.outbox,
             delivery_timeout_s=settings.producer.delivery_timeout_ms / 1000 + 10,
             stop=stop,
+            topics=TopicChecks(
+                build_admin(settings.kafka), bootstrap=settings.kafka.bootstrap_servers
+            ),
         )
         port = settings.outbox.metrics_port
         stop_serving = serve_metrics(relay.metrics.registry, port) if port is not None else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.kafka.producer import (
@@ -28,7 +28,14 @@ from pipeline.kafka.producer import (
 )
 from pipeline.outbox.table import OutboxRecord, publishable_positions
 
-__all__ = ["Refusal", "RefusalLog", "SendOutcome", "send_batch", "wait_for_deliveries"]
+__all__ = [
+    "Refusal",
+    "RefusalLog",
+    "SendOutcome",
+    "UnacknowledgedLog",
+    "send_batch",
+    "wait_for_deliveries",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +58,8 @@ class SendOutcome:
     failed: int
     #: The rows refused at once, oldest first (logged by :class:`RefusalLog`).
     refused: list[Refusal] = field(default_factory=list)
+    #: The events the broker failed (logged by :class:`UnacknowledgedLog`).
+    unacknowledged: list[Delivery] = field(default_factory=list)
 
 
 class RefusalLog:
@@ -92,11 +101,49 @@ class RefusalLog:
             )
 
 
+class UnacknowledgedLog:
+    """Logs the events the broker failed once per topic and error every ``every_s`` seconds,
+    with how many failed since: a row the broker refuses for good (too large for its topic)
+    is sent again with every batch, and one ERROR line per batch flooded the log (29 lines in
+    30 s for one row)."""
+
+    def __init__(self, name: str, every_s: float = 60.0) -> None:
+        self._name = name
+        self._every_s = every_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._since: dict[tuple[str, str], int] = {}
+
+    def note(self, failures: Sequence[Delivery], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        firsts: dict[tuple[str, str], Delivery] = {}
+        for failure in failures:
+            what = (failure.topic, failure.error or "unknown")
+            firsts.setdefault(what, failure)
+            self._since[what] = self._since.get(what, 0) + 1
+        for what, first in firsts.items():
+            last = self._last.get(what)
+            if last is not None and now - last < self._every_s:
+                continue
+            count = self._since.pop(what)
+            self._last[what] = now
+            _log.error(
+                "%s: %d events to %s not acknowledged: %s (first: %s); they stay unpublished "
+                "and are sent again (said at most once every %g s)",
+                self._name,
+                count,
+                first.topic,
+                what[1],
+                first.event_id,
+                self._every_s,
+            )
+
+
 def send_batch(
     producer: EventProducer,
     records: Sequence[OutboxRecord],
     *,
     timeout_s: float,
+    refuse: Mapping[int, str] | None = None,
     renew: Callable[[], None] | None = None,
     renew_every_s: float | None = None,
     name: str = "outbox relay",
@@ -106,6 +153,8 @@ def send_batch(
     The producer's bulk path (:meth:`EventProducer.send_parts`: no delivery object is made for
     a success, and the stored key and headers go as read, with no message made per row), then
     :meth:`EventProducer.flush`. ``renew`` is called every ``renew_every_s`` while waiting.
+    ``refuse``: rows known not to be sendable (position to reason, e.g. their topic does not
+    exist), refused as the client refuses one at once.
     """
     sent = [False] * len(records)
     refused: set[tuple[str, str]] = set()
@@ -113,6 +162,11 @@ def send_batch(
     for index, record in enumerate(records):
         if refused and record.aggregate in refused:
             continue  # never send an aggregate's later rows past one that cannot go
+        reason = refuse.get(record.position) if refuse else None
+        if reason is not None:
+            refused.add(record.aggregate)
+            refusals.append(Refusal(record.position, record.event_id, record.topic, reason))
+            continue
         try:
             producer.send_parts(
                 record.topic,
@@ -137,21 +191,11 @@ def send_batch(
             ok and record.event_id not in failed_ids
             for ok, record in zip(sent, records, strict=True)
         ]
-    if failures:
-        first = failures[0]
-        _log.error(
-            "%s: %d events not acknowledged (first: %s to %s: %s); they stay unpublished and "
-            "are sent again",
-            name,
-            len(failures),
-            first.event_id,
-            first.topic,
-            first.error,
-        )
     return SendOutcome(
         positions=publishable_positions(records, acknowledged),
         failed=len(records) - sum(acknowledged),
         refused=refusals,
+        unacknowledged=list(failures or ()),
     )
 
 

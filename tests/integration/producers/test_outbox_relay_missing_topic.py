@@ -1,0 +1,102 @@
+"""A row for a topic that does not exist, through ``pipeline outbox relay --once``, against the
+real Kafka: its aggregate's later rows wait for it (none reaches Kafka first), the relay does not
+wait out librdkafka's 30 s for the topic, and once the topic exists both go, in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import sqlalchemy as sa
+from confluent_kafka import TopicPartition
+
+from pipeline.database import build_engine, migrate
+from pipeline.envelope import Event
+from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.readback import end_offsets
+from pipeline.outbox.table import Outbox, outbox_status
+from pipeline.settings import DatabaseSettings
+from tests.support.stack_cli import PIPELINE
+
+
+def _event(aggregate_id: str, n: int) -> Event:
+    return Event(
+        source="/orders",
+        type="com.example.order.changed",
+        partitionkey=aggregate_id,
+        data={"aggregate": aggregate_id, "n": n},
+    )
+
+
+def _numbers(settings, topic: str, group: str) -> list[tuple[bytes, int]]:
+    consumer = build_consumer(settings.kafka, group)
+    try:
+        ends = end_offsets(consumer, topic)
+        wanted = sum(p.offset for p in ends)
+        consumer.assign([TopicPartition(topic, p.partition, 0) for p in ends])
+        messages = []
+        deadline = time.monotonic() + 60
+        while len(messages) < wanted and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(500, timeout=0.5) if m.error() is None]
+        return [(m.key(), json.loads(m.value())["n"]) for m in messages]
+    finally:
+        consumer.close()
+
+
+def _relay_once(database_url: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {**os.environ, "PIPELINE_DATABASE__URL": database_url, "COLUMNS": "200"}
+    began = time.monotonic()
+    result = subprocess.run(
+        [PIPELINE, "outbox", "relay", "--once"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    return result, time.monotonic() - began
+
+
+def test_a_row_for_a_missing_topic_holds_its_aggregate_back_without_a_30_s_wait(
+    new_topic, unique_name, kafka_admin, pipeline_settings, consumer_group, tmp_path
+):
+    database_url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    engine = build_engine(DatabaseSettings(url=database_url))
+    migrate(engine)
+    existing = new_topic(partitions=3)
+    later = unique_name("not-yet")
+    with engine.begin() as connection:
+        outbox = Outbox()
+        outbox.add(
+            connection, _event("x", 1), aggregate_type="order", aggregate_id="x", topic=later
+        )
+        outbox.add(
+            connection, _event("x", 2), aggregate_type="order", aggregate_id="x", topic=existing
+        )
+        outbox.add(
+            connection, _event("y", 1), aggregate_type="order", aggregate_id="y", topic=existing
+        )
+
+    result, took_s = _relay_once(database_url)
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"topic {later} does not exist" in " ".join(result.stderr.split()), result.stderr
+    assert took_s < 25, f"the relay waited {took_s:.0f} s"
+    # y went; x's second row did not go ahead of its first.
+    assert _numbers(pipeline_settings, existing, consumer_group) == [(b"y", 1)]
+    assert outbox_status(engine).backlog == 2
+
+    new_topic(partitions=1, name=later)
+    result, _ = _relay_once(database_url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _numbers(pipeline_settings, later, consumer_group + "-later") == [(b"x", 1)]
+    assert sorted(_numbers(pipeline_settings, existing, consumer_group + "-2")) == [
+        (b"x", 2),
+        (b"y", 1),
+    ]
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM pipeline_outbox")).scalar() == 3
+    assert outbox_status(engine).backlog == 0
+    engine.dispose()
