@@ -47,8 +47,22 @@ class ComponentName(StrEnum):
 
 
 def _settings(ctx: typer.Context) -> PipelineSettings:
+    """The settings, refused when they are a secured cluster's client's: the stacks' ports and
+    addresses come from the plain settings (the secure stack's are those plus an offset), so
+    with the secure stack's pipeline.env loaded, `up --secure` added the offset twice and
+    rewrote pipeline.env and librdkafka.properties wrong before it failed, and `status` showed
+    one stack's ports beside the other's processes."""
+    from pipeline.errors import PipelineError
+
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        raise PipelineError(
+            f"PIPELINE_KAFKA__SECURITY_PROTOCOL is {settings.kafka.security_protocol} here (the "
+            "secure stack's pipeline.env loaded?): `pipeline stack` works from the plain "
+            "settings; run it in a shell without them (`pipeline stack status --secure` there "
+            "shows the secure stack)"
+        )
     return settings
 
 
