@@ -27,6 +27,7 @@ failures on flush, neither of which a log line wants.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -342,13 +343,17 @@ class KafkaLogHandler(logging.Handler):
         """Flush (bounded), stop the sender; what Kafka still holds goes to the fallback stream."""
         if self._closed:
             return
-        self.flush()
+        # A second Ctrl-C while the program exits (this runs at exit) stops the waiting for
+        # Kafka; what it did not take goes to the fallback stream below, with no traceback.
+        with contextlib.suppress(KeyboardInterrupt):
+            self.flush()
         self._closed = True
         sender = self._sender
         if sender is not None and sender.is_alive():
             self._stopping = True
             self._wake.set()
-            sender.join(timeout=2.0)
+            with contextlib.suppress(KeyboardInterrupt):
+                sender.join(timeout=2.0)
         while self._buffer:  # what the sender did not get to (Kafka was away): fallback stream
             self.counters.failed += 1
             self._write_lost(self._buffer.popleft())
