@@ -89,6 +89,8 @@ def gateway(
     (a JSON list of addresses or CIDR networks, e.g. '["10.0.0.0/8"]') of an open gateway.
 
     GET /healthz answers 503, with the reason, while Kafka does not answer.
+    A Kafka that refuses its login or TLS handshake at the start is one line
+    and exit code 2 (wrong credentials do not mend by waiting).
 
     Ctrl-C or SIGTERM stops: the gateway says how many messages it waits for and waits up
     to PIPELINE_GATEWAY__PRODUCE_TIMEOUT_S (30 s) for them to be delivered to Kafka (exit code
@@ -102,10 +104,35 @@ def gateway(
         name: value for name, value in (("host", host), ("port", port)) if value is not None
     }
     config = GatewaySettings.model_validate({**settings.gateway.model_dump(), **overrides})
+    if not worker:  # the supervisor checked for its workers
+        _refuse_a_refusing_kafka(settings)
     if workers > 1:
         _supervise(settings, config, workers)
     else:
         _serve(settings, config, reuse_port=worker)
+
+
+#: How long the start waits for Kafka's first answer before it starts without one.
+_FIRST_ANSWER_S = 5.0
+
+
+def _refuse_a_refusing_kafka(settings: PipelineSettings) -> None:
+    """A one-line error when Kafka answers but refuses the gateway's login or TLS handshake:
+    wrong credentials do not mend by waiting (every request waited 30 s for a 503 that said to
+    retry). A Kafka that does not answer is not refused: the gateway starts, and /healthz says
+    503 until it answers."""
+    from pipeline.kafka.clients import build_admin
+    from pipeline.topics.admin import KafkaRefusedError, describe_cluster_topics
+
+    bootstrap = settings.kafka.bootstrap_servers
+    try:
+        describe_cluster_topics(
+            build_admin(settings.kafka), [], bootstrap=bootstrap, timeout_s=_FIRST_ANSWER_S
+        )
+    except KafkaRefusedError:
+        raise
+    except PipelineError:
+        pass
 
 
 def _migrated_engine(settings: PipelineSettings) -> Engine:

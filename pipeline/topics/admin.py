@@ -82,6 +82,10 @@ class KafkaUnavailableError(PipelineError):
     """Kafka did not answer in time (down, unreachable, or the wrong address)."""
 
 
+class KafkaRefusedError(KafkaUnavailableError):
+    """Kafka answered but refused the connection: a login or TLS handshake it turned down."""
+
+
 class MissingTopicsError(PipelineError):
     """Topics a command needs do not exist; every command words this the same way."""
 
@@ -166,7 +170,7 @@ def _metadata(admin: KafkaAdmin, bootstrap: str | None, timeout_s: float) -> Any
                 ) from None
             refusal = getattr(admin, "security_failure", None)
             if isinstance(refusal, str):
-                raise KafkaUnavailableError(
+                raise KafkaRefusedError(
                     f"{_kafka_at(bootstrap)} refused the connection ({refusal}); check the "
                     "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
                 ) from None
