@@ -50,8 +50,7 @@ from pipeline.cli.dlq_selection import (
     TopicArgument,
     by_reason,
     describe_selection,
-    pending_letters,
-    read_letters,
+    read_back,
     refuse_gaps,
     require_topics,
     resolve_topics,
@@ -180,8 +179,8 @@ def inspect(
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
         require_topics(settings, dlq_topic, set())
-    letters, settled = pending_letters(read_letters(settings, dlq_topic))
-    pending = [letter for letter in letters if letter.position not in settled]
+    read = read_back(settings, dlq_topic)
+    letters, settled, pending = read.letters, read.settled, read.pending
     candidates = letters if show_redriven else pending
     shown = [letter for letter in candidates if filters.match(letter)]
     if limit is not None:

@@ -36,8 +36,7 @@ from pipeline.cli.dlq_selection import (
     ReasonOption,
     TopicArgument,
     by_reason,
-    pending_letters,
-    read_letters,
+    read_back,
     require_topics,
     resolve_topics,
     settings_of,
@@ -75,8 +74,7 @@ class _Chosen:
 def _choose(
     settings: PipelineSettings, dlq_topic: str, filters: Filters, limit: int | None
 ) -> _Chosen:
-    letters, settled = pending_letters(read_letters(settings, dlq_topic))
-    pending = [letter for letter in letters if letter.position not in settled]
+    pending = read_back(settings, dlq_topic).pending
     chosen = [letter for letter in pending if filters.match(letter)]
     return _Chosen(pending, chosen if limit is None else chosen[:limit])
 

@@ -28,12 +28,13 @@ __all__ = [
     "EventIdOption",
     "Filters",
     "KeyOption",
+    "ReadBack",
     "ReasonOption",
     "Selection",
     "TopicArgument",
     "by_reason",
     "describe_selection",
-    "pending_letters",
+    "read_back",
     "read_letters",
     "refuse_gaps",
     "require_topics",
@@ -163,14 +164,22 @@ def read_letters(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter 
         return read_dead_letters(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
 
 
-def pending_letters(
-    read: Sequence[DeadLetter | Marker | None],
-) -> tuple[list[DeadLetter], dict[str, Marker]]:
-    """All dead letters read, and the marker of each one already redriven or discarded, by
-    position."""
+@dataclass(frozen=True)
+class ReadBack:
+    """A dead-letter topic read back: every dead letter, the marker of each one redriven or
+    discarded (by position), and the pending ones (neither), in the order read."""
+
+    letters: list[DeadLetter]
+    settled: dict[str, Marker]
+    pending: list[DeadLetter]
+
+
+def read_back(settings: PipelineSettings, dlq_topic: str) -> ReadBack:
     from pipeline.dead_letters.letter import settled_dead_letters
 
-    return settled_dead_letters(read)
+    letters, settled = settled_dead_letters(read_letters(settings, dlq_topic))
+    pending = [letter for letter in letters if letter.position not in settled]
+    return ReadBack(letters, settled, pending)
 
 
 # --- inspect ----------------------------------------------------------------------------------
@@ -194,8 +203,7 @@ def select_letters(
 ) -> Selection:
     from pipeline.dead_letters.redrive import earlier_of_same_keys, select_for_redrive
 
-    letters, redriven = pending_letters(read_letters(settings, dlq_topic))
-    pending = [letter for letter in letters if letter.position not in redriven]
+    pending = read_back(settings, dlq_topic).pending
     options: dict[str, Any] = {
         "error_type": filters.error_type,
         "reason": filters.reason,

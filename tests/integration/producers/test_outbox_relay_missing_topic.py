@@ -10,14 +10,12 @@ import subprocess
 import time
 
 import sqlalchemy as sa
-from confluent_kafka import TopicPartition
 
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event
-from pipeline.kafka.clients import build_consumer
-from pipeline.kafka.readback import end_offsets
 from pipeline.outbox.table import Outbox, outbox_status
 from pipeline.settings import DatabaseSettings
+from tests.integration.producers.test_outbox_relay import _messages
 from tests.support.stack_cli import PIPELINE
 
 
@@ -31,18 +29,7 @@ def _event(aggregate_id: str, n: int) -> Event:
 
 
 def _numbers(settings, topic: str, group: str) -> list[tuple[bytes, int]]:
-    consumer = build_consumer(settings.kafka, group)
-    try:
-        ends = end_offsets(consumer, topic)
-        wanted = sum(p.offset for p in ends)
-        consumer.assign([TopicPartition(topic, p.partition, 0) for p in ends])
-        messages = []
-        deadline = time.monotonic() + 60
-        while len(messages) < wanted and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(500, timeout=0.5) if m.error() is None]
-        return [(m.key(), json.loads(m.value())["n"]) for m in messages]
-    finally:
-        consumer.close()
+    return [(m.key(), json.loads(m.value())["n"]) for m in _messages(settings, topic, group)]
 
 
 def _relay_once(database_url: str) -> tuple[subprocess.CompletedProcess[str], float]:
