@@ -171,12 +171,12 @@ def ship(
 # --- search -----------------------------------------------------------------------------------
 
 
-def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> dict[str, Any]:
+def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") -> dict[str, Any]:
     """The ``hits`` part of the answer: ``hits`` (the documents) and ``total``."""
     from elasticsearch import ApiError, SerializationError
     from elasticsearch import ConnectionError as EsConnectionError
 
-    from pipeline.logs.elasticsearch import one_line_reason, refusal_of
+    from pipeline.logs.elasticsearch import one_line_reason, plain_http_hint, refusal_of
     from pipeline.logs.search import shard_failure, unreadable_answer
 
     try:
@@ -193,7 +193,8 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any]) -> dict[str, An
         if refusal is not None:
             raise PipelineError(refusal) from None
         if isinstance(error, EsConnectionError):
-            raise PipelineError(f"elasticsearch is unreachable: {error.message}") from None
+            hint = plain_http_hint(url, error)
+            raise PipelineError(f"elasticsearch is unreachable: {error.message}{hint}") from None
         raise PipelineError(f"bad query: {one_line_reason(error)}") from None  # escaped by run()
     answer: Any = response  # ObjectApiResponse, or a test's fake: a dict
     failed = shard_failure(answer.body if hasattr(answer, "body") else answer)
@@ -388,7 +389,7 @@ def search(
     with build_elasticsearch(settings.elasticsearch) as es:
         body = search_body(build_query(query, since=start, **filters), size=limit)  # type: ignore[arg-type]
         alias = settings.logs.index_alias
-        found = _search(es, alias, body)
+        found = _search(es, alias, body, settings.elasticsearch.url)
         hits: list[dict[str, Any]] = found["hits"]
         if not hits and not es.indices.exists(index=alias, allow_no_indices=False):
             # Not "nothing matched": there is nothing to search (a typo in the alias, or no line

@@ -55,6 +55,20 @@ def refusal_of(error: BaseException) -> str | None:
     return None
 
 
+def plain_http_hint(url: str, error: BaseException) -> str:
+    """A hint for a plain ``http://`` URL whose server hung up at once: most likely an HTTPS
+    port (Elasticsearch with TLS closes a plain HTTP connection without a word); else ``""``."""
+    text = str(getattr(error, "message", "")) + " " + str(error)
+    if url.lower().startswith("http://") and (
+        "RemoteDisconnected" in text or "Connection aborted" in text
+    ):
+        return (
+            " (the server closed the connection at once: an HTTPS port? then "
+            "PIPELINE_ELASTICSEARCH__URL starts with https://)"
+        )
+    return ""
+
+
 def _reason(error: Any) -> str:
     body = getattr(error, "body", None)
     detail = body.get("error") if isinstance(body, dict) else None

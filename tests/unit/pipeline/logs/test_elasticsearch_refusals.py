@@ -44,3 +44,19 @@ def test_an_untrusted_certificate_names_the_ca_setting():
 def test_other_errors_are_not_refusals():
     assert refusal_of(NotFoundError(message="index_not_found", meta=_meta(404), body={})) is None
     assert refusal_of(ValueError("x")) is None
+
+
+def test_a_plain_http_url_whose_server_hangs_up_at_once_gets_the_https_hint():
+    from elasticsearch import ConnectionError as EsConnectionError
+
+    from pipeline.logs.elasticsearch import plain_http_hint
+
+    hung_up = EsConnectionError(
+        "Connection error caused by: ConnectionError(('Connection aborted.', "
+        "RemoteDisconnected('Remote end closed connection without response')))"
+    )
+    refused = EsConnectionError("Failed to establish a new connection: Connection refused")
+
+    assert "https://" in plain_http_hint("http://127.0.0.1:9210", hung_up)
+    assert plain_http_hint("https://127.0.0.1:9210", hung_up) == ""
+    assert plain_http_hint("http://127.0.0.1:9200", refused) == ""
