@@ -48,6 +48,7 @@ from pipeline.cli.produce_input import SHOWN, Input, RejectsFile, default_reject
 from pipeline.errors import PipelineError
 from pipeline.gc_tuning import few_collections
 from pipeline.settings import PipelineSettings
+from pipeline.topics.limits import batch_bytes_within, message_limit
 from producers.ndjson_defaults import DEFAULT_SOURCE
 
 if TYPE_CHECKING:
@@ -86,30 +87,6 @@ def require_topic(settings: PipelineSettings, topic: str) -> ActualTopic:
     with announcing_kafka(bootstrap):
         found = require_topics(build_admin(settings.kafka), [topic], bootstrap=bootstrap)
     return found[topic]
-
-
-#: librdkafka's own batch.size: the most bytes of messages it sends to a partition at once.
-_LIBRDKAFKA_BATCH_BYTES = 1_000_000
-
-
-def message_limit(topic: ActualTopic) -> int | None:
-    """The topic's ``max.message.bytes`` when it is below what librdkafka batches by default.
-
-    The broker applies it to a whole batch, and refuses a batch over it whole: every event in
-    it fails, not just the one too large. Kafka's Java producer splits such a batch and tries
-    again; librdkafka does not.
-    """
-    text = topic.configs.get("max.message.bytes")
-    if text is None or not text.isdigit() or int(text) >= _LIBRDKAFKA_BATCH_BYTES:
-        return None
-    return int(text)
-
-
-def batch_bytes_within(limit: int) -> int:
-    """A producer ``batch.size`` whose batches the broker takes under ``limit``: a tenth left
-    for the batch's framing and a compression that makes bytes larger (lz4 on data that does
-    not compress)."""
-    return max(1, limit * 9 // 10)
 
 
 # --- accounting -------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -145,10 +145,11 @@ class OutboxRelay:
     ``engine`` and ``producer`` are passed in (built by
     :func:`~producers.outbox_relay.runner.run_relay` from settings); the schema must be migrated
     already. ``stop`` is the stop signal (default: the relay's own, set by :meth:`stop`);
-    ``claims`` replaces the strategy chosen from the engine's database; ``topics`` checks that
-    a batch's topics exist before it is sent (rows for a missing one are refused, see
-    :mod:`~producers.outbox_relay.topic_checks`). Not thread-safe: one thread runs it, any may
-    stop it.
+    ``claims`` replaces the strategy chosen from the engine's database; ``topics`` checks a
+    batch's rows before it is sent (a missing topic, an event over its topic's own limit: see
+    :mod:`~producers.outbox_relay.topic_checks`); ``producer_within(limit)`` makes a producer
+    whose batches stay under a topic's own ``max.message.bytes``, used once such a topic is
+    seen. Not thread-safe: one thread runs it, any may stop it.
     """
 
     def __init__(
@@ -163,6 +164,7 @@ class OutboxRelay:
         stop: threading.Event | None = None,
         claims: ClaimStrategy | None = None,
         topics: TopicChecks | None = None,
+        producer_within: Callable[[int], EventProducer] | None = None,
     ) -> None:
         self._engine = engine
         self._producer = producer
@@ -176,6 +178,9 @@ class OutboxRelay:
         self._refusals = RefusalLog(f"outbox relay {self.name}")
         self._unacknowledged = UnacknowledgedLog(f"outbox relay {self.name}")
         self._topics = topics
+        self._producer_within = producer_within
+        #: The own limit the producer's batches are kept under (None: librdkafka's own).
+        self._batch_limit: int | None = None
         self.totals = RelayTotals()
 
     # ---- control ---------------------------------------------------------------------------
@@ -347,7 +352,10 @@ class OutboxRelay:
             self._note_lease(claim.lease)
             positions: list[int] = []
             if claim.records:
-                refuse = self._topics.missing(claim.records) if self._topics is not None else None
+                refuse = None
+                if self._topics is not None:
+                    refuse = self._topics.problems(claim.records)
+                    self._fit_batches(self._topics.smallest_limit())
                 outcome = send_batch(
                     self._producer,
                     claim.records,
@@ -367,6 +375,26 @@ class OutboxRelay:
                 positions = outcome.positions
             return _SentBatch(claim, block.pop_all(), positions)
         raise AssertionError("unreachable: the block returns or raises")  # for mypy
+
+    def _fit_batches(self, smallest: tuple[str, int] | None) -> None:
+        """A producer whose batches stay under the smallest own ``max.message.bytes`` of the
+        topics seen, when it is below the current one's (between batches: the producer holds
+        nothing then). The broker refuses an oversized batch whole; sent again, it failed every
+        time, and with it every row of its partition's batch."""
+        if smallest is None or self._producer_within is None:
+            return
+        topic, limit = smallest
+        if self._batch_limit is not None and limit >= self._batch_limit:
+            return
+        self._producer = self._producer_within(limit)
+        self._batch_limit = limit
+        _log.info(
+            "outbox relay %s: batches kept under %s bytes (topic %s takes at most %s)",
+            self.name,
+            f"{limit:,}",
+            topic,
+            f"{limit:,}",
+        )
 
     def _settle(self, marking: _Marking | None) -> None:
         """Wait for a batch's marks to commit on the background thread (raising their error),

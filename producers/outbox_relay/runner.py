@@ -3,6 +3,7 @@ a child process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,13 +17,16 @@ from typing import Any
 from pipeline.database import build_engine, migrate
 from pipeline.gc_tuning import few_collections
 from pipeline.kafka.clients import build_admin
-from pipeline.kafka.producer import build_event_producer
+from pipeline.kafka.producer import EventProducer, build_event_producer
 from pipeline.metrics_server import serve_metrics
 from pipeline.settings import PipelineSettings
+from pipeline.topics.limits import batch_bytes_within
 from producers.outbox_relay.relay import OutboxRelay, RelayTotals
 from producers.outbox_relay.topic_checks import TopicChecks
 
 __all__ = ["relay_subprocess", "run_relay", "running_relay"]
+
+_log = logging.getLogger(__name__)
 
 
 def run_relay(
@@ -49,6 +53,14 @@ def run_relay(
         # The relay needs only the failures (a flush raises them); a report for every success
         # was about a fifth of its sending thread.
         producer = build_event_producer(settings.kafka, settings.producer, failures_only=True)
+
+        def producer_within(limit: int) -> EventProducer:
+            # Batches under a topic's own max.message.bytes (see pipeline.topics.limits).
+            within: dict[str, Any] = {"batch.size": batch_bytes_within(limit)}
+            return build_event_producer(
+                settings.kafka, settings.producer, failures_only=True, **within
+            )
+
         relay = OutboxRelay(
             engine,
             producer,
@@ -58,6 +70,7 @@ def run_relay(
             topics=TopicChecks(
                 build_admin(settings.kafka), bootstrap=settings.kafka.bootstrap_servers
             ),
+            producer_within=producer_within,
         )
         port = settings.outbox.metrics_port
         stop_serving = serve_metrics(relay.metrics.registry, port) if port is not None else None

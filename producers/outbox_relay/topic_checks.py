@@ -1,4 +1,8 @@
-"""Which of a batch's rows go to a topic that does not exist: refused before anything is sent.
+"""Which of a batch's rows cannot go: refused before anything is sent.
+
+A row whose topic does not exist, or whose event is larger than its topic's own
+``max.message.bytes`` (when that is below librdkafka's 1,000,000 bytes: the broker would refuse
+the row's whole batch, its neighbours too, every time it is sent).
 
 librdkafka takes a message for a topic it does not know, waits for the topic to appear (about
 30 s), then fails its delivery. By then the relay had sent the aggregate's later rows of the
@@ -19,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 from pipeline.outbox.table import OutboxRecord
 from pipeline.topics.admin import KafkaAdmin, describe_cluster_topics
+from pipeline.topics.limits import message_limit
 
 __all__ = ["TopicChecks"]
 
@@ -27,7 +32,7 @@ RECHECK_S = 30.0
 
 
 class TopicChecks:
-    """The rows of a batch whose topic does not exist, by position, with the reason."""
+    """The rows of a batch that cannot go, by position, with the reason."""
 
     def __init__(
         self,
@@ -42,20 +47,48 @@ class TopicChecks:
         self._recheck_s = recheck_s
         self._clock = clock
         self._existing: set[str] = set()
+        #: The own limits of the existing topics that have one.
+        self._limits: dict[str, int] = {}
         #: When each topic was last found missing.
         self._missing_at: dict[str, float] = {}
 
-    def missing(self, records: Sequence[OutboxRecord]) -> dict[int, str]:
-        """``{position: reason}`` for the rows whose topic the cluster does not have.
+    def problems(self, records: Sequence[OutboxRecord]) -> dict[int, str]:
+        """``{position: reason}`` for the rows whose topic the cluster does not have, or whose
+        event is larger than its topic's own limit.
 
         A topic found once is not asked about again (a batch of known topics costs nothing);
         one found missing is asked about again after ``recheck_s``. A
         :class:`~pipeline.errors.PipelineError` when Kafka does not answer.
         """
-        topics = {record.topic for record in records}
-        unknown = topics - self._existing
-        if not unknown:
-            return {}
+        unknown = {record.topic for record in records} - self._existing
+        if unknown:
+            self._look_up(unknown)
+        problems: dict[int, str] = {}
+        if self._missing_at:
+            problems = {
+                record.position: f"topic {record.topic} does not exist"
+                for record in records
+                if record.topic in self._missing_at
+            }
+        if self._limits:
+            for record in records:
+                limit = self._limits.get(record.topic)
+                if limit is not None and (size := _size(record)) > limit:
+                    problems[record.position] = (
+                        f"the event is {size:,} bytes; topic {record.topic} takes at most "
+                        f"{limit:,} (its max.message.bytes)"
+                    )
+        return problems
+
+    def smallest_limit(self) -> tuple[str, int] | None:
+        """The topic with the smallest own limit seen so far, and that limit, if any."""
+        if not self._limits:
+            return None
+        topic = min(self._limits, key=self._limits.__getitem__)
+        return topic, self._limits[topic]
+
+    def _look_up(self, unknown: set[str]) -> None:
+        """Ask the cluster about the topics not known to exist whose last answer is stale."""
         now = self._clock()
         stale = [
             topic
@@ -68,10 +101,14 @@ class TopicChecks:
                 if topic in found:
                     self._existing.add(topic)
                     self._missing_at.pop(topic, None)
+                    limit = message_limit(found[topic])
+                    if limit is not None:
+                        self._limits[topic] = limit
                 else:
                     self._missing_at[topic] = now
-        return {
-            record.position: f"topic {record.topic} does not exist"
-            for record in records
-            if record.topic in self._missing_at
-        }
+
+
+def _size(record: OutboxRecord) -> int:
+    """The record's bytes as Kafka counts them, near enough: key, value and headers."""
+    headers = sum(len(name) + len(value) for name, value in record.headers)
+    return len(record.aggregate_id) + len(record.value or b"") + headers

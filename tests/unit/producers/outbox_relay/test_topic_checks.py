@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pipeline.outbox.table import OutboxRecord
+from pipeline.topics.plan import ActualTopic
 from producers.outbox_relay import topic_checks
 from producers.outbox_relay.sending import send_batch
 from producers.outbox_relay.topic_checks import TopicChecks
@@ -18,20 +19,31 @@ def row(position: int, aggregate: str, topic: str) -> OutboxRecord:
 
 
 class Cluster:
-    """What describe_cluster_topics answers: the topics in ``existing``; counts the asks."""
+    """What describe_cluster_topics answers: the topics in ``existing`` (with a
+    ``max.message.bytes`` of their own where ``limits`` says); counts the asks."""
 
-    def __init__(self, *existing: str) -> None:
+    def __init__(self, *existing: str, limits: dict[str, int] | None = None) -> None:
         self.existing = set(existing)
+        self.limits = limits or {}
         self.asked: list[list[str]] = []
 
-    def describe(self, _admin: Any, names: list[str], **_: Any) -> dict[str, object]:
+    def describe(self, _admin: Any, names: list[str], **_: Any) -> dict[str, ActualTopic]:
         self.asked.append(list(names))
-        return {name: object() for name in names if name in self.existing}
+        return {
+            name: ActualTopic(
+                name,
+                3,
+                1,
+                {"max.message.bytes": str(self.limits.get(name, 1_048_588))},
+            )
+            for name in names
+            if name in self.existing
+        }
 
 
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
-    made = Cluster("orders")
+    made = Cluster("orders", "small", limits={"small": 2_000, "tiny": 500})
     monkeypatch.setattr(topic_checks, "describe_cluster_topics", made.describe)
     return made
 
@@ -41,16 +53,30 @@ def test_rows_for_a_missing_topic_are_named_and_a_known_topic_is_not_asked_again
     checks = TopicChecks(object(), recheck_s=30, clock=lambda: now[0])  # type: ignore[arg-type]
     batch = [row(1, "x", "later"), row(2, "x", "orders"), row(3, "y", "orders")]
 
-    assert checks.missing(batch) == {1: "topic later does not exist"}
-    assert checks.missing([row(4, "z", "orders")]) == {}
+    assert checks.problems(batch) == {1: "topic later does not exist"}
+    assert checks.problems([row(4, "z", "orders")]) == {}
     now[0] = 10.0
-    assert checks.missing(batch) == {1: "topic later does not exist"}  # not asked again yet
+    assert checks.problems(batch) == {1: "topic later does not exist"}  # not asked again yet
     assert cluster.asked == [["later", "orders"]]
 
     cluster.existing.add("later")  # created meanwhile: noticed once recheck_s passed
     now[0] = 31.0
-    assert checks.missing(batch) == {}
+    assert checks.problems(batch) == {}
     assert cluster.asked == [["later", "orders"], ["later"]]
+
+
+def test_an_event_over_its_topics_own_limit_is_refused_and_the_smallest_limit_is_known(
+    cluster,
+):
+    checks = TopicChecks(object())  # type: ignore[arg-type]
+    big = OutboxRecord(7, "e7", "order", "x", "small", b"x" * 2_500, [("ce_id", "e7")])
+    fits = OutboxRecord(8, "e8", "order", "y", "small", b"x" * 1_000, [("ce_id", "e8")])
+
+    assert checks.smallest_limit() is None
+    assert checks.problems([big, fits, row(9, "z", "orders")]) == {
+        7: "the event is 2,508 bytes; topic small takes at most 2,000 (its max.message.bytes)"
+    }
+    assert checks.smallest_limit() == ("small", 2_000)  # orders keeps the default: no limit
 
 
 class Producer:

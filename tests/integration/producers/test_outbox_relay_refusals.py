@@ -1,11 +1,17 @@
-"""A row for a topic that does not exist, through ``pipeline outbox relay --once``, against the
-real Kafka: its aggregate's later rows wait for it (none reaches Kafka first), the relay does not
-wait out librdkafka's 30 s for the topic, and once the topic exists both go, in order."""
+"""Rows the relay cannot publish, through ``pipeline outbox relay --once``, against the real Kafka.
+
+A row for a topic that does not exist: its aggregate's later rows wait for it (none reaches
+Kafka first), the relay does not wait out librdkafka's 30 s for the topic, and once the topic
+exists both go, in order. A topic with a small ``max.message.bytes`` of its own: the relay's
+batches stay under it, so its rows go, and only an event over it is refused.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import string
 import subprocess
 import time
 
@@ -86,4 +92,39 @@ def test_a_row_for_a_missing_topic_holds_its_aggregate_back_without_a_30_s_wait(
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM pipeline_outbox")).scalar() == 3
     assert outbox_status(engine).backlog == 0
+    engine.dispose()
+
+
+def test_rows_to_a_topic_with_a_small_limit_go_and_only_the_event_over_it_is_refused(
+    new_topic, pipeline_settings, consumer_group, tmp_path
+):
+    # Each batch librdkafka made for the partition was over the topic's limit, and the broker
+    # refused it whole: every row failed, every time.
+    database_url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    engine = build_engine(DatabaseSettings(url=database_url))
+    migrate(engine)
+    small = new_topic(partitions=1, **{"max.message.bytes": "20000"})
+    noise = random.Random(11)
+    with engine.begin() as connection:
+        outbox = Outbox()
+        for n in range(200):
+            pad = "".join(noise.choices(string.ascii_letters, k=400))  # does not compress
+            event = Event(
+                source="/orders", type="t", partitionkey=f"k{n % 5}", data={"n": n, "pad": pad}
+            )
+            outbox.add(connection, event, aggregate_type="o", aggregate_id=f"k{n % 5}", topic=small)
+        big = Event(source="/orders", type="t", partitionkey="big", data={"pad": "x" * 30_000})
+        outbox.add(connection, big, aggregate_type="o", aggregate_id="big", topic=small)
+
+    result, _ = _relay_once(database_url)
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"topic {small} takes at most 20,000 (its max.message.bytes)" in said, said
+    numbers = _numbers(pipeline_settings, small, consumer_group)
+    assert sorted(n for _, n in numbers) == list(range(200))
+    for key in {key for key, _ in numbers}:
+        mine = [n for k, n in numbers if k == key]
+        assert mine == sorted(mine), f"{key!r} out of order"
+    assert outbox_status(engine).backlog == 1
     engine.dispose()
