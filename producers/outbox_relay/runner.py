@@ -3,7 +3,6 @@ a child process."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -25,8 +24,6 @@ from producers.outbox_relay.relay import OutboxRelay, RelayTotals
 from producers.outbox_relay.topic_checks import TopicChecks
 
 __all__ = ["relay_subprocess", "run_relay", "running_relay"]
-
-_log = logging.getLogger(__name__)
 
 
 def run_relay(
