@@ -131,8 +131,9 @@ def letter_json(letter: DeadLetter, *, settled: Marker | None = None) -> dict[st
         ],
         "value": value,
     }
-    if settled is not None and settled.kind == "discarded":
-        fields["discard_note"] = settled.note
+    fields["discard_note"] = (
+        settled.note if settled is not None and settled.kind == "discarded" else None
+    )
     if key_b64 is not None:
         fields["key_base64"] = key_b64
     if value_b64 is not None:
@@ -414,8 +415,8 @@ def _redrive_with(
     _summary(dlq_topic, result, len(selection.letters), time.monotonic() - began)
     if result.fenced:
         _err.print(
-            f"[red]fenced:[/red] a newer redrive of {escape(dlq_topic)} (transactional id "
-            f"{escape(redrive_transactional_id(dlq_topic))}) took over; "
+            f"[red]fenced:[/red] a newer redrive or discard of {escape(dlq_topic)} "
+            f"(transactional id {escape(redrive_transactional_id(dlq_topic))}) took over; "
             f"{len(result.redriven):,} redriven here, {len(result.not_redriven):,} not "
             f"({escape(result.error or '')})"
         )

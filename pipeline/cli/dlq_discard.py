@@ -33,6 +33,7 @@ from pipeline.cli.dlq_selection import (
     EventIdOption,
     Filters,
     KeyOption,
+    ReadBack,
     ReasonOption,
     TopicArgument,
     by_reason,
@@ -67,16 +68,29 @@ _err = stderr_console()
 
 @dataclass(frozen=True)
 class _Chosen:
-    pending: list[DeadLetter]
+    read: ReadBack
     letters: list[DeadLetter]
+
+    @property
+    def pending(self) -> list[DeadLetter]:
+        return self.read.pending
 
 
 def _choose(
-    settings: PipelineSettings, dlq_topic: str, filters: Filters, limit: int | None
+    settings: PipelineSettings,
+    dlq_topic: str,
+    filters: Filters,
+    limit: int | None,
+    among: set[str] | None = None,
 ) -> _Chosen:
-    pending = read_back(settings, dlq_topic).pending
-    chosen = [letter for letter in pending if filters.match(letter)]
-    return _Chosen(pending, chosen if limit is None else chosen[:limit])
+    """The pending dead letters that match, oldest first, ``limit`` of them; ``among``: only
+    those at these positions (the ones shown and confirmed: one dead-lettered since is not
+    discarded unseen)."""
+    read = read_back(settings, dlq_topic)
+    chosen = [letter for letter in read.pending if filters.match(letter)]
+    if among is not None:
+        chosen = [letter for letter in chosen if letter.position in among]
+    return _Chosen(read, chosen if limit is None else chosen[:limit])
 
 
 def discard_command(
@@ -130,7 +144,7 @@ def discard_command(
             "choose what to discard with --event-id, --key, --reason or --error-type "
             "(a whole dead-letter topic at once is not offered)"
         )
-    why = " ".join(note.split())
+    why = note.strip()
     if not why:
         raise typer.BadParameter("say why they are discarded", param_hint="--note")
     _, dlq_topic = resolve_topics(topic)
@@ -188,8 +202,9 @@ def _discard(
             _err.print("nothing discarded")
             return EXIT_NOT_ALL
         producer = redrive_producer(settings.kafka, settings.producer, dlq_topic)
+        shown = {letter.position for letter in first.letters}
         try:
-            return _discard_with(producer, settings, dlq_topic, filters, limit, note, engine)
+            return _discard_with(producer, settings, dlq_topic, filters, shown, note, engine)
         finally:
             with contextlib.suppress(PipelineError):
                 producer.flush(_FLUSH_TIMEOUT_S)
@@ -203,7 +218,7 @@ def _discard_with(
     settings: PipelineSettings,
     dlq_topic: str,
     filters: Filters,
-    limit: int | None,
+    shown: set[str],
     note: str,
     engine: Engine | None,
 ) -> int:
@@ -211,7 +226,7 @@ def _discard_with(
 
     # Fence a redrive of this topic still running first, then read: what it committed is seen.
     producer.init_transactions()
-    chosen = _choose(settings, dlq_topic, filters, limit)
+    chosen = _choose(settings, dlq_topic, filters, None, among=shown)
     if not chosen.letters:
         _err.print(f"nothing to discard in {escape(dlq_topic)} any more (redriven meanwhile?)")
         return EXIT_OK
@@ -232,7 +247,7 @@ def _discard_with(
         )
         return EXIT_NOT_ALL
     _err.print(f"discarded {counted(len(result.discarded), 'dead letter')} of {escape(dlq_topic)}")
-    _settle_keys(result.discarded, chosen.pending, engine, dlq_topic)
+    _settle_keys(result.discarded, chosen.read, engine, dlq_topic)
     return EXIT_OK
 
 
@@ -276,46 +291,76 @@ def _parked_keys_database(settings: PipelineSettings) -> Engine:
     return engine
 
 
+def _original_order(letter: DeadLetter) -> tuple[int, int]:
+    return (letter.original_partition, letter.original_offset)
+
+
 def _settle_keys(
     discarded: list[DeadLetter],
-    pending: list[DeadLetter],
+    read: ReadBack,
     engine: Engine | None,
     dlq_topic: str,
 ) -> None:
-    """Per key of the discarded letters: let it go, or say what holds it (see the module
-    docstring)."""
-    from pipeline.processing.inbox import unpark_discarded
+    """Per key of the discarded letters (see the module docstring): with some of its dead
+    letters still pending, say so (and note the last of them as the park's latest, when the
+    latest noted was just discarded: their redrive then lets the key go); with none, let it go
+    when the dead letter that parked it last is one no longer pending (discarded now or before,
+    or redriven)."""
+    from pipeline.processing.inbox import note_last_pending, unpark_settled
 
     gone = {letter.position for letter in discarded}
-    left: dict[tuple[str, bytes], list[DeadLetter]] = {}
-    for letter in pending:
-        if letter.key is not None and letter.position not in gone:
-            left.setdefault((letter.original_topic, letter.key), []).append(letter)
-    keys: dict[tuple[str, bytes, str], list[DeadLetter]] = {}
-    for letter in discarded:
+    of_key: dict[tuple[str, bytes], list[DeadLetter]] = {}
+    for letter in read.letters:
         if letter.key is not None:
-            keys.setdefault((letter.original_topic, letter.key, letter.consumer_group), []).append(
-                letter
-            )
-    for (topic, key, group), letters in keys.items():
-        text = letters[0].key_text
-        still = left.get((topic, key), [])
+            of_key.setdefault((letter.original_topic, letter.key), []).append(letter)
+    pending = {letter.position for letter in read.pending} - gone
+    done: set[tuple[str, bytes]] = set()
+    for letter in discarded:
+        if letter.key is None or (letter.original_topic, letter.key) in done:
+            continue
+        topic, key, group, text = (
+            letter.original_topic,
+            letter.key,
+            letter.consumer_group,
+            letter.key_text,
+        )
+        done.add((topic, key))
+        letters = sorted(
+            of_key[(topic, key)], key=lambda d: (d.original_partition, d.original_offset)
+        )
+        still = [d for d in letters if d.position in pending]
+        settled = {d.event_id for d in letters if d.position not in pending and d.event_id}
         if still:
+            if engine is not None and still[-1].event_id is not None:
+                with engine.begin() as connection:
+                    note_last_pending(
+                        connection,
+                        consumer_group=group,
+                        topic=topic,
+                        key=key,
+                        last_pending=still[-1].event_id,
+                        settled=settled,
+                    )
             _err.print(
                 escape(
-                    f"key {text} of {topic}: {counted(len(still), 'later dead letter')} still "
-                    f"pending; `pipeline dlq redrive {dlq_topic} --key {text}` sends them back "
-                    "in order and lets the key go"
+                    f"key {text} of {topic}: {counted(len(still), 'dead letter')} of it still "
+                    f"pending (the first: {still[0].reason}), which hold it parked; "
+                    f"`pipeline dlq redrive {dlq_topic} --key {text}` sends them back in order "
+                    "and lets the key go once they succeed (or discard them too)"
                 ),
                 soft_wrap=True,
             )
             continue
         if engine is None:
             continue
-        ids = {letter.event_id for letter in letters if letter.event_id is not None}
         with engine.begin() as connection:
-            released = unpark_discarded(
-                connection, consumer_group=group, topic=topic, key=key, discarded=ids
+            outcome = unpark_settled(
+                connection, consumer_group=group, topic=topic, key=key, settled=settled
             )
-        said = "let go" if released else "not parked behind these dead letters"
+        said = {
+            "let go": "let go",
+            "not parked": "not parked in this database",
+            "parked after": "stays parked behind a dead letter of it not read yet "
+            "(dead-lettered just now?): look again with `pipeline dlq inspect`",
+        }[outcome]
         _err.print(escape(f"key {text} of {topic}: {said} (group {group})"), soft_wrap=True)

@@ -62,6 +62,7 @@ __all__ = [
     "claim_many_statements",
     "id_problem",
     "inbox_table",
+    "note_last_pending",
     "note_parked_dead_letter",
     "outcomes_of",
     "park_key",
@@ -74,8 +75,8 @@ __all__ = [
     "seen_and_parked",
     "seen_and_parked_of",
     "seen_and_parked_statement",
-    "unpark_discarded",
     "unpark_key",
+    "unpark_settled",
 ]
 
 Outcome = Literal["processed", "dead_lettered"]
@@ -523,36 +524,62 @@ def unpark_key(connection: Connection, *, consumer_group: str, topic: str, key: 
     )
 
 
-def unpark_discarded(
+def unpark_settled(
     connection: Connection,
     *,
     consumer_group: str,
     topic: str,
     key: bytes,
-    discarded: Collection[str],
-) -> bool:
-    """Let ``key`` go when the dead letter that parked it last is among ``discarded`` (event
-    ids an operator discarded, with nothing of the key left pending): nothing of the key was
-    dead-lettered after them. Whether it was let go."""
+    settled: Collection[str],
+) -> Literal["let go", "not parked", "parked after"]:
+    """Let ``key`` go when the dead letter that parked it last is among ``settled`` (the event
+    ids of the key's dead letters an operator discarded or redrove, none of the key's left
+    pending): nothing of the key was dead-lettered after them. ``parked after``: one was, after
+    the dead-letter topic was read (the key stays parked behind it)."""
     parked = parked_key(connection, consumer_group=consumer_group, topic=topic, key=key)
     if parked is None:
-        return False
+        return "not parked"
     last = parked.last_event_id or parked.event_id
-    if last not in discarded:
-        return False
+    if last not in settled:
+        return "parked after"
     # Only while it is still that dead letter: one dead-lettered meanwhile keeps the key parked.
+    deleted = connection.execute(
+        delete(parked_keys_table).where(
+            _key_clause(consumer_group, topic, key),
+            or_(
+                parked_keys_table.c.last_event_id == last,
+                and_(
+                    parked_keys_table.c.last_event_id.is_(None),
+                    parked_keys_table.c.event_id == last,
+                ),
+            ),
+        )
+    ).rowcount
+    return "let go" if deleted else "parked after"
+
+
+def note_last_pending(
+    connection: Connection,
+    *,
+    consumer_group: str,
+    topic: str,
+    key: bytes,
+    last_pending: str,
+    settled: Collection[str],
+) -> bool:
+    """Note ``last_pending`` as the parked key's latest dead letter when the one noted is among
+    ``settled`` (discarded, say): a redrive of the key's pending ones, whose last is
+    ``last_pending``, then lets the key go (:meth:`ParkedKey.let_go_by`). Whether it changed."""
+    if not settled:
+        return False
     return (
         connection.execute(
-            delete(parked_keys_table).where(
+            update(parked_keys_table)
+            .where(
                 _key_clause(consumer_group, topic, key),
-                or_(
-                    parked_keys_table.c.last_event_id == last,
-                    and_(
-                        parked_keys_table.c.last_event_id.is_(None),
-                        parked_keys_table.c.event_id == last,
-                    ),
-                ),
+                parked_keys_table.c.last_event_id.in_(list(settled)),
             )
+            .values(last_event_id=last_pending)
         ).rowcount
         > 0
     )

@@ -9,6 +9,11 @@ leaves the key parked (its tail is pending) and says how to redrive the tail; th
 no ``--out-of-order`` any more (e1 is no longer pending), applies e2 and e3 in order and lets the
 key go: e4 is applied.
 
+Key F: f1 fails, f2 and f3 behind it. Discarding f1 and f3 (the tail's last) leaves f2 pending;
+its redrive lets the key go (the park's latest dead letter moves back to f2): f4 is applied.
+
+Key G: g1 fails, g2 behind it. Discarding g2 first, then g1, lets the key go: g3 is applied.
+
 The discarded letters stay in the dead-letter topic, shown as discarded with the note by
 ``inspect --show-redriven``, and a second discard or redrive finds nothing of them.
 """
@@ -52,7 +57,10 @@ def test_a_discarded_poison_letter_lets_its_key_go_and_a_parked_tail_is_redriven
     d0, d1, d2 = effect_event("D", 0), effect_event("D", 1, poison=marker), effect_event("D", 2)
     e1 = effect_event("E", 1, poison=marker)
     e2, e3, e4 = effect_event("E", 2), effect_event("E", 3), effect_event("E", 4)
-    produce(pipeline_settings, topic, [d0, d1, e1, e2, e3])
+    f1, g1 = effect_event("F", 1, poison=marker), effect_event("G", 1, poison=marker)
+    f2, f3, f4 = effect_event("F", 2), effect_event("F", 3), effect_event("F", 4)
+    g2, g3 = effect_event("G", 2), effect_event("G", 3)
+    produce(pipeline_settings, topic, [d0, d1, e1, e2, e3, f1, f2, f3, g1, g2])
     env = effects_env(
         topic=topic,
         group=consumer_group,
@@ -66,17 +74,22 @@ def test_a_discarded_poison_letter_lets_its_key_go_and_a_parked_tail_is_redriven
     try:
         wait_for_effects(database, 1, [processor])
 
-        def four_dead_letters():
+        def nine_dead_letters():
             processor.assert_alive()
             letters = inspect(topic)
-            return letters if len(letters) >= 4 else None
+            return letters if len(letters) >= 9 else None
 
-        letters = wait_until(four_dead_letters, timeout_s=90, what="4 dead letters", every_s=1)
+        letters = wait_until(nine_dead_letters, timeout_s=90, what="9 dead letters", every_s=1)
         assert sorted((letter["key"], letter["reason"]) for letter in letters) == [
             ("D", "retries_exhausted"),
             ("E", "key_parked"),
             ("E", "key_parked"),
             ("E", "retries_exhausted"),
+            ("F", "key_parked"),
+            ("F", "key_parked"),
+            ("F", "retries_exhausted"),
+            ("G", "key_parked"),
+            ("G", "retries_exhausted"),
         ], letters
 
         # Key D: nothing behind d1; discarding it lets the key go.
@@ -98,9 +111,10 @@ def test_a_discarded_poison_letter_lets_its_key_go_and_a_parked_tail_is_redriven
         )  # fmt: skip
         assert tail.returncode == 0, tail.stderr
         flat = " ".join(tail.stderr.split())
-        assert f"key E of {topic}: 2 later dead letters still pending" in flat, tail.stderr
+        assert f"key E of {topic}: 2 dead letters of it still pending" in flat, tail.stderr
         assert f"pipeline dlq redrive {dlq} --key E" in flat, tail.stderr
-        assert sorted(letter["event_id"] for letter in inspect(topic)) == sorted([e2.id, e3.id])
+        pending_ids = {letter["event_id"] for letter in inspect(topic)}
+        assert pending_ids == {e2.id, e3.id, f1.id, f2.id, f3.id, g1.id, g2.id}
 
         # The tail alone goes back without --out-of-order and lets the key go.
         sent = run_pipeline("dlq", "redrive", topic, "--key", "E", "--yes", timeout=120)
@@ -109,7 +123,35 @@ def test_a_discarded_poison_letter_lets_its_key_go_and_a_parked_tail_is_redriven
         wait_for_effects(database, 4, [processor])
         produce(pipeline_settings, topic, [e4])
         wait_for_effects(database, 5, [processor])
-        problems = exactly_once_in_order_problems(effect_rows(database), [d0, d2, e2, e3, e4])
+
+        # Key F: its head and its tail's last discarded, the middle redriven: the key goes.
+        cut = run_pipeline(
+            "dlq", "discard", topic, "--event-id", f1.id, "--event-id", f3.id,
+            "--note", "f1 and f3 bad", "--yes", env=cli_env, timeout=120,
+        )  # fmt: skip
+        assert cut.returncode == 0, cut.stderr
+        said = " ".join(cut.stderr.split())
+        assert f"key F of {topic}: 1 dead letter of it still pending" in said, cut.stderr
+        sent = run_pipeline("dlq", "redrive", topic, "--key", "F", "--yes", timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        wait_for_effects(database, 6, [processor])
+        produce(pipeline_settings, topic, [f4])
+        wait_for_effects(database, 7, [processor])
+        assert "stays parked" not in processor.log(), processor.tail()
+
+        # Key G: its tail discarded first, then its head: the key goes.
+        for reason, why in (("key_parked", "g2 first"), ("retries_exhausted", "then g1")):
+            step = run_pipeline(
+                "dlq", "discard", topic, "--key", "G", "--reason", reason, "--note", why,
+                "--yes", env=cli_env, timeout=120,
+            )  # fmt: skip
+            assert step.returncode == 0, step.stderr
+        assert f"key G of {topic}: let go" in " ".join(step.stderr.split()), step.stderr
+        produce(pipeline_settings, topic, [g3])
+        wait_for_effects(database, 8, [processor])
+        problems = exactly_once_in_order_problems(
+            effect_rows(database), [d0, d2, e2, e3, e4, f2, f4, g3]
+        )
         assert not problems, "\n".join(problems)
 
         # Nothing pending; the discarded letters are kept, marked, with their note.

@@ -142,3 +142,23 @@ def test_discard_wants_a_filter_and_a_note_before_it_asks_kafka_anything(argumen
     assert result.exit_code == 2, result.output
     assert said in " ".join(result.stderr.split()), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_discard_writes_only_letters_it_showed_even_when_more_arrived_since(monkeypatch):
+    from pipeline.cli import dlq_discard
+
+    shown = [dead_letter(1, key="z"), dead_letter(2, key="z")]
+    arrived = dead_letter(3, key="z")  # dead-lettered after the letters were shown
+    read = dlq_selection.ReadBack([*shown, arrived], {}, [*shown, arrived])
+    monkeypatch.setattr(dlq_discard, "read_back", lambda *_args: read)
+    filters = dlq_selection.Filters.of(None, None, ["z"], None)
+
+    again = dlq_discard._choose(
+        None,  # type: ignore[arg-type]
+        "requests.orders.dlq",
+        filters,
+        None,
+        among={letter.position for letter in shown},
+    )
+
+    assert again.letters == shown

@@ -180,31 +180,31 @@ def test_unpark_key_lets_the_key_go_and_says_whether_it_was_parked(engine: Engin
         assert parked(connection) is None
 
 
-def unpark_discarded(connection: Connection, *discarded: str, key: bytes = b"k1") -> bool:
-    return inbox.unpark_discarded(
+def unpark_settled(connection: Connection, *settled: str, key: bytes = b"k1") -> str:
+    return inbox.unpark_settled(
         connection,
         consumer_group=GROUP,
         topic="requests.orders",
         key=key,
-        discarded=set(discarded),
+        settled=set(settled),
     )
 
 
-def test_discarding_the_dead_letter_that_parked_a_key_last_lets_it_go(engine: Engine) -> None:
+def test_settling_the_dead_letter_that_parked_a_key_last_lets_it_go(engine: Engine) -> None:
     with engine.begin() as connection:
         park(connection, b"k1", event_id="e1")
         park(connection, b"k2", event_id="e5")
 
     with engine.begin() as connection:
-        assert not unpark_discarded(connection, "e9")  # another event's letter: stays
+        assert unpark_settled(connection, "e9") == "parked after"  # another letter: stays
         assert parked(connection) is not None
-        assert unpark_discarded(connection, "e1", "e9")
+        assert unpark_settled(connection, "e1", "e9") == "let go"
         assert parked(connection) is None
-        assert not unpark_discarded(connection, "e1")  # not parked any more
+        assert unpark_settled(connection, "e1") == "not parked"
         assert parked(connection, b"k2") is not None  # other keys untouched
 
 
-def test_a_key_with_a_dead_letter_behind_the_discarded_one_stays_parked(engine: Engine) -> None:
+def test_a_key_with_a_dead_letter_behind_the_settled_ones_stays_parked(engine: Engine) -> None:
     with engine.begin() as connection:
         park(connection, event_id="e1")
         inbox.note_parked_dead_letter(
@@ -212,9 +212,35 @@ def test_a_key_with_a_dead_letter_behind_the_discarded_one_stays_parked(engine: 
         )
 
     with engine.begin() as connection:
-        assert not unpark_discarded(connection, "e1")
+        assert unpark_settled(connection, "e1") == "parked after"
         assert parked(connection) is not None
-        assert unpark_discarded(connection, "e1", "e2")  # both discarded: nothing behind them
+        assert unpark_settled(connection, "e1", "e2") == "let go"
+
+
+def test_a_settled_latest_dead_letter_is_replaced_by_the_last_one_pending(engine: Engine) -> None:
+    # d1 parked the key, d2 and d3 behind it; d1 and d3 discarded: a redrive of d2 alone must
+    # let the key go, so the park's latest becomes d2.
+    with engine.begin() as connection:
+        park(connection, event_id="d1")
+        inbox.note_parked_dead_letter(
+            connection, consumer_group=GROUP, topic="requests.orders", key=b"k1", event_id="d3"
+        )
+
+    def note(last_pending: str, *settled: str) -> bool:
+        return inbox.note_last_pending(
+            connection,
+            consumer_group=GROUP,
+            topic="requests.orders",
+            key=b"k1",
+            last_pending=last_pending,
+            settled=set(settled),
+        )
+
+    with engine.begin() as connection:
+        assert not note("d2", "d1")  # the latest, d3, is still pending: left as it is
+        assert note("d2", "d1", "d3")
+        found = parked(connection)
+        assert found is not None and found.let_go_by("d2") and not found.let_go_by("d3")
 
 
 def test_count_parked_counts_the_keys_of_one_group(engine: Engine) -> None:
