@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.console import stdout_console
+from pipeline.cli.console import stdout_console, terminal_safe
 from pipeline.cli.plurals import counted
 from pipeline.cli.process import announce_database, load_attribute
 from pipeline.errors import PipelineError
@@ -47,6 +47,13 @@ RegistryOption = Annotated[
         help="Where the SagaRegistry of your definitions is.",
     ),
 ]
+
+
+def shown(text: str) -> str:
+    """Data as shown: its markup escaped, and the control characters a terminal would act on
+    written out (``\x1b``): a participant's refusal reason or an operator's note cannot
+    recolour or retitle the terminal of whoever runs ``saga show``."""
+    return escape(terminal_safe(text))
 
 
 def _settings(ctx: typer.Context) -> PipelineSettings:
@@ -109,9 +116,15 @@ def list_command(
 ) -> None:
     """Sagas newest first, and how many there are in each state."""
     from pipeline.sagas.store import count_by_status, list_sagas
+    from pipeline.sagas.topics import SagaTopics
 
     if state is not None and state not in _STATES:
         raise PipelineError(f"unknown state {state!r}: one of {', '.join(_STATES)}")
+    if namespace is not None:
+        try:
+            SagaTopics(namespace)  # one no saga system can have is a typo, not an empty list
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--namespace") from None
     with _database(ctx) as engine, engine.connect() as connection:
         rows = list_sagas(connection, status=state, name=name, namespace=namespace, limit=max_rows)
         counts = count_by_status(connection, name=name, namespace=namespace)
@@ -120,8 +133,8 @@ def list_command(
         table.add_column(column)
     for row in rows:
         table.add_row(
-            escape(row.saga_id),
-            escape(f"{row.name} v{row.version}"),
+            shown(row.saga_id),
+            shown(f"{row.name} v{row.version}"),
             row.status,
             _when(row.created_at),
             _when(row.updated_at),
@@ -131,8 +144,8 @@ def list_command(
     console.print(table)
     total = sum(counts.values())
     by_state = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items()))
-    noun = "saga" if name is None else f"{escape(name)} saga"
-    where = "" if namespace is None else f" of namespace {escape(namespace)}"
+    noun = "saga" if name is None else f"{shown(name)} saga"
+    where = "" if namespace is None else f" of namespace {shown(namespace)}"
     console.print(f"{counted(total, noun)}{where} in all: {by_state or 'none'}")
 
 
@@ -153,7 +166,7 @@ def _steps_table(state: SagaState) -> Table:
             else "-"
         )
         table.add_row(
-            escape(name),
+            shown(name),
             step.status,
             str(step.attempts),
             str(step.confirm_attempts),
@@ -172,9 +185,9 @@ def _timeline(state: SagaState) -> Table:
         table.add_row(
             f"+{_seconds(offset)}",
             entry.what.replace("_", " "),
-            escape(entry.step or ""),
+            shown(entry.step or ""),
             "" if entry.attempt is None else str(entry.attempt),
-            escape(entry.detail or ""),
+            shown(entry.detail or ""),
         )
     return table
 
@@ -194,21 +207,20 @@ def show(
     state = stored.state
     console = stdout_console()
     console.print(
-        f"[bold]{escape(state.name)} v{state.version}[/bold] {escape(state.saga_id)}: "
-        f"{state.status}"
+        f"[bold]{shown(state.name)} v{state.version}[/bold] {shown(state.saga_id)}: {state.status}"
     )
     if state.namespace != SAGA_NAMESPACE:  # the demo's and most systems' own: not worth a line
-        console.print(f"topics: {escape(state.namespace)}.* (its own namespace)")
+        console.print(f"topics: {shown(state.namespace)}.* (its own namespace)")
     if state.reason:
-        console.print(f"reason: {escape(state.reason)}")
-    console.print(f"data: {escape(json.dumps(state.data, ensure_ascii=False))}", highlight=False)
+        console.print(f"reason: {shown(state.reason)}")
+    console.print(f"data: {shown(json.dumps(state.data, ensure_ascii=False))}", highlight=False)
     console.print(_steps_table(state))
     console.print(_timeline(state))
     if state.status in STUCK:
         registry = "" if _in_demo_registry(state.name) else " --registry MODULE:ATTRIBUTE"
         console.print(
-            f"waiting for an operator: `pipeline saga retry {escape(saga_id)}{registry}` or "
-            f"`pipeline saga resolve {escape(saga_id)}{registry} --note ...`"
+            f"waiting for an operator: `pipeline saga retry {shown(saga_id)}{registry}` or "
+            f"`pipeline saga resolve {shown(saga_id)}{registry} --note ...`"
             + (f" (the registry that defines {state.name})" if registry else "")
         )
 
@@ -247,7 +259,7 @@ def retry(
     """Try a stuck saga's failed compensation (or confirms) again (compensation_failed or
     confirmation_failed only); the orchestrator carries on from there."""
     state = _operate(ctx, registry, saga_id, None)
-    stdout_console().print(f"saga {escape(saga_id)} is {state.status} again")
+    stdout_console().print(f"saga {shown(saga_id)} is {state.status} again")
 
 
 @app.command()
@@ -268,7 +280,7 @@ def resolve(
         # A saga ended by hand with no word of what was done cannot be audited later.
         raise typer.BadParameter("say what was done by hand", param_hint="--note")
     state = _operate(ctx, registry, saga_id, note)
-    stdout_console().print(f"saga {escape(saga_id)} is {state.status}")
+    stdout_console().print(f"saga {shown(saga_id)} is {state.status}")
 
 
 @app.command()

@@ -157,6 +157,27 @@ def test_resolve_ends_a_stuck_saga_and_retry_refuses_a_finished_one(database):
     )
 
 
+def test_show_writes_out_a_terminal_escape_from_a_note_instead_of_sending_it(database):
+    note = "undone by hand \x1b[31mred\x1b]0;owned\x07"
+    resolved = pipeline(
+        database, "saga", "resolve", "saga-odd", "--note", note, "--registry", REGISTRY_SPEC
+    )
+    assert resolved.exit_code == 0, resolved.output
+
+    shown = pipeline(database, "saga", "show", "saga-odd")
+
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.output and "\x07" not in shown.output
+    assert "undone by hand \\x1b[31mred\\x1b]0;owned\\x07" in shown.output
+
+
+def test_list_refuses_a_namespace_no_saga_system_can_have(database):
+    for bad in ("", "a b", "Trips"):
+        result = pipeline(database, "saga", "list", "--namespace", bad)
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for --namespace: saga topic namespace" in result.output
+
+
 def test_retry_sends_the_failed_compensation_again(database):
     result = pipeline(database, "saga", "retry", "saga-odd", "--registry", REGISTRY_SPEC)
     assert result.exit_code == 0, result.output
