@@ -36,16 +36,21 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
 
 
 @contextmanager
-def _database(ctx: typer.Context) -> Iterator[Engine]:
-    """The migrated database (the keys' table is created by the first command that needs it)."""
+def _database(ctx: typer.Context, *, must_exist: bool = False) -> Iterator[Engine]:
+    """The migrated database (the keys' table is created by the first command that needs it).
+
+    ``must_exist``: for ``list`` and ``revoke``, which have nothing to do in a database no
+    program wrote to: a SQLite file that is not there is one line (a mistyped URL made an empty
+    database, and ``list`` said the gateway was open)."""
     from sqlalchemy.exc import DBAPIError
 
     from pipeline.database import build_engine, create_sqlite_folder, migrate, url_label
 
     settings = _settings(ctx)
     announce_database(settings)
-    create_sqlite_folder(settings.database)
-    engine = build_engine(settings.database, pool_size=1)
+    if not must_exist:
+        create_sqlite_folder(settings.database)
+    engine = build_engine(settings.database, pool_size=1, must_exist=must_exist)
     try:
         migrate(engine)
         yield engine
@@ -107,7 +112,7 @@ def list_keys(ctx: typer.Context) -> None:
     """List the API keys (never the keys themselves): name, key id, types, dates."""
     from producers.gateway.key_table import load_keys
 
-    with _database(ctx) as engine:
+    with _database(ctx, must_exist=True) as engine:
         keys = load_keys(engine)
     if not keys:
         stderr_console().print(
@@ -137,7 +142,7 @@ def revoke(
     from producers.gateway.key_table import revoke_key
 
     settings = _settings(ctx)
-    with _database(ctx) as engine:
+    with _database(ctx, must_exist=True) as engine:
         revoke_key(engine, name)
     refresh_s = settings.gateway.key_refresh_s
     stderr_console().print(

@@ -345,14 +345,15 @@ class KafkaLogHandler(logging.Handler):
             return
         # A second Ctrl-C while the program exits (this runs at exit) stops the waiting for
         # Kafka; what it did not take goes to the fallback stream below, with no traceback.
-        with contextlib.suppress(KeyboardInterrupt):
+        # (confluent-kafka's flush, interrupted by a signal, raises SystemError.)
+        with contextlib.suppress(KeyboardInterrupt, SystemError):
             self.flush()
         self._closed = True
         sender = self._sender
         if sender is not None and sender.is_alive():
             self._stopping = True
             self._wake.set()
-            with contextlib.suppress(KeyboardInterrupt):
+            with contextlib.suppress(KeyboardInterrupt, SystemError):
                 sender.join(timeout=2.0)
         while self._buffer:  # what the sender did not get to (Kafka was away): fallback stream
             self.counters.failed += 1

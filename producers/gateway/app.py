@@ -276,7 +276,7 @@ class _Gateway:
     async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: a body announced larger than ``max_body_bytes`` is
         refused at once (413, before the client sends it: it was asked for with ``100
-        Continue``, uploaded whole, then refused); any other gets aiohttp's answer.
+        Continue``, uploaded whole, then refused); another expectation is a JSON 417.
 
         aiohttp's own handler (``100 Continue``, or 417 for another expectation) is private,
         so its few lines are written here again.
@@ -294,7 +294,19 @@ class _Gateway:
         expect = request.headers.get("Expect", "")
         if request.version == HttpVersion11:
             if expect.lower() != "100-continue":
-                raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+                # A JSON error like every other refusal, counted (aiohttp's was plain text).
+                exchange = _Exchange()
+                name = request.match_info.get("type", "")
+                exchange.type_label = name if name in self.request_types else UNKNOWN_TYPE
+                answer = ErrorAnswer(
+                    417,
+                    "expectation_failed",
+                    f"unknown expectation {expect!r}: only 100-continue is taken",
+                )
+                response = self._reject(answer, exchange)
+                response.force_close()  # the body is never read: no next request here
+                self._account(request, response, exchange, 0.0)
+                return response
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the answer's own bytes start after it
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
@@ -155,7 +156,10 @@ async def serve(
         try:
             await site.start()
         except OSError as error:
-            raise PipelineError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+            # asyncio's strerror repeats the address ("error while attempting to bind on
+            # address ..."): the system's own words for the errno say it once.
+            why = os.strerror(error.errno).lower() if error.errno else error.strerror
+            raise PipelineError(f"cannot listen on {host}:{port}: {why}") from None
         addresses = [f"http://{_host_port(address)}" for address in runner.addresses]
         log.info("gateway listening on %s", ", ".join(addresses))
         if on_ready is not None:

@@ -424,6 +424,17 @@ def test_expect_100_continue_refuses_an_oversize_body_before_it_is_sent(
     assert messages_in(pipeline_settings, consumer_group, topic, producer) == 1
 
 
+def test_an_unknown_expectation_is_a_json_417_and_produces_nothing(producer, topic):
+    async def scenario(client):
+        return await post(client, place_order(), headers={"Expect": "foo"})
+
+    status, answer, _ = run_gateway(producer, topic, scenario)
+
+    assert status == 417
+    assert_error(answer, "expectation_failed")
+    assert "'foo'" in answer["error"]["message"]
+
+
 def test_a_client_over_its_rate_gets_429_with_retry_after_and_nothing_is_produced(
     producer, topic, pipeline_settings, consumer_group
 ):

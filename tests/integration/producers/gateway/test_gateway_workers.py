@@ -72,6 +72,20 @@ def test_workers_on_a_port_another_gateways_workers_serve_exit_2(database_env: d
     assert "gateway workers started" not in result.stderr
 
 
+def test_one_gateway_on_a_taken_port_says_so_once_in_one_line(database_env: dict[str, str]):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+
+        result = run_pipeline("gateway", "--port", str(port), env=database_env, timeout=120)
+
+    assert result.returncode == 2, result.stderr
+    # asyncio's own message named the address twice ("error while attempting to bind on ...").
+    said = f"error: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert result.stderr.splitlines()[-1] == said, result.stderr
+
+
 def test_a_worker_killed_stops_the_gateway_saying_which_and_how(
     tmp_path: Path, database_env: dict[str, str]
 ):

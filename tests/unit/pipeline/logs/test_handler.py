@@ -118,14 +118,20 @@ def test_records_kafka_did_not_take_are_counted_and_written_to_the_fallback():
     )
 
 
-def test_a_ctrl_c_during_the_flush_at_exit_ends_the_wait_without_a_traceback(monkeypatch):
+@pytest.mark.parametrize(
+    "interruption",
+    [KeyboardInterrupt, SystemError],  # confluent-kafka's flush raises SystemError on a signal
+)
+def test_a_ctrl_c_during_the_flush_at_exit_ends_the_wait_without_a_traceback(
+    monkeypatch, interruption
+):
     producer = FakeProducer()
     fallback = io.StringIO()
     handler = KafkaLogHandler(lambda: producer, service="s", fallback=fallback)
     _logger(handler).error("said just before exiting")
 
     def interrupted(timeout_s=None):
-        raise KeyboardInterrupt  # the second Ctrl-C, while close() waits for Kafka
+        raise interruption  # the second Ctrl-C, while close() waits for Kafka
 
     monkeypatch.setattr(handler, "flush", interrupted)
     handler.close()  # returns: no KeyboardInterrupt out of an atexit callback
