@@ -291,10 +291,6 @@ def _parked_keys_database(settings: PipelineSettings) -> Engine:
     return engine
 
 
-def _original_order(letter: DeadLetter) -> tuple[int, int]:
-    return (letter.original_partition, letter.original_offset)
-
-
 def _settle_keys(
     discarded: list[DeadLetter],
     read: ReadBack,

@@ -65,8 +65,6 @@ EXIT_DELIVERY_FAILED = 3
 
 #: How long the final flush waits beyond librdkafka's own delivery timeout.
 _FLUSH_MARGIN_S = 30.0
-#: librdkafka's code for a message or batch the broker found larger than max.message.bytes.
-_MSG_SIZE_TOO_LARGE = 10
 
 _err = stderr_console()
 
@@ -113,7 +111,9 @@ class _Tally:
         self.failed += 1
         if self.failed <= SHOWN:
             why = error.str()
-            if self.too_large and error.code() == _MSG_SIZE_TOO_LARGE:
+            from confluent_kafka import KafkaError  # a failure only: not on the send path
+
+            if self.too_large and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 why += self.too_large
             _err.print(f"[red]failed[/red] line {line}: {escape(why)}")
 

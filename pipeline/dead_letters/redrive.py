@@ -67,6 +67,7 @@ __all__ = [
     "earlier_of_same_keys",
     "matches",
     "open_dead_letter_consumer",
+    "original_order",
     "read_dead_letters",
     "redrive",
     "redrive_producer",
@@ -283,7 +284,8 @@ def _group(letter: DeadLetter) -> _Group:
     return (letter.original_topic, letter.key)
 
 
-def _original_order(letter: DeadLetter) -> tuple[int, int]:
+def original_order(letter: DeadLetter) -> tuple[int, int]:
+    """A dead letter's place in its original topic: ``(partition, offset)``."""
     # Kafka's partitioner puts one key in one partition, so this is the original offset order.
     return (letter.original_partition, letter.original_offset)
 
@@ -293,7 +295,7 @@ def _groups(pending: Iterable[DeadLetter]) -> dict[_Group, list[DeadLetter]]:
     for letter in pending:
         groups.setdefault(_group(letter), []).append(letter)
     for letters in groups.values():
-        letters.sort(key=_original_order)
+        letters.sort(key=original_order)
     return groups
 
 
@@ -357,7 +359,7 @@ def earlier_of_same_keys(
     first_taken: dict[_Group, tuple[int, int]] = {}
     for letter in selected:
         group = _group(letter)
-        order = _original_order(letter)
+        order = original_order(letter)
         if group not in first_taken or order < first_taken[group]:
             first_taken[group] = order
     return [
@@ -365,7 +367,7 @@ def earlier_of_same_keys(
         for letter in pending
         if letter.position not in taken
         and _group(letter) in first_taken
-        and _original_order(letter) < first_taken[_group(letter)]
+        and original_order(letter) < first_taken[_group(letter)]
     ]
 
 
