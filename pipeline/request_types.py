@@ -11,12 +11,32 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, ValidationError
 
 from pipeline.errors import PipelineError
 from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+_CENTS = Decimal("0.01")
+
+
+def _money_text(value: Decimal) -> str:
+    """A price as its events carry it: fixed-point with two decimals (``"100.00"``, never the
+    ``"1E+2"`` a ``"1e2"`` in the request would otherwise give every consumer to parse)."""
+    return format(value.quantize(_CENTS), "f")
+
+
+#: A count of items: a JSON integer. Strict, so that ``true``, ``"3"`` or ``2.5`` are refused
+#: instead of becoming 1, 3 or an error far from the request.
+Quantity = Annotated[StrictInt, Field(gt=0, le=10_000)]
+#: An amount of money: a JSON number or a decimal string, at most 10 digits before the point and
+#: 2 after; written in events as a fixed-point string with two decimals.
+Money = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=12, decimal_places=2),
+    PlainSerializer(_money_text, return_type=str, when_used="json"),
+]
 
 
 class _Request(BaseModel):
@@ -25,8 +45,8 @@ class _Request(BaseModel):
 
 class OrderLine(_Request):
     sku: Identifier
-    quantity: int = Field(gt=0, le=10_000)
-    unit_price: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
+    quantity: Quantity
+    unit_price: Money
 
 
 class PlaceOrder(_Request):
