@@ -42,6 +42,7 @@ __all__ = [
     "is_postgres",
     "metadata",
     "migrate",
+    "new_sqlite_file",
 ]
 
 #: Constraint names follow one convention, so migrations can name what they drop.
@@ -114,6 +115,15 @@ def database_label(settings: DatabaseSettings) -> str:
         return url_label(make_url(settings.url))
     except ArgumentError:
         return "an unreadable URL"  # it may hold a password anywhere
+
+
+def new_sqlite_file(settings: DatabaseSettings) -> Path | None:
+    """The SQLite file a program would make by opening the database, as an absolute path, when
+    it is not there yet; ``None`` for a file that exists and for other databases."""
+    path = _sqlite_file(settings)
+    if path is None or path.exists():
+        return None
+    return path.absolute()
 
 
 def create_sqlite_folder(settings: DatabaseSettings) -> None:

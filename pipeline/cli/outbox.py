@@ -185,7 +185,7 @@ def relay(
     Exit codes: 0 done; 2 usage or setup error; 3 (--once) some events were not
     acknowledged and stay unpublished.
     """
-    from pipeline.database import create_sqlite_folder
+    from pipeline.database import create_sqlite_folder, new_sqlite_file
     from pipeline.logs import configure_logging
     from producers.outbox_relay import run_relay
 
@@ -206,6 +206,15 @@ def relay(
     if once and "level" not in settings.logs.model_fields_set:
         _console_logs_from(logging.WARNING)
     announce_database(settings)
+    made = new_sqlite_file(settings.database)
+    if made is not None:
+        # Not refused: the relay may well start before the service that writes the outbox.
+        # But a mistyped path would otherwise relay nothing, in silence, for good.
+        logging.getLogger("pipeline.outbox").warning(
+            "no database at %s yet: the relay makes an empty one and publishes what programs "
+            "write to its outbox; if yours write to another, set PIPELINE_DATABASE__URL to it",
+            made,
+        )
     create_sqlite_folder(settings.database)
     _check_kafka(settings)
     totals = run_relay(settings, once=once, handle_signals=True)

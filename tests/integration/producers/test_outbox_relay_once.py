@@ -58,3 +58,36 @@ def test_stdout_is_exactly_the_summary_table(
     assert result.stdout == _rendered(RelayTotals(published=ROWS, batches=1)), result.stdout
     # Quiet by default: nothing went wrong, so no log line on stderr either.
     assert not any(line.startswith("{") for line in result.stderr.splitlines()), result.stderr
+
+
+def test_a_sqlite_file_that_is_not_there_is_made_and_said_so(
+    tmp_path: Path, pipeline_stack: object, monkeypatch: pytest.MonkeyPatch
+):
+    mistyped = tmp_path / "outbx.db"
+    monkeypatch.delenv("PIPELINE_LOGS__LEVEL", raising=False)
+
+    result = run_pipeline(
+        "outbox",
+        "relay",
+        "--once",
+        env={"PIPELINE_DATABASE__URL": f"sqlite:///{mistyped}"},
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert mistyped.exists()  # the relay may start before the service that writes the outbox
+    assert f"no database at {mistyped} yet" in result.stderr, result.stderr
+    assert "PIPELINE_DATABASE__URL" in result.stderr, result.stderr
+
+
+def test_an_existing_sqlite_file_gets_no_such_warning(
+    tmp_path: Path, pipeline_stack: object, monkeypatch: pytest.MonkeyPatch
+):
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    migrate(build_engine(DatabaseSettings(url=url)))
+    monkeypatch.delenv("PIPELINE_LOGS__LEVEL", raising=False)
+
+    result = run_pipeline("outbox", "relay", "--once", env={"PIPELINE_DATABASE__URL": url})
+
+    assert result.returncode == 0, result.stderr
+    assert "no database at" not in result.stderr, result.stderr
