@@ -65,8 +65,9 @@ __all__ = [
     "start",
 ]
 
-#: What an input did: ``applied``, or nothing because it was a ``duplicate`` or ``late`` reply.
-InputEffect = Literal["applied", "duplicate", "late"]
+#: What an input did: ``applied``, or nothing because it was a ``duplicate`` or ``late`` reply,
+#: or a reply to a command the saga never sent (``unknown``: the orchestrator dead-letters it).
+InputEffect = Literal["applied", "duplicate", "late", "unknown"]
 _MAX_BACKOFF_S = 60.0
 
 
@@ -447,7 +448,9 @@ def start(
 def on_reply(
     definition: SagaDefinition[Any], state: SagaState, reply: Reply, now: datetime
 ) -> Decision:
-    """Apply a participant's reply; a reply to a command not awaited changes nothing.
+    """Apply a participant's reply; a reply to a command not awaited changes nothing (it is a
+    ``duplicate`` of an answered one, ``late`` for one timed out, ``unknown`` for a command id
+    the saga never sent).
 
     A reply that reached the replies topic after its command's deadline (its ``arrived_at``)
     is ``late`` even when its timeout has not fired yet (the replies before it were still being
@@ -456,7 +459,10 @@ def on_reply(
     awaited = run.state.awaiting.pop(reply.command_id, None)
     if awaited is None:
         seen = state.closed.get(reply.command_id)
-        return Decision(state, (), (), "duplicate" if seen == "answered" else "late")
+        outcome: InputEffect = (
+            "unknown" if seen is None else "duplicate" if seen == "answered" else "late"
+        )
+        return Decision(state, (), (), outcome)
     if reply.arrived_at is not None and reply.arrived_at > awaited.deadline:
         run.time_out(reply.command_id, awaited)
         return run.decision("late")

@@ -72,7 +72,7 @@ from pipeline.sagas.store import (
 from pipeline.sagas.topics import SagaTopics
 from pipeline.settings import PipelineSettings, SagaSettings
 
-__all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
+__all__ = ["SagaOrchestrator", "UnknownCommand", "UnknownSaga", "orchestrator_processor"]
 
 logger = logging.getLogger("pipeline.sagas")
 AGGREGATE_TYPE = "saga"
@@ -80,6 +80,11 @@ AGGREGATE_TYPE = "saga"
 
 class UnknownSaga(PipelineError):
     """A reply or an operator action for a saga id that is not in the database."""
+
+
+class UnknownCommand(PipelineError):
+    """A reply whose command id names no command its saga sent (a participant that made one up
+    or copied the wrong one): dead-lettered, since no later event could make it apply."""
 
 
 def _utc_now() -> datetime:
@@ -152,7 +157,7 @@ class SagaOrchestrator:
         changes nothing and is counted (one that ``arrived_at`` the replies topic after its
         command's deadline times the command out). :class:`UnknownSaga`, or
         :class:`~pipeline.sagas.messages.MalformedSagaMessage`, for a reply that belongs to no
-        saga here."""
+        saga here; :class:`UnknownCommand` for one to a command its saga never sent."""
         return self.handle_replies(session, [event], arrived_at=[arrived_at])[0]
 
     def handle_replies(
@@ -166,7 +171,7 @@ class SagaOrchestrator:
         at these times, when given) in ``session``'s transaction, with one statement each to
         load the sagas, save them and fill the outbox, whatever their number (replies of one
         saga are applied one after the other). ``log_context_of(i)``: the log context of the
-        lines about the ``i``-th reply. An unknown saga fails them all."""
+        lines about the ``i``-th reply. An unknown saga or command fails them all."""
         arrivals = list(arrived_at) if arrived_at is not None else [None] * len(events)
         replies = [
             reply_of(event, arrival) for event, arrival in zip(events, arrivals, strict=True)
@@ -204,6 +209,12 @@ class SagaOrchestrator:
             state = stored[saga_id].state
             definition = self.registry.get(state.name, state.version)
             decision = machine.on_reply(definition, state, reply, now)
+            if decision.outcome == "unknown":
+                raise UnknownCommand(
+                    f"a reply to command {reply.command_id!r}, which saga "
+                    f"{machine.shown_saga_id(saga_id)} never sent (a participant replies with "
+                    "the sagacommandid of the command it handled)"
+                )
             effects.append(decision.outcome)
             decisions.append((i, decision))
             if decision.outcome == "applied" or decision.transitions:  # late: timed out now
@@ -490,7 +501,7 @@ def _apply_replies(
             lambda i: handler_log_context(units[i]),
             [_arrived_at(unit) for unit in units],
         )
-    except (MalformedSagaMessage, UnknownSaga) as error:
+    except (MalformedSagaMessage, UnknownSaga, UnknownCommand) as error:
         raise Reject(str(error)) from None
 
 

@@ -379,6 +379,16 @@ def test_an_operator_resolves_a_stuck_saga():
         retry(run.definition, run.state, run.now)
 
 
+def test_a_reply_to_a_command_never_sent_is_unknown_and_changes_nothing():
+    run = Run(order_saga())
+    before = run.state
+
+    stray = on_reply(run.definition, before, Reply("never-sent", True, {}), run.now)
+
+    assert stray.outcome == "unknown"
+    assert stray.state == before and stray.commands == () and stray.transitions == ()
+
+
 def test_a_duplicate_reply_and_a_late_reply_change_nothing():
     run = Run(order_saga(retries=1, retry_backoff_s=0.0))
     run.reply("reserve")

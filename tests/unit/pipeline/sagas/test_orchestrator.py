@@ -85,6 +85,41 @@ def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_ap
         assert after[saga_id].revision == 2
 
 
+def test_a_reply_to_a_command_its_saga_never_sent_is_dead_lettered_and_changes_nothing(
+    database: Engine,
+) -> None:
+    orchestrator = SagaOrchestrator(REGISTRY)
+    with Session(database) as session, session.begin():
+        for n in range(2):
+            orchestrator.start(session, "Pair", f"s-{n}", {"n": n})
+        started = load_sagas(session, ["s-0", "s-1"])
+    [(real_id, awaited)] = started["s-0"].state.awaiting.items()
+    made_up = CommandInfo("s-0", awaited.step, awaited.kind, "made-up-command", awaited.attempt)
+    events = [
+        reply_event(made_up, ok=True, source="/worker"),
+        reply_to(started["s-1"].state),
+    ]
+
+    outcomes = commit(
+        database,
+        handled_units(
+            orchestrator_processor(orchestrator, settings=SagaSettings()), SAGA_REPLIES, events
+        ),
+        consumer_group="saga-orchestrator",
+        use_inbox=True,
+    )
+
+    assert [o.kind for o in outcomes] == ["dead_letter", "processed"]
+    failure = outcomes[0].failure
+    assert failure is not None and failure.reason == "rejected"
+    assert "'made-up-command', which saga s-0 never sent" in failure.message
+    with Session(database) as session:
+        after = load_sagas(session, ["s-0", "s-1"])
+    assert list(after["s-0"].state.awaiting) == [real_id]  # still waits for its own reply
+    assert after["s-0"].revision == 1
+    assert after["s-1"].revision == 2
+
+
 def _timed(version: int) -> SagaDefinition[Data]:
     return SagaDefinition(
         "Timed",
