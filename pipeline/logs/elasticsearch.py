@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import PipelineError
 from pipeline.settings import ElasticsearchSettings
 
 if TYPE_CHECKING:  # imported when a client is built: `pipeline --help` need not load it
@@ -29,8 +30,15 @@ def elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
 
 
 def build_elasticsearch(es: ElasticsearchSettings) -> Elasticsearch:
+    """The client; :class:`PipelineError` naming the setting when its CA file is not there
+    (the TLS library's own words are ``No such file or directory``, without the path)."""
     from elasticsearch import Elasticsearch
 
+    if es.ca_certs is not None and not es.ca_certs.is_file():
+        raise PipelineError(
+            f"PIPELINE_ELASTICSEARCH__CA_CERTS: no file at {es.ca_certs.absolute()} (the CA "
+            "certificate that signed Elasticsearch's, in PEM)"
+        )
     return Elasticsearch(**elasticsearch_options(es))
 
 

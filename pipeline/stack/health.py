@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from elasticsearch import ApiError, TransportError
 
+from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_admin
 from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.plurals import counted
@@ -69,7 +70,10 @@ def elasticsearch_health(es: ElasticsearchSettings, timeout_s: float = 5.0) -> H
     host, port = split_host_port(address)
     if not port_answers(host, port):
         return Health("elasticsearch", address, ok=False, detail="nothing listens there")
-    client = build_elasticsearch(es).options(request_timeout=timeout_s, max_retries=0)
+    try:
+        client = build_elasticsearch(es).options(request_timeout=timeout_s, max_retries=0)
+    except PipelineError as error:  # a setting that cannot work: say which
+        return Health("elasticsearch", address, ok=False, port_open=True, detail=str(error))
     try:
         health = client.cluster.health()
         nodes = client.nodes.info(node_id="_local", metric="_none")

@@ -1,8 +1,13 @@
+from pathlib import Path
+from unittest.mock import patch
+
 import pytest
 from pydantic import SecretStr
 
-from pipeline.logs.elasticsearch import elasticsearch_options
+from pipeline.errors import PipelineError
+from pipeline.logs.elasticsearch import build_elasticsearch, elasticsearch_options
 from pipeline.settings import ElasticsearchSettings
+from pipeline.stack.health import elasticsearch_health
 
 
 def test_elasticsearch_auth_is_api_key_or_basic_never_both():
@@ -11,3 +16,24 @@ def test_elasticsearch_auth_is_api_key_or_basic_never_both():
     assert basic["basic_auth"] == ("u", "p")
     with pytest.raises(ValueError, match="not both"):
         ElasticsearchSettings(api_key=SecretStr("k"), username="u", password=SecretStr("p"))
+
+
+def test_a_ca_file_that_is_not_there_is_named_with_its_setting(tmp_path: Path):
+    missing = tmp_path / "ca.pem"
+    settings = ElasticsearchSettings(url="https://127.0.0.1:9200", ca_certs=missing)
+
+    with pytest.raises(PipelineError) as raised:
+        build_elasticsearch(settings)
+
+    assert str(raised.value).startswith(f"PIPELINE_ELASTICSEARCH__CA_CERTS: no file at {missing}")
+
+
+def test_stack_status_shows_a_missing_ca_file_as_the_component_s_detail(tmp_path: Path):
+    missing = tmp_path / "ca.pem"
+    settings = ElasticsearchSettings(url="https://127.0.0.1:9200", ca_certs=missing)
+
+    with patch("pipeline.stack.health.port_answers", return_value=True):
+        health = elasticsearch_health(settings)
+
+    assert not health.ok
+    assert f"no file at {missing}" in health.detail
