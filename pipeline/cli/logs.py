@@ -443,12 +443,19 @@ def _follow(
             oldest_first=True,
             count=False,  # only the lines matter here, not how many matched
         )
-        fresh = [hit for hit in _search(es, alias, body)["hits"] if hit["_id"] not in seen]
-        for hit in fresh:
-            moment = _moment(hit, start)
-            seen[hit["_id"]] = moment
-            newest = max(newest, moment)
-        _print(fresh, output)
+        # Every line since then, page after page (a page of lines all printed before would
+        # otherwise come back on every poll, and nothing after them ever be seen).
+        while True:
+            page = _search(es, alias, body)["hits"]
+            fresh = [hit for hit in page if hit["_id"] not in seen]
+            for hit in fresh:
+                moment = _moment(hit, start)
+                seen[hit["_id"]] = moment
+                newest = max(newest, moment)
+            _print(fresh, output)
+            if len(page) < limit or "sort" not in page[-1]:
+                break
+            body["search_after"] = page[-1]["sort"]
         horizon = newest - _FOLLOW_OVERLAP * 2
         for key in [key for key, moment in seen.items() if moment < horizon]:
             del seen[key]

@@ -211,3 +211,52 @@ def test_the_shipper_serves_its_counters_and_lag_as_prometheus_metrics(
 def _scraped(text: str, name: str) -> float:
     found = re.search(rf"^pipeline_log_shipper_{name} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else -1.0
+
+
+def _index(client, alias, documents):
+    records = [
+        SourceRecord("logs", 0, n, None, json.dumps(d).encode()) for n, d in enumerate(documents)
+    ]
+    actions, _ = plan_batch(records, alias=alias)
+    for action in actions:
+        client.index(index=action.index, id=action.id, document=action.source)
+    client.indices.refresh(index=alias)
+
+
+def _lines_within(path, count, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines()
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.5)
+    return path.read_text().splitlines()
+
+
+def test_follow_prints_every_line_of_a_burst_larger_than_its_limit_and_those_after(
+    elasticsearch_client, tmp_path
+):
+    with log_alias(elasticsearch_client) as alias:
+        ensure_index_template(elasticsearch_client, alias=alias)
+        _index(elasticsearch_client, alias, [log_document(0)])
+        out = tmp_path / "follow.ndjson"
+        with out.open("w") as sink:
+            follower = subprocess.Popen(
+                [str(PIPELINE), "logs", "search", "--follow", "-o", "ndjson", "--limit", "10"],
+                stdout=sink,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "PIPELINE_LOGS__INDEX_ALIAS": alias},
+            )
+            try:
+                assert len(_lines_within(out, 1)) == 1
+                _index(elasticsearch_client, alias, [log_document(n) for n in range(1, 26)])
+                burst = _lines_within(out, 26)
+                _index(elasticsearch_client, alias, [log_document(n) for n in range(26, 29)])
+                after = _lines_within(out, 29)
+            finally:
+                follower.terminate()
+                follower.wait(timeout=30)
+
+    assert len(burst) >= 26, f"the burst of 25 stopped at {len(burst) - 1}"
+    numbers = [int(json.loads(line)["labels"]["n"]) for line in after]
+    assert sorted(numbers) == list(range(29))  # each once, the lines after the burst too
