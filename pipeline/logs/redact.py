@@ -50,10 +50,10 @@ _NAME_VALUE = re.compile(
     r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+)",
     re.IGNORECASE,
 )
-# Any case, and an underscore too: Kafka's bootstrap servers may be given as
-# ``SASL_SSL://user:password@host:port``, which no URL scheme spells.
+# With no user too (``redis://:secret@host``). Any case, and an underscore: Kafka's bootstrap
+# servers may be given as ``SASL_SSL://user:password@host:port``, which no URL scheme spells.
 _URL_PASSWORD = re.compile(
-    r"(?P<head>[a-z][a-z0-9+._-]*://[^\s:/@]+:)(?P<value>[^\s@/]+)(?=@)", re.IGNORECASE
+    r"(?P<head>[a-z][a-z0-9+._-]*://[^\s:/@]*:)(?P<value>[^\s@/]+)(?=@)", re.IGNORECASE
 )
 # 13-19 digits, in groups separated by single spaces or dashes; not part of a longer number or
 # of a word: not next to a letter, digit, underscore or dash. (A UUID's digits between two hex
