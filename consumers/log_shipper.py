@@ -70,7 +70,7 @@ from consumers.log_dead_letters import DeadLetterWriter, DlqProducer, Where, whe
 from consumers.log_shipper_standing import assigned_lag, not_caught_up, partitions_not_owned
 from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 from pipeline.errors import PipelineError
-from pipeline.logs.elasticsearch import refusal_of
+from pipeline.logs.elasticsearch import refusal_of, template_refusal
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
 from pipeline.plurals import counted
 from pipeline.retry import RetryPolicy
@@ -259,7 +259,12 @@ class LogShipper:
         return self.counters
 
     def _put_template(self) -> None:
-        ensure_index_template(self._es, alias=self.alias)
+        try:
+            ensure_index_template(self._es, alias=self.alias)
+        except ApiError as error:
+            if refusal_of(error) is not None:  # credentials or TLS: said by the caller
+                raise
+            raise PipelineError(template_refusal(error)) from None
 
     def _ownership_wait_s(self, until_idle_s: float) -> float:
         """How long an idle run waits for the partitions it does not own: a dead member's

@@ -129,7 +129,7 @@ def template(ctx: typer.Context, alias: AliasOption = None) -> None:
     from elasticsearch import ApiError
     from elasticsearch import ConnectionError as ESConnectionError
 
-    from pipeline.logs.elasticsearch import build_elasticsearch, one_line_reason
+    from pipeline.logs.elasticsearch import build_elasticsearch, template_refusal
     from pipeline.logs.schema import ensure_index_template
 
     settings = _settings(ctx)
@@ -140,8 +140,5 @@ def template(ctx: typer.Context, alias: AliasOption = None) -> None:
     except ESConnectionError:
         raise PipelineError(f"cannot reach Elasticsearch at {settings.elasticsearch.url}") from None
     except ApiError as error:
-        raise PipelineError(
-            f"Elasticsearch refused the index template ({error.meta.status}): "
-            f"{one_line_reason(error)}"
-        ) from None
+        raise PipelineError(template_refusal(error)) from None
     stdout_console().print(f"index template {escape(alias)} is in place")

@@ -84,6 +84,14 @@ def _reason(error: Any) -> str:
     return f"{getattr(error, 'status_code', '?')}: {reason or getattr(error, 'message', error)}"
 
 
+def template_refusal(error: ApiError) -> str:
+    """One line for Elasticsearch refusing the logs' index template (an overlapping template of
+    the same priority, say, for an alias that extends another's: ``pipeline-logs-staging``)."""
+    return (
+        f"Elasticsearch refused the index template ({error.meta.status}): {one_line_reason(error)}"
+    )
+
+
 def one_line_reason(error: ApiError) -> str:
     """Elasticsearch's reason for a refused request, on one line: what failed, and why (the
     first reason of its chain and the last, innermost one)."""

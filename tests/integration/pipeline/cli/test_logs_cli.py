@@ -122,6 +122,31 @@ def test_ship_refuses_a_logs_or_dead_letter_topic_that_does_not_exist_in_one_lin
     )
 
 
+def test_ship_says_in_one_line_that_elasticsearch_refused_its_index_template(
+    new_topic, elasticsearch_client
+):
+    # The default alias's template matches <alias>-*, so that of <alias>-b overlaps it at the
+    # same priority: Elasticsearch refuses it (400).
+    with log_alias(elasticsearch_client) as alias:
+        ensure_index_template(elasticsearch_client, alias=alias)
+
+        result = run_pipeline(
+            "logs", "ship", "--until-idle", "1",
+            env={
+                "PIPELINE_LOGS__TOPIC": new_topic(1),
+                "PIPELINE_LOGS__DLQ_TOPIC": new_topic(1),
+                "PIPELINE_LOGS__INDEX_ALIAS": f"{alias}-b",
+            },
+            timeout=120,
+        )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: Elasticsearch refused the index template (400): "), last
+    assert f"[{alias}-b]" in last
+
+
 def test_a_record_of_nearly_a_megabyte_that_is_not_a_log_line_is_dead_lettered_whole(
     pipeline_settings, elasticsearch_client, new_topic, consumer_group
 ):
