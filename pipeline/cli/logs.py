@@ -212,12 +212,21 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") 
 
 
 def _get(document: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = document
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
+    """The value at ``dotted`` in a document's source, nested (``{"log": {"level": ...}}``) or
+    with dots in its keys (``{"log.level": ...}``, from a program that writes ECS flat), as
+    Elasticsearch reads either."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        node = document.get(".".join(parts[:cut]))
+        if node is None:
+            continue
+        if cut == len(parts):
+            return node
+        if isinstance(node, Mapping):
+            found = _get(node, ".".join(parts[cut:]))
+            if found is not None:
+                return found
+    return None
 
 
 #: The highest --limit (Elasticsearch's default index.max_result_window).
@@ -344,13 +353,15 @@ def search(
         str,
         typer.Option(help="How far back: 90s, 15m (or -15m), 2h, 7d, 1h30m, or an ISO 8601 time."),
     ] = "15m",
-    service: Annotated[str | None, typer.Option(help="Only this service.name.")] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Only this service.name.", callback=non_empty)
+    ] = None,
     level: Annotated[
         list[str] | None,
         typer.Option(help="Only these levels (repeat, or comma-separated: error,critical)."),
     ] = None,
     correlation_id: Annotated[
-        str | None, typer.Option(help="Only lines of this request or saga.")
+        str | None, typer.Option(help="Only lines of this request or saga.", callback=non_empty)
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")

@@ -71,9 +71,7 @@ def normalize_levels(levels: Sequence[str]) -> list[str]:
         for part in entry.split(","):
             level = part.strip().lower()
             level = {"warn": "warning", "fatal": "critical"}.get(level, level)
-            if not level:
-                continue
-            if level not in LEVELS:
+            if level not in LEVELS:  # an empty one too: --level '' named no level
                 raise ValueError(
                     f"unknown level {part.strip()!r}: expected one of {', '.join(LEVELS)}"
                 )

@@ -179,3 +179,14 @@ def test_an_existing_index_where_nothing_matched_is_an_empty_result(monkeypatch)
 
     assert result.exit_code == 0, result.exception
     assert "no log lines since" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--service", "--correlation-id"])
+def test_an_empty_filter_is_a_usage_error_not_every_line(monkeypatch, option):
+    es = FakeElasticsearch(answer([hit("a", "a line")]))
+
+    result = search(monkeypatch, es, option, "")
+
+    assert result.exit_code == 2
+    assert "must not be empty" in result.output
+    assert es.bodies == []

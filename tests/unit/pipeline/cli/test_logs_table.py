@@ -68,3 +68,21 @@ def test_a_terminal_escape_in_a_message_is_written_out_not_sent_to_the_terminal(
 
     assert "\x1b" not in shown and "\x9b" not in shown
     assert "esc \\x1b[31mRED\\x1b[0m done \\x9b2J" in shown
+
+
+def test_a_line_written_with_dotted_keys_shows_its_level_service_and_logger():
+    flat = {
+        "_source": {
+            "@timestamp": "2026-12-04T22:51:27.681Z",
+            "log.level": "warning",
+            "log.logger": "shop.cart",
+            "service.name": "cart-service",
+            "message": "written flat",
+        }
+    }
+
+    text = rendered([flat], 160)
+
+    assert "warning" in text
+    assert "cart-service" in text
+    assert "shop.cart" in text

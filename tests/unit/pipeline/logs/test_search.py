@@ -187,3 +187,9 @@ def test_a_query_some_shards_could_not_parse_is_a_bad_query_not_no_matches():
     other = {"_shards": {"failures": [{"reason": {"type": "node_disconnected", "reason": "x"}}]}}
     assert shard_failure(other) == ("x", False)
     assert shard_failure({"_shards": {"total": 1, "failed": 0}}) is None
+
+
+@pytest.mark.parametrize("given", [[""], ["info,,error"], [" "]])
+def test_an_empty_level_is_refused_not_read_as_every_level(given):
+    with pytest.raises(ValueError, match="unknown level ''"):
+        normalize_levels(given)
