@@ -231,8 +231,35 @@ def _output(out: str) -> Iterator[IO[bytes]]:
         opened = path.open("wb")
     except OSError as error:
         raise PipelineError(f"cannot write {path}: {error.strerror}") from None
-    with opened:
-        yield opened
+    try:
+        with opened:
+            yield opened
+    except OSError as error:  # a full disk, say: the recording so far, whole lines only
+        _cut_after_last_line(path)
+        raise PipelineError(
+            f"cannot write {path}: {error.strerror}; it holds the messages recorded before, "
+            "as complete lines"
+        ) from None
+
+
+def _cut_after_last_line(path: Path) -> None:
+    """Truncate ``path`` after its last newline (a write that failed may have left part of a
+    line); nothing when that fails too."""
+    chunk = 64 * 1024
+    try:
+        with path.open("r+b") as file:
+            end = file.seek(0, os.SEEK_END)
+            while end > 0:
+                start = max(0, end - chunk)
+                file.seek(start)
+                newline = file.read(end - start).rfind(b"\n")
+                if newline >= 0:
+                    file.truncate(start + newline + 1)
+                    return
+                end = start
+            file.truncate(0)
+    except OSError:
+        pass
 
 
 # --- the command ------------------------------------------------------------------------------

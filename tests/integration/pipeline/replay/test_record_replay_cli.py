@@ -247,6 +247,18 @@ def test_record_refuses_a_missing_topic_without_writing_a_file(unique_name, tmp_
     assert not out.exists()
 
 
+def test_a_recording_that_cannot_be_written_is_one_line_not_a_traceback(
+    pipeline_settings, new_topic
+):
+    topic = new_topic(partitions=1)
+    produce(pipeline_settings, topic, [(0, b"k", b"v" * 100, None)] * 50)
+
+    # /dev/full opens, and refuses every write: a full disk.
+    result = run_pipeline("record", topic, "--from-beginning", "--until-end", "-o", "/dev/full")
+
+    refused(result, "cannot write /dev/full: No space left on device")
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_ends_a_recording_with_complete_lines_a_summary_and_its_exit_code(
     pipeline_settings, new_topic, tmp_path, signum, code

@@ -1,0 +1,52 @@
+"""``pipeline record``'s file: what is left of it when a write fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli.record import _cut_after_last_line, _output
+from pipeline.errors import PipelineError
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        (b'{"a":1}\n{"b":2}\n{"c"', b'{"a":1}\n{"b":2}\n'),
+        (b'{"a":1}\n', b'{"a":1}\n'),
+        (b'{"a"', b""),
+        (b"", b""),
+    ],
+)
+def test_a_cut_off_last_line_is_dropped_and_whole_lines_kept(
+    tmp_path: Path, written: bytes, kept: bytes
+) -> None:
+    path = tmp_path / "r.ndjson"
+    path.write_bytes(written)
+
+    _cut_after_last_line(path)
+
+    assert path.read_bytes() == kept
+
+
+def test_a_long_file_is_cut_at_its_last_newline_across_read_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "r.ndjson"
+    whole = b"x" * 100_000 + b"\n"
+    path.write_bytes(whole + b"y" * 150_000)
+
+    _cut_after_last_line(path)
+
+    assert path.read_bytes() == whole
+
+
+def test_a_failed_write_is_one_error_and_leaves_complete_lines(tmp_path: Path) -> None:
+    path = tmp_path / "r.ndjson"
+
+    refused = pytest.raises(PipelineError, match="No space left on device; it holds the messages")
+    with refused, _output(str(path)) as file:
+        file.write(b'{"a":1}\n{"b"')
+        file.flush()
+        raise OSError(28, "No space left on device")
+
+    assert path.read_bytes() == b'{"a":1}\n'
