@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from pipeline.cli.process import load_processor
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, KafkaMessage, encode
+from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_admin, build_consumer, build_producer
 from pipeline.kafka.readback import end_offsets
 from pipeline.kafka.watermarks import read_watermarks
@@ -47,7 +48,7 @@ from pipeline.testing.backends import BackendKind
 from pipeline.topics.admin import apply_plan, describe_cluster_topics
 from pipeline.topics.catalogue import DEFAULT_PARTITIONS, default_catalogue
 from pipeline.topics.plan import CreateTopic, Plan
-from pipeline.topics.spec import Catalogue, TopicSpec, dlq_name
+from pipeline.topics.spec import Catalogue, TopicSpec, dlq_name, kafka_name_problem
 
 __all__ = ["KafkaBackend", "pipeline_command"]
 
@@ -64,6 +65,15 @@ def pipeline_command() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-c", "from pipeline.cli.main import run; run()"]
+
+
+def _test_topic(name: str) -> TopicSpec:
+    """A topic a test's processors read or write that no catalogue declares: any name Kafka
+    takes (the catalogue's ``<domain>.<kind>`` convention is for topics it declares)."""
+    problem = kafka_name_problem(name)
+    if problem is not None:
+        raise PipelineError(problem)
+    return TopicSpec.model_construct(name=name, partitions=DEFAULT_PARTITIONS, replication_factor=1)
 
 
 class _Program:
@@ -176,11 +186,7 @@ class KafkaBackend:
         if not missing:
             return
         declared = {spec.name: spec for spec in self.catalogue}
-        specs = [
-            declared.get(name)
-            or TopicSpec(name=name, partitions=DEFAULT_PARTITIONS, replication_factor=1)
-            for name in missing
-        ]
+        specs = [declared.get(name) or _test_topic(name) for name in missing]
         apply_plan(admin, Plan(changes=tuple(CreateTopic(spec) for spec in specs)))
 
     @staticmethod
