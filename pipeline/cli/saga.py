@@ -244,10 +244,30 @@ def _operate(ctx: typer.Context, registry_spec: str, saga_id: str, note: str | N
 
     registry = load_attribute(registry_spec, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)
     orchestrator = SagaOrchestrator(registry)
-    with _database(ctx) as engine, Session(engine) as session, session.begin():
+    with (
+        _registry_hint(registry_spec),
+        _database(ctx) as engine,
+        Session(engine) as session,
+        session.begin(),
+    ):
         if note is None:
             return orchestrator.retry(session, saga_id)
         return orchestrator.resolve(session, saga_id, note)
+
+
+@contextmanager
+def _registry_hint(registry_spec: str) -> Iterator[None]:
+    """A saga the demo's registry (``--registry``'s default) lacks: say how to give another."""
+    from pipeline.sagas.definition import SagaDefinitionError
+
+    try:
+        yield
+    except SagaDefinitionError as error:
+        if registry_spec != DEMO_REGISTRY:
+            raise
+        raise PipelineError(
+            f"{error}; give the registry that defines it with --registry MODULE:ATTRIBUTE"
+        ) from None
 
 
 @app.command()
@@ -343,5 +363,6 @@ def graph(
     from pipeline.sagas import SagaRegistry, mermaid
 
     sagas = load_attribute(registry, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)
-    definition = sagas.latest(name) if version is None else sagas.get(name, version)
+    with _registry_hint(registry):
+        definition = sagas.latest(name) if version is None else sagas.get(name, version)
     typer.echo(mermaid(definition), nl=False)

@@ -21,8 +21,9 @@ positions, like a consumer group), all on the harness's partitions and
 :class:`~pipeline.processing.clock.VirtualClock`. :meth:`PipelineHarness.relay` publishes the
 outbox in its order, to every processor that reads the topic and to
 :meth:`PipelineHarness.published`. The processors' periodic tasks (:meth:`Processor.every`) run
-once per round; ``clocked`` components (a saga orchestrator, a service's saga starter) read the
-harness's clock while it is open, and get their own clock back on :meth:`PipelineHarness.close`.
+once per round, whatever their interval (the harness keeps no timer of theirs); ``clocked``
+components (a saga orchestrator, a service's saga starter) read the harness's clock while it is
+open, and get their own clock back on :meth:`PipelineHarness.close`.
 
 Inspection: :meth:`~PipelineHarness.published` (what the relay sent, per topic),
 :meth:`~PipelineHarness.dead_letters`, :meth:`~PipelineHarness.inbox`,
@@ -206,6 +207,7 @@ class PipelineHarness:
         With ``step``, move in steps of that many seconds and run until idle after each (for
         deadlines the harness cannot see: a component's own timers on the clock).
         """
+        self._check_sagas_on_the_clock()
         if step is None or step >= seconds:
             end = self.clock.now + timedelta(seconds=seconds)
             while (due := self._next_saga_deadline()) is not None and due <= end:
@@ -224,6 +226,29 @@ class PipelineHarness:
             self.clock.advance(stride)
             self.run_until_idle()
             moved += stride
+
+    def _check_sagas_on_the_clock(self) -> None:
+        """Refuse to move the clock past sagas it cannot time: one started after the clock's
+        now was started by an orchestrator on its own (real) clock, so its deadlines lie far
+        beyond any advance() and a test of its timeout would pass or fail for nothing."""
+        query = (
+            sa.select(sagas_table.c.saga_id, sagas_table.c.created_at)
+            .order_by(sagas_table.c.created_at.desc())
+            .limit(1)
+        )
+        with self.database.connect() as connection:
+            latest = connection.execute(query).first()
+        if latest is None:
+            return
+        started = latest.created_at
+        started = started.replace(tzinfo=UTC) if started.tzinfo is None else started
+        if started > self.clock.now:
+            raise RuntimeError(
+                f"saga {latest.saga_id} started at {started.isoformat()}, after the harness "
+                f"clock's {self.clock.now.isoformat()}: the SagaOrchestrator that started it "
+                "does not read the harness clock, so advance() cannot reach its deadlines; "
+                "list it in PipelineHarness(clocked=[...])"
+            )
 
     def _next_saga_deadline(self) -> datetime | None:
         """The earliest deadline or backoff of a saga not ended, if any."""

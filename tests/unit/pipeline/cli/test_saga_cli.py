@@ -223,6 +223,22 @@ def test_graph_prints_mermaid():
     assert "  s0 --> s1\n" in result.output
 
 
+def test_a_saga_the_default_registry_lacks_says_how_to_give_another():
+    result = CliRunner().invoke(app, ["saga", "graph", "BookTrip"])
+
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert message.startswith("no saga named 'BookTrip' in this registry")
+    assert message.endswith("give the registry that defines it with --registry MODULE:ATTRIBUTE")
+
+
+def test_a_registry_given_and_lacking_the_saga_gets_no_such_hint():
+    result = CliRunner().invoke(app, ["saga", "graph", "BookTrip", "--registry", REGISTRY_SPEC])
+
+    assert result.exit_code != 0
+    assert "--registry" not in str(result.exception)
+
+
 def test_ids_and_names_are_shown_as_they_are_not_read_as_markup(tmp_path):
     # "saga-[b]x[/b]" showed as "saga-x", which then named no saga.
     url = f"sqlite:///{tmp_path / 'sagas.db'}"

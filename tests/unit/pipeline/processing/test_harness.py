@@ -307,6 +307,26 @@ def test_a_30_minute_saga_timeout_fires_when_virtual_time_passes_it():
     assert orchestrator.clock is not harness.clock  # its own clock back after close
 
 
+def test_advance_refuses_a_saga_started_on_a_clock_other_than_the_harness_s():
+    orchestrator = SagaOrchestrator(registry)
+    starter = SagaOrchestrator(registry)  # the service's own: not in clocked=
+    orders = Processor("orders")
+
+    @orders.handler(TOPIC)
+    def place(event: Event, unit: UnitOfWork) -> None:
+        order_id = event.data["key"]
+        starter.start(unit.session, "Reserve", order_id, {"order_id": order_id})
+
+    processors = [orders, orchestrator_processor(orchestrator)]
+    harness = PipelineHarness(processors, clocked=[orchestrator])
+    with harness:
+        harness.send(TOPIC, step_event("o-1", 0))
+        harness.run_until_idle()
+
+        with pytest.raises(RuntimeError, match=r"saga o-1 started at .* list it in"):
+            harness.advance(30 * 60)
+
+
 def test_advance_in_steps_runs_until_idle_after_each():
     harness, _, _ = saga_harness(warehouse_answers=False)
     with harness:
