@@ -47,7 +47,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.envelope import Event, KafkaMessage, parse_json
+from pipeline.envelope import Event, KafkaMessage, json_error_reason, parse_json
 from pipeline.envelope.template import EventTemplate
 from pipeline.errors import PipelineError
 from pipeline.request_types import (
@@ -462,7 +462,10 @@ def _json_object(text: str) -> dict[str, Any]:
         # no decoder per call, and reads the usual line with one C call).
         data = parse_json(text)
     except json.JSONDecodeError as error:
-        raise _Rejected(f"invalid JSON: {error.msg} at column {error.colno}") from None
+        reason = json_error_reason(error)
+        if reason.startswith("Unexpected UTF-8 BOM"):  # json's advice is for Python programmers
+            reason = "a byte order mark (BOM) before the JSON; only the first line may have one"
+        raise _Rejected(f"invalid JSON: {reason} at column {error.colno}") from None
     except ValueError as error:  # NaN/Infinity, or an integer longer than Python converts
         raise _Rejected(f"invalid JSON: {error}") from None
     except RecursionError:

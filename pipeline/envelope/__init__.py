@@ -37,7 +37,7 @@ from pipeline.envelope.binary_mode import (
 )
 from pipeline.envelope.errors import EnvelopeError
 from pipeline.envelope.event import Event
-from pipeline.envelope.json_data import is_json_content_type, parse_json
+from pipeline.envelope.json_data import is_json_content_type, json_error_reason, parse_json
 
 __all__ = [
     "ConsumedMessage",
@@ -49,5 +49,6 @@ __all__ = [
     "decode_message",
     "encode",
     "is_json_content_type",
+    "json_error_reason",
     "parse_json",
 ]

@@ -23,6 +23,7 @@ from pipeline.envelope.json_data import (
     MAX_JSON_DEPTH,
     dump_json,
     is_json_content_type,
+    json_error_reason,
     json_may_fail_check,
     parse_json,
 )
@@ -239,8 +240,8 @@ def _decode_data(value: bytes | None, content_type: str) -> tuple[Any, bool]:
         return parse_json(text), not json_may_fail_check(text)
     except json.JSONDecodeError as exc:
         raise EnvelopeError(
-            f"value is not valid JSON for content-type {content_type!r}: {exc.msg} at line "
-            f"{exc.lineno} column {exc.colno}"
+            f"value is not valid JSON for content-type {content_type!r}: "
+            f"{json_error_reason(exc)} at line {exc.lineno} column {exc.colno}"
         ) from None
     except ValueError as exc:  # NaN/Infinity, or an int longer than Python converts
         raise EnvelopeError(

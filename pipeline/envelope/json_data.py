@@ -245,6 +245,12 @@ def _reject_constant(name: str) -> Any:
 _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def json_error_reason(error: json.JSONDecodeError) -> str:
+    """What ``json`` found wrong, to be followed by where (`` at line 1 column 9``): its own
+    message without the ``at`` some end with ("Unterminated string starting at")."""
+    return error.msg.removesuffix(" at")
+
+
 def parse_json(text: str) -> Any:
     """``json.loads(text)``, except that ``NaN``, ``Infinity`` and ``-Infinity`` are refused.
 

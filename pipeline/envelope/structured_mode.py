@@ -29,7 +29,12 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from pipeline.envelope.errors import EnvelopeError
 from pipeline.envelope.event import Event, check_extension_names, check_media_type
-from pipeline.envelope.json_data import MAX_JSON_DEPTH, is_json_content_type, parse_json
+from pipeline.envelope.json_data import (
+    MAX_JSON_DEPTH,
+    is_json_content_type,
+    json_error_reason,
+    parse_json,
+)
 from pipeline.envelope.times import parse_time
 
 __all__ = ["FORMAT", "decode_structured", "is_structured", "looks_structured"]
@@ -144,7 +149,8 @@ def _document(value: bytes | None) -> dict[str, Any]:
         ) from None
     except json.JSONDecodeError as exc:
         raise EnvelopeError(
-            f"structured event is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"structured event is not valid JSON: {json_error_reason(exc)} at line {exc.lineno} "
+            f"column {exc.colno}"
         ) from None
     except ValueError as exc:  # NaN/Infinity, or an int longer than Python converts
         raise EnvelopeError(f"structured event is not valid JSON: {exc}") from None

@@ -34,6 +34,7 @@ from typing import IO, Any, Literal, Protocol
 
 import msgspec
 
+from pipeline.envelope import json_error_reason
 from pipeline.errors import PipelineError
 
 __all__ = [
@@ -316,7 +317,8 @@ def parse_line(line: str, *, where: str = "line") -> RecordedMessage:
     except json.JSONDecodeError as error:
         # The column in the line: json's own "line 2 column 1" counted the line's newline.
         raise RecordingError(
-            f"{where}: not a recorded message (invalid JSON: {error.msg} at column {error.pos + 1})"
+            f"{where}: not a recorded message (invalid JSON: {json_error_reason(error)} at "
+            f"column {error.pos + 1})"
         ) from None
     except ValueError as error:
         raise RecordingError(f"{where}: not a recorded message ({error})") from None
@@ -439,15 +441,17 @@ def parse_numbered_lines_for_replay(
             yield message
 
 
-def read_recording(path: Path) -> Iterator[RecordedMessage]:
+def read_recording(path: Path | str) -> Iterator[RecordedMessage]:
     """The messages of a recording file, in file order (see :func:`parse_lines`)."""
+    path = Path(path)
     with open_recording(path) as lines:
         yield from parse_lines(lines, source=str(path))
 
 
-def read_recording_for_replay(path: Path) -> Iterator[ProducibleMessage]:
+def read_recording_for_replay(path: Path | str) -> Iterator[ProducibleMessage]:
     """The messages of a recording file as a replay sends them (see
     :func:`parse_lines_for_replay`)."""
+    path = Path(path)
     with open_recording(path) as lines:
         yield from parse_lines_for_replay(lines, source=str(path))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.envelope import Event, is_json_content_type, parse_json
+from pipeline.envelope import Event, is_json_content_type, json_error_reason, parse_json
 from pipeline.ids import new_event_id
 from pipeline.request_types import RequestType
 from producers.gateway.answers import ErrorAnswer
@@ -73,7 +73,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise ErrorAnswer(
             400,
             "invalid_json",
-            f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
+            f"the body is not valid JSON: {json_error_reason(error)} at line {error.lineno} "
+            f"column {error.colno}",
         ) from None
     except (ValueError, RecursionError) as error:  # NaN/Infinity, huge ints, deep nesting
         reason = "it nests too deep" if isinstance(error, RecursionError) else str(error)

@@ -102,6 +102,20 @@ def test_trailing_garbage_after_the_object_is_invalid_json() -> None:
     assert reason('{"a": 1} x') == "invalid JSON: Extra data at column 10"
 
 
+def test_an_unterminated_string_says_where_it_starts_with_one_at() -> None:
+    assert reason('{"a": "open') == "invalid JSON: Unterminated string starting at column 7"
+
+
+def test_a_byte_order_mark_after_the_first_line_is_said_without_python_advice() -> None:
+    parsed = parse_line(rules(), 2, '\ufeff{"a": 1}')
+
+    assert isinstance(parsed, RejectedLine), parsed
+    assert parsed.reason == (
+        "invalid JSON: a byte order mark (BOM) before the JSON; only the first line may have "
+        "one at column 1"
+    )
+
+
 def test_nan_and_infinity_are_not_json_numbers() -> None:
     assert reason('{"a": NaN}') == "invalid JSON: NaN is not a JSON number"
     assert reason('{"a": -Infinity}') == "invalid JSON: -Infinity is not a JSON number"

@@ -352,3 +352,18 @@ def test_a_line_cut_short_is_invalid_json_at_a_column_of_that_line(tmp_path):
         f"{recording}:2: not a recorded message (invalid JSON: Expecting ',' delimiter at "
         "column 14)"
     )
+
+
+def test_a_string_path_reads_as_a_path_does(tmp_path):
+    recording = tmp_path / "r.ndjson"
+    recording.write_text(format_line(RecordedMessage("t", 0, 0, b"k", b"v")) + "\n")
+
+    assert list(read_recording(str(recording))) == list(read_recording(recording))
+
+
+def test_an_unterminated_string_is_said_with_one_at(tmp_path):
+    recording = tmp_path / "r.ndjson"
+    recording.write_text('{"topic":"t","partition":0,"offset":0,"payload":"cut')  # cut off
+    with pytest.raises(RecordingError) as refused:
+        list(read_recording(recording))
+    assert "(invalid JSON: Unterminated string starting at column 49)" in str(refused.value)
