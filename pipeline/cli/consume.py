@@ -61,7 +61,7 @@ import typer
 
 from pipeline.cli.checks import non_empty
 from pipeline.cli.console import stderr_console
-from pipeline.cli.interrupts import exit_code, signals_interrupt
+from pipeline.cli.interrupts import HeldInterrupts, exit_code, signals_interrupt, write_whole
 from pipeline.cli.plurals import counted
 from pipeline.cli.produce import require_topic
 from pipeline.errors import PipelineError
@@ -337,39 +337,56 @@ def _read(
     limit: int | None,
     commit: bool,
 ) -> None:
-    """Print messages until done, the limit, or for ever; commit what was printed if asked."""
-    for batch in _batches(consumer, reading):
-        lines: list[bytes] = []
-        # The starts of partitions new to the group go with this batch's commit.
-        positions: dict[int, int] = reading.unsaved_starts if commit else {}
-        reading.unsaved_starts = {}
-        for message in batch:
-            if message.error() is not None:
-                _handle_error(message, reading)
-                continue
-            partition, offset = message.partition(), message.offset()
-            if reading.past_stop(partition, offset):
-                continue
-            if limit is not None and reading.printed + len(lines) >= limit:
-                break
-            if not reading.follow and offset + 1 >= reading.stops.get(partition, 0):
-                reading.done.add(partition)
-            fields = message_json(message)
-            if "error" in fields:
-                reading.undecodable += 1
-                if fields["headers"] is None:
-                    _note_unreadable_headers(fields, reading)
-            lines.append(ndjson_line(fields))
-            positions[partition] = offset + 1
-        if lines:
-            out.write(b"".join(lines))
-            out.flush()
-            # Counted once written: an interrupted batch is neither printed nor committed.
-            reading.printed += len(lines)
-        if commit and positions and not _commit(consumer, reading.topic, positions):
-            reading.commit_failures += 1
-        if limit is not None and reading.printed >= limit:
-            return
+    """Print messages until done, the limit, or for ever; commit what was printed if asked.
+
+    A Ctrl-C or SIGTERM while a batch is written waits until it is written, counted and
+    committed (up to :data:`~pipeline.cli.interrupts.HOLD_AT_MOST_S`, or a second signal): one
+    that cut the write left a line half printed and the batch not counted."""
+    with HeldInterrupts() as held:
+        for batch in _batches(consumer, reading):
+            with held.holding():
+                if _print_batch(consumer, reading, batch, out, limit, commit):
+                    return
+
+
+def _print_batch(
+    consumer: Consumer,
+    reading: _Reading,
+    batch: list[Any],
+    out: BinaryIO,
+    limit: int | None,
+    commit: bool,
+) -> bool:
+    """Print and commit one batch; whether the limit is reached."""
+    lines: list[bytes] = []
+    # The starts of partitions new to the group go with this batch's commit.
+    positions: dict[int, int] = reading.unsaved_starts if commit else {}
+    reading.unsaved_starts = {}
+    for message in batch:
+        if message.error() is not None:
+            _handle_error(message, reading)
+            continue
+        partition, offset = message.partition(), message.offset()
+        if reading.past_stop(partition, offset):
+            continue
+        if limit is not None and reading.printed + len(lines) >= limit:
+            break
+        if not reading.follow and offset + 1 >= reading.stops.get(partition, 0):
+            reading.done.add(partition)
+        fields = message_json(message)
+        if "error" in fields:
+            reading.undecodable += 1
+            if fields["headers"] is None:
+                _note_unreadable_headers(fields, reading)
+        lines.append(ndjson_line(fields))
+        positions[partition] = offset + 1
+    if lines:
+        write_whole(out, b"".join(lines))
+        # Counted once written: an interrupted batch is neither printed nor committed.
+        reading.printed += len(lines)
+    if commit and positions and not _commit(consumer, reading.topic, positions):
+        reading.commit_failures += 1
+    return limit is not None and reading.printed >= limit
 
 
 def _note_unreadable_headers(fields: dict[str, Any], reading: _Reading) -> None:

@@ -9,10 +9,12 @@ so the code that handles Ctrl-C handles both; :func:`exit_code` tells them apart
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
+from typing import BinaryIO
 
 import typer
 
@@ -134,3 +136,25 @@ class HeldInterrupts:
         self._pending = None
         signal.setitimer(signal.ITIMER_REAL, 0)
         self._signals.hand_over(signum)
+
+
+def write_whole(stream: BinaryIO, data: bytes) -> None:
+    """Write ``data`` to ``stream`` whole, even when a signal held by :class:`HeldInterrupts`
+    arrives meanwhile (its handler returns, and the write goes on).
+
+    Written by hand: CPython 3.11's ``BufferedWriter.write`` of more than its buffer, cut by a
+    signal whose handler returns, reports success having written only part (measured: 69,632
+    of 250,500 bytes reached a pipe whose reader paused). ``os.write`` reports how much it
+    wrote, and the rest is written again. A stream without a file descriptor (a test's
+    ``BytesIO``) is written as it is.
+    """
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        stream.write(data)
+        stream.flush()
+        return
+    stream.flush()  # what the stream holds goes first
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]

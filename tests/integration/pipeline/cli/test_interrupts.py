@@ -115,3 +115,41 @@ def test_produce_interrupted_mid_file_counts_exactly_the_lines_it_sent(
     assert read == sent, stderr
     assert int(sent.replace(",", "")) < 2_000_000, "it ended before the signal"
     assert _end_offset(pipeline_settings, topic, 3) == int(sent.replace(",", ""))
+
+
+def test_consume_interrupted_while_its_reader_lags_prints_whole_lines_and_counts_them(
+    new_topic, pipeline_settings
+):
+    import json
+    import threading
+
+    from pipeline.kafka.clients import build_producer
+
+    topic = new_topic(partitions=1, prefix="interrupt")
+    producer = build_producer(pipeline_settings.kafka)
+    for n in range(3_000):
+        producer.produce(topic, json.dumps({"n": n, "pad": "x" * 200}).encode(), b"k")
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    process = subprocess.Popen(
+        [PIPELINE, "consume", topic, "--from-beginning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.read(100)  # it is writing; the pipe then fills as nobody reads
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)  # while it waits for the reader, in the middle of a batch
+    time.sleep(0.7)  # the reader comes back within the hold (HOLD_AT_MOST_S)
+    rest: list[bytes] = []
+    reader = threading.Thread(target=lambda: rest.append(process.stdout.read()))
+    reader.start()
+    stderr = process.stderr.read().decode()
+    process.wait(timeout=60)
+    reader.join(timeout=60)
+
+    lines = (first + rest[0]).decode().splitlines()
+    assert process.returncode == 130, stderr
+    assert lines and lines[-1].endswith("}"), (len(lines), lines[-1][-80:], stderr)
+    assert all(json.loads(line)["topic"] == topic for line in lines)  # none cut off
+    assert f"printed {len(lines):,} messages" in stderr, (len(lines), stderr)
