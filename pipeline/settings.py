@@ -25,14 +25,19 @@ KAFKA_SCALA_VERSION = "2.13"
 ELASTICSEARCH_VERSION = "8.19.3"
 
 
-def shown_url(value: str) -> str:
-    """A URL setting as an error may quote it: whatever comes before an ``@`` (user and
-    password, with a scheme or without one) is masked."""
+def masked_url(value: str) -> str:
+    """A URL setting as output may show it: whatever comes before an ``@`` (user and password,
+    with a scheme or without one) is masked."""
     head, at, rest = value.rpartition("@")
     if not at:
-        return repr(value)
+        return value
     scheme, sep, _ = head.partition("://")
-    return repr(f"{scheme}{sep}[REDACTED]@{rest}" if sep else f"[REDACTED]@{rest}")
+    return f"{scheme}{sep}[REDACTED]@{rest}" if sep else f"[REDACTED]@{rest}"
+
+
+def shown_url(value: str) -> str:
+    """A URL setting as an error may quote it: :func:`masked_url`, quoted."""
+    return repr(masked_url(value))
 
 
 def _port_reads(url: str) -> bool:

@@ -11,7 +11,7 @@ from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_admin
 from pipeline.logs.elasticsearch import build_elasticsearch
 from pipeline.plurals import counted
-from pipeline.settings import ElasticsearchSettings, KafkaSettings
+from pipeline.settings import ElasticsearchSettings, KafkaSettings, masked_url
 from pipeline.stack.preflight import port_answers, split_host_port
 
 
@@ -66,8 +66,8 @@ def elasticsearch_detail(cluster: str, status: str, nodes: int) -> str:
 
 def elasticsearch_health(es: ElasticsearchSettings, timeout_s: float = 5.0) -> Health:
     """Cluster health (green or yellow is ok) and the local node's version."""
-    address = es.url
-    host, port = split_host_port(address)
+    address = masked_url(es.url)  # shown: never a password given in the URL
+    host, port = split_host_port(es.url)
     if not port_answers(host, port):
         return Health("elasticsearch", address, ok=False, detail="nothing listens there")
     try:

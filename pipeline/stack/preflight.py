@@ -9,8 +9,10 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pipeline.errors import PipelineError
+from pipeline.settings import masked_url
 
 
 class StackError(PipelineError):
@@ -68,10 +70,22 @@ def find_mvn() -> Path:
     return Path(found)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def split_host_port(address: str) -> tuple[str, int]:
-    """``"127.0.0.1:9092"`` -> ``("127.0.0.1", 9092)``; URLs are accepted (``http://h:9200``)."""
-    without_scheme = address.split("://", 1)[-1].split("/", 1)[0]
-    host, sep, port = without_scheme.rpartition(":")
+    """``"127.0.0.1:9092"`` -> ``("127.0.0.1", 9092)``; URLs are accepted (``http://h:9200``,
+    with a user and password before the host, or without a port: their scheme's)."""
+    if "://" in address:
+        try:
+            parts = urlsplit(address)
+            url_host, url_port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        except ValueError:  # a port that is no number, a bracket not closed
+            url_host = url_port = None
+        if url_host and url_port is not None:
+            return url_host, url_port
+        raise StackError(f"expected scheme://host:port, got {masked_url(address)!r}")
+    host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise StackError(f"expected host:port, got {address!r}")
     return host.strip("[]"), int(port)

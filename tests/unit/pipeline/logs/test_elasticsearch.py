@@ -37,3 +37,13 @@ def test_stack_status_shows_a_missing_ca_file_as_the_component_s_detail(tmp_path
 
     assert not health.ok
     assert f"no file at {missing}" in health.detail
+
+
+def test_stack_status_shows_the_url_without_its_password_and_checks_its_host():
+    settings = ElasticsearchSettings(url="http://user:pa55w0rd@127.0.0.1:9200")
+
+    with patch("pipeline.stack.health.port_answers", return_value=False) as knocked:
+        health = elasticsearch_health(settings)
+
+    knocked.assert_called_once_with("127.0.0.1", 9200)  # the host, not "user:pa55w0rd@..."
+    assert health.address == "http://[REDACTED]@127.0.0.1:9200"

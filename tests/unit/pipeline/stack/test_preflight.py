@@ -55,10 +55,20 @@ def test_find_java_refuses_an_old_java(monkeypatch, tmp_path):
         ("http://127.0.0.1:9200", ("127.0.0.1", 9200)),
         ("https://es.example:443/", ("es.example", 443)),
         ("[::1]:9092", ("::1", 9092)),
+        ("http://user:pa55@127.0.0.1:9200", ("127.0.0.1", 9200)),
+        ("https://es.example", ("es.example", 443)),
+        ("http://[2001:db8::1]", ("2001:db8::1", 80)),
     ],
 )
 def test_split_host_port(address, expected):
     assert split_host_port(address) == expected
+
+
+def test_an_unreadable_url_is_refused_without_its_password():
+    with pytest.raises(StackError) as refused:
+        split_host_port("http://user:pa55@host:nine")
+    assert "pa55" not in str(refused.value)
+    assert "http://[REDACTED]@host:nine" in str(refused.value)
 
 
 def test_split_host_port_rejects_an_address_without_port():
