@@ -16,7 +16,7 @@ from rich.table import Table
 from pipeline.cli.checks import non_empty
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.errors import PipelineError
-from pipeline.settings import LogSettings, PipelineSettings
+from pipeline.settings import LogSettings, PipelineSettings, masked_url
 
 app = typer.Typer(
     help="Kibana assets as code: the logs' data view, searches, visualisations and dashboard.",
@@ -138,7 +138,8 @@ def template(ctx: typer.Context, alias: AliasOption = None) -> None:
         with build_elasticsearch(settings.elasticsearch) as es:
             ensure_index_template(es, alias=alias)
     except ESConnectionError:
-        raise PipelineError(f"cannot reach Elasticsearch at {settings.elasticsearch.url}") from None
+        url = masked_url(settings.elasticsearch.url)
+        raise PipelineError(f"cannot reach Elasticsearch at {url}") from None
     except ApiError as error:
         raise PipelineError(template_refusal(error)) from None
     stdout_console().print(f"index template {escape(alias)} is in place")

@@ -43,9 +43,11 @@ _AUTH_HEADER = re.compile(
 )
 # A bearer credential anywhere else ("sent Bearer abc"), the scheme kept.
 _BEARER = re.compile(r"(?P<scheme>\bbearer\s+)(?P<value>[\w\-.~+/]+=*)", re.IGNORECASE)
-# name=value / name: value / "name": "value" for secret-looking names.
+# name=value / name: value / "name": "value" for secret-looking names. A name is a whole
+# token (not the end of a path, /etc/passwd), and no dot follows its secret word: a file's
+# name (my-passwd.jsonl:1:, secret.toml: line 3) is no secret's name, db.password is.
 _NAME_VALUE = re.compile(
-    rf"(?P<name>[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
+    rf"(?P<name>(?<![\w.\-/\\])[\w.-]*(?:{_SECRET_WORDS})[\w-]*)"
     r"(?P<sep>\"?'?\s*[:=]\s*)"
     r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+)",
     re.IGNORECASE,

@@ -64,6 +64,10 @@ def test_luhn_valid_card_numbers_are_masked(card):
         "passed on 01a23e43-287b-76f9-8239-02327634674d",
         "id order4111111111111111 kept",
         "key 4111111111111111-a",
+        # File names and paths that hold a secret word, as errors quote them.
+        "my-passwd.jsonl:1: not a recorded message",
+        "/etc/passwd: not valid TOML",
+        "token_list.jsonl:3: bad line",
     ],
 )
 def test_ordinary_text_is_kept(text):
