@@ -402,6 +402,11 @@ def search(
         alias = settings.logs.index_alias
         found = _search(es, alias, body, settings.elasticsearch.url)
         hits: list[dict[str, Any]] = found["hits"]
+        if not hits:
+            # Elasticsearch skips the shards whose lines all fall outside --since without
+            # parsing the query there: a typo would read as "nothing matched".
+            _check_query(es, alias, build_query(query))  # the text alone: with its time
+            # filter, Elasticsearch rewrites it to "match nothing" before parsing the text
         if not hits and not es.indices.exists(index=alias, allow_no_indices=False):
             # Not "nothing matched": there is nothing to search (a typo in the alias, or no line
             # shipped yet). A command whose source is missing fails, as `pipeline consume` and
@@ -425,6 +430,19 @@ def search(
                     )
             except KeyboardInterrupt as interrupt:
                 raise typer.Exit(exit_code(interrupt)) from None
+
+
+def _check_query(es: Elasticsearch, alias: str, query: dict[str, Any]) -> None:
+    """A query Elasticsearch cannot parse is a :class:`PipelineError` with its reason."""
+    from pipeline.logs.search import invalid_query_reason
+
+    answer: Any = es.indices.validate_query(
+        index=alias, query=query, explain=True, ignore_unavailable=True, allow_no_indices=True
+    )
+    # ObjectApiResponse, or a test's fake: a dict
+    reason = invalid_query_reason(answer.body if hasattr(answer, "body") else answer)
+    if reason is not None:
+        raise PipelineError(f"bad query: {reason}")
 
 
 def _follow(

@@ -114,6 +114,22 @@ def build_query(
     return {"bool": boolean}
 
 
+_JAVA_EXCEPTION = re.compile(r"^(?:\[[^\]]*\] )?(?:[a-z]+\.)+[A-Za-z]*(?:Exception|Error): ")
+
+
+def invalid_query_reason(answer: Mapping[str, Any]) -> str | None:
+    """Why Elasticsearch's ``_validate/query`` answer (with ``explain``) refuses the query, on
+    one line without its Java class names; ``None`` for a valid one."""
+    if answer.get("valid", True):
+        return None
+    for explanation in answer.get("explanations") or []:
+        error = explanation.get("error") if isinstance(explanation, Mapping) else None
+        if isinstance(error, str) and error:
+            parts = [_JAVA_EXCEPTION.sub("", part) for part in error.split("\n", 1)[0].split("; ")]
+            return "; ".join(part for part in parts if part)
+    return "Elasticsearch cannot parse it"
+
+
 #: Elasticsearch counts matches exactly up to this many by default, and reports a lower bound
 #: beyond (``"relation": "gte"``). Counting every match (``track_total_hits: true``) would
 #: visit every matching document of a day's index for a line that only needs to say "more".

@@ -94,6 +94,15 @@ def test_a_bad_query_prints_elasticsearchs_reason_in_one_line(indexed):
     assert "Encountered" in lines[0]
 
 
+def test_a_bad_query_is_an_error_even_when_no_line_falls_in_the_time_window(indexed):
+    alias, _ = indexed
+    # No line after 2999: Elasticsearch skips every shard, and would not parse the query there.
+    result = _search(alias, "message:(", "--since", "2999-01-01T00:00:00Z")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: bad query: Failed to parse query [message:(]")
+    assert "Exception" not in result.stderr
+
+
 def test_a_bad_since_is_a_usage_error(indexed):
     alias, _ = indexed
     result = _search(alias, "--since", "yesterday")

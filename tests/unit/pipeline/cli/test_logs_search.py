@@ -34,6 +34,9 @@ class FakeIndices:
     def exists(self, index, allow_no_indices=True):
         return self._exists
 
+    def validate_query(self, index, query, **options):
+        return {"valid": True, "explanations": []}
+
 
 class FakeElasticsearch:
     """Answers every search with ``answer`` (or raises it)."""

@@ -8,6 +8,7 @@ from elasticsearch import SerializationError
 
 from pipeline.logs.search import (
     build_query,
+    invalid_query_reason,
     normalize_levels,
     parse_since,
     search_body,
@@ -193,3 +194,25 @@ def test_a_query_some_shards_could_not_parse_is_a_bad_query_not_no_matches():
 def test_an_empty_level_is_refused_not_read_as_every_level(given):
     with pytest.raises(ValueError, match="unknown level ''"):
         normalize_levels(given)
+
+
+def test_an_invalid_query_reason_is_one_line_without_java_class_names():
+    answer = {
+        "valid": False,
+        "explanations": [
+            {
+                "index": "pipeline-logs-2026.12.05",
+                "valid": False,
+                "error": "[pipeline-logs-2026.12.05/lD7n] org.elasticsearch.index.query."
+                "QueryShardException: Failed to parse query [message:(]; org.apache.lucene."
+                "queryparser.classic.ParseException: Cannot parse 'message:(': Encountered "
+                '"<EOF>" at line 1, column 9.\nWas expecting one of:\n    <NOT> ...',
+            }
+        ],
+    }
+
+    assert invalid_query_reason(answer) == (
+        "Failed to parse query [message:(]; Cannot parse 'message:(': Encountered \"<EOF>\" at "
+        "line 1, column 9."
+    )
+    assert invalid_query_reason({"valid": True}) is None
