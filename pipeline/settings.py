@@ -12,7 +12,7 @@ import ipaddress
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -80,6 +80,9 @@ class KafkaSettings(_Frozen):
     @classmethod
     def _host_port_list(cls, value: str) -> str:
         for server in value.split(","):
+            if server.strip().lower().startswith(("http://", "https://")):
+                # librdkafka takes a listener's name (SSL://host:9093), never a web URL.
+                raise ValueError(f"expected host:port (Kafka's, not an http URL), got {value!r}")
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
@@ -151,7 +154,8 @@ class JwtSettings(_Frozen):
 class GatewaySettings(_Frozen):
     """The HTTP request gateway (``pipeline gateway``)."""
 
-    host: str = "127.0.0.1"
+    #: Not empty: an empty host would listen on every interface (0.0.0.0 and ::); say so.
+    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"\S")
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     #: Token bucket per client identity: the peer address, or the ``X-Client-Id`` header when
@@ -251,6 +255,12 @@ class LogSettings(_Frozen):
     """Logging of every program (``configure_logging``) and the log shipper (``pipeline logs``)."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value  # debug is DEBUG
+
     #: stderr format: ``json`` (ECS, one object a line), ``text`` (readable), or ``auto``
     #: (text on a terminal, JSON otherwise).
     console: Literal["auto", "json", "text"] = "auto"
@@ -258,7 +268,7 @@ class LogSettings(_Frozen):
     dlq_topic: str = "logs.dlq"
     #: The read alias of the daily log indices (``pipeline.logs.schema.INDEX_ALIAS``); tests
     #: set their own so they never touch the real one.
-    index_alias: str = "pipeline-logs"
+    index_alias: str = Field(default="pipeline-logs", min_length=1)
     #: Records held for Kafka by the handler; beyond that they are dropped (counted) to stderr.
     buffer_size: int = Field(default=10_000, gt=0)
     #: How long the handler waits for Kafka when flushing at exit.
@@ -357,7 +367,7 @@ class ProcessingSettings(_Frozen):
     inbox_cleanup_interval_s: float = Field(default=300.0, gt=0)
     #: A metrics line in the log every so often; a Prometheus endpoint when a port is given.
     metrics_log_interval_s: float = Field(default=30.0, gt=0)
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     #: How long one thread may keep Python's interpreter while another waits for it (the
     #: processor sets ``sys.setswitchinterval``; Python's own is 5 ms). A worker thread waits
     #: this long for the busy event loop after each database reply. Unset: 0.5 ms on

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from pipeline.cli import gateway_keys
+from pipeline.cli.checks import non_empty
 from pipeline.cli.console import stderr_console
 from pipeline.cli.process import announce_database
 from pipeline.errors import PipelineError
@@ -51,7 +52,9 @@ def gateway(
     host: str | None = typer.Option(
         None,
         "--host",
-        help="Address to listen on (default: PIPELINE_GATEWAY__HOST, else 127.0.0.1).",
+        help="Address to listen on (default: PIPELINE_GATEWAY__HOST, else 127.0.0.1; "
+        "0.0.0.0 for every interface).",
+        callback=non_empty,
     ),
     port: int | None = typer.Option(
         None,

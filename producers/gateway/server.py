@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
@@ -158,7 +159,10 @@ async def serve(
         except OSError as error:
             # asyncio's strerror repeats the address ("error while attempting to bind on
             # address ..."): the system's own words for the errno say it once.
-            why = os.strerror(error.errno).lower() if error.errno else error.strerror
+            if isinstance(error, socket.gaierror):  # its errno is getaddrinfo's, not errno's
+                why = f"no such address ({(error.strerror or str(error)).lower()})"
+            else:
+                why = os.strerror(error.errno).lower() if error.errno else str(error)
             raise PipelineError(f"cannot listen on {host}:{port}: {why}") from None
         addresses = [f"http://{_host_port(address)}" for address in runner.addresses]
         log.info("gateway listening on %s", ", ".join(addresses))

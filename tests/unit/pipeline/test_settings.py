@@ -71,6 +71,11 @@ def test_the_settings_and_their_sections_are_frozen():
         ("PIPELINE_ELASTICSEARCH__URL", "127.0.0.1:9200", "http:// or https://"),
         ("PIPELINE_KAFKA__SECURITY_PROTOCOL", "TLS", "PLAINTEXT"),
         ("PIPELINE_ELASTICSEARCH__PASSWORD", "p", "a password needs a username"),
+        ("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "http://127.0.0.1:9092", "not an http URL"),
+        ("PIPELINE_GATEWAY__HOST", "", "at least 1 character"),  # every interface, unsaid
+        ("PIPELINE_GATEWAY__HOST", " ", "should match pattern"),
+        ("PIPELINE_LOGS__INDEX_ALIAS", "", "at least 1 character"),
+        ("PIPELINE_PROCESSING__METRICS_PORT", "0", "greater than or equal to 1"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, value, message):
@@ -159,3 +164,8 @@ def test_every_setting_has_its_variable():
     assert {"PIPELINE_GATEWAY__JWT", "PIPELINE_GATEWAY__JWT__ISSUER"} <= variables
     assert "PIPELINE_STACK__HOME" in variables
     assert "PIPELINE_SERVICE_NAME" in variables
+
+
+def test_the_log_level_is_read_in_any_case(monkeypatch):
+    monkeypatch.setenv("PIPELINE_LOGS__LEVEL", "debug")
+    assert PipelineSettings().logs.level == "DEBUG"

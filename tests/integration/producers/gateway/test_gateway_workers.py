@@ -137,3 +137,21 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_host_that_is_no_address_is_said_in_words_not_an_error_number(
+    database_env: dict[str, str],
+):
+    result = run_pipeline("gateway", "--host", "999.1.1.1", "--port", "18081", env=database_env)
+
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot listen on 999.1.1.1:18081: no such address ("), last
+
+
+def test_an_empty_host_is_refused_not_every_interface(database_env: dict[str, str]):
+    result = run_pipeline("gateway", "--host", "", "--port", "18081", env=database_env)
+
+    assert result.returncode == 2, result.stderr
+    assert "'--host': must not be empty" in result.stderr
+    assert "listening" not in result.stderr
