@@ -508,14 +508,14 @@ def parse_lines(rules: LineRules, lines: Iterable[bytes | str]) -> Iterator[Pars
 
 def rejections_in(
     rules: LineRules, lines: Iterable[bytes | str], *, max_bytes: int = MAX_MESSAGE_BYTES
-) -> list[RejectedLine]:
-    """Every rejection in the input: the first pass of ``--strict``, which sends nothing.
+) -> Iterator[RejectedLine]:
+    """Every rejection in the input, as it is found: the first pass of ``--strict``, which
+    sends nothing (yielded, not listed: an input of many bad lines is not held in memory).
 
     Besides the lines :func:`parse_line` rejects, an event larger than ``max_bytes`` is one: the
     producer would refuse it. Parsing is deterministic apart from event ids and times (whose
     lengths are fixed), so a second pass over the same lines rejects exactly these lines again.
     """
-    found: list[RejectedLine] = []
     encode = line_encoder(rules)
     for number, raw in enumerate(lines, start=1):
         if encode is not None and isinstance(raw, bytes):
@@ -527,8 +527,7 @@ def rejections_in(
             continue
         rejection = parsed if isinstance(parsed, RejectedLine) else too_large(parsed, max_bytes)
         if rejection is not None:
-            found.append(rejection)
-    return found
+            yield rejection
 
 
 # --- size -------------------------------------------------------------------------------------

@@ -438,17 +438,17 @@ def _produce(
         _err.print("reading NDJSON from the terminal; end with Ctrl-D")
     if strict:
         data.keep()
+        found = 0
         with data.lines() as lines, few_collections():
             read = _CountedLines(lines)
-            found = rejections_in(rules, read)
+            for rejection in rejections_in(rules, read):
+                rejects.write(rejection)  # as found: many bad lines are not held in memory
+                found += 1
         if found:
             tally.lines = read.count
-            for rejection in found:
-                rejects.write(rejection)
             _summary(rules, run_id, partitions, tally, rejects.count, None, 0.0, checked_only=True)
             _err.print(
-                f"--strict: nothing sent; {counted(len(found), 'line')} rejected, "
-                f"see {rejects.path}"
+                f"--strict: nothing sent; {counted(found, 'line')} rejected, see {rejects.path}"
             )
             return EXIT_REJECTED
     show_progress = _err.is_terminal and not (data.path is None and sys.stdin.isatty())

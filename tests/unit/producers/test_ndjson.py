@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import random
 import re
@@ -368,21 +369,29 @@ def test_every_event_of_a_run_shares_the_correlation_id_and_has_its_own_id() -> 
 def test_strict_first_pass_finds_every_rejection_and_builds_no_event_for_later() -> None:
     lines = ['{"id": "a"}', "oops", "", '{"x": 1}', '{"id": "b"}']
 
-    found = rejections_in(rules(key_field="id"), lines)
+    found = list(rejections_in(rules(key_field="id"), lines))
 
     assert [(r.line, r.raw) for r in found] == [(2, "oops"), (4, '{"x": 1}')]
-    assert rejections_in(rules(key_field="id"), lines) == found  # the same on a second pass
+    assert list(rejections_in(rules(key_field="id"), lines)) == found  # the same again
+
+
+def test_strict_first_pass_yields_each_rejection_as_it_reads_holding_none() -> None:
+    endless = (f"bad line {n}" for n in itertools.count())  # /dev/urandom, say
+
+    first = list(itertools.islice(rejections_in(rules(key_field="id"), endless), 3))
+
+    assert [r.line for r in first] == [1, 2, 3]
 
 
 def test_strict_first_pass_of_a_clean_input_is_empty() -> None:
-    assert rejections_in(rules(key_field="id"), ['{"id": "a"}', '{"id": "b"}']) == []
+    assert list(rejections_in(rules(key_field="id"), ['{"id": "a"}', '{"id": "b"}'])) == []
 
 
 def test_strict_first_pass_rejects_an_event_too_large_for_the_producer() -> None:
     big = json.dumps({"id": "big", "pad": "x" * 1_100_000})
     lines = ['{"id": "a"}', big, '{"id": "b"}']
 
-    found = rejections_in(rules(key_field="id"), lines)
+    found = list(rejections_in(rules(key_field="id"), lines))
 
     assert [(r.line, r.raw) for r in found] == [(2, big)]
     assert re.fullmatch(
@@ -398,8 +407,8 @@ def test_strict_first_pass_accepts_an_event_of_exactly_the_limit() -> None:
     line = json.dumps({"pad": "x" * padding}, separators=(",", ":"))
 
     assert message_size(ready(line).message) == MAX_MESSAGE_BYTES
-    assert rejections_in(rules(), [line]) == []
-    assert rejections_in(rules(), [line], max_bytes=MAX_MESSAGE_BYTES - 1)[0].line == 1
+    assert list(rejections_in(rules(), [line])) == []
+    assert next(rejections_in(rules(), [line], max_bytes=MAX_MESSAGE_BYTES - 1)).line == 1
 
 
 def test_message_size_is_librdkafkas_max_wire_size() -> None:
@@ -499,9 +508,9 @@ def test_strict_first_pass_finds_the_same_rejections_in_lines_read_as_bytes() ->
     lines = ['{"id": "a"}', "oops", "", '{"x": 1}', big, '{"id": "b"}', '{"id": "c", "x": 1e-7}']
     as_bytes = [line.encode() + b"\n" for line in lines]
 
-    found = rejections_in(rules(key_field="id"), as_bytes)
+    found = list(rejections_in(rules(key_field="id"), as_bytes))
 
-    assert found == rejections_in(rules(key_field="id"), lines)
+    assert found == list(rejections_in(rules(key_field="id"), lines))
     assert [r.line for r in found] == [2, 4, 5]
 
 
@@ -510,8 +519,8 @@ def test_strict_first_pass_of_bytes_accepts_an_event_of_exactly_the_limit() -> N
     padding = MAX_MESSAGE_BYTES - message_size(parsed.message)
     line = json.dumps({"pad": "x" * padding}, separators=(",", ":")).encode()
 
-    assert rejections_in(rules(), [line]) == []
-    assert rejections_in(rules(), [line], max_bytes=MAX_MESSAGE_BYTES - 1)[0].line == 1
+    assert list(rejections_in(rules(), [line])) == []
+    assert next(rejections_in(rules(), [line], max_bytes=MAX_MESSAGE_BYTES - 1)).line == 1
 
 
 @pytest.mark.parametrize(
