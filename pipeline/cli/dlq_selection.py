@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
+from pipeline.cli.checks import non_empty
 from pipeline.cli.console import stderr_console
 from pipeline.cli.plurals import counted
 from pipeline.dead_letters.reasons import REASONS
@@ -53,6 +54,7 @@ _err = stderr_console()
 TopicArgument = typer.Argument(
     ...,
     help="The original topic (requests.orders) or its dead-letter topic (requests.orders.dlq).",
+    callback=non_empty,
 )
 ErrorTypeOption = typer.Option(
     None,
@@ -127,6 +129,10 @@ class Filters:
         keys: list[str] | None,
         event_ids: list[str] | None,
     ) -> Filters:
+        if event_ids and not all(event_id.strip() for event_id in event_ids):
+            raise typer.BadParameter("an event id is never empty", param_hint="--event-id")
+        if error_type is not None and not error_type.strip():
+            raise typer.BadParameter("must not be empty", param_hint="--error-type")
         if reason is not None and reason not in REASONS:
             raise typer.BadParameter(
                 f"{reason!r} is not a reason; one of {', '.join(REASONS)}", param_hint="--reason"

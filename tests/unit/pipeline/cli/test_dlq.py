@@ -162,3 +162,19 @@ def test_discard_writes_only_letters_it_showed_even_when_more_arrived_since(monk
     )
 
     assert again.letters == shown
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ([""], "'topic': must not be empty"),
+        (["requests.orders", "--event-id", ""], "an event id is never empty"),
+        (["requests.orders", "--error-type", " "], "--error-type: must not be empty"),
+    ],
+    ids=["topic", "event-id", "error-type"],
+)
+def test_an_empty_topic_or_filter_is_a_usage_error_before_kafka_is_asked(arguments, said):
+    result = CliRunner().invoke(app, ["dlq", "inspect", *arguments])
+
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.stderr.split()), result.stderr
