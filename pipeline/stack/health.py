@@ -83,7 +83,7 @@ def elasticsearch_health(es: ElasticsearchSettings, timeout_s: float = 5.0) -> H
             address,
             ok=False,
             port_open=True,
-            detail=f"the port is open but Elasticsearch does not answer: {error}",
+            detail=f"the port is open but Elasticsearch does not answer: {_short(error)}",
         )
     finally:
         client.close()
@@ -99,3 +99,11 @@ def elasticsearch_health(es: ElasticsearchSettings, timeout_s: float = 5.0) -> H
             str(health["cluster_name"]), status, int(health["number_of_nodes"])
         ),
     )
+
+
+def _short(error: ApiError | TransportError) -> str:
+    """The error in a line: an HTTP status without its body for a server that is not
+    Elasticsearch (a web server's whole HTML page was the detail), else the client's words."""
+    if isinstance(error, ApiError):
+        return f"it answered HTTP {error.meta.status}, not as Elasticsearch does"
+    return " ".join(str(error).split())[:300]

@@ -387,13 +387,14 @@ def postgres_health(stack: StackSettings, timeout_s: float = 5.0) -> Health:
             ).fetchone()
     except psycopg.Error as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return Health(
-            "postgres",
-            address,
-            ok=False,
-            port_open=True,
-            detail=f"the port is open but PostgreSQL does not answer: {first_line}",
+        # A refused login is an answer: say so, rather than "does not answer".
+        refused = "authentication failed" in first_line or "does not exist" in first_line
+        detail = (
+            f"PostgreSQL refused the login: {first_line}"
+            if refused
+            else f"the port is open but PostgreSQL does not answer: {first_line}"
         )
+        return Health("postgres", address, ok=False, port_open=True, detail=detail)
     assert row is not None
     server, short = str(row[0]).split(" on ")[0], str(row[1])
     return Health(

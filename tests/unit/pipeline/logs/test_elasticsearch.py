@@ -47,3 +47,17 @@ def test_stack_status_shows_the_url_without_its_password_and_checks_its_host():
 
     knocked.assert_called_once_with("127.0.0.1", 9200)  # the host, not "user:pa55w0rd@..."
     assert health.address == "http://[REDACTED]@127.0.0.1:9200"
+
+
+def test_a_web_server_on_the_elasticsearch_port_is_one_short_line_not_its_page():
+    from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+    from elasticsearch import NotFoundError
+
+    from pipeline.stack.health import _short
+
+    meta = ApiResponseMeta(404, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "127.0.0.1", 9200))
+    page = "<!DOCTYPE HTML>\n<html lang='en'>\n" + "<p>x</p>\n" * 100
+
+    assert _short(NotFoundError(page, meta, page)) == (
+        "it answered HTTP 404, not as Elasticsearch does"
+    )
