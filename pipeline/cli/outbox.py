@@ -152,12 +152,21 @@ def _check_kafka(settings: PipelineSettings) -> None:
 def relay(
     ctx: typer.Context,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, max=1_000_000, help="Rows per batch.")
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=1_000_000,
+            help="Rows per batch (default: PIPELINE_OUTBOX__BATCH_SIZE, else 2000).",
+        ),
     ] = None,
     poll_interval: Annotated[
         float | None,
         typer.Option(
-            "--poll-interval", min=0.001, help="Seconds an idle relay waits before looking again."
+            "--poll-interval",
+            min=0.001,
+            help="Seconds an idle relay waits before looking again (default: "
+            "PIPELINE_OUTBOX__POLL_INTERVAL_S, else 1).",
         ),
     ] = None,
     no_listen: Annotated[

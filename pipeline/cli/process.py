@@ -87,13 +87,17 @@ def process(
         "--max-in-flight",
         min=1,
         max=1024,  # processing.max_in_flight's bound
-        help="Events handled at once across keys (one per key).",
+        help="Events handled at once across keys (one per key; default: "
+        "PIPELINE_PROCESSING__MAX_IN_FLIGHT, else 16).",
     ),
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port."
     ),
     event_loop: EventLoop | None = typer.Option(
-        None, "--loop", help="The event loop: uvloop (the default, faster) or asyncio's own."
+        None,
+        "--loop",
+        help="The event loop: uvloop (faster) or asyncio's own (default: "
+        "PIPELINE_PROCESSING__EVENT_LOOP, else uvloop).",
     ),
     start: Start | None = typer.Option(
         None,
