@@ -18,6 +18,7 @@ Every status message, the progress bar and the summary go to stderr.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from collections import Counter
@@ -462,7 +463,10 @@ def _produce(
             _send_lines(producer, rules, batches, tally, rejects, progress, total)
     except KeyboardInterrupt as interrupt:
         interrupted = interrupt
-        _err.print(f"interrupted after line {tally.lines:,}; waiting for what was sent")
+        said = f"interrupted after line {tally.lines:,}; waiting for what was sent"
+        if data.path is not None:  # the rest, as a command (its number without separators)
+            said += f" (the rest: tail -n +{tally.lines + 1} {shlex.quote(str(data.path))})"
+        _err.print(said, highlight=False, markup=False)
     except PipelineError as error:
         stopped = _stopped(tally, str(error))
     except KafkaException as error:

@@ -112,6 +112,8 @@ def test_produce_interrupted_mid_file_counts_exactly_the_lines_it_sent(
     [read] = re.findall(r"lines read │ ([\d,]+) │", summary)
     [sent] = re.findall(r"sent \(acknowledged\) │ ([\d,]+) │", summary)
     assert f"interrupted after line {read};" in summary
+    rest = int(read.replace(",", "")) + 1
+    assert f"(the rest: tail -n +{rest} " in summary  # a number a shell reads, no separators
     assert read == sent, stderr
     assert int(sent.replace(",", "")) < 2_000_000, "it ended before the signal"
     assert _end_offset(pipeline_settings, topic, 3) == int(sent.replace(",", ""))
