@@ -232,6 +232,11 @@ class _Reading:
     #: not committed yet.
     first_offsets: dict[int, int] = field(default_factory=dict)
     unsaved_starts: dict[int, int] = field(default_factory=dict)
+    #: With a group: whether positions were committed (where it starts, or what it printed).
+    committed: bool = False
+    from_beginning: bool = False
+    #: With a group and --from-beginning: whether it was said that the group resumes.
+    said_resumes: bool = False
 
     def finished(self) -> bool:
         if self.follow or self.assigned is None:
@@ -384,8 +389,11 @@ def _print_batch(
         write_whole(out, b"".join(lines))
         # Counted once written: an interrupted batch is neither printed nor committed.
         reading.printed += len(lines)
-    if commit and positions and not _commit(consumer, reading.topic, positions):
-        reading.commit_failures += 1
+    if commit and positions:
+        if _commit(consumer, reading.topic, positions):
+            reading.committed = True
+        else:
+            reading.commit_failures += 1
     return limit is not None and reading.printed >= limit
 
 
@@ -514,6 +522,8 @@ def _summary(reading: _Reading, group: str | None) -> str:
         what += f", {reading.undecodable:,} of them not valid events"
         if reading.unreadable_headers:
             what += f" ({reading.unreadable_headers:,} with headers that could not be read)"
+    if group and not reading.printed and reading.committed and not reading.commit_failures:
+        what += f"; group {group} starts its next run where this one stopped (committed)"
     if group and reading.printed:
         if reading.commit_failures:
             what += (
@@ -538,11 +548,20 @@ def _start_new_partitions(
         # Left to auto.offset.reset (the same start), just not remembered for the next run.
         _err.print(f"[yellow]warning:[/yellow] reading the group's offsets failed: {error}")
         return
+    resumed = False
     for position in positions:
         first = reading.first_offsets.get(position.partition)
         if position.offset < 0 and first is not None:
             position.offset = first
             reading.unsaved_starts[position.partition] = first
+        elif position.offset >= 0:
+            resumed = True
+    if resumed and reading.from_beginning and not reading.said_resumes:
+        reading.said_resumes = True
+        _err.print(
+            "(the group resumes at its committed offsets: --from-beginning applies only to "
+            "partitions it never read; a new --group reads from the beginning)"
+        )
     consumer.assign(positions)
 
 
@@ -563,6 +582,7 @@ def _start(
         for partition in range(partitions)
     }
     reading = _Reading(topic, {p: high for p, (_, high) in marks.items()}, follow)
+    reading.from_beginning = from_beginning
     if group is not None:
         reading.first_offsets = {
             p: low if from_beginning else high for p, (low, high) in marks.items()

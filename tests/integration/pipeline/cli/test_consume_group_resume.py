@@ -48,9 +48,15 @@ def test_a_new_group_that_printed_nothing_goes_on_from_where_it_started(
     topic = new_topic(partitions=3)
     produce(pipeline_settings, topic, 6)
 
-    first = printed_ids(run_pipeline("consume", topic, "--group", consumer_group))
+    first_run = run_pipeline("consume", topic, "--group", consumer_group)
+    first = printed_ids(first_run)
     later = produce(pipeline_settings, topic, 9)
-    second = printed_ids(run_pipeline("consume", topic, "--group", consumer_group))
+    second_run = run_pipeline("consume", topic, "--group", consumer_group, "--from-beginning")
+    second = printed_ids(second_run)
 
     assert first == []
-    assert sorted(second) == sorted(later)
+    assert f"group {consumer_group} starts its next run where this one stopped" in (
+        first_run.stderr
+    )
+    assert sorted(second) == sorted(later)  # not the 6 before: the group resumed
+    assert "the group resumes at its committed offsets" in second_run.stderr
