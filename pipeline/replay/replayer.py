@@ -36,7 +36,7 @@ from pipeline.kafka.clients import build_admin, build_producer
 from pipeline.kafka.interrupts import InterruptWitness
 from pipeline.replay.pacing import Pacing, Schedule
 from pipeline.replay.recording import ProducibleMessage
-from pipeline.replay.rewrite import rewrite_event_id
+from pipeline.replay.rewrite import rewrite_ids as fresh_ids
 from pipeline.replay.routing import BY_KEY, ReplayError, target_partition
 from pipeline.settings import KafkaSettings
 from pipeline.topics.admin import describe_cluster_topics
@@ -219,23 +219,21 @@ def replay_into_kafka(
                     if preserve_partitions
                     else BY_KEY
                 )
-                headers = message.headers
+                headers, value = message.headers, message.value
                 if rewrite_ids:
-                    headers, _ = rewrite_event_id(headers or ())
+                    headers, value = fresh_ids(headers or (), value)
                 if type(headers) is not list:
                     headers = list(headers or ())
                 if paced:
                     _wait_until(producer, began + schedule.due_s(message.timestamp_ms))
                 try:
                     if partition == BY_KEY:
-                        produce(target, message.value, message.key, headers=headers)
+                        produce(target, value, message.key, headers=headers)
                     else:
-                        produce(
-                            target, message.value, message.key, partition=partition, headers=headers
-                        )
+                        produce(target, value, message.key, partition=partition, headers=headers)
                 except BufferError:  # the local queue is full: serve reports, then retry
                     producer.poll(_FULL_QUEUE_WAIT_S)
-                    _produce(producer, target, message, partition, headers)
+                    _produce(producer, target, message, value, partition, headers)
                 except KafkaException as error:
                     raise _refused(message, error) from None
                 queued[target] += 1
@@ -291,6 +289,7 @@ def _produce(
     producer: Producer,
     topic: str,
     message: ProducibleMessage,
+    value: str | bytes | None,
     partition: int,
     headers: list[tuple[str, str | bytes | None]],
 ) -> None:
@@ -299,11 +298,9 @@ def _produce(
     while True:
         try:
             if partition == BY_KEY:
-                producer.produce(topic, message.value, message.key, headers=headers)
+                producer.produce(topic, value, message.key, headers=headers)
             else:
-                producer.produce(
-                    topic, message.value, message.key, partition=partition, headers=headers
-                )
+                producer.produce(topic, value, message.key, partition=partition, headers=headers)
             return
         except BufferError:
             producer.poll(_FULL_QUEUE_WAIT_S)

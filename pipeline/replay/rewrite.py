@@ -1,18 +1,23 @@
 """Fresh event ids for a replay (``--rewrite-ids``), everything else kept (pure).
 
-An event's id is its ``ce_id`` header (CloudEvents binary mode). A replay sends the same events
-again, and an idempotent consumer (the inbox) skips an id it has already handled; with fresh
-ids they are handled as new events. Only ``ce_id`` changes: the other headers (causation and
-correlation ids included), their order, the key and the value stay as recorded.
+An event's id is its ``ce_id`` header (CloudEvents binary mode), or the ``id`` member of its
+value (structured mode). A replay sends the same events again, and an idempotent consumer (the
+inbox) skips an id it has already handled; with fresh ids they are handled as new events. Only
+the id changes: the other headers (causation and correlation ids included), their order and
+the key stay as recorded, and so does the value of a binary-mode event; a structured one's is
+written again (compact JSON, its members in their order) with the new id.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from pipeline.envelope.structured_mode import is_structured, looks_structured
 from pipeline.ids import new_event_id
 
-__all__ = ["EVENT_ID_HEADER", "Headers", "rewrite_event_id"]
+__all__ = ["EVENT_ID_HEADER", "Headers", "rewrite_event_id", "rewrite_ids"]
 
 EVENT_ID_HEADER = "ce_id"
 
@@ -31,3 +36,35 @@ def rewrite_event_id(
     return tuple(
         (name, fresh if name == EVENT_ID_HEADER else value) for name, value in headers
     ), True
+
+
+def rewrite_ids(
+    headers: Headers, value: str | bytes | None, new_id: Callable[[], str] = new_event_id
+) -> tuple[Headers, str | bytes | None]:
+    """The headers and value of a message with a fresh event id: in its ``ce_id`` header(s)
+    (:func:`rewrite_event_id`), else, for a structured-mode event (a ``content-type:
+    application/cloudevents...`` header, or no ``ce_*`` header and a JSON object with
+    ``specversion``), in its value's ``id``. Anything else comes back as it is."""
+    rewritten, had_id = rewrite_event_id(headers, new_id)
+    if had_id or not _structured(headers, value):
+        return rewritten, value
+    try:
+        event: Any = json.loads(value or "")
+    except ValueError:  # not JSON after all: not an event to give an id
+        return headers, value
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+        return headers, value
+    event["id"] = new_id()
+    return headers, json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _structured(headers: Headers, value: str | bytes | None) -> bool:
+    content_type = None
+    for name, text in headers:
+        if name.lower().startswith("ce_"):
+            return False  # binary mode (with no ce_id: nothing to rewrite)
+        if name.lower() == "content-type" and text is not None:
+            content_type = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    if content_type is not None and is_structured(content_type):
+        return True
+    return looks_structured(value.encode() if isinstance(value, str) else value)

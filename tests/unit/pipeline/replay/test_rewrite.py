@@ -1,7 +1,9 @@
 """--rewrite-ids: a fresh ce_id, everything else as recorded."""
 
+import json
+
 from pipeline.ids import event_id_time
-from pipeline.replay.rewrite import rewrite_event_id
+from pipeline.replay.rewrite import rewrite_event_id, rewrite_ids
 
 
 def test_only_the_ce_id_value_changes_order_and_other_headers_kept():
@@ -34,3 +36,45 @@ def test_every_message_gets_its_own_fresh_event_id():
 def test_headers_without_an_event_id_come_back_as_they_are():
     headers = (("content-type", b"application/json"),)
     assert rewrite_event_id(headers, lambda: "new") == (headers, False)
+
+
+def _counting_ids():
+    numbers = iter(range(1, 100))
+    return lambda: f"fresh-{next(numbers)}"
+
+
+def test_a_structured_event_gets_a_fresh_id_in_its_value_and_keeps_the_rest():
+    value = (
+        b'{"specversion": "1.0", "id": "struct-1", "source": "/s", "type": "t", "data": {"id": 7}}'
+    )
+    headers = (("content-type", b"application/cloudevents+json; charset=utf-8"),)
+
+    new_headers, new_value = rewrite_ids(headers, value, _counting_ids())
+
+    assert new_headers == headers
+    assert json.loads(new_value) == {
+        "specversion": "1.0",
+        "id": "fresh-1",
+        "source": "/s",
+        "type": "t",
+        "data": {"id": 7},  # the data's own id is not the event's
+    }
+
+
+def test_a_classic_sdk_structured_event_without_headers_gets_a_fresh_id_too():
+    value = '{"specversion":"1.0","id":"s-2","source":"/s","type":"t"}'
+
+    _, new_value = rewrite_ids((), value, _counting_ids())
+
+    assert json.loads(new_value)["id"] == "fresh-1"
+
+
+def test_a_binary_event_keeps_its_value_and_anything_else_comes_back_as_it_is():
+    binary = (("ce_id", b"b-1"), ("ce_specversion", b"1.0"))
+    value = b'{"specversion": "1.0", "id": "data-not-event"}'
+    headers, kept = rewrite_ids(binary, value, _counting_ids())
+    assert dict(headers)["ce_id"] == b"fresh-1" and kept is value
+
+    plain = (("ce_specversion", b"1.0"),)  # binary mode without ce_id: nothing to rewrite
+    assert rewrite_ids(plain, value, _counting_ids()) == (plain, value)
+    assert rewrite_ids((), b"not json", _counting_ids()) == ((), b"not json")
