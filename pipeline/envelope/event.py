@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from pipeline.envelope.json_data import already_checked, check_json, is_json_content_type
@@ -139,6 +148,15 @@ class Event(BaseModel):
         default_factory=dict
     )
     data: Any = None
+
+    @field_serializer("data", when_used="json")
+    def _data_as_json(self, value: Any) -> Any:
+        # Bytes data (a non-JSON content type) is standard base64 in model_dump(mode="json")
+        # and model_dump_json, as CloudEvents' JSON format carries it (data_base64): UTF-8 text
+        # failed for bytes that are not, and pydantic's own base64 is the URL-safe alphabet.
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode("ascii")
+        return value
 
     @field_validator("data")
     @classmethod
