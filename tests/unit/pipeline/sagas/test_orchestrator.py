@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -51,18 +52,19 @@ def reply_to(state: SagaState) -> Event:
     return reply_event(info, ok=True, source="/worker")
 
 
-def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_applied(
-    database: Engine,
-) -> None:
+def _two_started(database: Engine) -> tuple[SagaOrchestrator, dict[str, Any]]:
+    """An orchestrator and the two "Pair" sagas s-0 and s-1 it started, as stored."""
     orchestrator = SagaOrchestrator(REGISTRY)
     with Session(database) as session, session.begin():
         for n in range(2):
             orchestrator.start(session, "Pair", f"s-{n}", {"n": n})
         started = load_sagas(session, ["s-0", "s-1"])
-    stranger = reply_to(started["s-0"].state.model_copy(update={"saga_id": "s-unknown"}))
-    events = [reply_to(started["s-0"].state), stranger, reply_to(started["s-1"].state)]
+    return orchestrator, started
 
-    outcomes = commit(
+
+def _handled(database: Engine, orchestrator: SagaOrchestrator, events: list[Event]) -> list[Any]:
+    """The replies through the orchestrator's processor, in one group commit: each outcome."""
+    return commit(
         database,
         handled_units(
             orchestrator_processor(orchestrator, settings=SagaSettings()), SAGA_REPLIES, events
@@ -70,6 +72,16 @@ def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_ap
         consumer_group="saga-orchestrator",
         use_inbox=True,
     )
+
+
+def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_applied(
+    database: Engine,
+) -> None:
+    orchestrator, started = _two_started(database)
+    stranger = reply_to(started["s-0"].state.model_copy(update={"saga_id": "s-unknown"}))
+    events = [reply_to(started["s-0"].state), stranger, reply_to(started["s-1"].state)]
+
+    outcomes = _handled(database, orchestrator, events)
 
     # Dead-lettered at once, as a Reject from a handler is (it was retried first).
     assert [o.kind for o in outcomes] == ["processed", "dead_letter", "processed"]
@@ -88,11 +100,7 @@ def test_a_reply_for_an_unknown_saga_fails_alone_and_the_rest_of_its_group_is_ap
 def test_a_reply_to_a_command_its_saga_never_sent_is_dead_lettered_and_changes_nothing(
     database: Engine,
 ) -> None:
-    orchestrator = SagaOrchestrator(REGISTRY)
-    with Session(database) as session, session.begin():
-        for n in range(2):
-            orchestrator.start(session, "Pair", f"s-{n}", {"n": n})
-        started = load_sagas(session, ["s-0", "s-1"])
+    orchestrator, started = _two_started(database)
     [(real_id, awaited)] = started["s-0"].state.awaiting.items()
     made_up = CommandInfo("s-0", awaited.step, awaited.kind, "made-up-command", awaited.attempt)
     events = [
@@ -100,14 +108,7 @@ def test_a_reply_to_a_command_its_saga_never_sent_is_dead_lettered_and_changes_n
         reply_to(started["s-1"].state),
     ]
 
-    outcomes = commit(
-        database,
-        handled_units(
-            orchestrator_processor(orchestrator, settings=SagaSettings()), SAGA_REPLIES, events
-        ),
-        consumer_group="saga-orchestrator",
-        use_inbox=True,
-    )
+    outcomes = _handled(database, orchestrator, events)
 
     assert [o.kind for o in outcomes] == ["dead_letter", "processed"]
     failure = outcomes[0].failure
