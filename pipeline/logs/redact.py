@@ -43,11 +43,10 @@ _AUTH_HEADER = re.compile(
 )
 # A bearer credential anywhere else ("sent Bearer abc"), the scheme kept.
 _BEARER = re.compile(r"(?P<scheme>\bbearer\s+)(?P<value>[\w\-.~+/]+=*)", re.IGNORECASE)
-# name=value / name: value / "name": "value" for secret-looking names. A name is a whole
-# token (not the end of a path, /etc/passwd), and no dot follows its secret word: a file's
-# name (my-passwd.jsonl:1:, secret.toml: line 3) is no secret's name, db.password is.
+# name=value / name: value / "name": "value" for secret-looking names (db.password,
+# jwt.secret.key); what only looks like one is told apart by _name_value.
 _NAME_VALUE = re.compile(
-    rf"(?P<name>(?<![\w.\-/\\])[\w.-]*(?:{_SECRET_WORDS})[\w-]*)"
+    rf"(?P<name>[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
     r"(?P<sep>\"?'?\s*[:=]\s*)"
     r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+)",
     re.IGNORECASE,
@@ -101,11 +100,38 @@ def _bearer(match: re.Match[str]) -> str:
     return match.group("scheme") + MASK
 
 
+# A file's name and line number, as an error quotes a place in a file (my-passwd.jsonl:1:):
+# an extension that is no secret word, then ":<digits>:".
+_FILE_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}")
+_LINE_NUMBER = re.compile(r"\d+:")
+
+
 def _name_value(match: re.Match[str]) -> str:
     value = match.group("value")
     if MASK in value:  # already masked (an Authorization header, a nested name)
         return match.group(0)
+    if _names_a_file(match):
+        return match.group(0)
     return match.group("name") + match.group("sep") + _mask_quoted(value)
+
+
+def _names_a_file(match: re.Match[str]) -> bool:
+    """Whether a name=value match is a place in a file that an error quotes, not a secret:
+    ``token_list.jsonl:3:`` (a file and a line), or ``/etc/passwd: ...`` (the end of a path,
+    then ": " and the error). A path's name followed by ``=`` (``/api/token=abc``) is a
+    secret's, and so is any name whose last part is a secret word (``db.password:1234``)."""
+    name, sep = match.group("name"), match.group("sep")
+    if sep.strip() != ":":
+        return False
+    extension = name[name.rfind(".") :] if "." in name else ""
+    if (
+        _FILE_EXTENSION.fullmatch(extension)
+        and _SECRET_NAME.search(extension) is None
+        and _LINE_NUMBER.fullmatch(match.group("value"))
+    ):
+        return True
+    start = match.start("name")
+    return sep == ": " and start > 0 and match.string[start - 1] == "/"
 
 
 # What each pattern needs in the (lowercased) text before it can match. The patterns are run

@@ -18,6 +18,12 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
         ("client_secret='q w'", "client_secret='[REDACTED]'"),
         ("postgres://app:pa55@db:5432/x", "postgres://app:[REDACTED]@db:5432/x"),
         ("redis://:Hunter2v@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
+        # Dotted names, as configuration dumps print them; a secret word before a path's "=".
+        ("secret.key=abc123", "secret.key=[REDACTED]"),
+        ("token.value=abc123", "token.value=[REDACTED]"),
+        ("jwt.secret.key: s3cr3t", "jwt.secret.key: [REDACTED]"),
+        ("GET /api/token=abc123", "GET /api/token=[REDACTED]"),
+        ("db.password:1234", "db.password:[REDACTED]"),
         # Kafka's bootstrap servers with a protocol: no URL scheme has capitals or "_".
         ("SASL_SSL://alice:Pw0rdZ@127.0.0.1:9", "SASL_SSL://alice:[REDACTED]@127.0.0.1:9"),
         ("SESSION_ID=abc; path=/", "SESSION_ID=[REDACTED]; path=/"),
