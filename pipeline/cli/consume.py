@@ -367,6 +367,7 @@ def _print_batch(
     # The starts of partitions new to the group go with this batch's commit.
     positions: dict[int, int] = reading.unsaved_starts if commit else {}
     reading.unsaved_starts = {}
+    undecodable: list[int] = []  # the lines of messages that are not valid events
     for message in batch:
         if message.error() is not None:
             _handle_error(message, reading)
@@ -380,15 +381,26 @@ def _print_batch(
             reading.done.add(partition)
         fields = message_json(message)
         if "error" in fields:
-            reading.undecodable += 1
+            undecodable.append(len(lines))
             if fields["headers"] is None:
                 _note_unreadable_headers(fields, reading)
         lines.append(ndjson_line(fields))
         positions[partition] = offset + 1
     if lines:
-        write_whole(out, b"".join(lines))
+        data = b"".join(lines)
+        out_so_far = [0]
+        try:
+            write_whole(out, data, on_written=lambda n: out_so_far.__setitem__(0, n))
+        except KeyboardInterrupt:
+            # The hold ran out (a reader that stopped reading): count the whole lines that
+            # went out; the batch is not committed, so a group prints them again.
+            whole = data.count(b"\n", 0, out_so_far[0])
+            reading.printed += whole
+            reading.undecodable += sum(1 for line in undecodable if line < whole)
+            raise
         # Counted once written: an interrupted batch is neither printed nor committed.
         reading.printed += len(lines)
+        reading.undecodable += len(undecodable)
     if commit and positions:
         if _commit(consumer, reading.topic, positions):
             reading.committed = True
@@ -505,6 +517,12 @@ def consume(
     except BrokenPipeError:
         _silence_stdout()
         return
+    except OSError as error:  # stdout itself refused (a full disk): one line, not a traceback
+        _silence_stdout()
+        printed = counted(reading.printed, "message") if reading is not None else "nothing"
+        raise PipelineError(
+            f"cannot write to stdout: {error.strerror or error} (after {printed})"
+        ) from None
     except KeyboardInterrupt as interrupt:
         interrupted = interrupt
         _err.print("interrupted")

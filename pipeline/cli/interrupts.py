@@ -138,9 +138,12 @@ class HeldInterrupts:
         self._signals.hand_over(signum)
 
 
-def write_whole(stream: BinaryIO, data: bytes) -> None:
+def write_whole(
+    stream: BinaryIO, data: bytes, on_written: Callable[[int], None] | None = None
+) -> None:
     """Write ``data`` to ``stream`` whole, even when a signal held by :class:`HeldInterrupts`
-    arrives meanwhile (its handler returns, and the write goes on).
+    arrives meanwhile (its handler returns, and the write goes on). ``on_written(n)`` is told
+    how many bytes are out so far after each write (a hold that ran out raises in between).
 
     Written by hand: CPython 3.11's ``BufferedWriter.write`` of more than its buffer, cut by a
     signal whose handler returns, reports success having written only part (measured: 69,632
@@ -156,5 +159,8 @@ def write_whole(stream: BinaryIO, data: bytes) -> None:
         return
     stream.flush()  # what the stream holds goes first
     view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
+    written = 0
+    while written < len(data):
+        written += os.write(descriptor, view[written:])
+        if on_written is not None:
+            on_written(written)

@@ -221,8 +221,14 @@ def _silence_stdout() -> None:
 def _output(out: str) -> Iterator[IO[bytes]]:
     if out == "-":
         sys.stdout.flush()
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        try:
+            yield sys.stdout.buffer
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise  # the reader went away (| head): the command stops quietly
+        except OSError as error:  # stdout refused (a full disk): one line, not a traceback
+            _silence_stdout()
+            raise PipelineError(f"cannot write to stdout: {error.strerror or error}") from None
         return
     path = Path(out)
     if path.is_dir():

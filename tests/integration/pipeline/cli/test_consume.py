@@ -290,3 +290,25 @@ def test_without_follow_a_topic_deleted_while_it_is_read_ends_the_run_with_an_er
         stderr.strip().splitlines()[-1],
         flags=re.IGNORECASE,
     ), stderr
+
+
+def test_a_stdout_that_cannot_be_written_is_one_line_not_a_traceback(new_topic, pipeline_settings):
+    topic = new_topic(partitions=1)
+    producer = build_producer(pipeline_settings.kafka)
+    producer.produce(topic, b'{"n": 1}', b"k")
+    assert producer.flush(30) == 0
+
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [PIPELINE, "consume", topic, "--from-beginning"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: cannot write to stdout: No space left on device (after 0 messages)"
+    )

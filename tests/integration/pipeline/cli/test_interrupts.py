@@ -119,20 +119,11 @@ def test_produce_interrupted_mid_file_counts_exactly_the_lines_it_sent(
     assert _end_offset(pipeline_settings, topic, 3) == int(sent.replace(",", ""))
 
 
-def test_consume_interrupted_while_its_reader_lags_prints_whole_lines_and_counts_them(
-    new_topic, pipeline_settings
-):
-    import json
+def _interrupted_while_the_reader_pauses(topic: str, pause_s: float) -> tuple[bytes, str, int]:
+    """``pipeline consume`` interrupted while it waits for a reader that pauses ``pause_s``
+    after the signal: what reached the reader, stderr and the exit code."""
     import threading
 
-    from pipeline.kafka.clients import build_producer
-
-    topic = new_topic(partitions=1, prefix="interrupt")
-    producer = build_producer(pipeline_settings.kafka)
-    for n in range(3_000):
-        producer.produce(topic, json.dumps({"n": n, "pad": "x" * 200}).encode(), b"k")
-        producer.poll(0)
-    assert producer.flush(60) == 0
     process = subprocess.Popen(
         [PIPELINE, "consume", topic, "--from-beginning"],
         stdout=subprocess.PIPE,
@@ -142,16 +133,54 @@ def test_consume_interrupted_while_its_reader_lags_prints_whole_lines_and_counts
     first = process.stdout.read(100)  # it is writing; the pipe then fills as nobody reads
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)  # while it waits for the reader, in the middle of a batch
-    time.sleep(0.7)  # the reader comes back within the hold (HOLD_AT_MOST_S)
+    time.sleep(pause_s)
     rest: list[bytes] = []
     reader = threading.Thread(target=lambda: rest.append(process.stdout.read()))
     reader.start()
     stderr = process.stderr.read().decode()
     process.wait(timeout=60)
     reader.join(timeout=60)
+    return first + rest[0], stderr, process.returncode
 
-    lines = (first + rest[0]).decode().splitlines()
-    assert process.returncode == 130, stderr
+
+@pytest.fixture
+def big_lines(new_topic, pipeline_settings) -> str:
+    """A topic of 3,000 messages that print as lines of about 500 bytes."""
+    import json
+
+    from pipeline.kafka.clients import build_producer
+
+    topic = new_topic(partitions=1, prefix="interrupt")
+    producer = build_producer(pipeline_settings.kafka)
+    for n in range(3_000):
+        producer.produce(topic, json.dumps({"n": n, "pad": "x" * 200}).encode(), b"k")
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return topic
+
+
+def test_consume_interrupted_while_its_reader_lags_prints_whole_lines_and_counts_them(big_lines):
+    import json
+
+    out, stderr, returncode = _interrupted_while_the_reader_pauses(big_lines, 0.7)  # < the hold
+
+    lines = out.decode().splitlines()
+    assert returncode == 130, stderr
     assert lines and lines[-1].endswith("}"), (len(lines), lines[-1][-80:], stderr)
-    assert all(json.loads(line)["topic"] == topic for line in lines)  # none cut off
+    assert all(json.loads(line)["topic"] == big_lines for line in lines)  # none cut off
     assert f"printed {len(lines):,} messages" in stderr, (len(lines), stderr)
+
+
+def test_consume_whose_reader_pauses_past_the_hold_counts_the_whole_lines_it_got(big_lines):
+    import json
+
+    out, stderr, returncode = _interrupted_while_the_reader_pauses(big_lines, 3.5)  # > 2 s
+
+    whole = out.count(b"\n")
+    assert returncode == 130, stderr
+    for line in out.split(b"\n")[:whole]:
+        assert json.loads(line)["topic"] == big_lines
+    assert f"printed {whole:,} messages, {whole:,} of them not valid events" in stderr, (
+        whole,
+        stderr,
+    )

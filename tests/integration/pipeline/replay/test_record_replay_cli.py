@@ -259,6 +259,24 @@ def test_a_recording_that_cannot_be_written_is_one_line_not_a_traceback(
     refused(result, "cannot write /dev/full: No space left on device")
 
 
+def test_a_recording_to_a_stdout_that_cannot_be_written_is_one_line_too(
+    pipeline_settings, new_topic
+):
+    topic = new_topic(partitions=1)
+    produce(pipeline_settings, topic, [(0, b"k", b"v" * 100, None)] * 50)
+
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [PIPELINE, "record", topic, "--from-beginning", "--until-end", "-o", "-"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+
+    refused(result, "cannot write to stdout: No space left on device")
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_ends_a_recording_with_complete_lines_a_summary_and_its_exit_code(
     pipeline_settings, new_topic, tmp_path, signum, code
