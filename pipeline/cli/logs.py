@@ -423,10 +423,21 @@ def search(
         if not hits and not follow:
             _err.print(f"no log lines since {start:%Y-%m-%d %H:%M:%S} UTC match")
         if follow:
+            # After a cut (the newest --limit lines shown), following goes on from the oldest
+            # line shown: the older ones left out are not printed later, out of order.
+            since_shown = min((_moment(hit, start) for hit in hits), default=start)
+            follow_from = start if cut is None else max(start, since_shown)
             try:
                 with signals_interrupt():
                     _follow(
-                        es, settings.logs.index_alias, query, filters, hits, start, output, limit
+                        es,
+                        settings.logs.index_alias,
+                        query,
+                        filters,
+                        hits,
+                        follow_from,
+                        output,
+                        limit,
                     )
             except KeyboardInterrupt as interrupt:
                 raise typer.Exit(exit_code(interrupt)) from None

@@ -294,3 +294,41 @@ def test_follow_prints_every_line_of_a_burst_larger_than_its_limit_and_those_aft
     assert len(burst) >= 26, f"the burst of 25 stopped at {len(burst) - 1}"
     numbers = [int(json.loads(line)["labels"]["n"]) for line in after]
     assert sorted(numbers) == list(range(29))  # each once, the lines after the burst too
+
+
+def test_follow_after_a_cut_goes_on_from_the_lines_shown_not_the_older_ones_left_out(
+    elasticsearch_client, tmp_path
+):
+    from datetime import UTC, datetime, timedelta
+
+    def at(n, moment):
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        return log_document(n, **{"@timestamp": stamp})
+
+    began = datetime.now(UTC) - timedelta(seconds=5)
+    with log_alias(elasticsearch_client) as alias:
+        ensure_index_template(elasticsearch_client, alias=alias)
+        _index(elasticsearch_client, alias, [at(n, began + timedelta(milliseconds=20 * n))
+                                             for n in range(30)])  # fmt: skip
+        out = tmp_path / "follow.ndjson"
+        with out.open("w") as sink:
+            follower = subprocess.Popen(
+                [str(PIPELINE), "logs", "search", "--follow", "-o", "ndjson", "--limit", "10",
+                 "--since", "1m"],
+                stdout=sink,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "PIPELINE_LOGS__INDEX_ALIAS": alias},
+            )  # fmt: skip
+            try:
+                assert len(_lines_within(out, 10)) == 10
+                time.sleep(3)  # a few polls
+                _index(elasticsearch_client, alias, [log_document(n) for n in range(30, 33)])
+                lines = _lines_within(out, 13)
+                time.sleep(2)
+                lines = out.read_text().splitlines()
+            finally:
+                follower.terminate()
+                follower.wait(timeout=30)
+
+    numbers = [int(json.loads(line)["labels"]["n"]) for line in lines]
+    assert numbers == [*range(20, 30), 30, 31, 32]  # the newest ten, then what came after
