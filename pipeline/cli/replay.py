@@ -146,7 +146,8 @@ def replay(
         bool,
         typer.Option(
             "--rewrite-ids",
-            help="Give every event a fresh id (its ce_id header); everything else is kept.",
+            help="Give every event a fresh id (its ce_id header, or a structured event's id in its "
+            "value); everything else is kept.",
         ),
     ] = False,
     processes: Annotated[

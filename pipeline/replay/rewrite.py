@@ -4,15 +4,14 @@ An event's id is its ``ce_id`` header (CloudEvents binary mode), or the ``id`` m
 value (structured mode). A replay sends the same events again, and an idempotent consumer (the
 inbox) skips an id it has already handled; with fresh ids they are handled as new events. Only
 the id changes: the other headers (causation and correlation ids included), their order and
-the key stay as recorded, and so does the value of a binary-mode event; a structured one's is
-written again (compact JSON, its members in their order) with the new id.
+the key stay as recorded, and so does the value: a structured event's differs only in the
+text of its ``id``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from pipeline.envelope.structured_mode import is_structured, looks_structured
 from pipeline.ids import new_event_id
@@ -46,16 +45,59 @@ def rewrite_ids(
     application/cloudevents...`` header, or no ``ce_*`` header and a JSON object with
     ``specversion``), in its value's ``id``. Anything else comes back as it is."""
     rewritten, had_id = rewrite_event_id(headers, new_id)
-    if had_id or not _structured(headers, value):
+    if had_id or value is None or not _structured(headers, value):
         return rewritten, value
     try:
-        event: Any = json.loads(value or "")
-    except ValueError:  # not JSON after all: not an event to give an id
+        text = value.decode("utf-8") if isinstance(value, bytes) else value
+        place = _top_level_id(text)
+    except ValueError:  # not UTF-8 JSON after all (UnicodeDecodeError too): no id to give
         return headers, value
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+    if place is None:
         return headers, value
-    event["id"] = new_id()
-    return headers, json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    start, end = place
+    fresh = text[:start] + json.dumps(new_id(), ensure_ascii=False) + text[end:]
+    return headers, fresh.encode("utf-8") if isinstance(value, bytes) else fresh
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = " \t\n\r"
+
+
+def _top_level_id(text: str) -> tuple[int, int] | None:
+    """Where the string value of the ``id`` member of the JSON object ``text`` is (start, end),
+    so that only it is replaced: every other byte stays as recorded, numbers included (parsed
+    and written again, ``3.14159265358979323846`` lost digits and ``1e2`` became ``100.0``).
+    ``None`` when ``text`` is no object or has no string ``id``; :class:`ValueError` when it is
+    not JSON.
+
+    Written by hand: the standard library's decoder gives values, not where they are; its
+    ``raw_decode`` is walked over the object's members here."""
+    at = len(text) - len(text.lstrip(_SPACE))
+    if not text.startswith("{", at):
+        return None
+    at += 1
+    while True:
+        at += len(text[at:]) - len(text[at:].lstrip(_SPACE))
+        if text.startswith("}", at):
+            return None
+        if not text.startswith('"', at):
+            raise ValueError("not a JSON object")
+        key, at = _DECODER.raw_decode(text, at)
+        at += len(text[at:]) - len(text[at:].lstrip(_SPACE))
+        if not text.startswith(":", at):
+            raise ValueError("not a JSON object")
+        at += 1
+        at += len(text[at:]) - len(text[at:].lstrip(_SPACE))
+        member, end = _DECODER.raw_decode(text, at)
+        if key == "id":
+            return (at, end) if isinstance(member, str) else None
+        at = end + len(text[end:]) - len(text[end:].lstrip(_SPACE))
+        if text.startswith(",", at):
+            at += 1
+        elif text.startswith("}", at):
+            return None
+        else:
+            raise ValueError("not a JSON object")
 
 
 def _structured(headers: Headers, value: str | bytes | None) -> bool:

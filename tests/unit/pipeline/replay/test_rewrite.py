@@ -78,3 +78,15 @@ def test_a_binary_event_keeps_its_value_and_anything_else_comes_back_as_it_is():
     plain = (("ce_specversion", b"1.0"),)  # binary mode without ce_id: nothing to rewrite
     assert rewrite_ids(plain, value, _counting_ids()) == (plain, value)
     assert rewrite_ids((), b"not json", _counting_ids()) == ((), b"not json")
+
+
+def test_only_the_text_of_a_structured_event_s_id_changes_numbers_and_spacing_kept():
+    value = (
+        b'{"specversion": "1.0",  "id" : "struct-1", "data": {"amount": '
+        b'3.14159265358979323846264, "big": 1e400, "p": 1e2, "s": "\xc3\xa9", "id": "x"}}'
+    )
+    headers = (("content-type", b"application/cloudevents+json"),)
+
+    _, new_value = rewrite_ids(headers, value, _counting_ids())
+
+    assert new_value == value.replace(b'"struct-1"', b'"fresh-1"')
