@@ -13,7 +13,9 @@ here is refused as the client refuses one at once
 in the batch, and the refusal is logged at most once a minute (:class:`RefusalLog`).
 
 The topics are looked up through the admin client (cluster metadata, which never creates a
-topic), each at most every ``recheck_s`` seconds: a topic created meanwhile is noticed then.
+topic), each at most every ``recheck_s`` seconds: a topic created meanwhile is noticed then, and
+so is a new ``max.message.bytes`` of a topic that has one of its own (raised to let a row go).
+A topic that exists with the cluster's own limit is not asked about again.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ class TopicChecks:
         self._recheck_s = recheck_s
         self._clock = clock
         self._existing: set[str] = set()
-        #: The own limits of the existing topics that have one.
+        #: The own limits of the existing topics that have one, and when each was read.
         self._limits: dict[str, int] = {}
+        self._limits_at: dict[str, float] = {}
         #: When each topic was last found missing.
         self._missing_at: dict[str, float] = {}
 
@@ -56,13 +59,17 @@ class TopicChecks:
         """``{position: reason}`` for the rows whose topic the cluster does not have, or whose
         event is larger than its topic's own limit.
 
-        A topic found once is not asked about again (a batch of known topics costs nothing);
-        one found missing is asked about again after ``recheck_s``. A
-        :class:`~pipeline.errors.PipelineError` when Kafka does not answer.
+        A topic found with the cluster's own limit is not asked about again (a batch of such
+        topics costs nothing); one found missing, or with a limit of its own, is asked about
+        again after ``recheck_s``. A :class:`~pipeline.errors.PipelineError` when Kafka does
+        not answer.
         """
-        unknown = {record.topic for record in records} - self._existing
-        if unknown:
-            self._look_up(unknown)
+        now = self._clock()
+        due = sorted(
+            topic for topic in {record.topic for record in records} if self._due(topic, now)
+        )
+        if due:
+            self._look_up(due, now)
         problems: dict[int, str] = {}
         if self._missing_at:
             problems = {
@@ -87,25 +94,30 @@ class TopicChecks:
         topic = min(self._limits, key=self._limits.__getitem__)
         return topic, self._limits[topic]
 
-    def _look_up(self, unknown: set[str]) -> None:
-        """Ask the cluster about the topics not known to exist whose last answer is stale."""
-        now = self._clock()
-        stale = [
-            topic
-            for topic in sorted(unknown)
-            if now - self._missing_at.get(topic, now - self._recheck_s) >= self._recheck_s
-        ]
-        if stale:
-            found = describe_cluster_topics(self._admin, stale, bootstrap=self._bootstrap)
-            for topic in stale:
-                if topic in found:
-                    self._existing.add(topic)
-                    self._missing_at.pop(topic, None)
-                    limit = message_limit(found[topic])
-                    if limit is not None:
-                        self._limits[topic] = limit
-                else:
-                    self._missing_at[topic] = now
+    def _due(self, topic: str, now: float) -> bool:
+        """Whether to ask the cluster about ``topic``: never asked, or found missing or with a
+        limit of its own ``recheck_s`` ago."""
+        asked_at = self._missing_at.get(topic, self._limits_at.get(topic))
+        if asked_at is not None:
+            return now - asked_at >= self._recheck_s
+        return topic not in self._existing
+
+    def _look_up(self, topics: list[str], now: float) -> None:
+        """Ask the cluster about ``topics`` and note what it says."""
+        found = describe_cluster_topics(self._admin, topics, bootstrap=self._bootstrap)
+        for topic in topics:
+            self._limits.pop(topic, None)
+            self._limits_at.pop(topic, None)
+            if topic in found:
+                self._existing.add(topic)
+                self._missing_at.pop(topic, None)
+                limit = message_limit(found[topic])
+                if limit is not None:
+                    self._limits[topic] = limit
+                    self._limits_at[topic] = now
+            else:
+                self._existing.discard(topic)
+                self._missing_at[topic] = now
 
 
 def _size(record: OutboxRecord) -> int:

@@ -123,3 +123,31 @@ def test_failed_deliveries_are_logged_once_a_minute_per_topic_and_error_with_a_c
     assert len(lines) == 2, lines
     assert lines[0].startswith("outbox relay r1: 1 events to small not acknowledged: Broker")
     assert lines[1].startswith("outbox relay r1: 30 events to small not acknowledged")
+
+
+def test_a_raised_limit_lets_the_row_go_once_recheck_s_passed(cluster):
+    now = [0.0]
+    checks = TopicChecks(object(), recheck_s=30, clock=lambda: now[0])  # type: ignore[arg-type]
+    big = OutboxRecord(7, "e7", "order", "x", "small", b"x" * 2_500, [("ce_id", "e7")])
+    refused = {
+        7: "the event is 2,508 bytes; topic small takes at most 2,000 (its max.message.bytes)"
+    }
+
+    assert checks.problems([big]) == refused
+    cluster.limits["small"] = 10_000  # the operator raised it
+    now[0] = 10.0
+    assert checks.problems([big]) == refused  # not asked again yet
+    now[0] = 31.0
+    assert checks.problems([big]) == {}
+    assert cluster.asked == [["small"], ["small"]]
+
+
+def test_a_topic_with_the_clusters_own_limit_is_not_asked_about_again(cluster):
+    now = [0.0]
+    checks = TopicChecks(object(), recheck_s=30, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    for second in (0.0, 31.0, 62.0):
+        now[0] = second
+        assert checks.problems([row(1, "x", "orders")]) == {}
+
+    assert cluster.asked == [["orders"]]
