@@ -38,6 +38,7 @@ __all__ = [
     "create_sqlite_folder",
     "current_revision",
     "database_label",
+    "error_text",
     "head_revision",
     "is_postgres",
     "metadata",
@@ -68,6 +69,14 @@ HEAD_REVISION = "0008_sagas_namespace"
 
 class DatabaseError(PipelineError):
     """The database cannot be reached, or its URL is not usable."""
+
+
+def error_text(error: BaseException, most: int = 300) -> str:
+    """A database error on one line, for a log: the driver's own words without the statement
+    and parameters SQLAlchemy adds (the rows' data, an event's payload among them, has no
+    place in a log line), at most ``most`` characters."""
+    driver = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    return " ".join(str(driver).split())[:most] or type(driver).__name__
 
 
 def _sqlite_pragmas(

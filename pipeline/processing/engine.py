@@ -52,7 +52,7 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from pipeline.database import is_postgres
+from pipeline.database import error_text, is_postgres
 from pipeline.dead_letters.letter import Failure, dead_letter_of
 from pipeline.envelope import EnvelopeError, KafkaMessage
 from pipeline.plurals import counted
@@ -456,7 +456,7 @@ class ProcessingEngine:
                     logger.warning(
                         "%s: the database is unavailable (%s); retrying %s in %.1f s",
                         self.processor.name,
-                        " ".join(str(outcome.error).split())[:200],
+                        error_text(outcome.error, most=200),
                         outcome.event_id,
                         delay,
                     )

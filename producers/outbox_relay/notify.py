@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import Engine
 
+from pipeline.database import error_text
 from pipeline.outbox.table import NOTIFY_CHANNEL
 
 __all__ = ["NotifyListener"]
@@ -61,7 +62,7 @@ class NotifyListener:
             for _ in connection.notifies(timeout=timeout_s, stop_after=1):
                 return True
         except psycopg.Error as error:
-            _log.warning("lost the LISTEN connection (reconnecting): %s", error)
+            _log.warning("lost the LISTEN connection (reconnecting): %s", error_text(error))
             self.close()
         return False
 

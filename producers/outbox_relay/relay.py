@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.database import is_postgres
+from pipeline.database import error_text, is_postgres
 from pipeline.errors import PipelineError
 from pipeline.kafka.producer import EventProducer
 from pipeline.outbox.table import OutboxRecord, OutboxStatus
@@ -258,7 +258,9 @@ class OutboxRelay:
                 except (SQLAlchemyError, PipelineError) as error:
                     if once:
                         raise
-                    _log.error("outbox relay %s: batch failed, retrying: %s", self.name, error)
+                    _log.error(
+                        "outbox relay %s: batch failed, retrying: %s", self.name, error_text(error)
+                    )
                     self._let_go(ahead)  # not held through the wait
                     ahead = None
                     self._stop.wait(self._settings.poll_interval_s)

@@ -301,3 +301,21 @@ def test_a_postgresql_url_sqlalchemy_cannot_use_says_which_scheme_it_takes(schem
     # "Can't load plugin: sqlalchemy.dialects:postgres", and nothing about what would do.
     with pytest.raises(DatabaseError, match=r"postgresql\+psycopg://\)$"):
         build_engine(DatabaseSettings(url=f"{scheme}://me@db.example/shop"))
+
+
+def test_a_database_error_for_a_log_line_has_the_drivers_words_not_the_rows_data():
+    from sqlalchemy.exc import OperationalError
+
+    from pipeline.database import error_text
+
+    error = OperationalError(
+        "INSERT INTO ledger (event_id, payload) VALUES (%(e)s, %(p)s)",
+        {"e": "e-1", "p": '{"card": "4111 1111 1111 1111"}'},
+        Exception("terminating connection due to administrator command\nSSL SYSCALL error"),
+    )
+
+    said = error_text(error)
+
+    assert said == "terminating connection due to administrator command SSL SYSCALL error"
+    assert "4111" not in said and "INSERT" not in said
+    assert error_text(ValueError("x" * 500), most=10) == "x" * 10
