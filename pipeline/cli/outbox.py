@@ -216,6 +216,8 @@ def relay(
         _console_logs_from(logging.WARNING)
     announce_database(settings)
     made = new_sqlite_file(settings.database)
+    create_sqlite_folder(settings.database)
+    _check_kafka(settings)
     if made is not None:
         # Not refused: the relay may well start before the service that writes the outbox.
         # But a mistyped path would otherwise relay nothing, in silence, for good.
@@ -224,8 +226,6 @@ def relay(
             "write to its outbox; if yours write to another, set PIPELINE_DATABASE__URL to it",
             made,
         )
-    create_sqlite_folder(settings.database)
-    _check_kafka(settings)
     totals = run_relay(settings, once=once, handle_signals=True)
     stdout_console().print(summary_table(totals))
     if totals.lease_holder is not None:
