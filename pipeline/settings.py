@@ -265,7 +265,18 @@ class LogSettings(_Frozen):
     #: (text on a terminal, JSON otherwise).
     console: Literal["auto", "json", "text"] = "auto"
     topic: str = "logs"
+    #: ``<topic>.dlq``, as every topic's dead letters, unless given.
     dlq_topic: str = "logs.dlq"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dead_letters_beside_the_topic(cls, data: Any) -> Any:
+        # A logs topic of one's own (PIPELINE_LOGS__TOPIC) had its dead letters sent to the
+        # default pipeline's logs.dlq.
+        if isinstance(data, dict) and "topic" in data and "dlq_topic" not in data:
+            return {**data, "dlq_topic": f"{data['topic']}.dlq"}
+        return data
+
     #: The read alias of the daily log indices (``pipeline.logs.schema.INDEX_ALIAS``); tests
     #: set their own so they never touch the real one.
     index_alias: str = Field(default="pipeline-logs", min_length=1)

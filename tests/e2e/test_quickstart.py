@@ -229,10 +229,12 @@ def test_the_readme_quick_start_runs_as_written_on_the_examples(
     processor: subprocess.Popen[bytes] | None = None
     processor_log = tmp_path / "processor.log"
 
+    logs_topic = new_topic(partitions=1, prefix="logs")
+    new_topic(name=f"{logs_topic}.dlq", partitions=1)  # the shipper's dead letters go there
     with log_alias(elasticsearch_client) as alias:
         env = {
             **os.environ,
-            "PIPELINE_LOGS__TOPIC": new_topic(partitions=1, prefix="logs"),
+            "PIPELINE_LOGS__TOPIC": logs_topic,
             "PIPELINE_LOGS__INDEX_ALIAS": alias,
             "PIPELINE_LOGS__SHIPPER_GROUP": unique_name("shipper"),
         }

@@ -169,3 +169,11 @@ def test_every_setting_has_its_variable():
 def test_the_log_level_is_read_in_any_case(monkeypatch):
     monkeypatch.setenv("PIPELINE_LOGS__LEVEL", "debug")
     assert PipelineSettings().logs.level == "DEBUG"
+
+
+def test_the_logs_dead_letters_go_beside_a_logs_topic_of_ones_own(monkeypatch):
+    assert PipelineSettings().logs.dlq_topic == "logs.dlq"
+    monkeypatch.setenv("PIPELINE_LOGS__TOPIC", "team.logs")
+    assert PipelineSettings().logs.dlq_topic == "team.logs.dlq"
+    monkeypatch.setenv("PIPELINE_LOGS__DLQ_TOPIC", "team.dead")
+    assert PipelineSettings().logs.dlq_topic == "team.dead"
