@@ -39,7 +39,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
-from pipeline.cli.consume import ndjson_line
+from pipeline.cli.consume_message import ndjson_line
 from pipeline.cli.dlq_discard import discard_command
 from pipeline.cli.dlq_selection import (
     ErrorTypeOption,

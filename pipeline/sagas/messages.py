@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pipeline.envelope import Event
+from pipeline.errors import PipelineError
 from pipeline.sagas.machine import CommandToSend, Reply
 from pipeline.sagas.state import CommandKind, HistoryEntry, SagaState
 
@@ -23,6 +24,7 @@ __all__ = [
     "REPLY_TYPE",
     "CommandInfo",
     "MalformedSagaMessage",
+    "UnknownCommand",
     "command_event",
     "command_info",
     "reply_event",
@@ -37,6 +39,11 @@ _KINDS: frozenset[str] = frozenset({"action", "compensation", "confirm"})
 
 class MalformedSagaMessage(ValueError):
     """An event on a saga topic that lacks what a saga command or reply must carry."""
+
+
+class UnknownCommand(PipelineError):
+    """A reply whose command id names no command its saga sent (a participant that made one up
+    or copied the wrong one): dead-lettered, since no later event could make it apply."""
 
 
 @dataclass(frozen=True)

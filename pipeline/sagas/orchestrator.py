@@ -48,6 +48,7 @@ from pipeline.sagas.definition import SagaDefinition, SagaDefinitionError, SagaR
 from pipeline.sagas.messages import (
     REPLY_TYPE,
     MalformedSagaMessage,
+    UnknownCommand,
     command_event,
     reply_of,
     transition_event,
@@ -72,7 +73,7 @@ from pipeline.sagas.store import (
 from pipeline.sagas.topics import SagaTopics
 from pipeline.settings import PipelineSettings, SagaSettings
 
-__all__ = ["SagaOrchestrator", "UnknownCommand", "UnknownSaga", "orchestrator_processor"]
+__all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
 
 logger = logging.getLogger("pipeline.sagas")
 AGGREGATE_TYPE = "saga"
@@ -80,11 +81,6 @@ AGGREGATE_TYPE = "saga"
 
 class UnknownSaga(PipelineError):
     """A reply or an operator action for a saga id that is not in the database."""
-
-
-class UnknownCommand(PipelineError):
-    """A reply whose command id names no command its saga sent (a participant that made one up
-    or copied the wrong one): dead-lettered, since no later event could make it apply."""
 
 
 def _utc_now() -> datetime:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
-from pipeline.cli.consume import message_json
+from pipeline.cli.consume_message import message_json
 from pipeline.envelope.consumed_headers import UNKNOWN_HEADER_NAME, HeaderNameError, read_headers
 
 
