@@ -50,7 +50,11 @@ class SignalsTaken:
     def take(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for signum in _WATCHED:
-                self._previous[signum] = signal.signal(signum, self._handler)
+                # The handler that was there is noted before this one is set: a signal that
+                # lands as it is set (a SIGTERM right after start) is handed over to it. Noted
+                # after, the hand-over found this handler in its place and called itself.
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handler)
 
     def give_back(self) -> None:
         for signum, handler in self._previous.items():
@@ -59,6 +63,8 @@ class SignalsTaken:
 
     def hand_over(self, signum: int) -> None:
         handler = self._previous.get(signum, signal.getsignal(signum))
+        if handler == self._handler:  # never itself: as if none had been there
+            handler = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
         if callable(handler):
             handler(signum, None)  # e.g. raises KeyboardInterrupt
         elif handler == signal.SIG_DFL:

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from pipeline.kafka.interrupts import InterruptWitness
+from pipeline.kafka.interrupts import InterruptWitness, SignalsTaken
 
 
 class Stopped(Exception):
@@ -54,3 +54,30 @@ def test_sigterm_raises_what_the_commands_own_handler_raises_and_handlers_are_pu
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_signal_that_lands_as_the_handler_is_set_goes_to_the_one_there_before(monkeypatch):
+    class Terminated(Exception):
+        pass
+
+    def before(signum, frame):
+        raise Terminated(signum)
+
+    original = signal.signal
+    original(signal.SIGTERM, before)
+    taken = SignalsTaken(lambda signum, frame: taken.hand_over(signum))
+
+    def set_and_deliver(signum, handler):
+        previous = original(signum, handler)
+        if signum == signal.SIGTERM:  # the signal arrives the moment it is set
+            handler(signum, None)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", set_and_deliver)
+    try:
+        with pytest.raises(Terminated):  # not a RecursionError
+            taken.take()
+    finally:
+        monkeypatch.undo()
+        taken.give_back()
+        original(signal.SIGTERM, signal.SIG_DFL)
