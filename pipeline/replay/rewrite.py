@@ -11,6 +11,7 @@ text of its ``id``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 
 from pipeline.envelope.structured_mode import is_structured, looks_structured
@@ -60,7 +61,12 @@ def rewrite_ids(
 
 
 _DECODER = json.JSONDecoder()
-_SPACE = " \t\n\r"
+#: JSON's whitespace, matched from a position (no copy of the rest of the text per member).
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, at: int) -> int:
+    return _SPACE.match(text, at).end()  # type: ignore[union-attr]  # [ ]* always matches
 
 
 def _top_level_id(text: str) -> tuple[int, int] | None:
@@ -72,26 +78,26 @@ def _top_level_id(text: str) -> tuple[int, int] | None:
 
     Written by hand: the standard library's decoder gives values, not where they are; its
     ``raw_decode`` is walked over the object's members here."""
-    at = len(text) - len(text.lstrip(_SPACE))
+    at = _skip_space(text, 0)
     if not text.startswith("{", at):
         return None
     at += 1
     while True:
-        at += len(text[at:]) - len(text[at:].lstrip(_SPACE))
+        at = _skip_space(text, at)
         if text.startswith("}", at):
             return None
         if not text.startswith('"', at):
             raise ValueError("not a JSON object")
         key, at = _DECODER.raw_decode(text, at)
-        at += len(text[at:]) - len(text[at:].lstrip(_SPACE))
+        at = _skip_space(text, at)
         if not text.startswith(":", at):
             raise ValueError("not a JSON object")
         at += 1
-        at += len(text[at:]) - len(text[at:].lstrip(_SPACE))
+        at = _skip_space(text, at)
         member, end = _DECODER.raw_decode(text, at)
         if key == "id":
             return (at, end) if isinstance(member, str) else None
-        at = end + len(text[end:]) - len(text[end:].lstrip(_SPACE))
+        at = _skip_space(text, end)
         if text.startswith(",", at):
             at += 1
         elif text.startswith("}", at):
