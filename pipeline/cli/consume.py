@@ -351,6 +351,11 @@ def consume(
     2 usage or setup error (missing topic, Kafka unreachable),
     or the topic could not be read to the end;
     130 Ctrl-C, 143 SIGTERM (after the summary).
+
+    Examples:
+      pipeline consume requests.orders --from-beginning --max 10
+      pipeline consume requests.orders --follow | jq .data
+      pipeline consume requests.orders --group audit   # goes on where it stopped
     """
     from pipeline.ids import new_event_id
     from pipeline.kafka.clients import build_consumer

@@ -174,6 +174,11 @@ def inspect(
 
     Exit codes: 0 shown (also when there are none); 2 usage or setup error
     (no such dead-letter topic, Kafka unreachable).
+
+    Examples:
+      pipeline dlq inspect requests.orders
+      pipeline dlq inspect requests.orders --reason schema_invalid --limit 20
+      pipeline dlq inspect requests.orders --key order-17 -o ndjson | jq .stacktrace
     """
     settings = settings_of(ctx)
     filters = Filters.of(error_type, reason, key, event_id)
@@ -298,6 +303,11 @@ def redrive_command(
     or the confirmation was declined; 2 usage or setup error; 130 Ctrl-C,
     143 SIGTERM, once it said how many were redriven so far (the open
     transaction is aborted; a re-run sends the rest).
+
+    Examples:
+      pipeline dlq redrive requests.orders --dry-run
+      pipeline dlq redrive requests.orders --error-type TimeoutError --yes
+      pipeline dlq redrive requests.orders --event-id EVENT_ID --event-id EVENT_ID
     """
     settings = settings_of(ctx)
     filters = Filters.of(error_type, reason, key, event_id)

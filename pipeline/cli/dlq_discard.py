@@ -136,6 +136,10 @@ def discard_command(
     Exit codes: 0 done (also: nothing to discard); 1 some were not discarded
     (fenced by a redrive, a failed transaction) or the confirmation was
     declined; 2 usage or setup error; 130 Ctrl-C, 143 SIGTERM.
+
+    Examples:
+      pipeline dlq discard requests.orders --reason undecodable --note 'test garbage' --dry-run
+      pipeline dlq discard requests.orders --key order-17 --note 'refunded by hand' -y
     """
     settings = settings_of(ctx)
     filters = Filters.of(error_type, reason, key, event_id)

@@ -98,6 +98,10 @@ def gateway(
     Ctrl-C or SIGTERM stops: the gateway says how many messages it waits for and waits up
     to PIPELINE_GATEWAY__PRODUCE_TIMEOUT_S (30 s) for them to be delivered to Kafka (exit code
     2 if some were not); a second Ctrl-C stops at once (exit code 130).
+
+    Examples:
+      pipeline gateway --port 8080
+      curl -i localhost:8080/v1/requests/place_order -H 'Idempotency-Key: o-17' --json @order.json
     """
     if ctx.invoked_subcommand is not None:
         return

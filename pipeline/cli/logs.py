@@ -108,6 +108,10 @@ def ship(
     record's event.id as document id (a redelivery overwrites). Offsets are
     committed only after Elasticsearch acknowledged everything below them;
     rejected records go to logs.dlq with the reason in their headers.
+
+    Examples:
+      pipeline logs ship --metrics-port 9410     # runs all the time
+      pipeline logs ship --until-idle 5          # catches up, then stops
     """
     from consumers.log_shipper import LogShipper
     from consumers.log_shipper_metrics import shipper_registry
@@ -379,6 +383,12 @@ def search(
     --follow print oldest first. A query Elasticsearch cannot parse is one
     error line with its reason (exit code 2). --follow stops on Ctrl-C
     (exit code 130) or SIGTERM (143).
+
+    Examples:
+      pipeline logs search timeout --since 1h --level error,critical
+      pipeline logs search --correlation-id CORRELATION_ID --since 1d
+      pipeline logs search --service orders-service --follow
+      pipeline logs search 'message:timeout AND NOT log.logger:noisy' -o ndjson
     """
     from pipeline.logs.elasticsearch import build_elasticsearch
     from pipeline.logs.search import (

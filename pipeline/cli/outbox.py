@@ -193,6 +193,10 @@ def relay(
 
     Exit codes: 0 done; 2 usage or setup error; 3 (--once) some events were not
     acknowledged and stay unpublished.
+
+    Examples:
+      pipeline outbox relay --metrics-port 9420    # the outbox at PIPELINE_DATABASE__URL
+      pipeline outbox relay --once                 # publishes what is there now, then exit
     """
     from pipeline.database import create_sqlite_folder, new_sqlite_file
     from pipeline.logs import configure_logging

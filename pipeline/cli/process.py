@@ -115,6 +115,11 @@ def process(
     (PIPELINE_DATABASE__URL; by default pipeline.db in the stack's home) is named
     on stderr and migrated first; the topics and their .dlq must exist
     (`pipeline topics apply`).
+
+    Examples:
+      pipeline process examples.quickstart.billing:processor
+      pipeline process consumers.orders_service:processor --metrics-port 9400
+      pipeline process my_service.handlers:processor --start latest
     """
     from pipeline.database import create_sqlite_folder
     from pipeline.kafka.clients import build_admin

@@ -358,6 +358,11 @@ def produce(
     also when it stopped sending part way and every event sent was acknowledged;
     3 some events failed to be delivered (or were not acknowledged in time);
     130 Ctrl-C, 143 SIGTERM (after waiting for what was sent, and the summary).
+
+    Examples:
+      pipeline produce orders.events orders.ndjson --key-field order_id
+      cat requests.ndjson | pipeline produce requests.orders --type place_order
+      pipeline produce audit.events lines.ndjson --key-from customer.id -H team=billing
     """
     from pipeline.ids import new_event_id
     from producers.ndjson import line_rules

@@ -335,6 +335,11 @@ def record(
     header name is not UTF-8, which confluent-kafka cannot read);
     130 Ctrl-C, 143 SIGTERM (what was recorded is in the file, every line
     complete, and the summary is printed first).
+
+    Examples:
+      pipeline record requests.orders --from-beginning --until-end -o orders.jsonl
+      pipeline record requests.orders saga.events --from-time -2h --until-time -1h -o 1h.jsonl
+      pipeline record requests.orders --from-group orders-service --until-end -o - | head
     """
     from pipeline.replay.recorder import record_topics
     from pipeline.replay.recording import RecordingWriter

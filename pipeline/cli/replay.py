@@ -180,6 +180,12 @@ def replay(
     3 some messages were not delivered;
     130 Ctrl-C, 143 SIGTERM (what was sent is acknowledged or failed, and
     counted in the summary).
+
+    Examples:
+      pipeline replay orders.jsonl      # back into the recorded topics
+      pipeline replay orders.jsonl --topic test.orders --rewrite-ids
+      pipeline replay 1h.jsonl --speed 10x --preserve-partitions
+      kcat -b 127.0.0.1:9092 -C -J -e -t requests.orders | pipeline replay - --rate 500/s
     """
     from pipeline.replay.processes import replay_recording
     from pipeline.replay.recording import parse_lines_for_replay

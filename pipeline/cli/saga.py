@@ -114,7 +114,13 @@ def list_command(
         typer.Option("--max", "-n", min=1, max=1_000_000, help="At most this many, newest first."),
     ] = 50,
 ) -> None:
-    """Sagas newest first, and how many there are in each state."""
+    """Sagas newest first, and how many there are in each state.
+
+    Examples:
+      pipeline saga list --state compensation_failed
+      pipeline saga list --name CreateOrder --max 10
+      pipeline saga show SAGA_ID            # then one saga's timeline
+    """
     from pipeline.sagas.store import count_by_status, list_sagas
     from pipeline.sagas.topics import SagaTopics
 

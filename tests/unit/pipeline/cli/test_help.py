@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 import typer
@@ -86,3 +87,63 @@ def test_command_help_shows_no_line_broken_mid_sentence():
 
     line = next(line for line in result.output.splitlines() if "│ process " in line)
     assert "concurrently across keys" in line, result.output
+
+
+def _command_at(words):
+    """The command a ``pipeline ...`` line names, and the arguments left for it."""
+    command = typer.main.get_command(app)
+    while isinstance(command, TyperGroup) and words:
+        sub = command.get_command(typer.Context(command), words[0])
+        if sub is None:
+            break
+        command, words = sub, words[1:]
+    return command, words
+
+
+def _examples(path):
+    command, _ = _command_at(list(path))
+    text = command.help or ""
+    if "Examples:" not in text:
+        return []
+    lines = text.split("Examples:", 1)[1].strip().splitlines()
+    # The part of each line that runs pipeline: after a pipe into it, before a comment or a pipe.
+    return [
+        "pipeline " + line.split("pipeline ", 1)[1].split(" #")[0].split(" | ")[0].strip()
+        for line in lines
+        if "pipeline " in line
+    ]
+
+
+EXAMPLES = [(path, line) for path in COMMAND_PATHS for line in _examples(path)]
+
+
+def test_the_commands_users_run_most_have_examples():
+    with_examples = {" ".join(path) for path, _ in EXAMPLES}
+
+    assert {
+        "produce",
+        "consume",
+        "record",
+        "replay",
+        "process",
+        "dlq inspect",
+        "dlq redrive",
+        "dlq discard",
+        "saga list",
+        "logs ship",
+        "logs search",
+        "outbox relay",
+        "gateway",
+    } <= with_examples
+
+
+@pytest.mark.parametrize(("path", "line"), EXAMPLES, ids=[line for _, line in EXAMPLES])
+def test_every_example_in_a_help_page_is_a_valid_command_line(path, line):
+    # Click parses the line as it would run it: unknown options, bad choices or ranges, missing
+    # arguments are each a usage error here.
+    command, arguments = _command_at(shlex.split(line)[1:])
+
+    # A line may show a neighbour (saga list's shows saga show), but never a command that is not.
+    assert not isinstance(command, TyperGroup) or command.name == path[-1], line
+    context = command.make_context("pipeline", arguments)
+    assert context.command is command
