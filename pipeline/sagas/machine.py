@@ -213,7 +213,13 @@ class _Run:
             record.confirm_attempts += 1
             attempt, factory = record.confirm_attempts, step.confirm
         assert factory is not None  # only steps with a compensation or confirm get here
-        call = factory(self.data())
+        try:
+            call = factory(self.data())
+            if not isinstance(call, Call):
+                raise TypeError(f"it returned {type(call).__name__}, not a Call")
+        except Exception as error:  # the definition's code: a bug, or data it did not expect
+            self.not_sent(step, kind, attempt, error)
+            return
         identifier = command_id(self.state.saga_id, step.name, kind, attempt)
         self.state.awaiting[identifier] = Awaited(
             step=step.name,
@@ -235,6 +241,26 @@ class _Run:
             )
         )
         self.note(f"{kind}_sent", step.name, kind, attempt, call.type)
+
+    def not_sent(self, step: Step[Any], kind: CommandKind, attempt: int, error: Exception) -> None:
+        """The definition could not make ``kind``'s command of ``step`` (its function raised).
+        Making it again from the same data fails again, so it is not retried: an action that
+        cannot be sent failed outright (no effect, nothing to undo) and the saga compensates;
+        a compensation or confirm stops the saga in ``compensation_failed`` (or
+        ``confirmation_failed``) for an operator, who retries once the definition is fixed."""
+        reason = f"its {kind} could not be made: {type(error).__name__}: {error}"
+        record = self.step_state(step.name)
+        record.reason = reason
+        self.note(f"{kind}_not_sent", step.name, kind, attempt, reason)
+        if kind == "action":
+            record.status, record.finished_at = "failed", self.now
+            if self.state.status == "running":
+                self.state.reason = f"{step.name}: {reason}"
+                self.set_status("compensating", self.state.reason)
+            self.begin_compensation_when_settled()
+            return
+        record.status = "compensation_failed" if kind == "compensation" else "confirmation_failed"
+        self.set_status(record.status, f"{step.name}: {reason}")
 
     def later(self, step: Step[Any], kind: CommandKind, after_timeout: bool) -> None:
         """Send ``kind`` of ``step`` again after its backoff (at once when the backoff is 0)."""
@@ -259,6 +285,8 @@ class _Run:
     def enter(self, position: int) -> None:
         self.state.position = position
         for step in self.definition.leaves(position):
+            if self.state.status != "running":
+                break  # a branch's action could not be made: the rest are not started
             record = self.step_state(step.name)
             record.status, record.started_at = "running", self.now
             self.send(step, "action")

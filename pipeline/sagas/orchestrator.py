@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pipeline.database import is_postgres
@@ -76,6 +77,8 @@ from pipeline.settings import PipelineSettings, SagaSettings
 __all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
 
 logger = logging.getLogger("pipeline.sagas")
+#: How long a saga whose deadlines raised is left aside before they are tried again.
+_HELD_BACK_FOR = timedelta(seconds=60)
 AGGREGATE_TYPE = "saga"
 
 
@@ -109,6 +112,8 @@ class SagaOrchestrator:
         # Commands and saga events name their topics, so no route is needed.
         self.outbox = outbox or Outbox(routes={})
         self._gauged: set[tuple[str, str]] = set()  # the gauge's labels set so far
+        # Sagas whose deadlines raised, and when they are tried again (see fire_due).
+        self._held_back: dict[str, datetime] = {}
         self._replies_behind = RepliesBehind(
             self.topics.replies, self.metrics.replies_behind, lambda: self.clock()
         )
@@ -264,6 +269,7 @@ class SagaOrchestrator:
         replies topic has been applied (:meth:`replies_read_through`); a timeout due after it
         waits, so that a reply that came in time wins over it however late it is read."""
         now = self.clock()
+        self._held_back = {k: until for k, until in self._held_back.items() if until > now}
         with Session(database) as session:
             # Only sagas a definition here can run: one of a version this registry lacks must
             # not stop the others' deadlines (warn_unknown_versions says so at the start).
@@ -274,6 +280,7 @@ class SagaOrchestrator:
                 self.registry.held(),
                 replies_read_through,
                 namespace=self.topics.namespace,
+                excluded=self._held_back,
             )
         changed = 0
         for saga_id in due:
@@ -281,6 +288,23 @@ class SagaOrchestrator:
                 changed += self._fire(database, saga_id, replies_read_through)
             except ConcurrentSagaUpdate:
                 continue  # a reply changed it meanwhile: the next round looks again
+            except SQLAlchemyError:
+                raise  # the database's trouble, not this saga's: the caller reports it
+            except Exception as error:
+                # One saga that cannot go on (a definition's code raising on its data, a
+                # stored state this version cannot read) must not stop every other saga's
+                # deadlines: it is said once and left aside for a while, the others go on.
+                self._held_back[saga_id] = now + _HELD_BACK_FOR
+                with log_context(correlation_id=saga_id, saga_id=saga_id):
+                    logger.error(
+                        "saga %s: what is due could not be done (%s: %s); it is tried again "
+                        "in %d s, the other sagas go on",
+                        saga_id,
+                        type(error).__name__,
+                        error,
+                        _HELD_BACK_FOR.total_seconds(),
+                        exc_info=True,
+                    )
         return changed
 
     def replies_read_through(self, progress: TopicProgress | None) -> datetime | None:

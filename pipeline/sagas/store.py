@@ -278,13 +278,14 @@ def due_saga_ids(
     definitions: Collection[tuple[str, int]] | None = None,
     replies_read_through: datetime | None = None,
     namespace: str | None = None,
+    excluded: Collection[str] = (),
 ) -> list[str]:
     """Sagas with a deadline or a backoff due at ``now``, earliest first (the caller locks
     each one as it handles it); only those of ``definitions`` (name, version) when given, so
     that sagas no definition here can run never hold up the others, and only those of the
     topic ``namespace`` when given (another saga system's, in the same database, neither). With
     ``replies_read_through``, a timeout counts only when due by then too (a backoff at
-    ``now``): see :func:`pipeline.sagas.machine.on_due`."""
+    ``now``): see :func:`pipeline.sagas.machine.on_due`. Sagas ``excluded`` are not listed."""
     columns = sagas_table.c
     if replies_read_through is None or replies_read_through >= now:
         due = columns.next_deadline <= now
@@ -303,6 +304,8 @@ def due_saga_ids(
                 ),
             )
         )
+    if excluded:  # sagas left aside: they must not fill the limit either
+        query = query.where(columns.saga_id.not_in(sorted(excluded)))
     query = query.order_by(sagas_table.c.next_deadline).limit(limit)
     return list(session.execute(query).scalars())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -364,6 +365,95 @@ def test_a_failing_compensation_stops_the_saga_for_an_operator_then_retry_finish
     run.reply("reserve")
     assert run.state.status == "compensated"
     assert [h.what for h in run.state.history].count("operator_retry") == 1
+
+
+def _with_step(definition: SagaDefinition, name: str, **changes) -> SagaDefinition:
+    """``definition`` with step ``name`` changed (a definition's bug, then its fix)."""
+    return SagaDefinition(
+        definition.name,
+        version=definition.version,
+        data_model=definition.data_model,
+        steps=[replace(s, **changes) if s.name == name else s for s in definition.elements],
+    )
+
+
+def test_an_action_its_definition_cannot_make_fails_that_step_and_compensates_the_others():
+    # Schedule's data reads a field Order lacks: the definition's bug, met by this saga only.
+    run = Run(_with_step(order_saga(), "ship", action=lambda d: Call("Schedule", {"x": d.nope})))
+    run.reply("reserve")
+    decision = run.reply("charge", data={"payment_id": "p-9"})
+
+    assert run.state.status == "compensating"
+    assert run.state.reason == (
+        "ship: its action could not be made: AttributeError: 'Order' object has no attribute 'nope'"
+    )
+    assert [t.what for t in decision.transitions][-3:] == [
+        "action_not_sent",
+        "saga_compensating",
+        "compensation_sent",
+    ]
+    assert "Schedule" not in run.types() and run.state.steps["ship"].status == "failed"
+    run.reply("charge")
+    run.reply("reserve")
+    assert run.state.status == "compensated"
+    assert run.types() == ["ReserveStock", "Charge", "Refund", "ReleaseStock"]
+
+
+def test_a_branch_that_cannot_be_made_starts_no_other_branch_of_its_group():
+    fork = fork_saga()
+    group = fork.elements[1]
+    left = replace(group.branches[0], action=lambda d: Call("B", {"x": d.nope}))
+    broken = SagaDefinition(
+        "Fork",
+        version=1,
+        data_model=Order,
+        steps=[
+            fork.elements[0],
+            replace(group, branches=[left, group.branches[1]]),
+            fork.elements[2],
+        ],
+    )
+    run = Run(broken)
+    run.reply("first")
+
+    assert run.types() == ["A", "UndoA"]  # right was never sent, first is undone at once
+    assert run.state.steps["right"].status == "pending"
+    run.reply("first")
+    assert run.state.status == "compensated"
+
+
+def test_a_compensation_its_definition_cannot_make_stops_the_saga_until_fixed_and_retried():
+    broken = _with_step(order_saga(), "charge", compensation=lambda d: Call("Refund", d.nope))
+    run = Run(broken)
+    run.reply("reserve")
+    run.reply("charge", data={"payment_id": "p-9"})
+    run.reply("ship", ok=False, reason="no courier", retryable=False)
+
+    assert run.state.status == "compensation_failed"
+    assert run.state.steps["charge"].status == "compensation_failed"
+    assert run.state.steps["charge"].reason == (
+        "its compensation could not be made: AttributeError: 'Order' object has no attribute 'nope'"
+    )
+    assert run.pending() == [] and run.state.next_deadline is None  # nothing waits, or fires
+    run._take(retry(broken, run.state, run.now))
+    assert run.state.status == "compensation_failed"  # retried with the bug: stuck again
+    assert run.types()[-1] == "Schedule"  # and nothing was sent
+    run.definition = order_saga()  # the fix deployed, then retried
+    run._take(retry(run.definition, run.state, run.now))
+    assert run.types()[-1] == "Refund" and run.sent[-1].call.data == {"payment_id": "p-9"}
+    run.reply("charge")
+    run.reply("reserve")
+    assert run.state.status == "compensated"
+
+
+def test_a_command_function_that_returns_no_call_is_said_so():
+    run = Run(_with_step(order_saga(), "reserve", action=lambda d: {"type": "ReserveStock"}))
+
+    assert run.state.status == "compensated"
+    assert (
+        run.state.reason
+        == "reserve: its action could not be made: TypeError: it returned dict, not a Call"
+    )
 
 
 def test_an_operator_resolves_a_stuck_saga():

@@ -157,6 +157,51 @@ def test_a_saga_of_a_version_the_registry_lacks_holds_up_no_other_sagas_deadline
     assert after["old-1"].revision == 1  # left for a registry that holds its version
 
 
+def test_a_saga_whose_deadline_raises_is_left_aside_and_the_others_deadlines_fire(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "Broken" v1 was redeployed with its step renamed while a saga of it waited: firing its
+    # timeout finds no step "only". It is due first; the saga after it must time out anyway.
+    started_at = datetime(2026, 1, 1, tzinfo=UTC)
+    old = SagaOrchestrator(
+        SagaRegistry([_timed(1), _renamed_step("Broken")]), clock=lambda: started_at
+    )
+    with Session(database) as session, session.begin():
+        old.start(session, _renamed_step("Broken", "only"), "broken-1", {"n": 1})
+    with Session(database) as session, session.begin():
+        old.start(session, _timed(1), "fine-1", {"n": 2})
+    now = started_at + timedelta(seconds=5)
+    clock = [now]
+    new = SagaOrchestrator(
+        SagaRegistry([_timed(1), _renamed_step("Broken")]), clock=lambda: clock[0]
+    )
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.sagas"):
+        assert new.fire_due(database) == 1
+        assert new.fire_due(database) == 0  # left aside: said once, not every round
+
+    with Session(database) as session:
+        after = load_sagas(session, ["broken-1", "fine-1"])
+    assert after["fine-1"].state.status == "compensated"
+    assert after["broken-1"].revision == 1
+    [record] = [r for r in caplog.records if "broken-1" in r.getMessage()]
+    assert "KeyError" in record.getMessage() and "the other sagas go on" in record.getMessage()
+    caplog.clear()
+    clock[0] = now + timedelta(seconds=61)  # then tried again
+    with caplog.at_level(logging.ERROR, logger="pipeline.sagas"):
+        assert new.fire_due(database) == 0
+    assert "broken-1" in caplog.text
+
+
+def _renamed_step(name: str, step: str = "renamed") -> SagaDefinition[Data]:
+    return SagaDefinition(
+        name,
+        version=1,
+        data_model=Data,
+        steps=[Step(step, participant="worker", action=lambda d: Call("Do", {}), timeout_s=1)],
+    )
+
+
 def test_the_orchestrator_never_parks_a_sagas_replies_after_a_dead_letter() -> None:
     # A parked saga would wait for a redrive for ever; its step's timeout covers a lost reply.
     processor = orchestrator_processor(SagaOrchestrator(REGISTRY), settings=SagaSettings())
