@@ -50,6 +50,7 @@ a new definition can be deployed while old instances finish on theirs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -88,6 +89,38 @@ def _keep(data: Any, _reply: Mapping[str, Any]) -> Any:
     return data
 
 
+#: The longest timeout or backoff a step may have (a deadline must stay a date Python can write).
+_MAX_SECONDS = 366 * 86_400.0
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _check_seconds(where: str, name: str, value: Any, *, allow_zero: bool) -> None:
+    """A duration in seconds: a real number (not a bool), finite, > 0 (or >= 0), at most a year."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    least = "0 or more" if allow_zero else "more than 0"
+    if (
+        not number
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+        or value > _MAX_SECONDS
+    ):
+        raise SagaDefinitionError(
+            f"{where}: {name} must be a number of seconds, {least} and at most "
+            f"{_MAX_SECONDS:,.0f} (a year), got {value!r:.40}"
+        )
+
+
+def _check_count(where: str, name: str, value: Any, *, least: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise SagaDefinitionError(
+            f"{where}: {name} must be a whole number >= {least}, got {value!r:.40}"
+        )
+
+
 @dataclass(frozen=True)
 class Step(Generic[D]):
     """An action on ``participant``, and the compensation that undoes it.
@@ -113,13 +146,26 @@ class Step(Generic[D]):
     confirm: Callable[[D], Call] | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or not self.participant:
-            raise SagaDefinitionError("a step needs a name and a participant")
-        if self.timeout_s <= 0 or self.retries < 0 or self.compensation_attempts < 1:
-            raise SagaDefinitionError(
-                f"step {self.name!r}: timeout_s must be > 0, retries >= 0, "
-                "compensation_attempts >= 1"
-            )
+        if not _is_text(self.name) or not _is_text(self.participant):
+            raise SagaDefinitionError("a step needs a name and a participant (texts)")
+        where = f"step {self.name!r}"
+        for role in ("action", "on_success"):
+            if not callable(getattr(self, role)):
+                raise SagaDefinitionError(
+                    f"{where}: {role} must be a function, got {getattr(self, role)!r:.60}"
+                )
+        for role in ("compensation", "confirm"):
+            if getattr(self, role) is not None and not callable(getattr(self, role)):
+                raise SagaDefinitionError(
+                    f"{where}: {role} must be a function or None, got {getattr(self, role)!r:.60}"
+                )
+        _check_seconds(where, "timeout_s", self.timeout_s, allow_zero=False)
+        _check_seconds(where, "retry_backoff_s", self.retry_backoff_s, allow_zero=True)
+        _check_seconds(
+            where, "compensation_backoff_s", self.compensation_backoff_s, allow_zero=True
+        )
+        _check_count(where, "retries", self.retries, least=0)
+        _check_count(where, "compensation_attempts", self.compensation_attempts, least=1)
 
     @property
     def max_attempts(self) -> int:
@@ -160,6 +206,19 @@ class Parallel(Generic[D]):
     branches: Sequence[Step[D]]
 
     def __post_init__(self) -> None:
+        if not _is_text(self.name):
+            raise SagaDefinitionError(
+                f"a parallel group needs a name (a text), got {self.name!r:.40}"
+            )
+        if isinstance(self.branches, str | Step) or not isinstance(self.branches, Sequence):
+            raise SagaDefinitionError(f"parallel {self.name!r}: branches must be a list of steps")
+        for branch in self.branches:
+            if not isinstance(branch, Step):
+                kind = "a parallel group" if isinstance(branch, Parallel) else repr(branch)[:60]
+                raise SagaDefinitionError(
+                    f"parallel {self.name!r}: each branch must be a Step, got {kind} (a group "
+                    "inside a group is not supported: make it an element of its own)"
+                )
         if len(self.branches) < 2:
             raise SagaDefinitionError(f"parallel {self.name!r} needs at least two branches")
 
@@ -179,10 +238,22 @@ class SagaDefinition(Generic[D]):
         steps: Sequence[Step[D] | Parallel[D]],
         description: str = "",
     ) -> None:
-        if not name or version < 1:
-            raise SagaDefinitionError("a saga needs a name and a version >= 1")
+        if not _is_text(name):
+            raise SagaDefinitionError(f"a saga needs a name (a text), got {name!r:.40}")
+        _check_count(f"saga {name!r}", "version", version, least=1)
+        if not (isinstance(data_model, type) and issubclass(data_model, BaseModel)):
+            raise SagaDefinitionError(
+                f"saga {name!r}: data_model must be a pydantic model class, got {data_model!r:.60}"
+            )
+        if isinstance(steps, str | Step | Parallel) or not isinstance(steps, Sequence):
+            raise SagaDefinitionError(f"saga {name!r}: steps must be a list of steps and groups")
         if not steps:
             raise SagaDefinitionError(f"saga {name!r} has no steps")
+        for element in steps:
+            if not isinstance(element, Step | Parallel):
+                raise SagaDefinitionError(
+                    f"saga {name!r}: each element must be a Step or a Parallel, got {element!r:.60}"
+                )
         self.name = name
         self.version = version
         self.data_model = data_model
