@@ -130,6 +130,8 @@ def letter_json(letter: DeadLetter, *, settled: Marker | None = None) -> dict[st
             [name, data.decode("utf-8", errors="backslashreplace")] for name, data in letter.headers
         ],
         "value": value,
+        # Set when the value was too large to keep: its size; the original is at original_*.
+        "value_omitted_bytes": letter.value_omitted,
     }
     fields["discard_note"] = (
         settled.note if settled is not None and settled.kind == "discarded" else None
@@ -411,6 +413,13 @@ def _redrive_with(
     if not selection.letters:
         return EXIT_OK
     require_topics(settings, dlq_topic, {letter.original_topic for letter in selection.letters})
+    letters = selection.letters
+    if any(letter.value_omitted is not None for letter in letters):
+        from pipeline.dead_letters.originals import with_original_values
+        from pipeline.dead_letters.redrive import open_dead_letter_consumer
+
+        with open_dead_letter_consumer(settings.kafka) as consumer:
+            letters = with_original_values(consumer, letters)
     redrive_id = new_event_id()
     so_far.redrive_id = redrive_id
     began = time.monotonic()
@@ -420,8 +429,8 @@ def _redrive_with(
         progress.advance(task, count)
 
     with _progress(_err.is_terminal) as progress:
-        task = progress.add_task("redriving", total=len(selection.letters))
-        result = redrive(producer, selection.letters, redrive_id=redrive_id, on_progress=committed)
+        task = progress.add_task("redriving", total=len(letters))
+        result = redrive(producer, letters, redrive_id=redrive_id, on_progress=committed)
     _summary(dlq_topic, result, len(selection.letters), time.monotonic() - began)
     if result.fenced:
         _err.print(

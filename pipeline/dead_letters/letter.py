@@ -44,6 +44,7 @@ from typing import Literal, Protocol
 from pipeline.dead_letters.reasons import REASONS, Reason
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 from pipeline.envelope.consumed_headers import header_name_bytes
+from pipeline.errors import PipelineError
 
 __all__ = [
     "REASONS",
@@ -79,6 +80,9 @@ CONSUMER_GROUP = "dlq.consumer.group"
 DEAD_LETTERED_AT = "dlq.dead_lettered_at"
 PARKED_BY = "dlq.parked_by"
 ORIGINAL_HEADER = "dlq.original.header"
+#: On a dead letter sent without its value, which was too large for the dead-letter topic: the
+#: value's size in bytes (the original is at dlq.original.topic/partition/offset).
+VALUE_OMITTED = "dlq.value.omitted"
 REDRIVEN = "dlq.redriven"
 DISCARDED = "dlq.discarded"
 DISCARD_NOTE = "dlq.discarded.note"
@@ -189,6 +193,20 @@ def dead_letter_message(
     )
 
 
+class DeadLetterTooLarge(PipelineError):
+    """The dead-letter topic (or the client) refused a dead letter as too large."""
+
+
+def without_value(letter: KafkaMessage) -> KafkaMessage:
+    """``letter`` (a :func:`dead_letter_message`) without its value, which was too large for the
+    dead-letter topic, and with :data:`VALUE_OMITTED` saying how large it was: the partition
+    goes on, and the original stays at the ``dlq.original.*`` position for a redrive to read."""
+    size = len(letter.value or b"")
+    return KafkaMessage(
+        key=letter.key, value=None, headers=[*letter.headers, (VALUE_OMITTED, str(size).encode())]
+    )
+
+
 class ConsumedRecord(Protocol):
     """What :func:`dead_letter_of` reads of a consumed record (the processors' and the log
     shipper's records both have it)."""
@@ -256,6 +274,9 @@ class DeadLetter:
     parked_by: str | None = None
     event_id: str | None = field(default=None)
     event_type: str | None = field(default=None)
+    #: The size of a value too large to be kept in the dead letter (``value`` is then None; the
+    #: original is at ``original_topic``/``original_partition``/``original_offset``).
+    value_omitted: int | None = None
 
     @property
     def position(self) -> str:
@@ -348,6 +369,7 @@ def read_dead_letter(
         parked_by=texts.get(PARKED_BY),
         event_id=event_id,
         event_type=event_type,
+        value_omitted=_int(texts[VALUE_OMITTED]) if VALUE_OMITTED in texts else None,
     )
 
 
@@ -390,7 +412,13 @@ def settled_dead_letters(
 
 
 def redrive_message(letter: DeadLetter, *, redrive_id: str, last_of_key: bool) -> KafkaMessage:
-    """The message that sends ``letter`` back to its original topic (pure)."""
+    """The message that sends ``letter`` back to its original topic (pure); a letter sent
+    without its value needs it back first (:mod:`pipeline.dead_letters.originals`)."""
+    if letter.value_omitted is not None:
+        raise PipelineError(
+            f"dead letter {letter.dlq_topic}:{letter.position} holds no value (it was too large "
+            "to keep): read it back with pipeline.dead_letters.originals.with_original_values"
+        )
     headers = [(name, data) for name, data in letter.headers if name not in _REDRIVE_HEADERS]
     headers += [
         (REDRIVE_ID, redrive_id.encode()),

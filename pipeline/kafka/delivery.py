@@ -35,6 +35,8 @@ class Delivery(NamedTuple):
     offset: int | None
     error: str | None = None
     retriable: bool = False
+    #: The broker (or the client) refused it as larger than the topic's (or its) limit.
+    too_large: bool = False
 
     @property
     def ok(self) -> bool:
@@ -52,15 +54,26 @@ def delivery_of(event_id: str, error: KafkaError | None, produced: Message) -> D
     topic, key = produced.topic() or "", produced.key()
     if error is None:
         return Delivery(event_id, topic, key, produced.partition(), produced.offset())
-    return Delivery(event_id, topic, key, None, None, error.str(), error.retriable())
+    return Delivery(
+        event_id,
+        topic,
+        key,
+        None,
+        None,
+        error.str(),
+        error.retriable(),
+        error.code() == KafkaError.MSG_SIZE_TOO_LARGE,
+    )
 
 
 class ProduceRefused(PipelineError):
     """librdkafka refused an event at once (too large, unknown partition...): nothing was queued."""
 
-    def __init__(self, topic: str, reason: str) -> None:
+    def __init__(self, topic: str, reason: str, *, too_large: bool = False) -> None:
         self.topic = topic
         self.reason = reason
+        #: Refused as larger than the client's message.max.bytes.
+        self.too_large = too_large
         super().__init__(f"the event for {topic} was refused: {reason}")
 
 

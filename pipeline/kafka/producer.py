@@ -251,7 +251,9 @@ class EventProducer:
         except BufferError:
             self._produce_when_there_is_room(topic, key, value, headers, on_report)
         except KafkaException as error:
-            raise ProduceRefused(topic, error.args[0].str()) from None
+            refusal = error.args[0]
+            too_large = refusal.code() == KafkaError.MSG_SIZE_TOO_LARGE
+            raise ProduceRefused(topic, refusal.str(), too_large=too_large) from None
         self._queued += 1
         # Serve delivery reports every so many sends rather than after each: the same reports,
         # a tenth of the calls (a full queue and flush() serve them at once anyway).

@@ -53,7 +53,12 @@ from typing import Protocol, TypeVar
 from sqlalchemy.engine import Engine
 
 from pipeline.database import error_text, is_postgres
-from pipeline.dead_letters.letter import Failure, dead_letter_of
+from pipeline.dead_letters.letter import (
+    DeadLetterTooLarge,
+    Failure,
+    dead_letter_of,
+    without_value,
+)
 from pipeline.envelope import EnvelopeError, KafkaMessage
 from pipeline.plurals import counted
 from pipeline.processing import group_commit
@@ -547,10 +552,32 @@ class ProcessingEngine:
         """Send the dead letter (until Kafka takes it), then note it in the inbox."""
         message = dead_letter_of(record, consumer_group=self.consumer_group, failure=failure)
         topic = dlq_name(record.topic)
-        await self._until_done(
-            f"write dead letter {event_id} to {topic}",
-            lambda: self._dead_letters.send(topic, message),
-        )
+
+        async def send() -> None:
+            nonlocal message
+            try:
+                await self._dead_letters.send(topic, message)
+            except DeadLetterTooLarge as refused:
+                if message.value is None:
+                    raise  # nothing left to leave out: said and tried again until it goes
+                # Trying again would fail for ever and hold the partition: the dead letter goes
+                # without the value, which stays in the original topic for a redrive to read.
+                message = without_value(message)
+                logger.error(
+                    "%s: dead letter %s is too large for %s (%s): sent without its value "
+                    "(%s bytes); the original stays at %s[%d]@%d, where dlq redrive reads it",
+                    self.processor.name,
+                    event_id,
+                    topic,
+                    " ".join(str(refused).split())[:200],
+                    f"{len(record.value or b''):,}",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+                await self._dead_letters.send(topic, message)
+
+        await self._until_done(f"write dead letter {event_id} to {topic}", send)
         note = partial(
             record_dead_letter,
             record,

@@ -42,9 +42,11 @@ from faust.types import TP, EventT
 from sqlalchemy.engine import Engine
 
 from pipeline.database import build_engine
+from pipeline.dead_letters.letter import DeadLetterTooLarge
 from pipeline.envelope import KafkaMessage
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.delivery import ProduceRefused
 from pipeline.kafka.producer import EventProducer, build_event_producer
 from pipeline.plurals import counted
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
@@ -86,7 +88,14 @@ class ProducerDeadLetterSink:
         self._producer = producer
 
     async def send(self, topic: str, message: KafkaMessage) -> None:
-        delivery = await asyncio.wrap_future(self._producer.send_future(topic, message))
+        try:
+            delivery = await asyncio.wrap_future(self._producer.send_future(topic, message))
+        except ProduceRefused as refused:
+            if refused.too_large:
+                raise DeadLetterTooLarge(str(refused)) from None
+            raise
+        if delivery.too_large:
+            raise DeadLetterTooLarge(f"dead letter to {topic} refused: {delivery.error}")
         if not delivery.ok:
             raise PipelineError(f"dead letter to {topic} failed: {delivery.error}")
 

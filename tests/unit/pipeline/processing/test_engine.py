@@ -14,9 +14,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from pipeline.database import build_engine, migrate
+from pipeline.dead_letters.letter import (
+    VALUE_OMITTED,
+    DeadLetter,
+    DeadLetterTooLarge,
+    read_dead_letter,
+)
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.logs.context import current_context
-from pipeline.processing import Processor, Record, UnitOfWork
+from pipeline.processing import Processor, Record, Reject, UnitOfWork
 from pipeline.processing.engine import ProcessingEngine
 from pipeline.processing.offsets import CommitPosition
 from pipeline.retry import RetryPolicy
@@ -397,3 +403,60 @@ def test_a_dead_letter_acknowledged_after_close_gives_up_instead_of_retrying_for
     asyncio.run(scenario())
 
     assert len(waits) <= 1
+
+
+# --- a dead letter too large for its topic --------------------------------------------------------
+
+
+class SizeLimitedSink(Sink):
+    """A dead-letter topic that refuses a message whose value is over ``limit`` bytes, as Kafka
+    does (max.message.bytes), every time."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.refused = 0
+
+    async def send(self, topic: str, message: KafkaMessage) -> None:
+        if len(message.value or b"") > self.limit:
+            self.refused += 1
+            raise DeadLetterTooLarge("Broker: Message size too large")
+        await super().send(topic, message)
+
+
+def test_a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_the_partition_moves_on(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Refused for ever, it used to be tried again every 10 s: the partition's commits held.
+    processor = Processor("orders")
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        if len(event.data["pad"]) > 10:
+            raise Reject("too much padding")
+
+    harness = Harness(processor, database)
+    harness.sink = SizeLimitedSink(limit=1_000)
+    harness.engine._dead_letters = harness.sink
+    huge = encode(Event(source="/tests", type="Step", partitionkey="k", data={"pad": "x" * 5_000}))
+    small = encode(Event(source="/tests", type="Step", partitionkey="k2", data={"pad": "x"}))
+
+    async def scenario() -> None:
+        await harness.engine.submit(Record(TOPIC, 0, 0, huge.key, huge.value, huge.headers))
+        await harness.engine.submit(Record(TOPIC, 0, 1, small.key, small.value, small.headers))
+        await harness.engine.wait_idle()
+        await harness.engine.close()
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.processing"):
+        asyncio.run(scenario())
+
+    [(topic, letter)] = harness.sink.sent
+    assert topic == f"{TOPIC}.dlq" and harness.sink.refused == 1
+    assert letter.value is None and letter.key == huge.key
+    headers = dict(letter.headers)
+    assert headers[VALUE_OMITTED] == str(len(huge.value or b"")).encode()
+    assert headers["dlq.original.offset"] == b"0" and headers["dlq.reason"] == b"rejected"
+    assert harness.positions[-1] == 2  # both handled and committed: nothing held
+    assert "sent without its value" in caplog.text and f"{TOPIC}[0]@0" in caplog.text
+    read = read_dead_letter(topic, 0, 0, letter.key, letter.value, letter.headers)
+    assert isinstance(read, DeadLetter) and read.value_omitted == len(huge.value or b"")

@@ -1,0 +1,67 @@
+"""The values of dead letters sent without them, read back from where they came from.
+
+A dead letter too large for its dead-letter topic is sent without its value
+(:func:`~pipeline.dead_letters.letter.without_value`), so that its partition goes on; the
+original message stays in its topic, at the position the letter names. A redrive reads it from
+there: the same bytes, or a clear error when retention or compaction removed it since.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from pipeline.dead_letters.letter import DeadLetter
+from pipeline.dead_letters.redrive import DeadLetterConsumer
+from pipeline.errors import PipelineError
+
+__all__ = ["with_original_values"]
+
+
+def with_original_values(
+    consumer: DeadLetterConsumer, letters: Sequence[DeadLetter], *, timeout_s: float = 30.0
+) -> list[DeadLetter]:
+    """``letters``, each one sent without its value given it back from its original message
+    (read with ``consumer``, a :func:`~pipeline.dead_letters.redrive.open_dead_letter_consumer`);
+    a :class:`PipelineError` naming the first one whose original cannot be read."""
+    return [
+        letter
+        if letter.value_omitted is None
+        else dataclasses.replace(
+            letter, value=_original_value(consumer, letter, timeout_s), value_omitted=None
+        )
+        for letter in letters
+    ]
+
+
+def _original_value(consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s: float) -> bytes:
+    where = f"{letter.original_topic}[{letter.original_partition}]@{letter.original_offset}"
+    about = (
+        f"dead letter {letter.dlq_topic}:{letter.position} was sent without its value "
+        f"({letter.value_omitted:,} bytes, too large for its topic), and its original at {where}"
+    )
+    consumer.assign(
+        [TopicPartition(letter.original_topic, letter.original_partition, letter.original_offset)]
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for message in consumer.consume(1, timeout=min(1.0, timeout_s)):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    raise PipelineError(f"{about} is not there any more; discard the letter")
+                raise PipelineError(f"{about} cannot be read: {error.str()}")
+            if message.offset() != letter.original_offset:
+                # Reset to the oldest kept (retention), or past a compacted-away offset.
+                raise PipelineError(
+                    f"{about} is not there any more (retention or compaction removed it; the "
+                    f"partition holds offsets from {message.offset()}): discard the letter"
+                )
+            value: bytes | None = message.value()
+            if value is None or len(value) != letter.value_omitted:
+                raise PipelineError(f"{about} is not the message it was (its size differs)")
+            return value
+    raise PipelineError(f"{about} could not be read within {timeout_s:g} s")
