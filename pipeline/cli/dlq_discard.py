@@ -295,6 +295,18 @@ def _parked_keys_database(settings: PipelineSettings) -> Engine:
     return engine
 
 
+def _inbox_id(letter: DeadLetter) -> str:
+    """The id the processors' inbox knows ``letter``'s event by (a park row names it): its
+    event id, or for a message that had none it can keep, its original position
+    (:func:`pipeline.processing.attempt.inbox_id`)."""
+    from pipeline.processing import inbox
+    from pipeline.processing.attempt import position_id
+
+    if letter.event_id is not None and inbox.id_problem(letter.event_id) is None:
+        return letter.event_id
+    return position_id(letter.original_topic, letter.original_partition, letter.original_offset)
+
+
 def _settle_keys(
     discarded: list[DeadLetter],
     read: ReadBack,
@@ -329,16 +341,16 @@ def _settle_keys(
             of_key[(topic, key)], key=lambda d: (d.original_partition, d.original_offset)
         )
         still = [d for d in letters if d.position in pending]
-        settled = {d.event_id for d in letters if d.position not in pending and d.event_id}
+        settled = {_inbox_id(d) for d in letters if d.position not in pending}
         if still:
-            if engine is not None and still[-1].event_id is not None:
+            if engine is not None:
                 with engine.begin() as connection:
                     note_last_pending(
                         connection,
                         consumer_group=group,
                         topic=topic,
                         key=key,
-                        last_pending=still[-1].event_id,
+                        last_pending=_inbox_id(still[-1]),
                         settled=settled,
                     )
             _err.print(

@@ -47,6 +47,7 @@ __all__ = [
     "handler_log_context",
     "inbox_id",
     "is_unavailable",
+    "position_id",
     "record_dead_letter",
     "record_log_context",
 ]
@@ -95,7 +96,12 @@ def inbox_id(record: Record, event: Event | None) -> str:
     header_id = record.header("ce_id")
     if header_id and inbox.id_problem(header_id) is None:
         return header_id
-    return f"kafka:{record.topic}:{record.partition}:{record.offset}"
+    return position_id(record.topic, record.partition, record.offset)
+
+
+def position_id(topic: str, partition: int, offset: int) -> str:
+    """The inbox's id of a message that carries none it can keep: where it is."""
+    return f"kafka:{topic}:{partition}:{offset}"
 
 
 def decode_record(record: Record) -> Event:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from pipeline.envelope import KafkaMessage
 from pipeline.topics.catalogue import dlq_name
 from tests.support.processor_runs import (
     ProcessorProcess,
@@ -168,5 +169,33 @@ def test_a_discarded_poison_letter_lets_its_key_go_and_a_parked_tail_is_redriven
         assert again.returncode == 0, again.stderr
         assert "nothing to discard" in again.stderr, again.stderr
         assert processor.terminate() == 0, processor.tail()
+    finally:
+        processor.stop_quietly()
+
+
+def test_discarding_a_letter_that_was_no_event_lets_its_key_go(
+    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+):
+    # No ce_id to name it: the park row names it by its position, which discard used to miss
+    # ("stays parked behind a dead letter of it not read yet"), leaving the key parked.
+    topic = new_topic(partitions=1, prefix="effects")
+    new_topic(partitions=1, name=dlq_name(topic))
+    database = effects_database(postgres_url)
+    produce(pipeline_settings, topic, [KafkaMessage(key=b"H", value=b'{"a": 1}', headers=[])])
+    env = effects_env(topic=topic, group=consumer_group, database_url=postgres_url)
+    processor = ProcessorProcess(env, tmp_path / "processor.log")
+    try:
+        wait_until(lambda: inspect(topic) or None, timeout_s=90, what="the dead letter", every_s=1)
+        gone = run_pipeline(
+            "dlq", "discard", topic, "--key", "H", "--reason", "undecodable", "--note", "junk",
+            "--yes", env={"PIPELINE_DATABASE__URL": postgres_url}, timeout=120,
+        )  # fmt: skip
+        assert gone.returncode == 0, gone.stderr
+        assert f"key H of {topic}: let go" in " ".join(gone.stderr.split()), gone.stderr
+        after = effect_event("H", 0)
+        produce(pipeline_settings, topic, [after])
+        wait_for_effects(database, 1, [processor])
+        assert not exactly_once_in_order_problems(effect_rows(database), [after])
+        assert inspect(topic) == []  # applied, not dead-lettered as key_parked
     finally:
         processor.stop_quietly()
