@@ -27,7 +27,8 @@ JSON_CONTENT_TYPE = "application/json"
 
 
 class ErrorAnswer(Exception):
-    """An error answer: status, a stable code, one readable line and optional details."""
+    """An error answer: status, a stable code, one readable line and optional details (and
+    headers; ``close``: the connection closes after it)."""
 
     def __init__(
         self,
@@ -36,6 +37,8 @@ class ErrorAnswer(Exception):
         message: str,
         details: Sequence[Mapping[str, Any]] = (),
         headers: Mapping[str, str] | None = None,
+        *,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -43,6 +46,8 @@ class ErrorAnswer(Exception):
         self.message = message
         self.details = list(details)
         self.headers = dict(headers or {})
+        #: Close the connection after the answer (the request's body was left unread).
+        self.close = close
 
     def body(self) -> bytes:
         """The JSON body: ``{"error": {"code", "message", "details"}}``."""

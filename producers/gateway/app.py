@@ -11,12 +11,14 @@ answers with a JSON error ``{"error": {"code", "message", "details"}}`` and prod
    bucket, or another client's idempotency scope, by changing a header;
 2. the request type: 404 ``unknown_request_type`` (the answer lists the known ones); 403
    ``forbidden`` when the key or token may not send it;
-3. ``Content-Type`` must be JSON in UTF-8: 415 ``unsupported_media_type``;
+3. ``Content-Type`` must be JSON in UTF-8 (or US-ASCII): 415 ``unsupported_media_type``; a
+   ``Content-Encoding`` other than gzip or deflate: 415 ``unsupported_encoding``;
 4. the ``Idempotency-Key`` / ``X-Correlation-Id`` headers (and ``X-Client-Id`` from a trusted
    proxy): 400 ``invalid_header``;
-5. the body: at most ``max_body_bytes`` (413 ``body_too_large``), UTF-8 JSON (400
-   ``invalid_json``), an object (400 ``not_an_object``), valid for the type's model (422
-   ``schema_violation``, one detail per field);
+5. the body (:mod:`producers.gateway.body`): at most ``max_body_bytes`` as sent and decoded
+   (413 ``body_too_large``), valid in its coding (400 ``invalid_body``; 503 ``shutting_down``
+   if still coming as the gateway stops), UTF-8 JSON (400 ``invalid_json``), an object (400
+   ``not_an_object``), valid for the type's model (422 ``schema_violation``, one per field);
 6. the Idempotency-Key, if any (see :mod:`producers.gateway.idempotency`): a replay of the first
    answer, a wait for a first request still in flight, or 422 ``idempotency_key_reused``;
 7. the event goes to ``requests.<type>`` keyed by the entity id, and the answer waits for the
@@ -80,18 +82,19 @@ from producers.gateway.answers import (
     not_acknowledged,
 )
 from producers.gateway.auth import DEFAULT_REFRESH_S, Authorizer, KeyLoader, KeyRefresher
+from producers.gateway.body import BodyReader
+from producers.gateway.content_coding import content_coding, too_large
 from producers.gateway.health import KafkaHealthCheck, warn_without_kafka
 from producers.gateway.idempotency import (
     IdempotencyKeyReused,
     IdempotencyKeys,
-    IdempotencyStore,
     IdempotencyUnavailable,
     InFlight,
-    LocalIdempotency,
     Replay,
     Settle,
     StoredAnswer,
     fingerprint,
+    local_idempotency,
 )
 from producers.gateway.identity import TrustedProxies
 from producers.gateway.intake import (
@@ -162,6 +165,7 @@ class _Gateway:
         tokens: TokenVerifier | None,
     ) -> None:
         self.settings = settings
+        self.bodies = BodyReader(settings.max_body_bytes)
         self.kafka_health = kafka_health
         self.producer = producer
         self.topic_for = topic_for
@@ -173,12 +177,11 @@ class _Gateway:
         self.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst, clock=clock)
         # Open until keys are loaded (create_app's ``keys``), unless JWTs are accepted.
         self.authorizer = Authorizer(tokens=tokens)
-        self.store = idempotency or LocalIdempotency(
-            IdempotencyStore(
-                ttl_s=settings.idempotency_ttl_s,
-                max_keys=settings.idempotency_max_keys,
-                clock=clock,
-            )
+        self.store = idempotency or local_idempotency(
+            ttl_s=settings.idempotency_ttl_s,
+            max_keys=settings.idempotency_max_keys,
+            clock=clock,
+            count_eviction=metrics.keys_evicted.inc,
         )
 
     # ---- middleware: JSON errors, one log line and the counters for every request ----------
@@ -208,12 +211,15 @@ class _Gateway:
 
     def _reject(self, rejection: ErrorAnswer, exchange: _Exchange) -> web.Response:
         exchange.code = rejection.code
-        return web.Response(
+        response = web.Response(
             status=rejection.status,
             body=rejection.body(),
             content_type=JSON_CONTENT_TYPE,
             headers=rejection.headers,
         )
+        if rejection.close:
+            response.force_close()
+        return response
 
     def _account(
         self,
@@ -267,11 +273,8 @@ class _Gateway:
                 headers={"Allow": allowed},
             )
         if error.status == 413:
-            return ErrorAnswer(413, "body_too_large", self._too_large_message())
+            return too_large(self.settings.max_body_bytes)
         return ErrorAnswer(error.status, "http_error", error.reason)
-
-    def _too_large_message(self) -> str:
-        return f"the body is larger than {self.settings.max_body_bytes} bytes"
 
     async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: a body announced larger than ``max_body_bytes`` is
@@ -283,33 +286,33 @@ class _Gateway:
         """
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
-            exchange = _Exchange()
-            name = request.match_info.get("type", "")
-            exchange.type_label = name if name in self.request_types else UNKNOWN_TYPE
-            answer = ErrorAnswer(413, "body_too_large", self._too_large_message())
-            response = self._reject(answer, exchange)
-            response.force_close()  # the body announced is never read: no next request here
-            self._account(request, response, exchange, 0.0)
-            return response
+            return self._refuse_unread(request, too_large(self.settings.max_body_bytes))
         expect = request.headers.get("Expect", "")
         if request.version == HttpVersion11:
             if expect.lower() != "100-continue":
                 # A JSON error like every other refusal, counted (aiohttp's was plain text).
-                exchange = _Exchange()
-                name = request.match_info.get("type", "")
-                exchange.type_label = name if name in self.request_types else UNKNOWN_TYPE
-                answer = ErrorAnswer(
-                    417,
-                    "expectation_failed",
-                    f"unknown expectation {expect!r}: only 100-continue is taken",
+                return self._refuse_unread(
+                    request,
+                    ErrorAnswer(
+                        417,
+                        "expectation_failed",
+                        f"unknown expectation {expect!r}: only 100-continue is taken",
+                    ),
                 )
-                response = self._reject(answer, exchange)
-                response.force_close()  # the body is never read: no next request here
-                self._account(request, response, exchange, 0.0)
-                return response
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the answer's own bytes start after it
         return None
+
+    def _refuse_unread(self, request: web.Request, answer: ErrorAnswer) -> web.Response:
+        """``answer`` before the body is asked for, counted and logged as the middleware does;
+        the body is never read, so the connection serves no next request."""
+        exchange = _Exchange()
+        name = request.match_info.get("type", "")
+        exchange.type_label = name if name in self.request_types else UNKNOWN_TYPE
+        response = self._reject(answer, exchange)
+        response.force_close()
+        self._account(request, response, exchange, 0.0)
+        return response
 
     # ---- POST /v1/requests/{type} -------------------------------------------------------
 
@@ -350,11 +353,12 @@ class _Gateway:
                 [{"field": "type", "message": "unknown request type", "known": known}],
             )
         self.authorizer.authorise(authenticated, name)  # or 403
-        check_content_type(request.headers.get("Content-Type"), request.charset)
+        codec = check_content_type(request.headers.get("Content-Type"), request.charset)
+        coding = content_coding(request.headers.getall("Content-Encoding", []))
         key = idempotency_key(request.headers.getall("Idempotency-Key", []))
         correlation_id = header_id("X-Correlation-Id", request.headers.get("X-Correlation-Id"))
 
-        data = parse_body(await self._read_body(request))
+        data = parse_body(await self.bodies.read(request, coding), codec)
         try:
             valid = request_type.validate(data)
         except RequestValidationError as error:
@@ -375,15 +379,6 @@ class _Gateway:
                 return self._answer(sent)
             return self._answer(await self._acknowledgement(sent))
         return await self._submit_once(client, key, fingerprint(name, data), topic, make_event)
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise ErrorAnswer(413, "body_too_large", self._too_large_message())
-        try:
-            return await request.read()  # stops past client_max_size (= max_body_bytes)
-        except web.HTTPRequestEntityTooLarge:
-            raise ErrorAnswer(413, "body_too_large", self._too_large_message()) from None
 
     async def _submit_once(
         self,
@@ -587,6 +582,7 @@ def create_app(
             yield
 
     app.cleanup_ctx.append(serve_delivery_reports)
+    app.on_shutdown.append(gateway.bodies.stop)
     if keys is not None:
         refresher = KeyRefresher(gateway.authorizer, keys, refresh_s=key_refresh_s)
         app.cleanup_ctx.append(refresher.lifetime)

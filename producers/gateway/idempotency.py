@@ -15,7 +15,14 @@ remembers the fingerprint of the first body and, once there is one, the first an
 4. the same key with a different body (another fingerprint) is :class:`IdempotencyKeyReused`;
 5. answers with a 5xx status are handed to the waiters of (2) but never remembered, so the
    client's retry does the work again; 2xx/4xx answers are kept ``ttl_s`` seconds after they
-   were made, at most ``max_keys`` of them (the oldest go first).
+   were made, at most ``max_keys`` of them.
+
+Past ``max_keys`` the oldest answer is forgotten before its TTL, so that a full store still
+serves (refusing every new key for up to ``ttl_s`` would stop the clients that do send keys,
+the careful ones, until the oldest expire): a retry with a key forgotten so would produce
+again. That is never silent: each such key is handed to ``on_early_eviction`` with how long it
+was remembered, which the gateway counts (``gateway_idempotency_keys_evicted_total``) and logs
+at WARNING at most once a minute (:class:`EvictionWarning`), saying how long keys are now kept.
 
 This store lives in one process's memory. Several gateway processes each have their own, so a
 retry that lands on another one would produce again: they share
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,6 +52,8 @@ from pipeline.errors import PipelineError
 Clock = Callable[[], float]
 
 MAX_KEY_LENGTH = 255
+
+log = logging.getLogger("producers.gateway")
 
 
 def fingerprint(request_type: str, body: Any) -> str:
@@ -132,7 +142,14 @@ Begin = Claim | Replay | InFlight
 class IdempotencyStore:
     """Idempotency-Key -> first answer, per client, with a time to live and a maximum size."""
 
-    def __init__(self, *, ttl_s: float, max_keys: int, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_keys: int,
+        clock: Clock = time.monotonic,
+        on_early_eviction: Callable[[float], None] | None = None,
+    ) -> None:
         if not ttl_s > 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
         if max_keys < 1:
@@ -140,6 +157,8 @@ class IdempotencyStore:
         self._ttl_s = ttl_s
         self._max_keys = max_keys
         self._clock = clock
+        # Told how long each key forgotten before its TTL was remembered (the store is full).
+        self._on_early_eviction = on_early_eviction
         self._pending: dict[_Scope, _Pending] = {}
         # In order of completion, hence of expiry (one TTL for all).
         self._done: OrderedDict[_Scope, _Done] = OrderedDict()
@@ -181,8 +200,11 @@ class IdempotencyStore:
                 claim._pending.fingerprint, answer, expires_at=now + self._ttl_s
             )
             self._done.move_to_end(claim.scope)
+            self._expire(now)  # expired keys make room first: only live ones are evicted
             while len(self._done) > self._max_keys:
-                self._done.popitem(last=False)
+                _, evicted = self._done.popitem(last=False)
+                if self._on_early_eviction is not None:
+                    self._on_early_eviction(now - (evicted.expires_at - self._ttl_s))
         self._expire(now)
         _settle(claim._pending.future, answer)
 
@@ -204,6 +226,44 @@ class IdempotencyStore:
             if oldest.expires_at > now:
                 return
             self._done.popitem(last=False)
+
+
+class EvictionWarning:
+    """``on_early_eviction`` for the gateway: counts every key forgotten before its TTL and
+    says so at WARNING, at most once per ``interval_s``, with how long keys are now kept."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_keys: int,
+        count: Callable[[], None],
+        clock: Clock = time.monotonic,
+        interval_s: float = 60.0,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._max_keys = max_keys
+        self._count = count
+        self._clock = clock
+        self._interval_s = interval_s
+        self._next_warning_at: float | None = None
+
+    def __call__(self, remembered_s: float) -> None:
+        self._count()
+        now = self._clock()
+        if self._next_warning_at is not None and now < self._next_warning_at:
+            return
+        self._next_warning_at = now + self._interval_s
+        log.warning(
+            "the Idempotency-Key store is full (%s keys, PIPELINE_GATEWAY__IDEMPOTENCY_MAX_KEYS): "
+            "keys are now remembered for only about %.0f s instead of %g s, and a retry with a "
+            "key forgotten sooner produces a second event; raise "
+            "PIPELINE_GATEWAY__IDEMPOTENCY_MAX_KEYS or share the keys in PostgreSQL "
+            "(PIPELINE_GATEWAY__IDEMPOTENCY_STORE=postgres)",
+            f"{self._max_keys:,}",
+            remembered_s,
+            self._ttl_s,
+        )
 
 
 def _settle(future: Future[StoredAnswer | None], answer: StoredAnswer | None) -> None:
@@ -259,3 +319,13 @@ class LocalIdempotency:
         if isinstance(begun, Claim):
             return _LocalSettle(self.store, begun)
         return begun
+
+
+def local_idempotency(
+    *, ttl_s: float, max_keys: int, clock: Clock, count_eviction: Callable[[], None]
+) -> LocalIdempotency:
+    """This process's store, warning (:class:`EvictionWarning`) when it forgets keys early."""
+    warning = EvictionWarning(ttl_s=ttl_s, max_keys=max_keys, count=count_eviction, clock=clock)
+    return LocalIdempotency(
+        IdempotencyStore(ttl_s=ttl_s, max_keys=max_keys, clock=clock, on_early_eviction=warning)
+    )

@@ -5,6 +5,7 @@ Each check raises :class:`~producers.gateway.answers.ErrorAnswer` (400, 415) say
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any
 
@@ -27,6 +28,9 @@ __all__ = [
 
 EVENT_SOURCE = "/pipeline/gateway"
 _MAX_HEADER_ID_LENGTH = 128
+_UTF_8 = "utf-8"
+#: The charsets a body may declare, by Python's codec name: UTF-8, and ASCII (a subset of it).
+_CHARSETS = frozenset({_UTF_8, "ascii"})
 
 
 #: JSON's names for what a body held instead of an object.
@@ -34,9 +38,10 @@ _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a num
                bool: "a boolean", type(None): "null"}  # fmt: skip
 
 
-def check_content_type(content_type: str | None, charset: str | None) -> None:
-    """JSON media types only (``application/json``, any ``.../...+json``), in UTF-8; not a
-    CloudEvent (the gateway makes the event from the request's data)."""
+def check_content_type(content_type: str | None, charset: str | None) -> str:
+    """JSON media types only (``application/json``, any ``.../...+json``), in UTF-8 or ASCII
+    (a subset of it; any name Python's codecs know for either); not a CloudEvent (the gateway
+    makes the event from the request's data). Returns the codec to decode the body with."""
     if content_type and content_type.strip().lower().startswith("application/cloudevents"):
         raise ErrorAnswer(
             415,
@@ -49,23 +54,39 @@ def check_content_type(content_type: str | None, charset: str | None) -> None:
         raise ErrorAnswer(
             415, "unsupported_media_type", f"Content-Type must be application/json, got {got}"
         )
-    if charset is not None and charset.strip().lower() not in ("utf-8", "utf8"):
+    if charset is None:
+        return _UTF_8
+    codec = _codec(charset)
+    if codec not in _CHARSETS:
         raise ErrorAnswer(
-            415, "unsupported_media_type", f"the body must be UTF-8 JSON, got charset {charset!r}"
+            415,
+            "unsupported_media_type",
+            f"the body must be UTF-8 (or US-ASCII) JSON, got charset {charset!r}",
         )
+    return codec
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or a 400 :class:`ErrorAnswer` saying what is wrong with it."""
+def _codec(charset: str) -> str | None:
+    """Python's name for ``charset`` (``us-ascii`` -> ``ascii``), or ``None`` if unknown."""
+    try:
+        return codecs.lookup(charset.strip()).name
+    except (LookupError, ValueError):  # ValueError: a name with a NUL in it
+        return None
+
+
+def parse_body(body: bytes, codec: str = _UTF_8) -> dict[str, Any]:
+    """The body, in ``codec`` (what :func:`check_content_type` returned), as a JSON object, or a
+    400 :class:`ErrorAnswer` saying what is wrong with it."""
     if not body.strip():
         raise ErrorAnswer(400, "invalid_json", "the body is empty: send a JSON object")
     try:
-        text = body.decode("utf-8")
+        text = body.decode(codec)
     except UnicodeDecodeError as error:
+        charset = "UTF-8" if codec == _UTF_8 else "ASCII, as its charset says"
         raise ErrorAnswer(
             400,
             "invalid_json",
-            f"the body is not UTF-8 (byte {body[error.start]:#04x} at offset {error.start})",
+            f"the body is not {charset} (byte {body[error.start]:#04x} at offset {error.start})",
         ) from None
     try:
         data = parse_json(text)

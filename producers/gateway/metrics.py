@@ -5,7 +5,9 @@
 - ``gateway_produce_latency_seconds{topic}``: from handing the event to the producer to the
   broker's acknowledgement (or the failure), the part of a request's latency that is Kafka's;
 - ``gateway_rejections_total{reason}``: every error answer, by its error code;
-- ``gateway_idempotent_replays_total``: answers replayed for a repeated Idempotency-Key.
+- ``gateway_idempotent_replays_total``: answers replayed for a repeated Idempotency-Key;
+- ``gateway_idempotency_keys_evicted_total``: Idempotency-Keys the memory store forgot before
+  their TTL because it held ``idempotency_max_keys`` (a retry with one produces again).
 
 Under ``pipeline gateway --workers N`` each worker counts in files of its own in a folder the
 parent made (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), and
@@ -74,6 +76,12 @@ class GatewayMetrics:
         self.replays = Counter(
             "gateway_idempotent_replays",
             "Answers replayed for a repeated Idempotency-Key (nothing produced).",
+            registry=self.registry,
+        )
+
+        self.keys_evicted = Counter(
+            "gateway_idempotency_keys_evicted",
+            "Idempotency-Keys forgotten before their TTL because the memory store was full.",
             registry=self.registry,
         )
 

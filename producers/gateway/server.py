@@ -16,6 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pipeline.errors import PipelineError
 from pipeline.gc_tuning import few_collections
 from pipeline.kafka.producer import FlushTimeout
+from producers.gateway.body import BODIES_LEFT_ENCODED
 
 __all__ = [
     "DeliveriesLeft",
@@ -129,7 +130,9 @@ async def serve(
     1. say what stopping waits for (through ``say``, default: the log): the messages
        ``producer`` has not had acknowledged yet, and for how long at most;
     2. stop accepting connections and let requests in flight finish, so each still gets its
-       acknowledgement; 3. run the app's cleanup (delivery reports stop being served);
+       acknowledgement (a request whose body has not all arrived gets 503 at once:
+       the rest cannot arrive any more, see :mod:`producers.gateway.body`);
+    3. run the app's cleanup (delivery reports stop being served);
     4. wait for ``producer``'s remaining deliveries. Steps 2 to 4 share ``shutdown_timeout_s``;
        messages still undelivered then are :class:`DeliveriesLeft`.
 
@@ -139,7 +142,13 @@ async def serve(
     """
     say = say or log.info
     quiet_malformed_requests()
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    # aiohttp leaves bodies as sent, and the gateway decodes them (content_coding): aiohttp's
+    # decoding fails outside the app (a plain-text 400 for br without Brotli, an ERROR traceback
+    # for a body that is not valid gzip, even one drained after a 401).
+    app[BODIES_LEFT_ENCODED] = True
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=shutdown_timeout_s, auto_decompress=False
+    )
     await runner.setup()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

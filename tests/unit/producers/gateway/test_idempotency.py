@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 
 from producers.gateway.idempotency import (
     Claim,
+    EvictionWarning,
     IdempotencyKeyReused,
     IdempotencyStore,
     InFlight,
@@ -13,7 +17,9 @@ from producers.gateway.idempotency import (
     StoredAnswer,
     fingerprint,
     key_problem,
+    local_idempotency,
 )
+from producers.gateway.metrics import GatewayMetrics
 
 ACCEPTED = StoredAnswer(202, b'{"event_id":"e1","topic":"t","partition":0,"offset":7}')
 UNAVAILABLE = StoredAnswer(503, b'{"error":{"code":"not_acknowledged"}}')
@@ -173,6 +179,57 @@ def test_past_max_keys_the_oldest_answers_are_forgotten():
     assert len(store) == 2
     assert isinstance(store.begin("c1", "k1", BODY), Claim)
     assert isinstance(store.begin("c1", "k3", BODY), Replay)
+
+
+def test_a_key_forgotten_before_its_ttl_is_reported_with_how_long_it_was_kept():
+    clock = FakeClock()
+    forgotten: list[float] = []
+    store = IdempotencyStore(
+        ttl_s=60.0, max_keys=2, clock=clock, on_early_eviction=forgotten.append
+    )
+    for at, key in ((0.0, "k1"), (5.0, "k2"), (12.0, "k3")):
+        clock.now = at
+        store.complete(claim(store, key=key), ACCEPTED)
+    clock.now = 70.0  # k2 has expired: k4 takes its place, nothing live is forgotten
+    store.complete(claim(store, key="k4"), ACCEPTED)
+
+    assert forgotten == [12.0]  # k1, remembered 12 s of its 60
+
+
+def test_a_full_store_warns_at_most_once_a_minute_and_counts_every_key_forgotten(caplog):
+    clock = FakeClock()
+    counted: list[None] = []
+    warning = EvictionWarning(
+        ttl_s=86400, max_keys=100_000, count=lambda: counted.append(None), clock=clock
+    )
+    store = IdempotencyStore(ttl_s=86400, max_keys=1, clock=clock, on_early_eviction=warning)
+    with caplog.at_level(logging.WARNING, logger="producers.gateway"):
+        for at in (0.0, 10.0, 30.0, 69.0, 75.0):
+            clock.now = at
+            store.complete(claim(store, key=f"k{at}"), ACCEPTED)
+
+    assert len(counted) == 4
+    first, second = [record.getMessage() for record in caplog.records]
+    assert first.startswith(
+        "the Idempotency-Key store is full (100,000 keys, PIPELINE_GATEWAY__IDEMPOTENCY_MAX_KEYS): "
+        "keys are now remembered for only about 10 s instead of 86400 s"
+    )
+    assert "PIPELINE_GATEWAY__IDEMPOTENCY_STORE=postgres" in first
+    assert "about 6 s" in second  # at 75 s, a minute after the first warning (at 10 s)
+
+
+def test_the_gateway_store_counts_keys_forgotten_early_in_its_metric():
+    clock = FakeClock()
+    metrics = GatewayMetrics()
+    local = local_idempotency(
+        ttl_s=60.0, max_keys=1, clock=clock, count_eviction=metrics.keys_evicted.inc
+    )
+    for key in ("k1", "k2", "k3"):
+        claimed = asyncio.run(local.begin("c1", key, BODY))
+        assert not isinstance(claimed, Replay | InFlight)
+        claimed.complete(ACCEPTED)
+
+    assert b"gateway_idempotency_keys_evicted_total 2.0" in metrics.exposition()
 
 
 def test_the_fingerprint_ignores_key_order_and_whitespace_but_not_values_or_type():

@@ -24,7 +24,7 @@ def refusal(check, *args) -> ErrorAnswer:
     ],
 )
 def test_json_content_types_in_utf8_are_accepted(content_type, charset):
-    assert check_content_type(content_type, charset) is None
+    assert check_content_type(content_type, charset) == "utf-8"
 
 
 @pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/xml"])
@@ -34,10 +34,22 @@ def test_other_content_types_are_415(content_type):
     assert "Content-Type must be application/json" in answer.message
 
 
-def test_json_in_another_charset_is_415():
-    answer = refusal(check_content_type, "application/json; charset=latin-1", "latin-1")
+@pytest.mark.parametrize("charset", ["us-ascii", "US-ASCII", "ascii", "ANSI_X3.4-1968", "646"])
+def test_json_in_ascii_a_subset_of_utf8_is_accepted_and_read_as_ascii(charset):
+    codec = check_content_type(f"application/json; charset={charset}", charset)
+
+    assert codec == "ascii"
+    assert parse_body(b'{"order_id": "o-1"}', codec) == {"order_id": "o-1"}
+    answer = refusal(parse_body, '{"order_id": "é"}'.encode(), codec)
+    assert (answer.status, answer.code) == (400, "invalid_json")
+    assert answer.message == "the body is not ASCII, as its charset says (byte 0xc3 at offset 14)"
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16", "utf-8-sig", "no-such-charset"])
+def test_json_in_another_charset_is_415(charset):
+    answer = refusal(check_content_type, f"application/json; charset={charset}", charset)
     assert (answer.status, answer.code) == (415, "unsupported_media_type")
-    assert answer.message == "the body must be UTF-8 JSON, got charset 'latin-1'"
+    assert answer.message == (f"the body must be UTF-8 (or US-ASCII) JSON, got charset {charset!r}")
 
 
 def test_a_json_object_body_is_parsed():
