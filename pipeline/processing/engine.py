@@ -48,18 +48,13 @@ import random
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
 from pipeline.database import error_text, is_postgres
-from pipeline.dead_letters.letter import (
-    DeadLetterTooLarge,
-    Failure,
-    dead_letter_of,
-    without_value,
-)
-from pipeline.envelope import EnvelopeError, KafkaMessage
+from pipeline.dead_letters.letter import Failure, dead_letter_of
+from pipeline.envelope import EnvelopeError
 from pipeline.plurals import counted
 from pipeline.processing import group_commit
 from pipeline.processing.attempt import (
@@ -71,6 +66,7 @@ from pipeline.processing.attempt import (
     record_dead_letter,
     record_log_context,
 )
+from pipeline.processing.dead_lettering import DeadLetterSink, OutgoingDeadLetter, log_dead_letter
 from pipeline.processing.lanes import KeyLanes, Work
 from pipeline.processing.loop_inbox import LoopInbox
 from pipeline.processing.metrics import ProcessorMetrics
@@ -87,12 +83,6 @@ logger = logging.getLogger("pipeline.processing")
 
 T = TypeVar("T")
 TopicPartition = tuple[str, int]
-
-
-class DeadLetterSink(Protocol):
-    """Where dead letters go; ``send`` returns once Kafka acknowledged the message."""
-
-    async def send(self, topic: str, message: KafkaMessage) -> None: ...
 
 
 CommitSink = Callable[[list[CommitPosition]], None]
@@ -550,34 +540,15 @@ class ProcessingEngine:
 
     async def _dead_letter(self, record: Record, event_id: str, failure: Failure) -> None:
         """Send the dead letter (until Kafka takes it), then note it in the inbox."""
-        message = dead_letter_of(record, consumer_group=self.consumer_group, failure=failure)
         topic = dlq_name(record.topic)
-
-        async def send() -> None:
-            nonlocal message
-            try:
-                await self._dead_letters.send(topic, message)
-            except DeadLetterTooLarge as refused:
-                if message.value is None:
-                    raise  # nothing left to leave out: said and tried again until it goes
-                # Trying again would fail for ever and hold the partition: the dead letter goes
-                # without the value, which stays in the original topic for a redrive to read.
-                message = without_value(message)
-                logger.error(
-                    "%s: dead letter %s is too large for %s (%s): sent without its value "
-                    "(%s bytes); the original stays at %s[%d]@%d, where dlq redrive reads it",
-                    self.processor.name,
-                    event_id,
-                    topic,
-                    " ".join(str(refused).split())[:200],
-                    f"{len(record.value or b''):,}",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                )
-                await self._dead_letters.send(topic, message)
-
-        await self._until_done(f"write dead letter {event_id} to {topic}", send)
+        letter = OutgoingDeadLetter(
+            self._dead_letters,
+            topic,
+            dead_letter_of(record, consumer_group=self.consumer_group, failure=failure),
+            record=record,
+            about=f"{self.processor.name}: dead letter {event_id}",
+        )
+        await self._until_done(f"write dead letter {event_id} to {topic}", letter.send)
         note = partial(
             record_dead_letter,
             record,
@@ -592,24 +563,4 @@ class ProcessingEngine:
         )
         self.metrics.dead_lettered(record.topic, failure.reason)
         with record_log_context(record, event_id, self.consumer_group):
-            self._log_dead_letter(record, event_id, topic, failure)
-
-    def _log_dead_letter(self, record: Record, event_id: str, topic: str, failure: Failure) -> None:
-        logger.error(
-            "%s: dead-lettered %s from %s[%d]@%d to %s: %s (%s: %s)",
-            self.processor.name,
-            event_id,
-            record.topic,
-            record.partition,
-            record.offset,
-            topic,
-            failure.reason,
-            failure.error_type,
-            failure.message[:300],
-            extra={
-                "event_action": "dead_lettered",
-                "event_outcome": "failure",
-                "error_type": failure.error_type,
-                "error_message": failure.message[:2000],
-            },
-        )
+            log_dead_letter(self.processor.name, record, event_id, topic, failure)

@@ -10,6 +10,7 @@ id, with the extensions ``sagaid``, ``sagastep``, ``sagakind`` (action, compensa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,22 +18,28 @@ from typing import Any, cast
 
 from pipeline.envelope import Event
 from pipeline.errors import PipelineError
-from pipeline.sagas.machine import CommandToSend, Reply
+from pipeline.outbox.table import PendingEvent
+from pipeline.sagas.machine import CommandToSend, Decision, Reply
 from pipeline.sagas.state import CommandKind, HistoryEntry, SagaState
+from pipeline.sagas.topics import SagaTopics
 
 __all__ = [
+    "AGGREGATE_TYPE",
     "REPLY_TYPE",
     "CommandInfo",
     "MalformedSagaMessage",
     "UnknownCommand",
     "command_event",
     "command_info",
+    "outbox_events",
     "reply_event",
     "reply_of",
     "transition_event",
 ]
 
 REPLY_TYPE = "pipeline.saga.reply"
+#: The outbox's aggregate type of every saga message (its aggregate id is the saga's id).
+AGGREGATE_TYPE = "saga"
 ORCHESTRATOR_SOURCE = "/pipeline/saga-orchestrator"
 _KINDS: frozenset[str] = frozenset({"action", "compensation", "confirm"})
 
@@ -163,3 +170,29 @@ def transition_event(state: SagaState, entry: HistoryEntry) -> Event:
             "detail": entry.detail,
         },
     )
+
+
+def outbox_events(decision: Decision) -> list[PendingEvent]:
+    """The decision's commands, then its transition events, as outbox rows, to the topics of
+    the saga's namespace."""
+    state = decision.state
+    topics = _topics_of(state.namespace)
+    pending = [
+        PendingEvent(
+            command_event(command),
+            AGGREGATE_TYPE,
+            state.saga_id,
+            topics.commands(command.participant),
+        )
+        for command in decision.commands
+    ]
+    pending.extend(
+        PendingEvent(transition_event(state, entry), AGGREGATE_TYPE, state.saga_id, topics.events)
+        for entry in decision.transitions
+    )
+    return pending
+
+
+@functools.cache
+def _topics_of(namespace: str) -> SagaTopics:
+    return SagaTopics(namespace)

@@ -21,7 +21,6 @@ correlation id is the saga id.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -39,20 +38,19 @@ from pipeline.database import is_postgres
 from pipeline.envelope import Event
 from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
-from pipeline.outbox.table import Outbox, PendingEvent
+from pipeline.outbox.table import Outbox
 from pipeline.plurals import counted
 from pipeline.processing.attempt import handler_log_context
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.processing.read_through import TopicProgress
 from pipeline.sagas import machine
-from pipeline.sagas.definition import SagaDefinition, SagaDefinitionError, SagaRegistry
+from pipeline.sagas.definition import SagaDefinition, SagaRegistry
 from pipeline.sagas.messages import (
     REPLY_TYPE,
     MalformedSagaMessage,
     UnknownCommand,
-    command_event,
+    outbox_events,
     reply_of,
-    transition_event,
 )
 from pipeline.sagas.metrics import SagaMetrics
 from pipeline.sagas.replies_behind import RepliesBehind
@@ -71,7 +69,7 @@ from pipeline.sagas.store import (
     save_sagas,
     set_derived_columns,
 )
-from pipeline.sagas.topics import SagaTopics
+from pipeline.sagas.topics import SagaTopics, check_participants
 from pipeline.settings import PipelineSettings, SagaSettings
 
 __all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
@@ -79,7 +77,6 @@ __all__ = ["SagaOrchestrator", "UnknownSaga", "orchestrator_processor"]
 logger = logging.getLogger("pipeline.sagas")
 #: How long a saga whose deadlines raised is left aside before they are tried again.
 _HELD_BACK_FOR = timedelta(seconds=60)
-AGGREGATE_TYPE = "saga"
 
 
 class UnknownSaga(PipelineError):
@@ -106,7 +103,7 @@ class SagaOrchestrator:
         self.registry = registry
         #: Where commands go and replies come from (the ``saga`` namespace unless given).
         self.topics = topics or SagaTopics()
-        _check_participants(registry, self.topics)
+        check_participants(registry, self.topics)
         self.metrics = metrics or SagaMetrics()
         self.clock = clock
         # Commands and saga events name their topics, so no route is needed.
@@ -223,7 +220,7 @@ class SagaOrchestrator:
         save_sagas(session, saves)
         self.outbox.add_all(
             session,
-            [pending for _, decision in decisions for pending in _outbox_events(decision)],
+            [pending for _, decision in decisions for pending in outbox_events(decision)],
         )
         for i, decision in decisions:
             with log_context_of(i) if log_context_of is not None else nullcontext():
@@ -438,7 +435,7 @@ class SagaOrchestrator:
     def _publish(self, session: Session, decision: machine.Decision) -> None:
         """The decision's commands, then its transition events, into the outbox in one
         statement; a log line and the metrics for each transition."""
-        self.outbox.add_all(session, _outbox_events(decision))
+        self.outbox.add_all(session, outbox_events(decision))
         self._announce(decision)
 
     def _announce(self, decision: machine.Decision) -> None:
@@ -466,46 +463,6 @@ class SagaOrchestrator:
                         "saga_status": state.status,
                     },
                 )
-
-
-def _outbox_events(decision: machine.Decision) -> list[PendingEvent]:
-    """The decision's commands, then its transition events, as outbox rows, to the topics of
-    the saga's namespace."""
-    state = decision.state
-    topics = _topics_of(state.namespace)
-    pending = [
-        PendingEvent(
-            command_event(command),
-            AGGREGATE_TYPE,
-            state.saga_id,
-            topics.commands(command.participant),
-        )
-        for command in decision.commands
-    ]
-    pending.extend(
-        PendingEvent(transition_event(state, entry), AGGREGATE_TYPE, state.saga_id, topics.events)
-        for entry in decision.transitions
-    )
-    return pending
-
-
-def _check_participants(registry: SagaRegistry, topics: SagaTopics) -> None:
-    """A :class:`SagaDefinitionError` for a step whose participant cannot name its topics in
-    this namespace (its commands would go nowhere)."""
-    for name, version in registry.held():
-        for step in registry.get(name, version).steps():
-            problem = topics.participant_problem(step.participant)
-            if problem:
-                raise SagaDefinitionError(
-                    f"saga {name!r} version {version}, step {step.name!r}: participant "
-                    f"{step.participant!r} names the topic {topics.commands(step.participant)} "
-                    f"and its .dlq, and {problem}"
-                )
-
-
-@functools.cache
-def _topics_of(namespace: str) -> SagaTopics:
-    return SagaTopics(namespace)
 
 
 def _apply_replies(

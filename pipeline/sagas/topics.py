@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.sagas.definition import SagaDefinitionError, SagaRegistry
 from pipeline.topics.catalogue import SAGA_NAMESPACE, saga_commands_topic
 from pipeline.topics.spec import dlq_name, name_problem
 
-__all__ = ["SagaTopics"]
+__all__ = ["SagaTopics", "check_participants"]
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,17 @@ class SagaTopics:
     def commands(self, participant: str) -> str:
         """The commands of one participant."""
         return saga_commands_topic(participant, self.namespace)
+
+
+def check_participants(registry: SagaRegistry, topics: SagaTopics) -> None:
+    """A :class:`SagaDefinitionError` for a step whose participant cannot name its topics in
+    this namespace (its commands would go nowhere)."""
+    for name, version in registry.held():
+        for step in registry.get(name, version).steps():
+            problem = topics.participant_problem(step.participant)
+            if problem:
+                raise SagaDefinitionError(
+                    f"saga {name!r} version {version}, step {step.name!r}: participant "
+                    f"{step.participant!r} names the topic {topics.commands(step.participant)} "
+                    f"and its .dlq, and {problem}"
+                )

@@ -1,0 +1,86 @@
+"""A processor's dead letter on its way to ``<topic>.dlq``, and the line that says it went.
+
+Kafka refusing a dead letter as too large (the dead-letter topic's ``max.message.bytes``, or the
+client's ``message.max.bytes``) would refuse it for ever, and trying again would hold the
+partition: the letter then goes without its value (:func:`~pipeline.dead_letters.letter.
+without_value`), which stays in the original topic, where ``pipeline dlq redrive`` reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from pipeline.dead_letters.letter import DeadLetterTooLarge, Failure, without_value
+from pipeline.envelope import KafkaMessage
+from pipeline.processing.records import Record
+
+__all__ = ["DeadLetterSink", "OutgoingDeadLetter", "log_dead_letter"]
+
+logger = logging.getLogger("pipeline.processing")
+
+
+class DeadLetterSink(Protocol):
+    """Where dead letters go: ``send`` returns once Kafka acknowledged the letter, and raises
+    :class:`DeadLetterTooLarge` when Kafka refuses it as too large."""
+
+    async def send(self, topic: str, message: KafkaMessage) -> None: ...
+
+
+class OutgoingDeadLetter:
+    """The dead letter of ``record`` for ``topic``: :meth:`send` it until it goes (whole, or
+    without a value too large for the topic)."""
+
+    def __init__(
+        self, sink: DeadLetterSink, topic: str, message: KafkaMessage, *, record: Record, about: str
+    ) -> None:
+        self._sink = sink
+        self.topic = topic
+        self.message = message
+        self._record = record
+        self._about = about  # "<processor>: dead letter <event id>", for the log line
+
+    async def send(self) -> None:
+        try:
+            await self._sink.send(self.topic, self.message)
+        except DeadLetterTooLarge as refused:
+            if self.message.value is None:
+                raise  # nothing left to leave out: said and tried again until it goes
+            self.message = without_value(self.message)
+            record = self._record
+            logger.error(
+                "%s is too large for %s (%s): sent without its value (%s bytes); the original "
+                "stays at %s[%d]@%d, where dlq redrive reads it",
+                self._about,
+                self.topic,
+                " ".join(str(refused).split())[:200],
+                f"{len(record.value or b''):,}",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            await self._sink.send(self.topic, self.message)
+
+
+def log_dead_letter(
+    processor: str, record: Record, event_id: str, topic: str, failure: Failure
+) -> None:
+    """The ERROR line of a dead letter sent (with the error's type and message as fields)."""
+    logger.error(
+        "%s: dead-lettered %s from %s[%d]@%d to %s: %s (%s: %s)",
+        processor,
+        event_id,
+        record.topic,
+        record.partition,
+        record.offset,
+        topic,
+        failure.reason,
+        failure.error_type,
+        failure.message[:300],
+        extra={
+            "event_action": "dead_lettered",
+            "event_outcome": "failure",
+            "error_type": failure.error_type,
+            "error_message": failure.message[:2000],
+        },
+    )
