@@ -269,10 +269,15 @@ class SagaDefinition(Generic[D]):
                 if step.name in self._steps or (step is not element and step.name in names):
                     raise SagaDefinitionError(f"saga {name!r}: two steps named {step.name!r}")
                 self._steps[step.name] = (position, step)
+        self._step_names = frozenset(self._steps)
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.name, self.version)
+
+    @property
+    def step_names(self) -> frozenset[str]:
+        return self._step_names
 
     def leaves(self, position: int) -> tuple[Step[D], ...]:
         """The steps of the element at ``position`` (one, or a parallel group's branches)."""

@@ -159,6 +159,15 @@ class _Run:
                 f"saga {state.saga_id} runs on {state.name} v{state.version}, "
                 f"not on {definition.name} v{definition.version}"
             )
+        if set(state.steps) != definition.step_names:
+            # Another definition of the same name and version (a registry not the one the saga
+            # runs on, or a step renamed without a new version): it would drive the wrong steps.
+            raise PipelineError(
+                f"saga {state.saga_id} has the steps {', '.join(state.steps)}, and "
+                f"{definition.name} v{definition.version} here has "
+                f"{', '.join(sorted(definition.step_names))}: not the definition it runs on "
+                "(another registry?)"
+            )
         self.definition = definition
         # A deep copy by pydantic-core (dump, then validate): the same copy as
         # model_copy(deep=True), about 4x cheaper than its copy.deepcopy.

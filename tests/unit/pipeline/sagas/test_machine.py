@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import BaseModel
 
+from pipeline.errors import PipelineError
 from pipeline.sagas import Call, Parallel, Reply, SagaDefinition, SagaRegistry, Step, tcc
 from pipeline.sagas.machine import (
     Decision,
@@ -454,6 +455,28 @@ def test_a_command_function_that_returns_no_call_is_said_so():
         run.state.reason
         == "reserve: its action could not be made: TypeError: it returned dict, not a Call"
     )
+
+
+def test_a_definition_of_the_same_name_and_version_with_other_steps_is_refused():
+    # saga retry with another registry's CreateOrder v1 drove the saga with its steps.
+    run = Run(order_saga(compensation_attempts=1))
+    run.reply("reserve")
+    run.reply("charge", data={"payment_id": "p"})
+    run.reply("ship", ok=False, retryable=False)
+    run.reply("charge", ok=False, reason="ledger down")
+    other = SagaDefinition(
+        "CreateOrder",
+        version=1,
+        data_model=Order,
+        steps=[Step("reserve_stock", participant="inventory", action=lambda d: Call("R", {}))],
+    )
+
+    with pytest.raises(PipelineError, match="not the definition it runs on") as refused:
+        retry(other, run.state, run.now)
+    assert "has the steps reserve, charge, ship, and CreateOrder v1 here has reserve_stock" in (
+        str(refused.value)
+    )
+    assert run.state.status == "compensation_failed"
 
 
 def test_an_operator_resolves_a_stuck_saga():
