@@ -184,7 +184,7 @@ def _demo(settings: PipelineSettings, requests: int, step: _Step) -> None:
         raise typer.Exit(1)
 
     step.now = "running the orders service and the sagas"
-    services = _processing_stage(settings, readback.events)
+    services = _processing_stage(settings, readback.events, saga_prefix=f"{run_id[-12:]}-")
     _print_processing_summary(services)
     if services.sagas is not None:
         _print_saga_summary(services.sagas, _database_hint(settings))
@@ -236,7 +236,9 @@ def _print_summary(
 REDELIVERED = 50
 
 
-def _processing_stage(settings: PipelineSettings, accepted: list[Event]) -> ProcessingReport:
+def _processing_stage(
+    settings: PipelineSettings, accepted: list[Event], *, saga_prefix: str
+) -> ProcessingReport:
     from pipeline.cli.demo_services import run_services
     from pipeline.kafka.producer import build_event_producer
     from pipeline.stack import postgres_node
@@ -267,6 +269,7 @@ def _processing_stage(settings: PipelineSettings, accepted: list[Event]) -> Proc
             str(log_dir),
             lambda text: _err.print(f"[dim]{text}[/dim]"),
             orders=orders,
+            saga_prefix=saga_prefix,
             console=_err,
         )
 

@@ -13,7 +13,7 @@ import time
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -101,7 +101,18 @@ class GroupLag:
             consumer.close()
 
 
-def _counts(database: Engine, since: datetime) -> dict[str, int]:
+def _of_run(since: datetime, prefix: str) -> Any:
+    """The run's sagas: started since it began, with its id prefix (another run, or another
+    program on the same database, may start sagas meanwhile)."""
+    import sqlalchemy as sa
+
+    from pipeline.sagas.store import sagas_table
+
+    columns = sagas_table.c
+    return sa.and_(columns.created_at >= since, columns.saga_id.startswith(prefix, autoescape=True))
+
+
+def _counts(database: Engine, since: datetime, prefix: str) -> dict[str, int]:
     import sqlalchemy as sa
 
     from pipeline.sagas.store import sagas_table
@@ -109,7 +120,7 @@ def _counts(database: Engine, since: datetime) -> dict[str, int]:
     with database.connect() as connection:
         rows = connection.execute(
             sa.select(sagas_table.c.status, sa.func.count())
-            .where(sagas_table.c.created_at >= since)
+            .where(_of_run(since, prefix))
             .group_by(sagas_table.c.status)
         ).all()
     return {status: int(count) for status, count in rows}
@@ -150,13 +161,15 @@ def watch_sagas(
     kafka: KafkaSettings,
     *,
     since: datetime,
+    prefix: str,
     expected: int,
     console: Console,
     timeout_s: float = 900.0,
     settle_s: float = 10.0,
 ) -> SagaReport:
-    """Show progress until ``expected`` sagas started since ``since`` and none is still
-    running (stuck ones count as settled: they wait for an operator)."""
+    """Show progress until ``expected`` sagas started since ``since`` (their ids starting with
+    ``prefix``) and none is still running (stuck ones count as settled: they wait for an
+    operator)."""
     from pipeline.outbox.table import outbox_status
     from pipeline.sagas.state import STUCK, TERMINAL
 
@@ -171,7 +184,7 @@ def watch_sagas(
     with live as display, closing(group_lag):
         while True:
             elapsed = time.monotonic() - started
-            counts = _counts(database, since)
+            counts = _counts(database, since, prefix)
             backlog = outbox_status(database).backlog
             if time.monotonic() - lag_read >= 2:  # a few Kafka requests: not every turn
                 lag, lag_read = group_lag.total(), time.monotonic()
@@ -202,7 +215,9 @@ def watch_sagas(
     return report
 
 
-def saga_report(database: Engine, report: SagaReport, *, since: datetime) -> SagaReport:
+def saga_report(
+    database: Engine, report: SagaReport, *, since: datetime, prefix: str
+) -> SagaReport:
     """Add the invariant checks and one example saga id per final state."""
     import sqlalchemy as sa
 
@@ -212,14 +227,14 @@ def saga_report(database: Engine, report: SagaReport, *, since: datetime) -> Sag
     with database.connect() as connection:
         run_ids = list(
             connection.execute(
-                sa.select(sagas_table.c.saga_id).where(sagas_table.c.created_at >= since)
+                sa.select(sagas_table.c.saga_id).where(_of_run(since, prefix))
             ).scalars()
         )
         report.invariants = check_invariants(connection, order_ids=run_ids)
         for state in report.by_state:
             example = connection.execute(
                 sa.select(sagas_table.c.saga_id)
-                .where(sagas_table.c.status == state, sagas_table.c.created_at >= since)
+                .where(sagas_table.c.status == state, _of_run(since, prefix))
                 .order_by(sagas_table.c.updated_at.desc())
                 .limit(1)
             ).scalar_one_or_none()

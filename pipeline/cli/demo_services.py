@@ -154,15 +154,25 @@ def run_services(
     on_status: Callable[[str], None],
     *,
     orders: int,
+    saga_prefix: str,
     console: Console,
 ) -> ProcessingReport:
-    """Steps 1-7 of the module docstring; ``orders``: the new orders (sagas) expected."""
+    """Steps 1-7 of the module docstring; ``orders``: the new orders (sagas) expected, whose
+    ids start with ``saga_prefix`` (other sagas in the database are not this run's)."""
     from pipeline.kafka.clients import build_consumer
 
     consumer = build_consumer(settings.kafka, group_id=PROCESSOR_NAME)
     try:
         return _run_services(
-            settings, producer, redeliver, log_dir, on_status, consumer, orders, console
+            settings,
+            producer,
+            redeliver,
+            log_dir,
+            on_status,
+            consumer,
+            orders,
+            saga_prefix,
+            console,
         )
     finally:
         consumer.close()
@@ -176,6 +186,7 @@ def _run_services(
     on_status: Callable[[str], None],
     consumer: Consumer,
     orders: int,
+    saga_prefix: str,
     console: Console,
 ) -> ProcessingReport:
     from pipeline.database import build_engine, migrate
@@ -234,8 +245,15 @@ def _run_services(
         _wait("orders service", caught_up, 300, processor, processor_log)
         report = scrape(port)
         on_status("sagas running")
-        sagas = watch_sagas(database, settings.kafka, since=since, expected=orders, console=console)
-        report.sagas = saga_report(database, sagas, since=since)
+        sagas = watch_sagas(
+            database,
+            settings.kafka,
+            since=since,
+            prefix=saga_prefix,
+            expected=orders,
+            console=console,
+        )
+        report.sagas = saga_report(database, sagas, since=since, prefix=saga_prefix)
         on_status("outbox relay publishing")
 
         def drained() -> bool:
