@@ -111,10 +111,16 @@ def list_command(
     ] = None,
     max_rows: Annotated[
         int,
-        typer.Option("--max", "-n", min=1, max=1_000_000, help="At most this many, newest first."),
+        typer.Option(
+            "--max",
+            "-n",
+            min=1,
+            max=1_000_000,
+            help="At most this many, the most recently changed first.",
+        ),
     ] = 50,
 ) -> None:
-    """Sagas newest first, and how many there are in each state.
+    """Sagas, the most recently changed first, and how many there are in each state.
 
     Examples:
       pipeline saga list --state compensation_failed
@@ -322,12 +328,16 @@ def prune(
             "retention, sagas.retention_s, and 10 minutes, as the orchestrators do).",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only count what would be deleted; delete nothing."),
+    ] = False,
 ) -> None:
     """Delete the sagas that ended (completed, compensated, resolved) longer ago than their
     retention, as every orchestrator does every few minutes. Sagas still running or waiting
     for an operator are never deleted."""
     from pipeline.sagas.state_counts import deletable_before
-    from pipeline.sagas.store import delete_ended_sagas
+    from pipeline.sagas.store import count_ended_sagas, delete_ended_sagas
 
     settings = _settings(ctx)
     now = datetime.now(UTC)
@@ -341,19 +351,23 @@ def prune(
             "sagas.retention_s is null (ended sagas are kept forever): give --older-than-days"
         )
     with _database(ctx) as engine:
-        deleted = delete_ended_sagas(
-            engine, ended_before=cutoff, batch_size=settings.sagas.cleanup_batch_size
-        )
+        if dry_run:
+            deleted = count_ended_sagas(engine, ended_before=cutoff)
+        else:
+            deleted = delete_ended_sagas(
+                engine, ended_before=cutoff, batch_size=settings.sagas.cleanup_batch_size
+            )
+    done = "would be deleted (dry run)" if dry_run else "deleted"
     console = stdout_console()
     if deleted:
-        table = Table(title=f"sagas deleted (ended before {_when(cutoff)} UTC)")
-        for column in ("saga", "state", "deleted"):
-            table.add_column(column, justify="right" if column == "deleted" else "left")
+        table = Table(title=f"sagas {done} (ended before {_when(cutoff)} UTC)")
+        for column in ("saga", "state", "sagas"):
+            table.add_column(column, justify="right" if column == "sagas" else "left")
         for (name, status), count in sorted(deleted.items()):
             table.add_row(name, status, f"{count:,}")
         console.print(table)
     console.print(
-        f"{counted(sum(deleted.values()), 'saga')} deleted that ended before {_when(cutoff)} UTC"
+        f"{counted(sum(deleted.values()), 'saga')} {done} that ended before {_when(cutoff)} UTC"
     )
 
 

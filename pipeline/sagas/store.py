@@ -373,6 +373,17 @@ def delete_ended_sagas(
             return deleted
 
 
+def count_ended_sagas(engine: Engine, *, ended_before: datetime) -> Counter[tuple[str, str]]:
+    """How many sagas :func:`delete_ended_sagas` would delete now, by ``(name, status)``."""
+    query = (
+        sa.select(sagas_table.c.name, sagas_table.c.status, sa.func.count())
+        .where(sagas_table.c.status.in_(_ENDED), sagas_table.c.updated_at < ended_before)
+        .group_by(sagas_table.c.name, sagas_table.c.status)
+    )
+    with engine.connect() as connection:
+        return Counter({(name, status): int(n) for name, status, n in connection.execute(query)})
+
+
 @dataclass(frozen=True)
 class SagaRow:
     saga_id: str

@@ -198,6 +198,11 @@ def test_prune_deletes_the_ended_sagas_and_keeps_a_stuck_one(database):
     assert kept.exit_code == 0, kept.output
     assert "0 sagas deleted that ended before" in kept.output
 
+    counted = pipeline(database, "saga", "prune", "--older-than-days", "0", "--dry-run")
+    assert counted.exit_code == 0, counted.output
+    assert "1 saga would be deleted (dry run) that ended before" in counted.output
+    assert "saga-even" in pipeline(database, "saga", "list").output  # still there
+
     result = pipeline(database, "saga", "prune", "--older-than-days", "0")
     assert result.exit_code == 0, result.output
     assert "1 saga deleted that ended before" in result.output
