@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from pipeline.default_database import DEFAULT_DATABASE_FILE
 from pipeline.errors import PipelineError
 from pipeline.settings import DatabaseSettings, shown_url
 
@@ -135,12 +136,25 @@ def new_sqlite_file(settings: DatabaseSettings) -> Path | None:
     return path.absolute()
 
 
-def create_sqlite_folder(settings: DatabaseSettings) -> None:
-    """Create the folder of a SQLite file, for a program about to write to it (the default
-    database's folder may not exist yet); nothing for other databases."""
+def create_sqlite_folder(settings: DatabaseSettings, home: Path) -> None:
+    """For a program about to write to a SQLite file: create its folder when it is the default
+    database's (:data:`~pipeline.default_database.DEFAULT_DATABASE_FILE` in the stack's
+    ``home``, which may not exist yet); any other file's missing folder is a
+    :class:`DatabaseError` (a typo in the URL would otherwise start an empty database, and
+    everything handled before would be handled again). Nothing for other databases."""
     path = _sqlite_file(settings)
-    if path is not None:
-        path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    if path is None:
+        return
+    folder = path.absolute().parent
+    if folder.is_dir():
+        return
+    if path.absolute() == (home.expanduser().absolute() / DEFAULT_DATABASE_FILE):
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    raise DatabaseError(
+        f"the folder {folder} of the SQLite database {path.absolute()} does not exist: create "
+        "it, or check PIPELINE_DATABASE__URL"
+    )
 
 
 def build_engine(

@@ -146,7 +146,7 @@ def _migrated_engine(settings: PipelineSettings) -> Engine:
     from pipeline.database import build_engine, create_sqlite_folder, migrate
 
     announce_database(settings)
-    create_sqlite_folder(settings.database)
+    create_sqlite_folder(settings.database, settings.stack.home)
     engine = build_engine(settings.database)
     migrate(engine)
     return engine

@@ -49,7 +49,7 @@ def _database(ctx: typer.Context, *, must_exist: bool = False) -> Iterator[Engin
     settings = _settings(ctx)
     announce_database(settings)
     if not must_exist:
-        create_sqlite_folder(settings.database)
+        create_sqlite_folder(settings.database, settings.stack.home)
     engine = build_engine(settings.database, pool_size=1, must_exist=must_exist)
     try:
         migrate(engine)

@@ -220,7 +220,7 @@ def relay(
         _console_logs_from(logging.WARNING)
     announce_database(settings)
     made = new_sqlite_file(settings.database)
-    create_sqlite_folder(settings.database)
+    create_sqlite_folder(settings.database, settings.stack.home)
     _check_kafka(settings)
     if made is not None:
         # Not refused: the relay may well start before the service that writes the outbox.

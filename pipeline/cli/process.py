@@ -149,7 +149,7 @@ def process(
         )
     configure_logging(settings, processor.name)
     announce_database(settings)
-    create_sqlite_folder(settings.database)
+    create_sqlite_folder(settings.database, settings.stack.home)
     bootstrap = settings.kafka.bootstrap_servers
     # Kafka away is the same one line as for every other command (missing topics are named
     # by the processor's own check, next).

@@ -13,12 +13,14 @@ from pipeline.database import (
     HEAD_REVISION,
     DatabaseError,
     build_engine,
+    create_sqlite_folder,
     current_revision,
     head_revision,
     is_postgres,
     migrate,
     url_label,
 )
+from pipeline.default_database import default_database_url
 from pipeline.settings import DatabaseSettings
 
 
@@ -319,3 +321,22 @@ def test_a_database_error_for_a_log_line_has_the_drivers_words_not_the_rows_data
     assert said == "terminating connection due to administrator command SSL SYSCALL error"
     assert "4111" not in said and "INSERT" not in said
     assert error_text(ValueError("x" * 500), most=10) == "x" * 10
+
+
+def test_the_default_databases_folder_is_made_and_any_other_missing_one_is_an_error(
+    tmp_path: Path,
+) -> None:
+    # A typo in PIPELINE_DATABASE__URL made its folder and an empty database: everything
+    # handled before was handled again.
+    home = tmp_path / "home"
+    default = DatabaseSettings(url=default_database_url(home))
+    create_sqlite_folder(default, home)
+    assert home.is_dir()
+
+    typo = DatabaseSettings(url=f"sqlite:///{tmp_path / 'nonexistent' / 'dir' / 'x.db'}")
+    with pytest.raises(DatabaseError, match=r"nonexistent/dir of the SQLite database .* does not"):
+        create_sqlite_folder(typo, home)
+    assert not (tmp_path / "nonexistent").exists()
+
+    existing = DatabaseSettings(url=f"sqlite:///{tmp_path / 'x.db'}")
+    create_sqlite_folder(existing, home)  # its folder is there: nothing to do
