@@ -184,9 +184,21 @@ def read_settings() -> PipelineSettings:
         where = ".".join(str(part) for part in first["loc"])
         # "Value error, ..." is pydantic's label of a check's own message: not the user's.
         problem = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing" and len(first["loc"]) > 1:
+            problem += _section_turned_on(first["loc"][:-1])
         raise PipelineError(f"invalid setting {where}: {problem}" if where else problem) from None
     except SettingsError as error:  # a PIPELINE_* value that is not the JSON a list/map needs
         raise PipelineError(f"invalid setting: {_not_json(str(error)) or error}") from None
+
+
+def _section_turned_on(section: tuple[Any, ...]) -> str:
+    """For a field missing in an optional section (``gateway.jwt``): the variables of that
+    section that were set, which turned it on (setting one, say the leeway, needs the rest)."""
+    prefix = "PIPELINE_" + "__".join(str(part).upper() for part in section) + "__"
+    named = sorted(name for name in _variables_given() if name.upper().startswith(prefix))
+    if not named:
+        return ""
+    return f" ({', '.join(named)} set, which turns {'.'.join(map(str, section))} on)"
 
 
 def _variables_given() -> set[str]:

@@ -249,6 +249,24 @@ def test_a_list_or_map_setting_that_is_not_json_is_named(name, value, line):
     assert found.stderr.strip().splitlines() == [line]
 
 
+def test_a_setting_that_turns_its_section_on_is_named_with_what_the_section_lacks():
+    # "invalid setting gateway.jwt.issuer: Field required" for PIPELINE_GATEWAY__JWT__LEEWAY_S
+    # alone (valid on its own) left the user to guess why JWT was on at all.
+    found = subprocess.run(
+        [PIPELINE, "outbox", "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIPELINE_GATEWAY__JWT__LEEWAY_S": "60", "COLUMNS": "300"},
+    )
+
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [
+        "error: invalid setting gateway.jwt.issuer: Field required "
+        "(PIPELINE_GATEWAY__JWT__LEEWAY_S set, which turns gateway.jwt on)"
+    ]
+
+
 def test_a_misspelled_setting_is_a_one_line_error_naming_the_one_meant(tmp_path):
     # Ignored, it sent the events to the default broker instead of the one meant.
     in_environment = subprocess.run(
