@@ -25,6 +25,7 @@ from pipeline.metrics_server import serve_metrics
 from pipeline.processing.faust.binding import FaustBinding
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.processor import Processor
+from pipeline.processing.start_position import pin_latest_start
 from pipeline.settings import PipelineSettings
 from pipeline.topics.admin import require_topics
 from pipeline.topics.spec import dlq_name
@@ -115,6 +116,8 @@ def run_processor(
     binding = FaustBinding(
         processor, settings, database=database, metrics=metrics, datadir=Path(datadir.name)
     )
+    if processing.start == "latest":
+        pin_latest_start(settings.kafka, binding.app.conf.id, processor.topics)
     logger.info(
         "%s on %s: topics %s, %d in flight, %s loop, host %s",
         processor.name,
