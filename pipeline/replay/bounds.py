@@ -190,10 +190,10 @@ def parse_time(text: str, *, now: datetime) -> int:
     """A point in time given on the command line, in ms since the epoch.
 
     Accepted: milliseconds since the epoch (``1764690000000``); an ISO 8601 date or date and
-    time (``2025-12-02``, ``2025-12-02T14:30:00Z``, ``2025-12-02 14:30+01:00``), in ``now``'s
-    time zone when it names none; or a time before ``now`` (``-30s``, ``-15m``, ``-2h``,
-    ``-1d``). Anything else, or a time before 1970 or after 9999, is a :class:`PipelineError`
-    that says so.
+    time (``2025-12-02``, ``2025-12-02T14:30:00Z``, ``2025-12-02 14:30+01:00``), in local time
+    at that date when it names no zone (see :func:`_local_ms`); or a time before ``now``
+    (``-30s``, ``-15m``, ``-2h``, ``-1d``). Anything else, or a time before 1970 or after 9999,
+    is a :class:`PipelineError` that says so.
     """
     try:
         ms = _parsed_ms(text, now)
@@ -219,8 +219,39 @@ def _parsed_ms(text: str, now: datetime) -> int:
             f"not a time: {text!r} (use 2025-12-02T14:30:00Z, -15m or ms since the epoch)"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=now.tzinfo)
+        return _local_ms(moment)
     return _ms(moment)
+
+
+def _local_ms(naive: datetime) -> int:
+    """A date and time without a zone, in ms since the epoch: local time (the system's zone,
+    ``TZ``) with the offset in force at that date, not today's (June is daylight saving time
+    where December is not).
+
+    It is the first moment the local clock shows it, or, where the clock never shows it, the
+    first moment it shows a later time: a time shown twice (the hour repeated when the clocks
+    go back) is the first of the two, and a time skipped (the hour the clocks go forward) is
+    the moment they went forward; so a date alone is the start of that day, even where a day
+    starts at 01:00. An offset in the text (``+02:00``) says which is meant.
+    """
+    try:
+        # fold 0 and 1: the two readings of a time shown twice; around a time skipped, the
+        # moments just before and just after the skip (both shown as other times).
+        moments = [naive.replace(fold=fold).astimezone() for fold in (0, 1)]
+    except ValueError as error:  # "year 0 is out of range": past what datetime holds
+        raise OverflowError(str(error)) from None
+    shown = [moment for moment in moments if moment.replace(tzinfo=None) == naive]
+    if shown:
+        return min(_ms(moment) for moment in shown)
+    # Skipped: the clock jumps between the two moments; find the second it does.
+    before, after = sorted(int(moment.timestamp()) for moment in moments)
+    while after - before > 1:
+        middle = (before + after) // 2
+        if datetime.fromtimestamp(middle) >= naive:
+            after = middle
+        else:
+            before = middle
+    return after * 1000
 
 
 def _ms(moment: datetime) -> int:

@@ -17,7 +17,8 @@
 kcat writes bytes that are not UTF-8 into its JSON strings as they are (so its file is not
 UTF-8 text): :func:`read_recording` reads such bytes back exactly (Python's
 ``surrogateescape``), and so does :func:`parse_line` given a line decoded that way.
-Both functions are pure; reading and writing files is :func:`read_recording` and
+A UTF-8 byte order mark at the start of a recording (its first line's first bytes) is
+skipped. Both functions are pure; reading and writing files is :func:`read_recording` and
 :class:`RecordingWriter`.
 """
 
@@ -338,11 +339,20 @@ def parse_lines(lines: Iterable[bytes], *, source: str) -> Iterator[RecordedMess
 
 def _message_of(raw: bytes, source: str, number: int) -> RecordedMessage | None:
     """The message of one raw line (the fast path, else :func:`parse_line`); None if blank."""
+    if number == 1 and raw.startswith(_BOM):
+        # An editor's mark that the file is UTF-8 (Notepad, PowerShell's Out-File), not data.
+        # Only here: a line with one fails the fast paths (not JSON), so they cost nothing more.
+        raw = raw[len(_BOM) :]
     message = _decode_fast(raw)
     if message is not None:
         return message
     line = raw.decode("utf-8", "surrogateescape")
     return parse_line(line, where=f"{source}:{number}") if line.strip() else None
+
+
+#: The UTF-8 byte order mark, skipped at the start of a recording (the first line's); one
+#: anywhere else is not JSON, and an error.
+_BOM = b"\xef\xbb\xbf"
 
 
 def message_for_replay(raw: bytes, source: str, number: int) -> ProducibleMessage | None:

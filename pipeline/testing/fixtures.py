@@ -35,7 +35,8 @@ Replay and golden files:
   ``PipelineHarness``.
 - ``golden``: :class:`~pipeline.testing.golden.Golden`, comparing outputs with files (ids and
   timestamps masked; ``--update-golden`` writes them), named after the test and its parameters
-  but not its backend: a test run on both backends compares both with one file.
+  but not its backend: a test run on both backends compares both with one file. It and
+  ``--update-golden`` are pipeline/testing/golden_plugin.py's, registered with this module.
 - ``pipeline_backend(processors, env=...)``: the processors on the broker-free harness or on the
   real stack (pipeline/testing/backends.py). A test using it runs on ``--pipeline-backend``, or,
   without that option, on the backends of its ``@pytest.mark.pipeline_backends("driver",
@@ -58,10 +59,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
-from pipeline.plurals import counted
 from pipeline.replay.recording import RecordedMessage, read_recording
 from pipeline.settings import PipelineSettings, ProcessingSettings
-from pipeline.testing.golden import Golden
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -73,13 +72,8 @@ if TYPE_CHECKING:
     from pipeline.stack.manager import Component, StackManager, StackStatus
     from pipeline.testing.backends import BackendKind, PipelineBackend
 
-#: Where the golden files this session wrote are listed for the summary.
-_WRITTEN = pytest.StashKey[list[Path]]()
-#: The golden files this session wrote (or found as they were) with --update-golden, each with
-#: the test that did: a second check of one file compares with it instead of overwriting it.
-_GOLDEN_SESSION = pytest.StashKey[dict[Path, str]]()
-#: The fixture (and parameter) that runs a test on a backend.
-_BACKEND_PARAM = "pipeline_backend"
+#: The golden fixture and --update-golden, which come with this plugin.
+pytest_plugins = ["pipeline.testing.golden_plugin"]
 Recording = Path | str | Iterable[RecordedMessage]
 #: The kinds of pipeline/testing/backends.py, which is imported only when a test starts a
 #: backend (it brings the processing engine and the CLI: seconds at every pytest start).
@@ -109,12 +103,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run tests that use the pipeline_backend fixture on the broker-free driver or on "
         "the real stack (default: the backends of their pipeline_backends marker, else driver).",
     )
-    group.addoption(
-        "--update-golden",
-        action="store_true",
-        default=False,
-        help="write the golden files the golden fixture compares with, instead of comparing.",
-    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -123,12 +111,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "pipeline_backends(*kinds): the backends (driver, kafka) a test using the "
         "pipeline_backend fixture runs on (--pipeline-backend picks one of them)",
     )
-    config.stash[_WRITTEN] = []
-    config.stash[_GOLDEN_SESSION] = {}
 
 
 # trylast: the backend is the test's last parameter (after @pytest.mark.parametrize's), so the
-# golden fixture finds its id at the end of the test's ids (see _golden_name).
+# golden fixture finds its id at the end of the test's ids (see golden_plugin._golden_name).
 @pytest.hookimpl(trylast=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run a test using ``pipeline_backend`` on ``--pipeline-backend``, else on its marker's
@@ -153,14 +139,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         reason = f"runs on {', '.join(supported)} only, not on --pipeline-backend {chosen}"
         params = [pytest.param(chosen, marks=pytest.mark.skip(reason=reason))]
     metafunc.parametrize("pipeline_backend", params, indirect=True)
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    written = config.stash.get(_WRITTEN, [])
-    if written:
-        terminalreporter.write_sep("-", f"{counted(len(written), 'golden file')} written")
-        for path in written:
-            terminalreporter.write_line(f"  {path}")
 
 
 @pytest.fixture(scope="session")
@@ -468,45 +446,6 @@ def replay_into_driver(request: pytest.FixtureRequest) -> Callable[..., int]:
         return sent if isinstance(sent, int) else len(sent)
 
     return replay
-
-
-@pytest.fixture
-def golden(request: pytest.FixtureRequest) -> Golden:
-    """Compares outputs with golden files: ``golden.check(data, name=None)`` (see
-    pipeline/testing/golden.py). Files go to ``golden/<test module>/`` beside the test, named
-    after the test and its parameters but the backend (see :func:`_golden_name`)."""
-    test_file = Path(str(request.node.path))
-    checker = Golden(
-        test_file.parent / "golden" / test_file.stem,
-        _golden_name(request.node),
-        base=test_file.parent,
-        update=request.config.getoption("--update-golden"),
-        session=request.config.stash[_GOLDEN_SESSION],
-        test=request.node.nodeid,
-    )
-    written = request.config.stash[_WRITTEN]
-    request.addfinalizer(lambda: written.extend(checker.written))
-    return checker
-
-
-def _golden_name(node: pytest.Item) -> str:
-    """The default golden file name of a test: its name with its parameters' ids, but not the
-    backend's (``test_x[driver]`` and ``test_x[kafka]`` -> ``test_x``; ``test_x[2-kafka]`` ->
-    ``test_x_2_``): running one test body on both backends is to get one result, so both
-    compare with one file. Other parameters keep their files apart."""
-    name = node.name
-    callspec = getattr(node, "callspec", None)
-    if callspec is not None and _BACKEND_PARAM in callspec.params:
-        original = getattr(node, "originalname", name)
-        kind = str(callspec.params[_BACKEND_PARAM])
-        ids = callspec.id
-        # The backend's id is the last (pytest_generate_tests is trylast); pytest joins the
-        # ids of a test's parametrizations with "-".
-        if ids == kind:
-            name = original
-        elif ids.endswith(f"-{kind}"):
-            name = f"{original}[{ids[: -len(kind) - 1]}]"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 class BackendFactory:

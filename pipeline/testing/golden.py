@@ -25,8 +25,9 @@ to the same text are numbered in the order of their original keys (``<time-1>``,
 
 One file holds one check: a second ``check`` without a name in one test is a
 :class:`ValueError` (name it). A file checked again in the same session (the same name twice,
-the same test on both backends) is compared with what the first check wrote, also with
-``--update-golden``, so it is never overwritten by a different result.
+the same test on both backends, in one process or in several: pytest-xdist's workers, see
+golden_session.py) is compared with what the first check wrote, also with ``--update-golden``,
+so it is never overwritten by a different result.
 
 :func:`mask` and :func:`render` are pure; :class:`Golden` reads and writes the files.
 """
@@ -37,12 +38,14 @@ import difflib
 import itertools
 import json
 import re
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from pipeline.testing.golden_session import GoldenSession, LocalGoldenSession
 
 __all__ = ["Golden", "GoldenMismatch", "mask", "render"]
 
@@ -264,10 +267,10 @@ class Golden:
 
     ``folder``: where files named without a folder go; ``name``: the file name when none is
     given; ``update``: write the files instead of comparing them. Each file written is
-    appended to ``written``. ``session``: the files written (or found as they were) with
-    ``update`` in this test session so far, each with the test that did (``test``); shared by
-    the session's :class:`Golden` objects, so that a file checked twice in one session is
-    written once and then compared with.
+    appended to ``written``. ``session``: the files checked with ``update`` in this test session
+    so far, each with the test that did (``test``) and the text it gave; shared by the
+    session's :class:`Golden` objects, so that a file checked twice in one session is written
+    once and then compared with.
     """
 
     def __init__(
@@ -277,7 +280,7 @@ class Golden:
         *,
         base: Path,
         update: bool = False,
-        session: MutableMapping[Path, str] | None = None,
+        session: GoldenSession | None = None,
         test: str = "this test",
     ) -> None:
         self.folder = folder
@@ -285,7 +288,7 @@ class Golden:
         self.base = base
         self.update = update
         self.written: list[Path] = []
-        self.session: MutableMapping[Path, str] = {} if session is None else session
+        self.session: GoldenSession = LocalGoldenSession() if session is None else session
         self.test = test
         self._checked_default = False
 
@@ -335,17 +338,18 @@ class Golden:
         if name is None:
             self._checked_default = True
         if self.update:
-            writer = self.session.get(path)
-            if writer is None:
+            first = self.session.first_check(path, self.test, actual)
+            if first is None:
                 if not path.exists() or path.read_text(encoding="utf-8") != actual:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(actual, encoding="utf-8")
                     self.written.append(path)
-                self.session[path] = self.test
                 return
             # Written in this session already (the same name twice, the same test on both
-            # backends): a different result must fail, not overwrite the first one.
-            self._compare(path, actual, f"written earlier in this session by {writer}")
+            # backends): a different result must fail, not overwrite the first one. Compared
+            # with the text the first check gave: another process may be writing the file.
+            what = f"written earlier in this session by {first.test}"
+            self._compare(path, actual, what, expected=first.text)
             return
         if not path.exists():
             raise GoldenMismatch(
@@ -354,9 +358,11 @@ class Golden:
             )
         self._compare(path, actual, "golden")
 
-    def _compare(self, path: Path, actual: str, what: str) -> None:
-        """:class:`GoldenMismatch` with a diff when ``actual`` is not the file's text."""
-        expected = path.read_text(encoding="utf-8")
+    def _compare(self, path: Path, actual: str, what: str, *, expected: str | None = None) -> None:
+        """:class:`GoldenMismatch` with a diff when ``actual`` is not ``expected`` (by default,
+        the file's text)."""
+        if expected is None:
+            expected = path.read_text(encoding="utf-8")
         if expected == actual:
             return
         diff = difflib.unified_diff(

@@ -1,6 +1,8 @@
 """Where a recording starts and stops, and which messages it keeps."""
 
-from datetime import UTC, datetime, timedelta, timezone
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -96,13 +98,30 @@ def test_max_below_one_is_refused():
 NOW = datetime(2025, 12, 2, 14, 30, tzinfo=UTC)
 
 
+@pytest.fixture
+def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Sets the process's local time zone (``TZ``) for one test, and the previous one after."""
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+
+    yield set_zone
+    monkeypatch.undo()
+    time.tzset()
+
+
+def utc_ms(text: str) -> int:
+    return round(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("1764685800000", 1764685800000),
         ("2025-12-02T14:30:00Z", 1764685800000),
         ("2025-12-02 15:30+01:00", 1764685800000),
-        ("2025-12-02T14:30:00.250", 1764685800250),  # no zone: now's
+        ("2025-12-02T14:30:00.250", 1764685800250),  # no zone: local time (UTC here)
         ("2025-12-02", 1764633600000),
         ("-15m", 1764685800000 - 15 * 60_000),
         ("-30s", 1764685800000 - 30_000),
@@ -111,13 +130,42 @@ NOW = datetime(2025, 12, 2, 14, 30, tzinfo=UTC)
         ("-1.5s", 1764685800000 - 1_500),
     ],
 )
-def test_times_are_read_in_every_documented_form(text, expected):
+def test_times_are_read_in_every_documented_form(text, expected, local_zone):
+    local_zone("UTC")
     assert parse_time(text, now=NOW) == expected
 
 
-def test_a_time_without_a_zone_is_in_nows_zone():
-    paris = datetime(2025, 12, 2, 15, 30, tzinfo=timezone(timedelta(hours=1)))
-    assert parse_time("2025-12-02T15:30", now=paris) == 1764685800000
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # In December (standard time, -05:00) a June time is still in daylight saving time.
+        ("2026-06-01T06:10:00", "2026-06-01T10:10:00"),
+        ("2026-06-01", "2026-06-01T04:00:00"),
+        ("2026-01-15T06:10", "2026-01-15T11:10:00"),
+        # 01:30 is shown twice the night the clocks go back: the first time (-04:00).
+        ("2026-11-01T01:30", "2026-11-01T05:30:00"),
+        # 02:30 is never shown the night they go forward: 03:00 (-04:00), when they did.
+        ("2026-03-08T02:30", "2026-03-08T07:00:00"),
+        ("2026-06-01T06:10:00+02:00", "2026-06-01T04:10:00"),  # a zone given is kept
+    ],
+)
+def test_a_time_without_a_zone_is_local_time_at_its_own_date(text, expected, local_zone):
+    local_zone("America/New_York")
+    december = datetime(2025, 12, 2, 9, 30).astimezone()  # -05:00, as the CLI passes it
+    assert parse_time(text, now=december) == utc_ms(expected)
+
+
+def test_a_date_is_the_start_of_its_day_where_the_day_starts_at_one(local_zone):
+    # Chile moves its clocks forward at midnight: 2026-09-06 starts at 01:00 (-03:00).
+    local_zone("America/Santiago")
+    assert parse_time("2026-09-06", now=NOW) == utc_ms("2026-09-06T04:00:00")
+
+
+def test_a_local_time_past_what_datetime_holds_is_out_of_range(local_zone):
+    local_zone("America/New_York")
+    for text in ("0001-01-01", "9999-12-31T23:00"):
+        with pytest.raises(PipelineError, match="is out of range"):
+            parse_time(text, now=NOW)
 
 
 @pytest.mark.parametrize("text", ["yesterday", "15m", "-15 minutes", "", "2025-13-01"])

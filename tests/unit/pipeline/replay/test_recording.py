@@ -19,6 +19,7 @@ from pipeline.replay.recording import (
     parse_lines_for_replay,
     parse_numbered_lines_for_replay,
     read_recording,
+    read_recording_for_replay,
 )
 
 
@@ -367,3 +368,40 @@ def test_an_unterminated_string_is_said_with_one_at(tmp_path):
     with pytest.raises(RecordingError) as refused:
         list(read_recording(recording))
     assert "(invalid JSON: Unterminated string starting at column 49)" in str(refused.value)
+
+
+BOM = b"\xef\xbb\xbf"
+BOM_LINES = [BOM + b'{"topic":"a","payload":"x"}\n', b'{"topic":"b"}\n']
+
+
+def test_a_utf8_bom_at_the_start_of_a_recording_is_skipped_by_every_reader(tmp_path):
+    # Saved by an editor that marks UTF-8 files (Notepad, PowerShell): the mark is no data.
+    recording = tmp_path / "r.ndjson"
+    recording.write_bytes(b"".join(BOM_LINES))
+    for messages in (
+        read_recording(recording),
+        read_recording_for_replay(recording),
+        parse_lines(BOM_LINES, source="stdin"),
+        parse_lines_for_replay(BOM_LINES, source="stdin"),
+        parse_numbered_lines_for_replay(enumerate(BOM_LINES, start=1), source="stdin"),
+    ):
+        assert [(m.topic, m.value) for m in messages] == [("a", b"x"), ("b", None)]
+    first = message_for_replay(BOM_LINES[0], "r.ndjson", 1)
+    assert first is not None
+    assert first.topic == "a"
+    [after_a_blank] = parse_lines([BOM + b"\n", b'{"topic":"b"}\n'], source="stdin")
+    assert after_a_blank.topic == "b"
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b'{"topic":"a"}\n', BOM + b'{"topic":"b"}\n'],  # a later line
+        [b'{"topic":"a"}' + BOM + b"\n"],  # within the first line
+        [BOM + BOM + b'{"topic":"a"}\n'],  # a second one
+    ],
+)
+def test_a_utf8_bom_anywhere_else_is_still_an_error(lines):
+    for read in (parse_lines, parse_lines_for_replay):
+        with pytest.raises(RecordingError, match=r"^stdin:\d: not a recorded message"):
+            list(read(lines, source="stdin"))

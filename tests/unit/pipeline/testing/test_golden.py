@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pipeline.envelope import Event
 from pipeline.ids import new_event_id
 from pipeline.testing.golden import Golden, GoldenMismatch, mask, render
+from pipeline.testing.golden_session import LocalGoldenSession
 
 
 def test_ids_are_numbered_by_first_appearance_so_repeats_stay_visible():
@@ -215,7 +216,7 @@ def test_a_second_unnamed_check_in_one_test_fails_asking_for_a_name(tmp_path):
 
 
 def test_a_file_checked_twice_in_a_session_is_written_once_then_compared_with(tmp_path):
-    session: dict = {}
+    session = LocalGoldenSession()
     first = Golden(tmp_path, "t", base=tmp_path, update=True, session=session, test="t[driver]")
     again = Golden(tmp_path, "t", base=tmp_path, update=True, session=session, test="t[kafka]")
     first.check({"n": 1})
