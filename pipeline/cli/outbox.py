@@ -122,7 +122,9 @@ def summary_table(totals: RelayTotals) -> Table:
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("published (acknowledged and marked)", f"{totals.published:,}")
-    table.add_row("not acknowledged (left for later)", f"{totals.failed:,}")
+    table.add_row("left unpublished (tried again later)", f"{totals.failed:,}")
+    if totals.held:
+        table.add_row("  of them held back, not sent", f"{totals.held:,}")
     table.add_row("batches", f"{totals.batches:,}")
     table.add_row("expired rows deleted", f"{totals.deleted:,}")
     return table

@@ -10,6 +10,8 @@ published only after the broker acknowledged it, so publishing is at least once,
 - :mod:`~producers.outbox_relay.sending`: one batch to Kafka and the positions that may be marked;
 - :mod:`~producers.outbox_relay.topic_checks`: the rows refused before a batch is sent (a topic
   that does not exist, an event over its topic's own ``max.message.bytes``);
+- :mod:`~producers.outbox_relay.holds`: what the relay remembers of the rows it could not
+  publish (refused by Kafka as too large, failed, held back);
 - :mod:`~producers.outbox_relay.notify`: LISTEN/NOTIFY wake-ups on PostgreSQL;
 - :mod:`~producers.outbox_relay.housekeeping` and :mod:`~producers.outbox_relay.metrics`;
 - :mod:`~producers.outbox_relay.runner`: from settings to a running relay (this thread, a

@@ -23,11 +23,22 @@ class RelayMetrics:
         )
         self.failed = Counter(
             "pipeline_outbox_publish_failures",
-            "Outbox events Kafka did not acknowledge (left unpublished, sent again later)",
+            "Outbox events sent and not acknowledged by Kafka (left unpublished, sent again "
+            "later); rows held back, never sent, are not counted",
             registry=r,
         )
         self.batches = Counter(
-            "pipeline_outbox_batches", "Batches claimed and published", registry=r
+            "pipeline_outbox_batches",
+            "Batches of which some events were published",
+            registry=r,
+        )
+        self.held = Gauge(
+            "pipeline_outbox_held_rows",
+            "Outbox rows this relay holds back, not sent, at their last try (topic missing, "
+            "too large, or behind such a row or a failed one of their aggregate), by the "
+            "topic of the row that holds them",
+            ["topic", "reason"],
+            registry=r,
         )
         self.deleted = Counter(
             "pipeline_outbox_deleted", "Published rows deleted after their retention", registry=r

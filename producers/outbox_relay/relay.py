@@ -8,7 +8,9 @@ One batch (:meth:`OutboxRelay.publish_batch`):
    (:func:`~producers.outbox_relay.sending.send_batch`);
 3. mark the acknowledged rows published in one UPDATE, or delete them in one DELETE with
    ``outbox.retention_s`` 0 (a row whose aggregate had an earlier failure in the batch stays
-   unpublished too);
+   unpublished too); what could not be published is remembered
+   (:mod:`~producers.outbox_relay.holds`): a row Kafka refused as too large is held, a failed
+   one is sent again without its aggregate's later rows, and the rows left are counted once;
 4. commit, which releases the claim.
 
 A relay killed between 2 and 3 publishes the same rows again when it (or another) restarts:
@@ -56,11 +58,12 @@ from pipeline.kafka.producer import EventProducer
 from pipeline.outbox.table import OutboxRecord, OutboxStatus
 from pipeline.settings import OutboxSettings
 from producers.outbox_relay.claims import Claim, ClaimStrategy, LeaseState
+from producers.outbox_relay.holds import Hold, LeftRows, TooLarge
 from producers.outbox_relay.housekeeping import Housekeeping
 from producers.outbox_relay.metrics import RelayMetrics
 from producers.outbox_relay.notify import NotifyListener
 from producers.outbox_relay.postgres_claims import BucketClaims
-from producers.outbox_relay.sending import RefusalLog, UnacknowledgedLog, send_batch
+from producers.outbox_relay.sending import RefusalLog, SendOutcome, UnacknowledgedLog, send_batch
 from producers.outbox_relay.sqlite_claims import LeaseClaims
 from producers.outbox_relay.topic_checks import TopicChecks
 
@@ -122,7 +125,16 @@ class _Marking:
 @dataclass
 class RelayTotals:
     published: int = 0
+    #: Rows this relay left unpublished at their last try (held back, or sent and not
+    #: acknowledged), each counted once however often it was tried; 0 once they are published.
+    #: (Counting every try, a backlog blocked on a missing topic grew by its size every poll.)
     failed: int = 0
+    #: Of those, the rows held back, never sent (topic missing, too large, behind such a row).
+    held: int = 0
+    #: Sends Kafka did not acknowledge (failed, or not settled in time), every try counted:
+    #: ``pipeline_outbox_publish_failures_total``.
+    unacknowledged: int = 0
+    #: Batches of which some rows were published.
     batches: int = 0
     deleted: int = 0
     #: Batches whose claim was made while the batch before was being sent (PostgreSQL).
@@ -177,6 +189,10 @@ class OutboxRelay:
         self._housekeeping = Housekeeping(engine, settings, self.metrics, self.name)
         self._refusals = RefusalLog(f"outbox relay {self.name}")
         self._unacknowledged = UnacknowledgedLog(f"outbox relay {self.name}")
+        self._too_large = TooLarge()
+        self._left = LeftRows()
+        #: The (topic, reason) labels of the held-rows gauge set so far (set to 0 when none).
+        self._held_labels: set[tuple[str, str]] = set()
         self._topics = topics
         self._producer_within = producer_within
         #: The own limit the producer's batches are kept under (None: librdkafka's own).
@@ -248,6 +264,10 @@ class OutboxRelay:
                     claimed = len(sent.claim.records)
                     if claimed >= self._settings.batch_size:
                         if not sent.positions:
+                            if once:
+                                # The next claim would take the same rows: --once looped on
+                                # them for ever.
+                                break
                             # A full batch of which nothing could go (rows refused or failed,
                             # their aggregates' later rows held): no spinning on it.
                             self._stop.wait(self._settings.poll_interval_s)
@@ -354,29 +374,71 @@ class OutboxRelay:
             self._note_lease(claim.lease)
             positions: list[int] = []
             if claim.records:
-                refuse = None
+                refuse: dict[int, Hold] = {}
                 if self._topics is not None:
                     refuse = self._topics.problems(claim.records)
                     self._fit_batches(self._topics.smallest_limit())
+                # Rows Kafka refused as too large: held as the relay's own size check holds one.
+                refused_before = self._too_large.holds(claim.records)
+                refuse = {**refused_before, **refuse} if refused_before else refuse
                 outcome = send_batch(
                     self._producer,
                     claim.records,
                     timeout_s=self._delivery_timeout_s,
                     refuse=refuse,
+                    alone=self._left.retrying if self._left else (),
                     renew=self._claims.renew,
                     renew_every_s=self._claims.renew_every_s,
                     name=f"outbox relay {self.name}",
                 )
-                if outcome.failed:
-                    self.totals.failed += outcome.failed
-                    self.metrics.failed.inc(outcome.failed)
-                if outcome.refused:
-                    self._refusals.note(outcome.refused)
-                if outcome.unacknowledged:
-                    self._unacknowledged.note(outcome.unacknowledged)
+                self._note(claim.records, outcome, refused_before)
                 positions = outcome.positions
             return _SentBatch(claim, block.pop_all(), positions)
         raise AssertionError("unreachable: the block returns or raises")  # for mypy
+
+    def _note(
+        self,
+        records: Sequence[OutboxRecord],
+        outcome: SendOutcome,
+        refused_before: dict[int, Hold],
+    ) -> None:
+        """Count and log what a batch could not publish, and remember the rows Kafka refused as
+        too large (held from now on) or failed (sent again alone for their aggregate)."""
+        if outcome.failed:
+            self.totals.unacknowledged += outcome.failed
+            self.metrics.failed.inc(outcome.failed)
+        if outcome.held:
+            self._refusals.note(outcome.held)
+        retry = set(refused_before)
+        for refusal in outcome.refused:
+            if refusal.too_large:  # the client's own limit (message.max.bytes)
+                retry.add(refusal.position)
+                # The same reason as this batch's line, so the log counts it as the same.
+                self._too_large.note(refusal.position, Hold(refusal.reason, "too_large"))
+        if outcome.unacknowledged:
+            self._unacknowledged.note(outcome.unacknowledged)
+            by_id = {record.event_id: record.position for record in records}
+            for failure in outcome.unacknowledged:
+                position = by_id.get(failure.event_id)
+                if position is None:
+                    continue
+                retry.add(position)
+                if failure.too_large:
+                    self._too_large.note(position, _refused_as_too_large(failure.error or "?"))
+        held = {position: (r.topic, r.kind) for position, r in outcome.held.items()}
+        self._left.update(records, held, outcome.unacknowledged_positions, retry)
+        self._show_held()
+
+    def _show_held(self) -> None:
+        """The held-rows gauge and the totals of the rows left, from :class:`LeftRows`."""
+        counts = self._left.held()
+        for labels in self._held_labels - counts.keys():
+            self.metrics.held.labels(*labels).set(0)
+        for labels, count in counts.items():
+            self.metrics.held.labels(*labels).set(count)
+        self._held_labels |= counts.keys()
+        self.totals.held = sum(counts.values())
+        self.totals.failed = len(self._left)
 
     def _fit_batches(self, smallest: tuple[str, int] | None) -> None:
         """A producer whose batches stay under the smallest own ``max.message.bytes`` of the
@@ -415,7 +477,7 @@ class OutboxRelay:
             contended=claim.contended,
             lease_busy=claim.lease is not None and not claim.lease.held,
         )
-        if result.claimed:
+        if result.published:  # not a batch of which nothing went (rows held or failed)
             self.totals.batches += 1
             self.metrics.batches.inc()
         self._report()
@@ -449,3 +511,8 @@ class OutboxRelay:
 
     def _report(self, *, final: bool = False) -> None:
         self._housekeeping.report(self.totals.published, final=final)
+
+
+def _refused_as_too_large(error: str) -> Hold:
+    """Why a row Kafka refused as too large is held from then on."""
+    return Hold(f"Kafka refused the event as too large ({error}) when it was sent", "too_large")

@@ -128,3 +128,37 @@ def test_rows_to_a_topic_with_a_small_limit_go_and_only_the_event_over_it_is_ref
         assert mine == sorted(mine), f"{key!r} out of order"
     assert outbox_status(engine).backlog == 1
     engine.dispose()
+
+
+def test_an_event_over_its_topics_limit_only_with_its_batch_framing_holds_its_aggregate(
+    new_topic, pipeline_settings, consumer_group, tmp_path
+):
+    # Key, value and headers under the topic's 200,000 bytes, over it with the record batch's
+    # framing: the relay's estimate let it through, the broker refused it, and the aggregate's
+    # next row reached Kafka ahead of it (then again with every batch).
+    database_url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    engine = build_engine(DatabaseSettings(url=database_url))
+    migrate(engine)
+    limited = new_topic(partitions=1, **{"max.message.bytes": "200000"})
+    noise = random.Random(5)
+    with engine.begin() as connection:
+        outbox = Outbox()
+        pad = "".join(noise.choices(string.ascii_letters, k=199_750))
+        big = Event(source="/orders", type="t", partitionkey="a", data={"n": 0, "pad": pad})
+        outbox.add(connection, big, aggregate_type="o", aggregate_id="a", topic=limited)
+        outbox.add(connection, _event("a", 1), aggregate_type="o", aggregate_id="a", topic=limited)
+        outbox.add(connection, _event("b", 2), aggregate_type="o", aggregate_id="b", topic=limited)
+        headers, value = connection.execute(
+            sa.text("SELECT headers, payload FROM pipeline_outbox ORDER BY position LIMIT 1")
+        ).one()
+    stored = 1 + len(value) + sum(len(k) + len(v) for k, v in json.loads(headers))
+    assert 199_850 < stored < 200_000  # under the limit by key, value and headers alone
+
+    for _ in range(2):
+        result, _ = _relay_once(database_url)
+        assert result.returncode == 3, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"topic {limited} takes at most 200,000 (its max.message.bytes)" in said, said
+    assert _numbers(pipeline_settings, limited, consumer_group) == [(b"b", 2)]
+    assert outbox_status(engine).backlog == 2
+    engine.dispose()

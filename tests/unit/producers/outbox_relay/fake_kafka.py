@@ -50,12 +50,14 @@ class FakeMessage:
 @dataclass
 class FakeKafka:
     """``refuse``: event ids refused at once (as librdkafka refuses a message too large);
-    ``fail``: event ids the broker does not acknowledge; ``unanswered_flushes``: how many
+    ``fail``: event ids the broker does not acknowledge; ``too_large``: event ids the broker
+    refuses as too large (``MSG_SIZE_TOO_LARGE``); ``unanswered_flushes``: how many
     flushes return with every event still pending; ``on_flush`` runs at each flush, before
     anything is settled."""
 
     refuse: set[str] = field(default_factory=set)
     fail: set[str] = field(default_factory=set)
+    too_large: set[str] = field(default_factory=set)
     unanswered_flushes: int = 0
     on_flush: Callable[[], None] | None = None
     #: Every event queued, in produce order.
@@ -96,6 +98,9 @@ class FakeKafka:
         for produced in settled:
             if produced.event_id in self.fail:
                 error = KafkaError(KafkaError._MSG_TIMED_OUT)
+                produced.on_delivery(error, FakeMessage(produced, -1))
+            elif produced.event_id in self.too_large:
+                error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
                 produced.on_delivery(error, FakeMessage(produced, -1))
             else:
                 self.acknowledged.append(produced)

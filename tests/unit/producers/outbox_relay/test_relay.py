@@ -12,6 +12,7 @@ from pipeline.kafka.producer import EventProducer
 from pipeline.outbox.table import Outbox, outbox_table
 from pipeline.settings import OutboxSettings
 from producers.outbox_relay import LeaseClaims, OutboxRelay, claim_strategy
+from producers.outbox_relay.holds import Hold
 from producers.outbox_relay.sending import Refusal, RefusalLog
 from tests.unit.producers.outbox_relay.fake_kafka import FakeKafka
 
@@ -108,10 +109,12 @@ def test_a_failed_delivery_leaves_its_row_and_its_aggregates_later_rows_unpublis
     assert (relay.totals.published, relay.totals.failed) == (2, 1)
     assert relay.metrics.registry.get_sample_value("pipeline_outbox_publish_failures_total") == 1
 
-    client.fail.clear()  # the broker is back: the next batch sends a's rows again, in order
-    assert relay.publish_batch().published == 2
+    client.fail.clear()  # the broker is back: a1 goes again alone, then a2 after it
+    assert relay.publish_batch().published == 1
+    assert relay.publish_batch().published == 1
     assert [p.event_id for p in client.produced[4:]] == [a1, a2]
     assert _published_ids(database) == {a1, b1, a2, b2}
+    assert relay.totals.failed == 0  # nothing left for later
 
 
 def _left_ids(engine):
@@ -130,7 +133,8 @@ def test_with_retention_zero_published_rows_are_deleted_and_failed_ones_stay(dat
     assert _published_ids(database) == set()  # nothing is kept marked
 
     client.fail.clear()
-    assert relay.publish_batch().published == 2
+    assert relay.publish_batch().published == 1  # a1 alone: a2 waits for its acknowledgement
+    assert relay.publish_batch().published == 1
     assert [p.event_id for p in client.produced[4:]] == [a1, a2]
     assert _left_ids(database) == set()
 
@@ -160,25 +164,26 @@ def test_refused_rows_are_logged_once_a_minute_per_topic_not_once_per_row_per_ba
         for _ in range(3):
             relay.publish_batch()
 
-    lines = [r.getMessage() for r in caplog.records if "cannot be published" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "held back by" in r.getMessage()]
     assert len(lines) == 1
-    assert ": 3 outbox rows for " in lines[0]
+    assert ": 3 outbox rows of 3 aggregates held back by " in lines[0]
 
 
 def test_a_refusal_log_says_how_many_were_refused_since_it_last_spoke():
     log = RefusalLog("relay", every_s=60)
     refusal = Refusal(1, "e1", "gone", "Unknown topic")
     other = Refusal(2, "e2", "gone", "Unknown topic")
+    first, second = {1: refusal}, {2: other}
     said: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
     logger = logging.getLogger("producers.outbox_relay.sending")
     logger.addHandler(handler)
     try:
-        log.note([refusal, other], now=0.0)
-        log.note([refusal], now=30.0)  # within the minute: quiet, counted
-        log.note([refusal], now=50.0)  # the same row again: counted once
-        log.note([refusal], now=61.0)
+        log.note({**first, **second}, now=0.0)
+        log.note(first, now=30.0)  # within the minute: quiet, counted
+        log.note(first, now=50.0)  # the same row again: counted once
+        log.note(first, now=61.0)
     finally:
         logger.removeHandler(handler)
 
@@ -310,3 +315,150 @@ def test_the_backlog_gauge_is_read_again_as_the_relay_stops(database):
     registry = relay.metrics.registry
     assert registry.get_sample_value("pipeline_outbox_backlog") == 0
     assert registry.get_sample_value("pipeline_outbox_oldest_unpublished_age_seconds") == 0
+
+
+def _sent(client, event_id):
+    return sum(produced.event_id == event_id for produced in client.produced)
+
+
+def _sample(relay, name, **labels):
+    return relay.metrics.registry.get_sample_value(name, labels or None) or 0
+
+
+def test_a_row_the_broker_refuses_as_too_large_is_held_with_its_aggregate_not_sent_each_poll(
+    database, caplog
+):
+    # It was sent with every batch, and the aggregate's later row with it, ahead of it: 18
+    # copies of that one in 20 s.
+    a0, a1, b0 = _write(database, ["a", "a", "b"])
+    client = FakeKafka(too_large={a0})
+    relay = _relay(database, client)
+
+    with caplog.at_level(logging.ERROR, logger="producers.outbox_relay"):
+        results = [relay.publish_batch() for _ in range(5)]
+
+    assert [r.published for r in results] == [1, 0, 0, 0, 0]
+    assert (_sent(client, a0), _sent(client, a1), _sent(client, b0)) == (1, 1, 1)
+    assert _published_ids(database) == {b0}
+    gauge = "pipeline_outbox_held_rows"
+    assert _sample(relay, gauge, topic=TOPIC, reason="too_large") == 2  # a0, and a1 behind it
+    assert _sample(relay, "pipeline_outbox_publish_failures_total") == 1  # the one send
+    assert (relay.totals.failed, relay.totals.held, relay.totals.batches) == (2, 2, 1)
+    held = [r.getMessage() for r in caplog.records if "held back by" in r.getMessage()]
+    assert len(held) == 1 and "2 outbox rows of 1 aggregates" in held[0], held
+    assert "Kafka refused the event as too large" in held[0]
+
+
+def test_a_row_the_client_refuses_as_too_large_is_not_offered_again(database):
+    a0, _a1 = _write(database, ["a", "a"])
+
+    class Counting(FakeKafka):
+        offered: list[str] = []
+
+        def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+            self.offered.append(dict(headers or [])["ce_id"])
+            super().produce(topic, value, key, headers, on_delivery)
+
+    client = Counting(refuse={a0})
+    relay = _relay(database, client)
+
+    for _ in range(3):
+        relay.publish_batch()
+
+    assert client.offered == [a0]  # a1 never, and a0 not again each batch
+    assert relay.totals.held == 2
+
+
+def test_a_failed_rows_later_rows_are_not_sent_again_with_each_retry(database):
+    # The broker failed a1 each time; a2 went out with every batch (acknowledged, never
+    # marked): a duplicate per batch, each ahead of a1.
+    a1, a2, b1 = _write(database, ["a", "a", "b"])
+    client = FakeKafka(fail={a1})
+    relay = _relay(database, client)
+
+    for _ in range(4):
+        relay.publish_batch()
+
+    assert (_sent(client, a1), _sent(client, a2), _sent(client, b1)) == (4, 1, 1)
+    assert _sample(relay, "pipeline_outbox_held_rows", topic=TOPIC, reason="behind_failed") == 1
+    assert relay.totals.failed == 2  # a1 and a2, once each
+
+    client.fail.clear()
+    assert relay.publish_batch().published == 1  # a1, alone
+    assert relay.publish_batch().published == 1  # then a2
+    assert _published_ids(database) == {a1, a2, b1}
+    assert (relay.totals.failed, relay.totals.held) == (0, 0)
+    assert _sample(relay, "pipeline_outbox_held_rows", topic=TOPIC, reason="behind_failed") == 0
+
+
+class MissingTopic:
+    """Stands in for TopicChecks: topic ``gone`` does not exist."""
+
+    def problems(self, records):
+        return {
+            record.position: Hold("topic gone does not exist", "topic_missing")
+            for record in records
+            if record.topic == "gone"
+        }
+
+    def smallest_limit(self):
+        return None
+
+
+def _write_to(engine, rows):
+    """One row per (aggregate, topic); their ids."""
+    ids = []
+    with engine.begin() as connection:
+        for n, (aggregate, topic) in enumerate(rows):
+            event = Event(source="/o", type="t", partitionkey=aggregate, data={"n": n})
+            Outbox().add(connection, event, aggregate_type="o", aggregate_id=aggregate, topic=topic)
+            ids.append(event.id)
+    return ids
+
+
+def test_rows_held_for_a_missing_topic_are_not_failures_and_are_counted_once(database, caplog):
+    # 100 rows never sent made pipeline_outbox_publish_failures_total (and the stop summary)
+    # grow by 100 every poll, and batches_total counted the empty attempts.
+    _write_to(database, [(f"k{n % 2}", "gone") for n in range(4)] + [("k9", TOPIC)])
+    client = FakeKafka()
+    relay = OutboxRelay(
+        database,
+        EventProducer(client),
+        OutboxSettings(log_interval_s=0),
+        name="r",
+        topics=MissingTopic(),  # type: ignore[arg-type]
+    )
+
+    with caplog.at_level(logging.ERROR, logger="producers.outbox_relay"):
+        for _ in range(5):
+            relay.publish_batch()
+
+    assert _sample(relay, "pipeline_outbox_publish_failures_total") == 0
+    assert _sample(relay, "pipeline_outbox_batches_total") == 1  # the one that published k9
+    assert _sample(relay, "pipeline_outbox_held_rows", topic="gone", reason="topic_missing") == 4
+    assert (relay.totals.failed, relay.totals.held, relay.totals.unacknowledged) == (4, 4, 0)
+    assert relay.totals.batches == 1
+    held = [r.getMessage() for r in caplog.records if "held back by" in r.getMessage()]
+    assert len(held) == 1 and ": 4 outbox rows of 2 aggregates held back by gone" in held[0]
+
+
+def test_once_ends_after_a_full_batch_of_which_nothing_could_go(database):
+    # The next claim took the same rows: relay --once never ended.
+    _write_to(database, [("a", "gone"), ("a", TOPIC)])
+    relay = OutboxRelay(
+        database,
+        EventProducer(FakeKafka()),
+        OutboxSettings(log_interval_s=0, batch_size=2, poll_interval_s=0.01),
+        name="r",
+        topics=MissingTopic(),  # type: ignore[arg-type]
+    )
+    done = []
+    runner = threading.Thread(target=lambda: done.append(relay.run(once=True)), daemon=True)
+    runner.start()
+    runner.join(10)
+    if runner.is_alive():
+        relay.stop()
+        runner.join()
+
+    assert done and done[0].failed == 2
+    assert not relay.stopping  # it ended by itself
