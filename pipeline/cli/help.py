@@ -107,11 +107,37 @@ class PlainGroup(TyperGroup):
         return _plain(super().get_params(ctx))
 
 
+def _folding_parameter_help() -> None:
+    """Have a parameter's help fold a word longer than its column instead of cutting it short:
+    at 80 columns a setting's name (``PIPELINE_PROCESSING__MAX_IN_FLIGHT``) showed as
+    ``PIPELINE_PROCESSING__MAX…``. Typer builds that help in ``rich_utils._get_parameter_help``
+    (a private function, so this does nothing where it is not there) as rich ``Text`` items
+    in a ``Columns``; the table cell holding it cuts with an ellipsis unless a text says
+    otherwise."""
+    from rich.text import Text
+    from typer import rich_utils
+
+    build = getattr(rich_utils, "_get_parameter_help", None)
+    if build is None or getattr(build, "folds", False):
+        return
+
+    def folding(*args: Any, **kwargs: Any) -> Any:
+        built = build(*args, **kwargs)
+        for item in getattr(built, "renderables", ()):
+            if isinstance(item, Text):
+                item.overflow = "fold"
+        return built
+
+    folding.folds = True  # type: ignore[attr-defined]
+    rich_utils._get_parameter_help = folding
+
+
 def plain_help(app: typer.Typer) -> None:
     """Give every command and group of ``app`` (recursively) help without type labels.
 
     Call it once every command is registered; a class of the application's own is left alone.
     """
+    _folding_parameter_help()
     if app.info.cls in (None, TyperGroup) or not isinstance(app.info.cls, type):
         app.info.cls = PlainGroup
     for command in app.registered_commands:

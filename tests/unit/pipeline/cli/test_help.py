@@ -147,3 +147,12 @@ def test_every_example_in_a_help_page_is_a_valid_command_line(path, line):
     assert not isinstance(command, TyperGroup) or command.name == path[-1], line
     context = command.make_context("pipeline", arguments)
     assert context.command is command
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=lambda p: " ".join(p) or "pipeline")
+def test_at_80_columns_no_help_text_is_cut_short(path):
+    # A setting's name in an option's help showed as "PIPELINE_PROCESSING__MAX…".
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output, result.output
