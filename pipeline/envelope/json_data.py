@@ -241,8 +241,24 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members as a dict, or a ValueError naming a name given twice (RFC 8259 says
+    names SHOULD be unique; parsers disagree on which of two wins)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"the name {name!r} is given twice in one object")
+            seen.add(name)
+    return data
+
+
 # One decoder for every call: json.loads with parse_constant would build a new one each time.
 _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_UNIQUE_KEYS_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+)
 
 
 def json_error_reason(error: json.JSONDecodeError) -> str:
@@ -251,23 +267,26 @@ def json_error_reason(error: json.JSONDecodeError) -> str:
     return error.msg.removesuffix(" at")
 
 
-def parse_json(text: str) -> Any:
-    """``json.loads(text)``, except that ``NaN``, ``Infinity`` and ``-Infinity`` are refused.
+def parse_json(text: str, *, unique_keys: bool = False) -> Any:
+    """``json.loads(text)``, except that ``NaN``, ``Infinity`` and ``-Infinity`` are refused
+    (and, with ``unique_keys``, a name given twice in one object).
 
     Raises :class:`json.JSONDecodeError` for text that is not JSON (a leading byte order mark
-    included, as ``json.loads`` does), :class:`ValueError` for those constants or an int longer
-    than Python converts, and :class:`RecursionError` for nesting too deep to parse.
+    included, as ``json.loads`` does), :class:`ValueError` for those constants, a name given
+    twice or an int longer than Python converts, and :class:`RecursionError` for nesting too
+    deep to parse.
     """
     if text.startswith("\ufeff"):  # what json.loads checks before it decodes
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    decoder = _UNIQUE_KEYS_DECODER if unique_keys else _JSON_DECODER
     # raw_decode skips decode's two whitespace regexes; the rare text it does not read to the
     # end (surrounding whitespace, extra data, an error) goes through decode as json.loads does.
     try:
-        data, end = _JSON_DECODER.raw_decode(text)
+        data, end = decoder.raw_decode(text)
     except json.JSONDecodeError:
         end = -1
     if end != len(text):
-        data = _JSON_DECODER.decode(text)
+        data = decoder.decode(text)
     return data
 
 

@@ -89,7 +89,9 @@ def parse_body(body: bytes, codec: str = _UTF_8) -> dict[str, Any]:
             f"the body is not {charset} (byte {body[error.start]:#04x} at offset {error.start})",
         ) from None
     try:
-        data = parse_json(text)
+        # A name given twice is refused: a proxy reading the first and the gateway the last
+        # would see two different requests.
+        data = parse_json(text, unique_keys=True)
     except json.JSONDecodeError as error:
         raise ErrorAnswer(
             400,

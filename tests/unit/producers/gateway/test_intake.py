@@ -68,6 +68,15 @@ def test_a_json_object_body_is_parsed():
             b'{"a": ' + b"9" * 5000 + b"}",
             "the body is not valid JSON: a number has too many digits",
         ),
+        # A proxy that reads the first order_id and the gateway the last would see two requests.
+        (
+            b'{"order_id": "o-1", "order_id": "o-2"}',
+            "the body is not valid JSON: the name 'order_id' is given twice in one object",
+        ),
+        (
+            b'{"lines": [{"sku": "a", "sku": "b"}]}',
+            "the body is not valid JSON: the name 'sku' is given twice in one object",
+        ),
     ],
 )
 def test_a_body_that_is_not_json_is_400_invalid_json(body, message):
