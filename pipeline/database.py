@@ -12,6 +12,7 @@ builds its engine with ``must_exist=True``, so it never creates a SQLite file.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -256,9 +257,18 @@ def migrate(engine: Engine) -> None:
                 connection.commit()
                 return
         try:
+            _refuse_unknown_revisions(connection, engine)
             from alembic import command
 
-            command.upgrade(_alembic_config(connection), "head")
+            try:
+                command.upgrade(_alembic_config(connection), "head")
+            except DBAPIError as error:  # e.g. another application's table of the same name
+                connection.rollback()
+                raise DatabaseError(
+                    f"cannot create the pipeline's tables in {url_label(engine.url)}: "
+                    f"{error_text(error)} (another application's table of that name? use a "
+                    "database or schema of the pipeline's own)"
+                ) from None
             connection.commit()
         finally:
             if is_postgres(engine):
@@ -266,6 +276,38 @@ def migrate(engine: Engine) -> None:
                     text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID}
                 )
                 connection.commit()
+
+
+def _refuse_unknown_revisions(connection: Connection, engine: Engine) -> None:
+    """A :class:`DatabaseError` for a database a newer version of the pipeline migrated (its
+    revision is none this code knows): Alembic would fail with a traceback, and going on
+    would run this code on a schema it does not know."""
+    found = _revisions(connection)
+    if is_postgres(engine):
+        # A failed read (no alembic_version yet) aborts PostgreSQL's transaction: Alembic
+        # starts its own. (SQLite's must stay open: it holds the write lock.)
+        connection.rollback()
+    unknown = [revision for revision in found if revision not in _known()]
+    if unknown:
+        connection.rollback()
+        raise DatabaseError(
+            f"{url_label(engine.url)} is at schema revision {', '.join(unknown)}, which this "
+            f"version of the pipeline does not know (its newest is {HEAD_REVISION}): a newer "
+            "version migrated it; run that version (or one at least as new) against it"
+        )
+
+
+@functools.cache
+def _known() -> frozenset[str]:
+    """Every revision of ``pipeline/migrations``."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return frozenset(
+        script.revision for script in ScriptDirectory.from_config(config).walk_revisions()
+    )
 
 
 def _at_head(connection: Connection) -> bool:

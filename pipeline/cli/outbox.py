@@ -106,7 +106,7 @@ def status(ctx: typer.Context) -> None:
         status = outbox_status(engine)
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        if "pipeline_outbox" in reason or "no such table" in reason:
+        if 'relation "pipeline_outbox" does not exist' in reason or "no such table" in reason:
             raise PipelineError(
                 f"no outbox in {where}: no program has written to this database yet"
             ) from None

@@ -89,6 +89,14 @@ def _mask_quoted(value: str) -> str:
     return MASK
 
 
+def _url_password(match: re.Match[str]) -> str:
+    # "***" is SQLAlchemy's own mask (a database URL shown without its password): kept, so
+    # the same URL reads the same in the "database:" line and in an error.
+    if match.group("value") == "***":
+        return match.group(0)
+    return match.group("head") + MASK
+
+
 def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"[ -]", "", match.group(0))
     return MASK if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
@@ -164,7 +172,7 @@ def redact(text: str) -> str:
     if lowered is None or _may_name_a_secret(lowered):
         text = _NAME_VALUE.sub(_name_value, text)
     if "://" in text:
-        text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+        text = _URL_PASSWORD.sub(_url_password, text)
     return _CARD.sub(_card, text)
 
 

@@ -340,3 +340,33 @@ def test_the_default_databases_folder_is_made_and_any_other_missing_one_is_an_er
 
     existing = DatabaseSettings(url=f"sqlite:///{tmp_path / 'x.db'}")
     create_sqlite_folder(existing, home)  # its folder is there: nothing to do
+
+
+def test_a_database_a_newer_version_migrated_is_one_line_naming_both_revisions(
+    tmp_path: Path,
+) -> None:
+    # Alembic's traceback ("Can't locate revision identified by ...") for a rolled-back release.
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'newer.db'}"))
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099_future'"))
+
+    with pytest.raises(DatabaseError) as refused:
+        migrate(engine)
+
+    message = str(refused.value)
+    assert "is at schema revision 0099_future, which this version of the pipeline" in message
+    assert f"(its newest is {HEAD_REVISION})" in message
+
+
+def test_another_applications_table_of_the_same_name_is_one_line(tmp_path: Path) -> None:
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'foreign.db'}"))
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE pipeline_outbox (id INTEGER PRIMARY KEY, body TEXT)"))
+
+    with pytest.raises(DatabaseError, match="cannot create the pipeline's tables in") as refused:
+        migrate(engine)
+
+    assert "already exists" in str(refused.value)
+    assert "another application's table of that name?" in str(refused.value)
+    assert current_revision(engine) is None  # nothing of the migration was kept

@@ -18,6 +18,9 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
         ("client_secret='q w'", "client_secret='[REDACTED]'"),
         ("postgres://app:pa55@db:5432/x", "postgres://app:[REDACTED]@db:5432/x"),
         ("redis://:Hunter2v@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
+        # SQLAlchemy's own mask stays: one URL reads the same in the "database:" line and errors.
+        ("postgresql+psycopg://app:***@db:5432/x", "postgresql+psycopg://app:***@db:5432/x"),
+        ("postgres://app:****@db/x", "postgres://app:[REDACTED]@db/x"),
         # Dotted names, as configuration dumps print them; a secret word before a path's "=".
         ("secret.key=abc123", "secret.key=[REDACTED]"),
         ("token.value=abc123", "token.value=[REDACTED]"),
