@@ -223,6 +223,9 @@ _SQLITE_UNAVAILABLE = frozenset(
 # (57014); those are the handler's errors, retried as its policy says, then dead-lettered.
 _POSTGRES_UNAVAILABLE_CLASSES = frozenset({"08", "53", "58", "40"})
 _POSTGRES_UNAVAILABLE = frozenset({"57P01", "57P02", "57P03", "55P03"})
+# A transaction that may not write (25006): a hot standby, the primary gone read-only after a
+# failover, default_transaction_read_only. The database's state, not the event's fault.
+_READ_ONLY = "25006"
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -233,6 +236,8 @@ def is_unavailable(error: BaseException) -> bool:
         return True
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
+    if isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) == _READ_ONLY:
+        return True  # psycopg's InternalError, not an OperationalError
     if not isinstance(error, OperationalError):
         return False
     code = getattr(error.orig, "sqlite_errorcode", None)

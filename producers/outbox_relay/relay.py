@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.database import error_text, is_postgres
+from pipeline.database import DatabaseError, error_text, is_postgres
 from pipeline.errors import PipelineError
 from pipeline.kafka.producer import EventProducer
 from pipeline.outbox.table import OutboxRecord, OutboxStatus
@@ -276,6 +276,11 @@ class OutboxRelay:
                     previous, pending = pending, None
                     self._settle(previous)
                 except (SQLAlchemyError, PipelineError) as error:
+                    if once and isinstance(error, SQLAlchemyError):
+                        # One line, not the driver's traceback (a read-only database, say).
+                        raise DatabaseError(
+                            f"outbox relay {self.name}: the batch failed: {error_text(error)}"
+                        ) from None
                     if once:
                         raise
                     _log.error(

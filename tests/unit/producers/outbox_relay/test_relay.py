@@ -5,8 +5,11 @@ import logging
 import threading
 from collections import defaultdict
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
 
+from pipeline.database import DatabaseError
 from pipeline.envelope import Event
 from pipeline.kafka.producer import EventProducer
 from pipeline.outbox.table import Outbox, outbox_table
@@ -462,3 +465,19 @@ def test_once_ends_after_a_full_batch_of_which_nothing_could_go(database):
 
     assert done and done[0].failed == 2
     assert not relay.stopping  # it ended by itself
+
+
+def test_once_a_database_that_refuses_the_batch_is_one_line_not_the_drivers_traceback(
+    database, monkeypatch
+):
+    # A read-only SQLite file: "attempt to write a readonly database" came as a traceback.
+    _write(database, ["a"])
+    relay = _relay(database, FakeKafka())
+
+    def read_only(*_args, **_kwargs):
+        raise OperationalError("UPDATE pipeline_outbox_lease", {}, Exception("attempt to write"))
+
+    monkeypatch.setattr(relay._claims, "claim", read_only)
+
+    with pytest.raises(DatabaseError, match="relay-under-test: the batch failed: attempt to write"):
+        relay.run(once=True)
