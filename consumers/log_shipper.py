@@ -260,7 +260,13 @@ class LogShipper:
 
     def _put_template(self) -> None:
         try:
-            ensure_index_template(self._es, alias=self.alias)
+            ensure_index_template(
+                self._es,
+                alias=self.alias,
+                shards=self._settings.index_shards,
+                replicas=self._settings.index_replicas,
+                lifecycle_policy=self._settings.index_lifecycle_policy,
+            )
         except ApiError as error:
             if refusal_of(error) is not None:  # credentials or TLS: said by the caller
                 raise

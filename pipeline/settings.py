@@ -280,6 +280,14 @@ class LogSettings(_Frozen):
     #: The read alias of the daily log indices (``pipeline.logs.schema.INDEX_ALIAS``); tests
     #: set their own so they never touch the real one.
     index_alias: str = Field(default="pipeline-logs", min_length=1)
+    #: The daily indices' primary shards and replicas, set by the index template (which the
+    #: shipper puts at every start: settings of one's own there are replaced). 0 replicas fits
+    #: one node; give 1 or more on a cluster, or a node lost loses those days' logs.
+    index_shards: int = Field(default=1, ge=1, le=1024)
+    index_replicas: int = Field(default=0, ge=0, le=32)
+    #: An index lifecycle (ILM) policy the daily indices follow (``index.lifecycle.name``),
+    #: e.g. one that deletes them after 30 days; none by default (they are kept).
+    index_lifecycle_policy: str | None = Field(default=None, min_length=1)
     #: Records held for Kafka by the handler; beyond that they are dropped (counted) to stderr.
     buffer_size: int = Field(default=10_000, gt=0)
     #: How long the handler waits for Kafka when flushing at exit.

@@ -136,7 +136,14 @@ def template(ctx: typer.Context, alias: AliasOption = None) -> None:
     alias = alias or settings.logs.index_alias
     try:
         with build_elasticsearch(settings.elasticsearch) as es:
-            ensure_index_template(es, alias=alias)
+            logs = settings.logs
+            ensure_index_template(
+                es,
+                alias=alias,
+                shards=logs.index_shards,
+                replicas=logs.index_replicas,
+                lifecycle_policy=logs.index_lifecycle_policy,
+            )
     except ESConnectionError:
         url = masked_url(settings.elasticsearch.url)
         raise PipelineError(f"cannot reach Elasticsearch at {url}") from None

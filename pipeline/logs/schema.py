@@ -177,15 +177,23 @@ def mappings() -> dict[str, Any]:
 
 
 def index_template(
-    *, shards: int = 1, replicas: int = 0, alias: str = INDEX_ALIAS
+    *,
+    shards: int = 1,
+    replicas: int = 0,
+    alias: str = INDEX_ALIAS,
+    lifecycle_policy: str | None = None,
 ) -> dict[str, Any]:
     """The body of ``PUT _index_template/<alias>`` for the daily indices ``<alias>-*``.
 
     ``alias`` is the read alias, and the prefix of the daily indices and the template's name;
-    tests pass their own so they never touch the real ``pipeline-logs``.
+    tests pass their own so they never touch the real ``pipeline-logs``. ``lifecycle_policy``:
+    the ILM policy the indices follow (``index.lifecycle.name``), if any.
     """
     if shards < 1 or replicas < 0:
         raise ValueError(f"expected shards >= 1 and replicas >= 0, got {shards} and {replicas}")
+    index: dict[str, Any] = {"number_of_shards": shards, "number_of_replicas": replicas}
+    if lifecycle_policy is not None:
+        index["lifecycle"] = {"name": lifecycle_policy}
     return {
         "index_patterns": [f"{alias}-*"],
         "priority": TEMPLATE_PRIORITY,
@@ -196,9 +204,7 @@ def index_template(
             "managed_by": "event-pipeline (pipeline/logs/schema.py)",
         },
         "template": {
-            "settings": {
-                "index": {"number_of_shards": shards, "number_of_replicas": replicas},
-            },
+            "settings": {"index": index},
             "mappings": mappings(),
             "aliases": {alias: {}},
         },
@@ -211,13 +217,16 @@ def ensure_index_template(
     alias: str = INDEX_ALIAS,
     shards: int = 1,
     replicas: int = 0,
+    lifecycle_policy: str | None = None,
 ) -> None:
     """Put the index template (idempotent: putting the same body again changes nothing).
 
     Call it before writing logs: an index created without it would get dynamic mappings.
     Errors are Elasticsearch's own (``elasticsearch.ApiError``, ``ConnectionError``).
     """
-    body = index_template(shards=shards, replicas=replicas, alias=alias)
+    body = index_template(
+        shards=shards, replicas=replicas, alias=alias, lifecycle_policy=lifecycle_policy
+    )
     es.indices.put_index_template(
         name=alias,
         index_patterns=body["index_patterns"],

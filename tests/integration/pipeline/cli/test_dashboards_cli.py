@@ -364,6 +364,27 @@ def test_template_defaults_to_the_configured_log_alias(elasticsearch_client, uni
         elasticsearch_client.options(ignore_status=404).indices.delete_index_template(name=alias)
 
 
+def test_template_takes_its_shards_and_replicas_from_the_settings(
+    elasticsearch_client, unique_name
+):
+    # Replicas were always 0: on a cluster, a node lost lost those days' logs.
+    alias = unique_name("logs").lower()
+    settings = {
+        "PIPELINE_LOGS__INDEX_ALIAS": alias,
+        "PIPELINE_LOGS__INDEX_SHARDS": "2",
+        "PIPELINE_LOGS__INDEX_REPLICAS": "1",
+    }
+    try:
+        result = run_pipeline("dashboards", "template", env=settings)
+
+        assert result.returncode == 0, result.stderr
+        [stored] = elasticsearch_client.indices.get_index_template(name=alias)["index_templates"]
+        index = stored["index_template"]["template"]["settings"]["index"]
+        assert (index["number_of_shards"], index["number_of_replicas"]) == ("2", "1")
+    finally:
+        elasticsearch_client.options(ignore_status=404).indices.delete_index_template(name=alias)
+
+
 def test_a_template_elasticsearch_refuses_is_one_line_with_its_reason(
     elasticsearch_client, unique_name
 ):

@@ -179,6 +179,13 @@ def test_template_for_another_alias_changes_pattern_and_alias_only():
     assert other["template"]["mappings"] == default["template"]["mappings"]
 
 
+def test_a_lifecycle_policy_is_named_in_the_indices_settings():
+    index = index_template(lifecycle_policy="logs-30d")["template"]["settings"]["index"]
+
+    assert index["lifecycle"] == {"name": "logs-30d"}
+    assert "lifecycle" not in index_template()["template"]["settings"]["index"]
+
+
 @pytest.mark.parametrize(("shards", "replicas"), [(0, 0), (1, -1)])
 def test_template_refuses_impossible_shard_counts(shards, replicas):
     with pytest.raises(ValueError, match="shards"):
