@@ -21,6 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
     NewPartitions,
     NewTopic,
     ResourceType,
@@ -195,12 +196,15 @@ def _cluster_topics(
 
 def _topic_configs(
     admin: KafkaAdmin, names: list[str], bootstrap: str | None, timeout_s: float
-) -> dict[str, dict[str, str]]:
+) -> tuple[dict[str, dict[str, str]], dict[str, frozenset[str]]]:
+    """Each topic's configs (every one with a value), and the names of those set on the topic
+    itself (not the broker's or Kafka's defaults)."""
     if not names:
-        return {}
+        return {}, {}
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
     futures = admin.describe_configs(resources, request_timeout=timeout_s)
     configs: dict[str, dict[str, str]] = {}
+    overridden: dict[str, frozenset[str]] = {}
     for resource, future in futures.items():
         name = resource.name
         try:
@@ -215,7 +219,12 @@ def _topic_configs(
         configs[name] = {
             key: entry.value for key, entry in entries.items() if entry.value is not None
         }
-    return configs
+        overridden[name] = frozenset(
+            key
+            for key, entry in entries.items()
+            if entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+        )
+    return configs, overridden
 
 
 def _describe(
@@ -225,9 +234,9 @@ def _describe(
     bootstrap: str | None,
     timeout_s: float,
 ) -> dict[str, ActualTopic]:
-    configs = _topic_configs(admin, names, bootstrap, timeout_s)
+    configs, overridden = _topic_configs(admin, names, bootstrap, timeout_s)
     return {
-        name: ActualTopic(name, shapes[name][0], shapes[name][1], configs[name])
+        name: ActualTopic(name, shapes[name][0], shapes[name][1], configs[name], overridden[name])
         for name in names
         if name in configs
     }

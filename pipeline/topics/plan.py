@@ -7,8 +7,9 @@
 - warnings for differences that cannot be applied automatically (fewer partitions than exist,
   a different replication factor): they are reported, never applied and never hidden.
 
-Only the configs a spec manages (:meth:`TopicSpec.desired_configs`) are compared; anything else
-set on a topic is left alone. Topics on the cluster that the catalogue does not mention are ignored.
+Only the configs a spec manages (:meth:`TopicSpec.desired_configs`) are set; another config set
+on a topic itself is left alone, with a warning. Topics on the cluster that the catalogue does
+not mention are ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class ActualTopic:
     partitions: int
     replication_factor: int
     configs: Mapping[str, str] = field(default_factory=dict)
+    #: The configs set on the topic itself, not inherited from the broker's or Kafka's defaults.
+    overridden: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -184,11 +187,24 @@ def _topic_changes(
                 "(kafka-reassign-partitions.sh), not applied here",
             )
         )
+    desired = spec.desired_configs()
     configs = [
         SetConfig(spec.name, key, actual.configs.get(key), value)
-        for key, value in spec.desired_configs().items()
+        for key, value in desired.items()
         if not _same(key, actual.configs.get(key), value)
     ]
+    undeclared = sorted(actual.overridden - desired.keys())
+    if undeclared:
+        # Left as they are (someone may have set them on purpose), but never hidden: "no
+        # changes" read as "the topic is as the catalogue says" when it was not.
+        settings = ", ".join(f"{key}={actual.configs.get(key, '')}" for key in undeclared)
+        warnings.append(
+            PlanWarning(
+                spec.name,
+                f"has {settings} set on the topic, which the catalogue does not declare: left "
+                "as is (declare it, or delete it with kafka-configs.sh --alter --delete-config)",
+            )
+        )
     return increases, configs, warnings
 
 

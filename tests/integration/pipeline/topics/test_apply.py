@@ -187,6 +187,26 @@ def test_changing_retention_updates_the_config_and_leaves_the_rest(
     assert configs["cleanup.policy"] == "compact,delete"
 
 
+def test_a_config_left_out_of_the_catalogue_is_a_warning_and_list_says_differs(
+    tmp_path: Path, base_topic: str, kafka_admin: AdminClient
+) -> None:
+    # Removed from the file, it stayed on the broker, and apply and list said all matched.
+    first = catalogue_file(
+        tmp_path, base_topic, configs={"max.message.bytes": 2_000_000, "min.insync.replicas": 1}
+    )
+    assert cli("topics", "apply", "--catalogue", str(first)).exit_code == 0
+    path = catalogue_file(tmp_path, base_topic, configs={"max.message.bytes": 2_000_000})
+
+    applied = cli("topics", "apply", "--catalogue", str(path))
+    listed = cli("topics", "list", "--catalogue", str(path))
+
+    assert applied.exit_code == 0, applied.output
+    flat = " ".join(applied.output.split())
+    assert f"warning: topic {base_topic} has min.insync.replicas=1 set on the topic" in flat
+    assert "differs" in listed.output, listed.output
+    assert describe(kafka_admin, base_topic)[base_topic].configs["min.insync.replicas"] == "1"
+
+
 def test_lowering_partitions_is_a_warning_and_not_applied(
     tmp_path: Path, base_topic: str, kafka_admin: AdminClient
 ) -> None:

@@ -90,6 +90,27 @@ def test_configs_the_spec_does_not_manage_are_left_alone() -> None:
     assert plan.is_empty
 
 
+def test_a_config_set_on_the_topic_that_the_catalogue_does_not_declare_is_a_warning() -> None:
+    # A config removed from the catalogue stayed on the broker, and apply said "no changes".
+    topic = actual(min_insync_replicas="1", max_message_bytes="1048576")
+    overridden = ActualTopic(
+        topic.name,
+        topic.partitions,
+        topic.replication_factor,
+        topic.configs,
+        frozenset({"min.insync.replicas", "cleanup.policy", "retention.ms"}),
+    )
+
+    plan = plan_for([spec()], overridden)
+
+    assert plan.changes == ()
+    [warning] = plan.warnings
+    assert warning.topic == "orders.events"
+    assert warning.problem.startswith(
+        "has min.insync.replicas=1 set on the topic, which the catalogue does not declare"
+    )
+
+
 def test_cleanup_policy_order_does_not_matter() -> None:
     plan = plan_for(
         [spec(cleanup_policy="compact,delete")], actual(cleanup_policy="delete,compact")
