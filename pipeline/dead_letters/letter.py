@@ -83,6 +83,12 @@ ORIGINAL_HEADER = "dlq.original.header"
 #: On a dead letter sent without its value, which was too large for the dead-letter topic: the
 #: value's size in bytes (the original is at dlq.original.topic/partition/offset).
 VALUE_OMITTED = "dlq.value.omitted"
+#: On a dead letter still too large without its value: how many of the original's headers were
+#: left out (those over :data:`_KEPT_HEADER_BYTES`; the original has them all).
+HEADERS_OMITTED = "dlq.headers.omitted"
+#: The original headers a cut-down dead letter keeps: at most this many bytes of value each
+#: (its ce_* headers, which name the event, are far smaller).
+_KEPT_HEADER_BYTES = 1024
 REDRIVEN = "dlq.redriven"
 DISCARDED = "dlq.discarded"
 DISCARD_NOTE = "dlq.discarded.note"
@@ -207,6 +213,22 @@ def without_value(letter: KafkaMessage) -> KafkaMessage:
     )
 
 
+def without_large_headers(letter: KafkaMessage) -> KafkaMessage:
+    """:func:`without_value`, and without the original's headers over 1 KiB (the ``dlq.*`` ones
+    and the small ones, which name the event, are kept), with :data:`HEADERS_OMITTED` saying how
+    many were left out: for a letter still too large without its value."""
+    cut = without_value(letter)
+    kept = [
+        (name, data)
+        for name, data in cut.headers
+        if name.startswith(PREFIX) or len(data or b"") <= _KEPT_HEADER_BYTES
+    ]
+    omitted = len(cut.headers) - len(kept)
+    return KafkaMessage(
+        key=cut.key, value=None, headers=[*kept, (HEADERS_OMITTED, str(omitted).encode())]
+    )
+
+
 class ConsumedRecord(Protocol):
     """What :func:`dead_letter_of` reads of a consumed record (the processors' and the log
     shipper's records both have it)."""
@@ -277,6 +299,8 @@ class DeadLetter:
     #: The size of a value too large to be kept in the dead letter (``value`` is then None; the
     #: original is at ``original_topic``/``original_partition``/``original_offset``).
     value_omitted: int | None = None
+    #: How many of the original's headers were left out too (``headers`` lacks them).
+    headers_omitted: int | None = None
 
     @property
     def position(self) -> str:
@@ -370,6 +394,7 @@ def read_dead_letter(
         event_id=event_id,
         event_type=event_type,
         value_omitted=_int(texts[VALUE_OMITTED]) if VALUE_OMITTED in texts else None,
+        headers_omitted=_int(texts[HEADERS_OMITTED]) if HEADERS_OMITTED in texts else None,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
@@ -30,14 +31,27 @@ def with_original_values(
     return [
         letter
         if letter.value_omitted is None
-        else dataclasses.replace(
-            letter, value=_original_value(consumer, letter, timeout_s), value_omitted=None
-        )
+        else _restored(letter, _original(consumer, letter, timeout_s))
         for letter in letters
     ]
 
 
-def _original_value(consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s: float) -> bytes:
+def _restored(letter: DeadLetter, original: Any) -> DeadLetter:
+    """``letter`` with the value (and, when it left them out too, the headers) of its
+    ``original`` message."""
+    headers = letter.headers
+    if letter.headers_omitted is not None:
+        headers = [(name, data or b"") for name, data in original.headers() or []]
+    return dataclasses.replace(
+        letter,
+        value=original.value(),
+        headers=headers,
+        value_omitted=None,
+        headers_omitted=None,
+    )
+
+
+def _original(consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s: float) -> Any:
     where = f"{letter.original_topic}[{letter.original_partition}]@{letter.original_offset}"
     about = (
         f"dead letter {letter.dlq_topic}:{letter.position} was sent without its value "
@@ -63,5 +77,5 @@ def _original_value(consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s:
             value: bytes | None = message.value()
             if value is None or len(value) != letter.value_omitted:
                 raise PipelineError(f"{about} is not the message it was (its size differs)")
-            return value
+            return message
     raise PipelineError(f"{about} could not be read within {timeout_s:g} s")

@@ -11,7 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from pipeline.dead_letters.letter import DeadLetterTooLarge, Failure, without_value
+from pipeline.dead_letters.letter import (
+    DeadLetterTooLarge,
+    Failure,
+    without_large_headers,
+    without_value,
+)
 from pipeline.envelope import KafkaMessage
 from pipeline.processing.records import Record
 
@@ -29,7 +34,7 @@ class DeadLetterSink(Protocol):
 
 class OutgoingDeadLetter:
     """The dead letter of ``record`` for ``topic``: :meth:`send` it until it goes (whole, or
-    without a value too large for the topic)."""
+    cut down when Kafka refuses it as too large)."""
 
     def __init__(
         self, sink: DeadLetterSink, topic: str, message: KafkaMessage, *, record: Record, about: str
@@ -41,25 +46,37 @@ class OutgoingDeadLetter:
         self._about = about  # "<processor>: dead letter <event id>", for the log line
 
     async def send(self) -> None:
+        """Whole, else without its value, else without its large headers too; each try starts
+        whole again (the topic's limit may have been raised meanwhile). A letter too large even
+        then (a huge key) raises: the caller says so and tries again until it goes."""
         try:
             await self._sink.send(self.topic, self.message)
+            return
         except DeadLetterTooLarge as refused:
-            if self.message.value is None:
-                raise  # nothing left to leave out: said and tried again until it goes
-            self.message = without_value(self.message)
+            refusal = refused
+        for cut, left_out in (
+            (without_value(self.message), "its value"),
+            (without_large_headers(self.message), "its value and its headers over 1 KiB"),
+        ):
+            try:
+                await self._sink.send(self.topic, cut)
+            except DeadLetterTooLarge:
+                continue
             record = self._record
             logger.error(
-                "%s is too large for %s (%s): sent without its value (%s bytes); the original "
-                "stays at %s[%d]@%d, where dlq redrive reads it",
+                "%s was too large for %s (%s): sent without %s (%s bytes of value); the "
+                "original stays at %s[%d]@%d, where dlq redrive reads it",
                 self._about,
                 self.topic,
-                " ".join(str(refused).split())[:200],
+                " ".join(str(refusal).split())[:200],
+                left_out,
                 f"{len(record.value or b''):,}",
                 record.topic,
                 record.partition,
                 record.offset,
             )
-            await self._sink.send(self.topic, self.message)
+            return
+        raise refusal  # even its key and dlq.* headers are too large: said, tried again
 
 
 def log_dead_letter(

@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.database import build_engine, migrate
 from pipeline.dead_letters.letter import (
+    HEADERS_OMITTED,
     VALUE_OMITTED,
     DeadLetter,
     DeadLetterTooLarge,
@@ -418,7 +419,8 @@ class SizeLimitedSink(Sink):
         self.refused = 0
 
     async def send(self, topic: str, message: KafkaMessage) -> None:
-        if len(message.value or b"") > self.limit:
+        size = len(message.value or b"") + sum(len(n) + len(v or b"") for n, v in message.headers)
+        if size > self.limit:
             self.refused += 1
             raise DeadLetterTooLarge("Broker: Message size too large")
         await super().send(topic, message)
@@ -436,9 +438,9 @@ def test_a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_the_pa
             raise Reject("too much padding")
 
     harness = Harness(processor, database)
-    harness.sink = SizeLimitedSink(limit=1_000)
+    harness.sink = SizeLimitedSink(limit=12_000)
     harness.engine._dead_letters = harness.sink
-    huge = encode(Event(source="/tests", type="Step", partitionkey="k", data={"pad": "x" * 5_000}))
+    huge = encode(Event(source="/tests", type="Step", partitionkey="k", data={"pad": "x" * 15_000}))
     small = encode(Event(source="/tests", type="Step", partitionkey="k2", data={"pad": "x"}))
 
     async def scenario() -> None:
@@ -457,6 +459,41 @@ def test_a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_the_pa
     assert headers[VALUE_OMITTED] == str(len(huge.value or b"")).encode()
     assert headers["dlq.original.offset"] == b"0" and headers["dlq.reason"] == b"rejected"
     assert harness.positions[-1] == 2  # both handled and committed: nothing held
-    assert "sent without its value" in caplog.text and f"{TOPIC}[0]@0" in caplog.text
+    assert "sent without its value (15,0" in caplog.text and f"{TOPIC}[0]@0" in caplog.text
     read = read_dead_letter(topic, 0, 0, letter.key, letter.value, letter.headers)
     assert isinstance(read, DeadLetter) and read.value_omitted == len(huge.value or b"")
+
+
+def test_a_dead_letter_still_too_large_without_its_value_goes_without_its_large_headers(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A 30 KB header kept the letter over the limit without its value: it was tried for ever.
+    processor = Processor("orders")
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        raise Reject("no")
+
+    harness = Harness(processor, database)
+    harness.sink = SizeLimitedSink(limit=12_000)
+    harness.engine._dead_letters = harness.sink
+    message = encode(Event(source="/tests", type="Step", partitionkey="k", data={"n": 1}))
+    headers = [*message.headers, ("x-huge", b"h" * 30_000)]
+
+    async def scenario() -> None:
+        await harness.engine.submit(Record(TOPIC, 0, 0, message.key, message.value, headers))
+        await harness.engine.wait_idle()
+        await harness.engine.close()
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.processing"):
+        asyncio.run(scenario())
+
+    [(_, letter)] = harness.sink.sent
+    names = [name for name, _ in letter.headers]
+    assert "x-huge" not in names and "ce_id" in names  # what names the event is kept
+    assert dict(letter.headers)[HEADERS_OMITTED] == b"1"
+    assert harness.sink.refused == 2 and harness.positions[-1] == 1
+    assert "sent without its value and its headers over 1 KiB" in caplog.text
+    read = read_dead_letter(TOPIC + ".dlq", 0, 0, letter.key, letter.value, letter.headers)
+    assert isinstance(read, DeadLetter) and read.headers_omitted == 1
+    assert read.event_id is not None
