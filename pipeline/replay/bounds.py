@@ -234,12 +234,20 @@ def _local_ms(naive: datetime) -> int:
     the moment they went forward; so a date alone is the start of that day, even where a day
     starts at 01:00. An offset in the text (``+02:00``) says which is meant.
     """
-    try:
-        # fold 0 and 1: the two readings of a time shown twice; around a time skipped, the
-        # moments just before and just after the skip (both shown as other times).
-        moments = [naive.replace(fold=fold).astimezone() for fold in (0, 1)]
-    except ValueError as error:  # "year 0 is out of range": past what datetime holds
-        raise OverflowError(str(error)) from None
+    # fold 0 and 1: the two readings of a time shown twice; around a time skipped, the
+    # moments just before and just after the skip (both shown as other times). Near the ends
+    # of what datetime holds one reading may fall outside (9999-12-31 reads fold 1 as year
+    # 10000): the other is then the time.
+    moments = []
+    for fold in (0, 1):
+        try:
+            moments.append(naive.replace(fold=fold).astimezone())
+        except (ValueError, OverflowError):  # "year 10000 is out of range"
+            continue
+    if not moments:
+        raise OverflowError(f"{naive} is out of range")
+    if len(moments) == 1:
+        return _ms(moments[0])
     shown = [moment for moment in moments if moment.replace(tzinfo=None) == naive]
     if shown:
         return min(_ms(moment) for moment in shown)

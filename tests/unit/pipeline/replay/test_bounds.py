@@ -194,3 +194,12 @@ def test_two_starts_are_refused_naming_them():
 def test_a_time_out_of_range_is_a_one_line_error(text):
     with pytest.raises(PipelineError, match="is out of range"):
         parse_time(text, now=NOW)
+
+
+def test_the_last_day_datetime_holds_is_a_time_as_a_far_end(local_zone):
+    # 9999-12-31, a common "no end", read its second (fold) reading as year 10000 and was
+    # refused as out of range.
+    local_zone("UTC")
+
+    assert parse_time("9999-12-31", now=NOW) == utc_ms("9999-12-31T00:00:00")
+    assert parse_time("9999-12-31T23:59:59", now=NOW) == utc_ms("9999-12-31T23:59:59")
