@@ -158,6 +158,9 @@ class GatewaySettings(_Frozen):
     host: str = Field(default="127.0.0.1", min_length=1, pattern=r"\S")
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    #: How long a request's body may take to arrive once its headers did (408 past it): a
+    #: client that stalls, or framing the HTTP server cannot read on, holds no request longer.
+    body_timeout_s: float = Field(default=30.0, gt=0)
     #: Token bucket per client identity: the peer address, or the ``X-Client-Id`` header when
     #: the peer is one of ``trusted_proxies``.
     rate_per_s: float = Field(default=200.0, gt=0)

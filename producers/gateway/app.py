@@ -165,7 +165,7 @@ class _Gateway:
         tokens: TokenVerifier | None,
     ) -> None:
         self.settings = settings
-        self.bodies = BodyReader(settings.max_body_bytes)
+        self.bodies = BodyReader(settings.max_body_bytes, settings.body_timeout_s)
         self.kafka_health = kafka_health
         self.producer = producer
         self.topic_for = topic_for

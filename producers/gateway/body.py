@@ -2,9 +2,13 @@
 gateway stops.
 
 The body is read whole (at most ``max_body_bytes``: 413 ``body_too_large``), then decoded from
-its content coding (see :mod:`producers.gateway.content_coding`). Bodies that aiohttp cannot
-read (bad chunked framing, or, when aiohttp decodes them itself, a body that is not valid gzip)
-are 400 ``invalid_body``: a client's mistake, not the gateway's failure.
+its content coding (see :mod:`producers.gateway.content_coding`). Bodies that aiohttp reports
+unreadable (when aiohttp decodes them itself, a body that is not valid gzip) are 400
+``invalid_body``, and a client that closes its connection before its body ended is 400
+``incomplete_body`` (counted; nobody reads it): a client's mistake, not the gateway's failure.
+A body that does not arrive whole within ``timeout_s`` (``PIPELINE_GATEWAY__BODY_TIMEOUT_S``) is
+408 ``request_timeout``: a client that stalls holds no request for ever, nor does chunked
+framing broken after the headers, on which aiohttp's reader waits without an error.
 
 When the gateway stops (aiohttp's ``on_shutdown``), a request whose body has not all arrived
 is answered 503 ``shutting_down`` at once and its connection closed. Waiting would be for
@@ -16,6 +20,8 @@ already received whole is read and the request answered as usual.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
@@ -40,8 +46,9 @@ class _Abandoned(Exception):
 class BodyReader:
     """Reads bodies within ``max_body_bytes``; gives up on those not all there when stopping."""
 
-    def __init__(self, max_body_bytes: int) -> None:
+    def __init__(self, max_body_bytes: int, timeout_s: float = 30.0) -> None:
         self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
         self._reading: set[StreamReader] = set()
         self._stopping = False
 
@@ -55,13 +62,24 @@ class BodyReader:
             raise _shutting_down()  # came as the gateway stops: the rest cannot arrive
         self._reading.add(stream)
         try:
-            body = await request.read()  # stops past client_max_size (= max_body_bytes)
+            if stream.is_eof():  # all there already (the usual small body): nothing to wait for
+                body = await request.read()
+            else:
+                async with asyncio.timeout(self.timeout_s):
+                    body = await request.read()  # stops past client_max_size (= max_body_bytes)
+        except TimeoutError:
+            raise _timed_out(self.timeout_s) from None
         except web.HTTPRequestEntityTooLarge:
             raise too_large(limit) from None
         except _Abandoned:
             raise _shutting_down() from None
         except RequestPayloadError as error:
             raise _unreadable(error, coding) from None
+        except ConnectionResetError:
+            # The client went away before its body ended ("Connection lost"): its mistake, or
+            # its network's, not the gateway's failure. Nobody reads the answer; it is counted
+            # and logged as a refusal (DEBUG), not as an error with its traceback.
+            raise _client_gone() from None
         finally:
             self._reading.discard(stream)
         if request.config_dict.get(BODIES_LEFT_ENCODED, False):
@@ -84,6 +102,25 @@ def _shutting_down() -> ErrorAnswer:
         "send the request again",
         headers={"Retry-After": "1"},
         close=True,  # the rest of the body is not read: this connection can serve no more
+    )
+
+
+def _timed_out(timeout_s: float) -> ErrorAnswer:
+    return ErrorAnswer(
+        408,
+        "request_timeout",
+        f"the body did not arrive whole within {timeout_s:g} s "
+        "(PIPELINE_GATEWAY__BODY_TIMEOUT_S); nothing was produced",
+        close=True,  # the rest of it, if it comes, is not read
+    )
+
+
+def _client_gone() -> ErrorAnswer:
+    return ErrorAnswer(
+        400,
+        "incomplete_body",
+        "the connection closed before the body ended; nothing was produced",
+        close=True,
     )
 
 

@@ -181,3 +181,34 @@ def test_a_body_already_arrived_when_the_gateway_stops_is_answered_as_usual():
         return (await post(app, payload(ORDER), {})).status
 
     assert asyncio.run(scenario()) == 202
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_closes(logs):
+    # A stalled client, or chunked framing broken after the headers (aiohttp's reader then
+    # waits without an error), held the request until the client gave up.
+    async def scenario() -> web.Response:
+        producer = StubProducer()
+        app = create_app(
+            GatewaySettings(rate_per_s=10_000, burst=10_000, body_timeout_s=0.2), producer
+        )
+        app.freeze()
+        return await asyncio.wait_for(post(app, payload(None), {}), 5)
+
+    response = asyncio.run(scenario())
+
+    assert (response.status, error_of(response)["code"]) == (408, "request_timeout")
+    assert "PIPELINE_GATEWAY__BODY_TIMEOUT_S" in error_of(response)["message"]
+    assert response.keep_alive is False
+    assert not [r for r in logs.records if r.levelno >= logging.ERROR]
+
+
+def test_a_client_gone_before_its_body_ended_is_a_refusal_not_a_server_error(logs):
+    # "Connection lost" came as an ERROR with its traceback, and counted as a 500.
+    async def scenario() -> web.Response:
+        app, _ = gateway(left_encoded=True)
+        return await post(app, payload(None, error=ConnectionResetError("Connection lost")), {})
+
+    response = asyncio.run(scenario())
+
+    assert (response.status, error_of(response)["code"]) == (400, "incomplete_body")
+    assert not [r for r in logs.records if r.levelno >= logging.WARNING]
