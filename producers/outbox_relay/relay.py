@@ -65,7 +65,7 @@ from producers.outbox_relay.notify import NotifyListener
 from producers.outbox_relay.postgres_claims import BucketClaims
 from producers.outbox_relay.sending import RefusalLog, SendOutcome, UnacknowledgedLog, send_batch
 from producers.outbox_relay.sqlite_claims import LeaseClaims
-from producers.outbox_relay.topic_checks import TopicChecks
+from producers.outbox_relay.topic_checks import TopicChecks, framed_size
 
 __all__ = ["BatchResult", "OutboxRelay", "RelayTotals", "claim_strategy"]
 
@@ -422,14 +422,22 @@ class OutboxRelay:
                 self._too_large.note(refusal.position, Hold(refusal.reason, "too_large"))
         if outcome.unacknowledged:
             self._unacknowledged.note(outcome.unacknowledged)
-            by_id = {record.event_id: record.position for record in records}
+            by_id = {record.event_id: record for record in records}
+            # The broker refuses a whole batch of a partition for one record too large: every
+            # record of it comes back too large. Only the largest of each topic is held; the
+            # others go again alone, and a second too large one is found the next time.
+            largest: dict[str, tuple[int, int, str]] = {}
             for failure in outcome.unacknowledged:
-                position = by_id.get(failure.event_id)
-                if position is None:
+                record = by_id.get(failure.event_id)
+                if record is None:
                     continue
-                retry.add(position)
+                retry.add(record.position)
                 if failure.too_large:
-                    self._too_large.note(position, _refused_as_too_large(failure.error or "?"))
+                    size = framed_size(record)
+                    if size > largest.get(record.topic, (-1, 0, ""))[0]:
+                        largest[record.topic] = (size, record.position, failure.error or "?")
+            for _, position, error in largest.values():
+                self._too_large.note(position, _refused_as_too_large(error))
         held = {position: (r.topic, r.kind) for position, r in outcome.held.items()}
         self._left.update(records, held, outcome.unacknowledged_positions, retry)
         self._show_held()

@@ -28,6 +28,7 @@ from pipeline.kafka.producer import (
     ProduceRefused,
 )
 from pipeline.outbox.table import OutboxRecord, publishable_positions
+from pipeline.plurals import counted
 from producers.outbox_relay.holds import Hold
 
 __all__ = [
@@ -103,7 +104,9 @@ class RefusalLog:
         for position, refusal in held.items():
             if refusal.kind == "behind_failed":
                 continue
-            what = (refusal.topic, refusal.reason)
+            # By kind, not by the reason's text: that names each row's own size, and a line
+            # for every oversized row came back every minute.
+            what = (refusal.topic, refusal.kind)
             first = firsts.setdefault(what, refusal)
             if refusal.position < first.position:
                 firsts[what] = refusal
@@ -116,17 +119,17 @@ class RefusalLog:
             rows, aggregates = len(self._rows.pop(what)), len(self._firsts.pop(what))
             self._last[what] = now
             _log.error(
-                "%s: %d outbox rows of %d aggregates held back by %s, not sent: %s (first: row "
-                "%d, event %s); they stay unpublished and are tried again with later batches "
-                "(rows counted as claimed since the last such line: an aggregate may have more "
-                "behind them; said at most once every %g s)",
+                "%s: %s of %s held back by %s, not sent (the first: row %d, event %s: %s); "
+                "they stay unpublished and are tried again with later batches (rows counted as "
+                "claimed since the last such line: an aggregate may have more behind them; said "
+                "at most once every %g s per topic and reason)",
                 self._name,
-                rows,
-                aggregates,
+                counted(rows, "outbox row"),
+                counted(aggregates, "aggregate"),
                 first.topic,
-                first.reason,
                 first.position,
                 first.event_id,
+                first.reason,
                 self._every_s,
             )
 

@@ -193,6 +193,29 @@ def test_a_refusal_log_says_how_many_were_refused_since_it_last_spoke():
     assert [line.split(": ")[1].split(" outbox")[0] for line in said] == ["2", "1"]
 
 
+def test_rows_held_for_one_reason_with_their_own_sizes_make_one_line():
+    # The reason names each row's size: keyed by it, every oversized row had a line of its own,
+    # every minute (30 lines for 30 rows).
+    log = RefusalLog("relay", every_s=60)
+    held = {
+        n: Refusal(n, f"e{n}", "big", f"the event is {21_000 + n:,} bytes", kind="too_large")
+        for n in range(30)
+    }
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("producers.outbox_relay.sending")
+    logger.addHandler(handler)
+    try:
+        log.note(held, now=0.0)
+    finally:
+        logger.removeHandler(handler)
+
+    [line] = said
+    assert ": 30 outbox rows of 30 aggregates held back by big" in line
+    assert "(the first: row 0, event e0: the event is 21,000 bytes)" in line
+
+
 def test_after_a_flush_timeout_no_row_of_the_batch_is_marked_and_all_are_sent_again(database):
     ids = _write(database, ["a", "b", "a"])
     client = FakeKafka(unanswered_flushes=1)
@@ -348,8 +371,31 @@ def test_a_row_the_broker_refuses_as_too_large_is_held_with_its_aggregate_not_se
     assert _sample(relay, "pipeline_outbox_publish_failures_total") == 1  # the one send
     assert (relay.totals.failed, relay.totals.held, relay.totals.batches) == (2, 2, 1)
     held = [r.getMessage() for r in caplog.records if "held back by" in r.getMessage()]
-    assert len(held) == 1 and "2 outbox rows of 1 aggregates" in held[0], held
+    assert len(held) == 1 and "2 outbox rows of 1 aggregate held back" in held[0], held
     assert "Kafka refused the event as too large" in held[0]
+
+
+def test_of_a_batch_the_broker_refused_as_too_large_only_the_largest_row_is_held(database):
+    # The broker refuses a partition's whole batch for one record: every row came back too
+    # large, and a small row of another aggregate was held 30 s for nothing.
+    outbox = Outbox()
+    big = Event(source="/o", type="t", partitionkey="x", data={"pad": "p" * 5_000})
+    small = Event(source="/o", type="t", partitionkey="y", data={"n": 1})
+    with database.begin() as connection:
+        for event in (big, small):
+            outbox.add(
+                connection, event, aggregate_type="order", aggregate_id=event.partitionkey,
+                topic=TOPIC,
+            )  # fmt: skip
+    client = FakeKafka(too_large={big.id, small.id})
+    relay = _relay(database, client)
+
+    relay.publish_batch()
+    client.too_large.discard(small.id)  # alone, it fits
+    second = relay.publish_batch()
+
+    assert second.published == 1 and _published_ids(database) == {small.id}
+    assert (_sent(client, big.id), _sent(client, small.id)) == (1, 2)  # the big one held
 
 
 def test_a_row_the_client_refuses_as_too_large_is_not_offered_again(database):
