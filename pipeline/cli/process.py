@@ -27,7 +27,9 @@ def load_attribute(spec: str, expected: type[T], *, what: str, example: str) -> 
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute or ":" in attribute:
         raise PipelineError(f"expected MODULE:{what} (e.g. {example}), got {spec!r}")
-    if not all(part.isidentifier() for part in module_name.split(".")):
+    if module_name.endswith(".py") or not all(
+        part.isidentifier() for part in module_name.split(".")
+    ):
         raise PipelineError(
             f"{module_name!r} is not a module's dotted name (e.g. {example.partition(':')[0]}; "
             "not a path or file name): run from the folder that holds it, or add that folder "

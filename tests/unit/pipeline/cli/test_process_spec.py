@@ -8,7 +8,9 @@ from pipeline.cli.process import load_processor
 from pipeline.errors import PipelineError
 
 
-@pytest.mark.parametrize("spec", ["../app/billing:processor", "app/billing.py:processor"])
+@pytest.mark.parametrize(
+    "spec", ["../app/billing:processor", "app/billing.py:processor", "billing.py:processor"]
+)
 def test_a_path_for_the_module_is_one_line_saying_a_dotted_name_is_wanted(spec):
     # `pipeline process ../app/rvproc:processor` said importlib's "TypeError: the 'package'
     # argument is required to perform a relative import".
