@@ -37,6 +37,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # the installed distribution's, as `pipeline --version` says
+        from importlib import metadata
+
+        return metadata.version("event-pipeline")
     module = _MODULES.get(name)
     if module is None:
         raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
