@@ -48,9 +48,10 @@ class Harness:
         processor: Processor,
         database: Engine,
         sleep: Callable[[Harness, float], Awaitable[None]] | None = None,
+        sink: Sink | None = None,
         **options: Any,
     ) -> None:
-        self.sink = Sink()
+        self.sink = sink or Sink()
         self.commits: list[list[CommitPosition]] = []
         self.waits: list[float] = []
         values: dict[str, Any] = {"max_in_flight": 4, "retry": RetryPolicy(jitter=0)}
@@ -437,9 +438,7 @@ def test_a_dead_letter_too_large_for_its_topic_goes_without_its_value_and_the_pa
         if len(event.data["pad"]) > 10:
             raise Reject("too much padding")
 
-    harness = Harness(processor, database)
-    harness.sink = SizeLimitedSink(limit=12_000)
-    harness.engine._dead_letters = harness.sink
+    harness = Harness(processor, database, sink=SizeLimitedSink(limit=12_000))
     huge = encode(Event(source="/tests", type="Step", partitionkey="k", data={"pad": "x" * 15_000}))
     small = encode(Event(source="/tests", type="Step", partitionkey="k2", data={"pad": "x"}))
 
@@ -474,9 +473,7 @@ def test_a_dead_letter_still_too_large_without_its_value_goes_without_its_large_
     def handler(event: Event, unit: UnitOfWork) -> None:
         raise Reject("no")
 
-    harness = Harness(processor, database)
-    harness.sink = SizeLimitedSink(limit=12_000)
-    harness.engine._dead_letters = harness.sink
+    harness = Harness(processor, database, sink=SizeLimitedSink(limit=12_000))
     message = encode(Event(source="/tests", type="Step", partitionkey="k", data={"n": 1}))
     headers = [*message.headers, ("x-huge", b"h" * 30_000)]
 

@@ -4,6 +4,8 @@ what it marks published (no broker, no network)."""
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -172,23 +174,30 @@ def test_refused_rows_are_logged_once_a_minute_per_topic_not_once_per_row_per_ba
     assert ": 3 outbox rows of 3 aggregates held back by " in lines[0]
 
 
-def test_a_refusal_log_says_how_many_were_refused_since_it_last_spoke():
-    log = RefusalLog("relay", every_s=60)
-    refusal = Refusal(1, "e1", "gone", "Unknown topic")
-    other = Refusal(2, "e2", "gone", "Unknown topic")
-    first, second = {1: refusal}, {2: other}
+@contextmanager
+def _lines_said() -> Iterator[list[str]]:
+    """The lines the relay's sending module logs in the block."""
     said: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
     logger = logging.getLogger("producers.outbox_relay.sending")
     logger.addHandler(handler)
     try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_refusal_log_says_how_many_were_refused_since_it_last_spoke():
+    log = RefusalLog("relay", every_s=60)
+    refusal = Refusal(1, "e1", "gone", "Unknown topic")
+    other = Refusal(2, "e2", "gone", "Unknown topic")
+    first, second = {1: refusal}, {2: other}
+    with _lines_said() as said:
         log.note({**first, **second}, now=0.0)
         log.note(first, now=30.0)  # within the minute: quiet, counted
         log.note(first, now=50.0)  # the same row again: counted once
         log.note(first, now=61.0)
-    finally:
-        logger.removeHandler(handler)
 
     assert [line.split(": ")[1].split(" outbox")[0] for line in said] == ["2", "1"]
 
@@ -201,15 +210,8 @@ def test_rows_held_for_one_reason_with_their_own_sizes_make_one_line():
         n: Refusal(n, f"e{n}", "big", f"the event is {21_000 + n:,} bytes", kind="too_large")
         for n in range(30)
     }
-    said: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("producers.outbox_relay.sending")
-    logger.addHandler(handler)
-    try:
+    with _lines_said() as said:
         log.note(held, now=0.0)
-    finally:
-        logger.removeHandler(handler)
 
     [line] = said
     assert ": 30 outbox rows of 30 aggregates held back by big" in line
