@@ -32,6 +32,7 @@ from pipeline.settings import DatabaseSettings, shown_url
 if TYPE_CHECKING:  # Alembic is imported by the functions that migrate: a command that only
     # reads, or `pipeline --help`, need not load it.
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 __all__ = [
     "HEAD_REVISION",
@@ -300,14 +301,17 @@ def _refuse_unknown_revisions(connection: Connection, engine: Engine) -> None:
 @functools.cache
 def _known() -> frozenset[str]:
     """Every revision of ``pipeline/migrations``."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
+
+
+def _scripts() -> ScriptDirectory:
+    """Alembic's view of ``pipeline/migrations``."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
-    return frozenset(
-        script.revision for script in ScriptDirectory.from_config(config).walk_revisions()
-    )
+    return ScriptDirectory.from_config(config)
 
 
 def _at_head(connection: Connection) -> bool:
@@ -339,11 +343,6 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str:
     """The newest revision this code knows."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None
     return head
