@@ -294,7 +294,9 @@ def _refuse_unknown_revisions(connection: Connection, engine: Engine) -> None:
         raise DatabaseError(
             f"{url_label(engine.url)} is at schema revision {', '.join(unknown)}, which this "
             f"version of the pipeline does not know (its newest is {HEAD_REVISION}): a newer "
-            "version migrated it; run that version (or one at least as new) against it"
+            "version migrated it (run that version, or one at least as new), or another "
+            "application's Alembic keeps its version there (give the pipeline a database or "
+            "schema of its own)"
         )
 
 

@@ -279,7 +279,8 @@ class OutboxRelay:
                     if once and isinstance(error, SQLAlchemyError):
                         # One line, not the driver's traceback (a read-only database, say).
                         raise DatabaseError(
-                            f"outbox relay {self.name}: the batch failed: {error_text(error)}"
+                            f"outbox relay {self.name}: the batch failed: {error_text(error)} "
+                            "(rows it sent to Kafka stay unmarked and go again next run)"
                         ) from None
                     if once:
                         raise

@@ -357,6 +357,8 @@ def test_a_database_a_newer_version_migrated_is_one_line_naming_both_revisions(
     message = str(refused.value)
     assert "is at schema revision 0099_future, which this version of the pipeline" in message
     assert f"(its newest is {HEAD_REVISION})" in message
+    # Or another application's Alembic table: the message says both.
+    assert "or another application's Alembic keeps its version there" in message
 
 
 def test_another_applications_table_of_the_same_name_is_one_line(tmp_path: Path) -> None:
