@@ -18,6 +18,9 @@ from pipeline.gc_tuning import few_collections
 from pipeline.kafka.producer import FlushTimeout
 from producers.gateway.body import BODIES_LEFT_ENCODED
 
+#: How long a connection is read on after an answer to a request whose body was not read whole.
+_LINGERING_S = 1.0
+
 __all__ = [
     "DeliveriesLeft",
     "Flushable",
@@ -147,7 +150,15 @@ async def serve(
     # for a body that is not valid gzip, even one drained after a 401).
     app[BODIES_LEFT_ENCODED] = True
     runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=shutdown_timeout_s, auto_decompress=False
+        app,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout_s,
+        auto_decompress=False,
+        # After an answer to a request whose body was not read whole (408, 413...), aiohttp
+        # reads on for this long before it closes (10 s by default): a client that stalls on
+        # purpose held each connection 13 s for a 3 s body timeout. A second is enough for a
+        # client to read the answer.
+        lingering_time=_LINGERING_S,
     )
     await runner.setup()
     loop = asyncio.get_running_loop()

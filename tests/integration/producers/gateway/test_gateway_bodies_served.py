@@ -87,3 +87,36 @@ def test_served_bodies_in_an_unknown_or_invalid_coding_are_json_errors_without_t
     assert json.loads(br_body)["error"]["code"] == "unsupported_encoding"
     assert (gz_status, json.loads(gz_body)["error"]["code"]) == (400, "invalid_body")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_stalled_body_is_answered_408_and_its_connection_closed_soon_after():
+    # The 408 came on time, but aiohttp lingered 10 s more before it closed the connection.
+    async def main() -> tuple[bytes, float, float]:
+        settings = GatewaySettings(body_timeout_s=1.0)
+        app = create_app(settings, StubProducer())
+        ready = asyncio.Event()
+        serving = asyncio.create_task(
+            serve(app, "127.0.0.1", PORT, on_ready=lambda _: ready.set(), say=lambda _: None)
+        )
+        await asyncio.wait_for(ready.wait(), 10)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            writer.write(raw_post("identity", b'{"order_id": "o-1", "customer_id": "c"}')[:-20])
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+            answered = loop.time() - started
+            await asyncio.wait_for(reader.read(), 10)  # to the end: the connection closed
+            closed = loop.time() - started
+            writer.close()
+            return status_line, answered, closed
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.wait_for(serving, 10)
+
+    status_line, answered, closed = asyncio.run(main())
+
+    assert status_line.split()[1] == b"408"
+    assert 0.9 < answered < 5
+    assert closed - answered < 5  # not aiohttp's 10 s of lingering
