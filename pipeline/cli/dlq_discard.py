@@ -278,7 +278,7 @@ def _parked_keys_database(settings: PipelineSettings) -> Engine:
 
     from pipeline.cli.process import announce_database
     from pipeline.database import build_engine, url_label
-    from pipeline.processing.inbox import parked_keys_table
+    from pipeline.processing.parked_keys import parked_keys_table
 
     announce_database(settings)
     engine = build_engine(settings.database, pool_size=1, must_exist=True)
@@ -318,7 +318,7 @@ def _settle_keys(
     latest noted was just discarded: their redrive then lets the key go); with none, let it go
     when the dead letter that parked it last is one no longer pending (discarded now or before,
     or redriven)."""
-    from pipeline.processing.inbox import note_last_pending, unpark_settled
+    from pipeline.processing.parked_keys import note_last_pending, unpark_settled
 
     gone = {letter.position for letter in discarded}
     of_key: dict[tuple[str, bytes], list[DeadLetter]] = {}

@@ -34,7 +34,7 @@ from pipeline.dead_letters.letter import Failure
 from pipeline.envelope import EnvelopeError, Event, decode
 from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
-from pipeline.processing import inbox
+from pipeline.processing import inbox, parked_keys
 from pipeline.processing.processor import Processor, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
 
@@ -342,7 +342,7 @@ def attempt(
                 return AttemptResult("duplicate", event.id, event=event)
             parked = None
             if park_keys and record.key is not None:
-                parked = inbox.parked_key(
+                parked = parked_keys.parked_key(
                     connection, consumer_group=consumer_group, topic=record.topic, key=record.key
                 )
                 if parked is not None and (
@@ -370,7 +370,7 @@ def attempt(
             if parked is not None and redrive is not None and redrive.last_of_key:
                 assert record.key is not None
                 if parked.let_go_by(event.id):
-                    inbox.unpark_key(
+                    parked_keys.unpark_key(
                         connection,
                         consumer_group=consumer_group,
                         topic=record.topic,
@@ -439,7 +439,7 @@ def record_dead_letter(
             # nor the key's park may change.
             return
         if park_keys and record.key is not None and failure.reason == "key_parked":
-            inbox.note_parked_dead_letter(
+            parked_keys.note_parked_dead_letter(
                 connection,
                 consumer_group=consumer_group,
                 topic=record.topic,
@@ -447,7 +447,7 @@ def record_dead_letter(
                 event_id=event_id,
             )
         elif park_keys and record.key is not None:
-            inbox.park_key(
+            parked_keys.park_key(
                 connection,
                 consumer_group=consumer_group,
                 topic=record.topic,

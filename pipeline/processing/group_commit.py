@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.dead_letters.letter import Failure
 from pipeline.envelope import Event
-from pipeline.processing import inbox
+from pipeline.processing import inbox, parked_keys
 from pipeline.processing.attempt import AttemptResult, handler_log_context, is_unavailable
 from pipeline.processing.processor import BatchWrite, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
@@ -463,7 +463,9 @@ def _run_together(
                 else set()
             )
             if postgres:
-                parked = inbox.parked_among(connection, consumer_group=consumer_group, keys=keys)
+                parked = parked_keys.parked_among(
+                    connection, consumer_group=consumer_group, keys=keys
+                )
             else:
                 seen, parked = inbox.seen_and_parked(
                     connection,

@@ -1,30 +1,27 @@
-"""The inbox: which events a consumer group has handled, and which keys are parked.
+"""The inbox: which events a consumer group has handled.
 
 A processor records ``(consumer group, event id)`` in the same database transaction as the
 handler's effects; a redelivered event finds its row and is skipped (a duplicate). The insert
 comes first in the transaction, so on PostgreSQL a second instance handling the same event at
 the same moment (during a rebalance) waits on the row and then sees the duplicate.
 
-A *parked* key is a key whose event was dead-lettered: its later events are dead-lettered too
-(reason ``key_parked``), so nothing of that key is applied past the gap, until a redrive of the
-key succeeds. The park is a row, so it survives restarts and rebalances.
+Which keys are parked (their events dead-lettered behind one that was) is
+:mod:`pipeline.processing.parked_keys`; :func:`seen_and_parked` asks both in one round trip.
 
-The tables are created by the migration ``0001_inbox``; their rows are removed after the
+The table is created by the migration ``0001_inbox``; its rows are removed after the
 configured retention by :func:`purge_inbox`, in small batches.
 
-What the tables can hold: an event id of at most 255 characters, without a NUL
+What the table can hold: an event id of at most 255 characters, without a NUL
 (:func:`id_problem`: a processor dead-letters an event with another id as
-``undecodable``, since it could not be deduplicated); a key of any size, parked under its
-SHA-256 when longer than 1 KiB (:func:`parked_form`: a B-tree index entry has a size limit).
+``undecodable``, since it could not be deduplicated).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import (
@@ -32,62 +29,41 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
-    LargeBinary,
     String,
     Table,
-    Text,
-    and_,
     bindparam,
     delete,
-    func,
-    or_,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.database import metadata
+from pipeline.processing.parked_keys import parked_form, parked_forms, stored_time
 
 __all__ = [
     "MAX_EVENT_ID",
-    "MAX_PARKED_KEY",
     "Claim",
     "InboxEntry",
     "Outcome",
-    "ParkedKey",
     "claim",
     "claim_many",
     "claim_many_statements",
     "id_problem",
     "inbox_table",
-    "note_last_pending",
-    "note_parked_dead_letter",
     "outcomes_of",
-    "park_key",
-    "parked_among",
-    "parked_form",
-    "parked_key",
-    "parked_keys_table",
     "purge_inbox",
     "recorded_at_value",
     "seen_and_parked",
     "seen_and_parked_of",
     "seen_and_parked_statement",
-    "unpark_key",
-    "unpark_settled",
 ]
 
 Outcome = Literal["processed", "dead_lettered"]
 
 #: The longest event id the inbox keeps (its column's length).
 MAX_EVENT_ID = 255
-#: Keys longer than this are parked under their SHA-256 (PostgreSQL's B-tree index entries are
-#: at most about 2.7 KB, and the key is part of the parked keys' primary key with the group
-#: and the topic; an 8 KB key could not be parked, and its processor retried for ever).
-MAX_PARKED_KEY = 1024
-_LONG_KEY = b"\x00sha256:"
 
 
 def id_problem(event_id: str) -> str | None:
@@ -103,21 +79,6 @@ def id_problem(event_id: str) -> str | None:
     return None
 
 
-def parked_form(key: bytes) -> bytes:
-    """``key`` as the parked keys table holds it: as it is, or its SHA-256 when longer than
-    :data:`MAX_PARKED_KEY` bytes (with a prefix no key of that size starts with)."""
-    if len(key) <= MAX_PARKED_KEY:
-        return key
-    return _LONG_KEY + hashlib.sha256(key).digest()
-
-
-def _parked_forms(
-    keys: Collection[tuple[str, bytes]],
-) -> dict[tuple[str, bytes], tuple[str, bytes]]:
-    """Each ``(topic, key)`` by ``(topic, parked form)``."""
-    return {(topic, parked_form(key)): (topic, key) for topic, key in keys}
-
-
 inbox_table = Table(
     "pipeline_inbox",
     metadata,
@@ -129,29 +90,6 @@ inbox_table = Table(
     Column("outcome", String(16), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, index=True),
 )
-
-parked_keys_table = Table(
-    "pipeline_parked_keys",
-    metadata,
-    Column("consumer_group", String(255), primary_key=True),
-    Column("topic", String(255), primary_key=True),
-    Column("key", LargeBinary, primary_key=True),
-    Column("event_id", String(255), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("redrive_id", String(64), nullable=True),
-    Column("parked_at", DateTime(timezone=True), nullable=False),
-    # The key's latest dead letter (its key_parked ones too): a redrive lets the key go only
-    # when its last record is that one. NULL on rows parked before revision 0006.
-    Column("last_event_id", String(255), nullable=True),
-)
-
-
-def _utc(moment: datetime | None) -> datetime:
-    """``moment`` (default: now) in UTC: SQLite keeps a time's wall clock without its offset,
-    so every stored or compared time is UTC, or their order would depend on the caller's zone."""
-    if moment is None:
-        return datetime.now(UTC)
-    return moment.astimezone(UTC) if moment.tzinfo is not None else moment
 
 
 @dataclass(frozen=True)
@@ -176,26 +114,11 @@ _OUTCOME = select(inbox_table.c.outcome).where(
     inbox_table.c.consumer_group == bindparam("group"),
     inbox_table.c.event_id == bindparam("event"),
 )
-_PARKED = select(
-    parked_keys_table.c.event_id,
-    parked_keys_table.c.reason,
-    parked_keys_table.c.redrive_id,
-    parked_keys_table.c.parked_at,
-    parked_keys_table.c.last_event_id,
-).where(
-    parked_keys_table.c.consumer_group == bindparam("group"),
-    parked_keys_table.c.topic == bindparam("topic"),
-    parked_keys_table.c.key == bindparam("key"),
-)
 
 
 _OUTCOMES = select(inbox_table.c.event_id, inbox_table.c.outcome).where(
     inbox_table.c.consumer_group == bindparam("group"),
     inbox_table.c.event_id.in_(bindparam("events", expanding=True)),
-)
-_PARKED_AMONG = select(parked_keys_table.c.topic, parked_keys_table.c.key).where(
-    parked_keys_table.c.consumer_group == bindparam("group"),
-    parked_keys_table.c.key.in_(bindparam("keys", expanding=True)),
 )
 # The statements for many events take their values as one JSON text, so their text is the same
 # for any number of events (psycopg prepares it once), and one json.dumps costs far less than
@@ -224,10 +147,6 @@ _RECORDED_POSTGRES = (
     "CROSS JOIN json_array_elements_text(CAST(%s AS json)) AS asked(event_id) "
     "CROSS JOIN LATERAL (SELECT event_id, outcome FROM pipeline_inbox "
     "WHERE consumer_group = g.name AND event_id = asked.event_id LIMIT 1) AS i"
-)
-_PARKED_AMONG_POSTGRES = (
-    "SELECT topic, key FROM pipeline_parked_keys WHERE consumer_group = %s "
-    "AND key = ANY(ARRAY(SELECT decode(json_array_elements_text(CAST(%s AS json)), 'hex')))"
 )
 # Both look-ups in one statement (one round trip): ('e', event id, outcome) for each recorded
 # event, ('k', topic, key in hex) for each parked key. (Not "IN (SELECT ...)" on PostgreSQL:
@@ -284,7 +203,7 @@ def claim_many(
     """Record many processed events in the caller's transaction; returns the ids that were new
     (the others were recorded before: duplicates)."""
     new: set[str] = set()
-    recorded_at = _recorded_at(connection, _utc(now))
+    recorded_at = _recorded_at(connection, stored_time(now))
     for statement, values in claim_many_statements(
         connection.dialect.name, entries, consumer_group=consumer_group, recorded_at=recorded_at
     ):
@@ -316,24 +235,6 @@ def outcomes_of(
     else:
         rows = connection.execute(_OUTCOMES, {"group": consumer_group, "events": list(event_ids)})
     return {event_id: outcome for event_id, outcome in rows}
-
-
-def parked_among(
-    connection: Connection, *, consumer_group: str, keys: Collection[tuple[str, bytes]]
-) -> set[tuple[str, bytes]]:
-    """Which of the ``(topic, key)`` pairs are parked."""
-    if not keys:
-        return set()
-    forms = _parked_forms(keys)
-    distinct = list({key for _, key in forms})
-    if connection.dialect.name == "postgresql":
-        values = (consumer_group, json.dumps([key.hex() for key in distinct]))
-        rows = connection.exec_driver_sql(_PARKED_AMONG_POSTGRES, values)
-    else:
-        rows = connection.execute(_PARKED_AMONG, {"group": consumer_group, "keys": distinct})
-    return {
-        forms[found] for found in ((topic, bytes(key)) for topic, key in rows) if found in forms
-    }
 
 
 def seen_and_parked(
@@ -379,7 +280,7 @@ def seen_and_parked_of(
             parked.add((first, bytes.fromhex(second)))
     if not parked:
         return outcomes, parked
-    forms = _parked_forms(keys)
+    forms = parked_forms(keys)
     return outcomes, {forms[found] for found in parked if found in forms}
 
 
@@ -404,7 +305,7 @@ def claim(
             "partition": partition,
             "offset": offset,
             "outcome": outcome,
-            "recorded_at": _utc(now),
+            "recorded_at": stored_time(now),
         },
     )
     if inserted:
@@ -438,159 +339,8 @@ def set_outcome(
     )
     if was is not None:
         statement = statement.where(inbox_table.c.outcome == was)
-    result = connection.execute(statement.values(outcome=outcome, recorded_at=_utc(now)))
+    result = connection.execute(statement.values(outcome=outcome, recorded_at=stored_time(now)))
     return bool(result.rowcount)
-
-
-@dataclass(frozen=True)
-class ParkedKey:
-    event_id: str
-    reason: str
-    redrive_id: str | None
-    parked_at: datetime
-    #: The key's latest dead letter (``None``: parked before this was kept).
-    last_event_id: str | None = None
-
-    def let_go_by(self, event_id: str) -> bool:
-        """Whether a redrive whose last record of the key is ``event_id`` may let it go: no
-        dead letter of the key came after that one (one that was still in the topic when the
-        redrive read the dead-letter topic would be left behind)."""
-        return self.last_event_id is None or self.last_event_id == event_id
-
-
-def _key_clause(consumer_group: str, topic: str, key: bytes) -> ColumnElement[bool]:
-    table = parked_keys_table
-    return and_(
-        table.c.consumer_group == consumer_group,
-        table.c.topic == topic,
-        table.c.key == parked_form(key),
-    )
-
-
-def parked_key(
-    connection: Connection, *, consumer_group: str, topic: str, key: bytes
-) -> ParkedKey | None:
-    row = connection.execute(
-        _PARKED, {"group": consumer_group, "topic": topic, "key": parked_form(key)}
-    ).one_or_none()
-    return None if row is None else ParkedKey(*row)
-
-
-def park_key(
-    connection: Connection,
-    *,
-    consumer_group: str,
-    topic: str,
-    key: bytes,
-    event_id: str,
-    reason: str,
-    redrive_id: str | None = None,
-    now: datetime | None = None,
-) -> None:
-    """Park ``key`` (or re-park it, for a redrive that failed again)."""
-    connection.execute(delete(parked_keys_table).where(_key_clause(consumer_group, topic, key)))
-    connection.execute(
-        parked_keys_table.insert().values(
-            consumer_group=consumer_group,
-            topic=topic,
-            key=parked_form(key),
-            event_id=event_id,
-            reason=reason,
-            redrive_id=redrive_id,
-            parked_at=_utc(now),
-            last_event_id=event_id,
-        )
-    )
-
-
-def note_parked_dead_letter(
-    connection: Connection, *, consumer_group: str, topic: str, key: bytes, event_id: str
-) -> None:
-    """Note ``event_id`` as the parked key's latest dead letter (one dead-lettered behind the
-    park, as ``key_parked``)."""
-    connection.execute(
-        update(parked_keys_table)
-        .where(_key_clause(consumer_group, topic, key))
-        .values(last_event_id=event_id)
-    )
-
-
-def unpark_key(connection: Connection, *, consumer_group: str, topic: str, key: bytes) -> bool:
-    return (
-        connection.execute(
-            delete(parked_keys_table).where(_key_clause(consumer_group, topic, key))
-        ).rowcount
-        > 0
-    )
-
-
-def unpark_settled(
-    connection: Connection,
-    *,
-    consumer_group: str,
-    topic: str,
-    key: bytes,
-    settled: Collection[str],
-) -> Literal["let go", "not parked", "parked after"]:
-    """Let ``key`` go when the dead letter that parked it last is among ``settled`` (the event
-    ids of the key's dead letters an operator discarded or redrove, none of the key's left
-    pending): nothing of the key was dead-lettered after them. ``parked after``: one was, after
-    the dead-letter topic was read (the key stays parked behind it)."""
-    parked = parked_key(connection, consumer_group=consumer_group, topic=topic, key=key)
-    if parked is None:
-        return "not parked"
-    last = parked.last_event_id or parked.event_id
-    if last not in settled:
-        return "parked after"
-    # Only while it is still that dead letter: one dead-lettered meanwhile keeps the key parked.
-    deleted = connection.execute(
-        delete(parked_keys_table).where(
-            _key_clause(consumer_group, topic, key),
-            or_(
-                parked_keys_table.c.last_event_id == last,
-                and_(
-                    parked_keys_table.c.last_event_id.is_(None),
-                    parked_keys_table.c.event_id == last,
-                ),
-            ),
-        )
-    ).rowcount
-    return "let go" if deleted else "parked after"
-
-
-def note_last_pending(
-    connection: Connection,
-    *,
-    consumer_group: str,
-    topic: str,
-    key: bytes,
-    last_pending: str,
-    settled: Collection[str],
-) -> bool:
-    """Note ``last_pending`` as the parked key's latest dead letter when the one noted is among
-    ``settled`` (discarded, say): a redrive of the key's pending ones, whose last is
-    ``last_pending``, then lets the key go (:meth:`ParkedKey.let_go_by`). Whether it changed."""
-    if not settled:
-        return False
-    return (
-        connection.execute(
-            update(parked_keys_table)
-            .where(
-                _key_clause(consumer_group, topic, key),
-                parked_keys_table.c.last_event_id.in_(list(settled)),
-            )
-            .values(last_event_id=last_pending)
-        ).rowcount
-        > 0
-    )
-
-
-def count_parked(connection: Connection, *, consumer_group: str) -> int:
-    return int(
-        connection.execute(
-            select(func.count()).where(parked_keys_table.c.consumer_group == consumer_group)
-        ).scalar_one()
-    )
 
 
 def purge_inbox(engine: Engine, *, older_than: datetime, batch_size: int = 1_000) -> int:
@@ -600,7 +350,7 @@ def purge_inbox(engine: Engine, *, older_than: datetime, batch_size: int = 1_000
     never held up for long. Returns how many rows were deleted.
     """
     table = inbox_table
-    older_than = _utc(older_than)
+    older_than = stored_time(older_than)
     deleted = 0
     while True:
         with engine.begin() as connection:

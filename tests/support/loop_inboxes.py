@@ -10,7 +10,7 @@ from typing import Protocol
 from sqlalchemy.engine import Engine
 
 from pipeline.envelope import Event, encode
-from pipeline.processing import UnitOfWork, inbox
+from pipeline.processing import UnitOfWork, inbox, parked_keys
 from pipeline.processing.attempt import AttemptResult
 from pipeline.processing.group_commit import Seen, commit, look_up
 from pipeline.processing.records import Record
@@ -64,7 +64,7 @@ def assert_claims_then_look_ups_answer_as_the_thread_path(
     thread path (which notes them in ``fallbacks``)."""
     units = [unit_of(n, n) for n in range(4)]
     with database.begin() as connection:
-        inbox.park_key(
+        parked_keys.park_key(
             connection, consumer_group=GROUP, topic=TOPIC, key=b"k3", event_id="x", reason="r"
         )
     items = [(u.event.id, TOPIC, u.record.key) for u in units] + [("unknown", TOPIC, b"k9")]

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event, encode
-from pipeline.processing import UnitOfWork, inbox
+from pipeline.processing import UnitOfWork, inbox, parked_keys
 from pipeline.processing.group_commit import Call, commit, look_up, run_calls
 from pipeline.processing.processor import Route
 from pipeline.processing.records import Record
@@ -76,14 +76,14 @@ def test_claim_many_returns_only_new_ids_and_outcomes_of_reads_them_back(databas
 
 def test_parked_among_names_the_parked_keys_of_their_own_topic(database: Engine) -> None:
     with database.begin() as connection:
-        inbox.park_key(
+        parked_keys.park_key(
             connection, consumer_group=GROUP, topic=TOPIC, key=b"a", event_id="e-1", reason="x"
         )
-        inbox.park_key(
+        parked_keys.park_key(
             connection, consumer_group=GROUP, topic="other", key=b"b", event_id="e-2", reason="x"
         )
     with database.connect() as connection:
-        parked = inbox.parked_among(
+        parked = parked_keys.parked_among(
             connection, consumer_group=GROUP, keys={(TOPIC, b"a"), (TOPIC, b"b"), (TOPIC, b"c")}
         )
 
@@ -193,7 +193,7 @@ def test_seen_and_parked_reads_outcomes_and_binary_keys_in_one_statement(
 ) -> None:
     with database.begin() as connection:
         inbox.claim_many(connection, [inbox.InboxEntry("e-1", TOPIC, 0, 1)], consumer_group=GROUP)
-        inbox.park_key(
+        parked_keys.park_key(
             connection, consumer_group=GROUP, topic=TOPIC, key=b"\x00\xff", event_id="e-0",
             reason="x",
         )  # fmt: skip

@@ -22,7 +22,15 @@ from sqlalchemy.orm import Session
 from pipeline.envelope import Event
 from pipeline.errors import PipelineError
 from pipeline.outbox.table import outbox_table
-from pipeline.processing import Processor, ProcessorTestDriver, Record, Reject, UnitOfWork, inbox
+from pipeline.processing import (
+    Processor,
+    ProcessorTestDriver,
+    Record,
+    Reject,
+    UnitOfWork,
+    inbox,
+    parked_keys,
+)
 from pipeline.processing import engine as engine_module
 from pipeline.processing.attempt import AttemptResult, attempt
 from tests.support.driving import DriverFactory
@@ -93,7 +101,7 @@ def outbox_rows(driver: ProcessorTestDriver) -> list[tuple[str, str, dict[str, s
 
 def parked_count(driver: ProcessorTestDriver) -> int:
     with driver.database.connect() as connection:
-        return inbox.count_parked(connection, consumer_group=GROUP)
+        return parked_keys.count_parked(connection, consumer_group=GROUP)
 
 
 class AsyncRecorder:

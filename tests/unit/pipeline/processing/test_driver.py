@@ -17,7 +17,7 @@ from pydantic import BaseModel, field_validator
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 
 from pipeline.envelope import Event, KafkaMessage
-from pipeline.processing import Processor, ProcessorTestDriver, Reject, UnitOfWork, inbox
+from pipeline.processing import Processor, ProcessorTestDriver, Reject, UnitOfWork, parked_keys
 from pipeline.retry import RetryPolicy
 from tests.support.driving import DriverFactory
 from tests.support.driving import driver_settings as settings
@@ -57,7 +57,7 @@ def effect_rows(driver: ProcessorTestDriver) -> list[tuple[str, int]]:
 
 def parked_count(driver: ProcessorTestDriver) -> int:
     with driver.database.connect() as connection:
-        return inbox.count_parked(connection, consumer_group=GROUP)
+        return parked_keys.count_parked(connection, consumer_group=GROUP)
 
 
 class Recorder:
@@ -489,7 +489,7 @@ def test_a_redrive_that_fails_again_re_parks_the_key_and_keeps_its_followers_par
         ("key_parked", first_id),
     ]
     with driver.database.connect() as connection:
-        park = inbox.parked_key(connection, consumer_group=GROUP, topic=TOPIC, key=b"k1")
+        park = parked_keys.parked_key(connection, consumer_group=GROUP, topic=TOPIC, key=b"k1")
     assert park is not None and park.redrive_id == "redrive-1"
     assert handler.handled == [("k2", 0)]
 

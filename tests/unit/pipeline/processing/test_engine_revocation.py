@@ -13,7 +13,7 @@ import threading
 from sqlalchemy.engine import Engine
 
 from pipeline.envelope import Event, KafkaMessage, encode
-from pipeline.processing import Processor, Record, UnitOfWork, inbox
+from pipeline.processing import Processor, Record, UnitOfWork, inbox, parked_keys
 from pipeline.processing.engine import ProcessingEngine
 from pipeline.processing.offsets import CommitPosition
 from pipeline.retry import RetryPolicy
@@ -151,7 +151,10 @@ def test_a_dead_letter_acknowledged_after_the_next_owner_processed_the_event_cha
         assert inbox.outcome_of(connection, consumer_group="orders", event_id=event_id(first)) == (
             "processed"
         )
-        assert inbox.parked_key(connection, consumer_group="orders", topic=TOPIC, key=b"k") is None
+        assert (
+            parked_keys.parked_key(connection, consumer_group="orders", topic=TOPIC, key=b"k")
+            is None
+        )
 
 
 def event_id(record: Record) -> str:

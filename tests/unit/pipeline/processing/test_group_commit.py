@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
 from pipeline.outbox.table import outbox_table
-from pipeline.processing import inbox
+from pipeline.processing import inbox, parked_keys
 from pipeline.processing.group_commit import Seen, commit, commit_claims, look_up
 from pipeline.processing.processor import UnitOfWork
 from pipeline.processing.records import Record
@@ -53,7 +53,7 @@ def claim(database: Engine, event_id: str, outcome: inbox.Outcome, group: str = 
 
 def park(database: Engine, topic: str, key: bytes, group: str = GROUP) -> None:
     with database.begin() as connection:
-        inbox.park_key(
+        parked_keys.park_key(
             connection,
             consumer_group=group,
             topic=topic,

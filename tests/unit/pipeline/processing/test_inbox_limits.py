@@ -15,7 +15,14 @@ import pytest
 from sqlalchemy import LargeBinary, MetaData, cast, select
 
 from pipeline.envelope import Event
-from pipeline.processing import Processor, ProcessorTestDriver, Reject, UnitOfWork, inbox
+from pipeline.processing import (
+    Processor,
+    ProcessorTestDriver,
+    Reject,
+    UnitOfWork,
+    inbox,
+    parked_keys,
+)
 from tests.support.driving import DriverFactory
 
 TOPIC = "requests.orders"
@@ -118,11 +125,11 @@ def test_a_key_over_a_kibibyte_is_parked_under_its_digest_then_redriven_and_let_
     assert handler.handled == [(other_big[:8], 2)]  # the other long key was not parked
     with driver.database.connect() as connection:
         stored = connection.execute(
-            select(cast(inbox.parked_keys_table.c.key, LargeBinary))
+            select(cast(parked_keys.parked_keys_table.c.key, LargeBinary))
         ).scalar_one()
-        assert len(stored) < 64 and stored == inbox.parked_form(big.encode())
+        assert len(stored) < 64 and stored == parked_keys.parked_form(big.encode())
         assert (
-            inbox.parked_key(connection, consumer_group=GROUP, topic=TOPIC, key=big.encode())
+            parked_keys.parked_key(connection, consumer_group=GROUP, topic=TOPIC, key=big.encode())
             is not None
         )
 
@@ -135,13 +142,13 @@ def test_a_key_over_a_kibibyte_is_parked_under_its_digest_then_redriven_and_let_
     assert handler.handled == [(other_big[:8], 2), (big[:8], 0), (big[:8], 1), (big[:8], 3)]
     assert driver.dead_letters(TOPIC) == []
     with driver.database.connect() as connection:
-        assert inbox.count_parked(connection, consumer_group=GROUP) == 0
+        assert parked_keys.count_parked(connection, consumer_group=GROUP) == 0
 
 
 def test_parked_form_keeps_short_keys_and_digests_long_ones() -> None:
-    short = b"k" * inbox.MAX_PARKED_KEY
-    long = b"k" * (inbox.MAX_PARKED_KEY + 1)
+    short = b"k" * parked_keys.MAX_PARKED_KEY
+    long = b"k" * (parked_keys.MAX_PARKED_KEY + 1)
 
-    assert inbox.parked_form(short) == short
-    assert inbox.parked_form(long) != inbox.parked_form(long + b"!")
-    assert len(inbox.parked_form(long)) == len(b"\x00sha256:") + 32
+    assert parked_keys.parked_form(short) == short
+    assert parked_keys.parked_form(long) != parked_keys.parked_form(long + b"!")
+    assert len(parked_keys.parked_form(long)) == len(b"\x00sha256:") + 32

@@ -28,6 +28,7 @@ from pipeline.processing import (
     UnitOfWork,
     group_commit,
     inbox,
+    parked_keys,
 )
 from pipeline.processing import engine as engine_module
 from pipeline.processing.attempt import AttemptResult, attempt
@@ -233,7 +234,7 @@ def test_the_same_event_twice_in_one_group_runs_once(database: Engine) -> None:
 
 def test_a_parked_keys_event_is_left_to_the_per_record_attempt(database: Engine) -> None:
     with database.begin() as connection:
-        inbox.park_key(
+        parked_keys.park_key(
             connection, consumer_group=GROUP, topic=TOPIC, key=b"stuck", event_id="e0", reason="x"
         )
     events = [event("stuck", 1), event("free", 0)]
