@@ -232,7 +232,25 @@ def relay(
             "write to its outbox; if yours write to another, set PIPELINE_DATABASE__URL to it",
             made,
         )
-    totals = run_relay(settings, once=once, handle_signals=True)
+    outbox = settings.outbox
+    woken = (
+        f"woken by LISTEN/NOTIFY, else looking every {outbox.poll_interval_s:g} s"
+        if outbox.listen and settings.database.url.startswith("postgresql")
+        else f"looking every {outbox.poll_interval_s:g} s when idle"
+    )
+
+    def say_started(_relay: object) -> None:
+        # Once the relay exists and SIGTERM is its own: from here on, it stops cleanly.
+        if not once:
+            logging.getLogger("pipeline.outbox").info(
+                "relaying the outbox to Kafka at %s: batches of up to %s rows, %s; "
+                "Ctrl-C or SIGTERM stops it after the current batch",
+                settings.kafka.bootstrap_servers,
+                f"{outbox.batch_size:,}",
+                woken,
+            )
+
+    totals = run_relay(settings, once=once, handle_signals=True, on_start=say_started)
     stdout_console().print(summary_table(totals))
     if totals.lease_holder is not None:
         _err.print(f"[yellow]the outbox lease is held by {totals.lease_holder}[/yellow]")

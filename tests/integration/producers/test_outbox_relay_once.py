@@ -1,8 +1,12 @@
-"""``pipeline outbox relay --once``: its summary table alone on stdout, no log lines in it."""
+"""``pipeline outbox relay``: with --once its summary table alone on stdout, no log lines in
+it; running, a first line that says where it relays and how it stops."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from pipeline.envelope import Event
 from pipeline.outbox.table import add_to_outbox
 from pipeline.settings import DatabaseSettings
 from producers.outbox_relay import RelayTotals
-from tests.support.stack_cli import run_pipeline
+from tests.support.stack_cli import PIPELINE, first_said, run_pipeline
 
 ROWS = 3
 
@@ -91,3 +95,37 @@ def test_an_existing_sqlite_file_gets_no_such_warning(
 
     assert result.returncode == 0, result.stderr
     assert "no database at" not in result.stderr, result.stderr
+
+
+def test_a_running_relay_says_first_where_it_relays_and_how_it_stops(
+    tmp_path: Path, pipeline_stack: object, monkeypatch: pytest.MonkeyPatch
+):
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    migrate(build_engine(DatabaseSettings(url=url)))
+    env = {
+        **os.environ,
+        "PIPELINE_DATABASE__URL": url,
+        "PIPELINE_LOGS__CONSOLE": "text",
+        "PIPELINE_OUTBOX__BATCH_SIZE": "123",
+    }
+    env.pop("PIPELINE_LOGS__LEVEL", None)  # the default level is tested
+    relay = subprocess.Popen(
+        [PIPELINE, "outbox", "relay"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert relay.stderr is not None
+        assert first_said(relay.stderr).startswith("database: "), "the database comes first"
+        started = first_said(relay.stderr)
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        out, rest = relay.communicate(timeout=60)
+
+    assert "relaying the outbox to Kafka at " in started, started
+    assert "batches of up to 123 rows" in started, started
+    assert "Ctrl-C or SIGTERM stops it" in started, started
+    assert relay.returncode == 0, rest
+    assert "published (acknowledged and marked)" in out, out
