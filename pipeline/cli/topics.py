@@ -98,6 +98,27 @@ def _print_warnings(console: Console, plan: Plan) -> None:
         console.print(f"[yellow]warning:[/yellow] topic {warning.topic} {warning.problem}")
 
 
+def _print_differences(console: Console, plan: Plan) -> None:
+    """How each topic marked ``differs`` differs: one line per difference, under the table."""
+    from pipeline.topics.plan import CreateTopic
+
+    differences = [
+        (change.topic, change.describe())
+        for change in plan.changes
+        if not isinstance(change, CreateTopic)
+    ] + [(warning.topic, f"{warning.problem} (apply leaves it)") for warning in plan.warnings]
+    if not differences:
+        return
+    count = len({topic for topic, _ in differences})
+    verb = "differs" if count == 1 else "differ"
+    console.print(
+        f"{counted(count, 'topic')} {verb} from the catalogue"
+        " (`pipeline topics apply` changes what it can):"
+    )
+    for topic, difference in differences:
+        console.print(f"  {topic}: {difference}", highlight=False)
+
+
 _APPLY_HELP = (
     "Make the broker's topics match the catalogue: create missing topics, add partitions, "
     "set retention, cleanup policy and other configs.\n\n"
@@ -107,7 +128,7 @@ _APPLY_HELP = (
 _LIST_HELP = (
     "Show topics with partitions, replication, retention and cleanup policy.\n\n"
     "By default the catalogue's topics, marking those missing from the broker and those that "
-    "differ from the catalogue (`pipeline topics apply --dry-run` shows how)."
+    "differ from the catalogue, and how they differ."
 )
 
 
@@ -235,6 +256,7 @@ def list_command(
         table.add_row(*_topic_row(spec.name, actual, state))
     console = _console()
     console.print(table)
+    _print_differences(console, plan)
     if missing:
         console.print(
             f"{missing} of {counted(len(catalogue), 'topic')} missing: run `pipeline topics apply`"

@@ -204,6 +204,9 @@ def test_a_config_left_out_of_the_catalogue_is_a_warning_and_list_says_differs(
     flat = " ".join(applied.output.split())
     assert f"warning: topic {base_topic} has min.insync.replicas=1 set on the topic" in flat
     assert "differs" in listed.output, listed.output
+    listed_flat = " ".join(listed.output.split())
+    assert "1 topic differs from the catalogue" in listed_flat, listed.output
+    assert f"{base_topic}: has min.insync.replicas=1 set on the topic" in listed_flat
     assert describe(kafka_admin, base_topic)[base_topic].configs["min.insync.replicas"] == "1"
 
 
@@ -291,6 +294,10 @@ def test_list_shows_the_catalogues_topics_and_which_are_missing(
     assert table[f"{base_topic}.dlq"] == [f"{base_topic}.dlq", "-", "-", "-", "-", "missing"]
     # Retention and cleanup policy are still the broker's defaults, not the file's.
     assert table[base_topic] == [base_topic, "2", "1", "7d", "delete", "differs"]
+    # How it differs, under the table: the file's retention and cleanup policy.
+    flat = " ".join(result.output.split())
+    assert "1 topic differs from the catalogue" in flat, result.output
+    assert f"{base_topic}: retention.ms: " in flat, result.output
     assert "1 of 2 topics missing" in result.output
 
 
