@@ -28,6 +28,7 @@ import contextlib
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -365,6 +366,7 @@ def _redrive(
             return EXIT_OK
         if dry_run:  # what would go back, each of them, in the order they would go
             _out.print(dead_letter_table(dlq_topic, first.letters, None, width=_out.width))
+            _check_original_values(settings, first.letters)
             _err.print("dry run: nothing sent")
             return EXIT_OK
         refuse_gaps(first, out_of_order)
@@ -384,6 +386,32 @@ def _redrive(
     finally:
         with contextlib.suppress(PipelineError):
             producer.flush(_FLUSH_TIMEOUT_S)
+
+
+def _with_original_values(
+    settings: PipelineSettings, letters: Sequence[DeadLetter]
+) -> Sequence[DeadLetter]:
+    """``letters``, those sent without their value given it back from their original message
+    (or a one-line error naming the first whose original is gone)."""
+    if all(letter.value_omitted is None for letter in letters):
+        return letters
+    from pipeline.dead_letters.originals import with_original_values
+    from pipeline.dead_letters.redrive import open_dead_letter_consumer
+
+    with open_dead_letter_consumer(settings.kafka, reset_is_error=True) as consumer:
+        return with_original_values(consumer, letters)
+
+
+def _check_original_values(settings: PipelineSettings, letters: Sequence[DeadLetter]) -> None:
+    """For a dry run: the originals of the letters sent without their value can be read (the
+    redrive would stop at the first that cannot; this says so now, as the same error)."""
+    without = sum(letter.value_omitted is not None for letter in letters)
+    if without:
+        _with_original_values(settings, letters)
+        _err.print(
+            f"{counted(without, 'dead letter')} sent without the event's value: each is read "
+            "back from its original message by the redrive (checked: they can be)"
+        )
 
 
 def _redrive_with(
@@ -413,13 +441,7 @@ def _redrive_with(
     if not selection.letters:
         return EXIT_OK
     require_topics(settings, dlq_topic, {letter.original_topic for letter in selection.letters})
-    letters = selection.letters
-    if any(letter.value_omitted is not None for letter in letters):
-        from pipeline.dead_letters.originals import with_original_values
-        from pipeline.dead_letters.redrive import open_dead_letter_consumer
-
-        with open_dead_letter_consumer(settings.kafka) as consumer:
-            letters = with_original_values(consumer, letters)
+    letters = _with_original_values(settings, selection.letters)
     redrive_id = new_event_id()
     so_far.redrive_id = redrive_id
     began = time.monotonic()

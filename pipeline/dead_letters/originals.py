@@ -26,8 +26,10 @@ def with_original_values(
     consumer: DeadLetterConsumer, letters: Sequence[DeadLetter], *, timeout_s: float = 30.0
 ) -> list[DeadLetter]:
     """``letters``, each one sent without its value given it back from its original message
-    (read with ``consumer``, a :func:`~pipeline.dead_letters.redrive.open_dead_letter_consumer`);
-    a :class:`PipelineError` naming the first one whose original cannot be read."""
+    (read with ``consumer``, a :func:`~pipeline.dead_letters.redrive.open_dead_letter_consumer`
+    with ``reset_is_error``: an offset before the partition's start is then said
+    in one line, not a librdkafka log line about resetting); a :class:`PipelineError` naming the
+    first one whose original cannot be read."""
     return [
         letter
         if letter.value_omitted is None
@@ -67,6 +69,15 @@ def _original(consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s: float
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     raise PipelineError(f"{about} is not there any more; discard the letter")
+                if error.code() == KafkaError._AUTO_OFFSET_RESET:  # before the partition's start
+                    low, _high = consumer.get_watermark_offsets(
+                        TopicPartition(letter.original_topic, letter.original_partition),
+                        timeout=timeout_s,
+                    )
+                    raise PipelineError(
+                        f"{about} is not there any more (retention removed it; the partition "
+                        f"holds offsets from {low}): discard the letter"
+                    )
                 raise PipelineError(f"{about} cannot be read: {error.str()}")
             if message.offset() != letter.original_offset:
                 # Reset to the oldest kept (retention), or past a compacted-away offset.

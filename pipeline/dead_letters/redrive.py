@@ -124,16 +124,20 @@ class DeadLetterConsumer(WatermarkSource, Protocol):
 
 
 @contextmanager
-def open_dead_letter_consumer(kafka: KafkaSettings) -> Iterator[DeadLetterConsumer]:
+def open_dead_letter_consumer(
+    kafka: KafkaSettings, *, reset_is_error: bool = False
+) -> Iterator[DeadLetterConsumer]:
     """A consumer for :func:`read_dead_letters`, closed after the block.
 
     ``read_committed`` (from :func:`pipeline.kafka.clients.consumer_config`), partition-end events
-    on,
-    and a group id of its own that is never joined or committed (partitions are assigned).
+    on, and a group id of its own that is never joined or committed (partitions are assigned).
+    With ``reset_is_error``, an assigned offset the partition no longer holds is an error event
+    (``_AUTO_OFFSET_RESET``) instead of a reset to its start.
     """
-    consumer = build_consumer(
-        kafka, f"pipeline-dlq-reader-{new_event_id()}", **{"enable.partition.eof": True}
-    )
+    overrides: dict[str, object] = {"enable.partition.eof": True}
+    if reset_is_error:
+        overrides["auto.offset.reset"] = "error"
+    consumer = build_consumer(kafka, f"pipeline-dlq-reader-{new_event_id()}", **overrides)
     try:
         yield consumer
     finally:

@@ -11,7 +11,7 @@ import uuid
 
 from confluent_kafka import TopicPartition
 
-from pipeline.kafka.clients import build_consumer
+from pipeline.kafka.clients import build_admin, build_consumer
 from pipeline.topics.catalogue import dlq_name
 from tests.support.processor_runs import (
     ProcessorProcess,
@@ -22,7 +22,7 @@ from tests.support.processor_runs import (
     wait_for_effects,
     wait_until,
 )
-from tests.support.stack_cli import run_pipeline
+from tests.support.stack_cli import run_pipeline, said
 
 
 def _letters(topic: str) -> list[dict]:
@@ -47,9 +47,11 @@ def _redriven_value(settings, topic: str) -> bytes | None:
         consumer.close()
 
 
-def test_a_dead_letter_too_large_for_its_topic_holds_nothing_and_is_redriven_whole(
-    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
-):
+def _dead_letter_a_huge_event(
+    settings, new_topic, postgres_url, consumer_group, tmp_path
+) -> tuple[str, str, dict]:
+    """A processor dead-letters a huge event (then handles five more): the topic, the event's
+    padding and the letter as ``dlq inspect`` shows it."""
     topic = new_topic(partitions=1, prefix="effects")
     new_topic(partitions=1, name=dlq_name(topic), **{"max.message.bytes": 20_000})
     database = effects_database(postgres_url)
@@ -59,7 +61,7 @@ def test_a_dead_letter_too_large_for_its_topic_holds_nothing_and_is_redriven_who
     pad = base64.b64encode(os.urandom(45_000)).decode()
     huge = effect_event("H", 0, poison=marker, pad=pad)
     after = [effect_event(f"k{n}", 0) for n in range(5)]
-    produce(pipeline_settings, topic, [huge, *after])
+    produce(settings, topic, [huge, *after])
     env = effects_env(
         topic=topic,
         group=consumer_group,
@@ -78,10 +80,48 @@ def test_a_dead_letter_too_large_for_its_topic_holds_nothing_and_is_redriven_who
         assert "sent without its value" in process.log()
     finally:
         process.stop_quietly()
+    return topic, pad, letter
 
+
+def test_a_dead_letter_too_large_for_its_topic_holds_nothing_and_is_redriven_whole(
+    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+):
+    topic, pad, letter = _dead_letter_a_huge_event(
+        pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+    )
+
+    looked = run_pipeline("dlq", "redrive", topic, "--dry-run", timeout=120)
     redriven = run_pipeline("dlq", "redrive", topic, "--yes", timeout=120)
 
+    assert looked.returncode == 0, looked.stderr
+    assert "1 dead letter sent without the event's value" in looked.stderr, looked.stderr
+    assert "(checked: they can be)" in looked.stderr, looked.stderr
     assert redriven.returncode == 0, redriven.stderr
     value = _redriven_value(pipeline_settings, topic)
     assert value is not None and json.loads(value)["pad"] == pad
     assert len(value) == letter["value_omitted_bytes"]
+
+
+def test_a_dead_letter_whose_original_is_gone_is_one_line_in_a_dry_run_and_a_redrive(
+    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+):
+    topic, _pad, letter = _dead_letter_a_huge_event(
+        pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+    )
+    admin = build_admin(pipeline_settings.kafka)
+    # Retention's doing, at once: the partition now starts past the huge event.
+    cut = TopicPartition(topic, 0, letter["original_offset"] + 1)
+    for future in admin.delete_records([cut]).values():
+        future.result(30)
+
+    looked = run_pipeline("dlq", "redrive", topic, "--dry-run", timeout=120)
+    redriven = run_pipeline("dlq", "redrive", topic, "--yes", timeout=120)
+
+    for result in (looked, redriven):
+        assert result.returncode == 2, result.stderr
+        [line] = said(result.stderr)[-1:]
+        assert line.startswith("error: dead letter "), result.stderr
+        assert "is not there any more" in line and "discard the letter" in line, line
+        # The selection, then that line: no librdkafka log line about an offset reset.
+        assert len(said(result.stderr)) == 2, result.stderr
+        assert "the partition holds offsets from 1" in line, line
