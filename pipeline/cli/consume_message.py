@@ -4,7 +4,8 @@ One JSON object per message, keys in this order: ``topic``, ``partition``, ``off
 ``timestamp`` (Kafka's, in ms since 1970, or null), ``key`` (text; null plus ``key_base64`` when
 it is not UTF-8), then the CloudEvents attributes ``id``, ``source``, ``type``, ``time``,
 ``subject``, ``partitionkey``, ``correlationid``, ``causationid``, ``traceparent``,
-``extensions``, ``headers`` (any other Kafka headers, as ``[name, value]`` pairs),
+``extensions``, ``headers`` (any other Kafka headers, as ``[name, value]`` pairs; a value
+that is not UTF-8 as ``{"base64": ...}``),
 ``datacontenttype`` and ``data``: JSON data as JSON, text data (``text/*``) as a
 string, any other data as ``data_base64`` (CloudEvents' own name for it) with ``data`` null.
 A message that is not a valid event is printed too, with ``error`` (why), its ``headers`` and
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pipeline.envelope import ConsumedMessage, Event, Headers
 
-__all__ = ["KafkaRecord", "message_json", "ndjson_line"]
+__all__ = ["KafkaRecord", "header_value_json", "message_json", "ndjson_line"]
 
 
 if TYPE_CHECKING:
@@ -87,18 +88,25 @@ def _data(event: Event) -> dict[str, Any]:
     return {"data": None, "data_base64": _b64(raw)}
 
 
-def _headers(headers: Headers | None, *, envelope: bool) -> list[list[str | None]]:
-    """The headers as ``[name, text]`` pairs; without the envelope's unless ``envelope``."""
-    pairs: list[list[str | None]] = []
+def _headers(headers: Headers | None, *, envelope: bool) -> list[list[Any]]:
+    """The headers as ``[name, value]`` pairs (:func:`header_value_json`), without the
+    envelope's unless ``envelope``."""
+    pairs: list[list[Any]] = []
     items = headers.items() if isinstance(headers, Mapping) else headers or []
     for name, value in items:
         if not envelope and (name.lower().startswith("ce_") or name.lower() == "content-type"):
             continue
-        if value is None or isinstance(value, str):
-            pairs.append([name, value])
-        else:
-            pairs.append([name, value.decode("utf-8", errors="backslashreplace")])
+        pairs.append([name, header_value_json(value)])
     return pairs
+
+
+def header_value_json(value: str | bytes | None) -> str | dict[str, str] | None:
+    """A header value as JSON: text, ``{"base64": ...}`` when it is not UTF-8 (as a recording
+    keeps it: escaped text could not be told from a value that is that text), or ``None``."""
+    if value is None or isinstance(value, str):
+        return value
+    text = _text_or_none(value)
+    return {"base64": _b64(value)} if text is None else text
 
 
 def message_json(message: KafkaRecord) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
-from pipeline.cli.consume_message import ndjson_line
+from pipeline.cli.consume_message import header_value_json, ndjson_line
 from pipeline.cli.dlq_discard import discard_command
 from pipeline.cli.dlq_selection import (
     ErrorTypeOption,
@@ -127,9 +127,7 @@ def letter_json(letter: DeadLetter, *, settled: Marker | None = None) -> dict[st
         "parked_by": letter.parked_by,
         "status": "pending" if settled is None else settled.kind,
         "redriven": settled is not None and settled.kind == "redriven",
-        "headers": [
-            [name, data.decode("utf-8", errors="backslashreplace")] for name, data in letter.headers
-        ],
+        "headers": [[name, header_value_json(data)] for name, data in letter.headers],
         "value": value,
         # Set when the value was too large to keep: its size; the original is at original_*.
         "value_omitted_bytes": letter.value_omitted,

@@ -58,6 +58,19 @@ def test_an_event_without_ce_time_is_printed_with_time_null():
     assert (printed["id"], printed["time"], printed["data"]) == ("c-1", None, {"n": 1})
 
 
+def test_a_header_value_that_is_not_utf8_is_base64_and_never_taken_for_text():
+    # One message carries the byte 0xFE, the other the four characters \xfe: escaped, they
+    # printed alike.
+    byte = message_json(FakeMessage(b"{}", [*REQUIRED, ("x-val", b"\xfe")]))
+    text = message_json(FakeMessage(b"{}", [*REQUIRED, ("x-val", b"\\xfe")]))
+    not_an_event = message_json(FakeMessage(b"{}", [("x-val", b"\xfe"), ("x-ok", b"ok")]))
+
+    assert byte["headers"] == [["x-val", {"base64": "/g=="}]]
+    assert text["headers"] == [["x-val", "\\xfe"]]
+    assert "error" in not_an_event
+    assert not_an_event["headers"] == [["x-val", {"base64": "/g=="}], ["x-ok", "ok"]]
+
+
 def test_a_structured_event_is_printed_as_the_same_event_in_binary_mode():
     structured = {
         "specversion": "1.0",

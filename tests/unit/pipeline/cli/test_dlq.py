@@ -3,6 +3,8 @@ it redrove."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -178,3 +180,17 @@ def test_an_empty_topic_or_filter_is_a_usage_error_before_kafka_is_asked(argumen
 
     assert result.exit_code == 2, result.output
     assert said in " ".join(result.stderr.split()), result.stderr
+
+
+def test_inspect_json_gives_a_header_value_that_is_not_utf8_as_base64():
+    letter = dataclasses.replace(
+        dead_letter(1), headers=[("x-val", b"\xfe"), ("x-text", b"\\xfe"), ("ce_id", b"e1")]
+    )
+
+    shown = dlq.letter_json(letter)
+
+    assert shown["headers"] == [
+        ["x-val", {"base64": "/g=="}],
+        ["x-text", "\\xfe"],
+        ["ce_id", "e1"],
+    ]
