@@ -285,6 +285,15 @@ def test_data_that_does_not_fit_the_request_type_is_rejected_with_the_models_rea
     )
 
 
+def test_a_request_with_a_name_given_twice_is_rejected_as_the_gateway_refuses_it() -> None:
+    # The gateway answers 400 to this body; a file used to send it keyed by the last order_id.
+    line = json.dumps(ORDER).replace('{"order_id": ', '{"order_id": "po-5", "order_id": ', 1)
+
+    assert reason(line, event_type="place_order", topic="requests.orders") == (
+        "invalid JSON: the name 'order_id' is given twice in one object"
+    )
+
+
 def test_a_request_type_refuses_another_topic_unless_allowed() -> None:
     with pytest.raises(
         ProduceOptionError, match=re.escape("place_order requests travel on requests.orders")
