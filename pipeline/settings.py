@@ -76,6 +76,23 @@ class KafkaSettings(_Frozen):
             )
         return self
 
+    @model_validator(mode="after")
+    def _certificate_has_its_key(self) -> KafkaSettings:
+        # librdkafka reads the key only from ssl.key.location (not from a PEM holding both):
+        # without it no certificate is sent, and the broker's "bad certificate" alert would
+        # point at the certificate instead of the missing setting.
+        if self.ssl_certificate_location is not None and self.ssl_key_location is None:
+            raise ValueError(
+                "kafka.ssl_certificate_location needs kafka.ssl_key_location (the client "
+                "certificate's private key, a PEM file of its own)"
+            )
+        if self.ssl_key_location is not None and self.ssl_certificate_location is None:
+            raise ValueError(
+                "kafka.ssl_key_location needs kafka.ssl_certificate_location (the client "
+                "certificate that key belongs to)"
+            )
+        return self
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _host_port_list(cls, value: str) -> str:

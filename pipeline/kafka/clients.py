@@ -170,6 +170,14 @@ def _made(make: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
         if missing is not None:  # librdkafka's word for it is OpenSSL's "BIO lib"
             raise PipelineError(f"cannot set up a Kafka client: {missing}") from None
         reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
+        if "ssl.key.location failed" in str(reason):
+            # OpenSSL's "PEM lib": the key is encrypted and the password missing or wrong, or
+            # the file holds no PEM key at all.
+            raise PipelineError(
+                f"cannot set up a Kafka client: the key at {config.get('ssl.key.location')} "
+                "cannot be read: a missing or wrong PIPELINE_KAFKA__SSL_KEY_PASSWORD, or not a "
+                f"PEM private key ({reason})"
+            ) from None
         raise PipelineError(
             f"cannot set up a Kafka client with these settings: {reason} (see the "
             "PIPELINE_KAFKA__* settings)"

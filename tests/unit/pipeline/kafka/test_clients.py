@@ -1,7 +1,8 @@
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
-from pydantic import SecretStr
+from cryptography.hazmat.primitives import serialization
+from pydantic import SecretStr, ValidationError
 
 from pipeline.errors import PipelineError
 from pipeline.kafka import clients
@@ -14,6 +15,7 @@ from pipeline.kafka.clients import (
     producer_config,
 )
 from pipeline.settings import KafkaSettings
+from pipeline.stack.certificates import ensure_certificates
 
 
 def test_plain_kafka_config_has_only_address_identity_and_protocol():
@@ -97,6 +99,7 @@ def test_a_tls_file_that_is_not_there_is_named_with_its_setting(tmp_path):
         security_protocol="SSL",
         ssl_ca_location=tmp_path / "no-such-ca.crt",
         ssl_certificate_location=tmp_path / "no-such.crt",
+        ssl_key_location=tmp_path / "no-such.key",
     )
     for build in (lambda: build_admin(kafka), lambda: build_producer(kafka)):
         with pytest.raises(PipelineError) as refused:
@@ -113,3 +116,39 @@ def test_a_ca_folder_or_probe_is_not_taken_for_a_missing_file(tmp_path):
     assert clients._missing_file({"ssl.certificate.location": str(tmp_path)}) == (
         f"no file at {tmp_path} (PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION)"
     )
+
+
+def test_a_client_certificate_without_its_key_or_a_key_alone_is_a_settings_error(tmp_path):
+    # Without ssl.key.location librdkafka sends no certificate, and the broker's "bad
+    # certificate" alert pointed at the certificate instead.
+    with pytest.raises(ValidationError, match=r"ssl_certificate_location needs kafka\.ssl_key_loc"):
+        KafkaSettings(security_protocol="SSL", ssl_certificate_location=tmp_path / "c.crt")
+    with pytest.raises(ValidationError, match=r"ssl_key_location needs kafka\.ssl_certificate_loc"):
+        KafkaSettings(security_protocol="SSL", ssl_key_location=tmp_path / "c.key")
+
+
+def test_an_encrypted_key_without_its_password_names_the_password_setting(tmp_path):
+    files = ensure_certificates(tmp_path)
+    key = serialization.load_pem_private_key(files.server_key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"right password"),
+        )
+    )
+    for password in (None, SecretStr("wrong password")):
+        kafka = KafkaSettings(
+            security_protocol="SSL",
+            ssl_ca_location=files.ca_certificate,
+            ssl_certificate_location=files.server_certificate,
+            ssl_key_location=encrypted,
+            ssl_key_password=password,
+        )
+        with pytest.raises(PipelineError) as refused:
+            build_admin(kafka)
+        said = str(refused.value)
+        assert said.startswith(f"cannot set up a Kafka client: the key at {encrypted} "), said
+        assert "PIPELINE_KAFKA__SSL_KEY_PASSWORD" in said, said
+        assert "wrong password" not in said and "right password" not in said
