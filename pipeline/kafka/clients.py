@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.errors import PipelineError
 from pipeline.kafka.librdkafka_logs import librdkafka_logger
+from pipeline.kafka.tls_diagnosis import certificate_refusal
 from pipeline.settings import KafkaSettings, ProducerSettings
 
 
@@ -137,6 +138,9 @@ class PipelineAdmin(AdminClient):
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._log = _AdminLog()
+        self._config = config
+        #: librdkafka's "certificate verify failed" lines, each with OpenSSL's precise reason.
+        self._certificate_refusals: dict[str, str] = {}
         # confluent-kafka's stubs type the config as plain values; a logger is any object with
         # a log(level, message, *args) method.
         with_logger: dict[str, Any] = {**config, "logger": self._log}
@@ -144,9 +148,21 @@ class PipelineAdmin(AdminClient):
 
     @property
     def security_failure(self) -> str | None:
-        """The last authentication or TLS failure librdkafka logged, if any."""
+        """The last authentication or TLS failure librdkafka logged, if any; a certificate it
+        could not verify with the check that failed (a host name the certificate does not
+        name, say) instead of librdkafka's advice to look at the CA."""
         self.poll(0)  # librdkafka hands its queued log lines to the logger when polled
-        return self._log.security_failure
+        failure = self._log.security_failure
+        if failure is None or "certificate verify failed" not in failure:
+            return failure
+        if failure not in self._certificate_refusals:
+            why = certificate_refusal(self._config)
+            self._certificate_refusals[failure] = (
+                failure
+                if why is None
+                else f"SSL handshake failed: certificate verify failed: {why}"
+            )
+        return self._certificate_refusals[failure]
 
     def take_security_failure(self) -> str | None:
         """:attr:`security_failure`, forgotten once read: a long-running program's later

@@ -1,0 +1,98 @@
+"""A broker certificate librdkafka could not verify is said with the check that failed: a
+certificate for another address than the one in the settings, or signed by another CA
+(librdkafka's own line sends the user to the CA either way). The "broker" here is a TLS server
+of the test's own, which is all a handshake needs."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.kafka.clients import build_admin
+from pipeline.kafka.tls_diagnosis import certificate_refusal
+from pipeline.settings import KafkaSettings
+from pipeline.stack.certificates import ensure_certificates
+from pipeline.topics.admin import KafkaRefusedError, list_cluster_topics
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A TLS server on 127.0.0.2 whose certificate names localhost and 127.0.0.1 only; its
+    address and the CA that signed its certificate."""
+    files = ensure_certificates(tmp_path / "tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.server_certificate, files.server_key)
+    listener = socket.create_server(("127.0.0.2", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                connection.settimeout(2)
+                with context.wrap_socket(connection, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass  # the client turned the certificate down, as it should
+            finally:
+                connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.2:{listener.getsockname()[1]}", files.ca_certificate
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def _config(address: str, ca: Path) -> dict[str, str]:
+    return {"bootstrap.servers": address, "security.protocol": "SSL", "ssl.ca.location": str(ca)}
+
+
+def test_a_certificate_for_another_address_is_said_so(tls_server):
+    address, ca = tls_server
+
+    why = certificate_refusal(_config(address, ca))
+
+    assert why is not None and "IP address mismatch" in why, why
+    assert "127.0.0.2" in why and "PIPELINE_KAFKA__BOOTSTRAP_SERVERS" in why, why
+
+
+def test_a_certificate_of_another_ca_names_the_ca_setting(tls_server, tmp_path):
+    address, _ca = tls_server
+    other_ca = ensure_certificates(tmp_path / "other").ca_certificate
+
+    why = certificate_refusal(_config(address, other_ca))
+
+    assert why is not None and "PIPELINE_KAFKA__SSL_CA_LOCATION" in why, why
+
+
+def test_a_check_turned_off_or_a_plaintext_client_asks_nothing(tls_server):
+    address, ca = tls_server
+    no_name_check = {**_config(address, ca), "ssl.endpoint.identification.algorithm": "none"}
+
+    assert certificate_refusal(no_name_check) is None
+    assert certificate_refusal({**_config(address, ca), "security.protocol": "PLAINTEXT"}) is None
+
+
+def test_a_kafka_command_says_which_check_failed_in_its_one_line(tls_server):
+    address, ca = tls_server
+    kafka = KafkaSettings(bootstrap_servers=address, security_protocol="SSL", ssl_ca_location=ca)
+
+    with pytest.raises(KafkaRefusedError) as refused:
+        list_cluster_topics(build_admin(kafka), bootstrap=address, timeout_s=20)
+
+    said = str(refused.value)
+    assert "certificate verify failed: IP address mismatch" in said, said
+    assert "ssl.ca.location is correctly configured" not in said, said
