@@ -53,6 +53,7 @@ from pipeline.processing.engine import ProcessingEngine, TopicPartition
 from pipeline.processing.faust import tolerant_batches
 from pipeline.processing.faust.credentials import faust_credentials
 from pipeline.processing.faust.internals import FaustInternals
+from pipeline.processing.faust.session_expiry import install_session_expiry_warnings
 from pipeline.processing.faust.stall_checks import install_stall_check_warnings
 from pipeline.processing.group_progress import CONSUMER_CONFIG as GROUP_PROGRESS_CONFIG
 from pipeline.processing.group_progress import GroupProgress
@@ -295,6 +296,7 @@ class FaustBinding:
         tolerant_batches.install()
         self._inbound_times = self.app.monitor.stream_inbound_time
         install_stall_check_warnings()
+        install_session_expiry_warnings(self.settings.session_timeout_s)
 
     async def stopping(self) -> None:
         """The app is stopping, its consumer still running: drain everything, commit."""

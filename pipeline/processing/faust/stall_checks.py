@@ -37,12 +37,25 @@ _STALL_CHECKS = (
     "Has not committed",
 )
 
+#: mode's ServiceThread check that the consumer thread's event loop still answers.
+_KEEPALIVE = "Thread keepalive is not responding"
+
 
 class StallCheckWarnings(logging.Filter):
     """Turns an ERROR of Faust's stall checks into one WARNING line; passes the rest as is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR or not isinstance(record.msg, str):
+            return True
+        if _KEEPALIVE in record.msg:
+            # mode's check of Faust's consumer thread: its event loop did not answer for 3 s.
+            record.msg = (
+                "Faust's consumer thread did not answer for over 3 s: the process was paused, "
+                "or an event loop blocked"
+            )
+            record.args = ()
+            record.levelno = logging.WARNING
+            record.levelname = logging.getLevelName(logging.WARNING)
             return True
         if not any(check in record.msg for check in _STALL_CHECKS):
             return True

@@ -61,3 +61,15 @@ def test_other_errors_of_the_driver_stay_errors(caplog: pytest.LogCaptureFixture
     record = _logged(caplog, logging.ERROR, "Got exception: %r", ValueError("x"))
     assert record.levelno == logging.ERROR
     assert record.getMessage() == "Got exception: ValueError('x')"
+
+
+def test_the_consumer_threads_keepalive_is_a_warning_that_says_what_it_means(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # mode's ServiceThread, as Faust's consumer thread logs it after a pause (SIGSTOP, say).
+    record = _logged(
+        caplog, logging.ERROR, "[^---AIOKafkaConsumerThread]: Thread keepalive is not responding..."
+    )
+
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("Faust's consumer thread did not answer for over 3 s")

@@ -1,0 +1,73 @@
+"""An instance silent for longer than the session timeout, said in the processor's own words.
+
+A processor frozen (SIGSTOP, a debugger, a swapped-out host) or whose event loop was blocked
+past ``processing.session_timeout_s`` is put out of its consumer group: the group gives its
+partitions to the other instances. When it runs again, aiokafka logs that at ERROR as if the
+broker were failing ("Heartbeat session expired - marking coordinator dead", then "OffsetCommit
+failed ... UnknownMemberIdError ..., will rejoin"), and the processor's own lines said nothing
+of it. Nothing is lost: what the instance had in flight is not committed here, the partitions'
+new owners handle it, and their inbox skips what was applied already.
+
+:class:`SessionExpiryWarnings` makes each of those lines one WARNING that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["GROUP_COORDINATOR_LOGGER", "SessionExpiryWarnings", "install_session_expiry_warnings"]
+
+#: The logger of aiokafka's consumer group coordinator.
+GROUP_COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+
+_SESSION_EXPIRED = "Heartbeat session expired"
+_COMMIT_REFUSED = "OffsetCommit failed for group"
+_REJOINS = "will rejoin"
+
+
+class SessionExpiryWarnings(logging.Filter):
+    """Turns aiokafka's ERRORs about an expired session into WARNINGs that say what happened;
+    passes the rest as is."""
+
+    def __init__(self, session_timeout_s: float) -> None:
+        super().__init__()
+        self.session_timeout_s = session_timeout_s
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not isinstance(record.msg, str):
+            return True
+        if record.msg.startswith(_SESSION_EXPIRED):
+            _as_warning(
+                record,
+                f"no heartbeat reached the consumer group for over {self.session_timeout_s:g} s "
+                "(PIPELINE_PROCESSING__SESSION_TIMEOUT_S): this instance was paused or its event "
+                "loop blocked. The group gives its partitions to the other instances and this "
+                "one rejoins; what it had in flight is not committed here, and the partitions' "
+                "next owners handle it (their inbox skips what was applied already)",
+            )
+        elif record.msg.startswith(_COMMIT_REFUSED) and _REJOINS in record.msg:
+            _as_warning(
+                record,
+                f"a commit was refused because the group went on without this instance "
+                f"({record.getMessage()}); it rejoins, and the partitions' next owners handle "
+                "what was not committed",
+            )
+        return True
+
+
+def _as_warning(record: logging.LogRecord, text: str) -> None:
+    record.msg = text
+    record.args = ()
+    record.levelno = logging.WARNING
+    record.levelname = logging.getLevelName(logging.WARNING)
+
+
+def install_session_expiry_warnings(session_timeout_s: float) -> None:
+    """Add :class:`SessionExpiryWarnings` to aiokafka's group coordinator logger (once; a later
+    call only updates the timeout it names)."""
+    coordinator = logging.getLogger(GROUP_COORDINATOR_LOGGER)
+    for known in coordinator.filters:
+        if isinstance(known, SessionExpiryWarnings):
+            known.session_timeout_s = session_timeout_s
+            return
+    coordinator.addFilter(SessionExpiryWarnings(session_timeout_s))
