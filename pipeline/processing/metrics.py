@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["MetricsSnapshot", "ProcessorMetrics", "consumer_lag"]
+__all__ = ["LAG_STALE_S", "MetricsSnapshot", "ProcessorMetrics", "consumer_lag"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class MetricsSnapshot:
     retries: int
     in_flight: int
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: Seconds since Kafka last told the consumer where its partitions end (what the lag is
+    #: counted from); ``None`` when not known.
+    lag_age_s: float | None = None
 
     @property
     def dead_lettered_total(self) -> int:
@@ -77,6 +80,13 @@ class ProcessorMetrics:
             [*labels, "partition"],
             registry=self.registry,
         )
+        self._lag_age = Gauge(
+            "pipeline_consumer_lag_age_seconds",
+            "Seconds since a fetch answer last gave the partitions' end offsets (a lag that is "
+            "not refreshed while Kafka does not answer)",
+            ["processor"],
+            registry=self.registry,
+        )
         # The labelled children of the per-event counters, looked up once per topic (a
         # ``labels()`` call per event was a measurable part of the cost of an event).
         self._processed_of: dict[str, Counter] = {}
@@ -85,6 +95,7 @@ class ProcessorMetrics:
         self._dead: dict[str, int] = {}
         self._lags: dict[tuple[str, int], int] = {}
         self._in_flight_now = 0
+        self._lag_age_now: float | None = None
 
     def processed(self, topic: str) -> None:
         self._counts["processed"] += 1
@@ -113,6 +124,12 @@ class ProcessorMetrics:
         self._lags[(topic, partition)] = lag
         self._lag.labels(self.processor, topic, str(partition)).set(lag)
 
+    def set_lag_age(self, seconds: float | None) -> None:
+        """How old the end offsets behind the lag are (``None``: not known)."""
+        self._lag_age_now = seconds
+        if seconds is not None:
+            self._lag_age.labels(self.processor).set(seconds)
+
     def forget_lag(self, topic: str, partition: int) -> None:
         if self._lags.pop((topic, partition), None) is not None:
             self._lag.remove(self.processor, topic, str(partition))
@@ -126,6 +143,7 @@ class ProcessorMetrics:
             retries=self._counts["retries"],
             in_flight=self._in_flight_now,
             lag=dict(self._lags),
+            lag_age_s=self._lag_age_now,
         )
 
 
@@ -153,5 +171,16 @@ def summary_line(name: str, now: MetricsSnapshot, before: MetricsSnapshot | None
     return (
         f"{name}: {now.processed:,} processed{rate}, {now.duplicates:,} duplicates skipped, "
         f"{now.dead_lettered_total:,} dead-lettered, {now.retries:,} retries, "
-        f"{now.in_flight} in flight, lag {now.lag_total:,}"
+        f"{now.in_flight} in flight, lag {now.lag_total:,}{_lag_age(now.lag_age_s)}"
     )
+
+
+#: A lag whose end offsets are older than this is said to be old: a consumer that fetches gets
+#: them at least every few seconds, even from idle partitions.
+LAG_STALE_S = 30.0
+
+
+def _lag_age(age_s: float | None) -> str:
+    if age_s is None or age_s < LAG_STALE_S:
+        return ""
+    return f" as of {age_s:,.0f} s ago (Kafka has answered no fetch since)"

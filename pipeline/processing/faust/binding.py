@@ -52,7 +52,7 @@ from pipeline.plurals import counted
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
 from pipeline.processing.faust import tolerant_batches
 from pipeline.processing.faust.credentials import faust_credentials
-from pipeline.processing.faust.internals import FaustInternals
+from pipeline.processing.faust.internals import FaustInternals, last_fetch_answer_ms
 from pipeline.processing.faust.session_expiry import install_session_expiry_warnings
 from pipeline.processing.faust.stall_checks import install_stall_check_warnings
 from pipeline.processing.group_progress import CONSUMER_CONFIG as GROUP_PROGRESS_CONFIG
@@ -391,6 +391,19 @@ class FaustBinding:
             if lag is not None:
                 self.metrics.set_lag(tp[0], tp[1], lag)
         await self._refresh_idle_lag()
+        self._refresh_lag_age()
+
+    def _refresh_lag_age(self) -> None:
+        """How old the end offsets behind the lag are: they come with fetch answers, and while
+        Kafka answers none (it refuses the login, say) the lag would not move."""
+        try:
+            assigned = [(tp.topic, tp.partition) for tp in self.app.consumer.assignment()]
+        except Exception:  # not started, or stopping
+            return
+        answered_ms = last_fetch_answer_ms(self.app.consumer, assigned) if assigned else None
+        self.metrics.set_lag_age(
+            None if answered_ms is None else max(0.0, time.time() - answered_ms / 1000)
+        )
 
     async def _refresh_idle_lag(self) -> None:
         """The lag of assigned partitions nothing was taken from yet (since the start, or the

@@ -1,6 +1,6 @@
 """Every use of Faust's internals, behind one version gate.
 
-The Faust binding (:mod:`pipeline.processing.faust.binding`) needs five things Faust has no
+The Faust binding (:mod:`pipeline.processing.faust.binding`) needs a few things Faust has no
 public setting for. Each one depends on how Faust works inside, so all of them are here, and
 they are used only on the faust-streaming versions they were checked against
 (:data:`CHECKED_VERSIONS`):
@@ -37,6 +37,11 @@ they are used only on the faust-streaming versions they were checked against
    while Kafka was down never exited (seen: still running after 60 s).
    :func:`stop_past_cancelled_fetches` lets that close finish cancelling and awaiting the rest,
    and the consumer's ``stop`` then closes its client as usual.
+7. **When Kafka last answered a fetch.** The lag comes from each partition's end offset, which
+   aiokafka learns from fetch answers; while no answer comes (the broker refuses the login
+   after a credential rotation, say) it stays as it was, and the lag read "0".
+   :func:`last_fetch_answer_ms` reads aiokafka's ``last_poll_timestamp`` of the partitions
+   through Faust's consumer thread, so the processor can say how old its lag is.
 
 On any other version :class:`FaustInternals` logs one line and keeps Faust's own behaviour:
 Faust's topic, queue and fetch loop (a task hands each event from the channel to the binding),
@@ -305,3 +310,23 @@ def read_committed(consumer: Any) -> None:
         return client
 
     thread._create_worker_consumer = create_read_committed
+
+
+def last_fetch_answer_ms(consumer: Any, partitions: Iterable[tuple[str, int]]) -> int | None:
+    """The latest moment (ms since 1970) a fetch answer told Faust's aiokafka consumer the end
+    offset of any of ``partitions``; ``None`` when none did yet or it cannot be read."""
+    from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
+
+    try:
+        client: Any = consumer._thread._ensure_consumer()
+    except Exception:  # not started, stopping, or another Faust: the age is then unknown
+        return None
+    latest: int | None = None
+    for topic, partition in partitions:
+        try:
+            stamp = client.last_poll_timestamp(TopicPartition(topic, partition))
+        except Exception:  # revoked meanwhile (aiokafka asserts it is assigned)
+            continue
+        if isinstance(stamp, int) and (latest is None or stamp > latest):
+            latest = stamp
+    return latest

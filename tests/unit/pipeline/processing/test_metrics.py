@@ -77,6 +77,23 @@ def test_summary_line_without_an_earlier_snapshot_has_no_rate() -> None:
     )
 
 
+def test_a_lag_whose_end_offsets_are_old_says_how_old_and_a_fresh_one_does_not() -> None:
+    # While Kafka answers no fetch (it refuses the login, say) the end offsets stay as they
+    # were, and the line read "lag 0" with events waiting.
+    metrics = busy_metrics()
+    metrics.set_lag_age(95.4)
+    old = summary_line("orders", metrics.snapshot(), None)
+    metrics.set_lag_age(2.0)
+    fresh = summary_line("orders", metrics.snapshot(), None)
+    metrics.set_lag_age(None)
+    unknown = summary_line("orders", metrics.snapshot(), None)
+
+    assert old.endswith("lag 12 as of 95 s ago (Kafka has answered no fetch since)")
+    assert fresh.endswith("lag 12") and unknown.endswith("lag 12")
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'pipeline_consumer_lag_age_seconds{processor="orders"} 2.0' in exposed
+
+
 def test_summary_line_gives_the_rate_since_the_earlier_snapshot() -> None:
     before = MetricsSnapshot(
         at=100.0, processed=1_000, duplicates=0, dead_lettered={}, retries=0, in_flight=0

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from pipeline.envelope import Event, encode
 from pipeline.kafka.producer import EventProducer
 from pipeline.processing import Processor, UnitOfWork
+from pipeline.processing.faust import binding as binding_module
 from pipeline.processing.faust.binding import LAG_REFRESH_S, FaustBinding, record_of
 from pipeline.processing.faust.internals import FaustInternals
 from pipeline.processing.offsets import CommitPosition
@@ -395,3 +396,32 @@ def test_the_first_summary_line_gives_the_rate_since_the_start(
 
     [line] = [r.getMessage() for r in caplog.records if "processed" in r.getMessage()]
     assert "0 processed (0.0/s), " in line
+
+
+def test_the_lag_says_how_old_its_end_offsets_are_from_the_last_fetch_answer(
+    bound: Bound, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kafka refusing the login after a credential rotation: no fetch answered, the end offsets
+    # stayed as they were, and the summary line said "lag 0" with events waiting.
+    binding = bound.binding
+    consumer = binding.app.consumer
+
+    async def position(tp: TP) -> int:
+        return 9
+
+    consumer.position = position  # type: ignore[method-assign]
+    consumer.highwater = lambda tp: 9  # type: ignore[method-assign]
+    consumer.assignment = lambda: {TP(TOPIC, 0), TP(TOPIC, 1)}  # type: ignore[method-assign]
+    asked: list[list[tuple[str, int]]] = []
+
+    def answered(_consumer: Any, partitions: Any) -> int:
+        asked.append(sorted(partitions))
+        return int((time.time() - 95) * 1000)
+
+    monkeypatch.setattr(binding_module, "last_fetch_answer_ms", answered)
+
+    asyncio.run(binding.refresh_lag())
+
+    assert asked == [[(TOPIC, 0), (TOPIC, 1)]]
+    age = binding.metrics.snapshot().lag_age_s
+    assert age is not None and 94 < age < 100

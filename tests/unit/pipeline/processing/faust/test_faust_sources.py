@@ -67,6 +67,20 @@ PINNED = [
         "still close the fetcher through that attribute, then the client",
     ),
     Pinned(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread._ensure_consumer",
+        "ff4a4c693b7ec63f4a76dfb61c419380bef70dd32383fe38ebcfcc27091605a6",
+        "last_fetch_answer_ms reads the aiokafka consumer through it: it must still return "
+        "the consumer the thread runs (or raise when there is none)",
+    ),
+    Pinned(
+        "aiokafka.consumer.consumer",
+        "AIOKafkaConsumer.last_poll_timestamp",
+        "da08643199629e28881ddafd6894a574f75534b2a1165c4b1fb899b96a5b78a0",
+        "last_fetch_answer_ms: the ms timestamp of the fetch answer that last gave the "
+        "partition's highwater (None before one), asserting the partition is assigned",
+    ),
+    Pinned(
         "faust.transport.consumer",
         "Consumer._drain_messages",
         "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",

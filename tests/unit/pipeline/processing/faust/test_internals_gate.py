@@ -171,3 +171,41 @@ def test_revoked_partitions_are_committed_only_on_a_checked_version(
     asyncio.run(FaustInternals(version).commit_revoked(consumer, {TP(TOPIC, 0): 12}))
 
     assert consumer.committed == [{TP(TOPIC, 0): 12}] * commits
+
+
+class _AiokafkaConsumer:
+    """What last_fetch_answer_ms reads: aiokafka's last_poll_timestamp, which asserts the
+    partition is assigned and is None before the first fetch answer."""
+
+    def __init__(self, stamps: dict[tuple[str, int], int | None]) -> None:
+        self.stamps = stamps
+
+    def last_poll_timestamp(self, partition: tuple[str, int]) -> int | None:
+        assert tuple(partition) in self.stamps, "Partition is not assigned"
+        return self.stamps[tuple(partition)]
+
+
+class _Thread:
+    def __init__(self, consumer: _AiokafkaConsumer | None) -> None:
+        self.consumer = consumer
+
+    def _ensure_consumer(self) -> _AiokafkaConsumer:
+        if self.consumer is None:
+            raise RuntimeError("not started")
+        return self.consumer
+
+
+class _FaustConsumer:
+    def __init__(self, consumer: _AiokafkaConsumer | None) -> None:
+        self._thread = _Thread(consumer)
+
+
+def test_last_fetch_answer_is_the_latest_of_the_partitions_asked_about() -> None:
+    from pipeline.processing.faust.internals import last_fetch_answer_ms
+
+    consumer = _FaustConsumer(_AiokafkaConsumer({("t", 0): 1_000, ("t", 1): 3_000, ("t", 2): None}))
+
+    assert last_fetch_answer_ms(consumer, [("t", 0), ("t", 1), ("t", 2)]) == 3_000
+    assert last_fetch_answer_ms(consumer, [("t", 0), ("gone", 5)]) == 1_000  # revoked meanwhile
+    assert last_fetch_answer_ms(consumer, [("t", 2)]) is None  # no answer yet
+    assert last_fetch_answer_ms(_FaustConsumer(None), [("t", 0)]) is None  # not started
