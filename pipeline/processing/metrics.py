@@ -183,4 +183,4 @@ LAG_STALE_S = 30.0
 def _lag_age(age_s: float | None) -> str:
     if age_s is None or age_s < LAG_STALE_S:
         return ""
-    return f" as of {age_s:,.0f} s ago (Kafka has answered no fetch since)"
+    return f" as of {age_s:,.0f} s ago (no fetch answered since)"
