@@ -11,8 +11,8 @@ They are stored in daily indices ``pipeline-logs-YYYY.MM.DD`` (UTC, from the rec
 every one of them to the read alias ``pipeline-logs``. Searches and Kibana use the alias.
 
 Only field types of Elasticsearch's core server are used (``date``, ``text``, ``keyword``,
-``long``, ``object``): no ``match_only_text``, ``wildcard``, ``flattened`` or
-``constant_keyword``, which need modules the core distribution does not have.
+``long``, ``object``, and ``flattened``, in the server since 8.0): no ``match_only_text``,
+``wildcard`` or ``constant_keyword``, which need modules the core distribution does not have.
 
 Unknown fields: the root mapping is ``dynamic: false``. A field that is not in :data:`FIELDS`
 (say an ``extra=`` attribute a service added to one log call) is kept in ``_source``, so it is
@@ -22,7 +22,20 @@ because strict would reject the whole log line for one unexpected attribute: the
 only be findable in the dead-letter topic, which is a poor trade for a log store. A known field
 with a value of the wrong type (``"process.pid": "abc"``) is still rejected by Elasticsearch
 with a 400, which the shipper dead-letters. ``labels`` is the place for ad-hoc searchable
-values: its fields (strings, numbers, booleans) are mapped as ``keyword`` by a dynamic template.
+values: one ``flattened`` field, whose leaves (strings, numbers, booleans, at any depth) are
+indexed as keywords and found as ``labels.<key>:<value>`` (``labels.order_id:o-1``).
+
+``labels`` was an object with a dynamic template (each key its own ``keyword`` field): one
+service logging many distinct ``extra=`` keys used up the index's 1,000 fields, and every
+other service's line with a new key was then refused (dead-lettered) for the rest of the day;
+and a key once sent as an object (``labels.x.y``) refused every later line with ``labels.x``
+as a string. A flattened field is one field in the mapping whatever the keys, and takes a
+key's value as an object in one line and a string in the next. What it costs: every leaf is a
+keyword (a range on a number compares text, as it did), and Kibana lists ``labels`` as one
+field rather than each key (``labels.order_id:o-1`` is still a query and a filter there). We
+chose it over ``index.mapping.total_fields.ignore_dynamic_beyond_limit``, which keeps the line
+but leaves keys past the limit unsearchable (which ones depends on the order lines came) and
+does not help with the object-then-string conflict.
 
 The template applies to indices created after it is put: a changed template takes effect with
 the next day's index.
@@ -54,9 +67,10 @@ TEMPLATE_NAME = INDEX_ALIAS
 #: of theirs ever overlaps ours, ours wins.
 TEMPLATE_PRIORITY = 200
 #: Bumped whenever :data:`FIELDS` or the settings change; stored as the template's ``version``.
-TEMPLATE_VERSION = 1
+#: 2: ``labels`` is one ``flattened`` field (it was an object with a dynamic template).
+TEMPLATE_VERSION = 2
 
-#: The object whose fields are mapped by a dynamic template, as ``keyword``.
+#: The ``flattened`` field holding a record's ``extra=`` values (each leaf a keyword).
 LABELS_FIELD = "labels"
 
 #: Longer keyword values are kept in ``_source`` but not indexed (ECS uses the same limit).
@@ -117,7 +131,7 @@ FIELDS: Mapping[str, LogField] = MappingProxyType(
 
 
 def field_names() -> set[str]:
-    """The dotted names of every indexed field (not counting the dynamic ``labels.*``)."""
+    """The dotted names of every indexed field (not counting ``labels``, flattened)."""
     return set(FIELDS)
 
 
@@ -151,27 +165,17 @@ def mapping_properties() -> dict[str, Any]:
             node = properties.setdefault(part, {"properties": {}})
             properties = node["properties"]
         properties[leaf] = _leaf_mapping(field)
-    root[LABELS_FIELD] = {"type": "object", "dynamic": True}
+    root[LABELS_FIELD] = {"type": "flattened", "ignore_above": KEYWORD_IGNORE_ABOVE}
     return root
 
 
 def mappings() -> dict[str, Any]:
-    """The ``mappings`` of a log index: :data:`FIELDS`, ``labels.*`` as keyword, nothing else."""
+    """The ``mappings`` of a log index: :data:`FIELDS` and ``labels`` (flattened), nothing
+    else: no field is ever added by a line (see the module docstring)."""
     return {
         "dynamic": False,
         "date_detection": False,
         "numeric_detection": False,
-        "dynamic_templates": [
-            {
-                "labels_as_keyword": {
-                    "path_match": f"{LABELS_FIELD}.*",
-                    # Numbers and booleans too: one label must not be a long in one index
-                    # and a keyword in the next, nor reject a line whose value changed type.
-                    "match_mapping_type": ["string", "long", "double", "boolean"],
-                    "mapping": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE},
-                }
-            }
-        ],
         "properties": mapping_properties(),
     }
 

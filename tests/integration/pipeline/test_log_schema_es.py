@@ -430,3 +430,73 @@ def test_data_view_title_finds_every_log_line_through_the_alias(log_index):
     # The data view's title is the real alias; this test's alias stands in for it.
     assert data_view["attributes"]["title"] == "pipeline-logs"
     assert es.count(index=alias)["count"] == len(LOGS)
+
+
+# --- labels: one flattened field ---------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_log_index(elasticsearch_client, unique_name):
+    """The template on an alias of its own, and the name of one daily index, created empty."""
+    es = elasticsearch_client
+    alias = unique_name("labels").lower()
+    ensure_index_template(es, alias=alias)
+    index = index_for(DAY_1, alias=alias)
+    es.indices.create(index=index)
+    try:
+        yield es, alias, index
+    finally:
+        es.options(ignore_status=404).indices.delete(index=index)
+        es.options(ignore_status=404).indices.delete_index_template(name=alias)
+
+
+def _labelled(event_id, service, labels):
+    doc = log(event_id, at(DAY_1, "12:00:00"), "info", service, service, f"{service} line")
+    doc["labels"] = labels
+    return doc
+
+
+def _bulk(es, index, documents):
+    operations = []
+    for doc in documents:
+        operations += [{"index": {"_index": index, "_id": doc["event"]["id"]}}, doc]
+    answer = es.bulk(operations=operations, refresh=True)
+    return [item["index"].get("error") for item in answer["items"]]
+
+
+def test_many_label_keys_of_one_service_leave_every_other_services_new_keys_searchable(
+    empty_log_index,
+):
+    # labels.* were dynamic keyword fields: 1,000 distinct keys of one service filled the index's
+    # field limit, and every other line with a new key was refused for the rest of the day.
+    es, alias, index = empty_log_index
+    noisy = [_labelled(f"noisy-{n}", "noisy", {f"request_{n}": "x"}) for n in range(1_200)]
+
+    assert _bulk(es, index, noisy) == [None] * 1_200
+    assert _bulk(es, index, [_labelled("quiet-1", "quiet", {"tenant": "acme"})]) == [None]
+
+    def ids(query):
+        answer = es.search(index=alias, query={"query_string": {"query": query}}, size=10)
+        return [hit["_id"] for hit in answer["hits"]["hits"]]
+
+    assert ids("labels.tenant:acme") == ["quiet-1"]
+    assert ids("labels.request_1199:x") == ["noisy-1199"]
+    assert ids("service.name:quiet AND acme") == ["quiet-1"]  # a bare word finds a label too
+
+
+def test_a_label_sent_as_an_object_then_as_a_string_is_indexed_both_times(empty_log_index):
+    # labels.x once an object made every later labels.x string a mapping conflict (400).
+    es, alias, index = empty_log_index
+
+    errors = _bulk(es, index, [_labelled("as-object", "svc", {"x": {"y": "1", "n": 7}})])
+    errors += _bulk(es, index, [_labelled("as-string", "svc", {"x": "plain", "flag": True})])
+
+    assert errors == [None, None]
+
+    def ids(query):
+        answer = es.search(index=alias, query={"query_string": {"query": query}}, size=10)
+        return sorted(hit["_id"] for hit in answer["hits"]["hits"])
+
+    assert ids("labels.x.y:1 AND labels.x.n:7") == ["as-object"]
+    assert ids("labels.x:plain") == ["as-string"]
+    assert ids("labels.flag:true") == ["as-string"]
