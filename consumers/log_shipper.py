@@ -221,6 +221,7 @@ class LogShipper:
         )  # fmt: skip
         last_report = idle_since = time.monotonic()
         partial_since: float | None = None  # idle, but some partitions not ours, since then
+        lag_of: float | None = None  # the assignment (its _assigned_at) whose lag is known
         while not self.stop.is_set():
             messages = self._consumer.consume(
                 num_messages=self._settings.shipper_batch_size,
@@ -233,6 +234,8 @@ class LogShipper:
                 idle_since = now
             if records:
                 self.ship_batch(records)
+            if self._assigned and self._assigned_at != lag_of:  # for /metrics: not 30 s later
+                lag_of, self.counters.lag = self._assigned_at, assigned_lag(self._consumer)
             # Idle counts on a stable assignment: partitions just assigned were not seen idle.
             if (
                 until_idle_s is not None

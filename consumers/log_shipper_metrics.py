@@ -7,6 +7,7 @@ line always agree, and the shipping code counts each thing once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -45,12 +46,14 @@ class ShipperCollector(Collector):
         counters = self._counters()
         for name, help_text, field_name in _COUNTERS:
             yield CounterMetricFamily(name, help_text, value=getattr(counters, field_name))
-        if counters.lag is not None:
-            yield GaugeMetricFamily(
-                "pipeline_log_shipper_lag",
-                "Records of the assigned partitions not read yet (as of the last metrics line)",
-                value=counters.lag,
-            )
+        # Always there, NaN until known (before the first assignment): a gauge that appears
+        # only later cannot be told from a scrape that lost it, and alerts on it stay blank.
+        yield GaugeMetricFamily(
+            "pipeline_log_shipper_lag",
+            "Records of the assigned partitions not read yet (as of the last assignment or "
+            "metrics line; NaN before the first)",
+            value=math.nan if counters.lag is None else counters.lag,
+        )
 
 
 def shipper_registry(counters: Callable[[], ShipperCounters]) -> CollectorRegistry:

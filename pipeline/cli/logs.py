@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -180,7 +181,12 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") 
     from elasticsearch import ApiError, SerializationError
     from elasticsearch import ConnectionError as EsConnectionError
 
-    from pipeline.logs.elasticsearch import one_line_reason, plain_http_hint, refusal_of
+    from pipeline.logs.elasticsearch import (
+        not_elasticsearch,
+        one_line_reason,
+        plain_http_hint,
+        refusal_of,
+    )
     from pipeline.logs.search import shard_failure, unreadable_answer
 
     try:
@@ -199,7 +205,15 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") 
         if isinstance(error, EsConnectionError):
             hint = plain_http_hint(url, error)
             raise PipelineError(f"elasticsearch is unreachable: {error.message}{hint}") from None
-        raise PipelineError(f"bad query: {one_line_reason(error)}") from None  # escaped by run()
+        status = error.meta.status
+        foreign = not_elasticsearch(url, status, error.body)
+        if foreign is not None:
+            raise PipelineError(foreign) from None
+        if status == 400:  # escaped by run()
+            raise PipelineError(f"bad query: {one_line_reason(error)}") from None
+        raise PipelineError(
+            f"Elasticsearch refused the search ({status}): {one_line_reason(error)}"
+        ) from None
     answer: Any = response  # ObjectApiResponse, or a test's fake: a dict
     failed = shard_failure(answer.body if hasattr(answer, "body") else answer)
     if failed is not None:
@@ -257,6 +271,51 @@ def _printable(text: str, encoding: str) -> str:
     return text
 
 
+#: A longer message is cut in the table (a 200 KB one filled 3,000 terminal lines); NDJSON
+#: has it whole.
+_MESSAGE_CHARS = 1000
+_MESSAGE_LINES = 10
+
+# Unicode's bidirectional formatting characters: a terminal that honours them reorders what
+# follows (U+202E shows "gnp.exe" for "exe.png"), so a line could hide what it says. Escaped
+# like the control characters.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _without_bidi(text: str) -> str:
+    return _BIDI_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def _shortened(message: str) -> str:
+    """``message`` as the table shows it: cut after :data:`_MESSAGE_CHARS` characters or
+    :data:`_MESSAGE_LINES` lines, with a marker saying so and where the whole text is."""
+    cut = len(message) if len(message) <= _MESSAGE_CHARS else _MESSAGE_CHARS
+    newlines = [n for n, char in enumerate(message[:cut]) if char == "\n"]
+    if len(newlines) >= _MESSAGE_LINES:
+        cut = newlines[_MESSAGE_LINES - 1]
+    if cut == len(message):
+        return message
+    return (
+        f"{message[:cut]} ... [cut: {len(message):,} characters in all; -o ndjson shows the "
+        "whole text]"
+    )
+
+
+def _utc(stamp: Any) -> str:
+    """A document's ``@timestamp`` as UTC, ``2026-12-06 11:20:00.123``, whatever offset it was
+    written with (another program's ``06:20:00.123-05:00``); as it is when it is no time."""
+    try:
+        if isinstance(stamp, int | float) and not isinstance(stamp, bool):  # epoch millis
+            moment = datetime.fromtimestamp(stamp / 1000, UTC)
+        else:
+            moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return str(stamp or "")
+    if moment.tzinfo is not None:  # one without an offset is UTC, as Elasticsearch reads it
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
 def _table(
     hits: list[dict[str, Any]], width: int = _LOGGER_COLUMN_WIDTH, encoding: str = "utf-8"
 ) -> Table:
@@ -278,18 +337,17 @@ def _table(
     colours = {"error": "red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
 
     def cell(value: Any) -> str:  # text, not markup: "[KeyError]" is shown as it is
-        return escape(_printable(terminal_safe(str(value or "")), encoding))
+        return escape(_printable(_without_bidi(terminal_safe(str(value or ""))), encoding))
 
     for hit in hits:
         source = _source(hit)
         level = str(_get(source, "log.level") or "")
-        message = str(source.get("message", ""))
+        message = _shortened(str(source.get("message", "")))
         error_type = _get(source, "error.type")
         if error_type:
             message += f" [{error_type}]"
-        stamp = str(source.get("@timestamp", "")).replace("T", " ").removesuffix("Z")
         cells = [
-            cell(stamp),
+            cell(_utc(source.get("@timestamp"))),
             f"[{colours[level]}]{level}[/]" if level in colours else cell(level),
             cell(_get(source, "service.name")),
         ]
@@ -355,7 +413,11 @@ def search(
     ] = "*",
     since: Annotated[
         str,
-        typer.Option(help="How far back: 90s, 15m (or -15m), 2h, 7d, 1h30m, or an ISO 8601 time."),
+        typer.Option(
+            help="How far back: 90s, 15m (or -15m), 2h, 7d, 1h30m, or an ISO 8601 time, "
+            "read as UTC unless it has an offset (2026-12-06T11:30 is 11:30 UTC; "
+            "2026-12-06T11:30+01:00 is 10:30 UTC)."
+        ),
     ] = "15m",
     service: Annotated[
         str | None, typer.Option(help="Only this service.name.", callback=non_empty)
@@ -434,9 +496,11 @@ def search(
             _err.print(f"no log lines since {start:%Y-%m-%d %H:%M:%S} UTC match")
         if follow:
             # After a cut (the newest --limit lines shown), following goes on from the oldest
-            # line shown: the older ones left out are not printed later, out of order.
+            # line shown, by its place in the sort (its time and event.id): the lines of its
+            # own millisecond left out are as old as those before it.
             since_shown = min((_moment(hit, start) for hit in hits), default=start)
             follow_from = start if cut is None else max(start, since_shown)
+            after = hits[-1].get("sort") if cut is not None and hits else None
             try:
                 with signals_interrupt():
                     _follow(
@@ -448,6 +512,8 @@ def search(
                         follow_from,
                         output,
                         limit,
+                        after=after,
+                        url=settings.elasticsearch.url,
                     )
             except KeyboardInterrupt as interrupt:
                 raise typer.Exit(exit_code(interrupt)) from None
@@ -480,7 +546,13 @@ def _follow(
     start: datetime,
     output: str,
     limit: int,
+    *,
+    after: list[Any] | None = None,
+    url: str = "",
 ) -> None:
+    """Print the lines that match after ``hits`` (those shown), oldest first, until Ctrl-C.
+    ``after``: the sort values of the oldest line shown after a cut; no line before it in the
+    search's order is printed (the ones left out of the first page existed already)."""
     from pipeline.logs.search import build_query, search_body
 
     seen: dict[str, datetime] = {}
@@ -493,7 +565,7 @@ def _follow(
         time.sleep(_FOLLOW_POLL_S)
         since = newest - _FOLLOW_OVERLAP
         body = search_body(
-            build_query(query, since=max(since, start), **filters),
+            build_query(query, since=max(since, start), after=after, **filters),
             size=limit,
             oldest_first=True,
             count=False,  # only the lines matter here, not how many matched
@@ -501,7 +573,7 @@ def _follow(
         # Every line since then, page after page (a page of lines all printed before would
         # otherwise come back on every poll, and nothing after them ever be seen).
         while True:
-            page = _search(es, alias, body)["hits"]
+            page = _search(es, alias, body, url)["hits"]
             fresh = [hit for hit in page if hit["_id"] not in seen]
             for hit in fresh:
                 moment = _moment(hit, start)

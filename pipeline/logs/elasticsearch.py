@@ -6,10 +6,12 @@ opens no connection until first used.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
+from pipeline.logs.redact import redact
 from pipeline.settings import ElasticsearchSettings
 
 if TYPE_CHECKING:  # imported when a client is built: `pipeline --help` need not load it
@@ -75,6 +77,37 @@ def plain_http_hint(url: str, error: BaseException) -> str:
             "PIPELINE_ELASTICSEARCH__URL starts with https://)"
         )
     return ""
+
+
+#: How much of a foreign server's answer :func:`not_elasticsearch` quotes.
+_QUOTED_CHARS = 120
+
+
+def not_elasticsearch(url: str, status: int, body: Any) -> str | None:
+    """One line for an error answer that is not Elasticsearch's own error object (``{"error":
+    {"type": ..., "reason": ...}}``): the URL points elsewhere (a path after the host makes
+    Elasticsearch answer ``no handler found for uri``; another HTTP server answers HTML, or
+    nothing). ``None`` for Elasticsearch's own errors. Such an answer once read
+    ``bad query: None``, sending the user to their query rather than the URL."""
+    detail = body.get("error") if isinstance(body, Mapping) else None
+    if isinstance(detail, Mapping) and (detail.get("type") or detail.get("reason")):
+        return None
+    if isinstance(detail, str):  # Elasticsearch's own, for a path it has no handler for
+        text = detail
+    elif isinstance(body, bytes):
+        text = body.decode("utf-8", "replace")
+    elif body is None or isinstance(body, str):
+        text = body or ""
+    else:
+        text = json.dumps(body, default=str)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else "an empty answer"
+    if len(first) > _QUOTED_CHARS:
+        first = first[:_QUOTED_CHARS] + "..."
+    return (
+        f"the server at {redact(url)} did not answer as Elasticsearch ({status}: {first}); "
+        "check PIPELINE_ELASTICSEARCH__URL (Elasticsearch's address, without a path)"
+    )
 
 
 def _reason(error: Any) -> str:

@@ -14,8 +14,12 @@ It never blocks or crashes the program that logs:
    to the fallback stream. It wakes on a timer rather than for each record: a thread woken for
    every line (a ``queue.Queue``) took the interpreter from the logging thread that often, and
    logging cost 68 us a line where it now costs 54 (the producer lingers 50 ms anyway);
-3. :meth:`KafkaLogHandler.flush` waits (bounded) for what is buffered; :meth:`close` flushes,
-   stops the thread and closes.
+3. :meth:`KafkaLogHandler.flush` waits (bounded) for what is buffered; :meth:`close` flushes
+   (for ``flush_timeout_s`` at most), stops the thread, takes back what Kafka did not
+   acknowledge by then (``purge``: each such record is reported as not delivered, so it is
+   written to the fallback stream and counted) and writes one line saying how many records
+   never reached Kafka, for each reason. Nothing after it waits for Kafka: a second flush
+   (``logging.shutdown`` flushes every handler after the ``atexit`` close) returns at once.
 
 Records of its own making cannot loop back: librdkafka's log goes to a silent logger, records
 made in the sender thread or by ``pipeline.logs`` itself go only to the fallback stream.
@@ -34,7 +38,7 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
@@ -71,6 +75,13 @@ _DOCUMENT_ATTRIBUTE = "_pipeline_ecs"
 _JSON_ATTRIBUTE = "_pipeline_ecs_json"
 # Why the record's own document could not be made or encoded (its stand-in is cached instead).
 _UNENCODABLE_ATTRIBUTE = "_pipeline_ecs_unencodable"
+#: How long close() waits for the sender thread to stop, after the flush: it stops within one
+#: wait for room in the producer (_POLL_S), so this is only a bound for a stuck client.
+_STOP_SENDER_S = 1.0
+#: Why a record still buffered at exit never went to Kafka, when the producer's queue was full.
+_QUEUE_FULL = "never sent: the producer's queue stayed full, Kafka was not taking records"
+#: The exit line names this many reasons of each kind, the most frequent first.
+_REASONS_NAMED = 3
 
 
 class LogProducer(Protocol):
@@ -79,6 +90,7 @@ class LogProducer(Protocol):
     def produce(self, topic: str, *args: Any, **kwargs: Any) -> None: ...
     def poll(self, timeout: float = ...) -> int: ...
     def flush(self, timeout: float = ...) -> int: ...
+    def purge(self, in_queue: bool = ..., in_flight: bool = ..., blocking: bool = ...) -> None: ...
     def __len__(self) -> int: ...
 
 
@@ -199,10 +211,17 @@ class KafkaLogHandler(logging.Handler):
         self._start_lock = threading.Lock()
         self._fallback_lock = threading.Lock()
         self._closed = False
-        #: Kafka's (or the client's) reason for the last record not delivered.
-        self._last_failure: str | None = None
-        #: Why the last record that could not be encoded could not.
-        self._last_unencodable: str | None = None
+        #: How many records were not delivered, by reason (Kafka's, the client's, or ours at
+        #: exit): the exit line names each, as it does each reason a record was not encoded.
+        self._failures: Counter[str] = Counter()
+        self._unencodable_reasons: Counter[str] = Counter()
+        #: Set while close() takes back what Kafka did not acknowledge: the reports that
+        #: follow say "purged", which is our doing; the reason is the flush timeout.
+        self._purging = False
+        #: The sender was still waiting for room in the producer's queue when close() came.
+        self._queue_full = False
+        #: Why there is no producer, once its factory failed.
+        self._no_producer = "no producer"
 
     # ---- the logging thread ---------------------------------------------------------------
 
@@ -218,7 +237,7 @@ class KafkaLogHandler(logging.Handler):
                 # Its stand-in is not the line that was logged: it stays out of Elasticsearch,
                 # goes where dropped lines go and is counted in the exit summary.
                 self.counters.unencodable += 1
-                self._last_unencodable = reason
+                self._unencodable_reasons[reason] += 1
                 self._write_lost(value)
                 return
             self._ensure_sender()
@@ -272,6 +291,7 @@ class KafkaLogHandler(logging.Handler):
         except Exception as error:
             self._write_fallback(f"kafka log handler: no producer ({error})".encode())
             self._producer = None
+            self._no_producer = f"no producer: {error}"
         buffer = self._buffer
         busy = False
         while True:
@@ -280,54 +300,72 @@ class KafkaLogHandler(logging.Handler):
             self._wake.clear()
             stopping = self._stopping
             busy = bool(buffer)
-            while buffer:
-                self._send(buffer.popleft())
+            # Closing: what is still buffered is close()'s to count, not ours to try.
+            while buffer and not self._closed:
+                if not self._send(buffer.popleft()):
+                    break
             if self._producer is not None:
                 self._producer.poll(0)
             if stopping:
                 return
 
-    def _send(self, value: bytes) -> None:
+    def _send(self, value: bytes) -> bool:
+        """Hand one record to the producer; ``False`` when closing stopped the waiting for
+        room, with the record back at the head of the buffer (close() counts it there: counted
+        here, after close() counted the rest, it was missing from the exit line)."""
         producer = self._producer
         if producer is None:
-            self.counters.failed += 1
-            self._write_lost(value)
-            return
+            self._fail(value, self._no_producer)
+            return True
         while True:
             try:
                 producer.produce(
                     self.topic, value=value, key=self._key, on_delivery=self._delivered
                 )
                 producer.poll(0)
-                return
+                return True
             except BufferError:
                 # librdkafka's own queue is full: serve reports until there is room; meanwhile
                 # the bounded buffer fills up and emit() drops (it never waits for us).
                 producer.poll(_POLL_S)
                 if self._closed:
-                    self.counters.failed += 1
-                    self._write_lost(value)
-                    return
+                    self._queue_full = True
+                    self._buffer.appendleft(value)
+                    return False
             except Exception as error:  # refused at once: a record over the size limit, say
-                self.counters.failed += 1
-                self._last_failure = error.args[0].str() if _is_kafka(error) else str(error)
-                self._write_lost(value)
-                return
+                self._fail(value, error.args[0].str() if _is_kafka(error) else str(error))
+                return True
+
+    def _fail(self, value: bytes, reason: str) -> None:
+        self.counters.failed += 1
+        self._failures[reason] += 1
+        self._write_lost(value)
 
     def _delivered(self, error: Any, message: Any) -> None:
         if error is None:
             self.counters.delivered += 1
             return
-        self.counters.failed += 1
-        self._last_failure = error.str() if hasattr(error, "str") else str(error)
+        if self._purging:
+            reason = (
+                f"Kafka did not acknowledge them within the {self.flush_timeout_s:g} s flush "
+                "timeout at exit"
+            )
+        else:
+            reason = error.str() if hasattr(error, "str") else str(error)
         value = message.value() if message is not None else None
         if isinstance(value, bytes):
-            self._write_lost(value)
+            self._fail(value, reason)
+        else:
+            self.counters.failed += 1
+            self._failures[reason] += 1
 
     # ---- shutdown -------------------------------------------------------------------------
 
     def flush(self, timeout_s: float | None = None) -> None:
-        """Wait until what was buffered reached Kafka (or ``timeout_s``, default the handler's)."""
+        """Wait until what was buffered reached Kafka (or ``timeout_s``, default the handler's);
+        once closed, at once (close() waited already, and took back what Kafka did not take)."""
+        if self._closed:
+            return
         deadline = time.monotonic() + (self.flush_timeout_s if timeout_s is None else timeout_s)
         sender = self._sender
         if sender is None or not sender.is_alive():
@@ -353,46 +391,63 @@ class KafkaLogHandler(logging.Handler):
         if sender is not None and sender.is_alive():
             self._stopping = True
             self._wake.set()
+            # It stops within one wait for room in the producer (_POLL_S), the record it held
+            # put back in the buffer: counted below, with the others, before the exit line.
             with contextlib.suppress(KeyboardInterrupt, SystemError):
-                sender.join(timeout=2.0)
+                sender.join(timeout=_STOP_SENDER_S)
+        not_sent = (
+            _QUEUE_FULL
+            if self._queue_full
+            else f"never sent: still buffered when the {self.flush_timeout_s:g} s flush "
+            "timeout at exit ended"
+        )
         while self._buffer:  # what the sender did not get to (Kafka was away): fallback stream
-            self.counters.failed += 1
-            self._write_lost(self._buffer.popleft())
+            self._fail(self._buffer.popleft(), not_sent)
         producer = self._producer
         if producer is not None:
-            producer.flush(0)  # serve the last reports: failures go to the fallback stream
-            remaining = len(producer)
-            if remaining:
-                left = counted(remaining, "record")
-                self._write_fallback(f"kafka log handler: {left} not acknowledged at exit".encode())
+            # What Kafka has not acknowledged by now is taken back: its delivery reports
+            # (served by the flush) count it and write it to the fallback stream. Left in the
+            # producer, it was only a count, and the interpreter's exit waited for it again.
+            self._purging = True
+            with contextlib.suppress(KeyboardInterrupt, SystemError):
+                producer.purge(in_queue=True, in_flight=True, blocking=False)
+                producer.flush(0)
+            self._purging = False
         self._report_losses()
         super().close()
 
     def _report_losses(self) -> None:
         """One line on the fallback stream for the records that never reached Kafka (each was
-        written there instead, as it came), so that a count is seen where they are."""
-        dropped, failed = self.counters.dropped, self.counters.failed
-        unencodable = self.counters.unencodable
-        if not dropped and not failed and not unencodable:
-            return
+        written there instead, as it came), so that a count is seen where they are: how many,
+        for each reason."""
         parts = []
-        if dropped:
+        if self.counters.dropped:
             parts.append(
-                f"{counted(dropped, 'record')} dropped (the buffer of {self._buffer_size:,} was "
-                "full: records came faster than they were sent)"
+                f"{counted(self.counters.dropped, 'record')} dropped (the buffer of "
+                f"{self._buffer_size:,} was full: records came faster than they were sent)"
             )
-        if failed:
-            reason = f": {self._last_failure}" if self._last_failure else ""
-            parts.append(f"{counted(failed, 'record')} not delivered{reason}")
-        if unencodable:
-            parts.append(
-                f"{counted(unencodable, 'record')} dropped (could not be encoded: "
-                f"{self._last_unencodable})"
+        parts += _by_reason(self._failures, "not delivered ({})")
+        parts += _by_reason(self._unencodable_reasons, "dropped (could not be encoded: {})")
+        if parts:
+            self._write_fallback(
+                f"kafka log handler: {'; '.join(parts)}; they are only in this stream".encode()
             )
-        self._write_fallback(
-            f"kafka log handler: {'; '.join(parts)}; they are only in this stream".encode()
-        )
 
     def describe(self) -> Mapping[str, int]:
         """The counters as a plain mapping (for metrics and tests)."""
         return dict(vars(self.counters))
+
+
+def _by_reason(reasons: Counter[str], what: str) -> list[str]:
+    """``["2 records not delivered (reason)", ...]``, the most frequent reason first; past
+    :data:`_REASONS_NAMED` reasons, the rest together (each record's own reason is with it on
+    the fallback stream, for a record that could not be encoded)."""
+    ranked = reasons.most_common()
+    parts = [
+        f"{counted(n, 'record')} {what.format(reason)}" for reason, n in ranked[:_REASONS_NAMED]
+    ]
+    rest = sum(n for _, n in ranked[_REASONS_NAMED:])
+    if rest:
+        others = counted(len(ranked) - _REASONS_NAMED, "other reason")
+        parts.append(f"{counted(rest, 'record')} {what.format(others)}")
+    return parts

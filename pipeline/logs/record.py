@@ -113,6 +113,20 @@ def labels_of(record: logging.LogRecord) -> dict[str, str]:
     return labels
 
 
+#: What an exception whose ``str()`` raises says instead: the words Python's own traceback
+#: module prints for it, so the message and the last line of the stack trace agree.
+EXCEPTION_STR_FAILED = "<exception str() failed>"
+
+
+def _exception_message(value: BaseException | None) -> str:
+    """``str(value)``, or :data:`EXCEPTION_STR_FAILED` when that raises: an exception class
+    with a broken ``__str__`` once cost the whole record, traceback and all."""
+    try:
+        return str(value)
+    except Exception:
+        return EXCEPTION_STR_FAILED
+
+
 def _error(record: logging.LogRecord) -> dict[str, str] | None:
     if record.exc_info and record.exc_info[0] is not None:
         kind, value, tb = record.exc_info
@@ -120,7 +134,7 @@ def _error(record: logging.LogRecord) -> dict[str, str] | None:
         module = kind.__module__
         error = {
             "type": name if module in ("builtins", "__main__") else f"{module}.{name}",
-            "message": _clean(str(value)),
+            "message": _clean(_exception_message(value)),
             "stack_trace": _clean("".join(traceback.format_exception(kind, value, tb)).rstrip()),
         }
         if record.stack_info:

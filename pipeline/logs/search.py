@@ -6,7 +6,8 @@
   search bar: ``message:timeout AND NOT log.level:debug``) with exact filters for the time, the
   service, the levels and the correlation id;
 - :func:`search_body` adds the sort (newest first, or oldest first to follow), the size and how
-  far Elasticsearch counts the matches;
+  far Elasticsearch counts the matches; :func:`later_than` keeps ``--follow`` to the lines after
+  the oldest one shown (in that sort order, ties of ``@timestamp`` too);
 - :func:`shown_of_total` says when more lines matched than ``--limit`` let through, and
   :func:`unreadable_answer` what to tell of an answer whose JSON does not parse.
 """
@@ -24,6 +25,7 @@ from pipeline.logs.elasticsearch import reason_of
 __all__ = [
     "LEVELS",
     "build_query",
+    "later_than",
     "parse_since",
     "search_body",
     "shard_failure",
@@ -38,7 +40,10 @@ _PART = re.compile(r"(\d+)([smhdw])")
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """The UTC time ``--since TEXT`` means; :class:`ValueError` saying what is accepted."""
+    """The UTC time ``--since TEXT`` means; :class:`ValueError` saying what is accepted.
+
+    An ISO 8601 time without an offset is UTC (as the table's times are, and as Elasticsearch
+    reads a date without one), not the host's local time: ``2026-12-06T11:30`` is 11:30 UTC."""
     # "-15m" too, as `pipeline record --from-time` writes a time back from now.
     value = text.strip().lower().removeprefix("-")
     if _DURATION.fullmatch(value):
@@ -87,9 +92,13 @@ def build_query(
     service: str | None = None,
     levels: Sequence[str] = (),
     correlation_id: str | None = None,
+    after: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``query`` of a search: the Lucene ``query`` (scored) plus exact filters."""
+    """The ``query`` of a search: the Lucene ``query`` (scored) plus exact filters; ``after``:
+    only lines after the one with these sort values (:func:`later_than`)."""
     filters: list[dict[str, Any]] = []
+    if after:
+        filters.append(later_than(after))
     if since is not None:
         filters.append({"range": {"@timestamp": {"gte": _iso(since)}}})
     if service:
@@ -151,6 +160,28 @@ def search_body(
         "sort": [{"@timestamp": {"order": order}}, {"event.id": {"order": order}}],
         "track_total_hits": max(_COUNTED_MATCHES, size + 1) if count else False,
     }
+
+
+def later_than(sort_values: Sequence[Any]) -> dict[str, Any]:
+    """A filter for the lines after the one whose sort values (:func:`search_body`'s:
+    ``@timestamp`` in epoch milliseconds, then ``event.id``) are ``sort_values``.
+
+    ``--follow`` after a cut goes on from the oldest line shown. A time alone cannot say where
+    that is: lines shipped in one bulk share a millisecond, and those of them left out of the
+    first page were printed by the first poll, older than the lines already shown. The
+    tiebreaker can: in one millisecond, a line with a higher ``event.id`` is later (a line
+    without one sorts last newest first, so it is before every line that has one)."""
+    millis = sort_values[0]
+    later: list[dict[str, Any]] = [
+        {"range": {"@timestamp": {"gt": millis, "format": "epoch_millis"}}}
+    ]
+    event_id = sort_values[1] if len(sort_values) > 1 else None
+    if event_id is not None:
+        same_moment = {
+            "range": {"@timestamp": {"gte": millis, "lte": millis, "format": "epoch_millis"}}
+        }
+        later.append({"bool": {"filter": [same_moment, {"range": {"event.id": {"gt": event_id}}}]}})
+    return {"bool": {"should": later, "minimum_should_match": 1}}
 
 
 def shown_of_total(total: Any, shown: int, *, most: int) -> str | None:

@@ -78,6 +78,16 @@ class FakeConsumer:
         partitions = {tp.partition: object() for tp in self.assigned}
         return SimpleNamespace(topics={"logs": SimpleNamespace(partitions=partitions, error=None)})
 
+    # An empty topic, nothing read or committed: what the lag is worked out from.
+    def position(self, partitions):
+        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+
+    def committed(self, partitions, timeout=0):
+        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+
+    def get_watermark_offsets(self, partition, timeout=0, cached=False):
+        return (0, 0)
+
 
 class FakeProducer:
     def __init__(self):
@@ -495,6 +505,21 @@ def test_a_caught_up_shipper_reports_no_lag():
     shipper._report = reported.append
     shipper.report_metrics()
     assert shipper.counters.lag == 0 and "lag=0 " in reported[-1]
+
+
+def test_the_lag_is_known_once_partitions_are_assigned_not_at_the_first_metrics_line(
+    monkeypatch,
+):
+    # /metrics had no lag gauge until the first periodic metrics line, up to 30 s after start.
+    consumer = LagConsumer(partitions=(0, 1, 2))
+    shipper = _shipper(consumer, FakeProducer())
+    monkeypatch.setattr(log_shipper, "ensure_index_template", lambda *a, **k: None)
+    monkeypatch.setattr(consumer, "subscribe", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(shipper, "report_metrics", lambda: None)  # no metrics line at all
+
+    shipper.run(until_idle_s=0.05)
+
+    assert shipper.counters.lag == 0
 
 
 # --- --until-idle: caught up only when every partition is ours ---------------------------------

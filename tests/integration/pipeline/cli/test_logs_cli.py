@@ -332,3 +332,40 @@ def test_follow_after_a_cut_goes_on_from_the_lines_shown_not_the_older_ones_left
 
     numbers = [int(json.loads(line)["labels"]["n"]) for line in lines]
     assert numbers == [*range(20, 30), 30, 31, 32]  # the newest ten, then what came after
+
+
+def test_follow_after_a_cut_does_not_print_lines_of_the_oldest_shown_lines_millisecond(
+    elasticsearch_client, tmp_path
+):
+    # Lines shipped in one bulk share a millisecond: the first poll printed those of them left
+    # out of the first page (seq 2899 after 2900-2999), older than every line shown.
+    from datetime import UTC, datetime, timedelta
+
+    stamp = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    with log_alias(elasticsearch_client) as alias:
+        ensure_index_template(elasticsearch_client, alias=alias)
+        _index(elasticsearch_client, alias,
+               [log_document(n, **{"@timestamp": f"{stamp}Z"}) for n in range(30)])  # fmt: skip
+        out = tmp_path / "follow.ndjson"
+        with out.open("w") as sink:
+            follower = subprocess.Popen(
+                [str(PIPELINE), "logs", "search", "--follow", "-o", "ndjson", "--limit", "10",
+                 "--since", "1m"],
+                stdout=sink,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "PIPELINE_LOGS__INDEX_ALIAS": alias},
+            )  # fmt: skip
+            try:
+                shown = _lines_within(out, 10)
+                time.sleep(3)  # a few polls
+                _index(elasticsearch_client, alias, [log_document(n) for n in range(30, 33)])
+                _lines_within(out, 13)
+                time.sleep(2)
+                lines = out.read_text().splitlines()
+            finally:
+                follower.terminate()
+                follower.wait(timeout=30)
+
+    numbers = [int(json.loads(line)["labels"]["n"]) for line in lines]
+    first = [int(json.loads(line)["labels"]["n"]) for line in shown[:10]]
+    assert numbers == [*first, 30, 31, 32], numbers  # the first page, then what came after

@@ -193,3 +193,104 @@ def test_an_empty_filter_is_a_usage_error_not_every_line(monkeypatch, option):
     assert result.exit_code == 2
     assert "must not be empty" in result.output
     assert es.bodies == []
+
+
+def _refused(error_class, status, body):
+    from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+
+    meta = ApiResponseMeta(
+        status=status,
+        http_version="1.1",
+        headers=HttpHeaders(),
+        duration=0.0,
+        node=NodeConfig("http", "127.0.0.1", 9200),
+    )
+    return error_class(message=str(body), meta=meta, body=body)
+
+
+NO_HANDLER = "no handler found for uri [/prefix/pipeline-logs/_search] and method [POST]"
+HTML = "<!DOCTYPE HTML>\n<html lang='en'>\n<head><title>Error response</title></head>\n</html>"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "first_line"),
+    [
+        (400, {"error": NO_HANDLER}, NO_HANDLER),  # Elasticsearch, with a path after the host
+        (501, HTML, "<!DOCTYPE HTML>"),  # another HTTP server
+        (404, None, "an empty answer"),
+    ],
+)
+def test_a_url_that_is_not_elasticsearchs_is_said_so_not_called_a_bad_query(
+    monkeypatch, status, body, first_line
+):
+    from elasticsearch import ApiError
+
+    # All three read "bad query: ..." (the empty one "bad query: None").
+    monkeypatch.setenv("PIPELINE_ELASTICSEARCH__URL", "http://user:hunter2@127.0.0.1:9200/prefix")
+    result = search(monkeypatch, FakeElasticsearch(_refused(ApiError, status, body)))
+
+    assert isinstance(result.exception, PipelineError)
+    assert str(result.exception) == (
+        "the server at http://user:[REDACTED]@127.0.0.1:9200/prefix did not answer as "
+        f"Elasticsearch ({status}: {first_line}); check PIPELINE_ELASTICSEARCH__URL "
+        "(Elasticsearch's address, without a path)"
+    )
+
+
+def test_a_query_elasticsearch_cannot_parse_is_still_a_bad_query(monkeypatch):
+    from elasticsearch import BadRequestError
+
+    cause = {"type": "parse_exception", "reason": "Encountered <EOF> at line 1, column 3"}
+    body = {
+        "error": {
+            "type": "search_phase_execution_exception",
+            "reason": "all shards failed",
+            "failed_shards": [{"reason": {"type": "query_shard_exception",
+                                          "reason": "Failed to parse query [a:(]",
+                                          "caused_by": cause}}],
+        },
+        "status": 400,
+    }  # fmt: skip
+    result = search(monkeypatch, FakeElasticsearch(_refused(BadRequestError, 400, body)), "a:(")
+
+    assert str(result.exception) == (
+        "bad query: Failed to parse query [a:(]: Encountered <EOF> at line 1, column 3"
+    )
+
+
+def test_help_says_a_since_time_without_an_offset_is_utc():
+    result = CliRunner().invoke(app, ["logs", "search", "--help"], env={"COLUMNS": "200"})
+
+    assert "read as UTC unless it has an offset" in " ".join(result.stdout.split())
+
+
+def test_follow_after_a_cut_asks_only_for_lines_after_the_oldest_shown(monkeypatch):
+    # Lines of one bulk share a millisecond: the first poll printed a line of that millisecond
+    # left out of the first page, older than every line shown.
+    shown = [{**hit(str(n), f"line {n}"), "sort": [1796538000123, f"id-{n}"]} for n in (9, 8)]
+
+    class Interrupted(FakeElasticsearch):
+        def search(self, index, **body):
+            if len(self.bodies) == 1:  # the first poll
+                self.bodies.append(body)
+                raise KeyboardInterrupt
+            return super().search(index, **body)
+
+    monkeypatch.setattr(logs, "_FOLLOW_POLL_S", 0)
+    es = Interrupted(answer(shown, total={"value": 10, "relation": "eq"}))
+    search(monkeypatch, es, "--follow", "--limit", "2")
+
+    poll_filters = es.bodies[1]["query"]["bool"]["filter"]
+    assert {
+        "bool": {
+            "should": [
+                {"range": {"@timestamp": {"gt": 1796538000123, "format": "epoch_millis"}}},
+                {"bool": {"filter": [
+                    {"range": {"@timestamp": {"gte": 1796538000123, "lte": 1796538000123,
+                                              "format": "epoch_millis"}}},
+                    {"range": {"event.id": {"gt": "id-8"}}},
+                ]}},
+            ],
+            "minimum_should_match": 1,
+        }
+    } in poll_filters  # fmt: skip

@@ -86,3 +86,36 @@ def test_a_line_written_with_dotted_keys_shows_its_level_service_and_logger():
     assert "warning" in text
     assert "cart-service" in text
     assert "shop.cart" in text
+
+
+def test_the_time_column_is_utc_whatever_offset_a_line_was_written_with():
+    # Another program's line, stored with its offset, was shown as stored: 06:20 "UTC".
+    line = hit("from elsewhere")
+    line["_source"]["@timestamp"] = "2026-12-06T06:20:00.123-05:00"
+
+    text = rendered([line, hit("ours")], 160)
+
+    assert "2026-12-06 11:20:00.123" in text
+    assert "06:20" not in text
+    assert "2026-12-04 22:51:27.681" in text
+
+
+def test_a_long_message_is_cut_in_the_table_saying_where_the_whole_text_is():
+    # A 200 KB message filled 3,000 terminal lines.
+    table = _table([hit("x" * 200_000), hit("short")], 160)
+    messages = next(column for column in table.columns if column.header == "message")
+    long_cell, short_cell = messages._cells
+
+    assert long_cell == "x" * 1000 + (  # markup escaped: the bracket is shown as it is
+        " ... \\[cut: 200,000 characters in all; -o ndjson shows the whole text]"
+    )
+    assert short_cell == "short"
+    assert rendered([hit("x" * 200_000)], 160).count("\n") < 30
+
+
+def test_bidirectional_controls_in_a_message_are_written_out_not_sent_to_the_terminal():
+    # U+202E makes a terminal show what follows reversed: a line could hide what it says.
+    shown = rendered([hit("invoice \u202egnp.exe \u2066x\u2069 \u200f")], 200)
+
+    assert not any(char in shown for char in "\u202e\u2066\u2069\u200f")
+    assert "invoice \\u202egnp.exe \\u2066x\\u2069 \\u200f" in shown

@@ -49,8 +49,45 @@ class FakeProducer:
         self.poll()
         return 0
 
+    def purge(self, in_queue=True, in_flight=True, blocking=True):
+        pass  # acknowledges everything on the next poll: nothing left to take back
+
     def __len__(self):
         return len(self.pending)
+
+
+class UnreachableKafka:
+    """librdkafka with no broker: takes records until its queue of ``room`` is full (then
+    BufferError), acknowledges none, and fails what is purged on the next poll or flush."""
+
+    def __init__(self, room):
+        self.room = room
+        self.queued = []
+        self.purged = []
+        self.flush_timeouts = []
+
+    def produce(self, topic, value=None, key=None, on_delivery=None):
+        if len(self.queued) >= self.room:
+            raise BufferError("Local: Queue full")
+        self.queued.append((on_delivery, value))
+
+    def poll(self, timeout=0):
+        threading.Event().wait(min(timeout, 0.01))
+        purged, self.purged = self.purged, []
+        for callback, value in purged:
+            callback("Local: Purged in queue", FakeMessage(value))
+        return len(purged)
+
+    def flush(self, timeout=0):
+        self.flush_timeouts.append(timeout)
+        self.poll()
+        return len(self.queued)
+
+    def purge(self, in_queue=True, in_flight=True, blocking=True):
+        self.purged, self.queued = self.queued, []
+
+    def __len__(self):
+        return len(self.queued)
 
 
 def _logger(handler, name="app"):
@@ -96,6 +133,7 @@ def test_emit_never_waits_for_a_stuck_kafka_and_counts_what_it_drops():
     assert len(dropped_lines) == counters.dropped
     assert json.loads(dropped_lines[-1])["message"] == "line 49"
     producer.release.set()
+    handler.flush_timeout_s = 5.0  # time to send what is buffered, now that Kafka is back
     handler.close()
     # At exit, one line says how many never reached Kafka, where they are.
     assert fallback.getvalue().splitlines()[-1] == (
@@ -114,8 +152,35 @@ def test_records_kafka_did_not_take_are_counted_and_written_to_the_fallback():
     lines = fallback.getvalue().splitlines()
     assert json.loads(lines[0])["message"] == "lost?"
     assert lines[-1] == (
-        "kafka log handler: 1 record not delivered: broker down; they are only in this stream"
+        "kafka log handler: 1 record not delivered (broker down); they are only in this stream"
     )
+
+
+def test_at_exit_with_kafka_unreachable_one_line_counts_every_record_with_its_reason():
+    # 12,000 records with Kafka away were reported as "10,000 not acknowledged" and "1,999 not
+    # delivered", with no reason: two lines, one record short (the one the sender held), and
+    # the 10,000 were not on the fallback stream at all. Exit also waited twice for Kafka.
+    producer = UnreachableKafka(room=10)
+    fallback = io.StringIO()
+    handler = KafkaLogHandler(
+        lambda: producer, service="s", buffer_size=100, fallback=fallback, flush_timeout_s=0.3
+    )
+    logger = _logger(handler)
+    for n in range(30):
+        logger.info("line %d", n)
+    handler.close()
+    handler.flush()  # logging.shutdown flushes every handler after the atexit close
+
+    lines = fallback.getvalue().splitlines()
+    assert lines[-1] == (
+        "kafka log handler: 20 records not delivered (never sent: the producer's queue stayed "
+        "full, Kafka was not taking records); 10 records not delivered (Kafka did not "
+        "acknowledge them within the 0.3 s flush timeout at exit); they are only in this stream"
+    )
+    written = sorted(json.loads(line)["message"] for line in lines[:-1])
+    assert written == sorted(f"line {n}" for n in range(30))  # each once, none missing
+    assert handler.counters.failed == 30 and handler.counters.delivered == 0
+    assert sum(producer.flush_timeouts) <= 0.3  # the flush timeout bounds the waiting, once
 
 
 @pytest.mark.parametrize(
@@ -287,9 +352,11 @@ def test_a_record_that_cannot_be_encoded_is_counted_and_written_to_the_fallback(
     )
     assert second["message"] == "customer"
     assert second["labels"]["encoding_error"] == "RuntimeError: no str for you"
+    # Each cause with its count: the line named only the last one.
     assert lines[-1] == (
-        "kafka log handler: 2 records dropped (could not be encoded: RuntimeError: no str for "
-        "you); they are only in this stream"
+        "kafka log handler: 1 record dropped (could not be encoded: TypeError: %d format: a "
+        "real number is required, not str); 1 record dropped (could not be encoded: "
+        "RuntimeError: no str for you); they are only in this stream"
     )
 
 
@@ -304,3 +371,24 @@ def test_the_console_shows_a_record_that_cannot_be_encoded_without_a_traceback(c
     json_line, text_line = stream.getvalue().splitlines()
     assert json.loads(json_line)["message"] == "'order %d placed' % ('o-1',)"
     assert text_line.endswith(": 'order %d placed' % ('o-1',)")
+
+
+def test_an_exception_whose_str_raises_reaches_kafka_with_its_traceback():
+    class WeirdErr(Exception):
+        def __str__(self):
+            raise RuntimeError("str broken")
+
+    producer = FakeProducer()
+    handler = KafkaLogHandler(lambda: producer, service="s", fallback=io.StringIO())
+    try:
+        raise WeirdErr()
+    except WeirdErr:
+        _logger(handler).exception("weird exc str")
+    handler.close()
+
+    assert handler.counters.unencodable == 0 and handler.counters.delivered == 1
+    document = json.loads(producer.sent[0][2])
+    assert document["message"] == "weird exc str"
+    assert document["error"]["type"].endswith("WeirdErr")
+    assert document["error"]["message"] == "<exception str() failed>"
+    assert document["error"]["stack_trace"].endswith("WeirdErr: <exception str() failed>")

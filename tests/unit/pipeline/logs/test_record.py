@@ -176,3 +176,25 @@ def test_an_error_named_without_an_exception_fills_error_type_and_message_not_la
         "message": "no stock for sku-1 password=[REDACTED]",
     }
     assert "labels" not in document
+
+
+class _StrBroken(Exception):
+    def __str__(self):
+        raise RuntimeError("str broken")
+
+
+def test_an_exception_whose_str_raises_keeps_its_type_and_traceback():
+    # The record was lost (a stand-in with labels.encoding_error only): the traceback, the one
+    # thing such a line is for, with it.
+    try:
+        raise _StrBroken()
+    except _StrBroken:
+        record = _record("weird exc str", (), exc_info=sys.exc_info())
+
+    error = ecs_document(record, service="s", hostname="h", event_id="e")["error"]
+
+    assert error["type"] == f"{__name__}._StrBroken"
+    assert error["message"] == "<exception str() failed>"  # as Python's traceback says
+    assert error["stack_trace"].startswith("Traceback (most recent call last):")
+    assert "raise _StrBroken()" in error["stack_trace"]
+    assert error["stack_trace"].endswith("_StrBroken: <exception str() failed>")
