@@ -92,12 +92,19 @@ def _drop_stderr() -> None:
 _TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+# Unicode's bidirectional formatting characters: a terminal that honours them reorders what
+# follows (U+202E shows "gnp.exe" for "exe.png"), so a line could hide what it says.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def terminal_safe(text: str) -> str:
     """``text`` with the control characters a terminal would act on written out as
-    ``\x1b``: data shown in a table (a log message, a dead letter's error) cannot recolour,
-    move the cursor in or retitle the terminal of whoever reads it. Rich drops a few (bell,
-    carriage return) but passes the escape character through."""
-    return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    ``\\x1b``, and Unicode's bidirectional controls as ``\\u202e``: data shown in a table (a
+    log message, a dead letter's error, a saga's step) cannot recolour, move the cursor in,
+    retitle the terminal of whoever reads it, or reorder what it shows. Rich drops a few
+    (bell, carriage return) but passes the escape character through."""
+    text = _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return _BIDI_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 #: How long a command waits for Kafka's first answer before it says where it is connecting.

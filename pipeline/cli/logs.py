@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -276,15 +275,6 @@ def _printable(text: str, encoding: str) -> str:
 _MESSAGE_CHARS = 1000
 _MESSAGE_LINES = 10
 
-# Unicode's bidirectional formatting characters: a terminal that honours them reorders what
-# follows (U+202E shows "gnp.exe" for "exe.png"), so a line could hide what it says. Escaped
-# like the control characters.
-_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _without_bidi(text: str) -> str:
-    return _BIDI_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-
 
 def _shortened(message: str) -> str:
     """``message`` as the table shows it: cut after :data:`_MESSAGE_CHARS` characters or
@@ -337,7 +327,7 @@ def _table(
     colours = {"error": "red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
 
     def cell(value: Any) -> str:  # text, not markup: "[KeyError]" is shown as it is
-        return escape(_printable(_without_bidi(terminal_safe(str(value or ""))), encoding))
+        return escape(_printable(terminal_safe(str(value or "")), encoding))
 
     for hit in hits:
         source = _source(hit)

@@ -71,6 +71,17 @@ def test_a_terminal_escape_in_an_error_message_is_written_out_not_sent_to_the_te
     assert "boom \\x1b]0;owned\\x07 after" in shown
 
 
+def test_a_bidi_control_in_an_error_message_is_written_out_not_reordering_the_line():
+    # U+202E shows what follows it backwards: "exe.png" reads as "gnp.exe".
+    letter = dataclasses.replace(dead_letter(0), error_message="file \u202egnp.exe rejected")
+    console = Console(width=240, record=True, file=io.StringIO())
+    console.print(dead_letter_table("requests.orders.dlq", [letter], None, width=240))
+    shown = console.export_text()
+
+    assert "\u202e" not in shown
+    assert "file \\u202egnp.exe rejected" in shown
+
+
 def test_with_show_redriven_each_letter_says_whether_it_is_pending_redriven_or_discarded():
     settled = {
         LETTERS[0].position: Marker(LETTERS[0].position),
