@@ -116,7 +116,7 @@ def ship(
     from consumers.log_shipper import LogShipper
     from consumers.log_shipper_metrics import shipper_registry
     from pipeline.kafka.clients import build_consumer, build_producer
-    from pipeline.logs.elasticsearch import build_elasticsearch
+    from pipeline.logs.elasticsearch import build_elasticsearch, refuse_an_https_port_over_http
     from pipeline.logs.setup import configure_logging
     from pipeline.metrics_server import serve_metrics
 
@@ -147,6 +147,7 @@ def ship(
     dlq = build_producer(settings.kafka, **{"linger.ms": 5, "message.max.bytes": _DLQ_MAX_BYTES})
     try:
         with build_elasticsearch(settings.elasticsearch) as es:
+            refuse_an_https_port_over_http(es, settings.elasticsearch.url)
             shipper = LogShipper(
                 consumer,
                 es,

@@ -79,6 +79,23 @@ def plain_http_hint(url: str, error: BaseException) -> str:
     return ""
 
 
+def refuse_an_https_port_over_http(es: Elasticsearch, url: str) -> None:
+    """A :class:`PipelineError` at once for an ``http://`` URL whose server hangs up without a
+    word (an HTTPS port, most likely), which no wait would mend: the shipper waited for it for
+    ever, as for an outage. Any other trouble is left to the caller (the shipper waits out an
+    Elasticsearch that is away)."""
+    from elasticsearch import ConnectionError as EsConnectionError
+
+    try:
+        es.info()
+    except EsConnectionError as error:
+        hint = plain_http_hint(url, error)
+        if hint:
+            raise PipelineError(f"elasticsearch is unreachable: {error.message}{hint}") from None
+    except Exception:
+        pass
+
+
 #: How much of a foreign server's answer :func:`not_elasticsearch` quotes.
 _QUOTED_CHARS = 120
 

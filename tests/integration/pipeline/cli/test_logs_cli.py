@@ -16,6 +16,7 @@ from pipeline.logs.schema import ensure_index_template
 from pipeline.ports import free_port
 from tests.support.logs import log_alias, log_document
 from tests.support.stack_cli import PIPELINE, run_pipeline
+from tests.support.tls_server import tls_server as serving_tls
 
 
 @pytest.fixture
@@ -154,6 +155,26 @@ def test_ship_says_in_one_line_that_elasticsearch_refused_its_index_template(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: Elasticsearch refused the index template (400): "), last
     assert f"[{alias}-b]" in last
+
+
+def test_ship_to_an_https_port_over_http_is_one_line_at_once_not_a_wait(new_topic, tmp_path):
+    # Elasticsearch with TLS hangs up on plain HTTP without a word: the shipper took that for
+    # an outage and waited for ever (search said what it was at once).
+    with serving_tls(tmp_path / "tls") as (address, _ca):
+        result = run_pipeline(
+            "logs", "ship",
+            env={
+                "PIPELINE_LOGS__TOPIC": new_topic(1),
+                "PIPELINE_LOGS__DLQ_TOPIC": new_topic(1),
+                "PIPELINE_ELASTICSEARCH__URL": f"http://{address}",
+            },
+            timeout=60,
+        )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: elasticsearch is unreachable: "), last
+    assert "an HTTPS port? then PIPELINE_ELASTICSEARCH__URL starts with https://" in last, last
 
 
 def test_a_record_of_nearly_a_megabyte_that_is_not_a_log_line_is_dead_lettered_whole(

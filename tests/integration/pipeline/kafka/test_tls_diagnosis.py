@@ -5,9 +5,6 @@ of the test's own, which is all a handshake needs."""
 
 from __future__ import annotations
 
-import socket
-import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,42 +15,14 @@ from pipeline.kafka.tls_diagnosis import certificate_refusal
 from pipeline.settings import KafkaSettings
 from pipeline.stack.certificates import ensure_certificates
 from pipeline.topics.admin import KafkaRefusedError, list_cluster_topics
+from tests.support.tls_server import tls_server as serving_tls
 
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A TLS server on 127.0.0.2 whose certificate names localhost and 127.0.0.1 only; its
-    address and the CA that signed its certificate."""
-    files = ensure_certificates(tmp_path / "tls")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(files.server_certificate, files.server_key)
-    listener = socket.create_server(("127.0.0.2", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                connection.settimeout(2)
-                with context.wrap_socket(connection, server_side=True):
-                    pass
-            except (OSError, ssl.SSLError):
-                pass  # the client turned the certificate down, as it should
-            finally:
-                connection.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.2:{listener.getsockname()[1]}", files.ca_certificate
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    """A TLS server on 127.0.0.2 whose certificate names localhost and 127.0.0.1 only."""
+    with serving_tls(tmp_path / "tls", host="127.0.0.2") as served:
+        yield served
 
 
 def _config(address: str, ca: Path) -> dict[str, str]:
