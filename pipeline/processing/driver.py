@@ -13,7 +13,9 @@ Topics have one partition unless told (``partitions=6``, or ``{"requests.orders"
 message goes to the partition Kafka's default partitioner (murmur2,
 :func:`pipeline.kafka.partitioner.partition_for`) gives its key, a keyless one round robin, and
 ``send(..., partition=n)`` puts it where told. A recording (``pipeline record``'s lines, or
-``kcat -J``'s) goes in with :meth:`ProcessorTestDriver.send_recording`.
+``kcat -J``'s) goes in with :meth:`ProcessorTestDriver.send_recording`. ``send`` takes only a
+topic the processor reads (a :class:`ValueError` names those it reads otherwise), and whatever
+the driver stamps (records, dead letters) has the virtual clock's time.
 
 Each :meth:`ProcessorTestDriver.run` starts from the committed positions, as a restarted
 processor would; :meth:`ProcessorTestDriver.redeliver` rewinds them to replay records.
@@ -41,10 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import random
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +55,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.database import build_engine, migrate
 from pipeline.dead_letters.letter import (
+    DEAD_LETTERED_AT,
     DeadLetter,
     pending_dead_letters,
     read_dead_letter,
@@ -71,7 +75,12 @@ from pipeline.replay.recording import RecordedMessage
 from pipeline.settings import DatabaseSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
-__all__ = ["ProcessorTestDriver", "recorded_message"]
+__all__ = [
+    "ProcessorTestDriver",
+    "recorded_message",
+    "recorded_partitions",
+    "unread_topic_error",
+]
 
 
 def recorded_message(recorded: RecordedMessage) -> KafkaMessage:
@@ -81,12 +90,52 @@ def recorded_message(recorded: RecordedMessage) -> KafkaMessage:
     return KafkaMessage(key=recorded.key, value=recorded.value, headers=headers)
 
 
+def recorded_partitions(
+    messages: Iterable[RecordedMessage], *, topic: str | None = None
+) -> dict[str, tuple[int, int]]:
+    """Per target topic (``topic``, else each message's own), the lowest and the highest
+    recorded partition: what ``preserve_partitions`` needs of it."""
+    spans: dict[str, tuple[int, int]] = {}
+    for recorded in messages:
+        target = topic or recorded.topic
+        low, high = spans.get(target, (recorded.partition, recorded.partition))
+        spans[target] = (min(low, recorded.partition), max(high, recorded.partition))
+    return spans
+
+
+def unread_topic_error(topic: str, read: Collection[str], processors: str) -> ValueError:
+    """The one-line refusal of ``topic``, which none of ``processors`` (their names) reads:
+    what is sent there would never be handled, and a test asserting that nothing failed would
+    pass for nothing (a typo in the topic's name, say)."""
+    names = sorted(set(read))
+    close = difflib.get_close_matches(topic, names, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return ValueError(
+        f"no processor here ({processors}) reads {topic}, so nothing would handle it; the "
+        f"topics read: {', '.join(names) or 'none'}{hint}"
+    )
+
+
+def _stamped(letter: KafkaMessage, moment: datetime) -> KafkaMessage:
+    """``letter`` with ``moment`` as its ``dlq.dead_lettered_at``: the engine stamps a dead
+    letter with the real time, while every other time of the driver (the records', the
+    relay's, the sagas') is the virtual clock's."""
+    stamp = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    headers = [
+        (name, stamp.encode() if name == DEAD_LETTERED_AT else value)
+        for name, value in letter.headers
+    ]
+    return KafkaMessage(key=letter.key, value=letter.value, headers=headers)
+
+
 class _ListSink:
+    """The engine's dead letters, appended to ``<topic>.dlq`` at the virtual clock's time."""
+
     def __init__(self, driver: ProcessorTestDriver) -> None:
         self._driver = driver
 
     async def send(self, topic: str, message: KafkaMessage) -> None:
-        self._driver.send(topic, message)
+        self._driver.append(topic, _stamped(message, self._driver.clock()))
 
 
 class ProcessorTestDriver:
@@ -158,11 +207,33 @@ class ProcessorTestDriver:
         key: bytes | None = None,
         timestamp_ms: int | None = None,
     ) -> Record:
-        """Append a message (an event is encoded first) to a topic; returns the record.
+        """Append a message (an event is encoded first) to a topic the processor reads; returns
+        the record. A topic it does not read is a :class:`ValueError` naming those it reads, as
+        Kafka Streams' ``TopologyTestDriver`` refuses an unknown input topic: nothing would
+        ever handle the message.
 
         ``key`` replaces the message's key; ``partition`` (else the key's partition) and
         ``timestamp_ms`` (else the clock's time) are where and when it lands.
         """
+        self.check_reads(topic)
+        return self.append(topic, message, partition=partition, key=key, timestamp_ms=timestamp_ms)
+
+    def check_reads(self, topic: str) -> None:
+        """A :class:`ValueError` naming the processor's topics unless it reads ``topic``."""
+        if topic not in self.processor.topics:
+            raise unread_topic_error(topic, self.processor.topics, self.processor.name)
+
+    def append(
+        self,
+        topic: str,
+        message: Event | KafkaMessage,
+        *,
+        partition: int | None = None,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Record:
+        """:meth:`send` to any topic: the driver's own dead letters and markers, a harness's
+        relayed events, a recording's messages of topics the processor does not read."""
         encoded = encode(message) if isinstance(message, Event) else message
         key = key if key is not None else encoded.key
         if partition is None:
@@ -190,32 +261,41 @@ class ProcessorTestDriver:
         """Append recorded messages in their order: to their own topics or ``topic``, on the
         key's partition or (``preserve_partitions``) the recorded one, with the recorded key,
         value, headers and timestamp. A header recorded as null arrives as empty bytes, as the
-        processor runtime hands it over."""
+        processor runtime hands it over.
+
+        With ``preserve_partitions``, the whole recording is checked first: a recorded partition
+        its topic does not have here is a :class:`ValueError`, and nothing was sent (as
+        ``pipeline replay --preserve-partitions`` refuses). A topic the processor does not read
+        is taken (a recording may hold several topics): ``replay_into_driver`` warns of it."""
+        messages = list(messages)
+        if preserve_partitions:
+            self.check_kept_partitions(recorded_partitions(messages, topic=topic))
         return [
-            self.send(
+            self.append(
                 topic or recorded.topic,
                 recorded_message(recorded),
-                partition=(
-                    self.kept_partition(topic or recorded.topic, recorded.partition)
-                    if preserve_partitions
-                    else None
-                ),
+                partition=recorded.partition if preserve_partitions else None,
                 timestamp_ms=recorded.timestamp_ms,
             )
             for recorded in messages
         ]
 
-    def kept_partition(self, topic: str, partition: int) -> int:
-        """``partition`` if ``topic`` has it; else a ``ValueError``, as ``pipeline replay
-        --preserve-partitions`` refuses a topic with too few partitions."""
-        count = self.partitions_of(topic)
-        if not 0 <= partition < count:
+    def check_kept_partitions(self, spans: Mapping[str, tuple[int, int]]) -> None:
+        """A :class:`ValueError` naming every topic of ``spans`` (lowest and highest recorded
+        partition, by topic: :func:`recorded_partitions`) that lacks one of them here."""
+        problems = []
+        for topic, (low, high) in sorted(spans.items()):
+            count = self.partitions_of(topic)
+            if low < 0 or high >= count:
+                problems.append(
+                    f"{topic} has {count} partition{'s' if count != 1 else ''} here and the "
+                    f"recording has partition {low if low < 0 else high}"
+                )
+        if problems:
             raise ValueError(
-                f"{topic} has {count} partition{'s' if count != 1 else ''} here and a recorded "
-                f"message is in partition {partition}: give the driver partitions={{...}} "
-                "(or do not preserve partitions)"
+                f"preserve_partitions: {'; '.join(problems)}: give the driver partitions={{...}} "
+                "(or do not preserve partitions); nothing was sent"
             )
-        return partition
 
     def run(self) -> MetricsSnapshot:
         """Handle every record of the processor's topics above the committed positions."""
@@ -247,7 +327,9 @@ class ProcessorTestDriver:
 
     def dead_letters(self, topic: str, partition: int | None = None) -> list[DeadLetter]:
         """The dead letters of ``topic`` not redriven yet: of one partition of its dead-letter
-        topic, or of all of them in partition order when ``partition`` is ``None``."""
+        topic, or of all of them in partition order when ``partition`` is ``None``. A topic the
+        processor does not read is a :class:`ValueError` (it has none, for ever)."""
+        self.check_reads(topic)
         dlq = dlq_name(topic)
         numbers = sorted(n for name, n in self.topics if name == dlq)
         letters: list[DeadLetter] = []
@@ -286,8 +368,8 @@ class ProcessorTestDriver:
             for index, letter in enumerate(group_letters):
                 last = index == len(group_letters) - 1
                 message = redrive_message(letter, redrive_id=redrive_id, last_of_key=last)
-                sent.append(self.send(topic, message, partition=letter.original_partition))
-                self.send(dlq, redriven_marker(letter), partition=letter.dlq_partition)
+                sent.append(self.append(topic, message, partition=letter.original_partition))
+                self.append(dlq, redriven_marker(letter), partition=letter.dlq_partition)
         return sent
 
     def close(self) -> None:

@@ -48,7 +48,12 @@ from pipeline.dead_letters.letter import DeadLetter
 from pipeline.envelope import Event, KafkaMessage, decode
 from pipeline.outbox.table import RECORD_COLUMNS, OutboxRecord, outbox_table, record_of
 from pipeline.processing.clock import VirtualClock
-from pipeline.processing.driver import ProcessorTestDriver, recorded_message
+from pipeline.processing.driver import (
+    ProcessorTestDriver,
+    recorded_message,
+    recorded_partitions,
+    unread_topic_error,
+)
 from pipeline.processing.inbox import inbox_table
 from pipeline.processing.processor import Processor
 from pipeline.replay.recording import RecordedMessage
@@ -118,18 +123,37 @@ class PipelineHarness:
         self, topic: str, message: Event | KafkaMessage, *, timestamp_ms: int | None = None
     ) -> None:
         """Append ``message`` to ``topic`` for every processor that reads it (on its key's
-        partition)."""
-        for driver in self.drivers:
-            if topic in driver.processor.topics:
-                driver.send(topic, message, timestamp_ms=timestamp_ms)
+        partition). A topic no processor reads is a :class:`ValueError` naming those they
+        read: nothing would ever handle the message."""
+        self.check_read(topic)
+        self._deliver(topic, message, timestamp_ms=timestamp_ms)
 
     def send_all(self, topic: str, messages: Iterable[Event | KafkaMessage]) -> int:
         """:meth:`send` each of ``messages`` in order; returns how many."""
+        self.check_read(topic)  # none at all to a topic nobody reads is a mistake too
         count = 0
         for message in messages:
             self.send(topic, message)
             count += 1
         return count
+
+    def check_read(self, topic: str) -> None:
+        """A :class:`ValueError` naming the topics read unless some processor reads ``topic``."""
+        if not any(topic in driver.processor.topics for driver in self.drivers):
+            raise unread_topic_error(
+                topic,
+                [name for driver in self.drivers for name in driver.processor.topics],
+                ", ".join(driver.processor.name for driver in self.drivers),
+            )
+
+    def _deliver(
+        self, topic: str, message: Event | KafkaMessage, *, timestamp_ms: int | None = None
+    ) -> None:
+        """``message`` to every processor that reads ``topic``, if any (the relay publishes
+        to topics no processor here reads, a service's outputs)."""
+        for driver in self.drivers:
+            if topic in driver.processor.topics:
+                driver.append(topic, message, timestamp_ms=timestamp_ms)
 
     def send_recording(
         self,
@@ -140,24 +164,28 @@ class PipelineHarness:
     ) -> int:
         """Append recorded messages in their order, to their own topics or ``topic``, for
         every processor that reads it (see :meth:`ProcessorTestDriver.send_recording`);
-        returns how many."""
-        count = 0
+        returns how many. Messages of a topic no processor reads are counted and dropped
+        (``replay_into_driver`` warns of them). With ``preserve_partitions`` the whole
+        recording is checked first: a partition a topic lacks is a :class:`ValueError`, and
+        nothing was sent."""
+        messages = list(messages)
+        if preserve_partitions:
+            spans = recorded_partitions(messages, topic=topic)
+            for driver in self.drivers:
+                driver.check_kept_partitions(
+                    {name: span for name, span in spans.items() if name in driver.processor.topics}
+                )
         for recorded in messages:
             name = topic or recorded.topic
             for driver in self.drivers:
                 if name in driver.processor.topics:
-                    driver.send(
+                    driver.append(
                         name,
                         recorded_message(recorded),
-                        partition=(
-                            driver.kept_partition(name, recorded.partition)
-                            if preserve_partitions
-                            else None
-                        ),
+                        partition=recorded.partition if preserve_partitions else None,
                         timestamp_ms=recorded.timestamp_ms,
                     )
-            count += 1
-        return count
+        return len(messages)
 
     # --- running -----------------------------------------------------------------------------
 
@@ -180,7 +208,7 @@ class PipelineHarness:
             record = record_of(row)
             message = record.message()
             self._published[record.topic].append(message)
-            self.send(record.topic, message)
+            self._deliver(record.topic, message)
         return len(rows)
 
     def run_periodic_tasks(self) -> None:
@@ -271,7 +299,9 @@ class PipelineHarness:
         return list(self._published[topic])
 
     def dead_letters(self, topic: str) -> list[DeadLetter]:
-        """The pending dead letters of ``topic``, from every processor that reads it."""
+        """The pending dead letters of ``topic``, from every processor that reads it; a topic
+        no processor reads is a :class:`ValueError` (it has none, for ever)."""
+        self.check_read(topic)
         return [
             letter
             for driver in self.drivers

@@ -16,6 +16,10 @@ A test names its processors as ``pipeline process`` does (``module:attribute``) 
 - ``kafka`` (:class:`~pipeline.testing.kafka_backend.KafkaBackend`): each processor as a
   ``pipeline process`` program and ``pipeline outbox relay``, on the real Kafka and a fresh
   PostgreSQL database; ``timeout_s`` is real time.
+
+Both read dead letters the same way (``backend.dead_letters(topic)``: the pending
+:class:`~pipeline.dead_letters.letter.DeadLetter` objects of ``<topic>.dlq``), and a
+``wait_until`` that fails says what the condition last returned.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from typing import Literal, Protocol, TypeVar
 from sqlalchemy.engine import Engine
 
 from pipeline.cli.process import load_processor
+from pipeline.dead_letters.letter import DeadLetter
 from pipeline.envelope import Event, KafkaMessage
+from pipeline.plurals import counted
 from pipeline.processing.harness import Clocked, PipelineHarness
 from pipeline.replay.recording import RecordedMessage
 from pipeline.sagas.orchestrator import SagaOrchestrator
@@ -41,6 +47,8 @@ __all__ = [
     "DriverBackend",
     "PipelineBackend",
     "catalogue_partitions",
+    "last_returned",
+    "pending_letters",
     "processor_specs",
     "text_list",
 ]
@@ -48,6 +56,10 @@ __all__ = [
 BackendKind = Literal["driver", "kafka"]
 BACKENDS: tuple[BackendKind, ...] = ("driver", "kafka")
 T = TypeVar("T")
+#: How much of the condition's last value a failed ``wait_until`` shows.
+_LAST_VALUE_CHARS = 300
+#: How many pending dead letters a failed ``wait_until`` on the driver describes.
+_LETTERS_SHOWN = 3
 
 
 class PipelineBackend(Protocol):
@@ -60,7 +72,8 @@ class PipelineBackend(Protocol):
         """The services' database (the processors' effects, inbox, outbox and sagas)."""
 
     def send(self, topic: str, messages: Iterable[Event | KafkaMessage]) -> int:
-        """Produce ``messages`` to ``topic`` (partitioned by key); returns how many."""
+        """Produce ``messages`` to ``topic`` (partitioned by key); returns how many. A topic
+        no processor reads is a :class:`ValueError` naming those they read."""
 
     def replay(self, messages: Iterable[RecordedMessage], *, topic: str | None = None) -> int:
         """Replay recorded messages into their topics (or ``topic``); returns how many."""
@@ -70,9 +83,41 @@ class PipelineBackend(Protocol):
 
     def wait_until(self, condition: Callable[[], T], *, timeout_s: float, what: str) -> T:
         """Run until ``condition()`` is true (returned); :class:`AssertionError` naming
-        ``what`` once ``timeout_s`` passed."""
+        ``what`` and what the condition last returned once ``timeout_s`` passed."""
+
+    def dead_letters(self, topic: str) -> list[DeadLetter]:
+        """The dead letters of ``topic`` not redriven yet (of this test's processors), in
+        ``<topic>.dlq``'s partition and offset order; a topic no processor reads is a
+        :class:`ValueError`. On ``kafka`` they arrive when the processors send them: wait for
+        them (``wait_until(lambda: backend.dead_letters(topic), ...)``)."""
 
     def close(self) -> None: ...
+
+
+def last_returned(value: object) -> str:
+    """What a failed ``wait_until`` says the condition last returned: its ``repr``, cut to a
+    few hundred characters."""
+    text = repr(value)
+    if len(text) > _LAST_VALUE_CHARS:
+        text = f"{text[: _LAST_VALUE_CHARS - 20]}... ({len(text):,} characters)"
+    return f"the condition last returned {text}"
+
+
+def pending_letters(letters: Sequence[DeadLetter]) -> str:
+    """A failed ``wait_until``'s line about the dead letters pending: how many, and the first
+    few (topic, key, reason, error), since a refused input is the usual reason for a wait that
+    never ends."""
+    if not letters:
+        return "no dead letter pending"
+    shown = "; ".join(
+        f"{letter.original_topic} key {letter.key_text or '(none)'}: {letter.reason} "
+        f"({letter.error_type}: {letter.error_message[:120]})"
+        for letter in letters[:_LETTERS_SHOWN]
+    )
+    more = len(letters) - _LETTERS_SHOWN
+    return f"{counted(len(letters), 'dead letter')} pending: {shown}" + (
+        f"; and {more:,} more" if more > 0 else ""
+    )
 
 
 def catalogue_partitions() -> dict[str, int]:
@@ -185,7 +230,8 @@ class DriverBackend:
         self, condition: Callable[[], T], *, timeout_s: float, what: str, step_s: float = 1.0
     ) -> T:
         """Run until idle, then move the virtual clock ``step_s`` at a time (deadlines and
-        backoffs fall due) until ``condition()`` holds or ``timeout_s`` virtual seconds passed."""
+        backoffs fall due) until ``condition()`` holds or ``timeout_s`` virtual seconds passed.
+        The failure says what the condition last returned and the dead letters pending."""
         started = time.monotonic()
         waited = 0.0
         self.harness.run_until_idle()
@@ -197,10 +243,19 @@ class DriverBackend:
                 real = time.monotonic() - started
                 raise AssertionError(
                     f"{what}: not after {timeout_s:g} virtual seconds ({real:.1f} s real) "
-                    "on the driver"
+                    f"on the driver; {last_returned(found)}; "
+                    f"{pending_letters(self._all_dead_letters())}"
                 )
             self.harness.advance(step_s)
             waited += step_s
+
+    def dead_letters(self, topic: str) -> list[DeadLetter]:
+        return self.harness.dead_letters(topic)
+
+    def _all_dead_letters(self) -> list[DeadLetter]:
+        """The pending dead letters of every topic read, in topic order."""
+        read = sorted({name for driver in self.harness.drivers for name in driver.processor.topics})
+        return [letter for topic in read for letter in self.harness.dead_letters(topic)]
 
     def close(self) -> None:
         self.harness.close()

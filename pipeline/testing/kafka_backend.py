@@ -9,7 +9,8 @@
    processors read, their ``.dlq`` topics, and ``topics`` (where the processors' outbox writes),
    as the catalogue declares them (the project's by default), else with 3 partitions;
 3. commit every group's offsets at the end of its topics, so messages already there (other
-   runs', the demo's: topic names may be shared) are not this test's;
+   runs', the demo's: topic names may be shared) are not this test's, and note where their
+   ``.dlq`` topics end, so that :meth:`KafkaBackend.dead_letters` gives this test's only;
 4. start one ``pipeline process MODULE:ATTRIBUTE`` per processor and one ``pipeline outbox
    relay``, on the given database, each logging (as text) to a file in ``workdir``.
 
@@ -35,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pipeline.cli.process import load_processor
 from pipeline.database import build_engine, migrate
+from pipeline.dead_letters.letter import DeadLetter, Marker, pending_dead_letters
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_admin, build_consumer, build_producer
@@ -42,9 +44,10 @@ from pipeline.kafka.readback import end_offsets
 from pipeline.kafka.watermarks import read_watermarks
 from pipeline.outbox.table import outbox_status
 from pipeline.plurals import counted
+from pipeline.processing.driver import unread_topic_error
 from pipeline.replay.recording import RecordedMessage
 from pipeline.settings import DatabaseSettings, PipelineSettings
-from pipeline.testing.backends import BackendKind
+from pipeline.testing.backends import BackendKind, last_returned
 from pipeline.topics.admin import apply_plan, describe_cluster_topics
 from pipeline.topics.catalogue import DEFAULT_PARTITIONS, default_catalogue
 from pipeline.topics.plan import CreateTopic, Plan
@@ -54,6 +57,8 @@ __all__ = ["KafkaBackend", "pipeline_command"]
 
 T = TypeVar("T")
 _IDLE_CHECKS = 3
+#: How long :meth:`KafkaBackend.dead_letters` may take to read a dead-letter topic to its end.
+_DLQ_READ_S = 30.0
 
 
 def pipeline_command() -> list[str]:
@@ -147,6 +152,9 @@ class KafkaBackend:
         self.poll_s = poll_s
         self.programs: list[_Program] = []
         self._groups: dict[str, list[TopicPartition]] = {}
+        self._read: dict[str, list[str]] = {}
+        #: Where each ``.dlq`` partition ended at the start: letters before are not this test's.
+        self._dlq_starts: dict[tuple[str, int], int] = {}
         self._consumers: dict[str, Consumer] = {}
         self._database: Engine | None = None
 
@@ -165,6 +173,7 @@ class KafkaBackend:
         for processor in loaded:
             processor.start(self.database)
         topics = {processor.name: processor.topics for processor in loaded}
+        self._read = topics
         read = {topic for names in topics.values() for topic in names}
         self._create_missing(sorted({*read, *map(dlq_name, read), *self.topics}))
         for group, names in topics.items():
@@ -172,6 +181,8 @@ class KafkaBackend:
             self._consumers[group] = consumer
             self._groups[group] = self._ends(consumer, names)
             consumer.commit(offsets=self._groups[group], asynchronous=False)
+            for end in self._ends(consumer, map(dlq_name, names)):
+                self._dlq_starts[(end.topic, end.partition)] = end.offset
         env = self._program_env()
         command = pipeline_command()
         for spec, processor in zip(self.processors, loaded, strict=True):
@@ -213,6 +224,7 @@ class KafkaBackend:
     # --- input -------------------------------------------------------------------------------
 
     def send(self, topic: str, messages: Iterable[Event | KafkaMessage]) -> int:
+        self._check_read(topic)
         producer = build_producer(self.settings.kafka)
         count = 0
         for item in messages:
@@ -231,6 +243,34 @@ class KafkaBackend:
         from pipeline.replay.replayer import replay_into_kafka
 
         return replay_into_kafka(self.settings.kafka, messages, topic=topic).sent
+
+    def _check_read(self, topic: str) -> None:
+        """A :class:`ValueError` naming the topics read unless a processor reads ``topic``, as
+        on the driver: nothing would handle what is sent there."""
+        if not any(topic in names for names in self._read.values()):
+            read = [name for names in self._read.values() for name in names]
+            raise unread_topic_error(topic, read, ", ".join(self._read))
+
+    # --- dead letters ------------------------------------------------------------------------
+
+    def dead_letters(self, topic: str) -> list[DeadLetter]:
+        """The pending dead letters this test's processors sent to ``<topic>.dlq``, read back
+        as ``pipeline dlq inspect`` reads them (those there before :meth:`start` left out)."""
+        from pipeline.dead_letters.redrive import open_dead_letter_consumer, read_dead_letters
+
+        self._check_read(topic)
+        dlq = dlq_name(topic)
+        with open_dead_letter_consumer(self.settings.kafka) as consumer:
+            read = read_dead_letters(consumer, dlq, timeout_s=_DLQ_READ_S)
+        return pending_dead_letters(item for item in read if self._this_tests(item))
+
+    def _this_tests(self, item: DeadLetter | Marker | None) -> bool:
+        """Whether ``item`` is a dead letter sent since :meth:`start` (or a marker, which only
+        settles a letter)."""
+        if not isinstance(item, DeadLetter):
+            return True
+        start = self._dlq_starts.get((item.dlq_topic, item.dlq_partition), 0)
+        return item.dlq_offset >= start
 
     # --- waiting -----------------------------------------------------------------------------
 
@@ -265,6 +305,7 @@ class KafkaBackend:
         """Poll ``condition`` every ``poll_s`` seconds (a database error counts as "not yet");
         every program must stay alive meanwhile."""
         deadline = time.monotonic() + timeout_s
+        last = "the condition did not return (a database error)"
         while True:
             for program in self.programs:
                 if not program.alive():
@@ -276,9 +317,10 @@ class KafkaBackend:
                 found = condition()
                 if found:
                     return found
+                last = last_returned(found)
             if time.monotonic() > deadline:
                 tails = "\n\n".join(f"--- {p.name}:\n{p.tail(10)}" for p in self.programs)
-                raise AssertionError(f"{what}: not within {timeout_s:g} s\n{tails}")
+                raise AssertionError(f"{what}: not within {timeout_s:g} s; {last}\n{tails}")
             time.sleep(self.poll_s)
 
     # --- the end -----------------------------------------------------------------------------

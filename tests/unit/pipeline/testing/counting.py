@@ -1,4 +1,5 @@
-"""A processor for the backend tests: counts each key's events, and announces every tenth."""
+"""A processor for the backend tests: counts each key's events, and announces every tenth; an
+event with a negative ``n`` is refused (dead-lettered)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Engine
 
 from pipeline.envelope import Event
-from pipeline.processing import Processor, UnitOfWork
+from pipeline.processing import Processor, Reject, UnitOfWork
 
 TOPIC = "test.counting.input"
 OUTPUT = "test.counting.tens"
@@ -31,6 +32,8 @@ def create_tables(database: Engine) -> None:
 @processor.handler(TOPIC)
 def count(event: Event, unit: UnitOfWork) -> None:
     key = event.partitionkey or "none"
+    if event.data["n"] < 0:
+        raise Reject(f"{key}: n must not be negative, got {event.data['n']}")
     unit.session.execute(insert(counts).values(key=key, count=0).on_conflict_do_nothing())
     unit.session.execute(update(counts).where(counts.c.key == key).values(count=counts.c.count + 1))
     now = unit.session.execute(select(counts.c.count).where(counts.c.key == key)).scalar_one()

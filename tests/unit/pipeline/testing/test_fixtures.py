@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 
 from pipeline.envelope import Event, encode
 from pipeline.processing import ProcessorTestDriver
 from pipeline.replay.recording import RecordedMessage, RecordingWriter, read_recording
-from pipeline.testing.backends import DriverBackend, catalogue_partitions
+from pipeline.testing.backends import (
+    DriverBackend,
+    catalogue_partitions,
+    last_returned,
+    pending_letters,
+)
 from pipeline.topics.catalogue import DEFAULT_PARTITIONS
 from tests.unit.pipeline.testing import counting
 
@@ -146,3 +153,71 @@ def test_the_driver_backend_gives_a_topic_the_partitions_the_kafka_backend_creat
         assert used == {0, 1, 2}
     finally:
         backend.close()
+
+
+def test_replay_into_driver_refuses_partitions_a_topic_lacks_before_sending_any(
+    replay_into_driver, tmp_path
+):
+    recording = write_recording(tmp_path / "r.ndjson", [counting_event("k", n) for n in range(3)])
+    messages = list(read_recording(recording))
+    messages[2] = msgspec.structs.replace(messages[2], partition=4)  # the driver's topic has 3
+    driver = ProcessorTestDriver(counting.processor, partitions=3)
+    try:
+        with pytest.raises(ValueError, match=r"has 3 partitions here and the recording has "):
+            replay_into_driver(driver, messages, preserve_partitions=True)
+        assert driver.topics == {}  # as pipeline replay: the whole recording checked first
+    finally:
+        driver.close()
+
+
+@pytest.mark.pipeline_backends("driver")
+def test_the_driver_backend_refuses_a_topic_its_processors_do_not_read(pipeline_backend):
+    backend = pipeline_backend([SPEC])
+
+    with pytest.raises(ValueError, match=r"reads test\.counting\.inputs, .*did you mean"):
+        backend.send("test.counting.inputs", [counting_event("k", 0)])
+    with pytest.raises(ValueError, match=r"reads test\.counting\.inputs, "):
+        backend.dead_letters("test.counting.inputs")
+
+
+@pytest.mark.pipeline_backends("driver")
+def test_the_driver_backend_gives_the_dead_letters_of_a_topic(pipeline_backend):
+    backend = pipeline_backend([SPEC])
+    backend.send(counting.TOPIC, [counting_event("k1", 1), counting_event("k2", -1)])
+
+    [letter] = backend.wait_until(
+        lambda: backend.dead_letters(counting.TOPIC), timeout_s=10, what="the dead letter"
+    )
+
+    assert (letter.key, letter.reason) == (b"k2", "rejected")
+    assert letter.error_message == "k2: n must not be negative, got -1"
+
+
+@pytest.mark.pipeline_backends("driver")
+def test_a_failed_wait_until_on_the_driver_says_what_it_saw_and_the_dead_letters(
+    pipeline_backend,
+):
+    backend = pipeline_backend([SPEC])
+    backend.send(counting.TOPIC, [counting_event("k1", 1), counting_event("k2", -1)])
+
+    with pytest.raises(AssertionError) as failed:
+        backend.wait_until(
+            lambda: counts_of(backend.database) == {"k1": 1, "k2": 1},
+            timeout_s=2,
+            what="the counts",
+        )
+
+    assert re.fullmatch(
+        r"the counts: not after 2 virtual seconds \([0-9.]+ s real\) on the driver; the "
+        r"condition last returned False; 1 dead letter pending: test\.counting\.input key k2: "
+        r"rejected \(pipeline\.processing\.processor\.Reject: k2: n must not be negative, got -1\)",
+        str(failed.value),
+    )
+
+
+def test_a_failed_wait_until_shows_a_long_last_value_shortened():
+    shown = last_returned({"rows": ["x" * 40] * 100})
+
+    assert shown.startswith("the condition last returned {'rows': ['xxxx")
+    assert shown.endswith("... (4,410 characters)") and len(shown) < 340
+    assert pending_letters([]) == "no dead letter pending"
