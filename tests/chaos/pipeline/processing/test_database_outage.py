@@ -1,7 +1,9 @@
 """PostgreSQL stops while a processor with ``async def`` handlers works on it
 (``pipeline stack down --only postgres``), and is started again 6 s later (``pipeline stack
-up --only postgres``). The processor stays up, waits for the database, and afterwards every
-event is recorded exactly once: none lost, none doubled, nothing dead-lettered.
+up --only postgres``): a PostgreSQL of the test's own (an isolated stack's, on a port of its
+own), so that tests running beside this one keep the shared one. The processor stays up, waits
+for the database, and afterwards every event is recorded exactly once: none lost, none doubled,
+nothing dead-lettered.
 
 Two variants of the handlers' writes, for the two ways a group reaches PostgreSQL:
 ``effects`` (a row per event: the group look-ups run on the event loop's own connections, the
@@ -13,10 +15,14 @@ connections; a claim that fails there is committed from a thread, see
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pipeline.database import migrate
+from pipeline.settings import PipelineSettings
+from pipeline.stack.postgres_node import create_database, database_url
 from pipeline.topics.catalogue import dlq_name
 from tests.support.processor_runs import (
     ProcessorProcess,
@@ -37,11 +43,41 @@ PARTITIONS = 3
 OUTAGE_S = 6
 
 
+#: The isolated stack's settings that make its PostgreSQL (its Kafka is the shared one's).
+_POSTGRES_SETTINGS = (
+    "PIPELINE_STACK__HOME",
+    "PIPELINE_STACK__DIST_DIR",
+    "PIPELINE_STACK__POSTGRES_PORT",
+)
+
+
+@pytest.fixture
+def own_postgres(
+    pipeline_settings: PipelineSettings, isolated_stack_env: dict[str, str]
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A PostgreSQL of this test's own, up, with a database for it: its URL, and the
+    environment with which ``pipeline stack`` stops and starts it (stopped and removed after,
+    by ``isolated_stack_env``)."""
+    env = {name: isolated_stack_env[name] for name in _POSTGRES_SETTINGS}
+    started = run_pipeline("stack", "up", "--only", "postgres", env=env)
+    assert started.returncode == 0, started.stderr
+    stack = pipeline_settings.stack.model_copy(
+        update={
+            "home": Path(env["PIPELINE_STACK__HOME"]),
+            "dist_dir": Path(env["PIPELINE_STACK__DIST_DIR"]),
+            "postgres_port": int(env["PIPELINE_STACK__POSTGRES_PORT"]),
+        }
+    )
+    create_database(stack, "outage")
+    yield database_url(stack, "outage", with_password=True), env
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("writes", ["effects", "nothing"])
 def test_a_postgresql_outage_mid_stream_loses_and_doubles_no_event(
-    writes, pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+    writes, pipeline_settings, pipeline_stack, new_topic, own_postgres, consumer_group, tmp_path
 ):
+    postgres_url, postgres_env = own_postgres
     events_total = KEYS * PER_KEY
     topic = new_topic(partitions=PARTITIONS, prefix="effects")
     new_topic(partitions=PARTITIONS, name=dlq_name(topic))
@@ -65,12 +101,12 @@ def test_a_postgresql_outage_mid_stream_loses_and_doubles_no_event(
             return inbox_count(database, consumer_group) > events_total // 10
 
         wait_until(started, timeout_s=120, what="the processor to record a tenth of the events")
-        stopped = run_pipeline("stack", "down", "--only", "postgres")
+        stopped = run_pipeline("stack", "down", "--only", "postgres", env=postgres_env)
         assert stopped.returncode == 0, stopped.stderr
         database.dispose()  # its connections died with the server
         time.sleep(OUTAGE_S)
         run.assert_alive()
-        again = run_pipeline("stack", "up", "--only", "postgres")
+        again = run_pipeline("stack", "up", "--only", "postgres", env=postgres_env)
         assert again.returncode == 0, again.stderr
 
         def all_recorded() -> bool:
