@@ -94,7 +94,10 @@ def up(
     ctx: typer.Context,
     docker: bool = DockerOption,
     only: ComponentName | None = typer.Option(
-        None, "--only", help="Start just this component (kafka, elasticsearch or postgres)."
+        None,
+        "--only",
+        help="Start just this component (kafka, elasticsearch or postgres); with --docker, "
+        "that compose service (and the topics job after kafka).",
     ),
     secure: bool = SecureOption,
 ) -> None:
@@ -111,8 +114,9 @@ def up(
         if secure:
             _err.print("error: --secure starts local processes; it does not combine with --docker")
             raise typer.Exit(2)
+        services = (only.value,) if only else compose.SERVICES
         with exit_on_interrupt(lambda: "interrupted: docker compose stopped"):
-            code = compose.up(settings.stack.compose_file)
+            code = compose.up(settings.stack.compose_file, services)
         raise typer.Exit(code)
     manager = StackManager(settings, console=_err, secure=secure)
     began = time.monotonic()
@@ -173,7 +177,10 @@ def down(
     docker: bool = DockerOption,
     purge: bool = typer.Option(False, "--purge", help="Also delete the data (topics, indices)."),
     only: ComponentName | None = typer.Option(
-        None, "--only", help="Stop just this component (kafka, elasticsearch or postgres)."
+        None,
+        "--only",
+        help="Stop just this component (kafka, elasticsearch or postgres); with --docker, "
+        "that compose service (with --purge, its volume).",
     ),
     secure: bool = SecureOption,
 ) -> None:
@@ -182,7 +189,7 @@ def down(
 
     settings = _settings(ctx)
     if docker:
-        args = ["down", "--volumes"] if purge else ["down"]
+        args = compose.down_arguments([only.value] if only else [], purge=purge)
         raise typer.Exit(compose.run_compose(settings.stack.compose_file, *args))
     manager = StackManager(settings, secure=secure)
     stopped = manager.down(only={only.value} if only else None, purge=purge)
@@ -192,7 +199,11 @@ def down(
 @app.command()
 def logs(
     ctx: typer.Context,
-    component: ComponentName = typer.Argument(..., help="kafka, elasticsearch or postgres"),
+    component: str = typer.Argument(
+        ...,
+        help="kafka, elasticsearch or postgres; with --docker, any service of the compose file "
+        "(kibana, gateway, ...)",
+    ),
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many last lines to show."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     docker: bool = DockerOption,
@@ -204,11 +215,27 @@ def logs(
 
     settings = _settings(ctx)
     if docker:
-        args = ["logs", "--tail", str(lines), *(["--follow"] if follow else []), component.value]
-        with exit_on_interrupt(lambda: f"stopped following the {component.value} log"):
-            code = compose.run_compose(settings.stack.compose_file, *args)
+        command = compose.compose_command(settings.stack.compose_file)
+        services = compose.service_names(command)
+        if component not in services:
+            raise typer.BadParameter(
+                f"{component} is not a service of {settings.stack.compose_file}: "
+                f"one of {', '.join(services)}",
+                param_hint="'COMPONENT'",
+            )
+        args = ["logs", "--tail", str(lines), *(["--follow"] if follow else []), component]
+        with exit_on_interrupt(lambda: f"stopped following the {component} log"):
+            code = compose.run(command, *args)
         raise typer.Exit(code)
-    path = StackManager(settings, secure=secure).log_path(component.value)
+    try:
+        name = ComponentName(component)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{component} is not one of kafka, elasticsearch, postgres (with --docker: any "
+            "service of the compose file)",
+            param_hint="'COMPONENT'",
+        ) from None
+    path = StackManager(settings, secure=secure).log_path(name.value)
     if not path.exists():
         _err.print(f"no log yet at {path}")
         raise typer.Exit(1)
