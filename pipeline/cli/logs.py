@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -446,6 +446,7 @@ def search(
     from pipeline.logs.elasticsearch import build_elasticsearch
     from pipeline.logs.search import (
         build_query,
+        moment_of,
         normalize_levels,
         parse_since,
         search_body,
@@ -489,7 +490,7 @@ def search(
             # After a cut (the newest --limit lines shown), following goes on from the oldest
             # line shown, by its place in the sort (its time and event.id): the lines of its
             # own millisecond left out are as old as those before it.
-            since_shown = min((_moment(hit, start) for hit in hits), default=start)
+            since_shown = min((moment_of(hit, start) for hit in hits), default=start)
             follow_from = start if cut is None else max(start, since_shown)
             after = hits[-1].get("sort") if cut is not None and hits else None
             try:
@@ -542,45 +543,57 @@ def _follow(
     url: str = "",
 ) -> None:
     """Print the lines that match after ``hits`` (those shown), oldest first, until Ctrl-C.
-    ``after``: the sort values of the oldest line shown after a cut; no line before it in the
-    search's order is printed (the ones left out of the first page existed already)."""
-    from pipeline.logs.search import build_query, search_body
+
+    Each poll asks for the lines since the newest one printed less 30 s (lines shipped late
+    are printed too) and prints those not printed yet. ``after``: the sort values of the oldest
+    line shown after a cut; the lines that were already there at or before it in the search's
+    order (left out of the first page, not new) are noted as seen at the start, never printed.
+    A line stamped in the future (a host's clock ahead) moves the window no further than now,
+    or it would hide the lines stamped now.
+    """
+    from pipeline.logs.search import build_query, moment_of, search_body
 
     seen: dict[str, datetime] = {}
     newest = start
     for hit in hits:
-        moment = _moment(hit, start)
+        moment = moment_of(hit, start)
         seen[hit["_id"]] = moment
-        newest = max(newest, moment)
+        newest = max(newest, min(moment, datetime.now(UTC)))
+
+    def each_page(body: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        # Every line asked for, page after page (a page of lines all printed before would
+        # otherwise come back on every poll, and nothing after them ever be seen).
+        while True:
+            page = _search(es, alias, body, url)["hits"]
+            yield page
+            if len(page) < limit or "sort" not in page[-1]:
+                return
+            body["search_after"] = page[-1]["sort"]
+
+    if after:
+        left_out = build_query(
+            query, since=max(newest - _FOLLOW_OVERLAP, start), up_to=after, **filters
+        )
+        body = search_body(left_out, size=limit, oldest_first=True, count=False)
+        for page in each_page(body):
+            for hit in page:
+                seen.setdefault(hit["_id"], moment_of(hit, start))
     while True:
         time.sleep(_FOLLOW_POLL_S)
         since = newest - _FOLLOW_OVERLAP
         body = search_body(
-            build_query(query, since=max(since, start), after=after, **filters),
+            build_query(query, since=max(since, start), **filters),
             size=limit,
             oldest_first=True,
             count=False,  # only the lines matter here, not how many matched
         )
-        # Every line since then, page after page (a page of lines all printed before would
-        # otherwise come back on every poll, and nothing after them ever be seen).
-        while True:
-            page = _search(es, alias, body, url)["hits"]
+        for page in each_page(body):
             fresh = [hit for hit in page if hit["_id"] not in seen]
             for hit in fresh:
-                moment = _moment(hit, start)
+                moment = moment_of(hit, start)
                 seen[hit["_id"]] = moment
-                newest = max(newest, moment)
+                newest = max(newest, min(moment, datetime.now(UTC)))
             _print(fresh, output)
-            if len(page) < limit or "sort" not in page[-1]:
-                break
-            body["search_after"] = page[-1]["sort"]
         horizon = newest - _FOLLOW_OVERLAP * 2
         for key in [key for key, moment in seen.items() if moment < horizon]:
             del seen[key]
-
-
-def _moment(hit: dict[str, Any], default: datetime) -> datetime:
-    try:
-        return datetime.fromisoformat(str(hit["_source"]["@timestamp"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return default.astimezone(UTC)

@@ -26,6 +26,7 @@ __all__ = [
     "LEVELS",
     "build_query",
     "later_than",
+    "moment_of",
     "parse_since",
     "search_body",
     "shard_failure",
@@ -93,12 +94,16 @@ def build_query(
     levels: Sequence[str] = (),
     correlation_id: str | None = None,
     after: Sequence[Any] | None = None,
+    up_to: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """The ``query`` of a search: the Lucene ``query`` (scored) plus exact filters; ``after``:
-    only lines after the one with these sort values (:func:`later_than`)."""
+    only lines after the one with these sort values (:func:`later_than`); ``up_to``: only
+    lines at or before it."""
     filters: list[dict[str, Any]] = []
     if after:
         filters.append(later_than(after))
+    if up_to:
+        filters.append({"bool": {"must_not": [later_than(up_to)]}})
     if since is not None:
         filters.append({"range": {"@timestamp": {"gte": _iso(since)}}})
     if service:
@@ -182,6 +187,14 @@ def later_than(sort_values: Sequence[Any]) -> dict[str, Any]:
         }
         later.append({"bool": {"filter": [same_moment, {"range": {"event.id": {"gt": event_id}}}]}})
     return {"bool": {"should": later, "minimum_should_match": 1}}
+
+
+def moment_of(hit: Mapping[str, Any], default: datetime) -> datetime:
+    """The ``@timestamp`` of a search hit, or ``default`` (in UTC) when it has none it reads."""
+    try:
+        return datetime.fromisoformat(str(hit["_source"]["@timestamp"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return default.astimezone(UTC)
 
 
 def shown_of_total(total: Any, shown: int, *, most: int) -> str | None:

@@ -4,6 +4,7 @@ output, an unreadable answer and a missing index are one-line errors, a cut is s
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from elasticsearch import SerializationError
@@ -264,33 +265,61 @@ def test_help_says_a_since_time_without_an_offset_is_utc():
     assert "read as UTC unless it has an offset" in " ".join(result.stdout.split())
 
 
-def test_follow_after_a_cut_asks_only_for_lines_after_the_oldest_shown(monkeypatch):
-    # Lines of one bulk share a millisecond: the first poll printed a line of that millisecond
-    # left out of the first page, older than every line shown.
-    shown = [{**hit(str(n), f"line {n}"), "sort": [1796538000123, f"id-{n}"]} for n in (9, 8)]
+def _later_than_filtered(query):
+    """Whether a search's query keeps only lines at or before some line (``up_to``)."""
+    return "must_not" in json.dumps(query)
 
-    class Interrupted(FakeElasticsearch):
+
+def test_follow_after_a_cut_prints_late_lines_but_not_those_left_out_of_the_first_page(
+    monkeypatch,
+):
+    # Lines of one bulk share a millisecond: the first poll printed a line of that millisecond
+    # left out of the first page, older than every line shown. But a line shipped late, after
+    # the start, stamped before the oldest shown, is printed (it was not printed at all once
+    # every poll asked only for lines after the oldest shown).
+    shown = [{**hit(str(n), f"line {n}"), "sort": [1796538000123, f"id-{n}"]} for n in (9, 8)]
+    left_out = {**hit("7", "left out of the first page"), "sort": [1796538000123, "id-7"]}
+    late = {**hit("late", "shipped late"), "sort": [1796538000100, "id-late"]}
+
+    class Following(FakeElasticsearch):
         def search(self, index, **body):
-            if len(self.bodies) == 1:  # the first poll
-                self.bodies.append(body)
+            self.bodies.append(body)
+            if len(self.bodies) == 1:  # the first page
+                return answer(shown, total={"value": 10, "relation": "eq"})
+            if _later_than_filtered(body["query"]):  # the lines already there, up to the cut
+                return answer([left_out])
+            if len(self.bodies) > 3:
                 raise KeyboardInterrupt
-            return super().search(index, **body)
+            return answer([late, left_out, *reversed(shown)])  # the first poll
 
     monkeypatch.setattr(logs, "_FOLLOW_POLL_S", 0)
-    es = Interrupted(answer(shown, total={"value": 10, "relation": "eq"}))
-    search(monkeypatch, es, "--follow", "--limit", "2")
+    result = search(monkeypatch, Following(None), "--follow", "--limit", "2", "-o", "ndjson")
 
-    poll_filters = es.bodies[1]["query"]["bool"]["filter"]
-    assert {
-        "bool": {
-            "should": [
-                {"range": {"@timestamp": {"gt": 1796538000123, "format": "epoch_millis"}}},
-                {"bool": {"filter": [
-                    {"range": {"@timestamp": {"gte": 1796538000123, "lte": 1796538000123,
-                                              "format": "epoch_millis"}}},
-                    {"range": {"event.id": {"gt": "id-8"}}},
-                ]}},
-            ],
-            "minimum_should_match": 1,
-        }
-    } in poll_filters  # fmt: skip
+    printed = [json.loads(line)["message"] for line in result.stdout.splitlines()]
+    assert printed == ["line 8", "line 9", "shipped late"], result.stdout
+
+
+def test_follow_is_not_blinded_by_a_line_stamped_in_the_future(monkeypatch):
+    # A host's clock 10 minutes ahead: the window of the polls (newest printed less 30 s)
+    # moved past now, and lines stamped now were never printed.
+    future = hit("future", "clock ahead")
+    future["_source"]["@timestamp"] = "2999-01-01T00:00:00.000Z"
+
+    class Following(FakeElasticsearch):
+        def search(self, index, **body):
+            self.bodies.append(body)
+            if len(self.bodies) == 1:
+                return answer([future])
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(logs, "_FOLLOW_POLL_S", 0)
+    es = Following(None)
+    search(monkeypatch, es, "--follow")
+
+    [since] = [
+        f["range"]["@timestamp"]["gte"]
+        for f in es.bodies[1]["query"]["bool"]["filter"]
+        if "range" in f and "@timestamp" in f["range"]
+    ]
+    window_start = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    assert window_start <= datetime.now(UTC), since
