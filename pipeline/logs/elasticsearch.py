@@ -81,19 +81,48 @@ def plain_http_hint(url: str, error: BaseException) -> str:
 
 def refuse_an_https_port_over_http(es: Elasticsearch, url: str) -> None:
     """A :class:`PipelineError` at once for an ``http://`` URL whose server hangs up without a
-    word (an HTTPS port, most likely), which no wait would mend: the shipper waited for it for
-    ever, as for an outage. Any other trouble is left to the caller (the shipper waits out an
-    Elasticsearch that is away)."""
+    word and answers a TLS handshake (an HTTPS port), which no wait would mend: the shipper
+    waited for it for ever, as for an outage. Any other trouble is left to the caller (the
+    shipper waits out an Elasticsearch that is away, or a proxy in front of one that hangs
+    up)."""
     from elasticsearch import ConnectionError as EsConnectionError
 
     try:
         es.info()
     except EsConnectionError as error:
+        # A hang-up alone may be a proxy whose Elasticsearch is down (an outage to wait out):
+        # only a port that answers a TLS handshake is taken for an HTTPS one.
         hint = plain_http_hint(url, error)
-        if hint:
+        if hint and _speaks_tls(url):
             raise PipelineError(f"elasticsearch is unreachable: {error.message}{hint}") from None
-    except Exception:
+    except Exception:  # the caller's own handling says what it is
         pass
+
+
+def _speaks_tls(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether the host and port of ``url`` complete a TLS handshake (any certificate)."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or 80
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only whether it speaks TLS at all
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 #: How much of a foreign server's answer :func:`not_elasticsearch` quotes.

@@ -1,9 +1,12 @@
 """`pipeline logs search` against documents in a test alias of the real Elasticsearch."""
 
+import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -175,6 +178,41 @@ def test_ship_to_an_https_port_over_http_is_one_line_at_once_not_a_wait(new_topi
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: elasticsearch is unreachable: "), last
     assert "an HTTPS port? then PIPELINE_ELASTICSEARCH__URL starts with https://" in last, last
+
+
+def test_ship_behind_a_proxy_that_hangs_up_waits_as_for_an_outage(new_topic):
+    # A proxy in front of an Elasticsearch that is down accepts and closes at once, as an HTTPS
+    # port does to plain HTTP; but it answers no TLS handshake: an outage, waited out.
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                listener.accept()[0].close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    try:
+        result = run_pipeline(
+            "logs", "ship", "--until-idle", "3",
+            env={
+                "PIPELINE_LOGS__TOPIC": new_topic(1),
+                "PIPELINE_LOGS__DLQ_TOPIC": new_topic(1),
+                "PIPELINE_ELASTICSEARCH__URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+            },
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+    assert result.returncode == 2, result.stderr
+    assert "an HTTPS port?" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "unreachable for 3 s (the --until-idle time)" in last, last
 
 
 def test_a_record_of_nearly_a_megabyte_that_is_not_a_log_line_is_dead_lettered_whole(
