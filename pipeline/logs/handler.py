@@ -424,7 +424,8 @@ class KafkaLogHandler(logging.Handler):
         if self.counters.dropped:
             parts.append(
                 f"{counted(self.counters.dropped, 'record')} dropped (the buffer of "
-                f"{self._buffer_size:,} was full: records came faster than they were sent)"
+                f"{self._buffer_size:,} was full: Kafka was away or slow, or records came "
+                "faster than they could be sent)"
             )
         parts += _by_reason(self._failures, "not delivered ({})")
         parts += _by_reason(self._unencodable_reasons, "dropped (could not be encoded: {})")

@@ -1,7 +1,7 @@
 """An instance silent for longer than the session timeout, said in the processor's own words.
 
-A processor frozen (SIGSTOP, a debugger, a swapped-out host) or whose event loop was blocked
-past ``processing.session_timeout_s`` is put out of its consumer group: the group gives its
+A processor frozen (SIGSTOP, a debugger, a swapped-out host), whose event loop was blocked, or
+cut off from Kafka past ``processing.session_timeout_s`` is put out of its consumer group: the group gives its
 partitions to the other instances. When it runs again, aiokafka logs that at ERROR as if the
 broker were failing ("Heartbeat session expired - marking coordinator dead", then "OffsetCommit
 failed ... UnknownMemberIdError ..., will rejoin"), and the processor's own lines said nothing
@@ -40,10 +40,11 @@ class SessionExpiryWarnings(logging.Filter):
             _as_warning(
                 record,
                 f"no heartbeat reached the consumer group for over {self.session_timeout_s:g} s "
-                "(PIPELINE_PROCESSING__SESSION_TIMEOUT_S): this instance was paused or its event "
-                "loop blocked. The group gives its partitions to the other instances and this "
-                "one rejoins; what it had in flight is not committed here, and the partitions' "
-                "next owners handle it (their inbox skips what was applied already)",
+                "(PIPELINE_PROCESSING__SESSION_TIMEOUT_S): this instance was paused, its event "
+                "loop blocked, or Kafka out of its reach. The group gives its partitions to the "
+                "other instances and this one rejoins; what it had in flight is not committed "
+                "here, and the partitions' next owners handle it (their inbox skips what was "
+                "applied already)",
             )
         elif record.msg.startswith(_COMMIT_REFUSED) and _REJOINS in record.msg:
             _as_warning(
