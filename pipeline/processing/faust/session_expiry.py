@@ -1,12 +1,12 @@
 """An instance silent for longer than the session timeout, said in the processor's own words.
 
 A processor frozen (SIGSTOP, a debugger, a swapped-out host), whose event loop was blocked, or
-cut off from Kafka past ``processing.session_timeout_s`` is put out of its consumer group: the group gives its
-partitions to the other instances. When it runs again, aiokafka logs that at ERROR as if the
-broker were failing ("Heartbeat session expired - marking coordinator dead", then "OffsetCommit
-failed ... UnknownMemberIdError ..., will rejoin"), and the processor's own lines said nothing
-of it. Nothing is lost: what the instance had in flight is not committed here, the partitions'
-new owners handle it, and their inbox skips what was applied already.
+cut off from Kafka past ``processing.session_timeout_s`` is put out of its consumer group: the
+group gives its partitions to the other instances. When it runs again, aiokafka logs that at
+ERROR as if the broker were failing ("Heartbeat session expired - marking coordinator dead",
+then "OffsetCommit failed ... UnknownMemberIdError ..., will rejoin"), and the processor's own
+lines said nothing of it. Nothing is lost: what the instance had in flight is not committed
+here, the partitions' new owners handle it, and their inbox skips what was applied already.
 
 :class:`SessionExpiryWarnings` makes each of those lines one WARNING that says so.
 """
