@@ -213,9 +213,16 @@ class ProcessorTestDriver:
         ever handle the message.
 
         ``key`` replaces the message's key; ``partition`` (else the key's partition) and
-        ``timestamp_ms`` (else the clock's time) are where and when it lands.
+        ``timestamp_ms`` (else the clock's time) are where and when it lands (a partition the
+        topic does not have is a :class:`ValueError`, as Kafka refuses it).
         """
         self.check_reads(topic)
+        if partition is not None and not 0 <= partition < self.partitions_of(topic):
+            count = self.partitions_of(topic)
+            raise ValueError(
+                f"{topic} has {count} partition{'s' if count != 1 else ''} here (0 to "
+                f"{count - 1}), not {partition}: give the driver partitions={{...}} for more"
+            )
         return self.append(topic, message, partition=partition, key=key, timestamp_ms=timestamp_ms)
 
     def check_reads(self, topic: str) -> None:

@@ -45,8 +45,12 @@ class DriverFactory:
         self._metadata = metadata
         self._drivers: list[ProcessorTestDriver] = []
 
-    def __call__(self, processor: Processor, **options: Any) -> ProcessorTestDriver:
-        driver = ProcessorTestDriver(processor, settings=driver_settings(**options))
+    def __call__(
+        self, processor: Processor, *, partitions: Any = 1, **options: Any
+    ) -> ProcessorTestDriver:
+        driver = ProcessorTestDriver(
+            processor, settings=driver_settings(**options), partitions=partitions
+        )
         self._metadata.create_all(driver.database)
         self._drivers.append(driver)
         return driver

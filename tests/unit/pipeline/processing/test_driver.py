@@ -320,7 +320,9 @@ def test_an_event_type_without_a_handler_is_dead_lettered_as_unhandled_type(
 def test_dead_letter_headers_carry_the_original_position_and_attempts(
     make_driver: Callable[..., ProcessorTestDriver],
 ) -> None:
-    driver = make_driver(processor_with(Recorder(broken=lambda event: event.data["seq"] == 1)))
+    driver = make_driver(
+        processor_with(Recorder(broken=lambda event: event.data["seq"] == 1)), partitions={TOPIC: 3}
+    )
     driver.send(TOPIC, event("k1", 0), partition=2)
     sent = event("k1", 1)
     record = driver.send(TOPIC, sent, partition=2)

@@ -75,6 +75,22 @@ def test_send_to_a_topic_the_processor_does_not_read_is_refused_naming_those_it_
     assert driver.topics == {}  # nothing went in, so "nothing dead-lettered" cannot pass for it
 
 
+@pytest.mark.parametrize("partition", [3, 7, -1])
+def test_send_to_a_partition_the_topic_does_not_have_is_refused(driver, partition):
+    # Kafka refuses it; the driver took it, and the processor handled it.
+    with pytest.raises(ValueError, match=r"^inputs\.orders has 3 partitions here \(0 to 2\)"):
+        driver.send(TOPIC, step_event("k", 0), partition=partition)
+
+    assert driver.topics == {}
+
+
+def test_send_to_each_partition_the_topic_has_is_taken(driver):
+    for partition in range(3):
+        driver.send(TOPIC, step_event(f"k{partition}", 0), partition=partition)
+
+    assert driver.run().processed == 3
+
+
 def test_dead_letters_of_a_topic_the_processor_does_not_read_are_refused(driver):
     with pytest.raises(ValueError, match=r"reads inputs\.orderz, so nothing"):
         driver.dead_letters("inputs.orderz")
