@@ -46,7 +46,7 @@ from pipeline.dead_letters.letter import DeadLetterTooLarge
 from pipeline.envelope import KafkaMessage
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_consumer
-from pipeline.kafka.delivery import ProduceRefused
+from pipeline.kafka.delivery import Delivery, ProduceRefused
 from pipeline.kafka.producer import EventProducer, build_event_producer
 from pipeline.plurals import counted
 from pipeline.processing.engine import ProcessingEngine, TopicPartition
@@ -83,22 +83,35 @@ PROGRESS_REFRESH_S = 1.0
 
 
 class ProducerDeadLetterSink:
-    """Dead letters through an :class:`EventProducer`; ``send`` waits for the acknowledgement."""
+    """Dead letters through an :class:`EventProducer`; ``send`` waits for the acknowledgement.
+
+    The broker refuses a whole batch as too large when one of its messages is: a small dead
+    letter that shared a batch with a huge one was refused with it, and went without its value
+    (which only its original, until retention removes it, still held). A letter the broker
+    refused is therefore sent again alone (one such at a time) before it counts as too large.
+    """
 
     def __init__(self, producer: EventProducer) -> None:
         self._producer = producer
+        self._alone = asyncio.Lock()
 
     async def send(self, topic: str, message: KafkaMessage) -> None:
-        try:
-            delivery = await asyncio.wrap_future(self._producer.send_future(topic, message))
-        except ProduceRefused as refused:
-            if refused.too_large:
-                raise DeadLetterTooLarge(str(refused)) from None
-            raise
+        delivery = await self._delivery(topic, message)
+        if delivery.too_large:
+            async with self._alone:
+                delivery = await self._delivery(topic, message)
         if delivery.too_large:
             raise DeadLetterTooLarge(f"dead letter to {topic} refused: {delivery.error}")
         if not delivery.ok:
             raise PipelineError(f"dead letter to {topic} failed: {delivery.error}")
+
+    async def _delivery(self, topic: str, message: KafkaMessage) -> Delivery:
+        try:
+            return await asyncio.wrap_future(self._producer.send_future(topic, message))
+        except ProduceRefused as refused:  # by the client itself: this message alone
+            if refused.too_large:
+                raise DeadLetterTooLarge(str(refused)) from None
+            raise
 
 
 def record_of(message: Any) -> Record:

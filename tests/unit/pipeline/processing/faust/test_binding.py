@@ -13,7 +13,7 @@ import pytest
 from faust.types import TP, Message
 from sqlalchemy.engine import Engine
 
-from pipeline.envelope import Event, encode
+from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.kafka.producer import EventProducer
 from pipeline.processing import Processor, UnitOfWork
 from pipeline.processing.faust import binding as binding_module
@@ -425,3 +425,48 @@ def test_the_lag_says_how_old_its_end_offsets_are_from_the_last_fetch_answer(
     assert asked == [[(TOPIC, 0), (TOPIC, 1)]]
     age = binding.metrics.snapshot().lag_age_s
     assert age is not None and 94 < age < 100
+
+
+class _BatchRefusingProducer:
+    """Refuses every first send as too large, as the broker refuses a whole batch that holds
+    one huge message; a send again (alone) goes unless the message is over ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sent: list[KafkaMessage] = []
+        self._tried: set[bytes | None] = set()
+
+    def send_future(self, topic: str, message: KafkaMessage) -> Any:
+        from concurrent.futures import Future
+
+        from pipeline.kafka.delivery import Delivery
+
+        first = message.value not in self._tried
+        self._tried.add(message.value)
+        too_large = first or len(message.value or b"") > self.limit
+        future: Future[Delivery] = Future()
+        error = "Broker: Message size too large" if too_large else None
+        future.set_result(Delivery("e", topic, message.key, 0, 0, error, too_large=too_large))
+        if not too_large:
+            self.sent.append(message)
+        return future
+
+
+def test_a_small_dead_letter_refused_with_its_batch_goes_whole_and_a_huge_one_is_too_large() -> (
+    None
+):
+    # A 22-byte dead letter shared a batch with 400 KB ones; the broker refused the batch, and
+    # the small one went without its value too.
+    from pipeline.dead_letters.letter import DeadLetterTooLarge
+    from pipeline.processing.faust.binding import ProducerDeadLetterSink
+
+    producer = _BatchRefusingProducer(limit=1_000)
+    sink = ProducerDeadLetterSink(producer)  # type: ignore[arg-type]
+    small = KafkaMessage(b"k", b"x" * 22, [])
+    huge = KafkaMessage(b"k", b"x" * 400_000, [])
+
+    asyncio.run(sink.send("t.dlq", small))
+    with pytest.raises(DeadLetterTooLarge):
+        asyncio.run(sink.send("t.dlq", huge))
+
+    assert producer.sent == [small]
