@@ -186,6 +186,12 @@ def _made(make: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
         if missing is not None:  # librdkafka's word for it is OpenSSL's "BIO lib"
             raise PipelineError(f"cannot set up a Kafka client: {missing}") from None
         reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
+        if "key values mismatch" in str(reason):  # OpenSSL's words; the key was read
+            raise PipelineError(
+                f"cannot set up a Kafka client: the key at {config.get('ssl.key.location')} is "
+                f"not the key of the certificate at {config.get('ssl.certificate.location')} "
+                "(PIPELINE_KAFKA__SSL_KEY_LOCATION, PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION)"
+            ) from None
         if "ssl.key.location failed" in str(reason):
             # OpenSSL's "PEM lib": the key is encrypted and the password missing or wrong, or
             # the file holds no PEM key at all.

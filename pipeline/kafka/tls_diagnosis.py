@@ -19,16 +19,12 @@ __all__ = ["certificate_refusal"]
 
 
 def certificate_refusal(config: Mapping[str, Any], timeout_s: float = 3.0) -> str | None:
-    """Why the first bootstrap broker's certificate fails the checks of a librdkafka client
-    ``config`` (``ssl.ca.location``, host name check on unless
-    ``ssl.endpoint.identification.algorithm`` is ``none``), e.g. ``IP address mismatch,
-    certificate is not valid for '127.0.0.1'.``; ``None`` when it passes them or the broker
-    cannot be asked."""
+    """Why a bootstrap broker's certificate fails the checks of a librdkafka client ``config``
+    (``ssl.ca.location``, host name check on unless ``ssl.endpoint.identification.algorithm``
+    is ``none``), e.g. ``IP address mismatch, certificate is not valid for '127.0.0.1'``: the
+    first broker of the list whose certificate fails says it (librdkafka tries them all);
+    ``None`` when every one passes or none can be asked."""
     if str(config.get("security.protocol", "")).upper() not in ("SSL", "SASL_SSL"):
-        return None
-    host, _, port = str(config.get("bootstrap.servers", "")).split(",")[0].strip().rpartition(":")
-    host = host.strip("[]")  # an IPv6 address in brackets
-    if not host or not port.isdigit():
         return None
     context = ssl.create_default_context()
     ca = config.get("ssl.ca.location")
@@ -42,9 +38,24 @@ def certificate_refusal(config: Mapping[str, Any], timeout_s: float = 3.0) -> st
         return None  # librdkafka's own error says what is wrong with the file
     if str(config.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
         context.check_hostname = False
+    for server in str(config.get("bootstrap.servers", "")).split(",")[:_BROKERS_ASKED]:
+        host, _, port = server.strip().rpartition(":")
+        host = host.strip("[]")  # an IPv6 address in brackets
+        if host and port.isdigit():
+            why = _refusal_of(context, host, int(port), timeout_s)
+            if why is not None:
+                return why
+    return None
+
+
+#: At most this many bootstrap brokers are asked (each up to the timeout, after a failure).
+_BROKERS_ASKED = 5
+
+
+def _refusal_of(context: ssl.SSLContext, host: str, port: int, timeout_s: float) -> str | None:
     try:
         with (
-            socket.create_connection((host, int(port)), timeout=timeout_s) as raw,
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
             context.wrap_socket(raw, server_hostname=host),
         ):
             return None

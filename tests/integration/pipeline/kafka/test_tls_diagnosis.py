@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.kafka.clients import build_admin
 from pipeline.kafka.tls_diagnosis import certificate_refusal
+from pipeline.ports import free_port
 from pipeline.settings import KafkaSettings
 from pipeline.stack.certificates import ensure_certificates
 from pipeline.topics.admin import KafkaRefusedError, list_cluster_topics
@@ -36,6 +37,17 @@ def test_a_certificate_for_another_address_is_said_so(tls_server):
 
     assert why is not None and "IP address mismatch" in why, why
     assert "127.0.0.2" in why and "PIPELINE_KAFKA__BOOTSTRAP_SERVERS" in why, why
+
+
+def test_in_a_list_of_brokers_the_one_whose_certificate_fails_says_it(tls_server):
+    # Production lists several brokers; only the first was asked, and a first broker that was
+    # down brought librdkafka's advice to look at the CA back.
+    address, ca = tls_server
+    nobody = f"127.0.0.1:{free_port()}"
+
+    why = certificate_refusal(_config(f"{nobody}, {address}", ca))
+
+    assert why is not None and "IP address mismatch" in why, why
 
 
 def test_a_certificate_of_another_ca_names_the_ca_setting(tls_server, tmp_path):

@@ -152,3 +152,23 @@ def test_an_encrypted_key_without_its_password_names_the_password_setting(tmp_pa
         assert said.startswith(f"cannot set up a Kafka client: the key at {encrypted} "), said
         assert "PIPELINE_KAFKA__SSL_KEY_PASSWORD" in said, said
         assert "wrong password" not in said and "right password" not in said
+
+
+def test_a_key_of_another_certificate_is_said_so_not_blamed_on_the_password(tmp_path):
+    files = ensure_certificates(tmp_path / "one")
+    other = ensure_certificates(tmp_path / "other")
+    kafka = KafkaSettings(
+        security_protocol="SSL",
+        ssl_ca_location=files.ca_certificate,
+        ssl_certificate_location=files.server_certificate,
+        ssl_key_location=other.server_key,
+    )
+
+    with pytest.raises(PipelineError) as refused:
+        build_admin(kafka)
+
+    assert str(refused.value) == (
+        f"cannot set up a Kafka client: the key at {other.server_key} is not the key of the "
+        f"certificate at {files.server_certificate} (PIPELINE_KAFKA__SSL_KEY_LOCATION, "
+        "PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION)"
+    )
