@@ -209,13 +209,20 @@ def test_a_run_until_idle_does_not_call_itself_caught_up_while_another_member_ho
     other.subscribe([topic])
     stop = threading.Event()
 
+    joined = threading.Event()
+
     def hold() -> None:
         while not stop.is_set():
             other.poll(0.2)
+            if not joined.is_set() and other.assignment():
+                joined.set()
 
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
     try:
+        # The other member in the group first: on a busy machine its first poll (its join) came
+        # after the shipper had taken every partition and caught up (the test then failed).
+        assert joined.wait(60), "the other member never got partitions"
         with log_alias(elasticsearch_client) as alias:
             consumer = build_consumer(pipeline_settings.kafka, consumer_group)
             shipper = LogShipper(
