@@ -4,6 +4,7 @@ words, not aiokafka's ERRORs that read like a failing broker."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 from aiokafka.errors import UnknownMemberIdError
@@ -16,12 +17,20 @@ from pipeline.processing.faust.session_expiry import (
 
 
 @pytest.fixture(autouse=True)
-def _filter_installed() -> None:
+def _filter_installed() -> Iterator[None]:
+    coordinator = logging.getLogger(GROUP_COORDINATOR_LOGGER)
+    # Only ours: configure_logging (another test's) adds RepeatSummary, which holds back a
+    # line this process logged a moment ago.
+    others = [f for f in coordinator.filters if not isinstance(f, SessionExpiryWarnings)]
+    for known in others:
+        coordinator.removeFilter(known)
     install_session_expiry_warnings(25.0)
     install_session_expiry_warnings(12.0)  # once only, naming the timeout of the last call
-    filters = logging.getLogger(GROUP_COORDINATOR_LOGGER).filters
-    [installed] = [f for f in filters if isinstance(f, SessionExpiryWarnings)]
+    [installed] = [f for f in coordinator.filters if isinstance(f, SessionExpiryWarnings)]
     assert installed.session_timeout_s == 12.0
+    yield
+    for known in others:
+        coordinator.addFilter(known)
 
 
 def _logged(
