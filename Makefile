@@ -41,7 +41,7 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	scripts/ensure-debian-packages.sh kcat=kcat $(POSTGRES_SERVER)
 	$(COMPILE)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	scripts/test-lanes.sh $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
