@@ -198,6 +198,8 @@ class OutboxRelay:
         #: The own limit the producer's batches are kept under (None: librdkafka's own).
         self._batch_limit: int | None = None
         self.totals = RelayTotals()
+        #: Whether this relay waited for another's lease at the last claim (None: no lease).
+        self._waiting_for_lease: bool | None = None
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -502,6 +504,19 @@ class OutboxRelay:
             return
         self.metrics.lease_held.set(1 if lease.held else 0)
         self.totals.lease_holder = None if lease.held else lease.holder
+        waiting = not lease.held
+        if waiting and self._waiting_for_lease is not True:
+            # Said once, at the change: its start line and reports ("published 0") read as if
+            # it relayed while another relay held the outbox.
+            _log.info(
+                "outbox relay %s: the outbox lease is held by %s; this relay waits and takes "
+                "over when that one stops (one relay at a time publishes from this database)",
+                self.name,
+                lease.holder,
+            )
+        elif not waiting and self._waiting_for_lease:
+            _log.info("outbox relay %s: took the outbox lease; publishing", self.name)
+        self._waiting_for_lease = waiting
 
     def _count(self, records: Sequence[OutboxRecord], positions: Sequence[int]) -> None:
         if not positions:

@@ -273,6 +273,27 @@ def test_while_another_relay_holds_the_lease_nothing_is_claimed_or_sent(database
     assert waiter.totals.lease_holder == "relay-under-test"
 
 
+def test_a_relay_waiting_for_the_lease_says_so_once_and_again_when_it_takes_it(database, caplog):
+    # Its start line and reports ("published 0") read as if it relayed meanwhile.
+    _write(database, ["a"])
+    holder = _relay(database, FakeKafka())
+    holder.publish_batch()
+    waiter = OutboxRelay(database, EventProducer(FakeKafka()), OutboxSettings(), name="waiter")
+
+    with caplog.at_level(logging.INFO, logger="producers.outbox_relay.relay"):
+        waiter.publish_batch()
+        waiter.publish_batch()
+        holder.run(once=True)  # nothing left to publish: it stops, and lets the lease go
+        waiter.publish_batch()
+
+    said = [r.getMessage() for r in caplog.records if r.name == "producers.outbox_relay.relay"]
+    assert said == [
+        "outbox relay waiter: the outbox lease is held by relay-under-test; this relay waits "
+        "and takes over when that one stops (one relay at a time publishes from this database)",
+        "outbox relay waiter: took the outbox lease; publishing",
+    ]
+
+
 def test_the_stop_signal_passed_in_ends_the_run_after_the_current_batch(database):
     ids = _write(database, ["a", "b"])
     stop = threading.Event()
