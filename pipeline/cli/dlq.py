@@ -401,15 +401,33 @@ def _with_original_values(
 
 
 def _check_original_values(settings: PipelineSettings, letters: Sequence[DeadLetter]) -> None:
-    """For a dry run: the originals of the letters sent without their value can be read (the
-    redrive would stop at the first that cannot; this says so now, as the same error)."""
-    without = sum(letter.value_omitted is not None for letter in letters)
-    if without:
-        _with_original_values(settings, letters)
-        _err.print(
-            f"{counted(without, 'dead letter')} sent without the event's value: each is read "
-            "back from its original message by the redrive (checked: they can be)"
-        )
+    """For a dry run: the originals of the letters sent without their value can be read. The
+    redrive would stop at the first that cannot; the dry run names every one (each on stderr,
+    then one error), so they can all be discarded at once."""
+    from pipeline.dead_letters.originals import with_original_values
+    from pipeline.dead_letters.redrive import open_dead_letter_consumer
+
+    without = [letter for letter in letters if letter.value_omitted is not None]
+    if not without:
+        return
+    gone: list[str] = []
+    with open_dead_letter_consumer(settings.kafka, reset_is_error=True) as consumer:
+        for letter in without:
+            try:
+                with_original_values(consumer, [letter])
+            except PipelineError as error:
+                gone.append(str(error))
+    if gone:
+        for reason in gone[:-1]:
+            _err.print(f"[red]error:[/red] {escape(reason)}")
+        raise PipelineError(gone[-1] if len(gone) == 1 else f"{gone[-1]} ({len(gone)} such)")
+    one = len(without) == 1
+    _err.print(
+        f"{counted(len(without), 'dead letter')} sent without the event's value: "
+        + ("it is" if one else "each is")
+        + " read back from its original message by the redrive (checked: "
+        + ("it can be)" if one else "they can be)")
+    )
 
 
 def _redrive_with(

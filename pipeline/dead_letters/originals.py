@@ -75,8 +75,8 @@ def _original(consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s: float
                         timeout=timeout_s,
                     )
                     raise PipelineError(
-                        f"{about} is not there any more (retention removed it; the partition "
-                        f"holds offsets from {low}): discard the letter"
+                        f"{about} is not there any more (retention, or a deletion of records, "
+                        f"removed it; the partition holds offsets from {low}): discard the letter"
                     )
                 raise PipelineError(f"{about} cannot be read: {error.str()}")
             if message.offset() != letter.original_offset:
