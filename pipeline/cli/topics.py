@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.console import announcing_kafka, stdout_console
@@ -102,11 +103,12 @@ def _print_differences(console: Console, plan: Plan) -> None:
     """How each topic marked ``differs`` differs: one line per difference, under the table."""
     from pipeline.topics.plan import CreateTopic
 
-    differences = [
-        (change.topic, change.describe())
-        for change in plan.changes
-        if not isinstance(change, CreateTopic)
-    ] + [(warning.topic, f"{warning.problem} (apply leaves it)") for warning in plan.warnings]
+    # A topic's differences together (changes, then what apply leaves: each warning says why).
+    differences = sorted(
+        [(c.topic, c.describe()) for c in plan.changes if not isinstance(c, CreateTopic)]
+        + [(warning.topic, warning.problem) for warning in plan.warnings],
+        key=lambda difference: difference[0],
+    )
     if not differences:
         return
     count = len({topic for topic, _ in differences})
@@ -116,7 +118,8 @@ def _print_differences(console: Console, plan: Plan) -> None:
         " (`pipeline topics apply` changes what it can):"
     )
     for topic, difference in differences:
-        console.print(f"  {topic}: {difference}", highlight=False)
+        # One line each, never folded (piped to grep, a folded line is two).
+        console.print(escape(f"  {topic}: {difference}"), highlight=False, soft_wrap=True)
 
 
 _APPLY_HELP = (

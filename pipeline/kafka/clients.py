@@ -147,6 +147,11 @@ class PipelineAdmin(AdminClient):
         super().__init__(with_logger)
 
     @property
+    def security_protocol(self) -> str:
+        """The ``security.protocol`` this client speaks (``PLAINTEXT`` unless set)."""
+        return str(self._config.get("security.protocol", "PLAINTEXT")).upper()
+
+    @property
     def security_failure(self) -> str | None:
         """The last authentication or TLS failure librdkafka logged, if any; a certificate it
         could not verify with the check that failed (a host name the certificate does not

@@ -123,11 +123,20 @@ def _listening_address(bootstrap: str | None) -> str | None:
     return None
 
 
-def _not_answering(bootstrap: str | None, detail: str) -> KafkaUnavailableError:
-    """:func:`_unreachable`, or, when something listens at a bootstrap address, what to check."""
+def _not_answering(
+    bootstrap: str | None, detail: str, protocol: str = "PLAINTEXT"
+) -> KafkaUnavailableError:
+    """:func:`_unreachable`, or, when something listens at a bootstrap address, what to check
+    (``protocol``: the client's ``security.protocol``)."""
     listening = _listening_address(bootstrap)
     if listening is None:
         return _unreachable(bootstrap, detail)
+    if protocol != "PLAINTEXT":  # set already: the listener may not be Kafka's, or not this kind
+        return KafkaUnavailableError(
+            f"{_kafka_at(bootstrap)} does not answer ({detail}), though something listens at "
+            f"{listening}: is it a Kafka listener that takes {protocol} "
+            "(PIPELINE_KAFKA__SECURITY_PROTOCOL)? or the broker is still starting"
+        )
     return KafkaUnavailableError(
         f"{_kafka_at(bootstrap)} does not answer ({detail}), though something listens at "
         f"{listening}: if it is a TLS or SASL listener, set PIPELINE_KAFKA__SECURITY_PROTOCOL "
@@ -176,7 +185,8 @@ def _metadata(admin: KafkaAdmin, bootstrap: str | None, timeout_s: float) -> Any
                     "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
                 ) from None
             if time.monotonic() >= deadline:
-                raise _not_answering(bootstrap, detail) from None
+                protocol = getattr(admin, "security_protocol", "PLAINTEXT")
+                raise _not_answering(bootstrap, detail, str(protocol)) from None
 
 
 def _cluster_topics(

@@ -7,9 +7,6 @@ them at the end.
 from __future__ import annotations
 
 import socket
-import ssl
-import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from pipeline.topics.admin import (
 )
 from pipeline.topics.catalogue import load_catalogue_file
 from pipeline.topics.plan import ActualTopic, IncreasePartitions, Plan, SetConfig, build_plan
+from tests.support.tls_server import tls_server as serving_tls
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -387,44 +385,26 @@ def test_a_listener_that_does_not_speak_plain_kafka_is_named_with_what_to_check(
 ) -> None:
     # A PLAINTEXT client at a TLS (or SASL_SSL) listener was told only "does not answer ...
     # is the broker running?", though a broker runs there.
-    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(certificate)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certificate, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:  # a TLS listener: the client's plain request fails its handshake
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                with context.wrap_socket(connection, server_side=True) as tls:
-                    tls.recv(100)
-            except (OSError, ssl.SSLError):
-                connection.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    bootstrap = f"127.0.0.1:{port}"
-    admin = build_admin(KafkaSettings(bootstrap_servers=bootstrap))
-    try:
+    with serving_tls(tmp_path / "tls") as (bootstrap, _ca):
+        admin = build_admin(KafkaSettings(bootstrap_servers=bootstrap))
         with pytest.raises(KafkaUnavailableError) as raised:
             describe_cluster_topics(admin, ["a.b"], bootstrap=bootstrap, timeout_s=2)
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
 
     message = str(raised.value)
     assert message.startswith(f"Kafka at {bootstrap} does not answer (")
     assert f"something listens at {bootstrap}" in message
     assert "PIPELINE_KAFKA__SECURITY_PROTOCOL" in message
+
+
+def test_a_tls_client_at_a_tls_server_that_is_no_kafka_is_not_told_to_set_tls(tmp_path):
+    # Its security protocol is SSL already: the advice to set it sent the user round in circles.
+    with serving_tls(tmp_path / "tls") as (address, ca):
+        admin = build_admin(
+            KafkaSettings(bootstrap_servers=address, security_protocol="SSL", ssl_ca_location=ca)
+        )
+        with pytest.raises(KafkaUnavailableError) as raised:
+            describe_cluster_topics(admin, ["a.b"], bootstrap=address, timeout_s=2)
+
+    message = str(raised.value)
+    assert f"something listens at {address}: is it a Kafka listener that takes SSL" in message
+    assert "set PIPELINE_KAFKA__SECURITY_PROTOCOL" not in message
