@@ -88,22 +88,45 @@ class ProducerDeadLetterSink:
     The broker refuses a whole batch as too large when one of its messages is: a small dead
     letter that shared a batch with a huge one was refused with it, and went without its value
     (which only its original, until retention removes it, still held). A letter the broker
-    refused is therefore sent again alone (one such at a time) before it counts as too large.
+    refused is therefore sent again alone: one such at a time, once the letters in flight are
+    answered, while the others wait (dead letters are few; a letter lost is not).
     """
 
     def __init__(self, producer: EventProducer) -> None:
         self._producer = producer
         self._alone = asyncio.Lock()
+        self._state = asyncio.Condition()
+        self._in_flight = 0
+        self._sending_alone = False
 
     async def send(self, topic: str, message: KafkaMessage) -> None:
-        delivery = await self._delivery(topic, message)
+        async with self._state:
+            await self._state.wait_for(lambda: not self._sending_alone)
+            self._in_flight += 1
+        try:
+            delivery = await self._delivery(topic, message)
+        finally:
+            async with self._state:
+                self._in_flight -= 1
+                self._state.notify_all()
         if delivery.too_large:
-            async with self._alone:
-                delivery = await self._delivery(topic, message)
+            delivery = await self._alone_in_flight(topic, message)
         if delivery.too_large:
             raise DeadLetterTooLarge(f"dead letter to {topic} refused: {delivery.error}")
         if not delivery.ok:
             raise PipelineError(f"dead letter to {topic} failed: {delivery.error}")
+
+    async def _alone_in_flight(self, topic: str, message: KafkaMessage) -> Delivery:
+        async with self._alone:
+            async with self._state:
+                self._sending_alone = True
+                await self._state.wait_for(lambda: self._in_flight == 0)
+            try:
+                return await self._delivery(topic, message)
+            finally:
+                async with self._state:
+                    self._sending_alone = False
+                    self._state.notify_all()
 
     async def _delivery(self, topic: str, message: KafkaMessage) -> Delivery:
         try:

@@ -428,45 +428,67 @@ def test_the_lag_says_how_old_its_end_offsets_are_from_the_last_fetch_answer(
 
 
 class _BatchRefusingProducer:
-    """Refuses every first send as too large, as the broker refuses a whole batch that holds
-    one huge message; a send again (alone) goes unless the message is over ``limit``."""
+    """Refuses a message as too large when it is over ``limit``, or shared a batch with one
+    that is (was in flight at the same time), as the broker refuses a whole batch. Each send is
+    answered a few milliseconds later."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.sent: list[KafkaMessage] = []
-        self._tried: set[bytes | None] = set()
+        self._in_flight: dict[int, list[Any]] = {}  # id -> [message, shared with a huge one]
 
     def send_future(self, topic: str, message: KafkaMessage) -> Any:
         from concurrent.futures import Future
 
         from pipeline.kafka.delivery import Delivery
 
-        first = message.value not in self._tried
-        self._tried.add(message.value)
-        too_large = first or len(message.value or b"") > self.limit
+        huge = len(message.value or b"") > self.limit
+        entry = [
+            message,
+            any(len(m.value or b"") > self.limit for m, _ in self._in_flight.values()),
+        ]
+        if huge:
+            for other in self._in_flight.values():
+                other[1] = True
+        key = id(entry)
+        self._in_flight[key] = entry
         future: Future[Delivery] = Future()
-        error = "Broker: Message size too large" if too_large else None
-        future.set_result(Delivery("e", topic, message.key, 0, 0, error, too_large=too_large))
-        if not too_large:
-            self.sent.append(message)
+
+        def answer() -> None:
+            del self._in_flight[key]
+            too_large = huge or entry[1]
+            error = "Broker: Message size too large" if too_large else None
+            future.set_result(Delivery("e", topic, message.key, 0, 0, error, too_large=too_large))
+            if not too_large:
+                self.sent.append(message)
+
+        asyncio.get_running_loop().call_later(0.005, answer)
         return future
 
 
-def test_a_small_dead_letter_refused_with_its_batch_goes_whole_and_a_huge_one_is_too_large() -> (
-    None
-):
-    # A 22-byte dead letter shared a batch with 400 KB ones; the broker refused the batch, and
-    # the small one went without its value too.
+def test_small_dead_letters_beside_huge_ones_of_other_keys_go_whole() -> None:
+    # Keys are handled side by side: a 22-byte letter shared a batch with a huge one of another
+    # key (also on its resend), and went without its value.
     from pipeline.dead_letters.letter import DeadLetterTooLarge
     from pipeline.processing.faust.binding import ProducerDeadLetterSink
 
     producer = _BatchRefusingProducer(limit=1_000)
-    sink = ProducerDeadLetterSink(producer)  # type: ignore[arg-type]
-    small = KafkaMessage(b"k", b"x" * 22, [])
-    huge = KafkaMessage(b"k", b"x" * 400_000, [])
+    small = [KafkaMessage(b"s", b"s%02d" % n + b"x" * 19, []) for n in range(20)]
+    huge = [KafkaMessage(b"h", b"h%02d" % n + b"x" * 10_000, []) for n in range(20)]
+    refused: list[bytes | None] = []
 
-    asyncio.run(sink.send("t.dlq", small))
-    with pytest.raises(DeadLetterTooLarge):
-        asyncio.run(sink.send("t.dlq", huge))
+    async def send_each(sink: ProducerDeadLetterSink, messages: list[KafkaMessage]) -> None:
+        for message in messages:
+            try:
+                await sink.send("t.dlq", message)
+            except DeadLetterTooLarge:
+                refused.append(message.value)
 
-    assert producer.sent == [small]
+    async def side_by_side() -> None:
+        sink = ProducerDeadLetterSink(producer)  # type: ignore[arg-type]
+        await asyncio.gather(send_each(sink, huge), send_each(sink, small))
+
+    asyncio.run(side_by_side())
+
+    assert producer.sent == small
+    assert refused == [message.value for message in huge]
