@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.dead_letters.letter import DeadLetter
 from pipeline.dead_letters.redrive import DeadLetterConsumer
@@ -59,6 +59,9 @@ def _original(consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s: float
         f"dead letter {letter.dlq_topic}:{letter.position} was sent without its value "
         f"({letter.value_omitted:,} bytes, too large for its topic), and its original at {where}"
     )
+    missing = _missing_partition(consumer, letter, timeout_s)
+    if missing is not None:  # said at once: a read of it would wait out the whole timeout
+        raise PipelineError(f"{about} cannot be read: {missing}; discard the letter")
     consumer.assign(
         [TopicPartition(letter.original_topic, letter.original_partition, letter.original_offset)]
     )
@@ -90,3 +93,23 @@ def _original(consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s: float
                 raise PipelineError(f"{about} is not the message it was (its size differs)")
             return message
     raise PipelineError(f"{about} could not be read within {timeout_s:g} s")
+
+
+def _missing_partition(
+    consumer: DeadLetterConsumer, letter: DeadLetter, timeout_s: float
+) -> str | None:
+    """Why the letter's original partition is not there (its topic deleted, or fewer
+    partitions now), or ``None`` when it is (or the metadata cannot say)."""
+    try:
+        metadata = consumer.list_topics(letter.original_topic, timeout=timeout_s)
+    except KafkaException:
+        return None  # the read that follows says what is wrong
+    topic = metadata.topics.get(letter.original_topic)
+    if topic is None or (
+        topic.error is not None
+        and topic.error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
+    ):
+        return f"its topic {letter.original_topic} does not exist any more"
+    if letter.original_partition not in topic.partitions:
+        return f"{letter.original_topic} has no partition {letter.original_partition} any more"
+    return None

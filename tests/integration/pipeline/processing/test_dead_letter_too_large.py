@@ -151,3 +151,21 @@ def test_a_dry_run_names_every_dead_letter_whose_original_is_gone(
     gone = [line for line in said(looked.stderr) if "is not there any more" in line]
     assert len(gone) == 2, looked.stderr
     assert gone[-1].startswith("error: ") and gone[-1].endswith("(2 such)"), gone[-1]
+
+
+def test_a_dead_letter_whose_original_topic_was_deleted_says_so_at_once(
+    pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path
+):
+    # Each letter waited out the 30 s read timeout, then said only "could not be read".
+    topic, _pad, _first = _dead_letter_a_huge_event(
+        pipeline_settings, new_topic, postgres_url, consumer_group, tmp_path, keys="HJ"
+    )
+    admin = build_admin(pipeline_settings.kafka)
+    admin.delete_topics([topic])[topic].result(30)
+
+    looked = run_pipeline("dlq", "redrive", topic, "--dry-run", timeout=120)
+
+    assert looked.returncode == 2, looked.stderr
+    gone = [line for line in said(looked.stderr) if f"its topic {topic} does not exist" in line]
+    assert len(gone) == 2, looked.stderr
+    assert "within 30 s" not in looked.stderr, looked.stderr
