@@ -446,7 +446,6 @@ def search(
     from pipeline.logs.elasticsearch import build_elasticsearch
     from pipeline.logs.search import (
         build_query,
-        moment_of,
         normalize_levels,
         parse_since,
         search_body,
@@ -487,11 +486,9 @@ def search(
         if not hits and not follow:
             _err.print(f"no log lines since {start:%Y-%m-%d %H:%M:%S} UTC match")
         if follow:
-            # After a cut (the newest --limit lines shown), following goes on from the oldest
-            # line shown, by its place in the sort (its time and event.id): the lines of its
-            # own millisecond left out are as old as those before it.
-            since_shown = min((moment_of(hit, start) for hit in hits), default=start)
-            follow_from = start if cut is None else max(start, since_shown)
+            # After a cut (the newest --limit lines shown), the lines that were there already
+            # up to the oldest one shown (by its time and event.id: lines of one bulk share a
+            # millisecond) are never printed; lines shipped late still are (see _follow).
             after = hits[-1].get("sort") if cut is not None and hits else None
             try:
                 with signals_interrupt():
@@ -501,7 +498,7 @@ def search(
                         query,
                         filters,
                         hits,
-                        follow_from,
+                        start,
                         output,
                         limit,
                         after=after,
