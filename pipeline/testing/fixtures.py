@@ -164,8 +164,9 @@ def _shared_stack(
 ) -> Iterator[StackStatus]:
     """Make ``components`` answer for this test session; stop at the end what it started.
 
-    Test sessions sharing the stack sign in (a file named by their pid in ``sessions_folder``);
-    the one that started a component stops it only when no other session is still using it.
+    Test sessions sharing the stack sign in (a file named by their pid in ``sessions_folder``).
+    What a session started is noted there too, and the last session to leave stops it, whichever
+    session started it (make test runs two at once).
     """
     if request.config.getoption("--pipeline-stack") == "external":
         status = manager.status()
@@ -178,18 +179,40 @@ def _shared_stack(
     sessions.mkdir(parents=True, exist_ok=True)
     me = sessions / str(os.getpid())
     me.touch()  # before `up`: a session that is leaving must not stop what we are about to use
-    started: set[Component] = set()
     try:
-        started = manager.up(only=components)
+        for component in manager.up(only=components):
+            # Noted for whichever session leaves last: sessions running side by side (make
+            # test's two lanes) leave in any order, and the one that started a component may
+            # not be the last to use it.
+            (sessions / f"started-{component}").touch()
         yield manager.status()
     finally:
-        me.unlink(missing_ok=True)
-        others = [
-            p for p in sessions.iterdir() if p.name.isdigit() and psutil.pid_exists(int(p.name))
-        ]
-        keep = request.config.getoption("--pipeline-keep-stack")
-        if started and not keep and not others:
-            manager.down(only=started)
+        with _sessions_lock(sessions):
+            me.unlink(missing_ok=True)
+            others = [
+                p for p in sessions.iterdir() if p.name.isdigit() and psutil.pid_exists(int(p.name))
+            ]
+            keep = request.config.getoption("--pipeline-keep-stack")
+            if not others:
+                started = {c for c in components if (sessions / f"started-{c}").exists()}
+                for component in started:
+                    (sessions / f"started-{component}").unlink(missing_ok=True)
+                if started and not keep:
+                    manager.down(only=started)
+
+
+@contextlib.contextmanager
+def _sessions_lock(sessions: Path) -> Iterator[None]:
+    """Sessions leave one at a time: two leaving together each saw the other still there, and
+    neither stopped what the tests had started."""
+    import fcntl
+
+    with (sessions / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
