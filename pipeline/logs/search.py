@@ -6,8 +6,8 @@
   search bar: ``message:timeout AND NOT log.level:debug``) with exact filters for the time, the
   service, the levels and the correlation id;
 - :func:`search_body` adds the sort (newest first, or oldest first to follow), the size and how
-  far Elasticsearch counts the matches; :func:`later_than` keeps ``--follow`` to the lines after
-  the oldest one shown (in that sort order, ties of ``@timestamp`` too);
+  far Elasticsearch counts the matches; :func:`later_than` tells ``--follow`` which lines were
+  there already up to the oldest one shown (in that sort order, ties of ``@timestamp`` too);
 - :func:`shown_of_total` says when more lines matched than ``--limit`` let through, and
   :func:`unreadable_answer` what to tell of an answer whose JSON does not parse.
 """
@@ -93,15 +93,11 @@ def build_query(
     service: str | None = None,
     levels: Sequence[str] = (),
     correlation_id: str | None = None,
-    after: Sequence[Any] | None = None,
     up_to: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``query`` of a search: the Lucene ``query`` (scored) plus exact filters; ``after``:
-    only lines after the one with these sort values (:func:`later_than`); ``up_to``: only
-    lines at or before it."""
+    """The ``query`` of a search: the Lucene ``query`` (scored) plus exact filters; ``up_to``:
+    only lines at or before the one with these sort values (:func:`later_than`)."""
     filters: list[dict[str, Any]] = []
-    if after:
-        filters.append(later_than(after))
     if up_to:
         filters.append({"bool": {"must_not": [later_than(up_to)]}})
     if since is not None:
