@@ -105,6 +105,9 @@ def _one_line_errors(command_path: Callable[[], str] | None = None) -> Iterator[
         raise  # a group given no sub-command: its help, as asked
     except ClickException as error:
         message = " ".join(error.format_message().split())  # Click lists choices on lines
+        # Typer checks a value with pydantic, whose label of a check's own message ("Value
+        # error, ") is not the user's: "Invalid value for '--only': 'x' is not one of ...".
+        message = message.replace("': Value error, ", "': ", 1)
         context = error.ctx if isinstance(error, UsageError) else None
         path = context.command_path if context is not None else None
         if path is None and isinstance(error, UsageError) and command_path is not None:

@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +80,11 @@ def _run_mvn(mvn: Path, args: list[str], cwd: Path, what: str) -> None:
         raise StackError(f"fetching {what} with mvn failed (exit {result.returncode}): {tail}")
 
 
-def fetch_kafka(mvn: Path, dist_root: Path, version: str, scala_version: str) -> KafkaDistribution:
-    """Kafka's jars in ``dist_root/kafka-<version>/libs``, fetched once."""
+def fetch_kafka(
+    mvn: Callable[[], Path], dist_root: Path, version: str, scala_version: str
+) -> KafkaDistribution:
+    """Kafka's jars in ``dist_root/kafka-<version>/libs``, fetched once (``mvn`` finds Maven,
+    asked only when there is something to fetch)."""
     target = dist_root / f"kafka-{version}"
     distribution = KafkaDistribution(version=version, libs=target / "libs")
     if (target / _MARKER).exists():
@@ -89,7 +93,7 @@ def fetch_kafka(mvn: Path, dist_root: Path, version: str, scala_version: str) ->
     target.mkdir(parents=True)
     (target / "pom.xml").write_text(kafka_pom(version, scala_version))
     _run_mvn(
-        mvn,
+        mvn(),
         [
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",
@@ -102,8 +106,11 @@ def fetch_kafka(mvn: Path, dist_root: Path, version: str, scala_version: str) ->
     return distribution
 
 
-def fetch_elasticsearch(mvn: Path, dist_root: Path, version: str) -> ElasticsearchDistribution:
-    """Elasticsearch's integ-test-zip unpacked into ``dist_root/elasticsearch-<version>``."""
+def fetch_elasticsearch(
+    mvn: Callable[[], Path], dist_root: Path, version: str
+) -> ElasticsearchDistribution:
+    """Elasticsearch's integ-test-zip unpacked into ``dist_root/elasticsearch-<version>``, fetched
+    once (``mvn`` finds Maven, asked only when there is something to fetch)."""
     target = dist_root / f"elasticsearch-{version}"
     distribution = ElasticsearchDistribution(version=version, home=target)
     if (target / _MARKER).exists():
@@ -113,7 +120,7 @@ def fetch_elasticsearch(mvn: Path, dist_root: Path, version: str) -> Elasticsear
     download.mkdir(parents=True, exist_ok=True)
     artifact = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{version}:zip"
     _run_mvn(
-        mvn,
+        mvn(),
         ["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={download}"],
         cwd=dist_root,
         what=f"Elasticsearch {version}",

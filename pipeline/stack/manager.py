@@ -198,7 +198,7 @@ class StackManager:
         java = find_java()
         with self._progress(f"Fetching Kafka {self._stack.kafka_version} from Maven Central"):
             distribution = fetch_kafka(
-                find_mvn(),
+                find_mvn,
                 self.dist_dir,
                 self._stack.kafka_version,
                 self._stack.kafka_scala_version,
@@ -271,7 +271,7 @@ class StackManager:
         java = find_java()
         version = self._stack.elasticsearch_version
         with self._progress(f"Fetching Elasticsearch {version} from Maven Central"):
-            distribution = fetch_elasticsearch(find_mvn(), self.dist_dir, version)
+            distribution = fetch_elasticsearch(find_mvn, self.dist_dir, version)
         user = elasticsearch_node.run_as_user(self._stack.elasticsearch_user)
         if user is not None:
             _ensure_system_user(user)

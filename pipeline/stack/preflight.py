@@ -47,6 +47,11 @@ def find_java(minimum: int = 17) -> Java:
     if candidate is None or not candidate.exists():
         found = shutil.which("java")
         if found is None:
+            if candidate is not None:
+                raise StackError(
+                    f"Java {minimum} not found: JAVA_HOME is {java_home}, which has no bin/java, "
+                    f"and there is no java on PATH; point JAVA_HOME at a JDK {minimum}+"
+                )
             raise StackError(f"Java {minimum} not found: install a JDK {minimum}+ or set JAVA_HOME")
         candidate = Path(found).resolve()
     result = subprocess.run(

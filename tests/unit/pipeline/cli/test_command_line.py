@@ -187,6 +187,11 @@ def test_an_empty_group_or_alias_is_a_usage_error():
             "error: Option '--state' requires an argument (see pipeline saga list -h)",
         ),
         (["saga", "--x", "list"], "error: No such option: --x (see pipeline saga -h)"),
+        (
+            ["stack", "up", "--only", "zookeeper"],
+            "error: Invalid value for '--only': 'zookeeper' is not one of 'kafka', "
+            "'elasticsearch', 'postgres' (see pipeline stack up -h)",
+        ),
     ],
     ids=[
         "top-level option",
@@ -195,6 +200,7 @@ def test_an_empty_group_or_alias_is_a_usage_error():
         "unknown sub-command",
         "missing option value",
         "group option",
+        "value not among the choices",
     ],
 )
 def test_a_usage_error_is_one_line_naming_the_commands_help_and_exit_2(args, line):

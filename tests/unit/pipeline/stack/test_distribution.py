@@ -1,9 +1,10 @@
 import stat
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from pipeline.stack.distribution import unpack_zip
+from pipeline.stack.distribution import fetch_elasticsearch, fetch_kafka, unpack_zip
 from pipeline.stack.preflight import StackError
 
 
@@ -33,3 +34,27 @@ def test_unpack_zip_refuses_entries_outside_the_destination(tmp_path):
     with pytest.raises(StackError, match="outside its folder"):
         unpack_zip(archive, tmp_path / "out")
     assert not (tmp_path / "escaped").exists()
+
+
+def _no_maven() -> Path:
+    raise AssertionError("Maven was looked for, though nothing was to be fetched")
+
+
+def test_a_distribution_fetched_before_needs_no_maven(tmp_path):
+    for name in ("kafka-3.9.1", "elasticsearch-8.15.0"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ".complete").write_text("done")
+
+    kafka = fetch_kafka(_no_maven, tmp_path, "3.9.1", "2.13")
+    elasticsearch = fetch_elasticsearch(_no_maven, tmp_path, "8.15.0")
+
+    assert kafka.libs == tmp_path / "kafka-3.9.1" / "libs"
+    assert elasticsearch.home == tmp_path / "elasticsearch-8.15.0"
+
+
+def test_a_distribution_not_fetched_yet_asks_for_maven(tmp_path):
+    def missing_maven() -> Path:
+        raise StackError("mvn not found")
+
+    with pytest.raises(StackError, match="mvn not found"):
+        fetch_kafka(missing_maven, tmp_path, "3.9.1", "2.13")

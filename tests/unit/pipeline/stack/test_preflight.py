@@ -38,6 +38,15 @@ def test_find_java_names_the_version_needed_when_there_is_no_java(monkeypatch, t
         find_java()
 
 
+def test_find_java_says_when_java_home_points_where_there_is_no_java(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nonexistent"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(StackError) as refused:
+        find_java()
+    assert str(refused.value).startswith("Java 17 not found: JAVA_HOME is ")
+    assert f"{tmp_path / 'nonexistent'}, which has no bin/java" in str(refused.value)
+
+
 def test_find_java_refuses_an_old_java(monkeypatch, tmp_path):
     fake = tmp_path / "jdk" / "bin" / "java"
     fake.parent.mkdir(parents=True)
