@@ -4,9 +4,9 @@ import time
 from collections import defaultdict
 
 import pytest
-from confluent_kafka import TopicPartition, murmur2
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TopicPartition, murmur2
 
-from pipeline.envelope import Event, decode_message
+from pipeline.envelope import Event, decode_message, encode
 from pipeline.kafka.clients import build_consumer
 from pipeline.kafka.producer import DeliveryError, build_event_producer
 
@@ -61,6 +61,35 @@ def test_keyed_events_land_on_kafkas_murmur2_partition_in_order(
     )
     for sequence in order_per_key.values():
         assert sequence == sorted(sequence)
+
+
+def test_every_way_of_sending_stamps_each_message_with_the_time_it_was_sent(
+    pipeline_settings, new_topic, consumer_group
+):
+    # The producer hands confluent-kafka its arguments by position (partition -1, timestamp 0):
+    # what arrives is keyed, carries its headers and the moment it was produced, on each path.
+    topic = new_topic(partitions=3)
+    bulk, with_report, encoded = _events(3, keys=3)
+    reports = []
+    before_ms = int(time.time() * 1000)
+    with build_event_producer(pipeline_settings.kafka, pipeline_settings.producer) as producer:
+        producer.send(topic, bulk)
+        producer.send(topic, with_report, reports.append)
+        producer.send(topic, encode(encoded))
+    after_ms = int(time.time() * 1000)
+    assert [report.ok for report in reports] == [True]
+
+    messages = _read_all(pipeline_settings, topic, consumer_group, expected=3)
+    arrived = {decode_message(message).id: message for message in messages}
+    assert sorted(arrived) == sorted(event.id for event in (bulk, with_report, encoded))
+    for event in (bulk, with_report, encoded):
+        message = arrived[event.id]
+        assert decode_message(message) == event
+        assert message.key() == event.partitionkey.encode()
+        assert message.partition() == murmur2(message.key(), 3)
+        kind, stamp = message.timestamp()
+        assert kind == TIMESTAMP_CREATE_TIME
+        assert before_ms <= stamp <= after_ms
 
 
 def test_send_and_wait_answers_with_the_acknowledged_offset(pipeline_settings, new_topic):

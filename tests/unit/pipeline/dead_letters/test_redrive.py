@@ -352,9 +352,19 @@ class FakeTransactionalClient:
         self.committed: list[list[tuple[str, Any, Any, Any]]] = []
         self.aborted = 0
 
-    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
-        self.open.append((topic, kwargs["key"], kwargs["value"], kwargs["headers"]))
-        self.callbacks.append((kwargs["on_delivery"], topic, kwargs["key"]))
+    def produce(  # confluent-kafka's own signature: EventProducer passes it positionally
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        partition: int = -1,
+        callback: Any = None,
+        on_delivery: Any = None,
+        timestamp: int = 0,
+        headers: Any = None,
+    ) -> None:
+        self.open.append((topic, key, value, headers))
+        self.callbacks.append((callback or on_delivery, topic, key))
 
     def __len__(self) -> int:
         return 0

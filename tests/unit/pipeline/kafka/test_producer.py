@@ -52,7 +52,19 @@ class ScriptedProducer:
     def __len__(self):
         return len(self.queued)
 
-    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+    def produce(
+        self,
+        topic,
+        value=None,
+        key=None,
+        partition=-1,
+        callback=None,
+        on_delivery=None,
+        timestamp=0,
+        headers=None,
+    ):
+        # confluent-kafka's own signature: EventProducer passes its arguments positionally.
+        on_delivery = callback or on_delivery
         if len(self.queued) >= self.capacity:
             raise BufferError("Local: Queue full")
         self.queued.append((topic, value, key, headers, on_delivery))

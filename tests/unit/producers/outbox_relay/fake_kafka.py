@@ -67,7 +67,19 @@ class FakeKafka:
     pending: list[Produced] = field(default_factory=list)
     flushes: int = 0
 
-    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+    def produce(
+        self,
+        topic,
+        value=None,
+        key=None,
+        partition=-1,
+        callback=None,
+        on_delivery=None,
+        timestamp=0,
+        headers=None,
+    ):
+        # confluent-kafka's own signature: EventProducer passes its arguments positionally.
+        on_delivery = callback or on_delivery
         # As confluent-kafka does: a text key or header value goes out as its UTF-8 bytes.
         produced = Produced(
             topic,

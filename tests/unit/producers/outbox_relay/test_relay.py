@@ -427,9 +427,9 @@ def test_a_row_the_client_refuses_as_too_large_is_not_offered_again(database):
     class Counting(FakeKafka):
         offered: list[str] = []
 
-        def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+        def produce(self, topic, value, key, partition, callback, on_delivery, timestamp, headers):
             self.offered.append(dict(headers or [])["ce_id"])
-            super().produce(topic, value, key, headers, on_delivery)
+            super().produce(topic, value, key, partition, callback, on_delivery, timestamp, headers)
 
     client = Counting(refuse={a0})
     relay = _relay(database, client)
