@@ -238,7 +238,9 @@ def replay_floor(
     for n, (key, value, headers) in enumerate(messages):
         while True:
             try:
-                produce(target, value, key, headers=headers)
+                # Positional, as the replay calls it (a keyword costs confluent-kafka's parser
+                # a look-up of every name).
+                produce(target, value, key, -1, None, None, 0, headers)
                 break
             except BufferError:
                 poll(0.05)

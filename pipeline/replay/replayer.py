@@ -227,10 +227,11 @@ def replay_into_kafka(
                 if paced:
                     _wait_until(producer, began + schedule.due_s(message.timestamp_ms))
                 try:
-                    if partition == BY_KEY:
-                        produce(target, value, message.key, headers=headers)
-                    else:
-                        produce(target, value, message.key, partition=partition, headers=headers)
+                    # Positional, in confluent-kafka's order (topic, value, key, partition,
+                    # callback, on_delivery, timestamp, headers; BY_KEY is its -1, "by the
+                    # partitioner", None the producer's own report callback, 0 "now"): any
+                    # keyword makes its C parser look up all eight names, a fifth of the call.
+                    produce(target, value, message.key, partition, None, None, 0, headers)
                 except BufferError:  # the local queue is full: serve reports, then retry
                     producer.poll(_FULL_QUEUE_WAIT_S)
                     _produce(producer, target, message, value, partition, headers)
@@ -297,10 +298,7 @@ def _produce(
     and retry; a refusal is a :class:`ReplayError` naming the message."""
     while True:
         try:
-            if partition == BY_KEY:
-                producer.produce(topic, value, message.key, headers=headers)
-            else:
-                producer.produce(topic, value, message.key, partition=partition, headers=headers)
+            producer.produce(topic, value, message.key, partition, None, None, 0, headers)
             return
         except BufferError:
             producer.poll(_FULL_QUEUE_WAIT_S)

@@ -39,7 +39,18 @@ class FakeProducer:
         self.polls = 0
         self.flushed = 0
 
-    def produce(self, topic, value=None, key=None, partition=-1, headers=None):
+    def produce(  # confluent-kafka's own signature: the replay passes it positionally
+        self,
+        topic,
+        value=None,
+        key=None,
+        partition=-1,
+        callback=None,
+        on_delivery=None,
+        timestamp=0,
+        headers=None,
+    ):
+        assert callback is on_delivery is None and timestamp == 0  # the producer's, and "now"
         if self.interrupt_at == len(self.produced):
             raise self.interrupt
         if self.queue_full_once:
