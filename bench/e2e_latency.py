@@ -9,7 +9,10 @@ a baseline measured in the same run at the same offered rate.
     ``bench.gateway_load serve-gateway`` (the gateway app as ``pipeline gateway`` builds it,
     routed to this run's topic, Idempotency-Keys in memory), sent by an aiohttp client on an
     open-model schedule (at most 64 in flight). Baseline: raw confluent-kafka, from the
-    broker's acknowledgement (delivery report) to a plain consumer having the message.
+    broker's acknowledgement (the delivery report, as the producing program has it) to a
+    plain consumer having the message; one consumed before its delivery report was served
+    counts 0 ms (never negative), and how many did is reported
+    (``raw_hop_consumed_before_ack``; latency_baselines.ack_spans says why).
 (b) ``saga``: from a CreateOrder saga's start (its row's creation in the order service's
     transaction) to its completion (its last transition), the demo's services as in
     bench/sagas.py (orders, orchestrator, inventory, payments, shipping, the outbox relay,
@@ -34,9 +37,12 @@ achieved rate, the median of its ``rounds``: the rates at which the samples ente
 (202s received, saga rows created, log calls made) in ``--repeat`` consecutive parts of the
 level; its percentiles pool the level's samples (nearest rank; with fewer than 1,000 samples
 p99.9 is the largest).
-A latency row's ``ratio`` is of achieved rates (about 1 when both kept up); its
-``p99_vs_baseline`` is the ratio of p99 latencies. Every process uses topics, groups,
-databases and indices of this run's own.
+A latency row compares latency with its baseline: its ``p99_vs_baseline`` is the ratio of the
+p99 latencies, and its ``ratio`` stays empty (a ratio of rates achieved at one offered load is
+about 1 whatever the latency). A sample lost (an answer other than 202, an effect not written
+in 120 s, a line not found in 60 s, a saga not completed, a baseline message never consumed)
+stops the benchmark with an error: no percentile of the survivors is reported. Every process
+uses topics, groups, databases and indices of this run's own.
 
 Run: ``.venv/bin/python bench/e2e_latency.py [--seconds 10] [--repeat 3] [--paths a,b,c]``;
 ``--quick`` (0.5 s levels, 2 s for sagas, small bursts) for ``make bench QUICK=1``. Results:
@@ -51,13 +57,11 @@ import contextlib
 import io
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -66,7 +70,7 @@ from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
-from consumer_groups import stable_members
+from child_processes import free_port, group_stable, start, stop, terminate_all, wait_for
 from latency_baselines import (
     DirectIndex,
     RawHop,
@@ -77,6 +81,8 @@ from latency_baselines import (
     pace,
 )
 from paced_load import (
+    LostSamples,
+    all_samples,
     capacity_row,
     latency_rows,
     pacing_schedule,
@@ -93,7 +99,6 @@ from sagas import (
 )
 from topic_namespace import topic as namespaced
 
-from pipeline.kafka.clients import build_admin
 from pipeline.kafka.producer import build_event_producer
 from pipeline.logs import configure_logging
 from pipeline.logs.elasticsearch import build_elasticsearch
@@ -111,59 +116,6 @@ NAME = "e2e_latency"
 STAGE = "end-to-end"
 
 
-# --- processes --------------------------------------------------------------------------------
-
-
-def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
-    with (logs / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-
-
-def _stop(children: Sequence[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
-def _wait_for(what: str, ready: Callable[[], bool], children: Sequence[Any], logs: Path) -> None:
-    deadline = time.monotonic() + 300
-    while not ready():
-        if any(child.poll() is not None for child in children):
-            raise SystemExit(f"{what}: a process exited while starting; see {logs}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what}: not ready after 300 s; see {logs}")
-        time.sleep(0.3)
-
-
-def _terminate_all(children: Sequence[subprocess.Popen[bytes] | int]) -> None:
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            if isinstance(child, int):
-                os.kill(child, signal.SIGTERM)
-            elif child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-
-def _group_stable(settings: PipelineSettings, group: str) -> bool:
-    members = stable_members(build_admin(settings.kafka), [group])
-    return members is not None and members[group] > 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # --- the rows ---------------------------------------------------------------------------------
 
 
@@ -177,7 +129,7 @@ class GatewayPath:
         self.settings, self.url = settings, url
         self.topic = f"bench.e2e-{run}.requests"
         self.group = f"bench-e2e-{run}-effects"
-        self.port = _free_port()
+        self.port = free_port()
         self.topics = [self.topic, f"{self.topic}.dlq", f"bench.e2e-{run}.service-logs"]
         create_topics(settings, self.topics[:1], 6)
         create_topics(settings, self.topics[1:], 1)
@@ -192,10 +144,8 @@ class GatewayPath:
         }
         self.logs = logs
         self.children = [
-            _start(
-                "e2e-processor", [PIPELINE, "process", "bench.effect_rows:processor"], env, logs
-            ),
-            _start(
+            start("e2e-processor", [PIPELINE, "process", "bench.effect_rows:processor"], env, logs),
+            start(
                 "e2e-gateway",
                 [
                     sys.executable,
@@ -214,11 +164,17 @@ class GatewayPath:
 
     def ready(self) -> bool:
         log = (self.logs / "e2e-gateway.log").read_text(errors="replace")
-        return "gateway listening" in log and _group_stable(self.settings, self.group)
+        return "gateway listening" in log and group_stable(self.settings, self.group)
 
     def run(self, offsets: Sequence[float], concurrency: int = 64) -> list[tuple[float, float]]:
-        """(202 received, effect written) wall-clock times of each request of the schedule."""
-        accepted = asyncio.run(self._send(offsets, concurrency))
+        """(202 received, effect written) wall-clock times of each request of the schedule;
+        LostSamples when an answer was not 202 or an effect was not written in 120 s."""
+        accepted, refused = asyncio.run(self._send(offsets, concurrency))
+        if refused:
+            statuses = ", ".join(f"{n:,} x {code}" for code, n in sorted(Counter(refused).items()))
+            raise LostSamples(
+                f"gateway path: {len(refused):,} of {len(offsets):,} answers not 202 ({statuses})"
+            )
         wanted = dict(accepted)
         effects: dict[str, float] = {}
         deadline = time.monotonic() + 120
@@ -234,13 +190,19 @@ class GatewayPath:
                 ):
                     if event_id in wanted:
                         effects[event_id] = handled_at
-        return sorted((wanted[e], effects[e]) for e in effects)
+        spans = sorted((wanted[e], effects[e]) for e in effects)
+        return all_samples("gateway path: effects written in 120 s", spans, len(offsets))
 
-    async def _send(self, offsets: Sequence[float], concurrency: int) -> list[tuple[str, float]]:
+    async def _send(
+        self, offsets: Sequence[float], concurrency: int
+    ) -> tuple[list[tuple[str, float]], list[int]]:
+        """The (event id, 202 received) of each request answered 202, and the statuses of
+        the others."""
         url = f"http://127.0.0.1:{self.port}/v1/requests/place_order"
         prefix = uuid.uuid4().hex[:8]
         limit = asyncio.Semaphore(concurrency)
         out: list[tuple[str, float]] = []
+        refused: list[int] = []
 
         async def one(session: aiohttp.ClientSession, n: int) -> None:
             order = f"e2e-{prefix}-{n}"
@@ -253,9 +215,11 @@ class GatewayPath:
                 limit,
                 session.post(url, json=body, headers={"Idempotency-Key": order}) as response,
             ):
-                answer = await response.json()
                 if response.status == 202:
+                    answer = await response.json()
                     out.append((answer["event_id"], time.time()))
+                else:
+                    refused.append(response.status)
 
         loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession(
@@ -269,10 +233,10 @@ class GatewayPath:
                     await asyncio.sleep(pause)
                 tasks.append(asyncio.create_task(one(session, n)))
             await asyncio.gather(*tasks)
-        return out
+        return out, refused
 
     def close(self) -> None:
-        _stop(self.children)
+        stop(self.children)
         self.engine.dispose()
         delete_topics(self.settings, self.topics)
 
@@ -297,7 +261,7 @@ class LogPath:
             "PIPELINE_LOGS__INDEX_ALIAS": self.alias,
         }
         self.children = [
-            _start("e2e-shipper", [PIPELINE, "logs", "ship", "--group", self.group], env, logs)
+            start("e2e-shipper", [PIPELINE, "logs", "ship", "--group", self.group], env, logs)
         ]
         self.es = build_elasticsearch(settings.elasticsearch)
         logs_settings = settings.logs.model_copy(update={"topic": self.topic})
@@ -319,7 +283,7 @@ class LogPath:
         self.direct = DirectIndex(self.es, self.direct_alias)
 
     def ready(self) -> bool:
-        return _group_stable(self.settings, self.group)
+        return group_stable(self.settings, self.group)
 
     def run(self, offsets: Sequence[float], direct: bool = False) -> list[tuple[float, float]]:
         """(log call, first found by a search) wall-clock times of each line of the schedule."""
@@ -339,11 +303,13 @@ class LogPath:
         with SearchWatcher(self.es, index, run, len(offsets)) as watcher:
             pace(offsets, log)
             watcher.wait(60)
-        return sorted((called[n], watcher.found[n]) for n in watcher.found if n in called)
+        spans = sorted((called[n], watcher.found[n]) for n in watcher.found if n in called)
+        what = "direct bulk index" if direct else "log path"
+        return all_samples(f"{what}: lines found by a search in 60 s", spans, len(offsets))
 
     def close(self) -> None:
         self.handler.close()
-        _stop(self.children)
+        stop(self.children)
         self.direct.close()
         self.es.options(ignore_status=404).indices.delete(index=f"{self.alias}-*")
         self.es.options(ignore_status=404).indices.delete_index_template(name=self.alias)
@@ -381,7 +347,12 @@ class SagaPath:
             )
             producer.flush(60)
         rows = wait_until_ended(self.engine, ids, 300, "sagas")
-        return sorted((r.created_at.timestamp(), r.updated_at.timestamp()) for r in rows)
+        spans = sorted(
+            (r.created_at.timestamp(), r.updated_at.timestamp())
+            for r in rows
+            if r.status == "completed"
+        )
+        return all_samples("saga path: sagas completed", spans, len(offsets))
 
     def close(self) -> None:
         self._stack.close()
@@ -492,10 +463,10 @@ def main() -> None:
                 chain = RequestReplyChain(settings, run)
                 stack.callback(chain.close)
             if "a" in paths:
-                _wait_for("gateway path", gateway.ready, gateway.children, work)
+                wait_for("gateway path", gateway.ready, gateway.children, work)
                 gateway.run([0.0] * 20)  # the first connections and transactions
             if "c" in paths:
-                _wait_for("log path", logs.ready, logs.children, work)
+                wait_for("log path", logs.ready, logs.children, work)
                 logs.run([0.0] * 20)  # the shipper's first batch, the daily index made
                 logs.run([0.0] * 20, direct=True)
             if "b" in paths:
@@ -505,7 +476,7 @@ def main() -> None:
             # Run first at the end: SIGTERM to every process at once, then each path's close
             # waits for its own (they stop in parallel).
             stack.callback(
-                _terminate_all,
+                terminate_all,
                 [
                     *(gateway.children if "a" in paths else []),
                     *(logs.children if "c" in paths else []),
@@ -546,6 +517,13 @@ def main() -> None:
                     args.repeat,
                 )
                 rows += found
+            # The raw hop's messages consumed before their ack was served, counted 0 ms
+            # (latency_baselines.ack_spans), per load.
+            early = (
+                dict(zip((f"{load}%" for load in LOADS), hop.consumed_before_ack, strict=False))
+                if "a" in paths
+                else {}
+            )
             _progress("measured; stopping the processes")
         rows = with_ratios(rows)
         path = write_results(
@@ -563,7 +541,19 @@ def main() -> None:
                 f"Capacities: {', '.join(f'({k}) {v:,.1f}/s' for k, v in capacities.items())}. "
                 f"Load average before and after: {load_before:.1f}, {os.getloadavg()[0]:.1f}; "
                 f"{os.cpu_count()} cores shared with other jobs.",
+                *(
+                    [
+                        "",
+                        "Raw hop messages consumed before the producer had their ack (counted "
+                        "0 ms): "
+                        + ", ".join(f"{n:,} at {load}" for load, n in early.items())
+                        + ".",
+                    ]
+                    if early
+                    else []
+                ),
             ],
+            raw_hop_consumed_before_ack=early,
             capacities=capacities,
             level_seconds=seconds,
             load_average_before=load_before,

@@ -30,7 +30,9 @@ aiohttp baseline, in one run.
 6. write bench/results/gateway_load.json and .md and print a table; stop the servers
    (SIGTERM: the gateway's clean shutdown flushes its producer), drop the topic and database.
 
-The goal of issue 15 is 3,000 accepted requests/s with p99 under 50 ms at half that rate. The
+The goal of issue 15 is 3,000 accepted requests/s with p99 under 50 ms at half that rate,
+every request at half rate answered 202 (vegeta's p99 is of every answer, errors too: the
+count of others is reported, and any makes the goal not met). The
 machine is shared with Kafka, PostgreSQL and vegeta itself (2 CPUs here): read the ratios first.
 """
 
@@ -307,8 +309,27 @@ def _summary(server: Server, rounds: list[tuple[Attack, Attack]]) -> dict[str, A
         "half_rate_per_s": median(1, "rate"),
         "half_rate_p50_ms": median(1, "p50_ms"),
         "half_rate_p99_ms": median(1, "p99_ms"),
+        # Every answer at half rate must be 202: vegeta's p99 is of every answer, errors too.
+        "half_rate_not_202": sum(not_202(attacks[1]) for attacks in rounds),
+        "half_rate_success": min(attacks[1].success for attacks in rounds),
         "rounds": [[asdict(attack) for attack in attacks] for attacks in rounds],
     }
+
+
+def not_202(attack: Attack) -> int:
+    """The requests of an attack not answered 202 (errors and other statuses alike)."""
+    return attack.requests - attack.status_codes.get("202", 0)
+
+
+def goal_met(row: dict[str, Any]) -> bool:
+    """Issue 15's goal: GOAL_PER_S accepted at saturation, and at half that rate a p99 under
+    GOAL_P99_MS with every request answered 202 (a p99 of errors and 202s is no p99 of the
+    gateway's work)."""
+    return (
+        row["accepted_per_s"] >= GOAL_PER_S
+        and row["half_rate_p99_ms"] < GOAL_P99_MS
+        and row["half_rate_not_202"] == 0
+    )
 
 
 def _with_ratios(rows: list[dict[str, Any]], servers: list[Server]) -> list[dict[str, Any]]:
@@ -318,9 +339,7 @@ def _with_ratios(rows: list[dict[str, Any]], servers: list[Server]) -> list[dict
         row["accepted_ratio"] = row["accepted_per_s"] / base["accepted_per_s"]
         row["cpu_ratio"] = row["cpu_ms_per_accepted"] / base["cpu_ms_per_accepted"]
         row["p99_ratio"] = row["half_rate_p99_ms"] / base["half_rate_p99_ms"]
-        row["goal_met"] = (
-            row["accepted_per_s"] >= GOAL_PER_S and row["half_rate_p99_ms"] < GOAL_P99_MS
-        )
+        row["goal_met"] = goal_met(row)
     return rows
 
 
@@ -349,7 +368,8 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| {row['cpu_ratio']:.2f}x | {row['saturation_p99_ms']:.1f} "
             f"| {row['half_rate_per_s']:,.0f} | {row['half_rate_p50_ms']:.2f} "
             f"| {row['half_rate_p99_ms']:.2f} | {row['p99_ratio']:.2f}x "
-            f"| {'' if baseline else ('met' if row['goal_met'] else 'not met')} |"
+            f"| {'' if baseline else ('met' if row['goal_met'] else 'not met')}"
+            f"{_not_202_note(row)} |"
         )
     lines += [
         "",
@@ -360,7 +380,8 @@ def _markdown(result: dict[str, Any]) -> str:
         "vegeta sending as fast as the connections allow. Half rate: a fixed rate of half the "
         "gateway's figure of the round, sent to the gateway and to its baseline. Goal "
         f"(issue 15): {GOAL_PER_S:,} accepted req/s and p99 under "
-        f"{GOAL_P99_MS:g} ms at half that rate. vegeta, Kafka and PostgreSQL share the machine "
+        f"{GOAL_P99_MS:g} ms at half that rate, every answer at half rate a 202. vegeta, "
+        "Kafka and PostgreSQL share the machine "
         "with the servers. CPU ms per request: the CPU time of the server's processes during "
         "the saturation attack, per answer 202 (what the machine's other load disturbs least; "
         "3,000 req/s need 3,000 times that in CPU seconds per second, besides vegeta, Kafka "
@@ -372,6 +393,11 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _not_202_note(row: dict[str, Any]) -> str:
+    count = row["half_rate_not_202"]
+    return f" ({count:,} answers not 202 at half rate)" if count else ""
 
 
 def _print_table(result: dict[str, Any]) -> None:
@@ -396,7 +422,7 @@ def _print_table(result: dict[str, Any]) -> None:
             f"{row['half_rate_per_s']:,.0f}",
             f"{row['half_rate_p50_ms']:.2f}",
             f"{row['half_rate_p99_ms']:.2f}",
-            "" if baseline else ("met" if row["goal_met"] else "not met"),
+            ("" if baseline else ("met" if row["goal_met"] else "not met")) + _not_202_note(row),
         )
     console = stdout_console()
     console.print(table)

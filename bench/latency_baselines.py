@@ -3,7 +3,8 @@ Elasticsearch watcher that both the log path and its baseline use.
 
 - :class:`RawHop`: raw confluent-kafka, produce -> consume over one topic, timed from the
   broker's acknowledgement (the delivery report) to the consumer having the message: the
-  analogue of "202 (acknowledged) -> processed" without a gateway, processor or database;
+  analogue of "202 (acknowledged) -> processed" without a gateway, processor or database; a
+  message consumed before its delivery report was served counts 0 (see :func:`ack_spans`);
 - :class:`RequestReplyChain`: the saga baseline of bench/sagas.py (six sequential round trips
   between two threads over two topics, raw confluent-kafka), with its threads kept for a whole
   run so the levels do not pay the group joins again, each thread taking a message as soon as
@@ -14,6 +15,9 @@ Elasticsearch watcher that both the log path and its baseline use.
   by the same :class:`SearchWatcher` until a search finds it;
 - :class:`SearchWatcher`: polls an index every ``interval_s`` for the documents of one probe
   run (``labels.bench_run``) and notes when each ``labels.bench_seq`` was first found.
+
+A level that loses a sample (a message never consumed, a chain never finished) stops the
+benchmark (paced_load.LostSamples): no percentile of the survivors is reported.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +34,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
 from elasticsearch.helpers import bulk
+from paced_load import all_samples
 
 from pipeline.kafka.clients import build_admin, consumer_config, producer_config
 from pipeline.logs.schema import ensure_index_template, index_for
@@ -40,6 +45,7 @@ __all__ = [
     "RawHop",
     "RequestReplyChain",
     "SearchWatcher",
+    "ack_spans",
     "create_topics",
     "delete_topics",
     "pace",
@@ -58,6 +64,32 @@ def pace(offsets: Sequence[float], send: Any) -> None:
         if pause > 0:
             time.sleep(pause)
         send(n)
+
+
+def ack_spans(
+    acked: Mapping[Hashable, float], consumed: Mapping[Hashable, float]
+) -> tuple[list[tuple[float, float]], int]:
+    """(acknowledged, consumed) of each message both saw, in order, and how many were consumed
+    before their acknowledgement was served.
+
+    The delivery report is served on the producer's poll thread, the message on the consumer's:
+    the consumer can have a message a moment before the producer's thread has its ack, which
+    made latencies negative. The gateway path this is the baseline of starts at the 202, which
+    the gateway can send only once the ack has reached it: the moment the producing program
+    *has* the ack. A message consumed before that moment took no time after it, so it counts
+    0 (never negative), and how many did is reported beside the percentiles. (The broker's
+    LogAppendTime would start the clock at the append, before the ack: not the same moment as
+    the gateway path's.)"""
+    spans = []
+    early = 0
+    for key, at in consumed.items():
+        if key not in acked:
+            continue
+        ack = acked[key]
+        if at < ack:
+            early += 1
+        spans.append((ack, max(ack, at)))
+    return sorted(spans), early
 
 
 def create_topics(settings: PipelineSettings, names: Sequence[str], partitions: int) -> None:
@@ -99,6 +131,8 @@ class RawHop:
         )
         self.consumer.subscribe([self.topic])
         _joined(self.consumer)
+        #: Per level, how many messages were consumed before their ack was served (counted 0).
+        self.consumed_before_ack: list[int] = []
 
     def level(self, offsets: Sequence[float]) -> list[tuple[float, float]]:
         """(acknowledged, consumed) wall-clock times of each message of the schedule."""
@@ -138,7 +172,9 @@ class RawHop:
         threads[1].join(60)
         stop.set()
         threads[0].join(10)
-        return sorted((acked[v], consumed[v]) for v in consumed if v in acked)
+        spans, early = ack_spans(acked, consumed)
+        self.consumed_before_ack.append(early)
+        return all_samples("raw hop: messages acknowledged and consumed", spans, len(offsets))
 
     def close(self) -> None:
         self.consumer.close()
@@ -220,9 +256,12 @@ class RequestReplyChain:
                     break
             time.sleep(0.05)
         with self._lock:
-            return sorted(
+            spans = sorted(
                 (self._started[k], self._finished[k]) for k in keys if k in self._finished
             )
+        return all_samples(
+            f"request/reply chain: chains finished in {timeout_s:g} s", spans, len(offsets)
+        )
 
     def close(self) -> None:
         self._done.set()

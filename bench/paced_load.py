@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "LostSamples",
+    "all_samples",
     "capacity_row",
     "cumulative_rates",
     "latency_rows",
@@ -44,6 +46,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = math.ceil(q * len(ordered))  # 1-based
     return ordered[max(rank, 1) - 1]
+
+
+class LostSamples(SystemExit):
+    """A measurement lost samples (a request not answered 202, an effect never written, a
+    line never found, a message never consumed): its percentiles would be of the survivors,
+    the fast ones, so the benchmark stops with this error (a non-zero exit) instead."""
+
+
+def all_samples(what: str, spans: Sequence[tuple[float, float]], expected: int) -> list[Any]:
+    """``spans`` when it holds all ``expected`` samples; :class:`LostSamples` otherwise."""
+    if len(spans) != expected:
+        raise LostSamples(
+            f"{what}: {expected - len(spans):,} of {expected:,} samples lost "
+            "(no percentile of the survivors is reported)"
+        )
+    return list(spans)
 
 
 def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float | int]:
@@ -161,8 +179,10 @@ def row(
 
 def with_ratios(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows with ``ratio`` = value / the baseline row's value (the row whose ``case`` its
-    ``baseline`` names), and ``goal_met`` where a goal is set. A missing baseline is an error:
-    every ratio must come from the same run."""
+    ``baseline`` names), and ``goal_met`` where a goal is set (of the exact ratio). A latency
+    row compares latency: its ``ratio`` stays None (the rates achieved at one offered load are
+    ~1 apart whatever the latency) and ``p99_vs_baseline`` is its p99 over the baseline's. A
+    missing baseline is an error: every ratio must come from the same run."""
     rows = list(rows)
     by_case = {r["case"]: r for r in rows}
     done = []
@@ -172,11 +192,22 @@ def with_ratios(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             base = by_case.get(r["baseline"])
             if base is None:
                 raise ValueError(f"{r['case']}: no row {r['baseline']!r} in this run")
-            r["ratio"] = round(r["value"] / base["value"], 3) if base["value"] else None
-            if r["goal_ratio"] is not None and r["ratio"] is not None:
-                r["goal_met"] = r["ratio"] >= r["goal_ratio"]
+            if r["kind"] == "latency":
+                r["ratio"] = None
+                r["p99_vs_baseline"] = _p99_ratio(r, base)
+            else:
+                exact = r["value"] / base["value"] if base["value"] else None
+                r["ratio"] = None if exact is None else round(exact, 3)
+                if r["goal_ratio"] is not None and exact is not None:
+                    r["goal_met"] = exact >= r["goal_ratio"]
         done.append(r)
     return done
+
+
+def _p99_ratio(measured: dict[str, Any], base: dict[str, Any]) -> float | None:
+    mine = (measured.get("latency_ms") or {}).get("p99")
+    theirs = (base.get("latency_ms") or {}).get("p99")
+    return round(mine / theirs, 2) if mine is not None and theirs else None
 
 
 Spans = list[tuple[float, float]]
@@ -217,8 +248,7 @@ def latency_rows(
                     **extra,
                 )
             )
-        base_p99, p99 = pair[0]["latency_ms"]["p99"], pair[1]["latency_ms"]["p99"]
-        pair[1]["p99_vs_baseline"] = round(p99 / base_p99, 2) if base_p99 > 0 else None
+        pair[1]["p99_vs_baseline"] = _p99_ratio(pair[1], pair[0])
         rows += pair
     return rows
 
@@ -252,13 +282,18 @@ def _number(value: float | None, digits: int = 1) -> str:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as one Markdown table: case, load, processes, rate, ratio, latency, CPU."""
     lines = [
-        "| case | load | processes | value | rounds | ratio | p50 ms | p99 ms | p99.9 ms "
+        "| case | load | processes | value | rounds | vs baseline | p50 ms | p99 ms | p99.9 ms "
         "| samples | CPU ms/event |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         latency = r["latency_ms"] or {}
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x of {r['baseline']}"
+        if r["ratio"] is not None:
+            ratio = f"{r['ratio']:.2f}x of {r['baseline']}"
+        elif r.get("p99_vs_baseline") is not None:
+            ratio = f"p99 {r['p99_vs_baseline']:.2f}x of {r['baseline']}"
+        else:
+            ratio = ""
         rounds = ", ".join(f"{x:,.1f}" for x in r["rounds"])
         lines.append(
             f"| {r['case']} | {'' if r['load_pct'] is None else str(r['load_pct']) + '%'} "

@@ -12,10 +12,10 @@ a violation).
 A. I/O-bound: a handler that waits 2 ms.
 
 1. ``runtime, async handler``: ``pipeline.processing.faust.app.run_processor`` (what ``pipeline
-   process`` runs) with ``ordering=key`` and the inbox on, ``max_in_flight`` 64, an ``async``
-   handler that awaits ``asyncio.sleep`` (the group path: inbox look-ups and commits for many
-   events at once), on SQLite (the embedded default) and on PostgreSQL, on the runtime's
-   default uvloop and on asyncio's own loop;
+   process`` runs) with ``ordering=key`` and the inbox on, the default ``max_in_flight``
+   (``processing.max_in_flight``, 16), an ``async`` handler that awaits ``asyncio.sleep``
+   (the group path: inbox look-ups and commits for many events at once), on SQLite (the
+   embedded default) and on PostgreSQL, on the runtime's default uvloop and on asyncio's own loop;
 2. ``runtime, sync handler``: the same with a plain function calling ``time.sleep`` in worker
    threads, ``max_in_flight`` 32, with the default group commit of synchronous handlers
    (``processing.sync_group_wait_ms``: the events handled together run one after another in
@@ -26,8 +26,11 @@ A. I/O-bound: a handler that waits 2 ms.
    commit every 100 events.
 
 B. Overhead, with a handler that does nothing (async): the runtime with ``ordering=key`` +
-inbox (SQLite) against the same runtime with ``ordering=none`` + inbox off, and the plain Faust
-agent for reference.
+inbox (SQLite) against the same runtime with ``ordering=none`` + inbox off (both with the
+default ``max_in_flight``), and the plain Faust agent for reference.
+
+A round that fails (no result from its worker) or any order violation makes the run exit
+non-zero after writing its results (the suite records the benchmark failed).
 
 Run: ``.venv/bin/python bench/processing.py [--repeat 3] [--only 'A. runtime|B.' [--save]]``.
 Results go to bench/results/processing.{json,md} (for a run of every case, or with ``--save``);
@@ -135,25 +138,31 @@ class Case:
 
 
 def _runtime_env(
-    ordering: str, inbox: bool, max_in_flight: int, loop: str = "uvloop"
+    ordering: str, inbox: bool, max_in_flight: int | None = None, loop: str = "uvloop"
 ) -> dict[str, str]:
-    return {
+    """The runtime's settings of a case; ``max_in_flight`` None keeps the product's default
+    (``processing.max_in_flight``), what ``pipeline process`` runs."""
+    env = {
         "PIPELINE_PROCESSING__ORDERING": ordering,
         "PIPELINE_PROCESSING__INBOX": "true" if inbox else "false",
-        "PIPELINE_PROCESSING__MAX_IN_FLIGHT": str(max_in_flight),
         "PIPELINE_PROCESSING__EVENT_LOOP": loop,
     }
+    if max_in_flight is not None:
+        env["PIPELINE_PROCESSING__MAX_IN_FLIGHT"] = str(max_in_flight)
+    return env
 
 
 def cases(io_count: int, thread_count: int, plain_count: int, noop_count: int) -> list[Case]:
-    grouped = _runtime_env("key", True, 64)
+    """Every contender. The async runtime cases run the default ``max_in_flight``; the
+    synchronous one sets its own, and its name says so."""
+    grouped = _runtime_env("key", True)
     return [
         Case("A", "runtime, async handler, key + inbox, SQLite, uvloop", "runtime", io_count,
              grouped, "sqlite"),
         Case("A", "runtime, async handler, key + inbox, PostgreSQL, uvloop", "runtime",
              io_count, grouped, "postgres"),
         Case("A", "runtime, async handler, key + inbox, SQLite, asyncio loop", "runtime",
-             io_count, _runtime_env("key", True, 64, "asyncio"), "sqlite"),
+             io_count, _runtime_env("key", True, loop="asyncio"), "sqlite"),
         Case("A", "runtime, sync handler (thread), key + inbox, SQLite, 32 in flight",
              "runtime", thread_count, _runtime_env("key", True, 32), "sqlite", handler="sync"),
         Case("A", "plain Faust agent (one at a time), asyncio loop", "faust", plain_count,
@@ -163,7 +172,7 @@ def cases(io_count: int, thread_count: int, plain_count: int, noop_count: int) -
         Case("B", "runtime, async handler, key + inbox, SQLite", "runtime", noop_count,
              grouped, "sqlite"),
         Case("B", "runtime, async handler, ordering none, no inbox", "runtime", noop_count,
-             _runtime_env("none", False, 64), "sqlite"),
+             _runtime_env("none", False), "sqlite"),
         Case("B", "plain Faust agent (one at a time), uvloop", "faust", noop_count),
     ]  # fmt: skip
 
@@ -214,6 +223,8 @@ def run_case(
     run_id = uuid.uuid4().hex[:8]
     out = scratch / f"{run_id}.json"
     env = {**os.environ, **case.env}
+    if "PIPELINE_PROCESSING__MAX_IN_FLIGHT" not in case.env:  # the default, not the caller's
+        env.pop("PIPELINE_PROCESSING__MAX_IN_FLIGHT", None)
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
         slug = "".join(c if c.isalnum() else "-" for c in case.label).strip("-")
@@ -348,6 +359,24 @@ def main() -> None:
         console.print("[yellow]the runtime's sources changed during the bench[/yellow]")
         fingerprint["changed_during_run"] = "yes"
     report(console, all_cases, args, duration, fingerprint)
+    problems = run_problems(all_cases)
+    if problems:  # after the results are written, so they can be read; the run failed
+        raise SystemExit("processing: " + "; ".join(problems))
+
+
+def run_problems(all_cases: list[Case]) -> list[str]:
+    """What makes the run's figures untrustworthy, one line per case: rounds that failed, or
+    events out of order per key. Empty when every round of every case succeeded in order."""
+    problems = []
+    for case in all_cases:
+        found = []
+        if case.failures:
+            found.append(f"{len(case.failures)} failed round(s): {case.failures[0]}")
+        if any(case.violations):
+            found.append(f"{sum(case.violations):,} order violations")
+        if found:
+            problems.append(f"{case.label}: {', '.join(found)}")
+    return problems
 
 
 def report(

@@ -13,7 +13,15 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bench.suite.rows import Row, compared, latency, measurement, missing_fields, with_goal
+from bench.suite.rows import (
+    Row,
+    compared,
+    latency,
+    measurement,
+    missing_fields,
+    with_failure,
+    with_goal,
+)
 
 Json = Mapping[str, Any]
 Adapter = Callable[[Json], list[Row]]
@@ -117,6 +125,7 @@ def gateway_load(data: Json) -> list[Row]:
     saturation: list[Row] = []
     half: list[Row] = []
     goal_met: dict[str, bool] = {}
+    not_202: dict[str, int] = {}
     for server in _field(data, "rows"):
         rounds = server["rounds"]
         name = server["server"]
@@ -152,17 +161,24 @@ def gateway_load(data: Json) -> list[Row]:
         )
         for row in (saturation[-1], half[-1]):
             goal_met[row["case"]] = bool(server["goal_met"])
+        not_202[half[-1]["case"]] = int(server.get("half_rate_not_202") or 0)
     rows: list[Row] = []
-    baselines = {row["processes"]: row for row in saturation if _is_gateway_baseline(row)}
+    baselines = {
+        (row["kind"], row["processes"]): row
+        for row in saturation + half
+        if _is_gateway_baseline(row)
+    }
     for row in saturation + half:
         if _is_gateway_baseline(row):
             rows.append(row)
             continue
-        # At half rate both servers get the same fixed rate: their latencies compare, and the
-        # table shows both; a ratio of the two rates would say nothing.
-        if row["kind"] == "throughput":
-            row = compared(row, baselines.get(row["processes"]))
-        rows.append(with_goal(row, goal_text, goal_met[row["case"]]))
+        # At half rate both servers get the same fixed rate: their latencies compare (a ratio
+        # of the two rates would say nothing), so the latency row's comparison is of p99.
+        row = compared(row, baselines.get((row["kind"], row["processes"])))
+        row = with_goal(row, goal_text, goal_met[row["case"]])
+        if not_202.get(row["case"]):
+            row = with_failure(row, f"{not_202[row['case']]:,} answers not 202 at half rate")
+        rows.append(row)
     return rows
 
 
@@ -219,49 +235,83 @@ def log_shipping(data: Json) -> list[Row]:
     return [compared(row, baseline, None if row is baseline else goal) for row in rows]
 
 
+def _case_problem(case: Json) -> str | None:
+    """What makes a processing case's figures untrustworthy: rounds that failed, keys whose
+    order was broken; None when nothing did."""
+    problems = []
+    failures = case.get("failures") or []
+    if not case.get("samples"):
+        problems.append("no successful round")
+    elif failures:
+        problems.append(f"{len(failures)} failed round{'s' if len(failures) > 1 else ''}")
+    violations = sum(case.get("order_violations") or [])
+    if violations:
+        problems.append(f"{violations:,} order violations")
+    return ", ".join(problems) or None
+
+
 def processing(data: Json) -> list[Row]:
     """bench/processing.py: events/s per case (with CPU ms per event). Scenario A (2 ms
     handler) against the faster plain Faust agent, as the bench does; scenario B (no-op)
     against the bare runtime (ordering none, no inbox), or the plain agent when the bare
-    runtime did not run. Cases without a successful round are left out."""
-    rows: list[Row] = []
-    for case in _field(data, "cases"):
-        if not case.get("samples"):
-            continue
-        rows.append(
-            measurement(
-                "processing",
-                case["case"],
-                "processing",
-                "events/s",
-                case["events_per_s"],
-                case["samples"],
-                cpu_ms_per_event=case.get("cpu_ms_per_event"),
-            )
+    runtime was not run. A case with failed rounds or order violations is marked failed (its
+    goal not met), a case without a successful round too (with no figure); a baseline that
+    failed is not replaced by another: the cases compared with it get no ratio and are
+    marked."""
+    cases: list[Json] = list(_field(data, "cases"))
+    if not any(case.get("samples") for case in cases):
+        return []  # nothing measured (rows_of says so)
+    problem = {case["case"]: _case_problem(case) for case in cases}
+    rows: dict[str, Row] = {}
+    for case in cases:
+        rows[case["case"]] = measurement(
+            "processing",
+            case["case"],
+            "processing",
+            "events/s",
+            case["events_per_s"] if case.get("samples") else 0.0,
+            case.get("samples") or [],
+            cpu_ms_per_event=case.get("cpu_ms_per_event"),
         )
 
-    def agent(scenario: str) -> Row | None:
-        agents = [
-            r
-            for r in rows
-            if r["case"].startswith(f"{scenario}.") and "plain Faust agent" in r["case"]
-        ]
-        return max(agents, key=lambda r: r["value"]) if agents else None
+    def chosen(candidates: list[str]) -> tuple[Row | None, str | None]:
+        """The fastest of the candidates, or why there is none (one of them failed)."""
+        broken = [name for name in candidates if problem[name]]
+        if broken:
+            return None, f"baseline {broken[0]} failed: {problem[broken[0]]}"
+        found = [rows[name] for name in candidates]
+        return (max(found, key=lambda r: r["value"]) if found else None), None
 
-    bare_b = next(
-        (r for r in rows if r["case"].startswith("B.") and "ordering none" in r["case"]), None
-    )
-    baselines = {"A": agent("A"), "B": bare_b or agent("B")}
-    return [
-        compared(row, baselines.get(row["case"][:1]), _processing_goal(row["case"])) for row in rows
-    ]
+    def agents(scenario: str) -> list[str]:
+        return [n for n in rows if n.startswith(f"{scenario}.") and "plain Faust agent" in n]
+
+    bare_b = [n for n in rows if n.startswith("B.") and "ordering none" in n]
+    baselines = {"A": chosen(agents("A")), "B": chosen(bare_b or agents("B"))}
+    candidates = {"A": agents("A"), "B": bare_b or agents("B")}
+    result = []
+    for name, row in rows.items():
+        scenario = name[:1]
+        baseline, missing = baselines.get(scenario, (None, None))
+        goal = _processing_goal(name)
+        if problem[name] and not row["rounds"]:
+            made = compared(row, None, goal)  # no figure to compare
+        else:
+            made = compared(row, baseline, goal)
+        own = problem[name]
+        reasons = [own] if own else []
+        if missing and name not in candidates.get(scenario, []):
+            reasons.append(missing)
+        result.append(with_failure(made, "; ".join(reasons)) if reasons else made)
+    return result
 
 
 def sagas(data: Json) -> list[Row]:
     """bench/sagas.py: per offered load, completed sagas/s with p50/p99 latency and the CPU ms
     per saga of every process together (services, relay, PostgreSQL, Kafka); the baseline, the
-    same round trips with raw confluent-kafka, at the same offered load. One measurement per
-    level (the bench has no rounds)."""
+    same round trips with raw confluent-kafka, at the same offered load, compared by p99 (the
+    rates at one offered load say little). One measurement per level (the bench has no
+    rounds). Sagas that ended other than completed (none is made to fail) mark the row
+    failed."""
     rows: list[Row] = []
     goal = f"{SAGA_GOAL_PER_S:,.0f} sagas/s, p99 < {SAGA_GOAL_P99_MS / 1000:g} s"
     for saga, base in zip(_field(data, "sagas"), _field(data, "baseline"), strict=True):
@@ -298,7 +348,12 @@ def sagas(data: Json) -> list[Row]:
             saga["completed_per_s"] >= SAGA_GOAL_PER_S
             and saga["latency_p99_s"] * 1000 < SAGA_GOAL_P99_MS
         )
-        rows += [baseline, with_goal(compared(row, baseline), goal, met)]
+        made = with_goal(compared(row, baseline), goal, met)
+        otherwise: Mapping[str, int] = saga.get("ended_otherwise") or {}
+        if otherwise:
+            ended = ", ".join(f"{count:,} {status}" for status, count in otherwise.items())
+            made = with_failure(made, f"not completed: {ended}")
+        rows += [baseline, made]
     return rows
 
 

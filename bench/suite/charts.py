@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.suite.latest import Latest, all_rows
 from bench.suite.rows import Row
+from bench.suite.table import ratio_text
 
 THROUGHPUT = "throughput.png"
 LATENCY = "latency.png"
@@ -125,7 +126,8 @@ def draw_charts(latest: Latest, directory: Path) -> list[Path]:
             if row["goal_ratio"] is not None:
                 axes.plot([row["goal_ratio"]], [y], marker="|", markersize=16, color="black")
             axes.annotate(
-                f"{row['ratio']:.2f}x {_short(row['baseline'] or '', 40)}",
+                f"{ratio_text(row['ratio'] or 0.0, row['goal_ratio'])}x "
+                f"{_short(row['baseline'] or '', 40)}",
                 (row["ratio"] or 0.0, y),
                 xytext=(4, -3),
                 textcoords="offset points",

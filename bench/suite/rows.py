@@ -44,9 +44,17 @@ class Row(TypedDict):
     load_pct: float | None
     processes: int | None
     goal: NotRequired[str | None]
+    #: Latency rows: their p99 over their baseline's (a ratio of the rates achieved at the same
+    #: offered load would say ~1 whatever the latency), shown as "p99 13.4x <baseline>".
+    p99_vs_baseline: NotRequired[float | None]
+    #: Why the row cannot be trusted (order violations, failed rounds, a baseline that failed):
+    #: its goal is then not met whatever its figures say.
+    failure: NotRequired[str | None]
 
 
-REQUIRED_FIELDS = tuple(name for name in Row.__annotations__ if name != "goal")
+#: Fields a row may lack (older rows, or rows without them).
+OPTIONAL_FIELDS = ("goal", "p99_vs_baseline", "failure")
+REQUIRED_FIELDS = tuple(name for name in Row.__annotations__ if name not in OPTIONAL_FIELDS)
 
 
 def spread_pct(rounds: Sequence[float]) -> float | None:
@@ -102,8 +110,20 @@ def compared(
 ) -> Row:
     """The row with its baseline's case, the ratio of their values and, when a goal ratio is
     given, whether it is met. A baseline row (``baseline`` None or the row itself) keeps
-    baseline and ratio None."""
-    if baseline is None or baseline["case"] == row["case"] or baseline["value"] == 0:
+    baseline and ratio None. A latency row compares latency, not rate: its ``ratio`` stays
+    None and ``p99_vs_baseline`` is its p99 over the baseline's (None when either lacks one)."""
+    if baseline is None or baseline["case"] == row["case"]:
+        return {**row, "goal_ratio": goal_ratio, "goal_met": None}
+    if row["kind"] == "latency":
+        return {
+            **row,
+            "baseline": baseline["case"],
+            "ratio": None,
+            "p99_vs_baseline": p99_ratio(row, baseline),
+            "goal_ratio": goal_ratio,
+            "goal_met": None,
+        }
+    if baseline["value"] == 0:
         return {**row, "goal_ratio": goal_ratio, "goal_met": None}
     ratio = row["value"] / baseline["value"]
     return {
@@ -115,9 +135,28 @@ def compared(
     }
 
 
+def p99_ratio(row: Row, baseline: Row) -> float | None:
+    """The row's p99 latency over its baseline's; None when either was not measured or the
+    baseline's is 0."""
+    mine, theirs = row["latency_ms"], baseline["latency_ms"]
+    if mine is None or theirs is None or mine["p99"] is None or not theirs["p99"]:
+        return None
+    return mine["p99"] / theirs["p99"]
+
+
 def with_goal(row: Row, goal: str, met: bool | None) -> Row:
     """The row with a goal that is not a ratio (a readable text) and whether it is met."""
     return {**row, "goal": goal, "goal_met": met}
+
+
+def with_failure(row: Row, failure: str) -> Row:
+    """The row marked untrustworthy, with why: a goal it has is not met."""
+    return {**row, "failure": failure, "goal_met": False if has_goal(row) else row["goal_met"]}
+
+
+def has_goal(row: Row) -> bool:
+    """Whether the row has a goal (a ratio or a text)."""
+    return row["goal_ratio"] is not None or bool(row.get("goal"))
 
 
 def latency(

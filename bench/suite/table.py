@@ -33,24 +33,42 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def ratio_text(ratio: float, goal_ratio: float | None = None) -> str:
+    """A ratio with two decimals ("0.54"), or with as many more as it takes for the figure
+    shown not to contradict the goal: 0.497 against a goal of 0.5 is "0.497", not "0.50" next
+    to "not met" (the verdict is of the exact ratio)."""
+    digits = 2
+    if goal_ratio is not None:
+        met = ratio >= goal_ratio
+        while digits < 9 and (float(f"{ratio:.{digits}f}") >= goal_ratio) != met:
+            digits += 1
+    return f"{ratio:.{digits}f}"
+
+
 def _ratio(row: Row, baselines: set[tuple[str, str]]) -> str:
     if row["ratio"] is not None and row["baseline"] is not None:
-        return f"{row['ratio']:.2f}x {row['baseline']}"
+        return f"{ratio_text(row['ratio'], row['goal_ratio'])}x {row['baseline']}"
+    p99 = row.get("p99_vs_baseline")
+    if row["kind"] == "latency" and p99 is not None and row["baseline"] is not None:
+        # A latency row compares latency: the rates at one offered load are ~1 apart anyway.
+        return f"p99 {number(p99)}x {row['baseline']}"
     if (row["benchmark"], row["case"]) in baselines:
         return "baseline"
     return ""
 
 
 def _goal(row: Row) -> str:
+    failure = row.get("failure")
     if row["goal_ratio"] is not None:
         goal = f"≥ {row['goal_ratio']:g}x"
     elif row.get("goal"):
         goal = str(row.get("goal"))
     else:
-        return ""
+        return f"failed: {failure}" if failure else ""
     if row["goal_met"] is None:
         return goal
-    return f"{goal}: {'met' if row['goal_met'] else 'not met'}"
+    verdict = f"{goal}: {'met' if row['goal_met'] else 'not met'}"
+    return f"{verdict} ({failure})" if failure else verdict
 
 
 def _spread(row: Row) -> str:

@@ -204,7 +204,10 @@ def test_gateway_latency_rows_hold_the_half_rate_percentiles_and_no_p999():
         "samples": 344 * 5 + 354 * 5 + 296 * 5,
     }
     assert half["rounds"] == pytest.approx([344 * 0.99, 354 * 0.99, 296 * 0.99])
-    assert (half["baseline"], half["ratio"]) == (None, None), "the same rate: latencies compare"
+    # The same rate for both: the latencies compare, not the rates.
+    assert half["baseline"] == "baseline, 1 process, at half the gateway's saturation rate"
+    assert half["ratio"] is None
+    assert half["p99_vs_baseline"] == pytest.approx(378.0 / 3.7)
     assert half["goal_met"] is False
 
 
@@ -377,9 +380,10 @@ def test_processing_without_the_bare_runtime_compares_scenario_b_with_the_plain_
     assert inbox["baseline"] == "B. plain Faust agent (one at a time), uvloop"
 
 
-def test_processing_leaves_out_a_case_without_a_successful_round():
-    rows = _by_case(rows_of("processing", PROCESSING))
-    assert "B. a case that failed every round" not in rows
+def test_processing_marks_a_case_without_a_successful_round_failed_without_a_figure():
+    failed = _by_case(rows_of("processing", PROCESSING))["B. a case that failed every round"]
+    assert failed["rounds"] == [] and failed["ratio"] is None
+    assert failed["failure"] == "no successful round"
 
 
 SAGAS = {
@@ -430,7 +434,8 @@ def test_sagas_each_level_against_the_raw_round_trips_at_the_same_offered_load()
     saga = rows["CreateOrder saga, 40 offered/s"]
     assert saga["kind"] == "latency" and saga["unit"] == "sagas/s"
     assert saga["baseline"] == "raw confluent-kafka round trips, 40 offered/s"
-    assert saga["ratio"] == pytest.approx(7.17 / 37.6)
+    assert saga["ratio"] is None, "a ratio of rates at one offered load says ~1"
+    assert saga["p99_vs_baseline"] == pytest.approx(61.5 / 1.501)
     assert saga["latency_ms"] == {
         "p50": pytest.approx(52800),
         "p99": pytest.approx(61500),
@@ -573,3 +578,58 @@ def test_producer_cpu_per_event_and_goals_come_from_the_bench_where_it_writes_th
     assert rows["kcat"]["cpu_ms_per_event"] is None
     produce = rows["pipeline produce"]
     assert (produce["goal_ratio"], produce["goal_met"]) == (0.5, True)
+
+
+def _with_case(data, label, **changes):
+    return {
+        **data,
+        "cases": [{**c, **changes} if c["case"] == label else c for c in data["cases"]],
+    }
+
+
+def test_processing_order_violations_mean_the_goal_is_not_met_and_say_why():
+    postgres = "A. runtime, async handler, key + inbox, PostgreSQL, uvloop"
+    data = _with_case(
+        {**PROCESSING, "cases": [c for c in PROCESSING["cases"] if c["samples"]]},
+        postgres,
+        events_per_s=50000.0,
+        order_violations=[0, 3, 0],
+    )
+    row = _by_case(rows_of("processing", data))[postgres]
+    assert row["goal_met"] is False and row["failure"] == "3 order violations"
+
+
+def test_processing_a_failed_round_means_the_goal_is_not_met():
+    inbox = "B. runtime, async handler, key + inbox, SQLite"
+    data = _with_case(PROCESSING, inbox, failures=["no result"])
+    row = _by_case(rows_of("processing", data))[inbox]
+    assert row["ratio"] == pytest.approx(7299 / 8290)
+    assert row["goal_met"] is False and row["failure"] == "1 failed round"
+
+
+def test_processing_a_failed_baseline_is_not_replaced_by_another_agent():
+    uvloop = "A. plain Faust agent (one at a time), uvloop"
+    data = _with_case(PROCESSING, uvloop, failures=["no result"])
+    rows = _by_case(rows_of("processing", data))
+    sync = rows["A. runtime, sync handler (thread), key + inbox, SQLite, 32 in flight"]
+    assert sync["baseline"] is None and sync["ratio"] is None
+    assert sync["goal_met"] is False
+    assert sync["failure"] == f"baseline {uvloop} failed: 1 failed round"
+
+
+def test_gateway_answers_other_than_202_at_half_rate_are_reported_and_fail_the_goal():
+    servers = [
+        {**s, "half_rate_not_202": 7} if s["server"] == "gateway, 1 worker" else s
+        for s in GATEWAY["rows"]
+    ]
+    rows = _by_case(rows_of("gateway_load", {**GATEWAY, "rows": servers}))
+    half = rows["gateway, 1 worker, at half the gateway's saturation rate"]
+    assert half["failure"] == "7 answers not 202 at half rate" and half["goal_met"] is False
+    assert "failure" not in rows["gateway, 2 workers, saturation"]
+
+
+def test_sagas_that_ended_other_than_completed_mark_the_level_failed():
+    levels = [{**SAGAS["sagas"][0], "ended_otherwise": {"compensated": 2}}, SAGAS["sagas"][1]]
+    rows = _by_case(rows_of("sagas", {**SAGAS, "sagas": levels}))
+    assert rows["CreateOrder saga, 5 offered/s"]["failure"] == "not completed: 2 compensated"
+    assert "failure" not in rows["CreateOrder saga, 40 offered/s"]

@@ -9,6 +9,8 @@ import json
 import pytest
 
 from bench.paced_load import (
+    LostSamples,
+    all_samples,
     capacity_row,
     cumulative_rates,
     latency_rows,
@@ -191,7 +193,7 @@ def test_markdown_table_has_a_line_per_row_with_the_ratio_and_percentiles():
     table = markdown_table(with_ratios([base, ours]))
     lines = table.splitlines()
     assert len(lines) == 4
-    assert "| path, 50% | 50% |" in lines[3] and "0.99x of hop, 50%" in lines[3]
+    assert "| path, 50% | 50% |" in lines[3] and "p99 4.75x of hop, 50%" in lines[3]
     assert "| 5.0 | 9.5 | 12.0 | 100 |" in lines[3]
 
 
@@ -214,3 +216,41 @@ def test_write_results_writes_the_suites_json_and_the_markdown(tmp_path):
     assert written["rows"] == [made] and written["capacities"] == {"a": 1.0}
     assert {"cpus", "python", "load_average"} <= set(written["machine"])
     assert (tmp_path / "e2e_latency.md").read_text().startswith("# T\n\na note\n")
+
+
+def _latency_row(case, p99, baseline=None, rate=50.0):
+    figures = {"p50": 1.0, "p99": p99, "p999": p99, "samples": 9}
+    return row(
+        "e2e",
+        case,
+        stage="s",
+        kind="latency",
+        unit="requests/s",
+        rounds=[rate],
+        baseline=baseline,
+        latency_ms=figures,
+    )
+
+
+def test_with_ratios_compares_a_latency_row_by_p99_not_by_the_rates_achieved():
+    base = _latency_row("hop", 2.0)
+    ours = _latency_row("path", 26.8, baseline="hop", rate=49.9)
+    made = with_ratios([base, ours])[1]
+    assert made["ratio"] is None
+    assert made["p99_vs_baseline"] == 13.4
+
+
+def test_with_ratios_judges_the_goal_on_the_exact_ratio():
+    base = row("b", "base", stage="s", kind="throughput", unit="x", rounds=[10000.0])
+    ours = row("b", "ours", stage="s", kind="throughput", unit="x", rounds=[4999.6],
+               baseline="base", goal_ratio=0.5)  # fmt: skip
+    made = with_ratios([base, ours])[1]
+    assert made["ratio"] == 0.5 and made["goal_met"] is False
+
+
+def test_all_samples_fails_the_benchmark_when_one_is_lost():
+    spans = [(0.0, 1.0), (1.0, 2.0)]
+    assert all_samples("gateway path", spans, 2) == spans
+    with pytest.raises(LostSamples, match="gateway path: 1 of 3 samples lost") as lost:
+        all_samples("gateway path", spans, 3)
+    assert isinstance(lost.value, SystemExit) and lost.value.code != 0

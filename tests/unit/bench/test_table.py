@@ -3,7 +3,7 @@ baseline named, empty cells where a figure was not measured, and the goals marke
 
 from __future__ import annotations
 
-from bench.suite.rows import compared, latency, measurement, with_goal
+from bench.suite.rows import compared, latency, measurement, with_failure, with_goal
 from bench.suite.table import latest_markdown, markdown_table, number
 
 
@@ -141,3 +141,42 @@ def test_latest_markdown_names_the_run_and_every_failed_benchmark_with_its_error
     assert "- `scale_out`: **failed** after 0 s: bench/scale_out.py does not exist" in text
     assert "- `log_shipping`: 18 s, 2 rows" in text
     assert "| log shipping | log shipper |" in text
+
+
+def _ratio_row(ratio, goal_ratio):
+    row = measurement("x", "ours", "producing", "events/s", ratio, [ratio, ratio])
+    return {**row, "baseline": "theirs", "ratio": ratio, "goal_ratio": goal_ratio,
+            "goal_met": ratio >= goal_ratio}  # fmt: skip
+
+
+def test_a_ratio_two_decimals_would_round_onto_its_goal_shows_the_decimals_that_tell():
+    line = markdown_table([_ratio_row(0.497, 0.5)])[2]
+    assert "| 0.497x theirs |" in line and "≥ 0.5x: not met" in line
+    assert "| 0.4999x theirs |" in markdown_table([_ratio_row(0.4999, 0.5)])[2]
+    # far enough from the goal, two decimals tell
+    assert "| 0.50x theirs |" in markdown_table([_ratio_row(0.5, 0.5)])[2]
+    assert "| 0.49x theirs |" in markdown_table([_ratio_row(0.4912, 0.5)])[2]
+
+
+def test_a_met_ratio_two_decimals_would_round_under_its_goal_shows_more_decimals():
+    line = markdown_table([_ratio_row(0.8004, 0.8004)])[2]
+    assert "| 0.8004x theirs |" in line and "≥ 0.8004x: met" in line
+
+
+def test_a_latency_row_compares_its_p99_with_its_baselines_not_the_rates():
+    base = measurement("s", "raw hop", "end-to-end", "requests/s", 100.0, [100.0],
+                       kind="latency", latency_ms=latency(1.0, 2.0, None, 100))  # fmt: skip
+    ours = measurement("s", "gateway", "end-to-end", "requests/s", 99.5, [99.5],
+                       kind="latency", latency_ms=latency(10.0, 26.8, None, 100))  # fmt: skip
+    made = compared(ours, base)
+    assert made["ratio"] is None and made["p99_vs_baseline"] == 13.4
+    assert "| p99 13.4x raw hop |" in markdown_table([base, made])[3]
+
+
+def test_a_failed_row_says_why_beside_its_goal_and_does_not_meet_it():
+    shipper = with_failure(_rows()[1], "2 order violations")
+    assert shipper["goal_met"] is False
+    assert markdown_table([shipper])[2].endswith("| ≥ 0.8x: not met (2 order violations) |")
+    baseline = with_failure(_rows()[0], "1 failed round")
+    assert baseline["goal_met"] is None
+    assert markdown_table([baseline])[2].endswith("| failed: 1 failed round |")
