@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
+from child_processes import stop as stop_children
 from consumer_groups import stable_members
 from effect_rows import tables as effect_tables
 from latency_baselines import create_topics, delete_topics
@@ -126,18 +126,6 @@ def _wait_members(
         if time.monotonic() > deadline:
             raise SystemExit(f"{group}: not {count} stable members after 300 s")
         time.sleep(0.3)
-
-
-def _stop(children: Sequence[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 # --- the processing stage ---------------------------------------------------------------------
@@ -325,7 +313,7 @@ def processing_stage(
                 _progress(began, f"  {rows[-1]['case']}: {rows[-1]['value']:,.0f} events/s")
         finally:
             producer.flush()
-            _stop([child for contender in contenders for child in contender.children])
+            stop_children([child for contender in contenders for child in contender.children])
             delete_topics(settings, [*topics, *(f"{t}.dlq" for t in topics)])
     finally:
         engine.dispose()
@@ -471,7 +459,7 @@ def saga_stage(
             _progress(began, f"  {rows[-1]['value']:,.1f} sagas/s")
     finally:
         producer.flush()
-        _stop(extra)
+        stop_children(extra)
         engine.dispose()
     return rows
 

@@ -35,6 +35,7 @@ from pipeline.dead_letters.redrive import (
 )
 from pipeline.errors import PipelineError
 from pipeline.kafka.producer import EventProducer
+from tests.support.produce_calls import ProduceCall
 
 DLQ = "requests.orders.dlq"
 
@@ -352,19 +353,10 @@ class FakeTransactionalClient:
         self.committed: list[list[tuple[str, Any, Any, Any]]] = []
         self.aborted = 0
 
-    def produce(  # confluent-kafka's own signature: EventProducer passes it positionally
-        self,
-        topic: str,
-        value: Any = None,
-        key: Any = None,
-        partition: int = -1,
-        callback: Any = None,
-        on_delivery: Any = None,
-        timestamp: int = 0,
-        headers: Any = None,
-    ) -> None:
-        self.open.append((topic, key, value, headers))
-        self.callbacks.append((callback or on_delivery, topic, key))
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        call = ProduceCall(*args, **kwargs)  # as EventProducer passes them: by position
+        self.open.append((call.topic, call.key, call.value, call.headers))
+        self.callbacks.append((call.report, call.topic, call.key))
 
     def __len__(self) -> int:
         return 0

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError
 from pipeline.envelope import Event, encode
 from pipeline.errors import PipelineError
 from pipeline.kafka.producer import Delivery, DeliveryError, EventProducer, ProducerStats
+from tests.support.produce_calls import ProduceCall
 
 
 @dataclass
@@ -52,22 +53,11 @@ class ScriptedProducer:
     def __len__(self):
         return len(self.queued)
 
-    def produce(
-        self,
-        topic,
-        value=None,
-        key=None,
-        partition=-1,
-        callback=None,
-        on_delivery=None,
-        timestamp=0,
-        headers=None,
-    ):
-        # confluent-kafka's own signature: EventProducer passes its arguments positionally.
-        on_delivery = callback or on_delivery
+    def produce(self, *args, **kwargs):
+        call = ProduceCall(*args, **kwargs)  # as EventProducer passes them: by position
         if len(self.queued) >= self.capacity:
             raise BufferError("Local: Queue full")
-        self.queued.append((topic, value, key, headers, on_delivery))
+        self.queued.append((call.topic, call.value, call.key, call.headers, call.report))
 
     def poll(self, timeout=0):
         self.polls += 1

@@ -19,6 +19,7 @@ from pipeline.replay.replayer import (
     replay_into_kafka,
 )
 from pipeline.settings import KafkaSettings
+from tests.support.produce_calls import ProduceCall
 
 
 class FakeError:
@@ -39,25 +40,22 @@ class FakeProducer:
         self.polls = 0
         self.flushed = 0
 
-    def produce(  # confluent-kafka's own signature: the replay passes it positionally
-        self,
-        topic,
-        value=None,
-        key=None,
-        partition=-1,
-        callback=None,
-        on_delivery=None,
-        timestamp=0,
-        headers=None,
-    ):
-        assert callback is on_delivery is None and timestamp == 0  # the producer's, and "now"
+    def produce(self, *args, **kwargs):
+        call = ProduceCall(*args, **kwargs)  # as the replay passes them: by position
+        assert call.report is None and call.timestamp == 0  # the producer's own, and "now"
         if self.interrupt_at == len(self.produced):
             raise self.interrupt
         if self.queue_full_once:
             self.queue_full_once = False
             raise BufferError("queue full")
         self.produced.append(
-            SimpleNamespace(topic=topic, value=value, key=key, partition=partition, headers=headers)
+            SimpleNamespace(
+                topic=call.topic,
+                value=call.value,
+                key=call.key,
+                partition=call.partition,
+                headers=call.headers,
+            )
         )
 
     def poll(self, timeout=0):

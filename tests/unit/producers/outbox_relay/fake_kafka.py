@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
 
+from tests.support.produce_calls import ProduceCall
+
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
@@ -67,26 +69,15 @@ class FakeKafka:
     pending: list[Produced] = field(default_factory=list)
     flushes: int = 0
 
-    def produce(
-        self,
-        topic,
-        value=None,
-        key=None,
-        partition=-1,
-        callback=None,
-        on_delivery=None,
-        timestamp=0,
-        headers=None,
-    ):
-        # confluent-kafka's own signature: EventProducer passes its arguments positionally.
-        on_delivery = callback or on_delivery
+    def produce(self, *args, **kwargs):
+        call = ProduceCall(*args, **kwargs)  # as EventProducer passes them: by position
         # As confluent-kafka does: a text key or header value goes out as its UTF-8 bytes.
         produced = Produced(
-            topic,
-            _as_bytes(key),
-            value,
-            [(name, _as_bytes(header)) for name, header in headers or []],
-            on_delivery,
+            call.topic,
+            _as_bytes(call.key),
+            call.value,
+            [(name, _as_bytes(header)) for name, header in call.headers or []],
+            call.report,
         )
         if produced.event_id in self.refuse:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))

@@ -19,6 +19,7 @@ from pipeline.settings import OutboxSettings
 from producers.outbox_relay import LeaseClaims, OutboxRelay, claim_strategy
 from producers.outbox_relay.holds import Hold
 from producers.outbox_relay.sending import Refusal, RefusalLog
+from tests.support.produce_calls import ProduceCall
 from tests.unit.producers.outbox_relay.fake_kafka import FakeKafka
 
 TOPIC = "orders.events"
@@ -427,9 +428,9 @@ def test_a_row_the_client_refuses_as_too_large_is_not_offered_again(database):
     class Counting(FakeKafka):
         offered: list[str] = []
 
-        def produce(self, topic, value, key, partition, callback, on_delivery, timestamp, headers):
-            self.offered.append(dict(headers or [])["ce_id"])
-            super().produce(topic, value, key, partition, callback, on_delivery, timestamp, headers)
+        def produce(self, *args, **kwargs):
+            self.offered.append(dict(ProduceCall(*args, **kwargs).headers or [])["ce_id"])
+            super().produce(*args, **kwargs)
 
     client = Counting(refuse={a0})
     relay = _relay(database, client)
