@@ -36,8 +36,10 @@ on the per-record path.
 
 A rebalance or shutdown calls :meth:`ProcessingEngine.drain`: nothing new starts on those
 partitions, records in flight get ``drain_timeout_s`` to finish, what finished is committed,
-and the rest is forgotten (it was never committed, so the next owner handles it again; the inbox
-makes that harmless).
+and the rest is forgotten: their offsets are not committed, so the next owner handles them
+again. A record still running is not stopped, though (a worker thread cannot be): it may yet
+commit its effects here, and the next owner's inbox then skips it as a duplicate. It counts as
+processed if it does; :meth:`ProcessingEngine.finish_late` waits for such records at the stop.
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ class ProcessingEngine:
         self._tasks: dict[Work[Record], asyncio.Task[None]] = {}
         self._generation: dict[TopicPartition, int] = {}
         self._revoking: set[TopicPartition] = set()
+        #: Records a drain gave up on that are still running (see finish_late).
+        self._late: set[asyncio.Task[None]] = set()
         self._room: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(
@@ -289,12 +293,17 @@ class ProcessingEngine:
             _, late = await asyncio.wait(tasks, timeout=timeout)
             if late:
                 logger.warning(
-                    "%s: %s still running after %.1f s of draining; they are not "
-                    "committed and will be handled again by the partitions' next owner",
+                    "%s: %s still running after %.1f s of draining; their offsets are not "
+                    "committed, so the partitions' next owner handles them again; they may "
+                    "still finish here and commit their effects, which its inbox then skips "
+                    "as duplicates",
                     self.processor.name,
                     counted(len(late), "event"),
                     timeout,
                 )
+                self._late.update(late)
+                for task in late:
+                    task.add_done_callback(self._late.discard)
         self._commit(wanted)
         for tp in wanted:
             self._generation[tp] = self._generation.get(tp, 0) + 1
@@ -315,6 +324,14 @@ class ProcessingEngine:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._loop_inbox is not None:
             await self._loop_inbox.close()
+
+    async def finish_late(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the records drains gave up on that are still running
+        (each counts as processed if it commits); returns how many still run after it."""
+        late = [task for task in self._late if not task.done()]
+        if late:
+            await asyncio.wait(late, timeout=timeout_s)
+        return sum(not task.done() for task in late)
 
     # --- running records ----------------------------------------------------------------------
 
@@ -348,6 +365,8 @@ class ProcessingEngine:
             except _Closed:
                 return  # left uncommitted: the next owner handles it again
             except Exception:
+                if self._closed:
+                    return  # its worker threads are gone: left to the next owner, unlogged
                 # A bug here must not lose the record, nor hold its key and its partition's
                 # commits without a word: it is handled again (its inbox row says if it was
                 # done), after a pause, with an ERROR each time, until it gets through or

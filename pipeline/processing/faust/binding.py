@@ -11,8 +11,12 @@ contiguous from the last commit and Faust never commits a record that is not don
 order records of different keys finish in.
 
 On revocation (and on shutdown) the engine drains the revoked partitions before Faust commits:
-records in flight get ``processing.drain_timeout_s`` to finish, what finished is acknowledged
-and committed, and the rest is left for the next owner.
+records in flight get ``processing.drain_timeout_s`` to finish (in a revocation at most 0.85 x
+the session timeout, so that the drain ends before Faust's flight recorder calls the revocation
+hung: :mod:`pipeline.processing.faust.rebalance`), what finished is acknowledged and committed,
+and the rest is left for the next owner. Each assignment and each revocation is one INFO line.
+The summary line at the stop comes once Faust has left the group and the records the drain gave
+up on have finished (or had ``drain_timeout_s`` more), so it counts what they committed.
 
 Dead letters are written with our :class:`~pipeline.kafka.producer.EventProducer` (idempotent,
 ``acks=all``) and awaited before the offset moves. What depends on Faust's internals is in
@@ -53,6 +57,11 @@ from pipeline.processing.engine import ProcessingEngine, TopicPartition
 from pipeline.processing.faust import tolerant_batches
 from pipeline.processing.faust.credentials import faust_credentials
 from pipeline.processing.faust.internals import FaustInternals, last_fetch_answer_ms
+from pipeline.processing.faust.rebalance import (
+    install_routine_rebalance_lines,
+    partitions_text,
+    revocation_drain_timeout,
+)
 from pipeline.processing.faust.session_expiry import install_session_expiry_warnings
 from pipeline.processing.faust.stall_checks import install_stall_check_warnings
 from pipeline.processing.group_progress import CONSUMER_CONFIG as GROUP_PROGRESS_CONFIG
@@ -169,6 +178,11 @@ class _ProcessorApp(faust.App):
         await self.binding.stopping()
         await super().on_stop()
 
+    async def on_shutdown(self) -> None:
+        # After the consumer stopped (and left the group): the tally at the stop.
+        await super().on_shutdown()
+        await self.binding.stopped()
+
 
 class FaustBinding:
     """One processor as a Faust app (nothing connects until a worker starts :attr:`app`).
@@ -214,6 +228,8 @@ class FaustBinding:
         self._acked_to: dict[TopicPartition, int] = {}
         # The first summary line's rate counts from here (it had none).
         self._last_snapshot: MetricsSnapshot = self.metrics.snapshot()
+        #: The lag as last measured before the stop (the drain at the stop forgets it).
+        self._lag_at_stop: dict[TopicPartition, int] | None = None
         self.app = _ProcessorApp(
             self,
             processor.name,
@@ -303,15 +319,22 @@ class FaustBinding:
     # --- rebalance and shutdown ---------------------------------------------------------------
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
-        """Partitions this member now owns."""
-        self.engine.assigned(list(partitions))
+        """Partitions this member now owns (all of them: a rebalance revoked the others)."""
+        assigned = list(partitions)
+        logger.info("%s: assigned %s", self.processor.name, partitions_text(assigned))
+        self.engine.assigned(assigned)
 
     async def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions taken away: drain them, commit what finished, forget them."""
         revoked = list(partitions)
+        started = time.monotonic()
         engine = self._engine
         if engine is not None and revoked:
-            await engine.drain(revoked)
+            # Ends before Faust's flight recorder would call the revocation hung (rebalance.py).
+            timeout = revocation_drain_timeout(
+                self.settings.drain_timeout_s, self.settings.session_timeout_s
+            )
+            await engine.drain(revoked, timeout)
             positions = {TP(*tp): self._acked_to[tp] for tp in revoked if tp in self._acked_to}
             consumer = self.app.consumer
             try:
@@ -324,6 +347,13 @@ class FaustBinding:
             self._consumed.pop(tp, None)
             self._inbound_offsets.pop(tp, None)
             self._acked_to.pop(tp, None)
+        if revoked:  # none at the first join
+            logger.info(
+                "%s: revoked %s after draining %.1f s",
+                self.processor.name,
+                partitions_text(revoked),
+                time.monotonic() - started,
+            )
 
     def starting(self) -> None:
         """The app is starting."""
@@ -333,6 +363,7 @@ class FaustBinding:
         self._inbound_times = self.app.monitor.stream_inbound_time
         install_stall_check_warnings()
         install_session_expiry_warnings(self.settings.session_timeout_s)
+        install_routine_rebalance_lines()
 
     async def stopping(self) -> None:
         """The app is stopping, its consumer still running: drain everything, commit."""
@@ -341,16 +372,36 @@ class FaustBinding:
             return
         # The lag as last measured: closing the engine revokes every partition, which forgets
         # their lag (the line said "lag 0 (at stop)" with thousands of events unread).
-        lag = self.metrics.snapshot().lag
+        self._lag_at_stop = self.metrics.snapshot().lag
         await self._engine.close()
         try:
             await self.app.consumer.commit()
         except Exception as error:  # the group may already be gone; nothing is lost
             logger.warning("final commit failed: %s", error)
-        # The tally once everything is drained, however short the run (the periodic line may
-        # never have come); the lag as last measured, the broker is not asked again.
-        now = dataclasses.replace(self.metrics.snapshot(), lag=lag)
+
+    async def stopped(self) -> None:
+        """The app has stopped its consumer: the tally, once the records drains gave up on
+        have finished (they keep the process alive anyway: a worker thread cannot be stopped).
+
+        It said "550 processed" while 551 effects were committed: a record the drain gave up on
+        finished and committed 3 s after the line. Waiting here, after the group was left,
+        holds up no partition.
+        """
+        if self._engine is None or self._lag_at_stop is None:
+            return
+        still = await self._engine.finish_late(self.settings.drain_timeout_s)
+        # However short the run (the periodic line may never have come); the lag as last
+        # measured, the broker is not asked again.
+        now = dataclasses.replace(self.metrics.snapshot(), lag=self._lag_at_stop)
         logger.info("%s (at stop)", summary_line(self.processor.name, now, self._last_snapshot))
+        if still:
+            logger.warning(
+                "%s: %s still running at the stop, not counted above: if one commits its "
+                "effects before the process exits, the partition's next owner skips it as a "
+                "duplicate",
+                self.processor.name,
+                counted(still, "event"),
+            )
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self.assigned((tp.topic, tp.partition) for tp in assigned)

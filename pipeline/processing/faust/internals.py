@@ -43,6 +43,13 @@ they are used only on the faust-streaming versions they were checked against
    :func:`last_fetch_answer_ms` reads aiokafka's ``last_poll_timestamp`` of the partitions
    through Faust's consumer thread, so the processor can say how old its lag is.
 
+8. **The flight recorder around a revocation.** Faust's ``App._on_partitions_revoked`` runs
+   the revocation (our drain is in its ``on_partitions_revoked`` signal) inside mode's
+   ``flight_recorder`` with a timeout of :data:`REVOCATION_RECORDER_SHARE` x
+   ``broker_session_timeout``; past it, it logs "Warning: Task timed out!", "Please make sure
+   it's hanging before restart." and the task's stack, while the revocation goes on. The
+   binding ends its drain before that (:mod:`pipeline.processing.faust.rebalance`).
+
 On any other version :class:`FaustInternals` logs one line and keeps Faust's own behaviour:
 Faust's topic, queue and fetch loop (a task hands each event from the channel to the binding),
 and no commit of revoked partitions (their next owner reads those records again; the inbox
@@ -67,6 +74,7 @@ from faust.types import TP, EventT
 
 __all__ = [
     "CHECKED_VERSIONS",
+    "REVOCATION_RECORDER_SHARE",
     "EngineQueue",
     "EventSink",
     "FaustInternals",
@@ -82,6 +90,10 @@ logger = logging.getLogger("pipeline.processing")
 
 #: The faust-streaming versions whose internals this module was checked against.
 CHECKED_VERSIONS = ("0.15.",)
+
+#: Faust's revocation logs its flight recorder ("Warning: Task timed out!") once it has run
+#: this share of ``broker_session_timeout`` (``App._on_partitions_revoked``; see 8 above).
+REVOCATION_RECORDER_SHARE = 0.95
 
 
 class EventSink(Protocol):

@@ -185,6 +185,7 @@ def test_the_line_at_stop_says_the_lag_as_last_measured_not_zero(
         bound.binding.metrics.set_lag(TOPIC, 0, 4_400)  # the last report: 4,400 unread
         with caplog.at_level(logging.INFO):
             await bound.binding.stopping()
+            await bound.binding.stopped()  # Faust stopped its consumer
 
     asyncio.run(main())
 

@@ -126,7 +126,9 @@ PINNED = [
         "App._on_partitions_revoked",
         "d5c895bbe57dc73ae4d7f762f6fdc9fdd3abd02f9e05863ccfd8034082e5682f",
         "the binding drains revoked partitions in the on_partitions_revoked signal, sent after "
-        "the flow is suspended and not at all while the app stops",
+        "the flow is suspended and not at all while the app stops; the whole revocation is in "
+        "a flight_recorder of REVOCATION_RECORDER_SHARE (0.95) x broker_session_timeout, which "
+        "the binding's drain must end before (rebalance.revocation_drain_timeout)",
     ),
     Pinned(
         "faust.app.base",
