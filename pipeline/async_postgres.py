@@ -28,7 +28,14 @@ def libpq_conninfo(engine: Engine) -> str:
 class LoopConnection:
     """One autocommit psycopg connection on the event loop: opened on first use, and again
     after it failed (a database restarted, a network cut). Each statement is its own
-    transaction (no ``BEGIN``/``COMMIT`` round trips); rows are named tuples."""
+    transaction (no ``BEGIN``/``COMMIT`` round trips); rows are named tuples.
+
+    A connection lost under a statement (PostgreSQL restarted or failed over, an idle reaper,
+    ``pg_terminate_backend``) is found only when the next statement is sent on it: an
+    ``idempotent`` statement is then run once more on a fresh connection, so that a dropped
+    connection costs no statement. Only such a one: the first attempt may have committed before
+    the connection died (autocommit), so it must be a statement whose second run changes
+    nothing more, or whose caller recognises its own first run (a token it wrote)."""
 
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
@@ -37,18 +44,25 @@ class LoopConnection:
     def __repr__(self) -> str:  # the conninfo holds the password
         return "LoopConnection()"
 
-    async def execute(self, statement: str, values: Any) -> list[Any]:
-        """The rows of ``statement`` (none for one that returns none)."""
-        if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, row_factory=namedtuple_row
-            )
-        try:
-            cursor = await self._connection.execute(statement, values)
-            return await cursor.fetchall() if cursor.description is not None else []
-        except psycopg.OperationalError:
-            await self.close()  # broken, or in an unknown state: the next use reconnects
-            raise
+    async def execute(self, statement: str, values: Any, *, idempotent: bool = False) -> list[Any]:
+        """The rows of ``statement`` (none for one that returns none); ``idempotent``: run it
+        once more on a fresh connection if its connection was lost under it (see the class)."""
+        attempts = 2 if idempotent else 1
+        while True:
+            attempts -= 1
+            if self._connection is None or self._connection.closed:
+                self._connection = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, row_factory=namedtuple_row
+                )
+            connection = self._connection
+            try:
+                cursor = await connection.execute(statement, values)
+                return await cursor.fetchall() if cursor.description is not None else []
+            except psycopg.OperationalError:
+                lost = connection.broken  # else the server refused it on a live connection
+                await self.close()  # broken, or in an unknown state: the next use reconnects
+                if not (lost and attempts):
+                    raise
 
     async def close(self) -> None:
         if self._connection is not None:

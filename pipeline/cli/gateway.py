@@ -152,23 +152,33 @@ def _migrated_engine(settings: PipelineSettings) -> Engine:
     return engine
 
 
+def _names_postgres(url: str) -> bool:
+    """Whether the database URL is PostgreSQL's (one that does not read is left to the engine
+    to refuse, in its own words)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).get_backend_name() == "postgresql"
+    except ArgumentError:
+        return True
+
+
 def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int) -> None:
     from pipeline.cli.child_processes import dying_with_this_process
-    from pipeline.database import is_postgres
     from producers.gateway.tokens import load_token_verifier
     from producers.gateway.workers import run_workers
 
     if config.jwt is not None:  # a key file that cannot be read: one line, before any worker
         load_token_verifier(config.jwt)
-    engine = _migrated_engine(settings)  # once, before the workers start
-    shared = is_postgres(engine)
-    engine.dispose()
-    if not shared or config.idempotency_store == "memory":
+    # Refused from the URL, before the database is touched (an SQLite file was made first).
+    if not _names_postgres(settings.database.url) or config.idempotency_store == "memory":
         raise PipelineError(
             f"--workers {workers} needs the Idempotency-Key store shared in PostgreSQL: set "
             "PIPELINE_DATABASE__URL to a postgresql+psycopg:// URL (and "
             "PIPELINE_GATEWAY__IDEMPOTENCY_STORE to auto or postgres)"
         )
+    _migrated_engine(settings).dispose()  # once, before the workers start
     err = stderr_console()
     argv = [
         sys.executable,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ __all__ = [
     "delivery_answer",
     "dumps",
     "not_acknowledged",
+    "still_in_flight",
+    "store_unavailable",
 ]
 
 JSON_CONTENT_TYPE = "application/json"
@@ -98,3 +101,50 @@ def delivery_answer(delivered: asyncio.Future[Delivery]) -> StoredAnswer:
     if not delivery.ok:
         return not_acknowledged(f"delivery failed: {delivery.error}")
     return accepted_answer(delivery)
+
+
+#: A 409 for a claim of this process (never expiring: its delivery report settles it): a
+#: retry that meets it again waits ``produce_timeout_s`` for the answer before its own 409.
+IN_FLIGHT_RETRY_AFTER_S = 1
+#: The shared Idempotency-Key store's database did not answer (a lost connection is retried at
+#: once on a new one, so this is an outage: a restart or a failover takes seconds).
+STORE_UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+def still_in_flight(claimed_s_ago: float, expires_in_s: float | None) -> ErrorAnswer:
+    """409 for a key whose first request has no answer yet, saying what is known: when it was
+    claimed and, for a claim that frees itself (the shared store's lease), when; its
+    ``Retry-After`` is then the seconds until that moment, when either its answer is stored
+    or a retry is handled anew."""
+    if expires_in_s is None:
+        what = (
+            f"was claimed {claimed_s_ago:.0f} s ago by this gateway process and has no answer "
+            "yet: its event is still waiting for Kafka's acknowledgement (librdkafka is still "
+            "trying)"
+        )
+        retry_after = IN_FLIGHT_RETRY_AFTER_S
+    else:
+        retry_after = max(1, math.ceil(expires_in_s))
+        what = (
+            f"was claimed {claimed_s_ago:.0f} s ago and has no answer yet (its gateway may "
+            "still be waiting for Kafka's acknowledgement, or may have stopped); the claim "
+            f"expires in {retry_after} s, after which a retry is handled anew"
+        )
+    return ErrorAnswer(
+        409,
+        "request_in_flight",
+        f"a request with this Idempotency-Key {what}: retry with the same Idempotency-Key to "
+        "get its answer",
+        [{"field": "Idempotency-Key", "message": "still in flight"}],
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def store_unavailable(reason: str) -> ErrorAnswer:
+    """503: the shared Idempotency-Key store cannot be asked; nothing was produced."""
+    return ErrorAnswer(
+        503,
+        "idempotency_unavailable",
+        f"{reason}; nothing was produced: retry with the same Idempotency-Key",
+        headers={"Retry-After": str(STORE_UNAVAILABLE_RETRY_AFTER_S)},
+    )

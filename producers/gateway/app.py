@@ -36,8 +36,10 @@ hanging up, leaves it claimed):
   is produced twice;
 - failed: the key is released (the 503 is never remembered), and a retry produces anew;
 - not yet known: a retry waits for the report at most ``produce_timeout_s`` like the first
-  request, then gets 409 ``request_in_flight`` with ``Retry-After`` (409, as the IETF
-  Idempotency-Key draft asks for a request still being processed); nothing is produced.
+  request, then gets 409 ``request_in_flight`` saying when the key was claimed and when its
+  claim expires, with ``Retry-After`` (409, as the IETF Idempotency-Key draft asks for a
+  request still being processed); nothing is produced. A shared store that cannot be asked
+  is 503 ``idempotency_unavailable`` with ``Retry-After`` (nothing produced).
 
 Only ``max_in_flight`` events may await their report, late ones included. Without an
 Idempotency-Key a retry after a 503 may produce a second event: send one. Every request is
@@ -80,6 +82,8 @@ from producers.gateway.answers import (
     delivery_answer,
     dumps,
     not_acknowledged,
+    still_in_flight,
+    store_unavailable,
 )
 from producers.gateway.auth import DEFAULT_REFRESH_S, Authorizer, KeyLoader, KeyRefresher
 from producers.gateway.body import BodyReader
@@ -117,8 +121,6 @@ REQUESTS_ROUTE = "/v1/requests/{type}"
 #: timeout); beyond, 503. Far below librdkafka's local queue (100,000 messages), so a send
 #: never finds the queue full and never blocks the event loop.
 DEFAULT_MAX_IN_FLIGHT = 10_000
-#: A retry meeting a first request still in flight has already waited ``produce_timeout_s``.
-_IN_FLIGHT_RETRY_AFTER = "1"
 
 
 class GatewayProducer(Protocol):
@@ -394,7 +396,7 @@ class _Gateway:
             try:
                 begun = await self.store.begin(client, key, body_fingerprint)
             except IdempotencyUnavailable as error:
-                raise ErrorAnswer(503, "idempotency_unavailable", str(error)) from None
+                raise store_unavailable(str(error)) from None
             except IdempotencyKeyReused as error:
                 raise ErrorAnswer(
                     422,
@@ -408,26 +410,21 @@ class _Gateway:
             if isinstance(begun, InFlight):
                 # asyncio.wait, unlike wait_for, never cancels the shared future on timeout.
                 first_answer = asyncio.wrap_future(begun.future)
+                started = time.monotonic()
                 done, _ = await asyncio.wait({first_answer}, timeout=self._timeout_s)
                 if not done or first_answer.cancelled():
-                    raise self._still_in_flight()
+                    waited = time.monotonic() - started
+                    expires_in_s = begun.expires_in_s
+                    raise still_in_flight(
+                        begun.claimed_s_ago + waited,
+                        None if expires_in_s is None else expires_in_s - waited,
+                    )
                 first = first_answer.result()
                 if first is None:  # the first was abandoned: try to claim the key ourselves
                     continue
                 exchange.replayed = True
                 return self._answer(first, replayed=True)
             return await self._produce_claimed(begun, topic, make_event)
-
-    def _still_in_flight(self) -> ErrorAnswer:
-        return ErrorAnswer(
-            409,
-            "request_in_flight",
-            "a request with this Idempotency-Key is still waiting for Kafka's acknowledgement "
-            f"(none in {self._timeout_s:g} s; librdkafka is still trying): retry later, with "
-            "the same Idempotency-Key, to get its answer",
-            [{"field": "Idempotency-Key", "message": "still in flight"}],
-            headers={"Retry-After": _IN_FLIGHT_RETRY_AFTER},
-        )
 
     async def _produce_claimed(
         self, claim: Settle, topic: str, make_event: Callable[[], Event]

@@ -101,6 +101,7 @@ class IdempotencyKeyReused(PipelineError):
 @dataclass(eq=False)
 class _Pending:
     fingerprint: str
+    claimed_at: float
     future: Future[StoredAnswer | None] = field(default_factory=Future)
 
 
@@ -131,9 +132,15 @@ class Replay:
 
 @dataclass(frozen=True)
 class InFlight:
-    """The key's first request is still working: await its answer (``None``: begin anew)."""
+    """The key's first request is still working: await its answer (``None``: begin anew).
+
+    What is known of its claim when it was found, for the 409 that follows a wait in vain:
+    ``claimed_s_ago``, and ``expires_in_s``, when the claim frees itself (``None``: never, it
+    is settled by this process's own delivery report)."""
 
     future: Future[StoredAnswer | None]
+    claimed_s_ago: float = 0.0
+    expires_in_s: float | None = None
 
 
 Begin = Claim | Replay | InFlight
@@ -185,8 +192,8 @@ class IdempotencyStore:
         if pending is not None:
             if pending.fingerprint != fingerprint:
                 raise IdempotencyKeyReused(key)
-            return InFlight(pending.future)
-        pending = _Pending(fingerprint)
+            return InFlight(pending.future, claimed_s_ago=self._clock() - pending.claimed_at)
+        pending = _Pending(fingerprint, self._clock())
         self._pending[scope] = pending
         return Claim(scope, pending)
 

@@ -24,7 +24,11 @@ requests that arrive together go in one statement, and so do their answers (grou
 many per round trip. Each statement runs alone in autocommit mode (a statement is its own
 transaction in PostgreSQL: no ``BEGIN``/``COMMIT`` round trips), on psycopg's asyncio
 connections: three per gateway process (claims, answers, and the waiters' reads with the
-purge), opened on first use and again after a failure, from the engine's URL. On the event
+purge), opened on first use and again after a failure, from the engine's URL; a statement
+whose connection was lost runs once more on a new one (each is idempotent: a claim whose first
+run committed is recognised by its token). An answer the database does not take is tried again
+until it is, and replayed meanwhile from this process's memory: its claim keeps the key, so a
+retry elsewhere gets 409, never a second event. On the event
 loop itself, not in threads: a thread hop each way cost more than the statement, in CPU and,
 on a busy machine, in waiting to be scheduled. Unlike the in-process store there is no
 ``max_keys``: rows live ``ttl_s``. PostgreSQL only.
@@ -39,6 +43,7 @@ import secrets
 from base64 import b64encode
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -86,6 +91,8 @@ class Row:
     claim_token: str
     status: int | None
     body: bytes | None
+    #: Seconds until the row expires (a claim's lease, or an answer's TTL), by the database.
+    expires_in_s: float = 0.0
 
 
 def decide(row: Row | None, key: str, fingerprint: str) -> Replay | Literal["pending", "gone"]:
@@ -127,7 +134,8 @@ _CLAIM = f"""
     RETURNING t.client, t.idempotency_key, t.claim_token
 """
 _READ = f"""
-    SELECT t.client, t.idempotency_key, t.fingerprint, t.claim_token, t.status, t.body
+    SELECT t.client, t.idempotency_key, t.fingerprint, t.claim_token, t.status, t.body,
+           extract(epoch FROM t.expires_at - now())::float8 AS expires_in_s
     FROM {_T} AS t
     JOIN (
         SELECT r->>0 AS client, r->>1 AS idempotency_key
@@ -165,6 +173,8 @@ _RELEASE = f"""{_MINE}
 _PURGE = f"DELETE FROM {_T} WHERE expires_at <= now()"
 #: Attempts of a statement that PostgreSQL ended to break a deadlock.
 _DEADLOCK_RETRIES = 3
+#: The longest pause between two attempts to store an answer while the database is away.
+_SETTLE_RETRY_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +205,7 @@ class PostgresIdempotency:
         wait_s: float,
         poll_s: float = 0.02,
         purge_interval_s: float = 60.0,
+        settle_retry_s: float = 0.5,
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"a PostgreSQL engine is needed, got {engine.dialect.name}")
@@ -209,6 +220,11 @@ class PostgresIdempotency:
         self._poll_s = poll_s
         self._purge_interval_s = purge_interval_s
         self._settling: set[asyncio.Task[Any]] = set()
+        self._settle_retry_s = settle_retry_s
+        self._closing = asyncio.Event()
+        # Answers of this process's claims not stored yet (the database away): (client, key) ->
+        # (fingerprint, answer), replayed from here meanwhile.
+        self._unstored: dict[tuple[str, str], tuple[str, StoredAnswer]] = {}
         self._watchers: set[asyncio.Task[Any]] = set()
         self._claims = GroupCommit(
             partial(self._run, self._claim_batch), unique=lambda c: (c.client, c.key)
@@ -222,10 +238,16 @@ class PostgresIdempotency:
 
     async def begin(self, client: str, key: str, fingerprint: str) -> Replay | InFlight | Settle:
         while True:
+            unstored = self._unstored.get((client, key))
+            if unstored is not None:  # this process's answer, not stored yet: replayed from here
+                first, answer = unstored
+                if first != fingerprint:
+                    raise IdempotencyKeyReused(key)
+                return Replay(answer)
             token = secrets.token_hex(16)
             claimed, row = await self._claims.submit(_Claim(client, key, fingerprint, token))
             if claimed:
-                return _SharedClaim(self, client, key, token)
+                return _SharedClaim(self, client, key, fingerprint, token)
             decision = decide(row, key, fingerprint)
             if decision == "gone":
                 continue
@@ -234,16 +256,22 @@ class PostgresIdempotency:
             future: Future[StoredAnswer | None] = Future()
             assert row is not None
             self._background(self._watch(client, key, row.claim_token, future), self._watchers)
-            return InFlight(future)
+            expires_in_s = max(0.0, row.expires_in_s)
+            claimed_s_ago = max(0.0, self._lease_s - expires_in_s)
+            return InFlight(future, claimed_s_ago=claimed_s_ago, expires_in_s=expires_in_s)
 
     async def _claim_batch(self, claims: list[_Claim]) -> list[tuple[bool, Row | None]]:
         """Claim each key; for those claimed by someone else, their row (step 1 and 2)."""
         batch = [(claim.client, claim.key, claim.fingerprint, claim.token) for claim in claims]
         values = {"rows": json.dumps(batch), "lease_s": self._lease_s}
-        claimed = await self._claims_db.execute(_CLAIM, values)
+        # Run again on a fresh connection if its connection was lost, though the first run may
+        # have committed: a claim of ours is then recognised by its token when its row is read.
+        claimed = await self._claims_db.execute(_CLAIM, values, idempotent=True)
         won = {(row.client, row.idempotency_key, row.claim_token) for row in claimed}
         lost = [(c.client, c.key) for c in claims if (c.client, c.key, c.token) not in won]
         rows = await self._read_rows(self._claims_db, lost)
+        for (client, key), row in rows.items():
+            won.add((client, key, row.claim_token))
         return [
             (True, None)
             if (claim.client, claim.key, claim.token) in won
@@ -263,9 +291,9 @@ class PostgresIdempotency:
         values = {"rows": json.dumps(keys)}
         return {
             (found.client, found.idempotency_key): Row(
-                found.fingerprint, found.claim_token, found.status, found.body
+                found.fingerprint, found.claim_token, found.status, found.body, found.expires_in_s
             )
-            for found in await connection.execute(_READ, values)
+            for found in await connection.execute(_READ, values, idempotent=True)
         }
 
     async def _watch(
@@ -300,41 +328,76 @@ class PostgresIdempotency:
         for statement, items in ((_ANSWER, answers), (_RELEASE, releases)):
             if items:
                 values = {**_settle_values(items), "ttl_s": self._ttl_s}
-                await self._answers_db.execute(statement, values)
+                # Idempotent: each row is written only while it carries the claim's token.
+                await self._answers_db.execute(statement, values, idempotent=True)
         return [None] * len(settles)
 
-    def settle(self, client: str, key: str, token: str, answer: StoredAnswer | None) -> None:
+    def settle(
+        self, client: str, key: str, token: str, answer: StoredAnswer | None, fingerprint: str = ""
+    ) -> None:
         """Store (or release) a claim in the background; at once when no loop runs."""
+        item = _Settle(client, key, token, answer)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            item = _Settle(client, key, token, answer)
             with self._engine.connect() as connection:  # SQLAlchemy passes psycopg's style on
                 statement = _ANSWER if _kept(item) else _RELEASE
                 values = {**_settle_values([item]), "ttl_s": self._ttl_s}
                 connection.exec_driver_sql(statement, values)
                 connection.commit()
             return
-        self._background(self._settle_logged(client, key, token, answer), self._settling)
+        if _kept(item) and answer is not None:
+            self._unstored[(client, key)] = (fingerprint, answer)
+        self._background(self._settle_until_stored(item), self._settling)
 
-    async def _settle_logged(
-        self, client: str, key: str, token: str, answer: StoredAnswer | None
-    ) -> None:
+    async def _settle_until_stored(self, item: _Settle) -> None:
+        """Store ``item``, again and again while the database is away (its claim keeps the
+        key meanwhile: never a second event), until it is stored or the store closes; a
+        retry with the key that reaches this process meanwhile gets the answer from memory."""
+        delay_s = self._settle_retry_s
+        warned = False
         try:
-            await self._answers.submit(_Settle(client, key, token, answer))
-        except IdempotencyUnavailable as error:
-            log.warning(
-                "an Idempotency-Key's answer could not be stored (%s): a retry with it gets "
-                "409 until its claim expires in %g s",
-                error,
-                self._lease_s,
-            )
+            while True:
+                try:
+                    await self._answers.submit(item)
+                except IdempotencyUnavailable as error:
+                    if self._closing.is_set():
+                        log.error(
+                            "an Idempotency-Key's answer could not be stored before the gateway "
+                            "stopped (%s): a retry with it gets 409 until its claim expires, "
+                            "then is handled anew (a second event if the first was produced)",
+                            error,
+                        )
+                        return
+                    if not warned:
+                        warned = True
+                        log.warning(
+                            "an Idempotency-Key's answer could not be stored (%s): trying again "
+                            "until it is; meanwhile its claim keeps the key (a retry that "
+                            "reaches another gateway process gets 409)",
+                            error,
+                        )
+                    with suppress(TimeoutError):  # woken at once by close(): one last try
+                        await asyncio.wait_for(self._closing.wait(), delay_s)
+                    delay_s = min(delay_s * 2, _SETTLE_RETRY_MAX_S)
+                    continue
+                if warned:
+                    log.info(
+                        "an Idempotency-Key's answer that could not be stored at first is now"
+                    )
+                return
+        finally:
+            unstored = self._unstored.get((item.client, item.key))
+            if unstored is not None and unstored[1] is item.answer:
+                del self._unstored[(item.client, item.key)]
 
     # ---- step 4 and the lifetime --------------------------------------------------------------
 
     async def purge(self) -> int:
         """Delete the expired rows; how many there were."""
-        deleted = await self._run(self._reads_db.execute, _PURGE + " RETURNING 1", {})
+        deleted = await self._run(
+            partial(self._reads_db.execute, idempotent=True), _PURGE + " RETURNING 1", {}
+        )
         return len(deleted)
 
     async def lifetime(self, _app: object) -> AsyncIterator[None]:
@@ -355,7 +418,9 @@ class PostgresIdempotency:
         await self.close()
 
     async def drain(self) -> None:
-        """Wait for the answers still being stored; stop the waiters' polling."""
+        """Wait for the answers still being stored (those the database refuses: one last
+        try each); stop the waiters' polling."""
+        self._closing.set()
         for watcher in list(self._watchers):
             watcher.cancel()
         while self._settling:
@@ -418,6 +483,7 @@ class _SharedClaim:
     store: PostgresIdempotency
     client: str
     key: str
+    fingerprint: str
     token: str = field(repr=False)
     settled: bool = False
 
@@ -430,4 +496,4 @@ class _SharedClaim:
     def _settle(self, answer: StoredAnswer | None) -> None:
         if not self.settled:  # settling twice is a no-op, as in the in-process store
             self.settled = True
-            self.store.settle(self.client, self.key, self.token, answer)
+            self.store.settle(self.client, self.key, self.token, answer, self.fingerprint)

@@ -22,24 +22,30 @@ The parent only supervises:
    own SIGTERM before it served (still starting: nothing to deliver) counts as 0, so the
    parent's stopping never decides the code;
 6. it gives them a folder of its own for their metrics (:mod:`producers.gateway.metrics`), so
-   that ``/metrics`` shows the sum of all of them, and removes it at the end.
+   that ``/metrics`` shows the sum of all of them, and removes it at the end. The folder's
+   name carries the parent's pid, and a parent that was killed (SIGKILL: no cleanup) leaves
+   its folder behind: each parent removes, when it starts, those of parents that are gone.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from types import FrameType
 
 from pipeline.errors import PipelineError
 from producers.gateway.metrics import MULTIPROCESS_DIR_VARIABLE
 
 __all__ = [
+    "METRICS_FOLDER_PREFIX",
     "check_address",
     "exit_code",
     "how_it_stopped",
@@ -48,6 +54,9 @@ __all__ = [
 ]
 
 _POLL_S = 0.2
+#: The metrics folder of a parent: this, its pid, ``-`` and a random suffix (in the temp dir).
+METRICS_FOLDER_PREFIX = "pipeline-gateway-metrics-"
+_OWNED_FOLDER = re.compile(re.escape(METRICS_FOLDER_PREFIX) + r"(\d+)-")
 
 
 def run_workers(
@@ -81,7 +90,8 @@ def run_workers(
         stop_all()
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    metrics = tempfile.TemporaryDirectory(prefix="pipeline-gateway-metrics-")
+    remove_orphaned_metrics_folders(Path(tempfile.gettempdir()))
+    metrics = tempfile.TemporaryDirectory(prefix=f"{METRICS_FOLDER_PREFIX}{os.getpid()}-")
     env = {**os.environ, MULTIPROCESS_DIR_VARIABLE: metrics.name}
     try:
         for _ in range(count):
@@ -192,3 +202,36 @@ def check_address(host: str, port: int) -> None:
     except OSError as error:  # socket.gaierror included
         reason = (error.strerror or str(error)).lower()
         raise PipelineError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def remove_orphaned_metrics_folders(
+    folder: Path, alive: Callable[[int], bool] | None = None
+) -> list[Path]:
+    """Remove the metrics folders in ``folder`` whose parent is gone (killed with SIGKILL, it
+    could not remove its own); the ones removed. Only folders that name their parent's pid
+    (``pipeline-gateway-metrics-<pid>-...``) and belong to this user: a folder of an older
+    gateway, which does not name it, or of a pid that lives, is left as it is."""
+    alive = alive or _alive
+    removed = []
+    for path in folder.glob(f"{METRICS_FOLDER_PREFIX}*"):
+        owner = _OWNED_FOLDER.match(path.name)
+        try:
+            mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if owner is None or not mine or alive(int(owner.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts: it may not be signalled)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -121,6 +121,7 @@ def test_more_than_one_worker_needs_postgresql(tmp_path: Path):
 
     assert result.returncode == 2
     assert "--workers 2 needs the Idempotency-Key store shared in PostgreSQL" in result.stderr
+    assert not (tmp_path / "gateway.db").exists()  # refused before the database was touched
 
 
 _ACCEPTED = 'gateway_requests_total{type="place_order",status="202"}'

@@ -167,3 +167,34 @@ def test_ctrl_c_while_the_workers_start_starts_no_more_and_stops_those_started(
     assert len(started) == 1
     assert started[0].returncode == -signal.SIGTERM
     assert code == 0  # stopped by the parent, as asked
+
+
+def test_metrics_folders_of_parents_that_are_gone_are_removed_and_no_other(tmp_path):
+    from producers.gateway.workers import remove_orphaned_metrics_folders
+
+    gone = tmp_path / "pipeline-gateway-metrics-4242-abc"
+    living = tmp_path / "pipeline-gateway-metrics-7-def"
+    unnamed = tmp_path / "pipeline-gateway-metrics-x1y2z3"  # an older gateway's: owner unknown
+    other = tmp_path / "something-else-4242-abc"
+    for folder in (gone, living, unnamed, other):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"")
+
+    removed = remove_orphaned_metrics_folders(tmp_path, alive=lambda pid: pid == 7)
+
+    assert removed == [gone]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (living, unnamed, other)
+    )
+
+
+def test_the_metrics_folder_names_its_parent_so_a_later_start_can_tell_it_is_gone(tmp_path):
+    import os
+
+    from producers.gateway.workers import remove_orphaned_metrics_folders
+
+    mine = tmp_path / f"pipeline-gateway-metrics-{os.getpid()}-abc"
+    mine.mkdir()
+
+    assert remove_orphaned_metrics_folders(tmp_path) == []  # this process lives
+    assert mine.exists()
