@@ -382,9 +382,7 @@ class PostgresIdempotency:
                     delay_s = min(delay_s * 2, _SETTLE_RETRY_MAX_S)
                     continue
                 if warned:
-                    log.info(
-                        "an Idempotency-Key's answer that could not be stored at first is now"
-                    )
+                    log.info("an Idempotency-Key's answer that could not be stored at first is now")
                 return
         finally:
             unstored = self._unstored.get((item.client, item.key))
