@@ -11,7 +11,13 @@ from confluent_kafka import KafkaError
 
 from pipeline.envelope import Event, encode
 from pipeline.errors import PipelineError
-from pipeline.kafka.producer import Delivery, DeliveryError, EventProducer, ProducerStats
+from pipeline.kafka.producer import (
+    Delivery,
+    DeliveryError,
+    EventProducer,
+    ProducerCounters,
+    ProducerStats,
+)
 from tests.support.produce_calls import ProduceCall
 
 
@@ -86,7 +92,10 @@ class ScriptedProducer:
         self.transactions.append("commit")
 
     def abort_transaction(self, timeout=0):
-        self.queued.clear()
+        # As librdkafka does: what is still queued fails, purged.
+        while self.queued:
+            topic, _, key, headers, callback = self.queued.pop(0)
+            callback(KafkaError(KafkaError._PURGE_QUEUE), FakeMessage(topic, key, headers, 0, -1))
         self.transactions.append("abort")
 
     def send_offsets_to_transaction(self, positions, metadata, timeout=0):
@@ -362,6 +371,25 @@ def test_a_transaction_aborts_when_the_block_raises():
         producer.send("orders", _event())
         raise RuntimeError("handler failed")
     assert client.transactions == ["begin", "abort"]  # never "commit"
+
+
+def test_an_aborted_transaction_is_flushed_first_then_forgotten():
+    # An abort right after the sends raced librdkafka adding their partitions to the
+    # transaction (a fatal INVALID_TXN_STATE); and its purged events were counted as failed
+    # and raised again by a later, unrelated flush.
+    client = ScriptedProducer(fail={b"order-bad": KafkaError(KafkaError._MSG_TIMED_OUT)})
+    producer = EventProducer(client)
+    with producer.transaction():
+        producer.send("orders", _event("order-1"))
+    with pytest.raises(RuntimeError), producer.transaction():
+        producer.send("orders", _event("order-2"))
+        producer.send("orders", _event("order-bad"))
+        raise RuntimeError("handler failed")
+
+    assert [key for _, _, key, _ in client.produced] == [b"order-1", b"order-2", b"order-bad"]
+    assert client.transactions == ["begin", "commit", "begin", "abort"]
+    assert producer.counters == ProducerCounters(sent=1, failed=0, queue_full_waits=0)
+    producer.flush()  # nothing of the aborted transaction is raised
 
 
 def test_retries_and_resends_are_read_from_librdkafka_statistics():
