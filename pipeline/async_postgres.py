@@ -10,6 +10,7 @@ thread. On the loop, psycopg's asyncio connection waits for the reply like any s
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -35,11 +36,18 @@ class LoopConnection:
     ``idempotent`` statement is then run once more on a fresh connection, so that a dropped
     connection costs no statement. Only such a one: the first attempt may have committed before
     the connection died (autocommit), so it must be a statement whose second run changes
-    nothing more, or whose caller recognises its own first run (a token it wrote)."""
+    nothing more, or whose caller recognises its own first run (a token it wrote).
+
+    Tasks share it: a lock lets one statement at a time use the connection (psycopg would run
+    them one at a time anyway) and is held to close or replace it, so that no task closes the
+    connection another task's statement is waiting on (its socket closed while still
+    registered with the event loop aborted uvloop). A statement waiting for the lock when the
+    connection was lost runs on the new one."""
 
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
         self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:  # the conninfo holds the password
         return "LoopConnection()"
@@ -50,21 +58,27 @@ class LoopConnection:
         attempts = 2 if idempotent else 1
         while True:
             attempts -= 1
-            if self._connection is None or self._connection.closed:
-                self._connection = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, row_factory=namedtuple_row
-                )
-            connection = self._connection
-            try:
-                cursor = await connection.execute(statement, values)
-                return await cursor.fetchall() if cursor.description is not None else []
-            except psycopg.OperationalError:
-                lost = connection.broken  # else the server refused it on a live connection
-                await self.close()  # broken, or in an unknown state: the next use reconnects
-                if not (lost and attempts):
-                    raise
+            async with self._lock:
+                if self._connection is None or self._connection.closed:
+                    self._connection = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True, row_factory=namedtuple_row
+                    )
+                connection = self._connection
+                try:
+                    cursor = await connection.execute(statement, values)
+                    return await cursor.fetchall() if cursor.description is not None else []
+                except psycopg.OperationalError:
+                    lost = connection.broken  # else the server refused it on a live connection
+                    await self._close()  # broken, or in an unknown state: the next use reconnects
+                    if not (lost and attempts):
+                        raise
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        """Close the connection, once the statement using it (if any) is done."""
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:  # with the lock held
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()

@@ -23,6 +23,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
+from sqlalchemy.exc import DBAPIError
+
 from pipeline.errors import PipelineError
 from producers.gateway.answers import ErrorAnswer
 from producers.gateway.keys import KEY_PREFIX, ApiKey, KeyRing, bearer_token
@@ -134,11 +136,22 @@ class KeyRefresher:
         elif was_open and not self.authorizer.open:
             log.info("API keys exist now: every request needs one (Authorization: Bearer <key>)")
 
+    def _load_once_more_if_dropped(self) -> list[ApiKey]:
+        """The keys; read once more when the database had dropped the pooled connection
+        (a restart, a failover, ``pg_terminate_backend``): SQLAlchemy discarded it, so a single
+        dropped connection costs nothing and logs nothing."""
+        try:
+            return list(self._load())
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            return list(self._load())
+
     async def first(self) -> None:
         """The first read, at start: its failure stops the gateway (it cannot know who may
         send), and an open gateway says so (one WARNING line)."""
         try:
-            keys = await asyncio.to_thread(self._load)
+            keys = await asyncio.to_thread(self._load_once_more_if_dropped)
         except Exception as error:
             raise PipelineError(f"cannot read the API keys: {_first_line(error)}") from None
         self.authorizer.ring = KeyRing(keys)
@@ -166,7 +179,7 @@ class KeyRefresher:
         while True:
             await asyncio.sleep(self.refresh_s)
             try:
-                keys = await asyncio.to_thread(self._load)
+                keys = await asyncio.to_thread(self._load_once_more_if_dropped)
             except Exception as error:  # the database away: keep the keys we have
                 if not failing:
                     log.warning(

@@ -27,8 +27,10 @@ connections: three per gateway process (claims, answers, and the waiters' reads 
 purge), opened on first use and again after a failure, from the engine's URL; a statement
 whose connection was lost runs once more on a new one (each is idempotent: a claim whose first
 run committed is recognised by its token). An answer the database does not take is tried again
-until it is, and replayed meanwhile from this process's memory: its claim keeps the key, so a
-retry elsewhere gets 409, never a second event. On the event
+until it is, and replayed meanwhile from this process's memory (to its waiters too): its claim
+keeps the key, so a retry elsewhere gets 503 while the database is away and 409 after, never a
+second event, unless the database stayed away past the claim's lease (logged at ERROR). On the
+event
 loop itself, not in threads: a thread hop each way cost more than the statement, in CPU and,
 on a busy machine, in waiting to be scheduled. Unlike the in-process store there is no
 ``max_keys``: rows live ``ttl_s``. PostgreSQL only.
@@ -40,6 +42,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from base64 import b64encode
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
@@ -165,6 +168,7 @@ _ANSWER = f"""{_MINE}
         expires_at = now() + make_interval(secs => %(ttl_s)s::float8)
     FROM mine
     WHERE t.client = mine.client AND t.idempotency_key = mine.idempotency_key
+    RETURNING t.client, t.idempotency_key
 """
 _RELEASE = f"""{_MINE}
     DELETE FROM {_T} AS t USING mine
@@ -175,6 +179,8 @@ _PURGE = f"DELETE FROM {_T} WHERE expires_at <= now()"
 _DEADLOCK_RETRIES = 3
 #: The longest pause between two attempts to store an answer while the database is away.
 _SETTLE_RETRY_MAX_S = 5.0
+#: The least time between two warnings that answers could not be stored.
+_WARNING_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,15 @@ class _Claim:
     key: str
     fingerprint: str
     token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Unstored:
+    """An answer of this process's claim not stored yet, replayed from memory meanwhile."""
+
+    fingerprint: str
+    token: str = field(repr=False)
+    answer: StoredAnswer
 
 
 @dataclass(frozen=True)
@@ -222,9 +237,15 @@ class PostgresIdempotency:
         self._settling: set[asyncio.Task[Any]] = set()
         self._settle_retry_s = settle_retry_s
         self._closing = asyncio.Event()
-        # Answers of this process's claims not stored yet (the database away): (client, key) ->
-        # (fingerprint, answer), replayed from here meanwhile.
-        self._unstored: dict[tuple[str, str], tuple[str, StoredAnswer]] = {}
+        # Answers of this process's claims not stored yet (the database away), replayed from
+        # here meanwhile, to new requests and to the waiters.
+        self._unstored: dict[tuple[str, str], _Unstored] = {}
+        # Answers that could not be stored at first and are not settled yet; of those, stored
+        # since; not stored since the last warning, and when the next warning may come.
+        self._failing = 0
+        self._stored_late = 0
+        self._failed_unwarned = 0
+        self._next_warning_at: float | None = None
         self._watchers: set[asyncio.Task[Any]] = set()
         self._claims = GroupCommit(
             partial(self._run, self._claim_batch), unique=lambda c: (c.client, c.key)
@@ -240,10 +261,9 @@ class PostgresIdempotency:
         while True:
             unstored = self._unstored.get((client, key))
             if unstored is not None:  # this process's answer, not stored yet: replayed from here
-                first, answer = unstored
-                if first != fingerprint:
+                if unstored.fingerprint != fingerprint:
                     raise IdempotencyKeyReused(key)
-                return Replay(answer)
+                return Replay(unstored.answer)
             token = secrets.token_hex(16)
             claimed, row = await self._claims.submit(_Claim(client, key, fingerprint, token))
             if claimed:
@@ -299,16 +319,22 @@ class PostgresIdempotency:
     async def _watch(
         self, client: str, key: str, token: str, future: Future[StoredAnswer | None]
     ) -> None:
-        """Settle ``future`` with the claimant's answer, or ``None`` once its claim is gone;
-        left pending (the gateway answers 409) when nothing changed within ``wait_s``."""
+        """Settle ``future`` with the claimant's answer (from this process's memory if the
+        claim is this process's and its answer not stored yet), or ``None`` once its claim is
+        gone; left pending (the gateway answers 409) when nothing changed within ``wait_s``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait_s
         while loop.time() < deadline and not future.done():
             await asyncio.sleep(self._poll_s)
-            try:
-                row = await self._run(self._read, client, key)
-            except IdempotencyUnavailable:
-                continue
+            unstored = self._unstored.get((client, key))
+            if unstored is not None and unstored.token == token:
+                answer = unstored.answer
+                row: Row | None = Row(unstored.fingerprint, token, answer.status, answer.body)
+            else:
+                try:
+                    row = await self._run(self._read, client, key)
+                except IdempotencyUnavailable:
+                    continue
             if row is None or row.claim_token != token:
                 result: StoredAnswer | None = None
             elif row.status is None:
@@ -321,16 +347,20 @@ class PostgresIdempotency:
 
     # ---- step 3 -----------------------------------------------------------------------------
 
-    async def _settle_batch(self, settles: list[_Settle]) -> list[None]:
-        """Store the answers (2xx/4xx) and release the other claims (step 3)."""
+    async def _settle_batch(self, settles: list[_Settle]) -> list[bool]:
+        """Store the answers (2xx/4xx) and release the other claims (step 3); for each,
+        whether it was stored (``False``: its row no longer carried its claim's token: the
+        claim expired and the key was claimed anew), a release always ``True``."""
         answers = [item for item in settles if _kept(item)]
         releases = [item for item in settles if not _kept(item)]
+        stored: set[tuple[str, str]] = set()
         for statement, items in ((_ANSWER, answers), (_RELEASE, releases)):
             if items:
                 values = {**_settle_values(items), "ttl_s": self._ttl_s}
                 # Idempotent: each row is written only while it carries the claim's token.
-                await self._answers_db.execute(statement, values, idempotent=True)
-        return [None] * len(settles)
+                rows = await self._answers_db.execute(statement, values, idempotent=True)
+                stored.update((row.client, row.idempotency_key) for row in rows)
+        return [(item.client, item.key) in stored or not _kept(item) for item in settles]
 
     def settle(
         self, client: str, key: str, token: str, answer: StoredAnswer | None, fingerprint: str = ""
@@ -347,7 +377,7 @@ class PostgresIdempotency:
                 connection.commit()
             return
         if _kept(item) and answer is not None:
-            self._unstored[(client, key)] = (fingerprint, answer)
+            self._unstored[(client, key)] = _Unstored(fingerprint, token, answer)
         self._background(self._settle_until_stored(item), self._settling)
 
     async def _settle_until_stored(self, item: _Settle) -> None:
@@ -355,39 +385,76 @@ class PostgresIdempotency:
         key meanwhile: never a second event), until it is stored or the store closes; a
         retry with the key that reaches this process meanwhile gets the answer from memory."""
         delay_s = self._settle_retry_s
-        warned = False
+        failed = False
+        stored = False
         try:
             while True:
                 try:
-                    await self._answers.submit(item)
+                    stored = await self._answers.submit(item)
                 except IdempotencyUnavailable as error:
                     if self._closing.is_set():
                         log.error(
-                            "an Idempotency-Key's answer could not be stored before the gateway "
-                            "stopped (%s): a retry with it gets 409 until its claim expires, "
-                            "then is handled anew (a second event if the first was produced)",
+                            "the answer to Idempotency-Key %r of client %r could not be stored "
+                            "before the gateway stopped (%s): a retry with it gets 409 until "
+                            "its claim expires, then is handled anew (a second event if the "
+                            "first was produced)",
+                            item.key,
+                            item.client,
                             error,
                         )
                         return
-                    if not warned:
-                        warned = True
-                        log.warning(
-                            "an Idempotency-Key's answer could not be stored (%s): trying again "
-                            "until it is; meanwhile its claim keeps the key (a retry that "
-                            "reaches another gateway process gets 409)",
-                            error,
-                        )
+                    if not failed:
+                        failed = True
+                        self._failing += 1
+                        self._warn_unstored(error)
                     with suppress(TimeoutError):  # woken at once by close(): one last try
                         await asyncio.wait_for(self._closing.wait(), delay_s)
                     delay_s = min(delay_s * 2, _SETTLE_RETRY_MAX_S)
                     continue
-                if warned:
-                    log.info("an Idempotency-Key's answer that could not be stored at first is now")
+                if not stored:
+                    log.error(
+                        "the answer to Idempotency-Key %r of client %r could not be stored: "
+                        "its claim had expired (the database away past the claim's lease) and "
+                        "the key was claimed anew, so a retry with it was handled anew, "
+                        "possibly producing a second event",
+                        item.key,
+                        item.client,
+                    )
                 return
         finally:
             unstored = self._unstored.get((item.client, item.key))
-            if unstored is not None and unstored[1] is item.answer:
+            if unstored is not None and unstored.token == item.token:
                 del self._unstored[(item.client, item.key)]
+            if failed:
+                self._settled_late(stored=stored)
+
+    def _warn_unstored(self, error: IdempotencyUnavailable) -> None:
+        """A WARNING that answers could not be stored, at most once a minute, with how many."""
+        self._failed_unwarned += 1
+        now = time.monotonic()
+        if self._next_warning_at is not None and now < self._next_warning_at:
+            return
+        self._next_warning_at = now + _WARNING_INTERVAL_S
+        log.warning(
+            "%d Idempotency-Key answers could not be stored (%s): trying again until they are; "
+            "meanwhile this process replays them and their claims keep the keys: a retry that "
+            "reaches another gateway process gets 503 idempotency_unavailable while the "
+            "database is away, 409 once it is back until the answer is stored",
+            self._failed_unwarned,
+            error,
+        )
+        self._failed_unwarned = 0
+
+    def _settled_late(self, *, stored: bool) -> None:
+        """An answer that could not be stored at first is settled; once all are, one INFO."""
+        self._failing -= 1
+        self._stored_late += stored
+        if self._failing == 0 and self._stored_late:
+            log.info(
+                "%d Idempotency-Key answers that could not be stored at first are stored now",
+                self._stored_late,
+            )
+            self._stored_late = 0
 
     # ---- step 4 and the lifetime --------------------------------------------------------------
 

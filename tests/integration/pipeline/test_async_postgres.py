@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -78,3 +80,56 @@ def test_a_statement_the_server_refuses_on_a_live_connection_is_not_run_again(co
             await connection.close()
 
     asyncio.run(scenario())
+
+
+# Many tasks' statements on one connection (the gateway's waiters polling its reads
+# connection) when the server drops it: run under uvloop in a process of its own, which libuv
+# aborted (or a segfault) when one task closed a socket another task was still waiting on.
+_SHARED_BY_TASKS = """
+import asyncio, sys
+import psycopg, uvloop
+from pipeline.async_postgres import LoopConnection
+
+conninfo = sys.argv[1]
+
+async def task(connection, n):
+    got = []
+    for round in range(15):
+        rows = await connection.execute(
+            "SELECT %(n)s::integer * 100 + %(round)s::integer AS v, pg_sleep(0.002)",
+            {"n": n, "round": round}, idempotent=True,
+        )
+        got.append(rows[0].v)
+        await asyncio.sleep(0.003)
+    assert got == [n * 100 + round for round in range(15)], got
+
+async def terminate(connection):
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin:
+        for _ in range(3):
+            await asyncio.sleep(0.05)
+            await admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+async def main():
+    connection = LoopConnection(conninfo)
+    try:
+        await asyncio.gather(terminate(connection), *(task(connection, n) for n in range(20)))
+    finally:
+        await connection.close()
+    print("ok")
+
+uvloop.run(main())
+"""
+
+
+def test_statements_of_many_tasks_on_one_connection_survive_its_drop_under_uvloop(conninfo: str):
+    for _ in range(3):  # the crash came in about half of the runs
+        done = subprocess.run(
+            [sys.executable, "-c", _SHARED_BY_TASKS, conninfo],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]

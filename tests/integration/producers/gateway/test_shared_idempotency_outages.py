@@ -80,3 +80,117 @@ def test_an_answer_the_database_refuses_is_replayed_from_memory_and_stored_once_
     assert waiting.expires_in_s is not None and 58 < waiting.expires_in_s <= 60
     assert 0 <= waiting.claimed_s_ago < 2
     assert stored == Replay(ACCEPTED)
+
+
+def _dead() -> LoopConnection:
+    return LoopConnection(f"host=127.0.0.1 port={free_port()} user=nobody")
+
+
+def test_a_waiter_in_the_process_holding_the_unstored_answer_gets_it_from_memory(
+    engine: Engine,
+):
+    async def scenario() -> object:
+        store = PostgresIdempotency(
+            engine, ttl_s=3600, claim_lease_s=60, wait_s=1.0, poll_s=0.01, settle_retry_s=0.05
+        )
+        try:
+            begun = await store.begin("client", "key", "fp")
+            waiting = await store.begin("client", "key", "fp")  # a retry while it produces
+            assert isinstance(waiting, InFlight)
+            answers_db, store._answers_db = store._answers_db, _dead()
+            begun.complete(ACCEPTED)  # not stored: the database is away for answers
+            answer = await asyncio.wait_for(asyncio.wrap_future(waiting.future), 2)
+            store._answers_db = answers_db
+            return answer
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == ACCEPTED
+
+
+def test_an_answer_whose_claim_expired_meanwhile_is_logged_at_error_naming_its_key(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+):
+    async def scenario() -> None:
+        store, replica = (
+            PostgresIdempotency(
+                engine, ttl_s=3600, claim_lease_s=0.2, wait_s=0.2, poll_s=0.01, settle_retry_s=0.05
+            )
+            for _ in range(2)
+        )
+        try:
+            begun = await store.begin("client", "key-7", "fp")
+            answers_db, store._answers_db = store._answers_db, _dead()
+            begun.complete(ACCEPTED)
+            await asyncio.sleep(0.4)  # the database away past the claim's lease
+            again = await replica.begin("client", "key-7", "fp")
+            assert not isinstance(again, Replay | InFlight)  # claimed anew
+            store._answers_db = answers_db
+            await asyncio.sleep(0.5)
+        finally:
+            await store.close()
+            await replica.close()
+
+    caplog.set_level("INFO", logger="producers.gateway")
+    asyncio.run(scenario())
+
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "'key-7'" in errors[0] and "second event" in errors[0]
+    assert not [r for r in caplog.records if "stored now" in r.getMessage()]
+
+
+def test_answers_not_stored_in_an_outage_log_one_warning_and_one_info(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+):
+    async def scenario() -> list[object]:
+        store, replica = store_of(engine), store_of(engine)
+        try:
+            claims = [await store.begin("client", f"key-{n}", "fp") for n in range(5)]
+            answers_db, store._answers_db = store._answers_db, _dead()
+            for claim in claims:
+                assert not isinstance(claim, Replay | InFlight)
+                claim.complete(ACCEPTED)
+            await asyncio.sleep(0.3)
+            store._answers_db = answers_db
+            await asyncio.sleep(0.5)
+            return [await replica.begin("client", f"key-{n}", "fp") for n in range(5)]
+        finally:
+            await store.close()
+            await replica.close()
+
+    caplog.set_level("INFO", logger="producers.gateway")
+    assert asyncio.run(scenario()) == [Replay(ACCEPTED)] * 5
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    infos = [r.getMessage() for r in caplog.records if "stored now" in r.getMessage()]
+    assert len(warnings) == 1 and "503 idempotency_unavailable" in warnings[0]
+    assert infos == ["5 Idempotency-Key answers that could not be stored at first are stored now"]
+
+
+def test_waiters_sharing_a_connection_the_server_drops_all_get_the_stored_answer(
+    engine: Engine,
+):
+    async def scenario() -> list[object]:
+        store = store_of(engine)
+        replica = PostgresIdempotency(
+            engine, ttl_s=3600, claim_lease_s=60, wait_s=3.0, poll_s=0.01, settle_retry_s=0.05
+        )
+        try:
+            begun = await store.begin("client", "key", "fp")
+            waiting = [await replica.begin("client", "key", "fp") for _ in range(20)]
+            assert all(isinstance(w, InFlight) for w in waiting)
+            await asyncio.sleep(0.1)  # the waiters poll the replica's reads connection
+            with engine.connect() as admin:
+                admin.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            begun.complete(ACCEPTED)
+            futures = [asyncio.wrap_future(w.future) for w in waiting if isinstance(w, InFlight)]
+            done, _ = await asyncio.wait(futures, timeout=4)
+            return [f.result() if f in done else "no answer" for f in futures]
+        finally:
+            await store.close()
+            await replica.close()
+
+    assert asyncio.run(scenario()) == [ACCEPTED] * 20

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import jwt
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.errors import PipelineError
 from pipeline.settings import JwtSettings
@@ -173,3 +174,26 @@ def test_with_jwt_configured_no_key_is_no_open_warning(caplog):
 
     assert [r.levelno for r in caplog.records] == [logging.INFO]
     assert "JWTs of https://id.example.com/" in caplog.records[0].getMessage()
+
+
+def test_a_read_on_a_connection_the_database_dropped_is_run_once_more_and_warns_nothing(caplog):
+    caplog.set_level(logging.INFO, logger="producers.gateway")
+    calls: list[int] = []
+
+    def load() -> list[ApiKey]:
+        calls.append(1)
+        if len(calls) == 2:  # the first refresh meets the dropped connection
+            raise DBAPIError("SELECT", {}, OSError("terminating"), connection_invalidated=True)
+        return [SHOP]
+
+    async def scenario() -> None:
+        refresher = KeyRefresher(Authorizer(), load, refresh_s=0.01)
+        await refresher.first()
+        task = asyncio.create_task(refresher.run())
+        await asyncio.sleep(0.1)
+        task.cancel()
+
+    asyncio.run(scenario())
+
+    assert len(calls) > 3
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
