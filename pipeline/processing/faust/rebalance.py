@@ -8,9 +8,12 @@ it was given: ``revoked orders.events[0-2,5] (4 partitions) after draining 0.4 s
 ``assigned orders.events[1,2,5] (3 partitions)``.
 
 aiokafka says "Heartbeat failed for group X because it is rebalancing" at WARNING to each member
-at every rebalance: routine, and said by those lines already. :class:`RoutineRebalanceLines`
-makes it the INFO line it is, which aiokafka's loggers (at WARNING unless the program logs at
-DEBUG, see :mod:`pipeline.logs.setup`) then keep out of the log.
+at every rebalance: routine, and said by those lines already. So is Faust's "exception performing
+seek when flow not active IllegalStateError: No current assignment for partition ...", when a
+fetch that found the flow stopped seeks a partition the rebalance had just taken away (the next
+assignment seeks its own). :class:`RoutineRebalanceLines` makes each the INFO line it is, which
+aiokafka's and Faust's loggers (at WARNING unless the program logs at DEBUG, see
+:mod:`pipeline.logs.setup`) then keep out of the log.
 
 The drain's time limit: Faust runs the whole revocation, our drain in it, inside mode's flight
 recorder, which logs "Warning: Task timed out!" and "Please make sure it's hanging before
@@ -46,8 +49,14 @@ __all__ = [
 #: recorder (at REVOCATION_RECORDER_SHARE), leaving a tenth of the timeout for the commit.
 DRAIN_SHARE = REVOCATION_RECORDER_SHARE - 0.1
 
-_HEARTBEAT_REBALANCING = "Heartbeat failed for group"
-_BECAUSE_REBALANCING = "because it is rebalancing"
+#: What makes each routine WARNING, by the logger that says it: every fragment in its message.
+HEARTBEAT_REBALANCING = ("Heartbeat failed for group", "because it is rebalancing")
+SEEK_OF_A_PARTITION_TAKEN_AWAY = (
+    "exception performing seek when flow not active",
+    "No current assignment for partition",
+)
+#: The logger of Faust's consumer (its aiokafka driver), which says the seek line.
+FAUST_CONSUMER_LOGGER = "faust.transport.drivers.aiokafka"
 
 
 def revocation_drain_timeout(drain_timeout_s: float, session_timeout_s: float) -> float:
@@ -84,15 +93,19 @@ def _runs(numbers: list[int]) -> str:
 
 
 class RoutineRebalanceLines(logging.Filter):
-    """Makes aiokafka's "Heartbeat failed for group X because it is rebalancing" WARNING an INFO
-    line, kept only where its logger shows INFO; passes the rest as is."""
+    """Makes a routine rebalance WARNING (one whose message holds every one of ``fragments``:
+    aiokafka's heartbeat line by default) an INFO line, kept only where its logger shows INFO;
+    passes the rest as is."""
+
+    def __init__(self, fragments: tuple[str, ...] = HEARTBEAT_REBALANCING) -> None:
+        super().__init__()
+        self.fragments = fragments
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING or not isinstance(record.msg, str):
+        if record.levelno != logging.WARNING:
             return True
-        if not record.msg.startswith(_HEARTBEAT_REBALANCING):
-            return True
-        if _BECAUSE_REBALANCING not in record.getMessage():
+        message = record.getMessage()
+        if not all(fragment in message for fragment in self.fragments):
             return True
         record.levelno = logging.INFO
         record.levelname = logging.getLevelName(logging.INFO)
@@ -101,7 +114,12 @@ class RoutineRebalanceLines(logging.Filter):
 
 
 def install_routine_rebalance_lines() -> None:
-    """Add :class:`RoutineRebalanceLines` to aiokafka's group coordinator logger (once)."""
-    coordinator = logging.getLogger(GROUP_COORDINATOR_LOGGER)
-    if not any(isinstance(known, RoutineRebalanceLines) for known in coordinator.filters):
-        coordinator.addFilter(RoutineRebalanceLines())
+    """Add :class:`RoutineRebalanceLines` to aiokafka's group coordinator logger and to Faust's
+    consumer logger (once each)."""
+    for name, fragments in (
+        (GROUP_COORDINATOR_LOGGER, HEARTBEAT_REBALANCING),
+        (FAUST_CONSUMER_LOGGER, SEEK_OF_A_PARTITION_TAKEN_AWAY),
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(known, RoutineRebalanceLines) for known in logger.filters):
+            logger.addFilter(RoutineRebalanceLines(fragments))

@@ -20,7 +20,9 @@ from pipeline.processing import Processor, UnitOfWork
 from pipeline.processing.faust.binding import FaustBinding
 from pipeline.processing.faust.internals import REVOCATION_RECORDER_SHARE
 from pipeline.processing.faust.rebalance import (
+    FAUST_CONSUMER_LOGGER,
     RoutineRebalanceLines,
+    install_routine_rebalance_lines,
     partitions_text,
     revocation_drain_timeout,
 )
@@ -166,6 +168,36 @@ def test_the_heartbeat_rebalancing_line_shows_at_info_where_aiokafka_logs_info(
 
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("INFO", "Heartbeat failed for group g because it is rebalancing")
+    ]
+
+
+def test_fausts_seek_of_a_partition_a_rebalance_took_away_is_an_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = logging.getLogger(FAUST_CONSUMER_LOGGER)
+    level, filters = consumer.level, list(consumer.filters)
+    consumer.filters = []
+    try:
+        install_routine_rebalance_lines()
+        install_routine_rebalance_lines()  # once only
+        assert sum(isinstance(f, RoutineRebalanceLines) for f in consumer.filters) == 1
+        consumer.setLevel(logging.WARNING)  # pipeline.logs keeps Faust at WARNING
+        with caplog.at_level(logging.DEBUG):
+            consumer.setLevel(logging.WARNING)
+            consumer.warning(
+                "[^--Consumer]: exception performing seek when flow not active "
+                "IllegalStateError: No current assignment for partition TopicPartition("
+                "topic='t', partition=3)"
+            )
+            consumer.warning(
+                "[^--Consumer]: exception performing seek when flow not active KafkaError"
+            )
+    finally:
+        consumer.setLevel(level)
+        consumer.filters = filters
+
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "[^--Consumer]: exception performing seek when flow not active KafkaError")
     ]
 
 
