@@ -244,7 +244,6 @@ class PostgresIdempotency:
         # since; not stored since the last warning, and when the next warning may come.
         self._failing = 0
         self._stored_late = 0
-        self._failed_unwarned = 0
         self._next_warning_at: float | None = None
         self._watchers: set[asyncio.Task[Any]] = set()
         self._claims = GroupCommit(
@@ -429,32 +428,36 @@ class PostgresIdempotency:
                 self._settled_late(stored=stored)
 
     def _warn_unstored(self, error: IdempotencyUnavailable) -> None:
-        """A WARNING that answers could not be stored, at most once a minute, with how many."""
-        self._failed_unwarned += 1
+        """A WARNING that answers cannot be stored, at most once a minute while they cannot:
+        the first without a count (it would be 1, however many follow), the later ones with
+        how many wait; the INFO at the end counts them all."""
         now = time.monotonic()
         if self._next_warning_at is not None and now < self._next_warning_at:
             return
+        waiting = "" if self._next_warning_at is None else f" ({self._failing} waiting now)"
         self._next_warning_at = now + _WARNING_INTERVAL_S
         log.warning(
-            "%d Idempotency-Key answers could not be stored (%s): trying again until they are; "
+            "Idempotency-Key answers cannot be stored%s (%s): trying again until they are; "
             "meanwhile this process replays them and their claims keep the keys: a retry that "
             "reaches another gateway process gets 503 idempotency_unavailable while the "
             "database is away, 409 once it is back until the answer is stored",
-            self._failed_unwarned,
+            waiting,
             error,
         )
-        self._failed_unwarned = 0
 
     def _settled_late(self, *, stored: bool) -> None:
-        """An answer that could not be stored at first is settled; once all are, one INFO."""
+        """An answer that could not be stored at first is settled; once all are, one INFO (and
+        the next outage is warned of at once)."""
         self._failing -= 1
         self._stored_late += stored
-        if self._failing == 0 and self._stored_late:
-            log.info(
-                "%d Idempotency-Key answers that could not be stored at first are stored now",
-                self._stored_late,
-            )
+        if self._failing == 0:
+            if self._stored_late:
+                log.info(
+                    "%d Idempotency-Key answers that could not be stored at first are stored now",
+                    self._stored_late,
+                )
             self._stored_late = 0
+            self._next_warning_at = None
 
     # ---- step 4 and the lifetime --------------------------------------------------------------
 
