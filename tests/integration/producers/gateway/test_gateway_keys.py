@@ -15,9 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import Engine
 
-from pipeline.database import build_engine, migrate
 from pipeline.kafka.producer import EventProducer, build_event_producer
-from pipeline.settings import DatabaseSettings, GatewaySettings, PipelineSettings
+from pipeline.settings import GatewaySettings, PipelineSettings
 from producers.gateway import create_app
 from producers.gateway.key_table import add_key, load_keys, revoke_key
 from tests.support.gateway_process import GatewayProcess, high_watermarks, messages_since, order
@@ -31,14 +30,6 @@ def secrets_of(key: str) -> list[str]:
     """The key, its secret part and the secret's digest: none may be printed or shipped."""
     secret = key[21:]
     return [key, secret, hashlib.sha256(secret.encode()).hexdigest()]
-
-
-@pytest.fixture
-def engine(postgres_url: str) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=postgres_url))
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -4,13 +4,10 @@ PostgreSQL: requests that arrive together are claimed together, each keeps its o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
 
-from pipeline.database import build_engine, migrate
-from pipeline.settings import DatabaseSettings
 from producers.gateway.idempotency import (
     IdempotencyKeyReused,
     InFlight,
@@ -21,14 +18,6 @@ from producers.gateway.idempotency import (
 from producers.gateway.shared_idempotency import PostgresIdempotency
 
 ACCEPTED = StoredAnswer(202, b'{"event_id":"e"}')
-
-
-@pytest.fixture
-def engine(postgres_url: str) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=postgres_url))
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def claimed(begun: object) -> bool:

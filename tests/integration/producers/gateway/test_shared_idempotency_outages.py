@@ -6,27 +6,16 @@ key claimed by another process gets a 409 that says when its claim expires."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from pipeline.async_postgres import LoopConnection
-from pipeline.database import build_engine, migrate
 from pipeline.ports import free_port
-from pipeline.settings import DatabaseSettings
 from producers.gateway.idempotency import InFlight, Replay, StoredAnswer
 from producers.gateway.shared_idempotency import PostgresIdempotency, _Claim
 
 ACCEPTED = StoredAnswer(202, b'{"event_id":"e"}')
-
-
-@pytest.fixture
-def engine(postgres_url: str) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=postgres_url))
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def store_of(engine: Engine) -> PostgresIdempotency:
