@@ -305,7 +305,13 @@ class SearchWatcher:
                         "bool": {
                             "filter": [
                                 {"term": {"labels.bench_run": self.run}},
-                                {"range": {"labels.bench_seq": {"gte": f"{lowest:09d}"}}},
+                                # A keyed flattened field (labels) takes a range only with
+                                # both bounds.
+                                {
+                                    "range": {
+                                        "labels.bench_seq": {"gte": f"{lowest:09d}", "lte": "9" * 9}
+                                    }
+                                },
                             ]
                         }
                     },
