@@ -241,7 +241,7 @@ class PostgresIdempotency:
         # here meanwhile, to new requests and to the waiters.
         self._unstored: dict[tuple[str, str], _Unstored] = {}
         # Answers that could not be stored at first and are not settled yet; of those, stored
-        # since; not stored since the last warning, and when the next warning may come.
+        # since; and when the next warning may come (None: none given in this outage yet).
         self._failing = 0
         self._stored_late = 0
         self._next_warning_at: float | None = None
