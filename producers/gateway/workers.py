@@ -41,6 +41,8 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from types import FrameType
 
+import psutil
+
 from pipeline.errors import PipelineError
 from producers.gateway.metrics import MULTIPROCESS_DIR_VARIABLE
 
@@ -211,7 +213,7 @@ def remove_orphaned_metrics_folders(
     could not remove its own); the ones removed. Only folders that name their parent's pid
     (``pipeline-gateway-metrics-<pid>-...``) and belong to this user: a folder of an older
     gateway, which does not name it, or of a pid that lives, is left as it is."""
-    alive = alive or _alive
+    alive = alive or psutil.pid_exists  # another user's process counts too
     removed = []
     for path in folder.glob(f"{METRICS_FOLDER_PREFIX}*"):
         owner = _OWNED_FOLDER.match(path.name)
@@ -224,14 +226,3 @@ def remove_orphaned_metrics_folders(
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (another user's counts: it may not be signalled)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
