@@ -8,8 +8,9 @@ selecting and redriving are :mod:`pipeline.dead_letters.redrive`.
 ``redrive``:
 
 1. read the pending dead letters and select (filters, then the later dead letters of the same
-   keys, so that per-key order holds); show how many; ``--dry-run`` stops here and so does a
-   "no" (without ``--yes``);
+   keys, so that per-key order holds); show how many; ``--dry-run`` stops here (after the
+   checks the redrive makes before sending: the original topics exist, the values left out
+   can be read back) and so does a "no" (without ``--yes``);
 2. initialise the transactional producer of this dead-letter topic: an older redrive of the
    same topic still running is fenced and its open transaction aborted;
 3. read and select again (what an older redrive committed is now seen), so each dead letter is
@@ -364,6 +365,9 @@ def _redrive(
             return EXIT_OK
         if dry_run:  # what would go back, each of them, in the order they would go
             _out.print(dead_letter_table(dlq_topic, first.letters, None, width=_out.width))
+            # What the redrive checks before sending anything: the topics they go back to...
+            require_topics(settings, dlq_topic, {letter.original_topic for letter in first.letters})
+            # ...and the originals of those sent without their value.
             _check_original_values(settings, first.letters)
             _err.print("dry run: nothing sent")
             return EXIT_OK

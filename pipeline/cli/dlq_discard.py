@@ -2,9 +2,11 @@
 
 1. read the pending dead letters and select those that match the filters (at least one filter:
    discarding a whole topic at once is not offered), oldest first, ``--limit`` of them; show
-   them; ``--dry-run`` stops here and so does a "no" (without ``--yes``);
+   them;
 2. unless ``--keep-keys-parked``, check that the parked keys of the processors' database
-   (``PIPELINE_DATABASE__URL``) can be read, before anything is written;
+   (``PIPELINE_DATABASE__URL``) can be read, before anything is written; ``--dry-run`` stops
+   here (after the check, so it fails as the discard would) and so does a "no" (without
+   ``--yes``);
 3. initialise the transactional producer of the dead-letter topic (the redrive's: a discard and
    a redrive of one topic fence each other), read and select again, and write one marker per
    dead letter (``dlq.discarded``, with the ``--note``) in transactions: the letters are no
@@ -193,13 +195,13 @@ def _discard(
             f"({len(first.pending):,} pending); by reason: {by_reason(first.letters)}"
         )
     )
-    if dry_run:
-        _err.print("dry run: nothing discarded")
-        return EXIT_OK
     engine = None
     if not keep_keys_parked and any(letter.key is not None for letter in first.letters):
-        engine = _parked_keys_database(settings)
+        engine = _parked_keys_database(settings)  # a dry run fails as the discard would
     try:
+        if dry_run:
+            _err.print("dry run: nothing discarded")
+            return EXIT_OK
         if not yes and not typer.confirm(
             f"discard {counted(len(first.letters), 'dead letter')}?", err=True
         ):

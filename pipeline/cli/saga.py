@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.markup import escape
@@ -76,13 +76,60 @@ def _database(ctx: typer.Context) -> Iterator[Engine]:
         yield engine
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        if "pipeline_sagas" in reason or "no such table" in reason:
+        missing = _missing_from_schema(error, reason)
+        if missing == "table":
             raise PipelineError(
                 f"no sagas in {where}: no program that runs sagas has used this database yet"
             ) from None
+        if missing == "column":
+            older = _older_schema(engine, where, reason)
+            if older is not None:
+                raise PipelineError(older) from None
         raise PipelineError(f"cannot read sagas from {where}: {reason}") from None
     finally:
         engine.dispose()
+
+
+#: PostgreSQL's SQLSTATEs of a statement naming a table, or a column, the database lacks.
+_UNDEFINED_TABLE = "42P01"
+_UNDEFINED_COLUMN = "42703"
+
+
+def _missing_from_schema(error: Exception, reason: str) -> Literal["table", "column"] | None:
+    """What of the schema a failed statement found missing: a table (no program that runs
+    sagas has migrated the database yet), a column (an older version migrated it), or
+    neither."""
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    if sqlstate == _UNDEFINED_TABLE or reason.startswith("no such table"):
+        return "table"
+    if sqlstate == _UNDEFINED_COLUMN or reason.startswith("no such column"):
+        return "column"
+    return None
+
+
+def _older_schema(engine: Engine, where: str, reason: str) -> str | None:
+    """The message for a database whose sagas' table lacks a column this version reads: its
+    schema is at an older revision, which any program of this version that writes to the
+    database migrates when it starts (``list`` and ``show`` only read, they never migrate).
+    ``None`` when the database is at this version's revision all the same (changed by hand:
+    the driver's words are all there is to say)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pipeline.database import HEAD_REVISION, current_revision
+
+    try:
+        revision = current_revision(engine)
+    except (SQLAlchemyError, PipelineError):  # the column is what is known to be missing
+        revision = None
+    if revision == HEAD_REVISION:
+        return None
+    at = "" if revision is None else f" (at revision {revision}, this version's is {HEAD_REVISION})"
+    return (
+        f"the schema of {where} is older than this version of the pipeline{at}: {reason}; "
+        "migrate it by starting a program of this version that writes to it (`pipeline "
+        "process`, `pipeline outbox relay` or `pipeline gateway` migrate it when they start, "
+        "see docs/sagas.md), then run this again"
+    )
 
 
 def _when(moment: datetime | None) -> str:

@@ -66,8 +66,14 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 
 def _iso(moment: datetime) -> str:
+    # The year by hand: strftime's %Y does not zero-pad one before 1000 ("657-12-23"), which
+    # Elasticsearch refuses to parse; it wants four digits.
     moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        f"{moment.year:04d}-"
+        + moment.strftime("%m-%dT%H:%M:%S.")
+        + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def normalize_levels(levels: Sequence[str]) -> list[str]:

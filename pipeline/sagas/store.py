@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -34,6 +35,7 @@ __all__ = [
     "SagaRow",
     "StepOutcome",
     "StoredSaga",
+    "UnreadableSagaState",
     "count_by_status",
     "delete_ended_sagas",
     "delete_participant_outcomes",
@@ -97,6 +99,11 @@ class ConcurrentSagaUpdate(PipelineError):
 
 class SagaExists(PipelineError):
     """A saga with this id was started already."""
+
+
+class UnreadableSagaState(PipelineError):
+    """A saga's stored state is not one this version of the pipeline can read (written by
+    another version, or by hand); the message names the saga and the first problem."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,7 @@ def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:
     row = session.execute(_LOAD, {"p_saga_id": saga_id}).first()
     if row is None:
         return None
-    return StoredSaga(SagaState.model_validate(row.state), row.revision)
+    return StoredSaga(_state_of(saga_id, row.state), row.revision)
 
 
 def load_sagas(session: Session | Connection, saga_ids: Sequence[str]) -> dict[str, StoredSaga]:
@@ -210,8 +217,28 @@ def load_sagas(session: Session | Connection, saga_ids: Sequence[str]) -> dict[s
         return {}
     rows = session.execute(_LOAD_MANY, {"p_saga_ids": list(saga_ids)})
     return {
-        row.saga_id: StoredSaga(SagaState.model_validate(row.state), row.revision) for row in rows
+        row.saga_id: StoredSaga(_state_of(row.saga_id, row.state), row.revision) for row in rows
     }
+
+
+def _state_of(saga_id: str, stored: object) -> SagaState:
+    """The state of a row; :class:`UnreadableSagaState` naming the saga and the first problem
+    when it does not validate."""
+    try:
+        return SagaState.model_validate(stored)
+    except ValidationError as error:
+        from pipeline.sagas.machine import shown_saga_id
+
+        problems = error.errors(include_url=False, include_input=False)
+        # The field's name comes from the stored JSON: written out, on one line.
+        where = ".".join(str(part) for part in problems[0]["loc"])[:100]
+        where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)
+        problem = f"{where}: {problems[0]['msg']}" if where else problems[0]["msg"]
+        more = f" and {len(problems) - 1:,} more" if len(problems) > 1 else ""
+        raise UnreadableSagaState(
+            f"saga {shown_saga_id(saga_id)}: its stored state is not readable by this version "
+            f"of the pipeline ({problem}{more})"
+        ) from error
 
 
 def _save_parameters(state: SagaState, revision: int) -> dict[str, Any]:

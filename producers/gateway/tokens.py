@@ -171,12 +171,59 @@ def load_token_verifier(settings: JwtSettings) -> TokenVerifier:
     assert settings.jwks_file is not None  # JwtSettings has exactly one key source
     path = settings.jwks_file
     try:
-        keys = jwt.PyJWKSet.from_dict(json.loads(_read(path)))
+        document = json.loads(_read(path))
+        keys = jwt.PyJWKSet.from_dict(document)
+    except jwt.exceptions.PyJWKSetError as error:
+        unusable = _first_unusable_key(document)  # PyJWT's set keeps no word of why
+        if unusable is not None:
+            raise PipelineError(f"{path} has no key the gateway can use: {unusable}") from None
+        raise PipelineError(
+            f'{path} is not a JWKS file ({{"keys": [...]}}): {_without_hint(error)}'
+        ) from None
     except (ValueError, AttributeError, jwt.PyJWTError) as error:
         raise PipelineError(f'{path} is not a JWKS file ({{"keys": [...]}}): {error}') from None
     if any(isinstance(key.key, _PRIVATE_KEYS) for key in keys.keys):
         raise PipelineError(f"{path} holds private keys: give the gateway the public keys only")
     return TokenVerifier(settings, keys)
+
+
+def _first_unusable_key(document: object) -> str | None:
+    """Which key of a JWKS document PyJWT cannot use, the first, and why ("key 0 (kid 'a') is
+    not a usable JWK: ..."), in PyJWT's own words for that key (:class:`jwt.PyJWK`) without
+    the key's data, which they may quote (a secret's ``k``, a private key's ``d``); ``None``
+    when no key says."""
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        return None
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            return f"key {index} is not a JSON object"
+        kid = entry.get("kid")
+        which = f"key {index}" + ("" if kid is None else f" (kid {str(kid)[:80]!r})")
+        try:
+            jwt.PyJWK(entry)
+        except jwt.PyJWTError as error:
+            return f"{which} is not a usable JWK: {_without_key_data(error, entry)}"
+    return None
+
+
+def _without_key_data(error: jwt.PyJWTError, entry: dict[str, Any]) -> str:
+    """PyJWK's message for ``entry`` cut before the JWK it appends to some (``kty is not
+    found: {...}``): that may hold a secret."""
+    if type(error) is jwt.exceptions.PyJWKError:  # "Unable to find an algorithm for key: {...}"
+        return f"its alg {str(entry.get('alg'))[:40]!r} is no algorithm PyJWT knows"
+    message = _without_hint(error).split(": {", 1)[0]
+    return message if message else type(error).__name__
+
+
+def _without_hint(error: jwt.PyJWTError) -> str:
+    """PyJWT's message without its guess that cryptography is missing, unless it is."""
+    from jwt.algorithms import has_crypto
+
+    message = str(error)
+    if has_crypto:
+        message = message.replace(" Perhaps 'cryptography' is not installed?", "")
+    return message
 
 
 def _read(path: Path) -> bytes:

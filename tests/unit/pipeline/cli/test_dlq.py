@@ -194,3 +194,57 @@ def test_inspect_json_gives_a_header_value_that_is_not_utf8_as_base64():
         ["x-text", "\\xfe"],
         ["ce_id", "e1"],
     ]
+
+
+def _no_such_original_topic(_settings, _dlq_topic, original):
+    """require_topics on a cluster with the dead-letter topic but not the original one."""
+    if original:
+        raise PipelineError(f"cannot redrive to {', '.join(sorted(original))}: no such topic")
+
+
+def test_a_redrive_dry_run_fails_as_the_redrive_would_on_a_missing_original_topic(monkeypatch):
+    # It said "dry run: nothing sent" and exited 0; the redrive then refused.
+    import pipeline.dead_letters.redrive as redrive_module
+
+    letters = [dead_letter(1)]
+    selection = dlq_selection.Selection(letters, letters, 1, [])
+    monkeypatch.setattr(dlq, "require_topics", _no_such_original_topic)
+    monkeypatch.setattr(dlq, "select_letters", lambda *_args: selection)
+    monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: _Producer())
+
+    dry = CliRunner().invoke(app, ["dlq", "redrive", "requests.orders", "--dry-run"])
+    real = CliRunner().invoke(app, ["dlq", "redrive", "requests.orders", "--yes"])
+
+    for result in (dry, real):
+        assert result.exit_code != 0, result.output
+        assert str(result.exception) == "cannot redrive to requests.orders: no such topic"
+    assert "dry run: nothing sent" not in dry.stderr
+
+
+def test_a_discard_dry_run_fails_as_the_discard_would_on_an_unreadable_database(
+    monkeypatch, tmp_path
+):
+    # It said "dry run: nothing discarded" and exited 0; the discard then refused.
+    from pipeline.cli import dlq_discard
+
+    letters = [dead_letter(1, key="z")]
+    monkeypatch.setattr(dlq_discard, "require_topics", lambda *_args: None)
+    monkeypatch.setattr(
+        dlq_discard, "read_back", lambda *_args: dlq_selection.ReadBack(letters, {}, letters)
+    )
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("not a database, but some text long enough to be read " * 20)
+    env = {"PIPELINE_DATABASE__URL": f"sqlite:///{not_a_database}"}
+    args = ["dlq", "discard", "requests.orders", "--key", "z", "--note", "n", "--yes"]
+
+    dry = CliRunner().invoke(app, [*args, "--dry-run"], env=env)
+    real = CliRunner().invoke(app, args, env=env)
+    kept = CliRunner().invoke(app, [*args, "--dry-run", "--keep-keys-parked"], env=env)
+
+    for result in (dry, real):
+        assert result.exit_code != 0, result.output
+        assert str(result.exception).startswith("cannot read the parked keys in ")
+        assert "file is not a database" in str(result.exception)
+    assert "dry run: nothing discarded" not in dry.stderr
+    assert kept.exit_code == 0, kept.output  # no database needed: none is read
+    assert "dry run: nothing discarded" in kept.stderr

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.main import app
 from pipeline.database import build_engine
+from pipeline.errors import PipelineError
 from pipeline.processing import Processor
 from pipeline.processing.harness import PipelineHarness
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
@@ -311,3 +312,83 @@ def test_resolve_needs_a_note_of_what_was_done(database, note):
     assert result.exit_code == 2
     assert "--note" in result.output
     assert "compensation_failed" in pipeline(database, "saga", "list").output  # unchanged
+
+
+def _at_0007(url: str) -> None:
+    """The database as version 0007_sagas_next_resend left it: no namespace column."""
+    from sqlalchemy import text
+
+    engine = build_engine(DatabaseSettings(url=url))
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE alembic_version SET version_num = '0007_sagas_next_resend'")
+        )
+        connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN namespace"))
+    engine.dispose()
+
+
+def test_a_namespace_asked_of_an_older_schema_says_to_migrate_it_not_that_none_ran_sagas(
+    database,
+):
+    # "no sagas in ...: no program that runs sagas has used this database yet", for a column
+    # the database lacks (a substring test matched the table's name in the column's error).
+    _at_0007(database)
+    assert pipeline(database, "saga", "list").exit_code == 0  # reads no namespace
+
+    result = pipeline(database, "saga", "list", "--namespace", "saga")
+
+    message = str(result.exception)
+    assert result.exit_code != 0 and isinstance(result.exception, PipelineError), result.output
+    assert message.startswith(f"the schema of {database} is older than this version")
+    assert "(at revision 0007_sagas_next_resend, this version's is 0008_sagas_namespace)" in (
+        message
+    )
+    assert "no such column: pipeline_sagas.namespace" in message
+    assert "migrate it by starting a program of this version that writes to it" in message
+    assert "no program that runs sagas" not in message and "\n" not in message
+
+
+def test_a_database_without_the_sagas_table_says_no_program_ran_sagas_there(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE other (x INTEGER)")
+    url = f"sqlite:///{path}"
+
+    for args in (["list"], ["list", "--namespace", "saga"], ["show", "s-1"]):
+        result = pipeline(url, "saga", *args)
+        assert str(result.exception) == (
+            f"no sagas in {url}: no program that runs sagas has used this database yet"
+        ), args
+
+
+def test_a_stored_state_this_version_cannot_read_is_one_line_naming_the_saga(database):
+    # A row whose state does not validate: `saga show` ended in pydantic's traceback.
+    from sqlalchemy import text
+
+    engine = build_engine(DatabaseSettings(url=database))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO pipeline_sagas (saga_id, name, version, status, state, revision, "
+                "created_at, updated_at, namespace) VALUES ('saga-bad', 'Demo', 1, 'running', "
+                "'{}', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00', 'saga')"
+            )
+        )
+    engine.dispose()
+
+    shown = pipeline(database, "saga", "show", "saga-bad")
+    listed = pipeline(database, "saga", "list")
+
+    assert shown.exit_code != 0
+    assert isinstance(shown.exception, PipelineError), shown.exception
+    message = str(shown.exception)
+    assert message.startswith(
+        "saga saga-bad: its stored state is not readable by this version of the pipeline "
+        "(saga_id: Field required and "
+    )
+    assert "\n" not in message
+    assert listed.exit_code == 0, listed.output  # listed from its columns, as any other
+    assert "saga-bad" in listed.output
+    assert "3 sagas in all: compensation_failed 1, completed 1, running 1" in listed.output

@@ -216,3 +216,17 @@ def test_an_invalid_query_reason_is_one_line_without_java_class_names():
         "line 1, column 9."
     )
     assert invalid_query_reason({"valid": True}) is None
+
+
+@pytest.mark.parametrize(
+    ("since", "sent"),
+    [
+        ("500000d", "0655-08-02T12:00:00.000Z"),  # strftime's %Y wrote "655": refused by ES
+        ("0001-01-01T00:00", "0001-01-01T00:00:00.000Z"),
+        ("2024-07-15T10:00:00.5Z", "2024-07-15T10:00:00.500Z"),
+    ],
+)
+def test_the_time_filter_gives_every_year_in_four_digits(since, sent):
+    query = build_query(since=parse_since(since, now=NOW))
+
+    assert query == {"bool": {"filter": [{"range": {"@timestamp": {"gte": sent}}}]}}

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
+from pipeline.errors import PipelineError
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.messages import CommandInfo, reply_event
 from pipeline.sagas.orchestrator import SagaOrchestrator
@@ -19,8 +20,10 @@ from pipeline.sagas.state import SagaState
 from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
     SagaExists,
+    UnreadableSagaState,
     load_saga,
     load_sagas,
+    sagas_table,
     save_sagas,
 )
 
@@ -168,3 +171,31 @@ def test_a_batch_of_saves_with_one_stale_revision_is_refused_whole(database: Eng
             for saga_id, stored in load_sagas(session, ["s-0", "s-1", "s-2"]).items()
         }
     assert revisions == {"s-0": 1, "s-1": 2, "s-2": 1}
+
+
+def test_a_stored_state_this_version_cannot_read_names_the_saga_and_its_first_problem(
+    database: Engine,
+) -> None:
+    # It was pydantic's ValidationError, a traceback in `pipeline saga show`.
+    with Session(database) as session, session.begin():
+        SagaOrchestrator(REGISTRY, clock=lambda: T0).start(session, "One", "s-1", {"n": 1})
+        session.execute(
+            sagas_table.update()
+            .where(sagas_table.c.saga_id == "s-1")
+            .values(state={"saga_id": "s-1"})
+        )
+
+    with Session(database) as session:
+        with pytest.raises(UnreadableSagaState) as one:
+            load_saga(session, "s-1")
+        with pytest.raises(UnreadableSagaState) as many:
+            load_sagas(session, ["s-1"])
+
+    message = str(one.value)
+    assert message.startswith(
+        "saga s-1: its stored state is not readable by this version of the pipeline "
+        "(name: Field required and "
+    )
+    assert message.endswith(" more)") and "\n" not in message
+    assert str(many.value) == message
+    assert isinstance(one.value, PipelineError)

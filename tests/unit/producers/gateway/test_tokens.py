@@ -248,3 +248,42 @@ def test_key_files_that_cannot_be_used_stop_the_start_with_one_line(tmp_path: Pa
     with pytest.raises(PipelineError, match="not a PEM public key") as refused:
         load_token_verifier(JwtSettings(**base, public_key_file=not_pem))
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        (
+            {"kid": "k1", "kty": "RSA", "n": 5, "e": "AQAB"},
+            "has no key the gateway can use: key 0 (kid 'k1') is not a usable JWK: Unable to "
+            "construct key from JWK: Expected a string or bytes value",
+        ),
+        (
+            {"kty": "oct", "alg": "HS999", "k": "c2VjcmV0LWtleS1ieXRlcw"},
+            "has no key the gateway can use: key 0 is not a usable JWK: its alg 'HS999' is no "
+            "algorithm PyJWT knows",
+        ),
+        (
+            {"kid": "k3", "d": "c2VjcmV0LWtleS1ieXRlcw", "n": "AQAB"},
+            "has no key the gateway can use: key 0 (kid 'k3') is not a usable JWK: kty is not "
+            "found",
+        ),
+    ],
+    ids=["bad-modulus", "unknown-alg", "no-kty"],
+)
+def test_a_jwks_of_unusable_keys_says_which_and_why_never_quoting_them(
+    tmp_path: Path, key: dict[str, Any], said: str
+):
+    # It said PyJWT's "did not contain any usable keys. Perhaps 'cryptography' is not
+    # installed?", cryptography installed.
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [key]}))
+    settings = JwtSettings(issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], jwks_file=path)
+
+    with pytest.raises(PipelineError) as refused:
+        load_token_verifier(settings)
+
+    message = str(refused.value)
+    assert message == f"{path} {said}"
+    assert "cryptography" not in message
+    assert "c2VjcmV0" not in message  # a secret's k, a private key's d
