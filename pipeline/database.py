@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import DatabaseError as DriverDatabaseError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from pipeline.default_database import DEFAULT_DATABASE_FILE
 from pipeline.errors import PipelineError
-from pipeline.settings import DatabaseSettings, shown_url
+from pipeline.settings import PASSWORD_NOT_ENCODED, DatabaseSettings, shown_url
 
 if TYPE_CHECKING:  # Alembic is imported by the functions that migrate: a command that only
     # reads, or `pipeline --help`, need not load it.
@@ -114,6 +115,10 @@ _SECRET_PARAMETER = re.compile(r"([?&][^=&]*(?:password|secret|token)[^=&]*=)[^&
 def url_label(url: URL) -> str:
     """A database URL as it may be shown: no password, neither in the user info nor as a
     query parameter (``?password=...``, which SQLAlchemy's own hiding leaves)."""
+    if url.host is not None and "@" in url.host:
+        # A password with an "@" not percent-encoded: SQLAlchemy's password ends at it, and
+        # the rest of the password starts the host. The host is what follows the last "@".
+        url = url.set(host=url.host.rpartition("@")[2], password="***")
     return _SECRET_PARAMETER.sub(r"\1***", url.render_as_string(hide_password=True))
 
 
@@ -125,7 +130,7 @@ def database_label(settings: DatabaseSettings) -> str:
         return f"sqlite:///{path.absolute()}"
     try:
         return url_label(make_url(settings.url))
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number
         return "an unreadable URL"  # it may hold a password anywhere
 
 
@@ -173,6 +178,8 @@ def build_engine(
         raise DatabaseError(
             f"database.url is not a database URL: {shown_url(settings.url)}"
         ) from None
+    if url.host is not None and "@" in url.host:  # the settings refuse it already
+        raise DatabaseError(f"database.url {url_label(url)} cannot be used: {PASSWORD_NOT_ENCODED}")
     # A password means nothing to SQLite (a file), whose driver refuses a URL with one: left
     # out, so that a shared environment's PIPELINE_DATABASE__PASSWORD does not break a SQLite URL.
     if settings.password is not None and url.get_backend_name() != "sqlite":
@@ -234,7 +241,9 @@ def _connect(engine: Engine) -> Iterator[Connection]:
     try:
         with engine.connect() as connection:
             yield connection
-    except OperationalError as error:
+    # OperationalError (unreachable, refused, locked) and the driver's other database errors:
+    # SQLite says "file is not a database" of a file that is something else.
+    except DriverDatabaseError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         where = url_label(engine.url)
         raise DatabaseError(f"cannot use the database {where}: {reason}") from None
@@ -267,8 +276,7 @@ def migrate(engine: Engine) -> None:
                 connection.rollback()
                 raise DatabaseError(
                     f"cannot create the pipeline's tables in {url_label(engine.url)}: "
-                    f"{error_text(error)} (another application's table of that name? use a "
-                    "database or schema of the pipeline's own)"
+                    f"{error_text(error)}{_migration_hint(error)}"
                 ) from None
             connection.commit()
         finally:
@@ -277,6 +285,42 @@ def migrate(engine: Engine) -> None:
                     text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID}
                 )
                 connection.commit()
+
+
+#: PostgreSQL's SQLSTATEs of a migration that met a name of the pipeline's taken by something
+#: else: a table, column, index or schema already there (42P07, 42701, 42710, 42P06), or one
+#: the migration found missing or different (42P01, 42703, 42704).
+_NAME_TAKEN_STATES = frozenset({"42P07", "42701", "42710", "42P06", "42P01", "42703", "42704"})
+#: A read-only transaction (a hot standby, default_transaction_read_only): 25006.
+_READ_ONLY_STATES = frozenset({"25006"})
+#: SQLite's words for the same (it has no SQLSTATE).
+_NAME_TAKEN_WORDS = (
+    "already exists",
+    "no such table",
+    "no such column",
+    "has no column named",
+    "duplicate column name",
+)
+_READ_ONLY_WORDS = ("readonly database", "read-only")
+
+
+def _migration_hint(error: DBAPIError) -> str:
+    """What a migration's failure suggests, in parentheses (nothing when it suggests nothing
+    in particular): the database is read-only, or a name of the pipeline's tables is another
+    application's."""
+    state = getattr(error.orig, "sqlstate", None)
+    said = error_text(error).lower()
+    if state in _READ_ONLY_STATES or (state is None and any(w in said for w in _READ_ONLY_WORDS)):
+        return (
+            " (the database is read-only: a replica, or read-only by default? the pipeline "
+            "needs a writable one)"
+        )
+    if state in _NAME_TAKEN_STATES or (state is None and any(w in said for w in _NAME_TAKEN_WORDS)):
+        return (
+            " (another application's table of that name? use a database or schema of the "
+            "pipeline's own)"
+        )
+    return ""
 
 
 def _refuse_unknown_revisions(connection: Connection, engine: Engine) -> None:

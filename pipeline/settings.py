@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -249,6 +250,21 @@ class ElasticsearchSettings(_Frozen):
         return self
 
 
+#: A database URL as SQLAlchemy reads it (``sqlalchemy.engine.url``'s pattern, up to the port):
+#: the password ends at the first "@" ("/", "?" and "#" are part of it), the host at a ":",
+#: "/" or "?".
+_DATABASE_URL = re.compile(
+    r"[\w+]+://(?:[^:/]*(?::(?P<password>[^@]*))?@)?"
+    r"(?:(?:\[[^/?]+\]|(?P<host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?"
+)
+
+#: Why a database URL whose password holds an "@" cannot be used, and what to do.
+PASSWORD_NOT_ENCODED = (
+    "the password in the URL holds an @, which ends it: percent-encode special characters in "
+    "the password (@ as %40), or set it apart in PIPELINE_DATABASE__PASSWORD"
+)
+
+
 class DatabaseSettings(_Frozen):
     """The service database. The password is kept apart from the URL so it is never logged."""
 
@@ -262,11 +278,20 @@ class DatabaseSettings(_Frozen):
 
     @field_validator("url")
     @classmethod
-    def _port_is_a_number(cls, value: str) -> str:
-        # SQLAlchemy refuses such a URL with a bare ValueError (any other URL it cannot use is
-        # a one-line error of build_engine's). The URL is not quoted: it may hold a password.
+    def _reads_as_sqlalchemy_reads_it(cls, value: str) -> str:
+        # Checked as SQLAlchemy reads the URL (any other URL it cannot use is a one-line error
+        # of build_engine's). The URL is not quoted: it may hold a password.
         scheme, sep, _ = value.partition("://")
-        if sep and not scheme.startswith("sqlite") and not _port_reads(value):
+        parts = _DATABASE_URL.match(value)
+        if not sep or scheme.startswith("sqlite") or parts is None:
+            return value
+        host, port = parts["host"] or "", parts["port"] or ""
+        # The password ends at its first "@": the rest of it was taken for the host (and a
+        # ":" in that rest for the port), which an error would then show.
+        if "@" in host or "@" in port:
+            raise ValueError(PASSWORD_NOT_ENCODED)
+        # SQLAlchemy refuses such a port with a bare ValueError.
+        if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
             raise ValueError("the port in the URL is not a number from 0 to 65535")
         return value
 
@@ -555,6 +580,25 @@ def setting_variables(
         for kind in (field.annotation, *get_args(field.annotation)):  # JwtSettings | None
             if isinstance(kind, type) and issubclass(kind, BaseModel):
                 names |= setting_variables(kind, f"{variable}__")
+    return names
+
+
+def complex_setting_variables(
+    model: type[BaseModel] = PipelineSettings, prefix: str = "PIPELINE_"
+) -> set[str]:
+    """The environment variables that take JSON: a list or map setting's
+    (``PIPELINE_GATEWAY__TRUSTED_PROXIES``) and a section's (``PIPELINE_KAFKA``), as
+    pydantic-settings parses them. No other setting's value is JSON (a password starting with
+    ``{`` is a password)."""
+    names: set[str] = set()
+    for field_name, field in model.model_fields.items():
+        variable = f"{prefix}{field_name.upper()}"
+        for kind in (field.annotation, *get_args(field.annotation)):  # JwtSettings | None
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                names.add(variable)
+                names |= complex_setting_variables(kind, f"{variable}__")
+            elif get_origin(kind) in (list, dict, set, frozenset, tuple):
+                names.add(variable)
     return names
 
 

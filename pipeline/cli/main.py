@@ -33,7 +33,7 @@ from pipeline.cli.lazy import LazyGroup
 from pipeline.default_database import default_database_url
 from pipeline.errors import PipelineError
 from pipeline.logs.redact import redact
-from pipeline.settings import PipelineSettings, misspelled_settings
+from pipeline.settings import PipelineSettings, complex_setting_variables, misspelled_settings
 
 
 class PipelineCommands(LazyGroup):
@@ -176,6 +176,7 @@ def _load_settings(
 def read_settings() -> PipelineSettings:
     """The settings from the environment; a setting that does not read is a one-line
     :class:`PipelineError` naming it."""
+    _refuse_an_env_file_not_utf8()
     misspelled = misspelled_settings(_variables_given())
     if misspelled:
         variable, meant = sorted(misspelled.items())[0]
@@ -204,42 +205,78 @@ def _section_turned_on(section: tuple[Any, ...]) -> str:
     return f" ({', '.join(named)} set, which turns {'.'.join(map(str, section))} on)"
 
 
+def _refuse_an_env_file_not_utf8() -> None:
+    """A :class:`PipelineError` naming the first line of the ``.env`` file that is not UTF-8
+    (python-dotenv and pydantic-settings read it as UTF-8, and failed with a traceback)."""
+    from pathlib import Path
+
+    env_file = Path(".env")
+    if not env_file.is_file():
+        return
+    for number, line in enumerate(env_file.read_bytes().splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise PipelineError(
+                f".env is not UTF-8 (line {number} has the byte 0x{line[error.start]:02x}): "
+                "save it as UTF-8"
+            ) from None
+
+
 def _variables_given() -> set[str]:
     """The names of the environment's variables and of the ``.env`` file's (which
     pydantic-settings reads too)."""
+    return set(_values_given())
+
+
+def _values_given() -> dict[str, str | None]:
+    """The environment's variables and the ``.env`` file's, the environment's winning (as in
+    pydantic-settings)."""
     import os
     from pathlib import Path
 
     from dotenv import dotenv_values
 
-    names = set(os.environ)
+    values: dict[str, str | None] = {}
     env_file = Path(".env")
     if env_file.is_file():
-        names |= set(dotenv_values(env_file))
-    return names
+        values.update(dotenv_values(env_file))
+    values.update(os.environ)
+    return values
 
 
 def _not_json(message: str) -> str | None:
     """Which ``PIPELINE_*`` variable is not the JSON its list or map needs (pydantic-settings
     names only the section, ``field "gateway"``): one that looks like JSON and does not parse,
-    with the parser's reason, or else the section's variables."""
+    with the parser's reason, or else the section's variables that do not parse. Only the
+    variables that take JSON are looked at: any other may be a password starting with ``{``,
+    and is neither blamed nor quoted (the parser's reason quotes no value)."""
     import json
-    import os
     import re
 
-    variables = sorted(name for name in os.environ if name.startswith("PIPELINE_"))
+    takes_json = complex_setting_variables()
+    given = _values_given()
+    variables = sorted(name for name in given if name.upper() in takes_json)
+    wrong = []
     for name in variables:
-        value = os.environ[name]
-        if value.lstrip().startswith(("[", "{")):
-            try:
-                json.loads(value)
-            except ValueError as error:
+        value = given[name]
+        if value is None:  # a line of .env without "="
+            continue
+        try:
+            json.loads(value)
+        except ValueError as error:
+            if value.lstrip().startswith(("[", "{")):
                 return f"{name} is not valid JSON ({error})"
+            wrong.append(name)
     section = re.search(r'field "(\w+)"', message)
     if section is None:
         return None
-    prefix = f"PIPELINE_{section.group(1).upper()}__"
-    named = [name for name in variables if name.startswith(prefix)]
+    section_variable = f"PIPELINE_{section.group(1).upper()}"
+    named = [
+        name
+        for name in wrong
+        if name.upper() == section_variable or name.upper().startswith(f"{section_variable}__")
+    ]
     if not named:
         return None
     return (
@@ -274,6 +311,12 @@ def run() -> None:
         _fail(f"{error.strerror}: {error.filename}" if error.filename else str(error))
     except OverflowError as error:
         _fail(f"a number is out of range: {error}")
+    # Any other file the system refused (a name too long, a file where a folder was meant):
+    # its name and the system's reason.
+    except OSError as error:
+        if error.filename is None:
+            raise
+        _fail(f"{error.filename}: {error.strerror or error}")
 
 
 def _fail(message: str) -> NoReturn:

@@ -35,7 +35,13 @@ class Input:
 
     def __init__(self, file: str) -> None:
         self.path = None if file == "-" else Path(file)
-        if self.path is not None and not self.path.exists():
+        try:
+            exists = self.path is not None and self.path.exists()
+        except PermissionError:
+            raise  # said as any file the user may not read (pipeline.cli.main)
+        except OSError as error:  # a name too long: exists() says False only when it is not
+            raise PipelineError(f"cannot read {self.path}: {error.strerror or error}") from None
+        if self.path is not None and not exists:
             raise PipelineError(f"input {self.path} does not exist")
         if self.path is not None and self.path.is_dir():
             raise PipelineError(f"input {self.path} is a directory")
@@ -127,7 +133,11 @@ class RejectsFile:
         written at the first rejection (its folder missing or not writable, itself not
         writable): a rerun after the fix would send the lines before it twice."""
         path = self.path
-        if path.is_dir():
+        try:
+            is_dir = path.is_dir()
+        except OSError as error:  # a name too long: is_dir() says False only when it is not
+            raise self._cannot_write(error.strerror or str(error)) from None
+        if is_dir:
             problem = "it is a directory"
         elif path.exists():
             problem = "" if os.access(path, os.W_OK) else "permission denied"

@@ -231,7 +231,11 @@ def _output(out: str) -> Iterator[IO[bytes]]:
             raise PipelineError(f"cannot write to stdout: {error.strerror or error}") from None
         return
     path = Path(out)
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as error:  # a name too long: is_dir() says False only when it is not
+        raise PipelineError(f"cannot write {path}: {error.strerror or error}") from None
+    if is_dir:
         raise PipelineError(f"--out {path} is a directory")
     try:
         opened = path.open("wb")

@@ -476,6 +476,12 @@ def open_recording(path: Path) -> Iterator[IO[bytes]]:
         raise RecordingError(f"no recording at {path}") from None
     except IsADirectoryError:
         raise RecordingError(f"{path} is a directory, not a recording") from None
+    except NotADirectoryError:  # in.ndjson/rec.jsonl: a file where the path needs a folder
+        raise RecordingError(f"no recording at {path}: a part of its path is a file") from None
+    except PermissionError:
+        raise  # said as any file the user may not read (pipeline.cli.main)
+    except OSError as error:  # a name too long, say
+        raise RecordingError(f"cannot read {path}: {error.strerror or error}") from None
     with lines:
         yield lines
 

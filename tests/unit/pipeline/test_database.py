@@ -15,6 +15,7 @@ from pipeline.database import (
     build_engine,
     create_sqlite_folder,
     current_revision,
+    database_label,
     head_revision,
     is_postgres,
     migrate,
@@ -372,3 +373,82 @@ def test_another_applications_table_of_the_same_name_is_one_line(tmp_path: Path)
     assert "already exists" in str(refused.value)
     assert "another application's table of that name?" in str(refused.value)
     assert current_revision(engine) is None  # nothing of the migration was kept
+
+
+def test_a_file_that_is_not_a_database_is_one_line_naming_it(tmp_path: Path) -> None:
+    # sqlite3.DatabaseError, not an OperationalError: it was a traceback.
+    path = tmp_path / "notdb.txt"
+    path.write_text("hello\n")
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+
+    with pytest.raises(DatabaseError) as refused:
+        migrate(engine)
+
+    assert str(refused.value) == f"cannot use the database sqlite:///{path}: file is not a database"
+    assert path.read_text() == "hello\n"
+
+
+def test_a_password_with_an_at_sign_sqlalchemy_took_for_the_host_is_never_shown() -> None:
+    url = "postgresql+psycopg://pipeline:Sec@ret99@127.0.0.1:5432/x"
+
+    assert url_label(make_url(url)) == "postgresql+psycopg://pipeline:***@127.0.0.1:5432/x"
+    # Unchecked (the settings refuse such a URL): the helpers still show none of it.
+    unchecked = DatabaseSettings.model_construct(url=url, password=None)
+    assert "ret99" not in database_label(unchecked)
+    with pytest.raises(DatabaseError, match=r"\(@ as %40") as refused:
+        build_engine(unchecked)
+    assert "ret99" not in str(refused.value)
+
+
+READ_ONLY = "(the database is read-only: a replica, or read-only by default? the pipeline needs"
+NAME_TAKEN = "(another application's table of that name?"
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        # default_transaction_read_only, a hot standby: "cannot execute CREATE TABLE in a
+        # read-only transaction" was blamed on another application's table.
+        ("ReadOnlySqlTransaction", READ_ONLY),
+        ("DuplicateTable", NAME_TAKEN),
+        ("UndefinedColumn", NAME_TAKEN),
+        ("InsufficientPrivilege", None),
+        ("sqlite3:attempt to write a readonly database", READ_ONLY),
+        ("sqlite3:no such column: x", NAME_TAKEN),
+        ("sqlite3:disk I/O error", None),
+    ],
+)
+def test_a_migration_failure_gets_the_hint_its_error_suggests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str, hint: str | None
+) -> None:
+    import sqlite3
+
+    import psycopg
+    import psycopg.errors
+    from alembic import command
+    from sqlalchemy.exc import DBAPIError
+
+    said = "what PostgreSQL said"
+    if error.startswith("sqlite3:"):
+        said = error.removeprefix("sqlite3:")
+        orig: Exception = sqlite3.OperationalError(said)
+        dbapi: type[Exception] = sqlite3.Error
+    else:
+        orig, dbapi = getattr(psycopg.errors, error)(said), psycopg.Error
+
+    def fails(*_: object, **__: object) -> None:
+        raise DBAPIError.instance("CREATE TABLE t (x int)", {}, orig, dbapi)
+
+    monkeypatch.setattr(command, "upgrade", fails)
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'x.db'}"))
+
+    with pytest.raises(DatabaseError) as refused:
+        migrate(engine)
+
+    message = str(refused.value)
+    assert message.startswith("cannot create the pipeline's tables in sqlite:///")
+    if hint is None:
+        assert message.endswith(f": {said}")
+    else:
+        assert f": {said} {hint}" in message
+        assert message.count("(") == 1  # one hint, never both

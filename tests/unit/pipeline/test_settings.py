@@ -11,6 +11,7 @@ from pipeline.settings import (
     ElasticsearchSettings,
     KafkaSettings,
     PipelineSettings,
+    complex_setting_variables,
     misspelled_settings,
     setting_variables,
 )
@@ -177,3 +178,58 @@ def test_the_logs_dead_letters_go_beside_a_logs_topic_of_ones_own(monkeypatch):
     assert PipelineSettings().logs.dlq_topic == "team.logs.dlq"
     monkeypatch.setenv("PIPELINE_LOGS__DLQ_TOPIC", "team.dead")
     assert PipelineSettings().logs.dlq_topic == "team.dead"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://pipeline:Sec@ret99@127.0.0.1:5432/x",
+        "postgresql+psycopg://pipeline:Sec@ret99:more@127.0.0.1:5432/x",
+    ],
+)
+def test_a_database_password_with_an_at_sign_is_refused_with_how_to_write_it(url):
+    # SQLAlchemy ends the password at its first "@" and takes the rest for the host: the
+    # URL was shown as pipeline:***@ret99@127.0.0.1, and psycopg failed to resolve "ret99@...".
+    with pytest.raises(ValidationError) as refused:
+        DatabaseSettings(url=url)
+
+    message = refused.value.errors()[0]["msg"]
+    assert "percent-encode special characters in the password (@ as %40" in message
+    assert "ret99" not in message and "Sec" not in message
+
+
+@pytest.mark.parametrize("special", ["/", "?", "#"])
+def test_a_database_password_with_a_slash_question_or_hash_mark_reads_as_sqlalchemy_reads_it(
+    special,
+):
+    from sqlalchemy.engine import make_url
+
+    # Refused as "the port in the URL is not a number": urlsplit ends the user info at them,
+    # SQLAlchemy (which builds the connection) only at the "@".
+    url = f"postgresql+psycopg://pipeline:Sec{special}ret99@127.0.0.1:5432/x"
+
+    read = make_url(DatabaseSettings(url=url).url)
+
+    assert (read.password, read.host, read.port) == (f"Sec{special}ret99", "127.0.0.1", 5432)
+
+
+def test_only_list_map_and_section_variables_take_json():
+    takes_json = complex_setting_variables()
+
+    assert {
+        "PIPELINE_GATEWAY__TRUSTED_PROXIES",
+        "PIPELINE_OUTBOX__ROUTES",
+        "PIPELINE_GATEWAY__JWT",
+        "PIPELINE_GATEWAY__JWT__ALGORITHMS",
+        "PIPELINE_KAFKA",
+        "PIPELINE_PROCESSING__RETRY",
+    } <= takes_json
+    assert (
+        not {
+            "PIPELINE_KAFKA__SASL_PASSWORD",
+            "PIPELINE_DATABASE__PASSWORD",
+            "PIPELINE_GATEWAY__JWT__SECRET",
+            "PIPELINE_SERVICE_NAME",
+        }
+        & takes_json
+    )

@@ -315,3 +315,58 @@ def test_a_rejects_file_that_cannot_be_written_is_refused_before_anything_is_sen
         f"error: cannot write the rejects file {tmp_path / 'no' / 'r.ndjson'}: no folder "
         f"{tmp_path / 'no'}"
     ]
+
+
+def test_an_env_file_that_is_not_utf8_is_one_line_naming_its_line_and_help_still_shows(tmp_path):
+    # python-dotenv's UnicodeDecodeError was a traceback for every command, -h included.
+    (tmp_path / ".env").write_bytes(b"PIPELINE_LOGS__LEVEL=INFO\nPIPELINE_SERVICE_NAME=caf\xe9\n")
+    run = {"capture_output": True, "text": True, "timeout": 120, "cwd": tmp_path}
+
+    command = subprocess.run([PIPELINE, "topics", "list"], **run)
+    help_page = subprocess.run([PIPELINE, "produce", "-h"], **run)
+
+    assert command.returncode == 2
+    assert command.stderr.strip().splitlines() == [
+        "error: .env is not UTF-8 (line 2 has the byte 0xe9): save it as UTF-8"
+    ]
+    assert help_page.returncode == 0, help_page.stderr
+    assert "Usage: pipeline produce" in help_page.stdout
+
+
+def test_only_a_list_or_map_setting_is_blamed_for_json_and_no_secret_is_quoted():
+    # A password starting with "{" or "[" was named "not valid JSON" instead of the list
+    # setting given a bare value, with the parser's reason about the password.
+    found = subprocess.run(
+        [PIPELINE, "topics", "list", "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "PIPELINE_GATEWAY__TRUSTED_PROXIES": "10.0.0.1",
+            "PIPELINE_KAFKA__SASL_PASSWORD": "{S3cretPW",
+            "PIPELINE_DATABASE__PASSWORD": "[x",
+            "COLUMNS": "300",
+        },
+    )
+
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [
+        "error: invalid setting: PIPELINE_GATEWAY__TRUSTED_PROXIES: a list or map setting takes "
+        """JSON, e.g. '["10.0.0.0/8"]' or '{"name": "value"}'"""
+    ]
+    assert "SASL" not in found.stderr and "S3cret" not in found.stderr
+
+
+def test_any_other_file_the_system_refuses_is_an_error_line_naming_it():
+    code = (
+        "import sys; from pipeline.cli import main\n"
+        "def fail(): raise OSError(36, 'File name too long', '/tmp/' + 'a' * 300)\n"
+        "main.app = fail; main.run()"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [f"error: /tmp/{'a' * 300}: File name too long"]

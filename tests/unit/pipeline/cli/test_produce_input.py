@@ -8,6 +8,7 @@ import random
 import pytest
 
 from pipeline.cli import produce, produce_input
+from pipeline.errors import PipelineError
 
 
 def _iterated(data: bytes) -> list[bytes]:
@@ -61,3 +62,15 @@ def test_the_tally_counts_deliveries_per_partition_and_failures_by_line(capsys):
     assert (tally.sent, tally.failed, dict(tally.per_partition)) == (3, 1, {0: 1, 3: 2})
     assert "failed line 4: Local: Message timed out" in capsys.readouterr().err
     assert produce._undelivered(tally)  # one failed, one not acknowledged
+
+
+def test_an_input_or_rejects_file_whose_name_is_too_long_is_a_pipeline_error(tmp_path):
+    # Path.exists() and is_dir() raise ENAMETOOLONG (Python 3.11): it was a traceback.
+    long = tmp_path / ("a" * 300)
+
+    with pytest.raises(PipelineError, match=r"^cannot read .*a{300}: File name too long$"):
+        produce_input.Input(str(long))
+    with pytest.raises(
+        PipelineError, match=r"^cannot write the rejects file .*a{300}: File name too long$"
+    ):
+        produce_input.RejectsFile(long).check()

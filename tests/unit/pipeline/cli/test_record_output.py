@@ -50,3 +50,14 @@ def test_a_failed_write_is_one_error_and_leaves_complete_lines(tmp_path: Path) -
         raise OSError(28, "No space left on device")
 
     assert path.read_bytes() == b'{"a":1}\n'
+
+
+def test_an_out_file_whose_name_is_too_long_is_a_pipeline_error(tmp_path: Path) -> None:
+    # Path.is_dir() raises ENAMETOOLONG (Python 3.11): it was a traceback.
+    long = tmp_path / ("a" * 300)
+
+    with (
+        pytest.raises(PipelineError, match=r"^cannot write .*a{300}: File name too long$"),
+        _output(str(long)),
+    ):
+        pass

@@ -306,6 +306,16 @@ def test_a_missing_file_is_a_recording_error(tmp_path):
         list(read_recording(tmp_path / "absent.ndjson"))
 
 
+def test_a_path_through_a_file_or_a_name_too_long_is_a_recording_error(tmp_path):
+    # NotADirectoryError and ENAMETOOLONG were tracebacks.
+    (tmp_path / "in.ndjson").write_text("")
+
+    with pytest.raises(RecordingError, match=r"^no recording at .*in\.ndjson/rec\.jsonl: a part"):
+        list(read_recording(tmp_path / "in.ndjson" / "rec.jsonl"))
+    with pytest.raises(RecordingError, match=r"^cannot read .*a{300}: File name too long$"):
+        list(read_recording_for_replay(tmp_path / ("a" * 300)))
+
+
 def test_parse_lines_reads_raw_lines_and_names_the_source():
     lines = [format_line(RecordedMessage("t", 0, n, None, b"v")).encode() + b"\n" for n in range(2)]
     assert [m.offset for m in parse_lines([*lines, b"  \n"], source="stdin")] == [0, 1]
