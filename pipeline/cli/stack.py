@@ -175,7 +175,13 @@ def status(ctx: typer.Context, docker: bool = DockerOption, secure: bool = Secur
 def down(
     ctx: typer.Context,
     docker: bool = DockerOption,
-    purge: bool = typer.Option(False, "--purge", help="Also delete the data (topics, indices)."),
+    purge: bool = typer.Option(
+        False,
+        "--purge",
+        help="Also delete the data: Kafka's topics, Elasticsearch's indices and PostgreSQL's "
+        "databases (with --only, that component's alone; with --secure and no --only, the "
+        "secure stack's credentials too, made anew by the next up --secure).",
+    ),
     only: ComponentName | None = typer.Option(
         None,
         "--only",

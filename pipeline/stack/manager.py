@@ -99,9 +99,16 @@ class StackManager:
     ) -> None:
         self.secure = SecureStack(settings) if secure else None
         self._credentials: Credentials | None = None
+        #: Why the secure stack's stored credentials could not be read: ``up``, ``status`` and
+        #: the clients' settings need them and refuse with it; ``down`` (``--purge``, which
+        #: deletes them, included) and the logs do without.
+        self._unreadable: StackError | None = None
         if self.secure is not None:
-            self._credentials = self.secure.load_credentials()
-            settings = self.secure.settings(self._credentials)
+            try:
+                self._credentials = self.secure.load_credentials()
+            except StackError as error:
+                self._unreadable = error
+            settings = self.secure.settings_with(self._credentials)
         self._settings = settings
         self._stack = settings.stack
         self._console = console or Console(stderr=True, quiet=True)
@@ -114,7 +121,12 @@ class StackManager:
     @property
     def settings(self) -> PipelineSettings:
         """The settings of this stack's clients (the secure stack's, with ``secure=True``)."""
+        self._require_credentials()
         return self._settings
+
+    def _require_credentials(self) -> None:
+        if self._unreadable is not None:
+            raise self._unreadable
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -127,6 +139,7 @@ class StackManager:
         }
 
     def status(self) -> StackStatus:
+        self._require_credentials()
         records = self.running()
         return StackStatus(
             kafka=self._with_version(kafka_health(self._settings.kafka), records.get("kafka")),
@@ -153,6 +166,7 @@ class StackManager:
     def up(self, only: set[Component] | None = None) -> set[Component]:
         """Make the components (all, or ``only`` those) answer; returns the ones started."""
         wanted = set(COMPONENTS) if only is None else only
+        self._require_credentials()
         with self._lock():
             if self.secure is not None:
                 self._credentials = self.secure.prepare()
@@ -470,11 +484,23 @@ class StackManager:
     # ---- down ----------------------------------------------------------------------------
 
     def down(self, only: set[Component] | None = None, purge: bool = False) -> list[str]:
-        """Stop the processes we started (all, or ``only`` those); returns what was stopped."""
+        """Stop the processes we started (all, or ``only`` those); returns what was stopped.
+
+        ``purge``: also delete their data (Kafka's topics, Elasticsearch's indices,
+        PostgreSQL's databases, with their logs and configuration). With ``only``, just those
+        components' folders: the others' data and process records stay. Without, the whole
+        state folder, and for the secure stack its credentials too (the next ``up`` makes new
+        ones, for the new data).
+        """
         with self._lock():
             stopped = self._stop(set(COMPONENTS) if only is None else only)
-            if purge:
+            if purge and only is not None:
+                for name in only:
+                    shutil.rmtree(self.state_dir / name, ignore_errors=True)
+            elif purge:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
+                if self.secure is not None:
+                    self.secure.remove_credentials()
             return stopped
 
     def _stop(self, components: set[Component]) -> list[str]:

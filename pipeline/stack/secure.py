@@ -86,7 +86,8 @@ class SecureStack:
         except (OSError, ValueError, KeyError, TypeError):
             raise StackError(
                 f"{self.credentials_file} is unreadable or incomplete; delete the secure stack "
-                "(pipeline stack down --secure --purge) to make new credentials"
+                "with its data and credentials (pipeline stack down --secure --purge), then "
+                "pipeline stack up --secure makes new ones"
             ) from None
 
     def prepare(self) -> Credentials:
@@ -104,11 +105,21 @@ class SecureStack:
         write_private(self.librdkafka_file, librdkafka_properties(settings.kafka).encode())
         return credentials
 
+    def remove_credentials(self) -> None:
+        """Delete the stored passwords and the client files holding them (``down --secure
+        --purge``): the next :meth:`prepare` makes new ones. The certificates are kept."""
+        for path in (self.credentials_file, self.env_file, self.librdkafka_file):
+            path.unlink(missing_ok=True)
+
     # ---- settings ----------------------------------------------------------------------------
 
     def settings(self, credentials: Credentials | None = None) -> PipelineSettings:
         """``base`` pointed at the secure stack (passwords from ``credentials``, or stored)."""
-        credentials = credentials or self.load_credentials()
+        return self.settings_with(credentials or self.load_credentials())
+
+    def settings_with(self, credentials: Credentials | None) -> PipelineSettings:
+        """``base`` pointed at the secure stack, with the passwords of ``credentials`` (none
+        without them: enough to find its folders and processes)."""
         base = self._base
         offset = base.stack.secure_port_offset
         kafka_host, kafka_port = split_host_port(base.kafka.bootstrap_servers.split(",")[0])

@@ -1,0 +1,127 @@
+"""``StackManager.down`` on a stack home of the test's own, no process started: what ``--purge``
+deletes (with ``--only``, one component's data; without, everything, and the secure stack's
+credentials), and a secure stack whose credentials are unreadable can still be deleted."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import PipelineSettings, StackSettings
+from pipeline.stack import processes
+from pipeline.stack.manager import COMPONENTS, StackManager
+from pipeline.stack.preflight import StackError
+from pipeline.stack.secure import SecureStack
+
+
+def _settings(home: Path) -> PipelineSettings:
+    return PipelineSettings(stack=StackSettings(home=home))
+
+
+def _not_running(name: str, folder: Path) -> processes.ProcessRecord:
+    """A record whose process has ended: this test's own pid with another start, which
+    ``processes.find`` never takes for it (nothing is signalled)."""
+    return processes.ProcessRecord(
+        name=name,
+        pid=os.getpid(),
+        create_time=0.0,
+        version="1",
+        address="127.0.0.1:1",
+        log=str(folder / f"{name}.log"),
+        start_ticks=-1,
+    )
+
+
+def _stack_with_data(manager: StackManager) -> dict[str, Path]:
+    """Each component's folder with a data file, and a process record of each."""
+    data = {}
+    records = {}
+    for name in COMPONENTS:
+        folder = manager.state_dir / name
+        (folder / "data").mkdir(parents=True)
+        data[name] = folder / "data" / "stored"
+        data[name].write_text(f"{name}'s data")
+        records[name] = _not_running(name, folder)
+    processes.save_records(manager.state_dir / "processes.json", records)
+    return data
+
+
+def _recorded(manager: StackManager) -> set[str]:
+    return set(processes.load_records(manager.state_dir / "processes.json"))
+
+
+@pytest.mark.parametrize("only", COMPONENTS)
+def test_purge_with_only_deletes_that_components_data_alone(
+    tmp_path, clean_pipeline_environment, only
+):
+    manager = StackManager(_settings(tmp_path / "home"))
+    data = _stack_with_data(manager)
+
+    manager.down(only={only}, purge=True)
+
+    assert not (manager.state_dir / only).exists()
+    others = [name for name in COMPONENTS if name != only]
+    for name in others:
+        assert data[name].read_text() == f"{name}'s data"
+    assert _recorded(manager) == set(others)  # their processes are still known, to stop later
+
+
+def test_purge_without_only_deletes_every_components_data(tmp_path, clean_pipeline_environment):
+    manager = StackManager(_settings(tmp_path / "home"))
+    _stack_with_data(manager)
+
+    manager.down(purge=True)
+
+    assert not manager.state_dir.exists()
+
+
+def test_down_with_only_and_no_purge_keeps_every_components_data(
+    tmp_path, clean_pipeline_environment
+):
+    manager = StackManager(_settings(tmp_path / "home"))
+    data = _stack_with_data(manager)
+
+    manager.down(only={"elasticsearch"})
+
+    assert all(path.exists() for path in data.values())
+    assert _recorded(manager) == {"kafka", "postgres"}
+
+
+def test_secure_purge_with_only_keeps_the_credentials(tmp_path, clean_pipeline_environment):
+    settings = _settings(tmp_path / "home")
+    credentials = SecureStack(settings).prepare()
+    manager = StackManager(settings, secure=True)
+    _stack_with_data(manager)
+
+    manager.down(only={"kafka"}, purge=True)
+
+    assert not (manager.state_dir / "kafka").exists()
+    assert (manager.state_dir / "postgres" / "data" / "stored").exists()
+    assert SecureStack(settings).load_credentials() == credentials
+
+
+def test_an_unreadable_secure_stack_is_deleted_by_the_command_its_error_advises(
+    tmp_path, clean_pipeline_environment
+):
+    settings = _settings(tmp_path / "home")
+    secure = SecureStack(settings)
+    old = secure.prepare()
+    secure.credentials_file.write_text("{")  # damaged
+    manager = StackManager(settings, secure=True)  # down needs no credentials
+    _stack_with_data(manager)
+    with pytest.raises(StackError, match=r"pipeline stack down --secure --purge") as refused:
+        manager.status()  # what needs them still refuses, with the advice
+    assert str(secure.credentials_file) in str(refused.value)
+
+    manager.down(purge=True)  # the advice: pipeline stack down --secure --purge
+
+    assert not manager.state_dir.exists()
+    for path in (secure.credentials_file, secure.env_file, secure.librdkafka_file):
+        assert not path.exists()
+    assert secure.certificates.ca_certificate.exists()  # clients' trust is kept
+    assert secure.load_credentials() is None
+    new = secure.prepare()  # what the next `up --secure` does first
+    assert set(new.values()).isdisjoint(old.values())
+    assert StackManager(settings, secure=True).settings.kafka.sasl_password == new.kafka
