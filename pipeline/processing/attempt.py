@@ -34,6 +34,7 @@ from pipeline.dead_letters.letter import Failure
 from pipeline.envelope import EnvelopeError, Event, decode
 from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
+from pipeline.outbox.table import Outbox
 from pipeline.processing import inbox, parked_keys
 from pipeline.processing.processor import Processor, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
@@ -277,11 +278,14 @@ def attempt(
     park_keys: bool = True,
     use_inbox: bool = True,
     loop: asyncio.AbstractEventLoop | None = None,
+    outbox: Outbox | None = None,
 ) -> AttemptResult:
     """Handle ``record`` once (see the module's docstring for the steps).
 
     ``use_inbox=False`` skips steps 1, 2 and 4: no duplicate detection and no parked keys.
     ``loop``: where an ``async`` handler runs (the engine's loop; this thread waits for it).
+    ``outbox``: where the handler's emits go, with the routes of the settings (``None``: the
+    built-in routes).
     """
     try:
         event = decode_record(record)
@@ -321,6 +325,7 @@ def attempt(
                 record=record,
                 consumer_group=consumer_group,
                 data=data,
+                outbox=outbox,
             )
             if not use_inbox:
                 _call(route, unit, session, loop)

@@ -72,7 +72,7 @@ from pipeline.processing.offsets import CommitPosition
 from pipeline.processing.processor import Processor
 from pipeline.processing.records import Record
 from pipeline.replay.recording import RecordedMessage
-from pipeline.settings import DatabaseSettings, ProcessingSettings
+from pipeline.settings import DatabaseSettings, OutboxSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
 __all__ = [
@@ -144,7 +144,9 @@ class ProcessorTestDriver:
     ``partitions``: how many partitions every topic has (an int), or per topic (a mapping;
     topics not named have one). ``clock``: the virtual clock the retries wait on (a harness
     shares one among its drivers); a new one unless given. ``seed``: of the retries' jitter, so
-    that a test's waits are the same in every run.
+    that a test's waits are the same in every run. ``outbox``: the outbox settings, as
+    ``pipeline process`` takes them from ``settings.outbox`` (``unit.emit`` routes with their
+    ``routes``); the defaults unless given.
     """
 
     def __init__(
@@ -156,12 +158,14 @@ class ProcessorTestDriver:
         clock: VirtualClock | None = None,
         partitions: int | Mapping[str, int] = 1,
         seed: int = 0,
+        outbox: OutboxSettings | None = None,
     ) -> None:
         self.processor = processor
         # The retries' jitter is drawn from this: the same waits, and the same virtual times,
         # in every run of a test.
         self._rng = random.Random(seed)
         self.settings = settings or ProcessingSettings()
+        self.outbox = outbox or OutboxSettings()
         self.clock = clock or VirtualClock()
         self._partitions = partitions
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -404,6 +408,7 @@ class ProcessorTestDriver:
             metrics=self._metrics,
             sleep=sleep,
             rng=self._rng,
+            outbox=self.outbox,
         )
         wanted = set(self.processor.topics)
         partitions = sorted(tp for tp in self.topics if tp[0] in wanted)

@@ -57,6 +57,7 @@ from sqlalchemy.engine import Engine
 from pipeline.database import error_text, is_postgres
 from pipeline.dead_letters.letter import Failure, dead_letter_of
 from pipeline.envelope import EnvelopeError
+from pipeline.outbox.table import Outbox
 from pipeline.plurals import counted
 from pipeline.processing import group_commit
 from pipeline.processing.attempt import (
@@ -76,7 +77,7 @@ from pipeline.processing.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
 from pipeline.processing.sqlite_loop_inbox import SqliteLoopInbox, sqlite_file_of
-from pipeline.settings import ProcessingSettings
+from pipeline.settings import OutboxSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
 __all__ = ["CommitSink", "DeadLetterSink", "ProcessingEngine"]
@@ -109,6 +110,7 @@ class ProcessingEngine:
         consumer_group: str | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        outbox: OutboxSettings | None = None,
     ) -> None:
         self.processor = processor
         self.consumer_group = consumer_group or processor.name
@@ -120,6 +122,9 @@ class ProcessingEngine:
         self._park = settings.on_dead_letter == "park_key"
         self._rng = rng or random.Random()
         self._sleep = sleep
+        #: Where the handlers' emits go: one object for every unit, so an ``async`` group's
+        #: emits are one batch; ``outbox``'s routes (``settings.outbox``), else the built-in.
+        self._outbox = Outbox.from_settings(outbox or OutboxSettings())
         self._lanes: KeyLanes[Record] = KeyLanes(
             settings.max_in_flight,
             unkeyed="unordered" if settings.ordering == "none" else "per_partition",
@@ -214,6 +219,7 @@ class ProcessingEngine:
                     use_inbox=settings.inbox,
                     park_keys=self._park,
                     pace=self._pace,
+                    outbox=self._outbox,
                 ),
                 self._in_thread,
                 concurrency=self._pace.groups,
@@ -506,6 +512,7 @@ class ProcessingEngine:
             park_keys=self._park,
             use_inbox=self.settings.inbox,
             loop=asyncio.get_running_loop(),
+            outbox=self._outbox,
         )
 
     async def _grouped_attempt(self, record: Record) -> AttemptResult | None:
@@ -542,7 +549,12 @@ class ProcessingEngine:
             if seen.parked:
                 return None
         unit = UnitOfWork(
-            _session=None, event=event, record=record, consumer_group=self.consumer_group, data=data
+            _session=None,
+            event=event,
+            record=record,
+            consumer_group=self.consumer_group,
+            data=data,
+            outbox=self._outbox,
         )
         try:
             await call_async(route, unit)

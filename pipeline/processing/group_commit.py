@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.dead_letters.letter import Failure
 from pipeline.envelope import Event
+from pipeline.outbox.table import Outbox
 from pipeline.processing import inbox, parked_keys
 from pipeline.processing.attempt import AttemptResult, handler_log_context, is_unavailable
 from pipeline.processing.processor import BatchWrite, Reject, Route, UnitOfWork
@@ -445,6 +446,7 @@ def _run_together(
     use_inbox: bool,
     park_keys: bool,
     pace: HandlerPace | None,
+    outbox: Outbox | None = None,
 ) -> list[AttemptResult | None]:
     """One transaction for ``calls``: look up the inbox and the park, run the handlers in
     order, record the events, commit. Raises :class:`_HandlerFailed` for the first handler that
@@ -509,6 +511,7 @@ def _run_together(
                 record=call.record,
                 consumer_group=consumer_group,
                 data=call.data,
+                outbox=outbox,
             )
             began = time.monotonic()
             try:
@@ -538,9 +541,11 @@ def run_calls(
     use_inbox: bool,
     park_keys: bool,
     pace: HandlerPace | None = None,
+    outbox: Outbox | None = None,
 ) -> list[AttemptResult | None]:
     """Run synchronous handlers of a group in one transaction; each call's result, or ``None``
-    for one that needs the per-record attempt (its key is parked).
+    for one that needs the per-record attempt (its key is parked). ``outbox``: where the
+    handlers' emits go, with the routes of the settings (``None``: the built-in routes).
 
     A handler that raises rolls the group's transaction back, gets its own result (``failed``,
     ``unavailable``, or ``dead_letter`` for :class:`Reject`) and the others run again without
@@ -553,7 +558,9 @@ def run_calls(
     while remaining:
         group = [calls[i] for i in remaining]
         try:
-            outcomes = _run_together(database, group, consumer_group, use_inbox, park_keys, pace)
+            outcomes = _run_together(
+                database, group, consumer_group, use_inbox, park_keys, pace, outbox
+            )
         except _HandlerFailed as failed:
             results[remaining[failed.index]] = failed.result
             del remaining[failed.index]
@@ -576,6 +583,7 @@ def run_calls(
                     use_inbox=use_inbox,
                     park_keys=park_keys,
                     pace=pace,
+                    outbox=outbox,
                 )
             return results
         for i, outcome in zip(remaining, outcomes, strict=True):

@@ -23,7 +23,9 @@ outbox in its order, to every processor that reads the topic and to
 :meth:`PipelineHarness.published`. The processors' periodic tasks (:meth:`Processor.every`) run
 once per round, whatever their interval (the harness keeps no timer of theirs); ``clocked``
 components (a saga orchestrator, a service's saga starter) read the harness's clock while it is
-open, and get their own clock back on :meth:`PipelineHarness.close`.
+open, and get their own clock back on :meth:`PipelineHarness.close`. ``outbox``: the outbox
+settings of every processor (``unit.emit`` routes with their ``routes``, as under ``pipeline
+process``); the defaults unless given.
 
 Inspection: :meth:`~PipelineHarness.published` (what the relay sent, per topic),
 :meth:`~PipelineHarness.dead_letters`, :meth:`~PipelineHarness.inbox`,
@@ -59,7 +61,7 @@ from pipeline.processing.processor import Processor
 from pipeline.replay.recording import RecordedMessage
 from pipeline.sagas.state import SagaState
 from pipeline.sagas.store import sagas_table
-from pipeline.settings import DatabaseSettings, ProcessingSettings
+from pipeline.settings import DatabaseSettings, OutboxSettings, ProcessingSettings
 
 __all__ = ["Clocked", "InboxEntry", "PipelineHarness", "VirtualClock"]
 
@@ -93,6 +95,7 @@ class PipelineHarness:
         settings: ProcessingSettings | None = None,
         partitions: int | Mapping[str, int] = 1,
         clocked: Sequence[Clocked] = (),
+        outbox: OutboxSettings | None = None,
     ) -> None:
         self.clock = clock or VirtualClock()
         self._clocked = [(component, component.clock) for component in clocked]
@@ -112,6 +115,7 @@ class PipelineHarness:
                 settings=settings,
                 clock=self.clock,
                 partitions=partitions,
+                outbox=outbox,
             )
             for processor in processors
         ]

@@ -45,6 +45,7 @@ from pipeline.envelope import Event
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
+    from pipeline.outbox.table import Outbox
     from pipeline.processing.read_through import TopicProgress
     from pipeline.processing.records import Record
 
@@ -74,6 +75,9 @@ class UnitOfWork:
     consumer_group: str
     #: ``event.data`` validated by the handler's model, when it declared one.
     data: Any = None
+    #: Where :meth:`emit` writes, with its routes: the runtime's, from ``settings.outbox``
+    #: (``pipeline process``, the test driver); ``None``: the built-in default routes.
+    outbox: Outbox | None = None
     _emitted: list[Event] = field(default_factory=list)
     _writes: list[Write] = field(default_factory=list)
     _batched: list[tuple[BatchWrite, Any]] = field(default_factory=list)
@@ -150,18 +154,34 @@ class UnitOfWork:
     ) -> Event:
         """Publish ``event`` through the transactional outbox, in this unit's transaction.
 
+        Its topic is ``topic`` when given, else the route of its event type, else of
+        ``aggregate_type``: the routes of the settings the runtime was given
+        (``outbox.routes``, ``PIPELINE_OUTBOX__ROUTES``).
+
         The handled event's correlation id is carried over (or its id, when it had none), and
         it becomes the causation id, unless ``event`` sets them itself.
         """
         from pipeline.outbox.table import PendingEvent, add_to_outbox
 
         linked = self.linked(event)
+        outbox = self.outbox
         if self._session is None:  # an async handler's: with those of its group, in one insert
+            # The units of a group share the runtime's outbox, so its add_all (bound methods
+            # of one object are equal) is one batch for the whole group.
             self.write_batched(
-                _add_emitted, PendingEvent(linked, aggregate_type, aggregate_id, topic)
+                _add_emitted if outbox is None else outbox.add_all,
+                PendingEvent(linked, aggregate_type, aggregate_id, topic),
+            )
+        elif outbox is None:
+            add_to_outbox(
+                self._session,
+                linked,
+                aggregate_type=aggregate_type,
+                aggregate_id=aggregate_id,
+                topic=topic,
             )
         else:
-            add_to_outbox(
+            outbox.add(
                 self._session,
                 linked,
                 aggregate_type=aggregate_type,

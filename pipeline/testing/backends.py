@@ -39,7 +39,7 @@ from pipeline.plurals import counted
 from pipeline.processing.harness import Clocked, PipelineHarness
 from pipeline.replay.recording import RecordedMessage
 from pipeline.sagas.orchestrator import SagaOrchestrator
-from pipeline.settings import ProcessingSettings
+from pipeline.settings import OutboxSettings, ProcessingSettings
 from pipeline.topics.catalogue import DEFAULT_PARTITIONS, default_catalogue
 
 __all__ = [
@@ -185,7 +185,8 @@ class DriverBackend:
     Topics have the partitions the ``kafka`` backend gives them (a catalogue topic its own,
     any other :data:`~pipeline.topics.catalogue.DEFAULT_PARTITIONS`) unless ``partitions``
     says otherwise; events are handled one at a time (``settings``' default: deterministic,
-    and SQLite has one writer).
+    and SQLite has one writer). ``outbox``: the routes of the units' emits (the defaults unless
+    given; the ``pipeline_backend`` fixture gives those of the environment, ``env=`` included).
     Every :class:`~pipeline.sagas.orchestrator.SagaOrchestrator` held by a processor's module
     reads the harness's virtual clock while the backend is open.
     """
@@ -198,6 +199,7 @@ class DriverBackend:
         *,
         settings: ProcessingSettings | None = None,
         partitions: int | Mapping[str, int] | None = None,
+        outbox: OutboxSettings | None = None,
     ) -> None:
         processors = processor_specs(processors)
         loaded = [load_processor(spec) for spec in processors]
@@ -211,6 +213,7 @@ class DriverBackend:
                 else partitions
             ),
             clocked=_module_clocked(modules),
+            outbox=outbox,
         )
 
     @property

@@ -518,7 +518,12 @@ class BackendFactory:
                 monkeypatch.setenv(name, value)
             from pipeline.testing.backends import DriverBackend
 
-            backend = DriverBackend(processors, settings=settings, partitions=partitions)
+            # The outbox routes of the units' emits, as `pipeline process` reads them (env=
+            # included: PIPELINE_OUTBOX__ROUTES).
+            outbox = PipelineSettings().outbox
+            backend = DriverBackend(
+                processors, settings=settings, partitions=partitions, outbox=outbox
+            )
         else:
             from pipeline.testing.kafka_backend import KafkaBackend
 

@@ -210,6 +210,8 @@ class FaustBinding:
         kafka = settings.kafka
         self.processor = processor
         self.settings = processing
+        #: The outbox routes of the handlers' emits (``settings.outbox``).
+        self.outbox = settings.outbox
         self.database = database or build_engine(
             settings.database, pool_size=processing.max_in_flight
         )
@@ -280,6 +282,7 @@ class FaustBinding:
                 on_commit=self.acknowledge,
                 settings=self.settings,
                 metrics=self.metrics,
+                outbox=self.outbox,
             )
         return self._engine
 

@@ -44,3 +44,17 @@ def count(event: Event, unit: UnitOfWork) -> None:
             aggregate_id=key,
             topic=OUTPUT,
         )
+
+
+#: A second processor: it emits without a topic, so its events go where the outbox routes say.
+ROUTED = "test.routing.input"
+routing = Processor("test-routing")
+
+
+@routing.handler(ROUTED)
+def announce(event: Event, unit: UnitOfWork) -> None:
+    unit.emit(
+        Event(source="/routing", type="Announced", data=event.data),
+        aggregate_type="announcement",
+        aggregate_id=event.partitionkey or "none",
+    )

@@ -92,6 +92,20 @@ def test_the_driver_backend_runs_the_named_processors_and_relays_their_outbox(pi
 
 
 @pytest.mark.pipeline_backends("driver")
+def test_the_driver_backend_routes_emits_by_the_outbox_routes_given_in_env(pipeline_backend):
+    backend = pipeline_backend(
+        ["tests.unit.pipeline.testing.counting:routing"],
+        env={"PIPELINE_OUTBOX__ROUTES": '{"announcement": "test.routing.announced"}'},
+    )
+
+    backend.send(counting.ROUTED, [counting_event("k", 1)])
+    backend.settle()
+    assert [event.data for event in backend.harness.published("test.routing.announced")] == [
+        {"n": 1}
+    ]
+
+
+@pytest.mark.pipeline_backends("driver")
 def test_wait_until_on_the_driver_moves_virtual_time_and_fails_naming_what(pipeline_backend):
     backend = pipeline_backend([SPEC])
     clock = backend.harness.clock
