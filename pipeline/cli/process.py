@@ -111,7 +111,8 @@ def process(
         None,
         "--start",
         help="Where a new consumer group starts reading: the oldest records kept (the "
-        "default) or only those written from now on. Committed offsets always win.",
+        "default) or only those written from now on (default: PIPELINE_PROCESSING__START, "
+        "else earliest). Committed offsets always win.",
     ),
 ) -> None:
     """Run a processor until Ctrl-C or SIGTERM: its handlers in order per key, concurrently
