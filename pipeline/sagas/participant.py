@@ -96,6 +96,12 @@ class SagaCommand:
     attempt: int
     event: Event
     data: Any
+    #: For a compensation or a confirm: the data of this participant's own success reply to the
+    #: step's action, from its log (a payment id, a hold id). Key the undo on it, not on the
+    #: saga's data: when the saga timed the action out and the action ran late, the saga's data
+    #: never got the reply (``on_success`` did not run), but the log has it. ``None`` for an
+    #: action.
+    action_reply: dict[str, Any] | None = None
 
 
 CommandHandler = Callable[[SagaCommand, UnitOfWork], Mapping[str, Any] | None]
@@ -265,8 +271,8 @@ class SagaParticipant:
         previous = outcomes.get(info.kind)
         if previous is not None:  # the same step sent again: the first outcome, not the effect
             return None, self._reply(unit, info, previous.ok, previous.reply, retryable=False)
+        action = outcomes.get("action")
         if info.kind == "compensation":
-            action = outcomes.get("action")
             if action is None or not action.ok:
                 body: dict[str, Any] = {"undone": False}
                 return self._record(info, True, body, now), self._reply(unit, info, True, body)
@@ -286,6 +292,11 @@ class SagaParticipant:
             attempt=info.attempt,
             event=unit.event,
             data=unit.data if unit.data is not None else unit.event.data,
+            action_reply=(
+                dict(action.reply)
+                if info.kind != "action" and action is not None and action.ok
+                else None
+            ),
         )
         try:
             with unit.session.begin_nested():  # a refusal rolls back the handler's own writes

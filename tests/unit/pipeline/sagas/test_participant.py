@@ -333,3 +333,29 @@ def test_a_participant_without_group_commit_never_shares_a_transaction_with_othe
     [grouped_route] = [route for _, route in grouped.processor._routes.items()]
     assert not alone_route.is_async and alone_route.grouped is False
     assert grouped_route.is_async  # the group-commit path of its own (write_batched)
+
+
+def test_a_compensation_gets_the_reply_its_action_gave_even_when_the_saga_never_saw_it(
+    database: Engine,
+) -> None:
+    # The saga timed the action out, so its data lacks the reply; the action ran late all the
+    # same, and its compensation must still find what to undo: the participant's own log has it.
+    processor = Processor(GROUP)
+    participant = SagaParticipant(processor, "stock", group_commit=True)
+    seen: list[tuple[str, dict[str, Any] | None]] = []
+
+    @participant.command("Reserve")
+    def reserve(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
+        seen.append((command.kind, command.action_reply))
+        return {"reservation_id": f"r-{command.data['n']}"}
+
+    @participant.command("Release")
+    def release(command: SagaCommand, unit: UnitOfWork) -> None:
+        seen.append((command.kind, command.action_reply))
+
+    for event in (command("s-0", "action", 7), command("s-0", "compensation")):
+        commit(
+            database, handled_units(processor, TOPIC, [event]), consumer_group=GROUP, use_inbox=True
+        )
+
+    assert seen == [("action", None), ("compensation", {"reservation_id": "r-7"})]
