@@ -128,6 +128,8 @@ def database_label(settings: DatabaseSettings) -> str:
     path = _sqlite_file(settings)
     if path is not None:
         return f"sqlite:///{path.absolute()}"
+    if settings.url.count("@") > 1:  # a password with an "@" (refused by the settings)
+        return "an unreadable URL"  # part of the password may be anywhere in it
     try:
         return url_label(make_url(settings.url))
     except (ArgumentError, ValueError):  # ValueError: a port that is no number
@@ -178,8 +180,10 @@ def build_engine(
         raise DatabaseError(
             f"database.url is not a database URL: {shown_url(settings.url)}"
         ) from None
-    if url.host is not None and "@" in url.host:  # the settings refuse it already
-        raise DatabaseError(f"database.url {url_label(url)} cannot be used: {PASSWORD_NOT_ENCODED}")
+    if url.get_backend_name() != "sqlite" and (
+        settings.url.count("@") > 1 or (url.host is not None and "@" in url.host)
+    ):  # the settings refuse it already; not shown: part of the password may be anywhere
+        raise DatabaseError(f"database.url cannot be used: {PASSWORD_NOT_ENCODED}")
     # A password means nothing to SQLite (a file), whose driver refuses a URL with one: left
     # out, so that a shared environment's PIPELINE_DATABASE__PASSWORD does not break a SQLite URL.
     if settings.password is not None and url.get_backend_name() != "sqlite":

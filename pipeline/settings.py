@@ -260,8 +260,9 @@ _DATABASE_URL = re.compile(
 
 #: Why a database URL whose password holds an "@" cannot be used, and what to do.
 PASSWORD_NOT_ENCODED = (
-    "the password in the URL holds an @, which ends it: percent-encode special characters in "
-    "the password (@ as %40), or set it apart in PIPELINE_DATABASE__PASSWORD"
+    "the URL holds more than one @ (a password with an @, which ends it?): percent-encode "
+    "special characters in the password and the rest of the URL (@ as %40), or set the "
+    "password apart in PIPELINE_DATABASE__PASSWORD"
 )
 
 
@@ -286,9 +287,11 @@ class DatabaseSettings(_Frozen):
         if not sep or scheme.startswith("sqlite") or parts is None:
             return value
         host, port = parts["host"] or "", parts["port"] or ""
-        # The password ends at its first "@": the rest of it was taken for the host (and a
-        # ":" in that rest for the port), which an error would then show.
-        if "@" in host or "@" in port:
+        # The password ends at its first "@": the rest of it was taken for the host, the port,
+        # the database's name or the query (where a "/" or "?" in it ends the host), which an
+        # error or a start-up line would then show, and a host name looked up. A URL has one
+        # "@" at most, between the user info and the host: any other is percent-encoded.
+        if value.count("@") > 1 or "@" in host or "@" in port:
             raise ValueError(PASSWORD_NOT_ENCODED)
         # SQLAlchemy refuses such a port with a bare ValueError.
         if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):

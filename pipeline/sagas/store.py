@@ -205,7 +205,10 @@ def insert_saga(session: Session | Connection, state: SagaState) -> None:
 
 
 def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:
-    row = session.execute(_LOAD, {"p_saga_id": saga_id}).first()
+    try:
+        row = session.execute(_LOAD, {"p_saga_id": saga_id}).first()
+    except ValueError as error:  # the JSON column's text is no JSON: decoded as it is fetched
+        raise _not_json(saga_id, error) from error
     if row is None:
         return None
     return StoredSaga(_state_of(saga_id, row.state), row.revision)
@@ -215,10 +218,23 @@ def load_sagas(session: Session | Connection, saga_ids: Sequence[str]) -> dict[s
     """The sagas of ``saga_ids`` that exist, by id (one query)."""
     if not saga_ids:
         return {}
-    rows = session.execute(_LOAD_MANY, {"p_saga_ids": list(saga_ids)})
+    try:
+        rows = session.execute(_LOAD_MANY, {"p_saga_ids": list(saga_ids)}).all()
+    except ValueError as error:  # as in load_saga: one of them, the error cannot say which
+        shown = ", ".join(saga_ids[:3]) + (", ..." if len(saga_ids) > 3 else "")
+        raise _not_json(shown, error) from error
     return {
         row.saga_id: StoredSaga(_state_of(row.saga_id, row.state), row.revision) for row in rows
     }
+
+
+def _not_json(saga_id: str, error: ValueError) -> UnreadableSagaState:
+    from pipeline.sagas.machine import shown_saga_id
+
+    return UnreadableSagaState(
+        f"saga {shown_saga_id(saga_id)}: its stored state is not readable by this version of the "
+        f"pipeline (not JSON: {error})"
+    )
 
 
 def _state_of(saga_id: str, stored: object) -> SagaState:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,10 @@ class SecureStack:
         """Delete the stored passwords and the client files holding them (``down --secure
         --purge``): the next :meth:`prepare` makes new ones. The certificates are kept."""
         for path in (self.credentials_file, self.env_file, self.librdkafka_file):
-            path.unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():  # made by hand: as unreadable as a bad file
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     # ---- settings ----------------------------------------------------------------------------
 

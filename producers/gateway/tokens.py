@@ -173,7 +173,8 @@ def load_token_verifier(settings: JwtSettings) -> TokenVerifier:
     try:
         document = json.loads(_read(path))
         keys = jwt.PyJWKSet.from_dict(document)
-    except jwt.exceptions.PyJWKSetError as error:
+    # TypeError: a member of the wrong JSON type PyJWT does not check (an "alg" list).
+    except (jwt.exceptions.PyJWKSetError, TypeError) as error:
         unusable = _first_unusable_key(document)  # PyJWT's set keeps no word of why
         if unusable is not None:
             raise PipelineError(f"{path} has no key the gateway can use: {unusable}") from None
@@ -184,6 +185,11 @@ def load_token_verifier(settings: JwtSettings) -> TokenVerifier:
         raise PipelineError(f'{path} is not a JWKS file ({{"keys": [...]}}): {error}') from None
     if any(isinstance(key.key, _PRIVATE_KEYS) for key in keys.keys):
         raise PipelineError(f"{path} holds private keys: give the gateway the public keys only")
+    if any(isinstance(key.key, bytes) for key in keys.keys):  # kty "oct": an HMAC secret
+        raise PipelineError(
+            f"{path} holds a shared secret (a key of kty 'oct'): a JWKS file gives the gateway "
+            "public keys only; for HS256 tokens set PIPELINE_GATEWAY__JWT__SECRET instead"
+        )
     return TokenVerifier(settings, keys)
 
 
@@ -204,6 +210,8 @@ def _first_unusable_key(document: object) -> str | None:
             jwt.PyJWK(entry)
         except jwt.PyJWTError as error:
             return f"{which} is not a usable JWK: {_without_key_data(error, entry)}"
+        except TypeError:  # PyJWT's own message may name a member's value: not quoted
+            return f"{which} is not a usable JWK: a member is of the wrong JSON type"
     return None
 
 
@@ -216,7 +224,7 @@ def _without_key_data(error: jwt.PyJWTError, entry: dict[str, Any]) -> str:
     return message if message else type(error).__name__
 
 
-def _without_hint(error: jwt.PyJWTError) -> str:
+def _without_hint(error: Exception) -> str:
     """PyJWT's message without its guess that cryptography is missing, unless it is."""
     from jwt.algorithms import has_crypto
 

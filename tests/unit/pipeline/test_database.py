@@ -392,12 +392,24 @@ def test_a_password_with_an_at_sign_sqlalchemy_took_for_the_host_is_never_shown(
     url = "postgresql+psycopg://pipeline:Sec@ret99@127.0.0.1:5432/x"
 
     assert url_label(make_url(url)) == "postgresql+psycopg://pipeline:***@127.0.0.1:5432/x"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://pipeline:Sec@ret99@127.0.0.1:5432/x",
+        "postgresql+psycopg://pipeline:Sec@ret99/more@127.0.0.1:5432/x",
+        "postgresql+psycopg://pipeline:Sec@ret99?more@127.0.0.1:5432/x",
+        "postgresql+psycopg://pipeline@127.0.0.1:5432/x?password=Sec@ret99",
+    ],
+)
+def test_a_url_with_a_password_holding_an_at_sign_is_never_shown_even_unchecked(url: str) -> None:
     # Unchecked (the settings refuse such a URL): the helpers still show none of it.
     unchecked = DatabaseSettings.model_construct(url=url, password=None)
     assert "ret99" not in database_label(unchecked)
     with pytest.raises(DatabaseError, match=r"\(@ as %40") as refused:
         build_engine(unchecked)
-    assert "ret99" not in str(refused.value)
+    assert "ret99" not in str(refused.value) and "Sec" not in str(refused.value)
 
 
 READ_ONLY = "(the database is read-only: a replica, or read-only by default? the pipeline needs"

@@ -199,3 +199,20 @@ def test_a_stored_state_this_version_cannot_read_names_the_saga_and_its_first_pr
     assert message.endswith(" more)") and "\n" not in message
     assert str(many.value) == message
     assert isinstance(one.value, PipelineError)
+
+
+def test_a_stored_state_that_is_no_json_at_all_is_unreadable_too(database: Engine) -> None:
+    # Decoded as the row is fetched, before the state is validated: it was a JSONDecodeError
+    # traceback in `pipeline saga show` and `saga resolve`.
+    with Session(database) as session, session.begin():
+        SagaOrchestrator(REGISTRY, clock=lambda: T0).start(session, "One", "s-1", {"n": 1})
+    with database.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE pipeline_sagas SET state = 'this is {not json' WHERE saga_id = 's-1'"
+        )
+
+    with Session(database) as session:
+        with pytest.raises(UnreadableSagaState, match=r"^saga s-1: its stored state is not re"):
+            load_saga(session, "s-1")
+        with pytest.raises(UnreadableSagaState, match=r"\(not JSON: "):
+            load_sagas(session, ["s-1"])

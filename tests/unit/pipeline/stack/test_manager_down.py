@@ -125,3 +125,21 @@ def test_an_unreadable_secure_stack_is_deleted_by_the_command_its_error_advises(
     new = secure.prepare()  # what the next `up --secure` does first
     assert set(new.values()).isdisjoint(old.values())
     assert StackManager(settings, secure=True).settings.kafka.sasl_password == new.kafka
+
+
+def test_a_credentials_file_that_is_a_folder_is_deleted_by_the_advised_purge_too(
+    tmp_path, clean_pipeline_environment
+):
+    settings = _settings(tmp_path / "home")
+    secure = SecureStack(settings)
+    secure.prepare()
+    secure.credentials_file.unlink()
+    secure.credentials_file.mkdir()  # unreadable too: the same advice
+    manager = StackManager(settings, secure=True)
+    with pytest.raises(StackError, match=r"pipeline stack down --secure --purge"):
+        manager.status()
+
+    manager.down(purge=True)  # it failed: "credentials.json: Is a directory"
+
+    assert not secure.credentials_file.exists()
+    assert secure.prepare()  # and the next up makes new ones

@@ -268,8 +268,18 @@ def test_key_files_that_cannot_be_used_stop_the_start_with_one_line(tmp_path: Pa
             "has no key the gateway can use: key 0 (kid 'k3') is not a usable JWK: kty is not "
             "found",
         ),
+        (  # it was a TypeError traceback (unhashable type: 'list')
+            {"kid": "k4", "kty": "RSA", "alg": ["RS256"], "n": "c2VjcmV0", "e": "AQAB"},
+            "has no key the gateway can use: key 0 (kid 'k4') is not a usable JWK: a member is "
+            "of the wrong JSON type",
+        ),
+        (  # it was taken, and every token of its key refused at request time
+            {"kid": "k5", "kty": "oct", "alg": "HS256", "k": "c2VjcmV0LWtleS1ieXRlcw"},
+            "holds a shared secret (a key of kty 'oct'): a JWKS file gives the gateway public "
+            "keys only; for HS256 tokens set PIPELINE_GATEWAY__JWT__SECRET instead",
+        ),
     ],
-    ids=["bad-modulus", "unknown-alg", "no-kty"],
+    ids=["bad-modulus", "unknown-alg", "no-kty", "alg-not-text", "shared-secret"],
 )
 def test_a_jwks_of_unusable_keys_says_which_and_why_never_quoting_them(
     tmp_path: Path, key: dict[str, Any], said: str
