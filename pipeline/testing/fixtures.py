@@ -1,6 +1,6 @@
 """The pytest plugin's fixtures and options, once a project turned it on.
 
-Installing the package turns nothing on (see pipeline/testing/plugin.py); a project enables this
+Installing the package turns nothing on (see event_pipeline_pytest.py); a project enables this
 module with ``pipeline_plugin = true`` in its pytest configuration (``[tool.pytest.ini_options]``
 of pyproject.toml, or pytest.ini), or with ``-p pipeline.testing.fixtures``.
 

@@ -8,6 +8,9 @@ this unit-test folder disables stay usable for the project's own tests.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 pytest_plugins = ["pytester"]
 
 NETWORK_TEST = """
@@ -49,7 +52,7 @@ def test_the_entry_point_is_installed():
     from importlib.metadata import entry_points
 
     plugins = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert plugins.get("pipeline") == "pipeline.testing.plugin"
+    assert plugins.get("pipeline") == "event_pipeline_pytest"
 
 
 def test_a_project_that_does_not_turn_the_plugin_on_runs_its_tests_unchanged(pytester):
@@ -65,6 +68,26 @@ def test_a_project_that_does_not_turn_the_plugin_on_runs_its_tests_unchanged(pyt
 
     result.assert_outcomes(passed=2)
     assert "--pipeline-backend" not in pytester.runpytest_subprocess("--help").stdout.str()
+
+
+def test_loading_the_plugin_switch_imports_no_module_of_the_pipeline_package():
+    # pytest loads the switch at its start in every project. When it was a module of our
+    # `pipeline` package, a project with a `pipeline` package of its own (first on its path)
+    # had pytest fail to load the plugin ("No module named 'pipeline.testing'"), or its tests
+    # import ours in its place.
+    probe = (
+        "import sys\n"
+        "from importlib.metadata import entry_points\n"
+        "(switch,) = [ep for ep in entry_points(group='pytest11') if ep.name == 'pipeline']\n"
+        "switch.load()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pipeline'))\n"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert done.stdout.strip() == "[]"
 
 
 BACKEND_TEST = """

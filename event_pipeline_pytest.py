@@ -2,7 +2,12 @@
 
 Installing this package must not change how another project's tests run, so this module, which
 pytest loads in every project where the package is installed, only adds one ini option and does
-nothing else unless a project turns the plugin on:
+nothing else unless a project turns the plugin on. It is a top-level module of a name of its
+own, importing nothing of the package: a project with a ``pipeline`` package of its own (a
+common name) would otherwise have ours imported at pytest's start, in its place (its tests
+failed to import it, or pytest failed to load the plugin).
+
+The plugin is turned on by:
 
 - ``pipeline_plugin = true`` in its pytest configuration (``[tool.pytest.ini_options]`` of
   pyproject.toml, or pytest.ini / tox.ini / setup.cfg), or
