@@ -36,13 +36,17 @@ def kafka_health(kafka: KafkaSettings, timeout_s: float = 5.0) -> Health:
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as error:
-        return Health(
-            "kafka",
-            address,
-            ok=False,
-            port_open=True,
-            detail=f"the port is open but Kafka does not answer: {error.args[0]}",
+        # A login or TLS handshake the broker refused is only logged by librdkafka (the admin
+        # client keeps it): Kafka is up, and says no to these settings' credentials.
+        refusal = getattr(admin, "security_failure", None)
+        detail = (
+            f"Kafka answers but refuses the connection ({refusal}): check the credentials "
+            "(PIPELINE_KAFKA__SASL_*, PIPELINE_KAFKA__SSL_*; the secure stack's own are in its "
+            "credentials.json)"
+            if isinstance(refusal, str)
+            else f"the port is open but Kafka does not answer: {error.args[0]}"
         )
+        return Health("kafka", address, ok=False, port_open=True, detail=detail)
     brokers = [str(b) for b in metadata.brokers.values()]
     return Health(
         "kafka",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from confluent_kafka import KafkaError, KafkaException
+
+from pipeline.settings import KafkaSettings
+from pipeline.stack import health
 from pipeline.stack.health import elasticsearch_detail, kafka_detail
 
 
@@ -17,4 +21,29 @@ def test_kafka_detail_agrees_with_the_numbers_of_brokers_and_topics():
     assert (
         kafka_detail("abc", ["h:1/1", "h:2/2"], 12)
         == "cluster abc, brokers h:1/1, h:2/2, 12 topics"
+    )
+
+
+class _RefusingAdmin:
+    """An admin client whose metadata request fails after the broker refused its login (what
+    librdkafka logs, the project's admin client keeps as ``security_failure``)."""
+
+    security_failure = "SASL authentication error: Authentication failed (invalid credentials)"
+
+    def list_topics(self, timeout: float) -> object:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get metadata"))
+
+
+def test_a_kafka_that_refuses_the_login_is_said_to_refuse_it_not_to_be_silent(monkeypatch):
+    # It said "the port is open but Kafka does not answer: ... Broker transport failure" while
+    # every client command said the broker refused the credentials.
+    monkeypatch.setattr(health, "port_answers", lambda host, port: True)
+    monkeypatch.setattr(health, "build_admin", lambda kafka: _RefusingAdmin())
+
+    found = health.kafka_health(KafkaSettings(bootstrap_servers="127.0.0.1:19092"))
+
+    assert not found.ok and found.port_open
+    assert found.detail.startswith(
+        "Kafka answers but refuses the connection (SASL authentication error: Authentication "
+        "failed (invalid credentials)): check the credentials"
     )
