@@ -180,7 +180,10 @@ def _describe(topics: list[str], start: Start, stop: Stop) -> str:
 
 
 def _time_text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
+    # Milliseconds when the bound has them: "until 09:00:00" of a bound at 09:00:00.200 read
+    # as if nothing before 09:00:00 were cut.
+    spec = "milliseconds" if ms % 1000 else "seconds"
+    return datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec=spec)
 
 
 def _check_topic_names(topics: list[str]) -> None:

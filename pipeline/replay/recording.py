@@ -483,7 +483,15 @@ def open_recording(path: Path) -> Iterator[IO[bytes]]:
     except OSError as error:  # a name too long, say
         raise RecordingError(f"cannot read {path}: {error.strerror or error}") from None
     with lines:
-        yield lines
+        try:
+            yield lines
+        except OSError as error:
+            # A read that failed part-way (an I/O error of the disk): the file's, said as one
+            # line. Another file's error names that file; a closed pipe or a connection is not
+            # this file's.
+            if error.filename is not None or isinstance(error, BrokenPipeError | ConnectionError):
+                raise
+            raise RecordingError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 class RecordingWriter:

@@ -132,9 +132,12 @@ def _not_answering(
     if listening is None:
         return _unreachable(bootstrap, detail)
     if protocol != "PLAINTEXT":  # set already: the listener may not be Kafka's, or not this kind
+        # A TLS listener that also wants a SASL login answers an SSL client's handshake, then
+        # nothing: the same silence as a listener of another kind.
+        sasl = " or SASL_SSL, if it also wants a login" if protocol == "SSL" else ""
         return KafkaUnavailableError(
             f"{_kafka_at(bootstrap)} does not answer ({detail}), though something listens at "
-            f"{listening}: is it a Kafka listener that takes {protocol} "
+            f"{listening}: is it a Kafka listener that takes {protocol}{sasl} "
             "(PIPELINE_KAFKA__SECURITY_PROTOCOL)? or the broker is still starting"
         )
     return KafkaUnavailableError(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from pipeline.cli.record import _cut_after_last_line, _output
+from pipeline.cli.record import _cut_after_last_line, _describe, _output
 from pipeline.errors import PipelineError
+from pipeline.replay.bounds import FromTime, Stop
 
 
 @pytest.mark.parametrize(
@@ -61,3 +63,23 @@ def test_an_out_file_whose_name_is_too_long_is_a_pipeline_error(tmp_path: Path) 
         _output(str(long)),
     ):
         pass
+
+
+def test_the_first_line_gives_a_bound_to_the_millisecond_when_it_has_milliseconds(monkeypatch):
+    # It said "until 2026-01-01T09:00:00+00:00" of a bound at 09:00:00.200.
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        said = _describe(
+            ["t"], FromTime(1_767_258_005_200), Stop(until_ms=1_767_258_000_200, at_end=True)
+        )
+        whole = _describe(["t"], "beginning", Stop(until_ms=1_767_258_000_000))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+    assert said == (
+        "recording t from 2026-01-01T09:00:05.200+00:00, "
+        "until the end offsets of now or 2026-01-01T09:00:00.200+00:00"
+    )
+    assert whole == "recording t from the beginning, until 2026-01-01T09:00:00+00:00"

@@ -316,6 +316,13 @@ def test_a_path_through_a_file_or_a_name_too_long_is_a_recording_error(tmp_path)
         list(read_recording_for_replay(tmp_path / ("a" * 300)))
 
 
+def test_a_read_that_fails_part_way_is_a_recording_error_naming_the_file():
+    # An I/O error while the lines are read (a failing disk; here a file Linux refuses to read
+    # at offset 0) was a traceback of `pipeline replay`.
+    with pytest.raises(RecordingError, match=r"^cannot read /proc/self/mem: Input/output error$"):
+        list(read_recording_for_replay(Path("/proc/self/mem")))
+
+
 def test_parse_lines_reads_raw_lines_and_names_the_source():
     lines = [format_line(RecordedMessage("t", 0, n, None, b"v")).encode() + b"\n" for n in range(2)]
     assert [m.offset for m in parse_lines([*lines, b"  \n"], source="stdin")] == [0, 1]
