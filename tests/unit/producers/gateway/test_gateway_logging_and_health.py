@@ -167,6 +167,39 @@ def test_a_5xx_answer_is_logged_at_warning(caplog: pytest.LogCaptureFixture):
     assert gateway_records(caplog, logging.INFO) == []
 
 
+class SilentProducer(StubProducer):
+    """Takes every event and never reports (Kafka refuses the login, or is away)."""
+
+    def send_awaitable(self, topic: str, event: Event | KafkaMessage) -> asyncio.Future[Delivery]:
+        return asyncio.get_running_loop().create_future()
+
+
+def test_a_request_kafka_never_acknowledged_is_told_what_the_health_check_knows():
+    # It said only "no answer in 30 s; librdkafka is still trying to deliver it" while the
+    # broker refused the gateway's login and /healthz said so.
+    refused = "Kafka at 127.0.0.1:19092 refused the connection (SASL authentication error)"
+    gateway = Client(
+        create_app(
+            SETTINGS.model_copy(update={"produce_timeout_s": 0.05}),
+            SilentProducer(),
+            kafka_health=StubHealth(refused),
+        )
+    )
+
+    async def scenario() -> tuple[int, Any]:
+        response = await gateway.post("/v1/requests/place_order", ORDER)
+        assert isinstance(response.body, bytes)
+        return response.status, json.loads(response.body)
+
+    status, body = asyncio.run(scenario())
+
+    assert status == 503 and body["error"]["code"] == "not_acknowledged"
+    assert body["error"]["message"].startswith(
+        "Kafka did not acknowledge the request (no answer in 0.05 s; librdkafka is still trying "
+        f"to deliver it; {refused}); it is not known to be recorded"
+    )
+
+
 # ---- /healthz --------------------------------------------------------------------------------
 
 
