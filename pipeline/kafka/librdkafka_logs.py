@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LOGGER_NAME", "RepeatSummary", "librdkafka_logger"]
+__all__ = ["LOGGER_NAME", "RepeatSummary", "TransientRetries", "librdkafka_logger"]
 
 LOGGER_NAME = "pipeline.kafka.librdkafka"
 _DIGITS = re.compile(r"\d+")
@@ -61,7 +61,26 @@ class RepeatSummary(logging.Filter):
         return True
 
 
+class TransientRetries(logging.Filter):
+    """Demote to INFO the warnings of a wait librdkafka ends by itself: a broker just started
+    still loading its coordinator ("Failed to acquire idempotence PID from broker ...: Broker:
+    Coordinator load in progress: retrying"). Printed among a command's output, it read as a
+    failure of a run in which every event was acknowledged."""
+
+    _MARKERS = ("Coordinator load in progress",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING:
+            message = record.getMessage()
+            if message.endswith("retrying") and any(m in message for m in self._MARKERS):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+                # The logger let it through as a warning: as INFO, only where INFO is shown.
+                return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 _logger = logging.getLogger(LOGGER_NAME)
+_logger.addFilter(TransientRetries())
 _logger.addFilter(RepeatSummary())
 
 
