@@ -234,6 +234,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     from pipeline.kafka.clients import build_admin
     from pipeline.kafka.producer import build_event_producer
     from pipeline.logs import configure_logging
+    from pipeline.topics.admin import not_answering_text
     from producers.gateway import KafkaHealth, StoppedAtOnce, create_app, serve
     from producers.gateway.key_table import load_keys
     from producers.gateway.server import run_event_loop
@@ -247,7 +248,14 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     bootstrap = settings.kafka.bootstrap_servers
     admin = build_admin(settings.kafka)
     health = KafkaHealth(
-        admin.list_topics, bootstrap=bootstrap, refusal=admin.take_security_failure
+        admin.list_topics,
+        bootstrap=bootstrap,
+        refusal=admin.take_security_failure,
+        # Where something listens but says nothing: the security protocol to check, as every
+        # command says it (a PLAINTEXT gateway at a SASL_SSL listener only "did not answer").
+        not_answering=partial(
+            not_answering_text, bootstrap, protocol=settings.kafka.security_protocol
+        ),
     )
     # Not a `with` block: its exit would wait for every delivery once more, with no bound a
     # second Ctrl-C could cut; serve() waits for them, bounded, and says so.

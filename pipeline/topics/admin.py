@@ -123,6 +123,13 @@ def _listening_address(bootstrap: str | None) -> str | None:
     return None
 
 
+def not_answering_text(bootstrap: str, detail: str, protocol: str = "PLAINTEXT") -> str:
+    """What every command says when Kafka at ``bootstrap`` does not answer (``detail``:
+    librdkafka's error): where something listens there, which setting to check for the
+    client's ``protocol`` (a long-running program's health check says the same)."""
+    return str(_not_answering(bootstrap, detail, protocol))
+
+
 def _not_answering(
     bootstrap: str | None, detail: str, protocol: str = "PLAINTEXT"
 ) -> KafkaUnavailableError:

@@ -53,9 +53,13 @@ class KafkaHealth:
         cache_s: float = DEFAULT_CACHE_S,
         clock: Callable[[], float] = time.monotonic,
         refusal: Callable[[], str | None] = lambda: None,
+        not_answering: Callable[[str], str] | None = None,
     ) -> None:
         self._list_topics = list_topics
         self._refusal = refusal
+        #: The reason given librdkafka's error when no refusal explains it (default: "Kafka at
+        #: <bootstrap> does not answer (<error>)").
+        self._not_answering = not_answering
         self._bootstrap = bootstrap
         self._timeout_s = timeout_s
         self._cache_s = cache_s
@@ -93,6 +97,8 @@ class KafkaHealth:
                 )
             error = exception.args[0] if exception.args else exception
             detail = error.str() if hasattr(error, "str") else str(error)
+            if self._not_answering is not None:
+                return self._not_answering(detail)
             return f"Kafka at {self._bootstrap} does not answer ({detail})"
         except Exception as error:  # anything else the client raises: still one line
             return f"Kafka at {self._bootstrap} does not answer ({type(error).__name__})"

@@ -27,3 +27,11 @@ def test_a_sasl_client_is_asked_only_about_its_own_protocol() -> None:
     said = str(admin._not_answering("127.0.0.1:19092", "Local: Timed out", "SASL_SSL"))
 
     assert "is it a Kafka listener that takes SASL_SSL (PIPELINE_KAFKA__SECURITY_PROTOCOL)?" in said
+
+
+@pytest.mark.usefixtures("something_listens")
+def test_the_text_a_long_running_program_gives_is_the_commands_own() -> None:
+    said = admin.not_answering_text("127.0.0.1:19092", "Local: Broker transport failure")
+
+    assert said.startswith("Kafka at 127.0.0.1:19092 does not answer (Local: Broker transport")
+    assert "set PIPELINE_KAFKA__SECURITY_PROTOCOL" in said

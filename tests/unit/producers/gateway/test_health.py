@@ -102,6 +102,19 @@ def test_a_refused_login_is_said_as_such_not_as_kafka_not_answering():
     )
 
 
+def test_kafka_not_answering_is_said_as_the_program_words_it_when_it_is_given_how():
+    # `pipeline gateway` gives the commands' wording: a PLAINTEXT gateway at a SASL_SSL
+    # listener only "did not answer", where every command names the setting to check.
+    health = KafkaHealth(
+        Cluster(up=False).list_topics,
+        bootstrap=BOOTSTRAP,
+        clock=Clock(),
+        not_answering=lambda detail: f"worded: {detail}",
+    )
+
+    assert asyncio.run(health.problem()) == "worded: Failed to get metadata: broker down"
+
+
 def test_a_refusal_long_past_is_not_blamed_for_a_later_outage():
     # The admin client remembered its last refusal for ever: after one, every outage of the
     # long-running gateway read "refused".
