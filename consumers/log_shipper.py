@@ -42,7 +42,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, cast
@@ -67,7 +66,13 @@ from consumers.log_batch import (
     refused_runs,
 )
 from consumers.log_dead_letters import DeadLetterWriter, DlqProducer, Where, where_of
-from consumers.log_shipper_standing import assigned_lag, not_caught_up, partitions_not_owned
+from consumers.log_shipper_metrics import ShipperCounters
+from consumers.log_shipper_standing import (
+    assigned_lag,
+    commit_starts_at_end,
+    not_caught_up,
+    partitions_not_owned,
+)
 from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 from pipeline.errors import PipelineError
 from pipeline.logs.elasticsearch import refusal_of, template_refusal
@@ -125,29 +130,6 @@ class ShipperConsumer(Protocol):
     ) -> tuple[int, int]: ...
 
 
-@dataclass
-class ShipperCounters:
-    """Running totals of one shipper."""
-
-    consumed: int = 0
-    shipped: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    commits: int = 0
-    commit_failures: int = 0
-    outages: int = 0
-    lag: int | None = None
-    extra: dict[str, int] = field(default_factory=dict)
-
-    def line(self) -> str:
-        lag = "?" if self.lag is None else f"{self.lag:,}"
-        return (
-            f"shipped={self.shipped:,} retried={self.retried:,} "
-            f"dead_lettered={self.dead_lettered:,} lag={lag} outages={self.outages} "
-            f"commit_failures={self.commit_failures}"
-        )
-
-
 class _Stopped(Exception):
     """Stop was asked while waiting for Elasticsearch."""
 
@@ -169,8 +151,12 @@ class LogShipper:
         stop: threading.Event | None = None,
         report: Callable[[str], None] | None = None,
         own_key: bytes | None = None,
+        start_at_end: bool = False,
     ) -> None:
         self._consumer = consumer
+        #: ``--start latest``: a partition the group never committed starts at its end, which
+        #: is committed as it is assigned (:func:`commit_starts_at_end`).
+        self._start_at_end = start_at_end
         self._es = es
         self._settings = settings
         self._retry = retry_policy(settings)
@@ -285,6 +271,8 @@ class LogShipper:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self._assigned_at = time.monotonic()
         self._report(f"assigned {_describe(partitions)}")
+        if self._start_at_end:
+            commit_starts_at_end(self._consumer, partitions)
 
     def _revoked_cb(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}

@@ -1,24 +1,21 @@
 """The log shipper's Prometheus metrics, read from its counters at each scrape.
 
-A collector rather than counters of its own: :class:`~consumers.log_shipper.ShipperCounters`
-is what the shipper counts in one place (its summary line reads it too), so a scrape and the
-line always agree, and the shipping code counts each thing once.
+A collector rather than counters of its own: :class:`ShipperCounters` (here, beside the
+figures it is read for) is what the shipper counts in one place (its summary line reads it
+too), so a scrape and the line always agree, and the shipping code counts each thing once.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from consumers.log_shipper import ShipperCounters
-
-__all__ = ["ShipperCollector", "shipper_registry"]
+__all__ = ["ShipperCollector", "ShipperCounters", "shipper_registry"]
 
 #: name, help, the counter's field.
 _COUNTERS = (
@@ -34,6 +31,29 @@ _COUNTERS = (
     ("pipeline_log_shipper_commit_failures", "Offset commits that failed", "commit_failures"),
     ("pipeline_log_shipper_outages", "Times Elasticsearch could not be reached", "outages"),
 )
+
+
+@dataclass
+class ShipperCounters:
+    """Running totals of one shipper."""
+
+    consumed: int = 0
+    shipped: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    outages: int = 0
+    lag: int | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        lag = "?" if self.lag is None else f"{self.lag:,}"
+        return (
+            f"shipped={self.shipped:,} retried={self.retried:,} "
+            f"dead_lettered={self.dead_lettered:,} lag={lag} outages={self.outages} "
+            f"commit_failures={self.commit_failures}"
+        )
 
 
 class ShipperCollector(Collector):

@@ -1,4 +1,5 @@
-"""Where a log shipper stands in its topic: the partitions it does not own, and its lag.
+"""Where a log shipper stands in its topic: the partitions it does not own, its lag, and where a
+new group started at the end stands from the start.
 
 For ``pipeline logs ship --until-idle`` (caught up only when every partition of the topic is
 its own and read to the end) and the metrics line (records not yet read). The consumer is
@@ -7,10 +8,11 @@ passed in: see :class:`consumers.log_shipper.ShipperConsumer`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
 
 from consumers.log_batch import Position, partition_lag
 from pipeline.plurals import counted
@@ -18,9 +20,10 @@ from pipeline.plurals import counted
 if TYPE_CHECKING:
     from consumers.log_shipper import ShipperConsumer
 
-__all__ = ["assigned_lag", "not_caught_up", "partitions_not_owned"]
+__all__ = ["assigned_lag", "commit_starts_at_end", "not_caught_up", "partitions_not_owned"]
 
 _METADATA_TIMEOUT_S = 5.0
+_log = logging.getLogger(__name__)
 
 
 def partitions_not_owned(
@@ -76,3 +79,20 @@ def assigned_lag(consumer: ShipperConsumer) -> int | None:
         return lag
     except KafkaException:
         return None
+
+
+def commit_starts_at_end(consumer: ShipperConsumer, partitions: list[TopicPartition]) -> None:
+    """Commit the end of each of ``partitions`` the group never committed (``--start latest``):
+    where the shipper starts reading it. Uncommitted, a partition nothing new reached counted
+    its whole history as lag for ever, and a later run without ``--start latest`` read it from
+    its first record (its dead letters again). A failure is only logged: the run goes on."""
+    try:
+        starts = []
+        for tp in consumer.committed(partitions, timeout=_METADATA_TIMEOUT_S):
+            if tp.offset < 0:  # none committed
+                _low, high = consumer.get_watermark_offsets(tp, timeout=_METADATA_TIMEOUT_S)
+                starts.append(TopicPartition(tp.topic, tp.partition, high))
+        if starts:
+            consumer.commit(offsets=starts, asynchronous=False)
+    except KafkaException as error:
+        _log.warning("could not commit where the new group starts (--start latest): %s", error)

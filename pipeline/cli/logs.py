@@ -157,6 +157,7 @@ def ship(
                 consumer_group=group_id,
                 stop=stop,
                 own_key=_SHIPPER_SERVICE.encode(),
+                start_at_end=start == "latest",
             )
             port = metrics_port or settings.logs.shipper_metrics_port
             stop_serving = None

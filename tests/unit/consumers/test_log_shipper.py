@@ -497,6 +497,57 @@ class LagConsumer(FakeConsumer):
         return (0, 100)
 
 
+class NewGroupAtEndConsumer(LagConsumer):
+    """A new group (nothing committed) on three partitions of 100 records each, started at
+    their end; what the shipper commits is what the group has committed."""
+
+    def __init__(self):
+        super().__init__(partitions=(0, 1, 2))
+        self.committed_now: dict[tuple[str, int], int] = {}
+
+    def commit(self, offsets, asynchronous):
+        super().commit(offsets, asynchronous)
+        self.committed_now.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+    def position(self, partitions):  # nothing new reached them: nothing read
+        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+
+    def committed(self, partitions, timeout=0):
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self.committed_now.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
+
+
+def test_a_new_group_started_at_the_end_commits_its_start_and_counts_no_lag():
+    # --start latest: the partitions nothing new reached stayed uncommitted, their whole
+    # history counted as lag for ever, and a later run without the flag read them from offset
+    # 0 (their dead letters again).
+    consumer = NewGroupAtEndConsumer()
+    shipper = LogShipper(
+        consumer, FakeEs(), FakeProducer(), LogSettings(), consumer_group="g", start_at_end=True
+    )
+    shipper._report = lambda line: None
+
+    shipper._assigned_cb(consumer, consumer.assigned)
+    shipper.report_metrics()
+
+    assert consumer.committed_now == {("logs", 0): 100, ("logs", 1): 100, ("logs", 2): 100}
+    assert shipper.counters.lag == 0
+
+
+def test_a_group_started_at_the_beginning_commits_nothing_as_it_is_assigned():
+    consumer = NewGroupAtEndConsumer()
+    shipper = LogShipper(consumer, FakeEs(), FakeProducer(), LogSettings(), consumer_group="g")
+    shipper._report = lambda line: None
+
+    shipper._assigned_cb(consumer, consumer.assigned)
+
+    assert consumer.commits == []
+
+
 def test_a_caught_up_shipper_reports_no_lag():
     # The review: partitions without new records since their commit were counted from 0.
     consumer = LagConsumer(partitions=(0, 1, 2))
