@@ -479,7 +479,9 @@ def _redrive_with(
             f"[red]fenced:[/red] a newer redrive or discard of {escape(dlq_topic)} "
             f"(transactional id {escape(redrive_transactional_id(dlq_topic))}) took over; "
             f"{len(result.redriven):,} redriven here, {len(result.not_redriven):,} not "
-            f"({escape(result.error or '')})"
+            f"({escape(result.error or '')}); redrives and discards of one dead-letter topic "
+            "run one at a time, whatever their keys: run this again once the other one has "
+            "finished (it sends only what is still pending)"
         )
         return EXIT_NOT_ALL
     if result.error is not None:

@@ -243,7 +243,10 @@ def _discard_with(
         _err.print(
             f"[red]fenced:[/red] a newer redrive or discard of {escape(dlq_topic)} "
             f"(transactional id {escape(redrive_transactional_id(dlq_topic))}) took over; "
-            f"{len(result.discarded):,} discarded here, {len(result.not_discarded):,} not"
+            f"{len(result.discarded):,} discarded here, {len(result.not_discarded):,} not; "
+            "redrives and discards of one dead-letter topic run one at a time, whatever their "
+            "keys: run this again once the other one has finished (it discards only what is "
+            "still pending)"
         )
         return EXIT_NOT_ALL
     if result.error is not None:

@@ -7,7 +7,8 @@ Pure functions over text. What is masked (the value is replaced by ``[REDACTED]`
 2. the value after a secret-looking name, in ``name=value``, ``name: value`` and JSON
    ``"name": "value"`` forms: password, passwd, pwd, secret, token, api key, access key,
    private key, client secret, credentials, session id... (any name that *contains* one of them,
-   so ``db_password`` and ``X-Api-Key`` count too);
+   so ``db_password`` and ``X-Api-Key`` count too), and auth as a word of the name (``auth``,
+   ``basic_auth``; not ``author``);
 3. the password in a URL's user info (``postgres://user:secret@host``);
 4. card-like numbers: 13 to 19 digits, optionally grouped by spaces or dashes, standing on their
    own (not inside a word, an id or a UUID), that pass the Luhn check (order numbers and
@@ -28,7 +29,9 @@ MASK = "[REDACTED]"
 
 _SECRET_WORDS = (
     r"passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
-    r"private[_-]?key|credentials?|session[_-]?id|cookie"
+    r"private[_-]?key|credentials?|session[_-]?id|cookie|"
+    # "auth" as a word of the name only (auth, basic_auth, X-Auth): "author" holds no secret.
+    r"(?<![a-z])auth(?![a-z])"
 )
 _SECRET_NAME = re.compile(rf"(?:{_SECRET_WORDS})", re.IGNORECASE)
 
@@ -150,7 +153,7 @@ def _names_a_file(match: re.Match[str]) -> bool:
 # (the Kelvin sign for "k", the long s for "s") that str.lower() leaves as they are.
 _SECRET_STEMS = (
     "passw", "passphrase", "pwd", "secret", "token", "api", "access", "private",
-    "credential", "session", "cookie",
+    "credential", "session", "cookie", "auth",
 )  # fmt: skip
 
 

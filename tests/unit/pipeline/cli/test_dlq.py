@@ -106,6 +106,34 @@ def test_an_interrupted_redrive_says_how_many_it_redrove_then_exits_with_the_sig
     )
 
 
+def test_a_fenced_redrive_says_that_redrives_of_one_topic_run_one_at_a_time(monkeypatch):
+    # Two redrives of different keys at once: one was fenced, exit 1, and its keys stayed
+    # parked with nothing saying why that was (an outside review almost missed it).
+    import pipeline.dead_letters.redrive as redrive_module
+
+    letters = [dead_letter(number) for number in range(3)]
+    selection = dlq_selection.Selection(letters, letters, len(letters), [])
+    monkeypatch.setattr(dlq, "require_topics", lambda *_args: None)
+    monkeypatch.setattr(dlq, "select_letters", lambda *_args: selection)
+    monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: _Producer())
+
+    def redrive(_producer, chosen, *, redrive_id, on_progress):
+        return redrive_module.RedriveResult(
+            redrive_id=redrive_id, not_redriven=list(chosen), fenced=True, error="fenced"
+        )
+
+    monkeypatch.setattr(redrive_module, "redrive", redrive)
+
+    result = CliRunner().invoke(app, ["dlq", "redrive", "requests.orders", "--yes"])
+
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.stderr.split())
+    assert (
+        "0 redriven here, 3 not (fenced); redrives and discards of one dead-letter topic " in said
+    )
+    assert "run this again once the other one has finished" in said
+
+
 def test_a_redrive_leaving_earlier_letters_of_its_keys_behind_needs_out_of_order():
     # Redriving a key's key_parked tail without its first letter applied its events past the
     # gap and let the key go, with a warning only.

@@ -97,3 +97,10 @@ def test_labels_with_secret_names_are_masked_whole():
         "order_id": "o-1",
         "note": "token=[REDACTED]",
     }
+
+
+def test_auth_as_a_word_of_a_name_is_a_secret_name_and_author_is_not():
+    # An extra key "auth" went to Kafka and Elasticsearch as it was (an outside review).
+    assert is_secret_name("auth") and is_secret_name("basic_auth") and is_secret_name("X-Auth")
+    assert not is_secret_name("author") and not is_secret_name("authority")
+    assert redact("auth=hunter2-auth, author=Ann") == "auth=[REDACTED], author=Ann"
