@@ -110,7 +110,7 @@ def ship(
     rejected records go to logs.dlq with the reason in their headers.
 
     Examples:
-      pipeline logs ship --metrics-port 9410     # runs all the time
+      pipeline logs ship --metrics-port 9110     # runs all the time
       pipeline logs ship --until-idle 5          # catches up, then stops
     """
     from consumers.log_shipper import LogShipper

@@ -25,7 +25,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.logs.schema import FIELDS, INDEX_ALIAS, index_template
+from pipeline.logs.schema import (
+    FIELDS,
+    INDEX_ALIAS,
+    LABELS_DESCRIPTION,
+    LABELS_FIELD,
+    index_template,
+)
 from pipeline.settings import ELASTICSEARCH_VERSION
 
 #: The Kibana the objects are made for (docker-compose.yml runs the Elasticsearch version).
@@ -360,6 +366,7 @@ def data_view(alias: str = INDEX_ALIAS) -> dict[str, Any]:
     a free JSON string, so an older Kibana ignores the key).
     """
     field_attrs = {name: {"customDescription": field.description} for name, field in FIELDS.items()}
+    field_attrs[LABELS_FIELD] = {"customDescription": LABELS_DESCRIPTION}
     return _saved_object(
         "index-pattern",
         data_view_id(alias),

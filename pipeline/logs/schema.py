@@ -72,6 +72,11 @@ TEMPLATE_VERSION = 2
 
 #: The ``flattened`` field holding a record's ``extra=`` values (each leaf a keyword).
 LABELS_FIELD = "labels"
+#: What the data view says of ``labels`` (the schema's fields describe themselves).
+LABELS_DESCRIPTION = (
+    "The line's own fields (extra=... and log_context), as text; search one as "
+    "labels.<key>:<value>, e.g. labels.order_id:o-1"
+)
 
 #: Longer keyword values are kept in ``_source`` but not indexed (ECS uses the same limit).
 KEYWORD_IGNORE_ABOVE = 1024

@@ -37,7 +37,7 @@ from pipeline.dashboards.saved_objects import (
     KIBANA_VERSION,
     data_view_id,
 )
-from pipeline.logs.schema import FIELDS, INDEX_ALIAS, index_template
+from pipeline.logs.schema import FIELDS, INDEX_ALIAS, LABELS_DESCRIPTION, index_template
 from pipeline.settings import ELASTICSEARCH_VERSION
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -339,9 +339,12 @@ def test_data_view_is_on_the_alias_with_a_description_for_every_field():
     assert attributes["title"] == INDEX_ALIAS
     assert attributes["timeFieldName"] == "@timestamp"
     field_attrs = json.loads(attributes["fieldAttrs"])
+    # Every mapped field: the schema's, and labels (flattened), which had none.
     assert field_attrs == {
-        name: {"customDescription": field.description} for name, field in FIELDS.items()
+        **{name: {"customDescription": field.description} for name, field in FIELDS.items()},
+        "labels": {"customDescription": LABELS_DESCRIPTION},
     }
+    assert "labels.<key>:<value>" in LABELS_DESCRIPTION
 
 
 def test_searches_have_the_documented_queries_and_sorts():
