@@ -51,7 +51,9 @@ def _port_reads(url: str) -> bool:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a refused value is never quoted in the error (pydantic's
+    # "input_value=..."), which may be a password or a URL holding one.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class KafkaSettings(_Frozen):
@@ -539,6 +541,7 @@ class PipelineSettings(BaseSettings):
         frozen=True,
         # An optional setting is unset with the value null (e.g. PIPELINE_SAGAS__RETENTION_S).
         env_parse_none_str="null",
+        hide_input_in_errors=True,  # as _Frozen: no value quoted in an error
     )
 
     service_name: str = "pipeline"

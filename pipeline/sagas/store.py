@@ -205,9 +205,11 @@ def insert_saga(session: Session | Connection, state: SagaState) -> None:
 
 
 def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:
+    # The state is decoded as the row is fetched: text that is no JSON (or nested past the
+    # decoder's depth) fails here, before _state_of.
     try:
         row = session.execute(_LOAD, {"p_saga_id": saga_id}).first()
-    except ValueError as error:  # the JSON column's text is no JSON: decoded as it is fetched
+    except (ValueError, RecursionError) as error:
         raise _not_json(saga_id, error) from error
     if row is None:
         return None
@@ -220,7 +222,7 @@ def load_sagas(session: Session | Connection, saga_ids: Sequence[str]) -> dict[s
         return {}
     try:
         rows = session.execute(_LOAD_MANY, {"p_saga_ids": list(saga_ids)}).all()
-    except ValueError as error:  # as in load_saga: one of them, the error cannot say which
+    except (ValueError, RecursionError) as error:  # as in load_saga: one of them, unnamed
         shown = ", ".join(saga_ids[:3]) + (", ..." if len(saga_ids) > 3 else "")
         raise _not_json(shown, error) from error
     return {
@@ -228,7 +230,7 @@ def load_sagas(session: Session | Connection, saga_ids: Sequence[str]) -> dict[s
     }
 
 
-def _not_json(saga_id: str, error: ValueError) -> UnreadableSagaState:
+def _not_json(saga_id: str, error: ValueError | RecursionError) -> UnreadableSagaState:
     from pipeline.sagas.machine import shown_saga_id
 
     return UnreadableSagaState(

@@ -478,9 +478,10 @@ class _Gateway:
         # asyncio.wait, unlike wait_for, never cancels the delivery future on timeout.
         done, _ = await asyncio.wait({delivered}, timeout=self._timeout_s)
         if not done:
-            # What /healthz would say, if Kafka is the trouble (a refused login, an outage): a
-            # client told only "no answer" could not tell it from a slow broker.
-            problem = None if self.kafka_health is None else await self.kafka_health.problem()
+            # What the health check last found, if Kafka is the trouble (a refused login, an
+            # outage): a client told only "no answer" could not tell it from a slow broker. Not
+            # asked again: a probe would hold the answer past produce_timeout_s.
+            problem = None if self.kafka_health is None else self.kafka_health.known_problem()
             return not_acknowledged(
                 f"no answer in {self._timeout_s:g} s; librdkafka is still trying to deliver it"
                 + (f"; {problem}" if problem else "")

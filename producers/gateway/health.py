@@ -33,6 +33,10 @@ class KafkaHealthCheck(Protocol):
 
     async def problem(self) -> str | None: ...
 
+    def known_problem(self) -> str | None:
+        """The reason of the last answer, without asking Kafka again (``None``: it answered,
+        or it was not asked yet)."""
+
 
 class KafkaHealth:
     """Kafka's reachability through ``list_topics`` (an admin client's or a producer's).
@@ -82,6 +86,10 @@ class KafkaHealth:
                 self._probing = None
         self._answer = (self._clock(), answer)
         return answer
+
+    def known_problem(self) -> str | None:
+        """The last probe's reason, however old (``None``: Kafka answered, or no probe yet)."""
+        return None if self._answer is None else self._answer[1]
 
     def _probe(self) -> str | None:
         try:

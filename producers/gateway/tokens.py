@@ -173,8 +173,9 @@ def load_token_verifier(settings: JwtSettings) -> TokenVerifier:
     try:
         document = json.loads(_read(path))
         keys = jwt.PyJWKSet.from_dict(document)
-    # TypeError: a member of the wrong JSON type PyJWT does not check (an "alg" list).
-    except (jwt.exceptions.PyJWKSetError, TypeError) as error:
+    # TypeError: a member of the wrong JSON type PyJWT does not check (an "alg" list);
+    # NotImplementedError: an "alg" of "none", whose key PyJWT cannot make.
+    except (jwt.exceptions.PyJWKSetError, TypeError, NotImplementedError) as error:
         unusable = _first_unusable_key(document)  # PyJWT's set keeps no word of why
         if unusable is not None:
             raise PipelineError(f"{path} has no key the gateway can use: {unusable}") from None
@@ -212,6 +213,10 @@ def _first_unusable_key(document: object) -> str | None:
             return f"{which} is not a usable JWK: {_without_key_data(error, entry)}"
         except TypeError:  # PyJWT's own message may name a member's value: not quoted
             return f"{which} is not a usable JWK: a member is of the wrong JSON type"
+        except NotImplementedError:  # "alg": "none"
+            return (
+                f"{which} is not a usable JWK: its alg {str(entry.get('alg'))[:40]!r} signs nothing"
+            )
     return None
 
 

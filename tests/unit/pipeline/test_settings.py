@@ -239,3 +239,16 @@ def test_only_list_map_and_section_variables_take_json():
         }
         & takes_json
     )
+
+
+def test_a_refused_setting_is_never_quoted_in_the_validation_error(monkeypatch):
+    # Through the Python API (and the pytest plugin's pipeline_settings fixture) pydantic's
+    # error showed input_value='postgresql+psycopg://app...55@w/rd@db.internal/app'.
+    monkeypatch.setenv("PIPELINE_DATABASE__URL", "postgresql+psycopg://app:Pa55@w/rd@h/app")
+    with pytest.raises(ValidationError) as refused:
+        PipelineSettings()
+    assert "Pa55" not in str(refused.value) and "input_value" not in str(refused.value)
+
+    with pytest.raises(ValidationError) as port:
+        DatabaseSettings(url="postgresql://u:Pa55word@h:abc/db")
+    assert "Pa55word" not in str(port.value)

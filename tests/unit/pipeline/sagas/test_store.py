@@ -216,3 +216,19 @@ def test_a_stored_state_that_is_no_json_at_all_is_unreadable_too(database: Engin
             load_saga(session, "s-1")
         with pytest.raises(UnreadableSagaState, match=r"\(not JSON: "):
             load_sagas(session, ["s-1"])
+
+
+def test_a_stored_state_nested_past_the_json_decoder_is_unreadable_too(database: Engine) -> None:
+    # A RecursionError traceback in `pipeline saga show` (an outside re-check).
+    with Session(database) as session, session.begin():
+        SagaOrchestrator(REGISTRY, clock=lambda: T0).start(session, "One", "s-1", {"n": 1})
+    with database.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE pipeline_sagas SET state = ? WHERE saga_id = 's-1'", ("[" * 5000,)
+        )
+
+    with (
+        Session(database) as session,
+        pytest.raises(UnreadableSagaState, match=r"^saga s-1: its stored state is not re"),
+    ):
+        load_saga(session, "s-1")

@@ -47,3 +47,21 @@ def test_a_kafka_that_refuses_the_login_is_said_to_refuse_it_not_to_be_silent(mo
         "Kafka answers but refuses the connection (SASL authentication error: Authentication "
         "failed (invalid credentials)): check the credentials"
     )
+
+
+class _HandshakeFailingAdmin(_RefusingAdmin):
+    security_failure = "SSL handshake failed: error:0A00010B:SSL routines::wrong version number"
+
+
+def test_a_failed_tls_handshake_is_not_blamed_on_the_credentials(monkeypatch):
+    # An HTTP server (or a plaintext Kafka) at the secure port read "refuses the connection:
+    # check the credentials" (an outside re-check).
+    monkeypatch.setattr(health, "port_answers", lambda host, port: True)
+    monkeypatch.setattr(health, "build_admin", lambda kafka: _HandshakeFailingAdmin())
+
+    found = health.kafka_health(KafkaSettings(bootstrap_servers="127.0.0.1:19097"))
+
+    assert found.detail == (
+        "the port is open but the TLS handshake failed: SSL handshake failed: "
+        "error:0A00010B:SSL routines::wrong version number"
+    )

@@ -63,6 +63,9 @@ class StubHealth:
     async def problem(self) -> str | None:
         return self.answer
 
+    def known_problem(self) -> str | None:
+        return self.answer
+
 
 def _payload(body: bytes) -> StreamReader:
     """A request body as aiohttp's request reads it."""

@@ -134,3 +134,16 @@ def test_a_refusal_long_past_is_not_blamed_for_a_later_outage():
 
     assert first is not None and "refused the connection" in first
     assert later == f"Kafka at {BOOTSTRAP} does not answer (Failed to get metadata: broker down)"
+
+
+def test_the_known_problem_is_the_last_answer_and_asks_kafka_nothing():
+    # The gateway's 503 after produce_timeout_s reads it: a probe there held the answer up to
+    # the probe's timeout longer (3 s for a 1 s produce_timeout_s; an outside re-check).
+    cluster = Cluster(up=False)
+    health = KafkaHealth(cluster.list_topics, bootstrap=BOOTSTRAP, clock=Clock())
+    assert health.known_problem() is None and cluster.requests == 0
+
+    said = asyncio.run(health.problem())
+
+    assert health.known_problem() == said and said is not None
+    assert cluster.requests == 1

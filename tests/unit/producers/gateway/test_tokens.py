@@ -278,8 +278,13 @@ def test_key_files_that_cannot_be_used_stop_the_start_with_one_line(tmp_path: Pa
             "holds a shared secret (a key of kty 'oct'): a JWKS file gives the gateway public "
             "keys only; for HS256 tokens set PIPELINE_GATEWAY__JWT__SECRET instead",
         ),
+        (  # it was a NotImplementedError traceback from PyJWT
+            {"kid": "k6", "kty": "oct", "alg": "none", "k": "c2VjcmV0LWtleS1ieXRlcw"},
+            "has no key the gateway can use: key 0 (kid 'k6') is not a usable JWK: its alg "
+            "'none' signs nothing",
+        ),
     ],
-    ids=["bad-modulus", "unknown-alg", "no-kty", "alg-not-text", "shared-secret"],
+    ids=["bad-modulus", "unknown-alg", "no-kty", "alg-not-text", "shared-secret", "alg-none"],
 )
 def test_a_jwks_of_unusable_keys_says_which_and_why_never_quoting_them(
     tmp_path: Path, key: dict[str, Any], said: str
