@@ -1,128 +1,116 @@
-"""Whether the gateway can reach Kafka, for ``GET /healthz``.
-
-A cluster metadata request (``list_topics``) with a short timeout, its answer kept for a few
-seconds. Chosen over librdkafka's ``error_cb`` because it is a positive, end-to-end answer both
-ways: ``error_cb`` reports trouble (``_ALL_BROKERS_DOWN``, ``_TRANSPORT``) but never the
-recovery, ``_ALL_BROKERS_DOWN`` comes only once every known broker is down, and a client that
-has sent nothing yet may not have tried to connect at all. The cache bounds the cost: one
-request per ``cache_s`` however often ``/healthz`` is polled, and concurrent checks share it.
-"""
+"""Is Kafka / Elasticsearch answering at the configured address, and what is it?"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
+from elasticsearch import ApiError, TransportError
 
-__all__ = ["KafkaHealth", "KafkaHealthCheck", "warn_without_kafka"]
-
-log = logging.getLogger("producers.gateway")
-
-#: How long one metadata request may take before Kafka counts as unreachable.
-DEFAULT_TIMEOUT_S = 2.0
-#: How long an answer is kept.
-DEFAULT_CACHE_S = 5.0
-
-
-class KafkaHealthCheck(Protocol):
-    """What ``/healthz`` asks: ``None`` when Kafka answers, else a one-line reason."""
-
-    async def problem(self) -> str | None: ...
-
-    def known_problem(self) -> str | None:
-        """The reason of the last answer, without asking Kafka again (``None``: it answered,
-        or it was not asked yet)."""
+from pipeline.errors import PipelineError
+from pipeline.kafka.clients import build_admin
+from pipeline.logs.elasticsearch import build_elasticsearch
+from pipeline.plurals import counted
+from pipeline.settings import ElasticsearchSettings, KafkaSettings, masked_url
+from pipeline.stack.preflight import port_answers, split_host_port
 
 
-class KafkaHealth:
-    """Kafka's reachability through ``list_topics`` (an admin client's or a producer's).
-
-    ``list_topics(timeout=...)`` raises when the cluster does not answer in time. The reason
-    names the bootstrap address and librdkafka's error, never a credential; ``refusal()`` says
-    why the broker refused the client's login or TLS handshake since it was last asked, if it
-    did (the admin client's ``take_security_failure``, read from librdkafka's log: the request
-    itself only times out).
-    """
-
-    def __init__(
-        self,
-        list_topics: Callable[..., Any],
-        *,
-        bootstrap: str,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        cache_s: float = DEFAULT_CACHE_S,
-        clock: Callable[[], float] = time.monotonic,
-        refusal: Callable[[], str | None] = lambda: None,
-        not_answering: Callable[[str], str] | None = None,
-    ) -> None:
-        self._list_topics = list_topics
-        self._refusal = refusal
-        #: The reason given librdkafka's error when no refusal explains it (default: "Kafka at
-        #: <bootstrap> does not answer (<error>)").
-        self._not_answering = not_answering
-        self._bootstrap = bootstrap
-        self._timeout_s = timeout_s
-        self._cache_s = cache_s
-        self._clock = clock
-        self._answer: tuple[float, str | None] | None = None
-        self._probing: asyncio.Future[str | None] | None = None
-
-    async def problem(self) -> str | None:
-        """``None`` if Kafka answered (within the last ``cache_s``), else why it is unhealthy."""
-        if self._answer is not None and self._clock() - self._answer[0] < self._cache_s:
-            return self._answer[1]
-        if self._probing is None:
-            loop = asyncio.get_running_loop()
-            self._probing = loop.run_in_executor(None, self._probe)
-        probing = self._probing
-        try:
-            answer = await asyncio.shield(probing)
-        finally:
-            if probing.done() and self._probing is probing:
-                self._probing = None
-        self._answer = (self._clock(), answer)
-        return answer
-
-    def known_problem(self) -> str | None:
-        """The last probe's reason, however old (``None``: Kafka answered, or no probe yet)."""
-        return None if self._answer is None else self._answer[1]
-
-    def _probe(self) -> str | None:
-        try:
-            self._list_topics(timeout=self._timeout_s)
-        except KafkaException as exception:
-            # A refusal since the last probe (``refusal`` forgets what it told): not one long
-            # past, which would be blamed for every later outage of this long-running program.
-            refused = self._refusal()
-            if refused is not None:  # a login or TLS handshake the broker refused
-                return (
-                    f"Kafka at {self._bootstrap} refused the connection ({refused}); check the "
-                    "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
-                )
-            error = exception.args[0] if exception.args else exception
-            detail = error.str() if hasattr(error, "str") else str(error)
-            if self._not_answering is not None:
-                return self._not_answering(detail)
-            return f"Kafka at {self._bootstrap} does not answer ({detail})"
-        except Exception as error:  # anything else the client raises: still one line
-            return f"Kafka at {self._bootstrap} does not answer ({type(error).__name__})"
-        self._refusal()  # answered: a refusal logged before it is past
-        return None
+@dataclass(frozen=True)
+class Health:
+    name: str
+    address: str
+    ok: bool
+    detail: str
+    version: str | None = None
+    port_open: bool = False
 
 
-async def warn_without_kafka(kafka_health: KafkaHealthCheck, _app: object) -> AsyncIterator[None]:
-    """At start, in the background: a warning if Kafka does not answer (the gateway serves
-    anyway; ``/healthz`` says 503 until Kafka answers)."""
+def kafka_health(kafka: KafkaSettings, timeout_s: float = 5.0) -> Health:
+    """Ask the cluster for its metadata; ``ok`` when at least one broker answers."""
+    address = kafka.bootstrap_servers
+    host, port = split_host_port(address.split(",")[0])
+    if not port_answers(host, port):
+        return Health("kafka", address, ok=False, detail="nothing listens there")
+    # librdkafka reports connection failures on stderr by default; they belong to this check.
+    admin = build_admin(kafka)  # quiet: connection failures belong to this check
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as error:
+        # A login or TLS handshake refused is only logged by librdkafka (the admin client
+        # keeps it). A SASL refusal is Kafka saying no to these credentials; a failed TLS
+        # handshake may be anything else listening there (a plaintext Kafka, not Kafka).
+        refusal = getattr(admin, "security_failure", None)
+        if isinstance(refusal, str) and refusal.startswith("SASL"):
+            detail = (
+                f"Kafka answers but refuses the connection ({refusal}): check the credentials "
+                "(PIPELINE_KAFKA__SASL_*; the secure stack's own are in its credentials.json)"
+            )
+        elif isinstance(refusal, str):
+            detail = f"the port is open but the TLS handshake failed: {refusal}"
+        else:
+            detail = f"the port is open but Kafka does not answer: {error.args[0]}"
+        return Health("kafka", address, ok=False, port_open=True, detail=detail)
+    brokers = [str(b) for b in metadata.brokers.values()]
+    return Health(
+        "kafka",
+        address,
+        ok=True,
+        port_open=True,
+        detail=kafka_detail(metadata.cluster_id, brokers, len(metadata.topics)),
+    )
 
-    async def check() -> None:
-        problem = await kafka_health.problem()
-        if problem is not None:
-            log.warning("%s; GET /healthz answers 503 until it does", problem)
 
-    task = asyncio.create_task(check())
-    yield
-    task.cancel()
+def kafka_detail(cluster_id: str | None, brokers: list[str], topics: int) -> str:
+    """The status line's detail for a Kafka that answers."""
+    label = "broker" if len(brokers) == 1 else "brokers"
+    return f"cluster {cluster_id}, {label} {', '.join(brokers)}, {counted(topics, 'topic')}"
+
+
+def elasticsearch_detail(cluster: str, status: str, nodes: int) -> str:
+    """The status line's detail for an Elasticsearch that answers."""
+    return f"cluster {cluster} is {status}, {counted(nodes, 'node')}"
+
+
+def elasticsearch_health(es: ElasticsearchSettings, timeout_s: float = 5.0) -> Health:
+    """Cluster health (green or yellow is ok) and the local node's version."""
+    address = masked_url(es.url)  # shown: never a password given in the URL
+    host, port = split_host_port(es.url)
+    if not port_answers(host, port):
+        return Health("elasticsearch", address, ok=False, detail="nothing listens there")
+    try:
+        client = build_elasticsearch(es).options(request_timeout=timeout_s, max_retries=0)
+    except PipelineError as error:  # a setting that cannot work: say which
+        return Health("elasticsearch", address, ok=False, port_open=True, detail=str(error))
+    try:
+        health = client.cluster.health()
+        nodes = client.nodes.info(node_id="_local", metric="_none")
+    except (ApiError, TransportError) as error:
+        return Health(
+            "elasticsearch",
+            address,
+            ok=False,
+            port_open=True,
+            detail=f"the port is open but Elasticsearch does not answer: {_short(error)}",
+        )
+    finally:
+        client.close()
+    status = str(health["status"])
+    versions = {str(node["version"]) for node in nodes["nodes"].values()}
+    return Health(
+        "elasticsearch",
+        address,
+        ok=status in ("green", "yellow"),
+        port_open=True,
+        version=", ".join(sorted(versions)),
+        detail=elasticsearch_detail(
+            str(health["cluster_name"]), status, int(health["number_of_nodes"])
+        ),
+    )
+
+
+def _short(error: ApiError | TransportError) -> str:
+    """The error in a line: an HTTP status without its body for a server that is not
+    Elasticsearch (a web server's whole HTML page was the detail), else the client's words."""
+    if isinstance(error, ApiError):
+        return f"it answered HTTP {error.meta.status}, not as Elasticsearch does"
+    return " ".join(str(error).split())[:300]
