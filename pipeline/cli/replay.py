@@ -188,7 +188,7 @@ def replay(
       kcat -b 127.0.0.1:9092 -C -J -e -t requests.orders | pipeline replay - --rate 500/s
     """
     from pipeline.replay.processes import replay_recording
-    from pipeline.replay.recording import parse_lines_for_replay
+    from pipeline.replay.recording import bounded_lines, parse_lines_for_replay
     from pipeline.replay.replayer import (
         ReplayFailed,
         ReplayInterrupted,
@@ -223,7 +223,9 @@ def replay(
                 _err.print(_plan(None, "stdin", pacing, topic))
                 summary = replay_into_kafka(
                     settings.kafka,
-                    parse_lines_for_replay(sys.stdin.buffer, source="stdin"),
+                    parse_lines_for_replay(
+                        bounded_lines(sys.stdin.buffer, "stdin"), source="stdin"
+                    ),
                     topic=topic,
                     preserve_partitions=preserve_partitions,
                     rewrite_ids=rewrite_ids,

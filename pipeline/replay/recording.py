@@ -39,11 +39,13 @@ from pipeline.envelope import json_error_reason
 from pipeline.errors import PipelineError
 
 __all__ = [
+    "MAX_LINE_BYTES",
     "ProducibleMessage",
     "RecordedMessage",
     "RecordingError",
     "RecordingWriter",
     "TimestampType",
+    "bounded_lines",
     "encode_line",
     "format_line",
     "message_for_replay",
@@ -471,7 +473,7 @@ def open_recording(path: Path) -> Iterator[IO[bytes]]:
     """The recording file at ``path``, opened to read bytes; :class:`RecordingError` when
     there is none."""
     try:
-        lines = path.open("rb")
+        raw = path.open("rb", buffering=0)
     except FileNotFoundError:
         raise RecordingError(f"no recording at {path}") from None
     except IsADirectoryError:
@@ -482,6 +484,7 @@ def open_recording(path: Path) -> Iterator[IO[bytes]]:
         raise  # said as any file the user may not read (pipeline.cli.main)
     except OSError as error:  # a name too long, say
         raise RecordingError(f"cannot read {path}: {error.strerror or error}") from None
+    lines = bounded_lines(raw, str(path))
     with lines:
         try:
             yield lines
@@ -509,6 +512,67 @@ class RecordingWriter:
     def write_all(self, messages: Sequence[RecordedMessage]) -> None:
         for message in messages:
             self.write(message)
+
+
+#: The longest line a recording may have: a message of 190 MiB, its value in base64, fits.
+#: Without a bound, a file that is no recording (a disk image, /dev/zero) was read whole in
+#: search of its first line break, until the kernel killed the process for its memory.
+MAX_LINE_BYTES = 256 << 20
+
+
+def bounded_lines(raw: IO[bytes], source: str, limit: int = MAX_LINE_BYTES) -> IO[bytes]:
+    """``raw`` (unbuffered, or one whose ``read1`` returns what is there) as a buffered stream
+    to iterate by lines, which raises :class:`RecordingError` naming ``source`` at a line
+    longer than ``limit`` bytes. The lines are split in C as before; the bound is checked once
+    per read of the buffer (1 MiB), not per line."""
+    return io.BufferedReader(_LineBound(raw, source, limit), buffer_size=1 << 20)
+
+
+class _LineBound(io.RawIOBase):
+    """``raw``'s bytes, with the run since the last line break counted as they are read."""
+
+    def __init__(self, raw: IO[bytes], source: str, limit: int) -> None:
+        super().__init__()
+        self._raw = raw
+        # What is there now, not a full buffer's worth: a line that came down a pipe is read
+        # at once (a buffered stream's read would wait for a whole buffer, or the end).
+        self._read = getattr(raw, "read1", None) or raw.read
+        self._source = source
+        self._limit = limit
+        self._run = 0  # bytes since the last line break
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._run = 0  # a replay seeks to the start of a line
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._read(len(buffer))
+        if not data:
+            return 0
+        count = len(data)
+        buffer[:count] = data
+        last = data.rfind(b"\n")
+        run = self._run + (count if last < 0 else data.find(b"\n"))
+        if run > self._limit:
+            raise RecordingError(
+                f"{self._source}: a line longer than {self._limit:,} bytes: not a recording, "
+                "which has one message a line"
+            )
+        self._run = run if last < 0 else count - last - 1
+        return count
 
 
 def within(stream: IO[bytes], size: int) -> IO[bytes]:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.replay import recording
 from pipeline.replay.recording import (
     RecordedMessage,
     RecordingError,
     RecordingWriter,
+    bounded_lines,
     encode_line,
     format_line,
     message_for_replay,
@@ -321,6 +323,28 @@ def test_a_read_that_fails_part_way_is_a_recording_error_naming_the_file():
     # at offset 0) was a traceback of `pipeline replay`.
     with pytest.raises(RecordingError, match=r"^cannot read /proc/self/mem: Input/output error$"):
         list(read_recording_for_replay(Path("/proc/self/mem")))
+
+
+def test_a_line_longer_than_the_bound_is_a_recording_error_not_all_memory(tmp_path, monkeypatch):
+    # A file with no line break (a disk image, /dev/zero) was read whole in search of its
+    # first line, until the kernel killed the replay (an outside re-check). The bound is
+    # MAX_LINE_BYTES; a smaller one here, to spare the test's memory.
+    monkeypatch.setattr(recording.bounded_lines, "__defaults__", (1 << 20,))
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"\0" * (3 << 20))
+
+    with pytest.raises(RecordingError, match=r"image\.bin: a line longer than 1,048,576 bytes"):
+        list(read_recording_for_replay(image))
+    assert recording.MAX_LINE_BYTES == 256 << 20
+
+
+def test_bounded_lines_give_every_line_as_it_is_and_read_what_a_pipe_has():
+    text = b"".join(b"x" * n + b"\n" for n in (0, 5, 1 << 20, 3)) + b"tail"
+    stream = io.BufferedReader(io.BytesIO(text), buffer_size=7)
+
+    lines = list(bounded_lines(stream, "stdin", limit=(1 << 20) + 1))
+
+    assert lines == text.splitlines(keepends=True)
 
 
 def test_parse_lines_reads_raw_lines_and_names_the_source():
