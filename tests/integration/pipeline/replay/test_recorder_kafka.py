@@ -16,9 +16,11 @@ BASE_MS = 1_700_000_000_000
 
 
 def produce_stamped(settings, topic, partitions, count, transactional_id=None):
-    """``count`` messages per partition, value ``p:n``, stamped BASE_MS + n seconds."""
+    """``count`` messages per partition, value ``p:n``, stamped BASE_MS + n seconds; fails
+    unless every one was acknowledged (``flush`` returning 0 alone does not say so)."""
     config = {} if transactional_id is None else {"transactional.id": transactional_id}
     producer = build_producer(settings.kafka, **config)
+    failed = []
     if transactional_id is not None:
         producer.init_transactions(30)
         producer.begin_transaction()
@@ -30,10 +32,12 @@ def produce_stamped(settings, topic, partitions, count, transactional_id=None):
                 b"k",
                 partition=partition,
                 timestamp=BASE_MS + n * 1_000,
+                on_delivery=lambda error, _message: failed.append(error) if error else None,
             )
     if transactional_id is not None:
         producer.commit_transaction(30)
     assert producer.flush(60) == 0
+    assert failed == [], f"not produced to {topic}: {failed}"
 
 
 def values(messages):
