@@ -5,6 +5,7 @@ runs Python code inside ``poll``)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -37,6 +38,12 @@ def test_every_ctrl_c_during_produce_comes_out_as_keyboard_interrupt(pipeline_se
     thread = threading.Thread(target=interrupter, daemon=True)
     thread.start()
     outcomes: dict[str, int] = {}
+    # CPython ignores an exception raised while its garbage collector runs (it is printed as
+    # "Exception ignored in tp_clear"), Python's own SIGINT handler's too: a signal that lands
+    # then is lost whatever handler is set (seen once in CI: 99 of 100 here). That is not the
+    # case this test is about, so the collector is off while the trials run.
+    gc.collect()
+    gc.disable()
     with build_event_producer(pipeline_settings.kafka, pipeline_settings.producer) as producer:
         try:
             for _ in range(TRIALS):
@@ -55,6 +62,7 @@ def test_every_ctrl_c_during_produce_comes_out_as_keyboard_interrupt(pipeline_se
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 producer.flush(30)
         finally:
+            gc.enable()
             done.set()
             thread.join(5)
     assert outcomes == {"KeyboardInterrupt": TRIALS}
