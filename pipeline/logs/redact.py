@@ -4,8 +4,8 @@ Pure functions over text. What is masked (the value is replaced by ``[REDACTED]`
 
 1. ``Authorization``/``Proxy-Authorization`` header values (``Bearer ...``, ``Basic ...``), also
    as a dict prints them, and a ``Bearer`` credential anywhere;
-2. the value after a secret-looking name, in ``name=value``, ``name: value`` and JSON
-   ``"name": "value"`` forms: password, passwd, pwd, secret, token, api key, access key,
+2. the value after a secret-looking name, in ``name=value``, ``name: value``, JSON
+   ``"name": "value"`` and command-line ``--name value`` forms: password, passwd, pwd, secret, token, api key, access key,
    private key, client secret, credentials, session id... (any name that *contains* one of them,
    so ``db_password`` and ``X-Api-Key`` count too), and auth as a word of the name (``auth``,
    ``basic_auth``; not ``author``);
@@ -48,10 +48,20 @@ _AUTH_HEADER = re.compile(
 _BEARER = re.compile(r"(?P<scheme>\bbearer\s+)(?P<value>[\w\-.~+/]+=*)", re.IGNORECASE)
 # name=value / name: value / "name": "value" for secret-looking names (db.password,
 # jwt.secret.key); what only looks like one is told apart by _name_value.
+# An unquoted value ends before a colon that ends the text or a clause ("password=abc: the
+# server said no" keeps its colon); a colon inside it (abc:def) is part of it.
 _NAME_VALUE = re.compile(
     rf"(?P<name>[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
     r"(?P<sep>\"?'?\s*[:=]\s*)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+)",
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+?(?=:?(?:[\s,;&)}\]]|$)))",
+    re.IGNORECASE,
+)
+# A command line's option and its value after a space (``--password hunter2``, ``--api-key
+# "a b"``): a value that starts with "-" is the next option, not a secret.
+_OPTION_VALUE = re.compile(
+    rf"(?P<name>(?<![\w-])--?[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
+    r"(?P<sep>\s+)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|(?!-)[^\s]+)",
     re.IGNORECASE,
 )
 # With no user too (``redis://:secret@host``). Any case, and an underscore: Kafka's bootstrap
@@ -114,7 +124,6 @@ def _bearer(match: re.Match[str]) -> str:
 # A file's name and line number, as an error quotes a place in a file (my-passwd.jsonl:1:):
 # an extension that is no secret word, then ":<digits>:".
 _FILE_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}")
-_LINE_NUMBER = re.compile(r"\d+:")
 
 
 def _name_value(match: re.Match[str]) -> str:
@@ -124,6 +133,12 @@ def _name_value(match: re.Match[str]) -> str:
     if _names_a_file(match):
         return match.group(0)
     return match.group("name") + match.group("sep") + _mask_quoted(value)
+
+
+def _option_value(match: re.Match[str]) -> str:
+    if MASK in match.group("value") or match.string.startswith(" " + MASK, match.end()):
+        return match.group(0)  # masked already, or a scheme before it (--auth Bearer [REDACTED])
+    return match.group("name") + match.group("sep") + _mask_quoted(match.group("value"))
 
 
 def _names_a_file(match: re.Match[str]) -> bool:
@@ -138,7 +153,8 @@ def _names_a_file(match: re.Match[str]) -> bool:
     if (
         _FILE_EXTENSION.fullmatch(extension)
         and _SECRET_NAME.search(extension) is None
-        and _LINE_NUMBER.fullmatch(match.group("value"))
+        and match.group("value").isdigit()
+        and match.string.startswith(":", match.end())  # the value stops before that colon
     ):
         return True
     start = match.start("name")
@@ -174,6 +190,8 @@ def redact(text: str) -> str:
         text = _BEARER.sub(_bearer, text)
     if lowered is None or _may_name_a_secret(lowered):
         text = _NAME_VALUE.sub(_name_value, text)
+        if "-" in text:
+            text = _OPTION_VALUE.sub(_option_value, text)
     if "://" in text:
         text = _URL_PASSWORD.sub(_url_password, text)
     return _CARD.sub(_card, text)

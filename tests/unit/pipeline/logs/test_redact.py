@@ -47,6 +47,16 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
         # Letters the case-insensitive patterns match but str.lower() keeps: the long s and the
         # Kelvin sign (the quick look for a secret word is only made on ASCII text).
         ("pa\u017fsword=hunter2", "pa\u017fsword=[REDACTED]"),
+        # A command line: an option and its value after a space.
+        ("ran: app --password hunter2 -v", "ran: app --password [REDACTED] -v"),
+        (
+            "app --db-password 'a b' --api-key k1",
+            "app --db-password '[REDACTED]' --api-key [REDACTED]",
+        ),
+        ("app --auth Bearer tok9", "app --auth Bearer [REDACTED]"),
+        # A clause's colon after an unquoted secret is kept; a colon inside one is masked too.
+        ("db?password=abc: refused", "db?password=[REDACTED]: refused"),
+        ("token=abc:def done", "token=[REDACTED] done"),
         ("to\u212aen: abc123", "to\u212aen: [REDACTED]"),
     ],
 )
@@ -77,6 +87,8 @@ def test_luhn_valid_card_numbers_are_masked(card):
         "my-passwd.jsonl:1: not a recorded message",
         "/etc/passwd: not valid TOML",
         "token_list.jsonl:3: bad line",
+        # An option without a value (the next word is an option).
+        "app --password -v",
     ],
 )
 def test_ordinary_text_is_kept(text):
