@@ -5,10 +5,10 @@ Pure functions over text. What is masked (the value is replaced by ``[REDACTED]`
 1. ``Authorization``/``Proxy-Authorization`` header values (``Bearer ...``, ``Basic ...``), also
    as a dict prints them, and a ``Bearer`` credential anywhere;
 2. the value after a secret-looking name, in ``name=value``, ``name: value``, JSON
-   ``"name": "value"`` and command-line ``--name value`` forms: password, passwd, pwd, secret, token, api key, access key,
-   private key, client secret, credentials, session id... (any name that *contains* one of them,
-   so ``db_password`` and ``X-Api-Key`` count too), and auth as a word of the name (``auth``,
-   ``basic_auth``; not ``author``);
+   ``"name": "value"`` and command-line ``--name value`` forms: password, passwd, pwd, secret,
+   token, api key, access key, private key, client secret, credentials, session id... (any name
+   that *contains* one of them, so ``db_password`` and ``X-Api-Key`` count too), and auth as a
+   word of the name (``auth``, ``basic_auth``; not ``author``);
 3. the password in a URL's user info (``postgres://user:secret@host``);
 4. card-like numbers: 13 to 19 digits, optionally grouped by spaces or dashes, standing on their
    own (not inside a word, an id or a UUID), that pass the Luhn check (order numbers and
