@@ -95,7 +95,8 @@ def process(
         "--max-in-flight",
         min=1,
         max=1024,  # processing.max_in_flight's bound
-        help="Events handled at once across keys (one per key; default: "
+        help="Events handled at once across keys (one per key; an async handler's event "
+        "waiting only for its commit takes no place; default: "
         "PIPELINE_PROCESSING__MAX_IN_FLIGHT, else 16).",
     ),
     metrics_port: int | None = typer.Option(

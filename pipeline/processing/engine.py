@@ -25,7 +25,10 @@ An ``async`` handler's first attempt takes the group path instead of step 2's th
 at once, the handler runs on this loop, and many events commit in one transaction. Whatever
 that path does not cover (a record that is not an event, has no handler or bad data, a redrive,
 a parked key, a failed attempt's retries) takes the per-record attempt in a thread, where an
-``async`` handler is run on this loop and waited for.
+``async`` handler is run on this loop and waited for. Once its handler returned, an event of
+the group path waits for its group's commit set aside (:meth:`KeyLanes.set_aside
+<pipeline.processing.lanes.KeyLanes.set_aside>`): another key's event starts in its place,
+while its own key's next one waits for that commit.
 
 A synchronous handler's first attempt takes a group path too (unless
 ``processing.sync_group_wait_ms`` is 0): the events submitted together form groups, each
@@ -364,7 +367,7 @@ class ProcessingEngine:
         tries = 0
         while True:
             try:
-                await self._handle(work.payload)
+                await self._handle(work.payload, work)
                 break
             except asyncio.CancelledError:
                 raise
@@ -442,7 +445,7 @@ class ProcessingEngine:
     async def _in_thread(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
-    async def _handle(self, record: Record) -> None:
+    async def _handle(self, record: Record, work: Work[Record]) -> None:
         """Attempt until processed, a duplicate, or dead-lettered."""
         retry = self.settings.retry
         failures = outages = 0
@@ -452,7 +455,9 @@ class ProcessingEngine:
         while True:
             if self._generation.get(tp) != generation:
                 return  # revoked (drained) meanwhile: the next owner handles it again
-            outcome: AttemptResult | None = await self._grouped_attempt(record) if grouped else None
+            outcome: AttemptResult | None = None
+            if grouped:
+                outcome = await self._grouped_attempt(record, work)
             grouped = False  # retries take the per-record attempt
             if outcome is None:
                 outcome = await self._in_thread(self._attempt_of(record))
@@ -515,7 +520,7 @@ class ProcessingEngine:
             outbox=self._outbox,
         )
 
-    async def _grouped_attempt(self, record: Record) -> AttemptResult | None:
+    async def _grouped_attempt(self, record: Record, work: Work[Record]) -> AttemptResult | None:
         """The first attempt of an ``async`` handler's event, on the group path; ``None`` when
         the record needs the per-record attempt (see the module's docstring)."""
         try:
@@ -565,6 +570,9 @@ class ProcessingEngine:
             return AttemptResult("failed", event.id, error=error, event=event)
         if not self.settings.inbox and not unit.has_writes:
             return AttemptResult("processed", event.id, event=event)
+        # Its handler is done; its commit is not: another key's event may start in its place
+        # (its own key's next event waits for the commit, so it sees this one's effects).
+        self._start(self._lanes.set_aside(work))
         if not unit.has_writes:  # only its inbox row: no locks on the service's own rows
             return await self._claims.submit(unit)
         return await self._commits.submit(unit)

@@ -102,6 +102,9 @@ class KeyLanes(Generic[P]):
         self._lanes: dict[tuple[str, int, Key], deque[Work[P]]] = {}
         self._ready: deque[Work[P]] = deque()  # may start once there is room; oldest first
         self._running: set[Work[P]] = set()
+        # Set aside: their handler is done, their commit is not; their lanes stay held, but
+        # they take no room of max_in_flight.
+        self._aside: set[Work[P]] = set()
         self._stalled: set[Lane] = set()
         self._last_offset: dict[tuple[str, int], int] = {}
         self._draining: set[tuple[str, int]] = set()
@@ -110,13 +113,14 @@ class KeyLanes(Generic[P]):
 
     @property
     def in_flight(self) -> int:
-        """How many works are running (started, neither completed nor failed)."""
-        return len(self._running)
+        """How many works are running (started, neither completed nor failed), those set
+        aside included."""
+        return len(self._running) + len(self._aside)
 
     @property
     def pending(self) -> int:
         """How many submitted works wait: behind their lane, for room, or behind a stall."""
-        return self._unfinished - len(self._running)
+        return self._unfinished - len(self._running) - len(self._aside)
 
     @property
     def stalled(self) -> frozenset[Lane]:
@@ -160,6 +164,16 @@ class KeyLanes(Generic[P]):
         self._finish(work)
         return self._fill()
 
+    def set_aside(self, work: Work[P]) -> list[Work[P]]:
+        """A running work whose handler finished and whose commit has not: it stops taking room
+        of ``max_in_flight`` (other lanes' work may start in its place) but still holds its
+        lane until :meth:`complete` or :meth:`fail`; return what may start now."""
+        if work not in self._running:
+            raise ValueError(f"{work} is not running")
+        self._running.remove(work)
+        self._aside.add(work)
+        return self._fill()
+
     def fail(self, work: Work[P], policy: FailurePolicy = "stall_key") -> list[Work[P]]:
         """Finish a running work that failed for good (dead-lettered); return what may start.
 
@@ -169,7 +183,7 @@ class KeyLanes(Generic[P]):
         """
         if policy not in get_args(FailurePolicy):
             raise ValueError(f"policy must be one of {get_args(FailurePolicy)}, got {policy!r}")
-        if work not in self._running:
+        if work not in self._running and work not in self._aside:
             raise ValueError(f"{work} is not running")
         if policy == "stall_key" and self._ordered(work):
             self._stalled.add(work.lane)
@@ -194,10 +208,10 @@ class KeyLanes(Generic[P]):
         """
         if partitions is None:
             self._closed = True
-            return _sorted(self._running)
+            return _sorted(self._running | self._aside)
         self._draining.update(partitions)
         wanted = set(partitions)
-        return _sorted(w for w in self._running if (w.topic, w.partition) in wanted)
+        return _sorted(w for w in self._running | self._aside if (w.topic, w.partition) in wanted)
 
     def forget(self, partitions: Collection[tuple[str, int]]) -> list[Work[P]]:
         """Drop all work of revoked ``partitions`` and their stalls; return what may start now.
@@ -211,11 +225,12 @@ class KeyLanes(Generic[P]):
         def keep(work: Work[P]) -> bool:
             return (work.topic, work.partition) not in wanted
 
-        dropped = {w for w in self._running if not keep(w)}
+        dropped = {w for w in self._running | self._aside if not keep(w)}
         dropped.update(w for w in self._ready if not keep(w))
         for lane in [lane for lane in self._lanes if (lane[0], lane[1]) in wanted]:
             dropped.update(self._lanes.pop(lane))
         self._running = {w for w in self._running if keep(w)}
+        self._aside = {w for w in self._aside if keep(w)}
         self._ready = deque(w for w in self._ready if keep(w))
         self._stalled = {
             lane for lane in self._stalled if (lane.topic, lane.partition) not in wanted
@@ -231,9 +246,12 @@ class KeyLanes(Generic[P]):
 
     def _finish(self, work: Work[P]) -> None:
         """Take a running work out; the next of its lane becomes ready unless the lane stalled."""
-        if work not in self._running:
+        if work in self._running:
+            self._running.remove(work)
+        elif work in self._aside:
+            self._aside.remove(work)
+        else:
             raise ValueError(f"{work} is not running")
-        self._running.remove(work)
         self._unfinished -= 1
         if not self._ordered(work):
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -199,6 +200,38 @@ def test_async_handlers_of_different_keys_run_at_the_same_time(
 
     assert driver.run().processed == 24
     assert most_at_once > 1
+
+
+def test_an_event_waiting_for_its_commit_gives_its_room_to_another_key_not_to_its_own(
+    make_driver: Callable[..., ProcessorTestDriver],
+) -> None:
+    """With one event in flight: a's commit waits until b's handler ran (b started while a was
+    committing), and a's next event starts only once a's effect is committed."""
+    b_ran = threading.Event()
+    waited_for_b: list[bool] = []
+    saw_a0_committed: list[bool] = []
+    driver: ProcessorTestDriver
+
+    def a0_write(session: Session) -> None:
+        waited_for_b.append(b_ran.wait(10))
+        session.execute(insert(effects).values(event_id="a0", key="a", seq=0))
+
+    async def handler(event: Event, unit: UnitOfWork) -> None:
+        key, seq = event.data["key"], event.data["seq"]
+        if (key, seq) == ("a", 0):
+            unit.write(a0_write)
+        elif key == "b":
+            b_ran.set()
+        else:
+            saw_a0_committed.append(("a", 0) in effect_rows(driver))
+
+    driver = make_driver(async_processor(handler), max_in_flight=1)
+    for key, seq in (("a", 0), ("b", 0), ("a", 1)):
+        driver.send(TOPIC, event(key, seq))
+
+    assert driver.run().processed == 3
+    assert waited_for_b == [True]
+    assert saw_a0_committed == [True]
 
 
 def test_redelivered_events_are_duplicates_and_the_handler_is_not_called_again(

@@ -25,6 +25,7 @@ from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.logs.context import current_context
 from pipeline.processing import Processor, Record, Reject, UnitOfWork
 from pipeline.processing.engine import ProcessingEngine
+from pipeline.processing.lanes import Work
 from pipeline.processing.offsets import CommitPosition
 from pipeline.retry import RetryPolicy
 from pipeline.settings import DatabaseSettings, ProcessingSettings
@@ -335,11 +336,11 @@ def test_an_internal_error_is_logged_and_the_record_handled_again_not_held_for_e
     handle = harness.engine._handle
     broken = {"times": 2}
 
-    async def flaky_handle(payload: Record) -> None:
+    async def flaky_handle(payload: Record, work: Work[Record]) -> None:
         if broken["times"]:
             broken["times"] -= 1
             raise RuntimeError("a bug in the engine")
-        await handle(payload)
+        await handle(payload, work)
 
     monkeypatch.setattr(harness.engine, "_handle", flaky_handle)
 

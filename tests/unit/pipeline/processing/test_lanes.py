@@ -177,6 +177,60 @@ def test_an_unknown_policy_raises() -> None:
     assert dispatch.in_flight == 1
 
 
+# --- set aside: the handler done, the commit not yet -----------------------------------------
+
+
+def test_work_set_aside_gives_its_room_to_another_key_but_holds_its_own() -> None:
+    dispatch = lanes(1)
+    a0, a1, b2 = work(0, "a"), work(1, "a"), work(2, "b")
+    for item in (a0, a1, b2):
+        dispatch.submit(item)
+
+    assert dispatch.set_aside(a0) == [b2]  # a1 waits for a0's commit, b2 takes the room
+    assert (dispatch.in_flight, dispatch.pending) == (2, 1)
+    assert dispatch.complete(b2) == []  # the room is free, but a's lane is still held
+    assert dispatch.complete(a0) == [a1]
+    assert (dispatch.in_flight, dispatch.pending) == (1, 0)
+
+
+def test_work_set_aside_can_fail_stalling_its_key() -> None:
+    dispatch = lanes(1)
+    a0, a1 = work(0, "a"), work(1, "a")
+    dispatch.submit(a0)
+    dispatch.submit(a1)
+    dispatch.set_aside(a0)
+
+    assert dispatch.fail(a0) == []
+    assert dispatch.stalled == frozenset({Lane("t", 0, "a")})
+
+
+def test_work_set_aside_is_reported_by_a_drain_and_dropped_by_forget() -> None:
+    dispatch = lanes(1)
+    a0, b1 = work(0, "a"), work(1, "b", partition=1)
+    dispatch.submit(a0)
+    dispatch.submit(b1)
+    dispatch.set_aside(a0)
+
+    assert dispatch.drain([("t", 0)]) == [a0]
+    assert dispatch.forget([("t", 0)]) == []
+    assert (dispatch.in_flight, dispatch.pending) == (1, 0)  # b1 only
+    with pytest.raises(ValueError, match="is not running"):
+        dispatch.complete(a0)
+
+
+def test_only_running_work_can_be_set_aside() -> None:
+    dispatch = lanes(1)
+    a0, a1 = work(0, "a"), work(1, "a")
+    dispatch.submit(a0)
+    dispatch.submit(a1)
+
+    with pytest.raises(ValueError, match=r"offset=1.* is not running"):
+        dispatch.set_aside(a1)
+    dispatch.set_aside(a0)
+    with pytest.raises(ValueError, match=r"offset=0.* is not running"):
+        dispatch.set_aside(a0)
+
+
 # --- misuse ---------------------------------------------------------------------------------
 
 
@@ -296,8 +350,9 @@ def test_forgetting_running_work_starts_what_waited_for_its_room() -> None:
 
 @pytest.mark.parametrize("seed", range(25))
 def test_random_runs_keep_key_order_the_limit_and_a_safe_commit(seed: int) -> None:
-    """(a) per lane, finishing order is offset order; (b) never more than max_in_flight run;
-    (c) the commit position never passes work not done; (d) everything finishes, at last+1."""
+    """(a) per lane, finishing order is offset order; (b) never more than max_in_flight run
+    (work set aside not counted), one at a time per lane (counted); (c) the commit position
+    never passes work not done; (d) everything finishes, at last+1."""
     rng = random.Random(seed)
     max_in_flight = rng.randint(1, 6)
     unkeyed: Unkeyed = "per_partition" if rng.random() < 0.5 else "unordered"
@@ -316,6 +371,7 @@ def test_random_runs_keep_key_order_the_limit_and_a_safe_commit(seed: int) -> No
     every = [item for items in queued.values() for item in items]
     started: set[Work[None]] = set()
     running: list[Work[None]] = []
+    aside: set[Work[None]] = set()  # in running too
     finished: set[Work[None]] = set()
     finish_order: dict[Lane, list[int]] = defaultdict(list)
 
@@ -324,7 +380,8 @@ def test_random_runs_keep_key_order_the_limit_and_a_safe_commit(seed: int) -> No
             assert item not in started
             started.add(item)
             running.append(item)
-        assert len(running) == dispatch.in_flight <= max_in_flight  # (b)
+        assert len(running) == dispatch.in_flight  # (b)
+        assert len(running) - len(aside) <= max_in_flight
         ordered = [i.lane for i in running if i.key is not None or unkeyed == "per_partition"]
         assert len(ordered) == len(set(ordered))  # one at a time per lane
 
@@ -335,8 +392,13 @@ def test_random_runs_keep_key_order_the_limit_and_a_safe_commit(seed: int) -> No
             item = queued[rng.choice(sources)].pop(0)
             offsets.started(item.topic, item.partition, item.offset)
             run(dispatch.submit(item))
+        elif running and choice < 0.6 and len(aside) < len(running):
+            item = rng.choice([i for i in running if i not in aside])
+            aside.add(item)
+            run(dispatch.set_aside(item))
         elif running and choice < 0.95:
             item = running.pop(rng.randrange(len(running)))
+            aside.discard(item)
             offsets.done(item.topic, item.partition, item.offset)
             finished.add(item)
             if item.key is not None or unkeyed == "per_partition":
