@@ -187,14 +187,15 @@ def relay(
     """Publish committed outbox rows to Kafka until SIGTERM (or with --once, until done).
 
     Rows are marked published only after Kafka acknowledged them; per aggregate they are
-    published in commit order. On PostgreSQL several relays may run at once; on SQLite one
-    holds a lease and the others wait.
+    published in the order they were inserted (their position). On PostgreSQL several relays
+    may run at once; on SQLite one holds a lease and the others wait.
 
     The summary table goes to stdout. With --once, only warnings and errors are logged to
     stderr (unless PIPELINE_LOGS__LEVEL is set); every log line still goes to the logs topic.
 
     Exit codes: 0 done; 2 usage or setup error; 3 (--once) some events were not
-    acknowledged and stay unpublished.
+    acknowledged, or were held back (their topic does not exist, they are too large), and
+    stay unpublished.
 
     Examples:
       pipeline outbox relay --metrics-port 9420    # the outbox at PIPELINE_DATABASE__URL

@@ -16,14 +16,13 @@ The stored row is the encoded Kafka message: ``payload`` is the value and ``head
 CloudEvents ``ce_*`` headers (plus ``content-type``) as produced by
 :func:`pipeline.envelope.encode`; the key is the aggregate id (the event's ``partitionkey``).
 
-Also here: the status of the outbox (backlog, oldest unpublished age, publish rate, per topic),
-housekeeping (deleting published rows past their retention) and the pure helpers of the relay's
-ordering rules, so they can be tested without a database.
+Also here: the status of the outbox (backlog, oldest unpublished age, publish rate, per topic)
+and housekeeping (deleting published rows past their retention). The relay's ordering rules are
+pure helpers of their own (:mod:`pipeline.outbox.ordering`).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,7 +41,6 @@ from pipeline.settings import OutboxSettings
 __all__ = [
     "NOTIFY_CHANNEL",
     "RELAY_COLUMNS",
-    "ClaimPlan",
     "Outbox",
     "OutboxError",
     "OutboxRecord",
@@ -51,12 +49,10 @@ __all__ = [
     "TopicStatus",
     "add_to_outbox",
     "delete_published",
-    "lock_bucket",
     "outbox_lease_table",
     "outbox_row",
     "outbox_status",
     "outbox_table",
-    "publishable_positions",
     "records_of",
     "route_topic",
 ]
@@ -110,7 +106,8 @@ outbox_lease_table = sa.Table(
 
 
 class OutboxError(PipelineError):
-    """An event that cannot go into the outbox as asked (no topic for it, a conflicting key)."""
+    """An event that cannot go into the outbox as asked (no topic for it, a conflicting key, an
+    aggregate id, aggregate type, event type, event id or topic its column cannot hold)."""
 
 
 def utc_now() -> datetime:
@@ -123,6 +120,48 @@ def as_utc(value: datetime) -> datetime:
 
 
 # --- adding events ----------------------------------------------------------------------------
+
+#: The text columns of a row checked before it is written, and what to call each in an error.
+_TEXT_COLUMNS = {
+    "aggregate_type": "aggregate_type",
+    "aggregate_id": "aggregate_id",
+    "event_type": "the event's type",
+    "event_id": "the event's id",
+    "topic": "topic",
+}
+#: Their lengths in the table (characters; the migration's are the same).
+_TEXT_LIMITS: dict[str, int | None] = {
+    column: getattr(outbox_table.c[column].type, "length", None) for column in _TEXT_COLUMNS
+}
+
+
+def _check_text(column: str, value: str) -> None:
+    """:class:`OutboxError` unless ``value`` fits ``column`` alike on every database: at most
+    its length in characters (PostgreSQL refused a longer one with its own error, SQLite took
+    it whole), valid UTF-8 (a lone surrogate, from bytes decoded with ``surrogateescape``, say,
+    was a bare ``UnicodeEncodeError``), and no NUL character (PostgreSQL refuses it)."""
+    limit = _TEXT_LIMITS[column]
+    if value.isascii() and "\x00" not in value and (limit is None or len(value) <= limit):
+        return  # the usual case, at the cost of three scans
+    what = _TEXT_COLUMNS[column]
+    shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}..."
+    if limit is not None and len(value) > limit:
+        raise OutboxError(
+            f"{what} is {len(value):,} characters long ({shown}): the outbox holds at most "
+            f"{limit} (column {outbox_table.name}.{column}); use a shorter one"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise OutboxError(
+            f"{what} {shown} is not valid text ({error.reason}, at position {error.start}): "
+            "decode its bytes as UTF-8, or use another one"
+        ) from None
+    if "\x00" in value:
+        raise OutboxError(
+            f"{what} {shown} has a NUL character (at position {value.index(chr(0))}), which "
+            "PostgreSQL cannot store: use another one"
+        )
 
 
 def route_topic(
@@ -158,6 +197,14 @@ def outbox_row(
         raise TypeError(f"expected a pipeline.envelope.Event, got {type(event).__name__}")
     if not aggregate_type or not aggregate_id:
         raise OutboxError("aggregate_type and aggregate_id must not be empty")
+    for column, value in (
+        ("aggregate_type", aggregate_type),
+        ("aggregate_id", aggregate_id),
+        ("event_type", event.type),
+        ("event_id", event.id),
+        ("topic", topic),
+    ):
+        _check_text(column, value)
     if event.partitionkey is None:
         event = event.model_copy(update={"partitionkey": aggregate_id})
     elif event.partitionkey != aggregate_id:
@@ -371,120 +418,6 @@ def records_of(rows: Sequence[Sequence[Any]]) -> list[OutboxRecord]:
             rows, headers, strict=True
         )
     ]
-
-
-# --- the ordering rules (pure) ----------------------------------------------------------------
-
-
-def lock_bucket(aggregate_type: str, aggregate_id: str, buckets: int) -> int:
-    """The advisory-lock bucket of an aggregate: the same in every process and run (CRC-32,
-    not Python's salted ``hash``)."""
-    key = f"{aggregate_type}\x00{aggregate_id}".encode()
-    return zlib.crc32(key) % buckets
-
-
-class ClaimPlan:
-    """Which advisory-lock buckets a relay tries, and which rows are then its own (pure).
-
-    The relay reads the head of the backlog in windows (``(position, aggregate_type,
-    aggregate_id)`` in position order, each window after the last) and feeds them to
-    :meth:`add_window`. :meth:`to_try` names the untried buckets, oldest first row first, just
-    enough to fill a batch if every lock is granted; :meth:`granted` records the answer. The
-    rows owned are every row *seen so far* in a granted bucket: a bucket granted in a later
-    round brings its rows from earlier windows too, so an aggregate is always published from
-    its oldest unpublished row on.
-
-    ``held`` are the buckets of this relay's previous claim, still open while its marks
-    commit: they are left out, as if tried and refused, without counting as contention.
-    """
-
-    def __init__(self, buckets: int, batch_size: int, *, held: Iterable[int] = ()) -> None:
-        self.buckets = buckets
-        self.batch_size = batch_size
-        self._rows: list[tuple[int, int]] = []  # (position, bucket)
-        self._counts: dict[int, int] = {}  # rows seen per bucket, in first-seen order
-        #: ``held``: buckets this relay's earlier claim still holds, never tried (not contention).
-        self.tried: set[int] = set(held)
-        self.owned: set[int] = set()
-        self.contended = False
-
-    def add_window(self, window: Iterable[tuple[int, str, str]]) -> int:
-        """Add the next window; returns how many buckets it showed for the first time."""
-        rows, counts, buckets = self._rows, self._counts, self.buckets
-        seen = len(counts)
-        for position, aggregate_type, aggregate_id in window:
-            bucket = lock_bucket(aggregate_type, aggregate_id, buckets)
-            rows.append((position, bucket))
-            counts[bucket] = counts.get(bucket, 0) + 1
-        return len(counts) - seen
-
-    @property
-    def owned_rows(self) -> int:
-        return sum(self._counts[bucket] for bucket in self.owned)
-
-    @property
-    def full(self) -> bool:
-        return self.owned_rows >= self.batch_size
-
-    @property
-    def can_fill(self) -> bool:
-        """The owned buckets and those not tried yet hold a batch among the rows seen so far
-        (no need to read another window first)."""
-        rows = sum(
-            count
-            for bucket, count in self._counts.items()
-            if bucket in self.owned or bucket not in self.tried
-        )
-        return rows >= self.batch_size
-
-    def to_try(self) -> list[int]:
-        have = self.owned_rows
-        chosen: list[int] = []
-        for bucket, rows in self._counts.items():
-            if have >= self.batch_size:
-                break
-            if bucket in self.tried:
-                continue
-            chosen.append(bucket)
-            have += rows
-        return chosen
-
-    def granted(self, tried: Iterable[int], granted: Iterable[int]) -> None:
-        tried, granted = set(tried), set(granted)
-        self.tried |= tried
-        self.owned |= granted
-        if granted != tried:
-            self.contended = True
-
-    @property
-    def positions(self) -> list[int]:
-        """The owned rows' positions, in position order."""
-        return [position for position, bucket in self._rows if bucket in self.owned]
-
-
-def publishable_positions(
-    records: Sequence[OutboxRecord], acknowledged: Sequence[bool]
-) -> list[int]:
-    """The positions that may be marked published after a batch was sent.
-
-    A row counts only if the broker acknowledged it *and* every earlier row of its aggregate
-    in the batch was acknowledged: after a failure the aggregate's later rows stay unpublished
-    too, so the relay sends them again after the failed one (duplicates by id, never a gap).
-    """
-    if len(records) != len(acknowledged):
-        raise ValueError(f"{len(records)} records but {len(acknowledged)} acknowledgements")
-    if all(acknowledged):  # the usual batch: every row, without a look at aggregates
-        return [record.position for record in records]
-    broken: set[tuple[str, str]] = set()
-    positions = []
-    for record, ok in zip(records, acknowledged, strict=True):
-        if record.aggregate in broken:
-            continue
-        if not ok:
-            broken.add(record.aggregate)
-            continue
-        positions.append(record.position)
-    return positions
 
 
 # --- status -----------------------------------------------------------------------------------

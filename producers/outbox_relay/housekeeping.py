@@ -1,15 +1,23 @@
 """What a relay does besides publishing, each on its own schedule: delete published rows past
-their retention, refresh the outbox status (metrics), and log its counts."""
+their retention, refresh the outbox status (metrics), and log its counts.
+
+While the relay's batches fail on a database error (:meth:`Housekeeping.database_failed`, until
+:meth:`Housekeeping.database_works`), the status is not read (it would fail the same way, one
+more connection attempt and warning each time): its gauges are NaN, ``database_up`` is 0, and
+the log line, which keeps coming, says for how long the database has been down."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from pipeline.database import error_text
 from pipeline.outbox.table import OutboxStatus, delete_published, outbox_status
+from pipeline.plurals import counted
 from pipeline.settings import OutboxSettings
 from producers.outbox_relay.metrics import RelayMetrics
 
@@ -20,6 +28,16 @@ _log = logging.getLogger(__name__)
 #: How often backlog, age and rate are refreshed from the database (metrics, log line): not
 #: more often, as the rate counts the rows published in the last minute (millions at full speed).
 STATUS_INTERVAL_S = 5.0
+
+
+@dataclass
+class _Down:
+    """The database failing the relay's batches: since when (monotonic), how many tries."""
+
+    since: float
+    tries: int = 0
+    #: The last error, on one line.
+    error: str = ""
 
 
 class Housekeeping:
@@ -38,8 +56,11 @@ class Housekeeping:
         self._next_log = now + settings.log_interval_s
         self._logged_published = 0
         self._last_log = now
-        #: The outbox status as last read (``None`` before the first read).
+        #: The outbox status as last read (``None`` before the first read, and while it cannot
+        #: be read).
         self.last_status: OutboxStatus | None = None
+        #: Set while the relay's batches fail on a database error.
+        self._down: _Down | None = None
 
     def cleanup(self) -> int:
         """Delete published rows older than the retention now; returns how many."""
@@ -58,17 +79,42 @@ class Housekeeping:
         self._next_cleanup = time.monotonic() + self._settings.cleanup_interval_s
         return self.cleanup()
 
+    def database_failed(self, error: str) -> None:
+        """A batch failed on a database error (``error``: its text on one line): the status is
+        unknown from now on, and not read until :meth:`database_works`."""
+        if self._down is None:
+            self._down = _Down(time.monotonic())
+        self._down.tries += 1
+        self._down.error = error
+        self._metrics.database_up.set(0)
+        self._unknown()
+
+    def database_works(self) -> None:
+        """A batch used the database (its marks are committed): read the status again at once
+        if it was down."""
+        self._metrics.database_up.set(1)
+        if self._down is not None:
+            self._down = None
+            self._next_status = 0.0
+
+    def _unknown(self) -> None:
+        self.last_status = None
+        self._metrics.unknown()
+
     def report(self, published: int, *, final: bool = False) -> None:
         """Refresh the status when due; log ``published`` (the relay's running total) and the
         rate since the last line when due, or at once when ``final``."""
         now = time.monotonic()
-        if now >= self._next_status or final:  # the last figures are the final ones
+        due = now >= self._next_status or final  # the last figures are the final ones
+        if due and self._down is None:
             self._next_status = now + STATUS_INTERVAL_S
             try:
                 self.last_status = outbox_status(self._engine)
                 self._metrics.observe(self.last_status)
             except SQLAlchemyError as error:
-                _log.warning("cannot read the outbox status: %s", error)
+                # Not the last figures, which read as current (a backlog of 0 for as long).
+                self._unknown()
+                _log.warning("cannot read the outbox status: %s", error_text(error))
         interval = self._settings.log_interval_s
         if not final and (interval <= 0 or now < self._next_log):
             return
@@ -77,14 +123,21 @@ class Housekeeping:
         elapsed = max(now - self._last_log, 1e-9)
         self._logged_published, self._last_log = published, now
         status = self.last_status
+        down = self._down
         _log.info(
-            "outbox relay %s: published %d in %.0f s (%.0f/s); backlog %s, oldest unpublished %s",
+            "outbox relay %s: published %d in %.0f s (%.0f/s); %sbacklog %s, oldest unpublished %s",
             self._name,
             count,
             elapsed,
             count / elapsed,
+            ""
+            if down is None
+            else f"database down for {now - down.since:.0f} s, "
+            f"{counted(down.tries, 'try', 'tries')} failed ({down.error}); ",
             "?" if status is None else status.backlog,
-            "-"
-            if status is None or status.oldest_unpublished_age_s is None
+            "?"
+            if status is None
+            else "-"
+            if status.oldest_unpublished_age_s is None
             else f"{status.oldest_unpublished_age_s:.1f} s",
         )

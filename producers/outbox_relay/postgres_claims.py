@@ -1,13 +1,13 @@
 """Claiming on PostgreSQL, where several relays may run: advisory locks on aggregate buckets.
 
 An aggregate is hashed to one of ``outbox.lock_buckets`` advisory locks (CRC-32 of type and id,
-:func:`pipeline.outbox.table.lock_bucket`). A relay reads the oldest unpublished rows (two
+:func:`pipeline.outbox.ordering.lock_bucket`). A relay reads the oldest unpublished rows (two
 batches' worth, no row locks) and tries the locks of their buckets with
 ``pg_try_advisory_xact_lock`` (oldest first, only as many as fill a batch, so about half the
 buckets at the head of the backlog are left for another relay); when other relays hold some, it
 tries the buckets it has not tried yet, reading the next window when those cannot fill a batch
 and the last window showed new buckets (up to 3 rounds, see
-:class:`pipeline.outbox.table.ClaimPlan`). Then, in a new statement (so a new snapshot, taken
+:class:`pipeline.outbox.ordering.ClaimPlan`). Then, in a new statement (so a new snapshot, taken
 after the locks), it reads the rows of the buckets it got that are still unpublished. A relay
 therefore only ever publishes aggregates no other relay (and no other open claim of its own)
 holds, and holds them until its marks are committed: per aggregate, rows reach Kafka in
@@ -29,9 +29,9 @@ from typing import Any, cast
 
 from sqlalchemy.engine import Connection, Engine
 
+from pipeline.outbox.ordering import ClaimPlan
 from pipeline.outbox.table import (
     RELAY_COLUMNS,
-    ClaimPlan,
     OutboxRecord,
     outbox_table,
     records_of,

@@ -33,6 +33,15 @@ interval or, on PostgreSQL with ``outbox.listen``, until the insert trigger's NO
 (:class:`~producers.outbox_relay.notify.NotifyListener`), whichever comes first. The stop
 signal (a :class:`threading.Event`, passed in or the relay's own; :meth:`OutboxRelay.stop`
 sets it) ends the loop after the current batch and cuts short any wait between batches.
+
+A batch that fails (the database or Kafka away) is tried again after the poll interval, then
+twice as long each time up to a few seconds
+(:class:`~producers.outbox_relay.failed_batches.FailedBatches`, which also keeps the log to a
+line per error a minute); the periodic log line and the metrics keep coming meanwhile, and say
+the database is down while its errors fail the batches
+(:meth:`~producers.outbox_relay.housekeeping.Housekeeping.database_failed`). No LISTEN is tried
+until a batch works again (each try was a warning); the relay then looks again at once, now
+listening, rather than wait for a notification it may have missed.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ from pipeline.kafka.producer import EventProducer
 from pipeline.outbox.table import OutboxRecord, OutboxStatus
 from pipeline.settings import OutboxSettings
 from producers.outbox_relay.claims import Claim, ClaimStrategy, LeaseState
+from producers.outbox_relay.failed_batches import FailedBatches
 from producers.outbox_relay.holds import Hold, LeftRows, TooLarge
 from producers.outbox_relay.housekeeping import Housekeeping
 from producers.outbox_relay.metrics import RelayMetrics
@@ -189,6 +199,7 @@ class OutboxRelay:
         self._housekeeping = Housekeeping(engine, settings, self.metrics, self.name)
         self._refusals = RefusalLog(f"outbox relay {self.name}")
         self._unacknowledged = UnacknowledgedLog(f"outbox relay {self.name}")
+        self._failures = FailedBatches(self.name, settings.poll_interval_s)
         self._too_large = TooLarge()
         self._left = LeftRows()
         #: The (topic, reason) labels of the held-rows gauge set so far (set to 0 when none).
@@ -231,7 +242,9 @@ class OutboxRelay:
         ahead: Future[_OpenClaim] | None = None  # the next batch's claim, made meanwhile
         try:
             while not self._stop.is_set():
-                if listener is not None:
+                if listener is not None and not self._failures.count:
+                    # Not while batches fail: the database is likely away, and each try to
+                    # LISTEN again was one more warning.
                     listener.drain()
                 try:
                     if pending is not None and pending.done.done():
@@ -262,6 +275,7 @@ class OutboxRelay:
                     else:
                         sent.commit()
                         self._settled(sent)
+                    recovered = self._failures.worked()
                     self.totals.deleted += self._housekeeping.cleanup_if_due()
                     claimed = len(sent.claim.records)
                     if claimed >= self._settings.batch_size:
@@ -286,13 +300,16 @@ class OutboxRelay:
                         ) from None
                     if once:
                         raise
-                    _log.error(
-                        "outbox relay %s: batch failed, retrying: %s", self.name, error_text(error)
-                    )
+                    text = error_text(error)
+                    if isinstance(error, SQLAlchemyError | DatabaseError):
+                        self._housekeeping.database_failed(text)
+                    wait_s = self._failures.failed(text)
                     self._let_go(ahead)  # not held through the wait
                     ahead = None
-                    self._stop.wait(self._settings.poll_interval_s)
+                    self._pause(wait_s)  # the log line and the metrics keep coming meanwhile
                     continue
+                if recovered and listener is not None:
+                    continue  # look again, LISTENing now: a NOTIFY may have been missed
                 if overlapped:
                     continue  # claimed while the previous batch held its buckets: look again
                 if once:
@@ -320,9 +337,15 @@ class OutboxRelay:
             self._report(final=True)
         return self.totals
 
-    def _wait_for_rows(self, listener: NotifyListener | None) -> None:
-        """Until the poll interval passed, a NOTIFY came or the stop signal was set."""
-        deadline = time.monotonic() + self._settings.poll_interval_s
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (cut short by the stop signal), reporting meanwhile."""
+        self._wait_for_rows(None, seconds)
+
+    def _wait_for_rows(self, listener: NotifyListener | None, seconds: float | None = None) -> None:
+        """Until the poll interval (or ``seconds``) passed, a NOTIFY came or the stop signal
+        was set."""
+        wait_s = self._settings.poll_interval_s if seconds is None else seconds
+        deadline = time.monotonic() + wait_s
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -496,6 +519,7 @@ class OutboxRelay:
         if result.published:  # not a batch of which nothing went (rows held or failed)
             self.totals.batches += 1
             self.metrics.batches.inc()
+        self._housekeeping.database_works()
         self._report()
         return result
 

@@ -10,7 +10,7 @@
    after ``timeout_s`` (:class:`~pipeline.kafka.producer.FlushTimeout` every time) none counts
    as delivered;
 3. the positions that may be marked: acknowledged rows whose aggregate had no earlier failure in
-   the batch (:func:`pipeline.outbox.table.publishable_positions`).
+   the batch (:func:`pipeline.outbox.ordering.publishable_positions`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pipeline.kafka.producer import (
     FlushTimeout,
     ProduceRefused,
 )
-from pipeline.outbox.table import OutboxRecord, publishable_positions
+from pipeline.outbox.ordering import publishable_positions
+from pipeline.outbox.table import OutboxRecord
 from pipeline.plurals import counted
 from producers.outbox_relay.holds import Hold
 

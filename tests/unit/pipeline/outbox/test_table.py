@@ -1,5 +1,4 @@
-"""The outbox model on SQLite: adding in the caller's transaction, routing, status, housekeeping,
-and the relay's ordering rules as pure functions."""
+"""The outbox model on SQLite: adding in the caller's transaction, routing, status, housekeeping."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -10,17 +9,14 @@ from sqlalchemy.orm import Session
 from pipeline.envelope import Event, decode, encode
 from pipeline.outbox.table import (
     RELAY_COLUMNS,
-    ClaimPlan,
     Outbox,
     OutboxError,
     OutboxRecord,
     PendingEvent,
     add_to_outbox,
     delete_published,
-    lock_bucket,
     outbox_status,
     outbox_table,
-    publishable_positions,
     records_of,
     route_topic,
 )
@@ -141,6 +137,52 @@ def test_an_event_whose_partitionkey_is_not_the_aggregate_id_is_refused(engine):
         )
 
 
+@pytest.mark.parametrize(
+    ("fields", "event", "message"),
+    [
+        (
+            {"aggregate_id": "o" * 300},
+            {},
+            r"aggregate_id is 300 characters long \('o{40}'\.\.\.\): the outbox holds at most "
+            r"255 \(column pipeline_outbox\.aggregate_id\); use a shorter one",
+        ),
+        ({"aggregate_type": "t" * 256}, {}, "aggregate_type is 256 characters long"),
+        ({"topic": "x" * 256}, {}, "topic is 256 characters long"),
+        ({}, {"type": "e" * 256}, "the event's type is 256 characters long"),
+        ({}, {"id": "i" * 256}, "the event's id is 256 characters long"),
+        (
+            {"aggregate_id": "o-\udcff"},
+            {},
+            r"aggregate_id 'o-\\udcff' is not valid text \(surrogates not allowed, at position 2\)",
+        ),
+        ({"aggregate_type": "\ud800"}, {}, "aggregate_type '.*' is not valid text"),
+        ({"aggregate_id": "o\x00"}, {}, r"aggregate_id 'o\\x00' has a NUL character"),
+    ],
+)
+def test_a_value_its_column_cannot_hold_is_refused_alike_on_every_database_before_writing(
+    engine, fields, event, message
+):
+    # PostgreSQL: a raw DataError for 300 characters (varchar(255)); SQLite took them whole
+    # and the relay published a 300-character key; a lone surrogate was a UnicodeEncodeError.
+    given = {"aggregate_type": "order", "aggregate_id": "o-1", "topic": "orders.events"}
+    given.update(fields)
+    with engine.begin() as connection, pytest.raises(OutboxError, match=message):
+        Outbox().add(connection, Event(**{"source": "/orders", "type": "t", **event}), **given)
+
+    assert _rows(engine) == []
+
+
+def test_values_as_long_as_their_columns_are_taken():
+    row = Outbox().row(
+        Event(source="/orders", id="i" * 255, type="e" * 255),
+        aggregate_type="t" * 255,
+        aggregate_id="é" * 255,  # characters, not bytes
+        topic="x" * 255,
+    )
+
+    assert (row["aggregate_id"], row["event_type"]) == ("é" * 255, "e" * 255)
+
+
 def test_the_same_event_id_cannot_be_added_twice(engine):
     event = _event()
     with engine.begin() as connection:
@@ -253,70 +295,3 @@ def test_housekeeping_deletes_in_batches_until_nothing_expired_is_left(engine):
         )
     assert delete_published(engine, retention_s=60, batch_size=3, now=now) == 7
     assert _rows(engine) == []
-
-
-# --- the relay's ordering rules ---------------------------------------------------------------
-
-
-def _aggregate_in_bucket(bucket, buckets, taken=()):
-    for n in range(100_000):
-        name = f"agg-{n}"
-        if name not in taken and lock_bucket("order", name, buckets) == bucket:
-            return name
-    raise AssertionError("no aggregate found for the bucket")
-
-
-def test_lock_buckets_are_stable_and_in_range():
-    # CRC-32 of "order\0o-1" mod 256, pinned: a per-process (salted) or changed hash fails.
-    assert lock_bucket("order", "o-1", 256) == 78
-    assert all(0 <= lock_bucket("order", f"o-{n}", 16) < 16 for n in range(1000))
-    assert lock_bucket("order", "o-1", 1 << 20) != lock_bucket("payment", "o-1", 1 << 20)
-
-
-def test_a_claim_tries_only_as_many_buckets_as_fill_a_batch_oldest_first():
-    a, b, c = (_aggregate_in_bucket(n, 8) for n in (1, 2, 3))
-    plan = ClaimPlan(buckets=8, batch_size=3)
-    plan.add_window([(1, "order", a), (2, "order", b), (3, "order", a), (4, "order", c)])
-    assert plan.to_try() == [1, 2]  # a (2 rows) + b (1 row) fill the batch of 3; c is left
-    plan.granted([1, 2], [1, 2])
-    assert plan.full and not plan.contended
-    assert plan.positions == [1, 2, 3]
-
-
-def test_a_bucket_held_elsewhere_is_skipped_with_all_its_rows_and_marks_the_claim_contended():
-    a, b, c = (_aggregate_in_bucket(n, 8) for n in (1, 2, 3))
-    plan = ClaimPlan(buckets=8, batch_size=3)
-    plan.add_window([(1, "order", a), (2, "order", b), (3, "order", a), (4, "order", c)])
-    plan.granted([1, 2], [2])  # another relay holds a's bucket
-    assert plan.contended
-    assert plan.positions == [2]  # none of a's rows, not even the later one
-    assert plan.to_try() == [3]  # the next bucket, never a's again
-    plan.granted([3], [3])
-    assert plan.positions == [2, 4]
-
-
-def test_a_bucket_granted_in_a_later_round_brings_its_rows_from_earlier_windows():
-    a, b, c = (_aggregate_in_bucket(n, 8) for n in (1, 2, 3))
-    plan = ClaimPlan(buckets=8, batch_size=2)
-    plan.add_window([(1, "order", a), (2, "order", b), (3, "order", c)])
-    assert plan.to_try() == [1, 2]
-    plan.granted([1, 2], [2])  # a held elsewhere: one row short of a batch
-    plan.add_window([(4, "order", c), (5, "order", c)])
-    assert plan.to_try() == [3]  # c, first seen in the first window
-    plan.granted([3], [3])
-    assert plan.positions == [2, 3, 4, 5]  # c's row 3 from the first window comes with it
-
-
-def _record(position, aggregate_id):
-    return OutboxRecord(position, f"e{position}", "order", aggregate_id, "t", b"{}", [])
-
-
-def test_after_a_failure_the_aggregates_later_rows_stay_unpublished_but_others_go():
-    records = [_record(1, "x"), _record(2, "y"), _record(3, "x"), _record(4, "y")]
-    acknowledged = [False, True, True, True]  # x's first row failed, its second got through
-    assert publishable_positions(records, acknowledged) == [2, 4]
-
-
-def test_a_fully_acknowledged_batch_is_published_entirely():
-    records = [_record(n, f"a{n % 3}") for n in range(1, 10)]
-    assert publishable_positions(records, [True] * 9) == list(range(1, 10))
