@@ -63,7 +63,8 @@ def line_encoder(rules: LineRules) -> Callable[[bytes], EncodedLine | None] | No
             if parsed is None:
                 return None
             key = parsed[0].get(field)
-            if type(key) is not str or not key:  # missing, empty or not text: parse_line says
+            # missing, empty, not text, or not printable (a control character?): parse_line says
+            if type(key) is not str or not key or not key.isprintable():
                 return None
             return parts(parsed[1], key, extra)
 
@@ -77,7 +78,7 @@ def line_encoder(rules: LineRules) -> Callable[[bytes], EncodedLine | None] | No
             key = path.find(parsed[0])
         except LookupError:  # the path ends early: parse_line says where
             return None
-        if type(key) is not str or not key:
+        if type(key) is not str or not key or not key.isprintable():
             return None
         return parts(parsed[1], key, extra)
 

@@ -17,7 +17,12 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from pipeline.envelope.consumed_headers import header_name_bytes
 from pipeline.envelope.errors import EnvelopeError
-from pipeline.envelope.event import Event, check_extension_names, check_media_type
+from pipeline.envelope.event import (
+    Event,
+    check_extension_names,
+    check_media_type,
+    control_character_at,
+)
 from pipeline.envelope.json_data import (
     CHECKED_JSON,
     MAX_JSON_DEPTH,
@@ -260,7 +265,8 @@ def decode(value: bytes | None, headers: Headers | None, key: bytes | None = Non
     other headers are ignored. ``ce_id``, ``ce_source``, ``ce_type`` and ``ce_specversion`` are
     required; without ``ce_time`` the event's ``time`` is ``None``. Without a ``content-type``
     header the data is read as ``application/json``; data of any other content type is kept as
-    bytes. Without a ``ce_partitionkey`` header, a non-empty key becomes the partitionkey.
+    bytes. Without a ``ce_partitionkey`` header, a non-empty key becomes the partitionkey (so
+    it must be UTF-8 text without control characters, as a partitionkey is).
     Unknown ``ce_<name>`` headers land in ``extensions``.
 
     Structured mode (no ``ce_specversion`` header, and a ``content-type:
@@ -306,6 +312,14 @@ def decode(value: bytes | None, headers: Headers | None, key: bytes | None = Non
                 f"the message key is not valid UTF-8 (byte {key[exc.start]:#04x} at offset "
                 f"{exc.start}) and there is no ce_partitionkey header"
             ) from None
+        partitionkey = fields["partitionkey"]
+        at = control_character_at(partitionkey)
+        if at is not None:
+            raise EnvelopeError(
+                f"the message key holds a control character (U+{ord(partitionkey[at]):04X} at "
+                f"offset {at}), which a partitionkey must not, and there is no "
+                "ce_partitionkey header"
+            )
     try:
         check_media_type(content_type)
     except PydanticCustomError as exc:

@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 from pipeline.envelope.json_data import already_checked, check_json, is_json_content_type
 from pipeline.ids import new_event_id
 
-__all__ = ["Event", "check_extension_names", "check_media_type"]
+__all__ = ["Event", "check_extension_names", "check_media_type", "control_character_at"]
 
 # Possessive runs: the same language as one character at a time, several times faster.
 _URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]++|%[0-9A-Fa-f]{2})*+")
@@ -30,9 +30,38 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+\-]+/[A-Za-z0-9!#$&^_.+\-]+(?:\s*;.*)?", re.DOTALL)
 _EXTENSION_NAME = re.compile(r"[a-z0-9]+")
+# The characters CloudEvents' String type refuses (spec, "Type System"): a line break would split
+# a log line, and a Kafka or HTTP header, in two.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 # --- validation of single attributes ----------------------------------------------------------
+
+
+def control_character_at(value: str) -> int | None:
+    """The offset in ``value`` of its first character that CloudEvents' String type refuses, a
+    control character (U+0000-U+001F, U+007F-U+009F: a line break, a tab, an escape, DEL...);
+    None when there is none."""
+    # str.isprintable() is False for every one of them, and for more (U+00A0, U+200B, which are
+    # allowed): a quick answer for the usual value, the exact test only for the others.
+    if value.isprintable():
+        return None
+    found = _CONTROL_CHARACTER.search(value)
+    return None if found is None else found.start()
+
+
+def _no_control_characters(value: str) -> str:
+    if value.isprintable():  # the usual value, without a call more (see control_character_at)
+        return value
+    at = control_character_at(value)
+    if at is not None:
+        raise PydanticCustomError(
+            "control_characters",
+            "must not contain control characters (U+0000-U+001F, U+007F-U+009F), found "
+            "U+{code} at offset {offset}",
+            {"code": f"{ord(value[at]):04X}", "offset": at},
+        )
+    return value
 
 
 def _uri_reference(value: str) -> str:
@@ -88,13 +117,15 @@ def _utc(value: datetime) -> datetime:
 
 def check_media_type(value: str) -> str:
     """``value`` if it is a media type (``type/subtype``, parameters allowed); else an error."""
-    if value != "application/json" and _MEDIA_TYPE.fullmatch(value) is None:  # the usual one
+    if value == "application/json":  # the usual one
+        return value
+    if _MEDIA_TYPE.fullmatch(value) is None:
         raise PydanticCustomError(
             "media_type",
             "must be a media type such as 'application/json', got {value}",
             {"value": repr(value)},
         )
-    return value
+    return _no_control_characters(value)  # parameters may hold anything else
 
 
 def check_extension_names(value: dict[str, str]) -> dict[str, str]:
@@ -118,6 +149,10 @@ def check_extension_names(value: dict[str, str]) -> dict[str, str]:
 # --- the model --------------------------------------------------------------------------------
 
 _Text = Annotated[str, Field(min_length=1)]
+#: CloudEvents' String: no control characters. ``source`` is a ``_Text`` whose URI-reference
+#: check already allows none (nor any other character outside ASCII).
+_String = Annotated[str, AfterValidator(_no_control_characters)]
+_NonEmptyString = Annotated[_Text, AfterValidator(_no_control_characters)]
 
 
 class Event(BaseModel):
@@ -125,26 +160,28 @@ class Event(BaseModel):
 
     ``data`` is kept as given (not copied): JSON values for JSON content types, bytes otherwise.
     ``extensions`` holds any other CloudEvents attribute (lowercase a-z0-9 names), as text.
+    No attribute's text may hold a control character (U+0000-U+001F, U+007F-U+009F), which
+    CloudEvents' String type refuses.
     ``time`` is the current time unless given; it is ``None`` only for an event read from a
     producer that did not set it (the attribute is optional in CloudEvents).
     """
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
-    id: _Text = Field(default_factory=new_event_id)
+    id: _NonEmptyString = Field(default_factory=new_event_id)
     source: Annotated[_Text, AfterValidator(_uri_reference)]
-    type: _Text
+    type: _NonEmptyString
     specversion: Literal["1.0"] = "1.0"
     time: Annotated[datetime, AfterValidator(_utc)] | None = Field(
         default_factory=lambda: datetime.now(UTC)
     )
-    subject: _Text | None = None
+    subject: _NonEmptyString | None = None
     datacontenttype: Annotated[_Text, AfterValidator(check_media_type)] = "application/json"
-    partitionkey: _Text | None = None
+    partitionkey: _NonEmptyString | None = None
     traceparent: Annotated[str, AfterValidator(_traceparent)] | None = None
-    correlationid: _Text | None = None
-    causationid: _Text | None = None
-    extensions: Annotated[dict[str, str], AfterValidator(check_extension_names)] = Field(
+    correlationid: _NonEmptyString | None = None
+    causationid: _NonEmptyString | None = None
+    extensions: Annotated[dict[str, _String], AfterValidator(check_extension_names)] = Field(
         default_factory=dict
     )
     data: Any = None

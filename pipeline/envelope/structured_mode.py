@@ -28,7 +28,12 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from pipeline.envelope.errors import EnvelopeError
-from pipeline.envelope.event import Event, check_extension_names, check_media_type
+from pipeline.envelope.event import (
+    Event,
+    check_extension_names,
+    check_media_type,
+    control_character_at,
+)
 from pipeline.envelope.json_data import (
     MAX_JSON_DEPTH,
     is_json_content_type,
@@ -127,6 +132,14 @@ def decode_structured(
                 f"the message key is not valid UTF-8 (byte {key[exc.start]:#04x} at offset "
                 f"{exc.start}) and the event has no partitionkey attribute"
             ) from None
+        partitionkey = fields["partitionkey"]
+        at = control_character_at(partitionkey)
+        if at is not None:
+            raise EnvelopeError(
+                f"the message key holds a control character (U+{ord(partitionkey[at]):04X} at "
+                f"offset {at}), which a partitionkey must not, and the event has no "
+                "partitionkey attribute"
+            )
     try:
         event: Event = Event.model_validate(fields)
     except ValidationError as exc:

@@ -12,9 +12,10 @@ about 125 bytes of data: ``encode(Event(...))`` 20 us; :meth:`EventTemplate.even
 14.5 us, or 12 us when given the JSON text the data was parsed from.
 
 The fast path is taken only when every varying part is known valid by a check as strict as the
-model's: the key is a non-empty ``str``; the data is ``None``, or JSON data that either was just
-parsed from JSON text that cannot hold anything the model refuses (the same test
-:func:`~pipeline.envelope.decode` relies on) or passes :func:`check_json`, the model's own check.
+model's: the key is a non-empty ``str`` of printable characters (so no control character); the
+data is ``None``, or JSON data that either was just parsed from JSON text that cannot hold
+anything the model refuses (the same test :func:`~pipeline.envelope.decode` relies on) or passes
+:func:`check_json`, the model's own check.
 Anything else, and any value that fails, goes through ``Event(...)`` itself, so errors are
 exactly the model's.
 """
@@ -27,7 +28,7 @@ from typing import Any
 from pydantic_core import PydanticCustomError
 
 from pipeline.envelope.binary_mode import KafkaMessage, encode
-from pipeline.envelope.event import Event
+from pipeline.envelope.event import Event, control_character_at
 from pipeline.envelope.json_data import (
     check_json,
     dump_json,
@@ -142,9 +143,9 @@ class EventTemplate:
 
         ``value``: for a JSON content type, what :func:`dump_json` writes of data that passes the
         model's check (as :func:`~pipeline.envelope.json_data.compact_json_object` returns it),
-        else the data's bytes; ``partitionkey`` a non-empty ``str`` or None, as the model checks
-        it (anything else raises :class:`ValueError`). For many events of one kind with nothing
-        to check again, such as the lines of ``pipeline produce``.
+        else the data's bytes; ``partitionkey`` a non-empty ``str`` without control characters, or
+        None, as the model checks it (anything else raises :class:`ValueError`). For many events
+        of one kind with nothing to check again, such as the lines of ``pipeline produce``.
         """
         return KafkaMessage(*self.checked_parts(value, partitionkey, extra_headers))
 
@@ -168,6 +169,11 @@ class EventTemplate:
         else:
             if type(partitionkey) is not str or not partitionkey:
                 raise ValueError(f"partitionkey must be a non-empty str, not {partitionkey!r}")
+            if not partitionkey.isprintable() and control_character_at(partitionkey) is not None:
+                raise ValueError(
+                    "partitionkey must not contain control characters (U+0000-U+001F, "
+                    f"U+007F-U+009F), not {partitionkey!r}"
+                )
             key = partitionkey.encode()
             headers = [
                 ("ce_id", new_event_id_bytes()),
@@ -183,7 +189,9 @@ class EventTemplate:
 
     def _fast(self, data: Any, partitionkey: str | None, json_text: str | None) -> bool:
         """Whether the varying parts are known valid without the model's validation."""
-        if partitionkey is not None and (type(partitionkey) is not str or not partitionkey):
+        if partitionkey is not None and (
+            type(partitionkey) is not str or not partitionkey or not partitionkey.isprintable()
+        ):  # not printable: perhaps a control character, which the model says
             return False
         if data is None:
             return True

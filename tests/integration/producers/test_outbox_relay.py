@@ -102,7 +102,10 @@ def test_a_committed_event_reaches_kafka_exactly_once_with_its_id_headers_and_ke
 ):
     topic = new_topic(partitions=3)
     # A NUL in a header value too: confluent-kafka would cut it short if it were sent as text.
-    event = _event("order-1", 1, correlationid="corr-1", subject="order/order-1\x00 line 2")
+    # The envelope refuses control characters now; a row written before it did may hold one.
+    event = _event("order-1", 1, correlationid="corr-1", subject="order/order-1").model_copy(
+        update={"subject": "order/order-1\x00 line 2"}
+    )
     with Session(engine) as session, session.begin():
         Outbox().add(session, event, aggregate_type="order", aggregate_id="order-1", topic=topic)
 

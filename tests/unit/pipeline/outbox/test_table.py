@@ -107,10 +107,10 @@ def test_a_record_value_is_bytes_whether_the_driver_gave_bytes_a_buffer_or_nothi
 
 def test_a_header_value_with_a_nul_is_read_for_the_relay_as_bytes_the_others_as_text(engine):
     # confluent-kafka hands a text header value to librdkafka as a C string: cut at the NUL.
+    # The envelope refuses control characters now; a row written before it did may hold one.
+    with_a_nul = _event(subject="a").model_copy(update={"subject": "a\x00b"})
     with engine.begin() as connection:
-        add_to_outbox(
-            connection, _event(subject="a\x00b"), aggregate_type="order", aggregate_id="o"
-        )
+        add_to_outbox(connection, with_a_nul, aggregate_type="order", aggregate_id="o")
         add_to_outbox(connection, _event(subject="plain"), aggregate_type="order", aggregate_id="o")
         rows = connection.execute(sa.select(*RELAY_COLUMNS).order_by("position")).all()
 

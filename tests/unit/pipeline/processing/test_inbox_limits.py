@@ -65,7 +65,8 @@ def step(key: str, seq: int, **fields: str) -> Event:
     ("event_id", "said"),
     [
         ("x" * 256, "the event id is 256 characters long; the inbox keeps ids of at most 255"),
-        ("a\x00b", "the event id holds a NUL character"),
+        # Refused by the envelope itself now (control characters), before the inbox sees it.
+        ("a\x00b", "must not contain control characters"),
     ],
     ids=["too-long", "nul"],
 )
@@ -74,7 +75,8 @@ def test_an_id_the_inbox_cannot_keep_is_dead_lettered_and_the_partition_goes_on(
 ) -> None:
     handler = Handled()
     driver = make_driver(processor(handler))
-    driver.send(TOPIC, step("k1", 0, id=event_id))
+    # Made without the model's checks, as another producer may send it.
+    driver.send(TOPIC, step("k1", 0).model_copy(update={"id": event_id}))
     driver.send(TOPIC, step("k2", 1))
 
     driver.run()
