@@ -13,6 +13,7 @@ builds its engine with ``must_exist=True``, so it never creates a SQLite file.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +61,8 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+logger = logging.getLogger("pipeline.database")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: Any constant: the advisory lock that serialises concurrent migrations on PostgreSQL.
@@ -166,6 +169,26 @@ def create_sqlite_folder(settings: DatabaseSettings, home: Path) -> None:
     )
 
 
+#: The databases (as :func:`url_label` shows them) already warned of two passwords.
+_TWO_PASSWORDS_WARNED: set[str] = set()
+
+
+def _warn_of_two_passwords(url: URL, password: str) -> None:
+    """One WARNING per database and process when its URL carries a password other than
+    ``database.password``, which is the one used."""
+    if url.password is None or url.password == password:
+        return
+    label = url_label(url)
+    if label in _TWO_PASSWORDS_WARNED:
+        return
+    _TWO_PASSWORDS_WARNED.add(label)
+    logger.warning(
+        "database.url %s carries a password and PIPELINE_DATABASE__PASSWORD another: "
+        "PIPELINE_DATABASE__PASSWORD is used; drop one of them",
+        label,
+    )
+
+
 def build_engine(
     settings: DatabaseSettings, *, pool_size: int = 10, must_exist: bool = False
 ) -> Engine:
@@ -187,6 +210,7 @@ def build_engine(
     # A password means nothing to SQLite (a file), whose driver refuses a URL with one: left
     # out, so that a shared environment's PIPELINE_DATABASE__PASSWORD does not break a SQLite URL.
     if settings.password is not None and url.get_backend_name() != "sqlite":
+        _warn_of_two_passwords(url, settings.password.get_secret_value())
         url = url.set(password=settings.password.get_secret_value())
     path = _sqlite_file(settings)
     if must_exist and path is not None and not path.exists():

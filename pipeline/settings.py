@@ -80,6 +80,25 @@ class KafkaSettings(_Frozen):
         return self
 
     @model_validator(mode="after")
+    def _sasl_settings_have_a_sasl_protocol(self) -> KafkaSettings:
+        # Without a SASL_* protocol librdkafka logs in with nothing: the mechanism and the
+        # credentials went unused, with only a warning of librdkafka's from every client.
+        if self.security_protocol.startswith("SASL_"):
+            return self
+        given = [
+            f"kafka.{name}"
+            for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+            if getattr(self, name) is not None
+        ]
+        if given:
+            named = " and ".join([", ".join(given[:-1]), given[-1]] if given[:-1] else given)
+            raise ValueError(
+                f"{named} {'needs' if len(given) == 1 else 'need'} kafka.security_protocol "
+                f"SASL_PLAINTEXT or SASL_SSL (it is {self.security_protocol})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _certificate_has_its_key(self) -> KafkaSettings:
         # librdkafka reads the key only from ssl.key.location (not from a PEM holding both):
         # without it no certificate is sent, and the broker's "bad certificate" alert would

@@ -16,7 +16,8 @@ from pipeline.settings import PipelineSettings
 from pipeline.stack import compose
 
 if TYPE_CHECKING:
-    from pipeline.stack.manager import StackManager, StackStatus
+    from pipeline.stack.manager import StackManager
+    from pipeline.stack.status import StackStatus
 
 app = typer.Typer(
     help="Run a local Apache Kafka (KRaft) and Elasticsearch fetched from Maven Central and "
@@ -71,13 +72,20 @@ def _print_status(status: StackStatus, secure: bool = False) -> None:
     for column in ("component", "address", "state", "version", "started by us", "detail"):
         table.add_column(column)
     for health in status.components:
-        record = status.records.get(health.name)
+        here = status.started_here(health.name)
+        ours = status.records.get(health.name)
+        if here is not None:
+            started = f"pid {here.pid}"
+        elif ours is not None:  # the settings point elsewhere: not the process at this address
+            started = f"no (ours runs at {ours.address})"
+        else:
+            started = "no"
         table.add_row(
             health.name,
             health.address,
             "[green]up[/green]" if health.ok else "[red]down[/red]",
             health.version or ("unknown" if health.ok else "-"),
-            f"pid {record.pid}" if record else "no",
+            started,
             health.detail,
         )
     _out.print(table)

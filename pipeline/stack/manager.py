@@ -28,9 +28,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from rich.console import Console
 
@@ -48,36 +46,7 @@ from pipeline.stack.preflight import (
     split_host_port,
 )
 from pipeline.stack.secure import KAFKA_MECHANISM, USERNAME, Credentials, SecureStack, redact
-
-Component = Literal["kafka", "elasticsearch", "postgres"]
-COMPONENTS: tuple[Component, ...] = ("kafka", "elasticsearch", "postgres")
-
-
-@dataclass(frozen=True)
-class StackStatus:
-    kafka: Health
-    elasticsearch: Health
-    records: dict[str, processes.ProcessRecord]
-    postgres: Health
-
-    @property
-    def components(self) -> tuple[Health, ...]:
-        return (self.kafka, self.elasticsearch, self.postgres)
-
-    @property
-    def healthy(self) -> bool:
-        return all(h.ok for h in self.components)
-
-    def healthy_for(self, components: set[Component]) -> bool:
-        return all(h.ok for h in self.components if h.name in components)
-
-    @property
-    def problem(self) -> str | None:
-        return self.problem_for(set(COMPONENTS))
-
-    def problem_for(self, components: set[Component]) -> str | None:
-        failing = [h for h in self.components if not h.ok and h.name in components]
-        return "; ".join(f"{h.name} at {h.address}: {h.detail}" for h in failing) or None
+from pipeline.stack.status import COMPONENTS, Component, StackStatus, runs_at
 
 
 def tail(path: Path, lines: int) -> list[str]:
@@ -141,12 +110,29 @@ class StackManager:
     def status(self) -> StackStatus:
         self._require_credentials()
         records = self.running()
+        checked = self._checked_addresses()
+        kafka = records.get("kafka")
+        if kafka is not None and not runs_at(kafka, checked["kafka"]):
+            kafka = None  # ours runs elsewhere: its release is not that Kafka's
         return StackStatus(
-            kafka=self._with_version(kafka_health(self._settings.kafka), records.get("kafka")),
+            kafka=self._with_version(kafka_health(self._settings.kafka), kafka),
             elasticsearch=elasticsearch_health(self._settings.elasticsearch),
             records=records,
             postgres=postgres_node.postgres_health(self._stack),
+            checked=checked,
         )
+
+    def _checked_addresses(self) -> dict[str, str]:
+        """The ``host:port`` each component's health is checked at."""
+        checked = {
+            "kafka": self._settings.kafka.bootstrap_servers.split(",")[0].strip(),
+            "postgres": f"{postgres_node.HOST}:{self._stack.postgres_port}",
+        }
+        try:
+            host, port = split_host_port(self._settings.elasticsearch.url)
+        except StackError:  # not checked either (its health says why)
+            return checked
+        return {**checked, "elasticsearch": f"{host}:{port}"}
 
     @staticmethod
     def _with_version(health: Health, record: processes.ProcessRecord | None) -> Health:

@@ -69,7 +69,8 @@ if TYPE_CHECKING:
     from pipeline.processing.driver import ProcessorTestDriver
     from pipeline.processing.harness import PipelineHarness
     from pipeline.replay.replayer import Pacing, ReplaySummary
-    from pipeline.stack.manager import Component, StackManager, StackStatus
+    from pipeline.stack.manager import StackManager
+    from pipeline.stack.status import Component, StackStatus
     from pipeline.testing.backends import BackendKind, PipelineBackend
 
 #: The golden fixture and --update-golden, which come with this plugin.

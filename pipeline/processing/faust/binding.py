@@ -16,7 +16,8 @@ the session timeout, so that the drain ends before Faust's flight recorder calls
 hung: :mod:`pipeline.processing.faust.rebalance`), what finished is acknowledged and committed,
 and the rest is left for the next owner. Each assignment and each revocation is one INFO line.
 The summary line at the stop comes once Faust has left the group and the records the drain gave
-up on have finished (or had ``drain_timeout_s`` more), so it counts what they committed.
+up on have finished (or had ``drain_timeout_s`` more), so it counts what they committed; its lag
+is what the final commit left (end offsets minus committed positions, as Kafka's tools count).
 
 Dead letters are written with our :class:`~pipeline.kafka.producer.EventProducer` (idempotent,
 ``acks=all``) and awaited before the offset moves. What depends on Faust's internals is in
@@ -166,6 +167,11 @@ def record_of(message: Any) -> Record:
 class _ProcessorApp(faust.App):
     """Faust's App, draining the binding's engine before Faust stops its consumer."""
 
+    #: Faust's lines about the app ("Starting...", "Flush producer buffer..."): mode names a
+    #: service's logger after the module of its class, which put them under this module's, at
+    #: INFO; under ``faust`` they follow Faust's level (WARNING unless the program logs at DEBUG).
+    logger = logging.getLogger("faust.app")
+
     def __init__(self, binding: FaustBinding, name: str, **options: Any) -> None:
         self.binding = binding
         super().__init__(name, **options)
@@ -230,7 +236,8 @@ class FaustBinding:
         self._acked_to: dict[TopicPartition, int] = {}
         # The first summary line's rate counts from here (it had none).
         self._last_snapshot: MetricsSnapshot = self.metrics.snapshot()
-        #: The lag as last measured before the stop (the drain at the stop forgets it).
+        #: The lag at the stop: as last measured (the drain at the stop forgets it), then as
+        #: left by the final commit.
         self._lag_at_stop: dict[TopicPartition, int] | None = None
         self.app = _ProcessorApp(
             self,
@@ -381,6 +388,29 @@ class FaustBinding:
             await self.app.consumer.commit()
         except Exception as error:  # the group may already be gone; nothing is lost
             logger.warning("final commit failed: %s", error)
+        else:
+            # What the drain finished is committed now: the lag left is counted from there, as
+            # Kafka's tools count it (it said "lag 236 (at stop)" where they said 162).
+            self._lag_at_stop.update(self._lag_after_commit())
+
+    def _lag_after_commit(self) -> dict[TopicPartition, int]:
+        """Each partition's end offset minus its committed position, for the partitions events
+        were taken from (the others' lag, from their fetch position, did not move): the
+        position last acknowledged, or where the group stood (the oldest event held) if none
+        was. A partition whose end offset is not known keeps its lag as last measured."""
+        consumer = self.app.consumer
+        lags: dict[TopicPartition, int] = {}
+        for tp in self._consumed:
+            waiting = self._held.get(tp)
+            committed = self._acked_to.get(tp, waiting[0][0] if waiting else None)
+            try:
+                highwater = consumer.highwater(TP(*tp))
+            except Exception:  # not known (the consumer never fetched, or let it go)
+                continue
+            lag = consumer_lag(highwater, committed)
+            if lag is not None:
+                lags[tp] = lag
+        return lags
 
     async def stopped(self) -> None:
         """The app has stopped its consumer: the tally, once the records drains gave up on
@@ -393,8 +423,8 @@ class FaustBinding:
         if self._engine is None or self._lag_at_stop is None:
             return
         still = await self._engine.finish_late(self.settings.drain_timeout_s)
-        # However short the run (the periodic line may never have come); the lag as last
-        # measured, the broker is not asked again.
+        # However short the run (the periodic line may never have come); the lag as left by
+        # the final commit, the broker is not asked again.
         now = dataclasses.replace(self.metrics.snapshot(), lag=self._lag_at_stop)
         logger.info("%s (at stop)", summary_line(self.processor.name, now, self._last_snapshot))
         if still:

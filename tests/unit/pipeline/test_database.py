@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,41 @@ def test_url_without_a_password_setting_keeps_its_own() -> None:
     engine = build_engine(DatabaseSettings(url="postgresql+psycopg://u:inline@db.invalid/x"))
 
     assert engine.url.password == "inline"
+
+
+def test_the_password_setting_wins_over_the_urls_with_one_warning_without_either(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A URL with another password connected with PIPELINE_DATABASE__PASSWORD's, unsaid.
+    settings = DatabaseSettings(
+        url="postgresql+psycopg://u:inline-pw@two-passwords.invalid/x",
+        password=SecretStr("setting-pw"),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.database"):
+        engines = [build_engine(settings), build_engine(settings)]  # one warning per process
+
+    assert [engine.url.password for engine in engines] == ["setting-pw", "setting-pw"]
+    [warning] = [r for r in caplog.records if r.name == "pipeline.database"]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage() == (
+        "database.url postgresql+psycopg://u:***@two-passwords.invalid/x carries a password "
+        "and PIPELINE_DATABASE__PASSWORD another: PIPELINE_DATABASE__PASSWORD is used; drop "
+        "one of them"
+    )
+
+
+def test_the_same_password_in_the_url_and_the_setting_is_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = DatabaseSettings(
+        url="postgresql+psycopg://u:same@same-password.invalid/x", password=SecretStr("same")
+    )
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.database"):
+        build_engine(settings)
+
+    assert not [r for r in caplog.records if r.name == "pipeline.database"]
 
 
 @pytest.mark.parametrize(

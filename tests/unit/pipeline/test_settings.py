@@ -44,6 +44,8 @@ def test_nested_settings_come_from_prefixed_environment_variables(monkeypatch):
 
 
 def test_secrets_never_appear_in_the_settings_text(monkeypatch):
+    monkeypatch.setenv("PIPELINE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_MECHANISM", "PLAIN")
     monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("PIPELINE_ELASTICSEARCH__USERNAME", "elastic")
     monkeypatch.setenv("PIPELINE_ELASTICSEARCH__PASSWORD", "s3cr3t")
@@ -89,6 +91,32 @@ def test_a_sasl_protocol_without_a_mechanism_is_refused():
     # librdkafka would take GSSAPI, which it was not built with: a failure at the first client.
     with pytest.raises(ValidationError, match=r"SASL_SSL needs kafka\.sasl_mechanism"):
         KafkaSettings(security_protocol="SASL_SSL", sasl_username="u")
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL"])
+def test_sasl_settings_without_a_sasl_protocol_are_refused_without_the_password(
+    monkeypatch, protocol
+):
+    # PLAIN and a password over PLAINTEXT were accepted, the password unused (librdkafka's
+    # warning from every client the only sign).
+    monkeypatch.setenv("PIPELINE_KAFKA__SECURITY_PROTOCOL", protocol)
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
+    with pytest.raises(ValidationError) as refused:
+        PipelineSettings()
+
+    message = refused.value.errors()[0]["msg"]  # what `pipeline` prints of it
+    assert message.endswith(
+        "kafka.sasl_mechanism and kafka.sasl_password need kafka.security_protocol "
+        f"SASL_PLAINTEXT or SASL_SSL (it is {protocol})"
+    )
+    assert "hunter2" not in str(refused.value)
+
+
+def test_a_sasl_username_alone_without_a_sasl_protocol_is_refused_too():
+    needs = r"kafka\.sasl_username needs kafka\.security_protocol SASL_PLAINTEXT or SASL_SSL"
+    with pytest.raises(ValidationError, match=needs):
+        KafkaSettings(sasl_username="svc")
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ import pytest
 
 from pipeline.settings import PipelineSettings, StackSettings
 from pipeline.stack import processes
-from pipeline.stack.manager import COMPONENTS, StackManager
+from pipeline.stack.manager import StackManager
 from pipeline.stack.preflight import StackError
 from pipeline.stack.secure import SecureStack
+from pipeline.stack.status import COMPONENTS
 
 
 def _settings(home: Path) -> PipelineSettings:

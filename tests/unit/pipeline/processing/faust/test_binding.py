@@ -4,8 +4,10 @@ out, partitions assigned and revoked, the stop."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import faust
@@ -15,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.kafka.producer import EventProducer
+from pipeline.logs import configure_logging
 from pipeline.processing import Processor, UnitOfWork
 from pipeline.processing.faust import binding as binding_module
 from pipeline.processing.faust.binding import LAG_REFRESH_S, FaustBinding, record_of
@@ -191,6 +194,94 @@ def test_the_line_at_stop_says_the_lag_as_last_measured_not_zero(
 
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().endswith("(at stop)")]
     assert "1 processed" in line and "lag 4,400 (at stop)" in line, line
+
+
+def test_the_line_at_stop_says_the_lag_left_after_the_final_commit(
+    bound: Bound, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Stopped mid-backlog: the last measure (500 behind, from offset 0) came before the drain
+    # finished offsets 0-2 and the final commit committed 3. Kafka's tools then count 497; the
+    # line said 500 (the SIGINT of an outside review: "lag 236 (at stop)" against 162).
+    binding = bound.binding
+    binding.app.consumer.highwater = lambda tp: 500  # type: ignore[method-assign]
+
+    async def main() -> None:
+        binding.assigned([TP0])
+        for offset in range(3):
+            await binding.deliver(HeldEvent(offset, key=f"k{offset}"))  # type: ignore[arg-type]
+        binding.metrics.set_lag(TOPIC, 0, 500)  # the last measure, before the drain
+        with caplog.at_level(logging.INFO):
+            await binding.stopping()
+            await binding.stopped()
+
+    asyncio.run(main())
+
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().endswith("(at stop)")]
+    assert "3 processed" in line and "lag 497 (at stop)" in line, line
+    assert bound.commits == 1
+
+
+def test_the_line_at_stop_keeps_the_lag_as_last_measured_when_the_final_commit_fails(
+    bound: Bound, caplog: pytest.LogCaptureFixture
+) -> None:
+    binding = bound.binding
+    binding.app.consumer.highwater = lambda tp: 500  # type: ignore[method-assign]
+
+    async def refused(*_: Any, **__: Any) -> bool:
+        raise RuntimeError("the group is gone")
+
+    binding.app.consumer.commit = refused  # type: ignore[method-assign]
+
+    async def main() -> None:
+        binding.assigned([TP0])
+        await binding.deliver(HeldEvent(0))  # type: ignore[arg-type]
+        binding.metrics.set_lag(TOPIC, 0, 500)
+        with caplog.at_level(logging.INFO):
+            await binding.stopping()
+            await binding.stopped()
+
+    asyncio.run(main())
+
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().endswith("(at stop)")]
+    assert "lag 500 (at stop)" in line, line
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in ("faust", "mode", "aiokafka")}
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    for name, old in levels.items():
+        logging.getLogger(name).setLevel(old)
+
+
+def test_fausts_lines_about_the_app_show_only_at_debug_and_its_warnings_always(
+    bound: Bound, restore_logging: None
+) -> None:
+    # "[^-_ProcessorApp]: Starting...", "Stopping...", "Flush producer buffer..." came at the
+    # default level, under this module's logger (mode names a service's logger after the
+    # module of its class).
+    out = io.StringIO()
+    configure_logging(PipelineSettings(), "svc", to_kafka=False, console="text", stream=out)
+    app = bound.binding.app
+
+    app.log.info("Starting...")
+    app.log.info("Flush producer buffer...")
+    app.log.warning("something to act on")
+
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("]: something to act on"), lines
+
+    configure_logging(
+        PipelineSettings(), "svc", level="DEBUG", to_kafka=False, console="text", stream=out
+    )
+    app.log.info("Stopping...")
+
+    assert out.getvalue().splitlines()[-1].endswith("]: Stopping..."), out.getvalue()
 
 
 def test_events_arriving_after_the_stop_are_not_handed_to_the_engine(bound: Bound) -> None:
