@@ -7,16 +7,63 @@ they stay in order: PlaceOrder and CancelOrder both go to ``requests.orders`` ke
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import PipelineError
 from pipeline.topics.catalogue import REQUESTS_CUSTOMERS, REQUESTS_ORDERS
 
+#: An entity's id: its pattern leaves no room for a control character.
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+#: What a control character is (Unicode's Cc: U+0000-U+001F, U+007F-U+009F), as the envelope's
+#: text attributes say it.
+_CONTROLS_TEXT = "control characters (U+0000-U+001F, U+007F-U+009F)"
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: The same but tab, line feed and carriage return: the line breaks of a text of several lines.
+_CONTROLS_BUT_LINE_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _refusing(controls: re.Pattern[str], what: str) -> AfterValidator:
+    """A check that a text holds none of ``controls`` (``what``: their name in the error).
+
+    A NUL was taken and reached the orders service, whose PostgreSQL refuses it in a text
+    column: the request failed there five times and went to the dead letters instead of a 422.
+    """
+
+    def check(value: str) -> str:
+        found = controls.search(value)
+        if found is None:
+            return value
+        raise PydanticCustomError(
+            "control_characters",
+            "must not contain {what}, found U+{code} at offset {offset}",
+            {"what": what, "code": f"{ord(found.group()):04X}", "offset": found.start()},
+        )
+
+    return AfterValidator(check)
+
+
+#: Text of one line (a name, an address): no control character at all.
+Line = Annotated[str, _refusing(_CONTROLS, _CONTROLS_TEXT)]
+#: Free text (a reason): no control character but tab and line breaks.
+Text = Annotated[
+    str,
+    _refusing(_CONTROLS_BUT_LINE_BREAKS, f"{_CONTROLS_TEXT} other than tab and line breaks"),
+]
 
 _CENTS = Decimal("0.01")
 
@@ -62,15 +109,15 @@ class CancelOrder(_Request):
     """The customer withdraws an order that has not shipped."""
 
     order_id: Identifier
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Text = Field(min_length=1, max_length=500)
 
 
 class RegisterCustomer(_Request):
     """A new customer account (the request type that is not about orders)."""
 
     customer_id: Identifier
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
-    name: str = Field(min_length=1, max_length=200)
+    email: Line = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
+    name: Line = Field(min_length=1, max_length=200)
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,10 @@ class GatewaySettings(_Frozen):
     #: How long a request's body may take to arrive once its headers did (408 past it): a
     #: client that stalls, or framing the HTTP server cannot read on, holds no request longer.
     body_timeout_s: float = Field(default=30.0, gt=0)
+    #: How long a request's headers may take, from connecting or from a later request's first
+    #: byte (408 and the connection closes past it): a client that never finishes its headers
+    #: holds no connection longer.
+    header_timeout_s: float = Field(default=30.0, gt=0)
     #: Token bucket per client identity: the peer address, or the ``X-Client-Id`` header when
     #: the peer is one of ``trusted_proxies``.
     rate_per_s: float = Field(default=200.0, gt=0)

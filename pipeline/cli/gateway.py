@@ -9,7 +9,8 @@ named); ``pipeline gateway keys ...`` manages its API keys (:mod:`pipeline.cli.g
    migrate the database, which keeps the API keys (read now and every ``key_refresh_s``) and,
    on PostgreSQL, the Idempotency-Keys shared by every gateway process;
 3. build one idempotent producer from the Kafka and producer settings, and a Kafka health
-   check for ``GET /healthz`` (an admin client's metadata request with the same settings);
+   check for ``GET /healthz`` (an admin client's metadata request with the same settings,
+   which also finds a request topic deleted while the gateway runs);
 4. serve until Ctrl-C or SIGTERM, then say what stopping waits for, and wait at most
    ``produce_timeout_s``: stop accepting, let requests in flight get their acknowledgement,
    wait for the producer's remaining deliveries. Messages still undelivered then are an error
@@ -91,9 +92,10 @@ def gateway(
     except from the reverse proxies listed in PIPELINE_GATEWAY__TRUSTED_PROXIES
     (a JSON list of addresses or CIDR networks, e.g. '["10.0.0.0/8"]') of an open gateway.
 
-    GET /healthz answers 503, with the reason, while Kafka does not answer.
-    A Kafka that refuses its login or TLS handshake at the start is one line
-    and exit code 2 (wrong credentials do not mend by waiting).
+    GET /healthz answers 503, with the reason, while Kafka does not answer or one of
+    these topics does not exist; requests are then answered 503 at once. A Kafka that
+    refuses its login or TLS handshake at the start, or lacks one of these topics, is
+    one line and exit code 2 (create the topics with pipeline topics apply).
 
     Ctrl-C or SIGTERM stops: the gateway says how many messages it waits for and waits up
     to PIPELINE_GATEWAY__PRODUCE_TIMEOUT_S (30 s) for them to be delivered to Kafka (exit code
@@ -112,7 +114,7 @@ def gateway(
     }
     config = GatewaySettings.model_validate({**settings.gateway.model_dump(), **overrides})
     if not worker:  # the supervisor checked for its workers
-        _refuse_a_refusing_kafka(settings)
+        _check_kafka(settings)
     if workers > 1:
         _supervise(settings, config, workers)
     else:
@@ -123,23 +125,39 @@ def gateway(
 _FIRST_ANSWER_S = 5.0
 
 
-def _refuse_a_refusing_kafka(settings: PipelineSettings) -> None:
-    """A one-line error when Kafka answers but refuses the gateway's login or TLS handshake:
-    wrong credentials do not mend by waiting (every request waited 30 s for a 503 that said to
-    retry). A Kafka that does not answer is not refused: the gateway starts, and /healthz says
-    503 until it answers."""
+def request_topics() -> list[str]:
+    """The topics the gateway's request types are produced to, each once."""
+    from pipeline.request_types import REQUEST_TYPES
+
+    return sorted({request_type.topic for request_type in REQUEST_TYPES.values()})
+
+
+def _check_kafka(settings: PipelineSettings) -> None:
+    """A one-line error (exit code 2) when Kafka answers but refuses the gateway's login or TLS
+    handshake, or lacks a topic the request types are produced to, as `pipeline process` says
+    it: neither mends by waiting (every request waited 30 s for a 503 that said to retry). A
+    Kafka that does not answer is not refused: the gateway starts, and /healthz says 503 until
+    it answers."""
     from pipeline.kafka.clients import build_admin
-    from pipeline.topics.admin import KafkaRefusedError, describe_cluster_topics
+    from pipeline.topics.admin import (
+        KafkaRefusedError,
+        MissingTopicsError,
+        describe_cluster_topics,
+    )
 
     bootstrap = settings.kafka.bootstrap_servers
+    topics = request_topics()
     try:
-        describe_cluster_topics(
-            build_admin(settings.kafka), [], bootstrap=bootstrap, timeout_s=_FIRST_ANSWER_S
+        found = describe_cluster_topics(
+            build_admin(settings.kafka), topics, bootstrap=bootstrap, timeout_s=_FIRST_ANSWER_S
         )
     except KafkaRefusedError:
         raise
     except PipelineError:
-        pass
+        return
+    missing = [topic for topic in topics if topic not in found]
+    if missing:
+        raise MissingTopicsError(missing, bootstrap)
 
 
 def _migrated_engine(settings: PipelineSettings) -> Engine:
@@ -256,6 +274,9 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
         not_answering=partial(
             not_answering_text, bootstrap, protocol=settings.kafka.security_protocol
         ),
+        # A topic deleted while the gateway runs: /healthz names it, and its requests are
+        # refused at once.
+        topics=request_topics(),
     )
     # Not a `with` block: its exit would wait for every delivery once more, with no bound a
     # second Ctrl-C could cut; serve() waits for them, bounded, and says so.
@@ -281,6 +302,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
                 producer=producer,
                 say=lambda line: err.print(line, highlight=False),
                 reuse_port=reuse_port,
+                header_timeout_s=config.header_timeout_s,
             )
         )
     except StoppedAtOnce as stopped:

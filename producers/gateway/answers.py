@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +22,8 @@ __all__ = [
     "accepted_answer",
     "delivery_answer",
     "dumps",
+    "kafka_unavailable",
+    "log_level",
     "not_acknowledged",
     "still_in_flight",
     "store_unavailable",
@@ -140,6 +143,21 @@ def still_in_flight(claimed_s_ago: float, expires_in_s: float | None) -> ErrorAn
     )
 
 
+#: Kafka does not answer, or the request's topic does not exist: the health check asks again
+#: every second meanwhile, but an outage or a missing topic takes more than that to mend.
+KAFKA_UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+def kafka_unavailable(problem: str) -> ErrorAnswer:
+    """503 at once: ``problem`` (what ``/healthz`` says) stands; nothing was produced."""
+    return ErrorAnswer(
+        503,
+        "kafka_unavailable",
+        f"{problem}; nothing was produced: send the request again once GET /healthz answers 200",
+        headers={"Retry-After": str(KAFKA_UNAVAILABLE_RETRY_AFTER_S)},
+    )
+
+
 def store_unavailable(reason: str) -> ErrorAnswer:
     """503: the shared Idempotency-Key store cannot be asked; nothing was produced."""
     return ErrorAnswer(
@@ -148,3 +166,18 @@ def store_unavailable(reason: str) -> ErrorAnswer:
         f"{reason}; nothing was produced: retry with the same Idempotency-Key",
         headers={"Retry-After": str(STORE_UNAVAILABLE_RETRY_AFTER_S)},
     )
+
+
+#: Polled by load balancers and Prometheus: their answers are logged at DEBUG, like 4xx.
+_PROBES = frozenset({"/healthz", "/metrics"})
+
+
+def log_level(path: str, status: int) -> int:
+    """An answer's log level: probes and 4xx DEBUG, 5xx WARNING, else INFO."""
+    if path in _PROBES:
+        return logging.DEBUG
+    if status >= 500:
+        return logging.WARNING
+    if status >= 400:
+        return logging.DEBUG
+    return logging.INFO

@@ -24,7 +24,8 @@ answers with a JSON error ``{"error": {"code", "message", "details"}}`` and prod
 7. the event goes to ``requests.<type>`` keyed by the entity id, and the answer waits for the
    broker: 202 ``{"event_id", "topic", "partition", "offset"}``, or 503 ``not_acknowledged``
    when delivery failed or took longer than ``produce_timeout_s``, or 503 ``overloaded`` past
-   ``max_in_flight`` unacknowledged events.
+   ``max_in_flight`` unacknowledged events; at once 503 ``kafka_unavailable`` (nothing produced)
+   while the health checks say Kafka or the topic is away (:mod:`producers.gateway.health`).
 
 A timeout is not a failure: librdkafka keeps trying to deliver the event for
 ``producer.delivery_timeout_ms``. So once an event is handed to the producer, its
@@ -48,8 +49,8 @@ answered 2xx, at DEBUG when rejected with a 4xx (a client's mistake: a burst of 
 must not flood the log, nor the ``logs`` topic it is shipped to; the rejections counter has
 them), at WARNING for a 5xx; probes (``/healthz``, ``/metrics``) at DEBUG. ``GET /metrics``
 (Prometheus text) and ``GET /healthz`` complete the API: 200 ``{"status": "ok"}``, or 503
-``{"status": "unavailable", "reason": ...}`` while Kafka does not answer (see
-:mod:`producers.gateway.health`).
+``{"status": "unavailable", "reason": ...}`` while Kafka does not answer or a topic the
+gateway sends to does not exist (see :mod:`producers.gateway.health`).
 
 This module handles the requests; the checks of steps 3 to 5 and the event are
 :mod:`producers.gateway.intake`, the answers :mod:`producers.gateway.answers`, and serving the
@@ -81,6 +82,8 @@ from producers.gateway.answers import (
     ErrorAnswer,
     delivery_answer,
     dumps,
+    kafka_unavailable,
+    log_level,
     not_acknowledged,
     still_in_flight,
     store_unavailable,
@@ -88,7 +91,7 @@ from producers.gateway.answers import (
 from producers.gateway.auth import DEFAULT_REFRESH_S, Authorizer, KeyLoader, KeyRefresher
 from producers.gateway.body import BodyReader
 from producers.gateway.content_coding import content_coding, too_large
-from producers.gateway.health import KafkaHealthCheck, warn_without_kafka
+from producers.gateway.health import KafkaHealthCheck, watch_kafka
 from producers.gateway.idempotency import (
     IdempotencyKeyReused,
     IdempotencyKeys,
@@ -110,6 +113,7 @@ from producers.gateway.intake import (
 )
 from producers.gateway.metrics import UNKNOWN_TYPE, GatewayMetrics
 from producers.gateway.rate_limit import Clock, TokenBucketLimiter
+from producers.gateway.server import HEADERS_LATE
 from producers.gateway.tokens import TokenVerifier
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "REQUESTS_ROUTE", "GatewayProducer", "create_app"]
@@ -239,7 +243,7 @@ class _Gateway:
             self.metrics.replays.inc()
         outcome = exchange.code or ("replayed" if exchange.replayed else "ok")
         log.log(
-            _log_level(request.path, status),
+            log_level(request.path, status),
             "%s %s -> %d %s (client %s%s, %.1f ms)",
             request.method,
             request.path,
@@ -449,6 +453,9 @@ class _Gateway:
 
     def _send(self, topic: str, event: Event) -> asyncio.Future[Delivery] | StoredAnswer:
         """Hand ``event`` to the producer: its delivery report to come, or 503 if refused."""
+        problem = None if self.kafka_health is None else self.kafka_health.standing_problem(topic)
+        if problem is not None:  # Kafka away, or the topic gone: said now, not after 30 s
+            raise kafka_unavailable(problem)
         if self.in_flight >= self.max_in_flight:
             raise ErrorAnswer(
                 503,
@@ -518,21 +525,6 @@ class _Gateway:
         )
 
 
-#: Polled by load balancers and Prometheus: their answers are logged at DEBUG, like 4xx.
-_PROBES = frozenset({"/healthz", "/metrics"})
-
-
-def _log_level(path: str, status: int) -> int:
-    """A request's log level: probes and 4xx DEBUG, 5xx WARNING, else INFO."""
-    if path in _PROBES:
-        return logging.DEBUG
-    if status >= 500:
-        return logging.WARNING
-    if status >= 400:
-        return logging.DEBUG
-    return logging.INFO
-
-
 def create_app(
     settings: GatewaySettings,
     producer: GatewayProducer,
@@ -555,8 +547,8 @@ def create_app(
     ``clock`` drives the rate limiter and the idempotency TTL; ``topic_for`` picks the topic of
     a request type (default: its catalogue topic, ``requests.<type>``); ``metrics`` defaults to
     a fresh registry.
-    ``kafka_health`` is asked by ``GET /healthz`` (and once at start, a warning if Kafka does
-    not answer); without it ``/healthz`` says only that the gateway serves.
+    ``kafka_health`` is asked by ``GET /healthz`` and watched while the app runs (requests are
+    refused at once while a problem stands); without it ``/healthz`` says only that it serves.
     ``keys`` reads the API keys (at start, then every ``key_refresh_s``; see
     :mod:`producers.gateway.auth`); without it the gateway is open. ``idempotency`` is the
     Idempotency-Key store (default: this process's memory; a
@@ -585,11 +577,13 @@ def create_app(
 
     app.cleanup_ctx.append(serve_delivery_reports)
     app.on_shutdown.append(gateway.bodies.stop)
+    # A connection closed with a 408 for headers that came too late (serve()), counted.
+    app[HEADERS_LATE] = lambda: gateway.metrics.rejections.labels("request_timeout").inc()
     if keys is not None:
         refresher = KeyRefresher(gateway.authorizer, keys, refresh_s=key_refresh_s)
         app.cleanup_ctx.append(refresher.lifetime)
     if kafka_health is not None:
-        app.cleanup_ctx.append(partial(warn_without_kafka, kafka_health))
+        app.cleanup_ctx.append(partial(watch_kafka, kafka_health))
     app.router.add_post(REQUESTS_ROUTE, gateway.submit, expect_handler=gateway.expect_continue)
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/metrics", gateway.prometheus)

@@ -45,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from pipeline.errors import PipelineError
@@ -63,9 +64,22 @@ def fingerprint(request_type: str, body: Any) -> str:
     still recognized; any change of a value does.
     """
     canonical = json.dumps(
-        [request_type, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        [request_type, body],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        # The gateway reads a body's non-integer numbers as Decimal (exactly as sent): written
+        # as the float they were read as before (float(Decimal(s)) == float(s)), so every body
+        # keeps the fingerprint it had, the keys a shared store holds already included.
+        default=_as_float,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _as_float(value: object) -> float:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def key_problem(key: str) -> str | None:

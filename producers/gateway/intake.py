@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import codecs
 import json
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.envelope import Event, is_json_content_type, json_error_reason, parse_json
+from pipeline.envelope import Event, is_json_content_type, json_error_reason
 from pipeline.ids import new_event_id
 from pipeline.request_types import RequestType
 from producers.gateway.answers import ErrorAnswer
@@ -34,7 +35,7 @@ _CHARSETS = frozenset({_UTF_8, "ascii"})
 
 
 #: JSON's names for what a body held instead of an object.
-_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number",
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", Decimal: "a number",
                bool: "a boolean", type(None): "null"}  # fmt: skip
 
 
@@ -74,9 +75,54 @@ def _codec(charset: str) -> str | None:
         return None
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members, or a ValueError naming a name given twice: a proxy reading the first
+    and the gateway the last would see two different requests."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"the name {name!r} is given twice in one object")
+            seen.add(name)
+    return data
+
+
+#: :func:`pipeline.envelope.parse_json` with ``unique_keys``, but a number with a fraction or an
+#: exponent is read as the exact :class:`~decimal.Decimal` it says, not the nearest binary
+#: float: ``9.999999999999999999`` was read as 10.0, and a price "10.00" went out for a body
+#: with more decimals than a price has (as a string it was refused). Integers stay ``int``; only
+#: the numbers with a point or an exponent pay for it.
+_EXACT_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_names
+)
+
+
+def _parse_exactly(text: str) -> Any:
+    """The JSON ``text``, its non-integer numbers as :class:`~decimal.Decimal`; the errors of
+    :func:`pipeline.envelope.parse_json`."""
+    if text.startswith("\ufeff"):  # what json.loads checks before it decodes
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    # raw_decode skips decode's two whitespace regexes; the rare text it does not read to the
+    # end (surrounding whitespace, extra data, an error) goes through decode as json.loads does.
+    try:
+        data, end = _EXACT_DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        end = -1
+    if end != len(text):
+        data = _EXACT_DECODER.decode(text)
+    return data
+
+
 def parse_body(body: bytes, codec: str = _UTF_8) -> dict[str, Any]:
     """The body, in ``codec`` (what :func:`check_content_type` returned), as a JSON object, or a
-    400 :class:`ErrorAnswer` saying what is wrong with it."""
+    400 :class:`ErrorAnswer` saying what is wrong with it. A number with a fraction or an
+    exponent is the exact :class:`~decimal.Decimal` written (a price's decimals are checked as
+    sent, never rounded first)."""
     if not body.strip():
         raise ErrorAnswer(400, "invalid_json", "the body is empty: send a JSON object")
     try:
@@ -89,9 +135,7 @@ def parse_body(body: bytes, codec: str = _UTF_8) -> dict[str, Any]:
             f"the body is not {charset} (byte {body[error.start]:#04x} at offset {error.start})",
         ) from None
     try:
-        # A name given twice is refused: a proxy reading the first and the gateway the last
-        # would see two different requests.
-        data = parse_json(text, unique_keys=True)
+        data = _parse_exactly(text)  # a name given twice is refused
     except json.JSONDecodeError as error:
         raise ErrorAnswer(
             400,

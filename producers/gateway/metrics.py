@@ -13,14 +13,19 @@ Under ``pipeline gateway --workers N`` each worker counts in files of its own in
 parent made (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), and
 ``/metrics``, whichever worker answers it, sums every worker's figures: a scrape reached one
 worker at random and showed only its counts, which went down and up from one scrape to the next.
+A family no worker has a figure of yet (``gateway_produce_latency_seconds`` before the first
+event, ``gateway_rejections_total`` before the first refusal) is still listed, without samples,
+as one gateway lists it: the workers' files hold only figures, and the sum left it out.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 #: Where the workers of one ``pipeline gateway --workers`` keep their figures (set by it).
@@ -90,6 +95,24 @@ class GatewayMetrics:
         folder = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
         if not folder:
             return generate_latest(self.registry)
-        summed = CollectorRegistry()
-        MultiProcessCollector(summed, path=folder)  # type: ignore[no-untyped-call]
-        return generate_latest(summed)
+        summed = list(
+            MultiProcessCollector(None, path=folder).collect()  # type: ignore[no-untyped-call]
+        )
+        seen = {family.name for family in summed}
+        # This process's families with no figure in any worker's files: listed empty.
+        summed += [
+            Metric(family.name, family.documentation, family.type)
+            for family in self.registry.collect()
+            if family.name not in seen
+        ]
+        return generate_latest(_Families(summed))
+
+
+class _Families:
+    """Families already collected, for :func:`generate_latest` (which asks ``collect()``)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families

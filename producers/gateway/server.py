@@ -16,15 +16,23 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pipeline.errors import PipelineError
 from pipeline.gc_tuning import few_collections
 from pipeline.kafka.producer import FlushTimeout
+from producers.gateway.answers import JSON_CONTENT_TYPE, ErrorAnswer
 from producers.gateway.body import BODIES_LEFT_ENCODED
 
 #: How long a connection is read on after an answer to a request whose body was not read whole.
 _LINGERING_S = 1.0
+#: How long a request's headers may take to arrive (see :class:`_HeadersInTime`).
+DEFAULT_HEADER_TIMEOUT_S = 30.0
+#: Called (by the app that sets it) when a connection is closed for headers that came too late.
+HEADERS_LATE = web.AppKey[Callable[[], None]]("gateway_headers_late")
 
 __all__ = [
+    "DEFAULT_HEADER_TIMEOUT_S",
+    "HEADERS_LATE",
     "DeliveriesLeft",
     "Flushable",
     "StoppedAtOnce",
+    "gateway_runner",
     "quiet_malformed_requests",
     "run_event_loop",
     "serve",
@@ -63,6 +71,138 @@ def quiet_malformed_requests() -> None:
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _MalformedRequests) for f in server_log.filters):
         server_log.addFilter(_MalformedRequests())
+
+
+class _HeadersInTime(web.RequestHandler):
+    """aiohttp's connection protocol with a deadline for a request's headers.
+
+    aiohttp bounds only an idle connection (``keepalive_timeout``, an hour): a client that
+    sends part of its headers and stalls held the connection that long (80 s and on, with a
+    3 s body timeout). Here a request's headers must be whole ``header_timeout_s`` after the
+    connection opened, or after the first bytes of a later request on it; past that the
+    connection closes, after a 408 ``request_timeout`` if some of the headers came (a
+    connection that sent nothing is closed without a word, as an idle one is). Counted
+    through ``headers_late``.
+
+    Whether bytes belong to the headers of the request awaited is aiohttp's own state: its
+    loop waits for a request (``_waiter``) and the bytes made none (``_request_count``); a
+    body's bytes come while its request is handled, when nothing is awaited.
+    """
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        headers_late: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout_s = header_timeout_s
+        self._headers_late = headers_late
+        self._header_deadline: asyncio.TimerHandle | None = None
+        #: Some bytes of the awaited request's headers have come.
+        self._headers_begun = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_header_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_header_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        requests = self._request_count
+        super().data_received(data)
+        if self._request_count != requests:  # a request's headers came whole
+            self._stop_header_deadline()
+            self._headers_begun = False
+        elif self._waiter is not None and not self._waiter.done():  # a request's start
+            self._headers_begun = True
+            if self._header_deadline is None:
+                self._start_header_deadline()
+
+    def _start_header_deadline(self) -> None:
+        self._header_deadline = self._loop.call_later(
+            self._header_timeout_s, self._headers_too_late
+        )
+
+    def _stop_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_late(self) -> None:
+        self._header_deadline = None
+        transport = self.transport
+        awaiting = self._waiter is not None and not self._waiter.done()
+        if transport is None or not awaiting or self._force_close or self._close:
+            return  # a request is being handled, or the connection is closing anyway
+        if self._headers_begun:
+            answer = ErrorAnswer(
+                408,
+                "request_timeout",
+                f"the request's headers did not arrive whole within {self._header_timeout_s:g} "
+                "s; nothing was produced",
+            )
+            body = answer.body()
+            transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\n"
+                + f"Content-Type: {JSON_CONTENT_TYPE}\r\n".encode()
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+        log.debug(
+            "closed a connection from %s whose request headers did not arrive whole within %g s",
+            _host_port(transport.get_extra_info("peername")),
+            self._header_timeout_s,
+        )
+        self.force_close()  # the transport sends what it holds, then closes
+        if self._headers_begun and self._headers_late is not None:
+            self._headers_late()
+
+
+class _GatewayServer(web.Server):
+    """aiohttp's server, making :class:`_HeadersInTime` connections."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _HeadersInTime(self, loop=self._loop, **self._kwargs)
+
+
+class _GatewayRunner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The application's server as aiohttp made it (its handler, request factory and
+        # options), making connections of the gateway's own kind.
+        server.__class__ = _GatewayServer
+        return server
+
+
+def gateway_runner(
+    app: web.Application,
+    *,
+    shutdown_timeout_s: float = 30.0,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+) -> web.AppRunner:
+    """The runner :func:`serve` serves ``app`` with (set up by the caller): no access log,
+    bodies left as sent, a short lingering close, and a deadline for each request's headers
+    (:class:`_HeadersInTime`; ``app[HEADERS_LATE]``, if set, counts the connections closed for
+    it)."""
+    late = app.get(HEADERS_LATE)
+    return _GatewayRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout_s,
+        auto_decompress=False,
+        # After an answer to a request whose body was not read whole (408, 413...), aiohttp
+        # reads on for this long before it closes (10 s by default): a client that stalls on
+        # purpose held each connection 13 s for a 3 s body timeout. A second is enough for a
+        # client to read the answer.
+        lingering_time=_LINGERING_S,
+        header_timeout_s=header_timeout_s,
+        headers_late=late,
+    )
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -127,6 +267,7 @@ async def serve(
     producer: Flushable | None = None,
     say: Callable[[str], None] | None = None,
     reuse_port: bool = False,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly.
 
@@ -141,7 +282,9 @@ async def serve(
 
     A second SIGINT or SIGTERM while stopping stops at once: :class:`StoppedAtOnce`, with the
     count of messages given up. ``reuse_port``: listen with ``SO_REUSEPORT``, beside other
-    gateway processes on the same port (``pipeline gateway --workers``).
+    gateway processes on the same port (``pipeline gateway --workers``). A request's headers
+    must arrive within ``header_timeout_s``, else its connection closes (with a 408 if some of
+    them came; see :func:`gateway_runner`).
     """
     say = say or log.info
     quiet_malformed_requests()
@@ -149,16 +292,8 @@ async def serve(
     # decoding fails outside the app (a plain-text 400 for br without Brotli, an ERROR traceback
     # for a body that is not valid gzip, even one drained after a 401).
     app[BODIES_LEFT_ENCODED] = True
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        shutdown_timeout=shutdown_timeout_s,
-        auto_decompress=False,
-        # After an answer to a request whose body was not read whole (408, 413...), aiohttp
-        # reads on for this long before it closes (10 s by default): a client that stalls on
-        # purpose held each connection 13 s for a 3 s body timeout. A second is enough for a
-        # client to read the answer.
-        lingering_time=_LINGERING_S,
+    runner = gateway_runner(
+        app, shutdown_timeout_s=shutdown_timeout_s, header_timeout_s=header_timeout_s
     )
     await runner.setup()
     loop = asyncio.get_running_loop()

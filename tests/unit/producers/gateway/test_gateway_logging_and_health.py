@@ -55,7 +55,8 @@ class StubProducer:
 
 
 class StubHealth:
-    """A Kafka health check answering ``problem`` (``None``: healthy)."""
+    """A Kafka health check answering ``problem`` (``None``: healthy), found by one probe only:
+    requests are still sent (a problem that stands refuses them: test_gateway_refusals)."""
 
     def __init__(self, problem: str | None) -> None:
         self.answer = problem
@@ -65,6 +66,12 @@ class StubHealth:
 
     def known_problem(self) -> str | None:
         return self.answer
+
+    def standing_problem(self, topic: str) -> str | None:
+        return None
+
+    async def watch(self) -> None:
+        pass
 
 
 def _payload(body: bytes) -> StreamReader:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from producers.gateway.health import KafkaHealth
@@ -147,3 +150,136 @@ def test_the_known_problem_is_the_last_answer_and_asks_kafka_nothing():
 
     assert health.known_problem() == said and said is not None
     assert cluster.requests == 1
+
+
+# ---- the topics the gateway sends to, and refusing requests while a problem stands ----------
+
+
+class Topics(Cluster):
+    """A cluster that answers with its topics (a topic without partitions: being deleted)."""
+
+    def __init__(self, *topics: str, empty: tuple[str, ...] = ()) -> None:
+        super().__init__(up=True)
+        self.topics = {name: SimpleNamespace(partitions={0: object()}) for name in topics}
+        self.topics.update({name: SimpleNamespace(partitions={}) for name in empty})
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        super().list_topics(topic, timeout)
+        return SimpleNamespace(topics=dict(self.topics))
+
+
+ORDERS, CUSTOMERS = "requests.orders", "requests.customers"
+
+
+def _watching(cluster: Cluster, clock: Clock | None = None, **options: Any) -> KafkaHealth:
+    return KafkaHealth(
+        cluster.list_topics,
+        bootstrap=BOOTSTRAP,
+        clock=clock or Clock(),
+        topics=[ORDERS, CUSTOMERS],
+        **options,
+    )
+
+
+def test_a_topic_the_gateway_sends_to_that_is_missing_is_named_as_every_command_says_it():
+    # /healthz said ok with requests.customers deleted, and its requests waited 30 s for a 503.
+    problem = asyncio.run(_watching(Topics(ORDERS, "other")).problem())
+
+    assert problem == (
+        f"topic {CUSTOMERS} does not exist on Kafka at {BOOTSTRAP} "
+        "(create it first, e.g. with `pipeline topics apply`)"
+    )
+
+
+def test_a_topic_listed_without_partitions_is_missing_and_every_topic_there_is_no_problem():
+    both = asyncio.run(_watching(Topics(empty=(ORDERS, CUSTOMERS))).problem())
+
+    assert both is not None and both.startswith(f"topics {ORDERS}, {CUSTOMERS} do not exist")
+    assert asyncio.run(_watching(Topics(ORDERS, CUSTOMERS)).problem()) is None
+
+
+def test_a_problem_refuses_requests_only_once_two_answers_in_a_row_found_it():
+    cluster = Cluster(up=False)
+    health = _watching(cluster)
+
+    async def answers() -> list[str | None]:
+        seen = []
+        for up in (False, True, False, False, True):
+            cluster.up = up
+            await health.check()
+            seen.append(health.standing_problem(ORDERS))
+        return seen
+
+    single, after_recovery, one, two, recovered = asyncio.run(answers())
+
+    # One failed probe (a blip) refuses nothing; the second in a row does; the first good
+    # answer ends it.
+    assert (single, after_recovery, one, recovered) == (None, None, None, None)
+    assert two == f"Kafka at {BOOTSTRAP} does not answer (Failed to get metadata: broker down)"
+
+
+def test_a_missing_topic_refuses_only_the_requests_to_it():
+    health = _watching(Topics(ORDERS))
+
+    async def twice() -> None:
+        await health.check()
+        await health.check()
+
+    asyncio.run(twice())
+
+    assert health.standing_problem(ORDERS) is None
+    assert health.standing_problem(CUSTOMERS) == (
+        f"topic {CUSTOMERS} does not exist on Kafka at {BOOTSTRAP} "
+        "(create it first, e.g. with `pipeline topics apply`)"
+    )
+
+
+def test_an_old_answer_refuses_nothing():
+    clock = Clock()
+    health = _watching(Cluster(up=False), clock, cache_s=5.0, recheck_s=1.0, timeout_s=2.0)
+
+    async def twice() -> None:
+        await health.check()
+        await health.check()
+
+    asyncio.run(twice())
+    refused_now = health.standing_problem(ORDERS)
+    clock.now += 60  # no one asked since (nothing watches)
+
+    assert refused_now is not None
+    assert health.standing_problem(ORDERS) is None
+
+
+class Scripted(Cluster):
+    """Down or up at each request as ``script`` says, then up for good."""
+
+    def __init__(self, *script: bool) -> None:
+        super().__init__(up=False)
+        self.script = list(script)
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        self.up = self.script.pop(0) if self.script else True
+        return super().list_topics(topic, timeout)
+
+
+def test_watching_says_when_a_problem_starts_and_when_it_ends(caplog: pytest.LogCaptureFixture):
+    cluster = Scripted(False, False, True, True)
+    health = _watching(cluster, cache_s=0.001, recheck_s=0.001)
+
+    async def main() -> None:
+        watching = asyncio.create_task(health.watch())
+        while cluster.requests < 6:
+            await asyncio.sleep(0.001)
+        watching.cancel()
+
+    with caplog.at_level(logging.INFO, logger="producers.gateway"):
+        asyncio.run(main())
+
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            logging.WARNING,
+            f"Kafka at {BOOTSTRAP} does not answer (Failed to get metadata: broker down); "
+            "GET /healthz answers 503 meanwhile",
+        ),
+        (logging.INFO, "Kafka answers again and every topic exists: GET /healthz is ok"),
+    ]

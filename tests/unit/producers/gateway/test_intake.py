@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+
 import pytest
 
 from producers.gateway.answers import ErrorAnswer
+from producers.gateway.idempotency import fingerprint
 from producers.gateway.intake import check_content_type, header_id, idempotency_key, parse_body
 
 
@@ -87,8 +91,8 @@ def test_a_body_that_is_not_json_is_400_invalid_json(body, message):
 
 @pytest.mark.parametrize(
     ("body", "kind"),
-    [(b"[1]", "an array"), (b'"x"', "a string"), (b"12", "a number"), (b"true", "a boolean"),
-     (b"null", "null")],
+    [(b"[1]", "an array"), (b'"x"', "a string"), (b"12", "a number"), (b"1.5", "a number"),
+     (b"true", "a boolean"), (b"null", "null")],
 )  # fmt: skip
 def test_json_that_is_not_an_object_is_400_not_an_object(body, kind):
     answer = refusal(parse_body, body)
@@ -127,3 +131,35 @@ def test_the_idempotency_key_is_optional_and_given_at_most_once():
     answer = refusal(idempotency_key, ["a", "b"])
     assert (answer.status, answer.code) == (400, "invalid_header")
     assert answer.message == "Idempotency-Key given 2 times: send it once"
+
+
+def test_a_number_with_a_fraction_or_an_exponent_is_the_exact_decimal_written():
+    # 9.999999999999999999 was read as the float 10.0, and the event said "10.00": a price
+    # with more decimals than a price has went through, rounded (as a string it was refused).
+    data = parse_body(
+        b'{"p": 9.999999999999999999, "q": 0.10000000000000001, "e": 1e2, "m": -2.50, "n": 2}'
+    )
+
+    assert data == {
+        "p": Decimal("9.999999999999999999"),
+        "q": Decimal("0.10000000000000001"),
+        "e": Decimal("1E+2"),
+        "m": Decimal("-2.50"),
+        "n": 2,
+    }
+    assert [type(value) for value in data.values()] == [Decimal] * 4 + [int]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"lines": [{"unit_price": 12.50, "quantity": 2}], "x": 0.1}',
+        b'{"a": 1e400, "b": -0.0, "c": 123456789.123456789}',
+        b'{"a": "12.50", "b": [1, 2.5, {"c": 3.25}]}',
+    ],
+)
+def test_a_body_keeps_the_idempotency_fingerprint_it_had_with_floats(body):
+    # A key claimed before (the shared store keeps them 24 h) must still match its retry.
+    assert fingerprint("place_order", parse_body(body)) == fingerprint(
+        "place_order", json.loads(body)
+    )
