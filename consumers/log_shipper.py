@@ -68,7 +68,7 @@ from consumers.log_batch import (
 from consumers.log_dead_letters import DeadLetterWriter, DlqProducer, Where, where_of
 from consumers.log_shipper_metrics import ShipperCounters
 from consumers.log_shipper_standing import (
-    assigned_lag,
+    LagMeter,
     commit_starts_at_end,
     not_caught_up,
     partitions_not_owned,
@@ -167,6 +167,8 @@ class LogShipper:
         self.stop = stop or threading.Event()
         self._report = report or _log.info
         self.counters = ShipperCounters()
+        #: Keeps counters.lag, the lag gauge, fresh (every second, not every metrics line).
+        self.lag_meter = LagMeter(consumer, self.counters)
         self._assigned: set[Position] = set()
         self._in_outage = False
         #: ``run(until_idle_s=...)``: how long an outage may last before the run gives up.
@@ -207,7 +209,6 @@ class LogShipper:
         )  # fmt: skip
         last_report = idle_since = time.monotonic()
         partial_since: float | None = None  # idle, but some partitions not ours, since then
-        lag_of: float | None = None  # the assignment (its _assigned_at) whose lag is known
         while not self.stop.is_set():
             messages = self._consumer.consume(
                 num_messages=self._settings.shipper_batch_size,
@@ -218,10 +219,10 @@ class LogShipper:
             theirs = any(not self._is_own(record) for record in records)
             if theirs or not self._assigned:  # idle only counts once partitions are ours
                 idle_since = now
+            # Before the batch is shipped (that may take a while): the lag once it was read.
+            self.lag_meter.refresh(self._assigned_at, read=bool(records))
             if records:
                 self.ship_batch(records)
-            if self._assigned and self._assigned_at != lag_of:  # for /metrics: not 30 s later
-                lag_of, self.counters.lag = self._assigned_at, assigned_lag(self._consumer)
             # Idle counts on a stable assignment: partitions just assigned were not seen idle.
             if (
                 until_idle_s is not None
@@ -537,6 +538,7 @@ class LogShipper:
         try:
             while not self.stop.is_set():
                 self._pause_all()
+                self.lag_meter.refresh(self._assigned_at, paused=True)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -565,7 +567,7 @@ class LogShipper:
     def report_metrics(self) -> None:
         """Log the counters, with the lag (records not yet read) of the assigned partitions and
         the documents shipped per second since the last line."""
-        self.counters.lag = assigned_lag(self._consumer)
+        self.lag_meter.measure(self._assigned_at)
         now, shipped = time.monotonic(), self.counters.shipped
         rate = ""
         if self._last_report is not None and now > self._last_report[0]:

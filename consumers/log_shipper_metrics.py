@@ -70,8 +70,8 @@ class ShipperCollector(Collector):
         # only later cannot be told from a scrape that lost it, and alerts on it stay blank.
         yield GaugeMetricFamily(
             "pipeline_log_shipper_lag",
-            "Records of the assigned partitions not read yet (as of the last assignment or "
-            "metrics line; NaN before the first)",
+            "Records of the assigned partitions not read yet, measured every second (NaN "
+            "while not known: no partition assigned yet, or Kafka not answering)",
             value=math.nan if counters.lag is None else counters.lag,
         )
 

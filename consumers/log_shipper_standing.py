@@ -2,27 +2,45 @@
 new group started at the end stands from the start.
 
 For ``pipeline logs ship --until-idle`` (caught up only when every partition of the topic is
-its own and read to the end) and the metrics line (records not yet read). The consumer is
-passed in: see :class:`consumers.log_shipper.ShipperConsumer`.
+its own and read to the end), the metrics line (records not yet read) and the lag gauge, kept
+fresh by :class:`LagMeter`. The consumer is passed in: see
+:class:`consumers.log_shipper.ShipperConsumer`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException, TopicPartition
 
 from consumers.log_batch import Position, partition_lag
+from consumers.log_shipper_metrics import ShipperCounters
 from pipeline.plurals import counted
 
 if TYPE_CHECKING:
     from consumers.log_shipper import ShipperConsumer
 
-__all__ = ["assigned_lag", "commit_starts_at_end", "not_caught_up", "partitions_not_owned"]
+__all__ = [
+    "LAG_REFRESH_S",
+    "LagMeter",
+    "assigned_lag",
+    "commit_starts_at_end",
+    "not_caught_up",
+    "partitions_not_owned",
+]
 
 _METADATA_TIMEOUT_S = 5.0
+#: How long the lag waits for each of Kafka's answers (the committed offsets, an end offset).
+_LAG_ANSWER_S = 2.0
+#: How often the lag gauge is measured again, as the processors' ``pipeline_consumer_lag``
+#: (``pipeline.processing.faust.binding.LAG_REFRESH_S``): a scrape sees a lag about this old.
+LAG_REFRESH_S = 1.0
+# librdkafka's "no offset" (OFFSET_INVALID): no position, nothing committed, no end known yet.
+_NO_OFFSET = -1001
 _log = logging.getLogger(__name__)
 
 
@@ -57,28 +75,90 @@ def not_caught_up(topic: str, group: str, missing: list[int] | None, waited_s: f
     )
 
 
-def assigned_lag(consumer: ShipperConsumer) -> int | None:
+def assigned_lag(
+    consumer: ShipperConsumer,
+    *,
+    cached: bool = False,
+    committed: dict[Position, int] | None = None,
+) -> int | None:
     """The records not yet read in the consumer's assigned partitions (``None``: none assigned,
-    or Kafka did not say)."""
+    or Kafka did not say): each one's end offset minus the consumer's position there, or,
+    where it read nothing since the assignment, minus the group's committed offset.
+
+    ``cached``: the end offsets as the consumer's last fetch answers gave them (no request;
+    Kafka is asked for a partition whose end is not known yet). ``committed``: the committed
+    offsets known already, for the partitions nothing was read from (the others are asked for,
+    and added to it)."""
     try:
         assigned = consumer.assignment()
         if not assigned:
             return None
         positions = consumer.position(assigned)
-        committed: dict[Position, int] = {}
-        if any(tp.offset < 0 for tp in positions):  # nothing read there since assigned
-            committed = {
-                (tp.topic, tp.partition): tp.offset
-                for tp in consumer.committed(assigned, timeout=2.0)
-            }
+        known = {} if committed is None else committed
+        unread = [tp for tp in positions if tp.offset < 0 and (tp.topic, tp.partition) not in known]
+        if unread:  # nothing read there since assigned: from the group's committed offset
+            asked = consumer.committed(unread, timeout=_LAG_ANSWER_S)
+            known.update({(tp.topic, tp.partition): tp.offset for tp in asked})
         lag = 0
         for position in positions:
-            low, high = consumer.get_watermark_offsets(position, timeout=2.0)
-            start = committed.get((position.topic, position.partition), -1)
+            start = known.get((position.topic, position.partition), -1)
+            low, high = _NO_OFFSET, _NO_OFFSET
+            if cached:
+                low, high = consumer.get_watermark_offsets(position, cached=True)
+            # (The start of a partition neither read nor committed is its low watermark, which
+            # librdkafka keeps only with statistics on.)
+            if high < 0 or (low < 0 and position.offset < 0 and start < 0):
+                low, high = consumer.get_watermark_offsets(position, timeout=_LAG_ANSWER_S)
             lag += partition_lag(low, high, position.offset, start)
         return lag
     except KafkaException:
         return None
+
+
+class LagMeter:
+    """Keeps ``counters.lag`` (the gauge ``pipeline_log_shipper_lag``, and the metrics line's
+    ``lag=``) the lag of now: measured after each batch read, at once when the assignment
+    changed, and every :data:`LAG_REFRESH_S` (new records while none are read), from the
+    consumer's own positions and the partitions' end offsets (:func:`assigned_lag`).
+
+    The end offsets are the ones the consumer's fetches bring (a millisecond for every
+    partition): asked of Kafka, each took half a second, as long as the fetch that Kafka
+    answers before it on the same connection waits for new records. Kafka is asked for a
+    partition whose end no fetch brought yet, and for all of them while they are paused
+    (Elasticsearch away: nothing is fetched, and the gauge still shows the backlog growing).
+    The committed offsets (where a partition nothing was read from since the assignment
+    starts) are asked once for each assignment: the group commits only what this shipper
+    read.
+
+    The gauge was the figure of the first batch after the assignment until the next metrics
+    line (every 30 s): a backlog long cleared, for an alert."""
+
+    def __init__(self, consumer: ShipperConsumer, counters: ShipperCounters) -> None:
+        self._consumer = consumer
+        self._counters = counters
+        #: Seconds between measurements (:data:`LAG_REFRESH_S`).
+        self.every_s = LAG_REFRESH_S
+        self._assignment: float | None = None  # the assignment (when it came) last measured
+        self._measured_at = -math.inf
+        self._committed: dict[Position, int] = {}
+
+    def refresh(self, assigned_at: float, *, read: bool = False, paused: bool = False) -> None:
+        """:meth:`measure` if records were ``read`` (the positions moved), the assignment
+        changed (``assigned_at``: when it did) or :attr:`every_s` passed since the last
+        measurement."""
+        new = assigned_at != self._assignment
+        if read or new or time.monotonic() - self._measured_at >= self.every_s:
+            self.measure(assigned_at, paused=paused)
+
+    def measure(self, assigned_at: float, *, paused: bool = False) -> None:
+        """Measure the lag now; ``paused``: nothing is being fetched (ask Kafka for the end
+        offsets)."""
+        if assigned_at != self._assignment:
+            self._committed = {}
+        self._assignment, self._measured_at = assigned_at, time.monotonic()
+        self._counters.lag = assigned_lag(
+            self._consumer, cached=not paused, committed=self._committed
+        )
 
 
 def commit_starts_at_end(consumer: ShipperConsumer, partitions: list[TopicPartition]) -> None:

@@ -2,10 +2,16 @@
 
 When the output is not a terminal (a pipe, a file, CI), rich would wrap at 80 columns and cut
 table cells; there we print at least 160 columns wide so nothing is lost.
+
+A program that logs ECS JSON to stderr (:func:`pipeline.logs.setup.json_console`: a
+long-running one with ``PIPELINE_LOGS__CONSOLE=json``, or ``auto`` off a terminal) keeps
+every line there JSON: what the stderr console would print is logged instead, as a record of
+``pipeline.cli`` (:func:`log_said`), and so it reaches the logs topic with the rest.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -18,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.logs.redact import redact
+from pipeline.logs.setup import json_console
 
 _MIN_PIPED_WIDTH = 160
 
@@ -50,6 +57,9 @@ class _StderrOrNothing:
     ``BrokenPipeError`` and click ended the command half-way with exit code 1."""
 
     def write(self, text: str) -> int:
+        if json_console():
+            log_said(text)
+            return len(text)
         try:
             return sys.stderr.write(text)
         except BrokenPipeError:
@@ -63,7 +73,8 @@ class _StderrOrNothing:
             _drop_stderr()
 
     def isatty(self) -> bool:
-        return sys.stderr.isatty()
+        # Logged as JSON: no colours nor cursor moves (rich asks before each one).
+        return sys.stderr.isatty() and not json_console()
 
     def fileno(self) -> int:
         return sys.stderr.fileno()
@@ -71,6 +82,30 @@ class _StderrOrNothing:
     @property
     def encoding(self) -> str:
         return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+
+#: The logger of what the command line says on stderr, when that is logged (see the module doc).
+SAID_LOGGER = "pipeline.cli"
+#: What a line says it is, by its first word, and the level it is logged at.
+_SAID_LEVELS = (("error: ", logging.ERROR), ("warning: ", logging.WARNING))
+# What rich writes for colours and links when its console started on a terminal (CSI and OSC).
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+
+def log_said(text: str) -> None:
+    """What a console printed, as one record of :data:`SAID_LOGGER`: at error for a line
+    that starts ``error:`` and at warning for ``warning:`` (the word itself left out: the
+    level says it), else at info; colours taken out, nothing for a blank line. The record's
+    document is redacted as any other's."""
+    line = _ESCAPES.sub("", text).strip()
+    if not line:
+        return
+    level = logging.INFO
+    for word, named in _SAID_LEVELS:
+        if line.startswith(word):
+            line, level = line.removeprefix(word), named
+            break
+    logging.getLogger(SAID_LOGGER).log(level, line)
 
 
 def _drop_stderr() -> None:

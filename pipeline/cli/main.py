@@ -14,6 +14,7 @@ page loads any of it (tests/unit/pipeline/cli/test_main.py holds them to both).
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,11 +29,13 @@ from typer import _click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from pipeline.cli.console import stderr_console
+from pipeline.cli.console import SAID_LOGGER, stderr_console
 from pipeline.cli.lazy import LazyGroup
 from pipeline.default_database import default_database_url
 from pipeline.errors import PipelineError
+from pipeline.logs.record import error_type
 from pipeline.logs.redact import redact
+from pipeline.logs.setup import json_console
 from pipeline.settings import PipelineSettings, complex_setting_variables, misspelled_settings
 
 
@@ -304,23 +307,36 @@ def run() -> None:
     try:
         app()
     except PipelineError as error:
-        _fail(str(error))
+        _fail(str(error), error)
     # Bad input no command checked first, still a line and not a traceback: a file the user may
     # not read or write, a number too large for what it is given to.
     except PermissionError as error:
-        _fail(f"{error.strerror}: {error.filename}" if error.filename else str(error))
+        _fail(f"{error.strerror}: {error.filename}" if error.filename else str(error), error)
     except OverflowError as error:
-        _fail(f"a number is out of range: {error}")
+        _fail(f"a number is out of range: {error}", error)
     # Any other file the system refused (a name too long, a file where a folder was meant):
     # its name and the system's reason.
     except OSError as error:
         if error.filename is None:
             raise
-        _fail(f"{error.filename}: {error.strerror or error}")
+        _fail(f"{error.filename}: {error.strerror or error}", error)
 
 
-def _fail(message: str) -> NoReturn:
+#: The exit code of an expected failure.
+EXIT_FAILED = 2
+
+
+def _fail(message: str, error: BaseException) -> NoReturn:
+    if json_console():
+        # A program that logs ECS JSON to stderr: its last line is one too (level error, the
+        # error's type and message, the exit code), and goes to the logs topic with the
+        # others. The Kafka handler's close at exit sends it, waiting
+        # PIPELINE_LOGS__FLUSH_TIMEOUT_S at most (Kafka may be what failed). Redacted as
+        # every record is.
+        said = {"error_type": error_type(type(error)), "error_message": message}
+        logging.getLogger(SAID_LOGGER).error(message, extra={**said, "exit_code": EXIT_FAILED})
+        sys.exit(EXIT_FAILED)
     # Escaped: the text is not markup ("[[topic]]" was swallowed). Redacted: whatever an error
     # quotes (a URL given with its password, a password= parameter) is not shown.
     _stderr.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
-    sys.exit(2)
+    sys.exit(EXIT_FAILED)

@@ -21,6 +21,9 @@ It never blocks or crashes the program that logs:
    never reached Kafka, for each reason. Nothing after it waits for Kafka: a second flush
    (``logging.shutdown`` flushes every handler after the ``atexit`` close) returns at once.
 
+Its own lines on the fallback stream (no producer; the count at exit) are plain text, or ECS
+JSON documents like the records beside them with ``notes_as_json`` (a JSON console).
+
 Records of its own making cannot loop back: librdkafka's log goes to a silent logger, records
 made in the sender thread or by ``pipeline.logs`` itself go only to the fallback stream.
 
@@ -184,11 +187,14 @@ class KafkaLogHandler(logging.Handler):
         hostname: str | None = None,
         level: int = logging.NOTSET,
         records_on_console: bool = False,
+        notes_as_json: bool = False,
     ) -> None:
         """``producer_factory`` makes the producer when the first record arrives (no I/O here).
         ``records_on_console``: every record this handler gets is written to ``fallback`` by
         another handler too (:func:`~pipeline.logs.setup.configure_logging`'s console one), so
-        a record that does not reach Kafka is not written there again; the counts still are."""
+        a record that does not reach Kafka is not written there again; the counts still are.
+        ``notes_as_json``: its own lines there are ECS JSON documents, as the records are (a
+        JSON console: every line on it is one), rather than plain text."""
         if buffer_size <= 0:
             raise ValueError(f"buffer_size must be > 0, got {buffer_size}")
         super().__init__(level)
@@ -203,6 +209,7 @@ class KafkaLogHandler(logging.Handler):
         self._stopping = False
         self._fallback = fallback
         self._records_on_console = records_on_console
+        self._notes_as_json = notes_as_json
         self._hostname = hostname or socket.gethostname()
         self._key = service.encode("utf-8")
         self._producer: LogProducer | None = None
@@ -274,6 +281,14 @@ class KafkaLogHandler(logging.Handler):
         if not self._records_on_console:
             self._write_fallback(value)
 
+    def _write_note(self, text: str, level: int, function: str) -> None:
+        """One of its own lines on the fallback stream: plain, or an ECS document."""
+        if not self._notes_as_json:
+            self._write_fallback(text.encode())
+            return
+        note = logging.LogRecord(__name__, level, __file__, 0, text, None, None, function)
+        self._write_fallback(record_json(note, service=self.service, hostname=self._hostname))
+
     def _write_fallback(self, value: bytes) -> None:
         stream = self._fallback or sys.stderr
         try:
@@ -289,7 +304,9 @@ class KafkaLogHandler(logging.Handler):
         try:
             self._producer = self._factory()
         except Exception as error:
-            self._write_fallback(f"kafka log handler: no producer ({error})".encode())
+            self._write_note(
+                f"kafka log handler: no producer ({error})", logging.ERROR, "_send_loop"
+            )
             self._producer = None
             self._no_producer = f"no producer: {error}"
         buffer = self._buffer
@@ -430,8 +447,10 @@ class KafkaLogHandler(logging.Handler):
         parts += _by_reason(self._failures, "not delivered ({})")
         parts += _by_reason(self._unencodable_reasons, "dropped (could not be encoded: {})")
         if parts:
-            self._write_fallback(
-                f"kafka log handler: {'; '.join(parts)}; they are only in this stream".encode()
+            self._write_note(
+                f"kafka log handler: {'; '.join(parts)}; they are only in this stream",
+                logging.WARNING,
+                "close",
             )
 
     def describe(self) -> Mapping[str, int]:

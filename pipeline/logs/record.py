@@ -35,6 +35,7 @@ __all__ = [
     "ecs_document",
     "ecs_json",
     "encodable",
+    "error_type",
     "labels_of",
     "unencodable_document",
 ]
@@ -127,13 +128,19 @@ def _exception_message(value: BaseException | None) -> str:
         return EXCEPTION_STR_FAILED
 
 
+def error_type(kind: type[BaseException]) -> str:
+    """An exception class as ``error.type`` names it: ``ValueError`` for a built-in one (or one
+    of ``__main__``), else with its module, ``pipeline.database.DatabaseError``."""
+    name = kind.__qualname__
+    module = kind.__module__
+    return name if module in ("builtins", "__main__") else f"{module}.{name}"
+
+
 def _error(record: logging.LogRecord) -> dict[str, str] | None:
     if record.exc_info and record.exc_info[0] is not None:
         kind, value, tb = record.exc_info
-        name = kind.__qualname__
-        module = kind.__module__
         error = {
-            "type": name if module in ("builtins", "__main__") else f"{module}.{name}",
+            "type": error_type(kind),
             "message": _clean(_exception_message(value)),
             "stack_trace": _clean("".join(traceback.format_exception(kind, value, tb)).rstrip()),
         }

@@ -11,6 +11,12 @@
 Idempotent: a second call replaces what the first installed (handlers made by others, such as
 pytest's, are left alone). Both handlers share each record's document, so a line on stderr and
 its copy in Elasticsearch have the same ``event.id``.
+
+With a JSON console every line on stderr is a JSON object: :func:`json_console` tells the
+command line so, which then logs what it would have printed (``pipeline.cli.console``: its
+notes; ``pipeline.cli.main``: the one-line error that ends a program, which the Kafka handler's
+close at exit also sends to the topic, waiting ``flush_timeout_s`` at most), and the Kafka
+handler's own lines (no producer, the count of records lost at exit) are ECS documents too.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pipeline.logs.context import CONTEXT_FIELDS
 from pipeline.logs.handler import KafkaLogHandler, LogProducer, record_document, record_json
 from pipeline.settings import PipelineSettings
 
-__all__ = ["EcsJsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["EcsJsonFormatter", "TextFormatter", "configure_logging", "json_console"]
 
 _MARK = "_pipeline_configured"
 #: Libraries that log every request at INFO: kept at WARNING (the log shipper's own bulk
@@ -173,8 +179,23 @@ def configure_logging(
         flush_timeout_s=settings.logs.flush_timeout_s,
         fallback=out,
         records_on_console=True,  # the console handler above prints every record
+        notes_as_json=mode == "json",
     )
     setattr(kafka_handler, _MARK, True)
     root.addHandler(kafka_handler)
     atexit.register(kafka_handler.close)
     return kafka_handler
+
+
+def json_console(stream: TextIO | None = None) -> bool:
+    """Whether :func:`configure_logging`'s console writes ECS JSON (``json``, or ``auto`` off a
+    terminal) to ``stream`` (by default ``sys.stderr`` as it is now): then what the program
+    would print there is logged instead, so that every line there is a JSON object (and
+    reaches the logs topic too). A console on another stream leaves stderr as it is."""
+    out = sys.stderr if stream is None else stream
+    return any(
+        getattr(handler, _MARK, False)
+        and isinstance(handler.formatter, EcsJsonFormatter)
+        and getattr(handler, "stream", None) is out
+        for handler in logging.getLogger().handlers
+    )
