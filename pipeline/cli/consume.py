@@ -28,6 +28,10 @@ Errors while reading (a one-line ``error:`` and exit 2 when they end the run):
   it is a warning (once per kind) and the read goes on, should the topic come back;
 - a deleted topic often raises no error at all (librdkafka just stops fetching it), so after
   a few idle seconds the topic's metadata is checked, with the same outcome as above;
+- an error that says the group cannot be joined as it is (its members use another assignment
+  protocol, as a running processor's Faust consumers do; an invalid group id or session
+  timeout) ends the run, ``--follow`` or not: it lasts as long as the group's other members
+  (were a processor to stop meanwhile, this reader would then lock it out of its own group);
 - anything else (a lost connection, a coordinator moving, a timeout) is one that librdkafka
   recovers from by itself: a warning, once per kind, and the read goes on.
 
@@ -79,6 +83,8 @@ class _Reading:
     stops: dict[int, int]
     follow: bool
     assigned: set[int] | None = None
+    #: The --group read as, if any.
+    group: str | None = None
     done: set[int] = field(default_factory=set)
     printed: int = 0
     undecodable: int = 0
@@ -167,6 +173,13 @@ def _handle_error(message: Any, reading: _Reading) -> None:
         return
     if error.fatal():
         raise PipelineError(f"reading {reading.topic} failed: {error.str()}")
+    if reading.group is not None and code in (
+        # JoinGroup refused for as long as the group is as it is: these never clear by themselves.
+        KafkaError.INCONSISTENT_GROUP_PROTOCOL,
+        KafkaError.INVALID_GROUP_ID,
+        KafkaError.INVALID_SESSION_TIMEOUT,
+    ):
+        raise PipelineError(_group_refused(reading.group, code, error.str()))
     if code in UNREADABLE:
         partition = message.partition()
         known = partition is not None and partition >= 0
@@ -175,6 +188,28 @@ def _handle_error(message: Any, reading: _Reading) -> None:
     if code not in reading.warned:
         reading.warned.add(code)
         _err.print(f"[yellow]warning:[/yellow] {error.str()}")
+
+
+def _group_refused(group: str, code: int, why: str) -> str:
+    """Why ``group`` cannot be joined, and what to do."""
+    from confluent_kafka import KafkaError
+
+    if code == KafkaError.INCONSISTENT_GROUP_PROTOCOL:
+        return (
+            f"cannot read as group {group}: it is in use by consumers with another assignment "
+            "protocol (a running processor, say); use another --group, or none to read "
+            "without a group"
+        )
+    if code == KafkaError.INVALID_GROUP_ID:
+        return (
+            f"cannot read as group {group}: Kafka refuses it as a group id ({why}); use "
+            "another --group, or none to read without a group"
+        )
+    return (
+        f"cannot read as group {group}: {why} (the consumer's session.timeout.ms is outside "
+        "the broker's group.min.session.timeout.ms and group.max.session.timeout.ms); read "
+        "without --group, or change one of them"
+    )
 
 
 def _unreadable(reading: _Reading, partitions: list[int], code: int, why: str) -> None:
@@ -344,7 +379,9 @@ def consume(
 
     Without --follow, a topic or partition that can no longer be read
     (deleted, not authorized) ends the run with a one-line error;
-    following, it is a warning.
+    following, it is a warning. A --group that cannot be joined (in use
+    by a running processor, whose consumers use another assignment
+    protocol) ends it, following or not.
 
     Exit codes:
     0 done (also when the reader of stdout went away);
@@ -464,6 +501,7 @@ def _start(
     }
     reading = _Reading(topic, {p: high for p, (_, high) in marks.items()}, follow)
     reading.from_beginning = from_beginning
+    reading.group = group
     if group is not None:
         reading.first_offsets = {
             p: low if from_beginning else high for p, (low, high) in marks.items()

@@ -52,6 +52,7 @@ from pipeline.cli.dlq_selection import (
     TopicArgument,
     by_reason,
     describe_selection,
+    describe_strays,
     read_back,
     refuse_gaps,
     require_topics,
@@ -170,7 +171,8 @@ def inspect(
     """Show the dead letters of TOPIC with why each was dead-lettered.
 
     Pending dead letters only (neither redriven nor discarded), unless --show-redriven;
-    oldest first per partition.
+    oldest first per partition. Messages of the topic that are not dead letters
+    (no dlq.reason header) are counted and named by position, never shown.
     A narrow terminal's table leaves out the least needed columns and names them under it.
     With --output ndjson stdout is pure NDJSON with every field; the summary goes to stderr.
 
@@ -222,7 +224,11 @@ def inspect(
         summary += f"; {kinds['redriven']:,} already redriven"
     if kinds["discarded"]:
         summary += f"; {kinds['discarded']:,} discarded"
-    (_err if output is Output.ndjson else _out).print(escape(summary), soft_wrap=True)
+    said = _err if output is Output.ndjson else _out
+    said.print(escape(summary), soft_wrap=True)
+    strays = describe_strays(read.strays, dlq_topic)
+    if strays is not None:
+        said.print(f"[yellow]warning:[/yellow] {escape(strays)}", soft_wrap=True)
 
 
 # --- redrive ----------------------------------------------------------------------------------
@@ -297,6 +303,8 @@ def redrive_command(
     A selection that leaves earlier dead letters of its keys behind (filters
     that match a key's later letters but not its first) is refused unless
     --out-of-order is given: those keys' events would be applied out of order.
+    A message of the topic that is not a dead letter (no dlq.reason header) is
+    never sent: it is counted and named by position.
 
     A newer redrive of the same dead-letter topic fences an older one still
     running: the older stops and says so; a re-run sends what is still pending.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -22,7 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:
-    from pipeline.dead_letters.letter import DeadLetter, Marker
+    from pipeline.dead_letters.letter import DeadLetter, Marker, Stray
 
 __all__ = [
     "ErrorTypeOption",
@@ -35,6 +35,7 @@ __all__ = [
     "TopicArgument",
     "by_reason",
     "describe_selection",
+    "describe_strays",
     "read_back",
     "read_letters",
     "refuse_gaps",
@@ -146,7 +147,7 @@ class Filters:
         return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None)
 
     def match(self, letter: DeadLetter) -> bool:
-        from pipeline.dead_letters.redrive import matches
+        from pipeline.dead_letters.selection import matches
 
         return matches(
             letter,
@@ -163,29 +164,59 @@ class Filters:
         )
 
 
-def read_letters(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | Marker | None]:
-    from pipeline.dead_letters.redrive import open_dead_letter_consumer, read_dead_letters
+def read_letters(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | Marker | Stray]:
+    from pipeline.dead_letters.redrive import open_dead_letter_consumer, read_dead_letter_topic
 
     with open_dead_letter_consumer(settings.kafka) as consumer:
-        return read_dead_letters(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
+        return read_dead_letter_topic(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
 class ReadBack:
     """A dead-letter topic read back: every dead letter, the marker of each one redriven or
-    discarded (by position), and the pending ones (neither), in the order read."""
+    discarded (by position), and the pending ones (neither), in the order read; and the
+    messages that are neither dead letters nor markers."""
 
     letters: list[DeadLetter]
     settled: dict[str, Marker]
     pending: list[DeadLetter]
+    strays: list[Stray] = field(default_factory=list)
 
 
 def read_back(settings: PipelineSettings, dlq_topic: str) -> ReadBack:
-    from pipeline.dead_letters.letter import settled_dead_letters
+    from pipeline.dead_letters.letter import Stray, settled_dead_letters
 
-    letters, settled = settled_dead_letters(read_letters(settings, dlq_topic))
+    read = read_letters(settings, dlq_topic)
+    letters, settled = settled_dead_letters(read)
     pending = [letter for letter in letters if letter.position not in settled]
-    return ReadBack(letters, settled, pending)
+    strays = [item for item in read if isinstance(item, Stray)]
+    return ReadBack(letters, settled, pending, strays)
+
+
+#: How many stray messages are named by position (all are counted).
+_STRAYS_NAMED = 5
+
+
+def describe_strays(strays: Sequence[Stray], dlq_topic: str) -> str | None:
+    """The line saying which messages of ``dlq_topic`` are not dead letters (skipped: never
+    shown, never redriven), or None when there are none."""
+    if not strays:
+        return None
+    one = len(strays) == 1
+    whys = Counter(stray.why for stray in strays)
+    why = (
+        next(iter(whys))
+        if len(whys) == 1
+        else "; ".join(f"{reason}: {count:,}" for reason, count in whys.most_common())
+    )
+    where = ", ".join(stray.position for stray in strays[:_STRAYS_NAMED])
+    if len(strays) > _STRAYS_NAMED:
+        where += f" and {len(strays) - _STRAYS_NAMED:,} more"
+    return (
+        f"{counted(len(strays), 'message')} in {dlq_topic} "
+        f"{'is not a dead letter' if one else 'are not dead letters'} ({why}), at "
+        f"{where} (partition:offset): skipped"
+    )
 
 
 # --- inspect ----------------------------------------------------------------------------------
@@ -202,14 +233,17 @@ class Selection:
     letters: list[DeadLetter]
     matched: int
     earlier_left: list[DeadLetter]
+    #: The messages of the topic that are not dead letters: never redriven.
+    strays: list[Stray] = field(default_factory=list)
 
 
 def select_letters(
     settings: PipelineSettings, dlq_topic: str, filters: Filters, limit: int | None
 ) -> Selection:
-    from pipeline.dead_letters.redrive import earlier_of_same_keys, select_for_redrive
+    from pipeline.dead_letters.selection import earlier_of_same_keys, select_for_redrive
 
-    pending = read_back(settings, dlq_topic).pending
+    read = read_back(settings, dlq_topic)
+    pending = read.pending
     options: dict[str, Any] = {
         "error_type": filters.error_type,
         "reason": filters.reason,
@@ -227,7 +261,8 @@ def select_letters(
                 "nothing selected"
             )
     matched = sum(1 for letter in selected if filters.match(letter))
-    return Selection(pending, selected, matched, earlier_of_same_keys(pending, selected))
+    earlier = earlier_of_same_keys(pending, selected)
+    return Selection(pending, selected, matched, earlier, read.strays)
 
 
 def _do(letters: Sized) -> str:
@@ -249,6 +284,9 @@ def refuse_gaps(selection: Selection, out_of_order: bool) -> None:
 
 def describe_selection(selection: Selection, dlq_topic: str) -> None:
     letters = selection.letters
+    strays = describe_strays(selection.strays, dlq_topic)
+    if strays is not None:
+        _err.print(f"[yellow]warning:[/yellow] {escape(strays)}")
     if not letters:
         _err.print(
             f"nothing to redrive in {escape(dlq_topic)} ({len(selection.pending):,} pending)"

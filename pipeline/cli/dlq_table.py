@@ -49,7 +49,8 @@ def _short(text: str, width: int = MESSAGE_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _original(letter: DeadLetter, base: str) -> str:
+def _original(letter: DeadLetter, base: str | None) -> str:
+    """Where the letter's original is: ``[partition]@offset`` in ``base``, else with its topic."""
     where = f"[{letter.original_partition}]@{letter.original_offset}"
     return where if letter.original_topic == base else letter.original_topic + where
 
@@ -64,7 +65,7 @@ def _status(letter: DeadLetter, settled: Mapping[str, Marker]) -> str:
     return "pending" if marker is None else marker.kind
 
 
-def _columns(base: str, settled: Mapping[str, Marker] | None) -> list[_Column]:
+def _columns(base: str | None, settled: Mapping[str, Marker] | None) -> list[_Column]:
     columns = [
         _Column("dlq p:offset", lambda letter: letter.position),
         _Column("key", lambda letter: _short(letter.key_text, KEY_SHOWN), max_width=KEY_MAX_WIDTH),
@@ -117,11 +118,17 @@ def dead_letter_table(
     name and the message shortened (``--output ndjson`` has them in full).
 
     ``settled`` (with ``--show-redriven``: the markers by position) adds a status column:
-    pending, redriven or discarded.
+    pending, redriven or discarded. The original position is ``[partition]@offset`` in the
+    topic the title names when every letter's ``dlq.original.topic`` is the dead-letter topic's
+    base, else ``topic[partition]@offset`` on every row.
     """
     from pipeline.topics.spec import dlq_base  # the Kafka client: not for `pipeline --help`
 
-    base = dlq_base(dlq_topic)
+    # The title names the original topic only when it is every letter's (dlq.original.topic
+    # says; a letter may come from another topic): else each row names its own.
+    base: str | None = dlq_base(dlq_topic)
+    if any(letter.original_topic != base for letter in letters):
+        base = None
     columns = _columns(base, settled)
     cells = {column.header: [column.cell(letter) for letter in letters] for column in columns}
     widths = {column.header: _natural_width(column, cells[column.header]) for column in columns}
@@ -130,7 +137,7 @@ def dead_letter_table(
     headers = {column.header for column in kept}
     title = f"dead letters in {dlq_topic}"
     if "original" in headers:
-        title += f"; original: {base}[partition]@offset"
+        title += f"; original: {base or 'topic'}[partition]@offset"
     if "dead-lettered at" in headers:
         title += "; times in UTC"
     left_out = [column.header for column in columns if column not in kept]

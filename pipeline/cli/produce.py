@@ -468,10 +468,7 @@ def _produce(
             _send_lines(producer, rules, batches, tally, rejects, progress, total)
     except KeyboardInterrupt as interrupt:
         interrupted = interrupt
-        said = f"interrupted after line {tally.lines:,}; waiting for what was sent"
-        if data.path is not None:  # the rest, as a command (its number without separators)
-            said += f" (the rest: tail -n +{tally.lines + 1} {shlex.quote(str(data.path))})"
-        _err.print(said, highlight=False, markup=False)
+        _err.print(_interrupted(data, tally.lines), highlight=False, markup=False)
     except PipelineError as error:
         stopped = _stopped(tally, str(error))
     except KafkaException as error:
@@ -497,6 +494,15 @@ def _produce(
         _err.print(f"[red]error:[/red] {escape(stopped)}")
         return EXIT_DELIVERY_FAILED if _undelivered(tally) else EXIT_USAGE
     return _exit_code(tally, rejects.count)
+
+
+def _interrupted(data: Input, lines: int) -> str:
+    """What an interrupted run says; for a regular file, with the command that reads the rest
+    (its number without separators). Stdin, a pipe or a FIFO cannot be read again: none then."""
+    said = f"interrupted after line {lines:,}; waiting for what was sent"
+    if data.regular and data.path is not None:
+        said += f" (the rest: tail -n +{lines + 1} {shlex.quote(str(data.path))})"
+    return said
 
 
 def _stopped(tally: _Tally, why: str) -> str:

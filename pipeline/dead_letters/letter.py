@@ -55,6 +55,7 @@ __all__ = [
     "Failure",
     "Marker",
     "Reason",
+    "Stray",
     "dead_letter_message",
     "dead_letter_of",
     "discarded_marker",
@@ -325,6 +326,27 @@ class Marker:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Stray:
+    """A message of ``<topic>.dlq`` that is neither a dead letter nor a marker (written there by
+    someone else), and why: it is never redriven, and readers say it is there."""
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    #: Why it is not a dead letter: :data:`NO_REASON`, or a header name that is not UTF-8.
+    why: str = ""
+
+    @property
+    def position(self) -> str:
+        """``partition:offset`` in the dead-letter topic."""
+        return f"{self.dlq_partition}:{self.dlq_offset}"
+
+
+#: Why a message of a dead-letter topic that is not a marker is not a dead letter either.
+NO_REASON = f"no {REASON} header"
+
+
 def _texts(headers: Iterable[tuple[str, bytes | str | None]]) -> dict[str, str]:
     texts: dict[str, str] = {}
     for name, data in headers:
@@ -355,7 +377,8 @@ def read_dead_letter(
     """What one message of a dead-letter topic is (pure).
 
     A :class:`DeadLetter`; or, for a redrive or discard marker, a :class:`Marker`; or ``None``
-    for a message that is neither (written there by someone else).
+    for a message that is neither (written there by someone else: it has no ``dlq.reason``
+    header, :data:`NO_REASON`; readers of a whole topic make a :class:`Stray` of it).
     """
     all_headers = list(headers or [])
     texts = _texts(all_headers)
@@ -414,7 +437,7 @@ def _identity(
     return event.id, event.type
 
 
-def pending_dead_letters(read: Iterable[DeadLetter | Marker | None]) -> list[DeadLetter]:
+def pending_dead_letters(read: Iterable[DeadLetter | Marker | Stray | None]) -> list[DeadLetter]:
     """The dead letters neither redriven nor discarded yet, in the order read (markers remove
     theirs)."""
     letters, settled = settled_dead_letters(read)
@@ -422,7 +445,7 @@ def pending_dead_letters(read: Iterable[DeadLetter | Marker | None]) -> list[Dea
 
 
 def settled_dead_letters(
-    read: Iterable[DeadLetter | Marker | None],
+    read: Iterable[DeadLetter | Marker | Stray | None],
 ) -> tuple[list[DeadLetter], dict[str, Marker]]:
     """Every dead letter read, in order, and the marker of each settled one by position (the
     first marker, should a letter have two)."""

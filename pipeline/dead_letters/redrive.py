@@ -1,21 +1,21 @@
 """Reading a dead-letter topic back, choosing what to redrive, and redriving (or discarding) it.
 
-The format (headers, markers, the messages to send) is :mod:`pipeline.dead_letters.letter`; this
-module
-is its I/O edge plus one pure rule, the selection:
+The format (headers, markers, the messages to send) is :mod:`pipeline.dead_letters.letter`, the
+choice of what to redrive :mod:`pipeline.dead_letters.selection` (pure); this module is their I/O
+edge:
 
 1. :func:`read_dead_letters`: every partition of ``<topic>.dlq`` from its beginning up to the
    end offsets taken at the start, ``read_committed`` (so a redrive transaction that was aborted
    is invisible, and the end offsets are the last stable offsets), by ``assign``: no consumer
-   group, nothing committed;
+   group, nothing committed (:func:`read_dead_letter_topic`: with the other messages too);
 2. :func:`pipeline.dead_letters.letter.pending_dead_letters`: the dead letters without a marker;
-3. :func:`select_for_redrive` (pure): the filtered dead letters plus, for per-key order, every
-   later pending dead letter of the same key and original topic;
+3. :func:`~pipeline.dead_letters.selection.select_for_redrive` (pure): the filtered dead
+   letters plus, for per-key order, every later pending dead letter of the same key and
+   original topic;
 4. :func:`redrive`: in Kafka transactions of ``batch_size`` dead letters, each letter goes back
-   to its original topic (:func:`~pipeline.dead_letters.letter.redrive_message`) together with its
-   marker on the dead-letter topic (:func:`~pipeline.dead_letters.letter.redriven_marker`); both
-   commit
-   or neither does;
+   to its original topic (:func:`~pipeline.dead_letters.letter.redrive_message`) together with
+   its marker on the dead-letter topic (:func:`~pipeline.dead_letters.letter.redriven_marker`);
+   both commit or neither does;
 5. :func:`discard`: for a dead letter that can never succeed, only a marker that discards it,
    in the same transactions.
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,13 +38,16 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.dead_letters.letter import (
+    NO_REASON,
     DeadLetter,
     Marker,
+    Stray,
     discarded_marker,
     read_dead_letter,
     redrive_message,
     redriven_marker,
 )
+from pipeline.dead_letters.selection import with_last_of_key
 from pipeline.envelope import KafkaMessage
 from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 from pipeline.errors import PipelineError
@@ -64,16 +67,12 @@ __all__ = [
     "DiscardResult",
     "RedriveResult",
     "discard",
-    "earlier_of_same_keys",
-    "matches",
     "open_dead_letter_consumer",
-    "original_order",
+    "read_dead_letter_topic",
     "read_dead_letters",
     "redrive",
     "redrive_producer",
     "redrive_transactional_id",
-    "select_for_redrive",
-    "with_last_of_key",
 ]
 
 #: Dead letters per redrive transaction.
@@ -167,6 +166,15 @@ def read_dead_letters(
     and commits nothing. A partition that cannot be read to its end within ``timeout_s`` (an
     open transaction that never ends, say) is a :class:`PipelineError`.
     """
+    read = read_dead_letter_topic(consumer, dlq_topic, timeout_s=timeout_s)
+    return [None if isinstance(item, Stray) else item for item in read]
+
+
+def read_dead_letter_topic(
+    consumer: DeadLetterConsumer, dlq_topic: str, *, timeout_s: float = 60.0
+) -> list[DeadLetter | Marker | Stray]:
+    """:func:`read_dead_letters` with a :class:`Stray` (where, and why) for each message that is
+    neither a dead letter nor a marker, for a reader to say so: a redrive never sends one."""
     deadline = time.monotonic() + timeout_s
     stops: dict[int, int] = {}
     starts: list[TopicPartition] = []
@@ -178,7 +186,7 @@ def read_dead_letters(
         if low < high:
             starts.append(TopicPartition(dlq_topic, partition, low))
     waiting = {tp.partition for tp in starts}
-    read: dict[int, list[DeadLetter | Marker | None]] = {partition: [] for partition in stops}
+    read: dict[int, list[DeadLetter | Marker | Stray]] = {partition: [] for partition in stops}
     if not waiting:
         return []
     consumer.assign(starts)
@@ -215,20 +223,21 @@ def read_dead_letters(
     return [item for partition in sorted(read) for item in read[partition]]
 
 
-def _read(dlq_topic: str, partition: int, offset: int, message: Any) -> DeadLetter | Marker | None:
-    """:func:`read_dead_letter` of one consumed message; ``None`` (written there by someone else)
-    for one with a header name that is not UTF-8, which confluent-kafka cannot read
-    (:mod:`pipeline.envelope.consumed_headers`): a dead letter never has one (see
-    :mod:`pipeline.dead_letters.letter`). Key and value are read first, as the message must not
-    be touched after that failure."""
+def _read(dlq_topic: str, partition: int, offset: int, message: Any) -> DeadLetter | Marker | Stray:
+    """:func:`read_dead_letter` of one consumed message; a :class:`Stray` (written there by
+    someone else) for one that is neither letter nor marker, or has a header name that is not
+    UTF-8, which confluent-kafka cannot read (:mod:`pipeline.envelope.consumed_headers`): a dead
+    letter never has one (see :mod:`pipeline.dead_letters.letter`). Key and value are read
+    first, as the message must not be touched after that failure."""
     key, value = message.key(), message.value()
     try:
         headers = read_headers(message)
     except HeaderNameError:
-        return None
+        return Stray(dlq_topic, partition, offset, "a header name that is not UTF-8")
     if isinstance(headers, Mapping):  # confluent-kafka gives a list; the envelope takes both
         headers = list(headers.items())
-    return read_dead_letter(dlq_topic, partition, offset, key, value, headers)
+    item = read_dead_letter(dlq_topic, partition, offset, key, value, headers)
+    return Stray(dlq_topic, partition, offset, NO_REASON) if item is None else item
 
 
 def _reading_error(
@@ -247,144 +256,6 @@ def _reading_error(
     if error.fatal() or code in _UNREADABLE:
         raise PipelineError(f"cannot read {topic} to the end: {error.str()}")
     # Anything else (a lost connection, a leader moving) librdkafka recovers from by itself.
-
-
-# --- selection (pure) -------------------------------------------------------------------------
-
-
-def matches(
-    letter: DeadLetter,
-    *,
-    error_type: str | None = None,
-    reason: str | None = None,
-    key: str | None = None,
-    event_ids: Collection[str] | None = None,
-) -> bool:
-    """Whether ``letter`` passes every given filter (``None`` is no filter).
-
-    ``error_type`` matches the qualified class name or its last parts: ``EnvelopeError`` and
-    ``envelope.EnvelopeError`` both match ``pipeline.envelope.EnvelopeError``. ``key`` is the
-    key as text; ``event_ids`` are ``ce_id`` values.
-    """
-    if reason is not None and letter.reason != reason:
-        return False
-    if error_type is not None and not (
-        letter.error_type == error_type or letter.error_type.endswith("." + error_type)
-    ):
-        return False
-    if key is not None and (letter.key is None or letter.key_text != key):
-        return False
-    return event_ids is None or letter.event_id in event_ids
-
-
-_Group = tuple[str, bytes | str]
-
-
-def _group(letter: DeadLetter) -> _Group:
-    """Letters whose order matters together: same original topic and key. A letter without a
-    key has no order to keep and is a group of its own."""
-    if letter.key is None:
-        return (letter.original_topic, f"no key at {letter.position}")
-    return (letter.original_topic, letter.key)
-
-
-def original_order(letter: DeadLetter) -> tuple[int, int]:
-    """A dead letter's place in its original topic: ``(partition, offset)``."""
-    # Kafka's partitioner puts one key in one partition, so this is the original offset order.
-    return (letter.original_partition, letter.original_offset)
-
-
-def _groups(pending: Iterable[DeadLetter]) -> dict[_Group, list[DeadLetter]]:
-    groups: dict[_Group, list[DeadLetter]] = {}
-    for letter in pending:
-        groups.setdefault(_group(letter), []).append(letter)
-    for letters in groups.values():
-        letters.sort(key=original_order)
-    return groups
-
-
-def select_for_redrive(
-    pending: Sequence[DeadLetter],
-    *,
-    error_type: str | None = None,
-    reason: str | None = None,
-    key: str | None = None,
-    event_ids: Collection[str] | None = None,
-    limit: int | None = None,
-) -> list[DeadLetter]:
-    """The dead letters to redrive, in the order to send them (pure).
-
-    1. the dead letters of ``pending`` that pass the filters (:func:`matches`);
-    2. per-key order: with a selected dead letter of key K, every *later* pending dead letter
-       of K from the same original topic is selected too (the ``key_parked`` ones waiting
-       behind it, whatever the filters say); earlier ones that do not pass the filters are not
-       (see :func:`earlier_of_same_keys`);
-    3. within a key, original offset order; keys in the order their first selected dead letter
-       appears in ``pending``; a dead letter without a key has no order to keep and no
-       followers;
-    4. ``limit``: at most that many dead letters, whole keys only. Keys are taken in order
-       until the next one would not fit; so when the first key alone has more dead letters
-       than ``limit``, nothing is selected.
-    """
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    wanted = {
-        letter.position
-        for letter in pending
-        if matches(letter, error_type=error_type, reason=reason, key=key, event_ids=event_ids)
-    }
-    groups = _groups(pending)
-    chosen: list[tuple[int, list[DeadLetter]]] = []
-    order = {letter.position: index for index, letter in enumerate(pending)}
-    for letters in groups.values():
-        first = next((i for i, letter in enumerate(letters) if letter.position in wanted), None)
-        if first is None:
-            continue
-        selected = letters[first:]
-        chosen.append((min(order[letter.position] for letter in selected), selected))
-    chosen.sort(key=lambda item: item[0])
-    result: list[DeadLetter] = []
-    for _, selected in chosen:
-        if limit is not None and len(result) + len(selected) > limit:
-            break
-        result.extend(selected)
-    return result
-
-
-def earlier_of_same_keys(
-    pending: Sequence[DeadLetter], selected: Sequence[DeadLetter]
-) -> list[DeadLetter]:
-    """Pending dead letters left out of ``selected`` although a later one of their key is in it.
-
-    Redriving ``selected`` sends those keys' later events before these earlier ones: worth a
-    warning (pure).
-    """
-    taken = {letter.position for letter in selected}
-    first_taken: dict[_Group, tuple[int, int]] = {}
-    for letter in selected:
-        group = _group(letter)
-        order = original_order(letter)
-        if group not in first_taken or order < first_taken[group]:
-            first_taken[group] = order
-    return [
-        letter
-        for letter in pending
-        if letter.position not in taken
-        and _group(letter) in first_taken
-        and original_order(letter) < first_taken[_group(letter)]
-    ]
-
-
-def with_last_of_key(letters: Sequence[DeadLetter]) -> list[tuple[DeadLetter, bool]]:
-    """Each letter with whether it is the last of its key (and original topic) in ``letters``.
-
-    The processor lets a parked key go once that last one succeeded. A letter without a key is
-    always the last of its own (pure).
-    """
-    last: dict[_Group, str] = {}
-    for letter in letters:
-        last[_group(letter)] = letter.position
-    return [(letter, last[_group(letter)] == letter.position) for letter in letters]
 
 
 # --- redriving --------------------------------------------------------------------------------

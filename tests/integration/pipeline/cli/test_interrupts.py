@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -82,6 +83,37 @@ def test_produce_from_stdin_prints_its_summary_then_exits_with_the_signal_code(
     assert "sent (acknowledged)" in stderr  # the summary
     summary = " ".join(stderr.split())
     assert "sent (acknowledged) │ 1 │" in summary, stderr
+
+
+def test_produce_interrupted_reading_a_fifo_says_what_it_says_for_stdin(
+    new_topic, pipeline_settings, tmp_path
+):
+    # A named pipe cannot be read again: `tail -n +2 FIFO` would wait for a new writer.
+    topic = new_topic(partitions=1, prefix="interrupt")
+    fifo = tmp_path / "ff2"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [PIPELINE, "produce", topic, str(fifo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with open(fifo, "w") as writer:  # opened once produce opens it to read
+            writer.write('{"n": 1}\n')
+            writer.flush()  # the FIFO stays open: produce waits for more
+            deadline = time.monotonic() + 60
+            while _end_offset(pipeline_settings, topic) < 1:
+                assert time.monotonic() < deadline and process.poll() is None, "not sent"
+                time.sleep(0.2)
+
+            returncode, stderr = _stop(process, signal.SIGINT)
+    finally:
+        process.kill()
+
+    assert returncode == 130, stderr
+    assert "interrupted after line 1; waiting for what was sent\n" in stderr, stderr
+    assert "tail -n" not in stderr
 
 
 @pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=["ctrl-c", "sigterm"])

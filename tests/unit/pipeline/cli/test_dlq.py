@@ -4,6 +4,7 @@ it redrove."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import typer
@@ -276,3 +277,69 @@ def test_a_discard_dry_run_fails_as_the_discard_would_on_an_unreadable_database(
     assert "dry run: nothing discarded" not in dry.stderr
     assert kept.exit_code == 0, kept.output  # no database needed: none is read
     assert "dry run: nothing discarded" in kept.stderr
+
+
+def _a_topic_with_a_stray_message(monkeypatch):
+    """requests.orders.dlq holds a dead letter at 0:0 and, at 0:1, a message someone else wrote
+    there (no dlq.* header); the redrive's checks of the topics pass."""
+    from contextlib import contextmanager
+
+    import pipeline.dead_letters.redrive as redrive_module
+    from pipeline.envelope import KafkaMessage
+    from tests.unit.pipeline.dead_letters.test_redrive import FakeConsumer, a_dead_letter_message
+
+    junk = KafkaMessage(key=b"k", value=b'{"written": "by hand"}', headers=[("x", b"1")])
+
+    @contextmanager
+    def consumer(*_args, **_kwargs):
+        yield FakeConsumer({0: [a_dead_letter_message(1), junk]}, ends={0: 2})
+
+    monkeypatch.setattr(redrive_module, "open_dead_letter_consumer", consumer)
+    monkeypatch.setattr(dlq, "require_topics", lambda *_args: None)
+
+
+STRAY_SAID = (
+    "warning: 1 message in requests.orders.dlq is not a dead letter (no dlq.reason header), "
+    "at 0:1 (partition:offset): skipped"
+)
+
+
+@pytest.mark.parametrize("output", ["table", "ndjson"])
+def test_inspect_says_which_messages_of_the_topic_are_not_dead_letters(monkeypatch, output):
+    # They were left out silently: a topic of 2 messages showed 1, and said nothing more.
+    _a_topic_with_a_stray_message(monkeypatch)
+
+    result = CliRunner().invoke(app, ["dlq", "inspect", "requests.orders", "-o", output])
+
+    assert result.exit_code == 0, result.output
+    said = result.stdout if output == "table" else result.stderr
+    assert STRAY_SAID in " ".join(said.split()), said
+    if output == "ndjson":
+        assert [json.loads(line)["dlq_offset"] for line in result.stdout.splitlines()] == [0]
+
+
+def test_a_redrive_says_which_messages_it_skips_as_not_dead_letters_and_sends_none(monkeypatch):
+    _a_topic_with_a_stray_message(monkeypatch)
+
+    result = CliRunner().invoke(app, ["dlq", "redrive", "requests.orders", "--dry-run"])
+
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert STRAY_SAID in said, said
+    assert "1 dead letter of 1 key to redrive" in said  # the stray is not among them
+    assert "dry run: nothing sent" in said
+
+
+def test_several_stray_messages_are_counted_and_the_first_named(monkeypatch):
+    from pipeline.dead_letters.letter import Stray
+
+    strays = [Stray("t.dlq", 0, offset, "no dlq.reason header") for offset in range(7)]
+    strays.append(Stray("t.dlq", 1, 3, "a header name that is not UTF-8"))
+
+    said = dlq_selection.describe_strays(strays, "t.dlq")
+
+    assert said == (
+        "8 messages in t.dlq are not dead letters (no dlq.reason header: 7; a header name that "
+        "is not UTF-8: 1), at 0:0, 0:1, 0:2, 0:3, 0:4 and 3 more (partition:offset): skipped"
+    )
+    assert dlq_selection.describe_strays([], "t.dlq") is None

@@ -108,3 +108,28 @@ def test_a_huge_key_is_shortened_not_printed_whole():
     text = console.export_text()
     assert len(text) < 5_000 and text.count("R") == 119
     assert "…" in text
+
+
+def test_letters_from_another_original_topic_name_their_own_topic_not_the_captions():
+    # A letter whose dlq.original.topic is another topic's: the title named requests.orders for
+    # every row, and a redrive sends it to its own topic.
+    letters = [
+        dataclasses.replace(LETTERS[0], original_topic="requests.events", original_offset=0),
+        LETTERS[1],
+    ]
+    console = Console(width=250, record=True, file=io.StringIO())
+    console.print(dead_letter_table("requests.orders.dlq", letters, None, width=250))
+    text = console.export_text()
+
+    assert "original: requests.orders[partition]@offset" not in text
+    assert "original: topic[partition]@offset" in text
+    assert "requests.events[0]@0" in text
+    assert "requests.orders[1]@20001" in text  # every row names its topic
+
+
+def test_letters_all_from_the_topic_of_the_dead_letter_topic_keep_the_short_form():
+    lines = _render(250)
+    text = "\n".join(lines)
+
+    assert "original: requests.orders[partition]@offset" in text
+    assert "[1]@20001" in text and "requests.orders[1]@20001" not in text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import shlex
 
 import pytest
 
@@ -74,3 +76,21 @@ def test_an_input_or_rejects_file_whose_name_is_too_long_is_a_pipeline_error(tmp
         PipelineError, match=r"^cannot write the rejects file .*a{300}: File name too long$"
     ):
         produce_input.RejectsFile(long).check()
+
+
+def test_an_interrupted_run_gives_the_command_for_the_rest_of_a_regular_file_only(tmp_path):
+    regular = tmp_path / "orders.ndjson"
+    regular.write_text('{"n": 1}\n')
+    fifo = tmp_path / "ff2"
+    os.mkfifo(fifo)  # not opened: Input only looks at what it is
+
+    said_file = produce._interrupted(produce_input.Input(str(regular)), 20)
+    said_fifo = produce._interrupted(produce_input.Input(str(fifo)), 20)
+    said_stdin = produce._interrupted(produce_input.Input("-"), 20)
+
+    assert said_file == (
+        "interrupted after line 20; waiting for what was sent "
+        f"(the rest: tail -n +21 {shlex.quote(str(regular))})"
+    )
+    # A FIFO cannot be read again: said as for stdin.
+    assert said_fifo == said_stdin == "interrupted after line 20; waiting for what was sent"

@@ -11,6 +11,7 @@ from pipeline.dead_letters import redrive
 from pipeline.dead_letters.letter import (
     DeadLetter,
     Failure,
+    Stray,
     dead_letter_message,
     read_dead_letter,
     redrive_message,
@@ -100,5 +101,7 @@ class UnreadableHeaders:
 def test_a_message_of_the_dead_letter_topic_whose_headers_cannot_be_read_is_no_dead_letter() -> (
     None
 ):
-    # Never one of ours (see above): written there by someone else, as kcat can.
-    assert redrive._read("fxh.deposits.dlq", 0, 3, UnreadableHeaders()) is None
+    # Never one of ours (see above): written there by someone else, as kcat can. Read as a
+    # stray, that inspect and redrive name, and never redriven.
+    read = redrive._read("fxh.deposits.dlq", 0, 3, UnreadableHeaders())
+    assert read == Stray("fxh.deposits.dlq", 0, 3, "a header name that is not UTF-8")

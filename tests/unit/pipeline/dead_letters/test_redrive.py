@@ -25,11 +25,13 @@ from pipeline.dead_letters.redrive import (
     DiscardResult,
     RedriveResult,
     discard,
-    earlier_of_same_keys,
-    matches,
     read_dead_letters,
     redrive,
     redrive_transactional_id,
+)
+from pipeline.dead_letters.selection import (
+    earlier_of_same_keys,
+    matches,
     select_for_redrive,
     with_last_of_key,
 )
@@ -321,6 +323,24 @@ def test_an_empty_dead_letter_topic_reads_as_nothing_without_assigning():
 
     assert read_dead_letters(consumer, DLQ, timeout_s=5) == []
     assert consumer.assigned == []
+
+
+def test_a_message_that_is_not_a_dead_letter_reads_as_a_stray_with_its_position():
+    from pipeline.dead_letters.letter import Stray
+    from pipeline.dead_letters.redrive import read_dead_letter_topic
+    from pipeline.envelope import KafkaMessage
+
+    junk = KafkaMessage(key=b"k", value=b'{"written": "by hand"}', headers=[("x", b"1")])
+    consumer = FakeConsumer({0: [a_dead_letter_message(1), junk], 1: []}, ends={0: 2, 1: 0})
+
+    letter, stray = read_dead_letter_topic(consumer, DLQ, timeout_s=5)
+
+    assert isinstance(letter, DeadLetter) and letter.position == "0:0"
+    assert stray == Stray(DLQ, 0, 1, "no dlq.reason header")
+    assert stray.position == "0:1"
+    # The reader of letters and markers only still has None in its place.
+    consumer = FakeConsumer({0: [a_dead_letter_message(1), junk], 1: []}, ends={0: 2, 1: 0})
+    assert read_dead_letters(consumer, DLQ, timeout_s=5)[1] is None
 
 
 # --- redriving (a fake transactional client under the real EventProducer) --------------------
