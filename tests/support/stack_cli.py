@@ -32,7 +32,9 @@ def first_said(stream: IO[str]) -> str:
 
 
 def run_pipeline(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
-    environment = {**os.environ, "COLUMNS": "250", **(env or {})}
+    # A text console, as at a terminal: tests read its lines (`error: ...`); with its output
+    # captured, "auto" would make a long-running program's lines, its error too, JSON.
+    environment = {**os.environ, "COLUMNS": "250", "PIPELINE_LOGS__CONSOLE": "text", **(env or {})}
     return subprocess.run(
         [PIPELINE, *args], capture_output=True, text=True, env=environment, timeout=timeout
     )

@@ -66,7 +66,14 @@ def _environment(settings: PipelineSettings, **extra: str) -> dict[str, str]:
     for name, value in client_environment(settings).items():
         env[name] = value if isinstance(value, str) else value.get_secret_value()
     python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {**env, "PYTHONPATH": python_path, "PIPELINE_LOGS__LEVEL": "INFO", **extra}
+    # A text console unless asked: the tests read its `error: ...` lines.
+    return {
+        **env,
+        "PYTHONPATH": python_path,
+        "PIPELINE_LOGS__LEVEL": "INFO",
+        "PIPELINE_LOGS__CONSOLE": "text",
+        **extra,
+    }
 
 
 @pytest.fixture
