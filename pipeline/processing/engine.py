@@ -572,7 +572,9 @@ class ProcessingEngine:
             return AttemptResult("processed", event.id, event=event)
         # Its handler is done; its commit is not: another key's event may start in its place
         # (its own key's next event waits for the commit, so it sees this one's effects).
-        self._start(self._lanes.set_aside(work))
+        started = self._lanes.set_aside(work)
+        if started:  # the count in flight is the same (set aside counts): nothing else to do
+            self._start(started)
         if not unit.has_writes:  # only its inbox row: no locks on the service's own rows
             return await self._claims.submit(unit)
         return await self._commits.submit(unit)
