@@ -28,6 +28,8 @@ __all__ = [
     "is_json_content_type",
     "json_may_fail_check",
     "parse_json",
+    "refuse_constant",
+    "unique_members",
 ]
 
 
@@ -237,11 +239,12 @@ def dump_json(data: Any) -> bytes:
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """A JSON decoder's ``parse_constant``: NaN and Infinity are no JSON numbers."""
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object's members as a dict, or a ValueError naming a name given twice (RFC 8259 says
     names SHOULD be unique; parsers disagree on which of two wins)."""
     data = dict(pairs)
@@ -255,9 +258,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 # One decoder for every call: json.loads with parse_constant would build a new one each time.
-_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON_DECODER = json.JSONDecoder(parse_constant=refuse_constant)
 _UNIQUE_KEYS_DECODER = json.JSONDecoder(
-    parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+    parse_constant=refuse_constant, object_pairs_hook=unique_members
 )
 
 

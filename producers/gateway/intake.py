@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pipeline.envelope import Event, is_json_content_type, json_error_reason
+from pipeline.envelope.json_data import refuse_constant, unique_members
 from pipeline.ids import new_event_id
 from pipeline.request_types import RequestType
 from producers.gateway.answers import ErrorAnswer
@@ -75,30 +76,13 @@ def _codec(charset: str) -> str | None:
         return None
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object's members, or a ValueError naming a name given twice: a proxy reading the first
-    and the gateway the last would see two different requests."""
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise ValueError(f"the name {name!r} is given twice in one object")
-            seen.add(name)
-    return data
-
-
 #: :func:`pipeline.envelope.parse_json` with ``unique_keys``, but a number with a fraction or an
 #: exponent is read as the exact :class:`~decimal.Decimal` it says, not the nearest binary
 #: float: ``9.999999999999999999`` was read as 10.0, and a price "10.00" went out for a body
 #: with more decimals than a price has (as a string it was refused). Integers stay ``int``; only
 #: the numbers with a point or an exponent pay for it.
 _EXACT_DECODER = json.JSONDecoder(
-    parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_names
+    parse_float=Decimal, parse_constant=refuse_constant, object_pairs_hook=unique_members
 )
 
 
