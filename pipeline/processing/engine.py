@@ -28,7 +28,9 @@ a parked key, a failed attempt's retries) takes the per-record attempt in a thre
 ``async`` handler is run on this loop and waited for. Once its handler returned, an event of
 the group path waits for its group's commit set aside (:meth:`KeyLanes.set_aside
 <pipeline.processing.lanes.KeyLanes.set_aside>`): another key's event starts in its place,
-while its own key's next one waits for that commit.
+while its own key's next one waits for that commit. If the commit fails, the event takes a
+place back (:meth:`KeyLanes.reclaim <pipeline.processing.lanes.KeyLanes.reclaim>`) before its
+handler runs again.
 
 A synchronous handler's first attempt takes a group path too (unless
 ``processing.sync_group_wait_ms`` is 0): the events submitted together form groups, each
@@ -57,7 +59,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
-from pipeline.database import error_text, is_postgres
+from pipeline.database import error_text
 from pipeline.dead_letters.letter import Failure, dead_letter_of
 from pipeline.envelope import EnvelopeError
 from pipeline.outbox.table import Outbox
@@ -73,13 +75,12 @@ from pipeline.processing.attempt import (
     record_log_context,
 )
 from pipeline.processing.dead_lettering import DeadLetterSink, OutgoingDeadLetter, log_dead_letter
+from pipeline.processing.group_wiring import build_groups
 from pipeline.processing.lanes import KeyLanes, Work
-from pipeline.processing.loop_inbox import LoopInbox
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
-from pipeline.processing.sqlite_loop_inbox import SqliteLoopInbox, sqlite_file_of
 from pipeline.settings import OutboxSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
@@ -134,6 +135,8 @@ class ProcessingEngine:
         )
         self._offsets = PartitionOffsets()
         self._tasks: dict[Work[Record], asyncio.Task[None]] = {}
+        #: Works set aside whose commit failed, waiting for a place back to retry.
+        self._place_waiters: dict[Work[Record], asyncio.Future[None]] = {}
         self._generation: dict[TopicPartition, int] = {}
         self._revoking: set[TopicPartition] = set()
         #: Records a drain gave up on that are still running (see finish_late).
@@ -147,88 +150,17 @@ class ProcessingEngine:
         self._to_commit: set[TopicPartition] = set()
         self._commit_scheduled = False
         self._grouped = processor.has_async_handlers or settings.sync_group_wait_ms > 0
-        # PostgreSQL looks up, and records events that wrote nothing else, two groups at once
-        # (the next group's round trip overlaps this one's); groups with the handlers' writes
-        # commit one at a time, so two groups of one instance never wait on each other's locks
-        # of the service's rows. SQLite has one writer: one group at a time.
-        at_once = 2 if database.dialect.name == "postgresql" else 1
-        commit = partial(
-            group_commit.commit,
+        groups = build_groups(
             database,
+            settings,
             consumer_group=self.consumer_group,
-            use_inbox=settings.inbox,
+            grouped=self._grouped,
+            park_keys=self._park,
+            outbox=self._outbox,
+            in_thread=self._in_thread,
         )
-        self._commits: group_commit.Grouper[UnitOfWork, AttemptResult] = group_commit.Grouper(
-            commit, self._in_thread
-        )
-        self._look_ups: group_commit.Grouper[tuple[str, str, bytes | None], group_commit.Seen]
-        self._claims: group_commit.Grouper[UnitOfWork, AttemptResult]
-        self._loop_inbox: LoopInbox | SqliteLoopInbox | None = None
-        sqlite_file = sqlite_file_of(database)
-        if self._grouped and settings.inbox and sqlite_file is not None:
-            # SQLite: the same on the loop's own connection, which never waits for a lock
-            # (a claim that would wait is committed from a thread): sqlite_loop_inbox.
-            self._loop_inbox = SqliteLoopInbox(
-                sqlite_file,
-                consumer_group=self.consumer_group,
-                park_keys=self._park,
-                commit_in_thread=lambda units: self._in_thread(partial(commit, units)),
-            )
-            self._look_ups = group_commit.Grouper.awaiting(self._loop_inbox.look_up)
-            self._claims = group_commit.Grouper.awaiting(self._loop_inbox.claim)
-        elif self._grouped and settings.inbox and is_postgres(database):
-            # The look-ups and the claims of groups that wrote nothing else on the loop's own
-            # connections: no worker thread waiting for the interpreter (loop_inbox).
-            self._loop_inbox = LoopInbox(
-                database,
-                consumer_group=self.consumer_group,
-                park_keys=self._park,
-                commit_in_thread=lambda units: self._in_thread(partial(commit, units)),
-                concurrency=at_once,
-            )
-            self._look_ups = group_commit.Grouper.awaiting(
-                self._loop_inbox.look_up, concurrency=at_once
-            )
-            self._claims = group_commit.Grouper.awaiting(
-                self._loop_inbox.claim, concurrency=at_once
-            )
-        else:
-            self._look_ups = group_commit.Grouper(
-                partial(
-                    group_commit.look_up,
-                    database,
-                    consumer_group=self.consumer_group,
-                    park_keys=self._park,
-                ),
-                self._in_thread,
-                concurrency=at_once,
-            )
-            claims = partial(
-                group_commit.commit_claims, database, consumer_group=self.consumer_group
-            )
-            self._claims = group_commit.Grouper(claims, self._in_thread, concurrency=at_once)
-
-        # Synchronous handlers: groups of the events submitted together, each group's handlers
-        # in one transaction in a worker thread, as large as sync_group_wait_ms allows.
-        self._pace = group_commit.HandlerPace(
-            settings.sync_group_wait_ms / 1000, most=settings.max_in_flight
-        )
-        self._calls: group_commit.Grouper[group_commit.Call, AttemptResult | None] = (
-            group_commit.Grouper(
-                partial(
-                    group_commit.run_calls,
-                    database,
-                    consumer_group=self.consumer_group,
-                    use_inbox=settings.inbox,
-                    park_keys=self._park,
-                    pace=self._pace,
-                    outbox=self._outbox,
-                ),
-                self._in_thread,
-                concurrency=self._pace.groups,
-                max_size=self._pace.group_size,
-            )
-        )
+        self._commits, self._look_ups, self._claims = groups.commits, groups.look_ups, groups.claims
+        self._calls, self._loop_inbox = groups.calls, groups.loop_inbox
 
     # --- feeding ------------------------------------------------------------------------------
 
@@ -321,6 +253,9 @@ class ProcessingEngine:
         for work in [work for work in self._tasks if work.lane[:2] in wanted]:
             del self._tasks[work]
         self._start(self._lanes.forget(wanted))
+        for work, waiter in list(self._place_waiters.items()):
+            if work.lane[:2] in wanted and not waiter.done():
+                waiter.set_result(None)  # forgotten: it finds its partition revoked and ends
         self._revoking.difference_update(wanted)
         self._wake()
 
@@ -361,6 +296,27 @@ class ProcessingEngine:
             generation = self._generation[(work.topic, work.partition)]
             self._tasks[work] = asyncio.ensure_future(self._run(work, generation))
         self.metrics.set_in_flight(self._lanes.in_flight)
+        if self._place_waiters:
+            self._wake_placed()
+
+    def _wake_placed(self) -> None:
+        """Let the works that got their place back (:meth:`KeyLanes.reclaim`) go on."""
+        for work in self._lanes.take_reclaimed():
+            waiter = self._place_waiters.get(work)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def _place_back(self, work: Work[Record]) -> None:
+        """A place of ``max_in_flight`` for a work set aside whose handler runs again (its
+        commit failed): at once if there is room, else the first that frees."""
+        if self._lanes.reclaim(work):
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._place_waiters[work] = waiter
+        try:
+            await waiter
+        finally:
+            self._place_waiters.pop(work, None)
 
     async def _run(self, work: Work[Record], generation: int) -> None:
         tp = (work.topic, work.partition)
@@ -455,6 +411,11 @@ class ProcessingEngine:
         while True:
             if self._generation.get(tp) != generation:
                 return  # revoked (drained) meanwhile: the next owner handles it again
+            if not grouped and self._lanes.is_aside(work):
+                # Set aside for a commit that failed: its handler runs again, which takes a
+                # place of max_in_flight as a first attempt does.
+                await self._place_back(work)
+                continue
             outcome: AttemptResult | None = None
             if grouped:
                 outcome = await self._grouped_attempt(record, work)
@@ -573,7 +534,7 @@ class ProcessingEngine:
         # Its handler is done; its commit is not: another key's event may start in its place
         # (its own key's next event waits for the commit, so it sees this one's effects).
         started = self._lanes.set_aside(work)
-        if started:  # the count in flight is the same (set aside counts): nothing else to do
+        if started or self._place_waiters:  # else the count in flight is the same: nothing to do
             self._start(started)
         if not unit.has_writes:  # only its inbox row: no locks on the service's own rows
             return await self._claims.submit(unit)

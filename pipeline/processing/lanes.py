@@ -105,6 +105,11 @@ class KeyLanes(Generic[P]):
         # Set aside: their handler is done, their commit is not; their lanes stay held, but
         # they take no room of max_in_flight.
         self._aside: set[Work[P]] = set()
+        # Set aside, and waiting for a place back to run their handler again (a retry after
+        # their commit failed); served before any other work, oldest first.
+        self._reclaiming: deque[Work[P]] = deque()
+        # Given their place back by _fill since take_reclaimed() was last asked.
+        self._reclaimed: list[Work[P]] = []
         self._stalled: set[Lane] = set()
         self._last_offset: dict[tuple[str, int], int] = {}
         self._draining: set[tuple[str, int]] = set()
@@ -174,6 +179,31 @@ class KeyLanes(Generic[P]):
         self._aside.add(work)
         return self._fill()
 
+    def is_aside(self, work: Work[P]) -> bool:
+        """Whether ``work`` is set aside (waiting for its commit, or for a place back)."""
+        return work in self._aside
+
+    def reclaim(self, work: Work[P]) -> bool:
+        """A work set aside must run its handler again (its commit failed: a retry): it takes a
+        place of ``max_in_flight`` back. ``True`` when it has one now; else it is first in line
+        for the next place that frees, ahead of any other work, and :meth:`take_reclaimed`
+        names it once it got one."""
+        if work not in self._aside:
+            raise ValueError(f"{work} is not set aside")
+        if work in self._reclaiming:
+            return False
+        if len(self._running) < self._max_in_flight and not self._reclaiming:
+            self._aside.remove(work)
+            self._running.add(work)
+            return True
+        self._reclaiming.append(work)
+        return False
+
+    def take_reclaimed(self) -> list[Work[P]]:
+        """The works :meth:`reclaim` put in line that have their place back since last asked."""
+        taken, self._reclaimed = self._reclaimed, []
+        return taken
+
     def fail(self, work: Work[P], policy: FailurePolicy = "stall_key") -> list[Work[P]]:
         """Finish a running work that failed for good (dead-lettered); return what may start.
 
@@ -231,6 +261,8 @@ class KeyLanes(Generic[P]):
             dropped.update(self._lanes.pop(lane))
         self._running = {w for w in self._running if keep(w)}
         self._aside = {w for w in self._aside if keep(w)}
+        self._reclaiming = deque(w for w in self._reclaiming if keep(w))
+        self._reclaimed = [w for w in self._reclaimed if keep(w)]
         self._ready = deque(w for w in self._ready if keep(w))
         self._stalled = {
             lane for lane in self._stalled if (lane.topic, lane.partition) not in wanted
@@ -250,6 +282,8 @@ class KeyLanes(Generic[P]):
             self._running.remove(work)
         elif work in self._aside:
             self._aside.remove(work)
+            if work in self._reclaiming:
+                self._reclaiming.remove(work)
         else:
             raise ValueError(f"{work} is not running")
         self._unfinished -= 1
@@ -264,8 +298,15 @@ class KeyLanes(Generic[P]):
             self._ready.append(queue[0])
 
     def _fill(self) -> list[Work[P]]:
-        """Start ready work, oldest first, while there is room; skip draining partitions."""
+        """Start ready work, oldest first, while there is room; skip draining partitions. Works
+        set aside that wait for a place back get it first (even while draining: they are not
+        new work, and a drain waits for them)."""
         started: list[Work[P]] = []
+        while self._reclaiming and len(self._running) < self._max_in_flight:
+            work = self._reclaiming.popleft()
+            self._aside.remove(work)
+            self._running.add(work)
+            self._reclaimed.append(work)
         if self._closed:
             return started
         ready, running = self._ready, self._running

@@ -225,6 +225,50 @@ def test_an_unavailable_database_is_retried_without_limit_and_never_dead_lettere
     assert harness.positions == [1]
 
 
+def test_a_retry_after_a_failed_commit_takes_a_place_again_so_no_more_handlers_run_at_once(
+    database: Engine,
+) -> None:
+    """An async handler's event set aside for its commit, whose commit fails, runs its handler
+    again only once it has a place of max_in_flight back (an outside review saw two handlers
+    at once with one place: the retries ran set aside)."""
+    running = 0
+    most_at_once = 0
+    failed_once: set[str] = set()
+    processor = Processor("orders")
+
+    def failing_first(key: str) -> Callable[[Any], None]:
+        def write(session: Any) -> None:
+            if key not in failed_once:
+                failed_once.add(key)
+                raise RuntimeError(f"the first write of {key} fails")
+
+        return write
+
+    @processor.handler(TOPIC)
+    async def handler(event: Event, unit: UnitOfWork) -> None:
+        nonlocal running, most_at_once
+        running += 1
+        most_at_once = max(most_at_once, running)
+        await asyncio.sleep(0.005)
+        running -= 1
+        unit.write(failing_first(event.partitionkey or ""))
+
+    harness = Harness(processor, database, max_in_flight=1)  # retries wait no time here
+
+    async def scenario() -> None:
+        for offset in range(6):
+            await harness.engine.submit(record(offset, f"k{offset}"))
+        await asyncio.wait_for(harness.engine.wait_idle(), 30)
+        await harness.engine.close()
+
+    asyncio.run(scenario())
+
+    snapshot = harness.engine.metrics.snapshot()
+    assert (snapshot.processed, snapshot.dead_lettered_total) == (6, 0)
+    assert failed_once == {f"k{n}" for n in range(6)}  # every event's commit failed once
+    assert most_at_once == 1
+
+
 def test_an_outage_of_the_database_file_is_retried_until_it_is_back(
     database: Engine, tmp_path: Path
 ) -> None:

@@ -218,6 +218,48 @@ def test_work_set_aside_is_reported_by_a_drain_and_dropped_by_forget() -> None:
         dispatch.complete(a0)
 
 
+def test_work_set_aside_takes_its_place_back_at_once_when_there_is_room() -> None:
+    dispatch = lanes(2)
+    a0 = work(0, "a")
+    dispatch.submit(a0)
+    dispatch.set_aside(a0)
+
+    assert dispatch.reclaim(a0) is True
+    assert not dispatch.is_aside(a0)
+    assert dispatch.complete(a0) == []
+
+
+def test_work_set_aside_waits_for_its_place_back_ahead_of_new_work() -> None:
+    dispatch = lanes(1)
+    a0, b1, c2 = work(0, "a"), work(1, "b"), work(2, "c")
+    dispatch.submit(a0)
+    dispatch.set_aside(a0)  # b1 may start in its place
+    dispatch.submit(b1)
+    dispatch.submit(c2)  # waits for room
+
+    assert dispatch.reclaim(a0) is False
+    assert dispatch.take_reclaimed() == []
+    assert dispatch.complete(b1) == []  # the room goes back to a0, not to c2
+    assert dispatch.take_reclaimed() == [a0]
+    assert dispatch.take_reclaimed() == []
+    assert dispatch.complete(a0) == [c2]
+
+
+def test_work_waiting_for_its_place_back_is_dropped_by_forget() -> None:
+    dispatch = lanes(1)
+    a0, b1 = work(0, "a"), work(1, "b", partition=1)
+    dispatch.submit(a0)
+    dispatch.set_aside(a0)
+    dispatch.submit(b1)
+    dispatch.reclaim(a0)
+
+    dispatch.drain([("t", 0)])
+    dispatch.forget([("t", 0)])
+    assert dispatch.complete(b1) == []
+    assert dispatch.take_reclaimed() == []
+    assert (dispatch.in_flight, dispatch.pending) == (0, 0)
+
+
 def test_only_running_work_can_be_set_aside() -> None:
     dispatch = lanes(1)
     a0, a1 = work(0, "a"), work(1, "a")
