@@ -22,7 +22,7 @@ import shlex
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -478,7 +478,8 @@ def _produce(
     finally:
         # Whatever ended the sending (even an error that is a bug), what was queued is
         # delivered or failed, and the summary says so, before this function ends.
-        unacknowledged = _flush(producer, settings)
+        unacknowledged, late = wait_for_sent(partial(_flush, producer, settings))
+        interrupted = interrupted or late
         elapsed = time.monotonic() - began
         producer.refresh_stats(failures=tally.failed)
         _summary(rules, run_id, partitions, tally, rejects.count, producer, elapsed)
@@ -507,6 +508,25 @@ def _interrupted(data: Input, lines: int) -> str:
 
 def _stopped(tally: _Tally, why: str) -> str:
     return f"stopped at line {tally.lines:,}: {why}" if tally.lines else why
+
+
+def wait_for_sent(
+    flush: Callable[[], str | None],
+) -> tuple[str | None, KeyboardInterrupt | None]:
+    """``flush()`` (what is left unacknowledged), and the interrupt that came during it, if
+    any: a first Ctrl-C or SIGTERM once every line was read says so and waits again, as one
+    during the reading does, so the summary still comes (a second one stops at once). Inside
+    :class:`~pipeline.kafka.interrupts.InterruptWitness`: a signal that lands in the client's
+    delivery callbacks was a ``SystemError`` and a traceback."""
+    from pipeline.kafka.interrupts import InterruptWitness
+
+    try:
+        with InterruptWitness():
+            return flush(), None
+    except KeyboardInterrupt as interrupt:
+        _err.print("interrupted; waiting for what was sent", highlight=False, markup=False)
+        with InterruptWitness():
+            return flush(), interrupt
 
 
 def _flush(producer: EventProducer, settings: PipelineSettings) -> str | None:
