@@ -432,7 +432,8 @@ class _Rejected(Exception):
 def _ready(rules: LineRules, number: int, text: str, *, decoded: bool) -> ReadyEvent:
     # A request is read as the gateway reads its body: a name given twice is refused (parsers
     # disagree on which one wins, so two readers of the line could see different requests).
-    data = _json_object(text, unique_keys=rules.request is not None)
+    # Its numbers with a fraction too: a price's decimals are checked as written, never rounded.
+    data = _json_object(text, request=rules.request is not None)
     # What the data was parsed from, while it still is, when that text was valid UTF-8.
     json_text = text if decoded else None
     key: str | None = None
@@ -458,11 +459,11 @@ def _ready(rules: LineRules, number: int, text: str, *, decoded: bool) -> ReadyE
     return ReadyEvent(number, event, message, text)
 
 
-def _json_object(text: str, *, unique_keys: bool = False) -> dict[str, Any]:
+def _json_object(text: str, *, request: bool = False) -> dict[str, Any]:
     try:
         # json.loads(text) refusing NaN and Infinity, with json.loads's errors (parse_json builds
         # no decoder per call, and reads the usual line with one C call).
-        data = parse_json(text, unique_keys=unique_keys)
+        data = parse_json(text, unique_keys=request, exact_decimals=request)
     except json.JSONDecodeError as error:
         reason = json_error_reason(error)
         if reason.startswith("Unexpected UTF-8 BOM"):  # json's advice is for Python programmers

@@ -114,6 +114,11 @@ def gateway(
     }
     config = GatewaySettings.model_validate({**settings.gateway.model_dump(), **overrides})
     if not worker:  # the supervisor checked for its workers
+        from pipeline.logs import configure_logging
+
+        # Before the check: its error, a missing topic say, is then a log line like the
+        # program's others (JSON with a JSON console, and on the logs topic).
+        configure_logging(settings, "gateway")
         _check_kafka(settings)
     if workers > 1:
         _supervise(settings, config, workers)
@@ -184,13 +189,11 @@ def _names_postgres(url: str) -> bool:
 
 def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int) -> None:
     from pipeline.cli.child_processes import dying_with_this_process
-    from pipeline.logs import configure_logging
     from producers.gateway.tokens import load_token_verifier
     from producers.gateway.workers import run_workers
 
-    # Its own lines (the database, the workers started, stopping, an error it stops with) as
-    # every program's: JSON with a JSON console, and to the logs topic.
-    configure_logging(settings, "gateway")
+    # Logging is set up (by the command, before its Kafka check): its own lines (the database,
+    # the workers started, stopping, an error it stops with) are as every program's.
     if config.jwt is not None:  # a key file that cannot be read: one line, before any worker
         load_token_verifier(config.jwt)
     # Refused from the URL, before the database is touched (an SQLite file was made first).

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
@@ -270,9 +271,19 @@ def json_error_reason(error: json.JSONDecodeError) -> str:
     return error.msg.removesuffix(" at")
 
 
-def parse_json(text: str, *, unique_keys: bool = False) -> Any:
+#: Request bodies (the gateway's, ``pipeline produce --type``): a number with a fraction or an
+#: exponent as the exact :class:`~decimal.Decimal` written, not the nearest binary float
+#: (``9.999999999999999999`` was read as 10.0, and a price went out rounded); integers stay int.
+_EXACT_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_constant=refuse_constant, object_pairs_hook=unique_members
+)
+
+
+def parse_json(text: str, *, unique_keys: bool = False, exact_decimals: bool = False) -> Any:
     """``json.loads(text)``, except that ``NaN``, ``Infinity`` and ``-Infinity`` are refused
-    (and, with ``unique_keys``, a name given twice in one object).
+    (and, with ``unique_keys``, a name given twice in one object). With ``exact_decimals``
+    (which implies ``unique_keys``: for request bodies), a number with a fraction or an
+    exponent is the :class:`~decimal.Decimal` written.
 
     Raises :class:`json.JSONDecodeError` for text that is not JSON (a leading byte order mark
     included, as ``json.loads`` does), :class:`ValueError` for those constants, a name given
@@ -281,7 +292,10 @@ def parse_json(text: str, *, unique_keys: bool = False) -> Any:
     """
     if text.startswith("\ufeff"):  # what json.loads checks before it decodes
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-    decoder = _UNIQUE_KEYS_DECODER if unique_keys else _JSON_DECODER
+    if exact_decimals:
+        decoder = _EXACT_DECODER
+    else:
+        decoder = _UNIQUE_KEYS_DECODER if unique_keys else _JSON_DECODER
     # raw_decode skips decode's two whitespace regexes; the rare text it does not read to the
     # end (surrounding whitespace, extra data, an error) goes through decode as json.loads does.
     try:

@@ -61,7 +61,7 @@ _NAME_VALUE = re.compile(
 _OPTION_VALUE = re.compile(
     rf"(?P<name>(?<![\w-])--?[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
     r"(?P<sep>\s+)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|(?!-)[^\s]+)",
+    r"(?P<value>\"[^\"]*\"|'[^']*'|(?!-)\S+?(?=:?(?:\s|$)))",
     re.IGNORECASE,
 )
 # With no user too (``redis://:secret@host``). Any case, and an underscore: Kafka's bootstrap

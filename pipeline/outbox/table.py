@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.database import metadata
 from pipeline.envelope import Event, KafkaMessage, encode
+from pipeline.envelope.event import control_character_at
 from pipeline.errors import PipelineError
 from pipeline.settings import OutboxSettings
 
@@ -206,6 +207,13 @@ def outbox_row(
     ):
         _check_text(column, value)
     if event.partitionkey is None:
+        at = control_character_at(aggregate_id)
+        if at is not None:  # model_copy does not validate: checked as Event(partitionkey=) does
+            raise OutboxError(
+                f"aggregate_id {aggregate_id[:40]!r} holds a control character "
+                f"(U+{ord(aggregate_id[at]):04X} at offset {at}), which the event's partitionkey "
+                "(the Kafka key) must not: use another one"
+            )
         event = event.model_copy(update={"partitionkey": aggregate_id})
     elif event.partitionkey != aggregate_id:
         raise OutboxError(

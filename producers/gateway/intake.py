@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pipeline.envelope import Event, is_json_content_type, json_error_reason
-from pipeline.envelope.json_data import refuse_constant, unique_members
+from pipeline.envelope.json_data import parse_json
 from pipeline.ids import new_event_id
 from pipeline.request_types import RequestType
 from producers.gateway.answers import ErrorAnswer
@@ -76,32 +76,6 @@ def _codec(charset: str) -> str | None:
         return None
 
 
-#: :func:`pipeline.envelope.parse_json` with ``unique_keys``, but a number with a fraction or an
-#: exponent is read as the exact :class:`~decimal.Decimal` it says, not the nearest binary
-#: float: ``9.999999999999999999`` was read as 10.0, and a price "10.00" went out for a body
-#: with more decimals than a price has (as a string it was refused). Integers stay ``int``; only
-#: the numbers with a point or an exponent pay for it.
-_EXACT_DECODER = json.JSONDecoder(
-    parse_float=Decimal, parse_constant=refuse_constant, object_pairs_hook=unique_members
-)
-
-
-def _parse_exactly(text: str) -> Any:
-    """The JSON ``text``, its non-integer numbers as :class:`~decimal.Decimal`; the errors of
-    :func:`pipeline.envelope.parse_json`."""
-    if text.startswith("\ufeff"):  # what json.loads checks before it decodes
-        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-    # raw_decode skips decode's two whitespace regexes; the rare text it does not read to the
-    # end (surrounding whitespace, extra data, an error) goes through decode as json.loads does.
-    try:
-        data, end = _EXACT_DECODER.raw_decode(text)
-    except json.JSONDecodeError:
-        end = -1
-    if end != len(text):
-        data = _EXACT_DECODER.decode(text)
-    return data
-
-
 def parse_body(body: bytes, codec: str = _UTF_8) -> dict[str, Any]:
     """The body, in ``codec`` (what :func:`check_content_type` returned), as a JSON object, or a
     400 :class:`ErrorAnswer` saying what is wrong with it. A number with a fraction or an
@@ -119,7 +93,7 @@ def parse_body(body: bytes, codec: str = _UTF_8) -> dict[str, Any]:
             f"the body is not {charset} (byte {body[error.start]:#04x} at offset {error.start})",
         ) from None
     try:
-        data = _parse_exactly(text)  # a name given twice is refused
+        data = parse_json(text, exact_decimals=True)  # a name given twice is refused
     except json.JSONDecodeError as error:
         raise ErrorAnswer(
             400,

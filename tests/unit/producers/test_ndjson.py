@@ -285,6 +285,24 @@ def test_data_that_does_not_fit_the_request_type_is_rejected_with_the_models_rea
     )
 
 
+@pytest.mark.parametrize("price", ["9.999999999999999999", "0.10000000000000001"])
+def test_a_price_written_as_a_number_keeps_its_decimals_and_is_refused_as_the_gateway_does(
+    price: str,
+) -> None:
+    # Read as a binary float, these went out as "10.00" and "0.10" (an outside re-check).
+    line = json.dumps(ORDER).replace('"12.50"', price)
+
+    assert "unit_price" in reason(line, event_type="place_order", topic="requests.orders")
+
+
+def test_a_price_written_as_a_number_with_two_decimals_is_taken_as_written() -> None:
+    line = json.dumps(ORDER).replace('"12.50"', "1.5E+1")
+
+    parsed = ready(line, event_type="place_order", topic="requests.orders")
+
+    assert parsed.event.data["lines"][0]["unit_price"] == "15.00"
+
+
 def test_a_request_with_a_name_given_twice_is_rejected_as_the_gateway_refuses_it() -> None:
     # The gateway answers 400 to this body; a file used to send it keyed by the last order_id.
     line = json.dumps(ORDER).replace('{"order_id": ', '{"order_id": "po-5", "order_id": ', 1)

@@ -54,6 +54,7 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
             "app --db-password '[REDACTED]' --api-key [REDACTED]",
         ),
         ("app --auth Bearer tok9", "app --auth Bearer [REDACTED]"),
+        ("ran --password hunter2: refused", "ran --password [REDACTED]: refused"),
         # A clause's colon after an unquoted secret is kept; a colon inside one is masked too.
         ("db?password=abc: refused", "db?password=[REDACTED]: refused"),
         ("token=abc:def done", "token=[REDACTED] done"),

@@ -172,6 +172,23 @@ def test_a_value_its_column_cannot_hold_is_refused_alike_on_every_database_befor
     assert _rows(engine) == []
 
 
+def test_an_aggregate_id_with_a_control_character_is_refused_when_it_becomes_the_partitionkey(
+    engine,
+):
+    # model_copy does not validate: a line break went out as ce_partitionkey, which every
+    # reader then refused (an outside re-check).
+    with engine.begin() as connection, pytest.raises(OutboxError, match=r"U\+000A at offset 1"):
+        Outbox().add(
+            connection,
+            Event(source="/orders", type="t"),
+            aggregate_type="order",
+            aggregate_id="a\nb",
+            topic="orders.events",
+        )
+
+    assert _rows(engine) == []
+
+
 def test_values_as_long_as_their_columns_are_taken():
     row = Outbox().row(
         Event(source="/orders", id="i" * 255, type="e" * 255),
