@@ -21,7 +21,7 @@ from pipeline.envelope.event import (
     Event,
     check_extension_names,
     check_media_type,
-    control_character_at,
+    key_as_partitionkey,
 )
 from pipeline.envelope.json_data import (
     CHECKED_JSON,
@@ -305,21 +305,7 @@ def decode(value: bytes | None, headers: Headers | None, key: bytes | None = Non
     fields["time"] = None if time is None else parse_time(time)  # None: no ce_time, no default
     content_type = fields.setdefault("datacontenttype", "application/json")
     if "partitionkey" not in fields and key:
-        try:
-            fields["partitionkey"] = key.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EnvelopeError(
-                f"the message key is not valid UTF-8 (byte {key[exc.start]:#04x} at offset "
-                f"{exc.start}) and there is no ce_partitionkey header"
-            ) from None
-        partitionkey = fields["partitionkey"]
-        at = control_character_at(partitionkey)
-        if at is not None:
-            raise EnvelopeError(
-                f"the message key holds a control character (U+{ord(partitionkey[at]):04X} at "
-                f"offset {at}), which a partitionkey must not, and there is no "
-                "ce_partitionkey header"
-            )
+        fields["partitionkey"] = key_as_partitionkey(key, "there is no ce_partitionkey header")
     try:
         check_media_type(content_type)
     except PydanticCustomError as exc:

@@ -18,10 +18,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pipeline.envelope.errors import EnvelopeError
 from pipeline.envelope.json_data import already_checked, check_json, is_json_content_type
 from pipeline.ids import new_event_id
 
-__all__ = ["Event", "check_extension_names", "check_media_type", "control_character_at"]
+__all__ = [
+    "Event",
+    "check_extension_names",
+    "check_media_type",
+    "control_character_at",
+    "key_as_partitionkey",
+]
 
 # Possessive runs: the same language as one character at a time, several times faster.
 _URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]++|%[0-9A-Fa-f]{2})*+")
@@ -48,6 +55,27 @@ def control_character_at(value: str) -> int | None:
         return None
     found = _CONTROL_CHARACTER.search(value)
     return None if found is None else found.start()
+
+
+def key_as_partitionkey(key: bytes, missing: str) -> str:
+    """A consumed message's key as the partitionkey of an event that names none (``missing``
+    says so in an error: "there is no ce_partitionkey header"); an :class:`EnvelopeError` for
+    a key that is not UTF-8 text, or that holds a control character (a Java LongSerializer's
+    eight bytes are valid UTF-8 and mostly that)."""
+    try:
+        partitionkey = key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError(
+            f"the message key is not valid UTF-8 (byte {key[exc.start]:#04x} at offset "
+            f"{exc.start}) and {missing}"
+        ) from None
+    at = control_character_at(partitionkey)
+    if at is not None:
+        raise EnvelopeError(
+            f"the message key holds a control character (U+{ord(partitionkey[at]):04X} at "
+            f"offset {at}), which a partitionkey must not, and {missing}"
+        )
+    return partitionkey
 
 
 def _no_control_characters(value: str) -> str:

@@ -32,7 +32,7 @@ from pipeline.envelope.event import (
     Event,
     check_extension_names,
     check_media_type,
-    control_character_at,
+    key_as_partitionkey,
 )
 from pipeline.envelope.json_data import (
     MAX_JSON_DEPTH,
@@ -125,21 +125,7 @@ def decode_structured(
         raise EnvelopeError(f"invalid datacontenttype attribute: {exc.message()}") from None
     fields["data"] = _data(document, data_type)
     if "partitionkey" not in fields and key:
-        try:
-            fields["partitionkey"] = key.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EnvelopeError(
-                f"the message key is not valid UTF-8 (byte {key[exc.start]:#04x} at offset "
-                f"{exc.start}) and the event has no partitionkey attribute"
-            ) from None
-        partitionkey = fields["partitionkey"]
-        at = control_character_at(partitionkey)
-        if at is not None:
-            raise EnvelopeError(
-                f"the message key holds a control character (U+{ord(partitionkey[at]):04X} at "
-                f"offset {at}), which a partitionkey must not, and the event has no "
-                "partitionkey attribute"
-            )
+        fields["partitionkey"] = key_as_partitionkey(key, "the event has no partitionkey attribute")
     try:
         event: Event = Event.model_validate(fields)
     except ValidationError as exc:
