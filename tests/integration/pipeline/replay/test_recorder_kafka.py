@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from confluent_kafka import TopicPartition
 
 from pipeline.kafka.clients import build_consumer, build_producer
@@ -13,6 +14,18 @@ from pipeline.replay.recorder import record_topics
 
 #: A fixed past time: messages stamped from here on, one second apart.
 BASE_MS = 1_700_000_000_000
+
+
+@pytest.fixture
+def new_topic(new_topic):
+    """Topics that keep their messages: the stack's broker checks retention every 60 s, and a
+    topic's default 7 days would delete messages stamped BASE_MS at the next check, between
+    producing and recording (seen once in CI: a topic recorded with nothing in it)."""
+
+    def make(partitions=3, **configs):
+        return new_topic(partitions=partitions, **{"retention.ms": "-1", **configs})
+
+    return make
 
 
 def produce_stamped(settings, topic, partitions, count, transactional_id=None):
