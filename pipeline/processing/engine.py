@@ -77,6 +77,7 @@ from pipeline.processing.attempt import (
 from pipeline.processing.dead_lettering import DeadLetterSink, OutgoingDeadLetter, log_dead_letter
 from pipeline.processing.group_wiring import build_groups
 from pipeline.processing.lanes import KeyLanes, Work
+from pipeline.processing.look_ahead import LookAhead
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.processor import Processor, Reject, UnitOfWork
@@ -129,9 +130,13 @@ class ProcessingEngine:
         #: Where the handlers' emits go: one object for every unit, so an ``async`` group's
         #: emits are one batch; ``outbox``'s routes (``settings.outbox``), else the built-in.
         self._outbox = Outbox.from_settings(outbox or OutboxSettings())
+        self._grouped = processor.has_async_handlers or settings.sync_group_wait_ms > 0
+        # The inbox look-ups of async handlers' events start while they wait for a place.
+        looks_ahead = self._grouped and settings.inbox and processor.has_async_handlers
         self._lanes: KeyLanes[Record] = KeyLanes(
             settings.max_in_flight,
             unkeyed="unordered" if settings.ordering == "none" else "per_partition",
+            note_waiting=looks_ahead,
         )
         self._offsets = PartitionOffsets()
         self._tasks: dict[Work[Record], asyncio.Task[None]] = {}
@@ -149,7 +154,6 @@ class ProcessingEngine:
         self._closed = False
         self._to_commit: set[TopicPartition] = set()
         self._commit_scheduled = False
-        self._grouped = processor.has_async_handlers or settings.sync_group_wait_ms > 0
         groups = build_groups(
             database,
             settings,
@@ -161,6 +165,7 @@ class ProcessingEngine:
         )
         self._commits, self._look_ups, self._claims = groups.commits, groups.look_ups, groups.claims
         self._calls, self._loop_inbox = groups.calls, groups.loop_inbox
+        self._look_ahead = LookAhead(processor, self._look_ups) if looks_ahead else None
 
     # --- feeding ------------------------------------------------------------------------------
 
@@ -174,6 +179,8 @@ class ProcessingEngine:
         for tp in partitions:
             self._generation[tp] = self._generation.get(tp, 0) + 1
             self._offsets.revoke(*tp)
+        if self._look_ahead is not None:
+            self._look_ahead.forget(partitions)
 
     @property
     def closed(self) -> bool:
@@ -252,6 +259,8 @@ class ProcessingEngine:
             self.metrics.forget_lag(*tp)
         for work in [work for work in self._tasks if work.lane[:2] in wanted]:
             del self._tasks[work]
+        if self._look_ahead is not None:
+            self._look_ahead.forget(wanted)
         self._start(self._lanes.forget(wanted))
         for work, waiter in list(self._place_waiters.items()):
             if work.lane[:2] in wanted and not waiter.done():
@@ -298,6 +307,10 @@ class ProcessingEngine:
         self.metrics.set_in_flight(self._lanes.in_flight)
         if self._place_waiters:
             self._wake_placed()
+        if self._look_ahead is not None:
+            self._look_ahead.start(
+                w for w in self._lanes.take_waiting() if w.lane[:2] not in self._revoking
+            )
 
     def _wake_placed(self) -> None:
         """Let the works that got their place back (:meth:`KeyLanes.reclaim`) go on."""
@@ -484,10 +497,14 @@ class ProcessingEngine:
     async def _grouped_attempt(self, record: Record, work: Work[Record]) -> AttemptResult | None:
         """The first attempt of an ``async`` handler's event, on the group path; ``None`` when
         the record needs the per-record attempt (see the module's docstring)."""
-        try:
-            event = decode_record(record)
-        except EnvelopeError:
-            return None
+        ahead = None if self._look_ahead is None else self._look_ahead.take(work)
+        if ahead is None:
+            try:
+                event = decode_record(record)
+            except EnvelopeError:
+                return None
+        else:
+            event = ahead.event
         route = self.processor.route(record.topic, event.type)
         if route is None or Redrive.of(record) is not None:
             return None
@@ -507,7 +524,11 @@ class ProcessingEngine:
                 return None
         if self.settings.inbox:
             try:
-                seen = await self._look_ups.submit((event.id, record.topic, record.key))
+                seen = await (
+                    ahead.seen
+                    if ahead is not None
+                    else self._look_ups.submit((event.id, record.topic, record.key))
+                )
             except Exception:  # the database: the per-record attempt waits for it
                 return None
             if seen.outcome is not None:

@@ -89,7 +89,13 @@ class KeyLanes(Generic[P]):
     submitting to a draining partition) raises at once instead of being absorbed.
     """
 
-    def __init__(self, max_in_flight: int, *, unkeyed: Unkeyed = "per_partition") -> None:
+    def __init__(
+        self,
+        max_in_flight: int,
+        *,
+        unkeyed: Unkeyed = "per_partition",
+        note_waiting: bool = False,
+    ) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
             raise TypeError(f"max_in_flight must be an int, got {type(max_in_flight).__name__}")
         if max_in_flight < 1:
@@ -115,6 +121,9 @@ class KeyLanes(Generic[P]):
         self._draining: set[tuple[str, int]] = set()
         self._closed = False  # drained entirely: nothing starts any more
         self._unfinished = 0
+        # note_waiting: the works made ready since take_waiting() was last asked.
+        self._note_waiting = note_waiting
+        self._became_ready: list[Work[P]] = []
 
     @property
     def in_flight(self) -> int:
@@ -152,14 +161,14 @@ class KeyLanes(Generic[P]):
         self._last_offset[partition] = work.offset
         self._unfinished += 1
         if not self._ordered(work):
-            self._ready.append(work)
+            self._make_ready(work)
         else:
             lane = _lane_key(work)
             queue = self._lanes.get(lane)
             if queue is None:
                 self._lanes[lane] = deque((work,))
                 if not self._stalled or lane not in self._stalled:
-                    self._ready.append(work)
+                    self._make_ready(work)
             else:
                 queue.append(work)
         return self._fill()
@@ -204,6 +213,15 @@ class KeyLanes(Generic[P]):
         taken, self._reclaimed = self._reclaimed, []
         return taken
 
+    def take_waiting(self) -> list[Work[P]]:
+        """The works that became ready since this was last asked and still wait for a place
+        of ``max_in_flight``, oldest first (made with ``note_waiting=True``; else none): what
+        a runtime may prepare ahead, each being its lane's head (its lane's work before it is
+        finished)."""
+        noted, self._became_ready = self._became_ready, []
+        running, aside = self._running, self._aside
+        return [work for work in noted if work not in running and work not in aside]
+
     def fail(self, work: Work[P], policy: FailurePolicy = "stall_key") -> list[Work[P]]:
         """Finish a running work that failed for good (dead-lettered); return what may start.
 
@@ -227,7 +245,7 @@ class KeyLanes(Generic[P]):
         self._stalled.remove(lane)
         queue = self._lanes.get(lane)
         if queue:
-            self._ready.append(queue[0])
+            self._make_ready(queue[0])
         return self._fill()
 
     def drain(self, partitions: Collection[tuple[str, int]] | None = None) -> list[Work[P]]:
@@ -264,6 +282,7 @@ class KeyLanes(Generic[P]):
         self._reclaiming = deque(w for w in self._reclaiming if keep(w))
         self._reclaimed = [w for w in self._reclaimed if keep(w)]
         self._ready = deque(w for w in self._ready if keep(w))
+        self._became_ready = [w for w in self._became_ready if keep(w)]
         self._stalled = {
             lane for lane in self._stalled if (lane.topic, lane.partition) not in wanted
         }
@@ -295,7 +314,12 @@ class KeyLanes(Generic[P]):
         if not queue:
             del self._lanes[lane]
         elif not self._stalled or lane not in self._stalled:
-            self._ready.append(queue[0])
+            self._make_ready(queue[0])
+
+    def _make_ready(self, work: Work[P]) -> None:
+        self._ready.append(work)
+        if self._note_waiting:
+            self._became_ready.append(work)
 
     def _fill(self) -> list[Work[P]]:
         """Start ready work, oldest first, while there is room; skip draining partitions. Works

@@ -34,6 +34,7 @@ from pipeline.processing import (
 )
 from pipeline.processing import engine as engine_module
 from pipeline.processing.attempt import AttemptResult, attempt
+from pipeline.processing.sqlite_loop_inbox import SqliteLoopInbox
 from tests.support.driving import DriverFactory
 from tests.support.driving import step_event as event
 
@@ -232,6 +233,54 @@ def test_an_event_waiting_for_its_commit_gives_its_room_to_another_key_not_to_it
     assert driver.run().processed == 3
     assert waited_for_b == [True]
     assert saw_a0_committed == [True]
+
+
+def test_an_event_waiting_for_a_place_is_looked_up_while_the_one_before_it_runs(
+    make_driver: Callable[..., ProcessorTestDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one event in flight, b's inbox look-up is done while a's handler runs (b is its
+    key's next event, waiting only for the place), so b's handler need not wait for it."""
+    looked_up: list[str] = []
+    real_look_up = SqliteLoopInbox.look_up
+
+    async def spy(self: SqliteLoopInbox, items: list[tuple[str, str, bytes | None]]) -> Any:
+        looked_up.extend(item[0] for item in items)
+        return await real_look_up(self, items)
+
+    monkeypatch.setattr(SqliteLoopInbox, "look_up", spy)
+    a, b = event("a", 0), event("b", 0)
+    looked_up_while_a_ran: list[str] = []
+
+    async def handler(event: Event, unit: UnitOfWork) -> None:
+        if event.id == a.id:
+            await asyncio.sleep(0.05)
+            looked_up_while_a_ran.extend(looked_up)
+
+    driver = make_driver(async_processor(handler), max_in_flight=1)
+    driver.send(TOPIC, a)
+    driver.send(TOPIC, b)
+
+    assert driver.run().processed == 2
+    assert looked_up_while_a_ran == [a.id, b.id]
+    assert looked_up == [a.id, b.id]  # each once
+
+
+def test_a_copy_queued_behind_its_first_is_a_duplicate_its_handler_never_sees(
+    make_driver: Callable[..., ProcessorTestDriver],
+) -> None:
+    """The copy's look-up starts only once the first copy committed (it is its key's next
+    event only then), so it finds the first recorded."""
+    handler = AsyncRecorder()
+    driver = make_driver(async_processor(handler), max_in_flight=1)
+    first = event("k1", 0)
+    for item in (first, event("k2", 0), first, event("k3", 0)):
+        driver.send(TOPIC, item)
+
+    snapshot = driver.run()
+
+    assert (snapshot.processed, snapshot.duplicates) == (3, 1)
+    assert handler.calls == 3
+    assert effect_rows(driver) == [("k1", 0), ("k2", 0), ("k3", 0)]
 
 
 def test_redelivered_events_are_duplicates_and_the_handler_is_not_called_again(

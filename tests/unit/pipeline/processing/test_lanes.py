@@ -193,6 +193,35 @@ def test_work_set_aside_gives_its_room_to_another_key_but_holds_its_own() -> Non
     assert (dispatch.in_flight, dispatch.pending) == (1, 0)
 
 
+def test_take_waiting_names_each_lane_head_that_waits_for_room_once() -> None:
+    dispatch = lanes(1, note_waiting=True)
+    a0, a1, b2, c3 = work(0, "a"), work(1, "a"), work(2, "b"), work(3, "c")
+
+    assert dispatch.submit(a0) == [a0]
+    assert dispatch.take_waiting() == []  # it started: nothing waits
+    for item in (a1, b2, c3):
+        dispatch.submit(item)
+    assert dispatch.take_waiting() == [b2, c3]  # a1 is behind a0 in its lane, not its head
+    assert dispatch.take_waiting() == []  # once
+
+    assert dispatch.complete(a0) == [b2]
+    assert dispatch.take_waiting() == [a1]  # now its lane's head, waiting for room
+
+
+def test_take_waiting_forgets_revoked_partitions_and_is_off_by_default() -> None:
+    dispatch = lanes(1, note_waiting=True)
+    a0, b0 = work(0, "a", partition=0), work(0, "b", partition=1)
+    dispatch.submit(a0)
+    dispatch.submit(b0)
+    dispatch.forget([("t", 1)])
+    assert dispatch.take_waiting() == []
+
+    plain = lanes(1)
+    plain.submit(a0)
+    plain.submit(work(1, "b"))
+    assert plain.take_waiting() == []
+
+
 def test_work_set_aside_can_fail_stalling_its_key() -> None:
     dispatch = lanes(1)
     a0, a1 = work(0, "a"), work(1, "a")
