@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import IO, cast
 
 from rich.console import Console
+from rich.file_proxy import FileProxy
 from rich.markup import escape
 
 from pipeline.logs.redact import redact
@@ -49,10 +50,22 @@ def stderr_console() -> Console:
     )
 
 
+def _stderr() -> IO[str]:
+    """``sys.stderr`` as it is now (a test's capture included), but never rich's proxy of it:
+    on a terminal a progress bar (rich's ``Live``) swaps ``sys.stderr`` for a proxy that
+    prints through the console, and the console writing to that proxy wrote to itself for
+    ever (``pipeline replay``, ``record`` and ``produce`` hung on a terminal, Ctrl-C and
+    SIGTERM unanswered)."""
+    stream = sys.stderr
+    while isinstance(stream, FileProxy):
+        stream = stream.rich_proxied_file
+    return stream
+
+
 class _StderrOrNothing:
-    """``sys.stderr`` (as it is at each call) for a console, until its reader goes away
-    (``pipeline replay ... 2>&1 | head -1``): from then on what a command says there is
-    dropped, and its work goes on and ends with its own exit code. Progress, notes and
+    """``sys.stderr`` (as it is at each call, see :func:`_stderr`) for a console, until its
+    reader goes away (``pipeline replay ... 2>&1 | head -1``): from then on what a command says
+    there is dropped, and its work goes on and ends with its own exit code. Progress, notes and
     summaries are for a reader; without this the first line after the pipe closed raised
     ``BrokenPipeError`` and click ended the command half-way with exit code 1."""
 
@@ -61,27 +74,27 @@ class _StderrOrNothing:
             log_said(text)
             return len(text)
         try:
-            return sys.stderr.write(text)
+            return _stderr().write(text)
         except BrokenPipeError:
             _drop_stderr()
             return len(text)
 
     def flush(self) -> None:
         try:
-            sys.stderr.flush()
+            _stderr().flush()
         except BrokenPipeError:
             _drop_stderr()
 
     def isatty(self) -> bool:
         # Logged as JSON: no colours nor cursor moves (rich asks before each one).
-        return sys.stderr.isatty() and not json_console()
+        return _stderr().isatty() and not json_console()
 
     def fileno(self) -> int:
-        return sys.stderr.fileno()
+        return _stderr().fileno()
 
     @property
     def encoding(self) -> str:
-        return getattr(sys.stderr, "encoding", None) or "utf-8"
+        return getattr(_stderr(), "encoding", None) or "utf-8"
 
 
 #: The logger of what the command line says on stderr, when that is logged (see the module doc).
@@ -113,7 +126,7 @@ def _drop_stderr() -> None:
     process's Python, logging, librdkafka's C code, the interpreter's last flush of what
     ``sys.stderr`` still buffers) succeeds and goes nowhere."""
     try:
-        descriptor = sys.stderr.fileno()
+        descriptor = _stderr().fileno()
     except (AttributeError, OSError, ValueError):  # a stand-in without a descriptor
         return
     null = os.open(os.devnull, os.O_WRONLY)

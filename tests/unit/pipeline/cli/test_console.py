@@ -52,3 +52,24 @@ def test_a_name_between_colons_is_printed_as_it_is_not_as_an_emoji():
     assert result.stderr.strip() == (
         "error: expected MODULE:PROCESSOR (e.g. consumers.orders_service:processor), got 'a:b:c'"
     )
+
+
+WRITES_UNDER_A_PROXY = """
+import io, sys
+from rich.file_proxy import FileProxy
+from pipeline.cli.console import stderr_console
+console = stderr_console()
+underneath = io.StringIO()
+sys.stderr = FileProxy(console, underneath)  # what a progress bar does on a terminal
+console.print("progress 1")
+print("written: " + underneath.getvalue().strip())
+"""
+
+
+def test_the_stderr_console_writes_beneath_a_progress_bars_proxy_of_itself():
+    # Before, it wrote to the proxy, which printed through the console: for ever.
+    result = subprocess.run(
+        [sys.executable, "-c", WRITES_UNDER_A_PROXY], capture_output=True, text=True, timeout=60
+    )
+
+    assert (result.returncode, result.stdout) == (0, "written: progress 1\n"), result.stderr
