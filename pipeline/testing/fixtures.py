@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
-from pipeline.replay.recording import RecordedMessage, read_recording
+from pipeline.replay.recording import RecordedMessage, RecordingError, read_recording
 from pipeline.settings import PipelineSettings, ProcessingSettings
 
 if TYPE_CHECKING:
@@ -342,6 +342,7 @@ def unique_topic(new_topic: Callable[..., str]) -> str:
 def _messages(recording: Recording, root: Path, fixture: str) -> list[RecordedMessage]:
     """The messages of a recording given as messages, or as a file (relative to the rootdir);
     a :class:`TypeError` naming ``fixture`` for anything else."""
+    __tracebackhide__ = True  # a failing test's report shows the test, not this helper
     if isinstance(recording, str) and ("\n" in recording or recording.lstrip().startswith("{")):
         # The file's text given for its path: it would be reported as "no recording at {...".
         raise TypeError(
@@ -350,7 +351,11 @@ def _messages(recording: Recording, root: Path, fixture: str) -> list[RecordedMe
         )
     if isinstance(recording, str | Path):
         path = Path(recording)
-        return list(read_recording(path if path.is_absolute() else root / path))
+        try:
+            return list(read_recording(path if path.is_absolute() else root / path))
+        except RecordingError as error:
+            # Raised from here: the report ends at the line and reason, not in the reader.
+            raise RecordingError(str(error)) from None
     if isinstance(recording, bytes | bytearray) or not isinstance(recording, Iterable):
         raise TypeError(
             f"{fixture}: the recording is a path (text or a Path) or RecordedMessage objects; "
@@ -368,6 +373,7 @@ def _messages(recording: Recording, root: Path, fixture: str) -> list[RecordedMe
 
 def _topic(topic: object, fixture: str) -> None:
     """A :class:`TypeError` naming ``fixture`` unless ``topic`` is a topic name or None."""
+    __tracebackhide__ = True  # a failing test's report shows the test, not this helper
     if topic is not None and (not isinstance(topic, str) or not topic.strip()):
         raise TypeError(
             f"{fixture}: topic= takes a topic name (text) or None; got {topic!r:.60} "
@@ -377,6 +383,7 @@ def _topic(topic: object, fixture: str) -> None:
 
 def _flag(value: object, name: str, fixture: str) -> None:
     """A :class:`TypeError` naming ``fixture`` unless ``value`` is True or False."""
+    __tracebackhide__ = True  # a failing test's report shows the test, not this helper
     if not isinstance(value, bool):
         raise TypeError(f"{fixture}: {name}= takes True or False; got {value!r:.60}")
 
@@ -408,6 +415,7 @@ def replay_into_topic(
         rewrite_ids: bool = False,
         pacing: Pacing | None = None,
     ) -> Replayed:
+        __tracebackhide__ = True  # a failing test's report shows the test, not this helper
         messages = _messages(recording, request.config.rootpath, "replay_into_topic")
         _topic(topic, "replay_into_topic")
         _flag(preserve_partitions, "preserve_partitions", "replay_into_topic")
@@ -446,6 +454,7 @@ def replay_into_driver(request: pytest.FixtureRequest) -> Callable[..., int]:
         topic: str | None = None,
         preserve_partitions: bool = False,
     ) -> int:
+        __tracebackhide__ = True  # a failing test's report shows the test, not this helper
         from pipeline.processing.driver import ProcessorTestDriver
         from pipeline.processing.harness import PipelineHarness
 

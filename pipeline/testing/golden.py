@@ -326,6 +326,7 @@ class Golden:
         when it differs or is missing (``--update-golden`` writes it instead, unless this
         session wrote it already: then it is compared with that). A second check without a
         ``name`` in one test is a :class:`ValueError`: each check needs its own file."""
+        __tracebackhide__ = True  # a failing test's report shows the test and the diff
         path = self.path(name)
         if name is None and self._checked_default:
             # Both would go to one file: with --update-golden the last would overwrite the
@@ -361,6 +362,7 @@ class Golden:
     def _compare(self, path: Path, actual: str, what: str, *, expected: str | None = None) -> None:
         """:class:`GoldenMismatch` with a diff when ``actual`` is not ``expected`` (by default,
         the file's text)."""
+        __tracebackhide__ = True
         if expected is None:
             expected = path.read_text(encoding="utf-8")
         if expected == actual:

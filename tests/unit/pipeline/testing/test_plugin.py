@@ -245,3 +245,37 @@ def test_one_test_on_both_backends_compares_with_one_golden_file(pytester, monke
         ["*written earlier in this session by test_both.py::test_differs[[]driver[]]*"]
     )
     assert (folder / "test_differs.json").read_text() == '{\n  "on": "driver"\n}\n'
+
+
+FAILING_HELPERS_TEST = """
+def test_golden_differs(golden):
+    golden.check({"n": 2})
+
+
+def test_bad_recording(replay_into_driver, tmp_path):
+    from pipeline.processing import Processor, ProcessorTestDriver
+
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text("not a recorded message\\n")
+    replay_into_driver(ProcessorTestDriver(Processor("p")), str(bad))
+"""
+
+
+def test_a_failing_helper_reports_the_test_and_the_reason_not_the_helpers_source(pytester):
+    pytester.makeini("[pytest]\npipeline_plugin = true\n")
+    pytester.makepyfile(test_helpers=FAILING_HELPERS_TEST)
+    (pytester.path / "golden" / "test_helpers").mkdir(parents=True)
+    (pytester.path / "golden" / "test_helpers" / "test_golden_differs.json").write_text(
+        '{\n  "n": 1\n}\n'
+    )
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(failed=2)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["*the outputs differ from*", "*bad.ndjson:1: not a recorded message*"]
+    )
+    # The helpers' own lines (their bodies, where they raise) are not shown.
+    assert "def check(" not in output and "def _compare(" not in output
+    assert "def _messages(" not in output and "read_recording(path" not in output
