@@ -297,8 +297,10 @@ def redrive_command(
     dead letter of the same keys (per-key order is kept; within a key they go back
     in original offset order). Each goes back with its original key, value and
     headers plus pipeline.redrive.id, pipeline.redrive.last (the last of its key
-    in this run) and pipeline.redrive.of; a marker in the dead-letter topic,
-    committed in the same transaction, keeps it from being redriven again.
+    in this run), pipeline.redrive.of and pipeline.redrive.group (the consumer
+    group whose letter it is: only that group handles it, others skip it); a
+    marker in the dead-letter topic, committed in the same transaction, keeps it
+    from being redriven again.
 
     A selection that leaves earlier dead letters of its keys behind (filters
     that match a key's later letters but not its first) is refused unless

@@ -48,6 +48,7 @@ from pipeline.errors import PipelineError
 
 __all__ = [
     "REASONS",
+    "REDRIVE_GROUP",
     "REDRIVE_ID",
     "REDRIVE_LAST",
     "REDRIVE_OF",
@@ -100,7 +101,11 @@ DISCARDED_AT = "dlq.discarded.at"
 REDRIVE_ID = "pipeline.redrive.id"
 REDRIVE_LAST = "pipeline.redrive.last"
 REDRIVE_OF = "pipeline.redrive.of"
-_REDRIVE_HEADERS = (REDRIVE_ID, REDRIVE_LAST, REDRIVE_OF)
+#: The consumer group whose dead letter a redriven message is (the letter's
+#: ``dlq.consumer.group``): only that group handles it; any other group reading the topic skips
+#: it (:class:`pipeline.processing.attempt.Redrive`), so a redrive acts per consumer group.
+REDRIVE_GROUP = "pipeline.redrive.group"
+_REDRIVE_HEADERS = (REDRIVE_ID, REDRIVE_LAST, REDRIVE_OF, REDRIVE_GROUP)
 
 _MAX_MESSAGE = 1_000
 _MAX_STACKTRACE = 8_000
@@ -460,8 +465,10 @@ def settled_dead_letters(
 
 
 def redrive_message(letter: DeadLetter, *, redrive_id: str, last_of_key: bool) -> KafkaMessage:
-    """The message that sends ``letter`` back to its original topic (pure); a letter sent
-    without its value needs it back first (:mod:`pipeline.dead_letters.originals`)."""
+    """The message that sends ``letter`` back to its original topic (pure), for its consumer
+    group only (:data:`REDRIVE_GROUP`; a letter naming no group, for every group reading the
+    topic); a letter sent without its value needs it back first
+    (:mod:`pipeline.dead_letters.originals`)."""
     if letter.value_omitted is not None:
         raise PipelineError(
             f"dead letter {letter.dlq_topic}:{letter.position} holds no value (it was too large "
@@ -473,6 +480,8 @@ def redrive_message(letter: DeadLetter, *, redrive_id: str, last_of_key: bool) -
         (REDRIVE_LAST, b"true" if last_of_key else b"false"),
         (REDRIVE_OF, f"{letter.dlq_topic}:{letter.position}".encode()),
     ]
+    if letter.consumer_group:
+        headers.append((REDRIVE_GROUP, letter.consumer_group.encode("utf-8")))
     return KafkaMessage(key=letter.key, value=letter.value, headers=headers)
 
 

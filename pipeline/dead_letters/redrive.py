@@ -10,12 +10,12 @@ edge:
    group, nothing committed (:func:`read_dead_letter_topic`: with the other messages too);
 2. :func:`pipeline.dead_letters.letter.pending_dead_letters`: the dead letters without a marker;
 3. :func:`~pipeline.dead_letters.selection.select_for_redrive` (pure): the filtered dead
-   letters plus, for per-key order, every later pending dead letter of the same key and
-   original topic;
+   letters plus, for per-key order, every later pending dead letter of the same key, original
+   topic and consumer group;
 4. :func:`redrive`: in Kafka transactions of ``batch_size`` dead letters, each letter goes back
-   to its original topic (:func:`~pipeline.dead_letters.letter.redrive_message`) together with
-   its marker on the dead-letter topic (:func:`~pipeline.dead_letters.letter.redriven_marker`);
-   both commit or neither does;
+   to its original topic (:func:`~pipeline.dead_letters.letter.redrive_message`: for its own
+   consumer group only) together with its marker on the dead-letter topic
+   (:func:`~pipeline.dead_letters.letter.redriven_marker`); both commit or neither does;
 5. :func:`discard`: for a dead letter that can never succeed, only a marker that discards it,
    in the same transactions.
 
@@ -345,11 +345,12 @@ def redrive(
     ``producer`` is transactional (:func:`redrive_producer`) with its transactions initialised.
     Per batch of ``batch_size``: begin; per letter, the redrive message to
     ``letter.original_topic`` (key, value and original headers, plus ``pipeline.redrive.id``,
-    ``.last`` and ``.of``) and its marker to ``letter.dlq_topic``; commit. An aborted
-    transaction (nothing of it visible) is tried again up to ``attempts`` times. Any other
-    failure, or being fenced by a newer redrive, stops the run: later batches are not sent, so
-    per-key order holds, and a re-run sends exactly what is still pending. ``on_progress`` gets
-    the number of letters of each committed batch.
+    ``.last``, ``.of`` and ``.group``: :func:`~pipeline.dead_letters.letter.redrive_message`;
+    ``.last`` per original topic, key and consumer group) and its marker to
+    ``letter.dlq_topic``; commit. An aborted transaction (nothing of it visible) is tried again
+    up to ``attempts`` times. Any other failure, or being fenced by a newer redrive, stops the
+    run: later batches are not sent, so per-key order holds, and a re-run sends exactly what is
+    still pending. ``on_progress`` gets the number of letters of each committed batch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -1,5 +1,9 @@
 """Choosing dead letters to redrive (pure): filters, and every later pending dead letter of the
-same key and original topic, so a key's events go back in their original order.
+same key, original topic and consumer group, so a key's events go back in their original order.
+
+A key's order is per consumer group: each group that reads a topic dead-letters (and parks) a
+key on its own, and a redriven message is handled only by the group whose letter it was
+(:data:`pipeline.dead_letters.letter.REDRIVE_GROUP`).
 
 :func:`matches` applies the filters (``--reason``, ``--error-type``, ``--key``, event ids);
 :func:`select_for_redrive` adds what per-key order needs; :func:`earlier_of_same_keys` names the
@@ -47,15 +51,16 @@ def matches(
     return event_ids is None or letter.event_id in event_ids
 
 
-_Group = tuple[str, bytes | str]
+_Group = tuple[str, bytes | str, str]
 
 
 def _group(letter: DeadLetter) -> _Group:
-    """Letters whose order matters together: same original topic and key. A letter without a
-    key has no order to keep and is a group of its own."""
+    """Letters whose order matters together: same original topic, key and consumer group (each
+    group parks its keys on its own, and handles only its own redriven letters). A letter
+    without a key has no order to keep and is a group of its own."""
     if letter.key is None:
-        return (letter.original_topic, f"no key at {letter.position}")
-    return (letter.original_topic, letter.key)
+        return (letter.original_topic, f"no key at {letter.position}", letter.consumer_group)
+    return (letter.original_topic, letter.key, letter.consumer_group)
 
 
 def original_order(letter: DeadLetter) -> tuple[int, int]:
@@ -86,9 +91,10 @@ def select_for_redrive(
 
     1. the dead letters of ``pending`` that pass the filters (:func:`matches`);
     2. per-key order: with a selected dead letter of key K, every *later* pending dead letter
-       of K from the same original topic is selected too (the ``key_parked`` ones waiting
-       behind it, whatever the filters say); earlier ones that do not pass the filters are not
-       (see :func:`earlier_of_same_keys`);
+       of K from the same original topic and consumer group is selected too (the
+       ``key_parked`` ones waiting behind it, whatever the filters say); earlier ones that do
+       not pass the filters are not (see :func:`earlier_of_same_keys`); another group's
+       letters of K are a key of their own;
     3. within a key, original offset order; keys in the order their first selected dead letter
        appears in ``pending``; a dead letter without a key has no order to keep and no
        followers;
@@ -146,10 +152,12 @@ def earlier_of_same_keys(
 
 
 def with_last_of_key(letters: Sequence[DeadLetter]) -> list[tuple[DeadLetter, bool]]:
-    """Each letter with whether it is the last of its key (and original topic) in ``letters``.
+    """Each letter with whether it is the last of its key (original topic, key and consumer
+    group) in ``letters``.
 
-    The processor lets a parked key go once that last one succeeded. A letter without a key is
-    always the last of its own (pure).
+    The group's processor lets its parked key go once that last one succeeded: per group, as
+    each group skips another's redriven letters. A letter without a key is always the last of
+    its own (pure).
     """
     last: dict[_Group, str] = {}
     for letter in letters:

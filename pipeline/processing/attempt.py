@@ -3,6 +3,10 @@
 This is synchronous and blocking (a database transaction around a plain function); the engine
 runs it in a worker thread and decides about retries from the :class:`AttemptResult` it returns.
 
+A redriven record of another consumer group's dead letter (its ``pipeline.redrive.group``
+header names that group) is skipped before anything else, as a duplicate: this group neither
+handles it nor lets it pass or release its own park of the key.
+
 In one transaction, in this order:
 
 1. record ``(consumer group, event id)`` in the inbox; a row already there means a duplicate
@@ -62,13 +66,22 @@ class Redrive:
 
     redrive_id: str
     last_of_key: bool
+    #: The consumer group whose dead letter was redriven; ``None`` when the record does not
+    #: say (a redrive of an older version): every group handles it, as before.
+    group: str | None = None
 
     @classmethod
     def of(cls, record: Record) -> Redrive | None:
         redrive_id = record.header(dead_letters.REDRIVE_ID)
         if not redrive_id:
             return None
-        return cls(redrive_id, record.header(dead_letters.REDRIVE_LAST) == "true")
+        last = record.header(dead_letters.REDRIVE_LAST) == "true"
+        return cls(redrive_id, last, record.header(dead_letters.REDRIVE_GROUP) or None)
+
+    def is_for(self, consumer_group: str) -> bool:
+        """Whether ``consumer_group`` handles this redriven record: the group whose dead letter
+        it was (any group, when the record does not say)."""
+        return self.group is None or self.group == consumer_group
 
 
 @dataclass(frozen=True)
@@ -269,6 +282,18 @@ def _dead_letter_unless_seen(
     return AttemptResult("dead_letter", event_id, failure, event=event)
 
 
+def _another_groups_redrive(record: Record) -> AttemptResult:
+    """A redriven record of another consumer group's dead letter: none of this group's business.
+    It counts as a ``duplicate``, the outcome of a record this group has nothing (more) to do
+    with (counted, not logged, its offset committed): no inbox row, no handler call, and this
+    group's park of its key is neither passed nor let go."""
+    try:
+        event: Event | None = decode_record(record)
+    except EnvelopeError:
+        event = None
+    return AttemptResult("duplicate", inbox_id(record, event), event=event)
+
+
 def attempt(
     record: Record,
     *,
@@ -286,7 +311,12 @@ def attempt(
     ``loop``: where an ``async`` handler runs (the engine's loop; this thread waits for it).
     ``outbox``: where the handler's emits go, with the routes of the settings (``None``: the
     built-in routes).
+
+    A redrive of another consumer group's dead letter is skipped first, whatever the options.
     """
+    redrive = Redrive.of(record)
+    if redrive is not None and not redrive.is_for(consumer_group):
+        return _another_groups_redrive(record)
     try:
         event = decode_record(record)
     except EnvelopeError as error:
@@ -316,7 +346,6 @@ def attempt(
                 event,
                 Failure.from_exception("schema_invalid", error),
             )
-    redrive = Redrive.of(record)
     try:
         with Session(engine) as session, session.begin():
             unit = UnitOfWork(

@@ -197,8 +197,9 @@ def test_redrive_message_is_the_original_plus_the_redrive_headers():
         (dl.REDRIVE_ID, b"run-7"),
         (dl.REDRIVE_LAST, b"false"),
         (dl.REDRIVE_OF, b"requests.orders.dlq:2:9"),
+        (dl.REDRIVE_GROUP, b"orders-processor"),  # the letter's group: only it handles it
     ]
-    assert redrive_message(letter, redrive_id="r", last_of_key=True).headers[-2] == (
+    assert redrive_message(letter, redrive_id="r", last_of_key=True).headers[-3] == (
         dl.REDRIVE_LAST,
         b"true",
     )

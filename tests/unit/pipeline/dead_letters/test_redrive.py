@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from pipeline.dead_letters.letter import (
     DISCARD_NOTE,
     DISCARDED,
+    REDRIVE_GROUP,
     REDRIVE_ID,
     REDRIVE_LAST,
     REDRIVE_OF,
@@ -52,6 +53,7 @@ def letter(
     original_topic: str = "requests.orders",
     event_id: str | None = None,
     dlq_partition: int = 0,
+    group: str = "g",
 ) -> DeadLetter:
     return DeadLetter(
         dlq_topic=DLQ,
@@ -69,7 +71,7 @@ def letter(
         original_partition=1,
         original_offset=original_offset,
         original_timestamp_ms=None,
-        consumer_group="g",
+        consumer_group=group,
         dead_lettered_at="2024-01-01T00:00:00.000Z",
         event_id=event_id or f"e{original_offset}",
     )
@@ -197,6 +199,45 @@ def test_last_of_key_is_the_last_selected_letter_of_each_key():
     flags = {(d.key_text, d.original_offset): last for d, last in with_last_of_key(selected)}
 
     assert flags == {("a", 1): False, ("a", 3): True, ("b", 2): True, ("", 4): True}
+
+
+def test_last_of_key_is_per_consumer_group():
+    # Two groups read requests.orders and both dead-lettered key a's events 1 and 2: each
+    # group lets its own park go after its own last letter (it skips the other's), so each
+    # group's last one is flagged, not only the last of all.
+    letters = [
+        letter(0, "a", 1, group="orders"),
+        letter(1, "a", 1, group="audit"),
+        letter(2, "a", 2, reason="key_parked", group="orders"),
+        letter(3, "a", 2, reason="key_parked", group="audit"),
+    ]
+
+    flags = [(d.consumer_group, d.original_offset, last) for d, last in with_last_of_key(letters)]
+
+    assert flags == [
+        ("orders", 1, False),
+        ("audit", 1, False),
+        ("orders", 2, True),
+        ("audit", 2, True),
+    ]
+
+
+def test_a_selection_keeps_each_consumer_groups_letters_of_a_key_apart():
+    # audit's letters were read first; only orders' first letter matches the filter.
+    audit_first = letter(0, "a", 1, reason="retries_exhausted", group="audit")
+    orders_first = letter(1, "a", 1, reason="rejected", group="orders")
+    audit_tail = letter(2, "a", 2, reason="key_parked", group="audit")
+    orders_tail = letter(3, "a", 2, reason="key_parked", group="orders")
+    pending = [audit_first, orders_first, audit_tail, orders_tail]
+
+    selected = select_for_redrive(pending, reason="rejected")
+
+    # orders' key goes back whole; audit's tail stays with its own first letter, not sent on
+    # its own past it.
+    assert selected == [orders_first, orders_tail]
+    assert earlier_of_same_keys(pending, selected) == []
+    # Selecting audit's tail alone leaves audit's first letter behind: said, per group.
+    assert earlier_of_same_keys(pending, [audit_tail]) == [audit_first]
 
 
 # --- reading (a fake consumer) ----------------------------------------------------------------
@@ -455,6 +496,25 @@ def test_each_letter_goes_back_with_its_marker_in_the_same_transaction():
         (b"c", b"true"),
     ]
     assert header(sent[0][3], "ce_id") == b"e1"  # original headers kept
+
+
+def test_each_redriven_message_names_the_consumer_group_of_its_letter():
+    client = FakeTransactionalClient()
+    stale = replace(
+        letter(2, "a", 2, group="audit"),  # redriven before, then dead-lettered again
+        headers=[("ce_id", b"e2"), (REDRIVE_GROUP, b"audit")],
+    )
+    letters = [letter(0, "a", 1, group="orders"), stale, letter(3, "b", 3, group="")]
+
+    result = redrive(EventProducer(client), letters, redrive_id="run-1")
+
+    assert result.ok
+    sent = [m for batch in client.committed for m in batch if m[0] == "requests.orders"]
+    groups = [[data for name, data in h if name == REDRIVE_GROUP] for *_, h in sent]
+    # A letter that names no group gets no header: every group handles it, as before.
+    assert groups == [[b"orders"], [b"audit"], []]
+    last = [(key, header(h, REDRIVE_LAST)) for _, key, _, h in sent]
+    assert last == [(b"a", b"true"), (b"a", b"true"), (b"b", b"true")]  # one per group
 
 
 def test_an_aborted_transaction_is_tried_again_and_counted():
