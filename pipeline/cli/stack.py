@@ -67,6 +67,15 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
     return settings
 
 
+def _refuse_secure_with_docker(docker: bool, secure: bool) -> None:
+    """The secure stack is local processes only: with --docker as well, every command would act
+    on the plain compose stack instead (``down --secure --docker --purge`` removing its
+    volumes), so the pair is refused, one line, exit code 2."""
+    if docker and secure:
+        _err.print("error: --secure starts local processes; it does not combine with --docker")
+        raise typer.Exit(2)
+
+
 def _print_status(status: StackStatus, secure: bool = False) -> None:
     table = Table(title="pipeline stack (secure)" if secure else "pipeline stack")
     for column in ("component", "address", "state", "version", "started by us", "detail"):
@@ -118,10 +127,8 @@ def up(
     from pipeline.stack.manager import StackManager
 
     settings = _settings(ctx)
+    _refuse_secure_with_docker(docker, secure)
     if docker:
-        if secure:
-            _err.print("error: --secure starts local processes; it does not combine with --docker")
-            raise typer.Exit(2)
         services = (only.value,) if only else compose.SERVICES
         with exit_on_interrupt(lambda: "interrupted: docker compose stopped"):
             code = compose.up(settings.stack.compose_file, services)
@@ -159,6 +166,7 @@ def status(ctx: typer.Context, docker: bool = DockerOption, secure: bool = Secur
     from pipeline.stack.preflight import StackError
 
     settings = _settings(ctx)
+    _refuse_secure_with_docker(docker, secure)
     if docker:
         code = compose.run_compose(settings.stack.compose_file, "ps")
         if code != 0:
@@ -202,6 +210,7 @@ def down(
     from pipeline.stack.manager import StackManager
 
     settings = _settings(ctx)
+    _refuse_secure_with_docker(docker, secure)
     if docker:
         args = compose.down_arguments([only.value] if only else [], purge=purge)
         raise typer.Exit(compose.run_compose(settings.stack.compose_file, *args))
@@ -228,6 +237,7 @@ def logs(
     from pipeline.stack.manager import StackManager, tail
 
     settings = _settings(ctx)
+    _refuse_secure_with_docker(docker, secure)
     if docker:
         command = compose.compose_command(settings.stack.compose_file)
         services = compose.service_names(command)

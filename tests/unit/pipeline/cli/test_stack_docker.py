@@ -106,6 +106,29 @@ def test_docker_commands_run_these_compose_command_lines(
     assert _compose_calls(calls, compose_file) == expected
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["up", "--docker", "--secure"],
+        ["status", "--docker", "--secure"],
+        ["down", "--docker", "--secure", "--purge"],
+        ["logs", "--docker", "--secure", "kafka"],
+    ],
+    ids=" ".join,
+)
+def test_secure_with_docker_is_refused_before_any_compose_command(
+    args: list[str], calls: Path, compose_file: Path
+) -> None:
+    # Before, all but up ran the plain compose stack's command (down --purge: its volumes).
+    result = _stack(*args)
+
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --secure starts local processes; it does not combine with --docker"
+    )
+    assert _compose_calls(calls, compose_file) == []
+
+
 def test_logs_docker_refuses_a_name_that_is_no_compose_service(
     calls: Path, compose_file: Path
 ) -> None:
