@@ -217,7 +217,7 @@ class KeyLanes(Generic[P]):
         """The works that became ready since this was last asked and still wait for a place
         of ``max_in_flight``, oldest first (made with ``note_waiting=True``; else none): what
         a runtime may prepare ahead, each being its lane's head (its lane's work before it is
-        finished)."""
+        finished). Unordered work is never named: nothing before it need be finished."""
         noted, self._became_ready = self._became_ready, []
         running, aside = self._running, self._aside
         return [work for work in noted if work not in running and work not in aside]
@@ -318,7 +318,9 @@ class KeyLanes(Generic[P]):
 
     def _make_ready(self, work: Work[P]) -> None:
         self._ready.append(work)
-        if self._note_waiting:
+        # Only a lane's head is noted: its lane's work before it is finished. Unordered work
+        # is ready as soon as it is submitted, before the earlier work of its key ran.
+        if self._note_waiting and self._ordered(work):
             self._became_ready.append(work)
 
     def _fill(self) -> list[Work[P]]:

@@ -18,6 +18,11 @@ the look-up at its start would have said, since what it reads only changes by:
   closes as before (the inbox row is claimed there; an event found recorded then is a
   duplicate and its writes are dropped).
 
+Without an order to wait for (``ordering=none``) an event is ready as soon as it arrives,
+before the earlier events of its key ran (the one that parks the key, the first copy of a
+duplicate): such events are looked up when they start, as before (the lanes name only their
+heads, :meth:`~pipeline.processing.lanes.KeyLanes.take_waiting`).
+
 Only the first attempt uses it (retries take the per-record attempt, which looks up in its own
 transaction); the look-ups of revoked partitions are dropped, never used by their next owner's
 events at the same offsets.

@@ -283,6 +283,32 @@ def test_a_copy_queued_behind_its_first_is_a_duplicate_its_handler_never_sees(
     assert effect_rows(driver) == [("k1", 0), ("k2", 0), ("k3", 0)]
 
 
+def test_without_key_order_a_rejected_event_still_parks_its_key_for_the_later_ones(
+    make_driver: Callable[..., ProcessorTestDriver],
+) -> None:
+    """ordering=none, one event in flight: each event's look-up happens when it starts, after
+    the events before it ran, so k1's events after the rejected one find the key parked, and a
+    copy of a handled event is a duplicate its handler never sees."""
+    handler = AsyncRecorder(broken=lambda event: event.data == {"key": "k1", "seq": 1})
+    driver = make_driver(async_processor(handler), max_in_flight=1, ordering="none")
+    handled_first = event("k2", 0)
+    for item in (
+        event("k1", 0),
+        event("k1", 1),
+        handled_first,
+        event("k1", 2),
+        handled_first,
+        event("k1", 3),
+    ):
+        driver.send(TOPIC, item)
+
+    snapshot = driver.run()
+
+    assert handler.handled == [("k1", 0), ("k2", 0)]
+    assert snapshot.dead_lettered == {"rejected": 1, "key_parked": 2}
+    assert (snapshot.duplicates, handler.calls) == (1, 3)
+
+
 def test_redelivered_events_are_duplicates_and_the_handler_is_not_called_again(
     make_driver: Callable[..., ProcessorTestDriver],
 ) -> None:

@@ -222,6 +222,15 @@ def test_take_waiting_forgets_revoked_partitions_and_is_off_by_default() -> None
     assert plain.take_waiting() == []
 
 
+def test_take_waiting_never_names_unordered_work() -> None:
+    # It is ready when submitted, before the earlier work of its key ran: not a lane's head.
+    dispatch = lanes(1, note_waiting=True, unkeyed="unordered")
+    for offset in range(3):
+        dispatch.submit(work(offset, None))
+
+    assert dispatch.take_waiting() == []
+
+
 def test_work_set_aside_can_fail_stalling_its_key() -> None:
     dispatch = lanes(1)
     a0, a1 = work(0, "a"), work(1, "a")
