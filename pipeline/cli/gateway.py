@@ -18,8 +18,10 @@ named); ``pipeline gateway keys ...`` manages its API keys (:mod:`pipeline.cli.g
    messages were given up.
 
 With ``--workers N`` the command supervises N such processes on one port instead
-(:mod:`producers.gateway.workers`). aiohttp, SQLAlchemy, the producer and the gateway are
-imported by the command itself: ``pipeline --help`` needs only its signature.
+(:mod:`producers.gateway.workers`), and the gateway's start-up notes come once: the database
+from the supervisor, whether the gateway is open (or its keys) from the first worker.
+aiohttp, SQLAlchemy, the producer and the gateway are imported by the command itself:
+``pipeline --help`` needs only its signature.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def gateway(
         "PostgreSQL (PIPELINE_DATABASE__URL) for the shared Idempotency-Keys.",
     ),
     worker: bool = typer.Option(False, "--worker", hidden=True),
+    announce: bool = typer.Option(False, "--announce", hidden=True),
 ) -> None:
     """Serve the HTTP request gateway: POST /v1/requests/{type} produces each request to its
     topic: place_order to requests.orders, cancel_order to requests.orders,
@@ -123,7 +126,9 @@ def gateway(
     if workers > 1:
         _supervise(settings, config, workers)
     else:
-        _serve(settings, config, reuse_port=worker)
+        # A worker (--worker) says none of the gateway's start-up notes unless --announce (the
+        # first one): the supervisor said the database, one worker says what the keys make of it.
+        _serve(settings, config, worker=worker, announce=announce or not worker)
 
 
 #: How long the start waits for Kafka's first answer before it starts without one.
@@ -165,10 +170,11 @@ def _check_kafka(settings: PipelineSettings) -> None:
         raise MissingTopicsError(missing, bootstrap)
 
 
-def _migrated_engine(settings: PipelineSettings) -> Engine:
+def _migrated_engine(settings: PipelineSettings, *, announce: bool = True) -> Engine:
     from pipeline.database import build_engine, create_sqlite_folder, migrate
 
-    announce_database(settings)
+    if announce:
+        announce_database(settings)
     create_sqlite_folder(settings.database, settings.stack.home)
     engine = build_engine(settings.database)
     migrate(engine)
@@ -222,6 +228,7 @@ def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int
         workers,
         address=(config.host, config.port),
         say=lambda line: err.print(line, highlight=False),
+        first_args=["--announce"],  # the one worker that says the gateway's start-up notes
     )
     if code:
         raise typer.Exit(code)
@@ -253,7 +260,11 @@ def shared_idempotency_store(
     )
 
 
-def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: bool) -> None:
+def _serve(
+    settings: PipelineSettings, config: GatewaySettings, *, worker: bool, announce: bool
+) -> None:
+    """Serve in this process; ``worker``: one of ``--workers`` (``SO_REUSEPORT``, and the
+    supervisor said the database); ``announce``: say whether the gateway is open."""
     from functools import partial
 
     from pipeline.kafka.clients import build_admin
@@ -268,7 +279,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
     log_handler = configure_logging(settings, "gateway")
     err = stderr_console()
     tokens = None if config.jwt is None else load_token_verifier(config.jwt)
-    engine = _migrated_engine(settings)
+    engine = _migrated_engine(settings, announce=not worker)
     store = shared_idempotency_store(settings, config, engine)
     bootstrap = settings.kafka.bootstrap_servers
     admin = build_admin(settings.kafka)
@@ -296,6 +307,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
         key_refresh_s=config.key_refresh_s,
         idempotency=store,
         tokens=tokens,
+        announce=announce,
     )
     if store is not None:
         app.cleanup_ctx.append(store.lifetime)
@@ -308,7 +320,7 @@ def _serve(settings: PipelineSettings, config: GatewaySettings, *, reuse_port: b
                 shutdown_timeout_s=config.produce_timeout_s,
                 producer=producer,
                 say=lambda line: err.print(line, highlight=False),
-                reuse_port=reuse_port,
+                reuse_port=worker,
                 header_timeout_s=config.header_timeout_s,
             )
         )

@@ -539,6 +539,7 @@ def create_app(
     key_refresh_s: float = DEFAULT_REFRESH_S,
     idempotency: IdempotencyKeys | None = None,
     tokens: TokenVerifier | None = None,
+    announce: bool = True,
 ) -> web.Application:
     """The gateway as an aiohttp application; nothing connects until it starts.
 
@@ -553,7 +554,9 @@ def create_app(
     :mod:`producers.gateway.auth`); without it the gateway is open. ``idempotency`` is the
     Idempotency-Key store (default: this process's memory; a
     :class:`~producers.gateway.shared_idempotency.PostgresIdempotency` shares it). ``tokens``
-    verifies JWT bearer tokens (none by default: API keys only).
+    verifies JWT bearer tokens (none by default: API keys only). ``announce``: say at start
+    whether the gateway is open or how many keys it knows (``False`` for all but one worker of
+    ``pipeline gateway --workers``: one gateway says it once).
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
@@ -580,7 +583,9 @@ def create_app(
     # A connection closed with a 408 for headers that came too late (serve()), counted.
     app[HEADERS_LATE] = lambda: gateway.metrics.rejections.labels("request_timeout").inc()
     if keys is not None:
-        refresher = KeyRefresher(gateway.authorizer, keys, refresh_s=key_refresh_s)
+        refresher = KeyRefresher(
+            gateway.authorizer, keys, refresh_s=key_refresh_s, announce=announce
+        )
         app.cleanup_ctx.append(refresher.lifetime)
     if kafka_health is not None:
         app.cleanup_ctx.append(partial(watch_kafka, kafka_health))

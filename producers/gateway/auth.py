@@ -2,7 +2,7 @@
 
 1. with no key in the database and no JWT configured the gateway is *open*: every request
    passes, as the peer it comes from (the gateway says so once at start, and again if it
-   becomes open);
+   becomes open; with ``--workers``, one worker says it for all);
 2. otherwise a request must carry ``Authorization: Bearer <credential>``: a valid, unrevoked
    API key (``pgk_...``), or, when JWT is configured, any other token is checked as a JWT (see
    :mod:`producers.gateway.tokens`); else 401 ``unauthorized`` with ``WWW-Authenticate:
@@ -119,18 +119,29 @@ class KeyRefresher:
     """Keeps an :class:`Authorizer`'s keys current: read at start, then every ``refresh_s``."""
 
     def __init__(
-        self, authorizer: Authorizer, load: KeyLoader, *, refresh_s: float = DEFAULT_REFRESH_S
+        self,
+        authorizer: Authorizer,
+        load: KeyLoader,
+        *,
+        refresh_s: float = DEFAULT_REFRESH_S,
+        announce: bool = True,
     ) -> None:
+        """``announce``: say what the keys make of the gateway (open, or how many keys), at
+        start and when it changes; ``False`` for all but one of the processes of
+        ``pipeline gateway --workers``, so that one gateway says it once."""
         if not refresh_s > 0:
             raise ValueError(f"refresh_s must be > 0, got {refresh_s!r}")
         self.authorizer = authorizer
         self._load = load
         self.refresh_s = refresh_s
+        self.announce = announce
 
     def refresh(self, keys: Sequence[ApiKey]) -> None:
         """Use ``keys`` from now on; a warning whenever the gateway becomes open."""
         was_open = self.authorizer.open
         self.authorizer.ring = KeyRing(keys)
+        if not self.announce:
+            return
         if self.authorizer.open and not was_open:
             log.warning(_OPEN_WARNING)
         elif was_open and not self.authorizer.open:
@@ -156,6 +167,8 @@ class KeyRefresher:
             raise PipelineError(f"cannot read the API keys: {_first_line(error)}") from None
         self.authorizer.ring = KeyRing(keys)
         ring, tokens = self.authorizer.ring, self.authorizer.tokens
+        if not self.announce:
+            return
         if self.authorizer.open:
             log.warning(_OPEN_WARNING)
         elif tokens is None:

@@ -159,19 +159,20 @@ def _reason(error: jwt.PyJWTError, algorithms: list[str]) -> str:
 
 def load_token_verifier(settings: JwtSettings) -> TokenVerifier:
     """The verifier of ``settings``, its key read from its file now; :class:`PipelineError`
-    (one line, naming the file) when it cannot be read."""
+    (one line, naming the file; one that cannot be read, with its setting) when it cannot be
+    used."""
     if settings.secret is not None:
         return TokenVerifier(settings, settings.secret.get_secret_value())
     if settings.public_key_file is not None:
         path = settings.public_key_file
         try:
-            return TokenVerifier(settings, load_pem_public_key(_read(path)))
+            return TokenVerifier(settings, load_pem_public_key(_read(path, _PUBLIC_KEY_FILE)))
         except (ValueError, TypeError) as error:
             raise PipelineError(f"{path} is not a PEM public key: {error}") from None
     assert settings.jwks_file is not None  # JwtSettings has exactly one key source
     path = settings.jwks_file
     try:
-        document = json.loads(_read(path))
+        document = json.loads(_read(path, _JWKS_FILE))
         keys = jwt.PyJWKSet.from_dict(document)
     # TypeError: a member of the wrong JSON type PyJWT does not check (an "alg" list);
     # NotImplementedError: an "alg" of "none", whose key PyJWT cannot make.
@@ -239,8 +240,14 @@ def _without_hint(error: Exception) -> str:
     return message
 
 
-def _read(path: Path) -> bytes:
+#: The settings that name the key files (``JwtSettings.public_key_file``, ``.jwks_file``).
+_PUBLIC_KEY_FILE = "PIPELINE_GATEWAY__JWT__PUBLIC_KEY_FILE"
+_JWKS_FILE = "PIPELINE_GATEWAY__JWT__JWKS_FILE"
+
+
+def _read(path: Path, setting: str) -> bytes:
+    """The bytes of the file at ``path``, named by ``setting``."""
     try:
         return path.read_bytes()
     except OSError as error:
-        raise PipelineError(f"cannot read {path}: {error.strerror or error}") from None
+        raise PipelineError(f"cannot read {setting} ({path}): {error.strerror or error}") from None

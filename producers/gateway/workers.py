@@ -24,7 +24,9 @@ The parent only supervises:
 6. it gives them a folder of its own for their metrics (:mod:`producers.gateway.metrics`), so
    that ``/metrics`` shows the sum of all of them, and removes it at the end. The folder's
    name carries the parent's pid, and a parent that was killed (SIGKILL: no cleanup) leaves
-   its folder behind: each parent removes, when it starts, those of parents that are gone.
+   its folder behind: each parent removes, when it starts, those of parents that are gone;
+7. the first worker alone gets ``first_args`` (``--announce`` for the gateway): one worker
+   says what is said once per gateway at its start, not every worker.
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ def run_workers(
     *,
     address: tuple[str, int] | None = None,
     say: Callable[[str], None] = print,
+    first_args: Sequence[str] = (),
 ) -> int:
     """Run ``count`` processes of ``argv`` until they have all exited; the exit code of the
     first that stopped by itself, else their highest (see the module's docstring).
-    ``address``: the host and port the workers listen on, checked first."""
+    ``address``: the host and port the workers listen on, checked first; ``first_args``:
+    arguments added to the first worker's ``argv`` only."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count!r}")
     if address is not None:
@@ -99,7 +103,8 @@ def run_workers(
         for _ in range(count):
             if stopping:  # Ctrl-C while starting: the rest are not started (nothing stops them)
                 break
-            workers.append(subprocess.Popen(list(argv), start_new_session=True, env=env))
+            args = [*argv, *(() if workers else first_args)]
+            workers.append(subprocess.Popen(args, start_new_session=True, env=env))
         if stopping:
             stop_all()  # again: one started as the signal came was not there the first time
         else:

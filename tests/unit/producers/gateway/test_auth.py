@@ -98,6 +98,22 @@ def test_a_refresh_replaces_the_keys_and_warns_when_the_gateway_becomes_open(cap
     assert ["open" in r.getMessage() for r in caplog.records] == [True]
 
 
+def test_a_refresher_that_does_not_announce_uses_the_keys_and_says_nothing_of_them(caplog):
+    # All but one worker of `pipeline gateway --workers`: the open gateway was said by each.
+    caplog.set_level(logging.INFO, logger="producers.gateway")
+    authorizer = Authorizer()
+    refresher = KeyRefresher(authorizer, lambda: [], announce=False)
+
+    asyncio.run(refresher.first())
+    assert authorizer.open
+    refresher.refresh([SHOP])
+    assert authorizer.authenticate(f"Bearer {MADE.key}") == SHOP
+    refresher.refresh([])
+    assert authorizer.open
+
+    assert caplog.records == []
+
+
 JWT_SECRET = "a-shared-secret-of-at-least-32-bytes"
 JWT = JwtSettings(
     issuer="https://id.example.com/",

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pipeline.errors import PipelineError
-from pipeline.settings import JwtSettings
+from pipeline.settings import JwtSettings, PipelineSettings
 from producers.gateway.tokens import TokenRejected, TokenVerifier, load_token_verifier
 
 SECRET = "s" * 16 + "-a-shared-secret-of-32+-bytes"
@@ -248,6 +248,30 @@ def test_key_files_that_cannot_be_used_stop_the_start_with_one_line(tmp_path: Pa
     with pytest.raises(PipelineError, match="not a PEM public key") as refused:
         load_token_verifier(JwtSettings(**base, public_key_file=not_pem))
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "setting", ["PIPELINE_GATEWAY__JWT__PUBLIC_KEY_FILE", "PIPELINE_GATEWAY__JWT__JWKS_FILE"]
+)
+def test_a_key_file_that_cannot_be_read_names_the_setting_that_names_it(
+    clean_pipeline_environment: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    setting: str,
+):
+    # It said only "cannot read /tmp/x/nokey.pem: ...", where other settings name their variable.
+    missing = tmp_path / "x" / "nokey.pem"
+    monkeypatch.setenv("PIPELINE_GATEWAY__JWT__ISSUER", ISSUER)
+    monkeypatch.setenv("PIPELINE_GATEWAY__JWT__AUDIENCE", AUDIENCE)
+    monkeypatch.setenv("PIPELINE_GATEWAY__JWT__ALGORITHMS", '["ES256"]')
+    monkeypatch.setenv(setting, str(missing))
+    jwt_settings = PipelineSettings().gateway.jwt  # the variable named is the setting read
+    assert jwt_settings is not None
+
+    with pytest.raises(PipelineError) as refused:
+        load_token_verifier(jwt_settings)
+
+    assert str(refused.value) == f"cannot read {setting} ({missing}): No such file or directory"
 
 
 @pytest.mark.parametrize(

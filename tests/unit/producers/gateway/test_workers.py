@@ -58,6 +58,18 @@ time.sleep(20)
 """
 
 
+#: Writes its arguments to a file named after its number, in the folder of its first argument,
+#: then waits for the other workers' files (a worker that stopped first would stop them).
+WRITES_ITS_ARGUMENTS = """
+import os, pathlib, sys, time
+folder = pathlib.Path(sys.argv[1])
+(folder / os.environ["WORKER_NUMBER"]).write_text(" ".join(sys.argv[2:]))
+deadline = time.monotonic() + 20
+while len(list(folder.iterdir())) < 3 and time.monotonic() < deadline:
+    time.sleep(0.01)
+"""
+
+
 @pytest.fixture
 def numbered_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each process the supervisor starts gets its number, from 1, in ``WORKER_NUMBER``."""
@@ -100,6 +112,16 @@ def test_a_worker_killed_is_named_once_and_its_code_is_the_exit_code(
         f"error: gateway worker 2 (pid {second_pid}) was killed by SIGKILL; stopping the others"
     ]
     assert capfd.readouterr().out.count("stopping") == 1  # worker 1, stopped once, cleanly
+
+
+def test_the_first_worker_alone_gets_the_first_args(numbered_workers: None, tmp_path: Path):
+    # The gateway's start-up notes come from the worker given --announce, once for all.
+    argv = [sys.executable, "-c", WRITES_ITS_ARGUMENTS, str(tmp_path), "--worker"]
+
+    run_workers(argv, 3, say=lambda line: None, first_args=["--announce"])
+
+    written = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    assert written == {"1": "--worker --announce", "2": "--worker", "3": "--worker"}
 
 
 def test_workers_stopped_by_the_parents_sigterm_while_starting_exit_0():
