@@ -20,6 +20,10 @@ It never blocks or crashes the program that logs:
    written to the fallback stream and counted) and writes one line saying how many records
    never reached Kafka, for each reason. Nothing after it waits for Kafka: a second flush
    (``logging.shutdown`` flushes every handler after the ``atexit`` close) returns at once.
+   Once the producer's ``error_cb`` (:meth:`KafkaLogHandler.kafka_error`) said Kafka refused
+   the connection (login, TLS) or no broker could be reached, and nothing was delivered
+   since, a flush waits :data:`REFUSED_FLUSH_S` at most: waiting longer cannot help, and the
+   program's exit (its own error line said why already) was seconds late.
 
 Its own lines on the fallback stream (no producer; the count at exit) are plain text, or ECS
 JSON documents like the records beside them with ``notes_as_json`` (a JSON console).
@@ -46,6 +50,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from confluent_kafka import KafkaError
+
 from pipeline.ids import new_event_id
 from pipeline.logs.context import current_context
 from pipeline.logs.record import ecs_document, ecs_json, unencodable_document
@@ -58,9 +64,13 @@ def _is_kafka(error: Exception) -> bool:
 
 
 __all__ = [
+    "KAFKA_REFUSED",
+    "KAFKA_UNREACHABLE",
+    "REFUSED_FLUSH_S",
     "HandlerCounters",
     "KafkaLogHandler",
     "LogProducer",
+    "kafka_unusable",
     "record_document",
     "record_json",
     "unencodable_reason",
@@ -85,6 +95,23 @@ _STOP_SENDER_S = 1.0
 _QUEUE_FULL = "never sent: the producer's queue stayed full, Kafka was not taking records"
 #: The exit line names this many reasons of each kind, the most frequent first.
 _REASONS_NAMED = 3
+#: How long a flush waits once Kafka refused the connection or no broker could be reached
+#: (reported by the producer's error_cb, nothing delivered since): the delivery reports of
+#: what was acknowledged before, not the flush timeout for records that cannot go anywhere.
+REFUSED_FLUSH_S = 0.2
+#: A flush waits in slices this long, so that a refusal reported meanwhile ends it.
+_FLUSH_SLICE_S = 0.05
+#: librdkafka's errors (error_cb) that say Kafka refuses this client: the login or the TLS
+#: handshake. librdkafka retries, but the settings will not change while the program exits.
+_REFUSALS = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
+)
+#: Every broker is down for the client: nothing listens, the address does not resolve, every
+#: connection failed (reported once, after the _TRANSPORT or _RESOLVE errors of each broker;
+#: those alone are one broker's, and another may still take the records).
+_ALL_DOWN = KafkaError._ALL_BROKERS_DOWN
+KAFKA_REFUSED = "Kafka refused the connection"
+KAFKA_UNREACHABLE = "no Kafka broker could be reached"
 
 
 class LogProducer(Protocol):
@@ -107,6 +134,23 @@ class HandlerCounters:
     failed: int = 0  # Kafka did not acknowledge: written to the fallback stream
     skipped: int = 0  # the handler's own or librdkafka's records
     unencodable: int = 0  # no JSON could be made of it: a stand-in on the fallback stream only
+
+
+def kafka_unusable(error: Any) -> str | None:
+    """What one of the producer's errors (``error_cb``'s ``KafkaError``) says of Kafka, when it
+    says it cannot be used: :data:`KAFKA_REFUSED` (authentication, TLS handshake) or
+    :data:`KAFKA_UNREACHABLE` (all brokers down); ``None`` for any other error."""
+    code = error.code() if callable(getattr(error, "code", None)) else None
+    if code in _REFUSALS:
+        return KAFKA_REFUSED
+    text = error.str() if callable(getattr(error, "str", None)) else str(error)
+    # librdkafka reports a TLS handshake the broker cut short (a PLAINTEXT listener) as a
+    # transport error: a refusal all the same.
+    if code == KafkaError._TRANSPORT and "SSL handshake failed" in text:
+        return KAFKA_REFUSED
+    if code == _ALL_DOWN:
+        return KAFKA_UNREACHABLE
+    return None
 
 
 def record_document(
@@ -223,8 +267,12 @@ class KafkaLogHandler(logging.Handler):
         self._failures: Counter[str] = Counter()
         self._unencodable_reasons: Counter[str] = Counter()
         #: Set while close() takes back what Kafka did not acknowledge: the reports that
-        #: follow say "purged", which is our doing; the reason is the flush timeout.
-        self._purging = False
+        #: follow say "purged", which is our doing; this is the reason (the flush timeout,
+        #: or Kafka's refusal).
+        self._purge_reason: str | None = None
+        #: Kafka refused the connection or could not be reached (the producer's error_cb),
+        #: and nothing was delivered since: a flush waits REFUSED_FLUSH_S at most.
+        self._kafka_unusable: str | None = None
         #: The sender was still waiting for room in the producer's queue when close() came.
         self._queue_full = False
         #: Why there is no producer, once its factory failed.
@@ -358,15 +406,21 @@ class KafkaLogHandler(logging.Handler):
         self._failures[reason] += 1
         self._write_lost(value)
 
+    def kafka_error(self, error: Any) -> None:
+        """The producer's ``error_cb``: remembers that Kafka refused the connection or that no
+        broker could be reached (:func:`kafka_unusable`), until a record is delivered again.
+        A refusal is not replaced by the "all brokers down" librdkafka reports after it."""
+        unusable = kafka_unusable(error)
+        if unusable == KAFKA_REFUSED or (unusable is not None and self._kafka_unusable is None):
+            self._kafka_unusable = unusable
+
     def _delivered(self, error: Any, message: Any) -> None:
         if error is None:
             self.counters.delivered += 1
+            self._kafka_unusable = None  # it takes records again
             return
-        if self._purging:
-            reason = (
-                f"Kafka did not acknowledge them within the {self.flush_timeout_s:g} s flush "
-                "timeout at exit"
-            )
+        if self._purge_reason is not None:
+            reason = self._purge_reason
         else:
             reason = error.str() if hasattr(error, "str") else str(error)
         value = message.value() if message is not None else None
@@ -387,12 +441,34 @@ class KafkaLogHandler(logging.Handler):
         sender = self._sender
         if sender is None or not sender.is_alive():
             return
+        refused_deadline: float | None = None
+
+        def left() -> float:
+            """The time left to wait: till the deadline, or REFUSED_FLUSH_S from when a flush
+            saw that Kafka cannot be used (a delivery since makes it the deadline again)."""
+            nonlocal refused_deadline
+            now = time.monotonic()
+            if self._kafka_unusable is None:
+                return deadline - now
+            if refused_deadline is None:
+                refused_deadline = now + REFUSED_FLUSH_S
+            return min(deadline, refused_deadline) - now
+
         self._wake.set()
-        while self._buffer and time.monotonic() < deadline:
+        while self._buffer and left() > 0:
             time.sleep(0.005)
         producer = self._producer
-        if producer is not None:
-            producer.flush(max(0.0, deadline - time.monotonic()))
+        if producer is None:
+            return
+        # In slices, so that a refusal reported meanwhile (the flush serves error_cb) ends the
+        # waiting: one flush for the whole timeout waited all of it. The slices never ask for
+        # more than the timeout in all.
+        budget = deadline - time.monotonic()
+        while (wait := min(left(), budget)) > 0:
+            step = min(_FLUSH_SLICE_S, wait)
+            budget -= step
+            if producer.flush(step) == 0:
+                return
 
     def close(self) -> None:
         """Flush (bounded), stop the sender; what Kafka still holds goes to the fallback stream."""
@@ -412,12 +488,19 @@ class KafkaLogHandler(logging.Handler):
             # put back in the buffer: counted below, with the others, before the exit line.
             with contextlib.suppress(KeyboardInterrupt, SystemError):
                 sender.join(timeout=_STOP_SENDER_S)
-        not_sent = (
-            _QUEUE_FULL
-            if self._queue_full
-            else f"never sent: still buffered when the {self.flush_timeout_s:g} s flush "
-            "timeout at exit ended"
-        )
+        # Kafka said it cannot be used: the exit did not wait the flush timeout for it, and
+        # what it did not take is counted for that reason alone (the program's own error line
+        # said more), in one short line.
+        unusable = self._kafka_unusable
+        if unusable is not None:
+            not_sent = unusable
+        elif self._queue_full:
+            not_sent = _QUEUE_FULL
+        else:
+            not_sent = (
+                f"never sent: still buffered when the {self.flush_timeout_s:g} s flush "
+                "timeout at exit ended"
+            )
         while self._buffer:  # what the sender did not get to (Kafka was away): fallback stream
             self._fail(self._buffer.popleft(), not_sent)
         producer = self._producer
@@ -425,11 +508,14 @@ class KafkaLogHandler(logging.Handler):
             # What Kafka has not acknowledged by now is taken back: its delivery reports
             # (served by the flush) count it and write it to the fallback stream. Left in the
             # producer, it was only a count, and the interpreter's exit waited for it again.
-            self._purging = True
+            self._purge_reason = unusable or (
+                f"Kafka did not acknowledge them within the {self.flush_timeout_s:g} s flush "
+                "timeout at exit"
+            )
             with contextlib.suppress(KeyboardInterrupt, SystemError):
                 producer.purge(in_queue=True, in_flight=True, blocking=False)
                 producer.flush(0)
-            self._purging = False
+            self._purge_reason = None
         self._report_losses()
         super().close()
 

@@ -15,8 +15,10 @@ its copy in Elasticsearch have the same ``event.id``.
 With a JSON console every line on stderr is a JSON object: :func:`json_console` tells the
 command line so, which then logs what it would have printed (``pipeline.cli.console``: its
 notes; ``pipeline.cli.main``: the one-line error that ends a program, which the Kafka handler's
-close at exit also sends to the topic, waiting ``flush_timeout_s`` at most), and the Kafka
-handler's own lines (no producer, the count of records lost at exit) are ECS documents too.
+close at exit also sends to the topic, waiting ``flush_timeout_s`` at most, a fraction of a
+second once the producer was told Kafka refused the connection or cannot be reached), and the
+Kafka handler's own lines (no producer, the count of records lost at exit) are ECS documents
+too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import atexit
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -110,9 +113,15 @@ class TextFormatter(_DocumentFormatter):
         return line
 
 
-def _kafka_producer_factory(settings: PipelineSettings) -> LogProducer:
+def _kafka_producer_factory(
+    settings: PipelineSettings, on_error: Callable[[Any], None]
+) -> LogProducer:
+    """The log handler's producer; ``on_error``: its handler's
+    :meth:`~pipeline.logs.handler.KafkaLogHandler.kafka_error`, so that a Kafka that refused
+    the connection or cannot be reached is not waited for at exit."""
     return build_producer(
         settings.kafka,
+        error_cb=on_error,
         **{
             "client.id": f"{settings.kafka.client_id}-logs",
             "linger.ms": 50,
@@ -171,8 +180,9 @@ def configure_logging(
 
     if not to_kafka:
         return None
+
     kafka_handler = KafkaLogHandler(
-        lambda: _kafka_producer_factory(settings),
+        lambda: _kafka_producer_factory(settings, kafka_handler.kafka_error),
         service=service,
         topic=settings.logs.topic,
         buffer_size=settings.logs.buffer_size,

@@ -79,7 +79,9 @@ def logged(clean_pipeline_environment, monkeypatch, capsys) -> Iterator[SimpleNa
 
     def configure(console: str, kafka: Kafka | None = None, **logs: object) -> object:
         producer = Kafka() if kafka is None else kafka
-        monkeypatch.setattr(logging_setup, "_kafka_producer_factory", lambda settings: producer)
+        monkeypatch.setattr(
+            logging_setup, "_kafka_producer_factory", lambda settings, on_error: producer
+        )
         settings = PipelineSettings(logs={"console": console, **logs})
         return configure_logging(settings, "outbox-relay")
 

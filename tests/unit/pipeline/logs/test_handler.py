@@ -252,7 +252,9 @@ def test_a_record_made_inside_the_sender_thread_does_not_loop_back():
 
 def test_configure_logging_is_idempotent_and_writes_ecs_json(monkeypatch):
     producer = FakeProducer()
-    monkeypatch.setattr(logging_setup, "_kafka_producer_factory", lambda settings: producer)
+    monkeypatch.setattr(
+        logging_setup, "_kafka_producer_factory", lambda settings, on_error: producer
+    )
     root = logging.getLogger()
     before = list(root.handlers)
     stream = io.StringIO()
@@ -282,7 +284,9 @@ def test_configure_logging_prints_a_record_kafka_does_not_get_once(monkeypatch):
     # The console handler printed every record, and the Kafka handler printed the ones it
     # could not send (here one that cannot be formatted) a second time on the same stream.
     producer = FakeProducer(fail=True)
-    monkeypatch.setattr(logging_setup, "_kafka_producer_factory", lambda settings: producer)
+    monkeypatch.setattr(
+        logging_setup, "_kafka_producer_factory", lambda settings, on_error: producer
+    )
     root = logging.getLogger()
     before = list(root.handlers)
     stream = io.StringIO()
