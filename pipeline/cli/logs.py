@@ -4,11 +4,12 @@
 Ctrl-C, then commits what Elasticsearch acknowledged and leaves the group.
 
 ``pipeline logs search QUERY`` queries the ``pipeline-logs`` alias with Lucene syntax (the same
-as Kibana's search bar) plus filters; newest first as a table (stdout), or ``--output ndjson``
-(one ``_source`` a line, oldest first, for ``jq``). ``--follow`` keeps printing new lines,
-oldest first. A query Elasticsearch cannot parse is one line with its reason and exit code 2,
-as are an alias with no index behind it and an answer the client cannot read. When more lines
-matched than ``--limit``, one stderr line says how many.
+as Kibana's search bar) plus filters; newest first as a table (stdout, fitted to the terminal:
+:mod:`pipeline.cli.logs_table`), or ``--output ndjson`` (one ``_source`` a line, oldest first,
+for ``jq``). ``--follow`` keeps printing new lines, oldest first. A query Elasticsearch cannot
+parse is one line with its reason and exit code 2, as are an alias with no index behind it and
+an answer the client cannot read. When more lines matched than ``--limit``, one stderr line
+says how many.
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from pipeline.cli.checks import non_empty, positive
 from pipeline.cli.console import (
     announcing_kafka,
     stderr_console,
     stdout_console,
-    terminal_safe,
 )
 from pipeline.cli.interrupts import exit_code, signals_interrupt
+from pipeline.cli.logs_table import search_table as _table
+from pipeline.cli.logs_table import source_of as _source
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
@@ -230,126 +231,8 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") 
     return found
 
 
-def _get(document: Mapping[str, Any], dotted: str) -> Any:
-    """The value at ``dotted`` in a document's source, nested (``{"log": {"level": ...}}``) or
-    with dots in its keys (``{"log.level": ...}``, from a program that writes ECS flat), as
-    Elasticsearch reads either."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        node = document.get(".".join(parts[:cut]))
-        if node is None:
-            continue
-        if cut == len(parts):
-            return node
-        if isinstance(node, Mapping):
-            found = _get(node, ".".join(parts[cut:]))
-            if found is not None:
-                return found
-    return None
-
-
 #: The highest --limit (Elasticsearch's default index.max_result_window).
 _MOST_LINES = 10_000
-
-#: Narrower than this, the table leaves out the logger, the column least needed to read it.
-_LOGGER_COLUMN_WIDTH = 120
-
-
-def _source(hit: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A hit's document; empty when it has none (an index that does not keep ``_source``)."""
-    source = hit.get("_source")
-    return source if isinstance(source, Mapping) else {}
-
-
-def _printable(text: str, encoding: str) -> str:
-    """``text`` as ``encoding`` can write it: what it cannot (a lone surrogate, from a JSON
-    ``\\ud800`` escape in a document; any non-ASCII on an ASCII terminal) backslash-escaped,
-    as ``\\ud800``. Writing the text as it is raised UnicodeEncodeError for the whole table."""
-    try:
-        text.encode(encoding)
-    except UnicodeEncodeError:
-        return text.encode(encoding, "backslashreplace").decode(encoding)
-    return text
-
-
-#: A longer message is cut in the table (a 200 KB one filled 3,000 terminal lines); NDJSON
-#: has it whole.
-_MESSAGE_CHARS = 1000
-_MESSAGE_LINES = 10
-
-
-def _shortened(message: str) -> str:
-    """``message`` as the table shows it: cut after :data:`_MESSAGE_CHARS` characters or
-    :data:`_MESSAGE_LINES` lines, with a marker saying so and where the whole text is."""
-    cut = len(message) if len(message) <= _MESSAGE_CHARS else _MESSAGE_CHARS
-    newlines = [n for n, char in enumerate(message[:cut]) if char == "\n"]
-    if len(newlines) >= _MESSAGE_LINES:
-        cut = newlines[_MESSAGE_LINES - 1]
-    if cut == len(message):
-        return message
-    return (
-        f"{message[:cut]} ... [cut: {len(message):,} characters in all; -o ndjson shows the "
-        "whole text]"
-    )
-
-
-def _utc(stamp: Any) -> str:
-    """A document's ``@timestamp`` as UTC, ``2026-12-06 11:20:00.123``, whatever offset it was
-    written with (another program's ``06:20:00.123-05:00``); as it is when it is no time."""
-    try:
-        if isinstance(stamp, int | float) and not isinstance(stamp, bool):  # epoch millis
-            moment = datetime.fromtimestamp(stamp / 1000, UTC)
-        else:
-            moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        return str(stamp or "")
-    if moment.tzinfo is not None:  # one without an offset is UTC, as Elasticsearch reads it
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
-
-
-def _table(
-    hits: list[dict[str, Any]], width: int = _LOGGER_COLUMN_WIDTH, encoding: str = "utf-8"
-) -> Table:
-    """The hits as a table ``width`` columns wide: the message keeps room on a narrow terminal
-    (no logger column there), and the correlation id is a column only when a line has one.
-    Every cell is text ``encoding`` can write (:func:`_printable`): one odd line does not cost
-    the others."""
-    with_logger = width >= _LOGGER_COLUMN_WIDTH
-    correlated = any(_get(_source(hit), "pipeline.correlation_id") for hit in hits)
-    table = Table(show_edge=False, pad_edge=False)
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("level", no_wrap=True)
-    table.add_column("service", no_wrap=True)
-    if with_logger:
-        table.add_column("logger", overflow="fold", ratio=1)
-    table.add_column("message", overflow="fold", ratio=3)
-    if correlated:
-        table.add_column("correlation id", overflow="fold", ratio=1)
-    colours = {"error": "red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
-
-    def cell(value: Any) -> str:  # text, not markup: "[KeyError]" is shown as it is
-        return escape(_printable(terminal_safe(str(value or "")), encoding))
-
-    for hit in hits:
-        source = _source(hit)
-        level = str(_get(source, "log.level") or "")
-        message = _shortened(str(source.get("message", "")))
-        error_type = _get(source, "error.type")
-        if error_type:
-            message += f" [{error_type}]"
-        cells = [
-            cell(_utc(source.get("@timestamp"))),
-            f"[{colours[level]}]{level}[/]" if level in colours else cell(level),
-            cell(_get(source, "service.name")),
-        ]
-        if with_logger:
-            cells.append(cell(_get(source, "log.logger")))
-        cells.append(cell(message))
-        if correlated:
-            cells.append(cell(_get(source, "pipeline.correlation_id")))
-        table.add_row(*cells)
-    return table
 
 
 def _ndjson_line(source: Mapping[str, Any], encoding: str) -> str:

@@ -1,5 +1,6 @@
 """``pipeline logs search``'s table: what it shows on a narrow terminal, and text as text."""
 
+import pytest
 from rich.console import Console
 
 from pipeline.cli.logs import _table
@@ -119,3 +120,65 @@ def test_bidirectional_controls_in_a_message_are_written_out_not_sent_to_the_ter
 
     assert not any(char in shown for char in "\u202e\u2066\u2069\u200f")
     assert "invoice \\u202egnp.exe \\u2066x\\u2069 \\u200f" in shown
+
+
+def recorded(message="invoice INV-1 recorded for order o-42 total 120.00 EUR"):
+    # The reviewer's lines: a 20-character service and a 36-character correlation id.
+    line = hit(message, correlation_id="01a237a8-13f6-7548-b012-f1a90aae7fe9")
+    line["_source"]["log"]["level"] = "info"
+    line["_source"]["service"]["name"] = "rv5-invoice-recorder"
+    return line
+
+
+def message_width(text):
+    """The message column's width in a rendered table, from its header and the rule below."""
+    lines = text.splitlines()
+    header = next(n for n, line in enumerate(lines) if "message" in line)
+    rule = next(line for line in lines if "╇" in line)
+    names = lines[header].split("┃")
+    column = next(n for n, name in enumerate(names) if "message" in name)
+    padding = 1 if column == len(names) - 1 else 2
+    return len(rule.split("╇")[column]) - padding
+
+
+@pytest.mark.parametrize("width", [56, 60, 70, 80, 100, 120, 140])
+def test_on_a_narrow_terminal_the_message_keeps_a_readable_width(width):
+    # At 60 columns the message column was 0 wide and the correlation id printed one
+    # character a line: two lines took 87 terminal lines, and no message was shown.
+    text = rendered([recorded(), recorded()], width)
+
+    assert message_width(text) >= 20
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert len(text.splitlines()) < 16
+
+
+def test_a_narrow_terminal_leaves_out_columns_and_names_them_once():
+    text = rendered([recorded(), recorded()], 60)
+    words = " ".join(text.split())
+
+    assert "invoice INV-1 recorded" in text
+    assert "rv5-invoice-recorder" not in text and "01a237a8" not in text
+    assert words.count("not shown at this width") == 1
+    assert (
+        "not shown at this width: service, correlation id "
+        "(a wider terminal or --output ndjson shows them)"
+    ) in words
+
+
+def test_the_correlation_id_is_left_out_before_the_service():
+    text = rendered([recorded()], 80)
+
+    assert "rv5-invoice-recorder" in text
+    assert "01a237a8" not in text
+    assert "not shown at this width: correlation id (" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("width", [160, 200])  # 160: the width of a piped table
+def test_a_wide_terminal_or_a_pipe_shows_every_column_and_no_note(width):
+    text = rendered([recorded(), recorded()], width)
+
+    assert "invoice INV-1 recorded for order" in text
+    assert "rv5-invoice-recorder" in text
+    assert "01a237a8-13f6-7548-b012-f1a90aae7fe9" in text
+    assert "pipeline.processing.engine" in text
+    assert "not shown" not in text
