@@ -40,14 +40,27 @@ def stdout_console() -> Console:
     return Console(highlight=False, emoji=False, width=_width(sys.stdout.isatty()))
 
 
+_stderr_console: Console | None = None
+_stderr_console_made = threading.Lock()
+
+
 def stderr_console() -> Console:
-    return Console(
-        file=cast("IO[str]", _StderrOrNothing()),
-        highlight=False,
-        emoji=False,
-        soft_wrap=True,
-        width=_width(sys.stderr.isatty()),
-    )
+    """The process's one console of stderr, whichever module asks. A progress bar drawn on it
+    clears its line before any message printed through it, from any module, and draws itself
+    again below: printed through a console of its own (a rejected line in ``pipeline
+    produce``, the plan of ``pipeline replay``), a message stuck to the end of the bar's line
+    and left a copy of the bar on screen."""
+    global _stderr_console
+    with _stderr_console_made:
+        if _stderr_console is None:
+            _stderr_console = Console(
+                file=cast("IO[str]", _StderrOrNothing()),
+                highlight=False,
+                emoji=False,
+                soft_wrap=True,
+                width=_width(sys.stderr.isatty()),
+            )
+        return _stderr_console
 
 
 def _stderr() -> IO[str]:
@@ -153,6 +166,20 @@ def terminal_safe(text: str) -> str:
     (bell, carriage return) but passes the escape character through."""
     text = _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
     return _BIDI_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+#: What a command that reads stdin says when what it reads is typed at the terminal.
+TYPING_HINT = "reading NDJSON from the terminal; end with Ctrl-D"
+
+
+def typed_at_the_terminal(reads_stdin: bool) -> bool:
+    """Whether a command's input is typed at the terminal: it reads stdin (``reads_stdin``)
+    and stdin is a terminal. If so, says so on stderr (:data:`TYPING_HINT`), and the command
+    draws no progress bar: its redraws wipe the line being typed."""
+    typed = reads_stdin and sys.stdin.isatty()
+    if typed:
+        stderr_console().print(TYPING_HINT, highlight=False, markup=False)
+    return typed
 
 
 #: How long a command waits for Kafka's first answer before it says where it is connecting.

@@ -19,7 +19,6 @@ Every status message, the progress bar and the summary go to stderr.
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -42,7 +41,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.console import announcing_kafka, stderr_console
+from pipeline.cli.console import announcing_kafka, stderr_console, typed_at_the_terminal
 from pipeline.cli.interrupts import HeldInterrupts, exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
 from pipeline.cli.produce_input import SHOWN, Input, RejectsFile, default_rejects
@@ -440,8 +439,7 @@ def _produce(
         tally.too_large = (
             f" (topic {rules.topic} takes at most {limit:,} bytes: its max.message.bytes)"
         )
-    if data.path is None and sys.stdin.isatty():
-        _err.print("reading NDJSON from the terminal; end with Ctrl-D")
+    typed = typed_at_the_terminal(data.path is None)
     if strict:
         data.keep()
         found = 0
@@ -457,7 +455,7 @@ def _produce(
                 f"--strict: nothing sent; {counted(found, 'line')} rejected, see {rejects.path}"
             )
             return EXIT_REJECTED
-    show_progress = _err.is_terminal and not (data.path is None and sys.stdin.isatty())
+    show_progress = _err.is_terminal and not typed
     total = data.count_lines() if show_progress else None
     producer = build_event_producer(settings.kafka, settings.producer, **overrides)
     began = time.monotonic()

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.progress import Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
@@ -63,18 +63,29 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
 
 
+#: What a count shows on a terminal: a live line, a plain line every 10 s, or nothing.
+OnTerminal = Literal["live", "lines", "nothing"]
+
+
 class CountProgress:
     """A count of messages and their rate on stderr: a live line on a terminal, otherwise a
-    plain line every 10 s. ``advance(n)`` is cheap enough to call for every batch."""
+    plain line every 10 s. ``advance(n)`` is cheap enough to call for every batch.
 
-    def __init__(self, verb: str, total: int | None = None) -> None:
+    ``on_terminal`` says what a terminal gets instead of the live line: plain lines when the
+    terminal shows other output too (the recording on stdout: the live line's redraws mixed
+    with it), nothing when its user types the input (the redraws wiped what was typed)."""
+
+    def __init__(
+        self, verb: str, total: int | None = None, *, on_terminal: OnTerminal = "live"
+    ) -> None:
         self._verb = verb
         self.count = 0
         self._began = time.monotonic()
         self._printed = self._began
         self._live: Progress | None = None
         self._task: Any = None
-        if _err.is_terminal:
+        self._quiet = on_terminal == "nothing" and _err.is_terminal
+        if on_terminal == "live" and _err.is_terminal:
             self._live = Progress(
                 TextColumn(verb),
                 _CountColumn(),
@@ -103,6 +114,8 @@ class CountProgress:
         self.count += count
         if self._live is not None:
             self._live.advance(self._task, count)
+            return
+        if self._quiet:
             return
         now = time.monotonic()
         if now - self._printed >= _LINE_EVERY_S:
@@ -378,7 +391,9 @@ def record(
     began = time.monotonic()
     with _output(out) as stream, signals_interrupt():
         writer = RecordingWriter(stream)
-        progress = CountProgress("recording")
+        # The recording on the terminal: a live line would be drawn into it.
+        on_screen = out == "-" and sys.stdout.isatty()
+        progress = CountProgress("recording", on_terminal="lines" if on_screen else "live")
 
         def batch_done(count: int) -> None:
             stream.flush()  # a live recording can be followed (tail -f) batch by batch

@@ -22,7 +22,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.console import stderr_console
+from pipeline.cli.console import stderr_console, typed_at_the_terminal
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
 from pipeline.cli.record import CountProgress
@@ -206,7 +206,11 @@ def replay(
     if processes is not None and processes > 1 and (file == "-" or paced):
         why = "stdin is" if file == "-" else "--rate and --speed are"
         raise PipelineError(f"--processes: {why} replayed by one process")
-    progress = CountProgress("replaying")
+    typed = False
+    if file == "-":
+        _err.print(_plan(None, "stdin", pacing, topic))
+        typed = typed_at_the_terminal(reads_stdin=True)
+    progress = CountProgress("replaying", on_terminal="nothing" if typed else "live")
     checked: list[RecordingSurvey] = []
 
     def on_checked(found: RecordingSurvey, count: int) -> None:
@@ -220,7 +224,6 @@ def replay(
     try:
         with progress, signals_interrupt():
             if file == "-":
-                _err.print(_plan(None, "stdin", pacing, topic))
                 summary = replay_into_kafka(
                     settings.kafka,
                     parse_lines_for_replay(
