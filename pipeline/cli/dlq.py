@@ -42,7 +42,7 @@ from rich.text import Text
 
 from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.cli.consume_message import header_value_json, ndjson_line
-from pipeline.cli.dlq_discard import discard_command
+from pipeline.cli.dlq_discard import discard_command, interrupted_line
 from pipeline.cli.dlq_selection import (
     ErrorTypeOption,
     EventIdOption,
@@ -61,7 +61,7 @@ from pipeline.cli.dlq_selection import (
     settings_of,
 )
 from pipeline.cli.dlq_table import dead_letter_table
-from pipeline.cli.interrupts import exit_code, signals_interrupt
+from pipeline.cli.interrupts import confirm, exit_code, signals_witnessed
 from pipeline.cli.plurals import counted
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -314,7 +314,8 @@ def redrive_command(
     Exit codes: 0 done (also: nothing to redrive); 1 some were not redriven,
     or the confirmation was declined; 2 usage or setup error; 130 Ctrl-C,
     143 SIGTERM, once it said how many were redriven so far (the open
-    transaction is aborted; a re-run sends the rest).
+    transaction is aborted; one being committed is finished first, and it says
+    whether it was committed; a re-run sends the rest).
 
     Examples:
       pipeline dlq redrive requests.orders --dry-run
@@ -330,28 +331,38 @@ def redrive_command(
         raise PipelineError("not a terminal: confirm with --yes (or look first with --dry-run)")
     so_far = _SoFar()
     try:
-        with signals_interrupt():
+        # Witnessed: a signal that lands in confluent-kafka's delivery callbacks (during a
+        # commit, say) is not the SystemError the client reports instead of it.
+        with signals_witnessed():
             code = _redrive(settings, dlq_topic, filters, limit, dry_run, yes, so_far, out_of_order)
         raise typer.Exit(code)
     except KeyboardInterrupt as interrupt:
-        _err.print(so_far.interrupted(), highlight=False, soft_wrap=True)
+        _err.print(so_far.interrupted(dlq_topic), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(exit_code(interrupt)) from None
 
 
 @dataclass
 class _SoFar:
-    """What an interrupted redrive had done: the letters of its committed transactions."""
+    """What an interrupted redrive had done: the letters of its committed transactions, and
+    the transaction whose commit the interrupt cut into, if any (its letters, and whether it
+    was committed: ``None`` when that could not be learnt)."""
 
     redrive_id: str | None = None
     redriven: int = 0
+    cut: tuple[int, bool | None] | None = None
 
-    def interrupted(self) -> str:
-        done = f"{counted(self.redriven, 'dead letter')} redriven"
-        if self.redrive_id is not None:
-            done += f" (redrive id {self.redrive_id})"
-        return (
-            f"interrupted: {done}; the open transaction is aborted, nothing of it is "
-            "visible; a re-run sends what is still pending"
+    def cut_into(self, letters: int, committed: bool | None) -> None:
+        self.cut = (letters, committed)
+
+    def interrupted(self, dlq_topic: str) -> str:
+        if self.redrive_id is None:  # set just before the first transaction
+            return "interrupted: nothing redriven"
+        return interrupted_line(
+            f"interrupted: {counted(self.redriven, 'dead letter')} redriven "
+            f"(redrive id {self.redrive_id})",
+            self.cut,
+            dlq_topic,
+            "a re-run sends what is still pending",
         )
 
 
@@ -382,7 +393,7 @@ def _redrive(
             _err.print("dry run: nothing sent")
             return EXIT_OK
         refuse_gaps(first, out_of_order)
-        if not typer.confirm(f"redrive {counted(len(first.letters), 'dead letter')}?", err=True):
+        if not confirm(f"redrive {counted(len(first.letters), 'dead letter')}?"):
             _err.print("nothing sent")
             return EXIT_NOT_ALL
         asked = len(first.letters)
@@ -477,12 +488,20 @@ def _redrive_with(
     began = time.monotonic()
 
     def committed(count: int) -> None:
-        so_far.redriven += count
         progress.advance(task, count)
+        # Last: an interrupt before it (during the redraw) finds the batch not counted, and
+        # says its outcome is unknown; after it, counted.
+        so_far.redriven += count
 
     with _progress(_err.is_terminal) as progress:
         task = progress.add_task("redriving", total=len(letters))
-        result = redrive(producer, letters, redrive_id=redrive_id, on_progress=committed)
+        result = redrive(
+            producer,
+            letters,
+            redrive_id=redrive_id,
+            on_progress=committed,
+            on_interrupted=so_far.cut_into,
+        )
     _summary(dlq_topic, result, len(selection.letters), time.monotonic() - began)
     if result.fenced:
         _err.print(

@@ -45,7 +45,7 @@ from pipeline.cli.dlq_selection import (
     settings_of,
 )
 from pipeline.cli.dlq_table import dead_letter_table
-from pipeline.cli.interrupts import exit_code, signals_interrupt
+from pipeline.cli.interrupts import confirm, exit_code, signals_witnessed
 from pipeline.cli.plurals import counted
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from pipeline.dead_letters.redrive import DiscardResult
     from pipeline.kafka.producer import EventProducer
 
-__all__ = ["discard_command"]
+__all__ = ["discard_command", "interrupted_line"]
 
 EXIT_OK = 0
 EXIT_NOT_ALL = 1
@@ -137,7 +137,9 @@ def discard_command(
 
     Exit codes: 0 done (also: nothing to discard); 1 some were not discarded
     (fenced by a redrive, a failed transaction) or the confirmation was
-    declined; 2 usage or setup error; 130 Ctrl-C, 143 SIGTERM.
+    declined; 2 usage or setup error; 130 Ctrl-C, 143 SIGTERM, once it said
+    how many were discarded so far (the open transaction is aborted; one being
+    committed is finished first, and it says whether it was committed).
 
     Examples:
       pipeline dlq discard requests.orders --reason undecodable --note 'test garbage' --dry-run
@@ -158,18 +160,67 @@ def discard_command(
         require_topics(settings, dlq_topic, set())
     if not yes and not dry_run and not sys.stdin.isatty():
         raise PipelineError("not a terminal: confirm with --yes (or look first with --dry-run)")
+    so_far = _SoFar()
     try:
-        with signals_interrupt():
+        # Witnessed: a signal that lands in confluent-kafka's delivery callbacks (during a
+        # commit, say) is not the SystemError the client reports instead of it.
+        with signals_witnessed():
             code = _discard(
-                settings, dlq_topic, filters, limit, why, dry_run, yes, keep_keys_parked
+                settings, dlq_topic, filters, limit, why, dry_run, yes, keep_keys_parked, so_far
             )
         raise typer.Exit(code)
     except KeyboardInterrupt as interrupt:
-        _err.print(
-            "interrupted: the open transaction is aborted, nothing of it is visible; "
-            "a re-run discards what is still pending"
-        )
+        _err.print(so_far.interrupted(dlq_topic), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(exit_code(interrupt)) from None
+
+
+@dataclass
+class _SoFar:
+    """What an interrupted discard had done: the letters of its committed transactions, and
+    the transaction whose commit the interrupt cut into, if any (its letters, and whether it
+    was committed: ``None`` when that could not be learnt)."""
+
+    begun: bool = False
+    discarded: int = 0
+    cut: tuple[int, bool | None] | None = None
+
+    def committed(self, letters: int) -> None:
+        self.discarded += letters
+
+    def cut_into(self, letters: int, committed: bool | None) -> None:
+        self.cut = (letters, committed)
+
+    def interrupted(self, dlq_topic: str) -> str:
+        if not self.begun:
+            return "interrupted: nothing discarded"
+        return interrupted_line(
+            f"interrupted: {counted(self.discarded, 'dead letter')} discarded",
+            self.cut,
+            dlq_topic,
+            "a re-run discards what is still pending",
+        )
+
+
+def interrupted_line(
+    done: str, cut: tuple[int, bool | None] | None, dlq_topic: str, rest: str
+) -> str:
+    """The line an interrupted redrive or discard ends with: ``done`` (what its committed
+    transactions did), then what became of the transaction it was in, then ``rest``.
+    ``cut``: the transaction whose commit the interrupt cut into (its letters, and whether it
+    was committed, ``None`` when that could not be learnt); without one, the transaction open
+    (if any) was aborted."""
+    if cut is None:
+        return f"{done}; the open transaction is aborted, nothing of it is visible; {rest}"
+    letters, committed = cut
+    being = f"the transaction being committed ({counted(letters, 'dead letter')})"
+    if committed:
+        return f"{done}; {being} was committed first, and is counted; {rest}"
+    if committed is False:
+        return f"{done}; {being} was aborted, nothing of it is visible; {rest}"
+    return (
+        f"{done}; whether {being} was committed is unknown: run `pipeline dlq inspect "
+        f"{dlq_topic}` to see what is still pending; {rest}"
+    )
 
 
 def _discard(
@@ -181,6 +232,7 @@ def _discard(
     dry_run: bool,
     yes: bool,
     keep_keys_parked: bool,
+    so_far: _SoFar,
 ) -> int:
     from pipeline.dead_letters.redrive import redrive_producer
 
@@ -202,15 +254,15 @@ def _discard(
         if dry_run:
             _err.print("dry run: nothing discarded")
             return EXIT_OK
-        if not yes and not typer.confirm(
-            f"discard {counted(len(first.letters), 'dead letter')}?", err=True
-        ):
+        if not yes and not confirm(f"discard {counted(len(first.letters), 'dead letter')}?"):
             _err.print("nothing discarded")
             return EXIT_NOT_ALL
         producer = redrive_producer(settings.kafka, settings.producer, dlq_topic)
         shown = {letter.position for letter in first.letters}
         try:
-            return _discard_with(producer, settings, dlq_topic, filters, shown, note, engine)
+            return _discard_with(
+                producer, settings, dlq_topic, filters, shown, note, engine, so_far
+            )
         finally:
             with contextlib.suppress(PipelineError):
                 producer.flush(_FLUSH_TIMEOUT_S)
@@ -227,6 +279,7 @@ def _discard_with(
     shown: set[str],
     note: str,
     engine: Engine | None,
+    so_far: _SoFar,
 ) -> int:
     from pipeline.dead_letters.redrive import discard, redrive_transactional_id
 
@@ -237,7 +290,14 @@ def _discard_with(
         _err.print(f"nothing to discard in {escape(dlq_topic)} any more (redriven meanwhile?)")
         return EXIT_OK
     began = time.monotonic()
-    result = discard(producer, chosen.letters, note=note)
+    so_far.begun = True
+    result = discard(
+        producer,
+        chosen.letters,
+        note=note,
+        on_progress=so_far.committed,
+        on_interrupted=so_far.cut_into,
+    )
     _summary(dlq_topic, result, len(chosen.letters), time.monotonic() - began)
     if result.fenced:
         _err.print(

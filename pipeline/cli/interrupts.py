@@ -5,6 +5,8 @@ Inside :func:`signals_interrupt`, SIGTERM raises :class:`Terminated`, a ``Keyboa
 so the code that handles Ctrl-C handles both; :func:`exit_code` tells them apart.
 :func:`exit_on_interrupt` does all of it for a command with nothing to add but one line: the
 ``with`` blocks and ``finally`` clauses inside it clean up as the interrupt passes through them.
+:func:`signals_witnessed` is :func:`signals_interrupt` for code that calls confluent-kafka, and
+:func:`confirm` a ``[y/N]`` prompt that Ctrl-C and SIGTERM interrupt as they do the rest.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import BinaryIO
 
 import typer
 
-from pipeline.kafka.interrupts import SignalsTaken
+from pipeline.kafka.interrupts import InterruptWitness, SignalsTaken
 
 #: How long a unit of work may hold back a signal (:class:`HeldInterrupts`).
 HOLD_AT_MOST_S = 2.0
@@ -46,6 +48,25 @@ def signals_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_witnessed() -> Iterator[None]:
+    """:func:`signals_interrupt`, and a signal that lands inside a C call (confluent-kafka's,
+    or one of CPython's own as the handlers are given back at the end) leaves the block as its
+    interrupt, not as the ``SystemError`` or ``TypeError`` that call reports instead
+    (:class:`~pipeline.kafka.interrupts.InterruptWitness`)."""
+    witness = InterruptWitness()
+    try:
+        with signals_interrupt(), witness:
+            yield
+    except (TypeError, SystemError):
+        if not witness.seen:
+            raise
+        # Measured: SIGINT as the witness gave the handlers back, "SystemError: <method
+        # 'items' of 'dict' objects> returned a result with an exception set".
+        interrupt = Terminated() if witness.seen[-1] == signal.SIGTERM else KeyboardInterrupt()
+        raise interrupt from None
+
+
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """143 for SIGTERM, 130 for Ctrl-C."""
     return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
@@ -62,6 +83,21 @@ def exit_on_interrupt(message: Callable[[], str]) -> Iterator[None]:
     except KeyboardInterrupt as interrupt:
         typer.echo(message(), err=True)
         raise typer.Exit(exit_code(interrupt)) from None
+
+
+def confirm(text: str) -> bool:
+    """Ask ``text`` on stderr (``[y/N]``); Ctrl-C or SIGTERM at the prompt raise their
+    interrupt as anywhere else in the command, which then says what it did and exits 130 or
+    143 (``typer.confirm`` alone turns them into "Aborted." and exit 1, as it still does for
+    end of input)."""
+    try:
+        return typer.confirm(text, err=True)
+    except typer.Abort as abort:
+        interrupt = abort.__context__  # Abort is raised "from None" in the prompt's except clause
+        if not isinstance(interrupt, KeyboardInterrupt):
+            raise
+        typer.echo(err=True)  # past the prompt's line
+        raise interrupt from None
 
 
 class HeldInterrupts:

@@ -336,6 +336,7 @@ def redrive(
     *,
     redrive_id: str,
     on_progress: Callable[[int], None] | None = None,
+    on_interrupted: Callable[[int, bool | None], None] | None = None,
     batch_size: int = BATCH_SIZE,
     attempts: int = ATTEMPTS,
     timeout_s: float = 60.0,
@@ -351,6 +352,12 @@ def redrive(
     up to ``attempts`` times. Any other failure, or being fenced by a newer redrive, stops the
     run: later batches are not sent, so per-key order holds, and a re-run sends exactly what is
     still pending. ``on_progress`` gets the number of letters of each committed batch.
+
+    An interrupt (Ctrl-C, SIGTERM) is raised as it comes: during a batch's sends, its
+    transaction is aborted; once its commit has begun, the commit is finished first and
+    ``on_interrupted(letters, committed)`` is told the batch's size and whether it was
+    committed (``on_progress`` too, then), or ``None`` when that could not be learnt: a re-run
+    still sends exactly what is pending.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -369,15 +376,17 @@ def redrive(
                 (letter.dlq_topic, redriven_marker(letter)),
             )
         ]
-        error = _commit_batch(producer, messages, attempts, timeout_s, result)
-        if error is not None:
-            result.error = error
-            result.not_redriven = [letter for letter, _ in plan[start:]]
-            return result
-        result.transactions += 1
-        result.redriven.extend(letter for letter, _ in batch)
-        if on_progress is not None:
-            on_progress(len(batch))
+        with _interrupts_told(len(batch), on_progress, on_interrupted) as state:
+            error = _commit_batch(producer, messages, attempts, timeout_s, result, state)
+            if error is not None:
+                result.error = error
+                result.not_redriven = [letter for letter, _ in plan[start:]]
+                return result
+            result.transactions += 1
+            result.redriven.extend(letter for letter, _ in batch)
+            if on_progress is not None:
+                on_progress(len(batch))
+            state.counted = True
     return result
 
 
@@ -387,6 +396,7 @@ def discard(
     *,
     note: str,
     on_progress: Callable[[int], None] | None = None,
+    on_interrupted: Callable[[int, bool | None], None] | None = None,
     batch_size: int = BATCH_SIZE,
     attempts: int = ATTEMPTS,
     timeout_s: float = 60.0,
@@ -395,8 +405,9 @@ def discard(
     (:func:`~pipeline.dead_letters.letter.discarded_marker`, with ``note``), nothing sent
     anywhere else; the letters are no longer pending and are never redriven.
 
-    The same producer, transactions, retries and fencing as :func:`redrive` (one transactional
-    id per dead-letter topic: a discard and a redrive of one topic never run at once).
+    The same producer, transactions, retries, fencing and interrupts as :func:`redrive` (one
+    transactional id per dead-letter topic: a discard and a redrive of one topic never run at
+    once).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -404,16 +415,58 @@ def discard(
     for start in range(0, len(letters), batch_size):
         batch = letters[start : start + batch_size]
         messages = [(letter.dlq_topic, discarded_marker(letter, note)) for letter in batch]
-        error = _commit_batch(producer, messages, attempts, timeout_s, result)
-        if error is not None:
-            result.error = error
-            result.not_discarded = list(letters[start:])
-            return result
-        result.transactions += 1
-        result.discarded.extend(batch)
-        if on_progress is not None:
-            on_progress(len(batch))
+        with _interrupts_told(len(batch), on_progress, on_interrupted) as state:
+            error = _commit_batch(producer, messages, attempts, timeout_s, result, state)
+            if error is not None:
+                result.error = error
+                result.not_discarded = list(letters[start:])
+                return result
+            result.transactions += 1
+            result.discarded.extend(batch)
+            if on_progress is not None:
+                on_progress(len(batch))
+            state.counted = True
     return result
+
+
+@dataclass
+class _Batch:
+    """Where one batch's transaction is, for an interrupt to say what became of it. A signal's
+    handler raises between any two bytecodes: each flag is set before the step it names."""
+
+    #: Every message is sent: the commit begins, if it has not yet; cleared when it failed.
+    committing: bool = False
+    #: What the producer told of a commit an interrupt cut into: committed, or ``None``.
+    told: list[bool | None] = field(default_factory=list)
+    #: Counted: ``on_progress`` was told.
+    counted: bool = False
+
+
+@contextmanager
+def _interrupts_told(
+    letters: int,
+    on_progress: Callable[[int], None] | None,
+    on_interrupted: Callable[[int, bool | None], None] | None,
+) -> Iterator[_Batch]:
+    """Around one batch: an interrupt that leaves the block once the batch's commit has
+    begun tells the callers what became of it (a committed batch counts as progress: a re-run
+    does not send it again). Cut into the commit call, the producer finished the commit and
+    said; anywhere else after it began (just after it, say), that is not known."""
+    state = _Batch()
+    try:
+        yield state
+    except BaseException:
+        if state.told:
+            committed = state.told[-1]
+        elif state.committing and not state.counted:
+            committed = None
+        else:  # during the sends (aborted), or after the batch was counted
+            raise
+        if committed and on_progress is not None:
+            on_progress(letters)
+        if on_interrupted is not None:
+            on_interrupted(letters, committed)
+        raise
 
 
 def _commit_batch(
@@ -422,17 +475,21 @@ def _commit_batch(
     attempts: int,
     timeout_s: float,
     result: _TransactionalRun,
+    state: _Batch,
 ) -> str | None:
     """Commit ``messages`` (topic, message) in one transaction; ``None`` when done, else why it
-    could not be (fenced: flagged)."""
+    could not be (fenced: flagged). ``state`` follows the transaction (:class:`_Batch`)."""
     for attempt in range(1, attempts + 1):
         failures: list[Delivery] = []
         delivered = partial(_keep_failure, failures)
+        state.committing = False
         try:
-            with producer.transaction(timeout_s):
+            with producer.transaction(timeout_s, on_interrupted_commit=state.told.append):
                 for topic, message in messages:
                     producer.send(topic, message, delivered)
+                state.committing = True
         except TransactionAborted as error:
+            state.committing = False
             why = _with_first_failure(str(error), failures)
             if _is_fenced(error):
                 result.fenced = True
@@ -442,6 +499,7 @@ def _commit_batch(
                 continue
             return f"{why} ({attempts} attempts)"
         except (PipelineError, KafkaException) as error:
+            state.committing = False
             text = error.args[0].str() if isinstance(error, KafkaException) else str(error)
             if _is_fenced(error):
                 result.fenced = True

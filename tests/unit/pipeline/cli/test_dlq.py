@@ -4,10 +4,13 @@ it redrove."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import signal
 
 import pytest
 import typer
+from confluent_kafka import KafkaError, KafkaException
 from typer.testing import CliRunner
 
 from pipeline.cli import dlq, dlq_selection
@@ -90,7 +93,7 @@ def test_an_interrupted_redrive_says_how_many_it_redrove_then_exits_with_the_sig
     monkeypatch.setattr(dlq, "select_letters", lambda *_args: selection)
     monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: _Producer())
 
-    def redrive(_producer, _letters, *, redrive_id, on_progress):
+    def redrive(_producer, _letters, *, redrive_id, on_progress, on_interrupted):
         on_progress(2)  # the first transaction committed two dead letters
         raise interrupt  # while the second is open
 
@@ -107,6 +110,153 @@ def test_an_interrupted_redrive_says_how_many_it_redrove_then_exits_with_the_sig
     )
 
 
+def _redriving_five_letters_in_batches_of_two(monkeypatch, client):
+    """``pipeline dlq redrive requests.orders --yes`` of 5 dead letters, in transactions of 2,
+    through an EventProducer over ``client``."""
+    from functools import partial
+
+    import pipeline.dead_letters.redrive as redrive_module
+    from pipeline.kafka.producer import EventProducer
+
+    letters = [dead_letter(number) for number in range(5)]
+    selection = dlq_selection.Selection(letters, letters, len(letters), [])
+    monkeypatch.setattr(dlq, "require_topics", lambda *_args: None)
+    monkeypatch.setattr(dlq, "select_letters", lambda *_args: selection)
+    monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: EventProducer(client))
+    monkeypatch.setattr(redrive_module, "redrive", partial(redrive_module.redrive, batch_size=2))
+
+
+@pytest.mark.parametrize(
+    ("signum", "second_interrupt", "code", "said"),
+    [
+        (
+            signal.SIGINT,
+            None,
+            130,
+            "4 dead letters redriven (redrive id RID); the transaction being committed "
+            "(2 dead letters) was committed first, and is counted; a re-run sends what is "
+            "still pending",
+        ),
+        (
+            signal.SIGTERM,
+            None,
+            143,
+            "4 dead letters redriven (redrive id RID); the transaction being committed "
+            "(2 dead letters) was committed first, and is counted; a re-run sends what is "
+            "still pending",
+        ),
+        (
+            signal.SIGINT,
+            KeyboardInterrupt(),
+            130,
+            "2 dead letters redriven (redrive id RID); whether the transaction being "
+            "committed (2 dead letters) was committed is unknown: run `pipeline dlq inspect "
+            "requests.orders.dlq` to see what is still pending; a re-run sends what is still "
+            "pending",
+        ),
+    ],
+    ids=["ctrl-c", "sigterm", "ctrl-c-twice"],
+)
+def test_an_interrupt_during_a_commit_says_whether_that_transaction_was_committed(
+    monkeypatch, signum, second_interrupt, code, said
+):
+    # Ctrl-C as a redrive committed a batch: the signal's KeyboardInterrupt was lost inside
+    # confluent-kafka's commit_transaction, "SystemError: ... returned NULL without setting
+    # an exception", a traceback and exit 1 (an outside reviewer, 3 of 7 tries).
+    from tests.unit.pipeline.dead_letters.test_redrive import CommitCutByASignal
+
+    client = CommitCutByASignal(cut_at=2, then=second_interrupt, signum=signum)
+    _redriving_five_letters_in_batches_of_two(monkeypatch, client)
+
+    result = CliRunner().invoke(app, ["dlq", "redrive", "requests.orders", "--yes"])
+
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, SystemError)
+    last = " ".join(result.stderr.strip().splitlines()[-1:])
+    redrive_id = last.partition("(redrive id ")[2].partition(")")[0]
+    assert last == "interrupted: " + said.replace("RID", redrive_id)
+    assert client.commits == 3  # the cut commit finished (or tried again), the third never began
+
+
+def test_an_interrupt_during_a_discard_commit_says_it_was_aborted(monkeypatch):
+    import pipeline.dead_letters.redrive as redrive_module
+    from pipeline.cli import dlq_discard
+    from pipeline.kafka.producer import EventProducer
+    from tests.unit.pipeline.dead_letters.test_redrive import CommitCutByASignal
+
+    letters = [dead_letter(1, key="z"), dead_letter(2, key="z")]
+    monkeypatch.setattr(dlq_discard, "require_topics", lambda *_args: None)
+    monkeypatch.setattr(
+        dlq_discard, "read_back", lambda *_args: dlq_selection.ReadBack(letters, {}, letters)
+    )
+    abortable = KafkaException(
+        KafkaError(KafkaError._TIMED_OUT, "the coordinator went away", txn_requires_abort=True)
+    )
+    client = CommitCutByASignal(cut_at=1, then=abortable, signum=signal.SIGINT)
+    monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: EventProducer(client))
+    args = ["requests.orders", "--key", "z", "--note", "n", "--yes", "--keep-keys-parked"]
+
+    result = CliRunner().invoke(app, ["dlq", "discard", *args])
+
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, SystemError)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "interrupted: 0 dead letters discarded; the transaction being committed (2 dead "
+        "letters) was aborted, nothing of it is visible; a re-run discards what is still pending"
+    )
+    assert client.aborted == 1 and client.committed == []
+
+
+class _SignalAtThePrompt(io.BytesIO):
+    """A terminal whose user presses Ctrl-C (or whose supervisor sends SIGTERM) at the
+    prompt: reading the answer, the signal arrives."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(b"")
+        self.signum = signum
+
+    def isatty(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size != 0:
+            signal.raise_signal(self.signum)
+        return b""
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+@pytest.mark.parametrize("command", ["redrive", "discard"])
+def test_an_interrupt_at_the_confirmation_prompt_says_nothing_was_done(
+    monkeypatch, command, signum, code
+):
+    # It printed Click's "Aborted!" and exited 1 (an outside reviewer, in a terminal).
+    from pipeline.cli import dlq_discard
+
+    letters = [dead_letter(1, key="z")]
+    selection = dlq_selection.Selection(letters, letters, len(letters), [])
+    monkeypatch.setattr(dlq, "require_topics", lambda *_args: None)
+    monkeypatch.setattr(dlq, "select_letters", lambda *_args: selection)
+    monkeypatch.setattr(dlq_discard, "require_topics", lambda *_args: None)
+    monkeypatch.setattr(
+        dlq_discard, "read_back", lambda *_args: dlq_selection.ReadBack(letters, {}, letters)
+    )
+    # Typer's runner takes bytes only as its stdin: this terminal instead.
+    monkeypatch.setattr(typer.testing, "make_input_stream", lambda *_: _SignalAtThePrompt(signum))
+    args = ["--key", "z", "--note", "n", "--keep-keys-parked"] if command == "discard" else []
+
+    result = CliRunner().invoke(app, ["dlq", command, "requests.orders", *args])
+
+    assert result.exit_code == code, result.output
+    assert "Aborted" not in result.output
+    done = "nothing redriven" if command == "redrive" else "nothing discarded"
+    assert result.stderr.strip().splitlines()[-1] == f"interrupted: {done}"
+
+
 def test_a_fenced_redrive_says_that_redrives_of_one_topic_run_one_at_a_time(monkeypatch):
     # Two redrives of different keys at once: one was fenced, exit 1, and its keys stayed
     # parked with nothing saying why that was (an outside review almost missed it).
@@ -118,7 +268,7 @@ def test_a_fenced_redrive_says_that_redrives_of_one_topic_run_one_at_a_time(monk
     monkeypatch.setattr(dlq, "select_letters", lambda *_args: selection)
     monkeypatch.setattr(redrive_module, "redrive_producer", lambda *_args: _Producer())
 
-    def redrive(_producer, chosen, *, redrive_id, on_progress):
+    def redrive(_producer, chosen, *, redrive_id, on_progress, on_interrupted):
         return redrive_module.RedriveResult(
             redrive_id=redrive_id, not_redriven=list(chosen), fenced=True, error="fenced"
         )

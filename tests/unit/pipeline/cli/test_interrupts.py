@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -102,3 +103,45 @@ def test_a_unit_that_fails_by_itself_keeps_its_own_error():
         os.kill(os.getpid(), signal.SIGINT)
         raise ValueError("its own")
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no alarm left behind
+
+
+@pytest.mark.parametrize(
+    ("signum", "interrupt"),
+    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_signal_lost_in_a_c_call_leaves_signals_witnessed_as_its_interrupt(signum, interrupt):
+    # What confluent-kafka's commit_transaction reports for a signal whose handler raised in
+    # one of its delivery callbacks.
+    with pytest.raises(KeyboardInterrupt) as raised, interrupts.signals_witnessed():
+        with contextlib.suppress(KeyboardInterrupt):  # the C code swallows it
+            signal.raise_signal(signum)
+        raise SystemError("<method 'commit_transaction' ...> returned NULL without an exception")
+
+    assert type(raised.value) is interrupt
+
+
+def test_a_signal_as_the_handlers_are_given_back_leaves_signals_witnessed_as_its_interrupt(
+    monkeypatch,
+):
+    # Measured: a Ctrl-C as the witness gave the handlers back, at the end of a redrive, was
+    # "SystemError: <method 'items' of 'dict' objects> returned a result with an exception
+    # set" and a traceback.
+    from pipeline.kafka.interrupts import InterruptWitness
+
+    giving_back = InterruptWitness.__exit__
+
+    def cut(self, *args):
+        giving_back(self, *args)
+        self.seen.append(signal.SIGINT)
+        raise SystemError("<method 'items' of 'dict' objects> returned a result with an exception")
+
+    monkeypatch.setattr(InterruptWitness, "__exit__", cut)
+
+    with pytest.raises(KeyboardInterrupt), interrupts.signals_witnessed():
+        pass
+
+
+def test_a_system_error_without_a_signal_stays_what_it_is():
+    with pytest.raises(SystemError), interrupts.signals_witnessed():
+        raise SystemError("a bug")

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from pipeline.envelope import Event, encode
 from pipeline.errors import PipelineError
@@ -390,6 +390,77 @@ def test_an_aborted_transaction_is_flushed_first_then_forgotten():
     assert client.transactions == ["begin", "commit", "begin", "abort"]
     assert producer.counters == ProducerCounters(sent=1, failed=0, queue_full_waits=0)
     producer.flush()  # nothing of the aborted transaction is raised
+
+
+# What confluent-kafka 2.16.2 reports when SIGINT lands in a delivery callback that the
+# commit's flush runs (measured against a broker: the commit is left half done, resumable).
+_LOST_INTERRUPT = SystemError(
+    "<method 'commit_transaction' of 'cimpl.Producer' objects> returned NULL without setting "
+    "an exception"
+)
+
+
+class CommitCutByASignal(ScriptedProducer):
+    """commit_transaction is cut by a signal (``first``), then answers ``then`` when called
+    again: nothing (it resumes and commits), or an exception."""
+
+    def __init__(self, first, then=None):
+        super().__init__()
+        self.first, self.then, self.commits = first, then, 0
+
+    def commit_transaction(self, timeout=0):
+        self.commits += 1
+        if self.commits == 1:
+            raise self.first
+        if self.then is not None:
+            raise self.then
+        super().commit_transaction(timeout)
+
+
+_READY = KafkaException(KafkaError(KafkaError._STATE, "Operation not valid in state Ready"))
+_ABORTABLE = KafkaException(
+    KafkaError(KafkaError._TIMED_OUT, "the coordinator went away", txn_requires_abort=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "committed", "transactions"),
+    [
+        # The commit half done: resumed, it commits.
+        (_LOST_INTERRUPT, None, True, ["begin", "commit"]),
+        # The commit had ended before the interrupt came out: librdkafka is Ready again.
+        (KeyboardInterrupt(), _READY, True, ["begin"]),
+        # The resumed commit must be aborted: nothing of it is visible.
+        (_LOST_INTERRUPT, _ABORTABLE, False, ["begin", "abort"]),
+        # A second Ctrl-C while the commit is finished: nobody knows.
+        (_LOST_INTERRUPT, KeyboardInterrupt(), None, ["begin"]),
+    ],
+    ids=["resumed", "had-ended", "aborted", "second-interrupt"],
+)
+def test_an_interrupt_in_the_commit_is_raised_once_the_commit_is_finished_and_its_outcome_told(
+    first, then, committed, transactions
+):
+    # Ctrl-C during a redrive's commit was a SystemError traceback, and nobody could say
+    # whether the batch being committed had been (an outside reviewer, 3 of 7 tries).
+    client = CommitCutByASignal(first, then)
+    producer = EventProducer(client)
+    told = []
+
+    with pytest.raises(type(first)), producer.transaction(on_interrupted_commit=told.append):
+        producer.send("orders", _event())
+
+    assert told == [committed]
+    assert client.transactions == transactions
+
+
+def test_without_asking_an_interrupt_in_the_commit_is_raised_at_once():
+    client = CommitCutByASignal(_LOST_INTERRUPT)
+    producer = EventProducer(client)
+
+    with pytest.raises(SystemError), producer.transaction():
+        producer.send("orders", _event())
+
+    assert client.commits == 1 and client.transactions == ["begin"]
 
 
 def test_retries_and_resends_are_read_from_librdkafka_statistics():
