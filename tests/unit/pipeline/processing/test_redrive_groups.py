@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
-from pipeline.database import build_engine, migrate
 from pipeline.dead_letters import letter as dead_letters
 from pipeline.dead_letters.letter import (
     REDRIVE_GROUP,
@@ -38,7 +36,6 @@ from pipeline.processing import (
     parked_keys,
 )
 from pipeline.processing.attempt import attempt
-from pipeline.settings import DatabaseSettings
 from tests.support.driving import driver_settings
 from tests.support.driving import step_event as event
 
@@ -185,14 +182,6 @@ def test_a_redrive_of_both_groups_letters_of_a_key_lets_each_groups_park_go(
 # --- attempt() alone --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = build_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'p.db'}"))
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 def redriven(event: Event, group: str | None) -> Record:
     """``event`` as a redrive sends it back, from a dead letter of ``group`` (``None``: a
     redrive that does not name the group, as older versions sent it)."""
@@ -209,7 +198,7 @@ def redriven(event: Event, group: str | None) -> Record:
 
 
 def test_attempt_skips_another_groups_redrive_and_handles_one_that_names_no_group(
-    sqlite_engine: Engine,
+    database: Engine,
 ) -> None:
     calls: list[str] = []
     processor = Processor("audit")
@@ -219,7 +208,7 @@ def test_attempt_skips_another_groups_redrive_and_handles_one_that_names_no_grou
         calls.append(event.id)
 
     kx = event("kx", 2)
-    with sqlite_engine.begin() as connection:
+    with database.begin() as connection:
         parked_keys.park_key(
             connection,
             consumer_group="audit",
@@ -235,17 +224,17 @@ def test_attempt_skips_another_groups_redrive_and_handles_one_that_names_no_grou
     def attempt_of(record: Record, **options: bool) -> str:
         options.setdefault("use_inbox", True)
         return attempt(
-            record, processor=processor, engine=sqlite_engine, consumer_group="audit", **options
+            record, processor=processor, engine=database, consumer_group="audit", **options
         ).kind
 
     def parked() -> parked_keys.ParkedKey | None:
-        with sqlite_engine.connect() as connection:
+        with database.connect() as connection:
             return parked_keys.parked_key(
                 connection, consumer_group="audit", topic=TOPIC, key=b"kx"
             )
 
     def seen() -> inbox.Outcome | None:
-        with sqlite_engine.connect() as connection:
+        with database.connect() as connection:
             return inbox.outcome_of(connection, consumer_group="audit", event_id=kx.id)
 
     assert attempt_of(redriven(kx, "orders")) == "duplicate"
