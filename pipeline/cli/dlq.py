@@ -47,6 +47,7 @@ from pipeline.cli.dlq_selection import (
     ErrorTypeOption,
     EventIdOption,
     Filters,
+    GroupOption,
     KeyOption,
     ReasonOption,
     TopicArgument,
@@ -152,6 +153,7 @@ def inspect(
     reason: str | None = ReasonOption,
     key: list[str] | None = KeyOption,
     event_id: list[str] | None = EventIdOption,
+    group: str | None = GroupOption,
     limit: int | None = typer.Option(
         None, "--limit", "-n", min=1, help="Show at most this many dead letters."
     ),
@@ -183,9 +185,10 @@ def inspect(
       pipeline dlq inspect requests.orders
       pipeline dlq inspect requests.orders --reason schema_invalid --limit 20
       pipeline dlq inspect requests.orders --key order-17 -o ndjson | jq .stacktrace
+      pipeline dlq inspect requests.orders --group orders-service
     """
     settings = settings_of(ctx)
-    filters = Filters.of(error_type, reason, key, event_id)
+    filters = Filters.of(error_type, reason, key, event_id, group)
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
         require_topics(settings, dlq_topic, set())
@@ -272,6 +275,7 @@ def redrive_command(
     reason: str | None = ReasonOption,
     key: list[str] | None = KeyOption,
     event_id: list[str] | None = EventIdOption,
+    group: str | None = GroupOption,
     limit: int | None = typer.Option(
         None,
         "--limit",
@@ -321,9 +325,10 @@ def redrive_command(
       pipeline dlq redrive requests.orders --dry-run
       pipeline dlq redrive requests.orders --error-type TimeoutError --yes
       pipeline dlq redrive requests.orders --event-id EVENT_ID --event-id EVENT_ID
+      pipeline dlq redrive requests.orders --key order-17 --group orders-service
     """
     settings = settings_of(ctx)
-    filters = Filters.of(error_type, reason, key, event_id)
+    filters = Filters.of(error_type, reason, key, event_id, group)
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
         require_topics(settings, dlq_topic, set())

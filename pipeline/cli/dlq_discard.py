@@ -11,10 +11,11 @@
    a redrive of one topic fence each other), read and select again, and write one marker per
    dead letter (``dlq.discarded``, with the ``--note``) in transactions: the letters are no
    longer pending and are never redriven;
-4. for each key of a discarded letter: with later dead letters of the key still pending, say how
-   to redrive them (that lets the key go); with none, let the key go in the database if the
-   dead letter that parked it last is one of those discarded (nothing of the key was
-   dead-lettered after it), so the key's next events are handled again.
+4. for each key and consumer group of a discarded letter (each group parks its keys on its
+   own): with later dead letters of the key still pending for that group, say how to redrive
+   them (that lets the key go); with none, let the group's park of the key go in the database
+   if the dead letter that parked it last is one of those discarded (nothing of the key was
+   dead-lettered after it), so the key's next events are handled again by that group.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pipeline.cli.dlq_selection import (
     ErrorTypeOption,
     EventIdOption,
     Filters,
+    GroupOption,
     KeyOption,
     ReadBack,
     ReasonOption,
@@ -102,6 +104,7 @@ def discard_command(
     reason: str | None = ReasonOption,
     key: list[str] | None = KeyOption,
     event_id: list[str] | None = EventIdOption,
+    group: str | None = GroupOption,
     note: str = typer.Option(
         ...,
         "--note",
@@ -125,15 +128,18 @@ def discard_command(
     never redriven; nothing is sent to the original topic.
 
     Only those that match the filters (at least one of --event-id, --key,
-    --reason, --error-type), not the later dead letters of their keys. Each gets
+    --reason, --error-type; --group narrows them to one consumer group's), not
+    the later dead letters of their keys. Each gets
     a marker in the dead-letter topic (dlq.discarded, with --note); inspect
     --show-redriven shows them as discarded.
 
-    A processor keeps a dead-lettered key parked. When nothing of a discarded
-    letter's key is pending any more, the key is let go in the database of
+    A processor keeps a dead-lettered key parked, per consumer group. When
+    nothing of a discarded letter's key is pending any more for the letter's
+    group, the group's park of the key is let go in the database of
     PIPELINE_DATABASE__URL (the processors' own; --keep-keys-parked leaves it),
     so its next events are handled. When later dead letters of the key are
-    still pending, it says how to redrive them, which lets the key go.
+    still pending for that group, it says how to redrive them, which lets the
+    key go.
 
     Exit codes: 0 done (also: nothing to discard); 1 some were not discarded
     (fenced by a redrive, a failed transaction) or the confirmation was
@@ -146,8 +152,8 @@ def discard_command(
       pipeline dlq discard requests.orders --key order-17 --note 'refunded by hand' -y
     """
     settings = settings_of(ctx)
-    filters = Filters.of(error_type, reason, key, event_id)
-    if not filters.any:
+    filters = Filters.of(error_type, reason, key, event_id, group)
+    if not filters.any_but_group:
         raise typer.BadParameter(
             "choose what to discard with --event-id, --key, --reason or --error-type "
             "(a whole dead-letter topic at once is not offered)"
@@ -378,7 +384,8 @@ def _settle_keys(
     engine: Engine | None,
     dlq_topic: str,
 ) -> None:
-    """Per key of the discarded letters (see the module docstring): with some of its dead
+    """Per key and consumer group of the discarded letters (see the module docstring; each group
+    parks its keys on its own, and only its own letters hold its park): with some of its dead
     letters still pending, say so (and note the last of them as the park's latest, when the
     latest noted was just discarded: their redrive then lets the key go); with none, let it go
     when the dead letter that parked it last is one no longer pending (discarded now or before,
@@ -386,14 +393,16 @@ def _settle_keys(
     from pipeline.processing.parked_keys import note_last_pending, unpark_settled
 
     gone = {letter.position for letter in discarded}
-    of_key: dict[tuple[str, bytes], list[DeadLetter]] = {}
+    of_key: dict[tuple[str, bytes, str], list[DeadLetter]] = {}
     for letter in read.letters:
         if letter.key is not None:
-            of_key.setdefault((letter.original_topic, letter.key), []).append(letter)
+            of_key.setdefault(
+                (letter.original_topic, letter.key, letter.consumer_group), []
+            ).append(letter)
     pending = {letter.position for letter in read.pending} - gone
-    done: set[tuple[str, bytes]] = set()
+    done: set[tuple[str, bytes, str]] = set()
     for letter in discarded:
-        if letter.key is None or (letter.original_topic, letter.key) in done:
+        if letter.key is None:
             continue
         topic, key, group, text = (
             letter.original_topic,
@@ -401,9 +410,11 @@ def _settle_keys(
             letter.consumer_group,
             letter.key_text,
         )
-        done.add((topic, key))
+        if (topic, key, group) in done:
+            continue
+        done.add((topic, key, group))
         letters = sorted(
-            of_key[(topic, key)], key=lambda d: (d.original_partition, d.original_offset)
+            of_key[(topic, key, group)], key=lambda d: (d.original_partition, d.original_offset)
         )
         still = [d for d in letters if d.position in pending]
         settled = {_inbox_id(d) for d in letters if d.position not in pending}
@@ -421,9 +432,10 @@ def _settle_keys(
             _err.print(
                 escape(
                     f"key {text} of {topic}: {counted(len(still), 'dead letter')} of it still "
-                    f"pending (the first: {still[0].reason}), which hold it parked; "
-                    f"`pipeline dlq redrive {dlq_topic} --key {text}` sends them back in order "
-                    "and lets the key go once they succeed (or discard them too)"
+                    f"pending in group {group} (the first: {still[0].reason}), which hold it "
+                    "parked there; "
+                    f"`pipeline dlq redrive {dlq_topic} --key {text} --group {group}` sends them "
+                    "back in order and lets the key go once they succeed (or discard them too)"
                 ),
                 soft_wrap=True,
             )

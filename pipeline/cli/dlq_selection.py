@@ -28,6 +28,7 @@ __all__ = [
     "ErrorTypeOption",
     "EventIdOption",
     "Filters",
+    "GroupOption",
     "KeyOption",
     "ReadBack",
     "ReasonOption",
@@ -72,6 +73,12 @@ KeyOption = typer.Option(
 )
 EventIdOption = typer.Option(
     None, "--event-id", help="Only the dead letter of this event id (ce_id); repeatable."
+)
+GroupOption = typer.Option(
+    None,
+    "--group",
+    help="Only dead letters of this consumer group (dlq.consumer.group): each group that reads "
+    "the topic dead-letters an event on its own, with the same event id.",
 )
 
 
@@ -121,6 +128,7 @@ class Filters:
     reason: str | None
     key: str | None
     event_ids: frozenset[str] | None
+    group: str | None = None
 
     @classmethod
     def of(
@@ -129,11 +137,14 @@ class Filters:
         reason: str | None,
         keys: list[str] | None,
         event_ids: list[str] | None,
+        group: str | None = None,
     ) -> Filters:
         if event_ids and not all(event_id.strip() for event_id in event_ids):
             raise typer.BadParameter("an event id is never empty", param_hint="--event-id")
         if error_type is not None and not error_type.strip():
             raise typer.BadParameter("must not be empty", param_hint="--error-type")
+        if group is not None and not group.strip():
+            raise typer.BadParameter("must not be empty", param_hint="--group")
         if reason is not None and reason not in REASONS:
             raise typer.BadParameter(
                 f"{reason!r} is not a reason; one of {', '.join(REASONS)}", param_hint="--reason"
@@ -144,7 +155,7 @@ class Filters:
                 f"one key a run ({', '.join(map(repr, keys))} given)", param_hint="--key"
             )
         key = keys[0] if keys else None
-        return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None)
+        return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None, group)
 
     def match(self, letter: DeadLetter) -> bool:
         from pipeline.dead_letters.selection import matches
@@ -155,10 +166,16 @@ class Filters:
             reason=self.reason,
             key=self.key,
             event_ids=self.event_ids,
+            group=self.group,
         )
 
     @property
     def any(self) -> bool:
+        return self.group is not None or self.any_but_group
+
+    @property
+    def any_but_group(self) -> bool:
+        """Whether a filter other than ``--group`` is given (a discard needs one)."""
         return any(
             value is not None for value in (self.error_type, self.reason, self.key, self.event_ids)
         )
@@ -244,15 +261,22 @@ def select_letters(
 
     read = read_back(settings, dlq_topic)
     pending = read.pending
+    # Another group's letters are never a selected letter's followers (a key's order is per
+    # consumer group), so leaving them out first selects what --group asks, and only that.
+    candidates = (
+        pending
+        if filters.group is None
+        else [letter for letter in pending if letter.consumer_group == filters.group]
+    )
     options: dict[str, Any] = {
         "error_type": filters.error_type,
         "reason": filters.reason,
         "key": filters.key,
         "event_ids": filters.event_ids,
     }
-    selected = select_for_redrive(pending, **options, limit=limit)
+    selected = select_for_redrive(candidates, **options, limit=limit)
     if limit is not None and not selected:
-        everything = select_for_redrive(pending, **options)
+        everything = select_for_redrive(candidates, **options)
         if everything:
             first = [letter for letter in everything if letter.key == everything[0].key]
             raise PipelineError(

@@ -2,9 +2,10 @@
 
 Every column but the error message keeps its full width, so positions, keys, reasons and class
 names stay whole. When they do not all fit next to a readable error message, the least needed
-columns are left out, in this order: event type, attempts, dead-lettered at, original position,
-error type. The caption names what was left out; ``--output ndjson`` has every field, and the
-whole of a key shortened here (past 120 characters) or of an error message.
+columns are left out, in this order: consumer group, event type, attempts, dead-lettered at,
+original position, error type. The caption names what was left out; ``--output ndjson`` has
+every field, and the whole of a key shortened here (past 120 characters) or of an error
+message.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def _columns(base: str | None, settled: Mapping[str, Marker] | None) -> list[_Co
     columns = [
         _Column("dlq p:offset", lambda letter: letter.position),
         _Column("key", lambda letter: _short(letter.key_text, KEY_SHOWN), max_width=KEY_MAX_WIDTH),
+        _Column("group", lambda letter: letter.consumer_group, drop_order=0),
         _Column("event type", lambda letter: letter.event_type or "", drop_order=1),
         _Column("reason", lambda letter: letter.reason),
         _Column("error type", lambda letter: letter.error_type.rsplit(".", 1)[-1], drop_order=5),

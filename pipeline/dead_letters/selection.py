@@ -5,7 +5,8 @@ A key's order is per consumer group: each group that reads a topic dead-letters 
 key on its own, and a redriven message is handled only by the group whose letter it was
 (:data:`pipeline.dead_letters.letter.REDRIVE_GROUP`).
 
-:func:`matches` applies the filters (``--reason``, ``--error-type``, ``--key``, event ids);
+:func:`matches` applies the filters (``--reason``, ``--error-type``, ``--key``, event ids,
+``--group``);
 :func:`select_for_redrive` adds what per-key order needs; :func:`earlier_of_same_keys` names the
 pending letters a selection would jump; :func:`with_last_of_key` tells the redrive which letter
 is the last of its key in a run.
@@ -33,13 +34,18 @@ def matches(
     reason: str | None = None,
     key: str | None = None,
     event_ids: Collection[str] | None = None,
+    group: str | None = None,
 ) -> bool:
     """Whether ``letter`` passes every given filter (``None`` is no filter).
 
     ``error_type`` matches the qualified class name or its last parts: ``EnvelopeError`` and
     ``envelope.EnvelopeError`` both match ``pipeline.envelope.EnvelopeError``. ``key`` is the
-    key as text; ``event_ids`` are ``ce_id`` values.
+    key as text; ``event_ids`` are ``ce_id`` values (one event dead-lettered by two consumer
+    groups has the same one in both letters); ``group`` is the consumer group whose letter it
+    is (``dlq.consumer.group``).
     """
+    if group is not None and letter.consumer_group != group:
+        return False
     if reason is not None and letter.reason != reason:
         return False
     if error_type is not None and not (

@@ -47,7 +47,7 @@ def test_at_100_columns_no_column_is_squeezed_and_values_stay_whole(settled):
 def test_at_100_columns_the_caption_names_the_columns_left_out():
     text = " ".join(" ".join(_render(100)).split())
 
-    assert "not shown at this width: event type, attempts" in text
+    assert "not shown at this width: group, event type, attempts" in text
     assert "(see --output ndjson)" in text
     assert "event type" not in _render(100)[2]
 
@@ -56,7 +56,7 @@ def test_a_wide_console_shows_every_column_and_no_caption():
     lines = _render(200)
     header = next(line for line in lines if "dlq p:offset" in line)
 
-    for column in ("event type", "error type", "attempts", "original", "dead-lettered at"):
+    for column in ("group", "event type", "error type", "attempts", "original", "dead-lettered at"):
         assert column in header
     assert not any("not shown" in line for line in lines)
 
