@@ -90,7 +90,9 @@ class ProcessorMetrics:
         # The labelled children of the per-event counters, looked up once per topic (a
         # ``labels()`` call per event was a measurable part of the cost of an event).
         self._processed_of: dict[str, Counter] = {}
-        self._in_flight_gauge = self._in_flight.labels(self.processor)
+        # Read when scraped rather than set per change: the count changes a few times per event
+        # (a gauge's set() takes its lock each time), and only a scrape reads it.
+        self._in_flight.labels(self.processor).set_function(lambda: self._in_flight_now)
         self._counts = {"processed": 0, "duplicates": 0, "retries": 0}
         self._dead: dict[str, int] = {}
         self._lags: dict[tuple[str, int], int] = {}
@@ -118,7 +120,6 @@ class ProcessorMetrics:
 
     def set_in_flight(self, count: int) -> None:
         self._in_flight_now = count
-        self._in_flight_gauge.set(count)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._lags[(topic, partition)] = lag
