@@ -9,6 +9,7 @@ turned into a one-line :class:`PipelineError` naming the topic.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -107,6 +108,38 @@ def _unreachable(bootstrap: str | None, detail: str) -> KafkaUnavailableError:
     )
 
 
+#: How long every bootstrap address must refuse connections (nothing listens there) or name a
+#: host that does not resolve before a command gives up on Kafka, rather than waiting out its
+#: whole timeout: long enough for a broker that is restarting, short enough for a person who
+#: mistyped the address.
+NOTHING_LISTENS_GRACE_S = 3.0
+
+
+def _nowhere_reason(bootstrap: str | None) -> str | None:
+    """Why no bootstrap address can be connected to right now (each refuses connections or names
+    a host that does not resolve), or ``None`` if one might answer (or there is none to try).
+
+    The socket module's own answers: librdkafka says "Broker transport failure" for both."""
+    if not bootstrap:
+        return None
+    reasons = []
+    for address in bootstrap.split(","):
+        try:
+            host, port = split_host_port(address.strip())
+        except PipelineError:
+            return None
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return None
+        except socket.gaierror:
+            reasons.append(f"cannot resolve host {host}")
+        except ConnectionRefusedError:
+            reasons.append(f"nothing listens at {address.strip()}: connection refused")
+        except OSError:
+            return None  # a timeout, no route: the network may yet answer
+    return "; ".join(reasons)
+
+
 def _listening_address(bootstrap: str | None) -> str | None:
     """The first bootstrap address where something accepts a TCP connection, if any: Kafka
     "not answering" there most likely means a listener of another kind (TLS, SASL) than the
@@ -176,7 +209,8 @@ _METADATA_SLICE_S = 1.0
 
 
 def _metadata(admin: KafkaAdmin, bootstrap: str | None, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
+    began = time.monotonic()
+    deadline = began + timeout_s
     while True:
         remaining = deadline - time.monotonic()
         try:
@@ -194,9 +228,14 @@ def _metadata(admin: KafkaAdmin, bootstrap: str | None, timeout_s: float) -> Any
                     f"{_kafka_at(bootstrap)} refused the connection ({refusal}); check the "
                     "PIPELINE_KAFKA__SASL_* and PIPELINE_KAFKA__SSL_* settings"
                 ) from None
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 protocol = getattr(admin, "security_protocol", "PLAINTEXT")
                 raise _not_answering(bootstrap, detail, str(protocol)) from None
+            if now - began >= NOTHING_LISTENS_GRACE_S:
+                nowhere = _nowhere_reason(bootstrap)
+                if nowhere:
+                    raise _unreachable(bootstrap, nowhere) from None
 
 
 def _cluster_topics(
