@@ -125,6 +125,12 @@ class KafkaSettings(_Frozen):
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+            if any(character.isspace() for character in host):
+                # librdkafka would look the name up as it is, and wait for ever for a broker.
+                raise ValueError(
+                    f"host {host!r} of {server.strip()!r} has whitespace in it: "
+                    "separate servers with commas"
+                )
             if not 0 < int(port) < 65536:
                 raise ValueError(f"port {port} of {server.strip()!r} is not between 1 and 65535")
         return value

@@ -54,7 +54,8 @@ def export(
         Path,
         typer.Option(
             "--out",
-            help="Folder to write pipeline-logs.ndjson and index-template.json to.",
+            help="Folder to write pipeline-logs.ndjson and index-template.json to (two files, "
+            "so - for stdout is refused).",
             file_okay=False,
         ),
     ] = Path("dashboards"),
@@ -63,6 +64,11 @@ def export(
     data view and template are on the logs' read alias."""
     from pipeline.dashboards import export_files
 
+    if str(out) == "-":  # read as stdout by most tools, it would be a folder named "-"
+        raise typer.BadParameter(
+            "- is not stdout here: the export is two files, give the folder to write them to",
+            param_hint="'--out'",
+        )
     try:
         written = export_files(out, alias or _settings(ctx).logs.index_alias)
     except OSError as error:
@@ -102,9 +108,16 @@ def import_(
         ndjson = export_ndjson(alias or _settings(ctx).logs.index_alias)
     else:
         try:
-            ndjson = file.read_text(encoding="utf-8")
+            data = file.read_bytes()
         except OSError as error:
             raise PipelineError(f"cannot read {file}: {error.strerror or error}") from None
+        try:
+            ndjson = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            raise PipelineError(
+                f"{file} is not UTF-8 text (line {line}): give an NDJSON export of saved objects"
+            ) from None
     result = import_to_kibana(kibana_url, ndjson, overwrite=overwrite)
     if result.success:
         stdout_console().print(f"imported {result.success_count} saved objects into {kibana_url}")

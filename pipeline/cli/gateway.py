@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 EXIT_INTERRUPTED = 130
 
-app = typer.Typer()
+# The sub-command is optional: without one the group's callback serves.
+app = typer.Typer(subcommand_metavar="[COMMAND [ARGS]...]")
 app.add_typer(gateway_keys.app, name="keys")
 
 

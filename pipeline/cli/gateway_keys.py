@@ -26,7 +26,9 @@ from pipeline.settings import PipelineSettings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-app = typer.Typer(help="The gateway's API keys: add (prints the key once), list, revoke.")
+app = typer.Typer(
+    help="The gateway's API keys: add (prints the key once), list, revoke.", no_args_is_help=True
+)
 
 
 def _settings(ctx: typer.Context) -> PipelineSettings:
@@ -35,13 +37,19 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
     return settings
 
 
+#: PostgreSQL's SQLSTATE of a statement naming a table the database lacks.
+_UNDEFINED_TABLE = "42P01"
+
+
 @contextmanager
 def _database(ctx: typer.Context, *, must_exist: bool = False) -> Iterator[Engine]:
-    """The migrated database (the keys' table is created by the first command that needs it).
+    """The database of the API keys: migrated by ``add`` (the keys' table is created by the first
+    command that needs it).
 
     ``must_exist``: for ``list`` and ``revoke``, which have nothing to do in a database no
     program wrote to: a SQLite file that is not there is one line (a mistyped URL made an empty
-    database, and ``list`` said the gateway was open)."""
+    database, and ``list`` said the gateway was open), and one that is there is neither created
+    nor migrated (it may be another application's), as ``saga list`` and ``outbox status``."""
     from sqlalchemy.exc import DBAPIError
 
     from pipeline.database import build_engine, create_sqlite_folder, migrate, url_label
@@ -51,12 +59,19 @@ def _database(ctx: typer.Context, *, must_exist: bool = False) -> Iterator[Engin
     if not must_exist:
         create_sqlite_folder(settings.database, settings.stack.home)
     engine = build_engine(settings.database, pool_size=1, must_exist=must_exist)
+    where = url_label(engine.url)
     try:
-        migrate(engine)
+        if not must_exist:
+            migrate(engine)
         yield engine
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        where = url_label(engine.url)
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        if sqlstate == _UNDEFINED_TABLE or reason.startswith("no such table"):
+            raise PipelineError(
+                f"no API keys in {where}: no gateway has used this database yet "
+                "(`pipeline gateway keys add` adds the first)"
+            ) from None
         raise PipelineError(f"cannot use the API keys in {where}: {reason}") from None
     finally:
         engine.dispose()

@@ -37,7 +37,7 @@ from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.logs_table import search_table as _table
 from pipeline.cli.logs_table import source_of as _source
 from pipeline.errors import PipelineError
-from pipeline.settings import PipelineSettings
+from pipeline.settings import LogSettings, PipelineSettings
 
 if TYPE_CHECKING:  # imported by the commands that use it: `pipeline --help` need not load it
     from elasticsearch import Elasticsearch
@@ -46,6 +46,8 @@ app = typer.Typer(help="Ship logs to Elasticsearch and search them.", no_args_is
 
 _err = stderr_console()
 
+#: The shipper's consumer group when PIPELINE_LOGS__SHIPPER_GROUP is not set (for its help).
+_DEFAULT_SHIPPER_GROUP: str = LogSettings.model_fields["shipper_group"].default
 #: The service name of the shipper's own log lines (and their Kafka key).
 _SHIPPER_SERVICE = "log-shipper"
 #: The dead-letter producer's own size limit (see ``ship``).
@@ -76,7 +78,9 @@ def ship(
     group: Annotated[
         str | None,
         typer.Option(
-            help="Consumer group (default: PIPELINE_LOGS__SHIPPER_GROUP).", callback=non_empty
+            help="Consumer group (default: PIPELINE_LOGS__SHIPPER_GROUP, else "
+            f"{_DEFAULT_SHIPPER_GROUP}).",
+            callback=non_empty,
         ),
     ] = None,
     start: Annotated[

@@ -35,6 +35,7 @@ ReplicationOption = Annotated[
     typer.Option(
         "--replication-factor",
         min=1,
+        max=32767,  # Kafka's (an int16): TopicSpec's bound, checked before the catalogue is built
         help="Replication factor of the built-in catalogue's topics (default 1, for a single "
         "broker). Not used with --catalogue, whose file says it per topic.",
     ),

@@ -71,6 +71,12 @@ def test_the_settings_and_their_sections_are_frozen():
             "a:9092,b:99999",
             "port 99999 of 'b:99999' is not between 1 and 65535",
         ),
+        (
+            "PIPELINE_KAFKA__BOOTSTRAP_SERVERS",
+            "a b:1",
+            "host 'a b' of 'a b:1' has whitespace in it: separate servers with commas",
+        ),
+        ("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "a:1,b\tc:2", "of 'b.tc:2' has whitespace"),
         ("PIPELINE_ELASTICSEARCH__URL", "127.0.0.1:9200", "http:// or https://"),
         ("PIPELINE_KAFKA__SECURITY_PROTOCOL", "TLS", "PLAINTEXT"),
         ("PIPELINE_ELASTICSEARCH__PASSWORD", "p", "a password needs a username"),
