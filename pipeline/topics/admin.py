@@ -135,8 +135,8 @@ def _nowhere_reason(bootstrap: str | None) -> str | None:
             reasons.append(f"cannot resolve host {host}")
         except ConnectionRefusedError:
             reasons.append(f"nothing listens at {address.strip()}: connection refused")
-        except OSError:
-            return None  # a timeout, no route: the network may yet answer
+        except Exception:  # a timeout, no route (the network may yet answer), or no probe at all
+            return None
     return "; ".join(reasons)
 
 
