@@ -87,13 +87,20 @@ def error_text(error: BaseException, most: int = 300) -> str:
 
 
 def _sqlite_pragmas(
-    dbapi_connection: Any, _record: ConnectionPoolEntry, *, synchronous: str = "NORMAL"
+    dbapi_connection: Any,
+    _record: ConnectionPoolEntry,
+    *,
+    synchronous: str = "NORMAL",
+    wal: bool = True,
 ) -> None:
     # WAL lets readers (status, cleanup) run beside the one writer; the busy timeout makes a
     # second writer wait instead of failing at once with "database is locked". synchronous:
-    # see DatabaseSettings.sqlite_synchronous.
+    # see DatabaseSettings.sqlite_synchronous. ``wal=False`` (a program that only reads, which
+    # may be pointed at another application's file): the file's journal mode is left as it is
+    # (WAL is a lasting property of the file, set by the first of our programs that writes).
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    if wal:
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.close()
@@ -229,7 +236,9 @@ def build_engine(
                     pool_size=pool_size,
                     max_overflow=pool_size,
                 )
-            pragmas = partial(_sqlite_pragmas, synchronous=settings.sqlite_synchronous)
+            pragmas = partial(
+                _sqlite_pragmas, synchronous=settings.sqlite_synchronous, wal=not must_exist
+            )
             event.listen(engine, "connect", pragmas)
             return engine
         # No pre-ping: it is one more round trip for every transaction. A connection that died

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,22 @@ def test_sqlite_connections_use_wal_a_busy_timeout_and_normal_sync(tmp_path: Pat
     assert (journal, busy, synchronous) == ("wal", 30000, 1)  # 1 is NORMAL
     assert not is_postgres(engine)
     engine.dispose()
+
+
+def test_a_program_that_only_reads_leaves_the_files_journal_mode_alone(tmp_path: Path) -> None:
+    # Another application's file, in SQLite's default (rollback journal) mode.
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as theirs:
+        theirs.execute("CREATE TABLE things (x)")
+    engine = build_engine(DatabaseSettings(url=f"sqlite:///{path}"), must_exist=True)
+
+    with engine.connect() as connection:
+        read = connection.execute(text("SELECT count(*) FROM things")).scalar_one()
+    engine.dispose()
+
+    with sqlite3.connect(path) as theirs:
+        journal = theirs.execute("PRAGMA journal_mode").fetchone()[0]
+    assert (read, journal) == (0, "delete")
 
 
 def test_sqlite_can_wait_for_the_disk_at_each_commit(tmp_path: Path) -> None:
