@@ -43,6 +43,8 @@ EXIT_OK = 0
 
 #: Without a terminal, a progress line this often.
 _LINE_EVERY_S = 10.0
+#: On a terminal, the live rate is of the messages of the last this many seconds.
+_RATE_WINDOW_S = 5.0
 
 _err = stderr_console()
 
@@ -93,6 +95,9 @@ class CountProgress:
                 TimeElapsedColumn(),
                 console=_err,
                 transient=True,
+                # The rate of the last seconds, not of the last half minute (rich's default):
+                # it falls to nothing within them when messages stop coming.
+                speed_estimate_period=_RATE_WINDOW_S,
             )
             self._task = self._live.add_task(verb, total=total)
 

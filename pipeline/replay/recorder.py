@@ -63,7 +63,8 @@ def record_topics(
 ) -> Generator[RecordedMessage, None, None]:
     """The messages of ``topics`` from ``start`` until ``stop`` (by default, until closed).
 
-    ``on_progress(n)`` is called after each batch with the number of messages it kept.
+    ``on_progress(n)`` is called after each poll with the number of messages it kept (0 when
+    nothing came).
     Errors: :class:`RecordingError` for a topic that does not exist; :class:`PipelineError`
     when Kafka cannot be reached or a partition can no longer be read.
     """
@@ -201,7 +202,7 @@ def _read(
                 timestamp_ms,
                 tstype_of(kind),
             )
-        if kept and on_progress is not None:
+        if on_progress is not None:  # 0 too: a rate shown keeps falling while nothing comes
             on_progress(kept)
         now = time.monotonic()
         if now - clock_checked >= _CLOCK_CHECK_S:
