@@ -199,7 +199,7 @@ def _print_summary(
     intact: bool,
     undecodable: int,
 ) -> None:
-    partitions = Table(title="accepted requests per partition (read back from Kafka)")
+    partitions = _titled("accepted requests per partition (read back from Kafka)")
     partitions.add_column("topic")
     partitions.add_column("partition", justify="right")
     partitions.add_column("events", justify="right")
@@ -274,10 +274,16 @@ def _processing_stage(
         )
 
 
+def _titled(title: str) -> Table:
+    """A table at least as wide as its title, where the terminal allows: rich wraps a title
+    into the width of a narrow table (two short columns under a long command line)."""
+    return Table(title=title, min_width=len(title))
+
+
 def _print_processing_summary(services: ProcessingReport) -> None:
     from pipeline.cli.demo_services import DEAD_LETTER_QUERY, PROCESSOR_NAME
 
-    summary = Table(title="orders service (pipeline process consumers.orders_service:processor)")
+    summary = _titled("orders service (pipeline process consumers.orders_service:processor)")
     summary.add_column("what")
     summary.add_column("value", justify="right")
     summary.add_row(
@@ -324,9 +330,7 @@ def _database_hint(settings: PipelineSettings) -> str:
 
 
 def _print_saga_summary(sagas: SagaReport, database_hint: str) -> None:
-    summary = Table(
-        title="CreateOrder sagas (pipeline process consumers.saga_orchestrator:processor)"
-    )
+    summary = _titled("CreateOrder sagas (pipeline process consumers.saga_orchestrator:processor)")
     summary.add_column("what")
     summary.add_column("value", justify="right")
     summary.add_row("sagas started", f"{sagas.total:,}")
