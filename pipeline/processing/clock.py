@@ -52,7 +52,12 @@ class VirtualClock:
             return self._now
 
     def advance_to(self, moment: datetime) -> datetime:
-        """Move the clock to ``moment`` when that is later than now; returns the new time."""
+        """Move the clock to ``moment`` when that is later than now; returns the new time.
+
+        Only the clock moves: nothing runs. A ``PipelineHarness``'s clock is moved with
+        ``harness.advance`` or ``harness.advance_to``, which fire each saga deadline on the way
+        at its own moment (the harness refuses to run after its clock was moved by hand past
+        one)."""
         with self._lock:
             self._now = max(self._now, moment)
             return self._now

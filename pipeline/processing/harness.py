@@ -11,6 +11,7 @@
     harness.send("requests.orders", place_order)
     harness.run_until_idle()          # handle, relay the outbox, handle what it sent, ...
     harness.advance(1800)             # 30 virtual minutes: timeouts and deadlines fire
+    harness.advance_to(moment)        # the same, to a moment: advance(moment - now)
     assert harness.published("saga.events")[-1].type == "pipeline.saga.saga_completed"
     assert harness.sagas()["o-1"].status == "completed"
 
@@ -18,7 +19,9 @@ One database (a temporary SQLite file unless given) is shared by every processor
 sharing the demo's database do. Each processor reads its topics through a
 :class:`~pipeline.processing.driver.ProcessorTestDriver` of its own (its own committed
 positions, like a consumer group), all on the harness's partitions and
-:class:`~pipeline.processing.clock.VirtualClock`. :meth:`PipelineHarness.relay` publishes the
+:class:`~pipeline.processing.clock.VirtualClock` (moved by :meth:`PipelineHarness.advance`
+and :meth:`PipelineHarness.advance_to`: moved by hand past a saga deadline, the harness refuses to
+run, as that deadline would fire late). :meth:`PipelineHarness.relay` publishes the
 outbox in its order, to every processor that reads the topic and to
 :meth:`PipelineHarness.published`. The processors' periodic tasks (:meth:`Processor.every`) run
 once per round, whatever their interval (the harness keeps no timer of theirs); ``clocked``
@@ -120,6 +123,9 @@ class PipelineHarness:
             for processor in processors
         ]
         self._published: dict[str, list[KafkaMessage]] = defaultdict(list)
+        #: The clock's time when the harness last moved it or ran: a clock found later than
+        #: this was moved past it by hand (``harness.clock.advance``), see :meth:`_check_clock`.
+        self._seen = self.clock.now
 
     # --- input -------------------------------------------------------------------------------
 
@@ -216,12 +222,22 @@ class PipelineHarness:
         return len(rows)
 
     def run_periodic_tasks(self) -> None:
+        """Run every processor's periodic tasks once, at the clock's time, without handling
+        first. After ``harness.clock.advance(...)`` this is how a test fires the saga
+        deadlines passed on the way late, on purpose (an orchestrator that was behind)."""
         for driver in self.drivers:
             for task in driver.processor.periodic_tasks:
                 task.run(self.database)
+        self._seen = self.clock.now
 
     def run_until_idle(self, max_rounds: int = 10_000) -> int:
-        """Handle, relay and run periodic tasks until nothing moves; returns the rounds."""
+        """Handle, relay and run periodic tasks until nothing moves; returns the rounds. A
+        :class:`RuntimeError` if the clock was moved by hand past a saga deadline (see
+        :meth:`advance_to`)."""
+        self._check_clock()
+        return self._run_until_idle(max_rounds)
+
+    def _run_until_idle(self, max_rounds: int = 10_000) -> int:
         for rounds in range(1, max_rounds + 1):
             for driver in self.drivers:
                 driver.run()
@@ -240,15 +256,16 @@ class PipelineHarness:
         deadlines the harness cannot see: a component's own timers on the clock).
         """
         self._check_sagas_on_the_clock()
+        self._check_clock()
         if step is None or step >= seconds:
             end = self.clock.now + timedelta(seconds=seconds)
             while (due := self._next_saga_deadline()) is not None and due <= end:
                 if due <= self.clock.now:
                     break  # due already and still there after running: nothing fires it
                 self.clock.advance_to(due)
-                self.run_until_idle()
+                self._run_until_idle()
             self.clock.advance_to(end)
-            self.run_until_idle()
+            self._run_until_idle()
             return
         if step <= 0:
             raise ValueError(f"step must be above 0 s, got {step}")
@@ -256,8 +273,48 @@ class PipelineHarness:
         while moved < seconds:
             stride = min(step, seconds - moved)
             self.clock.advance(stride)
-            self.run_until_idle()
+            self._run_until_idle()
             moved += stride
+
+    def advance_to(self, moment: datetime, *, step: float | None = None) -> None:
+        """:meth:`advance` to ``moment`` (an aware datetime): ``advance(moment - now)``, each
+        saga deadline and backoff on the way firing at its own moment.
+
+        Move the clock through the harness: ``harness.clock.advance_to(moment)`` moves it
+        without running anything, so a deadline passed on the way would fire late, at
+        ``moment``, and what it starts (a retry, its timeout) would wait for a later move. The
+        harness refuses to run after that (:class:`RuntimeError`), unless
+        :meth:`run_periodic_tasks` is called first, to fire such deadlines late on purpose.
+        """
+        if not isinstance(moment, datetime) or moment.tzinfo is None:
+            raise TypeError(
+                "advance_to takes an aware datetime, like harness.clock.now + "
+                f"timedelta(minutes=30); got {moment!r:.60}"
+            )
+        self.advance((moment - self.clock.now).total_seconds(), step=step)
+
+    def _check_clock(self) -> None:
+        """Refuse to run when the clock was moved by hand (``harness.clock.advance``, not
+        :meth:`advance`) past a saga deadline: that deadline would fire at the clock's time,
+        not its own, and what it starts would wait for a later move."""
+        now = self.clock.now
+        if now > self._seen:
+            query = sa.select(sa.func.min(sagas_table.c.next_deadline)).where(
+                sagas_table.c.next_deadline > self._seen,
+                sagas_table.c.next_deadline < now,
+            )
+            with self.database.connect() as connection:
+                passed: datetime | None = connection.execute(query).scalar()
+            if passed is not None:
+                passed = passed.replace(tzinfo=UTC) if passed.tzinfo is None else passed
+                raise RuntimeError(
+                    f"the harness clock was moved to {now.isoformat()} past a saga deadline "
+                    f"due at {passed.isoformat()} without the harness, so it would fire late: "
+                    "move the clock with harness.advance(seconds) or harness.advance_to(moment)"
+                    ", which fire each deadline at its own time (or call "
+                    "harness.run_periodic_tasks() first, to fire it late on purpose)"
+                )
+        self._seen = now
 
     def _check_sagas_on_the_clock(self) -> None:
         """Refuse to move the clock past sagas it cannot time: one started after the clock's

@@ -7,7 +7,12 @@
         golden.check(outputs)                 # tests/golden/<module>/<test>.json
         golden.check(summary, "summary")      # tests/golden/<module>/summary.json
 
+(a test in a class ``TestA``: ``tests/golden/<module>/TestA/<test>.json``, and its named files
+there too).
+
 ``pytest --update-golden`` writes the files instead of comparing (review the diff, commit it).
+A file is compared with the outputs as text, as ``--update-golden`` writes it (:func:`render`:
+indented JSON with sorted keys), but for its final newline, which may be missing.
 
 What changes from run to run is masked before comparing (:func:`mask`): UUIDs (event ids) and
 ULIDs become ``<id-1>``, ``<id-2>``, ... numbered by first appearance, so "the same id twice"
@@ -365,6 +370,10 @@ class Golden:
         __tracebackhide__ = True
         if expected is None:
             expected = path.read_text(encoding="utf-8")
+        # A file that lost its final newline (an editor, a git hook) holds the same text: the
+        # same result. (Compared as text otherwise: indented as --update-golden writes it.)
+        if not expected.endswith("\n"):
+            expected += "\n"
         if expected == actual:
             return
         diff = difflib.unified_diff(

@@ -109,11 +109,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.fixture
 def golden(request: pytest.FixtureRequest) -> Golden:
     """Compares outputs with golden files: ``golden.check(data, name=None)`` (see
-    pipeline/testing/golden.py). Files go to ``golden/<test module>/`` beside the test, named
-    after the test and its parameters but the backend (see :func:`_golden_name`)."""
+    pipeline/testing/golden.py). Files go to ``golden/<test module>/`` beside the test
+    (``golden/<test module>/<class>/`` for a test in a class), named after the test and its
+    parameters but the backend (see :func:`_golden_name`)."""
     test_file = Path(str(request.node.path))
     checker = Golden(
-        test_file.parent / "golden" / test_file.stem,
+        _golden_folder(request.node, test_file),
         _golden_name(request.node),
         base=test_file.parent,
         update=request.config.getoption("--update-golden"),
@@ -123,6 +124,19 @@ def golden(request: pytest.FixtureRequest) -> Golden:
     written = request.config.stash[_WRITTEN]
     request.addfinalizer(lambda: written.extend(checker.written))
     return checker
+
+
+def _golden_folder(node: pytest.Item, test_file: Path) -> Path:
+    """Where a test's golden files go: ``golden/<test module>/`` beside it, and a folder per
+    class it is in (``golden/<module>/TestA/``): ``TestA.test_same`` and ``TestB.test_same``
+    of one module are different tests, with files of their own."""
+    classes = [_safe(item.name) for item in node.listchain() if isinstance(item, pytest.Class)]
+    return test_file.parent.joinpath("golden", test_file.stem, *classes)
+
+
+def _safe(name: str) -> str:
+    """``name`` with what a file name should not hold (brackets, slashes, spaces) as ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _golden_name(node: pytest.Item) -> str:
@@ -142,4 +156,4 @@ def _golden_name(node: pytest.Item) -> str:
             name = original
         elif ids.endswith(f"-{kind}"):
             name = f"{original}[{ids[: -len(kind) - 1]}]"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return _safe(name)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from pipeline.envelope import Event, encode
 from pipeline.processing import ProcessorTestDriver
+from pipeline.processing.harness import PipelineHarness
 from pipeline.replay.recording import RecordedMessage, RecordingWriter, read_recording
 from pipeline.testing.backends import (
     DriverBackend,
@@ -70,11 +71,32 @@ def test_replay_into_driver_takes_messages_and_another_topic(replay_into_driver,
     recording = write_recording(tmp_path / "r.ndjson", [counting_event("k", 0)])
     driver = ProcessorTestDriver(counting.processor)
     try:
-        # Kept where asked, and the test is told nothing reads it there.
+        # Kept where asked, and the test is told nothing reads it there: nothing to count.
         with pytest.warns(UserWarning, match="no processor reads elsewhere"):
             sent = replay_into_driver(driver, list(read_recording(recording)), topic="elsewhere")
-        assert sent == 1 and list(driver.topics) == [("elsewhere", 0)]
+        assert sent == 0 and list(driver.topics) == [("elsewhere", 0)]
+        assert replay_into_driver(driver, recording, topic=counting.TOPIC) == 1
     finally:
+        driver.close()
+
+
+def test_replay_into_driver_counts_only_what_a_processor_reads(replay_into_driver, tmp_path):
+    # A recording of the wrong topic must not pass `assert replay_into_driver(...) == n`.
+    read = [counting_event("k", n) for n in range(3)]
+    messages = list(read_recording(write_recording(tmp_path / "r.ndjson", read)))
+    unread = [msgspec.structs.replace(m, topic="staging.other") for m in messages[:2]]
+    harness = PipelineHarness([counting.processor])
+    driver = ProcessorTestDriver(counting.processor)
+    try:
+        for target in (harness, driver):
+            with pytest.warns(UserWarning, match=r"no processor reads staging\.other.*nor counted"):
+                assert replay_into_driver(target, [*unread, *messages]) == 3
+            with pytest.warns(UserWarning, match="no processor reads staging.other"):
+                assert replay_into_driver(target, unread) == 0
+        harness.run_until_idle()
+        assert counts_of(harness.database) == {"k": 3}
+    finally:
+        harness.close()
         driver.close()
 
 

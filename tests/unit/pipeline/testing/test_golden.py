@@ -94,6 +94,30 @@ def test_a_difference_fails_with_a_diff_and_the_way_to_accept_it(tmp_path):
     assert "--update-golden" in message
 
 
+def test_a_file_that_lost_its_final_newline_still_matches(tmp_path):
+    golden_in(tmp_path, update=True).check({"status": "completed", "n": 1})
+    path = tmp_path / "golden" / "test_x" / "test_y.json"
+    path.write_text(path.read_text().rstrip("\n"))  # an editor or a git hook took it
+
+    golden_in(tmp_path).check({"status": "completed", "n": 1})
+    with pytest.raises(GoldenMismatch) as failure:
+        golden_in(tmp_path).check({"status": "compensated", "n": 1})
+
+    # Only the real difference is shown: no "-}" / "+}" hunk for the newline.
+    message = str(failure.value)
+    assert '-  "status": "completed"' in message
+    assert "-}" not in message and "+}" not in message
+
+
+def test_a_file_is_compared_as_text_as_update_writes_it(tmp_path):
+    path = tmp_path / "golden" / "test_x" / "test_y.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"n": 1}\n')  # the same JSON, indented otherwise
+
+    with pytest.raises(GoldenMismatch, match="--update-golden"):
+        golden_in(tmp_path).check({"n": 1})
+
+
 def test_a_missing_golden_file_fails_and_says_how_to_write_it(tmp_path):
     with pytest.raises(GoldenMismatch, match=r"no golden file .*--update-golden"):
         golden_in(tmp_path).check({"n": 1})

@@ -247,6 +247,45 @@ def test_one_test_on_both_backends_compares_with_one_golden_file(pytester, monke
     assert (folder / "test_differs.json").read_text() == '{\n  "on": "driver"\n}\n'
 
 
+CLASSES_TEST = """
+class TestA:
+    def test_same(self, golden):
+        golden.check({"class": "A"})
+
+
+class TestB:
+    def test_same(self, golden):
+        golden.check({"class": "B"})
+
+    class TestInner:
+        def test_same(self, golden):
+            golden.check({"class": "B.Inner"}, "named")
+
+
+def test_same(golden):
+    golden.check({"class": None})
+"""
+
+
+def test_tests_of_one_name_in_two_classes_have_golden_files_of_their_own(pytester):
+    pytester.makeini("[pytest]\npipeline_plugin = true\n")
+    pytester.makepyfile(test_classes=CLASSES_TEST)
+
+    written = pytester.runpytest_subprocess("--update-golden", "-p", "no:cacheprovider")
+    compared = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    written.assert_outcomes(passed=4)
+    compared.assert_outcomes(passed=4)
+    folder = pytester.path / "golden" / "test_classes"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.json")) == [
+        "TestA/test_same.json",
+        "TestB/TestInner/named.json",
+        "TestB/test_same.json",
+        "test_same.json",  # a test outside a class keeps its place
+    ]
+    assert (folder / "TestB" / "test_same.json").read_text() == '{\n  "class": "B"\n}\n'
+
+
 FAILING_HELPERS_TEST = """
 def test_golden_differs(golden):
     golden.check({"n": 2})
