@@ -11,6 +11,8 @@ every line there JSON: what the stderr console would print is logged instead, as
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import re
@@ -18,12 +20,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, cast
+from typing import IO, Any, TextIO, cast
 
 from rich.console import Console
 from rich.file_proxy import FileProxy
 from rich.markup import escape
 
+from pipeline.errors import PipelineError
 from pipeline.logs.redact import redact
 from pipeline.logs.setup import json_console
 
@@ -34,10 +37,126 @@ def _width(stream_is_terminal: bool) -> int | None:
     return None if stream_is_terminal else _MIN_PIPED_WIDTH
 
 
+def _is_terminal(stream: IO[str] | None) -> bool:
+    """Whether ``stream`` is a terminal; a closed one (``None``: the shell's ``<&-``, ``>&-``)
+    is not."""
+    return stream is not None and stream.isatty()
+
+
 def stdout_console() -> Console:
     # emoji=False: rich would show a name between colons (``a:b:c``, a topic ``x:smile:``) as
     # an emoji; what a command prints is the text as it is.
-    return Console(highlight=False, emoji=False, width=_width(sys.stdout.isatty()))
+    return Console(highlight=False, emoji=False, width=_width(_is_terminal(sys.stdout)))
+
+
+class StdoutUnwritable(PipelineError):
+    """stdout refused what a command printed (a full disk, a closed stdout): one line,
+    ``error: cannot write to stdout: ...``, and exit code 2, as any expected failure."""
+
+
+class StdoutReaderLeft(SystemExit):
+    """The reader of stdout went away (``| head -1``): the command ends there, silently and
+    with exit code 0, as ``pipeline consume`` does. An exit, not an error: rich's consoles
+    and Typer answered the ``BrokenPipeError`` with exit code 1 and no word."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+#: What a write to a closed stdout says.
+STDOUT_CLOSED = "it is closed"
+
+
+class _ClosedStdout:
+    """What stands for a closed stdout (``>&-``), text and bytes: a command that prints
+    nothing succeeds; one that prints fails as on a full disk (:class:`StdoutUnwritable`)."""
+
+    encoding = "utf-8"
+
+    def write(self, data: str | bytes) -> int:
+        raise OSError(errno.EBADF, STDOUT_CLOSED)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, STDOUT_CLOSED)
+
+    @property
+    def buffer(self) -> _ClosedStdout:
+        return self
+
+
+class _StdoutOrError:
+    """``sys.stdout`` while a command runs (:func:`standard_streams`): what refuses to be
+    written there is a :class:`StdoutUnwritable` (not a traceback), a reader that went away a
+    :class:`StdoutReaderLeft`."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        #: Whether a write or flush failed.
+        self.refused = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as error:
+            raise self._refused(error) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as error:
+            raise self._refused(error) from None
+
+    def _refused(self, error: OSError) -> BaseException:
+        self.refused = True
+        if isinstance(error, BrokenPipeError):
+            return StdoutReaderLeft()
+        return StdoutUnwritable(f"cannot write to stdout: {error.strerror or error}")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _ClosedStdin(io.TextIOWrapper):
+    """What stands for a closed stdin (``<&-``): read, it is empty."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8")
+
+
+@contextmanager
+def standard_streams() -> Iterator[None]:
+    """Around a whole command (:func:`pipeline.cli.main.run`): a closed stdin reads as empty
+    (``pipeline produce T -`` with nothing to read), and stdout is :class:`_StdoutOrError`,
+    a closed one failing at its first write. Both as they were afterwards; stdout pointing at
+    the null device if it refused something, so that the interpreter's last flush of what is
+    still buffered cannot fail again (a traceback after the error line)."""
+    stdin, stdout = sys.stdin, sys.stdout
+    guarded = _StdoutOrError(stdout if stdout is not None else cast("IO[str]", _ClosedStdout()))
+    if stdin is None:
+        sys.stdin = _ClosedStdin()
+    sys.stdout = cast("TextIO", guarded)
+    try:
+        yield
+    finally:
+        try:
+            guarded.flush()
+        except StdoutReaderLeft:
+            pass
+        finally:
+            if guarded.refused and stdout is not None:
+                _point_at_null(stdout)
+            sys.stdin, sys.stdout = stdin, stdout
+
+
+def stdin_is_closed() -> bool:
+    """Whether stdin is closed (``<&-``), or stands for a closed one (:func:`standard_streams`)."""
+    return sys.stdin is None or isinstance(sys.stdin, _ClosedStdin)
 
 
 _stderr_console: Console | None = None
@@ -138,8 +257,20 @@ def _drop_stderr() -> None:
     """Point file descriptor 2 at the null device: every later write to stderr (this
     process's Python, logging, librdkafka's C code, the interpreter's last flush of what
     ``sys.stderr`` still buffers) succeeds and goes nowhere."""
+    _point_at_null(_stderr())
+
+
+def silence_stdout() -> None:
+    """After stdout refused a write (its reader went away, a full disk, closed): point its file
+    descriptor, if it has one, at the null device, so that the interpreter's last flush of what
+    is still buffered cannot fail too (a traceback after the command's own last word)."""
+    _point_at_null(sys.stdout)
+
+
+def _point_at_null(stream: IO[str]) -> None:
+    """Point ``stream``'s file descriptor, if it has one, at the null device."""
     try:
-        descriptor = _stderr().fileno()
+        descriptor = stream.fileno()
     except (AttributeError, OSError, ValueError):  # a stand-in without a descriptor
         return
     null = os.open(os.devnull, os.O_WRONLY)
@@ -170,13 +301,18 @@ def terminal_safe(text: str) -> str:
 
 #: What a command that reads stdin says when what it reads is typed at the terminal.
 TYPING_HINT = "reading NDJSON from the terminal; end with Ctrl-D"
+#: What a command that reads stdin says when stdin is closed (``<&-``).
+CLOSED_STDIN_NOTE = "stdin is closed: nothing to read"
 
 
 def typed_at_the_terminal(reads_stdin: bool) -> bool:
     """Whether a command's input is typed at the terminal: it reads stdin (``reads_stdin``)
     and stdin is a terminal. If so, says so on stderr (:data:`TYPING_HINT`), and the command
-    draws no progress bar: its redraws wipe the line being typed."""
-    typed = reads_stdin and sys.stdin.isatty()
+    draws no progress bar: its redraws wipe the line being typed. A closed stdin is read as
+    empty, and said so (:data:`CLOSED_STDIN_NOTE`)."""
+    if reads_stdin and stdin_is_closed():
+        stderr_console().print(CLOSED_STDIN_NOTE, highlight=False, markup=False)
+    typed = reads_stdin and _is_terminal(sys.stdin)
     if typed:
         stderr_console().print(TYPING_HINT, highlight=False, markup=False)
     return typed

@@ -41,7 +41,6 @@ summary line (exit 130 or 143); a closed pipe (``| head``) stops quietly (exit 0
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -51,7 +50,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import typer
 
 from pipeline.cli.checks import non_empty
-from pipeline.cli.console import stderr_console
+from pipeline.cli.console import silence_stdout, stderr_console
 from pipeline.cli.consume_message import message_json, ndjson_line
 from pipeline.cli.interrupts import HeldInterrupts, exit_code, signals_interrupt, write_whole
 from pipeline.cli.plurals import counted
@@ -330,13 +329,6 @@ def _commit(consumer: Consumer, topic: str, positions: dict[int, int]) -> bool:
     return True
 
 
-def _silence_stdout() -> None:
-    """After a broken pipe: point stdout at /dev/null so the exit flush cannot fail too."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -415,10 +407,10 @@ def consume(
             reading = _start(consumer, topic, partitions, from_beginning, group, follow)
             _read(consumer, reading, sys.stdout.buffer, max_messages, commit=group is not None)
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return
     except OSError as error:  # stdout itself refused (a full disk): one line, not a traceback
-        _silence_stdout()
+        silence_stdout()
         printed = counted(reading.printed, "message") if reading is not None else "nothing"
         raise PipelineError(
             f"cannot write to stdout: {error.strerror or error} (after {printed})"

@@ -29,7 +29,7 @@ import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
+from pipeline.cli.console import announcing_kafka, silence_stdout, stderr_console, stdout_console
 from pipeline.cli.consume_message import header_value_json, ndjson_line
 from pipeline.cli.dlq_discard import discard_command, interrupted_line
 from pipeline.cli.dlq_selection import (
@@ -145,6 +145,21 @@ def letter_json(letter: DeadLetter, *, settled: Marker | None = None) -> dict[st
     return fields
 
 
+def _write_ndjson(documents: Iterable[dict[str, Any]]) -> None:
+    """``documents`` on stdout, a line each; a reader that went away (``| head``) ends the
+    command quietly, stdout refusing the bytes (a full disk) is one line, as for any command."""
+    try:
+        for document in documents:
+            sys.stdout.buffer.write(ndjson_line(document))
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        raise typer.Exit(0) from None
+    except OSError as error:
+        silence_stdout()
+        raise PipelineError(f"cannot write to stdout: {error.strerror or error}") from None
+
+
 @app.command()
 def inspect(
     ctx: typer.Context,
@@ -199,11 +214,7 @@ def inspect(
     if limit is not None:
         shown = shown[:limit]
     if output is Output.ndjson:
-        for letter in shown:
-            sys.stdout.buffer.write(
-                ndjson_line(letter_json(letter, settled=settled.get(letter.position)))
-            )
-        sys.stdout.buffer.flush()
+        _write_ndjson(letter_json(letter, settled=settled.get(letter.position)) for letter in shown)
     elif shown:
         _out.print(
             dead_letter_table(

@@ -15,7 +15,6 @@ says how many.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -30,6 +29,7 @@ from rich.markup import escape
 from pipeline.cli.checks import non_empty, positive
 from pipeline.cli.console import (
     announcing_kafka,
+    silence_stdout,
     stderr_console,
     stdout_console,
 )
@@ -265,22 +265,14 @@ def _print(hits: list[dict[str, Any]], output: str) -> None:
             console = stdout_console()
             console.print(_table(hits, console.width, console.encoding))
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         raise typer.Exit(0) from None
+    except PipelineError:  # stdout refused the text: said so already (console.standard_streams)
+        raise
     except Exception as error:
         raise PipelineError(
             f"cannot print the search's results: {type(error).__name__}: {error}"
         ) from None
-
-
-def _silence_stdout() -> None:
-    """After a broken pipe: point stdout at /dev/null so the exit flush cannot fail too."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):  # no file descriptor behind stdout (a test's stand-in)
-        pass
 
 
 @app.command()

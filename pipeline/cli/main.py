@@ -29,7 +29,7 @@ from typer import _click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from pipeline.cli.console import SAID_LOGGER, stderr_console
+from pipeline.cli.console import SAID_LOGGER, standard_streams, stderr_console
 from pipeline.cli.lazy import LazyGroup
 from pipeline.default_database import default_database_url
 from pipeline.errors import PipelineError
@@ -302,10 +302,14 @@ def with_default_database(settings: PipelineSettings) -> PipelineSettings:
 def run() -> None:
     """Console entry point: expected errors become one line on stderr and exit code 2.
 
-    Typer's standalone mode already answers usage errors that way and exits by itself.
+    Typer's standalone mode already answers usage errors that way and exits by itself. A
+    closed stdin reads as empty; stdout that refuses what is printed (a full disk, closed) is
+    ``error: cannot write to stdout: ...``, and a reader of stdout that went away (``| head``)
+    ends the command with exit code 0 (:func:`pipeline.cli.console.standard_streams`).
     """
     try:
-        app()
+        with standard_streams():
+            app()
     except PipelineError as error:
         _fail(str(error), error)
     # Bad input no command checked first, still a line and not a traceback: a file the user may

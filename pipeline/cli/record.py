@@ -29,7 +29,7 @@ from rich.progress import Progress, ProgressColumn, Task, TextColumn, TimeElapse
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.console import stderr_console
+from pipeline.cli.console import silence_stdout, stderr_console
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
 from pipeline.plurals import counted
@@ -231,13 +231,6 @@ def _require_topics(settings: PipelineSettings, topics: list[str]) -> None:
         )
 
 
-def _silence_stdout() -> None:
-    """After a broken pipe: point stdout at /dev/null so the exit flush cannot fail too."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
 @contextmanager
 def _output(out: str) -> Iterator[IO[bytes]]:
     if out == "-":
@@ -248,7 +241,7 @@ def _output(out: str) -> Iterator[IO[bytes]]:
         except BrokenPipeError:
             raise  # the reader went away (| head): the command stops quietly
         except OSError as error:  # stdout refused (a full disk): one line, not a traceback
-            _silence_stdout()
+            silence_stdout()
             raise PipelineError(f"cannot write to stdout: {error.strerror or error}") from None
         return
     path = Path(out)
@@ -415,7 +408,7 @@ def record(
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
             interrupted = interrupt
         except BrokenPipeError:  # --out - and the reader went away (| head): stop quietly
-            _silence_stdout()
+            silence_stdout()
             return
         finally:
             messages.close()

@@ -216,7 +216,10 @@ def replay(
     def on_checked(found: RecordingSurvey, count: int) -> None:
         checked.append(found)
         if found.messages:
-            _err.print(_plan(found, file, pacing, topic, count))
+            # A process sends whole partitions, a message goes to one: more processes than
+            # messages have nothing to send, and are not said to (a recording of 1 message
+            # with 2 started is sent by 1).
+            _err.print(_plan(found, file, pacing, topic, min(count, found.messages)))
             progress.set_total(found.messages)
         else:
             _err.print(f"{file} holds no message: nothing to replay")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import time
 from collections import defaultdict
 
@@ -31,7 +32,7 @@ from pipeline.envelope import Event, decode, encode
 from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.kafka.producer import build_event_producer
 from pipeline.topics.spec import dlq_name
-from tests.support.stack_cli import run_pipeline, said
+from tests.support.stack_cli import PIPELINE, run_pipeline, said
 
 DECLINED = Failure(
     reason="retries_exhausted",
@@ -223,6 +224,26 @@ def test_inspect_ndjson_prints_every_field_and_the_filters_select(
 
 
 # --- redrive ----------------------------------------------------------------------------------
+
+
+def test_inspect_ndjson_to_a_full_disk_is_one_line_not_a_traceback(
+    pipeline_settings, topic_with_dlq
+):
+    topic, dlq = topic_with_dlq
+    scenario(pipeline_settings, topic, dlq)
+
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [PIPELINE, "dlq", "inspect", dlq, "--output", "ndjson"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error: cannot write to stdout: No space left on device" in result.stderr
 
 
 def test_redrive_sends_the_selected_and_their_followers_back_in_key_order_once(

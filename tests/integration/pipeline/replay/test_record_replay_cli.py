@@ -277,6 +277,23 @@ def test_a_recording_to_a_stdout_that_cannot_be_written_is_one_line_too(
     refused(result, "cannot write to stdout: No space left on device")
 
 
+def test_a_recording_to_a_closed_stdout_is_one_line_too(pipeline_settings, new_topic):
+    # `pipeline record T -o - >&-`: a traceback from asking the closed stdout its descriptor.
+    topic = new_topic(partitions=1)
+    produce(pipeline_settings, topic, [(0, b"k", b"v", None)] * 5)
+
+    result = subprocess.run(
+        [PIPELINE, "record", topic, "--from-beginning", "--until-end", "-o", "-"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(1),
+    )
+
+    refused(result, "cannot write to stdout: it is closed")
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_ends_a_recording_with_complete_lines_a_summary_and_its_exit_code(
     pipeline_settings, new_topic, tmp_path, signum, code

@@ -13,6 +13,7 @@ from pipeline.cli.replay import _plan
 from pipeline.replay.pacing import Pacing
 from pipeline.replay.processes import MAX_PROCESSES, replay_recording
 from pipeline.replay.recording import RecordedMessage
+from pipeline.replay.replayer import ReplaySummary
 from pipeline.replay.routing import ReplayError, survey
 from pipeline.settings import KafkaSettings
 
@@ -100,3 +101,40 @@ def test_record_refuses_a_name_that_can_be_no_topics_before_kafka_is_asked(tmp_p
         "'_' and '-')"
     )
     assert not (tmp_path / "r.ndjson").exists()
+
+
+def _replayed_by(monkeypatch, messages: int, processes: int, tmp_path: Path) -> str:
+    """What ``pipeline replay`` says of a recording of ``messages`` that the library sends with
+    ``processes`` processes (as many as cores, at most the target's partitions)."""
+    import pipeline.replay.processes
+
+    def sent(kafka, path, *, on_checked, on_progress, **options):
+        found = survey([RecordedMessage("t", 0, n, None, b"v") for n in range(messages)])
+        on_checked(found, processes)
+        on_progress(messages)
+        return ReplaySummary(messages, {"t": messages}, 0.1)
+
+    monkeypatch.setattr(pipeline.replay.processes, "replay_recording", sent)
+    recording = tmp_path / "huge.jsonl"
+    recording.write_text("")
+    result = CliRunner().invoke(app, ["replay", str(recording)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_recording_of_one_message_is_not_said_to_be_replayed_by_two_processes(
+    monkeypatch, tmp_path
+):
+    # An outside review: "replaying 1 message from huge.jsonl into t, ..., 2 processes"; the
+    # second had nothing to send.
+    said = _replayed_by(monkeypatch, 1, 2, tmp_path)
+
+    assert f"replaying 1 message from {tmp_path / 'huge.jsonl'} into t, as fast as possible\n" in (
+        said
+    )
+    assert "processes" not in said
+
+
+def test_no_more_processes_are_said_than_there_are_messages(monkeypatch, tmp_path):
+    assert "as fast as possible, 3 processes\n" in _replayed_by(monkeypatch, 3, 4, tmp_path)
+    assert "as fast as possible, 4 processes\n" in _replayed_by(monkeypatch, 9, 4, tmp_path)
