@@ -139,7 +139,8 @@ def replay(
         str | None,
         typer.Option(
             "--speed",
-            help="Send at the recorded pace (by the timestamps) times this, e.g. 10x or 0.5x.",
+            help="Send at the recorded pace (by the timestamps) times this, e.g. 10x or 0.5x; "
+            "a file's partitions are merged by timestamp, stdin goes in the order it comes.",
         ),
     ] = None,
     rewrite_ids: Annotated[

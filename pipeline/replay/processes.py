@@ -26,6 +26,9 @@ where the check read it (lines added to it since are not sent). A pipe (a shell'
 ``<(...)``), which cannot be read twice, is replayed by one process that keeps its messages
 from the check to the sending.
 
+With ``--speed`` the messages go in :class:`~pipeline.replay.pacing.RecordedOrder`, the
+recorded partitions merged by timestamp (:mod:`pipeline.replay.by_time`).
+
 Several processes pay off when cores are idle: they spend more CPU in all (this process reads
 every line, then its owner reads it again) to send sooner. bench/replay.py measures both.
 """
@@ -33,6 +36,7 @@ every line, then its owner reads it again) to send sooner. bench/replay.py measu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import multiprocessing
@@ -49,7 +53,8 @@ from typing import Any
 
 from pipeline.gc_tuning import collector_paused
 from pipeline.kafka.clients import build_admin
-from pipeline.replay.pacing import Pacing
+from pipeline.replay.by_time import Places, let_go_in, read_in_order, survey_places
+from pipeline.replay.pacing import Pacing, RecordedOrder
 from pipeline.replay.recording import (
     ProducibleMessage,
     open_recording,
@@ -215,9 +220,13 @@ def _replay_here(
     """Everything in this process: read the file once to check it, then again to send it; a
     pipe, which cannot be read twice, is read once and its messages kept in between. (Kept
     from a file too, they made the replay slower, not faster: measured, 100,000 messages of
-    550 B, 1.19-1.32 s read twice, 1.31-1.51 s read once.)"""
+    550 B, 1.19-1.32 s read twice, 1.31-1.51 s read once.) With ``--speed``, in
+    :class:`RecordedOrder` (see the module docstring)."""
     prepared = ReplayProducer(sizes.kafka)  # gets its producer id while the file is read
+    by_time = pacing is not None and pacing.speed is not None
     kept: list[ProducibleMessage] | None = None
+    places: Places | None = None
+    order: RecordedOrder | None = None
     checked_bytes = 0
     try:
         if _read_once(path):
@@ -226,10 +235,22 @@ def _replay_here(
             with collector_paused():
                 kept = list(read_recording_for_replay(path))
             found = survey(kept, topic=topic)
+            if by_time:
+                order = RecordedOrder()
+                for message in kept:
+                    order.add(message.topic, message.partition, message.timestamp_ms)
         else:
             with open_recording(path) as lines:
-                found = survey(parse_lines_for_replay(lines, source=str(path)), topic=topic)
+                if by_time:
+                    found, places = survey_places(lines, str(path), topic)
+                    order = places.order
+                else:
+                    found = survey(parse_lines_for_replay(lines, source=str(path)), topic=topic)
                 checked_bytes = lines.tell()  # what was checked: what is sent
+        if order is not None:
+            # Where --speed's clock starts: the first stamped message sent, in this order (the
+            # plan's estimate of the replay's time counts from there).
+            found = dataclasses.replace(found, start_ms=order.start_ms)
         counts = _check_targets(sizes, path, found, preserve_partitions)
     except KeyboardInterrupt as interrupt:  # nothing sent yet
         raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), interrupt) from None
@@ -237,9 +258,16 @@ def _replay_here(
         on_checked(found, 1)
     if not found.messages:
         return ReplaySummary(sent=0, per_topic={}, elapsed_s=0.0)
+    messages: Iterator[ProducibleMessage]
+    if kept is not None:
+        messages = _let_go(kept) if order is None else let_go_in(kept, order)
+    elif places is not None:
+        messages = read_in_order(path, places)
+    else:
+        messages = _read_checked(path, checked_bytes)
     return replay_into_kafka(
         sizes.kafka,
-        _read_checked(path, checked_bytes) if kept is None else _let_go(kept),
+        messages,
         topic=topic,
         preserve_partitions=preserve_partitions,
         rewrite_ids=rewrite_ids,

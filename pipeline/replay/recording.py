@@ -554,6 +554,9 @@ class _LineBound(io.RawIOBase):
     def tell(self) -> int:
         return self._raw.tell()
 
+    def fileno(self) -> int:  # a replay by timestamps reads lines where they are (os.pread)
+        return self._raw.fileno()
+
     def close(self) -> None:
         self._raw.close()
         super().close()

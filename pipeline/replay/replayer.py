@@ -167,7 +167,12 @@ def replay_into_kafka(
     partition_counts: Mapping[str, int] | None = None,
     prepared: ReplayProducer | None = None,
 ) -> ReplaySummary:
-    """Produce ``messages`` (in order) to their recorded topics, or all to ``topic``.
+    """Produce ``messages`` (in the order given) to their recorded topics, or all to ``topic``.
+
+    With ``pacing=Pacing(speed=...)``, a recording of several partitions keeps its timing when
+    given in :class:`~pipeline.replay.pacing.RecordedOrder` (``in_recorded_order(messages)``;
+    ``replay_recording`` does it for a file): in file order, a message stamped before the one
+    sent last goes at once.
 
     ``messages`` are :class:`RecordedMessage` objects, or the lines
     :func:`~pipeline.replay.recording.read_recording_for_replay` reads (faster: their text is

@@ -68,7 +68,8 @@ class RecordingSurvey:
     #: The latest recorded timestamp.
     last_ms: int | None = None
     #: The timestamp of the first message (in file order) that has one: where ``--speed``'s
-    #: clock starts (pacing.Schedule).
+    #: clock starts (pacing.Schedule), unless the messages are sent in another order (a file's
+    #: replay by time replaces it by pacing.RecordedOrder.start_ms: the first sent).
     start_ms: int | None = None
     #: The first recorded ``(topic, partition)`` below 0, which no topic has.
     below_zero: tuple[str, int] | None = None
@@ -94,9 +95,10 @@ class RecordingSurvey:
     @property
     def paced_s(self) -> float:
         """How long ``--speed 1x`` takes to send it, in seconds: from the first message's
-        timestamp to the latest one. pacing.Schedule sends a message stamped before one already
-        sent at once, so timestamps earlier than the first message's add no time (5000, 7000,
-        1000 take 2 s, not the 6 s between the earliest and the latest)."""
+        timestamp (:attr:`start_ms`) to the latest one. pacing.Schedule sends a message
+        stamped before one already sent at once, so timestamps earlier than the first message's
+        add no time (5000, 7000, 1000 take 2 s, not the 6 s between the earliest and the
+        latest)."""
         if self.start_ms is None or self.last_ms is None:
             return 0.0
         return (self.last_ms - self.start_ms) / 1000

@@ -1,9 +1,18 @@
-"""When each replayed message is due: by rate, by the recorded timestamps, or at once."""
+"""When each replayed message is due: by rate, by the recorded timestamps, or at once; and in
+which order --speed sends a recording of several partitions."""
 
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.replay.pacing import Pacing, Schedule, parse_rate, parse_speed
+from pipeline.replay.pacing import (
+    Pacing,
+    RecordedOrder,
+    Schedule,
+    in_recorded_order,
+    parse_rate,
+    parse_speed,
+)
+from pipeline.replay.recording import RecordedMessage
 
 
 def test_unpaced_every_message_is_due_at_once():
@@ -72,3 +81,77 @@ def test_a_rate_that_is_not_one_is_refused(text):
 def test_a_speed_that_is_not_one_is_refused(text):
     with pytest.raises(PipelineError, match="--speed takes a factor"):
         parse_speed(text)
+
+
+def _order(recorded):
+    """The sending order (indexes) of ``(topic, partition, timestamp)`` given in file order."""
+    order = RecordedOrder()
+    for topic, partition, ts in recorded:
+        order.add(topic, partition, ts)
+    assert len(order) == len(recorded)
+    return list(order)
+
+
+def test_partitions_recorded_one_after_another_are_merged_by_timestamp():
+    # What `pipeline record` writes for a topic with history: one partition, then the next.
+    # 12 messages stamped 500 ms apart, cycling over 3 partitions.
+    recorded = [("T", p, 500 * n) for p in range(3) for n in range(p, 12, 3)]
+    order = _order(recorded)
+    assert [recorded[i][2] for i in order] == [500 * n for n in range(12)]
+
+
+def test_a_partition_whose_stamps_go_backwards_keeps_its_order_and_ties_go_in_file_order():
+    recorded = [
+        ("a", 0, 1_000),  # 0
+        ("a", 0, 3_000),  # 1
+        ("a", 0, 2_000),  # 2: stamped before the message before it in its partition
+        ("a", 0, 4_000),  # 3
+        ("a", 1, 1_500),  # 4
+        ("a", 1, 2_500),  # 5
+        ("a", 1, 3_500),  # 6
+        ("b", 0, 3_000),  # 7: another topic's partition 0, stamped as 1 (a tie)
+        ("b", 0, 3_000),  # 8
+    ]
+    # Only the next message of each partition is compared: 2 comes right after 1 (not before
+    # it, as sorting by timestamp would put it), and 1 before 7 and 8 (the same stamp, first
+    # in the file).
+    assert _order(recorded) == [0, 4, 5, 1, 2, 7, 8, 6, 3]
+
+
+def test_a_message_without_a_timestamp_goes_right_after_the_message_before_it_in_its_partition():
+    recorded = [
+        ("T", 0, None),  # 0: before any stamp of its partition: first
+        ("T", 0, 1_000),  # 1
+        ("T", 0, None),  # 2: with 1
+        ("T", 0, 3_000),  # 3
+        ("T", 1, None),  # 4: first, after 0 (file order)
+        ("T", 1, 500),  # 5
+        ("T", 1, 2_000),  # 6
+        ("T", 1, None),  # 7: with 6
+    ]
+    assert _order(recorded) == [0, 4, 5, 1, 2, 6, 7, 3]
+    # Even before a message of another partition stamped as the one before it, and earlier in
+    # the file.
+    assert _order([("T", 0, 1_000), ("T", 1, 1_000), ("T", 0, None)]) == [0, 2, 1]
+
+
+def test_the_clock_starts_at_the_earliest_first_stamp_of_a_partition():
+    assert RecordedOrder().start_ms is None
+    assert _order([]) == []
+    order = RecordedOrder()
+    for topic, partition, ts in [("T", 1, None), ("T", 1, 5_000), ("T", 1, 7_000), ("T", 1, 1_000)]:
+        order.add(topic, partition, ts)
+    # One partition going backwards: sent as recorded, from 5000 (1000 goes at once, after
+    # 7000): the replay takes 2 s at 1x.
+    assert order.start_ms == 5_000
+    order.add("T", 0, 2_000)
+    assert order.start_ms == 2_000
+    assert list(order) == [0, 4, 1, 2, 3]
+
+
+def test_messages_in_memory_in_recorded_order():
+    messages = [
+        RecordedMessage("T", partition, n, None, f"m{ts}".encode(), (), ts)
+        for n, (partition, ts) in enumerate([(0, 0), (0, 2_000), (1, 1_000), (1, 3_000)])
+    ]
+    assert [m.value for m in in_recorded_order(messages)] == [b"m0", b"m1000", b"m2000", b"m3000"]
