@@ -466,6 +466,8 @@ def _produce(
             _send_lines(producer, rules, batches, tally, rejects, progress, total)
     except KeyboardInterrupt as interrupt:
         interrupted = interrupt
+        if typed:  # the terminal echoed ^C after what was being typed: a line of its own
+            _err.print()
         _err.print(_interrupted(data, tally.lines), highlight=False, markup=False)
     except PipelineError as error:
         stopped = _stopped(tally, str(error))

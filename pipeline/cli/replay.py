@@ -254,6 +254,8 @@ def replay(
                 if not checked[0].messages:
                     return
     except ReplayInterrupted as interrupted:
+        if typed:  # the terminal echoed ^C after what was being typed: a line of its own
+            _err.print()
         _summary(interrupted.summary)
         _err.print("interrupted")
         raise typer.Exit(exit_code(interrupted.interrupt)) from None

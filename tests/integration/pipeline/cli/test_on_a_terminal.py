@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import subprocess
+import time
 
 from tests.support.processor_runs import PIPELINE
 
@@ -174,3 +175,49 @@ def test_produce_reading_what_is_typed_says_so_and_draws_no_bar(new_topic):
     shown = screen(produced.stdout)
     assert "reading NDJSON from the terminal; end with Ctrl-D" in shown, shown
     assert not _ELAPSED.search(produced.stdout), produced.stdout
+
+
+def _interrupted_while_typing(*args: str, partial: str) -> list[str]:
+    """``pipeline *args`` reading what is typed at a pseudo-terminal: ``partial`` typed (no
+    Enter), then Ctrl-C; the lines the terminal shows afterwards."""
+    command = " ".join(shlex.quote(part) for part in (PIPELINE, *args))
+    terminal = subprocess.Popen(
+        ["script", "--quiet", "--return", "--command", command, "/dev/null"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert terminal.stdin is not None and terminal.stdout is not None
+    shown = b""
+    while b"end with Ctrl-D" not in shown:  # ready: reading the terminal
+        chunk = terminal.stdout.read1(4096)
+        assert chunk, shown
+        shown += chunk
+    terminal.stdin.write(partial.encode())
+    terminal.stdin.flush()
+    time.sleep(0.5)
+    terminal.stdin.write(b"\x03")
+    terminal.stdin.flush()
+    rest, _ = terminal.communicate(timeout=120)
+    return screen((shown + rest).decode("utf-8", "replace"))
+
+
+def test_produce_interrupted_mid_line_says_so_on_a_line_of_its_own(new_topic):
+    # "interrupted after line 0" was written after the ^C the terminal echoed, on the typed line.
+    topic = new_topic(partitions=1)
+
+    shown = _interrupted_while_typing("produce", topic, "-", partial='{"a": 1')
+
+    typed = next(line for line in shown if '{"a": 1' in line)
+    assert "interrupted" not in typed, shown
+    assert any(line.startswith("interrupted after line 0") for line in shown), shown
+
+
+def test_replay_interrupted_mid_line_starts_its_summary_on_a_line_of_its_own(new_topic):
+    topic = new_topic(partitions=1)
+
+    shown = _interrupted_while_typing("replay", "-", "--topic", topic, partial=TYPED[:20])
+
+    typed = next(line for line in shown if TYPED[:20] in line)
+    assert typed.rstrip().endswith(("^C", TYPED[:20])), shown
+    assert any(line.startswith("interrupted") for line in shown), shown
