@@ -222,6 +222,11 @@ def _normalise_level(document: dict[str, Any]) -> bool:
     return changed
 
 
+#: JSON's names of what a line that is no object holds (Python's would reach the user).
+_JSON_KINDS = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+_JSON_KINDS[type(None)] = "null"
+
+
 def _read_document(value: bytes) -> dict[str, Any] | str:
     """The log document of a record's value, or why it is none (the dead letter's reason)."""
     try:
@@ -237,7 +242,7 @@ def _read_document(value: bytes) -> dict[str, Any] | str:
     except ValueError as error:
         return f"undecodable: not JSON ({error})"
     if not isinstance(document, dict):
-        return f"undecodable: a JSON {type(document).__name__}, not an object"
+        return f"undecodable: a JSON {_JSON_KINDS.get(type(document), 'value')}, not an object"
     return document
 
 

@@ -101,7 +101,10 @@ def test_a_multi_line_json_value_is_sent_as_one_line():
     [
         (None, "undecodable: the record has no value"),
         (b"{not json", "undecodable: not JSON"),
-        (b"[1, 2]", "undecodable: a JSON list, not an object"),
+        (b"[1, 2]", "undecodable: a JSON array, not an object"),
+        (b"null", "undecodable: a JSON null, not an object"),
+        (b"42", "undecodable: a JSON number, not an object"),
+        (b'"text"', "undecodable: a JSON string, not an object"),
         (b'{"message": "no time"}', "undecodable: no valid @timestamp"),
         (b'{"@timestamp": "yesterday"}', "undecodable: no valid @timestamp"),
     ],
