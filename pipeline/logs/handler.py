@@ -334,7 +334,8 @@ class KafkaLogHandler(logging.Handler):
         if not self._notes_as_json:
             self._write_fallback(text.encode())
             return
-        note = logging.LogRecord(__name__, level, __file__, 0, text, None, None, function)
+        line = sys._getframe(1).f_lineno  # the caller's, as logging's own records say
+        note = logging.LogRecord(__name__, level, __file__, line, text, None, None, function)
         self._write_fallback(record_json(note, service=self.service, hostname=self._hostname))
 
     def _write_fallback(self, value: bytes) -> None:

@@ -42,6 +42,8 @@ def test_beside_a_json_console_its_own_lines_are_ecs_documents_too():
     )
     assert len(said) == 3
     assert all(d["service"]["name"] == "svc" for d in documents)
+    # Where in the handler each was said (line 0 before).
+    assert all(d["log"]["origin"]["file"]["line"] > 0 for d in documents), documents
 
 
 def test_otherwise_its_own_lines_are_plain_text():
