@@ -308,9 +308,14 @@ class ProcessingEngine:
         if self._place_waiters:
             self._wake_placed()
         if self._look_ahead is not None:
-            self._look_ahead.start(
-                w for w in self._lanes.take_waiting() if w.lane[:2] not in self._revoking
-            )
+            waiting = self._lanes.take_waiting()
+            if waiting:
+                revoking = self._revoking
+                self._look_ahead.start(
+                    [w for w in waiting if (w.topic, w.partition) not in revoking]
+                    if revoking
+                    else waiting
+                )
 
     def _wake_placed(self) -> None:
         """Let the works that got their place back (:meth:`KeyLanes.reclaim`) go on."""
@@ -503,11 +508,11 @@ class ProcessingEngine:
                 event = decode_record(record)
             except EnvelopeError:
                 return None
-        else:
-            event = ahead.event
-        route = self.processor.route(record.topic, event.type)
-        if route is None or Redrive.of(record) is not None:
-            return None
+            route = self.processor.route(record.topic, event.type)
+            if route is None or Redrive.of(record) is not None:
+                return None
+        else:  # decoded, routed and no redrive: checked when its look-up started
+            event, route = ahead.event, ahead.route
         if not route.is_async and (self.settings.sync_group_wait_ms == 0 or not route.grouped):
             return None
         data = event.data

@@ -118,14 +118,20 @@ class Grouper(Generic[I, R]):
         return grouper
 
     async def submit(self, item: I) -> R:
+        return await self.submit_nowait(item)
+
+    def submit_nowait(self, item: I) -> asyncio.Future[R]:
+        """:meth:`submit` without a coroutine: the future of ``item``'s result (for a caller
+        that awaits it later, without a task of its own for the waiting)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, future))
-        if not self._scheduled and self._running < self._slots():
+        # (Nothing running: a slot is free whatever the concurrency, not asked for.)
+        if not self._scheduled and (not self._running or self._running < self._slots()):
             # On the next turn of the loop: the items submitted in this turn form one group.
             self._scheduled = True
             loop.call_soon(self._start_groups)
-        return await future
+        return future
 
     def _slots(self) -> int:
         slots = self._concurrency() if callable(self._concurrency) else self._concurrency

@@ -218,7 +218,10 @@ class KeyLanes(Generic[P]):
         of ``max_in_flight``, oldest first (made with ``note_waiting=True``; else none): what
         a runtime may prepare ahead, each being its lane's head (its lane's work before it is
         finished). Unordered work is never named: nothing before it need be finished."""
-        noted, self._became_ready = self._became_ready, []
+        noted = self._became_ready
+        if not noted:  # most calls: nothing became ready since
+            return []
+        self._became_ready = []
         running, aside = self._running, self._aside
         return [work for work in noted if work not in running and work not in aside]
 

@@ -38,7 +38,7 @@ from pipeline.envelope import EnvelopeError, Event
 from pipeline.processing.attempt import Redrive, decode_record
 from pipeline.processing.group_commit import Grouper, Seen
 from pipeline.processing.lanes import Work
-from pipeline.processing.processor import Processor
+from pipeline.processing.processor import Processor, Route
 from pipeline.processing.records import Record
 
 __all__ = ["LookAhead", "LookedUp"]
@@ -48,9 +48,10 @@ TopicPartition = tuple[str, int]
 
 
 class LookedUp(NamedTuple):
-    """An event decoded ahead, and its inbox look-up (running or done)."""
+    """An event decoded and routed ahead, and its inbox look-up (running or done)."""
 
     event: Event
+    route: Route
     seen: asyncio.Future[Seen]
 
 
@@ -87,11 +88,11 @@ class LookAhead:
             route = self._processor.route(record.topic, event.type)
             if route is None or not route.is_async or Redrive.of(record) is not None:
                 continue
-            seen = asyncio.ensure_future(
-                self._look_ups.submit((event.id, record.topic, record.key))
-            )
+            # The grouper's own future: a task to await it cost more than the look-up saved
+            # when the look-up is quick (SQLite on the loop, a no-op handler).
+            seen = self._look_ups.submit_nowait((event.id, record.topic, record.key))
             seen.add_done_callback(_retrieve)
-            self._started[work] = LookedUp(event, seen)
+            self._started[work] = LookedUp(event, route, seen)
 
     def take(self, work: Work[Record]) -> LookedUp | None:
         """``work``'s look-up started ahead, if any (once)."""
