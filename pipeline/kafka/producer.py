@@ -187,6 +187,8 @@ class EventProducer(ProducerTransactions):
         self._queue_full_waits = 0
         self.stats = stats or ProducerStats()
         self._reports_due: asyncio.Event | None = None
+        self._polling_threads = 0  # polling() blocks running
+        self._told_unserved = False  # the warning of send_awaitable outside serving_on_loop
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -360,6 +362,14 @@ class EventProducer(ProducerTransactions):
         due = self._reports_due
         if due is not None:
             due.set()
+        elif not self._polling_threads and not self._told_unserved:
+            # Nothing serves its report until a poll() or flush(): a forgotten serving_on_loop
+            # made the await wait for ever, without a word.
+            self._told_unserved = True
+            _log.warning(
+                "send_awaitable outside `async with producer.serving_on_loop():` (or "
+                "producer.polling()): its delivery report waits for a poll() or flush()"
+            )
         return future
 
     def send_and_wait(
@@ -422,9 +432,11 @@ class EventProducer(ProducerTransactions):
 
         thread = threading.Thread(target=serve, name="event-producer-poll", daemon=True)
         thread.start()
+        self._polling_threads += 1
         try:
             yield
         finally:
+            self._polling_threads -= 1
             stop.set()
             thread.join()
 

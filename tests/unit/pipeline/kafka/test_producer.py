@@ -541,3 +541,35 @@ def test_refresh_stats_waits_for_fresh_reports_after_failures_the_caller_counted
     producer.refresh_stats(timeout_s=0.3, failures=1)
 
     assert client.polls - polls > 1
+
+
+def test_send_awaitable_outside_serving_on_loop_warns_once_that_nothing_serves_it(caplog):
+    # A forgotten serving_on_loop() made the await wait for ever without a word.
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+
+    async def main():
+        with caplog.at_level(logging.WARNING, logger="pipeline.kafka.producer"):
+            futures = [producer.send_awaitable("orders", _event(key)) for key in "ab"]
+            async with producer.serving_on_loop():
+                return await asyncio.wait_for(asyncio.gather(*futures), 5)
+
+    deliveries = asyncio.run(main())
+    assert all(delivery.ok for delivery in deliveries)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "send_awaitable outside `async with producer.serving_on_loop():` (or "
+        "producer.polling()): its delivery report waits for a poll() or flush()"
+    ]
+
+
+def test_send_awaitable_served_by_a_polling_thread_says_nothing(caplog):
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+
+    async def main():
+        with producer.polling(), caplog.at_level(logging.WARNING):
+            return await asyncio.wait_for(producer.send_awaitable("orders", _event()), 5)
+
+    assert asyncio.run(main()).ok
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
