@@ -166,6 +166,8 @@ class RejectsFile:
         self.count += 1
         if self.count <= SHOWN:
             _err.print(f"[yellow]rejected[/yellow] line {rejection.line}: {rejection.reason}")
+        elif self.count == SHOWN + 1:
+            _err.print(f"(the first {SHOWN} rejected lines are shown; every one is in {self.path})")
 
     def close(self) -> None:
         if self._file is None:

@@ -94,3 +94,20 @@ def test_an_interrupted_run_gives_the_command_for_the_rest_of_a_regular_file_onl
     )
     # A FIFO cannot be read again: said as for stdin.
     assert said_fifo == said_stdin == "interrupted after line 20; waiting for what was sent"
+
+
+def test_past_the_rejections_shown_one_line_says_the_rest_are_in_the_file(tmp_path, capsys):
+    # Only the first 10 were shown, and nothing said there were more.
+    from producers.ndjson import RejectedLine
+
+    rejects = produce_input.RejectsFile(tmp_path / "in.rejects.ndjson")
+    for line in range(1, 16):
+        rejects.write(RejectedLine(line, "not a JSON object", "[1]"))
+    rejects.close()
+
+    said = capsys.readouterr().err.splitlines()
+    assert [row.split(":")[0] for row in said[:10]] == [f"rejected line {n}" for n in range(1, 11)]
+    assert said[10:] == [
+        f"(the first 10 rejected lines are shown; every one is in {tmp_path}/in.rejects.ndjson)"
+    ]
+    assert len((tmp_path / "in.rejects.ndjson").read_text().splitlines()) == 15
