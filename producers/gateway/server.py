@@ -118,7 +118,11 @@ class _HeadersInTime(web.RequestHandler):
         if self._request_count != requests:  # a request's headers came whole
             self._stop_header_deadline()
             self._headers_begun = False
-        elif self._waiter is not None and not self._waiter.done():  # a request's start
+        elif data and (
+            # a request's start: the connection's first (its handler may not wait for it yet,
+            # when the bytes come with the connection), or one after a request answered
+            not self._request_count or (self._waiter is not None and not self._waiter.done())
+        ):
             self._headers_begun = True
             if self._header_deadline is None:
                 self._start_header_deadline()

@@ -115,6 +115,30 @@ def test_headers_that_do_not_arrive_in_time_are_408_and_the_connection_closes(tm
     assert _rejections(metrics, "request_timeout") == 1.0
 
 
+def test_headers_sent_with_the_connection_get_their_408_too(tmp_path: Path):
+    # Bytes that came before the connection's handler waited for a request were not seen as
+    # a request's start: about half of such connections were closed without a word.
+    socket_path, metrics = tmp_path / "gateway.sock", GatewayMetrics()
+    partial = b"POST /v1/requests/place_order HTTP/1.1\r\nHost: gateway\r\n"
+
+    async def stall() -> bytes:
+        reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        writer.write(partial)
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    async def stall_many() -> list[bytes]:
+        return list(await asyncio.gather(*(stall() for _ in range(12))))
+
+    # On the gateway's own loop (uvloop where installed), where the bytes come with the
+    # connection, before its handler waits for a request.
+    answers = run_event_loop(_served(socket_path, metrics, stall_many, timeout_s=0.3))
+
+    assert [answer[:24] for answer in answers] == [b"HTTP/1.1 408 Request Tim"] * 12
+    assert _rejections(metrics, "request_timeout") == 12.0
+
+
 def test_a_connection_that_sends_nothing_is_closed_without_a_word(tmp_path: Path):
     socket_path, metrics = tmp_path / "gateway.sock", GatewayMetrics()
 
