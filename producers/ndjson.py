@@ -260,9 +260,13 @@ def _bracket(text: str, source: str, start: int) -> tuple[str | int, int]:
     inside = source[start + 1 : close].strip()
     if inside.isdigit() and inside.isascii():
         return int(inside), close + 1
-    raise _bad_path(
-        text, start, "expected [<index>] or ['<field>'] (negative indices are not read)"
-    )
+    if inside.startswith("-") and inside[1:].isdigit():
+        what = "negative indices are not read: expected [<index>] or ['<field>']"
+    elif inside == "*":
+        what = "a key is one value: no wildcard, expected [<index>] or ['<field>']"
+    else:
+        what = "expected [<index>] or ['<field>']"
+    raise _bad_path(text, start, what)
 
 
 def _bad_path(text: str, position: int, what: str) -> ProduceOptionError:
