@@ -457,7 +457,12 @@ def _ready(rules: LineRules, number: int, text: str, *, decoded: bool) -> ReadyE
         event, message = rules.event_template().event_and_message(data, key, json_text=json_text)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
-        raise _Rejected(f"not a valid event: {first['msg']}") from None
+        where = ".".join(str(step) for step in first["loc"])
+        if where == "partitionkey" and rules.key_path is not None:
+            where = f"the key at {rules.key_path}"
+        raise _Rejected(
+            f"not a valid event: {where + ': ' if where else ''}{first['msg']}"
+        ) from None
     if rules.headers:
         message = KafkaMessage(message.key, message.value, [*message.headers, *rules.headers])
     return ReadyEvent(number, event, message, text)

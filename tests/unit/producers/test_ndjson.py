@@ -150,6 +150,12 @@ def test_data_that_is_json_but_not_a_valid_event_is_rejected() -> None:
     assert reason('{"a": "\\ud800"}').startswith("not a valid event: ")
 
 
+def test_a_key_that_is_not_valid_text_is_named_in_the_reason() -> None:
+    said = reason('{"id": "\\udc00x"}', key_field="id")
+
+    assert said.startswith("not a valid event: the key at $.id: "), said
+
+
 def test_the_rejection_record_is_line_reason_and_raw() -> None:
     rejection = RejectedLine(4, "why", "raw line")
 
