@@ -113,29 +113,14 @@ class TextFormatter(_DocumentFormatter):
         return line
 
 
-#: How long the log handler's producer waits to learn the logs topic's size limit (made in the
-#: handler's sending thread, when the first record comes: the program does not wait).
-_TOPIC_LIMIT_TIMEOUT_S = 2.0
-
-
-def _batch_bytes_for_logs(settings: PipelineSettings) -> int | None:
-    """A ``batch.size`` within the logs topic's own ``max.message.bytes``, when that is below
-    librdkafka's batches (else, or when Kafka does not say in time, ``None``: its default).
-
-    The broker refuses an oversized batch whole: one record over a small limit lost the records
-    batched with it (a review: 11 records not delivered for one 400 kB line on a 256 KiB topic)."""
-    from pipeline.kafka.clients import build_admin
-    from pipeline.topics.admin import describe_cluster_topics
-    from pipeline.topics.limits import batch_bytes_within, message_limit
-
-    try:
-        found = describe_cluster_topics(
-            build_admin(settings.kafka), [settings.logs.topic], timeout_s=_TOPIC_LIMIT_TIMEOUT_S
-        ).get(settings.logs.topic)
-    except Exception:  # Kafka away, a refused login: the handler reports those as it sends
-        return None
-    limit = None if found is None else message_limit(found)
-    return None if limit is None else batch_bytes_within(limit)
+#: The most bytes of records the log handler's producer batches for a partition (librdkafka's
+#: default is 1,000,000). The broker refuses an oversized batch whole, so one record over the
+#: logs topic's own max.message.bytes lost the records batched with it (a review: 11 records for
+#: one 400 kB line on a 256 KiB topic). A topic limit of 72 KiB or more (the broker's default is
+#: 1 MiB) now refuses such a record alone. A constant rather than the topic's limit read at
+#: start: that look-up held the handler's first send, and a program's exit, for its timeout
+#: when Kafka does not answer. Log records are small and the batches are sent every 50 ms.
+LOG_BATCH_BYTES = 64 * 1024
 
 
 def _kafka_producer_factory(
@@ -143,21 +128,21 @@ def _kafka_producer_factory(
 ) -> LogProducer:
     """The log handler's producer; ``on_error``: its handler's
     :meth:`~pipeline.logs.handler.KafkaLogHandler.kafka_error`, so that a Kafka that refused
-    the connection or cannot be reached is not waited for at exit. Its batches stay within the
-    logs topic's own size limit (:func:`_batch_bytes_for_logs`), so that a record too large for
-    it fails alone."""
-    options: dict[str, Any] = {
-        "client.id": f"{settings.kafka.client_id}-logs",
-        "linger.ms": 50,
-        "compression.type": settings.producer.compression,
-        "delivery.timeout.ms": settings.logs.delivery_timeout_ms,
-        "queue.buffering.max.messages": settings.logs.buffer_size,
-        "logger": _librdkafka_log,
-    }
-    batch_bytes = _batch_bytes_for_logs(settings)
-    if batch_bytes is not None:
-        options["batch.size"] = batch_bytes
-    return build_producer(settings.kafka, error_cb=on_error, **options)
+    the connection or cannot be reached is not waited for at exit. Its batches are small
+    (:data:`LOG_BATCH_BYTES`), so that a record too large for the logs topic fails alone."""
+    return build_producer(
+        settings.kafka,
+        error_cb=on_error,
+        **{
+            "client.id": f"{settings.kafka.client_id}-logs",
+            "linger.ms": 50,
+            "batch.size": LOG_BATCH_BYTES,
+            "compression.type": settings.producer.compression,
+            "delivery.timeout.ms": settings.logs.delivery_timeout_ms,
+            "queue.buffering.max.messages": settings.logs.buffer_size,
+            "logger": _librdkafka_log,
+        },
+    )
 
 
 def configure_logging(
