@@ -127,6 +127,10 @@ def ship(
 
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
+    # Logging first, as `pipeline process` does: with a JSON console the check's own lines
+    # (connecting, an error) are JSON too. To Kafka only once the logs topic is known to be
+    # there: a handler sending to a topic that is not waits its whole flush timeout at exit.
+    configure_logging(settings, _SHIPPER_SERVICE, to_kafka=False)
     _require_topics(settings)
     configure_logging(settings, _SHIPPER_SERVICE)
     stop = threading.Event()

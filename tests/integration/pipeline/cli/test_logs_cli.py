@@ -135,6 +135,24 @@ def test_ship_refuses_a_logs_or_dead_letter_topic_that_does_not_exist_in_one_lin
     )
 
 
+def test_ship_with_a_json_console_says_a_missing_topic_in_json_too(unique_name):
+    # Its logging was set up after the topic check: the check's lines were plain text.
+    missing = unique_name("missing-logs")
+
+    result = run_pipeline(
+        "logs", "ship", "--until-idle", "1",
+        env={"PIPELINE_LOGS__TOPIC": missing, "PIPELINE_LOGS__CONSOLE": "json"},
+        timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    documents = [json.loads(line) for line in result.stderr.strip().splitlines()]
+    errors = [d["message"] for d in documents if d["log"]["level"] == "error"]
+    assert len(errors) == 1 and f"topics {missing}, {missing}.dlq do not exist" in errors[0]
+    # Nothing was sent to the missing topic (the handler would say what it could not deliver).
+    assert not [d for d in documents if d["log"]["logger"] == "pipeline.logs.handler"]
+
+
 def test_ship_says_in_one_line_that_elasticsearch_refused_its_index_template(
     new_topic, elasticsearch_client
 ):
