@@ -200,8 +200,8 @@ def replay_recording(
         except KeyboardInterrupt as interrupt:  # nothing sent yet
             raise ReplayInterrupted(ReplaySummary(0, {}, 0.0), interrupt) from None
         team.catch_signals()
-        if on_checked is not None:
-            on_checked(found, processes)
+        if on_checked is not None:  # the processes that have something to send
+            on_checked(found, max(1, team.senders))
         if not found.messages:
             return ReplaySummary(sent=0, per_topic={}, elapsed_s=0.0)
         return team.send(on_progress, counts)
@@ -286,8 +286,7 @@ def _read_checked(path: Path, size: int) -> Iterator[ProducibleMessage]:
 
 
 def _read_once(path: Path) -> bool:
-    """Whether ``path`` is something that cannot be read twice (a pipe, such as a shell's
-    ``<(...)``): anything but a regular file that exists."""
+    """Whether ``path`` cannot be read twice (a pipe, a shell's ``<(...)``): not a file."""
     try:
         return not stat.S_ISREG(path.stat().st_mode)
     except OSError:
@@ -503,6 +502,7 @@ class _Team:
         self._checked_bytes = offset
         for mine in pipes:
             self._note_resume(mine.flush_to_keep())
+        self.senders = sum(1 for mine in pipes if mine.start[0] > 0)  # processes with lines
         return self._router.survey
 
     def _note_resume(self, start: tuple[int, int] | None) -> None:

@@ -429,3 +429,26 @@ def test_preserving_partitions_refuses_a_recorded_partition_below_zero_before_se
         )
 
     assert partitions_of(pipeline_settings, target) == {0: [], 1: []}
+
+
+def test_the_plan_names_only_the_processes_that_have_messages_to_send(
+    pipeline_settings, new_topic, tmp_path
+):
+    # 30 messages all recorded on partition 0, kept there: one process sends them all; the
+    # plan said "2 processes" (as many as cores, at most the target's 3 partitions).
+    source, target = new_topic(partitions=3), new_topic(partitions=3)
+    produce(pipeline_settings, source, [(0, b"k%d" % n, b"v", None) for n in range(30)])
+    recording = tmp_path / "one-partition.ndjson"
+    recorded = run_pipeline(
+        "record", source, "--from-beginning", "--until-end", "-o", str(recording)
+    )
+    assert recorded.returncode == 0, recorded.stderr
+
+    result = run_pipeline(
+        "replay", str(recording), "--topic", target, "--preserve-partitions", "-j", "2"
+    )
+
+    assert result.returncode == 0, result.stderr
+    plan = next(line for line in result.stderr.splitlines() if line.startswith("replaying"))
+    assert plan.endswith("as fast as possible"), plan  # no ", 2 processes" after it
+    assert [value for _, value, _ in partitions_of(pipeline_settings, target)[0]] == [b"v"] * 30
