@@ -282,7 +282,9 @@ def _plan_one(record: SourceRecord, alias: str, now: datetime | None) -> IndexAc
         return document
     moment = _parse_timestamp(document.get("@timestamp"))
     if moment is None:
-        return f"undecodable: no valid @timestamp (got {document.get('@timestamp')!r:.60})"
+        if document.get("@timestamp") is None:  # absent, or null
+            return "undecodable: no @timestamp (an ECS document has one)"
+        return f"undecodable: no valid @timestamp (got {document['@timestamp']!r:.60})"
     source = _source_of(value, document)
     if isinstance(source, str):
         return source

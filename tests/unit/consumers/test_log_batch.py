@@ -105,7 +105,8 @@ def test_a_multi_line_json_value_is_sent_as_one_line():
         (b"null", "undecodable: a JSON null, not an object"),
         (b"42", "undecodable: a JSON number, not an object"),
         (b'"text"', "undecodable: a JSON string, not an object"),
-        (b'{"message": "no time"}', "undecodable: no valid @timestamp"),
+        (b'{"message": "no time"}', "undecodable: no @timestamp (an ECS document has one)"),
+        (b'{"@timestamp": null}', "undecodable: no @timestamp (an ECS document has one)"),
         (b'{"@timestamp": "yesterday"}', "undecodable: no valid @timestamp"),
     ],
 )
