@@ -31,6 +31,14 @@ def first_said(stream: IO[str]) -> str:
     return line
 
 
+def run_pipeline_to_a_full_disk(*args: str) -> subprocess.CompletedProcess[str]:
+    """``pipeline *args`` with its stdout on /dev/full, which opens and refuses every write."""
+    with open("/dev/full", "wb") as full:
+        return subprocess.run(
+            [PIPELINE, *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+
+
 def run_pipeline(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
     # A text console, as at a terminal: tests read its lines (`error: ...`); with its output
     # captured, "auto" would make a long-running program's lines, its error too, JSON.

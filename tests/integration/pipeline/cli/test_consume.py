@@ -17,7 +17,13 @@ from confluent_kafka import TopicPartition
 from pipeline.envelope import Event
 from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.kafka.producer import build_event_producer
-from tests.support.stack_cli import PIPELINE, first_said, run_pipeline, said
+from tests.support.stack_cli import (
+    PIPELINE,
+    first_said,
+    run_pipeline,
+    run_pipeline_to_a_full_disk,
+    said,
+)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -298,14 +304,7 @@ def test_a_stdout_that_cannot_be_written_is_one_line_not_a_traceback(new_topic, 
     producer.produce(topic, b'{"n": 1}', b"k")
     assert producer.flush(30) == 0
 
-    with open("/dev/full", "wb") as full:
-        result = subprocess.run(
-            [PIPELINE, "consume", topic, "--from-beginning"],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=120,
-        )
+    result = run_pipeline_to_a_full_disk("consume", topic, "--from-beginning")
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

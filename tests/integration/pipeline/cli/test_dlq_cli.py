@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import time
 from collections import defaultdict
 
@@ -32,7 +31,7 @@ from pipeline.envelope import Event, decode, encode
 from pipeline.kafka.clients import build_consumer, build_producer
 from pipeline.kafka.producer import build_event_producer
 from pipeline.topics.spec import dlq_name
-from tests.support.stack_cli import PIPELINE, run_pipeline, said
+from tests.support.stack_cli import run_pipeline, run_pipeline_to_a_full_disk, said
 
 DECLINED = Failure(
     reason="retries_exhausted",
@@ -232,14 +231,7 @@ def test_inspect_ndjson_to_a_full_disk_is_one_line_not_a_traceback(
     topic, dlq = topic_with_dlq
     scenario(pipeline_settings, topic, dlq)
 
-    with open("/dev/full", "wb") as full:
-        result = subprocess.run(
-            [PIPELINE, "dlq", "inspect", dlq, "--output", "ndjson"],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=120,
-        )
+    result = run_pipeline_to_a_full_disk("dlq", "inspect", dlq, "--output", "ndjson")
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

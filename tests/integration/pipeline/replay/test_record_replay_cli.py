@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from pipeline.kafka.clients import build_consumer, build_producer
-from tests.support.stack_cli import PIPELINE, run_pipeline
+from tests.support.stack_cli import PIPELINE, run_pipeline, run_pipeline_to_a_full_disk
 
 # Binary bytes, duplicate header names, null header values, null keys and values, text, and
 # a NUL inside a header value that is otherwise text (confluent-kafka cuts text at a NUL).
@@ -265,14 +265,9 @@ def test_a_recording_to_a_stdout_that_cannot_be_written_is_one_line_too(
     topic = new_topic(partitions=1)
     produce(pipeline_settings, topic, [(0, b"k", b"v" * 100, None)] * 50)
 
-    with open("/dev/full", "wb") as full:
-        result = subprocess.run(
-            [PIPELINE, "record", topic, "--from-beginning", "--until-end", "-o", "-"],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=120,
-        )
+    result = run_pipeline_to_a_full_disk(
+        "record", topic, "--from-beginning", "--until-end", "-o", "-"
+    )
 
     refused(result, "cannot write to stdout: No space left on device")
 
