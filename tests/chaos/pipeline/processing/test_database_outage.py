@@ -90,7 +90,10 @@ def test_a_postgresql_outage_mid_stream_loses_and_doubles_no_event(
         group=consumer_group,
         database_url=postgres_url,
         EFFECTS_HANDLER="async",
-        EFFECTS_SLEEP_MS=5,
+        # Slow enough that the outage lands mid-stream: at 5 ms the 3,000 events took about
+        # a second at the default 16 in flight, and once they were all recorded before
+        # PostgreSQL had stopped (the test then found no outage in the processor's log).
+        EFFECTS_SLEEP_MS=30,
         EFFECTS_WRITE=writes,
     )
     run = ProcessorProcess(env, tmp_path / "run.log")
