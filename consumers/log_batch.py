@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pipeline.dead_letters.letter import PREFIX as DLQ_PREFIX
@@ -41,6 +41,7 @@ from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 from pipeline.envelope.json_data import MAX_JSON_DEPTH, parse_json
 from pipeline.envelope.structured_mode import looks_structured
 from pipeline.logs.schema import INDEX_ALIAS, index_for
+from pipeline.logs.timestamps import parse_timestamp
 
 __all__ = [
     "DLQ_VALUE_PREFIX",
@@ -126,17 +127,6 @@ def fallback_id(record: SourceRecord) -> str:
     """The document id of a record without ``event.id``: stable across redeliveries."""
     where = f"{record.topic}/{record.partition}/{record.offset}".encode()
     return hashlib.sha256(where).hexdigest()[:40]
-
-
-def _parse_timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        # In UTC, as the daily index is chosen: 0001-01-01T00:00:00+01:00 is no UTC time.
-        return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        return None
 
 
 def _is_event_header(name: str) -> bool:
@@ -280,7 +270,7 @@ def _plan_one(record: SourceRecord, alias: str, now: datetime | None) -> IndexAc
     document = _read_document(value)
     if isinstance(document, str):
         return document
-    moment = _parse_timestamp(document.get("@timestamp"))
+    moment = parse_timestamp(document.get("@timestamp"))
     if moment is None:
         if document.get("@timestamp") is None:  # absent, or null
             return "undecodable: no @timestamp (an ECS document has one)"

@@ -11,7 +11,6 @@ Piped, the console is 160 columns wide (:mod:`pipeline.cli.console`): room for e
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.cells import cell_len
@@ -20,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.console import terminal_safe
+from pipeline.logs.timestamps import parse_timestamp
 
 #: Narrower than this, the table leaves out the logger, the column least needed to read it.
 LOGGER_COLUMN_WIDTH = 120
@@ -91,15 +91,9 @@ def _shortened(message: str) -> str:
 def _utc(stamp: Any) -> str:
     """A document's ``@timestamp`` as UTC, ``2026-12-06 11:20:00.123``, whatever offset it was
     written with (another program's ``06:20:00.123-05:00``); as it is when it is no time."""
-    try:
-        if isinstance(stamp, int | float) and not isinstance(stamp, bool):  # epoch millis
-            moment = datetime.fromtimestamp(stamp / 1000, UTC)
-        else:
-            moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
+    moment = parse_timestamp(stamp)
+    if moment is None:
         return str(stamp or "")
-    if moment.tzinfo is not None:  # one without an offset is UTC, as Elasticsearch reads it
-        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 

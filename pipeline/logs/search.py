@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.logs.elasticsearch import reason_of
+from pipeline.logs.timestamps import parse_timestamp
 
 __all__ = [
     "LEVELS",
@@ -193,10 +194,8 @@ def later_than(sort_values: Sequence[Any]) -> dict[str, Any]:
 
 def moment_of(hit: Mapping[str, Any], default: datetime) -> datetime:
     """The ``@timestamp`` of a search hit, or ``default`` (in UTC) when it has none it reads."""
-    try:
-        return datetime.fromisoformat(str(hit["_source"]["@timestamp"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return default.astimezone(UTC)
+    moment = parse_timestamp(hit.get("_source", {}).get("@timestamp"))
+    return moment if moment is not None else default.astimezone(UTC)
 
 
 def shown_of_total(total: Any, shown: int, *, most: int) -> str | None:

@@ -62,6 +62,15 @@ def test_the_index_is_the_utc_day_of_the_records_own_timestamp():
     assert actions[0].index == "pipeline-logs-2024.07.15"
 
 
+@pytest.mark.parametrize("stamp", [1_721_001_599_999, "1721001599999"])
+def test_a_timestamp_in_epoch_milliseconds_is_shipped_as_it_came(stamp):
+    # Elasticsearch's default date format reads it (epoch_millis): no dead letter for it.
+    actions, dead = plan_batch([_record(0, _doc(stamp=stamp))])
+    assert dead == []
+    assert actions[0].index == "pipeline-logs-2024.07.14"
+    assert json.loads(actions[0].source)["@timestamp"] == stamp
+
+
 def test_a_timestamp_more_than_a_day_ahead_of_the_shippers_clock_indexes_by_today():
     # A host with a wrong clock would otherwise make an index per day it claims. Its records'
     # Kafka timestamps are no check: its own producer set them with the same clock.

@@ -9,6 +9,7 @@ from elasticsearch import SerializationError
 from pipeline.logs.search import (
     build_query,
     invalid_query_reason,
+    moment_of,
     normalize_levels,
     parse_since,
     search_body,
@@ -230,3 +231,10 @@ def test_the_time_filter_gives_every_year_in_four_digits(since, sent):
     query = build_query(since=parse_since(since, now=NOW))
 
     assert query == {"bool": {"filter": [{"range": {"@timestamp": {"gte": sent}}}]}}
+
+
+def test_a_hits_time_in_epoch_milliseconds_is_read_not_replaced_by_the_default():
+    default = datetime(2000, 1, 1, tzinfo=UTC)
+    hit = {"_source": {"@timestamp": 1_796_644_800_000}}
+    assert moment_of(hit, default) == datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    assert moment_of({"_source": {"@timestamp": "soon"}}, default) == default
