@@ -371,11 +371,10 @@ def _inbox_id(letter: DeadLetter) -> str:
     event id, or for a message that had none it can keep, its original position
     (:func:`pipeline.processing.attempt.inbox_id`)."""
     from pipeline.processing import inbox
-    from pipeline.processing.attempt import position_id
 
     if letter.event_id is not None and inbox.id_problem(letter.event_id) is None:
         return letter.event_id
-    return position_id(letter.original_topic, letter.original_partition, letter.original_offset)
+    return letter.position_id
 
 
 def _settle_keys(

@@ -72,7 +72,10 @@ KeyOption = typer.Option(
     None, "--key", "-k", help="Only dead letters with this key (one key a run)."
 )
 EventIdOption = typer.Option(
-    None, "--event-id", help="Only the dead letter of this event id (ce_id); repeatable."
+    None,
+    "--event-id",
+    help="Only the dead letter of this event id (ce_id), or of kafka:TOPIC:PARTITION:OFFSET, "
+    "the id the logs and dlq.parked_by give a message without one; repeatable.",
 )
 GroupOption = typer.Option(
     None,

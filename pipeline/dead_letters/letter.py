@@ -61,11 +61,17 @@ __all__ = [
     "dead_letter_of",
     "discarded_marker",
     "pending_dead_letters",
+    "position_id",
     "read_dead_letter",
     "redrive_message",
     "redriven_marker",
     "settled_dead_letters",
 ]
+
+
+def position_id(topic: str, partition: int, offset: int) -> str:
+    """The id of a message that carries none a processor can keep: where it is."""
+    return f"kafka:{topic}:{partition}:{offset}"
 
 
 PREFIX = "dlq."
@@ -312,6 +318,13 @@ class DeadLetter:
     def position(self) -> str:
         """``partition:offset`` in the dead-letter topic, as redrive markers name it."""
         return f"{self.dlq_partition}:{self.dlq_offset}"
+
+    @property
+    def position_id(self) -> str:
+        """Where its original was (``kafka:TOPIC:PARTITION:OFFSET``): the id processors name a
+        message by when it carries no event id they can keep (logs, ``dlq.parked_by``, the
+        inbox), and which ``--event-id`` selects too."""
+        return position_id(self.original_topic, self.original_partition, self.original_offset)
 
     @property
     def key_text(self) -> str:

@@ -41,7 +41,9 @@ def matches(
     ``error_type`` matches the qualified class name or its last parts: ``EnvelopeError`` and
     ``envelope.EnvelopeError`` both match ``pipeline.envelope.EnvelopeError``. ``key`` is the
     key as text; ``event_ids`` are ``ce_id`` values (one event dead-lettered by two consumer
-    groups has the same one in both letters); ``group`` is the consumer group whose letter it
+    groups has the same one in both letters), or the ``kafka:TOPIC:PARTITION:OFFSET`` id of
+    the original (:attr:`DeadLetter.position_id`), by which processors name a message that
+    carries no event id they can keep; ``group`` is the consumer group whose letter it
     is (``dlq.consumer.group``).
     """
     if group is not None and letter.consumer_group != group:
@@ -54,7 +56,7 @@ def matches(
         return False
     if key is not None and (letter.key is None or letter.key_text != key):
         return False
-    return event_ids is None or letter.event_id in event_ids
+    return event_ids is None or letter.event_id in event_ids or letter.position_id in event_ids
 
 
 _Group = tuple[str, bytes | str, str]

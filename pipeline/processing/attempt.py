@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
 
 from pipeline.dead_letters import letter as dead_letters
-from pipeline.dead_letters.letter import Failure
+from pipeline.dead_letters.letter import Failure, position_id
 from pipeline.envelope import EnvelopeError, Event, decode
 from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
@@ -111,11 +111,6 @@ def inbox_id(record: Record, event: Event | None) -> str:
     if header_id and inbox.id_problem(header_id) is None:
         return header_id
     return position_id(record.topic, record.partition, record.offset)
-
-
-def position_id(topic: str, partition: int, offset: int) -> str:
-    """The inbox's id of a message that carries none it can keep: where it is."""
-    return f"kafka:{topic}:{partition}:{offset}"
 
 
 def decode_record(record: Record) -> Event:

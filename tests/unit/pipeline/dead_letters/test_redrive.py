@@ -105,6 +105,15 @@ def test_filters_on_reason_key_and_event_id_all_apply():
     assert not matches(letter(1, None, 2), key="")  # no key is not the empty key
 
 
+def test_a_letter_without_an_event_id_is_selected_by_the_id_processors_name_it_by():
+    # Not a CloudEvent: the log line, dlq.parked_by and the inbox name it by where it was.
+    dead = replace(letter(0, "x1", 255, reason="undecodable"), event_id=None, headers=[])
+    assert dead.position_id == "kafka:requests.orders:1:255"
+    assert matches(dead, event_ids={"kafka:requests.orders:1:255"})
+    assert not matches(dead, event_ids={"kafka:requests.orders:1:254"})
+    assert [d.dlq_offset for d in select_for_redrive([dead], event_ids={dead.position_id})] == [0]
+
+
 # --- selection --------------------------------------------------------------------------------
 
 
