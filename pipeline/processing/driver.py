@@ -77,6 +77,7 @@ from pipeline.topics.spec import dlq_name
 
 __all__ = [
     "ProcessorTestDriver",
+    "key_bytes",
     "recorded_message",
     "recorded_partitions",
     "unread_topic_error",
@@ -208,7 +209,7 @@ class ProcessorTestDriver:
         message: Event | KafkaMessage,
         *,
         partition: int | None = None,
-        key: bytes | None = None,
+        key: bytes | str | None = None,
         timestamp_ms: int | None = None,
     ) -> Record:
         """Append a message (an event is encoded first) to a topic the processor reads; returns
@@ -216,9 +217,9 @@ class ProcessorTestDriver:
         Kafka Streams' ``TopologyTestDriver`` refuses an unknown input topic: nothing would
         ever handle the message.
 
-        ``key`` replaces the message's key; ``partition`` (else the key's partition) and
-        ``timestamp_ms`` (else the clock's time) are where and when it lands (a partition the
-        topic does not have is a :class:`ValueError`, as Kafka refuses it).
+        ``key`` replaces the message's key (text is its UTF-8); ``partition`` (else the key's
+        partition) and ``timestamp_ms`` (else the clock's time) are where and when it lands (a
+        partition the topic does not have is a :class:`ValueError`, as Kafka refuses it).
         """
         self.check_reads(topic)
         if partition is not None and not 0 <= partition < self.partitions_of(topic):
@@ -227,7 +228,9 @@ class ProcessorTestDriver:
                 f"{topic} has {count} partition{'s' if count != 1 else ''} here (0 to "
                 f"{count - 1}), not {partition}: give the driver partitions={{...}} for more"
             )
-        return self.append(topic, message, partition=partition, key=key, timestamp_ms=timestamp_ms)
+        return self.append(
+            topic, message, partition=partition, key=key_bytes(key), timestamp_ms=timestamp_ms
+        )
 
     def check_reads(self, topic: str) -> None:
         """A :class:`ValueError` naming the processor's topics unless it reads ``topic``."""
@@ -309,7 +312,9 @@ class ProcessorTestDriver:
             )
 
     def run(self) -> MetricsSnapshot:
-        """Handle every record of the processor's topics above the committed positions."""
+        """Handle every record of the processor's topics above the committed positions; returns
+        the driver's metrics, totals since it was made (as the processor's counters are), not
+        this run's alone: ``after.processed - before.processed`` counts one run."""
         asyncio.run(self._run())
         return self.metrics
 
@@ -353,13 +358,15 @@ class ProcessorTestDriver:
         return letters
 
     def redrive(
-        self, topic: str, *, key: bytes | None = None, redrive_id: str | None = None
+        self, topic: str, *, key: bytes | str | None = None, redrive_id: str | None = None
     ) -> list[Record]:
-        """Send the pending dead letters of ``topic`` (only ``key``'s when given) back to it.
+        """Send the pending dead letters of ``topic`` (only ``key``'s when given, text as its
+        UTF-8, as ``pipeline dlq redrive --key`` takes it) back to it.
 
         See the module's docstring for the order and the markers. Returns the records appended
         to ``topic``, in the order they were appended.
         """
+        key = key_bytes(key)
         redrive_id = redrive_id or new_event_id()
         dlq = dlq_name(topic)
         letters = [
@@ -437,3 +444,13 @@ class ProcessorTestDriver:
                 await asyncio.sleep(0)
             else:  # some record is being handled in a worker thread: look again soon
                 await asyncio.sleep(0.001)
+
+
+def key_bytes(key: bytes | str | None) -> bytes | None:
+    """A key as the driver keeps it: bytes; text as its UTF-8. Anything else is a
+    :class:`TypeError` (a key that matched nothing would pass a test vacuously)."""
+    if key is None or isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    raise TypeError(f"a key is bytes or text, not {type(key).__name__}: {key!r:.60}")

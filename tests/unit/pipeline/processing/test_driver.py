@@ -469,6 +469,37 @@ def test_redrive_of_one_key_leaves_the_other_keys_dead_letters(
     assert [letter.key for letter in driver.dead_letters(TOPIC)] == [b"k1"]
 
 
+def test_a_key_given_as_text_is_its_utf8_as_the_dlq_command_takes_it(
+    make_driver: Callable[..., ProcessorTestDriver],
+) -> None:
+    broken = True
+    handler = Recorder(broken=lambda event: broken and event.data["seq"] == 0)
+    driver = make_driver(processor_with(handler))
+    assert driver.send(TOPIC, event("k1", 0), key="kö").key == "kö".encode()
+    driver.send(TOPIC, event("k2", 0))
+    driver.run()
+
+    broken = False
+    redriven = driver.redrive(TOPIC, key="kö")
+    driver.run()
+
+    assert [record.key for record in redriven] == ["kö".encode()]
+    assert [letter.key for letter in driver.dead_letters(TOPIC)] == [b"k2"]
+    with pytest.raises(TypeError, match="bytes or text, not int"):
+        driver.redrive(TOPIC, key=7)  # type: ignore[arg-type]
+
+
+def test_run_returns_the_totals_since_the_driver_was_made(
+    make_driver: Callable[..., ProcessorTestDriver],
+) -> None:
+    driver = make_driver(processor_with(Recorder()))
+    driver.send(TOPIC, event("k1", 0))
+    first = driver.run()
+    driver.send(TOPIC, event("k1", 1))
+    second = driver.run()
+    assert (first.processed, second.processed) == (1, 2)
+
+
 def test_a_redrive_that_fails_again_re_parks_the_key_and_keeps_its_followers_parked(
     make_driver: Callable[..., ProcessorTestDriver],
 ) -> None:
