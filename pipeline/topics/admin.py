@@ -167,10 +167,12 @@ def _not_answering(
     bootstrap: str | None, detail: str, protocol: str = "PLAINTEXT"
 ) -> KafkaUnavailableError:
     """:func:`_unreachable`, or, when something listens at a bootstrap address, what to check
-    (``protocol``: the client's ``security.protocol``)."""
+    (``protocol``: the client's ``security.protocol``). Where nothing can be connected to, the
+    socket module's reason replaces librdkafka's ``detail``, which says "Broker transport
+    failure" for a host that does not resolve and for a port nothing listens at alike."""
     listening = _listening_address(bootstrap)
     if listening is None:
-        return _unreachable(bootstrap, detail)
+        return _unreachable(bootstrap, _nowhere_reason(bootstrap) or detail)
     if protocol != "PLAINTEXT":  # set already: the listener may not be Kafka's, or not this kind
         # A TLS listener that also wants a SASL login answers an SSL client's handshake, then
         # nothing: the same silence as a listener of another kind.

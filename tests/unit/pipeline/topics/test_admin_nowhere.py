@@ -80,3 +80,11 @@ def test_one_address_that_listens_keeps_the_whole_timeout() -> None:
 
     assert time.monotonic() - began >= 1.0
     assert f"though something listens at {LISTENING}" in str(raised.value)
+
+
+def test_a_long_running_programs_text_names_the_host_that_does_not_resolve() -> None:
+    # The gateway's /healthz and its log say this, not librdkafka's "Broker transport failure".
+    said = admin.not_answering_text("nosuchhost.invalid:9092", "Local: Broker transport failure")
+
+    assert said.startswith("Kafka at nosuchhost.invalid:9092 does not answer (cannot resolve host")
+    assert "Broker transport failure" not in said
