@@ -18,7 +18,7 @@ __all__ = ["RetryPolicy"]
 class RetryPolicy(BaseModel):
     """Attempts and backoff of one event; a frozen value object."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     #: Attempts in all, the first included; 1 means no retry.
     max_attempts: int = Field(default=5, ge=1, le=1000)

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.retry import RetryPolicy
@@ -50,10 +58,31 @@ def _port_reads(url: str) -> bool:
     return True
 
 
+#: The longest duration a setting may give (``*_s``; ``*_ms`` a thousand times that): 100 years,
+#: "for ever" for any of them. Past it the moments computed from it overflow: a retention of
+#: 1e12 s ends before the year 1, and a wait that long is more than the clock takes.
+LONGEST_S = 100 * 365.25 * 24 * 3600
+
+
 class _Frozen(BaseModel):
     # hide_input_in_errors: a refused value is never quoted in the error (pydantic's
-    # "input_value=..."), which may be a password or a URL holding one.
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    # "input_value=..."), which may be a password or a URL holding one. allow_inf_nan: no
+    # setting means anything by inf or nan (a poll interval of inf never looked again).
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", hide_input_in_errors=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _duration_fits(cls, value: Any, info: ValidationInfo) -> Any:
+        """A duration (a number named ``*_s`` or ``*_ms``) is at most :data:`LONGEST_S`."""
+        name = info.field_name or ""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            unit = "ms" if name.endswith("_ms") else "s" if name.endswith("_s") else None
+            most = LONGEST_S * 1000 if unit == "ms" else LONGEST_S
+            if unit is not None and value > most:
+                raise ValueError(f"at most {most:.0f} {unit} (100 years)")
+        return value
 
 
 class KafkaSettings(_Frozen):

@@ -167,6 +167,7 @@ def relay(
         typer.Option(
             "--poll-interval",
             min=0.001,
+            max=86_400,
             help="Seconds an idle relay waits before looking again (default: "
             "PIPELINE_OUTBOX__POLL_INTERVAL_S, else 1).",
         ),

@@ -85,6 +85,14 @@ def test_the_settings_and_their_sections_are_frozen():
         ("PIPELINE_GATEWAY__HOST", " ", "should match pattern"),
         ("PIPELINE_LOGS__INDEX_ALIAS", "", "at least 1 character"),
         ("PIPELINE_PROCESSING__METRICS_PORT", "0", "greater than or equal to 1"),
+        # No duration means anything by inf, nan or 1e12 s (before the year 1 as a retention).
+        ("PIPELINE_OUTBOX__RETENTION_S", "inf", "finite number"),
+        ("PIPELINE_OUTBOX__LEASE_S", "nan", "finite number"),
+        ("PIPELINE_OUTBOX__POLL_INTERVAL_S", "Infinity", "finite number"),
+        ("PIPELINE_OUTBOX__RETENTION_S", "1e12", "at most 3155760000 s .100 years."),
+        ("PIPELINE_SAGAS__RETENTION_S", "1e12", "at most 3155760000 s .100 years."),
+        ("PIPELINE_PROCESSING__SYNC_GROUP_WAIT_MS", "1e15", "at most 3155760000000 ms"),
+        ("PIPELINE_PROCESSING__RETRY__MAX_BACKOFF_S", "inf", "finite number"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, value, message):
@@ -286,3 +294,8 @@ def test_a_refused_setting_is_never_quoted_in_the_validation_error(monkeypatch):
     with pytest.raises(ValidationError) as port:
         DatabaseSettings(url="postgresql://u:Pa55word@h:abc/db")
     assert "Pa55word" not in str(port.value)
+
+
+def test_a_duration_of_100_years_is_still_a_setting(monkeypatch):
+    monkeypatch.setenv("PIPELINE_OUTBOX__RETENTION_S", "3155760000")
+    assert PipelineSettings().outbox.retention_s == 3_155_760_000

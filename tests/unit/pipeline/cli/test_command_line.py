@@ -192,6 +192,11 @@ def test_an_empty_group_or_alias_is_a_usage_error():
             "error: Invalid value for '--only': 'zookeeper' is not one of 'kafka', "
             "'elasticsearch', 'postgres' (see pipeline stack up -h)",
         ),
+        (
+            ["outbox", "relay", "--poll-interval", "inf"],
+            "error: Invalid value for '--poll-interval': Input should be less than or equal to "
+            "86400 (see pipeline outbox relay -h)",
+        ),
     ],
     ids=[
         "top-level option",
@@ -201,6 +206,7 @@ def test_an_empty_group_or_alias_is_a_usage_error():
         "missing option value",
         "group option",
         "value not among the choices",
+        "an endless wait",
     ],
 )
 def test_a_usage_error_is_one_line_naming_the_commands_help_and_exit_2(args, line):
