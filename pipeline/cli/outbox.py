@@ -196,7 +196,7 @@ def relay(
 
     Exit codes: 0 done; 2 usage or setup error; 3 (--once) some events were not
     acknowledged, or were held back (their topic does not exist, they are too large), and
-    stay unpublished.
+    stay unpublished, or another relay holds the lease (SQLite) and nothing was published.
 
     Examples:
       pipeline outbox relay --metrics-port 9420    # the outbox at PIPELINE_DATABASE__URL
@@ -254,6 +254,17 @@ def relay(
 
     totals = run_relay(settings, once=once, handle_signals=True, on_start=say_started)
     stdout_console().print(summary_table(totals))
+    if totals.lease_holder is not None and once:
+        # A warning, so that a run from cron (its stderr no terminal: logged as JSON, and
+        # --once logs warnings only) says it too; and exit 3: the rows stay unpublished.
+        logging.getLogger("pipeline.outbox").warning(
+            "published nothing: the outbox lease is held by %s (one relay at a time publishes "
+            "from SQLite). Run again once it stops; one that stopped without releasing the "
+            "lease (killed, say) holds it up to outbox.lease_s (%g s) after its last renewal",
+            totals.lease_holder,
+            outbox.lease_s,
+        )
+        sys.exit(EXIT_UNPUBLISHED)
     if totals.lease_holder is not None:
         _err.print(f"[yellow]the outbox lease is held by {totals.lease_holder}[/yellow]")
     if once and totals.failed:

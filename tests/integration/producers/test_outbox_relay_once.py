@@ -8,16 +8,18 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from rich.console import Console
 from sqlalchemy.orm import Session
 
 from pipeline.cli.outbox import summary_table
 from pipeline.database import build_engine, migrate
 from pipeline.envelope import Event
-from pipeline.outbox.table import add_to_outbox
+from pipeline.outbox.table import add_to_outbox, outbox_lease_table, utc_now
 from pipeline.settings import DatabaseSettings
 from producers.outbox_relay import RelayTotals
 from tests.support.stack_cli import PIPELINE, first_said, run_pipeline
@@ -129,3 +131,26 @@ def test_a_running_relay_says_first_where_it_relays_and_how_it_stops(
     assert "Ctrl-C or SIGTERM stops it" in started, started
     assert relay.returncode == 0, rest
     assert "published (acknowledged and marked)" in out, out
+
+
+def test_once_while_another_relay_holds_the_lease_says_so_and_exits_3(
+    tmp_path: Path, pipeline_stack: object, monkeypatch: pytest.MonkeyPatch
+):
+    # A relay killed with SIGKILL keeps the SQLite lease until it expires: a --once run then
+    # publishes nothing, and must not say "done" (exit 0) in silence, as from cron it did.
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    engine = build_engine(DatabaseSettings(url=url))
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(outbox_lease_table).values(
+                name="relay", owner="killed:42", expires_at=utc_now() + timedelta(minutes=5)
+            )
+        )
+    engine.dispose()
+    monkeypatch.delenv("PIPELINE_LOGS__LEVEL", raising=False)
+
+    result = run_pipeline("outbox", "relay", "--once", env={"PIPELINE_DATABASE__URL": url})
+
+    assert result.returncode == 3, result.stderr
+    assert "published nothing: the outbox lease is held by killed:42" in result.stderr
