@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.retry import RetryPolicy
+from pipeline.topic_names import kafka_name_problem
 
 KAFKA_VERSION = "3.9.1"
 KAFKA_SCALA_VERSION = "2.13"
@@ -451,6 +452,17 @@ class OutboxSettings(_Frozen):
     lock_buckets: int = Field(default=256, gt=0, le=1_000_000)
     #: Topic of an event added without an explicit topic: by event type, else aggregate type.
     routes: dict[str, str] = Field(default_factory=_default_outbox_routes)
+
+    @field_validator("routes")
+    @classmethod
+    def _routes_name_kafka_topics(cls, routes: dict[str, str]) -> dict[str, str]:
+        # An empty one is no route (the type is routed as if it had none).
+        for name, topic in routes.items():
+            problem = kafka_name_problem(topic) if topic else None
+            if problem is not None:
+                raise ValueError(f"the route of {name!r}: {problem}")
+        return routes
+
     #: A log line with the relay's counts every this many seconds (0: never).
     log_interval_s: float = Field(default=30.0, ge=0)
     #: Serve Prometheus metrics on this port (None: not served).

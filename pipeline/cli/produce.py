@@ -75,8 +75,8 @@ def require_topic(settings: PipelineSettings, topic: str) -> ActualTopic:
     Reads the cluster metadata through the admin client, which never creates a topic.
     """
     from pipeline.kafka.clients import build_admin
+    from pipeline.topic_names import kafka_name_problem
     from pipeline.topics.admin import require_topics
-    from pipeline.topics.spec import kafka_name_problem
 
     problem = kafka_name_problem(topic)
     if problem is not None:

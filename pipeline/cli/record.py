@@ -207,7 +207,7 @@ def _time_text(ms: int) -> str:
 def _check_topic_names(topics: list[str]) -> None:
     """A :class:`PipelineError` for a name that can be no topic's (``''`` was looked up, and
     reported as "no topic  on Kafka")."""
-    from pipeline.topics.spec import kafka_name_problem
+    from pipeline.topic_names import kafka_name_problem
 
     for topic in topics:
         problem = kafka_name_problem(topic)

@@ -96,7 +96,7 @@ def _topic_name(value: str | None) -> str | None:
     looked up as a topic "" that does not exist)."""
     if value is None:
         return None
-    from pipeline.topics.spec import kafka_name_problem
+    from pipeline.topic_names import kafka_name_problem
 
     if not value.strip():
         raise typer.BadParameter("must not be empty")

@@ -38,6 +38,7 @@ from pipeline.envelope import Event, KafkaMessage, encode
 from pipeline.envelope.event import control_character_at
 from pipeline.errors import PipelineError
 from pipeline.settings import OutboxSettings
+from pipeline.topic_names import kafka_name_problem
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -173,6 +174,9 @@ def route_topic(
     if topic is not None:
         if not topic:
             raise OutboxError("topic must not be empty")
+        problem = kafka_name_problem(topic)
+        if problem is not None:  # the relay could only hold it for ever, as "does not exist"
+            raise OutboxError(f"topic {problem}")
         return topic
     for name in (event_type, aggregate_type):
         routed = routes.get(name)

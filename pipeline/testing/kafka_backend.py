@@ -48,10 +48,11 @@ from pipeline.processing.driver import unread_topic_error
 from pipeline.replay.recording import RecordedMessage
 from pipeline.settings import DatabaseSettings, PipelineSettings
 from pipeline.testing.backends import BackendKind, last_returned
+from pipeline.topic_names import kafka_name_problem
 from pipeline.topics.admin import apply_plan, describe_cluster_topics
 from pipeline.topics.catalogue import DEFAULT_PARTITIONS, default_catalogue
 from pipeline.topics.plan import CreateTopic, Plan
-from pipeline.topics.spec import Catalogue, TopicSpec, dlq_name, kafka_name_problem
+from pipeline.topics.spec import Catalogue, TopicSpec, dlq_name
 
 __all__ = ["KafkaBackend", "pipeline_command"]
 

@@ -20,11 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.errors import PipelineError
+from pipeline.topic_names import MAX_NAME_LENGTH
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
-
-MAX_NAME_LENGTH = 249
-"""Kafka refuses longer topic names."""
 
 DLQ_SUFFIX = ".dlq"
 
@@ -59,20 +57,6 @@ def dlq_base(name: str) -> str:
     if not is_dlq(name):
         raise ValueError(f"{name!r} is not a dead-letter topic (no {DLQ_SUFFIX!r} suffix)")
     return name[: -len(DLQ_SUFFIX)]
-
-
-#: What Kafka itself accepts in a topic name (the catalogue asks more: :func:`name_problem`).
-_KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-
-
-def kafka_name_problem(name: str) -> str | None:
-    """Why Kafka would refuse ``name`` as a topic name, or ``None`` when it would not."""
-    if not _KAFKA_NAME.fullmatch(name) or name in (".", ".."):
-        return (
-            f"{name!r} is not a Kafka topic name (1 to {MAX_NAME_LENGTH} letters, digits, '.', "
-            "'_' and '-')"
-        )
-    return None
 
 
 def name_problem(name: str) -> str | None:

@@ -93,6 +93,12 @@ def test_the_settings_and_their_sections_are_frozen():
         ("PIPELINE_SAGAS__RETENTION_S", "1e12", "at most 3155760000 s .100 years."),
         ("PIPELINE_PROCESSING__SYNC_GROUP_WAIT_MS", "1e15", "at most 3155760000000 ms"),
         ("PIPELINE_PROCESSING__RETRY__MAX_BACKOFF_S", "inf", "finite number"),
+        # The relay could only hold such an event for ever, as a topic that does not exist.
+        (
+            "PIPELINE_OUTBOX__ROUTES",
+            '{"order": "bad topic!"}',
+            "the route of 'order': 'bad topic!' is not a Kafka topic name",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, value, message):

@@ -12,7 +12,6 @@ from pipeline.topics.spec import (
     dlq_base,
     dlq_name,
     is_dlq,
-    kafka_name_problem,
     name_problem,
 )
 
@@ -213,13 +212,3 @@ def test_catalogue_error_is_a_pipeline_error() -> None:
 
 def test_an_empty_catalogue_is_valid() -> None:
     assert len(Catalogue([])) == 0
-
-
-@pytest.mark.parametrize("name", ["", ".", "..", "bad topic!", "x" * 250, "caf\u00e9"])
-def test_what_kafka_refuses_as_a_topic_name_is_said(name):
-    assert "is not a Kafka topic name" in (kafka_name_problem(name) or "")
-
-
-@pytest.mark.parametrize("name", ["Orders", "orders.events", "a_b-c.1", "x" * 249])
-def test_what_kafka_takes_has_no_problem(name):
-    assert kafka_name_problem(name) is None
