@@ -452,6 +452,10 @@ class OutboxSettings(_Frozen):
     lock_buckets: int = Field(default=256, gt=0, le=1_000_000)
     #: Topic of an event added without an explicit topic: by event type, else aggregate type.
     routes: dict[str, str] = Field(default_factory=_default_outbox_routes)
+    #: A log line with the relay's counts every this many seconds (0: never).
+    log_interval_s: float = Field(default=30.0, ge=0)
+    #: Serve Prometheus metrics on this port (None: not served).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("routes")
     @classmethod
@@ -462,11 +466,6 @@ class OutboxSettings(_Frozen):
             if problem is not None:
                 raise ValueError(f"the route of {name!r}: {problem}")
         return routes
-
-    #: A log line with the relay's counts every this many seconds (0: never).
-    log_interval_s: float = Field(default=30.0, ge=0)
-    #: Serve Prometheus metrics on this port (None: not served).
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
 
 class ProcessingSettings(_Frozen):
