@@ -129,6 +129,34 @@ class KafkaSettings(_Frozen):
         return self
 
     @model_validator(mode="after")
+    def _ssl_settings_have_a_tls_protocol(self) -> KafkaSettings:
+        # As the SASL settings: without SSL or SASL_SSL librdkafka never reads them, and the
+        # client met a TLS listener with PLAINTEXT, told after its timeout to set what was set.
+        if self.security_protocol.endswith("SSL"):
+            if self.ssl_key_password is not None and self.ssl_key_location is None:
+                raise ValueError(
+                    "kafka.ssl_key_password needs kafka.ssl_key_location (the key it unlocks)"
+                )
+            return self
+        given = [
+            f"kafka.{name}"
+            for name in (
+                "ssl_ca_location",
+                "ssl_certificate_location",
+                "ssl_key_location",
+                "ssl_key_password",
+            )
+            if getattr(self, name) is not None
+        ]
+        if given:
+            named = " and ".join([", ".join(given[:-1]), given[-1]] if given[:-1] else given)
+            raise ValueError(
+                f"{named} {'needs' if len(given) == 1 else 'need'} kafka.security_protocol "
+                f"SSL or SASL_SSL (it is {self.security_protocol})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _certificate_has_its_key(self) -> KafkaSettings:
         # librdkafka reads the key only from ssl.key.location (not from a PEM holding both):
         # without it no certificate is sent, and the broker's "bad certificate" alert would

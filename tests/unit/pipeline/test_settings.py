@@ -93,6 +93,12 @@ def test_the_settings_and_their_sections_are_frozen():
         ("PIPELINE_SAGAS__RETENTION_S", "1e12", "at most 3155760000 s .100 years."),
         ("PIPELINE_PROCESSING__SYNC_GROUP_WAIT_MS", "1e15", "at most 3155760000000 ms"),
         ("PIPELINE_PROCESSING__RETRY__MAX_BACKOFF_S", "inf", "finite number"),
+        # TLS files librdkafka would never read: the client met a TLS listener in PLAINTEXT.
+        (
+            "PIPELINE_KAFKA__SSL_CA_LOCATION",
+            "/etc/ca.crt",
+            "kafka.ssl_ca_location needs kafka.security_protocol SSL or SASL_SSL .it is PLAINTEXT.",
+        ),
         # The relay could only hold such an event for ever, as a topic that does not exist.
         (
             "PIPELINE_OUTBOX__ROUTES",
@@ -305,3 +311,20 @@ def test_a_refused_setting_is_never_quoted_in_the_validation_error(monkeypatch):
 def test_a_duration_of_100_years_is_still_a_setting(monkeypatch):
     monkeypatch.setenv("PIPELINE_OUTBOX__RETENTION_S", "3155760000")
     assert PipelineSettings().outbox.retention_s == 3_155_760_000
+
+
+def test_a_key_password_without_its_key_is_refused_even_on_tls():
+    with pytest.raises(
+        ValidationError, match=r"kafka\.ssl_key_password needs kafka\.ssl_key_location"
+    ):
+        KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="PLAIN", ssl_key_password="x")
+
+
+def test_tls_files_with_both_settings_of_the_certificate_and_sasl_settings_need_tls_too():
+    with pytest.raises(ValidationError, match=r"ssl_certificate_location and kafka\.ssl_key_loc"):
+        KafkaSettings(
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            ssl_certificate_location="/c.pem",
+            ssl_key_location="/k.pem",
+        )
