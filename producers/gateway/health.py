@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ class KafkaHealth:
         said: str | None = None
         while True:
             problem = await self.check()
-            if problem != said:
+            if _kind(problem) != _kind(said):
                 if problem is not None:
                     log.warning("%s; GET /healthz answers 503 meanwhile", problem)
                 else:
@@ -218,6 +219,19 @@ class KafkaHealth:
             for name in self._topics
             if name not in listed or not getattr(listed[name], "partitions", None)
         )
+
+
+#: librdkafka's words for one outage change from probe to probe ("Local: Timed out", then
+#: "Local: Broker transport failure", and again): a warning each time is not "when a problem
+#: starts or changes". Problems are compared without them.
+_LIBRDKAFKA_DETAIL = re.compile(r" does not answer \([^)]*\)")
+
+
+def _kind(problem: str | None) -> str | None:
+    """``problem`` without librdkafka's detail of why Kafka does not answer."""
+    if problem is None:
+        return None
+    return _LIBRDKAFKA_DETAIL.sub(" does not answer (...)", problem, count=1)
 
 
 async def watch_kafka(kafka_health: KafkaHealthCheck, _app: object) -> AsyncIterator[None]:

@@ -283,3 +283,36 @@ def test_watching_says_when_a_problem_starts_and_when_it_ends(caplog: pytest.Log
         ),
         (logging.INFO, "Kafka answers again and every topic exists: GET /healthz is ok"),
     ]
+
+
+class Flipping(Cluster):
+    """Down, librdkafka's words for it alternating as they do at a listener of another kind."""
+
+    def __init__(self) -> None:
+        super().__init__(up=False)
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        self.requests += 1
+        detail = "Local: Timed out" if self.requests % 2 else "Local: Broker transport failure"
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, detail))
+
+
+def test_one_outage_in_librdkafkas_changing_words_is_warned_of_once(
+    caplog: pytest.LogCaptureFixture,
+):
+    cluster = Flipping()
+    health = _watching(cluster, cache_s=0.001, recheck_s=0.001)
+
+    async def main() -> None:
+        watching = asyncio.create_task(health.watch())
+        while cluster.requests < 6:
+            await asyncio.sleep(0.001)
+        watching.cancel()
+
+    with caplog.at_level(logging.INFO, logger="producers.gateway"):
+        asyncio.run(main())
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Kafka at {BOOTSTRAP} does not answer (Local: Timed out); "
+        "GET /healthz answers 503 meanwhile"
+    ]
