@@ -283,13 +283,18 @@ class _Gateway:
         return ErrorAnswer(error.status, "http_error", error.reason)
 
     async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
-        """``Expect: 100-continue``: a body announced larger than ``max_body_bytes`` is
-        refused at once (413, before the client sends it: it was asked for with ``100
+        """``Expect: 100-continue``: a request without a valid key (where keys are needed) is
+        refused at once (401), as without ``Expect``; a body announced larger than
+        ``max_body_bytes`` too (413, before the client sends it: it was asked for with ``100
         Continue``, uploaded whole, then refused); another expectation is a JSON 417.
 
         aiohttp's own handler (``100 Continue``, or 417 for another expectation) is private,
         so its few lines are written here again.
         """
+        try:  # the key first, as without Expect: no limit is told to a client without one
+            self.authorizer.authenticate(request.headers.get("Authorization"))
+        except ErrorAnswer as refused:
+            return self._refuse_unread(request, refused)
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             return self._refuse_unread(request, too_large(self.settings.max_body_bytes))

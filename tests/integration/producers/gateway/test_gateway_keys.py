@@ -114,6 +114,35 @@ def test_401_without_a_valid_key_403_for_another_type_and_a_revoked_key_is_refus
     )  # only the accepted requests were produced
 
 
+def test_expect_100_continue_without_a_key_is_401_before_any_limit_is_told(
+    engine: Engine, producer: EventProducer, new_topic: Callable[..., str]
+):
+    # It was 413 for an announced body over the limit: the limit, told before the key.
+    topic = new_topic(partitions=1, prefix="gateway-keys")
+    add_key(engine, "shop", ["place_order"])
+    app = create_app(
+        SETTINGS, producer, topic_for=lambda _type: topic, keys=partial(load_keys, engine)
+    )
+
+    async def scenario() -> bytes:
+        async with TestClient(TestServer(app)) as client:
+            reader, writer = await asyncio.open_connection(client.host, client.port)
+            writer.write(
+                b"POST /v1/requests/place_order HTTP/1.1\r\nHost: gateway\r\n"
+                b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                + f"Content-Length: {SETTINGS.max_body_bytes + 1}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(65536), 10)
+            writer.close()
+            return answer
+
+    answer = asyncio.run(scenario())
+
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"100 Continue" not in answer and b'"unauthorized"' in answer
+
+
 def test_an_open_gateway_says_so_in_one_warning_line_at_start(
     tmp_path: Path, postgres_url: str, pipeline_stack
 ):
