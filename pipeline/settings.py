@@ -525,6 +525,13 @@ class ProcessingSettings(_Frozen):
     #: How long the group waits for a silent member before giving its partitions to others
     #: (a crashed processor's events wait this long).
     session_timeout_s: float = Field(default=10.0, ge=6, le=300)
+    #: Static membership (KIP-345): this instance's own name in its consumer group, one per
+    #: instance (a StatefulSet's pod name, say). A restart within ``session_timeout_s`` gets
+    #: its partitions back without a rebalance of the group; but a stop does not leave the
+    #: group either, so its partitions wait that long before another member takes them.
+    group_instance_id: str | None = Field(
+        default=None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$"
+    )
     #: How often the commit position is sent to Kafka.
     commit_interval_s: float = Field(default=1.0, gt=0)
     #: How long inbox rows are kept: a redelivery of an event older than this is no longer

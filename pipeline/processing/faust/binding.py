@@ -253,7 +253,11 @@ class FaustBinding:
             stream_wait_empty=False,
             broker_commit_interval=processing.commit_interval_s,
             broker_session_timeout=processing.session_timeout_s,
+            # Faust refuses a session timeout over its request timeout (90 s by default), with
+            # a traceback at start: a session_timeout_s of 120 crashed every processor.
+            broker_request_timeout=max(90.0, processing.session_timeout_s + 30),
             broker_heartbeat_interval=processing.session_timeout_s / 5,
+            consumer_group_instance_id=processing.group_instance_id,
             consumer_auto_offset_reset=processing.start,
             stream_buffer_maxsize=max(processing.max_buffered, 100),
             broker_client_id=f"{kafka.client_id}-{processor.name}",

@@ -99,6 +99,7 @@ def test_the_settings_and_their_sections_are_frozen():
             "/etc/ca.crt",
             "kafka.ssl_ca_location needs kafka.security_protocol SSL or SASL_SSL .it is PLAINTEXT.",
         ),
+        ("PIPELINE_PROCESSING__GROUP_INSTANCE_ID", "pod 2", "should match pattern"),
         # The relay could only hold such an event for ever, as a topic that does not exist.
         (
             "PIPELINE_OUTBOX__ROUTES",

@@ -470,6 +470,45 @@ def test_where_a_new_group_starts_reading_is_the_settings(database: Engine, star
     assert binding.app.conf.consumer_auto_offset_reset == start
 
 
+@pytest.mark.parametrize("instance", [None, "orders-2"])
+def test_the_group_instance_id_reaches_the_consumer(database: Engine, instance) -> None:
+    # Static membership (KIP-345): a restart within the session timeout keeps the partitions.
+    processor = Processor("static-test")
+    processor.handler(TOPIC)(lambda event, unit: None)
+    processing = PipelineSettings().processing.model_copy(update={"group_instance_id": instance})
+    settings = PipelineSettings().model_copy(update={"processing": processing})
+
+    binding = FaustBinding(
+        processor,
+        settings,
+        database=database,
+        producer=EventProducer(NoKafka()),  # type: ignore[arg-type]
+        internals=RecordingInternals(),
+    )
+
+    assert binding.app.conf.consumer_group_instance_id == instance
+
+
+def test_a_long_session_timeout_gets_a_longer_request_timeout(database: Engine) -> None:
+    # Faust refuses a session timeout over its request timeout (90 s): every processor with
+    # session_timeout_s 120 crashed at start with a traceback.
+    processor = Processor("long-session")
+    processor.handler(TOPIC)(lambda event, unit: None)
+    processing = PipelineSettings().processing.model_copy(update={"session_timeout_s": 300.0})
+    settings = PipelineSettings().model_copy(update={"processing": processing})
+
+    binding = FaustBinding(
+        processor,
+        settings,
+        database=database,
+        producer=EventProducer(NoKafka()),  # type: ignore[arg-type]
+        internals=RecordingInternals(),
+    )
+
+    conf = binding.app.conf
+    assert conf.broker_request_timeout > conf.broker_session_timeout == 300.0
+
+
 def test_the_first_summary_line_gives_the_rate_since_the_start(
     database: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
