@@ -43,6 +43,7 @@ from pipeline.stack.preflight import (
     find_java,
     find_mvn,
     is_local_host,
+    port_answers,
     split_host_port,
 )
 from pipeline.stack.secure import KAFKA_MECHANISM, USERNAME, Credentials, SecureStack, redact
@@ -310,6 +311,7 @@ class StackManager:
         self._await(
             record, lambda: elasticsearch_health(self._settings.elasticsearch), "Elasticsearch"
         )
+        self._remember(processes.adopt(record, pid_file))  # the server, not its launcher
 
     @staticmethod
     def _write_elasticsearch_security(
@@ -480,6 +482,8 @@ class StackManager:
         """
         with self._lock():
             stopped = self._stop(set(COMPONENTS) if only is None else only)
+            if purge:
+                self._refuse_purge_under_a_server(set(COMPONENTS) if only is None else only)
             if purge and only is not None:
                 for name in only:
                     shutil.rmtree(self.state_dir / name, ignore_errors=True)
@@ -488,6 +492,24 @@ class StackManager:
                 if self.secure is not None:
                     self.secure.remove_credentials()
             return stopped
+
+    def _refuse_purge_under_a_server(self, components: set[Component]) -> None:
+        """A :class:`StackError` when something still answers where a component to purge
+        listens: a server started from this folder and no longer recorded would lose its data
+        under it (and the port stay taken). Nothing is purged then."""
+        checked = self._checked_addresses()
+        for name in components:
+            address = checked.get(name)
+            if address is None or not (self.state_dir / name).exists():
+                continue
+            host, port = split_host_port(address)
+            if port_answers(host, port):
+                raise StackError(
+                    f"{name}'s data in {self.state_dir / name} is kept: something still answers "
+                    f"at {address}, though no {name} this stack recorded runs (one started from "
+                    "this folder whose recorded process was killed, say); stop it first, then "
+                    "purge"
+                )
 
     def _stop(self, components: set[Component]) -> list[str]:
         records = processes.load_records(self._records_file)

@@ -60,6 +60,33 @@ def spawn(name: str, command: list[str], log: Path, version: str, address: str) 
     )
 
 
+def adopt(record: ProcessRecord, pid_file: Path) -> ProcessRecord:
+    """The record of the server whose pid ``pid_file`` holds, when it runs under ``record``'s
+    process (a launcher, or ``runuser`` in front of one); else ``record`` as it is.
+
+    Elasticsearch runs as a launcher that starts the server JVM (and as root, ``runuser`` in
+    front of that): a record of the outer process left the server running, out of reach of
+    ``stack down``, once the outer one was killed. The server itself is what must be stopped.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+        outer = find(record)
+        if outer is None or pid not in {child.pid for child in outer.children(recursive=True)}:
+            return record
+        server = psutil.Process(pid)
+        return ProcessRecord(
+            name=record.name,
+            pid=pid,
+            create_time=server.create_time(),
+            version=record.version,
+            address=record.address,
+            log=record.log,
+            start_ticks=start_ticks(pid),
+        )
+    except (OSError, ValueError, psutil.Error):
+        return record
+
+
 def start_ticks(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (field 22 of ``/proc/PID/stat``);
     None without ``/proc`` or without such a process.

@@ -17,6 +17,12 @@ from pipeline.stack.secure import SecureStack
 from pipeline.stack.status import COMPONENTS
 
 
+@pytest.fixture(autouse=True)
+def nothing_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server answers at the stack's ports (unit tests have no network)."""
+    monkeypatch.setattr("pipeline.stack.manager.port_answers", lambda host, port: False)
+
+
 def _settings(home: Path) -> PipelineSettings:
     return PipelineSettings(stack=StackSettings(home=home))
 
@@ -144,3 +150,18 @@ def test_a_credentials_file_that_is_a_folder_is_deleted_by_the_advised_purge_too
 
     assert not secure.credentials_file.exists()
     assert secure.prepare()  # and the next up makes new ones
+
+
+def test_purge_keeps_the_data_of_a_server_that_still_answers_unrecorded(
+    tmp_path, clean_pipeline_environment, monkeypatch
+):
+    # An Elasticsearch whose recorded launcher was killed kept running from this folder: the
+    # purge deleted its data under it, and the port stayed taken by a broken server.
+    manager = StackManager(_settings(tmp_path / "home"))
+    data = _stack_with_data(manager)
+    monkeypatch.setattr("pipeline.stack.manager.port_answers", lambda host, port: port == 9200)
+
+    with pytest.raises(StackError, match=r"elasticsearch's data in .* is kept: something still"):
+        manager.down(purge=True)
+
+    assert all(path.read_text() for path in data.values())  # nothing purged

@@ -36,6 +36,43 @@ def test_stop_ends_the_process_and_its_children(tmp_path):
     )
 
 
+def test_the_server_a_launcher_started_is_adopted_and_stopped_once_the_launcher_is_gone(
+    tmp_path,
+):
+    # Elasticsearch (as root: runuser -> launcher -> server): with the outer process recorded,
+    # a kill of it left the server running, out of reach of `stack down`.
+    pid_file = tmp_path / "server.pid"
+    script = (
+        "import subprocess, sys, time; server = subprocess.Popen(['sleep', '300']); "
+        f"open({str(pid_file)!r}, 'w').write(str(server.pid)); time.sleep(300)"
+    )
+    launcher = processes.spawn(
+        "server", [sys.executable, "-c", script], tmp_path / "s.log", "1.0", "127.0.0.1:1"
+    )
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        server = processes.adopt(launcher, pid_file)
+        assert server.pid == int(pid_file.read_text()) != launcher.pid
+        os.kill(launcher.pid, 9)  # the launcher killed: the server it started runs on
+
+        assert processes.stop(server, timeout_s=5) is True
+        assert processes.find(server) is None
+    finally:
+        processes.stop(launcher, timeout_s=5)
+
+
+def test_a_pid_file_naming_no_child_of_the_record_changes_nothing(tmp_path):
+    record = _sleeper(tmp_path)
+    try:
+        (tmp_path / "other.pid").write_text(str(os.getpid()))  # running, but no child of it
+        assert processes.adopt(record, tmp_path / "other.pid") == record
+        assert processes.adopt(record, tmp_path / "missing.pid") == record
+    finally:
+        processes.stop(record, timeout_s=5)
+
+
 def test_a_record_whose_pid_was_reused_is_not_ours(tmp_path):
     record = _sleeper(tmp_path)
     try:
