@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.main import app
 from pipeline.settings import PipelineSettings, StackSettings
 from pipeline.stack.secure import SecureStack
+
+
+@pytest.fixture(autouse=True)
+def nothing_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server answers at the stack's ports (unit tests have no network)."""
+    monkeypatch.setattr("pipeline.stack.manager.port_answers", lambda host, port: False)
 
 
 def _invoke(*args: str):
