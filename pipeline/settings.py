@@ -556,6 +556,10 @@ class ProcessingSettings(_Frozen):
     start: Literal["earliest", "latest"] = "earliest"
 
 
+#: A size the JVM's -Xms and -Xmx take: bytes, or a number of k, m, g or t.
+_JVM_SIZE = re.compile(r"[1-9][0-9]*[kKmMgGtT]?")
+
+
 def _default_stack_home() -> Path:
     # Elasticsearch runs as a dedicated user when we are root, and that user cannot enter
     # /root, so root's stack lives in a world-traversable place.
@@ -595,6 +599,14 @@ class StackSettings(_Frozen):
     #: each of these ports plus this offset, so both stacks can run at once.
     secure_port_offset: int = Field(default=10, ge=1, le=10_000)
     compose_file: Path = Path("docker-compose.yml")
+
+    @field_validator("kafka_heap", "elasticsearch_heap")
+    @classmethod
+    def _jvm_heap_size(cls, value: str) -> str:
+        # Else the JVM refused it at start ("Invalid initial heap size: -Xms1gb").
+        if not _JVM_SIZE.fullmatch(value):
+            raise ValueError(f"{value!r} is no JVM heap size: a number, then k, m or g (512m, 1g)")
+        return value
 
 
 class SagaSettings(_Frozen):

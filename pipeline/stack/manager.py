@@ -23,6 +23,7 @@ import fcntl
 import grp
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -59,6 +60,10 @@ def tail(path: Path, lines: int) -> list[str]:
         handle.seek(max(0, size - 64 * 1024))
         text = handle.read().decode("utf-8", errors="replace")
     return text.splitlines()[-lines:]
+
+
+#: A frame of a Java stack trace, or its "... 12 more".
+_JAVA_FRAME = re.compile(r"\s*(at [\w$.<>/]+\(|\.\.\. \d+ more$)")
 
 
 class StackManager:
@@ -459,7 +464,11 @@ class StackManager:
 
     @staticmethod
     def _tail_line(path: Path) -> str:
-        return " | ".join(line.strip() for line in tail(path, 5)) or "(empty)"
+        """The log's last 5 lines that are not frames of a Java stack trace: Elasticsearch's
+        cause ("Invalid initial heap size: -Xms1gb") came a dozen lines above its last five,
+        which were all "at org.elasticsearch..."."""
+        said = [line.strip() for line in tail(path, 200) if not _JAVA_FRAME.match(line)]
+        return " | ".join(said[-5:]) or "(empty)"
 
     @staticmethod
     def _require_local(what: str, host: str) -> None:
@@ -480,6 +489,10 @@ class StackManager:
         state folder, and for the secure stack its credentials too (the next ``up`` makes new
         ones, for the new data).
         """
+        if not self.state_dir.exists():  # nothing ever ran here: not even a folder to make
+            if purge and only is None and self.secure is not None:
+                self.secure.remove_credentials()
+            return []
         with self._lock():
             stopped = self._stop(set(COMPONENTS) if only is None else only)
             if purge:

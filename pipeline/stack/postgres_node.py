@@ -65,7 +65,11 @@ def find_bin_dir(
     """
     if configured is not None:
         if not is_server_dir(configured):
-            raise StackError(f"{NOT_FOUND} (no postgres and initdb in {configured})")
+            raise StackError(
+                f"PostgreSQL server not found in {configured}, the folder "
+                "PIPELINE_STACK__POSTGRES_BIN_DIR names (no postgres and initdb there): point it "
+                "at the server's bin folder, or unset it to find Debian's postgresql package"
+            )
         return configured
     if pg_config_bindir is not None and is_server_dir(pg_config_bindir):
         return pg_config_bindir

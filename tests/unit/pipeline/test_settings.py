@@ -100,6 +100,8 @@ def test_the_settings_and_their_sections_are_frozen():
             "kafka.ssl_ca_location needs kafka.security_protocol SSL or SASL_SSL .it is PLAINTEXT.",
         ),
         ("PIPELINE_PROCESSING__GROUP_INSTANCE_ID", "pod 2", "should match pattern"),
+        ("PIPELINE_STACK__ELASTICSEARCH_HEAP", "1gb", "'1gb' is no JVM heap size"),
+        ("PIPELINE_STACK__KAFKA_HEAP", "zz", "'zz' is no JVM heap size"),
         # The relay could only hold such an event for ever, as a topic that does not exist.
         (
             "PIPELINE_OUTBOX__ROUTES",

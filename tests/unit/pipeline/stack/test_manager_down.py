@@ -165,3 +165,23 @@ def test_purge_keeps_the_data_of_a_server_that_still_answers_unrecorded(
         manager.down(purge=True)
 
     assert all(path.read_text() for path in data.values())  # nothing purged
+
+
+def test_down_where_nothing_ever_ran_makes_no_folder(tmp_path, clean_pipeline_environment):
+    home = tmp_path / "never-used"
+
+    assert StackManager(_settings(home)).down(purge=True) == []
+    assert not home.exists()
+
+
+def test_a_failed_start_says_the_cause_not_the_java_frames_after_it(tmp_path):
+    # Elasticsearch's cause came a dozen lines above its last five, all "at org...".
+    log = tmp_path / "elasticsearch.log"
+    frames = [f"\tat org.elasticsearch.Frame{n}.run(Frame.java:{n})" for n in range(12)]
+    log.write_text(
+        "\n".join(["starting", "Invalid initial heap size: -Xms1gb", *frames, "\t... 3 more"])
+    )
+
+    said = StackManager._tail_line(log)
+
+    assert said == "starting | Invalid initial heap size: -Xms1gb"

@@ -46,10 +46,12 @@ def test_no_server_says_what_to_install(tmp_path):
     assert str(raised.value) == ("PostgreSQL server not found: install Debian's postgresql package")
 
 
-def test_a_configured_folder_without_the_server_is_an_error_naming_it(tmp_path):
-    with pytest.raises(StackError, match="install Debian's postgresql package") as raised:
+def test_a_configured_folder_without_the_server_is_an_error_naming_it_and_its_setting(tmp_path):
+    with pytest.raises(StackError) as raised:
         postgres_node.find_bin_dir(tmp_path, None, tmp_path)
-    assert str(tmp_path) in str(raised.value)
+    said = str(raised.value)
+    assert f"PostgreSQL server not found in {tmp_path}, the folder " in said
+    assert "PIPELINE_STACK__POSTGRES_BIN_DIR" in said
 
 
 def test_the_version_is_read_from_postgres_version_output():
