@@ -78,7 +78,11 @@ def _refuse_secure_with_docker(docker: bool, secure: bool) -> None:
 
 def _print_status(status: StackStatus, secure: bool = False) -> None:
     table = Table(title="pipeline stack (secure)" if secure else "pipeline stack")
-    for column in ("component", "address", "state", "version", "started by us", "detail"):
+    # The component and its address whole (an operator checks the port): on 80 columns they
+    # were "elasticsear…" at "127.0.0.1:1…", and the detail had the room.
+    for column in ("component", "address"):
+        table.add_column(column, no_wrap=True, min_width=len("elasticsearch"))
+    for column in ("state", "version", "started by us", "detail"):
         table.add_column(column)
     for health in status.components:
         here = status.started_here(health.name)

@@ -26,6 +26,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ from pipeline.stack.preflight import (
 )
 from pipeline.stack.secure import KAFKA_MECHANISM, USERNAME, Credentials, SecureStack, redact
 from pipeline.stack.status import COMPONENTS, Component, StackStatus, runs_at
+from pipeline.stack.system_user import ensure_system_user, hand_over
 
 
 def tail(path: Path, lines: int) -> list[str]:
@@ -62,6 +64,8 @@ def tail(path: Path, lines: int) -> list[str]:
     return text.splitlines()[-lines:]
 
 
+#: Without a terminal, a step of ``up`` still going after this long is said on a line.
+_SLOW_STEP_S = 1.0
 #: A frame of a Java stack trace, or its "... 12 more".
 _JAVA_FRAME = re.compile(r"\s*(at [\w$.<>/]+\(|\.\.\. \d+ more$)")
 
@@ -280,7 +284,7 @@ class StackManager:
             distribution = fetch_elasticsearch(find_mvn, self.dist_dir, version)
         user = elasticsearch_node.run_as_user(self._stack.elasticsearch_user)
         if user is not None:
-            _ensure_system_user(user)
+            ensure_system_user(user)
         folder = self.state_dir / "elasticsearch"
         conf, data, logs = folder / "config", folder / "data", folder / "logs"
         for path in (conf, data, logs):
@@ -299,7 +303,7 @@ class StackManager:
                 elasticsearch_node.elasticsearch_yml(host, port, transport_port, data, logs)
             )
         if user is not None:
-            _hand_over(self._stack.home, folder, user)
+            hand_over(self._stack.home, folder, user)
         pid_file = folder / "elasticsearch.pid"
         command = elasticsearch_node.server_command(
             java, distribution, conf, pid_file, self._stack.elasticsearch_heap, user
@@ -349,13 +353,13 @@ class StackManager:
         user = postgres_node.run_as_user(self._stack.postgres_user)
         group = None
         if user is not None:
-            _ensure_system_user(user, "PostgreSQL")
+            ensure_system_user(user, "PostgreSQL")
             group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
         folder = self.state_dir / "postgres"
         data, sockets = folder / "data", folder / "run"
         sockets.mkdir(parents=True, exist_ok=True)
         if user is not None:
-            _hand_over(self._stack.home, folder, user)
+            hand_over(self._stack.home, folder, user)
         if not (data / "PG_VERSION").exists():
             self._init_postgres(bin_dir, data, user, group)
         made_by = (data / "PG_VERSION").read_text().strip()
@@ -563,32 +567,16 @@ class StackManager:
 
     @contextmanager
     def _progress(self, message: str) -> Iterator[None]:
-        with self._console.status(message):
+        if self._console.is_terminal:
+            with self._console.status(message):
+                yield
+            return
+        # No terminal (CI, a file): no spinner, so a step still going after a second says so on
+        # a line of its own; a first `up` fetching for minutes printed nothing until the end.
+        said = threading.Timer(_SLOW_STEP_S, self._console.print, [f"{message} ..."])
+        said.daemon = True
+        said.start()
+        try:
             yield
-
-
-def _ensure_system_user(user: str, purpose: str = "Elasticsearch") -> None:
-    try:
-        pwd.getpwnam(user)
-        return
-    except KeyError:
-        pass
-    result = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise StackError(f"cannot create the user {user} to run {purpose}: {result.stderr.strip()}")
-
-
-def _hand_over(home: Path, folder: Path, user: str) -> None:
-    """Give the dedicated user its state folder, and a way through to it."""
-    entry = pwd.getpwnam(user)
-    for parent in (home, home / "state"):
-        parent.chmod(0o755)
-    for root, dirs, files in os.walk(folder):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+        finally:
+            said.cancel()
