@@ -78,6 +78,8 @@ class _Frozen(BaseModel):
     def _duration_fits(cls, value: Any, info: ValidationInfo) -> Any:
         """A duration (a number named ``*_s`` or ``*_ms``) is at most :data:`LONGEST_S`."""
         name = info.field_name or ""
+        if name.endswith("_per_s"):  # a rate (gateway.rate_per_s), not a duration
+            return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             unit = "ms" if name.endswith("_ms") else "s" if name.endswith("_s") else None
             most = LONGEST_S * 1000 if unit == "ms" else LONGEST_S

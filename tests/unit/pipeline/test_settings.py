@@ -311,6 +311,11 @@ def test_a_refused_setting_is_never_quoted_in_the_validation_error(monkeypatch):
     assert "Pa55word" not in str(port.value)
 
 
+def test_a_rate_per_second_is_no_duration(monkeypatch):
+    monkeypatch.setenv("PIPELINE_GATEWAY__RATE_PER_S", "1e10")
+    assert PipelineSettings().gateway.rate_per_s == 1e10
+
+
 def test_a_duration_of_100_years_is_still_a_setting(monkeypatch):
     monkeypatch.setenv("PIPELINE_OUTBOX__RETENTION_S", "3155760000")
     assert PipelineSettings().outbox.retention_s == 3_155_760_000
