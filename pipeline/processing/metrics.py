@@ -7,6 +7,7 @@ tests, in one process do not collide.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -97,7 +98,8 @@ class ProcessorMetrics:
         self._dead: dict[str, int] = {}
         self._lags: dict[tuple[str, int], int] = {}
         self._in_flight_now = 0
-        self._lag_age_now: float | None = None
+        #: When a fetch answer last gave the end offsets (epoch seconds; None: not known).
+        self._answered_at: float | None = None
 
     def processed(self, topic: str) -> None:
         self._counts["processed"] += 1
@@ -126,10 +128,24 @@ class ProcessorMetrics:
         self._lag.labels(self.processor, topic, str(partition)).set(lag)
 
     def set_lag_age(self, seconds: float | None) -> None:
-        """How old the end offsets behind the lag are (``None``: not known)."""
-        self._lag_age_now = seconds
-        if seconds is not None:
-            self._lag_age.labels(self.processor).set(seconds)
+        """How old the end offsets behind the lag are now (``None``: not known)."""
+        self.set_lag_answered_at(None if seconds is None else time.time() - seconds)
+
+    def set_lag_answered_at(self, epoch_s: float | None) -> None:
+        """When a fetch answer last gave the end offsets behind the lag (``None``: not known).
+
+        The gauge works the age out when it is scraped, from the serving thread: set from the
+        event loop, it froze at its last value ("0.03 s") while the loop was blocked (an async
+        handler calling ``time.sleep``), just when an alert on it should fire.
+        """
+        first = self._answered_at is None and epoch_s is not None
+        self._answered_at = epoch_s
+        if first:
+            self._lag_age.labels(self.processor).set_function(self._lag_age_of_now)
+
+    def _lag_age_of_now(self) -> float:
+        answered = self._answered_at
+        return math.nan if answered is None else max(0.0, time.time() - answered)
 
     def forget_lag(self, topic: str, partition: int) -> None:
         if self._lags.pop((topic, partition), None) is not None:
@@ -144,7 +160,7 @@ class ProcessorMetrics:
             retries=self._counts["retries"],
             in_flight=self._in_flight_now,
             lag=dict(self._lags),
-            lag_age_s=self._lag_age_now,
+            lag_age_s=None if self._answered_at is None else self._lag_age_of_now(),
         )
 
 

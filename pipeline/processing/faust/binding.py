@@ -525,9 +525,7 @@ class FaustBinding:
         except Exception:  # not started, or stopping
             return
         answered_ms = last_fetch_answer_ms(self.app.consumer, assigned) if assigned else None
-        self.metrics.set_lag_age(
-            None if answered_ms is None else max(0.0, time.time() - answered_ms / 1000)
-        )
+        self.metrics.set_lag_answered_at(None if answered_ms is None else answered_ms / 1000)
 
     async def _refresh_idle_lag(self) -> None:
         """The lag of assigned partitions nothing was taken from yet (since the start, or the

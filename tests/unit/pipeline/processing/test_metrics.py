@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
+import pytest
 from prometheus_client import generate_latest
 
 from pipeline.processing.metrics import MetricsSnapshot, ProcessorMetrics, summary_line
@@ -85,13 +87,39 @@ def test_a_lag_whose_end_offsets_are_old_says_how_old_and_a_fresh_one_does_not()
     old = summary_line("orders", metrics.snapshot(), None)
     metrics.set_lag_age(2.0)
     fresh = summary_line("orders", metrics.snapshot(), None)
-    metrics.set_lag_age(None)
+    fresh_age = _exposed_lag_age(metrics)
+    metrics.set_lag_age(None)  # no partition assigned: no age to tell
     unknown = summary_line("orders", metrics.snapshot(), None)
 
     assert old.endswith("lag 12 as of 95 s ago (no fetch answered since)")
     assert fresh.endswith("lag 12") and unknown.endswith("lag 12")
+    assert 2.0 <= fresh_age < 3.0
+    assert math.isnan(_exposed_lag_age(metrics))
+
+
+def _exposed_lag_age(metrics: ProcessorMetrics) -> float:
     exposed = generate_latest(metrics.registry).decode()
-    assert 'pipeline_consumer_lag_age_seconds{processor="orders"} 2.0' in exposed
+    [age] = [
+        float(line.rsplit(" ", 1)[1])
+        for line in exposed.splitlines()
+        if line.startswith('pipeline_consumer_lag_age_seconds{processor="orders"}')
+    ]
+    return age
+
+
+def test_the_lag_age_grows_when_scraped_while_nothing_sets_it(monkeypatch) -> None:
+    # Set from the event loop, it froze at "0.03 s" while an async handler blocked the loop
+    # with time.sleep, and an alert on it could never fire.
+    metrics = busy_metrics()
+    clock = [1_000.0]
+    monkeypatch.setattr("pipeline.processing.metrics.time.time", lambda: clock[0])
+    metrics.set_lag_answered_at(999.97)
+
+    clock[0] += 60  # a minute of a blocked loop: no one sets anything meanwhile
+
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'pipeline_consumer_lag_age_seconds{processor="orders"} 60.0299' in exposed
+    assert metrics.snapshot().lag_age_s == pytest.approx(60.03)
 
 
 def test_summary_line_gives_the_rate_since_the_earlier_snapshot() -> None:
