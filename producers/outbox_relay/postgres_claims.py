@@ -27,7 +27,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.outbox.ordering import ClaimPlan
 from pipeline.outbox.table import (
@@ -109,9 +111,15 @@ def fetch_all(connection: Connection, statement: Statement) -> list[tuple[Any, .
     if connection.dialect.driver != "psycopg":
         return [tuple(row) for row in connection.exec_driver_sql(*statement)]
     driver_connection: Any = connection.connection.driver_connection
-    with driver_connection.cursor(binary=True) as cursor:
-        cursor.execute(*statement)
-        return cast(list[tuple[Any, ...]], cursor.fetchall())
+    try:
+        with driver_connection.cursor(binary=True) as cursor:
+            cursor.execute(*statement)
+            return cast(list[tuple[Any, ...]], cursor.fetchall())
+    except psycopg.Error as error:
+        # As SQLAlchemy's own statements raise it: the relay takes a refused statement (no
+        # privilege on the table, the table renamed) as the database failing, and tries the
+        # batch again later, where psycopg's own error ended it with a traceback.
+        raise DBAPIError.instance(*statement, error, psycopg.Error) from error
 
 
 def window(after: int, limit: int) -> Statement:

@@ -412,3 +412,50 @@ def test_the_relay_exposes_its_counts_backlog_and_rate_as_prometheus_metrics(
     assert "pipeline_outbox_publish_rate 0.05" in text  # 3 in the last minute
     assert "pipeline_outbox_oldest_unpublished_age_seconds 0.0" in text
     assert "pipeline_outbox_lease_held 1.0" in text
+
+
+def test_a_statement_postgres_refuses_is_a_database_failure_tried_again_not_a_crash(
+    postgres_url, relays, new_topic, pipeline_settings, consumer_group
+):
+    # The claim's reads go through psycopg's own cursor: its error (no privilege on the table,
+    # the table renamed) ended the relay with a traceback, exit 1, its metrics gone.
+    topic = new_topic(partitions=1, prefix="outbox-refused")
+    engine = build_engine(DatabaseSettings(url=postgres_url))
+    migrate(engine)
+    with Session(engine) as session, session.begin():
+        for n in range(3):
+            Outbox().add(
+                session, _event("o-1", n), aggregate_type="order", aggregate_id="o-1", topic=topic
+            )
+    relay = relays(engine, poll_interval_s=0.05)
+    with engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE pipeline_outbox RENAME TO pipeline_outbox_away"))
+    running = threading.Thread(target=relay.run, name="relay", daemon=True)
+    try:
+        running.start()
+        deadline = time.monotonic() + 30
+        while relay.metrics.database_up._value.get() != 0 and time.monotonic() < deadline:
+            assert running.is_alive(), "the relay ended on the refused statement"
+            time.sleep(0.05)
+        assert relay.metrics.database_up._value.get() == 0
+        assert running.is_alive()
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("ALTER TABLE pipeline_outbox_away RENAME TO pipeline_outbox")
+            )
+        deadline = time.monotonic() + 60
+        while relay.totals.published < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        relay.stop()
+        running.join(60)
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("ALTER TABLE IF EXISTS pipeline_outbox_away RENAME TO pipeline_outbox")
+            )
+        engine.dispose()
+
+    assert relay.totals.published == 3
+    assert [
+        json.loads(m.value())["n"] for m in _messages(pipeline_settings, topic, consumer_group)
+    ] == [0, 1, 2]
