@@ -1,0 +1,67 @@
+"""What every section of the settings shares: the frozen base with its checks of durations,
+and how a URL is shown without its password."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationInfo,
+    field_validator,
+)
+
+
+def masked_url(value: str) -> str:
+    """A URL setting as output may show it: whatever comes before an ``@`` (user and password,
+    with a scheme or without one) is masked."""
+    head, at, rest = value.rpartition("@")
+    if not at:
+        return value
+    scheme, sep, _ = head.partition("://")
+    return f"{scheme}{sep}[REDACTED]@{rest}" if sep else f"[REDACTED]@{rest}"
+
+
+def shown_url(value: str) -> str:
+    """A URL setting as an error may quote it: :func:`masked_url`, quoted."""
+    return repr(masked_url(value))
+
+
+def _port_reads(url: str) -> bool:
+    """Whether ``url``'s port, when it names one, is a number from 0 to 65535."""
+    try:
+        urlsplit(url).port  # noqa: B018 (reading it checks it)
+    except ValueError:
+        return False
+    return True
+
+
+#: The longest duration a setting may give (``*_s``; ``*_ms`` a thousand times that): 100 years,
+#: "for ever" for any of them. Past it the moments computed from it overflow: a retention of
+#: 1e12 s ends before the year 1, and a wait that long is more than the clock takes.
+LONGEST_S = 100 * 365.25 * 24 * 3600
+
+
+class _Frozen(BaseModel):
+    # hide_input_in_errors: a refused value is never quoted in the error (pydantic's
+    # "input_value=..."), which may be a password or a URL holding one. allow_inf_nan: no
+    # setting means anything by inf or nan (a poll interval of inf never looked again).
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", hide_input_in_errors=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _duration_fits(cls, value: Any, info: ValidationInfo) -> Any:
+        """A duration (a number named ``*_s`` or ``*_ms``) is at most :data:`LONGEST_S`."""
+        name = info.field_name or ""
+        if name.endswith("_per_s"):  # a rate (gateway.rate_per_s), not a duration
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            unit = "ms" if name.endswith("_ms") else "s" if name.endswith("_s") else None
+            most = LONGEST_S * 1000 if unit == "ms" else LONGEST_S
+            if unit is not None and value > most:
+                raise ValueError(f"at most {most:.0f} {unit} (100 years)")
+        return value
