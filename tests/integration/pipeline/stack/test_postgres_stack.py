@@ -107,13 +107,15 @@ def test_a_postgres_port_taken_by_something_else_is_a_one_line_error(isolated_st
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_no_postgres_server_says_what_to_install(isolated_stack_env, tmp_path):
+def test_a_bin_dir_without_the_server_names_it_and_its_setting(isolated_stack_env, tmp_path):
     env = {**isolated_stack_env, "PIPELINE_STACK__POSTGRES_BIN_DIR": str(tmp_path)}
     result = run_pipeline("stack", "up", "--only", "postgres", env=env)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(
-        "error: PostgreSQL server not found: install Debian's postgresql package"
+        f"error: PostgreSQL server not found in {tmp_path}, the folder "
+        "PIPELINE_STACK__POSTGRES_BIN_DIR names"
     )
+    assert "Debian's postgresql package" in result.stderr
     assert "Traceback" not in result.stderr
 
 
