@@ -262,18 +262,22 @@ class Scripted(Cluster):
         return super().list_topics(topic, timeout)
 
 
-def test_watching_says_when_a_problem_starts_and_when_it_ends(caplog: pytest.LogCaptureFixture):
-    cluster = Scripted(False, False, True, True)
+def _watch(cluster: Cluster, requests: int, caplog: pytest.LogCaptureFixture) -> None:
+    """Watch ``cluster`` until it was asked ``requests`` times, the gateway's log captured."""
     health = _watching(cluster, cache_s=0.001, recheck_s=0.001)
 
     async def main() -> None:
         watching = asyncio.create_task(health.watch())
-        while cluster.requests < 6:
+        while cluster.requests < requests:
             await asyncio.sleep(0.001)
         watching.cancel()
 
     with caplog.at_level(logging.INFO, logger="producers.gateway"):
         asyncio.run(main())
+
+
+def test_watching_says_when_a_problem_starts_and_when_it_ends(caplog: pytest.LogCaptureFixture):
+    _watch(Scripted(False, False, True, True), 6, caplog)
 
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (
@@ -300,17 +304,7 @@ class Flipping(Cluster):
 def test_one_outage_in_librdkafkas_changing_words_is_warned_of_once(
     caplog: pytest.LogCaptureFixture,
 ):
-    cluster = Flipping()
-    health = _watching(cluster, cache_s=0.001, recheck_s=0.001)
-
-    async def main() -> None:
-        watching = asyncio.create_task(health.watch())
-        while cluster.requests < 6:
-            await asyncio.sleep(0.001)
-        watching.cancel()
-
-    with caplog.at_level(logging.INFO, logger="producers.gateway"):
-        asyncio.run(main())
+    _watch(Flipping(), 6, caplog)
 
     assert [r.getMessage() for r in caplog.records] == [
         f"Kafka at {BOOTSTRAP} does not answer (Local: Timed out); "

@@ -449,23 +449,25 @@ def test_every_assigned_partition_has_a_lag_before_its_first_record(bound: Bound
     assert _lags(binding) == {"0": 4.0, "1": 6.0, "2": 0.0}
 
 
-@pytest.mark.parametrize("start", ["earliest", "latest"])
-def test_where_a_new_group_starts_reading_is_the_settings(database: Engine, start: str) -> None:
-    # A second saga orchestrator on the shared saga topics started at the oldest reply kept,
-    # and dead-lettered 355,000 replies of other sagas first.
-    processor = Processor("start-test")
+def _binding_with(database: Engine, **processing: Any) -> FaustBinding:
+    """A binding of a one-handler processor whose processing settings are ``processing``."""
+    processor = Processor("settings-test")
     processor.handler(TOPIC)(lambda event, unit: None)
-    settings = PipelineSettings().model_copy(
-        update={"processing": PipelineSettings().processing.model_copy(update={"start": start})}
-    )
-
-    binding = FaustBinding(
+    section = PipelineSettings().processing.model_copy(update=processing)
+    return FaustBinding(
         processor,
-        settings,
+        PipelineSettings().model_copy(update={"processing": section}),
         database=database,
         producer=EventProducer(NoKafka()),  # type: ignore[arg-type]
         internals=RecordingInternals(),
     )
+
+
+@pytest.mark.parametrize("start", ["earliest", "latest"])
+def test_where_a_new_group_starts_reading_is_the_settings(database: Engine, start: str) -> None:
+    # A second saga orchestrator on the shared saga topics started at the oldest reply kept,
+    # and dead-lettered 355,000 replies of other sagas first.
+    binding = _binding_with(database, start=start)
 
     assert binding.app.conf.consumer_auto_offset_reset == start
 
@@ -473,18 +475,7 @@ def test_where_a_new_group_starts_reading_is_the_settings(database: Engine, star
 @pytest.mark.parametrize("instance", [None, "orders-2"])
 def test_the_group_instance_id_reaches_the_consumer(database: Engine, instance) -> None:
     # Static membership (KIP-345): a restart within the session timeout keeps the partitions.
-    processor = Processor("static-test")
-    processor.handler(TOPIC)(lambda event, unit: None)
-    processing = PipelineSettings().processing.model_copy(update={"group_instance_id": instance})
-    settings = PipelineSettings().model_copy(update={"processing": processing})
-
-    binding = FaustBinding(
-        processor,
-        settings,
-        database=database,
-        producer=EventProducer(NoKafka()),  # type: ignore[arg-type]
-        internals=RecordingInternals(),
-    )
+    binding = _binding_with(database, group_instance_id=instance)
 
     assert binding.app.conf.consumer_group_instance_id == instance
 
@@ -492,20 +483,8 @@ def test_the_group_instance_id_reaches_the_consumer(database: Engine, instance) 
 def test_a_long_session_timeout_gets_a_longer_request_timeout(database: Engine) -> None:
     # Faust refuses a session timeout over its request timeout (90 s): every processor with
     # session_timeout_s 120 crashed at start with a traceback.
-    processor = Processor("long-session")
-    processor.handler(TOPIC)(lambda event, unit: None)
-    processing = PipelineSettings().processing.model_copy(update={"session_timeout_s": 300.0})
-    settings = PipelineSettings().model_copy(update={"processing": processing})
+    conf = _binding_with(database, session_timeout_s=300.0).app.conf
 
-    binding = FaustBinding(
-        processor,
-        settings,
-        database=database,
-        producer=EventProducer(NoKafka()),  # type: ignore[arg-type]
-        internals=RecordingInternals(),
-    )
-
-    conf = binding.app.conf
     assert conf.broker_request_timeout > conf.broker_session_timeout == 300.0
 
 
