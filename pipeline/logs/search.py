@@ -194,7 +194,7 @@ def later_than(sort_values: Sequence[Any]) -> dict[str, Any]:
 
 def moment_of(hit: Mapping[str, Any], default: datetime) -> datetime:
     """The ``@timestamp`` of a search hit, or ``default`` (in UTC) when it has none it reads."""
-    moment = parse_timestamp(hit.get("_source", {}).get("@timestamp"))
+    moment = parse_timestamp((hit.get("_source") or {}).get("@timestamp"))
     return moment if moment is not None else default.astimezone(UTC)
 
 
