@@ -376,7 +376,9 @@ class FaustBinding:
         tolerant_batches.install()
         self._inbound_times = self.app.monitor.stream_inbound_time
         install_stall_check_warnings()
-        install_session_expiry_warnings(self.settings.session_timeout_s)
+        install_session_expiry_warnings(
+            self.settings.session_timeout_s, self.settings.group_instance_id
+        )
         install_routine_rebalance_lines()
 
     async def stopping(self) -> None:

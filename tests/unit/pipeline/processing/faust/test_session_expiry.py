@@ -79,3 +79,25 @@ def test_other_errors_and_lower_levels_are_left_as_they_are(caplog):
         and other.getMessage() == "OffsetCommit failed for group g - x"
     )
     assert info.levelno == logging.INFO
+
+
+def test_a_static_member_put_out_by_another_under_its_id_is_an_error_naming_the_id(caplog):
+    # Two instances given one group_instance_id took the partitions from each other in turn,
+    # with only this warning of aiokafka's to say so.
+    install_session_expiry_warnings(12.0, "orders-2")
+    words = "Heartbeat failed: local member_id was not recognized; resetting and re-joining group"
+
+    record = _logged(caplog, logging.WARNING, words)
+
+    assert record.levelno == logging.ERROR
+    text = record.getMessage()
+    assert "under the same group_instance_id 'orders-2'" in text
+    assert "PIPELINE_PROCESSING__GROUP_INSTANCE_ID" in text
+
+
+def test_without_an_instance_id_the_member_not_recognized_warning_is_left_alone(caplog):
+    words = "Heartbeat failed: local member_id was not recognized; resetting and re-joining group"
+
+    record = _logged(caplog, logging.WARNING, words)
+
+    assert (record.levelno, record.getMessage()) == (logging.WARNING, words)
