@@ -27,6 +27,7 @@ __all__ = [
     "not_acknowledged",
     "still_in_flight",
     "store_unavailable",
+    "unknown_request_type",
 ]
 
 JSON_CONTENT_TYPE = "application/json"
@@ -165,6 +166,16 @@ def store_unavailable(reason: str) -> ErrorAnswer:
         "idempotency_unavailable",
         f"{reason}; nothing was produced: retry with the same Idempotency-Key",
         headers={"Retry-After": str(STORE_UNAVAILABLE_RETRY_AFTER_S)},
+    )
+
+
+def unknown_request_type(name: str, known: Sequence[str]) -> ErrorAnswer:
+    """404: no request type ``name`` (``known``: those there are, sorted)."""
+    return ErrorAnswer(
+        404,
+        "unknown_request_type",
+        f"unknown request type {name!r}; known: {', '.join(known)}",
+        [{"field": "type", "message": "unknown request type", "known": list(known)}],
     )
 
 

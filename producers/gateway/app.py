@@ -87,6 +87,7 @@ from producers.gateway.answers import (
     not_acknowledged,
     still_in_flight,
     store_unavailable,
+    unknown_request_type,
 )
 from producers.gateway.auth import DEFAULT_REFRESH_S, Authorizer, KeyLoader, KeyRefresher
 from producers.gateway.body import BodyReader
@@ -283,16 +284,21 @@ class _Gateway:
         return ErrorAnswer(error.status, "http_error", error.reason)
 
     async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
-        """``Expect: 100-continue``: a request without a valid key (where keys are needed) is
-        refused at once (401), as without ``Expect``; a body announced larger than
+        """``Expect: 100-continue``: a request without a valid key (where keys are needed), of
+        an unknown type or of one its key may not send is refused at once (401, 404, 403), as
+        without ``Expect``; a body announced larger than
         ``max_body_bytes`` too (413, before the client sends it: it was asked for with ``100
         Continue``, uploaded whole, then refused); another expectation is a JSON 417.
 
         aiohttp's own handler (``100 Continue``, or 417 for another expectation) is private,
         so its few lines are written here again.
         """
-        try:  # the key first, as without Expect: no limit is told to a client without one
-            self.authorizer.authenticate(request.headers.get("Authorization"))
+        try:  # the key, the type and its permission first, as without Expect
+            authenticated = self.authorizer.authenticate(request.headers.get("Authorization"))
+            name = request.match_info.get("type", "")
+            if name not in self.request_types:
+                raise unknown_request_type(name, sorted(self.request_types))
+            self.authorizer.authorise(authenticated, name)
         except ErrorAnswer as refused:
             return self._refuse_unread(request, refused)
         length = request.content_length
@@ -356,13 +362,7 @@ class _Gateway:
                 headers={"Retry-After": retry_after},
             )
         if request_type is None:
-            known = sorted(self.request_types)
-            raise ErrorAnswer(
-                404,
-                "unknown_request_type",
-                f"unknown request type {name!r}; known: {', '.join(known)}",
-                [{"field": "type", "message": "unknown request type", "known": known}],
-            )
+            raise unknown_request_type(name, sorted(self.request_types))
         self.authorizer.authorise(authenticated, name)  # or 403
         codec = check_content_type(request.headers.get("Content-Type"), request.charset)
         coding = content_coding(request.headers.getall("Content-Encoding", []))

@@ -114,33 +114,47 @@ def test_401_without_a_valid_key_403_for_another_type_and_a_revoked_key_is_refus
     )  # only the accepted requests were produced
 
 
-def test_expect_100_continue_without_a_key_is_401_before_any_limit_is_told(
+def test_expect_100_continue_answers_the_key_type_and_permission_before_the_size(
     engine: Engine, producer: EventProducer, new_topic: Callable[..., str]
 ):
-    # It was 413 for an announced body over the limit: the limit, told before the key.
+    # It was 413 for an announced body over the limit, whatever the key, type or permission:
+    # the limit told before the key, and 413 where the same request without Expect got 403.
     topic = new_topic(partitions=1, prefix="gateway-keys")
-    add_key(engine, "shop", ["place_order"])
+    key = add_key(engine, "shop", ["place_order"])
     app = create_app(
         SETTINGS, producer, topic_for=lambda _type: topic, keys=partial(load_keys, engine)
     )
 
-    async def scenario() -> bytes:
+    async def first_line(client: TestClient, path: str, authorization: str | None) -> bytes:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        headers = f"Authorization: Bearer {authorization}\r\n" if authorization else ""
+        writer.write(
+            f"POST /v1/requests/{path} HTTP/1.1\r\nHost: gateway\r\n{headers}"
+            "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {SETTINGS.max_body_bytes + 1}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), 10)
+        writer.close()
+        return answer.split(b"\r\n", 1)[0]
+
+    async def scenario() -> list[bytes]:
         async with TestClient(TestServer(app)) as client:
-            reader, writer = await asyncio.open_connection(client.host, client.port)
-            writer.write(
-                b"POST /v1/requests/place_order HTTP/1.1\r\nHost: gateway\r\n"
-                b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
-                + f"Content-Length: {SETTINGS.max_body_bytes + 1}\r\n\r\n".encode()
-            )
-            await writer.drain()
-            answer = await asyncio.wait_for(reader.read(65536), 10)
-            writer.close()
-            return answer
+            return [
+                await first_line(client, "place_order", None),
+                await first_line(client, "nosuch", key),
+                await first_line(client, "cancel_order", key),
+                await first_line(client, "place_order", key),
+            ]
 
-    answer = asyncio.run(scenario())
+    answers = asyncio.run(scenario())
 
-    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
-    assert b"100 Continue" not in answer and b'"unauthorized"' in answer
+    assert answers == [
+        b"HTTP/1.1 401 Unauthorized",
+        b"HTTP/1.1 404 Not Found",
+        b"HTTP/1.1 403 Forbidden",
+        b"HTTP/1.1 413 Request Entity Too Large",
+    ]
 
 
 def test_an_open_gateway_says_so_in_one_warning_line_at_start(
