@@ -12,19 +12,25 @@ __all__ = ["parse_timestamp"]
 
 #: A string of digits Elasticsearch reads as epoch milliseconds.
 _EPOCH_MILLIS = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+#: Four digits (an integer, or a string of them) Elasticsearch reads as a year first
+#: (``strict_date_optional_time`` before ``epoch_millis``): 2026 is 2026-01-01, not 2.026 s.
+_YEAR = re.compile(r"-?[0-9]{4}")
 
 
 def parse_timestamp(value: Any) -> datetime | None:
     """The moment of an ``@timestamp``, in UTC; ``None`` for what reads as no time.
 
     ISO 8601 (UTC when it names no offset, as Elasticsearch reads it), or epoch milliseconds: a
-    JSON number or a string of digits. (Elasticsearch reads a few-digit one as a year; either
-    way it is far from any shipper's clock, which is all the index choice asks of it.)
+    JSON number or a string of digits, but for four digits, which Elasticsearch reads as a year.
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int) and _YEAR.fullmatch(str(value)):
+            return _new_year(int(value))
         return _from_epoch_millis(value)
     if not isinstance(value, str):
         return None
+    if _YEAR.fullmatch(value):
+        return _new_year(int(value))
     if _EPOCH_MILLIS.fullmatch(value):
         return _from_epoch_millis(float(value))
     try:
@@ -36,6 +42,12 @@ def parse_timestamp(value: Any) -> datetime | None:
         return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     except OverflowError:
         return None
+
+
+def _new_year(year: int) -> datetime:
+    """The first moment of ``year``; the year 1 for one Python's dates do not reach (0, -1000),
+    which is as far from any shipper's clock."""
+    return datetime(max(1, year), 1, 1, tzinfo=UTC)
 
 
 def _from_epoch_millis(millis: float) -> datetime | None:

@@ -28,3 +28,18 @@ def test_iso_times_and_epoch_milliseconds_read_as_the_same_moment(stamp):
 )
 def test_what_reads_as_no_time_is_none(stamp):
     assert parse_timestamp(stamp) is None
+
+
+@pytest.mark.parametrize("stamp", [2026, "2026"])
+def test_four_digits_are_a_year_as_elasticsearch_reads_them(stamp):
+    assert parse_timestamp(stamp) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("stamp", [-1000, "0000"])
+def test_a_year_pythons_dates_do_not_reach_is_the_year_1(stamp):
+    assert parse_timestamp(stamp) == datetime(1, 1, 1, tzinfo=UTC)
+
+
+def test_five_digits_or_a_fraction_are_milliseconds():
+    assert parse_timestamp(20260) == datetime(1970, 1, 1, 0, 0, 20, 260_000, tzinfo=UTC)
+    assert parse_timestamp(2026.0) == datetime(1970, 1, 1, 0, 0, 2, 26_000, tzinfo=UTC)
