@@ -31,6 +31,19 @@ class KafkaSettings(_Frozen):
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
 
+    @field_validator(
+        "ssl_ca_location",
+        "ssl_certificate_location",
+        "ssl_key_location",
+        "ssl_key_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # A variable set to nothing (a compose file's ${CA:-}) read as the current folder, a
+        # file "." that then needed SSL; it means no file.
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _sasl_has_a_mechanism(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL_") and self.sasl_mechanism is None:

@@ -336,3 +336,11 @@ def test_tls_files_with_both_settings_of_the_certificate_and_sasl_settings_need_
             ssl_certificate_location="/c.pem",
             ssl_key_location="/k.pem",
         )
+
+
+def test_a_tls_file_set_to_nothing_is_unset(monkeypatch):
+    # A compose file's ${CA:-} gave the current folder, "." as a CA, which then needed SSL.
+    monkeypatch.setenv("PIPELINE_KAFKA__SSL_CA_LOCATION", "")
+    monkeypatch.setenv("PIPELINE_KAFKA__SSL_KEY_PASSWORD", "")
+    kafka = PipelineSettings().kafka
+    assert (kafka.ssl_ca_location, kafka.ssl_key_password) == (None, None)
