@@ -182,6 +182,12 @@ def route_topic(
         routed = routes.get(name)
         if routed:
             return routed
+    emptied = [name for name in (event_type, aggregate_type) if name in routes]
+    if emptied:
+        raise OutboxError(
+            f"the route of {emptied[0]!r} is empty (outbox.routes, PIPELINE_OUTBOX__ROUTES), "
+            "which routes it nowhere: give it a topic, or pass topic=..."
+        )
     raise OutboxError(
         f"no topic for aggregate type {aggregate_type!r} (event type {event_type!r}): pass "
         "topic=... or add a route (outbox.routes, PIPELINE_OUTBOX__ROUTES)"

@@ -314,3 +314,8 @@ def test_housekeeping_deletes_in_batches_until_nothing_expired_is_left(engine):
         )
     assert delete_published(engine, retention_s=60, batch_size=3, now=now) == 7
     assert _rows(engine) == []
+
+
+def test_an_empty_route_is_named_as_such_not_as_no_route():
+    with pytest.raises(OutboxError, match="the route of 'order' is empty"):
+        route_topic({"order": ""}, event_type="com.example.placed", aggregate_type="order")
