@@ -11,7 +11,9 @@ aiokafka says "Heartbeat failed for group X because it is rebalancing" at WARNIN
 at every rebalance: routine, and said by those lines already. So is Faust's "exception performing
 seek when flow not active IllegalStateError: No current assignment for partition ...", when a
 fetch that found the flow stopped seeks a partition the rebalance had just taken away (the next
-assignment seeks its own). :class:`RoutineRebalanceLines` makes each the INFO line it is, which
+assignment seeks its own), and mode's "Timer ... is overlapping" for the binding's own
+housekeeping timers, made late by a drain. :class:`RoutineRebalanceLines` makes each the INFO
+line it is, which
 aiokafka's and Faust's loggers (at WARNING unless the program logs at DEBUG, see
 :mod:`pipeline.logs.setup`) then keep out of the log.
 
@@ -57,6 +59,12 @@ SEEK_OF_A_PARTITION_TAKEN_AWAY = (
 )
 #: The logger of Faust's consumer (its aiokafka driver), which says the seek line.
 FAUST_CONSUMER_LOGGER = "faust.transport.drivers.aiokafka"
+#: mode's timers say "Timer ... is overlapping" when a run took longer than its interval: for
+#: the binding's own housekeeping (the lag refreshed every second, the summary line), a run
+#: made late by a rebalance's drain or a busy loop, which ``pipeline_consumer_lag_age_seconds``
+#: and the summary line's "as of ... ago" already tell.
+TIMERS_LOGGER = "mode.timers"
+BINDING_TIMER_OVERLAPPING = ("Timer pipeline.processing.faust.binding.", "is overlapping")
 
 
 def revocation_drain_timeout(drain_timeout_s: float, session_timeout_s: float) -> float:
@@ -114,11 +122,12 @@ class RoutineRebalanceLines(logging.Filter):
 
 
 def install_routine_rebalance_lines() -> None:
-    """Add :class:`RoutineRebalanceLines` to aiokafka's group coordinator logger and to Faust's
-    consumer logger (once each)."""
+    """Add :class:`RoutineRebalanceLines` to aiokafka's group coordinator logger, to Faust's
+    consumer logger and to mode's timers (once each)."""
     for name, fragments in (
         (GROUP_COORDINATOR_LOGGER, HEARTBEAT_REBALANCING),
         (FAUST_CONSUMER_LOGGER, SEEK_OF_A_PARTITION_TAKEN_AWAY),
+        (TIMERS_LOGGER, BINDING_TIMER_OVERLAPPING),
     ):
         logger = logging.getLogger(name)
         if not any(isinstance(known, RoutineRebalanceLines) for known in logger.filters):

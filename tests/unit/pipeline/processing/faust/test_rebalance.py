@@ -248,3 +248,32 @@ def test_the_stop_says_what_is_still_running_after_another_drain_timeout(
     [tally] = [line for line in lines if line.endswith("(at stop)")]
     assert ": 0 processed" in tally, tally
     assert [line for line in lines if "1 event still running at the stop" in line]
+
+
+def test_a_late_run_of_the_bindings_own_timer_is_an_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Said at WARNING at rebalances (the drain held the loop): the lag's age tells it already.
+    timers = logging.getLogger("mode.timers")
+    level, filters = timers.level, list(timers.filters)
+    timers.filters = []
+    try:
+        install_routine_rebalance_lines()
+        with caplog.at_level(logging.DEBUG):
+            timers.setLevel(logging.WARNING)
+            timers.warning(
+                "Timer %s is overlapping (interval=%r runtime=%r)",
+                "pipeline.processing.faust.binding.FaustBinding.refresh_lag",
+                1.0,
+                1.0003,
+            )
+            timers.warning(
+                "Timer %s is overlapping (interval=%r runtime=%r)", "app.user_timer", 1.0, 1.5
+            )
+    finally:
+        timers.setLevel(level)
+        timers.filters = filters
+
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "Timer app.user_timer is overlapping (interval=1.0 runtime=1.5)")
+    ]
