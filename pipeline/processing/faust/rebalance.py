@@ -13,9 +13,8 @@ seek when flow not active IllegalStateError: No current assignment for partition
 fetch that found the flow stopped seeks a partition the rebalance had just taken away (the next
 assignment seeks its own), and mode's "Timer ... is overlapping" for the binding's own
 housekeeping timers, made late by a drain. :class:`RoutineRebalanceLines` makes each the INFO
-line it is, which
-aiokafka's and Faust's loggers (at WARNING unless the program logs at DEBUG, see
-:mod:`pipeline.logs.setup`) then keep out of the log.
+line it is, which aiokafka's, Faust's and mode's loggers (at WARNING unless the program logs at
+DEBUG, see :mod:`pipeline.logs.setup`) then keep out of the log.
 
 The drain's time limit: Faust runs the whole revocation, our drain in it, inside mode's flight
 recorder, which logs "Warning: Task timed out!" and "Please make sure it's hanging before
