@@ -254,6 +254,24 @@ def test_a_file_checked_twice_in_a_session_is_written_once_then_compared_with(tm
     assert json.loads((tmp_path / "t.json").read_text()) == {"n": 1}
 
 
+def test_two_tests_checking_one_named_file_differently_are_told_it_is_shared(tmp_path):
+    # A named file is the module's: two tests naming their checks "driver" (backend.kind)
+    # fought over it, and the failing one was told to run --update-golden, which cannot mend it.
+    session = LocalGoldenSession()
+    refused = Golden(tmp_path, "a", base=tmp_path, session=session, test="m.py::test_refused")
+    count = Golden(tmp_path, "b", base=tmp_path, session=session, test="m.py::test_count")
+    (tmp_path / "driver.json").write_text(render(["o-3"]))
+
+    refused.check(["o-3"], "driver")
+    with pytest.raises(GoldenMismatch) as raised:
+        count.check({"replayed": 4}, "driver")
+
+    said = str(raised.value)
+    assert "(checked earlier in this session by m.py::test_refused)" in said
+    assert "a named file is shared by every test of its module" in said
+    assert "--update-golden" not in said
+
+
 def test_a_set_of_ids_seen_before_masks_the_same_in_every_run():
     # The set was sorted by the ids themselves, then masked: ids numbered earlier came out as
     # [<id-1>, <id-2>] or [<id-2>, <id-1>] as the random ids fell.
