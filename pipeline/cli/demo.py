@@ -287,7 +287,8 @@ def _print_processing_summary(services: ProcessingReport) -> None:
     summary.add_column("what")
     summary.add_column("value", justify="right")
     summary.add_row(
-        "requests processed (effects + outbox events committed)", f"{services.processed:,}"
+        "events processed: requests and saga commands (effects + outbox events committed)",
+        f"{services.processed:,}",
     )
     summary.add_row(
         f"duplicates skipped by the inbox (of {REDELIVERED} re-sent)", f"{services.duplicates:,}"
@@ -347,6 +348,11 @@ def _print_saga_summary(sagas: SagaReport, database_hint: str) -> None:
         checks.add_row(check.name, verdict, check.detail)
     _out.print(checks)
     _out.print(f"what to try next ({database_hint}):")
+    stuck = sagas.examples.get("compensation_failed")
+    if stuck:  # the operator's part: a compensation that kept failing
+        _out.print("  pipeline saga list --state compensation_failed")
+        _out.print(f"  pipeline saga retry {stuck}             # try its compensation again")
+        _out.print(f'  pipeline saga resolve {stuck} --note "refunded by hand"')
     _out.print("  pipeline saga list --state compensated")
     for state in ("compensated", "completed"):
         example = sagas.examples.get(state)

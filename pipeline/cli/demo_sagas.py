@@ -141,7 +141,7 @@ def _progress_table(counts: dict[str, int], elapsed_s: float, backlog: int, lag:
     table.add_row("still running", f"{open_ - sum(counts.get(s, 0) for s in STUCK):,}")
     table.add_row("sagas ended per second", f"{ended / max(elapsed_s, 1.0):,.1f}")
     table.add_row("outbox backlog (commands and replies not yet in Kafka)", f"{backlog:,}")
-    table.add_row("consumer lag of the saga services (not yet read)", f"{lag:,}")
+    table.add_row("consumer lag of the saga services (not yet committed)", f"{lag:,}")
     return table
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from pipeline.cli.child_processes import dying_with_this_process
+from pipeline.cli.console import stderr_console
 from pipeline.cli.demo_sagas import SAGA_SERVICES, SagaReport, saga_report, watch_sagas
 from pipeline.errors import PipelineError
 from pipeline.ports import free_port
@@ -81,8 +82,26 @@ def _child(
         child = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield child
+    except KeyboardInterrupt:
+        _say_stopping()
+        raise
     finally:
         _stop_child(child)
+
+
+#: Whether the line of an interrupted demo's stop was said (once, by the innermost child).
+_STOPPING_SAID: list[bool] = []
+
+
+def _say_stopping() -> None:
+    """At once, on Ctrl-C or SIGTERM: the stop that follows takes up to the services' drain
+    timeouts, and the demo said nothing for 30 s meanwhile."""
+    if not _STOPPING_SAID:
+        _STOPPING_SAID.append(True)
+        stderr_console().print(
+            "stopping the demo's services: each finishes the events it is handling first "
+            "(up to processing.drain_timeout_s); a second Ctrl-C stops them at once"
+        )
 
 
 def _stop_child(child: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
