@@ -116,7 +116,7 @@ class _StdoutOrError:
         self.refused = True
         if isinstance(error, BrokenPipeError):
             return StdoutReaderLeft()
-        return StdoutUnwritable(f"cannot write to stdout: {error.strerror or error}")
+        return _unwritable(error)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -258,6 +258,19 @@ def _drop_stderr() -> None:
     process's Python, logging, librdkafka's C code, the interpreter's last flush of what
     ``sys.stderr`` still buffers) succeeds and goes nowhere."""
     _point_at_null(_stderr())
+
+
+def _unwritable(error: OSError, after: str = "") -> StdoutUnwritable:
+    return StdoutUnwritable(f"cannot write to stdout: {error.strerror or error}{after}")
+
+
+def stdout_refused(error: OSError, after: str = "") -> StdoutUnwritable:
+    """What a command raises when stdout refused the bytes it wrote to ``sys.stdout.buffer``
+    (a full disk; those writes pass by :func:`standard_streams`' guard): stdout is silenced
+    (:func:`silence_stdout`) and this is its one-line error (``after``: what was written
+    before, e.g. `` (after 3 messages)``)."""
+    silence_stdout()
+    return _unwritable(error, after)
 
 
 def silence_stdout() -> None:

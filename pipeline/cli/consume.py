@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import typer
 
 from pipeline.cli.checks import non_empty
-from pipeline.cli.console import silence_stdout, stderr_console
+from pipeline.cli.console import silence_stdout, stderr_console, stdout_refused
 from pipeline.cli.consume_message import message_json, ndjson_line
 from pipeline.cli.interrupts import HeldInterrupts, exit_code, signals_interrupt, write_whole
 from pipeline.cli.plurals import counted
@@ -410,11 +410,8 @@ def consume(
         silence_stdout()
         return
     except OSError as error:  # stdout itself refused (a full disk): one line, not a traceback
-        silence_stdout()
         printed = counted(reading.printed, "message") if reading is not None else "nothing"
-        raise PipelineError(
-            f"cannot write to stdout: {error.strerror or error} (after {printed})"
-        ) from None
+        raise stdout_refused(error, f" (after {printed})") from None
     except KeyboardInterrupt as interrupt:
         interrupted = interrupt
         _err.print("interrupted")

@@ -40,7 +40,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.console import announcing_kafka, silence_stdout, stderr_console, stdout_console
+from pipeline.cli.console import (
+    announcing_kafka,
+    silence_stdout,
+    stderr_console,
+    stdout_console,
+    stdout_refused,
+)
 from pipeline.cli.consume_message import header_value_json, ndjson_line
 from pipeline.cli.dlq_discard import discard_command, interrupted_line
 from pipeline.cli.dlq_selection import (
@@ -156,8 +162,7 @@ def _write_ndjson(documents: Iterable[dict[str, Any]]) -> None:
         silence_stdout()
         raise typer.Exit(0) from None
     except OSError as error:
-        silence_stdout()
-        raise PipelineError(f"cannot write to stdout: {error.strerror or error}") from None
+        raise stdout_refused(error) from None
 
 
 @app.command()

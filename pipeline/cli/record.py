@@ -29,7 +29,7 @@ from rich.progress import Progress, ProgressColumn, Task, TextColumn, TimeElapse
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.console import silence_stdout, stderr_console
+from pipeline.cli.console import silence_stdout, stderr_console, stdout_refused
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
 from pipeline.plurals import counted
@@ -241,8 +241,7 @@ def _output(out: str) -> Iterator[IO[bytes]]:
         except BrokenPipeError:
             raise  # the reader went away (| head): the command stops quietly
         except OSError as error:  # stdout refused (a full disk): one line, not a traceback
-            silence_stdout()
-            raise PipelineError(f"cannot write to stdout: {error.strerror or error}") from None
+            raise stdout_refused(error) from None
         return
     path = Path(out)
     try:
