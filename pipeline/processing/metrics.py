@@ -127,10 +127,6 @@ class ProcessorMetrics:
         self._lags[(topic, partition)] = lag
         self._lag.labels(self.processor, topic, str(partition)).set(lag)
 
-    def set_lag_age(self, seconds: float | None) -> None:
-        """How old the end offsets behind the lag are now (``None``: not known)."""
-        self.set_lag_answered_at(None if seconds is None else time.time() - seconds)
-
     def set_lag_answered_at(self, epoch_s: float | None) -> None:
         """When a fetch answer last gave the end offsets behind the lag (``None``: not known).
 

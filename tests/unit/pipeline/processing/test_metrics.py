@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import pytest
@@ -83,12 +84,12 @@ def test_a_lag_whose_end_offsets_are_old_says_how_old_and_a_fresh_one_does_not()
     # While Kafka answers no fetch (it refuses the login, say) the end offsets stay as they
     # were, and the line read "lag 0" with events waiting.
     metrics = busy_metrics()
-    metrics.set_lag_age(95.4)
+    metrics.set_lag_answered_at(time.time() - 95.4)
     old = summary_line("orders", metrics.snapshot(), None)
-    metrics.set_lag_age(2.0)
+    metrics.set_lag_answered_at(time.time() - 2.0)
     fresh = summary_line("orders", metrics.snapshot(), None)
     fresh_age = _exposed_lag_age(metrics)
-    metrics.set_lag_age(None)  # no partition assigned: no age to tell
+    metrics.set_lag_answered_at(None)  # no partition assigned: no age to tell
     unknown = summary_line("orders", metrics.snapshot(), None)
 
     assert old.endswith("lag 12 as of 95 s ago (no fetch answered since)")
