@@ -162,6 +162,7 @@ class ProcessingEngine:
             park_keys=self._park,
             outbox=self._outbox,
             in_thread=self._in_thread,
+            handlers_placed=lambda: self._lanes.placed,
         )
         self._commits, self._look_ups, self._claims = groups.commits, groups.look_ups, groups.claims
         self._calls, self._loop_inbox = groups.calls, groups.loop_inbox

@@ -13,8 +13,9 @@ they need from the database is gathered and done in groups, in a worker thread:
   When the group's transaction fails (one event's write broke a constraint, or the database
   went away), each event is committed on its own, so one bad write fails only its own event.
 
-:class:`Grouper` forms the groups: items arriving while a group is in the database make up the
-next one, so a group is as large as the load makes it and an item waits at most one group.
+:class:`~pipeline.processing.grouper.Grouper` forms the groups: items arriving while a group is
+in the database make up the next one, so a group is as large as the load makes it and an item
+waits at most one group.
 
 Synchronous handlers take a path of their own (:func:`run_calls`): a pool of worker threads,
 each running a group of events in one transaction on one connection: the inbox and the park
@@ -27,12 +28,10 @@ flight), so the order per key is the lanes' as before.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -47,7 +46,6 @@ from pipeline.processing.records import Record
 
 __all__ = [
     "Call",
-    "Grouper",
     "HandlerPace",
     "Seen",
     "claimed_outcomes",
@@ -59,109 +57,6 @@ __all__ = [
     "run_calls",
     "seen_of",
 ]
-
-I = TypeVar("I")  # noqa: E741 (an item)
-R = TypeVar("R")  # its result
-
-Runner = Callable[[Callable[[], list[R]]], Awaitable[list[R]]]
-
-
-async def _never_run(_work: Callable[[], list[Any]]) -> list[Any]:
-    raise AssertionError("a grouper made by Grouper.awaiting runs its work on the loop")
-
-
-class Grouper(Generic[I, R]):
-    """Runs ``work(items)`` for groups of items through ``run`` (a worker thread); each
-    :meth:`submit` gets its own item's result or the group's error.
-
-    At most ``concurrency`` groups run at once (one by default), each of at most ``max_size``
-    items (no limit by default; either may be a function, asked each time): the items submitted in
-    one turn of the event loop form a group, and items arriving while every slot is busy wait
-    until the first slot to come free takes them as its next group.
-    """
-
-    def __init__(
-        self,
-        work: Callable[[list[I]], list[R]],
-        run: Runner[R],
-        *,
-        concurrency: int | Callable[[], int] = 1,
-        max_size: int | Callable[[], int] | None = None,
-    ) -> None:
-        if (isinstance(concurrency, int) and concurrency < 1) or (
-            isinstance(max_size, int) and max_size < 1
-        ):
-            raise ValueError(f"concurrency and max_size must be >= 1: {concurrency}, {max_size}")
-        self._call: Callable[[list[I]], Awaitable[list[R]]] = lambda items: run(
-            partial(work, items)
-        )
-        self._concurrency = concurrency
-        self._max_size = max_size
-        self._waiting: list[tuple[I, asyncio.Future[R]]] = []
-        self._running = 0
-        self._scheduled = False
-        self._groups: set[asyncio.Future[None]] = set()  # running (a reference keeps each)
-
-    @classmethod
-    def awaiting(
-        cls,
-        work: Callable[[list[I]], Awaitable[list[R]]],
-        *,
-        concurrency: int | Callable[[], int] = 1,
-        max_size: int | Callable[[], int] | None = None,
-    ) -> Grouper[I, R]:
-        """A grouper whose ``work`` is a coroutine function, awaited on the loop itself."""
-        grouper: Grouper[I, R] = cls(
-            lambda items: [], _never_run, concurrency=concurrency, max_size=max_size
-        )
-        grouper._call = work
-        return grouper
-
-    async def submit(self, item: I) -> R:
-        return await self.submit_nowait(item)
-
-    def submit_nowait(self, item: I) -> asyncio.Future[R]:
-        """:meth:`submit` without a coroutine: the future of ``item``'s result (for a caller
-        that awaits it later, without a task of its own for the waiting)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        self._waiting.append((item, future))
-        # (Nothing running: a slot is free whatever the concurrency, not asked for.)
-        if not self._scheduled and (not self._running or self._running < self._slots()):
-            # On the next turn of the loop: the items submitted in this turn form one group.
-            self._scheduled = True
-            loop.call_soon(self._start_groups)
-        return future
-
-    def _slots(self) -> int:
-        slots = self._concurrency() if callable(self._concurrency) else self._concurrency
-        return max(1, slots)
-
-    def _start_groups(self) -> None:
-        self._scheduled = False
-        while self._waiting and self._running < self._slots():
-            most = self._max_size() if callable(self._max_size) else self._max_size
-            size = max(1, most) if most is not None else len(self._waiting)
-            group, self._waiting = self._waiting[:size], self._waiting[size:]
-            self._running += 1
-            task = asyncio.ensure_future(self._run_group(group))
-            self._groups.add(task)
-            task.add_done_callback(self._groups.discard)
-
-    async def _run_group(self, group: list[tuple[I, asyncio.Future[R]]]) -> None:
-        try:
-            results = await self._call([item for item, _ in group])
-        except Exception as error:
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(error)
-        else:
-            for (_, future), result in zip(group, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-        finally:
-            self._running -= 1
-            self._start_groups()
 
 
 @dataclass(frozen=True)

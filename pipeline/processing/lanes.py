@@ -121,6 +121,7 @@ class KeyLanes(Generic[P]):
         self._draining: set[tuple[str, int]] = set()
         self._closed = False  # drained entirely: nothing starts any more
         self._unfinished = 0
+        self._placed = 0  # works given a place, ever (see placed)
         # note_waiting: the works made ready since take_waiting() was last asked.
         self._note_waiting = note_waiting
         self._became_ready: list[Work[P]] = []
@@ -130,6 +131,12 @@ class KeyLanes(Generic[P]):
         """How many works are running (started, neither completed nor failed), those set
         aside included."""
         return len(self._running) + len(self._aside)
+
+    @property
+    def placed(self) -> int:
+        """How many works were given a place so far (a count that moves while handlers start;
+        a work given its place back is not counted again)."""
+        return self._placed
 
     @property
     def pending(self) -> int:
@@ -344,6 +351,7 @@ class KeyLanes(Generic[P]):
                 work = ready.popleft()
                 running.add(work)
                 started.append(work)
+            self._placed += len(started)
             return started
         skipped: deque[Work[P]] = deque()
         while self._ready and len(self._running) < self._max_in_flight:
@@ -355,4 +363,5 @@ class KeyLanes(Generic[P]):
             started.append(work)
         skipped.extend(self._ready)
         self._ready = skipped
+        self._placed += len(started)
         return started

@@ -36,7 +36,8 @@ from typing import NamedTuple
 
 from pipeline.envelope import EnvelopeError, Event
 from pipeline.processing.attempt import Redrive, decode_record
-from pipeline.processing.group_commit import Grouper, Seen
+from pipeline.processing.group_commit import Seen
+from pipeline.processing.grouper import Grouper
 from pipeline.processing.lanes import Work
 from pipeline.processing.processor import Processor, Route
 from pipeline.processing.records import Record

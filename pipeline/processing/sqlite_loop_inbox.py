@@ -16,6 +16,9 @@ What may not run on the loop is a wait. So this connection's busy timeout is 0:
   process), the group is committed on the thread path instead, which waits its turn, as does
   a claim that fails for any other reason (that path tells each event's outcome).
 
+A claim runs within one turn of the loop, so nothing joins its group meanwhile: the claims'
+grouper lingers a few turns while handlers start (:mod:`~pipeline.processing.group_wiring`).
+
 SQLite checkpoints its write-ahead log in the connection whose commit passes 1,000 pages,
 so now and then a claim's commit also copies the log into the database (a few milliseconds
 on the loop, about once per 10,000 events).

@@ -266,6 +266,33 @@ def test_an_event_waiting_for_a_place_is_looked_up_while_the_one_before_it_runs(
     assert sorted(looked_up) == sorted([a.id, b.id])  # each once
 
 
+def test_sqlite_claims_of_several_turns_of_handlers_are_one_group(
+    make_driver: Callable[..., ProcessorTestDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim on SQLite runs within one turn of the loop, so without lingering a group held
+    only the events whose handlers finished in one turn: at most max_in_flight."""
+    claimed: list[int] = []
+    real_claim = SqliteLoopInbox.claim
+
+    async def spy(self: SqliteLoopInbox, units: list[UnitOfWork]) -> Any:
+        claimed.append(len(units))
+        return await real_claim(self, units)
+
+    monkeypatch.setattr(SqliteLoopInbox, "claim", spy)
+
+    async def handler(event: Event, unit: UnitOfWork) -> None:
+        return None
+
+    driver = make_driver(async_processor(handler), max_in_flight=4)
+    for n in range(200):
+        driver.send(TOPIC, event(f"k{n % 100}", n // 100))
+
+    assert driver.run().processed == 200
+    assert sum(claimed) == 200
+    # Groups of one turn each (4 events at most) would be 50: each of these took many turns'.
+    assert len(claimed) < 200 // 4 // 2
+
+
 def test_a_copy_queued_behind_its_first_is_a_duplicate_its_handler_never_sees(
     make_driver: Callable[..., ProcessorTestDriver],
 ) -> None:

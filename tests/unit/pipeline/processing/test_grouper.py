@@ -1,11 +1,12 @@
-"""Group commit's Grouper: items submitted while a group runs form the next group."""
+"""Group commit's Grouper: items submitted while a group runs form the next group; a
+lingering group waits a few turns for the items on their way."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-from pipeline.processing.group_commit import Grouper
+from pipeline.processing.grouper import Grouper, Linger
 
 
 class HeldRunner:
@@ -171,3 +172,79 @@ def test_an_awaiting_grouper_awaits_its_work_on_the_loop_in_groups() -> None:
     assert groups == [[1, 2, 3], [4, 5], [99, 6]]
     assert results == [10, 20, 30, 40, 50]
     assert after_failure == [] and isinstance(error, ValueError)
+
+
+# --- linger: a group on the loop waits a few turns for the items on their way ------------------
+
+
+def lingering_groups(
+    linger: Linger | None, arrivals: list[list[str]]
+) -> tuple[list[list[str]], list[str]]:
+    """Submit each list of ``arrivals`` in a turn of its own to a grouper whose work runs at
+    once on the loop (as SQLite's claims); the groups it formed, and every item's result."""
+    groups: list[list[str]] = []
+
+    async def work(items: list[str]) -> list[str]:
+        groups.append(list(items))
+        return [f"done:{item}" for item in items]
+
+    async def scenario() -> list[str]:
+        grouper = Grouper.awaiting(work, linger=linger)
+        futures = []
+        for turn in arrivals:
+            futures += [grouper.submit_nowait(item) for item in turn]
+            await asyncio.sleep(0)  # the next turn of the loop
+        return list(await asyncio.wait_for(asyncio.gather(*futures), timeout=30))
+
+    results = asyncio.run(scenario())
+    return groups, results
+
+
+def test_without_a_linger_each_turns_items_are_a_group() -> None:
+    groups, _ = lingering_groups(None, [["a", "b"], ["c"], ["d"]])
+
+    assert groups == [["a", "b"], ["c"], ["d"]]
+
+
+def test_a_linger_keeps_a_group_open_while_more_items_are_on_their_way() -> None:
+    arrivals = [["a", "b"], ["c"], ["d"]]
+    on_their_way = iter([True, True, False])  # asked once a turn
+
+    groups, results = lingering_groups(
+        Linger(lambda: next(on_their_way, False), size=10, most_s=3600), arrivals
+    )
+
+    assert groups == [["a", "b", "c", "d"]]
+    assert results == ["done:a", "done:b", "done:c", "done:d"]
+
+
+def test_a_lingering_group_starts_once_it_has_size_items() -> None:
+    on_their_way = iter([True, True, True])
+
+    groups, _ = lingering_groups(
+        Linger(lambda: next(on_their_way, False), size=3, most_s=3600),
+        [["a", "b"], ["c"], ["d"], ["e"]],
+    )
+
+    assert groups == [["a", "b", "c"], ["d", "e"]]
+
+
+def test_a_group_lingers_no_longer_than_most_s_even_if_more_keep_coming() -> None:
+    # Items are always "on their way" and the group never fills: most_s ends the wait.
+    groups, results = lingering_groups(Linger(lambda: True, size=1000, most_s=0.001), [["a"]])
+
+    assert groups == [["a"]]
+    assert results == ["done:a"]
+
+
+def test_while_counting_says_more_are_coming_only_when_the_count_moved() -> None:
+    count = [0]
+    linger = Linger.while_counting(lambda: count[0], size=64, most_s=0.004)
+
+    answers = [linger.more_coming()]
+    count[0] = 3
+    answers += [linger.more_coming(), linger.more_coming()]
+    count[0] = 4
+    answers.append(linger.more_coming())
+
+    assert answers == [False, True, False, True]

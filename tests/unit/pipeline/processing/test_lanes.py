@@ -283,6 +283,24 @@ def test_work_set_aside_waits_for_its_place_back_ahead_of_new_work() -> None:
     assert dispatch.complete(a0) == [c2]
 
 
+def test_placed_counts_each_work_given_a_place_once() -> None:
+    dispatch = lanes(1)
+    a0, b1, c2 = work(0, "a"), work(1, "b"), work(2, "c")
+    counts = [dispatch.placed]
+    dispatch.submit(a0)
+    dispatch.set_aside(a0)
+    dispatch.submit(b1)  # starts in a0's place
+    dispatch.submit(c2)  # waits for room
+    counts.append(dispatch.placed)
+    dispatch.reclaim(a0)
+    dispatch.complete(b1)  # the place goes back to a0: not counted again
+    counts.append(dispatch.placed)
+    dispatch.complete(a0)  # c2 starts
+    counts.append(dispatch.placed)
+
+    assert counts == [0, 2, 2, 3]
+
+
 def test_work_waiting_for_its_place_back_is_dropped_by_forget() -> None:
     dispatch = lanes(1)
     a0, b1 = work(0, "a"), work(1, "b", partition=1)

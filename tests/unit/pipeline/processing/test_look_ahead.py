@@ -8,7 +8,8 @@ import gc
 from pipeline.envelope import Event, encode
 from pipeline.processing import Processor, Record, UnitOfWork
 from pipeline.processing.attempt import decode_record
-from pipeline.processing.group_commit import Grouper, Seen
+from pipeline.processing.group_commit import Seen
+from pipeline.processing.grouper import Grouper
 from pipeline.processing.lanes import Work
 from pipeline.processing.look_ahead import LookAhead
 
