@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.database import metadata
-from pipeline.processing.parked_keys import parked_form, parked_forms, stored_time
+from pipeline.processing.parked_keys import parked_form, parked_forms, parked_probe, stored_time
 
 __all__ = [
     "MAX_EVENT_ID",
@@ -149,17 +149,13 @@ _RECORDED_POSTGRES = (
     "WHERE consumer_group = g.name AND event_id = asked.event_id LIMIT 1) AS i"
 )
 # Both look-ups in one statement (one round trip): ('e', event id, outcome) for each recorded
-# event, ('k', topic, key in hex) for each parked key. (Not "IN (SELECT ...)" on PostgreSQL:
-# the planner hash-joins that against a scan of the whole inbox.)
-_SEEN_AND_PARKED = {
-    "postgresql": "SELECT 'e', r.* FROM (" + _RECORDED_POSTGRES + ") AS r "
-    "UNION ALL SELECT 'k', topic, encode(key, 'hex') FROM pipeline_parked_keys "
-    "WHERE consumer_group = %s "
-    "AND key = ANY(ARRAY(SELECT decode(json_array_elements_text(CAST(%s AS json)), 'hex')))",
+# event, ('k', topic, key in hex) for each parked key (parked_keys.parked_probe). (Not
+# "IN (SELECT ...)" on PostgreSQL: the planner hash-joins that against a scan of the whole
+# inbox.)
+_SEEN = {
+    "postgresql": "SELECT 'e', r.* FROM (" + _RECORDED_POSTGRES + ") AS r",
     "sqlite": "SELECT 'e', event_id, outcome FROM pipeline_inbox WHERE consumer_group = ? "
-    "AND event_id IN (SELECT value FROM json_each(?)) "
-    "UNION ALL SELECT 'k', topic, lower(hex(key)) FROM pipeline_parked_keys "
-    "WHERE consumer_group = ? AND lower(hex(key)) IN (SELECT value FROM json_each(?))",
+    "AND event_id IN (SELECT value FROM json_each(?))",
 }
 
 
@@ -262,9 +258,16 @@ def seen_and_parked_statement(
 ) -> tuple[str, tuple[object, ...]]:
     """The driver's SQL and values of :func:`seen_and_parked` (``dialect``: ``postgresql`` or
     ``sqlite``); its rows go to :func:`seen_and_parked_of`."""
-    statement = _SEEN_AND_PARKED["postgresql" if dialect == "postgresql" else "sqlite"]
-    keys_hex = json.dumps(list({parked_form(key).hex() for _, key in keys}))
-    return statement, (consumer_group, json.dumps(list(event_ids)), consumer_group, keys_hex)
+    dialect = "postgresql" if dialect == "postgresql" else "sqlite"
+    seen = (_SEEN[dialect], (consumer_group, json.dumps(list(event_ids))))
+    if not keys:
+        return seen
+    forms = {(topic, parked_form(key)) for topic, key in keys}
+    probe = parked_probe(dialect, consumer_group=consumer_group, keys=forms, key_as_hex=True)
+    statement = f"{seen[0]} UNION ALL SELECT 'k', p.* FROM ({probe.select}) AS p"
+    if probe.with_clause:
+        statement = f"{probe.with_clause} {statement}"
+    return statement, (*probe.with_values, *seen[1], *probe.select_values)
 
 
 def seen_and_parked_of(

@@ -15,7 +15,7 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sqlalchemy import (
     Column,
@@ -40,6 +40,7 @@ from pipeline.database import metadata
 __all__ = [
     "MAX_PARKED_KEY",
     "ParkedKey",
+    "ParkedProbe",
     "count_parked",
     "note_last_pending",
     "note_parked_dead_letter",
@@ -49,6 +50,7 @@ __all__ = [
     "parked_forms",
     "parked_key",
     "parked_keys_table",
+    "parked_probe",
     "stored_time",
     "unpark_key",
     "unpark_settled",
@@ -111,14 +113,62 @@ _PARKED = select(
     parked_keys_table.c.topic == bindparam("topic"),
     parked_keys_table.c.key == bindparam("key"),
 )
-_PARKED_AMONG = select(parked_keys_table.c.topic, parked_keys_table.c.key).where(
-    parked_keys_table.c.consumer_group == bindparam("group"),
-    parked_keys_table.c.key.in_(bindparam("keys", expanding=True)),
+# Which of the keys asked for are parked: one probe of the primary key (consumer_group, topic,
+# key) for each. Matching the group's rows on the key alone read every parked key of the group
+# (the topic comes before the key in the index): with 10,000 parked keys a look-up took 2.5 ms
+# on SQLite (on the event loop) and with 30,000 5.8 ms on PostgreSQL, against 0.03 ms.
+_PROBE_POSTGRES = (
+    "SELECT p.topic, {key} FROM json_array_elements(CAST(%s AS json)) AS asked "
+    "CROSS JOIN LATERAL (SELECT topic, key FROM pipeline_parked_keys WHERE consumer_group = %s "
+    "AND topic = asked->>0 AND key = decode(asked->>1, 'hex') LIMIT 1) AS p"
 )
-_PARKED_AMONG_POSTGRES = (
-    "SELECT topic, key FROM pipeline_parked_keys WHERE consumer_group = %s "
-    "AND key = ANY(ARRAY(SELECT decode(json_array_elements_text(CAST(%s AS json)), 'hex')))"
+# SQLite has no unhex() before 3.41: the keys go as parameters, in a VALUES list that CROSS JOIN
+# keeps as the outer loop. A statement has at most 32,766 parameters; more keys than
+# _MOST_PROBED read the group's rows as before.
+_PROBE_SQLITE = (
+    "SELECT p.topic, {key} FROM asked CROSS JOIN pipeline_parked_keys AS p "
+    "WHERE p.consumer_group = ? AND p.topic = asked.topic AND p.key = asked.key"
 )
+_SCAN_SQLITE = (
+    "SELECT topic, {key} FROM pipeline_parked_keys AS p WHERE consumer_group = ? "
+    "AND lower(hex(key)) IN (SELECT value FROM json_each(?))"
+)
+_MOST_PROBED = 10_000
+
+
+class ParkedProbe(NamedTuple):
+    """SQL that selects ``(topic, key)`` of the parked ones among keys asked for: a ``WITH``
+    clause to put first in the statement (may be empty) and its values, the ``SELECT`` and
+    its values."""
+
+    with_clause: str
+    with_values: tuple[object, ...]
+    select: str
+    select_values: tuple[object, ...]
+
+    def statement(self) -> tuple[str, tuple[object, ...]]:
+        """The probe as a statement of its own, and its values."""
+        statement = f"{self.with_clause} {self.select}" if self.with_clause else self.select
+        return statement, (*self.with_values, *self.select_values)
+
+
+def parked_probe(
+    dialect: str, *, consumer_group: str, keys: Collection[tuple[str, bytes]], key_as_hex: bool
+) -> ParkedProbe:
+    """The probe of which of ``keys`` (in their parked forms) are parked (``dialect``:
+    ``postgresql`` or ``sqlite``), selecting the key as stored or, with ``key_as_hex``, in
+    lowercase hex."""
+    if dialect == "postgresql":
+        pairs = json.dumps([(topic, key.hex()) for topic, key in keys])
+        key = "encode(p.key, 'hex')" if key_as_hex else "p.key"
+        return ParkedProbe("", (), _PROBE_POSTGRES.format(key=key), (pairs, consumer_group))
+    key = "lower(hex(p.key))" if key_as_hex else "p.key"
+    if len(keys) > _MOST_PROBED:
+        hexes = json.dumps(sorted({key.hex() for _, key in keys}))
+        return ParkedProbe("", (), _SCAN_SQLITE.format(key=key), (consumer_group, hexes))
+    with_clause = "WITH asked(topic, key) AS (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ")"
+    pairs_values = tuple(part for pair in keys for part in pair)
+    return ParkedProbe(with_clause, pairs_values, _PROBE_SQLITE.format(key=key), (consumer_group,))
 
 
 def parked_among(
@@ -128,12 +178,10 @@ def parked_among(
     if not keys:
         return set()
     forms = parked_forms(keys)
-    distinct = list({key for _, key in forms})
-    if connection.dialect.name == "postgresql":
-        values = (consumer_group, json.dumps([key.hex() for key in distinct]))
-        rows = connection.exec_driver_sql(_PARKED_AMONG_POSTGRES, values)
-    else:
-        rows = connection.execute(_PARKED_AMONG, {"group": consumer_group, "keys": distinct})
+    statement, values = parked_probe(
+        connection.dialect.name, consumer_group=consumer_group, keys=forms, key_as_hex=False
+    ).statement()
+    rows = connection.exec_driver_sql(statement, values)
     return {
         forms[found] for found in ((topic, bytes(key)) for topic, key in rows) if found in forms
     }

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.processing import parked_keys
-from tests.support.parking import GROUP, park, parked
+from tests.support.parking import GROUP, park, parked, plans_of_parked_keys
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -190,3 +190,35 @@ def test_parked_among_gives_the_parked_pairs_matching_topic_and_key_and_group(
         )
 
     assert found == {("requests.orders", b"k1"), ("requests.payments", b"k2")}
+
+
+def test_parked_among_probes_each_key_instead_of_reading_the_groups_parked_keys(
+    engine: Engine,
+) -> None:
+    # Matching on the key alone read every parked key of the group (2.5 ms with 10,000).
+    keys = {("requests.orders", b"k1"), ("requests.payments", b"k2")}
+    with engine.connect() as connection:
+        plans = plans_of_parked_keys(
+            connection,
+            lambda: parked_keys.parked_among(connection, consumer_group=GROUP, keys=keys),
+        )
+
+    assert plans and all("consumer_group=? AND topic=? AND key=?" in plan for plan in plans)
+
+
+def test_parked_among_more_keys_than_a_statement_probes_reads_the_group_and_answers_alike(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parked_keys, "_MOST_PROBED", 1)
+    with engine.begin() as connection:
+        park(connection, b"k1")
+        park(connection, b"k2", topic="requests.payments")
+
+    with engine.connect() as connection:
+        found = parked_keys.parked_among(
+            connection,
+            consumer_group=GROUP,
+            keys={("requests.orders", b"k1"), ("requests.orders", b"k2"), ("x", b"k3")},
+        )
+
+    assert found == {("requests.orders", b"k1")}
