@@ -29,7 +29,11 @@ Elasticsearch refusing everything, an endless loop), and they do not count as ac
 
 When Elasticsearch cannot be reached (connection refused, timeout) the shipper pauses its
 partitions, waits (1 s doubling up to ``outage_max_backoff_s``, while serving the group), probes
-``GET _nodes/_local`` and resumes with the same batch: no loss, no busy loop.
+``GET _nodes/_local`` and resumes with the same batch: no loss, no busy loop. The metrics line
+keeps coming every ``metrics_interval_s`` meanwhile, saying since when Elasticsearch is away.
+The shipper joins its group before it first puts the index template, so one started during an
+outage holds its partitions (paused) and its lag is known. A server at that URL that is not
+Elasticsearch (an answer that is no JSON) is no outage: a :class:`PipelineError` at once.
 
 SIGTERM/SIGINT (``stop`` set): the current batch finishes (or, in an outage, is abandoned),
 what is acknowledged is committed, and the consumer leaves its group.
@@ -44,11 +48,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout, TransportError
+from elastic_transport import ConnectionTimeout, SerializationError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
@@ -66,16 +70,22 @@ from consumers.log_batch import (
     refused_runs,
 )
 from consumers.log_dead_letters import DeadLetterWriter, DlqProducer, Where, where_of
-from consumers.log_shipper_metrics import ShipperCounters
+from consumers.log_shipper_metrics import MetricsLine, ShipperCounters
 from consumers.log_shipper_standing import (
     LagMeter,
+    ShipperConsumer,
     commit_starts_at_end,
     not_caught_up,
     partitions_not_owned,
 )
 from pipeline.envelope.consumed_headers import HeaderNameError, read_headers
 from pipeline.errors import PipelineError
-from pipeline.logs.elasticsearch import refusal_of, template_refusal
+from pipeline.logs.elasticsearch import (
+    not_elasticsearch,
+    refusal_of,
+    template_refusal,
+    unreadable,
+)
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
 from pipeline.plurals import counted
 from pipeline.retry import RetryPolicy
@@ -104,32 +114,6 @@ def retry_policy(settings: LogSettings) -> RetryPolicy:
     )
 
 
-class ShipperConsumer(Protocol):
-    """What the shipper uses of ``confluent_kafka.Consumer``."""
-
-    def subscribe(
-        self,
-        topics: list[str],
-        on_assign: Callable[[Any, list[TopicPartition]], None] | None = ...,
-        on_revoke: Callable[[Any, list[TopicPartition]], None] | None = ...,
-        on_lost: Callable[[Any, list[TopicPartition]], None] | None = ...,
-    ) -> None: ...
-    def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Any]: ...
-    def commit(self, *args: Any, **kwargs: Any) -> Any: ...
-    def committed(
-        self, partitions: list[TopicPartition], timeout: float = ...
-    ) -> list[TopicPartition]: ...
-    def list_topics(self, topic: str | None = ..., timeout: float = ...) -> Any: ...
-    def assignment(self) -> list[TopicPartition]: ...
-    def pause(self, partitions: list[TopicPartition]) -> None: ...
-    def resume(self, partitions: list[TopicPartition]) -> None: ...
-    def seek(self, partition: TopicPartition) -> None: ...
-    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
-    def get_watermark_offsets(
-        self, partition: TopicPartition, timeout: float = ..., cached: bool = ...
-    ) -> tuple[int, int]: ...
-
-
 class _Stopped(Exception):
     """Stop was asked while waiting for Elasticsearch."""
 
@@ -152,8 +136,11 @@ class LogShipper:
         report: Callable[[str], None] | None = None,
         own_key: bytes | None = None,
         start_at_end: bool = False,
+        es_url: str = "",
     ) -> None:
         self._consumer = consumer
+        #: Elasticsearch's address, for the line saying a server there is not Elasticsearch.
+        self._es_url = es_url
         #: ``--start latest``: a partition the group never committed starts at its end, which
         #: is committed as it is assigned (:func:`commit_starts_at_end`).
         self._start_at_end = start_at_end
@@ -170,7 +157,6 @@ class LogShipper:
         #: Keeps counters.lag, the lag gauge, fresh (every second, not every metrics line).
         self.lag_meter = LagMeter(consumer, self.counters)
         self._assigned: set[Position] = set()
-        self._in_outage = False
         #: ``run(until_idle_s=...)``: how long an outage may last before the run gives up.
         self._outage_limit_s: float | None = None
         self._own_key = own_key
@@ -187,8 +173,9 @@ class LogShipper:
         self._settled: set[Where] = set()
         #: When the assignment last changed (``run(until_idle_s=...)`` waits that long again).
         self._assigned_at = 0.0
-        #: When the last metrics line was logged, and how many were shipped then.
-        self._last_report: tuple[float, int] | None = None
+        self._metrics_line = MetricsLine(
+            self.counters, self._settings.metrics_interval_s, lambda line: self._report(line)
+        )
 
     # ---- running --------------------------------------------------------------------------
 
@@ -199,15 +186,20 @@ class LogShipper:
         of the group keep partitions past :meth:`_ownership_wait_s`); returns the counters. The
         caller closes the consumer afterwards."""
         self._outage_limit_s = until_idle_s
-        try:
-            self._wait_for_elasticsearch(self._put_template)
-        except _Stopped:
-            return self.counters
+        # The metrics lines come every interval, also while Elasticsearch is away (from
+        # _serve_for), saying so.
+        self._metrics_line.start()
+        # In the group before the template is put: a shipper started while Elasticsearch is
+        # away holds its partitions (paused, in _serve_for), so its lag and backlog are seen.
         self._consumer.subscribe(
             [self.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb,
             on_lost=self._revoked_cb,
         )  # fmt: skip
-        last_report = idle_since = time.monotonic()
+        try:
+            self._wait_for_elasticsearch(self._put_template)
+        except _Stopped:
+            return self.counters
+        idle_since = time.monotonic()
         partial_since: float | None = None  # idle, but some partitions not ours, since then
         while not self.stop.is_set():
             messages = self._consumer.consume(
@@ -242,9 +234,7 @@ class LogShipper:
                     raise PipelineError(
                         not_caught_up(self.topic, self.consumer_group, missing, now - partial_since)
                     )
-            if now - last_report >= self._settings.metrics_interval_s:
-                last_report = now
-                self.report_metrics()
+            self._report_when_due()
         self.report_metrics()
         return self.counters
 
@@ -260,7 +250,8 @@ class LogShipper:
         except ApiError as error:
             if refusal_of(error) is not None:  # credentials or TLS: said by the caller
                 raise
-            raise PipelineError(template_refusal(error)) from None
+            foreign = not_elasticsearch(self._es_url, error.meta.status, error.body)
+            raise PipelineError(foreign or template_refusal(error)) from None
 
     def _ownership_wait_s(self, until_idle_s: float) -> float:
         """How long an idle run waits for the partitions it does not own: a dead member's
@@ -487,6 +478,10 @@ class LogShipper:
         while True:
             try:
                 result = call()
+            except SerializationError as error:
+                # No Elasticsearch answered (another server, one without a content type): no
+                # wait mends that. Its message holds the whole answer: not for a line.
+                raise PipelineError(unreadable(self._es_url, error)) from None
             except (TransportConnectionError, ConnectionTimeout, ApiError) as error:
                 # Refused credentials or an untrusted certificate do not pass with time.
                 refusal = refusal_of(error)
@@ -496,10 +491,12 @@ class LogShipper:
                     raise
                 if not away:
                     away, away_since = True, time.monotonic()
+                    self._metrics_line.away_since = away_since
                     self.counters.outages += 1
                     _log.error("elasticsearch unreachable (%s); consumption paused", error)
             else:
                 if away:
+                    self._metrics_line.away_since = None
                     _log.warning("elasticsearch is back; consumption resumed")
                 return result
             while True:  # back off (serving the group, partitions paused), then probe
@@ -512,6 +509,7 @@ class LogShipper:
                         "stopped; what was not shipped is shipped by the next run"
                     )
                 if self._serve_for(delay):
+                    self._metrics_line.away_since = None
                     raise _Stopped
                 delay = min(delay * 2, self._settings.outage_max_backoff_s)
                 if self._probe():
@@ -539,6 +537,7 @@ class LogShipper:
             while not self.stop.is_set():
                 self._pause_all()
                 self.lag_meter.refresh(self._assigned_at, paused=True)
+                self._report_when_due()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -564,17 +563,17 @@ class LogShipper:
 
     # ---- metrics --------------------------------------------------------------------------
 
+    def _report_when_due(self) -> None:
+        """:meth:`report_metrics` once every ``metrics_interval_s`` of a run."""
+        if self._metrics_line.when_due():
+            self.report_metrics()
+
     def report_metrics(self) -> None:
         """Log the counters, with the lag (records not yet read) of the assigned partitions and
-        the documents shipped per second since the last line."""
+        the documents shipped per second since the last line (the first line of a run: since
+        it started); while Elasticsearch is away, for how long (:class:`MetricsLine`)."""
         self.lag_meter.measure(self._assigned_at)
-        now, shipped = time.monotonic(), self.counters.shipped
-        rate = ""
-        if self._last_report is not None and now > self._last_report[0]:
-            per_s = (shipped - self._last_report[1]) / (now - self._last_report[0])
-            rate = f" rate={per_s:,.1f}/s"
-        self._last_report = (now, shipped)
-        self._report(self.counters.line() + rate)
+        self._metrics_line.say()
 
 
 def _timestamp_ms(message: Any) -> int | None:

@@ -8,6 +8,7 @@ too), so a scrape and the line always agree, and the shipping code counts each t
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["ShipperCollector", "ShipperCounters", "shipper_registry"]
+__all__ = ["MetricsLine", "ShipperCollector", "ShipperCounters", "shipper_registry"]
 
 #: name, help, the counter's field.
 _COUNTERS = (
@@ -54,6 +55,51 @@ class ShipperCounters:
             f"dead_lettered={self.dead_lettered:,} lag={lag} outages={self.outages} "
             f"commit_failures={self.commit_failures}"
         )
+
+
+class MetricsLine:
+    """The counters as a line every ``interval_s`` of a run, through ``report``: with the
+    documents shipped per second since the line before (the first: since the run started) and,
+    while Elasticsearch is away (:attr:`away_since` set), for how long."""
+
+    def __init__(
+        self, counters: ShipperCounters, interval_s: float, report: Callable[[str], None]
+    ) -> None:
+        self._counters = counters
+        self._interval_s = interval_s
+        self._report = report
+        self._last: tuple[float, int] | None = None  # when the last line was, shipped then
+        self._due: float | None = None  # when the next line is (None: not running)
+        #: Since when Elasticsearch cannot be reached (``None``: it can), by the monotonic clock.
+        self.away_since: float | None = None
+
+    def start(self) -> None:
+        """A run starts: the first line comes ``interval_s`` from now."""
+        now = time.monotonic()
+        self._last = (now, self._counters.shipped)
+        self._due = now + self._interval_s
+
+    def when_due(self) -> bool:
+        """Whether a line is due (the next one is then due ``interval_s`` later)."""
+        now = time.monotonic()
+        if self._due is None or now < self._due:
+            return False
+        self._due = now + self._interval_s
+        return True
+
+    def say(self) -> None:
+        """Report the line now."""
+        now, shipped = time.monotonic(), self._counters.shipped
+        rate = ""
+        if self._last is not None and now > self._last[0]:
+            rate = f" rate={(shipped - self._last[1]) / (now - self._last[0]):,.1f}/s"
+        self._last = (now, shipped)
+        away = ""
+        if self.away_since is not None:
+            away = (
+                f"; elasticsearch unreachable for {now - self.away_since:.0f} s, consumption paused"
+            )
+        self._report(self._counters.line() + rate + away)
 
 
 class ShipperCollector(Collector):

@@ -3,8 +3,8 @@ new group started at the end stands from the start.
 
 For ``pipeline logs ship --until-idle`` (caught up only when every partition of the topic is
 its own and read to the end), the metrics line (records not yet read) and the lag gauge, kept
-fresh by :class:`LagMeter`. The consumer is passed in: see
-:class:`consumers.log_shipper.ShipperConsumer`.
+fresh by :class:`LagMeter`. The consumer is passed in (:class:`ShipperConsumer`: what the
+shipper uses of ``confluent_kafka.Consumer``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 
@@ -21,17 +21,42 @@ from consumers.log_batch import Position, partition_lag
 from consumers.log_shipper_metrics import ShipperCounters
 from pipeline.plurals import counted
 
-if TYPE_CHECKING:
-    from consumers.log_shipper import ShipperConsumer
-
 __all__ = [
     "LAG_REFRESH_S",
     "LagMeter",
+    "ShipperConsumer",
     "assigned_lag",
     "commit_starts_at_end",
     "not_caught_up",
     "partitions_not_owned",
 ]
+
+
+class ShipperConsumer(Protocol):
+    """What the shipper uses of ``confluent_kafka.Consumer``."""
+
+    def subscribe(
+        self,
+        topics: list[str],
+        on_assign: Callable[[Any, list[TopicPartition]], None] | None = ...,
+        on_revoke: Callable[[Any, list[TopicPartition]], None] | None = ...,
+        on_lost: Callable[[Any, list[TopicPartition]], None] | None = ...,
+    ) -> None: ...
+    def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Any]: ...
+    def commit(self, *args: Any, **kwargs: Any) -> Any: ...
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float = ...
+    ) -> list[TopicPartition]: ...
+    def list_topics(self, topic: str | None = ..., timeout: float = ...) -> Any: ...
+    def assignment(self) -> list[TopicPartition]: ...
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+    def seek(self, partition: TopicPartition) -> None: ...
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = ..., cached: bool = ...
+    ) -> tuple[int, int]: ...
+
 
 _METADATA_TIMEOUT_S = 5.0
 #: How long the lag waits for each of Kafka's answers (the committed offsets, an end offset).

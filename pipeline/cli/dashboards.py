@@ -139,10 +139,15 @@ def import_(
 @app.command()
 def template(ctx: typer.Context, alias: AliasOption = None) -> None:
     """Put the logs' index template on Elasticsearch (the shipper does it too, on start)."""
-    from elasticsearch import ApiError
+    from elasticsearch import ApiError, SerializationError
     from elasticsearch import ConnectionError as ESConnectionError
 
-    from pipeline.logs.elasticsearch import build_elasticsearch, template_refusal
+    from pipeline.logs.elasticsearch import (
+        build_elasticsearch,
+        not_elasticsearch,
+        template_refusal,
+        unreadable,
+    )
     from pipeline.logs.schema import ensure_index_template
 
     settings = _settings(ctx)
@@ -160,6 +165,9 @@ def template(ctx: typer.Context, alias: AliasOption = None) -> None:
     except ESConnectionError:
         url = masked_url(settings.elasticsearch.url)
         raise PipelineError(f"cannot reach Elasticsearch at {url}") from None
+    except SerializationError as error:  # its message holds the whole answer: not for a line
+        raise PipelineError(unreadable(settings.elasticsearch.url, error)) from None
     except ApiError as error:
-        raise PipelineError(template_refusal(error)) from None
+        foreign = not_elasticsearch(settings.elasticsearch.url, error.meta.status, error.body)
+        raise PipelineError(foreign or template_refusal(error)) from None
     stdout_console().print(f"index template {escape(alias)} is in place")

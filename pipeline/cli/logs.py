@@ -109,10 +109,13 @@ def ship(
 ) -> None:
     """Ship the logs topic into Elasticsearch until SIGTERM or Ctrl-C.
 
-    Documents go to daily indices behind the alias pipeline-logs, with the
-    record's event.id as document id (a redelivery overwrites). Offsets are
-    committed only after Elasticsearch acknowledged everything below them;
-    rejected records go to logs.dlq with the reason in their headers.
+    The logs topic is PIPELINE_LOGS__TOPIC (default logs). Documents go to
+    daily indices behind the read alias PIPELINE_LOGS__INDEX_ALIAS (default
+    pipeline-logs), with the record's event.id as document id (a redelivery
+    overwrites). Offsets are committed only after Elasticsearch acknowledged
+    everything below them; rejected records go to the dead-letter topic
+    PIPELINE_LOGS__DLQ_TOPIC (default logs.dlq) with the reason in their
+    headers.
 
     Examples:
       pipeline logs ship --metrics-port 9110     # runs all the time
@@ -167,6 +170,7 @@ def ship(
                 stop=stop,
                 own_key=_SHIPPER_SERVICE.encode(),
                 start_at_end=start == "latest",
+                es_url=settings.elasticsearch.url,
             )
             port = metrics_port or settings.logs.shipper_metrics_port
             stop_serving = None
@@ -192,6 +196,7 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") 
     from elasticsearch import ConnectionError as EsConnectionError
 
     from pipeline.logs.elasticsearch import (
+        foreign_answer,
         not_elasticsearch,
         one_line_reason,
         plain_http_hint,
@@ -207,7 +212,10 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") 
             **body,
         )
     except SerializationError as error:  # its message holds the whole answer: not for a line
-        raise PipelineError(unreadable_answer(error)) from None
+        # Not JSON at all: another server (one answering without a content type, read as
+        # JSON); else Elasticsearch's answer, with a document whose source does not parse.
+        foreign = foreign_answer(url, error)
+        raise PipelineError(foreign or unreadable_answer(error)) from None
     except (ApiError, EsConnectionError) as error:
         refusal = refusal_of(error)
         if refusal is not None:

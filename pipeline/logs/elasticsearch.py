@@ -129,12 +129,13 @@ def _speaks_tls(url: str, timeout_s: float = 3.0) -> bool:
 _QUOTED_CHARS = 120
 
 
-def not_elasticsearch(url: str, status: int, body: Any) -> str | None:
+def not_elasticsearch(url: str, status: int | None, body: Any) -> str | None:
     """One line for an error answer that is not Elasticsearch's own error object (``{"error":
     {"type": ..., "reason": ...}}``): the URL points elsewhere (a path after the host makes
     Elasticsearch answer ``no handler found for uri``; another HTTP server answers HTML, or
     nothing). ``None`` for Elasticsearch's own errors. Such an answer once read
-    ``bad query: None``, sending the user to their query rather than the URL."""
+    ``bad query: None``, sending the user to their query rather than the URL. ``status``:
+    ``None`` when it is not known (:func:`foreign_answer`)."""
     detail = body.get("error") if isinstance(body, Mapping) else None
     if isinstance(detail, Mapping) and (detail.get("type") or detail.get("reason")):
         return None
@@ -150,8 +151,45 @@ def not_elasticsearch(url: str, status: int, body: Any) -> str | None:
     first = lines[0] if lines else "an empty answer"
     if len(first) > _QUOTED_CHARS:
         first = first[:_QUOTED_CHARS] + "..."
+    said = first if status is None else f"{status}: {first}"
+    where = f"the server at {redact(url)}" if url else "the server at PIPELINE_ELASTICSEARCH__URL"
     return (
-        f"the server at {redact(url)} did not answer as Elasticsearch ({status}: {first}); "
+        f"{where} did not answer as Elasticsearch ({said}); "
+        "check PIPELINE_ELASTICSEARCH__URL (Elasticsearch's address, without a path)"
+    )
+
+
+def foreign_answer(url: str, error: BaseException) -> str | None:
+    """:func:`not_elasticsearch`'s line for an answer the client could not read as JSON
+    (elastic-transport's ``SerializationError``) that is no JSON object at all: a server that
+    is not Elasticsearch answered without a content type (a Prometheus metrics port answers
+    ``# HTTP 405 Method Not Allowed``, which the client takes for JSON, Elasticsearch's
+    default). ``None`` when the answer starts as a JSON object, as Elasticsearch's all do (one
+    of its documents may still be unreadable: ``pipeline.logs.search.unreadable_answer``)."""
+    errors = getattr(error, "errors", ()) or ()
+    causes = [*(errors if isinstance(errors, tuple) else ()), error.__cause__, error.__context__]
+    text: str | None = None
+    for cause in causes:
+        if isinstance(cause, json.JSONDecodeError):
+            text = cause.doc
+        elif isinstance(cause, UnicodeDecodeError):  # not UTF-8 (nor UTF-16 or -32) at all
+            text = cause.object.decode("utf-8", "replace")
+        if text is not None:
+            break
+    if text is None or text.lstrip(" \t\r\n\ufeff").startswith("{"):
+        return None
+    return not_elasticsearch(url, None, text)
+
+
+def unreadable(url: str, error: BaseException) -> str:
+    """One line for an answer the client could not read (``SerializationError``, whose own
+    message holds the whole answer): :func:`foreign_answer`'s, else that it is not JSON."""
+    foreign = foreign_answer(url, error)
+    if foreign is not None:
+        return foreign
+    where = redact(url) if url else "PIPELINE_ELASTICSEARCH__URL"
+    return (
+        f"the answer of the server at {where} is not valid JSON, as Elasticsearch's are; "
         "check PIPELINE_ELASTICSEARCH__URL (Elasticsearch's address, without a path)"
     )
 

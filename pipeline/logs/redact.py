@@ -49,13 +49,15 @@ _BEARER = re.compile(r"(?P<scheme>\bbearer\s+)(?P<value>[\w\-.~+/]+=*)", re.IGNO
 # name=value / name: value / "name": "value" for secret-looking names (db.password,
 # jwt.secret.key); what only looks like one is told apart by _name_value.
 # An unquoted value ends before a colon that ends the text or a clause ("password=abc: the
-# server said no" keeps its colon); a colon inside it (abc:def) is part of it.
+# server said no" keeps its colon); a colon inside it (abc:def) is part of it. Quotes that
+# close it are kept too: in a traceback's source line, raise E("failed with password=abc") is
+# raise E("failed with password=[REDACTED]") (a quote inside it, ab"cd, is masked with it).
 _NAME_VALUE = re.compile(
     # (?<!...): a name starts where its run of name characters does, as the leftmost match
     # would anyway; tried from inside a run, it failed only after scanning the run's rest.
     rf"(?P<name>(?<![\w.-])[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
     r"(?P<sep>\"?'?\s*[:=]\s*)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+?(?=:?(?:[\s,;&)}\]]|$)))",
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+?(?=[\"']*:?(?:[\s,;&)}\]]|$)))",
     re.IGNORECASE,
 )
 # What a name=value of _NAME_VALUE must hold: a secret word, the rest of its name, then the
@@ -65,11 +67,12 @@ _NAME_VALUE = re.compile(
 # seconds: 1.6 s for a 400 kB log line, in the logging call.
 _NAME_VALUE_HINT = re.compile(rf"(?:{_SECRET_WORDS})[\w.-]*\"?'?\s*[:=]", re.IGNORECASE)
 # A command line's option and its value after a space (``--password hunter2``, ``--api-key
-# "a b"``): a value that starts with "-" is the next option, not a secret.
+# "a b"``): a value that starts with "-" is the next option, not a secret. Quotes, brackets
+# and commas that close it are kept (``run("app --password abc")``).
 _OPTION_VALUE = re.compile(
     rf"(?P<name>(?<![\w-])--?[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
     r"(?P<sep>\s+)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|(?!-)\S+?(?=:?(?:\s|$)))",
+    r"(?P<value>\"[^\"]*\"|'[^']*'|(?!-)\S+?(?=[\"')\]},;]*:?(?:\s|$)))",
     re.IGNORECASE,
 )
 # With no user too (``redis://:secret@host``). Any case, and an underscore: Kafka's bootstrap

@@ -55,6 +55,10 @@ class FakeConsumer:
         self.paused = []
         self.resumed = []
         self.seeks = []
+        self.subscribed = []
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
+        self.subscribed.append(list(topics))
 
     def assignment(self):
         return self.assigned
@@ -626,3 +630,107 @@ def test_a_run_until_idle_waits_for_the_partitions_of_a_dead_member(monkeypatch)
 
     assert len(shipper._assigned) == 3
     assert reported[-1].startswith("caught up: every partition of logs read")
+
+
+# --- a server that is not Elasticsearch; the metrics line in an outage ------------------------
+
+
+def _plain_text_answer():
+    """What elastic-transport raises for ``# HTTP 405 ...`` without a content type (a
+    Prometheus metrics port's answer to PUT): it reads the answer as JSON, its default."""
+    from elastic_transport import JsonSerializer, SerializationError
+
+    try:
+        JsonSerializer().loads(b"# HTTP 405 Method Not Allowed\n")
+    except SerializationError as error:
+        return error
+    raise AssertionError("the answer parsed")
+
+
+def test_a_server_that_is_not_elasticsearch_stops_the_shipper_with_one_line(monkeypatch):
+    def metrics_port(*_args, **_kwargs):
+        raise _plain_text_answer()
+
+    monkeypatch.setattr(log_shipper, "ensure_index_template", metrics_port)
+    consumer = FakeConsumer()
+    config = LogSettings(outage_initial_backoff_s=0.001)
+    shipper = LogShipper(
+        consumer, FakeEs(), FakeProducer(), config, consumer_group="g",
+        es_url="http://127.0.0.1:9110",
+    )  # fmt: skip
+
+    with pytest.raises(PipelineError) as raised:
+        shipper.run()
+
+    assert str(raised.value) == (
+        "the server at http://127.0.0.1:9110 did not answer as Elasticsearch (# HTTP 405 "
+        "Method Not Allowed); check PIPELINE_ELASTICSEARCH__URL (Elasticsearch's address, "
+        "without a path)"
+    )
+    assert shipper.counters.outages == 0  # no outage to wait out
+
+
+def test_an_html_error_page_at_the_url_is_said_to_be_no_elasticsearch(monkeypatch):
+    from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+    from elasticsearch import ApiError
+
+    meta = ApiResponseMeta(
+        status=501, http_version="1.0", headers=HttpHeaders(), duration=0.0,
+        node=NodeConfig("http", "127.0.0.1", 8000),
+    )  # fmt: skip
+    page = "<!DOCTYPE HTML>\n<html><body>Unsupported method ('PUT')</body></html>"
+
+    def http_server(*_args, **_kwargs):
+        raise ApiError(message=page, meta=meta, body=page)
+
+    monkeypatch.setattr(log_shipper, "ensure_index_template", http_server)
+    shipper = LogShipper(
+        FakeConsumer(), FakeEs(), FakeProducer(), LogSettings(), consumer_group="g",
+        es_url="http://127.0.0.1:8000",
+    )  # fmt: skip
+
+    with pytest.raises(PipelineError, match=r"^the server at http://127\.0\.0\.1:8000 did not "
+                       r"answer as Elasticsearch \(501: <!DOCTYPE HTML>\)"):  # fmt: skip
+        shipper.run()
+
+
+def test_the_metrics_line_keeps_coming_while_elasticsearch_is_away_and_the_group_is_joined(
+    monkeypatch,
+):
+    def unreachable(*_args, **_kwargs):
+        raise TransportConnectionError("refused")
+
+    monkeypatch.setattr(log_shipper, "ensure_index_template", unreachable)
+    monkeypatch.setattr(FakeEs.cluster, "health", staticmethod(unreachable))
+    consumer, lines = FakeConsumer(), []
+    config = LogSettings(
+        outage_initial_backoff_s=0.01, outage_max_backoff_s=0.02, metrics_interval_s=0.05
+    )
+    shipper = LogShipper(
+        consumer, FakeEs(), FakeProducer(), config, consumer_group="g", report=lines.append
+    )
+
+    with pytest.raises(PipelineError, match=r"unreachable for 0\.4 s"):
+        shipper.run(until_idle_s=0.4)
+
+    # Subscribed while Elasticsearch was away: the group holds its partitions (paused).
+    assert consumer.subscribed == [["logs"]] and consumer.paused
+    counters = [line for line in lines if line.startswith("shipped=")]
+    assert len(counters) >= 3, lines
+    assert all("; elasticsearch unreachable for " in line for line in counters)
+    assert all(line.endswith(" s, consumption paused") for line in counters)
+
+
+def test_the_first_metrics_line_of_a_run_has_its_rate_too(monkeypatch):
+    monkeypatch.setattr(log_shipper, "ensure_index_template", lambda *a, **k: None)
+    consumer, lines = FakeConsumer(), []
+    config = LogSettings(metrics_interval_s=0.02, shipper_batch_timeout_s=0.01)
+    shipper = LogShipper(
+        consumer, FakeEs(), FakeProducer(), config, consumer_group="g", report=lines.append
+    )
+    shipper._assigned = {("logs", 0)}
+
+    shipper.run(until_idle_s=0.1)
+
+    counters = [line for line in lines if line.startswith("shipped=")]
+    assert len(counters) >= 2 and all(" rate=0.0/s" in line for line in counters), lines

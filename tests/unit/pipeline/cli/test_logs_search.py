@@ -143,6 +143,28 @@ def test_an_answer_the_client_cannot_read_is_one_line_naming_the_document(monkey
     )
 
 
+def test_a_plain_text_answer_without_a_content_type_is_not_called_an_unreadable_document(
+    monkeypatch,
+):
+    # Another shipper's metrics port at the URL: the client reads its answer as JSON, fails,
+    # and the search blamed a document of Elasticsearch's answer.
+    from elastic_transport import JsonSerializer
+
+    monkeypatch.setenv("PIPELINE_ELASTICSEARCH__URL", "http://127.0.0.1:9110")
+    try:
+        JsonSerializer().loads(b"# HTTP 405 Method Not Allowed\n")
+    except SerializationError as error:
+        unreadable = error
+    result = search(monkeypatch, FakeElasticsearch(unreadable))
+
+    assert isinstance(result.exception, PipelineError)
+    assert str(result.exception) == (
+        "the server at http://127.0.0.1:9110 did not answer as Elasticsearch (# HTTP 405 "
+        "Method Not Allowed); check PIPELINE_ELASTICSEARCH__URL (Elasticsearch's address, "
+        "without a path)"
+    )
+
+
 def test_more_matches_than_shown_are_said_on_stderr(monkeypatch):
     hits = [hit(str(n), f"line {n}") for n in range(3)]
     es = FakeElasticsearch(answer(hits, total={"value": 40_000, "relation": "eq"}))

@@ -61,6 +61,15 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
         ("db?password=abc: refused", "db?password=[REDACTED]: refused"),
         ("token=abc:def done", "token=[REDACTED] done"),
         ("to\u212aen: abc123", "to\u212aen: [REDACTED]"),
+        # A traceback's source line: the quote, parenthesis and comma around a secret stay.
+        (
+            'raise ValueError("failed with password=excsecret7")',
+            'raise ValueError("failed with password=[REDACTED]")',
+        ),
+        ("f('token=t0k', retries=3)", "f('token=[REDACTED]', retries=3)"),
+        ('run("app --password hunter2")', 'run("app --password [REDACTED]")'),
+        # A quote inside a secret is not where it ends: nothing of it is left.
+        ('password=ab"cd more', "password=[REDACTED] more"),
     ],
 )
 def test_secrets_are_masked(text, expected):
