@@ -189,7 +189,7 @@ def replay(
       kcat -b 127.0.0.1:9092 -C -J -e -t requests.orders | pipeline replay - --rate 500/s
     """
     from pipeline.replay.processes import replay_recording
-    from pipeline.replay.recording import bounded_lines, parse_lines_for_replay
+    from pipeline.replay.recording import LinePlace, bounded_lines, parse_lines_for_replay
     from pipeline.replay.replayer import (
         ReplayFailed,
         ReplayInterrupted,
@@ -228,16 +228,18 @@ def replay(
     try:
         with progress, signals_interrupt():
             if file == "-":
+                place = LinePlace("stdin")  # a message refused is named by its line
                 summary = replay_into_kafka(
                     settings.kafka,
                     parse_lines_for_replay(
-                        bounded_lines(sys.stdin.buffer, "stdin"), source="stdin"
+                        bounded_lines(sys.stdin.buffer, "stdin"), source="stdin", place=place
                     ),
                     topic=topic,
                     preserve_partitions=preserve_partitions,
                     rewrite_ids=rewrite_ids,
                     pacing=pacing,
                     on_progress=progress.advance,
+                    place=place,
                 )
             else:
                 summary = replay_recording(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -44,6 +44,7 @@ __all__ = [
     "decode_message",
     "encode",
     "encoded_parts",
+    "is_structured_message",
 ]
 
 # The attributes the model names; any other ``ce_<name>`` header is kept in ``extensions``.
@@ -258,6 +259,32 @@ def _decode_data(value: bytes | None, content_type: str) -> tuple[Any, bool]:
         ) from None
 
 
+def _structured_mode(
+    fields: dict[str, Any], others: list[str], value: bytes | None
+) -> Literal["by content type", "by value"] | None:
+    """Why a message whose headers (:func:`_header_texts`) lack a binary-mode attribute is in
+    structured mode, if it is: without ce_specversion, by its content type, or as the classic
+    SDK writes it (no ce_* header at all). A binary-mode message always has ce_specversion."""
+    content_type = fields.get("datacontenttype")
+    if "specversion" not in fields and content_type is not None and is_structured(content_type):
+        return "by content type"
+    if not others and fields.keys() <= {"datacontenttype"} and looks_structured(value):
+        return "by value"
+    return None
+
+
+def is_structured_message(headers: Headers | None, value: bytes | None) -> bool:
+    """Whether :func:`decode` reads this message in structured mode (the event in its value);
+    ``False`` for binary mode and for headers it refuses."""
+    try:
+        fields, others = _header_texts(headers)
+    except EnvelopeError:
+        return False
+    if fields.keys() >= _REQUIRED_FIELD_NAMES:
+        return False
+    return _structured_mode(fields, others, value) is not None
+
+
 def decode(value: bytes | None, headers: Headers | None, key: bytes | None = None) -> Event:
     """The event carried by a Kafka message; :class:`EnvelopeError` if none is.
 
@@ -276,12 +303,11 @@ def decode(value: bytes | None, headers: Headers | None, key: bytes | None = Non
     """
     fields, others = _header_texts(headers)
     if not fields.keys() >= _REQUIRED_FIELD_NAMES:
-        # Without ce_specversion, structured mode: by its content type, or as the classic SDK
-        # writes it (no ce_* header at all). A binary-mode message always has ce_specversion.
+        structured = _structured_mode(fields, others, value)
         content_type = fields.get("datacontenttype")
-        if "specversion" not in fields and content_type is not None and is_structured(content_type):
+        if structured == "by content type":
             return decode_structured(value, key, event_format=content_type)
-        if not others and fields.keys() <= {"datacontenttype"} and looks_structured(value):
+        if structured == "by value":
             return decode_structured(value, key, event_format=None, data_type=content_type)
         missing = [header for field, header in _REQUIRED_FIELDS if field not in fields]
         raise EnvelopeError(f"missing {', '.join(missing)} header{'s' if len(missing) > 1 else ''}")

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import IO, cast
 
 from pipeline.replay.pacing import RecordedOrder
-from pipeline.replay.recording import ProducibleMessage, message_for_replay, open_recording
+from pipeline.replay.recording import (
+    LinePlace,
+    ProducibleMessage,
+    message_for_replay,
+    open_recording,
+)
 from pipeline.replay.routing import RecordingSurvey
 
 __all__ = ["Places", "let_go_in", "read_in_order", "survey_places"]
@@ -51,15 +56,21 @@ def survey_places(
     return found, places
 
 
-def read_in_order(path: Path, places: Places) -> Iterator[ProducibleMessage]:
-    """The messages the check found, each read where it is in the file, in ``places.order``."""
+def read_in_order(
+    path: Path, places: Places, place: LinePlace | None = None
+) -> Iterator[ProducibleMessage]:
+    """The messages the check found, each read where it is in the file, in ``places.order``;
+    ``place``, when given, follows the line of the message given last."""
     source = str(path)
+    if place is None:
+        place = LinePlace(source)
     offsets, lengths, numbers = places.offsets, places.lengths, places.numbers
     with open_recording(path) as lines:
         descriptor = lines.fileno()
         for index in places.order:
             raw = os.pread(descriptor, lengths[index], offsets[index])
-            message = message_for_replay(raw, source, numbers[index])
+            place.number = numbers[index]
+            message = message_for_replay(raw, source, place.number)
             if message is not None:
                 yield message
 

@@ -16,7 +16,9 @@ through one idempotent producer.
    accounting as one process), those it kept, then the rest, routed to it again.
 3. this process adds up what each acknowledged: one :class:`ReplaySummary`, or one
    :class:`ReplayFailed`, :class:`ReplayInterrupted` or :class:`ReplayError` naming the first
-   process that failed and why (the others are stopped, and flush what they sent).
+   process that failed and why (the others are stopped, and flush what they sent): a
+   :class:`ReplayStopped`, with the summary of what they acknowledged, once any had queued
+   messages, as with one process.
 
 Ctrl-C or SIGTERM reaches every process (this one passes it on): each flushes what it sent,
 and the summary counts it. With ``processes=1``, or with pacing (``--rate``, ``--speed``:
@@ -37,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import multiprocessing
 import os
@@ -55,7 +56,9 @@ from pipeline.gc_tuning import collector_paused
 from pipeline.kafka.clients import build_admin
 from pipeline.replay.by_time import Places, let_go_in, read_in_order, survey_places
 from pipeline.replay.pacing import Pacing, RecordedOrder
+from pipeline.replay.pipes import ChildPipes, widen
 from pipeline.replay.recording import (
+    LinePlace,
     ProducibleMessage,
     open_recording,
     parse_lines_for_replay,
@@ -66,6 +69,7 @@ from pipeline.replay.replayer import (
     ReplayFailed,
     ReplayInterrupted,
     ReplayProducer,
+    ReplayStopped,
     ReplaySummary,
     replay_into_kafka,
 )
@@ -74,14 +78,12 @@ from pipeline.replay.shares import LineRouter, ProcessShares, default_processes
 from pipeline.replay.tally import ReplayProgress, ReplayTally
 from pipeline.replay.worker import (
     END,
-    LINES_KEPT,
     MORE,
     SEND,
     STOP,
     STOP_SIGNALS,
     Duplex,
     ReplayJob,
-    encode_batch,
     run_replay_process,
 )
 from pipeline.settings import KafkaSettings
@@ -259,12 +261,15 @@ def _replay_here(
     if not found.messages:
         return ReplaySummary(sent=0, per_topic={}, elapsed_s=0.0)
     messages: Iterator[ProducibleMessage]
+    place: LinePlace | None = None  # the line of the message sent last, when it is read again
     if kept is not None:
         messages = _let_go(kept) if order is None else let_go_in(kept, order)
-    elif places is not None:
-        messages = read_in_order(path, places)
     else:
-        messages = _read_checked(path, checked_bytes)
+        place = LinePlace(str(path))
+        if places is not None:
+            messages = read_in_order(path, places, place)
+        else:
+            messages = _read_checked(path, checked_bytes, place)
     return replay_into_kafka(
         sizes.kafka,
         messages,
@@ -275,14 +280,15 @@ def _replay_here(
         on_progress=on_progress,
         partition_counts=counts,
         prepared=prepared,
+        place=place,
     )
 
 
-def _read_checked(path: Path, size: int) -> Iterator[ProducibleMessage]:
+def _read_checked(path: Path, size: int, place: LinePlace) -> Iterator[ProducibleMessage]:
     """The messages of the first ``size`` bytes of the recording at ``path``: those checked,
-    not lines added to the file since."""
+    not lines added to the file since; ``place`` follows their lines."""
     with open_recording(path) as lines:
-        yield from parse_lines_for_replay(within(lines, size), source=str(path))
+        yield from parse_lines_for_replay(within(lines, size), source=str(path), place=place)
 
 
 def _read_once(path: Path) -> bool:
@@ -313,66 +319,8 @@ def _default_processes(sizes: _PartitionCounts, path: Path, topic: str | None) -
 # --- the processes ------------------------------------------------------------------------
 
 
-class _Pipes:
-    """The parent's side of one process: its two pipe ends, the batch being filled for it,
-    and how much of what it was sent it keeps."""
-
-    def __init__(self, to_child: Connection, from_child: Connection) -> None:
-        self.to_child = to_child
-        self.from_child = from_child
-        self.numbers: list[int] = []
-        self.lines: list[bytes] = []
-        self.size = 0
-        #: Where the batch being filled begins: line number and byte offset.
-        self.start = (0, 0)
-        self.kept_bytes = 0
-        #: The first line it was sent but not told to keep (None: it keeps all).
-        self.first_not_kept: int | None = None
-        self.gone = False
-
-    def flush(self, word: bytes) -> None:
-        if self.numbers:
-            data = encode_batch(word, self.numbers, self.lines)
-            self.numbers, self.lines, self.size = [], [], 0
-            self.tell(data)
-
-    def flush_to_keep(self) -> tuple[int, int] | None:
-        """Send the batch to be kept while there is room; past it, drop the batch (it is read
-        again when sending) and say where it begins, the first time."""
-        if not self.numbers:
-            return None
-        if self.first_not_kept is None and self.kept_bytes + self.size <= KEEP_BYTES:
-            self.kept_bytes += self.size
-            self.flush(LINES_KEPT)
-            return None
-        start: tuple[int, int] | None = None
-        if self.first_not_kept is None:
-            self.first_not_kept = self.start[0]
-            start = self.start
-        self.numbers, self.lines, self.size = [], [], 0
-        return start
-
-    def tell(self, data: bytes) -> None:
-        if self.gone:
-            return
-        try:
-            self.to_child.send_bytes(data)
-        except OSError:  # it ended; its answer (or its absence) says why
-            self.gone = True
-
-
 #: Lines go to a process in batches of about this many bytes; its pipe holds several.
 _BATCH_BYTES = 128 * 1024
-_PIPE_BYTES = 1024 * 1024
-
-
-def _widen(conn: Connection) -> None:
-    """A larger pipe (Linux), so the parent seldom waits for a busy process."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if set_size is not None:
-        # Where the system's limit is lower, the default size works, a little slower.
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(conn.fileno(), set_size, _PIPE_BYTES)
 
 
 class _Team:
@@ -397,7 +345,7 @@ class _Team:
         # fork: the processes start at once, with everything imported; spawn elsewhere.
         self._context: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._progress: Any = self._context.RawArray("q", processes)
-        self._pipes: list[_Pipes] = []
+        self._pipes: list[ChildPipes] = []
         self._processes: list[Any] = []
         self._saved_handlers: dict[int, Any] = {}
         #: Where the lines some process did not keep begin: (line number, byte offset).
@@ -411,7 +359,7 @@ class _Team:
         for index in range(self._processes_count):
             child_reads, parent_writes = self._context.Pipe(duplex=False)
             parent_reads, child_writes = self._context.Pipe(duplex=False)
-            _widen(parent_writes)
+            widen(parent_writes)
             process = self._context.Process(
                 target=run_replay_process,
                 args=(self._job, index, Duplex(child_reads, child_writes), self._progress),
@@ -429,7 +377,7 @@ class _Team:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             child_reads.close()
             child_writes.close()
-            self._pipes.append(_Pipes(parent_writes, parent_reads))
+            self._pipes.append(ChildPipes(parent_writes, parent_reads, KEEP_BYTES))
             self._processes.append(process)
         return self
 
@@ -534,14 +482,17 @@ class _Team:
         while waiting:
             for index, answer in self._collect(waiting):
                 tally.add(index, answer)
-                if answer[0] == "error":
+                if answer[0] in ("error", "stopped"):
                     self._stop_all()  # one failed: the others stop too
             progress.report()
         summary = tally.summary(began)
         if self._interrupt is not None:
             raise ReplayInterrupted(summary, self._interrupt)
         if tally.errors:
-            raise ReplayError(tally.errors[0])
+            error = ReplayError(tally.errors[0])
+            if tally.queued:  # said after the summary of what was acknowledged
+                raise ReplayStopped(summary, error)
+            raise error
         if tally.interrupted:
             raise ReplayInterrupted(summary, KeyboardInterrupt())
         if tally.failed:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,10 +35,13 @@ from typing import IO, Any, Literal, Protocol
 import msgspec
 
 from pipeline.envelope import json_error_reason
-from pipeline.errors import PipelineError
+from pipeline.replay.errors import RecordingError
+from pipeline.replay.line_streams import MAX_LINE_BYTES, bounded_lines, within
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "LinePlace",
     "ProducibleMessage",
     "RecordedMessage",
     "RecordingError",
@@ -57,6 +59,7 @@ __all__ = [
     "read_recording",
     "read_recording_for_replay",
     "tstype_of",
+    "wire_size",
     "within",
 ]
 
@@ -64,10 +67,6 @@ TimestampType = Literal["create", "logappend", "none"]
 _TSTYPES: frozenset[str] = frozenset({"create", "logappend", "none"})
 # confluent-kafka's TIMESTAMP_* constants, in the order kcat names them.
 _TSTYPE_OF_CODE: dict[int, TimestampType] = {0: "none", 1: "create", 2: "logappend"}
-
-
-class RecordingError(PipelineError):
-    """A line that is not a recorded message; the message says which line and why."""
 
 
 class RecordedMessage(msgspec.Struct, frozen=True):
@@ -360,7 +359,7 @@ _BOM = b"\xef\xbb\xbf"
 def message_for_replay(raw: bytes, source: str, number: int) -> ProducibleMessage | None:
     """The message of raw line ``number`` of ``source`` as a replay sends it (see
     :func:`parse_lines_for_replay`); None for a blank line; :class:`RecordingError` when the
-    line is not a message."""
+    line is not a message, or one Kafka's client cannot send."""
     # A usual line is sent as it is decoded (_TextLine): valid, all its values text or null,
     # and no NUL in it (_NUL). Else it is read the way parse_lines reads it. Once per line of a
     # replay: no call more.
@@ -372,14 +371,73 @@ def message_for_replay(raw: bytes, source: str, number: int) -> ProducibleMessag
         else:
             tstype = line.timestamp_type
             if line.topic and (tstype is msgspec.UNSET or tstype in _TSTYPES):
+                if len(raw) >= _MEASURED_FROM:
+                    _check_size(line, source, number)
                 return line
-    return _sendable(_message_of(raw, source, number), source, number)
+    message = _sendable(_message_of(raw, source, number), source, number)
+    if message is not None and len(raw) >= _MEASURED_FROM:
+        _check_size(message, source, number)
+    return message
 
 
 #: A NUL character as JSON writes it. A line with one is read into bytes, never sent as text:
 #: confluent-kafka hands a text header value to librdkafka as a C string, which ends at the
 #: first NUL (keys and values keep their length).
 _NUL = b"\\u0000"
+
+#: The most bytes Kafka's client (librdkafka) takes in one message, as :func:`wire_size`
+#: counts them: its ``message.max.bytes``, at its default, which a replay's producer keeps
+#: (``pipeline.replay.replayer.PRODUCER_SETTINGS`` names it); a larger message is refused when
+#: produced.
+MAX_MESSAGE_BYTES = 1_000_000
+#: A line shorter than this holds no message larger than :data:`MAX_MESSAGE_BYTES`: every byte
+#: of its key, value, header names and values takes at least one byte of the line, and a
+#: header at least 7 more (``["",""]``, against at most 10 for its two lengths). Only longer
+#: lines are measured (:func:`wire_size`), which spares the usual line any cost but a length.
+_MEASURED_FROM = MAX_MESSAGE_BYTES // 2
+#: librdkafka's largest overhead of a record (``RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD``): its
+#: length, attributes, timestamp and offset deltas, key and value lengths, header count.
+_RECORD_OVERHEAD = 5 + 1 + 10 + 5 + 5 + 5 + 5
+
+
+def wire_size(message: ProducibleMessage) -> int:
+    """The bytes of ``message`` that librdkafka holds against ``message.max.bytes`` when it is
+    produced: the record's largest overhead, its key and value, and each header's name and
+    value with their lengths (zigzag varints); text counts as its UTF-8 bytes."""
+    size = _RECORD_OVERHEAD + _byte_length(message.key) + _byte_length(message.value)
+    for name, value in message.headers or ():
+        name_size = len(name.encode("utf-8", "surrogateescape"))
+        value_size = _byte_length(value)
+        size += name_size + value_size + _varint_size(name_size) + _varint_size(value_size)
+    return size
+
+
+def _byte_length(data: str | bytes | None) -> int:
+    if data is None:
+        return 0
+    return len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogateescape"))
+
+
+def _varint_size(length: int) -> int:
+    """The bytes of ``length`` as librdkafka writes it in a header: a zigzag varint."""
+    rest, size = length << 1, 1
+    while rest >= 0x80:
+        rest >>= 7
+        size += 1
+    return size
+
+
+def _check_size(message: ProducibleMessage, source: str, number: int) -> None:
+    """A :class:`RecordingError` naming the line when ``message`` is larger than Kafka's client
+    sends (refused when produced, after the messages before it were sent)."""
+    size = wire_size(message)
+    if size > MAX_MESSAGE_BYTES:
+        raise RecordingError(
+            f"{source}:{number}: the message is {size:,} bytes (key, value and headers), more "
+            f"than the {MAX_MESSAGE_BYTES:,} Kafka's client sends in one (librdkafka's "
+            "message.max.bytes, which a replay does not change): take the line out of the "
+            "recording, or shorten it, to replay the rest"
+        )
 
 
 def _sendable(message: RecordedMessage | None, source: str, number: int) -> RecordedMessage | None:
@@ -425,19 +483,42 @@ def _shown(name: str) -> str:
         return ascii(name)
 
 
-def parse_lines_for_replay(lines: Iterable[bytes], *, source: str) -> Iterator[ProducibleMessage]:
+class LinePlace:
+    """Where a reader of recording lines is: ``number``, the line of the message it gave last
+    (0 before any), of ``source``. A replay names it (``str()``: ``source:number``, as a
+    :class:`RecordingError` names a line) when that message is refused as it is sent."""
+
+    __slots__ = ("number", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.number = 0
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.number}"
+
+
+def parse_lines_for_replay(
+    lines: Iterable[bytes], *, source: str, place: LinePlace | None = None
+) -> Iterator[ProducibleMessage]:
     """The messages of raw recording lines as a replay sends them: what :func:`parse_lines`
-    reads, with text left as text where it is (the same lines are refused, the same way)."""
-    return parse_numbered_lines_for_replay(enumerate(lines, start=1), source=source)
+    reads, with text left as text where it is (the same lines are refused, the same way),
+    and a line whose message Kafka's client cannot send (:data:`MAX_MESSAGE_BYTES`, header
+    names: :func:`message_for_replay`). ``place``, when given, follows the line of the message
+    given last."""
+    return parse_numbered_lines_for_replay(enumerate(lines, start=1), source=source, place=place)
 
 
 def parse_numbered_lines_for_replay(
-    numbered: Iterable[tuple[int, bytes]], *, source: str
+    numbered: Iterable[tuple[int, bytes]], *, source: str, place: LinePlace | None = None
 ) -> Iterator[ProducibleMessage]:
     """:func:`parse_lines_for_replay` of lines given with their numbers (``(number, raw)``)."""
     # message_for_replay, written out: once per message of a replay.
     decode = _TEXT_DECODER.decode
+    if place is None:
+        place = LinePlace(source)
     for number, raw in numbered:
+        place.number = number
         if _NUL not in raw:
             try:
                 line = decode(raw)
@@ -446,10 +527,14 @@ def parse_numbered_lines_for_replay(
             else:
                 tstype = line.timestamp_type
                 if line.topic and (tstype is msgspec.UNSET or tstype in _TSTYPES):
+                    if len(raw) >= _MEASURED_FROM:
+                        _check_size(line, source, number)
                     yield line
                     continue
         message = _sendable(_message_of(raw, source, number), source, number)
         if message is not None:
+            if len(raw) >= _MEASURED_FROM:
+                _check_size(message, source, number)
             yield message
 
 
@@ -512,98 +597,3 @@ class RecordingWriter:
     def write_all(self, messages: Sequence[RecordedMessage]) -> None:
         for message in messages:
             self.write(message)
-
-
-#: The longest line a recording may have: a message of 190 MiB, its value in base64, fits.
-#: Without a bound, a file that is no recording (a disk image, /dev/zero) was read whole in
-#: search of its first line break, until the kernel killed the process for its memory.
-MAX_LINE_BYTES = 256 << 20
-
-
-def bounded_lines(raw: IO[bytes], source: str, limit: int = MAX_LINE_BYTES) -> IO[bytes]:
-    """``raw`` (unbuffered, or one whose ``read1`` returns what is there) as a buffered stream
-    to iterate by lines, which raises :class:`RecordingError` naming ``source`` at a line
-    longer than ``limit`` bytes. The lines are split in C as before; the bound is checked once
-    per read of the buffer (1 MiB), not per line."""
-    return io.BufferedReader(_LineBound(raw, source, limit), buffer_size=1 << 20)
-
-
-class _LineBound(io.RawIOBase):
-    """``raw``'s bytes, with the run since the last line break counted as they are read."""
-
-    def __init__(self, raw: IO[bytes], source: str, limit: int) -> None:
-        super().__init__()
-        self._raw = raw
-        # What is there now, not a full buffer's worth: a line that came down a pipe is read
-        # at once (a buffered stream's read would wait for a whole buffer, or the end).
-        self._read = getattr(raw, "read1", None) or raw.read
-        self._source = source
-        self._limit = limit
-        self._run = 0  # bytes since the last line break
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return self._raw.seekable()
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._run = 0  # a replay seeks to the start of a line
-        return self._raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def fileno(self) -> int:  # a replay by timestamps reads lines where they are (os.pread)
-        return self._raw.fileno()
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._read(len(buffer))
-        if not data:
-            return 0
-        count = len(data)
-        buffer[:count] = data
-        last = data.rfind(b"\n")
-        run = self._run + (count if last < 0 else data.find(b"\n"))
-        if run > self._limit:
-            raise RecordingError(
-                f"{self._source}: a line longer than {self._limit:,} bytes: not a recording, "
-                "which has one message a line"
-            )
-        self._run = run if last < 0 else count - last - 1
-        return count
-
-
-def within(stream: IO[bytes], size: int) -> IO[bytes]:
-    """The next ``size`` bytes of ``stream``, to iterate by lines; a line that goes past them is
-    cut there (it was read so far when it was checked: a line being written).
-
-    A buffered reader (1 MiB reads) over :class:`_Prefix`: the lines are split in C and the
-    limit counted per read, as fast as reading the file itself (measured); a generator that
-    counted per line cost ~45 ns a line more on the send path.
-    """
-    return io.BufferedReader(_Prefix(stream, size), buffer_size=1 << 20)
-
-
-class _Prefix(io.RawIOBase):
-    """At most ``size`` bytes of ``stream``, read from where it is."""
-
-    def __init__(self, stream: IO[bytes], size: int) -> None:
-        super().__init__()
-        self._stream = stream
-        self._left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._left <= 0:
-            return 0
-        with memoryview(buffer) as view:
-            count = self._stream.readinto(view[: self._left])  # type: ignore[attr-defined]
-        self._left -= count or 0
-        return count or 0

@@ -35,7 +35,7 @@ from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_admin, build_producer
 from pipeline.kafka.interrupts import InterruptWitness
 from pipeline.replay.pacing import Pacing, Schedule
-from pipeline.replay.recording import ProducibleMessage
+from pipeline.replay.recording import MAX_MESSAGE_BYTES, LinePlace, ProducibleMessage
 from pipeline.replay.rewrite import rewrite_ids as fresh_ids
 from pipeline.replay.routing import BY_KEY, ReplayError, target_partition
 from pipeline.settings import KafkaSettings
@@ -63,6 +63,8 @@ PRODUCER_SETTINGS: dict[str, Any] = {
     "linger.ms": 20,
     "delivery.timeout.ms": _DELIVERY_TIMEOUT_MS,
     "compression.type": "lz4",
+    # librdkafka's default, named: the check of a recording refuses a larger message first.
+    "message.max.bytes": MAX_MESSAGE_BYTES,
     # Only failures come back as delivery reports; successes are counted by subtraction.
     "delivery.report.only.error": True,
 }
@@ -166,6 +168,7 @@ def replay_into_kafka(
     on_progress: Callable[[int], None] | None = None,
     partition_counts: Mapping[str, int] | None = None,
     prepared: ReplayProducer | None = None,
+    place: LinePlace | None = None,
 ) -> ReplaySummary:
     """Produce ``messages`` (in the order given) to their recorded topics, or all to ``topic``.
 
@@ -179,8 +182,10 @@ def replay_into_kafka(
     not made bytes first). ``on_progress(n)`` is called with the number of messages queued
     since its last call. ``partition_counts`` are target topics already checked (name to
     partition count): they are not looked up again. ``prepared`` is a producer made ahead
-    (:class:`ReplayProducer`), else one is made here. See the module docstring for the steps
-    and the errors.
+    (:class:`ReplayProducer`), else one is made here. ``place`` is where the reader of
+    ``messages`` is (:func:`~pipeline.replay.recording.parse_lines_for_replay`'s): a message
+    the client refuses is named by its line, else by its recorded topic, partition and offset.
+    See the module docstring for the steps and the errors.
     """
     targets = _Targets(kafka)
     partitions_of: dict[str, int] = dict(partition_counts or {})
@@ -239,9 +244,9 @@ def replay_into_kafka(
                     produce(target, value, message.key, partition, None, None, 0, headers)
                 except BufferError:  # the local queue is full: serve reports, then retry
                     producer.poll(_FULL_QUEUE_WAIT_S)
-                    _produce(producer, target, message, value, partition, headers)
+                    _produce(producer, target, message, value, partition, headers, place)
                 except KafkaException as error:
-                    raise _refused(message, error) from None
+                    raise _refused(message, error, place) from None
                 queued[target] += 1
                 unreported += 1
                 if unreported >= step:
@@ -298,6 +303,7 @@ def _produce(
     value: str | bytes | None,
     partition: int,
     headers: list[tuple[str, str | bytes | None]],
+    place: LinePlace | None,
 ) -> None:
     """Queue one message the careful way: while the local queue is full, serve delivery reports
     and retry; a refusal is a :class:`ReplayError` naming the message."""
@@ -308,13 +314,20 @@ def _produce(
         except BufferError:
             producer.poll(_FULL_QUEUE_WAIT_S)
         except KafkaException as error:
-            raise _refused(message, error) from None
+            raise _refused(message, error, place) from None
 
 
-def _refused(message: ProducibleMessage, error: KafkaException) -> ReplayError:
+def _refused(
+    message: ProducibleMessage, error: KafkaException, place: LinePlace | None
+) -> ReplayError:
+    """The error of a message the client refused: named by its line (``place``, the reader's),
+    else by where it was recorded."""
+    why = error.args[0].str()
+    if place is not None and place.number:
+        return ReplayError(f"{place}: the message was refused: {why}")
     return ReplayError(
         f"the message at {message.topic} partition {message.partition} offset "
-        f"{message.offset} was refused: {error.args[0].str()}"
+        f"{message.offset} was refused: {why}"
     )
 
 

@@ -5,7 +5,8 @@ value (structured mode). A replay sends the same events again, and an idempotent
 inbox) skips an id it has already handled; with fresh ids they are handled as new events. Only
 the id changes: the other headers (causation and correlation ids included), their order and
 the key stay as recorded, and so does the value: a structured event's differs only in the
-text of its ``id``.
+text of its ``id`` (of each ``id`` member, when its object names one twice). Which mode an event
+is in is decided as the decoder (``pipeline.envelope.binary_mode.decode``) decides it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 
-from pipeline.envelope.structured_mode import is_structured, looks_structured
+from pipeline.envelope.binary_mode import is_structured_message
 from pipeline.ids import new_event_id
 
 __all__ = ["EVENT_ID_HEADER", "Headers", "rewrite_event_id", "rewrite_ids"]
@@ -42,22 +43,32 @@ def rewrite_ids(
     headers: Headers, value: str | bytes | None, new_id: Callable[[], str] = new_event_id
 ) -> tuple[Headers, str | bytes | None]:
     """The headers and value of a message with a fresh event id: in its ``ce_id`` header(s)
-    (:func:`rewrite_event_id`), else, for a structured-mode event (a ``content-type:
-    application/cloudevents...`` header, or no ``ce_*`` header and a JSON object with
-    ``specversion``), in its value's ``id``. Anything else comes back as it is."""
-    rewritten, had_id = rewrite_event_id(headers, new_id)
-    if had_id or value is None or not _structured(headers, value):
-        return rewritten, value
+    (:func:`rewrite_event_id`); and, for a structured-mode event (:func:`_structured`: as
+    :func:`pipeline.envelope.binary_mode.decode` tells the modes apart), in every ``id``
+    member of its value's top-level object, the same fresh id in each (the decoder reads the
+    last of duplicate members). Anything else comes back as it is."""
+    if value is None or not _structured(headers, value):
+        return rewrite_event_id(headers, new_id)[0], value
     try:
         text = value.decode("utf-8") if isinstance(value, bytes) else value
-        place = _top_level_id(text)
-    except ValueError:  # not UTF-8 JSON after all (UnicodeDecodeError too): no id to give
-        return headers, value
-    if place is None:
-        return headers, value
-    start, end = place
-    fresh = text[:start] + json.dumps(new_id(), ensure_ascii=False) + text[end:]
-    return headers, fresh.encode("utf-8") if isinstance(value, bytes) else fresh
+    except ValueError:  # not UTF-8 JSON after all: no id in it to give
+        return rewrite_event_id(headers, new_id)[0], value
+    places = _top_level_ids(text)
+    if not places:
+        return rewrite_event_id(headers, new_id)[0], value
+    fresh = new_id()
+    written = json.dumps(fresh, ensure_ascii=False)
+    parts: list[str] = []
+    done = 0
+    for start, end in places:
+        parts += (text[done:start], written)
+        done = end
+    parts.append(text[done:])
+    rewritten = "".join(parts)
+    # A ce_id header the decoder ignores here (structured mode) gets the same id: a reader of
+    # the header (a dead letter's) and the decoder then agree.
+    headers = rewrite_event_id(headers, lambda: fresh)[0]
+    return headers, rewritten.encode("utf-8") if isinstance(value, bytes) else rewritten
 
 
 _DECODER = json.JSONDecoder()
@@ -69,50 +80,43 @@ def _skip_space(text: str, at: int) -> int:
     return _SPACE.match(text, at).end()  # type: ignore[union-attr]  # [ ]* always matches
 
 
-def _top_level_id(text: str) -> tuple[int, int] | None:
-    """Where the string value of the ``id`` member of the JSON object ``text`` is (start, end),
-    so that only it is replaced: every other byte stays as recorded, numbers included (parsed
-    and written again, ``3.14159265358979323846`` lost digits and ``1e2`` became ``100.0``).
-    ``None`` when ``text`` is no object or has no string ``id``; :class:`ValueError` when it is
-    not JSON.
+def _top_level_ids(text: str) -> list[tuple[int, int]]:
+    """Where the string values of the ``id`` members of the JSON object ``text`` are, (start,
+    end) in order, so that only they are replaced: every other byte stays as recorded, numbers
+    included (parsed and written again, ``3.14159265358979323846`` lost digits and ``1e2``
+    became ``100.0``). Empty when ``text`` is no object or has no string ``id``; a text that
+    stops being JSON part way gives those found before.
 
-    Written by hand: the standard library's decoder gives values, not where they are; its
-    ``raw_decode`` is walked over the object's members here."""
+    Every member is walked, not only up to the first ``id``: of duplicate members, the
+    decoder (``json.loads``) reads the last. Written by hand: the standard library's decoder
+    gives values, not where they are; its ``raw_decode`` is walked over the object's members
+    here."""
+    found: list[tuple[int, int]] = []
     at = _skip_space(text, 0)
     if not text.startswith("{", at):
-        return None
+        return found
     at += 1
-    while True:
-        at = _skip_space(text, at)
-        if text.startswith("}", at):
-            return None
-        if not text.startswith('"', at):
-            raise ValueError("not a JSON object")
-        key, at = _DECODER.raw_decode(text, at)
-        at = _skip_space(text, at)
-        if not text.startswith(":", at):
-            raise ValueError("not a JSON object")
-        at += 1
-        at = _skip_space(text, at)
-        member, end = _DECODER.raw_decode(text, at)
-        if key == "id":
-            return (at, end) if isinstance(member, str) else None
-        at = _skip_space(text, end)
-        if text.startswith(",", at):
+    try:
+        while True:
+            at = _skip_space(text, at)
+            if text.startswith("}", at) or not text.startswith('"', at):
+                return found
+            key, at = _DECODER.raw_decode(text, at)
+            at = _skip_space(text, at)
+            if not text.startswith(":", at):
+                return found
+            at = _skip_space(text, at + 1)
+            member, end = _DECODER.raw_decode(text, at)
+            if key == "id" and isinstance(member, str):
+                found.append((at, end))
+            at = _skip_space(text, end)
+            if not text.startswith(",", at):
+                return found
             at += 1
-        elif text.startswith("}", at):
-            return None
-        else:
-            raise ValueError("not a JSON object")
+    except ValueError:  # not JSON from here on
+        return found
 
 
-def _structured(headers: Headers, value: str | bytes | None) -> bool:
-    content_type = None
-    for name, text in headers:
-        if name.lower().startswith("ce_"):
-            return False  # binary mode (with no ce_id: nothing to rewrite)
-        if name.lower() == "content-type" and text is not None:
-            content_type = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    if content_type is not None and is_structured(content_type):
-        return True
-    return looks_structured(value.encode() if isinstance(value, str) else value)
+def _structured(headers: Headers, value: str | bytes) -> bool:
+    """Whether the decoder reads the message as a structured-mode event."""
+    return is_structured_message(list(headers), value.encode() if isinstance(value, str) else value)

@@ -1,5 +1,6 @@
 """What the processes of a replay report back, added up in the parent: their progress as they
-send, and what each acknowledged once done (one :class:`ReplaySummary`)."""
+send, and what each acknowledged once done (one :class:`ReplaySummary`), also those stopped
+by an error part way (worker.py's answers)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class ReplayTally:
 
     def add(self, index: int, answer: tuple[Any, ...]) -> None:
         kind = answer[0]
-        if kind in ("sent", "interrupted", "failed"):
+        if kind in ("sent", "interrupted", "failed", "stopped"):
             summary: ReplaySummary = answer[1]
             for name, count in summary.per_topic.items():
                 self.sent[name] += count
@@ -50,8 +51,13 @@ class ReplayTally:
         elif kind == "failed":
             self.failed += answer[2]
             self.first_failure = self.first_failure or answer[3]
-        elif kind == "error":
+        elif kind in ("error", "stopped"):
             self.errors.append(f"replay process {index}: {answer[-1]}")
+
+    @property
+    def queued(self) -> bool:
+        """Whether any process had queued messages (its summary names their topics)."""
+        return bool(self.sent)
 
     def summary(self, began: float) -> ReplaySummary:
         per_topic = dict(self.sent)

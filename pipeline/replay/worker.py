@@ -12,7 +12,9 @@ The parent's words, in order:
    ``("interrupted", summary)``;
 3. :data:`STOP` at any point ends it without sending anything.
 
-Any other failure is answered ``("error", why)``. SIGINT or SIGTERM stops it (:class:`_Stop`):
+An error that stops the sending part way (a message the client refuses: its line is named) is
+answered ``("stopped", summary, why)``, with what was acknowledged before it; any other
+failure ``("error", why)``. SIGINT or SIGTERM stops it (:class:`_Stop`):
 it sends no more batches, flushes what it sent, and answers ``("interrupted", summary)``.
 """
 
@@ -28,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from pipeline.replay.recording import (
+    LinePlace,
     ProducibleMessage,
     RecordingError,
     parse_numbered_lines_for_replay,
@@ -36,6 +39,7 @@ from pipeline.replay.replayer import (
     ReplayFailed,
     ReplayInterrupted,
     ReplayProducer,
+    ReplayStopped,
     ReplaySummary,
     replay_into_kafka,
 )
@@ -135,6 +139,8 @@ class _Lines:
         self._conn = conn
         self._stop = stop
         self._kept: list[bytes] = []
+        #: The line of the message given last (a refused message is named by it).
+        self.place = LinePlace(job.source)
 
     def take(self) -> bytes:
         """Keep the batches to keep until the parent says what next; the word that did."""
@@ -149,6 +155,7 @@ class _Lines:
         """The messages to send, in file order: those kept, then those of ``more`` batches;
         none past the batch where a stop was asked."""
         source = self._job.source
+        place = self.place
         stop = self._stop
         kept, self._kept = self._kept, []
         kept.reverse()
@@ -157,7 +164,7 @@ class _Lines:
                 return
             _, numbers, lines = decode_batch(kept.pop())
             yield from parse_numbered_lines_for_replay(
-                zip(numbers, lines, strict=True), source=source
+                zip(numbers, lines, strict=True), source=source, place=place
             )
         while not stop.requested:
             data = self._conn.recv_bytes()
@@ -165,7 +172,7 @@ class _Lines:
                 return
             _, numbers, lines = decode_batch(data)
             yield from parse_numbered_lines_for_replay(
-                zip(numbers, lines, strict=True), source=source
+                zip(numbers, lines, strict=True), source=source, place=place
             )
 
 
@@ -201,8 +208,11 @@ def run_replay_process(job: ReplayJob, index: int, conn: Connection, progress: A
             on_progress=advance,
             partition_counts=partition_counts,
             prepared=prepared,
+            place=lines.place,
         )
         conn.send(("interrupted" if stop.requested else "sent", summary))
+    except ReplayStopped as stopped:  # part way: what went before is counted
+        conn.send(("stopped", stopped.summary, str(stopped.error)))
     except ReplayInterrupted as interrupted:  # a KeyboardInterrupt raised by other code
         conn.send(("interrupted", interrupted.summary))
     except ReplayFailed as failed:

@@ -446,3 +446,70 @@ def test_a_utf8_bom_anywhere_else_is_still_an_error(lines):
     for read in (parse_lines, parse_lines_for_replay):
         with pytest.raises(RecordingError, match=r"^stdin:\d: not a recorded message"):
             list(read(lines, source="stdin"))
+
+
+# --- a message larger than Kafka's client sends ------------------------------------------------
+
+
+def _sized_line(value_bytes, headers='[["ce_id","e-1"],["n",null]]', key='"k"'):
+    return (
+        f'{{"topic":"t","key":{key},"payload":"{"v" * value_bytes}","headers":{headers}}}'
+    ).encode()
+
+
+def test_a_replay_refuses_a_message_larger_than_kafkas_client_sends_naming_its_line():
+    # Key "k", 2 headers (ce_id=e-1: 5+3+2 bytes, n=null: 1+0+2), a record's overhead 36: the
+    # value may take 1,000,000 - 36 - 1 - 10 - 3 bytes.
+    largest = recording.MAX_MESSAGE_BYTES - 36 - 1 - 10 - 3
+    fits, too_large = _sized_line(largest), _sized_line(largest + 1)
+    base64_value = json.dumps({"base64": base64.b64encode(b"\xff" * (largest + 1)).decode()})
+    careful = _sized_line(0).replace(b'"payload":""', b'"payload":' + base64_value.encode())
+
+    says = (
+        r"^x:3: the message is 1,000,001 bytes \(key, value and headers\), more than the "
+        r"1,000,000 Kafka's client sends in one \(librdkafka's message.max.bytes, which a "
+        r"replay does not change\): take the line out of the recording, or shorten it, to "
+        r"replay the rest$"
+    )
+    for line in (too_large, careful):  # the fast path, and the careful one (base64)
+        with pytest.raises(RecordingError, match=says):
+            message_for_replay(line, "x", 3)  # the check (routed lines, --speed)
+        with pytest.raises(RecordingError, match=says):  # the sending loop; stdin
+            list(parse_numbered_lines_for_replay([(1, b"\n"), (3, line)], source="x"))
+        with pytest.raises(RecordingError, match=says.replace("x:3", "x:2")):
+            list(parse_lines_for_replay([fits, line], source="x"))
+        assert len(list(parse_lines([line], source="x"))) == 1  # read, for the test driver
+    assert message_for_replay(fits, "x", 1) is not None
+    assert len(list(parse_lines_for_replay([fits], source="x"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "headers"),
+    [
+        (None, ()),
+        (b"k" * 100, ()),
+        ("é", (("é", "ü" * 70), ("n", None))),
+        (b"", tuple((f"h{i}", b"v" * i) for i in range(60))),
+        (None, (("big", b"x" * 20_000),)),
+    ],
+)
+def test_wire_size_is_what_librdkafka_holds_against_message_max_bytes(key, headers):
+    from confluent_kafka import KafkaException, Producer
+
+    # No broker: produce() refuses a message too large at once, before any connection.
+    producer = Producer({"message.max.bytes": recording.MAX_MESSAGE_BYTES, "log_level": 0})
+
+    def fits(size):
+        try:
+            producer.produce("t", b"v" * size, key, -1, None, None, 0, list(headers))
+        except KafkaException:
+            return False
+        return True
+
+    def message(size):
+        return RecordedMessage("t", 0, 0, key, b"v" * size, headers)
+
+    largest = next(n for n in range(recording.MAX_MESSAGE_BYTES, 0, -1) if fits(n))
+    producer.purge()
+    assert recording.wire_size(message(largest)) == recording.MAX_MESSAGE_BYTES
+    assert recording.wire_size(message(largest + 1)) == recording.MAX_MESSAGE_BYTES + 1

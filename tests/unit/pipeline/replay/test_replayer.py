@@ -5,12 +5,18 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from pipeline.cli.interrupts import Terminated
 from pipeline.kafka.clients import producer_config
 from pipeline.replay import replayer
 from pipeline.replay.pacing import Pacing
-from pipeline.replay.recording import RecordedMessage, RecordingError
+from pipeline.replay.recording import (
+    LinePlace,
+    RecordedMessage,
+    RecordingError,
+    parse_lines_for_replay,
+)
 from pipeline.replay.replayer import (
     ReplayError,
     ReplayFailed,
@@ -37,6 +43,7 @@ class FakeProducer:
         self.interrupt_at = None
         self.interrupt = KeyboardInterrupt
         self.failing = set()
+        self.refuse_at = None
         self.polls = 0
         self.flushed = 0
 
@@ -45,6 +52,8 @@ class FakeProducer:
         assert call.report is None and call.timestamp == 0  # the producer's own, and "now"
         if self.interrupt_at == len(self.produced):
             raise self.interrupt
+        if self.refuse_at == len(self.produced):
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Unable to produce"))
         if self.queue_full_once:
             self.queue_full_once = False
             raise BufferError("queue full")
@@ -275,3 +284,40 @@ def test_a_missing_first_target_fails_before_any_producer_is_made(fake):
 def test_an_empty_stream_makes_no_lookup_and_sends_nothing(fake):
     summary = replay_into_kafka(KAFKA, iter([]))
     assert summary.sent == 0
+
+
+def _refusing_at(monkeypatch, index):
+    original = FakeProducer.__init__
+
+    def refusing(self, config):
+        original(self, config)
+        self.refuse_at = index
+
+    monkeypatch.setattr(FakeProducer, "__init__", refusing)
+
+
+def test_a_message_the_client_refuses_is_named_by_its_line_after_what_went_before(
+    fake, monkeypatch
+):
+    # Written by hand: no partition or offset to name it by (0 and -1 for every line).
+    _refusing_at(monkeypatch, 2)
+    lines = [b'{"topic":"orders","key":"a"}\n', b"\n", b'{"topic":"orders","key":"b"}\n'] + [
+        b'{"topic":"orders","key":"c"}\n'
+    ] * 2
+    place = LinePlace("r.ndjson")
+
+    with pytest.raises(ReplayStopped) as stopped:
+        replay_into_kafka(
+            KAFKA, parse_lines_for_replay(lines, source="r.ndjson", place=place), place=place
+        )
+
+    assert str(stopped.value) == "r.ndjson:4: the message was refused: Unable to produce"
+    assert stopped.value.summary.sent == 2  # the command says it before the error
+
+
+def test_without_its_line_a_refused_message_is_named_by_where_it_was_recorded(fake, monkeypatch):
+    _refusing_at(monkeypatch, 0)
+    with pytest.raises(
+        ReplayError, match=r"^the message at orders partition 2 offset 7 was refused: Unable"
+    ):
+        replay_into_kafka(KAFKA, [recorded(partition=2, offset=7)])

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from pipeline.envelope.binary_mode import decode
 from pipeline.ids import event_id_time
 from pipeline.replay.rewrite import rewrite_event_id, rewrite_ids
 
@@ -90,3 +93,73 @@ def test_only_the_text_of_a_structured_event_s_id_changes_numbers_and_spacing_ke
     _, new_value = rewrite_ids(headers, value, _counting_ids())
 
     assert new_value == value.replace(b'"struct-1"', b'"fresh-1"')
+
+
+# --- the id the decoder reads is the one rewritten ---------------------------------------------
+
+STRUCTURED = b'{"specversion": "1.0", "id": "orig", "source": "/s", "type": "t", "data": {"id": 7}}'
+
+
+def test_every_top_level_id_of_a_value_that_names_it_twice_gets_the_fresh_id():
+    # json.loads, which the decoder uses, keeps the last of duplicate members.
+    value = b'{"specversion":"1.0","id":"orig-s5","source":"/s","id":"dup-s5","type":"t"}'
+    headers = (("content-type", b"application/cloudevents+json"),)
+
+    new_headers, new_value = rewrite_ids(headers, value, _counting_ids())
+
+    assert new_headers == headers
+    assert new_value == value.replace(b'"orig-s5"', b'"fresh-1"').replace(b'"dup-s5"', b'"fresh-1"')
+    assert decode(new_value, list(new_headers)).id == "fresh-1"
+
+
+def test_a_structured_event_with_a_ce_id_header_but_no_ce_specversion_gets_it_in_its_value():
+    # The decoder reads it as structured (no ce_specversion, a cloudevents content type): the
+    # id it reads is the value's; the header gets the same fresh id.
+    headers = (
+        ("content-type", b"application/cloudevents+json"),
+        ("ce_id", b"header-id"),
+        ("trace", b"t"),
+    )
+
+    new_headers, new_value = rewrite_ids(headers, STRUCTURED, _counting_ids())
+
+    assert new_value == STRUCTURED.replace(b'"orig"', b'"fresh-1"')
+    assert new_headers == (
+        ("content-type", b"application/cloudevents+json"),
+        ("ce_id", b"fresh-1"),
+        ("trace", b"t"),
+    )
+    assert decode(new_value, list(new_headers)).id == "fresh-1"
+
+
+BINARY = (
+    ("ce_id", b"header-id"),
+    ("ce_source", b"/s"),
+    ("ce_type", b"t"),
+    ("ce_specversion", b"1.0"),
+)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (),
+        (("content-type", b"application/cloudevents+json"),),
+        (("Content-Type", b"application/CloudEvents+json; charset=utf-8"),),
+        (("content-type", b"application/json"),),
+        (("content-type", b"application/cloudevents+json"), ("ce_id", b"header-id")),
+        (("content-type", b"application/cloudevents+json"), ("CE_ID", b"h"), ("ce_type", b"t")),
+        (("content-type", b"application/cloudevents+json"), ("ce_traceparent", b"x")),
+        BINARY,
+        (*BINARY, ("content-type", b"application/cloudevents+json")),
+        (("content-type", b"application/json"), *BINARY),
+    ],
+)
+def test_the_event_the_decoder_reads_after_the_rewrite_has_a_fresh_id(headers):
+    before = decode(STRUCTURED, list(headers))
+
+    new_headers, new_value = rewrite_ids(headers, STRUCTURED, _counting_ids())
+
+    after = decode(new_value, list(new_headers))
+    assert after.id == "fresh-1" != before.id
+    assert after.model_dump(exclude={"id"}) == before.model_dump(exclude={"id"})

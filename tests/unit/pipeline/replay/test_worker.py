@@ -140,3 +140,35 @@ def test_an_unexpected_failure_is_one_line_naming_its_kind(monkeypatch):
     conn = FakeConn([lines_word([1]), SEND, END])
     run_replay_process(JOB, 0, conn, [0])
     assert conn.answers[-1] == ("error", "RuntimeError: no more memory")
+
+
+def test_a_message_refused_part_way_is_answered_with_its_line_and_what_went_before(monkeypatch):
+    # The real replay_into_kafka over a producer that refuses the third message it is given.
+    from confluent_kafka import KafkaError, KafkaException
+
+    from pipeline.replay import replayer
+
+    class Refusing:
+        def __init__(self):
+            self.produced = 0
+
+        def produce(self, *args):
+            if self.produced == 2:
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"))
+            self.produced += 1
+
+        def poll(self, timeout=0):
+            return 0
+
+        def flush(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(replayer, "build_producer", lambda kafka, **settings: Refusing())
+    conn = FakeConn([lines_word([2, 5]), SEND + b'{"copy": 3}', lines_word([8, 9], MORE), END])
+
+    run_replay_process(JOB, 0, conn, [0])
+
+    kind, summary, why = conn.answers[-1]
+    assert kind == "stopped"
+    assert why == "r.ndjson:8: the message was refused: too large"
+    assert summary.sent == 2 and summary.per_topic == {"copy": 2}
