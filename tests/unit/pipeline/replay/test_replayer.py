@@ -196,14 +196,20 @@ def test_rewrite_ids_gives_fresh_ce_ids_and_keeps_the_rest(fake):
     assert len({first[0][1], second[0][1], b"old"}) == 3
 
 
-def test_a_full_local_queue_is_waited_out_and_nothing_is_lost(fake, monkeypatch):
+def _producers_with(monkeypatch, **attributes):
+    """Every FakeProducer made from now on has ``attributes`` set."""
     original = FakeProducer.__init__
 
-    def full_once(self, config):
+    def made(self, config):
         original(self, config)
-        self.queue_full_once = True
+        for name, value in attributes.items():
+            setattr(self, name, value)
 
-    monkeypatch.setattr(FakeProducer, "__init__", full_once)
+    monkeypatch.setattr(FakeProducer, "__init__", made)
+
+
+def test_a_full_local_queue_is_waited_out_and_nothing_is_lost(fake, monkeypatch):
+    _producers_with(monkeypatch, queue_full_once=True)
     summary = replay_into_kafka(KAFKA, [recorded(offset=n) for n in range(3)])
     assert len(fake[0].produced) == 3 and summary.sent == 3
     assert fake[0].polls >= 1
@@ -287,13 +293,7 @@ def test_an_empty_stream_makes_no_lookup_and_sends_nothing(fake):
 
 
 def _refusing_at(monkeypatch, index):
-    original = FakeProducer.__init__
-
-    def refusing(self, config):
-        original(self, config)
-        self.refuse_at = index
-
-    monkeypatch.setattr(FakeProducer, "__init__", refusing)
+    _producers_with(monkeypatch, refuse_at=index)
 
 
 def test_a_message_the_client_refuses_is_named_by_its_line_after_what_went_before(
