@@ -26,6 +26,7 @@ import typer.main
 from typer import _click
 from typer._click.exceptions import UsageError
 
+from pipeline.cli.held_interrupts import interrupts_held
 from pipeline.cli.help import PlainGroup, plain_help
 
 
@@ -69,7 +70,8 @@ class LazyGroup(PlainGroup):
         if location is None:
             return super().get_command(ctx, cmd_name)
         if cmd_name not in self._loaded:
-            self._loaded[cmd_name] = load_command(cmd_name, location)
+            with interrupts_held():  # its module's models are built as it is imported
+                self._loaded[cmd_name] = load_command(cmd_name, location)
         return self._loaded[cmd_name]
 
     def resolve_command(

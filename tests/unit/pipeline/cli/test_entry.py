@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
+
+from pipeline.cli.held_interrupts import interrupts_held
 
 # Ctrl-C lands while pipeline.cli.main is being imported (typer, pydantic: about 0.2 s).
 INTERRUPTED_WHILE_LOADING = """
@@ -41,3 +47,42 @@ def test_the_pipeline_command_is_the_entry_point() -> None:
     pyproject = tomllib.loads(Path(__file__).parents[4].joinpath("pyproject.toml").read_text())
 
     assert pyproject["project"]["scripts"]["pipeline"] == "pipeline.cli.entry:run"
+
+
+def test_a_ctrl_c_while_interrupts_are_held_lets_the_code_finish_then_interrupts() -> None:
+    # pydantic wraps or drops a KeyboardInterrupt raised while it builds a model class.
+    finished = []
+    with pytest.raises(KeyboardInterrupt), interrupts_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append("loaded")
+
+    assert finished == ["loaded"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_without_a_ctrl_c_interrupts_held_change_nothing() -> None:
+    with interrupts_held():
+        pass
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_lazy_commands_are_loaded_with_interrupts_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.cli import lazy
+
+    handlers = []
+
+    def load_command(name: str, location: str) -> object:
+        handlers.append(signal.getsignal(signal.SIGINT))
+        return object()
+
+    monkeypatch.setattr(lazy, "load_command", load_command)
+
+    class Commands(lazy.LazyGroup):
+        lazy_commands = {"demo": "somewhere:demo"}
+
+    Commands(name="pipeline").get_command(None, "demo")  # type: ignore[arg-type]
+
+    assert handlers and handlers[0] is not signal.default_int_handler
