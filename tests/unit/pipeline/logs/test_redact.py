@@ -70,6 +70,13 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
         ('run("app --password hunter2")', 'run("app --password [REDACTED]")'),
         # A quote inside a secret is not where it ends: nothing of it is left.
         ('password=ab"cd more', "password=[REDACTED] more"),
+        # An escaped quote does not end a quoted secret; brackets do not end an unquoted one.
+        ('password="with \\"quote\\" inside" next', 'password="[REDACTED]" next'),
+        ("password='it\\'s' next", "password='[REDACTED]' next"),
+        ('--password "a \\"b\\" c" next', '--password "[REDACTED]" next'),
+        ("password=(paren)stuff) next", "password=[REDACTED]) next"),
+        ("auth=[tok3n-y] next", "auth=[REDACTED] next"),
+        ("f(password=abc) next", "f(password=[REDACTED]) next"),
     ],
 )
 def test_secrets_are_masked(text, expected):
