@@ -132,13 +132,26 @@ class _Deliveries:
             return
         self.failed[message.topic() or "?"] += 1
         if self.first_error is None:
-            self.first_error = error.str()
+            # Where it was going and its key: the line to look for in the recording (the
+            # report does not know it; the broker refused it after the line was read).
+            self.first_error = f"{error.str()}, {_where(message)}"
 
     def summary(self, began: float) -> ReplaySummary:
         per_topic = {topic: count - self.failed[topic] for topic, count in self.queued.items()}
         return ReplaySummary(
             sent=sum(per_topic.values()), per_topic=per_topic, elapsed_s=time.monotonic() - began
         )
+
+
+def _where(message: Any) -> str:
+    """A message's topic, partition and key, as a failure names them."""
+    key = message.key()
+    if key is None:
+        shown = "no key"
+    else:
+        text = key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else str(key)
+        shown = f"key {text[:60]!r}" + ("..." if len(text) > 60 else "")
+    return f"to {message.topic()}[{message.partition()}], {shown}"
 
 
 class ReplayProducer:

@@ -75,7 +75,11 @@ class FakeProducer:
         self.flushed += 1
         for n, sent in enumerate(self.produced):
             if n in self.failing:
-                report = SimpleNamespace(topic=lambda topic=sent.topic: topic)
+                report = SimpleNamespace(
+                    topic=lambda topic=sent.topic: topic,
+                    partition=lambda partition=sent.partition: max(partition, 0),
+                    key=lambda key=sent.key: key,
+                )
                 self.config["on_delivery"](FakeError(), report)
         self.failing = set()
         return 0
@@ -223,10 +227,11 @@ def test_failed_deliveries_raise_with_the_summary_of_what_was_sent(fake, monkeyp
         return original(self, timeout)
 
     monkeypatch.setattr(FakeProducer, "flush", failing_flush)
-    messages = [recorded(), recorded(topic="payments"), recorded()]
+    messages = [recorded(), recorded(topic="payments", key=b"k1"), recorded()]
     with pytest.raises(
         ReplayFailed,
-        match=r"^messages not delivered: 1 \(the first: Broker: .* too large\); delivered: 2$",
+        match=r"^messages not delivered: 1 \(the first: Broker: .* too large, to payments\[0\], "
+        r"key 'k1'\); delivered: 2$",
     ) as failed:
         replay_into_kafka(KAFKA, messages)
     assert failed.value.failed == 1
