@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,20 @@ class Input:
         #: A regular file can be read more than once (counted, checked, then sent).
         self.regular = self.path is not None and self.path.is_file()
         self._kept: list[bytes] | None = None
+
+    def is_the_file(self, other: Path) -> bool:
+        """Whether the regular file ``other`` is this input (stdin's too): the same file by
+        device and inode, whatever its name (a hard link, a symbolic link, ``/dev/stdin``).
+        Not there (yet), or no regular file (``/dev/null``): not the input."""
+        try:
+            theirs = os.stat(other)
+            mine = os.stat(self.path) if self.path is not None else os.fstat(sys.stdin.fileno())
+        except (OSError, ValueError):  # ValueError: stdin closed
+            return False
+        return stat.S_ISREG(theirs.st_mode) and (mine.st_dev, mine.st_ino) == (
+            theirs.st_dev,
+            theirs.st_ino,
+        )
 
     def keep(self) -> None:
         """Read a pipe into memory now, so that :meth:`lines` can be read more than once."""
