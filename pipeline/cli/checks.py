@@ -12,6 +12,17 @@ def non_empty(value: str | None) -> str | None:
     return value
 
 
+def group_name(value: str | None) -> str | None:
+    """A consumer group's name, when given: some text, without control characters (a line
+    break, an escape: Kafka takes them, and they garble every terminal the group is shown on)."""
+    from pipeline.envelope.event import control_character_at  # the envelope's own rule
+
+    value = non_empty(value)
+    if value is not None and (at := control_character_at(value)) is not None:
+        raise typer.BadParameter(f"holds a control character ({value[at]!r} at {at + 1})")
+    return value
+
+
 def positive(value: float | None) -> float | None:
     """A number of seconds that, when given, is more than 0."""
     if value is not None and not value > 0:

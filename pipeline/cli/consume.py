@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
-from pipeline.cli.checks import non_empty
+from pipeline.cli.checks import group_name
 from pipeline.cli.console import silence_stdout, stderr_console, stdout_refused
 from pipeline.cli.consume_message import message_json, ndjson_line
 from pipeline.cli.interrupts import HeldInterrupts, exit_code, signals_interrupt, write_whole
@@ -351,7 +351,7 @@ def consume(
         typer.Option(
             "--group",
             "-g",
-            callback=non_empty,
+            callback=group_name,
             help="Read as this consumer group and commit what was printed; the next run with "
             "the same group goes on from there.",
         ),

@@ -36,7 +36,7 @@ from pipeline.cli.checks import non_empty
 from pipeline.cli.console import stderr_console
 from pipeline.cli.process import announce_database
 from pipeline.errors import PipelineError
-from pipeline.settings import GatewaySettings, PipelineSettings
+from pipeline.settings import GatewaySettings, PipelineSettings, gateway_timeout_problem
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -117,6 +117,9 @@ def gateway(
         name: value for name, value in (("host", host), ("port", port)) if value is not None
     }
     config = GatewaySettings.model_validate({**settings.gateway.model_dump(), **overrides})
+    problem = gateway_timeout_problem(settings.producer, config)
+    if problem is not None:
+        raise PipelineError(f"invalid setting: {problem}")
     if not worker:  # the supervisor checked for its workers
         from pipeline.logs import configure_logging
 

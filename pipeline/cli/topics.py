@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -262,6 +263,13 @@ def list_command(
     console.print(table)
     _print_differences(console, plan)
     if missing:
+        # The same catalogue and replication factor: the built-in one would be applied else.
+        command = ["pipeline", "topics", "apply"]
+        if catalogue_file is not None:
+            command += ["--catalogue", str(catalogue_file)]
+        if replication_factor is not None:
+            command += ["--replication-factor", str(replication_factor)]
         console.print(
-            f"{missing} of {counted(len(catalogue), 'topic')} missing: run `pipeline topics apply`"
+            f"{missing} of {counted(len(catalogue), 'topic')} missing: run "
+            f"`{escape(shlex.join(command))}`"
         )

@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Iterable
 from typing import get_args, get_origin
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.settings.base import LONGEST_S, masked_url, shown_url
@@ -62,6 +62,7 @@ __all__ = [
     "SagaSettings",
     "StackSettings",
     "complex_setting_variables",
+    "gateway_timeout_problem",
     "masked_url",
     "misspelled_settings",
     "setting_variables",
@@ -98,19 +99,20 @@ class PipelineSettings(BaseSettings):
     # who runs the program.
     stack: StackSettings = Field(default_factory=StackSettings)
 
-    @model_validator(mode="after")
-    def _gateway_waits_less_than_librdkafka_tries(self) -> PipelineSettings:
-        # The gateway's 503 means "not acknowledged yet, librdkafka is still trying"; waiting
-        # longer than librdkafka ever tries makes that timeout dead code, and usually means a
-        # unit mix-up (milliseconds given to a field in seconds).
-        delivery_timeout_s = self.producer.delivery_timeout_ms / 1000
-        if self.gateway.produce_timeout_s > delivery_timeout_s:
-            raise ValueError(
-                f"gateway.produce_timeout_s ({self.gateway.produce_timeout_s:g} s) must not "
-                f"exceed producer.delivery_timeout_ms ({delivery_timeout_s:g} s): librdkafka "
-                "settles every event within its delivery timeout"
-            )
-        return self
+
+def gateway_timeout_problem(producer: ProducerSettings, gateway: GatewaySettings) -> str | None:
+    """Why the gateway may not run with these timeouts, if it may not (its start refuses them;
+    other programs do not use its setting). Its 503 means "not acknowledged yet, librdkafka
+    is still trying"; waiting longer than librdkafka ever tries makes that timeout dead code,
+    and usually means a unit mix-up (milliseconds given to a field in seconds)."""
+    delivery_timeout_s = producer.delivery_timeout_ms / 1000
+    if gateway.produce_timeout_s <= delivery_timeout_s:
+        return None
+    return (
+        f"PIPELINE_GATEWAY__PRODUCE_TIMEOUT_S ({gateway.produce_timeout_s:g} s) must not exceed "
+        f"PIPELINE_PRODUCER__DELIVERY_TIMEOUT_MS ({producer.delivery_timeout_ms:,} ms, "
+        f"{delivery_timeout_s:g} s): librdkafka settles every event within its delivery timeout"
+    )
 
 
 def setting_variables(

@@ -296,7 +296,8 @@ def test_list_shows_the_catalogues_topics_and_which_are_missing(
     flat = " ".join(result.output.split())
     assert "1 topic differs from the catalogue" in flat, result.output
     assert f"{base_topic}: retention.ms: " in flat, result.output
-    assert "1 of 2 topics missing" in result.output
+    # The command to run applies the same catalogue, not the built-in one.
+    assert f"1 of 2 topics missing: run `pipeline topics apply --catalogue {path}`" in flat
 
 
 def test_list_all_shows_the_brokers_topics_without_internal_ones(

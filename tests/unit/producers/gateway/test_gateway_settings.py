@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeline.settings import GatewaySettings, JwtSettings, PipelineSettings, ProducerSettings
+from pipeline.settings import (
+    GatewaySettings,
+    JwtSettings,
+    PipelineSettings,
+    ProducerSettings,
+    gateway_timeout_problem,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_pipeline_environment")
 
@@ -33,21 +39,32 @@ def test_by_default_the_gateway_answers_well_before_librdkafka_gives_up():
     assert settings.gateway.produce_timeout_s < settings.producer.delivery_timeout_ms / 1000
 
 
-def test_a_produce_timeout_longer_than_the_delivery_timeout_is_refused():
-    with pytest.raises(ValidationError, match=r"must not exceed producer\.delivery_timeout_ms"):
-        PipelineSettings(
-            gateway=GatewaySettings(produce_timeout_s=30_000),  # milliseconds, by mistake
-            producer=ProducerSettings(delivery_timeout_ms=120_000),
-        )
+def test_a_produce_timeout_longer_than_the_delivery_timeout_is_the_gateways_problem():
+    producer = ProducerSettings(delivery_timeout_ms=120_000)
+    gateway = GatewaySettings(produce_timeout_s=30_000)  # milliseconds, by mistake
+
+    problem = gateway_timeout_problem(producer, gateway)
+
+    assert problem is not None
+    assert problem.startswith(
+        "PIPELINE_GATEWAY__PRODUCE_TIMEOUT_S (30000 s) must not exceed "
+        "PIPELINE_PRODUCER__DELIVERY_TIMEOUT_MS (120,000 ms, 120 s)"
+    )
+
+
+def test_a_short_delivery_timeout_is_no_problem_for_the_other_programs():
+    # pipeline produce with PIPELINE_PRODUCER__DELIVERY_TIMEOUT_MS=8000 was refused over the
+    # gateway's setting, which it never uses.
+    settings = PipelineSettings(producer=ProducerSettings(delivery_timeout_ms=8_000))
+
+    assert gateway_timeout_problem(settings.producer, settings.gateway) is not None
+    assert settings.producer.delivery_timeout_ms == 8_000
 
 
 def test_a_produce_timeout_equal_to_the_delivery_timeout_is_accepted():
-    settings = PipelineSettings(
-        gateway=GatewaySettings(produce_timeout_s=10),
-        producer=ProducerSettings(delivery_timeout_ms=10_000),
-    )
+    producer = ProducerSettings(delivery_timeout_ms=10_000)
 
-    assert settings.gateway.produce_timeout_s == 10
+    assert gateway_timeout_problem(producer, GatewaySettings(produce_timeout_s=10)) is None
 
 
 JWT = {"issuer": "https://id.example.com/", "audience": "pipeline-gateway"}
