@@ -50,6 +50,7 @@ from pydantic import BaseModel, ValidationError
 from pipeline.envelope import Event, KafkaMessage, json_error_reason, parse_json
 from pipeline.envelope.template import EventTemplate
 from pipeline.errors import PipelineError
+from pipeline.kafka.message_size import MAX_MESSAGE_BYTES, wire_size
 from pipeline.request_types import (
     REQUEST_TYPES,
     RequestType,
@@ -83,12 +84,6 @@ __all__ = [
     "too_large",
 ]
 
-#: The largest message the producer accepts: librdkafka's default ``message.max.bytes``, which
-#: our producers keep (pipeline/kafka/clients.py sets no other). A larger one is refused at once.
-MAX_MESSAGE_BYTES = 1_000_000
-#: librdkafka's RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD: a v2 record's length, attributes,
-#: timestamp and offset deltas, key and value lengths and header count, each at its widest.
-_RECORD_OVERHEAD = 5 + 1 + 10 + 5 + 5 + 5 + 5
 
 _REQUEST_TYPE_PREFIX = "com.example.requests."
 _BARE_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -532,7 +527,7 @@ def rejections_in(
     for number, raw in enumerate(lines, start=1):
         if encode is not None and isinstance(raw, bytes):
             parts = encode(raw)
-            if parts is not None and _wire_size(*parts) <= max_bytes:
+            if parts is not None and wire_size(*parts) <= max_bytes:
                 continue  # ready, and fits
         parsed = parse_line(rules, number, raw)
         if parsed is None:
@@ -546,35 +541,9 @@ def rejections_in(
 
 
 def message_size(message: KafkaMessage) -> int:
-    """The size librdkafka checks against ``message.max.bytes`` when the message is produced.
-
-    Its ``rd_kafka_msg_max_wire_size``: key, value and headers (each header's name and value
-    with their varint lengths), plus the widest record overhead.
-    """
-    return _wire_size(message.key, message.value, message.headers)
-
-
-def _wire_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
-    header_bytes = sum(
-        _varint_size(len(name.encode("utf-8")))
-        + len(name.encode("utf-8"))
-        + _varint_size(len(header))
-        + len(header)
-        for name, header in headers
-    )
-    key_bytes = len(key) if key is not None else 0
-    value_bytes = len(value) if value is not None else 0
-    return _RECORD_OVERHEAD + key_bytes + value_bytes + header_bytes
-
-
-def _varint_size(number: int) -> int:
-    """Bytes of ``number`` as a zigzag varint (Kafka's record format)."""
-    zigzag = number << 1  # never negative here
-    size = 1
-    while zigzag >= 0x80:
-        zigzag >>= 7
-        size += 1
-    return size
+    """The size librdkafka checks against ``message.max.bytes`` when the message is produced
+    (:func:`pipeline.kafka.message_size.wire_size`)."""
+    return wire_size(message.key, message.value, message.headers)
 
 
 def _size_text(ready: ReadyEvent, max_bytes: int) -> str:

@@ -35,6 +35,8 @@ from typing import IO, Any, Literal, Protocol
 import msgspec
 
 from pipeline.envelope import json_error_reason
+from pipeline.kafka.message_size import MAX_MESSAGE_BYTES
+from pipeline.kafka.message_size import wire_size as kafka_wire_size
 from pipeline.replay.errors import RecordingError
 from pipeline.replay.line_streams import MAX_LINE_BYTES, bounded_lines, within
 
@@ -385,46 +387,18 @@ def message_for_replay(raw: bytes, source: str, number: int) -> ProducibleMessag
 #: first NUL (keys and values keep their length).
 _NUL = b"\\u0000"
 
-#: The most bytes Kafka's client (librdkafka) takes in one message, as :func:`wire_size`
-#: counts them: its ``message.max.bytes``, at its default, which a replay's producer keeps
-#: (``pipeline.replay.replayer.PRODUCER_SETTINGS`` names it); a larger message is refused when
-#: produced.
-MAX_MESSAGE_BYTES = 1_000_000
 #: A line shorter than this holds no message larger than :data:`MAX_MESSAGE_BYTES`: every byte
 #: of its key, value, header names and values takes at least one byte of the line, and a
 #: header at least 7 more (``["",""]``, against at most 10 for its two lengths). Only longer
 #: lines are measured (:func:`wire_size`), which spares the usual line any cost but a length.
 _MEASURED_FROM = MAX_MESSAGE_BYTES // 2
-#: librdkafka's largest overhead of a record (``RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD``): its
-#: length, attributes, timestamp and offset deltas, key and value lengths, header count.
-_RECORD_OVERHEAD = 5 + 1 + 10 + 5 + 5 + 5 + 5
 
 
 def wire_size(message: ProducibleMessage) -> int:
     """The bytes of ``message`` that librdkafka holds against ``message.max.bytes`` when it is
-    produced: the record's largest overhead, its key and value, and each header's name and
-    value with their lengths (zigzag varints); text counts as its UTF-8 bytes."""
-    size = _RECORD_OVERHEAD + _byte_length(message.key) + _byte_length(message.value)
-    for name, value in message.headers or ():
-        name_size = len(name.encode("utf-8", "surrogateescape"))
-        value_size = _byte_length(value)
-        size += name_size + value_size + _varint_size(name_size) + _varint_size(value_size)
-    return size
-
-
-def _byte_length(data: str | bytes | None) -> int:
-    if data is None:
-        return 0
-    return len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogateescape"))
-
-
-def _varint_size(length: int) -> int:
-    """The bytes of ``length`` as librdkafka writes it in a header: a zigzag varint."""
-    rest, size = length << 1, 1
-    while rest >= 0x80:
-        rest >>= 7
-        size += 1
-    return size
+    produced (:func:`pipeline.kafka.message_size.wire_size`); a replay's producer keeps its
+    default, :data:`MAX_MESSAGE_BYTES` (``pipeline.replay.replayer.PRODUCER_SETTINGS``)."""
+    return kafka_wire_size(message.key, message.value, message.headers)
 
 
 def _check_size(message: ProducibleMessage, source: str, number: int) -> None:
