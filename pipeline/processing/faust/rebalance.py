@@ -12,9 +12,13 @@ at every rebalance: routine, and said by those lines already. So is Faust's "exc
 seek when flow not active IllegalStateError: No current assignment for partition ...", when a
 fetch that found the flow stopped seeks a partition the rebalance had just taken away (the next
 assignment seeks its own), and mode's "Timer ... is overlapping" for the binding's own
-housekeeping timers, made late by a drain. :class:`RoutineRebalanceLines` makes each the INFO
-line it is, which aiokafka's, Faust's and mode's loggers (at WARNING unless the program logs at
-DEBUG, see :mod:`pipeline.logs.setup`) then keep out of the log.
+housekeeping timers, made late by a drain. So are, in a processor's first minute, aiokafka's
+ERROR "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError" and
+WARNING "Marking the coordinator dead": a new broker creates its offsets topic as the first
+group joins (a newcomer's first run showed an ERROR); later they say something is wrong, and
+stay as they are. :class:`RoutineRebalanceLines` makes each the INFO line it is, which
+aiokafka's, Faust's and mode's loggers (at WARNING unless the program logs at DEBUG, see
+:mod:`pipeline.logs.setup`) then keep out of the log.
 
 The drain's time limit: Faust runs the whole revocation, our drain in it, inside mode's flight
 recorder, which logs "Warning: Task timed out!" and "Please make sure it's hanging before
@@ -31,6 +35,7 @@ tenth of it for the commit that follows before the recorder would speak.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -64,6 +69,11 @@ FAUST_CONSUMER_LOGGER = "faust.transport.drivers.aiokafka"
 #: and the summary line's "as of ... ago" already tell.
 TIMERS_LOGGER = "mode.timers"
 BINDING_TIMER_OVERLAPPING = ("Timer pipeline.processing.faust.binding.", "is overlapping")
+#: aiokafka's lines while a new broker's group coordinator is not there yet (ERROR, WARNING).
+COORDINATOR_NOT_AVAILABLE = ("Group Coordinator Request failed", "GroupCoordinatorNotAvailable")
+COORDINATOR_DEAD = ("Marking the coordinator dead",)
+#: How long after the start those are routine.
+STARTING_S = 60.0
 
 
 def revocation_drain_timeout(drain_timeout_s: float, session_timeout_s: float) -> float:
@@ -100,16 +110,27 @@ def _runs(numbers: list[int]) -> str:
 
 
 class RoutineRebalanceLines(logging.Filter):
-    """Makes a routine rebalance WARNING (one whose message holds every one of ``fragments``:
-    aiokafka's heartbeat line by default) an INFO line, kept only where its logger shows INFO;
-    passes the rest as is."""
+    """Makes a routine rebalance line at ``level`` (WARNING by default; one whose message holds
+    every one of ``fragments``: aiokafka's heartbeat line by default) an INFO line, kept only
+    where its logger shows INFO, for ever or for ``within_s`` seconds from now; passes the rest
+    as is."""
 
-    def __init__(self, fragments: tuple[str, ...] = HEARTBEAT_REBALANCING) -> None:
+    def __init__(
+        self,
+        fragments: tuple[str, ...] = HEARTBEAT_REBALANCING,
+        *,
+        level: int = logging.WARNING,
+        within_s: float | None = None,
+    ) -> None:
         super().__init__()
         self.fragments = fragments
+        self.level = level
+        self._until = None if within_s is None else time.monotonic() + within_s
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING:
+        if record.levelno != self.level:
+            return True
+        if self._until is not None and time.monotonic() > self._until:
             return True
         message = record.getMessage()
         if not all(fragment in message for fragment in self.fragments):
@@ -121,13 +142,24 @@ class RoutineRebalanceLines(logging.Filter):
 
 
 def install_routine_rebalance_lines() -> None:
-    """Add :class:`RoutineRebalanceLines` to aiokafka's group coordinator logger, to Faust's
-    consumer logger and to mode's timers (once each)."""
-    for name, fragments in (
-        (GROUP_COORDINATOR_LOGGER, HEARTBEAT_REBALANCING),
-        (FAUST_CONSUMER_LOGGER, SEEK_OF_A_PARTITION_TAKEN_AWAY),
-        (TIMERS_LOGGER, BINDING_TIMER_OVERLAPPING),
+    """Add :class:`RoutineRebalanceLines` to aiokafka's group coordinator logger (its routine
+    lines, and those of a new broker's first minute), to Faust's consumer logger and to mode's
+    timers (once each)."""
+    for name, line in (
+        (GROUP_COORDINATOR_LOGGER, RoutineRebalanceLines(HEARTBEAT_REBALANCING)),
+        (FAUST_CONSUMER_LOGGER, RoutineRebalanceLines(SEEK_OF_A_PARTITION_TAKEN_AWAY)),
+        (TIMERS_LOGGER, RoutineRebalanceLines(BINDING_TIMER_OVERLAPPING)),
+        (
+            GROUP_COORDINATOR_LOGGER,
+            RoutineRebalanceLines(
+                COORDINATOR_NOT_AVAILABLE, level=logging.ERROR, within_s=STARTING_S
+            ),
+        ),
+        (GROUP_COORDINATOR_LOGGER, RoutineRebalanceLines(COORDINATOR_DEAD, within_s=STARTING_S)),
     ):
         logger = logging.getLogger(name)
-        if not any(isinstance(known, RoutineRebalanceLines) for known in logger.filters):
-            logger.addFilter(RoutineRebalanceLines(fragments))
+        if not any(
+            isinstance(known, RoutineRebalanceLines) and known.fragments == line.fragments
+            for known in logger.filters
+        ):
+            logger.addFilter(line)

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from pipeline.envelope import Event
 from pipeline.kafka.producer import EventProducer
 from pipeline.processing import Processor, UnitOfWork
+from pipeline.processing.faust import rebalance
 from pipeline.processing.faust.binding import FaustBinding
 from pipeline.processing.faust.internals import REVOCATION_RECORDER_SHARE
 from pipeline.processing.faust.rebalance import (
@@ -277,3 +278,40 @@ def test_a_late_run_of_the_bindings_own_timer_is_an_info_line(
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "Timer app.user_timer is overlapping (interval=1.0 runtime=1.5)")
     ]
+
+
+def test_a_new_brokers_coordinator_lines_are_info_in_the_first_minute_only(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newcomer's first run showed aiokafka's ERROR while the broker made its offsets topic.
+    logger = logging.getLogger(GROUP_COORDINATOR_LOGGER)
+    level, filters = logger.level, list(logger.filters)
+    logger.filters = []
+    now = [1000.0]
+    monkeypatch.setattr(rebalance.time, "monotonic", lambda: now[0])
+    try:
+        install_routine_rebalance_lines()
+        install_routine_rebalance_lines()  # once each
+        assert len(logger.filters) == 3
+        logger.setLevel(logging.WARNING)
+        with caplog.at_level(logging.DEBUG):
+            logger.setLevel(logging.WARNING)
+            logger.error("Group Coordinator Request failed: %s", NOT_AVAILABLE)
+            logger.warning("Marking the coordinator dead (node %s)for group %s.", 1, "g")
+            logger.error("Group Coordinator Request failed: %s", "[Error 7] RequestTimedOutError")
+            now[0] += 61  # later they say something is wrong
+            logger.error("Group Coordinator Request failed: %s", NOT_AVAILABLE)
+            logger.warning("Marking the coordinator dead (node %s)for group %s.", 1, "g")
+    finally:
+        logger.setLevel(level)
+        logger.filters = filters
+
+    assert [(r.levelname, r.getMessage()[:36]) for r in caplog.records] == [
+        ("ERROR", "Group Coordinator Request failed: [E"),
+        ("ERROR", "Group Coordinator Request failed: [E"),
+        ("WARNING", "Marking the coordinator dead (node 1"),
+    ]
+    assert "RequestTimedOutError" in caplog.records[0].getMessage()
+
+
+NOT_AVAILABLE = "[Error 15] GroupCoordinatorNotAvailableError"
