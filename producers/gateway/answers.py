@@ -89,7 +89,7 @@ def not_acknowledged(reason: str) -> StoredAnswer:
         503,
         "not_acknowledged",
         f"Kafka did not acknowledge the request ({reason}); it is not known to be recorded: "
-        "retry it (with an Idempotency-Key, a retry cannot make a second event)",
+        "retry it with the same Idempotency-Key (without one, a retry may make a second event)",
     )
     return StoredAnswer(answer.status, answer.body())
 
