@@ -10,7 +10,11 @@ place at once.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+from types import FrameType
 
 from pipeline.cli.held_interrupts import interrupts_held
 
@@ -22,8 +26,26 @@ def run() -> None:
             from pipeline.cli.main import run as run_command_line
 
         run_command_line()
+    except SystemExit as done:
+        _exit_at_ctrl_c(done.code)
+        raise
     except KeyboardInterrupt as interrupt:
         # Only a command that loaded pipeline.cli.interrupts turns SIGTERM into an interrupt;
         # importing it here could be interrupted again.
         interrupts = sys.modules.get("pipeline.cli.interrupts")
         sys.exit(interrupts.exit_code(interrupt) if interrupts is not None else 130)
+
+
+def _exit_at_ctrl_c(code: object) -> None:
+    """Once the command has ended (its output written, its exit code known), a Ctrl-C while
+    Python winds down (the logs' last flush to Kafka, say) ends the process at once with the
+    command's own exit code: the default handler, put back as Python finalizes, made it a
+    death by SIGINT (130) after a run that had finished, with no line saying it was cut."""
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+
+    def leave(_signum: int, _frame: FrameType | None) -> None:
+        sys.stdout.flush()
+        os._exit(status)
+
+    with contextlib.suppress(ValueError):  # not the main thread: left as it is
+        signal.signal(signal.SIGINT, leave)

@@ -86,3 +86,32 @@ def test_the_lazy_commands_are_loaded_with_interrupts_held(
     Commands(name="pipeline").get_command(None, "demo")  # type: ignore[arg-type]
 
     assert handlers and handlers[0] is not signal.default_int_handler
+
+
+# The command has ended with exit code 3; Ctrl-C comes while Python winds down (an atexit
+# flush of the logs to Kafka, say).
+CTRL_C_AFTER_THE_END = """
+import atexit, os, signal, sys, time
+from pipeline.cli import main
+
+def winding_down():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)  # not reached: the process leaves at the Ctrl-C
+
+def command():
+    atexit.register(winding_down)
+    print("done: 3 letters redriven", flush=True)
+    sys.exit(3)
+
+main.run = command
+from pipeline.cli.entry import run
+run()
+"""
+
+
+def test_a_ctrl_c_after_the_command_ended_leaves_with_the_commands_exit_code() -> None:
+    found = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AFTER_THE_END], capture_output=True, text=True, timeout=60
+    )
+
+    assert (found.returncode, found.stdout, found.stderr) == (3, "done: 3 letters redriven\n", "")
