@@ -96,6 +96,11 @@ def resolve_topics(topic: str) -> tuple[str, str]:
     from pipeline.topics.spec import dlq_base, dlq_name, is_dlq
 
     if is_dlq(topic):
+        if not dlq_base(topic):
+            raise PipelineError(
+                f"{topic} names no topic: give the topic (requests.orders) or its "
+                "dead-letter topic (requests.orders.dlq)"
+            )
         return dlq_base(topic), topic
     return topic, dlq_name(topic)
 
@@ -107,12 +112,19 @@ def require_topics(settings: PipelineSettings, dlq_topic: str, original: set[str
     from pipeline.topics.spec import dlq_base
 
     bootstrap = settings.kafka.bootstrap_servers
-    names = [dlq_topic, *sorted(original)]
+    base = dlq_base(dlq_topic)
+    names = [dlq_topic, base, *sorted(original)]
     found = describe_cluster_topics(build_admin(settings.kafka), names, bootstrap=bootstrap)
     if dlq_topic not in found:
+        if base in found:  # the topic is there, without a dead-letter topic
+            raise PipelineError(
+                f"{base} has no dead-letter topic on Kafka at {bootstrap} ({dlq_topic} does "
+                "not exist): declare it in your catalogue and run `pipeline topics apply` (a "
+                "processor dead-letters to it)"
+            )
         raise PipelineError(
-            f"dead-letter topic {dlq_topic} does not exist on Kafka at {bootstrap} (is "
-            f"{dlq_base(dlq_topic)} a topic of yours? `pipeline topics apply` creates the "
+            f"dead-letter topic {dlq_topic} does not exist on Kafka at {bootstrap}, nor "
+            f"{base} (is {base} a topic of yours? `pipeline topics apply` creates the "
             "catalogue's topics with their .dlq)"
         )
     missing = [name for name in sorted(original) if name not in found]

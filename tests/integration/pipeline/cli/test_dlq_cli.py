@@ -349,11 +349,29 @@ def test_an_unknown_topic_is_one_line_and_exit_2(unique_name, pipeline_stack):
 
         assert result.returncode == 2
         assert said(result.stderr) == [
-            f"error: dead-letter topic {missing}.dlq does not exist on Kafka at 127.0.0.1:9092 "
-            f"(is {missing} a topic of yours? `pipeline topics apply` creates the catalogue's "
-            "topics with their .dlq)"
+            f"error: dead-letter topic {missing}.dlq does not exist on Kafka at 127.0.0.1:9092, "
+            f"nor {missing} (is {missing} a topic of yours? `pipeline topics apply` creates the "
+            "catalogue's topics with their .dlq)"
         ]
         assert "Traceback" not in result.stderr
+
+
+def test_a_topic_without_a_dead_letter_topic_and_an_empty_name_are_said_so(new_topic):
+    topic = new_topic(partitions=1, prefix="nodlq")
+
+    result = run_pipeline("dlq", "inspect", topic)
+    nameless = run_pipeline("dlq", "inspect", ".dlq")
+
+    assert result.returncode == nameless.returncode == 2
+    assert said(result.stderr) == [
+        f"error: {topic} has no dead-letter topic on Kafka at 127.0.0.1:9092 ({topic}.dlq does "
+        "not exist): declare it in your catalogue and run `pipeline topics apply` (a processor "
+        "dead-letters to it)"
+    ]
+    assert said(nameless.stderr) == [
+        "error: .dlq names no topic: give the topic (requests.orders) or its dead-letter topic "
+        "(requests.orders.dlq)"
+    ]
 
 
 def test_an_unknown_reason_is_a_usage_error(unique_name, pipeline_stack):
