@@ -12,18 +12,44 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import namedtuple_row
 from sqlalchemy.engine import Engine
 
-__all__ = ["LoopConnection", "libpq_conninfo"]
+__all__ = ["LoopConnection", "libpq_conninfo", "without_password"]
 
 
 def libpq_conninfo(engine: Engine) -> str:
-    """The engine's URL for libpq, with its password (:func:`pipeline.database.build_engine`
-    put it there)."""
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    """The engine's connection for libpq, with its password (:func:`pipeline.database.build_engine`
+    put it there), as ``key=value`` pairs each quoted as libpq reads them (psycopg's
+    ``make_conninfo``). Not the URL: SQLAlchemy writes a password's space as it is, which
+    libpq refuses with an error that quotes the whole password ("unexpected spaces found in
+    ..."), an error the gateway answered a client with and the relay logged."""
+    url = engine.url
+    parts: dict[str, Any] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    for name, value in url.query.items():  # libpq's own options: sslmode, connect_timeout...
+        parts[name] = value[-1] if isinstance(value, tuple) else value
+    return make_conninfo(**{name: value for name, value in parts.items() if value is not None})
+
+
+def without_password(text: str, engine: Engine) -> str:
+    """``text`` (a database error's, said to a client or logged) with the engine's password,
+    as written and percent-encoded, replaced by ``***``: whatever libpq chose to quote."""
+    password = engine.url.password
+    if not password:
+        return text
+    for form in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
+        text = text.replace(form, "***")
+    return text
 
 
 class LoopConnection:

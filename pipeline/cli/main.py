@@ -34,7 +34,7 @@ from pipeline.cli.lazy import LazyGroup
 from pipeline.default_database import default_database_url
 from pipeline.errors import PipelineError
 from pipeline.logs.record import error_type
-from pipeline.logs.redact import redact
+from pipeline.logs.redact import is_secret_name, redact
 from pipeline.logs.setup import json_console
 from pipeline.settings import PipelineSettings, complex_setting_variables, misspelled_settings
 
@@ -193,6 +193,9 @@ def read_settings() -> PipelineSettings:
         problem = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing" and len(first["loc"]) > 1:
             problem += _section_turned_on(first["loc"][:-1])
+        if where and is_secret_name(str(first["loc"][-1])):
+            # "api_key: an API key ...": the line's redaction would take "an" for the key.
+            raise PipelineError(f"invalid setting {where} ({problem})") from None
         raise PipelineError(f"invalid setting {where}: {problem}" if where else problem) from None
     except SettingsError as error:  # a PIPELINE_* value that is not the JSON a list/map needs
         raise PipelineError(f"invalid setting: {_not_json(str(error)) or error}") from None

@@ -170,6 +170,22 @@ class ElasticsearchSettings(_Frozen):
             raise ValueError(f"expected http(s)://host[:port], got {shown_url(value)}")
         return value.rstrip("/")
 
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
+        """Sent as it is in an HTTP header: a line break there was a traceback quoting the key.
+        One around it is dropped (a key read from a file, or a Kubernetes secret, keeps its
+        last line break); one inside it is an error that names no part of it."""
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if not key or any(character.isspace() or not character.isprintable() for character in key):
+            raise ValueError(
+                "an API key is one word of printable characters, as Elasticsearch gives it: "
+                "this one is empty, or holds a space or a control character"
+            )
+        return SecretStr(key)
+
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> ElasticsearchSettings:
         if self.api_key is not None and self.username is not None:

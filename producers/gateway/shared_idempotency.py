@@ -55,7 +55,7 @@ import psycopg
 from sqlalchemy import Column, DateTime, Integer, LargeBinary, String, Table
 from sqlalchemy.engine import Engine
 
-from pipeline.async_postgres import LoopConnection, libpq_conninfo
+from pipeline.async_postgres import LoopConnection, libpq_conninfo, without_password
 from pipeline.database import metadata
 from producers.gateway.batches import GroupCommit
 from producers.gateway.idempotency import (
@@ -508,10 +508,10 @@ class PostgresIdempotency:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    @staticmethod
-    async def _run(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _run(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``function(*args)``, again after a deadlock; a database error is
-        :class:`IdempotencyUnavailable` (its first line: never a statement or a password)."""
+        :class:`IdempotencyUnavailable` (its first line, which a client is told: never a
+        statement, nor the password, were libpq to quote it)."""
         try:
             for _ in range(_DEADLOCK_RETRIES - 1):
                 try:
@@ -521,6 +521,7 @@ class PostgresIdempotency:
             return await function(*args)
         except psycopg.Error as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            reason = without_password(reason, self._engine)
             raise IdempotencyUnavailable(
                 f"the Idempotency-Key store cannot be used: {reason}"
             ) from None

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import Engine
 
+from pipeline.async_postgres import libpq_conninfo, without_password
 from pipeline.database import error_text
 from pipeline.outbox.table import NOTIFY_CHANNEL
 
@@ -28,9 +29,9 @@ class NotifyListener:
     """A psycopg connection that LISTENs on :data:`~pipeline.outbox.table.NOTIFY_CHANNEL`."""
 
     def __init__(self, engine: Engine) -> None:
-        url = engine.url.set(drivername="postgresql")
-        self._conninfo = url.render_as_string(hide_password=False)
-        self._where = url.render_as_string(hide_password=True)
+        self._engine = engine
+        self._conninfo = libpq_conninfo(engine)
+        self._where = engine.url.set(drivername="postgresql").render_as_string(hide_password=True)
         self._connection: psycopg.Connection[Any] | None = None
 
     def _connect(self) -> psycopg.Connection[Any] | None:
@@ -41,7 +42,11 @@ class NotifyListener:
                 listen = sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL))
                 self._connection.execute(listen)
             except psycopg.Error as error:
-                _log.warning("cannot LISTEN on %s (polling instead): %s", self._where, error)
+                _log.warning(
+                    "cannot LISTEN on %s (polling instead): %s",
+                    self._where,
+                    without_password(str(error), self._engine),
+                )
                 self._connection = None
         return self._connection
 

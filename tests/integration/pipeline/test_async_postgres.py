@@ -9,6 +9,7 @@ import sys
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
@@ -136,3 +137,30 @@ def test_statements_of_many_tasks_on_one_connection_survive_its_drop_under_uvloo
             timeout=60,
         )
         assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+def test_a_password_with_spaces_and_quotes_reaches_postgresql_and_is_never_quoted_back(
+    postgres_url: str,
+) -> None:
+    """SQLAlchemy's URL kept a password's space as it is: libpq refused it with an error that
+    quoted the whole password, which the gateway answered a client with and the relay logged.
+    (A wrong password here: PostgreSQL's answer, whatever it is, must not quote it.)"""
+    password = "S3cr3t rvg-20 'q' \\b"
+    engine = create_engine(make_url(postgres_url).set(password=password))
+    conninfo = libpq_conninfo(engine)
+
+    async def scenario() -> str:
+        connection = LoopConnection(conninfo)
+        try:
+            await connection.execute("SELECT 1 AS n", None)
+            return "connected"
+        except psycopg.Error as error:
+            return str(error)
+        finally:
+            await connection.close()
+
+    answer = asyncio.run(scenario())
+
+    assert conninfo_to_dict(conninfo)["password"] == password
+    assert "S3cr3t" not in answer and "unexpected spaces" not in answer
+    assert answer == "connected" or "password authentication failed" in answer

@@ -344,3 +344,22 @@ def test_a_tls_file_set_to_nothing_is_unset(monkeypatch):
     monkeypatch.setenv("PIPELINE_KAFKA__SSL_KEY_PASSWORD", "")
     kafka = PipelineSettings().kafka
     assert (kafka.ssl_ca_location, kafka.ssl_key_password) == (None, None)
+
+
+def test_an_elasticsearch_api_key_read_with_its_line_break_is_the_key():
+    # From a file or a Kubernetes secret: sent as it was, its line break was a traceback
+    # quoting the key ("Invalid header value").
+    settings = ElasticsearchSettings(api_key="S3cr3tKey==\n")
+
+    assert settings.api_key is not None
+    assert settings.api_key.get_secret_value() == "S3cr3tKey=="
+
+
+@pytest.mark.parametrize("key", ["", " ", "two words", "in\x00side", "line\nbreak"])
+def test_an_elasticsearch_api_key_that_cannot_be_a_header_is_refused_unquoted(key):
+    with pytest.raises(ValidationError) as refused:
+        ElasticsearchSettings(api_key=key)
+
+    message = str(refused.value.errors()[0]["msg"])
+    assert "one word of printable characters" in message
+    assert not key.strip() or key.split()[0] not in message

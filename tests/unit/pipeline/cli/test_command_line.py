@@ -376,3 +376,22 @@ def test_any_other_file_the_system_refuses_is_an_error_line_naming_it():
 
     assert found.returncode == 2
     assert found.stderr.strip().splitlines() == [f"error: /tmp/{'a' * 300}: File name too long"]
+
+
+def test_a_secret_settings_error_is_whole_and_names_no_part_of_the_secret():
+    # "invalid setting elasticsearch.api_key: an API key ..." lost its "an" to the redaction
+    # of "api_key: <value>"; a key with a line break was a traceback quoting it.
+    found = subprocess.run(
+        [PIPELINE, "topics", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIPELINE_ELASTICSEARCH__API_KEY": "S3cr3t in two", "COLUMNS": "300"},
+    )
+
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [
+        "error: invalid setting elasticsearch.api_key (an API key is one word of printable "
+        "characters, as Elasticsearch gives it: this one is empty, or holds a space or a "
+        "control character)"
+    ]
