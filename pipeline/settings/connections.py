@@ -121,6 +121,12 @@ class KafkaSettings(_Frozen):
     @classmethod
     def _host_port_list(cls, value: str) -> str:
         for server in value.split(","):
+            if "@" in server:  # user:password@host: said without what comes before the "@"
+                raise ValueError(
+                    f"expected host:port, without a user or password (give those in "
+                    f"PIPELINE_KAFKA__SASL_USERNAME and __SASL_PASSWORD), got "
+                    f"...@{server.rpartition('@')[2].strip()}"
+                )
             if server.strip().lower().startswith(("http://", "https://")):
                 # librdkafka takes a listener's name (SSL://host:9093), never a web URL.
                 raise ValueError(f"expected host:port (Kafka's, not an http URL), got {value!r}")

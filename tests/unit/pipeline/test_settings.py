@@ -363,3 +363,12 @@ def test_an_elasticsearch_api_key_that_cannot_be_a_header_is_refused_unquoted(ke
     message = str(refused.value.errors()[0]["msg"])
     assert "one word of printable characters" in message
     assert not key.strip() or key.split()[0] not in message
+
+
+def test_kafka_servers_with_a_user_and_password_are_refused_without_quoting_them():
+    with pytest.raises(ValidationError) as refused:
+        KafkaSettings(bootstrap_servers="svc:S3cr3t-pw@broker-1:9092")
+
+    message = str(refused.value.errors()[0]["msg"])
+    assert "S3cr3t" not in message and "svc" not in message
+    assert message.endswith("got ...@broker-1:9092")
