@@ -20,6 +20,11 @@ def group_name(value: str | None) -> str | None:
     value = non_empty(value)
     if value is not None and (at := control_character_at(value)) is not None:
         raise typer.BadParameter(f"holds a control character ({value[at]!r} at {at + 1})")
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # argv's bytes that are not UTF-8: the Kafka client aborted
+            raise typer.BadParameter("is not UTF-8 text") from None
     return value
 
 

@@ -10,6 +10,7 @@ place at once.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -21,6 +22,8 @@ from pipeline.cli.held_interrupts import interrupts_held
 
 def run() -> None:
     """Run the command line (:func:`pipeline.cli.main.run`)."""
+    # First in, so last of the exit's callbacks (they run last in, first out).
+    atexit.register(ignore_ctrl_c_from_here)
     try:
         with interrupts_held():  # while pydantic builds the settings' classes, among others
             from pipeline.cli.main import run as run_command_line
@@ -49,3 +52,12 @@ def _exit_at_ctrl_c(code: object) -> None:
 
     with contextlib.suppress(ValueError):  # not the main thread: left as it is
         signal.signal(signal.SIGINT, leave)
+
+
+def ignore_ctrl_c_from_here() -> None:
+    """The exit's last callback: what is left is Python's own teardown, which puts Ctrl-C's
+    default action back first (for a handler set in Python, as :func:`_exit_at_ctrl_c`'s), so a
+    Ctrl-C in its last tens of milliseconds killed a finished command (130, after its whole
+    output). An ignored signal stays ignored to the end."""
+    with contextlib.suppress(ValueError):  # not the main thread: left as it is
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

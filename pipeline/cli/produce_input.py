@@ -53,15 +53,15 @@ class Input:
         self._kept: list[bytes] | None = None
 
     def is_the_file(self, other: Path) -> bool:
-        """Whether the regular file ``other`` is this input (stdin's too): the same file by
-        device and inode, whatever its name (a hard link, a symbolic link, ``/dev/stdin``).
-        Not there (yet), or no regular file (``/dev/null``): not the input."""
+        """Whether ``other`` is this input (stdin's too): the same file or pipe by device and
+        inode, whatever its name (a hard link, a symbolic link, ``/dev/stdin``). Not there
+        (yet), or a device (``/dev/null``, a terminal): not the input."""
         try:
             theirs = os.stat(other)
             mine = os.stat(self.path) if self.path is not None else os.fstat(sys.stdin.fileno())
         except (OSError, ValueError):  # ValueError: stdin closed
             return False
-        return stat.S_ISREG(theirs.st_mode) and (mine.st_dev, mine.st_ino) == (
+        return not stat.S_ISCHR(theirs.st_mode) and (mine.st_dev, mine.st_ino) == (
             theirs.st_dev,
             theirs.st_ino,
         )

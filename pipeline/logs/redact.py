@@ -53,14 +53,15 @@ _BEARER = re.compile(r"(?P<scheme>\bbearer\s+)(?P<value>[\w\-.~+/]+=*)", re.IGNO
 # close it are kept too: in a traceback's source line, raise E("failed with password=abc") is
 # raise E("failed with password=[REDACTED]") (a quote inside it, ab"cd, is masked with it).
 # A quoted value ends at its closing quote, not at an escaped one (\"); an unquoted one holds
-# whole bracketed parts, (ab)cd and [tok], so a bracket in a secret does not end it.
+# whole bracketed parts, spaces and all (ab)cd, [tok], auth=("bob", "hunter2") (requests'
+# tuple, in a traceback's source line), so a bracket in a secret does not end it.
 _NAME_VALUE = re.compile(
     # (?<!...): a name starts where its run of name characters does, as the leftmost match
     # would anyway; tried from inside a run, it failed only after scanning the run's rest.
     rf"(?P<name>(?<![\w.-])[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
     r"(?P<sep>\"?'?\s*[:=]\s*)"
     r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
-    r"|(?:\([^\s()]*\)|\[[^\s\[\]]*\]|[^\s,;&)}\]])+?(?=[\"']*:?(?:[\s,;&)}\]]|$)))",
+    r"|(?:\([^()]{0,200}\)|\[[^\[\]]{0,200}\]|[^\s,;&)}\]])+?(?=[\"']*:?(?:[\s,;&)}\]]|$)))",
     re.IGNORECASE,
 )
 # What a name=value of _NAME_VALUE must hold: a secret word, the rest of its name, then the

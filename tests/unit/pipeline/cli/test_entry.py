@@ -115,3 +115,16 @@ def test_a_ctrl_c_after_the_command_ended_leaves_with_the_commands_exit_code() -
     )
 
     assert (found.returncode, found.stdout, found.stderr) == (3, "done: 3 letters redriven\n", "")
+
+
+def test_the_exits_last_callback_leaves_ctrl_c_ignored_for_pythons_teardown() -> None:
+    # Python puts the default action back for a handler set in Python as it tears down: a
+    # Ctrl-C in those last milliseconds killed a finished command (130). An ignored one stays.
+    from pipeline.cli.entry import ignore_ctrl_c_from_here
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        ignore_ctrl_c_from_here()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

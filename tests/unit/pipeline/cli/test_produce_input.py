@@ -135,3 +135,18 @@ def test_the_input_is_known_under_any_name_and_through_stdin(tmp_path, monkeypat
         from_stdin = produce_input.Input("-")
         assert from_stdin.is_the_file(hard_link)
         assert not from_stdin.is_the_file(other)
+
+
+def test_a_pipe_on_stdin_is_the_input_under_its_dev_stdin_name(monkeypatch):
+    # --rejects /dev/stdin with a pipe on stdin wrote rejects into the pipe read back, and
+    # then blocked for ever writing to it.
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(os.dup(read_end), "rb") as stdin:
+            monkeypatch.setattr("sys.stdin", stdin)
+            from_stdin = produce_input.Input("-")
+            assert from_stdin.is_the_file(f"/proc/self/fd/{stdin.fileno()}")
+            assert not from_stdin.is_the_file("/dev/null")
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -77,6 +77,10 @@ from pipeline.logs.redact import is_secret_name, luhn_valid, redact, redact_labe
         ("password=(paren)stuff) next", "password=[REDACTED]) next"),
         ("auth=[tok3n-y] next", "auth=[REDACTED] next"),
         ("f(password=abc) next", "f(password=[REDACTED]) next"),
+        ("password=(x y z) rest", "password=[REDACTED] rest"),
+        ("token=[a b c] rest", "token=[REDACTED] rest"),
+        ('requests.get(u, auth=("bob", "hunter2"))', "requests.get(u, auth=[REDACTED])"),
+        ("auth=('bob', 'hunter2') x", "auth=[REDACTED] x"),
     ],
 )
 def test_secrets_are_masked(text, expected):
