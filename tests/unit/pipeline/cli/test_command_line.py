@@ -261,19 +261,25 @@ def test_a_list_or_map_setting_that_is_not_json_is_named(name, value, line):
     assert found.stderr.strip().splitlines() == [line]
 
 
-def test_a_setting_that_turns_its_section_on_is_named_with_what_the_section_lacks():
-    # "invalid setting gateway.jwt.issuer: Field required" for PIPELINE_GATEWAY__JWT__LEEWAY_S
-    # alone (valid on its own) left the user to guess why JWT was on at all.
+def _refused_with(command: str, setting: str, value: str) -> list[str]:
+    """The stderr lines of ``pipeline COMMAND`` with ``setting=value``, which must exit 2."""
     found = subprocess.run(
-        [PIPELINE, "outbox", "status"],
+        [PIPELINE, *command.split()],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PIPELINE_GATEWAY__JWT__LEEWAY_S": "60", "COLUMNS": "300"},
+        env={**os.environ, setting: value, "COLUMNS": "300"},
     )
-
     assert found.returncode == 2
-    assert found.stderr.strip().splitlines() == [
+    return found.stderr.strip().splitlines()
+
+
+def test_a_setting_that_turns_its_section_on_is_named_with_what_the_section_lacks():
+    # "invalid setting gateway.jwt.issuer: Field required" for PIPELINE_GATEWAY__JWT__LEEWAY_S
+    # alone (valid on its own) left the user to guess why JWT was on at all.
+    lines = _refused_with("outbox status", "PIPELINE_GATEWAY__JWT__LEEWAY_S", "60")
+
+    assert lines == [
         "error: invalid setting gateway.jwt.issuer: Field required "
         "(PIPELINE_GATEWAY__JWT__LEEWAY_S set, which turns gateway.jwt on)"
     ]
@@ -381,16 +387,9 @@ def test_any_other_file_the_system_refuses_is_an_error_line_naming_it():
 def test_a_secret_settings_error_is_whole_and_names_no_part_of_the_secret():
     # "invalid setting elasticsearch.api_key: an API key ..." lost its "an" to the redaction
     # of "api_key: <value>"; a key with a line break was a traceback quoting it.
-    found = subprocess.run(
-        [PIPELINE, "topics", "list"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PIPELINE_ELASTICSEARCH__API_KEY": "S3cr3t in two", "COLUMNS": "300"},
-    )
+    lines = _refused_with("topics list", "PIPELINE_ELASTICSEARCH__API_KEY", "S3cr3t in two")
 
-    assert found.returncode == 2
-    assert found.stderr.strip().splitlines() == [
+    assert lines == [
         "error: invalid setting elasticsearch.api_key (an API key is one word of printable "
         "characters, as Elasticsearch gives it: this one is empty, or holds a space or a "
         "control character)"
