@@ -57,18 +57,9 @@ class KafkaSettings(_Frozen):
     def _sasl_settings_have_a_sasl_protocol(self) -> KafkaSettings:
         # Without a SASL_* protocol librdkafka logs in with nothing: the mechanism and the
         # credentials went unused, with only a warning of librdkafka's from every client.
-        if self.security_protocol.startswith("SASL_"):
-            return self
-        given = [
-            f"kafka.{name}"
-            for name in ("sasl_mechanism", "sasl_username", "sasl_password")
-            if getattr(self, name) is not None
-        ]
-        if given:
-            named = " and ".join([", ".join(given[:-1]), given[-1]] if given[:-1] else given)
-            raise ValueError(
-                f"{named} {'needs' if len(given) == 1 else 'need'} kafka.security_protocol "
-                f"SASL_PLAINTEXT or SASL_SSL (it is {self.security_protocol})"
+        if not self.security_protocol.startswith("SASL_"):
+            self._refuse_set(
+                ("sasl_mechanism", "sasl_username", "sasl_password"), "SASL_PLAINTEXT or SASL_SSL"
             )
         return self
 
@@ -82,23 +73,22 @@ class KafkaSettings(_Frozen):
                     "kafka.ssl_key_password needs kafka.ssl_key_location (the key it unlocks)"
                 )
             return self
-        given = [
-            f"kafka.{name}"
-            for name in (
-                "ssl_ca_location",
-                "ssl_certificate_location",
-                "ssl_key_location",
-                "ssl_key_password",
-            )
-            if getattr(self, name) is not None
-        ]
+        self._refuse_set(
+            ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location", "ssl_key_password"),
+            "SSL or SASL_SSL",
+        )
+        return self
+
+    def _refuse_set(self, names: tuple[str, ...], protocols: str) -> None:
+        """A ValueError naming those of ``names`` that are set, which need one of ``protocols``
+        (``kafka.security_protocol`` is another)."""
+        given = [f"kafka.{name}" for name in names if getattr(self, name) is not None]
         if given:
             named = " and ".join([", ".join(given[:-1]), given[-1]] if given[:-1] else given)
             raise ValueError(
                 f"{named} {'needs' if len(given) == 1 else 'need'} kafka.security_protocol "
-                f"SSL or SASL_SSL (it is {self.security_protocol})"
+                f"{protocols} (it is {self.security_protocol})"
             )
-        return self
 
     @model_validator(mode="after")
     def _certificate_has_its_key(self) -> KafkaSettings:
