@@ -6,8 +6,8 @@ the ``ce_*`` attributes survive), plus ``dlq.*`` headers saying why:
 ========================  ==============================================================
 ``dlq.reason``            one of :data:`Reason` (why the event could not be handled)
 ``dlq.error.type``        the exception's qualified class name
-``dlq.error.message``     its message (one line, at most 1,000 characters)
-``dlq.error.stacktrace``  the traceback (at most 8,000 characters)
+``dlq.error.message``     its message (one line, at most 1,000 characters; redacted)
+``dlq.error.stacktrace``  the traceback (at most 8,000 characters; redacted)
 ``dlq.attempts``          how many attempts were made
 ``dlq.original.*``        ``topic``, ``partition``, ``offset``, ``timestamp`` (ms)
 ``dlq.consumer.group``    the consumer group that gave up
@@ -45,6 +45,7 @@ from pipeline.dead_letters.reasons import REASONS, Reason
 from pipeline.envelope import EnvelopeError, KafkaMessage, decode
 from pipeline.envelope.consumed_headers import header_name_bytes
 from pipeline.errors import PipelineError
+from pipeline.logs.redact import redact
 
 __all__ = [
     "REASONS",
@@ -136,11 +137,13 @@ class Failure:
             if kind.__module__ == "builtins"
             else (f"{kind.__module__}.{kind.__qualname__}")
         )
+        # Redacted as a log line's exception is (secrets, card numbers): the letter's headers
+        # are printed by dlq inspect and read by anyone who may read the dead-letter topic.
         return cls(
             reason=reason,
             error_type=name,
-            message=" ".join(str(error).split()) or kind.__name__,
-            stacktrace="".join(traceback.format_exception(error)),
+            message=redact(" ".join(str(error).split())) or kind.__name__,
+            stacktrace=redact("".join(traceback.format_exception(error))),
             attempts=attempts,
         )
 

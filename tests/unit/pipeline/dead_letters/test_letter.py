@@ -155,6 +155,21 @@ def test_failure_from_exception_names_the_qualified_type_and_one_line_message():
     assert failure.attempts == 2
 
 
+def test_failure_from_exception_masks_secrets_in_the_message_and_the_traceback():
+    # A handler's error quoting a connection URL and a password, as a driver's often do: the
+    # letter's headers reach dlq inspect's output and every reader of the dead-letter topic.
+    secret_url = "postgresql://app:hunter2@db:5432/orders"
+    try:
+        raise ConnectionError(f"cannot reach {secret_url} (api_key=sk-live-42)")
+    except ConnectionError as error:
+        failure = Failure.from_exception("retries_exhausted", error)
+
+    for text in (failure.message, failure.stacktrace):
+        assert "hunter2" not in text and "sk-live-42" not in text
+        assert "[REDACTED]" in text
+    assert failure.message.startswith("cannot reach postgresql://app:")  # the rest kept
+
+
 def test_dead_lettering_again_replaces_earlier_dlq_and_redrive_headers():
     first = dead_letter(FAILURE)
     redriven = redrive_message(first, redrive_id="run-1", last_of_key=True)
