@@ -47,6 +47,7 @@ __all__ = [
     "DriverBackend",
     "PipelineBackend",
     "catalogue_partitions",
+    "driver_processing",
     "last_returned",
     "pending_letters",
     "processor_specs",
@@ -179,14 +180,25 @@ def _module_clocked(modules: Iterable[ModuleType]) -> list[Clocked]:
     return list(found.values())
 
 
+def driver_processing(processing: ProcessingSettings) -> ProcessingSettings:
+    """``processing`` (the environment's, as ``pipeline process`` reads them) as the driver runs
+    them: one event at a time (deterministic, and SQLite has one writer) unless
+    ``max_in_flight`` was set."""
+    if "max_in_flight" in processing.model_fields_set:
+        return processing
+    return processing.model_copy(update={"max_in_flight": 1})
+
+
 class DriverBackend:
     """The processors named by ``processors`` in a :class:`PipelineHarness`.
 
     Topics have the partitions the ``kafka`` backend gives them (a catalogue topic its own,
     any other :data:`~pipeline.topics.catalogue.DEFAULT_PARTITIONS`) unless ``partitions``
-    says otherwise; events are handled one at a time (``settings``' default: deterministic,
-    and SQLite has one writer). ``outbox``: the routes of the units' emits (the defaults unless
-    given; the ``pipeline_backend`` fixture gives those of the environment, ``env=`` included).
+    says otherwise; ``settings`` are the environment's processing settings by default
+    (:func:`driver_processing`: one event at a time unless ``max_in_flight`` is set; the
+    ``pipeline_backend`` fixture reads them with ``env=`` applied). ``outbox``: the routes of
+    the units' emits (the defaults unless given; the fixture gives those of the environment,
+    ``env=`` included).
     Every :class:`~pipeline.sagas.orchestrator.SagaOrchestrator` held by a processor's module
     reads the harness's virtual clock while the backend is open.
     """
@@ -206,7 +218,7 @@ class DriverBackend:
         modules = [sys.modules[spec.partition(":")[0]] for spec in processors]
         self.harness = PipelineHarness(
             loaded,
-            settings=settings or ProcessingSettings(max_in_flight=1),
+            settings=settings or driver_processing(ProcessingSettings()),
             partitions=(
                 _PartitionsAsTheStackMakesThem(catalogue_partitions())
                 if partitions is None

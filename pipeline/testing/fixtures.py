@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
+from pipeline.errors import PipelineError
 from pipeline.replay.recording import RecordedMessage, RecordingError, read_recording
 from pipeline.settings import PipelineSettings, ProcessingSettings
 
@@ -128,7 +129,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     supported = list(marker.args) if marker else None
     unknown = [kind for kind in supported or [] if kind not in BACKENDS]
     if unknown or supported == []:
-        raise pytest.UsageError(
+        # A collection error with this one line (a UsageError came with the plugin's frames).
+        raise pytest.Collector.CollectError(
             f"{metafunc.definition.nodeid}: pipeline_backends takes some of "
             f"{', '.join(BACKENDS)}, got {', '.join(map(str, unknown)) or 'nothing'}"
         )
@@ -524,20 +526,20 @@ class BackendFactory:
                 'pipeline_backend: env= takes a mapping of text to text, like {"PIPELINE_'
                 f'PROCESSING__MAX_IN_FLIGHT": "1"}}; got {env!r:.60}'
             )
-        backend: PipelineBackend
-        if self.kind == "driver":
-            monkeypatch: pytest.MonkeyPatch = self._request.getfixturevalue("monkeypatch")
-            for name, value in (env or {}).items():
-                monkeypatch.setenv(name, value)
-            from pipeline.testing.backends import DriverBackend
+        try:
+            return self._start(processors, env, topics, settings, partitions)
+        except PipelineError as error:  # a processor spec that does not load, ...: one line
+            pytest.fail(f"pipeline_backend: {error}", pytrace=False)
 
-            # The outbox routes of the units' emits, as `pipeline process` reads them (env=
-            # included: PIPELINE_OUTBOX__ROUTES).
-            outbox = PipelineSettings().outbox
-            backend = DriverBackend(
-                processors, settings=settings, partitions=partitions, outbox=outbox
-            )
-        else:
+    def _start(
+        self,
+        processors: list[str],
+        env: Mapping[str, str] | None,
+        topics: list[str],
+        settings: ProcessingSettings | None,
+        partitions: int | Mapping[str, int] | None,
+    ) -> PipelineBackend:
+        if self.kind == "kafka":
             from pipeline.testing.kafka_backend import KafkaBackend
 
             kafka = KafkaBackend(
@@ -551,6 +553,21 @@ class BackendFactory:
             )
             self._started.append(kafka)
             return kafka.start()
+        monkeypatch: pytest.MonkeyPatch = self._request.getfixturevalue("monkeypatch")
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        from pipeline.testing.backends import DriverBackend, driver_processing
+
+        # The processing settings and the outbox routes of the units' emits, as `pipeline
+        # process` reads them (env= included: PIPELINE_PROCESSING__ON_DEAD_LETTER, ...), so a
+        # test gets the same parking and retries on both backends.
+        environment = PipelineSettings()
+        backend = DriverBackend(
+            processors,
+            settings=settings or driver_processing(environment.processing),
+            partitions=partitions,
+            outbox=environment.outbox,
+        )
         self._started.append(backend)
         return backend
 

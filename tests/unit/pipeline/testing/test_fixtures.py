@@ -13,9 +13,11 @@ from pipeline.envelope import Event, encode
 from pipeline.processing import ProcessorTestDriver
 from pipeline.processing.harness import PipelineHarness
 from pipeline.replay.recording import RecordedMessage, RecordingWriter, read_recording
+from pipeline.settings import ProcessingSettings
 from pipeline.testing.backends import (
     DriverBackend,
     catalogue_partitions,
+    driver_processing,
     last_returned,
     pending_letters,
 )
@@ -125,6 +127,35 @@ def test_the_driver_backend_routes_emits_by_the_outbox_routes_given_in_env(pipel
     assert [event.data for event in backend.harness.published("test.routing.announced")] == [
         {"n": 1}
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "counts", "reasons"),
+    [
+        ({}, {}, ["rejected", "key_parked"]),  # the default: a dead letter parks its key
+        ({"PIPELINE_PROCESSING__ON_DEAD_LETTER": "continue"}, {"k": 1}, ["rejected"]),
+    ],
+)
+@pytest.mark.pipeline_backends("driver")
+def test_the_driver_backend_takes_the_processing_settings_given_in_env(
+    pipeline_backend, env, counts, reasons
+):
+    # As `pipeline process` reads them on the real stack, so both backends park (or not) alike.
+    backend = pipeline_backend([SPEC], env=env)
+
+    backend.send(counting.TOPIC, [counting_event("k", -1), counting_event("k", 1)])
+    backend.settle()
+
+    assert counts_of(backend.database) == counts
+    assert [letter.reason for letter in backend.dead_letters(counting.TOPIC)] == reasons
+
+
+def test_the_driver_runs_one_event_at_a_time_unless_max_in_flight_is_set():
+    read = ProcessingSettings.model_validate
+
+    assert driver_processing(read({"on_dead_letter": "continue"})).max_in_flight == 1
+    assert driver_processing(read({"on_dead_letter": "continue"})).on_dead_letter == "continue"
+    assert driver_processing(read({"max_in_flight": 4})).max_in_flight == 4
 
 
 @pytest.mark.pipeline_backends("driver")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 pytest_plugins = ["pytester"]
 
 NETWORK_TEST = """
@@ -318,3 +320,44 @@ def test_a_failing_helper_reports_the_test_and_the_reason_not_the_helpers_source
     # The helpers' own lines (their bodies, where they raise) are not shown.
     assert "def check(" not in output and "def _compare(" not in output
     assert "def _messages(" not in output and "read_recording(path" not in output
+
+
+MISUSE_TEST = """
+import pytest
+
+
+@pytest.mark.pipeline_backends("drivr")
+def test_misspelt_backend(pipeline_backend):
+    pass
+"""
+
+WRONG_PROCESSOR_TEST = """
+def test_wrong_processor(pipeline_backend):
+    pipeline_backend(["os:nope"])
+"""
+
+
+def test_a_misspelt_backend_in_the_marker_is_one_line_without_the_plugins_frames(pytester):
+    pytester.makeini("[pytest]\npipeline_plugin = true\n")
+    pytester.makepyfile(test_misuse=MISUSE_TEST)
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # an error while collecting
+    result.stdout.fnmatch_lines(
+        ["*test_misuse.py::test_misspelt_backend: pipeline_backends takes some of driver, "
+         "kafka, got drivr"]
+    )  # fmt: skip
+    assert "fixtures.py" not in result.stdout.str()
+
+
+def test_a_processor_that_does_not_load_fails_its_test_with_one_line(pytester):
+    pytester.makeini("[pytest]\npipeline_plugin = true\n")
+    pytester.makepyfile(test_wrong=WRONG_PROCESSOR_TEST)
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*pipeline_backend: os has no nope*"])
+    assert "fixtures.py" not in result.stdout.str()
+    assert "load_attribute" not in result.stdout.str()
