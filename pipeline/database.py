@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -30,6 +29,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from pipeline.default_database import DEFAULT_DATABASE_FILE
 from pipeline.errors import PipelineError
 from pipeline.settings import PASSWORD_NOT_ENCODED, DatabaseSettings, shown_url
+from pipeline.settings.base import SECRET_QUERY_PARAMETER
 
 if TYPE_CHECKING:  # Alembic is imported by the functions that migrate: a command that only
     # reads, or `pipeline --help`, need not load it.
@@ -117,11 +117,6 @@ def _sqlite_file(settings: DatabaseSettings) -> Path | None:
     return Path(url.database)
 
 
-#: A query parameter of a database URL that holds a secret (libpq's ``password``,
-#: ``sslpassword``), and its value.
-_SECRET_PARAMETER = re.compile(r"([?&][^=&]*(?:password|secret|token)[^=&]*=)[^&]*", re.I)
-
-
 def url_label(url: URL) -> str:
     """A database URL as it may be shown: no password, neither in the user info nor as a
     query parameter (``?password=...``, which SQLAlchemy's own hiding leaves)."""
@@ -129,7 +124,7 @@ def url_label(url: URL) -> str:
         # A password with an "@" not percent-encoded: SQLAlchemy's password ends at it, and
         # the rest of the password starts the host. The host is what follows the last "@".
         url = url.set(host=url.host.rpartition("@")[2], password="***")
-    return _SECRET_PARAMETER.sub(r"\1***", url.render_as_string(hide_password=True))
+    return SECRET_QUERY_PARAMETER.sub(r"\1***", url.render_as_string(hide_password=True))
 
 
 def database_label(settings: DatabaseSettings) -> str:

@@ -3,6 +3,8 @@ and how a URL is shown without its password."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,10 +15,15 @@ from pydantic import (
     field_validator,
 )
 
+#: A query parameter of a URL that holds a secret (libpq's ``password``, ``sslpassword``), and
+#: its value.
+SECRET_QUERY_PARAMETER = re.compile(r"([?&][^=&]*(?:password|secret|token)[^=&]*=)[^&]*", re.I)
+
 
 def masked_url(value: str) -> str:
     """A URL setting as output may show it: whatever comes before an ``@`` (user and password,
-    with a scheme or without one) is masked."""
+    with a scheme or without one) is masked, and so is a secret query parameter's value."""
+    value = SECRET_QUERY_PARAMETER.sub(r"\1[REDACTED]", value)
     head, at, rest = value.rpartition("@")
     if not at:
         return value
@@ -51,6 +58,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(
         frozen=True, extra="forbid", hide_input_in_errors=True, allow_inf_nan=False
     )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr and str (and rich's printing) show a URL setting without the password it may
+        # hold (PIPELINE_DATABASE__URL=postgresql://app:pw@db/...): masked_url.
+        for name, value in super().__repr_args__():
+            if isinstance(value, str) and name is not None and name.endswith("url"):
+                yield name, masked_url(value)
+            else:
+                yield name, value
 
     @field_validator("*", mode="after")
     @classmethod

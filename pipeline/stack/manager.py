@@ -216,6 +216,9 @@ class StackManager:
         folder = self.state_dir / "kafka"
         data = folder / "data"
         data.mkdir(parents=True, exist_ok=True)
+        # Every event is in there: the broker's alone, as PostgreSQL keeps its own (another
+        # local user read a secured stack's events from the segments without any password).
+        data.chmod(0o700)
         properties = folder / "server.properties"
         format_extra: list[str] = []
         if self.secure is not None and self._credentials is not None:
@@ -289,6 +292,7 @@ class StackManager:
         conf, data, logs = folder / "config", folder / "data", folder / "logs"
         for path in (conf, data, logs):
             path.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o700)  # the indexed documents: the node's alone (see Kafka's data above)
         for name in ("jvm.options", "log4j2.properties"):
             shutil.copy2(distribution.home / "config" / name, conf / name)
         (conf / "jvm.options.d").mkdir(exist_ok=True)

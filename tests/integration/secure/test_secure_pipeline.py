@@ -377,3 +377,13 @@ def test_kcat_reaches_the_secure_kafka_with_the_written_librdkafka_properties(
     )
     assert result.returncode == 0, result.stderr
     assert f"sasl_ssl://{settings.kafka.bootstrap_servers}/1" in result.stdout
+
+
+def test_the_kafka_and_elasticsearch_data_folders_are_their_servers_alone(
+    secure_pipeline_settings,
+):
+    # Every event and document is in them: readable by other local users, they were the way
+    # around the stack's passwords (PostgreSQL keeps its data folder 0700 on its own).
+    state = secure_pipeline_settings.stack.home / "state"
+    for folder in (state / "kafka" / "data", state / "elasticsearch" / "data"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder

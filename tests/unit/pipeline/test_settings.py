@@ -56,6 +56,22 @@ def test_secrets_never_appear_in_the_settings_text(monkeypatch):
         assert secret not in text
 
 
+def test_a_password_inside_a_url_setting_is_not_in_the_settings_text(monkeypatch):
+    # As the command line shows such a URL: the user info and a secret query parameter hidden.
+    monkeypatch.setenv(
+        "PIPELINE_DATABASE__URL",
+        "postgresql+psycopg://app:pg-url-pass@db:5432/orders?sslpassword=key-pass&sslmode=require",
+    )
+    monkeypatch.setenv("PIPELINE_ELASTICSEARCH__URL", "https://elastic:es-url-pass@es:9200")
+    settings = PipelineSettings()
+    text = repr(settings) + str(settings) + repr(settings.database) + str(settings.elasticsearch)
+
+    for secret in ("pg-url-pass", "key-pass", "es-url-pass"):
+        assert secret not in text
+    assert "@db:5432/orders?sslpassword=[REDACTED]&sslmode=require" in text
+    assert settings.database.url.startswith("postgresql+psycopg://app:pg-url-pass@")  # kept
+
+
 def test_the_settings_and_their_sections_are_frozen():
     settings = PipelineSettings()
     with pytest.raises(ValidationError):
