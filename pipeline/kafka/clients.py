@@ -88,6 +88,10 @@ _AFTER = re.compile(r" \(after \d+ms in state [A-Z_]+\)$")
 _OPENSSL_ERROR = re.compile(r"error:[0-9A-F]+:SSL routines:.*")
 
 
+#: OpenSSL's words for the server's alert that it wanted a (trusted) client certificate.
+_CLIENT_CERTIFICATE_WANTED = re.compile(r"alert (?:bad certificate|certificate required)")
+
+
 #: librdkafka's words when the broker will not do the SASL mechanism asked for; it lists the
 #: ones it offers, none when the listener takes no SASL at all (PLAINTEXT or SSL).
 _HANDSHAKE = re.compile(
@@ -111,14 +115,24 @@ def security_failure_of(log_line: str) -> str | None:
             f"SASL handshake failed: the broker offers {offered}, not {mechanism} "
             "(PIPELINE_KAFKA__SASL_MECHANISM)"
         )
+    failure = None
     for marker in _SECURITY_FAILURES:
         start = log_line.find(marker)
         if start >= 0:
-            return _AFTER.sub("", log_line[start:].strip())
-    openssl = _OPENSSL_ERROR.search(log_line)
-    if openssl is not None:
-        return f"SSL handshake failed: {_AFTER.sub('', openssl.group(0).strip())}"
-    return None
+            failure = _AFTER.sub("", log_line[start:].strip())
+            break
+    else:
+        openssl = _OPENSSL_ERROR.search(log_line)
+        if openssl is not None:
+            failure = f"SSL handshake failed: {_AFTER.sub('', openssl.group(0).strip())}"
+    if failure is not None and _CLIENT_CERTIFICATE_WANTED.search(failure):
+        # The server's alert, about the certificate this client sent or did not send: it read
+        # as if the broker's certificate were wrong.
+        failure += (
+            "; the listener wants a client certificate it trusts (is this a KRaft "
+            "controller's port rather than a broker's?)"
+        )
+    return failure
 
 
 class _AdminLog:

@@ -30,6 +30,13 @@ PREFIX = "FAIL [thrd:sasl_ssl://127.0.0.1:9102/bootstrap]: sasl_ssl://127.0.0.1:
             "SSL_HANDSHAKE)",
             "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed",
         ),
+        (  # the KRaft controller's listener, which takes only the node's own certificate
+            PREFIX + "SSL handshake failed: error:0A000412:SSL routines::ssl/tls alert bad "
+            "certificate: SSL alert number 42 (after 2ms in state SSL_HANDSHAKE)",
+            "SSL handshake failed: error:0A000412:SSL routines::ssl/tls alert bad certificate: "
+            "SSL alert number 42; the listener wants a client certificate it trusts (is this a "
+            "KRaft controller's port rather than a broker's?)",
+        ),
         (
             PREFIX + "SASL PLAIN mechanism handshake failed: Broker: Request not valid in "
             "current SASL state: broker's supported mechanisms:  (after 0ms in state "
