@@ -24,6 +24,7 @@ def run() -> None:
     """Run the command line (:func:`pipeline.cli.main.run`)."""
     # First in, so last of the exit's callbacks (they run last in, first out).
     atexit.register(ignore_ctrl_c_from_here)
+    stderr_to_null_if_closed()
     try:
         with interrupts_held():  # while pydantic builds the settings' classes, among others
             from pipeline.cli.main import run as run_command_line
@@ -37,6 +38,22 @@ def run() -> None:
         # importing it here could be interrupted again.
         interrupts = sys.modules.get("pipeline.cli.interrupts")
         sys.exit(interrupts.exit_code(interrupt) if interrupts is not None else 130)
+
+
+def stderr_to_null_if_closed() -> None:
+    """A closed stderr (the shell's ``2>&-``; Python then has no ``sys.stderr``) becomes the
+    null device: what the command says there goes nowhere and it runs to its own exit code.
+    Every command, ``--version`` included, ended at once with exit code 1 and no output (the
+    console asked ``None`` whether it was a terminal). File descriptor 2 itself is pointed at
+    the null device, not left free: the next file or socket opened would have taken it, and
+    the Kafka client's C code would have written its lines into that."""
+    if sys.stderr is not None:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != 2:  # descriptor 2 was free, yet a lower one too (stdin closed as well)
+        os.dup2(null, 2)
+        os.close(null)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115 (for the process's life)
 
 
 def _exit_at_ctrl_c(code: object) -> None:

@@ -229,3 +229,30 @@ def test_a_table_whose_reader_went_away_ends_silently_with_exit_code_0():
         os.close(writing)
 
     assert (found.returncode, found.stderr) == (0, "")
+
+
+# --- a closed stderr ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "printed"),
+    [
+        (["--version"], 0, "pipeline "),
+        (["topics", "list", "--bogus"], 2, ""),  # the usage error went to stderr: nowhere
+        (["dlq", "--help"], 0, "Usage: pipeline dlq"),  # after rich's blank line
+    ],
+)
+def test_a_closed_stderr_leaves_the_command_its_output_and_its_exit_code(args, code, printed):
+    # The shell's 2>&-: every command ended at once with exit code 1 and no output.
+    found = subprocess.run(
+        [PIPELINE, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=_closing(2),
+    )
+
+    assert found.returncode == code
+    assert found.stdout.strip().startswith(printed)
