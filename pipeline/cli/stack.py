@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from enum import StrEnum
@@ -254,7 +255,7 @@ def logs(
         args = ["logs", "--tail", str(lines), *(["--follow"] if follow else []), component]
         with exit_on_interrupt(lambda: f"stopped following the {component} log"):
             code = compose.run(command, *args)
-        raise typer.Exit(code)
+        raise typer.Exit(_exit_code_of_child(code))
     try:
         name = ComponentName(component)
     except ValueError:
@@ -271,6 +272,15 @@ def logs(
         # An interrupt ends tail too: subprocess.run kills its child when interrupted.
         with exit_on_interrupt(lambda: f"stopped following {path}"):
             tailed = subprocess.run(["tail", "-n", str(lines), "-F", str(path)], check=False)
-        raise typer.Exit(tailed.returncode)
+        raise typer.Exit(_exit_code_of_child(tailed.returncode))
     for line in tail(path, lines):
         typer.echo(line)
+
+
+def _exit_code_of_child(code: int) -> int:
+    """The exit code of a command that ends with its child (``tail -F``, ``compose logs``):
+    the child's own, 0 when it died of SIGPIPE (the reader went away: ``stack logs -f | head
+    -1`` is done, it ended with exit code 243), else 128 plus the signal, as a shell says it."""
+    if code == -signal.SIGPIPE:
+        return 0
+    return 128 - code if code < 0 else code

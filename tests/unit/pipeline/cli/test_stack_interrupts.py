@@ -132,3 +132,30 @@ def test_stack_logs_follow_interrupted_exits_with_the_signal_code_and_stops_tail
     assert stderr.strip().splitlines() == [f"stopped following {log}"]
     _, alive = psutil.wait_procs(followers, timeout=30)
     assert alive == []
+
+
+def test_stack_logs_follow_whose_reader_went_away_ends_with_exit_code_0(home):
+    # `pipeline stack logs kafka -f | head -1`: tail died of SIGPIPE, and its -13 became the
+    # command's exit code 243.
+    log = home / "state" / "kafka" / "kafka.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("first line\n")
+    process = subprocess.Popen(
+        [PIPELINE, "stack", "logs", "kafka", "--follow"],
+        env=_environment(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "first line\n"
+    process.stdout.close()  # as head does once it has its line
+    with log.open("a") as more:  # tail's next write finds no reader
+        more.write("second line\n")
+
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+    assert process.returncode == 0, stderr
