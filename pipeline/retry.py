@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["RetryPolicy"]
 
+_LONGEST_S = 100 * 365.25 * 24 * 3600
+
 
 class RetryPolicy(BaseModel):
     """Attempts and backoff of one event; a frozen value object."""
@@ -22,8 +24,10 @@ class RetryPolicy(BaseModel):
 
     #: Attempts in all, the first included; 1 means no retry.
     max_attempts: int = Field(default=5, ge=1, le=1000)
-    initial_backoff_s: float = Field(default=0.2, ge=0)
-    max_backoff_s: float = Field(default=10.0, ge=0)
+    # At most 100 years, as every duration setting (pipeline.settings.LONGEST_S, which this
+    # foundation cannot import): 1e20 s was taken, and logged as "retrying in 1e20 s".
+    initial_backoff_s: float = Field(default=0.2, ge=0, le=_LONGEST_S)
+    max_backoff_s: float = Field(default=10.0, ge=0, le=_LONGEST_S)
     multiplier: float = Field(default=2.0, ge=1)
     #: Each wait is drawn from ``[delay * (1 - jitter), delay * (1 + jitter)]``.
     jitter: float = Field(default=0.2, ge=0, le=1)

@@ -13,10 +13,10 @@ import difflib
 from collections.abc import Iterable
 from typing import get_args, get_origin
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.settings.base import LONGEST_S, masked_url, shown_url
+from pipeline.settings.base import LONGEST_S, masked_url, refuse_undecodable, shown_url
 from pipeline.settings.connections import (
     PASSWORD_NOT_ENCODED,
     DatabaseSettings,
@@ -98,6 +98,12 @@ class PipelineSettings(BaseSettings):
     # Built per PipelineSettings() (at the entry point), not at import: its home depends on
     # who runs the program.
     stack: StackSettings = Field(default_factory=StackSettings)
+
+    @field_validator("service_name")
+    @classmethod
+    def _service_name_decodes(cls, value: str) -> str:
+        refuse_undecodable(value)  # as every section's texts
+        return value
 
 
 def gateway_timeout_problem(producer: ProducerSettings, gateway: GatewaySettings) -> str | None:

@@ -4,13 +4,14 @@ and how a URL is shown without its password."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    SecretStr,
     ValidationInfo,
     field_validator,
 )
@@ -51,6 +52,33 @@ def _port_reads(url: str) -> bool:
 LONGEST_S = 100 * 365.25 * 24 * 3600
 
 
+#: The largest whole number a setting may give: a 64-bit signed integer, what the databases and
+#: the Kafka client take.
+LARGEST_INT = 2**63 - 1
+
+
+def refuse_undecodable(value: Any) -> None:
+    """Raise ``ValueError`` when ``value`` (a text, a secret, or a list or mapping of texts) holds
+    bytes that were not UTF-8 (the environment's, which Python keeps as lone surrogates): the
+    clients' C code aborted on them, or an encoder raised later with a traceback. The value is
+    not quoted: it may be a secret."""
+    texts: list[Any]
+    if isinstance(value, Mapping):
+        texts = [*value.keys(), *value.values()]
+    elif isinstance(value, list | tuple):
+        texts = list(value)
+    else:
+        texts = [value]
+    for text in texts:
+        if isinstance(text, SecretStr):
+            text = text.get_secret_value()
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("is not UTF-8 text") from None
+
+
 class _Frozen(BaseModel):
     # hide_input_in_errors: a refused value is never quoted in the error (pydantic's
     # "input_value=..."), which may be a password or a URL holding one. allow_inf_nan: no
@@ -71,7 +99,13 @@ class _Frozen(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _duration_fits(cls, value: Any, info: ValidationInfo) -> Any:
-        """A duration (a number named ``*_s`` or ``*_ms``) is at most :data:`LONGEST_S`."""
+        """A duration (a number named ``*_s`` or ``*_ms``) is at most :data:`LONGEST_S`; any
+        text is UTF-8 (:func:`refuse_undecodable`), any whole number fits a database's."""
+        refuse_undecodable(value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INT:
+            # A batch size of 1e20 passed, then the database refused it ("Python int too large
+            # to convert to SQLite INTEGER"), naming no setting.
+            raise ValueError(f"at most {LARGEST_INT:,}")
         name = info.field_name or ""
         if name.endswith("_per_s"):  # a rate (gateway.rate_per_s), not a duration
             return value

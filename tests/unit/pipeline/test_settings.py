@@ -124,6 +124,20 @@ def test_the_settings_and_their_sections_are_frozen():
             '{"order": "bad topic!"}',
             "the route of 'order': 'bad topic!' is not a Kafka topic name",
         ),
+        # Bytes of the environment that are not UTF-8 (lone surrogates in Python): the Kafka
+        # client's constructor failed with a SystemError traceback.
+        ("PIPELINE_KAFKA__CLIENT_ID", "svc\udcff", "is not UTF-8 text"),
+        ("PIPELINE_SERVICE_NAME", "svc\udcfe", "is not UTF-8 text"),
+        ("PIPELINE_DATABASE__PASSWORD", "pw\udcff", "is not UTF-8 text"),
+        ("PIPELINE_OUTBOX__ROUTES", '{"order": "orders.\udcffevents"}', "is not UTF-8 text"),
+        # Past what a database takes: saga prune failed, "Python int too large to convert to
+        # SQLite INTEGER", naming no setting.
+        (
+            "PIPELINE_SAGAS__CLEANUP_BATCH_SIZE",
+            "99999999999999999999",
+            "at most 9,223,372,036,854,775,807",
+        ),
+        ("PIPELINE_PROCESSING__RETRY__MAX_BACKOFF_S", "1e20", "less than or equal to 3155760000"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, value, message):
