@@ -59,7 +59,6 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
-from pipeline.database import error_text
 from pipeline.dead_letters.letter import Failure, dead_letter_of
 from pipeline.envelope import EnvelopeError
 from pipeline.outbox.table import Outbox
@@ -74,6 +73,7 @@ from pipeline.processing.attempt import (
     record_dead_letter,
     record_log_context,
 )
+from pipeline.processing.database_outage import DatabaseOutage
 from pipeline.processing.dead_lettering import DeadLetterSink, OutgoingDeadLetter, log_dead_letter
 from pipeline.processing.group_wiring import build_groups
 from pipeline.processing.lanes import KeyLanes, Work
@@ -126,6 +126,9 @@ class ProcessingEngine:
         self._on_commit = on_commit
         self._park = settings.on_dead_letter == "park_key"
         self._rng = rng or random.Random()
+        self._outage = DatabaseOutage(
+            processor.name, self.metrics, consumer_group=self.consumer_group
+        )
         self._sleep = sleep
         #: Where the handlers' emits go: one object for every unit, so an ``async`` group's
         #: emits are one batch; ``outbox``'s routes (``settings.outbox``), else the built-in.
@@ -443,9 +446,13 @@ class ProcessingEngine:
                 outcome = await self._in_thread(self._attempt_of(record))
             if outcome.kind == "processed":
                 self.metrics.processed(record.topic)
+                if self._outage.since is not None:
+                    self._outage.answered()
                 return
             if outcome.kind == "duplicate":
                 self.metrics.duplicate(record.topic)
+                if self._outage.since is not None:
+                    self._outage.answered()
                 return
             if self._generation.get(tp) != generation:
                 return  # revoked while attempting: neither retry nor dead-letter it here
@@ -457,14 +464,7 @@ class ProcessingEngine:
             if outcome.kind == "unavailable":
                 outages += 1
                 delay = retry.delay(min(outages, 8), self._rng)
-                with record_log_context(record, outcome.event_id, self.consumer_group):
-                    logger.warning(
-                        "%s: the database is unavailable (%s); retrying %s in %.1f s",
-                        self.processor.name,
-                        error_text(outcome.error, most=200),
-                        outcome.event_id,
-                        delay,
-                    )
+                self._outage.failed(record, outcome.event_id, outcome.error, delay)
                 await self._sleep(delay)
                 continue
             failures += 1

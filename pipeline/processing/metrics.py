@@ -28,6 +28,9 @@ class MetricsSnapshot:
     #: Seconds since Kafka last told the consumer where its partitions end (what the lag is
     #: counted from); ``None`` when not known.
     lag_age_s: float | None = None
+    #: Seconds since an attempt first found the database unavailable, while no attempt has got
+    #: through since; ``None`` while it answers.
+    database_down_s: float | None = None
 
     @property
     def dead_lettered_total(self) -> int:
@@ -88,6 +91,13 @@ class ProcessorMetrics:
             ["processor"],
             registry=self.registry,
         )
+        self._database_up = Gauge(
+            "pipeline_database_up",
+            "0 from the first attempt that found the database unavailable until one gets "
+            "through, else 1",
+            ["processor"],
+            registry=self.registry,
+        )
         # The labelled children of the per-event counters, looked up once per topic (a
         # ``labels()`` call per event was a measurable part of the cost of an event).
         self._processed_of: dict[str, Counter] = {}
@@ -100,6 +110,11 @@ class ProcessorMetrics:
         self._in_flight_now = 0
         #: When a fetch answer last gave the end offsets (epoch seconds; None: not known).
         self._answered_at: float | None = None
+        #: When the database was first found unavailable (monotonic; None: it answers).
+        self._database_down_since: float | None = None
+        self._database_up.labels(self.processor).set_function(
+            lambda: 0.0 if self._database_down_since is not None else 1.0
+        )
 
     def processed(self, topic: str) -> None:
         self._counts["processed"] += 1
@@ -143,6 +158,10 @@ class ProcessorMetrics:
         answered = self._answered_at
         return math.nan if answered is None else max(0.0, time.time() - answered)
 
+    def set_database_down_since(self, monotonic_s: float | None) -> None:
+        """The database unavailable since ``monotonic_s`` (``None``: it answers again)."""
+        self._database_down_since = monotonic_s
+
     def forget_lag(self, topic: str, partition: int) -> None:
         if self._lags.pop((topic, partition), None) is not None:
             self._lag.remove(self.processor, topic, str(partition))
@@ -157,6 +176,11 @@ class ProcessorMetrics:
             in_flight=self._in_flight_now,
             lag=dict(self._lags),
             lag_age_s=None if self._answered_at is None else self._lag_age_of_now(),
+            database_down_s=(
+                None
+                if self._database_down_since is None
+                else time.monotonic() - self._database_down_since
+            ),
         )
 
 
@@ -185,6 +209,11 @@ def summary_line(name: str, now: MetricsSnapshot, before: MetricsSnapshot | None
         f"{name}: {now.processed:,} processed{rate}, {now.duplicates:,} duplicates skipped, "
         f"{now.dead_lettered_total:,} dead-lettered, {now.retries:,} retries, "
         f"{now.in_flight} in flight, lag {now.lag_total:,}{_lag_age(now.lag_age_s)}"
+        + (
+            ""
+            if now.database_down_s is None
+            else f"; the database unavailable for {now.database_down_s:,.0f} s"
+        )
     )
 
 

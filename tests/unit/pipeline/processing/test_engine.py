@@ -225,6 +225,46 @@ def test_an_unavailable_database_is_retried_without_limit_and_never_dead_lettere
     assert harness.positions == [1]
 
 
+def test_an_outage_met_by_many_events_is_logged_once_then_its_end(
+    database: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each attempt of each event in flight logged a WARNING (about 50 lines in an outage's
+    # first second with 16 in flight, on to the logs topic and Elasticsearch).
+    failing = 20
+    processor = Processor("orders")
+
+    @processor.handler(TOPIC)
+    def handler(event: Event, unit: UnitOfWork) -> None:
+        nonlocal failing
+        if failing > 0:
+            failing -= 1
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    harness = Harness(processor, database, retry=RetryPolicy(max_attempts=1, jitter=0))
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+    down_during: list[float | None] = []
+
+    async def scenario() -> None:
+        for offset in range(4):
+            await harness.engine.submit(record(offset, f"k{offset}"))
+        while not harness.waits:
+            await asyncio.sleep(0.001)
+        down_during.append(harness.engine.metrics.snapshot().database_down_s)
+        await harness.engine.wait_idle()
+        await harness.engine.close()
+
+    asyncio.run(scenario())
+
+    said = [r.getMessage() for r in caplog.records if "database" in r.getMessage()]
+    assert len(harness.waits) == 20 and harness.engine.metrics.snapshot().processed == 4
+    assert len(said) == 2, said  # no minute went by: the first failure, then the end
+    assert said[0].startswith("orders: the database is unavailable (server closed the connection)")
+    assert said[1].startswith("orders: the database answers again, after ")
+    assert said[1].endswith("(20 failed attempts)")
+    assert down_during[0] is not None
+    assert harness.engine.metrics.snapshot().database_down_s is None
+
+
 def test_a_retry_after_a_failed_commit_takes_a_place_again_so_no_more_handlers_run_at_once(
     database: Engine,
 ) -> None:

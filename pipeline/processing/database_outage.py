@@ -1,0 +1,103 @@
+"""A processor's database not answering: what its log and its metrics say meanwhile.
+
+While the database is away, every event in flight finds it unavailable and waits to try again
+(the engine's backoff, without limit: the outage is not the event's fault). Each of them
+logged a WARNING: about 50 lines in the first second of an outage and more than one a second
+after it, with the default 16 in flight, each also shipped to the logs topic and on to
+Elasticsearch; and no metric said the processor was stuck (its lag's age stayed low, as it
+still fetched). Now:
+
+1. the first attempt that finds the database unavailable is logged at once, with its event;
+2. later ones are counted, and logged at most once every ``every_s`` seconds (a minute);
+3. the first attempt that gets through after that says the database answers again, and after
+   how long;
+4. meanwhile ``pipeline_database_up`` is 0 and the summary line says for how long
+   (:class:`~pipeline.processing.metrics.ProcessorMetrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from pipeline.database import error_text
+from pipeline.plurals import counted
+from pipeline.processing.attempt import record_log_context
+from pipeline.processing.metrics import ProcessorMetrics
+from pipeline.processing.records import Record
+
+__all__ = ["OUTAGE_LOG_EVERY_S", "DatabaseOutage"]
+
+logger = logging.getLogger("pipeline.processing")
+
+#: While the database stays away, the outage is logged again at most this often.
+OUTAGE_LOG_EVERY_S = 60.0
+
+
+class DatabaseOutage:
+    """Attempts of processor ``name`` that found the database unavailable, and when it came back
+    (``clock``: monotonic seconds)."""
+
+    def __init__(
+        self,
+        name: str,
+        metrics: ProcessorMetrics,
+        *,
+        consumer_group: str,
+        every_s: float = OUTAGE_LOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._name = name
+        self._metrics = metrics
+        self._consumer_group = consumer_group
+        self._every_s = every_s
+        self._clock = clock
+        #: When the first attempt of this outage failed; ``None`` while the database answers.
+        self.since: float | None = None
+        self._failures = 0
+        self._logged_at = 0.0
+
+    def failed(self, record: Record, event_id: str, error: BaseException, delay_s: float) -> None:
+        """An attempt of ``event_id`` found the database unavailable; it is tried again in
+        ``delay_s`` seconds."""
+        now = self._clock()
+        self._failures += 1
+        if self.since is None:
+            self.since = self._logged_at = now
+            self._metrics.set_database_down_since(now)
+            with record_log_context(record, event_id, self._consumer_group):
+                logger.warning(
+                    "%s: the database is unavailable (%s); retrying %s in %.1f s (the other "
+                    "events wait too; said again at most every %.0f s while it lasts)",
+                    self._name,
+                    error_text(error, most=200),
+                    event_id,
+                    delay_s,
+                    self._every_s,
+                )
+            return
+        if now - self._logged_at < self._every_s:
+            return
+        self._logged_at = now
+        logger.warning(
+            "%s: the database is still unavailable after %.0f s (%s so far): %s",
+            self._name,
+            now - self.since,
+            counted(self._failures, "failed attempt"),
+            error_text(error, most=200),
+        )
+
+    def answered(self) -> None:
+        """An attempt got through: the end of the outage, if there was one."""
+        if self.since is None:
+            return
+        logger.info(
+            "%s: the database answers again, after %.0f s unavailable (%s)",
+            self._name,
+            self._clock() - self.since,
+            counted(self._failures, "failed attempt"),
+        )
+        self.since = None
+        self._failures = 0
+        self._metrics.set_database_down_since(None)

@@ -1,0 +1,73 @@
+"""A database outage met by every event in flight: logged at once, then at most once a minute,
+then its end; the gauge and the summary line say it meanwhile."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from prometheus_client import generate_latest
+
+from pipeline.processing.database_outage import DatabaseOutage
+from pipeline.processing.metrics import ProcessorMetrics, summary_line
+from pipeline.processing.records import Record
+
+RECORD = Record("requests.orders", 0, 7, b"k", b"{}")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_an_outage_is_logged_at_once_then_at_most_once_a_minute_then_its_end(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+    clock = Clock()
+    outage = DatabaseOutage("orders", ProcessorMetrics("orders"), consumer_group="g", clock=clock)
+    error = ConnectionError("connection refused")
+
+    for _ in range(30):  # the events in flight, in the first seconds
+        outage.failed(RECORD, "e-1", error, 0.2)
+        clock.now += 1.0
+    clock.now += 31.0  # 61 s after the first
+    outage.failed(RECORD, "e-2", error, 10.0)
+    outage.failed(RECORD, "e-3", error, 10.0)
+    clock.now += 4.0
+    outage.answered()
+    outage.answered()  # the next events: nothing more to say
+
+    assert _said(caplog) == [
+        "orders: the database is unavailable (connection refused); retrying e-1 in 0.2 s (the "
+        "other events wait too; said again at most every 60 s while it lasts)",
+        "orders: the database is still unavailable after 61 s (31 failed attempts so far): "
+        "connection refused",
+        "orders: the database answers again, after 65 s unavailable (32 failed attempts)",
+    ]
+    assert [record.levelname for record in caplog.records] == ["WARNING", "WARNING", "INFO"]
+
+
+def test_the_gauge_and_the_summary_line_say_the_database_is_down_while_it_is():
+    metrics = ProcessorMetrics("orders")
+    outage = DatabaseOutage("orders", metrics, consumer_group="g")
+
+    def up() -> str:
+        lines = generate_latest(metrics.registry).decode().splitlines()
+        return next(line for line in lines if line.startswith("pipeline_database_up{"))
+
+    assert up() == 'pipeline_database_up{processor="orders"} 1.0'
+    outage.failed(RECORD, "e-1", ConnectionError("refused"), 0.2)
+    down = metrics.snapshot()
+    assert up() == 'pipeline_database_up{processor="orders"} 0.0'
+    assert summary_line("orders", down, None).endswith("; the database unavailable for 0 s")
+
+    outage.answered()
+
+    assert up() == 'pipeline_database_up{processor="orders"} 1.0'
+    assert "database" not in summary_line("orders", metrics.snapshot(), None)
