@@ -426,7 +426,13 @@ class FaustBinding:
         finished and committed 3 s after the line. Waiting here, after the group was left,
         holds up no partition.
         """
-        if self._engine is None or self._lag_at_stop is None:
+        if self._engine is None:  # stopped before any partition came: there is no lag to say
+            logger.info(
+                "%s: stopped before any partition was assigned, nothing processed (at stop)",
+                self.processor.name,
+            )
+            return
+        if self._lag_at_stop is None:
             return
         still = await self._engine.finish_late(self.settings.drain_timeout_s)
         # However short the run (the periodic line may never have come); the lag as left by

@@ -196,6 +196,22 @@ def test_the_line_at_stop_says_the_lag_as_last_measured_not_zero(
     assert "1 processed" in line and "lag 4,400 (at stop)" in line, line
 
 
+def test_a_stop_before_any_partition_came_still_has_its_line_at_stop(
+    bound: Bound, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SIGTERM a second after the start, before the group assigned anything: no closing line
+    # at all, though metrics.md promises one "when it stops" (an outside review).
+    async def main() -> None:
+        with caplog.at_level(logging.INFO):
+            await bound.binding.stopping()
+            await bound.binding.stopped()
+
+    asyncio.run(main())
+
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().endswith("(at stop)")]
+    assert "stopped before any partition was assigned, nothing processed" in line, line
+
+
 def test_the_line_at_stop_says_the_lag_left_after_the_final_commit(
     bound: Bound, caplog: pytest.LogCaptureFixture
 ) -> None:
