@@ -537,7 +537,7 @@ class LogShipper:
             while not self.stop.is_set():
                 self._pause_all()
                 self.lag_meter.refresh(self._assigned_at, paused=True)
-                self._report_when_due()
+                self._report_when_due(paused=True)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -563,16 +563,18 @@ class LogShipper:
 
     # ---- metrics --------------------------------------------------------------------------
 
-    def _report_when_due(self) -> None:
+    def _report_when_due(self, *, paused: bool = False) -> None:
         """:meth:`report_metrics` once every ``metrics_interval_s`` of a run."""
         if self._metrics_line.when_due():
-            self.report_metrics()
+            self.report_metrics(paused=paused)
 
-    def report_metrics(self) -> None:
+    def report_metrics(self, *, paused: bool = False) -> None:
         """Log the counters, with the lag (records not yet read) of the assigned partitions and
         the documents shipped per second since the last line (the first line of a run: since
-        it started); while Elasticsearch is away, for how long (:class:`MetricsLine`)."""
-        self.lag_meter.measure(self._assigned_at)
+        it started); while Elasticsearch is away, for how long (:class:`MetricsLine`).
+        ``paused``: nothing is fetched, so the end offsets are asked of Kafka (the fetches'
+        last ones made the line say the lag of the outage's start, and the gauge with it)."""
+        self.lag_meter.measure(self._assigned_at, paused=paused)
         self._metrics_line.say()
 
 

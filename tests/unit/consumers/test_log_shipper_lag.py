@@ -178,6 +178,26 @@ def test_the_lag_keeps_growing_while_elasticsearch_is_away_and_nothing_is_fetche
     assert shipper.counters.lag == 250
 
 
+def test_the_metrics_line_while_elasticsearch_is_away_says_the_lag_of_now():
+    # The line kept saying lag=164 through an outage while the gauge (and Kafka's tools) said
+    # 171, 172: it measured from the last fetch's end offsets, and set the gauge back to them.
+    consumer = ReadingConsumer(end=100, batches=[])
+    consumer.read_to = 100
+    shipper = LogShipper(consumer, Elasticsearch(), Producer(), LogSettings(), consumer_group="g")
+    reported: list[str] = []
+    shipper._report = reported.append
+    shipper._assigned_at = 1.0
+    consumer.consume()  # the last fetch before the outage: its answer brought the end, 100
+    shipper.lag_meter.refresh(shipper._assigned_at)
+    shipper._metrics_line.when_due = lambda: True  # type: ignore[method-assign]
+
+    consumer.end = 350  # 250 more written while the partitions are paused
+    shipper._serve_for(0.01)
+
+    assert reported and all("lag=250 " in line for line in reported), reported
+    assert shipper.counters.lag == 250
+
+
 def test_the_lag_is_measured_again_after_its_interval_or_at_once_for_a_new_assignment():
     consumer = ReadingConsumer(end=10, batches=[])
     consumer.read_to = 0  # reads from its first record next
