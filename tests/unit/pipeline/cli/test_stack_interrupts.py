@@ -107,10 +107,8 @@ def test_demo_interrupted_while_starting_the_stack_exits_with_the_signal_code_an
     )
 
 
-@pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=IDS)
-def test_stack_logs_follow_interrupted_exits_with_the_signal_code_and_stops_tail(
-    home, signum, code
-):
+def _following(home: Path) -> tuple[Path, subprocess.Popen[str]]:
+    """``stack logs kafka --follow`` on a log of one line, once it printed that line."""
     log = home / "state" / "kafka" / "kafka.log"  # where a component's log is when not running
     log.parent.mkdir(parents=True)
     log.write_text("first line\n")
@@ -123,6 +121,14 @@ def test_stack_logs_follow_interrupted_exits_with_the_signal_code_and_stops_tail
     )
     assert process.stdout is not None
     assert process.stdout.readline() == "first line\n"  # following now
+    return log, process
+
+
+@pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=IDS)
+def test_stack_logs_follow_interrupted_exits_with_the_signal_code_and_stops_tail(
+    home, signum, code
+):
+    log, process = _following(home)
     followers = psutil.Process(process.pid).children(recursive=True)
     assert [child.name() for child in followers] == ["tail"]
 
@@ -137,18 +143,8 @@ def test_stack_logs_follow_interrupted_exits_with_the_signal_code_and_stops_tail
 def test_stack_logs_follow_whose_reader_went_away_ends_with_exit_code_0(home):
     # `pipeline stack logs kafka -f | head -1`: tail died of SIGPIPE, and its -13 became the
     # command's exit code 243.
-    log = home / "state" / "kafka" / "kafka.log"
-    log.parent.mkdir(parents=True)
-    log.write_text("first line\n")
-    process = subprocess.Popen(
-        [PIPELINE, "stack", "logs", "kafka", "--follow"],
-        env=_environment(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log, process = _following(home)
     assert process.stdout is not None
-    assert process.stdout.readline() == "first line\n"
     process.stdout.close()  # as head does once it has its line
     with log.open("a") as more:  # tail's next write finds no reader
         more.write("second line\n")
