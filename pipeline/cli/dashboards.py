@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.checks import non_empty
+from pipeline.cli.checks import http_url, index_name, shown_path
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.errors import PipelineError
 from pipeline.settings import LogSettings, PipelineSettings, masked_url
@@ -38,7 +38,7 @@ AliasOption = Annotated[
     str | None,
     typer.Option(
         "--alias",
-        callback=non_empty,
+        callback=index_name,
         help="Read alias, index prefix (<alias>-YYYY.MM.DD) and template name "
         f"(default: PIPELINE_LOGS__INDEX_ALIAS, else {_DEFAULT_INDEX_ALIAS}).",
         show_default=False,
@@ -69,10 +69,17 @@ def export(
             "- is not stdout here: the export is two files, give the folder to write them to",
             param_hint="'--out'",
         )
+    if out.exists() and not out.is_dir():  # a file, or a device (/dev/full): "File exists"
+        raise PipelineError(
+            f"cannot write to {shown_path(out)}: it is not a folder (give the folder to write "
+            "the two files to)"
+        )
     try:
         written = export_files(out, alias or _settings(ctx).logs.index_alias)
     except OSError as error:
-        raise PipelineError(f"cannot write to {out}: {error.strerror or error}") from None
+        raise PipelineError(
+            f"cannot write to {shown_path(out)}: {error.strerror or error}"
+        ) from None
     console = stdout_console()
     for path in written:
         console.print(f"wrote {escape(str(path))}")
@@ -84,7 +91,9 @@ def import_(
     alias: AliasOption = None,
     kibana_url: Annotated[
         str,
-        typer.Option("--kibana-url", help="Kibana's address.", show_default=True),
+        typer.Option(
+            "--kibana-url", help="Kibana's address.", show_default=True, callback=http_url
+        ),
     ] = DEFAULT_KIBANA_URL,
     file: Annotated[
         Path | None,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from pipeline.cli.checks import non_empty
+from pipeline.cli.checks import topic_name
 from pipeline.cli.console import stderr_console
 from pipeline.cli.plurals import counted
 from pipeline.dead_letters.reasons import REASONS
@@ -56,7 +56,7 @@ _err = stderr_console()
 TopicArgument = typer.Argument(
     ...,
     help="The original topic (requests.orders) or its dead-letter topic (requests.orders.dlq).",
-    callback=non_empty,
+    callback=topic_name,
 )
 ErrorTypeOption = typer.Option(
     None,

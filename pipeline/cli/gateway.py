@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from pipeline.cli import gateway_keys
-from pipeline.cli.checks import non_empty
+from pipeline.cli.checks import host_name
 from pipeline.cli.console import stderr_console
 from pipeline.cli.process import announce_database
 from pipeline.errors import PipelineError
@@ -58,7 +58,7 @@ def gateway(
         "--host",
         help="Address to listen on (default: PIPELINE_GATEWAY__HOST, else 127.0.0.1; "
         "0.0.0.0 for every interface).",
-        callback=non_empty,
+        callback=host_name,
     ),
     port: int | None = typer.Option(
         None,

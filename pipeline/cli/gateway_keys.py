@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from pipeline.cli.checks import utf8_text
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.cli.process import announce_database
 from pipeline.errors import PipelineError
@@ -151,7 +152,8 @@ def list_keys(ctx: typer.Context) -> None:
 
 @app.command("revoke")
 def revoke(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The key's name.")]
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The key's name.", callback=utf8_text)],
 ) -> None:
     """Revoke an API key: running gateways refuse it within gateway.key_refresh_s (5 s)."""
     from producers.gateway.key_table import revoke_key

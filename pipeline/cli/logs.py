@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from rich.markup import escape
 
-from pipeline.cli.checks import non_empty, positive
+from pipeline.cli.checks import group_name, non_empty, positive
 from pipeline.cli.console import (
     announcing_kafka,
     silence_stdout,
@@ -80,7 +80,7 @@ def ship(
         typer.Option(
             help="Consumer group (default: PIPELINE_LOGS__SHIPPER_GROUP, else "
             f"{_DEFAULT_SHIPPER_GROUP}).",
-            callback=non_empty,
+            callback=group_name,
         ),
     ] = None,
     start: Annotated[

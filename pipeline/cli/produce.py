@@ -43,6 +43,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.cli.checks import header_pairs, utf8_text
 from pipeline.cli.console import announcing_kafka, stderr_console, typed_at_the_terminal
 from pipeline.cli.interrupts import HeldInterrupts, Terminated, exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
@@ -279,18 +280,23 @@ def produce(
     ] = "-",
     key_field: Annotated[
         str | None,
-        typer.Option("--key-field", help="The top-level field whose value is the key."),
+        typer.Option(
+            "--key-field",
+            help="The top-level field whose value is the key.",
+            callback=utf8_text,
+        ),
     ] = None,
     old_key_field: Annotated[
         str | None,
         # The earlier name of --key-field; --key/-k elsewhere is a key value (dlq --key).
-        typer.Option("--key", hidden=True),
+        typer.Option("--key", hidden=True, callback=utf8_text),
     ] = None,
     key_from: Annotated[
         str | None,
         typer.Option(
             "--key-from",
             help="A path to the key inside the data: $.order.id, order.id, lines[0].sku, $['a.b'].",
+            callback=utf8_text,
         ),
     ] = None,
     event_type: Annotated[
@@ -312,6 +318,7 @@ def produce(
             "--header",
             "-H",
             help="An extra Kafka header name=value (repeatable); not ce_* or content-type.",
+            callback=header_pairs,
         ),
     ] = None,
     rejects: Annotated[
@@ -386,11 +393,11 @@ def produce(
         allow_other_topic=any_topic,
     )
     data = Input(file)
-    rejects_file = RejectsFile(rejects or default_rejects(data))
+    rejects_file = RejectsFile(rejects or default_rejects(data), data.mode)
     if rejects is not None:  # the default place is not required of an input with no bad line
         rejects_file.check()
     if data.is_the_file(rejects_file.path):  # a rejects line read back as input, for ever
-        raise PipelineError(f"the rejects file {rejects_file.path} is the input itself")
+        raise PipelineError(f"the rejects file {rejects_file.shown} is the input itself")
     found = require_topic(settings, topic)
     partitions = found.partitions
     try:
@@ -450,7 +457,7 @@ def _produce(
             tally.lines = read.count
             _summary(rules, run_id, partitions, tally, rejects.count, None, 0.0, checked_only=True)
             _err.print(
-                f"--strict: nothing sent; {counted(found, 'line')} rejected, see {rejects.path}"
+                f"--strict: nothing sent; {counted(found, 'line')} rejected, see {rejects.shown}"
             )
             return EXIT_REJECTED
     show_progress = _err.is_terminal and not typed
@@ -472,7 +479,7 @@ def _produce(
     except KafkaException as error:
         stopped = _stopped(tally, f"Kafka: {error.args[0].str()}")
     except OSError as error:  # reading the input failed part way
-        stopped = _stopped(tally, f"cannot read {data.path or 'stdin'}: {error.strerror or error}")
+        stopped = _stopped(tally, f"cannot read {data.shown}: {error.strerror or error}")
     finally:
         # Whatever ended the sending (even an error that is a bug), what was queued is
         # delivered or failed, and the summary says so, before this function ends.
@@ -484,7 +491,7 @@ def _produce(
     if interrupted is not None:
         return exit_code(interrupted)
     if rejects.count:
-        _err.print(f"{counted(rejects.count, 'line')} rejected, see {rejects.path}")
+        _err.print(f"{counted(rejects.count, 'line')} rejected, see {rejects.shown}")
     if tally.failed:
         _err.print(f"[red]{counted(tally.failed, 'event')} failed to be delivered[/red]")
     if unacknowledged:

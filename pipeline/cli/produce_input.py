@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pipeline.cli.checks import shown_path
 from pipeline.cli.console import stderr_console
 from pipeline.errors import PipelineError
 
@@ -41,16 +42,26 @@ class Input:
         except PermissionError:
             raise  # said as any file the user may not read (pipeline.cli.main)
         except OSError as error:  # a name too long: exists() says False only when it is not
-            raise PipelineError(f"cannot read {self.path}: {error.strerror or error}") from None
+            raise PipelineError(f"cannot read {self.shown}: {error.strerror or error}") from None
         if self.path is not None and not exists:
-            raise PipelineError(f"input {self.path} does not exist")
+            raise PipelineError(f"input {self.shown} does not exist")
         if self.path is not None and self.path.is_dir():
-            raise PipelineError(f"input {self.path} is a directory")
+            raise PipelineError(f"input {self.shown} is a directory")
         if self.path is not None and not os.access(self.path, os.R_OK):  # said before connecting
-            raise PipelineError(f"cannot read {self.path}: permission denied")
+            raise PipelineError(f"cannot read {self.shown}: permission denied")
         #: A regular file can be read more than once (counted, checked, then sent).
         self.regular = self.path is not None and self.path.is_file()
+        #: The permissions a file made from this one (its rejects) may have: no more than its
+        #: own (read and write bits); None for stdin or a pipe (the default then).
+        self.mode: int | None = None
+        if self.path is not None and self.regular:
+            self.mode = stat.S_IMODE(self.path.stat().st_mode) & 0o666
         self._kept: list[bytes] | None = None
+
+    @property
+    def shown(self) -> str:
+        """The input's name in a message (escaped if it holds a control character)."""
+        return "stdin" if self.path is None else shown_path(self.path)
 
     def is_the_file(self, other: Path) -> bool:
         """Whether ``other`` is this input (stdin's too): the same file or pipe by device and
@@ -82,7 +93,7 @@ class Input:
             try:
                 opened = self.path.open("rb")
             except OSError as error:
-                raise PipelineError(f"cannot read {self.path}: {error.strerror}") from None
+                raise PipelineError(f"cannot read {self.shown}: {error.strerror}") from None
             with opened:
                 yield opened
 
@@ -135,10 +146,13 @@ def default_rejects(source: Input) -> Path:
 
 
 class RejectsFile:
-    """The rejects file, created (or overwritten) at the first rejection only."""
+    """The rejects file, created (or overwritten) at the first rejection only; created with no
+    more permissions than ``mode`` (the input's: a private input's rejected lines are not made
+    readable by others), when given."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: int | None = None) -> None:
         self.path = path
+        self.mode = mode
         self.count = 0
         self._file: IO[str] | None = None
         self._failed = False
@@ -165,7 +179,19 @@ class RejectsFile:
             raise self._cannot_write(problem)
 
     def _cannot_write(self, reason: str) -> PipelineError:
-        return PipelineError(f"cannot write the rejects file {self.path}: {reason}")
+        return PipelineError(f"cannot write the rejects file {self.shown}: {reason}")
+
+    @property
+    def shown(self) -> str:
+        """The file's name in a message (escaped if it holds a control character)."""
+        return shown_path(self.path)
+
+    def _open(self) -> IO[str]:
+        if self.mode is None:
+            return self.path.open("w", encoding="utf-8", buffering=1)
+        # An existing file keeps its permissions (O_CREAT's mode is for a new one only).
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.mode)
+        return open(fd, "w", encoding="utf-8", buffering=1)
 
     def write(self, rejection: RejectedLine) -> None:
         line = json.dumps(rejection.as_json(), ensure_ascii=False) + "\n"
@@ -173,7 +199,7 @@ class RejectsFile:
             if self._file is None:
                 # Line-buffered: each rejection is in the file as it is made (and a full disk
                 # stops the run at that line, not at the end).
-                self._file = self.path.open("w", encoding="utf-8", buffering=1)
+                self._file = self._open()
             self._file.write(line)
         except OSError as error:
             self._failed = True
@@ -182,7 +208,9 @@ class RejectsFile:
         if self.count <= SHOWN:
             _err.print(f"[yellow]rejected[/yellow] line {rejection.line}: {rejection.reason}")
         elif self.count == SHOWN + 1:
-            _err.print(f"(the first {SHOWN} rejected lines are shown; every one is in {self.path})")
+            _err.print(
+                f"(the first {SHOWN} rejected lines are shown; every one is in {self.shown})"
+            )
 
     def close(self) -> None:
         if self._file is None:

@@ -29,6 +29,7 @@ from rich.progress import Progress, ProgressColumn, Task, TextColumn, TimeElapse
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.cli.checks import group_name
 from pipeline.cli.console import silence_stdout, stderr_console, stdout_refused
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.errors import PipelineError
@@ -318,6 +319,7 @@ def record(
             "--from-group",
             help="Start where this consumer group committed (the beginning where it has not); "
             "the group is only read, never joined or committed.",
+            callback=group_name,
         ),
     ] = None,
     until_end: Annotated[

@@ -22,6 +22,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cli.checks import topic_name
 from pipeline.cli.console import stderr_console, typed_at_the_terminal
 from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.plurals import counted
@@ -91,21 +92,6 @@ def _summary(summary: ReplaySummary) -> None:
         _err.print(per_topic)
 
 
-def _topic_name(value: str | None) -> str | None:
-    """``--topic``, when given, must be a name Kafka takes (``-t ''`` named no topic, and was
-    looked up as a topic "" that does not exist)."""
-    if value is None:
-        return None
-    from pipeline.topic_names import kafka_name_problem
-
-    if not value.strip():
-        raise typer.BadParameter("must not be empty")
-    problem = kafka_name_problem(value)
-    if problem is not None:
-        raise typer.BadParameter(problem)
-    return value
-
-
 def replay(
     ctx: typer.Context,
     file: Annotated[
@@ -120,7 +106,7 @@ def replay(
             "--topic",
             "-t",
             help="Send every message to this topic instead.",
-            callback=_topic_name,
+            callback=topic_name,
         ),
     ] = None,
     preserve_partitions: Annotated[

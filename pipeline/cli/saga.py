@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cli.checks import utf8_text
 from pipeline.cli.console import stdout_console, terminal_safe
 from pipeline.cli.plurals import counted
 from pipeline.cli.process import announce_database, load_attribute
@@ -147,7 +148,9 @@ def list_command(
         str | None,
         typer.Option("--state", "-s", help=f"Only sagas in this state: {', '.join(_STATES)}."),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Only this saga.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only this saga.", callback=utf8_text)
+    ] = None,
     namespace: Annotated[
         str | None,
         typer.Option(
@@ -253,7 +256,8 @@ def _timeline(state: SagaState) -> Table:
 
 @app.command()
 def show(
-    ctx: typer.Context, saga_id: Annotated[str, typer.Argument(help="The saga's id.")]
+    ctx: typer.Context,
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=utf8_text)],
 ) -> None:
     """One saga: its state, its data, each step, and its timeline with every attempt."""
     from pipeline.sagas.machine import shown_saga_id
@@ -332,7 +336,7 @@ def _registry_hint(registry_spec: str) -> Iterator[None]:
 @app.command()
 def retry(
     ctx: typer.Context,
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=utf8_text)],
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
     """Try a stuck saga's failed compensation (or confirms) again (compensation_failed or
@@ -344,12 +348,13 @@ def retry(
 @app.command()
 def resolve(
     ctx: typer.Context,
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=utf8_text)],
     note: Annotated[
         str,
         typer.Option(
             "--note",
             help="What was done by hand (kept in the timeline and on saga.events); required.",
+            callback=utf8_text,
         ),
     ],
     registry: RegistryOption = DEMO_REGISTRY,

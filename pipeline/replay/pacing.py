@@ -10,6 +10,7 @@ in memory). ``--rate`` and ``--speed`` as typed on the command line are read by
 from __future__ import annotations
 
 import heapq
+import math
 import re
 from array import array
 from collections.abc import Iterator, Sequence
@@ -181,23 +182,35 @@ def in_recorded_order(messages: Sequence[Message]) -> list[Message]:
     return [messages[index] for index in order]
 
 
-_RATE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?:/\s*s)?$")
-_SPEED = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*x?$", re.IGNORECASE)
+#: ``--rate``: a number, then ``/s`` or nothing; ``--speed``: a number, then ``x`` or nothing.
+_RATE = re.compile(r"(.*?)\s*(?:/\s*s)?")
+_SPEED = re.compile(r"(.*?)\s*x?", re.IGNORECASE)
+
+
+def _above_zero(text: str, form: re.Pattern[str]) -> float | None:
+    """The number of ``text`` (in ``form``) as ``float()`` reads it (``1e3``, ``.5``), when it
+    is a finite one above 0; else ``None``."""
+    found = form.fullmatch(text.strip())
+    try:
+        number = float(found.group(1)) if found is not None else math.nan
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def parse_rate(text: str) -> float:
-    """``--rate``: ``500/s`` or ``500`` (messages per second)."""
-    found = _RATE.match(text.strip())
-    if found is None or not float(found.group(1)) > 0:
+    """``--rate``: ``500/s``, ``500`` or ``1e3/s`` (messages per second)."""
+    rate = _above_zero(text, _RATE)
+    if rate is None:
         raise PipelineError(f"--rate takes messages per second above 0, like 500/s; got {text!r}")
-    return float(found.group(1))
+    return rate
 
 
 def parse_speed(text: str) -> float:
-    """``--speed``: ``10x``, ``10`` or ``0.5x`` (times as fast as recorded)."""
-    found = _SPEED.match(text.strip())
-    if found is None or not float(found.group(1)) > 0:
+    """``--speed``: ``10x``, ``10``, ``0.5x`` or ``1e3x`` (times as fast as recorded)."""
+    speed = _above_zero(text, _SPEED)
+    if speed is None:
         raise PipelineError(
             f"--speed takes a factor above 0, like 10x (or 0.5x for slower); got {text!r}"
         )
-    return float(found.group(1))
+    return speed

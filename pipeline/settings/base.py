@@ -37,6 +37,16 @@ def shown_url(value: str) -> str:
     return repr(masked_url(value))
 
 
+def http_url_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as an ``http(s)://host[:port]`` URL (its port a number up
+    to 65535), in words that quote it without its password; ``None`` when nothing is."""
+    if not value.startswith(("http://", "https://")):
+        return f"expected an http:// or https:// URL, got {shown_url(value)}"
+    if not _port_reads(value) or not urlsplit(value).hostname:
+        return f"expected http(s)://host[:port], got {shown_url(value)}"
+    return None
+
+
 def _port_reads(url: str) -> bool:
     """Whether ``url``'s port, when it names one, is a number from 0 to 65535."""
     try:

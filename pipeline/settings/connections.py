@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -14,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.settings.base import _Frozen, _port_reads, shown_url
+from pipeline.settings.base import _Frozen, http_url_problem
 
 
 class KafkaSettings(_Frozen):
@@ -160,10 +159,8 @@ class ElasticsearchSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {shown_url(value)}")
-        if not _port_reads(value) or not urlsplit(value).hostname:
-            raise ValueError(f"expected http(s)://host[:port], got {shown_url(value)}")
+        if (problem := http_url_problem(value)) is not None:
+            raise ValueError(problem)
         return value.rstrip("/")
 
     @field_validator("api_key")

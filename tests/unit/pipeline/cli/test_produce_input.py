@@ -150,3 +150,52 @@ def test_a_pipe_on_stdin_is_the_input_under_its_dev_stdin_name(monkeypatch):
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def _strict_check(monkeypatch, tmp_path, data, *extra):
+    """``pipeline produce T DATA --strict`` on a topic said to exist: only the check runs."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+    from pipeline.topics.plan import ActualTopic
+
+    monkeypatch.setattr(produce, "require_topic", lambda _settings, topic: ActualTopic(topic, 1, 1))
+    monkeypatch.chdir(tmp_path)
+    return CliRunner().invoke(
+        app, ["produce", "t", str(data), "--key-field", "id", "--strict", *extra]
+    )
+
+
+def test_the_rejects_of_a_private_input_are_private_too(tmp_path, monkeypatch):
+    # They hold the raw lines: -rw-r--r-- under the default umask, whatever the input's mode.
+    data = tmp_path / "private.ndjson"
+    data.write_bytes(b'{"id": "a"}\n{"secret": 1}\n')
+    data.chmod(0o600)
+    umask = os.umask(0o022)
+    try:
+        result = _strict_check(monkeypatch, tmp_path, data)
+    finally:
+        os.umask(umask)
+
+    assert result.exit_code == 1, result.output
+    rejects = tmp_path / "private.ndjson.rejects.ndjson"
+    assert "secret" in rejects.read_text()
+    assert rejects.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_rejects_file_that_exists_or_is_for_stdin_keeps_todays_permissions(tmp_path):
+    from producers.ndjson import RejectedLine
+
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"bad\n")
+    data.chmod(0o640)
+    assert produce_input.Input(str(data)).mode == 0o640
+    assert produce_input.Input("-").mode is None
+    there = tmp_path / "there.ndjson"
+    there.write_bytes(b"")
+    there.chmod(0o644)
+    rejects = produce_input.RejectsFile(there, 0o600)  # made by its user: left as it is
+    rejects.write(RejectedLine(1, "not a JSON object", "bad"))
+    rejects.close()
+    assert there.stat().st_mode & 0o777 == 0o644
+    assert there.read_text().count("\n") == 1

@@ -138,3 +138,17 @@ def test_a_recording_of_one_message_is_not_said_to_be_replayed_by_two_processes(
 def test_no_more_processes_are_said_than_there_are_messages(monkeypatch, tmp_path):
     assert "as fast as possible, 3 processes\n" in _replayed_by(monkeypatch, 3, 4, tmp_path)
     assert "as fast as possible, 4 processes\n" in _replayed_by(monkeypatch, 9, 4, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--speed", "1e3x"), ("--speed", "2.5X"), ("--rate", "1e9/s")]
+)
+def test_a_pace_float_reads_is_taken(tmp_path, option, value):
+    # "1e3x" was refused as not "a factor above 0".
+    recording = tmp_path / "r.ndjson"
+    recording.write_text("")
+
+    result = CliRunner().invoke(app, ["replay", str(recording), option, value])
+
+    assert result.exit_code == 0, result.output
+    assert "holds no message: nothing to replay" in result.output

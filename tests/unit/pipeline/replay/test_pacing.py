@@ -61,23 +61,31 @@ def test_bad_pacing_is_refused(pacing, says):
         Pacing(**pacing)
 
 
-@pytest.mark.parametrize(("text", "rate"), [("500/s", 500), ("500", 500), ("2.5 / s", 2.5)])
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [("500/s", 500), ("500", 500), ("2.5 / s", 2.5), ("1e9/s", 1e9), ("1_000", 1000)],
+)
 def test_rates_as_typed(text, rate):
     assert parse_rate(text) == rate
 
 
-@pytest.mark.parametrize(("text", "speed"), [("10x", 10), ("10", 10), ("0.5X", 0.5), (".5", 0.5)])
+@pytest.mark.parametrize(
+    ("text", "speed"),
+    [("10x", 10), ("10", 10), ("0.5X", 0.5), (".5", 0.5), ("1e3x", 1000), (" .5 x", 0.5)],
+)
 def test_speeds_as_typed(text, speed):
     assert parse_speed(text) == speed
 
 
-@pytest.mark.parametrize("text", ["fast", "0/s", "-1", "5/m", ""])
+@pytest.mark.parametrize(
+    "text", ["fast", "0/s", "-1", "5/m", "", "inf/s", "nan", "1e999", "10/s/s"]
+)
 def test_a_rate_that_is_not_one_is_refused(text):
     with pytest.raises(PipelineError, match="--rate takes messages per second"):
         parse_rate(text)
 
 
-@pytest.mark.parametrize("text", ["x", "0x", "ten", "10xx"])
+@pytest.mark.parametrize("text", ["x", "0x", "ten", "10xx", "-1x", "infx", "1e999x"])
 def test_a_speed_that_is_not_one_is_refused(text):
     with pytest.raises(PipelineError, match="--speed takes a factor"):
         parse_speed(text)
