@@ -82,8 +82,12 @@ class OutgoingDeadLetter:
 def log_dead_letter(
     processor: str, record: Record, event_id: str, topic: str, failure: Failure
 ) -> None:
-    """The ERROR line of a dead letter sent (with the error's type and message as fields)."""
-    logger.error(
+    """The line of a dead letter sent (with the error's type and message as fields): an ERROR;
+    a WARNING for one sent behind a parked key (``key_parked``), whose cause, the letter that
+    parked the key, was the ERROR (one bad event early in a busy key's stream made hundreds of
+    ERROR lines of one cause)."""
+    logger.log(
+        logging.WARNING if failure.reason == "key_parked" else logging.ERROR,
         "%s: dead-lettered %s from %s[%d]@%d to %s: %s (%s: %s)",
         processor,
         event_id,

@@ -6,6 +6,7 @@ every dead-letter reason, parked keys and their redrive, and safe commit positio
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -391,6 +392,27 @@ def test_a_dead_lettered_key_parks_its_later_events_while_other_keys_go_on(
     assert snapshot.dead_lettered == {"rejected": 1, "key_parked": 2}
     assert parked_count(driver) == 1
     assert driver.committed == {(TOPIC, 0): 5}
+
+
+def test_the_letters_behind_a_parked_key_are_warnings_and_the_one_that_parked_it_an_error(
+    make_driver: Callable[..., ProcessorTestDriver], caplog: pytest.LogCaptureFixture
+) -> None:
+    # One bad event early in a busy key's stream made an ERROR line for every later event of
+    # the key (491 ERROR lines of 21 causes in an outside review).
+    handler = Recorder(broken=lambda event: event.data["seq"] == 0)
+    driver = make_driver(processor_with(handler))
+    for seq in range(4):
+        driver.send(TOPIC, event("k1", seq))
+    caplog.set_level(logging.WARNING, logger="pipeline.processing")
+
+    driver.run()
+
+    said = [
+        (record.levelname, "key_parked" in record.getMessage())
+        for record in caplog.records
+        if "dead-lettered" in record.getMessage()
+    ]
+    assert said == [("ERROR", False), ("WARNING", True), ("WARNING", True), ("WARNING", True)]
 
 
 @pytest.mark.parametrize("unparked_by", ["on_dead_letter continue", "never_park_keys(topic)"])
