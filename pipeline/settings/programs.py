@@ -60,6 +60,13 @@ class JwtSettings(_Frozen):
                 raise ValueError("a secret signs HS256/HS384/HS512 tokens only")
             if len(self.secret.get_secret_value().encode()) < 32:
                 raise ValueError("the secret must be at least 32 bytes (256 bits)")
+            if "-----BEGIN" in self.secret.get_secret_value():
+                # PyJWT refuses a PEM key as an HMAC secret: every token was a 401 blaming
+                # its algorithm (and a public key shared as a secret would sign anyone's).
+                raise ValueError(
+                    "the secret is a PEM key: an RS256/ES256 public key goes in "
+                    "public_key_file, with those algorithms"
+                )
         elif hmac:
             raise ValueError(f"{', '.join(hmac)} needs a secret, not a public key")
         return self

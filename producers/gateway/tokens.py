@@ -41,6 +41,9 @@ from pipeline.settings import JwtSettings
 __all__ = ["TokenClient", "TokenRejected", "TokenVerifier", "load_token_verifier"]
 
 CLIENT_PREFIX = "jwt:"
+#: The longest ``sub`` a token may have: its client name (with :data:`CLIENT_PREFIX`) is at
+#: most the 255 characters of a client in the Idempotency-Key store.
+MAX_SUBJECT = 255 - len(CLIENT_PREFIX)
 _REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
 _PRIVATE_KEYS = (
     rsa.RSAPrivateKey,
@@ -105,6 +108,13 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise TokenRejected("the token's 'sub' claim must name its holder")
+        if len(subject) > MAX_SUBJECT or not subject.isprintable():
+            # The holder names the client in the Idempotency-Key store (255 characters with
+            # its "jwt:") and in log lines: a longer one failed every claim of its batch, other
+            # clients' included (503), and a NUL or a line break forged log lines.
+            raise TokenRejected(
+                f"the token's 'sub' claim must be at most {MAX_SUBJECT} printable characters"
+            )
         return TokenClient(subject, self._request_types(claims.get(settings.types_claim)))
 
     def _key_for(self, token: str) -> _Key:

@@ -99,6 +99,13 @@ def test_jwt_settings_come_from_the_environment_and_the_secret_is_never_shown(mo
             "exactly one of secret, public_key_file or jwks_file",
         ),
         ({"secret": "x" * 31}, ["HS256"], "at least 32 bytes"),
+        # A public key pasted as the secret: the gateway started, then refused every token
+        # as of an algorithm it does not accept.
+        (
+            {"secret": "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A\n"},
+            ["HS256"],
+            "the secret is a PEM key",
+        ),
         ({"secret": "x" * 32}, ["HS256", "RS256"], "a secret signs HS256/HS384/HS512 tokens only"),
         ({"jwks_file": "jwks.json"}, ["ES256", "HS256"], "HS256 needs a secret"),
         ({"public_key_file": "key.pem"}, ["none"], "algorithms.0"),

@@ -128,10 +128,21 @@ def test_a_token_not_valid_yet_is_rejected_beyond_the_leeway(claim):
         ({"sub": None}, "the token lacks the 'sub' claim"),
         ({"aud": None}, "the token lacks the 'aud' claim"),
         ({"sub": 42}, "the token's 'sub' claim must name its holder"),
+        # Past the store's 255 characters of a client (with "jwt:"): every claim of its batch
+        # failed, other clients' too; a NUL or a line break in it forged log lines.
+        ({"sub": "s" * 252}, "the token's 'sub' claim must be at most 251 printable characters"),
+        ({"sub": "shop\x00evil"}, "at most 251 printable characters"),
+        ({"sub": "shop\nINFO forged"}, "at most 251 printable characters"),
     ],
 )
 def test_a_token_for_someone_else_or_lacking_a_claim_is_rejected(changes, reason):
     assert reason in rejection(TokenVerifier(HS256, SECRET), hs256(**changes))
+
+
+def test_a_subject_of_251_characters_fits_the_store():
+    verifier = TokenVerifier(HS256, SECRET)
+
+    assert len(verifier.verify(hs256(sub="s" * 251)).name) == 255
 
 
 def test_an_audience_list_that_includes_ours_is_accepted():
