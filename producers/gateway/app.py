@@ -4,17 +4,21 @@
 answers with a JSON error ``{"error": {"code", "message", "details"}}`` and produces nothing:
 
 1. the API key or JWT, once keys exist or JWT is configured (see :mod:`producers.gateway.auth`):
-   401 ``unauthorized``; client identity and its token bucket: 429 ``rate_limited`` with
-   ``Retry-After``. The client is the key's name (a token's: ``jwt:<sub>``); in an open
-   gateway (no keys) the peer address, and only a peer in ``trusted_proxies`` may name it with
-   ``X-Client-Id`` (see :mod:`producers.gateway.identity`), so a client cannot get a fresh
-   bucket, or another client's idempotency scope, by changing a header;
+   401 ``unauthorized`` (400 ``invalid_header`` for a repeated ``Authorization``); client
+   identity and its token bucket: 429 ``rate_limited`` with ``Retry-After``. The client is the
+   key's name (a token's: ``jwt:<sub>``); in an open gateway (no keys) the peer address, and
+   only a peer in ``trusted_proxies`` may name it with ``X-Client-Id`` (see
+   :mod:`producers.gateway.identity`), so a client cannot get a fresh bucket, or another
+   client's idempotency scope, by changing a header. A request without valid credentials takes
+   a token from its address's bucket (429 instead of the 401 once it is empty; see
+   :mod:`producers.gateway.admission`);
 2. the request type: 404 ``unknown_request_type`` (the answer lists the known ones); 403
    ``forbidden`` when the key or token may not send it;
 3. ``Content-Type`` must be JSON in UTF-8 (or US-ASCII): 415 ``unsupported_media_type``; a
    ``Content-Encoding`` other than gzip or deflate: 415 ``unsupported_encoding``;
 4. the ``Idempotency-Key`` / ``X-Correlation-Id`` headers (and ``X-Client-Id`` from a trusted
-   proxy): 400 ``invalid_header``;
+   proxy): 400 ``invalid_header``, and so is a repeated ``traceparent`` (each of these, like
+   ``Authorization``, is taken once: a repeat is refused, not the first taken);
 5. the body (:mod:`producers.gateway.body`): at most ``max_body_bytes`` as sent and decoded
    (413 ``body_too_large``), valid in its coding (400 ``invalid_body``; 503 ``shutting_down``
    if still coming as the gateway stops), UTF-8 JSON (400 ``invalid_json``), an object (400
@@ -77,6 +81,7 @@ from pipeline.errors import PipelineError
 from pipeline.kafka.producer import Delivery
 from pipeline.request_types import REQUEST_TYPES, RequestType, RequestValidationError
 from pipeline.settings import GatewaySettings
+from producers.gateway.admission import Admission
 from producers.gateway.answers import (
     JSON_CONTENT_TYPE,
     ErrorAnswer,
@@ -104,16 +109,16 @@ from producers.gateway.idempotency import (
     fingerprint,
     local_idempotency,
 )
-from producers.gateway.identity import TrustedProxies
 from producers.gateway.intake import (
     build_event,
     check_content_type,
     header_id,
     idempotency_key,
     parse_body,
+    single_header,
 )
 from producers.gateway.metrics import UNKNOWN_TYPE, GatewayMetrics
-from producers.gateway.rate_limit import Clock, TokenBucketLimiter
+from producers.gateway.rate_limit import Clock
 from producers.gateway.server import HEADERS_LATE
 from producers.gateway.tokens import TokenVerifier
 
@@ -180,10 +185,9 @@ class _Gateway:
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
-        self.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst, clock=clock)
         # Open until keys are loaded (create_app's ``keys``), unless JWTs are accepted.
         self.authorizer = Authorizer(tokens=tokens)
+        self.admission = Admission(self.authorizer, settings, clock=clock)
         self.store = idempotency or local_idempotency(
             ttl_s=settings.idempotency_ttl_s,
             max_keys=settings.idempotency_max_keys,
@@ -285,8 +289,9 @@ class _Gateway:
 
     async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: a request without a valid key (where keys are needed), of
-        an unknown type or of one its key may not send is refused at once (401, 404, 403), as
-        without ``Expect``; a body announced larger than
+        an unknown type or of one its key may not send is refused at once (401, 404, 403; a
+        repeated ``Authorization`` 400, and 429 once the address's bucket for requests without
+        valid credentials is empty), as without ``Expect``; a body announced larger than
         ``max_body_bytes`` too (413, before the client sends it: it was asked for with ``100
         Continue``, uploaded whole, then refused); another expectation is a JSON 417.
 
@@ -294,7 +299,7 @@ class _Gateway:
         so its few lines are written here again.
         """
         try:  # the key, the type and its permission first, as without Expect
-            authenticated = self.authorizer.authenticate(request.headers.get("Authorization"))
+            authenticated = self.admission.authenticate(request.headers, request.remote)
             name = request.match_info.get("type", "")
             if name not in self.request_types:
                 raise unknown_request_type(name, sorted(self.request_types))
@@ -339,35 +344,18 @@ class _Gateway:
         request_type = self.request_types.get(name)
         exchange.type_label = name if request_type is not None else UNKNOWN_TYPE
 
-        # The API key or token (None: an open gateway), or 401.
-        authenticated = self.authorizer.authenticate(request.headers.get("Authorization"))
-        peer = request.remote
-        claimed = None
-        if authenticated is None and peer in self.trusted_proxies:  # else X-Client-Id ignored
-            claimed = header_id("X-Client-Id", request.headers.get("X-Client-Id"))
-        client = (
-            authenticated.name
-            if authenticated is not None
-            else self.trusted_proxies.client(peer, claimed)
-        )
-        exchange.client = client
-        decision = self.limiter.acquire(client)
-        if not decision.allowed:
-            retry_after = decision.retry_after_header
-            raise ErrorAnswer(
-                429,
-                "rate_limited",
-                f"too many requests from client {client!r} (at most {self.settings.rate_per_s:g}"
-                f"/s, bursts of {self.settings.burst}); retry after {retry_after} s",
-                headers={"Retry-After": retry_after},
-            )
+        # The API key or token (None: an open gateway), the client and its bucket: 400, 401, 429.
+        admitted = self.admission.admit(request.headers, request.remote)
+        exchange.client = client = admitted.client
         if request_type is None:
             raise unknown_request_type(name, sorted(self.request_types))
-        self.authorizer.authorise(authenticated, name)  # or 403
-        codec = check_content_type(request.headers.get("Content-Type"), request.charset)
-        coding = content_coding(request.headers.getall("Content-Encoding", []))
-        key = idempotency_key(request.headers.getall("Idempotency-Key", []))
-        correlation_id = header_id("X-Correlation-Id", request.headers.get("X-Correlation-Id"))
+        self.authorizer.authorise(admitted.credential, name)  # or 403
+        headers = request.headers
+        codec = check_content_type(headers.get("Content-Type"), request.charset)
+        coding = content_coding(headers.getall("Content-Encoding", []))
+        key = idempotency_key(headers.getall("Idempotency-Key", []))
+        correlation_id = header_id("X-Correlation-Id", single_header(headers, "X-Correlation-Id"))
+        traceparent = single_header(headers, "traceparent")  # each at most once, or 400
 
         data = parse_body(await self.bodies.read(request, coding), codec)
         try:
@@ -380,7 +368,7 @@ class _Gateway:
                 request_type,
                 valid,
                 correlation_id=correlation_id,
-                traceparent=request.headers.get("traceparent"),
+                traceparent=traceparent,
             )
 
         topic = self.topic_for(request_type)

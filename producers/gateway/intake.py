@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
 from pipeline.envelope import Event, is_json_content_type, json_error_reason
@@ -23,9 +25,11 @@ __all__ = [
     "EVENT_SOURCE",
     "build_event",
     "check_content_type",
+    "given_once",
     "header_id",
     "idempotency_key",
     "parse_body",
+    "single_header",
 ]
 
 EVENT_SOURCE = "/pipeline/gateway"
@@ -127,19 +131,33 @@ def header_id(name: str, value: str | None) -> str | None:
     return value
 
 
-def idempotency_key(values: list[str]) -> str | None:
-    """The ``Idempotency-Key`` header (every value the request has), checked, or ``None`` when
-    absent; more than one is refused (which would be the request's key?)."""
+def given_once(name: str, values: Sequence[str]) -> str | None:
+    """The one value of header ``name`` (``values``: every one the request has), or ``None``
+    when absent; more than one is 400 ``invalid_header``: which would be the request's? (A
+    proxy and the gateway could each take another, as the first one won here before.)"""
     if not values:
         return None
     if len(values) > 1:
         raise ErrorAnswer(
             400,
             "invalid_header",
-            f"Idempotency-Key given {len(values)} times: send it once",
-            [{"field": "Idempotency-Key", "message": "repeated"}],
+            f"{name} given {len(values)} times: send it once",
+            [{"field": name, "message": "repeated"}],
         )
-    value = values[0]
+    return values[0]
+
+
+def single_header(headers: MultiMapping[str], name: str) -> str | None:
+    """Header ``name`` of ``headers``, given at most once (see :func:`given_once`)."""
+    return given_once(name, headers.getall(name, []))
+
+
+def idempotency_key(values: list[str]) -> str | None:
+    """The ``Idempotency-Key`` header (every value the request has), checked, or ``None`` when
+    absent; more than one is refused (which would be the request's key?)."""
+    value = given_once("Idempotency-Key", values)
+    if value is None:
+        return None
     problem = key_problem(value)
     if problem is not None:
         raise ErrorAnswer(

@@ -6,10 +6,17 @@ import json
 from decimal import Decimal
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from producers.gateway.answers import ErrorAnswer
 from producers.gateway.idempotency import fingerprint
-from producers.gateway.intake import check_content_type, header_id, idempotency_key, parse_body
+from producers.gateway.intake import (
+    check_content_type,
+    header_id,
+    idempotency_key,
+    parse_body,
+    single_header,
+)
 
 
 def refusal(check, *args) -> ErrorAnswer:
@@ -131,6 +138,18 @@ def test_the_idempotency_key_is_optional_and_given_at_most_once():
     answer = refusal(idempotency_key, ["a", "b"])
     assert (answer.status, answer.code) == (400, "invalid_header")
     assert answer.message == "Idempotency-Key given 2 times: send it once"
+
+
+def test_a_header_taken_once_is_its_one_value_and_a_repeat_is_400_not_the_first_one():
+    headers = CIMultiDictProxy(
+        CIMultiDict([("x-correlation-id", "a"), ("X-Correlation-Id", "b"), ("traceparent", "t")])
+    )
+    assert single_header(headers, "traceparent") == "t"
+    assert single_header(headers, "X-Client-Id") is None
+    answer = refusal(single_header, headers, "X-Correlation-Id")
+    assert (answer.status, answer.code) == (400, "invalid_header")
+    assert answer.message == "X-Correlation-Id given 2 times: send it once"
+    assert answer.details == [{"field": "X-Correlation-Id", "message": "repeated"}]
 
 
 def test_a_number_with_a_fraction_or_an_exponent_is_the_exact_decimal_written():
