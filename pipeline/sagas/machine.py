@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from pipeline.errors import PipelineError
+from pipeline.logs.redact import redact
 from pipeline.sagas.definition import Call, SagaDefinition, Step
 from pipeline.sagas.state import (
     STUCK,
@@ -257,7 +258,7 @@ class _Run:
         cannot be sent failed outright (no effect, nothing to undo) and the saga compensates;
         a compensation or confirm stops the saga in ``compensation_failed`` (or
         ``confirmation_failed``) for an operator, who retries once the definition is fixed."""
-        reason = f"its {kind} could not be made: {type(error).__name__}: {error}"
+        reason = f"its {kind} could not be made: {_error_text(error)}"
         record = self.step_state(step.name)
         record.reason = reason
         self.note(f"{kind}_not_sent", step.name, kind, attempt, reason)
@@ -339,7 +340,7 @@ class _Run:
         """The step's action succeeded, but its ``on_success`` failed on the reply: the saga
         cannot go on with data it could not make, so it compensates, this step included (its
         action took effect), saying why. (Applying the same reply again fails again.)"""
-        reason = f"its reply could not be applied: {type(error).__name__}: {error}"
+        reason = f"its reply could not be applied: {_error_text(error)}"
         record = self.step_state(step.name)
         record.reason = reason
         self.note("reply_not_applied", step.name, "action", record.attempts, reason)
@@ -577,3 +578,10 @@ def resolve(
     run = _Run(definition, state, now)
     run.set_status("resolved", note or None)
     return run.decision()
+
+
+def _error_text(error: Exception) -> str:
+    """A definition's error as a saga's reason keeps it (in its row, its timeline, and the
+    ``saga.events`` every reader of that topic sees): redacted as a log line's exception is
+    (an action raising with a connection URL's password or an ``api_key`` kept it there)."""
+    return redact(f"{type(error).__name__}: {error}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -150,6 +152,26 @@ def test_the_happy_path_runs_every_step_then_confirms_the_try_and_completes():
     assert run.types() == ["ReserveStock", "Charge", "Schedule", "ConfirmReservation"]
     assert run.state.data["payment_id"] == "p-9" and run.state.data["tracking"] == "t-3"
     assert run.state.is_terminal and run.state.next_deadline is None
+
+
+def _raises(error: Exception) -> Callable[[Any], Call]:
+    def action(_data: Any) -> Call:
+        raise error
+
+    return action
+
+
+def test_the_reason_of_an_action_that_cannot_be_made_is_redacted():
+    # The reason is kept in the saga's row and timeline and published on saga.events: an
+    # error quoting a connection URL's password or an api_key went there verbatim.
+    error = RuntimeError("cannot reach postgresql://svc:SagaPw123@db/x with api_key=SAGAKEY9")
+    run = Run(_with_step(order_saga(), "reserve", action=_raises(error)))
+
+    reason = run.state.reason or ""
+    assert reason.startswith("reserve: its action could not be made: RuntimeError: cannot reach")
+    assert "SagaPw123" not in reason and "SAGAKEY9" not in reason
+    notes = " ".join(str(entry.detail) for entry in run.state.history)
+    assert "SagaPw123" not in notes and "SAGAKEY9" not in notes and "[REDACTED]" in notes
 
 
 def test_a_failure_in_the_last_step_compensates_the_others_in_reverse_order():
