@@ -90,10 +90,14 @@ def group_name(value: str | None) -> str | None:
 
 def host_name(value: str | None) -> str | None:
     """A host name or address to listen on, when given: some text, UTF-8, without control
-    characters."""
+    characters, one the network can look up (no empty label, none over 63 characters)."""
+    from pipeline.settings.base import host_problem
+
     value = non_empty(value)
     if value is not None:
         _text_without_controls(value)
+        if (problem := host_problem(value)) is not None:
+            raise typer.BadParameter(f"{quoted(value)}: {problem}")
     return value
 
 

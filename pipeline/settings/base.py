@@ -3,6 +3,7 @@ and how a URL is shown without its password."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,7 +19,11 @@ from pydantic import (
 
 #: A query parameter of a URL that holds a secret (libpq's ``password``, ``sslpassword``), and
 #: its value.
-SECRET_QUERY_PARAMETER = re.compile(r"([?&][^=&]*(?:password|secret|token)[^=&]*=)[^&]*", re.I)
+SECRET_QUERY_PARAMETER = re.compile(
+    r"([?&][^=&]*(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|credential)"
+    r"[^=&]*=)[^&]*",
+    re.I,
+)
 
 
 def masked_url(value: str) -> str:
@@ -44,6 +49,24 @@ def http_url_problem(value: str) -> str | None:
         return f"expected an http:// or https:// URL, got {shown_url(value)}"
     if not _port_reads(value) or not urlsplit(value).hostname:
         return f"expected http(s)://host[:port], got {shown_url(value)}"
+    if (problem := host_problem(urlsplit(value).hostname or "")) is not None:
+        return f"{problem}, in {shown_url(value)}"
+    return None
+
+
+def host_problem(host: str) -> str | None:
+    """What makes ``host`` no host name the network clients can look up (a label empty, as in
+    ``a..b``, or over 63 characters: their IDNA encoding raised a traceback); ``None`` if
+    nothing does. An IP address is a host name."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        host.rstrip(".").encode("idna")
+    except UnicodeError:
+        return "the host name has an empty label or one over 63 characters"
     return None
 
 

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from pipeline.retry import RetryPolicy
-from pipeline.settings.base import _Frozen
+from pipeline.settings.base import _Frozen, host_problem
 from pipeline.topic_names import kafka_name_problem
 
 #: Signature algorithms a JWT may use: HMAC with a shared secret, or RSA / ECDSA with a public key.
@@ -113,6 +113,14 @@ class GatewaySettings(_Frozen):
     idempotency_store: Literal["auto", "memory", "postgres"] = "auto"
     #: JWT bearer tokens accepted besides the API keys; none by default.
     jwt: JwtSettings | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host_looks_up(cls, value: str) -> str:
+        # An empty or overlong label (a..b) was a traceback from the event loop's look-up.
+        if (problem := host_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

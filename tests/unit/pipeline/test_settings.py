@@ -62,11 +62,14 @@ def test_a_password_inside_a_url_setting_is_not_in_the_settings_text(monkeypatch
         "PIPELINE_DATABASE__URL",
         "postgresql+psycopg://app:pg-url-pass@db:5432/orders?sslpassword=key-pass&sslmode=require",
     )
-    monkeypatch.setenv("PIPELINE_ELASTICSEARCH__URL", "https://elastic:es-url-pass@es:9200")
+    monkeypatch.setenv(
+        "PIPELINE_ELASTICSEARCH__URL",
+        "https://elastic:es-url-pass@es:9200/?api_key=es-key-1&x-api-key=es-key-2&apikey=es-key-3",
+    )
     settings = PipelineSettings()
     text = repr(settings) + str(settings) + repr(settings.database) + str(settings.elasticsearch)
 
-    for secret in ("pg-url-pass", "key-pass", "es-url-pass"):
+    for secret in ("pg-url-pass", "key-pass", "es-url-pass", "es-key-1", "es-key-2", "es-key-3"):
         assert secret not in text
     assert "@db:5432/orders?sslpassword=[REDACTED]&sslmode=require" in text
     assert settings.database.url.startswith("postgresql+psycopg://app:pg-url-pass@")  # kept
@@ -138,6 +141,9 @@ def test_the_settings_and_their_sections_are_frozen():
             "at most 9,223,372,036,854,775,807",
         ),
         ("PIPELINE_PROCESSING__RETRY__MAX_BACKOFF_S", "1e20", "less than or equal to 3155760000"),
+        # Hosts the network clients cannot encode: tracebacks from urllib3 and the event loop.
+        ("PIPELINE_ELASTICSEARCH__URL", "http://a..b:9200", "the host name has an empty label"),
+        ("PIPELINE_GATEWAY__HOST", "a" * 64 + ".example", "or one over 63 characters"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, value, message):

@@ -111,6 +111,13 @@ def test_a_consumer_group_that_is_not_a_name_kafka_takes_is_a_usage_error(
         (["gateway", "keys", "revoke", BAD], "is not UTF-8 text"),
         (["gateway", "--host", BAD], "Invalid value for '--host': is not UTF-8 text"),
         (["gateway", "--host", CONTROL], "Invalid value for '--host': holds a control character"),
+        # A label empty or over 63 characters: a traceback from the event loop's look-up.
+        (["gateway", "--host", "a..b"], "'a..b': the host name has an empty label"),
+        (["gateway", "--host", "a" * 64 + ".example"], "empty label or one over 63 characters"),
+        (
+            ["dashboards", "import", "--kibana-url", "http://a..b:5601"],
+            "the host name has an empty label or one over 63 characters, in 'http://a..b:5601'",
+        ),
     ],
 )
 def test_ids_names_and_hosts_that_are_not_text_are_usage_errors(tmp_path, args, said):
