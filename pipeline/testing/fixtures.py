@@ -529,7 +529,9 @@ class BackendFactory:
         try:
             return self._start(processors, env, topics, settings, partitions)
         except PipelineError as error:  # a processor spec that does not load, ...: one line
-            pytest.fail(f"pipeline_backend: {error}", pytrace=False)
+            failure = str(error)
+        # Out of the except block: pytest showed the error it handled above this line too.
+        pytest.fail(f"pipeline_backend: {failure}", pytrace=False)
 
     def _start(
         self,
@@ -556,12 +558,14 @@ class BackendFactory:
         monkeypatch: pytest.MonkeyPatch = self._request.getfixturevalue("monkeypatch")
         for name, value in (env or {}).items():
             monkeypatch.setenv(name, value)
+        from pipeline.cli.main import read_settings
         from pipeline.testing.backends import DriverBackend, driver_processing
 
         # The processing settings and the outbox routes of the units' emits, as `pipeline
         # process` reads them (env= included: PIPELINE_PROCESSING__ON_DEAD_LETTER, ...), so a
-        # test gets the same parking and retries on both backends.
-        environment = PipelineSettings()
+        # test gets the same parking and retries on both backends; one that does not read is
+        # its one line, as the programs say it.
+        environment = read_settings()
         backend = DriverBackend(
             processors,
             settings=settings or driver_processing(environment.processing),

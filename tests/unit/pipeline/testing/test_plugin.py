@@ -334,6 +334,13 @@ def test_misspelt_backend(pipeline_backend):
 WRONG_PROCESSOR_TEST = """
 def test_wrong_processor(pipeline_backend):
     pipeline_backend(["os:nope"])
+
+
+def test_unreadable_setting(pipeline_backend):
+    pipeline_backend(
+        ["tests.unit.pipeline.testing.counting:processor"],
+        env={"PIPELINE_PROCESSING__RETRY__MAX_ATTEMPTS": "abc"},
+    )
 """
 
 
@@ -351,13 +358,19 @@ def test_a_misspelt_backend_in_the_marker_is_one_line_without_the_plugins_frames
     assert "fixtures.py" not in result.stdout.str()
 
 
-def test_a_processor_that_does_not_load_fails_its_test_with_one_line(pytester):
+def test_a_processor_that_does_not_load_or_a_bad_setting_fails_its_test_with_one_line(pytester):
     pytester.makeini("[pytest]\npipeline_plugin = true\n")
     pytester.makepyfile(test_wrong=WRONG_PROCESSOR_TEST)
 
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
 
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*pipeline_backend: os has no nope*"])
-    assert "fixtures.py" not in result.stdout.str()
-    assert "load_attribute" not in result.stdout.str()
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*pipeline_backend: os has no nope*",
+            "*pipeline_backend: invalid setting processing.retry.max_attempts: Input should be*",
+        ]
+    )
+    output = result.stdout.str()
+    for frames in ("fixtures.py", "load_attribute", "During handling", "pydantic_settings"):
+        assert frames not in output, frames
