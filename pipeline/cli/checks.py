@@ -11,6 +11,8 @@ import typer
 #: The most bytes a string of Kafka's protocol takes (a consumer group's id, say: an int16
 #: length); a longer one timed out reading offsets, or was a shipper reconnecting for ever.
 KAFKA_STRING_BYTES = 32_767
+#: The longest saga id or name the saga store holds.
+STORED_NAME_CHARACTERS = 255
 #: The most characters of a value a message quotes (a name of 100 kB was a 300 kB error).
 SHOWN_CHARACTERS = 60
 #: Elasticsearch's limit on an index name's length, in bytes.
@@ -66,6 +68,17 @@ def utf8_text(value: str | None) -> str | None:
     database, whose driver raised a traceback for anything else)."""
     if value is not None and not _is_utf8(value):
         raise typer.BadParameter("is not UTF-8 text")
+    return value
+
+
+def stored_name(value: str | None) -> str | None:
+    """A saga's id or name, when given: UTF-8 text (:func:`utf8_text`) of at most the 255
+    characters the saga store holds (a 100 kB name was echoed whole in the answer)."""
+    value = utf8_text(value)
+    if value is not None and len(value) > STORED_NAME_CHARACTERS:
+        raise typer.BadParameter(
+            f"is {len(value):,} characters long; at most {STORED_NAME_CHARACTERS}"
+        )
     return value
 
 

@@ -92,10 +92,23 @@ def _when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def key_name(name: str) -> str:
+    """An API key's name as ``keys add`` takes it (``keys revoke`` too: no other can exist)."""
+    from producers.gateway.keys import name_problem
+
+    problem = name_problem(name) if utf8_text(name) is not None else None
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return name
+
+
 @app.command("add")
 def add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The key's name: the client, in logs and limits.")],
+    name: Annotated[
+        str,
+        typer.Argument(help="The key's name: the client, in logs and limits.", callback=key_name),
+    ],
     types: Annotated[
         str,
         typer.Option(
@@ -107,11 +120,7 @@ def add(
 ) -> None:
     """Add an API key and print it, once: only its digest is kept."""
     from producers.gateway.key_table import add_key
-    from producers.gateway.keys import name_problem
 
-    problem = name_problem(name)
-    if problem is not None:
-        raise typer.BadParameter(problem, param_hint="NAME")
     allowed = _request_types(types)
     with _database(ctx) as engine:
         key = add_key(engine, name, allowed)
@@ -153,7 +162,7 @@ def list_keys(ctx: typer.Context) -> None:
 @app.command("revoke")
 def revoke(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The key's name.", callback=utf8_text)],
+    name: Annotated[str, typer.Argument(help="The key's name.", callback=key_name)],
 ) -> None:
     """Revoke an API key: running gateways refuse it within gateway.key_refresh_s (5 s)."""
     from producers.gateway.key_table import revoke_key

@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.checks import utf8_text
+from pipeline.cli.checks import stored_name, utf8_text
 from pipeline.cli.console import stdout_console, terminal_safe
 from pipeline.cli.plurals import counted
 from pipeline.cli.process import announce_database, load_attribute
@@ -149,7 +149,7 @@ def list_command(
         typer.Option("--state", "-s", help=f"Only sagas in this state: {', '.join(_STATES)}."),
     ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Only this saga.", callback=utf8_text)
+        str | None, typer.Option("--name", help="Only this saga.", callback=stored_name)
     ] = None,
     namespace: Annotated[
         str | None,
@@ -257,7 +257,7 @@ def _timeline(state: SagaState) -> Table:
 @app.command()
 def show(
     ctx: typer.Context,
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=utf8_text)],
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=stored_name)],
 ) -> None:
     """One saga: its state, its data, each step, and its timeline with every attempt."""
     from pipeline.sagas.machine import shown_saga_id
@@ -336,7 +336,7 @@ def _registry_hint(registry_spec: str) -> Iterator[None]:
 @app.command()
 def retry(
     ctx: typer.Context,
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=utf8_text)],
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=stored_name)],
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
     """Try a stuck saga's failed compensation (or confirms) again (compensation_failed or
@@ -348,7 +348,7 @@ def retry(
 @app.command()
 def resolve(
     ctx: typer.Context,
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=utf8_text)],
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=stored_name)],
     note: Annotated[
         str,
         typer.Option(

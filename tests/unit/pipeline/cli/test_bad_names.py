@@ -112,6 +112,10 @@ def test_a_consumer_group_that_is_not_a_name_kafka_takes_is_a_usage_error(
         (["gateway", "--host", BAD], "Invalid value for '--host': is not UTF-8 text"),
         (["gateway", "--host", CONTROL], "Invalid value for '--host': holds a control character"),
         # A label empty or over 63 characters: a traceback from the event loop's look-up.
+        # A 100 kB name was echoed whole: "0 aaa...aaa sagas in all", "no API key named ...".
+        (["saga", "list", "--name", LONG], "is 100,004 characters long; at most 255"),
+        (["saga", "show", LONG], "is 100,004 characters long; at most 255"),
+        (["gateway", "keys", "revoke", LONG], "a key name is 1 to 128 letters"),
         (["gateway", "--host", "a..b"], "'a..b': the host name has an empty label"),
         (["gateway", "--host", "a" * 64 + ".example"], "empty label or one over 63 characters"),
         (
