@@ -26,6 +26,20 @@ JwtAlgorithm = Literal[
 ]  # fmt: skip
 
 
+def _looks_like_a_key(secret: str) -> bool:
+    """Whether ``secret`` is a PEM or SSH key, which PyJWT refuses as an HMAC secret (its own
+    checks, and the RFC 4716 form they miss)."""
+    from jwt.utils import is_pem_format, is_ssh_key
+
+    data = secret.strip().encode()
+    return (
+        b"-----BEGIN" in data
+        or b"---- BEGIN SSH2" in data
+        or is_pem_format(data)
+        or is_ssh_key(data)
+    )
+
+
 class JwtSettings(_Frozen):
     """JWT bearer tokens accepted by the gateway (``PIPELINE_GATEWAY__JWT__*``), for clients of
     an identity provider; see :mod:`producers.gateway.tokens`."""
@@ -60,11 +74,12 @@ class JwtSettings(_Frozen):
                 raise ValueError("a secret signs HS256/HS384/HS512 tokens only")
             if len(self.secret.get_secret_value().encode()) < 32:
                 raise ValueError("the secret must be at least 32 bytes (256 bits)")
-            if "-----BEGIN" in self.secret.get_secret_value():
-                # PyJWT refuses a PEM key as an HMAC secret: every token was a 401 blaming
-                # its algorithm (and a public key shared as a secret would sign anyone's).
+            if _looks_like_a_key(self.secret.get_secret_value()):
+                # PyJWT refuses a PEM or SSH key as an HMAC secret: every token was a 401
+                # blaming its algorithm (and a public key shared as a secret would sign
+                # anyone's).
                 raise ValueError(
-                    "the secret is a PEM key: an RS256/ES256 public key goes in "
+                    "the secret is a PEM or SSH key: an RS256/ES256 public key goes in "
                     "public_key_file, with those algorithms"
                 )
         elif hmac:

@@ -64,14 +64,27 @@ class Admission:
         try:
             return self.authorizer.authenticate(single_header(headers, "Authorization"))
         except ErrorAnswer:
-            address = self.address(headers, peer)
+            try:
+                address = self.address(headers, peer)
+            except ErrorAnswer:  # a trusted proxy's X-Client-Id that does not read: its 400,
+                own = self.trusted_proxies.client(peer, None)  # limited as the proxy's own
+                self._take(self.uncredentialed, own, f"without valid credentials from {own!r}")
+                raise
             self._take(self.uncredentialed, address, f"without valid credentials from {address!r}")
             raise
 
     def admit(self, headers: MultiMapping[str], peer: str | None) -> Admitted:
         """:meth:`authenticate`, then a token from the client's bucket, or 429."""
         credential = self.authenticate(headers, peer)
-        client = credential.name if credential is not None else self.address(headers, peer)
+        if credential is not None:
+            client = credential.name
+        else:
+            try:
+                client = self.address(headers, peer)
+            except ErrorAnswer:  # as above: a 400 every time was never limited, never a 429
+                own = self.trusted_proxies.client(peer, None)
+                self._take(self.limiter, own, f"from client {own!r}")
+                raise
         self._take(self.limiter, client, f"from client {client!r}")
         return Admitted(credential, client)
 

@@ -137,3 +137,16 @@ def test_an_untrusted_peer_changing_x_client_id_gets_no_fresh_bucket_for_bad_cre
     statuses = [refusal(gate, headers(("X-Client-Id", f"c-{n}"))).status for n in range(4)]
 
     assert statuses == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize("open_gateway", [False, True], ids=["bad credentials", "open gateway"])
+def test_a_trusted_proxys_x_client_id_that_does_not_read_is_limited_as_the_proxy(open_gateway):
+    # A repeated or bad X-Client-Id from a trusted proxy was 400 every time, never a token
+    # taken from any bucket: never a 429.
+    keys = () if open_gateway else (SHOP,)
+    gate = admission(*keys, settings=SETTINGS.model_copy(update={"trusted_proxies": [PEER]}))
+    repeated = headers(("X-Client-Id", "a"), ("X-Client-Id", "a"))
+
+    statuses = [refusal(gate, repeated).status for _ in range(5)]
+
+    assert statuses == [400, 400, 400, 429, 429]

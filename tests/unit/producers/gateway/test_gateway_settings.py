@@ -104,7 +104,17 @@ def test_jwt_settings_come_from_the_environment_and_the_secret_is_never_shown(mo
         (
             {"secret": "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A\n"},
             ["HS256"],
-            "the secret is a PEM key",
+            "the secret is a PEM or SSH key",
+        ),
+        (
+            {"secret": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRVHrvhrvhrvhrvhrvh rvh@example"},
+            ["HS256"],
+            "the secret is a PEM or SSH key",
+        ),
+        (
+            {"secret": "---- BEGIN SSH2 PUBLIC KEY ----\nAAAAB3NzaC1yc2EAAAADAQABAAABAQ\n"},
+            ["HS256"],
+            "the secret is a PEM or SSH key",
         ),
         ({"secret": "x" * 32}, ["HS256", "RS256"], "a secret signs HS256/HS384/HS512 tokens only"),
         ({"jwks_file": "jwks.json"}, ["ES256", "HS256"], "HS256 needs a secret"),
