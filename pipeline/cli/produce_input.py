@@ -146,9 +146,9 @@ def default_rejects(source: Input) -> Path:
 
 
 class RejectsFile:
-    """The rejects file, created (or overwritten) at the first rejection only; created with no
-    more permissions than ``mode`` (the input's: a private input's rejected lines are not made
-    readable by others), when given."""
+    """The rejects file, created (or overwritten) at the first rejection only; with no more
+    read and write permissions than ``mode`` (the input's: a private input's rejected lines are
+    not made readable by others), when given."""
 
     def __init__(self, path: Path, mode: int | None = None) -> None:
         self.path = path
@@ -189,8 +189,12 @@ class RejectsFile:
     def _open(self) -> IO[str]:
         if self.mode is None:
             return self.path.open("w", encoding="utf-8", buffering=1)
-        # An existing file keeps its permissions (O_CREAT's mode is for a new one only).
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.mode)
+        # O_CREAT's mode is for a new file only: one that was there (an earlier run's, 0644)
+        # loses what the input does not allow before the input's lines are written into it.
+        kept = stat.S_IMODE(os.fstat(fd).st_mode)
+        if kept & ~self.mode & 0o777:
+            os.fchmod(fd, kept & (self.mode | ~0o666))
         return open(fd, "w", encoding="utf-8", buffering=1)
 
     def write(self, rejection: RejectedLine) -> None:

@@ -183,7 +183,7 @@ def test_the_rejects_of_a_private_input_are_private_too(tmp_path, monkeypatch):
     assert rejects.stat().st_mode & 0o777 == 0o600
 
 
-def test_a_rejects_file_that_exists_or_is_for_stdin_keeps_todays_permissions(tmp_path):
+def test_a_rejects_file_that_exists_loses_what_the_input_does_not_allow(tmp_path):
     from producers.ndjson import RejectedLine
 
     data = tmp_path / "in.ndjson"
@@ -193,9 +193,10 @@ def test_a_rejects_file_that_exists_or_is_for_stdin_keeps_todays_permissions(tmp
     assert produce_input.Input("-").mode is None
     there = tmp_path / "there.ndjson"
     there.write_bytes(b"")
-    there.chmod(0o644)
-    rejects = produce_input.RejectsFile(there, 0o600)  # made by its user: left as it is
+    there.chmod(0o754)  # an earlier run's, or made by hand
+    rejects = produce_input.RejectsFile(there, 0o600)
     rejects.write(RejectedLine(1, "not a JSON object", "bad"))
     rejects.close()
-    assert there.stat().st_mode & 0o777 == 0o644
+    # The input's lines do not become readable by others (its execute bits are left alone).
+    assert there.stat().st_mode & 0o777 == 0o710
     assert there.read_text().count("\n") == 1
