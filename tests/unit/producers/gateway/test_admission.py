@@ -4,8 +4,6 @@ address's bucket, so a flood of them is 429 once that is empty; a valid key keep
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -13,16 +11,10 @@ from pipeline.settings import GatewaySettings
 from producers.gateway.admission import Admission
 from producers.gateway.answers import ErrorAnswer
 from producers.gateway.auth import Authorizer
-from producers.gateway.keys import ApiKey, KeyRing, new_key
+from producers.gateway.keys import ApiKey, KeyRing
+from tests.support.api_keys import shop_key
 
-MADE = new_key()
-SHOP = ApiKey(
-    name="shop",
-    key_id=MADE.key_id,
-    secret_sha256=MADE.secret_sha256,
-    request_types=frozenset({"place_order"}),
-    created_at=datetime(2025, 1, 1, tzinfo=UTC),
-)
+MADE, SHOP = shop_key()
 PEER = "192.0.2.7"
 SETTINGS = GatewaySettings(rate_per_s=1, burst=3)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 
 import jwt
 import pytest
@@ -17,17 +16,11 @@ from pipeline.errors import PipelineError
 from pipeline.settings import JwtSettings
 from producers.gateway.answers import ErrorAnswer
 from producers.gateway.auth import Authorizer, KeyRefresher
-from producers.gateway.keys import ApiKey, KeyRing, new_key
+from producers.gateway.keys import ApiKey, KeyRing
 from producers.gateway.tokens import TokenVerifier
+from tests.support.api_keys import shop_key
 
-MADE = new_key()
-SHOP = ApiKey(
-    name="shop",
-    key_id=MADE.key_id,
-    secret_sha256=MADE.secret_sha256,
-    request_types=frozenset({"place_order"}),
-    created_at=datetime(2025, 1, 1, tzinfo=UTC),
-)
+MADE, SHOP = shop_key()
 
 
 def test_an_open_gateway_lets_anything_in_as_no_key():

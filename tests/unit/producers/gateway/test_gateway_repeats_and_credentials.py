@@ -15,7 +15,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from unittest import mock
 
@@ -26,20 +25,14 @@ from pipeline.envelope import Event, KafkaMessage
 from pipeline.kafka.producer import Delivery
 from pipeline.settings import GatewaySettings
 from producers.gateway import create_app
-from producers.gateway.keys import ApiKey, new_key
+from producers.gateway.keys import ApiKey
+from tests.support.api_keys import shop_key
 
 PEER = "192.0.2.7"
 SETTINGS = GatewaySettings(rate_per_s=1, burst=3)
 LINES = [{"sku": "s-1", "quantity": 1, "unit_price": "9.90"}]
 ORDER = json.dumps({"order_id": "o-1", "customer_id": "c-9", "lines": LINES}).encode()
-MADE = new_key()
-SHOP = ApiKey(
-    name="shop",
-    key_id=MADE.key_id,
-    secret_sha256=MADE.secret_sha256,
-    request_types=frozenset({"place_order"}),
-    created_at=datetime(2025, 1, 1, tzinfo=UTC),
-)
+MADE, SHOP = shop_key()
 TRACEPARENTS = (
     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01",
