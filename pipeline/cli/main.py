@@ -117,7 +117,7 @@ def _one_line_errors(command_path: Callable[[], str] | None = None) -> Iterator[
             path = command_path()
         if path is not None:
             message = f"{message.removesuffix('.')} (see {path} -h)"
-        _stderr.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
+        _stderr.print(f"[red]error:[/red] {escape(redact(cut(message)))}", highlight=False)
         raise typer.Exit(error.exit_code) from None
 
 
@@ -333,7 +333,23 @@ def run() -> None:
 EXIT_FAILED = 2
 
 
+#: An error line's most characters: past it, the middle of what it quotes is left out.
+ERROR_LINE_CHARACTERS = 1_000
+
+
+def cut(message: str) -> str:
+    """``message`` as an error line shows it: whole, or its first and last few hundred
+    characters around how many were left out (a 100 kB value given as an argument and quoted
+    back made a 100 kB line; a check of each argument of its own missed some)."""
+    if len(message) <= ERROR_LINE_CHARACTERS:
+        return message
+    head = tail = ERROR_LINE_CHARACTERS // 2 - 40
+    left_out = len(message) - head - tail
+    return f"{message[:head]}... ({left_out:,} characters left out) ...{message[-tail:]}"
+
+
 def _fail(message: str, error: BaseException) -> NoReturn:
+    message = cut(message)
     if json_console():
         # A program that logs ECS JSON to stderr: its last line is one too (level error, the
         # error's type and message, the exit code), and goes to the logs topic with the
@@ -345,5 +361,5 @@ def _fail(message: str, error: BaseException) -> NoReturn:
         sys.exit(EXIT_FAILED)
     # Escaped: the text is not markup ("[[topic]]" was swallowed). Redacted: whatever an error
     # quotes (a URL given with its password, a password= parameter) is not shown.
-    _stderr.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
+    _stderr.print(f"[red]error:[/red] {escape(redact(cut(message)))}", highlight=False)
     sys.exit(EXIT_FAILED)

@@ -52,10 +52,13 @@ class Input:
         #: A regular file can be read more than once (counted, checked, then sent).
         self.regular = self.path is not None and self.path.is_file()
         #: The permissions a file made from this one (its rejects) may have: no more than its
-        #: own (read and write bits); None for stdin or a pipe (the default then).
+        #: own (read and write bits), stdin's too when it is a file (``< private.ndjson``);
+        #: None for a pipe or a terminal (the default then).
         self.mode: int | None = None
         if self.path is not None and self.regular:
             self.mode = stat.S_IMODE(self.path.stat().st_mode) & 0o666
+        elif self.path is None:
+            self.mode = _file_mode_of_stdin()
         self._kept: list[bytes] | None = None
 
     @property
@@ -137,6 +140,15 @@ def line_batches(read: Callable[[int], bytes]) -> Iterator[list[bytes]]:
             yield lines
     if rest:
         yield [rest]
+
+
+def _file_mode_of_stdin() -> int | None:
+    """stdin's read and write permission bits when it is a regular file, else ``None``."""
+    try:
+        found = os.fstat(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):  # closed, or not a real file (a test's)
+        return None
+    return stat.S_IMODE(found.st_mode) & 0o666 if stat.S_ISREG(found.st_mode) else None
 
 
 def default_rejects(source: Input) -> Path:

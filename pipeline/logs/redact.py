@@ -23,16 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from pipeline.settings.base import SECRET_WORDS
+
 __all__ = ["MASK", "is_secret_name", "luhn_valid", "redact", "redact_labels"]
 
 MASK = "[REDACTED]"
 
-_SECRET_WORDS = (
-    r"passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
-    r"private[_-]?key|credentials?|session[_-]?id|cookie|"
-    # "auth" as a word of the name only (auth, basic_auth, X-Auth): "author" holds no secret.
-    r"(?<![a-z])auth(?![a-z])"
-)
+# The settings' list, which masks a URL's secret query parameters alike.
+_SECRET_WORDS = SECRET_WORDS
 _SECRET_NAME = re.compile(rf"(?:{_SECRET_WORDS})", re.IGNORECASE)
 
 # "Authorization: Bearer abc", "authorization=Basic abc", and as a dict or JSON prints it,

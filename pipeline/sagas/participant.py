@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.envelope import Event
 from pipeline.logs.context import log_context
+from pipeline.logs.redact import redact
 from pipeline.outbox.table import Outbox, PendingEvent, utc_now
 from pipeline.plurals import counted
 from pipeline.processing.attempt import handler_log_context
@@ -302,7 +303,9 @@ class SagaParticipant:
             with unit.session.begin_nested():  # a refusal rolls back the handler's own writes
                 result = dict(function(command, unit) or {})
         except Refuse as refusal:
-            body = {"reason": refusal.reason}
+            # Redacted as a log line is: the reason goes on saga.replies, into the saga's row
+            # and onto saga.events (raise Refuse(str(error)) quoted a connection URL there).
+            body = {"reason": redact(refusal.reason)}
             # A refused action is final (a retry is done again). A compensation or confirm is
             # never refused for good: it is tried again until it succeeds or an operator acts.
             final = not refusal.retryable and info.kind == "action"

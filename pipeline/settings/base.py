@@ -19,11 +19,15 @@ from pydantic import (
 
 #: A query parameter of a URL that holds a secret (libpq's ``password``, ``sslpassword``), and
 #: its value.
-SECRET_QUERY_PARAMETER = re.compile(
-    r"([?&][^=&]*(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|credential)"
-    r"[^=&]*=)[^&]*",
-    re.I,
+#: The words that make a name a secret's (``db_password``, ``X-Api-Key``): the log redactor's
+#: and the URL masking's one list. "auth" counts as a word of the name only ("author" holds no
+#: secret).
+SECRET_WORDS = (
+    r"passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
+    r"private[_-]?key|credentials?|session[_-]?id|cookie|"
+    r"(?<![a-z])auth(?![a-z])"
 )
+SECRET_QUERY_PARAMETER = re.compile(rf"([?&][^=&]*(?:{SECRET_WORDS})[^=&]*=)[^&]*", re.I)
 
 
 def masked_url(value: str) -> str:
@@ -63,9 +67,12 @@ def host_problem(host: str) -> str | None:
         return None
     except ValueError:
         pass
+    name = host.removesuffix(".")  # one dot at the end: the root, which names nothing more
     try:
-        host.rstrip(".").encode("idna")
+        name.encode("idna")
     except UnicodeError:
+        name = ""
+    if not name or any(not label for label in name.split(".")):
         return "the host name has an empty label or one over 63 characters"
     return None
 

@@ -64,12 +64,14 @@ def test_a_password_inside_a_url_setting_is_not_in_the_settings_text(monkeypatch
     )
     monkeypatch.setenv(
         "PIPELINE_ELASTICSEARCH__URL",
-        "https://elastic:es-url-pass@es:9200/?api_key=es-key-1&x-api-key=es-key-2&apikey=es-key-3",
+        "https://elastic:es-url-pass@es:9200/?api_key=es-key-1&x-api-key=es-key-2&apikey=es-key-3"
+        "&passphrase=es-key-4&private_key=es-key-5&cookie=es-key-6&auth=es-key-7",
     )
     settings = PipelineSettings()
     text = repr(settings) + str(settings) + repr(settings.database) + str(settings.elasticsearch)
 
-    for secret in ("pg-url-pass", "key-pass", "es-url-pass", "es-key-1", "es-key-2", "es-key-3"):
+    secrets = ["pg-url-pass", "key-pass", "es-url-pass", *(f"es-key-{n}" for n in range(1, 8))]
+    for secret in secrets:
         assert secret not in text
     assert "@db:5432/orders?sslpassword=[REDACTED]&sslmode=require" in text
     assert settings.database.url.startswith("postgresql+psycopg://app:pg-url-pass@")  # kept
@@ -144,6 +146,8 @@ def test_the_settings_and_their_sections_are_frozen():
         # Hosts the network clients cannot encode: tracebacks from urllib3 and the event loop.
         ("PIPELINE_ELASTICSEARCH__URL", "http://a..b:9200", "the host name has an empty label"),
         ("PIPELINE_GATEWAY__HOST", "a" * 64 + ".example", "or one over 63 characters"),
+        ("PIPELINE_GATEWAY__HOST", ".", "the host name has an empty label"),
+        ("PIPELINE_ELASTICSEARCH__URL", "http://localhost..:9200", "has an empty label"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_reason(monkeypatch, variable, value, message):

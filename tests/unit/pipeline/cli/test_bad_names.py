@@ -164,3 +164,22 @@ def test_an_export_to_a_file_that_is_not_a_folder_says_so(tmp_path):
         "error: cannot write to /dev/full: it is not a folder (give the folder to write the two "
         "files to)"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["saga", "list", "--state", LONG],
+        ["saga", "graph", LONG],
+        ["consume", LONG],
+        ["logs", "search", "--since", LONG],
+    ],
+)
+def test_an_error_quoting_a_100_kb_value_is_one_line_of_at_most_a_thousand_characters(
+    tmp_path, args
+):
+    # Each quoted the whole value back: a 100 kB line.
+    found = _run(tmp_path, *args)
+    [said] = found.stderr.strip().splitlines()
+    assert found.returncode in (1, 2) and said.startswith("error: ")
+    assert len(said) <= 1_100 and "characters left out" in said, said[:200]

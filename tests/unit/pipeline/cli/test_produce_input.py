@@ -6,6 +6,7 @@ import io
 import os
 import random
 import shlex
+import sys
 
 import pytest
 
@@ -200,3 +201,20 @@ def test_a_rejects_file_that_exists_loses_what_the_input_does_not_allow(tmp_path
     # The input's lines do not become readable by others (its execute bits are left alone).
     assert there.stat().st_mode & 0o777 == 0o710
     assert there.read_text().count("\n") == 1
+
+
+def test_stdin_that_is_a_private_file_makes_private_rejects_and_a_pipe_the_default(
+    tmp_path, monkeypatch
+):
+    # `pipeline produce TOPIC - < private.ndjson` wrote its rejects -rw-r--r--.
+    data = tmp_path / "private.ndjson"
+    data.write_bytes(b"bad\n")
+    data.chmod(0o600)
+    with data.open() as redirected:
+        monkeypatch.setattr(sys, "stdin", redirected)
+        assert produce_input.Input("-").mode == 0o600
+    read, write = os.pipe()
+    with os.fdopen(read) as piped:
+        os.close(write)
+        monkeypatch.setattr(sys, "stdin", piped)
+        assert produce_input.Input("-").mode is None

@@ -61,6 +61,8 @@ def processor() -> Processor:
         unit.session.execute(
             sa.insert(reservations).values(saga_id=command.saga_id, n=command.data["n"])
         )
+        if command.data["n"] == 7:  # a refusal quoting what it caught, as one often does
+            raise Refuse("declined: cannot reach postgresql://svc:S3cretPw6@db/x api_key=K9")
         if command.data["n"] % 2:
             raise Refuse(f"odd: {command.data['n']}")  # after its write: rolled back
         return {"reserved": command.data["n"]}
@@ -120,6 +122,22 @@ def test_a_group_of_commands_answers_each_as_alone_and_a_refusal_undoes_only_its
         ("s-1", False),
         ("s-2", True),
     ]
+
+
+def test_a_refusals_reason_is_redacted_before_it_goes_on_saga_replies(
+    database: Engine, processor: Processor
+) -> None:
+    # It reaches the saga's row and saga.events, read by every reader of that topic.
+    commit(
+        database,
+        handled_units(processor, TOPIC, [command("s-7", "action", 7)]),
+        consumer_group=GROUP,
+        use_inbox=True,
+    )
+
+    [(_, ok, body)] = replies(database)
+    assert not ok and body["reason"].startswith("declined: cannot reach postgresql://svc:")
+    assert "S3cretPw6" not in body["reason"] and "K9" not in body["reason"]
 
 
 def test_commands_sent_again_are_answered_from_the_log_and_undo_of_nothing_is_nothing(
