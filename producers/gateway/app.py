@@ -15,7 +15,8 @@ answers with a JSON error ``{"error": {"code", "message", "details"}}`` and prod
 2. the request type: 404 ``unknown_request_type`` (the answer lists the known ones); 403
    ``forbidden`` when the key or token may not send it;
 3. ``Content-Type`` must be JSON in UTF-8 (or US-ASCII): 415 ``unsupported_media_type``; a
-   ``Content-Encoding`` other than gzip or deflate: 415 ``unsupported_encoding``;
+   ``Content-Encoding`` other than gzip or deflate: 415 ``unsupported_encoding``; a
+   ``Transfer-Encoding`` besides ``chunked``: 501 ``unsupported_transfer_coding``;
 4. the ``Idempotency-Key`` / ``X-Correlation-Id`` headers (and ``X-Client-Id`` from a trusted
    proxy): 400 ``invalid_header``, and so is a repeated ``traceparent`` (each of these, like
    ``Authorization``, is taken once: a repeat is refused, not the first taken);
@@ -96,7 +97,7 @@ from producers.gateway.answers import (
 )
 from producers.gateway.auth import DEFAULT_REFRESH_S, Authorizer, KeyLoader, KeyRefresher
 from producers.gateway.body import BodyReader
-from producers.gateway.content_coding import content_coding, too_large
+from producers.gateway.content_coding import check_transfer_coding, content_coding, too_large
 from producers.gateway.health import KafkaHealthCheck, watch_kafka
 from producers.gateway.idempotency import (
     IdempotencyKeyReused,
@@ -353,6 +354,7 @@ class _Gateway:
         headers = request.headers
         codec = check_content_type(headers.get("Content-Type"), request.charset)
         coding = content_coding(headers.getall("Content-Encoding", []))
+        check_transfer_coding(headers.getall("Transfer-Encoding", []))  # or 501
         key = idempotency_key(headers.getall("Idempotency-Key", []))
         correlation_id = header_id("X-Correlation-Id", single_header(headers, "X-Correlation-Id"))
         traceparent = single_header(headers, "traceparent")  # each at most once, or 400

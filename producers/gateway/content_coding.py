@@ -20,7 +20,14 @@ import zlib
 
 from producers.gateway.answers import ErrorAnswer
 
-__all__ = ["ACCEPTED_CODINGS", "IDENTITY", "content_coding", "decode", "too_large"]
+__all__ = [
+    "ACCEPTED_CODINGS",
+    "IDENTITY",
+    "check_transfer_coding",
+    "content_coding",
+    "decode",
+    "too_large",
+]
 
 IDENTITY = "identity"
 #: The codings a body may come in besides ``identity``, as ``Accept-Encoding`` lists them.
@@ -57,6 +64,24 @@ def content_coding(values: list[str]) -> str:
         [{"field": "Content-Encoding", "message": "unsupported", "accepted": [*ACCEPTED_CODINGS]}],
         headers={"Accept-Encoding": _ACCEPT_ENCODING},
     )
+
+
+def check_transfer_coding(values: list[str]) -> None:
+    """Refuse a ``Transfer-Encoding`` with a coding besides ``chunked`` (every value of the
+    request), 501 as RFC 9112 says of one the server does not implement: the body is only ever
+    read as chunked, so ``gzip, chunked`` was taken with its gzip left on, where a proxy in
+    front may have framed it otherwise."""
+    codings = [
+        coding.strip().lower() for value in values for coding in value.split(",") if coding.strip()
+    ]
+    other = [coding for coding in codings if coding != "chunked"]
+    if other:
+        raise ErrorAnswer(
+            501,
+            "unsupported_transfer_coding",
+            f"Transfer-Encoding {', '.join(other)!r} is not implemented: send the body as is "
+            "or chunked (a compressed body: Content-Encoding gzip or deflate)",
+        )
 
 
 def decode(body: bytes, coding: str, max_body_bytes: int) -> bytes:

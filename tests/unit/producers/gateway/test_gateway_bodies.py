@@ -127,6 +127,25 @@ def test_a_body_aiohttp_could_not_decode_is_400_not_500(logs):
     assert [r for r in logs.records if r.levelno >= logging.INFO] == []
 
 
+def test_a_transfer_coding_besides_chunked_is_501_and_chunked_alone_is_taken():
+    # "gzip, chunked" was read as chunked with its gzip left on (a 422), where a proxy in front
+    # may have framed it otherwise; RFC 9112 wants 501 for a coding not implemented.
+    async def scenario() -> list[tuple[int, str | None, int]]:
+        found = []
+        for coding in ("gzip, chunked", "chunked, chunked, compress", "chunked"):
+            app, producer = gateway(left_encoded=True)
+            response = await post(app, payload(ORDER), {"Transfer-Encoding": coding})
+            code = error_of(response)["code"] if response.status >= 400 else None
+            found.append((response.status, code, producer.sent))
+        return found
+
+    assert asyncio.run(scenario()) == [
+        (501, "unsupported_transfer_coding", 0),
+        (501, "unsupported_transfer_coding", 0),
+        (202, None, 1),
+    ]
+
+
 def test_a_gzip_body_and_an_ascii_one_are_accepted():
     async def scenario() -> list[int]:
         app, _ = gateway(left_encoded=True)
