@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from pipeline.settings.base import is_utf8
+
 #: The most bytes a string of Kafka's protocol takes (a consumer group's id, say: an int16
 #: length); a longer one timed out reading offsets, or was a shipper reconnecting for ever.
 KAFKA_STRING_BYTES = 32_767
@@ -29,16 +31,6 @@ def _control_character_at(value: str) -> int | None:
     return control_character_at(value)
 
 
-def _is_utf8(value: str) -> bool:
-    """Whether ``value`` is text: argv's bytes that are not UTF-8 come as surrogates, which
-    the Kafka client, SQLAlchemy and pydantic could not take (a crash, or a traceback)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def quoted(value: str) -> str:
     """``value`` quoted for a message, escaped (its repr: ``'\\x1b'``, ``'\\udcff'``) and cut
     to its first :data:`SHOWN_CHARACTERS` characters when longer."""
@@ -51,7 +43,7 @@ def shown_path(path: Path | str) -> str:
     """A file's path for a message: as it is, or escaped (its repr) when it holds a control
     character or is not UTF-8 text, which would break the line or garble the terminal."""
     text = str(path)
-    if _control_character_at(text) is None and _is_utf8(text):
+    if _control_character_at(text) is None and is_utf8(text):
         return text
     return repr(text)
 
@@ -66,7 +58,7 @@ def non_empty(value: str | None) -> str | None:
 def utf8_text(value: str | None) -> str | None:
     """A value, when given, that is UTF-8 text (a saga's id, a key's name: looked up in a
     database, whose driver raised a traceback for anything else)."""
-    if value is not None and not _is_utf8(value):
+    if value is not None and not is_utf8(value):
         raise typer.BadParameter("is not UTF-8 text")
     return value
 
@@ -128,7 +120,7 @@ def header_pairs(values: list[str] | None) -> list[str] | None:
     """``--header name=value`` pairs: UTF-8 text (a name that was not made the Kafka client
     crash), a name without control characters. Their form is checked where they are read."""
     for pair in values or ():
-        if not _is_utf8(pair):
+        if not is_utf8(pair):
             raise typer.BadParameter(f"{quoted(pair)} is not UTF-8 text")
         name = pair.partition("=")[0]
         if (at := _control_character_at(name)) is not None:

@@ -96,7 +96,8 @@ def key_name(name: str) -> str:
     """An API key's name as ``keys add`` takes it (``keys revoke`` too: no other can exist)."""
     from producers.gateway.keys import name_problem
 
-    problem = name_problem(name) if utf8_text(name) is not None else None
+    utf8_text(name)
+    problem = name_problem(name)
     if problem is not None:
         raise typer.BadParameter(problem)
     return name

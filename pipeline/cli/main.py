@@ -361,5 +361,5 @@ def _fail(message: str, error: BaseException) -> NoReturn:
         sys.exit(EXIT_FAILED)
     # Escaped: the text is not markup ("[[topic]]" was swallowed). Redacted: whatever an error
     # quotes (a URL given with its password, a password= parameter) is not shown.
-    _stderr.print(f"[red]error:[/red] {escape(redact(cut(message)))}", highlight=False)
+    _stderr.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
     sys.exit(EXIT_FAILED)

@@ -23,15 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+# The settings' list of secret words, which masks a URL's secret query parameters alike.
 from pipeline.settings.base import SECRET_WORDS
 
 __all__ = ["MASK", "is_secret_name", "luhn_valid", "redact", "redact_labels"]
 
 MASK = "[REDACTED]"
 
-# The settings' list, which masks a URL's secret query parameters alike.
-_SECRET_WORDS = SECRET_WORDS
-_SECRET_NAME = re.compile(rf"(?:{_SECRET_WORDS})", re.IGNORECASE)
+_SECRET_NAME = re.compile(rf"(?:{SECRET_WORDS})", re.IGNORECASE)
 
 # "Authorization: Bearer abc", "authorization=Basic abc", and as a dict or JSON prints it,
 # "'Authorization': 'Bearer abc'" (the whole credential, scheme kept). A credential has none of
@@ -56,7 +55,7 @@ _BEARER = re.compile(r"(?P<scheme>\bbearer\s+)(?P<value>[\w\-.~+/]+=*)", re.IGNO
 _NAME_VALUE = re.compile(
     # (?<!...): a name starts where its run of name characters does, as the leftmost match
     # would anyway; tried from inside a run, it failed only after scanning the run's rest.
-    rf"(?P<name>(?<![\w.-])[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
+    rf"(?P<name>(?<![\w.-])[\w.-]*(?:{SECRET_WORDS})[\w.-]*)"
     r"(?P<sep>\"?'?\s*[:=]\s*)"
     r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
     r"|(?:\([^()]{0,200}\)|\[[^\[\]]{0,200}\]|[^\s,;&)}\]])+?(?=[\"']*:?(?:[\s,;&)}\]]|$)))",
@@ -67,12 +66,12 @@ _NAME_VALUE = re.compile(
 # anywhere before it, tries every run of word characters from each of its positions, which
 # costs a text with long ones (a base64 blob, whose letters spell "api" or "pwd" somewhere)
 # seconds: 1.6 s for a 400 kB log line, in the logging call.
-_NAME_VALUE_HINT = re.compile(rf"(?:{_SECRET_WORDS})[\w.-]*\"?'?\s*[:=]", re.IGNORECASE)
+_NAME_VALUE_HINT = re.compile(rf"(?:{SECRET_WORDS})[\w.-]*\"?'?\s*[:=]", re.IGNORECASE)
 # A command line's option and its value after a space (``--password hunter2``, ``--api-key
 # "a b"``): a value that starts with "-" is the next option, not a secret. Quotes, brackets
 # and commas that close it are kept (``run("app --password abc")``).
 _OPTION_VALUE = re.compile(
-    rf"(?P<name>(?<![\w-])--?[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)"
+    rf"(?P<name>(?<![\w-])--?[\w.-]*(?:{SECRET_WORDS})[\w.-]*)"
     r"(?P<sep>\s+)"
     r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|(?!-)\S+?(?=[\"')\]},;]*:?(?:\s|$)))",
     re.IGNORECASE,

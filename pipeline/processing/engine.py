@@ -444,15 +444,13 @@ class ProcessingEngine:
             grouped = False  # retries take the per-record attempt
             if outcome is None:
                 outcome = await self._in_thread(self._attempt_of(record))
+            if self._outage.since is not None and outcome.kind in ("processed", "duplicate"):
+                self._outage.answered()
             if outcome.kind == "processed":
                 self.metrics.processed(record.topic)
-                if self._outage.since is not None:
-                    self._outage.answered()
                 return
             if outcome.kind == "duplicate":
                 self.metrics.duplicate(record.topic)
-                if self._outage.since is not None:
-                    self._outage.answered()
                 return
             if self._generation.get(tp) != generation:
                 return  # revoked while attempting: neither retry nor dead-letter it here

@@ -39,6 +39,7 @@ from pipeline.kafka.message_size import MAX_MESSAGE_BYTES
 from pipeline.kafka.message_size import wire_size as kafka_wire_size
 from pipeline.replay.errors import RecordingError
 from pipeline.replay.line_streams import MAX_LINE_BYTES, bounded_lines, within
+from pipeline.settings.base import is_utf8
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -432,21 +433,12 @@ def _sendable(message: RecordedMessage | None, source: str, number: int) -> Reco
                     f"{source}:{number}: a header name holds a NUL character, which Kafka's C "
                     "client (librdkafka) cannot send"
                 )
-            if not name.isascii() and not _is_utf8(name):
+            if not name.isascii() and not is_utf8(name):
                 raise RecordingError(
                     f"{source}:{number}: the header name {_shown(name)} is not UTF-8 text, "
                     "which Kafka's Python client (confluent-kafka) cannot send"
                 )
     return message
-
-
-def _is_utf8(name: str) -> bool:
-    """Whether ``name`` can be encoded as UTF-8 (it holds no surrogate)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _shown(name: str) -> str:

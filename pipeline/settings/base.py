@@ -112,11 +112,18 @@ def refuse_undecodable(value: Any) -> None:
     for text in texts:
         if isinstance(text, SecretStr):
             text = text.get_secret_value()
-        if isinstance(text, str):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("is not UTF-8 text") from None
+        if isinstance(text, str) and not is_utf8(text):
+            raise ValueError("is not UTF-8 text")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` is UTF-8 text: bytes of the environment or of argv that are not come
+    as lone surrogates, which the clients' C code aborted on or an encoder later refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _Frozen(BaseModel):

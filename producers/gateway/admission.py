@@ -64,29 +64,35 @@ class Admission:
         try:
             return self.authorizer.authenticate(single_header(headers, "Authorization"))
         except ErrorAnswer:
-            try:
-                address = self.address(headers, peer)
-            except ErrorAnswer:  # a trusted proxy's X-Client-Id that does not read: its 400,
-                own = self.trusted_proxies.client(peer, None)  # limited as the proxy's own
-                self._take(self.uncredentialed, own, f"without valid credentials from {own!r}")
-                raise
-            self._take(self.uncredentialed, address, f"without valid credentials from {address!r}")
+            self._take_for_address(
+                self.uncredentialed, headers, peer, "without valid credentials from"
+            )
             raise
 
     def admit(self, headers: MultiMapping[str], peer: str | None) -> Admitted:
         """:meth:`authenticate`, then a token from the client's bucket, or 429."""
         credential = self.authenticate(headers, peer)
-        if credential is not None:
-            client = credential.name
+        if credential is None:
+            client = self._take_for_address(self.limiter, headers, peer, "from client")
         else:
-            try:
-                client = self.address(headers, peer)
-            except ErrorAnswer:  # as above: a 400 every time was never limited, never a 429
-                own = self.trusted_proxies.client(peer, None)
-                self._take(self.limiter, own, f"from client {own!r}")
-                raise
-        self._take(self.limiter, client, f"from client {client!r}")
+            client = credential.name
+            self._take(self.limiter, client, f"from client {client!r}")
         return Admitted(credential, client)
+
+    def _take_for_address(
+        self, limiter: TokenBucketLimiter, headers: MultiMapping[str], peer: str | None, whose: str
+    ) -> str:
+        """A token from ``limiter``'s bucket of the request's :meth:`address`, which it returns;
+        429 when that is empty. A trusted proxy's ``X-Client-Id`` that does not read is its
+        400, after a token of the proxy's own bucket (a 400 every time was never limited)."""
+        try:
+            address = self.address(headers, peer)
+        except ErrorAnswer:
+            own = self.trusted_proxies.client(peer, None)
+            self._take(limiter, own, f"{whose} {own!r}")
+            raise
+        self._take(limiter, address, f"{whose} {address!r}")
+        return address
 
     def address(self, headers: MultiMapping[str], peer: str | None) -> str:
         """The peer address, or the ``X-Client-Id`` a trusted proxy gives (400 if invalid or
