@@ -60,7 +60,7 @@ from pipeline.sagas.messages import (
     command_info,
     reply_event,
 )
-from pipeline.sagas.store import (
+from pipeline.sagas.step_log import (
     ParticipantOutcome,
     StepOutcome,
     delete_participant_outcomes,

@@ -6,8 +6,7 @@ deadlines use an index, and its topic ``namespace`` into one of its own so that 
 orchestrators of several saga systems sharing a database each find only their own sagas. Every
 save checks the revision it loaded (optimistic concurrency): of a reply and a deadline of one
 saga handled at the same moment by two orchestrators, one commits and the other's transaction
-fails with :class:`ConcurrentSagaUpdate` and is tried again on the new state. The participants'
-log of handled commands (``pipeline_saga_steps``) is here too.
+fails with :class:`ConcurrentSagaUpdate` and is tried again on the new state.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -30,15 +29,12 @@ from pipeline.topics.catalogue import SAGA_NAMESPACE
 
 __all__ = [
     "ConcurrentSagaUpdate",
-    "ParticipantOutcome",
     "SagaExists",
     "SagaRow",
-    "StepOutcome",
     "StoredSaga",
     "UnreadableSagaState",
     "count_by_status",
     "delete_ended_sagas",
-    "delete_participant_outcomes",
     "due_saga_ids",
     "in_namespace",
     "insert_saga",
@@ -46,10 +42,7 @@ __all__ = [
     "load_saga",
     "load_sagas",
     "open_saga_count",
-    "participant_outcomes_of",
-    "record_participant_outcomes",
     "saga_ids_by_status",
-    "saga_steps_table",
     "sagas_table",
     "save_saga",
     "save_sagas",
@@ -77,19 +70,6 @@ sagas_table = sa.Table(
     sa.Index("ix_pipeline_sagas_status", "status", "updated_at"),
     sa.Index("ix_pipeline_sagas_next_deadline", "next_deadline"),
     sa.Index("ix_pipeline_sagas_next_resend", "next_resend"),
-)
-
-saga_steps_table = sa.Table(
-    "pipeline_saga_steps",
-    metadata,
-    sa.Column("service", sa.String(255), primary_key=True),
-    sa.Column("saga_id", sa.String(255), primary_key=True),
-    sa.Column("step", sa.String(255), primary_key=True),
-    sa.Column("kind", sa.String(16), primary_key=True),
-    sa.Column("ok", sa.Boolean, nullable=False),
-    sa.Column("reply", sa.JSON, nullable=False),
-    sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("ix_pipeline_saga_steps_handled_at", "service", "handled_at"),
 )
 
 
@@ -128,14 +108,37 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _state_json(state: SagaState) -> dict[str, Any]:
-    """The state as stored: without the namespace when it is the default one, so that a row
-    reads as before namespaces existed (an orchestrator of the version before, in a rolling
-    deploy, refuses a field it does not know)."""
-    dumped = state.model_dump(mode="json")
-    if dumped["namespace"] == SAGA_NAMESPACE:
-        del dumped["namespace"]
-    return dumped
+def _state_json(state: SagaState) -> str:
+    """The state as stored, JSON text written by pydantic-core itself: without the namespace
+    when it is the default one, so that a row reads as before namespaces existed (an
+    orchestrator of the version before, in a rolling deploy, refuses a field it does not
+    know)."""
+    if state.namespace == SAGA_NAMESPACE:
+        return state.model_dump_json(exclude=_DEFAULT_NAMESPACE)
+    return state.model_dump_json()
+
+
+_DEFAULT_NAMESPACE = {"namespace"}
+
+
+class _StateText(sa.types.TypeDecorator[str]):
+    """The ``state`` column's JSON as text, bound as it is: the saga statements hand pydantic
+    the text to parse and take the text it writes, where a dict between them cost as much
+    again (SQLAlchemy's and psycopg's JSON on top of pydantic's own; every reply loads and
+    saves its saga's whole state, its timeline included). PostgreSQL still checks it is JSON."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: sa.Dialect) -> None:
+        return None  # the text as given: no json.dumps of it
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> None:
+        return None
+
+
+#: The state read as its text (PostgreSQL's json cast to text: the driver would decode it).
+_STATE_TEXT = sa.cast(sagas_table.c.state, sa.Text).label("state")
 
 
 def _columns(state: SagaState) -> dict[str, Any]:
@@ -158,11 +161,18 @@ _INSERT = sa.text(
     f"INSERT INTO {sagas_table.name} ({', '.join(c.name for c in sagas_table.c)}) "
     f"VALUES ({', '.join(f':p_{c.name}' for c in sagas_table.c)}) "
     "ON CONFLICT (saga_id) DO NOTHING"
-).bindparams(*(sa.bindparam(f"p_{column.name}", type_=column.type) for column in sagas_table.c))
-_LOAD = sa.select(sagas_table.c.state, sagas_table.c.revision).where(
+).bindparams(
+    *(
+        sa.bindparam(
+            f"p_{column.name}", type_=_StateText() if column.key == "state" else column.type
+        )
+        for column in sagas_table.c
+    )
+)
+_LOAD = sa.select(_STATE_TEXT, sagas_table.c.revision).where(
     sagas_table.c.saga_id == sa.bindparam("p_saga_id")
 )
-_LOAD_MANY = sa.select(sagas_table.c.saga_id, sagas_table.c.state, sagas_table.c.revision).where(
+_LOAD_MANY = sa.select(sagas_table.c.saga_id, _STATE_TEXT, sagas_table.c.revision).where(
     sagas_table.c.saga_id.in_(sa.bindparam("p_saga_ids", expanding=True))
 )
 _SAVE = (
@@ -173,7 +183,9 @@ _SAVE = (
     )
     .values(
         {
-            sagas_table.c[name]: sa.bindparam(f"p_new_{name}", type_=sagas_table.c[name].type)
+            sagas_table.c[name]: sa.bindparam(
+                f"p_new_{name}", type_=_StateText() if name == "state" else sagas_table.c[name].type
+            )
             for name in (
                 "revision",
                 "status",
@@ -205,12 +217,7 @@ def insert_saga(session: Session | Connection, state: SagaState) -> None:
 
 
 def load_saga(session: Session | Connection, saga_id: str) -> StoredSaga | None:
-    # The state is decoded as the row is fetched: text that is no JSON (or nested past the
-    # decoder's depth) fails here, before _state_of.
-    try:
-        row = session.execute(_LOAD, {"p_saga_id": saga_id}).first()
-    except (ValueError, RecursionError) as error:
-        raise _not_json(saga_id, error) from error
+    row = session.execute(_LOAD, {"p_saga_id": saga_id}).first()
     if row is None:
         return None
     return StoredSaga(_state_of(saga_id, row.state), row.revision)
@@ -220,38 +227,30 @@ def load_sagas(session: Session | Connection, saga_ids: Sequence[str]) -> dict[s
     """The sagas of ``saga_ids`` that exist, by id (one query)."""
     if not saga_ids:
         return {}
-    try:
-        rows = session.execute(_LOAD_MANY, {"p_saga_ids": list(saga_ids)}).all()
-    except (ValueError, RecursionError) as error:  # as in load_saga: one of them, unnamed
-        shown = ", ".join(saga_ids[:3]) + (", ..." if len(saga_ids) > 3 else "")
-        raise _not_json(shown, error) from error
+    rows = session.execute(_LOAD_MANY, {"p_saga_ids": list(saga_ids)}).all()
     return {
         row.saga_id: StoredSaga(_state_of(row.saga_id, row.state), row.revision) for row in rows
     }
 
 
-def _not_json(saga_id: str, error: ValueError | RecursionError) -> UnreadableSagaState:
-    from pipeline.sagas.machine import shown_saga_id
-
-    return UnreadableSagaState(
-        f"saga {shown_saga_id(saga_id)}: its stored state is not readable by this version of the "
-        f"pipeline (not JSON: {error})"
-    )
-
-
-def _state_of(saga_id: str, stored: object) -> SagaState:
-    """The state of a row; :class:`UnreadableSagaState` naming the saga and the first problem
-    when it does not validate."""
+def _state_of(saga_id: str, stored: str) -> SagaState:
+    """The state of a row from its JSON text; :class:`UnreadableSagaState` naming the saga and
+    the first problem when it is no JSON (or nested past the parser's depth) or does not
+    validate."""
     try:
-        return SagaState.model_validate(stored)
+        return SagaState.model_validate_json(stored)
     except ValidationError as error:
         from pipeline.sagas.machine import shown_saga_id
 
         problems = error.errors(include_url=False, include_input=False)
-        # The field's name comes from the stored JSON: written out, on one line.
-        where = ".".join(str(part) for part in problems[0]["loc"])[:100]
-        where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)
-        problem = f"{where}: {problems[0]['msg']}" if where else problems[0]["msg"]
+        first = problems[0]
+        if first["type"] == "json_invalid":
+            problem = f"not JSON: {first.get('ctx', {}).get('error', first['msg'])}"
+        else:
+            # The field's name comes from the stored JSON: written out, on one line.
+            where = ".".join(str(part) for part in first["loc"])[:100]
+            where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)
+            problem = f"{where}: {first['msg']}" if where else first["msg"]
         more = f" and {len(problems) - 1:,} more" if len(problems) > 1 else ""
         raise UnreadableSagaState(
             f"saga {shown_saga_id(saga_id)}: its stored state is not readable by this version "
@@ -503,118 +502,6 @@ def open_saga_count(connection: Connection | Session) -> int:
             .where(sagas_table.c.status.not_in(sorted(TERMINAL)))
         ).scalar_one()
     )
-
-
-# --- the participants' log -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ParticipantOutcome:
-    ok: bool
-    reply: dict[str, Any]
-
-
-_RECORD = sa.insert(saga_steps_table).values(
-    {column: sa.bindparam(f"p_{column.name}", type_=column.type) for column in saga_steps_table.c}
-)
-
-
-_OUTCOMES_OF_SAGAS = sa.select(
-    saga_steps_table.c.saga_id,
-    saga_steps_table.c.step,
-    saga_steps_table.c.kind,
-    saga_steps_table.c.ok,
-    saga_steps_table.c.reply,
-).where(
-    saga_steps_table.c.service == sa.bindparam("p_service"),
-    saga_steps_table.c.saga_id.in_(sa.bindparam("p_saga_ids", expanding=True)),
-)
-
-
-def participant_outcomes_of(
-    session: Session | Connection, service: str, saga_ids: Sequence[str]
-) -> dict[tuple[str, str], dict[str, ParticipantOutcome]]:
-    """The outcomes ``service`` recorded for the steps of ``saga_ids``, by ``(saga id, step)``
-    and kind (one query for them all)."""
-    if not saga_ids:
-        return {}
-    rows = session.execute(_OUTCOMES_OF_SAGAS, {"p_service": service, "p_saga_ids": list(saga_ids)})
-    outcomes: dict[tuple[str, str], dict[str, ParticipantOutcome]] = {}
-    for row in rows:
-        step = outcomes.setdefault((row.saga_id, row.step), {})
-        step[row.kind] = ParticipantOutcome(bool(row.ok), dict(row.reply))
-    return outcomes
-
-
-class StepOutcome(NamedTuple):
-    """One row of the participants' log: what ``service`` answered to one command."""
-
-    service: str
-    saga_id: str
-    step: str
-    kind: str
-    ok: bool
-    reply: dict[str, Any]
-    handled_at: datetime
-
-
-def record_participant_outcomes(
-    session: Session | Connection, outcomes: Sequence[StepOutcome]
-) -> None:
-    """Record ``outcomes`` in one statement."""
-    if outcomes:
-        session.execute(
-            _RECORD,
-            [
-                {
-                    f"p_{name}": value
-                    for name, value in zip(StepOutcome._fields, outcome, strict=True)
-                }
-                for outcome in outcomes
-            ],
-        )
-
-
-_OLD_STEPS = (
-    sa.select(saga_steps_table.c.saga_id, saga_steps_table.c.step, saga_steps_table.c.kind)
-    .where(
-        saga_steps_table.c.service == sa.bindparam("p_service"),
-        saga_steps_table.c.handled_at < sa.bindparam("p_before"),
-    )
-    .order_by(saga_steps_table.c.handled_at)
-    .limit(sa.bindparam("p_limit"))
-)
-_DELETE_STEP = sa.delete(saga_steps_table).where(
-    saga_steps_table.c.service == sa.bindparam("p_service"),
-    saga_steps_table.c.saga_id == sa.bindparam("p_saga_id"),
-    saga_steps_table.c.step == sa.bindparam("p_step"),
-    saga_steps_table.c.kind == sa.bindparam("p_kind"),
-)
-
-
-def delete_participant_outcomes(
-    engine: Engine, service: str, *, handled_before: datetime, batch_size: int = 1_000
-) -> int:
-    """Delete the rows of ``service``'s log handled before ``handled_before``, oldest first,
-    ``batch_size`` per transaction (short locks); returns how many were deleted."""
-    deleted = 0
-    while True:
-        with engine.begin() as connection:
-            rows = connection.execute(
-                _OLD_STEPS,
-                {"p_service": service, "p_before": handled_before, "p_limit": batch_size},
-            ).all()
-            if rows:
-                connection.execute(
-                    _DELETE_STEP,
-                    [
-                        {"p_service": service, "p_saga_id": saga_id, "p_step": step, "p_kind": kind}
-                        for saga_id, step, kind in rows
-                    ],
-                )
-        deleted += len(rows)
-        if len(rows) < batch_size:
-            return deleted
 
 
 def saga_ids_by_status(connection: Connection | Session, statuses: Sequence[str]) -> list[str]:

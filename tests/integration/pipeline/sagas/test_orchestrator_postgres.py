@@ -18,15 +18,17 @@ from pipeline.database import build_engine, migrate
 from pipeline.outbox.table import outbox_table
 from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.orchestrator import SagaOrchestrator
+from pipeline.sagas.step_log import (
+    StepOutcome,
+    delete_participant_outcomes,
+    record_participant_outcomes,
+    saga_steps_table,
+)
 from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
     SagaExists,
-    StepOutcome,
-    delete_participant_outcomes,
     load_saga,
     load_sagas,
-    record_participant_outcomes,
-    saga_steps_table,
     sagas_table,
     save_saga,
     save_sagas,

@@ -27,7 +27,7 @@ from pipeline.sagas.machine import CommandToSend
 from pipeline.sagas.messages import command_event
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
 from pipeline.sagas.participant import Refuse, SagaCommand, SagaParticipant
-from pipeline.sagas.store import StepOutcome, record_participant_outcomes, saga_steps_table
+from pipeline.sagas.step_log import StepOutcome, record_participant_outcomes, saga_steps_table
 from pipeline.settings import ProcessingSettings, SagaSettings
 from pipeline.topics.catalogue import SAGA_REPLIES
 from tests.support.driving import handled_units
