@@ -106,7 +106,8 @@ class TokenVerifier:
         except jwt.PyJWTError as error:
             raise TokenRejected(_reason(error, self._algorithms)) from None
         subject = claims["sub"]
-        if not isinstance(subject, str) or not subject:
+        if not isinstance(subject, str) or not subject.strip():
+            # Spaces only name no one: logs and limits would show a blank client.
             raise TokenRejected("the token's 'sub' claim must name its holder")
         if len(subject) > MAX_SUBJECT or not subject.isprintable():
             # The holder names the client in the Idempotency-Key store (255 characters with

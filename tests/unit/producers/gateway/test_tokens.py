@@ -128,6 +128,7 @@ def test_a_token_not_valid_yet_is_rejected_beyond_the_leeway(claim):
         ({"sub": None}, "the token lacks the 'sub' claim"),
         ({"aud": None}, "the token lacks the 'aud' claim"),
         ({"sub": 42}, "the token's 'sub' claim must name its holder"),
+        ({"sub": "   "}, "the token's 'sub' claim must name its holder"),
         # Past the store's 255 characters of a client (with "jwt:"): every claim of its batch
         # failed, other clients' too; a NUL or a line break in it forged log lines.
         ({"sub": "s" * 252}, "the token's 'sub' claim must be at most 251 printable characters"),
