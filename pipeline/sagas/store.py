@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,7 @@ __all__ = [
     "SagaRow",
     "StoredSaga",
     "UnreadableSagaState",
+    "UnstorableSagaState",
     "count_by_status",
     "delete_ended_sagas",
     "due_saga_ids",
@@ -86,6 +88,11 @@ class UnreadableSagaState(PipelineError):
     another version, or by hand); the message names the saga and the first problem."""
 
 
+class UnstorableSagaState(PipelineError):
+    """A saga's state holds what JSON cannot (a lone surrogate in a string of the data it was
+    started with); the message names the saga and the problem."""
+
+
 @dataclass(frozen=True)
 class StoredSaga:
     state: SagaState
@@ -113,9 +120,17 @@ def _state_json(state: SagaState) -> str:
     when it is the default one, so that a row reads as before namespaces existed (an
     orchestrator of the version before, in a rolling deploy, refuses a field it does not
     know)."""
-    if state.namespace == SAGA_NAMESPACE:
-        return state.model_dump_json(exclude=_DEFAULT_NAMESPACE)
-    return state.model_dump_json()
+    try:
+        if state.namespace == SAGA_NAMESPACE:
+            return state.model_dump_json(exclude=_DEFAULT_NAMESPACE)
+        return state.model_dump_json()
+    except PydanticSerializationError as error:
+        from pipeline.sagas.machine import shown_saga_id
+
+        raise UnstorableSagaState(
+            f"saga {shown_saga_id(state.saga_id)}: its state cannot be stored as JSON "
+            f"({' '.join(str(error).split())[:300]}): start it with data whose strings are text"
+        ) from None
 
 
 _DEFAULT_NAMESPACE = {"namespace"}

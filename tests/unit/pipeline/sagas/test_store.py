@@ -21,6 +21,7 @@ from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
     SagaExists,
     UnreadableSagaState,
+    UnstorableSagaState,
     load_saga,
     load_sagas,
     sagas_table,
@@ -232,3 +233,44 @@ def test_a_stored_state_nested_past_the_json_decoder_is_unreadable_too(database:
         pytest.raises(UnreadableSagaState, match=r"^saga s-1: its stored state is not re"),
     ):
         load_saga(session, "s-1")
+
+
+class Text(BaseModel):
+    s: str
+
+
+TEXT_REGISTRY = SagaRegistry(
+    [
+        SagaDefinition(
+            "Text",
+            version=1,
+            data_model=Text,
+            steps=[Step("only", participant="worker", action=lambda d: Call("Do", {"s": d.s}))],
+        )
+    ]
+)
+
+
+def test_a_saga_started_with_a_string_json_cannot_hold_is_refused_in_one_line(
+    database: Engine,
+) -> None:
+    # A lone surrogate (bytes decoded with surrogateescape) given to start() by a library user:
+    # a raw PydanticSerializationError when the state is written.
+    orchestrator = SagaOrchestrator(TEXT_REGISTRY, clock=lambda: T0)
+    with Session(database) as session, session.begin():
+        orchestrator.start(session, "Text", "s-ok", {"s": "caf\u00e9 \U0001f600"})
+    with (
+        pytest.raises(UnstorableSagaState) as refused,
+        Session(database) as session,
+        session.begin(),
+    ):
+        orchestrator.start(session, "Text", "s-bad", {"s": "\udc80"})
+
+    message = str(refused.value)
+    assert message.startswith("saga s-bad: its state cannot be stored as JSON (")
+    assert "surrogates not allowed" in message and "\n" not in message
+    assert isinstance(refused.value, PipelineError)
+    with Session(database) as session:
+        assert load_saga(session, "s-bad") is None
+        stored = load_saga(session, "s-ok")
+    assert stored is not None and stored.state.data == {"s": "caf\u00e9 \U0001f600"}
