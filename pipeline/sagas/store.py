@@ -11,6 +11,7 @@ fails with :class:`ConcurrentSagaUpdate` and is tried again on the new state.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ __all__ = [
     "SagaRow",
     "StoredSaga",
     "UnreadableSagaState",
-    "UnstorableSagaState",
     "count_by_status",
     "delete_ended_sagas",
     "due_saga_ids",
@@ -88,11 +88,6 @@ class UnreadableSagaState(PipelineError):
     another version, or by hand); the message names the saga and the first problem."""
 
 
-class UnstorableSagaState(PipelineError):
-    """A saga's state holds what JSON cannot (a lone surrogate in a string of the data it was
-    started with); the message names the saga and the problem."""
-
-
 @dataclass(frozen=True)
 class StoredSaga:
     state: SagaState
@@ -120,17 +115,14 @@ def _state_json(state: SagaState) -> str:
     when it is the default one, so that a row reads as before namespaces existed (an
     orchestrator of the version before, in a rolling deploy, refuses a field it does not
     know)."""
+    exclude = _DEFAULT_NAMESPACE if state.namespace == SAGA_NAMESPACE else None
     try:
-        if state.namespace == SAGA_NAMESPACE:
-            return state.model_dump_json(exclude=_DEFAULT_NAMESPACE)
-        return state.model_dump_json()
-    except PydanticSerializationError as error:
-        from pipeline.sagas.machine import shown_saga_id
-
-        raise UnstorableSagaState(
-            f"saga {shown_saga_id(state.saga_id)}: its state cannot be stored as JSON "
-            f"({' '.join(str(error).split())[:300]}): start it with data whose strings are text"
-        ) from None
+        return state.model_dump_json(exclude=exclude)
+    except PydanticSerializationError:
+        # What pydantic-core's writer refuses and the json module writes, as every version
+        # before did: a lone surrogate in a string of the data (as its escape), nesting past
+        # pydantic-core's 255 levels. PostgreSQL's json takes both.
+        return json.dumps(state.model_dump(mode="json", exclude=exclude))
 
 
 _DEFAULT_NAMESPACE = {"namespace"}
@@ -255,22 +247,37 @@ def _state_of(saga_id: str, stored: str) -> SagaState:
     try:
         return SagaState.model_validate_json(stored)
     except ValidationError as error:
-        from pipeline.sagas.machine import shown_saga_id
+        if error.errors(include_url=False, include_input=False)[0]["type"] != "json_invalid":
+            raise _unreadable(saga_id, error) from error
+    # pydantic-core's parser refuses some JSON the json module reads, and earlier versions (or
+    # _state_json) wrote: a lone surrogate's escape, nesting past 200 levels. Read as before.
+    try:
+        parsed = json.loads(stored)
+    except (ValueError, RecursionError) as error:
+        raise _unreadable(saga_id, f"not JSON: {error}") from error
+    try:
+        return SagaState.model_validate(parsed)
+    except ValidationError as error:
+        raise _unreadable(saga_id, error) from error
 
-        problems = error.errors(include_url=False, include_input=False)
-        first = problems[0]
-        if first["type"] == "json_invalid":
-            problem = f"not JSON: {first.get('ctx', {}).get('error', first['msg'])}"
-        else:
-            # The field's name comes from the stored JSON: written out, on one line.
-            where = ".".join(str(part) for part in first["loc"])[:100]
-            where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)
-            problem = f"{where}: {first['msg']}" if where else first["msg"]
+
+def _unreadable(saga_id: str, problem: ValidationError | str) -> UnreadableSagaState:
+    """The error of a row whose state does not read: ``problem``, or the first of a
+    validation's problems (and how many more)."""
+    from pipeline.sagas.machine import shown_saga_id
+
+    if isinstance(problem, ValidationError):
+        problems = problem.errors(include_url=False, include_input=False)
+        # The field's name comes from the stored JSON: written out, on one line.
+        where = ".".join(str(part) for part in problems[0]["loc"])[:100]
+        where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)
+        first = problems[0]["msg"]
         more = f" and {len(problems) - 1:,} more" if len(problems) > 1 else ""
-        raise UnreadableSagaState(
-            f"saga {shown_saga_id(saga_id)}: its stored state is not readable by this version "
-            f"of the pipeline ({problem}{more})"
-        ) from error
+        problem = f"{where}: {first}{more}" if where else f"{first}{more}"
+    return UnreadableSagaState(
+        f"saga {shown_saga_id(saga_id)}: its stored state is not readable by this version of "
+        f"the pipeline ({problem})"
+    )
 
 
 def _save_parameters(state: SagaState, revision: int) -> dict[str, Any]:
