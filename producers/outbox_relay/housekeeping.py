@@ -72,6 +72,11 @@ class Housekeeping:
         self._metrics.deleted.inc(deleted)
         return deleted
 
+    def clean_up_next(self) -> None:
+        """Make the next :meth:`cleanup_if_due` clean up (a ``--once`` run ends before the
+        first interval would: its summary's "expired rows deleted" was always 0)."""
+        self._next_cleanup = 0.0
+
     def cleanup_if_due(self) -> int:
         """:meth:`cleanup` once per ``cleanup_interval_s``; returns how many were deleted."""
         if time.monotonic() < self._next_cleanup:
@@ -105,7 +110,11 @@ class Housekeeping:
         """Refresh the status when due; log ``published`` (the relay's running total) and the
         rate since the last line when due, or at once when ``final``."""
         now = time.monotonic()
-        due = now >= self._next_status or final  # the last figures are the final ones
+        interval = self._settings.log_interval_s
+        log_due = final or (interval > 0 and now >= self._next_log)
+        # Read afresh for the log line (and the final figures): one read before, it showed the
+        # backlog from before the rows it said were published.
+        due = now >= self._next_status or log_due
         if due and self._down is None:
             self._next_status = now + STATUS_INTERVAL_S
             try:
@@ -115,8 +124,7 @@ class Housekeeping:
                 # Not the last figures, which read as current (a backlog of 0 for as long).
                 self._unknown()
                 _log.warning("cannot read the outbox status: %s", error_text(error))
-        interval = self._settings.log_interval_s
-        if not final and (interval <= 0 or now < self._next_log):
+        if not log_due:
             return
         self._next_log = now + interval
         count = published - self._logged_published

@@ -235,6 +235,8 @@ class OutboxRelay:
         listener = NotifyListener(self._engine) if listening else None
         if listener is not None:
             listener.open()  # before the first batch: nothing committed after it is missed
+        if once:
+            self._housekeeping.clean_up_next()
         concurrent = self._claims.concurrent_claims
         marking = ThreadPoolExecutor(1, thread_name_prefix="outbox-marks") if concurrent else None
         claiming = ThreadPoolExecutor(1, thread_name_prefix="outbox-claims") if concurrent else None
@@ -459,6 +461,10 @@ class OutboxRelay:
                     continue
                 retry.add(record.position)
                 if failure.too_large:
+                    if self._topics is not None:
+                        # Its limit may have been set or lowered since it was looked up: the
+                        # next batch looks again, and keeps the batches under it.
+                        self._topics.forget(record.topic)
                     size = framed_size(record)
                     if size > largest.get(record.topic, (-1, 0, ""))[0]:
                         largest[record.topic] = (size, record.position, failure.error or "?")

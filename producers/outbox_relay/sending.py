@@ -57,6 +57,8 @@ class Refusal:
     kind: str = "refused"
     #: The client refused it as larger than it takes (``message.max.bytes``).
     too_large: bool = False
+    #: Its aggregate (type, id): the log counts aggregates by it.
+    aggregate: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,12 @@ class RefusalLog:
         self._name = name
         self._every_s = every_s
         self._last: dict[tuple[str, str], float] = {}
-        #: Per topic and reason: the rows held since the last line, and their first rows (one
-        #: per aggregate).
+        #: Per topic and reason: the rows held since the last line, and their aggregates (by
+        #: aggregate, or by the position of its first held row when not known). By the first
+        #: held row alone, an aggregate counted again each time a row of it went and the next
+        #: became its first: "950 outbox rows of 15 aggregates" for 5.
         self._rows: dict[tuple[str, str], set[int]] = {}
-        self._firsts: dict[tuple[str, str], set[int]] = {}
+        self._aggregates: dict[tuple[str, str], set[object]] = {}
 
     def note(self, held: Mapping[int, Refusal], now: float | None = None) -> None:
         """``held``: position to the refusal of its aggregate's first held row (itself, for
@@ -112,12 +116,13 @@ class RefusalLog:
             if refusal.position < first.position:
                 firsts[what] = refusal
             self._rows.setdefault(what, set()).add(position)
-            self._firsts.setdefault(what, set()).add(refusal.position)
+            aggregate = refusal.aggregate if refusal.aggregate is not None else refusal.position
+            self._aggregates.setdefault(what, set()).add(aggregate)
         for what, first in firsts.items():
             last = self._last.get(what)
             if last is not None and now - last < self._every_s:
                 continue
-            rows, aggregates = len(self._rows.pop(what)), len(self._firsts.pop(what))
+            rows, aggregates = len(self._rows.pop(what)), len(self._aggregates.pop(what))
             self._last[what] = now
             _log.error(
                 "%s: %s of %s held back by %s, not sent (the first: row %d, event %s: %s); "
@@ -205,7 +210,12 @@ def send_batch(
         hold = refuse.get(record.position) if refuse else None
         if hold is not None:
             refusal = Refusal(
-                record.position, record.event_id, record.topic, hold.reason, hold.kind
+                record.position,
+                record.event_id,
+                record.topic,
+                hold.reason,
+                hold.kind,
+                aggregate=record.aggregate,
             )
             stopped[record.aggregate] = held[record.position] = refusal
             refusals.append(refusal)
@@ -221,7 +231,13 @@ def send_batch(
         except ProduceRefused as error:
             kind = "too_large" if error.too_large else "refused"
             refusal = Refusal(
-                record.position, record.event_id, record.topic, error.reason, kind, error.too_large
+                record.position,
+                record.event_id,
+                record.topic,
+                error.reason,
+                kind,
+                error.too_large,
+                record.aggregate,
             )
             stopped[record.aggregate] = held[record.position] = refusal
             refusals.append(refusal)
@@ -234,6 +250,7 @@ def send_batch(
                 record.topic,
                 f"behind row {record.position}, sent again after Kafka failed it",
                 "behind_failed",
+                aggregate=record.aggregate,
             )
     failures = wait_for_deliveries(
         producer, timeout_s=timeout_s, renew=renew, renew_every_s=renew_every_s, name=name

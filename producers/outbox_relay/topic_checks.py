@@ -14,9 +14,11 @@ here is refused as the client refuses one at once
 in the batch, and the refusal is logged at most once a minute (:class:`RefusalLog`).
 
 The topics are looked up through the admin client (cluster metadata, which never creates a
-topic), each at most every ``recheck_s`` seconds: a topic created meanwhile is noticed then, and
-so is a new ``max.message.bytes`` of a topic that has one of its own (raised to let a row go).
-A topic that exists with the cluster's own limit is not asked about again.
+topic), each again every ``recheck_s`` seconds: a topic created meanwhile is noticed then, and
+so is a new ``max.message.bytes`` (raised to let a row go, or set or lowered while the relay
+runs). A topic Kafka refused an event of as too large is looked up again with the next batch
+(:meth:`TopicChecks.forget`): a limit lowered meanwhile then shrinks the relay's batches at
+once, where the broker refused the old, larger batches of its rows one after another.
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ class TopicChecks:
         self._bootstrap = bootstrap
         self._recheck_s = recheck_s
         self._clock = clock
-        self._existing: set[str] = set()
-        #: The own limits of the existing topics that have one, and when each was read.
+        #: The existing topics, and when each was looked up.
+        self._existing_at: dict[str, float] = {}
+        #: The own limits of the existing topics that have one.
         self._limits: dict[str, int] = {}
-        self._limits_at: dict[str, float] = {}
         #: When each topic was last found missing.
         self._missing_at: dict[str, float] = {}
 
@@ -61,10 +63,9 @@ class TopicChecks:
         """``{position: why}`` for the rows whose topic the cluster does not have, or whose
         event is larger than its topic's own limit.
 
-        A topic found with the cluster's own limit is not asked about again (a batch of such
-        topics costs nothing); one found missing, or with a limit of its own, is asked about
-        again after ``recheck_s``. A :class:`~pipeline.errors.PipelineError` when Kafka does
-        not answer.
+        Each topic is asked about again after ``recheck_s`` (one request for the batch's
+        topics that are due). A :class:`~pipeline.errors.PipelineError` when Kafka does not
+        answer.
         """
         now = self._clock()
         due = sorted(
@@ -97,29 +98,32 @@ class TopicChecks:
         topic = min(self._limits, key=self._limits.__getitem__)
         return topic, self._limits[topic]
 
+    def forget(self, topic: str) -> None:
+        """Ask about ``topic`` again with the next batch (Kafka refused one of its events as
+        too large: its limit may have been lowered)."""
+        self._existing_at.pop(topic, None)
+        self._missing_at.pop(topic, None)
+        self._limits.pop(topic, None)
+
     def _due(self, topic: str, now: float) -> bool:
-        """Whether to ask the cluster about ``topic``: never asked, or found missing or with a
-        limit of its own ``recheck_s`` ago."""
-        asked_at = self._missing_at.get(topic, self._limits_at.get(topic))
-        if asked_at is not None:
-            return now - asked_at >= self._recheck_s
-        return topic not in self._existing
+        """Whether to ask the cluster about ``topic``: never asked, or asked ``recheck_s``
+        ago."""
+        asked_at = self._missing_at.get(topic, self._existing_at.get(topic))
+        return asked_at is None or now - asked_at >= self._recheck_s
 
     def _look_up(self, topics: list[str], now: float) -> None:
         """Ask the cluster about ``topics`` and note what it says."""
         found = describe_cluster_topics(self._admin, topics, bootstrap=self._bootstrap)
         for topic in topics:
             self._limits.pop(topic, None)
-            self._limits_at.pop(topic, None)
             if topic in found:
-                self._existing.add(topic)
+                self._existing_at[topic] = now
                 self._missing_at.pop(topic, None)
                 limit = message_limit(found[topic])
                 if limit is not None:
                     self._limits[topic] = limit
-                    self._limits_at[topic] = now
             else:
-                self._existing.discard(topic)
+                self._existing_at.pop(topic, None)
                 self._missing_at[topic] = now
 
 

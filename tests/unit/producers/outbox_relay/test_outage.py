@@ -283,3 +283,21 @@ def test_another_error_is_logged_at_once_the_same_one_once_a_minute(caplog):
     assert failures.worked(now=63.0) is False  # said once
     assert failures.failed("refused", now=64.0) == 0.5  # a new outage starts over
     assert len(_said(caplog, RELAY_LOGGER, logging.ERROR)) == 4
+
+
+def test_the_log_line_reads_the_backlog_afresh(database, monkeypatch, caplog):
+    # Due just before the status's own refresh, the line showed the backlog of 5 s earlier,
+    # from before the rows it said were published.
+    caplog.set_level(logging.INFO)
+    now = [-1.0]
+    monkeypatch.setattr(housekeeping_module.time, "monotonic", lambda: now[0])
+    _write(database, ["a", "b"])
+    housekeeping = Housekeeping(database, OutboxSettings(log_interval_s=5), RelayMetrics(), "r")
+    now[0] = 0.0
+    housekeeping.report(0)  # the status, read now; the line is due at 4.0
+    _write(database, ["c", "d", "e"])
+    now[0] = 4.5  # the line is due, the status's own refresh (at 5.0) not yet
+
+    housekeeping.report(0)
+
+    assert "backlog 5, oldest unpublished" in caplog.text

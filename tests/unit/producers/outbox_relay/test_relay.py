@@ -551,3 +551,77 @@ def test_once_a_database_that_refuses_the_batch_is_one_line_not_the_drivers_trac
 
     with pytest.raises(DatabaseError, match="relay-under-test: the batch failed: attempt to write"):
         relay.run(once=True)
+
+
+class KnownTopics:
+    """Stands in for TopicChecks: every topic exists with the cluster's own limit; records the
+    topics the relay asks it to look up again."""
+
+    def __init__(self) -> None:
+        self.forgotten: list[str] = []
+
+    def problems(self, records):
+        return {}
+
+    def smallest_limit(self):
+        return None
+
+    def forget(self, topic):
+        self.forgotten.append(topic)
+
+
+def test_a_topic_kafka_refused_an_event_of_as_too_large_is_looked_up_again(database):
+    # Its max.message.bytes lowered while the relay ran: the relay kept its large batches,
+    # which the broker refused one after another (about a row every 5 s went), until restarted.
+    a0, _ = _write(database, ["a", "b"])
+    client = FakeKafka(too_large={a0})
+    topics = KnownTopics()
+    relay = OutboxRelay(
+        database,
+        EventProducer(client),
+        OutboxSettings(log_interval_s=0),
+        name="relay-under-test",
+        topics=topics,  # type: ignore[arg-type]
+    )
+
+    relay.publish_batch()
+
+    assert topics.forgotten == [TOPIC]
+
+
+def test_a_once_run_deletes_the_rows_past_their_retention(database):
+    # Its first cleanup was due an interval after the start, which a --once run never reached:
+    # the table grew for good under a cron'd relay --once.
+    old = _write(database, ["a", "b", "c"])
+    with database.begin() as connection:
+        connection.execute(
+            outbox_table.update()
+            .where(outbox_table.c.event_id.in_(old))
+            .values(published_at=sa.func.datetime("now", "-2 hours"))
+        )
+    fresh = _write(database, ["d"])
+
+    totals = _relay(database, FakeKafka(), retention_s=3600, cleanup_interval_s=3600).run(once=True)
+
+    assert (totals.published, totals.deleted) == (1, 3)
+    with database.connect() as connection:
+        left = set(connection.execute(sa.select(outbox_table.c.event_id)).scalars())
+    assert left == set(fresh)
+
+
+def test_a_refusal_log_counts_an_aggregate_once_whichever_of_its_rows_is_held_first():
+    # A row of it went, the next became its first held row: each counted as one more aggregate
+    # ("950 outbox rows of 15 aggregates" for 5).
+    log = RefusalLog("relay", every_s=60)
+    aggregate = ("order", "o-1")
+    first = Refusal(1, "e1", "small", "too large", "too_large", aggregate=aggregate)
+    later = Refusal(2, "e2", "small", "too large", "too_large", aggregate=aggregate)
+    with _lines_said() as said:
+        log.note({1: first, 2: first}, now=0.0)
+        log.note({2: later, 3: later}, now=30.0)  # row 1 went: row 2 is its first now
+        log.note({3: later}, now=61.0)
+
+    assert [line.split(": ")[1].split(" held back")[0] for line in said] == [
+        "2 outbox rows of 1 aggregate",
+        "2 outbox rows of 1 aggregate",
+    ]

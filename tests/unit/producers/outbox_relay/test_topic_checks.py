@@ -49,7 +49,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
     return made
 
 
-def test_rows_for_a_missing_topic_are_named_and_a_known_topic_is_not_asked_again(cluster):
+def test_rows_for_a_missing_topic_are_named_and_topics_are_asked_about_every_recheck_s(cluster):
     now = [0.0]
     checks = TopicChecks(object(), recheck_s=30, clock=lambda: now[0])  # type: ignore[arg-type]
     batch = [row(1, "x", "later"), row(2, "x", "orders"), row(3, "y", "orders")]
@@ -64,7 +64,7 @@ def test_rows_for_a_missing_topic_are_named_and_a_known_topic_is_not_asked_again
     cluster.existing.add("later")  # created meanwhile: noticed once recheck_s passed
     now[0] = 31.0
     assert checks.problems(batch) == {}
-    assert cluster.asked == [["later", "orders"], ["later"]]
+    assert cluster.asked == [["later", "orders"], ["later", "orders"]]  # one request each time
 
 
 def test_an_event_over_its_topics_own_limit_is_refused_and_the_smallest_limit_is_known(
@@ -153,15 +153,36 @@ def test_a_raised_limit_lets_the_row_go_once_recheck_s_passed(cluster):
     assert cluster.asked == [["small"], ["small"]]
 
 
-def test_a_topic_with_the_clusters_own_limit_is_not_asked_about_again(cluster):
+def test_a_limit_set_on_a_topic_while_the_relay_runs_is_noticed_once_recheck_s_passed(cluster):
+    # A topic found with the cluster's own limit was never asked about again: a limit set on it
+    # later left the relay's batches too large for good (about one row every 5 s went).
     now = [0.0]
     checks = TopicChecks(object(), recheck_s=30, clock=lambda: now[0])  # type: ignore[arg-type]
+    big = OutboxRecord(7, "e7", "order", "x", "orders", b"x" * 2_500, [("ce_id", "e7")])
 
-    for second in (0.0, 31.0, 62.0):
-        now[0] = second
-        assert checks.problems([row(1, "x", "orders")]) == {}
+    assert checks.problems([big]) == {}
+    cluster.limits["orders"] = 2_000  # kafka-configs --alter ... --add-config max.message.bytes
+    now[0] = 10.0
+    assert checks.problems([big]) == {}  # not asked again yet
+    now[0] = 31.0
+    assert checks.problems([big])[7].kind == "too_large"
+    assert checks.smallest_limit() == ("orders", 2_000)
+    assert cluster.asked == [["orders"], ["orders"]]
 
-    assert cluster.asked == [["orders"]]
+
+def test_a_forgotten_topic_is_asked_about_with_the_next_batch(cluster):
+    # After Kafka refused one of its events as too large: its limit may have been lowered.
+    now = [0.0]
+    checks = TopicChecks(object(), recheck_s=30, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert checks.problems([row(1, "x", "orders")]) == {}
+    cluster.limits["orders"] = 3_000
+    now[0] = 1.0
+
+    checks.forget("orders")
+
+    assert checks.problems([row(2, "x", "orders")]) == {}
+    assert cluster.asked == [["orders"], ["orders"]]
+    assert checks.smallest_limit() == ("orders", 3_000)
 
 
 def test_the_size_estimate_counts_the_record_batch_framing_conservatively():
