@@ -461,15 +461,12 @@ class OutboxRelay:
                     continue
                 retry.add(record.position)
                 if failure.too_large:
-                    if self._topics is not None:
-                        # Its limit may have been set or lowered since it was looked up: the
-                        # next batch looks again, and keeps the batches under it.
-                        self._topics.forget(record.topic)
                     size = framed_size(record)
                     if size > largest.get(record.topic, (-1, 0, ""))[0]:
                         largest[record.topic] = (size, record.position, failure.error or "?")
-            for _, position, error in largest.values():
-                self._too_large.note(position, _refused_as_too_large(error))
+            for topic, (size, position, error) in largest.items():
+                if not self._batches_were_too_large(topic, size):
+                    self._too_large.note(position, _refused_as_too_large(error))
         held = {position: (r.topic, r.kind) for position, r in outcome.held.items()}
         self._left.update(records, held, outcome.unacknowledged_positions, retry)
         self._show_held()
@@ -484,6 +481,25 @@ class OutboxRelay:
         self._held_labels |= counts.keys()
         self.totals.held = sum(counts.values())
         self.totals.failed = len(self._left)
+
+    def _batches_were_too_large(self, topic: str, size: int) -> bool:
+        """Whether Kafka refused ``topic``'s rows because its limit was set or lowered since it
+        was looked up (a row of ``size`` fits the new limit, which the relay's batches were
+        over): then the next batches keep under it and the row goes with them, where it was
+        held 30 s. The topic is looked up at once; when Kafka does not answer, with the next
+        batch."""
+        if self._topics is None:
+            return False
+        try:
+            limit = self._topics.limit_now(topic)
+        except PipelineError:
+            self._topics.forget(topic)
+            return False
+        return (
+            limit is not None
+            and size <= limit
+            and (self._batch_limit is None or limit < self._batch_limit)
+        )
 
     def _fit_batches(self, smallest: tuple[str, int] | None) -> None:
         """A producer whose batches stay under the smallest own ``max.message.bytes`` of the

@@ -98,6 +98,13 @@ class TopicChecks:
         topic = min(self._limits, key=self._limits.__getitem__)
         return topic, self._limits[topic]
 
+    def limit_now(self, topic: str) -> int | None:
+        """Look ``topic`` up at once (Kafka refused one of its events as too large: its limit
+        may have been set or lowered); its own limit, if it has one. A
+        :class:`~pipeline.errors.PipelineError` when Kafka does not answer."""
+        self._look_up([topic], self._clock())
+        return self._limits.get(topic)
+
     def forget(self, topic: str) -> None:
         """Ask about ``topic`` again with the next batch (Kafka refused one of its events as
         too large: its limit may have been lowered)."""

@@ -554,11 +554,12 @@ def test_once_a_database_that_refuses_the_batch_is_one_line_not_the_drivers_trac
 
 
 class KnownTopics:
-    """Stands in for TopicChecks: every topic exists with the cluster's own limit; records the
-    topics the relay asks it to look up again."""
+    """Stands in for TopicChecks: every topic exists, with ``limit`` of its own once looked up
+    again (None: the cluster's own); records the topics looked up again."""
 
-    def __init__(self) -> None:
-        self.forgotten: list[str] = []
+    def __init__(self, limit=None) -> None:
+        self.limit = limit
+        self.looked_up: list[str] = []
 
     def problems(self, records):
         return {}
@@ -566,8 +567,22 @@ class KnownTopics:
     def smallest_limit(self):
         return None
 
+    def limit_now(self, topic):
+        self.looked_up.append(topic)
+        return self.limit
+
     def forget(self, topic):
-        self.forgotten.append(topic)
+        raise AssertionError("looked up at once, not forgotten")
+
+
+def _relay_with(database, client, topics):
+    return OutboxRelay(
+        database,
+        EventProducer(client),
+        OutboxSettings(log_interval_s=0),
+        name="relay-under-test",
+        topics=topics,
+    )
 
 
 def test_a_topic_kafka_refused_an_event_of_as_too_large_is_looked_up_again(database):
@@ -575,18 +590,29 @@ def test_a_topic_kafka_refused_an_event_of_as_too_large_is_looked_up_again(datab
     # which the broker refused one after another (about a row every 5 s went), until restarted.
     a0, _ = _write(database, ["a", "b"])
     client = FakeKafka(too_large={a0})
-    topics = KnownTopics()
-    relay = OutboxRelay(
-        database,
-        EventProducer(client),
-        OutboxSettings(log_interval_s=0),
-        name="relay-under-test",
-        topics=topics,  # type: ignore[arg-type]
-    )
+    topics = KnownTopics()  # the cluster's own limit: the row itself is too large
+    relay = _relay_with(database, client, topics)
 
     relay.publish_batch()
+    client.too_large.clear()
 
-    assert topics.forgotten == [TOPIC]
+    assert topics.looked_up == [TOPIC]
+    assert relay.publish_batch().published == 0  # held, as before: tried again 30 s later
+
+
+def test_a_row_refused_only_because_the_limit_was_lowered_goes_with_the_next_batch(database):
+    # The limit was lowered under the relay's batches: the largest row of the refused batch
+    # was held 30 s (its aggregate's later rows with it) though it fits the new limit.
+    a0, a1, b0 = _write(database, ["a", "a", "b"])
+    client = FakeKafka(too_large={a0})
+    relay = _relay_with(database, client, KnownTopics(limit=100_000))
+
+    relay.publish_batch()
+    client.too_large.clear()  # the next batches keep under the limit: they fit
+
+    assert relay.publish_batch().published == 1  # a0, alone (sent again after a failure)
+    assert relay.publish_batch().published == 1  # then a1
+    assert _published_ids(database) == {a0, a1, b0}
 
 
 def test_a_once_run_deletes_the_rows_past_their_retention(database):

@@ -236,3 +236,14 @@ def test_a_row_sent_again_after_a_failure_goes_without_its_aggregates_later_rows
     assert producer.sent == [1, 3]
     assert outcome.positions == [1, 3]
     assert outcome.held[2].kind == "behind_failed" and outcome.failed == 0
+
+
+def test_limit_now_asks_the_cluster_at_once(cluster):
+    checks = TopicChecks(object(), recheck_s=30, clock=lambda: 0.0)  # type: ignore[arg-type]
+    assert checks.problems([row(1, "x", "orders")]) == {}
+    cluster.limits["orders"] = 3_000
+
+    assert checks.limit_now("orders") == 3_000
+    assert checks.limit_now("small") == 2_000
+    assert cluster.asked == [["orders"], ["orders"], ["small"]]
+    assert checks.smallest_limit() == ("small", 2_000)
