@@ -143,6 +143,10 @@ def kafka_unusable(error: Any) -> str | None:
     code = error.code() if callable(getattr(error, "code", None)) else None
     if code in _REFUSALS:
         return KAFKA_REFUSED
+    if callable(getattr(error, "fatal", None)) and error.fatal():
+        # The producer takes nothing more (its idempotence unsupported: a mistyped port that
+        # is the KRaft controller's, say).
+        return KAFKA_REFUSED
     text = error.str() if callable(getattr(error, "str", None)) else str(error)
     # librdkafka reports a TLS handshake the broker cut short (a PLAINTEXT listener) as a
     # transport error: a refusal all the same.
@@ -468,7 +472,15 @@ class KafkaLogHandler(logging.Handler):
         while (wait := min(left(), budget)) > 0:
             step = min(_FLUSH_SLICE_S, wait)
             budget -= step
-            if producer.flush(step) == 0:
+            try:
+                if producer.flush(step) == 0:
+                    return
+            except Exception as error:  # a fatal error: the producer delivers nothing more
+                if not _is_kafka(error):
+                    raise
+                # Counted below as not delivered, for that reason (this runs at exit: a
+                # traceback from an atexit callback, after the program's own error line).
+                self._kafka_unusable = kafka_unusable(error.args[0]) or KAFKA_REFUSED
                 return
 
     def close(self) -> None:
@@ -509,13 +521,20 @@ class KafkaLogHandler(logging.Handler):
             # What Kafka has not acknowledged by now is taken back: its delivery reports
             # (served by the flush) count it and write it to the fallback stream. Left in the
             # producer, it was only a count, and the interpreter's exit waited for it again.
-            self._purge_reason = unusable or (
+            reason = self._purge_reason = unusable or (
                 f"Kafka did not acknowledge them within the {self.flush_timeout_s:g} s flush "
                 "timeout at exit"
             )
-            with contextlib.suppress(KeyboardInterrupt, SystemError):
-                producer.purge(in_queue=True, in_flight=True, blocking=False)
-                producer.flush(0)
+            try:
+                with contextlib.suppress(KeyboardInterrupt, SystemError):
+                    producer.purge(in_queue=True, in_flight=True, blocking=False)
+                    producer.flush(0)
+            except Exception as error:  # a fatal producer: no delivery report will come
+                if not _is_kafka(error):
+                    raise
+                held = len(producer)
+                self.counters.failed += held
+                self._failures[reason] += held
             self._purge_reason = None
         self._report_losses()
         super().close()

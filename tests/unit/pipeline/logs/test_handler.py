@@ -397,3 +397,34 @@ def test_an_exception_whose_str_raises_reaches_kafka_with_its_traceback():
     assert document["error"]["type"].endswith("WeirdErr")
     assert document["error"]["message"] == "<exception str() failed>"
     assert document["error"]["stack_trace"].endswith("WeirdErr: <exception str() failed>")
+
+
+def test_a_fatal_producer_error_at_the_exit_flush_is_counted_not_a_traceback():
+    # A mistyped port that is the KRaft controller's: the idempotent producer is fatal, and its
+    # flush at exit raised KafkaException out of the atexit callback (a traceback after the
+    # program's own error record).
+    from confluent_kafka import KafkaError, KafkaException
+
+    fatal = KafkaError(
+        KafkaError._UNSUPPORTED_FEATURE, "Idempotent producer not supported", fatal=True
+    )
+
+    class FatalProducer(FakeProducer):
+        def poll(self, timeout=0):
+            return 0  # nothing acknowledged
+
+        def flush(self, timeout=0):
+            raise KafkaException(fatal)
+
+        def __len__(self):
+            return 1
+
+    fallback = io.StringIO()
+    producer = FatalProducer()
+    handler = KafkaLogHandler(lambda: producer, service="s", fallback=fallback)
+    _logger(handler).error("cannot list the topics of Kafka")
+
+    handler.close()  # no KafkaException
+
+    assert handler._closed
+    assert "Kafka refused the connection" in fallback.getvalue()
