@@ -299,7 +299,7 @@ def migrate(engine: Engine) -> None:
                 connection.commit()
                 return
         try:
-            _refuse_unknown_revisions(connection, engine)
+            found = _refuse_unknown_revisions(connection, engine)
             from alembic import command
 
             try:
@@ -311,6 +311,15 @@ def migrate(engine: Engine) -> None:
                     f"{error_text(error)}{_migration_hint(error)}"
                 ) from None
             connection.commit()
+            if found != [HEAD_REVISION]:  # not done meanwhile by a program started with this
+                # Which program migrated, and from where: an operator rolling out a version
+                # could not tell from any log.
+                logger.info(
+                    "database %s: schema migrated from %s to %s",
+                    url_label(engine.url),
+                    ", ".join(found) or "nothing (a new database)",
+                    HEAD_REVISION,
+                )
         finally:
             if is_postgres(engine):
                 connection.execute(
@@ -355,10 +364,10 @@ def _migration_hint(error: DBAPIError) -> str:
     return ""
 
 
-def _refuse_unknown_revisions(connection: Connection, engine: Engine) -> None:
+def _refuse_unknown_revisions(connection: Connection, engine: Engine) -> list[str]:
     """A :class:`DatabaseError` for a database a newer version of the pipeline migrated (its
     revision is none this code knows): Alembic would fail with a traceback, and going on
-    would run this code on a schema it does not know."""
+    would run this code on a schema it does not know. Else the revisions it is at."""
     found = _revisions(connection)
     if is_postgres(engine):
         # A failed read (no alembic_version yet) aborts PostgreSQL's transaction: Alembic
@@ -374,6 +383,7 @@ def _refuse_unknown_revisions(connection: Connection, engine: Engine) -> None:
             "application's Alembic keeps its version there (give the pipeline a database or "
             "schema of its own)"
         )
+    return found
 
 
 @functools.cache

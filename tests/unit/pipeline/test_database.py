@@ -517,3 +517,17 @@ def test_a_migration_failure_gets_the_hint_its_error_suggests(
     else:
         assert f": {said} {hint}" in message
         assert message.count("(") == 1  # one hint, never both
+
+
+def test_a_migration_says_from_which_revision_to_which(tmp_path: Path, caplog) -> None:
+    # An operator rolling out a version could not tell from any log which program migrated.
+    engine = sqlite_engine(tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipeline.database"):
+        migrate(engine)
+        migrate(engine)  # at the head already: nothing said
+
+    said = [r.getMessage() for r in caplog.records if "schema migrated" in r.getMessage()]
+    assert said == [
+        f"database {url_label(engine.url)}: schema migrated from nothing (a new database) "
+        f"to {HEAD_REVISION}"
+    ]
