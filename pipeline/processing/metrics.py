@@ -112,6 +112,9 @@ class ProcessorMetrics:
         self._answered_at: float | None = None
         #: When the database was first found unavailable (monotonic; None: it answers).
         self._database_down_since: float | None = None
+        # NaN until a fetch answer gave end offsets (the series was absent until then, as the
+        # docs' "no partition assigned: NaN" did not say).
+        self._lag_age.labels(self.processor).set_function(self._lag_age_of_now)
         self._database_up.labels(self.processor).set_function(
             lambda: 0.0 if self._database_down_since is not None else 1.0
         )
@@ -149,10 +152,7 @@ class ProcessorMetrics:
         event loop, it froze at its last value ("0.03 s") while the loop was blocked (an async
         handler calling ``time.sleep``), just when an alert on it should fire.
         """
-        first = self._answered_at is None and epoch_s is not None
         self._answered_at = epoch_s
-        if first:
-            self._lag_age.labels(self.processor).set_function(self._lag_age_of_now)
 
     def _lag_age_of_now(self) -> float:
         answered = self._answered_at

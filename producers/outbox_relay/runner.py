@@ -3,6 +3,7 @@ a child process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from producers.outbox_relay.relay import OutboxRelay, RelayTotals
 from producers.outbox_relay.topic_checks import TopicChecks
 
 __all__ = ["relay_subprocess", "run_relay", "running_relay"]
+
+_log = logging.getLogger("producers.outbox_relay")
 
 
 def run_relay(
@@ -72,9 +75,12 @@ def run_relay(
         port = settings.outbox.metrics_port
         stop_serving = serve_metrics(relay.metrics.registry, port) if port is not None else None
         previous: dict[signal.Signals, Any] = {}
+        received: list[str] = []  # the signal that stopped it, said once it has stopped
         if handle_signals:
 
-            def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            def on_signal(signum: int, _frame: FrameType | None) -> None:
+                # Not logged here: a signal handler may run inside a logging call.
+                received.append(signal.Signals(signum).name)
                 stop.set()
 
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -83,7 +89,12 @@ def run_relay(
             if on_start is not None:
                 on_start(relay)
             with producer, few_collections() if handle_signals else nullcontext():
-                return relay.run(once=once)
+                totals = relay.run(once=once)
+            if received:
+                # Its last line said nothing of why it stopped: a relay stopped by something
+                # else than its operator left no trace of the signal.
+                _log.info("outbox relay %s: stopped by %s", relay.name, received[0])
+            return totals
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -131,6 +131,8 @@ def test_a_running_relay_says_first_where_it_relays_and_how_it_stops(
     assert "Ctrl-C or SIGTERM stops it" in started, started
     assert relay.returncode == 0, rest
     assert "published (acknowledged and marked)" in out, out
+    # Its log says why it stopped: a relay stopped by something else left no trace of it.
+    assert "stopped by SIGTERM" in rest.splitlines()[-1], rest
 
 
 def test_once_while_another_relay_holds_the_lease_says_so_and_exits_3(

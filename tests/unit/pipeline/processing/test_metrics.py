@@ -173,3 +173,8 @@ def test_two_processors_in_one_process_have_registries_of_their_own() -> None:
 
     assert 'processor="orders"' in generate_latest(orders.registry).decode()
     assert 'processor="orders"' not in generate_latest(billing.registry).decode()
+
+
+def test_the_lag_age_is_nan_before_any_fetch_answered() -> None:
+    # The series was absent until the first answer; the docs say NaN with no partition.
+    assert math.isnan(_exposed_lag_age(ProcessorMetrics("orders")))
