@@ -400,7 +400,10 @@ class StackManager:
                 ),
             ),
         ]
-        with self._progress(f"Creating the PostgreSQL cluster in {data}"):
+        with (
+            self._progress(f"Creating the PostgreSQL cluster in {data}"),
+            postgres_node.cluster_removed_unless_made(data),
+        ):
             for what, command, stdin in steps:
                 result = subprocess.run(
                     postgres_node.as_user(command, user, group),
@@ -413,7 +416,6 @@ class StackManager:
                 )
                 output = f"{result.stdout}{result.stderr}"
                 if result.returncode != 0 or "ERROR:" in output or "FATAL:" in output:
-                    shutil.rmtree(data, ignore_errors=True)
                     last = " | ".join(line.strip() for line in output.strip().splitlines()[-5:])
                     raise StackError(f"{what} of PostgreSQL failed: {last or '(no output)'}")
 
@@ -461,10 +463,13 @@ class StackManager:
                         f"last lines of {record.log}: {self._tail_of(record)}"
                     )
                 time.sleep(0.5)
+        # Read before it is stopped: after, the log's last lines were its reaction to the stop
+        # (a Kafka stack trace), not why it was slow.
+        tail = self._tail_of(record)
         processes.stop(record)
         raise StackError(
             f"{what} did not answer within {self._stack.start_timeout_s:.0f} s; "
-            f"last lines of {record.log}: {self._tail_of(record)}"
+            f"last lines of {record.log}: {tail}"
         )
 
     def _tail_of(self, record: processes.ProcessRecord) -> str:
@@ -550,9 +555,18 @@ class StackManager:
     # ---- helpers -------------------------------------------------------------------------
 
     def _remember(self, record: processes.ProcessRecord) -> None:
-        records = processes.load_records(self._records_file)
-        records[record.name] = record
-        processes.save_records(self._records_file, records)
+        """Record a process just started; else stop it (unrecorded, no ``down`` could)."""
+        try:
+            records = processes.load_records(self._records_file)
+            records[record.name] = record
+            processes.save_records(self._records_file, records)
+        except OSError as error:
+            processes.stop(record)
+            raise StackError(
+                f"cannot record {record.name}'s process in {self._records_file} "
+                f"({error.strerror or error}): it was stopped again; free space or allow "
+                f"writing in {self.state_dir}"
+            ) from None
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -426,3 +427,16 @@ def stop_fast(record: processes.ProcessRecord, timeout_s: float = 30.0) -> bool:
         process.wait(timeout=timeout_s)
     processes.stop(record)
     return True
+
+
+@contextlib.contextmanager
+def cluster_removed_unless_made(data: Path) -> Iterator[None]:
+    """Remove the cluster folder ``data`` unless the block completes: a first start that
+    failed, or was interrupted (Ctrl-C) after initdb and before the role existed, left a
+    cluster every later start took as made (``PG_VERSION``), waiting out its timeout on a
+    role that does not exist."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(data, ignore_errors=True)
+        raise

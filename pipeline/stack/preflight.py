@@ -54,10 +54,24 @@ def find_java(minimum: int = 17) -> Java:
                 )
             raise StackError(f"Java {minimum} not found: install a JDK {minimum}+ or set JAVA_HOME")
         candidate = Path(found).resolve()
-    result = subprocess.run(
-        [str(candidate), "-version"], capture_output=True, text=True, timeout=30, check=False
-    )
-    major = parse_java_major(result.stderr + result.stdout)
+    try:
+        result = subprocess.run(
+            [str(candidate), "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise StackError(
+            f"Java {minimum} not found: {candidate} -version did not answer within 30 s; "
+            f"point JAVA_HOME at a JDK {minimum}+"
+        ) from None
+    except OSError as error:  # not executable, not a program
+        raise StackError(
+            f"Java {minimum} not found: {candidate} cannot be run ({error.strerror or error}); "
+            f"point JAVA_HOME at a JDK {minimum}+"
+        ) from None
+    try:
+        major = parse_java_major(result.stderr + result.stdout)
+    except StackError as error:
+        raise StackError(f"{candidate} -version: {error}") from None
     if major < minimum:
         raise StackError(
             f"Java {minimum} not found: {candidate} is Java {major}; "

@@ -185,3 +185,48 @@ def test_a_failed_start_says_the_cause_not_the_java_frames_after_it(tmp_path):
     said = StackManager._tail_line(log)
 
     assert said == "starting | Invalid initial heap size: -Xms1gb"
+
+
+def test_a_process_that_cannot_be_recorded_is_stopped_again(tmp_path, monkeypatch):
+    # A state folder taking no new file (a full disk): Kafka kept running unrecorded, which
+    # no `down` could stop ("nothing of ours was running"), and the error was 'Error: ...'.
+    manager = StackManager(_settings(tmp_path / "home"))
+    record = _not_running("kafka", tmp_path)
+    stopped = []
+    monkeypatch.setattr(processes, "stop", lambda r, *a, **k: stopped.append(r) or True)
+
+    def refused(path, records):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(processes, "save_records", refused)
+    with pytest.raises(StackError) as error:
+        manager._remember(record)
+
+    assert stopped == [record]
+    assert str(error.value).startswith(
+        f"cannot record kafka's process in {manager.state_dir / 'processes.json'} "
+        "(Operation not permitted): it was stopped again"
+    )
+
+
+def test_a_start_that_timed_out_shows_the_log_from_before_it_was_stopped(tmp_path, monkeypatch):
+    # The last lines were Kafka's reaction to the stop (a stack trace), not why it was slow.
+    manager = StackManager(
+        PipelineSettings(stack=StackSettings(home=tmp_path / "home", start_timeout_s=0.01))
+    )
+    record = _not_running("kafka", tmp_path)
+    log = Path(record.log)
+    log.write_text("waiting for the controller quorum\n")
+
+    def stop(r, *args, **kwargs):
+        log.write_text("Terminating process due to signal SIGTERM\nNullPointerException\n")
+        return True
+
+    monkeypatch.setattr(processes, "stop", stop)
+    monkeypatch.setattr(processes, "find", lambda r: object())  # still running
+
+    with pytest.raises(StackError) as error:
+        manager._await(record, lambda: type("H", (), {"ok": False})(), "Kafka")
+
+    assert "waiting for the controller quorum" in str(error.value)
+    assert "SIGTERM" not in str(error.value)

@@ -265,3 +265,18 @@ def test_drop_database_gives_up_after_its_wait(monkeypatch):
     with pytest.raises(errors.InsufficientPrivilege):
         postgres_node.drop_database(StackSettings(), "test_db", wait_s=0.5)
     assert admin.drops > 1
+
+
+def test_a_cluster_interrupted_while_being_made_is_removed(tmp_path):
+    # Ctrl-C after initdb and before the role existed: every later start took the cluster as
+    # made (PG_VERSION) and waited out its timeout on a role that did not exist.
+    data = tmp_path / "data"
+    with pytest.raises(KeyboardInterrupt), postgres_node.cluster_removed_unless_made(data):
+        data.mkdir()
+        (data / "PG_VERSION").write_text("15\n")
+        raise KeyboardInterrupt
+
+    assert not data.exists()
+    with postgres_node.cluster_removed_unless_made(data):
+        data.mkdir()
+    assert data.exists()  # made: kept

@@ -1,4 +1,5 @@
 import socket
+import subprocess
 
 import pytest
 
@@ -107,3 +108,34 @@ def test_a_taken_port_names_the_setting_that_moves_it(monkeypatch):
         "port 9093 is taken (needed for the Kafka controller on 127.0.0.1); free it or set "
         "PIPELINE_STACK__X_PORT"
     )
+
+
+def test_find_java_says_when_java_does_not_answer(monkeypatch, tmp_path):
+    # A java that hangs on -version: subprocess's TimeoutExpired was a traceback.
+    fake = tmp_path / "jdk" / "bin" / "java"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\nsleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+
+    def timed_out(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], 30)
+
+    monkeypatch.setattr("pipeline.stack.preflight.subprocess.run", timed_out)
+    with pytest.raises(StackError) as refused:
+        find_java()
+    assert str(refused.value) == (
+        f"Java 17 not found: {fake} -version did not answer within 30 s; "
+        "point JAVA_HOME at a JDK 17+"
+    )
+
+
+def test_find_java_names_the_binary_whose_version_it_cannot_read(monkeypatch, tmp_path):
+    fake = tmp_path / "jdk" / "bin" / "java"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\necho garbage\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    with pytest.raises(StackError) as refused:
+        find_java()
+    assert str(refused.value) == f"{fake} -version: cannot read the Java version from: 'garbage'"
