@@ -239,7 +239,8 @@ def logs(
 ) -> None:
     """Show the last lines of a component's log; with --follow, until Ctrl-C (exit code 130)
     or SIGTERM (143)."""
-    from pipeline.stack.manager import StackManager, tail
+    from pipeline.stack.log_tail import tail
+    from pipeline.stack.manager import StackManager
 
     settings = _settings(ctx)
     _refuse_secure_with_docker(docker, secure)

@@ -19,11 +19,11 @@ PostgreSQL with TLS; certificates and credentials are made before the first star
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import grp
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import threading
@@ -39,6 +39,7 @@ from pipeline.stack import elasticsearch_node, kafka_node, postgres_node, proces
 from pipeline.stack.certificates import write_private
 from pipeline.stack.distribution import fetch_elasticsearch, fetch_kafka
 from pipeline.stack.health import Health, elasticsearch_health, kafka_health
+from pipeline.stack.log_tail import cause_lines, log_size
 from pipeline.stack.preflight import (
     StackError,
     ensure_port_free,
@@ -52,22 +53,8 @@ from pipeline.stack.secure import KAFKA_MECHANISM, USERNAME, Credentials, Secure
 from pipeline.stack.status import COMPONENTS, Component, StackStatus, runs_at
 from pipeline.stack.system_user import ensure_system_user, hand_over
 
-
-def tail(path: Path, lines: int) -> list[str]:
-    if not path.exists():
-        return []
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 64 * 1024))
-        text = handle.read().decode("utf-8", errors="replace")
-    return text.splitlines()[-lines:]
-
-
 #: Without a terminal, a step of ``up`` still going after this long is said on a line.
 _SLOW_STEP_S = 1.0
-#: A frame of a Java stack trace, or its "... 12 more".
-_JAVA_FRAME = re.compile(r"\s*(at [\w$.<>/]+\(|\.\.\. \d+ more$)")
 
 
 class StackManager:
@@ -96,6 +83,8 @@ class StackManager:
         self._records_file = self.state_dir / "processes.json"
         #: What the current ``up`` has spawned (stopped again if it fails or is interrupted).
         self._started_now: set[Component] = set()
+        #: Where each log ended before this run started its component: a start's own lines.
+        self._log_starts: dict[str, int] = {}
 
     @property
     def settings(self) -> PipelineSettings:
@@ -188,7 +177,9 @@ class StackManager:
                     if not health.ok:
                         self._start_postgres(health)
             except BaseException:
-                self._stop(self._started_now)
+                # Its own error, if it cannot write the records either: the one raised says why.
+                with contextlib.suppress(OSError):
+                    self._stop(self._started_now)
                 raise
             return set(self._started_now)
 
@@ -262,7 +253,7 @@ class StackManager:
         command = kafka_node.server_command(
             java, distribution, properties, log4j, self._stack.kafka_heap
         )
-        self._started_now.add("kafka")
+        self._starting("kafka", log)
         record = processes.spawn("kafka", command, log, distribution.version, f"{host}:{port}")
         self._remember(record)
         self._await(record, lambda: kafka_health(self._settings.kafka), "Kafka")
@@ -312,7 +303,7 @@ class StackManager:
         command = elasticsearch_node.server_command(
             java, distribution, conf, pid_file, self._stack.elasticsearch_heap, user
         )
-        self._started_now.add("elasticsearch")
+        self._starting("elasticsearch", folder / "elasticsearch.log")
         record = processes.spawn(
             "elasticsearch",
             command,
@@ -375,7 +366,7 @@ class StackManager:
             )
         self._configure_postgres(data, sockets, port, user)
         command = postgres_node.as_user(postgres_node.server_command(bin_dir, data), user, group)
-        self._started_now.add("postgres")
+        self._starting("postgres", folder / "postgres.log")
         record = processes.spawn(
             "postgres", command, folder / "postgres.log", version, f"127.0.0.1:{port}"
         )
@@ -468,20 +459,18 @@ class StackManager:
         tail = self._tail_of(record)
         processes.stop(record)
         raise StackError(
-            f"{what} did not answer within {self._stack.start_timeout_s:.0f} s; "
+            f"{what} did not answer within {self._stack.start_timeout_s:g} s; "
             f"last lines of {record.log}: {tail}"
         )
 
     def _tail_of(self, record: processes.ProcessRecord) -> str:
-        return redact(self._tail_line(Path(record.log)), self._credentials)
+        since = self._log_starts.get(record.name, 0)
+        return redact(cause_lines(Path(record.log), since), self._credentials)
 
-    @staticmethod
-    def _tail_line(path: Path) -> str:
-        """The log's last 5 lines that are not frames of a Java stack trace: Elasticsearch's
-        cause ("Invalid initial heap size: -Xms1gb") came a dozen lines above its last five,
-        which were all "at org.elasticsearch..."."""
-        said = [line.strip() for line in tail(path, 200) if not _JAVA_FRAME.match(line)]
-        return " | ".join(said[-5:]) or "(empty)"
+    def _starting(self, name: Component, log: Path) -> None:
+        """``name`` is started now, its output appended to ``log`` from its present end."""
+        self._started_now.add(name)
+        self._log_starts[name] = log_size(log)
 
     @staticmethod
     def _require_local(what: str, host: str) -> None:

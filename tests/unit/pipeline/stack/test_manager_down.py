@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.settings import PipelineSettings, StackSettings
 from pipeline.stack import processes
+from pipeline.stack.log_tail import cause_lines, log_size
 from pipeline.stack.manager import StackManager
 from pipeline.stack.preflight import StackError
 from pipeline.stack.secure import SecureStack
@@ -182,9 +183,51 @@ def test_a_failed_start_says_the_cause_not_the_java_frames_after_it(tmp_path):
         "\n".join(["starting", "Invalid initial heap size: -Xms1gb", *frames, "\t... 3 more"])
     )
 
-    said = StackManager._tail_line(log)
+    said = cause_lines(log)
 
     assert said == "starting | Invalid initial heap size: -Xms1gb"
+
+
+def test_a_failed_start_quotes_only_the_lines_its_own_run_wrote(tmp_path):
+    # The log is appended to run after run: a start that had written nothing yet quoted the
+    # previous run's stop ("closed | ERROR: Elasticsearch exited unexpectedly ...").
+    log = tmp_path / "elasticsearch.log"
+    log.write_text("[12:45:30] closed\nERROR: Elasticsearch exited unexpectedly\n")
+    since = log_size(log)
+
+    assert cause_lines(log, since) == "(nothing written yet)"
+    with log.open("a") as more:
+        more.write("[12:48:23] starting\n")
+    assert cause_lines(log, since) == "[12:48:23] starting"
+
+
+def test_an_up_that_fails_keeps_its_error_when_the_records_cannot_be_written(tmp_path, monkeypatch):
+    # The cleanup's own write failed on the same folder, and its OSError replaced the error
+    # that said a process was started and stopped again.
+    manager = StackManager(_settings(tmp_path / "home"))
+    said = StackError("cannot record kafka's process in ...: it was stopped again")
+
+    def start(health):
+        manager._started_now.add("kafka")
+        raise said
+
+    def stop(components):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("pipeline.stack.manager.kafka_health", lambda settings: _down())
+    monkeypatch.setattr(manager, "_start_kafka", start)
+    monkeypatch.setattr(manager, "_stop", stop)
+
+    with pytest.raises(StackError) as error:
+        manager.up({"kafka"})
+
+    assert error.value is said
+
+
+def _down():
+    from pipeline.stack.health import Health
+
+    return Health("kafka", "127.0.0.1:9092", False, "nothing listens")
 
 
 def test_a_process_that_cannot_be_recorded_is_stopped_again(tmp_path, monkeypatch):
