@@ -48,12 +48,18 @@ def test_find_java_says_when_java_home_points_where_there_is_no_java(monkeypatch
     assert f"{tmp_path / 'nonexistent'}, which has no bin/java" in str(refused.value)
 
 
-def test_find_java_refuses_an_old_java(monkeypatch, tmp_path):
+def _fake_java(monkeypatch, tmp_path, script):
+    """A JAVA_HOME whose bin/java is the shell ``script``; its path."""
     fake = tmp_path / "jdk" / "bin" / "java"
     fake.parent.mkdir(parents=True)
-    fake.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    fake.write_text(f"#!/bin/sh\n{script}\n")
     fake.chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    return fake
+
+
+def test_find_java_refuses_an_old_java(monkeypatch, tmp_path):
+    _fake_java(monkeypatch, tmp_path, "echo 'openjdk version \"11.0.2\" 2019-01-15' >&2")
     with pytest.raises(StackError, match="is Java 11"):
         find_java()
 
@@ -112,11 +118,7 @@ def test_a_taken_port_names_the_setting_that_moves_it(monkeypatch):
 
 def test_find_java_says_when_java_does_not_answer(monkeypatch, tmp_path):
     # A java that hangs on -version: subprocess's TimeoutExpired was a traceback.
-    fake = tmp_path / "jdk" / "bin" / "java"
-    fake.parent.mkdir(parents=True)
-    fake.write_text("#!/bin/sh\nsleep 60\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    fake = _fake_java(monkeypatch, tmp_path, "sleep 60")
 
     def timed_out(*args, **kwargs):
         raise subprocess.TimeoutExpired(args[0], 30)
@@ -131,11 +133,7 @@ def test_find_java_says_when_java_does_not_answer(monkeypatch, tmp_path):
 
 
 def test_find_java_names_the_binary_whose_version_it_cannot_read(monkeypatch, tmp_path):
-    fake = tmp_path / "jdk" / "bin" / "java"
-    fake.parent.mkdir(parents=True)
-    fake.write_text("#!/bin/sh\necho garbage\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    fake = _fake_java(monkeypatch, tmp_path, "echo garbage")
     with pytest.raises(StackError) as refused:
         find_java()
     assert str(refused.value) == f"{fake} -version: cannot read the Java version from: 'garbage'"
