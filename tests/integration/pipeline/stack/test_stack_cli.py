@@ -104,9 +104,7 @@ def test_a_start_that_times_out_reports_the_log_tail_and_leaves_nothing_running(
     env = {**isolated_stack_env, "PIPELINE_STACK__START_TIMEOUT_S": "0.5"}
     result = run_pipeline("stack", "up", env=env)
     assert result.returncode == 2
-    assert "Kafka did not answer within 0 s" in result.stderr or (
-        "Kafka did not answer within 1 s" in result.stderr
-    )
+    assert "Kafka did not answer within 0.5 s" in result.stderr  # said as set (it was "0 s")
     assert "last lines of" in result.stderr
     home = isolated_stack_env["PIPELINE_STACK__HOME"]
     leftovers = [
