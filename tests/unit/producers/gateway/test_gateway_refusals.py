@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -21,10 +19,9 @@ from aiohttp import StreamReader, web
 from aiohttp.test_utils import make_mocked_request
 from confluent_kafka import KafkaError, KafkaException
 
-from pipeline.envelope import Event, KafkaMessage
-from pipeline.kafka.producer import Delivery
 from pipeline.settings import GatewaySettings
 from producers.gateway import KafkaHealth, create_app
+from tests.support.gateway_producers import KeepingProducer
 
 SETTINGS = GatewaySettings(rate_per_s=10_000, burst=10_000)
 BOOTSTRAP = "127.0.0.1:19092"
@@ -38,24 +35,6 @@ def order(unit_price: Any = "9.90", order_id: str = "o-1") -> dict[str, Any]:
         "customer_id": "c-9",
         "lines": [{"sku": "s-1", "quantity": 1, "unit_price": unit_price}],
     }
-
-
-class KeepingProducer:
-    """Acknowledges every event at once and keeps it."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Event]] = []
-
-    def send_awaitable(self, topic: str, event: Event | KafkaMessage) -> asyncio.Future[Delivery]:
-        assert isinstance(event, Event)
-        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-        future.set_result(Delivery(event.id, topic, b"k", 0, len(self.sent)))
-        self.sent.append((topic, event))
-        return future
-
-    @asynccontextmanager
-    async def serving_on_loop(self) -> AsyncIterator[None]:
-        yield
 
 
 class Cluster:

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from unittest import mock
 
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import make_mocked_request
 
-from pipeline.envelope import Event, KafkaMessage
-from pipeline.kafka.producer import Delivery
 from pipeline.settings import GatewaySettings
 from producers.gateway import create_app
 from producers.gateway.keys import ApiKey
 from tests.support.api_keys import shop_key
+from tests.support.gateway_producers import KeepingProducer
 
 PEER = "192.0.2.7"
 SETTINGS = GatewaySettings(rate_per_s=1, burst=3)
@@ -38,22 +36,6 @@ TRACEPARENTS = (
     "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01",
 )
 T = TypeVar("T")
-
-
-class KeepingProducer:
-    def __init__(self) -> None:
-        self.sent: list[Event] = []
-
-    def send_awaitable(self, topic: str, event: Event | KafkaMessage) -> asyncio.Future[Delivery]:
-        assert isinstance(event, Event)
-        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-        future.set_result(Delivery(event.id, topic, b"k", 0, len(self.sent)))
-        self.sent.append(event)
-        return future
-
-    @asynccontextmanager
-    async def serving_on_loop(self) -> AsyncIterator[None]:
-        yield
 
 
 class Gateway:
@@ -161,7 +143,7 @@ def test_each_header_given_once_is_carried_into_the_event():
         return await gateway.post(("X-Correlation-Id", "a"), ("traceparent", TRACEPARENTS[0]))
 
     assert gateway.run(scenario)[0] == 202
-    [event] = gateway.producer.sent
+    [(_, event)] = gateway.producer.sent
     assert (event.correlationid, event.traceparent) == ("a", TRACEPARENTS[0])
 
 
