@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -231,6 +232,26 @@ def test_claim_many_returns_the_new_ids_and_not_those_recorded_before(engine: En
         (GROUP, "e2", "requests.orders", 3, 11, "processed"),
         (GROUP, "e3", "requests.payments", 3, 12, "processed"),
     ]
+
+
+def test_claim_many_of_a_thousand_events_fits_a_sqlite_built_with_999_variables(
+    engine: Engine,
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's limit of bound variables")
+    ids = [f"e{n:04d}" for n in range(1000)]
+
+    with engine.begin() as connection:
+        sqlite = connection.connection.driver_connection
+        sqlite.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # before SQLite 3.32
+        new = inbox.claim_many(
+            connection, [entry(event_id, n) for n, event_id in enumerate(ids)], consumer_group=GROUP
+        )
+
+    assert new == set(ids)
+    rows = inbox_rows(engine)
+    assert [row[1] for row in rows] == ids
+    assert rows[-1] == (GROUP, "e0999", "requests.orders", 3, 999, "processed")
 
 
 def test_claim_many_is_per_consumer_group(engine: Engine) -> None:
