@@ -174,6 +174,10 @@ class Grouper(Generic[I, R]):
             for _, future in group:
                 if not future.done():
                     future.set_exception(error)
+                    # Marked as retrieved: a caller that awaits it still gets the error, and
+                    # one that no longer will (its partition was revoked) leaves no "exception
+                    # never retrieved" behind. (Cheaper than a done-callback on every future.)
+                    future.exception()
         else:
             for (_, future), result in zip(group, results, strict=True):
                 if not future.done():

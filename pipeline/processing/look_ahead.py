@@ -56,13 +56,6 @@ class LookedUp(NamedTuple):
     seen: asyncio.Future[Seen]
 
 
-def _retrieve(task: asyncio.Future[Seen]) -> None:
-    """A look-up nobody awaits any more (its partition was revoked) must not log "exception
-    never retrieved"; one awaited raises there as well."""
-    if not task.cancelled():
-        task.exception()
-
-
 class LookAhead:
     """The look-ups started ahead of ``processor``'s ``async`` handlers' events, through
     ``look_ups`` (the engine's grouper)."""
@@ -91,8 +84,9 @@ class LookAhead:
                 continue
             # The grouper's own future: a task to await it cost more than the look-up saved
             # when the look-up is quick (SQLite on the loop, a no-op handler).
+            # (A failed look-up nobody awaits any more, its partition revoked, logs nothing:
+            # the grouper marks a group's error as retrieved.)
             seen = self._look_ups.submit_nowait((event.id, record.topic, record.key))
-            seen.add_done_callback(_retrieve)
             self._started[work] = LookedUp(event, route, seen)
 
     def take(self, work: Work[Record]) -> LookedUp | None:

@@ -4,7 +4,10 @@ lingering group waits a few turns for the items on their way."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
+
+import pytest
 
 from pipeline.processing.grouper import Grouper, Linger
 
@@ -90,6 +93,27 @@ def test_a_failing_group_gives_each_submitter_the_error_and_the_next_group_still
     assert [type(error) for error in failed] == [ValueError, ValueError]
     assert all(str(error) == "the group's transaction failed" for error in failed)
     assert later == "done:y"
+
+
+def test_a_failed_groups_future_nobody_awaits_reports_nothing_and_one_awaited_raises() -> None:
+    async def look_up(items: list[str]) -> list[str]:
+        raise ConnectionError("database away")
+
+    errors: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        grouper: Grouper[str, str] = Grouper.awaiting(look_up)
+        grouper.submit_nowait("dropped")  # its caller went away (a revoked partition)
+        awaited = grouper.submit_nowait("awaited")
+        await asyncio.sleep(0.01)
+        with pytest.raises(ConnectionError, match="database away"):
+            await awaited
+
+    asyncio.run(scenario())
+    gc.collect()  # the dropped future is collected: an exception never retrieved is said there
+
+    assert errors == []
 
 
 def test_a_grouper_that_went_idle_starts_a_new_group_for_the_next_item() -> None:
