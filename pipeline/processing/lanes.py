@@ -56,7 +56,7 @@ class Lane(NamedTuple):
     key: Key
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Work(Generic[P]):
     """One event to handle. Identified by topic, partition, offset and key (not the payload)."""
 
@@ -65,6 +65,16 @@ class Work(Generic[P]):
     offset: int
     key: Key
     payload: P = field(compare=False, repr=False)
+    # Hashed a dozen times per event (the lanes' and the engine's sets and dicts): once here,
+    # not from four fields each time. Equality still compares the four fields.
+    _hash: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        identity = (self.topic, self.partition, self.offset, self.key)
+        object.__setattr__(self, "_hash", hash(identity))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def lane(self) -> Lane:
