@@ -112,14 +112,23 @@ def _reserve(unit: UnitOfWork, sku: str, quantity: int) -> bool:
 @participant.command("ReserveStock")
 def reserve_stock(command: SagaCommand, unit: UnitOfWork) -> dict[str, Any]:
     order_id = command.data["order_id"]
-    for line in command.data["lines"]:
-        sku, quantity = line["sku"], int(line["quantity"])
+    for sku, quantity in needed_per_sku(command.data["lines"]):
         if not _reserve(unit, sku, quantity):
             raise Refuse(f"out of stock: {sku} x{quantity}")
         unit.session.execute(
             _RESERVATION, {"p_order_id": order_id, "p_sku": sku, "p_quantity": quantity}
         )
     return {"reserved": len(command.data["lines"])}
+
+
+def needed_per_sku(lines: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The units an order needs of each SKU, sorted by SKU: lines of the same SKU add up (one
+    reservation each, which its key allows once), and two orders reserving the same SKUs lock
+    their rows in the same order."""
+    needed: dict[str, int] = {}
+    for line in lines:
+        needed[line["sku"]] = needed.get(line["sku"], 0) + int(line["quantity"])
+    return sorted(needed.items())
 
 
 # Settling an order's reservations: they are marked in one statement that returns them, then

@@ -132,6 +132,30 @@ def test_out_of_stock_rejects_the_order_and_keeps_the_stock(demo):
     assert payment_status(harness, "o-1") is None
 
 
+def test_an_order_with_one_sku_on_two_lines_reserves_their_sum_and_completes(demo):
+    harness = demo()
+    order = place_order("o-1", quantity=2)
+    order.data["lines"].append({"sku": "sku-1", "quantity": 3, "unit_price": "10.00"})
+    harness.send(REQUESTS_ORDERS, order)
+    harness.run_until_idle()
+    assert saga(harness, "o-1").status == "completed"
+    assert stock_of(harness, "sku-1") == (5, 0, 5)
+
+
+def test_lines_of_one_sku_that_together_exceed_the_stock_are_out_of_stock(demo):
+    harness = demo()
+    harness.send(REQUESTS_ORDERS, place_order("o-0", quantity=1))
+    harness.run_until_idle()
+    order = place_order("o-1", quantity=5)  # 5 + 5 of the 9 left
+    order.data["lines"].append({"sku": "sku-1", "quantity": 5, "unit_price": "10.00"})
+    harness.send(REQUESTS_ORDERS, order)
+    harness.run_until_idle()
+    state = saga(harness, "o-1")
+    assert state.status == "compensated"
+    assert "out of stock: sku-1 x10" in state.reason
+    assert stock_of(harness, "sku-1") == (9, 0, 1)
+
+
 def test_a_declined_card_releases_the_stock_and_rejects_the_order(demo, monkeypatch):
     monkeypatch.setenv("PIPELINE_DEMO__DECLINE_ABOVE_CENTS", "1000")
     harness = demo()
