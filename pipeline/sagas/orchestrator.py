@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -54,7 +54,7 @@ from pipeline.sagas.messages import (
 )
 from pipeline.sagas.metrics import SagaMetrics
 from pipeline.sagas.replies_behind import RepliesBehind
-from pipeline.sagas.state import SagaState
+from pipeline.sagas.state import SagaState, SagaStatus
 from pipeline.sagas.state_counts import SagaStateCounts, by_state, deletable_before
 from pipeline.sagas.store import (
     ConcurrentSagaUpdate,
@@ -108,7 +108,11 @@ class SagaOrchestrator:
         self.clock = clock
         # Commands and saga events name their topics, so no route is needed.
         self.outbox = outbox or Outbox(routes={})
-        self._gauged: set[tuple[str, str]] = set()  # the gauge's labels set so far
+        # The gauge's labels set so far: from the start every state of every saga defined here
+        # (at 0 until a saga is in it), so the series are the same after a restart as before.
+        self._gauged: set[tuple[str, str]] = {
+            (name, status) for name in registry.names for status in get_args(SagaStatus)
+        }
         # Sagas whose deadlines raised, and when they are tried again (see fire_due).
         self._held_back: dict[str, datetime] = {}
         self._replies_behind = RepliesBehind(

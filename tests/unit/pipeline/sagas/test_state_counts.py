@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.database import build_engine, migrate
-from pipeline.sagas import SagaRegistry
+from pipeline.sagas import Call, SagaDefinition, SagaRegistry, Step
 from pipeline.sagas.orchestrator import SagaOrchestrator, orchestrator_processor
+from pipeline.sagas.state import SagaStatus
 from pipeline.sagas.state_counts import DELETE_MARGIN, SagaStateCounts, deletable_before
 from pipeline.sagas.store import delete_ended_sagas, sagas_table
 from pipeline.settings import DatabaseSettings, SagaSettings
@@ -125,6 +128,34 @@ def test_the_gauge_sets_each_state_and_drops_a_state_no_saga_is_in_any_more_to_z
     with Session(database) as session:
         assert orchestrator.refresh_state_gauge(session) == {"completed": 2}
     assert (gauge("running"), gauge("completed")) == (0, 2)
+
+
+def test_every_state_of_every_saga_defined_is_gauged_from_the_start_at_zero(
+    database: Engine,
+) -> None:
+    class Job(BaseModel):
+        n: int = 0
+
+    order = SagaDefinition(
+        "Order",
+        version=1,
+        data_model=Job,
+        steps=[Step("do", participant="worker", action=lambda job: Call("Do", {}))],
+    )
+    orchestrator = SagaOrchestrator(SagaRegistry([order]), clock=lambda: T0)
+    put(database, "s-1", "running", T0)
+
+    with Session(database) as session:
+        orchestrator.refresh_state_gauge(session)
+
+    samples = {
+        sample.labels["state"]: sample.value
+        for metric in orchestrator.metrics.registry.collect()
+        if metric.name == "pipeline_sagas"
+        for sample in metric.samples
+        if sample.labels["saga"] == "Order"
+    }
+    assert samples == {state: (1 if state == "running" else 0) for state in get_args(SagaStatus)}
 
 
 def test_only_sagas_that_ended_before_the_cutoff_are_deleted_batch_by_batch(
