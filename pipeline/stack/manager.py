@@ -20,7 +20,6 @@ PostgreSQL with TLS; certificates and credentials are made before the first star
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import grp
 import os
 import pwd
@@ -50,6 +49,7 @@ from pipeline.stack.preflight import (
     split_host_port,
 )
 from pipeline.stack.secure import KAFKA_MECHANISM, USERNAME, Credentials, SecureStack, redact
+from pipeline.stack.stack_lock import held_lock
 from pipeline.stack.status import COMPONENTS, Component, StackStatus, runs_at
 from pipeline.stack.system_user import ensure_system_user, hand_over
 
@@ -557,20 +557,8 @@ class StackManager:
                 f"writing in {self.state_dir}"
             ) from None
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        """One ``up``/``down`` at a time per stack home (parallel test runs share one stack)."""
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            handle = (self.state_dir / "stack.lock").open("w")
-        except OSError as error:
-            raise StackError(f"cannot use the stack folder {self._stack.home}: {error}") from None
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return held_lock(self.state_dir, self._stack.home, self._console.print)
 
     @contextmanager
     def _progress(self, message: str) -> Iterator[None]:
