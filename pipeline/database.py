@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -281,11 +281,13 @@ def _connect(engine: Engine) -> Iterator[Connection]:
         raise DatabaseError(f"cannot use the database {where}: {reason}") from None
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe when several programs start at once."""
+def migrate(engine: Engine) -> list[str] | None:
+    """Bring the schema to the newest revision; safe when several programs start at once.
+    Returns the revisions it migrated from (empty: a new database), or ``None`` when there was
+    nothing to do (at the newest already, or migrated meanwhile by another program)."""
     with _connect(engine) as connection:
         if _at_head(connection):
-            return
+            return None
         if is_postgres(engine):
             connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
             connection.commit()
@@ -297,7 +299,7 @@ def migrate(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN EXCLUSIVE")
             if _revisions(connection) == [HEAD_REVISION]:
                 connection.commit()
-                return
+                return None
         try:
             found = _refuse_unknown_revisions(connection, engine)
             from alembic import command
@@ -320,6 +322,8 @@ def migrate(engine: Engine) -> None:
                     ", ".join(found) or "nothing (a new database)",
                     HEAD_REVISION,
                 )
+                return found
+            return None
         finally:
             if is_postgres(engine):
                 connection.execute(
@@ -419,6 +423,32 @@ def _revisions(connection: Connection) -> list[str]:
         ]
     except DBAPIError:  # no such table yet: never migrated
         return []
+
+
+class SchemaStatus(NamedTuple):
+    """Where a database's schema stands against this version's migrations."""
+
+    #: The revisions the database records (none: never migrated).
+    found: list[str]
+    #: The migrations not applied yet, oldest first: (revision, what it adds).
+    pending: list[tuple[str, str]]
+    #: Revisions this version does not know (a newer version migrated the database).
+    unknown: list[str]
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    """Read where ``engine``'s schema stands; changes nothing."""
+    with _connect(engine) as connection:
+        found = _revisions(connection)
+        connection.rollback()
+    unknown = [revision for revision in found if revision not in _known()]
+    if unknown:
+        return SchemaStatus(found, [], unknown)
+    pending = [
+        (script.revision, " ".join((script.doc or "").split()))
+        for script in _scripts().iterate_revisions(HEAD_REVISION, found[0] if found else "base")
+    ]
+    return SchemaStatus(found, pending[::-1], [])
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -52,6 +52,7 @@ class PipelineCommands(LazyGroup):
         "stack": "pipeline.cli.stack:app",
         "topics": "pipeline.cli.topics:app",
         "outbox": "pipeline.cli.outbox:app",
+        "db": "pipeline.cli.db:app",
         "dashboards": "pipeline.cli.dashboards:app",
         "logs": "pipeline.cli.logs:app",
         "dlq": "pipeline.cli.dlq:app",
