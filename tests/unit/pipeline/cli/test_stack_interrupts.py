@@ -83,7 +83,11 @@ def test_stack_up_interrupted_exits_with_the_signal_code_and_one_line(
     returncode, stderr = _stop(process, signum)
 
     assert returncode == code, stderr
-    assert stderr.strip().splitlines() == [STACK_UP_INTERRUPTED]
+    assert stderr.strip().splitlines() == [
+        f"another `pipeline stack` command is starting or stopping the stack in {home}; "
+        "waiting for it to finish ...",
+        STACK_UP_INTERRUPTED,
+    ]
 
 
 @pytest.mark.parametrize(("signum", "code"), SIGNALS, ids=IDS)
