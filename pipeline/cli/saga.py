@@ -1,10 +1,11 @@
 """``pipeline saga list | show | retry | resolve | prune | graph``: sagas for operators.
 
 ``list`` and ``show`` only read the database (they never create or migrate it); ``retry`` and
-``resolve`` change one stuck saga through the orchestrator's logic, so their commands and
-events go out through the outbox like any other transition; ``prune`` deletes ended sagas past
-their retention, as the orchestrator does by itself. The saga definitions come from
-``--registry MODULE:ATTRIBUTE`` (default: the demo's ``consumers.order_saga:registry``).
+``resolve`` change stuck sagas (one, or several each in its own transaction) through the
+orchestrator's logic, so their commands and events go out through the outbox like any other
+transition; ``prune`` deletes ended sagas past their retention, as the orchestrator does by
+itself. The saga definitions come from ``--registry MODULE:ATTRIBUTE`` (default: the demo's
+``consumers.order_saga:registry``). What ``list`` prints is :mod:`pipeline.cli.saga_list`'s.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.checks import stored_name, utf8_text
-from pipeline.cli.console import stdout_console, terminal_safe
+from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.cli.plurals import counted
 from pipeline.cli.process import announce_database, load_attribute
+from pipeline.cli.saga_list import ids_only, matching, more_than_shown, sagas_table, shown, when
 from pipeline.errors import PipelineError
 from pipeline.sagas.state import STUCK, TERMINAL
 from pipeline.settings import PipelineSettings
@@ -48,13 +50,6 @@ RegistryOption = Annotated[
         help="Where the SagaRegistry of your definitions is.",
     ),
 ]
-
-
-def shown(text: str) -> str:
-    """Data as shown: its markup escaped, and the control characters a terminal would act on
-    written out (``\x1b``): a participant's refusal reason or an operator's note cannot
-    recolour or retitle the terminal of whoever runs ``saga show``."""
-    return escape(terminal_safe(text))
 
 
 def _settings(ctx: typer.Context) -> PipelineSettings:
@@ -133,10 +128,6 @@ def _older_schema(engine: Engine, where: str, reason: str) -> str | None:
     )
 
 
-def _when(moment: datetime | None) -> str:
-    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _seconds(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
@@ -166,9 +157,18 @@ def list_command(
             "-n",
             min=1,
             max=1_000_000,
-            help="At most this many, the most recently changed first.",
+            help="At most this many, the most recently changed first (a line says how many "
+            "more match).",
         ),
     ] = 50,
+    ids: Annotated[
+        bool,
+        typer.Option(
+            "--ids-only",
+            help="Only the sagas' ids, one a line, for a script (that more match than --max "
+            "is said on stderr).",
+        ),
+    ] = False,
 ) -> None:
     """Sagas, the most recently changed first, and how many there are in each state.
 
@@ -176,6 +176,7 @@ def list_command(
       pipeline saga list --state compensation_failed
       pipeline saga list --name CreateOrder --max 10
       pipeline saga show SAGA_ID            # then one saga's timeline
+      pipeline saga list -s compensation_failed --ids-only --max 1000 | xargs pipeline saga retry
     """
     from pipeline.sagas.store import count_by_status, list_sagas
     from pipeline.sagas.topics import SagaTopics
@@ -190,20 +191,23 @@ def list_command(
     with _database(ctx) as engine, engine.connect() as connection:
         rows = list_sagas(connection, status=state, name=name, namespace=namespace, limit=max_rows)
         counts = count_by_status(connection, name=name, namespace=namespace)
-    table = Table(title="sagas")
-    for column in ("saga id", "saga", "state", "started", "updated", "next deadline"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            shown(row.saga_id),
-            shown(f"{row.name} v{row.version}"),
-            row.status,
-            _when(row.created_at),
-            _when(row.updated_at),
-            _when(row.next_deadline),
-        )
+    # At least those listed: a saga may have changed state between the two statements.
+    more = more_than_shown(
+        len(rows),
+        max(matching(counts, state), len(rows)),
+        state=state,
+        name=name,
+        namespace=namespace,
+    )
+    if ids:
+        typer.echo(ids_only(rows), nl=False)
+        if more is not None:
+            stderr_console().print(f"warning: {more}")
+        return
     console = stdout_console()
-    console.print(table)
+    console.print(sagas_table(rows, console.width))
+    if more is not None:
+        console.print(more)
     total = sum(counts.values())
     by_state = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items()))
     noun = "saga" if name is None else f"{shown(name)} saga"
@@ -299,7 +303,12 @@ def _in_demo_registry(name: str) -> bool:
     return name in demo.names
 
 
-def _operate(ctx: typer.Context, registry_spec: str, saga_id: str, note: str | None) -> SagaState:
+def _operate(ctx: typer.Context, registry_spec: str, saga_ids: list[str], note: str | None) -> None:
+    """Retry (``note`` ``None``) or resolve each saga, each in its own transaction, and say
+    what it is now, one line each. One id: its failure is the command's error, as any. Several:
+    a saga that fails is an error line of its own, the others go on, and the exit code is 1
+    (docs/exit-codes.md); a database that fails stops them all, as a setup error."""
+    from sqlalchemy.exc import DBAPIError
     from sqlalchemy.orm import Session
 
     from pipeline.sagas import SagaRegistry
@@ -307,15 +316,56 @@ def _operate(ctx: typer.Context, registry_spec: str, saga_id: str, note: str | N
 
     registry = load_attribute(registry_spec, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)
     orchestrator = SagaOrchestrator(registry)
-    with (
-        _registry_hint(registry_spec),
-        _database(ctx) as engine,
-        Session(engine) as session,
-        session.begin(),
-    ):
-        if note is None:
-            return orchestrator.retry(session, saga_id)
-        return orchestrator.resolve(session, saga_id, note)
+    saga_ids = list(dict.fromkeys(saga_ids))  # each saga once, in the order given
+    several = len(saga_ids) > 1
+    done = "retried" if note is None else "resolved"
+    failed = 0
+    with _database(ctx) as engine:
+        for index, saga_id in enumerate(saga_ids):
+            try:
+                with _registry_hint(registry_spec), Session(engine) as session, session.begin():
+                    state = (
+                        orchestrator.retry(session, saga_id)
+                        if note is None
+                        else orchestrator.resolve(session, saga_id, note)
+                    )
+            except PipelineError as error:
+                if not several:
+                    raise
+                _say_error(_naming(saga_id, str(error)))
+                failed += 1
+                continue
+            except DBAPIError:
+                if several:
+                    left = counted(len(saga_ids) - index, "saga")
+                    _say_error(
+                        f"{left} not {done}, from {_shown_id(saga_id)} on: the database failed"
+                    )
+                raise
+            again = " again" if note is None else ""
+            stdout_console().print(f"saga {shown(saga_id)} is {state.status}{again}")
+    if failed:
+        _say_error(f"{failed:,} of {counted(len(saga_ids), 'saga')} not {done}")
+        raise typer.Exit(1)
+
+
+def _shown_id(saga_id: str) -> str:
+    from pipeline.sagas.machine import shown_saga_id
+
+    return shown_saga_id(saga_id)
+
+
+def _naming(saga_id: str, message: str) -> str:
+    """An error's ``message`` as it names the saga it is about: most do already."""
+    shown_id = _shown_id(saga_id)
+    return message if shown_id in message else f"saga {shown_id}: {message}"
+
+
+def _say_error(message: str) -> None:
+    """One error line on stderr, as the command's own error would be, while it goes on."""
+    from pipeline.logs.redact import redact
+
+    stderr_console().print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
 
 
 @contextmanager
@@ -333,22 +383,44 @@ def _registry_hint(registry_spec: str) -> Iterator[None]:
         ) from None
 
 
+def _stored_ids(saga_ids: list[str]) -> list[str]:
+    """Each id given, checked as one (:func:`stored_name`)."""
+    for saga_id in saga_ids:
+        stored_name(saga_id)
+    return saga_ids
+
+
+SagaIdsArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="The saga's id, or several: each in its own transaction, one line each.",
+        metavar="SAGA_ID",  # as the one id was named in messages ("Missing argument")
+        callback=_stored_ids,
+    ),
+]
+
+
 @app.command()
 def retry(
     ctx: typer.Context,
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=stored_name)],
+    saga_ids: SagaIdsArgument,
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
     """Try a stuck saga's failed compensation (or confirms) again (compensation_failed or
-    confirmation_failed only); the orchestrator carries on from there."""
-    state = _operate(ctx, registry, saga_id, None)
-    stdout_console().print(f"saga {shown(saga_id)} is {state.status} again")
+    confirmation_failed only); the orchestrator carries on from there. Several ids: exit code
+    1 when any could not be retried (each has its error line; the others were).
+
+    Examples:
+      pipeline saga retry ORDER-1
+      pipeline saga list -s compensation_failed --ids-only --max 1000 | xargs pipeline saga retry
+    """
+    _operate(ctx, registry, saga_ids, None)
 
 
 @app.command()
 def resolve(
     ctx: typer.Context,
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=stored_name)],
+    saga_ids: SagaIdsArgument,
     note: Annotated[
         str,
         typer.Option(
@@ -359,12 +431,12 @@ def resolve(
     ],
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
-    """Mark a stuck saga as handled by hand: it ends as resolved."""
+    """Mark a stuck saga as handled by hand: it ends as resolved. Several ids: the same note
+    for each, exit code 1 when any could not be resolved (each has its error line)."""
     if not note.strip():
         # A saga ended by hand with no word of what was done cannot be audited later.
         raise typer.BadParameter("say what was done by hand", param_hint="--note")
-    state = _operate(ctx, registry, saga_id, note)
-    stdout_console().print(f"saga {shown(saga_id)} is {state.status}")
+    _operate(ctx, registry, saga_ids, note)
 
 
 @app.command()
@@ -412,14 +484,14 @@ def prune(
     done = "would be deleted (dry run)" if dry_run else "deleted"
     console = stdout_console()
     if deleted:
-        table = Table(title=f"sagas {done} (ended before {_when(cutoff)} UTC)")
+        table = Table(title=f"sagas {done} (ended before {when(cutoff)} UTC)")
         for column in ("saga", "state", "sagas"):
             table.add_column(column, justify="right" if column == "sagas" else "left")
         for (name, status), count in sorted(deleted.items()):
             table.add_row(name, status, f"{count:,}")
         console.print(table)
     console.print(
-        f"{counted(sum(deleted.values()), 'saga')} {done} that ended before {_when(cutoff)} UTC"
+        f"{counted(sum(deleted.values()), 'saga')} {done} that ended before {when(cutoff)} UTC"
     )
 
 

@@ -392,3 +392,184 @@ def test_a_stored_state_this_version_cannot_read_is_one_line_naming_the_saga(dat
     assert listed.exit_code == 0, listed.output  # listed from its columns, as any other
     assert "saga-bad" in listed.output
     assert "3 sagas in all: compensation_failed 1, completed 1, running 1" in listed.output
+
+
+def _sagas_in(tmp_path: Path, sagas: dict[str, int]) -> str:
+    """A database with these sagas (id: n), run until idle: an odd n ends compensation_failed."""
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    engine = build_engine(DatabaseSettings(url=url))
+    orchestrator = SagaOrchestrator(registry)
+    harness = PipelineHarness(
+        [orchestrator_processor(orchestrator), worker],
+        database=engine,
+        settings=ProcessingSettings(max_in_flight=1),
+    )
+    orchestrator.clock = harness.clock
+    with Session(engine) as session, session.begin():
+        for saga_id, n in sagas.items():
+            orchestrator.start(session, "Demo", saga_id, {"n": n})
+    harness.run_until_idle()
+    harness.close()
+    return url
+
+
+@pytest.fixture
+def stuck(tmp_path: Path) -> str:
+    return _sagas_in(tmp_path, {"saga-odd": 3, "saga-odd-2": 5, "saga-even": 2})
+
+
+def _states(url: str) -> dict[str, str]:
+    listed = pipeline(url, "saga", "list")
+    states = {}
+    for line in listed.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        if len(cells) == 6 and cells[0].startswith("saga-"):
+            states[cells[0]] = cells[2]
+    return states
+
+
+def test_list_says_when_more_sagas_match_than_it_shows(database):
+    # It showed --max rows, and counted every saga below, with no word that some were hidden.
+    cut = pipeline(database, "saga", "list", "--max", "1")
+    whole = pipeline(database, "saga", "list", "--state", "compensation_failed", "--max", "1")
+
+    assert cut.exit_code == 0, cut.output
+    assert "showing the most recently changed of 2 sagas; --max N for more" in cut.stdout
+    assert whole.exit_code == 0, whole.output
+    assert "showing" not in whole.output  # its one match is shown
+
+
+def test_list_shows_the_50_most_recently_changed_by_default_and_says_how_many_match(database):
+    orchestrator = SagaOrchestrator(registry)
+    with Session(build_engine(DatabaseSettings(url=database))) as session, session.begin():
+        for number in range(52):
+            orchestrator.start(session, "Demo", f"saga-run-{number:02d}", {"n": 2})
+
+    result = pipeline(database, "saga", "list", "--state", "running")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("saga-run-") == 50
+    assert (
+        "showing the 50 most recently changed of 52 running sagas; --max N for more"
+        in result.stdout
+    )
+    assert "54 sagas in all: compensation_failed 1, completed 1, running 52" in result.stdout
+
+
+def test_ids_only_prints_one_id_a_line_and_nothing_else(database):
+    result = pipeline(database, "saga", "list", "--ids-only")
+    stuck_only = pipeline(database, "saga", "list", "-s", "compensation_failed", "--ids-only")
+
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.splitlines()) == ["saga-even", "saga-odd"]
+    assert result.stdout.endswith("\n")
+    assert stuck_only.stdout == "saga-odd\n"
+
+
+def test_ids_only_says_on_stderr_that_more_match_than_it_printed(database):
+    result = pipeline(database, "saga", "list", "--ids-only", "--max", "1")
+
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1
+    assert (
+        "warning: showing the most recently changed of 2 sagas; --max N for more" in result.stderr
+    )
+
+
+def test_retry_takes_several_ids_and_says_what_each_is_now(stuck):
+    result = pipeline(stuck, "saga", "retry", "saga-odd", "saga-odd-2", "--registry", REGISTRY_SPEC)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "saga saga-odd is compensating again",
+        "saga saga-odd-2 is compensating again",
+    ]
+    assert _states(stuck) == {
+        "saga-odd": "compensating",
+        "saga-odd-2": "compensating",
+        "saga-even": "completed",
+    }
+
+
+def test_a_saga_that_cannot_be_retried_is_an_error_line_and_the_others_go_on(stuck):
+    args = ["saga-odd", "nope", "saga-even", "saga-odd-2", "--registry", REGISTRY_SPEC]
+
+    result = pipeline(stuck, "saga", "retry", *args)
+
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, PipelineError)  # said, not raised (exit code 2)
+    assert result.stdout.splitlines() == [
+        "saga saga-odd is compensating again",
+        "saga saga-odd-2 is compensating again",  # after the two that failed
+    ]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: no saga nope in this database",
+        "error: saga saga-even is completed: only a saga in compensation_failed or "
+        "confirmation_failed can be retried",
+        "error: 2 of 4 sagas not retried",
+    ]
+    assert _states(stuck)["saga-odd-2"] == "compensating"
+
+
+def test_resolve_takes_several_ids_each_with_the_note(stuck):
+    result = pipeline(
+        stuck,
+        "saga",
+        "resolve",
+        "saga-odd",
+        "saga-odd-2",
+        "--note",
+        "refunded by hand",
+        "--registry",
+        REGISTRY_SPEC,
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "saga saga-odd is resolved",
+        "saga saga-odd-2 is resolved",
+    ]
+    assert "refunded by hand" in pipeline(stuck, "saga", "show", "saga-odd-2").stdout
+
+
+def test_resolve_of_several_fails_with_1_when_one_is_not_stuck(stuck):
+    args = ["saga-even", "saga-odd", "--note", "by hand", "--registry", REGISTRY_SPEC]
+
+    result = pipeline(stuck, "saga", "resolve", *args)
+
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines() == ["saga saga-odd is resolved"]
+    assert "error: 1 of 2 sagas not resolved" in result.stderr
+
+
+def test_a_saga_id_given_twice_is_retried_once(stuck):
+    result = pipeline(stuck, "saga", "retry", "saga-odd", "saga-odd", "--registry", REGISTRY_SPEC)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["saga saga-odd is compensating again"]
+
+
+def test_an_id_that_can_be_no_sagas_among_several_is_a_usage_error_and_nothing_is_done(stuck):
+    result = pipeline(stuck, "saga", "retry", "saga-odd", "x" * 300, "--registry", REGISTRY_SPEC)
+
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for 'SAGA_ID': is 300 characters long; at most 255" in result.output
+    assert _states(stuck)["saga-odd"] == "compensation_failed"
+
+
+def test_a_database_that_fails_stops_several_and_says_how_many_were_not_tried(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE other (x INTEGER)")
+    url = f"sqlite:///{path}"
+
+    result = pipeline(url, "saga", "retry", "s-1", "s-2", "--registry", REGISTRY_SPEC)
+
+    assert isinstance(result.exception, PipelineError), result.output
+    assert str(result.exception) == (
+        f"no sagas in {url}: no program that runs sagas has used this database yet"
+    )
+    assert "error: 2 sagas not retried, from s-1 on: the database failed" in result.stderr
