@@ -75,6 +75,7 @@ from pipeline.processing.metrics import (
     summary_line,
 )
 from pipeline.processing.offsets import CommitPosition
+from pipeline.processing.periodic_failures import PeriodicFailures
 from pipeline.processing.processor import PeriodicTask, Processor
 from pipeline.processing.records import Record
 from pipeline.settings import PipelineSettings
@@ -224,6 +225,7 @@ class FaustBinding:
         self.metrics = metrics or ProcessorMetrics(processor.name)
         self.producer = producer or build_event_producer(kafka, settings.producer)
         self.internals = internals or FaustInternals()
+        self._periodic_failures = PeriodicFailures(processor.name)
         self._engine: ProcessingEngine | None = None
         self._held: dict[TopicPartition, deque[tuple[int, EventT[Any]]]] = defaultdict(deque)
         self._consumed: dict[TopicPartition, int] = {}
@@ -471,13 +473,16 @@ class FaustBinding:
 
     def periodic(self, task: PeriodicTask) -> Callable[[], Awaitable[None]]:
         """The Faust timer of one of the processor's own periodic tasks (a worker thread; a
-        failure is logged and the next round tries again)."""
+        failure is logged, at most once a minute while it lasts, and the next round tries
+        again: :mod:`~pipeline.processing.periodic_failures`)."""
 
         async def run() -> None:
             try:
                 await asyncio.get_running_loop().run_in_executor(None, task.run, self.database)
             except Exception as error:
-                logger.warning("periodic task %s failed: %s", task.name, error)
+                self._periodic_failures.failed(task.name, error)
+            else:
+                self._periodic_failures.worked(task.name)
 
         # Faust names its timers after the function.
         run.__name__ = run.__qualname__ = f"periodic_{task.name.replace('.', '_')}"
