@@ -15,8 +15,10 @@ What :class:`consumers.log_shipper.LogShipper` does with a batch, without any I/
    (``"\\ud800"``, which no UTF-8 can hold) becomes U+FFFD. A record that is not a UTF-8 JSON
    object with a valid ``@timestamp``, or that nests deeper than
    :data:`~pipeline.envelope.json_data.MAX_JSON_DEPTH`, is an :class:`UnshippableRecord` at once;
-2. :func:`classify` says what to do with each bulk item from its status: 2xx ``ok``, 429 and
-   5xx ``retry``, any other 4xx (a mapping conflict) ``reject``, with Elasticsearch's reason
+2. :func:`classify` (:func:`item_verdict` of a bulk item) says what to do with each bulk item
+   from its status and error type: 2xx ``ok``; 429 and a cluster block ``blocked`` (the cluster
+   takes no writes now, whatever the document: kept, and sent again once it does); 5xx
+   ``retry``; any other 4xx (a mapping conflict) ``reject``, with Elasticsearch's reason
    (:func:`item_reason`, :func:`item_error_type`); :func:`refused_runs` finds the documents of
    a request Elasticsearch refused whole, to be sent again in halves;
 3. :func:`dlq_message` is the dead-letter message of an unshippable record, cut down
@@ -47,6 +49,7 @@ __all__ = [
     "DLQ_VALUE_PREFIX",
     "ES_STATUS_HEADER",
     "MAX_ID_BYTES",
+    "NO_WRITES",
     "TRUNCATED_HEADER",
     "VALUE_SIZE_HEADER",
     "IndexAction",
@@ -61,13 +64,15 @@ __all__ = [
     "is_request_refusal",
     "item_error_type",
     "item_reason",
+    "item_verdict",
     "partition_lag",
     "plan_batch",
     "refused_runs",
 ]
 
-#: What to do with one bulk item: done, try again, or dead-letter it.
-ItemVerdict = Literal["ok", "retry", "reject"]
+#: What to do with one bulk item: done, try again (a few times), dead-letter it, or wait for a
+#: cluster that takes no writes now and send it again.
+ItemVerdict = Literal["ok", "retry", "reject", "blocked"]
 Position = tuple[str, int]  # topic, partition
 
 #: The header of a dead letter that holds Elasticsearch's HTTP status for the document.
@@ -321,15 +326,34 @@ def _index_of(moment: datetime, now: datetime | None, alias: str) -> str:
     return index_for(moment, alias=alias)
 
 
-def classify(status: int | None) -> ItemVerdict:
-    """2xx done; 429 and 5xx (and no status at all) retried; any other 4xx rejected."""
-    if status is None:
-        return "retry"
-    if 200 <= status < 300:
+#: Elasticsearch's error types that say its cluster takes no writes now, whatever the document:
+#: a write block (``index.blocks.write``: 403; the flood-stage disk watermark's
+#: ``read_only_allow_delete``: 429; no elected master: 503).
+NO_WRITES = frozenset({"cluster_block_exception"})
+
+
+def classify(status: int | None, error_type: str | None = None) -> ItemVerdict:
+    """2xx done; a cluster block (:data:`NO_WRITES`) and 429 (its queues full, a circuit
+    breaker, a full disk) ``blocked``: no document of the cluster is taken now, so none is
+    dead-lettered for it (every record was, the shipper's own lines too, while an index was
+    write-blocked); 5xx (and no status at all) retried; any other 4xx rejected."""
+    if status is not None and 200 <= status < 300:
         return "ok"
-    if status == 429 or status >= 500:
+    if status == 429 or error_type in NO_WRITES:
+        return "blocked"
+    if status is None or status >= 500:
         return "retry"
     return "reject"
+
+
+def item_verdict(item: Mapping[str, Any]) -> ItemVerdict:
+    """:func:`classify` of one bulk item (its status, and its error's type)."""
+    status = item.get("status")
+    error = _error_of(item)
+    kind = error.get("type") if isinstance(error, Mapping) else None
+    return classify(
+        status if isinstance(status, int) else None, kind if isinstance(kind, str) else None
+    )
 
 
 def _error_of(item: Mapping[str, Any]) -> Any:
@@ -345,8 +369,7 @@ def is_request_refusal(item: Mapping[str, Any]) -> bool:
     """Whether the item failed because Elasticsearch refused its whole bulk request with a 4xx
     (one bad action fails them all, a 400 ``action_request_validation_exception``), rather than
     this document."""
-    status = item.get("status")
-    return "exception" in item and classify(status if isinstance(status, int) else None) == "reject"
+    return "exception" in item and item_verdict(item) == "reject"
 
 
 def refused_runs(items: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:

@@ -7,11 +7,14 @@ A batch consumer (confluent-kafka, built by :mod:`pipeline.kafka.clients`) and b
 1. :func:`~consumers.log_batch.plan_batch` turns the records into index actions; a record that
    is not a log document is dead-lettered at once;
 2. the actions go to Elasticsearch in one bulk request; each item is classified by
-   :func:`~consumers.log_batch.classify`: 2xx done, 429 and 5xx retried with bounded exponential
+   :func:`~consumers.log_batch.classify`: 2xx done, 5xx retried with bounded exponential
    backoff (:func:`retry_policy`, then dead-lettered), any other 4xx (a mapping conflict)
-   dead-lettered with Elasticsearch's reason. A request Elasticsearch refuses whole with a 4xx
-   (one action it does not take fails them all) is sent again in halves until the refusal
-   falls on the documents that cause it: only those are dead-lettered;
+   dead-lettered with Elasticsearch's reason. A 429 or a cluster block (a write-blocked index,
+   a full disk) says the cluster takes no writes now: an outage (below), the documents kept
+   and sent again once it takes them, none dead-lettered for it. A request Elasticsearch
+   refuses whole with a 4xx (one action it does not take fails them all) is sent again in
+   halves until the refusal falls on the documents that cause it: only those are
+   dead-lettered;
 3. dead letters go to ``logs.dlq`` (the original key and value, the ``dlq.*`` headers of
    :mod:`pipeline.dead_letters.letter` and Elasticsearch's status; see
    :func:`~consumers.log_batch.dlq_message`), and the producer is flushed; one Kafka refuses
@@ -27,16 +30,22 @@ dead-lettering is not logged line by line (each such line would be one more reco
 Elasticsearch refusing everything, an endless loop), and they do not count as activity for
 ``until_idle_s`` (its periodic metrics line would keep it busy for ever).
 
-When Elasticsearch cannot be reached (connection refused, timeout) the shipper pauses its
-partitions, waits (1 s doubling up to ``outage_max_backoff_s``, while serving the group), probes
-``GET _nodes/_local`` and resumes with the same batch: no loss, no busy loop. The metrics line
-keeps coming every ``metrics_interval_s`` meanwhile, saying since when Elasticsearch is away.
-The shipper joins its group before it first puts the index template, so one started during an
-outage holds its partitions (paused) and its lag is known. A server at that URL that is not
-Elasticsearch (an answer that is no JSON) is no outage: a :class:`PipelineError` at once.
+Every request to Elasticsearch is made beside the consuming thread
+(:class:`~consumers.log_shipper_outages.Outages`): while its answer takes more than a second the
+partitions are paused and the group served, so the lag gauge and the metrics line go on while
+Elasticsearch stalls. When Elasticsearch cannot be reached (connection refused, no answer within
+the request timeout, counted from when the request was sent) or takes no writes, the shipper
+pauses its partitions, waits (1 s doubling up to ``outage_max_backoff_s``, while serving the
+group), probes ``_cluster/health`` (or sends the documents again) and resumes with the same
+batch: no loss, no busy loop. The metrics line keeps coming every ``metrics_interval_s``
+meanwhile, saying since when Elasticsearch is away. The shipper joins its group while it first
+puts the index template, so one started during an outage (or a stall) holds its partitions
+(paused) and its lag is known. A server at that URL that is not Elasticsearch (an answer that
+is no JSON) is no outage: a :class:`PipelineError` at once.
 
-SIGTERM/SIGINT (``stop`` set): the current batch finishes (or, in an outage, is abandoned),
-what is acknowledged is committed, and the consumer leaves its group.
+SIGTERM/SIGINT (``stop`` set): the current batch finishes (or, in an outage or while a request
+waits for its answer, is abandoned), what is acknowledged is committed, and the consumer leaves
+its group.
 """
 
 from __future__ import annotations
@@ -51,8 +60,6 @@ from functools import partial
 from typing import Any, cast
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
-from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout, SerializationError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
@@ -61,16 +68,17 @@ from consumers.log_batch import (
     Position,
     SourceRecord,
     UnshippableRecord,
-    classify,
     commit_positions,
     first_undone,
     item_error_type,
     item_reason,
+    item_verdict,
     plan_batch,
     refused_runs,
 )
 from consumers.log_dead_letters import DeadLetterWriter, DlqProducer, Where, where_of
 from consumers.log_shipper_metrics import MetricsLine, ShipperCounters
+from consumers.log_shipper_outages import Outages, Stopped
 from consumers.log_shipper_standing import (
     LagMeter,
     ShipperConsumer,
@@ -84,7 +92,6 @@ from pipeline.logs.elasticsearch import (
     not_elasticsearch,
     refusal_of,
     template_refusal,
-    unreadable,
 )
 from pipeline.logs.schema import INDEX_ALIAS, ensure_index_template
 from pipeline.plurals import counted
@@ -97,7 +104,6 @@ _log = logging.getLogger(__name__)
 
 #: Largest bulk request body (Elasticsearch refuses above http.max_content_length, 100 MB).
 _MAX_CHUNK_BYTES = 20 * 1024 * 1024
-_PROBE_TIMEOUT_S = 5.0
 
 
 def retry_policy(settings: LogSettings) -> RetryPolicy:
@@ -112,10 +118,6 @@ def retry_policy(settings: LogSettings) -> RetryPolicy:
         multiplier=2.0,
         jitter=0.0,
     )
-
-
-class _Stopped(Exception):
-    """Stop was asked while waiting for Elasticsearch."""
 
 
 class LogShipper:
@@ -157,8 +159,6 @@ class LogShipper:
         #: Keeps counters.lag, the lag gauge, fresh (every second, not every metrics line).
         self.lag_meter = LagMeter(consumer, self.counters)
         self._assigned: set[Position] = set()
-        #: ``run(until_idle_s=...)``: how long an outage may last before the run gives up.
-        self._outage_limit_s: float | None = None
         self._own_key = own_key
         self._letters = DeadLetterWriter(
             dlq_producer,
@@ -176,28 +176,35 @@ class LogShipper:
         self._metrics_line = MetricsLine(
             self.counters, self._settings.metrics_interval_s, lambda line: self._report(line)
         )
+        #: Elasticsearch's requests (beside this thread) and outages.
+        self.outages = Outages(
+            consumer, es, settings, stop=self.stop, es_url=es_url, counters=self.counters,
+            metrics_line=self._metrics_line, tick=self._tick,
+        )  # fmt: skip
 
     # ---- running --------------------------------------------------------------------------
 
     def run(self, *, until_idle_s: float | None = None) -> ShipperCounters:
         """Ship until ``stop`` is set (or, with ``until_idle_s``, until caught up: every
         partition of the topic assigned to this shipper and nothing new for that long; a
-        :class:`PipelineError` if Elasticsearch stays unreachable that long, or if other members
-        of the group keep partitions past :meth:`_ownership_wait_s`); returns the counters. The
-        caller closes the consumer afterwards."""
-        self._outage_limit_s = until_idle_s
-        # The metrics lines come every interval, also while Elasticsearch is away (from
-        # _serve_for), saying so.
+        :class:`PipelineError` if Elasticsearch stays away (unreachable, or taking no writes)
+        that long, or if other members of the group keep partitions past
+        :meth:`_ownership_wait_s`); returns the counters. The caller closes the consumer
+        afterwards."""
+        self.outages.limit_s = until_idle_s
+        # The metrics lines come every interval, also while Elasticsearch is away or does not
+        # answer (from Outages.serve_for), saying so.
         self._metrics_line.start()
-        # In the group before the template is put: a shipper started while Elasticsearch is
-        # away holds its partitions (paused, in _serve_for), so its lag and backlog are seen.
+        # In the group while the template is put: a shipper started while Elasticsearch is
+        # away or stalls holds its partitions (paused, in Outages.serve_for), so its lag and
+        # backlog are seen.
         self._consumer.subscribe(
             [self.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb,
             on_lost=self._revoked_cb,
         )  # fmt: skip
         try:
-            self._wait_for_elasticsearch(self._put_template)
-        except _Stopped:
+            self.outages.call(self._put_template)
+        except Stopped:
             return self.counters
         idle_since = time.monotonic()
         partial_since: float | None = None  # idle, but some partitions not ours, since then
@@ -311,7 +318,7 @@ class LogShipper:
         fresh = [record for record in records if where_of(record) not in done]
         actions, dead = plan_batch(fresh, alias=self.alias, now=datetime.now(UTC))
         # Stopping in an outage: commit what is acknowledged, the rest comes again.
-        with contextlib.suppress(_Stopped):
+        with contextlib.suppress(Stopped):
             self._index(actions, dead, done)
         done |= self._dead_letter(dead)
         positions = commit_positions(offsets, done)
@@ -354,7 +361,7 @@ class LogShipper:
         now = time.monotonic()
         if self._dlq_failing_since is None:
             self._dlq_failing_since = now
-        limit = self._outage_limit_s
+        limit = self.outages.limit_s
         if limit is not None and now - self._dlq_failing_since >= limit:
             raise PipelineError(
                 f"for {limit:g} s {counted(len(undone), 'partition')} could not get past a record "
@@ -370,14 +377,15 @@ class LogShipper:
         done: set[tuple[str, int, int]],
     ) -> None:
         pending = actions
-        attempt = 0
+        attempt = 0  # of the documents answered 5xx
         while pending:
-            results = self._wait_for_elasticsearch(partial(self._bulk, pending))
+            results = self.outages.call(partial(self._bulk, pending))
             retry: list[tuple[IndexAction, Mapping[str, Any], int | None]] = []
+            blocked: list[tuple[IndexAction, Mapping[str, Any]]] = []
             for action, (_ok, item) in zip(pending, results, strict=True):
                 status = item.get("status")
                 status = status if isinstance(status, int) else None
-                verdict = classify(status)
+                verdict = item_verdict(item)
                 where = (action.record.topic, action.record.partition, action.record.offset)
                 if verdict == "ok":
                     done.add(where)
@@ -389,30 +397,37 @@ class LogShipper:
                             item_error_type(item), attempt + 1,
                         )
                     )  # fmt: skip
+                elif verdict == "blocked":  # the cluster takes no writes now: kept
+                    blocked.append((action, item))
                 else:
                     retry.append((action, item, status))
-            if not retry:
-                return
-            attempt += 1
-            if self._retry.exhausted(attempt):
-                for action, item, status in retry:
-                    why = f"gave up after {attempt} attempts: {item_reason(item)}"
-                    dead.append(
-                        UnshippableRecord(
-                            action.record, why, status, "retries_exhausted",
-                            item_error_type(item), attempt,
-                        )
+            if blocked:  # an outage: its back-off (serving the group), then all again
+                self.outages.blocked(item_reason(blocked[0][1]))
+            else:
+                self.outages.writes_taken()
+            if retry:
+                attempt += 1
+                if self._retry.exhausted(attempt):
+                    for action, failed, status in retry:
+                        why = f"gave up after {attempt} attempts: {item_reason(failed)}"
+                        dead.append(
+                            UnshippableRecord(
+                                action.record, why, status, "retries_exhausted",
+                                item_error_type(failed), attempt,
+                            )
+                        )  # fmt: skip
+                    retry = []
+                elif not blocked:
+                    pause = self._retry.delay(attempt)
+                    _log.warning(
+                        "elasticsearch asked to retry %s (%s); again in %.1f s",
+                        counted(len(retry), "document"), item_reason(retry[0][1]), pause,
                     )  # fmt: skip
-                return
-            self.counters.retried += len(retry)
-            pause = self._retry.delay(attempt)
-            _log.warning(
-                "elasticsearch asked to retry %s (%s); again in %.1f s",
-                counted(len(retry), "document"), item_reason(retry[0][1]), pause,
-            )  # fmt: skip
-            if self._serve_for(pause):
-                return  # stopping: those are not done, they come again
-            pending = [action for action, _item, _status in retry]
+                    if self.outages.serve_for(pause):
+                        return  # stopping: those are not done, they come again
+            again = {id(action) for action, _item in blocked} | {id(a) for a, _i, _s in retry}
+            pending = [action for action in pending if id(action) in again]
+            self.counters.retried += len(pending)
 
     def _bulk(self, actions: list[IndexAction]) -> list[tuple[bool, dict[str, Any]]]:
         """The bulk results of ``actions``. A request Elasticsearch refused whole with a 4xx
@@ -468,100 +483,13 @@ class LogShipper:
             self.counters.commit_failures += 1
             _log.warning("commit failed: %s", error.args[0].str())
 
-    # ---- Elasticsearch away ---------------------------------------------------------------
-
-    def _wait_for_elasticsearch(self, call: Callable[[], Any]) -> Any:
-        """``call()``; while Elasticsearch cannot be reached: pause, back off, probe, retry."""
-        delay = self._settings.outage_initial_backoff_s
-        away = False
-        away_since = time.monotonic()
-        while True:
-            try:
-                result = call()
-            except SerializationError as error:
-                # No Elasticsearch answered (another server, one without a content type): no
-                # wait mends that. Its message holds the whole answer: not for a line.
-                raise PipelineError(unreadable(self._es_url, error)) from None
-            except (TransportConnectionError, ConnectionTimeout, ApiError) as error:
-                # Refused credentials or an untrusted certificate do not pass with time.
-                refusal = refusal_of(error)
-                if refusal is not None:
-                    raise PipelineError(refusal) from None
-                if isinstance(error, ApiError):
-                    raise
-                if not away:
-                    away, away_since = True, time.monotonic()
-                    self._metrics_line.away_since = away_since
-                    self.counters.outages += 1
-                    _log.error("elasticsearch unreachable (%s); consumption paused", error)
-            else:
-                if away:
-                    self._metrics_line.away_since = None
-                    _log.warning("elasticsearch is back; consumption resumed")
-                return result
-            while True:  # back off (serving the group, partitions paused), then probe
-                limit = self._outage_limit_s
-                if limit is not None and time.monotonic() - away_since >= limit:
-                    # A job (--until-idle) ends rather than wait: nothing is committed past
-                    # what Elasticsearch acknowledged, so the next run ships the rest.
-                    raise PipelineError(
-                        f"elasticsearch unreachable for {limit:g} s (the --until-idle time): "
-                        "stopped; what was not shipped is shipped by the next run"
-                    )
-                if self._serve_for(delay):
-                    self._metrics_line.away_since = None
-                    raise _Stopped
-                delay = min(delay * 2, self._settings.outage_max_backoff_s)
-                if self._probe():
-                    break
-
-    def _probe(self) -> bool:
-        """Whether Elasticsearch answers and its shards can take writes (status yellow+)."""
-        try:
-            health = self._es.options(
-                request_timeout=_PROBE_TIMEOUT_S + 2, max_retries=0
-            ).cluster.health(wait_for_status="yellow", timeout=f"{_PROBE_TIMEOUT_S:g}s")
-        except (TransportError, ApiError):
-            return False
-        return not health.get("timed_out", False) and health.get("status") in ("green", "yellow")
-
-    def _serve_for(self, seconds: float) -> bool:
-        """Wait ``seconds`` with every partition paused, serving the group (rebalances, the
-        poll interval); True if stop was asked.
-
-        A record that still comes (fetched before the pause, or from a partition assigned
-        meanwhile) is sought back to, so it is read again after the batch in hand.
-        """
-        deadline = time.monotonic() + seconds
-        try:
-            while not self.stop.is_set():
-                self._pause_all()
-                self.lag_meter.refresh(self._assigned_at, paused=True)
-                self._report_when_due(paused=True)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                messages = self._consumer.consume(num_messages=100, timeout=min(remaining, 0.5))
-                first: dict[Position, int] = {}
-                for message in messages:
-                    if message.error() is None:
-                        where = (message.topic(), message.partition())
-                        first[where] = min(first.get(where, message.offset()), message.offset())
-                for (topic, partition), offset in first.items():
-                    self._consumer.pause([TopicPartition(topic, partition)])
-                    self._consumer.seek(TopicPartition(topic, partition, offset))
-            return True
-        finally:
-            assigned = list(self._consumer.assignment())
-            if assigned:
-                self._consumer.resume(assigned)
-
-    def _pause_all(self) -> None:
-        partitions = list(self._consumer.assignment())
-        if partitions:
-            self._consumer.pause(partitions)
-
     # ---- metrics --------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """While the group is served (partitions paused, :meth:`Outages.serve_for`): the lag,
+        and the metrics line when due."""
+        self.lag_meter.refresh(self._assigned_at, paused=True)
+        self._report_when_due(paused=True)
 
     def _report_when_due(self, *, paused: bool = False) -> None:
         """:meth:`report_metrics` once every ``metrics_interval_s`` of a run."""

@@ -22,7 +22,11 @@ __all__ = ["MetricsLine", "ShipperCollector", "ShipperCounters", "shipper_regist
 _COUNTERS = (
     ("pipeline_log_shipper_consumed", "Records read from the logs topic", "consumed"),
     ("pipeline_log_shipper_shipped", "Log documents Elasticsearch acknowledged", "shipped"),
-    ("pipeline_log_shipper_retried", "Documents sent again after a 429 or 5xx", "retried"),
+    (
+        "pipeline_log_shipper_retried",
+        "Documents sent again after a 429, a 5xx or a write block",
+        "retried",
+    ),
     (
         "pipeline_log_shipper_dead_lettered",
         "Records written to the dead-letter topic instead",
@@ -30,7 +34,11 @@ _COUNTERS = (
     ),
     ("pipeline_log_shipper_commits", "Offset commits", "commits"),
     ("pipeline_log_shipper_commit_failures", "Offset commits that failed", "commit_failures"),
-    ("pipeline_log_shipper_outages", "Times Elasticsearch could not be reached", "outages"),
+    (
+        "pipeline_log_shipper_outages",
+        "Times Elasticsearch could not be reached or took no writes",
+        "outages",
+    ),
 )
 
 
@@ -60,7 +68,8 @@ class ShipperCounters:
 class MetricsLine:
     """The counters as a line every ``interval_s`` of a run, through ``report``: with the
     documents shipped per second since the line before (the first: since the run started) and,
-    while Elasticsearch is away (:attr:`away_since` set), for how long."""
+    while Elasticsearch is away (:attr:`away_since` set), for how long; while a request waits
+    for its answer (:attr:`asked_since` set), for how long."""
 
     def __init__(
         self, counters: ShipperCounters, interval_s: float, report: Callable[[str], None]
@@ -70,8 +79,12 @@ class MetricsLine:
         self._report = report
         self._last: tuple[float, int] | None = None  # when the last line was, shipped then
         self._due: float | None = None  # when the next line is (None: not running)
-        #: Since when Elasticsearch cannot be reached (``None``: it can), by the monotonic clock.
+        #: Since when Elasticsearch cannot be reached (``None``: it can), by the monotonic clock,
+        #: and how it is away (``unreachable``, ``not taking writes``).
         self.away_since: float | None = None
+        self.away_as = "unreachable"
+        #: Since when the request in flight waits for its answer (``None``: none waits long).
+        self.asked_since: float | None = None
 
     def start(self) -> None:
         """A run starts: the first line comes ``interval_s`` from now."""
@@ -97,8 +110,11 @@ class MetricsLine:
         away = ""
         if self.away_since is not None:
             away = (
-                f"; elasticsearch unreachable for {now - self.away_since:.0f} s, consumption paused"
+                f"; elasticsearch {self.away_as} for {now - self.away_since:.0f} s, "
+                "consumption paused"
             )
+        elif self.asked_since is not None:
+            away = f"; no answer from elasticsearch for {now - self.asked_since:.0f} s"
         self._report(self._counters.line() + rate + away)
 
 

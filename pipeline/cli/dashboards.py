@@ -1,7 +1,8 @@
 """``pipeline dashboards``: export the Kibana assets, import them into Kibana, put the template.
 
 Exit codes: 0 done; 1 Kibana read the file but refused some objects (listed in a table);
-2 usage or setup error (Kibana unreachable, the request refused, a file missing).
+2 usage or setup error (Kibana or Elasticsearch unreachable or not answering in time, the
+request refused, a file missing). A URL is shown without its credentials.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def import_(
             ) from None
     result = import_to_kibana(kibana_url, ndjson, overwrite=overwrite)
     if result.success:
-        stdout_console().print(f"imported {result.success_count} saved objects into {kibana_url}")
+        into = escape(masked_url(kibana_url))
+        stdout_console().print(f"imported {result.success_count} saved objects into {into}")
         return
     table = Table("type", "id", "title", "error", "message", title="objects Kibana refused")
     for refused in result.errors:
@@ -148,13 +150,14 @@ def import_(
 @app.command()
 def template(ctx: typer.Context, alias: AliasOption = None) -> None:
     """Put the logs' index template on Elasticsearch (the shipper does it too, on start)."""
-    from elasticsearch import ApiError, SerializationError
+    from elasticsearch import ApiError, ConnectionTimeout, SerializationError, TransportError
     from elasticsearch import ConnectionError as ESConnectionError
 
     from pipeline.logs.elasticsearch import (
         build_elasticsearch,
         not_elasticsearch,
         template_refusal,
+        unanswered,
         unreadable,
     )
     from pipeline.logs.schema import ensure_index_template
@@ -174,9 +177,15 @@ def template(ctx: typer.Context, alias: AliasOption = None) -> None:
     except ESConnectionError:
         url = masked_url(settings.elasticsearch.url)
         raise PipelineError(f"cannot reach Elasticsearch at {url}") from None
+    except ConnectionTimeout:  # it accepted the connection and never answered
+        server = settings.elasticsearch
+        raise PipelineError(unanswered(server.url, server.request_timeout_s)) from None
     except SerializationError as error:  # its message holds the whole answer: not for a line
         raise PipelineError(unreadable(settings.elasticsearch.url, error)) from None
     except ApiError as error:
         foreign = not_elasticsearch(settings.elasticsearch.url, error.meta.status, error.body)
         raise PipelineError(foreign or template_refusal(error)) from None
+    except TransportError as error:  # any other the client raises: one line too
+        said = " ".join(str(error).split())
+        raise PipelineError(f"the request to Elasticsearch failed: {said}") from None
     stdout_console().print(f"index template {escape(alias)} is in place")

@@ -6,10 +6,11 @@ Ctrl-C, then commits what Elasticsearch acknowledged and leaves the group.
 ``pipeline logs search QUERY`` queries the ``pipeline-logs`` alias with Lucene syntax (the same
 as Kibana's search bar) plus filters; newest first as a table (stdout, fitted to the terminal:
 :mod:`pipeline.cli.logs_table`), or ``--output ndjson`` (one ``_source`` a line, oldest first,
-for ``jq``). ``--follow`` keeps printing new lines, oldest first. A query Elasticsearch cannot
-parse is one line with its reason and exit code 2, as are an alias with no index behind it and
-an answer the client cannot read. When more lines matched than ``--limit``, one stderr line
-says how many.
+for ``jq``). ``--follow`` keeps printing new lines, oldest first, and waits out an outage. A
+query Elasticsearch cannot parse is one line with its reason and exit code 2, as are an alias
+with no index behind it, an answer the client cannot read, and an Elasticsearch that is not
+reached or does not answer within its request timeout. When more lines matched than
+``--limit``, one stderr line says how many.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pipeline.cli.interrupts import exit_code, signals_interrupt
 from pipeline.cli.logs_table import search_table as _table
 from pipeline.cli.logs_table import source_of as _source
 from pipeline.errors import PipelineError
-from pipeline.settings import LogSettings, PipelineSettings
+from pipeline.settings import ElasticsearchSettings, LogSettings, PipelineSettings
 
 if TYPE_CHECKING:  # imported by the commands that use it: `pipeline --help` need not load it
     from elasticsearch import Elasticsearch
@@ -124,7 +125,7 @@ def ship(
     from consumers.log_shipper import LogShipper
     from consumers.log_shipper_metrics import shipper_registry
     from pipeline.kafka.clients import build_consumer, build_producer
-    from pipeline.logs.elasticsearch import build_elasticsearch, refuse_an_https_port_over_http
+    from pipeline.logs.elasticsearch import build_elasticsearch
     from pipeline.logs.setup import configure_logging
     from pipeline.metrics_server import serve_metrics
 
@@ -159,7 +160,8 @@ def ship(
     dlq = build_producer(settings.kafka, **{"linger.ms": 5, "message.max.bytes": _DLQ_MAX_BYTES})
     try:
         with build_elasticsearch(settings.elasticsearch) as es:
-            refuse_an_https_port_over_http(es, settings.elasticsearch.url)
+            # (An http:// URL of an HTTPS port is the shipper's to refuse, once its server
+            # hangs up: a check here kept a start against a stalled Elasticsearch waiting.)
             shipper = LogShipper(
                 consumer,
                 es,
@@ -190,9 +192,19 @@ def ship(
 # --- search -----------------------------------------------------------------------------------
 
 
-def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") -> dict[str, Any]:
-    """The ``hits`` part of the answer: ``hits`` (the documents) and ``total``."""
-    from elasticsearch import ApiError, SerializationError
+class _Unavailable(PipelineError):
+    """Elasticsearch not reached, not answering within the request timeout, or answering that
+    it cannot serve for now (429, 502, 503, 504): an outage, which ``--follow`` waits out."""
+
+
+#: The answers of an Elasticsearch (or of a proxy in front of one) that cannot serve for now.
+_BUSY = frozenset({429, 502, 503, 504})
+
+
+def _failure(error: Exception, server: ElasticsearchSettings) -> PipelineError:
+    """One line for what the client raised for a request (an ``ApiError`` or a
+    ``TransportError``); an outage as :class:`_Unavailable`."""
+    from elasticsearch import ApiError, ConnectionTimeout, SerializationError
     from elasticsearch import ConnectionError as EsConnectionError
 
     from pipeline.logs.elasticsearch import (
@@ -201,8 +213,42 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") 
         one_line_reason,
         plain_http_hint,
         refusal_of,
+        unanswered,
     )
-    from pipeline.logs.search import shard_failure, unreadable_answer
+    from pipeline.logs.search import unreadable_answer
+
+    url = server.url
+    if isinstance(error, SerializationError):  # its message holds the whole answer: not for a line
+        # Not JSON at all: another server (one answering without a content type, read as
+        # JSON); else Elasticsearch's answer, with a document whose source does not parse.
+        return PipelineError(foreign_answer(url, error) or unreadable_answer(error))
+    refusal = refusal_of(error)  # credentials, a privilege, the TLS handshake
+    if refusal is not None:
+        return PipelineError(refusal)
+    if isinstance(error, ConnectionTimeout):  # accepted the connection, never answered
+        return _Unavailable(unanswered(url, server.request_timeout_s))
+    if isinstance(error, EsConnectionError):
+        hint = plain_http_hint(url, error)
+        return _Unavailable(f"elasticsearch is unreachable: {error.message}{hint}")
+    if not isinstance(error, ApiError):  # any other TransportError
+        return PipelineError(f"the request to Elasticsearch failed: {' '.join(str(error).split())}")
+    status = error.meta.status
+    kind = _Unavailable if status in _BUSY else PipelineError
+    foreign = not_elasticsearch(url, status, error.body)
+    if foreign is not None:
+        return kind(foreign)
+    if status == 400:  # escaped by run()
+        return PipelineError(f"bad query: {one_line_reason(error)}")
+    return kind(f"Elasticsearch refused the search ({status}): {one_line_reason(error)}")
+
+
+def _search(
+    es: Elasticsearch, alias: str, body: dict[str, Any], server: ElasticsearchSettings
+) -> dict[str, Any]:
+    """The ``hits`` part of the answer: ``hits`` (the documents) and ``total``."""
+    from elasticsearch import ApiError, TransportError
+
+    from pipeline.logs.search import shard_failure
 
     try:
         response = es.search(
@@ -211,27 +257,8 @@ def _search(es: Elasticsearch, alias: str, body: dict[str, Any], url: str = "") 
             allow_no_indices=True,
             **body,
         )
-    except SerializationError as error:  # its message holds the whole answer: not for a line
-        # Not JSON at all: another server (one answering without a content type, read as
-        # JSON); else Elasticsearch's answer, with a document whose source does not parse.
-        foreign = foreign_answer(url, error)
-        raise PipelineError(foreign or unreadable_answer(error)) from None
-    except (ApiError, EsConnectionError) as error:
-        refusal = refusal_of(error)
-        if refusal is not None:
-            raise PipelineError(refusal) from None
-        if isinstance(error, EsConnectionError):
-            hint = plain_http_hint(url, error)
-            raise PipelineError(f"elasticsearch is unreachable: {error.message}{hint}") from None
-        status = error.meta.status
-        foreign = not_elasticsearch(url, status, error.body)
-        if foreign is not None:
-            raise PipelineError(foreign) from None
-        if status == 400:  # escaped by run()
-            raise PipelineError(f"bad query: {one_line_reason(error)}") from None
-        raise PipelineError(
-            f"Elasticsearch refused the search ({status}): {one_line_reason(error)}"
-        ) from None
+    except (ApiError, TransportError) as error:
+        raise _failure(error, server) from None
     answer: Any = response  # ObjectApiResponse, or a test's fake: a dict
     failed = shard_failure(answer.body if hasattr(answer, "body") else answer)
     if failed is not None:
@@ -326,8 +353,10 @@ def search(
 
     The table shows the newest lines first; NDJSON (one document a line) and
     --follow print oldest first. A query Elasticsearch cannot parse is one
-    error line with its reason (exit code 2). --follow stops on Ctrl-C
-    (exit code 130) or SIGTERM (143).
+    error line with its reason (exit code 2), as is an Elasticsearch that
+    does not answer within PIPELINE_ELASTICSEARCH__REQUEST_TIMEOUT_S. --follow
+    waits out an Elasticsearch that stops answering (saying so once), and
+    stops on Ctrl-C (exit code 130) or SIGTERM (143).
 
     Examples:
       pipeline logs search timeout --since 1h --level error,critical
@@ -355,14 +384,14 @@ def search(
     with build_elasticsearch(settings.elasticsearch) as es:
         body = search_body(build_query(query, since=start, **filters), size=limit)  # type: ignore[arg-type]
         alias = settings.logs.index_alias
-        found = _search(es, alias, body, settings.elasticsearch.url)
+        found = _search(es, alias, body, settings.elasticsearch)
         hits: list[dict[str, Any]] = found["hits"]
         if not hits:
             # Elasticsearch skips the shards whose lines all fall outside --since without
             # parsing the query there: a typo would read as "nothing matched".
-            _check_query(es, alias, build_query(query))  # the text alone: with its time
-            # filter, Elasticsearch rewrites it to "match nothing" before parsing the text
-        if not hits and not es.indices.exists(index=alias, allow_no_indices=False):
+            _check_query(es, alias, build_query(query), settings.elasticsearch)  # the text
+            # alone: with its time filter, Elasticsearch rewrites it to "match nothing" first
+        if not hits and not _exists(es, alias, settings.elasticsearch):
             # Not "nothing matched": there is nothing to search (a typo in the alias, or no line
             # shipped yet). A command whose source is missing fails, as `pipeline consume` and
             # `dlq inspect` do for a missing topic: exit 0 would tell a script that all is well.
@@ -394,14 +423,27 @@ def search(
                         output,
                         limit,
                         after=after,
-                        url=settings.elasticsearch.url,
+                        server=settings.elasticsearch,
                     )
             except KeyboardInterrupt as interrupt:
                 raise typer.Exit(exit_code(interrupt)) from None
 
 
-def _check_query(es: Elasticsearch, alias: str, query: dict[str, Any]) -> None:
-    """A query Elasticsearch cannot parse is a :class:`PipelineError` with its reason."""
+def _exists(es: Elasticsearch, alias: str, server: ElasticsearchSettings) -> bool:
+    """Whether an index is behind ``alias``; Elasticsearch's errors as one line each."""
+    from elasticsearch import ApiError, TransportError
+
+    try:
+        return bool(es.indices.exists(index=alias, allow_no_indices=False))
+    except (ApiError, TransportError) as error:
+        raise _failure(error, server) from None
+
+
+def _check_query(
+    es: Elasticsearch, alias: str, query: dict[str, Any], server: ElasticsearchSettings
+) -> None:
+    """A query Elasticsearch cannot parse is a :class:`PipelineError` with its reason; an
+    Elasticsearch that is away is one too (:func:`_failure`)."""
     from elasticsearch import ApiError, TransportError
 
     from pipeline.logs.search import invalid_query_reason
@@ -410,8 +452,11 @@ def _check_query(es: Elasticsearch, alias: str, query: dict[str, Any]) -> None:
         answer: Any = es.indices.validate_query(
             index=alias, query=query, explain=True, ignore_unavailable=True, allow_no_indices=True
         )
-    except (ApiError, TransportError):  # a user allowed to search but not this: no check
-        return
+    except (ApiError, TransportError) as error:
+        failure = _failure(error, server)
+        if isinstance(failure, _Unavailable):
+            raise failure from None
+        return  # a user allowed to search but not this: no check
     # ObjectApiResponse, or a test's fake: a dict
     reason = invalid_query_reason(answer.body if hasattr(answer, "body") else answer)
     if reason is not None:
@@ -428,8 +473,8 @@ def _follow(
     output: str,
     limit: int,
     *,
+    server: ElasticsearchSettings,
     after: list[Any] | None = None,
-    url: str = "",
 ) -> None:
     """Print the lines that match after ``hits`` (those shown), oldest first, until Ctrl-C.
 
@@ -439,6 +484,11 @@ def _follow(
     order (left out of the first page, not new) are noted as seen at the start, never printed.
     A line stamped in the future (a host's clock ahead) moves the window no further than now,
     or it would hide the lines stamped now.
+
+    An outage (:class:`_Unavailable`: Elasticsearch not reached, not answering within its
+    request timeout, or busy) is waited out: one warning line when it starts, one line when
+    Elasticsearch answers again, and the polls go on from where they were, so the lines
+    shipped meanwhile are printed then. Any other error ends the command (one line, exit 2).
     """
     from pipeline.logs.search import build_query, moment_of, search_body
 
@@ -453,20 +503,22 @@ def _follow(
         # Every line asked for, page after page (a page of lines all printed before would
         # otherwise come back on every poll, and nothing after them ever be seen).
         while True:
-            page = _search(es, alias, body, url)["hits"]
+            page = _search(es, alias, body, server)["hits"]
             yield page
             if len(page) < limit or "sort" not in page[-1]:
                 return
             body["search_after"] = page[-1]["sort"]
 
-    if after:
+    def note_seen_before(up_to: list[Any]) -> None:
         left_out = build_query(
-            query, since=max(newest - _FOLLOW_OVERLAP, start), up_to=after, **filters
+            query, since=max(newest - _FOLLOW_OVERLAP, start), up_to=up_to, **filters
         )
         body = search_body(left_out, size=limit, oldest_first=True, count=False)
         for page in each_page(body):
             for hit in page:
                 seen.setdefault(hit["_id"], moment_of(hit, start))
+
+    waiting = False  # for an Elasticsearch that is away (said once)
     while True:
         time.sleep(_FOLLOW_POLL_S)
         since = newest - _FOLLOW_OVERLAP
@@ -476,13 +528,28 @@ def _follow(
             oldest_first=True,
             count=False,  # only the lines matter here, not how many matched
         )
-        for page in each_page(body):
-            fresh = [hit for hit in page if hit["_id"] not in seen]
-            for hit in fresh:
-                moment = moment_of(hit, start)
-                seen[hit["_id"]] = moment
-                newest = max(newest, min(moment, datetime.now(UTC)))
-            _print(fresh, output)
+        try:
+            if after:  # before the first poll (again, if an outage interrupted it)
+                note_seen_before(after)
+                after = None
+            for page in each_page(body):
+                if waiting:
+                    _err.print("Elasticsearch answers again; following")
+                    waiting = False
+                fresh = [hit for hit in page if hit["_id"] not in seen]
+                for hit in fresh:
+                    moment = moment_of(hit, start)
+                    seen[hit["_id"]] = moment
+                    newest = max(newest, min(moment, datetime.now(UTC)))
+                _print(fresh, output)
+        except _Unavailable as error:
+            if not waiting:
+                _err.print(
+                    f"[yellow]warning:[/yellow] {escape(str(error))}; still following "
+                    "(Ctrl-C to stop)"
+                )
+                waiting = True
+            continue
         horizon = newest - _FOLLOW_OVERLAP * 2
         for key in [key for key, moment in seen.items() if moment < horizon]:
             del seen[key]

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from pipeline.errors import PipelineError
+from pipeline.settings import masked_url
 
 IMPORT_PATH = "/api/saved_objects/_import"
 FILE_NAME = "pipeline-logs.ndjson"
@@ -103,10 +104,11 @@ async def _post(url: str, ndjson: str, overwrite: bool, timeout_s: float) -> Imp
             body = json.loads(text)
         except ValueError:
             raise KibanaImportError(
-                f"unexpected answer from {url} (not JSON): {' '.join(text.split())[:200]}"
+                f"unexpected answer from {masked_url(url)} (not JSON): "
+                f"{' '.join(text.split())[:200]}"
             ) from None
         if not isinstance(body, dict):
-            raise KibanaImportError(f"unexpected answer from {url}: {text[:200]}")
+            raise KibanaImportError(f"unexpected answer from {masked_url(url)}: {text[:200]}")
         return parse_import_response(body)
 
 
@@ -139,19 +141,23 @@ def import_to_kibana(
     """Import ``ndjson`` (Kibana's export format) into the default space of ``kibana_url``.
 
     Returns what Kibana did, including the objects it refused; raises
-    :class:`KibanaImportError` when it cannot be reached or refuses the request itself.
+    :class:`KibanaImportError` when it cannot be reached or refuses the request itself (its
+    message shows the URL without credentials).
     """
     if not kibana_url.startswith(("http://", "https://")):
-        raise KibanaImportError(f"expected an http:// or https:// Kibana URL, got {kibana_url!r}")
+        raise KibanaImportError(
+            f"expected an http:// or https:// Kibana URL, got {masked_url(kibana_url)!r}"
+        )
     check_saved_objects(ndjson)
     url = kibana_url.rstrip("/") + IMPORT_PATH
+    shown = masked_url(kibana_url)
     try:
         return asyncio.run(_post(url, ndjson, overwrite, timeout_s))
     except TimeoutError:
         raise KibanaImportError(
-            f"Kibana at {kibana_url} did not answer within {timeout_s:g} s"
+            f"Kibana at {shown} did not answer within {timeout_s:g} s"
         ) from None
     except aiohttp.ClientConnectionError as error:
-        raise KibanaImportError(f"cannot reach Kibana at {kibana_url}: {error}") from None
+        raise KibanaImportError(f"cannot reach Kibana at {shown}: {error}") from None
     except aiohttp.ClientError as error:
-        raise KibanaImportError(f"import to Kibana at {kibana_url} failed: {error}") from None
+        raise KibanaImportError(f"import to Kibana at {shown} failed: {error}") from None

@@ -6,13 +6,15 @@ opens no connection until first used.
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
 from pipeline.logs.redact import redact
-from pipeline.settings import ElasticsearchSettings
+from pipeline.settings import ElasticsearchSettings, masked_url
 
 if TYPE_CHECKING:  # imported when a client is built: `pipeline --help` need not load it
     from elasticsearch import ApiError, Elasticsearch
@@ -79,16 +81,33 @@ def plain_http_hint(url: str, error: BaseException) -> str:
     return ""
 
 
+def unanswered(url: str, timeout_s: float) -> str:
+    """One line for a request Elasticsearch did not answer within the client's request timeout
+    (elastic-transport's ``ConnectionTimeout``: a server that accepted the connection and never
+    answered, or a host that never completed it), naming the URL without its credentials."""
+    return (
+        f"Elasticsearch at {masked_url(url)} did not answer within {timeout_s:g} s "
+        "(PIPELINE_ELASTICSEARCH__REQUEST_TIMEOUT_S)"
+    )
+
+
+#: How long :func:`refuse_an_https_port_over_http` waits for an answer.
+HANG_UP_CHECK_S = 3.0
+
+
 def refuse_an_https_port_over_http(es: Elasticsearch, url: str) -> None:
     """A :class:`PipelineError` at once for an ``http://`` URL whose server hangs up without a
     word and answers a TLS handshake (an HTTPS port), which no wait would mend: the shipper
     waited for it for ever, as for an outage. Any other trouble is left to the caller (the
     shipper waits out an Elasticsearch that is away, or a proxy in front of one that hangs
-    up)."""
+    up); a server that does not answer within :data:`HANG_UP_CHECK_S` is no HTTPS port."""
     from elasticsearch import ConnectionError as EsConnectionError
 
     try:
-        es.info()
+        # Briefly: such a port hangs up at once, and an Elasticsearch that stalls (accepts,
+        # never answers) kept the shipper out of its group, and its metrics unserved, for the
+        # whole request timeout (30 s) before the template's own 30 s.
+        es.options(request_timeout=HANG_UP_CHECK_S, max_retries=0).info()
     except EsConnectionError as error:
         # A hang-up alone may be a proxy whose Elasticsearch is down (an outage to wait out):
         # only a port that answers a TLS handshake is taken for an HTTPS one.
@@ -235,3 +254,65 @@ def reason_of(node: Any) -> str | None:
         return None
     text = chain[0] if len(chain) == 1 else f"{chain[0]}: {chain[-1]}"
     return " ".join(text.split())
+
+
+def unreachable(url: str, error: BaseException, waited_s: float) -> str:
+    """One line for Elasticsearch not reached (elastic-transport's ``ConnectionError``, or its
+    ``ConnectionTimeout``: :func:`unanswered`), naming the URL without its credentials and
+    saying why in a few words (``connection refused``). ``waited_s``: how long ago the request
+    was sent. The client's own text was a chain of three exceptions' reprs (``Connection error
+    caused by: ConnectionError(Connection error caused by: NewConnectionError(...)))``)."""
+    from elastic_transport import ConnectionTimeout
+
+    if isinstance(error, ConnectionTimeout):  # a tenth of a second for a short timeout
+        return unanswered(url, float(round(waited_s, 1 if waited_s < 10 else None)))
+    return f"cannot reach Elasticsearch at {masked_url(url)} ({_not_reached_because(error)})"
+
+
+#: Why a connection failed, by the operating system's error at its root.
+_OS_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "the connection was closed without an answer"),
+    (ConnectionAbortedError, "the connection was closed without an answer"),
+    (BrokenPipeError, "the connection was closed without an answer"),
+    (TimeoutError, "connecting timed out"),
+)
+_ERRNO_REASONS = {
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+}
+_REASON_CHARS = 160
+
+
+def _not_reached_because(error: BaseException) -> str:
+    causes = list(_causes(error))
+    for cause in causes:
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        for kind, reason in _OS_REASONS:
+            if isinstance(cause, kind):
+                return reason
+        if isinstance(cause, OSError) and cause.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[cause.errno]
+    text = " ".join(str(causes[-1]).split()) or type(causes[-1]).__name__
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "..."
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and what caused it (the errors of the client's earlier attempts, the
+    exceptions each was raised from), outermost first."""
+    found: list[BaseException] = []
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        earlier = getattr(current, "errors", ())
+        pending += [
+            e
+            for e in (earlier if isinstance(earlier, tuple) else ())
+            if isinstance(e, BaseException)
+        ]
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return found

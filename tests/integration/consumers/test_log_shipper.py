@@ -1,15 +1,21 @@
 """The log shipper against the real Kafka and Elasticsearch."""
 
 import json
+import socket
 import subprocess
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+from elasticsearch import Elasticsearch
 
 from consumers.log_shipper import LogShipper
 from pipeline.errors import PipelineError
 from pipeline.kafka.clients import build_consumer, build_producer
+from pipeline.logs.schema import ensure_index_template, index_for
 from pipeline.settings import LogSettings
 from tests.support.logs import (
     count_documents,
@@ -269,3 +275,108 @@ def test_a_record_with_a_header_name_that_is_not_utf8_is_shipped_and_the_shipper
         )
         assert (counters.shipped, counters.dead_lettered) == (400, 0)
         assert odd["event"]["id"] in document_ids(elasticsearch_client, alias)
+
+
+def _wait_for(condition, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_write_blocked_index_is_waited_out_and_nothing_is_dead_lettered(
+    pipeline_settings, elasticsearch_client, new_topic, consumer_group
+):
+    # The review: with index.blocks.write=true every record was dead-lettered
+    # (cluster_block_exception, 403), the shipper's own lines too: 122 letters.
+    topic, dlq = new_topic(1, prefix="fxl"), new_topic(1, prefix="fxl")
+    stamp = (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0)
+    documents = [
+        {**log_document(n), "@timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+        for n in range(20)
+    ]
+    produce_documents(build_producer(pipeline_settings.kafka), topic, documents)
+    settings = SETTINGS.model_copy(update={"outage_max_backoff_s": 1.0})
+    with log_alias(elasticsearch_client) as alias:
+        index = index_for(stamp, alias=alias)
+        ensure_index_template(elasticsearch_client, alias=alias)
+        elasticsearch_client.indices.create(index=index, settings={"index.blocks.write": True})
+        consumer = build_consumer(pipeline_settings.kafka, consumer_group)
+        shipper = LogShipper(
+            consumer, elasticsearch_client, build_producer(pipeline_settings.kafka), settings,
+            topic=topic, dlq_topic=dlq, alias=alias, consumer_group=consumer_group,
+        )  # fmt: skip
+        failed: list[BaseException] = []
+
+        def ship() -> None:
+            try:
+                shipper.run()
+            except BaseException as error:
+                failed.append(error)
+            finally:
+                consumer.close()
+
+        runner = threading.Thread(target=ship, daemon=True)
+        runner.start()
+        try:
+            _wait_for(lambda: shipper.counters.outages == 1 or failed, 60, "the outage")
+            assert not failed, failed
+            assert shipper.counters.dead_lettered == 0
+            assert count_documents(elasticsearch_client, alias) == 0
+
+            elasticsearch_client.indices.put_settings(
+                index=index, settings={"index.blocks.write": False}
+            )
+            _wait_for(lambda: shipper.counters.shipped == 20 or failed, 60, "the documents")
+        finally:
+            shipper.stop.set()
+            runner.join(30)
+        assert not failed, failed
+        assert (shipper.counters.dead_lettered, shipper.counters.outages) == (0, 1)
+        assert sorted(document_ids(elasticsearch_client, alias)) == sorted(
+            d["event"]["id"] for d in documents
+        )
+
+
+def test_a_shipper_joins_its_group_while_a_stalled_elasticsearch_keeps_the_template_waiting(
+    pipeline_settings, new_topic, consumer_group
+):
+    # The review: against an Elasticsearch that accepts and never answers, the shipper stayed
+    # out of its group (and its metrics port silent) for about 60 s.
+    topic, dlq = new_topic(1, prefix="fxl"), new_topic(1, prefix="fxl")
+    produce_documents(
+        build_producer(pipeline_settings.kafka), topic, [log_document(n) for n in range(50)]
+    )
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    # Longer than a new group takes to form (its initial rebalance delay is 3 s).
+    es = Elasticsearch(url, request_timeout=20, max_retries=0)
+    consumer = build_consumer(pipeline_settings.kafka, consumer_group)
+    shipper = LogShipper(
+        consumer, es, build_producer(pipeline_settings.kafka), SETTINGS, topic=topic,
+        dlq_topic=dlq, consumer_group=consumer_group, es_url=url,
+    )  # fmt: skip
+    failed: list[BaseException] = []
+
+    def ship() -> None:
+        try:
+            shipper.run(until_idle_s=1)
+        except BaseException as error:
+            failed.append(error)
+        finally:
+            consumer.close()
+
+    runner = threading.Thread(target=ship, daemon=True)
+    runner.start()
+    admin = AdminClient({"bootstrap.servers": pipeline_settings.kafka.bootstrap_servers})
+    try:
+        _wait_for(lambda: shipper.counters.lag == 50 or failed, 30, "the lag of the backlog")
+        members = admin.describe_consumer_groups([consumer_group])[consumer_group].result(10)
+        assert len(members.members) == 1  # the group exists, with the shipper in it
+        assert shipper.counters.outages == 0  # all while the template's request waited
+    finally:
+        runner.join(60)  # the request times out: an outage past --until-idle ends the run
+        listener.close()
+    [error] = failed
+    assert isinstance(error, PipelineError)
+    assert "unreachable for 1 s (the --until-idle time)" in str(error)

@@ -17,6 +17,7 @@ from consumers.log_batch import (
     fallback_id,
     item_error_type,
     item_reason,
+    item_verdict,
     partition_lag,
     plan_batch,
     refused_runs,
@@ -131,11 +132,29 @@ def test_records_that_are_not_log_documents_are_dead_lettered_at_once(value, rea
 
 @pytest.mark.parametrize(
     ("status", "verdict"),
-    [(200, "ok"), (201, "ok"), (429, "retry"), (500, "retry"), (503, "retry"), (None, "retry"),
+    [(200, "ok"), (201, "ok"), (429, "blocked"), (500, "retry"), (503, "retry"), (None, "retry"),
      (400, "reject"), (404, "reject"), (409, "reject"), (413, "reject")],
 )  # fmt: skip
 def test_item_statuses_are_classified(status, verdict):
     assert classify(status) == verdict
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "verdict"),
+    [(403, "cluster_block_exception", "blocked"),  # index.blocks.write=true
+     (429, "cluster_block_exception", "blocked"),  # the flood-stage disk watermark
+     (503, "cluster_block_exception", "blocked"),  # no master elected
+     (429, "es_rejected_execution_exception", "blocked"),  # its write queue full
+     (400, "document_parsing_exception", "reject"),  # a mapping conflict: the document's
+     (403, "security_exception", "reject")],
+)  # fmt: skip
+def test_a_cluster_that_takes_no_writes_is_told_from_a_refused_document(
+    status, error_type, verdict
+):
+    # The review: every record of a write-blocked index was dead-lettered (122 letters).
+    item = {"status": status, "error": {"type": error_type, "reason": "r"}}
+    assert classify(status, error_type) == verdict
+    assert item_verdict(item) == verdict
 
 
 def test_elasticsearchs_reason_is_one_line_with_its_causes():

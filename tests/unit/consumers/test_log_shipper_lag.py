@@ -173,7 +173,7 @@ def test_the_lag_keeps_growing_while_elasticsearch_is_away_and_nothing_is_fetche
     assert shipper.counters.lag == 0
 
     consumer.end = 350  # 250 more written while the partitions are paused
-    shipper._serve_for(0.01)
+    shipper.outages.serve_for(0.01)
 
     assert shipper.counters.lag == 250
 
@@ -192,7 +192,7 @@ def test_the_metrics_line_while_elasticsearch_is_away_says_the_lag_of_now():
     shipper._metrics_line.when_due = lambda: True  # type: ignore[method-assign]
 
     consumer.end = 350  # 250 more written while the partitions are paused
-    shipper._serve_for(0.01)
+    shipper.outages.serve_for(0.01)
 
     assert reported and all("lag=250 " in line for line in reported), reported
     assert shipper.counters.lag == 250

@@ -4,7 +4,7 @@ output, an unreadable answer and a missing index are one-line errors, a cut is s
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from elasticsearch import SerializationError
@@ -285,6 +285,25 @@ def test_help_says_a_since_time_without_an_offset_is_utc():
     result = CliRunner().invoke(app, ["logs", "search", "--help"], env={"COLUMNS": "200"})
 
     assert "read as UTC unless it has an offset" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize("since", [["--since", "-5m"], ["--since=-5m"]], ids=["apart", "joined"])
+def test_since_with_a_minus_is_as_far_back_as_without(monkeypatch, since):
+    # As `pipeline record --from-time -5m` writes a time back from now: not read as an option,
+    # and not as 5 minutes ahead (which no line could match).
+    es = FakeElasticsearch(answer([hit("a", "a line")]))
+    before = datetime.now(UTC).replace(microsecond=0)  # what is sent has milliseconds only
+    result = search(monkeypatch, es, *since)
+    after = datetime.now(UTC)
+
+    assert result.exit_code == 0, result.output
+    [sent] = [
+        f["range"]["@timestamp"]["gte"]
+        for f in es.bodies[0]["query"]["bool"]["filter"]
+        if "range" in f and "@timestamp" in f["range"]
+    ]
+    moment = datetime.fromisoformat(sent.replace("Z", "+00:00"))
+    assert before - timedelta(minutes=5) <= moment <= after - timedelta(minutes=5), sent
 
 
 def _later_than_filtered(query):

@@ -39,7 +39,7 @@ def test_since_accepts_durations_and_iso_times(text, expected):
     assert parse_since(text, now=NOW) == expected
 
 
-@pytest.mark.parametrize("text", ["", "15", "m15", "yesterday", "15 minutes"])
+@pytest.mark.parametrize("text", ["", "15", "m15", "yesterday", "15 minutes", "--15m", "+15m"])
 def test_since_refuses_anything_else_saying_what_is_accepted(text):
     with pytest.raises(ValueError, match="expected a duration such as 15m"):
         parse_since(text, now=NOW)
