@@ -71,7 +71,7 @@ _MIGRATION_LOCK_ID = 0x706970656C696E65  # "pipeline"
 #: head). :func:`migrate` reads the database's revision first and skips Alembic at this one:
 #: loading Alembic and its scripts costs ~0.2 s of CPU at every start of every program that
 #: has a database, for nothing to do.
-HEAD_REVISION = "0008_sagas_namespace"
+HEAD_REVISION = "0009_gateway_keys_rotation"
 
 
 class DatabaseError(PipelineError):

@@ -122,6 +122,11 @@ class GatewaySettings(_Frozen):
     #: How often a running gateway reads the API keys again, so an added or revoked key takes
     #: effect within this time without a restart.
     key_refresh_s: float = Field(default=5.0, gt=0)
+    #: How long a gateway that cannot read the API keys (the database away) keeps using the
+    #: ones it read last, counted from that read: past it, a request with an API key is 503
+    #: ``keys_unavailable`` (and ``/healthz`` 503) until the keys are read again, so a key
+    #: revoked meanwhile is refused within it. More than ``key_refresh_s``.
+    keys_max_stale_s: float = Field(default=60.0, gt=0)
     #: Where Idempotency-Keys are kept: ``auto`` (in PostgreSQL, shared by every gateway
     #: process, when ``database.url`` is PostgreSQL; else this process's memory), ``memory``
     #: or ``postgres``.
@@ -136,6 +141,16 @@ class GatewaySettings(_Frozen):
         if (problem := host_problem(value)) is not None:
             raise ValueError(problem)
         return value
+
+    @model_validator(mode="after")
+    def _keys_read_within_their_bound(self) -> GatewaySettings:
+        # At or below it, a gateway would refuse every key between two good reads.
+        if self.keys_max_stale_s <= self.key_refresh_s:
+            raise ValueError(
+                f"keys_max_stale_s ({self.keys_max_stale_s:g} s) must be more than "
+                f"key_refresh_s ({self.key_refresh_s:g} s): the keys are read only that often"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -198,7 +213,8 @@ class LogSettings(_Frozen):
     shipper_batch_size: int = Field(default=2_000, gt=0)
     #: How long the shipper waits to fill a batch.
     shipper_batch_timeout_s: float = Field(default=0.5, gt=0)
-    #: Attempts for a document Elasticsearch answered 429 or 5xx, then it is dead-lettered.
+    #: Attempts for a document Elasticsearch answered 5xx, then it is dead-lettered (a 429 or a
+    #: write block is an outage the shipper waits out).
     retry_attempts: int = Field(default=5, ge=1)
     retry_initial_backoff_s: float = Field(default=0.5, gt=0)
     retry_max_backoff_s: float = Field(default=30.0, gt=0)

@@ -63,10 +63,11 @@ class Admission:
             return None
         try:
             return self.authorizer.authenticate(single_header(headers, "Authorization"))
-        except ErrorAnswer:
-            self._take_for_address(
-                self.uncredentialed, headers, peer, "without valid credentials from"
-            )
+        except ErrorAnswer as refused:
+            if refused.status < 500:  # not a 503 keys_unavailable: those may be valid
+                self._take_for_address(
+                    self.uncredentialed, headers, peer, "without valid credentials from"
+                )
             raise
 
     def admit(self, headers: MultiMapping[str], peer: str | None) -> Admitted:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,7 +22,6 @@ __all__ = [
     "delivery_answer",
     "dumps",
     "kafka_unavailable",
-    "log_level",
     "not_acknowledged",
     "still_in_flight",
     "store_unavailable",
@@ -115,24 +113,32 @@ IN_FLIGHT_RETRY_AFTER_S = 1
 STORE_UNAVAILABLE_RETRY_AFTER_S = 5
 
 
-def still_in_flight(claimed_s_ago: float, expires_in_s: float | None) -> ErrorAnswer:
-    """409 for a key whose first request has no answer yet, saying what is known: when it was
-    claimed and, for a claim that frees itself (the shared store's lease), when; its
-    ``Retry-After`` is then the seconds until that moment, when either its answer is stored
-    or a retry is handled anew."""
+def still_in_flight(claimed_s_ago: float | None, expires_in_s: float | None) -> ErrorAnswer:
+    """409 for a key whose first request has no answer yet, saying only what is known: when
+    it was claimed, if the store knows (``None``: it does not; the shared store does not), and,
+    for a claim that frees itself (the shared store's lease), when; its ``Retry-After`` is then
+    the seconds until that moment, when either its answer is stored or a retry is handled
+    anew."""
     if expires_in_s is None:
+        claimed = (
+            "was claimed" if claimed_s_ago is None else f"was claimed {claimed_s_ago:.0f} s ago"
+        )
         what = (
-            f"was claimed {claimed_s_ago:.0f} s ago by this gateway process and has no answer "
-            "yet: its event is still waiting for Kafka's acknowledgement (librdkafka is still "
-            "trying)"
+            f"{claimed} by this gateway process and has no answer yet: its event is still "
+            "waiting for Kafka's acknowledgement (librdkafka is still trying)"
         )
         retry_after = IN_FLIGHT_RETRY_AFTER_S
     else:
         retry_after = max(1, math.ceil(expires_in_s))
+        since = (
+            "is being handled"
+            if claimed_s_ago is None
+            else f"was claimed {claimed_s_ago:.0f} s ago"
+        )
         what = (
-            f"was claimed {claimed_s_ago:.0f} s ago and has no answer yet (its gateway may "
-            "still be waiting for Kafka's acknowledgement, or may have stopped); the claim "
-            f"expires in {retry_after} s, after which a retry is handled anew"
+            f"{since} and has no answer yet (its gateway may still be waiting for Kafka's "
+            "acknowledgement, or may have stopped); the claim expires in "
+            f"{retry_after} s, after which a retry is handled anew"
         )
     return ErrorAnswer(
         409,
@@ -177,18 +183,3 @@ def unknown_request_type(name: str, known: Sequence[str]) -> ErrorAnswer:
         f"unknown request type {name!r}; known: {', '.join(known)}",
         [{"field": "type", "message": "unknown request type", "known": list(known)}],
     )
-
-
-#: Polled by load balancers and Prometheus: their answers are logged at DEBUG, like 4xx.
-_PROBES = frozenset({"/healthz", "/metrics"})
-
-
-def log_level(path: str, status: int) -> int:
-    """An answer's log level: probes and 4xx DEBUG, 5xx WARNING, else INFO."""
-    if path in _PROBES:
-        return logging.DEBUG
-    if status >= 500:
-        return logging.WARNING
-    if status >= 400:
-        return logging.DEBUG
-    return logging.INFO

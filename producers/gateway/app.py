@@ -42,9 +42,10 @@ hanging up, leaves it claimed):
   is produced twice;
 - failed: the key is released (the 503 is never remembered), and a retry produces anew;
 - not yet known: a retry waits for the report at most ``produce_timeout_s`` like the first
-  request, then gets 409 ``request_in_flight`` saying when the key was claimed and when its
-  claim expires, with ``Retry-After`` (409, as the IETF Idempotency-Key draft asks for a
-  request still being processed); nothing is produced. A shared store that cannot be asked
+  request, then gets 409 ``request_in_flight`` saying what is known of the claim (when it was
+  claimed, by this process; when it expires, in the shared store, whose rows do not keep when),
+  with ``Retry-After`` (409, as the IETF Idempotency-Key draft asks for a request still being
+  processed); nothing is produced. A shared store that cannot be asked
   is 503 ``idempotency_unavailable`` with ``Retry-After`` (nothing produced).
 
 Only ``max_in_flight`` events may await their report, late ones included. Without an
@@ -52,7 +53,8 @@ Idempotency-Key a retry after a 503 may produce a second event: send one. Every 
 counted in :class:`~producers.gateway.metrics.GatewayMetrics` and logged: at INFO when
 answered 2xx, at DEBUG when rejected with a 4xx (a client's mistake: a burst of bad requests
 must not flood the log, nor the ``logs`` topic it is shipped to; the rejections counter has
-them), at WARNING for a 5xx; probes (``/healthz``, ``/metrics``) at DEBUG. ``GET /metrics``
+them), at WARNING for a 5xx, except the 503s an outage gives every request, summed up in a
+line every 10 s (:mod:`producers.gateway.request_log`); probes at DEBUG. ``GET /metrics``
 (Prometheus text) and ``GET /healthz`` complete the API: 200 ``{"status": "ok"}``, or 503
 ``{"status": "unavailable", "reason": ...}`` while Kafka does not answer or a topic the
 gateway sends to does not exist (see :mod:`producers.gateway.health`).
@@ -89,7 +91,6 @@ from producers.gateway.answers import (
     delivery_answer,
     dumps,
     kafka_unavailable,
-    log_level,
     not_acknowledged,
     still_in_flight,
     store_unavailable,
@@ -120,6 +121,7 @@ from producers.gateway.intake import (
 )
 from producers.gateway.metrics import UNKNOWN_TYPE, GatewayMetrics
 from producers.gateway.rate_limit import Clock
+from producers.gateway.request_log import RequestLog
 from producers.gateway.server import HEADERS_LATE
 from producers.gateway.tokens import TokenVerifier
 
@@ -176,8 +178,10 @@ class _Gateway:
         kafka_health: KafkaHealthCheck | None,
         idempotency: IdempotencyKeys | None,
         tokens: TokenVerifier | None,
+        request_log: RequestLog,
     ) -> None:
         self.settings = settings
+        self.request_log = request_log
         self.bodies = BodyReader(settings.max_body_bytes, settings.body_timeout_s)
         self.kafka_health = kafka_health
         self.producer = producer
@@ -247,26 +251,15 @@ class _Gateway:
             self.metrics.rejections.labels(exchange.code).inc()
         if exchange.replayed:
             self.metrics.replays.inc()
-        outcome = exchange.code or ("replayed" if exchange.replayed else "ok")
-        log.log(
-            log_level(request.path, status),
-            "%s %s -> %d %s (client %s%s, %.1f ms)",
-            request.method,
-            request.path,
-            status,
-            outcome,
-            exchange.client or request.remote,
-            f", event {exchange.event_id}" if exchange.event_id else "",
-            elapsed_s * 1000,
-            extra={
-                "http_method": request.method,
-                "url_path": request.path,
-                "http_status": status,
-                "error_code": exchange.code,
-                "client_id": exchange.client,
-                "event_id": exchange.event_id,
-                "duration_ms": round(elapsed_s * 1000, 3),
-            },
+        self.request_log.answered(
+            method=request.method,
+            path=request.path,
+            status=status,
+            code=exchange.code,
+            replayed=exchange.replayed,
+            client=exchange.client or request.remote,
+            event_id=exchange.event_id,
+            elapsed_s=elapsed_s,
         )
 
     def _http_error(self, request: web.Request, error: web.HTTPException) -> ErrorAnswer:
@@ -413,10 +406,10 @@ class _Gateway:
                 done, _ = await asyncio.wait({first_answer}, timeout=self._timeout_s)
                 if not done or first_answer.cancelled():
                     waited = time.monotonic() - started
-                    expires_in_s = begun.expires_in_s
+                    claimed, expires = begun.claimed_s_ago, begun.expires_in_s
                     raise still_in_flight(
-                        begun.claimed_s_ago + waited,
-                        None if expires_in_s is None else expires_in_s - waited,
+                        None if claimed is None else claimed + waited,
+                        None if expires is None else expires - waited,
                     )
                 first = first_answer.result()
                 if first is None:  # the first was abandoned: try to claim the key ourselves
@@ -506,6 +499,7 @@ class _Gateway:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         problem = None if self.kafka_health is None else await self.kafka_health.problem()
+        problem = problem or self.authorizer.keys_problem()  # keys unread past their bound
         if problem is not None:
             return web.Response(
                 status=503,
@@ -535,6 +529,7 @@ def create_app(
     idempotency: IdempotencyKeys | None = None,
     tokens: TokenVerifier | None = None,
     announce: bool = True,
+    request_log: RequestLog | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application; nothing connects until it starts.
 
@@ -551,7 +546,8 @@ def create_app(
     :class:`~producers.gateway.shared_idempotency.PostgresIdempotency` shares it). ``tokens``
     verifies JWT bearer tokens (none by default: API keys only). ``announce``: say at start
     whether the gateway is open or how many keys it knows (``False`` for all but one worker of
-    ``pipeline gateway --workers``: one gateway says it once).
+    ``pipeline gateway --workers``: one gateway says it once). ``request_log`` writes a line
+    per answer, summing up the refusals of an outage (default: every 10 s by ``clock``).
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
@@ -566,6 +562,7 @@ def create_app(
         kafka_health=kafka_health,
         idempotency=idempotency,
         tokens=tokens,
+        request_log=request_log or RequestLog(clock=clock),
     )
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[gateway.middleware])
 
@@ -574,12 +571,18 @@ def create_app(
             yield
 
     app.cleanup_ctx.append(serve_delivery_reports)
+    app.cleanup_ctx.append(gateway.request_log.lifetime)
     app.on_shutdown.append(gateway.bodies.stop)
     # A connection closed with a 408 for headers that came too late (serve()), counted.
     app[HEADERS_LATE] = lambda: gateway.metrics.rejections.labels("request_timeout").inc()
     if keys is not None:
         refresher = KeyRefresher(
-            gateway.authorizer, keys, refresh_s=key_refresh_s, announce=announce
+            gateway.authorizer,
+            keys,
+            refresh_s=key_refresh_s,
+            max_stale_s=settings.keys_max_stale_s,
+            announce=announce,
+            on_read=gateway.metrics.keys_read.set,
         )
         app.cleanup_ctx.append(refresher.lifetime)
     if kafka_health is not None:

@@ -149,11 +149,14 @@ class InFlight:
     """The key's first request is still working: await its answer (``None``: begin anew).
 
     What is known of its claim when it was found, for the 409 that follows a wait in vain:
-    ``claimed_s_ago``, and ``expires_in_s``, when the claim frees itself (``None``: never, it
-    is settled by this process's own delivery report)."""
+    ``claimed_s_ago``, when the store knows when it was claimed (``None``: it does not; the
+    shared store's rows keep only when the claim expires, and the lease it was given depends on
+    the settings of the gateway that claimed it, which may not be this one's), and
+    ``expires_in_s``, when the claim frees itself (``None``: never, it is settled by this
+    process's own delivery report)."""
 
     future: Future[StoredAnswer | None]
-    claimed_s_ago: float = 0.0
+    claimed_s_ago: float | None = None
     expires_in_s: float | None = None
 
 

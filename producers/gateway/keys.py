@@ -7,6 +7,12 @@ a slow KDF (scrypt, bcrypt) protects guessable passwords, but nobody can search 
 so it would only cost CPU on every request. Digests are compared in constant time
 (:func:`hmac.compare_digest`).
 
+A key is *rotated* (``pipeline gateway keys rotate``) by a new secret under the same name and
+key id: the same client (rate limit, Idempotency-Key scope, request types). The digest of the
+secret before is kept beside the new one until a moment the rotation chose (its grace period):
+until then either secret is accepted, both compared in constant time; after it, only the new one,
+whether or not the gateway has read the keys again since.
+
 Pure: no I/O (:mod:`producers.gateway.key_table` reads and writes the records).
 """
 
@@ -18,7 +24,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 __all__ = [
     "KEY_PREFIX",
@@ -26,6 +32,7 @@ __all__ = [
     "KeyRing",
     "NewKey",
     "bearer_token",
+    "key_id_of",
     "name_problem",
     "new_key",
     "secret_digest",
@@ -61,9 +68,11 @@ class NewKey:
     key: str = field(repr=False)
 
 
-def new_key() -> NewKey:
-    """A new random key (:func:`secrets.token_urlsafe`, 256 bits) and its digest."""
-    key_id = secrets.token_hex(_KEY_ID_HEX // 2)
+def new_key(key_id: str | None = None) -> NewKey:
+    """A new random key (:func:`secrets.token_urlsafe`, 256 bits) and its digest; ``key_id``:
+    a new secret for that key (a rotation), else a new key id too."""
+    if key_id is None:
+        key_id = secrets.token_hex(_KEY_ID_HEX // 2)
     secret = secrets.token_urlsafe(32)
     return NewKey(key_id, secret_digest(secret), f"{KEY_PREFIX}{key_id}_{secret}")
 
@@ -77,6 +86,12 @@ def _split(key: str) -> tuple[str, str] | None:
     if separator != "_" or not secret or not all(c in "0123456789abcdef" for c in key_id):
         return None
     return key_id, secret
+
+
+def key_id_of(token: str) -> str | None:
+    """The key id of ``token`` if it is an API key in our format (valid or not), else ``None``."""
+    parts = _split(token)
+    return None if parts is None else parts[0]
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -100,10 +115,23 @@ class ApiKey:
     request_types: frozenset[str]
     created_at: datetime
     revoked_at: datetime | None = None
+    #: The digest of the secret before the last rotation, accepted until ``previous_until``.
+    previous_secret_sha256: str | None = field(default=None, repr=False)
+    previous_until: datetime | None = None
+    #: When the secret was last replaced (``None``: never rotated).
+    rotated_at: datetime | None = None
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def previous_valid(self, now: datetime) -> bool:
+        """Whether the secret before the last rotation is still accepted at ``now``."""
+        return (
+            self.previous_secret_sha256 is not None
+            and self.previous_until is not None
+            and now < self.previous_until
+        )
 
     @property
     def label(self) -> str:
@@ -134,8 +162,10 @@ class KeyRing:
     def open(self) -> bool:
         return not self._by_id
 
-    def authenticate(self, key: str) -> ApiKey | None:
-        """The record of a valid, unrevoked ``key``, else ``None``."""
+    def authenticate(self, key: str, now: datetime | None = None) -> ApiKey | None:
+        """The record of a valid, unrevoked ``key``: its current secret, or the one before a
+        rotation until its grace period ends (``now``: the wall clock, by default), else
+        ``None``."""
         parts = _split(key)
         if parts is None:
             return None
@@ -143,6 +173,12 @@ class KeyRing:
         record = self._by_id.get(key_id)
         if record is None or record.revoked:
             return None
-        if not hmac.compare_digest(secret_digest(secret), record.secret_sha256):
-            return None
-        return record
+        digest = secret_digest(secret)
+        current = hmac.compare_digest(digest, record.secret_sha256)
+        # Both compared, whichever matches: the time taken does not say which one it was.
+        previous = record.previous_secret_sha256 is not None and hmac.compare_digest(
+            digest, record.previous_secret_sha256
+        )
+        if current or (previous and record.previous_valid(now or datetime.now(UTC))):
+            return record
+        return None

@@ -7,7 +7,10 @@
 - ``gateway_rejections_total{reason}``: every error answer, by its error code;
 - ``gateway_idempotent_replays_total``: answers replayed for a repeated Idempotency-Key;
 - ``gateway_idempotency_keys_evicted_total``: Idempotency-Keys the memory store forgot before
-  their TTL because it held ``idempotency_max_keys`` (a retry with one produces again).
+  their TTL because it held ``idempotency_max_keys`` (a retry with one produces again);
+- ``gateway_api_keys_last_read_timestamp_seconds``: when the API keys were last read from the
+  database (Unix time; with ``--workers``, the oldest of the workers'): ``time() -`` it is how
+  stale they are (past ``keys_max_stale_s``, requests with a key are refused).
 
 Under ``pipeline gateway --workers N`` each worker counts in files of its own in a folder the
 parent made (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), and
@@ -23,7 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -88,6 +91,12 @@ class GatewayMetrics:
             "gateway_idempotency_keys_evicted",
             "Idempotency-Keys forgotten before their TTL because the memory store was full.",
             registry=self.registry,
+        )
+        self.keys_read = Gauge(
+            "gateway_api_keys_last_read_timestamp_seconds",
+            "When the API keys were last read from the database (Unix time).",
+            registry=self.registry,
+            multiprocess_mode="min",  # the stalest worker's
         )
 
     def exposition(self) -> bytes:

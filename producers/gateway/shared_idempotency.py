@@ -275,9 +275,9 @@ class PostgresIdempotency:
             future: Future[StoredAnswer | None] = Future()
             assert row is not None
             self._background(self._watch(client, key, row.claim_token, future), self._watchers)
-            expires_in_s = max(0.0, row.expires_in_s)
-            claimed_s_ago = max(0.0, self._lease_s - expires_in_s)
-            return InFlight(future, claimed_s_ago=claimed_s_ago, expires_in_s=expires_in_s)
+            # When it was claimed is not known: the row keeps only when the claim expires, and
+            # the lease it got is the claiming gateway's (its settings may differ from ours).
+            return InFlight(future, expires_in_s=max(0.0, row.expires_in_s))
 
     async def _claim_batch(self, claims: list[_Claim]) -> list[tuple[bool, Row | None]]:
         """Claim each key; for those claimed by someone else, their row (step 1 and 2)."""

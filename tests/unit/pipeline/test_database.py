@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from pipeline.database import (
     HEAD_REVISION,
@@ -225,6 +225,46 @@ def test_a_database_at_an_older_revision_is_still_migrated(tmp_path: Path) -> No
     engine.dispose()
 
 
+def _drop_0009(connection: Connection) -> None:
+    """What the downgrade of 0009 leaves: the API keys without the secret before a rotation."""
+    for column in ("rotated_at", "previous_until", "previous_secret_sha256"):
+        connection.execute(text(f"ALTER TABLE pipeline_gateway_keys DROP COLUMN {column}"))
+
+
+def test_keys_added_before_0009_are_kept_never_rotated(tmp_path: Path) -> None:
+    # Additive: a key row of the version before is read as a key never rotated, and a gateway
+    # of the version before (which names only the columns it knows) still reads the keys.
+    engine = sqlite_engine(tmp_path)
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0008_sagas_namespace'"))
+        _drop_0009(connection)
+        connection.execute(
+            text(
+                "INSERT INTO pipeline_gateway_keys (name, key_id, secret_sha256, request_types, "
+                "created_at) VALUES ('shop', '0123456789abcdef', 'digest', '[\"place_order\"]', "
+                "'2026-01-01 00:00:00')"
+            )
+        )
+
+    migrate(engine)
+
+    with engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT name, previous_secret_sha256, previous_until, rotated_at "
+                "FROM pipeline_gateway_keys"
+            )
+        ).one()
+        old_gateways_read = connection.execute(
+            text("SELECT name, key_id, secret_sha256, revoked_at FROM pipeline_gateway_keys")
+        ).one()
+    assert tuple(row) == ("shop", None, None, None)
+    assert tuple(old_gateways_read) == ("shop", "0123456789abcdef", "digest", None)
+    assert current_revision(engine) == "0009_gateway_keys_rotation"
+    engine.dispose()
+
+
 def test_sagas_saved_before_0007_get_their_next_deadline_as_their_next_resend(
     tmp_path: Path,
 ) -> None:
@@ -234,6 +274,7 @@ def test_sagas_saved_before_0007_get_their_next_deadline_as_their_next_resend(
         connection.execute(
             text("UPDATE alembic_version SET version_num = '0006_parked_keys_last_event'")
         )
+        _drop_0009(connection)
         connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN namespace"))
         connection.execute(text("DROP INDEX ix_pipeline_sagas_next_resend"))
         connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN next_resend"))
@@ -264,6 +305,7 @@ def test_sagas_saved_before_0008_get_the_namespace_their_state_names(tmp_path: P
         connection.execute(
             text("UPDATE alembic_version SET version_num = '0007_sagas_next_resend'")
         )
+        _drop_0009(connection)
         connection.execute(text("ALTER TABLE pipeline_sagas DROP COLUMN namespace"))
         states = {
             "default": "{}",  # a saga of the default namespace names none

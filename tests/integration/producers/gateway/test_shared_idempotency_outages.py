@@ -1,7 +1,9 @@
 """The shared Idempotency-Key store when PostgreSQL cannot take a statement, on the real
 PostgreSQL: a claim whose first run committed is recognised as ours, an answer that cannot be
 stored is kept (replayed by this process) and stored once the database answers again, and a
-key claimed by another process gets a 409 that says when its claim expires."""
+key claimed by another process gets a 409 that says when its claim expires, and no more (not
+when it was claimed: the rows do not keep that, and the lease the claim got is the claiming
+gateway's, whose settings may differ)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.async_postgres import LoopConnection
 from pipeline.ports import free_port
+from producers.gateway.answers import still_in_flight
 from producers.gateway.idempotency import InFlight, Replay, StoredAnswer
 from producers.gateway.shared_idempotency import PostgresIdempotency, _Claim
 
@@ -67,8 +70,33 @@ def test_an_answer_the_database_refuses_is_replayed_from_memory_and_stored_once_
     assert from_memory == Replay(ACCEPTED)
     assert isinstance(waiting, InFlight)
     assert waiting.expires_in_s is not None and 58 < waiting.expires_in_s <= 60
-    assert 0 <= waiting.claimed_s_ago < 2
+    assert waiting.claimed_s_ago is None  # not known: the row keeps when it expires
     assert stored == Replay(ACCEPTED)
+
+
+def test_a_claim_of_a_gateway_with_a_shorter_lease_is_not_said_to_be_older(engine: Engine):
+    # A gateway with a 10 s produce timeout claimed a key; restarted with the default 30 s (a
+    # longer lease), it told a retry "was claimed 99 s ago" of a claim made 78.5 s before: the
+    # age was its own lease minus the time left, not the claimer's.
+    async def scenario() -> object:
+        claimer = PostgresIdempotency(engine, ttl_s=3600, claim_lease_s=30, wait_s=0.05)
+        restarted = PostgresIdempotency(engine, ttl_s=3600, claim_lease_s=300, wait_s=0.05)
+        try:
+            claimed = await claimer.begin("client", "key", "fp")
+            assert not isinstance(claimed, Replay | InFlight)
+            return await restarted.begin("client", "key", "fp")
+        finally:
+            await claimer.close()
+            await restarted.close()
+
+    waiting = asyncio.run(scenario())
+
+    assert isinstance(waiting, InFlight)
+    assert waiting.claimed_s_ago is None
+    assert waiting.expires_in_s is not None and 28 < waiting.expires_in_s <= 30  # the claimer's
+    message = still_in_flight(waiting.claimed_s_ago, waiting.expires_in_s).message
+    assert "ago" not in message
+    assert "the claim expires in 30 s" in message
 
 
 def _dead() -> LoopConnection:

@@ -65,12 +65,17 @@ def test_status_of_an_older_schema_lists_what_migrate_applies_and_exits_3(tmp_pa
     behind = run(path, "status")
 
     assert behind.exit_code == EXIT_BEHIND == 3, behind.output
-    pending = ["0006_parked_keys_last_event", "0007_sagas_next_resend", "0008_sagas_namespace"]
+    pending = [
+        "0006_parked_keys_last_event",
+        "0007_sagas_next_resend",
+        "0008_sagas_namespace",
+        "0009_gateway_keys_rotation",
+    ]
     places = [behind.output.find(f"{revision}: ") for revision in pending]
     assert -1 not in places and places == sorted(places), behind.output  # oldest first
     assert "0005_saga_steps_handled_at: " not in behind.output  # applied already
     assert "The latest dead letter of a parked key" in behind.output  # what each one adds
-    assert "3 migrations to apply: pipeline db migrate" in behind.output
+    assert "4 migrations to apply: pipeline db migrate" in behind.output
 
     migrated = run(path, "migrate")
 

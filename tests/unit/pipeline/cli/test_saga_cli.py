@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from pipeline.cli.main import app
-from pipeline.database import build_engine
+from pipeline.database import HEAD_REVISION, build_engine
 from pipeline.errors import PipelineError
 from pipeline.processing import Processor
 from pipeline.processing.harness import PipelineHarness
@@ -340,9 +340,7 @@ def test_a_namespace_asked_of_an_older_schema_says_to_migrate_it_not_that_none_r
     message = str(result.exception)
     assert result.exit_code != 0 and isinstance(result.exception, PipelineError), result.output
     assert message.startswith(f"the schema of {database} is older than this version")
-    assert "(at revision 0007_sagas_next_resend, this version's is 0008_sagas_namespace)" in (
-        message
-    )
+    assert f"(at revision 0007_sagas_next_resend, this version's is {HEAD_REVISION})" in message
     assert "no such column: pipeline_sagas.namespace" in message
     assert "migrate it by starting a program of this version that writes to it" in message
     assert "no program that runs sagas" not in message and "\n" not in message

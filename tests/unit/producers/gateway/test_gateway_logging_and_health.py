@@ -1,4 +1,5 @@
-"""The gateway's log levels by answer, and ``GET /healthz`` following Kafka, without a broker.
+"""The gateway's log levels by answer (the refusals of an outage summed up), and ``GET
+/healthz`` following Kafka, without a broker.
 
 Each request is a mocked aiohttp request (no socket: unit tests have none) handed to the app's
 router and middleware, over a stub producer that acknowledges (or refuses) every event at once;
@@ -23,7 +24,8 @@ from pipeline.envelope import Event, KafkaMessage
 from pipeline.errors import PipelineError
 from pipeline.kafka.producer import Delivery
 from pipeline.settings import GatewaySettings
-from producers.gateway import create_app
+from producers.gateway import GatewayMetrics, create_app
+from producers.gateway.request_log import RequestLog
 
 SETTINGS = GatewaySettings(rate_per_s=10_000, burst=10_000)
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -72,6 +74,13 @@ class StubHealth:
 
     async def watch(self) -> None:
         pass
+
+
+class StandingOutage(StubHealth):
+    """Kafka away, as the health check's last answers in a row found: requests refused at once."""
+
+    def standing_problem(self, topic: str) -> str | None:
+        return self.answer
 
 
 def _payload(body: bytes) -> StreamReader:
@@ -175,6 +184,68 @@ def test_a_5xx_answer_is_logged_at_warning(caplog: pytest.LogCaptureFixture):
     [line] = gateway_records(caplog, logging.WARNING)
     assert "-> 503" in line.getMessage()
     assert gateway_records(caplog, logging.INFO) == []
+
+
+def test_an_outage_refusing_every_request_logs_a_warning_then_a_line_per_interval(
+    caplog: pytest.LogCaptureFixture,
+):
+    # 4 clients retrying while Kafka was stopped: 13,771 WARNING lines "503 kafka_unavailable"
+    # in about 45 s, one per request, all shipped to the logs topic once Kafka was back.
+    caplog.set_level(logging.DEBUG, logger="producers.gateway")
+    now = [0.0]
+    metrics = GatewayMetrics()
+    request_log = RequestLog(clock=lambda: now[0])
+    down = StandingOutage("Kafka at 127.0.0.1:9092 does not answer (Local: Timed out)")
+    app = create_app(
+        SETTINGS,
+        StubProducer(),
+        clock=lambda: now[0],
+        kafka_health=down,
+        metrics=metrics,
+        request_log=request_log,
+    )
+    gateway = Client(app)
+
+    async def scenario() -> list[int]:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            statuses = [(await gateway.post("/v1/requests/place_order", ORDER)).status]
+            for _ in range(199):
+                statuses.append((await gateway.post("/v1/requests/place_order", ORDER)).status)
+            now[0] = 10.0
+            request_log.tick()  # what the running gateway does every second
+            for _ in range(5):
+                statuses.append((await gateway.post("/v1/requests/place_order", ORDER)).status)
+        finally:
+            await runner.cleanup()  # the gateway stops: the last five get their line
+        return statuses
+
+    statuses = asyncio.run(scenario())
+
+    assert statuses == [503] * 205
+    warnings = [r.getMessage() for r in gateway_records(caplog, logging.WARNING)]
+    assert len(warnings) == 3
+    assert warnings[0].startswith("POST /v1/requests/place_order -> 503 kafka_unavailable (")
+    assert warnings[0].endswith(
+        "; the next 503 kafka_unavailable answers are logged at DEBUG and counted in a line "
+        "every 10 s"
+    )
+    assert warnings[1:] == [
+        "503 kafka_unavailable: 199 requests refused in the last 10 s (200 in 10 s so far)",
+        "503 kafka_unavailable: 5 requests refused in the last 0 s (205 in 10 s so far)",
+    ]
+    refusals = [
+        r
+        for r in gateway_records(caplog, logging.DEBUG)
+        if "-> 503 kafka_unavailable" in r.getMessage()
+    ]
+    assert len(refusals) == 204
+    # The counters count every one.
+    requests = {"type": "place_order", "status": "503"}
+    assert metrics.registry.get_sample_value("gateway_requests_total", requests) == 205
+    rejections = {"reason": "kafka_unavailable"}
+    assert metrics.registry.get_sample_value("gateway_rejections_total", rejections) == 205
 
 
 class SilentProducer(StubProducer):

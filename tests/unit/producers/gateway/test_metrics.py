@@ -19,6 +19,7 @@ FAMILIES = [
     "# TYPE gateway_rejections_total counter",
     "# TYPE gateway_idempotent_replays_total counter",
     "# TYPE gateway_idempotency_keys_evicted_total counter",
+    "# TYPE gateway_api_keys_last_read_timestamp_seconds gauge",
 ]
 
 
@@ -59,3 +60,11 @@ def test_the_workers_figures_are_summed_and_listed_once(tmp_path: Path):
     assert 'gateway_produce_latency_seconds_count{topic="requests.orders"} 2.0' in lines
     assert 'gateway_requests_total{status="202",type="place_order"} 2.0' in lines
     assert sorted(line for line in lines if line.startswith("# TYPE")) == sorted(FAMILIES)
+
+
+def test_under_workers_the_keys_last_read_is_the_stalest_workers(tmp_path: Path):
+    # One worker that cannot read the keys is what an alert on their age must see.
+    _exposition(tmp_path, "metrics.keys_read.set(1700000000)")  # stuck since then
+    lines = _exposition(tmp_path, "metrics.keys_read.set(1700000500)").splitlines()
+
+    assert "gateway_api_keys_last_read_timestamp_seconds 1.7e+09" in lines
