@@ -8,9 +8,13 @@ Elasticsearch; and no metric said the processor was stuck (its lag's age stayed 
 still fetched). Now:
 
 1. the first attempt that finds the database unavailable is logged at once, with its event;
+   unless all it found was a pooled connection the database had dropped (it restarted, or
+   ended the session): the next attempt takes a new connection, and only if that one fails
+   too is the outage logged (with its error). Every service logged a second outage of 0 s
+   after each restart of PostgreSQL, of one such connection;
 2. later ones are counted, and logged at most once every ``every_s`` seconds (a minute);
 3. the first attempt that gets through after that says the database answers again, and after
-   how long;
+   how long (nothing, after a dropped connection alone);
 4. meanwhile ``pipeline_database_up`` is 0 and the summary line says for how long
    (:class:`~pipeline.processing.metrics.ProcessorMetrics`).
 """
@@ -20,6 +24,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.database import error_text
 from pipeline.plurals import counted
@@ -33,6 +39,9 @@ logger = logging.getLogger("pipeline.processing")
 
 #: While the database stays away, the outage is logged again at most this often.
 OUTAGE_LOG_EVERY_S = 60.0
+#: Dropped pooled connections alone are said after this long (each attempt takes a new one, so
+#: only a database that keeps dropping them gets there).
+_DROPPED_QUIET_S = 5.0
 
 
 class DatabaseOutage:
@@ -56,7 +65,8 @@ class DatabaseOutage:
         #: When the first attempt of this outage failed; ``None`` while the database answers.
         self.since: float | None = None
         self._failures = 0
-        self._logged_at = 0.0
+        #: When the outage was last logged; ``None`` while it was not (a dropped connection).
+        self._logged_at: float | None = None
 
     def failed(self, record: Record, event_id: str, error: BaseException, delay_s: float) -> None:
         """An attempt of ``event_id`` found the database unavailable; it is tried again in
@@ -64,8 +74,12 @@ class DatabaseOutage:
         now = self._clock()
         self._failures += 1
         if self.since is None:
-            self.since = self._logged_at = now
+            self.since = now
             self._metrics.set_database_down_since(now)
+        if self._logged_at is None:
+            if _dropped_connection(error) and now - self.since < _DROPPED_QUIET_S:
+                return  # said once an attempt on a new connection fails too
+            self._logged_at = now
             with record_log_context(record, event_id, self._consumer_group):
                 logger.warning(
                     "%s: the database is unavailable (%s); retrying %s in %.1f s (the other "
@@ -92,12 +106,24 @@ class DatabaseOutage:
         """An attempt got through: the end of the outage, if there was one."""
         if self.since is None:
             return
+        if self._logged_at is None:  # a dropped connection, replaced: no outage to end
+            self._ended()
+            return
         logger.info(
             "%s: the database answers again, after %.0f s unavailable (%s)",
             self._name,
             self._clock() - self.since,
             counted(self._failures, "failed attempt"),
         )
-        self.since = None
+        self._ended()
+
+    def _ended(self) -> None:
+        self.since = self._logged_at = None
         self._failures = 0
         self._metrics.set_database_down_since(None)
+
+
+def _dropped_connection(error: BaseException) -> bool:
+    """Whether ``error`` is only a pooled connection the database had dropped: SQLAlchemy
+    found it closed (a disconnect) and threw it and the pool's older ones away."""
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)

@@ -1,5 +1,6 @@
 """A database outage met by every event in flight: logged at once, then at most once a minute,
-then its end; the gauge and the summary line say it meanwhile."""
+then its end; the gauge and the summary line say it meanwhile. A pooled connection the database
+had dropped (a restart) is no outage when the next attempt, on a new connection, works."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 
 import pytest
 from prometheus_client import generate_latest
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.processing.database_outage import DatabaseOutage
 from pipeline.processing.metrics import ProcessorMetrics, summary_line
@@ -71,3 +73,61 @@ def test_the_gauge_and_the_summary_line_say_the_database_is_down_while_it_is():
 
     assert up() == 'pipeline_database_up{processor="orders"} 1.0'
     assert "database" not in summary_line("orders", metrics.snapshot(), None)
+
+
+def dropped() -> DBAPIError:
+    """What SQLAlchemy raises for a pooled connection the database had closed (a restart)."""
+    return DBAPIError(
+        "SELECT 1",
+        None,
+        Exception("terminating connection due to unexpected postmaster exit"),
+        connection_invalidated=True,
+    )
+
+
+def test_a_pooled_connection_the_database_dropped_is_no_outage_when_a_new_one_works(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+    metrics = ProcessorMetrics("orders")
+    outage = DatabaseOutage("orders", metrics, consumer_group="g", clock=Clock())
+
+    outage.failed(RECORD, "e-1", dropped(), 0.2)
+    outage.failed(RECORD, "e-2", dropped(), 0.2)  # another event in flight held one too
+    outage.answered()
+
+    assert _said(caplog) == []
+    assert outage.since is None
+    assert "database" not in summary_line("orders", metrics.snapshot(), None)
+
+
+def test_an_outage_met_first_as_a_dropped_connection_is_said_with_the_next_error(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+    clock = Clock()
+    outage = DatabaseOutage("orders", ProcessorMetrics("orders"), consumer_group="g", clock=clock)
+
+    outage.failed(RECORD, "e-1", dropped(), 0.2)
+    clock.now += 0.2
+    outage.failed(RECORD, "e-1", ConnectionError("connection refused"), 0.4)
+    clock.now += 9.8
+    outage.answered()
+
+    assert _said(caplog) == [
+        "orders: the database is unavailable (connection refused); retrying e-1 in 0.4 s (the "
+        "other events wait too; said again at most every 60 s while it lasts)",
+        "orders: the database answers again, after 10 s unavailable (2 failed attempts)",
+    ]
+
+
+def test_connections_dropped_again_and_again_are_said_after_five_seconds(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+    clock = Clock()
+    outage = DatabaseOutage("orders", ProcessorMetrics("orders"), consumer_group="g", clock=clock)
+
+    for _ in range(6):
+        outage.failed(RECORD, "e-1", dropped(), 1.0)
+        clock.now += 1.0
+
+    assert _said(caplog) == [
+        "orders: the database is unavailable (terminating connection due to unexpected "
+        "postmaster exit); retrying e-1 in 1.0 s (the other events wait too; said again at "
+        "most every 60 s while it lasts)"
+    ]
