@@ -12,6 +12,7 @@ from confluent_kafka import TopicPartition
 from consumers import log_shipper, log_shipper_standing
 from consumers.log_shipper import LogShipper
 from pipeline.settings import LogSettings
+from tests.support.shipper_stand_ins import NoDeadLetters
 
 NO_OFFSET = -1001
 
@@ -108,17 +109,6 @@ class ReadingConsumer:
         return SimpleNamespace(topics={"logs": SimpleNamespace(partitions=partitions, error=None)})
 
 
-class Producer:
-    def produce(self, *args, **kwargs):
-        raise AssertionError("nothing is dead-lettered here")
-
-    def poll(self, timeout=0):
-        return 0
-
-    def flush(self, timeout=0):
-        return 0
-
-
 class Elasticsearch:
     def options(self, **kwargs):
         return self
@@ -131,7 +121,7 @@ class Elasticsearch:
 
 def _shipper(consumer: ReadingConsumer, monkeypatch) -> LogShipper:
     settings = LogSettings(outage_initial_backoff_s=0.001)
-    shipper = LogShipper(consumer, Elasticsearch(), Producer(), settings, consumer_group="g")
+    shipper = LogShipper(consumer, Elasticsearch(), NoDeadLetters(), settings, consumer_group="g")
     shipper._assigned = {("logs", 0)}
     shipper._assigned_at = 1.0  # assigned as the run starts
     monkeypatch.setattr(log_shipper, "ensure_index_template", lambda *a, **k: None)
@@ -166,7 +156,9 @@ def test_the_lag_is_measured_before_the_first_batch_ships_and_is_0_once_caught_u
 def test_the_lag_keeps_growing_while_elasticsearch_is_away_and_nothing_is_fetched():
     consumer = ReadingConsumer(end=100, batches=[])
     consumer.read_to = 100
-    shipper = LogShipper(consumer, Elasticsearch(), Producer(), LogSettings(), consumer_group="g")
+    shipper = LogShipper(
+        consumer, Elasticsearch(), NoDeadLetters(), LogSettings(), consumer_group="g"
+    )
     shipper.lag_meter.every_s = 0.0
     shipper._assigned_at = 1.0
     shipper.lag_meter.refresh(shipper._assigned_at)
@@ -183,7 +175,9 @@ def test_the_metrics_line_while_elasticsearch_is_away_says_the_lag_of_now():
     # 171, 172: it measured from the last fetch's end offsets, and set the gauge back to them.
     consumer = ReadingConsumer(end=100, batches=[])
     consumer.read_to = 100
-    shipper = LogShipper(consumer, Elasticsearch(), Producer(), LogSettings(), consumer_group="g")
+    shipper = LogShipper(
+        consumer, Elasticsearch(), NoDeadLetters(), LogSettings(), consumer_group="g"
+    )
     reported: list[str] = []
     shipper._report = reported.append
     shipper._assigned_at = 1.0

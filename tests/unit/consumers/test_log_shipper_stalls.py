@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -25,6 +24,8 @@ from consumers.log_batch import SourceRecord
 from consumers.log_shipper import LogShipper
 from pipeline.errors import PipelineError
 from pipeline.settings import LogSettings
+from tests.support.shipper_stand_ins import NoDeadLetters
+from tests.support.silent_server import silent_server
 from tests.support.tls_server import tls_server as serving_tls
 
 pytestmark = pytest.mark.enable_socket
@@ -49,26 +50,8 @@ def _short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def silent_url() -> Iterator[str]:
     """The URL of a server that accepts every connection and never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    listener.close()
-    for connection in held:
-        connection.close()
+    with silent_server() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 class GrowingConsumer:
@@ -122,24 +105,13 @@ class GrowingConsumer:
         return SimpleNamespace(topics={"logs": SimpleNamespace(partitions=partitions, error=None)})
 
 
-class Producer:
-    def produce(self, *args, **kwargs):
-        raise AssertionError("nothing is dead-lettered here")
-
-    def poll(self, timeout=0):
-        return 0
-
-    def flush(self, timeout=0):
-        return 0
-
-
 def _shipper(consumer, url, report) -> LogShipper:
     settings = LogSettings(
         metrics_interval_s=0.05, outage_initial_backoff_s=0.05, outage_max_backoff_s=0.05
     )
     es = Elasticsearch(url, request_timeout=TIMEOUT_S, max_retries=0)
     return LogShipper(
-        consumer, es, Producer(), settings, consumer_group="g", report=report, es_url=url
+        consumer, es, NoDeadLetters(), settings, consumer_group="g", report=report, es_url=url
     )
 
 

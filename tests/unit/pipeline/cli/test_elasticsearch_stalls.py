@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from pipeline.cli.main import app
 from pipeline.dashboards.kibana import KibanaImportError, import_to_kibana
 from pipeline.dashboards.saved_objects import export_ndjson
 from pipeline.errors import PipelineError
+from tests.support.silent_server import silent_server
 
 #: The console script, as a user runs it (installed beside this interpreter).
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
@@ -47,26 +47,8 @@ def _loopback_only() -> None:
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port whose server accepts every connection and never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    listener.close()
-    for connection in held:
-        connection.close()
+    with silent_server() as port:
+        yield port
 
 
 #: What the scripted server does with a request: an answer (status, JSON body) or None: no
