@@ -11,21 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from unittest import mock
 
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import make_mocked_request
 
-from pipeline.envelope import Event, KafkaMessage
-from pipeline.kafka.producer import Delivery
 from pipeline.settings import GatewaySettings
 from producers.gateway import GatewayMetrics, create_app
 from producers.gateway.auth import KeyRefresher
 from producers.gateway.keys import ApiKey
 from tests.support.api_keys import shop_key
+from tests.support.gateway_producers import KeepingProducer
 
 MADE, SHOP = shop_key()
 SETTINGS = GatewaySettings(rate_per_s=10_000, burst=10_000, keys_max_stale_s=60)
@@ -34,21 +31,6 @@ ORDER = {
     "customer_id": "customer-9",
     "lines": [{"sku": "sku-1", "quantity": 2, "unit_price": "12.50"}],
 }
-
-
-class StubProducer:
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def send_awaitable(self, topic: str, event: Event | KafkaMessage) -> asyncio.Future[Delivery]:
-        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-        future.set_result(Delivery(event.id, topic, b"k", 0, self.sent))
-        self.sent += 1
-        return future
-
-    @asynccontextmanager
-    async def serving_on_loop(self) -> AsyncIterator[None]:
-        yield
 
 
 class Database:
@@ -96,7 +78,7 @@ def _answer(response: web.Response) -> tuple[int, Any]:
 
 
 def test_past_the_bound_a_request_with_a_key_is_503_and_healthz_says_why():
-    database, producer, metrics = Database(), StubProducer(), GatewayMetrics()
+    database, producer, metrics = Database(), KeepingProducer(), GatewayMetrics()
     app = create_app(SETTINGS, producer, keys=database, metrics=metrics)
     [refresher] = [
         getattr(context, "__self__", None)
@@ -132,7 +114,7 @@ def test_past_the_bound_a_request_with_a_key_is_503_and_healthz_says_why():
     assert healthy == (200, {"status": "ok"})
     assert refused[0] == 503 and refused[1]["error"]["code"] == "keys_unavailable"
     assert retry_after == (0, "5")
-    assert producer.sent == 2  # nothing produced for the refused one
+    assert len(producer.sent) == 2  # nothing produced for the refused one
     assert unhealthy[0] == 503 and unhealthy[1]["status"] == "unavailable"
     assert unhealthy[1]["reason"].startswith(
         "the API keys could not be read for 61 s, longer than PIPELINE_GATEWAY__KEYS_MAX_STALE_S"
