@@ -14,17 +14,22 @@ still fetched). Now:
    after each restart of PostgreSQL, of one such connection;
 2. later ones are counted, and logged at most once every ``every_s`` seconds (a minute);
 3. the first attempt that gets through after that says the database answers again, and after
-   how long (nothing, after a dropped connection alone);
+   how long (nothing, after a dropped connection alone); or, with a ``probe``, the database
+   answering it while no attempt failed for a probe's interval: attempts that hold their
+   transaction long (a handler waiting 30 s on another system) got through only that long
+   after the database was back, and all that time the processor said it was unavailable;
 4. meanwhile ``pipeline_database_up`` is 0 and the summary line says for how long
    (:class:`~pipeline.processing.metrics.ProcessorMetrics`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.database import error_text
@@ -33,7 +38,7 @@ from pipeline.processing.attempt import record_log_context
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.records import Record
 
-__all__ = ["OUTAGE_LOG_EVERY_S", "DatabaseOutage"]
+__all__ = ["OUTAGE_LOG_EVERY_S", "PROBE_EVERY_S", "DatabaseOutage", "database_answers"]
 
 logger = logging.getLogger("pipeline.processing")
 
@@ -42,11 +47,15 @@ OUTAGE_LOG_EVERY_S = 60.0
 #: Dropped pooled connections alone are said after this long (each attempt takes a new one, so
 #: only a database that keeps dropping them gets there).
 _DROPPED_QUIET_S = 5.0
+#: While the database is unavailable, the probe asks it this often whether it answers.
+PROBE_EVERY_S = 2.0
 
 
 class DatabaseOutage:
     """Attempts of processor ``name`` that found the database unavailable, and when it came back
-    (``clock``: monotonic seconds)."""
+    (``clock``: monotonic seconds; ``probe``: asks the database whether it answers, every
+    ``probe_every_s`` by ``sleep`` while it is unavailable; started by the first failure, on
+    the running event loop)."""
 
     def __init__(
         self,
@@ -56,6 +65,9 @@ class DatabaseOutage:
         consumer_group: str,
         every_s: float = OUTAGE_LOG_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        probe: Callable[[], Awaitable[bool]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        probe_every_s: float = PROBE_EVERY_S,
     ) -> None:
         self._name = name
         self._metrics = metrics
@@ -67,15 +79,21 @@ class DatabaseOutage:
         self._failures = 0
         #: When the outage was last logged; ``None`` while it was not (a dropped connection).
         self._logged_at: float | None = None
+        self._failed_at = 0.0  # the latest failed attempt
+        self._probe, self._sleep, self._probe_every_s = probe, sleep, probe_every_s
+        self._watch: asyncio.Task[None] | None = None
 
     def failed(self, record: Record, event_id: str, error: BaseException, delay_s: float) -> None:
         """An attempt of ``event_id`` found the database unavailable; it is tried again in
         ``delay_s`` seconds."""
         now = self._clock()
         self._failures += 1
+        self._failed_at = now
         if self.since is None:
             self.since = now
             self._metrics.set_database_down_since(now)
+            if self._probe is not None and (self._watch is None or self._watch.done()):
+                self._watch = asyncio.get_running_loop().create_task(self._probing())
         if self._logged_at is None:
             if _dropped_connection(error) and now - self.since < _DROPPED_QUIET_S:
                 return  # said once an attempt on a new connection fails too
@@ -117,6 +135,21 @@ class DatabaseOutage:
         )
         self._ended()
 
+    async def _probing(self) -> None:
+        """Until the outage ends: ask the database every probe interval; it is over when the
+        database answers and no attempt failed since the probe before."""
+        assert self._probe is not None
+        while self.since is not None:
+            await self._sleep(self._probe_every_s)
+            quiet = self._clock() - self._failed_at >= self._probe_every_s
+            if self.since is not None and quiet and await self._probe():
+                self.answered()
+
+    def stop(self) -> None:
+        """No more probing (the processor stops)."""
+        if self._watch is not None:
+            self._watch.cancel()
+
     def _ended(self) -> None:
         self.since = self._logged_at = None
         self._failures = 0
@@ -127,3 +160,13 @@ def _dropped_connection(error: BaseException) -> bool:
     """Whether ``error`` is only a pooled connection the database had dropped: SQLAlchemy
     found it closed (a disconnect) and threw it and the pool's older ones away."""
     return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+def database_answers(engine: Engine) -> bool:
+    """Whether ``engine``'s database answers a statement now (blocking: run it in a thread)."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception:  # unavailable, whatever the reason: the outage goes on
+        return False
+    return True

@@ -73,7 +73,7 @@ from pipeline.processing.attempt import (
     record_dead_letter,
     record_log_context,
 )
-from pipeline.processing.database_outage import DatabaseOutage
+from pipeline.processing.database_outage import DatabaseOutage, database_answers
 from pipeline.processing.dead_lettering import DeadLetterSink, OutgoingDeadLetter, log_dead_letter
 from pipeline.processing.group_wiring import build_groups
 from pipeline.processing.lanes import KeyLanes, Work
@@ -126,8 +126,11 @@ class ProcessingEngine:
         self._on_commit = on_commit
         self._park = settings.on_dead_letter == "park_key"
         self._rng = rng or random.Random()
-        self._outage = DatabaseOutage(
-            processor.name, self.metrics, consumer_group=self.consumer_group
+        self._outage = DatabaseOutage(  # probed in a thread of its own: the workers may all wait
+            processor.name,
+            self.metrics,
+            consumer_group=self.consumer_group,
+            probe=lambda: asyncio.to_thread(database_answers, database),
         )
         self._sleep = sleep
         #: Where the handlers' emits go: one object for every unit, so an ``async`` group's
@@ -278,6 +281,7 @@ class ProcessingEngine:
             return
         await self.drain(None, timeout_s)
         self._closed = True
+        self._outage.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._loop_inbox is not None:
             await self._loop_inbox.close()

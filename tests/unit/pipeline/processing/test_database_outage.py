@@ -4,6 +4,7 @@ had dropped (a restart) is no outage when the next attempt, on a new connection,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -131,3 +132,76 @@ def test_connections_dropped_again_and_again_are_said_after_five_seconds(caplog)
         "postmaster exit); retrying e-1 in 1.0 s (the other events wait too; said again at "
         "most every 60 s while it lasts)"
     ]
+
+
+class Probing:
+    """A probe and a sleep on a fake clock: each sleep moves the clock, then runs ``during``
+    (what the attempts in flight do meanwhile)."""
+
+    def __init__(self, clock: Clock, answers: bool = True) -> None:
+        self.clock = clock
+        self.answers = answers
+        self.asked = 0
+        self.during: list[object] = []  # a truthy item: an attempt fails in that interval
+
+    async def probe(self) -> bool:
+        self.asked += 1
+        return self.answers
+
+    async def sleep(self, seconds: float) -> None:
+        self.clock.now += seconds
+        if self.during and self.during.pop(0):
+            self.outage.failed(RECORD, "e-9", ConnectionError("connection refused"), 1.0)
+        await asyncio.sleep(0)
+
+    def outage_of(self, metrics: ProcessorMetrics) -> DatabaseOutage:
+        self.outage = DatabaseOutage(
+            "orders",
+            metrics,
+            consumer_group="g",
+            clock=self.clock,
+            probe=self.probe,
+            sleep=self.sleep,
+            probe_every_s=2.0,
+        )
+        return self.outage
+
+
+def test_the_outage_ends_when_the_database_answers_the_probe_and_no_attempt_fails(caplog):
+    # Attempts that hold their transaction long (a handler waiting 31 s) got through only that
+    # long after the database was back: the processor said it was unavailable all that time.
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+    clock = Clock()
+    probing = Probing(clock)
+    metrics = ProcessorMetrics("orders")
+    outage = probing.outage_of(metrics)
+    probing.during = [True, True, False]  # attempts fail for two intervals, then none do
+
+    async def scenario() -> None:
+        outage.failed(RECORD, "e-1", ConnectionError("connection refused"), 1.0)
+        while outage.since is not None:
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+
+    assert probing.asked == 1  # asked only once an interval passed without a failed attempt
+    assert _said(caplog)[-1] == (
+        "orders: the database answers again, after 6 s unavailable (3 failed attempts)"
+    )
+    assert "database" not in summary_line("orders", metrics.snapshot(), None)
+
+
+def test_a_database_that_does_not_answer_the_probe_stays_unavailable():
+    clock = Clock()
+    probing = Probing(clock, answers=False)
+    outage = probing.outage_of(ProcessorMetrics("orders"))
+
+    async def scenario() -> None:
+        outage.failed(RECORD, "e-1", ConnectionError("connection refused"), 1.0)
+        while probing.asked < 3:
+            await asyncio.sleep(0)
+        outage.stop()
+
+    asyncio.run(scenario())
+
+    assert outage.since == 1000.0  # still the same outage
