@@ -25,6 +25,7 @@ still fetched). Now:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -145,10 +146,12 @@ class DatabaseOutage:
             if self.since is not None and quiet and await self._probe():
                 self.answered()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """No more probing (the processor stops)."""
-        if self._watch is not None:
+        if self._watch is not None and not self._watch.done():
             self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
 
     def _ended(self) -> None:
         self.since = self._logged_at = None

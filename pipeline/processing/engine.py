@@ -281,7 +281,7 @@ class ProcessingEngine:
             return
         await self.drain(None, timeout_s)
         self._closed = True
-        self._outage.stop()
+        await self._outage.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._loop_inbox is not None:
             await self._loop_inbox.close()

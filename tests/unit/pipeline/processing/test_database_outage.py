@@ -200,7 +200,7 @@ def test_a_database_that_does_not_answer_the_probe_stays_unavailable():
         outage.failed(RECORD, "e-1", ConnectionError("connection refused"), 1.0)
         while probing.asked < 3:
             await asyncio.sleep(0)
-        outage.stop()
+        await outage.stop()
 
     asyncio.run(scenario())
 
