@@ -24,7 +24,15 @@ from pipeline.cli.checks import stored_name, utf8_text
 from pipeline.cli.console import stderr_console, stdout_console
 from pipeline.cli.plurals import counted
 from pipeline.cli.process import announce_database, load_attribute
-from pipeline.cli.saga_list import ids_only, matching, more_than_shown, sagas_table, shown, when
+from pipeline.cli.saga_list import (
+    ids_only,
+    left_out_line,
+    matching,
+    more_than_shown,
+    sagas_table,
+    shown,
+    when,
+)
 from pipeline.errors import PipelineError
 from pipeline.sagas.state import STUCK, TERMINAL
 from pipeline.settings import PipelineSettings
@@ -205,9 +213,11 @@ def list_command(
             stderr_console().print(f"warning: {more}")
         return
     console = stdout_console()
-    console.print(sagas_table(rows, console.width))
-    if more is not None:
-        console.print(more)
+    table, left_out = sagas_table(rows, console.width)
+    console.print(table)
+    for line in (left_out_line(left_out), more):
+        if line is not None:
+            console.print(line)
     total = sum(counts.values())
     by_state = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items()))
     noun = "saga" if name is None else f"{shown(name)} saga"

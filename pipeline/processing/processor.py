@@ -212,7 +212,9 @@ class PeriodicTask:
 
     @property
     def name(self) -> str:
-        return getattr(self.run, "__qualname__", repr(self.run))
+        """The function's qualified name without ``<locals>`` (a task defined in a function that
+        builds the processor reads ``orchestrator_processor.fire_deadlines`` in the log)."""
+        return getattr(self.run, "__qualname__", repr(self.run)).replace("<locals>.", "")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,13 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from pipeline.cli.saga_list import ids_only, matching, more_than_shown, sagas_table
+from pipeline.cli.saga_list import (
+    ids_only,
+    left_out_line,
+    matching,
+    more_than_shown,
+    sagas_table,
+)
 from pipeline.sagas.store import SagaRow
 
 #: A business key as an id: 55 characters.
@@ -23,9 +29,26 @@ def _row(saga_id: str, status: str, *, name: str = "CreateOrder") -> SagaRow:
 
 
 def _render(rows: list[SagaRow], width: int) -> list[str]:
+    return _rendered(rows, width)[0]
+
+
+def _rendered(rows: list[SagaRow], width: int) -> tuple[list[str], list[str]]:
+    """The table's lines, and the columns left out."""
     out = io.StringIO()
-    Console(file=out, width=width, highlight=False, emoji=False).print(sagas_table(rows, width))
-    return out.getvalue().splitlines()
+    table, left_out = sagas_table(rows, width)
+    Console(file=out, width=width, highlight=False, emoji=False).print(table)
+    return out.getvalue().splitlines(), left_out
+
+
+def _header(lines: list[str]) -> list[str]:
+    return [
+        cell.strip() for cell in next(line for line in lines if "saga id" in line).split("┃")[1:-1]
+    ]
+
+
+def _cells(lines: list[str], name: str) -> list[str]:
+    """The cells of the column headed ``name``, one per line of the table's body."""
+    return _column(lines, _header(lines).index(name))
 
 
 def _column(lines: list[str], index: int) -> list[str]:
@@ -42,19 +65,43 @@ def test_at_120_columns_a_long_id_and_its_state_are_whole_on_one_line():
 
     assert "…" not in "\n".join(lines)
     assert any(LONG_ID in line and "compensation_failed" in line for line in lines)
-    assert "compensating" in _column(lines, 2)
+    assert "compensating" in _cells(lines, "state")
     assert max(cell_len(line) for line in lines) <= 120
 
 
-@pytest.mark.parametrize("width", [80, 120])
-def test_the_other_columns_give_way_without_losing_a_character(width):
-    lines = _render(ROWS, width)
+def test_at_120_columns_with_a_long_id_the_columns_that_fit_are_shown_whole():
+    lines, left_out = _rendered(ROWS, 120)
 
-    assert "…" not in "\n".join(lines)
+    assert left_out == ["next deadline", "started"]
+    assert _header(lines) == ["saga id", "saga", "state", "updated"]
+    assert _cells(lines, "updated")[0] == "2026-01-15 10:11:12"  # whole, not 15:1 over 5:26
+    assert max(cell_len(line) for line in lines) <= 120
+
+
+@pytest.mark.parametrize(
+    ("width", "shown", "left_out"),
+    [
+        (140, ["saga", "state", "started", "updated", "next deadline"], []),
+        (100, ["saga", "state", "updated"], ["next deadline", "started"]),
+        (80, ["state", "updated"], ["next deadline", "started", "saga"]),
+        (60, ["state"], ["next deadline", "started", "saga", "updated"]),
+    ],
+)
+def test_columns_that_do_not_fit_whole_are_left_out_one_by_one_and_named(width, shown, left_out):
+    # They wrapped: a time read "15:1" over "5:26", and at 40 columns they had no width at all.
+    rows = [_row("order-8472-000123", "compensation_failed")]
+
+    lines, out = _rendered(rows, width)
+
+    assert out == left_out
+    assert _header(lines) == ["saga id", *shown]
     assert max(cell_len(line) for line in lines) <= width
-    started = "".join(_column(lines, 3))  # the first row's date and time, folded as need be
-    assert started.startswith("2026-01-1510:11:12")  # (each piece of it stripped)
-    assert "CreateOrder" in "".join(_column(lines, 1))
+    assert len([line for line in lines if line.startswith("│")]) == 1  # one line for the saga
+    assert left_out_line(out) == (
+        f"not shown at this width: {', '.join(left_out)} (a wider terminal shows them)"
+        if left_out
+        else None
+    )
 
 
 def test_at_80_columns_an_id_too_long_for_the_line_folds_whole_and_no_state_is_cut():
@@ -62,19 +109,19 @@ def test_at_80_columns_an_id_too_long_for_the_line_folds_whole_and_no_state_is_c
     lines = _render(ROWS, 80)
 
     assert "…" not in "\n".join(lines)
-    ids = _column(lines, 0)
+    ids = _cells(lines, "saga id")
     first = "".join(ids[: ids.index("saga-2")])  # the id's pieces, before the next row's
     assert first == LONG_ID
-    assert _column(lines, 2)[0] == "compensation_failed"
-    assert "compensating" in _column(lines, 2)
+    assert _cells(lines, "state")[0] == "compensation_failed"
+    assert "compensating" in _cells(lines, "state")
 
 
 def test_at_80_columns_an_id_that_fits_stays_on_one_line():
     short = "order-8472-000123"
     lines = _render([_row(short, "compensation_failed")], 80)
 
-    assert _column(lines, 0)[0] == short
-    assert _column(lines, 2)[0] == "compensation_failed"
+    assert _cells(lines, "saga id")[0] == short
+    assert _cells(lines, "state")[0] == "compensation_failed"
 
 
 def test_the_widths_come_from_the_ids_as_shown_not_their_markup():

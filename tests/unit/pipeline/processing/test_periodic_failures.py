@@ -117,3 +117,20 @@ def test_the_processors_periodic_tasks_log_through_it(
     assert said[0].startswith("periodic-test: periodic task ")
     assert "failed (the database is away)" in said[0]
     assert said[1].endswith("works again, after 0 s failing (5 failed rounds)")
+
+
+def test_a_task_defined_inside_a_function_is_named_without_locals() -> None:
+    def build() -> Processor:
+        processor = Processor("orchestrator")
+
+        @processor.every(0.2)
+        def fire_deadlines(database: Engine) -> None:
+            pass
+
+        return processor
+
+    (task,) = build().periodic_tasks
+
+    assert task.name == (
+        "test_a_task_defined_inside_a_function_is_named_without_locals.build.fire_deadlines"
+    )
