@@ -23,7 +23,7 @@ from rich.table import Table
 
 from pipeline.cli.checks import utf8_text
 from pipeline.cli.console import stderr_console, stdout_console
-from pipeline.cli.process import announce_database
+from pipeline.cli.process import announce_database, announce_migration
 from pipeline.errors import PipelineError
 from pipeline.request_types import REQUEST_TYPES
 from pipeline.settings import GatewaySettings, PipelineSettings
@@ -70,7 +70,7 @@ def _database(ctx: typer.Context, *, must_exist: bool = False) -> Iterator[Engin
     where = url_label(engine.url)
     try:
         if not must_exist:
-            migrate(engine)
+            announce_migration(migrate(engine))
         yield engine
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__

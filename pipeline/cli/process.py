@@ -174,3 +174,14 @@ def announce_database(settings: PipelineSettings) -> None:
     from pipeline.database import database_label
 
     stderr_console().print(f"database: {database_label(settings.database)}", highlight=False)
+
+
+def announce_migration(migrated_from: list[str] | None) -> None:
+    """Say on stderr that this command migrated the database's schema, and from where
+    (:func:`pipeline.database.migrate`'s answer; ``None``: it had nothing to do): a command
+    that logs only warnings would change a shared database without a word."""
+    from pipeline.database import HEAD_REVISION
+
+    if migrated_from is not None:
+        before = ", ".join(migrated_from) or "nothing (a new database)"
+        stderr_console().print(f"schema migrated from {before} to {HEAD_REVISION}", highlight=False)

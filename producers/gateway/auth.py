@@ -142,10 +142,17 @@ class Authorizer:
         if age <= self.max_stale_s:
             return None
         reason = f" ({self.unreadable})" if why and self.unreadable else ""
+        refused = (
+            # Open when last read: a first key may have been added since, so every request.
+            "every request is refused (the gateway had no key: a first one may have been "
+            "added since)"
+            if self.keys_open
+            else "requests with an API key are refused"
+        )
         return (
             f"the API keys could not be read for {age:.0f} s{reason}, longer than "
-            f"PIPELINE_GATEWAY__KEYS_MAX_STALE_S ({self.max_stale_s:g} s): requests with an API "
-            "key are refused until they are read again"
+            f"PIPELINE_GATEWAY__KEYS_MAX_STALE_S ({self.max_stale_s:g} s): {refused} until "
+            "they are read again"
         )
 
     def _refuse_if_stale(self) -> None:

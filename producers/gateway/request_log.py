@@ -15,8 +15,8 @@ those codes:
 1. the first refusal is its line at WARNING, saying that the next ones are summed up;
 2. the next ones are their lines at DEBUG, and every ``interval_s`` (10 s) while they come one
    WARNING counts them: ``503 kafka_unavailable: 3,412 requests refused in the last 10 s
-   (13,771 in 45 s so far)``;
-3. an interval without any ends it, in one INFO line: ``503 kafka_unavailable: none in the
+   (13,771 in 45 s so far)`` (from the first to the latest, as the end's line counts);
+3. an interval after the last one ends it, in one INFO line: ``503 kafka_unavailable: none in the
    last 10 s; 13,771 requests were refused in 45 s``; the next one is a first again (1);
 4. when the gateway stops, those no line counted yet get one (:meth:`RequestLog.close`).
 
@@ -161,10 +161,11 @@ class RequestLog:
         came since (step 2), or that they ended (step 3)."""
         now = self._clock()
         for code, streak in list(self._streaks.items()):
-            if now - streak.said_at < self._interval_s:
-                continue
             if streak.unsaid:
-                self._summary(code, streak, now)
+                if now - streak.said_at >= self._interval_s:
+                    self._summary(code, streak, now)
+                continue
+            if now - streak.last_at < self._interval_s:  # an interval after the last refusal
                 continue
             del self._streaks[code]
             log.info(
@@ -194,7 +195,7 @@ class RequestLog:
             _requests(streak.unsaid),
             now - streak.said_at,
             f"{streak.total:,}",
-            now - streak.first_at,
+            streak.last_at - streak.first_at,  # as the end's line counts: to the last one
             extra=_extra(streak.status, code, streak.unsaid),
         )
         streak.said_at = now

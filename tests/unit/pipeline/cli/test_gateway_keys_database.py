@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.main import app
+from pipeline.database import HEAD_REVISION
 from pipeline.errors import PipelineError
 
 
@@ -69,3 +70,21 @@ def test_add_still_migrates_and_list_then_reads(tmp_path):
     assert added.exit_code == 0, added.output
     assert listed.exit_code == 0, listed.output
     assert "shop" in listed.output
+
+
+def test_add_says_when_it_migrated_the_database_and_not_when_it_did_not(tmp_path):
+    # It migrated a shared database without a word (the migration's log line is INFO, and the
+    # command logs warnings only).
+    env = {"PIPELINE_DATABASE__URL": f"sqlite:///{tmp_path / 'pipeline.db'}"}
+
+    first = CliRunner().invoke(
+        app, ["gateway", "keys", "add", "shop", "--types", "place_order"], env=env
+    )
+    second = CliRunner().invoke(
+        app, ["gateway", "keys", "add", "mall", "--types", "place_order"], env=env
+    )
+
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    said = f"schema migrated from nothing (a new database) to {HEAD_REVISION}"
+    assert said in first.output
+    assert "schema migrated" not in second.output

@@ -96,20 +96,24 @@ def test_every_interval_one_warning_counts_the_refusals_that_came_in_it(
         answer(log, 503, "kafka_unavailable")
     clock.now = 120.5
     log.tick()
-    log.tick()  # once per interval
+    log.tick()  # once per interval; and none came after those 7: the end's line, too
     after_20_s = lines(caplog)
 
     assert after_10_s == [
         (
             logging.WARNING,
-            "503 kafka_unavailable: 3,411 requests refused in the last 10 s (3,412 in 10 s so far)",
+            "503 kafka_unavailable: 3,411 requests refused in the last 10 s (3,412 in 3 s so far)",
         )
     ]
     assert after_20_s[7:] == [
         (
             logging.WARNING,
-            "503 kafka_unavailable: 7 requests refused in the last 10 s (3,419 in 20 s so far)",
-        )
+            "503 kafka_unavailable: 7 requests refused in the last 10 s (3,419 in 10 s so far)",
+        ),
+        (
+            logging.INFO,
+            "503 kafka_unavailable: none in the last 10 s; 3,419 requests were refused in 10 s",
+        ),
     ]
 
 
@@ -122,10 +126,10 @@ def test_an_interval_without_a_refusal_ends_them_in_one_info_line_then_the_next_
     clock.now += 5
     log.tick()  # the summary of the first 10 s
     lines(caplog)
-    clock.now += 9
-    log.tick()  # not due yet
+    clock.now += 4
+    log.tick()  # not due yet: the last refusal was 9 s ago
     clock.now += 1
-    log.tick()
+    log.tick()  # an interval after the last refusal (not after the last line)
     ended = lines(caplog)
     clock.now += 60
     answer(log, 503, "idempotency_unavailable")
@@ -133,7 +137,7 @@ def test_an_interval_without_a_refusal_ends_them_in_one_info_line_then_the_next_
     assert ended == [
         (
             logging.INFO,
-            "503 idempotency_unavailable: none in the last 15 s; 2 requests were refused in 5 s",
+            "503 idempotency_unavailable: none in the last 10 s; 2 requests were refused in 5 s",
         )
     ]
     [(level, line)] = lines(caplog)
@@ -167,7 +171,7 @@ def test_a_summary_due_is_written_before_the_refusal_that_finds_it_due(
     answer(log, 503, "overloaded")
 
     assert lines(caplog) == [
-        (logging.WARNING, "503 overloaded: 1 request refused in the last 12 s (2 in 12 s so far)"),
+        (logging.WARNING, "503 overloaded: 1 request refused in the last 12 s (2 in 0 s so far)"),
         (logging.DEBUG, f"POST {PATH} -> 503 overloaded (client shop, 1.2 ms)"),
     ]
 
@@ -189,11 +193,11 @@ def test_each_kind_of_refusal_is_summed_up_on_its_own(
     assert said[7:] == [
         (
             logging.WARNING,
-            "503 kafka_unavailable: 2 requests refused in the last 10 s (3 in 10 s so far)",
+            "503 kafka_unavailable: 2 requests refused in the last 10 s (3 in 0 s so far)",
         ),
         (
             logging.WARNING,
-            "503 not_acknowledged: 3 requests refused in the last 10 s (4 in 10 s so far)",
+            "503 not_acknowledged: 3 requests refused in the last 10 s (4 in 5 s so far)",
         ),
     ]
 
@@ -228,7 +232,7 @@ def test_when_the_gateway_stops_the_refusals_no_line_counted_yet_get_one(
     assert lines(caplog) == [
         (
             logging.WARNING,
-            "503 kafka_unavailable: 4 requests refused in the last 4 s (5 in 4 s so far)",
+            "503 kafka_unavailable: 4 requests refused in the last 4 s (5 in 0 s so far)",
         )
     ]
 

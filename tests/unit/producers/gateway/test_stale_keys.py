@@ -171,7 +171,12 @@ def test_a_gateway_the_keys_left_open_refuses_everything_once_they_are_stale():
     clock.now = 1061.0
 
     assert not authorizer.open
-    assert refusal(authorizer, None).code == "keys_unavailable"
+    refused = refusal(authorizer, None)
+    assert refused.code == "keys_unavailable"
+    assert refused.message.endswith(  # not "requests with an API key": this one had none
+        "(60 s): every request is refused (the gateway had no key: a first one may have been "
+        "added since) until they are read again"
+    )
     assert authorizer.keys_open  # what the keys read last said, for the announcements
 
 
