@@ -70,21 +70,7 @@ def undo(command, unit):
 
 @pytest.fixture
 def database(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'sagas.db'}"
-    engine = build_engine(DatabaseSettings(url=url))
-    orchestrator = SagaOrchestrator(registry)
-    harness = PipelineHarness(
-        [orchestrator_processor(orchestrator), worker],
-        database=engine,
-        settings=ProcessingSettings(max_in_flight=1),
-    )
-    orchestrator.clock = harness.clock
-    with Session(engine) as session, session.begin():
-        orchestrator.start(session, "Demo", "saga-even", {"n": 2})
-        orchestrator.start(session, "Demo", "saga-odd", {"n": 3})
-    harness.run_until_idle()
-    harness.close()
-    return url
+    return _sagas_in(tmp_path, {"saga-even": 2, "saga-odd": 3})
 
 
 def pipeline(database: str, *args: str):
@@ -394,7 +380,7 @@ def test_a_stored_state_this_version_cannot_read_is_one_line_naming_the_saga(dat
 
 def _sagas_in(tmp_path: Path, sagas: dict[str, int]) -> str:
     """A database with these sagas (id: n), run until idle: an odd n ends compensation_failed."""
-    url = f"sqlite:///{tmp_path / 'many.db'}"
+    url = f"sqlite:///{tmp_path / 'sagas.db'}"
     engine = build_engine(DatabaseSettings(url=url))
     orchestrator = SagaOrchestrator(registry)
     harness = PipelineHarness(
