@@ -326,33 +326,43 @@ def _index_of(moment: datetime, now: datetime | None, alias: str) -> str:
     return index_for(moment, alias=alias)
 
 
-#: Elasticsearch's error types that say its cluster takes no writes now, whatever the document:
-#: a write block (``index.blocks.write``: 403; the flood-stage disk watermark's
-#: ``read_only_allow_delete``: 429; no elected master: 503).
+#: Elasticsearch's error types that say a block refused the write (``index.blocks.write``: 403;
+#: the flood-stage disk watermark's ``read_only_allow_delete``: 429; the cluster read-only, or
+#: no elected master).
 NO_WRITES = frozenset({"cluster_block_exception"})
 
 
-def classify(status: int | None, error_type: str | None = None) -> ItemVerdict:
-    """2xx done; a cluster block (:data:`NO_WRITES`) and 429 (its queues full, a circuit
-    breaker, a full disk) ``blocked``: no document of the cluster is taken now, so none is
-    dead-lettered for it (every record was, the shipper's own lines too, while an index was
-    write-blocked); 5xx (and no status at all) retried; any other 4xx rejected."""
+def classify(
+    status: int | None, error_type: str | None = None, reason: str | None = None
+) -> ItemVerdict:
+    """2xx done; 429 (its queues full, a circuit breaker, a full disk) and a block of the
+    whole cluster (:data:`NO_WRITES`, its reason naming no index) ``blocked``: no document of
+    the cluster is taken now, so none is dead-lettered for it (every record was, the shipper's
+    own lines too); a block of one index (``index [...] blocked by``) retried, then
+    dead-lettered: an operator's maintenance ends soon, but a lifecycle's read-only step on
+    an older day's index is for good, and waiting on it held every later record; 5xx (and no
+    status at all) retried; any other 4xx rejected."""
     if status is not None and 200 <= status < 300:
         return "ok"
-    if status == 429 or error_type in NO_WRITES:
+    if status == 429:
         return "blocked"
+    if error_type in NO_WRITES:
+        return "retry" if reason is not None and "index [" in reason else "blocked"
     if status is None or status >= 500:
         return "retry"
     return "reject"
 
 
 def item_verdict(item: Mapping[str, Any]) -> ItemVerdict:
-    """:func:`classify` of one bulk item (its status, and its error's type)."""
+    """:func:`classify` of one bulk item (its status, its error's type and reason)."""
     status = item.get("status")
     error = _error_of(item)
     kind = error.get("type") if isinstance(error, Mapping) else None
+    reason = error.get("reason") if isinstance(error, Mapping) else None
     return classify(
-        status if isinstance(status, int) else None, kind if isinstance(kind, str) else None
+        status if isinstance(status, int) else None,
+        kind if isinstance(kind, str) else None,
+        reason if isinstance(reason, str) else None,
     )
 
 

@@ -9,9 +9,10 @@ A batch consumer (confluent-kafka, built by :mod:`pipeline.kafka.clients`) and b
 2. the actions go to Elasticsearch in one bulk request; each item is classified by
    :func:`~consumers.log_batch.classify`: 2xx done, 5xx retried with bounded exponential
    backoff (:func:`retry_policy`, then dead-lettered), any other 4xx (a mapping conflict)
-   dead-lettered with Elasticsearch's reason. A 429 or a cluster block (a write-blocked index,
-   a full disk) says the cluster takes no writes now: an outage (below), the documents kept
-   and sent again once it takes them, none dead-lettered for it. A request Elasticsearch
+   dead-lettered with Elasticsearch's reason (a write block of one index too, after the
+   retries). A 429 (queues full, a full disk) or a block of the whole cluster says it takes no
+   writes now: an outage (below), the documents kept and sent again once it takes them, none
+   dead-lettered for it. A request Elasticsearch
    refuses whole with a 4xx (one action it does not take fails them all) is sent again in
    halves until the refusal falls on the documents that cause it: only those are
    dead-lettered;

@@ -24,7 +24,7 @@ _COUNTERS = (
     ("pipeline_log_shipper_shipped", "Log documents Elasticsearch acknowledged", "shipped"),
     (
         "pipeline_log_shipper_retried",
-        "Documents sent again after a 429, a 5xx or a write block",
+        "Documents sent again after a 429, a 5xx or a block",
         "retried",
     ),
     (

@@ -13,10 +13,10 @@ group served meanwhile, and outages (Elasticsearch not reached, or taking no wri
    said once (``cannot reach Elasticsearch at URL (connection refused)``, ``Elasticsearch at
    URL did not answer within 30 s``); the shipper waits (``outage_initial_backoff_s`` doubling
    up to ``outage_max_backoff_s``, serving the group), probes, and sends the request again.
-3. :meth:`Outages.blocked`: a cluster that takes no writes (a write block, the flood-stage disk
-   watermark, its queues full: :func:`consumers.log_batch.classify`'s ``blocked``) is an outage
-   too, said once with Elasticsearch's reason; the documents are kept and sent again after the
-   same waits, until it takes them.
+3. :meth:`Outages.blocked`: a cluster that takes no writes (a block of the whole cluster, the
+   flood-stage disk watermark, its queues full: :func:`consumers.log_batch.classify`'s
+   ``blocked``) is an outage too, said once with Elasticsearch's reason; the documents are
+   kept and sent again after the same waits, until it takes them.
 
 An outage that lasts the ``--until-idle`` time of a run (:attr:`Outages.limit_s`) is a
 :class:`PipelineError`; a stop asked meanwhile is :class:`Stopped`.

@@ -27,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from pipeline.database import error_text
 from pipeline.plurals import counted
@@ -81,6 +82,8 @@ class DatabaseOutage:
         #: When the outage was last logged; ``None`` while it was not (a dropped connection).
         self._logged_at: float | None = None
         self._failed_at = 0.0  # the latest failed attempt
+        #: Whether the latest failure was the database not reached (what the probe can tell).
+        self._unreached = False
         self._probe, self._sleep, self._probe_every_s = probe, sleep, probe_every_s
         self._watch: asyncio.Task[None] | None = None
 
@@ -90,6 +93,7 @@ class DatabaseOutage:
         now = self._clock()
         self._failures += 1
         self._failed_at = now
+        self._unreached = _not_reached(error)
         if self.since is None:
             self.since = now
             self._metrics.set_database_down_since(now)
@@ -138,12 +142,14 @@ class DatabaseOutage:
 
     async def _probing(self) -> None:
         """Until the outage ends: ask the database every probe interval; it is over when the
-        database answers and no attempt failed since the probe before."""
+        database answers, no attempt failed since the probe before, and the latest failure was
+        the database not reached (a read-only database, a full disk or a lock not granted
+        answers a probe all the while: only an attempt that gets through ends those)."""
         assert self._probe is not None
         while self.since is not None:
             await self._sleep(self._probe_every_s)
             quiet = self._clock() - self._failed_at >= self._probe_every_s
-            if self.since is not None and quiet and await self._probe():
+            if self.since is not None and quiet and self._unreached and await self._probe():
                 self.answered()
 
     async def stop(self) -> None:
@@ -157,6 +163,26 @@ class DatabaseOutage:
         self.since = self._logged_at = None
         self._failures = 0
         self._metrics.set_database_down_since(None)
+
+
+#: PostgreSQL's SQLSTATEs of a database not reached: a connection exception (class 08), the
+#: server shutting down or starting (57P01-03).
+_NOT_REACHED_CLASS = "08"
+_NOT_REACHED = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _not_reached(error: BaseException) -> bool:
+    """Whether ``error`` says the database was not reached (lost, refused, shutting down or
+    starting), rather than reached and unable to do the work (read-only, disk full, a lock or
+    a serialization failure, SQLite busy)."""
+    if isinstance(error, DisconnectionError) or _dropped_connection(error):
+        return True
+    if not isinstance(error, OperationalError) or isinstance(error.orig, sqlite3.Error):
+        return False
+    state = getattr(error.orig, "sqlstate", None)
+    if not isinstance(state, str):
+        return True  # the driver's own: a connection it could not make, or lost
+    return state[:2] == _NOT_REACHED_CLASS or state in _NOT_REACHED
 
 
 def _dropped_connection(error: BaseException) -> bool:

@@ -213,8 +213,8 @@ class LogSettings(_Frozen):
     shipper_batch_size: int = Field(default=2_000, gt=0)
     #: How long the shipper waits to fill a batch.
     shipper_batch_timeout_s: float = Field(default=0.5, gt=0)
-    #: Attempts for a document Elasticsearch answered 5xx, then it is dead-lettered (a 429 or a
-    #: write block is an outage the shipper waits out).
+    #: Attempts for a document Elasticsearch answered 5xx or one index's write block refused,
+    #: then it is dead-lettered (a 429 or a block of the whole cluster is an outage waited out).
     retry_attempts: int = Field(default=5, ge=1)
     retry_initial_backoff_s: float = Field(default=0.5, gt=0)
     retry_max_backoff_s: float = Field(default=30.0, gt=0)

@@ -27,6 +27,7 @@ FLOOD_STAGE = (
     "index [pipeline-logs-2024.07.15] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded "
     "flood-stage watermark, index has read-only-allow-delete block];"
 )
+CLUSTER_READ_ONLY = "blocked by: [FORBIDDEN/6/cluster read-only (api)];"
 QUEUE_FULL = "rejected execution of coordinating operation [shard_detail=[pipeline-logs][0]]"
 
 
@@ -37,7 +38,7 @@ def _no_writes(status: int, kind: str, reason: str):
 
 @pytest.mark.parametrize(
     ("status", "kind", "reason"),
-    [(403, "cluster_block_exception", WRITE_BLOCK),
+    [(403, "cluster_block_exception", CLUSTER_READ_ONLY),
      (429, "cluster_block_exception", FLOOD_STAGE),
      (429, "es_rejected_execution_exception", QUEUE_FULL)],
 )  # fmt: skip
@@ -92,8 +93,28 @@ def test_a_mapping_conflict_beside_a_blocked_document_is_still_dead_lettered(mon
     assert value == records[1].value and headers["dlq.reason"] == b"rejected"
 
 
-def test_a_run_until_idle_gives_up_on_a_cluster_that_stays_write_blocked(monkeypatch):
+def test_a_write_block_of_one_index_is_retried_then_its_documents_are_dead_lettered(
+    monkeypatch,
+):
+    # A lifecycle's read-only step on an older day's index is for good: waiting on it, as on
+    # a cluster taking no writes, held every later record of every partition for ever.
     blocked = _no_writes(403, "cluster_block_exception", WRITE_BLOCK)
+    calls = _script(monkeypatch, *[[blocked]] * 3)
+    consumer, producer = FakeConsumer(), FakeProducer()
+    shipper = _shipper(consumer, producer, retry_attempts=2)
+
+    records = [_record(0, _doc(event_id="old"))]
+    assert shipper.ship_batch(records) == {("logs", 0): 1}
+
+    assert calls == [["old"]] * 2  # retried as a 5xx is, then given up
+    [(_topic, _key, value, headers)] = producer.sent
+    assert value == records[0].value
+    assert headers["dlq.reason"] == b"retries_exhausted"
+    assert shipper.counters.outages == 0
+
+
+def test_a_run_until_idle_gives_up_on_a_cluster_that_stays_write_blocked(monkeypatch):
+    blocked = _no_writes(403, "cluster_block_exception", CLUSTER_READ_ONLY)
     _script(monkeypatch, *[[blocked]] * 10_000)
     consumer, producer = FakeConsumer(), FakeProducer()
     shipper = _shipper(consumer, producer)

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 from prometheus_client import generate_latest
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pipeline.processing.database_outage import DatabaseOutage
 from pipeline.processing.metrics import ProcessorMetrics, summary_line
@@ -134,13 +134,25 @@ def test_connections_dropped_again_and_again_are_said_after_five_seconds(caplog)
     ]
 
 
+def refused() -> OperationalError:
+    """What SQLAlchemy raises for a connection the driver could not make (no SQLSTATE)."""
+    return OperationalError("SELECT 1", None, Exception("connection refused"))
+
+
+class StateError(Exception):
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
 class Probing:
     """A probe and a sleep on a fake clock: each sleep moves the clock, then runs ``during``
     (what the attempts in flight do meanwhile)."""
 
-    def __init__(self, clock: Clock, answers: bool = True) -> None:
+    def __init__(self, clock: Clock, answers: bool = True, error: Exception | None = None) -> None:
         self.clock = clock
         self.answers = answers
+        self.error = error or refused()
         self.asked = 0
         self.during: list[object] = []  # a truthy item: an attempt fails in that interval
 
@@ -151,7 +163,7 @@ class Probing:
     async def sleep(self, seconds: float) -> None:
         self.clock.now += seconds
         if self.during and self.during.pop(0):
-            self.outage.failed(RECORD, "e-9", ConnectionError("connection refused"), 1.0)
+            self.outage.failed(RECORD, "e-9", self.error, 1.0)
         await asyncio.sleep(0)
 
     def outage_of(self, metrics: ProcessorMetrics) -> DatabaseOutage:
@@ -178,7 +190,7 @@ def test_the_outage_ends_when_the_database_answers_the_probe_and_no_attempt_fail
     probing.during = [True, True, False]  # attempts fail for two intervals, then none do
 
     async def scenario() -> None:
-        outage.failed(RECORD, "e-1", ConnectionError("connection refused"), 1.0)
+        outage.failed(RECORD, "e-1", refused(), 1.0)
         while outage.since is not None:
             await asyncio.sleep(0)
 
@@ -197,7 +209,7 @@ def test_a_database_that_does_not_answer_the_probe_stays_unavailable():
     outage = probing.outage_of(ProcessorMetrics("orders"))
 
     async def scenario() -> None:
-        outage.failed(RECORD, "e-1", ConnectionError("connection refused"), 1.0)
+        outage.failed(RECORD, "e-1", refused(), 1.0)
         while probing.asked < 3:
             await asyncio.sleep(0)
         await outage.stop()
@@ -205,3 +217,28 @@ def test_a_database_that_does_not_answer_the_probe_stays_unavailable():
     asyncio.run(scenario())
 
     assert outage.since == 1000.0  # still the same outage
+
+
+def test_a_database_reached_but_unable_to_work_is_not_declared_back_by_the_probe(caplog):
+    # A disk full (53100) or a read-only database answers SELECT 1 all the while: the outage
+    # "ended" at each quiet interval and began again at the next retry, a WARNING each round.
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+    clock = Clock()
+    disk_full = OperationalError("INSERT", None, StateError("could not extend file", "53100"))
+    probing = Probing(clock, error=disk_full)
+    outage = probing.outage_of(ProcessorMetrics("orders"))
+    probing.during = [False, True, False, False]  # quiet intervals between slow retries
+
+    async def scenario() -> None:
+        outage.failed(RECORD, "e-1", disk_full, 10.0)
+        for _ in range(1000):  # the probing task's rounds (it ends with the outage)
+            if not probing.during or outage.since is None:
+                break
+            await asyncio.sleep(0)
+        await outage.stop()
+
+    asyncio.run(scenario())
+
+    assert probing.asked == 0
+    assert outage.since == 1000.0  # one outage all along
+    assert len(_said(caplog)) == 1  # its first line only
