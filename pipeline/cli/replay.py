@@ -114,7 +114,8 @@ def replay(
         typer.Option(
             "--preserve-partitions",
             help="Send each message to its recorded partition (the target needs as many). "
-            "Default: by key, with murmur2 like every Kafka client.",
+            "Default: by key, with murmur2 like every Kafka client; a message without a "
+            "key to its recorded partition (modulo the target's count), in order.",
         ),
     ] = False,
     rate: Annotated[

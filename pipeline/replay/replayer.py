@@ -7,7 +7,8 @@
 2. with ``rewrite_ids`` its ``ce_id`` header gets a fresh event id (rewrite.py);
 3. it waits until the message is due (``pacing``, pacing.py);
 4. it is produced with its recorded key, value and headers (null values and duplicate names
-   included), to its recorded partition or to the one murmur2 gives its key (routing.py).
+   included), to its recorded partition or to the one murmur2 gives its key; without a key,
+   to its recorded partition modulo the target's count (routing.py).
 
 The producer is idempotent with ``acks=all`` (``pipeline.kafka.clients.producer_config``): a
 retry after a lost acknowledgement neither duplicates nor reorders a partition's messages.
@@ -237,11 +238,12 @@ def replay_into_kafka(
                 partitions = partitions_of.get(target)
                 if partitions is None:
                     partitions = partitions_of[target] = targets.partitions(target)
-                partition = (
-                    target_partition(message, preserve=True, partitions=partitions)
-                    if preserve_partitions
-                    else BY_KEY
-                )
+                if preserve_partitions:
+                    partition = target_partition(message, preserve=True, partitions=partitions)
+                elif message.key is None:  # its recorded partition's order kept (routing.py)
+                    partition = message.partition % partitions
+                else:
+                    partition = BY_KEY
                 headers, value = message.headers, message.value
                 if rewrite_ids:
                     headers, value = fresh_ids(headers or (), value)

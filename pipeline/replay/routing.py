@@ -4,7 +4,11 @@
 - the partition: the recorded one (``--preserve-partitions``; the target must have that
   partition), or none, so that the producer's partitioner places it by its key with murmur2,
   Kafka's default: a key lands where any other Kafka client would put it, and the messages of
-  one key keep their order. (Messages without a key are spread at random.)
+  one key keep their order. A message without a key, which a producer's partitioner would
+  spread at random, goes to its recorded partition, modulo the target's partition count: the
+  keyless messages of a partition keep their recorded order, and into a topic of as many
+  partitions the partitions of a topic written by key come back as they were, whether one
+  process sends or several (each target partition has one sender, shares.py).
 
 :func:`survey` reads a recording once to say what a replay needs (topics, partitions) before
 anything is sent.
@@ -43,13 +47,13 @@ def target_topic(message: ProducibleMessage, topic: str | None) -> str:
 
 
 def target_partition(message: ProducibleMessage, *, preserve: bool, partitions: int) -> int:
-    """The partition to produce ``message`` to, or :data:`BY_KEY`.
+    """The partition to produce ``message`` to, or :data:`BY_KEY` (see the module docstring).
 
     ``partitions`` is the target topic's partition count; with ``preserve`` a recorded
     partition beyond it is a :class:`ReplayError`.
     """
     if not preserve:
-        return BY_KEY
+        return BY_KEY if message.key is not None else message.partition % partitions
     if not 0 <= message.partition < partitions:
         raise ReplayError(
             f"--preserve-partitions: the recording has partition {message.partition} of "

@@ -8,8 +8,9 @@ its messages, in file order. :class:`ProcessShares` says which process a message
 - by key (the default), by the partition murmur2 gives its key among the target's partitions,
   the one the producer's partitioner (``murmur2_random``) then chooses; the messages of a key
   stay together and in order, and so do those of a partition;
-- a message without a key, which the partitioner spreads at random (no order to keep), by its
-  line number.
+- a message without a key, by its recorded partition modulo the target's partition count,
+  the partition it is sent to (routing.py): the keyless messages of a partition keep their
+  order too.
 
 Partition ``p`` of a topic belongs to process ``(crc32(topic) + p) % processes``: the same
 answer in every process, and a topic's partitions spread evenly over the processes.
@@ -86,8 +87,10 @@ class ProcessShares:
         replay will not go ahead)."""
         if self._preserve:
             return self.of_partition(topic, partition)
-        if key is None or partitions is None:
+        if partitions is None:  # nothing is sent: the target is missing
             return line % self.processes
+        if key is None:
+            return self.of_partition(topic, partition % partitions)
         memo = self._by_key.get(topic)
         if memo is None:
             memo = self._by_key[topic] = {}

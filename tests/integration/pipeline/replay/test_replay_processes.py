@@ -37,6 +37,28 @@ def record(settings, topic, path):
     return path
 
 
+def test_by_key_three_processes_give_back_every_partition_keyless_messages_in_order_too(
+    pipeline_settings, new_topic, tmp_path
+):
+    # Keyed messages where murmur2 puts them, and runs of keyless ones in each partition, the
+    # order a replay by key must keep (two processes once sent a partition's keyless messages,
+    # each sending some of them, out of order).
+    source, target = new_topic(partitions=4), new_topic(partitions=4)
+    traffic = []
+    for n in range(400):
+        if n % 3:
+            traffic.append((n % 4, None, f"keyless-{n}".encode(), [("n", str(n).encode())]))
+        else:
+            traffic.append((None, f"key-{n % 17}".encode(), f"keyed-{n}".encode(), []))
+    produce(pipeline_settings, source, traffic)
+    recording = record(pipeline_settings, source, tmp_path / "r.ndjson")
+
+    summary = replay_recording(pipeline_settings.kafka, recording, processes=3, topic=target)
+
+    assert summary.sent == 400
+    assert partitions_of(pipeline_settings, target) == partitions_of(pipeline_settings, source)
+
+
 def test_three_processes_keep_every_partition_exactly_binary_headers_and_nulls_included(
     pipeline_settings, new_topic, tmp_path
 ):

@@ -27,6 +27,11 @@ def test_by_default_the_partitioner_places_the_message_by_its_key():
     assert target_partition(message(partition=7), preserve=False, partitions=3) == BY_KEY
 
 
+def test_by_default_a_message_without_a_key_goes_to_its_recorded_partition_modulo_the_target():
+    keyless = [RecordedMessage("orders", p, 0, None, b"v") for p in (0, 2, 4, 5)]
+    assert [target_partition(m, preserve=False, partitions=3) for m in keyless] == [0, 2, 1, 2]
+
+
 def test_preserving_partitions_keeps_the_recorded_one():
     assert target_partition(message(partition=2), preserve=True, partitions=3) == 2
 

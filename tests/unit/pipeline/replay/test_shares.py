@@ -41,9 +41,19 @@ def test_preserving_partitions_the_recorded_partition_decides_whatever_the_key()
         assert shares.of_message("orders", partition, None, 8, None) == owner
 
 
-def test_messages_without_a_key_are_spread_by_line():
+def test_a_message_without_a_key_goes_to_the_owner_of_its_recorded_partition_whatever_its_line():
     shares = ProcessShares(2, preserve_partitions=False)
-    assert [shares.of_message("copy", 0, None, line, 6) for line in range(4)] == [0, 1, 0, 1]
+    for partition in range(8):
+        # Modulo the target's 6 partitions: where routing.target_partition sends it.
+        owner = shares.of_partition("copy", partition % 6)
+        assert {shares.of_message("copy", partition, None, line, 6) for line in range(5)} == {owner}
+    # Both processes get some (a 6-partition topic's keyless messages are not all one's).
+    assert {shares.of_message("copy", p, None, 0, 6) for p in range(6)} == {0, 1}
+
+
+def test_lines_whose_target_topic_is_missing_are_spread_by_line():
+    shares = ProcessShares(2, preserve_partitions=False)
+    assert [shares.of_message("gone", 0, None, line, None) for line in range(4)] == [0, 1, 0, 1]
 
 
 def test_processes_default_to_the_cores_and_no_more_than_the_partitions():
