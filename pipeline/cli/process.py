@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
+from pipeline.cli.checks import quoted
 from pipeline.cli.console import announcing_kafka, stderr_console
 from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
@@ -73,6 +74,31 @@ def load_processor(spec: str) -> Processor:
     )
 
 
+#: The longest ``--group`` taken: what the inbox and the parked keys hold of a group's name.
+GROUP_CHARACTERS = 255
+
+
+def consumer_group(value: str | None) -> str | None:
+    """``--group``, when given: a consumer group id of the characters a processor's name takes
+    (letters, digits, '.', '_', '-': Kafka takes more, but a space or a control character would
+    garble every line that shows the group) and at most :data:`GROUP_CHARACTERS`."""
+    if value is None:
+        return None
+    if not value:
+        raise typer.BadParameter("must not be empty")
+    if (bad := next((c for c in value if not (c.isalnum() or c in "._-")), None)) is not None:
+        raise typer.BadParameter(
+            f"{quoted(value)} holds {bad!r}: a group takes letters, digits, '.', '_' and '-', "
+            "as a processor's name does"
+        )
+    if len(value) > GROUP_CHARACTERS:
+        raise typer.BadParameter(
+            f"is {len(value):,} characters long; at most {GROUP_CHARACTERS} (what the inbox "
+            "keeps of a group)"
+        )
+    return value
+
+
 class EventLoop(StrEnum):
     uvloop = "uvloop"
     asyncio = "asyncio"
@@ -115,6 +141,17 @@ def process(
         "default) or only those written from now on (default: PIPELINE_PROCESSING__START, "
         "else earliest). Committed offsets always win.",
     ),
+    group: str | None = typer.Option(
+        None,
+        "--group",
+        callback=consumer_group,
+        help="Read as this consumer group, which also owns the inbox rows, parked keys and "
+        "dead letters, instead of the processor's name: for an independent copy of a "
+        "processor that reads every event itself (a test, a shadow run) beside the real one, "
+        "whose offsets it never moves. Its handlers apply every effect again: give it a "
+        "database of its own. Redrives of its dead letters go to this group. Default: the "
+        "processor's name.",
+    ),
 ) -> None:
     """Run a processor until Ctrl-C or SIGTERM: its handlers in order per key, concurrently
     across keys, exactly once in effect (inbox), with retries and dead letters.
@@ -130,6 +167,7 @@ def process(
       pipeline process examples.quickstart.billing:processor
       pipeline process consumers.orders_service:processor --metrics-port 9400
       pipeline process my_service.handlers:processor --start latest
+      pipeline process my_service.handlers:processor --group my-service.shadow
     """
     from pipeline.database import create_sqlite_folder
     from pipeline.kafka.clients import build_admin
@@ -166,7 +204,8 @@ def process(
     topics = [*processor.topics, *(dlq_name(topic) for topic in processor.topics)]
     with announcing_kafka(bootstrap):
         describe_cluster_topics(build_admin(settings.kafka), topics, bootstrap=bootstrap)
-    run_processor(processor, settings)
+    # The processor's name is its group unless --group names another.
+    run_processor(processor, settings, **({} if group is None else {"group": group}))
 
 
 def announce_database(settings: PipelineSettings) -> None:

@@ -15,7 +15,10 @@ A test names its processors as ``pipeline process`` does (``module:attribute``) 
   time, moved a second at a time while the condition does not hold.
 - ``kafka`` (:class:`~pipeline.testing.kafka_backend.KafkaBackend`): each processor as a
   ``pipeline process`` program and ``pipeline outbox relay``, on the real Kafka and a fresh
-  PostgreSQL database; ``timeout_s`` is real time.
+  PostgreSQL database; ``timeout_s`` is real time. Each program runs under a consumer group of
+  the test's own (``<name>.test-<token>``), not the processor's name, so a real group of that
+  name on the stack is never moved: ``backend.consumer_group(name)`` says which, on either
+  backend (the owner of the inbox rows and parked keys a test may query).
 
 Both read dead letters the same way (``backend.dead_letters(topic)``: the pending
 :class:`~pipeline.dead_letters.letter.DeadLetter` objects of ``<topic>.dlq``), and a
@@ -91,6 +94,11 @@ class PipelineBackend(Protocol):
         ``<topic>.dlq``'s partition and offset order; a topic no processor reads is a
         :class:`ValueError`. On ``kafka`` they arrive when the processors send them: wait for
         them (``wait_until(lambda: backend.dead_letters(topic), ...)``)."""
+
+    def consumer_group(self, processor: str) -> str:
+        """The consumer group the processor named ``processor`` runs under, which owns its
+        inbox rows and parked keys: its name on the driver, one of the test's own on
+        ``kafka``; a :class:`ValueError` for a name none of the processors has."""
 
     def close(self) -> None: ...
 
@@ -266,6 +274,13 @@ class DriverBackend:
 
     def dead_letters(self, topic: str) -> list[DeadLetter]:
         return self.harness.dead_letters(topic)
+
+    def consumer_group(self, processor: str) -> str:
+        names = [driver.processor.name for driver in self.harness.drivers]
+        if processor not in names:
+            known = ", ".join(names) or "none"
+            raise ValueError(f"no processor {processor!r} here (the processors: {known})")
+        return processor  # the driver's group is the processor's name
 
     def _all_dead_letters(self) -> list[DeadLetter]:
         """The pending dead letters of every topic read, in topic order."""

@@ -2,26 +2,37 @@
 
 :meth:`KafkaBackend.start`, in this order:
 
-1. import the processors (their names are the consumer groups, their topics what they read),
-   migrate the database and run their startup hooks, so their tables exist before the test
-   looks;
+1. import the processors (their topics are what they read), migrate the database and run their
+   startup hooks, so their tables exist before the test looks;
 2. create the topics that are missing (existing ones are left as they are): those the
    processors read, their ``.dlq`` topics, and ``topics`` (where the processors' outbox writes),
    as the catalogue declares them (the project's by default), else with 3 partitions;
-3. commit every group's offsets at the end of its topics, so messages already there (other
-   runs', the demo's: topic names may be shared) are not this test's, and note where their
-   ``.dlq`` topics end, so that :meth:`KafkaBackend.dead_letters` gives this test's only;
-4. start one ``pipeline process MODULE:ATTRIBUTE`` per processor and one ``pipeline outbox
-   relay``, on the given database, each logging (as text) to a file in ``workdir``.
+3. commit the offsets of each processor's test group (:attr:`KafkaBackend.groups`) at the end
+   of its topics, so messages already there (other runs', the demo's: topic names may be
+   shared) are not this test's, and note where their ``.dlq`` topics end, so that
+   :meth:`KafkaBackend.dead_letters` gives this test's only;
+4. start one ``pipeline process MODULE:ATTRIBUTE --group GROUP`` per processor and one
+   ``pipeline outbox relay``, on the given database, each logging (as text) to a file in
+   ``workdir``.
 
-:meth:`KafkaBackend.settle` waits until the outbox is empty and no group has lag, three checks
-in a row; :meth:`KafkaBackend.close` stops the programs (SIGTERM, then SIGKILL after 30 s).
+Each processor runs under a consumer group of the test's own, ``<name>.test-<token>`` (a short
+random token per backend), never under its name: the processor may also really run on this
+stack (a dev or shared one), and committing its real group at the end of its topics moved that
+group past the events it had not read yet, which it then never handled. The real group's
+offsets are never read or moved. The test's events still go into the named topics, though,
+where a processor really running on the stack reads them too.
+
+:meth:`KafkaBackend.settle` waits until the outbox is empty and no test group has lag, three
+checks in a row; :meth:`KafkaBackend.close` stops the programs (SIGTERM, then SIGKILL after
+30 s) and deletes the test groups.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -152,6 +163,11 @@ class KafkaBackend:
         self.catalogue = catalogue if catalogue is not None else default_catalogue()
         self.poll_s = poll_s
         self.programs: list[_Program] = []
+        #: The token of this backend's consumer groups (``<name>.test-<token>``).
+        self.token = secrets.token_hex(4)
+        #: The consumer group each processor runs under, by the processor's name (step 1).
+        self.groups: dict[str, str] = {}
+        #: Where each test group's topics ended at the start, by group.
         self._groups: dict[str, list[TopicPartition]] = {}
         self._read: dict[str, list[str]] = {}
         #: Where each ``.dlq`` partition ended at the start: letters before are not this test's.
@@ -175,9 +191,11 @@ class KafkaBackend:
             processor.start(self.database)
         topics = {processor.name: processor.topics for processor in loaded}
         self._read = topics
+        self.groups = {name: f"{name}.test-{self.token}" for name in topics}
         read = {topic for names in topics.values() for topic in names}
         self._create_missing(sorted({*read, *map(dlq_name, read), *self.topics}))
-        for group, names in topics.items():
+        for name, names in topics.items():
+            group = self.groups[name]  # the test's own: the real group's offsets stay as they are
             consumer = build_consumer(self.settings.kafka, group)
             self._consumers[group] = consumer
             self._groups[group] = self._ends(consumer, names)
@@ -187,7 +205,8 @@ class KafkaBackend:
         env = self._program_env()
         command = pipeline_command()
         for spec, processor in zip(self.processors, loaded, strict=True):
-            self._launch(processor.name, [*command, "process", spec], env)
+            group = self.groups[processor.name]
+            self._launch(processor.name, [*command, "process", spec, "--group", group], env)
         self._launch("outbox-relay", [*command, "outbox", "relay"], env)
         return self
 
@@ -245,6 +264,14 @@ class KafkaBackend:
 
         return replay_into_kafka(self.settings.kafka, messages, topic=topic).sent
 
+    def consumer_group(self, processor: str) -> str:
+        """The consumer group the processor named ``processor`` runs under: the test's own
+        (``<name>.test-<token>``), which owns its inbox rows and parked keys."""
+        if processor not in self.groups:
+            known = ", ".join(self.groups) or "none"
+            raise ValueError(f"no processor {processor!r} here (the processors: {known})")
+        return self.groups[processor]
+
     def _check_read(self, topic: str) -> None:
         """A :class:`ValueError` naming the topics read unless a processor reads ``topic``, as
         on the driver: nothing would handle what is sent there."""
@@ -263,7 +290,18 @@ class KafkaBackend:
         dlq = dlq_name(topic)
         with open_dead_letter_consumer(self.settings.kafka) as consumer:
             read = read_dead_letters(consumer, dlq, timeout_s=_DLQ_READ_S)
-        return pending_dead_letters(item for item in read if self._this_tests(item))
+        # The letters name the test group that gave up (``<name>.test-<token>``); the driver's
+        # name the processor, whose name is its group there. Each is given back under the
+        # processor's name, so that one test body sees the same DeadLetter on either backend
+        # (letters of other groups, a processor really running on the stack say, are not this
+        # test's). To redrive one to the program, use ``pipeline dlq redrive``, which reads
+        # the letter as it is, test group included.
+        names = {group: name for name, group in self.groups.items()}
+        return [
+            dataclasses.replace(letter, consumer_group=names[letter.consumer_group])
+            for letter in pending_dead_letters(item for item in read if self._this_tests(item))
+            if letter.consumer_group in names
+        ]
 
     def _this_tests(self, item: DeadLetter | Marker | None) -> bool:
         """Whether ``item`` is a dead letter sent since :meth:`start` (or a marker, which only
@@ -334,5 +372,20 @@ class KafkaBackend:
         for consumer in self._consumers.values():
             consumer.close()
         self._consumers.clear()
+        self._delete_groups()
         if self._database is not None:
             self._database.dispose()
+
+    def _delete_groups(self) -> None:
+        """Delete the test's consumer groups (their programs stopped): they are of no use after
+        it. A group that cannot be deleted (Kafka away, a killed program's member still in it
+        until its session times out) is left to Kafka's offset retention."""
+        groups = list(self._groups)
+        self._groups.clear()
+        if not groups:
+            return
+        admin = build_admin(self.settings.kafka)
+        with contextlib.suppress(Exception):
+            for future in admin.delete_consumer_groups(groups, request_timeout=10).values():
+                with contextlib.suppress(Exception):
+                    future.result(15)

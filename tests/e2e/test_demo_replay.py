@@ -53,10 +53,12 @@ def _sagas(connection: sa.Connection, order_ids: list[str]) -> dict[str, SagaSta
     return {saga_id: SagaState.model_validate(state) for saga_id, state in rows}
 
 
-def _request_outcomes(connection: sa.Connection, event_ids: list[str]) -> dict[str, str]:
+def _request_outcomes(
+    connection: sa.Connection, event_ids: list[str], group: str
+) -> dict[str, str]:
     rows = connection.execute(
         sa.select(inbox_table.c.event_id, inbox_table.c.outcome).where(
-            inbox_table.c.consumer_group == PROCESSOR_NAME, inbox_table.c.event_id.in_(event_ids)
+            inbox_table.c.consumer_group == group, inbox_table.c.event_id.in_(event_ids)
         )
     ).all()
     return {event_id: outcome for event_id, outcome in rows}
@@ -69,15 +71,16 @@ def _column(connection: sa.Connection, table: sa.Table, column: str, order_ids: 
     return dict(rows.all())
 
 
-def outcomes(database: sa.Engine, messages: list[RecordedMessage]) -> dict[str, Any]:
-    """What became of each order (saga, order, payment, the saga's reason) and each request."""
+def outcomes(database: sa.Engine, messages: list[RecordedMessage], group: str) -> dict[str, Any]:
+    """What became of each order (saga, order, payment, the saga's reason) and each request
+    (``group``: the order service's consumer group, the owner of its inbox rows)."""
     requests = _requests(messages)
     order_ids = sorted({label.split()[0] for label in requests.values()})
     with database.connect() as connection:
         sagas = _sagas(connection, order_ids)
         orders = _column(connection, orders_service.orders, "status", order_ids)
         payments = _column(connection, payment_service.payments, "status", order_ids)
-        handled = _request_outcomes(connection, list(requests))
+        handled = _request_outcomes(connection, list(requests), group)
     return {
         "orders": {
             order_id: {
@@ -92,14 +95,14 @@ def outcomes(database: sa.Engine, messages: list[RecordedMessage]) -> dict[str, 
     }
 
 
-def _all_handled(database: sa.Engine, messages: list[RecordedMessage]) -> bool:
+def _all_handled(database: sa.Engine, messages: list[RecordedMessage], group: str) -> bool:
     """Every request of ``messages`` is in the order service's inbox, and every order placed
     has a saga that ended."""
     requests = _requests(messages)
     places = {label.split()[0] for label in requests.values() if label.endswith("place_order")}
     with database.connect() as connection:
         sagas = _sagas(connection, sorted(places))
-        handled = _request_outcomes(connection, list(requests))
+        handled = _request_outcomes(connection, list(requests), group)
     ended = len(sagas) == len(places) and all(s.status in TERMINAL for s in sagas.values())
     return ended and len(handled) == len(requests)
 
@@ -115,18 +118,19 @@ def test_the_demo_recording_ends_in_the_pinned_saga_outcomes(pipeline_backend, g
     orders = [m for m in messages if not _is_cancel(m)]
     cancels = [m for m in messages if _is_cancel(m)]
     backend = pipeline_backend(SERVICES, env=DEMO_ENV, topics=[ORDERS_EVENTS, SAGA_EVENTS])
+    group = backend.consumer_group(PROCESSOR_NAME)  # the name itself on the driver
 
     # The orders, then (as recorded: ten minutes later) the cancellations, once every saga
     # ended: a cancel racing its order's saga could go either way.
     assert backend.replay(orders) == len(orders)
     backend.wait_until(
-        lambda: _all_handled(backend.database, orders),
+        lambda: _all_handled(backend.database, orders, group),
         timeout_s=180,
         what="every order handled and every saga ended",
     )
     assert backend.replay(cancels) == len(cancels)
     backend.wait_until(
-        lambda: _all_handled(backend.database, messages),
+        lambda: _all_handled(backend.database, messages, group),
         timeout_s=60,
         what="every cancellation handled",
     )
@@ -135,4 +139,4 @@ def test_the_demo_recording_ends_in_the_pinned_saga_outcomes(pipeline_backend, g
     with backend.database.connect() as connection:
         checks = check_invariants(connection, order_ids=placed)
     assert [f"{c.name}: {c.detail}" for c in checks if not c.held] == []
-    golden.check(outcomes(backend.database, messages), GOLDEN)
+    golden.check(outcomes(backend.database, messages, group), GOLDEN)

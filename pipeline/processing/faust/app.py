@@ -93,9 +93,17 @@ def use_switch_interval(milliseconds: float | None, database: Engine) -> None:
 
 
 def run_processor(
-    processor: Processor, settings: PipelineSettings, *, loglevel: str = "warn"
+    processor: Processor,
+    settings: PipelineSettings,
+    *,
+    group: str | None = None,
+    loglevel: str = "warn",
 ) -> None:
-    """Run ``processor`` until SIGINT/SIGTERM: migrate, check topics, start the Faust worker."""
+    """Run ``processor`` until SIGINT/SIGTERM: migrate, check topics, start the Faust worker.
+
+    ``group``: the consumer group it reads as, which owns its inbox rows, parked keys and dead
+    letters (``pipeline process --group``); the processor's name unless given."""
+    group = group or processor.name
     processing = settings.processing
     loop_kind = use_event_loop(processing.event_loop)
     database = build_engine(settings.database, pool_size=processing.max_in_flight)
@@ -114,13 +122,19 @@ def run_processor(
     # wherever `pipeline process` was run, and no state outlives the process to go stale.
     datadir = tempfile.TemporaryDirectory(prefix=f"pipeline-{processor.name}-")
     binding = FaustBinding(
-        processor, settings, database=database, metrics=metrics, datadir=Path(datadir.name)
+        processor,
+        settings,
+        database=database,
+        metrics=metrics,
+        datadir=Path(datadir.name),
+        group=group,
     )
     if processing.start == "latest":
         pin_latest_start(settings.kafka, binding.app.conf.id, processor.topics)
     logger.info(
-        "%s on %s: topics %s, %d in flight, %s loop, host %s",
+        "%s%s on %s: topics %s, %d in flight, %s loop, host %s",
         processor.name,
+        "" if group == processor.name else f" as group {group}",
         settings.kafka.bootstrap_servers,
         ", ".join(processor.topics),
         processing.max_in_flight,

@@ -199,7 +199,9 @@ class FaustBinding:
 
     ``datadir`` is the directory Faust creates when its worker starts (its default is
     ``<name>-data`` in the current directory); ``pipeline process`` gives it a temporary one.
-    Nothing is kept there: the app's tables are in memory.
+    Nothing is kept there: the app's tables are in memory. ``group``: the app's id, so the
+    Kafka consumer group, and the owner of the inbox rows, parked keys and dead letters (the
+    processor's name unless given; ``pipeline process --group``).
     """
 
     def __init__(
@@ -212,10 +214,12 @@ class FaustBinding:
         producer: EventProducer | None = None,
         internals: FaustInternals | None = None,
         datadir: Path | None = None,
+        group: str | None = None,
     ) -> None:
         processing = settings.processing
         kafka = settings.kafka
         self.processor = processor
+        self.group = group or processor.name
         self.settings = processing
         #: The outbox routes of the handlers' emits (``settings.outbox``).
         self.outbox = settings.outbox
@@ -243,7 +247,7 @@ class FaustBinding:
         self._lag_at_stop: dict[TopicPartition, int] | None = None
         self.app = _ProcessorApp(
             self,
-            processor.name,
+            self.group,
             broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
             autodiscover=False,
             web_enabled=False,
@@ -295,6 +299,7 @@ class FaustBinding:
                 on_commit=self.acknowledge,
                 settings=self.settings,
                 metrics=self.metrics,
+                consumer_group=self.group,
                 outbox=self.outbox,
             )
         return self._engine
