@@ -204,14 +204,17 @@ def _made(make: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
         missing = _missing_file(config)
         if missing is not None:  # librdkafka's word for it is OpenSSL's "BIO lib"
             raise PipelineError(f"cannot set up a Kafka client: {missing}") from None
-        reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
-        if "key values mismatch" in str(reason):  # OpenSSL's words; the key was read
+        said = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
+        # librdkafka's text ends with a line break: the error was two lines (and a JSON log
+        # record held it).
+        reason = " ".join(str(said).split())
+        if "key values mismatch" in reason:  # OpenSSL's words; the key was read
             raise PipelineError(
                 f"cannot set up a Kafka client: the key at {config.get('ssl.key.location')} is "
                 f"not the key of the certificate at {config.get('ssl.certificate.location')} "
                 "(PIPELINE_KAFKA__SSL_KEY_LOCATION, PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION)"
             ) from None
-        if "ssl.key.location failed" in str(reason):
+        if "ssl.key.location failed" in reason:
             # OpenSSL's "PEM lib": the key is encrypted and the password missing or wrong, or
             # the file holds no PEM key at all.
             raise PipelineError(
@@ -220,8 +223,7 @@ def _made(make: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
                 f"PEM private key ({reason})"
             ) from None
         raise PipelineError(
-            f"cannot set up a Kafka client with these settings: {reason} (see the "
-            "PIPELINE_KAFKA__* settings)"
+            f"cannot set up a Kafka client with these settings: {reason} ({_settings_of(reason)})"
         ) from None
 
 
@@ -244,6 +246,50 @@ def _missing_file(config: dict[str, Any]) -> str | None:
         if not found:
             return f"no file at {path} ({setting})"
     return None
+
+
+#: The settings that set a librdkafka property, by the names librdkafka's errors give it (its
+#: own, which an alias such as linger.ms is reported by, and the alias).
+_SETTING_OF = {
+    "bootstrap.servers": ("PIPELINE_KAFKA__BOOTSTRAP_SERVERS",),
+    "client.id": ("PIPELINE_KAFKA__CLIENT_ID",),
+    "security.protocol": ("PIPELINE_KAFKA__SECURITY_PROTOCOL",),
+    "sasl.mechanisms": ("PIPELINE_KAFKA__SASL_MECHANISM",),
+    "sasl.mechanism": ("PIPELINE_KAFKA__SASL_MECHANISM",),
+    "sasl.username": ("PIPELINE_KAFKA__SASL_USERNAME",),
+    "sasl.password": ("PIPELINE_KAFKA__SASL_PASSWORD",),
+    "ssl.key.password": ("PIPELINE_KAFKA__SSL_KEY_PASSWORD",),
+    "compression.codec": ("PIPELINE_PRODUCER__COMPRESSION",),
+    "compression.type": ("PIPELINE_PRODUCER__COMPRESSION",),
+    "queue.buffering.max.ms": ("PIPELINE_PRODUCER__LINGER_MS",),
+    "linger.ms": ("PIPELINE_PRODUCER__LINGER_MS",),
+    "message.timeout.ms": (
+        "PIPELINE_PRODUCER__DELIVERY_TIMEOUT_MS",
+        "PIPELINE_LOGS__DELIVERY_TIMEOUT_MS",
+    ),
+    "delivery.timeout.ms": (
+        "PIPELINE_PRODUCER__DELIVERY_TIMEOUT_MS",
+        "PIPELINE_LOGS__DELIVERY_TIMEOUT_MS",
+    ),
+    "statistics.interval.ms": ("PIPELINE_PRODUCER__STATISTICS_INTERVAL_MS",),
+    "queue.buffering.max.messages": ("PIPELINE_LOGS__BUFFER_SIZE",),
+    "session.timeout.ms": ("PIPELINE_LOGS__SHIPPER_SESSION_TIMEOUT_MS",),
+    **{key: (setting,) for key, setting in _TLS_FILES.items()},
+}
+
+#: A property's name as librdkafka's errors quote it: "queue.buffering.max.ms", `linger.ms`.
+_QUOTED_PROPERTY = re.compile(r"[\"`]([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)[\"`]")
+
+
+def _settings_of(reason: str) -> str:
+    """``see SETTING`` for the settings that set the properties librdkafka names in
+    ``reason``, else the hint of every Kafka setting."""
+    settings = [
+        setting for key in _QUOTED_PROPERTY.findall(reason) for setting in _SETTING_OF.get(key, ())
+    ]
+    if not settings:
+        return "see the PIPELINE_KAFKA__* settings"
+    return f"see {' or '.join(dict.fromkeys(settings))}"
 
 
 def build_admin(kafka: KafkaSettings) -> PipelineAdmin:

@@ -96,6 +96,11 @@ LONGEST_S = 100 * 365.25 * 24 * 3600
 #: the Kafka client take.
 LARGEST_INT = 2**63 - 1
 
+#: The largest value of librdkafka's int properties (``message.timeout.ms``,
+#: ``queue.buffering.max.messages``): an int32. Past it librdkafka read a negative number and
+#: refused it, naming only its own property.
+LIBRDKAFKA_INT_MAX = 2**31 - 1
+
 
 def refuse_undecodable(value: Any) -> None:
     """Raise ``ValueError`` when ``value`` (a text, a secret, or a list or mapping of texts) holds

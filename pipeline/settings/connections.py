@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.settings.base import _Frozen, http_url_problem
+from pipeline.settings.base import LIBRDKAFKA_INT_MAX, _Frozen, http_url_problem
 
 
 class KafkaSettings(_Frozen):
@@ -134,16 +134,34 @@ class KafkaSettings(_Frozen):
 
 
 class ProducerSettings(_Frozen):
-    """How events are produced (always idempotent, acks=all; see pipeline/kafka/clients.py)."""
+    """How events are produced (always idempotent, acks=all; see pipeline/kafka/clients.py).
+
+    The bounds are librdkafka's (its CONFIGURATION.md), so that a value it would refuse is an
+    invalid setting at the start, not its error when a client is built."""
 
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
-    linger_ms: float = Field(default=5.0, ge=0)
-    #: How long librdkafka keeps retrying one event before reporting it failed.
-    delivery_timeout_ms: int = Field(default=120_000, gt=0)
+    #: librdkafka's ``linger.ms`` (``queue.buffering.max.ms``): 0 to 900000.
+    linger_ms: float = Field(default=5.0, ge=0, le=900_000)
+    #: How long librdkafka keeps retrying one event before reporting it failed
+    #: (``delivery.timeout.ms``, ``message.timeout.ms``: up to 2147483647, more than linger_ms).
+    delivery_timeout_ms: int = Field(default=120_000, gt=0, le=LIBRDKAFKA_INT_MAX)
     #: How long a send waits for room when the local queue is full before giving up
     #: (default: the delivery timeout plus 10 s, as the queue drains within that).
     queue_full_timeout_s: float | None = Field(default=None, gt=0)
-    statistics_interval_ms: int = Field(default=1_000, ge=0)
+    #: librdkafka's ``statistics.interval.ms``: 0 (off) to 86400000 (a day).
+    statistics_interval_ms: int = Field(default=1_000, ge=0, le=86_400_000)
+
+    @model_validator(mode="after")
+    def _delivery_outlasts_the_linger(self) -> ProducerSettings:
+        # librdkafka refuses to build a producer otherwise ("`message.timeout.ms` must be
+        # greater than `linger.ms`").
+        if self.delivery_timeout_ms <= self.linger_ms:
+            raise ValueError(
+                f"producer.delivery_timeout_ms ({self.delivery_timeout_ms:,} ms) must be more "
+                f"than producer.linger_ms ({self.linger_ms:,g} ms): an event waits that long "
+                "before it is sent"
+            )
+        return self
 
 
 class ElasticsearchSettings(_Frozen):

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from pipeline.retry import RetryPolicy
-from pipeline.settings.base import _Frozen, host_problem
+from pipeline.settings.base import LIBRDKAFKA_INT_MAX, _Frozen, host_problem
 from pipeline.topic_names import kafka_name_problem
 
 #: Signature algorithms a JWT may use: HMAC with a shared secret, or RSA / ECDSA with a public key.
@@ -202,14 +202,18 @@ class LogSettings(_Frozen):
     #: e.g. one that deletes them after 30 days; none by default (they are kept).
     index_lifecycle_policy: str | None = Field(default=None, min_length=1)
     #: Records held for Kafka by the handler; beyond that they are dropped (counted) to stderr.
-    buffer_size: int = Field(default=10_000, gt=0)
+    #: Also its producer's ``queue.buffering.max.messages``: at most librdkafka's 2147483647.
+    buffer_size: int = Field(default=10_000, gt=0, le=LIBRDKAFKA_INT_MAX)
     #: How long the handler waits for Kafka when flushing at exit.
     flush_timeout_s: float = Field(default=5.0, ge=0)
-    #: How long librdkafka keeps trying to deliver one record before it goes to stderr.
-    delivery_timeout_ms: int = Field(default=60_000, gt=0)
+    #: How long librdkafka keeps trying to deliver one record before it goes to stderr
+    #: (``delivery.timeout.ms``: at most 2147483647).
+    delivery_timeout_ms: int = Field(default=60_000, gt=0, le=LIBRDKAFKA_INT_MAX)
     shipper_group: str = "pipeline-log-shipper"
-    #: How soon the group notices a shipper that died (librdkafka's default is 45 s).
-    shipper_session_timeout_ms: int = Field(default=10_000, ge=6_000)
+    #: How soon the group notices a shipper that died (librdkafka's default is 45 s). At most
+    #: the consumer's ``max.poll.interval.ms`` (librdkafka's 300000, which the shipper keeps):
+    #: librdkafka refuses a consumer with more.
+    shipper_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
     shipper_batch_size: int = Field(default=2_000, gt=0)
     #: How long the shipper waits to fill a batch.
     shipper_batch_timeout_s: float = Field(default=0.5, gt=0)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
@@ -392,99 +393,93 @@ def _creation_failure(
     return _failure(exception, bootstrap, f"cannot create topic {spec.name}")
 
 
-def _create(
-    admin: KafkaAdmin,
-    changes: tuple[CreateTopic, ...],
+#: What confluent-kafka raises, before it sends anything, for a request it cannot encode: a
+#: partition count or replication factor past librdkafka's limits, text that is not UTF-8.
+_CLIENT_REFUSALS = (ValueError, OverflowError)
+
+#: Admin requests by topic: the request, and what it does (``cannot create topic ...``).
+_Requests = dict[str, tuple[Any, str]]
+
+
+def _request(
+    call: Callable[[list[Any]], Mapping[Any, Future[Any]]],
+    requests: _Requests,
     bootstrap: str | None,
     timeout_s: float,
-    validate_only: bool,
+    refused: Callable[[str, KafkaException], PipelineError] | None = None,
 ) -> list[PipelineError]:
-    if not changes:
+    """Send ``requests`` in one admin ``call`` and wait for each: a one-line failure for each
+    that Kafka refuses (``refused(topic, exception)``, else :func:`_failure`) or the client
+    does. The client refuses a whole call for one request it cannot encode (a ValueError,
+    before it sends any): they are then sent one at a time, so that the others are."""
+    if not requests:
         return []
-    new_topics = [
-        NewTopic(
-            change.spec.name,
-            num_partitions=change.spec.partitions,
-            replication_factor=change.spec.replication_factor,
-            config=change.spec.desired_configs(),
-        )
-        for change in changes
-    ]
-    futures = admin.create_topics(
-        new_topics,
-        operation_timeout=timeout_s,
-        request_timeout=timeout_s,
-        validate_only=validate_only,
-    )
     failures: list[PipelineError] = []
-    for change in changes:
-        try:
-            _wait(futures[change.topic], timeout_s, bootstrap, f"creating topic {change.topic}")
-        except KafkaException as exception:
-            failures.append(_creation_failure(change, exception, bootstrap))
-    return failures
-
-
-def _add_partitions(
-    admin: KafkaAdmin,
-    changes: tuple[IncreasePartitions, ...],
-    bootstrap: str | None,
-    timeout_s: float,
-    validate_only: bool,
-) -> list[PipelineError]:
-    if not changes:
-        return []
-    futures = admin.create_partitions(
-        [NewPartitions(change.topic, change.new) for change in changes],
-        operation_timeout=timeout_s,
-        request_timeout=timeout_s,
-        validate_only=validate_only,
-    )
-    failures: list[PipelineError] = []
-    for change in changes:
-        doing = f"cannot raise the partitions of topic {change.topic} to {change.new}"
-        try:
-            _wait(futures[change.topic], timeout_s, bootstrap, doing.removeprefix("cannot "))
-        except KafkaException as exception:
-            failures.append(_failure(exception, bootstrap, doing))
-    return failures
-
-
-def _set_configs(
-    admin: KafkaAdmin,
-    changes: tuple[SetConfig, ...],
-    bootstrap: str | None,
-    timeout_s: float,
-    validate_only: bool,
-) -> list[PipelineError]:
-    by_topic: dict[str, list[SetConfig]] = {}
-    for change in changes:
-        by_topic.setdefault(change.topic, []).append(change)
-    if not by_topic:
-        return []
-    resources = [
-        ConfigResource(
-            ResourceType.TOPIC,
-            topic,
-            incremental_configs=[
-                ConfigEntry(change.key, change.new, incremental_operation=AlterConfigOpType.SET)
-                for change in topic_changes
-            ],
-        )
-        for topic, topic_changes in by_topic.items()
-    ]
-    futures = admin.incremental_alter_configs(
-        resources, request_timeout=timeout_s, validate_only=validate_only
-    )
-    failures: list[PipelineError] = []
-    for resource, future in futures.items():
-        keys = ", ".join(change.key for change in by_topic[resource.name])
-        doing = f"cannot set {keys} of topic {resource.name}"
+    try:
+        answered = dict(call([request for request, _ in requests.values()]))
+    except _CLIENT_REFUSALS:
+        answered = {}
+        for request, doing in requests.values():
+            try:
+                answered.update(call([request]))
+            except _CLIENT_REFUSALS as error:
+                detail = " ".join(str(error).split()) or type(error).__name__
+                failures.append(PipelineError(f"{doing}: the Kafka client refuses it ({detail})"))
+    for key, future in answered.items():
+        topic = str(getattr(key, "name", key))  # a config change's is keyed by its resource
+        doing = requests[topic][1]
         try:
             _wait(future, timeout_s, bootstrap, doing.removeprefix("cannot "))
         except KafkaException as exception:
-            failures.append(_failure(exception, bootstrap, doing))
+            failures.append(
+                refused(topic, exception) if refused else _failure(exception, bootstrap, doing)
+            )
     return failures
+
+
+def _creations(changes: tuple[CreateTopic, ...]) -> _Requests:
+    return {
+        change.topic: (
+            NewTopic(
+                change.spec.name,
+                num_partitions=change.spec.partitions,
+                replication_factor=change.spec.replication_factor,
+                config=change.spec.desired_configs(),
+            ),
+            f"cannot create topic {change.topic}",
+        )
+        for change in changes
+    }
+
+
+def _partition_increases(changes: tuple[IncreasePartitions, ...]) -> _Requests:
+    return {
+        change.topic: (
+            NewPartitions(change.topic, change.new),
+            f"cannot raise the partitions of topic {change.topic} to {change.new}",
+        )
+        for change in changes
+    }
+
+
+def _config_changes(changes: tuple[SetConfig, ...]) -> _Requests:
+    by_topic: dict[str, list[SetConfig]] = {}
+    for change in changes:
+        by_topic.setdefault(change.topic, []).append(change)
+    return {
+        topic: (
+            ConfigResource(
+                ResourceType.TOPIC,
+                topic,
+                incremental_configs=[
+                    ConfigEntry(change.key, change.new, incremental_operation=AlterConfigOpType.SET)
+                    for change in topic_changes
+                ],
+            ),
+            f"cannot set {', '.join(change.key for change in topic_changes)} of topic {topic}",
+        )
+        for topic, topic_changes in by_topic.items()
+    }
 
 
 def _wait_until_visible(
@@ -535,10 +530,28 @@ def apply_plan(
     if not plan.has_changes:
         return
     _check_replication(admin, plan.creations, bootstrap, timeout_s)
+    creations = {change.topic: change for change in plan.creations}
+    options: dict[str, Any] = {"request_timeout": timeout_s, "validate_only": validate_only}
     failures = [
-        *_create(admin, plan.creations, bootstrap, timeout_s, validate_only),
-        *_add_partitions(admin, plan.partition_increases, bootstrap, timeout_s, validate_only),
-        *_set_configs(admin, plan.config_changes, bootstrap, timeout_s, validate_only),
+        *_request(
+            partial(admin.create_topics, operation_timeout=timeout_s, **options),
+            _creations(plan.creations),
+            bootstrap,
+            timeout_s,
+            lambda topic, exception: _creation_failure(creations[topic], exception, bootstrap),
+        ),
+        *_request(
+            partial(admin.create_partitions, operation_timeout=timeout_s, **options),
+            _partition_increases(plan.partition_increases),
+            bootstrap,
+            timeout_s,
+        ),
+        *_request(
+            partial(admin.incremental_alter_configs, **options),
+            _config_changes(plan.config_changes),
+            bootstrap,
+            timeout_s,
+        ),
     ]
     if not failures:
         if not validate_only:

@@ -34,6 +34,17 @@ MANAGED_KEYS: frozenset[str] = frozenset({"retention.ms", "cleanup.policy"})
 
 DAY_MS = 24 * 60 * 60 * 1000
 
+#: The most partitions a topic may have: confluent-kafka's ``NewTopic`` and ``NewPartitions``
+#: refuse more (a ``ValueError`` from ``create_topics`` or ``create_partitions``: "out of
+#: expected range 1..100000", librdkafka's ``RD_KAFKAP_PARTITIONS_MAX``), whatever the broker
+#: would take.
+MAX_PARTITIONS = 100_000
+
+#: The largest replication factor: Kafka's, an int16. (librdkafka's ``NewTopic`` refuses more
+#: than 10,000, ``RD_KAFKAP_BROKERS_MAX``; :func:`pipeline.topics.admin.apply_plan` refuses any
+#: factor above the brokers available before it sends anything.)
+MAX_REPLICATION_FACTOR = 2**15 - 1
+
 _SEGMENT = re.compile(r"[a-z0-9_-]+")
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9]*(\.[a-z0-9]+)*")
 
@@ -99,9 +110,8 @@ class TopicSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    # Kafka's own bounds: partition counts are int32, replication factors int16.
-    partitions: int = Field(ge=1, le=2**31 - 1)
-    replication_factor: int = Field(default=1, ge=1, le=2**15 - 1)
+    partitions: int = Field(ge=1)  # and at most MAX_PARTITIONS: _within_the_clients_limit
+    replication_factor: int = Field(default=1, ge=1, le=MAX_REPLICATION_FACTOR)
     retention_ms: int = Field(default=7 * DAY_MS, description="-1 keeps records forever")
     cleanup_policy: CleanupPolicy = "delete"
     configs: dict[str, str] = Field(default_factory=dict)
@@ -113,6 +123,26 @@ class TopicSpec(BaseModel):
         problem = name_problem(value)
         if problem is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("partitions", "replication_factor", "retention_ms", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # Python's bool is an int, and pydantic took TOML's ``partitions = true`` for one
+        # partition and ``retention_ms = true`` for a retention of 1 ms. (A float with nothing
+        # after the point, ``3.0``, is still the whole number it holds; ``1.5`` is refused.)
+        if isinstance(value, bool):
+            raise ValueError(f"expected a whole number, got the boolean {str(value).lower()}")
+        return value
+
+    @field_validator("partitions")
+    @classmethod
+    def _within_the_clients_limit(cls, value: int) -> int:
+        if value > MAX_PARTITIONS:
+            raise ValueError(
+                f"at most {MAX_PARTITIONS:,} partitions, the most the Kafka client creates a "
+                f"topic with or grows one to (got {value:,})"
+            )
         return value
 
     @field_validator("retention_ms")
