@@ -61,8 +61,15 @@ def export(
         ),
     ] = Path("dashboards"),
 ) -> None:
-    """Write the saved objects (Kibana's import format) and the index template to files: their
-    data view and template are on the logs' read alias."""
+    """Write the saved objects (Kibana's import format) and the index template to files.
+
+    Their data view and template are on the logs' read alias (--alias); the files can be kept
+    in version control and imported with dashboards import --file.
+
+    Examples:
+      pipeline dashboards export                     # dashboards/pipeline-logs.ndjson and more
+      pipeline dashboards export --out /tmp/kibana --alias pipeline-logs-staging
+    """
     from pipeline.dashboards import export_files
 
     if str(out) == "-":  # read as stdout by most tools, it would be a folder named "-"
@@ -110,8 +117,16 @@ def import_(
         typer.Option(help="Replace objects that exist (they have stable ids)."),
     ] = True,
 ) -> None:
-    """Import the saved objects into Kibana (POST /api/saved_objects/_import), their data view
-    on the logs' read alias."""
+    """Import the saved objects into Kibana (POST /api/saved_objects/_import).
+
+    Their data view is on the logs' read alias. Exit code 1 when Kibana refused some objects
+    (a table lists them, with its reasons); 2 when it cannot be reached or refuses the request.
+
+    Examples:
+      pipeline dashboards import
+      pipeline dashboards import --kibana-url https://kibana.internal:5601
+      pipeline dashboards import --file dashboards/pipeline-logs.ndjson --no-overwrite
+    """
     from pipeline.dashboards import export_ndjson, import_to_kibana
 
     if file is None:
@@ -149,7 +164,14 @@ def import_(
 
 @app.command()
 def template(ctx: typer.Context, alias: AliasOption = None) -> None:
-    """Put the logs' index template on Elasticsearch (the shipper does it too, on start)."""
+    """Put the logs' index template on Elasticsearch.
+
+    The shipper (pipeline logs ship) puts it too, each time it starts.
+
+    Examples:
+      pipeline dashboards template
+      pipeline dashboards template --alias pipeline-logs-staging
+    """
     from elasticsearch import ApiError, ConnectionTimeout, SerializationError, TransportError
     from elasticsearch import ConnectionError as ESConnectionError
 

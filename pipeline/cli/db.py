@@ -61,6 +61,10 @@ def status(ctx: typer.Context) -> None:
     Only reads. Exit code 0: up to date; 3: migrations wait (`pipeline db migrate`, or any
     program's start, applies them); 2: an error (no such database, cannot reach it, or a newer
     version of the pipeline migrated it).
+
+    Examples:
+      pipeline db status
+      PIPELINE_DATABASE__URL=postgresql+psycopg://app@db.internal/orders pipeline db status
     """
     from pipeline.database import HEAD_REVISION, build_engine, schema_status, url_label
 
@@ -93,6 +97,10 @@ def migrate(ctx: typer.Context) -> None:
     For a roll-out: migrate first, with a role that may create tables, then start the new
     version's programs. Safe while programs run and when several migrate at once (one does it,
     the others find it done). Creates the SQLite file if there is none.
+
+    Examples:
+      pipeline db migrate
+      PIPELINE_DATABASE__URL=postgresql+psycopg://owner@db.internal/orders pipeline db migrate
     """
     from pipeline.database import HEAD_REVISION, build_engine, create_sqlite_folder
     from pipeline.database import migrate as migrate_schema

@@ -4,7 +4,9 @@
 named); ``pipeline gateway keys ...`` manages its API keys (:mod:`pipeline.cli.gateway_keys`).
 
 1. read the gateway settings (``PIPELINE_GATEWAY__*``, e.g. ``TRUSTED_PROXIES``: the only
-   peers whose ``X-Client-Id`` names the client), with ``--host``/``--port`` on top;
+   peers whose ``X-Client-Id`` names the client), with ``--host``/``--port`` on top, and bind
+   that address once and let go (a port taken: one line, exit code 2, before the database or
+   Kafka is touched; with ``--workers N`` too);
 2. read the JWT verification key, if JWT is configured (a file that cannot be read stops here);
    migrate the database, which keeps the API keys (read now and every ``key_refresh_s``) and,
    on PostgreSQL, the Idempotency-Keys shared by every gateway process;
@@ -122,10 +124,14 @@ def gateway(
         raise PipelineError(f"invalid setting: {problem}")
     if not worker:  # the supervisor checked for its workers
         from pipeline.logs import configure_logging
+        from producers.gateway.workers import check_address
 
-        # Before the check: its error, a missing topic say, is then a log line like the
+        # Before the checks: their error, a missing topic say, is then a log line like the
         # program's others (JSON with a JSON console, and on the logs topic).
         configure_logging(settings, "gateway")
+        # A port taken is one line before anything else is done, one gateway or --workers N:
+        # no database line, no migration (nor a new SQLite file), no wait for Kafka.
+        check_address(config.host, config.port)
         _check_kafka(settings)
     if workers > 1:
         _supervise(settings, config, workers)

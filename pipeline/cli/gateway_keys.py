@@ -174,7 +174,15 @@ def add(
         ),
     ],
 ) -> None:
-    """Add an API key and print it, once: only its digest is kept."""
+    """Add an API key and print it, once: only its digest is kept.
+
+    The key is the last line on stdout, alone (what else is said goes to stderr), so that a
+    script can take it. The database is created and migrated if need be.
+
+    Examples:
+      pipeline gateway keys add shop --types place_order,cancel_order
+      KEY=$(pipeline gateway keys add crm --types register_customer)
+    """
     from producers.gateway.key_table import add_key
 
     allowed = _request_types(types)
@@ -190,7 +198,14 @@ def add(
 
 @app.command("list")
 def list_keys(ctx: typer.Context) -> None:
-    """List the API keys (never the keys themselves): name, key id, types, dates."""
+    """List the API keys (never the keys themselves): name, key id, types, dates.
+
+    Only reads: a database no gateway has used is an error, neither created nor migrated.
+
+    Examples:
+      pipeline gateway keys list
+      PIPELINE_DATABASE__URL=postgresql+psycopg://app@db.internal/orders pipeline gateway keys list
+    """
     from producers.gateway.key_table import load_keys
 
     with _database(ctx, must_exist=True) as engine:
@@ -225,7 +240,13 @@ def revoke(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The key's name.", callback=key_name)],
 ) -> None:
-    """Revoke an API key: running gateways refuse it within their gateway.key_refresh_s."""
+    """Revoke an API key: running gateways refuse it within their gateway.key_refresh_s.
+
+    Its key before a rotation, still valid for --keep-old-for, is refused too.
+
+    Examples:
+      pipeline gateway keys revoke shop
+    """
     from producers.gateway.key_table import revoke_key
 
     with _database(ctx, must_exist=True) as engine:
@@ -252,7 +273,16 @@ def rotate(
     ] = "24h",
 ) -> None:
     """Give an API key a new secret and print the new key, once; the name (the client: its
-    rate limit, Idempotency-Key scope and request types) stays."""
+    rate limit, Idempotency-Key scope and request types) stays.
+
+    The new key is the last line on stdout, alone, as with add; the key before it stays valid
+    for --keep-old-for (24h), while its clients switch.
+
+    Examples:
+      pipeline gateway keys rotate shop
+      pipeline gateway keys rotate shop --keep-old-for 7d
+      pipeline gateway keys rotate shop --keep-old-for 0   # a leaked key: refused at once
+    """
     from producers.gateway.key_table import rotate_key
 
     grace = keep_old_for(keep_old)

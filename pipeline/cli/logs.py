@@ -210,8 +210,8 @@ def _failure(error: Exception, server: ElasticsearchSettings) -> PipelineError:
     from pipeline.logs.elasticsearch import (
         foreign_answer,
         not_elasticsearch,
+        not_reached,
         one_line_reason,
-        plain_http_hint,
         refusal_of,
         unanswered,
     )
@@ -227,9 +227,8 @@ def _failure(error: Exception, server: ElasticsearchSettings) -> PipelineError:
         return PipelineError(refusal)
     if isinstance(error, ConnectionTimeout):  # accepted the connection, never answered
         return _Unavailable(unanswered(url, server.request_timeout_s))
-    if isinstance(error, EsConnectionError):
-        hint = plain_http_hint(url, error)
-        return _Unavailable(f"elasticsearch is unreachable: {error.message}{hint}")
+    if isinstance(error, EsConnectionError):  # the URL without its credentials, and why
+        return _Unavailable(not_reached(url, error))
     if not isinstance(error, ApiError):  # any other TransportError
         return PipelineError(f"the request to Elasticsearch failed: {' '.join(str(error).split())}")
     status = error.meta.status

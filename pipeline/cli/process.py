@@ -163,6 +163,14 @@ def process(
     on stderr and migrated first; the topics and their .dlq must exist
     (`pipeline topics apply`).
 
+    Exit codes:
+    0 stopped by Ctrl-C or SIGTERM once it runs (after its line NAME on
+    KAFKA: topics ...);
+    2 usage or setup error (MODULE:PROCESSOR not found, a topic or its .dlq
+    missing, Kafka unreachable, a database it cannot reach);
+    130 Ctrl-C while it starts (importing, migrating, joining the group):
+    nothing was consumed; SIGTERM then ends it with 143, silently.
+
     Examples:
       pipeline process examples.quickstart.billing:processor
       pipeline process consumers.orders_service:processor --metrics-port 9400

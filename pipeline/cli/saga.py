@@ -180,11 +180,14 @@ def list_command(
 ) -> None:
     """Sagas, the most recently changed first, and how many there are in each state.
 
+    --ids-only prints the ids alone, one a line, for a script; xargs -r runs nothing when none
+    match (without -r, GNU xargs runs the command once, with no id).
+
     Examples:
       pipeline saga list --state compensation_failed
       pipeline saga list --name CreateOrder --max 10
       pipeline saga show SAGA_ID            # then one saga's timeline
-      pipeline saga list -s compensation_failed --ids-only --max 1000 | xargs pipeline saga retry
+      pipeline saga list -s compensation_failed --ids-only -n 1000 | xargs -r pipeline saga retry
     """
     from pipeline.sagas.store import count_by_status, list_sagas
     from pipeline.sagas.topics import SagaTopics
@@ -273,7 +276,14 @@ def show(
     ctx: typer.Context,
     saga_id: Annotated[str, typer.Argument(help="The saga's id.", callback=stored_name)],
 ) -> None:
-    """One saga: its state, its data, each step, and its timeline with every attempt."""
+    """One saga: its state, its data, each step, and its timeline with every attempt.
+
+    Only reads. A stuck saga's page ends with the commands that act on it (retry, resolve).
+
+    Examples:
+      pipeline saga show ORDER-17
+      pipeline logs search --correlation-id ORDER-17 --since 1d   # and its log lines
+    """
     from pipeline.sagas.machine import shown_saga_id
     from pipeline.sagas.store import load_saga
 
@@ -417,12 +427,14 @@ def retry(
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
     """Try a stuck saga's failed compensation (or confirms) again (compensation_failed or
-    confirmation_failed only); the orchestrator carries on from there. Several ids: exit code
-    1 when any could not be retried (each has its error line; the others were).
+    confirmation_failed only); the orchestrator carries on from there.
+
+    Several ids: exit code 1 when any could not be retried (each has its error line; the
+    others were). Ids from saga list go through xargs -r, which runs nothing when none match.
 
     Examples:
       pipeline saga retry ORDER-1
-      pipeline saga list -s compensation_failed --ids-only --max 1000 | xargs pipeline saga retry
+      pipeline saga list -s compensation_failed --ids-only -n 1000 | xargs -r pipeline saga retry
     """
     _operate(ctx, registry, saga_ids, None)
 
@@ -441,8 +453,15 @@ def resolve(
     ],
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
-    """Mark a stuck saga as handled by hand: it ends as resolved. Several ids: the same note
-    for each, exit code 1 when any could not be resolved (each has its error line)."""
+    """Mark a stuck saga as handled by hand: it ends as resolved.
+
+    The compensations it had not run are not run: undo what is left by hand first (saga show
+    lists each step). Several ids: the same note for each, exit code 1 when any could not be
+    resolved (each has its error line).
+
+    Examples:
+      pipeline saga resolve ORDER-17 --note "refunded by hand, ticket 4711"
+    """
     if not note.strip():
         # A saga ended by hand with no word of what was done cannot be audited later.
         raise typer.BadParameter("say what was done by hand", param_hint="--note")
@@ -468,8 +487,16 @@ def prune(
     ] = False,
 ) -> None:
     """Delete the sagas that ended (completed, compensated, resolved) longer ago than their
-    retention, as every orchestrator does every few minutes. Sagas still running or waiting
-    for an operator are never deleted."""
+    retention.
+
+    Every orchestrator does it too, every few minutes. Sagas still running or waiting for an
+    operator are never deleted.
+
+    Examples:
+      pipeline saga prune --dry-run            # only count them
+      pipeline saga prune
+      pipeline saga prune --older-than-days 7
+    """
     from pipeline.sagas.state_counts import deletable_before
     from pipeline.sagas.store import count_ended_sagas, delete_ended_sagas
 
@@ -513,7 +540,15 @@ def graph(
     ] = None,
     registry: RegistryOption = DEMO_REGISTRY,
 ) -> None:
-    """The saga as a Mermaid flowchart: steps forwards, compensations backwards."""
+    """The saga as a Mermaid flowchart: steps forwards, compensations backwards.
+
+    The Mermaid text goes to stdout, for a mermaid block in Markdown (GitHub draws it).
+
+    Examples:
+      pipeline saga graph CreateOrder
+      pipeline saga graph CreateOrder --version 1
+      pipeline saga graph Billing --registry billing.sagas:registry
+    """
     from pipeline.sagas import SagaRegistry, mermaid
 
     sagas = load_attribute(registry, SagaRegistry, what="REGISTRY", example=DEMO_REGISTRY)

@@ -137,7 +137,7 @@ def more_than_shown(
 
 
 def ids_only(rows: Sequence[SagaRow]) -> str:
-    """The sagas' ids, one a line, as they are, for a script (``| xargs pipeline saga retry``).
+    """The sagas' ids, one a line, as they are, for a script (``| xargs -r pipeline saga retry``).
     An id that can be no saga's (a line break in it: a row written by hand) is quoted on its
     line instead, so that every line is one saga's."""
     from pipeline.sagas.machine import shown_saga_id

@@ -128,6 +128,12 @@ def up(
     The first run fetches Kafka and Elasticsearch from Maven Central (a few minutes); later runs
     start in seconds. PostgreSQL is Debian's (apt-get install postgresql), run in the stack's home.
     Ctrl-C (exit code 130) or SIGTERM (143) stops what this run had started.
+
+    Examples:
+      pipeline stack up
+      pipeline stack up --only postgres
+      pipeline stack up --secure           # SASL_SSL Kafka, HTTPS Elasticsearch, TLS PostgreSQL
+      pipeline stack up --docker           # the docker compose stack, Kibana included
     """
     from pipeline.stack.manager import StackManager
 
@@ -166,7 +172,16 @@ def _print_client_settings(manager: StackManager) -> None:
 
 @app.command()
 def status(ctx: typer.Context, docker: bool = DockerOption, secure: bool = SecureOption) -> None:
-    """Show whether Kafka, Elasticsearch and PostgreSQL answer; exit 0 only when all do."""
+    """Show whether Kafka, Elasticsearch and PostgreSQL answer; exit 0 only when all do.
+
+    Exit code 1 when one does not (its row says why); the other stack, plain or secure, is
+    named when it runs too.
+
+    Examples:
+      pipeline stack status
+      pipeline stack status --secure
+      pipeline stack status --docker       # the compose services, and whether they answer
+    """
     from pipeline.stack.manager import StackManager
     from pipeline.stack.preflight import StackError
 
@@ -211,7 +226,16 @@ def down(
     ),
     secure: bool = SecureOption,
 ) -> None:
-    """Stop the processes `pipeline stack up` started (by their recorded ids), nothing else."""
+    """Stop the processes `pipeline stack up` started (by their recorded ids), nothing else.
+
+    A Kafka, Elasticsearch or PostgreSQL it did not start keeps running; the data stays
+    unless --purge.
+
+    Examples:
+      pipeline stack down
+      pipeline stack down --only elasticsearch
+      pipeline stack down --purge          # and delete the topics, indices and databases
+    """
     from pipeline.stack.manager import StackManager
 
     settings = _settings(ctx)
@@ -238,7 +262,16 @@ def logs(
     secure: bool = SecureOption,
 ) -> None:
     """Show the last lines of a component's log; with --follow, until Ctrl-C (exit code 130)
-    or SIGTERM (143)."""
+    or SIGTERM (143).
+
+    Exit code 1 when the component has no log yet.
+
+    Examples:
+      pipeline stack logs kafka
+      pipeline stack logs postgres -n 200
+      pipeline stack logs elasticsearch --follow
+      pipeline stack logs kibana --docker
+    """
     from pipeline.stack.log_tail import tail
     from pipeline.stack.manager import StackManager
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.console import announcing_kafka, stdout_console
+from pipeline.cli.console import announcing_kafka, stderr_console, stdout_console
 from pipeline.plurals import counted
 from pipeline.settings import PipelineSettings
 
@@ -96,9 +96,12 @@ def _plan_table(plan: Plan) -> Table:
     return table
 
 
-def _print_warnings(console: Console, plan: Plan) -> None:
+def _print_warnings(plan: Plan) -> None:
+    """What apply leaves alone (fewer partitions, another replication factor), on stderr:
+    stdout is the plan's (a script reading the table got the warnings among it)."""
+    err = stderr_console()
     for warning in plan.warnings:
-        console.print(f"[yellow]warning:[/yellow] topic {warning.topic} {warning.problem}")
+        err.print(f"[yellow]warning:[/yellow] {escape(f'topic {warning.topic} {warning.problem}')}")
 
 
 def _print_differences(console: Console, plan: Plan) -> None:
@@ -128,12 +131,21 @@ _APPLY_HELP = (
     "Make the broker's topics match the catalogue: create missing topics, add partitions, "
     "set retention, cleanup policy and other configs.\n\n"
     "Differences that cannot be applied safely (fewer partitions, another replication factor) "
-    "are shown as warnings and left alone."
+    "are warnings on stderr, and left alone; the plan is on stdout.\n\n"
+    "Examples:\n"
+    "  pipeline topics apply --dry-run                # what would change, checked by Kafka\n"
+    "  pipeline topics apply\n"
+    "  pipeline topics apply --replication-factor 3   # the built-in catalogue on 3 brokers\n"
+    "  pipeline topics apply --catalogue topics.toml"
 )
 _LIST_HELP = (
     "Show topics with partitions, replication, retention and cleanup policy.\n\n"
     "By default the catalogue's topics, marking those missing from the broker and those that "
-    "differ from the catalogue, and how they differ."
+    "differ from the catalogue, and how they differ.\n\n"
+    "Examples:\n"
+    "  pipeline topics list\n"
+    "  pipeline topics list --all                     # every topic on the broker\n"
+    "  pipeline topics list --catalogue topics.toml"
 )
 
 
@@ -169,10 +181,10 @@ def apply_command(
         return
     if not plan.has_changes:
         console.print("no changes to apply")
-        _print_warnings(console, plan)
+        _print_warnings(plan)
         return
     console.print(_plan_table(plan))
-    _print_warnings(console, plan)
+    _print_warnings(plan)
     if dry_run:
         apply_plan(admin, plan, bootstrap=bootstrap, validate_only=True)
         console.print(

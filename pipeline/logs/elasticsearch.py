@@ -111,9 +111,8 @@ def refuse_an_https_port_over_http(es: Elasticsearch, url: str) -> None:
     except EsConnectionError as error:
         # A hang-up alone may be a proxy whose Elasticsearch is down (an outage to wait out):
         # only a port that answers a TLS handshake is taken for an HTTPS one.
-        hint = plain_http_hint(url, error)
-        if hint and _speaks_tls(url):
-            raise PipelineError(f"elasticsearch is unreachable: {error.message}{hint}") from None
+        if plain_http_hint(url, error) and _speaks_tls(url):
+            raise PipelineError(not_reached(url, error)) from None
     except Exception:  # the caller's own handling says what it is
         pass
 
@@ -267,6 +266,20 @@ def unreachable(url: str, error: BaseException, waited_s: float) -> str:
     if isinstance(error, ConnectionTimeout):  # a tenth of a second for a short timeout
         return unanswered(url, float(round(waited_s, 1 if waited_s < 10 else None)))
     return f"cannot reach Elasticsearch at {masked_url(url)} ({_not_reached_because(error)})"
+
+
+def not_reached(url: str, error: BaseException) -> str:
+    """One line for a connection to Elasticsearch that failed (elastic-transport's
+    ``ConnectionError``; not a timeout: :func:`unanswered`), as :func:`unreachable` says it:
+    ``cannot reach Elasticsearch at URL (connection refused)``, the URL without its
+    credentials. An ``http://`` URL whose server hung up at once gets
+    :func:`plain_http_hint`'s reason instead (an HTTPS port?). The client's own text was
+    ``elasticsearch is unreachable: HTTPConnection(host=..., port=...): Failed to establish a
+    new connection: [Errno 111] Connection refused``."""
+    hint = plain_http_hint(url, error)
+    if hint:
+        return f"cannot reach Elasticsearch at {masked_url(url)}{hint}"
+    return unreachable(url, error, 0.0)
 
 
 #: Why a connection failed, by the operating system's error at its root.

@@ -208,6 +208,8 @@ def check_address(host: str, port: int) -> None:
                 probe.bind(address)
     except OSError as error:  # socket.gaierror included
         reason = (error.strerror or str(error)).lower()
+        if isinstance(error, socket.gaierror):  # as the server says it (server.serve)
+            reason = f"no such address ({reason})"
         raise PipelineError(f"cannot listen on {host}:{port}: {reason}") from None
 
 

@@ -194,7 +194,7 @@ def test_ship_to_an_https_port_over_http_is_one_line_at_once_not_a_wait(new_topi
 
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: elasticsearch is unreachable: "), last
+    assert last.startswith(f"error: cannot reach Elasticsearch at http://{address} ("), last
     assert "an HTTPS port? then PIPELINE_ELASTICSEARCH__URL starts with https://" in last, last
 
 

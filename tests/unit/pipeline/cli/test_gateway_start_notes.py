@@ -73,6 +73,8 @@ def gateway_edges(
         "pipeline.kafka.producer.build_event_producer", lambda *args: FakeProducer()
     )
     monkeypatch.setattr("producers.gateway.serve", start_and_stop)
+    # The port check binds the port (test_gateway_port_taken.py): no socket here either.
+    monkeypatch.setattr("producers.gateway.workers.check_address", lambda host, port: None)
     # The workers' shared store is PostgreSQL's; here they share the SQLite file, memory stores.
     monkeypatch.setattr(gateway_cli, "_names_postgres", lambda url: True)
     started: list[list[str]] = []

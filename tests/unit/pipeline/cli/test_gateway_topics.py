@@ -52,6 +52,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     calls: list[bool] = []
     monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", BOOTSTRAP)
     monkeypatch.setattr(gateway_cli, "_serve", lambda *args, **kwargs: calls.append(True))
+    # Its port check binds the port (test_gateway_port_taken.py): no socket here.
+    monkeypatch.setattr("producers.gateway.workers.check_address", lambda host, port: None)
     monkeypatch.setattr(gateway_cli, "_FIRST_ANSWER_S", 0.01)
     return calls
 

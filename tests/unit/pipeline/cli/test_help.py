@@ -156,3 +156,43 @@ def test_at_80_columns_no_help_text_is_cut_short(path):
 
     assert result.exit_code == 0, result.output
     assert "…" not in result.output, result.output
+
+
+#: Commands whose help got examples after an outside review found none there.
+EXAMPLES_ADDED = [
+    "topics apply",
+    "topics list",
+    "stack up",
+    "stack status",
+    "stack down",
+    "stack logs",
+    "db status",
+    "db migrate",
+    "dashboards export",
+    "dashboards import",
+    "dashboards template",
+    "saga show",
+    "saga resolve",
+    "saga prune",
+    "saga graph",
+    "gateway keys add",
+    "gateway keys list",
+    "gateway keys revoke",
+    "gateway keys rotate",
+]
+
+
+@pytest.mark.parametrize("command", ["saga list", "saga retry", *EXAMPLES_ADDED])
+def test_examples_show_on_the_help_page_indented_under_their_heading(command):
+    # Typer dedents the text after the first paragraph as one block: examples right under
+    # it lost their indentation ("Examples:" flush with "pipeline saga list ...").
+    result = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "200"})
+    lines = result.output.splitlines()
+    heading = next(index for index, line in enumerate(lines) if line.strip() == "Examples:")
+    margin = len(lines[heading]) - len(lines[heading].lstrip())
+    examples = lines[heading + 1 : heading + 1 + len(_examples(tuple(command.split())))]
+
+    assert result.exit_code == 0, result.output
+    assert examples, result.output
+    for line in examples:
+        assert len(line) - len(line.lstrip()) == margin + 2, result.output
