@@ -3,7 +3,8 @@
 The format is pipeline/replay/recording.py's (kcat's field names, binary-safe, headers as
 ordered pairs); what is read, from where to where, is pipeline/replay/recorder.py's.
 
-1. check the options (one start; the times) and open the output;
+1. check the options (one start; the times; ``--out``: no directory, its folder there), then
+   that the topics exist, then open the output and say what is recorded;
 2. read and write line by line, with a progress line (count and rate) on stderr;
 3. on a stop condition, Ctrl-C or SIGTERM: close the file (every line in it is complete), then
    print the summary (messages per partition, with their first and last offsets).
@@ -14,6 +15,7 @@ itself to stdout.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -111,10 +113,12 @@ class CountProgress:
         if self._live is not None:
             self._live.stop()
 
-    def set_total(self, total: int) -> None:
-        """The number of messages expected, once known."""
+    def restart(self, total: int) -> None:
+        """Count ``total`` from now: the rate (and a bar's elapsed time) start again, for work
+        that begins after a first step not counted (a replay checks its file, then sends)."""
+        self._began = self._printed = time.monotonic()
         if self._live is not None:
-            self._live.update(self._task, total=total)
+            self._live.reset(self._task, total=total)
 
     def advance(self, count: int) -> None:
         self.count += count
@@ -232,6 +236,27 @@ def _require_topics(settings: PipelineSettings, topics: list[str]) -> None:
         )
 
 
+def _check_out(out: str) -> None:
+    """A :class:`PipelineError` for an ``--out`` that can be no recording's file, a directory
+    or a file in a folder that is not there, before Kafka is asked anything or the recording
+    announced (it was said after the line that said what was being recorded). Nothing is
+    created: the file is opened once the topics are known to exist (:func:`_output`)."""
+    if out == "-":
+        return
+    path = Path(out)
+    try:
+        is_dir = path.is_dir()
+        folder = path.absolute().parent
+        folder_is_dir, folder_exists = folder.is_dir(), folder.exists()
+    except OSError as error:  # a name too long: is_dir() says False only when it is not
+        raise PipelineError(f"cannot write {path}: {error.strerror or error}") from None
+    if is_dir:
+        raise PipelineError(f"--out {path} is a directory")
+    if not folder_is_dir:
+        why = errno.ENOTDIR if folder_exists else errno.ENOENT
+        raise PipelineError(f"cannot write {path}: {os.strerror(why)}")
+
+
 @contextmanager
 def _output(out: str) -> Iterator[IO[bytes]]:
     if out == "-":
@@ -244,13 +269,8 @@ def _output(out: str) -> Iterator[IO[bytes]]:
         except OSError as error:  # stdout refused (a full disk): one line, not a traceback
             raise stdout_refused(error) from None
         return
+    _check_out(out)  # again: the folder may have changed while Kafka was asked
     path = Path(out)
-    try:
-        is_dir = path.is_dir()
-    except OSError as error:  # a name too long: is_dir() says False only when it is not
-        raise PipelineError(f"cannot write {path}: {error.strerror or error}") from None
-    if is_dir:
-        raise PipelineError(f"--out {path} is a directory")
     try:
         opened = path.open("wb")
     except OSError as error:
@@ -383,12 +403,14 @@ def record(
         )
     topics = list(dict.fromkeys(topics))
     _check_topic_names(topics)
+    _check_out(out)
     _require_topics(settings, topics)
-    _err.print(_describe(topics, start, stop))
     tally = _Tally()
     interrupted: KeyboardInterrupt | None = None
     began = time.monotonic()
     with _output(out) as stream, signals_interrupt():
+        # Once the file is open: a file that cannot be written is the only line.
+        _err.print(_describe(topics, start, stop))
         writer = RecordingWriter(stream)
         # The recording on the terminal: a live line would be drawn into it.
         on_screen = out == "-" and sys.stdout.isatty()

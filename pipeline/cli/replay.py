@@ -5,16 +5,18 @@
    is sent), and the target topics must exist with the partitions needed
    (``--preserve-partitions``). Reading stdin (``-``), this is done as the messages come
    instead, in one process;
-2. send, with a progress line (count and rate) on stderr: a file with several processes, each
-   owning whole partitions (pipeline/replay/processes.py), stdin with one
-   (pipeline/replay/replayer.py);
+2. send, with a progress line (count and rate, since the sending started) on stderr: a file
+   with several processes, each owning whole partitions (pipeline/replay/processes.py), stdin
+   with one (pipeline/replay/replayer.py);
 3. flush, so every message sent is acknowledged or failed, then print the summary: always,
-   also after Ctrl-C (or SIGTERM) or a failure.
+   also after Ctrl-C (or SIGTERM) or a failure. It gives the time sending (and its rate) and,
+   for a file, the whole time with the check before it (and that rate): docs/replay.md.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -74,14 +76,39 @@ def _plan(
     return f"replaying {what} from {source} {into}, {pace}{by}"
 
 
-def _summary(summary: ReplaySummary) -> None:
+#: The summary's rows of time: the sending, and (a file) the whole command with the check.
+SENDING = "sending"
+IN_ALL = "in all (reading and checking the file first)"
+
+
+def _time_and_rate(sent: int, seconds: float) -> str:
+    """``1.17 s, 256,994 messages/s``: a time and the rate of ``sent`` messages over it."""
+    if seconds <= 0:
+        return "not started"
+    took = f"{seconds:,.2f} s"
+    return f"{took}, {sent / seconds:,.0f} messages/s" if sent else took
+
+
+def _summary_rows(summary: ReplaySummary, in_all_s: float | None) -> list[tuple[str, str]]:
+    """The rows of the summary: what was acknowledged; the time sending (the library's
+    ``elapsed_s``: from the first message sent to the last acknowledged or failed) and its
+    rate; with ``in_all_s`` (a file: checked whole before anything is sent), the whole time
+    from the command's start, the check included, and that rate."""
+    rows = [
+        ("sent (acknowledged)", f"{summary.sent:,}"),
+        (SENDING, _time_and_rate(summary.sent, summary.elapsed_s)),
+    ]
+    if in_all_s is not None:  # not stdin, whose lines are checked as they come, and sent
+        rows.append((IN_ALL, _time_and_rate(summary.sent, in_all_s)))
+    return rows
+
+
+def _summary(summary: ReplaySummary, in_all_s: float | None) -> None:
     table = Table(title="replayed", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("sent (acknowledged)", f"{summary.sent:,}")
-    table.add_row("elapsed", f"{summary.elapsed_s:.2f} s")
-    rate = summary.sent / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
-    table.add_row("rate", f"{rate:,.0f} messages/s" if rate else "-")
+    for what, value in _summary_rows(summary, in_all_s):
+        table.add_row(what, value)
     _err.print(table)
     if summary.per_topic:
         per_topic = Table(title="sent per topic")
@@ -184,6 +211,7 @@ def replay(
         replay_into_kafka,
     )
 
+    began = time.monotonic()  # the summary's "in all" (a file: the check, then the sending)
     settings = ctx.obj
     assert isinstance(settings, PipelineSettings)
     pacing = Pacing(
@@ -201,6 +229,11 @@ def replay(
     progress = CountProgress("replaying", on_terminal="nothing" if typed else "live")
     checked: list[RecordingSurvey] = []
 
+    def in_all() -> float | None:
+        """The time since the command started, the check included; None for stdin, checked
+        line by line as it is sent (its one time is the sending's)."""
+        return None if file == "-" else time.monotonic() - began
+
     def on_checked(found: RecordingSurvey, count: int) -> None:
         checked.append(found)
         if found.messages:
@@ -208,7 +241,10 @@ def replay(
             # messages have nothing to send, and are not said to (a recording of 1 message
             # with 2 started is sent by 1).
             _err.print(_plan(found, file, pacing, topic, min(count, found.messages)))
-            progress.set_total(found.messages)
+            # The check is done: the rate counts from now, the clock of the summary's sending
+            # rate (the check of the whole file would slow it). Stdin, checked as it is sent,
+            # counts from the command's start.
+            progress.restart(found.messages)
         else:
             _err.print(f"{file} holds no message: nothing to replay")
 
@@ -245,14 +281,14 @@ def replay(
     except ReplayInterrupted as interrupted:
         if typed:  # the terminal echoed ^C after what was being typed: a line of its own
             _err.print()
-        _summary(interrupted.summary)
+        _summary(interrupted.summary, in_all())
         _err.print("interrupted")
         raise typer.Exit(exit_code(interrupted.interrupt)) from None
     except ReplayStopped as stopped:  # part way through stdin: say what went before the error
-        _summary(stopped.summary)
+        _summary(stopped.summary, in_all())
         raise stopped.error from None
     except ReplayFailed as failed:
-        _summary(failed.summary)
+        _summary(failed.summary, in_all())
         _err.print(f"[red]error:[/red] {escape(str(failed))}", highlight=False)
         raise typer.Exit(EXIT_DELIVERY_FAILED) from None
-    _summary(summary)
+    _summary(summary, in_all())

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -320,13 +321,41 @@ def parse_line(line: str, *, where: str = "line") -> RecordedMessage:
             timestamp_type=tstype,
         )
     except json.JSONDecodeError as error:
-        # The column in the line: json's own "line 2 column 1" counted the line's newline.
-        raise RecordingError(
-            f"{where}: not a recorded message (invalid JSON: {json_error_reason(error)} at "
-            f"column {error.pos + 1})"
-        ) from None
+        why = _not_json(line, error)
+        raise RecordingError(f"{where}: not a recorded message ({why})") from None
     except ValueError as error:
         raise RecordingError(f"{where}: not a recorded message ({error})") from None
+
+
+def _not_json(line: str, error: json.JSONDecodeError) -> str:
+    """Why ``line`` is not JSON: a line that ends inside a string, said in words (most likely
+    cut short: a copy or a recording stopped part way), else json's reason and its column."""
+    if _ends_inside_a_string(line, error):
+        return "the line ends inside a string: cut short?"
+    # The column in the line: json's own "line 2 column 1" counted the line's newline.
+    return f"invalid JSON: {json_error_reason(error)} at column {error.pos + 1}"
+
+
+#: What is left of an escape ``\\uXXXX`` cut short (``error.pos`` is at its ``u``).
+_CUT_UNICODE_ESCAPE = re.compile(r"u[0-9A-Fa-f]{0,3}")
+
+
+def _ends_inside_a_string(line: str, error: json.JSONDecodeError) -> bool:
+    """Whether json failed because ``line`` ends inside a string. json says it as a string never
+    closed ("Unterminated string starting at" its opening quote: the last line, without a
+    newline), or as what it found at the end of the line inside the string: the newline (a
+    control character), or an escape cut short (a backslash, or a ``\\uXXXX`` missing
+    digits, before the newline)."""
+    if error.msg == "Unterminated string starting at":
+        return True
+    rest = line[error.pos :].rstrip("\r\n")  # from json's fault to the end of the line
+    if error.msg == "Invalid control character at":
+        return not rest
+    if error.msg == "Invalid \\escape":
+        return rest == "\\"
+    if error.msg == "Invalid \\uXXXX escape":
+        return _CUT_UNICODE_ESCAPE.fullmatch(rest) is not None
+    return False
 
 
 def parse_lines(lines: Iterable[bytes], *, source: str) -> Iterator[RecordedMessage]:

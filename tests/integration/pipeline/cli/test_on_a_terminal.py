@@ -163,7 +163,7 @@ def test_a_recording_typed_at_the_terminal_is_not_wiped_by_a_bar(new_topic):
     assert "reading NDJSON from the terminal; end with Ctrl-D" in shown, shown
     assert TYPED in shown
     assert not _ELAPSED.search(replayed.stdout), replayed.stdout  # no bar, even for a moment
-    assert "│ sent (acknowledged) │            1 │" in shown, shown
+    assert any(re.search(r"│ sent \(acknowledged\) +│ +1 │", line) for line in shown), shown
 
 
 def test_produce_reading_what_is_typed_says_so_and_draws_no_bar(new_topic):

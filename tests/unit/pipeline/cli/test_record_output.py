@@ -1,4 +1,5 @@
-"""``pipeline record``'s file: what is left of it when a write fails."""
+"""``pipeline record``'s file: what is left of it when a write fails; an ``--out`` that can be
+no file is refused before anything is said or asked of Kafka."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from pipeline.cli import record
+from pipeline.cli.main import app
 from pipeline.cli.record import _cut_after_last_line, _describe, _output
 from pipeline.errors import PipelineError
 from pipeline.replay.bounds import FromTime, Stop
@@ -83,3 +87,62 @@ def test_the_first_line_gives_a_bound_to_the_millisecond_when_it_has_millisecond
         "until the end offsets of now or 2026-01-01T09:00:00.200+00:00"
     )
     assert whole == "recording t from the beginning, until 2026-01-01T09:00:00+00:00"
+
+
+# --- --out is checked before anything is said or asked of Kafka ---------------------------
+
+
+@pytest.fixture
+def kafka_asked(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The topics ``record`` asked Kafka about (they all exist); it records nothing."""
+    asked: list[list[str]] = []
+    monkeypatch.setattr(record, "_require_topics", lambda settings, topics: asked.append(topics))
+
+    def record_topics(*args, **kwargs):  # a generator, as the recorder's: it has close()
+        yield from ()
+
+    monkeypatch.setattr("pipeline.replay.recorder.record_topics", record_topics)
+    return asked
+
+
+def _record(*args: str):
+    return CliRunner().invoke(app, ["record", "rv2.t", "--until-end", *args])
+
+
+@pytest.mark.parametrize(
+    ("out", "error"),
+    [
+        ("adir", "--out {tmp}/adir is a directory"),
+        ("missing/x", "cannot write {tmp}/missing/x: No such file or directory"),
+        ("afile/x", "cannot write {tmp}/afile/x: Not a directory"),
+    ],
+    ids=["a directory", "no such folder", "a file as folder"],
+)
+def test_an_out_that_can_be_no_file_is_the_only_line(
+    tmp_path: Path, kafka_asked: list[list[str]], out: str, error: str
+) -> None:
+    # It said "recording rv2.t from now on, until the end offsets of now" first.
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("")
+
+    result = _record("-o", str(tmp_path / out))
+
+    assert isinstance(result.exception, PipelineError), result.exception
+    assert str(result.exception) == error.format(tmp=tmp_path)
+    assert result.stderr == ""
+    assert kafka_asked == []
+
+
+def test_a_good_out_is_announced_once_the_topics_exist_and_the_file_is_open(
+    tmp_path: Path, kafka_asked: list[list[str]]
+) -> None:
+    out = tmp_path / "r.jsonl"
+
+    result = _record("-o", str(out))
+
+    assert result.exit_code == 0, result.output
+    assert kafka_asked == [["rv2.t"]]
+    assert result.stderr.splitlines()[0] == (
+        "recording rv2.t from now on, until the end offsets of now"
+    )
+    assert out.read_bytes() == b""

@@ -403,12 +403,69 @@ def test_a_string_path_reads_as_a_path_does(tmp_path):
     assert list(read_recording(str(recording))) == list(read_recording(recording))
 
 
-def test_an_unterminated_string_is_said_with_one_at(tmp_path):
-    recording = tmp_path / "r.ndjson"
-    recording.write_text('{"topic":"t","partition":0,"offset":0,"payload":"cut')  # cut off
+#: A line as `pipeline record` writes it, its payload JSON text (escaped quotes in it).
+WHOLE = format_line(
+    RecordedMessage("orders", 0, 7, b"o-7", '{"order_id": "o-7", "note": "café"}'.encode())
+)
+#: The line cut inside a string: in "café"; and right after a backslash (of \"o-7\").
+IN_A_STRING = WHOLE[: WHOLE.index("caf") + 3]
+AFTER_A_BACKSLASH = WHOLE[: WHOLE.index('\\"o-7') + 1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # json: "Invalid control character at" (the newline)
+        pytest.param(f"{WHOLE}\n{IN_A_STRING}\n{WHOLE}\n", id="a-line-in-the-middle"),
+        # json: "Unterminated string starting at"
+        pytest.param(f"{WHOLE}\n{IN_A_STRING}", id="the-last-line-without-a-newline"),
+        pytest.param(f"{WHOLE}\r\n{IN_A_STRING}\r\n{WHOLE}\r\n", id="crlf"),
+        # json: "Invalid \\escape" (the backslash before the newline)
+        pytest.param(f"{WHOLE}\n{AFTER_A_BACKSLASH}\n{WHOLE}\n", id="after-a-backslash"),
+    ],
+)
+@pytest.mark.parametrize("read", [read_recording, read_recording_for_replay])
+def test_a_line_cut_short_inside_a_string_is_said_so_in_words(tmp_path, text, read):
+    # An outside review, of a line cut with awk: "trunc.ndjson:500: not a recorded message
+    # (invalid JSON: Invalid control character at column 61)", and at the last line
+    # "Unterminated string starting at column 182": the line was right, the reason obscure.
+    recording = tmp_path / "trunc.ndjson"
+    recording.write_bytes(text.encode())
+
     with pytest.raises(RecordingError) as refused:
-        list(read_recording(recording))
-    assert "(invalid JSON: Unterminated string starting at column 49)" in str(refused.value)
+        list(read(recording))
+
+    assert str(refused.value) == (
+        f"{recording}:2: not a recorded message (the line ends inside a string: cut short?)"
+    )
+
+
+def test_a_line_cut_short_in_a_unicode_escape_is_said_so_too():
+    line = '{"topic":"t","payload":"caf\\u00e'  # \u00e9 cut after its 3rd digit
+
+    with pytest.raises(RecordingError) as refused:
+        parse_line(line + "\n", where="r.ndjson:3")
+
+    assert str(refused.value) == (
+        "r.ndjson:3: not a recorded message (the line ends inside a string: cut short?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        # A tab inside a string, not at the end: json's reason and its column (with one "at").
+        ('{"topic":"t","payload":"a\tb"}\n', "Invalid control character at column 26"),
+        ('{"topic":"t","payload":"a\\qb"}\n', "Invalid \\escape at column 26"),
+        ('{"topic":"t","payload":"\\u00zz"}\n', "Invalid \\uXXXX escape at column 26"),
+        ('{"topic":"t","payload":\n', "Expecting value at column 25"),  # cut, not in a string
+    ],
+)
+def test_other_invalid_json_keeps_json_s_reason_and_its_column(line, reason):
+    with pytest.raises(RecordingError) as refused:
+        parse_line(line, where="r.ndjson:1")
+
+    assert str(refused.value) == f"r.ndjson:1: not a recorded message (invalid JSON: {reason})"
 
 
 BOM = b"\xef\xbb\xbf"
