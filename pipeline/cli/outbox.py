@@ -124,7 +124,7 @@ def summary_table(totals: RelayTotals) -> Table:
     table.add_row("published (acknowledged and marked)", f"{totals.published:,}")
     table.add_row("left unpublished (tried again later)", f"{totals.failed:,}")
     if totals.held:
-        table.add_row("  of them held back, not sent", f"{totals.held:,}")
+        table.add_row("  of them held back (not published)", f"{totals.held:,}")
     table.add_row("batches", f"{totals.batches:,}")
     table.add_row("expired rows deleted", f"{totals.deleted:,}")
     return table

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["LAG_STALE_S", "MetricsSnapshot", "ProcessorMetrics", "consumer_lag"]
+__all__ = ["LAG_STALE_S", "STALLED_AFTER_S", "MetricsSnapshot", "ProcessorMetrics", "consumer_lag"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class MetricsSnapshot:
     #: Seconds since an attempt first found the database unavailable, while no attempt has got
     #: through since; ``None`` while it answers.
     database_down_s: float | None = None
+    #: Seconds the processor has had events in flight without finishing any (0: it finishes
+    #: events, or has none in flight).
+    stalled_s: float = 0.0
 
     @property
     def dead_lettered_total(self) -> int:
@@ -42,11 +46,22 @@ class MetricsSnapshot:
 
 
 class ProcessorMetrics:
-    """Counts what the engine does; read with :meth:`snapshot`."""
+    """Counts what the engine does; read with :meth:`snapshot`.
 
-    def __init__(self, processor: str, registry: CollectorRegistry | None = None) -> None:
+    ``clock`` (monotonic seconds) times how long events are in flight with none finishing
+    (``pipeline_events_stalled_seconds``).
+    """
+
+    def __init__(
+        self,
+        processor: str,
+        registry: CollectorRegistry | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         self.processor = processor
+        self._clock = clock
         labels = ["processor", "topic"]
         self._processed = Counter(
             "pipeline_events_processed",
@@ -98,6 +113,14 @@ class ProcessorMetrics:
             ["processor"],
             registry=self.registry,
         )
+        self._stalled = Gauge(
+            "pipeline_events_stalled_seconds",
+            "Seconds the processor has had events in flight without finishing any (processed, "
+            "skipped as duplicates or dead-lettered); 0 while it finishes events or has none in "
+            "flight",
+            ["processor"],
+            registry=self.registry,
+        )
         # The labelled children of the per-event counters, looked up once per topic (a
         # ``labels()`` call per event was a measurable part of the cost of an event).
         self._processed_of: dict[str, Counter] = {}
@@ -108,6 +131,8 @@ class ProcessorMetrics:
         self._dead: dict[str, int] = {}
         self._lags: dict[tuple[str, int], int] = {}
         self._in_flight_now = 0
+        #: When an event last finished, or events came in flight while none were (monotonic).
+        self._progress_at = clock()
         #: When a fetch answer last gave the end offsets (epoch seconds; None: not known).
         self._answered_at: float | None = None
         #: When the database was first found unavailable (monotonic; None: it answers).
@@ -118,9 +143,12 @@ class ProcessorMetrics:
         self._database_up.labels(self.processor).set_function(
             lambda: 0.0 if self._database_down_since is not None else 1.0
         )
+        # Worked out when scraped, like the lag's age: it grows while the event loop is blocked.
+        self._stalled.labels(self.processor).set_function(self.stalled_s)
 
     def processed(self, topic: str) -> None:
         self._counts["processed"] += 1
+        self._progress_at = self._clock()
         child = self._processed_of.get(topic)
         if child is None:
             child = self._processed_of[topic] = self._processed.labels(self.processor, topic)
@@ -128,10 +156,12 @@ class ProcessorMetrics:
 
     def duplicate(self, topic: str) -> None:
         self._counts["duplicates"] += 1
+        self._progress_at = self._clock()
         self._duplicates.labels(self.processor, topic).inc()
 
     def dead_lettered(self, topic: str, reason: str) -> None:
         self._dead[reason] = self._dead.get(reason, 0) + 1
+        self._progress_at = self._clock()
         self._dead_lettered.labels(self.processor, topic, reason).inc()
 
     def retried(self, topic: str) -> None:
@@ -139,7 +169,20 @@ class ProcessorMetrics:
         self._retries.labels(self.processor, topic).inc()
 
     def set_in_flight(self, count: int) -> None:
+        if count and not self._in_flight_now:
+            # The stall is timed from here: the time with none in flight is no stall. (Set
+            # before the count: a scrape between the two reads the old count.)
+            self._progress_at = self._clock()
         self._in_flight_now = count
+
+    def stalled_s(self) -> float:
+        """Seconds events have been in flight with none finished (processed, skipped as a
+        duplicate or dead-lettered); 0 with none in flight. Read from any thread: a processor
+        whose transactions wait on a lock shows events in flight, its lag's age low and its
+        database up, and only this grows."""
+        if not self._in_flight_now:
+            return 0.0
+        return max(0.0, self._clock() - self._progress_at)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._lags[(topic, partition)] = lag
@@ -181,6 +224,7 @@ class ProcessorMetrics:
                 if self._database_down_since is None
                 else time.monotonic() - self._database_down_since
             ),
+            stalled_s=self.stalled_s(),
         )
 
 
@@ -209,6 +253,7 @@ def summary_line(name: str, now: MetricsSnapshot, before: MetricsSnapshot | None
         f"{name}: {now.processed:,} processed{rate}, {now.duplicates:,} duplicates skipped, "
         f"{now.dead_lettered_total:,} dead-lettered, {now.retries:,} retries, "
         f"{now.in_flight} in flight, lag {now.lag_total:,}{_lag_age(now.lag_age_s)}"
+        + ("" if now.stalled_s < STALLED_AFTER_S else f"; none finished for {now.stalled_s:,.0f} s")
         + (
             ""
             if now.database_down_s is None
@@ -220,6 +265,10 @@ def summary_line(name: str, now: MetricsSnapshot, before: MetricsSnapshot | None
 #: A lag whose end offsets are older than this is said to be old: a consumer that fetches gets
 #: them at least every few seconds, even from idle partitions.
 LAG_STALE_S = 30.0
+
+#: Events in flight this long with none finished are said to be stalled in the summary line
+#: (a handler or a transaction waiting: a lock, a hung call, a database that does not answer).
+STALLED_AFTER_S = 30.0
 
 
 def _lag_age(age_s: float | None) -> str:

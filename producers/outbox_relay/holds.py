@@ -123,7 +123,8 @@ class LeftRows:
             rows[position] = _Left(topic, "unacknowledged", position in retry, now)
 
     def held(self) -> Counter[tuple[str, str]]:
-        """Rows held back (not sent) by (topic, kind)."""
+        """Rows held back (not published; not sent at their last try) by (topic, kind): a row
+        Kafka refused as too large was sent before, and that send counted as a failure."""
         return Counter(
             (left.topic, left.kind) for left in self._rows.values() if left.kind != "unacknowledged"
         )

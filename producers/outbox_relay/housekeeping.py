@@ -4,12 +4,19 @@ their retention, refresh the outbox status (metrics), and log its counts.
 While the relay's batches fail on a database error (:meth:`Housekeeping.database_failed`, until
 :meth:`Housekeeping.database_works`), the status is not read (it would fail the same way, one
 more connection attempt and warning each time): its gauges are NaN, ``database_up`` is 0, and
-the log line, which keeps coming, says for how long the database has been down."""
+the log line, which keeps coming, says for how long the database has been down.
+
+While a round waits instead (a lock on the outbox table, a database or Kafka that does not
+answer), the loop writes nothing: :meth:`Housekeeping.watch` writes the log line from a thread
+of its own meanwhile, from the counters alone, saying for how long the relay has been stalled
+and what it waits on (before, no line came for 52 s of a 45 s lock, and none said why)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -19,15 +26,11 @@ from pipeline.database import error_text
 from pipeline.outbox.table import OutboxStatus, delete_published, outbox_status
 from pipeline.plurals import counted
 from pipeline.settings import OutboxSettings
-from producers.outbox_relay.metrics import RelayMetrics
+from producers.outbox_relay.metrics import STALLED_AFTER_S, STATUS_INTERVAL_S, RelayMetrics
 
 __all__ = ["STATUS_INTERVAL_S", "Housekeeping"]
 
 _log = logging.getLogger(__name__)
-
-#: How often backlog, age and rate are refreshed from the database (metrics, log line): not
-#: more often, as the rate counts the rows published in the last minute (millions at full speed).
-STATUS_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -41,7 +44,8 @@ class _Down:
 
 
 class Housekeeping:
-    """The relay's periodic chores (monotonic clock; called from the relay's loop)."""
+    """The relay's periodic chores (monotonic clock; called from the relay's loop, but for the
+    thread of :meth:`watch`, which only writes the log line)."""
 
     def __init__(
         self, engine: Engine, settings: OutboxSettings, metrics: RelayMetrics, name: str
@@ -61,9 +65,12 @@ class Housekeeping:
         self.last_status: OutboxStatus | None = None
         #: Set while the relay's batches fail on a database error.
         self._down: _Down | None = None
+        #: The log line's schedule is shared with the thread of :meth:`watch`.
+        self._log_lock = threading.Lock()
 
     def cleanup(self) -> int:
         """Delete published rows older than the retention now; returns how many."""
+        self._metrics.now_doing("deleting published rows")
         deleted = delete_published(
             self._engine,
             retention_s=self._settings.retention_s,
@@ -117,6 +124,7 @@ class Housekeeping:
         due = now >= self._next_status or log_due
         if due and self._down is None:
             self._next_status = now + STATUS_INTERVAL_S
+            self._metrics.now_doing("reading the outbox status")
             try:
                 self.last_status = outbox_status(self._engine)
                 self._metrics.observe(self.last_status)
@@ -124,28 +132,74 @@ class Housekeeping:
                 # Not the last figures, which read as current (a backlog of 0 for as long).
                 self._unknown()
                 _log.warning("cannot read the outbox status: %s", error_text(error))
-        if not log_due:
-            return
-        self._next_log = now + interval
-        count = published - self._logged_published
-        elapsed = max(now - self._last_log, 1e-9)
-        self._logged_published, self._last_log = published, now
-        status = self.last_status
-        down = self._down
-        _log.info(
-            "outbox relay %s: published %d in %.0f s (%.0f/s); %sbacklog %s, oldest unpublished %s",
-            self._name,
-            count,
-            elapsed,
-            count / elapsed,
-            ""
-            if down is None
-            else f"database down for {now - down.since:.0f} s, "
-            f"{counted(down.tries, 'try', 'tries')} failed ({down.error}); ",
-            "?" if status is None else status.backlog,
-            "?"
-            if status is None
-            else "-"
-            if status.oldest_unpublished_age_s is None
-            else f"{status.oldest_unpublished_age_s:.1f} s",
-        )
+        if log_due:
+            self._log_line(published, final=final)
+
+    def report_stalled(self, published: int) -> None:
+        """The log line, when due while the relay has been stalled for
+        :data:`~producers.outbox_relay.metrics.STALLED_AFTER_S` or more (the loop, waiting in
+        its round, does not write it); reads nothing from the database."""
+        if self._metrics.stalled_s() >= STALLED_AFTER_S:
+            self._log_line(published, final=False)
+
+    def watch(self, published: Callable[[], int], every_s: float = 1.0) -> Callable[[], None]:
+        """Call :meth:`report_stalled` with ``published()`` every ``every_s`` from a thread of
+        its own, until the function returned is called."""
+        done = threading.Event()
+
+        def run() -> None:
+            while not done.wait(every_s):
+                self.report_stalled(published())
+
+        thread = threading.Thread(target=run, name="outbox-relay-watch", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            done.set()
+            thread.join(timeout=5.0)
+
+        return stop
+
+    def _log_line(self, published: int, *, final: bool) -> None:
+        with self._log_lock:
+            now = time.monotonic()
+            interval = self._settings.log_interval_s
+            if not final and not (interval > 0 and now >= self._next_log):
+                return  # the other thread wrote it meanwhile
+            self._next_log = now + interval
+            count = published - self._logged_published
+            elapsed = max(now - self._last_log, 1e-9)
+            self._logged_published, self._last_log = published, now
+            # From the watch's thread, the last figures only while they are recent.
+            status = self.last_status if self._metrics.status_fresh() else None
+            down = self._down
+            _log.info(
+                "outbox relay %s: published %d in %.0f s (%.0f/s); %s%sbacklog %s, "
+                "oldest unpublished %s",
+                self._name,
+                count,
+                elapsed,
+                count / elapsed,
+                ""
+                if down is None
+                else f"database down for {now - down.since:.0f} s, "
+                f"{counted(down.tries, 'try', 'tries')} failed ({down.error}); ",
+                self._stall_text(),
+                "?" if status is None else status.backlog,
+                "?"
+                if status is None
+                else "-"
+                if status.oldest_unpublished_age_s is None
+                else f"{status.oldest_unpublished_age_s:.1f} s",
+            )
+
+    def _stall_text(self) -> str:
+        """``stalled for 45 s (claiming rows); `` while stalled, else ``was stalled ...`` for
+        a round that was since the line before, else nothing."""
+        stalled_s, doing = self._metrics.current_stall()
+        past = self._metrics.take_stall()
+        if stalled_s >= STALLED_AFTER_S:
+            return f"stalled for {stalled_s:.0f} s ({doing}); "
+        if past is not None:
+            return f"was stalled for {past[0]:.0f} s since the line before ({past[1]}); "
+        return ""

@@ -139,7 +139,8 @@ class RelayTotals:
     #: acknowledged), each counted once however often it was tried; 0 once they are published.
     #: (Counting every try, a backlog blocked on a missing topic grew by its size every poll.)
     failed: int = 0
-    #: Of those, the rows held back, never sent (topic missing, too large, behind such a row).
+    #: Of those, the rows held back (not published; not sent at their last try): topic missing,
+    #: too large (also once Kafka refused one when sent), or behind such a row.
     held: int = 0
     #: Sends Kafka did not acknowledge (failed, or not settled in time), every try counted:
     #: ``pipeline_outbox_publish_failures_total``.
@@ -202,8 +203,6 @@ class OutboxRelay:
         self._failures = FailedBatches(self.name, settings.poll_interval_s)
         self._too_large = TooLarge()
         self._left = LeftRows()
-        #: The (topic, reason) labels of the held-rows gauge set so far (set to 0 when none).
-        self._held_labels: set[tuple[str, str]] = set()
         self._topics = topics
         self._producer_within = producer_within
         #: The own limit the producer's batches are kept under (None: librdkafka's own).
@@ -242,6 +241,7 @@ class OutboxRelay:
         claiming = ThreadPoolExecutor(1, thread_name_prefix="outbox-claims") if concurrent else None
         pending: _Marking | None = None
         ahead: Future[_OpenClaim] | None = None  # the next batch's claim, made meanwhile
+        unwatch = self._housekeeping.watch(lambda: self.totals.published)  # line while stalled
         try:
             while not self._stop.is_set():
                 if listener is not None and not self._failures.count:
@@ -258,6 +258,7 @@ class OutboxRelay:
                     # short, look again at once rather than wait for new rows.
                     made_ahead, ahead = ahead, None
                     overlapped = pending is not None or made_ahead is not None
+                    self.metrics.now_doing("claiming rows")
                     if made_ahead is None:
                         opened = self._open_claim()
                     else:
@@ -275,6 +276,7 @@ class OutboxRelay:
                         previous, pending = pending, _Marking(sent, marking.submit(sent.commit))
                         self._settle(previous)
                     else:
+                        self.metrics.now_doing("marking rows published")
                         sent.commit()
                         self._settled(sent)
                     recovered = self._failures.worked()
@@ -321,6 +323,7 @@ class OutboxRelay:
                 elif not sent.claim.contended:
                     self._wait_for_rows(listener)
         finally:
+            unwatch()  # first: whatever fails below, no thread is left writing lines
             self._let_go(ahead)
             if claiming is not None:
                 claiming.shutdown()
@@ -341,6 +344,7 @@ class OutboxRelay:
 
     def _pause(self, seconds: float) -> None:
         """Wait ``seconds`` (cut short by the stop signal), reporting meanwhile."""
+        self.metrics.now_doing("waiting to try a failed batch again")
         self._wait_for_rows(None, seconds)
 
     def _wait_for_rows(self, listener: NotifyListener | None, seconds: float | None = None) -> None:
@@ -349,6 +353,8 @@ class OutboxRelay:
         wait_s = self._settings.poll_interval_s if seconds is None else seconds
         deadline = time.monotonic() + wait_s
         while not self._stop.is_set():
+            if seconds is None:  # waiting for new rows: not stalled
+                self.metrics.round_finished("waiting for new rows")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -407,6 +413,7 @@ class OutboxRelay:
             self._note_lease(claim.lease)
             positions: list[int] = []
             if claim.records:
+                self.metrics.now_doing("sending to Kafka")
                 refuse: dict[int, Hold] = {}
                 if self._topics is not None:
                     refuse = self._topics.problems(claim.records)
@@ -474,11 +481,7 @@ class OutboxRelay:
     def _show_held(self) -> None:
         """The held-rows gauge and the totals of the rows left, from :class:`LeftRows`."""
         counts = self._left.held()
-        for labels in self._held_labels - counts.keys():
-            self.metrics.held.labels(*labels).set(0)
-        for labels, count in counts.items():
-            self.metrics.held.labels(*labels).set(count)
-        self._held_labels |= counts.keys()
+        self.metrics.show_held(counts)
         self.totals.held = sum(counts.values())
         self.totals.failed = len(self._left)
 
@@ -525,6 +528,7 @@ class OutboxRelay:
         """Wait for a batch's marks to commit on the background thread (raising their error),
         then count them."""
         if marking is not None:
+            self.metrics.now_doing("marking rows published")
             marking.done.result()
             self._settled(marking.sent)
 
@@ -542,6 +546,7 @@ class OutboxRelay:
             self.totals.batches += 1
             self.metrics.batches.inc()
         self._housekeeping.database_works()
+        self.metrics.round_finished()
         self._report()
         return result
 
