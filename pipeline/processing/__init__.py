@@ -5,7 +5,7 @@ with ``pipeline process MODULE:PROCESSOR`` (Faust, see pipeline/processing/faust
 """
 
 from pipeline.processing.driver import ProcessorTestDriver
-from pipeline.processing.processor import Processor, Reject, UnitOfWork
+from pipeline.processing.processor import NotYet, Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
 
-__all__ = ["Processor", "ProcessorTestDriver", "Record", "Reject", "UnitOfWork"]
+__all__ = ["NotYet", "Processor", "ProcessorTestDriver", "Record", "Reject", "UnitOfWork"]

@@ -40,7 +40,7 @@ from pipeline.errors import PipelineError
 from pipeline.logs.context import log_context
 from pipeline.outbox.table import Outbox
 from pipeline.processing import inbox, parked_keys
-from pipeline.processing.processor import Processor, Reject, Route, UnitOfWork
+from pipeline.processing.processor import NotYet, Processor, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
 
 __all__ = [
@@ -92,10 +92,12 @@ class AttemptResult:
     - ``dead_letter``: dead-letter it now (``failure`` says why), no retry;
     - ``failed``: the handler raised; retry while attempts remain, then dead-letter;
     - ``unavailable``: the database could not be used; retry without limit (it is not the
-      event's fault, and dead-lettering every event during an outage would lose the order).
+      event's fault, and dead-lettering every event during an outage would lose the order);
+    - ``waiting``: the handler raised :class:`~pipeline.processing.processor.NotYet`: retry
+      without limit, with the same backoff, and never dead-letter it (no outage, though).
     """
 
-    kind: Literal["processed", "duplicate", "dead_letter", "failed", "unavailable"]
+    kind: Literal["processed", "duplicate", "dead_letter", "failed", "unavailable", "waiting"]
     event_id: str
     failure: Failure | None = None
     error: BaseException | None = None
@@ -429,6 +431,8 @@ def attempt(
         return AttemptResult(
             "dead_letter", event.id, Failure.from_exception("rejected", error), event=event
         )
+    except NotYet as error:  # not the event's fault: it waits, without limit
+        return AttemptResult("waiting", event.id, error=error, event=event)
     except Exception as error:
         kind: Literal["failed", "unavailable"] = (
             "unavailable" if is_unavailable(error) else "failed"

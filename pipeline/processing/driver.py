@@ -24,6 +24,13 @@ Retries do not sleep in real time: their backoffs wait on the driver's
 is waiting (see pipeline/processing/clock.py), and each backoff is recorded in
 :attr:`ProcessorTestDriver.waits`.
 
+An event whose handler raises :class:`~pipeline.processing.processor.NotYet` waits, tried
+again without limit, never dead-lettered, as under ``pipeline process``; the clock never
+jumps for such waits alone (it would move for ever): their backoffs pass while other backoffs
+move the clock, and once every record in flight waits that way, :meth:`ProcessorTestDriver.run`
+returns. Those events stay uncommitted, their keys' later events behind them: the next run
+tries them again, after the test moved the clock or provided what they wait for.
+
 :meth:`ProcessorTestDriver.redrive` does what ``pipeline dlq redrive`` does, on the lists: it
 takes the pending dead letters of ``<topic>.dlq`` (all, or those of one key) and
 
@@ -314,7 +321,9 @@ class ProcessorTestDriver:
     def run(self) -> MetricsSnapshot:
         """Handle every record of the processor's topics above the committed positions; returns
         the driver's metrics, totals since it was made (as the processor's counters are), not
-        this run's alone: ``after.processed - before.processed`` counts one run."""
+        this run's alone: ``after.processed - before.processed`` counts one run. Records whose
+        handlers raise :class:`~pipeline.processing.processor.NotYet` end it once only they
+        are left (see the module's docstring): uncommitted, they are tried again next run."""
         asyncio.run(self._run())
         return self.metrics
 
@@ -401,10 +410,22 @@ class ProcessorTestDriver:
 
     async def _run(self) -> None:
         timers = ClockTimers(self.clock)
+        #: The engine's tasks in the backoff of an event that cannot be handled yet (NotYet).
+        waiting: set[asyncio.Task[object]] = set()
 
         async def sleep(seconds: float) -> None:
             self.waits.append(seconds)
             await timers.sleep(seconds)
+
+        async def wait(seconds: float) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            waiting.add(task)
+            try:
+                # On the clock even when the policy's backoff is 0 (it spun for ever then).
+                await sleep(max(seconds, 0.001))
+            finally:
+                waiting.discard(task)
 
         engine = ProcessingEngine(
             self.processor,
@@ -416,34 +437,53 @@ class ProcessorTestDriver:
             sleep=sleep,
             rng=self._rng,
             outbox=self.outbox,
+            wait=wait,
         )
         wanted = set(self.processor.topics)
         partitions = sorted(tp for tp in self.topics if tp[0] in wanted)
         engine.assigned(partitions)
-        pump = asyncio.ensure_future(self._pump_clock(timers))
-        try:
+
+        async def feed() -> None:
             for tp in partitions:
                 for record in self.topics[tp][self.committed.get(tp, 0) :]:
                     await engine.submit(record)
             await engine.wait_idle()
+
+        fed = asyncio.ensure_future(feed())
+        pump = asyncio.ensure_future(self._pump_clock(timers, waiting))
+        try:
+            await asyncio.wait({fed, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if not fed.done():  # only events that cannot be handled yet are left
+                for task in list(waiting):
+                    task.cancel()  # left uncommitted: the next run tries them again
+            await _ended(fed)
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            await _ended(pump)
             await engine.close()
 
-    async def _pump_clock(self, timers: ClockTimers) -> None:
-        """Wake the backoffs whose time came; jump the clock once all in flight wait on it."""
+    async def _pump_clock(self, timers: ClockTimers, waiting: Collection[object]) -> None:
+        """Wake the backoffs whose time came; jump the clock once all in flight wait on it;
+        return once they all are backoffs of events that cannot be handled yet (``waiting``):
+        the clock does not move for those alone."""
         while True:
             timers.release_due()
             if not timers.sleeping:
                 timers.added.clear()
                 await timers.added.wait()
             elif timers.sleeping >= self._metrics.snapshot().in_flight:
+                if len(waiting) >= timers.sleeping:
+                    return
                 timers.jump()
                 await asyncio.sleep(0)
             else:  # some record is being handled in a worker thread: look again soon
                 await asyncio.sleep(0.001)
+
+
+async def _ended(task: asyncio.Future[None]) -> None:
+    """``task`` cancelled unless it is done, and waited for (its error, if any, raised)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def key_bytes(key: bytes | str | None) -> bytes | None:

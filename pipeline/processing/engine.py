@@ -13,7 +13,9 @@ Per record:
    all keys;
 2. an attempt runs in a worker thread (:func:`~pipeline.processing.attempt.attempt`); a
    handler failure is retried with the :class:`~pipeline.retry.RetryPolicy`'s backoff while the
-   key's later records wait; a database outage is retried without limit;
+   key's later records wait; a database outage, and an event whose handler raised
+   :class:`~pipeline.processing.processor.NotYet` (:mod:`~pipeline.processing.waiting`), are
+   retried without limit;
 3. a record that is not an event, fits no handler, was rejected, used up its retries or has a
    parked key is dead-lettered: the dead letter is acknowledged by Kafka first, then noted in
    the inbox (and its key parked);
@@ -80,8 +82,10 @@ from pipeline.processing.lanes import KeyLanes, Work
 from pipeline.processing.look_ahead import LookAhead
 from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.offsets import CommitPosition, PartitionOffsets
-from pipeline.processing.processor import Processor, Reject, UnitOfWork
+from pipeline.processing.processor import NotYet, Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
+from pipeline.processing.until_done import GivenUp, until_done
+from pipeline.processing.waiting import Waiting
 from pipeline.settings import OutboxSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
@@ -94,10 +98,6 @@ TopicPartition = tuple[str, int]
 
 
 CommitSink = Callable[[list[CommitPosition]], None]
-
-
-class _Closed(Exception):
-    """A step that must succeed failed after :meth:`ProcessingEngine.close`: given up."""
 
 
 class ProcessingEngine:
@@ -116,6 +116,7 @@ class ProcessingEngine:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         outbox: OutboxSettings | None = None,
+        wait: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.processor = processor
         self.consumer_group = consumer_group or processor.name
@@ -133,6 +134,8 @@ class ProcessingEngine:
             probe=lambda: asyncio.to_thread(database_answers, database),
         )
         self._sleep = sleep
+        self._wait = wait or sleep  # the backoff of an event that cannot be handled yet
+        self._waiting = Waiting(processor.name, consumer_group=self.consumer_group)
         #: Where the handlers' emits go: one object for every unit, so an ``async`` group's
         #: emits are one batch; ``outbox``'s routes (``settings.outbox``), else the built-in.
         self._outbox = Outbox.from_settings(outbox or OutboxSettings())
@@ -353,7 +356,7 @@ class ProcessingEngine:
                 break
             except asyncio.CancelledError:
                 raise
-            except _Closed:
+            except GivenUp:
                 return  # left uncommitted: the next owner handles it again
             except Exception:
                 if self._closed:
@@ -401,28 +404,16 @@ class ProcessingEngine:
             self._offsets.mark_committed(plan)
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
-        """Run ``step`` until it succeeds: Kafka or the database being away is not the event's
-        fault, and giving up would lose it (backoff as the retry policy's, capped)."""
-        tries = 0
-        while True:
-            try:
-                await step()
-                return
-            except Exception as error:
-                if self._closed:
-                    # Its worker threads are gone: trying again would fail for ever. The
-                    # record stays uncommitted, so the next owner handles it again.
-                    raise _Closed(what) from error
-                tries += 1
-                delay = self.settings.retry.delay(min(tries, 8), self._rng)
-                logger.warning(
-                    "%s: cannot %s (%s); trying again in %.1f s",
-                    self.processor.name,
-                    what,
-                    " ".join(str(error).split())[:200],
-                    delay,
-                )
-                await self._sleep(delay)
+        """Run ``step`` until it succeeds (:func:`~pipeline.processing.until_done.until_done`)."""
+        await until_done(
+            what,
+            step,
+            name=self.processor.name,
+            retry=self.settings.retry,
+            rng=self._rng,
+            sleep=self._sleep,
+            closed=lambda: self._closed,
+        )
 
     async def _in_thread(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
@@ -430,7 +421,8 @@ class ProcessingEngine:
     async def _handle(self, record: Record, work: Work[Record]) -> None:
         """Attempt until processed, a duplicate, or dead-lettered."""
         retry = self.settings.retry
-        failures = outages = 0
+        failures = outages = waits = 0
+        since: float | None = None  # when it first waited (NotYet)
         tp = record.topic_partition
         generation = self._generation.get(tp)
         grouped = self._grouped
@@ -450,6 +442,8 @@ class ProcessingEngine:
                 outcome = await self._in_thread(self._attempt_of(record))
             if self._outage.since is not None and outcome.kind in ("processed", "duplicate"):
                 self._outage.answered()
+            if since is not None and outcome.kind in ("processed", "duplicate"):
+                self._waiting.handled(record, outcome.event_id, since, waits)
             if outcome.kind == "processed":
                 self.metrics.processed(record.topic)
                 return
@@ -463,6 +457,12 @@ class ProcessingEngine:
                 await self._dead_letter(record, outcome.event_id, outcome.failure)
                 return
             assert outcome.error is not None
+            if outcome.kind == "waiting":  # not here yet: no outage, never dead-lettered
+                waits += 1
+                delay = retry.delay(min(waits, 8), self._rng)
+                since = self._waiting.waits(record, outcome.event_id, outcome.error, delay, since)
+                await self._wait(delay)
+                continue
             if outcome.kind == "unavailable":
                 outages += 1
                 delay = retry.delay(min(outages, 8), self._rng)
@@ -556,6 +556,8 @@ class ProcessingEngine:
         except Reject as error:
             failure = Failure.from_exception("rejected", error)
             return AttemptResult("dead_letter", event.id, failure, event=event)
+        except NotYet as error:
+            return AttemptResult("waiting", event.id, error=error, event=event)
         except Exception as error:
             return AttemptResult("failed", event.id, error=error, event=event)
         if not self.settings.inbox and not unit.has_writes:

@@ -41,7 +41,7 @@ from pipeline.envelope import Event
 from pipeline.outbox.table import Outbox
 from pipeline.processing import inbox, parked_keys
 from pipeline.processing.attempt import AttemptResult, handler_log_context, is_unavailable
-from pipeline.processing.processor import BatchWrite, Reject, Route, UnitOfWork
+from pipeline.processing.processor import BatchWrite, NotYet, Reject, Route, UnitOfWork
 from pipeline.processing.records import Record
 
 __all__ = [
@@ -233,7 +233,7 @@ def commit(
 ) -> list[AttemptResult]:
     """Commit the handled events of ``units``: ``processed`` or ``duplicate`` each, or
     ``failed``/``unavailable`` for one whose own transaction failed too (``dead_letter`` when
-    its batched write raised :class:`Reject`)."""
+    its batched write raised :class:`Reject`, ``waiting`` when it raised :class:`NotYet`)."""
     try:
         return _commit_together(database, units, consumer_group, use_inbox)
     except Exception as error:
@@ -244,6 +244,8 @@ def commit(
             if isinstance(error, Reject):  # from a batched write: dead-lettered at once
                 failure = Failure.from_exception("rejected", error)
                 return [AttemptResult("dead_letter", unit.event.id, failure, event=unit.event)]
+            if isinstance(error, NotYet):  # from a batched write: it waits, without limit
+                return [AttemptResult("waiting", unit.event.id, error=error, event=unit.event)]
             return [AttemptResult("failed", unit.event.id, error=error, event=unit.event)]
     # Each on its own: a write of one event must not fail the others.
     return [
@@ -331,6 +333,8 @@ def _failure_of(call: Call, error: Exception) -> AttemptResult:
         return AttemptResult(
             "dead_letter", event.id, Failure.from_exception("rejected", error), event=event
         )
+    if isinstance(error, NotYet):
+        return AttemptResult("waiting", event.id, error=error, event=event)
     kind: Literal["failed", "unavailable"] = "unavailable" if is_unavailable(error) else "failed"
     return AttemptResult(kind, event.id, error=error, event=event)
 
@@ -449,8 +453,9 @@ def run_calls(
     handlers' emits go, with the routes of the settings (``None``: the built-in routes).
 
     A handler that raises rolls the group's transaction back, gets its own result (``failed``,
-    ``unavailable``, or ``dead_letter`` for :class:`Reject`) and the others run again without
-    it, in a new transaction: its effects are never committed, and theirs are committed once.
+    ``unavailable``, ``dead_letter`` for :class:`Reject`, ``waiting`` for :class:`NotYet`) and
+    the others run again without it, in a new transaction: its effects are never committed,
+    and theirs are committed once.
     When the database fails outside the handlers (the look-up, the inbox rows, the commit),
     each call runs alone, so one event's bad write fails only that event.
     """

@@ -30,6 +30,12 @@ open, and get their own clock back on :meth:`PipelineHarness.close`. ``outbox``:
 settings of every processor (``unit.emit`` routes with their ``routes``, as under ``pipeline
 process``); the defaults unless given.
 
+An event whose handler raises :class:`~pipeline.processing.processor.NotYet` (a saga reply of
+a version an orchestrator's registry lacks) is never dead-lettered and does not keep the
+harness busy: its driver's run ends once only such events are left, uncommitted (its
+consumer group's read-through time stays before them, so the orchestrators' timeouts wait),
+and every later round tries them again (see :mod:`pipeline.processing.driver`).
+
 Inspection: :meth:`~PipelineHarness.published` (what the relay sent, per topic),
 :meth:`~PipelineHarness.dead_letters`, :meth:`~PipelineHarness.inbox`,
 :meth:`~PipelineHarness.outbox` and :meth:`~PipelineHarness.sagas`.

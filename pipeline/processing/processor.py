@@ -9,7 +9,8 @@
         unit.session.execute(insert(orders_table).values(...))   # the effect
         unit.emit(order_placed_event, aggregate_type="order", aggregate_id=...)  # the outbox
 
-A handler returns nothing or raises: :class:`Reject` dead-letters the event at once, any other
+A handler returns nothing or raises: :class:`Reject` dead-letters the event at once,
+:class:`NotYet` tries it again without limit (what it needs is not here yet), any other
 exception is retried with backoff, then dead-lettered. Its effects, the inbox row and the
 events it emits commit in one transaction, after it returns. Handlers stay plain functions:
 test them with :class:`pipeline.processing.driver.ProcessorTestDriver`, no broker needed.
@@ -49,11 +50,29 @@ if TYPE_CHECKING:
     from pipeline.processing.read_through import TopicProgress
     from pipeline.processing.records import Record
 
-__all__ = ["BatchWrite", "Handler", "PeriodicTask", "Processor", "Reject", "Route", "UnitOfWork"]
+__all__ = [
+    "BatchWrite",
+    "Handler",
+    "NotYet",
+    "PeriodicTask",
+    "Processor",
+    "Reject",
+    "Route",
+    "UnitOfWork",
+]
 
 
 class Reject(Exception):
     """Raised by a handler: this event can never succeed; dead-letter it now, no retries."""
+
+
+class NotYet(Exception):
+    """Raised by a handler (or a write it left): this event cannot be handled *yet*, through
+    no fault of its own: what it needs is not here yet (a saga version this orchestrator's
+    registry lacks during a rolling deploy). It is tried again without limit, with the
+    backoff of a database outage, and never dead-lettered; its key's later events wait behind
+    it. Its message says what it waits for: it is logged. A handler that raises it for ever
+    holds its key (and its partition's commits) for ever."""
 
 
 Write = Callable[[Session], object]

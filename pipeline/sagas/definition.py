@@ -67,6 +67,7 @@ __all__ = [
     "SagaDefinitionError",
     "SagaRegistry",
     "Step",
+    "UnknownSagaVersion",
     "tcc",
 ]
 
@@ -75,6 +76,20 @@ D = TypeVar("D", bound=BaseModel)
 
 class SagaDefinitionError(PipelineError):
     """A saga definition that cannot run as written (duplicate names, no steps, ...)."""
+
+
+class UnknownSagaVersion(SagaDefinitionError):
+    """A saga's (name, version) that a registry does not hold (:meth:`SagaRegistry.get`): a
+    version not deployed here yet (a rolling deploy), or one dropped while its sagas run."""
+
+    def __init__(self, name: str, version: int, held: str) -> None:
+        super().__init__(
+            f"saga {name!r} version {version} is not in this registry (it holds: {held})"
+        )
+        self.name = name
+        self.version = version
+        #: The registry's versions, as ``"TripBooking v1, Other v3"`` (``"none"``).
+        self.held = held
 
 
 @dataclass(frozen=True)
@@ -320,13 +335,12 @@ class SagaRegistry:
         return definition
 
     def get(self, name: str, version: int) -> SagaDefinition[Any]:
+        """The definition of ``name`` ``version``; :class:`UnknownSagaVersion` when it is not
+        here."""
         try:
             return self._definitions[(name, version)]
         except KeyError:
-            raise SagaDefinitionError(
-                f"saga {name!r} version {version} is not in this registry (it holds: "
-                f"{self._held()})"
-            ) from None
+            raise UnknownSagaVersion(name, version, self._held()) from None
 
     def latest(self, name: str) -> SagaDefinition[Any]:
         versions = [v for (n, v) in self._definitions if n == name]

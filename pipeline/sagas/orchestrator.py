@@ -41,10 +41,10 @@ from pipeline.logs.context import log_context
 from pipeline.outbox.table import Outbox
 from pipeline.plurals import counted
 from pipeline.processing.attempt import handler_log_context
-from pipeline.processing.processor import Processor, Reject, UnitOfWork
+from pipeline.processing.processor import NotYet, Processor, Reject, UnitOfWork
 from pipeline.processing.read_through import TopicProgress
 from pipeline.sagas import machine
-from pipeline.sagas.definition import SagaDefinition, SagaRegistry
+from pipeline.sagas.definition import SagaDefinition, SagaRegistry, UnknownSagaVersion
 from pipeline.sagas.messages import (
     REPLY_TYPE,
     MalformedSagaMessage,
@@ -354,8 +354,9 @@ class SagaOrchestrator:
 
     def warn_unknown_versions(self, session: Session) -> dict[tuple[str, int], int]:
         """Log a warning for each (name, version) of open sagas that this registry does not
-        hold: their deadlines do not fire and their replies fail until a registry holds it
-        again. Returns them with their counts."""
+        hold: their deadlines do not fire here, and their replies that come here wait (tried
+        again without limit, never dead-lettered) until it holds that version. Returns them
+        with their counts."""
         held = set(self.registry.held())
         unknown = {
             key: n
@@ -365,9 +366,10 @@ class SagaOrchestrator:
         for (name, version), count in sorted(unknown.items()):
             logger.warning(
                 "%s of %s version %s not ended, and this orchestrator's registry does not hold "
-                "that version (it holds: %s): their deadlines wait and their replies are "
-                "retried, then dead-lettered, until it does (keep old versions registered "
-                "until their sagas end; redrive %s after)",
+                "that version (it holds: %s): their replies on this orchestrator's partitions "
+                "of %s wait here (never dead-lettered), and meanwhile no orchestrator times "
+                "out a saga (timeouts wait for the replies), until it holds it (roll a "
+                "version out to every orchestrator; keep old ones until their sagas end)",
                 counted(count, "saga"),
                 name,
                 version,
@@ -474,7 +476,10 @@ def _apply_replies(
 ) -> None:
     """The replies of a group (or one) in its transaction (a batched write), each logged in the
     context of its event. A reply that belongs to no saga fails the group; alone, it is
-    dead-lettered."""
+    dead-lettered. One of a saga version this registry lacks fails the group too; alone, it
+    waits (:class:`NotYet`: not committed, so the timeouts wait for it too) until the
+    orchestrator holds that version: it is not the reply's fault, and dead-lettering it let
+    another orchestrator time its saga out although its participant had answered."""
     try:
         orchestrator.handle_replies(
             session,
@@ -484,6 +489,12 @@ def _apply_replies(
         )
     except (MalformedSagaMessage, UnknownSaga, UnknownCommand) as error:
         raise Reject(str(error)) from None
+    except UnknownSagaVersion as error:
+        raise NotYet(
+            f"saga {error.name} version {error.version} is not in this orchestrator's registry "
+            f"(it holds: {error.held}): the reply waits for it (roll the version out to every "
+            "orchestrator)"
+        ) from None
 
 
 def _arrived_at(unit: UnitOfWork) -> datetime | None:
@@ -522,11 +533,11 @@ def orchestrator_processor(
     # a group that fails is redone reply by reply.
     apply_replies = partial(_apply_replies, orchestrator)
 
-    # A reply that was dead-lettered (a version missing from the registry, a database
-    # refusal) must not park its saga's later replies: the saga would wait for a redrive for
-    # ever. The state machine needs no order between replies (each answers the command id it
-    # names; one not awaited is ignored), and the timeout of a step whose reply was lost
-    # takes over.
+    # A reply that was dead-lettered (a database refusal; one of a version missing from the
+    # registry waits instead) must not park its saga's later replies: the saga would wait for
+    # a redrive for ever. The state machine needs no order between replies (each answers the
+    # command id it names; one not awaited is ignored), and the timeout of a step whose reply
+    # was lost takes over.
     processor.never_park_keys(orchestrator.topics.replies)
 
     @processor.handler(orchestrator.topics.replies, event_type=REPLY_TYPE)

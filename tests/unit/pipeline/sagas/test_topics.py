@@ -254,4 +254,4 @@ def test_the_unknown_version_warning_names_the_namespaces_replies_topic(caplog):
         with caplog.at_level("WARNING", logger="pipeline.sagas"), Session(harness.database) as s:
             newer.warn_unknown_versions(s)
 
-    assert "redrive billing-saga.replies after" in caplog.text
+    assert "partitions of billing-saga.replies wait here" in caplog.text
