@@ -36,6 +36,7 @@ from pipeline.kafka.librdkafka_logs import RepeatSummary
 from pipeline.logs.context import CONTEXT_FIELDS
 from pipeline.logs.handler import KafkaLogHandler, LogProducer, record_document, record_json
 from pipeline.settings import PipelineSettings
+from pipeline.settings.programs import LOG_LINGER_MS
 
 __all__ = ["EcsJsonFormatter", "TextFormatter", "configure_logging", "json_console"]
 
@@ -135,7 +136,7 @@ def _kafka_producer_factory(
         error_cb=on_error,
         **{
             "client.id": f"{settings.kafka.client_id}-logs",
-            "linger.ms": 50,
+            "linger.ms": LOG_LINGER_MS,
             "batch.size": LOG_BATCH_BYTES,
             "compression.type": settings.producer.compression,
             "delivery.timeout.ms": settings.logs.delivery_timeout_ms,

@@ -40,6 +40,11 @@ def _looks_like_a_key(secret: str) -> bool:
     )
 
 
+#: The log producer's ``linger.ms`` (``pipeline.logs.setup``): its records wait at most this long
+#: to be batched; ``LogSettings.delivery_timeout_ms`` must be more (librdkafka refuses less).
+LOG_LINGER_MS = 50
+
+
 class JwtSettings(_Frozen):
     """JWT bearer tokens accepted by the gateway (``PIPELINE_GATEWAY__JWT__*``), for clients of
     an identity provider; see :mod:`producers.gateway.tokens`."""
@@ -207,8 +212,9 @@ class LogSettings(_Frozen):
     #: How long the handler waits for Kafka when flushing at exit.
     flush_timeout_s: float = Field(default=5.0, ge=0)
     #: How long librdkafka keeps trying to deliver one record before it goes to stderr
-    #: (``delivery.timeout.ms``: at most 2147483647).
-    delivery_timeout_ms: int = Field(default=60_000, gt=0, le=LIBRDKAFKA_INT_MAX)
+    #: (``delivery.timeout.ms``: at most 2147483647, and more than the log producer's
+    #: ``linger.ms``, :data:`LOG_LINGER_MS`, which librdkafka requires).
+    delivery_timeout_ms: int = Field(default=60_000, gt=LOG_LINGER_MS, le=LIBRDKAFKA_INT_MAX)
     shipper_group: str = "pipeline-log-shipper"
     #: How soon the group notices a shipper that died (librdkafka's default is 45 s). At most
     #: the consumer's ``max.poll.interval.ms`` (librdkafka's 300000, which the shipper keeps):

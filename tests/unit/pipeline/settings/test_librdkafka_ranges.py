@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pipeline.cli.main import read_settings
 from pipeline.errors import PipelineError
 from pipeline.settings import LogSettings, ProducerSettings
+from pipeline.settings.programs import LOG_LINGER_MS
 
 ADDRESS = {"bootstrap.servers": "127.0.0.1:1"}
 
@@ -82,6 +83,17 @@ def test_a_delivery_timeout_within_the_linger_is_refused_as_librdkafka_refuses_i
         in str(refused.value)
     )
     assert ProducerSettings(linger_ms=1_000, delivery_timeout_ms=1_001).delivery_timeout_ms == 1_001
+
+
+def test_the_log_producers_delivery_timeout_must_exceed_its_fixed_linger() -> None:
+    # librdkafka refuses a delivery timeout within the log producer's linger (it was a client
+    # error naming PIPELINE_PRODUCER__LINGER_MS, which plays no part there).
+    with pytest.raises(KafkaException, match=r"must be greater than `linger\.ms`"):
+        producer(**{"linger.ms": LOG_LINGER_MS, "delivery.timeout.ms": LOG_LINGER_MS})
+    with pytest.raises(ValidationError, match=f"greater than {LOG_LINGER_MS}"):
+        LogSettings(delivery_timeout_ms=LOG_LINGER_MS)
+    assert LogSettings(delivery_timeout_ms=LOG_LINGER_MS + 1).delivery_timeout_ms == 51
+    producer(**{"linger.ms": LOG_LINGER_MS, "delivery.timeout.ms": LOG_LINGER_MS + 1})
 
 
 @pytest.mark.parametrize(
