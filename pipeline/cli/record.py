@@ -243,7 +243,12 @@ def _check_out(out: str) -> None:
     created: the file is opened once the topics are known to exist (:func:`_output`)."""
     if out == "-":
         return
+    if not out:
+        raise PipelineError("--out is empty: give a file, or - for stdout")
     path = Path(out)
+    if out.endswith(("/", os.sep)) and not path.is_dir():
+        # Path() drops the slash: "new/" was written as a file named "new".
+        raise PipelineError(f"--out {out} names a folder, and a recording is a file")
     try:
         is_dir = path.is_dir()
         folder = path.absolute().parent

@@ -332,6 +332,9 @@ def _not_json(line: str, error: json.JSONDecodeError) -> str:
     cut short: a copy or a recording stopped part way), else json's reason and its column."""
     if _ends_inside_a_string(line, error):
         return "the line ends inside a string: cut short?"
+    content = line.rstrip("\r\n")
+    if error.pos >= len(content):  # json wanted more where the line ended (a number, a value)
+        return "the line ends before its JSON does: cut short?"
     # The column in the line: json's own "line 2 column 1" counted the line's newline.
     return f"invalid JSON: {json_error_reason(error)} at column {error.pos + 1}"
 

@@ -133,6 +133,27 @@ def test_an_out_that_can_be_no_file_is_the_only_line(
     assert kafka_asked == []
 
 
+@pytest.mark.parametrize(
+    ("out", "error"),
+    [
+        ("new/", "--out {tmp}/new/ names a folder, and a recording is a file"),
+        ("", "--out is empty: give a file, or - for stdout"),
+    ],
+    ids=["a folder not there yet", "empty"],
+)
+def test_a_folder_to_be_or_nothing_is_refused_before_anything(
+    tmp_path: Path, kafka_asked: list[list[str]], out: str, error: str
+) -> None:
+    # An outside re-check: "-o DIR/" wrote a file named DIR and said "recorded to DIR/"; "-o ''"
+    # said "--out . is a directory".
+    result = _record("-o", f"{tmp_path}/{out}" if out else "")
+
+    assert isinstance(result.exception, PipelineError), result.exception
+    assert str(result.exception) == error.format(tmp=tmp_path)
+    assert kafka_asked == []
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_good_out_is_announced_once_the_topics_exist_and_the_file_is_open(
     tmp_path: Path, kafka_asked: list[list[str]]
 ) -> None:

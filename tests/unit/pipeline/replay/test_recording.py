@@ -382,17 +382,27 @@ def test_the_format_page_says_what_a_blank_line_is():
     assert "every line must be a message" not in page  # blank lines are not
 
 
-def test_a_line_cut_short_is_invalid_json_at_a_column_of_that_line(tmp_path):
-    # json said "line 2 column 1" for the end of a one-line document (its newline counted).
+@pytest.mark.parametrize(
+    "cut",
+    [
+        '{"topic":"t"\n',  # after a closed string
+        '{"topic":"t","ts":17966661\n',  # inside a number
+        '{"topic":"t","payload":\n',  # before a value
+        '{"topic":"t","partition":1\r\n',  # CRLF
+        '{"topic":"t","partition":1',  # the last line, without a newline
+    ],
+)
+def test_a_line_cut_short_outside_a_string_is_said_so_in_words(tmp_path, cut):
+    # An outside re-check: 'Expecting ',' delimiter at column 33' for a line of 32 characters
+    # (34 with a newline, 35 with CRLF): a column past the line's end, and no word of a cut.
     recording = tmp_path / "r.ndjson"
-    recording.write_text(format_line(RecordedMessage("t", 0, 0, b"k", b"v")) + '\n{"topic":"t"\n')
+    recording.write_text(format_line(RecordedMessage("t", 0, 0, b"k", b"v")) + "\n" + cut)
     messages = read_recording(recording)
     next(messages)
     with pytest.raises(RecordingError) as refused:
         next(messages)
     assert str(refused.value) == (
-        f"{recording}:2: not a recorded message (invalid JSON: Expecting ',' delimiter at "
-        "column 14)"
+        f"{recording}:2: not a recorded message (the line ends before its JSON does: cut short?)"
     )
 
 
@@ -458,7 +468,7 @@ def test_a_line_cut_short_in_a_unicode_escape_is_said_so_too():
         ('{"topic":"t","payload":"a\tb"}\n', "Invalid control character at column 26"),
         ('{"topic":"t","payload":"a\\qb"}\n', "Invalid \\escape at column 26"),
         ('{"topic":"t","payload":"\\u00zz"}\n', "Invalid \\uXXXX escape at column 26"),
-        ('{"topic":"t","payload":\n', "Expecting value at column 25"),  # cut, not in a string
+        ('{"topic" "t"}\n', "Expecting ':' delimiter at column 10"),  # within the line
     ],
 )
 def test_other_invalid_json_keeps_json_s_reason_and_its_column(line, reason):
