@@ -277,15 +277,20 @@ _SETTING_OF = {
     **{key: (setting,) for key, setting in _TLS_FILES.items()},
 }
 
-#: A property's name as librdkafka's errors quote it: "queue.buffering.max.ms", `linger.ms`.
-_QUOTED_PROPERTY = re.compile(r"[\"`]([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)[\"`]")
+#: A property our settings set, as librdkafka's errors name it: quoted ("queue.buffering.max.ms",
+#: `linger.ms`) or bare ("ssl.ca.location failed: ..."), a whole name either way.
+_PROPERTY = re.compile(
+    r"(?<![\w.])("
+    + "|".join(re.escape(key) for key in sorted(_SETTING_OF, key=len, reverse=True))
+    + r")(?![\w.])"
+)
 
 
 def _settings_of(reason: str) -> str:
     """``see SETTING`` for the settings that set the properties librdkafka names in
     ``reason``, else the hint of every Kafka setting."""
     settings = [
-        setting for key in _QUOTED_PROPERTY.findall(reason) for setting in _SETTING_OF.get(key, ())
+        setting for key in _PROPERTY.findall(reason) for setting in _SETTING_OF.get(key, ())
     ]
     if not settings:
         return "see the PIPELINE_KAFKA__* settings"

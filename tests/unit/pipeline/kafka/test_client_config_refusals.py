@@ -72,3 +72,16 @@ def test_a_property_no_setting_sets_gets_the_general_hint_on_one_line() -> None:
     assert "\n" not in said
     assert said.startswith("cannot set up a Kafka client with these settings: Configuration ")
     assert said.endswith("(see the PIPELINE_KAFKA__* settings)"), said
+
+
+def test_a_property_librdkafka_names_without_quotes_is_named_too(tmp_path: Any) -> None:
+    # An outside re-check: "Failed to create admin client: ssl.ca.location failed: ... (see
+    # the PIPELINE_KAFKA__* settings)": the property was named, bare, and no setting said.
+    not_a_certificate = tmp_path / "ca.pem"
+    not_a_certificate.write_text("not a certificate\n")
+    said = refusal(
+        build_producer,
+        **{"security.protocol": "SSL", "ssl.ca.location": str(not_a_certificate)},
+    )
+    assert "ssl.ca.location" in said
+    assert said.endswith("(see PIPELINE_KAFKA__SSL_CA_LOCATION)"), said
