@@ -13,7 +13,9 @@ Topics have one partition unless told (``partitions=6``, or ``{"requests.orders"
 message goes to the partition Kafka's default partitioner (murmur2,
 :func:`pipeline.kafka.partitioner.partition_for`) gives its key, a keyless one round robin, and
 ``send(..., partition=n)`` puts it where told. A recording (``pipeline record``'s lines, or
-``kcat -J``'s) goes in with :meth:`ProcessorTestDriver.send_recording`. ``send`` takes only a
+``kcat -J``'s) goes in with :meth:`ProcessorTestDriver.send_recording`, where ``pipeline
+replay`` would send it: a keyless recorded message to its recorded partition modulo the
+topic's partition count here (pipeline/replay/routing.py). ``send`` takes only a
 topic the processor reads (a :class:`ValueError` names those it reads otherwise), and whatever
 the driver stamps (records, dead letters) has the virtual clock's time.
 
@@ -54,7 +56,7 @@ import difflib
 import random
 import tempfile
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,6 +81,7 @@ from pipeline.processing.offsets import CommitPosition
 from pipeline.processing.processor import Processor
 from pipeline.processing.records import Record
 from pipeline.replay.recording import RecordedMessage
+from pipeline.replay.routing import BY_KEY, target_partition
 from pipeline.settings import DatabaseSettings, OutboxSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
@@ -295,11 +298,26 @@ class ProcessorTestDriver:
             self.append(
                 topic or recorded.topic,
                 recorded_message(recorded),
-                partition=recorded.partition if preserve_partitions else None,
+                partition=self.replay_partition(
+                    topic or recorded.topic, recorded, preserve=preserve_partitions
+                ),
                 timestamp_ms=recorded.timestamp_ms,
             )
             for recorded in messages
         ]
+
+    def replay_partition(
+        self, topic: str, recorded: RecordedMessage, *, preserve: bool
+    ) -> int | None:
+        """Where ``recorded`` goes in ``topic`` here, as ``pipeline replay`` sends it
+        (:func:`pipeline.replay.routing.target_partition`): its recorded partition
+        (``preserve``); else ``None`` (its key's partition) for a keyed one, and for a keyless
+        one its recorded partition modulo ``topic``'s partition count (a keyless *new* message
+        of :meth:`send` goes round robin, as a producer spreads it)."""
+        partition = target_partition(
+            recorded, preserve=preserve, partitions=self.partitions_of(topic)
+        )
+        return None if partition == BY_KEY else partition
 
     def check_kept_partitions(self, spans: Mapping[str, tuple[int, int]]) -> None:
         """A :class:`ValueError` naming every topic of ``spans`` (lowest and highest recorded
@@ -450,7 +468,9 @@ class ProcessorTestDriver:
             await engine.wait_idle()
 
         fed = asyncio.ensure_future(feed())
-        pump = asyncio.ensure_future(self._pump_clock(timers, waiting))
+        pump = asyncio.ensure_future(
+            self._pump_clock(timers, waiting, lambda: engine.waiting_for_place)
+        )
         try:
             await asyncio.wait({fed, pump}, return_when=asyncio.FIRST_COMPLETED)
             if not fed.done():  # only events that cannot be handled yet are left
@@ -461,16 +481,21 @@ class ProcessorTestDriver:
             await _ended(pump)
             await engine.close()
 
-    async def _pump_clock(self, timers: ClockTimers, waiting: Collection[object]) -> None:
-        """Wake the backoffs whose time came; jump the clock once all in flight wait on it;
-        return once they all are backoffs of events that cannot be handled yet (``waiting``):
-        the clock does not move for those alone."""
+    async def _pump_clock(
+        self, timers: ClockTimers, waiting: Collection[object], placeless: Callable[[], int]
+    ) -> None:
+        """Wake the backoffs whose time came; jump the clock once all in flight wait on it
+        (those waiting for a place of ``max_in_flight``, ``placeless()``, wait on the others);
+        return once the sleepers all are backoffs of events that cannot be handled yet
+        (``waiting``): the clock does not move for those alone. Such an event takes no place
+        while it waits, so any other key's event that can start has started (and is in flight,
+        not sleeping)."""
         while True:
             timers.release_due()
             if not timers.sleeping:
                 timers.added.clear()
                 await timers.added.wait()
-            elif timers.sleeping >= self._metrics.snapshot().in_flight:
+            elif timers.sleeping + placeless() >= self._metrics.snapshot().in_flight:
                 if len(waiting) >= timers.sleeping:
                     return
                 timers.jump()

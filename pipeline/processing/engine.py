@@ -47,6 +47,8 @@ and the rest is forgotten: their offsets are not committed, so the next owner ha
 again. A record still running is not stopped, though (a worker thread cannot be): it may yet
 commit its effects here, and the next owner's inbox then skips it as a duplicate. It counts as
 processed if it does; :meth:`ProcessingEngine.finish_late` waits for such records at the stop.
+A record in the backoff of a NotYet or a database outage runs nothing: its backoff ends at
+once (:mod:`~pipeline.processing.backoffs`), and it is left uncommitted, unwaited for.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
-from pipeline.dead_letters.letter import Failure, dead_letter_of
+from pipeline.dead_letters.letter import Failure
 from pipeline.envelope import EnvelopeError
 from pipeline.outbox.table import Outbox
 from pipeline.plurals import counted
@@ -72,11 +74,11 @@ from pipeline.processing.attempt import (
     attempt,
     call_async,
     decode_record,
-    record_dead_letter,
     record_log_context,
 )
+from pipeline.processing.backoffs import Backoffs, log_retry
 from pipeline.processing.database_outage import DatabaseOutage, database_answers
-from pipeline.processing.dead_lettering import DeadLetterSink, OutgoingDeadLetter, log_dead_letter
+from pipeline.processing.dead_lettering import DeadLetterSink, log_dead_letter
 from pipeline.processing.group_wiring import build_groups
 from pipeline.processing.lanes import KeyLanes, Work
 from pipeline.processing.look_ahead import LookAhead
@@ -84,8 +86,8 @@ from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.processor import NotYet, Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
-from pipeline.processing.until_done import GivenUp, until_done
-from pipeline.processing.waiting import Waiting
+from pipeline.processing.until_done import GivenUp, dead_letter, until_done
+from pipeline.processing.waiting import WAIT_FLOOR_S, Waiting
 from pipeline.settings import OutboxSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name
 
@@ -135,6 +137,9 @@ class ProcessingEngine:
         )
         self._sleep = sleep
         self._wait = wait or sleep  # the backoff of an event that cannot be handled yet
+        self._wait_floor_s = WAIT_FLOOR_S if wait is None else 0.0  # never a spin (backoff 0)
+        #: The NotYet and outage backoffs in progress: a drain ends them at once.
+        self._backoffs = Backoffs()
         self._waiting = Waiting(processor.name, consumer_group=self.consumer_group)
         #: Where the handlers' emits go: one object for every unit, so an ``async`` group's
         #: emits are one batch; ``outbox``'s routes (``settings.outbox``), else the built-in.
@@ -245,6 +250,7 @@ class ProcessingEngine:
         timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         wanted = set(self._generation) if partitions is None else set(partitions)
         self._revoking.update(wanted)
+        self._backoffs.end(wanted)  # those events end now, uncommitted: nothing of them runs
         running = self._lanes.drain(wanted)
         tasks = [self._tasks[work] for work in running if work in self._tasks]
         if tasks:
@@ -347,6 +353,22 @@ class ProcessingEngine:
         finally:
             self._place_waiters.pop(work, None)
 
+    @property
+    def waiting_for_place(self) -> int:
+        """Works that wait for a place of ``max_in_flight`` back (:meth:`_place_back`)."""
+        return sum(not waiter.done() for waiter in self._place_waiters.values())
+
+    async def _wait_aside(self, work: Work[Record], delay: float) -> None:
+        """The backoff of an event that cannot be handled yet: its place of max_in_flight goes
+        to other keys' events meanwhile (its key's later events still wait behind it); it
+        takes one back before its next attempt. A drain ends it at once (GivenUp)."""
+        if not self._lanes.is_aside(work):  # aside already when its group's commit said so
+            started = self._lanes.set_aside(work)
+            if started or self._place_waiters:
+                self._start(started)
+        await self._backoffs.sleep(work.lane[:2], self._wait(delay))
+        await self._backoffs.sleep(work.lane[:2], self._place_back(work))
+
     async def _run(self, work: Work[Record], generation: int) -> None:
         tp = (work.topic, work.partition)
         tries = 0
@@ -403,18 +425,6 @@ class ProcessingEngine:
             self._on_commit(plan)
             self._offsets.mark_committed(plan)
 
-    async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
-        """Run ``step`` until it succeeds (:func:`~pipeline.processing.until_done.until_done`)."""
-        await until_done(
-            what,
-            step,
-            name=self.processor.name,
-            retry=self.settings.retry,
-            rng=self._rng,
-            sleep=self._sleep,
-            closed=lambda: self._closed,
-        )
-
     async def _in_thread(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
@@ -459,15 +469,15 @@ class ProcessingEngine:
             assert outcome.error is not None
             if outcome.kind == "waiting":  # not here yet: no outage, never dead-lettered
                 waits += 1
-                delay = retry.delay(min(waits, 8), self._rng)
+                delay = max(retry.delay(min(waits, 8), self._rng), self._wait_floor_s)
                 since = self._waiting.waits(record, outcome.event_id, outcome.error, delay, since)
-                await self._wait(delay)
+                await self._wait_aside(work, delay)
                 continue
             if outcome.kind == "unavailable":
                 outages += 1
                 delay = retry.delay(min(outages, 8), self._rng)
                 self._outage.failed(record, outcome.event_id, outcome.error, delay)
-                await self._sleep(delay)
+                await self._backoffs.sleep(tp, self._sleep(delay))
                 continue
             failures += 1
             if retry.exhausted(failures):
@@ -476,17 +486,7 @@ class ProcessingEngine:
                 return
             self.metrics.retried(record.topic)
             delay = retry.delay(failures, self._rng)
-            with record_log_context(record, outcome.event_id, self.consumer_group):
-                logger.info(
-                    "%s: attempt %d of %s failed (%s: %s); retrying in %.2f s",
-                    self.processor.name,
-                    failures,
-                    outcome.event_id,
-                    type(outcome.error).__name__,
-                    " ".join(str(outcome.error).split())[:200],
-                    delay,
-                    extra={"event_action": "retried"},
-                )
+            log_retry(self.processor.name, self.consumer_group, record, outcome, failures, delay)
             await self._sleep(delay)
 
     def _attempt_of(self, record: Record) -> Callable[[], AttemptResult]:
@@ -573,27 +573,25 @@ class ProcessingEngine:
 
     async def _dead_letter(self, record: Record, event_id: str, failure: Failure) -> None:
         """Send the dead letter (until Kafka takes it), then note it in the inbox."""
-        topic = dlq_name(record.topic)
-        letter = OutgoingDeadLetter(
-            self._dead_letters,
-            topic,
-            dead_letter_of(record, consumer_group=self.consumer_group, failure=failure),
-            record=record,
-            about=f"{self.processor.name}: dead letter {event_id}",
-        )
-        await self._until_done(f"write dead letter {event_id} to {topic}", letter.send)
-        note = partial(
-            record_dead_letter,
+        await dead_letter(
             record,
-            engine=self._database,
+            event_id,
+            failure,
+            name=self.processor.name,
+            sink=self._dead_letters,
+            database=self._database,
             consumer_group=self.consumer_group,
-            event_id=event_id,
-            failure=failure,
             park_keys=self._park and record.topic not in self.processor.keys_never_parked,
-        )
-        await self._until_done(
-            f"note dead letter {event_id} in the inbox", lambda: self._in_thread(note)
+            in_thread=self._in_thread,
+            until_done=partial(  # given up once closed: the worker threads are gone
+                until_done,
+                name=self.processor.name,
+                retry=self.settings.retry,
+                rng=self._rng,
+                sleep=self._sleep,
+                closed=lambda: self._closed,
+            ),
         )
         self.metrics.dead_lettered(record.topic, failure.reason)
         with record_log_context(record, event_id, self.consumer_group):
-            log_dead_letter(self.processor.name, record, event_id, topic, failure)
+            log_dead_letter(self.processor.name, record, event_id, dlq_name(record.topic), failure)

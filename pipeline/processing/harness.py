@@ -198,7 +198,9 @@ class PipelineHarness:
                     driver.append(
                         name,
                         recorded_message(recorded),
-                        partition=recorded.partition if preserve_partitions else None,
+                        partition=driver.replay_partition(
+                            name, recorded, preserve=preserve_partitions
+                        ),
                         timestamp_ms=recorded.timestamp_ms,
                     )
         return len(messages)

@@ -4,8 +4,11 @@ A handler raises :class:`~pipeline.processing.processor.NotYet` when its event c
 handled *yet* through no fault of its own (a saga orchestrator whose registry lacks the version
 of a reply's saga, during a rolling deploy). The engine tries it again without limit, with the
 backoff of a database outage, and never dead-letters it; its key's later events wait behind it.
-It is no database outage, though: ``pipeline_database_up`` stays 1. As for a periodic task
-failing round after round (:mod:`~pipeline.processing.periodic_failures`), the log says:
+It is no database outage, though: ``pipeline_database_up`` stays 1. While it waits it takes
+no place of ``max_in_flight`` (other keys' events run), it waits at least :data:`WAIT_FLOOR_S`
+between attempts, and a drain (a rebalance, the stop) ends its wait at once, uncommitted,
+for the partition's next owner. As for a periodic task failing round after round
+(:mod:`~pipeline.processing.periodic_failures`), the log says:
 
 1. an event's first wait, at once (WARNING): its id, what it waits for (the exception's
    message), and that it is tried again without limit;
@@ -25,9 +28,13 @@ from pipeline.processing.attempt import record_log_context
 from pipeline.processing.database_outage import OUTAGE_LOG_EVERY_S
 from pipeline.processing.records import Record
 
-__all__ = ["Waiting"]
+__all__ = ["WAIT_FLOOR_S", "Waiting"]
 
 logger = logging.getLogger("pipeline.processing")
+
+#: The shortest wait between two attempts of an event that cannot be handled yet: a retry
+#: policy's backoff may be 0, and such an event would be tried again without a pause, for ever.
+WAIT_FLOOR_S = 0.1
 
 
 def _reason(error: BaseException) -> str:
