@@ -25,6 +25,7 @@ from producers.outbox_relay import OutboxRelay
 from producers.outbox_relay.housekeeping import Housekeeping
 from producers.outbox_relay.metrics import RelayMetrics
 from tests.unit.producers.outbox_relay.fake_kafka import FakeKafka
+from tests.unit.producers.outbox_relay.test_outage import Clock, Stop
 
 TOPIC = "orders.events"
 REPORT_LOGGER = "producers.outbox_relay.housekeeping"
@@ -33,28 +34,6 @@ FIGURES = (
     "pipeline_outbox_oldest_unpublished_age_seconds",
     "pipeline_outbox_publish_rate",
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-class Stop(threading.Event):
-    """The relay's stop signal: a wait moves the clock instead of taking real time."""
-
-    def __init__(self, clock: Clock) -> None:
-        super().__init__()
-        self.clock = clock
-
-    def wait(self, timeout=None):
-        if self.is_set():
-            return True
-        self.clock.now += timeout
-        return False
 
 
 def _status(backlog: int, age: float | None = 6.08, last_minute: int = 120) -> OutboxStatus:
