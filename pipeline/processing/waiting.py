@@ -11,7 +11,9 @@ for the partition's next owner. As for a periodic task failing round after round
 (:mod:`~pipeline.processing.periodic_failures`), the log says:
 
 1. an event's first wait, at once (WARNING): its id, what it waits for (the exception's
-   message), and that it is tried again without limit;
+   message), and that it is tried again without limit; once per event while this process
+   runs (a rebalance that hands its partition back, or a drain that ended its wait, does not
+   make it a first again: N waiting replies said N more WARNINGs at every rebalance);
 2. the later waits (of every event of the processor) counted, and said at most once every
    ``every_s`` seconds (a minute), with the latest reason;
 3. an event that waited and is finally handled, once (INFO), after how long.
@@ -31,6 +33,9 @@ from pipeline.processing.records import Record
 __all__ = ["WAIT_FLOOR_S", "Waiting"]
 
 logger = logging.getLogger("pipeline.processing")
+
+#: Events whose first wait was said, remembered at most this many (the oldest forgotten first).
+_REMEMBERED = 10_000
 
 #: The shortest wait between two attempts of an event that cannot be handled yet: a retry
 #: policy's backoff may be 0, and such an event would be tried again without a pause, for ever.
@@ -60,6 +65,8 @@ class Waiting:
         self._logged_at: float | None = None
         #: Waits not logged since the last line.
         self._unsaid = 0
+        #: When each waiting event's first wait began (step 1: said once per event).
+        self._first: dict[str, float] = {}
 
     def waits(
         self,
@@ -74,6 +81,11 @@ class Waiting:
         first). Returns when its first wait began."""
         now = self._clock()
         if since is None:
+            since = self._first.get(event_id)  # said already, before a drain ended its wait
+        if since is None:
+            if len(self._first) >= _REMEMBERED:
+                del self._first[next(iter(self._first))]
+            self._first[event_id] = now
             self._logged_at = now if self._logged_at is None else self._logged_at
             with record_log_context(record, event_id, self._consumer_group):
                 logger.warning(
@@ -106,6 +118,7 @@ class Waiting:
 
     def handled(self, record: Record, event_id: str, since: float, waits: int) -> None:
         """``event_id``, which first waited at ``since``, was handled after ``waits`` waits."""
+        self._first.pop(event_id, None)
         with record_log_context(record, event_id, self._consumer_group):
             logger.info(
                 "%s: event %s handled after waiting %.0f s (%s)",

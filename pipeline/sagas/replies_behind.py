@@ -60,13 +60,13 @@ class RepliesBehind:
         elif self._warned_at is None or now - self._warned_at >= timedelta(minutes=1):
             self._warned_at = now
             how_far = (
-                f"only up to {moment.isoformat(timespec='seconds')}"
+                f"are applied only up to {moment.isoformat(timespec='seconds')}"
                 if moment is not None
-                else "not yet (since this orchestrator started)"
+                else "are not known to be applied yet (since this orchestrator started)"
             )
             logger.warning(
-                "timeouts wait: the replies that reached %s are applied %s, %.0f s behind; a "
-                "step's timeout fires once the replies that came before its deadline are",
+                "timeouts wait: the replies that reached %s %s, %.0f s behind; a step's "
+                "timeout fires once the replies that came before its deadline are applied",
                 self.topic,
                 how_far,
                 behind.total_seconds(),

@@ -178,6 +178,34 @@ def test_the_later_waits_are_said_at_most_once_a_minute_with_their_count_and_lat
     assert lines[2] == "orders: event e-1 handled after waiting 66 s (8 waits)"
 
 
+def test_an_events_first_wait_is_said_once_though_a_drain_ended_its_wait_in_between(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An outside re-check: 20 replies waiting said 40 first-wait WARNINGs over two rebalances
+    # (each drain ended their waits, and their next handling began with no first wait known).
+    now = [100.0]
+    waiting = Waiting("orders", consumer_group="orders", clock=lambda: now[0])
+    record = _record(0, "k1")
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+
+    first = waiting.waits(record, "e-1", NotYet("not here"), 0.2, None)
+    now[0] += 5  # drained, then handled again from the start: no "since" known to it
+    again = waiting.waits(record, "e-1", NotYet("not here"), 0.2, None)
+    now[0] += 5
+    other = waiting.waits(record, "e-2", NotYet("not here"), 0.2, None)
+    waiting.handled(record, "e-1", again, 1)
+    now[0] += 5
+    after = waiting.waits(record, "e-1", NotYet("not here"), 0.2, None)  # a new wait, later
+
+    assert again == first == 100.0 and other == 110.0 and after == 115.0
+    firsts = [r.getMessage() for r in caplog.records if "cannot be handled yet" in r.getMessage()]
+    assert [line.split(" cannot")[0] for line in firsts] == [
+        "orders: event e-1",
+        "orders: event e-2",
+        "orders: event e-1",
+    ]
+
+
 def test_the_driver_leaves_an_event_that_cannot_be_handled_yet_and_handles_it_once_it_can() -> None:
     processor = Processor("orders")
     handled: list[int] = []

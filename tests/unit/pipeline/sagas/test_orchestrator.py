@@ -349,7 +349,10 @@ def test_a_read_through_time_not_known_yet_fires_no_timeout_and_warns_only_after
     gauge = orchestrator.metrics.registry.get_sample_value("pipeline_saga_replies_behind_seconds")
     assert gauge == float("inf")
     [warning] = caplog.records
-    assert "applied not yet (since this orchestrator started), 31 s behind" in warning.getMessage()
+    assert (
+        "are not known to be applied yet (since this orchestrator started), 31 s behind"
+        in warning.getMessage()
+    )
 
 
 def test_a_reply_that_reached_the_topic_after_its_deadline_times_its_command_out(
