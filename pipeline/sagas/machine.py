@@ -493,20 +493,27 @@ def on_reply(
     A reply that reached the replies topic after its command's deadline (its ``arrived_at``)
     is ``late`` even when its timeout has not fired yet (the replies before it were still being
     read): the command times out now, as it would have had the timeout fired first."""
+    if reply.command_id not in state.awaiting:
+        return not_awaited(state, reply)
     run = _Run(definition, state, now)
-    awaited = run.state.awaiting.pop(reply.command_id, None)
-    if awaited is None:
-        seen = state.closed.get(reply.command_id)
-        outcome: InputEffect = (
-            "unknown" if seen is None else "duplicate" if seen == "answered" else "late"
-        )
-        return Decision(state, (), (), outcome)
+    awaited = run.state.awaiting.pop(reply.command_id)
     if reply.arrived_at is not None and reply.arrived_at > awaited.deadline:
         run.time_out(reply.command_id, awaited)
         return run.decision("late")
     run.state.closed[reply.command_id] = "answered"
     run.answer(awaited, reply)
     return run.decision()
+
+
+def not_awaited(state: SagaState, reply: Reply) -> Decision:
+    """A reply to a command ``state`` does not wait for (an ended saga waits for none): nothing
+    changes, whatever the definition (its version may be gone): ``duplicate``, ``late`` or
+    ``unknown``, as :func:`on_reply` says."""
+    seen = state.closed.get(reply.command_id)
+    outcome: InputEffect = (
+        "unknown" if seen is None else "duplicate" if seen == "answered" else "late"
+    )
+    return Decision(state, (), (), outcome)
 
 
 def on_due(

@@ -209,8 +209,11 @@ class SagaOrchestrator:
         saves: list[tuple[SagaState, int]] = []
         for i, (saga_id, reply) in enumerate(replies):
             state = stored[saga_id].state
-            definition = self.registry.get(state.name, state.version)
-            decision = machine.on_reply(definition, state, reply, now)
+            if reply.command_id not in state.awaiting:  # no definition needed: it may be gone
+                decision = machine.not_awaited(state, reply)
+            else:
+                definition = self.registry.get(state.name, state.version)
+                decision = machine.on_reply(definition, state, reply, now)
             if decision.outcome == "unknown":
                 raise UnknownCommand(
                     f"a reply to command {reply.command_id!r}, which saga "

@@ -99,6 +99,39 @@ def test_a_reply_of_a_version_the_registry_lacks_waits_and_the_rest_of_its_group
     assert _saga(database, "trip-2").status == "running"
 
 
+def test_a_reply_no_saga_waits_for_changes_nothing_though_its_version_is_gone(
+    database: Engine,
+) -> None:
+    # A code review: a duplicate reply of a saga that had ended, its version dropped (as the
+    # docs allow once its sagas ended), waited for ever, holding its partition's commits and
+    # every orchestrator's timeouts; it needs no definition to be told a duplicate.
+    both = SagaOrchestrator(SagaRegistry([_trip(1), _trip(2)]))
+    with Session(database) as session, session.begin():
+        state = both.start(session, _trip(1), "trip-1", {"n": 1})
+    reply = _reply_to(state)
+    with_v1 = orchestrator_processor(both, settings=SagaSettings())
+    first = commit(
+        database, handled_units(with_v1, SAGA_REPLIES, [reply]), consumer_group="g", use_inbox=False
+    )
+    v2_only = SagaOrchestrator(SagaRegistry([_trip(2)]))
+    processor = orchestrator_processor(v2_only, settings=SagaSettings())
+
+    again = commit(
+        database,
+        handled_units(processor, SAGA_REPLIES, [reply]),
+        consumer_group="g",
+        use_inbox=False,
+    )
+
+    assert [o.kind for o in first] == ["processed"]
+    assert [o.kind for o in again] == ["processed"]  # applied as a duplicate: nothing waits
+    assert _saga(database, "trip-1").status == "completed"
+    ignored = v2_only.metrics.registry.get_sample_value(
+        "pipeline_saga_replies_ignored_total", {"saga": "TripBooking", "outcome": "duplicate"}
+    )
+    assert ignored == 1.0
+
+
 def test_a_reply_waits_on_the_orchestrator_lacking_its_version_and_no_timeout_fires_meanwhile(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
