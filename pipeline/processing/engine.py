@@ -282,6 +282,7 @@ class ProcessingEngine:
             if work.lane[:2] in wanted and not waiter.done():
                 waiter.set_result(None)  # forgotten: it finds its partition revoked and ends
         self._revoking.difference_update(wanted)
+        self._backoffs.resume(wanted)
         self._wake()
 
     async def close(self, timeout_s: float | None = None) -> None:

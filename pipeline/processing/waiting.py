@@ -34,7 +34,8 @@ __all__ = ["WAIT_FLOOR_S", "Waiting"]
 
 logger = logging.getLogger("pipeline.processing")
 
-#: Events whose first wait was said, remembered at most this many (the oldest forgotten first).
+#: Events whose first wait was said, remembered at most this many (the one seen longest ago
+#: forgotten first).
 _REMEMBERED = 10_000
 
 #: The shortest wait between two attempts of an event that cannot be handled yet: a retry
@@ -80,8 +81,10 @@ class Waiting:
         ``delay_s`` seconds. ``since``: when its first wait began (``None``: this is its
         first). Returns when its first wait began."""
         now = self._clock()
-        if since is None:
-            since = self._first.get(event_id)  # said already, before a drain ended its wait
+        if since is None:  # said already, before a drain ended its wait? (then the newest kept)
+            since = self._first.pop(event_id, None)
+            if since is not None:
+                self._first[event_id] = since
         if since is None:
             if len(self._first) >= _REMEMBERED:
                 del self._first[next(iter(self._first))]

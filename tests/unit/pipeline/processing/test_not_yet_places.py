@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -172,6 +173,52 @@ def test_a_drain_ends_the_wait_of_an_event_that_cannot_be_handled_yet_at_once(
     assert [position for plan in commits for _, _, position in plan] in ([], [0])
     said = [r.getMessage() for r in caplog.records if r.name == "pipeline.processing"]
     assert not [line for line in said if "still running" in line], said
+
+
+@pytest.mark.parametrize("kind", ["not_yet", "outage"])
+def test_an_attempt_running_when_a_drain_begins_and_then_waiting_ends_with_the_drain(
+    database: Engine, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """A code review: the drain ended the backoffs there were when it began; an attempt then
+    running, which found it must wait, slept past the drain (the drain waited its whole timeout
+    and said it was still running), then took a place back for a work the drain had forgotten
+    (an ERROR with a traceback)."""
+    entered, release = threading.Event(), threading.Event()
+    processor = Processor("orders")
+
+    @processor.handler(TOPIC)
+    def handle(event: Event, unit: UnitOfWork) -> None:
+        entered.set()
+        release.wait(5)
+        if kind == "not_yet":
+            raise NotYet("version 2 not here")
+        raise OperationalError("SELECT 1", None, Exception("connection refused"))
+
+    retry = RetryPolicy(max_attempts=1, initial_backoff_s=0.3, max_backoff_s=0.3, jitter=0)
+    engine = ProcessingEngine(
+        processor,
+        database=database,
+        dead_letters=_Sink(),
+        on_commit=lambda plan: None,
+        settings=ProcessingSettings(max_in_flight=4, retry=retry, sync_group_wait_ms=0),
+    )
+    caplog.set_level(logging.INFO, logger="pipeline.processing")
+
+    async def scenario() -> int:
+        await engine.submit(_record(0, "k1"))
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        asyncio.get_running_loop().call_later(0.1, release.set)  # ends during the drain
+        await engine.drain([(TOPIC, 0)], timeout_s=5)
+        await asyncio.sleep(0.5)  # past the backoff: nothing of the drained event may run
+        late = len(engine._late)
+        await engine.close(timeout_s=0)
+        return late
+
+    assert asyncio.run(scenario()) == 0
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert not [line for line in said if "still running" in line[1]], said
+    assert not [line for line in said if line[0] == "ERROR"], said
 
 
 # --- never a spin ----------------------------------------------------------------------------
