@@ -1,5 +1,8 @@
 """A processor's dead letter on its way to ``<topic>.dlq``, and the line that says it went.
 
+:func:`dead_letter` sends it (until Kafka takes it), then notes it in the inbox (until the
+database takes it).
+
 Kafka refusing a dead letter as too large (the dead-letter topic's ``max.message.bytes``, or the
 client's ``message.max.bytes``) would refuse it for ever, and trying again would hold the
 partition: the letter then goes without its value (:func:`~pipeline.dead_letters.letter.
@@ -9,18 +12,25 @@ without_value`), which stays in the original topic, where ``pipeline dlq redrive
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Protocol
+
+from sqlalchemy.engine import Engine
 
 from pipeline.dead_letters.letter import (
     DeadLetterTooLarge,
     Failure,
+    dead_letter_of,
     without_large_headers,
     without_value,
 )
 from pipeline.envelope import KafkaMessage
+from pipeline.processing.attempt import record_dead_letter
 from pipeline.processing.records import Record
+from pipeline.topics.spec import dlq_name
 
-__all__ = ["DeadLetterSink", "OutgoingDeadLetter", "log_dead_letter"]
+__all__ = ["DeadLetterSink", "OutgoingDeadLetter", "dead_letter", "log_dead_letter"]
 
 logger = logging.getLogger("pipeline.processing")
 
@@ -105,3 +115,40 @@ def log_dead_letter(
             "error_message": failure.message[:2000],
         },
     )
+
+
+async def dead_letter(
+    record: Record,
+    event_id: str,
+    failure: Failure,
+    *,
+    name: str,
+    sink: DeadLetterSink,
+    database: Engine,
+    consumer_group: str,
+    park_keys: bool,
+    in_thread: Callable[[Callable[[], None]], Awaitable[None]],
+    until_done: Callable[[str, Callable[[], Awaitable[None]]], Awaitable[None]],
+) -> None:
+    """Send ``record``'s dead letter to its DLQ topic through ``sink`` (until Kafka takes it),
+    then note it in the inbox (``in_thread``, until the database takes it), each step run by
+    ``until_done`` (the engine's: given up at close); ``name``: the processor's."""
+    topic = dlq_name(record.topic)
+    letter = OutgoingDeadLetter(
+        sink,
+        topic,
+        dead_letter_of(record, consumer_group=consumer_group, failure=failure),
+        record=record,
+        about=f"{name}: dead letter {event_id}",
+    )
+    await until_done(f"write dead letter {event_id} to {topic}", letter.send)
+    note = partial(
+        record_dead_letter,
+        record,
+        engine=database,
+        consumer_group=consumer_group,
+        event_id=event_id,
+        failure=failure,
+        park_keys=park_keys,
+    )
+    await until_done(f"note dead letter {event_id} in the inbox", lambda: in_thread(note))

@@ -78,7 +78,7 @@ from pipeline.processing.attempt import (
 )
 from pipeline.processing.backoffs import Backoffs, log_retry
 from pipeline.processing.database_outage import DatabaseOutage, database_answers
-from pipeline.processing.dead_lettering import DeadLetterSink, log_dead_letter
+from pipeline.processing.dead_lettering import DeadLetterSink, dead_letter, log_dead_letter
 from pipeline.processing.group_wiring import build_groups
 from pipeline.processing.lanes import KeyLanes, Work
 from pipeline.processing.look_ahead import LookAhead
@@ -86,7 +86,7 @@ from pipeline.processing.metrics import ProcessorMetrics
 from pipeline.processing.offsets import CommitPosition, PartitionOffsets
 from pipeline.processing.processor import NotYet, Processor, Reject, UnitOfWork
 from pipeline.processing.records import Record
-from pipeline.processing.until_done import GivenUp, dead_letter, until_done
+from pipeline.processing.until_done import GivenUp, until_done
 from pipeline.processing.waiting import WAIT_FLOOR_S, Waiting
 from pipeline.settings import OutboxSettings, ProcessingSettings
 from pipeline.topics.spec import dlq_name

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
@@ -18,6 +16,7 @@ from pipeline.gc_tuning import few_collections
 from pipeline.kafka.producer import FlushTimeout
 from producers.gateway.answers import JSON_CONTENT_TYPE, ErrorAnswer
 from producers.gateway.body import BODIES_LEFT_ENCODED
+from producers.gateway.workers import cannot_listen
 
 #: How long a connection is read on after an answer to a request whose body was not read whole.
 _LINGERING_S = 1.0
@@ -316,13 +315,7 @@ async def serve(
         try:
             await site.start()
         except OSError as error:
-            # asyncio's strerror repeats the address ("error while attempting to bind on
-            # address ..."): the system's own words for the errno say it once.
-            if isinstance(error, socket.gaierror):  # its errno is getaddrinfo's, not errno's
-                why = f"no such address ({(error.strerror or str(error)).lower()})"
-            else:
-                why = os.strerror(error.errno).lower() if error.errno else str(error)
-            raise PipelineError(f"cannot listen on {host}:{port}: {why}") from None
+            raise cannot_listen(host, port, error) from None
         addresses = [f"http://{_host_port(address)}" for address in runner.addresses]
         log.info("gateway listening on %s", ", ".join(addresses))
         if on_ready is not None:

@@ -207,10 +207,20 @@ def check_address(host: str, port: int) -> None:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind(address)
     except OSError as error:  # socket.gaierror included
-        reason = (error.strerror or str(error)).lower()
-        if isinstance(error, socket.gaierror):  # as the server says it (server.serve)
-            reason = f"no such address ({reason})"
-        raise PipelineError(f"cannot listen on {host}:{port}: {reason}") from None
+        raise cannot_listen(host, port, error) from None
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> PipelineError:
+    """The one line for ``host:port`` that cannot be listened on (the probe's, the server's).
+
+    A name that does not resolve (``socket.gaierror``, whose errno is getaddrinfo's, not
+    errno's) is said as such; otherwise the system's own words for the errno (asyncio's
+    ``strerror`` repeats the address: "error while attempting to bind on address ...")."""
+    if isinstance(error, socket.gaierror):
+        why = f"no such address ({(error.strerror or str(error)).lower()})"
+    else:
+        why = os.strerror(error.errno).lower() if error.errno else str(error)
+    return PipelineError(f"cannot listen on {host}:{port}: {why}")
 
 
 def remove_orphaned_metrics_folders(
