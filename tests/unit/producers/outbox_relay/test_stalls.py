@@ -17,17 +17,15 @@ from sqlalchemy.exc import OperationalError
 import producers.outbox_relay.failed_batches as failed_batches_module
 import producers.outbox_relay.housekeeping as housekeeping_module
 import producers.outbox_relay.relay as relay_module
-from pipeline.envelope import Event
 from pipeline.kafka.producer import EventProducer
-from pipeline.outbox.table import Outbox, OutboxStatus
+from pipeline.outbox.table import OutboxStatus
 from pipeline.settings import OutboxSettings
 from producers.outbox_relay import OutboxRelay
 from producers.outbox_relay.housekeeping import Housekeeping
 from producers.outbox_relay.metrics import RelayMetrics
 from tests.unit.producers.outbox_relay.fake_kafka import FakeKafka
-from tests.unit.producers.outbox_relay.test_outage import Clock, Stop
+from tests.unit.producers.outbox_relay.test_outage import Clock, Stop, _write
 
-TOPIC = "orders.events"
 REPORT_LOGGER = "producers.outbox_relay.housekeeping"
 FIGURES = (
     "pipeline_outbox_backlog",
@@ -101,19 +99,6 @@ def test_a_stalled_round_is_remembered_once_with_what_it_waited_on_longest() -> 
 
 
 # --- the relay, its claim waiting on a lock --------------------------------------------------
-
-
-def _write(engine, aggregates) -> None:
-    outbox = Outbox()
-    with engine.begin() as connection:
-        for n, aggregate in enumerate(aggregates):
-            event = Event(
-                source="/orders", type="com.example.order.changed", partitionkey=aggregate,
-                data={"n": n},
-            )  # fmt: skip
-            outbox.add(
-                connection, event, aggregate_type="order", aggregate_id=aggregate, topic=TOPIC
-            )
 
 
 def _relay_on_the_test_clock(database, monkeypatch):
