@@ -313,6 +313,8 @@ def new_topic(
     """
     from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
+    from pipeline.topics.admin import wait_until_described
+
     created: list[str] = []
 
     def make(
@@ -325,6 +327,7 @@ def new_topic(
         )
         futures[name].result(timeout=30)
         created.append(name)
+        wait_until_described(kafka_admin, [name], timeout_s=30)  # acknowledged, not yet seen
         return name
 
     yield make

@@ -482,6 +482,20 @@ def _config_changes(changes: tuple[SetConfig, ...]) -> _Requests:
     }
 
 
+def wait_until_described(
+    admin: KafkaAdmin, names: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> None:
+    """Until the cluster describes every topic of ``names`` (one whose creation was just
+    acknowledged can be missing from a describe for a moment); a :class:`PipelineError` after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while missing := [n for n in names if n not in describe_cluster_topics(admin, names)]:
+        if time.monotonic() >= deadline:
+            raise PipelineError(f"topic {missing[0]} was created but after {timeout_s:g}s is "
+                                "still not described")  # fmt: skip
+        time.sleep(0.05)
+
+
 def _wait_until_visible(
     admin: KafkaAdmin, plan: Plan, bootstrap: str | None, timeout_s: float
 ) -> None:
