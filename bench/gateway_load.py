@@ -25,7 +25,10 @@ aiohttp baseline, in one run.
    - *half rate*: the gateway's saturation figure of the round, halved, as a fixed rate for
      ``--duration``, to the baseline and to the gateway: p50 / p99 latency at the same load;
    every request is a distinct valid ``place_order`` with its own Idempotency-Key;
-4. the median of the rounds per server; ratios against the baseline with as many processes;
+4. the median of the rounds per server; ratios against the baseline with as many processes:
+   accepted req/s and CPU per request, the median of the per-round ratios (each round's
+   figure over the baseline's in the same round, measured right before it), not the ratio of
+   the medians; the p99 at half rate, of the medians (as the suite's ``p99_vs_baseline``);
 5. check that the topic holds exactly one message per 202 the gateways gave (warm-ups too);
 6. write bench/results/gateway_load.json and .md and print a table; stop the servers
    (SIGTERM: the gateway's clean shutdown flushes its producer), drop the topic and database.
@@ -62,6 +65,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from bench.gateway_attacks import Attack, Attacker, installed_vegeta, slug  # noqa: E402
+from bench.suite.rows import paired_ratio  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PARTITIONS = 6
@@ -332,12 +336,25 @@ def goal_met(row: dict[str, Any]) -> bool:
     )
 
 
+def _round_ratio(row: dict[str, Any], base: dict[str, Any], field: str) -> float:
+    """The median of the per-round ratios of a saturation figure (round i of the server
+    against round i of its baseline, measured one right after the other); of the medians
+    where the rounds do not pair up."""
+    paired = paired_ratio(
+        [attacks[0][field] for attacks in row["rounds"]],
+        [attacks[0][field] for attacks in base["rounds"]],
+    )
+    # The summary holds the median of the figure under the same name.
+    return float(row[field] / base[field]) if paired is None else paired
+
+
 def _with_ratios(rows: list[dict[str, Any]], servers: list[Server]) -> list[dict[str, Any]]:
     by_name = {row["server"]: row for row in rows}
     for server, row in zip(servers, rows, strict=True):
         base = by_name[server.baseline]
-        row["accepted_ratio"] = row["accepted_per_s"] / base["accepted_per_s"]
-        row["cpu_ratio"] = row["cpu_ms_per_accepted"] / base["cpu_ms_per_accepted"]
+        row["accepted_ratio"] = _round_ratio(row, base, "accepted_per_s")
+        row["cpu_ratio"] = _round_ratio(row, base, "cpu_ms_per_accepted")
+        # Of the medians: the suite's p99_vs_baseline, which has no round's p99 to pair, is.
         row["p99_ratio"] = row["half_rate_p99_ms"] / base["half_rate_p99_ms"]
         row["goal_met"] = goal_met(row)
     return rows

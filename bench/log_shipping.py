@@ -16,7 +16,9 @@ chunk size:
 
 Run: ``.venv/bin/python bench/log_shipping.py [--records 100000]``. Results go to
 bench/results/log_shipping.{json,md}; each figure is the median of ``--repeat`` interleaved
-rounds, and the ratio is against direct bulk (goal: 0.8x).
+rounds, and the ratio is against direct bulk (goal: 0.8x): the median of the per-round ratios
+(the shipper's rate over direct bulk's in the same round, run right before it), not the ratio
+of the medians.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -37,13 +40,18 @@ from elasticsearch.helpers import streaming_bulk
 from rich.console import Console
 from rich.table import Table
 
-from consumers.log_shipper import LogShipper
-from pipeline.ids import new_event_id
-from pipeline.kafka.clients import build_admin, build_consumer, build_producer
-from pipeline.logs.elasticsearch import build_elasticsearch
-from pipeline.logs.schema import ensure_index_template, index_for
-from pipeline.settings import LogSettings, PipelineSettings
-from pipeline.stack.manager import StackManager
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: bench.suite importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.suite.rows import paired_ratio  # noqa: E402
+from consumers.log_shipper import LogShipper  # noqa: E402
+from pipeline.ids import new_event_id  # noqa: E402
+from pipeline.kafka.clients import build_admin, build_consumer, build_producer  # noqa: E402
+from pipeline.logs.elasticsearch import build_elasticsearch  # noqa: E402
+from pipeline.logs.schema import ensure_index_template, index_for  # noqa: E402
+from pipeline.settings import LogSettings, PipelineSettings  # noqa: E402
+from pipeline.stack.manager import StackManager  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PARTITIONS = 3
@@ -233,11 +241,16 @@ def main() -> None:
     results = {name: statistics.median(rates) for name, rates in samples.items()}
 
     baseline = results["direct streaming_bulk"]
+    # The median of the per-round ratios (round i of both ran one after the other).
+    ratios: dict[str, float] = {}
+    for name, rates in samples.items():
+        paired = paired_ratio(rates, samples["direct streaming_bulk"])
+        ratios[name] = results[name] / baseline if paired is None else paired
     table = Table(title=f"log shipping, {args.records:,} documents of ~{value_size:.0f} B")
     for column in ("path", "logs/s", "ratio vs direct"):
         table.add_column(column, justify="right" if column != "path" else "left")
     for name, rate in results.items():
-        table.add_row(name, f"{rate:,.0f}", f"{rate / baseline:.2f}x")
+        table.add_row(name, f"{rate:,.0f}", f"{ratios[name]:.2f}x")
     console.print(table)
 
     RESULTS.mkdir(exist_ok=True)
@@ -247,12 +260,13 @@ def main() -> None:
         "chunk_size": CHUNK,
         "logs_per_s": results,
         "samples": samples,
-        "ratio_vs_direct": {name: rate / baseline for name, rate in results.items()},
+        "ratio_vs_direct": ratios,
         "goal_ratio": 0.8,
     }
     (RESULTS / "log_shipping.json").write_text(json.dumps(report, indent=2))
     lines = ["| path | logs/s | ratio vs direct |", "|---|---:|---:|"]
-    lines += [f"| {n} | {r:,.0f} | {r / baseline:.2f}x |" for n, r in results.items()]
+    lines += [f"| {n} | {r:,.0f} | {ratios[n]:.2f}x |" for n, r in results.items()]
+    lines += ["", "logs/s: medians of the rounds; ratio: the median of the per-round ratios."]
     (RESULTS / "log_shipping.md").write_text("\n".join(lines) + "\n")
 
 

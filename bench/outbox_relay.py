@@ -9,9 +9,20 @@
    the clock starts, as the relays are (the relay's ceiling: no database). ``--repeat``
    interleaved rounds (each: the baseline, one relay, two relays, then one relay that keeps
    nothing: ``outbox.retention_s`` 0, each row deleted as it is published; the relays start
-   again each round), medians, ratios against the baseline. With nothing kept there is no
-   ``published_at`` to read: the time runs to the first moment the table is seen empty
-   (looked at every 20 ms, so up to that much later than the last delete).
+   again each round), medians of the rates; each ratio against the baseline is the median of
+   the per-round ratios (a round's rate over the baseline's rate of the same round), not the
+   ratio of the medians. With nothing kept there is no ``published_at`` to read: the time runs
+   to the first moment the table is seen empty (looked at every 20 ms, so up to that much later
+   than the last delete).
+
+   After each round, what reached Kafka is checked: the round's topic (a fresh one) must hold at
+   least one message per row (the baseline: and its warm-up message), counted by the
+   partitions' watermarks (high - low); the messages beyond that are recorded as duplicates
+   (the relay publishes at least once). With two relays the topic is also read back and each
+   aggregate's messages must come in the order of their rows (the ``n`` in the data grows per
+   key; a duplicate of a message already seen is not counted as out of order). A round with
+   fewer messages or one out of order is marked failed, and the run exits non-zero after
+   writing its results (the suite records the benchmark failed).
 2. Latency, commit to Kafka: events committed at a steady ``--rate`` (10 per transaction) for
    ``--seconds``; a topic with ``message.timestamp.type=LogAppendTime`` gives the moment the
    broker appended each one; p50/p99 of (append time - commit time), with LISTEN/NOTIFY on and
@@ -28,30 +39,37 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from paced_load import all_samples, percentile
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.database import build_engine, migrate
-from pipeline.envelope import Event, KafkaMessage
-from pipeline.kafka.clients import build_admin, build_consumer
-from pipeline.kafka.producer import build_event_producer
-from pipeline.kafka.readback import end_offsets
-from pipeline.outbox.table import RECORD_COLUMNS, Outbox, outbox_table, record_of
-from pipeline.settings import DatabaseSettings, PipelineSettings
-from pipeline.stack.manager import StackManager
-from pipeline.stack.postgres_node import create_database, database_url, drop_database
-from producers.outbox_relay import relay_subprocess
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: bench.suite importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.suite.rows import paired_ratio  # noqa: E402
+from pipeline.database import build_engine, migrate  # noqa: E402
+from pipeline.envelope import Event, KafkaMessage  # noqa: E402
+from pipeline.kafka.clients import build_admin, build_consumer  # noqa: E402
+from pipeline.kafka.producer import build_event_producer  # noqa: E402
+from pipeline.kafka.readback import end_offsets  # noqa: E402
+from pipeline.outbox.table import RECORD_COLUMNS, Outbox, outbox_table, record_of  # noqa: E402
+from pipeline.settings import DatabaseSettings, PipelineSettings  # noqa: E402
+from pipeline.stack.manager import StackManager  # noqa: E402
+from pipeline.stack.postgres_node import create_database, database_url, drop_database  # noqa: E402
+from producers.outbox_relay import relay_subprocess  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PARTITIONS = 6
@@ -111,6 +129,78 @@ def _delete_topics(settings: PipelineSettings, topics: list[str]) -> None:
     admin = build_admin(settings.kafka)
     for future in admin.delete_topics(topics, operation_timeout=30).values():
         future.result(30)
+
+
+# --- what reached Kafka ----------------------------------------------------------------------
+
+
+def messages_in(settings: PipelineSettings, topic: str) -> int:
+    """The messages ``topic`` holds: high - low watermark, summed over its partitions."""
+    consumer = build_consumer(settings.kafka, f"bench-outbox-count-{uuid.uuid4().hex[:8]}")
+    try:
+        total = 0
+        for partition in range(PARTITIONS):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def keyed_sequence(settings: PipelineSettings, topic: str) -> list[tuple[bytes | None, int]]:
+    """Every message of ``topic`` as (key, the ``n`` of its data), each partition in its order
+    (an aggregate's messages share a key, so a partition)."""
+    consumer = build_consumer(settings.kafka, f"bench-outbox-order-{uuid.uuid4().hex[:8]}")
+    try:
+        ends = {end.partition: end.offset for end in end_offsets(consumer, topic) if end.offset}
+        consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
+        found: list[tuple[bytes | None, int]] = []
+        deadline = time.monotonic() + 120
+        while ends and time.monotonic() < deadline:
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                found.append((message.key(), json.loads(message.value() or b"{}")["n"]))
+                partition, offset = message.partition(), message.offset()
+                if (
+                    partition is not None
+                    and offset is not None
+                    and offset + 1 >= ends.get(partition, 0)
+                ):
+                    ends.pop(partition, None)
+        if ends:
+            raise RuntimeError(f"{topic}: could not read back partitions {sorted(ends)}")
+        return found
+    finally:
+        consumer.close()
+
+
+def order_violations(sequence: Iterable[tuple[bytes | None, int]]) -> int:
+    """The messages that came after a later one of their key (their ``n`` below the highest
+    seen for it). A repeat of a message already seen is a duplicate, counted elsewhere."""
+    highest: dict[bytes | None, int] = {}
+    seen: set[tuple[bytes | None, int]] = set()
+    violations = 0
+    for key, n in sequence:
+        if (key, n) in seen:
+            continue
+        seen.add((key, n))
+        if key in highest and n < highest[key]:
+            violations += 1
+        else:
+            highest[key] = n
+    return violations
+
+
+def round_problems(found: int, expected: int, out_of_order: int | None) -> list[str]:
+    """Why a round failed its checks (empty when it did not): fewer messages in its topic than
+    expected, or messages out of order per aggregate."""
+    problems = []
+    if found < expected:
+        problems.append(f"{found:,} of {expected:,} messages in the topic")
+    if out_of_order:
+        problems.append(f"{out_of_order:,} messages out of order per aggregate")
+    return problems
 
 
 # --- relays as subprocesses ---------------------------------------------------------------
@@ -309,8 +399,6 @@ def _drain(engine: sa.Engine, timeout_s: float = 120, every_s: float = 0.1) -> N
 def _append_times(settings: PipelineSettings, topic: str, wanted: set[str]) -> dict[str, float]:
     consumer = build_consumer(settings.kafka, f"bench-{uuid.uuid4().hex[:8]}")
     try:
-        from confluent_kafka import TopicPartition
-
         ends = end_offsets(consumer, topic)
         consumer.assign([TopicPartition(topic, p.partition, 0) for p in ends])
         found: dict[str, float] = {}
@@ -361,6 +449,10 @@ def main() -> None:
             "2 relays": [],
             NOTHING_KEPT: [],
         }
+        in_topic: dict[str, list[int]] = {name: [] for name in samples}
+        duplicates: dict[str, list[int]] = {name: [] for name in samples}
+        out_of_order: dict[str, list[int]] = {"2 relays": []}
+        failures: dict[str, list[str]] = {name: [] for name in samples}
         topics: list[str] = []
 
         def measure(name: str, round_number: int) -> None:
@@ -378,7 +470,24 @@ def main() -> None:
                 else:
                     rate = relay_throughput(url, rows, keep=name != NOTHING_KEPT)
             samples[name].append(rate)
-            console.print(f"round {round_number}: {name}: {rate:,.0f} events/s")
+            # What reached Kafka: a message per row at least (the baseline's warm-up message
+            # besides), and with two relays each aggregate's rows in order.
+            expected = len(rows) + (1 if name == "EventProducer" else 0)
+            found = messages_in(settings, topic)
+            in_topic[name].append(found)
+            duplicates[name].append(max(0, found - expected))
+            violations = None
+            if name in out_of_order:
+                violations = order_violations(keyed_sequence(settings, topic))
+                out_of_order[name].append(violations)
+            problems = round_problems(found, expected, violations)
+            if problems:
+                failures[name].append(f"round {round_number}: {', '.join(problems)}")
+            console.print(
+                f"round {round_number}: {name}: {rate:,.0f} events/s, {found:,} messages "
+                f"({duplicates[name][-1]:,} duplicates){'; FAILED: ' if problems else ''}"
+                + ", ".join(problems)
+            )
 
         # Interleaved rounds, so that a slow spell of this shared machine hits every contender
         # alike (run contender by contender, one relay once measured 25,000 events/s against
@@ -409,12 +518,28 @@ def main() -> None:
                 )
 
     baseline = throughput["EventProducer"]
+    # The median of the per-round ratios: the rounds are interleaved, each contender's round i
+    # run right after the baseline's round i.
+    ratios: dict[str, float] = {}
+    for name, rates in samples.items():
+        paired = paired_ratio(rates, samples["EventProducer"])
+        ratios[name] = throughput[name] / baseline if paired is None else paired
+    failed_rounds = [f"{name}, {line}" for name, lines in failures.items() for line in lines]
+    columns = ("publisher", "events/s", "ratio vs EventProducer", "duplicates", "failed rounds")
     table = Table(title=f"outbox relay throughput, {args.rows:,} rows committed at once")
-    for column in ("publisher", "events/s", "ratio vs EventProducer"):
+    for column in columns:
         table.add_column(column, justify="left" if column == "publisher" else "right")
     for name, rate in throughput.items():
-        table.add_row(name, f"{rate:,.0f}", f"{rate / baseline:.2f}x")
+        table.add_row(
+            name,
+            f"{rate:,.0f}",
+            f"{ratios[name]:.2f}x",
+            f"{sum(duplicates[name]):,}",
+            f"{len(failures[name])}",
+        )
     console.print(table)
+    if failed_rounds:
+        console.print("[red]FAILED rounds: " + "; ".join(failed_rounds) + "[/red]")
     lat_table = Table(title=f"commit to Kafka at {args.rate:,} events/s")
     for column in ("relay wake-up", "p50 ms", "p99 ms", "max ms", "achieved rate"):
         lat_table.add_column(column, justify="left" if column == "relay wake-up" else "right")
@@ -432,18 +557,28 @@ def main() -> None:
         "rows": args.rows,
         "events_per_s": throughput,
         "samples": samples,
-        "ratio_vs_event_producer": {n: r / baseline for n, r in throughput.items()},
+        "ratio_vs_event_producer": ratios,
+        "messages_in_topic": in_topic,
+        "duplicates": duplicates,
+        "order_violations": out_of_order,
+        "failures": failures,
         "latency_rate_per_s": args.rate,
         "latency": latency,
     }
     (RESULTS / "outbox_relay.json").write_text(json.dumps(report, indent=2))
     lines = [
         f"Throughput: {args.rows:,} rows committed at once, to acknowledged Kafka messages "
-        f"(median of {args.repeat} rounds).",
+        f"(median of {args.repeat} rounds; each ratio the median of the per-round ratios). "
+        "Every round's topic checked: at least a message per row (duplicates: the messages "
+        "beyond, over the rounds), and with two relays each aggregate's messages in order.",
         "",
-        "| publisher | events/s | ratio vs EventProducer |",
-        "|---|---:|---:|",
-        *(f"| {n} | {r:,.0f} | {r / baseline:.2f}x |" for n, r in throughput.items()),
+        "| publisher | events/s | ratio vs EventProducer | duplicates | failed rounds |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {n} | {r:,.0f} | {ratios[n]:.2f}x | {sum(duplicates[n]):,} | {len(failures[n])} |"
+            for n, r in throughput.items()
+        ),
+        *(["", "FAILED rounds: " + "; ".join(failed_rounds)] if failed_rounds else []),
         "",
         f"Latency from commit to Kafka (broker append time) at {args.rate:,} events/s:",
         "",
@@ -455,6 +590,8 @@ def main() -> None:
         ),
     ]
     (RESULTS / "outbox_relay.md").write_text("\n".join(lines) + "\n")
+    if failed_rounds:  # after the results are written, so they can be read; the run failed
+        raise SystemExit("outbox_relay: " + "; ".join(failed_rounds))
 
 
 if __name__ == "__main__":

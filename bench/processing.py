@@ -35,11 +35,17 @@ non-zero after writing its results (the suite records the benchmark failed).
 Run: ``.venv/bin/python bench/processing.py [--repeat 3] [--only 'A. runtime|B.' [--save]]``.
 Results go to bench/results/processing.{json,md} (for a run of every case, or with ``--save``);
 each figure is the median of ``--repeat`` interleaved rounds (the order of the contenders
-rotates from round to round), ratios are of medians. ``--rounds-in-one-run`` (the suite's quick
-profile) starts each contender once with ``--repeat`` times its events and takes each
+rotates from round to round); each ratio is the median of the per-round ratios (a case's round
+i over its baseline's round i, run in the same round; rounds one of them lost are left out),
+the ratio of the medians only where no round pairs up. ``--rounds-in-one-run`` (the suite's
+quick profile) starts each contender once with ``--repeat`` times its events and takes each
 consecutive part of that run as a round: one start and group join per case instead of
 ``--repeat`` (they are most of a small round's time); its first round includes the warm-up.
-Topics are produced uncompressed, like the earlier runs of this bench.
+Those parts of two cases did not run side by side (one case's whole run, then the next's): the
+ratios are then of medians. Topics are produced uncompressed, like the earlier runs of this
+bench. The results name what they measured: the commit, a hash of each runtime source (the
+worker's too) and whether the tree had uncommitted changes (``uncommitted_changes``, as the
+suite's latest.json).
 """
 
 from __future__ import annotations
@@ -64,20 +70,25 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.envelope import Event
-from pipeline.kafka.clients import build_admin
-from pipeline.kafka.producer import build_event_producer
-from pipeline.settings import PipelineSettings
-from pipeline.stack.manager import StackManager
-from pipeline.stack.postgres_node import create_database, database_url, drop_database
-from pipeline.topics.spec import dlq_name
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: bench.suite importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.suite.machine import uncommitted_changes  # noqa: E402
+from bench.suite.rows import paired_ratio  # noqa: E402
+from pipeline.envelope import Event  # noqa: E402
+from pipeline.kafka.clients import build_admin  # noqa: E402
+from pipeline.kafka.producer import build_event_producer  # noqa: E402
+from pipeline.settings import PipelineSettings  # noqa: E402
+from pipeline.stack.manager import StackManager  # noqa: E402
+from pipeline.stack.postgres_node import create_database, database_url, drop_database  # noqa: E402
+from pipeline.topics.spec import dlq_name  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WORKER = Path(__file__).with_name("processing_worker.py")
 KEYS = 100
 #: Each run's database is this with a suffix of its own, so two runs never share one.
 BENCH_DATABASE = "pipeline_bench_processing"
-ROOT = Path(__file__).resolve().parent.parent
 #: The runtime's sources: the tree changes under the bench, so results name what they measured.
 RUNTIME_SOURCES = [
     "pipeline/processing/engine.py",
@@ -94,6 +105,7 @@ RUNTIME_SOURCES = [
     "pipeline/envelope/binary_mode.py",
     "pipeline/envelope/event.py",
     "pipeline/envelope/json_data.py",
+    "bench/processing_worker.py",  # what every contender runs
 ]
 
 
@@ -123,6 +135,8 @@ class Case:
     handler: str = "async"  # runtime: "async" or "sync"
     loop: str = "uvloop"  # plain Faust agent: "uvloop" or "asyncio" (the runtime: env)
     rates: list[float] = field(default_factory=list)
+    #: The round each of ``rates`` came from (a failed round has none), to pair them.
+    rounds_of: list[int] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
     violations: list[int] = field(default_factory=list)
     startup_s: list[float] = field(default_factory=list)
@@ -135,6 +149,23 @@ class Case:
     @property
     def rate(self) -> float:
         return statistics.median(self.rates) if self.rates else 0.0
+
+
+def case_ratio(case: Case, base: Case | None, paired: bool = True) -> float | None:
+    """``case`` against ``base``: the median of the per-round ratios over the rounds both have
+    (run in the same round, so a slow spell of the machine hits both); the ratio of their
+    medians when no round pairs up or the rounds are not ``paired`` (``--rounds-in-one-run``:
+    consecutive parts of each case's own run, not side by side). None without a base figure."""
+    if base is None or not base.rate:
+        return None
+    if paired:
+        theirs = dict(zip(base.rounds_of, base.rates, strict=True))
+        common = [(rate, theirs[n]) for n, rate in zip(case.rounds_of, case.rates, strict=True)
+                  if n in theirs]  # fmt: skip
+        ratio = paired_ratio([mine for mine, _ in common], [base for _, base in common])
+        if ratio is not None:
+            return ratio
+    return case.rate / base.rate
 
 
 def _runtime_env(
@@ -293,6 +324,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = PipelineSettings()
     fingerprint = _fingerprint()
+    dirty = uncommitted_changes(ROOT)
     StackManager(settings).up({"kafka", "postgres"})
     console = Console(width=max(Console().width, 150))
     began = time.monotonic()
@@ -344,6 +376,7 @@ def main() -> None:
                             continue
                     figures = result["segments"] if segments > 1 else [result]
                     case.rates += [figure["events_per_s"] for figure in figures]
+                    case.rounds_of += list(range(len(figures))) if segments > 1 else [round_number]
                     case.cpu_ms += [figure["cpu_ms_per_event"] for figure in figures]
                     case.violations.append(result["order_violations"])
                     case.startup_s.append(result["startup_s"])
@@ -358,7 +391,7 @@ def main() -> None:
     if sources_after != {k: v for k, v in fingerprint.items() if k != "commit"}:
         console.print("[yellow]the runtime's sources changed during the bench[/yellow]")
         fingerprint["changed_during_run"] = "yes"
-    report(console, all_cases, args, duration, fingerprint)
+    report(console, all_cases, args, duration, fingerprint, dirty)
     problems = run_problems(all_cases)
     if problems:  # after the results are written, so they can be read; the run failed
         raise SystemExit("processing: " + "; ".join(problems))
@@ -385,6 +418,7 @@ def report(
     args: argparse.Namespace,
     duration: float,
     fingerprint: dict[str, str],
+    dirty: bool = False,
 ) -> None:
     def find(scenario: str, kind: str) -> Case | None:
         """The contender of that kind; of several (the agent on two loops), the fastest."""
@@ -399,8 +433,11 @@ def report(
     # with neither (its overhead), and against the plain agent.
     b_bare = next((c for c in all_cases if c.scenario == "B" and "none" in c.name), None)
 
+    # Consecutive parts of one run per case did not run beside the other cases' parts.
+    paired = not args.rounds_in_one_run
+
     def ratio(case: Case, base: Case | None) -> float | None:
-        return case.rate / base.rate if base is not None and base.rate else None
+        return case_ratio(case, base, paired)
 
     def fmt(value: float | None) -> str:
         return "" if value is None else f"{value:.2f}x"
@@ -474,6 +511,8 @@ def report(
                 "rounds_in_one_run": args.rounds_in_one_run,
                 "machine": machine,
                 "runtime_sources": fingerprint,
+                "uncommitted_changes": dirty,
+                "ratios": "median of per-round ratios" if paired else "ratio of medians",
                 "what": __doc__,
                 "cases": rows,
             },
@@ -495,7 +534,14 @@ def report(
         "loop, group commit; runtime, sync handler: `time.sleep` in worker threads, group "
         "commit of synchronous handlers (the default `sync_group_wait_ms`); plain agent: "
         "`await asyncio.sleep`; poll loop: `time.sleep`). "
-        "'vs plain agent' divides by the faster of the plain agent's two loops. B: the "
+        + (
+            "Each ratio is the median of the per-round ratios (round i against the baseline's "
+            "round i). "
+            if paired
+            else "Each ratio is of the medians (the parts of one run per case did not run "
+            "side by side). "
+        )
+        + "'vs plain agent' divides by the faster of the plain agent's two loops. B: the "
         "handler does nothing. 'order per key' checks every key's events came as seq 0, 1, "
         "2, ... in every round.",
         "",
@@ -503,7 +549,11 @@ def report(
         "",
         "Runtime measured (commit, sha256 prefix of each source as on disk): "
         + ", ".join(f"{name} {value}" for name, value in fingerprint.items())
-        + ".",
+        + (
+            "; the tree had UNCOMMITTED CHANGES (the code measured is not exactly the commit's)."
+            if dirty
+            else "; no uncommitted changes."
+        ),
         "",
     ]
     (RESULTS / "processing.md").write_text("\n".join(lines + notes))

@@ -288,6 +288,9 @@ def processing(data: Json) -> list[Row]:
     bare_b = [n for n in rows if n.startswith("B.") and "ordering none" in n]
     baselines = {"A": chosen(agents("A")), "B": chosen(bare_b or agents("B"))}
     candidates = {"A": agents("A"), "B": bare_b or agents("B")}
+    # --rounds-in-one-run (the quick profile): a case's rounds are consecutive parts of one
+    # run, not run beside the other cases' rounds: compared by their medians, not by round.
+    paired = not data.get("rounds_in_one_run", False)
     result = []
     for name, row in rows.items():
         scenario = name[:1]
@@ -296,7 +299,7 @@ def processing(data: Json) -> list[Row]:
         if problem[name] and not row["rounds"]:
             made = compared(row, None, goal)  # no figure to compare
         else:
-            made = compared(row, baseline, goal)
+            made = compared(row, baseline, goal, paired=paired)
         own = problem[name]
         reasons = [own] if own else []
         if missing and name not in candidates.get(scenario, []):

@@ -1,6 +1,13 @@
 """One measurement of the suite, a ROW of bench/results/latest.json, and the figures derived
 from its rounds (median, spread, ratio to its baseline, whether the goal is met).
 
+The ratio to a baseline is the median of the per-round ratios when the rounds pair up (as many
+rounds on both sides, round i of each run beside the other's round i, as the benchmarks'
+interleaved rounds are): a slow spell hits both sides of a round alike, and the ratio of each
+round cancels it, where a ratio of the two medians mixes rounds run at different moments (raw
+226k/332k/205k against 195k/176k/112k events/s: 0.78x of medians, 0.55x of rounds). Otherwise
+(one side lost a round, or a baseline round is 0) it is the ratio of the two values.
+
 The format is shared with the benchmarks that write rows themselves (bench/e2e_latency.py,
 bench/scale_out.py); see docs/benchmarks.md. ``goal`` (a readable goal that is not a ratio, such
 as the gateway's "3,000 req/s, p99 < 50 ms") is this suite's addition and may be missing.
@@ -103,15 +110,35 @@ def measurement(
     }
 
 
+def round_ratios(rounds: Sequence[float], baseline_rounds: Sequence[float]) -> list[float] | None:
+    """Each round's figure over the baseline's figure of the same round; None when the rounds
+    do not pair up: a different number of rounds, none, or a baseline round of 0."""
+    if not rounds or len(rounds) != len(baseline_rounds) or any(b == 0 for b in baseline_rounds):
+        return None
+    return [mine / theirs for mine, theirs in zip(rounds, baseline_rounds, strict=True)]
+
+
+def paired_ratio(rounds: Sequence[float], baseline_rounds: Sequence[float]) -> float | None:
+    """The median of :func:`round_ratios` (the official ratio of rounds run side by side);
+    None when the rounds do not pair up."""
+    ratios = round_ratios(rounds, baseline_rounds)
+    return None if ratios is None else float(statistics.median(ratios))
+
+
 def compared(
     row: Row,
     baseline: Row | None,
     goal_ratio: float | None = None,
+    *,
+    paired: bool = True,
 ) -> Row:
-    """The row with its baseline's case, the ratio of their values and, when a goal ratio is
-    given, whether it is met. A baseline row (``baseline`` None or the row itself) keeps
-    baseline and ratio None. A latency row compares latency, not rate: its ``ratio`` stays
-    None and ``p99_vs_baseline`` is its p99 over the baseline's (None when either lacks one)."""
+    """The row with its baseline's case, the ratio to it and, when a goal ratio is given,
+    whether it is met (judged on that ratio). The ratio is the median of the per-round ratios
+    (:func:`paired_ratio`) when the rounds pair up, else the ratio of the two values; ``paired``
+    False (rounds that did not run side by side) takes the ratio of the values in any case. A
+    baseline row (``baseline`` None or the row itself) keeps baseline and ratio None. A
+    latency row compares latency, not rate: its ``ratio`` stays None and ``p99_vs_baseline``
+    is its p99 over the baseline's (None when either lacks one)."""
     if baseline is None or baseline["case"] == row["case"]:
         return {**row, "goal_ratio": goal_ratio, "goal_met": None}
     if row["kind"] == "latency":
@@ -123,9 +150,11 @@ def compared(
             "goal_ratio": goal_ratio,
             "goal_met": None,
         }
-    if baseline["value"] == 0:
-        return {**row, "goal_ratio": goal_ratio, "goal_met": None}
-    ratio = row["value"] / baseline["value"]
+    ratio = paired_ratio(row["rounds"], baseline["rounds"]) if paired else None
+    if ratio is None:
+        if baseline["value"] == 0:
+            return {**row, "goal_ratio": goal_ratio, "goal_met": None}
+        ratio = row["value"] / baseline["value"]
     return {
         **row,
         "baseline": baseline["case"],

@@ -114,3 +114,117 @@ def test_the_shippers_clock_starts_before_the_fetch_that_brought_its_first_recor
     joined_during_the_call.assigned(1.4)
     joined_during_the_call.returned(500)
     assert joined_during_the_call.started == 1.4
+
+
+def test_processing_ratios_pair_the_rounds_both_cases_have(monkeypatch):
+    processing = _bench(monkeypatch, "processing")
+    base = processing.Case("A", "agent", "faust", 10, rates=[100.0, 200.0, 250.0],
+                           rounds_of=[0, 1, 2])  # fmt: skip
+    # round 1 failed for this case: rounds 0 and 2 pair up, 300 / 100 and 500 / 250
+    case = processing.Case("A", "runtime", "runtime", 10, rates=[300.0, 500.0], rounds_of=[0, 2])
+    assert processing.case_ratio(case, base) == pytest.approx(2.5)
+    # of the medians (400 / 200) when the rounds did not run side by side
+    assert processing.case_ratio(case, base, paired=False) == pytest.approx(2.0)
+    full = processing.Case("A", "runtime", "runtime", 10, rates=[100.0, 900.0, 100.0],
+                           rounds_of=[0, 1, 2])  # fmt: skip
+    base.rates = [50.0, 200.0, 100.0]  # rounds 2.0, 4.5, 1.0; medians 100 / 100
+    assert processing.case_ratio(full, base) == pytest.approx(2.0)
+    assert processing.case_ratio(full, base, paired=False) == pytest.approx(1.0)
+    alone = processing.Case("A", "runtime", "runtime", 10, rates=[300.0], rounds_of=[3])
+    assert processing.case_ratio(alone, base) == pytest.approx(3.0)  # no round pairs up
+    assert processing.case_ratio(case, None) is None
+
+
+def test_processing_fingerprints_its_worker_too(monkeypatch):
+    processing = _bench(monkeypatch, "processing")
+    assert "bench/processing_worker.py" in processing.RUNTIME_SOURCES
+    assert all((processing.ROOT / name).is_file() for name in processing.RUNTIME_SOURCES)
+
+
+def test_the_outbox_bench_counts_missing_messages_and_order_per_aggregate(monkeypatch):
+    outbox = _bench(monkeypatch, "outbox_relay")
+    assert outbox.round_problems(1000, 1000, None) == []
+    assert outbox.round_problems(1003, 1000, 0) == []  # duplicates are not a failure
+    assert outbox.round_problems(999, 1000, 2) == [
+        "999 of 1,000 messages in the topic",
+        "2 messages out of order per aggregate",
+    ]
+    in_order = [(b"a", 0), (b"b", 1), (b"a", 2), (b"b", 3)]
+    assert outbox.order_violations(in_order) == 0
+    # a batch sent again (at least once): duplicates, not disorder
+    assert outbox.order_violations([(b"a", 0), (b"a", 2), (b"a", 0), (b"a", 2), (b"a", 4)]) == 0
+    assert outbox.order_violations([(b"a", 0), (b"a", 4), (b"b", 1), (b"a", 2)]) == 1
+
+
+def test_a_producer_round_fails_when_its_topic_holds_fewer_messages_than_sent(monkeypatch):
+    producer = _bench(monkeypatch, "producer_throughput")
+    assert producer.round_failure(200_000, 200_000) is None
+    assert producer.round_failure(200_001, 200_000) is None
+    assert producer.round_failure(199_999, 200_000) == "199,999 of 200,000 messages in the topic"
+
+
+def test_replay_ratios_are_the_median_of_the_rounds_ratios(monkeypatch):
+    replay = _bench(monkeypatch, "replay")
+    seconds = {"kcat -P": [1.0, 4.0, 1.0], "ours": [2.0, 4.0, 4.0]}
+    ratios = replay.ratios_to(seconds, "kcat -P")
+    assert ratios["kcat -P"] == pytest.approx(1.0)
+    # a round's ratio of rates is kcat's seconds over ours: 0.5, 1.0, 0.25; of the medians 1 / 4
+    assert ratios["ours"] == pytest.approx(0.5)
+
+
+def test_the_gateway_saturation_ratio_is_the_median_of_the_rounds_ratios(monkeypatch):
+    gateway = _bench(monkeypatch, "gateway_load")
+
+    def summary(name, accepted, cpu):
+        rounds = [[{"accepted_per_s": a, "cpu_ms_per_accepted": c}, {}] for a, c in zip(
+            accepted, cpu, strict=True)]  # fmt: skip
+        return {"server": name, "accepted_per_s": sorted(accepted)[1],
+                "cpu_ms_per_accepted": sorted(cpu)[1], "half_rate_p99_ms": 10.0,
+                "half_rate_not_202": 0, "rounds": rounds}  # fmt: skip
+
+    servers = [gateway.Server("baseline, 1 process", "serve-baseline", 1, 1),
+               gateway.Server("gateway, 1 worker", "serve-gateway", 1, 2)]  # fmt: skip
+    rows = gateway._with_ratios(
+        [summary("baseline, 1 process", [1000.0, 4000.0, 2000.0], [0.1, 0.2, 0.1]),
+         summary("gateway, 1 worker", [800.0, 1000.0, 400.0], [0.4, 0.6, 0.2])],
+        servers,
+    )  # fmt: skip
+    # rounds 0.8, 0.25, 0.2 -> 0.25; of the medians 800 / 2000 = 0.4
+    assert rows[1]["accepted_ratio"] == pytest.approx(0.25)
+    assert rows[1]["cpu_ratio"] == pytest.approx(3.0)  # 4, 3, 2; of the medians 0.4 / 0.1
+    assert rows[0]["accepted_ratio"] == pytest.approx(1.0)
+
+
+def test_the_bare_ndjson_loop_tunes_the_collector_as_pipeline_produce(monkeypatch):
+    from pipeline.gc_tuning import THRESHOLD_WHILE_SENDING
+
+    bare = _bench(monkeypatch, "bare_ndjson_loop")
+    assert bare.GC_THRESHOLD == THRESHOLD_WHILE_SENDING
+
+
+def test_processing_results_say_whether_the_tree_had_uncommitted_changes(monkeypatch, tmp_path):
+    import argparse
+    import json
+
+    from rich.console import Console
+
+    processing = _bench(monkeypatch, "processing")
+    monkeypatch.setattr(processing, "RESULTS", tmp_path)
+    agent = processing.Case("A", "plain Faust agent (one at a time), uvloop", "faust", 10,
+                            rates=[100.0, 300.0], rounds_of=[0, 1], violations=[0, 0])  # fmt: skip
+    ours = processing.Case("A", "runtime, async handler", "runtime", 10, rates=[500.0, 600.0],
+                           rounds_of=[0, 1], violations=[0, 0])  # fmt: skip
+    args = argparse.Namespace(repeat=2, sleep_ms=2.0, only="", save=False, profile=None,
+                              rounds_in_one_run=False)  # fmt: skip
+    fingerprint = {"commit": "abc1234", "bench/processing_worker.py": "0123456789ab"}
+    processing.report(Console(quiet=True), [agent, ours], args, 1.0, fingerprint, True)
+    written = json.loads((tmp_path / "processing.json").read_text())
+    assert written["uncommitted_changes"] is True
+    assert written["runtime_sources"]["bench/processing_worker.py"] == "0123456789ab"
+    (row,) = [case for case in written["cases"] if case["scenario"] == "A" and "runtime" in
+              case["case"]]  # fmt: skip
+    assert row["ratio_vs_plain_agent"] == pytest.approx(3.5)  # rounds 5.0, 2.0; medians 2.75
+    assert "UNCOMMITTED CHANGES" in (tmp_path / "processing.md").read_text()
+    processing.report(Console(quiet=True), [agent, ours], args, 1.0, fingerprint, False)
+    assert json.loads((tmp_path / "processing.json").read_text())["uncommitted_changes"] is False
+    assert "no uncommitted changes" in (tmp_path / "processing.md").read_text()
