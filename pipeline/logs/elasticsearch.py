@@ -67,17 +67,34 @@ def refusal_of(error: BaseException) -> str | None:
     return None
 
 
-def plain_http_hint(url: str, error: BaseException) -> str:
-    """A hint for a plain ``http://`` URL whose server hung up at once: most likely an HTTPS
-    port (Elasticsearch with TLS closes a plain HTTP connection without a word); else ``""``."""
+#: How long :func:`refuse_an_https_port_over_http` waits for an answer, and
+#: :func:`plain_http_hint` for a TLS handshake.
+HANG_UP_CHECK_S = 3.0
+
+#: :func:`plain_http_hint`'s words, for a port shown to be an HTTPS one.
+_HTTPS_PORT_HINT = (
+    " (the server closed the connection at once: an HTTPS port? then "
+    "PIPELINE_ELASTICSEARCH__URL starts with https://)"
+)
+
+
+def _hung_up(url: str, error: BaseException) -> bool:
+    """Whether the server of a plain ``http://`` URL closed the connection without an answer:
+    an HTTPS port does so (Elasticsearch with TLS closes a plain HTTP connection without a
+    word), and so do an Elasticsearch going away and a proxy whose Elasticsearch is down."""
     text = str(getattr(error, "message", "")) + " " + str(error)
-    if url.lower().startswith("http://") and (
+    return url.lower().startswith("http://") and (
         "RemoteDisconnected" in text or "Connection aborted" in text
-    ):
-        return (
-            " (the server closed the connection at once: an HTTPS port? then "
-            "PIPELINE_ELASTICSEARCH__URL starts with https://)"
-        )
+    )
+
+
+def plain_http_hint(url: str, error: BaseException) -> str:
+    """A hint for a plain ``http://`` URL whose server hung up (:func:`_hung_up`) and whose port
+    completes a TLS handshake (asked at once, for up to :data:`HANG_UP_CHECK_S`): an HTTPS
+    port; else ``""``. A hang-up alone is no evidence: the hint once sent a user looking at
+    TLS while the server, or a proxy's, was away."""
+    if _hung_up(url, error) and _speaks_tls(url, HANG_UP_CHECK_S):
+        return _HTTPS_PORT_HINT
     return ""
 
 
@@ -89,10 +106,6 @@ def unanswered(url: str, timeout_s: float) -> str:
         f"Elasticsearch at {masked_url(url)} did not answer within {timeout_s:g} s "
         "(PIPELINE_ELASTICSEARCH__REQUEST_TIMEOUT_S)"
     )
-
-
-#: How long :func:`refuse_an_https_port_over_http` waits for an answer.
-HANG_UP_CHECK_S = 3.0
 
 
 def refuse_an_https_port_over_http(es: Elasticsearch, url: str) -> None:
@@ -111,14 +124,16 @@ def refuse_an_https_port_over_http(es: Elasticsearch, url: str) -> None:
     except EsConnectionError as error:
         # A hang-up alone may be a proxy whose Elasticsearch is down (an outage to wait out):
         # only a port that answers a TLS handshake is taken for an HTTPS one.
-        if plain_http_hint(url, error) and _speaks_tls(url):
-            raise PipelineError(not_reached(url, error)) from None
+        hint = plain_http_hint(url, error)
+        if hint:
+            raise PipelineError(f"cannot reach Elasticsearch at {masked_url(url)}{hint}") from None
     except Exception:  # the caller's own handling says what it is
         pass
 
 
 def _speaks_tls(url: str, timeout_s: float = 3.0) -> bool:
-    """Whether the host and port of ``url`` complete a TLS handshake (any certificate)."""
+    """Whether the host and port of ``url`` complete a TLS handshake (any certificate); never
+    raises (it is asked while an error is being told)."""
     import socket
     import ssl
     from urllib.parse import urlsplit
@@ -139,7 +154,7 @@ def _speaks_tls(url: str, timeout_s: float = 3.0) -> bool:
             context.wrap_socket(raw, server_hostname=host),
         ):
             return True
-    except (OSError, ValueError):
+    except Exception:  # OSError, ssl.SSLError, ValueError (a host name IDNA refuses)...
         return False
 
 
@@ -272,8 +287,10 @@ def not_reached(url: str, error: BaseException) -> str:
     """One line for a connection to Elasticsearch that failed (elastic-transport's
     ``ConnectionError``; not a timeout: :func:`unanswered`), as :func:`unreachable` says it:
     ``cannot reach Elasticsearch at URL (connection refused)``, the URL without its
-    credentials. An ``http://`` URL whose server hung up at once gets
-    :func:`plain_http_hint`'s reason instead (an HTTPS port?). The client's own text was
+    credentials. An ``http://`` URL whose server hung up gets :func:`plain_http_hint`'s
+    reason instead where its port speaks TLS (an HTTPS port), else :func:`unreachable`'s (``the
+    connection was closed without an answer``: a server or a proxy's that went away). The
+    client's own text was
     ``elasticsearch is unreachable: HTTPConnection(host=..., port=...): Failed to establish a
     new connection: [Errno 111] Connection refused``."""
     hint = plain_http_hint(url, error)

@@ -7,7 +7,8 @@ event being handled (read in the thread that logged). The shape is the shared lo
 optional ``event.action``/``event.outcome``, ``service.name``, ``host.hostname``,
 ``process.{pid,name,thread.name}``, ``log.logger``, ``log.origin.{file.name,file.line,function}``,
 ``error.{type,message,stack_trace}`` for an exception, ``pipeline.*`` from the context, and
-whatever the caller passed with ``extra=`` under ``labels`` as strings.
+whatever the caller passed with ``extra=`` under ``labels``: strings, and objects and lists of
+them for mappings and lists (:func:`labels_of`).
 
 Secrets and card numbers are redacted in the message, the exception text and the labels.
 Keys appear in that order; absent parts are left out (no nulls). The JSON is valid UTF-8 whatever
@@ -27,11 +28,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.logs.context import CONTEXT_FIELDS
-from pipeline.logs.redact import redact, redact_labels
+from pipeline.logs.redact import LabelValue, redact, redact_labels
 from pipeline.logs.schema import ECS_VERSION as SCHEMA_ECS_VERSION
 
 __all__ = [
     "ECS_VERSION",
+    "LABEL_DEPTH",
     "ecs_document",
     "ecs_json",
     "encodable",
@@ -97,11 +99,21 @@ def _timestamp(created: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def labels_of(record: logging.LogRecord) -> dict[str, str]:
-    """The ``extra=`` fields of a record, as strings (private ``_names`` are skipped); a dot in a
-    name becomes ``_`` (ECS label keys have none: Elasticsearch reads ``customer.tier`` as a
-    field inside ``customer``, and a line with both was refused as a mapping conflict)."""
-    labels = {}
+#: How many levels of nested objects and lists an ``extra=`` value keeps under ``labels``;
+#: an object or list nested deeper is its ``str()`` (``labels.a.b.c.d.e.f.g.h.i`` is the
+#: longest path). Bounded, as an object that contains itself would otherwise never end.
+LABEL_DEPTH = 8
+
+
+def labels_of(record: logging.LogRecord) -> dict[str, LabelValue]:
+    """The ``extra=`` fields of a record (private ``_names`` are skipped) as label values: a
+    string stays one, a mapping becomes an object and a list or tuple a list, their items made
+    alike down to :data:`LABEL_DEPTH` levels, and anything else is its ``str()`` (``3`` is
+    ``"3"``). A key that is no string is its ``str()``; a dot in a key becomes ``_`` at any
+    depth (ECS label keys have none: Elasticsearch reads ``customer.tier`` as a field inside
+    ``customer``, and a line with both was refused as a mapping conflict). A mapping inside
+    itself is its ``str()`` where it recurs (Python's ``{...}`` there)."""
+    labels: dict[str, LabelValue] = {}
     for name, value in vars(record).items():
         if (
             name in _STANDARD_ATTRIBUTES
@@ -110,8 +122,31 @@ def labels_of(record: logging.LogRecord) -> dict[str, str]:
             or name in _ERROR_EXTRAS
         ):
             continue
-        labels[name.replace(".", "_")] = value if isinstance(value, str) else str(value)
+        labels[_label_key(name)] = _label_value(value, 1, ())
     return labels
+
+
+def _label_key(key: object) -> str:
+    return (key if isinstance(key, str) else str(key)).replace(".", "_")
+
+
+def _label_value(value: object, level: int, within: tuple[int, ...]) -> LabelValue:
+    """``value`` as a label value; ``level``: its own level of nesting if it is an object or a
+    list (1 for an ``extra=`` value itself); ``within``: the ids of the objects and lists it is
+    inside, which it must not be one of."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping | list) or type(value) is tuple:
+        if level > LABEL_DEPTH or id(value) in within:
+            return str(value)
+        inside = (*within, id(value))
+        if isinstance(value, Mapping):
+            return {
+                _label_key(key): _label_value(item, level + 1, inside)
+                for key, item in value.items()
+            }
+        return [_label_value(item, level + 1, inside) for item in value]
+    return str(value)
 
 
 #: What an exception whose ``str()`` raises says instead: the words Python's own traceback

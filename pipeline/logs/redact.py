@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeAlias
 
 # The settings' list of secret words, which masks a URL's secret query parameters alike.
 from pipeline.settings.base import SECRET_WORDS
 
-__all__ = ["MASK", "is_secret_name", "luhn_valid", "redact", "redact_labels"]
+__all__ = ["MASK", "LabelValue", "is_secret_name", "luhn_valid", "redact", "redact_labels"]
 
 MASK = "[REDACTED]"
+
+#: A value under a log record's ``labels``: a string, or objects and lists of them, as
+#: :func:`pipeline.logs.record.labels_of` makes them.
+LabelValue: TypeAlias = "str | list[LabelValue] | dict[str, LabelValue]"
 
 _SECRET_NAME = re.compile(rf"(?:{SECRET_WORDS})", re.IGNORECASE)
 
@@ -210,6 +215,26 @@ def redact(text: str) -> str:
     return _CARD.sub(_card, text)
 
 
-def redact_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """Labels with the values of secret-looking names masked and the rest :func:`redact`-ed."""
-    return {name: MASK if is_secret_name(name) else redact(value) for name, value in labels.items()}
+def redact_labels(labels: Mapping[str, LabelValue]) -> dict[str, LabelValue]:
+    """Labels with the values of secret-looking names masked whole (an object or a list too)
+    and the rest :func:`redact`-ed, at every depth. A nested name is judged with its parents'
+    too, as the path Elasticsearch reads (``{"api": {"key": ...}}`` is ``labels.api.key``, as
+    secret as ``api_key``). The names are :func:`redact`-ed as well: an object keyed by card
+    numbers (or by ``password=...``) would otherwise carry them."""
+    return _redacted_labels(labels, "")
+
+
+def _redacted_labels(labels: Mapping[str, LabelValue], parents: str) -> dict[str, LabelValue]:
+    redacted: dict[str, LabelValue] = {}
+    for name, value in labels.items():
+        path = f"{parents}_{name}" if parents else name
+        redacted[redact(name)] = MASK if is_secret_name(path) else _redacted_value(value, path)
+    return redacted
+
+
+def _redacted_value(value: LabelValue, path: str) -> LabelValue:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return _redacted_labels(value, path)
+    return [_redacted_value(item, path) for item in value]  # a list's items share its path

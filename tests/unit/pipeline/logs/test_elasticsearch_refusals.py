@@ -46,17 +46,29 @@ def test_other_errors_are_not_refusals():
     assert refusal_of(ValueError("x")) is None
 
 
-def test_a_plain_http_url_whose_server_hangs_up_at_once_gets_the_https_hint():
+def test_the_https_hint_needs_a_hang_up_on_http_and_a_port_that_speaks_tls(monkeypatch):
+    # A hang-up alone is an outage as often (a server or a proxy's that went away): the port
+    # is asked for a TLS handshake (test_elasticsearch_not_reached.py, against real sockets).
     from elasticsearch import ConnectionError as EsConnectionError
 
-    from pipeline.logs.elasticsearch import plain_http_hint
+    from pipeline.logs import elasticsearch as module
 
     hung_up = EsConnectionError(
         "Connection error caused by: ConnectionError(('Connection aborted.', "
         "RemoteDisconnected('Remote end closed connection without response')))"
     )
     refused = EsConnectionError("Failed to establish a new connection: Connection refused")
+    asked: list[str] = []
 
-    assert "https://" in plain_http_hint("http://127.0.0.1:9210", hung_up)
-    assert plain_http_hint("https://127.0.0.1:9210", hung_up) == ""
-    assert plain_http_hint("http://127.0.0.1:9200", refused) == ""
+    def speaks_tls(url: str, timeout_s: float = 3.0) -> bool:
+        asked.append(url)
+        return url.endswith(":9210")
+
+    monkeypatch.setattr(module, "_speaks_tls", speaks_tls)
+
+    assert "https://" in module.plain_http_hint("http://127.0.0.1:9210", hung_up)
+    assert module.plain_http_hint("http://127.0.0.1:9200", hung_up) == ""  # no TLS there
+    assert asked == ["http://127.0.0.1:9210", "http://127.0.0.1:9200"]
+    assert module.plain_http_hint("https://127.0.0.1:9210", hung_up) == ""
+    assert module.plain_http_hint("http://127.0.0.1:9210", refused) == ""
+    assert len(asked) == 2  # neither of those asks the port

@@ -198,3 +198,110 @@ def test_an_exception_whose_str_raises_keeps_its_type_and_traceback():
     assert error["stack_trace"].startswith("Traceback (most recent call last):")
     assert "raise _StrBroken()" in error["stack_trace"]
     assert error["stack_trace"].endswith("_StrBroken: <exception str() failed>")
+
+
+def test_a_nested_extra_stays_an_object_under_labels_with_string_leaves():
+    # It was its repr, "{'status': 500, 'ok': False}", which labels.http.status:500 never found
+    # (labels is a flattened field: each value at any depth is found by its full path).
+    captured: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = captured.append  # type: ignore[method-assign]
+    log = logging.getLogger("tests.nested_extra")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("request done", extra={"http": {"status": 500, "ok": False}})
+    finally:
+        log.removeHandler(handler)
+
+    document = ecs_document(captured[0], service="s", hostname="h", event_id="e")
+
+    assert document["labels"] == {"http": {"status": "500", "ok": "False"}}
+    assert b'"labels":{"http":{"status":"500","ok":"False"}}' in ecs_json(document)
+
+
+def test_nested_keys_lists_and_tuples_are_made_as_top_level_labels_are():
+    record = _record(
+        "x",
+        (),
+        order={
+            "customer.tier": "gold",  # a dot: "_", as in a top-level name
+            7: None,  # a key that is no string: its str()
+            "lines": [{"sku": "s-1", "qty": 2}, 3.5, ["a", b"b"]],
+            "span": (1, 2),
+            "_private": "kept",  # only the record's own _attributes are skipped
+            "empty": {},
+        },
+    )
+
+    labels = ecs_document(record, service="s", hostname="h", event_id="e")["labels"]
+
+    assert labels == {
+        "order": {
+            "customer_tier": "gold",
+            "7": "None",
+            "lines": [{"sku": "s-1", "qty": "2"}, "3.5", ["a", "b'b'"]],
+            "span": ["1", "2"],
+            "_private": "kept",
+            "empty": {},
+        }
+    }
+
+
+def test_secrets_and_card_numbers_in_nested_labels_are_redacted():
+    record = _record(
+        "x",
+        (),
+        request={
+            "headers": {"Authorization": "Bearer eyJ.abc", "accept": "json"},
+            "db": {"password": "hunter2", "host": "db-1"},
+            "api": {"key": "k-123"},  # labels.request.api.key: as secret as api_key
+            "credentials": {"user": "bob", "pin": "1234"},  # a secret name masks it whole
+            "note": "retry with token=t-9",
+            "cards": ["4111 1111 1111 1111", "order 42"],
+            "by_card": {"4111111111111111": "declined"},  # a card number as a key
+        },
+    )
+
+    document = ecs_document(record, service="s", hostname="h", event_id="e")
+
+    assert document["labels"] == {
+        "request": {
+            "headers": {"Authorization": "[REDACTED]", "accept": "json"},
+            "db": {"password": "[REDACTED]", "host": "db-1"},
+            "api": {"key": "[REDACTED]"},
+            "credentials": "[REDACTED]",
+            "note": "retry with token=[REDACTED]",
+            "cards": ["[REDACTED]", "order 42"],
+            "by_card": {"[REDACTED]": "declined"},
+        }
+    }
+    text = ecs_json(document)
+    for secret in (b"eyJ.abc", b"hunter2", b"k-123", b"bob", b"t-9", b"4111"):
+        assert secret not in text
+
+
+def test_an_extra_that_contains_itself_or_nests_too_deep_becomes_its_str_there():
+    loop: dict[str, object] = {"a": 1}
+    loop["self"] = loop
+    items: list[object] = ["x"]
+    items.append(items)
+    deep: dict[str, object] = {"leaf": 1}
+    for key in "ihgfedcba":
+        deep = {key: deep}
+
+    labels = ecs_document(
+        _record("x", (), loop=loop, items=items, deep=deep, two={"x": [1]}),
+        service="s",
+        hostname="h",
+        event_id="e",
+    )["labels"]
+
+    assert labels["loop"] == {"a": "1", "self": "{'a': 1, 'self': {...}}"}
+    assert labels["items"] == ["x", "['x', [...]]"]
+    level = labels["deep"]  # labels.deep and deep.a ... deep.a.b.c.d.e.f.g: 8 objects
+    for key in "abcdefg":
+        level = level[key]
+    assert level == {"h": "{'i': {'leaf': 1}}"}  # the 9th level: its str()
+    assert labels["two"] == {"x": ["1"]}  # the same object twice is no loop
+    json.loads(ecs_json({"labels": labels}))

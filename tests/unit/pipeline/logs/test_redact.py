@@ -166,3 +166,17 @@ def test_the_quick_look_finds_every_name_value_the_full_pattern_finds(text):
 
     assert module._NAME_VALUE.search(text) is not None
     assert module._NAME_VALUE_HINT.search(text) is not None
+
+
+def test_nested_labels_are_redacted_at_every_depth_and_by_their_path():
+    labels = {
+        "a": {"b": [{"db_password": "x", "n": "card 4111-1111-1111-1111"}]},
+        "session": {"id": "s-1", "user": "bob"},  # labels.session.id: a session id
+        "keys": {"password=hunter2": "v", "sent Bearer abc": "w"},  # names are redacted too
+    }
+
+    assert redact_labels(labels) == {
+        "a": {"b": [{"db_password": "[REDACTED]", "n": "card [REDACTED]"}]},
+        "session": {"id": "[REDACTED]", "user": "bob"},
+        "keys": {"password=[REDACTED]": "[REDACTED]", "sent Bearer [REDACTED]": "w"},
+    }
