@@ -100,9 +100,31 @@ _HANDSHAKE = re.compile(
 )
 
 
-def security_failure_of(log_line: str) -> str | None:
+#: Why the server alerted "bad certificate" (or "certificate required"), by whether the client
+#: has a certificate of its own configured (``None``: not known).
+_CLIENT_CERTIFICATE_HINTS = {
+    False: (
+        "; the listener requires a client certificate: set "
+        "PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION and PIPELINE_KAFKA__SSL_KEY_LOCATION (unless "
+        "this is a KRaft controller's port rather than a broker's)"
+    ),
+    True: (
+        "; the listener wants a client certificate it trusts (is this a KRaft "
+        "controller's port rather than a broker's?)"
+    ),
+    None: (
+        "; the listener wants a client certificate it trusts: set "
+        "PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION and PIPELINE_KAFKA__SSL_KEY_LOCATION if none "
+        "is set (or is this a KRaft controller's port rather than a broker's?)"
+    ),
+}
+
+
+def security_failure_of(log_line: str, *, client_certificate: bool | None = None) -> str | None:
     """The authentication or TLS failure in one of librdkafka's log lines, else ``None``
-    (librdkafka never puts a password in them)."""
+    (librdkafka never puts a password in them). ``client_certificate``: whether the client
+    has a certificate of its own configured (``ssl.certificate.location``), which says why a
+    listener alerted that it wants one (``None``: not known, both reasons)."""
     handshake = _HANDSHAKE.search(log_line.strip())
     if handshake is not None:
         mechanism, offered = handshake["mechanism"], handshake["offered"].strip()
@@ -127,23 +149,24 @@ def security_failure_of(log_line: str) -> str | None:
             failure = f"SSL handshake failed: {_AFTER.sub('', openssl.group(0).strip())}"
     if failure is not None and _CLIENT_CERTIFICATE_WANTED.search(failure):
         # The server's alert, about the certificate this client sent or did not send: it read
-        # as if the broker's certificate were wrong.
-        failure += (
-            "; the listener wants a client certificate it trusts (is this a KRaft "
-            "controller's port rather than a broker's?)"
-        )
+        # as if the broker's certificate were wrong. Without one, it is the missing settings;
+        # with one, one the listener does not trust (a controller's, which takes its node's).
+        failure += _CLIENT_CERTIFICATE_HINTS[client_certificate]
     return failure
 
 
 class _AdminLog:
     """The admin client's librdkafka logger: quiet, but remembers the last security failure."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, client_certificate: bool) -> None:
         self.security_failure: str | None = None
+        #: Whether the client sends a certificate of its own (``ssl.certificate.location``).
+        self.client_certificate = client_certificate
 
     def log(self, level: int, message: str, *args: Any) -> None:
         text = message % args if args else message
-        self.security_failure = security_failure_of(text) or self.security_failure
+        failure = security_failure_of(text, client_certificate=self.client_certificate)
+        self.security_failure = failure or self.security_failure
         _admin_log.log(level, "%s", text)
 
 
@@ -151,7 +174,7 @@ class PipelineAdmin(AdminClient):
     """:class:`AdminClient` that can say why it could not connect (:attr:`security_failure`)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._log = _AdminLog()
+        self._log = _AdminLog(client_certificate="ssl.certificate.location" in config)
         self._config = config
         #: librdkafka's "certificate verify failed" lines, each with OpenSSL's precise reason.
         self._certificate_refusals: dict[str, str] = {}
@@ -305,6 +328,22 @@ def build_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     """A producer whose librdkafka log lines go through logging, summarised (see
     :mod:`pipeline.kafka.librdkafka_logs`; a ``logger`` override replaces that)."""
     return _made(Producer, {"logger": librdkafka_logger(), **producer_config(kafka, **overrides)})
+
+
+# A checked config's librdkafka lines (no bootstrap servers, say): nobody's to read.
+_check_log = logging.getLogger("pipeline.kafka.check")
+_check_log.addHandler(logging.NullHandler())
+_check_log.propagate = False
+
+
+def check_producer(kafka: KafkaSettings, **overrides: Any) -> None:
+    """Raise the :class:`PipelineError` :func:`build_producer` would raise for these settings
+    (a TLS file that is not there, a key that does not open, a value librdkafka refuses),
+    without a client that connects anywhere: librdkafka checks the config and loads the TLS
+    files when a client is made, and this one is made without bootstrap servers and dropped."""
+    config = {"logger": _check_log, **producer_config(kafka, **overrides)}
+    del config["bootstrap.servers"]
+    _made(Producer, config)
 
 
 def event_producer_config(producer: ProducerSettings) -> dict[str, Any]:

@@ -6,7 +6,9 @@
 2. a stderr handler: ECS JSON (one object a line) or a readable line with the context ids
    (``settings.logs.console``: ``auto`` picks text on a terminal, JSON otherwise);
 3. unless ``to_kafka=False``, a :class:`~pipeline.logs.handler.KafkaLogHandler` to
-   ``settings.logs.topic``, closed (flushed, bounded) at exit.
+   ``settings.logs.topic``, closed (flushed, bounded) at exit; Kafka settings that no client
+   can be made with are a :class:`~pipeline.errors.PipelineError` before it is installed (the
+   program's own one-line error, not the handler's "no producer" and its count at exit too).
 
 Idempotent: a second call replaces what the first installed (handlers made by others, such as
 pytest's, are left alone). Both handlers share each record's document, so a line on stderr and
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from pipeline.kafka.clients import build_producer
+from pipeline.kafka.clients import build_producer, check_producer
 from pipeline.kafka.librdkafka_logs import RepeatSummary
 from pipeline.logs.context import CONTEXT_FIELDS
 from pipeline.logs.handler import KafkaLogHandler, LogProducer, record_document, record_json
@@ -124,26 +126,28 @@ class TextFormatter(_DocumentFormatter):
 LOG_BATCH_BYTES = 64 * 1024
 
 
+def _log_producer_config(settings: PipelineSettings) -> dict[str, Any]:
+    """The log handler's producer's own config, on top of the Kafka settings. Its batches are
+    small (:data:`LOG_BATCH_BYTES`), so that a record too large for the logs topic fails
+    alone."""
+    return {
+        "client.id": f"{settings.kafka.client_id}-logs",
+        "linger.ms": LOG_LINGER_MS,
+        "batch.size": LOG_BATCH_BYTES,
+        "compression.type": settings.producer.compression,
+        "delivery.timeout.ms": settings.logs.delivery_timeout_ms,
+        "queue.buffering.max.messages": settings.logs.buffer_size,
+        "logger": _librdkafka_log,
+    }
+
+
 def _kafka_producer_factory(
     settings: PipelineSettings, on_error: Callable[[Any], None]
 ) -> LogProducer:
     """The log handler's producer; ``on_error``: its handler's
     :meth:`~pipeline.logs.handler.KafkaLogHandler.kafka_error`, so that a Kafka that refused
-    the connection or cannot be reached is not waited for at exit. Its batches are small
-    (:data:`LOG_BATCH_BYTES`), so that a record too large for the logs topic fails alone."""
-    return build_producer(
-        settings.kafka,
-        error_cb=on_error,
-        **{
-            "client.id": f"{settings.kafka.client_id}-logs",
-            "linger.ms": LOG_LINGER_MS,
-            "batch.size": LOG_BATCH_BYTES,
-            "compression.type": settings.producer.compression,
-            "delivery.timeout.ms": settings.logs.delivery_timeout_ms,
-            "queue.buffering.max.messages": settings.logs.buffer_size,
-            "logger": _librdkafka_log,
-        },
-    )
+    the connection or cannot be reached is not waited for at exit."""
+    return build_producer(settings.kafka, error_cb=on_error, **_log_producer_config(settings))
 
 
 def configure_logging(
@@ -158,6 +162,10 @@ def configure_logging(
     """Set up the root logger for a program named ``service``; returns the Kafka handler.
 
     See the module docstring. ``stream`` is where console lines go (default stderr).
+    Raises :class:`~pipeline.errors.PipelineError` when ``to_kafka`` and no Kafka client can be
+    made with ``settings.kafka`` (the error a client's construction raises): the console is
+    set up by then, so the caller's error line is written there once, and no Kafka handler is
+    installed.
     """
     if not isinstance(service, str) or not service:
         raise TypeError(f"service must be a non-empty str, got {service!r}")
@@ -194,6 +202,11 @@ def configure_logging(
     if not to_kafka:
         return None
 
+    # Kafka settings no client can be made with (a TLS file missing, a value librdkafka
+    # refuses) are the program's error, said once, before the handler could take a record:
+    # its producer failed at the first one, and the same reason was three lines on stderr
+    # ("no producer (...)", the program's error, "N records not delivered (no producer: ...)").
+    check_producer(settings.kafka, **_log_producer_config(settings))
     kafka_handler = KafkaLogHandler(
         lambda: _kafka_producer_factory(settings, kafka_handler.kafka_error),
         service=service,

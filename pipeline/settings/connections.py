@@ -63,6 +63,24 @@ class KafkaSettings(_Frozen):
         return self
 
     @model_validator(mode="after")
+    def _sasl_user_has_a_password(self) -> KafkaSettings:
+        # As the certificate and its key: PLAIN and SCRAM log in with both, and one without the
+        # other was refused only when a client was built, in librdkafka's words ("sasl.username
+        # and sasl.password must be set"). (Without a SASL_* protocol either is refused above.)
+        if not self.security_protocol.startswith("SASL_"):
+            return self
+        if self.sasl_username is not None and self.sasl_password is None:
+            raise ValueError(
+                "kafka.sasl_username needs kafka.sasl_password (the SASL user's password)"
+            )
+        if self.sasl_password is not None and self.sasl_username is None:
+            raise ValueError(
+                "kafka.sasl_password needs kafka.sasl_username (the SASL user it is the "
+                "password of)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _ssl_settings_have_a_tls_protocol(self) -> KafkaSettings:
         # As the SASL settings: without SSL or SASL_SSL librdkafka never reads them, and the
         # client met a TLS listener with PLAINTEXT, told after its timeout to set what was set.

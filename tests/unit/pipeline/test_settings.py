@@ -32,6 +32,7 @@ def test_nested_settings_come_from_prefixed_environment_variables(monkeypatch):
     monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "10.0.0.1:9092,10.0.0.2:9092")
     monkeypatch.setenv("PIPELINE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("PIPELINE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_USERNAME", "svc")
     monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("PIPELINE_ELASTICSEARCH__API_KEY", "c2VjcmV0")
     monkeypatch.setenv("PIPELINE_STACK__HOME", "/srv/stack")
@@ -46,6 +47,7 @@ def test_nested_settings_come_from_prefixed_environment_variables(monkeypatch):
 def test_secrets_never_appear_in_the_settings_text(monkeypatch):
     monkeypatch.setenv("PIPELINE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("PIPELINE_KAFKA__SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_USERNAME", "svc")
     monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("PIPELINE_ELASTICSEARCH__USERNAME", "elastic")
     monkeypatch.setenv("PIPELINE_ELASTICSEARCH__PASSWORD", "s3cr3t")
@@ -186,6 +188,34 @@ def test_a_sasl_username_alone_without_a_sasl_protocol_is_refused_too():
     needs = r"kafka\.sasl_username needs kafka\.security_protocol SASL_PLAINTEXT or SASL_SSL"
     with pytest.raises(ValidationError, match=needs):
         KafkaSettings(sasl_username="svc")
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_a_sasl_user_without_a_password_or_a_password_without_a_user_is_refused(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    # As a certificate without its key: it was refused only when a client was built, in
+    # librdkafka's words ("sasl.username and sasl.password must be set").
+    monkeypatch.setenv("PIPELINE_KAFKA__SECURITY_PROTOCOL", protocol)
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_USERNAME", "svc")
+    with pytest.raises(ValidationError) as refused:
+        PipelineSettings()
+    assert refused.value.errors()[0]["msg"].endswith(
+        "kafka.sasl_username needs kafka.sasl_password (the SASL user's password)"
+    )
+
+    monkeypatch.delenv("PIPELINE_KAFKA__SASL_USERNAME")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
+    with pytest.raises(ValidationError) as refused:
+        PipelineSettings()
+    assert refused.value.errors()[0]["msg"].endswith(
+        "kafka.sasl_password needs kafka.sasl_username (the SASL user it is the password of)"
+    )
+    assert "hunter2" not in str(refused.value)
+
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_USERNAME", "svc")
+    assert PipelineSettings().kafka.sasl_username == "svc"
 
 
 @pytest.mark.parametrize(

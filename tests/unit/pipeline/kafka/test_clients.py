@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
@@ -10,6 +12,7 @@ from pipeline.kafka.clients import (
     build_admin,
     build_consumer,
     build_producer,
+    check_producer,
     consumer_config,
     kafka_common_config,
     producer_config,
@@ -108,6 +111,21 @@ def test_a_tls_file_that_is_not_there_is_named_with_its_setting(tmp_path):
             f"cannot set up a Kafka client: no file at {tmp_path / 'no-such-ca.crt'} "
             "(PIPELINE_KAFKA__SSL_CA_LOCATION)"
         )
+
+
+def test_a_producers_settings_are_checked_as_building_it_would_without_connecting(
+    tmp_path: Path,
+) -> None:
+    # What the Kafka log handler's settings are checked with before it is installed.
+    missing = tmp_path / "no-such-ca.crt"
+    with pytest.raises(PipelineError) as refused:
+        check_producer(KafkaSettings(security_protocol="SSL", ssl_ca_location=missing))
+    assert str(refused.value) == (
+        f"cannot set up a Kafka client: no file at {missing} (PIPELINE_KAFKA__SSL_CA_LOCATION)"
+    )
+    with pytest.raises(PipelineError, match=r"see PIPELINE_PRODUCER__COMPRESSION"):
+        check_producer(KafkaSettings(), **{"compression.type": "brotli"})
+    check_producer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), **{"linger.ms": 50})
 
 
 def test_a_ca_folder_or_probe_is_not_taken_for_a_missing_file(tmp_path):

@@ -11,12 +11,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError
 
+from pipeline.errors import PipelineError
 from pipeline.logs import KafkaLogHandler, configure_logging
 from pipeline.logs import setup as logging_setup
 from pipeline.logs.handler import (
@@ -246,6 +248,33 @@ def test_once_kafka_takes_records_again_its_past_refusal_is_forgotten(program):
 
     assert handler.counters.delivered == 2 and handler.counters.failed == 0
     assert _their_lines(stream) == []
+
+
+def test_kafka_settings_no_client_can_be_made_with_are_the_programs_one_line(
+    tmp_path: Path,
+) -> None:
+    # pipeline process, gateway and outbox relay said a missing CA three times: the handler's
+    # "no producer (...)", their own error, and "2 records not delivered (no producer: ...)".
+    missing = tmp_path / "ca.crt"
+    settings = PipelineSettings(kafka={"security_protocol": "SSL", "ssl_ca_location": missing})
+    root = logging.getLogger()
+    before = list(root.handlers)
+    stream = io.StringIO()
+    try:
+        with pytest.raises(PipelineError) as refused:
+            configure_logging(settings, "svc", console="json", stream=stream)
+        installed = [h for h in root.handlers if h not in before]
+        # The program's error, as its entry point logs it with a JSON console (then it exits).
+        logging.getLogger("pipeline.cli").error(str(refused.value))
+    finally:
+        for extra in [h for h in root.handlers if h not in before]:
+            root.removeHandler(extra)
+            extra.close()
+
+    said = f"cannot set up a Kafka client: no file at {missing} (PIPELINE_KAFKA__SSL_CA_LOCATION)"
+    assert str(refused.value) == said
+    assert not any(isinstance(handler, KafkaLogHandler) for handler in installed)
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == [said]
 
 
 @pytest.mark.parametrize(
