@@ -56,6 +56,7 @@ from pipeline.cli.dlq_selection import (
     GroupOption,
     KeyOption,
     ReasonOption,
+    SinceOption,
     TopicArgument,
     by_reason,
     describe_selection,
@@ -174,6 +175,7 @@ def inspect(
     key: list[str] | None = KeyOption,
     event_id: list[str] | None = EventIdOption,
     group: str | None = GroupOption,
+    since: str | None = SinceOption,
     limit: int | None = typer.Option(
         None, "--limit", "-n", min=1, help="Show at most this many dead letters."
     ),
@@ -203,19 +205,20 @@ def inspect(
 
     Examples:
       pipeline dlq inspect requests.orders
+      pipeline dlq inspect requests.orders --since 1h
       pipeline dlq inspect requests.orders --reason schema_invalid --limit 20
       pipeline dlq inspect requests.orders --key order-17 -o ndjson | jq .stacktrace
       pipeline dlq inspect requests.orders --group orders-service
     """
     settings = settings_of(ctx)
-    filters = Filters.of(error_type, reason, key, event_id, group)
+    filters = Filters.of(error_type, reason, key, event_id, group, since)
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
         require_topics(settings, dlq_topic, set())
-    read = read_back(settings, dlq_topic)
+    read = read_back(settings, dlq_topic, since is not None)
     letters, settled, pending = read.letters, read.settled, read.pending
     candidates = letters if show_redriven else pending
-    shown = [letter for letter in candidates if filters.match(letter)]
+    shown = [letter for letter in candidates if filters.match(letter, read.stamps)]
     if limit is not None:
         shown = shown[:limit]
     if output is Output.ndjson:
@@ -292,6 +295,7 @@ def redrive_command(
     key: list[str] | None = KeyOption,
     event_id: list[str] | None = EventIdOption,
     group: str | None = GroupOption,
+    since: str | None = SinceOption,
     limit: int | None = typer.Option(
         None,
         "--limit",
@@ -323,8 +327,9 @@ def redrive_command(
     from being redriven again.
 
     A selection that leaves earlier dead letters of its keys behind (filters
-    that match a key's later letters but not its first) is refused unless
-    --out-of-order is given: those keys' events would be applied out of order.
+    that match a key's later letters but not its first; --since after its
+    first) is refused unless --out-of-order is given: those keys' events would
+    be applied out of order.
     A message of the topic that is not a dead letter (no dlq.reason header) is
     never sent: it is counted and named by position.
 
@@ -339,12 +344,13 @@ def redrive_command(
 
     Examples:
       pipeline dlq redrive requests.orders --dry-run
+      pipeline dlq redrive requests.orders --since 1h --dry-run
       pipeline dlq redrive requests.orders --error-type TimeoutError --yes
       pipeline dlq redrive requests.orders --event-id EVENT_ID --event-id EVENT_ID
       pipeline dlq redrive requests.orders --key order-17 --group orders-service
     """
     settings = settings_of(ctx)
-    filters = Filters.of(error_type, reason, key, event_id, group)
+    filters = Filters.of(error_type, reason, key, event_id, group, since)
     _, dlq_topic = resolve_topics(topic)
     with announcing_kafka(settings.kafka.bootstrap_servers):
         require_topics(settings, dlq_topic, set())

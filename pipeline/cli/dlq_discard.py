@@ -39,6 +39,7 @@ from pipeline.cli.dlq_selection import (
     KeyOption,
     ReadBack,
     ReasonOption,
+    SinceOption,
     TopicArgument,
     by_reason,
     read_back,
@@ -90,8 +91,8 @@ def _choose(
     """The pending dead letters that match, oldest first, ``limit`` of them; ``among``: only
     those at these positions (the ones shown and confirmed: one dead-lettered since is not
     discarded unseen)."""
-    read = read_back(settings, dlq_topic)
-    chosen = [letter for letter in read.pending if filters.match(letter)]
+    read = read_back(settings, dlq_topic, filters.since is not None)
+    chosen = [letter for letter in read.pending if filters.match(letter, read.stamps)]
     if among is not None:
         chosen = [letter for letter in chosen if letter.position in among]
     return _Chosen(read, chosen if limit is None else chosen[:limit])
@@ -105,6 +106,7 @@ def discard_command(
     key: list[str] | None = KeyOption,
     event_id: list[str] | None = EventIdOption,
     group: str | None = GroupOption,
+    since: str | None = SinceOption,
     note: str = typer.Option(
         ...,
         "--note",
@@ -128,8 +130,8 @@ def discard_command(
     never redriven; nothing is sent to the original topic.
 
     Only those that match the filters (at least one of --event-id, --key,
-    --reason, --error-type; --group narrows them to one consumer group's), not
-    the later dead letters of their keys. Each gets
+    --reason, --error-type, --since; --group narrows them to one consumer
+    group's), not the later dead letters of their keys. Each gets
     a marker in the dead-letter topic (dlq.discarded, with --note); inspect
     --show-redriven shows them as discarded.
 
@@ -150,12 +152,13 @@ def discard_command(
     Examples:
       pipeline dlq discard requests.orders --reason undecodable --note 'test garbage' --dry-run
       pipeline dlq discard requests.orders --key order-17 --note 'refunded by hand' -y
+      pipeline dlq discard requests.orders --since 30m --reason undecodable --note 'bad test'
     """
     settings = settings_of(ctx)
-    filters = Filters.of(error_type, reason, key, event_id, group)
+    filters = Filters.of(error_type, reason, key, event_id, group, since)
     if not filters.any_but_group:
         raise typer.BadParameter(
-            "choose what to discard with --event-id, --key, --reason or --error-type "
+            "choose what to discard with --event-id, --key, --reason, --error-type or --since "
             "(a whole dead-letter topic at once is not offered)"
         )
     why = note.strip()

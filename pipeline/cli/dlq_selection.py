@@ -2,13 +2,21 @@
 the pending dead letters read from a dead-letter topic, a redrive's selection (the later dead
 letters of the same keys with it), and what is said about it before anything is sent (a
 selection that would leave earlier dead letters of its keys behind is refused unless
-``--out-of-order``)."""
+``--out-of-order``).
+
+``--since`` selects by when a letter was dead-lettered (:func:`dead_lettered_time`). The whole
+topic is still read, not sought to that time with ``offsets_for_times``: the counts of pending
+letters, a redrive's check for earlier letters of its keys left behind and a discard's keys
+need every letter, and a letter's time is its header's, which the message's timestamp (what
+Kafka seeks by) need not agree with.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -22,7 +30,10 @@ from pipeline.errors import PipelineError
 from pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:
+    from confluent_kafka import TopicPartition
+
     from pipeline.dead_letters.letter import DeadLetter, Marker, Stray
+    from pipeline.dead_letters.redrive import DeadLetterConsumer
 
 __all__ = [
     "ErrorTypeOption",
@@ -33,8 +44,10 @@ __all__ = [
     "ReadBack",
     "ReasonOption",
     "Selection",
+    "SinceOption",
     "TopicArgument",
     "by_reason",
+    "dead_lettered_time",
     "describe_selection",
     "describe_strays",
     "read_back",
@@ -82,6 +95,16 @@ GroupOption = typer.Option(
     "--group",
     help="Only dead letters of this consumer group (dlq.consumer.group): each group that reads "
     "the topic dead-letters an event on its own, with the same event id.",
+)
+SinceOption = typer.Option(
+    None,
+    "--since",
+    metavar="TIME",
+    help="Only dead letters dead-lettered at or after TIME: a duration back from now (30m, 1h, "
+    "2d, 1h30m) or an ISO 8601 time, read as UTC unless it has an offset (2026-12-06T11:30 "
+    "is 11:30 UTC), as `pipeline logs search --since` reads it. A letter's time is its "
+    "dlq.dead_lettered_at header (the processor's clock), or without one its Kafka message "
+    "timestamp.",
 )
 
 
@@ -144,6 +167,8 @@ class Filters:
     key: str | None
     event_ids: frozenset[str] | None
     group: str | None = None
+    #: ``--since``: only letters dead-lettered at or after this time (UTC).
+    since: datetime | None = None
 
     @classmethod
     def of(
@@ -153,6 +178,7 @@ class Filters:
         keys: list[str] | None,
         event_ids: list[str] | None,
         group: str | None = None,
+        since: str | None = None,
     ) -> Filters:
         if event_ids and not all(event_id.strip() for event_id in event_ids):
             raise typer.BadParameter("an event id is never empty", param_hint="--event-id")
@@ -170,11 +196,27 @@ class Filters:
                 f"one key a run ({', '.join(map(repr, keys))} given)", param_hint="--key"
             )
         key = keys[0] if keys else None
-        return cls(error_type, reason, key, frozenset(event_ids) if event_ids else None, group)
+        start = None
+        if since is not None:
+            from pipeline.logs.search import parse_since
 
-    def match(self, letter: DeadLetter) -> bool:
+            try:
+                start = parse_since(since)
+            except ValueError as error:  # it names --since and what is accepted
+                raise typer.BadParameter(str(error)) from None
+        ids = frozenset(event_ids) if event_ids else None
+        return cls(error_type, reason, key, ids, group, start)
+
+    def match(self, letter: DeadLetter, stamps: Mapping[str, int] | None = None) -> bool:
+        """Whether ``letter`` passes every filter; ``stamps``: the Kafka timestamps (ms) of the
+        topic's messages by position, for ``--since`` (:func:`dead_lettered_time`)."""
         from pipeline.dead_letters.selection import matches
 
+        if self.since is not None:
+            stamp = None if stamps is None else stamps.get(letter.position)
+            moment = dead_lettered_time(letter, stamp)
+            if moment is None or moment < self.since:
+                return False
         return matches(
             letter,
             error_type=self.error_type,
@@ -192,37 +234,102 @@ class Filters:
     def any_but_group(self) -> bool:
         """Whether a filter other than ``--group`` is given (a discard needs one)."""
         return any(
-            value is not None for value in (self.error_type, self.reason, self.key, self.event_ids)
+            value is not None
+            for value in (self.error_type, self.reason, self.key, self.event_ids, self.since)
         )
 
 
-def read_letters(settings: PipelineSettings, dlq_topic: str) -> list[DeadLetter | Marker | Stray]:
+def dead_lettered_time(letter: DeadLetter, stamp_ms: int | None = None) -> datetime | None:
+    """When ``letter`` was dead-lettered (UTC): its ``dlq.dead_lettered_at`` header (written by
+    the processor that gave up, UTC), or when it has none that reads as a time, ``stamp_ms``
+    (its message's Kafka timestamp); None without either (pure)."""
+    text = letter.dead_lettered_at.strip()
+    if text:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    if stamp_ms is None:
+        return None
+    try:
+        return datetime.fromtimestamp(stamp_ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):  # beyond what a date holds
+        return None
+
+
+class _Stamping:
+    """A dead-letter consumer that notes the Kafka timestamp (ms) of each message it gives, by
+    position (``partition:offset``): a letter's time for ``--since`` when it has no
+    ``dlq.dead_lettered_at`` header."""
+
+    def __init__(self, consumer: DeadLetterConsumer, stamps: dict[str, int]) -> None:
+        self._consumer = consumer
+        self._stamps = stamps
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        return self._consumer.list_topics(topic, timeout=timeout)
+
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = -1, cached: bool = False
+    ) -> tuple[int, int]:
+        return self._consumer.get_watermark_offsets(partition, timeout=timeout, cached=cached)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self._consumer.assign(partitions)
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return self._consumer.position(partitions)
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
+        messages = self._consumer.consume(num_messages=num_messages, timeout=timeout)
+        for message in messages:
+            if message.error() is None:
+                kind, stamp = message.timestamp()
+                if kind != TIMESTAMP_NOT_AVAILABLE and stamp >= 0:
+                    self._stamps[f"{message.partition()}:{message.offset()}"] = stamp
+        return messages
+
+
+def read_letters(
+    settings: PipelineSettings, dlq_topic: str, stamps: dict[str, int] | None = None
+) -> list[DeadLetter | Marker | Stray]:
+    """Every message of ``dlq_topic`` read back; ``stamps``, when given, gets the Kafka
+    timestamp of each by position."""
     from pipeline.dead_letters.redrive import open_dead_letter_consumer, read_dead_letter_topic
 
     with open_dead_letter_consumer(settings.kafka) as consumer:
-        return read_dead_letter_topic(consumer, dlq_topic, timeout_s=_READ_TIMEOUT_S)
+        reader = consumer if stamps is None else _Stamping(consumer, stamps)
+        return read_dead_letter_topic(reader, dlq_topic, timeout_s=_READ_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
 class ReadBack:
     """A dead-letter topic read back: every dead letter, the marker of each one redriven or
     discarded (by position), and the pending ones (neither), in the order read; and the
-    messages that are neither dead letters nor markers."""
+    messages that are neither dead letters nor markers; and, when asked for (``--since``), the
+    Kafka timestamp (ms) of each message by position."""
 
     letters: list[DeadLetter]
     settled: dict[str, Marker]
     pending: list[DeadLetter]
     strays: list[Stray] = field(default_factory=list)
+    stamps: dict[str, int] = field(default_factory=dict)
 
 
-def read_back(settings: PipelineSettings, dlq_topic: str) -> ReadBack:
+def read_back(settings: PipelineSettings, dlq_topic: str, stamped: bool = False) -> ReadBack:
+    """``dlq_topic`` read back; ``stamped``: with the messages' timestamps (for ``--since``)."""
     from pipeline.dead_letters.letter import Stray, settled_dead_letters
 
-    read = read_letters(settings, dlq_topic)
+    stamps: dict[str, int] = {}
+    read = read_letters(settings, dlq_topic, stamps if stamped else None)
     letters, settled = settled_dead_letters(read)
     pending = [letter for letter in letters if letter.position not in settled]
     strays = [item for item in read if isinstance(item, Stray)]
-    return ReadBack(letters, settled, pending, strays)
+    return ReadBack(letters, settled, pending, strays, stamps)
 
 
 #: How many stray messages are named by position (all are counted).
@@ -274,7 +381,7 @@ def select_letters(
 ) -> Selection:
     from pipeline.dead_letters.selection import earlier_of_same_keys, select_for_redrive
 
-    read = read_back(settings, dlq_topic)
+    read = read_back(settings, dlq_topic, filters.since is not None)
     pending = read.pending
     # Another group's letters are never a selected letter's followers (a key's order is per
     # consumer group), so leaving them out first selects what --group asks, and only that.
@@ -283,6 +390,8 @@ def select_letters(
         if filters.group is None
         else [letter for letter in pending if letter.consumer_group == filters.group]
     )
+    if filters.since is not None:
+        candidates = _from_first_match(candidates, filters, read.stamps)
     options: dict[str, Any] = {
         "error_type": filters.error_type,
         "reason": filters.reason,
@@ -299,9 +408,42 @@ def select_letters(
                 f"first key ({everything[0].key_text}), and keys are redriven whole: "
                 "nothing selected"
             )
-    matched = sum(1 for letter in selected if filters.match(letter))
+    matched = sum(1 for letter in selected if filters.match(letter, read.stamps))
     earlier = earlier_of_same_keys(pending, selected)
     return Selection(pending, selected, matched, earlier, read.strays)
+
+
+def _from_first_match(
+    candidates: Sequence[DeadLetter], filters: Filters, stamps: Mapping[str, int]
+) -> list[DeadLetter]:
+    """Of each key's candidates (original topic, key and consumer group; a letter without a
+    key is one of its own), those from the first in original order that passes every filter,
+    ``--since`` too, onward; in the order given (pure).
+
+    :func:`~pipeline.dead_letters.selection.select_for_redrive` knows no time: given these, it
+    starts each key at that letter and takes every later one of the key with it, whenever
+    they were dead-lettered. The earlier ones of the key stay pending, and are named as left
+    behind (:func:`refuse_gaps`)."""
+    from pipeline.dead_letters.selection import original_order
+
+    def key_of(letter: DeadLetter) -> tuple[str, bytes | str, str]:
+        return (
+            letter.original_topic,
+            letter.position if letter.key is None else letter.key,
+            letter.consumer_group,
+        )
+
+    first: dict[tuple[str, bytes | str, str], tuple[int, int]] = {}
+    for letter in candidates:
+        if filters.match(letter, stamps):
+            key, order = key_of(letter), original_order(letter)
+            if key not in first or order < first[key]:
+                first[key] = order
+    return [
+        letter
+        for letter in candidates
+        if key_of(letter) in first and original_order(letter) >= first[key_of(letter)]
+    ]
 
 
 def _do(letters: Sized) -> str:

@@ -11,12 +11,14 @@ import contextlib
 import json
 import time
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from pipeline.dead_letters.letter import (
+    DEAD_LETTERED_AT,
     REDRIVE_ID,
     REDRIVE_LAST,
     REDRIVE_OF,
@@ -222,6 +224,60 @@ def test_inspect_ndjson_prints_every_field_and_the_filters_select(
     assert len(ids("--limit", "2")) == 2
 
 
+def test_inspect_since_shows_only_the_dead_letters_of_the_later_run(
+    pipeline_settings, topic_with_dlq
+):
+    # An earlier run's dead letters (3 hours ago) and this run's (now), each with the
+    # dlq.dead_lettered_at header or without it (then the Kafka message timestamp counts); and
+    # two whose header and message timestamp disagree: the header wins.
+    topic, dlq = topic_with_dlq
+    now = datetime.now(UTC)
+    before = now - timedelta(hours=3)
+    producer = build_producer(pipeline_settings.kafka)
+    events = {}
+    letters = [  # name: (header's time or None, message timestamp)
+        ("old", before, before),
+        ("old-no-header", None, before),
+        ("old-by-header", before, now),
+        ("new", now, now),
+        ("new-no-header", None, now),
+        ("new-by-header", now, before),
+    ]
+    for offset, (name, header, stamp) in enumerate(letters, start=100):
+        events[name] = order(f"k{offset}", offset)
+        message = encode(events[name])
+        dead = dead_letter_message(
+            key=message.key,
+            value=message.value,
+            headers=message.headers,
+            topic=topic,
+            partition=0,
+            offset=offset,
+            timestamp_ms=None,
+            consumer_group="orders-processor",
+            failure=DECLINED,
+            now=header or stamp,
+        )
+        headers = [(n, v) for n, v in dead.headers if header is not None or n != DEAD_LETTERED_AT]
+        producer.produce(
+            dlq,
+            key=dead.key,
+            value=dead.value,
+            headers=headers,
+            timestamp=int(stamp.timestamp() * 1000),
+        )
+    assert producer.flush(30) == 0
+    later = {events[name].id for name in ("new", "new-no-header", "new-by-header")}
+    an_hour_ago = f"{now - timedelta(hours=1):%Y-%m-%dT%H:%M:%S}"  # no offset: UTC
+
+    for since in ("1h", an_hour_ago, f"{an_hour_ago}+00:00"):
+        result = run_pipeline("dlq", "inspect", topic, "--since", since, "-o", "ndjson")
+
+        assert {record["event_id"] for record in ndjson(result)} == later, since
+        assert f"3 dead letters shown of 6 pending in {dlq}" in result.stderr
+    assert len(ndjson(run_pipeline("dlq", "inspect", topic, "-o", "ndjson"))) == 6
+
+
 # --- redrive ----------------------------------------------------------------------------------
 
 
@@ -379,3 +435,16 @@ def test_an_unknown_reason_is_a_usage_error(unique_name, pipeline_stack):
 
     assert result.returncode == 2
     assert "is not a reason" in result.stderr
+
+
+def test_a_bad_since_is_one_line_and_exit_2(unique_name, pipeline_stack):
+    for command in ("inspect", "redrive", "discard"):
+        note = ["--note", "n"] if command == "discard" else []
+        result = run_pipeline("dlq", command, unique_name("x"), *note, "--since", "yesterday")
+
+        assert result.returncode == 2
+        assert said(result.stderr) == [
+            "error: Invalid value: --since 'yesterday': expected a duration such as 15m, 2h, "
+            "1d, 1h30m or an ISO 8601 time such as 2024-07-15T12:00:00Z "
+            f"(see pipeline dlq {command} -h)"
+        ]
