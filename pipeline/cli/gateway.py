@@ -130,7 +130,7 @@ def gateway(
         # program's others (JSON with a JSON console, and on the logs topic).
         # SIGTERM: the supervisor's and the server's own (a worker stopped before it serves
         # ends at once, as its supervisor expects).
-        configure_logging(settings, "gateway", exit_on_sigterm=False)
+        configure_logging(settings, "gateway", flush_on_sigterm=False)
         # A port taken is one line before anything else is done, one gateway or --workers N:
         # no database line, no migration (nor a new SQLite file), no wait for Kafka.
         check_address(config.host, config.port)
@@ -288,7 +288,7 @@ def _serve(
     from producers.gateway.server import run_event_loop
     from producers.gateway.tokens import load_token_verifier
 
-    log_handler = configure_logging(settings, "gateway", exit_on_sigterm=False)
+    log_handler = configure_logging(settings, "gateway", flush_on_sigterm=False)
     err = stderr_console()
     tokens = None if config.jwt is None else load_token_verifier(config.jwt)
     engine = _migrated_engine(settings, announce=not worker)

@@ -134,9 +134,9 @@ def ship(
     # Logging first, as `pipeline process` does: with a JSON console the check's own lines
     # (connecting, an error) are JSON too. To Kafka only once the logs topic is known to be
     # there: a handler sending to a topic that is not waits its whole flush timeout at exit.
-    configure_logging(settings, _SHIPPER_SERVICE, to_kafka=False, exit_on_sigterm=False)
+    configure_logging(settings, _SHIPPER_SERVICE, to_kafka=False, flush_on_sigterm=False)
     _require_topics(settings)
-    configure_logging(settings, _SHIPPER_SERVICE, exit_on_sigterm=False)  # SIGTERM: its own
+    configure_logging(settings, _SHIPPER_SERVICE, flush_on_sigterm=False)  # SIGTERM: its own
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

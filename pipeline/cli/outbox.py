@@ -219,7 +219,7 @@ def relay(
     if overrides:
         outbox = settings.outbox.model_copy(update=overrides)
         settings = settings.model_copy(update={"outbox": outbox})
-    configure_logging(settings, "outbox-relay", exit_on_sigterm=False)  # SIGTERM: its own
+    configure_logging(settings, "outbox-relay", flush_on_sigterm=False)  # SIGTERM: its own
     if once and "level" not in settings.logs.model_fields_set:
         _console_logs_from(logging.WARNING)
     announce_database(settings)

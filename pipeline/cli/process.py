@@ -205,7 +205,7 @@ def process(
         )
     # Its own SIGTERM handling, once it runs, says how it stopped; before that SIGTERM ends it
     # at once (143), as documented above.
-    configure_logging(settings, processor.name, exit_on_sigterm=False)
+    configure_logging(settings, processor.name, flush_on_sigterm=False)
     announce_database(settings)
     create_sqlite_folder(settings.database, settings.stack.home)
     bootstrap = settings.kafka.bootstrap_servers

@@ -264,7 +264,9 @@ class KafkaLogHandler(logging.Handler):
         self._sender: threading.Thread | None = None
         self._pid = os.getpid()
         self._start_lock = threading.Lock()
-        self._fallback_lock = threading.Lock()
+        # Reentrant: configure_logging's SIGTERM handler closes the handler in the main thread,
+        # which the signal may have caught inside a write of its own.
+        self._fallback_lock = threading.RLock()
         self._closed = False
         #: How many records were not delivered, by reason (Kafka's, the client's, or ours at
         #: exit): the exit line names each, as it does each reason a record was not encoded.

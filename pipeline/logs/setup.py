@@ -9,12 +9,13 @@
    ``settings.logs.topic``, closed (flushed, bounded) at exit; Kafka settings that no client
    can be made with are a :class:`~pipeline.errors.PipelineError` before it is installed (the
    program's own one-line error, not the handler's "no producer" and its count at exit too);
-4. unless ``exit_on_sigterm=False``, SIGTERM (how Docker, Kubernetes and systemd stop a
-   program) ends the program as ``sys.exit(143)`` does, so that the exit hooks run and the
-   records not yet in Kafka are sent (or written to stderr and counted): Python's default
-   action ends it at once, without them, and its last lines were lost. Only while SIGTERM
-   still has its default action, set from the main thread: a program that handles SIGTERM
-   itself (before or after this call) keeps its own handling.
+4. unless ``flush_on_sigterm=False``, SIGTERM (how Docker, Kubernetes and systemd stop a
+   program) first flushes the Kafka handler (bounded, as at exit: what Kafka did not take is
+   written to stderr and counted), then ends the program as Python's default action does (by
+   the signal): that default ends it at once, without the exit hooks, and its last records
+   were lost without a word. Only while SIGTERM still has its default action, set from the
+   main thread: a program that handles SIGTERM itself (before or after this call) keeps its
+   own handling. A second SIGTERM meanwhile ends it at once.
 
 Idempotent: a second call replaces what the first installed (handlers made by others, such as
 pytest's, are left alone). Both handlers share each record's document, so a line on stderr and
@@ -166,13 +167,13 @@ def configure_logging(
     to_kafka: bool = True,
     console: Literal["auto", "json", "text"] | None = None,
     stream: TextIO | None = None,
-    exit_on_sigterm: bool = True,
+    flush_on_sigterm: bool = True,
 ) -> KafkaLogHandler | None:
     """Set up the root logger for a program named ``service``; returns the Kafka handler.
 
     See the module docstring. ``stream`` is where console lines go (default stderr);
-    ``exit_on_sigterm``: whether SIGTERM, while it has its default action, exits through the
-    exit hooks (which send the records still buffered) rather than at once.
+    ``flush_on_sigterm``: whether SIGTERM, while it has its default action, flushes the Kafka
+    handler before it ends the program (see the module docstring).
     Raises :class:`~pipeline.errors.PipelineError` when ``to_kafka`` and no Kafka client can be
     made with ``settings.kafka`` (the error a client's construction raises): the console is
     set up by then, so the caller's error line is written there once, and no Kafka handler is
@@ -231,26 +232,33 @@ def configure_logging(
     setattr(kafka_handler, _MARK, True)
     root.addHandler(kafka_handler)
     atexit.register(kafka_handler.close)
-    if exit_on_sigterm:
-        exit_through_hooks_on_sigterm()
+    if flush_on_sigterm:
+        flush_logs_on_sigterm()
     return kafka_handler
 
 
-def exit_through_hooks_on_sigterm() -> bool:
-    """Make SIGTERM raise ``SystemExit(143)`` in the main thread, so that ``atexit`` hooks
-    (the log handler's flush) run, when SIGTERM still has its default action and this is the
-    main thread (only it may set a handler); whether it did. A C call the main thread is in
-    when the signal comes (a long query, say) finishes first."""
+def flush_logs_on_sigterm() -> bool:
+    """Make SIGTERM flush the Kafka log handlers :func:`configure_logging` installed, then end
+    the program by the signal as its default action does (the same exit status: a supervisor
+    sees a program stopped by SIGTERM), when SIGTERM still has its default action and this is
+    the main thread (only it may set a handler); whether it did. The handler runs when the main
+    thread next runs Python code: a blocking call that signals interrupt (a sleep, a socket, a
+    lock, a thread's join) first, a C call that does not return meanwhile only when it does."""
     if threading.current_thread() is not threading.main_thread():
         return False
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
-    signal.signal(signal.SIGTERM, _exit_through_hooks)
+    signal.signal(signal.SIGTERM, _flush_logs_then_terminate)
     return True
 
 
-def _exit_through_hooks(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+def _flush_logs_then_terminate(signum: int, _frame: object) -> None:
+    # The default action back first: a second SIGTERM while this flushes ends it at once.
+    signal.signal(signum, signal.SIG_DFL)
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, KafkaLogHandler) and getattr(handler, _MARK, False):
+            handler.close()  # bounded; what Kafka did not take goes to stderr, counted
+    signal.raise_signal(signum)
 
 
 def json_console(stream: TextIO | None = None) -> bool:

@@ -145,7 +145,8 @@ class SecureStack:
             client_id=base.kafka.client_id,
             security_protocol="SASL_SSL",
             sasl_mechanism=KAFKA_MECHANISM,
-            sasl_username=USERNAME,
+            # Both or neither (a settings rule): without the credentials, no login at all.
+            sasl_username=USERNAME if credentials else None,
             sasl_password=credentials.kafka if credentials else None,
             ssl_ca_location=ca,
         )
