@@ -9,8 +9,9 @@
 6. print the gateway's answers, the produce rate, latency and per-partition counts;
 7. run the orders service over those requests (some poisoned on purpose, some re-sent), with
    the outbox relay and the log shipper (pipeline/cli/demo_services.py), and print what it
-   processed, skipped as duplicates and dead-lettered, the outbox backlog draining to zero,
-   and the commands to look at the dead letters and the error log lines;
+   processed, skipped as duplicates and dead-lettered (read once it is idle, after the sagas),
+   the outbox backlog draining to zero, and the commands to look at this run's dead letters
+   and the error log lines;
 8. meanwhile the order service starts a CreateOrder saga for each new order, run by the saga
    orchestrator with inventory, payments and shipping (pipeline/cli/demo_sagas.py), some
    failing on purpose (out of stock, a declined card, a shipment answered too late, refunds
@@ -18,8 +19,10 @@
    (each held or violated) and what to try next. A violated invariant exits 1.
 
 Ctrl-C (exit code 130) or SIGTERM (143) stops the demo at any step: the gateway, the clients
-and the child processes it started are stopped (the stack, once up, keeps running), then one
-line says where it was.
+and the child processes it started are stopped (the stack, once up, keeps running; the services
+in ``demo_services.STOP_ORDER``, the outbox relay after them), then one line says where it was;
+interrupted while the services ran, the lines after it say what the run left unfinished in the
+database (its sagas not ended, its outbox rows not published) and how that gets finished.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 import statistics
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import typer
@@ -41,7 +45,7 @@ from pipeline.cli.plurals import counted
 from pipeline.settings import PipelineSettings, StackSettings
 
 if TYPE_CHECKING:
-    from pipeline.cli.demo_sagas import SagaReport
+    from pipeline.cli.demo_sagas import LeftOver, SagaReport
     from pipeline.cli.demo_services import ProcessingReport
     from pipeline.envelope import Event
     from pipeline.kafka.producer import EventProducer
@@ -92,14 +96,29 @@ class _Step:
 
     def __init__(self) -> None:
         self.now = "starting the stack"
+        #: What the run left unfinished, as lines said after the first (services interrupted).
+        self.left: list[str] = []
 
     def interrupted(self) -> str:
         if self.now == "starting the stack":
             return "interrupted while starting the stack: what this run had started is stopped"
-        return (
-            f"interrupted while {self.now}: the demo's processes are stopped, "
-            "the stack keeps running"
+        return "\n".join(
+            [
+                f"interrupted while {self.now}: the demo's processes are stopped, "
+                "the stack keeps running",
+                *self.left,
+            ]
         )
+
+    def services_left(self, left: LeftOver | str, database_hint: str) -> None:
+        """What the interrupted services left (or why it could not be read), for the lines
+        after the first."""
+        from pipeline.cli.demo_sagas import left_over_lines
+
+        if isinstance(left, str):
+            self.left = [f"what this run left unfinished could not be read: {left}"]
+        else:
+            self.left = left_over_lines(left, database_hint)
 
 
 def demo(
@@ -150,6 +169,7 @@ def _demo(settings: PipelineSettings, requests: int, step: _Step) -> None:
 
     step.now = "sending requests through the gateway"
     run_id = new_event_id()
+    run_started = datetime.now(UTC)
     traffic = list(demo_requests(requests, run=run_id[-12:], poison_share=0.01))
     consumer = build_consumer(settings.kafka, group_id=f"pipeline-demo-{run_id}")
     try:
@@ -184,8 +204,13 @@ def _demo(settings: PipelineSettings, requests: int, step: _Step) -> None:
         raise typer.Exit(1)
 
     step.now = "running the orders service and the sagas"
-    services = _processing_stage(settings, readback.events, saga_prefix=f"{run_id[-12:]}-")
-    _print_processing_summary(services)
+    services = _processing_stage(
+        settings,
+        readback.events,
+        saga_prefix=f"{run_id[-12:]}-",
+        on_interrupted=lambda left: step.services_left(left, _database_hint(settings)),
+    )
+    _print_processing_summary(services, run_started)
     if services.sagas is not None:
         _print_saga_summary(services.sagas, _database_hint(settings))
         if not services.sagas.held:
@@ -237,7 +262,11 @@ REDELIVERED = 50
 
 
 def _processing_stage(
-    settings: PipelineSettings, accepted: list[Event], *, saga_prefix: str
+    settings: PipelineSettings,
+    accepted: list[Event],
+    *,
+    saga_prefix: str,
+    on_interrupted: Callable[[LeftOver | str], None],
 ) -> ProcessingReport:
     from pipeline.cli.demo_services import run_services
     from pipeline.kafka.producer import build_event_producer
@@ -271,6 +300,7 @@ def _processing_stage(
             orders=orders,
             saga_prefix=saga_prefix,
             console=_err,
+            on_interrupted=on_interrupted,
         )
 
 
@@ -280,7 +310,7 @@ def _titled(title: str) -> Table:
     return Table(title=title, min_width=len(title))
 
 
-def _print_processing_summary(services: ProcessingReport) -> None:
+def _print_processing_summary(services: ProcessingReport, run_started: datetime) -> None:
     from pipeline.cli.demo_services import DEAD_LETTER_QUERY, PROCESSOR_NAME
 
     summary = _titled("orders service (pipeline process consumers.orders_service:processor)")
@@ -291,7 +321,10 @@ def _print_processing_summary(services: ProcessingReport) -> None:
         f"{services.processed:,}",
     )
     summary.add_row(
-        f"duplicates skipped by the inbox (of {REDELIVERED} re-sent)", f"{services.duplicates:,}"
+        # More than were re-sent: events an earlier, interrupted run had handled but not
+        # committed, read again and skipped.
+        f"duplicates skipped by the inbox ({REDELIVERED} requests re-sent on purpose)",
+        f"{services.duplicates:,}",
     )
     for reason, count in sorted(services.dead_lettered.items()):
         summary.add_row(f"dead-lettered: {reason}", f"{count:,}")
@@ -300,7 +333,7 @@ def _print_processing_summary(services: ProcessingReport) -> None:
     summary.add_row("outbox backlog (relay draining)", drained or "0")
     summary.add_row("dead-letter log lines in Elasticsearch", f"{services.dead_letter_log_lines:,}")
     _out.print(summary)
-    _out.print("look at the dead letters:   pipeline dlq inspect requests.orders")
+    _out.print(f"look at the dead letters:   {_dead_letters_command(run_started)}")
     _out.print(
         "find the error log lines:   pipeline logs search "
         f"'{DEAD_LETTER_QUERY}' --service {PROCESSOR_NAME} --since 1h"
@@ -308,6 +341,13 @@ def _print_processing_summary(services: ProcessingReport) -> None:
     kibana = os.environ.get("PIPELINE_KIBANA_URL")
     if kibana:
         _out.print(f"Kibana (dashboard 'Pipeline logs'): {kibana}")
+
+
+def _dead_letters_command(run_started: datetime) -> str:
+    """``pipeline dlq inspect`` for this run's dead letters: those since the run began (an ISO
+    UTC time to the second, rounded down), not every earlier run's too."""
+    since = run_started.astimezone(UTC).replace(microsecond=0)
+    return f"pipeline dlq inspect requests.orders --since {since:%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _database_hint(settings: PipelineSettings) -> str:

@@ -4,7 +4,9 @@ The order service starts one saga per new order; the orchestrator, inventory, pa
 shipping run as their own processes (``SAGA_SERVICES``). :func:`watch_sagas` shows live
 progress from the saga rows (started, completed, compensated, stuck; throughput; the outbox
 backlog) until no saga of the run is open, then :func:`saga_report` checks the invariants of
-``consumers/saga_invariants.py``.
+``consumers/saga_invariants.py``. After an interrupt, :func:`left_over` reads what the run left
+unfinished (its sagas not ended, its outbox rows not published) and :func:`left_over_lines`
+says it, and how it gets finished.
 """
 
 from __future__ import annotations
@@ -28,7 +30,17 @@ if TYPE_CHECKING:
 
     from consumers.saga_invariants import Invariant
 
-__all__ = ["SAGA_SERVICES", "SagaReport", "saga_report", "watch_sagas"]
+__all__ = [
+    "SAGA_PROCESSES",
+    "SAGA_SERVICES",
+    "LeftOver",
+    "SagaReport",
+    "left_over",
+    "left_over_lines",
+    "saga_report",
+    "unpublished_since",
+    "watch_sagas",
+]
 
 #: The topics each saga service's consumer group reads (its lag is shown).
 SAGA_GROUP_TOPICS = {
@@ -245,3 +257,94 @@ def saga_report(
 
 def run_started() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LeftOver:
+    """What an interrupted run left unfinished in the database."""
+
+    #: The run's sagas that have not ended (not completed, compensated or resolved), by state.
+    sagas: dict[str, int]
+    #: Outbox rows written since the run began and not published to Kafka.
+    unpublished: int
+
+
+def left_over(database: Engine, *, since: datetime, prefix: str) -> LeftOver:
+    """The run's sagas not ended, by state, and the outbox rows written since ``since`` that
+    are not published (read once every process of the run has stopped)."""
+    from pipeline.sagas.state import TERMINAL
+
+    sagas = {s: n for s, n in _counts(database, since, prefix).items() if s not in TERMINAL}
+    return LeftOver(sagas=sagas, unpublished=unpublished_since(database, since))
+
+
+def unpublished_since(database: Engine, since: datetime) -> int:
+    """The outbox rows written since ``since`` and not published yet."""
+    import sqlalchemy as sa
+
+    from pipeline.outbox.table import outbox_table
+
+    rows = outbox_table.c
+    with database.connect() as connection:
+        count = connection.execute(
+            sa.select(sa.func.count()).where(rows.published_at.is_(None), rows.created_at >= since)
+        ).scalar_one()
+    return int(count)
+
+
+#: The processes that take a saga on, as ``pipeline process`` specs: the orchestrator and its
+#: participants (the orders service is one: it approves or rejects the order).
+SAGA_PROCESSES = (
+    "consumers.saga_orchestrator:processor",
+    "consumers.orders_service:processor",
+    "consumers.inventory_service:processor",
+    "consumers.payment_service:processor",
+    "consumers.shipping_service:processor",
+)
+
+
+def left_over_lines(left: LeftOver, database_hint: str) -> list[str]:
+    """What an interrupted run left unfinished, and how it gets finished (docs/sagas.md,
+    docs/outbox.md), as lines for the end of the demo's output."""
+    from pipeline.cli.plurals import counted
+    from pipeline.sagas.state import STUCK
+
+    going = {s: n for s, n in left.sagas.items() if s not in STUCK}
+    stuck = {s: n for s, n in left.sagas.items() if s in STUCK}
+    if not going and not stuck and not left.unpublished:
+        return [
+            "nothing of this run is left unfinished: every saga it started ended and every "
+            "outbox row written since it began is published"
+        ]
+    lines = [f"left unfinished by this run ({database_hint}):"]
+    if going:
+        states = ", ".join(f"{n:,} {s}" for s, n in sorted(going.items()))
+        lines.append(f"  {counted(sum(going.values()), 'saga')} not ended: {states}")
+    if left.unpublished:
+        lines.append(
+            f"  {counted(left.unpublished, 'outbox row')} written since the run began, "
+            "not published to Kafka"
+        )
+    for state, n in sorted(stuck.items()):
+        lines.append(
+            f"  {counted(n, 'saga')} {state}: waiting for an operator (pipeline saga list "
+            f"--state {state}; pipeline saga retry ID, or pipeline saga resolve ID --note ...)"
+        )
+    if going:
+        lines += [
+            "  the sagas go on where the saga orchestrator, its participants and an outbox "
+            "relay run on this database: the next `pipeline demo` runs them all (in the same "
+            "consumer groups) and they go on while it runs (it waits for its own sagas only); "
+            "or run each yourself, with PIPELINE_DATABASE__URL as above:",
+            "    pipeline outbox relay",
+            *(f"    pipeline process {spec}" for spec in SAGA_PROCESSES),
+            "  a step whose reply had not reached saga.replies by its deadline times out then, "
+            "and its saga compensates; see them: pipeline saga list --state "
+            + min(going, key=lambda s: (-going[s], s)),
+        ]
+    elif left.unpublished:
+        lines.append(
+            "  an outbox relay on this database publishes them: the next `pipeline demo` runs "
+            "one, or pipeline outbox relay --once (with PIPELINE_DATABASE__URL as above)"
+        )
+    return lines
