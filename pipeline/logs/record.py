@@ -34,6 +34,7 @@ from pipeline.logs.schema import ECS_VERSION as SCHEMA_ECS_VERSION
 __all__ = [
     "ECS_VERSION",
     "LABEL_DEPTH",
+    "LABEL_KEY_MOST",
     "ecs_document",
     "ecs_json",
     "encodable",
@@ -126,8 +127,15 @@ def labels_of(record: logging.LogRecord) -> dict[str, LabelValue]:
     return labels
 
 
+#: The longest label key kept (longer ones are cut): Elasticsearch indexes a ``flattened``
+#: field's key with each value, in one term that may not pass 32,766 bytes.
+LABEL_KEY_MOST = 256
+
+
 def _label_key(key: object) -> str:
-    return (key if isinstance(key, str) else str(key)).replace(".", "_")
+    # A NUL in a key is refused by a flattened field (the whole line dead-lettered).
+    text = (key if isinstance(key, str) else str(key)).replace(".", "_").replace("\x00", "\ufffd")
+    return text[:LABEL_KEY_MOST]
 
 
 def _label_value(value: object, level: int, within: tuple[int, ...]) -> LabelValue:
@@ -136,11 +144,13 @@ def _label_value(value: object, level: int, within: tuple[int, ...]) -> LabelVal
     inside, which it must not be one of."""
     if isinstance(value, str):
         return value
-    if isinstance(value, Mapping | list) or type(value) is tuple:
+    # Only the built-in containers: another mapping's or sequence's own str() may hide what
+    # it holds (a settings object showing no password), and stays what is logged.
+    if isinstance(value, dict | list | tuple) and type(value) in (dict, list, tuple):
         if level > LABEL_DEPTH or id(value) in within:
             return str(value)
         inside = (*within, id(value))
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             return {
                 _label_key(key): _label_value(item, level + 1, inside)
                 for key, item in value.items()

@@ -5,7 +5,13 @@ import logging
 import os
 import sys
 
-from pipeline.logs.record import ecs_document, ecs_json, encodable, unencodable_document
+from pipeline.logs.record import (
+    LABEL_KEY_MOST,
+    ecs_document,
+    ecs_json,
+    encodable,
+    unencodable_document,
+)
 
 
 def _record(msg="order %s placed", args=("o-1",), exc_info=None, **extra):
@@ -246,6 +252,25 @@ def test_nested_keys_lists_and_tuples_are_made_as_top_level_labels_are():
             "empty": {},
         }
     }
+
+
+def test_label_keys_elasticsearch_refuses_are_mended_and_other_containers_keep_their_str():
+    class Settings(dict):  # a mapping whose own str() hides what it holds
+        def __repr__(self) -> str:
+            return "Settings(<hidden>)"
+
+    record = _record(
+        "x",
+        (),
+        conn=Settings(dsn="host=db password=hunter2"),
+        d={"a\x00b": "v", "k" * 1000: "long"},
+    )
+
+    labels = ecs_document(record, service="s", hostname="h", event_id="e")["labels"]
+
+    assert labels["conn"] == "Settings(<hidden>)"
+    # A flattened field refuses a NUL in a key, and a key past Lucene's term limit.
+    assert labels["d"] == {"a\ufffdb": "v", "k" * LABEL_KEY_MOST: "long"}
 
 
 def test_secrets_and_card_numbers_in_nested_labels_are_redacted():
