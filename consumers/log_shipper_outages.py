@@ -44,7 +44,7 @@ from consumers.log_shipper_metrics import MetricsLine, ShipperCounters
 from consumers.log_shipper_standing import LAG_REFRESH_S, ShipperConsumer
 from pipeline.errors import PipelineError
 from pipeline.logs.elasticsearch import (
-    plain_http_hint,
+    hung_up,
     refusal_of,
     refuse_an_https_port_over_http,
     unreachable,
@@ -130,7 +130,7 @@ class Outages:
                 if isinstance(error, ApiError):
                     raise
                 waited = time.monotonic() - sent
-                if plain_http_hint(self._es_url, error):  # hung up at once: an HTTPS port?
+                if hung_up(self._es_url, error):  # at once: an HTTPS port? (asked off the loop)
                     self.answer(partial(refuse_an_https_port_over_http, self._es, self._es_url))
                 self._begin("unreachable", unreachable(self._url, error, waited), sent)
             else:

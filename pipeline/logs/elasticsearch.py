@@ -78,7 +78,7 @@ _HTTPS_PORT_HINT = (
 )
 
 
-def _hung_up(url: str, error: BaseException) -> bool:
+def hung_up(url: str, error: BaseException) -> bool:
     """Whether the server of a plain ``http://`` URL closed the connection without an answer:
     an HTTPS port does so (Elasticsearch with TLS closes a plain HTTP connection without a
     word), and so do an Elasticsearch going away and a proxy whose Elasticsearch is down."""
@@ -89,11 +89,11 @@ def _hung_up(url: str, error: BaseException) -> bool:
 
 
 def plain_http_hint(url: str, error: BaseException) -> str:
-    """A hint for a plain ``http://`` URL whose server hung up (:func:`_hung_up`) and whose port
+    """A hint for a plain ``http://`` URL whose server hung up (:func:`hung_up`) and whose port
     completes a TLS handshake (asked at once, for up to :data:`HANG_UP_CHECK_S`): an HTTPS
     port; else ``""``. A hang-up alone is no evidence: the hint once sent a user looking at
     TLS while the server, or a proxy's, was away."""
-    if _hung_up(url, error) and _speaks_tls(url, HANG_UP_CHECK_S):
+    if hung_up(url, error) and _speaks_tls(url, HANG_UP_CHECK_S):
         return _HTTPS_PORT_HINT
     return ""
 

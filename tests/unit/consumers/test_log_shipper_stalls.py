@@ -216,9 +216,20 @@ def test_a_refused_connection_is_one_line_naming_the_url_without_its_password(ca
     assert "hunter2" not in caplog.text
 
 
-def test_an_https_port_behind_an_http_url_stops_the_shipper_at_once_with_one_line(tmp_path):
+def test_an_https_port_behind_an_http_url_stops_the_shipper_at_once_with_one_line(
+    tmp_path, monkeypatch
+):
     # Asked only when the server hung up at once (the shipper no longer asks before the
-    # template, which kept it out of its group for a stalled Elasticsearch's timeout).
+    # template, which kept it out of its group for a stalled Elasticsearch's timeout), and
+    # the port's TLS handshake tried once, while the group is served (a code review: it was
+    # tried on the shipper's own thread first, then again).
+    from pipeline.logs import elasticsearch
+
+    handshakes = []
+    speaks_tls = elasticsearch._speaks_tls
+    monkeypatch.setattr(
+        elasticsearch, "_speaks_tls", lambda *a: handshakes.append(a) or speaks_tls(*a)
+    )
     with serving_tls(tmp_path) as (address, _ca):
         url = f"http://{address}"
         shipper = _shipper(GrowingConsumer(joined=False), url, lambda line: None)
@@ -229,3 +240,4 @@ def test_an_https_port_behind_an_http_url_stops_the_shipper_at_once_with_one_lin
             shipper.run(until_idle_s=5)  # (waited out as an outage, it would end after 5 s)
 
     assert shipper.counters.outages == 0  # no outage to wait out
+    assert len(handshakes) == 1
