@@ -60,6 +60,7 @@ if str(ROOT) not in sys.path:  # run as a script: bench.suite importable
     sys.path.insert(0, str(ROOT))
 
 from bench.suite.rows import paired_ratio  # noqa: E402
+from bench.topic_counts import messages_in  # noqa: E402
 from pipeline.database import build_engine, migrate  # noqa: E402
 from pipeline.envelope import Event, KafkaMessage  # noqa: E402
 from pipeline.kafka.clients import build_admin, build_consumer  # noqa: E402
@@ -132,19 +133,6 @@ def _delete_topics(settings: PipelineSettings, topics: list[str]) -> None:
 
 
 # --- what reached Kafka ----------------------------------------------------------------------
-
-
-def messages_in(settings: PipelineSettings, topic: str) -> int:
-    """The messages ``topic`` holds: high - low watermark, summed over its partitions."""
-    consumer = build_consumer(settings.kafka, f"bench-outbox-count-{uuid.uuid4().hex[:8]}")
-    try:
-        total = 0
-        for partition in range(PARTITIONS):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
 
 
 def keyed_sequence(settings: PipelineSettings, topic: str) -> list[tuple[bytes | None, int]]:
@@ -473,7 +461,7 @@ def main() -> None:
             # What reached Kafka: a message per row at least (the baseline's warm-up message
             # besides), and with two relays each aggregate's rows in order.
             expected = len(rows) + (1 if name == "EventProducer" else 0)
-            found = messages_in(settings, topic)
+            found = messages_in(settings, topic, PARTITIONS)
             in_topic[name].append(found)
             duplicates[name].append(max(0, found - expected))
             violations = None

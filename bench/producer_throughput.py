@@ -56,7 +56,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from rich.console import Console
 from rich.table import Table
@@ -66,10 +66,10 @@ if str(ROOT) not in sys.path:  # run as a script: bench.suite importable
     sys.path.insert(0, str(ROOT))
 
 from bench.suite.rows import paired_ratio  # noqa: E402
+from bench.topic_counts import messages_in  # noqa: E402
 from pipeline.envelope import Event, KafkaMessage, encode  # noqa: E402
 from pipeline.kafka.clients import (  # noqa: E402
     build_admin,
-    build_consumer,
     event_producer_config,
     producer_config,
 )
@@ -164,19 +164,6 @@ def _delete(settings: PipelineSettings, topics: list[str]) -> None:
     admin = build_admin(settings.kafka)
     for future in admin.delete_topics(topics, operation_timeout=30).values():
         future.result(30)
-
-
-def messages_in(settings: PipelineSettings, topic: str) -> int:
-    """The messages ``topic`` holds: high - low watermark, summed over its partitions."""
-    consumer = build_consumer(settings.kafka, f"bench-producer-count-{uuid.uuid4().hex[:8]}")
-    try:
-        total = 0
-        for partition in range(PARTITIONS):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
 
 
 def round_failure(found: int, sent: int) -> str | None:
@@ -391,7 +378,7 @@ def main() -> None:
             topics.append(topic)
             with console.status(f"round {round_number}/{args.repeat}, {name}"):
                 rate, cpu_s, sent = run(topic)
-                found = messages_in(settings, topic)
+                found = messages_in(settings, topic, PARTITIONS)
             samples[name].append(rate)
             cpu_samples[name].append(cpu_s)
             in_topic[name].append(found)
