@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.logs.context import CONTEXT_FIELDS
-from pipeline.logs.redact import LabelValue, redact, redact_labels
+from pipeline.logs.redact import LabelValue, redact, redact_labels, unique_key
 from pipeline.logs.schema import ECS_VERSION as SCHEMA_ECS_VERSION
 
 __all__ = [
@@ -123,7 +123,7 @@ def labels_of(record: logging.LogRecord) -> dict[str, LabelValue]:
             or name in _ERROR_EXTRAS
         ):
             continue
-        labels[_label_key(name)] = _label_value(value, 1, ())
+        labels[unique_key(_label_key(name), labels)] = _label_value(value, 1, ())
     return labels
 
 
@@ -151,10 +151,10 @@ def _label_value(value: object, level: int, within: tuple[int, ...]) -> LabelVal
             return str(value)
         inside = (*within, id(value))
         if isinstance(value, dict):
-            return {
-                _label_key(key): _label_value(item, level + 1, inside)
-                for key, item in value.items()
-            }
+            made: dict[str, LabelValue] = {}
+            for key, item in value.items():
+                made[unique_key(_label_key(key), made)] = _label_value(item, level + 1, inside)
+            return made
         return [_label_value(item, level + 1, inside) for item in value]
     return str(value)
 

@@ -27,7 +27,15 @@ from typing import TypeAlias
 # The settings' list of secret words, which masks a URL's secret query parameters alike.
 from pipeline.settings.base import SECRET_WORDS
 
-__all__ = ["MASK", "LabelValue", "is_secret_name", "luhn_valid", "redact", "redact_labels"]
+__all__ = [
+    "MASK",
+    "LabelValue",
+    "is_secret_name",
+    "luhn_valid",
+    "redact",
+    "redact_labels",
+    "unique_key",
+]
 
 MASK = "[REDACTED]"
 
@@ -224,11 +232,24 @@ def redact_labels(labels: Mapping[str, LabelValue]) -> dict[str, LabelValue]:
     return _redacted_labels(labels, "")
 
 
+def unique_key(key: str, taken: Mapping[str, object]) -> str:
+    """``key``, or ``key_2``, ``key_3``, ... when a label key made alike is there already
+    (``customer.tier`` and ``customer_tier``; ``1`` and ``"1"``; two card numbers, both
+    masked): no value is dropped."""
+    if key not in taken:
+        return key
+    number = 2
+    while f"{key}_{number}" in taken:
+        number += 1
+    return f"{key}_{number}"
+
+
 def _redacted_labels(labels: Mapping[str, LabelValue], parents: str) -> dict[str, LabelValue]:
     redacted: dict[str, LabelValue] = {}
     for name, value in labels.items():
         path = f"{parents}_{name}" if parents else name
-        redacted[redact(name)] = MASK if is_secret_name(path) else _redacted_value(value, path)
+        masked = MASK if is_secret_name(path) else _redacted_value(value, path)
+        redacted[unique_key(redact(name), redacted)] = masked
     return redacted
 
 
@@ -237,4 +258,15 @@ def _redacted_value(value: LabelValue, path: str) -> LabelValue:
         return redact(value)
     if isinstance(value, dict):
         return _redacted_labels(value, path)
-    return [_redacted_value(item, path) for item in value]  # a list's items share its path
+    # A name and its value as a pair (HTTP and Kafka headers: [("Authorization", ...)]): the
+    # value is judged by the name, as in an object.
+    if len(value) == 2 and isinstance(value[0], str) and is_secret_name(value[0]):
+        return [redact(value[0]), MASK]
+    # A command line as a list (["psql", "--password", "pw"]): the item after an option that
+    # names a secret is masked, as redact() masks "--password pw" in text.
+    redacted: list[LabelValue] = []
+    secret_next = False
+    for item in value:  # a list's items share its path
+        redacted.append(MASK if secret_next else _redacted_value(item, path))
+        secret_next = isinstance(item, str) and item.startswith("-") and is_secret_name(item)
+    return redacted

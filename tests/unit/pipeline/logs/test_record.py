@@ -330,3 +330,36 @@ def test_an_extra_that_contains_itself_or_nests_too_deep_becomes_its_str_there()
     assert level == {"h": "{'i': {'leaf': 1}}"}  # the 9th level: its str()
     assert labels["two"] == {"x": ["1"]}  # the same object twice is no loop
     json.loads(ecs_json({"labels": labels}))
+
+
+def test_label_keys_made_alike_keep_every_value():
+    record = _record("x", (), ids={1: "int", "1": "str"}, m={"a.b": "dot", "a_b": "under"})
+    record.__dict__["customer.tier"] = "gold"
+    record.__dict__["customer_tier"] = "silver"
+
+    labels = ecs_document(record, service="s", hostname="h", event_id="e")["labels"]
+
+    assert labels["ids"] == {"1": "int", "1_2": "str"}
+    assert labels["m"] == {"a_b": "dot", "a_b_2": "under"}
+    assert {labels["customer_tier"], labels["customer_tier_2"]} == {"gold", "silver"}
+
+
+def test_secrets_in_name_value_pairs_and_command_lines_are_redacted():
+    record = _record(
+        "x",
+        (),
+        headers=[("Authorization", "Basic dXNlcjpwYXNz"), ("X-Api-Key", "k-777"), ("Accept", "*")],
+        argv=["psql", "--password", "cli-pw-1", "-h", "db"],
+        cards={"4111111111111111": "a", "5500005555555559": "b"},
+    )
+
+    labels = ecs_document(record, service="s", hostname="h", event_id="e")["labels"]
+
+    assert labels["headers"] == [
+        ["Authorization", "[REDACTED]"],
+        ["X-Api-Key", "[REDACTED]"],
+        ["Accept", "*"],
+    ]
+    assert labels["argv"] == ["psql", "--password", "[REDACTED]", "-h", "db"]
+    assert sorted(labels["cards"].values()) == ["a", "b"]  # both kept, their keys masked
+    assert "4111111111111111" not in str(labels)
