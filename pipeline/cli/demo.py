@@ -204,10 +204,16 @@ def _demo(settings: PipelineSettings, requests: int, step: _Step) -> None:
         raise typer.Exit(1)
 
     step.now = "running the orders service and the sagas"
+
+    def on_status(text: str) -> None:
+        _err.print(f"[dim]{text}[/dim]")
+        step.now = f"running the orders service and the sagas ({text})"
+
     services = _processing_stage(
         settings,
         readback.events,
         saga_prefix=f"{run_id[-12:]}-",
+        on_status=on_status,
         on_interrupted=lambda left: step.services_left(left, _database_hint(settings)),
     )
     _print_processing_summary(services, run_started)
@@ -266,6 +272,7 @@ def _processing_stage(
     accepted: list[Event],
     *,
     saga_prefix: str,
+    on_status: Callable[[str], None],
     on_interrupted: Callable[[LeftOver | str], None],
 ) -> ProcessingReport:
     from pipeline.cli.demo_services import run_services
@@ -296,7 +303,7 @@ def _processing_stage(
             producer,
             redeliver,
             str(log_dir),
-            lambda text: _err.print(f"[dim]{text}[/dim]"),
+            on_status,
             orders=orders,
             saga_prefix=saga_prefix,
             console=_err,

@@ -185,7 +185,9 @@ def watch_sagas(
     from pipeline.outbox.table import outbox_status
     from pipeline.sagas.state import STUCK, TERMINAL
 
-    started = time.monotonic()
+    # Times and rates count from ``since`` (the services' start), not from this watch: sagas
+    # ended before it began (166 ended "after 0 s" read as 164 ended/s).
+    started = time.monotonic() - max(0.0, (datetime.now(UTC) - since).total_seconds())
     report = SagaReport()
     quiet_since: float | None = None
     last_line = 0.0
