@@ -133,6 +133,9 @@ class HandlerCounters:
     dropped: int = 0  # the buffer was full: written to the fallback stream only
     failed: int = 0  # Kafka did not acknowledge: written to the fallback stream
     skipped: int = 0  # the handler's own or librdkafka's records
+    #: Logged by another thread once the handler had closed (a SIGTERM's flush runs while the
+    #: program's threads go on): on the fallback stream only, counted in the exit line.
+    after_close: int = 0
     unencodable: int = 0  # no JSON could be made of it: a stand-in on the fallback stream only
 
 
@@ -288,10 +291,14 @@ class KafkaLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if self._closed or record.name.startswith(_SELF_LOGGERS) or self._in_sender():
+            if record.name.startswith(_SELF_LOGGERS) or self._in_sender():
                 self.counters.skipped += 1
                 return
             value = record_json(record, service=self.service, hostname=self._hostname)
+            if self._closed:
+                self.counters.after_close += 1
+                self._write_lost(value)
+                return
             self.counters.emitted += 1
             reason = unencodable_reason(record)
             if reason is not None:
@@ -553,6 +560,11 @@ class KafkaLogHandler(logging.Handler):
                 "faster than they could be sent)"
             )
         parts += _by_reason(self._failures, "not delivered ({})")
+        if self.counters.after_close:
+            parts.append(
+                f"{counted(self.counters.after_close, 'record')} not sent (logged by another "
+                "thread while the handler closed)"
+            )
         parts += _by_reason(self._unencodable_reasons, "dropped (could not be encoded: {})")
         if parts:
             self._write_note(

@@ -428,3 +428,27 @@ def test_a_fatal_producer_error_at_the_exit_flush_is_counted_not_a_traceback():
 
     assert handler._closed
     assert "Kafka refused the connection" in fallback.getvalue()
+
+
+def test_records_another_thread_logs_while_the_handler_closes_are_counted_in_the_exit_line():
+    # A SIGTERM's flush closes the handler while the program's other threads go on logging:
+    # those records reach stderr only, and the exit line counts them (a re-check found
+    # hundreds neither on the topic nor counted).
+    fallback = io.StringIO()
+    handler = KafkaLogHandler(lambda: producer, service="s", fallback=fallback)
+    logger = _logger(handler)
+
+    class LoggedDuringClose(FakeProducer):
+        def purge(self, in_queue=True, in_flight=True, blocking=True):  # after _closed is set
+            other = threading.Thread(target=lambda: logger.warning("from another thread"))
+            other.start()
+            other.join()
+
+    producer = LoggedDuringClose()
+    logger.info("one")
+    handler.close()
+
+    assert handler.counters.after_close == 1
+    assert "1 record not sent (logged by another thread while the handler closed)" in (
+        fallback.getvalue()
+    )
