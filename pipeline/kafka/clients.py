@@ -8,6 +8,7 @@ until first used.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -259,15 +260,21 @@ _TLS_FILES = {
 
 
 def _missing_file(config: dict[str, Any]) -> str | None:
-    """``no file at PATH (SETTING)`` for the first TLS file of ``config`` that is not there."""
+    """``no file at PATH (SETTING)`` for the first TLS file of ``config`` that is not there,
+    or that this user cannot read (OpenSSL's words for that blamed the key's password, or the
+    CA: ``cannot read PATH (SETTING): permission denied``)."""
     for key, setting in _TLS_FILES.items():
         path = config.get(key)
         if path is None or (key == "ssl.ca.location" and path == "probe"):
             continue  # librdkafka's "probe": the system's usual CA locations
         # A CA location may be a folder of certificates too.
-        found = Path(path).exists() if key == "ssl.ca.location" else Path(path).is_file()
+        where = Path(path)
+        found = where.exists() if key == "ssl.ca.location" else where.is_file()
         if not found:
             return f"no file at {path} ({setting})"
+        # A folder is read by listing it and opening its files: both rights.
+        if not os.access(where, os.R_OK | (os.X_OK if where.is_dir() else 0)):
+            return f"cannot read {path} ({setting}): permission denied for this user"
     return None
 
 

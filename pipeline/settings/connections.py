@@ -69,6 +69,11 @@ class KafkaSettings(_Frozen):
         # and sasl.password must be set"). (Without a SASL_* protocol either is refused above.)
         if not self.security_protocol.startswith("SASL_"):
             return self
+        # Empty is missing: `PIPELINE_KAFKA__SASL_PASSWORD=$SECRET` with SECRET unset.
+        if self.sasl_password is not None and not self.sasl_password.get_secret_value():
+            raise ValueError("kafka.sasl_password is empty (a variable that was not set?)")
+        if self.sasl_username is not None and not self.sasl_username.strip():
+            raise ValueError("kafka.sasl_username is empty")
         if self.sasl_username is not None and self.sasl_password is None:
             raise ValueError(
                 "kafka.sasl_username needs kafka.sasl_password (the SASL user's password)"

@@ -217,6 +217,16 @@ def test_a_sasl_user_without_a_password_or_a_password_without_a_user_is_refused(
     monkeypatch.setenv("PIPELINE_KAFKA__SASL_USERNAME", "svc")
     assert PipelineSettings().kafka.sasl_username == "svc"
 
+    # Empty is missing (PIPELINE_KAFKA__SASL_PASSWORD=$SECRET with SECRET unset): it reached
+    # librdkafka, whose error said "must be set" only when a client was built.
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "")
+    with pytest.raises(ValidationError, match=r"kafka\.sasl_password is empty"):
+        PipelineSettings()
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_USERNAME", " ")
+    with pytest.raises(ValidationError, match=r"kafka\.sasl_username is empty"):
+        PipelineSettings()
+
 
 @pytest.mark.parametrize(
     ("settings", "url"),

@@ -190,3 +190,20 @@ def test_a_key_of_another_certificate_is_said_so_not_blamed_on_the_password(tmp_
         f"certificate at {files.server_certificate} (PIPELINE_KAFKA__SSL_KEY_LOCATION, "
         "PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION)"
     )
+
+
+def test_a_tls_file_or_folder_this_user_cannot_read_is_named_with_its_setting(
+    tmp_path, monkeypatch
+):
+    # OpenSSL's words for it blamed the key's password ("system lib"), or the CA.
+    key = tmp_path / "client.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    unreadable = {str(key), str(tmp_path)}
+    monkeypatch.setattr(clients.os, "access", lambda path, mode: str(path) not in unreadable)
+
+    assert clients._missing_file({"ssl.key.location": str(key)}) == (
+        f"cannot read {key} (PIPELINE_KAFKA__SSL_KEY_LOCATION): permission denied for this user"
+    )
+    assert clients._missing_file({"ssl.ca.location": str(tmp_path)}) == (
+        f"cannot read {tmp_path} (PIPELINE_KAFKA__SSL_CA_LOCATION): permission denied for this user"
+    )
