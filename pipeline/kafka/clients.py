@@ -225,7 +225,7 @@ def _made(make: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
     try:
         return make(config)
     except KafkaException as error:
-        missing = _missing_file(config)
+        missing = tls_file_problem(config)
         if missing is not None:  # librdkafka's word for it is OpenSSL's "BIO lib"
             raise PipelineError(f"cannot set up a Kafka client: {missing}") from None
         said = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
@@ -259,7 +259,7 @@ _TLS_FILES = {
 }
 
 
-def _missing_file(config: dict[str, Any]) -> str | None:
+def tls_file_problem(config: dict[str, Any]) -> str | None:
     """``no file at PATH (SETTING)`` for the first TLS file of ``config`` that is not there,
     or that this user cannot read (OpenSSL's words for that blamed the key's password, or the
     CA: ``cannot read PATH (SETTING): permission denied``)."""

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from pipeline.database import error_text
 from pipeline.plurals import counted
 from pipeline.processing.attempt import record_log_context
 from pipeline.processing.database_outage import OUTAGE_LOG_EVERY_S
@@ -41,10 +42,6 @@ _REMEMBERED = 10_000
 #: The shortest wait between two attempts of an event that cannot be handled yet: a retry
 #: policy's backoff may be 0, and such an event would be tried again without a pause, for ever.
 WAIT_FLOOR_S = 0.1
-
-
-def _reason(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 class Waiting:
@@ -97,7 +94,7 @@ class Waiting:
                     "behind it (its further waits said at most every %.0f s)",
                     self._name,
                     event_id,
-                    _reason(error),
+                    error_text(error),
                     delay_s,
                     self._every_s,
                 )
@@ -114,7 +111,7 @@ class Waiting:
                 counted(self._unsaid, "wait"),
                 event_id,
                 now - since,
-                _reason(error),
+                error_text(error),
             )
         self._unsaid = 0
         return since

@@ -19,6 +19,7 @@ from faust.auth import SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
 from pipeline.errors import PipelineError
+from pipeline.kafka.clients import kafka_common_config, tls_file_problem
 from pipeline.settings import KafkaSettings
 
 _CA = "PIPELINE_KAFKA__SSL_CA_LOCATION"
@@ -36,6 +37,10 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
     (OpenSSL's ``c_rehash``/``openssl rehash`` layout), or ``probe`` (the system's). A file
     that is not there or cannot be read is a :class:`PipelineError` naming it and its setting,
     never the key's password."""
+    # Each file there and readable, as every librdkafka client checks them (one wording).
+    problem = tls_file_problem(kafka_common_config(kafka))
+    if problem is not None:
+        raise PipelineError(_failed(problem))
     ca = kafka.ssl_ca_location
     if ca is None or str(ca) == "probe":  # librdkafka's "probe": the system's CA locations
         context = ssl.create_default_context()
@@ -48,8 +53,6 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
     certificate, key = kafka.ssl_certificate_location, kafka.ssl_key_location
     if certificate is not None:
         _check_certificate(certificate)
-        if key is not None:
-            _check_file(key, _KEY)
         password = kafka.ssl_key_password
         try:
             context.load_cert_chain(
@@ -66,16 +69,10 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
 
 
 def _check_certificate(path: Path) -> None:
-    """Refuse a client certificate file that is missing or holds no PEM certificate, so that
-    what load_cert_chain then refuses is the key's."""
-    _check_file(path, _CERTIFICATE)
+    """Refuse a client certificate file that holds no PEM certificate, so that what
+    load_cert_chain then refuses is the key's."""
     with _reading("the client certificate", path, _CERTIFICATE):
         ssl.create_default_context().load_verify_locations(cafile=str(path))
-
-
-def _check_file(path: Path, setting: str) -> None:
-    if not path.is_file():
-        raise PipelineError(_failed(f"no file at {path} ({setting})"))
 
 
 def _key_refusal(error: ssl.SSLError, certificate: Path, key: Path | None) -> str:

@@ -129,9 +129,9 @@ def test_a_producers_settings_are_checked_as_building_it_would_without_connectin
 
 
 def test_a_ca_folder_or_probe_is_not_taken_for_a_missing_file(tmp_path):
-    assert clients._missing_file({"ssl.ca.location": "probe"}) is None
-    assert clients._missing_file({"ssl.ca.location": str(tmp_path)}) is None
-    assert clients._missing_file({"ssl.certificate.location": str(tmp_path)}) == (
+    assert clients.tls_file_problem({"ssl.ca.location": "probe"}) is None
+    assert clients.tls_file_problem({"ssl.ca.location": str(tmp_path)}) is None
+    assert clients.tls_file_problem({"ssl.certificate.location": str(tmp_path)}) == (
         f"no file at {tmp_path} (PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION)"
     )
 
@@ -201,9 +201,9 @@ def test_a_tls_file_or_folder_this_user_cannot_read_is_named_with_its_setting(
     unreadable = {str(key), str(tmp_path)}
     monkeypatch.setattr(clients.os, "access", lambda path, mode: str(path) not in unreadable)
 
-    assert clients._missing_file({"ssl.key.location": str(key)}) == (
+    assert clients.tls_file_problem({"ssl.key.location": str(key)}) == (
         f"cannot read {key} (PIPELINE_KAFKA__SSL_KEY_LOCATION): permission denied for this user"
     )
-    assert clients._missing_file({"ssl.ca.location": str(tmp_path)}) == (
+    assert clients.tls_file_problem({"ssl.ca.location": str(tmp_path)}) == (
         f"cannot read {tmp_path} (PIPELINE_KAFKA__SSL_CA_LOCATION): permission denied for this user"
     )
