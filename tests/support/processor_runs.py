@@ -98,6 +98,21 @@ def committed_total(settings: PipelineSettings, topic: str, group: str, partitio
 # --- the processor's processes -----------------------------------------------------------------
 
 
+def processor_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``pipeline process`` of a test's own processor (importable from
+    the repository's root), on ``database_url``, its console lines text; ``extra`` on top."""
+    python_path = os.pathsep.join(
+        part for part in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if part
+    )
+    return {
+        **os.environ,
+        "PIPELINE_DATABASE__URL": database_url,
+        "PIPELINE_LOGS__CONSOLE": "text",
+        "PYTHONPATH": python_path,
+        **extra,
+    }
+
+
 def effects_env(
     *, topic: str, group: str, database_url: str, **extra: str | int | float
 ) -> dict[str, str]:
@@ -106,18 +121,12 @@ def effects_env(
     The group session timeout is ``processing.session_timeout_s`` (10 s by default), so a
     killed member leaves the group in seconds.
     """
-    python_path = os.pathsep.join(
-        part for part in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if part
+    env = processor_env(
+        database_url,
+        EFFECTS_TOPIC=topic,
+        EFFECTS_GROUP=group,
+        PIPELINE_PROCESSING__METRICS_LOG_INTERVAL_S="1",
     )
-    env = {
-        **os.environ,
-        "EFFECTS_TOPIC": topic,
-        "EFFECTS_GROUP": group,
-        "PIPELINE_DATABASE__URL": database_url,
-        "PIPELINE_LOGS__CONSOLE": "text",
-        "PIPELINE_PROCESSING__METRICS_LOG_INTERVAL_S": "1",
-        "PYTHONPATH": python_path,
-    }
     for name in ("EFFECTS_FAIL_MARKER", "EFFECTS_HANDLER", "EFFECTS_SLEEP_MS", "EFFECTS_WRITE"):
         env.pop(name, None)  # only what the test asks for
     env.update({name: str(value) for name, value in extra.items()})

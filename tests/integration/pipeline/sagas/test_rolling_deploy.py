@@ -9,7 +9,6 @@ is replaced by one holding version 2 every saga completes, none timed out.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +24,7 @@ from pipeline.sagas.orchestrator import SagaOrchestrator
 from pipeline.sagas.store import load_saga
 from pipeline.settings import DatabaseSettings, PipelineSettings
 from pipeline.topics.catalogue import SAGA_REPLIES, default_catalogue
-from tests.support.processor_runs import REPO_ROOT, ProcessorProcess, produce, wait_until
+from tests.support.processor_runs import ProcessorProcess, processor_env, produce, wait_until
 from tests.support.versioned_saga_orchestrator import ROLLED, TIMEOUT_S
 
 SPEC = "tests.support.versioned_saga_orchestrator:processor"
@@ -38,17 +37,12 @@ REPLIES_CONFIGS = default_catalogue()[SAGA_REPLIES].configs
 def _orchestrator(
     versions: str, group: str, namespace: str, database_url: str, log: Path
 ) -> ProcessorProcess:
-    env = {
-        **os.environ,
-        "PIPELINE_DATABASE__URL": database_url,
-        "PIPELINE_LOGS__CONSOLE": "text",
-        "VERSIONED_ORCHESTRATOR_VERSIONS": versions,
-        "VERSIONED_ORCHESTRATOR_GROUP": group,
-        "VERSIONED_SAGA_NAMESPACE": namespace,
-        "PYTHONPATH": os.pathsep.join(
-            part for part in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if part
-        ),
-    }
+    env = processor_env(
+        database_url,
+        VERSIONED_ORCHESTRATOR_VERSIONS=versions,
+        VERSIONED_ORCHESTRATOR_GROUP=group,
+        VERSIONED_SAGA_NAMESPACE=namespace,
+    )
     return ProcessorProcess(env, log, spec=SPEC)
 
 

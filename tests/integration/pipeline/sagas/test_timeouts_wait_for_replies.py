@@ -5,7 +5,6 @@ runs."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from pipeline.sagas.orchestrator import SagaOrchestrator
 from pipeline.sagas.store import load_saga
 from pipeline.settings import DatabaseSettings
 from pipeline.topics.catalogue import SAGA_REPLIES, default_catalogue
-from tests.support.processor_runs import REPO_ROOT, ProcessorProcess, produce, wait_until
+from tests.support.processor_runs import ProcessorProcess, processor_env, produce, wait_until
 from tests.support.timed_saga_orchestrator import TIMEOUT_S, timed
 
 SPEC = "tests.support.timed_saga_orchestrator:processor"
@@ -69,16 +68,11 @@ def test_a_reply_that_came_while_the_orchestrator_was_down_wins_over_the_timeout
     # ... while the orchestrator is down until well past the deadline.
     time.sleep(TIMEOUT_S + 2)
 
-    env = {
-        **os.environ,
-        "PIPELINE_DATABASE__URL": postgres_url,
-        "PIPELINE_LOGS__CONSOLE": "text",
-        "TIMED_ORCHESTRATOR_GROUP": consumer_group,
-        "TIMED_SAGA_NAMESPACE": topics.namespace,
-        "PYTHONPATH": os.pathsep.join(
-            part for part in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if part
-        ),
-    }
+    env = processor_env(
+        postgres_url,
+        TIMED_ORCHESTRATOR_GROUP=consumer_group,
+        TIMED_SAGA_NAMESPACE=topics.namespace,
+    )
     process = ProcessorProcess(env, tmp_path / "orchestrator.log", spec=SPEC)
 
     def ended() -> bool:

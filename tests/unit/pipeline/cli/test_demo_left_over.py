@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from pipeline.cli import demo, demo_services
 from pipeline.cli.demo_sagas import SAGA_PROCESSES, LeftOver, left_over, left_over_lines
 from pipeline.outbox.table import outbox_table
-from pipeline.sagas.state import SagaState, StepState
+from pipeline.sagas.state import SagaState
 from pipeline.sagas.store import insert_saga
 from pipeline.settings import DatabaseSettings, PipelineSettings
+from tests.support.demo_sagas import saga_at
 
 STARTED = datetime(2026, 12, 7, 20, 29, tzinfo=UTC)
 PREFIX = "8d1a8bb14666-"
@@ -25,17 +26,7 @@ HINT = "the demo's data is in the stack's PostgreSQL: export PIPELINE_DATABASE__
 
 
 def _saga(saga_id: str, status: str, minutes: int = 1) -> SagaState:
-    at = STARTED + timedelta(minutes=minutes)
-    return SagaState(
-        saga_id=saga_id,
-        name="CreateOrder",
-        version=1,
-        data={},
-        steps={"only": StepState()},
-        status=status,
-        started_at=at,
-        updated_at=at,
-    )
+    return saga_at(STARTED, saga_id, status, minutes)
 
 
 def _row(n: int, minutes: int, published: bool) -> dict[str, object]:

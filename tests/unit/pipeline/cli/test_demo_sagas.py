@@ -3,7 +3,7 @@ while it runs, are neither counted nor checked (one stuck saga of theirs made th
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -11,24 +11,15 @@ from sqlalchemy.orm import Session
 
 from consumers import saga_invariants
 from pipeline.cli.demo_sagas import SagaReport, _counts, saga_report
-from pipeline.sagas.state import SagaState, StepState
+from pipeline.sagas.state import SagaState
 from pipeline.sagas.store import insert_saga
+from tests.support.demo_sagas import saga_at
 
 STARTED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _saga(saga_id: str, status: str, minutes: int) -> SagaState:
-    at = STARTED + timedelta(minutes=minutes)
-    return SagaState(
-        saga_id=saga_id,
-        name="CreateOrder",
-        version=1,
-        data={},
-        steps={"only": StepState()},
-        status=status,
-        started_at=at,
-        updated_at=at,
-    )
+    return saga_at(STARTED, saga_id, status, minutes)
 
 
 def test_the_demo_counts_and_checks_the_sagas_of_its_run_only(
