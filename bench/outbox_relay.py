@@ -23,6 +23,12 @@
    key; a duplicate of a message already seen is not counted as out of order). A round with
    fewer messages or one out of order is marked failed, and the run exits non-zero after
    writing its results (the suite records the benchmark failed).
+
+   Where the time goes: each round's CPU seconds by process (bench/process_cpu.py), from the
+   commit to the table drained (the baseline: around its publishing): the publishing process
+   (the relays together, or this one), every PostgreSQL process and the Kafka broker, per 1,000
+   rows, and the share of the machine's cores they kept busy (on 2 cores, one relay with
+   PostgreSQL and Kafka beside it fills both: two relays have no core to gain).
 2. Latency, commit to Kafka: events committed at a steady ``--rate`` (10 per transaction) for
    ``--seconds``; a topic with ``message.timestamp.type=LogAppendTime`` gives the moment the
    broker appended each one; p50/p99 of (append time - commit time), with LISTEN/NOTIFY on and
@@ -37,12 +43,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +59,7 @@ import sqlalchemy as sa
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from paced_load import all_samples, percentile
+from process_cpu import cpu_by_pid, cpu_per_thousand, cpu_spent, cpu_table
 from rich.console import Console
 from rich.table import Table
 
@@ -60,7 +68,12 @@ if str(ROOT) not in sys.path:  # run as a script: bench.suite importable
     sys.path.insert(0, str(ROOT))
 
 from bench.suite.rows import paired_ratio  # noqa: E402
-from bench.topic_counts import messages_in  # noqa: E402
+from bench.topic_counts import (  # noqa: E402
+    keyed_sequence,
+    messages_in,
+    order_violations,
+    round_problems,
+)
 from pipeline.database import build_engine, migrate  # noqa: E402
 from pipeline.envelope import Event, KafkaMessage  # noqa: E402
 from pipeline.kafka.clients import build_admin, build_consumer  # noqa: E402
@@ -132,75 +145,17 @@ def _delete_topics(settings: PipelineSettings, topics: list[str]) -> None:
         future.result(30)
 
 
-# --- what reached Kafka ----------------------------------------------------------------------
-
-
-def keyed_sequence(settings: PipelineSettings, topic: str) -> list[tuple[bytes | None, int]]:
-    """Every message of ``topic`` as (key, the ``n`` of its data), each partition in its order
-    (an aggregate's messages share a key, so a partition)."""
-    consumer = build_consumer(settings.kafka, f"bench-outbox-order-{uuid.uuid4().hex[:8]}")
-    try:
-        ends = {end.partition: end.offset for end in end_offsets(consumer, topic) if end.offset}
-        consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
-        found: list[tuple[bytes | None, int]] = []
-        deadline = time.monotonic() + 120
-        while ends and time.monotonic() < deadline:
-            for message in consumer.consume(1000, timeout=0.5):
-                if message.error() is not None:
-                    continue
-                found.append((message.key(), json.loads(message.value() or b"{}")["n"]))
-                partition, offset = message.partition(), message.offset()
-                if (
-                    partition is not None
-                    and offset is not None
-                    and offset + 1 >= ends.get(partition, 0)
-                ):
-                    ends.pop(partition, None)
-        if ends:
-            raise RuntimeError(f"{topic}: could not read back partitions {sorted(ends)}")
-        return found
-    finally:
-        consumer.close()
-
-
-def order_violations(sequence: Iterable[tuple[bytes | None, int]]) -> int:
-    """The messages that came after a later one of their key (their ``n`` below the highest
-    seen for it). A repeat of a message already seen is a duplicate, counted elsewhere."""
-    highest: dict[bytes | None, int] = {}
-    seen: set[tuple[bytes | None, int]] = set()
-    violations = 0
-    for key, n in sequence:
-        if (key, n) in seen:
-            continue
-        seen.add((key, n))
-        if key in highest and n < highest[key]:
-            violations += 1
-        else:
-            highest[key] = n
-    return violations
-
-
-def round_problems(found: int, expected: int, out_of_order: int | None) -> list[str]:
-    """Why a round failed its checks (empty when it did not): fewer messages in its topic than
-    expected, or messages out of order per aggregate."""
-    problems = []
-    if found < expected:
-        problems.append(f"{found:,} of {expected:,} messages in the topic")
-    if out_of_order:
-        problems.append(f"{out_of_order:,} messages out of order per aggregate")
-    return problems
-
-
 # --- relays as subprocesses ---------------------------------------------------------------
 
 
 @contextmanager
 def relays(
     url: str, count: int, *, listen: bool, log: Path, running: int = 0, keep: bool = True
-) -> Iterator[None]:
-    """``count`` more relay processes (beside ``running`` ones already started), returned once
-    each one LISTENs (or has run its first batch when not listening); stopped with SIGTERM at
-    the end. Without ``keep``, they delete each row as they publish it (retention 0)."""
+) -> Iterator[list[int]]:
+    """``count`` more relay processes (beside ``running`` ones already started), their pids
+    given once each one LISTENs (or has run its first batch when not listening); stopped with
+    SIGTERM at the end. Without ``keep``, they delete each row as they publish it (retention
+    0)."""
     args = [] if listen else ["--no-listen"]
     env = {"PIPELINE_DATABASE__URL": url, "PIPELINE_OUTBOX__LOG_INTERVAL_S": "0"}
     if not keep:
@@ -212,7 +167,7 @@ def relays(
         ]
     try:
         _wait_ready(url, started, listen=listen, expected=running + count)
-        yield
+        yield [process.pid for process in started]
     finally:
         for process in started:
             process.terminate()
@@ -256,27 +211,40 @@ def _wait_ready(
 # --- throughput ---------------------------------------------------------------------------
 
 
-def relay_throughput(url: str, rows: list[dict[str, Any]], *, keep: bool = True) -> float:
+def relay_throughput(
+    url: str, rows: list[dict[str, Any]], relay_pids: list[int], *, keep: bool = True
+) -> tuple[float, dict[str, float], float]:
     """One round with the relays running (idle, listening): ``rows`` committed at once, and
     the rate from that commit to the last row published (without ``keep``: to the table seen
-    empty)."""
+    empty); with the CPU seconds by process (the relays, PostgreSQL, Kafka) from the commit
+    to the table drained, and that stretch's wall seconds."""
     engine = build_engine(DatabaseSettings(url=url), pool_size=1)
     try:
         _reset(engine)
         with engine.begin() as connection:
             connection.execute(sa.insert(outbox_table), rows)
         committed = datetime.now(UTC)
+        pids = {f"relay {n}": pid for n, pid in enumerate(relay_pids)}
+        before, began = cpu_by_pid(pids), time.monotonic()
+        _drain(engine, timeout_s=600, every_s=0.1 if keep else 0.02)
+        spent = _relays_as_one(cpu_spent(before, cpu_by_pid(pids)))
+        wall = time.monotonic() - began
         if not keep:
-            _drain(engine, timeout_s=600, every_s=0.02)
-            return len(rows) / (datetime.now(UTC) - committed).total_seconds()
-        _drain(engine, timeout_s=600)
+            return len(rows) / (datetime.now(UTC) - committed).total_seconds(), spent, wall
         with engine.connect() as connection:
             last = connection.execute(
                 sa.select(sa.func.max(outbox_table.c.published_at))
             ).scalar_one()
-        return len(rows) / (last - committed).total_seconds()
+        return len(rows) / (last - committed).total_seconds(), spent, wall
     finally:
         engine.dispose()
+
+
+def _relays_as_one(spent: dict[str, float]) -> dict[str, float]:
+    """CPU seconds by process with the relays' added up under "publishing"."""
+    merged = {name: s for name, s in spent.items() if not name.startswith("relay ")}
+    merged["publishing"] = sum(s for name, s in spent.items() if name.startswith("relay "))
+    return merged
 
 
 def stored_messages(url: str) -> list[tuple[str, KafkaMessage]]:
@@ -441,9 +409,11 @@ def main() -> None:
         duplicates: dict[str, list[int]] = {name: [] for name in samples}
         out_of_order: dict[str, list[int]] = {"2 relays": []}
         failures: dict[str, list[str]] = {name: [] for name in samples}
+        #: CPU seconds by process (the publisher: this process or the relays) and wall seconds.
+        cpu: dict[str, list[tuple[dict[str, float], float]]] = {name: [] for name in samples}
         topics: list[str] = []
 
-        def measure(name: str, round_number: int) -> None:
+        def measure(name: str, round_number: int, relay_pids: list[int] | None = None) -> None:
             topic = _topic(settings, "throughput")
             topics.append(topic)
             with console.status(f"round {round_number}/{args.repeat}: {name}"):
@@ -454,10 +424,18 @@ def main() -> None:
                     with engine.begin() as connection:
                         connection.execute(sa.insert(outbox_table), rows)
                     engine.dispose()
-                    rate = producer_throughput(settings, topic, stored_messages(url))
+                    messages = stored_messages(url)
+                    pids = {"publishing": os.getpid()}
+                    before, began = cpu_by_pid(pids), time.monotonic()
+                    rate = producer_throughput(settings, topic, messages)
+                    wall = time.monotonic() - began
+                    spent = cpu_spent(before, cpu_by_pid(pids))
                 else:
-                    rate = relay_throughput(url, rows, keep=name != NOTHING_KEPT)
+                    rate, spent, wall = relay_throughput(
+                        url, rows, relay_pids or [], keep=name != NOTHING_KEPT
+                    )
             samples[name].append(rate)
+            cpu[name].append((spent, wall))
             # What reached Kafka: a message per row at least (the baseline's warm-up message
             # besides), and with two relays each aggregate's rows in order.
             expected = len(rows) + (1 if name == "EventProducer" else 0)
@@ -487,12 +465,12 @@ def main() -> None:
         latency: dict[str, dict[str, float]] = {}
         for round_number in rounds:
             measure("EventProducer", round_number)
-            with relays(url, 1, listen=True, log=log):
-                measure("1 relay", round_number)
-                with relays(url, 1, listen=True, log=log, running=1):
-                    measure("2 relays", round_number)
-            with relays(url, 1, listen=True, log=log, keep=False):
-                measure(NOTHING_KEPT, round_number)
+            with relays(url, 1, listen=True, log=log) as first:
+                measure("1 relay", round_number, first)
+                with relays(url, 1, listen=True, log=log, running=1) as second:
+                    measure("2 relays", round_number, first + second)
+            with relays(url, 1, listen=True, log=log, keep=False) as alone:
+                measure(NOTHING_KEPT, round_number, alone)
         with relays(url, 1, listen=True, log=log), console.status("latency, LISTEN/NOTIFY"):
             latency["LISTEN/NOTIFY"] = commit_to_kafka_latency(
                 settings, url, rate=args.rate, seconds=args.seconds
@@ -513,6 +491,7 @@ def main() -> None:
         paired = paired_ratio(rates, samples["EventProducer"])
         ratios[name] = throughput[name] / baseline if paired is None else paired
     failed_rounds = [f"{name}, {line}" for name, lines in failures.items() for line in lines]
+    cpu_figures = {name: cpu_per_thousand(rounds, args.rows) for name, rounds in cpu.items()}
     columns = ("publisher", "events/s", "ratio vs EventProducer", "duplicates", "failed rounds")
     table = Table(title=f"outbox relay throughput, {args.rows:,} rows committed at once")
     for column in columns:
@@ -552,6 +531,8 @@ def main() -> None:
         "failures": failures,
         "latency_rate_per_s": args.rate,
         "latency": latency,
+        "cpu_ms_per_1000_rows": {name: per for name, (per, _) in cpu_figures.items()},
+        "cores_busy": {name: busy for name, (_, busy) in cpu_figures.items()},
     }
     (RESULTS / "outbox_relay.json").write_text(json.dumps(report, indent=2))
     lines = [
@@ -567,6 +548,14 @@ def main() -> None:
             for n, r in throughput.items()
         ),
         *(["", "FAILED rounds: " + "; ".join(failed_rounds)] if failed_rounds else []),
+        "",
+        f"CPU ms per 1,000 rows by process, from the commit to the table drained (the "
+        f"baseline: its publishing), median of the rounds: publishing (this benchmark's "
+        f"process for EventProducer, the relays together), every PostgreSQL process and the "
+        f"Kafka broker of the machine; cores busy: their CPU over the stretch's wall time and "
+        f"the machine's {os.cpu_count()} cores.",
+        "",
+        *cpu_table(cpu_figures, "publisher"),
         "",
         f"Latency from commit to Kafka (broker append time) at {args.rate:,} events/s:",
         "",

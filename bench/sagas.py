@@ -60,6 +60,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from consumer_groups import stable_members
 from paced_load import percentile
+from process_cpu import cpu_by_pid, cpu_spent
 from topic_namespace import group, namespaced_catalogue, service_environment, topic
 
 from pipeline.cli.demo_sagas import SAGA_GROUP_TOPICS, SAGA_SERVICES
@@ -214,41 +215,6 @@ def wait_until_ready(
     raise SystemExit(f"the saga services were not ready after {timeout_s:.0f} s")
 
 
-def _cpu_by_pid(pids: dict[str, int]) -> dict[int, tuple[str, float]]:
-    """User + system CPU seconds by pid: each saga process, PostgreSQL's, Kafka's."""
-    found: dict[int, tuple[str, float]] = {}
-    names = {pid: name for name, pid in pids.items()}
-    for process in psutil.process_iter(["name", "cmdline"]):
-        try:
-            command = " ".join(process.info["cmdline"] or [])
-            times = process.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if process.pid in names:
-            name = names[process.pid]
-        elif (process.info["name"] or "").startswith("postgres"):
-            name = "postgresql"
-        elif "kafka.Kafka" in command:
-            name = "kafka"
-        else:
-            continue
-        found[process.pid] = (name, times.user + times.system)
-    return found
-
-
-def _cpu_spent(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
-) -> dict[str, float]:
-    """CPU seconds spent between two readings, by name. A process that started in between
-    counts whole; one that ended in between is lost (PostgreSQL backends come and go, so its
-    figure is a lower bound)."""
-    spent: dict[str, float] = {}
-    for pid, (name, seconds) in after.items():
-        start = before.get(pid, (name, 0.0))[1]
-        spent[name] = spent.get(name, 0.0) + max(0.0, seconds - start)
-    return spent
-
-
 def _place_order(order_id: str) -> Event:
     return Event(
         source="/bench/sagas",
@@ -275,7 +241,7 @@ def saga_level(
     run = uuid.uuid4().hex[:8]
     count = max(1, int(rate * seconds))
     ids = [f"bench-{run}-{n}" for n in range(count)]
-    before = _cpu_by_pid(pids)
+    before = cpu_by_pid(pids)
     with build_event_producer(settings.kafka, settings.producer) as producer:
         # The clock starts before the first send, as the baseline's (its ``began``): the
         # time to the first saga row is part of the level.
@@ -288,7 +254,7 @@ def saga_level(
             producer.send(topic(prefix, REQUESTS_ORDERS), _place_order(order_id))
         producer.flush(60)
     rows = wait_until_ended(engine, ids, max(300.0, seconds * 10), f"rate {rate}")
-    spent = _cpu_spent(before, _cpu_by_pid(pids))
+    spent = cpu_spent(before, cpu_by_pid(pids))
     figures = level_figures(began, [(row.status, row.created_at, row.updated_at) for row in rows])
     return {
         "offered_per_s": rate,

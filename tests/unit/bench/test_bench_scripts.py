@@ -142,7 +142,7 @@ def test_processing_fingerprints_its_worker_too(monkeypatch):
 
 
 def test_the_outbox_bench_counts_missing_messages_and_order_per_aggregate(monkeypatch):
-    outbox = _bench(monkeypatch, "outbox_relay")
+    outbox = _bench(monkeypatch, "topic_counts")
     assert outbox.round_problems(1000, 1000, None) == []
     assert outbox.round_problems(1003, 1000, 0) == []  # duplicates are not a failure
     assert outbox.round_problems(999, 1000, 2) == [
@@ -228,3 +228,26 @@ def test_processing_results_say_whether_the_tree_had_uncommitted_changes(monkeyp
     processing.report(Console(quiet=True), [agent, ours], args, 1.0, fingerprint, False)
     assert json.loads((tmp_path / "processing.json").read_text())["uncommitted_changes"] is False
     assert "no uncommitted changes" in (tmp_path / "processing.md").read_text()
+
+
+def test_cpu_by_process_adds_up_between_readings_and_over_rounds(monkeypatch):
+    cpu = _bench(monkeypatch, "process_cpu")
+    before = {1: ("relay 0", 1.0), 2: ("postgresql", 5.0), 3: ("postgresql", 2.0)}
+    after = {1: ("relay 0", 1.5), 2: ("postgresql", 5.25), 3: ("postgresql", 2.25),
+             4: ("postgresql", 0.5), 5: ("kafka", 0.75)}  # fmt: skip
+    # a backend that started in between counts whole; none goes below what it had
+    spent = cpu.cpu_spent(before, after)
+    assert spent == {"relay 0": 0.5, "postgresql": 1.0, "kafka": 0.75}
+    assert cpu.cores_busy(spent, wall_s=1.0, cores=2) == pytest.approx(1.125)
+    assert cpu.cores_busy(spent, wall_s=0.0, cores=2) == 0.0
+    rounds = [({"publishing": 1.0, "kafka": 0.5}, 1.0), ({"publishing": 3.0}, 2.0),
+              ({"publishing": 2.0, "kafka": 1.5}, 4.0)]  # fmt: skip
+    per_thousand, busy = cpu.cpu_per_thousand(rounds, events=10_000, cores=2)
+    # ms per 1,000 events (1 s over 10,000 events is 100 ms), the median over the rounds; a
+    # process absent from a round spent nothing in it
+    assert per_thousand == {"kafka": pytest.approx(50.0), "publishing": pytest.approx(200.0)}
+    # cores busy by round: 1.5 / (1 s x 2), 3 / (2 s x 2), 3.5 / (4 s x 2): the median
+    assert busy == pytest.approx(0.75)
+    table = cpu.cpu_table({"1 relay": (per_thousand, busy)}, "publisher")
+    assert table[0] == "| publisher | kafka | publishing | total | cores busy |"
+    assert table[2] == "| 1 relay | 50 | 200 | 250 | 75% |"
