@@ -110,8 +110,9 @@ _CLIENT_CERTIFICATE_HINTS = {
         "this is a KRaft controller's port rather than a broker's)"
     ),
     True: (
-        "; the listener wants a client certificate it trusts (is this a KRaft "
-        "controller's port rather than a broker's?)"
+        "; the listener does not trust the client certificate of "
+        "PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION (is it signed by a CA of the broker's "
+        "truststore? or is this a KRaft controller's port rather than a broker's?)"
     ),
     None: (
         "; the listener wants a client certificate it trusts: set "

@@ -83,8 +83,9 @@ def test_a_listener_wanting_a_certificate_from_a_client_without_one_names_the_se
 def test_a_listener_refusing_the_clients_certificate_asks_about_the_controllers_port() -> None:
     # The KRaft controller's listener, which takes only the node's own certificate.
     assert security_failure_of(BAD_CERTIFICATE, client_certificate=True) == (
-        ALERT + "alert number 42; the listener wants a client certificate it trusts (is this a "
-        "KRaft controller's port rather than a broker's?)"
+        ALERT + "alert number 42; the listener does not trust the client certificate of "
+        "PIPELINE_KAFKA__SSL_CERTIFICATE_LOCATION (is it signed by a CA of the broker's "
+        "truststore? or is this a KRaft controller's port rather than a broker's?)"
     )
 
 
