@@ -75,6 +75,7 @@ class ProducerClient(Protocol):
     def __len__(self) -> int: ...
     def poll(self, timeout: float = ...) -> int: ...
     def flush(self, timeout: float = ...) -> int: ...
+    def purge(self, in_queue: bool = ..., in_flight: bool = ..., blocking: bool = ...) -> None: ...
     def init_transactions(self, timeout: float = ...) -> None: ...
     def begin_transaction(self) -> None: ...
     def commit_transaction(self, timeout: float = ...) -> None: ...
@@ -471,6 +472,16 @@ class EventProducer(ProducerTransactions):
             server.cancel()
             with suppress(asyncio.CancelledError):
                 await server
+
+    def purge(self) -> None:
+        """Give up every event not acknowledged yet, queued or in flight (one in flight may still
+        reach the broker): each delivery report says it was purged (``Local: Purged in queue``
+        or ``in flight``), served as any other report, at once where :meth:`serving_on_loop`
+        serves them."""
+        self._client.purge(in_queue=True, in_flight=True, blocking=False)
+        due = self._reports_due
+        if due is not None:
+            due.set()
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait for every queued event; raise :class:`DeliveryError` for unobserved failures,

@@ -41,6 +41,9 @@ log = logging.getLogger("producers.gateway")
 
 #: The longest single wait for deliveries while stopping, so a second signal is served at once.
 _FLUSH_STEP_S = 0.2
+#: After a second signal, how long stopping may still take (the requests in flight answered
+#: once their messages are given up, the app's cleanup run) before what is left is abandoned.
+_AT_ONCE_S = 2.0
 
 T = TypeVar("T")
 
@@ -226,6 +229,7 @@ class Flushable(Protocol):
     """What stopping uses of :class:`pipeline.kafka.producer.EventProducer`."""
 
     def flush(self, timeout_s: float | None = ...) -> None: ...
+    def purge(self) -> None: ...
 
 
 class StoppedAtOnce(Exception):
@@ -284,7 +288,10 @@ async def serve(
        messages still undelivered then are :class:`DeliveriesLeft`.
 
     A second SIGINT or SIGTERM while stopping stops at once: :class:`StoppedAtOnce`, with the
-    count of messages given up. ``reuse_port``: listen with ``SO_REUSEPORT``, beside other
+    count of messages given up. The producer purges them, so the requests in flight get their
+    503 now and the stop ends in order (within :data:`_AT_ONCE_S`, else what still waits is
+    abandoned; a third signal abandons it at once). Once stopped, further signals are ignored
+    until the loop closes. ``reuse_port``: listen with ``SO_REUSEPORT``, beside other
     gateway processes on the same port (``pipeline gateway --workers``). A request's headers
     must arrive within ``header_timeout_s``, else its connection closes (with a 408 if some of
     them came; see :func:`gateway_runner`).
@@ -302,14 +309,29 @@ async def serve(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     stopping: asyncio.Task[None] | None = None
+    given_up: int | None = None  # messages given up by a second signal
+    abandon: asyncio.TimerHandle | None = None
     signals = (signal.SIGINT, signal.SIGTERM)
 
     def on_signal() -> None:
-        if stopping is not None:
-            stopping.cancel()
+        nonlocal given_up, abandon
         stop.set()
+        if stopping is None:
+            return
+        if given_up is not None:  # a third: abandon what still waits
+            stopping.cancel()
+            return
+        # The deliveries waited for are given up, so the requests in flight get their 503 now
+        # and stopping ends in order. Cancelling it part way (as a second signal did) left the
+        # app's cleanup undone, and asyncio closed its async generators in no set order at
+        # exit ("generator didn't stop after athrow()", with a traceback).
+        given_up = 0 if producer is None else undelivered(producer)
+        if producer is not None:
+            producer.purge()
+        abandon = loop.call_later(_AT_ONCE_S, stopping.cancel)
 
     cleaned_up = False
+    handling = False
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         try:
@@ -322,6 +344,7 @@ async def serve(
             on_ready(addresses)
         for signum in signals:
             loop.add_signal_handler(signum, on_signal)
+        handling = True
         await stop.wait()
         left = 0 if producer is None else undelivered(producer)
         say(
@@ -329,33 +352,56 @@ async def serve(
             f"{left:,} message{'' if left == 1 else 's'} to be delivered to Kafka "
             "(Ctrl-C again to stop at once)"
         )
-        stopping = asyncio.create_task(_wind_down(runner, producer, shutdown_timeout_s))
+        stopping = asyncio.create_task(
+            _wind_down(runner, producer, shutdown_timeout_s, lambda: given_up is not None)
+        )
         try:
             await stopping
         except asyncio.CancelledError:
             if not stopping.cancelled():
                 raise  # serve itself was cancelled
             cleaned_up = True  # abandoned: nothing more is waited for
-            raise StoppedAtOnce(0 if producer is None else undelivered(producer)) from None
+            if given_up is None:  # cancelled with no second signal before: not expected
+                given_up = 0 if producer is None else undelivered(producer)
+            raise StoppedAtOnce(given_up) from None
         cleaned_up = True
+        if given_up is not None:
+            raise StoppedAtOnce(given_up)
     finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+        if abandon is not None:
+            abandon.cancel()
+        if handling:
+            # Stopped: a signal now changes nothing. With the default action back, a second
+            # SIGTERM while the program wound down ended it with 143 after a clean stop.
+            for signum in signals:
+                loop.add_signal_handler(signum, _stopped_already)
         if not cleaned_up:
             await runner.cleanup()
 
 
-async def _wind_down(runner: web.AppRunner, producer: Flushable | None, timeout_s: float) -> None:
-    """Steps 2 to 4 of :func:`serve`, within ``timeout_s``."""
+def _stopped_already() -> None:
+    """A signal once the gateway has stopped (or stopped at once): nothing left to stop."""
+
+
+async def _wind_down(
+    runner: web.AppRunner,
+    producer: Flushable | None,
+    timeout_s: float,
+    at_once: Callable[[], bool],
+) -> None:
+    """Steps 2 to 4 of :func:`serve`, within ``timeout_s``; step 4 ends once ``at_once()``
+    (a second signal gave the deliveries up)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     await runner.cleanup()
     if producer is None:
         return
-    while True:
+    while not at_once():
         # Short waits in a thread: the loop stays free to serve a second signal.
         wait_s = min(_FLUSH_STEP_S, max(0.0, deadline - loop.time()))
         left = await asyncio.to_thread(undelivered, producer, wait_s)
+        if at_once():
+            return
         if not left:
             log.info("gateway stopped: every message was delivered to Kafka")
             return

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -79,16 +80,32 @@ def test_healthz_is_503_with_a_one_line_reason_while_kafka_is_away(gateway: Gate
     assert "\n" not in body["reason"]
 
 
-def test_ctrl_c_says_what_it_waits_for_and_a_second_stops_at_once(gateway: Gateway):
-    request = urllib.request.Request(
+def _order_request(gateway: Gateway) -> urllib.request.Request:
+    return urllib.request.Request(
         gateway.url("/v1/requests/place_order"),
         data=json.dumps(ORDER).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    # The gateway holds the request until Kafka acknowledges (it never will): give up waiting.
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_stops_at_once(gateway: Gateway):
+    answers: list[tuple[int, dict[str, object]] | BaseException] = []
+
+    def place_order_and_wait() -> None:
+        try:
+            urllib.request.urlopen(_order_request(gateway), timeout=60)
+        except urllib.error.HTTPError as error:
+            answers.append((error.code, json.loads(error.read())))
+        except Exception as error:  # reported by the assertion below
+            answers.append(error)
+
+    waiting = threading.Thread(target=place_order_and_wait)
+    waiting.start()
+    # The gateway holds each request until Kafka acknowledges (it never will); this client
+    # gives up after a second, by which time the request above is in flight too.
     with pytest.raises(TimeoutError):
-        urllib.request.urlopen(request, timeout=1)
+        urllib.request.urlopen(_order_request(gateway), timeout=1)
 
     gateway.popen.send_signal(signal.SIGINT)
     wait_until(
@@ -96,11 +113,42 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_stops_at_once(gateway: Gatew
     )
     gateway.popen.send_signal(signal.SIGINT)
     code = gateway.popen.wait(timeout=30)
+    waiting.join(timeout=30)
 
     output = gateway.output()
     assert code == 130, output
     assert (
-        "stopping: waiting up to 30 s for requests in flight and 1 message to be delivered "
+        "stopping: waiting up to 30 s for requests in flight and 2 messages to be delivered "
         "to Kafka (Ctrl-C again to stop at once)"
     ) in output
-    assert "stopped at once: 1 message was not delivered to Kafka" in output
+    assert "stopped at once: 2 messages were not delivered to Kafka" in output
+    # The request still waiting was answered: not acknowledged, its message given up.
+    assert len(answers) == 1 and isinstance(answers[0], tuple), answers
+    [(status, body)] = answers
+    error = body["error"]
+    assert isinstance(error, dict), body
+    assert status == 503 and error["code"] == "not_acknowledged", body
+    assert "Purged" in error["message"], body
+    # The stop ended in order: no traceback (the app's cleanup cut short had left its async
+    # generators for asyncio to close at exit, "generator didn't stop after athrow()").
+    assert "Traceback" not in output and "athrow" not in output, output
+
+
+def test_a_signal_after_the_stop_leaves_its_exit_code(gateway: Gateway):
+    gateway.popen.send_signal(signal.SIGTERM)
+    wait_until(
+        lambda: (
+            "gateway stopped: every message was delivered to Kafka" in gateway.output()
+            or gateway.popen.poll() is not None
+        ),
+        timeout_s=30,
+        what="the gateway to stop",
+    )
+    # While it winds down (its Kafka health check, against a closed port, still waits), a
+    # second SIGTERM changes nothing: it had ended the process with 143.
+    gateway.popen.send_signal(signal.SIGTERM)
+    code = gateway.popen.wait(timeout=30)
+
+    output = gateway.output()
+    assert code == 0, output
+    assert "Traceback" not in output, output

@@ -11,8 +11,9 @@ processes (each worker's command line is run here in turn, as the supervisor wou
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,6 +58,16 @@ async def start_and_stop(gateway: web.Application, *args: Any, **kwargs: Any) ->
     runner = web.AppRunner(gateway)
     await runner.setup()
     await runner.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def signals_put_back() -> Iterator[None]:
+    """The gateway's end ignores SIGINT and SIGTERM until its process ends (a stop is final):
+    here, in pytest's process, they are put back after each test."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 @pytest.fixture
