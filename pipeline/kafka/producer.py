@@ -190,6 +190,7 @@ class EventProducer(ProducerTransactions):
         self._reports_due: asyncio.Event | None = None
         self._polling_threads = 0  # polling() blocks running
         self._told_unserved = False  # the warning of send_awaitable outside serving_on_loop
+        self._given_up = False  # give_up() was called: send_awaitable refuses
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -346,6 +347,11 @@ class EventProducer(ProducerTransactions):
         A report served on another thread (a :meth:`flush` while stopping) is handed to the
         loop; one served after the loop closed, or for a caller that gave up, is dropped.
         """
+        if self._given_up:
+            raise PipelineError(
+                "the producer gave its events up (the program is stopping at once): nothing "
+                "was sent"
+            )
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
         future: asyncio.Future[Delivery] = loop.create_future()
@@ -473,11 +479,14 @@ class EventProducer(ProducerTransactions):
             with suppress(asyncio.CancelledError):
                 await server
 
-    def purge(self) -> None:
+    def give_up(self) -> None:
         """Give up every event not acknowledged yet, queued or in flight (one in flight may still
-        reach the broker): each delivery report says it was purged (``Local: Purged in queue``
-        or ``in flight``), served as any other report, at once where :meth:`serving_on_loop`
-        serves them."""
+        reach the broker), and take no more through :meth:`send_awaitable` (it raises
+        :class:`PipelineError`): for a server stopping at once, whose requests then get their
+        answers now. Each delivery report says its event was purged (``Local: Purged in
+        queue`` or ``in flight``), served as any other report, at once where
+        :meth:`serving_on_loop` serves them."""
+        self._given_up = True
         self._client.purge(in_queue=True, in_flight=True, blocking=False)
         due = self._reports_due
         if due is not None:

@@ -229,15 +229,19 @@ class Flushable(Protocol):
     """What stopping uses of :class:`pipeline.kafka.producer.EventProducer`."""
 
     def flush(self, timeout_s: float | None = ...) -> None: ...
-    def purge(self) -> None: ...
+    def give_up(self) -> None: ...
 
 
 class StoppedAtOnce(Exception):
-    """A second SIGINT or SIGTERM while stopping: ``undelivered`` messages were given up."""
+    """A second SIGINT or SIGTERM while stopping: ``undelivered`` messages were given up (some
+    may have reached the broker all the same: they were sent, not acknowledged)."""
 
     def __init__(self, undelivered: int) -> None:
         self.undelivered = undelivered
-        super().__init__(f"stopped at once: {messages(undelivered)} not delivered to Kafka")
+        super().__init__(
+            f"stopped at once: {messages(undelivered)} given up (not known to be delivered "
+            "to Kafka)"
+        )
 
 
 class DeliveriesLeft(PipelineError):
@@ -288,13 +292,15 @@ async def serve(
        messages still undelivered then are :class:`DeliveriesLeft`.
 
     A second SIGINT or SIGTERM while stopping stops at once: :class:`StoppedAtOnce`, with the
-    count of messages given up. The producer purges them, so the requests in flight get their
-    503 now and the stop ends in order (within :data:`_AT_ONCE_S`, else what still waits is
-    abandoned; a third signal abandons it at once). Once stopped, further signals are ignored
-    until the loop closes. ``reuse_port``: listen with ``SO_REUSEPORT``, beside other
-    gateway processes on the same port (``pipeline gateway --workers``). A request's headers
-    must arrive within ``header_timeout_s``, else its connection closes (with a 408 if some of
-    them came; see :func:`gateway_runner`).
+    count of messages given up. The producer gives them up and takes no more, so the requests
+    in flight get their 503 now and the stop ends in order (within :data:`_AT_ONCE_S`, else
+    what still waits is abandoned; a third signal abandons it at once). Once stopped, further
+    signals are ignored until the loop closes.
+
+    ``reuse_port``: listen with ``SO_REUSEPORT``, beside other gateway processes on the same
+    port (``pipeline gateway --workers``). A request's headers must arrive within
+    ``header_timeout_s``, else its connection closes (with a 408 if some of them came; see
+    :func:`gateway_runner`).
     """
     say = say or log.info
     quiet_malformed_requests()
@@ -316,7 +322,7 @@ async def serve(
     def on_signal() -> None:
         nonlocal given_up, abandon
         stop.set()
-        if stopping is None:
+        if stopping is None or stopping.done():  # not stopping yet, or stopped already
             return
         if given_up is not None:  # a third: abandon what still waits
             stopping.cancel()
@@ -327,7 +333,7 @@ async def serve(
         # exit ("generator didn't stop after athrow()", with a traceback).
         given_up = 0 if producer is None else undelivered(producer)
         if producer is not None:
-            producer.purge()
+            producer.give_up()
         abandon = loop.call_later(_AT_ONCE_S, stopping.cancel)
 
     cleaned_up = False

@@ -55,6 +55,7 @@ class ScriptedProducer:
     produced: list = field(default_factory=list)
     polls: int = 0
     transactions: list = field(default_factory=list)
+    purges: list = field(default_factory=list)
 
     def __len__(self):
         return len(self.queued)
@@ -80,6 +81,12 @@ class ScriptedProducer:
     def flush(self, timeout=0):
         self.poll()
         return 0
+
+    def purge(self, in_queue=True, in_flight=True, blocking=True):
+        # As librdkafka does: what is queued fails, purged, at the next poll (never produced).
+        self.purges.append((in_queue, in_flight, blocking))
+        for _topic, _value, key, _headers, _callback in self.queued:
+            self.fail[key] = KafkaError(KafkaError._PURGE_QUEUE)
 
     def init_transactions(self, timeout=0):
         self.transactions.append("init")
@@ -243,6 +250,24 @@ def test_send_awaitable_is_served_on_the_event_loop_thread_without_a_poller_thre
     assert delivery.ok and delivery.topic == "orders"
     assert served_on == [loop_thread]
     assert threads == threading.active_count()  # no thread was started for it
+
+
+def test_give_up_purges_what_waits_and_refuses_later_awaitable_sends():
+    client = ScriptedProducer()
+    producer = EventProducer(client)
+
+    async def main():
+        async with producer.serving_on_loop():
+            waiting = producer.send_awaitable("orders", _event("a"))
+            producer.give_up()  # before the report of "a" was served
+            with pytest.raises(PipelineError, match="gave its events up"):
+                producer.send_awaitable("orders", _event("b"))
+            return await asyncio.wait_for(waiting, 5)
+
+    delivery = asyncio.run(main())
+    assert client.purges == [(True, True, False)]
+    assert not delivery.ok and "Purged" in str(delivery.error)
+    assert [key for _topic, _value, key, _headers in client.produced] == [b"a"]  # not "b"
 
 
 def test_serving_on_loop_sleeps_while_nothing_is_due_and_wakes_for_the_next_send():
