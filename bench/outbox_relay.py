@@ -227,8 +227,8 @@ def relay_throughput(
         pids = {f"relay {n}": pid for n, pid in enumerate(relay_pids)}
         before, began = cpu_by_pid(pids), time.monotonic()
         _drain(engine, timeout_s=600, every_s=0.02)
-        spent = _relays_as_one(cpu_spent(before, cpu_by_pid(pids)))
         wall = time.monotonic() - began
+        spent = _relays_as_one(cpu_spent(before, cpu_by_pid(pids)))
         if not keep:
             return len(rows) / (datetime.now(UTC) - committed).total_seconds(), spent, wall
         with engine.connect() as connection:
@@ -261,19 +261,24 @@ def stored_messages(url: str) -> list[tuple[str, KafkaMessage]]:
 
 def producer_throughput(
     settings: PipelineSettings, topic: str, messages: list[tuple[str, KafkaMessage]]
-) -> float:
+) -> tuple[float, dict[str, float], float]:
+    """The baseline's rate, with the CPU seconds by process (this one as "publishing",
+    PostgreSQL, Kafka) over its publishing alone, and that stretch's wall seconds."""
     producer = build_event_producer(settings.kafka, settings.producer)
     # Connected, with its idempotent producer id, before the clock starts, as the relays are
     # (idle and listening before each commit): one message more, acknowledged first. Without
     # it the baseline's figure held a new producer's first ~0.5 s, most of a 10,000-row round.
     producer.send_and_wait(topic, messages[0][1])
+    pids = {"publishing": os.getpid()}
+    before = cpu_by_pid(pids)
     began = time.perf_counter()
     with producer:
         for _, message in messages:
             producer.send(topic, message)
     elapsed = time.perf_counter() - began
+    spent = cpu_spent(before, cpu_by_pid(pids))
     assert producer.counters.sent == len(messages) + 1, "not every event was acknowledged"
-    return len(messages) / elapsed
+    return len(messages) / elapsed, spent, elapsed
 
 
 # --- latency ------------------------------------------------------------------------------
@@ -424,12 +429,7 @@ def main() -> None:
                     with engine.begin() as connection:
                         connection.execute(sa.insert(outbox_table), rows)
                     engine.dispose()
-                    messages = stored_messages(url)
-                    pids = {"publishing": os.getpid()}
-                    before, began = cpu_by_pid(pids), time.monotonic()
-                    rate = producer_throughput(settings, topic, messages)
-                    wall = time.monotonic() - began
-                    spent = cpu_spent(before, cpu_by_pid(pids))
+                    rate, spent, wall = producer_throughput(settings, topic, stored_messages(url))
                 else:
                     rate, spent, wall = relay_throughput(
                         url, rows, relay_pids or [], keep=name != NOTHING_KEPT
@@ -531,8 +531,9 @@ def main() -> None:
         "failures": failures,
         "latency_rate_per_s": args.rate,
         "latency": latency,
-        "cpu_ms_per_1000_rows": {name: per for name, (per, _) in cpu_figures.items()},
-        "cores_busy": {name: busy for name, (_, busy) in cpu_figures.items()},
+        "cpu_ms_per_1000_rows": {name: f.by_name for name, f in cpu_figures.items()},
+        "cpu_ms_per_1000_rows_total": {name: f.total for name, f in cpu_figures.items()},
+        "cores_busy": {name: f.cores_busy for name, f in cpu_figures.items()},
     }
     (RESULTS / "outbox_relay.json").write_text(json.dumps(report, indent=2))
     lines = [

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import psutil
 
-__all__ = ["cores_busy", "cpu_by_pid", "cpu_per_thousand", "cpu_spent", "cpu_table"]
+__all__ = ["CpuFigures", "cores_busy", "cpu_by_pid", "cpu_per_thousand", "cpu_spent", "cpu_table"]
 
 Reading = dict[int, tuple[str, float]]
 
@@ -61,29 +62,39 @@ def cores_busy(spent: Mapping[str, float], wall_s: float, cores: int | None = No
     return sum(spent.values()) / (wall_s * count) if wall_s > 0 else 0.0
 
 
+class CpuFigures(NamedTuple):
+    """:func:`cpu_per_thousand`'s medians over the rounds."""
+
+    by_name: dict[str, float]  # CPU ms per 1,000 events of each process
+    total: float  # of all of them together (the median of the rounds' totals)
+    cores_busy: float  # the share of the cores they kept busy
+
+
 def cpu_per_thousand(
     rounds: Sequence[tuple[Mapping[str, float], float]], events: int, cores: int | None = None
-) -> tuple[dict[str, float], float]:
+) -> CpuFigures:
     """Over rounds of ``events`` each, given as (CPU seconds by name, wall seconds): the median
-    CPU milliseconds per 1,000 events by name, and the median share of the cores kept busy."""
+    CPU milliseconds per 1,000 events by name and in all, and the median share of the cores
+    kept busy (each a median of its own, so the names' figures need not add up to the total)."""
     names = sorted({name for spent, _ in rounds for name in spent})
-    per_thousand = {
+    by_name = {
         name: statistics.median(spent.get(name, 0.0) * 1e6 / events for spent, _ in rounds)
         for name in names
     }
+    total = statistics.median(sum(spent.values()) * 1e6 / events for spent, _ in rounds)
     busy = statistics.median(cores_busy(spent, wall, cores) for spent, wall in rounds)
-    return per_thousand, busy
+    return CpuFigures(by_name, total, busy)
 
 
-def cpu_table(figures: Mapping[str, tuple[Mapping[str, float], float]], first: str) -> list[str]:
+def cpu_table(figures: Mapping[str, CpuFigures], first: str) -> list[str]:
     """A Markdown table of :func:`cpu_per_thousand`'s figures by contender (the column ``first``
-    names them): CPU ms per 1,000 events of each process, their total, and the cores busy."""
-    names = sorted({name for per, _ in figures.values() for name in per})
+    names them): CPU ms per 1,000 events of each process, in all, and the cores busy."""
+    names = sorted({name for figure in figures.values() for name in figure.by_name})
     lines = [
         f"| {first} | {' | '.join(names)} | total | cores busy |",
         "|---|" + "---:|" * (len(names) + 2),
     ]
-    for contender, (per, busy) in figures.items():
-        cells = " | ".join(f"{per.get(name, 0.0):,.0f}" for name in names)
-        lines.append(f"| {contender} | {cells} | {sum(per.values()):,.0f} | {busy:.0%} |")
+    for contender, figure in figures.items():
+        cells = " | ".join(f"{figure.by_name.get(name, 0.0):,.0f}" for name in names)
+        lines.append(f"| {contender} | {cells} | {figure.total:,.0f} | {figure.cores_busy:.0%} |")
     return lines

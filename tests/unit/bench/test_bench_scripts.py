@@ -242,12 +242,14 @@ def test_cpu_by_process_adds_up_between_readings_and_over_rounds(monkeypatch):
     assert cpu.cores_busy(spent, wall_s=0.0, cores=2) == 0.0
     rounds = [({"publishing": 1.0, "kafka": 0.5}, 1.0), ({"publishing": 3.0}, 2.0),
               ({"publishing": 2.0, "kafka": 1.5}, 4.0)]  # fmt: skip
-    per_thousand, busy = cpu.cpu_per_thousand(rounds, events=10_000, cores=2)
+    figures = cpu.cpu_per_thousand(rounds, events=10_000, cores=2)
     # ms per 1,000 events (1 s over 10,000 events is 100 ms), the median over the rounds; a
     # process absent from a round spent nothing in it
-    assert per_thousand == {"kafka": pytest.approx(50.0), "publishing": pytest.approx(200.0)}
+    assert figures.by_name == {"kafka": pytest.approx(50.0), "publishing": pytest.approx(200.0)}
+    # the rounds' totals: 150, 300, 350 ms per 1,000: their median, not the sum of the above
+    assert figures.total == pytest.approx(300.0)
     # cores busy by round: 1.5 / (1 s x 2), 3 / (2 s x 2), 3.5 / (4 s x 2): the median
-    assert busy == pytest.approx(0.75)
-    table = cpu.cpu_table({"1 relay": (per_thousand, busy)}, "publisher")
+    assert figures.cores_busy == pytest.approx(0.75)
+    table = cpu.cpu_table({"1 relay": figures}, "publisher")
     assert table[0] == "| publisher | kafka | publishing | total | cores busy |"
-    assert table[2] == "| 1 relay | 50 | 200 | 250 | 75% |"
+    assert table[2] == "| 1 relay | 50 | 200 | 300 | 75% |"
