@@ -236,13 +236,16 @@ def _supervise(settings: PipelineSettings, config: GatewaySettings, workers: int
         str(config.port),
         "--worker",
     ]
-    code = run_workers(
-        argv,
-        workers,
-        address=(config.host, config.port),
-        say=lambda line: err.print(line, highlight=False),
-        first_args=["--announce"],  # the one worker that says the gateway's start-up notes
-    )
+    try:
+        code = run_workers(
+            argv,
+            workers,
+            address=(config.host, config.port),
+            say=lambda line: err.print(line, highlight=False),
+            first_args=["--announce"],  # the one worker that says the gateway's start-up notes
+        )
+    finally:
+        _signals_ignored_from_now()
     if code:
         raise typer.Exit(code)
 
@@ -343,9 +346,13 @@ def _serve(
             log_handler.flush_timeout_s = 0.0
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
-        # Stopped: a signal now changes nothing until the process ends, as while the loop
-        # closed (serve()). With the default action back, a second SIGTERM in these last moments
-        # ended a clean stop with 143 instead of its own exit code.
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN)
+        _signals_ignored_from_now()  # as while the loop closed (serve())
         engine.dispose()
+
+
+def _signals_ignored_from_now() -> None:
+    """The gateway (or its supervisor) has stopped: a signal now changes nothing until the
+    process ends. With the default action back, a second SIGTERM in these last moments ended
+    a clean stop with 143 instead of its own exit code."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)

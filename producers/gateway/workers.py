@@ -135,9 +135,11 @@ def run_workers(
             stop_all()
         for worker in workers:
             worker.wait()
+        metrics.cleanup()
+        # Last, so that the caller can take them over at once (`pipeline gateway` ignores
+        # them from then on: the workers have stopped).
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        metrics.cleanup()
     return supervisor_exit_code([w.returncode for w in workers], first, signaled)
 
 

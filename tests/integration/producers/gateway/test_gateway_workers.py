@@ -107,6 +107,32 @@ def test_a_worker_killed_stops_the_gateway_saying_which_and_how(
     assert output.count("gateway stopped: every message was delivered") == 1, output
 
 
+def test_signals_after_the_workers_stopped_leave_the_exit_code(
+    tmp_path: Path, database_env: dict[str, str]
+):
+    gateway = GatewayProcess(tmp_path / "gateway.log", database_env, "--workers", "2", listening=2)
+    try:
+        gateway.popen.send_signal(signal.SIGTERM)
+        stopped = "gateway stopped: every message was delivered to Kafka"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and gateway.output().count(stopped) < 2:
+            time.sleep(0.01)
+        # Both workers stopped cleanly: SIGTERM after SIGTERM until the supervisor has exited
+        # (in its last moments, with the default action back, one ended it with 143).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and gateway.popen.poll() is None:
+            gateway.popen.send_signal(signal.SIGTERM)
+            time.sleep(0.005)
+        code = gateway.popen.wait(timeout=30)
+    finally:
+        gateway.stop()
+    output = gateway.output()
+
+    assert output.count(stopped) == 2, output
+    assert code == 0, output
+    assert "Traceback" not in output, output
+
+
 def test_workers_end_with_a_supervisor_killed_with_sigkill(
     tmp_path: Path, database_env: dict[str, str]
 ):
